@@ -1,0 +1,1 @@
+//! Load balancing for tower (work in progress).

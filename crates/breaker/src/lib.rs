@@ -1,0 +1,1 @@
+//! Circuit breaker for tower (work in progress).

@@ -1,0 +1,32 @@
+//! Shared pieces of [tower-prism]: what a result means, how components tell each other
+//! about downstream health, metric names, and config validation.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_prism_core::{Classify, HealthSignal, HttpClassifier, Outcome};
+//!
+//! // What does a 503 mean? A failure worth retrying.
+//! let response = http::Response::builder().status(503).body(()).unwrap();
+//! let outcome = Classify::<_, std::io::Error>::classify(&HttpClassifier, Ok(&response));
+//! assert_eq!(outcome, Outcome::Failure { retryable: true });
+//!
+//! // A breaker publishes it; an adaptive limiter reads it.
+//! let health = HealthSignal::new();
+//! let mut limiter_view = health.subscribe();
+//! health.record(outcome, Duration::from_millis(40));
+//! assert_eq!(limiter_view.read().failure_rate(), Some(1.0));
+//! ```
+//!
+//! [tower-prism]: https://docs.rs/tower-prism
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod outcome;
+pub mod sync;
+
+pub use config::ConfigError;
+pub use health::{HealthReader, HealthSignal, HealthStats};
+pub use outcome::{Classify, DefaultClassifier, HttpClassifier, Outcome};

@@ -1,0 +1,33 @@
+//! Retry metrics.
+
+use metrics::{describe_counter, describe_histogram, Unit};
+
+/// Histogram: attempts made per logical call (1 = no retry).
+pub const ATTEMPTS: &str = "prism_retry_attempts";
+/// Counter: retries made, by `reason` (`error`, `status`, `timeout`...).
+pub const RETRIES_TOTAL: &str = "prism_retry_retries_total";
+/// Counter: retries refused because the retry budget was empty.
+pub const BUDGET_EXHAUSTED_TOTAL: &str = "prism_retry_budget_exhausted_total";
+/// Counter: calls that gave up with a failure, by `reason` (`max_attempts`, `deadline`,
+/// `budget`, `not_retryable`, `fatal`, `not_replayable`...).
+pub const GAVE_UP_TOTAL: &str = "prism_retry_gave_up_total";
+/// Histogram: backoff slept before each retry.
+pub const BACKOFF_SECONDS: &str = "prism_retry_backoff_seconds";
+
+/// Every retry metric name.
+pub const ALL: &[&str] = &[
+    ATTEMPTS,
+    RETRIES_TOTAL,
+    BUDGET_EXHAUSTED_TOTAL,
+    GAVE_UP_TOTAL,
+    BACKOFF_SECONDS,
+];
+
+/// Registers the retry metrics' descriptions.
+pub fn describe() {
+    describe_histogram!(ATTEMPTS, Unit::Count, "Attempts per logical call.");
+    describe_counter!(RETRIES_TOTAL, Unit::Count, "Retries made, by reason.");
+    describe_counter!(BUDGET_EXHAUSTED_TOTAL, Unit::Count, "Retries refused by an empty retry budget.");
+    describe_counter!(GAVE_UP_TOTAL, Unit::Count, "Calls that gave up with a failure, by reason.");
+    describe_histogram!(BACKOFF_SECONDS, Unit::Seconds, "Backoff slept before a retry.");
+}

@@ -1,0 +1,1 @@
+//! Retries for tower (work in progress).
