@@ -1,1 +1,3 @@
 //! Rate limiting for tower (work in progress).
+
+pub mod concurrency;

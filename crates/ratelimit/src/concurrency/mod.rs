@@ -1,0 +1,1 @@
+//! Adaptive concurrency limiting (work in progress).
