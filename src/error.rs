@@ -1,0 +1,242 @@
+//! One error type for the whole stack, and its HTTP mapping.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use http::{header, HeaderValue, Response, StatusCode};
+use tower::BoxError;
+
+/// What went wrong, in a form a caller can `match` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The rate limiter shed the request (HTTP 429).
+    RateLimited,
+    /// The concurrency limiter had no free slot (HTTP 503).
+    ConcurrencyLimited,
+    /// The circuit breaker is open and failed the call fast (HTTP 503).
+    CircuitOpen,
+    /// Every attempt failed, or the retry budget ran out (HTTP 502).
+    RetriesExhausted,
+    /// A deadline passed (HTTP 504).
+    Timeout,
+    /// The balancer had no healthy endpoint to send the request to (HTTP 503).
+    NoHealthyEndpoint,
+    /// The inner service failed (HTTP 502).
+    Inner,
+}
+
+impl ErrorKind {
+    /// A short, bounded label (`rate_limited`, `circuit_open`, ...), for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::ConcurrencyLimited => "concurrency_limited",
+            ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::RetriesExhausted => "retries_exhausted",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::NoHealthyEndpoint => "no_healthy_endpoint",
+            ErrorKind::Inner => "inner",
+        }
+    }
+
+    /// The HTTP status a server answers with for this kind of error.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::ConcurrencyLimited
+            | ErrorKind::CircuitOpen
+            | ErrorKind::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::RetriesExhausted | ErrorKind::Inner => StatusCode::BAD_GATEWAY,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Whether the stack itself refused the request (nothing reached the upstream).
+    pub fn is_rejection(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::RateLimited
+                | ErrorKind::ConcurrencyLimited
+                | ErrorKind::CircuitOpen
+                | ErrorKind::NoHealthyEndpoint
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of a tower-prism stack: a [`kind`](Error::kind), an optional retry-after
+/// hint, and the original error, which stays downcastable.
+///
+/// Built from the [`BoxError`] any stage returns with [`Error::from_box`] (or `From`):
+///
+/// ```
+/// use tower_prism::{Error, ErrorKind};
+///
+/// let err = Error::from_box(Box::new(tower::timeout::error::Elapsed::new()));
+/// assert_eq!(err.kind(), ErrorKind::Timeout);
+/// assert_eq!(err.status(), http::StatusCode::GATEWAY_TIMEOUT);
+///
+/// let err = Error::from_box("connection refused".into());
+/// assert_eq!(err.kind(), ErrorKind::Inner);
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}: {source}")]
+pub struct Error {
+    kind: ErrorKind,
+    retry_after: Option<Duration>,
+    #[source]
+    source: BoxError,
+}
+
+impl Error {
+    /// Classifies a boxed error from any stage (or any tower middleware).
+    ///
+    /// The error itself is tried first, then its [`source`](StdError::source) chain, so a
+    /// rejection wrapped by another layer is still recognised. An error that is already an
+    /// [`Error`] is returned as it is.
+    pub fn from_box(error: BoxError) -> Error {
+        let error = match error.downcast::<Error>() {
+            Ok(error) => return *error,
+            Err(error) => error,
+        };
+        let mut found = None;
+        let mut cursor: Option<&(dyn StdError + 'static)> = Some(&*error);
+        while let Some(e) = cursor {
+            if let Some(hit) = classify(e) {
+                found = Some(hit);
+                break;
+            }
+            cursor = e.source();
+        }
+        let (kind, retry_after) = found.unwrap_or((ErrorKind::Inner, None));
+        Error {
+            kind,
+            retry_after,
+            source: error,
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// How long the caller should wait before trying again, when the stage said so
+    /// (rate limited, circuit open).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The HTTP status for this error (see [`ErrorKind::status`]).
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    /// The original error, for downcasting to a component's own error type.
+    pub fn get_ref(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.source
+    }
+
+    /// The original error.
+    pub fn into_inner(self) -> BoxError {
+        self.source
+    }
+
+    /// An HTTP response for this error: its [`status`](Error::status), a `Retry-After`
+    /// header in whole seconds (rounded up) when there is a hint, and an empty body.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_prism::Error;
+    ///
+    /// let err = Error::from_box(Box::new(tower::timeout::error::Elapsed::new()));
+    /// let response: http::Response<String> = err.to_response();
+    /// assert_eq!(response.status(), 504);
+    /// ```
+    pub fn to_response<B: Default>(&self) -> Response<B> {
+        let mut response = Response::new(B::default());
+        *response.status_mut() = self.status();
+        if let Some(wait) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after_value(wait));
+        }
+        response
+    }
+}
+
+impl From<BoxError> for Error {
+    fn from(error: BoxError) -> Self {
+        Error::from_box(error)
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up (a 200 ms wait is `1`, never `0`).
+pub(crate) fn retry_after_value(wait: Duration) -> HeaderValue {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
+}
+
+/// Recognises one error in the chain: the component rejections and tower's own.
+fn classify(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option<Duration>)> {
+    if e.is::<tower::timeout::error::Elapsed>() {
+        return Some((ErrorKind::Timeout, None));
+    }
+    if e.is::<tokio::time::error::Elapsed>() {
+        return Some((ErrorKind::Timeout, None));
+    }
+    crate::components::classify_error(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_value(Duration::from_millis(200)), "1");
+        assert_eq!(retry_after_value(Duration::ZERO), "1");
+        assert_eq!(retry_after_value(Duration::from_secs(3)), "3");
+        assert_eq!(retry_after_value(Duration::from_millis(3001)), "4");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("wrapped")]
+    struct Wrapper(#[source] tower::timeout::error::Elapsed);
+
+    #[test]
+    fn source_chain_is_searched() {
+        let err = Error::from_box(Box::new(Wrapper(tower::timeout::error::Elapsed::new())));
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        assert!(err.get_ref().is::<Wrapper>());
+    }
+
+    #[test]
+    fn an_error_is_not_wrapped_twice() {
+        let err = Error::from_box(Box::new(tower::timeout::error::Elapsed::new()));
+        let again = Error::from_box(Box::new(err));
+        assert_eq!(again.kind(), ErrorKind::Timeout);
+        assert!(again.get_ref().is::<tower::timeout::error::Elapsed>());
+    }
+
+    #[test]
+    fn statuses_follow_the_design() {
+        assert_eq!(ErrorKind::RateLimited.status(), 429);
+        assert_eq!(ErrorKind::CircuitOpen.status(), 503);
+        assert_eq!(ErrorKind::NoHealthyEndpoint.status(), 503);
+        assert_eq!(ErrorKind::RetriesExhausted.status(), 502);
+        assert_eq!(ErrorKind::Inner.status(), 502);
+        assert_eq!(ErrorKind::Timeout.status(), 504);
+        let unknown = Error::from_box("boom".into());
+        let response: Response<()> = unknown.to_response();
+        assert_eq!(response.status(), 502);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+    }
+}

@@ -1,0 +1,155 @@
+//! Turning the stack's errors into HTTP responses, so servers need no error handler.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::Response;
+use pin_project_lite::pin_project;
+use tower::BoxError;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::Error;
+
+/// A layer that answers every error of the service below with an HTTP response
+/// (429/503 with `Retry-After`, 502, 504; see [`ErrorKind::status`](crate::ErrorKind::status)),
+/// so the resulting service never fails. axum routes take it without `HandleErrorLayer`.
+///
+/// ```
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tower_prism::HttpErrorLayer;
+///
+/// # tokio_test::block_on(async {
+/// let failing = service_fn(|_req: http::Request<()>| async {
+///     Err::<http::Response<String>, _>(tower::timeout::error::Elapsed::new())
+/// });
+/// let service = HttpErrorLayer::new().layer(failing);
+/// let response = service.oneshot(http::Request::new(())).await.unwrap();
+/// assert_eq!(response.status(), 504);
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpErrorLayer {
+    _priv: (),
+}
+
+impl HttpErrorLayer {
+    /// A new layer.
+    pub fn new() -> Self {
+        HttpErrorLayer { _priv: () }
+    }
+}
+
+impl<S> Layer<S> for HttpErrorLayer {
+    type Service = HttpErrors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpErrors {
+            inner,
+            failed: None,
+        }
+    }
+}
+
+/// The service of [`HttpErrorLayer`]: errors become responses.
+#[derive(Debug)]
+pub struct HttpErrors<S> {
+    inner: S,
+    failed: Option<Error>,
+}
+
+impl<S: Clone> Clone for HttpErrors<S> {
+    fn clone(&self) -> Self {
+        HttpErrors {
+            inner: self.inner.clone(),
+            failed: None,
+        }
+    }
+}
+
+impl<S> HttpErrors<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, Req, B> Service<Req> for HttpErrors<S>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Default,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = HttpErrorsFuture<S::Future, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        match ready!(self.inner.poll_ready(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            // The inner service could not get ready: the next call answers with its
+            // error instead of calling it.
+            Err(error) => {
+                self.failed = Some(Error::from_box(error.into()));
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let state = match self.failed.take() {
+            None => State::Called {
+                future: self.inner.call(req),
+            },
+            Some(error) => State::Failed { error: Some(error) },
+        };
+        HttpErrorsFuture {
+            state,
+            _body: PhantomData,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`HttpErrors`].
+    pub struct HttpErrorsFuture<F, B> {
+        #[pin]
+        state: State<F>,
+        _body: PhantomData<fn() -> B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called { #[pin] future: F },
+        Failed { error: Option<Error> },
+    }
+}
+
+impl<F, B, E> Future for HttpErrorsFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Default,
+{
+    type Output = Result<Response<B>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let error = match self.project().state.project() {
+            StateProj::Called { future } => match ready!(future.poll(cx)) {
+                Ok(response) => return Poll::Ready(Ok(response)),
+                Err(error) => Error::from_box(error.into()),
+            },
+            StateProj::Failed { error } => match error.take() {
+                Some(error) => error,
+                None => Error::from_box("polled after completion".into()),
+            },
+        };
+        tracing::debug!(kind = error.kind().as_str(), %error, "answering with an error response");
+        Poll::Ready(Ok(error.to_response()))
+    }
+}
