@@ -1,3 +1,80 @@
-//! Rate limiting for tower (work in progress).
+//! Rate limiting for [tower]: a lock-free token bucket (GCRA) shared by every clone, with
+//! weights, per-key buckets of bounded memory, a bounded priority wait queue and an
+//! adaptive rate that follows downstream health.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+//! use tower_prism_ratelimit::{Error, RateLimitLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = RateLimitLayer::builder()
+//!     .rate(2, Duration::from_secs(1))
+//!     .burst(2)
+//!     .name("example")
+//!     .build()
+//!     .expect("a valid config");
+//! let limiter = layer.limiter().clone();
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n * 2) }));
+//!
+//! assert_eq!(svc.ready().await.unwrap().call(1).await.unwrap(), 2);
+//! assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), 4);
+//! let err = svc.ready().await.unwrap().call(3).await.unwrap_err();
+//! let err = err.downcast_ref::<Error>().expect("a rate limiter error");
+//! assert!(matches!(err, Error::RateLimited { retry_after } if *retry_after <= Duration::from_millis(500)));
+//! assert_eq!(limiter.snapshot().tokens, 0);
+//! # }
+//! ```
+//!
+//! Per-key limits, priorities and weights are closures over the request:
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use tower_prism_ratelimit::RateLimitLayer;
+//! struct Req { api_key: String, urgent: bool, batch: u32 }
+//! let layer = RateLimitLayer::builder()
+//!     .rate(100, Duration::from_secs(1))
+//!     .queue(64, Duration::from_millis(250))
+//!     .max_keys(10_000)
+//!     .build()
+//!     .unwrap()
+//!     .key_fn(|r: &Req| r.api_key.clone())
+//!     .priority_fn(|r: &Req| if r.urgent { 10 } else { 0 })
+//!     .weight_fn(|r: &Req| r.batch);
+//! # let _ = layer;
+//! ```
+//!
+//! Rejections are [`Error`]s in a [`BoxError`], returned from the response future, never
+//! from `poll_ready`. The admit path of an unkeyed limiter takes no lock and allocates
+//! nothing; waiting, keyed buckets and adaptation take short locks off that path.
+//!
+//! [tower]: https://docs.rs/tower
 
+pub mod adaptive;
+pub mod backend;
+pub mod bucket;
 pub mod concurrency;
+mod config;
+mod error;
+mod future;
+mod keyed;
+mod layer;
+mod limiter;
+pub mod policy;
+mod queue;
+mod service;
+
+pub use adaptive::AdaptiveConfig;
+pub use backend::{Backend, LocalBackend};
+pub use config::RateLimitConfig;
+pub use error::Error;
+pub use future::ResponseFuture;
+pub use layer::{RateLimitBuilder, RateLimitLayer};
+pub use limiter::{RateLimiter, Snapshot};
+pub use service::RateLimit;
+
+/// The error type of the services here: any error, boxed (as `tower::BoxError`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

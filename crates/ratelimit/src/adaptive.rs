@@ -1,0 +1,216 @@
+//! Adaptive rate: AIMD on downstream health, as read from core's [`HealthSignal`].
+//!
+//! Every `interval` the limiter reads the calls published since the previous read. If the
+//! breaker reports the circuit open, or enough calls were judged and their failure rate or
+//! mean latency crossed its threshold, the rate is multiplied by `decrease_factor`;
+//! otherwise, if enough calls were seen, it grows by `increase_step`. The result stays
+//! within `[min_rate, max_rate]`.
+//!
+//! [`HealthSignal`]: tower_prism_core::HealthSignal
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tower_prism_core::config::{check_duration, check_positive, check_ratio, ConfigError};
+use tower_prism_core::HealthStats;
+
+/// How the adaptive rate reacts to downstream health. Rates are in requests per second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveConfig {
+    /// The rate never drops below this (requests per second).
+    pub min_rate: f64,
+    /// The rate never rises above this (requests per second).
+    pub max_rate: f64,
+    /// How often health is read and the rate adjusted.
+    #[serde(default = "default_interval", with = "tower_prism_core::config::duration")]
+    pub interval: Duration,
+    /// Failure rate (failures over judged calls) at or above which the rate is cut.
+    #[serde(default = "default_failure_rate")]
+    pub failure_rate_threshold: f64,
+    /// Mean latency at or above which the rate is cut; none to ignore latency.
+    #[serde(
+        default,
+        with = "tower_prism_core::config::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub latency_threshold: Option<Duration>,
+    /// Multiplier applied on a cut, in (0, 1).
+    #[serde(default = "default_decrease")]
+    pub decrease_factor: f64,
+    /// Requests per second added per healthy interval.
+    #[serde(default = "default_increase")]
+    pub increase_step: f64,
+    /// Calls an interval needs before it counts as evidence either way.
+    #[serde(default = "default_min_calls")]
+    pub min_calls: u64,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_failure_rate() -> f64 {
+    0.1
+}
+fn default_decrease() -> f64 {
+    0.7
+}
+fn default_increase() -> f64 {
+    1.0
+}
+fn default_min_calls() -> u64 {
+    10
+}
+
+impl AdaptiveConfig {
+    /// Defaults for everything but the bounds.
+    pub fn new(min_rate: f64, max_rate: f64) -> Self {
+        AdaptiveConfig {
+            min_rate,
+            max_rate,
+            interval: default_interval(),
+            failure_rate_threshold: default_failure_rate(),
+            latency_threshold: None,
+            decrease_factor: default_decrease(),
+            increase_step: default_increase(),
+            min_calls: default_min_calls(),
+        }
+    }
+
+    /// Checks every field; errors name the field (under `adaptive.`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let section = |e: ConfigError| e.in_section("adaptive");
+        check_positive("min_rate", self.min_rate).map_err(section)?;
+        check_positive("max_rate", self.max_rate).map_err(section)?;
+        if self.max_rate < self.min_rate {
+            return Err(section(ConfigError::new(
+                "max_rate",
+                self.max_rate,
+                format!("must be at least min_rate ({})", self.min_rate),
+            )));
+        }
+        check_duration("interval", self.interval).map_err(section)?;
+        check_ratio("failure_rate_threshold", self.failure_rate_threshold).map_err(section)?;
+        if let Some(latency) = self.latency_threshold {
+            check_duration("latency_threshold", latency).map_err(section)?;
+        }
+        if !(self.decrease_factor > 0.0 && self.decrease_factor < 1.0) {
+            return Err(section(ConfigError::new(
+                "decrease_factor",
+                self.decrease_factor,
+                "must be greater than 0 and less than 1",
+            )));
+        }
+        check_positive("increase_step", self.increase_step).map_err(section)?;
+        Ok(())
+    }
+}
+
+/// Why the rate moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A breaker reported the circuit open.
+    CircuitOpen,
+    /// The failure rate crossed its threshold.
+    Failures,
+    /// The mean latency crossed its threshold.
+    Latency,
+    /// Downstream looked healthy.
+    Healthy,
+}
+
+impl Reason {
+    /// A short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::CircuitOpen => "circuit_open",
+            Reason::Failures => "failure_rate",
+            Reason::Latency => "latency",
+            Reason::Healthy => "healthy",
+        }
+    }
+}
+
+/// The next rate after an interval with `stats`, or `None` to keep `current`.
+pub fn next_rate(current: f64, stats: &HealthStats, cfg: &AdaptiveConfig) -> Option<(f64, Reason)> {
+    let judged = stats.successes + stats.failures;
+    let enough = judged >= cfg.min_calls.max(1);
+    let reason = if stats.circuit_open {
+        Reason::CircuitOpen
+    } else if enough
+        && stats
+            .failure_rate()
+            .is_some_and(|r| r >= cfg.failure_rate_threshold)
+    {
+        Reason::Failures
+    } else if enough
+        && cfg
+            .latency_threshold
+            .zip(stats.mean_latency())
+            .is_some_and(|(limit, mean)| mean >= limit)
+    {
+        Reason::Latency
+    } else if enough {
+        Reason::Healthy
+    } else {
+        return None;
+    };
+    let next = match reason {
+        Reason::Healthy => current + cfg.increase_step,
+        _ => current * cfg.decrease_factor,
+    }
+    .clamp(cfg.min_rate, cfg.max_rate);
+    (next != current).then_some((next, reason))
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn stats(successes: u64, failures: u64, latency_ms: u64) -> HealthStats {
+        HealthStats {
+            successes,
+            failures,
+            fatal: 0,
+            latency_nanos: latency_ms * 1_000_000 * (successes + failures),
+            circuit_open: false,
+        }
+    }
+
+    #[test]
+    fn aimd_within_bounds() {
+        let mut cfg = AdaptiveConfig::new(10.0, 100.0);
+        cfg.latency_threshold = Some(Duration::from_millis(200));
+        assert_eq!(
+            next_rate(50.0, &stats(20, 0, 10), &cfg),
+            Some((51.0, Reason::Healthy))
+        );
+        assert_eq!(
+            next_rate(50.0, &stats(18, 2, 10), &cfg),
+            Some((35.0, Reason::Failures))
+        );
+        assert_eq!(
+            next_rate(50.0, &stats(20, 0, 300), &cfg),
+            Some((35.0, Reason::Latency))
+        );
+        assert_eq!(next_rate(50.0, &stats(3, 3, 10), &cfg), None, "too few calls");
+        let open = HealthStats {
+            circuit_open: true,
+            ..HealthStats::default()
+        };
+        assert_eq!(next_rate(12.0, &open, &cfg), Some((10.0, Reason::CircuitOpen)));
+        assert_eq!(next_rate(10.0, &open, &cfg), None, "already at the floor");
+        assert_eq!(next_rate(100.0, &stats(20, 0, 1), &cfg), None, "at the ceiling");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut cfg = AdaptiveConfig::new(10.0, 5.0);
+        assert_eq!(cfg.validate().unwrap_err().field(), "adaptive.max_rate");
+        cfg.max_rate = 20.0;
+        cfg.decrease_factor = 1.0;
+        assert_eq!(cfg.validate().unwrap_err().field(), "adaptive.decrease_factor");
+        cfg.decrease_factor = 0.5;
+        assert!(cfg.validate().is_ok());
+    }
+}

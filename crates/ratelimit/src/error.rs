@@ -1,0 +1,58 @@
+//! The rate limiter's rejections.
+
+use std::time::Duration;
+
+/// Why the rate limiter refused a request. Services return it boxed in a
+/// [`tower::BoxError`](https://docs.rs/tower/latest/tower/type.BoxError.html); downcast to
+/// read it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No token was free (and the request could not wait for one).
+    #[error("rate limited: retry after {retry_after:?}")]
+    RateLimited {
+        /// When the bucket will have refilled enough for this request.
+        retry_after: Duration,
+    },
+    /// No token was free and the wait queue is full of requests at least as important.
+    #[error("rate limited: the wait queue is full")]
+    QueueFull,
+    /// The request waited in the queue and was pushed out by a more important one.
+    #[error("rate limited: shed from the wait queue for a higher-priority request")]
+    Shed,
+    /// The request waited `max_wait` in the queue without getting a token.
+    #[error("rate limited: no token after waiting {waited:?}")]
+    QueueTimeout {
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The request's weight is larger than the burst, so it could never be admitted.
+    #[error("request weight {weight} exceeds the burst of {burst}")]
+    WeightExceedsBurst {
+        /// The request's weight.
+        weight: u32,
+        /// The limiter's burst.
+        burst: u32,
+    },
+}
+
+impl Error {
+    /// When to try again, if the limiter knows.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The `reason` label value used in the rejection metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::RateLimited { .. } => "rate",
+            Error::QueueFull => "queue_full",
+            Error::Shed => "shed",
+            Error::QueueTimeout { .. } => "timeout",
+            Error::WeightExceedsBurst { .. } => "weight",
+        }
+    }
+}

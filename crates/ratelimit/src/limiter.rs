@@ -1,0 +1,552 @@
+//! [`RateLimiter`]: the shared state behind every clone of a rate-limited service.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+use tokio::time::Instant;
+use tower_prism_core::config::ConfigError;
+use tower_prism_core::metrics::{ratelimit as names, LABEL_NAME, LABEL_REASON};
+use tower_prism_core::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
+use tower_prism_core::HealthReader;
+
+use crate::adaptive::{self, AdaptiveConfig};
+use crate::backend::Backend;
+use crate::bucket::{Denied, Quota};
+use crate::config::RateLimitConfig;
+use crate::error::Error;
+use crate::queue::{BucketId, Push, WaitQueue};
+
+struct Metrics {
+    admitted: Counter,
+    rejected_rate: Counter,
+    rejected_queue_full: Counter,
+    rejected_shed: Counter,
+    rejected_timeout: Counter,
+    rejected_weight: Counter,
+    queued: Counter,
+    queue_wait: Histogram,
+    queue_depth: Gauge,
+    tokens: Gauge,
+    rate: Gauge,
+    keys: Gauge,
+}
+
+impl Metrics {
+    fn new(name: &str) -> Self {
+        let name = name.to_owned();
+        let rejected = |reason: &'static str| {
+            metrics::counter!(names::REJECTED_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => reason)
+        };
+        Metrics {
+            admitted: metrics::counter!(names::ADMITTED_TOTAL, LABEL_NAME => name.clone()),
+            rejected_rate: rejected("rate"),
+            rejected_queue_full: rejected("queue_full"),
+            rejected_shed: rejected("shed"),
+            rejected_timeout: rejected("timeout"),
+            rejected_weight: rejected("weight"),
+            queued: metrics::counter!(names::QUEUED_TOTAL, LABEL_NAME => name.clone()),
+            queue_wait: metrics::histogram!(names::QUEUE_WAIT_SECONDS, LABEL_NAME => name.clone()),
+            queue_depth: metrics::gauge!(names::QUEUE_DEPTH, LABEL_NAME => name.clone()),
+            tokens: metrics::gauge!(names::TOKENS_AVAILABLE, LABEL_NAME => name.clone()),
+            rate: metrics::gauge!(names::RATE, LABEL_NAME => name.clone()),
+            keys: metrics::gauge!(names::KEYS, LABEL_NAME => name),
+        }
+    }
+
+    fn rejected(&self, error: &Error) {
+        match error {
+            Error::RateLimited { .. } => &self.rejected_rate,
+            Error::QueueFull => &self.rejected_queue_full,
+            Error::Shed => &self.rejected_shed,
+            Error::QueueTimeout { .. } => &self.rejected_timeout,
+            Error::WeightExceedsBurst { .. } => &self.rejected_weight,
+        }
+        .increment(1);
+    }
+}
+
+struct Adaptive {
+    config: AdaptiveConfig,
+    reader: Mutex<HealthReader>,
+    next_at: AtomicU64,
+    rate_bits: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    backend: Box<dyn Backend>,
+    epoch: Instant,
+    hasher: RandomState,
+    queue: Mutex<WaitQueue>,
+    queue_len: AtomicUsize,
+    queue_capacity: AtomicUsize,
+    max_wait_nanos: AtomicU64,
+    adaptive: Option<Adaptive>,
+    metrics: Metrics,
+    name: String,
+}
+
+/// A handle on one rate limiter. Cheap to clone; every clone (and every service built from
+/// the same layer) draws from the same buckets.
+#[derive(Clone)]
+pub struct RateLimiter {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("name", &self.shared.name)
+            .field("backend", &self.shared.backend)
+            .finish()
+    }
+}
+
+/// A point-in-time view of a limiter, for health endpoints and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The effective rate in requests per second (moves when adaptive).
+    pub rate_per_second: f64,
+    /// Tokens the bucket holds when full.
+    pub burst: u32,
+    /// Whole tokens free in the unkeyed bucket now.
+    pub tokens: u64,
+    /// Requests waiting in the queue.
+    pub queued: usize,
+    /// The queue's capacity (0: no queue).
+    pub queue_capacity: usize,
+    /// Keys tracked by the per-key buckets.
+    pub keys: usize,
+}
+
+/// What the fast path decided.
+pub(crate) enum Fast {
+    Admitted,
+    Rejected(Error),
+    Queue,
+}
+
+/// What a queued request's turn brought.
+pub(crate) enum Turn {
+    /// Done waiting: admitted (`Ok`) or rejected.
+    Done(Result<(), Error>),
+    /// Sleep until then and ask again (unless woken earlier).
+    SleepUntil(Instant),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl RateLimiter {
+    pub(crate) fn build(
+        name: String,
+        config: &RateLimitConfig,
+        backend: Box<dyn Backend>,
+        adaptive: Option<(HealthReader, AdaptiveConfig)>,
+    ) -> Self {
+        let metrics = Metrics::new(&name);
+        let epoch = Instant::now();
+        let mut quota = config.quota();
+        let adaptive = adaptive.map(|(reader, config)| {
+            let rate = quota.per_second().clamp(config.min_rate, config.max_rate);
+            quota.interval_nanos = interval_for(rate);
+            Adaptive {
+                reader: Mutex::new(reader),
+                next_at: AtomicU64::new(nanos(config.interval)),
+                rate_bits: AtomicU64::new(rate.to_bits()),
+                config,
+            }
+        });
+        backend.set_quota(quota);
+        metrics.rate.set(quota.per_second());
+        metrics.tokens.set(quota.burst as f64);
+        RateLimiter {
+            shared: Arc::new(Shared {
+                backend,
+                epoch,
+                hasher: RandomState::new(),
+                queue: Mutex::new(WaitQueue::default()),
+                queue_len: AtomicUsize::new(0),
+                queue_capacity: AtomicUsize::new(config.queue_size),
+                max_wait_nanos: AtomicU64::new(config.max_wait.map_or(0, nanos)),
+                adaptive,
+                metrics,
+                name,
+            }),
+        }
+    }
+
+    /// The policy name used in metrics and logs.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The hash a key is tracked under.
+    pub(crate) fn hash_key<K: Hash>(&self, key: &K) -> u64 {
+        self.shared.hasher.hash_one(key)
+    }
+
+    #[inline]
+    pub(crate) fn since_epoch(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.shared.epoch))
+    }
+
+    /// The admit path: at most one CAS on the unkeyed bucket, no lock, no allocation.
+    #[inline]
+    pub(crate) fn fast(&self, bucket: BucketId, weight: u32, now: Instant) -> Fast {
+        let shared = &*self.shared;
+        let at = self.since_epoch(now);
+        if shared.adaptive.is_some() {
+            self.maybe_adapt(at);
+        }
+        let queueing = shared.queue_capacity.load(Ordering::Relaxed) > 0;
+        if queueing && shared.queue_len.load(Ordering::Relaxed) > 0 {
+            return Fast::Queue;
+        }
+        match shared.backend.try_acquire(bucket, weight, at) {
+            Ok(tokens) => {
+                shared.metrics.admitted.increment(1);
+                if bucket.is_none() {
+                    shared.metrics.tokens.set(tokens as f64);
+                }
+                Fast::Admitted
+            }
+            Err(denied) => {
+                if let Some(error) = self.hopeless(weight) {
+                    return Fast::Rejected(self.reject(error));
+                }
+                if queueing {
+                    Fast::Queue
+                } else {
+                    Fast::Rejected(self.reject(retry_error(denied)))
+                }
+            }
+        }
+    }
+
+    fn hopeless(&self, weight: u32) -> Option<Error> {
+        let burst = self.shared.backend.quota().burst;
+        (weight > burst).then_some(Error::WeightExceedsBurst { weight, burst })
+    }
+
+    fn reject(&self, error: Error) -> Error {
+        tracing::debug!(name = %self.shared.name, reason = error.reason(), "rate limiter rejected a request");
+        self.shared.metrics.rejected(&error);
+        error
+    }
+
+    /// Tries to take `weight` tokens from the unkeyed bucket now, without waiting.
+    pub fn try_acquire(&self, weight: u32) -> Result<(), Error> {
+        match self.fast(None, weight, Instant::now()) {
+            Fast::Admitted => Ok(()),
+            Fast::Rejected(e) => Err(e),
+            Fast::Queue => {
+                let at = self.since_epoch(Instant::now());
+                match self.shared.backend.try_acquire(None, weight, at) {
+                    Ok(_) => {
+                        self.shared.metrics.admitted.increment(1);
+                        Ok(())
+                    }
+                    Err(denied) => Err(self.reject(retry_error(denied))),
+                }
+            }
+        }
+    }
+
+    /// Tries to take `weight` tokens from `key`'s bucket now, without waiting.
+    pub fn try_acquire_key<K: Hash>(&self, key: &K, weight: u32) -> Result<(), Error> {
+        let at = self.since_epoch(Instant::now());
+        match self.shared.backend.try_acquire(Some(self.hash_key(key)), weight, at) {
+            Ok(_) => {
+                self.shared.metrics.admitted.increment(1);
+                Ok(())
+            }
+            Err(denied) => Err(self.reject(self.hopeless(weight).unwrap_or(retry_error(denied)))),
+        }
+    }
+
+    /// Joins the queue (or is admitted at once if nobody waits for this bucket and a token
+    /// is free). `Ok(None)`: admitted now.
+    pub(crate) fn enqueue(
+        &self,
+        bucket: BucketId,
+        weight: u32,
+        priority: u32,
+        now: Instant,
+    ) -> Result<Option<Waiter>, Error> {
+        let shared = &*self.shared;
+        let at = self.since_epoch(now);
+        let max_wait = shared.max_wait_nanos.load(Ordering::Relaxed);
+        let mut queue = lock(&shared.queue);
+        if !queue.has_waiters_for(bucket) {
+            match shared.backend.try_acquire(bucket, weight, at) {
+                Ok(_) => {
+                    shared.metrics.admitted.increment(1);
+                    return Ok(None);
+                }
+                Err(denied) if denied.retry_after_nanos > max_wait => {
+                    drop(queue);
+                    return Err(self.reject(retry_error(denied)));
+                }
+                Err(_) => {}
+            }
+        }
+        let capacity = shared.queue_capacity.load(Ordering::Relaxed);
+        let id = match queue.push(priority, bucket, capacity) {
+            Push::Queued(id) => id,
+            Push::QueuedAfterShedding(id) => {
+                shared.metrics.rejected_shed.increment(1);
+                tracing::debug!(name = %shared.name, "rate limiter shed a lower-priority waiter");
+                id
+            }
+            Push::Full => {
+                drop(queue);
+                return Err(self.reject(Error::QueueFull));
+            }
+        };
+        self.publish_len(&queue);
+        drop(queue);
+        shared.metrics.queued.increment(1);
+        Ok(Some(Waiter {
+            limiter: self.clone(),
+            id,
+            bucket,
+            weight,
+            enqueued: now,
+            deadline: now + Duration::from_nanos(max_wait),
+            done: false,
+        }))
+    }
+
+    fn publish_len(&self, queue: &WaitQueue) {
+        self.shared.queue_len.store(queue.len(), Ordering::Relaxed);
+        self.shared.metrics.queue_depth.set(queue.len() as f64);
+    }
+
+    /// Asks whether a queued request may go now.
+    pub(crate) fn poll_turn(&self, waiter: &mut Waiter, now: Instant, waker: &Waker) -> Turn {
+        let shared = &*self.shared;
+        let mut queue = lock(&shared.queue);
+        if !queue.contains(waiter.id) {
+            waiter.done = true;
+            return Turn::Done(Err(Error::Shed));
+        }
+        if now >= waiter.deadline {
+            queue.remove(waiter.id);
+            self.publish_len(&queue);
+            drop(queue);
+            waiter.done = true;
+            let waited = now.saturating_duration_since(waiter.enqueued);
+            return Turn::Done(Err(self.reject(Error::QueueTimeout { waited })));
+        }
+        let mut wake_at = waiter.deadline;
+        if queue.is_head(waiter.id, waiter.bucket) {
+            let at = self.since_epoch(now);
+            match shared.backend.try_acquire(waiter.bucket, waiter.weight, at) {
+                Ok(tokens) => {
+                    queue.remove(waiter.id);
+                    self.publish_len(&queue);
+                    drop(queue);
+                    waiter.done = true;
+                    shared.metrics.admitted.increment(1);
+                    if waiter.bucket.is_none() {
+                        shared.metrics.tokens.set(tokens as f64);
+                    }
+                    let waited = now.saturating_duration_since(waiter.enqueued);
+                    shared.metrics.queue_wait.record(waited.as_secs_f64());
+                    return Turn::Done(Ok(()));
+                }
+                Err(denied) => {
+                    wake_at = wake_at.min(now + Duration::from_nanos(denied.retry_after_nanos));
+                }
+            }
+        }
+        queue.set_waker(waiter.id, waker);
+        Turn::SleepUntil(wake_at)
+    }
+
+    fn leave(&self, id: u64) {
+        let mut queue = lock(&self.shared.queue);
+        if queue.remove(id) {
+            self.publish_len(&queue);
+        }
+    }
+
+    /// Gives back tokens of a request admitted but never sent.
+    pub(crate) fn refund(&self, bucket: BucketId, weight: u32) {
+        self.shared.backend.refund(bucket, weight);
+        self.shared.queue_wake_all();
+    }
+
+    /// Moves the adaptive rate if an interval has passed. Cheap when it has not (one load).
+    fn maybe_adapt(&self, at: u64) {
+        let Some(adaptive) = &self.shared.adaptive else {
+            return;
+        };
+        if at < adaptive.next_at.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut reader) = adaptive.reader.try_lock() else {
+            return;
+        };
+        if at < adaptive.next_at.load(Ordering::Relaxed) {
+            return;
+        }
+        adaptive
+            .next_at
+            .store(at.saturating_add(nanos(adaptive.config.interval)), Ordering::Relaxed);
+        let stats = reader.read();
+        drop(reader);
+        let current = f64::from_bits(adaptive.rate_bits.load(Ordering::Relaxed));
+        if let Some((next, reason)) = adaptive::next_rate(current, &stats, &adaptive.config) {
+            adaptive.rate_bits.store(next.to_bits(), Ordering::Relaxed);
+            self.set_rate(next);
+            if next < current {
+                tracing::warn!(name = %self.shared.name, from = current, to = next, reason = reason.as_str(), "rate limit lowered");
+            } else {
+                tracing::info!(name = %self.shared.name, from = current, to = next, reason = reason.as_str(), "rate limit raised");
+            }
+        }
+    }
+
+    fn set_rate(&self, per_second: f64) {
+        let quota = Quota {
+            interval_nanos: interval_for(per_second),
+            ..self.shared.backend.quota()
+        };
+        self.shared.backend.set_quota(quota);
+        self.shared.metrics.rate.set(quota.per_second());
+        self.shared.queue_wake_all();
+    }
+
+    /// Runs one adaptive step now if its interval has passed (it also runs lazily on calls).
+    pub fn adapt(&self) {
+        self.maybe_adapt(self.since_epoch(Instant::now()));
+    }
+
+    /// Applies a new config to the running limiter (hot reload): rate, period, burst, queue
+    /// size, max wait and key cap. Taken tokens and waiting requests are kept. With an
+    /// adaptive rate, the new rate is clamped to the adaptive bounds given at build time.
+    pub fn reconfigure(&self, config: &RateLimitConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let shared = &*self.shared;
+        let mut rate = config.quota().per_second();
+        if let Some(adaptive) = &shared.adaptive {
+            rate = rate.clamp(adaptive.config.min_rate, adaptive.config.max_rate);
+            adaptive.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
+        }
+        shared.backend.set_quota(Quota {
+            interval_nanos: interval_for(rate),
+            burst: config.effective_burst(),
+        });
+        shared.backend.set_max_keys(config.max_keys);
+        shared
+            .queue_capacity
+            .store(config.queue_size, Ordering::Relaxed);
+        shared
+            .max_wait_nanos
+            .store(config.max_wait.map_or(0, nanos), Ordering::Relaxed);
+        shared.metrics.rate.set(rate);
+        tracing::info!(name = %shared.name, rate_per_second = rate, burst = config.effective_burst(), "rate limiter reconfigured");
+        shared.queue_wake_all();
+        Ok(())
+    }
+
+    /// Forgets per-key buckets that have been full for the idle timeout; returns how many.
+    /// (This also happens lazily as keys are used.)
+    pub fn evict_idle(&self) -> usize {
+        let removed = self
+            .shared
+            .backend
+            .evict_idle(self.since_epoch(Instant::now()));
+        self.shared.metrics.keys.set(self.shared.backend.keys() as f64);
+        removed
+    }
+
+    /// A cheap point-in-time view.
+    pub fn snapshot(&self) -> Snapshot {
+        let shared = &*self.shared;
+        let quota = shared.backend.quota();
+        let keys = shared.backend.keys();
+        shared.metrics.keys.set(keys as f64);
+        Snapshot {
+            rate_per_second: quota.per_second(),
+            burst: quota.burst,
+            tokens: shared.backend.tokens(None, self.since_epoch(Instant::now())),
+            queued: shared.queue_len.load(Ordering::Relaxed),
+            queue_capacity: shared.queue_capacity.load(Ordering::Relaxed),
+            keys,
+        }
+    }
+}
+
+impl Shared {
+    fn queue_wake_all(&self) {
+        if self.queue_len.load(Ordering::Relaxed) > 0 {
+            lock(&self.queue).wake_all();
+        }
+    }
+}
+
+fn interval_for(per_second: f64) -> u64 {
+    let interval = 1e9 / per_second;
+    if interval.is_finite() && interval >= 1.0 {
+        interval as u64
+    } else {
+        1
+    }
+}
+
+fn retry_error(denied: Denied) -> Error {
+    Error::RateLimited {
+        retry_after: Duration::from_nanos(denied.retry_after_nanos),
+    }
+}
+
+/// A request's place in the queue. Dropping it leaves the queue (and wakes whoever is next).
+pub(crate) struct Waiter {
+    limiter: RateLimiter,
+    id: u64,
+    pub(crate) bucket: BucketId,
+    pub(crate) weight: u32,
+    enqueued: Instant,
+    pub(crate) deadline: Instant,
+    done: bool,
+}
+
+impl fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiter")
+            .field("id", &self.id)
+            .field("weight", &self.weight)
+            .finish()
+    }
+}
+
+impl Waiter {
+    pub(crate) fn poll_turn(&mut self, now: Instant, waker: &Waker) -> Turn {
+        let limiter = self.limiter.clone();
+        limiter.poll_turn(self, now, waker)
+    }
+
+    pub(crate) fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.limiter.leave(self.id);
+        }
+    }
+}

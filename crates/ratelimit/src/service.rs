@@ -1,0 +1,110 @@
+//! [`RateLimit`]: the rate-limiting service.
+
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::limiter::{Fast, RateLimiter};
+use crate::policy::{KeyFn, PriorityFn, SamePriority, UnitWeight, Unkeyed, WeightFn};
+use crate::BoxError;
+
+/// Admits requests to `S` at the limiter's rate. Clones share the limiter.
+///
+/// Rejections are [`Error`](crate::Error)s returned from the response future (never from
+/// `poll_ready`), boxed in a [`BoxError`].
+#[derive(Debug, Clone)]
+pub struct RateLimit<S, K = Unkeyed, P = SamePriority, W = UnitWeight> {
+    inner: S,
+    limiter: RateLimiter,
+    key: K,
+    priority: P,
+    weight: W,
+}
+
+impl<S> RateLimit<S> {
+    /// Wraps `inner` with an unkeyed, unweighted `limiter`.
+    pub fn new(inner: S, limiter: RateLimiter) -> Self {
+        RateLimit {
+            inner,
+            limiter,
+            key: Unkeyed,
+            priority: SamePriority,
+            weight: UnitWeight,
+        }
+    }
+}
+
+impl<S, K, P, W> RateLimit<S, K, P, W> {
+    pub(crate) fn from_parts(inner: S, limiter: RateLimiter, key: K, priority: P, weight: W) -> Self {
+        RateLimit {
+            inner,
+            limiter,
+            key,
+            priority,
+            weight,
+        }
+    }
+
+    /// The limiter (for snapshots and reconfiguration).
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req, K, P, W> Service<Req> for RateLimit<S, K, P, W>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    K: KeyFn<Req>,
+    P: PriorityFn<Req>,
+    W: WeightFn<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let weight = self.weight.weight(&request);
+        let bucket = self.key.bucket(&request, &self.limiter);
+        let now = Instant::now();
+        match self.limiter.fast(bucket, weight, now) {
+            Fast::Admitted => ResponseFuture::called(self.inner.call(request)),
+            Fast::Rejected(error) => ResponseFuture::failed(error),
+            Fast::Queue => {
+                let priority = self.priority.priority(&request);
+                match self.limiter.enqueue(bucket, weight, priority, now) {
+                    Ok(None) => ResponseFuture::called(self.inner.call(request)),
+                    Ok(Some(waiter)) => {
+                        // The ready service goes with the waiter; this handle keeps a clone
+                        // that will be driven to readiness for the next call.
+                        let clone = self.inner.clone();
+                        let service = std::mem::replace(&mut self.inner, clone);
+                        ResponseFuture::waiting(waiter, service, request)
+                    }
+                    Err(error) => ResponseFuture::failed(error),
+                }
+            }
+        }
+    }
+}
