@@ -1,16 +1,148 @@
-//! Where the facade meets the component crates: their error types and constructors.
-//!
-//! Everything that depends on a component's API sits here, so the rest of the facade is
-//! written against plain data.
+//! Where the facade meets the component crates: their configs, layers, services, errors
+//! and reconfigure calls. Everything that depends on a component's API sits here, so the
+//! rest of the facade is written against these few names.
 
 use std::error::Error as StdError;
 use std::time::Duration;
 
+use tower_layer::{Identity, Layer};
+use tower_prism_core::{ConfigError, HealthSignal};
+
 use crate::ErrorKind;
+
+pub use tower_prism_ratelimit::RateLimitConfig;
+
+/// Placeholder config of a component that has not landed yet.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pending {}
+impl Pending {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+/// Breaker settings.
+pub type BreakerConfig = Pending;
+/// Retry settings.
+pub type RetryConfig = Pending;
+/// Balance settings.
+pub type BalanceConfig = Pending;
+
+// ---------------------------------------------------------------- rate limit
+
+pub(crate) type RateLimitLayer = tower_prism_ratelimit::RateLimitLayer;
+/// The rate-limit stage's service.
+pub type RateLimitService<S> = tower_prism_ratelimit::RateLimit<S>;
+
+pub(crate) fn rate_limit_layer(
+    name: &str,
+    config: &RateLimitConfig,
+    health: &HealthSignal,
+) -> Result<RateLimitLayer, ConfigError> {
+    tower_prism_ratelimit::RateLimitBuilder::from_config(config.clone())
+        .name(name)
+        .health_signal(health.clone())
+        .build()
+}
+
+pub(crate) fn reconfigure_rate_limit(
+    layer: &RateLimitLayer,
+    config: &RateLimitConfig,
+) -> Result<(), ConfigError> {
+    layer.limiter().reconfigure(config)
+}
+
+// ---------------------------------------------------------------- breaker
+
+pub(crate) type BreakerLayer = Identity;
+/// The breaker stage's service.
+pub type BreakerService<S> = S;
+
+pub(crate) fn validate_breaker(_config: &BreakerConfig) -> Result<(), ConfigError> {
+    Ok(()) // a BreakerConfig is valid by construction
+}
+
+pub(crate) fn breaker_layer(
+    _name: &str,
+    _config: &BreakerConfig,
+    _health: &HealthSignal,
+) -> Result<BreakerLayer, ConfigError> {
+    Ok(Identity::new())
+}
+
+pub(crate) fn reconfigure_breaker(
+    _layer: &BreakerLayer,
+    _config: &BreakerConfig,
+) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+// ---------------------------------------------------------------- retry
+
+pub(crate) type RetryLayer = Identity;
+/// The retry stage's service.
+pub type RetryService<S> = S;
+
+pub(crate) fn validate_retry(config: &RetryConfig) -> Result<(), ConfigError> {
+    config.validate()
+}
+
+pub(crate) fn retry_layer(
+    _name: &str,
+    _config: &RetryConfig,
+    _health: &HealthSignal,
+) -> Result<RetryLayer, ConfigError> {
+    Ok(Identity::new())
+}
+
+pub(crate) fn reconfigure_retry(
+    _layer: &RetryLayer,
+    _config: &RetryConfig,
+) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+// ---------------------------------------------------------------- balance
+
+/// The balancer stage's service over endpoints of type `S`.
+pub type BalanceService<S> = crate::stack::BoxErrors<S>;
+
+#[derive(Debug, Clone)]
+pub(crate) struct BalanceLayer;
+
+pub(crate) fn balance_layer(
+    _name: &str,
+    config: &BalanceConfig,
+    _health: &HealthSignal,
+) -> Result<BalanceLayer, ConfigError> {
+    config.validate()?;
+    Ok(BalanceLayer)
+}
+
+pub(crate) fn balance_over<S>(_layer: &BalanceLayer, endpoints: Vec<S>) -> BalanceService<S> {
+    crate::stack::BoxErrors::new(endpoints.into_iter().next().expect("one endpoint"))
+}
+
+pub(crate) fn reconfigure_balance(
+    _layer: &BalanceLayer,
+    config: &BalanceConfig,
+) -> Result<(), ConfigError> {
+    config.validate()
+}
+
+// ---------------------------------------------------------------- errors
 
 /// Recognises a component's rejection.
 pub(crate) fn classify_error(
-    _e: &(dyn StdError + 'static),
+    e: &(dyn StdError + 'static),
 ) -> Option<(ErrorKind, Option<Duration>)> {
+    if let Some(e) = e.downcast_ref::<tower_prism_ratelimit::Error>() {
+        return Some((ErrorKind::RateLimited, e.retry_after()));
+    }
     None
+}
+
+#[allow(dead_code)]
+fn _assert_layers<S>(l: &RateLimitLayer, s: S) -> RateLimitService<S> {
+    l.layer(s)
 }

@@ -2,12 +2,24 @@
 //!
 //! The component crates, re-exported under one roof.
 
+mod builder;
 mod components;
+mod config;
 mod error;
+mod ext;
 mod http;
+mod layer;
+mod stack;
 
+pub use builder::ReliabilityLayerBuilder;
+pub use config::{ConfigFileError, PolicyConfig, ReliabilityConfig};
 pub use error::{Error, ErrorKind};
+pub use ext::{protect, Protected, ServiceBuilderExt};
 pub use http::{HttpErrorLayer, HttpErrors, HttpErrorsFuture};
+pub use layer::ReliabilityLayer;
+pub use stack::{
+    BalanceStage, BoxErrors, BoxErrorsFuture, BreakerStage, RateLimitStage, Reliable, RetryStage,
+};
 
 pub use tower_prism_balance as balance;
 pub use tower_prism_breaker as breaker;

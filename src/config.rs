@@ -1,0 +1,180 @@
+//! A TOML file of named policies, each stacking the components' own configs.
+//!
+//! ```toml
+//! [policy.payments.rate_limit]
+//! rate = 100
+//! period = "1s"
+//!
+//! [policy.payments.circuit_breaker]
+//! failure_rate_threshold = 0.5
+//! wait_duration = "10s"
+//!
+//! [policy.payments.retry]
+//! max_attempts = 3
+//!
+//! [policy.payments.balance]
+//! strategy = "p2c_peak_ewma"
+//! ```
+//!
+//! Every table is optional; a policy without a table has no such stage.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tower_prism_core::ConfigError;
+
+use crate::components::{BalanceConfig, BreakerConfig, RateLimitConfig, RetryConfig};
+
+/// The whole config file: named policies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReliabilityConfig {
+    /// The policies, by name (`[policy.<name>]`).
+    #[serde(default)]
+    pub policy: BTreeMap<String, PolicyConfig>,
+}
+
+/// One named policy: which stages it has and how each is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The rate limiter (`[policy.<name>.rate_limit]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// The circuit breaker (`[policy.<name>.circuit_breaker]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<BreakerConfig>,
+    /// Retries (`[policy.<name>.retry]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+    /// The load balancer (`[policy.<name>.balance]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<BalanceConfig>,
+}
+
+impl PolicyConfig {
+    /// Checks every stage's values; the error names the stage and field
+    /// (`circuit_breaker.failure_rate_threshold`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(c) = &self.rate_limit {
+            c.validate().map_err(|e| e.in_section("rate_limit"))?;
+        }
+        if let Some(c) = &self.circuit_breaker {
+            crate::components::validate_breaker(c).map_err(|e| e.in_section("circuit_breaker"))?;
+        }
+        if let Some(c) = &self.retry {
+            crate::components::validate_retry(c).map_err(|e| e.in_section("retry"))?;
+        }
+        if let Some(c) = &self.balance {
+            c.validate().map_err(|e| e.in_section("balance"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML, has an unknown key or a value of the wrong type.
+    /// The message gives the line, the key and the value.
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value is out of range; the field is `policy.<name>.<stage>.<field>`.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// No policy of that name in the file.
+    #[error("no policy named {name:?} in the config (known: {known})")]
+    UnknownPolicy {
+        /// The name asked for.
+        name: String,
+        /// The names the file has, comma-separated.
+        known: String,
+    },
+    /// A hot reload tried to change which stages a running policy has; that needs a
+    /// restart (the layers' types are fixed when they are built).
+    #[error("policy {policy:?}: cannot {change} the `{stage}` stage of a running layer; restart to change the stack's shape")]
+    ShapeChanged {
+        /// The policy.
+        policy: String,
+        /// The stage added or removed.
+        stage: &'static str,
+        /// `add` or `remove`.
+        change: &'static str,
+    },
+}
+
+impl ConfigFileError {
+    /// The dotted path of the bad field, when a value was out of range.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigFileError::Invalid(e) => Some(e.field()),
+            _ => None,
+        }
+    }
+}
+
+impl ReliabilityConfig {
+    /// Parses and validates a TOML text.
+    ///
+    /// ```
+    /// use tower_prism::ReliabilityConfig;
+    ///
+    /// let config = ReliabilityConfig::from_toml(r#"
+    ///     [policy.payments.rate_limit]
+    ///     rate = 100
+    /// "#).unwrap();
+    /// assert!(config.policy["payments"].rate_limit.is_some());
+    ///
+    /// let err = ReliabilityConfig::from_toml(r#"
+    ///     [policy.payments.rate_limit]
+    ///     rate = 0
+    /// "#).unwrap_err();
+    /// assert_eq!(err.field(), Some("policy.payments.rate_limit.rate"));
+    /// ```
+    pub fn from_toml(text: &str) -> Result<Self, ConfigFileError> {
+        let config: ReliabilityConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigFileError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Checks every policy; the error's field is `policy.<name>.<stage>.<field>`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, policy) in &self.policy {
+            policy
+                .validate()
+                .map_err(|e| e.in_section(&format!("policy.{name}")))?;
+        }
+        Ok(())
+    }
+
+    /// The policy called `name`.
+    pub fn get(&self, name: &str) -> Result<&PolicyConfig, ConfigFileError> {
+        self.policy
+            .get(name)
+            .ok_or_else(|| ConfigFileError::UnknownPolicy {
+                name: name.to_owned(),
+                known: self.policy.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+}

@@ -1,0 +1,98 @@
+//! `ServiceBuilder::reliability(..)` and `protect(..)`: the stack in one call.
+
+use std::future::Future;
+
+use tower::util::ServiceFn;
+use tower::{BoxError, ServiceBuilder, ServiceExt};
+use tower_layer::{Layer, Stack};
+use tower_service::Service;
+
+use crate::http::HttpErrorLayer;
+use crate::stack::Reliable;
+use crate::{Error, ReliabilityLayer};
+
+/// Adds tower-prism's layers to a [`ServiceBuilder`], reading as English:
+/// `ServiceBuilder::new().reliability(layer)`.
+pub trait ServiceBuilderExt<L>: sealed::Sealed {
+    /// Adds the whole [`ReliabilityLayer`] stack.
+    fn reliability(self, layer: ReliabilityLayer) -> ServiceBuilder<Stack<ReliabilityLayer, L>>;
+
+    /// Answers every error from below with an HTTP response ([`HttpErrorLayer`]).
+    fn http_errors(self) -> ServiceBuilder<Stack<HttpErrorLayer, L>>;
+}
+
+impl<L> sealed::Sealed for ServiceBuilder<L> {}
+
+impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    fn reliability(self, layer: ReliabilityLayer) -> ServiceBuilder<Stack<ReliabilityLayer, L>> {
+        self.layer(layer)
+    }
+
+    fn http_errors(self) -> ServiceBuilder<Stack<HttpErrorLayer, L>> {
+        self.layer(HttpErrorLayer::new())
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// An async function behind the whole stack; see [`protect`].
+#[derive(Debug, Clone)]
+pub struct Protected<S> {
+    service: S,
+}
+
+impl<S> Protected<S> {
+    /// Runs one call through the stack: waits for readiness, calls, and classifies any error
+    /// into a [`crate::Error`].
+    pub async fn call<Req>(&self, req: Req) -> Result<S::Response, Error>
+    where
+        S: Service<Req, Error = BoxError> + Clone,
+    {
+        self.service
+            .clone()
+            .oneshot(req)
+            .await
+            .map_err(Error::from_box)
+    }
+
+    /// The stacked tower service, to use with a `ServiceBuilder` or a server.
+    pub fn into_service(self) -> S {
+        self.service
+    }
+}
+
+/// Protects an async closure with the whole stack: the one-call entry point.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_prism::{protect, ErrorKind, ReliabilityLayer};
+/// use tower_prism::ratelimit::RateLimitConfig;
+///
+/// # tokio_test::block_on(async {
+/// let policy = ReliabilityLayer::builder()
+///     .name("lookup")
+///     .rate_limit(RateLimitConfig::new(1, Duration::from_secs(60)))
+///     .build()
+///     .unwrap();
+/// let lookup = protect(&policy, |id: u32| async move { Ok::<_, std::io::Error>(id * 2) });
+///
+/// assert_eq!(lookup.call(21).await.unwrap(), 42);
+/// let shed = lookup.call(1).await.unwrap_err(); // one call a minute
+/// assert_eq!(shed.kind(), ErrorKind::RateLimited);
+/// # });
+/// ```
+pub fn protect<F, Fut, Req, Res, E>(
+    layer: &ReliabilityLayer,
+    f: F,
+) -> Protected<Reliable<ServiceFn<F>>>
+where
+    F: FnMut(Req) -> Fut + Clone,
+    Fut: Future<Output = Result<Res, E>>,
+    E: Into<BoxError>,
+{
+    Protected {
+        service: layer.layer(tower::service_fn(f)),
+    }
+}
