@@ -23,8 +23,9 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     fn refund(&self, key: Option<u64>, weight: u32);
     /// The bucket shape in effect.
     fn quota(&self) -> Quota;
-    /// Changes the bucket shape (hot reload, adaptive rate).
-    fn set_quota(&self, quota: Quota);
+    /// Changes the bucket shape at `now` (hot reload, adaptive rate), keeping the tokens
+    /// already taken.
+    fn set_quota(&self, quota: Quota, now: u64);
     /// Whole tokens free in a bucket at `now`.
     fn tokens(&self, key: Option<u64>, now: u64) -> u64;
     /// Keys tracked now.
@@ -76,8 +77,8 @@ impl Backend for LocalBackend {
         self.unkeyed.quota()
     }
 
-    fn set_quota(&self, quota: Quota) {
-        self.unkeyed.set_quota(quota);
+    fn set_quota(&self, quota: Quota, now: u64) {
+        self.unkeyed.set_quota(quota, now);
     }
 
     fn tokens(&self, key: Option<u64>, now: u64) -> u64 {

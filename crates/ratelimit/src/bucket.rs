@@ -92,8 +92,18 @@ impl AtomicBucket {
         }
     }
 
-    /// Changes the shape; tokens already taken stay taken (the TAT is kept).
-    pub fn set_quota(&self, quota: Quota) {
+    /// Changes the shape at `now`; the tokens already taken stay taken (the TAT is
+    /// rescaled to the new interval, so a halved rate doubles the time they take to refill).
+    pub fn set_quota(&self, quota: Quota, now: u64) {
+        let old = self.quota().interval_nanos;
+        let new = quota.interval_nanos.max(1);
+        let _ = self
+            .tat
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                let used = u128::from(tat.saturating_sub(now));
+                let scaled = used * u128::from(new) / u128::from(old.max(1));
+                Some(now.saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX)))
+            });
         self.interval_nanos
             .store(quota.interval_nanos.max(1), Ordering::Relaxed);
         self.burst
@@ -182,9 +192,14 @@ mod tests {
     fn reconfigure_keeps_taken_tokens() {
         let bucket = AtomicBucket::new(quota(10, 2));
         bucket.try_acquire(0, 2).unwrap();
-        bucket.set_quota(quota(10, 4));
+        bucket.set_quota(quota(10, 4), 0);
         assert_eq!(bucket.tokens(0), 2);
         assert_eq!(bucket.quota().burst, 4);
+        bucket.set_quota(quota(40, 4), 0);
+        assert_eq!(bucket.tokens(0), 2, "two tokens still taken at a slower rate");
+        assert!(bucket.try_acquire(0, 3).is_err());
+        assert!(bucket.try_acquire(79 * MS, 4).is_err());
+        assert_eq!(bucket.try_acquire(80 * MS, 4), Ok(0), "...and refilled at that rate");
     }
 
     proptest! {

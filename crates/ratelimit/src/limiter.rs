@@ -166,7 +166,7 @@ impl RateLimiter {
                 config,
             }
         });
-        backend.set_quota(quota);
+        backend.set_quota(quota, 0);
         metrics.rate.set(quota.per_second());
         metrics.tokens.set(quota.burst as f64);
         RateLimiter {
@@ -340,14 +340,6 @@ impl RateLimiter {
             waiter.done = true;
             return Turn::Done(Err(Error::Shed));
         }
-        if now >= waiter.deadline {
-            queue.remove(waiter.id);
-            self.publish_len(&queue);
-            drop(queue);
-            waiter.done = true;
-            let waited = now.saturating_duration_since(waiter.enqueued);
-            return Turn::Done(Err(self.reject(Error::QueueTimeout { waited })));
-        }
         let mut wake_at = waiter.deadline;
         if queue.is_head(waiter.id, waiter.bucket) {
             let at = self.since_epoch(now);
@@ -369,6 +361,14 @@ impl RateLimiter {
                     wake_at = wake_at.min(now + Duration::from_nanos(denied.retry_after_nanos));
                 }
             }
+        }
+        if now >= waiter.deadline {
+            queue.remove(waiter.id);
+            self.publish_len(&queue);
+            drop(queue);
+            waiter.done = true;
+            let waited = now.saturating_duration_since(waiter.enqueued);
+            return Turn::Done(Err(self.reject(Error::QueueTimeout { waited })));
         }
         queue.set_waker(waiter.id, waker);
         Turn::SleepUntil(wake_at)
@@ -409,7 +409,7 @@ impl RateLimiter {
         let current = f64::from_bits(adaptive.rate_bits.load(Ordering::Relaxed));
         if let Some((next, reason)) = adaptive::next_rate(current, &stats, &adaptive.config) {
             adaptive.rate_bits.store(next.to_bits(), Ordering::Relaxed);
-            self.set_rate(next);
+            self.set_rate(next, at);
             if next < current {
                 tracing::warn!(name = %self.shared.name, from = current, to = next, reason = reason.as_str(), "rate limit lowered");
             } else {
@@ -418,13 +418,13 @@ impl RateLimiter {
         }
     }
 
-    fn set_rate(&self, per_second: f64) {
+    fn set_rate(&self, per_second: f64, at: u64) {
         let quota = Quota {
             interval_nanos: interval_for(per_second),
             ..self.shared.backend.quota()
         };
-        self.shared.backend.set_quota(quota);
-        self.shared.metrics.rate.set(quota.per_second());
+        self.shared.backend.set_quota(quota, at);
+        self.shared.metrics.rate.set(per_second);
         self.shared.queue_wake_all();
     }
 
@@ -444,10 +444,13 @@ impl RateLimiter {
             rate = rate.clamp(adaptive.config.min_rate, adaptive.config.max_rate);
             adaptive.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
         }
-        shared.backend.set_quota(Quota {
-            interval_nanos: interval_for(rate),
-            burst: config.effective_burst(),
-        });
+        shared.backend.set_quota(
+            Quota {
+                interval_nanos: interval_for(rate),
+                burst: config.effective_burst(),
+            },
+            self.since_epoch(Instant::now()),
+        );
         shared.backend.set_max_keys(config.max_keys);
         shared
             .queue_capacity
@@ -478,8 +481,12 @@ impl RateLimiter {
         let quota = shared.backend.quota();
         let keys = shared.backend.keys();
         shared.metrics.keys.set(keys as f64);
+        let rate_per_second = match &shared.adaptive {
+            Some(adaptive) => f64::from_bits(adaptive.rate_bits.load(Ordering::Relaxed)),
+            None => quota.per_second(),
+        };
         Snapshot {
-            rate_per_second: quota.per_second(),
+            rate_per_second,
             burst: quota.burst,
             tokens: shared.backend.tokens(None, self.since_epoch(Instant::now())),
             queued: shared.queue_len.load(Ordering::Relaxed),

@@ -1,0 +1,359 @@
+//! The rate-limited service under paused time: refill, burst, weights, keys, the priority
+//! queue (order, shedding, cancellation, timeouts), adaptivity and hot reconfiguration.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{advance, Instant};
+use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
+use tower::{Service, ServiceExt};
+use tower_prism_core::{HealthSignal, Outcome};
+use tower_prism_ratelimit::{
+    AdaptiveConfig, BoxError, Error, RateLimitConfig, RateLimitLayer, RateLimiter,
+};
+use tower_layer::Layer;
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Echoes its request; ready only while the gate is open.
+#[derive(Clone)]
+struct Echo {
+    open: Arc<AtomicBool>,
+}
+
+impl Echo {
+    fn new() -> Self {
+        Echo {
+            open: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+impl<R> Service<R> for Echo {
+    type Response = R;
+    type Error = Infallible;
+    type Future = Ready<Result<R, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.open.load(Ordering::SeqCst) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        ready(Ok(req))
+    }
+}
+
+fn error(result: Result<impl std::fmt::Debug, BoxError>) -> Error {
+    let err = result.expect_err("expected a rejection");
+    err.downcast_ref::<Error>().cloned().unwrap_or_else(|| panic!("not a limiter error: {err}"))
+}
+
+async fn send<S, R>(svc: &mut S, req: R) -> Result<S::Response, BoxError>
+where
+    S: Service<R, Error = BoxError>,
+{
+    svc.ready().await?.call(req).await
+}
+
+fn limiter(rate: u32, period: Duration, burst: u32) -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .rate(rate, period)
+        .burst(burst)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn burst_then_one_token_per_interval() {
+    let layer = limiter(10, Duration::from_secs(1), 3);
+    let mut svc = layer.layer(Echo::new());
+    for i in 0..3 {
+        assert_eq!(send(&mut svc, i).await.unwrap(), i);
+    }
+    let err = error(send(&mut svc, 3).await);
+    assert_eq!(err, Error::RateLimited { retry_after: 100 * MS });
+    // poll_ready still says "ready": rejections come from the future.
+    assert_ready_ok!(task::spawn(()).enter(|cx, _| Service::<u32>::poll_ready(&mut svc, cx)));
+    advance(99 * MS).await;
+    assert!(matches!(error(send(&mut svc, 4).await), Error::RateLimited { .. }));
+    advance(MS).await;
+    assert_eq!(send(&mut svc, 5).await.unwrap(), 5);
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(layer.limiter().snapshot().tokens, 3, "never more than the burst");
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_and_services_of_one_layer_share_the_bucket() {
+    let layer = limiter(1, Duration::from_secs(1), 2);
+    let mut a = layer.layer(Echo::new());
+    let mut b = a.clone();
+    let mut c = layer.layer(Echo::new());
+    send(&mut a, 1).await.unwrap();
+    send(&mut b, 2).await.unwrap();
+    assert!(send(&mut c, 3).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn weights_charge_tokens_and_oversized_requests_fail_clearly() {
+    let layer = limiter(10, Duration::from_secs(1), 4).weight_fn(|n: &u32| *n);
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, 3).await.unwrap();
+    assert_eq!(layer.limiter().snapshot().tokens, 1);
+    assert_eq!(
+        error(send(&mut svc, 2).await),
+        Error::RateLimited { retry_after: 100 * MS }
+    );
+    assert_eq!(
+        error(send(&mut svc, 5).await),
+        Error::WeightExceedsBurst { weight: 5, burst: 4 }
+    );
+    send(&mut svc, 0).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_get_their_own_buckets_within_the_cap() {
+    let layer = RateLimitLayer::builder()
+        .rate(1, Duration::from_secs(1))
+        .burst(1)
+        .max_keys(3)
+        .idle_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .key_fn(|req: &(u32, u32)| req.0);
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (1, 0)).await.unwrap();
+    assert!(send(&mut svc, (1, 1)).await.is_err(), "key 1 spent its token");
+    send(&mut svc, (2, 0)).await.unwrap();
+    send(&mut svc, (3, 0)).await.unwrap();
+    assert_eq!(layer.limiter().snapshot().keys, 3);
+    for key in 4..100 {
+        send(&mut svc, (key, 0)).await.unwrap();
+        assert!(layer.limiter().snapshot().keys <= 3);
+    }
+    // After the idle timeout every bucket is full again and forgotten.
+    advance(Duration::from_secs(7)).await;
+    assert!(layer.limiter().evict_idle() > 0);
+    assert_eq!(layer.limiter().snapshot().keys, 0);
+    send(&mut svc, (1, 2)).await.unwrap();
+}
+
+fn queued_layer(queue: usize, max_wait: Duration) -> RateLimitLayer<
+    tower_prism_ratelimit::policy::Unkeyed,
+    tower_prism_ratelimit::policy::PriorityBy<fn(&(u32, &'static str)) -> u32>,
+> {
+    let priority: fn(&(u32, &'static str)) -> u32 = |req| req.0;
+    RateLimitLayer::builder()
+        .rate(10, Duration::from_secs(1))
+        .burst(1)
+        .queue(queue, max_wait)
+        .build()
+        .unwrap()
+        .priority_fn(priority)
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_by_priority_then_fifo() {
+    let layer = queued_layer(10, Duration::from_secs(5));
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "first")).await.unwrap();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for req in [(1, "low"), (5, "high-a"), (3, "mid"), (5, "high-b")] {
+        let fut = svc.ready().await.unwrap().call(req);
+        let done = done.clone();
+        handles.push(tokio::spawn(async move {
+            let (_, name) = fut.await.unwrap();
+            done.lock().unwrap().push((name, start.elapsed()));
+        }));
+    }
+    assert_eq!(layer.limiter().snapshot().queued, 4);
+    for h in handles {
+        h.await.unwrap();
+    }
+    let done = done.lock().unwrap().clone();
+    let order: Vec<_> = done.iter().map(|(n, _)| *n).collect();
+    assert_eq!(order, ["high-a", "high-b", "mid", "low"]);
+    let times: Vec<_> = done.iter().map(|(_, t)| *t).collect();
+    assert_eq!(times, [100 * MS, 200 * MS, 300 * MS, 400 * MS], "one per refill");
+    assert_eq!(layer.limiter().snapshot().queued, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_sheds_the_lowest_priority() {
+    let layer = queued_layer(2, Duration::from_secs(5));
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let mut a = task::spawn(svc.ready().await.unwrap().call((1, "a")));
+    let mut b = task::spawn(svc.ready().await.unwrap().call((1, "b")));
+    assert_pending!(a.poll());
+    assert_pending!(b.poll());
+    let full = svc.ready().await.unwrap().call((1, "c")).await;
+    assert_eq!(error(full), Error::QueueFull, "equal priority does not shed");
+    let mut vip = task::spawn(svc.ready().await.unwrap().call((9, "vip")));
+    assert!(b.is_woken(), "the shed waiter is woken");
+    assert_eq!(error(assert_ready!(b.poll())), Error::Shed);
+    assert_pending!(a.poll());
+    assert_pending!(vip.poll());
+    advance(100 * MS).await;
+    assert_eq!(assert_ready!(vip.poll()).unwrap(), (9, "vip"));
+    assert_pending!(a.poll());
+    advance(100 * MS).await;
+    assert_eq!(assert_ready!(a.poll()).unwrap(), (1, "a"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_waiter_leaves_the_queue_and_costs_nothing() {
+    let layer = queued_layer(4, Duration::from_secs(5));
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let mut first = task::spawn(svc.ready().await.unwrap().call((5, "dropped")));
+    let mut second = task::spawn(svc.ready().await.unwrap().call((1, "kept")));
+    assert_pending!(first.poll());
+    assert_pending!(second.poll());
+    drop(first);
+    assert_eq!(layer.limiter().snapshot().queued, 1);
+    assert!(second.is_woken(), "the next waiter is told it is first now");
+    advance(100 * MS).await;
+    assert_eq!(assert_ready!(second.poll()).unwrap(), (1, "kept"));
+    assert_eq!(layer.limiter().snapshot().tokens, 0);
+    advance(100 * MS).await;
+    assert_eq!(layer.limiter().snapshot().tokens, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_of_an_admitted_but_unsent_request_are_refunded() {
+    let layer = queued_layer(4, Duration::from_secs(5));
+    let echo = Echo::new();
+    let mut svc = layer.layer(echo.clone());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let mut waiting = task::spawn(svc.ready().await.unwrap().call((0, "waits")));
+    echo.open.store(false, Ordering::SeqCst);
+    assert_pending!(waiting.poll());
+    advance(100 * MS).await;
+    assert_pending!(waiting.poll(), "admitted, waiting for the inner service");
+    assert_eq!(layer.limiter().snapshot().tokens, 0);
+    drop(waiting);
+    assert_eq!(layer.limiter().snapshot().tokens, 1, "the token came back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn nobody_waits_past_max_wait() {
+    let layer = queued_layer(4, Duration::from_millis(150));
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let start = Instant::now();
+    let a = tokio::spawn(svc.ready().await.unwrap().call((0, "a")));
+    let b = tokio::spawn(svc.ready().await.unwrap().call((0, "b")));
+    assert_eq!(a.await.unwrap().unwrap(), (0, "a"));
+    assert_eq!(start.elapsed(), 100 * MS);
+    let err = error(b.await.unwrap());
+    assert_eq!(err, Error::QueueTimeout { waited: 150 * MS });
+    assert_eq!(start.elapsed(), 150 * MS);
+    // A wait longer than max_wait fails at once, with the real retry time.
+    let cfg = RateLimitConfig {
+        queue_size: 4,
+        max_wait: Some(Duration::from_millis(50)),
+        burst: Some(1),
+        ..RateLimitConfig::new(1, Duration::from_secs(1))
+    };
+    layer.limiter().reconfigure(&cfg).unwrap();
+    advance(Duration::from_secs(2)).await;
+    layer.limiter().try_acquire(1).unwrap();
+    let before = Instant::now();
+    let err = error(send(&mut svc, (0, "too slow")).await);
+    assert_eq!(err, Error::RateLimited { retry_after: Duration::from_secs(1) });
+    assert_eq!(before.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconfigure_changes_rate_and_burst_of_a_running_limiter() {
+    let layer = limiter(10, Duration::from_secs(1), 1);
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, 1).await.unwrap();
+    assert!(send(&mut svc, 2).await.is_err());
+    let limiter: RateLimiter = layer.limiter().clone();
+    let cfg = RateLimitConfig {
+        burst: Some(5),
+        ..RateLimitConfig::new(100, Duration::from_secs(1))
+    };
+    limiter.reconfigure(&cfg).unwrap();
+    let snap = limiter.snapshot();
+    assert_eq!((snap.rate_per_second, snap.burst, snap.tokens), (100.0, 5, 4));
+    for i in 0..4 {
+        send(&mut svc, i).await.unwrap();
+    }
+    assert_eq!(
+        error(send(&mut svc, 9).await),
+        Error::RateLimited { retry_after: 10 * MS }
+    );
+    let bad = RateLimitConfig::new(0, Duration::from_secs(1));
+    assert_eq!(limiter.reconfigure(&bad).unwrap_err().field(), "rate");
+    assert_eq!(limiter.snapshot().rate_per_second, 100.0, "a bad config changes nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_rate_follows_downstream_health() {
+    let health = HealthSignal::new();
+    let mut cfg = AdaptiveConfig::new(10.0, 100.0);
+    cfg.interval = Duration::from_secs(1);
+    cfg.min_calls = 5;
+    cfg.decrease_factor = 0.5;
+    cfg.increase_step = 5.0;
+    let layer = RateLimitLayer::builder()
+        .rate(80, Duration::from_secs(1))
+        .adaptive(health.clone(), cfg)
+        .name("adaptive")
+        .build()
+        .unwrap();
+    let limiter = layer.limiter().clone();
+    let rate = || limiter.snapshot().rate_per_second;
+    assert_eq!(rate(), 80.0);
+    for _ in 0..10 {
+        health.record(Outcome::RETRYABLE, 5 * MS);
+    }
+    limiter.adapt();
+    assert_eq!(rate(), 80.0, "no adjustment before the interval");
+    advance(Duration::from_secs(1)).await;
+    limiter.adapt();
+    assert_eq!(rate(), 40.0, "cut on failures");
+    health.set_circuit_open(true);
+    for expected in [20.0, 10.0, 10.0] {
+        advance(Duration::from_secs(1)).await;
+        limiter.try_acquire(1).unwrap(); // adjustments also happen lazily on calls
+        assert_eq!(rate(), expected, "cut while the circuit is open, down to min_rate");
+    }
+    health.set_circuit_open(false);
+    for _ in 0..10 {
+        health.record(Outcome::Success, 5 * MS);
+    }
+    advance(Duration::from_secs(1)).await;
+    limiter.adapt();
+    assert_eq!(rate(), 15.0, "additive increase while healthy");
+    let err = RateLimitLayer::from_config(&RateLimitConfig {
+        adaptive: Some(AdaptiveConfig::new(1.0, 2.0)),
+        ..RateLimitConfig::new(1, Duration::from_secs(1))
+    })
+    .unwrap_err();
+    assert_eq!(err.field(), "adaptive");
+}
+
+#[tokio::test(start_paused = true)]
+async fn builder_errors_name_the_field() {
+    let err = RateLimitLayer::builder().build().unwrap_err();
+    assert_eq!(err.field(), "rate");
+    let err = RateLimitLayer::builder()
+        .rate(5, Duration::from_secs(1))
+        .queue(0, Duration::from_millis(10))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_wait");
+}
