@@ -1,0 +1,367 @@
+//! State shared by every clone of a balancer: the policy (strategy and ejection settings as
+//! atomics) and each endpoint's counters, latency estimate and health.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize as StdAtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge};
+use tokio::time::Instant;
+use tower_prism_core::metrics::{balance as m, LABEL_ENDPOINT, LABEL_NAME};
+use tower_prism_core::sync::{AtomicUsize, Ordering};
+use tower_prism_core::{HealthSignal, Outcome};
+
+use crate::config::{BalanceConfig, Strategy};
+use crate::ewma::PeakEwma;
+use crate::health_check::HealthCheck;
+use crate::outlier::{self, Outlier};
+use crate::p2c::mix;
+
+/// Settings and counters shared by all endpoints of one balancer.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub(crate) name: Arc<str>,
+    base: Instant,
+    strategy: AtomicU8,
+    ticket: StdAtomicUsize,
+    rng: AtomicU64,
+    decay_ms: AtomicU64,
+    default_rtt_ns: AtomicU64,
+    consecutive_failures: AtomicU32,
+    success_rate_permille: AtomicU32,
+    min_requests: AtomicU32,
+    interval_ms: AtomicU64,
+    base_ejection_ms: AtomicU64,
+    max_ejection_ms: AtomicU64,
+    max_ejection_percent: AtomicU32,
+    /// Endpoints currently ejected (the ejection budget).
+    pub(crate) ejected: AtomicUsize,
+    /// Endpoints currently failing active health checks.
+    pub(crate) unhealthy: StdAtomicUsize,
+    pub(crate) endpoints: StdAtomicUsize,
+    pub(crate) health_signal: Option<HealthSignal>,
+    endpoints_gauge: Gauge,
+    healthy_gauge: Gauge,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Policy {
+    pub(crate) fn new(
+        name: Arc<str>,
+        config: &BalanceConfig,
+        signal: Option<HealthSignal>,
+    ) -> Self {
+        let label = name.to_string();
+        let p = Policy {
+            endpoints_gauge: metrics::gauge!(m::ENDPOINTS, LABEL_NAME => label.clone()),
+            healthy_gauge: metrics::gauge!(m::ENDPOINTS_HEALTHY, LABEL_NAME => label),
+            name,
+            base: Instant::now(),
+            strategy: AtomicU8::new(0),
+            ticket: StdAtomicUsize::new(0),
+            rng: AtomicU64::new(0x853c_49e6_748f_ea9b),
+            decay_ms: AtomicU64::new(0),
+            default_rtt_ns: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            success_rate_permille: AtomicU32::new(0),
+            min_requests: AtomicU32::new(0),
+            interval_ms: AtomicU64::new(1),
+            base_ejection_ms: AtomicU64::new(1),
+            max_ejection_ms: AtomicU64::new(1),
+            max_ejection_percent: AtomicU32::new(0),
+            ejected: AtomicUsize::new(0),
+            unhealthy: StdAtomicUsize::new(0),
+            endpoints: StdAtomicUsize::new(0),
+            health_signal: signal,
+            wakers: Mutex::new(Vec::new()),
+        };
+        p.apply(config);
+        p
+    }
+
+    /// Stores a (validated) config's strategy, latency and ejection settings.
+    pub(crate) fn apply(&self, config: &BalanceConfig) {
+        let r = Ordering::Relaxed;
+        self.strategy.store(config.strategy.to_u8(), r);
+        let decay = config.ewma_decay.as_secs_f64() * 1000.0;
+        self.decay_ms.store(decay.max(1.0).to_bits(), r);
+        let rtt = u64::try_from(config.default_rtt.as_nanos()).unwrap_or(u64::MAX);
+        self.default_rtt_ns.store(rtt, r);
+        let s = config.outlier.settings();
+        self.consecutive_failures.store(s.consecutive_failures, r);
+        self.success_rate_permille.store(s.success_rate_permille, r);
+        self.min_requests.store(s.min_requests, r);
+        self.interval_ms.store(s.interval_ms, r);
+        self.base_ejection_ms.store(s.base_ejection_ms, r);
+        self.max_ejection_ms.store(s.max_ejection_ms, r);
+        self.max_ejection_percent.store(s.max_ejection_percent, r);
+    }
+
+    pub(crate) fn strategy(&self) -> Strategy {
+        Strategy::from_u8(self.strategy.load(Ordering::Relaxed))
+    }
+
+    fn settings(&self) -> outlier::Settings {
+        let r = Ordering::Relaxed;
+        outlier::Settings {
+            consecutive_failures: self.consecutive_failures.load(r),
+            success_rate_permille: self.success_rate_permille.load(r),
+            min_requests: self.min_requests.load(r),
+            interval_ms: self.interval_ms.load(r),
+            base_ejection_ms: self.base_ejection_ms.load(r),
+            max_ejection_ms: self.max_ejection_ms.load(r),
+            max_ejection_percent: self.max_ejection_percent.load(r),
+        }
+    }
+
+    /// A ticket for round-robin style strategies.
+    pub(crate) fn ticket(&self) -> usize {
+        self.ticket.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A random number: one atomic add on a shared counter, then a mix.
+    pub(crate) fn random(&self) -> u64 {
+        mix(self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed))
+    }
+
+    pub(crate) fn decay_ms(&self) -> f64 {
+        f64::from_bits(self.decay_ms.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn ms_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.ms_at(Instant::now())
+    }
+
+    /// Parks a waker until the endpoint set or health changes.
+    pub(crate) fn register(&self, waker: &Waker) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+
+    /// Wakes every balancer clone parked in `poll_ready`.
+    pub(crate) fn wake_all(&self) {
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Endpoints known, and endpoints in rotation (approximate while health changes race).
+    pub(crate) fn update_gauges(&self) {
+        let total = self.endpoints.load(Ordering::Relaxed);
+        let out = self.ejected.load(Ordering::Relaxed) + self.unhealthy.load(Ordering::Relaxed);
+        self.endpoints_gauge.set(total as f64);
+        self.healthy_gauge.set(total.saturating_sub(out) as f64);
+    }
+}
+
+#[derive(Debug)]
+struct EndpointMetrics {
+    requests: Counter,
+    failures: Counter,
+    in_flight: Gauge,
+    ewma: Gauge,
+    ejections: Counter,
+    healthy: Gauge,
+}
+
+/// One endpoint's shared state. Every balancer clone and every in-flight response future
+/// holds an `Arc` of it, so a removed endpoint's in-flight requests still complete and count.
+#[derive(Debug)]
+pub(crate) struct EndpointState {
+    pub(crate) label: Arc<str>,
+    pub(crate) id_hash: u64,
+    pub(crate) weight: AtomicU32,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) ewma: PeakEwma,
+    pub(crate) outlier: Outlier,
+    pub(crate) health: HealthCheck,
+    pub(crate) policy: Arc<Policy>,
+    metrics: EndpointMetrics,
+}
+
+impl EndpointState {
+    pub(crate) fn new(label: String, id_hash: u64, weight: u32, policy: Arc<Policy>) -> Self {
+        let name = policy.name.to_string();
+        let labels = [(LABEL_NAME, name), (LABEL_ENDPOINT, label.clone())];
+        let metrics = EndpointMetrics {
+            requests: metrics::counter!(m::REQUESTS_TOTAL, &labels),
+            failures: metrics::counter!(m::FAILURES_TOTAL, &labels),
+            in_flight: metrics::gauge!(m::IN_FLIGHT, &labels),
+            ewma: metrics::gauge!(m::LATENCY_EWMA_SECONDS, &labels),
+            ejections: metrics::counter!(m::EJECTIONS_TOTAL, &labels),
+            healthy: metrics::gauge!(m::ENDPOINT_HEALTHY, &labels),
+        };
+        let now = policy.now_ms();
+        let rtt = policy.default_rtt_ns.load(Ordering::Relaxed) as f64;
+        metrics.healthy.set(1.0);
+        metrics.ewma.set(rtt / 1e9);
+        EndpointState {
+            label: label.into(),
+            id_hash,
+            weight: AtomicU32::new(weight),
+            in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ewma: PeakEwma::new(rtt, now),
+            outlier: Outlier::new(now),
+            health: HealthCheck::default(),
+            policy,
+            metrics,
+        }
+    }
+
+    /// Whether the endpoint may take requests: passing health checks and not ejected. An
+    /// ejection whose time is up is ended here (no clock read unless the endpoint is ejected).
+    #[inline]
+    pub(crate) fn available(&self) -> bool {
+        if !self.health.is_healthy() {
+            return false;
+        }
+        let Some(until) = self.outlier.ejected_until() else {
+            return true;
+        };
+        let now = self.policy.now_ms();
+        if now < until {
+            return false;
+        }
+        if self.outlier.try_restore(now, &self.policy.ejected) {
+            tracing::info!(balancer = %self.policy.name, endpoint = %self.label, "endpoint restored after ejection");
+            self.metrics.healthy.set(1.0);
+            self.policy.update_gauges();
+            self.policy.wake_all();
+        }
+        self.outlier.ejected_until().is_none()
+    }
+
+    /// The P2C load at `now_ms`.
+    #[inline]
+    pub(crate) fn load(&self, now_ms: u64, decay_ms: f64) -> f64 {
+        crate::p2c::load(
+            self.ewma.estimate(now_ms, decay_ms),
+            self.in_flight.load(Ordering::Relaxed),
+        )
+    }
+
+    #[inline]
+    pub(crate) fn start(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.metrics.requests.increment(1);
+        self.metrics.in_flight.increment(1.0);
+    }
+
+    #[inline]
+    pub(crate) fn finish(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.in_flight.decrement(1.0);
+    }
+
+    /// Records a completed call: latency estimate, failure counts, outlier rules, health signal.
+    #[inline]
+    pub(crate) fn record(&self, outcome: Outcome, started: Instant) {
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(started);
+        let now_ms = self.policy.ms_at(now);
+        let decay = self.policy.decay_ms();
+        self.ewma.observe(latency.as_nanos() as f64, now_ms, decay);
+        self.metrics.ewma.set(self.ewma.raw() / 1e9);
+        let failure = outcome.is_failure();
+        if failure {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.metrics.failures.increment(1);
+        }
+        if let Some(signal) = &self.policy.health_signal {
+            signal.record(outcome, latency);
+        }
+        let settings = self.policy.settings();
+        if self.outlier.record(failure, now_ms, &settings) {
+            self.try_eject(now_ms, &settings);
+        }
+    }
+
+    /// A `poll_ready` error: counts as a failure for the outlier rules.
+    pub(crate) fn record_broken(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.metrics.failures.increment(1);
+        let now_ms = self.policy.now_ms();
+        let settings = self.policy.settings();
+        if self.outlier.record(true, now_ms, &settings) {
+            self.try_eject(now_ms, &settings);
+        }
+    }
+
+    #[cold]
+    fn try_eject(&self, now_ms: u64, settings: &outlier::Settings) {
+        let total = self.policy.endpoints.load(Ordering::Relaxed);
+        match self
+            .outlier
+            .try_eject(now_ms, settings, &self.policy.ejected, total)
+        {
+            Some(ms) => {
+                tracing::warn!(
+                    balancer = %self.policy.name,
+                    endpoint = %self.label,
+                    ejected_for = ?Duration::from_millis(ms),
+                    ejections = self.outlier.ejections(),
+                    "endpoint ejected as an outlier"
+                );
+                self.metrics.ejections.increment(1);
+                self.metrics.healthy.set(0.0);
+                self.policy.update_gauges();
+            }
+            None => {
+                if self.outlier.ejected_until().is_none() {
+                    tracing::debug!(balancer = %self.policy.name, endpoint = %self.label, "outlier not ejected: max_ejection_percent reached");
+                }
+            }
+        }
+    }
+
+    /// Records one active health probe.
+    pub(crate) fn record_probe(&self, passed: bool, healthy: u32, unhealthy: u32) {
+        if self.outlier.is_removed() {
+            return;
+        }
+        match self.health.record(passed, healthy, unhealthy) {
+            Some(true) => {
+                tracing::info!(balancer = %self.policy.name, endpoint = %self.label, "endpoint passes health checks again");
+                self.policy.unhealthy.fetch_sub(1, Ordering::Relaxed);
+                self.metrics
+                    .healthy
+                    .set(if self.outlier.ejected_until().is_none() {
+                        1.0
+                    } else {
+                        0.0
+                    });
+                self.policy.update_gauges();
+                self.policy.wake_all();
+            }
+            Some(false) => {
+                tracing::warn!(balancer = %self.policy.name, endpoint = %self.label, "endpoint fails health checks");
+                self.policy.unhealthy.fetch_add(1, Ordering::Relaxed);
+                self.metrics.healthy.set(0.0);
+                self.policy.update_gauges();
+            }
+            None => {}
+        }
+    }
+
+    /// Takes the endpoint out of the counts when it leaves the balancer.
+    pub(crate) fn remove(&self) {
+        self.outlier.remove(&self.policy.ejected);
+        if !self.health.is_healthy() {
+            self.policy.unhealthy.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.metrics.healthy.set(0.0);
+    }
+}

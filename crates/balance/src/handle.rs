@@ -1,0 +1,240 @@
+//! Changing and inspecting a running balancer.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_prism_core::ConfigError;
+
+use crate::config::{BalanceConfig, Strategy};
+use crate::endpoint::EndpointState;
+use crate::service::{Entry, Shared};
+
+/// Adds, removes, inspects and reconfigures the endpoints of a [`Balance`](crate::Balance)
+/// and every clone of it. Cloneable; changes take effect on each clone's next `poll_ready`.
+pub struct BalanceHandle<K, S> {
+    pub(crate) shared: Arc<Shared<K, S>>,
+}
+
+impl<K, S> Clone for BalanceHandle<K, S> {
+    fn clone(&self) -> Self {
+        BalanceHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K, S> fmt::Debug for BalanceHandle<K, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalanceHandle")
+            .field("name", &self.shared.policy.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One endpoint in a [`BalanceSnapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointSnapshot<K> {
+    /// The endpoint's key.
+    pub key: K,
+    /// Its weight (weighted round robin).
+    pub weight: u32,
+    /// Whether it takes requests now: not ejected and passing health checks.
+    pub healthy: bool,
+    /// Whether it is ejected as an outlier.
+    pub ejected: bool,
+    /// Whether it passes its active health checks (always true without them).
+    pub passing_health_checks: bool,
+    /// Requests in flight.
+    pub in_flight: u64,
+    /// Requests sent to it.
+    pub requests: u64,
+    /// Requests classified as failures.
+    pub failures: u64,
+    /// Times it was ejected.
+    pub ejections: u32,
+    /// Its peak-EWMA latency estimate (as of its last response).
+    pub latency_ewma: Duration,
+}
+
+/// What a balancer looks like right now, from [`BalanceHandle::snapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalanceSnapshot<K> {
+    /// The strategy in use.
+    pub strategy: Strategy,
+    /// Every endpoint, in the order they were added.
+    pub endpoints: Vec<EndpointSnapshot<K>>,
+}
+
+impl<K> BalanceSnapshot<K> {
+    /// How many endpoints take requests now.
+    pub fn healthy(&self) -> usize {
+        self.endpoints.iter().filter(|e| e.healthy).count()
+    }
+}
+
+impl<K, S> BalanceHandle<K, S>
+where
+    K: Eq + Hash + fmt::Display + Clone,
+{
+    /// Adds an endpoint with weight 1 (replacing any endpoint with the same key).
+    pub fn add(&self, key: K, service: S) {
+        self.insert(key, service, 1);
+    }
+
+    /// Adds an endpoint with a weight for weighted round robin (replacing any endpoint with the
+    /// same key). A weight of 0 is a typed error.
+    pub fn add_weighted(&self, key: K, service: S, weight: u32) -> Result<(), ConfigError> {
+        tower_prism_core::config::check_nonzero("weight", weight)?;
+        self.insert(key, service, weight);
+        Ok(())
+    }
+
+    fn insert(&self, key: K, service: S, weight: u32) {
+        let policy = &self.shared.policy;
+        let label = key.to_string();
+        let state = Arc::new(EndpointState::new(
+            label.clone(),
+            crate::hash::hash_key(&label),
+            weight,
+            policy.clone(),
+        ));
+        {
+            let mut registry = self.shared.registry();
+            if let Some(pos) = registry.entries.iter().position(|e| e.key == key) {
+                registry.entries.remove(pos).state.remove();
+            }
+            registry.entries.push(Entry {
+                key,
+                state,
+                service,
+            });
+            policy
+                .endpoints
+                .store(registry.entries.len(), Ordering::Relaxed);
+            registry.rebuild(&self.shared.directory);
+            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        tracing::info!(balancer = %policy.name, endpoint = %label, weight, "endpoint added");
+        policy.update_gauges();
+        policy.wake_all();
+    }
+
+    /// Removes an endpoint; `false` if there was none with this key. Requests in flight to it
+    /// complete.
+    pub fn remove(&self, key: &K) -> bool {
+        let policy = &self.shared.policy;
+        let removed = {
+            let mut registry = self.shared.registry();
+            let Some(pos) = registry.entries.iter().position(|e| e.key == *key) else {
+                return false;
+            };
+            let entry = registry.entries.remove(pos);
+            entry.state.remove();
+            policy
+                .endpoints
+                .store(registry.entries.len(), Ordering::Relaxed);
+            registry.rebuild(&self.shared.directory);
+            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+            entry
+        };
+        tracing::info!(balancer = %policy.name, endpoint = %removed.state.label, "endpoint removed");
+        policy.update_gauges();
+        policy.wake_all();
+        true
+    }
+
+    /// Changes an endpoint's weight; `Ok(false)` if there is no such endpoint.
+    pub fn set_weight(&self, key: &K, weight: u32) -> Result<bool, ConfigError> {
+        tower_prism_core::config::check_nonzero("weight", weight)?;
+        let mut registry = self.shared.registry();
+        let Some(entry) = registry.entries.iter().find(|e| e.key == *key) else {
+            return Ok(false);
+        };
+        entry.state.weight.store(weight, Ordering::Relaxed);
+        registry.rebuild(&self.shared.directory);
+        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        Ok(true)
+    }
+
+    /// The keys of the endpoints, in the order they were added.
+    pub fn keys(&self) -> Vec<K> {
+        self.shared
+            .registry()
+            .entries
+            .iter()
+            .map(|e| e.key.clone())
+            .collect()
+    }
+
+    /// The state of every endpoint.
+    pub fn snapshot(&self) -> BalanceSnapshot<K> {
+        let registry = self.shared.registry();
+        let r = Ordering::Relaxed;
+        let endpoints = registry
+            .entries
+            .iter()
+            .map(|e| {
+                let s = &e.state;
+                let ejected = s.outlier.ejected_until().is_some();
+                EndpointSnapshot {
+                    key: e.key.clone(),
+                    weight: s.weight.load(r),
+                    healthy: s.available(),
+                    ejected: ejected && !s.available(),
+                    passing_health_checks: s.health.is_healthy(),
+                    in_flight: s.in_flight.load(r),
+                    requests: s.requests.load(r),
+                    failures: s.failures.load(r),
+                    ejections: s.outlier.ejections(),
+                    latency_ewma: Duration::from_nanos(s.ewma.raw() as u64),
+                }
+            })
+            .collect();
+        BalanceSnapshot {
+            strategy: self.shared.policy.strategy(),
+            endpoints,
+        }
+    }
+}
+
+impl<K, S> BalanceHandle<K, S> {
+    /// Applies a new config to the running balancer (hot reload): strategy, latency estimate,
+    /// ejection rules and health-check timing. Endpoints, their statistics and current
+    /// ejections stay. Invalid configs are rejected and change nothing.
+    pub fn reconfigure(&self, config: &BalanceConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        if config.strategy == Strategy::ConsistentHash && !self.shared.has_key_fn {
+            return Err(ConfigError::new(
+                "strategy",
+                "consistent_hash",
+                "needs a key_fn on the balancer builder",
+            ));
+        }
+        self.shared.policy.apply(config);
+        *self.shared.config.lock().unwrap_or_else(|e| e.into_inner()) = config.clone();
+        tracing::info!(balancer = %self.shared.policy.name, strategy = ?config.strategy, "balancer reconfigured");
+        Ok(())
+    }
+
+    /// The config in effect.
+    pub fn config(&self) -> BalanceConfig {
+        self.shared
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// How many endpoints the balancer knows.
+    pub fn len(&self) -> usize {
+        self.shared.policy.endpoints.load(Ordering::Relaxed)
+    }
+
+    /// Whether the balancer has no endpoints.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,103 @@
+//! Consistent hashing by rendezvous (highest random weight): a request goes to the endpoint
+//! whose `mix(key, endpoint)` score is highest. When an endpoint leaves, only its keys move;
+//! when one joins, it takes only the keys it now wins (about `1/n` of them).
+
+use std::hash::{Hash, Hasher};
+
+use crate::p2c::mix;
+
+/// A stable 64-bit hash of any hashable value (FNV-1a fed through a finaliser), for
+/// `key_fn`s and endpoint ids. Stable across runs and processes, unlike `RandomState`.
+pub fn hash_key<T: Hash + ?Sized>(value: &T) -> u64 {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    value.hash(&mut h);
+    mix(h.0)
+}
+
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// The rendezvous score of an endpoint (by its id hash) for a request key.
+pub fn score(key: u64, endpoint: u64) -> u64 {
+    mix(key ^ mix(endpoint))
+}
+
+/// The index of the highest-scoring endpoint among `endpoints` (id hashes) for which
+/// `eligible` holds, or `None`.
+pub fn pick(
+    key: u64,
+    endpoints: impl Iterator<Item = u64>,
+    mut eligible: impl FnMut(usize) -> bool,
+) -> Option<usize> {
+    let mut best: Option<(u64, usize)> = None;
+    for (i, id) in endpoints.enumerate() {
+        let s = score(key, id);
+        if best.is_none_or(|(b, _)| s > b) && eligible(i) {
+            best = Some((s, i));
+        }
+    }
+    best.map(|(_, i)| i)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn owner(key: u64, ids: &[u64]) -> u64 {
+        ids[pick(key, ids.iter().copied(), |_| true).unwrap()]
+    }
+
+    #[test]
+    fn minimal_movement_on_join_and_leave() {
+        let ids: Vec<u64> = (0..10)
+            .map(|i| hash_key(&format!("10.0.0.{i}:80")))
+            .collect();
+        let keys: Vec<u64> = (0..20_000u64).map(|k| hash_key(&k)).collect();
+        let before: Vec<u64> = keys.iter().map(|k| owner(*k, &ids)).collect();
+        // balanced: each of 10 endpoints owns about 10%
+        for id in &ids {
+            let n = before.iter().filter(|o| *o == id).count();
+            assert!((1600..2400).contains(&n), "{n}");
+        }
+        // one leaves: only its keys move
+        let gone = ids[3];
+        let fewer: Vec<u64> = ids.iter().copied().filter(|i| *i != gone).collect();
+        for (k, was) in keys.iter().zip(&before) {
+            let now = owner(*k, &fewer);
+            if *was != gone {
+                assert_eq!(now, *was, "a key not on the leaving endpoint moved");
+            }
+        }
+        // one joins: only keys it takes move, about 1/11 of them
+        let mut more = ids.clone();
+        more.push(hash_key("10.0.0.99:80"));
+        let moved = keys
+            .iter()
+            .zip(&before)
+            .filter(|(k, was)| owner(**k, &more) != **was)
+            .inspect(|(k, _)| assert_eq!(owner(**k, &more), *more.last().unwrap()))
+            .count();
+        assert!((1400..2300).contains(&moved), "{moved}");
+    }
+
+    #[test]
+    fn ineligible_endpoints_pass_to_the_runner_up() {
+        let ids = [1u64, 2, 3];
+        let first = pick(42, ids.iter().copied(), |_| true).unwrap();
+        let second = pick(42, ids.iter().copied(), |i| i != first).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(pick(42, ids.iter().copied(), |_| false), None);
+        assert_eq!(hash_key("a"), hash_key("a"));
+    }
+}

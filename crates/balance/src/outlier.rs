@@ -1,0 +1,348 @@
+//! Passive health: outlier ejection, as Envoy does it.
+//!
+//! Every response feeds an endpoint's [`Outlier`] state. After `consecutive_failures` failures in
+//! a row, or when the success rate over the current interval (with at least `min_requests`
+//! calls) falls below the threshold, the endpoint is ejected for `base_ejection_time` times the
+//! number of times it has been ejected (capped by `max_ejection_time`). A shared budget keeps
+//! the ejected endpoints at or below `max_ejection_percent` of all endpoints. An ejected endpoint
+//! is restored lazily, by the first pick that finds its time is up.
+//!
+//! All state is atomics; times are milliseconds on the balancer's clock, passed in, so the
+//! logic is testable (and loom-checked) without a clock.
+
+use tower_prism_core::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// The ejection rules, as plain numbers (see [`crate::OutlierConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Failures in a row that eject; 0 disables the rule.
+    pub consecutive_failures: u32,
+    /// Success rate (per mille) below which an endpoint is ejected; 0 disables the rule.
+    pub success_rate_permille: u32,
+    /// Calls in the interval before the success-rate rule applies.
+    pub min_requests: u32,
+    /// Length of the success-rate window, in ms.
+    pub interval_ms: u64,
+    /// First ejection time, in ms; the n-th ejection lasts n times this.
+    pub base_ejection_ms: u64,
+    /// Longest ejection, in ms.
+    pub max_ejection_ms: u64,
+    /// At most this percentage of endpoints is ejected at once.
+    pub max_ejection_percent: u32,
+}
+
+/// Per-endpoint outlier state.
+#[derive(Debug)]
+pub struct Outlier {
+    consecutive: AtomicU32,
+    /// failures << 32 | calls, in the current window.
+    window: AtomicU64,
+    window_start_ms: AtomicU64,
+    /// 0 when in rotation, else the time the ejection ends.
+    ejected_until_ms: AtomicU64,
+    ejections: AtomicU32,
+    removed: AtomicBool,
+}
+
+/// How many endpoints may be ejected at once out of `endpoints`.
+pub fn cap(endpoints: usize, max_ejection_percent: u32) -> usize {
+    endpoints * max_ejection_percent as usize / 100
+}
+
+impl Outlier {
+    /// A fresh, healthy state whose first window starts at `now_ms`.
+    pub fn new(now_ms: u64) -> Self {
+        Outlier {
+            consecutive: AtomicU32::new(0),
+            window: AtomicU64::new(0),
+            window_start_ms: AtomicU64::new(now_ms),
+            ejected_until_ms: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    /// Records one result. Returns `true` when a rule is tripped and the caller should try
+    /// [`try_eject`](Self::try_eject).
+    pub fn record(&self, failure: bool, now_ms: u64, s: &Settings) -> bool {
+        let streak = if failure {
+            self.consecutive
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1)
+        } else {
+            self.consecutive.store(0, Ordering::Relaxed);
+            0
+        };
+        let start = self.window_start_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(start) >= s.interval_ms
+            && self
+                .window_start_ms
+                .compare_exchange(start, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.window.store(0, Ordering::Relaxed);
+        }
+        let add = (u64::from(failure) << 32) | 1;
+        let w = self
+            .window
+            .fetch_add(add, Ordering::Relaxed)
+            .wrapping_add(add);
+        let (failures, calls) = (w >> 32, w & 0xffff_ffff);
+        let by_streak = failure && s.consecutive_failures > 0 && streak >= s.consecutive_failures;
+        let by_rate = failure
+            && s.success_rate_permille > 0
+            && calls >= u64::from(s.min_requests.max(1))
+            && (calls - failures) * 1000 < u64::from(s.success_rate_permille) * calls;
+        by_streak || by_rate
+    }
+
+    /// Ejects the endpoint if it is not already ejected and the budget (`ejected`, shared by
+    /// all endpoints, out of `endpoints`) allows. Returns the ejection time in ms.
+    pub fn try_eject(
+        &self,
+        now_ms: u64,
+        s: &Settings,
+        ejected: &AtomicUsize,
+        endpoints: usize,
+    ) -> Option<u64> {
+        if self.ejected_until_ms.load(Ordering::Acquire) != 0 || self.removed.load(Ordering::SeqCst)
+        {
+            return None;
+        }
+        let max = cap(endpoints, s.max_ejection_percent);
+        let mut current = ejected.load(Ordering::Acquire);
+        loop {
+            if current >= max {
+                return None;
+            }
+            match ejected.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        let n = u64::from(self.ejections.load(Ordering::Relaxed)) + 1;
+        let duration = s
+            .base_ejection_ms
+            .saturating_mul(n)
+            .min(s.max_ejection_ms.max(s.base_ejection_ms))
+            .max(1);
+        let until = now_ms.saturating_add(duration).max(1);
+        if self
+            .ejected_until_ms
+            .compare_exchange(0, until, Ordering::SeqCst, Ordering::Acquire)
+            .is_err()
+        {
+            ejected.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.window.store(0, Ordering::Relaxed);
+        self.window_start_ms.store(now_ms, Ordering::Relaxed);
+        if self.removed.load(Ordering::SeqCst) {
+            // removed while we ejected: give the slot back
+            self.release(ejected);
+            return None;
+        }
+        Some(duration)
+    }
+
+    /// The time the current ejection ends, if ejected.
+    pub fn ejected_until(&self) -> Option<u64> {
+        match self.ejected_until_ms.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// Restores the endpoint if its ejection is over. `true` for the one caller that did it.
+    pub fn try_restore(&self, now_ms: u64, ejected: &AtomicUsize) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Acquire);
+        if until == 0 || now_ms < until {
+            return false;
+        }
+        if self
+            .ejected_until_ms
+            .compare_exchange(until, 0, Ordering::SeqCst, Ordering::Acquire)
+            .is_ok()
+        {
+            ejected.fetch_sub(1, Ordering::AcqRel);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Marks the endpoint removed and gives back its ejection slot, if it holds one.
+    pub fn remove(&self, ejected: &AtomicUsize) {
+        self.removed.store(true, Ordering::SeqCst);
+        self.release(ejected);
+    }
+
+    fn release(&self, ejected: &AtomicUsize) {
+        if self.ejected_until_ms.swap(0, Ordering::SeqCst) != 0 {
+            ejected.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether [`remove`](Self::remove) was called.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// How many times the endpoint has been ejected.
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            consecutive_failures: 3,
+            success_rate_permille: 0,
+            min_requests: 10,
+            interval_ms: 10_000,
+            base_ejection_ms: 1_000,
+            max_ejection_ms: 2_500,
+            max_ejection_percent: 50,
+        }
+    }
+
+    #[test]
+    fn streak_ejects_and_time_grows_to_the_cap() {
+        let s = settings();
+        let budget = AtomicUsize::new(0);
+        let o = Outlier::new(0);
+        assert!(!o.record(true, 1, &s));
+        assert!(!o.record(false, 1, &s), "a success breaks the streak");
+        assert!(!o.record(true, 1, &s));
+        assert!(!o.record(true, 1, &s));
+        assert!(o.record(true, 1, &s));
+        assert_eq!(o.try_eject(1, &s, &budget, 2), Some(1_000));
+        assert_eq!(o.try_eject(1, &s, &budget, 2), None, "already ejected");
+        assert!(!o.try_restore(1_000, &budget));
+        assert!(o.try_restore(1_001, &budget));
+        assert_eq!(budget.load(Ordering::Relaxed), 0);
+        for _ in 0..3 {
+            o.record(true, 2_000, &s);
+        }
+        assert_eq!(o.try_eject(2_000, &s, &budget, 2), Some(2_000));
+        assert!(o.try_restore(4_000, &budget));
+        assert_eq!(o.try_eject(5_000, &s, &budget, 2), Some(2_500), "capped");
+        assert_eq!(o.ejections(), 3);
+    }
+
+    #[test]
+    fn success_rate_rule() {
+        let s = Settings {
+            consecutive_failures: 0,
+            success_rate_permille: 800,
+            ..settings()
+        };
+        let o = Outlier::new(0);
+        // 7 successes, 2 failures: below min_requests
+        for i in 0..9 {
+            assert!(!o.record(i % 4 == 3, 5, &s));
+        }
+        // 10th call, a failure: 7/10 = 70% < 80%
+        assert!(o.record(true, 5, &s));
+        // a new window forgets the old calls
+        assert!(!o.record(true, 20_000, &s));
+    }
+
+    #[test]
+    fn budget_caps_ejections() {
+        let s = settings();
+        let budget = AtomicUsize::new(0);
+        let eps: Vec<Outlier> = (0..4).map(|_| Outlier::new(0)).collect();
+        let ejected = eps
+            .iter()
+            .filter(|o| o.try_eject(0, &s, &budget, 4).is_some())
+            .count();
+        assert_eq!(ejected, 2, "50% of 4");
+        assert_eq!(cap(1, 50), 0, "never the only endpoint at 50%");
+        eps[0].remove(&budget);
+        eps[1].remove(&budget);
+        assert_eq!(budget.load(Ordering::Relaxed), 0);
+        assert_eq!(eps[2].try_eject(0, &s, &budget, 2), Some(1_000));
+        assert_eq!(eps[0].try_eject(0, &s, &budget, 2), None, "removed");
+    }
+}
+
+#[cfg(loom)]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    fn settings() -> Settings {
+        Settings {
+            consecutive_failures: 1,
+            success_rate_permille: 0,
+            min_requests: 1,
+            interval_ms: 1_000,
+            base_ejection_ms: 100,
+            max_ejection_ms: 1_000,
+            max_ejection_percent: 50,
+        }
+    }
+
+    #[test]
+    fn loom_budget_is_never_exceeded() {
+        loom::model(|| {
+            let budget = Arc::new(AtomicUsize::new(0));
+            let a = Arc::new(Outlier::new(0));
+            let b = Arc::new(Outlier::new(0));
+            let t = {
+                let (budget, a) = (budget.clone(), a.clone());
+                thread::spawn(move || a.try_eject(0, &settings(), &budget, 2).is_some())
+            };
+            let mine = b.try_eject(0, &settings(), &budget, 2).is_some();
+            let theirs = t.join().unwrap();
+            assert!(mine ^ theirs, "exactly one of two may go at 50%");
+            assert_eq!(budget.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    #[test]
+    fn loom_restore_happens_once() {
+        loom::model(|| {
+            let budget = Arc::new(AtomicUsize::new(0));
+            let a = Arc::new(Outlier::new(0));
+            assert!(a.try_eject(0, &settings(), &budget, 2).is_some());
+            let t = {
+                let (budget, a) = (budget.clone(), a.clone());
+                thread::spawn(move || a.try_restore(500, &budget))
+            };
+            let mine = a.try_restore(500, &budget);
+            assert!(mine ^ t.join().unwrap());
+            assert_eq!(budget.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    #[test]
+    fn loom_removal_racing_an_ejection_leaks_no_slot() {
+        loom::model(|| {
+            let budget = Arc::new(AtomicUsize::new(0));
+            let a = Arc::new(Outlier::new(0));
+            let t = {
+                let (budget, a) = (budget.clone(), a.clone());
+                thread::spawn(move || {
+                    a.try_eject(0, &settings(), &budget, 2);
+                })
+            };
+            a.remove(&budget);
+            t.join().unwrap();
+            assert_eq!(budget.load(Ordering::SeqCst), 0);
+        });
+    }
+}

@@ -1,0 +1,50 @@
+//! Power of two choices: pick two distinct endpoints at random and keep the less loaded.
+
+/// A fast, well-mixed 64-bit hash of a counter (splitmix64's finaliser). Feeding it a shared
+/// counter gives every caller an independent-looking random number with one atomic add.
+pub fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Two distinct indices below `len` (which must be at least 2) from one random number.
+pub fn pair(random: u64, len: usize) -> (usize, usize) {
+    debug_assert!(len >= 2);
+    let len64 = len as u64;
+    let a = (random % len64) as usize;
+    // the second draw comes from the high bits, over the other len - 1 slots
+    let b = ((random >> 32) % (len64 - 1)) as usize;
+    let b = if b >= a { b + 1 } else { b };
+    (a, b)
+}
+
+/// The load used to compare endpoints: latency estimate times (in-flight + 1), so a slow
+/// endpoint and a busy endpoint both look expensive.
+pub fn load(estimate_ns: f64, in_flight: u64) -> f64 {
+    estimate_ns * (in_flight as f64 + 1.0)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn pairs_are_distinct_and_in_range(random in any::<u64>(), len in 2usize..1000) {
+            let (a, b) = pair(random, len);
+            prop_assert!(a < len && b < len && a != b);
+        }
+    }
+
+    #[test]
+    fn every_pair_is_reachable() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..10_000u64 {
+            seen.insert(pair(mix(i), 4));
+        }
+        assert_eq!(seen.len(), 12, "all ordered pairs of 4 endpoints");
+    }
+}

@@ -1,0 +1,414 @@
+//! The balancer service.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+use tower::BoxError;
+use tower_prism_core::{Classify, DefaultClassifier};
+use tower_service::Service;
+
+use crate::config::{BalanceConfig, Strategy};
+use crate::endpoint::{EndpointState, Policy};
+use crate::error::Error;
+use crate::future::{InFlight, ResponseFuture};
+use crate::{hash, p2c, round_robin, weighted};
+
+pub(crate) type KeyFn<Req> = Arc<dyn Fn(&Req) -> u64 + Send + Sync>;
+
+/// The endpoint set, behind the registry lock (taken only when it changes).
+pub(crate) struct Registry<K, S> {
+    pub(crate) entries: Vec<Entry<K, S>>,
+    pub(crate) topology: Arc<Topology>,
+}
+
+pub(crate) struct Entry<K, S> {
+    pub(crate) key: K,
+    pub(crate) state: Arc<EndpointState>,
+    pub(crate) service: S,
+}
+
+/// What every clone copies from the registry when the set changes.
+#[derive(Debug, Default)]
+pub(crate) struct Topology {
+    /// Smooth weighted round-robin order, as indices into the entries.
+    pub(crate) schedule: Vec<u32>,
+}
+
+pub(crate) struct Shared<K, S> {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) epoch: AtomicU64,
+    pub(crate) registry: Mutex<Registry<K, S>>,
+    pub(crate) config: Arc<Mutex<BalanceConfig>>,
+    /// Keys and endpoint states without the services, for the health-check task.
+    pub(crate) directory: Arc<Directory<K>>,
+    pub(crate) has_key_fn: bool,
+}
+
+pub(crate) type Directory<K> = Mutex<Vec<(K, Arc<EndpointState>)>>;
+
+impl<K, S> Shared<K, S> {
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry<K, S>> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<K, S> Registry<K, S> {
+    /// Rebuilds what clones copy and the directory; call with the lock held, then bump the epoch.
+    pub(crate) fn rebuild(&mut self, directory: &Directory<K>)
+    where
+        K: Clone,
+    {
+        *directory.lock().unwrap_or_else(|e| e.into_inner()) = self
+            .entries
+            .iter()
+            .map(|e| (e.key.clone(), e.state.clone()))
+            .collect();
+        let weights: Vec<u32> = self
+            .entries
+            .iter()
+            .map(|e| e.state.weight.load(Ordering::Relaxed))
+            .collect();
+        self.topology = Arc::new(Topology {
+            schedule: weighted::schedule(&weights),
+        });
+    }
+}
+
+struct Local<S> {
+    state: Arc<EndpointState>,
+    service: S,
+    /// `poll_ready` returned ready and no call has used that readiness yet.
+    ready: bool,
+}
+
+enum Pick {
+    Ready(usize),
+    Pending,
+    NoneHealthy,
+}
+
+/// A load balancer over a changing set of endpoint services, keyed by `K`.
+///
+/// Every clone shares the endpoint set, the statistics and the health state; each clone
+/// keeps its own clones of the endpoint services (so `S: Clone`), refreshed when the set
+/// changes. Build one with [`Balance::builder`], [`Balance::new`] or [`Balance::from_discover`];
+/// change the set through a [`BalanceHandle`](crate::BalanceHandle).
+///
+/// # Readiness
+///
+/// `poll_ready` picks an endpoint by the strategy among the healthy ones and polls it; an
+/// endpoint that is not ready is skipped, not waited on. It returns:
+/// - `Ready(Ok)` once a healthy endpoint is ready (that endpoint takes the next `call`);
+/// - `Pending` when healthy endpoints exist but none is ready; every polled endpoint has the
+///   task's waker, and so has the balancer, which wakes it when the set or health changes
+///   (the tower convention, as `tower::balance` does);
+/// - `Ready(Ok)` when there is no healthy endpoint at all, so that the call's future fails at
+///   once with [`Error::NoHealthyEndpoint`] instead of hanging.
+///
+/// It never returns an error: a failing endpoint is dealt with by outlier ejection.
+///
+/// With [`Strategy::ConsistentHash`] the endpoint depends on the request, which `poll_ready`
+/// does not see: `call` picks the endpoint by the key, and if that endpoint was not yet polled
+/// ready the response future drives a clone of it to readiness first.
+pub struct Balance<K, S, Req, C = DefaultClassifier> {
+    pub(crate) shared: Arc<Shared<K, S>>,
+    locals: Vec<Local<S>>,
+    topology: Arc<Topology>,
+    epoch: u64,
+    chosen: Option<usize>,
+    picked_at: Option<Instant>,
+    pub(crate) classify: C,
+    pub(crate) key_fn: Option<KeyFn<Req>>,
+    _request: PhantomData<fn(Req)>,
+}
+
+impl<K, S, Req, C> Balance<K, S, Req, C> {
+    pub(crate) fn from_shared(
+        shared: Arc<Shared<K, S>>,
+        classify: C,
+        key_fn: Option<KeyFn<Req>>,
+    ) -> Self {
+        Balance {
+            shared,
+            locals: Vec::new(),
+            topology: Arc::default(),
+            epoch: u64::MAX,
+            chosen: None,
+            picked_at: None,
+            classify,
+            key_fn,
+            _request: PhantomData,
+        }
+    }
+
+    /// A handle that adds, removes, inspects and reconfigures the endpoints of this balancer
+    /// and all its clones.
+    pub fn handle(&self) -> crate::BalanceHandle<K, S> {
+        crate::BalanceHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
+    #[cold]
+    fn refresh(&mut self) {
+        let registry = self.shared.registry();
+        let mut old = std::mem::take(&mut self.locals);
+        self.locals = registry
+            .entries
+            .iter()
+            .map(|entry| {
+                match old.iter().position(|l| Arc::ptr_eq(&l.state, &entry.state)) {
+                    // keep our clone of a staying endpoint, with any readiness it has reserved
+                    Some(pos) => old.swap_remove(pos),
+                    None => Local {
+                        state: entry.state.clone(),
+                        service: entry.service.clone(),
+                        ready: false,
+                    },
+                }
+            })
+            .collect();
+        self.topology = registry.topology.clone();
+        self.epoch = self.shared.epoch.load(Ordering::Acquire);
+        self.chosen = None;
+    }
+
+    /// Polls endpoint `i`; `true` when it is ready.
+    #[inline]
+    fn poll_endpoint<Q>(&mut self, i: usize, cx: &mut Context<'_>) -> bool
+    where
+        S: Service<Q>,
+    {
+        let local = &mut self.locals[i];
+        if local.ready {
+            return true;
+        }
+        match local.service.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                local.ready = true;
+                true
+            }
+            Poll::Pending => false,
+            Poll::Ready(Err(_)) => {
+                tracing::warn!(balancer = %local.state.policy.name, endpoint = %local.state.label, "endpoint failed poll_ready; using a fresh clone");
+                local.state.record_broken();
+                let registry = self.shared.registry();
+                if let Some(entry) = registry
+                    .entries
+                    .iter()
+                    .find(|e| Arc::ptr_eq(&e.state, &local.state))
+                {
+                    local.service = entry.service.clone();
+                }
+                false
+            }
+        }
+    }
+
+    /// The strategy's first and second choice, both available.
+    #[inline]
+    fn candidates(&mut self, strategy: Strategy) -> (Option<usize>, Option<usize>) {
+        let n = self.locals.len();
+        let policy = &self.shared.policy;
+        match strategy {
+            Strategy::P2cPeakEwma => {
+                if n == 1 {
+                    return (self.locals[0].state.available().then_some(0), None);
+                }
+                let (a, b) = p2c::pair(policy.random(), n);
+                let (la, lb) = (&self.locals[a].state, &self.locals[b].state);
+                match (la.available(), lb.available()) {
+                    (true, true) => {
+                        let now = Instant::now();
+                        self.picked_at = Some(now);
+                        let (now_ms, decay) = (policy.ms_at(now), policy.decay_ms());
+                        if lb.load(now_ms, decay) < la.load(now_ms, decay) {
+                            (Some(b), Some(a))
+                        } else {
+                            (Some(a), Some(b))
+                        }
+                    }
+                    (true, false) => (Some(a), None),
+                    (false, true) => (Some(b), None),
+                    (false, false) => (None, None),
+                }
+            }
+            Strategy::RoundRobin => {
+                let start = round_robin::start(policy.ticket(), n);
+                let first = round_robin::from(start, n).find(|i| self.locals[*i].state.available());
+                (first, None)
+            }
+            Strategy::WeightedRoundRobin => {
+                let schedule = &self.topology.schedule;
+                if schedule.is_empty() {
+                    return (None, None);
+                }
+                let t = policy.ticket();
+                let first = (0..schedule.len())
+                    .map(|j| schedule[(t + j) % schedule.len()] as usize)
+                    .find(|i| *i < n && self.locals[*i].state.available());
+                (first, None)
+            }
+            Strategy::LeastRequests => {
+                let start = round_robin::start(policy.ticket(), n);
+                let best = round_robin::from(start, n)
+                    .filter(|i| self.locals[*i].state.available())
+                    .min_by_key(|i| {
+                        self.locals[*i]
+                            .state
+                            .in_flight
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                    });
+                (best, None)
+            }
+            Strategy::ConsistentHash => (None, None),
+        }
+    }
+
+    #[inline]
+    fn pick<Q>(&mut self, cx: &mut Context<'_>) -> Pick
+    where
+        S: Service<Q>,
+    {
+        let n = self.locals.len();
+        if n == 0 {
+            return Pick::NoneHealthy;
+        }
+        let (first, second) = self.candidates(self.shared.policy.strategy());
+        for i in [first, second].into_iter().flatten() {
+            if self.poll_endpoint(i, cx) {
+                return Pick::Ready(i);
+            }
+        }
+        // the preferred endpoints are not ready (or not healthy): take any ready healthy one
+        let start = first.map_or(0, |f| f + 1);
+        let mut any_available = first.is_some();
+        for i in round_robin::from(start, n) {
+            if !self.locals[i].state.available() {
+                continue;
+            }
+            any_available = true;
+            if self.poll_endpoint(i, cx) {
+                return Pick::Ready(i);
+            }
+        }
+        if any_available {
+            Pick::Pending
+        } else {
+            Pick::NoneHealthy
+        }
+    }
+}
+
+impl<K, S, Req, C> Service<Req> for Balance<K, S, Req, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.shared.epoch.load(Ordering::Acquire) != self.epoch {
+            self.refresh();
+        }
+        if self.chosen.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match self.pick::<Req>(cx) {
+            Pick::Ready(i) => {
+                self.chosen = Some(i);
+                Poll::Ready(Ok(()))
+            }
+            Pick::NoneHealthy => Poll::Ready(Ok(())),
+            Pick::Pending => {
+                self.shared.policy.register(cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let target = match (&self.key_fn, self.shared.policy.strategy()) {
+            (Some(key_fn), Strategy::ConsistentHash) => {
+                self.chosen = None;
+                let key = key_fn(&request);
+                let locals = &self.locals;
+                hash::pick(key, locals.iter().map(|l| l.state.id_hash), |i| {
+                    locals[i].state.available()
+                })
+            }
+            _ => self.chosen.take().or_else(|| {
+                // `call` without `poll_ready`: any healthy endpoint, readied in the future
+                let n = self.locals.len();
+                let start = if n == 0 {
+                    0
+                } else {
+                    self.shared.policy.ticket() % n
+                };
+                round_robin::from(start, n).find(|i| self.locals[*i].state.available())
+            }),
+        };
+        let classify = self.classify.clone();
+        let Some(i) = target else {
+            tracing::debug!(balancer = %self.shared.policy.name, endpoints = self.locals.len(), "no healthy endpoint");
+            return ResponseFuture::failed(
+                Error::NoHealthyEndpoint {
+                    endpoints: self.locals.len(),
+                },
+                classify,
+            );
+        };
+        let started = self.picked_at.take().unwrap_or_else(Instant::now);
+        let local = &mut self.locals[i];
+        let guard = InFlight::new(local.state.clone(), started);
+        if local.ready {
+            local.ready = false;
+            ResponseFuture::called(local.service.call(request), guard, classify)
+        } else {
+            ResponseFuture::waiting(local.service.clone(), request, guard, classify)
+        }
+    }
+}
+
+impl<K, S: Clone, Req, C: Clone> Clone for Balance<K, S, Req, C> {
+    fn clone(&self) -> Self {
+        Balance {
+            shared: self.shared.clone(),
+            locals: self
+                .locals
+                .iter()
+                .map(|l| Local {
+                    state: l.state.clone(),
+                    service: l.service.clone(),
+                    ready: false,
+                })
+                .collect(),
+            topology: self.topology.clone(),
+            epoch: self.epoch,
+            chosen: None,
+            picked_at: None,
+            classify: self.classify.clone(),
+            key_fn: self.key_fn.clone(),
+            _request: PhantomData,
+        }
+    }
+}
+
+impl<K, S, Req, C> fmt::Debug for Balance<K, S, Req, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balance")
+            .field("name", &self.shared.policy.name)
+            .field("strategy", &self.shared.policy.strategy())
+            .field("endpoints", &self.locals.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,90 @@
+//! Smooth weighted round robin (nginx's algorithm), precomputed into a schedule.
+//!
+//! Each round every endpoint's current weight grows by its weight; the endpoint with the largest
+//! current weight is picked and loses the total. Over `sum(weights)` picks each endpoint is chosen
+//! exactly `weight` times, interleaved rather than in bursts. The schedule is computed when the
+//! endpoint set changes; a pick is then one atomic ticket and one array read.
+
+/// The largest schedule built; weights are scaled down (keeping every weight at least 1) beyond it.
+pub const MAX_SCHEDULE: usize = 65_536;
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The smooth weighted round robin order of `weights` (endpoints with weight 0 never appear).
+pub fn schedule(weights: &[u32]) -> Vec<u32> {
+    let g = weights
+        .iter()
+        .filter(|w| **w > 0)
+        .fold(0u64, |g, w| gcd(g, u64::from(*w)));
+    if g == 0 {
+        return Vec::new();
+    }
+    let mut w: Vec<u64> = weights.iter().map(|x| u64::from(*x) / g).collect();
+    let mut total: u64 = w.iter().sum();
+    if total > MAX_SCHEDULE as u64 {
+        let scale = total as f64 / MAX_SCHEDULE as f64;
+        for x in w.iter_mut().filter(|x| **x > 0) {
+            *x = ((*x as f64 / scale) as u64).max(1);
+        }
+        total = w.iter().sum();
+    }
+    let mut current = vec![0i64; w.len()];
+    let mut order = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = usize::MAX;
+        for (i, weight) in w.iter().enumerate() {
+            if *weight == 0 {
+                continue;
+            }
+            current[i] += *weight as i64;
+            if best == usize::MAX || current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total as i64;
+        order.push(best as u32);
+    }
+    order
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn nginx_example_is_smooth() {
+        // the classic a=5, b=1, c=1 example: a b a a c a a? nginx gives a a b a c a a
+        let s = schedule(&[5, 1, 1]);
+        assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn each_endpoint_gets_its_share(weights in proptest::collection::vec(0u32..50, 1..8)) {
+            let s = schedule(&weights);
+            let g = weights.iter().filter(|w| **w > 0).fold(0u64, |g, w| gcd(g, u64::from(*w)));
+            for (i, w) in weights.iter().enumerate() {
+                let n = s.iter().filter(|x| **x as usize == i).count() as u64;
+                prop_assert_eq!(n, if g == 0 { 0 } else { u64::from(*w) / g });
+            }
+        }
+    }
+
+    #[test]
+    fn huge_weights_are_scaled() {
+        let s = schedule(&[1_000_000, 999_999, 1]);
+        assert!(s.len() <= MAX_SCHEDULE + 3);
+        assert!(
+            s.contains(&2),
+            "every positive weight keeps at least one slot"
+        );
+    }
+}
