@@ -23,7 +23,10 @@ pub struct AdaptiveConfig {
     /// The rate never rises above this (requests per second).
     pub max_rate: f64,
     /// How often health is read and the rate adjusted.
-    #[serde(default = "default_interval", with = "tower_prism_core::config::duration")]
+    #[serde(
+        default = "default_interval",
+        with = "tower_prism_core::config::duration"
+    )]
     pub interval: Duration,
     /// Failure rate (failures over judged calls) at or above which the rate is cut.
     #[serde(default = "default_failure_rate")]
@@ -193,14 +196,25 @@ mod tests {
             next_rate(50.0, &stats(20, 0, 300), &cfg),
             Some((35.0, Reason::Latency))
         );
-        assert_eq!(next_rate(50.0, &stats(3, 3, 10), &cfg), None, "too few calls");
+        assert_eq!(
+            next_rate(50.0, &stats(3, 3, 10), &cfg),
+            None,
+            "too few calls"
+        );
         let open = HealthStats {
             circuit_open: true,
             ..HealthStats::default()
         };
-        assert_eq!(next_rate(12.0, &open, &cfg), Some((10.0, Reason::CircuitOpen)));
+        assert_eq!(
+            next_rate(12.0, &open, &cfg),
+            Some((10.0, Reason::CircuitOpen))
+        );
         assert_eq!(next_rate(10.0, &open, &cfg), None, "already at the floor");
-        assert_eq!(next_rate(100.0, &stats(20, 0, 1), &cfg), None, "at the ceiling");
+        assert_eq!(
+            next_rate(100.0, &stats(20, 0, 1), &cfg),
+            None,
+            "at the ceiling"
+        );
     }
 
     #[test]
@@ -209,7 +223,10 @@ mod tests {
         assert_eq!(cfg.validate().unwrap_err().field(), "adaptive.max_rate");
         cfg.max_rate = 20.0;
         cfg.decrease_factor = 1.0;
-        assert_eq!(cfg.validate().unwrap_err().field(), "adaptive.decrease_factor");
+        assert_eq!(
+            cfg.validate().unwrap_err().field(),
+            "adaptive.decrease_factor"
+        );
         cfg.decrease_factor = 0.5;
         assert!(cfg.validate().is_ok());
     }

@@ -109,11 +109,17 @@ mod tests {
 
     #[test]
     fn keys_have_their_own_buckets_and_memory_is_capped() {
-        let quota = Quota { interval_nanos: 100 * MS, burst: 1 };
+        let quota = Quota {
+            interval_nanos: 100 * MS,
+            burst: 1,
+        };
         let backend = LocalBackend::new(quota, 4, 1_000 * MS);
         assert!(backend.try_acquire(Some(1), 1, 0).is_ok());
         assert!(backend.try_acquire(Some(1), 1, 0).is_err());
-        assert!(backend.try_acquire(Some(2), 1, 0).is_ok(), "another key is untouched");
+        assert!(
+            backend.try_acquire(Some(2), 1, 0).is_ok(),
+            "another key is untouched"
+        );
         assert!(backend.try_acquire(None, 1, 0).is_ok());
         // A flood of distinct keys never tracks more than the cap.
         for key in 10..1_000u64 {
@@ -124,15 +130,26 @@ mod tests {
 
     #[test]
     fn idle_keys_are_evicted_losslessly() {
-        let quota = Quota { interval_nanos: 10 * MS, burst: 2 };
+        let quota = Quota {
+            interval_nanos: 10 * MS,
+            burst: 2,
+        };
         let backend = LocalBackend::new(quota, 100, 50 * MS);
         for key in 0..10u64 {
             backend.try_acquire(Some(key << 60 | key), 2, 0).unwrap();
         }
         assert_eq!(backend.keys(), 10);
-        assert_eq!(backend.evict_idle(30 * MS), 0, "buckets not yet idle long enough");
+        assert_eq!(
+            backend.evict_idle(30 * MS),
+            0,
+            "buckets not yet idle long enough"
+        );
         assert_eq!(backend.evict_idle(80 * MS), 10);
         assert_eq!(backend.keys(), 0);
-        assert_eq!(backend.tokens(Some(3 << 60 | 3), 80 * MS), 2, "a forgotten key is full");
+        assert_eq!(
+            backend.tokens(Some(3 << 60 | 3), 80 * MS),
+            2,
+            "a forgotten key is full"
+        );
     }
 }

@@ -184,7 +184,10 @@ mod tests {
         assert_eq!(denied.retry_after_nanos, 20 * MS);
         bucket.refund(4);
         assert_eq!(bucket.tokens(0), 5);
-        assert!(bucket.try_acquire(0, 6).is_err(), "more than the burst never fits");
+        assert!(
+            bucket.try_acquire(0, 6).is_err(),
+            "more than the burst never fits"
+        );
         assert_eq!(bucket.try_acquire(0, 0), Ok(5), "weight 0 is free");
     }
 
@@ -196,10 +199,18 @@ mod tests {
         assert_eq!(bucket.tokens(0), 2);
         assert_eq!(bucket.quota().burst, 4);
         bucket.set_quota(quota(40, 4), 0);
-        assert_eq!(bucket.tokens(0), 2, "two tokens still taken at a slower rate");
+        assert_eq!(
+            bucket.tokens(0),
+            2,
+            "two tokens still taken at a slower rate"
+        );
         assert!(bucket.try_acquire(0, 3).is_err());
         assert!(bucket.try_acquire(79 * MS, 4).is_err());
-        assert_eq!(bucket.try_acquire(80 * MS, 4), Ok(0), "...and refilled at that rate");
+        assert_eq!(
+            bucket.try_acquire(80 * MS, 4),
+            Ok(0),
+            "...and refilled at that rate"
+        );
     }
 
     proptest! {

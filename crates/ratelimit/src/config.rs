@@ -31,7 +31,10 @@ pub struct RateLimitConfig {
     /// Tokens added per `period`.
     pub rate: u32,
     /// The period `rate` is counted over (default one second).
-    #[serde(default = "default_period", with = "tower_prism_core::config::duration")]
+    #[serde(
+        default = "default_period",
+        with = "tower_prism_core::config::duration"
+    )]
     pub period: Duration,
     /// Tokens the bucket holds when full; defaults to `rate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,20 +160,62 @@ mod tests {
     fn each_bad_field_is_named() {
         let ok = RateLimitConfig::new(10, Duration::from_secs(1));
         assert!(ok.validate().is_ok());
-        assert_eq!(field_of(&RateLimitConfig { rate: 0, ..ok.clone() }), "rate");
-        assert_eq!(field_of(&RateLimitConfig { period: Duration::ZERO, ..ok.clone() }), "period");
-        assert_eq!(field_of(&RateLimitConfig { burst: Some(0), ..ok.clone() }), "burst");
         assert_eq!(
-            field_of(&RateLimitConfig { max_wait: Some(Duration::from_millis(5)), ..ok.clone() }),
-            "max_wait"
-        );
-        assert_eq!(field_of(&RateLimitConfig { queue_size: 4, ..ok.clone() }), "queue_size");
-        assert_eq!(field_of(&RateLimitConfig { max_keys: 0, ..ok.clone() }), "max_keys");
-        assert_eq!(
-            field_of(&RateLimitConfig { rate: 10, period: Duration::from_nanos(5), ..ok.clone() }),
+            field_of(&RateLimitConfig {
+                rate: 0,
+                ..ok.clone()
+            }),
             "rate"
         );
-        let err = RateLimitConfig { queue_size: 4, ..ok.clone() }.validate().unwrap_err();
+        assert_eq!(
+            field_of(&RateLimitConfig {
+                period: Duration::ZERO,
+                ..ok.clone()
+            }),
+            "period"
+        );
+        assert_eq!(
+            field_of(&RateLimitConfig {
+                burst: Some(0),
+                ..ok.clone()
+            }),
+            "burst"
+        );
+        assert_eq!(
+            field_of(&RateLimitConfig {
+                max_wait: Some(Duration::from_millis(5)),
+                ..ok.clone()
+            }),
+            "max_wait"
+        );
+        assert_eq!(
+            field_of(&RateLimitConfig {
+                queue_size: 4,
+                ..ok.clone()
+            }),
+            "queue_size"
+        );
+        assert_eq!(
+            field_of(&RateLimitConfig {
+                max_keys: 0,
+                ..ok.clone()
+            }),
+            "max_keys"
+        );
+        assert_eq!(
+            field_of(&RateLimitConfig {
+                rate: 10,
+                period: Duration::from_nanos(5),
+                ..ok.clone()
+            }),
+            "rate"
+        );
+        let err = RateLimitConfig {
+            queue_size: 4,
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap_err();
         assert!(err.to_string().contains("needs max_wait"), "{err}");
     }
 
@@ -179,6 +224,12 @@ mod tests {
         assert!(toml::from_str::<RateLimitConfig>("rate = 1\nbursts = 2").is_err());
         assert!(toml::from_str::<RateLimitConfig>("rate = 1\nperiod = \"soon\"").is_err());
         let cfg: RateLimitConfig = toml::from_str("rate = 5\nperiod = \"2s\"").unwrap();
-        assert_eq!(cfg.quota(), Quota { interval_nanos: 400_000_000, burst: 5 });
+        assert_eq!(
+            cfg.quota(),
+            Quota {
+                interval_nanos: 400_000_000,
+                burst: 5
+            }
+        );
     }
 }

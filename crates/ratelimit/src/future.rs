@@ -70,7 +70,9 @@ impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
             State::Admitted { .. } => "admitted",
             State::Failed { .. } => "failed",
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 

@@ -53,7 +53,11 @@ impl Shard {
 
     /// Drops the key closest to a full bucket; returns whether one was dropped.
     fn evict_one(&mut self) -> bool {
-        let victim = self.tats.iter().min_by_key(|(_, tat)| **tat).map(|(k, _)| *k);
+        let victim = self
+            .tats
+            .iter()
+            .min_by_key(|(_, tat)| **tat)
+            .map(|(k, _)| *k);
         victim.is_some_and(|k| self.tats.remove(&k).is_some())
     }
 }

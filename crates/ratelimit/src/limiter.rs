@@ -39,9 +39,7 @@ struct Metrics {
 impl Metrics {
     fn new(name: &str) -> Self {
         let name = name.to_owned();
-        let rejected = |reason: &'static str| {
-            metrics::counter!(names::REJECTED_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => reason)
-        };
+        let rejected = |reason: &'static str| metrics::counter!(names::REJECTED_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => reason);
         Metrics {
             admitted: metrics::counter!(names::ADMITTED_TOTAL, LABEL_NAME => name.clone()),
             rejected_rate: rejected("rate"),
@@ -265,7 +263,11 @@ impl RateLimiter {
     /// Tries to take `weight` tokens from `key`'s bucket now, without waiting.
     pub fn try_acquire_key<K: Hash>(&self, key: &K, weight: u32) -> Result<(), Error> {
         let at = self.since_epoch(Instant::now());
-        match self.shared.backend.try_acquire(Some(self.hash_key(key)), weight, at) {
+        match self
+            .shared
+            .backend
+            .try_acquire(Some(self.hash_key(key)), weight, at)
+        {
             Ok(_) => {
                 self.shared.metrics.admitted.increment(1);
                 Ok(())
@@ -401,9 +403,10 @@ impl RateLimiter {
         if at < adaptive.next_at.load(Ordering::Relaxed) {
             return;
         }
-        adaptive
-            .next_at
-            .store(at.saturating_add(nanos(adaptive.config.interval)), Ordering::Relaxed);
+        adaptive.next_at.store(
+            at.saturating_add(nanos(adaptive.config.interval)),
+            Ordering::Relaxed,
+        );
         let stats = reader.read();
         drop(reader);
         let current = f64::from_bits(adaptive.rate_bits.load(Ordering::Relaxed));
@@ -471,7 +474,10 @@ impl RateLimiter {
             .shared
             .backend
             .evict_idle(self.since_epoch(Instant::now()));
-        self.shared.metrics.keys.set(self.shared.backend.keys() as f64);
+        self.shared
+            .metrics
+            .keys
+            .set(self.shared.backend.keys() as f64);
         removed
     }
 
@@ -488,7 +494,9 @@ impl RateLimiter {
         Snapshot {
             rate_per_second,
             burst: quota.burst,
-            tokens: shared.backend.tokens(None, self.since_epoch(Instant::now())),
+            tokens: shared
+                .backend
+                .tokens(None, self.since_epoch(Instant::now())),
             queued: shared.queue_len.load(Ordering::Relaxed),
             queue_capacity: shared.queue_capacity.load(Ordering::Relaxed),
             keys,

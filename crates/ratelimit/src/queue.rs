@@ -158,10 +158,18 @@ mod tests {
     #[test]
     fn priority_then_fifo_and_heads_per_bucket() {
         let mut q = WaitQueue::default();
-        let Push::Queued(low) = q.push(1, None, 8) else { panic!() };
-        let Push::Queued(high) = q.push(5, None, 8) else { panic!() };
-        let Push::Queued(high2) = q.push(5, None, 8) else { panic!() };
-        let Push::Queued(other_key) = q.push(0, Some(7), 8) else { panic!() };
+        let Push::Queued(low) = q.push(1, None, 8) else {
+            panic!()
+        };
+        let Push::Queued(high) = q.push(5, None, 8) else {
+            panic!()
+        };
+        let Push::Queued(high2) = q.push(5, None, 8) else {
+            panic!()
+        };
+        let Push::Queued(other_key) = q.push(0, Some(7), 8) else {
+            panic!()
+        };
         assert!(q.is_head(high, None));
         assert!(!q.is_head(high2, None) && !q.is_head(low, None));
         assert!(q.is_head(other_key, Some(7)), "another key is not blocked");
@@ -175,10 +183,20 @@ mod tests {
     #[test]
     fn full_queue_sheds_lowest_priority_youngest_first() {
         let mut q = WaitQueue::default();
-        let Push::Queued(a) = q.push(1, None, 2) else { panic!() };
-        let Push::Queued(b) = q.push(1, None, 2) else { panic!() };
-        assert_eq!(q.push(1, None, 2), Push::Full, "equal priority does not shed");
-        let Push::QueuedAfterShedding(c) = q.push(2, None, 2) else { panic!() };
+        let Push::Queued(a) = q.push(1, None, 2) else {
+            panic!()
+        };
+        let Push::Queued(b) = q.push(1, None, 2) else {
+            panic!()
+        };
+        assert_eq!(
+            q.push(1, None, 2),
+            Push::Full,
+            "equal priority does not shed"
+        );
+        let Push::QueuedAfterShedding(c) = q.push(2, None, 2) else {
+            panic!()
+        };
         assert!(q.contains(a) && !q.contains(b) && q.contains(c));
         assert_eq!(q.len(), 2);
         assert!(q.is_head(c, None));

@@ -37,7 +37,13 @@ impl<S> RateLimit<S> {
 }
 
 impl<S, K, P, W> RateLimit<S, K, P, W> {
-    pub(crate) fn from_parts(inner: S, limiter: RateLimiter, key: K, priority: P, weight: W) -> Self {
+    pub(crate) fn from_parts(
+        inner: S,
+        limiter: RateLimiter,
+        key: K,
+        priority: P,
+        weight: W,
+    ) -> Self {
         RateLimit {
             inner,
             limiter,

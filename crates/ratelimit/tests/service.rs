@@ -11,11 +11,11 @@ use std::time::Duration;
 use tokio::time::{advance, Instant};
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
 use tower::{Service, ServiceExt};
+use tower_layer::Layer;
 use tower_prism_core::{HealthSignal, Outcome};
 use tower_prism_ratelimit::{
     AdaptiveConfig, BoxError, Error, RateLimitConfig, RateLimitLayer, RateLimiter,
 };
-use tower_layer::Layer;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -53,7 +53,9 @@ impl<R> Service<R> for Echo {
 
 fn error(result: Result<impl std::fmt::Debug, BoxError>) -> Error {
     let err = result.expect_err("expected a rejection");
-    err.downcast_ref::<Error>().cloned().unwrap_or_else(|| panic!("not a limiter error: {err}"))
+    err.downcast_ref::<Error>()
+        .cloned()
+        .unwrap_or_else(|| panic!("not a limiter error: {err}"))
 }
 
 async fn send<S, R>(svc: &mut S, req: R) -> Result<S::Response, BoxError>
@@ -79,15 +81,27 @@ async fn burst_then_one_token_per_interval() {
         assert_eq!(send(&mut svc, i).await.unwrap(), i);
     }
     let err = error(send(&mut svc, 3).await);
-    assert_eq!(err, Error::RateLimited { retry_after: 100 * MS });
+    assert_eq!(
+        err,
+        Error::RateLimited {
+            retry_after: 100 * MS
+        }
+    );
     // poll_ready still says "ready": rejections come from the future.
     assert_ready_ok!(task::spawn(()).enter(|cx, _| Service::<u32>::poll_ready(&mut svc, cx)));
     advance(99 * MS).await;
-    assert!(matches!(error(send(&mut svc, 4).await), Error::RateLimited { .. }));
+    assert!(matches!(
+        error(send(&mut svc, 4).await),
+        Error::RateLimited { .. }
+    ));
     advance(MS).await;
     assert_eq!(send(&mut svc, 5).await.unwrap(), 5);
     advance(Duration::from_secs(10)).await;
-    assert_eq!(layer.limiter().snapshot().tokens, 3, "never more than the burst");
+    assert_eq!(
+        layer.limiter().snapshot().tokens,
+        3,
+        "never more than the burst"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -109,11 +123,16 @@ async fn weights_charge_tokens_and_oversized_requests_fail_clearly() {
     assert_eq!(layer.limiter().snapshot().tokens, 1);
     assert_eq!(
         error(send(&mut svc, 2).await),
-        Error::RateLimited { retry_after: 100 * MS }
+        Error::RateLimited {
+            retry_after: 100 * MS
+        }
     );
     assert_eq!(
         error(send(&mut svc, 5).await),
-        Error::WeightExceedsBurst { weight: 5, burst: 4 }
+        Error::WeightExceedsBurst {
+            weight: 5,
+            burst: 4
+        }
     );
     send(&mut svc, 0).await.unwrap();
 }
@@ -130,7 +149,10 @@ async fn keys_get_their_own_buckets_within_the_cap() {
         .key_fn(|req: &(u32, u32)| req.0);
     let mut svc = layer.layer(Echo::new());
     send(&mut svc, (1, 0)).await.unwrap();
-    assert!(send(&mut svc, (1, 1)).await.is_err(), "key 1 spent its token");
+    assert!(
+        send(&mut svc, (1, 1)).await.is_err(),
+        "key 1 spent its token"
+    );
     send(&mut svc, (2, 0)).await.unwrap();
     send(&mut svc, (3, 0)).await.unwrap();
     assert_eq!(layer.limiter().snapshot().keys, 3);
@@ -145,10 +167,12 @@ async fn keys_get_their_own_buckets_within_the_cap() {
     send(&mut svc, (1, 2)).await.unwrap();
 }
 
-fn queued_layer(queue: usize, max_wait: Duration) -> RateLimitLayer<
+type Prioritised = RateLimitLayer<
     tower_prism_ratelimit::policy::Unkeyed,
     tower_prism_ratelimit::policy::PriorityBy<fn(&(u32, &'static str)) -> u32>,
-> {
+>;
+
+fn queued_layer(queue: usize, max_wait: Duration) -> Prioritised {
     let priority: fn(&(u32, &'static str)) -> u32 = |req| req.0;
     RateLimitLayer::builder()
         .rate(10, Duration::from_secs(1))
@@ -183,7 +207,11 @@ async fn waiters_are_served_by_priority_then_fifo() {
     let order: Vec<_> = done.iter().map(|(n, _)| *n).collect();
     assert_eq!(order, ["high-a", "high-b", "mid", "low"]);
     let times: Vec<_> = done.iter().map(|(_, t)| *t).collect();
-    assert_eq!(times, [100 * MS, 200 * MS, 300 * MS, 400 * MS], "one per refill");
+    assert_eq!(
+        times,
+        [100 * MS, 200 * MS, 300 * MS, 400 * MS],
+        "one per refill"
+    );
     assert_eq!(layer.limiter().snapshot().queued, 0);
 }
 
@@ -197,7 +225,11 @@ async fn a_full_queue_sheds_the_lowest_priority() {
     assert_pending!(a.poll());
     assert_pending!(b.poll());
     let full = svc.ready().await.unwrap().call((1, "c")).await;
-    assert_eq!(error(full), Error::QueueFull, "equal priority does not shed");
+    assert_eq!(
+        error(full),
+        Error::QueueFull,
+        "equal priority does not shed"
+    );
     let mut vip = task::spawn(svc.ready().await.unwrap().call((9, "vip")));
     assert!(b.is_woken(), "the shed waiter is woken");
     assert_eq!(error(assert_ready!(b.poll())), Error::Shed);
@@ -270,7 +302,12 @@ async fn nobody_waits_past_max_wait() {
     layer.limiter().try_acquire(1).unwrap();
     let before = Instant::now();
     let err = error(send(&mut svc, (0, "too slow")).await);
-    assert_eq!(err, Error::RateLimited { retry_after: Duration::from_secs(1) });
+    assert_eq!(
+        err,
+        Error::RateLimited {
+            retry_after: Duration::from_secs(1)
+        }
+    );
     assert_eq!(before.elapsed(), Duration::ZERO);
 }
 
@@ -287,17 +324,26 @@ async fn reconfigure_changes_rate_and_burst_of_a_running_limiter() {
     };
     limiter.reconfigure(&cfg).unwrap();
     let snap = limiter.snapshot();
-    assert_eq!((snap.rate_per_second, snap.burst, snap.tokens), (100.0, 5, 4));
+    assert_eq!(
+        (snap.rate_per_second, snap.burst, snap.tokens),
+        (100.0, 5, 4)
+    );
     for i in 0..4 {
         send(&mut svc, i).await.unwrap();
     }
     assert_eq!(
         error(send(&mut svc, 9).await),
-        Error::RateLimited { retry_after: 10 * MS }
+        Error::RateLimited {
+            retry_after: 10 * MS
+        }
     );
     let bad = RateLimitConfig::new(0, Duration::from_secs(1));
     assert_eq!(limiter.reconfigure(&bad).unwrap_err().field(), "rate");
-    assert_eq!(limiter.snapshot().rate_per_second, 100.0, "a bad config changes nothing");
+    assert_eq!(
+        limiter.snapshot().rate_per_second,
+        100.0,
+        "a bad config changes nothing"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -329,7 +375,11 @@ async fn adaptive_rate_follows_downstream_health() {
     for expected in [20.0, 10.0, 10.0] {
         advance(Duration::from_secs(1)).await;
         limiter.try_acquire(1).unwrap(); // adjustments also happen lazily on calls
-        assert_eq!(rate(), expected, "cut while the circuit is open, down to min_rate");
+        assert_eq!(
+            rate(),
+            expected,
+            "cut while the circuit is open, down to min_rate"
+        );
     }
     health.set_circuit_open(false);
     for _ in 0..10 {
