@@ -53,7 +53,7 @@ pub mod p2c;
 pub mod round_robin;
 pub mod weighted;
 
-#[cfg(feature = "http")]
+#[cfg(all(feature = "http", not(loom)))]
 mod http;
 
 pub use builder::BalanceBuilder;
@@ -62,6 +62,6 @@ pub use error::Error;
 pub use future::ResponseFuture;
 pub use handle::{BalanceHandle, BalanceSnapshot, EndpointSnapshot};
 pub use hash::hash_key;
-#[cfg(feature = "http")]
+#[cfg(all(feature = "http", not(loom)))]
 pub use http::{endpoints_from_uris, UriEndpoint};
 pub use service::Balance;

@@ -73,7 +73,7 @@ mod tests {
             let g = weights.iter().filter(|w| **w > 0).fold(0u64, |g, w| gcd(g, u64::from(*w)));
             for (i, w) in weights.iter().enumerate() {
                 let n = s.iter().filter(|x| **x as usize == i).count() as u64;
-                prop_assert_eq!(n, if g == 0 { 0 } else { u64::from(*w) / g });
+                prop_assert_eq!(n, u64::from(*w).checked_div(g).unwrap_or(0));
             }
         }
     }
