@@ -278,6 +278,48 @@ mod tests {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Whatever the results and timing, the ejected endpoints never exceed the cap and the
+        /// shared budget always equals the number actually ejected.
+        #[test]
+        fn ejections_stay_within_the_cap(
+            n in 1usize..8,
+            percent in 0u32..=100,
+            ops in proptest::collection::vec((0usize..8, any::<bool>(), 0u64..400), 1..200),
+        ) {
+            let s = Settings {
+                consecutive_failures: 2,
+                success_rate_permille: 500,
+                min_requests: 4,
+                interval_ms: 1_000,
+                base_ejection_ms: 300,
+                max_ejection_ms: 900,
+                max_ejection_percent: percent,
+            };
+            let budget = AtomicUsize::new(0);
+            let eps: Vec<Outlier> = (0..n).map(|_| Outlier::new(0)).collect();
+            let mut now = 0;
+            for (i, failure, dt) in ops {
+                now += dt;
+                let o = &eps[i % n];
+                o.try_restore(now, &budget);
+                if o.record(failure, now, &s) {
+                    o.try_eject(now, &s, &budget, n);
+                }
+                let ejected = eps.iter().filter(|o| o.ejected_until().is_some()).count();
+                prop_assert!(ejected <= cap(n, percent));
+                prop_assert_eq!(ejected, budget.load(Ordering::Relaxed));
+            }
+        }
+    }
+}
+
 #[cfg(loom)]
 mod loom_tests {
     use super::*;

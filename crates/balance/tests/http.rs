@@ -54,8 +54,20 @@ async fn requests_go_to_each_uri_with_the_authority_rewritten() {
         seen.push(String::from_utf8(body.to_vec()).unwrap());
     }
     let host = |u: &str| u.trim_start_matches("http://").to_owned();
-    assert_eq!(seen.iter().filter(|s| **s == format!("a {} /hello", host(&uris[0]))).count(), 2, "{seen:?}");
-    assert_eq!(seen.iter().filter(|s| **s == format!("b {} /hello", host(&uris[1]))).count(), 2, "{seen:?}");
+    assert_eq!(
+        seen.iter()
+            .filter(|s| **s == format!("a {} /hello", host(&uris[0])))
+            .count(),
+        2,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|s| **s == format!("b {} /hello", host(&uris[1])))
+            .count(),
+        2,
+        "{seen:?}"
+    );
 
     let err = endpoints_from_uris::<Empty<Bytes>, _>(["https://example.invalid"]).unwrap_err();
     assert!(matches!(err, Error::InvalidUri { .. }));
