@@ -108,3 +108,25 @@ mod tests {
         assert!((est - 1000.0 * (-1f64).exp()).abs() < 1e-3, "{est}");
     }
 }
+
+#[cfg(loom)]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    #[test]
+    fn loom_concurrent_samples_keep_the_peak() {
+        loom::model(|| {
+            let e = Arc::new(PeakEwma::new(10.0, 5));
+            let t = {
+                let e = e.clone();
+                thread::spawn(move || e.observe(50.0, 5, 1000.0))
+            };
+            e.observe(30.0, 5, 1000.0);
+            t.join().unwrap();
+            // no time passed, so a lower sample has no weight: the peak survives any interleaving
+            assert_eq!(e.raw(), 50.0);
+        });
+    }
+}
