@@ -58,8 +58,9 @@ impl ReliabilityLayerBuilder {
         self
     }
 
-    /// Adds the load balancer over the endpoints given to
-    /// [`ReliabilityLayer::layer_endpoints`].
+    /// Sets the load balancer's config, used by the balancers made with
+    /// [`ReliabilityLayer::balancer`] and [`ReliabilityLayer::layer_endpoints`] (the default
+    /// config when not set).
     pub fn balance(mut self, config: BalanceConfig) -> Self {
         self.policy.balance = Some(config);
         self
@@ -97,12 +98,7 @@ impl ReliabilityLayerBuilder {
             .map(|cfg| c::retry_layer(&name, cfg, &health))
             .transpose()
             .map_err(|e| e.in_section("retry"))?;
-        let balance = p
-            .balance
-            .as_ref()
-            .map(|cfg| c::balance_layer(&name, cfg, &health))
-            .transpose()
-            .map_err(|e| e.in_section("balance"))?;
+        let balance = p.balance.clone();
         Ok(ReliabilityLayer {
             shared: Arc::new(Shared {
                 name,
@@ -111,6 +107,7 @@ impl ReliabilityLayerBuilder {
                 breaker,
                 retry,
                 balance,
+                balancers: Default::default(),
             }),
         })
     }

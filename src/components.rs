@@ -10,6 +10,7 @@ use tower_prism_core::{ConfigError, HealthSignal};
 
 use crate::ErrorKind;
 
+pub use tower_prism_balance::BalanceConfig;
 pub use tower_prism_ratelimit::RateLimitConfig;
 
 /// Placeholder config of a component that has not landed yet.
@@ -25,8 +26,6 @@ impl Pending {
 pub type BreakerConfig = Pending;
 /// Retry settings.
 pub type RetryConfig = Pending;
-/// Balance settings.
-pub type BalanceConfig = Pending;
 
 // ---------------------------------------------------------------- rate limit
 
@@ -102,34 +101,6 @@ pub(crate) fn reconfigure_retry(
     Ok(())
 }
 
-// ---------------------------------------------------------------- balance
-
-/// The balancer stage's service over endpoints of type `S`.
-pub type BalanceService<S> = crate::stack::BoxErrors<S>;
-
-#[derive(Debug, Clone)]
-pub(crate) struct BalanceLayer;
-
-pub(crate) fn balance_layer(
-    _name: &str,
-    config: &BalanceConfig,
-    _health: &HealthSignal,
-) -> Result<BalanceLayer, ConfigError> {
-    config.validate()?;
-    Ok(BalanceLayer)
-}
-
-pub(crate) fn balance_over<S>(_layer: &BalanceLayer, endpoints: Vec<S>) -> BalanceService<S> {
-    crate::stack::BoxErrors::new(endpoints.into_iter().next().expect("one endpoint"))
-}
-
-pub(crate) fn reconfigure_balance(
-    _layer: &BalanceLayer,
-    config: &BalanceConfig,
-) -> Result<(), ConfigError> {
-    config.validate()
-}
-
 // ---------------------------------------------------------------- errors
 
 /// Recognises a component's rejection.
@@ -138,6 +109,11 @@ pub(crate) fn classify_error(
 ) -> Option<(ErrorKind, Option<Duration>)> {
     if let Some(e) = e.downcast_ref::<tower_prism_ratelimit::Error>() {
         return Some((ErrorKind::RateLimited, e.retry_after()));
+    }
+    if let Some(tower_prism_balance::Error::NoHealthyEndpoint { .. }) =
+        e.downcast_ref::<tower_prism_balance::Error>()
+    {
+        return Some((ErrorKind::NoHealthyEndpoint, None));
     }
     None
 }

@@ -1,14 +1,15 @@
 //! [`ReliabilityLayer`]: the whole stack as one tower layer.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tower::util::Either;
 use tower_layer::Layer;
-use tower_prism_core::HealthSignal;
+use tower_prism_balance::{Balance, BalanceBuilder};
+use tower_prism_core::{ConfigError, HealthSignal};
 
 use crate::builder::ReliabilityLayerBuilder;
-use crate::components::{self as c, BalanceLayer, BreakerLayer, RateLimitLayer, RetryLayer};
+use crate::components::{self as c, BalanceConfig, BreakerLayer, RateLimitLayer, RetryLayer};
 use crate::config::{ConfigFileError, PolicyConfig, ReliabilityConfig};
 use crate::stack::{BoxErrors, Reliable};
 
@@ -30,8 +31,13 @@ pub(crate) struct Shared {
     pub(crate) rate_limit: Option<RateLimitLayer>,
     pub(crate) breaker: Option<BreakerLayer>,
     pub(crate) retry: Option<RetryLayer>,
-    pub(crate) balance: Option<BalanceLayer>,
+    pub(crate) balance: Option<BalanceConfig>,
+    pub(crate) balancers: Mutex<Vec<BalanceReload>>,
 }
+
+/// Applies a balance config to one running balancer.
+pub(crate) type BalanceReload =
+    Box<dyn Fn(&BalanceConfig) -> Result<(), ConfigError> + Send + Sync>;
 
 impl fmt::Debug for ReliabilityLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -130,8 +136,7 @@ impl ReliabilityLayer {
             policy.circuit_breaker.is_some(),
         )?;
         shape("retry", s.retry.is_some(), policy.retry.is_some())?;
-        shape("balance", s.balance.is_some(), policy.balance.is_some())?;
-        let in_policy = |e: tower_prism_core::ConfigError, stage: &str| {
+        let in_policy = |e: ConfigError, stage: &str| {
             ConfigFileError::Invalid(e.in_section(stage).in_section(&format!("policy.{name}")))
         };
         if let (Some(layer), Some(config)) = (&s.rate_limit, &policy.rate_limit) {
@@ -143,26 +148,63 @@ impl ReliabilityLayer {
         if let (Some(layer), Some(config)) = (&s.retry, &policy.retry) {
             c::reconfigure_retry(layer, config).map_err(|e| in_policy(e, "retry"))?;
         }
-        if let (Some(layer), Some(config)) = (&s.balance, &policy.balance) {
-            c::reconfigure_balance(layer, config).map_err(|e| in_policy(e, "balance"))?;
+        // A policy without a balance table gives its balancers the default config.
+        let balance = policy.balance.clone().unwrap_or_default();
+        for reload in s.balancers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            reload(&balance).map_err(|e| in_policy(e, "balance"))?;
         }
         tracing::info!(policy = %name, "reliability policy reconfigured");
         Ok(())
     }
 
-    /// The stack over several endpoints, balanced by the balance stage (with the default
-    /// balance config when none was given).
-    pub fn layer_endpoints<S>(&self, endpoints: impl IntoIterator<Item = S>) -> Reliable<S> {
-        let balancer = match &self.shared.balance {
-            Some(layer) => layer.clone(),
-            None => c::balance_layer(&self.shared.name, &Default::default(), &self.shared.health)
-                .expect("the default balance config is valid"),
-        };
-        let bottom = Either::Left(c::balance_over(&balancer, endpoints.into_iter().collect()));
-        self.stack(bottom)
+    /// A balancer builder for this policy: its name, its balance config (the default one when
+    /// the policy has none) and the shared health signal are set; add the endpoints (and a
+    /// classifier, a health check...) and [`build`](BalanceBuilder::build) it, then stack it
+    /// with [`balanced`](Self::balanced).
+    pub fn balancer<K, S, Req>(&self) -> BalanceBuilder<K, S, Req> {
+        let s = &self.shared;
+        Balance::builder()
+            .config(s.balance.clone().unwrap_or_default())
+            .name(s.name.clone())
+            .health_signal(s.health.clone())
     }
 
-    fn stack<S>(&self, bottom: crate::stack::BalanceStage<S>) -> Reliable<S> {
+    /// The stack over a balancer (the balance stage): rate limit -> breaker -> retry ->
+    /// `balance`. The balancer joins this policy's hot reload.
+    pub fn balanced<K, S, Req, C>(
+        &self,
+        balance: Balance<K, S, Req, C>,
+    ) -> Reliable<Balance<K, S, Req, C>>
+    where
+        K: Send + Sync + 'static,
+        S: Send + 'static,
+    {
+        let handle = balance.handle();
+        let reload: BalanceReload = Box::new(move |config| handle.reconfigure(config));
+        self.shared
+            .balancers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(reload);
+        self.layer(balance)
+    }
+
+    /// The stack over a new balancer of `endpoints` (keyed, e.g. by address), classifying
+    /// with the [`DefaultClassifier`](tower_prism_core::DefaultClassifier). Use
+    /// [`balancer`](Self::balancer) and [`balanced`](Self::balanced) for more control.
+    pub fn layer_endpoints<K, S, Req>(
+        &self,
+        endpoints: impl IntoIterator<Item = (K, S)>,
+    ) -> Result<Reliable<Balance<K, S, Req>>, tower_prism_balance::Error>
+    where
+        K: Eq + std::hash::Hash + fmt::Display + Clone + Send + Sync + 'static,
+        S: Send + 'static,
+    {
+        let balance = self.balancer().endpoints(endpoints).build()?;
+        Ok(self.balanced(balance))
+    }
+
+    fn stack<S>(&self, bottom: BoxErrors<S>) -> Reliable<S> {
         let s = &self.shared;
         let retry = match &s.retry {
             Some(layer) => Either::Left(layer.layer(bottom)),
@@ -183,13 +225,7 @@ impl ReliabilityLayer {
 impl<S> Layer<S> for ReliabilityLayer {
     type Service = Reliable<S>;
 
-    /// The stack over one inner service (a balancer of one endpoint when the balance stage
-    /// is configured; see [`layer_endpoints`](ReliabilityLayer::layer_endpoints) for more).
     fn layer(&self, inner: S) -> Reliable<S> {
-        let bottom = match &self.shared.balance {
-            Some(layer) => Either::Left(c::balance_over(layer, vec![inner])),
-            None => Either::Right(BoxErrors::new(inner)),
-        };
-        self.stack(bottom)
+        self.stack(BoxErrors::new(inner))
     }
 }

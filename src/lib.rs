@@ -17,9 +17,7 @@ pub use error::{Error, ErrorKind};
 pub use ext::{protect, Protected, ServiceBuilderExt};
 pub use http::{HttpErrorLayer, HttpErrors, HttpErrorsFuture};
 pub use layer::ReliabilityLayer;
-pub use stack::{
-    BalanceStage, BoxErrors, BoxErrorsFuture, BreakerStage, RateLimitStage, Reliable, RetryStage,
-};
+pub use stack::{BoxErrors, BoxErrorsFuture, BreakerStage, RateLimitStage, Reliable, RetryStage};
 
 pub use tower_prism_balance as balance;
 pub use tower_prism_breaker as breaker;

@@ -9,7 +9,7 @@ use tower::util::Either;
 use tower::BoxError;
 use tower_service::Service;
 
-use crate::components::{BalanceService, BreakerService, RateLimitService, RetryService};
+use crate::components::{BreakerService, RateLimitService, RetryService};
 
 /// The inner service with its errors boxed, so that every stage above sees [`BoxError`].
 #[derive(Debug, Clone)]
@@ -67,17 +67,15 @@ where
     }
 }
 
-/// The lowest stage: the balancer over the endpoints, or the one inner service.
-pub type BalanceStage<S> = Either<BalanceService<S>, BoxErrors<S>>;
-/// The retry stage over [`BalanceStage`].
-pub type RetryStage<S> = Either<RetryService<BalanceStage<S>>, BalanceStage<S>>;
+/// The retry stage over the inner service (a balancer, or any service).
+pub type RetryStage<S> = Either<RetryService<BoxErrors<S>>, BoxErrors<S>>;
 /// The breaker stage over [`RetryStage`].
 pub type BreakerStage<S> = Either<BreakerService<RetryStage<S>>, RetryStage<S>>;
 /// The rate-limit stage over [`BreakerStage`], the top of the stack.
 pub type RateLimitStage<S> = Either<RateLimitService<BreakerStage<S>>, BreakerStage<S>>;
 
 /// The service a [`ReliabilityLayer`](crate::ReliabilityLayer) makes: every configured stage
-/// over `S`, in the fixed order. Stages that were not configured are skipped at the cost of
+/// over `S` (with the balance stage, `S` is the balancer), in the fixed order. Stages that were not configured are skipped at the cost of
 /// one branch. Clones share every stage's state.
 ///
 /// Errors are [`BoxError`]s; [`crate::Error::from_box`] classifies them.
