@@ -39,6 +39,19 @@ pub(crate) struct Shared {
 pub(crate) type BalanceReload =
     Box<dyn Fn(&BalanceConfig) -> Result<(), ConfigError> + Send + Sync>;
 
+/// What a [`ReliabilityLayer`]'s stages look like now (see [`ReliabilityLayer::snapshot`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The rate limiter's state, when the stack has one.
+    pub rate_limit: Option<tower_prism_ratelimit::Snapshot>,
+    /// Whether a breaker reported the upstream's circuit open on the shared health signal.
+    pub circuit_open: bool,
+    /// Balancers stacked with [`ReliabilityLayer::balanced`] (their handles give per-endpoint
+    /// snapshots).
+    pub balancers: usize,
+}
+
 impl fmt::Debug for ReliabilityLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.shared;
@@ -100,6 +113,16 @@ impl ReliabilityLayer {
     /// adaptive limiter and the retry budget read it. Subscribe for your own view.
     pub fn health(&self) -> &HealthSignal {
         &self.shared.health
+    }
+
+    /// A cheap view of the running stages, for health endpoints, dashboards and tests.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = &self.shared;
+        Snapshot {
+            rate_limit: s.rate_limit.as_ref().map(|l| l.limiter().snapshot()),
+            circuit_open: s.health.is_circuit_open(),
+            balancers: s.balancers.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        }
     }
 
     /// Applies a new config for this policy to the running stages (every service already

@@ -16,7 +16,7 @@ pub use config::{ConfigFileError, PolicyConfig, ReliabilityConfig};
 pub use error::{Error, ErrorKind};
 pub use ext::{protect, Protected, ServiceBuilderExt};
 pub use http::{HttpErrorLayer, HttpErrors, HttpErrorsFuture};
-pub use layer::ReliabilityLayer;
+pub use layer::{ReliabilityLayer, Snapshot};
 pub use stack::{BoxErrors, BoxErrorsFuture, BreakerStage, RateLimitStage, Reliable, RetryStage};
 
 pub use tower_prism_balance as balance;

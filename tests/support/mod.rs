@@ -224,7 +224,7 @@ pub struct Reply {
 /// A tower service that sends every request to one upstream over a pooled hyper client,
 /// and collects the answer into a [`Reply`].
 ///
-/// Requests are paths (`"/pay"`); errors are hyper's (connection refused...). Its future
+/// Requests are [`Get`]s of a path; errors are hyper's (connection refused...). Its future
 /// is boxed: it stands for the network, not for the code under test.
 #[derive(Clone, Debug)]
 pub struct HttpEndpoint {
@@ -248,10 +248,14 @@ impl HttpEndpoint {
     }
 }
 
+/// A GET request for a path, as [`HttpEndpoint`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Get(pub &'static str);
+
 /// The error of an [`HttpEndpoint`] call.
 pub type EndpointError = Box<dyn std::error::Error + Send + Sync>;
 
-impl tower::Service<&'static str> for HttpEndpoint {
+impl tower::Service<Get> for HttpEndpoint {
     type Response = Reply;
     type Error = EndpointError;
     type Future = Pin<Box<dyn Future<Output = Result<Reply, EndpointError>> + Send>>;
@@ -260,7 +264,7 @@ impl tower::Service<&'static str> for HttpEndpoint {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, path: &'static str) -> Self::Future {
+    fn call(&mut self, Get(path): Get) -> Self::Future {
         let uri = format!("{}{path}", self.base);
         let client = self.client.clone();
         Box::pin(async move {

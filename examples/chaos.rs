@@ -1,0 +1,228 @@
+//! The chaos demo: three flaky HTTP upstreams on 127.0.0.1 behind the whole stack.
+//!
+//! ```sh
+//! cargo run --example chaos
+//! ```
+//!
+//! For about 12 seconds it drives ~300 requests per second at a policy that admits 200 per
+//! second, while the upstreams misbehave on a script: one answers 500s, one dies and comes
+//! back. Each second it prints what the stack did; at the end, a summary in which every
+//! request is accounted for. Nothing leaves loopback and it stops on its own.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
+use tower::ServiceExt;
+use tower_prism::core::Outcome;
+use tower_prism::{Error, ErrorKind, ReliabilityConfig, ReliabilityLayer};
+
+const POLICY: &str = r#"
+[policy.chaos.rate_limit]
+rate = 200
+period = "1s"
+burst = 40
+
+[policy.chaos.balance]
+strategy = "p2c_peak_ewma"
+
+[policy.chaos.balance.outlier]
+consecutive_failures = 5
+base_ejection_time = "2s"
+max_ejection_time = "4s"
+max_ejection_percent = 67
+"#;
+
+const SECONDS: u64 = 12;
+const OFFERED_PER_SECOND: u64 = 300;
+
+/// A 5xx answer counts as a failure for outlier ejection, like a refused connection.
+fn classify(result: Result<&Reply, &EndpointError>) -> Outcome {
+    match result {
+        Ok(reply) if reply.status.is_server_error() => Outcome::RETRYABLE,
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::RETRYABLE,
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    upstream_error: AtomicU64,
+    rate_limited: AtomicU64,
+    circuit_open: AtomicU64,
+    no_endpoint: AtomicU64,
+    other_error: AtomicU64,
+}
+
+impl Tally {
+    fn take(&self) -> [u64; 7] {
+        [
+            &self.sent,
+            &self.ok,
+            &self.upstream_error,
+            &self.rate_limited,
+            &self.circuit_open,
+            &self.no_endpoint,
+            &self.other_error,
+        ]
+        .map(|c| c.swap(0, Ordering::Relaxed))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let upstreams = [
+        Upstream::start("alpha").await,
+        Upstream::start("bravo").await,
+        Upstream::start("charlie").await,
+    ];
+    println!("upstreams:");
+    for up in &upstreams {
+        println!("  {:<8} http://{}", up.name(), up.addr());
+    }
+    println!("policy (TOML):{POLICY}");
+
+    let config = ReliabilityConfig::from_toml(POLICY)?;
+    let layer = ReliabilityLayer::from_config(&config, "chaos")?;
+    let balance = layer
+        .balancer::<&'static str, HttpEndpoint, Get>()
+        .endpoints(
+            upstreams
+                .iter()
+                .map(|u| (u.name(), HttpEndpoint::new(u.addr()))),
+        )
+        .classify(classify)
+        .build()?;
+    let endpoints = balance.handle();
+    let service = layer.balanced(balance);
+
+    let tally = Arc::new(Tally::default());
+    let totals = Arc::new(Tally::default());
+    let driver = {
+        let tally = tally.clone();
+        let totals = totals.clone();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_micros(1_000_000 / OFFERED_PER_SECOND));
+            let mut in_flight = tokio::task::JoinSet::new();
+            let end = tokio::time::Instant::now() + Duration::from_secs(SECONDS);
+            while tokio::time::Instant::now() < end {
+                tick.tick().await;
+                let service = service.clone();
+                let (tally, totals) = (tally.clone(), totals.clone());
+                in_flight.spawn(async move {
+                    let result = service.oneshot(Get("/work")).await;
+                    let kind = match &result {
+                        Ok(reply) if reply.status.is_success() => None,
+                        Ok(_) => Some(ErrorKind::Inner),
+                        Err(_) => None,
+                    };
+                    let error = result.err().map(Error::from_box).map(|e| e.kind());
+                    for t in [&*tally, &*totals] {
+                        t.sent.fetch_add(1, Ordering::Relaxed);
+                        let counter = match (error, kind) {
+                            (None, None) => &t.ok,
+                            (None, Some(_)) => &t.upstream_error,
+                            (Some(ErrorKind::RateLimited), _) => &t.rate_limited,
+                            (Some(ErrorKind::CircuitOpen), _) => &t.circuit_open,
+                            (Some(ErrorKind::NoHealthyEndpoint), _) => &t.no_endpoint,
+                            (Some(_), _) => &t.other_error,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                while in_flight.try_join_next().is_some() {}
+            }
+            // Every request ends: wait for the last ones (each is bounded by the client's
+            // connect timeout and the upstreams' latency).
+            while in_flight.join_next().await.is_some() {}
+        })
+    };
+
+    println!(
+        "{:>4} {:>5} {:>5} {:>6} {:>8} {:>8} {:>8} {:>6} {:>7}  endpoints (requests this second; EJ = ejected)",
+        "sec", "sent", "ok", "5xx", "limited", "circuit", "no-endp", "other", "tokens"
+    );
+    let mut last_requests: Vec<u64> = upstreams.iter().map(|u| u.requests()).collect();
+    let mut events = Vec::new();
+    for second in 1..=SECONDS {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let [sent, ok, err5xx, limited, circuit, no_endpoint, other] = tally.take();
+        let snapshot = endpoints.snapshot();
+        let health: Vec<String> = upstreams
+            .iter()
+            .zip(&mut last_requests)
+            .map(|(up, last)| {
+                let now = up.requests();
+                let delta = now - *last;
+                *last = now;
+                let state = snapshot
+                    .endpoints
+                    .iter()
+                    .find(|e| e.key == up.name())
+                    .map_or("?", |e| if e.healthy { "up" } else { "EJ" });
+                let alive = if up.is_alive() { "" } else { "(dead)" };
+                format!("{}:{state}{alive} {delta:>3}", up.name())
+            })
+            .collect();
+        let tokens = layer.snapshot().rate_limit.map_or(0, |r| r.tokens);
+        println!(
+            "{second:>4} {sent:>5} {ok:>5} {err5xx:>6} {limited:>8} {circuit:>8} {no_endpoint:>8} {other:>6} {tokens:>7}  {}",
+            health.join("  ")
+        );
+        // The script of faults.
+        match second {
+            2 => {
+                upstreams[1].set_failing(true);
+                events.push("t=2s  bravo starts answering 500");
+            }
+            4 => {
+                upstreams[2].kill();
+                events.push("t=4s  charlie dies (connections refused)");
+            }
+            7 => {
+                upstreams[1].recover();
+                events.push("t=7s  bravo recovers");
+            }
+            8 => {
+                upstreams[2].revive().await?;
+                events.push("t=8s  charlie comes back");
+            }
+            _ => {}
+        }
+    }
+    driver.await?;
+
+    let [sent, ok, err5xx, limited, circuit, no_endpoint, other] = totals.take();
+    println!("\nfaults injected:");
+    for e in events {
+        println!("  {e}");
+    }
+    println!("\nsummary over {SECONDS}s ({OFFERED_PER_SECOND}/s offered, 200/s admitted):");
+    println!("  sent                      {sent}");
+    println!("  answered 2xx              {ok}");
+    println!("  answered 5xx (upstream)   {err5xx}");
+    println!("  shed by the rate limiter  {limited}");
+    println!("  failed fast, circuit open {circuit}");
+    println!("  no healthy endpoint       {no_endpoint}");
+    println!("  other errors              {other}");
+    let accounted = ok + err5xx + limited + circuit + no_endpoint + other;
+    println!("  accounted for             {accounted} of {sent} (nothing lost, nothing hung)");
+    let snapshot = endpoints.snapshot();
+    for e in &snapshot.endpoints {
+        println!(
+            "  endpoint {:<8} requests {:>5}  failures {:>4}  ejections {}",
+            e.key, e.requests, e.failures, e.ejections
+        );
+    }
+    if accounted != sent {
+        return Err("some requests were not accounted for".into());
+    }
+    Ok(())
+}
