@@ -18,7 +18,15 @@ async fn faults_switch_at_run_time() {
     up.fail_next(2);
     let mut statuses = Vec::new();
     for _ in 0..3 {
-        statuses.push(client.clone().oneshot(Get("/")).await.unwrap().status.as_u16());
+        statuses.push(
+            client
+                .clone()
+                .oneshot(Get("/"))
+                .await
+                .unwrap()
+                .status
+                .as_u16(),
+        );
     }
     assert_eq!(statuses, [500, 500, 200]);
     assert_eq!((up.requests(), up.errors()), (4, 2));

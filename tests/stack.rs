@@ -1,0 +1,262 @@
+//! Whole-stack tests against real hyper servers on 127.0.0.1 with injected faults.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
+use tower::{service_fn, BoxError, Layer, ServiceBuilder, ServiceExt};
+use tower_prism::balance::BalanceConfig;
+use tower_prism::core::Outcome;
+use tower_prism::ratelimit::RateLimitConfig;
+use tower_prism::{
+    ConfigFileError, Error, ErrorKind, PolicyConfig, ReliabilityConfig, ReliabilityLayer,
+    ServiceBuilderExt,
+};
+
+fn classify(result: Result<&Reply, &EndpointError>) -> Outcome {
+    match result {
+        Ok(reply) if reply.status.is_server_error() => Outcome::RETRYABLE,
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::RETRYABLE,
+    }
+}
+
+fn fast_ejection() -> BalanceConfig {
+    let mut config = BalanceConfig::default();
+    config.outlier.consecutive_failures = 3;
+    config.outlier.base_ejection_time = Duration::from_secs(30);
+    config.outlier.max_ejection_time = Duration::from_secs(30);
+    config.outlier.max_ejection_percent = 67;
+    config
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_is_ejected_and_traffic_moves() {
+    let ups = [
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    ];
+    let layer = ReliabilityLayer::builder()
+        .name("moves")
+        .balance(fast_ejection())
+        .build()
+        .unwrap();
+    let balance = layer
+        .balancer::<&'static str, HttpEndpoint, Get>()
+        .endpoints(ups.iter().map(|u| (u.name(), HttpEndpoint::new(u.addr()))))
+        .classify(classify)
+        .build()
+        .unwrap();
+    let handle = balance.handle();
+    let service = layer.balanced(balance);
+
+    for _ in 0..30 {
+        let reply = service.clone().oneshot(Get("/")).await.unwrap();
+        assert_eq!(reply.status, 200);
+    }
+    ups[1].kill();
+    let mut failures = 0;
+    for _ in 0..60 {
+        if service.clone().oneshot(Get("/")).await.is_err() {
+            failures += 1;
+        }
+    }
+    // At most `consecutive_failures` calls went to the dead endpoint before its ejection.
+    assert!((1..=3).contains(&failures), "{failures} failures");
+    let snapshot = handle.snapshot();
+    let b = snapshot.endpoints.iter().find(|e| e.key == "b").unwrap();
+    assert!(b.ejected && !b.healthy, "{b:?}");
+    assert_eq!(snapshot.healthy(), 2);
+
+    let before = [ups[0].requests(), ups[2].requests()];
+    for _ in 0..40 {
+        let reply = service.clone().oneshot(Get("/")).await.unwrap();
+        assert_ne!(reply.body, "b");
+    }
+    let moved = ups[0].requests() + ups[2].requests() - before[0] - before[1];
+    assert_eq!(moved, 40, "all traffic moved to the live endpoints");
+}
+
+#[tokio::test]
+async fn an_error_burst_ejects_and_every_request_is_accounted_for() {
+    let ups = [Upstream::start("a").await, Upstream::start("b").await];
+    let layer = ReliabilityLayer::builder()
+        .name("burst")
+        .rate_limit(RateLimitConfig::new(10_000, Duration::from_secs(1)))
+        .balance(fast_ejection())
+        .build()
+        .unwrap();
+    let balance = layer
+        .balancer::<&'static str, HttpEndpoint, Get>()
+        .endpoints(ups.iter().map(|u| (u.name(), HttpEndpoint::new(u.addr()))))
+        .classify(classify)
+        .build()
+        .unwrap();
+    let service = layer.balanced(balance);
+    ups[0].fail_next(1_000);
+
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    // 20 waves of 10 concurrent requests.
+    let done = tokio::time::timeout(Duration::from_secs(10), async {
+        for _ in 0..20 {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..10 {
+                let (service, ok, failed) = (service.clone(), ok.clone(), failed.clone());
+                tasks.spawn(async move {
+                    match service.oneshot(Get("/")).await {
+                        Ok(reply) if reply.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        Ok(_) | Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "a request hung");
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(ok + failed, 200, "every request ended");
+    // The failing endpoint saw a handful of calls before it was ejected; the rest went to b.
+    assert!(
+        ups[0].errors() <= 20,
+        "a answered {} errors",
+        ups[0].errors()
+    );
+    assert_eq!(failed, ups[0].errors());
+    assert_eq!(ups[1].requests(), ok);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overload_is_shed_at_the_configured_rate() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let inner = {
+        let calls = calls.clone();
+        service_fn(move |_: ()| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<_, BoxError>("done") }
+        })
+    };
+    // Builder calls in any order give the same stack.
+    let layer = ReliabilityLayer::builder()
+        .balance(BalanceConfig::default())
+        .rate_limit(RateLimitConfig {
+            burst: Some(10),
+            ..RateLimitConfig::new(100, Duration::from_secs(1))
+        })
+        .name("shed")
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .reliability(layer.clone())
+        .service(inner);
+
+    let (mut admitted, mut shed) = (0u64, 0u64);
+    // 1000 requests per second for 3 seconds against 100/s with a burst of 10.
+    for _ in 0..3000 {
+        match service.clone().oneshot(()).await {
+            Ok(_) => admitted += 1,
+            Err(e) => {
+                let e = Error::from_box(e);
+                assert_eq!(e.kind(), ErrorKind::RateLimited);
+                assert!(e
+                    .retry_after()
+                    .is_some_and(|d| d <= Duration::from_millis(10)));
+                shed += 1;
+            }
+        }
+        tokio::time::advance(Duration::from_millis(1)).await;
+    }
+    assert_eq!(admitted + shed, 3000);
+    assert!((300..=311).contains(&admitted), "admitted {admitted}");
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        admitted,
+        "shed requests cost nothing below"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn hot_reload_changes_running_limits_and_refuses_bad_configs() {
+    let config = ReliabilityConfig::from_toml(
+        r#"
+        [policy.api.rate_limit]
+        rate = 10
+        period = "1s"
+        "#,
+    )
+    .unwrap();
+    let layer = ReliabilityLayer::from_config(&config, "api").unwrap();
+    let service = layer.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+
+    async fn admitted_in_one_second<S>(service: &S) -> u64
+    where
+        S: tower::Service<(), Error = BoxError> + Clone,
+    {
+        let mut n = 0;
+        for _ in 0..1000 {
+            n += u64::from(service.clone().oneshot(()).await.is_ok());
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        n
+    }
+    let before = admitted_in_one_second(&service).await;
+    assert!((10..=21).contains(&before), "{before}");
+
+    // An invalid config is refused, names policy, stage and field, and changes nothing.
+    let bad = ReliabilityConfig::from_toml("[policy.api.rate_limit]\nrate = 0");
+    assert_eq!(bad.unwrap_err().field(), Some("policy.api.rate_limit.rate"));
+    let mut policy = PolicyConfig {
+        rate_limit: Some(RateLimitConfig::new(0, Duration::from_secs(1))),
+        ..PolicyConfig::default()
+    };
+    let err = layer.reconfigure(&policy).unwrap_err();
+    assert_eq!(err.field(), Some("policy.api.rate_limit.rate"));
+    // Removing a stage from a running stack is refused too.
+    let shrunk = PolicyConfig::default();
+    assert!(matches!(
+        layer.reconfigure(&shrunk),
+        Err(ConfigFileError::ShapeChanged {
+            stage: "rate_limit",
+            ..
+        })
+    ));
+    let still = admitted_in_one_second(&service).await;
+    assert!((10..=21).contains(&still), "{still}");
+
+    // A valid one applies to the service already running.
+    policy.rate_limit = Some(RateLimitConfig {
+        burst: Some(10),
+        ..RateLimitConfig::new(100, Duration::from_secs(1))
+    });
+    layer.reconfigure(&policy).unwrap();
+    let after = admitted_in_one_second(&service).await;
+    assert!((100..=111).contains(&after), "{after}");
+    assert_eq!(layer.snapshot().rate_limit.unwrap().rate_per_second, 100.0);
+}
+
+#[tokio::test]
+async fn no_healthy_endpoint_is_a_typed_error() {
+    let up = Upstream::start("only").await;
+    let mut config = fast_ejection();
+    config.outlier.max_ejection_percent = 100;
+    let layer = ReliabilityLayer::builder().balance(config).build().unwrap();
+    let balance = layer
+        .balancer::<&'static str, HttpEndpoint, Get>()
+        .endpoint(up.name(), HttpEndpoint::new(up.addr()))
+        .classify(classify)
+        .build()
+        .unwrap();
+    let service = layer.balanced(balance);
+    up.set_failing(true);
+    for _ in 0..3 {
+        assert_eq!(service.clone().oneshot(Get("/")).await.unwrap().status, 500);
+    }
+    let err = Error::from_box(service.clone().oneshot(Get("/")).await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::NoHealthyEndpoint);
+    assert_eq!(err.status(), 503);
+}
