@@ -1,0 +1,84 @@
+//! A hyper client over three local backends, one of them failing, behind the stack.
+//!
+//! ```sh
+//! cargo run --example hyper_client
+//! ```
+//!
+//! Starts three HTTP servers on 127.0.0.1 (`east` answers 503 to everything), sends 100
+//! requests through rate limit -> balance, and shows the failing backend being ejected
+//! and the traffic going to the healthy two. Finishes on its own in about a second.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
+use tower::ServiceExt;
+use tower_prism::balance::BalanceConfig;
+use tower_prism::core::{HttpClassifier, Outcome};
+use tower_prism::ratelimit::RateLimitConfig;
+use tower_prism::{Error, ReliabilityLayer};
+
+/// The HTTP status rules of [`HttpClassifier`], for the collected replies.
+fn classify(result: Result<&Reply, &EndpointError>) -> Outcome {
+    match result {
+        Ok(reply) => HttpClassifier::status(reply.status),
+        Err(_) => Outcome::RETRYABLE,
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let backends = [
+        Upstream::start("north").await,
+        Upstream::start("east").await,
+        Upstream::start("west").await,
+    ];
+    backends[1].set_error_status(503);
+    backends[1].set_failing(true);
+    for b in &backends {
+        println!("backend {:<6} http://{}", b.name(), b.addr());
+    }
+
+    let mut balance = BalanceConfig::default();
+    balance.outlier.consecutive_failures = 3;
+    let layer = ReliabilityLayer::builder()
+        .name("backends")
+        .rate_limit(RateLimitConfig::new(1_000, Duration::from_secs(1)))
+        .balance(balance)
+        .build()?;
+    let balancer = layer
+        .balancer::<&'static str, HttpEndpoint, Get>()
+        .endpoints(
+            backends
+                .iter()
+                .map(|b| (b.name(), HttpEndpoint::new(b.addr()))),
+        )
+        .classify(classify)
+        .build()?;
+    let handle = balancer.handle();
+    let client = layer.balanced(balancer);
+
+    let mut answers = BTreeMap::<String, u32>::new();
+    for _ in 0..100 {
+        let key = match client.clone().oneshot(Get("/hello")).await {
+            Ok(reply) => format!("{} from {}", reply.status.as_u16(), reply.body),
+            Err(e) => format!("error: {}", Error::from_box(e).kind()),
+        };
+        *answers.entry(key).or_default() += 1;
+    }
+    println!("\n100 requests:");
+    for (answer, n) in &answers {
+        println!("  {n:>3} x {answer}");
+    }
+    println!("\nbalancer:");
+    for e in handle.snapshot().endpoints {
+        println!(
+            "  {:<6} healthy {:<5} ejected {:<5} requests {:>3} failures {:>2}",
+            e.key, e.healthy, e.ejected, e.requests, e.failures
+        );
+    }
+    Ok(())
+}
