@@ -178,3 +178,77 @@ impl ReliabilityConfig {
             })
     }
 }
+
+/// Every policy of a config file as a running [`ReliabilityLayer`], and the hot-reload
+/// handle for them: [`reload`](Policies::reload) applies a new file to the running layers.
+///
+/// ```
+/// use tower_prism::{Policies, ReliabilityConfig};
+///
+/// let config = ReliabilityConfig::from_toml("[policy.api.rate_limit]\nrate = 10").unwrap();
+/// let policies = Policies::new(&config).unwrap();
+/// let api = policies.get("api").unwrap(); // stack services with it
+///
+/// // A bad new config is refused and the running one stays.
+/// assert!(policies.reload_toml("[policy.api.rate_limit]\nrate = 0").is_err());
+/// policies.reload_toml("[policy.api.rate_limit]\nrate = 50").unwrap();
+/// assert_eq!(api.snapshot().rate_limit.unwrap().rate_per_second, 50.0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Policies {
+    layers: BTreeMap<String, crate::ReliabilityLayer>,
+}
+
+impl Policies {
+    /// Builds one layer per policy.
+    pub fn new(config: &ReliabilityConfig) -> Result<Policies, ConfigFileError> {
+        let layers = config
+            .policy
+            .iter()
+            .map(|(name, policy)| {
+                Ok((
+                    name.clone(),
+                    crate::ReliabilityLayer::from_policy(name, policy)?,
+                ))
+            })
+            .collect::<Result<_, ConfigFileError>>()?;
+        Ok(Policies { layers })
+    }
+
+    /// The layer of policy `name` (clones share its state and its reloads).
+    pub fn get(&self, name: &str) -> Result<crate::ReliabilityLayer, ConfigFileError> {
+        self.layers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ConfigFileError::UnknownPolicy {
+                name: name.to_owned(),
+                known: self.layers.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// Applies a new config to every running layer, without dropping requests in flight.
+    ///
+    /// All of it is checked first: every running policy must be in the new file with the
+    /// same stages, and every value valid. On any error nothing changes.
+    pub fn reload(&self, config: &ReliabilityConfig) -> Result<(), ConfigFileError> {
+        config.validate()?;
+        for (name, layer) in &self.layers {
+            let policy = config.get(name)?;
+            layer.check_shape(policy)?;
+        }
+        for (name, layer) in &self.layers {
+            layer.reconfigure(config.get(name)?)?;
+        }
+        Ok(())
+    }
+
+    /// Parses, validates and applies a new TOML text (see [`reload`](Self::reload)).
+    pub fn reload_toml(&self, text: &str) -> Result<(), ConfigFileError> {
+        self.reload(&ReliabilityConfig::from_toml(text)?)
+    }
+
+    /// Reads, validates and applies a new config file (see [`reload`](Self::reload)).
+    pub fn reload_file(&self, path: impl AsRef<Path>) -> Result<(), ConfigFileError> {
+        self.reload(&ReliabilityConfig::from_file(path)?)
+    }
+}

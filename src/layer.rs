@@ -136,29 +136,8 @@ impl ReliabilityLayer {
         policy
             .validate()
             .map_err(|e| ConfigFileError::Invalid(e.in_section(&format!("policy.{name}"))))?;
+        self.check_shape(policy)?;
         let s = &self.shared;
-        let shape = |stage, running: bool, wanted: bool| {
-            if running == wanted {
-                Ok(())
-            } else {
-                Err(ConfigFileError::ShapeChanged {
-                    policy: name.clone(),
-                    stage,
-                    change: if wanted { "add" } else { "remove" },
-                })
-            }
-        };
-        shape(
-            "rate_limit",
-            s.rate_limit.is_some(),
-            policy.rate_limit.is_some(),
-        )?;
-        shape(
-            "circuit_breaker",
-            s.breaker.is_some(),
-            policy.circuit_breaker.is_some(),
-        )?;
-        shape("retry", s.retry.is_some(), policy.retry.is_some())?;
         let in_policy = |e: ConfigError, stage: &str| {
             ConfigFileError::Invalid(e.in_section(stage).in_section(&format!("policy.{name}")))
         };
@@ -190,6 +169,35 @@ impl ReliabilityLayer {
             .config(s.balance.clone().unwrap_or_default())
             .name(s.name.clone())
             .health_signal(s.health.clone())
+    }
+
+    /// Refuses a policy that adds or removes a stage of this running stack.
+    pub(crate) fn check_shape(&self, policy: &PolicyConfig) -> Result<(), ConfigFileError> {
+        let name = &self.shared.name;
+        let s = &self.shared;
+        let shape = |stage, running: bool, wanted: bool| {
+            if running == wanted {
+                Ok(())
+            } else {
+                Err(ConfigFileError::ShapeChanged {
+                    policy: name.clone(),
+                    stage,
+                    change: if wanted { "add" } else { "remove" },
+                })
+            }
+        };
+        shape(
+            "rate_limit",
+            s.rate_limit.is_some(),
+            policy.rate_limit.is_some(),
+        )?;
+        shape(
+            "circuit_breaker",
+            s.breaker.is_some(),
+            policy.circuit_breaker.is_some(),
+        )?;
+        shape("retry", s.retry.is_some(), policy.retry.is_some())?;
+        Ok(())
     }
 
     /// The stack over a balancer (the balance stage): rate limit -> breaker -> retry ->

@@ -1,6 +1,39 @@
-//! tower-prism: reliability middleware for tower.
+//! tower-prism: reliability middleware for tower, as one layer.
 //!
-//! The component crates, re-exported under one roof.
+//! [`ReliabilityLayer`] stacks rate limit -> circuit breaker -> retry -> balance over any
+//! tower [`Service`](tower_service::Service), each stage optional, always in that order; the
+//! stages share one [`HealthSignal`](tower_prism_core::HealthSignal). Policies can come from a
+//! TOML file ([`ReliabilityConfig`]) and be reloaded while running ([`Policies`]). Every
+//! error classifies into one [`Error`] with a [`kind`](Error::kind), and
+//! [`HttpErrorLayer`] turns them into HTTP responses (429/503 with `Retry-After`, 502, 504).
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_prism::ratelimit::RateLimitConfig;
+//! use tower_prism::{Error, ErrorKind, ReliabilityLayer, ServiceBuilderExt};
+//!
+//! # tokio_test::block_on(async {
+//! let policy = ReliabilityLayer::builder()
+//!     .name("payments")
+//!     .rate_limit(RateLimitConfig::new(2, Duration::from_secs(60)))
+//!     .build()?;
+//!
+//! let service = ServiceBuilder::new()
+//!     .reliability(policy)
+//!     .service(service_fn(|amount: u32| async move { Ok::<_, std::io::Error>(amount) }));
+//!
+//! assert_eq!(service.clone().oneshot(10).await.unwrap(), 10);
+//! assert_eq!(service.clone().oneshot(20).await.unwrap(), 20);
+//! let shed = Error::from_box(service.clone().oneshot(30).await.unwrap_err());
+//! assert_eq!(shed.kind(), ErrorKind::RateLimited);
+//! assert_eq!(shed.status(), 429);
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! The component crates are re-exported as [`ratelimit`], [`breaker`], [`retry`],
+//! [`balance`] and [`core`].
 
 mod builder;
 mod components;
@@ -12,7 +45,7 @@ mod layer;
 mod stack;
 
 pub use builder::ReliabilityLayerBuilder;
-pub use config::{ConfigFileError, PolicyConfig, ReliabilityConfig};
+pub use config::{ConfigFileError, Policies, PolicyConfig, ReliabilityConfig};
 pub use error::{Error, ErrorKind};
 pub use ext::{protect, Protected, ServiceBuilderExt};
 pub use http::{HttpErrorLayer, HttpErrors, HttpErrorsFuture};
