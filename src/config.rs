@@ -179,7 +179,7 @@ impl ReliabilityConfig {
     }
 }
 
-/// Every policy of a config file as a running [`ReliabilityLayer`], and the hot-reload
+/// Every policy of a config file as a running [`ReliabilityLayer`](crate::ReliabilityLayer), and the hot-reload
 /// handle for them: [`reload`](Policies::reload) applies a new file to the running layers.
 ///
 /// ```
