@@ -13,7 +13,8 @@ use crate::ErrorKind;
 pub use tower_prism_balance::BalanceConfig;
 pub use tower_prism_ratelimit::RateLimitConfig;
 
-/// Placeholder config of a component that has not landed yet.
+/// Placeholder config of a stage whose crate has not landed yet: building a layer with it
+/// fails with a [`ConfigError`] saying so.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pending {}
@@ -66,7 +67,11 @@ pub(crate) fn breaker_layer(
     _config: &BreakerConfig,
     _health: &HealthSignal,
 ) -> Result<BreakerLayer, ConfigError> {
-    Ok(Identity::new())
+    Err(ConfigError::new(
+        "(section)",
+        "circuit_breaker",
+        "the circuit breaker stage is not available in this build yet",
+    ))
 }
 
 pub(crate) fn reconfigure_breaker(
@@ -91,7 +96,11 @@ pub(crate) fn retry_layer(
     _config: &RetryConfig,
     _health: &HealthSignal,
 ) -> Result<RetryLayer, ConfigError> {
-    Ok(Identity::new())
+    Err(ConfigError::new(
+        "(section)",
+        "retry",
+        "the retry stage is not available in this build yet",
+    ))
 }
 
 pub(crate) fn reconfigure_retry(
