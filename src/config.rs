@@ -252,3 +252,93 @@ impl Policies {
         self.reload(&ReliabilityConfig::from_file(path)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO: &str = r#"
+        [policy.payments.rate_limit]
+        rate = 10
+
+        [policy.search.rate_limit]
+        rate = 100
+        [policy.search.balance]
+        strategy = "round_robin"
+    "#;
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_where() {
+        let err = ReliabilityConfig::from_toml("[policy.p.rate_limt]\nrate = 1").unwrap_err();
+        assert!(matches!(err, ConfigFileError::Parse(_)));
+        assert!(err.to_string().contains("rate_limt"), "{err}");
+        let err =
+            ReliabilityConfig::from_toml("[policy.p.balance]\nstrategy = \"random\"").unwrap_err();
+        assert!(err.to_string().contains("random"), "{err}");
+        let err =
+            ReliabilityConfig::from_toml("[policy.p.balance.outlier]\nmax_ejection_percent = 150")
+                .unwrap_err();
+        assert_eq!(
+            err.field(),
+            Some("policy.p.balance.outlier.max_ejection_percent")
+        );
+        assert!(err.to_string().contains("150"), "{err}");
+    }
+
+    #[test]
+    fn unknown_policy_lists_the_known_ones() {
+        let config = ReliabilityConfig::from_toml(TWO).unwrap();
+        let err = crate::ReliabilityLayer::from_config(&config, "billing").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no policy named \"billing\" in the config (known: payments, search)"
+        );
+    }
+
+    #[test]
+    fn reload_is_all_or_nothing() {
+        let config = ReliabilityConfig::from_toml(TWO).unwrap();
+        let policies = Policies::new(&config).unwrap();
+        let rate = |name: &str| {
+            let layer = policies.get(name).unwrap();
+            layer.snapshot().rate_limit.unwrap().rate_per_second
+        };
+        // search loses its limiter: refused, and payments (valid) is not applied either.
+        let err = policies
+            .reload_toml("[policy.payments.rate_limit]\nrate = 20\n[policy.search.balance]")
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigFileError::ShapeChanged { ref policy, stage: "rate_limit", change: "remove" } if policy == "search"),
+            "{err}"
+        );
+        assert_eq!(rate("payments"), 10.0);
+        // A running policy missing from the new file: refused.
+        let err = policies
+            .reload_toml("[policy.payments.rate_limit]\nrate = 20")
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigFileError::UnknownPolicy { .. }),
+            "{err}"
+        );
+        assert_eq!(rate("payments"), 10.0);
+        // A good one applies to both.
+        policies
+            .reload_toml(
+                &TWO.replace("rate = 10", "rate = 20")
+                    .replace("rate = 100", "rate = 200"),
+            )
+            .unwrap();
+        assert_eq!((rate("payments"), rate("search")), (20.0, 200.0));
+    }
+
+    #[test]
+    fn files_are_read_and_missing_files_named() {
+        let path = std::env::temp_dir().join(format!("prism-config-{}.toml", std::process::id()));
+        std::fs::write(&path, TWO).unwrap();
+        let config = ReliabilityConfig::from_file(&path).unwrap();
+        assert_eq!(config.policy.len(), 2);
+        std::fs::remove_file(&path).unwrap();
+        let err = ReliabilityConfig::from_file(&path).unwrap_err();
+        assert!(err.to_string().contains("prism-config-"), "{err}");
+    }
+}
