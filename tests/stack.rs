@@ -260,3 +260,65 @@ async fn no_healthy_endpoint_is_a_typed_error() {
     assert_eq!(err.kind(), ErrorKind::NoHealthyEndpoint);
     assert_eq!(err.status(), 503);
 }
+
+#[tokio::test]
+async fn balancer_failures_slow_the_adaptive_limiter_through_the_health_signal() {
+    let up = Upstream::start("flaky").await;
+    let config = ReliabilityConfig::from_toml(
+        r#"
+        [policy.adaptive.rate_limit]
+        rate = 1000
+        period = "1s"
+        [policy.adaptive.rate_limit.adaptive]
+        min_rate = 50
+        max_rate = 1000
+        interval = "50ms"
+        failure_rate_threshold = 0.5
+        decrease_factor = 0.5
+        increase_step = 100
+        min_calls = 5
+
+        [policy.adaptive.balance.outlier]
+        enabled = false
+        "#,
+    )
+    .unwrap();
+    let layer = ReliabilityLayer::from_config(&config, "adaptive").unwrap();
+    let balance = layer
+        .balancer::<&'static str, HttpEndpoint, Get>()
+        .endpoint(up.name(), HttpEndpoint::new(up.addr()))
+        .classify(classify)
+        .build()
+        .unwrap();
+    let service = layer.balanced(balance);
+    let rate = || layer.snapshot().rate_limit.unwrap().rate_per_second;
+    assert_eq!(rate(), 1000.0);
+
+    // Drive calls for `time`; the limiter adapts on the admit path.
+    let drive = |time: Duration| {
+        let service = service.clone();
+        async move {
+            let end = tokio::time::Instant::now() + time;
+            while tokio::time::Instant::now() < end {
+                let _ = service.clone().oneshot(Get("/")).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    up.set_failing(true);
+    drive(Duration::from_millis(400)).await;
+    let cut = rate();
+    assert!(
+        cut <= 250.0,
+        "failures seen by the balancer cut the rate: {cut}"
+    );
+    assert!(cut >= 50.0, "never below min_rate: {cut}");
+
+    up.recover();
+    drive(Duration::from_millis(400)).await;
+    let back = rate();
+    assert!(
+        back > cut,
+        "healthy calls let the rate rise again: {cut} -> {back}"
+    );
+}
