@@ -76,7 +76,9 @@ fn bench(c: &mut Criterion) {
     let prism = layer
         .layer_endpoints::<usize, Noop, u64>((0..ENDPOINTS).map(|i| (i, Noop)))
         .expect("valid balancer");
-    group.bench_function("tower_prism_stack", |b| b.iter_custom(|n| drive(&rt, &prism, n)));
+    group.bench_function("tower_prism_stack", |b| {
+        b.iter_custom(|n| drive(&rt, &prism, n))
+    });
 
     // tower: Buffer(RateLimit(Retry(Buffer(p2c Balance)))).
     let discover = PeakEwmaDiscover::new::<u64>(
@@ -92,7 +94,9 @@ fn bench(c: &mut Criterion) {
         tower::limit::rate::Rate::new(u64::from(HUGE), Duration::from_secs(1)),
     );
     let tower_stack = tower::buffer::Buffer::<u64, _>::new(limited, 1024);
-    group.bench_function("tower_stack", |b| b.iter_custom(|n| drive(&rt, &tower_stack, n)));
+    group.bench_function("tower_stack", |b| {
+        b.iter_custom(|n| drive(&rt, &tower_stack, n))
+    });
 
     // tower-resilience: rate limiter -> circuit breaker -> retry over one Noop (it has no
     // balancer).
