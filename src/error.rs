@@ -172,6 +172,30 @@ impl Error {
     }
 }
 
+/// How long a stage asked the caller to wait, read from any error in the chain: a rate
+/// limiter's `RateLimited { retry_after }` or a breaker's `CircuitOpen { retry_after }`.
+/// The retry stage uses it so it never retries sooner than the stack said; other retry
+/// policies can too.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_prism::retry_after_hint;
+///
+/// let shed = tower_prism::ratelimit::Error::RateLimited { retry_after: Duration::from_millis(80) };
+/// assert_eq!(retry_after_hint(&shed), Some(Duration::from_millis(80)));
+/// assert_eq!(retry_after_hint(&std::io::Error::other("refused")), None);
+/// ```
+pub fn retry_after_hint(error: &(dyn StdError + 'static)) -> Option<Duration> {
+    let mut cursor = Some(error);
+    while let Some(e) = cursor {
+        if let Some((_, hint)) = classify(e) {
+            return hint;
+        }
+        cursor = e.source();
+    }
+    None
+}
+
 impl From<BoxError> for Error {
     fn from(error: BoxError) -> Self {
         Error::from_box(error)

@@ -46,7 +46,7 @@ mod stack;
 
 pub use builder::ReliabilityLayerBuilder;
 pub use config::{ConfigFileError, Policies, PolicyConfig, ReliabilityConfig};
-pub use error::{Error, ErrorKind};
+pub use error::{retry_after_hint, Error, ErrorKind};
 pub use ext::{protect, Protected, ServiceBuilderExt};
 pub use http::{HttpErrorLayer, HttpErrors, HttpErrorsFuture};
 pub use layer::{ReliabilityLayer, Snapshot};

@@ -33,3 +33,36 @@ fn an_unknown_error_is_inner_and_keeps_its_source() {
     assert_eq!(err.retry_after(), None::<Duration>);
     assert_eq!(err.into_inner().to_string(), "nope");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_route_answers_429_with_retry_after() {
+    use tower::ServiceBuilder;
+    use tower_prism::ratelimit::RateLimitConfig;
+    use tower_prism::{ReliabilityLayer, ServiceBuilderExt};
+
+    let layer = ReliabilityLayer::builder()
+        .name("route")
+        .rate_limit(RateLimitConfig::new(1, Duration::from_secs(3)))
+        .build()
+        .unwrap();
+    let route = ServiceBuilder::new()
+        .http_errors()
+        .reliability(layer)
+        .service(service_fn(|_req: Request<()>| async {
+            Ok::<_, std::io::Error>(Response::new("paid".to_owned()))
+        }));
+
+    let first = route.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), first.body().as_str()),
+        (200, "paid")
+    );
+    let second = route.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()[http::header::RETRY_AFTER], "3");
+    assert!(second.body().is_empty());
+
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let third = route.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(third.status(), 200, "admitted again after Retry-After");
+}
