@@ -146,8 +146,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     println!(
-        "{:>4} {:>5} {:>5} {:>6} {:>8} {:>8} {:>8} {:>6} {:>7}  endpoints (requests this second; EJ = ejected)",
-        "sec", "sent", "ok", "5xx", "limited", "circuit", "no-endp", "other", "tokens"
+        "columns: admitted = passed the limiter; rejected = shed by the limiter, failed fast by"
+    );
+    println!(
+        "an open circuit or for lack of a healthy endpoint; ok / 5xx / conn-err = outcomes of"
+    );
+    println!(
+        "admitted calls; retried and breaker: '-' while those stages are not in this build.\n"
+    );
+    println!(
+        "{:>4} {:>5} {:>8} {:>8} {:>5} {:>4} {:>8} {:>7} {:>7}  endpoints (requests this second; EJ = ejected)",
+        "sec", "sent", "admitted", "rejected", "ok", "5xx", "conn-err", "retried", "breaker"
     );
     let mut last_requests: Vec<u64> = upstreams.iter().map(|u| u.requests()).collect();
     let mut events = Vec::new();
@@ -171,9 +180,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 format!("{}:{state}{alive} {delta:>3}", up.name())
             })
             .collect();
-        let tokens = layer.snapshot().rate_limit.map_or(0, |r| r.tokens);
+        let rejected = limited + circuit + no_endpoint;
+        let admitted = sent - limited;
         println!(
-            "{second:>4} {sent:>5} {ok:>5} {err5xx:>6} {limited:>8} {circuit:>8} {no_endpoint:>8} {other:>6} {tokens:>7}  {}",
+            "{second:>4} {sent:>5} {admitted:>8} {rejected:>8} {ok:>5} {err5xx:>4} {other:>8} {:>7} {:>7}  {}",
+            "-",
+            "-",
             health.join("  ")
         );
         // The script of faults.
@@ -211,7 +223,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  shed by the rate limiter  {limited}");
     println!("  failed fast, circuit open {circuit}");
     println!("  no healthy endpoint       {no_endpoint}");
-    println!("  other errors              {other}");
+    println!("  connection errors         {other}");
     let accounted = ok + err5xx + limited + circuit + no_endpoint + other;
     println!("  accounted for             {accounted} of {sent} (nothing lost, nothing hung)");
     let snapshot = endpoints.snapshot();
