@@ -1,0 +1,185 @@
+//! Rate limiter admit path, two threads on one shared limiter: tower-prism (unkeyed and
+//! keyed) beside governor (direct and keyed, check-and-call) and tower's `RateLimit` behind
+//! `Buffer` (so it can be shared as ours is). Every limiter is sized so that all calls are
+//! admitted: this measures the cost of the admission decision, not of rejections.
+//!
+//! Time per iteration = wall time for both threads to make `iters` calls each.
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::pin;
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use governor::{Quota, RateLimiter};
+use tower::{Service, ServiceExt};
+use tower_layer::Layer;
+use tower_prism_bench::Noop;
+use tower_prism_ratelimit::RateLimitLayer;
+
+const THREADS: usize = 2;
+const KEYS: u64 = 64;
+
+/// Runs `work(thread, iters)` on `THREADS` threads at once; returns the wall time.
+fn on_threads<F>(iters: u64, make: impl Fn() -> F) -> Duration
+where
+    F: FnOnce(u64) + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(THREADS + 1));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let work = make();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                work(iters);
+                barrier.wait();
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    barrier.wait();
+    let elapsed = start.elapsed();
+    for h in handles {
+        h.join().unwrap();
+    }
+    elapsed
+}
+
+/// poll_ready + call + poll the response once, with a no-op waker (every service here
+/// answers at once).
+fn call_now<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, req: u64) {
+    assert!(svc.poll_ready(cx).is_ready());
+    let fut = pin!(svc.call(req));
+    match fut.poll(cx) {
+        Poll::Ready(Ok(_)) => {}
+        _ => panic!("not admitted at once"),
+    }
+}
+
+fn admit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ratelimit/admit_2_threads");
+    let huge = NonZeroU32::new(1_000_000_000).unwrap();
+    let burst = NonZeroU32::new(1_000_000).unwrap();
+
+    let prism = RateLimitLayer::builder()
+        .rate(1_000_000_000, Duration::from_secs(1))
+        .burst(1_000_000)
+        .build()
+        .unwrap();
+    group.bench_function("prism_unkeyed", |b| {
+        b.iter_custom(|iters| {
+            on_threads(iters, || {
+                let mut svc = prism.layer(Noop);
+                move |n| {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    for i in 0..n {
+                        call_now(&mut svc, &mut cx, i);
+                    }
+                }
+            })
+        })
+    });
+
+    let governor = Arc::new(RateLimiter::direct(Quota::per_second(huge).allow_burst(burst)));
+    group.bench_function("governor_direct", |b| {
+        b.iter_custom(|iters| {
+            on_threads(iters, || {
+                let limiter = governor.clone();
+                let mut svc = Noop;
+                move |n| {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    for i in 0..n {
+                        limiter.check().expect("admitted");
+                        call_now(&mut svc, &mut cx, i);
+                    }
+                }
+            })
+        })
+    });
+
+    let prism_keyed = RateLimitLayer::builder()
+        .rate(1_000_000_000, Duration::from_secs(1))
+        .burst(1_000_000)
+        .build()
+        .unwrap()
+        .key_fn(|req: &u64| *req % KEYS);
+    group.bench_function("prism_keyed", |b| {
+        b.iter_custom(|iters| {
+            on_threads(iters, || {
+                let mut svc = prism_keyed.layer(Noop);
+                move |n| {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    for i in 0..n {
+                        call_now(&mut svc, &mut cx, i);
+                    }
+                }
+            })
+        })
+    });
+
+    let governor_keyed = Arc::new(RateLimiter::<u64, _, _>::keyed(
+        Quota::per_second(huge).allow_burst(burst),
+    ));
+    group.bench_function("governor_keyed", |b| {
+        b.iter_custom(|iters| {
+            on_threads(iters, || {
+                let limiter = governor_keyed.clone();
+                let mut svc = Noop;
+                move |n| {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    for i in 0..n {
+                        limiter.check_key(&(i % KEYS)).expect("admitted");
+                        call_now(&mut svc, &mut cx, i);
+                    }
+                }
+            })
+        })
+    });
+
+    // tower's RateLimit is not Clone: share it the usual way, behind a Buffer, with the
+    // callers as tasks on a 2-worker runtime.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(THREADS)
+        .enable_all()
+        .build()
+        .unwrap();
+    let buffered = {
+        let _guard = runtime.enter();
+        tower::buffer::Buffer::new(
+            tower::limit::RateLimit::new(
+                Noop,
+                tower::limit::rate::Rate::new(1_000_000_000, Duration::from_secs(1)),
+            ),
+            1024,
+        )
+    };
+    group.bench_function("tower_buffered", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..THREADS)
+                    .map(|_| {
+                        let mut svc = buffered.clone();
+                        tokio::spawn(async move {
+                            for i in 0..iters {
+                                svc.ready().await.unwrap().call(i).await.unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, admit);
+criterion_main!(benches);
