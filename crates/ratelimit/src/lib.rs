@@ -65,6 +65,8 @@ mod layer;
 mod limiter;
 pub mod policy;
 mod queue;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod service;
 
 pub use adaptive::AdaptiveConfig;

@@ -1,0 +1,200 @@
+//! Integration tests of the Redis rate limiter against real `redis-server` processes.
+#![cfg(feature = "redis")]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tower_prism_ratelimit::redis::{FailurePolicy, RedisError, RedisRateLimitLayer};
+use tower_prism_ratelimit::Error;
+
+struct Server {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Server {
+    /// Starts redis-server on a free loopback port, or `None` when skipping is allowed.
+    fn start() -> Option<Server> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut s = Server { child: None, port };
+        if !s.spawn() {
+            return None;
+        }
+        Some(s)
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(c) => self.child = Some(c),
+            Err(e) => {
+                if std::env::var("PRISM_SKIP_REDIS").as_deref() == Ok("1") {
+                    return false;
+                }
+                panic!(
+                    "redis-server not found on PATH ({e}); install it or set PRISM_SKIP_REDIS=1"
+                );
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn layer(url: &str, policy: FailurePolicy) -> RedisRateLimitLayer {
+    RedisRateLimitLayer::builder(url, "t")
+        .rate(10, Duration::from_secs(1))
+        .burst(10)
+        .timeout(Duration::from_millis(100))
+        .failure_policy(policy)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_one_limit() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let layers: Vec<_> = (0..3)
+        .map(|_| layer(&server.url(), FailurePolicy::FailClosed))
+        .collect();
+    let start = Instant::now();
+    let mut admitted = 0u64;
+    let mut rated = 0u64;
+    for i in 0..90 {
+        match layers[i % 3].acquire().await {
+            Ok(()) => admitted += 1,
+            Err(e) => match e.downcast_ref::<Error>() {
+                Some(Error::RateLimited { retry_after }) => {
+                    assert!(*retry_after <= Duration::from_millis(100));
+                    rated += 1;
+                }
+                _ => panic!("unexpected error {e}"),
+            },
+        }
+    }
+    let bound = 10 + (start.elapsed().as_secs_f64() * 10.0).ceil() as u64;
+    assert!(admitted >= 10, "burst not admitted: {admitted}");
+    assert!(admitted <= bound, "admitted {admitted} > bound {bound}");
+    assert_eq!(admitted + rated, 90);
+    let total: u64 = layers.iter().map(|l| l.snapshot().admitted).sum();
+    assert_eq!(total, admitted);
+}
+
+#[tokio::test]
+async fn bad_url_is_a_config_error() {
+    let err = RedisRateLimitLayer::builder("http://nope", "t")
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RedisError::Config(_)), "{err}");
+    let err = RedisRateLimitLayer::builder("redis://127.0.0.1:1/", "t")
+        .rate(0, Duration::from_secs(1))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RedisError::Config(_)), "{err}");
+}
+
+async fn outage(policy: FailurePolicy) -> (u64, Vec<Result<(), String>>) {
+    let Some(mut server) = Server::start() else {
+        return (0, vec![]);
+    };
+    let l = layer(&server.url(), policy);
+    l.acquire().await.expect("first request admitted by redis");
+    server.kill();
+    let mut during = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = l.acquire().await;
+        assert!(t.elapsed() < Duration::from_millis(400), "a call hung");
+        during.push(r.map_err(|e| {
+            if let Some(RedisError::Unavailable(_)) = e.downcast_ref::<RedisError>() {
+                "unavailable".to_string()
+            } else if let Some(Error::RateLimited { .. }) = e.downcast_ref::<Error>() {
+                "rated".to_string()
+            } else {
+                format!("other: {e}")
+            }
+        }));
+    }
+    let errors = l.snapshot().backend_errors;
+    assert!(errors >= 5, "backend errors counted: {errors}");
+    // Recovery: restart on the same port; decisions come from Redis again.
+    assert!(server.spawn());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let before = l.snapshot().backend_errors;
+        let _ = l.acquire().await;
+        if l.snapshot().backend_errors == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not recover after redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (errors, during)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_fail_open_admits_and_recovers() {
+    let (_, during) = outage(FailurePolicy::FailOpen).await;
+    assert!(during.iter().all(|r| r.is_ok()), "{during:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_fail_closed_rejects_typed_and_recovers() {
+    let (_, during) = outage(FailurePolicy::FailClosed).await;
+    assert!(
+        during
+            .iter()
+            .all(|r| r.as_ref().err().map(String::as_str) == Some("unavailable")),
+        "{during:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_local_fallback_uses_a_share_of_the_limit() {
+    // rate 10, burst 10, 5 instances: the fallback bucket holds 2 tokens.
+    let (_, during) = outage(FailurePolicy::LocalFallback { instances: 5 }).await;
+    if during.is_empty() {
+        return;
+    }
+    let ok = during.iter().filter(|r| r.is_ok()).count();
+    assert!((2..=3).contains(&ok), "{during:?}");
+    assert!(during
+        .iter()
+        .all(|r| r.is_ok() || r.as_ref().err().map(String::as_str) == Some("rated")));
+}
