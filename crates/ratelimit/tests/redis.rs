@@ -198,3 +198,59 @@ async fn outage_local_fallback_uses_a_share_of_the_limit() {
         .iter()
         .all(|r| r.is_ok() || r.as_ref().err().map(String::as_str) == Some("rated")));
 }
+
+/// Child-process half of `second_process_shares_the_limit`: spends the burst it can get and
+/// prints how many it got.
+#[tokio::test]
+async fn child_process_part() {
+    let Ok(url) = std::env::var("PRISM_REDIS_CHILD_URL") else {
+        return;
+    };
+    let l = layer(&url, FailurePolicy::FailClosed);
+    let mut ok = 0;
+    for _ in 0..30 {
+        if l.acquire().await.is_ok() {
+            ok += 1;
+        }
+    }
+    println!("CHILD_ADMITTED={ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_process_shares_the_limit() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let start = Instant::now();
+    let exe = std::env::current_exe().unwrap();
+    let child = Command::new(exe)
+        .args([
+            "child_process_part",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PRISM_REDIS_CHILD_URL", server.url())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let l = layer(&server.url(), FailurePolicy::FailClosed);
+    let mut ours = 0u64;
+    for _ in 0..30 {
+        if l.acquire().await.is_ok() {
+            ours += 1;
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let theirs: u64 = text
+        .lines()
+        .find_map(|l| l.split("CHILD_ADMITTED=").nth(1))
+        .unwrap_or_else(|| panic!("child printed no count: {text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let bound = 10 + (start.elapsed().as_secs_f64() * 10.0).ceil() as u64;
+    assert!(ours + theirs >= 10, "{ours} + {theirs}");
+    assert!(ours + theirs <= bound, "{ours} + {theirs} > {bound}");
+}

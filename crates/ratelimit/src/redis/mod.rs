@@ -11,7 +11,7 @@
 //! admit ([`FailurePolicy::FailOpen`]), reject with [`RedisError::Unavailable`]
 //! ([`FailurePolicy::FailClosed`]) or use an in-process bucket sized `rate / instances`
 //! ([`FailurePolicy::LocalFallback`]). The connection is a
-//! [`ConnectionManager`](::redis::aio::ConnectionManager) that reconnects by itself, so the
+//! [`ConnectionManager`] that reconnects by itself, so the
 //! limiter recovers when Redis comes back.
 //!
 //! ```no_run
@@ -265,7 +265,9 @@ impl State {
                     }
                     FailurePolicy::FailClosed => Err(Box::new(RedisError::Unavailable(e))),
                     FailurePolicy::LocalFallback { .. } => {
-                        let bucket = self.fallback.as_ref().expect("built with the policy");
+                        let Some(bucket) = self.fallback.as_ref() else {
+                            return Err(Box::new(RedisError::Unavailable(e)));
+                        };
                         let now =
                             u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
                         match bucket.try_acquire(now, 1) {
