@@ -254,3 +254,39 @@ async fn second_process_shares_the_limit() {
     assert!(ours + theirs >= 10, "{ours} + {theirs}");
     assert!(ours + theirs <= bound, "{ours} + {theirs} > {bound}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_allotment_stays_within_its_bound() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let n = 4u64;
+    let instances = 3u64;
+    let layers: Vec<_> = (0..instances)
+        .map(|_| {
+            RedisRateLimitLayer::builder(server.url(), "pre")
+                .rate(10, Duration::from_secs(1))
+                .burst(10)
+                .pre_allot(n as u32)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let start = Instant::now();
+    let mut admitted = 0u64;
+    for i in 0..90 {
+        if layers[i % 3].acquire().await.is_ok() {
+            admitted += 1;
+        }
+    }
+    let bound = 10 + (start.elapsed().as_secs_f64() * 10.0).ceil() as u64 + instances * (n - 1);
+    // Batches of 4 from a burst of 10: two whole batches fit at once.
+    assert!(admitted >= 8, "{admitted}");
+    assert!(admitted <= bound, "admitted {admitted} > bound {bound}");
+    let err = RedisRateLimitLayer::builder(server.url(), "pre")
+        .burst(3)
+        .pre_allot(4)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RedisError::Config(_)), "{err}");
+}

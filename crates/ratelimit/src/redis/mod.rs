@@ -11,6 +11,12 @@
 //! admit ([`FailurePolicy::FailOpen`]), reject with [`RedisError::Unavailable`]
 //! ([`FailurePolicy::FailClosed`]) or use an in-process bucket sized `rate / instances`
 //! ([`FailurePolicy::LocalFallback`]). The connection is a
+//! With [`RedisRateLimitBuilder::pre_allot`]`(n)`, an instance takes `n` tokens per round
+//! trip and hands them out locally (one atomic decrement, no round trip) before asking again.
+//! Tokens are still counted in Redis when taken, so the bound becomes
+//! `d * rate + burst + instances * (n - 1)` over a window `d`: an instance may spend inside
+//! the window up to `n - 1` tokens it took before it.
+//!
 //! [`ConnectionManager`] that reconnects by itself, so the
 //! limiter recovers when Redis comes back.
 //!
@@ -108,9 +114,16 @@ pub struct RedisRateLimitBuilder {
     burst: Option<u32>,
     timeout: Duration,
     policy: FailurePolicy,
+    batch: u32,
 }
 
 impl RedisRateLimitBuilder {
+    /// Takes `n` tokens from Redis per round trip and spends them locally (default 1: no
+    /// pre-allotment). Must not exceed the burst. See the module docs for the bound.
+    pub fn pre_allot(mut self, n: u32) -> Self {
+        self.batch = n;
+        self
+    }
     /// `rate` requests per `per` (default 100 per second).
     pub fn rate(mut self, rate: u64, per: Duration) -> Self {
         self.rate = rate;
@@ -161,6 +174,12 @@ impl RedisRateLimitBuilder {
         let burst = self
             .burst
             .unwrap_or_else(|| u32::try_from(self.rate).unwrap_or(u32::MAX));
+        if self.batch == 0 || self.batch > burst {
+            return Err(RedisError::Config(format!(
+                "pre_allot must be in 1..=burst ({burst}), got {}",
+                self.batch
+            )));
+        }
         let fallback = match self.policy {
             FailurePolicy::LocalFallback { instances } => Some(AtomicBucket::new(Quota {
                 interval_nanos: interval_us.saturating_mul(1000 * u64::from(instances)),
@@ -187,6 +206,8 @@ impl RedisRateLimitBuilder {
             n_rejected: Default::default(),
             n_errors: Default::default(),
             name: self.name,
+            batch: self.batch,
+            local: Default::default(),
         };
         Ok(RedisRateLimitLayer {
             state: Arc::new(state),
@@ -212,6 +233,8 @@ struct State {
     n_rejected: std::sync::atomic::AtomicU64,
     n_errors: std::sync::atomic::AtomicU64,
     name: String,
+    batch: u32,
+    local: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for State {
@@ -239,7 +262,7 @@ impl State {
         .map_err(|e| e.to_string())?;
         let mut conn = conn.clone();
         let mut inv = self.script.key(&self.key);
-        inv.arg(self.interval_us).arg(self.burst).arg(1u32);
+        inv.arg(self.interval_us).arg(self.burst).arg(self.batch);
         let r: Result<(i64, i64), _> =
             tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
                 .await
@@ -248,8 +271,18 @@ impl State {
     }
 
     async fn decide(&self) -> Result<(), tower_service_box::BoxError> {
+        if self.batch > 1
+            && self
+                .local
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.admit();
+            return Ok(());
+        }
         match self.ask_redis().await {
             Ok((1, _)) => {
+                self.local.fetch_add(u64::from(self.batch - 1), Relaxed);
                 self.admit();
                 Ok(())
             }
@@ -319,6 +352,7 @@ impl RedisRateLimitLayer {
             burst: None,
             timeout: Duration::from_millis(50),
             policy: FailurePolicy::FailClosed,
+            batch: 1,
         }
     }
 
