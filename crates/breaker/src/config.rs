@@ -1,0 +1,440 @@
+//! Breaker configuration: serde (TOML-friendly, humantime durations) and a builder.
+//!
+//! A [`BreakerConfig`] is always valid: the only ways to get one are
+//! [`BreakerConfigBuilder::build`] and deserialization, and both validate.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tower_prism_core::config::{check_duration, check_nonzero, check_positive, check_ratio};
+use tower_prism_core::ConfigError;
+
+/// Largest count window, and largest time-window bucket count.
+pub const MAX_WINDOW_SIZE: u32 = 1 << 20;
+/// Largest number of concurrent half-open probes.
+pub const MAX_PROBES: u32 = 1000;
+/// Largest number of buckets in a time window.
+pub const MAX_BUCKETS: u32 = 1000;
+
+/// The sliding window the failure and slow-call rates are computed over.
+///
+/// In TOML: `window = { type = "count", size = 100 }` or
+/// `window = { type = "time", duration = "60s", buckets = 10 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Window {
+    /// The last `size` calls.
+    Count {
+        /// Number of calls in the window.
+        size: u32,
+    },
+    /// The calls of the last `duration`, counted in `buckets` slices of `duration / buckets`.
+    Time {
+        /// Length of the window.
+        #[serde(with = "tower_prism_core::config::duration")]
+        duration: Duration,
+        /// Number of slices the window is kept in; it slides by one slice at a time.
+        buckets: u32,
+    },
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window::Count { size: 100 }
+    }
+}
+
+/// A validated circuit breaker configuration. Build one with [`BreakerConfig::builder`] or
+/// deserialize it (unknown fields and bad values are errors naming the field).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_prism_breaker::{BreakerConfig, Window};
+///
+/// let config = BreakerConfig::builder()
+///     .name("payments")
+///     .window(Window::Count { size: 50 })
+///     .minimum_calls(10)
+///     .failure_rate_threshold(0.5)
+///     .wait_duration(Duration::from_secs(10))
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.minimum_calls(), 10);
+///
+/// let err = BreakerConfig::builder().failure_rate_threshold(1.5).build().unwrap_err();
+/// assert_eq!(err.field(), "failure_rate_threshold");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "BreakerConfigBuilder", into = "BreakerConfigBuilder")]
+pub struct BreakerConfig {
+    raw: BreakerConfigBuilder,
+}
+
+/// Builder (and serde form) of a [`BreakerConfig`]; every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfigBuilder {
+    name: String,
+    window: Window,
+    minimum_calls: u32,
+    failure_rate_threshold: f64,
+    slow_call_rate_threshold: f64,
+    #[serde(with = "tower_prism_core::config::duration")]
+    slow_call_duration: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consecutive_failures: Option<u32>,
+    #[serde(with = "tower_prism_core::config::duration")]
+    wait_duration: Duration,
+    backoff_multiplier: f64,
+    #[serde(with = "tower_prism_core::config::duration")]
+    max_wait_duration: Duration,
+    permitted_calls_in_half_open: u32,
+    count_fatal: bool,
+    count_not_retryable: bool,
+}
+
+impl Default for BreakerConfigBuilder {
+    fn default() -> Self {
+        BreakerConfigBuilder {
+            name: "default".to_owned(),
+            window: Window::default(),
+            minimum_calls: 20,
+            failure_rate_threshold: 0.5,
+            slow_call_rate_threshold: 1.0,
+            slow_call_duration: Duration::from_secs(60),
+            consecutive_failures: None,
+            wait_duration: Duration::from_secs(30),
+            backoff_multiplier: 1.0,
+            max_wait_duration: Duration::from_secs(300),
+            permitted_calls_in_half_open: 10,
+            count_fatal: false,
+            count_not_retryable: true,
+        }
+    }
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            raw: BreakerConfigBuilder::default(),
+        }
+    }
+}
+
+impl TryFrom<BreakerConfigBuilder> for BreakerConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: BreakerConfigBuilder) -> Result<Self, ConfigError> {
+        raw.build()
+    }
+}
+
+impl From<BreakerConfig> for BreakerConfigBuilder {
+    fn from(config: BreakerConfig) -> Self {
+        config.raw
+    }
+}
+
+impl BreakerConfig {
+    /// A builder starting from the defaults: count window of 100 calls, `minimum_calls` 20,
+    /// failure rate threshold 0.5, slow calls (over 60 s) not tripping, open for 30 s (no
+    /// growth, cap 5 min), 10 half-open probes, `Fatal` not counted, not-retryable counted.
+    pub fn builder() -> BreakerConfigBuilder {
+        BreakerConfigBuilder::default()
+    }
+
+    /// A builder starting from this config, to change a few values.
+    pub fn to_builder(&self) -> BreakerConfigBuilder {
+        self.raw.clone()
+    }
+
+    /// The policy name, used as the metrics `name` label and in log events.
+    pub fn name(&self) -> &str {
+        &self.raw.name
+    }
+    /// The sliding window.
+    pub fn window(&self) -> Window {
+        self.raw.window
+    }
+    /// Calls the window must hold before the rates can trip the breaker.
+    pub fn minimum_calls(&self) -> u32 {
+        self.raw.minimum_calls
+    }
+    /// Failure rate (0 to 1] at or above which the breaker opens.
+    pub fn failure_rate_threshold(&self) -> f64 {
+        self.raw.failure_rate_threshold
+    }
+    /// Slow-call rate (0 to 1] at or above which the breaker opens.
+    pub fn slow_call_rate_threshold(&self) -> f64 {
+        self.raw.slow_call_rate_threshold
+    }
+    /// Calls taking longer than this are slow.
+    pub fn slow_call_duration(&self) -> Duration {
+        self.raw.slow_call_duration
+    }
+    /// Failures in a row that open the breaker regardless of the window, if set.
+    pub fn consecutive_failures(&self) -> Option<u32> {
+        self.raw.consecutive_failures
+    }
+    /// How long the breaker stays open before letting probes through.
+    pub fn wait_duration(&self) -> Duration {
+        self.raw.wait_duration
+    }
+    /// Factor the open wait grows by each time a half-open probe round fails (1 = no growth).
+    pub fn backoff_multiplier(&self) -> f64 {
+        self.raw.backoff_multiplier
+    }
+    /// Cap of the growing open wait.
+    pub fn max_wait_duration(&self) -> Duration {
+        self.raw.max_wait_duration
+    }
+    /// Probes let through concurrently while half-open; their results close or re-open.
+    pub fn permitted_calls_in_half_open(&self) -> u32 {
+        self.raw.permitted_calls_in_half_open
+    }
+    /// Whether [`Outcome::Fatal`](tower_prism_core::Outcome::Fatal) calls count as failures.
+    pub fn count_fatal(&self) -> bool {
+        self.raw.count_fatal
+    }
+    /// Whether not-retryable failures count as failures.
+    pub fn count_not_retryable(&self) -> bool {
+        self.raw.count_not_retryable
+    }
+}
+
+impl BreakerConfigBuilder {
+    /// Sets the policy name (metrics label, log events).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+    /// Sets the sliding window.
+    pub fn window(mut self, window: Window) -> Self {
+        self.window = window;
+        self
+    }
+    /// Sets the calls needed in the window before the rates can trip the breaker.
+    pub fn minimum_calls(mut self, calls: u32) -> Self {
+        self.minimum_calls = calls;
+        self
+    }
+    /// Sets the failure rate, in (0, 1], that opens the breaker.
+    pub fn failure_rate_threshold(mut self, rate: f64) -> Self {
+        self.failure_rate_threshold = rate;
+        self
+    }
+    /// Sets the slow-call rate, in (0, 1], that opens the breaker.
+    pub fn slow_call_rate_threshold(mut self, rate: f64) -> Self {
+        self.slow_call_rate_threshold = rate;
+        self
+    }
+    /// Sets the duration above which a call is slow.
+    pub fn slow_call_duration(mut self, duration: Duration) -> Self {
+        self.slow_call_duration = duration;
+        self
+    }
+    /// Also opens the breaker after this many failures in a row (`None`: off).
+    pub fn consecutive_failures(mut self, failures: impl Into<Option<u32>>) -> Self {
+        self.consecutive_failures = failures.into();
+        self
+    }
+    /// Sets how long the breaker stays open before probing.
+    pub fn wait_duration(mut self, duration: Duration) -> Self {
+        self.wait_duration = duration;
+        self
+    }
+    /// Grows the open wait by `multiplier` after each failed probe round, up to `max`.
+    pub fn exponential_backoff(mut self, multiplier: f64, max: Duration) -> Self {
+        self.backoff_multiplier = multiplier;
+        self.max_wait_duration = max;
+        self
+    }
+    /// Sets the number of concurrent half-open probes.
+    pub fn permitted_calls_in_half_open(mut self, calls: u32) -> Self {
+        self.permitted_calls_in_half_open = calls;
+        self
+    }
+    /// Whether `Fatal` outcomes count as failures (default: no).
+    pub fn count_fatal(mut self, count: bool) -> Self {
+        self.count_fatal = count;
+        self
+    }
+    /// Whether not-retryable failures count as failures (default: yes).
+    pub fn count_not_retryable(mut self, count: bool) -> Self {
+        self.count_not_retryable = count;
+        self
+    }
+
+    /// Checks every value and returns the config, or an error naming the first bad field.
+    pub fn build(self) -> Result<BreakerConfig, ConfigError> {
+        match self.window {
+            Window::Count { size } => {
+                check_nonzero("window.size", size)?;
+                if size > MAX_WINDOW_SIZE {
+                    return Err(ConfigError::new(
+                        "window.size",
+                        size,
+                        format!("must be at most {MAX_WINDOW_SIZE}"),
+                    ));
+                }
+                if self.minimum_calls > size {
+                    return Err(ConfigError::new(
+                        "minimum_calls",
+                        self.minimum_calls,
+                        format!("must be at most the window size ({size}), or the breaker never trips"),
+                    ));
+                }
+            }
+            Window::Time { duration, buckets } => {
+                check_duration("window.duration", duration)?;
+                check_nonzero("window.buckets", buckets)?;
+                if buckets > MAX_BUCKETS {
+                    return Err(ConfigError::new(
+                        "window.buckets",
+                        buckets,
+                        format!("must be at most {MAX_BUCKETS}"),
+                    ));
+                }
+                if duration.as_nanos() / u128::from(buckets) == 0 {
+                    return Err(ConfigError::new(
+                        "window.duration",
+                        humantime::format_duration(duration),
+                        "is shorter than one nanosecond per bucket",
+                    ));
+                }
+            }
+        }
+        check_nonzero("minimum_calls", self.minimum_calls)?;
+        check_ratio("failure_rate_threshold", self.failure_rate_threshold)?;
+        check_ratio("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
+        check_duration("slow_call_duration", self.slow_call_duration)?;
+        if let Some(n) = self.consecutive_failures {
+            check_nonzero("consecutive_failures", n)?;
+        }
+        check_duration("wait_duration", self.wait_duration)?;
+        check_positive("backoff_multiplier", self.backoff_multiplier)?;
+        if self.backoff_multiplier < 1.0 {
+            return Err(ConfigError::new(
+                "backoff_multiplier",
+                self.backoff_multiplier,
+                "must be at least 1 (1 keeps the wait constant)",
+            ));
+        }
+        if self.max_wait_duration < self.wait_duration {
+            return Err(ConfigError::new(
+                "max_wait_duration",
+                humantime::format_duration(self.max_wait_duration),
+                "must be at least wait_duration",
+            ));
+        }
+        check_nonzero("permitted_calls_in_half_open", self.permitted_calls_in_half_open)?;
+        if self.permitted_calls_in_half_open > MAX_PROBES {
+            return Err(ConfigError::new(
+                "permitted_calls_in_half_open",
+                self.permitted_calls_in_half_open,
+                format!("must be at most {MAX_PROBES}"),
+            ));
+        }
+        Ok(BreakerConfig { raw: self })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let built = BreakerConfig::builder().build().unwrap();
+        assert_eq!(built, BreakerConfig::default());
+        assert_eq!(built.window(), Window::Count { size: 100 });
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases: Vec<(BreakerConfigBuilder, &str)> = vec![
+            (BreakerConfig::builder().failure_rate_threshold(1.5), "failure_rate_threshold"),
+            (BreakerConfig::builder().slow_call_rate_threshold(0.0), "slow_call_rate_threshold"),
+            (BreakerConfig::builder().window(Window::Count { size: 0 }), "window.size"),
+            (
+                BreakerConfig::builder().window(Window::Count { size: MAX_WINDOW_SIZE + 1 }),
+                "window.size",
+            ),
+            (
+                BreakerConfig::builder().window(Window::Time { duration: Duration::ZERO, buckets: 2 }),
+                "window.duration",
+            ),
+            (
+                BreakerConfig::builder()
+                    .window(Window::Time { duration: Duration::from_secs(1), buckets: 0 }),
+                "window.buckets",
+            ),
+            (BreakerConfig::builder().minimum_calls(0), "minimum_calls"),
+            (
+                BreakerConfig::builder().window(Window::Count { size: 10 }).minimum_calls(11),
+                "minimum_calls",
+            ),
+            (BreakerConfig::builder().slow_call_duration(Duration::ZERO), "slow_call_duration"),
+            (BreakerConfig::builder().consecutive_failures(0), "consecutive_failures"),
+            (BreakerConfig::builder().wait_duration(Duration::ZERO), "wait_duration"),
+            (
+                BreakerConfig::builder().exponential_backoff(0.5, Duration::from_secs(60)),
+                "backoff_multiplier",
+            ),
+            (
+                BreakerConfig::builder().exponential_backoff(f64::NAN, Duration::from_secs(60)),
+                "backoff_multiplier",
+            ),
+            (
+                BreakerConfig::builder().exponential_backoff(2.0, Duration::from_secs(1)),
+                "max_wait_duration",
+            ),
+            (BreakerConfig::builder().permitted_calls_in_half_open(0), "permitted_calls_in_half_open"),
+            (
+                BreakerConfig::builder().permitted_calls_in_half_open(MAX_PROBES + 1),
+                "permitted_calls_in_half_open",
+            ),
+        ];
+        for (builder, field) in cases {
+            let err = builder.build().unwrap_err();
+            assert_eq!(err.field(), field, "{err}");
+        }
+    }
+
+    #[test]
+    fn toml_round_trip_and_validation() {
+        let text = r#"
+            name = "payments"
+            window = { type = "time", duration = "30s", buckets = 6 }
+            minimum_calls = 5
+            failure_rate_threshold = 0.25
+            slow_call_duration = "250ms"
+            consecutive_failures = 3
+            wait_duration = "2s"
+            backoff_multiplier = 2.0
+            max_wait_duration = "1m"
+        "#;
+        let config: BreakerConfig = toml::from_str(text).unwrap();
+        assert_eq!(config.name(), "payments");
+        assert_eq!(
+            config.window(),
+            Window::Time { duration: Duration::from_secs(30), buckets: 6 }
+        );
+        assert_eq!(config.slow_call_duration(), Duration::from_millis(250));
+        assert_eq!(config.consecutive_failures(), Some(3));
+        assert_eq!(config.max_wait_duration(), Duration::from_secs(60));
+        let again: BreakerConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+        assert_eq!(again, config);
+
+        let err = toml::from_str::<BreakerConfig>("failure_rate_threshold = 1.5").unwrap_err();
+        assert!(err.to_string().contains("failure_rate_threshold"), "{err}");
+        let err = toml::from_str::<BreakerConfig>("window = { type = \"count\", size = 0 }")
+            .unwrap_err();
+        assert!(err.to_string().contains("window.size"), "{err}");
+        let err = toml::from_str::<BreakerConfig>("treshold = 0.5").unwrap_err();
+        assert!(err.to_string().contains("treshold"), "{err}");
+        let err = toml::from_str::<BreakerConfig>("window = { type = \"count\", size = 5, x = 1 }")
+            .unwrap_err();
+        assert!(err.to_string().contains('x'), "{err}");
+    }
+}

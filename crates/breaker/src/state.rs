@@ -1,0 +1,717 @@
+//! The breaker's state machine: lock-free in the closed state, brief locking on transitions.
+//!
+//! No tower types here: [`Breaker`] is driven by `acquire` / `record` / `release` with explicit
+//! instants, so it is unit-, proptest- and loom-testable on its own.
+
+use std::fmt;
+use std::sync::atomic::AtomicPtr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+use tokio::time::Instant;
+use tower_prism_core::metrics::{breaker as m, LABEL_FROM, LABEL_NAME, LABEL_OUTCOME, LABEL_TO};
+use tower_prism_core::sync::{
+    Arc, AtomicBool, AtomicU32, AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
+use tower_prism_core::{HealthSignal, Outcome};
+
+use crate::config::{BreakerConfig, Window};
+use crate::window::{CountWindow, Counts, SlidingWindow, TimeWindow};
+
+/// A breaker state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Calls pass; outcomes are counted.
+    Closed,
+    /// Calls are rejected until the wait is over.
+    Open,
+    /// A few probes pass; their outcomes close or re-open the breaker.
+    HalfOpen,
+    /// Opened by hand ([`Breaker::force_open`]); stays open until [`Breaker::reset`].
+    ForcedOpen,
+    /// Switched off by hand ([`Breaker::disable`]): every call passes, nothing is counted.
+    Disabled,
+}
+
+impl State {
+    const ALL: [State; 5] = [
+        State::Closed,
+        State::Open,
+        State::HalfOpen,
+        State::ForcedOpen,
+        State::Disabled,
+    ];
+
+    /// The state's number in the `prism_breaker_state` gauge (0 closed ... 4 disabled).
+    pub fn as_number(self) -> u8 {
+        self as u8
+    }
+
+    /// A short label: `closed`, `open`, `half_open`, `forced_open`, `disabled`.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+            State::ForcedOpen => "forced_open",
+            State::Disabled => "disabled",
+        }
+    }
+
+    fn from_number(n: u64) -> State {
+        State::ALL[(n as usize).min(4)]
+    }
+
+    fn rejects(self) -> bool {
+        matches!(self, State::Open | State::ForcedOpen)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_label())
+    }
+}
+
+/// What [`Breaker::snapshot`] reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSnapshot {
+    /// The current state.
+    pub state: State,
+    /// Calls in the sliding window (while half-open: probes finished).
+    pub calls: u32,
+    /// Of those, failures.
+    pub failures: u32,
+    /// Of those, slow calls.
+    pub slow_calls: u32,
+    /// `failures / calls` (0 with no calls).
+    pub failure_rate: f64,
+    /// `slow_calls / calls` (0 with no calls).
+    pub slow_call_rate: f64,
+    /// Failures in a row right now.
+    pub consecutive_failures: u32,
+    /// Probes admitted in the current half-open round.
+    pub probes_admitted: u32,
+    /// While open: time left before probing. While forced open: the wait duration.
+    pub retry_after: Option<Duration>,
+}
+
+// State word: generation << 8 | state number.
+fn pack_state(generation: u64, state: State) -> u64 {
+    (generation << 8) | u64::from(state.as_number())
+}
+fn unpack_state(word: u64) -> (u64, State) {
+    (word >> 8, State::from_number(word & 0xff))
+}
+
+// Half-open word: gen tag (24 bits) << 40 | admitted << 30 | successes << 20 | failures << 10 | slow.
+const HO_BITS: u32 = 10;
+const HO_MASK: u64 = (1 << HO_BITS) - 1;
+const HO_TAG_SHIFT: u32 = 40;
+const HO_TAG_MASK: u64 = (1 << 24) - 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Probes {
+    tag: u64,
+    admitted: u64,
+    successes: u64,
+    failures: u64,
+    slow: u64,
+}
+
+impl Probes {
+    fn fresh(generation: u64) -> Self {
+        Probes {
+            tag: generation & HO_TAG_MASK,
+            admitted: 0,
+            successes: 0,
+            failures: 0,
+            slow: 0,
+        }
+    }
+    fn unpack(w: u64) -> Self {
+        Probes {
+            tag: w >> HO_TAG_SHIFT,
+            admitted: (w >> (3 * HO_BITS)) & HO_MASK,
+            successes: (w >> (2 * HO_BITS)) & HO_MASK,
+            failures: (w >> HO_BITS) & HO_MASK,
+            slow: w & HO_MASK,
+        }
+    }
+    fn pack(self) -> u64 {
+        (self.tag << HO_TAG_SHIFT)
+            | (self.admitted << (3 * HO_BITS))
+            | (self.successes << (2 * HO_BITS))
+            | (self.failures << HO_BITS)
+            | self.slow
+    }
+    fn completed(self) -> u64 {
+        self.successes + self.failures
+    }
+}
+
+/// Permission for one call, from [`Breaker::acquire`]; hand it back to [`Breaker::record`] (call
+/// finished) or [`Breaker::release`] (call cancelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit {
+    generation: u64,
+    kind: PermitKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PermitKind {
+    Closed,
+    Probe,
+    Disabled,
+}
+
+impl Permit {
+    /// Whether this permit is one of the half-open probes.
+    pub fn is_probe(&self) -> bool {
+        self.kind == PermitKind::Probe
+    }
+}
+
+/// Tunables read on the hot path, as atomics so a running breaker can be reconfigured.
+#[derive(Debug)]
+struct Params {
+    failure_rate: AtomicU64,
+    slow_rate: AtomicU64,
+    slow_nanos: AtomicU64,
+    minimum_calls: AtomicU32,
+    consecutive: AtomicU32,
+    wait_nanos: AtomicU64,
+    max_wait_nanos: AtomicU64,
+    multiplier: AtomicU64,
+    probes: AtomicU32,
+    count_fatal: AtomicBool,
+    count_not_retryable: AtomicBool,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Params {
+    fn new(c: &BreakerConfig) -> Self {
+        Params {
+            failure_rate: AtomicU64::new(c.failure_rate_threshold().to_bits()),
+            slow_rate: AtomicU64::new(c.slow_call_rate_threshold().to_bits()),
+            slow_nanos: AtomicU64::new(nanos(c.slow_call_duration())),
+            minimum_calls: AtomicU32::new(c.minimum_calls()),
+            consecutive: AtomicU32::new(c.consecutive_failures().unwrap_or(0)),
+            wait_nanos: AtomicU64::new(nanos(c.wait_duration())),
+            max_wait_nanos: AtomicU64::new(nanos(c.max_wait_duration())),
+            multiplier: AtomicU64::new(c.backoff_multiplier().to_bits()),
+            probes: AtomicU32::new(c.permitted_calls_in_half_open()),
+            count_fatal: AtomicBool::new(c.count_fatal()),
+            count_not_retryable: AtomicBool::new(c.count_not_retryable()),
+        }
+    }
+
+    fn store(&self, c: &BreakerConfig) {
+        let fresh = Params::new(c);
+        macro_rules! copy {
+            ($($f:ident),*) => { $( self.$f.store(fresh.$f.load(Relaxed), Relaxed); )* };
+        }
+        copy!(
+            failure_rate,
+            slow_rate,
+            slow_nanos,
+            minimum_calls,
+            consecutive,
+            wait_nanos,
+            max_wait_nanos,
+            multiplier,
+            probes,
+            count_fatal,
+            count_not_retryable
+        );
+    }
+
+    fn trips(&self, c: Counts) -> bool {
+        let calls = f64::from(c.calls);
+        f64::from(c.failures) >= f64::from_bits(self.failure_rate.load(Relaxed)) * calls
+            || f64::from(c.slow) >= f64::from_bits(self.slow_rate.load(Relaxed)) * calls
+    }
+}
+
+/// Metric handles, registered once per breaker.
+struct Metrics {
+    calls: [Counter; 4],
+    rejected: Counter,
+    state: Gauge,
+    failure_rate: Gauge,
+    slow_call_rate: Gauge,
+    duration: Histogram,
+}
+
+impl Metrics {
+    fn new(name: &str) -> Self {
+        let calls = [
+            Outcome::Success,
+            Outcome::RETRYABLE,
+            Outcome::NOT_RETRYABLE,
+            Outcome::Fatal,
+        ]
+        .map(|o| {
+            metrics::counter!(m::CALLS_TOTAL, LABEL_NAME => name.to_owned(), LABEL_OUTCOME => o.as_label())
+        });
+        Metrics {
+            calls,
+            rejected: metrics::counter!(m::REJECTED_TOTAL, LABEL_NAME => name.to_owned()),
+            state: metrics::gauge!(m::STATE, LABEL_NAME => name.to_owned()),
+            failure_rate: metrics::gauge!(m::FAILURE_RATE, LABEL_NAME => name.to_owned()),
+            slow_call_rate: metrics::gauge!(m::SLOW_CALL_RATE, LABEL_NAME => name.to_owned()),
+            duration: metrics::histogram!(m::CALL_DURATION_SECONDS, LABEL_NAME => name.to_owned()),
+        }
+    }
+
+    fn calls(&self, outcome: Outcome) -> &Counter {
+        &self.calls[match outcome {
+            Outcome::Success => 0,
+            Outcome::Failure { retryable: true } => 1,
+            Outcome::Failure { retryable: false } => 2,
+            Outcome::Fatal => 3,
+        }]
+    }
+}
+
+/// Cold-path state, under the transition lock.
+#[derive(Default)]
+struct Control {
+    /// Opens since the breaker last closed (drives the growing wait).
+    reopens: u32,
+    /// Every window ever installed; kept alive until the breaker drops (see `window()`).
+    windows: Vec<Box<SlidingWindow>>,
+    window_shape: Option<Window>,
+}
+
+struct Core {
+    name: String,
+    start: Instant,
+    state: AtomicU64,
+    open_until: AtomicU64,
+    half_open: AtomicU64,
+    consecutive: AtomicU32,
+    window: AtomicPtr<SlidingWindow>,
+    params: Params,
+    control: Mutex<Control>,
+    metrics: Metrics,
+    health: Option<HealthSignal>,
+}
+
+/// A circuit breaker's shared state. Cloning gives another handle to the same breaker.
+///
+/// [`CircuitBreakerLayer::handle`](crate::CircuitBreakerLayer::handle) returns one; use it
+/// for [`snapshot`](Breaker::snapshot), manual control and [`reconfigure`](Breaker::reconfigure).
+#[derive(Clone)]
+pub struct Breaker {
+    core: Arc<Core>,
+}
+
+impl fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("name", &self.core.name)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+fn build_window(shape: Window) -> Box<SlidingWindow> {
+    Box::new(match shape {
+        Window::Count { size } => SlidingWindow::Count(CountWindow::new(size)),
+        Window::Time { duration, buckets } => {
+            let width = nanos(duration) / u64::from(buckets.max(1));
+            SlidingWindow::Time(TimeWindow::new(width, buckets))
+        }
+    })
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(config: BreakerConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// A closed breaker that publishes every classified call and its open/closed state to
+    /// `health`.
+    pub fn with_health(config: BreakerConfig, health: HealthSignal) -> Self {
+        Self::build(config, Some(health))
+    }
+
+    fn build(config: BreakerConfig, health: Option<HealthSignal>) -> Self {
+        let mut window = build_window(config.window());
+        let ptr: *mut SlidingWindow = &mut *window;
+        let control = Control {
+            reopens: 0,
+            windows: vec![window],
+            window_shape: Some(config.window()),
+        };
+        let core = Core {
+            name: config.name().to_owned(),
+            start: Instant::now(),
+            state: AtomicU64::new(pack_state(0, State::Closed)),
+            open_until: AtomicU64::new(0),
+            half_open: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            window: AtomicPtr::new(ptr),
+            params: Params::new(&config),
+            control: Mutex::new(control),
+            metrics: Metrics::new(config.name()),
+            health,
+        };
+        core.metrics.state.set(0.0);
+        if let Some(h) = &core.health {
+            h.set_circuit_open(false);
+        }
+        Breaker {
+            core: Arc::new(core),
+        }
+    }
+
+    /// The policy name.
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// The current state (as of now: an open breaker whose wait is over reports `Open` until
+    /// the next call moves it to half-open).
+    pub fn state(&self) -> State {
+        unpack_state(self.core.state.load(Acquire)).1
+    }
+
+    fn window(&self) -> &SlidingWindow {
+        // SAFETY: the pointer always comes from a `Box<SlidingWindow>` pushed into
+        // `control.windows`, which is never removed, moved out of or dropped before `Core`
+        // itself; a Box's heap contents do not move when the Vec reallocates.
+        unsafe { &*self.core.window.load(Acquire) }
+    }
+
+    fn nanos_at(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.core.start))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
+        self.core.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks to make a call at `now`. `Err(retry_after)` means the call is rejected.
+    pub fn acquire(&self, now: Instant) -> Result<Permit, Duration> {
+        let core = &*self.core;
+        loop {
+            let (generation, state) = unpack_state(core.state.load(Acquire));
+            match state {
+                State::Closed => {
+                    return Ok(Permit {
+                        generation,
+                        kind: PermitKind::Closed,
+                    })
+                }
+                State::Disabled => {
+                    return Ok(Permit {
+                        generation,
+                        kind: PermitKind::Disabled,
+                    })
+                }
+                State::ForcedOpen => return Err(self.reject(self.wait())),
+                State::Open => {
+                    let until = core.open_until.load(Acquire);
+                    let at = self.nanos_at(now);
+                    if at < until {
+                        return Err(self.reject(Duration::from_nanos(until - at)));
+                    }
+                    self.transition_from(generation, State::HalfOpen, now);
+                }
+                State::HalfOpen => {
+                    let limit = u64::from(core.params.probes.load(Relaxed));
+                    let mut word = core.half_open.load(Acquire);
+                    loop {
+                        let mut p = Probes::unpack(word);
+                        if p.tag != generation & HO_TAG_MASK {
+                            break; // the state moved on; look again
+                        }
+                        if p.admitted >= limit {
+                            return Err(self.reject(self.wait()));
+                        }
+                        p.admitted += 1;
+                        match core
+                            .half_open
+                            .compare_exchange_weak(word, p.pack(), AcqRel, Acquire)
+                        {
+                            Ok(_) => {
+                                return Ok(Permit {
+                                    generation,
+                                    kind: PermitKind::Probe,
+                                })
+                            }
+                            Err(actual) => word = actual,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn wait(&self) -> Duration {
+        Duration::from_nanos(self.core.params.wait_nanos.load(Relaxed))
+    }
+
+    fn reject(&self, retry_after: Duration) -> Duration {
+        self.core.metrics.rejected.increment(1);
+        tracing::debug!(breaker = %self.core.name, ?retry_after, "call rejected: circuit open");
+        retry_after
+    }
+
+    /// Gives back a permit whose call was cancelled: a probe's slot frees up; nothing is counted.
+    pub fn release(&self, permit: Permit) {
+        if permit.kind != PermitKind::Probe {
+            return;
+        }
+        let _ = self
+            .core
+            .half_open
+            .fetch_update(AcqRel, Acquire, |word| {
+                let mut p = Probes::unpack(word);
+                (p.tag == permit.generation & HO_TAG_MASK && p.admitted > p.completed()).then(|| {
+                    p.admitted -= 1;
+                    p.pack()
+                })
+            });
+    }
+
+    fn counts_as_failure(&self, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Success => false,
+            Outcome::Failure { retryable: true } => true,
+            Outcome::Failure { retryable: false } => {
+                self.core.params.count_not_retryable.load(Relaxed)
+            }
+            Outcome::Fatal => self.core.params.count_fatal.load(Relaxed),
+        }
+    }
+
+    /// Records the outcome of a call made with `permit`, which took `elapsed` and ended at `now`.
+    pub fn record(&self, permit: Permit, outcome: Outcome, elapsed: Duration, now: Instant) {
+        let core = &*self.core;
+        core.metrics.calls(outcome).increment(1);
+        core.metrics.duration.record(elapsed.as_secs_f64());
+        if let Some(h) = &core.health {
+            h.record(outcome, elapsed);
+        }
+        let failure = self.counts_as_failure(outcome);
+        let slow = nanos(elapsed) > core.params.slow_nanos.load(Relaxed);
+        match permit.kind {
+            PermitKind::Disabled => {}
+            PermitKind::Closed => self.record_closed(permit.generation, failure, slow, now),
+            PermitKind::Probe => self.record_probe(permit.generation, failure, slow, now),
+        }
+    }
+
+    fn record_closed(&self, generation: u64, failure: bool, slow: bool, now: Instant) {
+        let core = &*self.core;
+        if core.state.load(Acquire) != pack_state(generation, State::Closed) {
+            return; // the breaker moved on while this call ran
+        }
+        let window = self.window();
+        let counts = window.record(failure, slow, self.nanos_at(now));
+        let mut trip = false;
+        let limit = core.params.consecutive.load(Relaxed);
+        if failure {
+            let run = core.consecutive.fetch_add(1, Relaxed).saturating_add(1);
+            trip = limit != 0 && run >= limit;
+        } else if core.consecutive.load(Relaxed) != 0 {
+            core.consecutive.store(0, Relaxed);
+        }
+        if counts.is_consistent(window.capacity()) {
+            core.metrics.failure_rate.set(counts.failure_rate());
+            core.metrics.slow_call_rate.set(counts.slow_call_rate());
+            trip = trip
+                || (counts.calls >= core.params.minimum_calls.load(Relaxed)
+                    && core.params.trips(counts));
+        }
+        if trip {
+            self.transition_from(generation, State::Open, now);
+        }
+    }
+
+    fn record_probe(&self, generation: u64, failure: bool, slow: bool, now: Instant) {
+        let core = &*self.core;
+        let limit = u64::from(core.params.probes.load(Relaxed));
+        let updated = core.half_open.fetch_update(AcqRel, Acquire, |word| {
+            let mut p = Probes::unpack(word);
+            if p.tag != generation & HO_TAG_MASK || p.completed() >= p.admitted {
+                return None;
+            }
+            if failure {
+                p.failures += 1;
+            } else {
+                p.successes += 1;
+            }
+            p.slow += u64::from(slow);
+            Some(p.pack())
+        });
+        let Ok(before) = updated else { return };
+        let mut p = Probes::unpack(before);
+        p.failures += u64::from(failure);
+        p.successes += u64::from(!failure);
+        p.slow += u64::from(slow);
+        if p.completed() >= limit {
+            let counts = Counts {
+                calls: p.completed() as u32,
+                failures: p.failures as u32,
+                slow: p.slow as u32,
+            };
+            let to = if core.params.trips(counts) {
+                State::Open
+            } else {
+                State::Closed
+            };
+            self.transition_from(generation, to, now);
+        }
+    }
+
+    /// Moves from the state of `generation` to `to`; does nothing if another transition
+    /// happened first.
+    fn transition_from(&self, generation: u64, to: State, now: Instant) -> bool {
+        let mut control = self.lock();
+        let (current, _) = unpack_state(self.core.state.load(Acquire));
+        if current != generation {
+            return false;
+        }
+        self.transition_locked(&mut control, to, now);
+        true
+    }
+
+    fn transition_locked(&self, control: &mut Control, to: State, now: Instant) {
+        let core = &*self.core;
+        let (generation, from) = unpack_state(core.state.load(Acquire));
+        let next = generation.wrapping_add(1) & (u64::MAX >> 8);
+        match to {
+            State::Open => {
+                let base = core.params.wait_nanos.load(Relaxed) as f64;
+                let factor = f64::from_bits(core.params.multiplier.load(Relaxed));
+                let max = core.params.max_wait_nanos.load(Relaxed);
+                let wait = (base * factor.powi(control.reopens.min(1000) as i32)).min(max as f64);
+                let wait = (wait as u64).max(1);
+                control.reopens = control.reopens.saturating_add(1);
+                core.open_until
+                    .store(self.nanos_at(now).saturating_add(wait), Release);
+            }
+            State::HalfOpen => core.half_open.store(Probes::fresh(next).pack(), Release),
+            State::Closed => {
+                control.reopens = 0;
+                self.window().clear();
+                core.consecutive.store(0, Relaxed);
+                core.metrics.failure_rate.set(0.0);
+                core.metrics.slow_call_rate.set(0.0);
+            }
+            State::ForcedOpen | State::Disabled => {}
+        }
+        core.state.store(pack_state(next, to), Release);
+        core.metrics.state.set(f64::from(to.as_number()));
+        metrics::counter!(
+            m::TRANSITIONS_TOTAL,
+            LABEL_NAME => core.name.clone(),
+            LABEL_FROM => from.as_label(),
+            LABEL_TO => to.as_label()
+        )
+        .increment(1);
+        if to.rejects() {
+            tracing::warn!(breaker = %core.name, %from, %to, "circuit breaker opened");
+        } else {
+            tracing::info!(breaker = %core.name, %from, %to, "circuit breaker state changed");
+        }
+        if let Some(h) = &core.health {
+            h.set_circuit_open(to.rejects());
+        }
+    }
+
+    fn force(&self, to: State) {
+        let mut control = self.lock();
+        self.transition_locked(&mut control, to, Instant::now());
+    }
+
+    /// Opens the breaker until [`reset`](Breaker::reset): every call is rejected.
+    pub fn force_open(&self) {
+        self.force(State::ForcedOpen);
+    }
+
+    /// Switches the breaker off until [`reset`](Breaker::reset): every call passes and
+    /// nothing is counted.
+    pub fn disable(&self) {
+        self.force(State::Disabled);
+    }
+
+    /// Closes the breaker with an empty window and the open wait back at its base.
+    pub fn reset(&self) {
+        self.force(State::Closed);
+    }
+
+    /// Applies a new config to the running breaker. Thresholds, durations and counts apply
+    /// to the next decisions; a different window shape starts a new, empty window. The name
+    /// (metric labels) stays the one the breaker was built with.
+    pub fn reconfigure(&self, config: &BreakerConfig) {
+        let mut control = self.lock();
+        self.core.params.store(config);
+        if control.window_shape != Some(config.window()) {
+            let mut window = build_window(config.window());
+            let ptr: *mut SlidingWindow = &mut *window;
+            control.windows.push(window);
+            control.window_shape = Some(config.window());
+            self.core.window.store(ptr, Release);
+            self.core.consecutive.store(0, Relaxed);
+        }
+        tracing::info!(breaker = %self.core.name, "circuit breaker reconfigured");
+    }
+
+    /// The state, window counts and rates now.
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        self.snapshot_at(Instant::now())
+    }
+
+    /// The state, window counts and rates at `now`.
+    pub fn snapshot_at(&self, now: Instant) -> BreakerSnapshot {
+        let core = &*self.core;
+        let (generation, state) = unpack_state(core.state.load(Acquire));
+        let p = Probes::unpack(core.half_open.load(Acquire));
+        let in_round = state == State::HalfOpen && p.tag == generation & HO_TAG_MASK;
+        let counts = if in_round {
+            Counts {
+                calls: p.completed() as u32,
+                failures: p.failures as u32,
+                slow: p.slow as u32,
+            }
+        } else {
+            self.window().counts(self.nanos_at(now))
+        };
+        let retry_after = match state {
+            State::Open => Some(Duration::from_nanos(
+                core.open_until
+                    .load(Acquire)
+                    .saturating_sub(self.nanos_at(now)),
+            )),
+            State::ForcedOpen => Some(self.wait()),
+            _ => None,
+        };
+        BreakerSnapshot {
+            state,
+            calls: counts.calls,
+            failures: counts.failures,
+            slow_calls: counts.slow,
+            failure_rate: counts.failure_rate(),
+            slow_call_rate: counts.slow_call_rate(),
+            consecutive_failures: core.consecutive.load(Relaxed),
+            probes_admitted: if in_round { p.admitted as u32 } else { 0 },
+            retry_after,
+        }
+    }
+
+    /// Whether two handles are the same breaker.
+    pub fn same_as(&self, other: &Breaker) -> bool {
+        Arc::ptr_eq(&self.core, &other.core)
+    }
+}
