@@ -319,8 +319,8 @@ mod tests {
         assert_eq!(w.counts(1_000 * ms), Counts { calls: 1, failures: 0, slow: 0 });
         // a new lap reuses bucket 0 and replaces its old counts
         assert_eq!(w.record(false, true, 1_020 * ms), Counts { calls: 2, failures: 0, slow: 1 });
-        assert_eq!(w.counts(1_149 * ms).calls, 2);
-        assert_eq!(w.counts(1_150 * ms).calls, 1);
+        assert_eq!(w.counts(1_099 * ms).calls, 2);
+        assert_eq!(w.counts(1_100 * ms).calls, 1);
         // idle for longer than the window: empty, and stale buckets are cleared
         assert_eq!(w.counts(5_000 * ms), Counts::default());
         assert_eq!(w.record(true, false, 5_000 * ms), Counts { calls: 1, failures: 1, slow: 0 });
