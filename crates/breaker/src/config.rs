@@ -64,7 +64,7 @@ impl Default for Window {
 /// let err = BreakerConfig::builder().failure_rate_threshold(1.5).build().unwrap_err();
 /// assert_eq!(err.field(), "failure_rate_threshold");
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "BreakerConfigBuilder", into = "BreakerConfigBuilder")]
 pub struct BreakerConfig {
     raw: BreakerConfigBuilder,
@@ -109,14 +109,6 @@ impl Default for BreakerConfigBuilder {
             permitted_calls_in_half_open: 10,
             count_fatal: false,
             count_not_retryable: true,
-        }
-    }
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        BreakerConfig {
-            raw: BreakerConfigBuilder::default(),
         }
     }
 }
@@ -281,7 +273,9 @@ impl BreakerConfigBuilder {
                     return Err(ConfigError::new(
                         "minimum_calls",
                         self.minimum_calls,
-                        format!("must be at most the window size ({size}), or the breaker never trips"),
+                        format!(
+                            "must be at most the window size ({size}), or the breaker never trips"
+                        ),
                     ));
                 }
             }
@@ -327,7 +321,10 @@ impl BreakerConfigBuilder {
                 "must be at least wait_duration",
             ));
         }
-        check_nonzero("permitted_calls_in_half_open", self.permitted_calls_in_half_open)?;
+        check_nonzero(
+            "permitted_calls_in_half_open",
+            self.permitted_calls_in_half_open,
+        )?;
         if self.permitted_calls_in_half_open > MAX_PROBES {
             return Err(ConfigError::new(
                 "permitted_calls_in_half_open",
@@ -353,30 +350,57 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let cases: Vec<(BreakerConfigBuilder, &str)> = vec![
-            (BreakerConfig::builder().failure_rate_threshold(1.5), "failure_rate_threshold"),
-            (BreakerConfig::builder().slow_call_rate_threshold(0.0), "slow_call_rate_threshold"),
-            (BreakerConfig::builder().window(Window::Count { size: 0 }), "window.size"),
             (
-                BreakerConfig::builder().window(Window::Count { size: MAX_WINDOW_SIZE + 1 }),
+                BreakerConfig::builder().failure_rate_threshold(1.5),
+                "failure_rate_threshold",
+            ),
+            (
+                BreakerConfig::builder().slow_call_rate_threshold(0.0),
+                "slow_call_rate_threshold",
+            ),
+            (
+                BreakerConfig::builder().window(Window::Count { size: 0 }),
                 "window.size",
             ),
             (
-                BreakerConfig::builder().window(Window::Time { duration: Duration::ZERO, buckets: 2 }),
+                BreakerConfig::builder().window(Window::Count {
+                    size: MAX_WINDOW_SIZE + 1,
+                }),
+                "window.size",
+            ),
+            (
+                BreakerConfig::builder().window(Window::Time {
+                    duration: Duration::ZERO,
+                    buckets: 2,
+                }),
                 "window.duration",
             ),
             (
-                BreakerConfig::builder()
-                    .window(Window::Time { duration: Duration::from_secs(1), buckets: 0 }),
+                BreakerConfig::builder().window(Window::Time {
+                    duration: Duration::from_secs(1),
+                    buckets: 0,
+                }),
                 "window.buckets",
             ),
             (BreakerConfig::builder().minimum_calls(0), "minimum_calls"),
             (
-                BreakerConfig::builder().window(Window::Count { size: 10 }).minimum_calls(11),
+                BreakerConfig::builder()
+                    .window(Window::Count { size: 10 })
+                    .minimum_calls(11),
                 "minimum_calls",
             ),
-            (BreakerConfig::builder().slow_call_duration(Duration::ZERO), "slow_call_duration"),
-            (BreakerConfig::builder().consecutive_failures(0), "consecutive_failures"),
-            (BreakerConfig::builder().wait_duration(Duration::ZERO), "wait_duration"),
+            (
+                BreakerConfig::builder().slow_call_duration(Duration::ZERO),
+                "slow_call_duration",
+            ),
+            (
+                BreakerConfig::builder().consecutive_failures(0),
+                "consecutive_failures",
+            ),
+            (
+                BreakerConfig::builder().wait_duration(Duration::ZERO),
+                "wait_duration",
+            ),
             (
                 BreakerConfig::builder().exponential_backoff(0.5, Duration::from_secs(60)),
                 "backoff_multiplier",
@@ -389,7 +413,10 @@ mod tests {
                 BreakerConfig::builder().exponential_backoff(2.0, Duration::from_secs(1)),
                 "max_wait_duration",
             ),
-            (BreakerConfig::builder().permitted_calls_in_half_open(0), "permitted_calls_in_half_open"),
+            (
+                BreakerConfig::builder().permitted_calls_in_half_open(0),
+                "permitted_calls_in_half_open",
+            ),
             (
                 BreakerConfig::builder().permitted_calls_in_half_open(MAX_PROBES + 1),
                 "permitted_calls_in_half_open",
@@ -418,7 +445,10 @@ mod tests {
         assert_eq!(config.name(), "payments");
         assert_eq!(
             config.window(),
-            Window::Time { duration: Duration::from_secs(30), buckets: 6 }
+            Window::Time {
+                duration: Duration::from_secs(30),
+                buckets: 6
+            }
         );
         assert_eq!(config.slow_call_duration(), Duration::from_millis(250));
         assert_eq!(config.consecutive_failures(), Some(3));
@@ -428,8 +458,8 @@ mod tests {
 
         let err = toml::from_str::<BreakerConfig>("failure_rate_threshold = 1.5").unwrap_err();
         assert!(err.to_string().contains("failure_rate_threshold"), "{err}");
-        let err = toml::from_str::<BreakerConfig>("window = { type = \"count\", size = 0 }")
-            .unwrap_err();
+        let err =
+            toml::from_str::<BreakerConfig>("window = { type = \"count\", size = 0 }").unwrap_err();
         assert!(err.to_string().contains("window.size"), "{err}");
         let err = toml::from_str::<BreakerConfig>("treshold = 0.5").unwrap_err();
         assert!(err.to_string().contains("treshold"), "{err}");

@@ -99,7 +99,8 @@ fn slot_weight(code: u32) -> u64 {
     if code == 0 {
         return 0;
     }
-    1 | (u64::from((code >> 1) & 1) << COUNT_BITS) | (u64::from((code >> 2) & 1) << (2 * COUNT_BITS))
+    1 | (u64::from((code >> 1) & 1) << COUNT_BITS)
+        | (u64::from((code >> 2) & 1) << (2 * COUNT_BITS))
 }
 
 fn unpack_count(word: u64) -> Counts {
@@ -295,12 +296,47 @@ mod tests {
     #[test]
     fn count_window_slides() {
         let w = CountWindow::new(3);
-        assert_eq!(w.record(true, false), Counts { calls: 1, failures: 1, slow: 0 });
-        assert_eq!(w.record(false, true), Counts { calls: 2, failures: 1, slow: 1 });
-        assert_eq!(w.record(false, false), Counts { calls: 3, failures: 1, slow: 1 });
+        assert_eq!(
+            w.record(true, false),
+            Counts {
+                calls: 1,
+                failures: 1,
+                slow: 0
+            }
+        );
+        assert_eq!(
+            w.record(false, true),
+            Counts {
+                calls: 2,
+                failures: 1,
+                slow: 1
+            }
+        );
+        assert_eq!(
+            w.record(false, false),
+            Counts {
+                calls: 3,
+                failures: 1,
+                slow: 1
+            }
+        );
         // the first failure falls out
-        assert_eq!(w.record(false, false), Counts { calls: 3, failures: 0, slow: 1 });
-        assert_eq!(w.record(true, true), Counts { calls: 3, failures: 1, slow: 1 });
+        assert_eq!(
+            w.record(false, false),
+            Counts {
+                calls: 3,
+                failures: 0,
+                slow: 1
+            }
+        );
+        assert_eq!(
+            w.record(true, true),
+            Counts {
+                calls: 3,
+                failures: 1,
+                slow: 1
+            }
+        );
         assert_eq!(w.counts(), w.slot_sum());
         w.clear();
         assert_eq!(w.counts(), Counts::default());
@@ -313,20 +349,55 @@ mod tests {
         let w = TimeWindow::new(100 * ms, 10); // 1 s window of 100 ms slices
         w.record(true, false, 50 * ms);
         w.record(false, false, 150 * ms);
-        assert_eq!(w.counts(150 * ms), Counts { calls: 2, failures: 1, slow: 0 });
+        assert_eq!(
+            w.counts(150 * ms),
+            Counts {
+                calls: 2,
+                failures: 1,
+                slow: 0
+            }
+        );
         assert_eq!(w.counts(999 * ms).calls, 2);
         // at 1.0 s the first slice (0..100 ms) has left the window
-        assert_eq!(w.counts(1_000 * ms), Counts { calls: 1, failures: 0, slow: 0 });
+        assert_eq!(
+            w.counts(1_000 * ms),
+            Counts {
+                calls: 1,
+                failures: 0,
+                slow: 0
+            }
+        );
         // a new lap reuses bucket 0 and replaces its old counts
-        assert_eq!(w.record(false, true, 1_020 * ms), Counts { calls: 2, failures: 0, slow: 1 });
+        assert_eq!(
+            w.record(false, true, 1_020 * ms),
+            Counts {
+                calls: 2,
+                failures: 0,
+                slow: 1
+            }
+        );
         assert_eq!(w.counts(1_099 * ms).calls, 2);
         assert_eq!(w.counts(1_100 * ms).calls, 1);
         // idle for longer than the window: empty, and stale buckets are cleared
         assert_eq!(w.counts(5_000 * ms), Counts::default());
-        assert_eq!(w.record(true, false, 5_000 * ms), Counts { calls: 1, failures: 1, slow: 0 });
+        assert_eq!(
+            w.record(true, false, 5_000 * ms),
+            Counts {
+                calls: 1,
+                failures: 1,
+                slow: 0
+            }
+        );
         // far in the future, a tag that aliases (1024 laps later) is not resurrected
         let later = 5_000 * ms + 1024 * 1_000 * ms;
-        assert_eq!(w.record(false, false, later), Counts { calls: 1, failures: 0, slow: 0 });
+        assert_eq!(
+            w.record(false, false, later),
+            Counts {
+                calls: 1,
+                failures: 0,
+                slow: 0
+            }
+        );
         w.clear();
         assert_eq!(w.counts(later).calls, 0);
     }
