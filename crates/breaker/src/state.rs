@@ -285,6 +285,8 @@ struct Control {
     /// Opens since the breaker last closed (drives the growing wait).
     reopens: u32,
     /// Every window ever installed; kept alive until the breaker drops (see `window()`).
+    /// Boxed so each window keeps its address when the Vec grows.
+    #[allow(clippy::vec_box)]
     windows: Vec<Box<SlidingWindow>>,
     window_shape: Option<Window>,
 }
@@ -471,16 +473,13 @@ impl Breaker {
         if permit.kind != PermitKind::Probe {
             return;
         }
-        let _ = self
-            .core
-            .half_open
-            .fetch_update(AcqRel, Acquire, |word| {
-                let mut p = Probes::unpack(word);
-                (p.tag == permit.generation & HO_TAG_MASK && p.admitted > p.completed()).then(|| {
-                    p.admitted -= 1;
-                    p.pack()
-                })
-            });
+        let _ = self.core.half_open.fetch_update(AcqRel, Acquire, |word| {
+            let mut p = Probes::unpack(word);
+            (p.tag == permit.generation & HO_TAG_MASK && p.admitted > p.completed()).then(|| {
+                p.admitted -= 1;
+                p.pack()
+            })
+        });
     }
 
     fn counts_as_failure(&self, outcome: Outcome) -> bool {
