@@ -307,7 +307,7 @@ struct Core {
 
 /// A circuit breaker's shared state. Cloning gives another handle to the same breaker.
 ///
-/// [`CircuitBreakerLayer::handle`](crate::CircuitBreakerLayer::handle) returns one; use it
+/// Use it
 /// for [`snapshot`](Breaker::snapshot), manual control and [`reconfigure`](Breaker::reconfigure).
 #[derive(Clone)]
 pub struct Breaker {
