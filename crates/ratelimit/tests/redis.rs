@@ -124,6 +124,11 @@ async fn bad_url_is_a_config_error() {
         .build()
         .unwrap_err();
     assert!(matches!(err, RedisError::Config(_)), "{err}");
+    let err = RedisRateLimitLayer::builder("redis://127.0.0.1:1/", "t")
+        .rate(2_000_000, Duration::from_secs(1))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RedisError::Config(_)), "{err}");
 }
 
 async fn outage(policy: FailurePolicy) -> (u64, Vec<Result<(), String>>) {

@@ -168,7 +168,13 @@ impl RedisRateLimitBuilder {
         }
         let client = Client::open(self.url.as_str())
             .map_err(|e| RedisError::Config(format!("bad redis url {:?}: {e}", self.url)))?;
-        let interval_us = (self.per.as_micros() / u128::from(self.rate)).max(1);
+        // The script works in whole microseconds (Redis `TIME`), so at most 1 token per µs.
+        let interval_us = self.per.as_micros() / u128::from(self.rate);
+        if interval_us == 0 {
+            return Err(RedisError::Config(
+                "rate too high: at most one token per microsecond per key".into(),
+            ));
+        }
         let interval_us =
             u64::try_from(interval_us).map_err(|_| RedisError::Config("period too long".into()))?;
         let burst = self
