@@ -84,7 +84,9 @@ fn admit(c: &mut Criterion) {
         })
     });
 
-    let governor = Arc::new(RateLimiter::direct(Quota::per_second(huge).allow_burst(burst)));
+    let governor = Arc::new(RateLimiter::direct(
+        Quota::per_second(huge).allow_burst(burst),
+    ));
     group.bench_function("governor_direct", |b| {
         b.iter_custom(|iters| {
             on_threads(iters, || {

@@ -106,7 +106,11 @@ pub fn check_positive(field: &'static str, value: f64) -> Result<f64, ConfigErro
     if value.is_finite() && value > 0.0 {
         Ok(value)
     } else {
-        Err(ConfigError::new(field, value, "must be a number greater than 0"))
+        Err(ConfigError::new(
+            field,
+            value,
+            "must be a number greater than 0",
+        ))
     }
 }
 
@@ -170,7 +174,11 @@ mod tests {
     struct Sample {
         #[serde(with = "duration")]
         wait: Duration,
-        #[serde(default, with = "option_duration", skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            with = "option_duration",
+            skip_serializing_if = "Option::is_none"
+        )]
         timeout: Option<Duration>,
     }
 
@@ -202,7 +210,10 @@ mod tests {
         }
         assert_eq!(check_nonzero("n", 3u32), Ok(3));
         let err = check_nonzero("n", 0usize).unwrap_err();
-        assert_eq!((err.field(), err.value(), err.reason()), ("n", "0", "must be at least 1"));
+        assert_eq!(
+            (err.field(), err.value(), err.reason()),
+            ("n", "0", "must be at least 1")
+        );
         assert!(check_duration("d", Duration::ZERO).is_err());
         assert!(check_duration("d", Duration::from_millis(1)).is_ok());
         assert!(check_positive("p", 0.0).is_err());

@@ -45,12 +45,7 @@ mod tests {
 
     #[test]
     fn names_follow_the_convention() {
-        let all = [
-            breaker::ALL,
-            ratelimit::ALL,
-            retry::ALL,
-            balance::ALL,
-        ];
+        let all = [breaker::ALL, ratelimit::ALL, retry::ALL, balance::ALL];
         let mut seen = std::collections::HashSet::new();
         for (component, names) in ["breaker", "ratelimit", "retry", "balance"].iter().zip(all) {
             assert!(!names.is_empty());

@@ -138,7 +138,10 @@ mod tests {
     fn default_classifier_fails_errors_only() {
         let c = DefaultClassifier;
         assert_eq!(Classify::<u8, ()>::classify(&c, Ok(&1)), Outcome::Success);
-        assert_eq!(Classify::<u8, ()>::classify(&c, Err(&())), Outcome::RETRYABLE);
+        assert_eq!(
+            Classify::<u8, ()>::classify(&c, Err(&())),
+            Outcome::RETRYABLE
+        );
     }
 
     #[test]

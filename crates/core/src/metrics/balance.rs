@@ -34,10 +34,22 @@ pub const ALL: &[&str] = &[
 /// Registers the balancer metrics' descriptions.
 pub fn describe() {
     describe_counter!(REQUESTS_TOTAL, Unit::Count, "Requests sent to an endpoint.");
-    describe_counter!(FAILURES_TOTAL, Unit::Count, "Requests to an endpoint that failed.");
+    describe_counter!(
+        FAILURES_TOTAL,
+        Unit::Count,
+        "Requests to an endpoint that failed."
+    );
     describe_gauge!(IN_FLIGHT, Unit::Count, "Requests in flight to an endpoint.");
-    describe_gauge!(LATENCY_EWMA_SECONDS, Unit::Seconds, "Peak-EWMA latency estimate of an endpoint.");
-    describe_counter!(EJECTIONS_TOTAL, Unit::Count, "Outlier ejections of an endpoint.");
+    describe_gauge!(
+        LATENCY_EWMA_SECONDS,
+        Unit::Seconds,
+        "Peak-EWMA latency estimate of an endpoint."
+    );
+    describe_counter!(
+        EJECTIONS_TOTAL,
+        Unit::Count,
+        "Outlier ejections of an endpoint."
+    );
     describe_gauge!(ENDPOINT_HEALTHY, "1 when the endpoint is healthy, else 0.");
     describe_gauge!(ENDPOINTS, Unit::Count, "Endpoints known to the balancer.");
     describe_gauge!(ENDPOINTS_HEALTHY, Unit::Count, "Healthy endpoints.");

@@ -33,11 +33,38 @@ pub const ALL: &[&str] = &[
 
 /// Registers the breaker metrics' descriptions.
 pub fn describe() {
-    describe_counter!(CALLS_TOTAL, Unit::Count, "Calls that reached the inner service, by outcome.");
-    describe_counter!(REJECTED_TOTAL, Unit::Count, "Calls rejected by the circuit breaker.");
-    describe_gauge!(STATE, "Breaker state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled.");
-    describe_counter!(TRANSITIONS_TOTAL, Unit::Count, "Breaker state transitions, by from and to.");
-    describe_gauge!(FAILURE_RATE, Unit::Percent, "Failure rate of the current window (0 to 1).");
-    describe_gauge!(SLOW_CALL_RATE, Unit::Percent, "Slow-call rate of the current window (0 to 1).");
-    describe_histogram!(CALL_DURATION_SECONDS, Unit::Seconds, "Duration of calls through the breaker.");
+    describe_counter!(
+        CALLS_TOTAL,
+        Unit::Count,
+        "Calls that reached the inner service, by outcome."
+    );
+    describe_counter!(
+        REJECTED_TOTAL,
+        Unit::Count,
+        "Calls rejected by the circuit breaker."
+    );
+    describe_gauge!(
+        STATE,
+        "Breaker state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled."
+    );
+    describe_counter!(
+        TRANSITIONS_TOTAL,
+        Unit::Count,
+        "Breaker state transitions, by from and to."
+    );
+    describe_gauge!(
+        FAILURE_RATE,
+        Unit::Percent,
+        "Failure rate of the current window (0 to 1)."
+    );
+    describe_gauge!(
+        SLOW_CALL_RATE,
+        Unit::Percent,
+        "Slow-call rate of the current window (0 to 1)."
+    );
+    describe_histogram!(
+        CALL_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of calls through the breaker."
+    );
 }

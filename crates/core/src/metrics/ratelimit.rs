@@ -42,15 +42,51 @@ pub const ALL: &[&str] = &[
 
 /// Registers the rate limiter metrics' descriptions.
 pub fn describe() {
-    describe_counter!(ADMITTED_TOTAL, Unit::Count, "Requests admitted by the rate limiter.");
-    describe_counter!(REJECTED_TOTAL, Unit::Count, "Requests rejected by the rate limiter, by reason.");
-    describe_counter!(QUEUED_TOTAL, Unit::Count, "Requests that waited in the limiter's queue.");
-    describe_histogram!(QUEUE_WAIT_SECONDS, Unit::Seconds, "Time spent waiting in the limiter's queue.");
-    describe_gauge!(QUEUE_DEPTH, Unit::Count, "Requests waiting in the limiter's queue.");
-    describe_gauge!(TOKENS_AVAILABLE, Unit::Count, "Tokens available in the bucket.");
+    describe_counter!(
+        ADMITTED_TOTAL,
+        Unit::Count,
+        "Requests admitted by the rate limiter."
+    );
+    describe_counter!(
+        REJECTED_TOTAL,
+        Unit::Count,
+        "Requests rejected by the rate limiter, by reason."
+    );
+    describe_counter!(
+        QUEUED_TOTAL,
+        Unit::Count,
+        "Requests that waited in the limiter's queue."
+    );
+    describe_histogram!(
+        QUEUE_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time spent waiting in the limiter's queue."
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        Unit::Count,
+        "Requests waiting in the limiter's queue."
+    );
+    describe_gauge!(
+        TOKENS_AVAILABLE,
+        Unit::Count,
+        "Tokens available in the bucket."
+    );
     describe_gauge!(RATE, "Effective rate limit in requests per second.");
     describe_gauge!(KEYS, Unit::Count, "Keys tracked by a per-key limiter.");
-    describe_gauge!(CONCURRENCY_LIMIT, Unit::Count, "Adaptive concurrency limit.");
-    describe_gauge!(IN_FLIGHT, Unit::Count, "Requests in flight under the concurrency limiter.");
-    describe_counter!(BACKEND_ERRORS_TOTAL, Unit::Count, "Errors from the distributed limiter backend.");
+    describe_gauge!(
+        CONCURRENCY_LIMIT,
+        Unit::Count,
+        "Adaptive concurrency limit."
+    );
+    describe_gauge!(
+        IN_FLIGHT,
+        Unit::Count,
+        "Requests in flight under the concurrency limiter."
+    );
+    describe_counter!(
+        BACKEND_ERRORS_TOTAL,
+        Unit::Count,
+        "Errors from the distributed limiter backend."
+    );
 }

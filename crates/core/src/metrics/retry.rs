@@ -27,7 +27,19 @@ pub const ALL: &[&str] = &[
 pub fn describe() {
     describe_histogram!(ATTEMPTS, Unit::Count, "Attempts per logical call.");
     describe_counter!(RETRIES_TOTAL, Unit::Count, "Retries made, by reason.");
-    describe_counter!(BUDGET_EXHAUSTED_TOTAL, Unit::Count, "Retries refused by an empty retry budget.");
-    describe_counter!(GAVE_UP_TOTAL, Unit::Count, "Calls that gave up with a failure, by reason.");
-    describe_histogram!(BACKOFF_SECONDS, Unit::Seconds, "Backoff slept before a retry.");
+    describe_counter!(
+        BUDGET_EXHAUSTED_TOTAL,
+        Unit::Count,
+        "Retries refused by an empty retry budget."
+    );
+    describe_counter!(
+        GAVE_UP_TOTAL,
+        Unit::Count,
+        "Calls that gave up with a failure, by reason."
+    );
+    describe_histogram!(
+        BACKOFF_SECONDS,
+        Unit::Seconds,
+        "Backoff slept before a retry."
+    );
 }
