@@ -1,60 +1,16 @@
 //! The stack's hot path allocates nothing: poll_ready, call and the response future, after
 //! warm-up, through rate limit -> balance over ready endpoints.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
-use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tower::{Layer, Service};
+use tower::Layer;
 use tower_prism::balance::BalanceConfig;
 use tower_prism::ratelimit::RateLimitConfig;
 use tower_prism::ReliabilityLayer;
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-#[derive(Clone, Copy)]
-struct Ready0;
-
-impl Service<u64> for Ready0 {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = Ready<Result<u64, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: u64) -> Self::Future {
-        ready(Ok(req))
-    }
-}
-
-fn one_call<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, i: u64) {
-    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
-    let fut = pin!(svc.call(i));
-    assert!(matches!(fut.poll(cx), Poll::Ready(Ok(_))));
-}
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[test]
 fn the_stack_allocates_nothing_per_call() {
@@ -63,7 +19,6 @@ fn the_stack_allocates_nothing_per_call() {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let mut cx = Context::from_waker(Waker::noop());
     let layer = ReliabilityLayer::builder()
         .name("alloc")
         .rate_limit(RateLimitConfig::new(1_000_000_000, Duration::from_secs(1)))
@@ -71,19 +26,18 @@ fn the_stack_allocates_nothing_per_call() {
         .build()
         .unwrap();
     let mut balanced = layer
-        .layer_endpoints::<usize, Ready0, u64>((0..4).map(|i| (i, Ready0)))
+        .layer_endpoints::<usize, Echo, u64>((0..4).map(|i| (i, Echo)))
         .unwrap();
-    let mut plain = layer.layer(Ready0);
+    let mut plain = layer.layer(Echo);
 
-    for i in 0..1_000 {
-        one_call(&mut balanced, &mut cx, i);
-        one_call(&mut plain, &mut cx, i);
-    }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for i in 0..10_000 {
-        one_call(&mut balanced, &mut cx, i);
-        one_call(&mut plain, &mut cx, i);
-    }
-    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    assert_eq!(allocated, 0, "{allocated} allocations in 20,000 calls");
+    let allocated = allocations_per_call(&mut balanced, |i: u64| i, 1_000, 10_000);
+    assert_eq!(
+        allocated, 0,
+        "balanced: {allocated} allocations in 10,000 calls"
+    );
+    let allocated = allocations_per_call(&mut plain, |i: u64| i, 1_000, 10_000);
+    assert_eq!(
+        allocated, 0,
+        "plain: {allocated} allocations in 10,000 calls"
+    );
 }
