@@ -15,3 +15,17 @@ pub enum Error {
         retry_after: Duration,
     },
 }
+
+impl Error {
+    /// How long until the breaker may let calls through again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::CircuitOpen { retry_after } => Some(*retry_after),
+        }
+    }
+}
+
+/// The error type of [`CircuitBreaker`](crate::CircuitBreaker): the same as
+/// `tower::BoxError`. A rejection downcasts to [`Error`]; the inner service's errors pass
+/// through inside it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

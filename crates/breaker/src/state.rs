@@ -4,9 +4,12 @@
 //! instants, so it is unit-, proptest- and loom-testable on its own.
 
 use std::fmt;
-use std::sync::atomic::AtomicPtr;
-use std::sync::Mutex;
 use std::time::Duration;
+
+#[cfg(loom)]
+use loom::sync::{Mutex, MutexGuard};
+#[cfg(not(loom))]
+use std::sync::{Mutex, MutexGuard};
 
 use metrics::{Counter, Gauge, Histogram};
 use tokio::time::Instant;
@@ -15,7 +18,7 @@ use tower_prism_core::sync::{
     Arc, AtomicBool, AtomicU32, AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
-use tower_prism_core::{HealthSignal, Outcome};
+use tower_prism_core::{ConfigError, HealthSignal, Outcome};
 
 use crate::config::{BreakerConfig, Window};
 use crate::window::{CountWindow, Counts, SlidingWindow, TimeWindow};
@@ -280,15 +283,11 @@ impl Metrics {
 }
 
 /// Cold-path state, under the transition lock.
-#[derive(Default)]
 struct Control {
     /// Opens since the breaker last closed (drives the growing wait).
     reopens: u32,
-    /// Every window ever installed; kept alive until the breaker drops (see `window()`).
-    /// Boxed so each window keeps its address when the Vec grows.
-    #[allow(clippy::vec_box)]
-    windows: Vec<Box<SlidingWindow>>,
-    window_shape: Option<Window>,
+    /// The config in force (the last one applied).
+    config: BreakerConfig,
 }
 
 struct Core {
@@ -298,7 +297,10 @@ struct Core {
     open_until: AtomicU64,
     half_open: AtomicU64,
     consecutive: AtomicU32,
-    window: AtomicPtr<SlidingWindow>,
+    /// Fixed for the breaker's life: [`Breaker::reconfigure`] refuses a different shape, so
+    /// the hot path reads the window without any indirection or lock.
+    window: SlidingWindow,
+    window_shape: Window,
     params: Params,
     control: Mutex<Control>,
     metrics: Metrics,
@@ -323,14 +325,24 @@ impl fmt::Debug for Breaker {
     }
 }
 
-fn build_window(shape: Window) -> Box<SlidingWindow> {
-    Box::new(match shape {
+fn build_window(shape: Window) -> SlidingWindow {
+    match shape {
         Window::Count { size } => SlidingWindow::Count(CountWindow::new(size)),
         Window::Time { duration, buckets } => {
             let width = nanos(duration) / u64::from(buckets.max(1));
             SlidingWindow::Time(TimeWindow::new(width, buckets))
         }
-    })
+    }
+}
+
+fn format_window(w: Window) -> String {
+    match w {
+        Window::Count { size } => format!("count window of {size} calls"),
+        Window::Time { duration, buckets } => format!(
+            "time window of {} in {buckets} buckets",
+            humantime::format_duration(duration)
+        ),
+    }
 }
 
 impl Breaker {
@@ -346,12 +358,9 @@ impl Breaker {
     }
 
     fn build(config: BreakerConfig, health: Option<HealthSignal>) -> Self {
-        let mut window = build_window(config.window());
-        let ptr: *mut SlidingWindow = &mut *window;
         let control = Control {
             reopens: 0,
-            windows: vec![window],
-            window_shape: Some(config.window()),
+            config: config.clone(),
         };
         let core = Core {
             name: config.name().to_owned(),
@@ -360,7 +369,8 @@ impl Breaker {
             open_until: AtomicU64::new(0),
             half_open: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
-            window: AtomicPtr::new(ptr),
+            window: build_window(config.window()),
+            window_shape: config.window(),
             params: Params::new(&config),
             control: Mutex::new(control),
             metrics: Metrics::new(config.name()),
@@ -387,17 +397,14 @@ impl Breaker {
     }
 
     fn window(&self) -> &SlidingWindow {
-        // SAFETY: the pointer always comes from a `Box<SlidingWindow>` pushed into
-        // `control.windows`, which is never removed, moved out of or dropped before `Core`
-        // itself; a Box's heap contents do not move when the Vec reallocates.
-        unsafe { &*self.core.window.load(Acquire) }
+        &self.core.window
     }
 
     fn nanos_at(&self, now: Instant) -> u64 {
         nanos(now.saturating_duration_since(self.core.start))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
+    fn lock(&self) -> MutexGuard<'_, Control> {
         self.core.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -650,21 +657,37 @@ impl Breaker {
         self.force(State::Closed);
     }
 
-    /// Applies a new config to the running breaker. Thresholds, durations and counts apply
-    /// to the next decisions; a different window shape starts a new, empty window. The name
-    /// (metric labels) stays the one the breaker was built with.
-    pub fn reconfigure(&self, config: &BreakerConfig) {
+    /// Applies a new config to the running breaker: thresholds, durations, counts and
+    /// switches apply to the next decisions; the state, window contents and the current
+    /// open wait are kept.
+    ///
+    /// The window's shape (`window`) is fixed when the breaker is built (the hot path reads
+    /// it without indirection): a config with a different window is refused as a whole,
+    /// with a [`ConfigError`] on `window`; build a new breaker for it. The name (metric
+    /// labels) stays the one the breaker was built with.
+    pub fn reconfigure(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
+        if config.window() != self.core.window_shape {
+            return Err(ConfigError::new(
+                "window",
+                format_window(config.window()),
+                format!(
+                    "cannot change on a running breaker (it was built with {}); build a new one",
+                    format_window(self.core.window_shape)
+                ),
+            ));
+        }
         let mut control = self.lock();
         self.core.params.store(config);
-        if control.window_shape != Some(config.window()) {
-            let mut window = build_window(config.window());
-            let ptr: *mut SlidingWindow = &mut *window;
-            control.windows.push(window);
-            control.window_shape = Some(config.window());
-            self.core.window.store(ptr, Release);
-            self.core.consecutive.store(0, Relaxed);
-        }
+        control.config = config.clone();
+        drop(control);
         tracing::info!(breaker = %self.core.name, "circuit breaker reconfigured");
+        Ok(())
+    }
+
+    /// The config in force (the one built with, or the last one applied by
+    /// [`reconfigure`](Breaker::reconfigure)).
+    pub fn config(&self) -> BreakerConfig {
+        self.lock().config.clone()
     }
 
     /// The state, window counts and rates now.

@@ -1,0 +1,124 @@
+//! [`ResponseFuture`] of the [`CircuitBreaker`](crate::CircuitBreaker) service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower_prism_core::Classify;
+
+use crate::error::{BoxError, Error};
+use crate::state::{Breaker, Permit};
+
+pin_project! {
+    /// The response future of [`CircuitBreaker`](crate::CircuitBreaker): either the inner
+    /// call, whose result is classified and recorded when it completes, or a rejection.
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, C> {
+        Called {
+            #[pin]
+            future: F,
+            guard: PermitGuard,
+            classifier: C,
+        },
+        Rejected {
+            retry_after: Duration,
+        },
+    }
+}
+
+/// Holds a permit until the call completes; gives it back (records nothing) if dropped
+/// before.
+struct PermitGuard {
+    breaker: Breaker,
+    permit: Option<Permit>,
+    start: Instant,
+}
+
+impl Drop for PermitGuard {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.release(permit);
+        }
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(
+        future: F,
+        breaker: Breaker,
+        permit: Permit,
+        classifier: C,
+        start: Instant,
+    ) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                future,
+                guard: PermitGuard {
+                    breaker,
+                    permit: Some(permit),
+                    start,
+                },
+                classifier,
+            },
+        }
+    }
+
+    pub(crate) fn rejected(retry_after: Duration) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { retry_after },
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T, E>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called {
+                future,
+                guard,
+                classifier,
+            } => {
+                let result = ready!(future.poll(cx));
+                if let Some(permit) = guard.permit.take() {
+                    let now = Instant::now();
+                    let outcome = classifier.classify(result.as_ref());
+                    let elapsed = now.saturating_duration_since(guard.start);
+                    guard.breaker.record(permit, outcome, elapsed, now);
+                }
+                Poll::Ready(result.map_err(Into::into))
+            }
+            KindProj::Rejected { retry_after } => Poll::Ready(Err(Box::new(Error::CircuitOpen {
+                retry_after: *retry_after,
+            }))),
+        }
+    }
+}
+
+impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Called { .. } => f.write_str("ResponseFuture::Called"),
+            Kind::Rejected { retry_after } => f
+                .debug_struct("ResponseFuture::Rejected")
+                .field("retry_after", retry_after)
+                .finish(),
+        }
+    }
+}

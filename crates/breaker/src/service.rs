@@ -1,0 +1,95 @@
+//! [`CircuitBreaker`], the service.
+
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+use tower_prism_core::{Classify, DefaultClassifier};
+use tower_service::Service;
+
+use crate::config::BreakerConfig;
+use crate::future::ResponseFuture;
+use crate::state::Breaker;
+
+/// A service guarded by a circuit breaker.
+///
+/// `poll_ready` forwards to the inner service. `call` asks the breaker for a permit: when
+/// the circuit is open (or half-open with every probe taken) the returned future fails at
+/// once with [`Error::CircuitOpen`](crate::Error::CircuitOpen) and the inner service is
+/// not called; otherwise the inner future runs and its classified result and duration are
+/// recorded when it completes. A future dropped before completion records nothing and
+/// gives its half-open probe permit back.
+///
+/// Clones share the same [`Breaker`].
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker<S, C = DefaultClassifier> {
+    inner: S,
+    breaker: Breaker,
+    classifier: C,
+}
+
+impl<S> CircuitBreaker<S> {
+    /// `inner` behind a new breaker, with the [`DefaultClassifier`].
+    pub fn new(inner: S, config: BreakerConfig) -> Self {
+        Self::from_parts(inner, Breaker::new(config), DefaultClassifier)
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// `inner` behind an existing breaker, classifying results with `classifier`.
+    pub fn from_parts(inner: S, breaker: Breaker, classifier: C) -> Self {
+        CircuitBreaker {
+            inner,
+            breaker,
+            classifier,
+        }
+    }
+
+    /// The shared breaker.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming the breaker service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<crate::BoxError>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = crate::BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let start = Instant::now();
+        match self.breaker.acquire(start) {
+            Ok(permit) => ResponseFuture::called(
+                self.inner.call(req),
+                self.breaker.clone(),
+                permit,
+                self.classifier.clone(),
+                start,
+            ),
+            Err(retry_after) => ResponseFuture::rejected(retry_after),
+        }
+    }
+}
