@@ -71,6 +71,10 @@ mod service;
 
 pub use adaptive::AdaptiveConfig;
 pub use backend::{Backend, LocalBackend};
+pub use concurrency::{
+    ConcurrencyConfig, ConcurrencyError, ConcurrencyLimit, ConcurrencyLimitLayer,
+    ConcurrencyLimiter,
+};
 pub use config::RateLimitConfig;
 pub use error::Error;
 pub use future::ResponseFuture;

@@ -1,0 +1,337 @@
+//! How the limit moves: AIMD and a Gradient2-style latency gradient, as plain data.
+//!
+//! Nothing here knows about services or time sources: [`LimitState::update`] takes one
+//! finished call's latency, the in-flight count when it was admitted and its classified
+//! [`Outcome`], and returns the new limit. The limiter feeds it after each call.
+//!
+//! Outcomes: [`Outcome::Success`] is a healthy sample, any [`Outcome::Failure`] is an
+//! overload signal (a "drop" in Netflix's terms), and [`Outcome::Fatal`] (a bad request,
+//! bad credentials) says nothing about load and leaves the limit alone.
+
+use std::time::Duration;
+
+use tower_prism_core::Outcome;
+
+use super::config::{AimdConfig, ConcurrencyConfig, GradientConfig, LimitAlgorithm};
+
+/// One finished call, as the algorithm sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// From the call to the inner service until its response (or error).
+    pub latency: Duration,
+    /// Requests in flight when this one was admitted (itself included).
+    pub in_flight: u32,
+    /// What the call's result meant.
+    pub outcome: Outcome,
+}
+
+/// The algorithm's state plus the bounds it keeps the limit in.
+#[derive(Debug, Clone)]
+pub struct LimitState {
+    estimate: f64,
+    min: u32,
+    max: u32,
+    rule: Rule,
+}
+
+#[derive(Debug, Clone)]
+enum Rule {
+    Aimd(AimdConfig),
+    Gradient(Gradient),
+}
+
+#[derive(Debug, Clone)]
+struct Gradient {
+    config: GradientConfig,
+    /// Exponential average of latency in seconds over `long_window` samples.
+    long_rtt: f64,
+    samples: u32,
+}
+
+impl LimitState {
+    /// The state for a (validated) config, starting at its initial limit.
+    pub fn new(config: &ConcurrencyConfig) -> Self {
+        LimitState {
+            estimate: f64::from(config.initial_limit),
+            min: config.min_limit,
+            max: config.max_limit,
+            rule: Rule::new(&config.algorithm),
+        }
+    }
+
+    /// The limit now (the estimate rounded down, within bounds).
+    pub fn limit(&self) -> u32 {
+        (self.estimate as u32).clamp(self.min, self.max)
+    }
+
+    /// Applies a new config: the current limit is kept, clamped into the new bounds; the
+    /// gradient keeps its latency average if the algorithm kind is unchanged.
+    pub fn reconfigure(&mut self, config: &ConcurrencyConfig) {
+        self.min = config.min_limit;
+        self.max = config.max_limit;
+        self.estimate = self
+            .estimate
+            .clamp(f64::from(self.min), f64::from(self.max));
+        self.rule = match (&self.rule, &config.algorithm) {
+            (Rule::Gradient(old), LimitAlgorithm::Gradient(new)) => Rule::Gradient(Gradient {
+                config: new.clone(),
+                ..old.clone()
+            }),
+            (_, algorithm) => Rule::new(algorithm),
+        };
+    }
+
+    /// Feeds one finished call; returns the new limit.
+    pub fn update(&mut self, sample: Sample) -> u32 {
+        if sample.outcome == Outcome::Fatal {
+            return self.limit();
+        }
+        let (min, max) = (f64::from(self.min), f64::from(self.max));
+        let current = self.estimate;
+        let next = match &mut self.rule {
+            Rule::Aimd(config) => {
+                let slow = config.latency_threshold.is_some_and(|t| sample.latency > t);
+                if sample.outcome.is_failure() || slow {
+                    // Always at least one lower, so small limits still back off.
+                    (current * config.backoff_ratio).floor().min(current - 1.0)
+                } else if f64::from(sample.in_flight) * 2.0 >= current {
+                    current + f64::from(config.increase_by)
+                } else {
+                    // Too little load to tell whether more would be fine.
+                    current
+                }
+            }
+            Rule::Gradient(g) => g.next(current, sample),
+        };
+        self.estimate = next.clamp(min, max);
+        self.limit()
+    }
+}
+
+impl Rule {
+    fn new(algorithm: &LimitAlgorithm) -> Self {
+        match algorithm {
+            LimitAlgorithm::Aimd(c) => Rule::Aimd(c.clone()),
+            LimitAlgorithm::Gradient(c) => Rule::Gradient(Gradient {
+                config: c.clone(),
+                long_rtt: 0.0,
+                samples: 0,
+            }),
+        }
+    }
+}
+
+impl Gradient {
+    fn next(&mut self, estimate: f64, sample: Sample) -> f64 {
+        let rtt = sample.latency.as_secs_f64().max(1e-6);
+        // The long-term average: a plain mean while warming up, then exponential.
+        self.samples = self.samples.saturating_add(1);
+        let window = f64::from(self.config.long_window);
+        let factor = if self.samples <= self.config.long_window.min(10) {
+            1.0 / f64::from(self.samples)
+        } else {
+            2.0 / (window + 1.0)
+        };
+        self.long_rtt += (rtt - self.long_rtt) * factor;
+        // After an overload ends the average lags far behind; pull it back faster.
+        if self.long_rtt / rtt > 2.0 {
+            self.long_rtt *= 0.95;
+        }
+        let failed = sample.outcome.is_failure();
+        if !failed && f64::from(sample.in_flight) < estimate / 2.0 {
+            // Under-used: the latency says nothing about a higher limit.
+            return estimate;
+        }
+        // A failure takes the full cut and no headroom, so it always lowers the limit.
+        let target = if failed {
+            estimate * 0.5
+        } else {
+            let gradient = (self.config.tolerance * self.long_rtt / rtt).clamp(0.5, 1.0);
+            estimate * gradient + f64::from(self.config.queue_size)
+        };
+        estimate * (1.0 - self.config.smoothing) + target * self.config.smoothing
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cfg(algorithm: LimitAlgorithm, initial: u32, min: u32, max: u32) -> ConcurrencyConfig {
+        ConcurrencyConfig {
+            initial_limit: initial,
+            min_limit: min,
+            max_limit: max,
+            max_wait: None,
+            algorithm,
+        }
+    }
+
+    fn ok(ms: u64, in_flight: u32) -> Sample {
+        Sample {
+            latency: Duration::from_millis(ms),
+            in_flight,
+            outcome: Outcome::Success,
+        }
+    }
+
+    fn failed(ms: u64, in_flight: u32) -> Sample {
+        Sample {
+            outcome: Outcome::RETRYABLE,
+            ..ok(ms, in_flight)
+        }
+    }
+
+    #[test]
+    fn aimd_grows_under_load_and_halves_on_failure() {
+        let aimd = LimitAlgorithm::Aimd(AimdConfig {
+            backoff_ratio: 0.5,
+            ..AimdConfig::default()
+        });
+        let mut s = LimitState::new(&cfg(aimd, 10, 2, 12));
+        assert_eq!(s.update(ok(10, 5)), 11);
+        assert_eq!(s.update(ok(10, 2)), 11, "little load: no growth");
+        assert_eq!(s.update(ok(10, 11)), 12);
+        assert_eq!(s.update(ok(10, 12)), 12, "capped at max");
+        assert_eq!(s.update(failed(10, 12)), 6);
+        assert_eq!(s.update(failed(10, 6)), 3);
+        assert_eq!(s.update(failed(10, 3)), 2, "floored at min");
+        assert_eq!(s.update(failed(10, 3)), 2);
+        let fatal = Sample {
+            outcome: Outcome::Fatal,
+            ..ok(10, 2)
+        };
+        assert_eq!(s.update(fatal), 2, "fatal leaves the limit alone");
+    }
+
+    #[test]
+    fn aimd_small_limits_still_back_off_and_slow_calls_count_as_failures() {
+        let aimd = LimitAlgorithm::Aimd(AimdConfig {
+            backoff_ratio: 0.9,
+            latency_threshold: Some(Duration::from_millis(100)),
+            ..AimdConfig::default()
+        });
+        let mut s = LimitState::new(&cfg(aimd, 5, 1, 10));
+        assert_eq!(
+            s.update(failed(1, 5)),
+            4,
+            "5 * 0.9 = 4.5 would round back up"
+        );
+        assert_eq!(s.update(ok(101, 4)), 3, "slow success is a drop");
+        assert_eq!(s.update(ok(100, 3)), 4, "at the threshold is fine");
+    }
+
+    #[test]
+    fn gradient_shrinks_when_latency_rises_and_recovers() {
+        let grad = LimitAlgorithm::Gradient(GradientConfig {
+            long_window: 20,
+            ..GradientConfig::default()
+        });
+        let mut s = LimitState::new(&cfg(grad, 50, 5, 100));
+        for _ in 0..20 {
+            s.update(ok(10, 50));
+        }
+        let steady = s.limit();
+        assert!(
+            steady >= 50,
+            "steady latency grows by the queue headroom: {steady}"
+        );
+        for _ in 0..10 {
+            s.update(ok(60, steady));
+        }
+        let congested = s.limit();
+        assert!(congested < steady, "{congested} !< {steady}");
+        for _ in 0..200 {
+            let l = s.limit();
+            s.update(ok(10, l));
+        }
+        assert!(
+            s.limit() > congested,
+            "recovers: {} vs {congested}",
+            s.limit()
+        );
+    }
+
+    #[test]
+    fn gradient_failure_cuts_and_idle_holds() {
+        let grad = LimitAlgorithm::Gradient(GradientConfig::default());
+        let mut s = LimitState::new(&cfg(grad, 40, 1, 100));
+        s.update(ok(10, 40));
+        let before = s.limit();
+        let after = s.update(failed(10, 40));
+        assert!(after < before, "{after} !< {before}");
+        let held = s.limit();
+        assert_eq!(s.update(ok(10, 1)), held, "under half used: unchanged");
+    }
+
+    #[test]
+    fn reconfigure_clamps_and_switches() {
+        let mut s = LimitState::new(&cfg(LimitAlgorithm::default(), 50, 1, 100));
+        s.reconfigure(&cfg(LimitAlgorithm::default(), 10, 1, 20));
+        assert_eq!(s.limit(), 20);
+        s.reconfigure(&cfg(
+            LimitAlgorithm::Gradient(GradientConfig::default()),
+            30,
+            30,
+            40,
+        ));
+        assert_eq!(s.limit(), 30);
+    }
+
+    fn any_sample() -> impl Strategy<Value = Sample> {
+        (0u64..2_000, 0u32..300, 0u8..3).prop_map(|(ms, in_flight, o)| Sample {
+            latency: Duration::from_millis(ms),
+            in_flight,
+            outcome: match o {
+                0 => Outcome::Success,
+                1 => Outcome::RETRYABLE,
+                _ => Outcome::Fatal,
+            },
+        })
+    }
+
+    fn any_algorithm() -> impl Strategy<Value = LimitAlgorithm> {
+        prop_oneof![
+            (0.05f64..0.99, 1u32..5).prop_map(|(b, i)| LimitAlgorithm::Aimd(AimdConfig {
+                backoff_ratio: b,
+                increase_by: i,
+                latency_threshold: Some(Duration::from_millis(500)),
+            })),
+            (0.01f64..1.0, 1.0f64..3.0, 1u32..50).prop_map(|(s, t, w)| {
+                LimitAlgorithm::Gradient(GradientConfig {
+                    smoothing: s,
+                    tolerance: t,
+                    long_window: w,
+                    queue_size: 4,
+                })
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the samples, the limit stays within [min, max]; failures never raise it.
+        #[test]
+        fn limit_stays_in_bounds(
+            algorithm in any_algorithm(),
+            min in 1u32..20,
+            span in 0u32..200,
+            samples in proptest::collection::vec(any_sample(), 1..200),
+        ) {
+            let max = min + span;
+            let config = cfg(algorithm, min + span / 2, min, max);
+            prop_assert!(config.validate().is_ok());
+            let mut s = LimitState::new(&config);
+            for sample in samples {
+                let before = s.limit();
+                let after = s.update(sample);
+                prop_assert!((min..=max).contains(&after), "{after} outside [{min}, {max}]");
+                if sample.outcome.is_failure() {
+                    prop_assert!(after <= before, "failure raised {before} to {after}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! [`ConcurrencyConfig`]: the serde-readable, validated description of a concurrency limiter.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tower_prism_core::config::{check_duration, check_nonzero, check_ratio, ConfigError};
+
+/// A concurrency limiter's settings, as read from a config file.
+///
+/// ```
+/// use tower_prism_ratelimit::concurrency::{ConcurrencyConfig, LimitAlgorithm};
+///
+/// let cfg: ConcurrencyConfig = toml::from_str(r#"
+///     initial_limit = 20
+///     min_limit = 2
+///     max_limit = 200
+///     max_wait = "50ms"
+///     [algorithm]
+///     kind = "gradient"
+///     smoothing = 0.2
+///     tolerance = 1.5
+/// "#).unwrap();
+/// cfg.validate().unwrap();
+/// assert!(matches!(cfg.algorithm, LimitAlgorithm::Gradient(_)));
+///
+/// let bad: ConcurrencyConfig = toml::from_str("initial_limit = 500\nmax_limit = 100").unwrap();
+/// assert_eq!(
+///     bad.validate().unwrap_err().to_string(),
+///     "invalid `initial_limit` = 500: must be between min_limit (1) and max_limit (100)"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyConfig {
+    /// The limit to start from (default 20).
+    #[serde(default = "default_initial")]
+    pub initial_limit: u32,
+    /// The limit never drops below this (default 1).
+    #[serde(default = "default_min")]
+    pub min_limit: u32,
+    /// The limit never rises above this (default 200).
+    #[serde(default = "default_max")]
+    pub max_limit: u32,
+    /// How long a request may wait for a permit when the limit is reached; none (the
+    /// default) rejects at once with [`ConcurrencyError::LimitReached`](super::ConcurrencyError::LimitReached).
+    #[serde(
+        default,
+        with = "tower_prism_core::config::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_wait: Option<Duration>,
+    /// How the limit follows the calls' latency and outcomes (default AIMD).
+    #[serde(default)]
+    pub algorithm: LimitAlgorithm,
+}
+
+fn default_initial() -> u32 {
+    20
+}
+fn default_min() -> u32 {
+    1
+}
+fn default_max() -> u32 {
+    200
+}
+
+impl Default for ConcurrencyConfig {
+    fn default() -> Self {
+        ConcurrencyConfig {
+            initial_limit: default_initial(),
+            min_limit: default_min(),
+            max_limit: default_max(),
+            max_wait: None,
+            algorithm: LimitAlgorithm::default(),
+        }
+    }
+}
+
+impl ConcurrencyConfig {
+    /// A fixed limit: initial, min and max all `limit` (no adaptation).
+    pub fn fixed(limit: u32) -> Self {
+        ConcurrencyConfig {
+            initial_limit: limit,
+            min_limit: limit,
+            max_limit: limit,
+            ..ConcurrencyConfig::default()
+        }
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_nonzero("min_limit", self.min_limit)?;
+        check_nonzero("max_limit", self.max_limit)?;
+        if self.min_limit > self.max_limit {
+            return Err(ConfigError::new(
+                "min_limit",
+                self.min_limit,
+                format!("must be at most max_limit ({})", self.max_limit),
+            ));
+        }
+        if self.initial_limit < self.min_limit || self.initial_limit > self.max_limit {
+            return Err(ConfigError::new(
+                "initial_limit",
+                self.initial_limit,
+                format!(
+                    "must be between min_limit ({}) and max_limit ({})",
+                    self.min_limit, self.max_limit
+                ),
+            ));
+        }
+        if let Some(wait) = self.max_wait {
+            check_duration("max_wait", wait)?;
+        }
+        self.algorithm
+            .validate()
+            .map_err(|e| e.in_section("algorithm"))
+    }
+}
+
+/// The rule that moves the limit, chosen by `kind` in a config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LimitAlgorithm {
+    /// Additive increase, multiplicative decrease on failures or slow calls.
+    Aimd(AimdConfig),
+    /// Follows the ratio of long-term to recent latency (Netflix Gradient2 style).
+    Gradient(GradientConfig),
+}
+
+impl Default for LimitAlgorithm {
+    fn default() -> Self {
+        LimitAlgorithm::Aimd(AimdConfig::default())
+    }
+}
+
+impl LimitAlgorithm {
+    /// Checks the algorithm's parameters.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            LimitAlgorithm::Aimd(c) => c.validate(),
+            LimitAlgorithm::Gradient(c) => c.validate(),
+        }
+    }
+}
+
+/// AIMD: each failed (or too slow) call multiplies the limit by `backoff_ratio`; each
+/// successful call while at least half the limit is in use adds `increase_by`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AimdConfig {
+    /// The factor a failure multiplies the limit by, in (0, 1) (default 0.9).
+    #[serde(default = "default_backoff")]
+    pub backoff_ratio: f64,
+    /// What a healthy call adds to the limit (default 1).
+    #[serde(default = "default_increase")]
+    pub increase_by: u32,
+    /// A successful call slower than this counts as a failure (default: none).
+    #[serde(
+        default,
+        with = "tower_prism_core::config::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub latency_threshold: Option<Duration>,
+}
+
+fn default_backoff() -> f64 {
+    0.9
+}
+fn default_increase() -> u32 {
+    1
+}
+
+impl Default for AimdConfig {
+    fn default() -> Self {
+        AimdConfig {
+            backoff_ratio: default_backoff(),
+            increase_by: default_increase(),
+            latency_threshold: None,
+        }
+    }
+}
+
+impl AimdConfig {
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_ratio("backoff_ratio", self.backoff_ratio)?;
+        if self.backoff_ratio >= 1.0 {
+            return Err(ConfigError::new(
+                "backoff_ratio",
+                self.backoff_ratio,
+                "must be below 1 (a failure has to lower the limit)",
+            ));
+        }
+        check_nonzero("increase_by", self.increase_by)?;
+        if let Some(t) = self.latency_threshold {
+            check_duration("latency_threshold", t)?;
+        }
+        Ok(())
+    }
+}
+
+/// Gradient: the limit is scaled by `tolerance * long_rtt / rtt` (clamped to [0.5, 1]),
+/// plus a small `queue_size` headroom, and smoothed; a failure applies the full 0.5 cut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradientConfig {
+    /// How much of each new estimate is taken, in (0, 1] (default 0.2).
+    #[serde(default = "default_smoothing")]
+    pub smoothing: f64,
+    /// How much slower than the long-term latency a call may be before the limit drops,
+    /// at least 1 (default 1.5).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// Samples the long-term latency average spans (default 600).
+    #[serde(default = "default_long_window")]
+    pub long_window: u32,
+    /// Headroom added to the estimate so the limit can probe upwards (default 4).
+    #[serde(default = "default_queue")]
+    pub queue_size: u32,
+}
+
+fn default_smoothing() -> f64 {
+    0.2
+}
+fn default_tolerance() -> f64 {
+    1.5
+}
+fn default_long_window() -> u32 {
+    600
+}
+fn default_queue() -> u32 {
+    4
+}
+
+impl Default for GradientConfig {
+    fn default() -> Self {
+        GradientConfig {
+            smoothing: default_smoothing(),
+            tolerance: default_tolerance(),
+            long_window: default_long_window(),
+            queue_size: default_queue(),
+        }
+    }
+}
+
+impl GradientConfig {
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_ratio("smoothing", self.smoothing)?;
+        if !(self.tolerance.is_finite() && self.tolerance >= 1.0) {
+            return Err(ConfigError::new(
+                "tolerance",
+                self.tolerance,
+                "must be a number of at least 1",
+            ));
+        }
+        check_nonzero("long_window", self.long_window)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let cfg = ConcurrencyConfig::default();
+        cfg.validate().unwrap();
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(toml::from_str::<ConcurrencyConfig>(&text).unwrap(), cfg);
+        let empty: ConcurrencyConfig = toml::from_str("").unwrap();
+        assert_eq!(empty, cfg);
+    }
+
+    #[test]
+    fn aimd_reads_from_toml() {
+        let cfg: ConcurrencyConfig = toml::from_str(
+            "[algorithm]\nkind = \"aimd\"\nbackoff_ratio = 0.5\nlatency_threshold = \"200ms\"",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.algorithm,
+            LimitAlgorithm::Aimd(AimdConfig {
+                backoff_ratio: 0.5,
+                increase_by: 1,
+                latency_threshold: Some(Duration::from_millis(200)),
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        assert!(toml::from_str::<ConcurrencyConfig>("limit = 3").is_err());
+        let err =
+            toml::from_str::<ConcurrencyConfig>("[algorithm]\nkind = \"aimd\"\nsmoothing = 0.3")
+                .unwrap_err();
+        assert!(err.to_string().contains("smoothing"), "{err}");
+        assert!(toml::from_str::<ConcurrencyConfig>("[algorithm]\nkind = \"vegas\"").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let field = |cfg: ConcurrencyConfig| cfg.validate().unwrap_err().field().to_owned();
+        let base = ConcurrencyConfig::default;
+        assert_eq!(
+            field(ConcurrencyConfig {
+                min_limit: 0,
+                ..base()
+            }),
+            "min_limit"
+        );
+        assert_eq!(
+            field(ConcurrencyConfig {
+                max_limit: 0,
+                ..base()
+            }),
+            "max_limit"
+        );
+        assert_eq!(
+            field(ConcurrencyConfig {
+                min_limit: 50,
+                max_limit: 10,
+                initial_limit: 10,
+                ..base()
+            }),
+            "min_limit"
+        );
+        assert_eq!(
+            field(ConcurrencyConfig {
+                initial_limit: 0,
+                ..base()
+            }),
+            "initial_limit"
+        );
+        assert_eq!(
+            field(ConcurrencyConfig {
+                max_wait: Some(Duration::ZERO),
+                ..base()
+            }),
+            "max_wait"
+        );
+        let aimd = |a: AimdConfig| ConcurrencyConfig {
+            algorithm: LimitAlgorithm::Aimd(a),
+            ..base()
+        };
+        for ratio in [0.0, 1.0, 1.5, f64::NAN] {
+            let cfg = aimd(AimdConfig {
+                backoff_ratio: ratio,
+                ..AimdConfig::default()
+            });
+            assert_eq!(field(cfg), "algorithm.backoff_ratio", "{ratio}");
+        }
+        assert_eq!(
+            field(aimd(AimdConfig {
+                increase_by: 0,
+                ..AimdConfig::default()
+            })),
+            "algorithm.increase_by"
+        );
+        let grad = |g: GradientConfig| ConcurrencyConfig {
+            algorithm: LimitAlgorithm::Gradient(g),
+            ..base()
+        };
+        assert_eq!(
+            field(grad(GradientConfig {
+                smoothing: 0.0,
+                ..GradientConfig::default()
+            })),
+            "algorithm.smoothing"
+        );
+        assert_eq!(
+            field(grad(GradientConfig {
+                tolerance: 0.9,
+                ..GradientConfig::default()
+            })),
+            "algorithm.tolerance"
+        );
+        assert_eq!(
+            field(grad(GradientConfig {
+                long_window: 0,
+                ..GradientConfig::default()
+            })),
+            "algorithm.long_window"
+        );
+        ConcurrencyConfig::fixed(7).validate().unwrap();
+    }
+}

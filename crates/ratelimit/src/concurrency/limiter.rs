@@ -1,0 +1,363 @@
+//! [`ConcurrencyLimiter`]: the shared in-flight cap, its algorithm, metrics and waiters.
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::task::Poll;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tower_prism_core::config::ConfigError;
+use tower_prism_core::metrics::{ratelimit as names, LABEL_NAME, LABEL_REASON};
+use tower_prism_core::Outcome;
+
+use super::algorithm::{LimitState, Sample};
+use super::config::ConcurrencyConfig;
+use super::error::ConcurrencyError;
+use super::permits::Permits;
+
+const NO_WAIT: u64 = u64::MAX;
+
+/// An adaptive cap on requests in flight, shared by every clone.
+///
+/// Acquiring a permit is one compare-and-swap on a packed atomic (no lock, no allocation);
+/// the permit is given back when the call finishes or its future is dropped. Each finished
+/// call's latency and [`Outcome`] move the limit through the configured algorithm (a short,
+/// uncontended lock on that side: a success sample is skipped rather than waited for if
+/// another thread is updating at that moment; failures always count).
+#[derive(Clone)]
+pub struct ConcurrencyLimiter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    name: String,
+    permits: Permits,
+    state: Mutex<LimitState>,
+    config: Mutex<ConcurrencyConfig>,
+    /// `max_wait` in nanoseconds, or [`NO_WAIT`].
+    max_wait: AtomicU64,
+    waiters: AtomicUsize,
+    notify: Notify,
+    metrics: Metrics,
+}
+
+struct Metrics {
+    limit: Gauge,
+    in_flight: Gauge,
+    limit_reached: Counter,
+    timeout: Counter,
+}
+
+impl Metrics {
+    fn new(name: &str) -> Self {
+        let rejected = |reason: &'static str| metrics::counter!(names::REJECTED_TOTAL, LABEL_NAME => name.to_owned(), LABEL_REASON => reason);
+        Metrics {
+            limit: metrics::gauge!(names::CONCURRENCY_LIMIT, LABEL_NAME => name.to_owned()),
+            in_flight: metrics::gauge!(names::IN_FLIGHT, LABEL_NAME => name.to_owned()),
+            limit_reached: rejected("concurrency"),
+            timeout: rejected("concurrency_timeout"),
+        }
+    }
+}
+
+/// The limiter's state at one moment, for health endpoints and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConcurrencySnapshot {
+    /// The limit now.
+    pub limit: u32,
+    /// Requests holding a permit now (may exceed `limit` right after it was lowered).
+    pub in_flight: u32,
+    /// The configured floor.
+    pub min_limit: u32,
+    /// The configured ceiling.
+    pub max_limit: u32,
+    /// Requests waiting for a permit now.
+    pub waiting: usize,
+}
+
+/// Permission for one request to be in flight. Dropping it gives the slot back without
+/// feeding the algorithm; [`finish`](Permit::finish) also reports how the call went.
+pub struct Permit {
+    shared: Arc<Shared>,
+    in_flight: u32,
+    start: Instant,
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("name", &self.shared.name)
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ConcurrencyLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcurrencyLimiter")
+            .field("name", &self.shared.name)
+            .field("snapshot", &self.snapshot())
+            .finish()
+    }
+}
+
+impl ConcurrencyLimiter {
+    /// A limiter named `name` (the metrics label and log field) from a config, which is
+    /// validated first.
+    pub fn new(name: impl Into<String>, config: ConcurrencyConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let name = name.into();
+        let metrics = Metrics::new(&name);
+        let state = LimitState::new(&config);
+        metrics.limit.set(f64::from(state.limit()));
+        Ok(ConcurrencyLimiter {
+            shared: Arc::new(Shared {
+                permits: Permits::new(state.limit()),
+                state: Mutex::new(state),
+                max_wait: AtomicU64::new(wait_to_nanos(config.max_wait)),
+                config: Mutex::new(config),
+                waiters: AtomicUsize::new(0),
+                notify: Notify::new(),
+                metrics,
+                name,
+            }),
+        })
+    }
+
+    /// The policy name used in metrics and logs.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The config in force (after any [`reconfigure`](Self::reconfigure)).
+    pub fn config(&self) -> ConcurrencyConfig {
+        lock(&self.shared.config).clone()
+    }
+
+    /// How long a request may wait for a permit, if at all.
+    pub fn max_wait(&self) -> Option<Duration> {
+        match self.shared.max_wait.load(Ordering::Relaxed) {
+            NO_WAIT => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+
+    /// Limit, in-flight and waiters now: three atomic loads and a short lock for the bounds.
+    pub fn snapshot(&self) -> ConcurrencySnapshot {
+        let (limit, in_flight) = self.shared.permits.load();
+        let (min_limit, max_limit) = {
+            let config = lock(&self.shared.config);
+            (config.min_limit, config.max_limit)
+        };
+        ConcurrencySnapshot {
+            limit,
+            in_flight,
+            min_limit,
+            max_limit,
+            waiting: self.shared.waiters.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes a permit now, or fails with [`ConcurrencyError::LimitReached`] (counted in the
+    /// rejection metric). Never waits, whatever `max_wait` says.
+    pub fn try_acquire(&self) -> Result<Permit, ConcurrencyError> {
+        self.acquire_now()
+            .map_err(|limit| self.reject(ConcurrencyError::LimitReached { limit }))
+    }
+
+    /// Takes a permit, waiting up to `max_wait` for one to come free. Without `max_wait` it
+    /// is [`try_acquire`](Self::try_acquire). Waiters are woken one per finished call, but
+    /// a newcomer may take the freed slot first (no FIFO guarantee).
+    pub fn acquire(
+        &self,
+    ) -> impl Future<Output = Result<Permit, ConcurrencyError>> + Send + 'static {
+        let limiter = self.clone();
+        async move {
+            match limiter.acquire_now() {
+                Ok(permit) => Ok(permit),
+                Err(limit) => limiter.wait(limit).await,
+            }
+        }
+    }
+
+    /// Applies a new config to the running limiter (hot reload): the current limit is kept
+    /// but clamped into the new bounds, the algorithm's parameters and `max_wait` change,
+    /// and requests in flight keep their permits.
+    pub fn reconfigure(&self, config: ConcurrencyConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let mut state = lock(&self.shared.state);
+        state.reconfigure(&config);
+        self.shared
+            .max_wait
+            .store(wait_to_nanos(config.max_wait), Ordering::Relaxed);
+        self.shared.apply_limit(state.limit(), "reconfigured");
+        *lock(&self.shared.config) = config;
+        drop(state);
+        tracing::info!(name = %self.shared.name, limit = self.shared.permits.limit(), "concurrency limiter reconfigured");
+        Ok(())
+    }
+
+    /// The hot path: one CAS. `Err(limit)` when the limit is reached.
+    #[inline]
+    pub(crate) fn acquire_now(&self) -> Result<Permit, u32> {
+        let in_flight = self.shared.permits.try_acquire()?;
+        self.shared.metrics.in_flight.increment(1.0);
+        Ok(Permit {
+            shared: Arc::clone(&self.shared),
+            in_flight,
+            start: Instant::now(),
+        })
+    }
+
+    /// Counts and logs a rejection, and gives it back.
+    pub(crate) fn reject(&self, error: ConcurrencyError) -> ConcurrencyError {
+        match error {
+            ConcurrencyError::LimitReached { .. } => self.shared.metrics.limit_reached.increment(1),
+            ConcurrencyError::Timeout { .. } => self.shared.metrics.timeout.increment(1),
+        }
+        tracing::debug!(name = %self.shared.name, reason = error.reason(), "concurrency limiter rejected a request");
+        error
+    }
+
+    /// Waits for a permit after `acquire_now` failed at `limit`.
+    pub(crate) async fn wait(&self, limit: u32) -> Result<Permit, ConcurrencyError> {
+        let Some(max_wait) = self.max_wait() else {
+            return Err(self.reject(ConcurrencyError::LimitReached { limit }));
+        };
+        let start = Instant::now();
+        let shared = &self.shared;
+        shared.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = WaiterGuard(shared);
+        let mut sleep = pin!(tokio::time::sleep_until(start + max_wait));
+        loop {
+            let mut notified = pin!(shared.notify.notified());
+            notified.as_mut().enable();
+            // Pairs with the SeqCst release in `Permit::drop`: either this try sees the freed slot
+            // or that release sees this waiter and notifies.
+            fence(Ordering::SeqCst);
+            if let Ok(permit) = self.acquire_now() {
+                return Ok(permit);
+            }
+            let woken = poll_fn(|cx| {
+                if notified.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(true)
+                } else if sleep.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(false)
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            if !woken {
+                // One last try: a slot may have freed as the timer fired.
+                if let Ok(permit) = self.acquire_now() {
+                    return Ok(permit);
+                }
+                let waited = start.elapsed();
+                return Err(self.reject(ConcurrencyError::Timeout { waited }));
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Sets the permits' limit from the algorithm (called with the state lock held, so
+    /// limit writes are ordered), with its gauge, event and wake-ups.
+    fn apply_limit(&self, new: u32, why: &'static str) {
+        let shared = self;
+        let old = shared.permits.limit();
+        if new == old {
+            return;
+        }
+        shared.permits.set_limit(new);
+        shared.metrics.limit.set(f64::from(new));
+        if new < old {
+            tracing::info!(name = %shared.name, from = old, to = new, reason = why, "concurrency limit lowered");
+        } else {
+            tracing::debug!(name = %shared.name, from = old, to = new, reason = why, "concurrency limit raised");
+            if shared.waiters.load(Ordering::SeqCst) > 0 {
+                shared.notify.notify_waiters();
+            }
+        }
+    }
+
+    fn record(&self, sample: Sample) {
+        let mut state = if sample.outcome.is_success() {
+            match self.state.try_lock() {
+                Ok(state) => state,
+                Err(TryLockError::WouldBlock) => return,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            }
+        } else {
+            lock(&self.state)
+        };
+        let new = state.update(sample);
+        let why = if sample.outcome.is_success() {
+            "sample"
+        } else {
+            "failure"
+        };
+        self.apply_limit(new, why);
+    }
+}
+
+impl Permit {
+    /// Restarts the latency clock (when the call to the inner service actually starts).
+    pub(crate) fn restart(&mut self) {
+        self.start = Instant::now();
+    }
+
+    /// Requests in flight when this permit was taken, itself included.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// Gives the permit back and feeds the call's latency (since the permit was taken) and
+    /// outcome to the algorithm.
+    pub fn finish(self, outcome: Outcome) {
+        let sample = Sample {
+            latency: self.start.elapsed(),
+            in_flight: self.in_flight,
+            outcome,
+        };
+        self.shared.record(sample);
+        // Dropping `self` releases the slot.
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        shared.permits.release();
+        shared.metrics.in_flight.decrement(1.0);
+        // `release` is a SeqCst RMW and this a SeqCst load: with the fence in `wait`, a
+        // waiter either sees the freed slot or is seen here.
+        if shared.waiters.load(Ordering::SeqCst) > 0 {
+            shared.notify.notify_one();
+        }
+    }
+}
+
+struct WaiterGuard<'a>(&'a Shared);
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn wait_to_nanos(wait: Option<Duration>) -> u64 {
+    wait.map_or(NO_WAIT, |d| {
+        u64::try_from(d.as_nanos()).unwrap_or(NO_WAIT - 1)
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
