@@ -1,0 +1,114 @@
+//! The concurrency limit's admit-and-complete path allocates nothing: a counting global
+//! allocator around 1000 calls that each take a permit, call the inner service, feed the
+//! algorithm and give the permit back.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt;
+use std::future::{ready, Future, Ready};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tower_layer::Layer;
+use tower_prism_ratelimit::concurrency::{AimdConfig, ConcurrencyLimitLayer, GradientConfig};
+use tower_service::Service;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Answers at once; `Err` for odd requests, so failures (and limit changes) are exercised.
+#[derive(Clone, Copy)]
+struct Echo;
+
+/// A zero-sized error: boxing it into a `BoxError` allocates nothing, so the count below
+/// is the limiter's alone.
+#[derive(Debug)]
+struct Odd;
+
+impl fmt::Display for Odd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("odd")
+    }
+}
+
+impl std::error::Error for Odd {}
+
+impl Service<u64> for Echo {
+    type Response = u64;
+    type Error = Odd;
+    type Future = Ready<Result<u64, Odd>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Odd>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: u64) -> Self::Future {
+        ready(if req.is_multiple_of(2) {
+            Ok(req)
+        } else {
+            Err(Odd)
+        })
+    }
+}
+
+fn allocations_per_call<S: Service<u64>>(svc: &mut S) -> usize {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut run = |svc: &mut S, i: u64| {
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        let fut = pin!(svc.call(i));
+        assert!(
+            fut.poll(&mut cx).is_ready(),
+            "call {i} did not finish at once"
+        );
+    };
+    for i in 0..100 {
+        run(svc, i); // warm-up: metrics handles, lazy statics
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for i in 0..1_000 {
+        run(svc, i);
+    }
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
+#[test]
+fn admitted_calls_allocate_nothing() {
+    let aimd = ConcurrencyLimitLayer::builder()
+        .limits(1, 100)
+        .aimd(AimdConfig {
+            latency_threshold: Some(Duration::from_secs(1)),
+            ..AimdConfig::default()
+        })
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_call(&mut aimd.layer(Echo)), 0, "aimd");
+
+    let gradient = ConcurrencyLimitLayer::builder()
+        .limits(1, 100)
+        .gradient(GradientConfig::default())
+        .max_wait(Duration::from_millis(10)) // configured, but nobody has to wait
+        .build()
+        .unwrap();
+    assert_eq!(
+        allocations_per_call(&mut gradient.layer(Echo)),
+        0,
+        "gradient"
+    );
+}
