@@ -188,7 +188,8 @@ fn unpack_time(word: u64) -> Counts {
 ///
 /// Each bucket is one packed word tagged with its "lap" (`epoch / B`, where `epoch` is
 /// `now / bucket width`), so a writer that finds an old lap's counts replaces them in the same
-/// compare-and-swap that adds its call. A bucket holds at most 2^18 - 1 calls; further calls
+/// compare-and-swap that adds its call; the writer that moves the window to a new slice
+/// clears the buckets of the slices skipped since the previous one. A bucket holds at most 2^18 - 1 calls; further calls
 /// in the same slice are not counted (use more buckets for very high rates).
 #[derive(Debug)]
 pub struct TimeWindow {
@@ -216,21 +217,34 @@ impl TimeWindow {
     /// Records one call at `now_nanos` and returns the window's counts after it.
     pub fn record(&self, failure: bool, slow: bool, now_nanos: u64) -> Counts {
         let epoch = now_nanos / self.width_nanos;
-        let latest = self.latest.load(Relaxed);
-        if latest <= epoch {
-            // first call of a new slice (rare): note it; after a whole idle window, clear.
-            if latest > 0 && latest + self.len() <= epoch + 1 && latest < epoch + 1 {
-                if self
-                    .latest
-                    .compare_exchange(latest, epoch + 1, Relaxed, Relaxed)
-                    .is_ok()
-                {
-                    for bucket in self.buckets.iter() {
-                        bucket.store(0, Relaxed);
+        let len = self.len();
+        let mut latest = self.latest.load(Relaxed);
+        while latest <= epoch {
+            // first call of a new slice (rare): the slices skipped since the latest one had
+            // no calls, so clear what earlier laps left in their buckets (all of them after a
+            // whole idle window). A bucket then only ever holds its current or previous lap,
+            // which the tag tells apart; it never aliases a lap 2^10 laps old.
+            match self
+                .latest
+                .compare_exchange_weak(latest, epoch + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => {
+                    if latest > 0 {
+                        // after a whole idle window, this slice's own bucket may hold a lap
+                        // whose tag aliases: clear it too
+                        let to = if latest + len <= epoch + 1 {
+                            epoch + 1
+                        } else {
+                            epoch
+                        };
+                        let from = latest.max((epoch + 1).saturating_sub(len));
+                        for skipped in from..to {
+                            self.buckets[(skipped % len) as usize].store(0, Relaxed);
+                        }
                     }
+                    break;
                 }
-            } else {
-                self.latest.fetch_max(epoch + 1, Relaxed);
+                Err(actual) => latest = actual,
             }
         }
         let bucket = &self.buckets[(epoch % self.len()) as usize];
@@ -400,6 +414,29 @@ mod tests {
         );
         w.clear();
         assert_eq!(w.counts(later).calls, 0);
+    }
+
+    #[test]
+    fn time_window_never_resurrects_an_aliased_lap() {
+        let ms = 1_000_000;
+        let w = TimeWindow::new(100 * ms, 10);
+        w.record(true, false, 350 * ms); // slice 3 of lap 0
+                                         // 1024 laps of steady traffic that never lands in slice 3 (so the window is never
+                                         // idle for a whole second): the old failure must not come back when the lap tag
+                                         // wraps around
+        let lap = 1_000 * ms;
+        for l in 1..=1024u64 {
+            for slice in [0, 2, 5, 7] {
+                if l < 1024 || slice < 3 {
+                    w.record(false, false, l * lap + slice * 100 * ms);
+                }
+            }
+        }
+        // the window at 1024.35 s holds slices 5 and 7 of lap 1023 and 0 and 2 of lap 1024
+        let at = 1024 * lap + 350 * ms;
+        let c = w.counts(at);
+        assert_eq!((c.calls, c.failures), (4, 0), "{c:?}");
+        assert_eq!(w.record(false, false, at).failures, 0);
     }
 }
 
