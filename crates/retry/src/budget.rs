@@ -1,0 +1,503 @@
+//! [`RetryBudget`]: retries may not exceed a ratio of recent first attempts plus a floor.
+//!
+//! In the manner of Finagle's `RetryBudget` and tower's `TpsBudget`: every first attempt
+//! deposits `ratio` of a retry, every retry withdraws one, and deposits expire after the
+//! window. A constant reserve of `min_per_second * window` retries lets a quiet service
+//! retry at all.
+//!
+//! The window is [`SLOTS`] time slots, each one `AtomicU64` packing the slot's epoch (20
+//! bits) and its balance (44 bits, signed, in 1/10 000 of a retry). Depositing and
+//! withdrawing are a CAS on the current slot; a withdrawal sums the live slots and CASes the
+//! current one, so concurrent withdrawals within one slot never overdraw (they serialise
+//! on that slot). No lock, no allocation. The algorithm takes the epoch as an argument, so
+//! tests and the loom model drive time by hand.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_prism_core::sync::{Arc, AtomicBool, AtomicI64, AtomicU64, Ordering};
+use tower_prism_core::{HealthReader, HealthSignal};
+
+use crate::config::BudgetConfig;
+
+/// Time slots in one budget window.
+pub const SLOTS: usize = 10;
+/// One retry, in the budget's fixed-point units.
+const RETRY: i64 = 10_000;
+const EPOCH_BITS: u32 = 20;
+const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
+const BALANCE_BITS: u32 = 64 - EPOCH_BITS;
+const BALANCE_MASK: u64 = (1 << BALANCE_BITS) - 1;
+const BALANCE_MAX: i64 = (1 << (BALANCE_BITS - 1)) - 1;
+
+fn pack(epoch: u64, balance: i64) -> u64 {
+    let balance = balance.clamp(-BALANCE_MAX, BALANCE_MAX);
+    ((epoch & EPOCH_MASK) << BALANCE_BITS) | (balance as u64 & BALANCE_MASK)
+}
+
+fn epoch_of(raw: u64) -> u64 {
+    raw >> BALANCE_BITS
+}
+
+fn balance_of(raw: u64) -> i64 {
+    ((raw << EPOCH_BITS) as i64) >> EPOCH_BITS
+}
+
+/// Slots older than the window (or from a later epoch) count as empty.
+fn live_balance(raw: u64, epoch: u64) -> i64 {
+    let age = (epoch & EPOCH_MASK).wrapping_sub(epoch_of(raw)) & EPOCH_MASK;
+    if (age as usize) < SLOTS {
+        balance_of(raw)
+    } else {
+        0
+    }
+}
+
+struct Inner {
+    slots: [AtomicU64; SLOTS],
+    /// Units deposited per first attempt (`ratio * RETRY`).
+    deposit: AtomicI64,
+    /// Units a retry costs while unhealthy (`RETRY * ratio / unhealthy_ratio`).
+    unhealthy_cost: AtomicI64,
+    /// Units always available (`min_per_second * window * RETRY`).
+    reserve: AtomicI64,
+    unhealthy: AtomicBool,
+    enabled: AtomicBool,
+    slot_nanos: u64,
+    start: Instant,
+    health: Option<Health>,
+}
+
+struct Health {
+    reader: Mutex<HealthReader>,
+    failure_rate: AtomicU64, // f64 bits
+}
+
+/// A retry budget shared by every clone (every clone of a retry layer draws on one).
+///
+/// ```
+/// use tower_prism_retry::{BudgetConfig, RetryBudget};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let config = BudgetConfig { ratio: 0.5, min_per_second: 0, ..BudgetConfig::default() };
+/// let budget = RetryBudget::new(&config);
+/// for _ in 0..4 {
+///     budget.deposit(); // four first attempts earn two retries
+/// }
+/// assert!(budget.withdraw());
+/// assert!(budget.withdraw());
+/// assert!(!budget.withdraw());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RetryBudget {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryBudget")
+            .field("available", &self.available())
+            .field("unhealthy", &self.is_unhealthy())
+            .finish()
+    }
+}
+
+impl RetryBudget {
+    /// A budget from a validated config. Call from within a tokio runtime's context only if
+    /// you use the clock-driven methods ([`deposit`](Self::deposit) ...); they read
+    /// `tokio::time::Instant`.
+    pub fn new(config: &BudgetConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// A budget whose ratio drops to `unhealthy_ratio` while `health` reports the circuit
+    /// open or a failure rate of at least `unhealthy_failure_rate`. Health is re-read once
+    /// per slot (a tenth of the window), off the hot path.
+    pub fn with_health(config: &BudgetConfig, health: &HealthSignal) -> Self {
+        Self::build(config, Some(health))
+    }
+
+    fn build(config: &BudgetConfig, health: Option<&HealthSignal>) -> Self {
+        let slot_nanos =
+            (u64::try_from(config.window.as_nanos()).unwrap_or(u64::MAX) / SLOTS as u64).max(1);
+        let inner = Inner {
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+            deposit: AtomicI64::new(0),
+            unhealthy_cost: AtomicI64::new(RETRY),
+            reserve: AtomicI64::new(0),
+            unhealthy: AtomicBool::new(false),
+            enabled: AtomicBool::new(true),
+            slot_nanos,
+            start: Instant::now(),
+            health: health.map(|h| Health {
+                reader: Mutex::new(h.subscribe()),
+                failure_rate: AtomicU64::new(config.unhealthy_failure_rate.to_bits()),
+            }),
+        };
+        let budget = RetryBudget {
+            inner: Arc::new(inner),
+        };
+        budget.reconfigure(config);
+        budget
+    }
+
+    /// Applies new ratios, floor and `enabled` (the window length stays as built).
+    pub fn reconfigure(&self, config: &BudgetConfig) {
+        let i = &self.inner;
+        let deposit = (config.ratio * RETRY as f64).round().max(1.0) as i64;
+        i.deposit.store(deposit, Ordering::Relaxed);
+        let cost = match config.unhealthy_ratio {
+            Some(r) if r > 0.0 => ((RETRY as f64) * config.ratio / r).round() as i64,
+            _ => RETRY,
+        };
+        i.unhealthy_cost.store(cost.max(RETRY), Ordering::Relaxed);
+        let window_secs = (i.slot_nanos * SLOTS as u64) as f64 / 1e9;
+        let reserve = f64::from(config.min_per_second) * window_secs * RETRY as f64;
+        i.reserve
+            .store(reserve.min(BALANCE_MAX as f64) as i64, Ordering::Relaxed);
+        if let Some(h) = &i.health {
+            h.failure_rate
+                .store(config.unhealthy_failure_rate.to_bits(), Ordering::Relaxed);
+        }
+        i.enabled.store(config.enabled, Ordering::Relaxed);
+    }
+
+    /// Whether the budget limits retries (`enabled` in the config).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.enabled.load(Ordering::Relaxed)
+    }
+
+    /// The current epoch (slot number) by the tokio clock.
+    fn epoch(&self) -> u64 {
+        let nanos = u64::try_from(self.inner.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        nanos / self.inner.slot_nanos
+    }
+
+    /// Records a first attempt: earns `ratio` of a retry for one window.
+    pub fn deposit(&self) {
+        if self.deposit_at(self.epoch()) {
+            self.refresh_health();
+        }
+    }
+
+    /// Takes one retry from the budget; `false` (and nothing taken) when it is empty.
+    /// Always `true` when the budget is disabled.
+    pub fn withdraw(&self) -> bool {
+        !self.is_enabled() || self.withdraw_at(self.epoch())
+    }
+
+    /// Retries available now (fractional).
+    pub fn available(&self) -> f64 {
+        self.available_at(self.epoch())
+    }
+
+    /// Whether the tightened (unhealthy) ratio is in force.
+    pub fn is_unhealthy(&self) -> bool {
+        self.inner.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// [`deposit`](Self::deposit) at a given epoch. Returns `true` if this call started a
+    /// new slot.
+    pub fn deposit_at(&self, epoch: u64) -> bool {
+        let slot = &self.inner.slots[(epoch % SLOTS as u64) as usize];
+        let amount = self.inner.deposit.load(Ordering::Relaxed);
+        let mut raw = slot.load(Ordering::Acquire);
+        loop {
+            let current = epoch_of(raw) == epoch & EPOCH_MASK;
+            let balance = if current { balance_of(raw) } else { 0 };
+            let new = pack(epoch, balance.saturating_add(amount));
+            match slot.compare_exchange_weak(raw, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return !current,
+                Err(actual) => raw = actual,
+            }
+        }
+    }
+
+    /// [`withdraw`](Self::withdraw) at a given epoch (ignores `enabled`).
+    pub fn withdraw_at(&self, epoch: u64) -> bool {
+        let i = &self.inner;
+        let cost = if i.unhealthy.load(Ordering::Relaxed) {
+            i.unhealthy_cost.load(Ordering::Relaxed)
+        } else {
+            RETRY
+        };
+        let index = (epoch % SLOTS as u64) as usize;
+        let slot = &i.slots[index];
+        loop {
+            let raw = slot.load(Ordering::Acquire);
+            let own = if epoch_of(raw) == epoch & EPOCH_MASK {
+                balance_of(raw)
+            } else {
+                0
+            };
+            let others: i64 = (0..SLOTS)
+                .filter(|&n| n != index)
+                .map(|n| live_balance(i.slots[n].load(Ordering::Acquire), epoch))
+                .sum();
+            let total = i.reserve.load(Ordering::Relaxed) + own + others;
+            if total < cost {
+                return false;
+            }
+            let new = pack(epoch, own - cost);
+            if slot
+                .compare_exchange(raw, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return true;
+            }
+        }
+    }
+
+    /// [`available`](Self::available) at a given epoch.
+    pub fn available_at(&self, epoch: u64) -> f64 {
+        let i = &self.inner;
+        let sum: i64 = i
+            .slots
+            .iter()
+            .map(|s| live_balance(s.load(Ordering::Acquire), epoch))
+            .sum();
+        (sum + i.reserve.load(Ordering::Relaxed)) as f64 / RETRY as f64
+    }
+
+    /// Re-reads downstream health (once per slot, by whoever starts the slot; never blocks).
+    fn refresh_health(&self) {
+        let Some(health) = &self.inner.health else {
+            return;
+        };
+        let Ok(mut reader) = health.reader.try_lock() else {
+            return;
+        };
+        let stats = reader.read();
+        let threshold = f64::from_bits(health.failure_rate.load(Ordering::Relaxed));
+        let unhealthy =
+            stats.circuit_open || stats.failure_rate().is_some_and(|rate| rate >= threshold);
+        let was = self.inner.unhealthy.swap(unhealthy, Ordering::Relaxed);
+        if was != unhealthy {
+            tracing::info!(
+                unhealthy,
+                "retry budget ratio {}",
+                if unhealthy { "tightened" } else { "restored" }
+            );
+        }
+    }
+
+    /// Whether two handles share one budget.
+    pub fn same_as(&self, other: &RetryBudget) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The length of one slot.
+    pub fn slot(&self) -> Duration {
+        Duration::from_nanos(self.inner.slot_nanos)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use tower_prism_core::Outcome;
+
+    fn config(ratio: f64, min_per_second: u32) -> BudgetConfig {
+        BudgetConfig {
+            ratio,
+            min_per_second,
+            ..BudgetConfig::default()
+        }
+    }
+
+    #[test]
+    fn packing_round_trips_negative_balances() {
+        for (e, b) in [
+            (0, 0),
+            (5, -7),
+            (EPOCH_MASK, BALANCE_MAX),
+            (3, -BALANCE_MAX),
+        ] {
+            let raw = pack(e, b);
+            assert_eq!((epoch_of(raw), balance_of(raw)), (e, b));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ratio_limits_retries_and_deposits_expire() {
+        let b = RetryBudget::new(&config(0.2, 0));
+        for _ in 0..10 {
+            b.deposit_at(0);
+        }
+        assert!((b.available_at(0) - 2.0).abs() < 1e-9);
+        assert!(b.withdraw_at(0));
+        assert!(b.withdraw_at(3)); // a later slot draws on the same window
+        assert!(!b.withdraw_at(3), "two retries for ten first attempts");
+        // recovery: slot 0 leaves the window at epoch 10, with its deposits and its debt
+        assert!(!b.withdraw_at(9));
+        for _ in 0..5 {
+            b.deposit_at(10);
+        }
+        // epoch 10 reuses slot 0; slot 3 (one withdrawal) is still live
+        assert!((b.available_at(10) - 0.0).abs() < 1e-9);
+        b.deposit_at(11);
+        b.deposit_at(11);
+        b.deposit_at(11);
+        b.deposit_at(11);
+        b.deposit_at(11);
+        assert!(b.withdraw_at(11));
+        assert!(!b.withdraw_at(11));
+        // once slot 3's debt expires (epoch 13), fresh deposits are all there is
+        assert!((b.available_at(14) - 1.0).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reserve_allows_a_floor_of_retries() {
+        let b = RetryBudget::new(&config(0.2, 1)); // 1/s over 10s = 10 retries
+        let granted = (0..20).filter(|_| b.withdraw_at(0)).count();
+        assert_eq!(granted, 10);
+        // the debt expires with the window
+        assert_eq!((0..20).filter(|_| b.withdraw_at(10)).count(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clock_driven_recovery() {
+        let b = RetryBudget::new(&config(1.0, 0));
+        b.deposit();
+        assert!(b.withdraw());
+        assert!(!b.withdraw());
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(!b.withdraw(), "no traffic, no floor: still empty");
+        b.deposit();
+        assert!(b.withdraw(), "recovered once new first attempts arrive");
+        let disabled = BudgetConfig {
+            enabled: false,
+            ..config(1.0, 0)
+        };
+        b.reconfigure(&disabled);
+        assert!((0..100).all(|_| b.withdraw()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn health_tightens_the_ratio() {
+        let signal = HealthSignal::new();
+        let cfg = BudgetConfig {
+            unhealthy_ratio: Some(0.05),
+            ..config(0.2, 0)
+        };
+        let b = RetryBudget::with_health(&cfg, &signal);
+        for _ in 0..10 {
+            signal.record(Outcome::RETRYABLE, Duration::ZERO);
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..20 {
+            b.deposit(); // four retries' worth at the healthy ratio
+        }
+        assert!(b.is_unhealthy());
+        assert!(b.withdraw(), "a retry costs four times as much: one fits");
+        assert!(!b.withdraw());
+        // healthy again: the next slot's first deposit restores the ratio
+        for _ in 0..10 {
+            signal.record(Outcome::Success, Duration::ZERO);
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..5 {
+            b.deposit(); // one retry's worth at the healthy ratio
+        }
+        assert!(!b.is_unhealthy());
+        assert!(b.withdraw());
+        assert!(!b.withdraw());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clones_share_one_budget() {
+        let a = RetryBudget::new(&config(1.0, 0));
+        let c = a.clone();
+        a.deposit();
+        assert!(a.same_as(&c));
+        assert!(c.withdraw());
+        assert!(!a.withdraw());
+    }
+}
+
+#[cfg(loom)]
+mod loom_tests {
+    use super::*;
+
+    fn budget(ratio: f64) -> RetryBudget {
+        let config = BudgetConfig {
+            ratio,
+            min_per_second: 0,
+            ..BudgetConfig::default()
+        };
+        // Build without the tokio clock: the loom model drives epochs by hand.
+        let inner = Inner {
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+            deposit: AtomicI64::new(0),
+            unhealthy_cost: AtomicI64::new(RETRY),
+            reserve: AtomicI64::new(0),
+            unhealthy: AtomicBool::new(false),
+            enabled: AtomicBool::new(true),
+            slot_nanos: 1_000_000_000,
+            start: unsafe_start(),
+            health: None,
+        };
+        let b = RetryBudget {
+            inner: Arc::new(inner),
+        };
+        b.reconfigure(&config);
+        b
+    }
+
+    fn unsafe_start() -> Instant {
+        // tokio's Instant::now() needs no runtime unless the clock is paused.
+        Instant::now()
+    }
+
+    #[test]
+    fn loom_concurrent_withdrawals_never_overdraw() {
+        loom::model(|| {
+            let b = budget(1.0);
+            b.deposit_at(0); // exactly one retry available
+            let b2 = b.clone();
+            let t = loom::thread::spawn(move || b2.withdraw_at(0));
+            let mine = b.withdraw_at(0);
+            let theirs = t.join().unwrap();
+            assert!(mine ^ theirs, "exactly one of two withdrawals succeeds");
+            assert!(b.available_at(0).abs() < 1e-9);
+        });
+    }
+
+    #[test]
+    fn loom_deposit_and_withdraw_race_keeps_the_sum() {
+        loom::model(|| {
+            let b = budget(0.5);
+            b.deposit_at(1);
+            b.deposit_at(1); // one retry
+            let b2 = b.clone();
+            let t = loom::thread::spawn(move || {
+                b2.deposit_at(1);
+                b2.deposit_at(1);
+            });
+            let took = b.withdraw_at(1);
+            t.join().unwrap();
+            assert!(took, "one retry was there before the race");
+            assert!((b.available_at(1) - 1.0).abs() < 1e-9);
+        });
+    }
+
+    #[test]
+    fn loom_new_slot_rotation_with_withdrawal() {
+        loom::model(|| {
+            let b = budget(1.0);
+            b.deposit_at(0);
+            let b2 = b.clone();
+            // one thread moves to the slot 10 epochs later (reusing slot 0), the other withdraws
+            let t = loom::thread::spawn(move || b2.deposit_at(10));
+            let took = b.withdraw_at(0);
+            t.join().unwrap();
+            let left = b.available_at(10);
+            assert!(
+                (left - 1.0).abs() < 1e-9,
+                "the new slot holds only its deposit: {left} {took}"
+            );
+        });
+    }
+}

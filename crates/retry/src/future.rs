@@ -1,0 +1,331 @@
+//! [`ResponseFuture`]: one logical call, attempt after attempt.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::{sleep, Instant, Sleep};
+use tower_prism_core::{Classify, Outcome};
+use tower_service::Service;
+
+use crate::error::{BoxError, Error};
+use crate::layer::Shared;
+use crate::policy::{ReplayRequest, ResponseHint};
+use crate::settings::Settings;
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // An attempt is in flight.
+        Called { #[pin] future: F },
+        // Waiting out the backoff before the next attempt.
+        Backoff { #[pin] sleep: Sleep },
+        // Driving the inner service's clone to readiness for the next attempt.
+        Readying,
+    }
+}
+
+pin_project! {
+    #[project = TimerProj]
+    enum Timer {
+        Off,
+        On { #[pin] sleep: Sleep },
+    }
+}
+
+pin_project! {
+    /// The response future of [`Retry`](crate::Retry). Dropping it cancels the attempt in
+    /// flight (or the backoff) and makes no further attempt.
+    pub struct ResponseFuture<S, Req, C, R, H>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        #[pin]
+        timer: Timer,
+        service: S,
+        // The request retries are copied from (`None`: no further retry possible).
+        template: Option<Req>,
+        // The copy the next attempt sends.
+        next: Option<Req>,
+        shared: Arc<Shared>,
+        settings: Settings,
+        started: Instant,
+        attempt: u32,
+        previous_delay: Duration,
+        classify: C,
+        replay: R,
+        hint: H,
+    }
+}
+
+impl<S, Req, C, R, H> std::fmt::Debug for ResponseFuture<S, Req, C, R, H>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempt", &self.attempt)
+            .field("max_attempts", &self.settings.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum GiveUp {
+    MaxAttempts,
+    NotReplayable,
+    Deadline,
+    Budget,
+}
+
+impl<S, Req, C, R, H> ResponseFuture<S, Req, C, R, H>
+where
+    S: Service<Req>,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        future: S::Future,
+        service: S,
+        template: Option<Req>,
+        shared: Arc<Shared>,
+        settings: Settings,
+        started: Instant,
+        classify: C,
+        replay: R,
+        hint: H,
+    ) -> Self {
+        let timer = match settings.attempt_timeout {
+            Some(t) => Timer::On { sleep: sleep(t) },
+            None => Timer::Off,
+        };
+        ResponseFuture {
+            state: State::Called { future },
+            timer,
+            service,
+            template,
+            next: None,
+            shared,
+            settings,
+            started,
+            attempt: 1,
+            previous_delay: Duration::ZERO,
+            classify,
+            replay,
+            hint,
+        }
+    }
+}
+
+impl<S, Req, C, R, H> Future for ResponseFuture<S, Req, C, R, H>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError>,
+    R: ReplayRequest<Req>,
+    H: ResponseHint<S::Response>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let result: Result<S::Response, BoxError> = match future.poll(cx) {
+                        Poll::Ready(r) => r.map_err(Into::into),
+                        Poll::Pending => {
+                            let expired = match this.timer.as_mut().project() {
+                                TimerProj::On { sleep } => sleep.poll(cx).is_ready(),
+                                TimerProj::Off => false,
+                            };
+                            if !expired {
+                                return Poll::Pending;
+                            }
+                            let timeout = this.settings.attempt_timeout.unwrap_or_default();
+                            Err(Box::new(Error::AttemptTimedOut { timeout }))
+                        }
+                    };
+                    let shared: &Shared = this.shared;
+                    let metrics = &shared.metrics;
+                    let attempt = *this.attempt;
+                    match this.classify.classify(result.as_ref()) {
+                        Outcome::Success => {
+                            metrics.attempts.record(f64::from(attempt));
+                            return Poll::Ready(result);
+                        }
+                        Outcome::Fatal => {
+                            metrics.attempts.record(f64::from(attempt));
+                            metrics.gave_up_fatal.increment(1);
+                            return Poll::Ready(result);
+                        }
+                        Outcome::Failure { retryable: false } => {
+                            metrics.attempts.record(f64::from(attempt));
+                            metrics.gave_up_not_retryable.increment(1);
+                            return Poll::Ready(result);
+                        }
+                        Outcome::Failure { retryable: true } => {}
+                    }
+                    let settings = *this.settings;
+                    if attempt >= settings.max_attempts {
+                        return Poll::Ready(give_up(
+                            shared,
+                            GiveUp::MaxAttempts,
+                            attempt,
+                            &settings,
+                            result,
+                        ));
+                    }
+                    let Some(next) = this.template.as_ref().and_then(|t| this.replay.replay(t))
+                    else {
+                        return Poll::Ready(give_up(
+                            shared,
+                            GiveUp::NotReplayable,
+                            attempt,
+                            &settings,
+                            result,
+                        ));
+                    };
+                    let mut delay =
+                        settings
+                            .backoff
+                            .delay(attempt, *this.previous_delay, shared.random());
+                    if settings.honor_retry_after {
+                        let hint = match &result {
+                            Ok(response) => this.hint.retry_after(response),
+                            Err(e) => shared.error_hint.and_then(|h| h(&**e)),
+                        };
+                        if let Some(hint) = hint {
+                            delay = delay.max(hint);
+                        }
+                    }
+                    if let Some(max) = settings.max_elapsed {
+                        if this.started.elapsed().saturating_add(delay) > max {
+                            return Poll::Ready(give_up(
+                                shared,
+                                GiveUp::Deadline,
+                                attempt,
+                                &settings,
+                                result,
+                            ));
+                        }
+                    }
+                    if !shared.budget.withdraw() {
+                        metrics.budget_exhausted.increment(1);
+                        return Poll::Ready(give_up(
+                            shared,
+                            GiveUp::Budget,
+                            attempt,
+                            &settings,
+                            result,
+                        ));
+                    }
+                    let reason = match &result {
+                        Ok(_) => {
+                            metrics.retry_status.increment(1);
+                            "status"
+                        }
+                        Err(e)
+                            if e.downcast_ref::<Error>()
+                                .is_some_and(|e| matches!(e, Error::AttemptTimedOut { .. })) =>
+                        {
+                            metrics.retry_timeout.increment(1);
+                            "timeout"
+                        }
+                        Err(_) => {
+                            metrics.retry_error.increment(1);
+                            "error"
+                        }
+                    };
+                    metrics.backoff.record(delay.as_secs_f64());
+                    shared.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(name = %shared.name, attempt, ?delay, reason, "retrying");
+                    drop(result);
+                    *this.previous_delay = delay;
+                    *this.next = Some(next);
+                    if attempt + 1 >= settings.max_attempts {
+                        *this.template = None; // the last attempt needs no further copy
+                    }
+                    if delay.is_zero() {
+                        this.state.set(State::Readying);
+                    } else {
+                        this.state.set(State::Backoff {
+                            sleep: sleep(delay),
+                        });
+                    }
+                }
+                StateProj::Backoff { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Readying);
+                }
+                StateProj::Readying => {
+                    if let Err(e) = ready!(this.service.poll_ready(cx)) {
+                        let e: BoxError = e.into();
+                        tracing::debug!(name = %this.shared.name, error = %e, "inner service failed before a retry");
+                        return Poll::Ready(Err(e));
+                    }
+                    let Some(request) = this.next.take() else {
+                        // Unreachable: `next` is set whenever we enter `Readying`.
+                        return Poll::Ready(Err("retry state lost its request".into()));
+                    };
+                    *this.attempt += 1;
+                    let future = this.service.call(request);
+                    this.state.set(State::Called { future });
+                    if let Some(t) = this.settings.attempt_timeout {
+                        this.timer.set(Timer::On { sleep: sleep(t) });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn give_up<T>(
+    shared: &Shared,
+    why: GiveUp,
+    attempts: u32,
+    settings: &Settings,
+    result: Result<T, BoxError>,
+) -> Result<T, BoxError> {
+    let m = &shared.metrics;
+    m.attempts.record(f64::from(attempts));
+    shared.gave_up.fetch_add(1, Ordering::Relaxed);
+    let reason = match why {
+        GiveUp::MaxAttempts => {
+            m.gave_up_max_attempts.increment(1);
+            "max_attempts"
+        }
+        GiveUp::NotReplayable => {
+            m.gave_up_not_replayable.increment(1);
+            "not_replayable"
+        }
+        GiveUp::Deadline => {
+            m.gave_up_deadline.increment(1);
+            "deadline"
+        }
+        GiveUp::Budget => {
+            m.gave_up_budget.increment(1);
+            "budget"
+        }
+    };
+    tracing::debug!(name = %shared.name, attempts, reason, "giving up");
+    result.map_err(|last| -> BoxError {
+        match why {
+            GiveUp::MaxAttempts if attempts > 1 => {
+                Box::new(Error::RetriesExhausted { attempts, last })
+            }
+            GiveUp::Budget => Box::new(Error::BudgetExhausted { attempts, last }),
+            GiveUp::Deadline => Box::new(Error::DeadlineExceeded {
+                attempts,
+                max_elapsed: settings.max_elapsed.unwrap_or_default(),
+                last,
+            }),
+            _ => last,
+        }
+    })
+}

@@ -1,0 +1,80 @@
+//! How a request is copied for a retry, and how a response says when to retry.
+
+use std::time::Duration;
+
+/// Makes the copy of a request that a retry sends.
+///
+/// The retry layer calls [`replay`](ReplayRequest::replay) once when a call starts (before
+/// the first attempt consumes the request) and again before each retry, on the copy it is
+/// about to send, for the next one. `None` at the start means "send once, never retry";
+/// `None` later means "this copy is the last". Implemented by [`CloneRequest`] for
+/// `Clone` requests, by any closure `Fn(&Req) -> Option<Req>`, and for HTTP by
+/// [`crate::http::ReplayIdempotent`].
+///
+/// ```
+/// use tower_prism_retry::ReplayRequest;
+///
+/// // Retry only requests that say they may be retried.
+/// struct Job { id: u32, retry_safe: bool }
+/// let replay = |job: &Job| job.retry_safe.then(|| Job { id: job.id, retry_safe: true });
+/// assert!(replay.replay(&Job { id: 1, retry_safe: true }).is_some());
+/// assert!(replay.replay(&Job { id: 2, retry_safe: false }).is_none());
+/// ```
+pub trait ReplayRequest<Req> {
+    /// A copy of `req` to send as a retry, or `None` if it cannot be retried.
+    fn replay(&self, req: &Req) -> Option<Req>;
+}
+
+/// Replays a request by cloning it (the default; needs `Req: Clone`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CloneRequest;
+
+impl<Req: Clone> ReplayRequest<Req> for CloneRequest {
+    #[inline]
+    fn replay(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+impl<F, Req> ReplayRequest<Req> for F
+where
+    F: Fn(&Req) -> Option<Req>,
+{
+    #[inline]
+    fn replay(&self, req: &Req) -> Option<Req> {
+        self(req)
+    }
+}
+
+/// Reads a "retry after" hint from a retryable response (for HTTP, the `Retry-After`
+/// header: [`crate::http::RetryAfterHeader`]). Implemented by [`NoHint`] and by any
+/// closure `Fn(&Res) -> Option<Duration>`.
+pub trait ResponseHint<Res> {
+    /// How long the response asks the caller to wait before retrying.
+    fn retry_after(&self, response: &Res) -> Option<Duration>;
+}
+
+/// Responses carry no hint (the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoHint;
+
+impl<Res> ResponseHint<Res> for NoHint {
+    #[inline]
+    fn retry_after(&self, _: &Res) -> Option<Duration> {
+        None
+    }
+}
+
+impl<F, Res> ResponseHint<Res> for F
+where
+    F: Fn(&Res) -> Option<Duration>,
+{
+    fn retry_after(&self, response: &Res) -> Option<Duration> {
+        self(response)
+    }
+}
+
+/// Reads a "retry after" hint from an error, e.g. a rate limiter's `RateLimited {
+/// retry_after }` or a breaker's `CircuitOpen { retry_after }`. A plain function so that
+/// this crate depends on neither; the `tower-prism` facade passes its `retry_after_hint`.
+pub type ErrorHint = fn(&(dyn std::error::Error + 'static)) -> Option<Duration>;
