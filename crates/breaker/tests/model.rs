@@ -1,0 +1,296 @@
+//! For any sequence of calls (fast or slow, succeeding or failing) and pauses, the breaker
+//! behind the tower service is in the same state as a plain, sequential reference model,
+//! with the same window counts and the same open wait.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tokio::time::{advance, sleep};
+use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_prism_breaker::{BreakerConfig, CircuitBreakerLayer, Error, State, Window};
+use tower_prism_core::Outcome;
+
+const SLOW_CALL: Duration = Duration::from_millis(50);
+const SLOW_TAKES_MS: u64 = 80;
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    /// A call: does it fail, is it slow.
+    Call { fail: bool, slow: bool },
+    /// Time passes (ms).
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (any::<bool>(), prop::bool::weighted(0.3))
+            .prop_map(|(fail, slow)| Op::Call { fail, slow }),
+        1 => (1u64..1_500).prop_map(Op::Advance),
+    ]
+}
+
+fn config() -> impl Strategy<Value = BreakerConfig> {
+    let window = prop_oneof![
+        (1u32..8).prop_map(|size| Window::Count { size }),
+        (100u64..2_000, 1u32..6).prop_map(|(ms, buckets)| Window::Time {
+            duration: Duration::from_millis(ms),
+            buckets
+        }),
+    ];
+    (
+        window,
+        1u32..8,
+        prop::sample::select(vec![0.25, 0.5, 0.75, 1.0]),
+        prop::sample::select(vec![0.5, 1.0]),
+        prop::option::of(1u32..5),
+        100u64..2_000,
+        prop::sample::select(vec![1.0, 1.5, 2.0]),
+        1u64..4,
+        1u32..4,
+    )
+        .prop_map(
+            |(window, min, rate, slow_rate, consecutive, wait, mult, cap, probes)| {
+                let min = match window {
+                    Window::Count { size } => min.min(size),
+                    Window::Time { .. } => min,
+                };
+                BreakerConfig::builder()
+                    .window(window)
+                    .minimum_calls(min)
+                    .failure_rate_threshold(rate)
+                    .slow_call_rate_threshold(slow_rate)
+                    .slow_call_duration(SLOW_CALL)
+                    .consecutive_failures(consecutive)
+                    .wait_duration(Duration::from_millis(wait))
+                    .exponential_backoff(mult, Duration::from_millis(wait * cap))
+                    .permitted_calls_in_half_open(probes)
+                    .build()
+                    .unwrap()
+            },
+        )
+}
+
+/// The reference: the breaker's rules, written out plainly for calls made one at a time.
+/// Times are nanoseconds since the breaker was built.
+#[derive(Debug)]
+struct Model {
+    config: BreakerConfig,
+    state: ModelState,
+    /// Closed-state calls: (end time, failure, slow).
+    window: VecDeque<(u64, bool, bool)>,
+    consecutive: u32,
+    reopens: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ModelState {
+    Closed,
+    Open { until: u64 },
+    HalfOpen { done: u32, failures: u32, slow: u32 },
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos() as u64
+}
+
+fn trips(config: &BreakerConfig, calls: u32, failures: u32, slow: u32) -> bool {
+    f64::from(failures) >= config.failure_rate_threshold() * f64::from(calls)
+        || f64::from(slow) >= config.slow_call_rate_threshold() * f64::from(calls)
+}
+
+impl Model {
+    fn new(config: BreakerConfig) -> Self {
+        Model {
+            config,
+            state: ModelState::Closed,
+            window: VecDeque::new(),
+            consecutive: 0,
+            reopens: 0,
+        }
+    }
+
+    /// The closed-state calls inside the window at `now`: (calls, failures, slow).
+    fn counts(&self, now: u64) -> (u32, u32, u32) {
+        let inside: Vec<_> = match self.config.window() {
+            Window::Count { size } => self.window.iter().rev().take(size as usize).collect(),
+            Window::Time { duration, buckets } => {
+                let width = nanos(duration) / u64::from(buckets);
+                let slice = now / width;
+                self.window
+                    .iter()
+                    .filter(|(t, _, _)| t / width + u64::from(buckets) > slice)
+                    .collect()
+            }
+        };
+        let failures = inside.iter().filter(|c| c.1).count() as u32;
+        let slow = inside.iter().filter(|c| c.2).count() as u32;
+        (inside.len() as u32, failures, slow)
+    }
+
+    fn open(&mut self, now: u64) {
+        let wait = nanos(self.config.wait_duration()) as f64
+            * self.config.backoff_multiplier().powi(self.reopens as i32);
+        let wait = wait.min(nanos(self.config.max_wait_duration()) as f64) as u64;
+        self.reopens += 1;
+        self.state = ModelState::Open { until: now + wait };
+    }
+
+    fn close(&mut self) {
+        self.state = ModelState::Closed;
+        self.window.clear();
+        self.consecutive = 0;
+        self.reopens = 0;
+    }
+
+    /// A call starting at `start` that would take `takes`: `Err(retry_after)` if rejected.
+    fn call(&mut self, start: u64, takes: u64, fail: bool, slow: bool) -> Result<(), u64> {
+        if let ModelState::Open { until } = self.state {
+            if start < until {
+                return Err(until - start);
+            }
+            self.state = ModelState::HalfOpen {
+                done: 0,
+                failures: 0,
+                slow: 0,
+            };
+        }
+        let end = start + takes;
+        match &mut self.state {
+            ModelState::Open { .. } => unreachable!(),
+            ModelState::HalfOpen {
+                done,
+                failures,
+                slow: slow_calls,
+            } => {
+                *done += 1;
+                *failures += u32::from(fail);
+                *slow_calls += u32::from(slow);
+                let (done, failures, slow_calls) = (*done, *failures, *slow_calls);
+                if done >= self.config.permitted_calls_in_half_open() {
+                    if trips(&self.config, done, failures, slow_calls) {
+                        self.open(end);
+                    } else {
+                        self.close();
+                    }
+                }
+            }
+            ModelState::Closed => {
+                self.window.push_back((end, fail, slow));
+                self.consecutive = if fail { self.consecutive + 1 } else { 0 };
+                let (calls, failures, slow_calls) = self.counts(end);
+                let by_run = self
+                    .config
+                    .consecutive_failures()
+                    .is_some_and(|n| self.consecutive >= n);
+                let by_rate = calls >= self.config.minimum_calls()
+                    && trips(&self.config, calls, failures, slow_calls);
+                if by_run || by_rate {
+                    self.open(end);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check(config: BreakerConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        // the upstream answers whether the call failed; the classifier turns that into
+        // the outcome
+        let layer =
+            CircuitBreakerLayer::new(config.clone()).classify(|r: Result<&bool, &Infallible>| {
+                match r {
+                    Ok(true) => Outcome::RETRYABLE,
+                    _ => Outcome::Success,
+                }
+            });
+        let breaker = layer.breaker().clone();
+        let mut svc = layer.layer(service_fn(|(fail, takes): (bool, u64)| async move {
+            if takes > 0 {
+                sleep(Duration::from_millis(takes)).await;
+            }
+            Ok::<_, Infallible>(fail)
+        }));
+        let start = tokio::time::Instant::now();
+        let mut model = Model::new(config);
+        for (i, op) in ops.into_iter().enumerate() {
+            let now = nanos(tokio::time::Instant::now() - start);
+            match op {
+                Op::Advance(ms) => advance(Duration::from_millis(ms)).await,
+                Op::Call { fail, slow } => {
+                    let takes = if slow { SLOW_TAKES_MS } else { 0 };
+                    let expected = model.call(now, takes * 1_000_000, fail, slow);
+                    let got = svc.ready().await.unwrap().call((fail, takes)).await;
+                    match (expected, got) {
+                        (Ok(()), Ok(_)) => {}
+                        (Err(wait), Err(e)) => {
+                            let e = e.downcast_ref::<Error>().expect("a breaker error");
+                            prop_assert_eq!(
+                                e.retry_after(),
+                                Some(Duration::from_nanos(wait)),
+                                "op {}",
+                                i
+                            );
+                        }
+                        (expected, got) => {
+                            return Err(TestCaseError::fail(format!(
+                                "op {i} {op:?}: model {expected:?}, breaker {:?}",
+                                got.map_err(|e| e.to_string())
+                            )))
+                        }
+                    }
+                }
+            }
+            let now = nanos(tokio::time::Instant::now() - start);
+            let snap = breaker.snapshot();
+            let expected_state = match model.state {
+                ModelState::Closed => State::Closed,
+                ModelState::Open { .. } => State::Open,
+                ModelState::HalfOpen { .. } => State::HalfOpen,
+            };
+            prop_assert_eq!(snap.state, expected_state, "after op {} {:?}", i, op);
+            match model.state {
+                ModelState::Closed => {
+                    let (calls, failures, slow) = model.counts(now);
+                    prop_assert_eq!(
+                        (snap.calls, snap.failures, snap.slow_calls),
+                        (calls, failures, slow),
+                        "window after op {} {:?}",
+                        i,
+                        op
+                    );
+                    prop_assert_eq!(snap.consecutive_failures, model.consecutive);
+                }
+                ModelState::Open { until } => {
+                    prop_assert_eq!(
+                        snap.retry_after,
+                        Some(Duration::from_nanos(until.saturating_sub(now)))
+                    );
+                }
+                ModelState::HalfOpen { done, failures, .. } => {
+                    prop_assert_eq!((snap.calls, snap.failures), (done, failures));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn breaker_matches_the_reference_model(
+        config in config(),
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        check(config, ops)?;
+    }
+}
