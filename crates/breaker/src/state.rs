@@ -156,8 +156,11 @@ impl Probes {
 }
 
 /// Permission for one call, from [`Breaker::acquire`]; hand it back to [`Breaker::record`] (call
-/// finished) or [`Breaker::release`] (call cancelled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// finished) or [`Breaker::release`] (call cancelled). Both take it by value, so a permit is
+/// used once (it is neither `Clone` nor `Copy`). Always hand it back: a half-open probe permit
+/// that is simply dropped keeps its slot, and the probe round cannot finish without it (the
+/// [`CircuitBreaker`](crate::CircuitBreaker) service does this for you, also on cancellation).
+#[derive(Debug, PartialEq, Eq)]
 pub struct Permit {
     generation: u64,
     kind: PermitKind,
@@ -735,6 +738,73 @@ impl Breaker {
     /// Whether two handles are the same breaker.
     pub fn same_as(&self, other: &Breaker) -> bool {
         Arc::ptr_eq(&self.core, &other.core)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn breaker() -> Breaker {
+        Breaker::new(
+            BreakerConfig::builder()
+                .window(Window::Count { size: 2 })
+                .minimum_calls(2)
+                .wait_duration(Duration::from_secs(1))
+                .permitted_calls_in_half_open(2)
+                .build()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_permit_from_an_earlier_state_records_nothing() {
+        let b = breaker();
+        let t0 = Instant::now();
+        let (stale, stale2) = (b.acquire(t0).unwrap(), b.acquire(t0).unwrap());
+        b.force_open();
+        b.reset(); // closed again, a new generation
+        b.record(stale, Outcome::RETRYABLE, Duration::ZERO, t0);
+        assert_eq!(b.snapshot_at(t0).calls, 0);
+        b.release(stale2); // a closed permit has nothing to give back
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn probes_are_counted_per_round_and_released_ones_come_back() {
+        let b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            let p = b.acquire(t0).unwrap();
+            b.record(p, Outcome::RETRYABLE, Duration::ZERO, t0);
+        }
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(b.acquire(t0), Err(Duration::from_secs(1)));
+        let t1 = t0 + Duration::from_secs(1);
+        let (p1, p2) = (b.acquire(t1).unwrap(), b.acquire(t1).unwrap());
+        assert!(p1.is_probe() && p2.is_probe());
+        assert!(b.acquire(t1).is_err());
+        b.release(p1);
+        assert_eq!(b.snapshot_at(t1).probes_admitted, 1);
+        let p3 = b.acquire(t1).unwrap();
+        assert!(
+            b.acquire(t1).is_err(),
+            "one released, one taken again: still 2"
+        );
+        b.record(p2, Outcome::Success, Duration::ZERO, t1);
+        assert_eq!(b.state(), State::HalfOpen);
+        b.record(p3, Outcome::Success, Duration::ZERO, t1);
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn state_numbers_and_labels() {
+        for (n, s) in State::ALL.iter().enumerate() {
+            assert_eq!(usize::from(s.as_number()), n);
+            assert_eq!(State::from_number(n as u64), *s);
+            assert_eq!(s.to_string(), s.as_label());
+        }
+        assert_eq!(State::from_number(99), State::Disabled);
     }
 }
 
