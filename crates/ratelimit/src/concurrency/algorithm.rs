@@ -59,6 +59,25 @@ impl LimitState {
         }
     }
 
+    /// Whether [`update`](Self::update) looks at [`Sample::latency`] (the gradient, and AIMD
+    /// with a latency threshold). When it does not, the limiter skips reading the clock.
+    pub fn uses_latency(&self) -> bool {
+        match &self.rule {
+            Rule::Aimd(config) => config.latency_threshold.is_some(),
+            Rule::Gradient(_) => true,
+        }
+    }
+
+    /// For AIMD, the latency up to which a success is healthy (`Some(Duration::MAX)` without
+    /// a threshold); `None` for the gradient. A healthy AIMD success with fewer than half
+    /// the limit in flight changes nothing, so the limiter can skip it without the lock.
+    pub fn idle_success_bound(&self) -> Option<Duration> {
+        match &self.rule {
+            Rule::Aimd(config) => Some(config.latency_threshold.unwrap_or(Duration::MAX)),
+            Rule::Gradient(_) => None,
+        }
+    }
+
     /// The limit now (the estimate rounded down, within bounds).
     pub fn limit(&self) -> u32 {
         (self.estimate as u32).clamp(self.min, self.max)
@@ -203,6 +222,7 @@ mod tests {
             ..ok(10, 2)
         };
         assert_eq!(s.update(fatal), 2, "fatal leaves the limit alone");
+        assert!(!s.uses_latency());
     }
 
     #[test]
@@ -220,6 +240,7 @@ mod tests {
         );
         assert_eq!(s.update(ok(101, 4)), 3, "slow success is a drop");
         assert_eq!(s.update(ok(100, 3)), 4, "at the threshold is fine");
+        assert!(s.uses_latency());
     }
 
     #[test]
@@ -326,7 +347,17 @@ mod tests {
             let mut s = LimitState::new(&config);
             for sample in samples {
                 let before = s.limit();
+                // The limiter's lock-free skip must only skip samples that change nothing.
+                let skippable = s.idle_success_bound().is_some_and(|bound| {
+                    sample.outcome.is_success()
+                        && sample.latency <= bound
+                        && sample.in_flight * 2 < before
+                });
+                let estimate = s.estimate;
                 let after = s.update(sample);
+                if skippable {
+                    prop_assert_eq!(s.estimate, estimate, "a skippable sample moved the limit");
+                }
                 prop_assert!((min..=max).contains(&after), "{after} outside [{min}, {max}]");
                 if sample.outcome.is_failure() {
                     prop_assert!(after <= before, "failure raised {before} to {after}");

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
-use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::task::Poll;
 use std::time::Duration;
@@ -21,6 +21,7 @@ use super::error::ConcurrencyError;
 use super::permits::Permits;
 
 const NO_WAIT: u64 = u64::MAX;
+const NEVER_SKIP: u64 = u64::MAX;
 
 /// An adaptive cap on requests in flight, shared by every clone.
 ///
@@ -41,6 +42,10 @@ struct Shared {
     config: Mutex<ConcurrencyConfig>,
     /// `max_wait` in nanoseconds, or [`NO_WAIT`].
     max_wait: AtomicU64,
+    /// Whether the algorithm needs latencies; if not, the hot path reads no clock.
+    timed: AtomicBool,
+    /// [`LimitState::idle_success_bound`] in nanoseconds, or [`NEVER_SKIP`].
+    idle_skip: AtomicU64,
     waiters: AtomicUsize,
     notify: Notify,
     metrics: Metrics,
@@ -86,7 +91,8 @@ pub struct ConcurrencySnapshot {
 pub struct Permit {
     shared: Arc<Shared>,
     in_flight: u32,
-    start: Instant,
+    /// When the call started; `None` if the algorithm does not use latency.
+    start: Option<Instant>,
 }
 
 impl fmt::Debug for Permit {
@@ -115,12 +121,16 @@ impl ConcurrencyLimiter {
         let name = name.into();
         let metrics = Metrics::new(&name);
         let state = LimitState::new(&config);
+        let timed = state.uses_latency();
+        let skip = idle_skip(&state);
         metrics.limit.set(f64::from(state.limit()));
         Ok(ConcurrencyLimiter {
             shared: Arc::new(Shared {
                 permits: Permits::new(state.limit()),
                 state: Mutex::new(state),
                 max_wait: AtomicU64::new(wait_to_nanos(config.max_wait)),
+                timed: AtomicBool::new(timed),
+                idle_skip: AtomicU64::new(skip),
                 config: Mutex::new(config),
                 waiters: AtomicUsize::new(0),
                 notify: Notify::new(),
@@ -196,6 +206,12 @@ impl ConcurrencyLimiter {
         self.shared
             .max_wait
             .store(wait_to_nanos(config.max_wait), Ordering::Relaxed);
+        self.shared
+            .timed
+            .store(state.uses_latency(), Ordering::Relaxed);
+        self.shared
+            .idle_skip
+            .store(idle_skip(&state), Ordering::Relaxed);
         self.shared.apply_limit(state.limit(), "reconfigured");
         *lock(&self.shared.config) = config;
         drop(state);
@@ -211,7 +227,7 @@ impl ConcurrencyLimiter {
         Ok(Permit {
             shared: Arc::clone(&self.shared),
             in_flight,
-            start: Instant::now(),
+            start: self.shared.now(),
         })
     }
 
@@ -267,6 +283,12 @@ impl ConcurrencyLimiter {
 }
 
 impl Shared {
+    /// The time now, if the algorithm uses latency (a clock read costs tens of ns).
+    #[inline]
+    fn now(&self) -> Option<Instant> {
+        self.timed.load(Ordering::Relaxed).then(Instant::now)
+    }
+
     /// Sets the permits' limit from the algorithm (called with the state lock held, so
     /// limit writes are ordered), with its gauge, event and wake-ups.
     fn apply_limit(&self, new: u32, why: &'static str) {
@@ -288,6 +310,15 @@ impl Shared {
     }
 
     fn record(&self, sample: Sample) {
+        let skip = self.idle_skip.load(Ordering::Relaxed);
+        if skip != NEVER_SKIP
+            && sample.outcome.is_success()
+            && sample.latency.as_nanos() <= u128::from(skip)
+            && u64::from(sample.in_flight) * 2 < u64::from(self.permits.limit())
+        {
+            // AIMD at low use: a no-op (the estimate is at least the limit), so no lock.
+            return;
+        }
         let mut state = if sample.outcome.is_success() {
             match self.state.try_lock() {
                 Ok(state) => state,
@@ -310,7 +341,7 @@ impl Shared {
 impl Permit {
     /// Restarts the latency clock (when the call to the inner service actually starts).
     pub(crate) fn restart(&mut self) {
-        self.start = Instant::now();
+        self.start = self.shared.now();
     }
 
     /// Requests in flight when this permit was taken, itself included.
@@ -319,10 +350,16 @@ impl Permit {
     }
 
     /// Gives the permit back and feeds the call's latency (since the permit was taken) and
-    /// outcome to the algorithm.
+    /// outcome to the algorithm. (A permit taken while the algorithm ignored latency, then
+    /// finished after a reconfiguration to one that uses it, is released without a sample.)
     pub fn finish(self, outcome: Outcome) {
+        let latency = match self.start {
+            Some(start) => start.elapsed(),
+            None if self.shared.timed.load(Ordering::Relaxed) => return,
+            None => Duration::ZERO,
+        };
         let sample = Sample {
-            latency: self.start.elapsed(),
+            latency,
             in_flight: self.in_flight,
             outcome,
         };
@@ -350,6 +387,12 @@ impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
         self.0.waiters.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+fn idle_skip(state: &LimitState) -> u64 {
+    state.idle_success_bound().map_or(NEVER_SKIP, |bound| {
+        u64::try_from(bound.as_nanos()).unwrap_or(NEVER_SKIP - 1)
+    })
 }
 
 fn wait_to_nanos(wait: Option<Duration>) -> u64 {
