@@ -1,4 +1,5 @@
 //! HTTP retries: `ReplayBody` on its own, and a real hyper client and server on 127.0.0.1.
+#![cfg(not(loom))]
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
