@@ -38,7 +38,8 @@ pub struct ConcurrencyLimiter {
 struct Shared {
     name: String,
     permits: Permits,
-    state: Mutex<LimitState>,
+    /// On its own cache lines: every finished call may lock it.
+    state: Padded<Mutex<LimitState>>,
     config: Mutex<ConcurrencyConfig>,
     /// `max_wait` in nanoseconds, or [`NO_WAIT`].
     max_wait: AtomicU64,
@@ -50,6 +51,10 @@ struct Shared {
     notify: Notify,
     metrics: Metrics,
 }
+
+/// Keeps a value on cache lines of its own (no false sharing with its neighbours).
+#[repr(align(128))]
+struct Padded<T>(T);
 
 struct Metrics {
     limit: Gauge,
@@ -127,7 +132,7 @@ impl ConcurrencyLimiter {
         Ok(ConcurrencyLimiter {
             shared: Arc::new(Shared {
                 permits: Permits::new(state.limit()),
-                state: Mutex::new(state),
+                state: Padded(Mutex::new(state)),
                 max_wait: AtomicU64::new(wait_to_nanos(config.max_wait)),
                 timed: AtomicBool::new(timed),
                 idle_skip: AtomicU64::new(skip),
@@ -201,7 +206,7 @@ impl ConcurrencyLimiter {
     /// and requests in flight keep their permits.
     pub fn reconfigure(&self, config: ConcurrencyConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        let mut state = lock(&self.shared.state);
+        let mut state = lock(&self.shared.state.0);
         state.reconfigure(&config);
         self.shared
             .max_wait
@@ -320,13 +325,13 @@ impl Shared {
             return;
         }
         let mut state = if sample.outcome.is_success() {
-            match self.state.try_lock() {
+            match self.state.0.try_lock() {
                 Ok(state) => state,
                 Err(TryLockError::WouldBlock) => return,
                 Err(TryLockError::Poisoned(p)) => p.into_inner(),
             }
         } else {
-            lock(&self.state)
+            lock(&self.state.0)
         };
         let new = state.update(sample);
         let why = if sample.outcome.is_success() {
