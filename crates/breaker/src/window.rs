@@ -119,6 +119,14 @@ fn unpack_count(word: u64) -> Counts {
 #[derive(Debug)]
 pub struct CountWindow {
     slots: Box<[AtomicU32]>,
+    hot: Written,
+}
+
+/// The two words every call writes, on a cache line of their own so that threads reading
+/// the breaker's other (read-mostly) state do not keep losing that line.
+#[derive(Debug)]
+#[repr(align(64))]
+struct Written {
     cursor: AtomicU64,
     totals: AtomicU64,
 }
@@ -129,23 +137,30 @@ impl CountWindow {
         let size = size.clamp(1, 1 << 20);
         CountWindow {
             slots: (0..size).map(|_| AtomicU32::new(0)).collect(),
-            cursor: AtomicU64::new(0),
-            totals: AtomicU64::new(0),
+            hot: Written {
+                cursor: AtomicU64::new(0),
+                totals: AtomicU64::new(0),
+            },
         }
     }
 
     /// Records one call and returns the totals right after it.
     pub fn record(&self, failure: bool, slow: bool) -> Counts {
         let code = slot_code(failure, slow);
-        let index = (self.cursor.fetch_add(1, Relaxed) % self.slots.len() as u64) as usize;
+        let index = (self.hot.cursor.fetch_add(1, Relaxed) % self.slots.len() as u64) as usize;
         let old = self.slots[index].swap(code, Relaxed);
         let delta = slot_weight(code).wrapping_sub(slot_weight(old));
-        unpack_count(self.totals.fetch_add(delta, Relaxed).wrapping_add(delta))
+        unpack_count(
+            self.hot
+                .totals
+                .fetch_add(delta, Relaxed)
+                .wrapping_add(delta),
+        )
     }
 
     /// The current totals.
     pub fn counts(&self) -> Counts {
-        unpack_count(self.totals.load(Relaxed))
+        unpack_count(self.hot.totals.load(Relaxed))
     }
 
     /// Empties every slot (subtracting what each held, so concurrent records stay balanced).
@@ -153,7 +168,7 @@ impl CountWindow {
         for slot in self.slots.iter() {
             let old = slot.swap(0, Relaxed);
             if old != 0 {
-                self.totals.fetch_sub(slot_weight(old), Relaxed);
+                self.hot.totals.fetch_sub(slot_weight(old), Relaxed);
             }
         }
     }
