@@ -665,3 +665,68 @@ async fn metrics_follow_the_limit_in_flight_and_rejections() {
         f64::from(layer.limiter().snapshot().limit)
     );
 }
+
+/// Real threads hammering one limiter of 3: the inner service never sees more than 3
+/// calls at once, and every permit comes back.
+#[test]
+fn threads_never_exceed_the_limit() {
+    #[derive(Clone, Default)]
+    struct Counted {
+        active: Arc<AtomicUsize>,
+        peak: Arc<AtomicUsize>,
+    }
+    impl Service<u32> for Counted {
+        type Response = u32;
+        type Error = String;
+        type Future = Pin<Box<dyn Future<Output = Result<u32, String>> + Send>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, n: u32) -> Self::Future {
+            let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            let leave = Leave(self.active.clone());
+            Box::pin(async move {
+                // Stay in flight for a moment so the calls overlap.
+                std::thread::yield_now();
+                drop(leave);
+                if n.is_multiple_of(7) {
+                    Err("seven".into())
+                } else {
+                    Ok(n)
+                }
+            })
+        }
+    }
+
+    let inner = Counted::default();
+    let layer = ConcurrencyLimitLayer::builder()
+        .initial_limit(3)
+        .limits(1, 3)
+        .build()
+        .unwrap();
+    let limiter = layer.limiter().clone();
+    let svc = layer.layer(inner.clone());
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let mut svc = svc.clone();
+            std::thread::spawn(move || {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                for n in 0..2_000 {
+                    assert!(svc.poll_ready(&mut cx).is_ready());
+                    let fut = std::pin::pin!(svc.call(n));
+                    assert!(fut.poll(&mut cx).is_ready(), "every call ends in one poll");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(inner.peak.load(Ordering::SeqCst) <= 3);
+    assert!(inner.peak.load(Ordering::SeqCst) >= 1);
+    assert_eq!(inner.active.load(Ordering::SeqCst), 0);
+    let snap = limiter.snapshot();
+    assert_eq!(snap.in_flight, 0);
+    assert!((1..=3).contains(&snap.limit), "{snap:?}");
+}
