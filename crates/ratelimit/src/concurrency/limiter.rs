@@ -27,9 +27,13 @@ const NEVER_SKIP: u64 = u64::MAX;
 ///
 /// Acquiring a permit is one compare-and-swap on a packed atomic (no lock, no allocation);
 /// the permit is given back when the call finishes or its future is dropped. Each finished
-/// call's latency and [`Outcome`] move the limit through the configured algorithm (a short,
-/// uncontended lock on that side: a success sample is skipped rather than waited for if
-/// another thread is updating at that moment; failures always count).
+/// call's latency and [`Outcome`] move the limit through the configured algorithm under a
+/// short lock: a success sample is skipped rather than waited for if another thread holds
+/// it, an AIMD success at under half the limit (a no-op) skips it altogether, and failures
+/// always count. The clock is read only if the algorithm uses latency.
+///
+/// Waiting (with `max_wait`) is the cold path: the wait is a boxed future on a
+/// [`Notify`], woken one waiter per finished call, with no FIFO guarantee.
 #[derive(Clone)]
 pub struct ConcurrencyLimiter {
     shared: Arc<Shared>,
