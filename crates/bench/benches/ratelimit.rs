@@ -22,10 +22,12 @@ use tower_prism_ratelimit::RateLimitLayer;
 const THREADS: usize = 2;
 const KEYS: u64 = 64;
 
-/// Runs `work(thread, iters)` on `THREADS` threads at once; returns the wall time.
+/// Runs `work(iters)` on `THREADS` threads at once; returns the wall time. Each `work`
+/// returns how many calls were not admitted at once, which must be none (checked after the
+/// threads are joined, so that a failure fails the run instead of hanging it at the barrier).
 fn on_threads<F>(iters: u64, make: impl Fn() -> F) -> Duration
 where
-    F: FnOnce(u64) + Send + 'static,
+    F: FnOnce(u64) -> u64 + Send + 'static,
 {
     let barrier = Arc::new(Barrier::new(THREADS + 1));
     let handles: Vec<_> = (0..THREADS)
@@ -34,8 +36,9 @@ where
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 barrier.wait();
-                work(iters);
+                let refused = work(iters);
                 barrier.wait();
+                refused
             })
         })
         .collect();
@@ -43,20 +46,21 @@ where
     let start = Instant::now();
     barrier.wait();
     let elapsed = start.elapsed();
-    for h in handles {
-        h.join().unwrap();
-    }
+    let refused: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(refused, 0, "{refused} calls were not admitted at once");
     elapsed
 }
 
 /// poll_ready + call + poll the response once, with a no-op waker (every service here
-/// answers at once).
-fn call_now<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, req: u64) {
-    assert!(svc.poll_ready(cx).is_ready());
+/// answers at once). Returns 1 if the call was not admitted at once, else 0.
+fn call_now<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, req: u64) -> u64 {
+    if !svc.poll_ready(cx).is_ready() {
+        return 1;
+    }
     let fut = pin!(svc.call(req));
     match fut.poll(cx) {
-        Poll::Ready(Ok(_)) => {}
-        _ => panic!("not admitted at once"),
+        Poll::Ready(Ok(_)) => 0,
+        _ => 1,
     }
 }
 
@@ -76,9 +80,7 @@ fn admit(c: &mut Criterion) {
                 let mut svc = prism.layer(Noop);
                 move |n| {
                     let mut cx = Context::from_waker(Waker::noop());
-                    for i in 0..n {
-                        call_now(&mut svc, &mut cx, i);
-                    }
+                    (0..n).map(|i| call_now(&mut svc, &mut cx, i)).sum()
                 }
             })
         })
@@ -94,10 +96,12 @@ fn admit(c: &mut Criterion) {
                 let mut svc = Noop;
                 move |n| {
                     let mut cx = Context::from_waker(Waker::noop());
-                    for i in 0..n {
-                        limiter.check().expect("admitted");
-                        call_now(&mut svc, &mut cx, i);
-                    }
+                    (0..n)
+                        .map(|i| match limiter.check() {
+                            Ok(()) => call_now(&mut svc, &mut cx, i),
+                            Err(_) => 1,
+                        })
+                        .sum()
                 }
             })
         })
@@ -115,9 +119,7 @@ fn admit(c: &mut Criterion) {
                 let mut svc = prism_keyed.layer(Noop);
                 move |n| {
                     let mut cx = Context::from_waker(Waker::noop());
-                    for i in 0..n {
-                        call_now(&mut svc, &mut cx, i);
-                    }
+                    (0..n).map(|i| call_now(&mut svc, &mut cx, i)).sum()
                 }
             })
         })
@@ -133,10 +135,12 @@ fn admit(c: &mut Criterion) {
                 let mut svc = Noop;
                 move |n| {
                     let mut cx = Context::from_waker(Waker::noop());
-                    for i in 0..n {
-                        limiter.check_key(&(i % KEYS)).expect("admitted");
-                        call_now(&mut svc, &mut cx, i);
-                    }
+                    (0..n)
+                        .map(|i| match limiter.check_key(&(i % KEYS)) {
+                            Ok(()) => call_now(&mut svc, &mut cx, i),
+                            Err(_) => 1,
+                        })
+                        .sum()
                 }
             })
         })

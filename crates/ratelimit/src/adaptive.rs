@@ -49,6 +49,10 @@ pub struct AdaptiveConfig {
     pub min_calls: u64,
 }
 
+/// The highest adaptive rate, per second: at most 1% rounding error in a whole-nanosecond
+/// token spacing.
+const MAX_ADAPTIVE_RATE: f64 = 1e7;
+
 fn default_interval() -> Duration {
     Duration::from_secs(1)
 }
@@ -90,6 +94,14 @@ impl AdaptiveConfig {
                 "max_rate",
                 self.max_rate,
                 format!("must be at least min_rate ({})", self.min_rate),
+            )));
+        }
+        if self.max_rate > MAX_ADAPTIVE_RATE {
+            return Err(section(ConfigError::new(
+                "max_rate",
+                self.max_rate,
+                "must be at most 10000000 per second (tokens are spaced in whole nanoseconds; \
+                 faster adaptive rates could be off by more than 1%)",
             )));
         }
         check_duration("interval", self.interval).map_err(section)?;

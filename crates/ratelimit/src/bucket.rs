@@ -44,16 +44,30 @@ pub struct Denied {
 /// One GCRA step on a plain TAT: the new TAT when `weight` tokens fit at `now`, or how long
 /// until they would. Shared by the atomic bucket and the keyed buckets (which sit under a
 /// shard lock).
+///
+/// No arithmetic here saturates into an admission: a cost or TAT that would overflow `u64`
+/// is a denial (with `retry_after_nanos = u64::MAX`), and the comparison is made on the
+/// distance `new_tat - now`, so a huge tolerance cannot wrap the limit around.
+/// ([`RateLimitConfig::validate`](crate::RateLimitConfig::validate) refuses shapes whose
+/// tolerance comes anywhere near that range.)
 #[inline]
 pub fn step(tat: u64, now: u64, weight: u32, quota: Quota) -> Result<u64, Denied> {
-    let cost = quota.interval_nanos.saturating_mul(u64::from(weight));
-    let new_tat = tat.max(now).saturating_add(cost);
-    let limit = now.saturating_add(quota.tolerance());
-    if new_tat <= limit {
+    const NEVER: Denied = Denied {
+        retry_after_nanos: u64::MAX,
+    };
+    let cost = quota
+        .interval_nanos
+        .checked_mul(u64::from(weight))
+        .ok_or(NEVER)?;
+    let new_tat = tat.max(now).checked_add(cost).ok_or(NEVER)?;
+    // new_tat >= now: the time this bucket is now ahead of the clock.
+    let ahead = new_tat - now;
+    let tolerance = quota.tolerance();
+    if ahead <= tolerance {
         Ok(new_tat)
     } else {
         Err(Denied {
-            retry_after_nanos: new_tat - limit,
+            retry_after_nanos: ahead - tolerance,
         })
     }
 }
@@ -211,6 +225,28 @@ mod tests {
             Ok(0),
             "...and refilled at that rate"
         );
+    }
+
+    #[test]
+    fn an_overflowing_tolerance_never_turns_into_unlimited_admission() {
+        // interval * burst = 2^65 ns does not fit a u64: saturating arithmetic used to pin
+        // the TAT and the limit both at u64::MAX and then admit every request.
+        let bucket = AtomicBucket::new(Quota {
+            interval_nanos: 1 << 62,
+            burst: 8,
+        });
+        let admitted = (0..100)
+            .filter(|_| bucket.try_acquire(0, 1).is_ok())
+            .count();
+        assert!(admitted <= 8, "{admitted} admitted with a burst of 8");
+        let denied = bucket.try_acquire(0, 1).unwrap_err();
+        assert!(denied.retry_after_nanos > 0);
+        // A weight whose cost overflows is a denial, not a free pass.
+        let bucket = AtomicBucket::new(Quota {
+            interval_nanos: u64::MAX / 2,
+            burst: 4,
+        });
+        assert!(bucket.try_acquire(0, 3).is_err());
     }
 
     proptest! {

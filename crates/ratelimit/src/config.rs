@@ -60,6 +60,10 @@ pub struct RateLimitConfig {
     pub adaptive: Option<AdaptiveConfig>,
 }
 
+/// The longest period, and the longest time a full burst may take to refill: far above
+/// any sensible limit, far below where nanosecond arithmetic in a `u64` could overflow.
+const MAX_SPAN: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 fn default_period() -> Duration {
     Duration::from_secs(1)
 }
@@ -97,15 +101,27 @@ impl RateLimitConfig {
         if let Some(burst) = self.burst {
             check_nonzero("burst", burst)?;
         }
-        if self.interval_nanos() == 0 {
+        if self.period > MAX_SPAN {
             return Err(ConfigError::new(
-                "rate",
-                self.rate,
-                format!(
-                    "must be at most one per nanosecond of the period ({})",
-                    humantime::format_duration(self.period)
-                ),
+                "period",
+                humantime::format_duration(self.period),
+                "must be at most 100 years",
             ));
+        }
+        self.check_rounding()?;
+        if let Some(burst) = self.burst {
+            let refill = u128::from(self.quota().interval_nanos) * u128::from(burst);
+            if refill > MAX_SPAN.as_nanos() {
+                return Err(ConfigError::new(
+                    "burst",
+                    burst,
+                    format!(
+                        "at {} per {} a full burst takes more than 100 years to refill",
+                        self.rate,
+                        humantime::format_duration(self.period)
+                    ),
+                ));
+            }
         }
         match (self.queue_size, self.max_wait) {
             (0, Some(wait)) => {
@@ -131,12 +147,50 @@ impl RateLimitConfig {
         check_duration("idle_timeout", self.idle_timeout)?;
         if let Some(adaptive) = &self.adaptive {
             adaptive.validate()?;
+            let refill = 1e9 / adaptive.min_rate * f64::from(self.effective_burst());
+            if refill > MAX_SPAN.as_nanos() as f64 {
+                return Err(ConfigError::new(
+                    "adaptive.min_rate",
+                    adaptive.min_rate,
+                    format!(
+                        "too slow for a burst of {}: a full burst would take more than 100 years to refill",
+                        self.effective_burst()
+                    ),
+                ));
+            }
         }
         Ok(())
     }
 
+    /// Tokens are spaced a whole number of nanoseconds apart, `ceil(period / rate)`, so
+    /// the limiter never admits faster than asked. Refuses a rate that rounding would make
+    /// more than 1% slower (more than about 10^7 per second, unless the rate divides the
+    /// period), rather than silently limit at another rate.
+    fn check_rounding(&self) -> Result<(), ConfigError> {
+        let period = self.period.as_nanos();
+        let rate = u128::from(self.rate);
+        let spaced = u128::from(self.interval_nanos()) * rate;
+        // spaced >= period; the effective rate is rate * period / spaced.
+        if (spaced - period) * 100 > spaced {
+            let effective = rate * period / spaced;
+            return Err(ConfigError::new(
+                "rate",
+                self.rate,
+                format!(
+                    "too fast to represent for a period of {}: tokens are spaced in whole \
+                     nanoseconds, which would limit to {effective} per period (more than 1% \
+                     off); use a rate that divides the period in nanoseconds, or a lower one",
+                    humantime::format_duration(self.period)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `ceil(period / rate)` in nanoseconds (0 for a zero period).
     fn interval_nanos(&self) -> u64 {
-        u64::try_from(self.period.as_nanos() / u128::from(self.rate.max(1))).unwrap_or(u64::MAX)
+        let rate = u128::from(self.rate.max(1));
+        u64::try_from(self.period.as_nanos().div_ceil(rate)).unwrap_or(u64::MAX)
     }
 
     /// The bucket shape this config describes.
@@ -217,6 +271,89 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.to_string().contains("needs max_wait"), "{err}");
+    }
+
+    #[test]
+    fn extreme_values_are_typed_errors_or_exact() {
+        let per_sec = |rate: u32| RateLimitConfig::new(rate, Duration::from_secs(1));
+        // 10^9/s is one token per nanosecond exactly: fine, and exact.
+        let fastest = per_sec(1_000_000_000);
+        fastest.validate().unwrap();
+        assert_eq!(fastest.quota().interval_nanos, 1);
+        // 6*10^8/s would round to 1 ns (10^9/s) or 2 ns (5*10^8/s): refused, not silently
+        // changed. So is anything above one token per nanosecond.
+        assert_eq!(field_of(&per_sec(600_000_000)), "rate");
+        assert_eq!(field_of(&per_sec(u32::MAX)), "rate");
+        // A few million per second is fine, rounded up (never faster than asked).
+        let three = per_sec(3_000_000);
+        three.validate().unwrap();
+        assert_eq!(three.quota().interval_nanos, 334);
+        // Spans that would overflow nanosecond arithmetic are refused.
+        assert_eq!(
+            field_of(&RateLimitConfig::new(
+                1,
+                Duration::from_secs(200 * 365 * 86_400)
+            )),
+            "period"
+        );
+        assert_eq!(field_of(&RateLimitConfig::new(1, Duration::MAX)), "period");
+        assert_eq!(
+            field_of(&RateLimitConfig {
+                burst: Some(u32::MAX),
+                ..RateLimitConfig::new(1, Duration::from_secs(86_400))
+            }),
+            "burst"
+        );
+        let mut adaptive = AdaptiveConfig::new(1e-12, 10.0);
+        assert_eq!(
+            field_of(&RateLimitConfig {
+                adaptive: Some(adaptive.clone()),
+                ..per_sec(5)
+            }),
+            "adaptive.min_rate"
+        );
+        adaptive.min_rate = 1.0;
+        adaptive.max_rate = 5e8;
+        assert_eq!(
+            field_of(&RateLimitConfig {
+                adaptive: Some(adaptive),
+                ..per_sec(5)
+            }),
+            "adaptive.max_rate"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any rate, period and burst either fail validation with a typed error or give a
+        /// bucket that limits at the configured rate (never faster, at most 1% slower) and
+        /// admits exactly the burst at once.
+        #[test]
+        fn any_config_is_refused_or_limits_correctly(
+            rate in 1u32..=u32::MAX,
+            period_nanos in proptest::prop_oneof![1u64..1_000_000_000, 1u64..=u64::MAX],
+            burst in proptest::option::of(1u32..=u32::MAX),
+        ) {
+            let cfg = RateLimitConfig {
+                burst,
+                ..RateLimitConfig::new(rate, Duration::from_nanos(period_nanos))
+            };
+            if cfg.validate().is_err() {
+                return Ok(());
+            }
+            let q = cfg.quota();
+            let asked = f64::from(rate) * 1e9 / period_nanos as f64;
+            let got = q.per_second();
+            proptest::prop_assert!(got <= asked * (1.0 + 1e-12), "{got}/s for {asked}/s");
+            proptest::prop_assert!(got >= asked * 0.99, "{got}/s for {asked}/s");
+            let bucket = crate::bucket::AtomicBucket::new(q);
+            let now = 1_000_000;
+            proptest::prop_assert_eq!(bucket.try_acquire(now, q.burst), Ok(0));
+            let denied = bucket.try_acquire(now, 1).unwrap_err();
+            proptest::prop_assert_eq!(denied.retry_after_nanos, q.interval_nanos);
+            proptest::prop_assert_eq!(bucket.try_acquire(now + q.interval_nanos, 1), Ok(0));
+        }
     }
 
     #[test]

@@ -156,7 +156,9 @@ impl RateLimiter {
         let mut quota = config.quota();
         let adaptive = adaptive.map(|(reader, config)| {
             let rate = quota.per_second().clamp(config.min_rate, config.max_rate);
-            quota.interval_nanos = interval_for(rate);
+            if rate != quota.per_second() {
+                quota.interval_nanos = interval_for(rate);
+            }
             Adaptive {
                 reader: Mutex::new(reader),
                 next_at: AtomicU64::new(nanos(config.interval)),
@@ -198,6 +200,47 @@ impl RateLimiter {
         nanos(now.saturating_duration_since(self.shared.epoch))
     }
 
+    /// Asks the backend for `weight` tokens at `at`. A denial is confirmed with a fresh clock
+    /// reading (at most twice) before it stands.
+    ///
+    /// `at` was read before the decision, and it can be stale by the time the CAS runs: this
+    /// thread may have been preempted in between, or lost a run of CAS races. Meanwhile
+    /// another thread, reading the clock later, moved the TAT up to its own (later) now. With
+    /// a small tolerance (1 ms at 10^9/s and a burst of 10^6, or any burst of one) the stale
+    /// reading then looks like a request from the past and is refused although the bucket
+    /// is (nearly) full, with an inflated `retry_after`. Only the denial path pays for this.
+    #[inline]
+    fn acquire(&self, bucket: BucketId, weight: u32, at: u64) -> Result<u64, Denied> {
+        let backend = &self.shared.backend;
+        let first = backend.try_acquire(bucket, weight, at);
+        if first.is_ok() {
+            return first;
+        }
+        self.reacquire(bucket, weight, at, first)
+    }
+
+    #[cold]
+    fn reacquire(
+        &self,
+        bucket: BucketId,
+        weight: u32,
+        mut at: u64,
+        mut result: Result<u64, Denied>,
+    ) -> Result<u64, Denied> {
+        for _ in 0..2 {
+            let fresh = self.since_epoch(Instant::now());
+            if fresh <= at {
+                break;
+            }
+            at = fresh;
+            result = self.shared.backend.try_acquire(bucket, weight, at);
+            if result.is_ok() {
+                break;
+            }
+        }
+        result
+    }
+
     /// The admit path: at most one CAS on the unkeyed bucket, no lock, no allocation.
     #[inline]
     pub(crate) fn fast(&self, bucket: BucketId, weight: u32, now: Instant) -> Fast {
@@ -210,7 +253,7 @@ impl RateLimiter {
         if queueing && shared.queue_len.load(Ordering::Relaxed) > 0 {
             return Fast::Queue;
         }
-        match shared.backend.try_acquire(bucket, weight, at) {
+        match self.acquire(bucket, weight, at) {
             Ok(tokens) => {
                 shared.metrics.admitted.increment(1);
                 if bucket.is_none() {
@@ -249,7 +292,7 @@ impl RateLimiter {
             Fast::Rejected(e) => Err(e),
             Fast::Queue => {
                 let at = self.since_epoch(Instant::now());
-                match self.shared.backend.try_acquire(None, weight, at) {
+                match self.acquire(None, weight, at) {
                     Ok(_) => {
                         self.shared.metrics.admitted.increment(1);
                         Ok(())
@@ -263,11 +306,7 @@ impl RateLimiter {
     /// Tries to take `weight` tokens from `key`'s bucket now, without waiting.
     pub fn try_acquire_key<K: Hash>(&self, key: &K, weight: u32) -> Result<(), Error> {
         let at = self.since_epoch(Instant::now());
-        match self
-            .shared
-            .backend
-            .try_acquire(Some(self.hash_key(key)), weight, at)
-        {
+        match self.acquire(Some(self.hash_key(key)), weight, at) {
             Ok(_) => {
                 self.shared.metrics.admitted.increment(1);
                 Ok(())
@@ -290,7 +329,7 @@ impl RateLimiter {
         let max_wait = shared.max_wait_nanos.load(Ordering::Relaxed);
         let mut queue = lock(&shared.queue);
         if !queue.has_waiters_for(bucket) {
-            match shared.backend.try_acquire(bucket, weight, at) {
+            match self.acquire(bucket, weight, at) {
                 Ok(_) => {
                     shared.metrics.admitted.increment(1);
                     return Ok(None);
@@ -345,7 +384,7 @@ impl RateLimiter {
         let mut wake_at = waiter.deadline;
         if queue.is_head(waiter.id, waiter.bucket) {
             let at = self.since_epoch(now);
-            match shared.backend.try_acquire(waiter.bucket, waiter.weight, at) {
+            match self.acquire(waiter.bucket, waiter.weight, at) {
                 Ok(tokens) => {
                     queue.remove(waiter.id);
                     self.publish_len(&queue);
@@ -442,18 +481,19 @@ impl RateLimiter {
     pub fn reconfigure(&self, config: &RateLimitConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let shared = &*self.shared;
-        let mut rate = config.quota().per_second();
+        let mut quota = config.quota();
+        let mut rate = quota.per_second();
         if let Some(adaptive) = &shared.adaptive {
-            rate = rate.clamp(adaptive.config.min_rate, adaptive.config.max_rate);
+            let clamped = rate.clamp(adaptive.config.min_rate, adaptive.config.max_rate);
+            if clamped != rate {
+                rate = clamped;
+                quota.interval_nanos = interval_for(rate);
+            }
             adaptive.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
         }
-        shared.backend.set_quota(
-            Quota {
-                interval_nanos: interval_for(rate),
-                burst: config.effective_burst(),
-            },
-            self.since_epoch(Instant::now()),
-        );
+        shared
+            .backend
+            .set_quota(quota, self.since_epoch(Instant::now()));
         shared.backend.set_max_keys(config.max_keys);
         shared
             .queue_capacity
@@ -512,13 +552,21 @@ impl Shared {
     }
 }
 
+/// The token spacing in nanoseconds for a rate per second: rounded up (never faster than
+/// asked) unless within float noise of a whole number, at least 1, at most `u64::MAX`.
 fn interval_for(per_second: f64) -> u64 {
-    let interval = 1e9 / per_second;
-    if interval.is_finite() && interval >= 1.0 {
-        interval as u64
-    } else {
-        1
+    let exact = 1e9 / per_second;
+    if exact.is_nan() || exact < 1.0 {
+        return 1;
     }
+    let nearest = exact.round();
+    let interval = if (exact - nearest).abs() <= exact * 1e-12 {
+        nearest
+    } else {
+        exact.ceil()
+    };
+    // `as` saturates at u64::MAX for huge and infinite values.
+    interval as u64
 }
 
 fn retry_error(denied: Denied) -> Error {
@@ -563,5 +611,62 @@ impl Drop for Waiter {
         if !self.done {
             self.limiter.leave(self.id);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::RateLimitLayer;
+
+    /// Regression: a caller whose clock reading went stale before its CAS (preempted, or
+    /// a long CAS race) while another caller moved the TAT to a later now was refused by a
+    /// full bucket. This made the admit-path benchmark fail ("not admitted at once") at
+    /// 10^9/s with a burst of 10^6, a tolerance of only 1 ms.
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_clock_reading_is_not_refused_by_a_full_bucket() {
+        let layer = RateLimitLayer::builder()
+            .rate(1_000_000_000, Duration::from_secs(1))
+            .burst(1_000_000)
+            .build()
+            .unwrap();
+        let limiter = layer.limiter();
+        let stale = Instant::now();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        // Another caller, with a fresh reading, moves the TAT to now + 1 ns.
+        limiter.try_acquire(1).unwrap();
+        assert!(
+            matches!(limiter.fast(None, 1, stale), Fast::Admitted),
+            "a reading 5 ms old must not look like a request 5 ms in the past"
+        );
+        assert_eq!(limiter.snapshot().tokens, 999_998);
+
+        // A real denial still stands, with the retry time of the fresh reading.
+        let tight = RateLimitLayer::builder()
+            .rate(10, Duration::from_secs(1))
+            .burst(1)
+            .build()
+            .unwrap();
+        let limiter = tight.limiter();
+        let stale = Instant::now();
+        tokio::time::advance(Duration::from_millis(30)).await;
+        limiter.try_acquire(1).unwrap();
+        match limiter.fast(None, 1, stale) {
+            Fast::Rejected(Error::RateLimited { retry_after }) => {
+                assert_eq!(retry_after, Duration::from_millis(100))
+            }
+            _ => panic!("the bucket is empty"),
+        }
+    }
+
+    #[test]
+    fn interval_for_rounds_up_but_not_float_noise() {
+        assert_eq!(interval_for(1e9), 1);
+        assert_eq!(interval_for(1e9 / 3.0), 3, "float noise is not rounded up");
+        assert_eq!(interval_for(3.0), 333_333_334, "never faster than asked");
+        assert_eq!(interval_for(2e9), 1);
+        assert_eq!(interval_for(0.0), u64::MAX, "a zero rate never refills");
+        assert_eq!(interval_for(1e-300), u64::MAX);
+        assert_eq!(interval_for(f64::NAN), 1);
     }
 }

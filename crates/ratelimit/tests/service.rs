@@ -407,3 +407,27 @@ async fn builder_errors_name_the_field() {
         .unwrap_err();
     assert_eq!(err.field(), "max_wait");
 }
+
+/// Two real threads hammer one limiter sized so that everything fits (10^9/s, burst 10^6:
+/// a tolerance of only 1 ms). Nothing may be refused: a thread preempted between reading
+/// the clock and its CAS must not be taken for a request from the past.
+#[test]
+fn two_threads_on_a_huge_limit_are_never_refused() {
+    let layer = RateLimitLayer::builder()
+        .rate(1_000_000_000, Duration::from_secs(1))
+        .burst(1_000_000)
+        .build()
+        .unwrap();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let limiter = layer.limiter().clone();
+            std::thread::spawn(move || {
+                (0..200_000)
+                    .filter(|_| limiter.try_acquire(1).is_err())
+                    .count()
+            })
+        })
+        .collect();
+    let refused: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(refused, 0, "refused by a bucket that was never near empty");
+}
