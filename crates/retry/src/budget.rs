@@ -165,19 +165,35 @@ impl RetryBudget {
     }
 
     /// Whether the budget limits retries (`enabled` in the config).
+    #[inline]
     pub fn is_enabled(&self) -> bool {
         self.inner.enabled.load(Ordering::Relaxed)
     }
 
     /// The current epoch (slot number) by the tokio clock.
     fn epoch(&self) -> u64 {
-        let nanos = u64::try_from(self.inner.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.epoch_of_instant(Instant::now())
+    }
+
+    #[inline]
+    fn epoch_of_instant(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.inner.start);
+        let nanos = since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()));
         nanos / self.inner.slot_nanos
     }
 
     /// Records a first attempt: earns `ratio` of a retry for one window.
     pub fn deposit(&self) {
-        if self.deposit_at(self.epoch()) {
+        self.deposit_at_instant(Instant::now());
+    }
+
+    /// [`deposit`](Self::deposit) with a clock reading the caller already has.
+    #[inline]
+    pub fn deposit_at_instant(&self, now: Instant) {
+        if self.deposit_at(self.epoch_of_instant(now)) {
             self.refresh_health();
         }
     }
@@ -200,6 +216,7 @@ impl RetryBudget {
 
     /// [`deposit`](Self::deposit) at a given epoch. Returns `true` if this call started a
     /// new slot.
+    #[inline]
     pub fn deposit_at(&self, epoch: u64) -> bool {
         let slot = &self.inner.slots[(epoch % SLOTS as u64) as usize];
         let amount = self.inner.deposit.load(Ordering::Relaxed);

@@ -22,8 +22,8 @@ pin_project! {
     enum State<F> {
         // An attempt is in flight.
         Called { #[pin] future: F },
-        // Waiting out the backoff before the next attempt.
-        Backoff { #[pin] sleep: Sleep },
+        // Waiting out the backoff (on the timer) before the next attempt.
+        Backoff,
         // Driving the inner service's clone to readiness for the next attempt.
         Readying,
     }
@@ -40,12 +40,14 @@ pin_project! {
 pin_project! {
     /// The response future of [`Retry`](crate::Retry). Dropping it cancels the attempt in
     /// flight (or the backoff) and makes no further attempt.
+    #[project = ResponseFutureProj]
     pub struct ResponseFuture<S, Req, C, R, H>
     where
         S: Service<Req>,
     {
         #[pin]
         state: State<S::Future>,
+        // The attempt timeout while `Called`, the backoff while `Backoff`.
         #[pin]
         timer: Timer,
         service: S,
@@ -54,8 +56,10 @@ pin_project! {
         // The copy the next attempt sends.
         next: Option<Req>,
         shared: Arc<Shared>,
-        settings: Settings,
-        started: Instant,
+        max_attempts: u32,
+        attempt_timeout: Option<Duration>,
+        // When the call started (only read when `max_elapsed` is set).
+        started: Option<Instant>,
         attempt: u32,
         previous_delay: Duration,
         classify: C,
@@ -71,7 +75,7 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("attempt", &self.attempt)
-            .field("max_attempts", &self.settings.max_attempts)
+            .field("max_attempts", &self.max_attempts)
             .finish_non_exhaustive()
     }
 }
@@ -94,13 +98,14 @@ where
         service: S,
         template: Option<Req>,
         shared: Arc<Shared>,
-        settings: Settings,
-        started: Instant,
+        max_attempts: u32,
+        attempt_timeout: Option<Duration>,
+        started: Option<Instant>,
         classify: C,
         replay: R,
         hint: H,
     ) -> Self {
-        let timer = match settings.attempt_timeout {
+        let timer = match attempt_timeout {
             Some(t) => Timer::On { sleep: sleep(t) },
             None => Timer::Off,
         };
@@ -111,7 +116,8 @@ where
             template,
             next: None,
             shared,
-            settings,
+            max_attempts,
+            attempt_timeout,
             started,
             attempt: 1,
             previous_delay: Duration::ZERO,
@@ -132,6 +138,7 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
@@ -147,7 +154,7 @@ where
                             if !expired {
                                 return Poll::Pending;
                             }
-                            let timeout = this.settings.attempt_timeout.unwrap_or_default();
+                            let timeout = this.attempt_timeout.unwrap_or_default();
                             Err(Box::new(Error::AttemptTimedOut { timeout }))
                         }
                     };
@@ -171,96 +178,14 @@ where
                         }
                         Outcome::Failure { retryable: true } => {}
                     }
-                    let settings = *this.settings;
-                    if attempt >= settings.max_attempts {
-                        return Poll::Ready(give_up(
-                            shared,
-                            GiveUp::MaxAttempts,
-                            attempt,
-                            &settings,
-                            result,
-                        ));
-                    }
-                    let Some(next) = this.template.as_ref().and_then(|t| this.replay.replay(t))
-                    else {
-                        return Poll::Ready(give_up(
-                            shared,
-                            GiveUp::NotReplayable,
-                            attempt,
-                            &settings,
-                            result,
-                        ));
-                    };
-                    let mut delay =
-                        settings
-                            .backoff
-                            .delay(attempt, *this.previous_delay, shared.random());
-                    if settings.honor_retry_after {
-                        let hint = match &result {
-                            Ok(response) => this.hint.retry_after(response),
-                            Err(e) => shared.error_hint.and_then(|h| h(&**e)),
-                        };
-                        if let Some(hint) = hint {
-                            delay = delay.max(hint);
-                        }
-                    }
-                    if let Some(max) = settings.max_elapsed {
-                        if this.started.elapsed().saturating_add(delay) > max {
-                            return Poll::Ready(give_up(
-                                shared,
-                                GiveUp::Deadline,
-                                attempt,
-                                &settings,
-                                result,
-                            ));
-                        }
-                    }
-                    if !shared.budget.withdraw() {
-                        metrics.budget_exhausted.increment(1);
-                        return Poll::Ready(give_up(
-                            shared,
-                            GiveUp::Budget,
-                            attempt,
-                            &settings,
-                            result,
-                        ));
-                    }
-                    let reason = match &result {
-                        Ok(_) => {
-                            metrics.retry_status.increment(1);
-                            "status"
-                        }
-                        Err(e)
-                            if e.downcast_ref::<Error>()
-                                .is_some_and(|e| matches!(e, Error::AttemptTimedOut { .. })) =>
-                        {
-                            metrics.retry_timeout.increment(1);
-                            "timeout"
-                        }
-                        Err(_) => {
-                            metrics.retry_error.increment(1);
-                            "error"
-                        }
-                    };
-                    metrics.backoff.record(delay.as_secs_f64());
-                    shared.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(name = %shared.name, attempt, ?delay, reason, "retrying");
-                    drop(result);
-                    *this.previous_delay = delay;
-                    *this.next = Some(next);
-                    if attempt + 1 >= settings.max_attempts {
-                        *this.template = None; // the last attempt needs no further copy
-                    }
-                    if delay.is_zero() {
-                        this.state.set(State::Readying);
-                    } else {
-                        this.state.set(State::Backoff {
-                            sleep: sleep(delay),
-                        });
+                    if let Some(done) = Self::after_retryable_failure(&mut this, attempt, result) {
+                        return Poll::Ready(done);
                     }
                 }
-                StateProj::Backoff { sleep } => {
-                    ready!(sleep.poll(cx));
+                StateProj::Backoff => {
+                    if let TimerProj::On { sleep } = this.timer.as_mut().project() {
+                        ready!(sleep.poll(cx));
+                    }
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
@@ -276,12 +201,114 @@ where
                     *this.attempt += 1;
                     let future = this.service.call(request);
                     this.state.set(State::Called { future });
-                    if let Some(t) = this.settings.attempt_timeout {
-                        this.timer.set(Timer::On { sleep: sleep(t) });
+                    match *this.attempt_timeout {
+                        Some(t) => this.timer.set(Timer::On { sleep: sleep(t) }),
+                        None => this.timer.set(Timer::Off),
                     }
                 }
             }
         }
+    }
+}
+
+impl<S, Req, C, R, H> ResponseFuture<S, Req, C, R, H>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    R: ReplayRequest<Req>,
+    H: ResponseHint<S::Response>,
+{
+    /// A retryable failure: gives up (`Some(output)`) or schedules the next attempt.
+    #[inline(never)]
+    fn after_retryable_failure(
+        this: &mut ResponseFutureProj<'_, S, Req, C, R, H>,
+        attempt: u32,
+        result: Result<S::Response, BoxError>,
+    ) -> Option<Result<S::Response, BoxError>> {
+        let shared: &Shared = this.shared;
+        let metrics = &shared.metrics;
+        let settings = shared.settings.load();
+        let max_attempts = *this.max_attempts;
+        if attempt >= max_attempts {
+            return Some(give_up(
+                shared,
+                GiveUp::MaxAttempts,
+                attempt,
+                &settings,
+                result,
+            ));
+        }
+        let Some(next) = this.template.as_ref().and_then(|t| this.replay.replay(t)) else {
+            return Some(give_up(
+                shared,
+                GiveUp::NotReplayable,
+                attempt,
+                &settings,
+                result,
+            ));
+        };
+        let mut delay = settings
+            .backoff
+            .delay(attempt, *this.previous_delay, shared.random());
+        if settings.honor_retry_after {
+            let hint = match &result {
+                Ok(response) => this.hint.retry_after(response),
+                Err(e) => shared.error_hint.and_then(|h| h(&**e)),
+            };
+            if let Some(hint) = hint {
+                delay = delay.max(hint);
+            }
+        }
+        if let (Some(max), Some(started)) = (settings.max_elapsed, *this.started) {
+            if started.elapsed().saturating_add(delay) > max {
+                return Some(give_up(
+                    shared,
+                    GiveUp::Deadline,
+                    attempt,
+                    &settings,
+                    result,
+                ));
+            }
+        }
+        if !shared.budget.withdraw() {
+            metrics.budget_exhausted.increment(1);
+            return Some(give_up(shared, GiveUp::Budget, attempt, &settings, result));
+        }
+        let reason = match &result {
+            Ok(_) => {
+                metrics.retry_status.increment(1);
+                "status"
+            }
+            Err(e)
+                if e.downcast_ref::<Error>()
+                    .is_some_and(|e| matches!(e, Error::AttemptTimedOut { .. })) =>
+            {
+                metrics.retry_timeout.increment(1);
+                "timeout"
+            }
+            Err(_) => {
+                metrics.retry_error.increment(1);
+                "error"
+            }
+        };
+        metrics.backoff.record(delay.as_secs_f64());
+        shared.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(name = %shared.name, attempt, ?delay, reason, "retrying");
+        drop(result);
+        *this.previous_delay = delay;
+        *this.next = Some(next);
+        if attempt + 1 >= max_attempts {
+            *this.template = None; // the last attempt needs no further copy
+        }
+        if delay.is_zero() {
+            this.state.set(State::Readying);
+        } else {
+            this.timer.set(Timer::On {
+                sleep: sleep(delay),
+            });
+            this.state.set(State::Backoff);
+        }
+        None
     }
 }
 

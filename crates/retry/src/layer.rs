@@ -124,9 +124,10 @@ impl RetryLayer {
 }
 
 impl<C, R, H> RetryLayer<C, R, H> {
-    /// Applies a new config to running services: new calls use the new attempts, backoff,
-    /// deadlines and budget ratios; calls in flight keep the settings they started with.
-    /// The budget's window length stays as built.
+    /// Applies a new config to running services. New calls use the new `max_attempts` and
+    /// `attempt_timeout`; backoff, `max_elapsed` and `honor_retry_after` apply from the next
+    /// retry on (calls in flight included); budget ratios and floor at once. The budget's
+    /// window length stays as built.
     pub fn reconfigure(&self, config: &RetryConfig) -> Result<(), ConfigError> {
         config.validate()?;
         self.shared.settings.store(Settings::from_config(config));

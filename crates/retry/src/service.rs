@@ -62,12 +62,17 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let settings = self.shared.settings.load();
-        let started = Instant::now();
-        if self.shared.budget.is_enabled() {
-            self.shared.budget.deposit();
+        // Read alone, not as a snapshot: backoff and deadline are read when a retry is
+        // planned, so only these two are fixed at the start of the call.
+        let max_attempts = self.shared.settings.max_attempts();
+        let attempt_timeout = self.shared.settings.attempt_timeout();
+        // One clock read, and only when the budget or a deadline needs it.
+        let budget = self.shared.budget.is_enabled();
+        let started = (budget || self.shared.settings.has_max_elapsed()).then(Instant::now);
+        if let (true, Some(now)) = (budget, started) {
+            self.shared.budget.deposit_at_instant(now);
         }
-        let backup = if settings.max_attempts > 1 {
+        let backup = if max_attempts > 1 {
             self.replay.replay(&req)
         } else {
             None
@@ -78,7 +83,8 @@ where
             self.inner.clone(),
             backup,
             self.shared.clone(),
-            settings,
+            max_attempts,
+            attempt_timeout,
             started,
             self.classify.clone(),
             self.replay.clone(),

@@ -111,7 +111,24 @@ impl SharedSettings {
         self.version.fetch_add(1, Ordering::Release); // even again
     }
 
+    /// Attempts per call (alone: no need for a consistent snapshot).
     #[inline]
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts.load(Ordering::Relaxed)
+    }
+
+    /// The per-attempt timeout.
+    #[inline]
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        from_opt_nanos(self.attempt_timeout.load(Ordering::Relaxed))
+    }
+
+    /// Whether a `max_elapsed` deadline is set.
+    #[inline]
+    pub fn has_max_elapsed(&self) -> bool {
+        self.max_elapsed.load(Ordering::Relaxed) != NONE
+    }
+
     pub fn load(&self) -> Settings {
         loop {
             let before = self.version.load(Ordering::Acquire);
