@@ -300,6 +300,8 @@ struct Core {
     open_until: AtomicU64,
     half_open: AtomicU64,
     consecutive: AtomicU32,
+    /// Whether the rate gauges were last set to a nonzero value.
+    rates_nonzero: AtomicBool,
     /// Fixed for the breaker's life: [`Breaker::reconfigure`] refuses a different shape, so
     /// the hot path reads the window without any indirection or lock.
     window: SlidingWindow,
@@ -372,6 +374,7 @@ impl Breaker {
             open_until: AtomicU64::new(0),
             half_open: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
+            rates_nonzero: AtomicBool::new(false),
             window: build_window(config.window()),
             window_shape: config.window(),
             params: Params::new(&config),
@@ -526,7 +529,11 @@ impl Breaker {
             return; // the breaker moved on while this call ran
         }
         let window = self.window();
-        let counts = window.record(failure, slow, self.nanos_at(now));
+        let at = match window {
+            SlidingWindow::Time(_) => self.nanos_at(now),
+            SlidingWindow::Count(_) => 0, // a count window does not need the time
+        };
+        let counts = window.record(failure, slow, at);
         let mut trip = false;
         let limit = core.params.consecutive.load(Relaxed);
         if failure {
@@ -536,14 +543,30 @@ impl Breaker {
             core.consecutive.store(0, Relaxed);
         }
         if counts.is_consistent(window.capacity()) {
-            core.metrics.failure_rate.set(counts.failure_rate());
-            core.metrics.slow_call_rate.set(counts.slow_call_rate());
+            self.show_rates(counts);
             trip = trip
                 || (counts.calls >= core.params.minimum_calls.load(Relaxed)
                     && core.params.trips(counts));
         }
         if trip {
             self.transition_from(generation, State::Open, now);
+        }
+    }
+
+    /// Sets the rate gauges; while the window holds no failure and no slow call (the healthy
+    /// steady state) they stay at 0 without two divisions per call.
+    fn show_rates(&self, counts: Counts) {
+        let core = &*self.core;
+        if counts.failures != 0 || counts.slow != 0 {
+            core.metrics.failure_rate.set(counts.failure_rate());
+            core.metrics.slow_call_rate.set(counts.slow_call_rate());
+            if !core.rates_nonzero.load(Relaxed) {
+                core.rates_nonzero.store(true, Relaxed);
+            }
+        } else if core.rates_nonzero.load(Relaxed) {
+            core.rates_nonzero.store(false, Relaxed);
+            core.metrics.failure_rate.set(0.0);
+            core.metrics.slow_call_rate.set(0.0);
         }
     }
 
@@ -615,6 +638,7 @@ impl Breaker {
                 control.reopens = 0;
                 self.window().clear();
                 core.consecutive.store(0, Relaxed);
+                core.rates_nonzero.store(false, Relaxed);
                 core.metrics.failure_rate.set(0.0);
                 core.metrics.slow_call_rate.set(0.0);
             }

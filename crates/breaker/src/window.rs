@@ -119,6 +119,8 @@ fn unpack_count(word: u64) -> Counts {
 #[derive(Debug)]
 pub struct CountWindow {
     slots: Box<[AtomicU32]>,
+    /// `u64::MAX / slots + 1`, for a division-free `cursor % slots` (Lemire's fastmod).
+    magic: u64,
     hot: Written,
 }
 
@@ -127,7 +129,9 @@ pub struct CountWindow {
 #[derive(Debug)]
 #[repr(align(64))]
 struct Written {
-    cursor: AtomicU64,
+    /// Calls recorded, wrapping at 2^32 (where the ring restarts at slot 0: once every 4
+    /// billion calls one slot is overwritten before its turn).
+    cursor: AtomicU32,
     totals: AtomicU64,
 }
 
@@ -137,8 +141,9 @@ impl CountWindow {
         let size = size.clamp(1, 1 << 20);
         CountWindow {
             slots: (0..size).map(|_| AtomicU32::new(0)).collect(),
+            magic: (u64::MAX / u64::from(size)).wrapping_add(1),
             hot: Written {
-                cursor: AtomicU64::new(0),
+                cursor: AtomicU32::new(0),
                 totals: AtomicU64::new(0),
             },
         }
@@ -147,7 +152,7 @@ impl CountWindow {
     /// Records one call and returns the totals right after it.
     pub fn record(&self, failure: bool, slow: bool) -> Counts {
         let code = slot_code(failure, slow);
-        let index = (self.hot.cursor.fetch_add(1, Relaxed) % self.slots.len() as u64) as usize;
+        let index = self.slot_index(self.hot.cursor.fetch_add(1, Relaxed));
         let old = self.slots[index].swap(code, Relaxed);
         let delta = slot_weight(code).wrapping_sub(slot_weight(old));
         unpack_count(
@@ -156,6 +161,13 @@ impl CountWindow {
                 .fetch_add(delta, Relaxed)
                 .wrapping_add(delta),
         )
+    }
+
+    /// `cursor % slots`, without a division: for a 32-bit numerator and divisor,
+    /// `((magic * cursor mod 2^64) * slots) >> 64` is exact (Lemire, Kaser, Kurz 2019).
+    fn slot_index(&self, cursor: u32) -> usize {
+        let low = self.magic.wrapping_mul(u64::from(cursor));
+        ((u128::from(low) * self.slots.len() as u128) >> 64) as usize
     }
 
     /// The current totals.
@@ -370,6 +382,16 @@ mod tests {
         w.clear();
         assert_eq!(w.counts(), Counts::default());
         assert_eq!(w.record(true, false).failures, 1);
+    }
+
+    #[test]
+    fn slot_index_is_the_remainder() {
+        for size in [1u32, 2, 3, 7, 100, 1000, 65_537, 1 << 20] {
+            let w = CountWindow::new(size);
+            for c in (0..5_000u32).chain([u32::MAX - 3, u32::MAX - 1, u32::MAX]) {
+                assert_eq!(w.slot_index(c), (c % size) as usize, "{c} % {size}");
+            }
+        }
     }
 
     #[test]
