@@ -67,11 +67,14 @@ fn call_now<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, req: u64) -> u64
 fn admit(c: &mut Criterion) {
     let mut group = c.benchmark_group("ratelimit/admit_2_threads");
     let huge = NonZeroU32::new(1_000_000_000).unwrap();
-    let burst = NonZeroU32::new(1_000_000).unwrap();
+    // A burst of 10^9 at 10^9/s: a tolerance of 1 s. With 10^6 (1 ms), a thread preempted
+    // between reading the clock and its CAS looks like a request from the past; tower-prism
+    // confirms a denial with a fresh reading, governor refuses it (seen in a warm-up here).
+    let burst = NonZeroU32::new(1_000_000_000).unwrap();
 
     let prism = RateLimitLayer::builder()
         .rate(1_000_000_000, Duration::from_secs(1))
-        .burst(1_000_000)
+        .burst(burst.get())
         .build()
         .unwrap();
     group.bench_function("prism_unkeyed", |b| {
@@ -109,7 +112,7 @@ fn admit(c: &mut Criterion) {
 
     let prism_keyed = RateLimitLayer::builder()
         .rate(1_000_000_000, Duration::from_secs(1))
-        .burst(1_000_000)
+        .burst(burst.get())
         .build()
         .unwrap()
         .key_fn(|req: &u64| *req % KEYS);

@@ -253,7 +253,12 @@ impl RateLimiter {
         if queueing && shared.queue_len.load(Ordering::Relaxed) > 0 {
             return Fast::Queue;
         }
-        match self.acquire(bucket, weight, at) {
+        let result = self.acquire(bucket, weight, at);
+        if bucket.is_some() {
+            // New keys and lazy sweeps change the count: one relaxed load.
+            shared.metrics.keys.set(shared.backend.keys() as f64);
+        }
+        match result {
             Ok(tokens) => {
                 shared.metrics.admitted.increment(1);
                 if bucket.is_none() {

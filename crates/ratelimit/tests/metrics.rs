@@ -1,0 +1,191 @@
+//! Every metric the rate limiter promises is emitted, with the policy name and the reason
+//! labels: a small in-test recorder captures the handles registered when the limiter is
+//! built (the only time they are registered) and the values recorded through them later.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use metrics::{
+    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
+use tower::{Service, ServiceExt};
+use tower_layer::Layer;
+use tower_prism_core::metrics::ratelimit as names;
+use tower_prism_ratelimit::{BoxError, RateLimitLayer};
+
+#[derive(Default)]
+struct Samples(Mutex<Vec<f64>>);
+
+impl HistogramFn for Samples {
+    fn record(&self, value: f64) {
+        self.0.lock().unwrap().push(value);
+    }
+}
+
+/// Keeps every registered handle's storage, by `name{label=value,...}`.
+#[derive(Default)]
+struct Capture {
+    counters: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    gauges: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    histograms: Mutex<BTreeMap<String, Arc<Samples>>>,
+}
+
+fn render(key: &Key) -> String {
+    let labels: Vec<_> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
+    format!("{}{{{}}}", key.name(), labels.join(","))
+}
+
+impl Recorder for Capture {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let mut map = self.counters.lock().unwrap();
+        Counter::from_arc(map.entry(render(key)).or_default().clone())
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        let mut map = self.gauges.lock().unwrap();
+        Gauge::from_arc(map.entry(render(key)).or_default().clone())
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let mut map = self.histograms.lock().unwrap();
+        Histogram::from_arc(map.entry(render(key)).or_default().clone())
+    }
+}
+
+impl Capture {
+    fn counter(&self, key: &str) -> u64 {
+        let map = self.counters.lock().unwrap();
+        let value = map
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not registered: {map:?}"));
+        value.load(Ordering::Relaxed)
+    }
+
+    fn gauge(&self, key: &str) -> f64 {
+        let map = self.gauges.lock().unwrap();
+        let value = map
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not registered"));
+        f64::from_bits(value.load(Ordering::Relaxed))
+    }
+
+    fn samples(&self, key: &str) -> Vec<f64> {
+        let map = self.histograms.lock().unwrap();
+        let value = map
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not registered"));
+        let samples = value.0.lock().unwrap().clone();
+        samples
+    }
+}
+
+#[derive(Clone)]
+struct Echo;
+
+impl<R> Service<R> for Echo {
+    type Response = R;
+    type Error = Infallible;
+    type Future = Ready<Result<R, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: R) -> Self::Future {
+        ready(Ok(req))
+    }
+}
+
+/// (key, priority, weight)
+type Req = (u32, u32, u32);
+
+async fn send<S: Service<Req, Error = BoxError>>(svc: &mut S, req: Req) -> bool {
+    svc.ready().await.unwrap().call(req).await.is_ok()
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_promised_metric_is_emitted() {
+    let capture = Capture::default();
+    let (unkeyed, keyed) = metrics::with_local_recorder(&capture, || {
+        let unkeyed = RateLimitLayer::builder()
+            .rate(10, Duration::from_secs(1))
+            .burst(2)
+            .queue(2, Duration::from_millis(150))
+            .name("api")
+            .build()
+            .unwrap()
+            .priority_fn(|r: &Req| r.1)
+            .weight_fn(|r: &Req| r.2);
+        let keyed = RateLimitLayer::builder()
+            .rate(1, Duration::from_secs(1))
+            .burst(1)
+            .name("per_key")
+            .build()
+            .unwrap()
+            .key_fn(|r: &Req| r.0);
+        (unkeyed, keyed)
+    });
+    let l = |m: &str| format!("{m}{{name=api}}");
+    let r = |reason: &str| format!("{}{{name=api,reason={reason}}}", names::REJECTED_TOTAL);
+    assert_eq!(capture.gauge(&l(names::RATE)), 10.0);
+    assert_eq!(capture.gauge(&l(names::TOKENS_AVAILABLE)), 2.0);
+
+    let mut svc = unkeyed.layer(Echo);
+    assert!(send(&mut svc, (0, 0, 1)).await);
+    assert_eq!(capture.gauge(&l(names::TOKENS_AVAILABLE)), 1.0);
+    assert!(send(&mut svc, (0, 0, 1)).await);
+    assert_eq!(capture.counter(&l(names::ADMITTED_TOTAL)), 2);
+    assert_eq!(capture.gauge(&l(names::TOKENS_AVAILABLE)), 0.0);
+    assert!(!send(&mut svc, (0, 0, 3)).await, "weight above the burst");
+    assert_eq!(capture.counter(&r("weight")), 1);
+    // A wait longer than max_wait (200 ms > 150 ms) is refused at once, as rate limited.
+    assert!(!send(&mut svc, (0, 0, 2)).await);
+    assert_eq!(capture.counter(&r("rate")), 1);
+
+    // Two low-priority waiters; a higher one sheds one of them; a fourth finds the queue
+    // full; the higher one gets the next token; the remaining low one, behind it, times out.
+    let low_a = tokio::spawn(svc.ready().await.unwrap().call((0, 1, 1)));
+    let low_b = tokio::spawn(svc.ready().await.unwrap().call((0, 1, 1)));
+    assert_eq!(capture.gauge(&l(names::QUEUE_DEPTH)), 2.0);
+    let high = tokio::spawn(svc.ready().await.unwrap().call((0, 5, 1)));
+    assert_eq!(capture.counter(&r("shed")), 1);
+    assert!(!send(&mut svc, (0, 1, 1)).await);
+    assert_eq!(capture.counter(&r("queue_full")), 1);
+    assert_eq!(capture.counter(&l(names::QUEUED_TOTAL)), 3);
+    assert!(high.await.unwrap().is_ok());
+    assert!(low_a.await.unwrap().is_err());
+    assert!(low_b.await.unwrap().is_err());
+    assert_eq!(capture.counter(&r("timeout")), 1);
+    assert_eq!(capture.counter(&l(names::ADMITTED_TOTAL)), 3);
+    assert_eq!(capture.gauge(&l(names::QUEUE_DEPTH)), 0.0);
+    let waits = capture.samples(&l(names::QUEUE_WAIT_SECONDS));
+    assert_eq!(waits.len(), 1);
+    assert!((waits[0] - 0.1).abs() < 1e-9, "waited {waits:?}");
+    // Keys tracked, without anyone having to ask for a snapshot.
+    let mut svc = keyed.layer(Echo);
+    for key in 0..3 {
+        assert!(send(&mut svc, (key, 0, 1)).await);
+    }
+    assert!(!send(&mut svc, (0, 0, 1)).await);
+    assert_eq!(
+        capture.gauge(&format!("{}{{name=per_key}}", names::KEYS)),
+        3.0
+    );
+    assert_eq!(
+        capture.counter(&format!(
+            "{}{{name=per_key,reason=rate}}",
+            names::REJECTED_TOTAL
+        )),
+        1
+    );
+}
