@@ -28,24 +28,37 @@ fn call_now<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, req: u64) {
     }
 }
 
+/// The inner error: a zero-sized type, so that boxing it (as tower-prism does to every
+/// error) allocates nothing and the benches compare the retry machinery alone.
+#[derive(Debug)]
+struct Refused;
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("refused")
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Fails every other call: each logical call fails once, then succeeds on its retry.
 #[derive(Clone, Default)]
 struct FailOnce(Arc<AtomicU64>);
 
 impl Service<u64> for FailOnce {
     type Response = u64;
-    type Error = &'static str;
-    type Future = Ready<Result<u64, &'static str>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+    type Error = Refused;
+    type Future = Ready<Result<u64, Refused>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Refused>> {
         Poll::Ready(Ok(()))
     }
     fn call(&mut self, req: u64) -> Self::Future {
         let n = self.0.fetch_add(1, Ordering::Relaxed);
-        ready(if n % 2 == 0 { Err("fail") } else { Ok(req) })
+        ready(if n % 2 == 0 { Err(Refused) } else { Ok(req) })
     }
 }
 
-/// tower policy: up to `0` attempts, retry errors at once.
+/// tower policy: up to `.0` attempts, retrying errors at once.
 #[derive(Clone)]
 struct Attempts(u32);
 

@@ -12,6 +12,7 @@ use tokio::time::{sleep, Instant, Sleep};
 use tower_prism_core::{Classify, Outcome};
 use tower_service::Service;
 
+use crate::backoff::{BackoffKind, Jitter};
 use crate::error::{BoxError, Error};
 use crate::layer::Shared;
 use crate::policy::{ReplayRequest, ResponseHint};
@@ -247,9 +248,13 @@ where
                 result,
             ));
         };
-        let mut delay = settings
-            .backoff
-            .delay(attempt, *this.previous_delay, shared.random());
+        let backoff = settings.backoff;
+        let random = if backoff.jitter == Jitter::None || backoff.kind == BackoffKind::None {
+            0
+        } else {
+            shared.random()
+        };
+        let mut delay = backoff.delay(attempt, *this.previous_delay, random);
         if settings.honor_retry_after {
             let hint = match &result {
                 Ok(response) => this.hint.retry_after(response),
