@@ -44,6 +44,12 @@ fn balance_of(raw: u64) -> i64 {
     ((raw << EPOCH_BITS) as i64) >> EPOCH_BITS
 }
 
+/// Whether a slot's (20-bit) epoch is later than `epoch`.
+fn is_newer(slot_epoch: u64, epoch: u64) -> bool {
+    let ahead = slot_epoch.wrapping_sub(epoch & EPOCH_MASK) & EPOCH_MASK;
+    ahead != 0 && ahead < (1 << (EPOCH_BITS - 1))
+}
+
 /// Slots older than the window (or from a later epoch) count as empty.
 fn live_balance(raw: u64, epoch: u64) -> i64 {
     let age = (epoch & EPOCH_MASK).wrapping_sub(epoch_of(raw)) & EPOCH_MASK;
@@ -223,10 +229,14 @@ impl RetryBudget {
         let mut raw = slot.load(Ordering::Acquire);
         loop {
             let current = epoch_of(raw) == epoch & EPOCH_MASK;
-            let balance = if current { balance_of(raw) } else { 0 };
-            let new = pack(epoch, balance.saturating_add(amount));
+            // A caller that read the clock a whole window ago must not wipe a newer slot:
+            // its deposit joins that slot instead.
+            let newer = is_newer(epoch_of(raw), epoch);
+            let balance = if current || newer { balance_of(raw) } else { 0 };
+            let slot_epoch = if newer { epoch_of(raw) } else { epoch };
+            let new = pack(slot_epoch, balance.saturating_add(amount));
             match slot.compare_exchange_weak(raw, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return !current,
+                Ok(_) => return !current && !newer,
                 Err(actual) => raw = actual,
             }
         }
@@ -421,6 +431,49 @@ mod tests {
         assert!(!b.is_unhealthy());
         assert!(b.withdraw());
         assert!(!b.withdraw());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_deposit_does_not_wipe_a_newer_slot() {
+        let b = RetryBudget::new(&config(1.0, 0));
+        b.deposit_at(12); // slot 2, epoch 12
+        b.deposit_at(2); // a caller whose clock reading is a window old
+        assert!((b.available_at(12) - 2.0).abs() < 1e-9);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// A withdrawal succeeds exactly when the live window (deposits minus earlier
+        /// withdrawals, plus the reserve) holds a whole retry, so the budget never overdraws.
+        #[test]
+        fn withdrawals_never_overdraw_the_window(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u64..3), 1..300),
+            ratio in 0.05f64..2.0,
+            floor in 0u32..2,
+        ) {
+            let b = RetryBudget::new(&config(ratio, floor));
+            let deposit = (ratio * RETRY as f64).round().max(1.0) as i64;
+            let reserve = i64::from(floor) * 10 * RETRY;
+            let (mut deposits, mut withdrawals) = (Vec::new(), Vec::new());
+            let mut epoch = 0u64;
+            for (is_deposit, step) in ops {
+                epoch += step;
+                let live = |e: &&u64| **e + SLOTS as u64 > epoch;
+                if is_deposit {
+                    b.deposit_at(epoch);
+                    deposits.push(epoch);
+                    continue;
+                }
+                let have = reserve
+                    + deposits.iter().filter(live).count() as i64 * deposit
+                    - withdrawals.iter().filter(live).count() as i64 * RETRY;
+                let granted = b.withdraw_at(epoch);
+                proptest::prop_assert_eq!(granted, have >= RETRY, "epoch {} have {}", epoch, have);
+                if granted {
+                    withdrawals.push(epoch);
+                }
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
