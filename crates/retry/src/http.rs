@@ -1,5 +1,36 @@
 //! HTTP: which requests may be retried, `Retry-After` parsing, and the policy pieces that
 //! [`RetryBuilder::http`](crate::RetryBuilder::http) puts together.
+//!
+//! Requests reach the retry layer with a [`ReplayBody`] (wrap them with [`replayable`],
+//! e.g. in a `tower::util::MapRequestLayer` in front of it). Idempotent ones are retried
+//! on errors and on 408/429/5xx (except 501/505) responses, waiting at least as long as a
+//! `Retry-After` header says; a response still failing after the last attempt is returned
+//! as it is.
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use tower::{service_fn, BoxError, Service, ServiceExt};
+//! use tower_layer::Layer;
+//! use tower_prism_retry::{http::replayable, Backoff, ReplayBody, RetryLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let layer = RetryLayer::builder()
+//!     .http()
+//!     .backoff(Backoff::fixed(Duration::from_millis(1)))
+//!     .build()
+//!     .unwrap();
+//! let flaky = service_fn(|req: http::Request<ReplayBody<Full<Bytes>>>| async move {
+//!     let status = if req.headers().contains_key("x-second-try") { 200 } else { 503 };
+//!     Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
+//! });
+//! let mut svc = layer.layer(flaky);
+//! let req = http::Request::get("/").body(Full::new(Bytes::new())).unwrap();
+//! let response = svc.ready().await.unwrap().call(replayable(req, 64 * 1024)).await.unwrap();
+//! assert_eq!(response.status(), 503, "GET retried, then the last 503 returned as is");
+//! # }
+//! ```
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
