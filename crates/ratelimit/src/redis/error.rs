@@ -4,9 +4,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisError {
-    /// The configuration is invalid (bad URL, zero rate, ...).
+    /// The configuration is invalid (bad URL, zero rate, ...): the field, value and why.
     #[error("invalid redis rate limiter config: {0}")]
-    Config(String),
+    Config(#[from] tower_prism_core::config::ConfigError),
     /// Redis did not answer in time or answered with an error, and the failure policy is
     /// [`FailurePolicy::FailClosed`](super::FailurePolicy::FailClosed).
     #[error("redis rate limiter backend unavailable: {0}")]

@@ -10,15 +10,22 @@
 //! Every Redis call has a timeout. When Redis fails, the [`FailurePolicy`] decides:
 //! admit ([`FailurePolicy::FailOpen`]), reject with [`RedisError::Unavailable`]
 //! ([`FailurePolicy::FailClosed`]) or use an in-process bucket sized `rate / instances`
-//! ([`FailurePolicy::LocalFallback`]). The connection is a
-//! With [`RedisRateLimitBuilder::pre_allot`]`(n)`, an instance takes `n` tokens per round
-//! trip and hands them out locally (one atomic decrement, no round trip) before asking again.
-//! Tokens are still counted in Redis when taken, so the bound becomes
-//! `d * rate + burst + instances * (n - 1)` over a window `d`: an instance may spend inside
-//! the window up to `n - 1` tokens it took before it.
+//! ([`FailurePolicy::LocalFallback`]). The connection is a [`ConnectionManager`] that
+//! reconnects by itself, so the limiter recovers when Redis comes back.
 //!
-//! [`ConnectionManager`] that reconnects by itself, so the
-//! limiter recovers when Redis comes back.
+//! With [`RedisRateLimitLayer::key_fn`], each key of the request (an API key, a client
+//! address) has its own bucket, the Redis key `{<prefix>:<name>:<key>}`; the hash tag
+//! spans the whole key, so keys spread over the slots of a Redis Cluster. Memory stays
+//! bounded on both sides: every Redis key expires once its bucket is full again, and an
+//! instance keeps pre-allotted tokens and fallback buckets for at most `max_keys` keys.
+//!
+//! With [`RedisRateLimitBuilder::pre_allot`]`(n)`, an instance takes `n` tokens per round
+//! trip and hands them out locally (no round trip) before asking again. Tokens are still
+//! counted in Redis when taken, so the bound becomes
+//! `d * rate + burst + instances * (n - 1)` over a window `d` (per key): an instance may
+//! spend inside the window up to `n - 1` tokens it took before it.
+//!
+//! Settings can come from a file as a [`RedisConfig`].
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -26,21 +33,31 @@
 //! use tower_prism_ratelimit::redis::{FailurePolicy, RedisRateLimitLayer};
 //!
 //! # async fn run() -> Result<(), tower::BoxError> {
+//! struct Req { api_key: String }
 //! let layer = RedisRateLimitLayer::builder("redis://127.0.0.1:6379", "api")
 //!     .rate(100, Duration::from_secs(1))
 //!     .burst(20)
 //!     .failure_policy(FailurePolicy::LocalFallback { instances: 4 })
-//!     .build()?;
-//! let svc = layer.layer(service_fn(|req: u32| async move { Ok::<_, tower::BoxError>(req) }));
-//! let _ = svc.oneshot(1).await;
+//!     .build()?
+//!     .key_fn(|req: &Req| req.api_key.clone());
+//! let svc = layer.layer(service_fn(|req: Req| async move { Ok::<_, tower::BoxError>(req.api_key) }));
+//! let _ = svc.oneshot(Req { api_key: "k1".into() }).await;
 //! # Ok(()) }
 //! ```
 
+mod config;
 mod error;
 
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::fmt::Display;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -50,14 +67,18 @@ use metrics::Counter;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tower_layer::Layer;
+use tower_prism_core::config::ConfigError;
 use tower_prism_core::metrics::ratelimit::{ADMITTED_TOTAL, BACKEND_ERRORS_TOTAL, REJECTED_TOTAL};
 use tower_prism_core::metrics::{LABEL_NAME, LABEL_REASON};
 use tower_service::Service;
 
+pub use config::{FailurePolicy, RedisConfig};
 pub use error::RedisError;
 
-use crate::bucket::{AtomicBucket, Quota};
-use crate::Error;
+use crate::backend::{Backend, LocalBackend};
+use crate::bucket::Quota;
+use crate::policy::Unkeyed;
+use crate::{BoxError, Error};
 
 /// GCRA in Lua. KEYS[1]: the bucket. ARGV: interval (µs), burst, weight.
 /// Returns `{1, 0}` when admitted, `{0, retry_after_us}` when not.
@@ -78,20 +99,6 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return {1, 0}
 ";
 
-/// What to do with a request when Redis cannot be reached in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailurePolicy {
-    /// Admit it.
-    FailOpen,
-    /// Reject it with [`RedisError::Unavailable`].
-    FailClosed,
-    /// Decide with an in-process bucket of `rate / instances` and `burst / instances`.
-    LocalFallback {
-        /// How many instances share the limit (at least 1).
-        instances: u32,
-    },
-}
-
 /// A snapshot of the limiter's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedisSnapshot {
@@ -106,117 +113,112 @@ pub struct RedisSnapshot {
 /// Builder of a [`RedisRateLimitLayer`]; see [`RedisRateLimitLayer::builder`].
 #[derive(Debug, Clone)]
 pub struct RedisRateLimitBuilder {
-    url: String,
+    config: RedisConfig,
     name: String,
-    prefix: String,
-    rate: u64,
-    per: Duration,
-    burst: Option<u32>,
-    timeout: Duration,
-    policy: FailurePolicy,
-    batch: u32,
 }
 
 impl RedisRateLimitBuilder {
+    /// Starts from a config (e.g. read from a file) for the limit `name`.
+    pub fn from_config(name: impl Into<String>, config: RedisConfig) -> Self {
+        RedisRateLimitBuilder {
+            config,
+            name: name.into(),
+        }
+    }
     /// Takes `n` tokens from Redis per round trip and spends them locally (default 1: no
     /// pre-allotment). Must not exceed the burst. See the module docs for the bound.
     pub fn pre_allot(mut self, n: u32) -> Self {
-        self.batch = n;
+        self.config.pre_allot = n;
         self
     }
     /// `rate` requests per `per` (default 100 per second).
     pub fn rate(mut self, rate: u64, per: Duration) -> Self {
-        self.rate = rate;
-        self.per = per;
+        self.config.rate = rate;
+        self.config.period = per;
         self
     }
     /// Requests admitted at once when the bucket is full (default: `rate`).
     pub fn burst(mut self, burst: u32) -> Self {
-        self.burst = Some(burst);
+        self.config.burst = Some(burst);
         self
     }
     /// Key prefix (default `prism`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        self.config.prefix = prefix.into();
         self
     }
     /// Timeout of every Redis call, connecting included (default 50 ms).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.config.timeout = timeout;
         self
     }
     /// What happens when Redis fails (default [`FailurePolicy::FailClosed`]).
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
-        self.policy = policy;
+        self.config.failure_policy = policy;
+        self
+    }
+    /// Keys an instance keeps pre-allotted tokens and fallback buckets for (default 10 000).
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.config.max_keys = max_keys;
         self
     }
 
-    /// Checks the configuration and the URL (without connecting: the connection is made on
-    /// first use, so a limiter can start while Redis is down).
+    /// Validates the configuration and the URL (without connecting: the connection is made
+    /// on first use, so a limiter can start while Redis is down).
     pub fn build(self) -> Result<RedisRateLimitLayer, RedisError> {
-        if self.rate == 0 {
-            return Err(RedisError::Config("rate must be > 0".into()));
-        }
-        if self.per.is_zero() || self.timeout.is_zero() {
-            return Err(RedisError::Config("period and timeout must be > 0".into()));
-        }
-        if self.burst == Some(0) {
-            return Err(RedisError::Config("burst must be > 0".into()));
-        }
-        if let FailurePolicy::LocalFallback { instances: 0 } = self.policy {
-            return Err(RedisError::Config("instances must be > 0".into()));
-        }
-        let client = Client::open(self.url.as_str())
-            .map_err(|e| RedisError::Config(format!("bad redis url {:?}: {e}", self.url)))?;
-        // The script works in whole microseconds (Redis `TIME`), so at most 1 token per µs.
-        let interval_us = self.per.as_micros() / u128::from(self.rate);
-        if interval_us == 0 {
-            return Err(RedisError::Config(
-                "rate too high: at most one token per microsecond per key".into(),
-            ));
-        }
-        let interval_us =
-            u64::try_from(interval_us).map_err(|_| RedisError::Config("period too long".into()))?;
-        let burst = self
-            .burst
-            .unwrap_or_else(|| u32::try_from(self.rate).unwrap_or(u32::MAX));
-        if self.batch == 0 || self.batch > burst {
-            return Err(RedisError::Config(format!(
-                "pre_allot must be in 1..=burst ({burst}), got {}",
-                self.batch
-            )));
-        }
-        let fallback = match self.policy {
-            FailurePolicy::LocalFallback { instances } => Some(AtomicBucket::new(Quota {
-                interval_nanos: interval_us.saturating_mul(1000 * u64::from(instances)),
-                burst: (burst / instances).max(1),
-            })),
+        let cfg = self.config;
+        cfg.validate()?;
+        let client = Client::open(cfg.url.as_str()).map_err(|e| {
+            RedisError::Config(ConfigError::new(
+                "url",
+                &cfg.url,
+                format!("not a Redis URL: {e}"),
+            ))
+        })?;
+        let interval_us = cfg.interval_us();
+        let burst = cfg.effective_burst();
+        let fallback = match cfg.failure_policy {
+            FailurePolicy::LocalFallback { instances } => Some(LocalBackend::new(
+                Quota {
+                    interval_nanos: interval_us.saturating_mul(1000 * u64::from(instances)),
+                    burst: (burst / instances).max(1),
+                },
+                cfg.max_keys,
+                // A fallback bucket full again for a minute is forgotten.
+                60_000_000_000,
+            )),
             _ => None,
         };
-        let labels = [(LABEL_NAME, self.name.clone())];
+        let name = self.name;
+        let labels = [(LABEL_NAME, name.clone())];
         let state = State {
             client,
             conn: OnceCell::new(),
             script: Script::new(GCRA),
-            key: format!("{{{}:{}}}", self.prefix, self.name),
+            key: format!("{{{}:{}}}", cfg.prefix, name),
+            prefix: format!("{{{}:{}:", cfg.prefix, name),
             interval_us,
             burst,
-            timeout: self.timeout,
-            policy: self.policy,
+            timeout: cfg.timeout,
+            policy: cfg.failure_policy,
             fallback,
+            hasher: RandomState::new(),
             start: Instant::now(),
             admitted: metrics::counter!(ADMITTED_TOTAL, &labels),
-            rejected: metrics::counter!(REJECTED_TOTAL, LABEL_NAME => self.name.clone(), LABEL_REASON => "rate"),
+            rejected: metrics::counter!(REJECTED_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => "rate"),
             backend_errors: metrics::counter!(BACKEND_ERRORS_TOTAL, &labels),
             n_admitted: Default::default(),
             n_rejected: Default::default(),
             n_errors: Default::default(),
-            name: self.name,
-            batch: self.batch,
+            name,
+            batch: cfg.pre_allot,
+            max_keys: cfg.max_keys,
             local: Default::default(),
+            local_keyed: Default::default(),
         };
         Ok(RedisRateLimitLayer {
             state: Arc::new(state),
+            key: Unkeyed,
         })
     }
 }
@@ -225,22 +227,30 @@ struct State {
     client: Client,
     conn: OnceCell<ConnectionManager>,
     script: Script,
+    /// The unkeyed bucket's Redis key.
     key: String,
+    /// A keyed bucket's Redis key is this, the key, and `}`.
+    prefix: String,
     interval_us: u64,
     burst: u32,
     timeout: Duration,
     policy: FailurePolicy,
-    fallback: Option<AtomicBucket>,
+    fallback: Option<LocalBackend>,
+    hasher: RandomState,
     start: Instant,
     admitted: Counter,
     rejected: Counter,
     backend_errors: Counter,
-    n_admitted: std::sync::atomic::AtomicU64,
-    n_rejected: std::sync::atomic::AtomicU64,
-    n_errors: std::sync::atomic::AtomicU64,
+    n_admitted: AtomicU64,
+    n_rejected: AtomicU64,
+    n_errors: AtomicU64,
     name: String,
     batch: u32,
-    local: std::sync::atomic::AtomicU64,
+    max_keys: usize,
+    /// Pre-allotted tokens left for the unkeyed bucket.
+    local: AtomicU64,
+    /// Pre-allotted tokens left per key (at most `max_keys` keys).
+    local_keyed: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for State {
@@ -254,10 +264,8 @@ impl std::fmt::Debug for State {
     }
 }
 
-use std::sync::atomic::Ordering::Relaxed;
-
 impl State {
-    async fn ask_redis(&self) -> Result<(i64, i64), String> {
+    async fn ask_redis(&self, key: &str) -> Result<(i64, i64), String> {
         let conn = tokio::time::timeout(
             self.timeout,
             self.conn
@@ -267,7 +275,7 @@ impl State {
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
         let mut conn = conn.clone();
-        let mut inv = self.script.key(&self.key);
+        let mut inv = self.script.key(key);
         inv.arg(self.interval_us).arg(self.burst).arg(self.batch);
         let r: Result<(i64, i64), _> =
             tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
@@ -276,19 +284,62 @@ impl State {
         r.map_err(|e| e.to_string())
     }
 
-    async fn decide(&self) -> Result<(), tower_service_box::BoxError> {
-        if self.batch > 1
-            && self
+    /// Spends one pre-allotted token of `key`, if any is left.
+    fn take_local(&self, key: Option<&str>) -> bool {
+        match key {
+            None => self
                 .local
                 .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-        {
+                .is_ok(),
+            Some(key) => {
+                let mut map = self.local_keyed.lock().unwrap_or_else(|e| e.into_inner());
+                match map.get_mut(key) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        if *n == 0 {
+                            map.remove(key);
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    /// Keeps `n` pre-allotted tokens of `key` for later. With `max_keys` keys already
+    /// holding tokens, they are dropped: that only admits less, never more.
+    fn keep_local(&self, key: Option<&str>, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match key {
+            None => {
+                self.local.fetch_add(n, Relaxed);
+            }
+            Some(key) => {
+                let mut map = self.local_keyed.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(left) = map.get_mut(key) {
+                    *left += n;
+                } else if map.len() < self.max_keys {
+                    map.insert(key.to_owned(), n);
+                }
+            }
+        }
+    }
+
+    async fn decide(&self, key: Option<&str>) -> Result<(), BoxError> {
+        if self.batch > 1 && self.take_local(key) {
             self.admit();
             return Ok(());
         }
-        match self.ask_redis().await {
+        let answer = match key {
+            None => self.ask_redis(&self.key).await,
+            Some(k) => self.ask_redis(&format!("{}{k}}}", self.prefix)).await,
+        };
+        match answer {
             Ok((1, _)) => {
-                self.local.fetch_add(u64::from(self.batch - 1), Relaxed);
+                self.keep_local(key, u64::from(self.batch - 1));
                 self.admit();
                 Ok(())
             }
@@ -309,7 +360,8 @@ impl State {
                         };
                         let now =
                             u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                        match bucket.try_acquire(now, 1) {
+                        let bucket_key = key.map(|k| self.hasher.hash_one(k));
+                        match bucket.try_acquire(bucket_key, 1, now) {
                             Ok(_) => {
                                 self.admit();
                                 Ok(())
@@ -327,7 +379,7 @@ impl State {
         self.n_admitted.fetch_add(1, Relaxed);
     }
 
-    fn reject(&self, retry_after: Duration) -> tower_service_box::BoxError {
+    fn reject(&self, retry_after: Duration) -> BoxError {
         self.rejected.increment(1);
         self.n_rejected.fetch_add(1, Relaxed);
         tracing::debug!(name = %self.name, ?retry_after, "rate limited (redis)");
@@ -335,37 +387,81 @@ impl State {
     }
 }
 
-mod tower_service_box {
-    /// Boxed error, as `tower::BoxError`.
-    pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Picks the Redis bucket a request draws from: `None` for the limit's shared bucket.
+pub trait RedisKeyFn<Req> {
+    /// The request's key, as it appears in the Redis key.
+    fn key(&self, request: &Req) -> Option<String>;
 }
 
-/// A [`Layer`] that rate limits with a limit shared through Redis.
+impl<Req> RedisKeyFn<Req> for Unkeyed {
+    fn key(&self, _: &Req) -> Option<String> {
+        None
+    }
+}
+
+/// A key closure for the Redis limiter: each distinct key gets its own Redis bucket.
+#[derive(Clone, Copy)]
+pub struct RedisKeyBy<F>(F);
+
+impl<F> std::fmt::Debug for RedisKeyBy<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RedisKeyBy")
+            .field(&std::any::type_name::<F>())
+            .finish()
+    }
+}
+
+impl<Req, F, T> RedisKeyFn<Req> for RedisKeyBy<F>
+where
+    F: Fn(&Req) -> T,
+    T: Display,
+{
+    fn key(&self, request: &Req) -> Option<String> {
+        Some((self.0)(request).to_string())
+    }
+}
+
+/// A [`Layer`] that rate limits with a limit shared through Redis. Every service it makes,
+/// and every instance using the same Redis, prefix and name, shares the limit.
 #[derive(Debug, Clone)]
-pub struct RedisRateLimitLayer {
+pub struct RedisRateLimitLayer<K = Unkeyed> {
     state: Arc<State>,
+    key: K,
 }
 
 impl RedisRateLimitLayer {
-    /// Starts a builder for the limit `name` on the Redis at `url`.
+    /// Starts a builder for the limit `name` on the Redis at `url` (100 per second, burst
+    /// 100, fail closed, 50 ms timeout, no pre-allotment).
     pub fn builder(url: impl Into<String>, name: impl Into<String>) -> RedisRateLimitBuilder {
-        RedisRateLimitBuilder {
-            url: url.into(),
-            name: name.into(),
-            prefix: "prism".into(),
-            rate: 100,
-            per: Duration::from_secs(1),
-            burst: None,
-            timeout: Duration::from_millis(50),
-            policy: FailurePolicy::FailClosed,
-            batch: 1,
+        RedisRateLimitBuilder::from_config(name, RedisConfig::new(url, 100, Duration::from_secs(1)))
+    }
+
+    /// A layer from a config, for the limit `name`.
+    pub fn from_config(name: impl Into<String>, config: &RedisConfig) -> Result<Self, RedisError> {
+        RedisRateLimitBuilder::from_config(name, config.clone()).build()
+    }
+}
+
+impl<K> RedisRateLimitLayer<K> {
+    /// Gives each distinct key (from the closure, e.g. an API key) its own bucket: the Redis
+    /// key `{<prefix>:<name>:<key>}`.
+    pub fn key_fn<F>(self, key: F) -> RedisRateLimitLayer<RedisKeyBy<F>> {
+        RedisRateLimitLayer {
+            state: self.state,
+            key: RedisKeyBy(key),
         }
     }
 
-    /// Asks for one token without a service around it: `Ok(())` when admitted, else the
-    /// rejection ([`Error::RateLimited`] or [`RedisError::Unavailable`]).
-    pub async fn acquire(&self) -> Result<(), tower_service_box::BoxError> {
-        self.state.decide().await
+    /// Asks for one token of the shared (unkeyed) bucket without a service around it:
+    /// `Ok(())` when admitted, else the rejection ([`Error::RateLimited`] or
+    /// [`RedisError::Unavailable`]).
+    pub async fn acquire(&self) -> Result<(), BoxError> {
+        self.state.decide(None).await
+    }
+
+    /// Asks for one token of `key`'s bucket, as a request with that key would.
+    pub async fn acquire_key(&self, key: impl Display) -> Result<(), BoxError> {
+        self.state.decide(Some(&key.to_string())).await
     }
 
     /// The counters so far.
@@ -378,36 +474,38 @@ impl RedisRateLimitLayer {
     }
 }
 
-impl<S> Layer<S> for RedisRateLimitLayer {
-    type Service = RedisRateLimit<S>;
-    fn layer(&self, inner: S) -> RedisRateLimit<S> {
+impl<S, K: Clone> Layer<S> for RedisRateLimitLayer<K> {
+    type Service = RedisRateLimit<S, K>;
+    fn layer(&self, inner: S) -> Self::Service {
         RedisRateLimit {
             inner,
             state: self.state.clone(),
+            key: self.key.clone(),
         }
     }
 }
 
 /// The service made by [`RedisRateLimitLayer`]; the decision is made in the response future.
 #[derive(Debug, Clone)]
-pub struct RedisRateLimit<S> {
+pub struct RedisRateLimit<S, K = Unkeyed> {
     inner: S,
     state: Arc<State>,
+    key: K,
 }
 
 /// The response future of [`RedisRateLimit`].
-pub type RedisResponseFuture<T> =
-    Pin<Box<dyn Future<Output = Result<T, tower_service_box::BoxError>> + Send>>;
+pub type RedisResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
-impl<S, Req> Service<Req> for RedisRateLimit<S>
+impl<S, K, Req> Service<Req> for RedisRateLimit<S, K>
 where
     S: Service<Req> + Clone + Send + 'static,
     S::Future: Send,
-    S::Error: Into<tower_service_box::BoxError>,
+    S::Error: Into<BoxError>,
+    K: RedisKeyFn<Req>,
     Req: Send + 'static,
 {
     type Response = S::Response;
-    type Error = tower_service_box::BoxError;
+    type Error = BoxError;
     type Future = RedisResponseFuture<S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -415,11 +513,12 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let key = self.key.key(&req);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let state = self.state.clone();
         Box::pin(async move {
-            state.decide().await?;
+            state.decide(key.as_deref()).await?;
             inner.call(req).await.map_err(Into::into)
         })
     }
