@@ -53,7 +53,9 @@
 //! - The [`RetryBudget`] caps retries at a ratio of recent first attempts plus a floor.
 //!
 //! A call that succeeds at once takes no lock and allocates nothing for `Clone` requests
-//! (checked by `tests/alloc.rs`).
+//! (checked by `tests/alloc.rs`). Backoffs and attempt timeouts sleep on the tokio timer
+//! (`tokio::time`, so `tokio::time::pause()` drives them in tests): run the service inside a
+//! tokio runtime with time enabled.
 //!
 //! [tower]: https://docs.rs/tower
 
