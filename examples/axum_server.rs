@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tower::ServiceBuilder;
-use tower_prism::{ReliabilityConfig, ReliabilityLayer, ServiceBuilderExt};
+use tower_prism::{HttpServer, ReliabilityConfig, ReliabilityLayer, ServiceBuilderExt};
 
 const POLICIES: &str = r#"
 [policy.payments.rate_limit]
@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let config = ReliabilityConfig::from_toml(POLICIES)?;
     let policy = |name: &str| -> Result<_, Box<dyn std::error::Error>> {
-        let layer = ReliabilityLayer::from_config(&config, name)?;
+        let layer = ReliabilityLayer::from_config_as(&config, name, HttpServer)?;
         Ok(ServiceBuilder::new().http_errors().reliability(layer))
     };
     let app = Router::new()

@@ -65,6 +65,7 @@ async fn load(addr: SocketAddr) -> Result<f64, Box<dyn std::error::Error>> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bare = serve(Router::new().route("/", get(|| async { "ok" }))).await?;
     let layer = ReliabilityLayer::builder()
+        .http_server()
         .name("load")
         .rate_limit(RateLimitConfig::new(1_000_000_000, Duration::from_secs(1)))
         .build()?;

@@ -7,14 +7,20 @@ use tower_prism_core::{ConfigError, HealthSignal};
 use crate::components::{self as c, BalanceConfig, BreakerConfig, RateLimitConfig, RetryConfig};
 use crate::config::PolicyConfig;
 use crate::layer::{ReliabilityLayer, Shared};
+use crate::profile::{Classified, Generic, Http, HttpServer, Profile};
 
 /// Builds a [`ReliabilityLayer`]. Each stage is optional; the stack's order is fixed
 /// (rate limit -> circuit breaker -> retry -> balance) whatever order these methods are
 /// called in.
+///
+/// The [`Profile`] (by default [`Generic`]) says what the calls are: pick
+/// [`http`](Self::http) for an HTTP client, [`http_server`](Self::http_server) for an HTTP
+/// server, or [`classify`](Self::classify) for your own classifier.
 #[derive(Debug, Clone)]
-pub struct ReliabilityLayerBuilder {
+pub struct ReliabilityLayerBuilder<P = Generic> {
     name: String,
     health: Option<HealthSignal>,
+    profile: P,
     pub(crate) policy: PolicyConfig,
 }
 
@@ -30,8 +36,48 @@ impl ReliabilityLayerBuilder {
         ReliabilityLayerBuilder {
             name: "default".to_owned(),
             health: None,
+            profile: Generic,
             policy: PolicyConfig::default(),
         }
+    }
+}
+
+impl<P: Profile> ReliabilityLayerBuilder<P> {
+    /// Uses `profile` for the calls of this stack (see [`Profile`]).
+    pub fn profile<P2: Profile>(self, profile: P2) -> ReliabilityLayerBuilder<P2> {
+        ReliabilityLayerBuilder {
+            name: self.name,
+            health: self.health,
+            profile,
+            policy: self.policy,
+        }
+    }
+
+    /// An HTTP client stack ([`Http`]): status-based classification, idempotent requests
+    /// with a [`ReplayBody`](tower_prism_retry::ReplayBody) retried, `Retry-After` honoured.
+    pub fn http(self) -> ReliabilityLayerBuilder<Http> {
+        self.profile(Http)
+    }
+
+    /// An HTTP server stack ([`HttpServer`]): status-based classification, any body type,
+    /// no retry stage.
+    pub fn http_server(self) -> ReliabilityLayerBuilder<HttpServer> {
+        self.profile(HttpServer)
+    }
+
+    /// Classifies results with `classify` (a closure over `Result<&Res, &BoxError>` or any
+    /// [`Classify`](tower_prism_core::Classify)) in the breaker, retry and balance stages.
+    pub fn classify<C: Clone + Send + Sync + 'static>(
+        self,
+        classify: C,
+    ) -> ReliabilityLayerBuilder<Classified<C>> {
+        self.profile(Classified(classify))
+    }
+
+    /// Sets every stage from one policy's config (replacing stages set before).
+    pub fn policy(mut self, policy: PolicyConfig) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// The policy name: the `name` label of every metric and the name in log events.
@@ -75,7 +121,7 @@ impl ReliabilityLayerBuilder {
 
     /// Validates every stage's config and builds the layer. The error names the stage and
     /// field (`circuit_breaker.failure_rate_threshold`).
-    pub fn build(self) -> Result<ReliabilityLayer, ConfigError> {
+    pub fn build(self) -> Result<ReliabilityLayer<P>, ConfigError> {
         self.policy.validate()?;
         let name = self.name;
         let health = self.health.unwrap_or_default();
@@ -89,19 +135,20 @@ impl ReliabilityLayerBuilder {
         let breaker = p
             .circuit_breaker
             .as_ref()
-            .map(|cfg| c::breaker_layer(&name, cfg, &health))
+            .map(|cfg| c::breaker_layer(&name, cfg, &health, &self.profile))
             .transpose()
             .map_err(|e| e.in_section("circuit_breaker"))?;
         let retry = p
             .retry
             .as_ref()
-            .map(|cfg| c::retry_layer(&name, cfg, &health))
+            .map(|cfg| c::retry_layer(&name, cfg, &health, &self.profile))
             .transpose()
             .map_err(|e| e.in_section("retry"))?;
         let balance = p.balance.clone();
         Ok(ReliabilityLayer {
             shared: Arc::new(Shared {
                 name,
+                profile: self.profile,
                 health,
                 rate_limit,
                 breaker,

@@ -5,28 +5,17 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use tower_layer::{Identity, Layer};
+use tower_layer::Layer;
 use tower_prism_core::{ConfigError, HealthSignal};
 
+use crate::profile::Profile;
 use crate::ErrorKind;
 
 pub use tower_prism_balance::BalanceConfig;
 pub use tower_prism_ratelimit::RateLimitConfig;
 
-/// Placeholder config of a stage whose crate has not landed yet: building a layer with it
-/// fails with a [`ConfigError`] saying so.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pending {}
-impl Pending {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        Ok(())
-    }
-}
-/// Breaker settings.
-pub type BreakerConfig = Pending;
-/// Retry settings.
-pub type RetryConfig = Pending;
+pub use tower_prism_breaker::BreakerConfig;
+pub use tower_prism_retry::RetryConfig;
 
 // ---------------------------------------------------------------- rate limit
 
@@ -54,60 +43,91 @@ pub(crate) fn reconfigure_rate_limit(
 
 // ---------------------------------------------------------------- breaker
 
-pub(crate) type BreakerLayer = Identity;
+pub(crate) type BreakerLayer<P> =
+    tower_prism_breaker::CircuitBreakerLayer<<P as Profile>::Classify>;
 /// The breaker stage's service.
-pub type BreakerService<S> = S;
+pub type BreakerService<S, P> = tower_prism_breaker::CircuitBreaker<S, <P as Profile>::Classify>;
 
-pub(crate) fn validate_breaker(_config: &BreakerConfig) -> Result<(), ConfigError> {
-    Ok(()) // a BreakerConfig is valid by construction
+pub(crate) fn validate_breaker(config: &BreakerConfig) -> Result<(), ConfigError> {
+    // A BreakerConfig is checked when built or deserialized; this catches one assembled by
+    // hand with public fields, should it ever have them.
+    config.to_builder().build().map(drop)
 }
 
-pub(crate) fn breaker_layer(
-    _name: &str,
-    _config: &BreakerConfig,
-    _health: &HealthSignal,
-) -> Result<BreakerLayer, ConfigError> {
-    Err(ConfigError::new(
-        "(section)",
-        "circuit_breaker",
-        "the circuit breaker stage is not available in this build yet",
-    ))
+pub(crate) fn breaker_layer<P: Profile>(
+    name: &str,
+    config: &BreakerConfig,
+    health: &HealthSignal,
+    profile: &P,
+) -> Result<BreakerLayer<P>, ConfigError> {
+    let config = config.to_builder().name(name).build()?;
+    let breaker = tower_prism_breaker::Breaker::with_health(config, health.clone());
+    Ok(
+        tower_prism_breaker::CircuitBreakerLayer::with_breaker(breaker)
+            .classify(profile.classify()),
+    )
 }
 
-pub(crate) fn reconfigure_breaker(
-    _layer: &BreakerLayer,
-    _config: &BreakerConfig,
+pub(crate) fn reconfigure_breaker<C>(
+    layer: &tower_prism_breaker::CircuitBreakerLayer<C>,
+    config: &BreakerConfig,
 ) -> Result<(), ConfigError> {
-    Ok(())
+    let breaker = layer.breaker();
+    // The running breaker keeps its name (the policy's).
+    let config = config.to_builder().name(breaker.name()).build()?;
+    breaker.reconfigure(&config)
 }
 
 // ---------------------------------------------------------------- retry
 
-pub(crate) type RetryLayer = Identity;
+pub(crate) type RetryLayer<P> = tower_prism_retry::RetryLayer<
+    <P as Profile>::Classify,
+    <P as Profile>::Replay,
+    <P as Profile>::Hint,
+>;
 /// The retry stage's service.
-pub type RetryService<S> = S;
+pub type RetryService<S, P> = tower_prism_retry::Retry<
+    S,
+    <P as Profile>::Classify,
+    <P as Profile>::Replay,
+    <P as Profile>::Hint,
+>;
 
 pub(crate) fn validate_retry(config: &RetryConfig) -> Result<(), ConfigError> {
     config.validate()
 }
 
-pub(crate) fn retry_layer(
-    _name: &str,
-    _config: &RetryConfig,
-    _health: &HealthSignal,
-) -> Result<RetryLayer, ConfigError> {
-    Err(ConfigError::new(
-        "(section)",
-        "retry",
-        "the retry stage is not available in this build yet",
-    ))
+pub(crate) fn retry_layer<P: Profile>(
+    name: &str,
+    config: &RetryConfig,
+    health: &HealthSignal,
+    profile: &P,
+) -> Result<RetryLayer<P>, ConfigError> {
+    if !profile.can_retry() {
+        return Err(ConfigError::new(
+            "(section)",
+            "retry",
+            "this profile cannot replay requests (an HTTP server cannot resend what it received); \
+             remove the retry stage or use a client profile",
+        ));
+    }
+    tower_prism_retry::RetryBuilder::from_config(config.clone())
+        .name(name)
+        .health_signal(health.clone())
+        // Our own rejections below the retry stage (a balancer with no healthy endpoint,
+        // an inner rate limiter) say how long to wait.
+        .retry_after_hint(crate::error::retry_after_hint)
+        .classifier(profile.classify())
+        .clone_request(profile.replay())
+        .response_hint(profile.hint())
+        .build()
 }
 
-pub(crate) fn reconfigure_retry(
-    _layer: &RetryLayer,
-    _config: &RetryConfig,
+pub(crate) fn reconfigure_retry<C, R, H>(
+    layer: &tower_prism_retry::RetryLayer<C, R, H>,
+    config: &RetryConfig,
 ) -> Result<(), ConfigError> {
-    Ok(())
+    layer.reconfigure(config)
 }
 
 // ---------------------------------------------------------------- errors
@@ -118,6 +138,21 @@ pub(crate) fn classify_error(
 ) -> Option<(ErrorKind, Option<Duration>)> {
     if let Some(e) = e.downcast_ref::<tower_prism_ratelimit::Error>() {
         return Some((ErrorKind::RateLimited, e.retry_after()));
+    }
+    if let Some(e) = e.downcast_ref::<tower_prism_breaker::Error>() {
+        return Some((ErrorKind::CircuitOpen, e.retry_after()));
+    }
+    if let Some(e) = e.downcast_ref::<tower_prism_retry::Error>() {
+        use tower_prism_retry::Error as R;
+        let kind = match e {
+            R::RetriesExhausted { .. } | R::BudgetExhausted { .. } => ErrorKind::RetriesExhausted,
+            R::DeadlineExceeded { .. } | R::AttemptTimedOut { .. } => ErrorKind::Timeout,
+            _ => ErrorKind::Inner,
+        };
+        return Some((kind, None));
+    }
+    if e.is::<tower_prism_ratelimit::ConcurrencyError>() {
+        return Some((ErrorKind::ConcurrencyLimited, None));
     }
     if let Some(tower_prism_balance::Error::NoHealthyEndpoint { .. }) =
         e.downcast_ref::<tower_prism_balance::Error>()

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tower_prism_core::ConfigError;
 
 use crate::components::{BalanceConfig, BreakerConfig, RateLimitConfig, RetryConfig};
+use crate::profile::{Generic, Profile};
 
 /// The whole config file: named policies.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -195,20 +196,30 @@ impl ReliabilityConfig {
 /// assert_eq!(api.snapshot().rate_limit.unwrap().rate_per_second, 50.0);
 /// ```
 #[derive(Debug, Clone)]
-pub struct Policies {
-    layers: BTreeMap<String, crate::ReliabilityLayer>,
+pub struct Policies<P: Profile = Generic> {
+    layers: BTreeMap<String, crate::ReliabilityLayer<P>>,
 }
 
 impl Policies {
-    /// Builds one layer per policy.
+    /// Builds one layer per policy, with the [`Generic`] profile.
     pub fn new(config: &ReliabilityConfig) -> Result<Policies, ConfigFileError> {
+        Policies::with_profile(config, Generic)
+    }
+}
+
+impl<P: Profile> Policies<P> {
+    /// Builds one layer per policy, each with `profile` (e.g. [`Http`](crate::Http)).
+    pub fn with_profile(
+        config: &ReliabilityConfig,
+        profile: P,
+    ) -> Result<Policies<P>, ConfigFileError> {
         let layers = config
             .policy
             .iter()
             .map(|(name, policy)| {
                 Ok((
                     name.clone(),
-                    crate::ReliabilityLayer::from_policy(name, policy)?,
+                    crate::ReliabilityLayer::from_policy_as(name, policy, profile.clone())?,
                 ))
             })
             .collect::<Result<_, ConfigFileError>>()?;
@@ -216,7 +227,7 @@ impl Policies {
     }
 
     /// The layer of policy `name` (clones share its state and its reloads).
-    pub fn get(&self, name: &str) -> Result<crate::ReliabilityLayer, ConfigFileError> {
+    pub fn get(&self, name: &str) -> Result<crate::ReliabilityLayer<P>, ConfigFileError> {
         self.layers
             .get(name)
             .cloned()

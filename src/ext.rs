@@ -8,6 +8,7 @@ use tower_layer::{Layer, Stack};
 use tower_service::Service;
 
 use crate::http::HttpErrorLayer;
+use crate::profile::Profile;
 use crate::stack::Reliable;
 use crate::{Error, ReliabilityLayer};
 
@@ -15,7 +16,10 @@ use crate::{Error, ReliabilityLayer};
 /// `ServiceBuilder::new().reliability(layer)`.
 pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Adds the whole [`ReliabilityLayer`] stack.
-    fn reliability(self, layer: ReliabilityLayer) -> ServiceBuilder<Stack<ReliabilityLayer, L>>;
+    fn reliability<P: Profile>(
+        self,
+        layer: ReliabilityLayer<P>,
+    ) -> ServiceBuilder<Stack<ReliabilityLayer<P>, L>>;
 
     /// Answers every error from below with an HTTP response ([`HttpErrorLayer`]).
     fn http_errors(self) -> ServiceBuilder<Stack<HttpErrorLayer, L>>;
@@ -24,7 +28,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
 impl<L> sealed::Sealed for ServiceBuilder<L> {}
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
-    fn reliability(self, layer: ReliabilityLayer) -> ServiceBuilder<Stack<ReliabilityLayer, L>> {
+    fn reliability<P: Profile>(
+        self,
+        layer: ReliabilityLayer<P>,
+    ) -> ServiceBuilder<Stack<ReliabilityLayer<P>, L>> {
         self.layer(layer)
     }
 
@@ -83,14 +90,15 @@ impl<S> Protected<S> {
 /// assert_eq!(shed.kind(), ErrorKind::RateLimited);
 /// # });
 /// ```
-pub fn protect<F, Fut, Req, Res, E>(
-    layer: &ReliabilityLayer,
+pub fn protect<P, F, Fut, Req, Res, E>(
+    layer: &ReliabilityLayer<P>,
     f: F,
-) -> Protected<Reliable<ServiceFn<F>>>
+) -> Protected<Reliable<ServiceFn<F>, P>>
 where
     F: FnMut(Req) -> Fut + Clone,
     Fut: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,
+    P: Profile,
 {
     Protected {
         service: layer.layer(tower::service_fn(f)),

@@ -11,6 +11,7 @@ use tower_prism_core::{ConfigError, HealthSignal};
 use crate::builder::ReliabilityLayerBuilder;
 use crate::components::{self as c, BalanceConfig, BreakerLayer, RateLimitLayer, RetryLayer};
 use crate::config::{ConfigFileError, PolicyConfig, ReliabilityConfig};
+use crate::profile::{Generic, Profile};
 use crate::stack::{BoxErrors, Reliable};
 
 /// The whole reliability stack as one layer: rate limit -> circuit breaker -> retry ->
@@ -20,20 +21,35 @@ use crate::stack::{BoxErrors, Reliable};
 /// Every service made from one layer (and every clone of those) shares the same limiter,
 /// breaker, retry budget and balancer state, so a layer is one *policy*. The stages feed
 /// each other through one [`HealthSignal`] ([`health`](Self::health)).
-#[derive(Clone)]
-pub struct ReliabilityLayer {
-    pub(crate) shared: Arc<Shared>,
+///
+/// The profile `P` ([`Generic`] unless the builder chose another) says how the breaker,
+/// retry and balance stages classify results and replay requests.
+pub struct ReliabilityLayer<P: Profile = Generic> {
+    pub(crate) shared: Arc<Shared<P>>,
 }
 
-pub(crate) struct Shared {
+impl<P: Profile> Clone for ReliabilityLayer<P> {
+    fn clone(&self) -> Self {
+        ReliabilityLayer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+pub(crate) struct Shared<P: Profile> {
     pub(crate) name: String,
+    pub(crate) profile: P,
     pub(crate) health: HealthSignal,
     pub(crate) rate_limit: Option<RateLimitLayer>,
-    pub(crate) breaker: Option<BreakerLayer>,
-    pub(crate) retry: Option<RetryLayer>,
+    pub(crate) breaker: Option<BreakerLayer<P>>,
+    pub(crate) retry: Option<RetryLayer<P>>,
     pub(crate) balance: Option<BalanceConfig>,
     pub(crate) balancers: Mutex<Vec<BalanceReload>>,
 }
+
+/// The stack over a balancer made by [`ReliabilityLayer::layer_endpoints`].
+pub type Balanced<K, S, Req, P = Generic> =
+    Reliable<Balance<K, S, Req, <P as Profile>::Classify>, P>;
 
 /// Applies a balance config to one running balancer.
 pub(crate) type BalanceReload =
@@ -45,6 +61,10 @@ pub(crate) type BalanceReload =
 pub struct Snapshot {
     /// The rate limiter's state, when the stack has one.
     pub rate_limit: Option<tower_prism_ratelimit::Snapshot>,
+    /// The circuit breaker's state, when the stack has one.
+    pub circuit_breaker: Option<tower_prism_breaker::BreakerSnapshot>,
+    /// The retry stage's settings and budget, when the stack has one.
+    pub retry: Option<tower_prism_retry::RetrySnapshot>,
     /// Whether a breaker reported the upstream's circuit open on the shared health signal.
     pub circuit_open: bool,
     /// Balancers stacked with [`ReliabilityLayer::balanced`] (their handles give per-endpoint
@@ -52,7 +72,7 @@ pub struct Snapshot {
     pub balancers: usize,
 }
 
-impl fmt::Debug for ReliabilityLayer {
+impl<P: Profile> fmt::Debug for ReliabilityLayer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.shared;
         f.debug_struct("ReliabilityLayer")
@@ -66,7 +86,7 @@ impl fmt::Debug for ReliabilityLayer {
 }
 
 impl ReliabilityLayer {
-    /// A builder with no stage configured and the name `"default"`.
+    /// A builder with no stage configured, the [`Generic`] profile and the name `"default"`.
     pub fn builder() -> ReliabilityLayerBuilder {
         ReliabilityLayerBuilder::new()
     }
@@ -97,9 +117,31 @@ impl ReliabilityLayer {
         name: &str,
         policy: &PolicyConfig,
     ) -> Result<ReliabilityLayer, ConfigFileError> {
-        let mut builder = ReliabilityLayer::builder().name(name);
-        builder.policy = policy.clone();
-        builder
+        ReliabilityLayer::from_policy_as(name, policy, Generic)
+    }
+}
+
+impl<P: Profile> ReliabilityLayer<P> {
+    /// The layer of policy `name` in a config file, with the given [`Profile`] (e.g.
+    /// [`HttpServer`](crate::HttpServer) for an axum route).
+    pub fn from_config_as(
+        config: &ReliabilityConfig,
+        name: &str,
+        profile: P,
+    ) -> Result<ReliabilityLayer<P>, ConfigFileError> {
+        Self::from_policy_as(name, config.get(name)?, profile)
+    }
+
+    /// The layer of one policy's config, named `name`, with the given [`Profile`].
+    pub fn from_policy_as(
+        name: &str,
+        policy: &PolicyConfig,
+        profile: P,
+    ) -> Result<ReliabilityLayer<P>, ConfigFileError> {
+        ReliabilityLayer::builder()
+            .name(name)
+            .profile(profile)
+            .policy(policy.clone())
             .build()
             .map_err(|e| ConfigFileError::Invalid(e.in_section(&format!("policy.{name}"))))
     }
@@ -120,6 +162,8 @@ impl ReliabilityLayer {
         let s = &self.shared;
         Snapshot {
             rate_limit: s.rate_limit.as_ref().map(|l| l.limiter().snapshot()),
+            circuit_breaker: s.breaker.as_ref().map(|l| l.breaker().snapshot()),
+            retry: s.retry.as_ref().map(|l| l.snapshot()),
             circuit_open: s.health.is_circuit_open(),
             balancers: s.balancers.lock().unwrap_or_else(|e| e.into_inner()).len(),
         }
@@ -163,12 +207,13 @@ impl ReliabilityLayer {
     /// the policy has none) and the shared health signal are set; add the endpoints (and a
     /// classifier, a health check...) and [`build`](BalanceBuilder::build) it, then stack it
     /// with [`balanced`](Self::balanced).
-    pub fn balancer<K, S, Req>(&self) -> BalanceBuilder<K, S, Req> {
+    pub fn balancer<K, S, Req>(&self) -> BalanceBuilder<K, S, Req, P::Classify> {
         let s = &self.shared;
         Balance::builder()
             .config(s.balance.clone().unwrap_or_default())
             .name(s.name.clone())
             .health_signal(s.health.clone())
+            .classify(s.profile.classify())
     }
 
     /// Refuses a policy that adds or removes a stage of this running stack.
@@ -197,6 +242,22 @@ impl ReliabilityLayer {
             policy.circuit_breaker.is_some(),
         )?;
         shape("retry", s.retry.is_some(), policy.retry.is_some())?;
+        // A running breaker's window is fixed (its slots are allocated once): refuse a new
+        // one here, before any stage is changed, so a reload stays all-or-nothing.
+        if let (Some(layer), Some(config)) = (&s.breaker, &policy.circuit_breaker) {
+            let running = layer.breaker().config().window();
+            if config.window() != running {
+                return Err(ConfigFileError::Invalid(
+                    ConfigError::new(
+                        "window",
+                        format!("{:?}", config.window()),
+                        format!("a running breaker keeps its window ({running:?}); restart to change it"),
+                    )
+                    .in_section("circuit_breaker")
+                    .in_section(&format!("policy.{name}")),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -205,7 +266,7 @@ impl ReliabilityLayer {
     pub fn balanced<K, S, Req, C>(
         &self,
         balance: Balance<K, S, Req, C>,
-    ) -> Reliable<Balance<K, S, Req, C>>
+    ) -> Reliable<Balance<K, S, Req, C>, P>
     where
         K: Send + Sync + 'static,
         S: Send + 'static,
@@ -221,12 +282,12 @@ impl ReliabilityLayer {
     }
 
     /// The stack over a new balancer of `endpoints` (keyed, e.g. by address), classifying
-    /// with the [`DefaultClassifier`](tower_prism_core::DefaultClassifier). Use
+    /// with the profile's classifier. Use
     /// [`balancer`](Self::balancer) and [`balanced`](Self::balanced) for more control.
     pub fn layer_endpoints<K, S, Req>(
         &self,
         endpoints: impl IntoIterator<Item = (K, S)>,
-    ) -> Result<Reliable<Balance<K, S, Req>>, tower_prism_balance::Error>
+    ) -> Result<Balanced<K, S, Req, P>, tower_prism_balance::Error>
     where
         K: Eq + std::hash::Hash + fmt::Display + Clone + Send + Sync + 'static,
         S: Send + 'static,
@@ -235,7 +296,7 @@ impl ReliabilityLayer {
         Ok(self.balanced(balance))
     }
 
-    fn stack<S>(&self, bottom: BoxErrors<S>) -> Reliable<S> {
+    fn stack<S>(&self, bottom: BoxErrors<S>) -> Reliable<S, P> {
         let s = &self.shared;
         let retry = match &s.retry {
             Some(layer) => Either::Left(layer.layer(bottom)),
@@ -253,10 +314,10 @@ impl ReliabilityLayer {
     }
 }
 
-impl<S> Layer<S> for ReliabilityLayer {
-    type Service = Reliable<S>;
+impl<S, P: Profile> Layer<S> for ReliabilityLayer<P> {
+    type Service = Reliable<S, P>;
 
-    fn layer(&self, inner: S) -> Reliable<S> {
+    fn layer(&self, inner: S) -> Reliable<S, P> {
         self.stack(BoxErrors::new(inner))
     }
 }

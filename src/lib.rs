@@ -42,6 +42,7 @@ mod error;
 mod ext;
 mod http;
 mod layer;
+mod profile;
 mod stack;
 
 pub use builder::ReliabilityLayerBuilder;
@@ -49,7 +50,8 @@ pub use config::{ConfigFileError, Policies, PolicyConfig, ReliabilityConfig};
 pub use error::{retry_after_hint, Error, ErrorKind};
 pub use ext::{protect, Protected, ServiceBuilderExt};
 pub use http::{HttpErrorLayer, HttpErrors, HttpErrorsFuture};
-pub use layer::{ReliabilityLayer, Snapshot};
+pub use layer::{Balanced, ReliabilityLayer, Snapshot};
+pub use profile::{Classified, Generic, Http, HttpServer, Profile, SendOnce};
 pub use stack::{BoxErrors, BoxErrorsFuture, BreakerStage, RateLimitStage, Reliable, RetryStage};
 
 pub use tower_prism_balance as balance;

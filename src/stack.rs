@@ -1,5 +1,6 @@
 //! The stacked service: rate limit -> circuit breaker -> retry -> (balance) -> inner.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -10,6 +11,7 @@ use tower::BoxError;
 use tower_service::Service;
 
 use crate::components::{BreakerService, RateLimitService, RetryService};
+use crate::profile::{Generic, Profile};
 
 /// The inner service with its errors boxed, so that every stage above sees [`BoxError`].
 #[derive(Debug, Clone)]
@@ -68,29 +70,51 @@ where
 }
 
 /// The retry stage over the inner service (a balancer, or any service).
-pub type RetryStage<S> = Either<RetryService<BoxErrors<S>>, BoxErrors<S>>;
+pub type RetryStage<S, P = Generic> = Either<RetryService<BoxErrors<S>, P>, BoxErrors<S>>;
 /// The breaker stage over [`RetryStage`].
-pub type BreakerStage<S> = Either<BreakerService<RetryStage<S>>, RetryStage<S>>;
+pub type BreakerStage<S, P = Generic> =
+    Either<BreakerService<RetryStage<S, P>, P>, RetryStage<S, P>>;
 /// The rate-limit stage over [`BreakerStage`], the top of the stack.
-pub type RateLimitStage<S> = Either<RateLimitService<BreakerStage<S>>, BreakerStage<S>>;
+pub type RateLimitStage<S, P = Generic> =
+    Either<RateLimitService<BreakerStage<S, P>>, BreakerStage<S, P>>;
 
 /// The service a [`ReliabilityLayer`](crate::ReliabilityLayer) makes: every configured stage
 /// over `S` (with the balance stage, `S` is the balancer), in the fixed order. Stages that were not configured are skipped at the cost of
 /// one branch. Clones share every stage's state.
 ///
 /// Errors are [`BoxError`]s; [`crate::Error::from_box`] classifies them.
-#[derive(Debug, Clone)]
-pub struct Reliable<S> {
-    pub(crate) inner: RateLimitStage<S>,
+pub struct Reliable<S, P: Profile = Generic> {
+    pub(crate) inner: RateLimitStage<S, P>,
 }
 
-impl<S, Req> Service<Req> for Reliable<S>
+impl<S: Clone, P: Profile> Clone for Reliable<S, P> {
+    fn clone(&self) -> Self {
+        Reliable {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, P: Profile> fmt::Debug for Reliable<S, P>
 where
-    RateLimitStage<S>: Service<Req, Error = BoxError>,
+    P::Classify: fmt::Debug,
+    P::Replay: fmt::Debug,
+    P::Hint: fmt::Debug,
 {
-    type Response = <RateLimitStage<S> as Service<Req>>::Response;
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reliable")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<S, P: Profile, Req> Service<Req> for Reliable<S, P>
+where
+    RateLimitStage<S, P>: Service<Req, Error = BoxError>,
+{
+    type Response = <RateLimitStage<S, P> as Service<Req>>::Response;
     type Error = BoxError;
-    type Future = <RateLimitStage<S> as Service<Req>>::Future;
+    type Future = <RateLimitStage<S, P> as Service<Req>>::Future;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
