@@ -123,6 +123,14 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
     /// field (`circuit_breaker.failure_rate_threshold`).
     pub fn build(self) -> Result<ReliabilityLayer<P>, ConfigError> {
         self.policy.validate()?;
+        if self.policy.retry.is_some() && !self.profile.can_retry() {
+            return Err(ConfigError::new(
+                "retry",
+                "(a retry stage)",
+                "this profile cannot replay requests (a server cannot resend what it received): \
+                 remove the retry stage, or use a client profile such as `http()`",
+            ));
+        }
         let name = self.name;
         let health = self.health.unwrap_or_default();
         let p = &self.policy;

@@ -103,14 +103,6 @@ pub(crate) fn retry_layer<P: Profile>(
     health: &HealthSignal,
     profile: &P,
 ) -> Result<RetryLayer<P>, ConfigError> {
-    if !profile.can_retry() {
-        return Err(ConfigError::new(
-            "(section)",
-            "retry",
-            "this profile cannot replay requests (an HTTP server cannot resend what it received); \
-             remove the retry stage or use a client profile",
-        ));
-    }
     tower_prism_retry::RetryBuilder::from_config(config.clone())
         .name(name)
         .health_signal(health.clone())
