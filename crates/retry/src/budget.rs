@@ -31,26 +31,31 @@ const BALANCE_BITS: u32 = 64 - EPOCH_BITS;
 const BALANCE_MASK: u64 = (1 << BALANCE_BITS) - 1;
 const BALANCE_MAX: i64 = (1 << (BALANCE_BITS - 1)) - 1;
 
+#[inline]
 fn pack(epoch: u64, balance: i64) -> u64 {
     let balance = balance.clamp(-BALANCE_MAX, BALANCE_MAX);
     ((epoch & EPOCH_MASK) << BALANCE_BITS) | (balance as u64 & BALANCE_MASK)
 }
 
+#[inline]
 fn epoch_of(raw: u64) -> u64 {
     raw >> BALANCE_BITS
 }
 
+#[inline]
 fn balance_of(raw: u64) -> i64 {
     ((raw << EPOCH_BITS) as i64) >> EPOCH_BITS
 }
 
 /// Whether a slot's (20-bit) epoch is later than `epoch`.
+#[inline]
 fn is_newer(slot_epoch: u64, epoch: u64) -> bool {
     let ahead = slot_epoch.wrapping_sub(epoch & EPOCH_MASK) & EPOCH_MASK;
     ahead != 0 && ahead < (1 << (EPOCH_BITS - 1))
 }
 
 /// Slots older than the window (or from a later epoch) count as empty.
+#[inline]
 fn live_balance(raw: u64, epoch: u64) -> i64 {
     let age = (epoch & EPOCH_MASK).wrapping_sub(epoch_of(raw)) & EPOCH_MASK;
     if (age as usize) < SLOTS {
@@ -208,6 +213,11 @@ impl RetryBudget {
     /// Always `true` when the budget is disabled.
     pub fn withdraw(&self) -> bool {
         !self.is_enabled() || self.withdraw_at(self.epoch())
+    }
+
+    /// [`withdraw`](Self::withdraw) with a clock reading the caller already has.
+    pub fn withdraw_at_instant(&self, now: Instant) -> bool {
+        !self.is_enabled() || self.withdraw_at(self.epoch_of_instant(now))
     }
 
     /// Retries available now (fractional).

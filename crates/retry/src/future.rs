@@ -264,8 +264,12 @@ where
                 delay = delay.max(hint);
             }
         }
-        if let (Some(max), Some(started)) = (settings.max_elapsed, *this.started) {
-            if started.elapsed().saturating_add(delay) > max {
+        let budget = shared.budget.is_enabled();
+        let deadline = settings.max_elapsed.zip(*this.started);
+        // One clock reading for both the deadline and the budget.
+        let now = (budget || deadline.is_some()).then(Instant::now);
+        if let (Some((max, started)), Some(now)) = (deadline, now) {
+            if now.saturating_duration_since(started).saturating_add(delay) > max {
                 return Some(give_up(
                     shared,
                     GiveUp::Deadline,
@@ -275,7 +279,11 @@ where
                 ));
             }
         }
-        if !shared.budget.withdraw() {
+        let refused = match (budget, now) {
+            (true, Some(now)) => !shared.budget.withdraw_at_instant(now),
+            _ => false,
+        };
+        if refused {
             metrics.budget_exhausted.increment(1);
             return Some(give_up(shared, GiveUp::Budget, attempt, &settings, result));
         }
