@@ -379,21 +379,18 @@ where
     }
 }
 
-impl<K, S: Clone, Req, C: Clone> Clone for Balance<K, S, Req, C> {
+/// A clone shares the endpoints, statistics and handle, and copies its own endpoint
+/// clones on its first `poll_ready`, not here: cloning allocates nothing, so a stage above
+/// that clones the balancer for every call (retry does, to send a retry) costs nothing on
+/// calls that never poll the clone.
+impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
     fn clone(&self) -> Self {
         Balance {
             shared: self.shared.clone(),
-            locals: self
-                .locals
-                .iter()
-                .map(|l| Local {
-                    state: l.state.clone(),
-                    service: l.service.clone(),
-                    ready: false,
-                })
-                .collect(),
+            locals: Vec::new(),
+            // shared, not `Arc::default()`, which would allocate; replaced on first poll
             topology: self.topology.clone(),
-            epoch: self.epoch,
+            epoch: u64::MAX,
             chosen: None,
             picked_at: None,
             classify: self.classify.clone(),
