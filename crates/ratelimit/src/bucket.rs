@@ -317,4 +317,24 @@ mod loom_tests {
             assert_eq!(bucket.tokens(110), 1);
         });
     }
+
+    /// A refund (a request admitted, then dropped before it was sent) racing another
+    /// admission is never lost and never double-counted.
+    #[test]
+    fn loom_refund_races_with_admission() {
+        loom::model(|| {
+            let quota = Quota {
+                interval_nanos: 10,
+                burst: 1,
+            };
+            let bucket = Arc::new(AtomicBucket::new(quota));
+            let a_won = bucket.try_acquire(100, 1).is_ok();
+            assert!(a_won);
+            let other = bucket.clone();
+            let b = thread::spawn(move || other.try_acquire(100, 1).is_ok());
+            bucket.refund(1);
+            let b_won = b.join().unwrap();
+            assert_eq!(bucket.tokens(100), if b_won { 0 } else { 1 });
+        });
+    }
 }
