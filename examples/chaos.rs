@@ -4,10 +4,13 @@
 //! cargo run --example chaos
 //! ```
 //!
-//! For about 12 seconds it drives ~300 requests per second at a policy that admits 200 per
-//! second, while the upstreams misbehave on a script: one answers 500s, one dies and comes
-//! back. Each second it prints what the stack did; at the end, a summary in which every
-//! request is accounted for. Nothing leaves loopback and it stops on its own.
+//! For 13 seconds it drives ~300 requests per second at a policy that admits 200 per second
+//! (rate limit -> circuit breaker -> retry -> p2c balance over three upstreams), while the
+//! upstreams misbehave on a script: one answers 500s, one dies and comes back (outlier
+//! ejection and retries hide both), then all three fail at once (the breaker opens and fails
+//! fast) and recover (half-open probes close it). Each second it prints what the stack did;
+//! at the end, a summary in which every request is accounted for. Nothing leaves loopback
+//! and it stops on its own.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -19,13 +22,24 @@ use std::time::Duration;
 use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
 use tower::ServiceExt;
 use tower_prism::core::Outcome;
-use tower_prism::{Error, ErrorKind, ReliabilityConfig, ReliabilityLayer};
+use tower_prism::{Classified, Error, ErrorKind, ReliabilityConfig, ReliabilityLayer};
 
 const POLICY: &str = r#"
 [policy.chaos.rate_limit]
 rate = 200
 period = "1s"
 burst = 40
+
+[policy.chaos.circuit_breaker]
+window = { type = "count", size = 50 }
+minimum_calls = 20
+failure_rate_threshold = 0.5
+wait_duration = "1s"
+permitted_calls_in_half_open = 3
+
+[policy.chaos.retry]
+max_attempts = 2
+backoff = { kind = "exponential", base = "10ms", max = "100ms", jitter = "full" }
 
 [policy.chaos.balance]
 strategy = "p2c_peak_ewma"
@@ -37,10 +51,11 @@ max_ejection_time = "4s"
 max_ejection_percent = 67
 "#;
 
-const SECONDS: u64 = 12;
+const SECONDS: u64 = 13;
 const OFFERED_PER_SECOND: u64 = 300;
 
-/// A 5xx answer counts as a failure for outlier ejection, like a refused connection.
+/// A 5xx answer is a retryable failure (for the breaker, retries and outlier ejection), like
+/// a refused connection.
 fn classify(result: Result<&Reply, &EndpointError>) -> Outcome {
     match result {
         Ok(reply) if reply.status.is_server_error() => Outcome::RETRYABLE,
@@ -89,7 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("policy (TOML):{POLICY}");
 
     let config = ReliabilityConfig::from_toml(POLICY)?;
-    let layer = ReliabilityLayer::from_config(&config, "chaos")?;
+    let layer = ReliabilityLayer::from_config_as(&config, "chaos", Classified(classify))?;
     let balance = layer
         .balancer::<&'static str, HttpEndpoint, Get>()
         .endpoints(
@@ -97,7 +112,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .map(|u| (u.name(), HttpEndpoint::new(u.addr()))),
         )
-        .classify(classify)
         .build()?;
     let endpoints = balance.handle();
     let service = layer.balanced(balance);
@@ -152,14 +166,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "an open circuit or for lack of a healthy endpoint; ok / 5xx / conn-err = outcomes of"
     );
     println!(
-        "admitted calls; retried and breaker: '-' while those stages are not in this build.\n"
+        "admitted calls (after retries); retried = retries sent; breaker = state at the tick.\n"
     );
     println!(
-        "{:>4} {:>5} {:>8} {:>8} {:>5} {:>4} {:>8} {:>7} {:>7}  endpoints (requests this second; EJ = ejected)",
+        "{:>4} {:>5} {:>8} {:>8} {:>5} {:>4} {:>8} {:>7} {:>9}  endpoints (requests this second; EJ = ejected)",
         "sec", "sent", "admitted", "rejected", "ok", "5xx", "conn-err", "retried", "breaker"
     );
     let mut last_requests: Vec<u64> = upstreams.iter().map(|u| u.requests()).collect();
     let mut events = Vec::new();
+    let mut last_retries = 0;
     for second in 1..=SECONDS {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let [sent, ok, err5xx, limited, circuit, no_endpoint, other] = tally.take();
@@ -181,11 +196,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect();
         let rejected = limited + circuit + no_endpoint;
+        let stages = layer.snapshot();
+        let retries = stages.retry.as_ref().map_or(0, |r| r.retries);
+        let retried = retries - last_retries;
+        last_retries = retries;
+        let breaker = stages
+            .circuit_breaker
+            .as_ref()
+            .map_or("-", |b| b.state.as_label());
         let admitted = sent - limited;
         println!(
-            "{second:>4} {sent:>5} {admitted:>8} {rejected:>8} {ok:>5} {err5xx:>4} {other:>8} {:>7} {:>7}  {}",
-            "-",
-            "-",
+            "{second:>4} {sent:>5} {admitted:>8} {rejected:>8} {ok:>5} {err5xx:>4} {other:>8} {retried:>7} {breaker:>9}  {}",
             health.join("  ")
         );
         // The script of faults.
@@ -198,13 +219,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 upstreams[2].kill();
                 events.push("t=4s  charlie dies (connections refused)");
             }
-            7 => {
+            6 => {
                 upstreams[1].recover();
-                events.push("t=7s  bravo recovers");
+                events.push("t=6s  bravo recovers");
+            }
+            7 => {
+                upstreams[2].revive().await?;
+                events.push("t=7s  charlie comes back");
             }
             8 => {
-                upstreams[2].revive().await?;
-                events.push("t=8s  charlie comes back");
+                for up in &upstreams {
+                    up.set_failing(true);
+                }
+                events.push("t=8s  all three answer 500 (an outage of the whole upstream)");
+            }
+            10 => {
+                for up in &upstreams {
+                    up.recover();
+                }
+                events.push("t=10s all three recover");
             }
             _ => {}
         }
