@@ -51,6 +51,9 @@
 //! from `poll_ready`. The admit path of an unkeyed limiter takes no lock and allocates
 //! nothing; waiting, keyed buckets and adaptation take short locks off that path.
 //!
+//! Behind the `redis` cargo feature, the `redis` module shares one limit (per key, if
+//! wanted) across every instance of a service, with a GCRA script on Redis.
+//!
 //! [tower]: https://docs.rs/tower
 
 pub mod adaptive;

@@ -4,7 +4,8 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Counter: requests admitted.
 pub const ADMITTED_TOTAL: &str = "prism_ratelimit_admitted_total";
-/// Counter: requests rejected, by `reason` (`rate`, `queue_full`, `shed`, `timeout`, `backend`...).
+/// Counter: requests rejected, by `reason` (`rate`, `queue_full`, `shed`, `timeout`, `weight`,
+/// `backend`...).
 pub const REJECTED_TOTAL: &str = "prism_ratelimit_rejected_total";
 /// Counter: requests that had to wait in the queue.
 pub const QUEUED_TOTAL: &str = "prism_ratelimit_queued_total";

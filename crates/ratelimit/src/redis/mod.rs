@@ -206,6 +206,7 @@ impl RedisRateLimitBuilder {
             start: Instant::now(),
             admitted: metrics::counter!(ADMITTED_TOTAL, &labels),
             rejected: metrics::counter!(REJECTED_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => "rate"),
+            rejected_backend: metrics::counter!(REJECTED_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => "backend"),
             backend_errors: metrics::counter!(BACKEND_ERRORS_TOTAL, &labels),
             n_admitted: Default::default(),
             n_rejected: Default::default(),
@@ -240,6 +241,7 @@ struct State {
     start: Instant,
     admitted: Counter,
     rejected: Counter,
+    rejected_backend: Counter,
     backend_errors: Counter,
     n_admitted: AtomicU64,
     n_rejected: AtomicU64,
@@ -353,7 +355,10 @@ impl State {
                         self.admit();
                         Ok(())
                     }
-                    FailurePolicy::FailClosed => Err(Box::new(RedisError::Unavailable(e))),
+                    FailurePolicy::FailClosed => {
+                        self.rejected_backend.increment(1);
+                        Err(Box::new(RedisError::Unavailable(e)))
+                    }
                     FailurePolicy::LocalFallback { .. } => {
                         let Some(bucket) = self.fallback.as_ref() else {
                             return Err(Box::new(RedisError::Unavailable(e)));
