@@ -28,7 +28,9 @@ use crate::bucket::Quota;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Tokens added per `period`.
+    /// Tokens added per `period`. Tokens are spaced a whole number of nanoseconds apart
+    /// (rounded up, so never faster than asked); a rate that this would change by more than
+    /// 1% (above about 10^7 per second unless it divides the period) is refused.
     pub rate: u32,
     /// The period `rate` is counted over (default one second).
     #[serde(
