@@ -54,7 +54,11 @@ impl Service<u64> for FailOnce {
     }
     fn call(&mut self, req: u64) -> Self::Future {
         let n = self.0.fetch_add(1, Ordering::Relaxed);
-        ready(if n % 2 == 0 { Err(Refused) } else { Ok(req) })
+        ready(if n.is_multiple_of(2) {
+            Err(Refused)
+        } else {
+            Ok(req)
+        })
     }
 }
 
