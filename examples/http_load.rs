@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::ServiceBuilder;
+use tower_prism::breaker::BreakerConfig;
 use tower_prism::ratelimit::RateLimitConfig;
 use tower_prism::{ReliabilityLayer, ServiceBuilderExt};
 
@@ -68,6 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .http_server()
         .name("load")
         .rate_limit(RateLimitConfig::new(1_000_000_000, Duration::from_secs(1)))
+        .circuit_breaker(BreakerConfig::default())
         .build()?;
     let stacked = serve(Router::new().route(
         "/",

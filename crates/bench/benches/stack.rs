@@ -1,4 +1,5 @@
-//! Per-call cost of the whole stack over ready no-op services, beside (a) tower's own
+//! Per-call cost of the whole stack (rate limit -> circuit breaker -> retry -> balance)
+//! over ready no-op services, and of the first three stages over one no-op, beside (a) tower's own
 //! equivalent (RateLimit behind a Buffer, Retry, p2c peak-EWMA Balance, which needs its own
 //! Buffer to be cloned by Retry) and (b) tower-resilience's rate limiter + circuit breaker +
 //! retry, in the same run. Limits are sized so every call is admitted and nothing fails:
@@ -15,7 +16,9 @@ use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_prism::balance::BalanceConfig;
+use tower_prism::breaker::BreakerConfig;
 use tower_prism::ratelimit::RateLimitConfig;
+use tower_prism::retry::RetryConfig;
 use tower_prism::ReliabilityLayer;
 use tower_prism_bench::Noop;
 
@@ -66,10 +69,13 @@ fn bench(c: &mut Criterion) {
     let _guard = rt.enter();
     let mut group = c.benchmark_group("stack_8_ready_endpoints");
 
-    // tower-prism: rate limit -> balance (p2c peak-EWMA) over 8 endpoints.
+    // tower-prism: rate limit -> circuit breaker -> retry -> balance (p2c peak-EWMA) over 8
+    // endpoints.
     let layer = ReliabilityLayer::builder()
         .name("bench")
         .rate_limit(RateLimitConfig::new(HUGE, Duration::from_secs(1)))
+        .circuit_breaker(BreakerConfig::default())
+        .retry(RetryConfig::default())
         .balance(BalanceConfig::default())
         .build()
         .expect("valid config");
@@ -78,6 +84,11 @@ fn bench(c: &mut Criterion) {
         .expect("valid balancer");
     group.bench_function("tower_prism_stack", |b| {
         b.iter_custom(|n| drive(&rt, &prism, n))
+    });
+    // The same three stages as tower-resilience's below, over one Noop (no balancer).
+    let prism_unbalanced = tower::Layer::layer(&layer, Noop);
+    group.bench_function("tower_prism_no_balancer", |b| {
+        b.iter_custom(|n| drive(&rt, &prism_unbalanced, n))
     });
 
     // tower: Buffer(RateLimit(Retry(Buffer(p2c Balance)))).
