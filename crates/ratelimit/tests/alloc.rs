@@ -1,72 +1,13 @@
 //! The admit path allocates nothing: a counting global allocator around 1000 admitted calls.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
-use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tower_layer::Layer;
 use tower_prism_ratelimit::RateLimitLayer;
-use tower_service::Service;
-
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-#[derive(Clone, Copy)]
-struct Echo;
-
-impl Service<u64> for Echo {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = Ready<Result<u64, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: u64) -> Self::Future {
-        ready(Ok(req))
-    }
-}
-
-fn allocations_per_call<S: Service<u64>>(svc: &mut S) -> usize {
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut run = |svc: &mut S, i: u64| {
-        assert!(svc.poll_ready(&mut cx).is_ready());
-        let fut = pin!(svc.call(i));
-        match fut.poll(&mut cx) {
-            Poll::Ready(Ok(_)) => {}
-            _ => panic!("call {i} was not admitted at once"),
-        }
-    };
-    for i in 0..100 {
-        run(svc, i % 4); // warm-up: keys, metrics handles, lazy statics
-    }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for i in 0..1_000 {
-        run(svc, i % 4);
-    }
-    ALLOCATIONS.load(Ordering::Relaxed) - before
-}
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[test]
 fn admitted_calls_allocate_nothing() {
@@ -76,7 +17,11 @@ fn admitted_calls_allocate_nothing() {
         .build()
         .unwrap();
     let mut unkeyed = layer.layer(Echo);
-    assert_eq!(allocations_per_call(&mut unkeyed), 0, "unkeyed path");
+    assert_eq!(
+        allocations_per_call(&mut unkeyed, |i| i % 4, 100, 1000),
+        0,
+        "unkeyed path"
+    );
 
     // Also with a queue configured (nobody waiting) and with keys of a fixed set.
     let queued = RateLimitLayer::builder()
@@ -88,7 +33,7 @@ fn admitted_calls_allocate_nothing() {
         .key_fn(|req: &u64| *req);
     let mut keyed = queued.layer(Echo);
     assert_eq!(
-        allocations_per_call(&mut keyed),
+        allocations_per_call(&mut keyed, |i| i % 4, 100, 1000),
         0,
         "keyed path, known keys"
     );

@@ -2,38 +2,19 @@
 //! allocator around 1000 calls that each take a permit, call the inner service, feed the
 //! algorithm and give the permit back.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt;
 use std::future::{ready, Future, Ready};
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tower_layer::Layer;
 use tower_prism_ratelimit::concurrency::{AimdConfig, ConcurrencyLimitLayer, GradientConfig};
+use tower_prism_testkit::{allocations, CountingAlloc};
 use tower_service::Service;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// Answers at once; `Err` for odd requests, so failures (and limit changes) are exercised.
 #[derive(Clone, Copy)]
@@ -68,7 +49,8 @@ impl Service<u64> for Echo {
     }
 }
 
-fn allocations_per_call<S: Service<u64>>(svc: &mut S) -> usize {
+/// Like `tower_prism_testkit::allocations_per_call`, but odd calls fail (and must).
+fn allocations_per_call<S: Service<u64>>(svc: &mut S) -> u64 {
     let mut cx = Context::from_waker(Waker::noop());
     let mut run = |svc: &mut S, i: u64| {
         assert!(svc.poll_ready(&mut cx).is_ready());
@@ -81,11 +63,11 @@ fn allocations_per_call<S: Service<u64>>(svc: &mut S) -> usize {
     for i in 0..100 {
         run(svc, i); // warm-up: metrics handles, lazy statics
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     for i in 0..1_000 {
         run(svc, i);
     }
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    allocations() - before
 }
 
 #[test]
