@@ -1,97 +1,16 @@
 //! The breaker's metrics, read back from an in-memory recorder: calls by outcome,
 //! rejections, state gauge, transitions, rate gauges and the duration histogram.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString, Unit};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_prism_breaker::{BreakerConfig, CircuitBreakerLayer, Window};
 use tower_prism_core::metrics::breaker as m;
-
-/// Every handle is an atomic, found by `name{label=value,...}`; histograms count records.
-#[derive(Default, Clone)]
-struct Memory(Arc<Mutex<HashMap<String, Arc<Slot>>>>);
-
-#[derive(Default)]
-struct Slot(AtomicU64);
-
-impl HistogramFn for Slot {
-    fn record(&self, _: f64) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn render(key: &Key) -> String {
-    let labels: Vec<String> = key
-        .labels()
-        .map(|l| format!("{}={}", l.key(), l.value()))
-        .collect();
-    format!("{}{{{}}}", key.name(), labels.join(","))
-}
-
-impl Memory {
-    fn slot(&self, key: &Key) -> Arc<Slot> {
-        self.0
-            .lock()
-            .unwrap()
-            .entry(render(key))
-            .or_default()
-            .clone()
-    }
-
-    fn get(&self, key: &str) -> u64 {
-        self.0
-            .lock()
-            .unwrap()
-            .get(key)
-            .map_or(0, |s| s.0.load(Ordering::Relaxed))
-    }
-
-    fn gauge(&self, key: &str) -> f64 {
-        f64::from_bits(self.get(key))
-    }
-}
-
-impl metrics::Recorder for Memory {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(Arc::new(SlotCounter(self.slot(key))))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(Arc::new(SlotGauge(self.slot(key))))
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.slot(key))
-    }
-}
-
-struct SlotCounter(Arc<Slot>);
-impl metrics::CounterFn for SlotCounter {
-    fn increment(&self, value: u64) {
-        self.0 .0.fetch_add(value, Ordering::Relaxed);
-    }
-    fn absolute(&self, value: u64) {
-        self.0 .0.store(value, Ordering::Relaxed);
-    }
-}
-
-struct SlotGauge(Arc<Slot>);
-impl metrics::GaugeFn for SlotGauge {
-    fn increment(&self, _: f64) {}
-    fn decrement(&self, _: f64) {}
-    fn set(&self, value: f64) {
-        self.0 .0.store(value.to_bits(), Ordering::Relaxed);
-    }
-}
+use tower_prism_testkit::metrics::Capture;
 
 #[tokio::test(start_paused = true)]
 async fn metrics_follow_calls_and_transitions() {
-    let memory = Memory::default();
+    let memory = Capture::default();
     metrics::set_global_recorder(memory.clone()).expect("the only recorder of this binary");
     let config = BreakerConfig::builder()
         .name("orders")
@@ -125,29 +44,31 @@ async fn metrics_follow_calls_and_transitions() {
     assert_eq!(memory.gauge(&state), 1.0);
     call!(false).unwrap_err(); // rejected
     assert_eq!(
-        memory.get(&format!(
+        memory.counter(&format!(
             "{}{{name=orders,outcome=success}}",
             m::CALLS_TOTAL
         )),
         1
     );
     assert_eq!(
-        memory.get(&format!(
+        memory.counter(&format!(
             "{}{{name=orders,outcome=failure}}",
             m::CALLS_TOTAL
         )),
         3
     );
     assert_eq!(
-        memory.get(&format!("{}{{name=orders}}", m::REJECTED_TOTAL)),
+        memory.counter(&format!("{}{{name=orders}}", m::REJECTED_TOTAL)),
         1
     );
     assert_eq!(
-        memory.get(&format!("{}{{name=orders}}", m::CALL_DURATION_SECONDS)),
+        memory
+            .samples(&format!("{}{{name=orders}}", m::CALL_DURATION_SECONDS))
+            .len(),
         4
     );
     assert_eq!(
-        memory.get(&format!(
+        memory.counter(&format!(
             "{}{{name=orders,from=closed,to=open}}",
             m::TRANSITIONS_TOTAL
         )),
@@ -163,6 +84,6 @@ async fn metrics_follow_calls_and_transitions() {
             "{}{{name=orders,from={from},to={to}}}",
             m::TRANSITIONS_TOTAL
         );
-        assert_eq!(memory.get(&key), 1, "{key}");
+        assert_eq!(memory.counter(&key), 1, "{key}");
     }
 }

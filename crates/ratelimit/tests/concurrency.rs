@@ -548,91 +548,9 @@ proptest! {
     }
 }
 
-/// A minimal recorder that keeps each metric's last value, keyed by name and labels.
-mod recorder {
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
-
-    use metrics::{
-        Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder,
-        SharedString, Unit,
-    };
-
-    #[derive(Default)]
-    pub struct Values(AtomicU64);
-
-    impl CounterFn for Values {
-        fn increment(&self, value: u64) {
-            self.0.fetch_add(value, Ordering::SeqCst);
-        }
-        fn absolute(&self, value: u64) {
-            self.0.store(value, Ordering::SeqCst);
-        }
-    }
-
-    impl GaugeFn for Values {
-        fn increment(&self, value: f64) {
-            self.set(self.get() + value);
-        }
-        fn decrement(&self, value: f64) {
-            self.set(self.get() - value);
-        }
-        fn set(&self, value: f64) {
-            self.0.store(value.to_bits(), Ordering::SeqCst);
-        }
-    }
-
-    impl Values {
-        fn get(&self) -> f64 {
-            f64::from_bits(self.0.load(Ordering::SeqCst))
-        }
-    }
-
-    #[derive(Default)]
-    pub struct Capture {
-        gauges: Mutex<BTreeMap<String, Arc<Values>>>,
-        counters: Mutex<BTreeMap<String, Arc<Values>>>,
-    }
-
-    fn id(key: &Key) -> String {
-        let labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        format!("{}{{{}}}", key.name(), labels.join(","))
-    }
-
-    impl Capture {
-        pub fn gauge(&self, id: &str) -> f64 {
-            self.gauges.lock().unwrap()[id].get()
-        }
-        pub fn counter(&self, id: &str) -> u64 {
-            self.counters.lock().unwrap()[id].0.load(Ordering::SeqCst)
-        }
-    }
-
-    impl Recorder for Capture {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            let mut map = self.counters.lock().unwrap();
-            Counter::from_arc(map.entry(id(key)).or_default().clone())
-        }
-        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-            let mut map = self.gauges.lock().unwrap();
-            Gauge::from_arc(map.entry(id(key)).or_default().clone())
-        }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::noop()
-        }
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn metrics_follow_the_limit_in_flight_and_rejections() {
-    let capture = recorder::Capture::default();
+    let capture = tower_prism_testkit::metrics::Capture::default();
     let layer = metrics::with_local_recorder(&capture, || {
         ConcurrencyLimitLayer::builder()
             .name("api")

@@ -2,94 +2,16 @@
 //! labels: a small in-test recorder captures the handles registered when the limiter is
 //! built (the only time they are registered) and the values recorded through them later.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::{ready, Ready};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use metrics::{
-    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-};
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::metrics::ratelimit as names;
 use tower_prism_ratelimit::{BoxError, RateLimitLayer};
-
-#[derive(Default)]
-struct Samples(Mutex<Vec<f64>>);
-
-impl HistogramFn for Samples {
-    fn record(&self, value: f64) {
-        self.0.lock().unwrap().push(value);
-    }
-}
-
-/// Keeps every registered handle's storage, by `name{label=value,...}`.
-#[derive(Default)]
-struct Capture {
-    counters: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
-    gauges: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
-    histograms: Mutex<BTreeMap<String, Arc<Samples>>>,
-}
-
-fn render(key: &Key) -> String {
-    let labels: Vec<_> = key
-        .labels()
-        .map(|l| format!("{}={}", l.key(), l.value()))
-        .collect();
-    format!("{}{{{}}}", key.name(), labels.join(","))
-}
-
-impl Recorder for Capture {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let mut map = self.counters.lock().unwrap();
-        Counter::from_arc(map.entry(render(key)).or_default().clone())
-    }
-
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        let mut map = self.gauges.lock().unwrap();
-        Gauge::from_arc(map.entry(render(key)).or_default().clone())
-    }
-
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        let mut map = self.histograms.lock().unwrap();
-        Histogram::from_arc(map.entry(render(key)).or_default().clone())
-    }
-}
-
-impl Capture {
-    fn counter(&self, key: &str) -> u64 {
-        let map = self.counters.lock().unwrap();
-        let value = map
-            .get(key)
-            .unwrap_or_else(|| panic!("{key} not registered: {map:?}"));
-        value.load(Ordering::Relaxed)
-    }
-
-    fn gauge(&self, key: &str) -> f64 {
-        let map = self.gauges.lock().unwrap();
-        let value = map
-            .get(key)
-            .unwrap_or_else(|| panic!("{key} not registered"));
-        f64::from_bits(value.load(Ordering::Relaxed))
-    }
-
-    fn samples(&self, key: &str) -> Vec<f64> {
-        let map = self.histograms.lock().unwrap();
-        let value = map
-            .get(key)
-            .unwrap_or_else(|| panic!("{key} not registered"));
-        let samples = value.0.lock().unwrap().clone();
-        samples
-    }
-}
+use tower_prism_testkit::metrics::Capture;
 
 #[derive(Clone)]
 struct Echo;

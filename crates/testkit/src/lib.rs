@@ -1,5 +1,6 @@
 //! Test helpers shared by the tower-prism crates: a counting global allocator for the
-//! "no allocation on the hot path" tests, and an always-ready echo service.
+//! "no allocation on the hot path" tests, an always-ready echo service, and an in-memory
+//! `metrics` recorder ([`metrics::Capture`]).
 //!
 //! ```
 //! use tower_prism_testkit::{allocations_per_call, Echo};
@@ -17,6 +18,8 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use tower_service::Service;
+
+pub mod metrics;
 
 thread_local! {
     // Per thread, so that libtest's own threads (and other tests running beside) do not
