@@ -22,6 +22,10 @@ const POLICIES: &str = r#"
 rate = 5
 period = "1s"
 
+[policy.payments.circuit_breaker]
+failure_rate_threshold = 0.5
+wait_duration = "5s"
+
 [policy.search.rate_limit]
 rate = 100
 period = "1s"

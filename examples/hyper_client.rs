@@ -5,8 +5,10 @@
 //! ```
 //!
 //! Starts three HTTP servers on 127.0.0.1 (`east` answers 503 to everything), sends 100
-//! requests through rate limit -> balance, and shows the failing backend being ejected
-//! and the traffic going to the healthy two. Finishes on its own in about a second.
+//! requests through rate limit -> circuit breaker -> retry -> balance, and shows the
+//! failing backend's 503s retried on a healthy one, the backend ejected, and the traffic
+//! going to the healthy two: every request answers 200. Finishes on its own in about a
+//! second.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -17,8 +19,10 @@ use std::time::Duration;
 use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
 use tower::ServiceExt;
 use tower_prism::balance::BalanceConfig;
+use tower_prism::breaker::BreakerConfig;
 use tower_prism::core::{HttpClassifier, Outcome};
 use tower_prism::ratelimit::RateLimitConfig;
+use tower_prism::retry::{Backoff, RetryConfig};
 use tower_prism::{Error, ReliabilityLayer};
 
 /// The HTTP status rules of [`HttpClassifier`], for the collected replies.
@@ -46,7 +50,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     balance.outlier.consecutive_failures = 3;
     let layer = ReliabilityLayer::builder()
         .name("backends")
+        .classify(classify) // breaker, retry and balancer: 5xx replies are failures
         .rate_limit(RateLimitConfig::new(1_000, Duration::from_secs(1)))
+        .circuit_breaker(BreakerConfig::default())
+        .retry(RetryConfig {
+            max_attempts: 3,
+            backoff: Backoff::exponential(Duration::from_millis(5), Duration::from_millis(50)),
+            ..RetryConfig::default()
+        })
         .balance(balance)
         .build()?;
     let balancer = layer
@@ -56,7 +67,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .map(|b| (b.name(), HttpEndpoint::new(b.addr()))),
         )
-        .classify(classify)
         .build()?;
     let handle = balancer.handle();
     let client = layer.balanced(balancer);
