@@ -143,6 +143,12 @@ pub(crate) fn classify_error(
         };
         return Some((kind, None));
     }
+    #[cfg(feature = "redis")]
+    if let Some(tower_prism_ratelimit::redis::RedisError::Unavailable(_)) =
+        e.downcast_ref::<tower_prism_ratelimit::redis::RedisError>()
+    {
+        return Some((ErrorKind::LimiterUnavailable, None));
+    }
     if e.is::<tower_prism_ratelimit::ConcurrencyError>() {
         return Some((ErrorKind::ConcurrencyLimited, None));
     }

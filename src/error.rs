@@ -23,6 +23,9 @@ pub enum ErrorKind {
     Timeout,
     /// The balancer had no healthy endpoint to send the request to (HTTP 503).
     NoHealthyEndpoint,
+    /// A shared limiter's backend (Redis) could not decide in time and its failure policy
+    /// is to reject (HTTP 503).
+    LimiterUnavailable,
     /// The inner service failed (HTTP 502).
     Inner,
 }
@@ -37,6 +40,7 @@ impl ErrorKind {
             ErrorKind::RetriesExhausted => "retries_exhausted",
             ErrorKind::Timeout => "timeout",
             ErrorKind::NoHealthyEndpoint => "no_healthy_endpoint",
+            ErrorKind::LimiterUnavailable => "limiter_unavailable",
             ErrorKind::Inner => "inner",
         }
     }
@@ -47,7 +51,8 @@ impl ErrorKind {
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::ConcurrencyLimited
             | ErrorKind::CircuitOpen
-            | ErrorKind::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorKind::NoHealthyEndpoint
+            | ErrorKind::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::RetriesExhausted | ErrorKind::Inner => StatusCode::BAD_GATEWAY,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -61,6 +66,7 @@ impl ErrorKind {
                 | ErrorKind::ConcurrencyLimited
                 | ErrorKind::CircuitOpen
                 | ErrorKind::NoHealthyEndpoint
+                | ErrorKind::LimiterUnavailable
         )
     }
 }
@@ -250,11 +256,25 @@ mod tests {
         assert!(again.get_ref().is::<tower::timeout::error::Elapsed>());
     }
 
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_fail_closed_redis_rejection_is_a_503() {
+        use tower_prism_ratelimit::redis::RedisError;
+        let err = Error::from_box(Box::new(RedisError::Unavailable("timed out".into())));
+        assert_eq!(err.kind(), ErrorKind::LimiterUnavailable);
+        assert_eq!(err.status(), 503);
+        let config = tower_prism_core::ConfigError::new("url", "x", "bad");
+        let err = Error::from_box(Box::new(RedisError::Config(config)));
+        assert_eq!(err.kind(), ErrorKind::Inner);
+    }
+
     #[test]
     fn statuses_follow_the_design() {
         assert_eq!(ErrorKind::RateLimited.status(), 429);
         assert_eq!(ErrorKind::CircuitOpen.status(), 503);
         assert_eq!(ErrorKind::NoHealthyEndpoint.status(), 503);
+        assert_eq!(ErrorKind::LimiterUnavailable.status(), 503);
+        assert!(ErrorKind::LimiterUnavailable.is_rejection());
         assert_eq!(ErrorKind::RetriesExhausted.status(), 502);
         assert_eq!(ErrorKind::Inner.status(), 502);
         assert_eq!(ErrorKind::Timeout.status(), 504);
