@@ -5,16 +5,14 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use tower_layer::Layer;
 use tower_prism_core::{ConfigError, HealthSignal};
 
 use crate::profile::Profile;
 use crate::ErrorKind;
 
 pub use tower_prism_balance::BalanceConfig;
-pub use tower_prism_ratelimit::RateLimitConfig;
-
 pub use tower_prism_breaker::BreakerConfig;
+pub use tower_prism_ratelimit::RateLimitConfig;
 pub use tower_prism_retry::RetryConfig;
 
 // ---------------------------------------------------------------- rate limit
@@ -158,9 +156,4 @@ pub(crate) fn classify_error(
         return Some((ErrorKind::NoHealthyEndpoint, None));
     }
     None
-}
-
-#[allow(dead_code)]
-fn _assert_layers<S>(l: &RateLimitLayer, s: S) -> RateLimitService<S> {
-    l.layer(s)
 }
