@@ -117,10 +117,11 @@ impl<B> ResponseHint<Response<B>> for RetryAfterHeader {
     }
 }
 
-/// Parses a `Retry-After` value: delta-seconds (`"120"`) or an IMF-fixdate
-/// (`"Sun, 06 Nov 1994 08:49:37 GMT"`), relative to `now`. A date in the past is
-/// `Some(ZERO)`; anything else that is not one of these forms is `None` (ignored, never a
-/// panic). The obsolete RFC 850 and asctime date forms are not accepted.
+/// Parses a `Retry-After` value: delta-seconds (`"120"`) or an HTTP-date relative to `now`,
+/// in any of the three forms RFC 9110 requires a recipient to accept (IMF-fixdate
+/// `"Sun, 06 Nov 1994 08:49:37 GMT"`, and the obsolete RFC 850 `"Sunday, 06-Nov-94
+/// 08:49:37 GMT"` and asctime `"Sun Nov  6 08:49:37 1994"`; see [`parse_http_date`]). A
+/// date in the past is `Some(ZERO)`; anything else is `None` (ignored, never a panic).
 ///
 /// ```
 /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -131,6 +132,8 @@ impl<B> ResponseHint<Response<B>> for RetryAfterHeader {
 /// let v = |s: &'static str| parse_retry_after(&HeaderValue::from_static(s), now);
 /// assert_eq!(v("120"), Some(Duration::from_secs(120)));
 /// assert_eq!(v("Sun, 06 Nov 1994 08:50:07 GMT"), Some(Duration::from_secs(30)));
+/// assert_eq!(v("Sunday, 06-Nov-94 08:50:07 GMT"), Some(Duration::from_secs(30)));
+/// assert_eq!(v("Sun Nov  6 08:50:07 1994"), Some(Duration::from_secs(30)));
 /// assert_eq!(v("soon"), None);
 /// ```
 pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
@@ -139,18 +142,116 @@ pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duratio
         // very long numbers saturate rather than fail
         return Some(Duration::from_secs(text.parse::<u64>().unwrap_or(u64::MAX)));
     }
-    let at = parse_imf_fixdate(text)?;
+    let at = parse_http_date(text)?;
     let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
     Some(Duration::from_secs(at.saturating_sub(now)))
+}
+
+/// Seconds since the Unix epoch of an HTTP-date in any of its three forms: IMF-fixdate,
+/// or the obsolete RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`; a two-digit year `yy` is
+/// `19yy` from 70 on and `20yy` below) and asctime (`Sun Nov  6 08:49:37 1994`) forms.
+pub fn parse_http_date(text: &str) -> Option<u64> {
+    parse_imf_fixdate(text)
+        .or_else(|| parse_rfc850(text))
+        .or_else(|| parse_asctime(text))
+}
+
+const MONTH_NAMES: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Digits only (no sign, no space), at most 4 of them.
+fn small_number(text: &str) -> Option<u64> {
+    (!text.is_empty() && text.len() <= 4 && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse().ok())
+        .flatten()
+}
+
+/// `HH:MM:SS` as (hours, minutes, seconds), two digits each.
+fn time_of_day(text: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = text.split(':');
+    let mut two = || parts.next().filter(|p| p.len() == 2).and_then(small_number);
+    let hms = (two()?, two()?, two()?);
+    parts.next().is_none().then_some(hms)
+}
+
+/// `Sunday, 06-Nov-94 08:49:37 GMT`.
+fn parse_rfc850(text: &str) -> Option<u64> {
+    const DAYS: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    let (day_name, rest) = text.split_once(", ")?;
+    let mut fields = rest.split(' ');
+    let (date, time, zone) = (fields.next()?, fields.next()?, fields.next()?);
+    if !DAYS.contains(&day_name) || zone != "GMT" || fields.next().is_some() {
+        return None;
+    }
+    let mut date = date.split('-');
+    let (day, month, year) = (date.next()?, date.next()?, date.next()?);
+    if date.next().is_some() || day.len() != 2 || year.len() != 2 {
+        return None;
+    }
+    let year = small_number(year)?;
+    let year = if year >= 70 { 1900 + year } else { 2000 + year };
+    let month = MONTH_NAMES.iter().position(|m| *m == month)? as u64 + 1;
+    let (hour, minute, second) = time_of_day(time)?;
+    epoch_seconds(year, month, small_number(day)?, hour, minute, second)
+}
+
+/// `Sun Nov  6 08:49:37 1994` (the day of the month space-padded to two characters).
+fn parse_asctime(text: &str) -> Option<u64> {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let b = text.as_bytes();
+    if b.len() != 24 || b[3] != b' ' || b[7] != b' ' || b[10] != b' ' || b[19] != b' ' {
+        return None;
+    }
+    let (day_name, month) = (text.get(0..3)?, text.get(4..7)?);
+    if !DAYS.contains(&day_name) {
+        return None;
+    }
+    let month = MONTH_NAMES.iter().position(|m| *m == month)? as u64 + 1;
+    let day = small_number(text.get(8..10)?.trim_start())?;
+    let (hour, minute, second) = time_of_day(text.get(11..19)?)?;
+    let year = text
+        .get(20..24)
+        .filter(|y| y.len() == 4)
+        .and_then(small_number)?;
+    epoch_seconds(year, month, day, hour, minute, second)
+}
+
+/// Seconds since the Unix epoch of a UTC date and time, `None` when it is not a real one
+/// (or before 1970).
+fn epoch_seconds(
+    year: u64,
+    month: u64,
+    day: u64,
+    hour: u64,
+    minute: u64,
+    second: u64,
+) -> Option<u64> {
+    let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
+    let month_len = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if year < 1970 || day == 0 || day > month_len || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let days = days_since_epoch(year, month, day);
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 /// Seconds since the Unix epoch of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
 pub fn parse_imf_fixdate(text: &str) -> Option<u64> {
     const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
-    const MONTHS: [&[u8]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
     let b = text.as_bytes();
     if b.len() != 29
         || &b[3..5] != b", "
@@ -173,21 +274,10 @@ pub fn parse_imf_fixdate(text: &str) -> Option<u64> {
         })
     };
     let day = num(5..7)?;
-    let month = MONTHS.iter().position(|m| *m == &b[8..11])? as u64 + 1;
+    let month = MONTH_NAMES.iter().position(|m| m.as_bytes() == &b[8..11])? as u64 + 1;
     let year = num(12..16)?;
     let (hour, minute, second) = (num(17..19)?, num(20..22)?, num(23..25)?);
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_len = match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
-    if year < 1970 || day == 0 || day > month_len || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let days = days_since_epoch(year, month, day);
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+    epoch_seconds(year, month, day, hour, minute, second)
 }
 
 /// Days from 1970-01-01 to a date in the proleptic Gregorian calendar (year >= 1970).
@@ -232,6 +322,27 @@ mod tests {
     }
 
     #[test]
+    fn the_obsolete_forms_are_accepted() {
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_http_date(form), Some(784_111_777), "{form}");
+        }
+        assert_eq!(parse_http_date("Thursday, 01-Jan-70 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Tuesday, 29-Feb-00 12:00:00 GMT"),
+            Some(951_825_600),
+            "a two-digit year below 70 is in the 2000s"
+        );
+        assert_eq!(
+            parse_http_date("Tue Feb 29 12:00:00 2000"),
+            Some(951_825_600)
+        );
+    }
+
+    #[test]
     fn bad_values_are_ignored() {
         let now = at(1_000_000_000);
         for bad in [
@@ -242,9 +353,17 @@ mod tests {
             "soon",
             "Sun, 06 Nov 1994 08:49:37 UTC",
             "Sun, 06 Nov 1994 08:49:37",
-            "Sunday, 06-Nov-94 08:49:37 GMT",
-            "Sun Nov  6 08:49:37 1994",
             "Xyz, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 UTC",
+            "Sunday, 06-Nov-1994 08:49:37 GMT",
+            "Sunday, 31-Nov-94 08:49:37 GMT",
+            "Sun, 06-Nov-94 08:49:37 GMT",
+            "Sunday, 06-Nov-94 8:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT extra",
+            "Sun Nov 06 08:49:37 94",
+            "Sun Nov  0 08:49:37 1994",
+            "Sun Foo  6 08:49:37 1994",
+            "Sun Nov  6 08-49-37 1994",
             "Sun, 31 Feb 2001 08:49:37 GMT",
             "Sun, 29 Feb 2001 08:49:37 GMT",
             "Sun, 06 Foo 1994 08:49:37 GMT",
@@ -379,7 +498,8 @@ mod tests {
     fn civil(mut days: u64) -> (u64, u64, u64) {
         let mut year = 1970;
         loop {
-            let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+            let leap =
+                (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
             let len = if leap { 366 } else { 365 };
             if days < len {
                 break;
@@ -387,7 +507,8 @@ mod tests {
             days -= len;
             year += 1;
         }
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let leap =
+            (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
         let lens = [
             31,
             if leap { 29 } else { 28 },
