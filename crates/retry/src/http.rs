@@ -496,7 +496,7 @@ mod tests {
     /// Days since the epoch to (year, month, day), by walking years and months: slow and
     /// obviously right, to check the closed form against.
     fn civil(mut days: u64) -> (u64, u64, u64) {
-        let mut year = 1970;
+        let mut year: u64 = 1970;
         loop {
             let leap =
                 (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
