@@ -4,14 +4,16 @@ use std::sync::Arc;
 
 use tower_prism_core::{ConfigError, HealthSignal};
 
-use crate::components::{self as c, BalanceConfig, BreakerConfig, RateLimitConfig, RetryConfig};
+use crate::components::{
+    self as c, BalanceConfig, BreakerConfig, ConcurrencyConfig, RateLimitConfig, RetryConfig,
+};
 use crate::config::PolicyConfig;
 use crate::layer::{ReliabilityLayer, Shared};
 use crate::profile::{Classified, Generic, Http, HttpServer, Profile};
 
 /// Builds a [`ReliabilityLayer`]. Each stage is optional; the stack's order is fixed
-/// (rate limit -> circuit breaker -> retry -> balance) whatever order these methods are
-/// called in.
+/// (rate limit -> concurrency limit -> circuit breaker -> retry -> balance) whatever order
+/// these methods are called in.
 ///
 /// The [`Profile`] (by default [`Generic`]) says what the calls are: pick
 /// [`http`](Self::http) for an HTTP client, [`http_server`](Self::http_server) for an HTTP
@@ -92,6 +94,13 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
         self
     }
 
+    /// Adds the adaptive concurrency limit, right below the rate limiter: a cap on calls in
+    /// flight that shrinks when latency or failures rise and grows while healthy.
+    pub fn concurrency_limit(mut self, config: ConcurrencyConfig) -> Self {
+        self.policy.concurrency_limit = Some(config);
+        self
+    }
+
     /// Adds the circuit breaker (it sees one logical call, after retries).
     pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
         self.policy.circuit_breaker = Some(config);
@@ -140,6 +149,12 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
             .map(|cfg| c::rate_limit_layer(&name, cfg, &health))
             .transpose()
             .map_err(|e| e.in_section("rate_limit"))?;
+        let concurrency = p
+            .concurrency_limit
+            .as_ref()
+            .map(|cfg| c::concurrency_layer(&name, cfg, &self.profile))
+            .transpose()
+            .map_err(|e| e.in_section("concurrency_limit"))?;
         let breaker = p
             .circuit_breaker
             .as_ref()
@@ -159,6 +174,7 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
                 profile: self.profile,
                 health,
                 rate_limit,
+                concurrency,
                 breaker,
                 retry,
                 balance,

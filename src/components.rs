@@ -12,7 +12,7 @@ use crate::ErrorKind;
 
 pub use tower_prism_balance::BalanceConfig;
 pub use tower_prism_breaker::BreakerConfig;
-pub use tower_prism_ratelimit::RateLimitConfig;
+pub use tower_prism_ratelimit::{ConcurrencyConfig, RateLimitConfig};
 pub use tower_prism_retry::RetryConfig;
 
 // ---------------------------------------------------------------- rate limit
@@ -37,6 +37,33 @@ pub(crate) fn reconfigure_rate_limit(
     config: &RateLimitConfig,
 ) -> Result<(), ConfigError> {
     layer.limiter().reconfigure(config)
+}
+
+// ---------------------------------------------------------------- concurrency limit
+
+pub(crate) type ConcurrencyLayer<P> =
+    tower_prism_ratelimit::ConcurrencyLimitLayer<<P as Profile>::Classify>;
+/// The concurrency-limit stage's service.
+pub type ConcurrencyService<S, P> =
+    tower_prism_ratelimit::ConcurrencyLimit<S, <P as Profile>::Classify>;
+
+pub(crate) fn concurrency_layer<P: Profile>(
+    name: &str,
+    config: &ConcurrencyConfig,
+    profile: &P,
+) -> Result<ConcurrencyLayer<P>, ConfigError> {
+    let limiter = tower_prism_ratelimit::ConcurrencyLimiter::new(name, config.clone())?;
+    Ok(
+        tower_prism_ratelimit::ConcurrencyLimitLayer::with_limiter(limiter)
+            .classifier(profile.classify()),
+    )
+}
+
+pub(crate) fn reconfigure_concurrency<C>(
+    layer: &tower_prism_ratelimit::ConcurrencyLimitLayer<C>,
+    config: &ConcurrencyConfig,
+) -> Result<(), ConfigError> {
+    layer.limiter().reconfigure(config.clone())
 }
 
 // ---------------------------------------------------------------- breaker

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tower_prism_core::ConfigError;
 
-use crate::components::{BalanceConfig, BreakerConfig, RateLimitConfig, RetryConfig};
+use crate::components::{
+    BalanceConfig, BreakerConfig, ConcurrencyConfig, RateLimitConfig, RetryConfig,
+};
 use crate::profile::{Generic, Profile};
 
 /// The whole config file: named policies.
@@ -43,6 +45,10 @@ pub struct PolicyConfig {
     /// The rate limiter (`[policy.<name>.rate_limit]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
+    /// The adaptive concurrency limit (`[policy.<name>.concurrency_limit]`), right below
+    /// the rate limiter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<ConcurrencyConfig>,
     /// The circuit breaker (`[policy.<name>.circuit_breaker]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<BreakerConfig>,
@@ -60,6 +66,10 @@ impl PolicyConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(c) = &self.rate_limit {
             c.validate().map_err(|e| e.in_section("rate_limit"))?;
+        }
+        if let Some(c) = &self.concurrency_limit {
+            c.validate()
+                .map_err(|e| e.in_section("concurrency_limit"))?;
         }
         if let Some(c) = &self.circuit_breaker {
             crate::components::validate_breaker(c).map_err(|e| e.in_section("circuit_breaker"))?;

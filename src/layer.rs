@@ -9,14 +9,16 @@ use tower_prism_balance::{Balance, BalanceBuilder};
 use tower_prism_core::{ConfigError, HealthSignal};
 
 use crate::builder::ReliabilityLayerBuilder;
-use crate::components::{self as c, BalanceConfig, BreakerLayer, RateLimitLayer, RetryLayer};
+use crate::components::{
+    self as c, BalanceConfig, BreakerLayer, ConcurrencyLayer, RateLimitLayer, RetryLayer,
+};
 use crate::config::{ConfigFileError, PolicyConfig, ReliabilityConfig};
 use crate::profile::{Generic, Profile};
 use crate::stack::{BoxErrors, Reliable};
 
-/// The whole reliability stack as one layer: rate limit -> circuit breaker -> retry ->
-/// balance -> your service, each stage optional, in that order whatever order they were
-/// configured in.
+/// The whole reliability stack as one layer: rate limit -> (concurrency limit) -> circuit
+/// breaker -> retry -> balance -> your service, each stage optional, in that order whatever
+/// order they were configured in.
 ///
 /// Every service made from one layer (and every clone of those) shares the same limiter,
 /// breaker, retry budget and balancer state, so a layer is one *policy*. The stages feed
@@ -41,6 +43,7 @@ pub(crate) struct Shared<P: Profile> {
     pub(crate) profile: P,
     pub(crate) health: HealthSignal,
     pub(crate) rate_limit: Option<RateLimitLayer>,
+    pub(crate) concurrency: Option<ConcurrencyLayer<P>>,
     pub(crate) breaker: Option<BreakerLayer<P>>,
     pub(crate) retry: Option<RetryLayer<P>>,
     pub(crate) balance: Option<BalanceConfig>,
@@ -61,6 +64,8 @@ pub(crate) type BalanceReload =
 pub struct Snapshot {
     /// The rate limiter's state, when the stack has one.
     pub rate_limit: Option<tower_prism_ratelimit::Snapshot>,
+    /// The concurrency limiter's state, when the stack has one.
+    pub concurrency_limit: Option<tower_prism_ratelimit::concurrency::ConcurrencySnapshot>,
     /// The circuit breaker's state, when the stack has one.
     pub circuit_breaker: Option<tower_prism_breaker::BreakerSnapshot>,
     /// The retry stage's settings and budget, when the stack has one.
@@ -78,6 +83,7 @@ impl<P: Profile> fmt::Debug for ReliabilityLayer<P> {
         f.debug_struct("ReliabilityLayer")
             .field("name", &s.name)
             .field("rate_limit", &s.rate_limit.is_some())
+            .field("concurrency_limit", &s.concurrency.is_some())
             .field("circuit_breaker", &s.breaker.is_some())
             .field("retry", &s.retry.is_some())
             .field("balance", &s.balance.is_some())
@@ -162,6 +168,7 @@ impl<P: Profile> ReliabilityLayer<P> {
         let s = &self.shared;
         Snapshot {
             rate_limit: s.rate_limit.as_ref().map(|l| l.limiter().snapshot()),
+            concurrency_limit: s.concurrency.as_ref().map(|l| l.limiter().snapshot()),
             circuit_breaker: s.breaker.as_ref().map(|l| l.breaker().snapshot()),
             retry: s.retry.as_ref().map(|l| l.snapshot()),
             circuit_open: s.health.is_circuit_open(),
@@ -187,6 +194,10 @@ impl<P: Profile> ReliabilityLayer<P> {
         };
         if let (Some(layer), Some(config)) = (&s.rate_limit, &policy.rate_limit) {
             c::reconfigure_rate_limit(layer, config).map_err(|e| in_policy(e, "rate_limit"))?;
+        }
+        if let (Some(layer), Some(config)) = (&s.concurrency, &policy.concurrency_limit) {
+            c::reconfigure_concurrency(layer, config)
+                .map_err(|e| in_policy(e, "concurrency_limit"))?;
         }
         if let (Some(layer), Some(config)) = (&s.breaker, &policy.circuit_breaker) {
             c::reconfigure_breaker(layer, config).map_err(|e| in_policy(e, "circuit_breaker"))?;
@@ -237,6 +248,11 @@ impl<P: Profile> ReliabilityLayer<P> {
             policy.rate_limit.is_some(),
         )?;
         shape(
+            "concurrency_limit",
+            s.concurrency.is_some(),
+            policy.concurrency_limit.is_some(),
+        )?;
+        shape(
             "circuit_breaker",
             s.breaker.is_some(),
             policy.circuit_breaker.is_some(),
@@ -261,7 +277,7 @@ impl<P: Profile> ReliabilityLayer<P> {
         Ok(())
     }
 
-    /// The stack over a balancer (the balance stage): rate limit -> breaker -> retry ->
+    /// The stack over a balancer (the balance stage): the limits -> breaker -> retry ->
     /// `balance`. The balancer joins this policy's hot reload.
     pub fn balanced<K, S, Req, C>(
         &self,
@@ -306,9 +322,13 @@ impl<P: Profile> ReliabilityLayer<P> {
             Some(layer) => Either::Left(layer.layer(retry)),
             None => Either::Right(retry),
         };
-        let limited = match &s.rate_limit {
+        let concurrency = match &s.concurrency {
             Some(layer) => Either::Left(layer.layer(breaker)),
             None => Either::Right(breaker),
+        };
+        let limited = match &s.rate_limit {
+            Some(layer) => Either::Left(layer.layer(concurrency)),
+            None => Either::Right(concurrency),
         };
         Reliable { inner: limited }
     }

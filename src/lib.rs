@@ -1,7 +1,8 @@
 //! tower-prism: reliability middleware for tower, as one layer.
 //!
-//! [`ReliabilityLayer`] stacks rate limit -> circuit breaker -> retry -> balance over any
-//! tower [`Service`](tower_service::Service), each stage optional, always in that order; the
+//! [`ReliabilityLayer`] stacks rate limit -> concurrency limit -> circuit breaker -> retry ->
+//! balance over any tower [`Service`](tower_service::Service), each stage optional, always in
+//! that order; the
 //! stages share one [`HealthSignal`](tower_prism_core::HealthSignal). Policies can come from a
 //! TOML file ([`ReliabilityConfig`]) and be reloaded while running ([`Policies`]). Every
 //! error classifies into one [`Error`] with a [`kind`](Error::kind), and
@@ -52,7 +53,10 @@ pub use ext::{protect, Protected, ServiceBuilderExt};
 pub use http::{HttpErrorLayer, HttpErrors, HttpErrorsFuture};
 pub use layer::{Balanced, ReliabilityLayer, Snapshot};
 pub use profile::{Classified, Generic, Http, HttpServer, Profile, SendOnce};
-pub use stack::{BoxErrors, BoxErrorsFuture, BreakerStage, RateLimitStage, Reliable, RetryStage};
+pub use stack::{
+    BoxErrors, BoxErrorsFuture, BreakerStage, ConcurrencyStage, RateLimitStage, Reliable,
+    RetryStage,
+};
 
 pub use tower_prism_balance as balance;
 pub use tower_prism_breaker as breaker;

@@ -1,4 +1,5 @@
-//! The stacked service: rate limit -> circuit breaker -> retry -> (balance) -> inner.
+//! The stacked service: rate limit -> concurrency limit -> circuit breaker -> retry ->
+//! (balance) -> inner.
 
 use std::fmt;
 use std::future::Future;
@@ -10,7 +11,7 @@ use tower::util::Either;
 use tower::BoxError;
 use tower_service::Service;
 
-use crate::components::{BreakerService, RateLimitService, RetryService};
+use crate::components::{BreakerService, ConcurrencyService, RateLimitService, RetryService};
 use crate::profile::{Generic, Profile};
 
 /// The inner service with its errors boxed, so that every stage above sees [`BoxError`].
@@ -74,9 +75,12 @@ pub type RetryStage<S, P = Generic> = Either<RetryService<BoxErrors<S>, P>, BoxE
 /// The breaker stage over [`RetryStage`].
 pub type BreakerStage<S, P = Generic> =
     Either<BreakerService<RetryStage<S, P>, P>, RetryStage<S, P>>;
-/// The rate-limit stage over [`BreakerStage`], the top of the stack.
+/// The concurrency-limit stage over [`BreakerStage`].
+pub type ConcurrencyStage<S, P = Generic> =
+    Either<ConcurrencyService<BreakerStage<S, P>, P>, BreakerStage<S, P>>;
+/// The rate-limit stage over [`ConcurrencyStage`], the top of the stack.
 pub type RateLimitStage<S, P = Generic> =
-    Either<RateLimitService<BreakerStage<S, P>>, BreakerStage<S, P>>;
+    Either<RateLimitService<ConcurrencyStage<S, P>>, ConcurrencyStage<S, P>>;
 
 /// The service a [`ReliabilityLayer`](crate::ReliabilityLayer) makes: every configured stage
 /// over `S` (with the balance stage, `S` is the balancer), in the fixed order. Stages that were not configured are skipped at the cost of

@@ -1,13 +1,13 @@
 //! The stack's hot path allocates nothing: poll_ready, call and the response future, after
-//! warm-up, through rate limit -> circuit breaker -> retry -> balance over ready endpoints
-//! (and without the balancer).
+//! warm-up, through rate limit -> concurrency limit -> circuit breaker -> retry -> balance
+//! over ready endpoints (and without the balancer).
 
 use std::time::Duration;
 
 use tower::Layer;
 use tower_prism::balance::BalanceConfig;
 use tower_prism::breaker::BreakerConfig;
-use tower_prism::ratelimit::RateLimitConfig;
+use tower_prism::ratelimit::{ConcurrencyConfig, RateLimitConfig};
 use tower_prism::retry::RetryConfig;
 use tower_prism::ReliabilityLayer;
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
@@ -25,6 +25,7 @@ fn the_stack_allocates_nothing_per_call() {
     let layer = ReliabilityLayer::builder()
         .name("alloc")
         .rate_limit(RateLimitConfig::new(1_000_000_000, Duration::from_secs(1)))
+        .concurrency_limit(ConcurrencyConfig::default())
         .circuit_breaker(BreakerConfig::default())
         .retry(RetryConfig::default())
         .balance(BalanceConfig::default())

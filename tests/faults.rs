@@ -327,3 +327,68 @@ async fn breaker_and_retry_reload_and_a_window_change_is_refused_whole() {
     let err = ReliabilityConfig::from_toml("[policy.api.retry]\nmax_attempts = 0").unwrap_err();
     assert_eq!(err.field(), Some("policy.api.retry.max_attempts"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_concurrency_limit_caps_calls_in_flight_and_reloads() {
+    use tower::{service_fn, BoxError};
+    use tower_prism::ratelimit::ConcurrencyConfig;
+
+    let config = ReliabilityConfig::from_toml(
+        r#"
+        [policy.api.rate_limit]
+        rate = 1000
+        [policy.api.concurrency_limit]
+        initial_limit = 3
+        min_limit = 3
+        max_limit = 3
+        "#,
+    )
+    .unwrap();
+    let layer = ReliabilityLayer::from_config(&config, "api").unwrap();
+    let service = layer.layer(service_fn(|_: ()| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, BoxError>(())
+    }));
+    let burst = |n: usize| {
+        let calls: Vec<_> = (0..n)
+            .map(|_| tokio::spawn(service.clone().oneshot(())))
+            .collect();
+        async move {
+            let (mut ok, mut limited) = (0, 0);
+            for call in calls {
+                match call.await.unwrap() {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        let e = Error::from_box(e);
+                        assert_eq!(e.kind(), ErrorKind::ConcurrencyLimited);
+                        assert_eq!(e.status(), 503);
+                        limited += 1;
+                    }
+                }
+            }
+            (ok, limited)
+        }
+    };
+    assert_eq!(
+        burst(5).await,
+        (3, 2),
+        "three in flight, two refused at once"
+    );
+    let snapshot = layer.snapshot().concurrency_limit.unwrap();
+    assert_eq!((snapshot.limit, snapshot.in_flight), (3, 0));
+
+    let mut policy = config.get("api").unwrap().clone();
+    policy.concurrency_limit = Some(ConcurrencyConfig::fixed(5));
+    layer.reconfigure(&policy).unwrap();
+    assert_eq!(burst(5).await, (5, 0));
+
+    // Removing the stage from the running stack is refused.
+    policy.concurrency_limit = None;
+    assert!(matches!(
+        layer.reconfigure(&policy),
+        Err(ConfigFileError::ShapeChanged {
+            stage: "concurrency_limit",
+            ..
+        })
+    ));
+}
