@@ -2,9 +2,6 @@
 //! labels: a small in-test recorder captures the handles registered when the limiter is
 //! built (the only time they are registered) and the values recorded through them later.
 
-use std::convert::Infallible;
-use std::future::{ready, Ready};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tower::{Service, ServiceExt};
@@ -12,21 +9,7 @@ use tower_layer::Layer;
 use tower_prism_core::metrics::ratelimit as names;
 use tower_prism_ratelimit::{BoxError, RateLimitLayer};
 use tower_prism_testkit::metrics::Capture;
-
-#[derive(Clone)]
-struct Echo;
-
-impl<R> Service<R> for Echo {
-    type Response = R;
-    type Error = Infallible;
-    type Future = Ready<Result<R, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: R) -> Self::Future {
-        ready(Ok(req))
-    }
-}
+use tower_prism_testkit::Echo;
 
 /// (key, priority, weight)
 type Req = (u32, u32, u32);
