@@ -16,9 +16,10 @@ use tokio::time::sleep;
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
 use tower::{service_fn, Service, ServiceExt};
 use tower_layer::Layer;
-use tower_prism_core::Outcome;
+use tower_prism_core::{DefaultClassifier, Outcome};
 use tower_prism_ratelimit::concurrency::{
-    AimdConfig, ConcurrencyConfig, ConcurrencyError, ConcurrencyLimitLayer, GradientConfig,
+    AimdConfig, ConcurrencyConfig, ConcurrencyError, ConcurrencyLimit, ConcurrencyLimitLayer,
+    ConcurrencyLimiter, GradientConfig,
 };
 use tower_prism_ratelimit::BoxError;
 
@@ -117,16 +118,28 @@ async fn over_the_limit_fails_fast_from_the_future_not_poll_ready() {
     assert_eq!(gate.peak.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn dropped_futures_release_their_permits() {
+/// A fixed limit of one permit over a [`Gate`], waiting up to `max_wait` for it: the gate,
+/// the shared limiter and the service.
+fn one_permit_waiting(
+    max_wait: Duration,
+) -> (
+    Gate,
+    ConcurrencyLimiter,
+    ConcurrencyLimit<Gate, DefaultClassifier>,
+) {
     let gate = Gate::default();
     let layer = ConcurrencyLimitLayer::from_config(&ConcurrencyConfig {
-        max_wait: Some(Duration::from_secs(1)),
+        max_wait: Some(max_wait),
         ..ConcurrencyConfig::fixed(1)
     })
     .unwrap();
     let limiter = layer.limiter().clone();
-    let mut svc = layer.layer(gate.clone());
+    (gate.clone(), limiter, layer.layer(gate))
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_futures_release_their_permits() {
+    let (gate, limiter, mut svc) = one_permit_waiting(Duration::from_secs(1));
 
     // A called future, dropped mid-flight.
     let (_tx, rx) = oneshot::channel();
@@ -163,14 +176,7 @@ async fn dropped_futures_release_their_permits() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiter_takes_the_freed_permit_or_times_out() {
-    let gate = Gate::default();
-    let layer = ConcurrencyLimitLayer::from_config(&ConcurrencyConfig {
-        max_wait: Some(Duration::from_millis(100)),
-        ..ConcurrencyConfig::fixed(1)
-    })
-    .unwrap();
-    let limiter = layer.limiter().clone();
-    let mut svc = layer.layer(gate.clone());
+    let (gate, limiter, mut svc) = one_permit_waiting(Duration::from_millis(100));
 
     let (tx1, rx1) = oneshot::channel();
     let mut first = task::spawn(svc.ready().await.unwrap().call(rx1));
@@ -443,14 +449,7 @@ async fn reconfigure_applies_to_the_running_limiter() {
 
 #[tokio::test(start_paused = true)]
 async fn raising_the_limit_wakes_waiters() {
-    let gate = Gate::default();
-    let layer = ConcurrencyLimitLayer::from_config(&ConcurrencyConfig {
-        max_wait: Some(Duration::from_secs(1)),
-        ..ConcurrencyConfig::fixed(1)
-    })
-    .unwrap();
-    let limiter = layer.limiter().clone();
-    let mut svc = layer.layer(gate.clone());
+    let (gate, limiter, mut svc) = one_permit_waiting(Duration::from_secs(1));
     let (_tx1, rx1) = oneshot::channel();
     let mut first = task::spawn(svc.ready().await.unwrap().call(rx1));
     assert_pending!(first.poll());
