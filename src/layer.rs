@@ -258,6 +258,24 @@ impl<P: Profile> ReliabilityLayer<P> {
             policy.circuit_breaker.is_some(),
         )?;
         shape("retry", s.retry.is_some(), policy.retry.is_some())?;
+        // A running limiter keeps its clock (its buckets' times are on it): refuse a new one
+        // here, before any stage is changed, so a reload stays all-or-nothing.
+        if let (Some(layer), Some(config)) = (&s.rate_limit, &policy.rate_limit) {
+            let running = layer.limiter().clock();
+            if config.clock != running {
+                return Err(ConfigFileError::Invalid(
+                    ConfigError::new(
+                        "clock",
+                        format!("{:?}", config.clock).to_lowercase(),
+                        format!(
+                            "a running limiter keeps its clock ({running:?}); restart to change it"
+                        ),
+                    )
+                    .in_section("rate_limit")
+                    .in_section(&format!("policy.{name}")),
+                ));
+            }
+        }
         // A running breaker's window is fixed (its slots are allocated once): refuse a new
         // one here, before any stage is changed, so a reload stays all-or-nothing.
         if let (Some(layer), Some(config)) = (&s.breaker, &policy.circuit_breaker) {

@@ -10,7 +10,7 @@ use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
 use tower::{service_fn, BoxError, Layer, ServiceBuilder, ServiceExt};
 use tower_prism::balance::BalanceConfig;
 use tower_prism::core::Outcome;
-use tower_prism::ratelimit::RateLimitConfig;
+use tower_prism::ratelimit::{Clock, RateLimitConfig};
 use tower_prism::{
     ConfigFileError, Error, ErrorKind, PolicyConfig, ReliabilityConfig, ReliabilityLayer,
     ServiceBuilderExt,
@@ -229,6 +229,16 @@ async fn hot_reload_changes_running_limits_and_refuses_bad_configs() {
             ..
         })
     ));
+    // So is a new clock for a running limiter (its buckets' times are on the old one).
+    let tsc = PolicyConfig {
+        rate_limit: Some(RateLimitConfig {
+            clock: Clock::Tsc,
+            ..RateLimitConfig::new(100, Duration::from_secs(1))
+        }),
+        ..PolicyConfig::default()
+    };
+    let err = layer.reconfigure(&tsc).unwrap_err();
+    assert_eq!(err.field(), Some("policy.api.rate_limit.clock"));
     let still = admitted_in_one_second(&service).await;
     assert!((10..=21).contains(&still), "{still}");
 

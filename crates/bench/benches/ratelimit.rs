@@ -1,9 +1,10 @@
-//! Rate limiter admit path, two threads on one shared limiter: tower-prism (unkeyed and
-//! keyed) beside governor (direct and keyed, check-and-call) and tower's `RateLimit` behind
-//! `Buffer` (so it can be shared as ours is). Every limiter is sized so that all calls are
-//! admitted: this measures the cost of the admission decision, not of rejections.
+//! Rate limiter admit path, on one thread and on two threads sharing one limiter: tower-prism
+//! (unkeyed and keyed) beside governor (direct and keyed, check-and-call), and on two threads
+//! tower's `RateLimit` behind `Buffer` (so it can be shared as ours is). Every limiter is
+//! sized so that all calls are admitted: this measures the cost of the admission decision,
+//! not of rejections.
 //!
-//! Time per iteration = wall time for both threads to make `iters` calls each.
+//! Time per iteration = wall time for every thread to make `iters` calls each.
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -17,20 +18,20 @@ use governor::{Quota, RateLimiter};
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_bench::Noop;
-use tower_prism_ratelimit::RateLimitLayer;
+use tower_prism_ratelimit::{Clock, RateLimitLayer};
 
 const THREADS: usize = 2;
 const KEYS: u64 = 64;
 
-/// Runs `work(iters)` on `THREADS` threads at once; returns the wall time. Each `work`
+/// Runs `work(iters)` on `threads` threads at once; returns the wall time. Each `work`
 /// returns how many calls were not admitted at once, which must be none (checked after the
 /// threads are joined, so that a failure fails the run instead of hanging it at the barrier).
-fn on_threads<F>(iters: u64, make: impl Fn() -> F) -> Duration
+fn on_threads<F>(threads: usize, iters: u64, make: impl Fn() -> F) -> Duration
 where
     F: FnOnce(u64) -> u64 + Send + 'static,
 {
-    let barrier = Arc::new(Barrier::new(THREADS + 1));
-    let handles: Vec<_> = (0..THREADS)
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
         .map(|_| {
             let work = make();
             let barrier = barrier.clone();
@@ -65,7 +66,17 @@ fn call_now<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, req: u64) -> u64
 }
 
 fn admit(c: &mut Criterion) {
-    let mut group = c.benchmark_group("ratelimit/admit_2_threads");
+    admit_on(c, 1);
+    admit_on(c, THREADS);
+}
+
+fn admit_on(c: &mut Criterion, threads: usize) {
+    let name = if threads == 1 {
+        "ratelimit/admit_1_thread".to_owned()
+    } else {
+        format!("ratelimit/admit_{threads}_threads")
+    };
+    let mut group = c.benchmark_group(name);
     let huge = NonZeroU32::new(1_000_000_000).unwrap();
     // A burst of 10^9 at 10^9/s: a tolerance of 1 s. With 10^6 (1 ms), a thread preempted
     // between reading the clock and its CAS looks like a request from the past; tower-prism
@@ -79,8 +90,27 @@ fn admit(c: &mut Criterion) {
         .unwrap();
     group.bench_function("prism_unkeyed", |b| {
         b.iter_custom(|iters| {
-            on_threads(iters, || {
+            on_threads(threads, iters, || {
                 let mut svc = prism.layer(Noop);
+                move |n| {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    (0..n).map(|i| call_now(&mut svc, &mut cx, i)).sum()
+                }
+            })
+        })
+    });
+
+    // The same on the TSC clock (`Clock::Tsc`: quanta, as governor reads it).
+    let prism_tsc = RateLimitLayer::builder()
+        .rate(1_000_000_000, Duration::from_secs(1))
+        .burst(burst.get())
+        .clock(Clock::Tsc)
+        .build()
+        .unwrap();
+    group.bench_function("prism_unkeyed_tsc", |b| {
+        b.iter_custom(|iters| {
+            on_threads(threads, iters, || {
+                let mut svc = prism_tsc.layer(Noop);
                 move |n| {
                     let mut cx = Context::from_waker(Waker::noop());
                     (0..n).map(|i| call_now(&mut svc, &mut cx, i)).sum()
@@ -94,7 +124,7 @@ fn admit(c: &mut Criterion) {
     ));
     group.bench_function("governor_direct", |b| {
         b.iter_custom(|iters| {
-            on_threads(iters, || {
+            on_threads(threads, iters, || {
                 let limiter = governor.clone();
                 let mut svc = Noop;
                 move |n| {
@@ -118,8 +148,27 @@ fn admit(c: &mut Criterion) {
         .key_fn(|req: &u64| *req % KEYS);
     group.bench_function("prism_keyed", |b| {
         b.iter_custom(|iters| {
-            on_threads(iters, || {
+            on_threads(threads, iters, || {
                 let mut svc = prism_keyed.layer(Noop);
+                move |n| {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    (0..n).map(|i| call_now(&mut svc, &mut cx, i)).sum()
+                }
+            })
+        })
+    });
+
+    let prism_keyed_tsc = RateLimitLayer::builder()
+        .rate(1_000_000_000, Duration::from_secs(1))
+        .burst(burst.get())
+        .clock(Clock::Tsc)
+        .build()
+        .unwrap()
+        .key_fn(|req: &u64| *req % KEYS);
+    group.bench_function("prism_keyed_tsc", |b| {
+        b.iter_custom(|iters| {
+            on_threads(threads, iters, || {
+                let mut svc = prism_keyed_tsc.layer(Noop);
                 move |n| {
                     let mut cx = Context::from_waker(Waker::noop());
                     (0..n).map(|i| call_now(&mut svc, &mut cx, i)).sum()
@@ -133,7 +182,7 @@ fn admit(c: &mut Criterion) {
     ));
     group.bench_function("governor_keyed", |b| {
         b.iter_custom(|iters| {
-            on_threads(iters, || {
+            on_threads(threads, iters, || {
                 let limiter = governor_keyed.clone();
                 let mut svc = Noop;
                 move |n| {
@@ -149,10 +198,14 @@ fn admit(c: &mut Criterion) {
         })
     });
 
+    if threads == 1 {
+        group.finish();
+        return;
+    }
     // tower's RateLimit is not Clone: share it the usual way, behind a Buffer, with the
     // callers as tasks on a 2-worker runtime.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(THREADS)
+        .worker_threads(threads)
         .enable_all()
         .build()
         .unwrap();
@@ -170,7 +223,7 @@ fn admit(c: &mut Criterion) {
         b.iter_custom(|iters| {
             runtime.block_on(async {
                 let start = Instant::now();
-                let tasks: Vec<_> = (0..THREADS)
+                let tasks: Vec<_> = (0..threads)
                     .map(|_| {
                         let mut svc = buffered.clone();
                         tokio::spawn(async move {

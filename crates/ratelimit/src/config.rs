@@ -7,6 +7,7 @@ use tower_prism_core::config::{check_duration, check_nonzero, ConfigError};
 
 use crate::adaptive::AdaptiveConfig;
 use crate::bucket::Quota;
+use crate::clock::Clock;
 
 /// A rate limiter's settings, as read from a config file.
 ///
@@ -60,6 +61,10 @@ pub struct RateLimitConfig {
     /// Adaptive rate bounds and reactions (the health signal is given in code).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive: Option<AdaptiveConfig>,
+    /// Where the buckets read the time: `"tokio"` (the default, follows paused test time)
+    /// or `"tsc"` (faster to read, real time only). See [`Clock`].
+    #[serde(default)]
+    pub clock: Clock,
 }
 
 /// The longest period, and the longest time a full burst may take to refill: far above
@@ -88,6 +93,7 @@ impl RateLimitConfig {
             max_keys: default_max_keys(),
             idle_timeout: default_idle(),
             adaptive: None,
+            clock: Clock::Tokio,
         }
     }
 

@@ -8,6 +8,7 @@ use tower_prism_core::HealthSignal;
 
 use crate::adaptive::AdaptiveConfig;
 use crate::backend::{Backend, LocalBackend};
+use crate::clock::Clock;
 use crate::config::RateLimitConfig;
 use crate::limiter::RateLimiter;
 use crate::policy::{KeyBy, PriorityBy, SamePriority, UnitWeight, Unkeyed, WeightBy};
@@ -146,6 +147,12 @@ impl RateLimitBuilder {
     /// Forgets a key once its bucket has been full this long.
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.config.idle_timeout = idle;
+        self
+    }
+
+    /// Where the buckets read the time (default [`Clock::Tokio`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.config.clock = clock;
         self
     }
 

@@ -59,6 +59,7 @@
 pub mod adaptive;
 pub mod backend;
 pub mod bucket;
+mod clock;
 pub mod concurrency;
 mod config;
 mod error;
@@ -74,6 +75,7 @@ mod service;
 
 pub use adaptive::AdaptiveConfig;
 pub use backend::{Backend, LocalBackend};
+pub use clock::Clock;
 pub use concurrency::{
     ConcurrencyConfig, ConcurrencyError, ConcurrencyLimit, ConcurrencyLimitLayer,
     ConcurrencyLimiter,

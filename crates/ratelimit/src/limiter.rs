@@ -17,6 +17,7 @@ use tower_prism_core::HealthReader;
 use crate::adaptive::{self, AdaptiveConfig};
 use crate::backend::Backend;
 use crate::bucket::{Denied, Quota};
+use crate::clock::{Clock, TimeSource};
 use crate::config::RateLimitConfig;
 use crate::error::Error;
 use crate::queue::{BucketId, Push, WaitQueue};
@@ -77,7 +78,7 @@ struct Adaptive {
 
 pub(crate) struct Shared {
     backend: Box<dyn Backend>,
-    epoch: Instant,
+    time: TimeSource,
     hasher: RandomState,
     queue: Mutex<WaitQueue>,
     queue_len: AtomicUsize,
@@ -152,7 +153,7 @@ impl RateLimiter {
         adaptive: Option<(HealthReader, AdaptiveConfig)>,
     ) -> Self {
         let metrics = Metrics::new(&name);
-        let epoch = Instant::now();
+        let time = TimeSource::new(config.clock);
         let mut quota = config.quota();
         let adaptive = adaptive.map(|(reader, config)| {
             let rate = quota.per_second().clamp(config.min_rate, config.max_rate);
@@ -172,7 +173,7 @@ impl RateLimiter {
         RateLimiter {
             shared: Arc::new(Shared {
                 backend,
-                epoch,
+                time,
                 hasher: RandomState::new(),
                 queue: Mutex::new(WaitQueue::default()),
                 queue_len: AtomicUsize::new(0),
@@ -195,9 +196,22 @@ impl RateLimiter {
         self.shared.hasher.hash_one(key)
     }
 
+    /// The bucket time (nanoseconds since the epoch, on the limiter's clock) at a tokio
+    /// reading the caller already has; with [`Clock::Tsc`], the counter is read anew.
     #[inline]
     pub(crate) fn since_epoch(&self, now: Instant) -> u64 {
-        nanos(now.saturating_duration_since(self.shared.epoch))
+        self.shared.time.at(now)
+    }
+
+    /// The bucket time now, on the limiter's clock.
+    #[inline]
+    pub(crate) fn now_nanos(&self) -> u64 {
+        self.shared.time.now()
+    }
+
+    /// Where this limiter reads the time.
+    pub fn clock(&self) -> Clock {
+        self.shared.time.clock()
     }
 
     /// Asks the backend for `weight` tokens at `at`. A denial is confirmed with a fresh clock
@@ -228,7 +242,7 @@ impl RateLimiter {
         mut result: Result<u64, Denied>,
     ) -> Result<u64, Denied> {
         for _ in 0..2 {
-            let fresh = self.since_epoch(Instant::now());
+            let fresh = self.now_nanos();
             if fresh <= at {
                 break;
             }
@@ -241,11 +255,17 @@ impl RateLimiter {
         result
     }
 
-    /// The admit path: at most one CAS on the unkeyed bucket, no lock, no allocation.
+    /// The admit path: one clock read, at most one CAS on the unkeyed bucket, no lock, no
+    /// allocation.
     #[inline]
-    pub(crate) fn fast(&self, bucket: BucketId, weight: u32, now: Instant) -> Fast {
+    pub(crate) fn fast(&self, bucket: BucketId, weight: u32) -> Fast {
+        self.fast_at(bucket, weight, self.now_nanos())
+    }
+
+    /// [`fast`](Self::fast) at a given bucket time.
+    #[inline]
+    pub(crate) fn fast_at(&self, bucket: BucketId, weight: u32, at: u64) -> Fast {
         let shared = &*self.shared;
-        let at = self.since_epoch(now);
         if shared.adaptive.is_some() {
             self.maybe_adapt(at);
         }
@@ -292,11 +312,11 @@ impl RateLimiter {
 
     /// Tries to take `weight` tokens from the unkeyed bucket now, without waiting.
     pub fn try_acquire(&self, weight: u32) -> Result<(), Error> {
-        match self.fast(None, weight, Instant::now()) {
+        match self.fast(None, weight) {
             Fast::Admitted => Ok(()),
             Fast::Rejected(e) => Err(e),
             Fast::Queue => {
-                let at = self.since_epoch(Instant::now());
+                let at = self.now_nanos();
                 match self.acquire(None, weight, at) {
                     Ok(_) => {
                         self.shared.metrics.admitted.increment(1);
@@ -310,7 +330,7 @@ impl RateLimiter {
 
     /// Tries to take `weight` tokens from `key`'s bucket now, without waiting.
     pub fn try_acquire_key<K: Hash>(&self, key: &K, weight: u32) -> Result<(), Error> {
-        let at = self.since_epoch(Instant::now());
+        let at = self.now_nanos();
         match self.acquire(Some(self.hash_key(key)), weight, at) {
             Ok(_) => {
                 self.shared.metrics.admitted.increment(1);
@@ -477,7 +497,7 @@ impl RateLimiter {
 
     /// Runs one adaptive step now if its interval has passed (it also runs lazily on calls).
     pub fn adapt(&self) {
-        self.maybe_adapt(self.since_epoch(Instant::now()));
+        self.maybe_adapt(self.now_nanos());
     }
 
     /// Applies a new config to the running limiter (hot reload): rate, period, burst, queue
@@ -486,6 +506,16 @@ impl RateLimiter {
     pub fn reconfigure(&self, config: &RateLimitConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let shared = &*self.shared;
+        if config.clock != self.clock() {
+            return Err(ConfigError::new(
+                "clock",
+                format!("{:?}", config.clock).to_lowercase(),
+                format!(
+                    "a running limiter keeps its clock ({}); restart to change it",
+                    format!("{:?}", self.clock()).to_lowercase()
+                ),
+            ));
+        }
         let mut quota = config.quota();
         let mut rate = quota.per_second();
         if let Some(adaptive) = &shared.adaptive {
@@ -496,9 +526,7 @@ impl RateLimiter {
             }
             adaptive.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
         }
-        shared
-            .backend
-            .set_quota(quota, self.since_epoch(Instant::now()));
+        shared.backend.set_quota(quota, self.now_nanos());
         shared.backend.set_max_keys(config.max_keys);
         shared
             .queue_capacity
@@ -515,10 +543,7 @@ impl RateLimiter {
     /// Forgets per-key buckets that have been full for the idle timeout; returns how many.
     /// (This also happens lazily as keys are used.)
     pub fn evict_idle(&self) -> usize {
-        let removed = self
-            .shared
-            .backend
-            .evict_idle(self.since_epoch(Instant::now()));
+        let removed = self.shared.backend.evict_idle(self.now_nanos());
         self.shared
             .metrics
             .keys
@@ -539,9 +564,7 @@ impl RateLimiter {
         Snapshot {
             rate_per_second,
             burst: quota.burst,
-            tokens: shared
-                .backend
-                .tokens(None, self.since_epoch(Instant::now())),
+            tokens: shared.backend.tokens(None, self.now_nanos()),
             queued: shared.queue_len.load(Ordering::Relaxed),
             queue_capacity: shared.queue_capacity.load(Ordering::Relaxed),
             keys,
@@ -641,7 +664,10 @@ mod tests {
         // Another caller, with a fresh reading, moves the TAT to now + 1 ns.
         limiter.try_acquire(1).unwrap();
         assert!(
-            matches!(limiter.fast(None, 1, stale), Fast::Admitted),
+            matches!(
+                limiter.fast_at(None, 1, limiter.since_epoch(stale)),
+                Fast::Admitted
+            ),
             "a reading 5 ms old must not look like a request 5 ms in the past"
         );
         assert_eq!(limiter.snapshot().tokens, 999_998);
@@ -656,7 +682,7 @@ mod tests {
         let stale = Instant::now();
         tokio::time::advance(Duration::from_millis(30)).await;
         limiter.try_acquire(1).unwrap();
-        match limiter.fast(None, 1, stale) {
+        match limiter.fast_at(None, 1, limiter.since_epoch(stale)) {
             Fast::Rejected(Error::RateLimited { retry_after }) => {
                 assert_eq!(retry_after, Duration::from_millis(100))
             }

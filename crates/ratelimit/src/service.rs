@@ -93,13 +93,15 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let weight = self.weight.weight(&request);
         let bucket = self.key.bucket(&request, &self.limiter);
-        let now = Instant::now();
-        match self.limiter.fast(bucket, weight, now) {
+        match self.limiter.fast(bucket, weight) {
             Fast::Admitted => ResponseFuture::called(self.inner.call(request)),
             Fast::Rejected(error) => ResponseFuture::failed(error),
             Fast::Queue => {
                 let priority = self.priority.priority(&request);
-                match self.limiter.enqueue(bucket, weight, priority, now) {
+                match self
+                    .limiter
+                    .enqueue(bucket, weight, priority, Instant::now())
+                {
                     Ok(None) => ResponseFuture::called(self.inner.call(request)),
                     Ok(Some(waiter)) => {
                         // The ready service goes with the waiter; this handle keeps a clone

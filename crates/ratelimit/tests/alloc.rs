@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tower_layer::Layer;
-use tower_prism_ratelimit::RateLimitLayer;
+use tower_prism_ratelimit::{Clock, RateLimitLayer};
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
 #[global_allocator]
@@ -21,6 +21,20 @@ fn admitted_calls_allocate_nothing() {
         allocations_per_call(&mut unkeyed, |i| i % 4, 100, 1000),
         0,
         "unkeyed path"
+    );
+
+    // On the TSC clock too.
+    let tsc = RateLimitLayer::builder()
+        .rate(1_000_000_000, Duration::from_secs(1))
+        .burst(1_000_000)
+        .clock(Clock::Tsc)
+        .build()
+        .unwrap();
+    let mut unkeyed = tsc.layer(Echo);
+    assert_eq!(
+        allocations_per_call(&mut unkeyed, |i| i % 4, 100, 1000),
+        0,
+        "unkeyed path, TSC clock"
     );
 
     // Also with a queue configured (nobody waiting) and with keys of a fixed set.
