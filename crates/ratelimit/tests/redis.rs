@@ -2,6 +2,7 @@
 #![cfg(feature = "redis")]
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,17 +14,27 @@ use tower_prism_ratelimit::Error;
 struct Server {
     child: Option<Child>,
     port: u16,
+    extra: Vec<String>,
 }
 
 impl Server {
     /// Starts redis-server on a free loopback port, or `None` when skipping is allowed.
     fn start() -> Option<Server> {
+        Self::start_with(Vec::new())
+    }
+
+    /// As [`start`](Self::start), with more `redis-server` arguments.
+    fn start_with(extra: Vec<String>) -> Option<Server> {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut s = Server { child: None, port };
+        let mut s = Server {
+            child: None,
+            port,
+            extra,
+        };
         if !s.spawn() {
             return None;
         }
@@ -34,6 +45,7 @@ impl Server {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -72,6 +84,81 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A three-master Redis Cluster on loopback (`redis-cli --cluster create`), its files in a
+/// temporary directory.
+struct Cluster {
+    nodes: Vec<Server>,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        let dir = std::env::temp_dir().join(format!("prism-redis-cluster-{}", std::process::id()));
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let node_dir = dir.join(i.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ];
+            let mut extra: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            extra.extend(["--dir".to_owned(), node_dir.display().to_string()]);
+            nodes.push(Server::start_with(extra)?);
+        }
+        let cluster = Cluster { nodes, dir };
+        let status = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|n| format!("127.0.0.1:{}", n.port)),
+            )
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli (installed with redis-server)");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster
+            .nodes
+            .iter()
+            .all(|n| redis_cli(n.port, &["cluster", "info"]).contains("cluster_state:ok"))
+        {
+            assert!(Instant::now() < deadline, "the cluster did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(cluster)
+    }
+
+    fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn layer(url: &str, policy: FailurePolicy) -> RedisRateLimitLayer {
@@ -409,4 +496,53 @@ fn config_errors_name_the_field() {
         RedisError::Config(e) => assert_eq!(e.field(), "url"),
         other => panic!("{other}"),
     }
+}
+
+/// Keyed buckets spread over a three-node cluster's slots; each keeps its limit across two
+/// instances. A client not told it talks to a cluster gets `MOVED` for keys on other nodes:
+/// backend errors under its failure policy, never silent over-admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_holds_each_keyed_limit_across_its_nodes() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let build = |cluster_mode: bool| {
+        let mut cfg = RedisConfig::new(cluster.url(), 1, Duration::from_secs(3600));
+        cfg.burst = Some(3);
+        cfg.cluster = cluster_mode;
+        cfg.timeout = Duration::from_secs(2);
+        RedisRateLimitLayer::from_config("c", &cfg).unwrap()
+    };
+    let (a, b) = (build(true), build(true));
+    for key in 0..24 {
+        let mut admitted = 0;
+        for i in 0..8 {
+            let layer = if i % 2 == 0 { &a } else { &b };
+            match layer.acquire_key(format!("user-{key}")).await {
+                Ok(()) => admitted += 1,
+                Err(e) => assert!(
+                    matches!(e.downcast_ref::<Error>(), Some(Error::RateLimited { .. })),
+                    "key {key}: {e}"
+                ),
+            }
+        }
+        assert_eq!(
+            admitted, 3,
+            "key {key}: the burst, once, across both instances"
+        );
+    }
+    assert_eq!(a.snapshot().backend_errors + b.snapshot().backend_errors, 0);
+    // Every node holds some of the buckets.
+    for node in &cluster.nodes {
+        let keys: u64 = redis_cli(node.port, &["dbsize"]).trim().parse().unwrap();
+        assert!(keys > 0, "node {} holds no bucket", node.port);
+    }
+
+    let single = build(false);
+    for key in 0..24 {
+        let _ = single.acquire_key(format!("other-{key}")).await;
+    }
+    let snap = single.snapshot();
+    assert!(snap.backend_errors > 0, "{snap:?}");
+    assert_eq!(snap.admitted + snap.backend_errors, 24, "{snap:?}");
 }

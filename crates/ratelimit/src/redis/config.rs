@@ -49,8 +49,15 @@ pub enum FailurePolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// The Redis URL (`redis://host:port/db`, `rediss://` for TLS if the client supports it).
+    /// The Redis URL (`redis://host:port/db`, `rediss://` for TLS if the client supports it);
+    /// with `cluster = true`, a seed node of the cluster.
     pub url: String,
+    /// Talk to a Redis Cluster (default `false`: one server): the client learns the slot map
+    /// from the seed `url`, sends each bucket's script to the node owning its slot and
+    /// follows `MOVED`/`ASK` redirections as slots move. Buckets are hash-tagged, so each
+    /// lives whole in one slot.
+    #[serde(default)]
+    pub cluster: bool,
     /// Tokens added per `period`, across all instances.
     pub rate: u64,
     /// The period `rate` is counted over (default one second).
@@ -105,6 +112,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>, rate: u64, period: Duration) -> Self {
         RedisConfig {
             url: url.into(),
+            cluster: false,
             rate,
             period,
             burst: None,

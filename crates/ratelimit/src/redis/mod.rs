@@ -15,7 +15,9 @@
 //!
 //! With [`RedisRateLimitLayer::key_fn`], each key of the request (an API key, a client
 //! address) has its own bucket, the Redis key `{<prefix>:<name>:<key>}`; the hash tag
-//! spans the whole key, so keys spread over the slots of a Redis Cluster. Memory stays
+//! spans the whole key, so keys spread over the slots of a Redis Cluster
+//! ([`RedisRateLimitBuilder::cluster`], `cluster = true`: the URL is then a seed node, and
+//! each script runs on the node owning its key, redirections followed). Memory stays
 //! bounded on both sides: every Redis key expires once its bucket is full again, and an
 //! instance keeps pre-allotted tokens and fallback buckets for at most `max_keys` keys.
 //!
@@ -62,6 +64,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ::redis::aio::ConnectionManager;
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Client, Script};
 use metrics::Counter;
 use tokio::sync::OnceCell;
@@ -142,6 +146,12 @@ impl RedisRateLimitBuilder {
         self.config.burst = Some(burst);
         self
     }
+    /// Talks to a Redis Cluster, with the URL as a seed node: each bucket's script goes to
+    /// the node owning its hash-tagged key's slot, and redirections are followed.
+    pub fn cluster(mut self) -> Self {
+        self.config.cluster = true;
+        self
+    }
     /// Key prefix (default `prism`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.config.prefix = prefix.into();
@@ -168,13 +178,18 @@ impl RedisRateLimitBuilder {
     pub fn build(self) -> Result<RedisRateLimitLayer, RedisError> {
         let cfg = self.config;
         cfg.validate()?;
-        let client = Client::open(cfg.url.as_str()).map_err(|e| {
+        let bad_url = |e: ::redis::RedisError| {
             RedisError::Config(ConfigError::new(
                 "url",
                 &cfg.url,
                 format!("not a Redis URL: {e}"),
             ))
-        })?;
+        };
+        let client = if cfg.cluster {
+            Target::Cluster(ClusterClient::new(vec![cfg.url.as_str()]).map_err(bad_url)?)
+        } else {
+            Target::Single(Client::open(cfg.url.as_str()).map_err(bad_url)?)
+        };
         let interval_us = cfg.interval_us();
         let burst = cfg.effective_burst();
         let fallback = match cfg.failure_policy {
@@ -224,9 +239,33 @@ impl RedisRateLimitBuilder {
     }
 }
 
+/// Where the buckets live: one server, or a cluster (seeded from the URL).
+enum Target {
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
+/// A connection to the [`Target`]; both multiplex requests and reconnect by themselves.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Target {
+    async fn connect(&self) -> ::redis::RedisResult<Conn> {
+        match self {
+            Target::Single(client) => ConnectionManager::new(client.clone())
+                .await
+                .map(Conn::Single),
+            Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        }
+    }
+}
+
 struct State {
-    client: Client,
-    conn: OnceCell<ConnectionManager>,
+    client: Target,
+    conn: OnceCell<Conn>,
     script: Script,
     /// The unkeyed bucket's Redis key.
     key: String,
@@ -270,19 +309,22 @@ impl State {
     async fn ask_redis(&self, key: &str) -> Result<(i64, i64), String> {
         let conn = tokio::time::timeout(
             self.timeout,
-            self.conn
-                .get_or_try_init(|| ConnectionManager::new(self.client.clone())),
+            self.conn.get_or_try_init(|| self.client.connect()),
         )
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
-        let mut conn = conn.clone();
         let mut inv = self.script.key(key);
         inv.arg(self.interval_us).arg(self.burst).arg(self.batch);
-        let r: Result<(i64, i64), _> =
-            tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
-                .await
-                .map_err(|_| "redis call timed out".to_string())?;
+        let call = async {
+            match conn.clone() {
+                Conn::Single(mut c) => inv.invoke_async(&mut c).await,
+                Conn::Cluster(mut c) => inv.invoke_async(&mut c).await,
+            }
+        };
+        let r: Result<(i64, i64), _> = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| "redis call timed out".to_string())?;
         r.map_err(|e| e.to_string())
     }
 
