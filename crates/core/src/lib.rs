@@ -1,5 +1,5 @@
 //! Shared pieces of [tower-prism]: what a result means, how components tell each other
-//! about downstream health, metric names, and config validation.
+//! about downstream health, where they read the time, metric names, and config validation.
 //!
 //! ```
 //! use std::time::Duration;
@@ -21,12 +21,14 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod clock;
 pub mod config;
 pub mod health;
 pub mod metrics;
 pub mod outcome;
 pub mod sync;
 
+pub use clock::{Clock, TimeSource};
 pub use config::ConfigError;
 pub use health::{HealthReader, HealthSignal, HealthStats};
 pub use outcome::{Classify, DefaultClassifier, HttpClassifier, Outcome};

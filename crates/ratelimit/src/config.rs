@@ -7,7 +7,7 @@ use tower_prism_core::config::{check_duration, check_nonzero, ConfigError};
 
 use crate::adaptive::AdaptiveConfig;
 use crate::bucket::Quota;
-use crate::clock::Clock;
+use tower_prism_core::Clock;
 
 /// A rate limiter's settings, as read from a config file.
 ///

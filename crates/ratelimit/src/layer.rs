@@ -8,11 +8,11 @@ use tower_prism_core::HealthSignal;
 
 use crate::adaptive::AdaptiveConfig;
 use crate::backend::{Backend, LocalBackend};
-use crate::clock::Clock;
 use crate::config::RateLimitConfig;
 use crate::limiter::RateLimiter;
 use crate::policy::{KeyBy, PriorityBy, SamePriority, UnitWeight, Unkeyed, WeightBy};
 use crate::service::RateLimit;
+use tower_prism_core::Clock;
 
 /// Applies a rate limit to a service. Every service this layer makes shares one limiter.
 #[derive(Debug, Clone)]

@@ -59,7 +59,6 @@
 pub mod adaptive;
 pub mod backend;
 pub mod bucket;
-mod clock;
 pub mod concurrency;
 mod config;
 mod error;
@@ -75,7 +74,6 @@ mod service;
 
 pub use adaptive::AdaptiveConfig;
 pub use backend::{Backend, LocalBackend};
-pub use clock::Clock;
 pub use concurrency::{
     ConcurrencyConfig, ConcurrencyError, ConcurrencyLimit, ConcurrencyLimitLayer,
     ConcurrencyLimiter,
@@ -86,6 +84,7 @@ pub use future::ResponseFuture;
 pub use layer::{RateLimitBuilder, RateLimitLayer};
 pub use limiter::{RateLimiter, Snapshot};
 pub use service::RateLimit;
+pub use tower_prism_core::Clock;
 
 /// The error type of the services here: any error, boxed (as `tower::BoxError`).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

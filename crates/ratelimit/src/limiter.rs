@@ -17,10 +17,10 @@ use tower_prism_core::HealthReader;
 use crate::adaptive::{self, AdaptiveConfig};
 use crate::backend::Backend;
 use crate::bucket::{Denied, Quota};
-use crate::clock::{Clock, TimeSource};
 use crate::config::RateLimitConfig;
 use crate::error::Error;
 use crate::queue::{BucketId, Push, WaitQueue};
+use tower_prism_core::clock::{Clock, TimeSource};
 
 struct Metrics {
     admitted: Counter,

@@ -1,17 +1,20 @@
-//! [`Clock`]: where a rate limiter reads the time.
+//! [`Clock`]: where a component reads the time, and [`TimeSource`], the time base built
+//! from it (nanoseconds since an epoch, as plain `u64`s for atomic state).
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-/// Where a rate limiter reads the time for its buckets. Chosen when the limiter is built
-/// (a running limiter keeps its clock: a reload that changes it is refused).
+/// Where a component reads the time (the rate limiter's buckets use it). Chosen when the
+/// component is built; a running one keeps its clock.
 ///
 /// ```
-/// use tower_prism_ratelimit::{Clock, RateLimitConfig};
+/// use tower_prism_core::clock::{Clock, TimeSource};
 ///
-/// let cfg: RateLimitConfig = toml::from_str("rate = 100\nclock = \"tsc\"").unwrap();
-/// assert_eq!(cfg.clock, Clock::Tsc);
-/// assert_eq!(RateLimitConfig::new(100, std::time::Duration::from_secs(1)).clock, Clock::Tokio);
+/// let clock: Clock = serde_json::from_str("\"tsc\"").unwrap();
+/// let time = TimeSource::new(clock);
+/// let (a, b) = (time.now(), time.now());
+/// assert!(b >= a);
+/// assert_eq!(time.clock(), Clock::Tsc);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,16 +32,25 @@ pub enum Clock {
     Tsc,
 }
 
-/// The limiter's time base: nanoseconds since it was built, from the chosen clock.
-pub(crate) enum TimeSource {
+/// A time base: nanoseconds since it was made, read from the chosen [`Clock`].
+pub struct TimeSource(Source);
+
+enum Source {
     Tokio { epoch: Instant },
     Tsc { clock: quanta::Clock, epoch: u64 },
 }
 
+impl std::fmt::Debug for TimeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TimeSource").field(&self.clock()).finish()
+    }
+}
+
 impl TimeSource {
-    pub(crate) fn new(clock: Clock) -> Self {
-        match clock {
-            Clock::Tokio => TimeSource::Tokio {
+    /// Starts a time base on `clock`, at 0 now.
+    pub fn new(clock: Clock) -> Self {
+        TimeSource(match clock {
+            Clock::Tokio => Source::Tokio {
                 epoch: Instant::now(),
             },
             Clock::Tsc => {
@@ -46,34 +58,35 @@ impl TimeSource {
                 // later ones reuse that calibration.
                 let clock = quanta::Clock::new();
                 let epoch = clock.raw();
-                TimeSource::Tsc { clock, epoch }
+                Source::Tsc { clock, epoch }
             }
-        }
+        })
     }
 
-    pub(crate) fn clock(&self) -> Clock {
-        match self {
-            TimeSource::Tokio { .. } => Clock::Tokio,
-            TimeSource::Tsc { .. } => Clock::Tsc,
+    /// The clock it reads.
+    pub fn clock(&self) -> Clock {
+        match self.0 {
+            Source::Tokio { .. } => Clock::Tokio,
+            Source::Tsc { .. } => Clock::Tsc,
         }
     }
 
     /// Nanoseconds since the epoch, now.
     #[inline]
-    pub(crate) fn now(&self) -> u64 {
-        match self {
-            TimeSource::Tokio { epoch } => since(*epoch, Instant::now()),
-            TimeSource::Tsc { clock, epoch } => clock.delta_as_nanos(*epoch, clock.raw()),
+    pub fn now(&self) -> u64 {
+        match &self.0 {
+            Source::Tokio { epoch } => since(*epoch, Instant::now()),
+            Source::Tsc { clock, epoch } => clock.delta_as_nanos(*epoch, clock.raw()),
         }
     }
 
-    /// Nanoseconds since the epoch at `now`, a tokio reading the caller already has (the
-    /// queue's deadlines are in tokio time). With the TSC clock, the counter is read anew.
+    /// Nanoseconds since the epoch at `now`, a tokio reading the caller already has (for
+    /// callers that also keep tokio deadlines). With the TSC clock, the counter is read anew.
     #[inline]
-    pub(crate) fn at(&self, now: Instant) -> u64 {
-        match self {
-            TimeSource::Tokio { epoch } => since(*epoch, now),
-            TimeSource::Tsc { .. } => self.now(),
+    pub fn at(&self, now: Instant) -> u64 {
+        match &self.0 {
+            Source::Tokio { epoch } => since(*epoch, now),
+            Source::Tsc { .. } => self.now(),
         }
     }
 }
