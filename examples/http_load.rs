@@ -1,14 +1,16 @@
 //! HTTP end-to-end overhead: an axum server bare vs with the stack, on loopback.
 //!
 //! ```sh
-//! cargo run --release --example http_load          # 4 rounds of 2 s each way
+//! cargo run --release --example http_load          # 4 rounds of 2 s per server
 //! ```
 //!
 //! A load generator (64 keep-alive connections, hyper client) drives `GET /` for a bounded
-//! time against two servers on 127.0.0.1: one bare, one whose route carries
-//! `http_errors().reliability(layer)` with a limiter sized to admit everything. Rounds
-//! alternate so that machine noise hits both alike; it prints requests per second and the
-//! ratio. Finishes on its own.
+//! time against three servers on 127.0.0.1: one bare, one whose route carries a layer that
+//! does nothing (`Identity`: what axum's `route_layer` costs by itself), and one whose route
+//! carries `http_errors().reliability(layer)` with a limiter sized to admit everything and a
+//! circuit breaker. Each round runs the three in turn, starting with a different one each
+//! round, so that machine noise and warm-up hit them alike; it prints requests per second and
+//! the ratios to bare. Finishes on its own.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,24 +78,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         get(|| async { "ok" }).route_layer(ServiceBuilder::new().http_errors().reliability(layer)),
     ))
     .await?;
+    let identity = serve(Router::new().route(
+        "/",
+        get(|| async { "ok" }).route_layer(tower::layer::util::Identity::new()),
+    ))
+    .await?;
 
-    println!("{CONNECTIONS} connections, {ROUNDS} rounds of {ROUND:?} each way, loopback");
-    let (mut bare_total, mut stacked_total) = (0.0, 0.0);
-    for round in 1..=ROUNDS {
-        let b = load(bare).await?;
-        let s = load(stacked).await?;
+    println!("{CONNECTIONS} connections, {ROUNDS} rounds of {ROUND:?} per server, loopback");
+    let servers = [bare, identity, stacked];
+    let mut totals = [0.0; 3];
+    for round in 0..ROUNDS {
+        let mut rates = [0.0; 3];
+        for k in 0..servers.len() {
+            let i = (round + k) % servers.len();
+            rates[i] = load(servers[i]).await?;
+        }
         println!(
-            "round {round}: bare {b:>8.0} req/s   with stack {s:>8.0} req/s   ratio {:.3}",
-            s / b
+            "round {}: bare {:>7.0}  identity layer {:>7.0} ({:.3})  with stack {:>7.0} ({:.3}) req/s",
+            round + 1,
+            rates[0],
+            rates[1],
+            rates[1] / rates[0],
+            rates[2],
+            rates[2] / rates[0],
         );
-        bare_total += b;
-        stacked_total += s;
+        for (total, rate) in totals.iter_mut().zip(rates) {
+            *total += rate;
+        }
     }
+    let mean = |i: usize| totals[i] / ROUNDS as f64;
     println!(
-        "mean: bare {:.0} req/s, with stack {:.0} req/s, stack/bare = {:.3}",
-        bare_total / ROUNDS as f64,
-        stacked_total / ROUNDS as f64,
-        stacked_total / bare_total
+        "mean: bare {:.0}, identity layer {:.0} ({:.3} of bare), with stack {:.0} ({:.3} of bare, {:.3} of identity) req/s",
+        mean(0),
+        mean(1),
+        totals[1] / totals[0],
+        mean(2),
+        totals[2] / totals[0],
+        totals[2] / totals[1],
     );
     Ok(())
 }

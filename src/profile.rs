@@ -112,6 +112,10 @@ impl<Req> ReplayRequest<Req> for SendOnce {
     fn replay(&self, _request: &Req) -> Option<Req> {
         None
     }
+
+    fn can_replay(&self, _request: &Req) -> bool {
+        false
+    }
 }
 
 impl Profile for HttpServer {

@@ -30,23 +30,29 @@ impl Drop for Permit {
 }
 
 pin_project! {
+    /// A request waiting in the queue, then driving a clone of the service to readiness.
+    /// Boxed (the queue is the cold path), so that the response future of an admitted call
+    /// stays the size of the inner future.
+    struct Queued<S, Req> {
+        // Set while waiting for a turn; taken when the turn comes.
+        waiter: Option<Waiter>,
+        #[pin]
+        sleep: Sleep,
+        // Set once admitted, until the request reaches the inner service.
+        permit: Option<Permit>,
+        service: S,
+        request: Option<Req>,
+    }
+}
+
+pin_project! {
     #[project = StateProj]
     enum State<S, Req>
     where
         S: Service<Req>,
     {
         Called { #[pin] future: S::Future },
-        Waiting {
-            waiter: Option<Waiter>,
-            #[pin] sleep: Sleep,
-            service: Option<S>,
-            request: Option<Req>,
-        },
-        Admitted {
-            permit: Option<Permit>,
-            service: Option<S>,
-            request: Option<Req>,
-        },
+        Queued { queued: Pin<Box<Queued<S, Req>>> },
         Failed { error: Option<Error> },
     }
 }
@@ -66,8 +72,8 @@ impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Called { .. } => "called",
-            State::Waiting { .. } => "waiting",
-            State::Admitted { .. } => "admitted",
+            State::Queued { queued } if queued.waiter.is_some() => "waiting",
+            State::Queued { .. } => "admitted",
             State::Failed { .. } => "failed",
         };
         f.debug_struct("ResponseFuture")
@@ -92,11 +98,14 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     pub(crate) fn waiting(waiter: Waiter, service: S, request: Req) -> Self {
         let sleep = tokio::time::sleep_until(waiter.deadline);
         ResponseFuture {
-            state: State::Waiting {
-                waiter: Some(waiter),
-                sleep,
-                service: Some(service),
-                request: Some(request),
+            state: State::Queued {
+                queued: Box::pin(Queued {
+                    waiter: Some(waiter),
+                    sleep,
+                    permit: None,
+                    service,
+                    request: Some(request),
+                }),
             },
         }
     }
@@ -120,57 +129,43 @@ where
                     let error = error.take().expect("polled after completion");
                     return Poll::Ready(Err(error.into()));
                 }
-                StateProj::Waiting {
-                    waiter,
-                    mut sleep,
-                    service,
-                    request,
-                } => {
-                    let Some(w) = waiter.as_mut() else {
-                        unreachable!("a waiting future always has its waiter");
-                    };
-                    match w.poll_turn(Instant::now(), cx.waker()) {
-                        Turn::Done(Ok(())) => {
-                            let w = waiter.take().expect("checked above");
-                            let permit = Permit {
-                                waiter_bucket: w.bucket,
-                                weight: w.weight,
-                                limiter: w.limiter().clone(),
-                                armed: true,
-                            };
-                            let (service, request) = (service.take(), request.take());
-                            state.set(State::Admitted {
-                                permit: Some(permit),
-                                service,
-                                request,
-                            });
-                        }
-                        Turn::Done(Err(error)) => {
-                            waiter.take();
-                            state.set(State::Failed { error: Some(error) });
-                        }
-                        Turn::SleepUntil(at) => {
-                            if sleep.deadline() != at {
-                                sleep.as_mut().reset(at);
+                StateProj::Queued { queued } => {
+                    let q = queued.as_mut().project();
+                    if let Some(w) = q.waiter.as_mut() {
+                        match w.poll_turn(Instant::now(), cx.waker()) {
+                            Turn::Done(Ok(())) => {
+                                let w = q.waiter.take().expect("checked above");
+                                *q.permit = Some(Permit {
+                                    waiter_bucket: w.bucket,
+                                    weight: w.weight,
+                                    limiter: w.limiter().clone(),
+                                    armed: true,
+                                });
                             }
-                            ready!(sleep.as_mut().poll(cx));
+                            Turn::Done(Err(error)) => {
+                                q.waiter.take();
+                                state.set(State::Failed { error: Some(error) });
+                            }
+                            Turn::SleepUntil(at) => {
+                                let mut sleep = q.sleep;
+                                if sleep.deadline() != at {
+                                    sleep.as_mut().reset(at);
+                                }
+                                ready!(sleep.poll(cx));
+                            }
                         }
+                        continue;
                     }
-                }
-                StateProj::Admitted {
-                    permit,
-                    service,
-                    request,
-                } => {
-                    let svc = service.as_mut().expect("polled after completion");
-                    if let Err(error) = ready!(svc.poll_ready(cx)) {
+                    // Admitted: drive the service to readiness, then call it.
+                    if let Err(error) = ready!(q.service.poll_ready(cx)) {
+                        // The permit is still armed: dropping the future refunds it.
                         return Poll::Ready(Err(error.into()));
                     }
-                    if let Some(mut permit) = permit.take() {
+                    if let Some(mut permit) = q.permit.take() {
                         permit.armed = false;
                     }
-                    let request = request.take().expect("polled after completion");
-                    let future = svc.call(request);
+                    let request = q.request.take().expect("polled after completion");
+                    let future = q.service.call(request);
                     state.set(State::Called { future });
                 }
             }

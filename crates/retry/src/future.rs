@@ -52,10 +52,9 @@ pin_project! {
         #[pin]
         timer: Timer,
         service: S,
-        // The request retries are copied from (`None`: no further retry possible).
+        // The request retries are copied from (`None`: no retry possible, or the last
+        // attempt took it).
         template: Option<Req>,
-        // The copy the next attempt sends.
-        next: Option<Req>,
         shared: Arc<Shared>,
         max_attempts: u32,
         attempt_timeout: Option<Duration>,
@@ -115,7 +114,6 @@ where
             timer,
             service,
             template,
-            next: None,
             shared,
             max_attempts,
             attempt_timeout,
@@ -195,9 +193,17 @@ where
                         tracing::debug!(name = %this.shared.name, error = %e, "inner service failed before a retry");
                         return Poll::Ready(Err(e));
                     }
-                    let Some(request) = this.next.take() else {
-                        // Unreachable: `next` is set whenever we enter `Readying`.
-                        return Poll::Ready(Err("retry state lost its request".into()));
+                    // The last attempt sends the template itself; others send a copy.
+                    let request = if *this.attempt + 1 >= *this.max_attempts {
+                        this.template.take()
+                    } else {
+                        this.template.as_ref().and_then(|t| this.replay.replay(t))
+                    };
+                    let Some(request) = request else {
+                        // Only if `replay` contradicts the `can_replay` that planned this retry.
+                        return Poll::Ready(Err(
+                            "the request could not be copied for a retry (replay refused after can_replay agreed)".into(),
+                        ));
                     };
                     *this.attempt += 1;
                     let future = this.service.call(request);
@@ -239,7 +245,11 @@ where
                 result,
             ));
         }
-        let Some(next) = this.template.as_ref().and_then(|t| this.replay.replay(t)) else {
+        if !this
+            .template
+            .as_ref()
+            .is_some_and(|t| this.replay.can_replay(t))
+        {
             return Some(give_up(
                 shared,
                 GiveUp::NotReplayable,
@@ -247,7 +257,7 @@ where
                 &settings,
                 result,
             ));
-        };
+        }
         let backoff = settings.backoff;
         let random = if backoff.jitter == Jitter::None || backoff.kind == BackoffKind::None {
             0
@@ -309,10 +319,6 @@ where
         tracing::debug!(name = %shared.name, attempt, ?delay, reason, "retrying");
         drop(result);
         *this.previous_delay = delay;
-        *this.next = Some(next);
-        if attempt + 1 >= max_attempts {
-            *this.template = None; // the last attempt needs no further copy
-        }
         if delay.is_zero() {
             this.state.set(State::Readying);
         } else {

@@ -5,9 +5,11 @@ use std::time::Duration;
 /// Makes the copy of a request that a retry sends.
 ///
 /// The retry layer calls [`replay`](ReplayRequest::replay) once when a call starts (before
-/// the first attempt consumes the request) and again before each retry, on the copy it is
-/// about to send, for the next one. `None` at the start means "send once, never retry";
-/// `None` later means "this copy is the last". Implemented by [`CloneRequest`] for
+/// the first attempt consumes the request) to keep a copy, the template. After a retryable
+/// failure it asks [`can_replay`](ReplayRequest::can_replay) of the template (no: give up
+/// with that failure at once); when the retry is sent it replays the template again (the
+/// last attempt sends the template itself). `None` at the start means "send once, never
+/// retry". The answers for one template must agree. Implemented by [`CloneRequest`] for
 /// `Clone` requests, by any closure `Fn(&Req) -> Option<Req>`, and for HTTP by
 /// [`crate::http::ReplayIdempotent`].
 ///
@@ -23,6 +25,12 @@ use std::time::Duration;
 pub trait ReplayRequest<Req> {
     /// A copy of `req` to send as a retry, or `None` if it cannot be retried.
     fn replay(&self, req: &Req) -> Option<Req>;
+
+    /// Whether [`replay`](Self::replay) would give a copy of `req` now. The default makes
+    /// one and drops it; implement it where that can be answered without copying.
+    fn can_replay(&self, req: &Req) -> bool {
+        self.replay(req).is_some()
+    }
 }
 
 /// Replays a request by cloning it (the default; needs `Req: Clone`).
@@ -33,6 +41,11 @@ impl<Req: Clone> ReplayRequest<Req> for CloneRequest {
     #[inline]
     fn replay(&self, req: &Req) -> Option<Req> {
         Some(req.clone())
+    }
+
+    #[inline]
+    fn can_replay(&self, _req: &Req) -> bool {
+        true
     }
 }
 

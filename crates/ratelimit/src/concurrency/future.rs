@@ -17,6 +17,18 @@ use crate::BoxError;
 pub(crate) type WaitForPermit =
     Pin<Box<dyn Future<Output = Result<Permit, ConcurrencyError>> + Send + 'static>>;
 
+/// A request waiting for a permit, then driving a clone of the service to readiness. Boxed
+/// (waiting is the cold path), so that the response future of an admitted call stays small.
+struct Pending<S, Req, C> {
+    // Set while waiting for a permit.
+    wait: Option<WaitForPermit>,
+    // Set once the permit came, until the request reaches the inner service.
+    permit: Option<Permit>,
+    service: S,
+    request: Option<Req>,
+    classifier: Option<C>,
+}
+
 pin_project! {
     #[project = StateProj]
     enum State<S, Req, C>
@@ -29,18 +41,7 @@ pin_project! {
             permit: Option<Permit>,
             classifier: C,
         },
-        Waiting {
-            wait: WaitForPermit,
-            service: Option<S>,
-            request: Option<Req>,
-            classifier: Option<C>,
-        },
-        Admitted {
-            permit: Option<Permit>,
-            service: Option<S>,
-            request: Option<Req>,
-            classifier: Option<C>,
-        },
+        Pending { pending: Box<Pending<S, Req, C>> },
         Failed { error: Option<ConcurrencyError> },
     }
 }
@@ -61,8 +62,8 @@ impl<S: Service<Req>, Req, C> fmt::Debug for ResponseFuture<S, Req, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Called { .. } => "called",
-            State::Waiting { .. } => "waiting",
-            State::Admitted { .. } => "admitted",
+            State::Pending { pending } if pending.wait.is_some() => "waiting",
+            State::Pending { .. } => "admitted",
             State::Failed { .. } => "failed",
         };
         f.debug_struct("ResponseFuture")
@@ -90,11 +91,14 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
 
     pub(crate) fn waiting(wait: WaitForPermit, service: S, request: Req, classifier: C) -> Self {
         ResponseFuture {
-            state: State::Waiting {
-                wait,
-                service: Some(service),
-                request: Some(request),
-                classifier: Some(classifier),
+            state: State::Pending {
+                pending: Box::new(Pending {
+                    wait: Some(wait),
+                    permit: None,
+                    service,
+                    request: Some(request),
+                    classifier: Some(classifier),
+                }),
             },
         }
     }
@@ -127,39 +131,29 @@ where
                     let error = error.take().expect("polled after completion");
                     return Poll::Ready(Err(error.into()));
                 }
-                StateProj::Waiting {
-                    wait,
-                    service,
-                    request,
-                    classifier,
-                } => match ready!(wait.as_mut().poll(cx)) {
-                    Ok(permit) => {
-                        let next = State::Admitted {
-                            permit: Some(permit),
-                            service: service.take(),
-                            request: request.take(),
-                            classifier: classifier.take(),
-                        };
-                        state.set(next);
+                StateProj::Pending { pending } => {
+                    let p = &mut **pending;
+                    if let Some(wait) = p.wait.as_mut() {
+                        match ready!(wait.as_mut().poll(cx)) {
+                            Ok(permit) => {
+                                p.wait = None;
+                                p.permit = Some(permit);
+                            }
+                            Err(error) => state.set(State::Failed { error: Some(error) }),
+                        }
+                        continue;
                     }
-                    Err(error) => state.set(State::Failed { error: Some(error) }),
-                },
-                StateProj::Admitted {
-                    permit,
-                    service,
-                    request,
-                    classifier,
-                } => {
-                    let svc = service.as_mut().expect("polled after completion");
-                    if let Err(error) = ready!(svc.poll_ready(cx)) {
+                    if let Err(error) = ready!(p.service.poll_ready(cx)) {
                         // Dropping the permit on the way out gives the slot back.
-                        permit.take();
+                        p.permit.take();
                         return Poll::Ready(Err(error.into()));
                     }
-                    let mut permit = permit.take().expect("polled after completion");
+                    let mut permit = p.permit.take().expect("polled after completion");
                     permit.restart();
-                    let future = svc.call(request.take().expect("polled after completion"));
-                    let classifier = classifier.take().expect("polled after completion");
+                    let future = p
+                        .service
+                        .call(p.request.take().expect("polled after completion"));
+                    let classifier = p.classifier.take().expect("polled after completion");
                     state.set(State::Called {
                         future,
                         permit: Some(permit),
