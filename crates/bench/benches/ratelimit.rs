@@ -13,7 +13,8 @@ use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use governor::{Quota, RateLimiter};
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
@@ -65,6 +66,28 @@ fn call_now<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, req: u64) -> u64
     }
 }
 
+/// Benches `make()`'s service on `threads` threads, each calling its own copy.
+fn bench_calls<S>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    threads: usize,
+    name: &str,
+    make: impl Fn() -> S,
+) where
+    S: Service<u64> + Send + 'static,
+{
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            on_threads(threads, iters, || {
+                let mut svc = make();
+                move |n| {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    (0..n).map(|i| call_now(&mut svc, &mut cx, i)).sum()
+                }
+            })
+        })
+    });
+}
+
 fn admit(c: &mut Criterion) {
     admit_on(c, 1);
     admit_on(c, THREADS);
@@ -83,41 +106,22 @@ fn admit_on(c: &mut Criterion, threads: usize) {
     // confirms a denial with a fresh reading, governor refuses it (seen in a warm-up here).
     let burst = NonZeroU32::new(1_000_000_000).unwrap();
 
-    let prism = RateLimitLayer::builder()
-        .rate(1_000_000_000, Duration::from_secs(1))
-        .burst(burst.get())
-        .build()
-        .unwrap();
-    group.bench_function("prism_unkeyed", |b| {
-        b.iter_custom(|iters| {
-            on_threads(threads, iters, || {
-                let mut svc = prism.layer(Noop);
-                move |n| {
-                    let mut cx = Context::from_waker(Waker::noop());
-                    (0..n).map(|i| call_now(&mut svc, &mut cx, i)).sum()
-                }
-            })
-        })
-    });
-
-    // The same on the TSC clock (`Clock::Tsc`: quanta, as governor reads it).
-    let prism_tsc = RateLimitLayer::builder()
-        .rate(1_000_000_000, Duration::from_secs(1))
-        .burst(burst.get())
-        .clock(Clock::Tsc)
-        .build()
-        .unwrap();
-    group.bench_function("prism_unkeyed_tsc", |b| {
-        b.iter_custom(|iters| {
-            on_threads(threads, iters, || {
-                let mut svc = prism_tsc.layer(Noop);
-                move |n| {
-                    let mut cx = Context::from_waker(Waker::noop());
-                    (0..n).map(|i| call_now(&mut svc, &mut cx, i)).sum()
-                }
-            })
-        })
-    });
+    let layer = |clock: Clock| {
+        RateLimitLayer::builder()
+            .rate(1_000_000_000, Duration::from_secs(1))
+            .burst(burst.get())
+            .clock(clock)
+            .build()
+            .unwrap()
+    };
+    // The TSC variants read the clock through quanta, as governor does.
+    for (name, clock) in [
+        ("prism_unkeyed", Clock::Tokio),
+        ("prism_unkeyed_tsc", Clock::Tsc),
+    ] {
+        let prism = layer(clock);
+        bench_calls(&mut group, threads, name, || prism.layer(Noop));
+    }
 
     let governor = Arc::new(RateLimiter::direct(
         Quota::per_second(huge).allow_burst(burst),
@@ -140,42 +144,13 @@ fn admit_on(c: &mut Criterion, threads: usize) {
         })
     });
 
-    let prism_keyed = RateLimitLayer::builder()
-        .rate(1_000_000_000, Duration::from_secs(1))
-        .burst(burst.get())
-        .build()
-        .unwrap()
-        .key_fn(|req: &u64| *req % KEYS);
-    group.bench_function("prism_keyed", |b| {
-        b.iter_custom(|iters| {
-            on_threads(threads, iters, || {
-                let mut svc = prism_keyed.layer(Noop);
-                move |n| {
-                    let mut cx = Context::from_waker(Waker::noop());
-                    (0..n).map(|i| call_now(&mut svc, &mut cx, i)).sum()
-                }
-            })
-        })
-    });
-
-    let prism_keyed_tsc = RateLimitLayer::builder()
-        .rate(1_000_000_000, Duration::from_secs(1))
-        .burst(burst.get())
-        .clock(Clock::Tsc)
-        .build()
-        .unwrap()
-        .key_fn(|req: &u64| *req % KEYS);
-    group.bench_function("prism_keyed_tsc", |b| {
-        b.iter_custom(|iters| {
-            on_threads(threads, iters, || {
-                let mut svc = prism_keyed_tsc.layer(Noop);
-                move |n| {
-                    let mut cx = Context::from_waker(Waker::noop());
-                    (0..n).map(|i| call_now(&mut svc, &mut cx, i)).sum()
-                }
-            })
-        })
-    });
+    for (name, clock) in [
+        ("prism_keyed", Clock::Tokio),
+        ("prism_keyed_tsc", Clock::Tsc),
+    ] {
+        let prism = layer(clock).key_fn(|req: &u64| *req % KEYS);
+        bench_calls(&mut group, threads, name, || prism.layer(Noop));
+    }
 
     let governor_keyed = Arc::new(RateLimiter::<u64, _, _>::keyed(
         Quota::per_second(huge).allow_burst(burst),

@@ -3,44 +3,32 @@
 use std::time::Duration;
 
 use tower_layer::Layer;
-use tower_prism_ratelimit::{Clock, RateLimitLayer};
+use tower_prism_ratelimit::{Clock, RateLimitBuilder, RateLimitLayer};
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
+/// A limiter that admits every call here (10^9/s, burst 10^6).
+fn roomy() -> RateLimitBuilder {
+    RateLimitLayer::builder()
+        .rate(1_000_000_000, Duration::from_secs(1))
+        .burst(1_000_000)
+}
+
 #[test]
 fn admitted_calls_allocate_nothing() {
-    let layer = RateLimitLayer::builder()
-        .rate(1_000_000_000, Duration::from_secs(1))
-        .burst(1_000_000)
-        .build()
-        .unwrap();
-    let mut unkeyed = layer.layer(Echo);
-    assert_eq!(
-        allocations_per_call(&mut unkeyed, |i| i % 4, 100, 1000),
-        0,
-        "unkeyed path"
-    );
-
-    // On the TSC clock too.
-    let tsc = RateLimitLayer::builder()
-        .rate(1_000_000_000, Duration::from_secs(1))
-        .burst(1_000_000)
-        .clock(Clock::Tsc)
-        .build()
-        .unwrap();
-    let mut unkeyed = tsc.layer(Echo);
-    assert_eq!(
-        allocations_per_call(&mut unkeyed, |i| i % 4, 100, 1000),
-        0,
-        "unkeyed path, TSC clock"
-    );
+    for clock in [Clock::Tokio, Clock::Tsc] {
+        let mut unkeyed = roomy().clock(clock).build().unwrap().layer(Echo);
+        assert_eq!(
+            allocations_per_call(&mut unkeyed, |i| i % 4, 100, 1000),
+            0,
+            "unkeyed path, {clock:?} clock"
+        );
+    }
 
     // Also with a queue configured (nobody waiting) and with keys of a fixed set.
-    let queued = RateLimitLayer::builder()
-        .rate(1_000_000_000, Duration::from_secs(1))
-        .burst(1_000_000)
+    let queued = roomy()
         .queue(16, Duration::from_millis(10))
         .build()
         .unwrap()

@@ -12,6 +12,16 @@ fn echo() -> impl Service<u32, Response = u32, Error = Infallible> + Clone {
     service_fn(|n: u32| async move { Ok::<_, Infallible>(n) })
 }
 
+/// A limiter of `rate` per `period` and `burst` on the TSC clock.
+fn tsc(rate: u32, period: Duration, burst: u32) -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .rate(rate, period)
+        .burst(burst)
+        .clock(Clock::Tsc)
+        .build()
+        .unwrap()
+}
+
 fn retry_after(result: Result<u32, BoxError>) -> Duration {
     match *result.unwrap_err().downcast::<Error>().unwrap() {
         Error::RateLimited { retry_after } => retry_after,
@@ -21,12 +31,7 @@ fn retry_after(result: Result<u32, BoxError>) -> Duration {
 
 #[tokio::test]
 async fn a_tsc_limiter_admits_the_burst_then_refuses_with_the_refill_time() {
-    let layer = RateLimitLayer::builder()
-        .rate(1, Duration::from_secs(3600))
-        .burst(2)
-        .clock(Clock::Tsc)
-        .build()
-        .unwrap();
+    let layer = tsc(1, Duration::from_secs(3600), 2);
     assert_eq!(layer.limiter().clock(), Clock::Tsc);
     let svc = layer.layer(echo());
     assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1);
@@ -42,12 +47,7 @@ async fn a_tsc_limiter_admits_the_burst_then_refuses_with_the_refill_time() {
 #[tokio::test]
 async fn a_tsc_limiter_refills_in_real_time() {
     // 50 per second, burst 1: a token every 20 ms.
-    let layer = RateLimitLayer::builder()
-        .rate(50, Duration::from_secs(1))
-        .burst(1)
-        .clock(Clock::Tsc)
-        .build()
-        .unwrap();
+    let layer = tsc(50, Duration::from_secs(1), 1);
     let svc = layer.layer(echo());
     let start = std::time::Instant::now();
     svc.clone().oneshot(1).await.unwrap();
@@ -65,12 +65,7 @@ async fn a_tsc_limiter_refills_in_real_time() {
 
 #[tokio::test(start_paused = true)]
 async fn a_tsc_limiter_ignores_paused_time() {
-    let layer = RateLimitLayer::builder()
-        .rate(1, Duration::from_secs(60))
-        .burst(1)
-        .clock(Clock::Tsc)
-        .build()
-        .unwrap();
+    let layer = tsc(1, Duration::from_secs(60), 1);
     let svc = layer.layer(echo());
     svc.clone().oneshot(1).await.unwrap();
     tokio::time::advance(Duration::from_secs(120)).await;
