@@ -546,3 +546,38 @@ async fn a_cluster_holds_each_keyed_limit_across_its_nodes() {
     assert!(snap.backend_errors > 0, "{snap:?}");
     assert_eq!(snap.admitted + snap.backend_errors, 24, "{snap:?}");
 }
+
+/// A cluster seed that does not answer: every decision follows the failure policy within
+/// the timeout (no hang, no panic), as for a single server.
+#[tokio::test]
+async fn an_unreachable_cluster_follows_the_failure_policy() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // bound and dropped: nothing listens there now
+    let build = |policy| {
+        RedisRateLimitLayer::builder(format!("redis://127.0.0.1:{port}/"), "down")
+            .cluster()
+            .timeout(Duration::from_millis(100))
+            .failure_policy(policy)
+            .build()
+            .unwrap()
+    };
+    let closed = build(FailurePolicy::FailClosed);
+    let open = build(FailurePolicy::FailOpen);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let err = closed.acquire_key("k").await.unwrap_err();
+        assert!(
+            matches!(
+                err.downcast_ref::<RedisError>(),
+                Some(RedisError::Unavailable(_))
+            ),
+            "{err}"
+        );
+        open.acquire_key("k").await.unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1), "a call hung");
+    }
+    assert!(closed.snapshot().backend_errors >= 3);
+}
