@@ -51,8 +51,13 @@
 //! from `poll_ready`. The admit path of an unkeyed limiter takes no lock and allocates
 //! nothing; waiting, keyed buckets and adaptation take short locks off that path.
 //!
+//! The buckets read [`tokio::time::Instant`] by default, so `tokio::time::pause()` drives
+//! them in tests; [`Clock::Tsc`] (`.clock(Clock::Tsc)`, `clock = "tsc"`) reads the CPU's
+//! time-stamp counter instead, which halves the cost of an uncontended admission.
+//!
 //! Behind the `redis` cargo feature, the `redis` module shares one limit (per key, if
-//! wanted) across every instance of a service, with a GCRA script on Redis.
+//! wanted) across every instance of a service, with a GCRA script on Redis (one server or
+//! a Redis Cluster).
 //!
 //! [tower]: https://docs.rs/tower
 
