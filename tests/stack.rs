@@ -184,6 +184,32 @@ async fn overload_is_shed_at_the_configured_rate() {
     );
 }
 
+/// `clock = "tsc"` from a config file reaches the running limiter: with tokio's clock
+/// paused and advanced two minutes, a TSC limiter (1 per minute, burst 3) has not refilled,
+/// where the same policy on the default clock has.
+#[tokio::test(start_paused = true)]
+async fn a_policy_can_put_its_limiter_on_the_tsc_clock() {
+    for (clock, refilled) in [("tokio", 2), ("tsc", 0)] {
+        let config = ReliabilityConfig::from_toml(&format!(
+            "[policy.api.rate_limit]\nrate = 1\nperiod = \"1m\"\nburst = 3\nclock = \"{clock}\"\n"
+        ))
+        .unwrap();
+        let layer = ReliabilityLayer::from_config(&config, "api").unwrap();
+        let service = layer.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+        let mut admitted = 0;
+        for _ in 0..10 {
+            admitted += u32::from(service.clone().oneshot(()).await.is_ok());
+        }
+        assert_eq!(admitted, 3, "{clock}: the burst");
+        tokio::time::advance(Duration::from_secs(120)).await;
+        let mut later = 0;
+        for _ in 0..10 {
+            later += u32::from(service.clone().oneshot(()).await.is_ok());
+        }
+        assert_eq!(later, refilled, "{clock}: after two paused minutes");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn hot_reload_changes_running_limits_and_refuses_bad_configs() {
     let config = ReliabilityConfig::from_toml(
