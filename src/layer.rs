@@ -279,6 +279,20 @@ impl<P: Profile> ReliabilityLayer<P> {
         // A running breaker's window is fixed (its slots are allocated once): refuse a new
         // one here, before any stage is changed, so a reload stays all-or-nothing.
         if let (Some(layer), Some(config)) = (&s.breaker, &policy.circuit_breaker) {
+            let clock = layer.breaker().config().clock();
+            if config.clock() != clock {
+                return Err(ConfigFileError::Invalid(
+                    ConfigError::new(
+                        "clock",
+                        format!("{:?}", config.clock()).to_lowercase(),
+                        format!(
+                            "a running breaker keeps its clock ({clock:?}); restart to change it"
+                        ),
+                    )
+                    .in_section("circuit_breaker")
+                    .in_section(&format!("policy.{name}")),
+                ));
+            }
             let running = layer.breaker().config().window();
             if config.window() != running {
                 return Err(ConfigFileError::Invalid(

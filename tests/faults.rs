@@ -15,7 +15,7 @@ use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
 use tower::{Layer, ServiceExt};
 use tower_prism::balance::{BalanceConfig, Strategy};
 use tower_prism::breaker::{BreakerConfig, State, Window};
-use tower_prism::core::Outcome;
+use tower_prism::core::{Clock, Outcome};
 use tower_prism::retry::http::replayable;
 use tower_prism::retry::{Backoff, BudgetConfig, ReplayBody, RetryConfig};
 use tower_prism::{ConfigFileError, Error, ErrorKind, ReliabilityConfig, ReliabilityLayer};
@@ -308,6 +308,18 @@ async fn breaker_and_retry_reload_and_a_window_change_is_refused_whole() {
     let err = layer.reconfigure(&bad).unwrap_err();
     assert!(matches!(err, ConfigFileError::Invalid(_)));
     assert_eq!(err.field(), Some("policy.api.circuit_breaker.window"));
+    assert_eq!(layer.snapshot().retry.unwrap().max_attempts, 5);
+    assert_eq!(layer.snapshot().rate_limit.unwrap().rate_per_second, 10.0);
+    // Nor a new clock.
+    bad.circuit_breaker = Some(
+        BreakerConfig::builder()
+            .window(Window::Count { size: 20 })
+            .clock(Clock::Tsc)
+            .build()
+            .unwrap(),
+    );
+    let err = layer.reconfigure(&bad).unwrap_err();
+    assert_eq!(err.field(), Some("policy.api.circuit_breaker.clock"));
     assert_eq!(layer.snapshot().retry.unwrap().max_attempts, 5);
     assert_eq!(layer.snapshot().rate_limit.unwrap().rate_per_second, 10.0);
 

@@ -17,6 +17,7 @@ use failsafe::CircuitBreaker as _;
 use tower_layer::Layer;
 use tower_prism_bench::Noop;
 use tower_prism_breaker::{BreakerConfig, CircuitBreakerLayer, Window};
+use tower_prism_core::Clock;
 use tower_service::Service;
 
 const WINDOW: u32 = 100;
@@ -28,11 +29,13 @@ fn one_call<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, i: u64) {
     assert!(matches!(black_box(fut.poll(cx)), Poll::Ready(Ok(_))));
 }
 
-fn prism() -> impl Service<u64> + Clone + Send + 'static {
+/// Our breaker on `clock` (the TSC variant times calls as quanta does for governor).
+fn prism(clock: Clock) -> impl Service<u64> + Clone + Send + 'static {
     let config = BreakerConfig::builder()
         .window(Window::Count { size: WINDOW })
         .minimum_calls(WINDOW)
         .failure_rate_threshold(0.5)
+        .clock(clock)
         .build()
         .expect("valid config");
     CircuitBreakerLayer::new(config).layer(Noop)
@@ -108,13 +111,18 @@ fn single_thread(c: &mut Criterion) {
         })
     });
 
-    let mut ours = prism();
-    group.bench_function("tower_prism", |b| {
-        b.iter(|| {
-            i += 1;
-            one_call(&mut ours, &mut cx, i)
-        })
-    });
+    for (name, clock) in [
+        ("tower_prism", Clock::Tokio),
+        ("tower_prism_tsc", Clock::Tsc),
+    ] {
+        let mut ours = prism(clock);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i += 1;
+                one_call(&mut ours, &mut cx, i)
+            })
+        });
+    }
 
     let mut theirs = resilience();
     group.bench_function("tower_resilience", |b| {
@@ -141,10 +149,13 @@ fn shared_two_threads(c: &mut Criterion) {
     group.bench_function("noop_baseline", |b| {
         b.iter_custom(|iters| two_threads(&noop, iters))
     });
-    let ours = prism();
-    group.bench_function("tower_prism", |b| {
-        b.iter_custom(|iters| two_threads(&ours, iters))
-    });
+    for (name, clock) in [
+        ("tower_prism", Clock::Tokio),
+        ("tower_prism_tsc", Clock::Tsc),
+    ] {
+        let ours = prism(clock);
+        group.bench_function(name, |b| b.iter_custom(|iters| two_threads(&ours, iters)));
+    }
     let theirs = resilience();
     group.bench_function("tower_resilience", |b| {
         b.iter_custom(|iters| two_threads(&theirs, iters))

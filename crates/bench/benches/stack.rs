@@ -17,6 +17,7 @@ use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_prism::balance::BalanceConfig;
 use tower_prism::breaker::BreakerConfig;
+use tower_prism::core::Clock;
 use tower_prism::ratelimit::RateLimitConfig;
 use tower_prism::retry::RetryConfig;
 use tower_prism::ReliabilityLayer;
@@ -89,6 +90,21 @@ fn bench(c: &mut Criterion) {
     let prism_unbalanced = tower::Layer::layer(&layer, Noop);
     group.bench_function("tower_prism_no_balancer", |b| {
         b.iter_custom(|n| drive(&rt, &prism_unbalanced, n))
+    });
+    // And with the limiter and breaker on the TSC clock (`clock = "tsc"`).
+    let tsc = ReliabilityLayer::builder()
+        .name("bench")
+        .rate_limit(RateLimitConfig {
+            clock: Clock::Tsc,
+            ..RateLimitConfig::new(HUGE, Duration::from_secs(1))
+        })
+        .circuit_breaker(BreakerConfig::builder().clock(Clock::Tsc).build().unwrap())
+        .retry(RetryConfig::default())
+        .build()
+        .expect("valid config");
+    let prism_tsc = tower::Layer::layer(&tsc, Noop);
+    group.bench_function("tower_prism_no_balancer_tsc", |b| {
+        b.iter_custom(|n| drive(&rt, &prism_tsc, n))
     });
 
     // tower: Buffer(RateLimit(Retry(Buffer(p2c Balance)))).

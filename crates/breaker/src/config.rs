@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tower_prism_core::config::{check_duration, check_nonzero, check_positive, check_ratio};
-use tower_prism_core::ConfigError;
+use tower_prism_core::{Clock, ConfigError};
 
 /// Largest count window, and largest time-window bucket count.
 pub const MAX_WINDOW_SIZE: u32 = 1 << 20;
@@ -91,6 +91,7 @@ pub struct BreakerConfigBuilder {
     permitted_calls_in_half_open: u32,
     count_fatal: bool,
     count_not_retryable: bool,
+    clock: Clock,
 }
 
 impl Default for BreakerConfigBuilder {
@@ -109,6 +110,7 @@ impl Default for BreakerConfigBuilder {
             permitted_calls_in_half_open: 10,
             count_fatal: false,
             count_not_retryable: true,
+            clock: Clock::Tokio,
         }
     }
 }
@@ -192,6 +194,10 @@ impl BreakerConfig {
     pub fn count_not_retryable(&self) -> bool {
         self.raw.count_not_retryable
     }
+    /// Where the breaker reads the time (calls' durations, open waits, time windows).
+    pub fn clock(&self) -> Clock {
+        self.raw.clock
+    }
 }
 
 impl BreakerConfigBuilder {
@@ -249,6 +255,13 @@ impl BreakerConfigBuilder {
     /// Whether `Fatal` outcomes count as failures (default: no).
     pub fn count_fatal(mut self, count: bool) -> Self {
         self.count_fatal = count;
+        self
+    }
+    /// Where the breaker reads the time (default [`Clock::Tokio`], which follows
+    /// `tokio::time::pause()`; [`Clock::Tsc`] reads the CPU's counter, faster, real time only).
+    /// A running breaker keeps its clock.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
     /// Whether not-retryable failures count as failures (default: yes).

@@ -6,11 +6,10 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 use tower_prism_core::Classify;
 
 use crate::error::{BoxError, Error};
-use crate::state::{Breaker, Permit};
+use crate::state::{At, Breaker, Permit};
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](crate::CircuitBreaker): either the inner
@@ -41,7 +40,7 @@ pin_project! {
 struct PermitGuard {
     breaker: Breaker,
     permit: Option<Permit>,
-    start: Instant,
+    start: At,
 }
 
 impl Drop for PermitGuard {
@@ -58,7 +57,7 @@ impl<F, C> ResponseFuture<F, C> {
         breaker: Breaker,
         permit: Permit,
         classifier: C,
-        start: Instant,
+        start: At,
     ) -> Self {
         ResponseFuture {
             kind: Kind::Called {
@@ -97,10 +96,10 @@ where
             } => {
                 let result = ready!(future.poll(cx));
                 if let Some(permit) = guard.permit.take() {
-                    let now = Instant::now();
+                    let now = guard.breaker.now_at();
                     let outcome = classifier.classify(result.as_ref());
-                    let elapsed = now.saturating_duration_since(guard.start);
-                    guard.breaker.record(permit, outcome, elapsed, now);
+                    let elapsed = Breaker::elapsed(guard.start, now);
+                    guard.breaker.record_at(permit, outcome, elapsed, now);
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

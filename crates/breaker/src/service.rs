@@ -2,7 +2,6 @@
 
 use std::task::{Context, Poll};
 
-use tokio::time::Instant;
 use tower_prism_core::{Classify, DefaultClassifier};
 use tower_service::Service;
 
@@ -80,8 +79,8 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let start = Instant::now();
-        match self.breaker.acquire(start) {
+        let start = self.breaker.now_at();
+        match self.breaker.acquire_at(start) {
             Ok(permit) => ResponseFuture::called(
                 self.inner.call(req),
                 self.breaker.clone(),

@@ -18,7 +18,7 @@ use tower_prism_core::sync::{
     Arc, AtomicBool, AtomicU32, AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
-use tower_prism_core::{ConfigError, HealthSignal, Outcome};
+use tower_prism_core::{Clock, ConfigError, HealthSignal, Outcome, TimeSource};
 
 use crate::config::{BreakerConfig, Window};
 use crate::window::{CountWindow, Counts, SlidingWindow, TimeWindow};
@@ -293,9 +293,17 @@ struct Control {
     config: BreakerConfig,
 }
 
+/// A moment on a breaker's clock: a tokio reading, turned into the breaker's nanoseconds only
+/// where they are needed (open waits, time windows), or nanoseconds already (TSC clock).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum At {
+    Tokio(Instant),
+    Nanos(u64),
+}
+
 struct Core {
     name: String,
-    start: Instant,
+    time: TimeSource,
     state: AtomicU64,
     open_until: AtomicU64,
     half_open: AtomicU64,
@@ -369,7 +377,7 @@ impl Breaker {
         };
         let core = Core {
             name: config.name().to_owned(),
-            start: Instant::now(),
+            time: TimeSource::new(config.clock()),
             state: AtomicU64::new(pack_state(0, State::Closed)),
             open_until: AtomicU64::new(0),
             half_open: AtomicU64::new(0),
@@ -406,8 +414,38 @@ impl Breaker {
         &self.core.window
     }
 
+    /// Nanoseconds since the breaker was built at `now` (with [`Clock::Tsc`], the counter
+    /// read anew).
     fn nanos_at(&self, now: Instant) -> u64 {
-        nanos(now.saturating_duration_since(self.core.start))
+        self.core.time.at(now)
+    }
+
+    /// Now, on the breaker's clock.
+    #[inline]
+    pub(crate) fn now_at(&self) -> At {
+        match self.core.time.clock() {
+            Clock::Tokio => At::Tokio(Instant::now()),
+            Clock::Tsc => At::Nanos(self.core.time.now()),
+        }
+    }
+
+    /// The time from `start` to `end` (both from [`now_at`](Self::now_at)).
+    #[inline]
+    pub(crate) fn elapsed(start: At, end: At) -> Duration {
+        match (start, end) {
+            (At::Tokio(a), At::Tokio(b)) => b.saturating_duration_since(a),
+            (At::Nanos(a), At::Nanos(b)) => Duration::from_nanos(b.saturating_sub(a)),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// `at` in the breaker's nanoseconds.
+    #[inline]
+    fn nanos(&self, at: At) -> u64 {
+        match at {
+            At::Tokio(now) => self.nanos_at(now),
+            At::Nanos(n) => n,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Control> {
@@ -416,6 +454,12 @@ impl Breaker {
 
     /// Asks to make a call at `now`. `Err(retry_after)` means the call is rejected.
     pub fn acquire(&self, now: Instant) -> Result<Permit, Duration> {
+        self.acquire_at(At::Tokio(now))
+    }
+
+    /// [`acquire`](Self::acquire) at a moment on the breaker's clock.
+    #[inline]
+    pub(crate) fn acquire_at(&self, now: At) -> Result<Permit, Duration> {
         let core = &*self.core;
         loop {
             let (generation, state) = unpack_state(core.state.load(Acquire));
@@ -435,7 +479,7 @@ impl Breaker {
                 State::ForcedOpen => return Err(self.reject(self.wait())),
                 State::Open => {
                     let until = core.open_until.load(Acquire);
-                    let at = self.nanos_at(now);
+                    let at = self.nanos(now);
                     if at < until {
                         return Err(self.reject(Duration::from_nanos(until - at)));
                     }
@@ -508,6 +552,12 @@ impl Breaker {
 
     /// Records the outcome of a call made with `permit`, which took `elapsed` and ended at `now`.
     pub fn record(&self, permit: Permit, outcome: Outcome, elapsed: Duration, now: Instant) {
+        self.record_at(permit, outcome, elapsed, At::Tokio(now));
+    }
+
+    /// [`record`](Self::record) at a moment on the breaker's clock.
+    #[inline]
+    pub(crate) fn record_at(&self, permit: Permit, outcome: Outcome, elapsed: Duration, now: At) {
         let core = &*self.core;
         core.metrics.calls(outcome).increment(1);
         core.metrics.duration.record(elapsed.as_secs_f64());
@@ -523,14 +573,14 @@ impl Breaker {
         }
     }
 
-    fn record_closed(&self, generation: u64, failure: bool, slow: bool, now: Instant) {
+    fn record_closed(&self, generation: u64, failure: bool, slow: bool, now: At) {
         let core = &*self.core;
         if core.state.load(Acquire) != pack_state(generation, State::Closed) {
             return; // the breaker moved on while this call ran
         }
         let window = self.window();
         let at = match window {
-            SlidingWindow::Time(_) => self.nanos_at(now),
+            SlidingWindow::Time(_) => self.nanos(now),
             SlidingWindow::Count(_) => 0, // a count window does not need the time
         };
         let counts = window.record(failure, slow, at);
@@ -570,7 +620,7 @@ impl Breaker {
         }
     }
 
-    fn record_probe(&self, generation: u64, failure: bool, slow: bool, now: Instant) {
+    fn record_probe(&self, generation: u64, failure: bool, slow: bool, now: At) {
         let core = &*self.core;
         let limit = u64::from(core.params.probes.load(Relaxed));
         let updated = core.half_open.fetch_update(AcqRel, Acquire, |word| {
@@ -608,7 +658,7 @@ impl Breaker {
 
     /// Moves from the state of `generation` to `to`; does nothing if another transition
     /// happened first.
-    fn transition_from(&self, generation: u64, to: State, now: Instant) -> bool {
+    fn transition_from(&self, generation: u64, to: State, now: At) -> bool {
         let mut control = self.lock();
         let (current, _) = unpack_state(self.core.state.load(Acquire));
         if current != generation {
@@ -618,7 +668,7 @@ impl Breaker {
         true
     }
 
-    fn transition_locked(&self, control: &mut Control, to: State, now: Instant) {
+    fn transition_locked(&self, control: &mut Control, to: State, now: At) {
         let core = &*self.core;
         let (generation, from) = unpack_state(core.state.load(Acquire));
         let next = generation.wrapping_add(1) & (u64::MAX >> 8);
@@ -631,7 +681,7 @@ impl Breaker {
                 let wait = (wait as u64).max(1);
                 control.reopens = control.reopens.saturating_add(1);
                 core.open_until
-                    .store(self.nanos_at(now).saturating_add(wait), Release);
+                    .store(self.nanos(now).saturating_add(wait), Release);
             }
             State::HalfOpen => core.half_open.store(Probes::fresh(next).pack(), Release),
             State::Closed => {
@@ -665,7 +715,8 @@ impl Breaker {
 
     fn force(&self, to: State) {
         let mut control = self.lock();
-        self.transition_locked(&mut control, to, Instant::now());
+        let now = self.now_at();
+        self.transition_locked(&mut control, to, now);
     }
 
     /// Opens the breaker until [`reset`](Breaker::reset): every call is rejected.
@@ -693,6 +744,17 @@ impl Breaker {
     /// with a [`ConfigError`] on `window`; build a new breaker for it. The name (metric
     /// labels) stays the one the breaker was built with.
     pub fn reconfigure(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
+        let running = self.core.time.clock();
+        if config.clock() != running {
+            return Err(ConfigError::new(
+                "clock",
+                format!("{:?}", config.clock()).to_lowercase(),
+                format!(
+                    "cannot change on a running breaker (it reads {}); build a new one",
+                    format!("{running:?}").to_lowercase()
+                ),
+            ));
+        }
         if config.window() != self.core.window_shape {
             return Err(ConfigError::new(
                 "window",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString, Unit};
 use tower::Layer;
 use tower_prism_breaker::{BreakerConfig, CircuitBreakerLayer, State, Window};
-use tower_prism_core::HealthSignal;
+use tower_prism_core::{Clock, HealthSignal};
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
 #[global_allocator]
@@ -41,9 +41,14 @@ impl metrics::Recorder for Atomics {
 }
 
 fn config(window: Window) -> BreakerConfig {
+    config_on(window, Clock::Tokio)
+}
+
+fn config_on(window: Window, clock: Clock) -> BreakerConfig {
     BreakerConfig::builder()
         .window(window)
         .minimum_calls(1)
+        .clock(clock)
         .build()
         .unwrap()
 }
@@ -73,6 +78,8 @@ fn closed_state_calls_allocate_nothing() {
         // outside any runtime (std clock)
         assert_no_allocations(CircuitBreakerLayer::new(config(window)));
         assert_no_allocations(CircuitBreakerLayer::new(config(window)).health(HealthSignal::new()));
+        // on the TSC clock
+        assert_no_allocations(CircuitBreakerLayer::new(config_on(window, Clock::Tsc)));
         // inside a tokio runtime (tokio's clock)
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()

@@ -1,0 +1,80 @@
+//! A breaker on the TSC clock: open waits and call durations in real time, paused tokio
+//! time ignored, and the clock kept across a reconfiguration.
+
+use std::time::Duration;
+
+use tower::{service_fn, Layer, ServiceExt};
+use tower_prism_breaker::{BoxError, BreakerConfig, CircuitBreakerLayer, Error, State, Window};
+use tower_prism_core::Clock;
+
+/// Trips after one failure, stays open `wait`, lets one probe through.
+fn tsc_layer(wait: Duration) -> CircuitBreakerLayer {
+    CircuitBreakerLayer::new(
+        BreakerConfig::builder()
+            .window(Window::Count { size: 10 })
+            .minimum_calls(10)
+            .consecutive_failures(1)
+            .wait_duration(wait)
+            .permitted_calls_in_half_open(1)
+            .clock(Clock::Tsc)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn upstream() -> impl tower::Service<bool, Response = (), Error = BoxError> + Clone {
+    service_fn(|ok: bool| async move {
+        if ok {
+            Ok(())
+        } else {
+            Err::<(), BoxError>("down".into())
+        }
+    })
+}
+
+fn open_for(result: Result<(), BoxError>) -> Duration {
+    match *result.unwrap_err().downcast::<Error>().unwrap() {
+        Error::CircuitOpen { retry_after } => retry_after,
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tsc_breaker_opens_waits_in_real_time_and_closes_on_a_good_probe() {
+    let layer = tsc_layer(Duration::from_millis(30));
+    let breaker = layer.breaker().clone();
+    let svc = layer.layer(upstream());
+    assert!(svc.clone().oneshot(false).await.is_err());
+    assert_eq!(breaker.state(), State::Open);
+    let wait = open_for(svc.clone().oneshot(true).await);
+    assert!(wait <= Duration::from_millis(30), "{wait:?}");
+    tokio::time::sleep(wait + Duration::from_millis(5)).await;
+    svc.clone().oneshot(true).await.unwrap();
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tsc_breaker_ignores_paused_time() {
+    let layer = tsc_layer(Duration::from_secs(60));
+    let breaker = layer.breaker().clone();
+    let svc = layer.layer(upstream());
+    assert!(svc.clone().oneshot(false).await.is_err());
+    tokio::time::advance(Duration::from_secs(120)).await;
+    // Two tokio minutes, not two real ones: still open, the upstream untouched.
+    let wait = open_for(svc.clone().oneshot(true).await);
+    assert!(wait > Duration::from_secs(50), "{wait:?}");
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[test]
+fn a_running_breaker_keeps_its_clock() {
+    let layer = tsc_layer(Duration::from_secs(1));
+    let tokio = BreakerConfig::builder()
+        .window(Window::Count { size: 10 })
+        .minimum_calls(10)
+        .build()
+        .unwrap();
+    let err = layer.breaker().reconfigure(&tokio).unwrap_err();
+    assert_eq!((err.field(), err.value()), ("clock", "tokio"));
+    assert_eq!(layer.breaker().config().clock(), Clock::Tsc);
+}
