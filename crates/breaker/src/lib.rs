@@ -45,6 +45,12 @@
 //! [`HttpClassifier`](tower_prism_core::HttpClassifier) or a closure with
 //! [`CircuitBreakerLayer::classify`].
 //!
+//! Calls are timed (for the slow-call rate and the duration histogram) on
+//! `tokio::time::Instant` by default, so `tokio::time::pause()` drives every transition in
+//! tests; [`BreakerConfigBuilder::clock`](config::BreakerConfigBuilder::clock) with
+//! [`Clock::Tsc`](tower_prism_core::Clock::Tsc) reads the CPU's counter instead (faster, real
+//! time only).
+//!
 //! [tower]: https://docs.rs/tower
 
 pub mod config;
