@@ -258,51 +258,36 @@ impl<P: Profile> ReliabilityLayer<P> {
             policy.circuit_breaker.is_some(),
         )?;
         shape("retry", s.retry.is_some(), policy.retry.is_some())?;
-        // A running limiter keeps its clock (its buckets' times are on it): refuse a new one
-        // here, before any stage is changed, so a reload stays all-or-nothing.
+        let invalid = |section: &str, error: ConfigError| {
+            ConfigFileError::Invalid(
+                error
+                    .in_section(section)
+                    .in_section(&format!("policy.{name}")),
+            )
+        };
+        // A running limiter or breaker keeps its clock (the times it stores are on it), and
+        // a running breaker its window (its slots are allocated once): refuse a change here,
+        // before any stage is changed, so a reload stays all-or-nothing.
         if let (Some(layer), Some(config)) = (&s.rate_limit, &policy.rate_limit) {
-            let running = layer.limiter().clock();
-            if config.clock != running {
-                return Err(ConfigFileError::Invalid(
-                    ConfigError::new(
-                        "clock",
-                        format!("{:?}", config.clock).to_lowercase(),
-                        format!(
-                            "a running limiter keeps its clock ({running:?}); restart to change it"
-                        ),
-                    )
-                    .in_section("rate_limit")
-                    .in_section(&format!("policy.{name}")),
-                ));
-            }
+            config
+                .clock
+                .check_unchanged(layer.limiter().clock(), "limiter")
+                .map_err(|e| invalid("rate_limit", e))?;
         }
-        // A running breaker's window is fixed (its slots are allocated once): refuse a new
-        // one here, before any stage is changed, so a reload stays all-or-nothing.
         if let (Some(layer), Some(config)) = (&s.breaker, &policy.circuit_breaker) {
-            let clock = layer.breaker().config().clock();
-            if config.clock() != clock {
-                return Err(ConfigFileError::Invalid(
-                    ConfigError::new(
-                        "clock",
-                        format!("{:?}", config.clock()).to_lowercase(),
-                        format!(
-                            "a running breaker keeps its clock ({clock:?}); restart to change it"
-                        ),
-                    )
-                    .in_section("circuit_breaker")
-                    .in_section(&format!("policy.{name}")),
-                ));
-            }
+            config
+                .clock()
+                .check_unchanged(layer.breaker().config().clock(), "breaker")
+                .map_err(|e| invalid("circuit_breaker", e))?;
             let running = layer.breaker().config().window();
             if config.window() != running {
-                return Err(ConfigFileError::Invalid(
+                return Err(invalid(
+                    "circuit_breaker",
                     ConfigError::new(
                         "window",
                         format!("{:?}", config.window()),
                         format!("a running breaker keeps its window ({running:?}); restart to change it"),
-                    )
-                    .in_section("circuit_breaker")
-                    .in_section(&format!("policy.{name}")),
+                    ),
                 ));
             }
         }

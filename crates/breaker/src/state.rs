@@ -744,17 +744,9 @@ impl Breaker {
     /// with a [`ConfigError`] on `window`; build a new breaker for it. The name (metric
     /// labels) stays the one the breaker was built with.
     pub fn reconfigure(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
-        let running = self.core.time.clock();
-        if config.clock() != running {
-            return Err(ConfigError::new(
-                "clock",
-                format!("{:?}", config.clock()).to_lowercase(),
-                format!(
-                    "cannot change on a running breaker (it reads {}); build a new one",
-                    format!("{running:?}").to_lowercase()
-                ),
-            ));
-        }
+        config
+            .clock()
+            .check_unchanged(self.core.time.clock(), "breaker")?;
         if config.window() != self.core.window_shape {
             return Err(ConfigError::new(
                 "window",

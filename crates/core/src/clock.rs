@@ -1,8 +1,12 @@
 //! [`Clock`]: where a component reads the time, and [`TimeSource`], the time base built
 //! from it (nanoseconds since an epoch, as plain `u64`s for atomic state).
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+
+use crate::ConfigError;
 
 /// Where a component reads the time (the rate limiter's buckets use it). Chosen when the
 /// component is built; a running one keeps its clock.
@@ -32,6 +36,35 @@ pub enum Clock {
     Tsc,
 }
 
+impl Clock {
+    /// Its name in config files: `"tokio"` or `"tsc"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Clock::Tokio => "tokio",
+            Clock::Tsc => "tsc",
+        }
+    }
+
+    /// Refuses to move a running `what` (a component whose state is kept on the `running`
+    /// clock) to this clock: its stored times would mean nothing on the other one.
+    pub fn check_unchanged(self, running: Clock, what: &str) -> Result<(), ConfigError> {
+        if self == running {
+            return Ok(());
+        }
+        Err(ConfigError::new(
+            "clock",
+            self,
+            format!("a running {what} keeps its clock ({running}); build a new one to change it"),
+        ))
+    }
+}
+
+impl fmt::Display for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A time base: nanoseconds since it was made, read from the chosen [`Clock`].
 pub struct TimeSource(Source);
 
@@ -40,8 +73,8 @@ enum Source {
     Tsc { clock: quanta::Clock, epoch: u64 },
 }
 
-impl std::fmt::Debug for TimeSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for TimeSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("TimeSource").field(&self.clock()).finish()
     }
 }

@@ -506,16 +506,7 @@ impl RateLimiter {
     pub fn reconfigure(&self, config: &RateLimitConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let shared = &*self.shared;
-        if config.clock != self.clock() {
-            return Err(ConfigError::new(
-                "clock",
-                format!("{:?}", config.clock).to_lowercase(),
-                format!(
-                    "a running limiter keeps its clock ({}); restart to change it",
-                    format!("{:?}", self.clock()).to_lowercase()
-                ),
-            ));
-        }
+        config.clock.check_unchanged(self.clock(), "limiter")?;
         let mut quota = config.quota();
         let mut rate = quota.per_second();
         if let Some(adaptive) = &shared.adaptive {
