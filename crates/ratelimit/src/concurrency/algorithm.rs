@@ -184,6 +184,7 @@ mod tests {
             max_limit: max,
             max_wait: None,
             algorithm,
+            clock: tower_prism_core::Clock::Tokio,
         }
     }
 
