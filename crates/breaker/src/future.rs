@@ -6,10 +6,10 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tower_prism_core::Classify;
+use tower_prism_core::{Classify, Moment};
 
 use crate::error::{BoxError, Error};
-use crate::state::{At, Breaker, Permit};
+use crate::state::{Breaker, Permit};
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](crate::CircuitBreaker): either the inner
@@ -40,7 +40,7 @@ pin_project! {
 struct PermitGuard {
     breaker: Breaker,
     permit: Option<Permit>,
-    start: At,
+    start: Moment,
 }
 
 impl Drop for PermitGuard {
@@ -57,7 +57,7 @@ impl<F, C> ResponseFuture<F, C> {
         breaker: Breaker,
         permit: Permit,
         classifier: C,
-        start: At,
+        start: Moment,
     ) -> Self {
         ResponseFuture {
             kind: Kind::Called {
@@ -98,7 +98,7 @@ where
                 if let Some(permit) = guard.permit.take() {
                     let now = guard.breaker.now_at();
                     let outcome = classifier.classify(result.as_ref());
-                    let elapsed = Breaker::elapsed(guard.start, now);
+                    let elapsed = guard.start.elapsed_to(now);
                     guard.breaker.record_at(permit, outcome, elapsed, now);
                 }
                 Poll::Ready(result.map_err(Into::into))

@@ -18,7 +18,7 @@ use tower_prism_core::sync::{
     Arc, AtomicBool, AtomicU32, AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
-use tower_prism_core::{Clock, ConfigError, HealthSignal, Outcome, TimeSource};
+use tower_prism_core::{ConfigError, HealthSignal, Moment, Outcome, TimeSource};
 
 use crate::config::{BreakerConfig, Window};
 use crate::window::{CountWindow, Counts, SlidingWindow, TimeWindow};
@@ -293,14 +293,6 @@ struct Control {
     config: BreakerConfig,
 }
 
-/// A moment on a breaker's clock: a tokio reading, turned into the breaker's nanoseconds only
-/// where they are needed (open waits, time windows), or nanoseconds already (TSC clock).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum At {
-    Tokio(Instant),
-    Nanos(u64),
-}
-
 struct Core {
     name: String,
     time: TimeSource,
@@ -422,30 +414,14 @@ impl Breaker {
 
     /// Now, on the breaker's clock.
     #[inline]
-    pub(crate) fn now_at(&self) -> At {
-        match self.core.time.clock() {
-            Clock::Tokio => At::Tokio(Instant::now()),
-            Clock::Tsc => At::Nanos(self.core.time.now()),
-        }
-    }
-
-    /// The time from `start` to `end` (both from [`now_at`](Self::now_at)).
-    #[inline]
-    pub(crate) fn elapsed(start: At, end: At) -> Duration {
-        match (start, end) {
-            (At::Tokio(a), At::Tokio(b)) => b.saturating_duration_since(a),
-            (At::Nanos(a), At::Nanos(b)) => Duration::from_nanos(b.saturating_sub(a)),
-            _ => Duration::ZERO,
-        }
+    pub(crate) fn now_at(&self) -> Moment {
+        self.core.time.moment()
     }
 
     /// `at` in the breaker's nanoseconds.
     #[inline]
-    fn nanos(&self, at: At) -> u64 {
-        match at {
-            At::Tokio(now) => self.nanos_at(now),
-            At::Nanos(n) => n,
-        }
+    fn nanos(&self, at: Moment) -> u64 {
+        self.core.time.nanos_of(at)
     }
 
     fn lock(&self) -> MutexGuard<'_, Control> {
@@ -454,12 +430,12 @@ impl Breaker {
 
     /// Asks to make a call at `now`. `Err(retry_after)` means the call is rejected.
     pub fn acquire(&self, now: Instant) -> Result<Permit, Duration> {
-        self.acquire_at(At::Tokio(now))
+        self.acquire_at(Moment::Tokio(now))
     }
 
     /// [`acquire`](Self::acquire) at a moment on the breaker's clock.
     #[inline]
-    pub(crate) fn acquire_at(&self, now: At) -> Result<Permit, Duration> {
+    pub(crate) fn acquire_at(&self, now: Moment) -> Result<Permit, Duration> {
         let core = &*self.core;
         loop {
             let (generation, state) = unpack_state(core.state.load(Acquire));
@@ -552,12 +528,18 @@ impl Breaker {
 
     /// Records the outcome of a call made with `permit`, which took `elapsed` and ended at `now`.
     pub fn record(&self, permit: Permit, outcome: Outcome, elapsed: Duration, now: Instant) {
-        self.record_at(permit, outcome, elapsed, At::Tokio(now));
+        self.record_at(permit, outcome, elapsed, Moment::Tokio(now));
     }
 
     /// [`record`](Self::record) at a moment on the breaker's clock.
     #[inline]
-    pub(crate) fn record_at(&self, permit: Permit, outcome: Outcome, elapsed: Duration, now: At) {
+    pub(crate) fn record_at(
+        &self,
+        permit: Permit,
+        outcome: Outcome,
+        elapsed: Duration,
+        now: Moment,
+    ) {
         let core = &*self.core;
         core.metrics.calls(outcome).increment(1);
         core.metrics.duration.record(elapsed.as_secs_f64());
@@ -573,7 +555,7 @@ impl Breaker {
         }
     }
 
-    fn record_closed(&self, generation: u64, failure: bool, slow: bool, now: At) {
+    fn record_closed(&self, generation: u64, failure: bool, slow: bool, now: Moment) {
         let core = &*self.core;
         if core.state.load(Acquire) != pack_state(generation, State::Closed) {
             return; // the breaker moved on while this call ran
@@ -620,7 +602,7 @@ impl Breaker {
         }
     }
 
-    fn record_probe(&self, generation: u64, failure: bool, slow: bool, now: At) {
+    fn record_probe(&self, generation: u64, failure: bool, slow: bool, now: Moment) {
         let core = &*self.core;
         let limit = u64::from(core.params.probes.load(Relaxed));
         let updated = core.half_open.fetch_update(AcqRel, Acquire, |word| {
@@ -658,7 +640,7 @@ impl Breaker {
 
     /// Moves from the state of `generation` to `to`; does nothing if another transition
     /// happened first.
-    fn transition_from(&self, generation: u64, to: State, now: At) -> bool {
+    fn transition_from(&self, generation: u64, to: State, now: Moment) -> bool {
         let mut control = self.lock();
         let (current, _) = unpack_state(self.core.state.load(Acquire));
         if current != generation {
@@ -668,7 +650,7 @@ impl Breaker {
         true
     }
 
-    fn transition_locked(&self, control: &mut Control, to: State, now: At) {
+    fn transition_locked(&self, control: &mut Control, to: State, now: Moment) {
         let core = &*self.core;
         let (generation, from) = unpack_state(core.state.load(Acquire));
         let next = generation.wrapping_add(1) & (u64::MAX >> 8);

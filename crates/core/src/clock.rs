@@ -65,6 +65,32 @@ impl fmt::Display for Clock {
     }
 }
 
+/// A moment read from a [`TimeSource`]: a tokio reading, turned into nanoseconds only
+/// where they are needed, or nanoseconds already (TSC clock). Measuring a call with two of
+/// them costs the tokio clock nothing over two `Instant`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// Read from the tokio clock.
+    Tokio(Instant),
+    /// Nanoseconds since the time source's epoch.
+    Nanos(u64),
+}
+
+impl Moment {
+    /// The time from `self` to `later` (zero if `later` is earlier, or if the two come from
+    /// different clocks).
+    #[inline]
+    pub fn elapsed_to(self, later: Moment) -> std::time::Duration {
+        match (self, later) {
+            (Moment::Tokio(a), Moment::Tokio(b)) => b.saturating_duration_since(a),
+            (Moment::Nanos(a), Moment::Nanos(b)) => {
+                std::time::Duration::from_nanos(b.saturating_sub(a))
+            }
+            _ => std::time::Duration::ZERO,
+        }
+    }
+}
+
 /// A time base: nanoseconds since it was made, read from the chosen [`Clock`].
 pub struct TimeSource(Source);
 
@@ -110,6 +136,26 @@ impl TimeSource {
         match &self.0 {
             Source::Tokio { epoch } => since(*epoch, Instant::now()),
             Source::Tsc { clock, epoch } => clock.delta_as_nanos(*epoch, clock.raw()),
+        }
+    }
+
+    /// Now, as a [`Moment`] (on the tokio clock, an `Instant` not yet converted).
+    #[inline]
+    pub fn moment(&self) -> Moment {
+        match &self.0 {
+            Source::Tokio { .. } => Moment::Tokio(Instant::now()),
+            Source::Tsc { clock, epoch } => {
+                Moment::Nanos(clock.delta_as_nanos(*epoch, clock.raw()))
+            }
+        }
+    }
+
+    /// `moment` in nanoseconds since the epoch.
+    #[inline]
+    pub fn nanos_of(&self, moment: Moment) -> u64 {
+        match moment {
+            Moment::Tokio(now) => self.at(now),
+            Moment::Nanos(nanos) => nanos,
         }
     }
 

@@ -28,7 +28,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod sync;
 
-pub use clock::{Clock, TimeSource};
+pub use clock::{Clock, Moment, TimeSource};
 pub use config::ConfigError;
 pub use health::{HealthReader, HealthSignal, HealthStats};
 pub use outcome::{Classify, DefaultClassifier, HttpClassifier, Outcome};

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower_prism_core::config::ConfigError;
 use tower_prism_core::metrics::{ratelimit as names, LABEL_NAME, LABEL_REASON};
-use tower_prism_core::{Outcome, TimeSource};
+use tower_prism_core::{Moment, Outcome, TimeSource};
 
 use super::algorithm::{LimitState, Sample};
 use super::config::ConcurrencyConfig;
@@ -104,7 +104,7 @@ pub struct Permit {
     in_flight: u32,
     /// When the call started, on the limiter's clock; `None` if the algorithm does not use
     /// latency.
-    start: Option<u64>,
+    start: Option<Moment>,
 }
 
 impl fmt::Debug for Permit {
@@ -303,8 +303,10 @@ impl Shared {
     /// The time now on the limiter's clock, if the algorithm uses latency (a clock read
     /// costs 10-25 ns).
     #[inline]
-    fn now(&self) -> Option<u64> {
-        self.timed.load(Ordering::Relaxed).then(|| self.time.now())
+    fn now(&self) -> Option<Moment> {
+        self.timed
+            .load(Ordering::Relaxed)
+            .then(|| self.time.moment())
     }
 
     /// Sets the permits' limit from the algorithm (called with the state lock held, so
@@ -372,7 +374,7 @@ impl Permit {
     /// finished after a reconfiguration to one that uses it, is released without a sample.)
     pub fn finish(self, outcome: Outcome) {
         let latency = match self.start {
-            Some(start) => Duration::from_nanos(self.shared.time.now().saturating_sub(start)),
+            Some(start) => start.elapsed_to(self.shared.time.moment()),
             None if self.shared.timed.load(Ordering::Relaxed) => return,
             None => Duration::ZERO,
         };
