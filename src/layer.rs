@@ -265,8 +265,7 @@ impl<P: Profile> ReliabilityLayer<P> {
                     .in_section(&format!("policy.{name}")),
             )
         };
-        // A running limiter, concurrency limiter or breaker keeps its clock (the times it
-        // stores are on it), and
+        // A running limiter or breaker keeps its clock (the times it stores are on it), and
         // a running breaker its window (its slots are allocated once): refuse a change here,
         // before any stage is changed, so a reload stays all-or-nothing.
         if let (Some(layer), Some(config)) = (&s.rate_limit, &policy.rate_limit) {
@@ -274,12 +273,6 @@ impl<P: Profile> ReliabilityLayer<P> {
                 .clock
                 .check_unchanged(layer.limiter().clock(), "limiter")
                 .map_err(|e| invalid("rate_limit", e))?;
-        }
-        if let (Some(layer), Some(config)) = (&s.concurrency, &policy.concurrency_limit) {
-            config
-                .clock
-                .check_unchanged(layer.limiter().config().clock, "concurrency limiter")
-                .map_err(|e| invalid("concurrency_limit", e))?;
         }
         if let (Some(layer), Some(config)) = (&s.breaker, &policy.circuit_breaker) {
             config

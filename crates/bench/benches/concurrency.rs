@@ -17,7 +17,6 @@ use tower::limit::ConcurrencyLimit as TowerConcurrencyLimit;
 use tower::Service;
 use tower_layer::Layer;
 use tower_prism_bench::Noop;
-use tower_prism_core::Clock;
 use tower_prism_ratelimit::concurrency::{AimdConfig, ConcurrencyLimitLayer, GradientConfig};
 
 const THREADS: usize = 2;
@@ -70,13 +69,11 @@ fn prism_aimd() -> ConcurrencyLimitLayer {
         .unwrap()
 }
 
-/// The gradient times every call: on `clock`.
-fn prism_gradient(clock: Clock) -> ConcurrencyLimitLayer {
+fn prism_gradient() -> ConcurrencyLimitLayer {
     ConcurrencyLimitLayer::builder()
         .initial_limit(LIMIT)
         .limits(LIMIT, LIMIT * 2)
         .gradient(GradientConfig::default())
-        .clock(clock)
         .build()
         .unwrap()
 }
@@ -115,12 +112,12 @@ fn per_call(c: &mut Criterion) {
     ] {
         let mut group = c.benchmark_group(group_name);
         bench(&mut group, "prism_aimd", threads, prism_aimd().layer(Noop));
-        for (name, clock) in [
-            ("prism_gradient", Clock::Tokio),
-            ("prism_gradient_tsc", Clock::Tsc),
-        ] {
-            bench(&mut group, name, threads, prism_gradient(clock).layer(Noop));
-        }
+        bench(
+            &mut group,
+            "prism_gradient",
+            threads,
+            prism_gradient().layer(Noop),
+        );
         bench(&mut group, "tower", threads, tower_limit.clone());
         group.finish();
     }

@@ -16,7 +16,7 @@ use tokio::time::sleep;
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
 use tower::{service_fn, Service, ServiceExt};
 use tower_layer::Layer;
-use tower_prism_core::{Clock, DefaultClassifier, Outcome};
+use tower_prism_core::{DefaultClassifier, Outcome};
 use tower_prism_ratelimit::concurrency::{
     AimdConfig, ConcurrencyConfig, ConcurrencyError, ConcurrencyLimit, ConcurrencyLimitLayer,
     ConcurrencyLimiter, GradientConfig,
@@ -323,42 +323,6 @@ async fn aimd_treats_slow_calls_as_overload() {
     // Calls at the threshold, using the whole limit, are healthy and raise it.
     assert_eq!(batch(&svc, 5, job(50, false)).await, (5, 0, 0));
     assert!(limiter.snapshot().limit > 5, "{:?}", limiter.snapshot());
-}
-
-/// A call that takes 80 ms of paused tokio time is slow on the tokio clock (the limit is
-/// halved) and not on the TSC clock, which times it in real time.
-#[tokio::test(start_paused = true)]
-async fn the_clock_setting_decides_how_calls_are_timed() {
-    for (clock, limit_after) in [(Clock::Tokio, 5), (Clock::Tsc, 10)] {
-        let layer = ConcurrencyLimitLayer::builder()
-            .initial_limit(10)
-            .limits(1, 10)
-            .aimd(AimdConfig {
-                backoff_ratio: 0.5,
-                latency_threshold: Some(Duration::from_millis(50)),
-                ..AimdConfig::default()
-            })
-            .clock(clock)
-            .build()
-            .unwrap();
-        let limiter = layer.limiter().clone();
-        let svc = layer.layer(sleeper());
-        assert_eq!(batch(&svc, 1, job(80, false)).await, (1, 0, 0));
-        assert_eq!(limiter.snapshot().limit, limit_after, "{clock}");
-        // A running limiter keeps its clock.
-        let other = if clock == Clock::Tsc {
-            Clock::Tokio
-        } else {
-            Clock::Tsc
-        };
-        let err = limiter
-            .reconfigure(ConcurrencyConfig {
-                clock: other,
-                ..limiter.config()
-            })
-            .unwrap_err();
-        assert_eq!(err.field(), "clock");
-    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -184,7 +184,6 @@ mod tests {
             max_limit: max,
             max_wait: None,
             algorithm,
-            clock: tower_prism_core::Clock::Tokio,
         }
     }
 

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tower_prism_core::config::{check_duration, check_nonzero, check_ratio, ConfigError};
-use tower_prism_core::Clock;
 
 /// A concurrency limiter's settings, as read from a config file.
 ///
@@ -53,10 +52,6 @@ pub struct ConcurrencyConfig {
     /// How the limit follows the calls' latency and outcomes (default AIMD).
     #[serde(default)]
     pub algorithm: LimitAlgorithm,
-    /// Where calls are timed, when the algorithm uses latency: `"tokio"` (the default,
-    /// follows paused test time) or `"tsc"`; see [`Clock`].
-    #[serde(default)]
-    pub clock: Clock,
 }
 
 fn default_initial() -> u32 {
@@ -77,7 +72,6 @@ impl Default for ConcurrencyConfig {
             max_limit: default_max(),
             max_wait: None,
             algorithm: LimitAlgorithm::default(),
-            clock: Clock::Tokio,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 use tower_prism_core::config::ConfigError;
-use tower_prism_core::{Clock, DefaultClassifier};
+use tower_prism_core::DefaultClassifier;
 
 use super::config::{AimdConfig, ConcurrencyConfig, GradientConfig, LimitAlgorithm};
 use super::limiter::ConcurrencyLimiter;
@@ -113,12 +113,6 @@ impl ConcurrencyLimitBuilder {
     /// Moves the limit by the latency gradient.
     pub fn gradient(mut self, gradient: GradientConfig) -> Self {
         self.config.algorithm = LimitAlgorithm::Gradient(gradient);
-        self
-    }
-
-    /// Where calls are timed when the algorithm uses latency (default [`Clock::Tokio`]).
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.config.clock = clock;
         self
     }
 

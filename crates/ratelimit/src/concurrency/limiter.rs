@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower_prism_core::config::ConfigError;
 use tower_prism_core::metrics::{ratelimit as names, LABEL_NAME, LABEL_REASON};
-use tower_prism_core::{Moment, Outcome, TimeSource};
+use tower_prism_core::Outcome;
 
 use super::algorithm::{LimitState, Sample};
 use super::config::ConcurrencyConfig;
@@ -54,8 +54,6 @@ struct Shared {
     waiters: AtomicUsize,
     notify: Notify,
     metrics: Metrics,
-    /// Where calls are timed (when `timed`).
-    time: TimeSource,
 }
 
 /// Keeps a value on cache lines of its own (no false sharing with its neighbours).
@@ -102,9 +100,8 @@ pub struct ConcurrencySnapshot {
 pub struct Permit {
     shared: Arc<Shared>,
     in_flight: u32,
-    /// When the call started, on the limiter's clock; `None` if the algorithm does not use
-    /// latency.
-    start: Option<Moment>,
+    /// When the call started; `None` if the algorithm does not use latency.
+    start: Option<Instant>,
 }
 
 impl fmt::Debug for Permit {
@@ -135,7 +132,6 @@ impl ConcurrencyLimiter {
         let state = LimitState::new(&config);
         let timed = state.uses_latency();
         let skip = idle_skip(&state);
-        let time = TimeSource::new(config.clock);
         metrics.limit.set(f64::from(state.limit()));
         Ok(ConcurrencyLimiter {
             shared: Arc::new(Shared {
@@ -149,7 +145,6 @@ impl ConcurrencyLimiter {
                 notify: Notify::new(),
                 metrics,
                 name,
-                time,
             }),
         })
     }
@@ -215,9 +210,6 @@ impl ConcurrencyLimiter {
     /// and requests in flight keep their permits.
     pub fn reconfigure(&self, config: ConcurrencyConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        config
-            .clock
-            .check_unchanged(self.shared.time.clock(), "concurrency limiter")?;
         let mut state = lock(&self.shared.state.0);
         state.reconfigure(&config);
         self.shared
@@ -300,13 +292,10 @@ impl ConcurrencyLimiter {
 }
 
 impl Shared {
-    /// The time now on the limiter's clock, if the algorithm uses latency (a clock read
-    /// costs 10-25 ns).
+    /// The time now, if the algorithm uses latency (a clock read costs tens of ns).
     #[inline]
-    fn now(&self) -> Option<Moment> {
-        self.timed
-            .load(Ordering::Relaxed)
-            .then(|| self.time.moment())
+    fn now(&self) -> Option<Instant> {
+        self.timed.load(Ordering::Relaxed).then(Instant::now)
     }
 
     /// Sets the permits' limit from the algorithm (called with the state lock held, so
@@ -374,7 +363,7 @@ impl Permit {
     /// finished after a reconfiguration to one that uses it, is released without a sample.)
     pub fn finish(self, outcome: Outcome) {
         let latency = match self.start {
-            Some(start) => start.elapsed_to(self.shared.time.moment()),
+            Some(start) => start.elapsed(),
             None if self.shared.timed.load(Ordering::Relaxed) => return,
             None => Duration::ZERO,
         };
