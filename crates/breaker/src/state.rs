@@ -406,21 +406,15 @@ impl Breaker {
         &self.core.window
     }
 
-    /// Nanoseconds since the breaker was built at `now` (with [`Clock::Tsc`], the counter
-    /// read anew).
-    fn nanos_at(&self, now: Instant) -> u64 {
-        self.core.time.at(now)
-    }
-
     /// Now, on the breaker's clock.
     #[inline]
     pub(crate) fn now_at(&self) -> Moment {
         self.core.time.moment()
     }
 
-    /// `at` in the breaker's nanoseconds.
+    /// `at` in nanoseconds since the breaker was built.
     #[inline]
-    fn nanos(&self, at: Moment) -> u64 {
+    fn nanos_of(&self, at: Moment) -> u64 {
         self.core.time.nanos_of(at)
     }
 
@@ -455,7 +449,7 @@ impl Breaker {
                 State::ForcedOpen => return Err(self.reject(self.wait())),
                 State::Open => {
                     let until = core.open_until.load(Acquire);
-                    let at = self.nanos(now);
+                    let at = self.nanos_of(now);
                     if at < until {
                         return Err(self.reject(Duration::from_nanos(until - at)));
                     }
@@ -562,7 +556,7 @@ impl Breaker {
         }
         let window = self.window();
         let at = match window {
-            SlidingWindow::Time(_) => self.nanos(now),
+            SlidingWindow::Time(_) => self.nanos_of(now),
             SlidingWindow::Count(_) => 0, // a count window does not need the time
         };
         let counts = window.record(failure, slow, at);
@@ -663,7 +657,7 @@ impl Breaker {
                 let wait = (wait as u64).max(1);
                 control.reopens = control.reopens.saturating_add(1);
                 core.open_until
-                    .store(self.nanos(now).saturating_add(wait), Release);
+                    .store(self.nanos_of(now).saturating_add(wait), Release);
             }
             State::HalfOpen => core.half_open.store(Probes::fresh(next).pack(), Release),
             State::Closed => {
@@ -771,13 +765,13 @@ impl Breaker {
                 slow: p.slow as u32,
             }
         } else {
-            self.window().counts(self.nanos_at(now))
+            self.window().counts(self.nanos_of(Moment::Tokio(now)))
         };
         let retry_after = match state {
             State::Open => Some(Duration::from_nanos(
                 core.open_until
                     .load(Acquire)
-                    .saturating_sub(self.nanos_at(now)),
+                    .saturating_sub(self.nanos_of(Moment::Tokio(now))),
             )),
             State::ForcedOpen => Some(self.wait()),
             _ => None,

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tower_prism_core::config::{check_duration, check_nonzero, ConfigError};
+use tower_prism_core::Clock;
 
 use crate::adaptive::AdaptiveConfig;
 use crate::bucket::Quota;
-use tower_prism_core::Clock;
 
 /// A rate limiter's settings, as read from a config file.
 ///

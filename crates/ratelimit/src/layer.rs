@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 use tower_prism_core::config::ConfigError;
+use tower_prism_core::Clock;
 use tower_prism_core::HealthSignal;
 
 use crate::adaptive::AdaptiveConfig;
@@ -12,7 +13,6 @@ use crate::config::RateLimitConfig;
 use crate::limiter::RateLimiter;
 use crate::policy::{KeyBy, PriorityBy, SamePriority, UnitWeight, Unkeyed, WeightBy};
 use crate::service::RateLimit;
-use tower_prism_core::Clock;
 
 /// Applies a rate limit to a service. Every service this layer makes shares one limiter.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
 use tokio::time::Instant;
+use tower_prism_core::clock::{Clock, TimeSource};
 use tower_prism_core::config::ConfigError;
 use tower_prism_core::metrics::{ratelimit as names, LABEL_NAME, LABEL_REASON};
 use tower_prism_core::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
@@ -20,7 +21,6 @@ use crate::bucket::{Denied, Quota};
 use crate::config::RateLimitConfig;
 use crate::error::Error;
 use crate::queue::{BucketId, Push, WaitQueue};
-use tower_prism_core::clock::{Clock, TimeSource};
 
 struct Metrics {
     admitted: Counter,

@@ -54,6 +54,13 @@ pub enum Error {
     /// A copy of a replayed request body was polled after the body went over its limit.
     #[error("request body was over its replay limit and cannot be sent again")]
     BodyNotReplayable,
+    /// The [`ReplayRequest`](crate::ReplayRequest) gave no copy for a retry that its
+    /// `can_replay` had allowed (the two answers must agree for one request).
+    #[error("the request could not be copied for retry attempt {attempt}: replay refused what can_replay allowed")]
+    ReplayRefused {
+        /// The attempt that could not be sent.
+        attempt: u32,
+    },
 }
 
 impl Error {

@@ -201,9 +201,8 @@ where
                     };
                     let Some(request) = request else {
                         // Only if `replay` contradicts the `can_replay` that planned this retry.
-                        return Poll::Ready(Err(
-                            "the request could not be copied for a retry (replay refused after can_replay agreed)".into(),
-                        ));
+                        let attempt = *this.attempt + 1;
+                        return Poll::Ready(Err(Box::new(Error::ReplayRefused { attempt })));
                     };
                     *this.attempt += 1;
                     let future = this.service.call(request);

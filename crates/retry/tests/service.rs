@@ -7,7 +7,9 @@ use tokio::time::{advance, Instant};
 use tower::{service_fn, BoxError, Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::{HttpClassifier, Outcome};
-use tower_prism_retry::{Backoff, BudgetConfig, Error, Jitter, RetryConfig, RetryLayer};
+use tower_prism_retry::{
+    Backoff, BudgetConfig, Error, Jitter, ReplayRequest, RetryConfig, RetryLayer,
+};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -472,6 +474,40 @@ async fn clone_request_closure_decides_what_is_retried() {
         .await
         .unwrap_err();
     assert_eq!(log.count(), 4);
+}
+
+/// A `ReplayRequest` whose `replay` goes back on its `can_replay` gets a typed error for the
+/// retry it could not send, not a panic or a hang.
+#[tokio::test(start_paused = true)]
+async fn a_replay_that_contradicts_can_replay_is_a_typed_error() {
+    #[derive(Clone)]
+    struct Fickle(Arc<Mutex<u32>>);
+    impl ReplayRequest<u32> for Fickle {
+        fn replay(&self, req: &u32) -> Option<u32> {
+            let mut copies = self.0.lock().unwrap();
+            *copies += 1;
+            (*copies == 1).then_some(*req) // the template only
+        }
+        fn can_replay(&self, _req: &u32) -> bool {
+            true
+        }
+    }
+    let log = Log::default();
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .backoff(Backoff::none())
+        .no_budget()
+        .clone_request(Fickle(Arc::default()))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(flaky(log.clone(), 5));
+    let err = run(&mut svc, 7).await.unwrap_err();
+    let err = err.downcast_ref::<Error>().expect("a retry error");
+    assert!(
+        matches!(err, Error::ReplayRefused { attempt: 2 }),
+        "{err:?}"
+    );
+    assert_eq!(log.count(), 1);
 }
 
 #[tokio::test(start_paused = true)]
