@@ -36,7 +36,7 @@ impl ConfigError {
     ) -> Self {
         ConfigError {
             field: field.into(),
-            value: value.to_string(),
+            value: quote_bounded(&value.to_string(), MAX_QUOTED),
             reason: reason.into(),
         }
     }
@@ -60,6 +60,68 @@ impl ConfigError {
     /// Why the value is wrong.
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+}
+
+/// The most characters of a bad value an error quotes; longer values are cut to a prefix
+/// and their length, so a 10 MB config value cannot make a 10 MB error or log line.
+pub const MAX_QUOTED: usize = 64;
+
+/// The longest duration any setting accepts (366 days): a rate period of a year is a real
+/// quota, anything longer is a typo. Components document tighter bounds per field.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+/// The largest size or count any setting accepts (2^24 = 16,777,216): queue sizes, window
+/// sizes, key caps. Components document tighter bounds per field.
+pub const MAX_SIZE: u64 = 1 << 24;
+
+/// `text` whole when it has at most `max` characters, otherwise its first `max` characters,
+/// an ellipsis and its length in bytes: what an error or log line may quote of user input.
+///
+/// ```
+/// use tower_prism_core::config::quote_bounded;
+///
+/// assert_eq!(quote_bounded("250ms", 64), "250ms");
+/// assert_eq!(quote_bounded(&"x".repeat(1000), 4), "xxxx... (1000 bytes)");
+/// ```
+pub fn quote_bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// Checks a duration against an upper bound (use [`MAX_DURATION`] where the field has no
+/// tighter one of its own).
+pub fn check_duration_at_most(
+    field: &'static str,
+    value: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    if value <= max {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(
+            field,
+            humantime::format_duration(value),
+            format!("must be at most {}", humantime::format_duration(max)),
+        ))
+    }
+}
+
+/// Checks a size or count against an upper bound (use [`MAX_SIZE`] where the field has no
+/// tighter one of its own).
+pub fn check_size_at_most<T>(field: &'static str, value: T, max: u64) -> Result<T, ConfigError>
+where
+    T: Copy + TryInto<u64> + fmt::Display,
+{
+    match value.try_into() {
+        Ok(v) if v <= max => Ok(value),
+        _ => Err(ConfigError::new(
+            field,
+            value,
+            format!("must be at most {max}"),
+        )),
     }
 }
 
@@ -131,6 +193,7 @@ pub mod duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(&text).map_err(|e| {
+            let text = super::quote_bounded(&text, super::MAX_QUOTED);
             de::Error::custom(format!(
                 "invalid duration {text:?}: {e} (write e.g. \"250ms\", \"2s\", \"1m 30s\")"
             ))
@@ -219,5 +282,30 @@ mod tests {
         assert!(check_positive("p", 0.0).is_err());
         assert!(check_positive("p", f64::NAN).is_err());
         assert_eq!(check_positive("p", 2.5), Ok(2.5));
+        let day = Duration::from_secs(86_400);
+        assert!(check_duration_at_most("d", day, day).is_ok());
+        let err = check_duration_at_most("d", day * 2, day).unwrap_err();
+        assert_eq!(err.reason(), "must be at most 1day");
+        assert_eq!(check_size_at_most("n", 5usize, 5), Ok(5));
+        let err = check_size_at_most("n", u64::MAX, MAX_SIZE).unwrap_err();
+        assert_eq!(err.value(), "18446744073709551615");
+    }
+
+    #[test]
+    fn errors_quote_a_bounded_prefix_of_huge_values() {
+        let huge = "9".repeat(5_000_000);
+        let err = ConfigError::new("rate", &huge, "must be a number");
+        assert!(
+            err.to_string().len() < 200,
+            "{} bytes",
+            err.to_string().len()
+        );
+        assert!(err.value().ends_with("(5000000 bytes)"), "{}", err.value());
+        let text = format!("wait = \"{}\"", "5".repeat(5_000_000));
+        // (toml's Display also prints the source line: the facade bounds that)
+        let err = toml::from_str::<Sample>(&text).unwrap_err();
+        assert!(err.message().len() < 1_000, "{} bytes", err.message().len());
+        // a multi-byte character is never cut in half
+        assert_eq!(quote_bounded("ééé", 2), "éé... (6 bytes)");
     }
 }
