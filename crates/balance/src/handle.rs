@@ -201,10 +201,11 @@ where
 }
 
 impl<K, S> BalanceHandle<K, S> {
-    /// Applies a new config to the running balancer (hot reload): strategy, latency estimate,
-    /// ejection rules and health-check timing. Endpoints, their statistics and current
-    /// ejections stay. Invalid configs are rejected and change nothing.
-    pub fn reconfigure(&self, config: &BalanceConfig) -> Result<(), ConfigError> {
+    /// Checks, without applying anything, whether [`reconfigure`](Self::reconfigure) would
+    /// accept `config` on this running balancer: the config is valid and the balancer can run
+    /// it (`consistent_hash` needs a `key_fn` given to the builder). A reload that spans
+    /// several stages calls this on each before it changes any.
+    pub fn check(&self, config: &BalanceConfig) -> Result<(), ConfigError> {
         config.validate()?;
         if config.strategy == Strategy::ConsistentHash && !self.shared.has_key_fn {
             return Err(ConfigError::new(
@@ -213,6 +214,15 @@ impl<K, S> BalanceHandle<K, S> {
                 "needs a key_fn on the balancer builder",
             ));
         }
+        Ok(())
+    }
+
+    /// Applies a new config to the running balancer (hot reload): strategy, latency estimate,
+    /// ejection rules and health-check timing. Endpoints, their statistics and current
+    /// ejections stay. A config that [`check`](Self::check) refuses is rejected and changes
+    /// nothing.
+    pub fn reconfigure(&self, config: &BalanceConfig) -> Result<(), ConfigError> {
+        self.check(config)?;
         self.shared.policy.apply(config);
         *self.shared.config.lock().unwrap_or_else(|e| e.into_inner()) = config.clone();
         tracing::info!(balancer = %self.shared.policy.name, strategy = ?config.strategy, "balancer reconfigured");

@@ -198,6 +198,34 @@ async fn consistent_hash_needs_a_key_fn() {
     assert!(b.handle().reconfigure(&config).is_err());
 }
 
+#[tokio::test(start_paused = true)]
+async fn check_refuses_what_reconfigure_refuses_and_changes_nothing() {
+    let b = balance(Strategy::RoundRobin, &eps(1));
+    let handle = b.handle();
+    let hash = BalanceConfig {
+        strategy: Strategy::ConsistentHash,
+        ..Default::default()
+    };
+    assert_eq!(handle.check(&hash).unwrap_err().field(), "strategy");
+    let mut bad = BalanceConfig::default();
+    bad.outlier.max_ejection_percent = 101;
+    assert_eq!(
+        handle.check(&bad).unwrap_err().field(),
+        "outlier.max_ejection_percent"
+    );
+    let good = BalanceConfig {
+        strategy: Strategy::LeastRequests,
+        ..Default::default()
+    };
+    handle.check(&good).unwrap();
+    assert_eq!(
+        handle.snapshot().strategy,
+        Strategy::RoundRobin,
+        "check applies nothing"
+    );
+    assert_eq!(handle.config().strategy, Strategy::RoundRobin);
+}
+
 fn ejecting(strategy: Strategy, max_percent: u32) -> BalanceConfig {
     BalanceConfig {
         strategy,
