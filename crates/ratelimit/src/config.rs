@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tower_prism_core::config::{check_duration, check_nonzero, ConfigError};
+use tower_prism_core::config::{
+    check_duration, check_duration_at_most, check_nonzero, check_size_at_most, ConfigError,
+    MAX_DURATION, MAX_SIZE,
+};
 use tower_prism_core::Clock;
 
 use crate::adaptive::AdaptiveConfig;
@@ -33,29 +36,39 @@ pub struct RateLimitConfig {
     /// (rounded up, so never faster than asked); a rate that this would change by more than
     /// 1% (above about 10^7 per second unless it divides the period) is refused.
     pub rate: u32,
-    /// The period `rate` is counted over (default one second).
+    /// The period `rate` is counted over (default one second); at most
+    /// [`MAX_PERIOD`](Self::MAX_PERIOD) (366 days).
     #[serde(
         default = "default_period",
         with = "tower_prism_core::config::duration"
     )]
     pub period: Duration,
-    /// Tokens the bucket holds when full; defaults to `rate`.
+    /// Tokens the bucket holds when full; defaults to `rate`. Any `u32`, as long as a full
+    /// burst refills within [`MAX_REFILL`](Self::MAX_REFILL) (100 years) at the rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
-    /// Requests that may wait for a token; 0 (the default) rejects at once.
+    /// Requests that may wait for a token; 0 (the default) rejects at once. At most
+    /// [`MAX_QUEUE_SIZE`](Self::MAX_QUEUE_SIZE) (65,536).
     #[serde(default)]
     pub queue_size: usize,
-    /// The longest a request waits in the queue; required when `queue_size` > 0.
+    /// The longest a request waits in the queue; required when `queue_size` > 0, at most
+    /// [`MAX_WAIT`](Self::MAX_WAIT) (one minute). A request that could not be admitted
+    /// within it (counting the waiters ahead of it) is refused at once with
+    /// [`Error::RateLimited`](crate::Error::RateLimited) instead of queued; one that is
+    /// queued leaves the queue, admitted or refused, by then (give or take the timer's
+    /// millisecond resolution).
     #[serde(
         default,
         with = "tower_prism_core::config::option_duration",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_wait: Option<Duration>,
-    /// Keys a per-key limiter tracks at most.
+    /// Keys a per-key limiter tracks at most; at most
+    /// [`MAX_KEYS`](Self::MAX_KEYS) (2^24 = 16,777,216).
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
-    /// A key whose bucket has been full this long is forgotten.
+    /// A key whose bucket has been full this long is forgotten; at most
+    /// [`MAX_IDLE_TIMEOUT`](Self::MAX_IDLE_TIMEOUT) (366 days).
     #[serde(default = "default_idle", with = "tower_prism_core::config::duration")]
     pub idle_timeout: Duration,
     /// Adaptive rate bounds and reactions (the health signal is given in code).
@@ -66,10 +79,6 @@ pub struct RateLimitConfig {
     #[serde(default)]
     pub clock: Clock,
 }
-
-/// The longest period, and the longest time a full burst may take to refill: far above
-/// any sensible limit, far below where nanosecond arithmetic in a `u64` could overflow.
-const MAX_SPAN: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn default_period() -> Duration {
     Duration::from_secs(1)
@@ -82,6 +91,28 @@ fn default_idle() -> Duration {
 }
 
 impl RateLimitConfig {
+    /// The longest `period` accepted: 366 days (core's
+    /// [`MAX_DURATION`](tower_prism_core::config::MAX_DURATION)), a yearly quota.
+    pub const MAX_PERIOD: Duration = MAX_DURATION;
+    /// The longest a full burst may take to refill at the configured rate (100 years):
+    /// bounds `burst` for slow rates, far from where nanosecond arithmetic could overflow.
+    pub const MAX_REFILL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    /// The largest `queue_size` accepted (65,536 waiters). A queue is for smoothing short
+    /// bursts; a longer one only turns overload into latency.
+    pub const MAX_QUEUE_SIZE: usize = 1 << 16;
+    /// The longest `max_wait` accepted (one minute): no request waits in the limiter's queue
+    /// longer than this, whatever the configuration.
+    pub const MAX_WAIT: Duration = Duration::from_secs(60);
+    /// The largest `max_keys` accepted (core's [`MAX_SIZE`], 2^24).
+    pub const MAX_KEYS: usize = MAX_SIZE as usize;
+    /// The longest `idle_timeout` accepted (366 days).
+    pub const MAX_IDLE_TIMEOUT: Duration = MAX_DURATION;
+    /// The longest `retry_after` a rejection carries (one hour). A slow rate (say one a day)
+    /// can leave the bucket empty for longer; the caller is then told to come back in an
+    /// hour (and told again, if the bucket is still empty), rather than given a wait that
+    /// no client or proxy would honour.
+    pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
     /// `rate` tokens per `period`, burst `rate`, no queue, other fields defaulted.
     pub fn new(rate: u32, period: Duration) -> Self {
         RateLimitConfig {
@@ -109,17 +140,11 @@ impl RateLimitConfig {
         if let Some(burst) = self.burst {
             check_nonzero("burst", burst)?;
         }
-        if self.period > MAX_SPAN {
-            return Err(ConfigError::new(
-                "period",
-                humantime::format_duration(self.period),
-                "must be at most 100 years",
-            ));
-        }
+        check_duration_at_most("period", self.period, Self::MAX_PERIOD)?;
         self.check_rounding()?;
         if let Some(burst) = self.burst {
             let refill = u128::from(self.quota().interval_nanos) * u128::from(burst);
-            if refill > MAX_SPAN.as_nanos() {
+            if refill > Self::MAX_REFILL.as_nanos() {
                 return Err(ConfigError::new(
                     "burst",
                     burst,
@@ -131,6 +156,7 @@ impl RateLimitConfig {
                 ));
             }
         }
+        check_size_at_most("queue_size", self.queue_size, Self::MAX_QUEUE_SIZE as u64)?;
         match (self.queue_size, self.max_wait) {
             (0, Some(wait)) => {
                 return Err(ConfigError::new(
@@ -148,15 +174,18 @@ impl RateLimitConfig {
             }
             (_, Some(wait)) => {
                 check_duration("max_wait", wait)?;
+                check_duration_at_most("max_wait", wait, Self::MAX_WAIT)?;
             }
             _ => {}
         }
         check_nonzero("max_keys", self.max_keys)?;
+        check_size_at_most("max_keys", self.max_keys, Self::MAX_KEYS as u64)?;
         check_duration("idle_timeout", self.idle_timeout)?;
+        check_duration_at_most("idle_timeout", self.idle_timeout, Self::MAX_IDLE_TIMEOUT)?;
         if let Some(adaptive) = &self.adaptive {
             adaptive.validate()?;
             let refill = 1e9 / adaptive.min_rate * f64::from(self.effective_burst());
-            if refill > MAX_SPAN.as_nanos() as f64 {
+            if refill > Self::MAX_REFILL.as_nanos() as f64 {
                 return Err(ConfigError::new(
                     "adaptive.min_rate",
                     adaptive.min_rate,
@@ -329,6 +358,96 @@ mod tests {
             }),
             "adaptive.max_rate"
         );
+    }
+
+    /// Regression (issue 10, item 8): `queue_size = 18446744073709551615` and durations of
+    /// 500000000000 years passed validation.
+    #[test]
+    fn absurd_sizes_and_durations_are_refused_beyond_their_documented_bounds() {
+        let queued = RateLimitConfig {
+            queue_size: 8,
+            max_wait: Some(Duration::from_millis(100)),
+            ..RateLimitConfig::new(10, Duration::from_secs(1))
+        };
+        queued.validate().unwrap();
+        let eons = Duration::from_secs(500_000_000_000 * 31_557_600);
+        let cases = [
+            (
+                RateLimitConfig {
+                    queue_size: usize::MAX,
+                    ..queued.clone()
+                },
+                "queue_size",
+            ),
+            (
+                RateLimitConfig {
+                    queue_size: RateLimitConfig::MAX_QUEUE_SIZE + 1,
+                    ..queued.clone()
+                },
+                "queue_size",
+            ),
+            (
+                RateLimitConfig {
+                    max_wait: Some(eons),
+                    ..queued.clone()
+                },
+                "max_wait",
+            ),
+            (
+                RateLimitConfig {
+                    max_wait: Some(RateLimitConfig::MAX_WAIT + Duration::from_nanos(1)),
+                    ..queued.clone()
+                },
+                "max_wait",
+            ),
+            (
+                RateLimitConfig {
+                    period: eons,
+                    ..queued.clone()
+                },
+                "period",
+            ),
+            (
+                RateLimitConfig {
+                    period: RateLimitConfig::MAX_PERIOD + Duration::from_secs(1),
+                    ..queued.clone()
+                },
+                "period",
+            ),
+            (
+                RateLimitConfig {
+                    idle_timeout: eons,
+                    ..queued.clone()
+                },
+                "idle_timeout",
+            ),
+            (
+                RateLimitConfig {
+                    max_keys: usize::MAX,
+                    ..queued.clone()
+                },
+                "max_keys",
+            ),
+        ];
+        for (cfg, field) in cases {
+            let err = cfg.validate().unwrap_err();
+            assert_eq!(err.field(), field, "{err}");
+            assert!(err.reason().starts_with("must be at most"), "{err}");
+        }
+        // Every bound itself is accepted.
+        RateLimitConfig {
+            queue_size: RateLimitConfig::MAX_QUEUE_SIZE,
+            max_wait: Some(RateLimitConfig::MAX_WAIT),
+            max_keys: RateLimitConfig::MAX_KEYS,
+            idle_timeout: RateLimitConfig::MAX_IDLE_TIMEOUT,
+            ..RateLimitConfig::new(1, RateLimitConfig::MAX_PERIOD)
+        }
+        .validate()
+        .unwrap();
+        // From a file, too.
+        let text = "rate = 1\nqueue_size = 18446744073709551615\nmax_wait = \"500000000000y\"";
+        let cfg: RateLimitConfig = toml::from_str(text).unwrap();
+        assert_eq!(cfg.validate().unwrap_err().field(), "queue_size");
     }
 
     proptest::proptest! {

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tower_prism_core::config::{check_duration, check_nonzero, check_ratio, ConfigError};
+use tower_prism_core::config::{
+    check_duration, check_duration_at_most, check_nonzero, check_ratio, check_size_at_most,
+    ConfigError, MAX_SIZE,
+};
 
 /// A concurrency limiter's settings, as read from a config file.
 ///
@@ -38,11 +41,13 @@ pub struct ConcurrencyConfig {
     /// The limit never drops below this (default 1).
     #[serde(default = "default_min")]
     pub min_limit: u32,
-    /// The limit never rises above this (default 200).
+    /// The limit never rises above this (default 200); at most
+    /// [`MAX_LIMIT`](Self::MAX_LIMIT) (2^24 = 16,777,216).
     #[serde(default = "default_max")]
     pub max_limit: u32,
     /// How long a request may wait for a permit when the limit is reached; none (the
     /// default) rejects at once with [`ConcurrencyError::LimitReached`](super::ConcurrencyError::LimitReached).
+    /// At most [`MAX_WAIT`](Self::MAX_WAIT) (one minute).
     #[serde(
         default,
         with = "tower_prism_core::config::option_duration",
@@ -77,6 +82,17 @@ impl Default for ConcurrencyConfig {
 }
 
 impl ConcurrencyConfig {
+    /// The highest `max_limit` accepted (core's [`MAX_SIZE`], 2^24 requests in flight);
+    /// `min_limit` and `initial_limit` are at most `max_limit`.
+    pub const MAX_LIMIT: u32 = MAX_SIZE as u32;
+    /// The longest `max_wait` accepted (one minute): no request waits for a permit longer.
+    pub const MAX_WAIT: Duration = Duration::from_secs(60);
+    /// The longest latency threshold (AIMD's `latency_threshold`) accepted (one hour).
+    pub const MAX_LATENCY_THRESHOLD: Duration = Duration::from_secs(3600);
+    /// The largest count in an algorithm's parameters (AIMD's `increase_by`, the
+    /// gradient's `long_window` and `queue_size`): core's [`MAX_SIZE`], 2^24.
+    pub const MAX_COUNT: u32 = MAX_SIZE as u32;
+
     /// A fixed limit: initial, min and max all `limit` (no adaptation).
     pub fn fixed(limit: u32) -> Self {
         ConcurrencyConfig {
@@ -91,6 +107,7 @@ impl ConcurrencyConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_nonzero("min_limit", self.min_limit)?;
         check_nonzero("max_limit", self.max_limit)?;
+        check_size_at_most("max_limit", self.max_limit, u64::from(Self::MAX_LIMIT))?;
         if self.min_limit > self.max_limit {
             return Err(ConfigError::new(
                 "min_limit",
@@ -110,6 +127,7 @@ impl ConcurrencyConfig {
         }
         if let Some(wait) = self.max_wait {
             check_duration("max_wait", wait)?;
+            check_duration_at_most("max_wait", wait, Self::MAX_WAIT)?;
         }
         self.algorithm
             .validate()
@@ -151,10 +169,11 @@ pub struct AimdConfig {
     /// The factor a failure multiplies the limit by, in (0, 1) (default 0.9).
     #[serde(default = "default_backoff")]
     pub backoff_ratio: f64,
-    /// What a healthy call adds to the limit (default 1).
+    /// What a healthy call adds to the limit (default 1; at most 2^24).
     #[serde(default = "default_increase")]
     pub increase_by: u32,
-    /// A successful call slower than this counts as a failure (default: none).
+    /// A successful call slower than this counts as a failure (default: none; at most one
+    /// hour).
     #[serde(
         default,
         with = "tower_prism_core::config::option_duration",
@@ -192,8 +211,18 @@ impl AimdConfig {
             ));
         }
         check_nonzero("increase_by", self.increase_by)?;
+        check_size_at_most(
+            "increase_by",
+            self.increase_by,
+            u64::from(ConcurrencyConfig::MAX_COUNT),
+        )?;
         if let Some(t) = self.latency_threshold {
             check_duration("latency_threshold", t)?;
+            check_duration_at_most(
+                "latency_threshold",
+                t,
+                ConcurrencyConfig::MAX_LATENCY_THRESHOLD,
+            )?;
         }
         Ok(())
     }
@@ -211,10 +240,11 @@ pub struct GradientConfig {
     /// at least 1 (default 1.5).
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
-    /// Samples the long-term latency average spans (default 600).
+    /// Samples the long-term latency average spans (default 600; at most 2^24).
     #[serde(default = "default_long_window")]
     pub long_window: u32,
-    /// Headroom added to the estimate so the limit can probe upwards (default 4).
+    /// Headroom added to the estimate so the limit can probe upwards (default 4; at most
+    /// 2^24).
     #[serde(default = "default_queue")]
     pub queue_size: u32,
 }
@@ -255,6 +285,9 @@ impl GradientConfig {
             ));
         }
         check_nonzero("long_window", self.long_window)?;
+        let max = u64::from(ConcurrencyConfig::MAX_COUNT);
+        check_size_at_most("long_window", self.long_window, max)?;
+        check_size_at_most("queue_size", self.queue_size, max)?;
         Ok(())
     }
 }
@@ -384,5 +417,72 @@ mod tests {
             "algorithm.long_window"
         );
         ConcurrencyConfig::fixed(7).validate().unwrap();
+    }
+
+    /// Regression (issue 10, item 8): absurd sizes and durations passed validation.
+    #[test]
+    fn absurd_sizes_and_durations_are_refused_beyond_their_documented_bounds() {
+        let field = |cfg: ConcurrencyConfig| {
+            let err = cfg.validate().unwrap_err();
+            assert!(err.reason().starts_with("must be at most"), "{err}");
+            err.field().to_owned()
+        };
+        let base = ConcurrencyConfig::default;
+        let eons = Duration::from_secs(500_000_000_000 * 31_557_600);
+        assert_eq!(field(ConcurrencyConfig::fixed(u32::MAX)), "max_limit");
+        assert_eq!(
+            field(ConcurrencyConfig::fixed(ConcurrencyConfig::MAX_LIMIT + 1)),
+            "max_limit"
+        );
+        assert_eq!(
+            field(ConcurrencyConfig {
+                max_wait: Some(eons),
+                ..base()
+            }),
+            "max_wait"
+        );
+        let aimd = |a: AimdConfig| ConcurrencyConfig {
+            algorithm: LimitAlgorithm::Aimd(a),
+            ..base()
+        };
+        assert_eq!(
+            field(aimd(AimdConfig {
+                latency_threshold: Some(eons),
+                ..AimdConfig::default()
+            })),
+            "algorithm.latency_threshold"
+        );
+        assert_eq!(
+            field(aimd(AimdConfig {
+                increase_by: u32::MAX,
+                ..AimdConfig::default()
+            })),
+            "algorithm.increase_by"
+        );
+        let grad = |g: GradientConfig| ConcurrencyConfig {
+            algorithm: LimitAlgorithm::Gradient(g),
+            ..base()
+        };
+        assert_eq!(
+            field(grad(GradientConfig {
+                long_window: u32::MAX,
+                ..GradientConfig::default()
+            })),
+            "algorithm.long_window"
+        );
+        assert_eq!(
+            field(grad(GradientConfig {
+                queue_size: u32::MAX,
+                ..GradientConfig::default()
+            })),
+            "algorithm.queue_size"
+        );
+        // The bounds themselves are accepted.
+        ConcurrencyConfig {
+            max_wait: Some(ConcurrencyConfig::MAX_WAIT),
+            ..ConcurrencyConfig::fixed(ConcurrencyConfig::MAX_LIMIT)
+        }
+        .validate()
+        .unwrap();
     }
 }
