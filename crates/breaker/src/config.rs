@@ -6,15 +6,30 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tower_prism_core::config::{check_duration, check_nonzero, check_positive, check_ratio};
+use tower_prism_core::config::{
+    check_duration, check_duration_at_most, check_nonzero, check_positive, check_ratio,
+    check_size_at_most, MAX_DURATION, MAX_SIZE,
+};
 use tower_prism_core::{Clock, ConfigError};
 
-/// Largest count window, and largest time-window bucket count.
+/// Largest count window (`window.size`, 2^20 calls: one 4-byte slot each).
 pub const MAX_WINDOW_SIZE: u32 = 1 << 20;
-/// Largest number of concurrent half-open probes.
+/// Largest number of concurrent half-open probes (`permitted_calls_in_half_open`).
 pub const MAX_PROBES: u32 = 1000;
-/// Largest number of buckets in a time window.
+/// Largest number of buckets in a time window (`window.buckets`).
 pub const MAX_BUCKETS: u32 = 1000;
+/// Longest duration of any breaker setting (`window.duration`, `slow_call_duration`,
+/// `wait_duration`, `max_wait_duration`): core's [`MAX_DURATION`], 366 days.
+pub const MAX_BREAKER_DURATION: Duration = MAX_DURATION;
+/// Largest `minimum_calls` and `consecutive_failures`: core's [`MAX_SIZE`], 2^24 (a count
+/// window also caps `minimum_calls` at its size).
+pub const MAX_CALLS: u64 = MAX_SIZE;
+/// Largest `backoff_multiplier`: a wait that grows more than a hundredfold per failed probe
+/// round reaches `max_wait_duration` at the first reopen anyway.
+pub const MAX_BACKOFF_MULTIPLIER: f64 = 100.0;
+/// The cap of the growing open wait when `max_wait_duration` is not set: 5 minutes, or
+/// `wait_duration` when that is longer (a long wait alone is never an error).
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// The sliding window the failure and slow-call rates are computed over.
 ///
@@ -86,8 +101,11 @@ pub struct BreakerConfigBuilder {
     #[serde(with = "tower_prism_core::config::duration")]
     wait_duration: Duration,
     backoff_multiplier: f64,
-    #[serde(with = "tower_prism_core::config::duration")]
-    max_wait_duration: Duration,
+    #[serde(
+        with = "tower_prism_core::config::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    max_wait_duration: Option<Duration>,
     permitted_calls_in_half_open: u32,
     count_fatal: bool,
     count_not_retryable: bool,
@@ -106,7 +124,7 @@ impl Default for BreakerConfigBuilder {
             consecutive_failures: None,
             wait_duration: Duration::from_secs(30),
             backoff_multiplier: 1.0,
-            max_wait_duration: Duration::from_secs(300),
+            max_wait_duration: None,
             permitted_calls_in_half_open: 10,
             count_fatal: false,
             count_not_retryable: true,
@@ -132,7 +150,15 @@ impl From<BreakerConfig> for BreakerConfigBuilder {
 impl BreakerConfig {
     /// A builder starting from the defaults: count window of 100 calls, `minimum_calls` 20,
     /// failure rate threshold 0.5, slow calls (over 60 s) not tripping, open for 30 s (no
-    /// growth, cap 5 min), 10 half-open probes, `Fatal` not counted, not-retryable counted.
+    /// growth, cap 5 min or `wait_duration` if longer), 10 half-open probes, `Fatal` not
+    /// counted, not-retryable counted.
+    ///
+    /// Upper bounds: durations at most [`MAX_BREAKER_DURATION`] (366 days), `window.size`
+    /// at most [`MAX_WINDOW_SIZE`], `window.buckets` at most [`MAX_BUCKETS`],
+    /// `minimum_calls` and `consecutive_failures` at most [`MAX_CALLS`],
+    /// `backoff_multiplier` at most [`MAX_BACKOFF_MULTIPLIER`], probes at most
+    /// [`MAX_PROBES`]; beyond them [`build`](BreakerConfigBuilder::build) returns a
+    /// [`ConfigError`] naming the field.
     pub fn builder() -> BreakerConfigBuilder {
         BreakerConfigBuilder::default()
     }
@@ -178,9 +204,10 @@ impl BreakerConfig {
     pub fn backoff_multiplier(&self) -> f64 {
         self.raw.backoff_multiplier
     }
-    /// Cap of the growing open wait.
+    /// Cap of the growing open wait: the one set, or [`DEFAULT_MAX_WAIT`] (5 minutes), or
+    /// `wait_duration` when that is longer.
     pub fn max_wait_duration(&self) -> Duration {
-        self.raw.max_wait_duration
+        self.raw.effective_max_wait()
     }
     /// Probes let through concurrently while half-open; their results close or re-open.
     pub fn permitted_calls_in_half_open(&self) -> u32 {
@@ -241,11 +268,17 @@ impl BreakerConfigBuilder {
         self.wait_duration = duration;
         self
     }
-    /// Grows the open wait by `multiplier` after each failed probe round, up to `max`.
+    /// Grows the open wait by `multiplier` (1 to [`MAX_BACKOFF_MULTIPLIER`]) after each
+    /// failed probe round, up to `max` (at least `wait_duration`).
     pub fn exponential_backoff(mut self, multiplier: f64, max: Duration) -> Self {
         self.backoff_multiplier = multiplier;
-        self.max_wait_duration = max;
+        self.max_wait_duration = Some(max);
         self
+    }
+
+    fn effective_max_wait(&self) -> Duration {
+        self.max_wait_duration
+            .unwrap_or(DEFAULT_MAX_WAIT.max(self.wait_duration))
     }
     /// Sets the number of concurrent half-open probes.
     pub fn permitted_calls_in_half_open(mut self, calls: u32) -> Self {
@@ -270,18 +303,44 @@ impl BreakerConfigBuilder {
         self
     }
 
-    /// Checks every value and returns the config, or an error naming the first bad field.
+    /// Checks every value and returns the config, or an error naming the first bad field
+    /// (`window.size`, `failure_rate_threshold`...).
     pub fn build(self) -> Result<BreakerConfig, ConfigError> {
+        self.check_window()?;
+        check_nonzero("minimum_calls", self.minimum_calls)?;
+        check_size_at_most("minimum_calls", self.minimum_calls, MAX_CALLS)?;
+        check_ratio("failure_rate_threshold", self.failure_rate_threshold)?;
+        check_ratio("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
+        check_duration("slow_call_duration", self.slow_call_duration)?;
+        check_duration_at_most(
+            "slow_call_duration",
+            self.slow_call_duration,
+            MAX_BREAKER_DURATION,
+        )?;
+        if let Some(n) = self.consecutive_failures {
+            check_nonzero("consecutive_failures", n)?;
+            check_size_at_most("consecutive_failures", n, MAX_CALLS)?;
+        }
+        check_duration("wait_duration", self.wait_duration)?;
+        check_duration_at_most("wait_duration", self.wait_duration, MAX_BREAKER_DURATION)?;
+        self.check_backoff()?;
+        check_nonzero(
+            "permitted_calls_in_half_open",
+            self.permitted_calls_in_half_open,
+        )?;
+        check_size_at_most(
+            "permitted_calls_in_half_open",
+            self.permitted_calls_in_half_open,
+            u64::from(MAX_PROBES),
+        )?;
+        Ok(BreakerConfig { raw: self })
+    }
+
+    fn check_window(&self) -> Result<(), ConfigError> {
         match self.window {
             Window::Count { size } => {
                 check_nonzero("window.size", size)?;
-                if size > MAX_WINDOW_SIZE {
-                    return Err(ConfigError::new(
-                        "window.size",
-                        size,
-                        format!("must be at most {MAX_WINDOW_SIZE}"),
-                    ));
-                }
+                check_size_at_most("window.size", size, u64::from(MAX_WINDOW_SIZE))?;
                 if self.minimum_calls > size {
                     return Err(ConfigError::new(
                         "minimum_calls",
@@ -294,14 +353,9 @@ impl BreakerConfigBuilder {
             }
             Window::Time { duration, buckets } => {
                 check_duration("window.duration", duration)?;
+                check_duration_at_most("window.duration", duration, MAX_BREAKER_DURATION)?;
                 check_nonzero("window.buckets", buckets)?;
-                if buckets > MAX_BUCKETS {
-                    return Err(ConfigError::new(
-                        "window.buckets",
-                        buckets,
-                        format!("must be at most {MAX_BUCKETS}"),
-                    ));
-                }
+                check_size_at_most("window.buckets", buckets, u64::from(MAX_BUCKETS))?;
                 if duration.as_nanos() / u128::from(buckets) == 0 {
                     return Err(ConfigError::new(
                         "window.duration",
@@ -311,41 +365,32 @@ impl BreakerConfigBuilder {
                 }
             }
         }
-        check_nonzero("minimum_calls", self.minimum_calls)?;
-        check_ratio("failure_rate_threshold", self.failure_rate_threshold)?;
-        check_ratio("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
-        check_duration("slow_call_duration", self.slow_call_duration)?;
-        if let Some(n) = self.consecutive_failures {
-            check_nonzero("consecutive_failures", n)?;
-        }
-        check_duration("wait_duration", self.wait_duration)?;
+        Ok(())
+    }
+
+    fn check_backoff(&self) -> Result<(), ConfigError> {
         check_positive("backoff_multiplier", self.backoff_multiplier)?;
-        if self.backoff_multiplier < 1.0 {
+        if !(1.0..=MAX_BACKOFF_MULTIPLIER).contains(&self.backoff_multiplier) {
             return Err(ConfigError::new(
                 "backoff_multiplier",
                 self.backoff_multiplier,
-                "must be at least 1 (1 keeps the wait constant)",
+                format!("must be at least 1 (1 keeps the wait constant) and at most {MAX_BACKOFF_MULTIPLIER}"),
             ));
         }
-        if self.max_wait_duration < self.wait_duration {
-            return Err(ConfigError::new(
-                "max_wait_duration",
-                humantime::format_duration(self.max_wait_duration),
-                "must be at least wait_duration",
-            ));
+        if let Some(max) = self.max_wait_duration {
+            check_duration_at_most("max_wait_duration", max, MAX_BREAKER_DURATION)?;
+            if max < self.wait_duration {
+                return Err(ConfigError::new(
+                    "max_wait_duration",
+                    humantime::format_duration(max),
+                    format!(
+                        "must be at least wait_duration ({})",
+                        humantime::format_duration(self.wait_duration)
+                    ),
+                ));
+            }
         }
-        check_nonzero(
-            "permitted_calls_in_half_open",
-            self.permitted_calls_in_half_open,
-        )?;
-        if self.permitted_calls_in_half_open > MAX_PROBES {
-            return Err(ConfigError::new(
-                "permitted_calls_in_half_open",
-                self.permitted_calls_in_half_open,
-                format!("must be at most {MAX_PROBES}"),
-            ));
-        }
-        Ok(BreakerConfig { raw: self })
+        Ok(())
     }
 }
 
@@ -439,6 +484,103 @@ mod tests {
             let err = builder.build().unwrap_err();
             assert_eq!(err.field(), field, "{err}");
         }
+    }
+
+    #[test]
+    fn a_long_wait_alone_raises_the_default_cap() {
+        let ten_minutes = Duration::from_secs(600);
+        let config = BreakerConfig::builder()
+            .wait_duration(ten_minutes)
+            .build()
+            .unwrap();
+        assert_eq!(config.max_wait_duration(), ten_minutes);
+        let config: BreakerConfig = toml::from_str("wait_duration = \"10m\"").unwrap();
+        assert_eq!(config.max_wait_duration(), ten_minutes);
+        assert_eq!(
+            BreakerConfig::default().max_wait_duration(),
+            DEFAULT_MAX_WAIT
+        );
+        // a cap the user wrote below the wait is still an error, naming both settings
+        let err = BreakerConfig::builder()
+            .wait_duration(ten_minutes)
+            .exponential_backoff(2.0, Duration::from_secs(60))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "max_wait_duration");
+        assert!(err.reason().contains("wait_duration (10m)"), "{err}");
+    }
+
+    #[test]
+    fn absurd_sizes_and_durations_are_refused() {
+        let too_long = MAX_BREAKER_DURATION + Duration::from_secs(1);
+        let cases: Vec<(BreakerConfigBuilder, &str)> = vec![
+            (
+                BreakerConfig::builder().window(Window::Time {
+                    duration: too_long,
+                    buckets: 10,
+                }),
+                "window.duration",
+            ),
+            (
+                BreakerConfig::builder().window(Window::Time {
+                    duration: Duration::from_secs(60),
+                    buckets: MAX_BUCKETS + 1,
+                }),
+                "window.buckets",
+            ),
+            (
+                BreakerConfig::builder().window(Window::Count { size: u32::MAX }),
+                "window.size",
+            ),
+            (
+                BreakerConfig::builder()
+                    .window(Window::Time {
+                        duration: Duration::from_secs(60),
+                        buckets: 10,
+                    })
+                    .minimum_calls(u32::MAX),
+                "minimum_calls",
+            ),
+            (
+                BreakerConfig::builder().consecutive_failures(u32::MAX),
+                "consecutive_failures",
+            ),
+            (
+                BreakerConfig::builder().slow_call_duration(Duration::MAX),
+                "slow_call_duration",
+            ),
+            (
+                BreakerConfig::builder().wait_duration(too_long),
+                "wait_duration",
+            ),
+            (
+                BreakerConfig::builder().exponential_backoff(2.0, Duration::MAX),
+                "max_wait_duration",
+            ),
+            (
+                BreakerConfig::builder().exponential_backoff(1e300, Duration::from_secs(600)),
+                "backoff_multiplier",
+            ),
+        ];
+        for (builder, field) in cases {
+            let err = builder.build().unwrap_err();
+            assert_eq!(err.field(), field, "{err}");
+            assert!(err.reason().contains("at most"), "{err}");
+        }
+        // the bounds themselves are accepted
+        BreakerConfig::builder()
+            .window(Window::Time {
+                duration: MAX_BREAKER_DURATION,
+                buckets: MAX_BUCKETS,
+            })
+            .minimum_calls(MAX_CALLS as u32)
+            .consecutive_failures(MAX_CALLS as u32)
+            .slow_call_duration(MAX_BREAKER_DURATION)
+            .wait_duration(MAX_BREAKER_DURATION)
+            .exponential_backoff(MAX_BACKOFF_MULTIPLIER, MAX_BREAKER_DURATION)
+            .permitted_calls_in_half_open(MAX_PROBES)
+            .build()
+            .unwrap();
     }
 
     #[test]

@@ -36,11 +36,22 @@ pin_project! {
 }
 
 /// Holds a permit until the call completes; gives it back (records nothing) if dropped
-/// before.
-struct PermitGuard {
+/// before: a cancelled call, a panic in the inner service's `call` or future, or a panic in
+/// the classifier, so a half-open probe slot is never lost.
+pub(crate) struct PermitGuard {
     breaker: Breaker,
     permit: Option<Permit>,
     start: Moment,
+}
+
+impl PermitGuard {
+    pub(crate) fn new(breaker: Breaker, permit: Permit, start: Moment) -> Self {
+        PermitGuard {
+            breaker,
+            permit: Some(permit),
+            start,
+        }
+    }
 }
 
 impl Drop for PermitGuard {
@@ -52,21 +63,11 @@ impl Drop for PermitGuard {
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(
-        future: F,
-        breaker: Breaker,
-        permit: Permit,
-        classifier: C,
-        start: Moment,
-    ) -> Self {
+    pub(crate) fn called(future: F, guard: PermitGuard, classifier: C) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
-                guard: PermitGuard {
-                    breaker,
-                    permit: Some(permit),
-                    start,
-                },
+                guard,
                 classifier,
             },
         }
@@ -95,11 +96,15 @@ where
                 classifier,
             } => {
                 let result = ready!(future.poll(cx));
-                if let Some(permit) = guard.permit.take() {
-                    let now = guard.breaker.now_at();
+                if guard.permit.is_some() {
+                    // Classify while the guard still holds the permit: a panicking
+                    // classifier unwinds through the guard, which gives the permit back.
                     let outcome = classifier.classify(result.as_ref());
+                    let now = guard.breaker.now_at();
                     let elapsed = guard.start.elapsed_to(now);
-                    guard.breaker.record_at(permit, outcome, elapsed, now);
+                    if let Some(permit) = guard.permit.take() {
+                        guard.breaker.record_at(permit, outcome, elapsed, now);
+                    }
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

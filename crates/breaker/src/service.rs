@@ -6,7 +6,7 @@ use tower_prism_core::{Classify, DefaultClassifier};
 use tower_service::Service;
 
 use crate::config::BreakerConfig;
-use crate::future::ResponseFuture;
+use crate::future::{PermitGuard, ResponseFuture};
 use crate::state::Breaker;
 
 /// A service guarded by a circuit breaker.
@@ -16,7 +16,8 @@ use crate::state::Breaker;
 /// once with [`Error::CircuitOpen`](crate::Error::CircuitOpen) and the inner service is
 /// not called; otherwise the inner future runs and its classified result and duration are
 /// recorded when it completes. A future dropped before completion records nothing and
-/// gives its half-open probe permit back.
+/// gives its half-open probe permit back; so does a call whose inner `call`, future or
+/// classifier panics.
 ///
 /// Clones share the same [`Breaker`].
 #[derive(Debug, Clone)]
@@ -81,13 +82,13 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let start = self.breaker.now_at();
         match self.breaker.acquire_at(start) {
-            Ok(permit) => ResponseFuture::called(
-                self.inner.call(req),
-                self.breaker.clone(),
-                permit,
-                self.classifier.clone(),
-                start,
-            ),
+            Ok(permit) => {
+                // The guard exists before the inner call: if `call` panics, unwinding drops
+                // it and the permit (maybe a half-open probe slot) is given back.
+                let guard = PermitGuard::new(self.breaker.clone(), permit, start);
+                let future = self.inner.call(req);
+                ResponseFuture::called(future, guard, self.classifier.clone())
+            }
             Err(retry_after) => ResponseFuture::rejected(retry_after),
         }
     }
