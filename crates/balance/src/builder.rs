@@ -110,7 +110,11 @@ where
             let Some(shared) = weak.upgrade() else { return };
             let handle = BalanceHandle { shared };
             match change {
-                Some(Ok(Change::Insert(key, service))) => handle.add(key, service),
+                Some(Ok(Change::Insert(key, service))) => {
+                    if let Err(e) = handle.add(key, service) {
+                        tracing::warn!(balancer = %handle.shared.policy.name, error = %e, "discovered endpoint refused");
+                    }
+                }
                 Some(Ok(Change::Remove(key))) => {
                     handle.remove(&key);
                 }
@@ -245,6 +249,7 @@ where
             registry: Mutex::new(Registry {
                 entries: Vec::new(),
                 topology: Arc::default(),
+                slots: Default::default(),
             }),
             config: Arc::new(Mutex::new(self.config)),
             directory: Arc::default(),

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Duration;
 
-use metrics::{Counter, Gauge};
+use metrics::Gauge;
 use tokio::time::Instant;
-use tower_prism_core::metrics::{balance as m, LABEL_ENDPOINT, LABEL_NAME};
+use tower_prism_core::metrics::{balance as m, LABEL_NAME};
 use tower_prism_core::sync::{AtomicUsize, Ordering};
 use tower_prism_core::{HealthSignal, Outcome};
 
 use crate::config::{BalanceConfig, Strategy};
+use crate::endpoint_metrics::EndpointMetrics;
 use crate::ewma::PeakEwma;
 use crate::health_check::HealthCheck;
 use crate::outlier::{self, Outlier};
@@ -162,21 +163,15 @@ impl Policy {
     }
 }
 
-#[derive(Debug)]
-struct EndpointMetrics {
-    requests: Counter,
-    failures: Counter,
-    in_flight: Gauge,
-    ewma: Gauge,
-    ejections: Counter,
-    healthy: Gauge,
-}
-
 /// One endpoint's shared state. Every balancer clone and every in-flight response future
 /// holds an `Arc` of it, so a removed endpoint's in-flight requests still complete and count.
 #[derive(Debug)]
 pub(crate) struct EndpointState {
+    /// The key as text, cut to [`MAX_LABEL_CHARS`](crate::handle::MAX_LABEL_CHARS), for
+    /// events.
     pub(crate) label: Arc<str>,
+    /// The metrics slot: the `endpoint` label of its series, reused after it leaves.
+    pub(crate) slot: u32,
     pub(crate) id_hash: u64,
     pub(crate) weight: AtomicU32,
     pub(crate) in_flight: AtomicU64,
@@ -190,23 +185,19 @@ pub(crate) struct EndpointState {
 }
 
 impl EndpointState {
-    pub(crate) fn new(label: String, id_hash: u64, weight: u32, policy: Arc<Policy>) -> Self {
-        let name = policy.name.to_string();
-        let labels = [(LABEL_NAME, name), (LABEL_ENDPOINT, label.clone())];
-        let metrics = EndpointMetrics {
-            requests: metrics::counter!(m::REQUESTS_TOTAL, &labels),
-            failures: metrics::counter!(m::FAILURES_TOTAL, &labels),
-            in_flight: metrics::gauge!(m::IN_FLIGHT, &labels),
-            ewma: metrics::gauge!(m::LATENCY_EWMA_SECONDS, &labels),
-            ejections: metrics::counter!(m::EJECTIONS_TOTAL, &labels),
-            healthy: metrics::gauge!(m::ENDPOINT_HEALTHY, &labels),
-        };
+    pub(crate) fn new(
+        label: String,
+        id_hash: u64,
+        weight: u32,
+        slot: u32,
+        policy: Arc<Policy>,
+    ) -> Self {
         let now = policy.now_ms();
         let rtt = policy.default_rtt_ns.load(Ordering::Relaxed) as f64;
-        metrics.healthy.set(1.0);
-        metrics.ewma.set(rtt / 1e9);
+        let metrics = EndpointMetrics::register(&policy.name, slot, rtt / 1e9);
         EndpointState {
             label: label.into(),
+            slot,
             id_hash,
             weight: AtomicU32::new(weight),
             in_flight: AtomicU64::new(0),
@@ -235,8 +226,8 @@ impl EndpointState {
             return false;
         }
         if self.outlier.try_restore(now, &self.policy.ejected) {
-            tracing::info!(balancer = %self.policy.name, endpoint = %self.label, "endpoint restored after ejection");
-            self.metrics.healthy.set(1.0);
+            tracing::info!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint restored after ejection");
+            self.metrics.write(|s| s.healthy.set(1.0));
             self.policy.update_gauges();
             self.policy.wake_all();
         }
@@ -256,14 +247,16 @@ impl EndpointState {
     pub(crate) fn start(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.metrics.requests.increment(1);
-        self.metrics.in_flight.increment(1.0);
+        self.metrics.write(|s| {
+            s.requests.increment(1);
+            s.in_flight.increment(1.0);
+        });
     }
 
     #[inline]
     pub(crate) fn finish(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.in_flight.decrement(1.0);
+        self.metrics.write(|s| s.in_flight.decrement(1.0));
     }
 
     /// Records a completed call: latency estimate, failure counts, outlier rules, health signal.
@@ -274,12 +267,16 @@ impl EndpointState {
         let now_ms = self.policy.ms_at(now);
         let decay = self.policy.decay_ms();
         self.ewma.observe(latency.as_nanos() as f64, now_ms, decay);
-        self.metrics.ewma.set(self.ewma.raw() / 1e9);
         let failure = outcome.is_failure();
         if failure {
             self.failures.fetch_add(1, Ordering::Relaxed);
-            self.metrics.failures.increment(1);
         }
+        self.metrics.write(|s| {
+            s.ewma.set(self.ewma.raw() / 1e9);
+            if failure {
+                s.failures.increment(1);
+            }
+        });
         if let Some(signal) = &self.policy.health_signal {
             signal.record(outcome, latency);
         }
@@ -292,7 +289,7 @@ impl EndpointState {
     /// A `poll_ready` error: counts as a failure for the outlier rules.
     pub(crate) fn record_broken(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        self.metrics.failures.increment(1);
+        self.metrics.write(|s| s.failures.increment(1));
         let now_ms = self.policy.now_ms();
         let settings = self.policy.settings();
         if self.outlier.record(true, now_ms, &settings) {
@@ -310,18 +307,21 @@ impl EndpointState {
             Some(ms) => {
                 tracing::warn!(
                     balancer = %self.policy.name,
+                    slot = self.slot,
                     endpoint = %self.label,
                     ejected_for = ?Duration::from_millis(ms),
                     ejections = self.outlier.ejections(),
                     "endpoint ejected as an outlier"
                 );
-                self.metrics.ejections.increment(1);
-                self.metrics.healthy.set(0.0);
+                self.metrics.write(|s| {
+                    s.ejections.increment(1);
+                    s.healthy.set(0.0);
+                });
                 self.policy.update_gauges();
             }
             None => {
                 if self.outlier.ejected_until().is_none() {
-                    tracing::debug!(balancer = %self.policy.name, endpoint = %self.label, "outlier not ejected: max_ejection_percent reached");
+                    tracing::debug!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "outlier not ejected: max_ejection_percent reached");
                 }
             }
         }
@@ -334,34 +334,33 @@ impl EndpointState {
         }
         match self.health.record(passed, healthy, unhealthy) {
             Some(true) => {
-                tracing::info!(balancer = %self.policy.name, endpoint = %self.label, "endpoint passes health checks again");
+                tracing::info!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint passes health checks again");
                 self.policy.unhealthy.fetch_sub(1, Ordering::Relaxed);
+                let in_rotation = self.outlier.ejected_until().is_none();
                 self.metrics
-                    .healthy
-                    .set(if self.outlier.ejected_until().is_none() {
-                        1.0
-                    } else {
-                        0.0
-                    });
+                    .write(|s| s.healthy.set(if in_rotation { 1.0 } else { 0.0 }));
                 self.policy.update_gauges();
                 self.policy.wake_all();
             }
             Some(false) => {
-                tracing::warn!(balancer = %self.policy.name, endpoint = %self.label, "endpoint fails health checks");
+                tracing::warn!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint fails health checks");
                 self.policy.unhealthy.fetch_add(1, Ordering::Relaxed);
-                self.metrics.healthy.set(0.0);
+                self.metrics.write(|s| s.healthy.set(0.0));
                 self.policy.update_gauges();
             }
             None => {}
         }
     }
 
-    /// Takes the endpoint out of the counts when it leaves the balancer.
+    /// Takes the endpoint out of the counts when it leaves the balancer, and hands its
+    /// metrics slot over: after this its requests still in flight write no series, and the
+    /// slot's gauges read as empty until the next endpoint takes it. Call it before the slot
+    /// is given back.
     pub(crate) fn remove(&self) {
         self.outlier.remove(&self.policy.ejected);
         if !self.health.is_healthy() {
             self.policy.unhealthy.fetch_sub(1, Ordering::Relaxed);
         }
-        self.metrics.healthy.set(0.0);
+        self.metrics.detach();
     }
 }

@@ -12,6 +12,15 @@ use crate::config::{BalanceConfig, Strategy};
 use crate::endpoint::EndpointState;
 use crate::service::{Entry, Shared};
 
+/// The most endpoints one balancer holds. Adding one more is refused with a
+/// [`ConfigError`] (field `endpoints`), so no endpoint list or discovery stream can grow the
+/// balancer's state, or its metric series, without bound.
+pub const MAX_ENDPOINTS: usize = 10_000;
+
+/// The most characters of an endpoint's key (as text) kept for tracing events; a longer key
+/// is cut to a prefix and its length. Snapshots carry the key itself.
+pub const MAX_LABEL_CHARS: usize = 128;
+
 /// Adds, removes, inspects and reconfigures the endpoints of a [`Balance`](crate::Balance)
 /// and every clone of it. Cloneable; changes take effect on each clone's next `poll_ready`.
 pub struct BalanceHandle<K, S> {
@@ -39,6 +48,9 @@ impl<K, S> fmt::Debug for BalanceHandle<K, S> {
 pub struct EndpointSnapshot<K> {
     /// The endpoint's key.
     pub key: K,
+    /// Its metrics slot: the value of the `endpoint` label on its metric series. The lowest
+    /// slot free when it joined; freed when it leaves and then reused by the next endpoint.
+    pub slot: u32,
     /// Its weight (weighted round robin).
     pub weight: u32,
     /// Whether it takes requests now: not ejected and passing health checks.
@@ -79,33 +91,50 @@ impl<K, S> BalanceHandle<K, S>
 where
     K: Eq + Hash + fmt::Display + Clone,
 {
-    /// Adds an endpoint with weight 1 (replacing any endpoint with the same key).
-    pub fn add(&self, key: K, service: S) {
-        self.insert(key, service, 1);
+    /// Adds an endpoint with weight 1 (replacing any endpoint with the same key). Refused
+    /// beyond [`MAX_ENDPOINTS`].
+    pub fn add(&self, key: K, service: S) -> Result<(), ConfigError> {
+        self.insert(key, service, 1)
     }
 
     /// Adds an endpoint with a weight for weighted round robin (replacing any endpoint with the
-    /// same key). A weight of 0 is a typed error.
+    /// same key). A weight of 0, or more than [`MAX_ENDPOINTS`] endpoints, is a typed error.
     pub fn add_weighted(&self, key: K, service: S, weight: u32) -> Result<(), ConfigError> {
         tower_prism_core::config::check_nonzero("weight", weight)?;
-        self.insert(key, service, weight);
-        Ok(())
+        self.insert(key, service, weight)
     }
 
-    fn insert(&self, key: K, service: S, weight: u32) {
+    fn insert(&self, key: K, service: S, weight: u32) -> Result<(), ConfigError> {
         let policy = &self.shared.policy;
-        let label = key.to_string();
-        let state = Arc::new(EndpointState::new(
-            label.clone(),
-            crate::hash::hash_key(&label),
-            weight,
-            policy.clone(),
-        ));
-        {
+        let text = key.to_string();
+        let id_hash = crate::hash::hash_key(&text);
+        let label = tower_prism_core::config::quote_bounded(&text, MAX_LABEL_CHARS);
+        drop(text);
+        let slot = {
             let mut registry = self.shared.registry();
-            if let Some(pos) = registry.entries.iter().position(|e| e.key == key) {
-                registry.entries.remove(pos).state.remove();
+            match registry.entries.iter().position(|e| e.key == key) {
+                Some(pos) => {
+                    let old = registry.entries.remove(pos);
+                    old.state.remove();
+                    registry.slots.give_back(old.state.slot);
+                }
+                None if registry.entries.len() >= MAX_ENDPOINTS => {
+                    return Err(ConfigError::new(
+                        "endpoints",
+                        registry.entries.len() + 1,
+                        format!("a balancer holds at most {MAX_ENDPOINTS} endpoints"),
+                    ));
+                }
+                None => {}
             }
+            let slot = registry.slots.take();
+            let state = Arc::new(EndpointState::new(
+                label.clone(),
+                id_hash,
+                weight,
+                slot,
+                policy.clone(),
+            ));
             registry.entries.push(Entry {
                 key,
                 state,
@@ -116,10 +145,12 @@ where
                 .store(registry.entries.len(), Ordering::Relaxed);
             registry.rebuild(&self.shared.directory);
             self.shared.epoch.fetch_add(1, Ordering::AcqRel);
-        }
-        tracing::info!(balancer = %policy.name, endpoint = %label, weight, "endpoint added");
+            slot
+        };
+        tracing::info!(balancer = %policy.name, slot, endpoint = %label, weight, "endpoint added: slot {slot} = {label}");
         policy.update_gauges();
         policy.wake_all();
+        Ok(())
     }
 
     /// Removes an endpoint; `false` if there was none with this key. Requests in flight to it
@@ -133,6 +164,7 @@ where
             };
             let entry = registry.entries.remove(pos);
             entry.state.remove();
+            registry.slots.give_back(entry.state.slot);
             policy
                 .endpoints
                 .store(registry.entries.len(), Ordering::Relaxed);
@@ -140,7 +172,8 @@ where
             self.shared.epoch.fetch_add(1, Ordering::AcqRel);
             entry
         };
-        tracing::info!(balancer = %policy.name, endpoint = %removed.state.label, "endpoint removed");
+        let (slot, label) = (removed.state.slot, &removed.state.label);
+        tracing::info!(balancer = %policy.name, slot, endpoint = %label, "endpoint removed: slot {slot} was {label}");
         policy.update_gauges();
         policy.wake_all();
         true
@@ -181,6 +214,7 @@ where
                 let ejected = s.outlier.ejected_until().is_some();
                 EndpointSnapshot {
                     key: e.key.clone(),
+                    slot: s.slot,
                     weight: s.weight.load(r),
                     healthy: s.available(),
                     ejected: ejected && !s.available(),

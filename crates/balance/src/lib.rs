@@ -40,10 +40,12 @@
 mod builder;
 mod config;
 mod endpoint;
+mod endpoint_metrics;
 mod error;
 mod future;
 mod handle;
 mod service;
+mod slots;
 
 pub mod ewma;
 pub mod hash;
@@ -60,7 +62,9 @@ pub use builder::BalanceBuilder;
 pub use config::{BalanceConfig, HealthCheckConfig, OutlierConfig, Strategy};
 pub use error::Error;
 pub use future::ResponseFuture;
-pub use handle::{BalanceHandle, BalanceSnapshot, EndpointSnapshot};
+pub use handle::{
+    BalanceHandle, BalanceSnapshot, EndpointSnapshot, MAX_ENDPOINTS, MAX_LABEL_CHARS,
+};
 pub use hash::hash_key;
 #[cfg(all(feature = "http", not(loom)))]
 pub use http::{endpoints_from_uris, UriEndpoint};

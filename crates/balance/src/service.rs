@@ -15,6 +15,7 @@ use crate::config::{BalanceConfig, Strategy};
 use crate::endpoint::{EndpointState, Policy};
 use crate::error::Error;
 use crate::future::{InFlight, ResponseFuture};
+use crate::slots::Slots;
 use crate::{hash, p2c, round_robin, weighted};
 
 pub(crate) type KeyFn<Req> = Arc<dyn Fn(&Req) -> u64 + Send + Sync>;
@@ -23,6 +24,8 @@ pub(crate) type KeyFn<Req> = Arc<dyn Fn(&Req) -> u64 + Send + Sync>;
 pub(crate) struct Registry<K, S> {
     pub(crate) entries: Vec<Entry<K, S>>,
     pub(crate) topology: Arc<Topology>,
+    /// The metrics slots of the endpoints in `entries`.
+    pub(crate) slots: Slots,
 }
 
 pub(crate) struct Entry<K, S> {
@@ -155,17 +158,21 @@ impl<K, S, Req, C> Balance<K, S, Req, C> {
 }
 
 impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
+    /// Copies the endpoint set. Linear in the endpoints: the registry only ever removes
+    /// entries (keeping the order of the rest) and appends new ones, so the endpoints that
+    /// stay are our old locals in the same order, minus the removed ones.
     #[cold]
     fn refresh(&mut self) {
         let registry = self.shared.registry();
-        let mut old = std::mem::take(&mut self.locals);
+        let mut old = std::mem::take(&mut self.locals).into_iter().peekable();
         self.locals = registry
             .entries
             .iter()
             .map(|entry| {
-                match old.iter().position(|l| Arc::ptr_eq(&l.state, &entry.state)) {
+                while old.next_if(|l| l.state.outlier.is_removed()).is_some() {}
+                match old.next_if(|l| Arc::ptr_eq(&l.state, &entry.state)) {
                     // keep our clone of a staying endpoint, with any readiness it has reserved
-                    Some(pos) => old.swap_remove(pos),
+                    Some(local) => local,
                     None => Local {
                         state: entry.state.clone(),
                         service: entry.service.clone(),

@@ -25,6 +25,11 @@ pub fn schedule(weights: &[u32]) -> Vec<u32> {
     if g == 0 {
         return Vec::new();
     }
+    if weights.iter().all(|w| u64::from(*w) == g) {
+        // equal weights: the smooth order is each endpoint in turn, and building it this way
+        // keeps an endpoint change linear (the loop below is endpoints x total weight)
+        return (0..weights.len() as u32).collect();
+    }
     let mut w: Vec<u64> = weights.iter().map(|x| u64::from(*x) / g).collect();
     let mut total: u64 = w.iter().sum();
     if total > MAX_SCHEDULE as u64 {
@@ -76,6 +81,14 @@ mod tests {
                 prop_assert_eq!(n, u64::from(*w).checked_div(g).unwrap_or(0));
             }
         }
+    }
+
+    #[test]
+    fn equal_weights_take_turns_in_linear_time() {
+        assert_eq!(schedule(&[7, 7, 7]), vec![0, 1, 2]);
+        // 10,000 endpoints: the general loop would take 10^8 steps on every endpoint change
+        let s = schedule(&[1; 10_000]);
+        assert!(s.iter().copied().eq(0..10_000));
     }
 
     #[test]

@@ -160,8 +160,8 @@ async fn consistent_hash_is_stable_and_moves_few_keys() {
             assert_ne!(now, 3);
         }
     }
-    b.handle().add(3, eps[3].clone());
-    b.handle().add(9, Ep::new(9));
+    b.handle().add(3, eps[3].clone()).unwrap();
+    b.handle().add(9, Ep::new(9)).unwrap();
     let mut moved = 0;
     for k in 0..500u64 {
         let now = send(&mut b, k).await.unwrap();
@@ -392,7 +392,7 @@ async fn not_ready_endpoints_are_skipped_and_readiness_wakes() {
     eps[0].set_ready(false);
     let mut task = tokio_test::task::spawn(());
     task.enter(|cx, _| assert_pending!(b.poll_ready(cx)));
-    b.handle().add(7, Ep::new(7));
+    b.handle().add(7, Ep::new(7)).unwrap();
     assert!(task.is_woken());
     task.enter(|cx, _| assert_ready_ok!(b.poll_ready(cx)));
     assert_eq!(b.call(0).await.unwrap(), 7);
@@ -403,7 +403,7 @@ async fn dynamic_add_and_remove_under_load() {
     let b = balance(Strategy::P2cPeakEwma, &eps(3));
     let handle = b.handle();
     let slow = Ep::new(100).with_delay(Duration::from_secs(5));
-    handle.add(100, slow.clone());
+    handle.add(100, slow.clone()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for c in 0..4u64 {
@@ -436,7 +436,7 @@ async fn dynamic_add_and_remove_under_load() {
     );
     assert!(handle.remove(&100));
     for round in 0..20usize {
-        handle.add(10 + round, Ep::new(10 + round));
+        handle.add(10 + round, Ep::new(10 + round)).unwrap();
         tokio::time::sleep(Duration::from_millis(7)).await;
         if round % 2 == 0 {
             handle.remove(&(10 + round));

@@ -1,4 +1,19 @@
-//! Load balancer metrics. Per-endpoint metrics carry the bounded `endpoint` label.
+//! Load balancer metrics.
+//!
+//! Per-endpoint series carry the `endpoint` label, whose value is the endpoint's metrics
+//! *slot* (`endpoint="3"`), not its address: each endpoint takes the lowest free slot when it
+//! joins the balancer and frees it when it leaves, and the next endpoint to join reuses it.
+//! A metrics recorder keeps every label set it ever saw, so address labels would leave six
+//! series behind for every address that ever came and went; slots keep the series of one
+//! balancer at most [`SERIES_PER_ENDPOINT`] x (the most endpoints it held at once) +
+//! [`SERIES_PER_BALANCER`], however many endpoints churn through it. Which address holds
+//! which slot is in the balancer's `snapshot()` and in its `tracing` events (`endpoint
+//! added: slot 3 = 10.0.0.5:80`, and on removal and ejection).
+//!
+//! When an endpoint leaves, its slot's gauges go to 0 (`in_flight`, `endpoint_healthy`,
+//! `latency_ewma_seconds`) and its requests still in flight stop writing; the next endpoint
+//! in the slot starts from fresh gauge values. The slot's counters carry on (a Prometheus
+//! counter never decreases): `rate()` over them is per slot, across its occupants.
 
 use metrics::{describe_counter, describe_gauge, Unit};
 
@@ -19,6 +34,11 @@ pub const ENDPOINTS: &str = "prism_balance_endpoints";
 /// Gauge: endpoints that are healthy.
 pub const ENDPOINTS_HEALTHY: &str = "prism_balance_endpoints_healthy";
 
+/// Series per endpoint slot: requests, failures, in flight, latency, ejections, healthy.
+pub const SERIES_PER_ENDPOINT: usize = 6;
+/// Series per balancer besides its endpoints' ones: endpoints and healthy endpoints.
+pub const SERIES_PER_BALANCER: usize = 2;
+
 /// Every balancer metric name.
 pub const ALL: &[&str] = &[
     REQUESTS_TOTAL,
@@ -33,24 +53,35 @@ pub const ALL: &[&str] = &[
 
 /// Registers the balancer metrics' descriptions.
 pub fn describe() {
-    describe_counter!(REQUESTS_TOTAL, Unit::Count, "Requests sent to an endpoint.");
+    describe_counter!(
+        REQUESTS_TOTAL,
+        Unit::Count,
+        "Requests sent to the endpoint in a slot (label endpoint = slot number, reused after an endpoint leaves; the balancer's snapshot maps slots to addresses)."
+    );
     describe_counter!(
         FAILURES_TOTAL,
         Unit::Count,
-        "Requests to an endpoint that failed."
+        "Requests to the endpoint in a slot that failed (endpoint = slot number)."
     );
-    describe_gauge!(IN_FLIGHT, Unit::Count, "Requests in flight to an endpoint.");
+    describe_gauge!(
+        IN_FLIGHT,
+        Unit::Count,
+        "Requests in flight to the endpoint in a slot (endpoint = slot number; 0 while the slot is free)."
+    );
     describe_gauge!(
         LATENCY_EWMA_SECONDS,
         Unit::Seconds,
-        "Peak-EWMA latency estimate of an endpoint."
+        "Peak-EWMA latency estimate of the endpoint in a slot (endpoint = slot number; 0 while the slot is free)."
     );
     describe_counter!(
         EJECTIONS_TOTAL,
         Unit::Count,
-        "Outlier ejections of an endpoint."
+        "Outlier ejections of the endpoint in a slot (endpoint = slot number)."
     );
-    describe_gauge!(ENDPOINT_HEALTHY, "1 when the endpoint is healthy, else 0.");
+    describe_gauge!(
+        ENDPOINT_HEALTHY,
+        "1 when the endpoint in a slot is healthy, else 0 (endpoint = slot number; 0 while the slot is free)."
+    );
     describe_gauge!(ENDPOINTS, Unit::Count, "Endpoints known to the balancer.");
     describe_gauge!(ENDPOINTS_HEALTHY, Unit::Count, "Healthy endpoints.");
 }

@@ -1,0 +1,157 @@
+//! The balancer's metric series under endpoint churn, against a real Prometheus recorder
+//! (which, like every `metrics` recorder, keeps each label set it was ever given).
+
+mod common;
+
+use std::time::Duration;
+
+use common::Ep;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use tower::{Service, ServiceExt};
+use tower_prism_balance::{Balance, Strategy};
+use tower_prism_core::metrics::balance::{SERIES_PER_BALANCER, SERIES_PER_ENDPOINT};
+
+type B = Balance<String, Ep, u64>;
+
+/// Every `prism_balance_*` sample in the rendered output: (metric{labels}, value).
+fn samples(recorder: &PrometheusRecorder) -> Vec<(String, f64)> {
+    recorder
+        .handle()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("prism_balance_"))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The value of `metric` for the endpoint in `slot`.
+fn slot_value(samples: &[(String, f64)], metric: &str, slot: u32) -> f64 {
+    let label = format!("endpoint=\"{slot}\"");
+    let found: Vec<f64> = samples
+        .iter()
+        .filter(|(s, _)| s.starts_with(&format!("{metric}{{")) && s.contains(&label))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(found.len(), 1, "{metric} slot {slot}: {samples:?}");
+    found[0]
+}
+
+fn address(i: usize) -> String {
+    format!("10.0.{}.{}:80", i / 256, i % 256)
+}
+
+async fn send(b: &mut B, req: u64) -> usize {
+    b.ready().await.unwrap().call(req).await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoint_series_stay_bounded_by_peak_endpoints_under_churn() {
+    const CHURNED: usize = 2_000;
+    const LIVE: usize = 8;
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let mut b: B = metrics::with_local_recorder(&recorder, || {
+        Balance::builder()
+            .name("churn")
+            .strategy(Strategy::RoundRobin)
+            .build()
+            .unwrap()
+    });
+    let handle = b.handle();
+    let mut live = std::collections::VecDeque::new();
+    for i in 0..CHURNED {
+        metrics::with_local_recorder(&recorder, || handle.add(address(i), Ep::new(i))).unwrap();
+        live.push_back(address(i));
+        // every endpoint serves, so every one of its series is written
+        send(&mut b, i as u64).await;
+        if live.len() == LIVE {
+            assert!(handle.remove(&live.pop_front().unwrap()));
+        }
+    }
+    let samples = samples(&recorder);
+    let bound = SERIES_PER_ENDPOINT * LIVE + SERIES_PER_BALANCER;
+    assert!(
+        samples.len() <= bound,
+        "{} series for {CHURNED} endpoints churned with at most {LIVE} live (bound {bound})",
+        samples.len()
+    );
+    let snapshot = handle.snapshot();
+    assert_eq!(snapshot.endpoints.len(), LIVE - 1);
+    let healthy: f64 = samples
+        .iter()
+        .filter(|(s, _)| s.starts_with("prism_balance_endpoint_healthy{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        healthy,
+        (LIVE - 1) as f64,
+        "only live endpoints read healthy"
+    );
+    for e in &snapshot.endpoints {
+        assert!(e.slot < LIVE as u32, "{e:?}");
+        assert_eq!(
+            slot_value(&samples, "prism_balance_endpoint_healthy", e.slot),
+            1.0
+        );
+        assert_eq!(slot_value(&samples, "prism_balance_in_flight", e.slot), 0.0);
+    }
+    let requests: f64 = samples
+        .iter()
+        .filter(|(s, _)| s.starts_with("prism_balance_requests_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        requests, CHURNED as f64,
+        "counters carry on across a slot's occupants"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reused_slot_starts_fresh_and_late_completions_leave_it_alone() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let slow = Ep::new(0).with_delay(Duration::from_secs(10));
+    let mut b: B = metrics::with_local_recorder(&recorder, || {
+        Balance::builder()
+            .name("reuse")
+            .strategy(Strategy::RoundRobin)
+            .endpoint("10.0.0.1:80".to_owned(), slow)
+            .build()
+            .unwrap()
+    });
+    let handle = b.handle();
+    assert_eq!(handle.snapshot().endpoints[0].slot, 0);
+    let old_call = tokio::spawn(b.ready().await.unwrap().call(1));
+    tokio::task::yield_now().await;
+    assert_eq!(
+        slot_value(&samples(&recorder), "prism_balance_in_flight", 0),
+        1.0
+    );
+
+    // the endpoint leaves with its call in flight: the slot reads empty
+    assert!(handle.remove(&"10.0.0.1:80".to_owned()));
+    let s = samples(&recorder);
+    assert_eq!(slot_value(&s, "prism_balance_in_flight", 0), 0.0);
+    assert_eq!(slot_value(&s, "prism_balance_endpoint_healthy", 0), 0.0);
+
+    // a new endpoint takes slot 0 with fresh gauges, and gets a call of its own
+    let next = Ep::new(1).with_delay(Duration::from_secs(20));
+    metrics::with_local_recorder(&recorder, || handle.add("10.0.0.2:80".to_owned(), next)).unwrap();
+    assert_eq!(handle.snapshot().endpoints[0].slot, 0);
+    let new_call = tokio::spawn(b.ready().await.unwrap().call(2));
+    tokio::task::yield_now().await;
+    let s = samples(&recorder);
+    assert_eq!(slot_value(&s, "prism_balance_in_flight", 0), 1.0);
+    assert_eq!(slot_value(&s, "prism_balance_endpoint_healthy", 0), 1.0);
+
+    // the old call completes: it counted on its own endpoint, not on the slot's new one
+    assert_eq!(old_call.await.unwrap().unwrap(), 0);
+    let s = samples(&recorder);
+    assert_eq!(slot_value(&s, "prism_balance_in_flight", 0), 1.0);
+    assert_eq!(handle.snapshot().endpoints[0].in_flight, 1);
+    assert_eq!(new_call.await.unwrap().unwrap(), 1);
+    let s = samples(&recorder);
+    assert_eq!(slot_value(&s, "prism_balance_in_flight", 0), 0.0);
+    assert_eq!(handle.snapshot().endpoints[0].in_flight, 0);
+}
