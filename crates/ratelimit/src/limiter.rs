@@ -365,9 +365,19 @@ impl RateLimiter {
                 }
                 Err(_) => {}
             }
+        } else if let Some(wait) = self.wait_behind(&queue, bucket, weight, priority, at) {
+            // Behind the waiters served first, this one would time out in the queue: say
+            // so now, with the real wait.
+            if wait > max_wait {
+                drop(queue);
+                let denied = Denied {
+                    retry_after_nanos: wait,
+                };
+                return Err(self.reject(retry_error(denied)));
+            }
         }
         let capacity = shared.queue_capacity.load(Ordering::Relaxed);
-        let id = match queue.push(priority, bucket, capacity) {
+        let id = match queue.push(priority, bucket, weight, capacity) {
             Push::Queued(id) => id,
             Push::QueuedAfterShedding(id) => {
                 shared.metrics.rejected_shed.increment(1);
@@ -391,6 +401,36 @@ impl RateLimiter {
             deadline: now + Duration::from_nanos(max_wait),
             done: false,
         }))
+    }
+
+    /// How long until a new arrival of `priority` could be admitted, after the waiters
+    /// served before it have taken their tokens; `None` if that cannot be told (a sum beyond
+    /// `u32`). Asks the backend for the tokens of all of them plus a whole burst, which it
+    /// always refuses (so nothing is taken), with a wait exactly one burst's refill longer.
+    fn wait_behind(
+        &self,
+        queue: &WaitQueue,
+        bucket: BucketId,
+        weight: u32,
+        priority: u32,
+        at: u64,
+    ) -> Option<u64> {
+        let needed = queue.weight_ahead(priority, bucket) + u64::from(weight);
+        if needed == 0 {
+            return Some(0);
+        }
+        let backend = &self.shared.backend;
+        let quota = backend.quota();
+        let probe = u32::try_from(needed + u64::from(quota.burst)).ok()?;
+        match backend.try_acquire(bucket, probe, at) {
+            Err(denied) if denied.retry_after_nanos == u64::MAX => None,
+            Err(denied) => Some(denied.retry_after_nanos.saturating_sub(quota.tolerance())),
+            Ok(_) => {
+                // Only if the burst grew in between (a reconfiguration): give them back.
+                backend.refund(bucket, probe);
+                None
+            }
+        }
     }
 
     fn publish_len(&self, queue: &WaitQueue) {
@@ -424,7 +464,8 @@ impl RateLimiter {
                     return Turn::Done(Ok(()));
                 }
                 Err(denied) => {
-                    wake_at = wake_at.min(now + Duration::from_nanos(denied.retry_after_nanos));
+                    let refilled = now.checked_add(Duration::from_nanos(denied.retry_after_nanos));
+                    wake_at = refilled.map_or(wake_at, |at| wake_at.min(at));
                 }
             }
         }
@@ -588,9 +629,12 @@ fn interval_for(per_second: f64) -> u64 {
     interval as u64
 }
 
+/// A rejection for a bucket that refused: retry when it will have refilled, but never
+/// later than [`RateLimitConfig::MAX_RETRY_AFTER`] from now.
 fn retry_error(denied: Denied) -> Error {
     Error::RateLimited {
-        retry_after: Duration::from_nanos(denied.retry_after_nanos),
+        retry_after: Duration::from_nanos(denied.retry_after_nanos)
+            .min(RateLimitConfig::MAX_RETRY_AFTER),
     }
 }
 

@@ -21,6 +21,7 @@ type Slot = (Reverse<u32>, u64);
 #[derive(Debug)]
 struct Waiter {
     bucket: BucketId,
+    weight: u32,
     waker: Option<Waker>,
 }
 
@@ -53,8 +54,26 @@ impl WaitQueue {
         self.waiters.values().any(|w| w.bucket == bucket)
     }
 
-    /// Adds a waiter, shedding the least important one if the queue is at `capacity`.
-    pub(crate) fn push(&mut self, priority: u32, bucket: BucketId, capacity: usize) -> Push {
+    /// The tokens that waiters for `bucket` served before a new arrival of `priority` (as
+    /// important or more, and here first) will take: what that arrival waits behind.
+    pub(crate) fn weight_ahead(&self, priority: u32, bucket: BucketId) -> u64 {
+        self.waiters
+            .iter()
+            .take_while(|((Reverse(p), _), _)| *p >= priority)
+            .filter(|(_, w)| w.bucket == bucket)
+            .map(|(_, w)| u64::from(w.weight))
+            .sum()
+    }
+
+    /// Adds a waiter for `weight` tokens, shedding the least important one if the queue is
+    /// at `capacity`.
+    pub(crate) fn push(
+        &mut self,
+        priority: u32,
+        bucket: BucketId,
+        weight: u32,
+        capacity: usize,
+    ) -> Push {
         let mut shed = false;
         if self.waiters.len() >= capacity {
             match self.waiters.last_key_value() {
@@ -75,6 +94,7 @@ impl WaitQueue {
             (Reverse(priority), id),
             Waiter {
                 bucket,
+                weight,
                 waker: None,
             },
         );
@@ -158,16 +178,16 @@ mod tests {
     #[test]
     fn priority_then_fifo_and_heads_per_bucket() {
         let mut q = WaitQueue::default();
-        let Push::Queued(low) = q.push(1, None, 8) else {
+        let Push::Queued(low) = q.push(1, None, 1, 8) else {
             panic!()
         };
-        let Push::Queued(high) = q.push(5, None, 8) else {
+        let Push::Queued(high) = q.push(5, None, 1, 8) else {
             panic!()
         };
-        let Push::Queued(high2) = q.push(5, None, 8) else {
+        let Push::Queued(high2) = q.push(5, None, 1, 8) else {
             panic!()
         };
-        let Push::Queued(other_key) = q.push(0, Some(7), 8) else {
+        let Push::Queued(other_key) = q.push(0, Some(7), 1, 8) else {
             panic!()
         };
         assert!(q.is_head(high, None));
@@ -181,20 +201,49 @@ mod tests {
     }
 
     #[test]
+    fn weight_ahead_counts_only_waiters_served_first_for_the_same_bucket() {
+        let mut q = WaitQueue::default();
+        q.push(5, None, 3, 8);
+        q.push(1, None, 4, 8);
+        q.push(9, Some(7), 100, 8);
+        q.push(5, None, 2, 8);
+        assert_eq!(
+            q.weight_ahead(5, None),
+            5,
+            "equal priority, here first: ahead"
+        );
+        assert_eq!(
+            q.weight_ahead(1, None),
+            9,
+            "everyone is ahead of the least important"
+        );
+        assert_eq!(
+            q.weight_ahead(6, None),
+            0,
+            "a more important arrival goes first"
+        );
+        assert_eq!(
+            q.weight_ahead(0, Some(7)),
+            100,
+            "another key's waiters do not count"
+        );
+    }
+
+    #[test]
     fn full_queue_sheds_lowest_priority_youngest_first() {
         let mut q = WaitQueue::default();
-        let Push::Queued(a) = q.push(1, None, 2) else {
+        let Push::Queued(a) = q.push(1, None, 1, 2) else {
             panic!()
         };
-        let Push::Queued(b) = q.push(1, None, 2) else {
+        let Push::Queued(b) = q.push(1, None, 1, 2) else {
             panic!()
         };
         assert_eq!(
-            q.push(1, None, 2),
+            q.push(1, None, 1, 2),
             Push::Full,
             "equal priority does not shed"
         );
-        let Push::QueuedAfterShedding(c) = q.push(2, None, 2) else {
+        let Push::QueuedAfterShedding(c) = q.push(2, None, 1, 2) else {
             panic!()
         };
         assert!(q.contains(a) && !q.contains(b) && q.contains(c));

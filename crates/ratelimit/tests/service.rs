@@ -284,10 +284,23 @@ async fn nobody_waits_past_max_wait() {
     send(&mut svc, (0, "token")).await.unwrap();
     let start = Instant::now();
     let a = tokio::spawn(svc.ready().await.unwrap().call((0, "a")));
-    let b = tokio::spawn(svc.ready().await.unwrap().call((0, "b")));
-    assert_eq!(a.await.unwrap().unwrap(), (0, "a"));
+    // Behind `a`, `b` would get a token at 200 ms, past max_wait: refused at once, told
+    // the real wait, and never queued.
+    let b = svc.ready().await.unwrap().call((0, "b")).await;
+    assert_eq!(
+        error(b),
+        Error::RateLimited {
+            retry_after: 200 * MS
+        }
+    );
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(layer.limiter().snapshot().queued, 1);
+    // A more important arrival goes ahead of `a` (it can make it in 100 ms), which then
+    // cannot: `a` leaves the queue at max_wait, not a moment later.
+    let vip = tokio::spawn(svc.ready().await.unwrap().call((5, "vip")));
+    assert_eq!(vip.await.unwrap().unwrap(), (5, "vip"));
     assert_eq!(start.elapsed(), 100 * MS);
-    let err = error(b.await.unwrap());
+    let err = error(a.await.unwrap());
     assert_eq!(err, Error::QueueTimeout { waited: 150 * MS });
     assert_eq!(start.elapsed(), 150 * MS);
     // A wait longer than max_wait fails at once, with the real retry time.
@@ -309,6 +322,79 @@ async fn nobody_waits_past_max_wait() {
         }
     );
     assert_eq!(before.elapsed(), Duration::ZERO);
+}
+
+/// Regression (issue 10, item 1): at one token a year the rejection said "retry after 366
+/// days"; now no `retry_after` is longer than the documented cap.
+#[tokio::test(start_paused = true)]
+async fn retry_after_never_exceeds_its_documented_cap() {
+    let layer = limiter(1, RateLimitConfig::MAX_PERIOD, 1);
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, 0).await.unwrap();
+    assert_eq!(
+        error(send(&mut svc, 1).await),
+        Error::RateLimited {
+            retry_after: RateLimitConfig::MAX_RETRY_AFTER
+        }
+    );
+    assert_eq!(
+        layer.limiter().try_acquire(1),
+        Err(Error::RateLimited {
+            retry_after: RateLimitConfig::MAX_RETRY_AFTER
+        })
+    );
+    // Below the cap, the real wait is told.
+    advance(RateLimitConfig::MAX_PERIOD - 10 * MS).await;
+    assert_eq!(
+        layer.limiter().try_acquire(1),
+        Err(Error::RateLimited {
+            retry_after: 10 * MS
+        })
+    );
+    // With a queue, the wait behind the waiters ahead is capped too.
+    let queued = RateLimitLayer::builder()
+        .rate(1, RateLimitConfig::MAX_PERIOD)
+        .burst(1)
+        .queue(4, RateLimitConfig::MAX_WAIT)
+        .build()
+        .unwrap();
+    let mut svc = queued.layer(Echo::new());
+    send(&mut svc, 0).await.unwrap();
+    assert_eq!(
+        error(send(&mut svc, 1).await),
+        Error::RateLimited {
+            retry_after: RateLimitConfig::MAX_RETRY_AFTER
+        }
+    );
+    assert_eq!(queued.limiter().snapshot().queued, 0);
+}
+
+/// Whatever the rate does while a request waits (here it drops to one a year), the request
+/// leaves the queue at `max_wait`.
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_never_waits_past_max_wait_when_the_rate_drops() {
+    let layer = queued_layer(4, Duration::from_millis(150));
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let start = Instant::now();
+    let mut waiting = task::spawn(svc.ready().await.unwrap().call((0, "waits")));
+    assert_pending!(waiting.poll());
+    let slower = RateLimitConfig {
+        queue_size: 4,
+        max_wait: Some(Duration::from_millis(150)),
+        burst: Some(1),
+        ..RateLimitConfig::new(1, RateLimitConfig::MAX_PERIOD)
+    };
+    layer.limiter().reconfigure(&slower).unwrap();
+    advance(149 * MS).await;
+    assert_pending!(waiting.poll());
+    advance(MS).await;
+    assert_eq!(
+        error(assert_ready!(waiting.poll())),
+        Error::QueueTimeout { waited: 150 * MS }
+    );
+    assert_eq!(start.elapsed(), 150 * MS);
+    assert_eq!(layer.limiter().snapshot().queued, 0);
 }
 
 #[tokio::test(start_paused = true)]
