@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tower_prism_core::config::ConfigError;
+use tower_prism_core::config::{check_duration_at_most, ConfigError};
+
+use crate::config::MAX_WAIT;
 
 /// The shape of the schedule before jitter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +62,7 @@ pub struct Backoff {
     /// The first delay (and the unit of linear growth).
     #[serde(default = "default_base", with = "tower_prism_core::config::duration")]
     pub base: Duration,
-    /// No delay is longer than this.
+    /// No delay is longer than this (at most one hour).
     #[serde(default = "default_max", with = "tower_prism_core::config::duration")]
     pub max: Duration,
     /// Randomisation.
@@ -135,11 +137,13 @@ impl Backoff {
         self
     }
 
-    /// Checks `base` and `max` (field names as in a config).
+    /// Checks `base` and `max` (field names as in a config): `0 < base <= max`, and
+    /// `max` at most [`MAX_WAIT`](crate::MAX_WAIT) (one hour).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.kind == BackoffKind::None {
             return Ok(());
         }
+        check_duration_at_most("backoff.max", self.max, MAX_WAIT)?;
         if self.base.is_zero() {
             return Err(ConfigError::new(
                 "backoff.base",

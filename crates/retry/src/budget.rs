@@ -5,8 +5,11 @@
 //! window. A constant reserve of `min_per_second * window` retries lets a quiet service
 //! retry at all.
 //!
-//! The window is [`SLOTS`] time slots, each one `AtomicU64` packing the slot's epoch (20
-//! bits) and its balance (44 bits, signed, in 1/10 000 of a retry). Depositing and
+//! The window is [`SLOTS`] time slots, each one `AtomicU64` packing the slot's epoch (32
+//! bits) and its balance (32 bits, signed, in 1/10 000 of a retry: at most about 214 000
+//! retries per slot, beyond which deposits saturate and withdrawals are refused). A slot's
+//! epoch wraps after 2^32 slots, 13.6 years at the shortest (1 s) window, so a slot left
+//! untouched while time jumps ahead by days is never mistaken for a live one. Depositing and
 //! withdrawing are a CAS on the current slot; a withdrawal sums the live slots and CASes the
 //! current one, so concurrent withdrawals within one slot never overdraw (they serialise
 //! on that slot). No lock, no allocation. The algorithm takes the epoch as an argument, so
@@ -25,7 +28,7 @@ use crate::config::BudgetConfig;
 pub const SLOTS: usize = 10;
 /// One retry, in the budget's fixed-point units.
 const RETRY: i64 = 10_000;
-const EPOCH_BITS: u32 = 20;
+const EPOCH_BITS: u32 = 32;
 const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
 const BALANCE_BITS: u32 = 64 - EPOCH_BITS;
 const BALANCE_MASK: u64 = (1 << BALANCE_BITS) - 1;
@@ -47,7 +50,7 @@ fn balance_of(raw: u64) -> i64 {
     ((raw << EPOCH_BITS) as i64) >> EPOCH_BITS
 }
 
-/// Whether a slot's (20-bit) epoch is later than `epoch`.
+/// Whether a slot's (32-bit) epoch is later than `epoch`.
 #[inline]
 fn is_newer(slot_epoch: u64, epoch: u64) -> bool {
     let ahead = slot_epoch.wrapping_sub(epoch & EPOCH_MASK) & EPOCH_MASK;
@@ -254,6 +257,12 @@ impl RetryBudget {
 
     /// [`withdraw`](Self::withdraw) at a given epoch (ignores `enabled`).
     pub fn withdraw_at(&self, epoch: u64) -> bool {
+        self.take_at(epoch).is_some()
+    }
+
+    /// Takes one retry at `epoch`: the units taken (to give back with
+    /// [`refund_at`](Self::refund_at) if the retry is never sent), or `None` when empty.
+    pub(crate) fn take_at(&self, epoch: u64) -> Option<i64> {
         let i = &self.inner;
         let cost = if i.unhealthy.load(Ordering::Relaxed) {
             i.unhealthy_cost.load(Ordering::Relaxed)
@@ -274,17 +283,41 @@ impl RetryBudget {
                 .map(|n| live_balance(i.slots[n].load(Ordering::Acquire), epoch))
                 .sum();
             let total = i.reserve.load(Ordering::Relaxed) + own + others;
-            if total < cost {
-                return false;
+            // A slot whose debt is at its floor cannot record another withdrawal: refuse
+            // rather than grant a retry that costs nothing.
+            if total < cost || own - cost < -BALANCE_MAX {
+                return None;
             }
             let new = pack(epoch, own - cost);
             if slot
                 .compare_exchange(raw, new, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                return true;
+                return Some(cost);
             }
         }
+    }
+
+    /// Gives back `cost` units taken at `epoch` for a retry that was never sent (its call
+    /// was dropped or failed before the retry went out). Nothing happens once that slot has
+    /// left the window: its debt has expired with it.
+    pub(crate) fn refund_at(&self, epoch: u64, cost: i64) {
+        let slot = &self.inner.slots[(epoch % SLOTS as u64) as usize];
+        let mut raw = slot.load(Ordering::Acquire);
+        while epoch_of(raw) == epoch & EPOCH_MASK {
+            let new = pack(epoch, balance_of(raw).saturating_add(cost));
+            match slot.compare_exchange_weak(raw, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(actual) => raw = actual,
+            }
+        }
+    }
+
+    /// The epoch of a clock reading, for [`take_at`](Self::take_at) and
+    /// [`refund_at`](Self::refund_at).
+    #[inline]
+    pub(crate) fn epoch_at(&self, now: Instant) -> u64 {
+        self.epoch_of_instant(now)
     }
 
     /// [`available`](Self::available) at a given epoch.
@@ -484,6 +517,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_left_alone_for_2_pow_20_slots_stays_expired() {
+        // A 20-bit epoch wrapped here: slots from 2^20 slots ago (12 days at the default
+        // window, 29 hours at a 1 s one) came back to life, deposits and debts alike.
+        let b = RetryBudget::new(&config(1.0, 0));
+        for _ in 0..5 {
+            b.deposit_at(3);
+        }
+        assert!(b.withdraw_at(4));
+        let later = 3 + (1 << 20);
+        assert!(b.available_at(later).abs() < 1e-9);
+        assert!(!b.withdraw_at(later), "old deposits are gone");
+        b.deposit_at(later);
+        assert!(
+            (b.available_at(later) - 1.0).abs() < 1e-9,
+            "and old debts too"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refund_gives_back_what_was_taken_while_the_slot_lives() {
+        let b = RetryBudget::new(&config(1.0, 0));
+        b.deposit_at(0);
+        b.deposit_at(0);
+        let cost = b.take_at(2).unwrap();
+        assert!((b.available_at(2) - 1.0).abs() < 1e-9);
+        b.refund_at(2, cost);
+        assert!((b.available_at(2) - 2.0).abs() < 1e-9);
+        // a refund after its slot left the window changes nothing
+        let cost = b.take_at(5).unwrap();
+        b.deposit_at(15);
+        b.refund_at(5, cost);
+        assert!((b.available_at(15) - 1.0).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_at_its_debt_floor_refuses() {
+        let b = RetryBudget::new(&config(1.0, 0));
+        // a full previous slot, and a current slot whose debt is at the floor
+        b.inner.slots[0].store(pack(0, BALANCE_MAX), Ordering::Relaxed);
+        b.inner.slots[1].store(pack(1, -BALANCE_MAX + 1), Ordering::Relaxed);
+        assert!(!b.withdraw_at(1), "the debt could not be recorded");
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,12 +3,47 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tower_prism_core::config::{check_duration, check_nonzero, check_positive, ConfigError};
+use tower_prism_core::config::{
+    check_duration, check_duration_at_most, check_nonzero, check_positive, check_size_at_most,
+    ConfigError, MAX_SIZE,
+};
 
 use crate::backoff::Backoff;
 
+/// The most attempts per call `max_attempts` accepts. Past a handful, more attempts only
+/// add load to an upstream that is already failing; 100 leaves room for odd cases.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// The longest single wait the retry stage accepts in a config: `backoff.base`,
+/// `backoff.max` and `max_retry_after` (one hour).
+pub const MAX_WAIT: Duration = Duration::from_secs(60 * 60);
+
+/// The longest `max_elapsed`, `attempt_timeout` and budget `window` accepted (one day).
+pub const MAX_CALL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The default `max_retry_after`: 30 s.
+///
+/// Envoy's rate-limited retry back-off drops a reset header above its `max_interval`, and
+/// Microsoft's standard resilience handler honours `Retry-After` only within its 30 s
+/// total request timeout; 30 s is the latter, long enough for the common "come back in a
+/// few seconds" answers (a per-second or per-10-seconds quota rolling over) and short
+/// enough that a few callers told to wait a year cannot hold a concurrency limit's
+/// permits for more than half a minute.
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// Retry settings. Every field has a default, so an empty section is a valid config:
-/// 3 attempts, exponential backoff from 50 ms to 2 s with full jitter, a 20 % retry budget.
+/// 3 attempts, exponential backoff from 50 ms to 2 s with full jitter, a 20 % retry budget,
+/// `Retry-After` hints honoured up to 30 s.
+///
+/// Every wait is bounded. One retry waits at most `max(backoff.max, max_retry_after)`
+/// (both at most [`MAX_WAIT`]); a hint longer than `max_retry_after` (or than what is left
+/// of `max_elapsed`) ends the call at once with the answer that carried it. An attempt
+/// lasts at most `attempt_timeout` when one is set (at most [`MAX_CALL`]); without one, the
+/// retry stage waits for the inner service as long as it takes, so bound it above (a
+/// deadline stage, `tower::timeout`) or set `attempt_timeout`. With `attempt_timeout`
+/// set, a whole call lasts at most
+/// `max_attempts * attempt_timeout + (max_attempts - 1) * max(backoff.max, max_retry_after)`,
+/// and no retry starts later than `max_elapsed` after the call began.
 ///
 /// ```
 /// use std::time::Duration;
@@ -29,18 +64,20 @@ use crate::backoff::Backoff;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
-    /// Attempts per call, the first included (1 = never retry).
+    /// Attempts per call, the first included (1 = never retry; at most [`MAX_ATTEMPTS`]).
     pub max_attempts: u32,
     /// The wait before each retry.
     pub backoff: Backoff,
     /// No retry starts later than this after the call began (an attempt in flight is not
     /// cut short; use `attempt_timeout` for that). Longer `Retry-After` hints give up.
+    /// At most [`MAX_CALL`].
     #[serde(
         with = "tower_prism_core::config::option_duration",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_elapsed: Option<Duration>,
-    /// Each attempt is abandoned after this long (a retryable failure).
+    /// Each attempt is abandoned after this long (a retryable failure). At most
+    /// [`MAX_CALL`]. Without it, an attempt lasts as long as the inner service takes.
     #[serde(
         with = "tower_prism_core::config::option_duration",
         skip_serializing_if = "Option::is_none"
@@ -48,6 +85,14 @@ pub struct RetryConfig {
     pub attempt_timeout: Option<Duration>,
     /// Wait at least as long as a `Retry-After` header or an error's retry-after hint says.
     pub honor_retry_after: bool,
+    /// The longest `Retry-After` hint (a response header, or an error's retry-after)
+    /// waited out; default 30 s ([`DEFAULT_MAX_RETRY_AFTER`]), at most [`MAX_WAIT`]. A
+    /// longer hint, or one longer than what is left of `max_elapsed`, ends the call at
+    /// once: a response comes back unchanged (its `Retry-After` intact, for a server to
+    /// pass on), an error comes back as it is (still carrying its hint). With
+    /// `honor_retry_after = false` hints are ignored and this has no effect.
+    #[serde(with = "tower_prism_core::config::duration")]
+    pub max_retry_after: Duration,
     /// The retry budget shared by every clone.
     pub budget: BudgetConfig,
 }
@@ -60,22 +105,27 @@ impl Default for RetryConfig {
             max_elapsed: None,
             attempt_timeout: None,
             honor_retry_after: true,
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             budget: BudgetConfig::default(),
         }
     }
 }
 
 impl RetryConfig {
-    /// Checks every field; the error names the first bad one.
+    /// Checks every field, upper bounds included; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_nonzero("max_attempts", self.max_attempts)?;
+        check_size_at_most("max_attempts", self.max_attempts, u64::from(MAX_ATTEMPTS))?;
         self.backoff.validate()?;
         if let Some(d) = self.max_elapsed {
             check_duration("max_elapsed", d)?;
+            check_duration_at_most("max_elapsed", d, MAX_CALL)?;
         }
         if let Some(d) = self.attempt_timeout {
             check_duration("attempt_timeout", d)?;
+            check_duration_at_most("attempt_timeout", d, MAX_CALL)?;
         }
+        check_duration_at_most("max_retry_after", self.max_retry_after, MAX_WAIT)?;
         self.budget.validate().map_err(|e| e.in_section("budget"))
     }
 }
@@ -91,9 +141,10 @@ pub struct BudgetConfig {
     pub enabled: bool,
     /// Retries allowed per first attempt, e.g. `0.2` = 20 %. At most 10.
     pub ratio: f64,
-    /// Retries per second always allowed, whatever the traffic.
+    /// Retries per second always allowed, whatever the traffic (at most
+    /// [`MAX_SIZE`](tower_prism_core::config::MAX_SIZE)).
     pub min_per_second: u32,
-    /// How long a first attempt counts towards the budget (at least 1 s).
+    /// How long a first attempt counts towards the budget (at least 1 s, at most a day).
     #[serde(with = "tower_prism_core::config::duration")]
     pub window: Duration,
     /// The ratio while downstream is unhealthy (needs a health signal). At most `ratio`.
@@ -127,6 +178,8 @@ impl BudgetConfig {
                 "must be at least 1s",
             ));
         }
+        check_duration_at_most("window", self.window, MAX_CALL)?;
+        check_size_at_most("min_per_second", self.min_per_second, MAX_SIZE)?;
         if let Some(r) = self.unhealthy_ratio {
             check_ratio_up_to_10("unhealthy_ratio", r)?;
             if r > self.ratio {
@@ -216,5 +269,64 @@ mod tests {
             bad(|c| c.budget.unhealthy_failure_rate = 1.5),
             "budget.unhealthy_failure_rate"
         );
+    }
+
+    #[test]
+    fn absurd_sizes_and_durations_are_refused_with_the_bound() {
+        let bad = |f: fn(&mut RetryConfig)| {
+            let mut c = RetryConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        let err = bad(|c| c.max_attempts = u32::MAX);
+        assert_eq!(err.field(), "max_attempts");
+        assert_eq!(err.reason(), "must be at most 100");
+        let years: RetryConfig =
+            toml::from_str("max_elapsed = \"500000000000y\"\nattempt_timeout = \"500000000000y\"")
+                .unwrap();
+        let err = years.validate().unwrap_err();
+        assert_eq!(err.field(), "max_elapsed");
+        assert!(err.reason().contains("at most 1day"), "{err}");
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        assert_eq!(
+            bad(|c| c.attempt_timeout = Some(YEAR)).field(),
+            "attempt_timeout"
+        );
+        assert_eq!(bad(|c| c.max_retry_after = YEAR).field(), "max_retry_after");
+        assert_eq!(bad(|c| c.backoff.max = YEAR).field(), "backoff.max");
+        assert_eq!(
+            bad(|c| {
+                c.backoff.base = YEAR;
+                c.backoff.max = YEAR;
+            })
+            .field(),
+            "backoff.max"
+        );
+        assert_eq!(bad(|c| c.budget.window = YEAR).field(), "budget.window");
+        assert_eq!(
+            bad(|c| c.budget.min_per_second = u32::MAX).field(),
+            "budget.min_per_second"
+        );
+        // the bounds themselves are accepted
+        let edge = RetryConfig {
+            max_attempts: MAX_ATTEMPTS,
+            max_elapsed: Some(MAX_CALL),
+            attempt_timeout: Some(MAX_CALL),
+            max_retry_after: MAX_WAIT,
+            backoff: Backoff::linear(MAX_WAIT, MAX_WAIT),
+            ..RetryConfig::default()
+        };
+        edge.validate().unwrap();
+    }
+
+    #[test]
+    fn max_retry_after_defaults_to_30s_and_reads_from_toml() {
+        assert_eq!(
+            RetryConfig::default().max_retry_after,
+            Duration::from_secs(30)
+        );
+        let c: RetryConfig = toml::from_str("max_retry_after = \"2m\"").unwrap();
+        assert_eq!(c.max_retry_after, Duration::from_secs(120));
+        c.validate().unwrap();
     }
 }

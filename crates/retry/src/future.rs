@@ -40,7 +40,8 @@ pin_project! {
 
 pin_project! {
     /// The response future of [`Retry`](crate::Retry). Dropping it cancels the attempt in
-    /// flight (or the backoff) and makes no further attempt.
+    /// flight (or the backoff) and makes no further attempt; a retry the budget granted but
+    /// that was never sent is given back to the budget.
     #[project = ResponseFutureProj]
     pub struct ResponseFuture<S, Req, C, R, H>
     where
@@ -62,9 +63,30 @@ pin_project! {
         started: Option<Instant>,
         attempt: u32,
         previous_delay: Duration,
+        // The budget's grant for the retry planned but not yet sent (its epoch and cost),
+        // given back if the retry is never sent.
+        reserved: Option<(u64, i64)>,
         classify: C,
         replay: R,
         hint: H,
+    }
+
+    impl<S, Req, C, R, H> PinnedDrop for ResponseFuture<S, Req, C, R, H>
+    where
+        S: Service<Req>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            refund(this.shared, this.reserved);
+        }
+    }
+}
+
+/// Gives a planned retry's grant back to the budget (the retry was never sent).
+#[inline]
+fn refund(shared: &Shared, reserved: &mut Option<(u64, i64)>) {
+    if let Some((epoch, cost)) = reserved.take() {
+        shared.budget.refund_at(epoch, cost);
     }
 }
 
@@ -86,6 +108,7 @@ enum GiveUp {
     NotReplayable,
     Deadline,
     Budget,
+    RetryAfter,
 }
 
 impl<S, Req, C, R, H> ResponseFuture<S, Req, C, R, H>
@@ -120,6 +143,7 @@ where
             started,
             attempt: 1,
             previous_delay: Duration::ZERO,
+            reserved: None,
             classify,
             replay,
             hint,
@@ -189,6 +213,7 @@ where
                 }
                 StateProj::Readying => {
                     if let Err(e) = ready!(this.service.poll_ready(cx)) {
+                        refund(this.shared, this.reserved);
                         let e: BoxError = e.into();
                         tracing::debug!(name = %this.shared.name, error = %e, "inner service failed before a retry");
                         return Poll::Ready(Err(e));
@@ -202,10 +227,14 @@ where
                     let Some(request) = request else {
                         // Only if `replay` contradicts the `can_replay` that planned this retry.
                         let attempt = *this.attempt + 1;
+                        refund(this.shared, this.reserved);
                         return Poll::Ready(Err(Box::new(Error::ReplayRefused { attempt })));
                     };
                     *this.attempt += 1;
                     let future = this.service.call(request);
+                    // Sent: the budget's grant is spent.
+                    *this.reserved = None;
+                    this.shared.retries.fetch_add(1, Ordering::Relaxed);
                     this.state.set(State::Called { future });
                     match *this.attempt_timeout {
                         Some(t) => this.timer.set(Timer::On { sleep: sleep(t) }),
@@ -264,13 +293,26 @@ where
             shared.random()
         };
         let mut delay = backoff.delay(attempt, *this.previous_delay, random);
+        // A hint is waited out only up to `max_retry_after`: an upstream (or a stage
+        // below) asking for longer gets its answer passed back at once, never a caller
+        // held for as long as a header says.
+        let mut hint = None;
         if settings.honor_retry_after {
-            let hint = match &result {
+            hint = match &result {
                 Ok(response) => this.hint.retry_after(response),
                 Err(e) => shared.error_hint.and_then(|h| h(&**e)),
             };
-            if let Some(hint) = hint {
-                delay = delay.max(hint);
+            if let Some(wait) = hint {
+                if wait > settings.max_retry_after {
+                    return Some(give_up(
+                        shared,
+                        GiveUp::RetryAfter,
+                        attempt,
+                        &settings,
+                        result,
+                    ));
+                }
+                delay = delay.max(wait);
             }
         }
         let budget = shared.budget.is_enabled();
@@ -278,18 +320,27 @@ where
         // One clock reading for both the deadline and the budget.
         let now = (budget || deadline.is_some()).then(Instant::now);
         if let (Some((max, started)), Some(now)) = (deadline, now) {
-            if now.saturating_duration_since(started).saturating_add(delay) > max {
-                return Some(give_up(
-                    shared,
-                    GiveUp::Deadline,
-                    attempt,
-                    &settings,
-                    result,
-                ));
+            let elapsed = now.saturating_duration_since(started);
+            if elapsed.saturating_add(delay) > max {
+                // A hint past the deadline is the upstream's answer to pass on, as above.
+                let why = match hint {
+                    Some(wait) if elapsed.saturating_add(wait) > max => GiveUp::RetryAfter,
+                    _ => GiveUp::Deadline,
+                };
+                return Some(give_up(shared, why, attempt, &settings, result));
             }
         }
         let refused = match (budget, now) {
-            (true, Some(now)) => !shared.budget.withdraw_at_instant(now),
+            (true, Some(now)) => {
+                let epoch = shared.budget.epoch_at(now);
+                match shared.budget.take_at(epoch) {
+                    Some(cost) => {
+                        *this.reserved = Some((epoch, cost));
+                        false
+                    }
+                    None => true,
+                }
+            }
             _ => false,
         };
         if refused {
@@ -314,7 +365,6 @@ where
             }
         };
         metrics.backoff.record(delay.as_secs_f64());
-        shared.retries.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(name = %shared.name, attempt, ?delay, reason, "retrying");
         drop(result);
         *this.previous_delay = delay;
@@ -356,6 +406,10 @@ fn give_up<T>(
         GiveUp::Budget => {
             m.gave_up_budget.increment(1);
             "budget"
+        }
+        GiveUp::RetryAfter => {
+            m.gave_up_retry_after.increment(1);
+            "retry_after"
         }
     };
     tracing::debug!(name = %shared.name, attempts, reason, "giving up");

@@ -4,8 +4,10 @@
 //! Requests reach the retry layer with a [`ReplayBody`] (wrap them with [`replayable`],
 //! e.g. in a `tower::util::MapRequestLayer` in front of it). Idempotent ones are retried
 //! on errors and on 408/429/5xx (except 501/505) responses, waiting at least as long as a
-//! `Retry-After` header says; a response still failing after the last attempt is returned
-//! as it is.
+//! `Retry-After` header says, up to the config's `max_retry_after` (30 s by default; a
+//! longer one returns that response at once); a response still failing after the last
+//! attempt is returned as it is. Header values are read only up to a bounded length
+//! ([`MAX_RETRY_AFTER_LEN`], [`MAX_IDEMPOTENCY_KEY_LEN`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -44,6 +46,18 @@ use crate::policy::{ReplayRequest, ResponseHint};
 /// The header that marks a request safe to retry whatever its method.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
+/// The longest `Idempotency-Key` value that marks a request retry-safe: 255 bytes, the
+/// limit Stripe documents for its keys (a UUID is 36). A longer (or empty) key is not a
+/// key a server can have stored, so it is treated as absent: the request is retried only
+/// if its method or the [`Idempotent`] extension allows it.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The longest `Retry-After` value parsed: 64 bytes. An HTTP-date is at most 33 and a
+/// delta-seconds value needs at most 20 digits, so a longer value is not a valid one; it
+/// is ignored like any other invalid value (the retry waits its backoff), and never read
+/// past this length.
+pub const MAX_RETRY_AFTER_LEN: usize = 64;
+
 /// A request extension that marks a request safe to retry whatever its method.
 ///
 /// ```
@@ -66,11 +80,14 @@ pub fn is_idempotent(method: &Method) -> bool {
 }
 
 /// Whether a request may be retried: an idempotent method, the [`Idempotent`] extension,
-/// or an `Idempotency-Key` header.
+/// or an `Idempotency-Key` header of 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] bytes.
 pub fn is_retry_safe<B>(request: &Request<B>) -> bool {
     is_idempotent(request.method())
         || request.extensions().get::<Idempotent>().is_some()
-        || request.headers().contains_key(IDEMPOTENCY_KEY)
+        || request
+            .headers()
+            .get(IDEMPOTENCY_KEY)
+            .is_some_and(|key| (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len()))
 }
 
 /// Wraps a request's body in a [`ReplayBody`] that remembers up to `limit` bytes. Use it
@@ -121,7 +138,9 @@ impl<B> ResponseHint<Response<B>> for RetryAfterHeader {
 /// in any of the three forms RFC 9110 requires a recipient to accept (IMF-fixdate
 /// `"Sun, 06 Nov 1994 08:49:37 GMT"`, and the obsolete RFC 850 `"Sunday, 06-Nov-94
 /// 08:49:37 GMT"` and asctime `"Sun Nov  6 08:49:37 1994"`; see [`parse_http_date`]). A
-/// date in the past is `Some(ZERO)`; anything else is `None` (ignored, never a panic).
+/// date in the past is `Some(ZERO)`; anything else, including a value over
+/// [`MAX_RETRY_AFTER_LEN`] bytes, is `None` (ignored, never a panic). A number too large
+/// for a `u64` saturates (the retry stage's `max_retry_after` then gives up at once).
 ///
 /// ```
 /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -137,6 +156,9 @@ impl<B> ResponseHint<Response<B>> for RetryAfterHeader {
 /// assert_eq!(v("soon"), None);
 /// ```
 pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
+    if value.len() > MAX_RETRY_AFTER_LEN {
+        return None;
+    }
     let text = value.to_str().ok()?.trim();
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         // very long numbers saturate rather than fail
@@ -471,6 +493,60 @@ mod tests {
         assert!(ReplayIdempotent.replay(&post).is_none());
     }
 
+    #[test]
+    fn a_megabyte_retry_after_is_ignored_as_invalid() {
+        let now = at(1_000_000_000);
+        for long in ["9".repeat(1 << 20), " ".repeat(1 << 20) + "5"] {
+            let v = HeaderValue::from_str(&long).unwrap();
+            assert_eq!(parse_retry_after(&v, now), None);
+        }
+        let response = Response::builder()
+            .status(503)
+            .header(RETRY_AFTER, "1".repeat(1 << 20))
+            .body(())
+            .unwrap();
+        assert_eq!(RetryAfterHeader.retry_after(&response), None);
+        // the longest valid forms are well within the bound
+        let padded = format!("{:>width$}", "7", width = MAX_RETRY_AFTER_LEN);
+        let v = HeaderValue::from_str(&padded).unwrap();
+        assert_eq!(parse_retry_after(&v, now), Some(Duration::from_secs(7)));
+        let over = format!("{:>width$}", "7", width = MAX_RETRY_AFTER_LEN + 1);
+        let v = HeaderValue::from_str(&over).unwrap();
+        assert_eq!(parse_retry_after(&v, now), None);
+    }
+
+    #[test]
+    fn only_a_bounded_non_empty_idempotency_key_makes_a_post_retry_safe() {
+        let post = |key: &str| {
+            Request::post("/")
+                .header(IDEMPOTENCY_KEY, key)
+                .body(())
+                .unwrap()
+        };
+        assert!(is_retry_safe(&post("k")));
+        assert!(is_retry_safe(&post(&"k".repeat(MAX_IDEMPOTENCY_KEY_LEN))));
+        assert!(!is_retry_safe(&post(
+            &"k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1)
+        )));
+        assert!(
+            !is_retry_safe(&post(&"k".repeat(1 << 20))),
+            "a megabyte key"
+        );
+        assert!(!is_retry_safe(&post("")), "an empty key");
+        // an idempotent method needs no key, however long the header
+        let mut get = post(&"k".repeat(1 << 20));
+        *get.method_mut() = Method::GET;
+        assert!(is_retry_safe(&get));
+        let body = replayable(
+            Request::post("/")
+                .header(IDEMPOTENCY_KEY, "k".repeat(1 << 20))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+            64,
+        );
+        assert!(ReplayIdempotent.replay(&body).is_none());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
@@ -478,6 +554,33 @@ mod tests {
             if let Ok(v) = HeaderValue::from_str(&text) {
                 let _ = parse_retry_after(&v, SystemTime::now());
             }
+        }
+
+        /// Any bytes a header can hold, of any length around the bound, and any text
+        /// (multi-byte characters included) given straight to the date parsers.
+        #[test]
+        fn never_panics_on_any_bytes(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..100),
+            text in "\\PC{0,40}",
+            now in proptest::num::u64::ANY,
+        ) {
+            let now = UNIX_EPOCH.checked_add(Duration::from_secs(now)).unwrap_or(UNIX_EPOCH);
+            if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+                let parsed = parse_retry_after(&v, now);
+                prop_assert!(parsed.is_none() || bytes.len() <= MAX_RETRY_AFTER_LEN);
+            }
+            let _ = parse_http_date(&text);
+            let _ = parse_http_date(&String::from_utf8_lossy(&bytes));
+        }
+
+        /// Strings shaped like dates (right lengths, separators in place) with arbitrary
+        /// characters in the fields: the parsers must reject or accept, never panic.
+        #[test]
+        fn never_panics_on_date_shaped_text(
+            fill in "[0-9A-Za-z :,\\-\u{e9}\u{1F600}]{20,36}",
+        ) {
+            let _ = parse_http_date(&fill);
+            let _ = parse_imf_fixdate(&fill);
         }
 
         #[test]

@@ -33,6 +33,7 @@ pub(crate) struct Metrics {
     pub gave_up_not_retryable: Counter,
     pub gave_up_fatal: Counter,
     pub gave_up_not_replayable: Counter,
+    pub gave_up_retry_after: Counter,
     pub backoff: Histogram,
 }
 
@@ -53,6 +54,7 @@ impl Metrics {
             gave_up_not_retryable: gave_up("not_retryable"),
             gave_up_fatal: gave_up("fatal"),
             gave_up_not_replayable: gave_up("not_replayable"),
+            gave_up_retry_after: gave_up("retry_after"),
             backoff: metrics::histogram!(m::BACKOFF_SECONDS, LABEL_NAME => name.clone()),
         }
     }
@@ -89,10 +91,11 @@ pub struct RetrySnapshot {
     pub budget_enabled: bool,
     /// Whether the budget's tightened ratio is in force.
     pub budget_unhealthy: bool,
-    /// Retries made since the layer was built.
+    /// Retries sent since the layer was built (a retry planned but dropped before it was
+    /// sent does not count).
     pub retries: u64,
     /// Calls that gave up with a retryable failure (attempts, deadline, budget, not
-    /// replayable) since the layer was built.
+    /// replayable, a `Retry-After` hint over `max_retry_after`) since the layer was built.
     pub gave_up: u64,
 }
 
@@ -125,9 +128,9 @@ impl RetryLayer {
 
 impl<C, R, H> RetryLayer<C, R, H> {
     /// Applies a new config to running services. New calls use the new `max_attempts` and
-    /// `attempt_timeout`; backoff, `max_elapsed` and `honor_retry_after` apply from the next
-    /// retry on (calls in flight included); budget ratios and floor at once. The budget's
-    /// window length stays as built.
+    /// `attempt_timeout`; backoff, `max_elapsed`, `honor_retry_after` and `max_retry_after`
+    /// apply from the next retry on (calls in flight included); budget ratios and floor at
+    /// once. The budget's window length stays as built.
     pub fn reconfigure(&self, config: &RetryConfig) -> Result<(), ConfigError> {
         config.validate()?;
         self.shared.settings.store(Settings::from_config(config));
@@ -244,6 +247,13 @@ impl<C, R, H> RetryBuilder<C, R, H> {
     /// Whether to wait at least as long as `Retry-After` hints say (default `true`).
     pub fn honor_retry_after(mut self, yes: bool) -> Self {
         self.config.honor_retry_after = yes;
+        self
+    }
+
+    /// The longest `Retry-After` hint waited out (default 30 s, at most one hour); a
+    /// longer hint ends the call at once with the answer that carried it.
+    pub fn max_retry_after(mut self, d: Duration) -> Self {
+        self.config.max_retry_after = d;
         self
     }
 

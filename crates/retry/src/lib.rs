@@ -74,7 +74,9 @@ mod settings;
 pub use backoff::{Backoff, BackoffKind, Jitter};
 pub use body::ReplayBody;
 pub use budget::RetryBudget;
-pub use config::{BudgetConfig, RetryConfig};
+pub use config::{
+    BudgetConfig, RetryConfig, DEFAULT_MAX_RETRY_AFTER, MAX_ATTEMPTS, MAX_CALL, MAX_WAIT,
+};
 pub use error::{BoxError, Error};
 pub use future::ResponseFuture;
 pub use layer::{RetryBuilder, RetryLayer, RetrySnapshot};

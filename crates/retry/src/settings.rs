@@ -16,6 +16,7 @@ pub(crate) struct Settings {
     pub max_elapsed: Option<Duration>,
     pub attempt_timeout: Option<Duration>,
     pub honor_retry_after: bool,
+    pub max_retry_after: Duration,
 }
 
 impl Settings {
@@ -26,6 +27,7 @@ impl Settings {
             max_elapsed: c.max_elapsed,
             attempt_timeout: c.attempt_timeout,
             honor_retry_after: c.honor_retry_after,
+            max_retry_after: c.max_retry_after,
         }
     }
 }
@@ -69,6 +71,7 @@ pub(crate) struct SharedSettings {
     max_elapsed: AtomicU64,
     attempt_timeout: AtomicU64,
     honor_retry_after: AtomicBool,
+    max_retry_after: AtomicU64,
     writer: Mutex<()>,
 }
 
@@ -83,6 +86,7 @@ impl SharedSettings {
             max_elapsed: AtomicU64::new(NONE),
             attempt_timeout: AtomicU64::new(NONE),
             honor_retry_after: AtomicBool::new(true),
+            max_retry_after: AtomicU64::new(0),
             writer: Mutex::new(()),
         };
         shared.store(s);
@@ -108,6 +112,8 @@ impl SharedSettings {
             .store(opt_nanos(s.attempt_timeout), Ordering::Relaxed);
         self.honor_retry_after
             .store(s.honor_retry_after, Ordering::Relaxed);
+        self.max_retry_after
+            .store(nanos(s.max_retry_after), Ordering::Relaxed);
         self.version.fetch_add(1, Ordering::Release); // even again
     }
 
@@ -148,6 +154,7 @@ impl SharedSettings {
                 max_elapsed: from_opt_nanos(self.max_elapsed.load(Ordering::Relaxed)),
                 attempt_timeout: from_opt_nanos(self.attempt_timeout.load(Ordering::Relaxed)),
                 honor_retry_after: self.honor_retry_after.load(Ordering::Relaxed),
+                max_retry_after: Duration::from_nanos(self.max_retry_after.load(Ordering::Relaxed)),
             };
             fence(Ordering::Acquire);
             if self.version.load(Ordering::Relaxed) == before {
@@ -176,6 +183,7 @@ mod tests {
                 config.attempt_timeout = Some(Duration::from_millis(7));
                 config.max_elapsed = None;
                 config.max_attempts = 9;
+                config.max_retry_after = Duration::from_secs(7);
                 shared.store(Settings::from_config(&config));
                 assert_eq!(shared.load(), Settings::from_config(&config));
             }

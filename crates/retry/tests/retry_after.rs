@@ -1,0 +1,267 @@
+//! `Retry-After` hints, from a response header or an error, are waited out only up to
+//! `max_retry_after` (and what is left of `max_elapsed`); a longer one ends the call at once
+//! with the answer that carried it. Paused time throughout.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use tokio::time::Instant;
+use tower::{service_fn, BoxError, Service, ServiceExt};
+use tower_layer::Layer;
+use tower_prism_retry::http::replayable;
+use tower_prism_retry::{Backoff, Error, ReplayBody, RetryConfig, RetryLayer};
+
+type Req = http::Request<ReplayBody<Full<Bytes>>>;
+
+const YEAR: &str = "31536000";
+
+/// An upstream that answers 503 with `Retry-After: <hint>` to the first `failures` calls,
+/// then 200; counts its calls.
+fn upstream(
+    hint: &'static str,
+    failures: u32,
+) -> (
+    impl Service<Req, Response = http::Response<()>, Error = BoxError, Future: Send> + Clone,
+    Arc<AtomicU32>,
+) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let svc = service_fn({
+        let calls = calls.clone();
+        move |_: Req| {
+            let n = calls.fetch_add(1, Ordering::Relaxed) + 1;
+            async move {
+                let response = if n <= failures {
+                    http::Response::builder()
+                        .status(503)
+                        .header(http::header::RETRY_AFTER, hint)
+                } else {
+                    http::Response::builder().status(200)
+                };
+                Ok::<_, BoxError>(response.body(()).unwrap())
+            }
+        }
+    });
+    (svc, calls)
+}
+
+fn get() -> Req {
+    replayable(
+        http::Request::get("http://upstream/")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+        1024,
+    )
+}
+
+fn http_layer(
+    config: &RetryConfig,
+) -> tower_prism_retry::RetryLayer<
+    tower_prism_core::HttpClassifier,
+    tower_prism_retry::http::ReplayIdempotent,
+    tower_prism_retry::http::RetryAfterHeader,
+> {
+    tower_prism_retry::RetryBuilder::from_config(config.clone())
+        .http()
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_year_long_retry_after_returns_the_503_at_once_with_its_header() {
+    let layer = http_layer(&RetryConfig::default());
+    let (inner, calls) = upstream(YEAR, u32::MAX);
+    let start = Instant::now();
+    let response = layer.layer(inner).oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()[http::header::RETRY_AFTER],
+        YEAR,
+        "intact"
+    );
+    assert_eq!(calls.load(Ordering::Relaxed), 1, "no retry");
+    assert_eq!(start.elapsed(), Duration::ZERO, "no wait at all");
+    let snap = layer.snapshot();
+    assert_eq!((snap.retries, snap.gave_up), (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn year_long_hints_cannot_hold_a_concurrency_limit() {
+    // Four permits, as a concurrency limit of 4 would hold: four calls told to wait a year
+    // must give them back at once, so a fifth (healthy) request gets one.
+    let permits = Arc::new(tokio::sync::Semaphore::new(4));
+    let layer = http_layer(&RetryConfig::default());
+    let (inner, _) = upstream(YEAR, u32::MAX);
+    let start = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let svc = layer.layer(inner.clone());
+        let permits = permits.clone();
+        calls.spawn(async move {
+            let _permit = permits.acquire().await.unwrap();
+            svc.oneshot(get()).await.unwrap().status()
+        });
+    }
+    while let Some(status) = calls.join_next().await {
+        assert_eq!(status.unwrap(), 503);
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(permits.available_permits(), 4);
+    let (healthy, _) = upstream(YEAR, 0);
+    let _permit = permits
+        .try_acquire()
+        .expect("a permit for a healthy request");
+    let response = layer.layer(healthy).oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_within_max_retry_after_is_waited_out() {
+    let layer = http_layer(&RetryConfig::default());
+    let (inner, calls) = upstream("20", 1);
+    let start = Instant::now();
+    let response = layer.layer(inner).oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(calls.load(Ordering::Relaxed), 2);
+    assert_eq!(start.elapsed(), Duration::from_secs(20));
+
+    // 45 s is over the default 30 s, within a reconfigured 1 min
+    let (inner, calls) = upstream("45", 1);
+    let response = layer.layer(inner).oneshot(get()).await.unwrap();
+    assert_eq!(
+        (response.status().as_u16(), calls.load(Ordering::Relaxed)),
+        (503, 1)
+    );
+    let config = RetryConfig {
+        max_retry_after: Duration::from_secs(60),
+        ..RetryConfig::default()
+    };
+    layer.reconfigure(&config).unwrap();
+    let (inner, _) = upstream("45", 1);
+    let start = Instant::now();
+    let response = layer.layer(inner).oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(start.elapsed(), Duration::from_secs(45));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_saturated_or_http_date_hint_far_ahead_gives_up_too() {
+    for hint in ["99999999999999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+        let layer = http_layer(&RetryConfig::default());
+        let (inner, calls) = upstream(hint, u32::MAX);
+        let start = Instant::now();
+        let response = layer.layer(inner).oneshot(get()).await.unwrap();
+        assert_eq!(response.status(), 503, "{hint}");
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "{hint}");
+        assert_eq!(start.elapsed(), Duration::ZERO, "{hint}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_megabyte_retry_after_is_ignored_and_the_backoff_applies() {
+    let long: &'static str = Box::leak("7".repeat(1 << 20).into_boxed_str());
+    let config = RetryConfig {
+        backoff: Backoff::fixed(Duration::from_millis(10)),
+        ..RetryConfig::default()
+    };
+    let layer = http_layer(&config);
+    let (inner, calls) = upstream(long, 1);
+    let start = Instant::now();
+    let response = layer.layer(inner).oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(calls.load(Ordering::Relaxed), 2);
+    assert_eq!(start.elapsed(), Duration::from_millis(10));
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("shed, retry in {0:?}")]
+struct Shed(Duration);
+
+fn shed_hint(e: &(dyn std::error::Error + 'static)) -> Option<Duration> {
+    e.downcast_ref::<Shed>().map(|s| s.0)
+}
+
+/// Fails every call with `Shed(hint)`; counts calls.
+fn shedding(
+    hint: Duration,
+) -> (
+    impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone,
+    Arc<AtomicU32>,
+) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let svc = service_fn({
+        let calls = calls.clone();
+        move |_: u32| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            async move { Err::<u32, _>(BoxError::from(Shed(hint))) }
+        }
+    });
+    (svc, calls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_hint_over_max_retry_after_returns_the_error_as_is() {
+    let layer = RetryLayer::builder()
+        .retry_after_hint(shed_hint)
+        .build()
+        .unwrap();
+    let (inner, calls) = shedding(Duration::from_secs(3600));
+    let start = Instant::now();
+    let err = layer.layer(inner).oneshot(1).await.unwrap_err();
+    let shed = err
+        .downcast_ref::<Shed>()
+        .expect("the error itself, hint kept");
+    assert_eq!(shed.0, Duration::from_secs(3600));
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_past_max_elapsed_returns_the_error_as_is_not_a_deadline() {
+    let layer = RetryLayer::builder()
+        .retry_after_hint(shed_hint)
+        .max_elapsed(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let (inner, calls) = shedding(Duration::from_secs(5));
+    let start = Instant::now();
+    let err = layer.layer(inner).oneshot(1).await.unwrap_err();
+    assert!(err.is::<Shed>(), "{err}");
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+
+    // a backoff (not a hint) past the deadline is still a DeadlineExceeded
+    let layer = RetryLayer::builder()
+        .backoff(Backoff::fixed(Duration::from_secs(5)))
+        .max_elapsed(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let inner = service_fn(|_: u32| async { Err::<u32, _>(BoxError::from("refused")) });
+    let err = layer.layer(inner).oneshot(1).await.unwrap_err();
+    assert!(matches!(
+        err.downcast_ref::<Error>(),
+        Some(Error::DeadlineExceeded { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hints_are_ignored_when_not_honoured_whatever_their_length() {
+    let layer = RetryLayer::builder()
+        .retry_after_hint(shed_hint)
+        .honor_retry_after(false)
+        .backoff(Backoff::fixed(Duration::from_millis(10)))
+        .max_attempts(3)
+        .build()
+        .unwrap();
+    let (inner, calls) = shedding(Duration::from_secs(3600 * 24 * 365));
+    let start = Instant::now();
+    let err = layer.layer(inner).oneshot(1).await.unwrap_err();
+    assert!(matches!(
+        err.downcast_ref::<Error>(),
+        Some(Error::RetriesExhausted { attempts: 3, .. })
+    ));
+    assert_eq!(calls.load(Ordering::Relaxed), 3);
+    assert_eq!(start.elapsed(), Duration::from_millis(20));
+}
