@@ -38,13 +38,13 @@ where
     rig.assert_healthy(3, "warm-up").await;
 
     rig.script.then([Fault::PanicInCall]);
-    let panic = rig.call().await.err().expect("the panic propagates");
+    let panic = rig.call().await.expect_err("the panic propagates");
     assert!(panic.contains(SCRIPTED_PANIC), "{panic}");
     rig.assert_quiet("after a panic in call");
 
     // A retry whose second attempt panics in call (inside the retry future).
     rig.script.then([Fault::Fail, Fault::PanicInCall]);
-    let panic = rig.call().await.err().expect("the panic propagates");
+    let panic = rig.call().await.expect_err("the panic propagates");
     assert!(panic.contains(SCRIPTED_PANIC), "{panic}");
     rig.assert_quiet("after a panic in a retry's call");
 
@@ -76,18 +76,18 @@ where
     rig.assert_healthy(3, "warm-up").await;
 
     rig.script.then([Fault::PanicInFuture]);
-    let panic = rig.call().await.err().expect("the panic propagates");
+    let panic = rig.call().await.expect_err("the panic propagates");
     assert!(panic.contains(SCRIPTED_PANIC), "{panic}");
     rig.assert_quiet("after a panic in the future");
 
     rig.script.then([Fault::Fail, Fault::PanicInFuture]);
-    let panic = rig.call().await.err().expect("the panic propagates");
+    let panic = rig.call().await.expect_err("the panic propagates");
     assert!(panic.contains(SCRIPTED_PANIC), "{panic}");
     rig.assert_quiet("after a panic in a retry's future");
 
     rig.script.then([Fault::PanicInFuture]);
     let task = tokio::spawn(rig.service.clone().oneshot(F::request()));
-    let error = task.await.err().expect("the task panicked");
+    let error = task.await.expect_err("the task panicked");
     assert!(error.is_panic(), "{error}");
     rig.assert_quiet("after a panicking task");
 

@@ -18,7 +18,7 @@ pub trait Flavor {
     /// The request the stack takes.
     type Req;
     /// The response it gives.
-    type Res;
+    type Res: std::fmt::Debug;
     /// A builder with this profile and no stage.
     fn builder() -> ReliabilityLayerBuilder<Self::P>;
     /// A (retry-safe) request.

@@ -69,8 +69,12 @@ where
     /// Opens the breaker with failing calls (the endpoints are healthy again afterwards).
     pub async fn trip(&self) {
         self.script.reset(Fault::Fail);
-        for _ in 0..4 {
+        // At least 4 failures; more when the window still holds earlier successes.
+        for _ in 0..10 {
             let _ = self.call().await.expect("a failing call does not panic");
+            if self.breaker_state() == State::Open {
+                break;
+            }
         }
         self.script.reset(Fault::Ok);
         assert_eq!(self.breaker_state(), State::Open, "the failures tripped it");
