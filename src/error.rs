@@ -124,7 +124,7 @@ impl Error {
         let (kind, retry_after) = found.unwrap_or((ErrorKind::Inner, None));
         Error {
             kind,
-            retry_after,
+            retry_after: retry_after.map(|wait| wait.min(MAX_RETRY_AFTER)),
             source: error,
         }
     }
@@ -135,7 +135,9 @@ impl Error {
     }
 
     /// How long the caller should wait before trying again, when the stage said so
-    /// (rate limited, circuit open).
+    /// (rate limited, circuit open), at most one day: a longer wait (a yearly quota) is
+    /// told a day at a time, and no stage can make it absurd. The stage's own error
+    /// ([`get_ref`](Error::get_ref)) keeps the exact value.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
@@ -156,7 +158,8 @@ impl Error {
     }
 
     /// An HTTP response for this error: its [`status`](Error::status), a `Retry-After`
-    /// header in whole seconds (rounded up) when there is a hint, and an empty body.
+    /// header in whole seconds (rounded up, from 1 to 86400) when there is a hint, and an
+    /// empty body.
     ///
     /// ```
     /// use std::time::Duration;
@@ -208,8 +211,15 @@ impl From<BoxError> for Error {
     }
 }
 
-/// `Retry-After` in whole seconds, rounded up (a 200 ms wait is `1`, never `0`).
+/// The longest wait an [`Error`] reports and its `Retry-After` header says: one day. A
+/// rate limiter with a long period, or any stage with a bad value, cannot make a server
+/// answer with a wait no client acts on (or with a number that overflows).
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `Retry-After` in whole seconds, rounded up (a 200 ms wait is `1`, never `0`), at most
+/// [`MAX_RETRY_AFTER`] (86400).
 pub(crate) fn retry_after_value(wait: Duration) -> HeaderValue {
+    let wait = wait.min(MAX_RETRY_AFTER);
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     HeaderValue::from(secs.max(1))
 }
@@ -235,6 +245,34 @@ mod tests {
         assert_eq!(retry_after_value(Duration::ZERO), "1");
         assert_eq!(retry_after_value(Duration::from_secs(3)), "3");
         assert_eq!(retry_after_value(Duration::from_millis(3001)), "4");
+    }
+
+    #[test]
+    fn retry_after_header_is_capped_at_a_day_and_never_overflows() {
+        assert_eq!(retry_after_value(Duration::from_secs(86_400)), "86400");
+        assert_eq!(
+            retry_after_value(Duration::from_millis(86_400_001)),
+            "86400"
+        );
+        assert_eq!(retry_after_value(Duration::from_secs(31_536_000)), "86400");
+        assert_eq!(retry_after_value(Duration::MAX), "86400");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("shed for {0:?}")]
+    struct Shed(#[source] tower_prism_ratelimit::Error);
+
+    #[test]
+    fn a_stage_error_with_an_absurd_retry_after_maps_to_a_bounded_response() {
+        for wait in [Duration::from_secs(31_536_000), Duration::MAX] {
+            let shed = tower_prism_ratelimit::Error::RateLimited { retry_after: wait };
+            let err = Error::from_box(Box::new(Shed(shed)));
+            assert_eq!(err.kind(), ErrorKind::RateLimited);
+            assert_eq!(err.retry_after(), Some(MAX_RETRY_AFTER));
+            let response: Response<()> = err.to_response();
+            assert_eq!(response.status(), 429);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "86400");
+        }
     }
 
     #[derive(Debug, thiserror::Error)]

@@ -153,3 +153,32 @@ where
         Poll::Ready(Ok(error.to_response()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower::{service_fn, ServiceExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_absurd_retry_after_from_a_stage_is_answered_with_at_most_a_day() {
+        // `Duration::MAX` overflowed the rounding up to whole seconds (a panic in debug
+        // builds); a year was written as it was.
+        for wait in [Duration::MAX, Duration::from_secs(31_536_000)] {
+            let failing = service_fn(move |_req: http::Request<()>| async move {
+                Err::<Response<String>, _>(tower_prism_ratelimit::Error::RateLimited {
+                    retry_after: wait,
+                })
+            });
+            let response = HttpErrorLayer::new()
+                .layer(failing)
+                .oneshot(http::Request::new(()))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 429);
+            assert_eq!(response.headers()[http::header::RETRY_AFTER], "86400");
+        }
+    }
+}
