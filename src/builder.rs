@@ -177,8 +177,8 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
                 concurrency,
                 breaker,
                 retry,
-                balance,
-                balancers: Default::default(),
+                balance: std::sync::Mutex::new(crate::layer::BalanceStage::new(balance)),
+                reload: Default::default(),
             }),
         })
     }

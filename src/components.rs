@@ -11,7 +11,7 @@ use crate::profile::Profile;
 use crate::ErrorKind;
 
 pub use tower_prism_balance::BalanceConfig;
-pub use tower_prism_breaker::BreakerConfig;
+pub use tower_prism_breaker::{BreakerConfig, BreakerConfigBuilder};
 pub use tower_prism_ratelimit::{ConcurrencyConfig, RateLimitConfig};
 pub use tower_prism_retry::RetryConfig;
 
@@ -145,6 +145,30 @@ pub(crate) fn reconfigure_retry<C, R, H>(
     config: &RetryConfig,
 ) -> Result<(), ConfigError> {
     layer.reconfigure(config)
+}
+
+// ---------------------------------------------------------------- balance
+
+/// A running balancer, as the policy's reload sees it: check a config without applying
+/// it, then apply it.
+pub(crate) trait ReloadBalancer: Send + Sync {
+    /// Whether the balancer would accept `config`; changes nothing.
+    fn check(&self, config: &BalanceConfig) -> Result<(), ConfigError>;
+    /// Applies `config` (already checked).
+    fn apply(&self, config: &BalanceConfig) -> Result<(), ConfigError>;
+}
+
+impl<K, S> ReloadBalancer for tower_prism_balance::BalanceHandle<K, S>
+where
+    tower_prism_balance::BalanceHandle<K, S>: Send + Sync,
+{
+    fn check(&self, config: &BalanceConfig) -> Result<(), ConfigError> {
+        tower_prism_balance::BalanceHandle::check(self, config)
+    }
+
+    fn apply(&self, config: &BalanceConfig) -> Result<(), ConfigError> {
+        self.reconfigure(config)
+    }
 }
 
 // ---------------------------------------------------------------- errors

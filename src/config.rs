@@ -17,15 +17,23 @@
 //! ```
 //!
 //! Every table is optional; a policy without a table has no such stage.
+//!
+//! Hot reload ([`Policies::reload`]) keeps the shape of what runs: the same policies, each
+//! with the same stage tables. Within that, every value can change, except a running
+//! limiter's or breaker's `clock` and a running breaker's `window`. A reload that breaks a
+//! rule, or has any invalid value, is refused with an error naming it and changes nothing.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tower_prism_core::config::{quote_bounded, MAX_QUOTED};
 use tower_prism_core::ConfigError;
 
 use crate::components::{
-    BalanceConfig, BreakerConfig, ConcurrencyConfig, RateLimitConfig, RetryConfig,
+    BalanceConfig, BreakerConfig, BreakerConfigBuilder, ConcurrencyConfig, RateLimitConfig,
+    RetryConfig,
 };
 use crate::profile::{Generic, Profile};
 
@@ -40,24 +48,69 @@ pub struct ReliabilityConfig {
 
 /// One named policy: which stages it has and how each is set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawPolicyConfig")]
 pub struct PolicyConfig {
     /// The rate limiter (`[policy.<name>.rate_limit]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
     /// The adaptive concurrency limit (`[policy.<name>.concurrency_limit]`), right below
     /// the rate limiter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency_limit: Option<ConcurrencyConfig>,
     /// The circuit breaker (`[policy.<name>.circuit_breaker]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<BreakerConfig>,
     /// Retries (`[policy.<name>.retry]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryConfig>,
     /// The load balancer (`[policy.<name>.balance]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub balance: Option<BalanceConfig>,
+}
+
+/// A policy as written, before its breaker table is checked: the breaker's config type is
+/// valid by construction, so it is read here in its unchecked (builder) form and checked
+/// after parsing, like every other stage, and its errors name the field the same way.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicyConfig {
+    #[serde(default)]
+    rate_limit: Option<RateLimitConfig>,
+    #[serde(default)]
+    concurrency_limit: Option<ConcurrencyConfig>,
+    #[serde(default)]
+    circuit_breaker: Option<BreakerConfigBuilder>,
+    #[serde(default)]
+    retry: Option<RetryConfig>,
+    #[serde(default)]
+    balance: Option<BalanceConfig>,
+}
+
+/// The file as written (see [`RawPolicyConfig`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    policy: BTreeMap<String, RawPolicyConfig>,
+}
+
+impl TryFrom<RawPolicyConfig> for PolicyConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawPolicyConfig) -> Result<Self, ConfigError> {
+        let circuit_breaker = raw
+            .circuit_breaker
+            .map(BreakerConfigBuilder::build)
+            .transpose()
+            .map_err(|e| e.in_section("circuit_breaker"))?;
+        Ok(PolicyConfig {
+            rate_limit: raw.rate_limit,
+            concurrency_limit: raw.concurrency_limit,
+            circuit_breaker,
+            retry: raw.retry,
+            balance: raw.balance,
+        })
+    }
 }
 
 impl PolicyConfig {
@@ -84,7 +137,111 @@ impl PolicyConfig {
     }
 }
 
-/// Why a config file could not be used.
+/// The most characters of toml's own message a [`ParseError`] keeps (it may quote a
+/// value, e.g. a string given where a number belongs).
+pub const MAX_PARSE_MESSAGE: usize = 256;
+
+/// A TOML syntax or type error, or an unknown key, told within bounds: toml's message (at
+/// most [`MAX_PARSE_MESSAGE`] characters), the line and column, and a window of at most
+/// [`MAX_QUOTED`] characters of that line around the column. However large the input, the
+/// error stays small (toml's own error keeps and prints the whole source line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    message: String,
+    line: Option<usize>,
+    column: Option<usize>,
+    excerpt: Option<String>,
+}
+
+impl ParseError {
+    /// Bounds toml's error `error` about `text`.
+    fn new(text: &str, error: &toml::de::Error) -> Self {
+        let message = quote_bounded(error.message().trim(), MAX_PARSE_MESSAGE);
+        let Some(span) = error.span() else {
+            return ParseError {
+                message,
+                line: None,
+                column: None,
+                excerpt: None,
+            };
+        };
+        let at = floor_char_boundary(text, span.start.min(text.len()));
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+        let line = text[..line_start].matches('\n').count() + 1;
+        let column = text[line_start..at].chars().count() + 1;
+        ParseError {
+            message,
+            line: Some(line),
+            column: Some(column),
+            excerpt: Some(excerpt(&text[line_start..line_end], column - 1)),
+        }
+    }
+
+    /// toml's message (bounded).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The line of the error (1-based), when toml knows where it is.
+    pub fn line(&self) -> Option<usize> {
+        self.line
+    }
+
+    /// The column of the error in characters (1-based), when toml knows where it is.
+    pub fn column(&self) -> Option<usize> {
+        self.column
+    }
+
+    /// At most [`MAX_QUOTED`] characters of the line, around the column (`...` marks a cut).
+    pub fn excerpt(&self) -> Option<&str> {
+        self.excerpt.as_deref()
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, " (line {line}, column {column})")?;
+        }
+        if let Some(excerpt) = &self.excerpt {
+            write!(f, ": {excerpt}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// At most [`MAX_QUOTED`] characters of `line`, starting a little before character
+/// `column`, with `...` where it was cut.
+fn excerpt(line: &str, column: usize) -> String {
+    let from = column.saturating_sub(MAX_QUOTED / 4);
+    let mut chars = line.char_indices().skip(from);
+    let Some((start, _)) = chars.next() else {
+        return line.trim_end().to_owned();
+    };
+    let end = chars.nth(MAX_QUOTED.saturating_sub(1)).map(|(i, _)| i);
+    let mut out = String::new();
+    if start > 0 {
+        out.push_str("...");
+    }
+    out.push_str(line[start..end.unwrap_or(line.len())].trim_end());
+    if end.is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Why a config file could not be used, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigFileError {
@@ -98,9 +255,9 @@ pub enum ConfigFileError {
         source: std::io::Error,
     },
     /// The text is not valid TOML, has an unknown key or a value of the wrong type.
-    /// The message gives the line, the key and the value.
+    /// The message gives the line, column and a bounded excerpt.
     #[error("invalid config: {0}")]
-    Parse(#[from] toml::de::Error),
+    Parse(#[source] ParseError),
     /// A value is out of range; the field is `policy.<name>.<stage>.<field>`.
     #[error(transparent)]
     Invalid(#[from] ConfigError),
@@ -120,6 +277,15 @@ pub enum ConfigFileError {
         policy: String,
         /// The stage added or removed.
         stage: &'static str,
+        /// `add` or `remove`.
+        change: &'static str,
+    },
+    /// A hot reload tried to add a policy to, or remove one from, the running
+    /// [`Policies`]; that needs a restart (services are built from the policies at start).
+    #[error("policy {policy:?}: a reload cannot {change} a policy; restart to change the set of policies")]
+    PoliciesChanged {
+        /// The policy added or removed.
+        policy: String,
         /// `add` or `remove`.
         change: &'static str,
     },
@@ -154,7 +320,18 @@ impl ReliabilityConfig {
     /// assert_eq!(err.field(), Some("policy.payments.rate_limit.rate"));
     /// ```
     pub fn from_toml(text: &str) -> Result<Self, ConfigFileError> {
-        let config: ReliabilityConfig = toml::from_str(text)?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigFileError::Parse(ParseError::new(text, &e)))?;
+        let policy = raw
+            .policy
+            .into_iter()
+            .map(|(name, raw)| {
+                let policy = PolicyConfig::try_from(raw)
+                    .map_err(|e| e.in_section(&format!("policy.{name}")))?;
+                Ok((name, policy))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        let config = ReliabilityConfig { policy };
         config.validate()?;
         Ok(config)
     }
@@ -247,18 +424,42 @@ impl<P: Profile> Policies<P> {
             })
     }
 
+    /// The names of the running policies.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.layers.keys().map(String::as_str)
+    }
+
     /// Applies a new config to every running layer, without dropping requests in flight.
     ///
-    /// All of it is checked first: every running policy must be in the new file with the
-    /// same stages, and every value valid. On any error nothing changes.
+    /// All or nothing: every value of every stage of every policy is checked, and so are
+    /// the reload rules, before anything changes; on any error nothing has changed. The
+    /// rules: the file has the same policies as the running ones (a policy added or removed
+    /// is [`ConfigFileError::PoliciesChanged`]), each with the same stage tables (a table
+    /// added or removed, `balance` included, is [`ConfigFileError::ShapeChanged`]); a
+    /// running limiter or breaker keeps its `clock` and a running breaker its `window`
+    /// ([`ConfigFileError::Invalid`] naming the field). Reloads are applied one at a time.
     pub fn reload(&self, config: &ReliabilityConfig) -> Result<(), ConfigFileError> {
         config.validate()?;
+        if let Some(added) = config.policy.keys().find(|n| !self.layers.contains_key(*n)) {
+            return Err(ConfigFileError::PoliciesChanged {
+                policy: added.clone(),
+                change: "add",
+            });
+        }
+        if let Some(removed) = self.layers.keys().find(|n| !config.policy.contains_key(*n)) {
+            return Err(ConfigFileError::PoliciesChanged {
+                policy: removed.clone(),
+                change: "remove",
+            });
+        }
+        // One reload at a time per layer (in name order, so two reloads never wait on each
+        // other crosswise): a check is only good until another reload applies.
+        let _guards: Vec<_> = self.layers.values().map(|l| l.reload_lock()).collect();
         for (name, layer) in &self.layers {
-            let policy = config.get(name)?;
-            layer.check_shape(policy)?;
+            layer.check(&config.policy[name])?;
         }
         for (name, layer) in &self.layers {
-            layer.reconfigure(config.get(name)?)?;
+            layer.apply(&config.policy[name]);
         }
         Ok(())
     }
@@ -333,12 +534,12 @@ mod tests {
             "{err}"
         );
         assert_eq!(rate("payments"), 10.0);
-        // A running policy missing from the new file: refused.
+        // A running policy missing from the new file: refused, naming it.
         let err = policies
             .reload_toml("[policy.payments.rate_limit]\nrate = 20")
             .unwrap_err();
         assert!(
-            matches!(err, ConfigFileError::UnknownPolicy { .. }),
+            matches!(err, ConfigFileError::PoliciesChanged { ref policy, change: "remove" } if policy == "search"),
             "{err}"
         );
         assert_eq!(rate("payments"), 10.0);
@@ -350,6 +551,24 @@ mod tests {
             )
             .unwrap();
         assert_eq!((rate("payments"), rate("search")), (20.0, 200.0));
+    }
+
+    #[test]
+    fn parse_errors_give_line_column_and_a_bounded_excerpt() {
+        let text = "[policy.p.rate_limit]\nrate = 10\nburst = \"é\" # not a number\n";
+        let ConfigFileError::Parse(err) = ReliabilityConfig::from_toml(text).unwrap_err() else {
+            panic!("a parse error");
+        };
+        assert_eq!((err.line(), err.column()), (Some(3), Some(9)));
+        assert_eq!(err.excerpt(), Some("burst = \"é\" # not a number"));
+        assert!(err.to_string().contains("(line 3, column 9)"), "{err}");
+        // a long line is cut around the column, on character boundaries
+        let line = format!("{}{}", "é".repeat(200), "x".repeat(200));
+        let cut = excerpt(&line, 200);
+        assert!(cut.starts_with("...é") && cut.ends_with("x..."), "{cut}");
+        assert_eq!(cut.chars().count(), MAX_QUOTED + 6, "{cut}");
+        assert_eq!(excerpt("short", 2), "short");
+        assert_eq!(excerpt("", 0), "");
     }
 
     #[test]

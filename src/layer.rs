@@ -1,7 +1,7 @@
 //! [`ReliabilityLayer`]: the whole stack as one tower layer.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tower::util::Either;
 use tower_layer::Layer;
@@ -10,7 +10,8 @@ use tower_prism_core::{ConfigError, HealthSignal};
 
 use crate::builder::ReliabilityLayerBuilder;
 use crate::components::{
-    self as c, BalanceConfig, BreakerLayer, ConcurrencyLayer, RateLimitLayer, RetryLayer,
+    self as c, BalanceConfig, BreakerLayer, ConcurrencyLayer, RateLimitLayer, ReloadBalancer,
+    RetryLayer,
 };
 use crate::config::{ConfigFileError, PolicyConfig, ReliabilityConfig};
 use crate::profile::{Generic, Profile};
@@ -46,17 +47,32 @@ pub(crate) struct Shared<P: Profile> {
     pub(crate) concurrency: Option<ConcurrencyLayer<P>>,
     pub(crate) breaker: Option<BreakerLayer<P>>,
     pub(crate) retry: Option<RetryLayer<P>>,
-    pub(crate) balance: Option<BalanceConfig>,
-    pub(crate) balancers: Mutex<Vec<BalanceReload>>,
+    /// The balance table and the balancers stacked with [`ReliabilityLayer::balanced`].
+    pub(crate) balance: Mutex<BalanceStage>,
+    /// Held by a reload from its checks to its last change, so two reloads never
+    /// interleave (each is checked against the state it is applied to).
+    pub(crate) reload: Mutex<()>,
+}
+
+/// The policy's balance table (the last one applied) and its running balancers.
+pub(crate) struct BalanceStage {
+    /// `None`: the policy has no balance table (its balancers run the defaults).
+    pub(crate) config: Option<BalanceConfig>,
+    pub(crate) balancers: Vec<Box<dyn ReloadBalancer>>,
+}
+
+impl BalanceStage {
+    pub(crate) fn new(config: Option<BalanceConfig>) -> Self {
+        BalanceStage {
+            config,
+            balancers: Vec::new(),
+        }
+    }
 }
 
 /// The stack over a balancer made by [`ReliabilityLayer::layer_endpoints`].
 pub type Balanced<K, S, Req, P = Generic> =
     Reliable<Balance<K, S, Req, <P as Profile>::Classify>, P>;
-
-/// Applies a balance config to one running balancer.
-pub(crate) type BalanceReload =
-    Box<dyn Fn(&BalanceConfig) -> Result<(), ConfigError> + Send + Sync>;
 
 /// What a [`ReliabilityLayer`]'s stages look like now (see [`ReliabilityLayer::snapshot`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +102,7 @@ impl<P: Profile> fmt::Debug for ReliabilityLayer<P> {
             .field("concurrency_limit", &s.concurrency.is_some())
             .field("circuit_breaker", &s.breaker.is_some())
             .field("retry", &s.retry.is_some())
-            .field("balance", &s.balance.is_some())
+            .field("balance", &s.balance_stage().config.is_some())
             .finish()
     }
 }
@@ -172,63 +188,136 @@ impl<P: Profile> ReliabilityLayer<P> {
             circuit_breaker: s.breaker.as_ref().map(|l| l.breaker().snapshot()),
             retry: s.retry.as_ref().map(|l| l.snapshot()),
             circuit_open: s.health.is_circuit_open(),
-            balancers: s.balancers.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            balancers: s.balance_stage().balancers.len(),
         }
     }
 
     /// Applies a new config for this policy to the running stages (every service already
     /// made from this layer): limits, thresholds, backoff. Requests in flight carry on.
     ///
-    /// The whole policy is validated first; on any error nothing changes. A config that adds
-    /// or removes a stage is refused ([`ConfigFileError::ShapeChanged`]): the stack's shape is
-    /// fixed when it is built.
+    /// All or nothing: the whole policy is checked first (every value, and what the running
+    /// stages can take), and on any error nothing changes. A config that adds or removes a
+    /// stage table (`balance` included) is refused ([`ConfigFileError::ShapeChanged`]): the
+    /// stack's shape is fixed when it is built. So is a new `clock` for a running limiter or
+    /// breaker, or a new breaker `window` ([`ConfigFileError::Invalid`] naming the field).
     pub fn reconfigure(&self, policy: &PolicyConfig) -> Result<(), ConfigFileError> {
+        let _one_at_a_time = self.reload_lock();
+        self.check(policy)?;
+        self.apply(policy);
+        Ok(())
+    }
+
+    /// Serializes reloads of this layer (see [`Shared::reload`]).
+    pub(crate) fn reload_lock(&self) -> MutexGuard<'_, ()> {
+        self.shared.reload.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Everything [`apply`](Self::apply) could refuse, checked without changing anything:
+    /// the values, the shape, the clocks and the breaker window, and each running
+    /// balancer's own check (e.g. `consistent_hash` needs a key function).
+    pub(crate) fn check(&self, policy: &PolicyConfig) -> Result<(), ConfigFileError> {
         let name = &self.shared.name;
         policy
             .validate()
             .map_err(|e| ConfigFileError::Invalid(e.in_section(&format!("policy.{name}"))))?;
         self.check_shape(policy)?;
         let s = &self.shared;
-        let in_policy = |e: ConfigError, stage: &str| {
-            ConfigFileError::Invalid(e.in_section(stage).in_section(&format!("policy.{name}")))
+        let invalid = |section: &str, error: ConfigError| {
+            ConfigFileError::Invalid(
+                error
+                    .in_section(section)
+                    .in_section(&format!("policy.{name}")),
+            )
         };
+        // A running limiter or breaker keeps its clock (the times it stores are on it), and
+        // a running breaker its window (its slots are allocated once).
         if let (Some(layer), Some(config)) = (&s.rate_limit, &policy.rate_limit) {
-            c::reconfigure_rate_limit(layer, config).map_err(|e| in_policy(e, "rate_limit"))?;
-        }
-        if let (Some(layer), Some(config)) = (&s.concurrency, &policy.concurrency_limit) {
-            c::reconfigure_concurrency(layer, config)
-                .map_err(|e| in_policy(e, "concurrency_limit"))?;
+            config
+                .clock
+                .check_unchanged(layer.limiter().clock(), "limiter")
+                .map_err(|e| invalid("rate_limit", e))?;
         }
         if let (Some(layer), Some(config)) = (&s.breaker, &policy.circuit_breaker) {
-            c::reconfigure_breaker(layer, config).map_err(|e| in_policy(e, "circuit_breaker"))?;
+            config
+                .clock()
+                .check_unchanged(layer.breaker().config().clock(), "breaker")
+                .map_err(|e| invalid("circuit_breaker", e))?;
+            let running = layer.breaker().config().window();
+            if config.window() != running {
+                return Err(invalid(
+                    "circuit_breaker",
+                    ConfigError::new(
+                        "window",
+                        format!("{:?}", config.window()),
+                        format!("a running breaker keeps its window ({running:?}); restart to change it"),
+                    ),
+                ));
+            }
         }
-        if let (Some(layer), Some(config)) = (&s.retry, &policy.retry) {
-            c::reconfigure_retry(layer, config).map_err(|e| in_policy(e, "retry"))?;
+        if let Some(config) = &policy.balance {
+            for balancer in &s.balance_stage().balancers {
+                balancer.check(config).map_err(|e| invalid("balance", e))?;
+            }
         }
-        // A policy without a balance table gives its balancers the default config.
-        let balance = policy.balance.clone().unwrap_or_default();
-        for reload in s.balancers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            reload(&balance).map_err(|e| in_policy(e, "balance"))?;
-        }
-        tracing::info!(policy = %name, "reliability policy reconfigured");
         Ok(())
     }
 
-    /// A balancer builder for this policy: its name, its balance config (the default one when
-    /// the policy has none) and the shared health signal are set; add the endpoints (and a
-    /// classifier, a health check...) and [`build`](BalanceBuilder::build) it, then stack it
-    /// with [`balanced`](Self::balanced).
+    /// Applies a policy that [`check`](Self::check) accepted, stage by stage.
+    pub(crate) fn apply(&self, policy: &PolicyConfig) {
+        let s = &self.shared;
+        let name = &s.name;
+        // After `check`, no stage refuses: an error here is a bug in `check`, logged
+        // (and caught by the reload tests) rather than returned half-applied.
+        let report = |stage: &str, result: Result<(), ConfigError>| {
+            if let Err(e) = result {
+                debug_assert!(
+                    false,
+                    "policy {name}: {stage} refused a checked config: {e}"
+                );
+                tracing::error!(policy = %name, stage, error = %e, "a checked reload was refused");
+            }
+        };
+        if let (Some(layer), Some(config)) = (&s.rate_limit, &policy.rate_limit) {
+            report("rate_limit", c::reconfigure_rate_limit(layer, config));
+        }
+        if let (Some(layer), Some(config)) = (&s.concurrency, &policy.concurrency_limit) {
+            report(
+                "concurrency_limit",
+                c::reconfigure_concurrency(layer, config),
+            );
+        }
+        if let (Some(layer), Some(config)) = (&s.breaker, &policy.circuit_breaker) {
+            report("circuit_breaker", c::reconfigure_breaker(layer, config));
+        }
+        if let (Some(layer), Some(config)) = (&s.retry, &policy.retry) {
+            report("retry", c::reconfigure_retry(layer, config));
+        }
+        let mut balance = s.balance_stage();
+        if let Some(config) = &policy.balance {
+            for balancer in &balance.balancers {
+                report("balance", balancer.apply(config));
+            }
+            balance.config = Some(config.clone());
+        }
+        drop(balance);
+        tracing::info!(policy = %name, "reliability policy reconfigured");
+    }
+
+    /// A balancer builder for this policy: its name, its balance config (the last one
+    /// applied, or the default one when the policy has no balance table) and the shared
+    /// health signal are set; add the endpoints (and a classifier, a health check...) and
+    /// [`build`](BalanceBuilder::build) it, then stack it with [`balanced`](Self::balanced).
     pub fn balancer<K, S, Req>(&self) -> BalanceBuilder<K, S, Req, P::Classify> {
         let s = &self.shared;
         Balance::builder()
-            .config(s.balance.clone().unwrap_or_default())
+            .config(s.balance_stage().config.clone().unwrap_or_default())
             .name(s.name.clone())
             .health_signal(s.health.clone())
             .classify(s.profile.classify())
     }
 
-    /// Refuses a policy that adds or removes a stage of this running stack.
-    pub(crate) fn check_shape(&self, policy: &PolicyConfig) -> Result<(), ConfigFileError> {
+    /// Refuses a policy that adds or removes a stage table of this running stack.
+    fn check_shape(&self, policy: &PolicyConfig) -> Result<(), ConfigFileError> {
         let name = &self.shared.name;
         let s = &self.shared;
         let shape = |stage, running: bool, wanted: bool| {
@@ -258,40 +347,11 @@ impl<P: Profile> ReliabilityLayer<P> {
             policy.circuit_breaker.is_some(),
         )?;
         shape("retry", s.retry.is_some(), policy.retry.is_some())?;
-        let invalid = |section: &str, error: ConfigError| {
-            ConfigFileError::Invalid(
-                error
-                    .in_section(section)
-                    .in_section(&format!("policy.{name}")),
-            )
-        };
-        // A running limiter or breaker keeps its clock (the times it stores are on it), and
-        // a running breaker its window (its slots are allocated once): refuse a change here,
-        // before any stage is changed, so a reload stays all-or-nothing.
-        if let (Some(layer), Some(config)) = (&s.rate_limit, &policy.rate_limit) {
-            config
-                .clock
-                .check_unchanged(layer.limiter().clock(), "limiter")
-                .map_err(|e| invalid("rate_limit", e))?;
-        }
-        if let (Some(layer), Some(config)) = (&s.breaker, &policy.circuit_breaker) {
-            config
-                .clock()
-                .check_unchanged(layer.breaker().config().clock(), "breaker")
-                .map_err(|e| invalid("circuit_breaker", e))?;
-            let running = layer.breaker().config().window();
-            if config.window() != running {
-                return Err(invalid(
-                    "circuit_breaker",
-                    ConfigError::new(
-                        "window",
-                        format!("{:?}", config.window()),
-                        format!("a running breaker keeps its window ({running:?}); restart to change it"),
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        shape(
+            "balance",
+            s.balance_stage().config.is_some(),
+            policy.balance.is_some(),
+        )
     }
 
     /// The stack over a balancer (the balance stage): the limits -> breaker -> retry ->
@@ -305,12 +365,7 @@ impl<P: Profile> ReliabilityLayer<P> {
         S: Send + 'static,
     {
         let handle = balance.handle();
-        let reload: BalanceReload = Box::new(move |config| handle.reconfigure(config));
-        self.shared
-            .balancers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(reload);
+        self.shared.balance_stage().balancers.push(Box::new(handle));
         self.layer(balance)
     }
 
@@ -348,6 +403,12 @@ impl<P: Profile> ReliabilityLayer<P> {
             None => Either::Right(concurrency),
         };
         Reliable { inner: limited }
+    }
+}
+
+impl<P: Profile> Shared<P> {
+    pub(crate) fn balance_stage(&self) -> MutexGuard<'_, BalanceStage> {
+        self.balance.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -47,7 +47,9 @@ mod profile;
 mod stack;
 
 pub use builder::ReliabilityLayerBuilder;
-pub use config::{ConfigFileError, Policies, PolicyConfig, ReliabilityConfig};
+pub use config::{
+    ConfigFileError, ParseError, Policies, PolicyConfig, ReliabilityConfig, MAX_PARSE_MESSAGE,
+};
 pub use error::{retry_after_hint, Error, ErrorKind};
 pub use ext::{protect, Protected, ServiceBuilderExt};
 pub use http::{HttpErrorLayer, HttpErrors, HttpErrorsFuture};

@@ -1,0 +1,180 @@
+//! Config errors look the same for every stage (`ConfigFileError::Invalid` naming
+//! `policy.<name>.<stage>.<field>`), absurd values are refused with a typed error, and no
+//! error quotes more than a bounded part of its input, however large the input.
+
+use std::time::Duration;
+
+use tower_prism::{ConfigFileError, ReliabilityConfig};
+
+fn field_of(text: &str) -> String {
+    match ReliabilityConfig::from_toml(text) {
+        Err(ConfigFileError::Invalid(e)) => e.field().to_owned(),
+        other => panic!("expected ConfigFileError::Invalid for {text:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_stage_reports_a_bad_value_as_invalid_with_its_field_path() {
+    let cases = [
+        (
+            "[policy.api.rate_limit]\nrate = 0",
+            "policy.api.rate_limit.rate",
+        ),
+        (
+            "[policy.api.concurrency_limit]\ninitial_limit = 0",
+            "policy.api.concurrency_limit.initial_limit",
+        ),
+        (
+            "[policy.api.circuit_breaker]\nfailure_rate_threshold = 1.5",
+            "policy.api.circuit_breaker.failure_rate_threshold",
+        ),
+        (
+            "[policy.api.circuit_breaker]\nwindow = { type = \"count\", size = 0 }",
+            "policy.api.circuit_breaker.window.size",
+        ),
+        (
+            "[policy.api.retry]\nmax_attempts = 0",
+            "policy.api.retry.max_attempts",
+        ),
+        (
+            "[policy.api.balance.outlier]\nmax_ejection_percent = 150",
+            "policy.api.balance.outlier.max_ejection_percent",
+        ),
+    ];
+    for (text, field) in cases {
+        assert_eq!(field_of(text), field, "{text}");
+    }
+    let err =
+        ReliabilityConfig::from_toml("[policy.api.circuit_breaker]\nfailure_rate_threshold = 1.5")
+            .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid `policy.api.circuit_breaker.failure_rate_threshold` = 1.5: \
+         must be greater than 0 and at most 1"
+    );
+}
+
+#[test]
+fn a_long_breaker_wait_alone_is_accepted_and_a_short_cap_names_both_settings() {
+    let config =
+        ReliabilityConfig::from_toml("[policy.api.circuit_breaker]\nwait_duration = \"10m\"")
+            .unwrap();
+    let breaker = config.policy["api"].circuit_breaker.as_ref().unwrap();
+    assert_eq!(breaker.wait_duration(), Duration::from_secs(600));
+    assert_eq!(breaker.max_wait_duration(), Duration::from_secs(600));
+
+    let err = ReliabilityConfig::from_toml(
+        "[policy.api.circuit_breaker]\nwait_duration = \"10m\"\nmax_wait_duration = \"1m\"",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.field(),
+        Some("policy.api.circuit_breaker.max_wait_duration")
+    );
+    assert!(err.to_string().contains("wait_duration (10m)"), "{err}");
+}
+
+#[test]
+fn absurd_breaker_durations_and_sizes_are_typed_errors() {
+    let cases = [
+        ("wait_duration = \"500000000000y\"", "wait_duration"),
+        ("slow_call_duration = \"1000y\"", "slow_call_duration"),
+        (
+            "window = { type = \"time\", duration = \"400days\", buckets = 10 }",
+            "window.duration",
+        ),
+        (
+            "window = { type = \"count\", size = 4294967295 }",
+            "window.size",
+        ),
+        ("consecutive_failures = 4294967295", "consecutive_failures"),
+        ("backoff_multiplier = 1e300", "backoff_multiplier"),
+        (
+            "permitted_calls_in_half_open = 100000",
+            "permitted_calls_in_half_open",
+        ),
+    ];
+    for (line, field) in cases {
+        let text = format!("[policy.api.circuit_breaker]\n{line}");
+        assert_eq!(
+            field_of(&text),
+            format!("policy.api.circuit_breaker.{field}"),
+            "{line}"
+        );
+    }
+}
+
+/// Display and Debug of a config error, both of which end up in logs.
+fn rendered(err: &ConfigFileError) -> (usize, usize) {
+    (err.to_string().len(), format!("{err:?}").len())
+}
+
+#[test]
+fn a_ten_megabyte_one_line_config_gives_a_short_error() {
+    let ten_mb = 10 * 1024 * 1024;
+    // not TOML at all: one line of 10 MB
+    let garbage = "x".repeat(ten_mb);
+    let err = ReliabilityConfig::from_toml(&garbage).unwrap_err();
+    assert!(
+        matches!(err, ConfigFileError::Parse(_)),
+        "{:?}",
+        rendered(&err)
+    );
+    let (display, debug) = rendered(&err);
+    assert!(
+        display < 1_000 && debug < 1_000,
+        "{display} / {debug} bytes"
+    );
+
+    // a 10 MB string where a number belongs: toml's message quotes the value
+    let text = format!("[policy.api.rate_limit]\nrate = \"{}\"", "9".repeat(ten_mb));
+    let err = ReliabilityConfig::from_toml(&text).unwrap_err();
+    let ConfigFileError::Parse(parse) = &err else {
+        panic!("a type error is a parse error")
+    };
+    assert_eq!(parse.line(), Some(2));
+    let (display, debug) = rendered(&err);
+    assert!(
+        display < 1_000 && debug < 1_000,
+        "{display} / {debug} bytes"
+    );
+    assert!(err.to_string().contains("line 2"), "{err}");
+
+    // a 1 MB unknown key
+    let text = format!("[policy.api.rate_limit]\n{} = 1", "k".repeat(ten_mb / 10));
+    let (display, debug) = rendered(&ReliabilityConfig::from_toml(&text).unwrap_err());
+    assert!(
+        display < 1_000 && debug < 1_000,
+        "{display} / {debug} bytes"
+    );
+}
+
+#[test]
+fn a_five_megabyte_duration_gives_a_short_error() {
+    let five_mb = "5".repeat(5 * 1024 * 1024);
+    for stage in [
+        "[policy.api.rate_limit]\nperiod",
+        "[policy.api.circuit_breaker]\nwait_duration",
+        "[policy.api.retry]\nmax_elapsed",
+    ] {
+        let text = format!("{stage} = \"{five_mb}\"");
+        let err = ReliabilityConfig::from_toml(&text).unwrap_err();
+        let (display, debug) = rendered(&err);
+        assert!(
+            display < 1_000 && debug < 1_000,
+            "{stage}: {display} / {debug} bytes"
+        );
+        assert!(err.to_string().contains("bytes)"), "{err}");
+    }
+    // a huge value that parses but is out of range is quoted within bounds too
+    let text = format!(
+        "[policy.api.circuit_breaker]\nfailure_rate_threshold = 1{}.5",
+        "0".repeat(300)
+    );
+    let err = ReliabilityConfig::from_toml(&text).unwrap_err();
+    let (display, debug) = rendered(&err);
+    assert!(
+        display < 1_000 && debug < 1_000,
+        "{display} / {debug} bytes"
+    );
+}
