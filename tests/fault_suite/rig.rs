@@ -86,6 +86,38 @@ where
         tokio::time::sleep(Duration::from_millis(1_100)).await;
     }
 
+    /// Healthy endpoints from now on: calls are made (waiting out an open breaker's
+    /// `retry_after`, since a window still holding earlier failures may trip it once more)
+    /// until `n` in a row are answered; the breaker must then be closed and the stack
+    /// quiet. At most `n + 10` calls.
+    pub async fn assert_recovers(&self, n: usize, context: &str) {
+        self.script.reset(Fault::Ok);
+        let mut in_a_row = 0;
+        for _ in 0..n + 10 {
+            let result = self.call().await.expect("a healthy call does not panic");
+            if F::answered(&result) {
+                in_a_row += 1;
+                if in_a_row == n {
+                    break;
+                }
+            } else {
+                in_a_row = 0;
+                let error = tower_prism::Error::from_box(result.expect_err("not answered"));
+                assert_eq!(
+                    error.kind(),
+                    tower_prism::ErrorKind::CircuitOpen,
+                    "{context}: {error}"
+                );
+                let wait = error.retry_after().unwrap_or(Duration::from_secs(1));
+                tokio::time::sleep(wait + Duration::from_millis(1)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(in_a_row, n, "{context}: healthy calls keep being refused");
+        assert_eq!(self.breaker_state(), State::Closed, "{context}");
+        self.assert_quiet(context);
+    }
+
     /// `n` calls, spaced out so the rate limiter never queues them, must all be answered by
     /// the endpoints; afterwards the breaker must be closed and the stack quiet.
     pub async fn assert_healthy(&self, n: usize, context: &str) {
