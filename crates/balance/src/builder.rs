@@ -177,7 +177,9 @@ impl<K, S, Req, C> BalanceBuilder<K, S, Req, C> {
     }
 
     /// Runs active health checks: every `health_check.interval`, `probe(key)` for each
-    /// endpoint; `true` within `health_check.timeout` passes.
+    /// endpoint; `true` within `health_check.timeout` passes. A probe that returns `false`,
+    /// hangs past the timeout or panics (when called or when polled) fails, and the checks
+    /// go on.
     pub fn health_check<F, Fut>(mut self, probe: F) -> Self
     where
         F: Fn(&K) -> Fut + Send + Sync + 'static,
@@ -240,7 +242,7 @@ where
             .into());
         }
         for (_, _, w) in &self.endpoints {
-            tower_prism_core::config::check_nonzero("weight", *w)?;
+            crate::config::check_weight(*w)?;
         }
         let policy = Arc::new(Policy::new(self.name.into(), &self.config, self.signal));
         let shared = Arc::new(Shared {
@@ -293,9 +295,16 @@ async fn health_checks<K: Clone + Send + Sync + 'static>(
         };
         let endpoints = directory.lock().unwrap_or_else(|e| e.into_inner()).clone();
         drop(directory);
+        let timeout = config.timeout;
+        // each probe runs in its own task, the call of the user's probe function included, so
+        // a probe that panics (when called or when polled) fails that probe only, and one
+        // that hangs fails at `timeout`: neither stops the checks
         let probes: Vec<_> = endpoints
             .iter()
-            .map(|(key, _)| tokio::spawn(tokio::time::timeout(config.timeout, probe(key))))
+            .map(|(key, _)| {
+                let (key, probe) = (key.clone(), probe.clone());
+                tokio::spawn(async move { tokio::time::timeout(timeout, probe(&key)).await })
+            })
             .collect();
         for ((_, state), probe) in endpoints.iter().zip(probes) {
             let passed = matches!(probe.await, Ok(Ok(true)));

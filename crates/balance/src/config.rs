@@ -3,10 +3,37 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tower_prism_core::config::{check_duration, check_nonzero, check_ratio, duration};
+use tower_prism_core::config::{
+    check_duration, check_duration_at_most, check_nonzero, check_ratio, check_size_at_most,
+    duration, MAX_SIZE,
+};
 use tower_prism_core::ConfigError;
 
 use crate::outlier;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(60 * 60);
+
+/// The longest `default_rtt`: one minute.
+pub const MAX_DEFAULT_RTT: Duration = MINUTE;
+/// The longest `ewma_decay`, `outlier.interval`, `outlier.base_ejection_time` and
+/// `health_check.interval`: one hour.
+pub const MAX_INTERVAL: Duration = HOUR;
+/// The longest `outlier.max_ejection_time`: one day.
+pub const MAX_EJECTION_TIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest `health_check.timeout`: five minutes.
+pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The largest `health_check.healthy_threshold` and `unhealthy_threshold`.
+pub const MAX_PROBE_THRESHOLD: u32 = 1_000;
+/// The largest `outlier.consecutive_failures`, `outlier.min_requests` and endpoint weight
+/// (core's `MAX_SIZE`, 2^24).
+pub const MAX_COUNT: u32 = MAX_SIZE as u32;
+
+/// Checks an endpoint weight: at least 1, at most [`MAX_COUNT`].
+pub(crate) fn check_weight(weight: u32) -> Result<u32, ConfigError> {
+    check_nonzero("weight", weight)?;
+    check_size_at_most("weight", weight, MAX_COUNT.into())
+}
 
 /// How the balancer chooses an endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -47,20 +74,23 @@ impl Strategy {
 pub struct OutlierConfig {
     /// Whether endpoints are ejected at all.
     pub enabled: bool,
-    /// Failures in a row that eject an endpoint; 0 disables this rule. Default 5.
+    /// Failures in a row that eject an endpoint; 0 disables this rule. Default 5, at most
+    /// [`MAX_COUNT`].
     pub consecutive_failures: u32,
     /// Eject an endpoint whose success rate over `interval` falls below this ratio
     /// (in `(0, 1]`); `None` (the default) disables this rule.
     pub success_rate_threshold: Option<f64>,
-    /// Calls in the interval before the success-rate rule applies. Default 20.
+    /// Calls in the interval before the success-rate rule applies. Default 20, at most
+    /// [`MAX_COUNT`].
     pub min_requests: u32,
-    /// The success-rate window. Default 10s.
+    /// The success-rate window. Default 10s, at most [`MAX_INTERVAL`] (1h).
     #[serde(with = "duration")]
     pub interval: Duration,
-    /// The first ejection lasts this long; the n-th lasts n times as long. Default 30s.
+    /// The first ejection lasts this long; the n-th lasts n times as long (capped by
+    /// `max_ejection_time`). Default 30s, at most [`MAX_INTERVAL`] (1h).
     #[serde(with = "duration")]
     pub base_ejection_time: Duration,
-    /// No ejection lasts longer. Default 300s.
+    /// No ejection lasts longer. Default 300s, at most [`MAX_EJECTION_TIME`] (1 day).
     #[serde(with = "duration")]
     pub max_ejection_time: Duration,
     /// Never eject more than this percentage of the endpoints (rounded down, so with 50%
@@ -89,9 +119,22 @@ impl OutlierConfig {
         if let Some(r) = self.success_rate_threshold {
             check_ratio("success_rate_threshold", r)?;
         }
+        check_size_at_most(
+            "consecutive_failures",
+            self.consecutive_failures,
+            MAX_COUNT.into(),
+        )?;
+        check_size_at_most("min_requests", self.min_requests, MAX_COUNT.into())?;
         check_duration("interval", self.interval)?;
+        check_duration_at_most("interval", self.interval, MAX_INTERVAL)?;
         check_duration("base_ejection_time", self.base_ejection_time)?;
+        check_duration_at_most("base_ejection_time", self.base_ejection_time, MAX_INTERVAL)?;
         check_duration("max_ejection_time", self.max_ejection_time)?;
+        check_duration_at_most(
+            "max_ejection_time",
+            self.max_ejection_time,
+            MAX_EJECTION_TIME,
+        )?;
         if self.max_ejection_time < self.base_ejection_time {
             return Err(ConfigError::new(
                 "max_ejection_time",
@@ -135,15 +178,17 @@ impl OutlierConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthCheckConfig {
-    /// Time between probe rounds. Default 10s.
+    /// Time between probe rounds. Default 10s, at most [`MAX_INTERVAL`] (1h).
     #[serde(with = "duration")]
     pub interval: Duration,
-    /// A probe that takes longer fails. Default 2s.
+    /// A probe that takes longer fails. Default 2s, at most [`MAX_PROBE_TIMEOUT`] (5m).
     #[serde(with = "duration")]
     pub timeout: Duration,
-    /// Passing probes in a row that make an unhealthy endpoint healthy. Default 2.
+    /// Passing probes in a row that make an unhealthy endpoint healthy. Default 2, at most
+    /// [`MAX_PROBE_THRESHOLD`].
     pub healthy_threshold: u32,
-    /// Failing probes in a row that make a healthy endpoint unhealthy. Default 3.
+    /// Failing probes in a row that make a healthy endpoint unhealthy. Default 3, at most
+    /// [`MAX_PROBE_THRESHOLD`].
     pub unhealthy_threshold: u32,
 }
 
@@ -162,9 +207,21 @@ impl HealthCheckConfig {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_duration("interval", self.interval)?;
+        check_duration_at_most("interval", self.interval, MAX_INTERVAL)?;
         check_duration("timeout", self.timeout)?;
+        check_duration_at_most("timeout", self.timeout, MAX_PROBE_TIMEOUT)?;
         check_nonzero("healthy_threshold", self.healthy_threshold)?;
+        check_size_at_most(
+            "healthy_threshold",
+            self.healthy_threshold,
+            MAX_PROBE_THRESHOLD.into(),
+        )?;
         check_nonzero("unhealthy_threshold", self.unhealthy_threshold)?;
+        check_size_at_most(
+            "unhealthy_threshold",
+            self.unhealthy_threshold,
+            MAX_PROBE_THRESHOLD.into(),
+        )?;
         Ok(())
     }
 }
@@ -189,10 +246,11 @@ impl HealthCheckConfig {
 pub struct BalanceConfig {
     /// How endpoints are chosen. Default `p2c_peak_ewma`.
     pub strategy: Strategy,
-    /// The latency assumed for an endpoint before it has answered. Default 30ms.
+    /// The latency assumed for an endpoint before it has answered. Default 30ms, at most
+    /// [`MAX_DEFAULT_RTT`] (1m).
     #[serde(with = "duration")]
     pub default_rtt: Duration,
-    /// The peak-EWMA time constant. Default 10s.
+    /// The peak-EWMA time constant. Default 10s, at most [`MAX_INTERVAL`] (1h).
     #[serde(with = "duration")]
     pub ewma_decay: Duration,
     /// Outlier ejection.
@@ -217,7 +275,9 @@ impl BalanceConfig {
     /// Checks every field; errors name the field (`outlier.interval`...).
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_duration("default_rtt", self.default_rtt)?;
+        check_duration_at_most("default_rtt", self.default_rtt, MAX_DEFAULT_RTT)?;
         check_duration("ewma_decay", self.ewma_decay)?;
+        check_duration_at_most("ewma_decay", self.ewma_decay, MAX_INTERVAL)?;
         self.outlier
             .validate()
             .map_err(|e| e.in_section("outlier"))?;
@@ -254,6 +314,64 @@ mod tests {
         ] {
             assert_eq!(Strategy::from_u8(s.to_u8()), s);
         }
+    }
+
+    /// Every size and duration has an upper bound, with a typed error naming the field
+    /// beyond it; the bound itself is accepted.
+    #[test]
+    fn every_size_and_duration_has_an_upper_bound() {
+        let over = |text: &str| {
+            let c: BalanceConfig = toml::from_str(text).unwrap();
+            c.validate().unwrap_err()
+        };
+        for (text, field) in [
+            ("default_rtt = \"61s\"", "default_rtt"),
+            ("ewma_decay = \"2h\"", "ewma_decay"),
+            ("[outlier]\ninterval = \"100y\"", "outlier.interval"),
+            (
+                "[outlier]\nbase_ejection_time = \"2h\"\nmax_ejection_time = \"3h\"",
+                "outlier.base_ejection_time",
+            ),
+            (
+                "[outlier]\nmax_ejection_time = \"500000y\"",
+                "outlier.max_ejection_time",
+            ),
+            (
+                "[outlier]\nconsecutive_failures = 4294967295",
+                "outlier.consecutive_failures",
+            ),
+            ("[outlier]\nmin_requests = 16777217", "outlier.min_requests"),
+            (
+                "[health_check]\ninterval = \"1day\"",
+                "health_check.interval",
+            ),
+            ("[health_check]\ntimeout = \"6m\"", "health_check.timeout"),
+            (
+                "[health_check]\nhealthy_threshold = 1001",
+                "health_check.healthy_threshold",
+            ),
+            (
+                "[health_check]\nunhealthy_threshold = 4294967295",
+                "health_check.unhealthy_threshold",
+            ),
+        ] {
+            let err = over(text);
+            assert_eq!(err.field(), field, "{text}: {err}");
+            assert!(err.reason().starts_with("must be at most"), "{err}");
+        }
+        let at_the_bounds: BalanceConfig = toml::from_str(
+            "default_rtt = \"1m\"\newma_decay = \"1h\"\n\
+             [outlier]\ninterval = \"1h\"\nbase_ejection_time = \"1h\"\n\
+             max_ejection_time = \"1day\"\nconsecutive_failures = 16777216\n\
+             min_requests = 16777216\n\
+             [health_check]\ninterval = \"1h\"\ntimeout = \"5m\"\n\
+             healthy_threshold = 1000\nunhealthy_threshold = 1000",
+        )
+        .unwrap();
+        at_the_bounds.validate().unwrap();
+        assert_eq!(check_weight(MAX_COUNT), Ok(MAX_COUNT));
+        assert_eq!(check_weight(MAX_COUNT + 1).unwrap_err().field(), "weight");
+        assert_eq!(check_weight(0).unwrap_err().field(), "weight");
     }
 
     #[test]

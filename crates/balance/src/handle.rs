@@ -100,7 +100,7 @@ where
     /// Adds an endpoint with a weight for weighted round robin (replacing any endpoint with the
     /// same key). A weight of 0, or more than [`MAX_ENDPOINTS`] endpoints, is a typed error.
     pub fn add_weighted(&self, key: K, service: S, weight: u32) -> Result<(), ConfigError> {
-        tower_prism_core::config::check_nonzero("weight", weight)?;
+        crate::config::check_weight(weight)?;
         self.insert(key, service, weight)
     }
 
@@ -181,7 +181,7 @@ where
 
     /// Changes an endpoint's weight; `Ok(false)` if there is no such endpoint.
     pub fn set_weight(&self, key: &K, weight: u32) -> Result<bool, ConfigError> {
-        tower_prism_core::config::check_nonzero("weight", weight)?;
+        crate::config::check_weight(weight)?;
         let mut registry = self.shared.registry();
         let Some(entry) = registry.entries.iter().find(|e| e.key == *key) else {
             return Ok(false);

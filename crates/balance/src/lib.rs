@@ -59,7 +59,10 @@ pub mod weighted;
 mod http;
 
 pub use builder::BalanceBuilder;
-pub use config::{BalanceConfig, HealthCheckConfig, OutlierConfig, Strategy};
+pub use config::{
+    BalanceConfig, HealthCheckConfig, OutlierConfig, Strategy, MAX_COUNT, MAX_DEFAULT_RTT,
+    MAX_EJECTION_TIME, MAX_INTERVAL, MAX_PROBE_THRESHOLD, MAX_PROBE_TIMEOUT,
+};
 pub use error::Error;
 pub use future::ResponseFuture;
 pub use handle::{

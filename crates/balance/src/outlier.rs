@@ -44,6 +44,10 @@ pub struct Outlier {
     removed: AtomicBool,
 }
 
+/// Calls in one window at which the window starts over, well before its 32-bit call count
+/// could overflow.
+const WINDOW_CALLS_LIMIT: u64 = 1 << 31;
+
 /// How many endpoints may be ejected at once out of `endpoints`.
 pub fn cap(endpoints: usize, max_ejection_percent: u32) -> usize {
     endpoints * max_ejection_percent as usize / 100
@@ -88,6 +92,11 @@ impl Outlier {
             .fetch_add(add, Ordering::Relaxed)
             .wrapping_add(add);
         let (failures, calls) = (w >> 32, w & 0xffff_ffff);
+        if calls >= WINDOW_CALLS_LIMIT {
+            // the 32-bit call count would soon carry into the failure count: start a new
+            // window (only at more than 2^31 calls in one `interval`)
+            self.window.store(0, Ordering::Relaxed);
+        }
         let by_streak = failure && s.consecutive_failures > 0 && streak >= s.consecutive_failures;
         let by_rate = failure
             && s.success_rate_permille > 0
@@ -140,7 +149,10 @@ impl Outlier {
             ejected.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        self.ejections.fetch_add(1, Ordering::Relaxed);
+        // saturating: a wrapped count would make the next ejection the shortest again
+        let _ = self
+            .ejections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
         self.consecutive.store(0, Ordering::Relaxed);
         self.window.store(0, Ordering::Relaxed);
         self.window_start_ms.store(now_ms, Ordering::Relaxed);
@@ -239,6 +251,49 @@ mod tests {
         assert!(o.try_restore(4_000, &budget));
         assert_eq!(o.try_eject(5_000, &s, &budget, 2), Some(2_500), "capped");
         assert_eq!(o.ejections(), 3);
+    }
+
+    #[test]
+    fn ejection_time_arithmetic_saturates_instead_of_overflowing() {
+        // the largest settings validation allows, the most ejections ever, the end of time
+        let s = Settings {
+            base_ejection_ms: 60 * 60 * 1000,
+            max_ejection_ms: 24 * 60 * 60 * 1000,
+            ..settings()
+        };
+        let budget = AtomicUsize::new(0);
+        let o = Outlier::new(0);
+        o.ejections.store(u32::MAX - 1, Ordering::Relaxed);
+        let end = u64::MAX - 5;
+        assert_eq!(o.try_eject(end, &s, &budget, 2), Some(s.max_ejection_ms));
+        assert_eq!(o.ejected_until(), Some(u64::MAX), "saturated, not wrapped");
+        assert_eq!(o.ejections(), u32::MAX);
+        // the count saturates too, so the next ejection is still the longest
+        o.release(&budget);
+        assert_eq!(o.try_eject(1, &s, &budget, 2), Some(s.max_ejection_ms));
+        assert_eq!(o.ejections(), u32::MAX);
+        assert!(!o.try_restore(s.max_ejection_ms, &budget));
+        assert!(o.try_restore(s.max_ejection_ms + 1, &budget));
+        assert_eq!(budget.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_huge_window_starts_over_before_its_call_count_overflows() {
+        let s = Settings {
+            consecutive_failures: 0,
+            success_rate_permille: 500,
+            min_requests: 10,
+            ..settings()
+        };
+        let o = Outlier::new(0);
+        // 2^31 - 1 successes already counted in this window
+        o.window.store(WINDOW_CALLS_LIMIT - 1, Ordering::Relaxed);
+        assert!(!o.record(false, 1, &s));
+        assert_eq!(o.window.load(Ordering::Relaxed), 0, "started over");
+        for _ in 0..9 {
+            o.record(true, 1, &s);
+        }
+        assert!(o.record(true, 1, &s), "the new window counts from zero");
     }
 
     #[test]
