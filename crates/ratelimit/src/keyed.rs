@@ -1,73 +1,89 @@
-//! Per-key buckets with bounded memory: a sharded map from key hash to TAT.
+//! Per-key buckets with bounded memory and bounded work: a sharded map from key hash to
+//! TAT, capped at `max_keys` keys.
 //!
-//! Each key costs one map entry (two `u64`s). A key whose bucket is full again (its TAT is
-//! in the past) holds no information, so dropping it is lossless: idle keys are swept out,
-//! and when the key cap is reached the sweep runs first. Only if every tracked key is still
-//! limited does the cap evict the key closest to full, which may let that key burst again
-//! early (the price of bounded memory under a flood of distinct keys).
+//! # What is kept
+//!
+//! A key is its hash (from the limiter's randomly keyed hasher), never the key itself, so a
+//! key costs the same whatever its length: one table slot (two `u64`s, the table at most
+//! half full) and one place in its shard's filing order (two `u64`s), about 50-90 bytes
+//! per tracked key in all. A key whose bucket is full again (its TAT is not in the future)
+//! holds no information: dropping it loses nothing, and it is the only kind of key ever
+//! dropped. A limited key is never forgotten, so minting fresh keys cannot reset one.
+//!
+//! # Work per admission
+//!
+//! A tracked key costs one lookup under its shard's lock. A new key also looks at no more
+//! than [`PROBES`] keys at the front of its shard's filing order (oldest filing first;
+//! a key that must stay is filed again at the back), and, at the cap, at no more than
+//! [`PROBES`] in one other shard (taken in turn), each under its own lock, one at a time.
+//! Below the cap it drops the keys it finds idle for the idle timeout; at the cap, the
+//! first key it finds full, whose slot it then takes. Nothing on the admit path walks a
+//! whole shard: [`KeyedBuckets::evict_idle`] does, but only when called.
+//!
+//! # New keys when every slot holds a limited key: the overflow bucket
+//!
+//! A new key that finds no slot (the map is at `max_keys` and the keys it looked at are all
+//! still limited) draws from one overflow bucket shared by every untracked key, of the same
+//! shape as a key's bucket. This is the default bucket of Envoy's local rate limit
+//! (requests matching no descriptor share it), and what a governor user would expect from
+//! a bounded keyed limiter:
+//! - evicting a limited key instead (what this map did before) hands a client that can mint
+//!   keys a fresh bucket of its own, so a flood of fresh keys resets the limit it should
+//!   meet;
+//! - refusing every new key would lock out new clients until some tracked bucket refills,
+//!   so a flood of fresh keys would deny service to everyone new;
+//! - admitting them without a limit would let the flood itself through unlimited.
+//!
+//! With the overflow bucket, keys beyond the cap get one key's rate between them, tracked
+//! keys keep their state, and new keys get their own buckets again as soon as tracked
+//! buckets refill (at most one tolerance after their last admission). A refund to an
+//! untracked key is dropped (the overflow bucket keeps the token): it errs on the strict side.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+mod shard;
+mod table;
 
-use tower_prism_core::sync::{AtomicUsize, Ordering};
+#[cfg(loom)]
+use loom::sync::{Mutex, MutexGuard};
+use std::sync::PoisonError;
+#[cfg(not(loom))]
+use std::sync::{Mutex, MutexGuard};
+
+use tower_prism_core::sync::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::bucket::{self, Denied, Quota};
+use shard::Shard;
 
-const SHARDS: usize = 16;
+/// Shards of a large map: enough that two cores rarely wait for one another.
+const MAX_SHARDS: usize = 16;
 
-/// The keys are already hashes (from the limiter's random-keyed hasher): use them as is.
-#[derive(Default)]
-struct PassThrough(u64);
+/// Keys a shard holds at the cap, at least, when there is more than one: so that every
+/// shard, filled by uniformly hashed keys, looks like every other, and a new key finds a
+/// full key in its own shard about as often as anywhere.
+const KEYS_PER_SHARD: usize = 512;
 
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
+/// Keys a new key looks at in one shard: enough that a front of limited keys rarely hides
+/// a full one for long (each look files a limited key at the back), few enough to keep a
+/// new key's cost within a small constant of a tracked key's.
+pub(crate) const PROBES: usize = 4;
 
-type Map = HashMap<u64, u64, BuildHasherDefault<PassThrough>>;
+/// Shards besides its own that a new key at the cap looks at for a full key.
+const OTHER_SHARDS: usize = 1;
 
-#[derive(Default)]
-struct Shard {
-    tats: Map,
-    last_sweep: u64,
-}
+/// The most keys one admission looks at (its own shard, then others at the cap).
+#[cfg(test)]
+pub(crate) const MAX_EXAMINED: usize = PROBES * (1 + OTHER_SHARDS);
 
-impl Shard {
-    /// Drops every key whose bucket has been full for at least `idle` nanoseconds.
-    fn sweep(&mut self, now: u64, idle: u64) -> usize {
-        let before = self.tats.len();
-        self.tats.retain(|_, tat| tat.saturating_add(idle) > now);
-        self.last_sweep = now;
-        before - self.tats.len()
-    }
-
-    /// Drops the key closest to a full bucket; returns whether one was dropped.
-    fn evict_one(&mut self) -> bool {
-        let victim = self
-            .tats
-            .iter()
-            .min_by_key(|(_, tat)| **tat)
-            .map(|(k, _)| *k);
-        victim.is_some_and(|k| self.tats.remove(&k).is_some())
-    }
-}
-
-/// Buckets by key hash, capped at `max_keys`.
+/// Buckets by key hash, capped at `max_keys`, with an overflow bucket for keys beyond.
 pub(crate) struct KeyedBuckets {
     shards: Box<[Mutex<Shard>]>,
+    /// Keys tracked in all shards; never raised past `max_keys`.
     count: AtomicUsize,
     max_keys: AtomicUsize,
     idle_nanos: u64,
+    /// The TAT of the bucket shared by keys the map has no room for.
+    overflow: AtomicU64,
+    /// The next shard a new key at the cap looks at besides its own.
+    next_shard: AtomicUsize,
 }
 
 impl std::fmt::Debug for KeyedBuckets {
@@ -83,22 +99,46 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A power of two, at most [`MAX_SHARDS`], with at least [`KEYS_PER_SHARD`] keys each at
+/// the cap (one shard below that). Fixed when the limiter is built: a cap lowered far
+/// below it later leaves shards with few keys, and a new key that finds neither its own
+/// shard's front nor the next shard's holding a full key uses the overflow bucket.
+fn shard_count(max_keys: usize) -> usize {
+    match max_keys / KEYS_PER_SHARD {
+        0 => 1,
+        n => (1 << n.ilog2()).min(MAX_SHARDS),
+    }
+}
+
+/// Hash 0 marks an empty table slot: it is tracked as 1 (two hashes of 2^64 share a
+/// bucket).
+fn tracked(key: u64) -> u64 {
+    key.max(1)
+}
+
+/// One GCRA step on a tracked key's TAT.
+fn take(tat: &mut u64, now: u64, weight: u32, quota: Quota) -> Result<u64, Denied> {
+    *tat = bucket::step(*tat, now, weight, quota)?;
+    Ok(bucket::tokens_at(*tat, now, quota))
+}
+
 impl KeyedBuckets {
     pub(crate) fn new(max_keys: usize, idle_nanos: u64) -> Self {
         KeyedBuckets {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: (0..shard_count(max_keys))
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
             count: AtomicUsize::new(0),
             max_keys: AtomicUsize::new(max_keys.max(1)),
             idle_nanos,
+            overflow: AtomicU64::new(0),
+            next_shard: AtomicUsize::new(0),
         }
     }
 
     fn shard_index(&self, key: u64) -> usize {
-        (key >> 60) as usize % SHARDS
-    }
-
-    fn shard(&self, key: u64) -> &Mutex<Shard> {
-        &self.shards[self.shard_index(key)]
+        // The top bits: the table picks slots by all of them (Fibonacci hashing).
+        (key >> 60) as usize & (self.shards.len() - 1)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -109,7 +149,8 @@ impl KeyedBuckets {
         self.max_keys.store(max_keys.max(1), Ordering::Relaxed);
     }
 
-    /// Takes `weight` tokens from `key`'s bucket at `now`; returns the whole tokens left.
+    /// Takes `weight` tokens from `key`'s bucket at `now` (from the overflow bucket if the
+    /// key has no slot and none can be freed); returns the whole tokens left.
     pub(crate) fn try_acquire(
         &self,
         key: u64,
@@ -117,86 +158,159 @@ impl KeyedBuckets {
         weight: u32,
         quota: Quota,
     ) -> Result<u64, Denied> {
-        let mut shard = lock(self.shard(key));
-        if now.saturating_sub(shard.last_sweep) >= self.idle_nanos {
-            let removed = shard.sweep(now, self.idle_nanos);
-            self.count.fetch_sub(removed, Ordering::Relaxed);
-        }
-        if let Some(tat) = shard.tats.get_mut(&key) {
-            let new_tat = bucket::step(*tat, now, weight, quota)?;
-            *tat = new_tat;
-            return Ok(bucket::tokens_at(new_tat, now, quota));
+        let key = tracked(key);
+        let own = self.shard_index(key);
+        let mut shard = lock(&self.shards[own]);
+        if let Some(tat) = shard.tat_mut(key) {
+            return take(tat, now, weight, quota);
         }
         // A new key: its bucket starts full.
         let new_tat = bucket::step(0, now, weight, quota)?;
-        if self.len() >= self.max_keys.load(Ordering::Relaxed) {
-            shard = self.make_room(shard, key, now);
+        if new_tat <= now {
+            // Still full (a free request): nothing worth remembering.
+            return Ok(bucket::tokens_at(new_tat, now, quota));
         }
-        if shard.tats.insert(key, new_tat).is_none() {
-            self.count.fetch_add(1, Ordering::Relaxed);
+        if self.make_room(&mut shard, now) {
+            shard.track(key, new_tat);
+            return Ok(bucket::tokens_at(new_tat, now, quota));
         }
-        Ok(bucket::tokens_at(new_tat, now, quota))
+        drop(shard);
+        if self.free_elsewhere(own, now) {
+            let mut shard = lock(&self.shards[own]);
+            if let Some(tat) = shard.tat_mut(key) {
+                // Tracked by a racing request meanwhile.
+                return take(tat, now, weight, quota);
+            }
+            if self.reserve() {
+                shard.track(key, new_tat);
+                return Ok(bucket::tokens_at(new_tat, now, quota));
+            }
+        }
+        self.take_overflow(now, weight, quota)
     }
 
-    /// Frees at least one slot: lossless sweeps first, then the least-limited key. Holds at
-    /// most one shard lock at a time.
-    fn make_room<'a>(
-        &'a self,
-        mut own: MutexGuard<'a, Shard>,
-        key: u64,
-        now: u64,
-    ) -> MutexGuard<'a, Shard> {
-        let removed = own.sweep(now, 0);
-        self.count.fetch_sub(removed, Ordering::Relaxed);
-        if self.len() < self.max_keys.load(Ordering::Relaxed) {
-            return own;
-        }
-        if own.evict_one() {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-            return own;
-        }
-        drop(own);
-        let own_index = self.shard_index(key);
-        for (index, shard) in self.shards.iter().enumerate() {
-            if index == own_index {
-                continue;
+    /// Drops what may go from the front of `shard` (idle keys below the cap, full ones at
+    /// it) and reserves a slot for a new key; returns whether it got one.
+    fn make_room(&self, shard: &mut Shard, now: u64) -> bool {
+        let max = self.max_keys.load(Ordering::Relaxed);
+        let count = self.len();
+        let dropped = if count < max {
+            match now.checked_sub(self.idle_nanos) {
+                Some(idle_by) => shard.drop_front(idle_by, PROBES, PROBES),
+                None => 0,
             }
-            let mut other = lock(shard);
-            let removed = other.sweep(now, 0);
-            self.count.fetch_sub(removed, Ordering::Relaxed);
-            if removed == 0 && other.evict_one() {
-                self.count.fetch_sub(1, Ordering::Relaxed);
-            }
-            if self.len() < self.max_keys.load(Ordering::Relaxed) {
-                break;
-            }
-        }
-        lock(self.shard(key))
+        } else {
+            // Two when the cap was lowered below the count, so that it comes down.
+            let want = if count > max { 2 } else { 1 };
+            shard.drop_front(now, PROBES, want)
+        };
+        self.release(dropped);
+        self.reserve()
     }
 
-    /// Gives back tokens to `key`'s bucket (a request admitted but never sent).
+    /// Looks for a full key in other shards (in turn, one lock at a time); returns whether
+    /// one was dropped.
+    fn free_elsewhere(&self, own: usize, now: u64) -> bool {
+        let shards = self.shards.len();
+        if shards == 1 {
+            return false;
+        }
+        for _ in 0..OTHER_SHARDS {
+            let mut index = self.next_shard.fetch_add(1, Ordering::Relaxed) % shards;
+            if index == own {
+                index = (index + 1) % shards;
+            }
+            let dropped = lock(&self.shards[index]).drop_front(now, PROBES, 1);
+            if dropped > 0 {
+                self.release(dropped);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Counts a new key in, if the cap allows.
+    fn reserve(&self) -> bool {
+        let max = self.max_keys.load(Ordering::Relaxed);
+        self.count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
+                (count < max).then_some(count + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, dropped: usize) {
+        if dropped > 0 {
+            self.count.fetch_sub(dropped, Ordering::Relaxed);
+        }
+    }
+
+    /// One GCRA step on the overflow bucket (lock-free).
+    fn take_overflow(&self, now: u64, weight: u32, quota: Quota) -> Result<u64, Denied> {
+        let mut tat = self.overflow.load(Ordering::Acquire);
+        loop {
+            let new_tat = bucket::step(tat, now, weight, quota)?;
+            match self.overflow.compare_exchange_weak(
+                tat,
+                new_tat,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(bucket::tokens_at(new_tat, now, quota)),
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
+    /// Gives back tokens to `key`'s bucket (a request admitted but never sent). Dropped
+    /// for an untracked key: its bucket is full, or it drew from the overflow bucket.
     pub(crate) fn refund(&self, key: u64, weight: u32, quota: Quota) {
-        let mut shard = lock(self.shard(key));
-        if let Some(tat) = shard.tats.get_mut(&key) {
+        let key = tracked(key);
+        let mut shard = lock(&self.shards[self.shard_index(key)]);
+        if let Some(tat) = shard.tat_mut(key) {
             *tat = tat.saturating_sub(quota.interval_nanos.saturating_mul(u64::from(weight)));
         }
     }
 
-    /// Whole tokens free in `key`'s bucket at `now`.
+    /// Whole tokens free in `key`'s bucket at `now` (for an untracked key at the cap, in
+    /// the overflow bucket it would most likely draw from).
     pub(crate) fn tokens(&self, key: u64, now: u64, quota: Quota) -> u64 {
-        let shard = lock(self.shard(key));
-        let tat = shard.tats.get(&key).copied().unwrap_or(0);
+        let key = tracked(key);
+        let tat = lock(&self.shards[self.shard_index(key)]).tat(key);
+        let tat = match tat {
+            Some(tat) => tat,
+            None if self.len() >= self.max_keys.load(Ordering::Relaxed) => {
+                self.overflow.load(Ordering::Acquire)
+            }
+            None => 0,
+        };
         bucket::tokens_at(tat, now, quota)
     }
 
-    /// Sweeps every shard of keys idle for the configured idle timeout; returns how many went.
+    /// Drops every key idle for the configured idle timeout; returns how many went. Walks
+    /// every shard (one lock at a time): for an explicit sweep, not for the admit path.
     pub(crate) fn evict_idle(&self, now: u64) -> usize {
+        let Some(idle_by) = now.checked_sub(self.idle_nanos) else {
+            return 0;
+        };
         let mut total = 0;
         for shard in self.shards.iter() {
-            let removed = lock(shard).sweep(now, self.idle_nanos);
-            self.count.fetch_sub(removed, Ordering::Relaxed);
-            total += removed;
+            let dropped = lock(shard).drop_all(idle_by);
+            self.release(dropped);
+            total += dropped;
         }
         total
     }
+
+    /// Keys looked at so far by new keys making room, in every shard.
+    #[cfg(test)]
+    pub(crate) fn examined(&self) -> u64 {
+        self.shards.iter().map(|s| lock(s).examined).sum()
+    }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+#[cfg(loom)]
+mod loom_tests;
