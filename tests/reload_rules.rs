@@ -1,0 +1,217 @@
+//! The hot-reload rules, one test each: a reload is all or nothing across stages and across
+//! policies; the set of policies and each policy's stage tables (`balance` included) are
+//! fixed while running; what can change applies to every running stage, and to balancers
+//! built after the reload.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::task::{Context, Poll};
+
+use tower::Service;
+use tower_prism::balance::{BalanceHandle, Strategy};
+use tower_prism::{ConfigFileError, Policies, ReliabilityConfig, ReliabilityLayer};
+
+/// An endpoint that answers its own name.
+#[derive(Clone)]
+struct Echo(&'static str);
+
+impl Service<u32> for Echo {
+    type Response = &'static str;
+    type Error = Infallible;
+    type Future = Ready<Result<&'static str, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: u32) -> Self::Future {
+        ready(Ok(self.0))
+    }
+}
+
+/// Stacks a two-endpoint balancer (no key function) under `layer`; returns its handle.
+fn balanced(layer: &ReliabilityLayer) -> BalanceHandle<&'static str, Echo> {
+    let balance = layer
+        .balancer::<&'static str, Echo, u32>()
+        .endpoint("a", Echo("a"))
+        .endpoint("b", Echo("b"))
+        .build()
+        .unwrap();
+    let handle = balance.handle();
+    drop(layer.balanced(balance));
+    handle
+}
+
+const RUNNING: &str = r#"
+    [policy.api.rate_limit]
+    rate = 10
+    [policy.api.retry]
+    max_attempts = 2
+    [policy.api.balance]
+    strategy = "round_robin"
+
+    [policy.search.rate_limit]
+    rate = 100
+"#;
+
+fn running() -> (Policies, BalanceHandle<&'static str, Echo>) {
+    let policies = Policies::new(&ReliabilityConfig::from_toml(RUNNING).unwrap()).unwrap();
+    let handle = balanced(&policies.get("api").unwrap());
+    (policies, handle)
+}
+
+fn rates(policies: &Policies) -> (f64, f64) {
+    let rate = |name| {
+        let layer = policies.get(name).unwrap();
+        layer.snapshot().rate_limit.unwrap().rate_per_second
+    };
+    (rate("api"), rate("search"))
+}
+
+#[test]
+fn a_balancer_refusing_the_strategy_leaves_the_rate_unchanged() {
+    let (policies, handle) = running();
+    // the rate changes and the balancer is asked for consistent hashing, which it cannot do
+    // without a key function: the rate limiter comes before the balancer, but the whole
+    // reload is refused before either changes
+    let err = policies
+        .reload_toml(
+            &RUNNING
+                .replace("rate = 10\n", "rate = 20\n")
+                .replace("round_robin", "consistent_hash"),
+        )
+        .unwrap_err();
+    assert_eq!(err.field(), Some("policy.api.balance.strategy"), "{err}");
+    assert_eq!(rates(&policies), (10.0, 100.0));
+    assert_eq!(handle.snapshot().strategy, Strategy::RoundRobin);
+    let api = policies.get("api").unwrap();
+    assert_eq!(api.snapshot().retry.unwrap().max_attempts, 2);
+    // the same through the layer's own reconfigure
+    let mut policy =
+        ReliabilityConfig::from_toml(&RUNNING.replace("round_robin", "consistent_hash"))
+            .unwrap()
+            .policy
+            .remove("api")
+            .unwrap();
+    policy.rate_limit.as_mut().unwrap().rate = 30;
+    assert!(api.reconfigure(&policy).is_err());
+    assert_eq!(rates(&policies), (10.0, 100.0));
+}
+
+#[test]
+fn a_refused_policy_leaves_the_other_policies_unchanged() {
+    let two = format!("{RUNNING}\n[policy.search.balance]\nstrategy = \"round_robin\"");
+    let policies = Policies::new(&ReliabilityConfig::from_toml(&two).unwrap()).unwrap();
+    let api = balanced(&policies.get("api").unwrap());
+    let search = balanced(&policies.get("search").unwrap());
+    // `search` (applied after `api`) has a balancer that cannot hash: `api`'s valid
+    // changes are not applied either
+    let err = policies
+        .reload_toml(
+            &two.replace("rate = 10\n", "rate = 20\n")
+                .replacen("round_robin", "least_requests", 1)
+                .replacen("round_robin", "consistent_hash", 1),
+        )
+        .unwrap_err();
+    assert_eq!(err.field(), Some("policy.search.balance.strategy"), "{err}");
+    assert_eq!(rates(&policies), (10.0, 100.0));
+    assert_eq!(api.snapshot().strategy, Strategy::RoundRobin);
+    assert_eq!(search.snapshot().strategy, Strategy::RoundRobin);
+    // a clock change in `search` is refused the same way
+    let err = policies
+        .reload_toml(&two.replace("rate = 10\n", "rate = 20\n").replace(
+            "[policy.search.rate_limit]",
+            "[policy.search.rate_limit]\nclock = \"tsc\"",
+        ))
+        .unwrap_err();
+    assert_eq!(err.field(), Some("policy.search.rate_limit.clock"), "{err}");
+    assert_eq!(rates(&policies), (10.0, 100.0));
+}
+
+#[test]
+fn removing_a_balance_table_is_refused_and_the_balancer_keeps_its_strategy() {
+    let (policies, handle) = running();
+    let without = RUNNING.replace("[policy.api.balance]\n    strategy = \"round_robin\"", "");
+    let err = policies.reload_toml(&without).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigFileError::ShapeChanged { ref policy, stage: "balance", change: "remove" }
+                if policy == "api"
+        ),
+        "{err}"
+    );
+    assert_eq!(handle.snapshot().strategy, Strategy::RoundRobin);
+    assert_eq!(
+        err.to_string(),
+        "policy \"api\": cannot remove the `balance` stage of a running layer; \
+         restart to change the stack's shape"
+    );
+}
+
+#[test]
+fn adding_a_balance_table_is_refused() {
+    let (policies, _) = running();
+    let with = format!("{RUNNING}\n[policy.search.balance]\nstrategy = \"round_robin\"");
+    let err = policies.reload_toml(&with).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigFileError::ShapeChanged {
+                stage: "balance",
+                change: "add",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_reload_adding_a_policy_is_refused_naming_it() {
+    let (policies, _) = running();
+    let more = format!(
+        "{}\n[policy.extra.rate_limit]\nrate = 5",
+        RUNNING.replace("rate = 10\n", "rate = 20\n")
+    );
+    let err = policies.reload_toml(&more).unwrap_err();
+    assert!(
+        matches!(err, ConfigFileError::PoliciesChanged { ref policy, change: "add" } if policy == "extra"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "policy \"extra\": a reload cannot add a policy; restart to change the set of policies"
+    );
+    assert!(matches!(
+        policies.get("extra"),
+        Err(ConfigFileError::UnknownPolicy { .. })
+    ));
+    assert_eq!(rates(&policies), (10.0, 100.0), "nothing applied");
+    assert_eq!(policies.names().collect::<Vec<_>>(), ["api", "search"]);
+}
+
+#[test]
+fn a_reload_removing_a_policy_is_refused_naming_it() {
+    let (policies, _) = running();
+    let fewer = "[policy.api.rate_limit]\nrate = 20\n[policy.api.retry]\n[policy.api.balance]";
+    let err = policies.reload_toml(fewer).unwrap_err();
+    assert!(
+        matches!(err, ConfigFileError::PoliciesChanged { ref policy, change: "remove" } if policy == "search"),
+        "{err}"
+    );
+    assert_eq!(rates(&policies), (10.0, 100.0));
+}
+
+#[test]
+fn an_accepted_reload_reaches_running_balancers_and_later_ones() {
+    let (policies, handle) = running();
+    policies
+        .reload_toml(&RUNNING.replace("round_robin", "least_requests"))
+        .unwrap();
+    assert_eq!(handle.snapshot().strategy, Strategy::LeastRequests);
+    // a balancer built after the reload starts from the reloaded table
+    let later = balanced(&policies.get("api").unwrap());
+    assert_eq!(later.snapshot().strategy, Strategy::LeastRequests);
+    assert_eq!(policies.get("api").unwrap().snapshot().balancers, 2);
+}
