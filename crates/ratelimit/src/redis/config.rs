@@ -1,9 +1,28 @@
 //! [`RedisConfig`]: the serde-readable, validated settings of a Redis rate limiter.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tower_prism_core::config::{check_duration, check_nonzero, ConfigError};
+use tower_prism_core::config::{
+    check_duration, check_duration_at_most, check_nonzero, check_size_at_most, ConfigError,
+    MAX_DURATION, MAX_SIZE,
+};
+
+use super::redact::{redact_url, Secrets};
+
+/// The longest `timeout` accepted: a rate limit decision that may take longer than this is
+/// no longer a rate limit but an outage.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest `connect_timeout`, `reconnect_backoff` and `reconnect_backoff_max` accepted.
+pub const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(60);
+/// The largest `burst`, `pre_allot` and `max_keys` accepted (core's `MAX_SIZE`, 2^24).
+pub const MAX_COUNT: u64 = MAX_SIZE;
+/// The longest `prefix` accepted, in bytes.
+pub const MAX_PREFIX_BYTES: usize = 64;
+/// The longest `url`, `username`, `password` or `password_env` accepted, in bytes.
+pub const MAX_TEXT_BYTES: usize = 4096;
 
 /// What to do with a request when Redis cannot be reached in time.
 ///
@@ -46,12 +65,34 @@ pub enum FailurePolicy {
 /// let bad: RedisConfig = toml::from_str("url = 'redis://x/'\nrate = 10\npre_allot = 11").unwrap();
 /// assert_eq!(bad.validate().unwrap_err().field(), "pre_allot");
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Credentials: put the password in `password`, or name an environment variable holding it
+/// in `password_env` (so it need not sit in the file), rather than in the URL. Wherever a
+/// config is shown (`Debug`, errors, logs) the URL's password is replaced by `***` and the
+/// `password` field is never printed; it is not serialized either.
+///
+/// TLS: a `rediss://` URL; the server's certificate is checked against the system's roots,
+/// or against the CA certificate (PEM) in `tls_ca_file` for a private CA.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// The Redis URL (`redis://host:port/db`, `rediss://` for TLS if the client supports it);
-    /// with `cluster = true`, a seed node of the cluster.
+    /// The Redis URL (`redis://host:port/db`, `rediss://` for TLS); with `cluster = true`, a
+    /// seed node of the cluster. At most 4096 bytes. Shown with its password redacted.
     pub url: String,
+    /// The AUTH user name (Redis 6 ACLs); overrides one in the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The AUTH password; overrides one in the URL. Never printed, never serialized.
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+    /// The name of an environment variable holding the AUTH password, read when the layer
+    /// is built (e.g. `"REDIS_PASSWORD"`). Exclusive with `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// A PEM file of the CA certificate(s) the server's TLS certificate must chain to,
+    /// instead of the system's roots (`rediss://` URLs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
     /// Talk to a Redis Cluster (default `false`: one server): the client learns the slot map
     /// from the seed `url`, sends each bucket's script to the node owning its slot and
     /// follows `MOVED`/`ASK` redirections as slots move. Buckets are hash-tagged, so each
@@ -66,27 +107,52 @@ pub struct RedisConfig {
         with = "tower_prism_core::config::duration"
     )]
     pub period: Duration,
-    /// Tokens a full bucket holds; defaults to `rate` (capped at `u32::MAX`).
+    /// Tokens a full bucket holds; defaults to `rate` (capped at 2^24, the most accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
     /// Redis key prefix: a limit's bucket is `{<prefix>:<name>}`, a key's
-    /// `{<prefix>:<name>:<key>}` (hash tags, so each bucket sits in one Cluster slot).
+    /// `{<prefix>:<name>:<key>}` (hash tags, so each bucket sits in one Cluster slot). At
+    /// most 64 bytes.
     #[serde(default = "default_prefix")]
     pub prefix: String,
-    /// Timeout of every Redis call, connecting included (default 50 ms).
+    /// Timeout of every Redis call (default 50 ms, at most 30 s). A call never waits longer,
+    /// including the first one, which waits for the first connection.
     #[serde(
         default = "default_timeout",
         with = "tower_prism_core::config::duration"
     )]
     pub timeout: Duration,
+    /// Timeout of one connection attempt, TLS and AUTH included (default 1 s, at most 60 s).
+    /// Attempts run in the background: no call waits for one longer than `timeout`.
+    #[serde(
+        default = "default_connect_timeout",
+        with = "tower_prism_core::config::duration"
+    )]
+    pub connect_timeout: Duration,
+    /// The wait before the second reconnection attempt once Redis is found down (the first
+    /// is immediate); each further wait doubles, up to `reconnect_backoff_max` (default
+    /// 25 ms, at most 60 s).
+    #[serde(
+        default = "default_reconnect_backoff",
+        with = "tower_prism_core::config::duration"
+    )]
+    pub reconnect_backoff: Duration,
+    /// The longest wait between two reconnection attempts (default 250 ms, at most 60 s):
+    /// how late after its return Redis may be noticed, plus one connection.
+    #[serde(
+        default = "default_reconnect_backoff_max",
+        with = "tower_prism_core::config::duration"
+    )]
+    pub reconnect_backoff_max: Duration,
     /// What happens when Redis fails (default `fail_closed`).
     #[serde(default)]
     pub failure_policy: FailurePolicy,
-    /// Tokens taken per round trip and spent locally (default 1: none). Raises the bound to
+    /// Tokens taken per round trip and spent locally (default 1: none; at most `burst`). Raises the bound to
     /// `d * rate + burst + instances * (pre_allot - 1)` over a window `d`.
     #[serde(default = "default_pre_allot")]
     pub pre_allot: u32,
-    /// Keys whose pre-allotted tokens or fallback buckets an instance keeps in memory.
+    /// Keys whose pre-allotted tokens or fallback buckets an instance keeps in memory
+    /// (default 10 000, at most 2^24).
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
 }
@@ -100,6 +166,15 @@ fn default_prefix() -> String {
 fn default_timeout() -> Duration {
     Duration::from_millis(50)
 }
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_reconnect_backoff() -> Duration {
+    Duration::from_millis(25)
+}
+fn default_reconnect_backoff_max() -> Duration {
+    Duration::from_millis(250)
+}
 fn default_pre_allot() -> u32 {
     1
 }
@@ -112,12 +187,19 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>, rate: u64, period: Duration) -> Self {
         RedisConfig {
             url: url.into(),
+            username: None,
+            password: None,
+            password_env: None,
+            tls_ca_file: None,
             cluster: false,
             rate,
             period,
             burst: None,
             prefix: default_prefix(),
             timeout: default_timeout(),
+            connect_timeout: default_connect_timeout(),
+            reconnect_backoff: default_reconnect_backoff(),
+            reconnect_backoff_max: default_reconnect_backoff_max(),
             failure_policy: FailurePolicy::default(),
             pre_allot: default_pre_allot(),
             max_keys: default_max_keys(),
@@ -127,7 +209,7 @@ impl RedisConfig {
     /// The burst in effect.
     pub fn effective_burst(&self) -> u32 {
         self.burst
-            .unwrap_or_else(|| u32::try_from(self.rate).unwrap_or(u32::MAX))
+            .unwrap_or_else(|| u32::try_from(self.rate.min(MAX_COUNT)).unwrap_or(u32::MAX))
     }
 
     /// Microseconds between two tokens (the script works in Redis `TIME` microseconds).
@@ -135,20 +217,78 @@ impl RedisConfig {
         u64::try_from(self.period.as_micros() / u128::from(self.rate.max(1))).unwrap_or(u64::MAX)
     }
 
-    /// Checks every field (the URL's syntax too, without connecting); an error names the
-    /// field, the bad value and why.
+    /// The AUTH password in effect: `password`, else the variable `password_env` names
+    /// (read now), else none (the URL's own, if any, stays in effect).
+    pub(crate) fn resolve_password(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.password, &self.password_env) {
+            (Some(_), Some(_)) => Err(ConfigError::new(
+                "password_env",
+                self.password_env.as_deref().unwrap_or_default(),
+                "set `password` or `password_env`, not both",
+            )),
+            (Some(password), None) => Ok(Some(password.clone())),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(password) => Ok(Some(password)),
+                Err(e) => Err(ConfigError::new(
+                    "password_env",
+                    var,
+                    format!("cannot read the password from the environment: {e}"),
+                )),
+            },
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Checks every field (the URL's syntax too, without connecting; the password variable
+    /// and the CA file are read); an error names the field, the bad value and why, with
+    /// credentials redacted.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        ::redis::Client::open(self.url.as_str())
-            .map_err(|e| ConfigError::new("url", &self.url, format!("not a Redis URL: {e}")))?;
+        check_text("url", &self.url)?;
+        let info =
+            ::redis::IntoConnectionInfo::into_connection_info(self.url.as_str()).map_err(|e| {
+                let why = Secrets::of_url(&self.url).scrub(&e.to_string());
+                ConfigError::new(
+                    "url",
+                    redact_url(&self.url),
+                    format!("not a Redis URL: {why}"),
+                )
+            })?;
+        if let Some(user) = &self.username {
+            check_text("username", user)?;
+        }
+        if let Some(password) = &self.password {
+            if password.len() > MAX_TEXT_BYTES {
+                return Err(ConfigError::new(
+                    "password",
+                    "***",
+                    format!("longer than {MAX_TEXT_BYTES} bytes"),
+                ));
+            }
+        }
+        if let Some(var) = &self.password_env {
+            check_text("password_env", var)?;
+            if var.is_empty() {
+                return Err(ConfigError::new(
+                    "password_env",
+                    "\"\"",
+                    "must name a variable",
+                ));
+            }
+        }
+        self.resolve_password()?;
+        if let Some(path) = &self.tls_ca_file {
+            if !matches!(info.addr, ::redis::ConnectionAddr::TcpTls { .. }) {
+                return Err(ConfigError::new(
+                    "tls_ca_file",
+                    path.display(),
+                    "needs a `rediss://` url (TLS)",
+                ));
+            }
+            read_ca_file(path)?;
+        }
         check_nonzero("rate", self.rate)?;
         check_duration("period", self.period)?;
-        if self.period > Duration::from_secs(100 * 365 * 86_400) {
-            return Err(ConfigError::new(
-                "period",
-                humantime::format_duration(self.period),
-                "must be at most 100 years",
-            ));
-        }
+        check_duration_at_most("period", self.period, MAX_DURATION)?;
         if self.interval_us() == 0 {
             return Err(ConfigError::new(
                 "rate",
@@ -161,15 +301,46 @@ impl RedisConfig {
         }
         if let Some(burst) = self.burst {
             check_nonzero("burst", burst)?;
+            check_size_at_most("burst", burst, MAX_COUNT)?;
         }
-        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+        if self.prefix.is_empty()
+            || self.prefix.len() > MAX_PREFIX_BYTES
+            || self.prefix.contains(['{', '}'])
+        {
             return Err(ConfigError::new(
                 "prefix",
                 &self.prefix,
-                "must be non-empty, without `{` or `}` (they delimit the Cluster hash tag)",
+                format!(
+                    "must be 1 to {MAX_PREFIX_BYTES} bytes, without `{{` or `}}` (they delimit the Cluster hash tag)"
+                ),
             ));
         }
         check_duration("timeout", self.timeout)?;
+        check_duration_at_most("timeout", self.timeout, MAX_TIMEOUT)?;
+        check_duration("connect_timeout", self.connect_timeout)?;
+        check_duration_at_most("connect_timeout", self.connect_timeout, MAX_RECONNECT_WAIT)?;
+        check_duration("reconnect_backoff", self.reconnect_backoff)?;
+        check_duration_at_most(
+            "reconnect_backoff",
+            self.reconnect_backoff,
+            MAX_RECONNECT_WAIT,
+        )?;
+        check_duration("reconnect_backoff_max", self.reconnect_backoff_max)?;
+        check_duration_at_most(
+            "reconnect_backoff_max",
+            self.reconnect_backoff_max,
+            MAX_RECONNECT_WAIT,
+        )?;
+        if self.reconnect_backoff_max < self.reconnect_backoff {
+            return Err(ConfigError::new(
+                "reconnect_backoff_max",
+                humantime::format_duration(self.reconnect_backoff_max),
+                format!(
+                    "must be at least reconnect_backoff ({})",
+                    humantime::format_duration(self.reconnect_backoff)
+                ),
+            ));
+        }
         if let FailurePolicy::LocalFallback { instances: 0 } = self.failure_policy {
             return Err(ConfigError::new(
                 "failure_policy.local_fallback.instances",
@@ -186,8 +357,64 @@ impl RedisConfig {
             ));
         }
         check_nonzero("max_keys", self.max_keys)?;
+        check_size_at_most("max_keys", self.max_keys, MAX_COUNT)?;
         Ok(())
     }
+}
+
+/// Shows the config with the URL's password replaced by `***` and the `password` field
+/// only as set or not.
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_env", &self.password_env)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("cluster", &self.cluster)
+            .field("rate", &self.rate)
+            .field("period", &self.period)
+            .field("burst", &self.burst)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("reconnect_backoff", &self.reconnect_backoff)
+            .field("reconnect_backoff_max", &self.reconnect_backoff_max)
+            .field("failure_policy", &self.failure_policy)
+            .field("pre_allot", &self.pre_allot)
+            .field("max_keys", &self.max_keys)
+            .finish()
+    }
+}
+
+/// Checks a text field's length; the error quotes it only redacted and bounded.
+fn check_text(field: &'static str, text: &str) -> Result<(), ConfigError> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(ConfigError::new(
+            field,
+            redact_url(text),
+            format!("longer than {MAX_TEXT_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the CA file of `tls_ca_file` (at most 1 MiB), checking it holds PEM.
+pub(crate) fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+    let bad = |reason: String| ConfigError::new("tls_ca_file", path.display(), reason);
+    let len = std::fs::metadata(path)
+        .map_err(|e| bad(format!("cannot read it: {e}")))?
+        .len();
+    if len > MAX_CA_FILE_BYTES {
+        return Err(bad(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
+    }
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(bad("holds no PEM certificate".to_owned()));
+    }
+    Ok(pem)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -223,6 +450,102 @@ mod tests {
         );
         assert_eq!(field(with(|c| c.pre_allot = 0)), "pre_allot");
         assert_eq!(field(with(|c| c.max_keys = 0)), "max_keys");
+    }
+
+    #[test]
+    fn every_size_and_duration_has_an_upper_bound() {
+        let ok = RedisConfig::new("redis://127.0.0.1:6379/", 100, Duration::from_secs(1));
+        let with = |f: fn(&mut RedisConfig)| {
+            let mut c = ok.clone();
+            f(&mut c);
+            c
+        };
+        assert_eq!(
+            field(with(|c| c.period = MAX_DURATION + Duration::from_secs(1))),
+            "period"
+        );
+        with(|c| c.period = MAX_DURATION).validate().unwrap();
+        assert_eq!(
+            field(with(|c| c.timeout = MAX_TIMEOUT + Duration::from_millis(1))),
+            "timeout"
+        );
+        with(|c| c.timeout = MAX_TIMEOUT).validate().unwrap();
+        for (name, cfg) in [
+            (
+                "connect_timeout",
+                with(|c| c.connect_timeout = MAX_RECONNECT_WAIT * 2),
+            ),
+            (
+                "connect_timeout",
+                with(|c| c.connect_timeout = Duration::ZERO),
+            ),
+            (
+                "reconnect_backoff_max",
+                with(|c| c.reconnect_backoff_max = MAX_RECONNECT_WAIT * 2),
+            ),
+            (
+                "reconnect_backoff",
+                with(|c| c.reconnect_backoff = Duration::ZERO),
+            ),
+            (
+                "reconnect_backoff_max",
+                with(|c| c.reconnect_backoff_max = Duration::from_millis(1)),
+            ),
+            ("burst", with(|c| c.burst = Some(MAX_COUNT as u32 + 1))),
+            ("max_keys", with(|c| c.max_keys = MAX_COUNT as usize + 1)),
+            (
+                "prefix",
+                with(|c| c.prefix = "p".repeat(MAX_PREFIX_BYTES + 1)),
+            ),
+            (
+                "url",
+                with(|c| c.url = format!("redis://h/{}", "x".repeat(MAX_TEXT_BYTES + 1))),
+            ),
+            (
+                "username",
+                with(|c| c.username = Some("x".repeat(MAX_TEXT_BYTES + 1))),
+            ),
+            (
+                "password",
+                with(|c| c.password = Some("x".repeat(MAX_TEXT_BYTES + 1))),
+            ),
+            (
+                "password_env",
+                with(|c| c.password_env = Some("x".repeat(MAX_TEXT_BYTES + 1))),
+            ),
+            (
+                "tls_ca_file",
+                with(|c| c.tls_ca_file = Some("/ca.pem".into())),
+            ),
+        ] {
+            let err = cfg.validate().unwrap_err();
+            assert_eq!(err.field(), name, "{err}");
+            assert!(err.to_string().len() < 400, "bounded error text: {err}");
+        }
+        // The default burst of a huge rate is capped at the bound rather than refused.
+        let huge = RedisConfig::new("redis://h/", 60_000_000, Duration::from_secs(60));
+        assert_eq!(u64::from(huge.effective_burst()), MAX_COUNT);
+        huge.validate().unwrap();
+    }
+
+    #[test]
+    fn debug_redacts_the_url_and_hides_the_password() {
+        let mut cfg = RedisConfig::new("redis://u:hunter2@h:1/", 1, Duration::from_secs(1));
+        cfg.password = Some("swordfish".into());
+        let text = format!("{cfg:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("swordfish"),
+            "{text}"
+        );
+        assert!(text.contains("redis://u:***@h:1/"), "{text}");
+        let err = with_url("redis://u:hunter2@h:notaport/")
+            .validate()
+            .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    fn with_url(url: &str) -> RedisConfig {
+        RedisConfig::new(url, 1, Duration::from_secs(1))
     }
 
     #[test]

@@ -10,8 +10,21 @@
 //! Every Redis call has a timeout. When Redis fails, the [`FailurePolicy`] decides:
 //! admit ([`FailurePolicy::FailOpen`]), reject with [`RedisError::Unavailable`]
 //! ([`FailurePolicy::FailClosed`]) or use an in-process bucket sized `rate / instances`
-//! ([`FailurePolicy::LocalFallback`]). The connection is a [`ConnectionManager`] that
-//! reconnects by itself, so the limiter recovers when Redis comes back.
+//! ([`FailurePolicy::LocalFallback`]). A call that times out or finds the connection
+//! broken turns the connection [`LinkState::Down`]: from then on calls take the failure
+//! policy at once, without waiting, while one background task reconnects (at once, then
+//! with a backoff doubling from `reconnect_backoff` to `reconnect_backoff_max`, 25 ms to
+//! 250 ms by default, each attempt bounded by `connect_timeout`). Decisions come from Redis
+//! again within `reconnect_backoff_max` plus one connection of its return. A server that
+//! accepts connections but does not answer (packets dropped, or slower than `timeout`) costs
+//! one timeout, then fails fast the same way.
+//!
+//! TLS (`rediss://`, rustls: no OpenSSL) and AUTH are supported; the password can come from
+//! the `password` setting or an environment variable (`password_env`) instead of the URL,
+//! and is never shown: URLs in `Debug`, errors and logs have it replaced by `***`.
+//!
+//! Keys longer than [`MAX_KEY_BYTES`] are replaced in Redis key names by their SHA-1, so
+//! no key makes a Redis key (or an instance's map entry) longer than 46 bytes plus the prefix.
 //!
 //! With [`RedisRateLimitLayer::key_fn`], each key of the request (an API key, a client
 //! address) has its own bucket, the Redis key `{<prefix>:<name>:<key>}`; the hash tag
@@ -49,6 +62,9 @@
 
 mod config;
 mod error;
+mod key;
+mod link;
+mod redact;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -63,12 +79,9 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
-use ::redis::cluster::ClusterClient;
-use ::redis::cluster_async::ClusterConnection;
-use ::redis::{Client, Script};
+use ::redis::cluster::ClusterClientBuilder;
+use ::redis::{Client, ConnectionInfo, IntoConnectionInfo, Script, TlsCertificates};
 use metrics::Counter;
-use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_prism_core::config::ConfigError;
@@ -76,8 +89,17 @@ use tower_prism_core::metrics::ratelimit::{ADMITTED_TOTAL, BACKEND_ERRORS_TOTAL,
 use tower_prism_core::metrics::{LABEL_NAME, LABEL_REASON};
 use tower_service::Service;
 
-pub use config::{FailurePolicy, RedisConfig};
+pub use config::{
+    FailurePolicy, RedisConfig, MAX_COUNT, MAX_PREFIX_BYTES, MAX_RECONNECT_WAIT, MAX_TEXT_BYTES,
+    MAX_TIMEOUT,
+};
 pub use error::RedisError;
+pub use key::MAX_KEY_BYTES;
+pub use link::LinkState;
+
+use key::{bounded, bucket_key};
+use link::{CallError, Link, LinkTimings, Target};
+use redact::{redact_url, Secrets};
 
 use crate::backend::{Backend, LocalBackend};
 use crate::bucket::Quota;
@@ -110,8 +132,13 @@ pub struct RedisSnapshot {
     pub admitted: u64,
     /// Requests rejected by the limit.
     pub rejected: u64,
-    /// Redis calls that failed or timed out.
+    /// Decisions Redis did not make (a call failed or timed out, or the connection was
+    /// down): each went to the failure policy.
     pub backend_errors: u64,
+    /// The connection's state now.
+    pub link: LinkState,
+    /// Times the connection went down (found broken, or could not be made).
+    pub link_downs: u64,
 }
 
 /// Builder of a [`RedisRateLimitLayer`]; see [`RedisRateLimitLayer::builder`].
@@ -157,9 +184,43 @@ impl RedisRateLimitBuilder {
         self.config.prefix = prefix.into();
         self
     }
-    /// Timeout of every Redis call, connecting included (default 50 ms).
+    /// Timeout of every Redis call (default 50 ms, at most 30 s); the first call waits for
+    /// the first connection at most this long.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout = timeout;
+        self
+    }
+    /// Timeout of one (background) connection attempt, TLS and AUTH included (default 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+    /// Waits between reconnection attempts while Redis is down: `first` after the first
+    /// failed attempt, doubling up to `max` (default 25 ms to 250 ms; each at most 60 s).
+    pub fn reconnect_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.config.reconnect_backoff = first;
+        self.config.reconnect_backoff_max = max;
+        self
+    }
+    /// The AUTH password (overrides one in the URL); never shown.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.config.password = Some(password.into());
+        self
+    }
+    /// Reads the AUTH password from the environment variable `var` when built.
+    pub fn password_env(mut self, var: impl Into<String>) -> Self {
+        self.config.password_env = Some(var.into());
+        self
+    }
+    /// The AUTH user name (Redis ACLs; overrides one in the URL).
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.config.username = Some(username.into());
+        self
+    }
+    /// A PEM file of the CA certificate(s) the server's TLS certificate must chain to
+    /// (`rediss://` only), instead of the system's roots.
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.tls_ca_file = Some(path.into());
         self
     }
     /// What happens when Redis fails (default [`FailurePolicy::FailClosed`]).
@@ -178,18 +239,7 @@ impl RedisRateLimitBuilder {
     pub fn build(self) -> Result<RedisRateLimitLayer, RedisError> {
         let cfg = self.config;
         cfg.validate()?;
-        let bad_url = |e: ::redis::RedisError| {
-            RedisError::Config(ConfigError::new(
-                "url",
-                &cfg.url,
-                format!("not a Redis URL: {e}"),
-            ))
-        };
-        let client = if cfg.cluster {
-            Target::Cluster(ClusterClient::new(vec![cfg.url.as_str()]).map_err(bad_url)?)
-        } else {
-            Target::Single(Client::open(cfg.url.as_str()).map_err(bad_url)?)
-        };
+        let client = connect_target(&cfg)?;
         let interval_us = cfg.interval_us();
         let burst = cfg.effective_burst();
         let fallback = match cfg.failure_policy {
@@ -206,15 +256,24 @@ impl RedisRateLimitBuilder {
         };
         let name = self.name;
         let labels = [(LABEL_NAME, name.clone())];
+        let timings = LinkTimings {
+            timeout: cfg.timeout,
+            connect_timeout: cfg.connect_timeout,
+            backoff: cfg.reconnect_backoff,
+            backoff_max: cfg.reconnect_backoff_max,
+        };
         let state = State {
-            client,
-            conn: OnceCell::new(),
-            script: Script::new(GCRA),
+            link: Arc::new(Link::new(
+                client,
+                timings,
+                Script::new(GCRA),
+                secrets_of(&cfg),
+                name.clone(),
+            )),
             key: format!("{{{}:{}}}", cfg.prefix, name),
             prefix: format!("{{{}:{}:", cfg.prefix, name),
             interval_us,
             burst,
-            timeout: cfg.timeout,
             policy: cfg.failure_policy,
             fallback,
             hasher: RandomState::new(),
@@ -239,41 +298,98 @@ impl RedisRateLimitBuilder {
     }
 }
 
-/// Where the buckets live: one server, or a cluster (seeded from the URL).
-enum Target {
-    Single(Client),
-    Cluster(ClusterClient),
-}
-
-/// A connection to the [`Target`]; both multiplex requests and reconnect by themselves.
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl Target {
-    async fn connect(&self) -> ::redis::RedisResult<Conn> {
-        match self {
-            Target::Single(client) => ConnectionManager::new(client.clone())
-                .await
-                .map(Conn::Single),
-            Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+/// The client for `cfg`'s URL with the credentials and CA in effect: no connection is
+/// made. Errors quote the URL redacted.
+fn connect_target(cfg: &RedisConfig) -> Result<Target, RedisError> {
+    let secrets = secrets_of(cfg);
+    let bad = |field: &'static str, e: ::redis::RedisError| {
+        RedisError::Config(ConfigError::new(
+            field,
+            redact_url(&cfg.url),
+            format!("not usable: {}", secrets.scrub(&e.to_string())),
+        ))
+    };
+    let mut info: ConnectionInfo = cfg
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| bad("url", e))?;
+    if let Some(password) = cfg.resolve_password()? {
+        info.redis.password = Some(password);
+    }
+    if let Some(user) = &cfg.username {
+        info.redis.username = Some(user.clone());
+    }
+    let tls = matches!(info.addr, ::redis::ConnectionAddr::TcpTls { .. });
+    if tls {
+        install_crypto_provider();
+    }
+    let root_cert = match &cfg.tls_ca_file {
+        Some(path) => Some(config::read_ca_file(path)?),
+        None => None,
+    };
+    let certs = || TlsCertificates {
+        client_tls: None,
+        root_cert: root_cert.clone(),
+    };
+    if cfg.cluster {
+        let mut builder = ClusterClientBuilder::new(vec![info])
+            .connection_timeout(cfg.connect_timeout)
+            .response_timeout(cfg.timeout)
+            // Few, short retries inside the cluster client: every call is bounded by
+            // `timeout` anyway, and a dead node is the failure policy's to answer for.
+            .retries(2)
+            .min_retry_wait(5)
+            .max_retry_wait(
+                u64::try_from(cfg.reconnect_backoff_max.as_millis()).unwrap_or(u64::MAX),
+            );
+        if root_cert.is_some() {
+            builder = builder.certs(certs());
         }
+        Ok(Target::Cluster(builder.build().map_err(|e| bad("url", e))?))
+    } else if root_cert.is_some() {
+        Ok(Target::Single(
+            Client::build_with_tls(info, certs()).map_err(|e| bad("tls_ca_file", e))?,
+        ))
+    } else {
+        Ok(Target::Single(
+            Client::open(info).map_err(|e| bad("url", e))?,
+        ))
+    }
+}
+
+/// The secrets of `cfg` to scrub from any text shown: the URL's and the `password`.
+fn secrets_of(cfg: &RedisConfig) -> Secrets {
+    let mut secrets = Secrets::of_url(&cfg.url);
+    if let Some(password) = &cfg.password {
+        secrets.add(password);
+    }
+    if let Some(var) = &cfg.password_env {
+        if let Ok(password) = std::env::var(var) {
+            secrets.add(&password);
+        }
+    }
+    secrets
+}
+
+/// Makes rustls' ring provider the process default unless the application installed one:
+/// rustls needs one to build a TLS client and cannot pick it when both ring and aws-lc-rs
+/// are compiled in.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: one provider is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
 struct State {
-    client: Target,
-    conn: OnceCell<Conn>,
-    script: Script,
+    link: Arc<Link>,
     /// The unkeyed bucket's Redis key.
     key: String,
     /// A keyed bucket's Redis key is this, the key, and `}`.
     prefix: String,
     interval_us: u64,
     burst: u32,
-    timeout: Duration,
     policy: FailurePolicy,
     fallback: Option<LocalBackend>,
     hasher: RandomState,
@@ -306,26 +422,13 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
-    async fn ask_redis(&self, key: &str) -> Result<(i64, i64), String> {
-        let conn = tokio::time::timeout(
-            self.timeout,
-            self.conn.get_or_try_init(|| self.client.connect()),
-        )
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-        let mut inv = self.script.key(key);
-        inv.arg(self.interval_us).arg(self.burst).arg(self.batch);
-        let call = async {
-            match conn.clone() {
-                Conn::Single(mut c) => inv.invoke_async(&mut c).await,
-                Conn::Cluster(mut c) => inv.invoke_async(&mut c).await,
-            }
-        };
-        let r: Result<(i64, i64), _> = tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| "redis call timed out".to_string())?;
-        r.map_err(|e| e.to_string())
+    async fn ask_redis(&self, key: &str) -> Result<(i64, i64), CallError> {
+        let args = [
+            self.interval_us,
+            u64::from(self.burst),
+            u64::from(self.batch),
+        ];
+        self.link.run_script(key, args).await
     }
 
     /// Spends one pre-allotted token of `key`, if any is left.
@@ -373,13 +476,16 @@ impl State {
     }
 
     async fn decide(&self, key: Option<&str>) -> Result<(), BoxError> {
+        // Long keys are hashed once here: Redis, the maps and the fallback see the short form.
+        let key = key.map(bounded);
+        let key = key.as_deref();
         if self.batch > 1 && self.take_local(key) {
             self.admit();
             return Ok(());
         }
         let answer = match key {
             None => self.ask_redis(&self.key).await,
-            Some(k) => self.ask_redis(&format!("{}{k}}}", self.prefix)).await,
+            Some(k) => self.ask_redis(&bucket_key(&self.prefix, k)).await,
         };
         match answer {
             Ok((1, _)) => {
@@ -391,7 +497,9 @@ impl State {
             Err(e) => {
                 self.backend_errors.increment(1);
                 self.n_errors.fetch_add(1, Relaxed);
-                tracing::warn!(name = %self.name, error = %e, policy = ?self.policy, "redis rate limiter backend error");
+                if !matches!(e, CallError::Down) {
+                    tracing::warn!(name = %self.name, error = %e, policy = ?self.policy, "redis rate limiter backend error");
+                }
                 match self.policy {
                     FailurePolicy::FailOpen => {
                         self.admit();
@@ -399,11 +507,11 @@ impl State {
                     }
                     FailurePolicy::FailClosed => {
                         self.rejected_backend.increment(1);
-                        Err(Box::new(RedisError::Unavailable(e)))
+                        Err(Box::new(RedisError::Unavailable(e.to_string())))
                     }
                     FailurePolicy::LocalFallback { .. } => {
                         let Some(bucket) = self.fallback.as_ref() else {
-                            return Err(Box::new(RedisError::Unavailable(e)));
+                            return Err(Box::new(RedisError::Unavailable(e.to_string())));
                         };
                         let now =
                             u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -491,7 +599,8 @@ impl RedisRateLimitLayer {
 
 impl<K> RedisRateLimitLayer<K> {
     /// Gives each distinct key (from the closure, e.g. an API key) its own bucket: the Redis
-    /// key `{<prefix>:<name>:<key>}`.
+    /// key `{<prefix>:<name>:<key>}`, with a key longer than [`MAX_KEY_BYTES`] replaced by
+    /// `~sha1:` and its SHA-1 in hex.
     pub fn key_fn<F>(self, key: F) -> RedisRateLimitLayer<RedisKeyBy<F>> {
         RedisRateLimitLayer {
             state: self.state,
@@ -517,6 +626,8 @@ impl<K> RedisRateLimitLayer<K> {
             admitted: self.state.n_admitted.load(Relaxed),
             rejected: self.state.n_rejected.load(Relaxed),
             backend_errors: self.state.n_errors.load(Relaxed),
+            link: self.state.link.state(),
+            link_downs: self.state.link.downs(),
         }
     }
 }

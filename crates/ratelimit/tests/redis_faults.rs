@@ -1,0 +1,328 @@
+//! The Redis rate limiter under faults: a server killed and restarted, a blackholed or
+//! stalled server (through a proxy that drops or holds traffic), a slow one, and a Cluster
+//! node killed mid-run. Every call must end within the timeout; while Redis is down calls
+//! take the failure policy at once; decisions come from Redis again soon after it returns.
+//!
+//! `PRISM_REDIS_RECOVERY_RUNS=<n>` also runs `recovery_time_after_a_kill`, which measures
+//! the time from a killed server's return to the first decision served by Redis again.
+#![cfg(feature = "redis")]
+
+mod redis_support;
+
+use std::time::{Duration, Instant};
+
+use redis_support::proxy::{Mode, Proxy};
+use redis_support::{redis_cli, Cluster, Server};
+use tower_prism_ratelimit::redis::{
+    FailurePolicy, LinkState, RedisError, RedisRateLimitLayer, RedisSnapshot,
+};
+
+fn layer(url: &str, timeout: Duration, policy: FailurePolicy) -> RedisRateLimitLayer {
+    RedisRateLimitLayer::builder(url, "faults")
+        .rate(100_000, Duration::from_secs(1))
+        .timeout(timeout)
+        .connect_timeout(Duration::from_millis(300))
+        .failure_policy(policy)
+        .build()
+        .unwrap()
+}
+
+/// Whether a decision was Redis' own: no backend error was counted for it.
+async fn served_by_redis(l: &RedisRateLimitLayer) -> bool {
+    let before = l.snapshot().backend_errors;
+    let _ = l.acquire().await;
+    l.snapshot().backend_errors == before
+}
+
+/// Calls until one is served by Redis; the time it took. Panics after `limit`.
+async fn until_served(l: &RedisRateLimitLayer, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if served_by_redis(l).await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "not served by redis again after {limit:?}: {:?}",
+            l.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn is_unavailable(e: &tower_prism_ratelimit::BoxError) -> bool {
+    matches!(
+        e.downcast_ref::<RedisError>(),
+        Some(RedisError::Unavailable(_))
+    )
+}
+
+/// Before the fix the connection manager backed off up to a minute between attempts, so a
+/// two-second outage cost about two minutes; now the reconnection waits at most
+/// `reconnect_backoff_max` (250 ms by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_is_served_again_soon_after_it_returns() {
+    let Some(mut server) = Server::start() else {
+        return;
+    };
+    let l = layer(
+        &server.url(),
+        Duration::from_millis(20),
+        FailurePolicy::FailClosed,
+    );
+    l.acquire().await.expect("admitted by redis");
+    server.kill();
+    // A while down, with calls going on, so that the backoff reaches its cap.
+    let down_until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < down_until {
+        let err = l.acquire().await.unwrap_err();
+        assert!(is_unavailable(&err), "{err}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(l.snapshot().link, LinkState::Down);
+    assert!(server.spawn());
+    // The cap is 250 ms; the bound here leaves room for a slow machine.
+    let took = until_served(&l, Duration::from_secs(10)).await;
+    assert!(took < Duration::from_secs(3), "recovery took {took:?}");
+    let snap = l.snapshot();
+    assert_eq!(snap.link, LinkState::Up, "{snap:?}");
+    assert!(snap.link_downs >= 1, "{snap:?}");
+}
+
+/// Before the fix every call during an outage paid the whole timeout; now only the call
+/// that finds the connection broken does, the others get the failure policy at once.
+async fn unresponsive_server_costs_one_timeout(mode: Mode) {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let proxy = Proxy::start(server.port).await;
+    let timeout = Duration::from_millis(200);
+    let closed = layer(&proxy.url(), timeout, FailurePolicy::FailClosed);
+    let open = layer(&proxy.url(), timeout, FailurePolicy::FailOpen);
+    closed.acquire().await.expect("admitted by redis");
+    open.acquire().await.expect("admitted by redis");
+    proxy.set(mode);
+    let start = Instant::now();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let err = closed.acquire().await.unwrap_err();
+        assert!(is_unavailable(&err), "{err}");
+        open.acquire().await.expect("fail open admits");
+        assert!(
+            t.elapsed() < timeout * 4,
+            "a call was not bounded: {:?}",
+            t.elapsed()
+        );
+    }
+    // Paying the timeout on each call would take 2 x 50 x 200 ms = 20 s.
+    let all = start.elapsed();
+    assert!(
+        all < timeout * 15,
+        "calls did not fail fast: {all:?} for 100"
+    );
+    for l in [&closed, &open] {
+        let snap: RedisSnapshot = l.snapshot();
+        assert_eq!(snap.link, LinkState::Down, "{snap:?}");
+        assert_eq!(snap.backend_errors, 50, "{snap:?}");
+    }
+    // Traffic flows again: new connections get through and decisions come from Redis.
+    proxy.set(Mode::Pass);
+    until_served(&closed, Duration::from_secs(10)).await;
+    until_served(&open, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_server_costs_one_timeout_then_fails_fast() {
+    unresponsive_server_costs_one_timeout(Mode::Drop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_costs_one_timeout_then_fails_fast() {
+    unresponsive_server_costs_one_timeout(Mode::Stall).await;
+}
+
+/// A server slower than the timeout: each call ends within the timeout under the policy.
+/// A server slower than usual but within the timeout: decisions still come from Redis and
+/// the connection is never dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_is_bounded_by_the_timeout() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let proxy = Proxy::start(server.port).await;
+    let timeout = Duration::from_millis(150);
+    let l = layer(&proxy.url(), timeout, FailurePolicy::FailOpen);
+    proxy.set(Mode::Delay(Duration::from_millis(20)));
+    for _ in 0..10 {
+        assert!(served_by_redis(&l).await, "{:?}", l.snapshot());
+    }
+    assert_eq!(l.snapshot().link_downs, 0);
+    proxy.set(Mode::Delay(Duration::from_millis(400)));
+    for _ in 0..20 {
+        let t = Instant::now();
+        l.acquire().await.expect("fail open admits");
+        assert!(
+            t.elapsed() < timeout * 4,
+            "a call was not bounded: {:?}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(l.snapshot().backend_errors >= 20);
+    proxy.set(Mode::Pass);
+    until_served(&l, Duration::from_secs(10)).await;
+}
+
+/// The first call waits for the first connection at most its timeout, even when the
+/// server never answers; the calls after it do not wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_blackholed_from_the_start_fails_fast_after_the_first_call() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let proxy = Proxy::start(server.port).await;
+    proxy.set(Mode::Drop);
+    let timeout = Duration::from_millis(200);
+    let l = layer(&proxy.url(), timeout, FailurePolicy::FailClosed);
+    let start = Instant::now();
+    for _ in 0..20 {
+        assert!(is_unavailable(&l.acquire().await.unwrap_err()));
+    }
+    let all = start.elapsed();
+    assert!(all < timeout * 8, "{all:?}");
+    proxy.set(Mode::Pass);
+    until_served(&l, Duration::from_secs(10)).await;
+}
+
+/// A Cluster node killed mid-run: keys on the other nodes are still decided by Redis, keys
+/// on the dead node get the failure policy within the timeout, and once the node is back
+/// every key is decided by Redis again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_killed_mid_run_fails_only_its_keys_and_comes_back() {
+    // Without full coverage the healthy nodes keep serving their slots.
+    let Some(mut cluster) = Cluster::start_with(&["--cluster-require-full-coverage", "no"]) else {
+        return;
+    };
+    let timeout = Duration::from_millis(200);
+    let l = RedisRateLimitLayer::builder(cluster.url(), "cl")
+        .cluster()
+        .rate(100_000, Duration::from_secs(1))
+        .timeout(timeout)
+        .connect_timeout(Duration::from_millis(300))
+        .failure_policy(FailurePolicy::FailClosed)
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("user-{i}")).collect();
+    for k in &keys {
+        l.acquire_key(k).await.expect("admitted by redis");
+    }
+    let victim = 2;
+    let victim_port = cluster.nodes[victim].port;
+    // Which keys live on the victim: those whose slot it serves.
+    let on_victim: Vec<bool> = keys
+        .iter()
+        .map(|k| {
+            let slot: u16 = redis_cli(
+                victim_port,
+                &["cluster", "keyslot", &format!("{{prism:cl:{k}}}")],
+            )
+            .trim()
+            .parse()
+            .unwrap();
+            let owner = redis_cli(victim_port, &["cluster", "nodes"]);
+            owner.lines().any(|line| {
+                line.contains("myself")
+                    && line.split_whitespace().skip(8).any(|range| {
+                        let mut ends = range
+                            .split('-')
+                            .map(|n| n.parse::<u16>().unwrap_or(u16::MAX));
+                        let lo = ends.next().unwrap_or(u16::MAX);
+                        let hi = ends.next().unwrap_or(lo);
+                        (lo..=hi).contains(&slot)
+                    })
+            })
+        })
+        .collect();
+    assert!(on_victim.iter().any(|v| *v) && on_victim.iter().any(|v| !*v));
+    cluster.nodes[victim].kill();
+    for round in 0..3 {
+        for (k, dead) in keys.iter().zip(&on_victim) {
+            let t = Instant::now();
+            let r = l.acquire_key(k).await;
+            assert!(
+                t.elapsed() < timeout * 4,
+                "a call was not bounded: {:?}",
+                t.elapsed()
+            );
+            if *dead {
+                assert!(is_unavailable(&r.unwrap_err()), "round {round}, key {k}");
+            } else {
+                r.unwrap_or_else(|e| panic!("round {round}, key {k} on a live node: {e}"));
+            }
+        }
+    }
+    assert!(cluster.nodes[victim].spawn());
+    let start = Instant::now();
+    for k in &keys {
+        loop {
+            let before = l.snapshot().backend_errors;
+            let r = l.acquire_key(k).await;
+            if l.snapshot().backend_errors == before {
+                r.unwrap();
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "key {k} not served again"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Recovery time after a kill: the time from the server's return (accepting connections)
+/// to the first decision served by Redis, with a call every millisecond and a 20 ms
+/// timeout, as in the issue. Runs only with `PRISM_REDIS_RECOVERY_RUNS=<n>` set; prints
+/// every run and the median.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_time_after_a_kill() {
+    let Some(runs) = std::env::var("PRISM_REDIS_RECOVERY_RUNS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let outage: u64 = std::env::var("PRISM_REDIS_OUTAGE_MS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2300);
+    let Some(mut server) = Server::start() else {
+        return;
+    };
+    let l = layer(
+        &server.url(),
+        Duration::from_millis(20),
+        FailurePolicy::FailClosed,
+    );
+    let mut times = Vec::new();
+    for run in 0..runs {
+        until_served(&l, Duration::from_secs(30)).await;
+        server.kill();
+        let back = Instant::now() + Duration::from_millis(outage);
+        while Instant::now() < back {
+            let _ = l.acquire().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(server.spawn());
+        let took = until_served(&l, Duration::from_secs(300)).await;
+        println!("run {run}: served by redis {took:?} after its return");
+        times.push(took);
+    }
+    times.sort();
+    println!(
+        "recovery after a {outage} ms outage, {runs} runs: median {:?}, min {:?}, max {:?}",
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1]
+    );
+}
