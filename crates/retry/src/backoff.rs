@@ -138,7 +138,7 @@ impl Backoff {
     }
 
     /// Checks `base` and `max` (field names as in a config): `0 < base <= max`, and
-    /// `max` at most [`MAX_WAIT`](crate::MAX_WAIT) (one hour).
+    /// `max` at most [`MAX_WAIT`] (one hour).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.kind == BackoffKind::None {
             return Ok(());
