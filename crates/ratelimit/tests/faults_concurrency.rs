@@ -354,3 +354,93 @@ proptest! {
         })?;
     }
 }
+
+fn any_algorithm() -> impl Strategy<Value = LimitAlgorithm> {
+    // Mostly sane values, sometimes extreme ones.
+    let count = prop_oneof![6 => 1u32..8, 1 => Just(u32::MAX), 1 => any::<u32>()];
+    prop_oneof![
+        (
+            prop_oneof![6 => 0.01f64..0.99, 1 => Just(f64::NAN), 1 => any::<f64>()],
+            count.clone(),
+            proptest::option::of(prop_oneof![6 => 1u64..10_000_000_000, 1 => any::<u64>()]),
+        )
+            .prop_map(|(backoff_ratio, increase_by, threshold)| {
+                LimitAlgorithm::Aimd(AimdConfig {
+                    backoff_ratio,
+                    increase_by,
+                    latency_threshold: threshold.map(Duration::from_nanos),
+                })
+            }),
+        (
+            prop_oneof![6 => 0.01f64..=1.0, 1 => any::<f64>()],
+            prop_oneof![6 => 1.0f64..3.0, 1 => Just(f64::MAX), 1 => any::<f64>()],
+            count.clone(),
+            count,
+        )
+            .prop_map(|(smoothing, tolerance, long_window, queue_size)| {
+                LimitAlgorithm::Gradient(GradientConfig {
+                    smoothing,
+                    tolerance,
+                    long_window,
+                    queue_size,
+                })
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Any config, however extreme, is refused with a typed error or builds a limiter that
+    /// takes calls (quick, hour-long, failed by a timeout) without panicking, keeps its
+    /// limit within its bounds, and gives every permit back.
+    #[test]
+    fn any_config_builds_a_limiter_that_never_panics(
+        limits in prop_oneof![
+            // (initial, min, max), in order...
+            6 => (1u32..20, 0u32..20, 0u32..20).prop_map(|(min, a, b)| (min + a, min, min + a + b)),
+            // ...or anything.
+            1 => (any::<u32>(), any::<u32>(), prop_oneof![Just(u32::MAX), any::<u32>()]),
+        ],
+        max_wait in proptest::option::of(prop_oneof![6 => 1u64..1_000_000_000, 1 => any::<u64>()]),
+        algorithm in any_algorithm(),
+        latencies in proptest::collection::vec(prop_oneof![0u64..2_000, Just(3_600_000)], 1..12),
+    ) {
+        let (initial_limit, min_limit, max_limit) = limits;
+        let cfg = ConcurrencyConfig {
+            initial_limit,
+            min_limit,
+            max_limit,
+            max_wait: max_wait.map(Duration::from_nanos),
+            algorithm,
+        };
+        if let Err(err) = cfg.validate() {
+            prop_assert!(!err.field().is_empty());
+            return Ok(());
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let layer = ConcurrencyLimitLayer::from_config(&cfg).unwrap();
+            let limiter = layer.limiter().clone();
+            let mut svc = layer.layer(Upstream::new());
+            let calls: Vec<_> = latencies
+                .iter()
+                .map(|ms| tokio::spawn(svc.call(Fault::After(Duration::from_millis(*ms)))))
+                .collect();
+            for call in calls {
+                let _ = call.await.unwrap();
+            }
+            // One more that the caller gives up on.
+            let hung = svc.call(Fault::Never);
+            let _ = tokio::time::timeout(Duration::from_secs(1), hung).await;
+            let snap = limiter.snapshot();
+            prop_assert_eq!((snap.in_flight, snap.waiting), (0, 0));
+            prop_assert!(snap.min_limit <= snap.limit && snap.limit <= snap.max_limit, "{:?}", snap);
+            Ok(())
+        })?;
+    }
+}
