@@ -249,6 +249,67 @@ mod tests {
         assert!(bucket.try_acquire(0, 3).is_err());
     }
 
+    /// On `Clock::Tsc` the bucket time is the counter's nanoseconds since the limiter
+    /// started (quanta's `delta_as_nanos`, which returns 0 rather than wrapping when the
+    /// counter reads behind the epoch). A long real sleep cannot be tested, so the arithmetic
+    /// is, with huge jumps and readings that go backwards: nothing panics or wraps, a jump
+    /// banks no more than the burst, and a reading from the past is never admitted early.
+    #[test]
+    fn huge_time_jumps_and_backward_readings_saturate_instead_of_wrapping() {
+        let q = quota(100, 3);
+        let bucket = AtomicBucket::new(q);
+        const YEAR: u64 = 366 * 86_400 * 1_000_000_000;
+        // A century of uptime: full again, never more than the burst.
+        let century = 100 * YEAR;
+        assert_eq!(bucket.tokens(century), 3);
+        assert_eq!(bucket.try_acquire(century, 3), Ok(0));
+        assert_eq!(
+            bucket
+                .try_acquire(century, 1)
+                .unwrap_err()
+                .retry_after_nanos,
+            100 * MS
+        );
+        // A reading 50 ms in the past (another core's counter): refused, and told the wait
+        // from that reading, not a wrapped one.
+        let behind = bucket.try_acquire(century - 50 * MS, 1).unwrap_err();
+        assert_eq!(behind.retry_after_nanos, 150 * MS);
+        // A reading of 0 (the counter behind the epoch: quanta returns 0): no underflow.
+        assert_eq!(
+            bucket.try_acquire(0, 1).unwrap_err().retry_after_nanos,
+            century + 100 * MS
+        );
+        assert_eq!(bucket.tokens(0), 0);
+        // The end of the u64 range: a cost that would pass u64::MAX is a denial, never an
+        // admission; reshaping and refunds saturate.
+        let end = AtomicBucket::new(q);
+        assert_eq!(end.tokens(u64::MAX), 3);
+        assert_eq!(
+            end.try_acquire(u64::MAX, 1).unwrap_err().retry_after_nanos,
+            u64::MAX
+        );
+        assert_eq!(end.try_acquire(u64::MAX - 100 * MS, 1), Ok(2));
+        end.set_quota(quota(1, 3), u64::MAX);
+        end.set_quota(quota(1_000, 3), 0);
+        end.refund(u32::MAX);
+        assert_eq!(end.tokens(u64::MAX), 3);
+        // Rescaling a TAT a century ahead to a slower rate saturates instead of wrapping.
+        let ahead = AtomicBucket::new(Quota {
+            interval_nanos: YEAR,
+            burst: 100,
+        });
+        assert!(ahead.try_acquire(0, 100).is_ok());
+        ahead.set_quota(
+            Quota {
+                interval_nanos: u64::MAX,
+                burst: 100,
+            },
+            0,
+        );
+        assert_eq!(ahead.tokens(u64::MAX - 1), 0);
+        assert!(ahead.try_acquire(u64::MAX - 1, 1).is_err());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
