@@ -24,10 +24,12 @@ use std::time::Duration;
 use tower::util::Oneshot;
 use tower::{BoxError, Service, ServiceExt};
 use tower_prism::breaker::State;
+use tower_prism::retry::BudgetConfig;
+use tower_prism::PolicyConfig;
 
 use fault_suite::flavor::{Flavor, GenericFlavor, HttpFlavor};
 use fault_suite::rig::{Rig, Stack};
-use fault_suite::{poll_once, Fault, Rng};
+use fault_suite::{every_stage_policy, poll_once, Fault, Rng};
 
 /// One step of a case's program.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +100,42 @@ fn random_program(rng: &mut Rng) -> Vec<Op> {
         .collect()
 }
 
+/// Every stage, with a retry budget whose window (10 minutes) outlasts a case, a floor of
+/// one retry per second and a fifth of a retry per call, so that its balance can be checked
+/// exactly: the floor, plus a fifth per first attempt, minus one per retry sent.
+fn long_budget_policy() -> PolicyConfig {
+    let mut policy = every_stage_policy();
+    let retry = policy.retry.as_mut().unwrap();
+    retry.budget = BudgetConfig {
+        ratio: 0.2,
+        min_per_second: 1,
+        window: BUDGET_WINDOW,
+        ..BudgetConfig::default()
+    };
+    policy
+}
+
+const BUDGET_WINDOW: Duration = Duration::from_secs(600);
+
+/// Asserts the budget holds the floor plus the deposits of the first attempts minus the
+/// retries sent: no grant for a retry that was planned and then dropped is kept.
+#[track_caller]
+fn assert_budget_balanced<F: Flavor>(rig: &Rig<F>, context: &str)
+where
+    Stack<F>: Service<F::Req, Response = F::Res, Error = BoxError> + Clone,
+{
+    let retry = rig.layer.snapshot().retry.unwrap();
+    let sent = retry.retries;
+    let first_attempts = rig.script.calls() - sent;
+    let expected = BUDGET_WINDOW.as_secs_f64() + 0.2 * first_attempts as f64 - sent as f64;
+    assert!(
+        (retry.budget_available - expected).abs() < 1e-6,
+        "{context}: the budget holds {} retries; {first_attempts} first attempts and {sent} \
+         retries sent leave {expected}",
+        retry.budget_available
+    );
+}
+
 type Call<F> = Pin<Box<Oneshot<Stack<F>, <F as Flavor>::Req>>>;
 
 /// Runs case `seed`; panics (naming the seed and the program) if anything is left behind.
@@ -106,7 +144,7 @@ where
     Stack<F>: Service<F::Req, Response = F::Res, Error = BoxError> + Clone,
 {
     let mut rng = Rng::new(seed);
-    let rig = Rig::<F>::new();
+    let rig = Rig::<F>::with(F::builder().policy(long_budget_policy()));
     let faults = random_script(&mut rng);
     rig.script.then(faults.iter().copied());
     let program = random_program(&mut rng);
@@ -149,10 +187,11 @@ where
     }
     drop(calls);
     rig.assert_quiet(&context);
+    assert_budget_balanced(&rig, &context);
 
     // Time passes: the bucket refills to its burst and the retry budget's window forgets
     // every deposit and withdrawal of the case.
-    tokio::time::advance(Duration::from_secs(11)).await;
+    tokio::time::advance(BUDGET_WINDOW + Duration::from_secs(61)).await;
     let rested = rig.layer.snapshot();
     let (rate, base_rate) = (rested.rate_limit.unwrap(), baseline.rate_limit.unwrap());
     assert_eq!(
@@ -245,17 +284,29 @@ async fn a_call_dropped_at_each_stage_leaves_nothing_behind() {
     drop(hung);
     rig.assert_quiet("after dropping queued, waiting and hung calls");
 
-    // In a retry's backoff: the first attempt failed, the retry waits 10 ms.
+    // In a retry's backoff: the first attempt failed, the retry waits 10 ms. The retry
+    // was never sent, so the budget keeps nothing for it: it gained the call's deposit.
     tokio::time::advance(Duration::from_secs(1)).await;
     rig.script.reset(Fault::Ok);
     rig.script.then([Fault::Fail]);
+    let budget = || rig.layer.snapshot().retry.unwrap().budget_available;
+    let before = budget();
     let mut backing_off = start();
     assert!(poll_once(&mut backing_off).is_pending());
     assert_eq!(rig.script.calls(), 4, "the first attempt was made");
-    assert_eq!(rig.layer.snapshot().retry.unwrap().retries, 1);
+    assert!(
+        budget() < before,
+        "the planned retry holds a grant from the budget"
+    );
     drop(backing_off);
     tokio::time::advance(Duration::from_millis(50)).await;
     assert_eq!(rig.script.calls(), 4, "no attempt after the drop");
+    assert_eq!(rig.layer.snapshot().retry.unwrap().retries, 0);
+    assert!(
+        (budget() - (before + 0.2)).abs() < 1e-9,
+        "the grant came back: {before} + 0.2 != {}",
+        budget()
+    );
     rig.assert_quiet("after dropping a call in its backoff");
 
     // Mid-attempt, as a half-open probe.

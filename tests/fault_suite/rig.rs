@@ -70,7 +70,7 @@ where
     pub async fn trip(&self) {
         self.script.reset(Fault::Fail);
         // At least 4 failures; more when the window still holds earlier successes.
-        for _ in 0..10 {
+        for _ in 0..30 {
             let _ = self.call().await.expect("a failing call does not panic");
             if self.breaker_state() == State::Open {
                 break;
