@@ -1,12 +1,17 @@
-//! For any sequence of calls (fast or slow, succeeding or failing) and pauses, the breaker
-//! behind the tower service is in the same state as a plain, sequential reference model,
-//! with the same window counts and the same open wait.
+//! For any sequence of calls (fast or slow, succeeding or failing), pauses, and calls held
+//! in flight then finished or dropped (cancelled) at any point, in every state (closed,
+//! open, half-open probing), the breaker behind the tower service is in the same state as a
+//! plain, sequential reference model, with the same window counts, the same open wait and
+//! the same probes admitted: a dropped call records nothing and gives its probe back, so
+//! the breaker still closes and opens as the model says.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::task::Poll;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use tokio::sync::oneshot;
 use tokio::time::{advance, sleep};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_prism_breaker::{BreakerConfig, CircuitBreakerLayer, Error, State, Window};
@@ -21,6 +26,14 @@ enum Op {
     Call { fail: bool, slow: bool },
     /// Time passes (ms).
     Advance(u64),
+    /// A call that stays in flight (polled once) until finished or dropped.
+    Hold { fail: bool },
+    /// The held call at this index (modulo) answers now.
+    Finish(usize),
+    /// The held call at this index (modulo) is dropped (cancelled) before it answers.
+    Drop(usize),
+    /// A call whose future is dropped before it is ever polled.
+    DropUnpolled,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -28,6 +41,10 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (any::<bool>(), prop::bool::weighted(0.3))
             .prop_map(|(fail, slow)| Op::Call { fail, slow }),
         1 => (1u64..1_500).prop_map(Op::Advance),
+        1 => any::<bool>().prop_map(|fail| Op::Hold { fail }),
+        1 => any::<usize>().prop_map(Op::Finish),
+        1 => any::<usize>().prop_map(Op::Drop),
+        1 => Just(Op::DropUnpolled),
     ]
 }
 
@@ -82,13 +99,29 @@ struct Model {
     window: VecDeque<(u64, bool, bool)>,
     consecutive: u32,
     reopens: u32,
+    /// Bumped on every state change, as the breaker's generation.
+    generation: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum ModelState {
     Closed,
-    Open { until: u64 },
-    HalfOpen { done: u32, failures: u32, slow: u32 },
+    Open {
+        until: u64,
+    },
+    HalfOpen {
+        admitted: u32,
+        done: u32,
+        failures: u32,
+        slow: u32,
+    },
+}
+
+/// A call the model let through: in which generation, and whether it is a probe.
+#[derive(Debug, Clone, Copy)]
+struct Admitted {
+    generation: u64,
+    probe: bool,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -108,6 +141,7 @@ impl Model {
             window: VecDeque::new(),
             consecutive: 0,
             reopens: 0,
+            generation: 0,
         }
     }
 
@@ -135,10 +169,12 @@ impl Model {
         let wait = wait.min(nanos(self.config.max_wait_duration()) as f64) as u64;
         self.reopens += 1;
         self.state = ModelState::Open { until: now + wait };
+        self.generation += 1;
     }
 
     fn close(&mut self) {
         self.state = ModelState::Closed;
+        self.generation += 1;
         self.window.clear();
         self.consecutive = 0;
         self.reopens = 0;
@@ -146,23 +182,66 @@ impl Model {
 
     /// A call starting at `start` that would take `takes`: `Err(retry_after)` if rejected.
     fn call(&mut self, start: u64, takes: u64, fail: bool, slow: bool) -> Result<(), u64> {
+        let admitted = self.admit(start)?;
+        self.complete(admitted, start + takes, fail, slow);
+        Ok(())
+    }
+
+    /// A call asking to start at `start`: `Err(retry_after)` if rejected.
+    fn admit(&mut self, start: u64) -> Result<Admitted, u64> {
         if let ModelState::Open { until } = self.state {
             if start < until {
                 return Err(until - start);
             }
             self.state = ModelState::HalfOpen {
+                admitted: 0,
                 done: 0,
                 failures: 0,
                 slow: 0,
             };
+            self.generation += 1;
         }
-        let end = start + takes;
+        let generation = self.generation;
         match &mut self.state {
             ModelState::Open { .. } => unreachable!(),
+            ModelState::Closed => Ok(Admitted {
+                generation,
+                probe: false,
+            }),
+            ModelState::HalfOpen { admitted, .. } => {
+                if *admitted >= self.config.permitted_calls_in_half_open() {
+                    return Err(nanos(self.config.wait_duration()));
+                }
+                *admitted += 1;
+                Ok(Admitted {
+                    generation,
+                    probe: true,
+                })
+            }
+        }
+    }
+
+    /// A call admitted earlier is cancelled: a probe of the current round gives its slot back.
+    fn release(&mut self, call: Admitted) {
+        if let ModelState::HalfOpen { admitted, done, .. } = &mut self.state {
+            if call.probe && call.generation == self.generation && *admitted > *done {
+                *admitted -= 1;
+            }
+        }
+    }
+
+    /// A call admitted earlier ends at `end`; it counts only in the state it started in.
+    fn complete(&mut self, call: Admitted, end: u64, fail: bool, slow: bool) {
+        if call.generation != self.generation {
+            return; // the breaker moved on while it ran
+        }
+        match &mut self.state {
+            ModelState::Open { .. } => {}
             ModelState::HalfOpen {
                 done,
                 failures,
                 slow: slow_calls,
+                ..
             } => {
                 *done += 1;
                 *failures += u32::from(fail);
@@ -191,8 +270,16 @@ impl Model {
                 }
             }
         }
-        Ok(())
     }
+}
+
+/// A call held in flight: its task, the gate that lets it answer, and the model's view.
+struct Held<F: std::future::Future> {
+    task: tokio_test::task::Spawn<F>,
+    gate: oneshot::Sender<()>,
+    admitted: Admitted,
+    start: u64,
+    fail: bool,
 }
 
 fn check(config: BreakerConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -212,12 +299,17 @@ fn check(config: BreakerConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             });
         let breaker = layer.breaker().clone();
-        let mut svc = layer.layer(service_fn(|(fail, takes): (bool, u64)| async move {
-            if takes > 0 {
-                sleep(Duration::from_millis(takes)).await;
-            }
-            Ok::<_, Infallible>(fail)
-        }));
+        let mut svc = layer.layer(service_fn(
+            |(fail, takes, gate): (bool, u64, Option<oneshot::Receiver<()>>)| async move {
+                if let Some(gate) = gate {
+                    let _ = gate.await;
+                } else if takes > 0 {
+                    sleep(Duration::from_millis(takes)).await;
+                }
+                Ok::<_, Infallible>(fail)
+            },
+        ));
+        let mut held = Vec::new();
         let start = tokio::time::Instant::now();
         let mut model = Model::new(config);
         for (i, op) in ops.into_iter().enumerate() {
@@ -227,7 +319,7 @@ fn check(config: BreakerConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 Op::Call { fail, slow } => {
                     let takes = if slow { SLOW_TAKES_MS } else { 0 };
                     let expected = model.call(now, takes * 1_000_000, fail, slow);
-                    let got = svc.ready().await.unwrap().call((fail, takes)).await;
+                    let got = svc.ready().await.unwrap().call((fail, takes, None)).await;
                     match (expected, got) {
                         (Ok(()), Ok(_)) => {}
                         (Err(wait), Err(e)) => {
@@ -247,6 +339,57 @@ fn check(config: BreakerConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         }
                     }
                 }
+                Op::Hold { fail } => {
+                    let expected = model.admit(now);
+                    let (gate, wait) = oneshot::channel();
+                    let call = svc.ready().await.unwrap().call((fail, 0, Some(wait)));
+                    let mut task = tokio_test::task::spawn(call);
+                    match (expected, task.poll()) {
+                        (Ok(admitted), Poll::Pending) => held.push(Held {
+                            task,
+                            gate,
+                            admitted,
+                            start: now,
+                            fail,
+                        }),
+                        (Err(wait), Poll::Ready(Err(e))) => {
+                            let e = e.downcast_ref::<Error>().expect("a breaker error");
+                            prop_assert_eq!(e.retry_after(), Some(Duration::from_nanos(wait)));
+                        }
+                        (expected, got) => {
+                            return Err(TestCaseError::fail(format!(
+                                "op {i} {op:?}: model {expected:?}, breaker {:?}",
+                                got.map(|r| r.map_err(|e| e.to_string()))
+                            )))
+                        }
+                    }
+                }
+                Op::Finish(index) if !held.is_empty() => {
+                    let mut call = held.remove(index % held.len());
+                    call.gate.send(()).unwrap();
+                    let answer = call.task.poll();
+                    prop_assert!(
+                        matches!(answer, Poll::Ready(Ok(f)) if f == call.fail),
+                        "op {} {:?}: a held call finished with {:?}",
+                        i,
+                        op,
+                        answer.map(|r| r.map_err(|e| e.to_string()))
+                    );
+                    let slow = now - call.start > nanos(SLOW_CALL);
+                    model.complete(call.admitted, now, call.fail, slow);
+                }
+                Op::Drop(index) if !held.is_empty() => {
+                    let call = held.remove(index % held.len());
+                    model.release(call.admitted);
+                    drop(call);
+                }
+                Op::DropUnpolled => {
+                    if let Ok(admitted) = model.admit(now) {
+                        model.release(admitted);
+                    }
+                    drop(svc.ready().await.unwrap().call((true, 0, None)));
+                }
+                Op::Finish(_) | Op::Drop(_) => {} // nothing held
             }
             let now = nanos(tokio::time::Instant::now() - start);
             let snap = breaker.snapshot();
@@ -274,8 +417,19 @@ fn check(config: BreakerConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         Some(Duration::from_nanos(until.saturating_sub(now)))
                     );
                 }
-                ModelState::HalfOpen { done, failures, .. } => {
-                    prop_assert_eq!((snap.calls, snap.failures), (done, failures));
+                ModelState::HalfOpen {
+                    admitted,
+                    done,
+                    failures,
+                    ..
+                } => {
+                    prop_assert_eq!(
+                        (snap.calls, snap.failures, snap.probes_admitted),
+                        (done, failures, admitted),
+                        "half-open after op {} {:?}",
+                        i,
+                        op
+                    );
                 }
             }
         }
