@@ -671,6 +671,11 @@ impl Breaker {
             State::ForcedOpen | State::Disabled => {}
         }
         core.state.store(pack_state(next, to), Release);
+        // The health signal before the metrics and the log: a metrics recorder or a
+        // tracing subscriber that panics here cannot leave the stack's view stale.
+        if let Some(h) = &core.health {
+            h.set_circuit_open(to.rejects());
+        }
         core.metrics.state.set(f64::from(to.as_number()));
         metrics::counter!(
             m::TRANSITIONS_TOTAL,
@@ -683,9 +688,6 @@ impl Breaker {
             tracing::warn!(breaker = %core.name, %from, %to, "circuit breaker opened");
         } else {
             tracing::info!(breaker = %core.name, %from, %to, "circuit breaker state changed");
-        }
-        if let Some(h) = &core.health {
-            h.set_circuit_open(to.rejects());
         }
     }
 

@@ -271,3 +271,64 @@ async fn maximal_waits_and_multiplier_never_overflow() {
     svc.ready().await.unwrap().call(Act::Ok).await.unwrap();
     assert_eq!(b.state(), State::Closed);
 }
+
+/// A tracing subscriber that panics on every warning (the breaker warns when it opens,
+/// while it holds its transition lock).
+struct PanicOnWarn;
+
+impl tracing::Subscriber for PanicOnWarn {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            panic!("the subscriber panicked");
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn a_panic_under_the_transition_lock_changes_nothing_after_it() {
+    let health = tower_prism_core::HealthSignal::new();
+    let b = Breaker::with_health(config(1), health.clone());
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        let p = b.acquire(t0).unwrap();
+        b.record(p, Outcome::RETRYABLE, Duration::ZERO, t0);
+    }
+    // the fourth failure opens the breaker; the log event panics while the transition
+    // lock is held, which poisons it
+    let last = b.acquire(t0).unwrap();
+    let panicked = catch_unwind(AssertUnwindSafe(|| {
+        tracing::subscriber::with_default(PanicOnWarn, || {
+            b.record(last, Outcome::RETRYABLE, Duration::ZERO, t0)
+        })
+    }));
+    assert!(panicked.is_err());
+    // the transition happened whole, and the health signal says so
+    assert_eq!(b.state(), State::Open);
+    assert!(health.is_circuit_open());
+    assert_eq!(b.acquire(t0), Err(WAIT));
+    // every path through the poisoned lock works as before
+    b.reconfigure(&b.config()).unwrap();
+    let t1 = t0 + WAIT;
+    let probe = b.acquire(t1).unwrap();
+    assert_eq!(b.state(), State::HalfOpen);
+    b.record(probe, Outcome::Success, Duration::ZERO, t1);
+    assert_eq!(b.state(), State::Closed);
+    assert!(!health.is_circuit_open());
+    for _ in 0..4 {
+        let p = b.acquire(t1).unwrap();
+        b.record(p, Outcome::RETRYABLE, Duration::ZERO, t1);
+    }
+    assert_eq!(b.state(), State::Open);
+    b.reset();
+    assert_eq!(b.state(), State::Closed);
+}
