@@ -39,7 +39,7 @@ const STRATEGIES: [Strategy; 4] = [
 /// rate (`1000 + i` per second) unique to it, so a running stack tells which config it runs.
 fn variant(i: u32) -> PolicyConfig {
     let queue_size = (i % 3) as usize;
-    let concurrency = if i % 2 == 0 {
+    let concurrency = if i.is_multiple_of(2) {
         ConcurrencyConfig {
             max_wait: Some(Duration::from_millis(30)),
             ..ConcurrencyConfig::fixed(2 + i % 5)
@@ -56,7 +56,7 @@ fn variant(i: u32) -> PolicyConfig {
         strategy: STRATEGIES[(i % 4) as usize],
         ..BalanceConfig::default()
     };
-    balance.outlier.enabled = i % 3 == 0;
+    balance.outlier.enabled = i.is_multiple_of(3);
     balance.outlier.consecutive_failures = 3 + i % 5;
     balance.outlier.max_ejection_percent = 34;
     PolicyConfig {
@@ -81,7 +81,7 @@ fn variant(i: u32) -> PolicyConfig {
             max_attempts: 1 + i % 4,
             backoff: Backoff::fixed(Duration::from_millis(1 + u64::from(i % 10))),
             budget: BudgetConfig {
-                enabled: i % 7 != 0,
+                enabled: !i.is_multiple_of(7),
                 ratio: 0.1 * f64::from(1 + i % 5),
                 min_per_second: i % 20,
                 ..BudgetConfig::default()
