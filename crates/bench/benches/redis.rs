@@ -1,5 +1,7 @@
 //! Decisions per second of the Redis rate limiter against a local `redis-server` (started
-//! by the bench on a free loopback port), with and without local pre-allotment.
+//! by the bench on a free loopback port), with and without local pre-allotment; and the
+//! cost of a decision while Redis is down (the failure policy answers at once, instead of
+//! after the timeout).
 //!
 //! `cargo bench -p tower-prism-bench --features redis --bench redis`
 
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::future::join_all;
 use tower_prism_bench::runtime;
-use tower_prism_ratelimit::redis::RedisRateLimitLayer;
+use tower_prism_ratelimit::redis::{FailurePolicy, RedisRateLimitLayer};
 
 struct Server(Child, u16);
 
@@ -96,5 +98,36 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// A decision while Redis is unreachable (nothing listens on the port): after the first
+/// call finds it down, each call takes the failure policy (here fail open) without waiting.
+fn bench_down(c: &mut Criterion) {
+    let rt = runtime();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port(); // bound and dropped: nothing listens there
+    let layer = RedisRateLimitLayer::builder(format!("redis://127.0.0.1:{port}/"), "down")
+        .timeout(Duration::from_millis(20))
+        .failure_policy(FailurePolicy::FailOpen)
+        .build()
+        .expect("config");
+    rt.block_on(layer.acquire()).expect("fail open admits");
+    let mut group = c.benchmark_group("redis_decision");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("down_fail_open", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    let _ = layer.acquire().await;
+                }
+                t.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_down);
 criterion_main!(benches);
