@@ -214,6 +214,34 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+/// `policy.<name>`, the section of a policy's fields in errors; a name longer than
+/// [`MAX_QUOTED`] is cut, so a huge policy name cannot make a huge error.
+pub(crate) fn policy_section(name: &str) -> String {
+    format!("policy.{}", bounded_name(name))
+}
+
+/// A policy name as an error quotes it (cut after [`MAX_QUOTED`] characters).
+pub(crate) fn bounded_name(name: &str) -> String {
+    quote_bounded(name, MAX_QUOTED)
+}
+
+/// The most policy names an [`ConfigFileError::UnknownPolicy`] lists.
+const MAX_KNOWN_LISTED: usize = 16;
+
+/// Names for [`ConfigFileError::UnknownPolicy`]: at most [`MAX_KNOWN_LISTED`], each
+/// bounded, then how many more there are.
+fn known_names<'a>(names: impl ExactSizeIterator<Item = &'a String>) -> String {
+    let total = names.len();
+    let mut listed: Vec<String> = names
+        .take(MAX_KNOWN_LISTED)
+        .map(|n| bounded_name(n))
+        .collect();
+    if total > MAX_KNOWN_LISTED {
+        listed.push(format!("and {} more", total - MAX_KNOWN_LISTED));
+    }
+    listed.join(", ")
+}
+
 fn floor_char_boundary(text: &str, mut at: usize) -> usize {
     while !text.is_char_boundary(at) {
         at -= 1;
@@ -264,9 +292,9 @@ pub enum ConfigFileError {
     /// No policy of that name in the file.
     #[error("no policy named {name:?} in the config (known: {known})")]
     UnknownPolicy {
-        /// The name asked for.
+        /// The name asked for (its first 64 characters, as every name an error quotes).
         name: String,
-        /// The names the file has, comma-separated.
+        /// The names the file has, comma-separated (at most 16, then how many more).
         known: String,
     },
     /// A hot reload tried to change which stages a running policy has; that needs a
@@ -326,8 +354,8 @@ impl ReliabilityConfig {
             .policy
             .into_iter()
             .map(|(name, raw)| {
-                let policy = PolicyConfig::try_from(raw)
-                    .map_err(|e| e.in_section(&format!("policy.{name}")))?;
+                let policy =
+                    PolicyConfig::try_from(raw).map_err(|e| e.in_section(&policy_section(&name)))?;
                 Ok((name, policy))
             })
             .collect::<Result<_, ConfigError>>()?;
@@ -351,7 +379,7 @@ impl ReliabilityConfig {
         for (name, policy) in &self.policy {
             policy
                 .validate()
-                .map_err(|e| e.in_section(&format!("policy.{name}")))?;
+                .map_err(|e| e.in_section(&policy_section(name)))?;
         }
         Ok(())
     }
@@ -361,8 +389,8 @@ impl ReliabilityConfig {
         self.policy
             .get(name)
             .ok_or_else(|| ConfigFileError::UnknownPolicy {
-                name: name.to_owned(),
-                known: self.policy.keys().cloned().collect::<Vec<_>>().join(", "),
+                name: bounded_name(name),
+                known: known_names(self.policy.keys()),
             })
     }
 }
@@ -419,8 +447,8 @@ impl<P: Profile> Policies<P> {
             .get(name)
             .cloned()
             .ok_or_else(|| ConfigFileError::UnknownPolicy {
-                name: name.to_owned(),
-                known: self.layers.keys().cloned().collect::<Vec<_>>().join(", "),
+                name: bounded_name(name),
+                known: known_names(self.layers.keys()),
             })
     }
 
@@ -442,13 +470,13 @@ impl<P: Profile> Policies<P> {
         config.validate()?;
         if let Some(added) = config.policy.keys().find(|n| !self.layers.contains_key(*n)) {
             return Err(ConfigFileError::PoliciesChanged {
-                policy: added.clone(),
+                policy: bounded_name(added),
                 change: "add",
             });
         }
         if let Some(removed) = self.layers.keys().find(|n| !config.policy.contains_key(*n)) {
             return Err(ConfigFileError::PoliciesChanged {
-                policy: removed.clone(),
+                policy: bounded_name(removed),
                 change: "remove",
             });
         }

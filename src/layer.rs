@@ -13,7 +13,9 @@ use crate::components::{
     self as c, BalanceConfig, BreakerLayer, ConcurrencyLayer, RateLimitLayer, ReloadBalancer,
     RetryLayer,
 };
-use crate::config::{ConfigFileError, PolicyConfig, ReliabilityConfig};
+use crate::config::{
+    bounded_name, policy_section, ConfigFileError, PolicyConfig, ReliabilityConfig,
+};
 use crate::profile::{Generic, Profile};
 use crate::stack::{BoxErrors, Reliable};
 
@@ -165,7 +167,7 @@ impl<P: Profile> ReliabilityLayer<P> {
             .profile(profile)
             .policy(policy.clone())
             .build()
-            .map_err(|e| ConfigFileError::Invalid(e.in_section(&format!("policy.{name}"))))
+            .map_err(|e| ConfigFileError::Invalid(e.in_section(&policy_section(name))))
     }
 
     /// The policy name, the `name` label of every metric of this stack.
@@ -219,15 +221,11 @@ impl<P: Profile> ReliabilityLayer<P> {
         let name = &self.shared.name;
         policy
             .validate()
-            .map_err(|e| ConfigFileError::Invalid(e.in_section(&format!("policy.{name}"))))?;
+            .map_err(|e| ConfigFileError::Invalid(e.in_section(&policy_section(name))))?;
         self.check_shape(policy)?;
         let s = &self.shared;
         let invalid = |section: &str, error: ConfigError| {
-            ConfigFileError::Invalid(
-                error
-                    .in_section(section)
-                    .in_section(&format!("policy.{name}")),
-            )
+            ConfigFileError::Invalid(error.in_section(section).in_section(&policy_section(name)))
         };
         // A running limiter or breaker keeps its clock (the times it stores are on it), and
         // a running breaker its window (its slots are allocated once).
@@ -325,7 +323,7 @@ impl<P: Profile> ReliabilityLayer<P> {
                 Ok(())
             } else {
                 Err(ConfigFileError::ShapeChanged {
-                    policy: name.clone(),
+                    policy: bounded_name(name),
                     stage,
                     change: if wanted { "add" } else { "remove" },
                 })

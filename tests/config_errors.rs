@@ -178,3 +178,54 @@ fn a_five_megabyte_duration_gives_a_short_error() {
         "{display} / {debug} bytes"
     );
 }
+
+#[test]
+fn a_huge_policy_name_is_cut_in_every_error_that_names_it() {
+    let name = "p".repeat(5 * 1024 * 1024);
+    // a bad value in a policy with a 5 MB name
+    let err =
+        ReliabilityConfig::from_toml(&format!("[policy.{name}.rate_limit]\nrate = 0")).unwrap_err();
+    let (display, debug) = rendered(&err);
+    assert!(
+        display < 1_000 && debug < 1_000,
+        "{display} / {debug} bytes"
+    );
+    assert!(
+        err.field().unwrap().ends_with("bytes).rate_limit.rate"),
+        "{err}"
+    );
+    // asking for it, adding it in a reload
+    let config = ReliabilityConfig::from_toml("[policy.api.rate_limit]\nrate = 1").unwrap();
+    let err = tower_prism::ReliabilityLayer::from_config(&config, &name).unwrap_err();
+    let (display, debug) = rendered(&err);
+    assert!(
+        display < 1_000 && debug < 1_000,
+        "{display} / {debug} bytes"
+    );
+    let policies = tower_prism::Policies::new(&config).unwrap();
+    let err = policies
+        .reload_toml(&format!(
+            "[policy.api.rate_limit]\nrate = 1\n[policy.{name}.rate_limit]\nrate = 1"
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(err, ConfigFileError::PoliciesChanged { .. }),
+        "{:?}",
+        rendered(&err)
+    );
+    let (display, debug) = rendered(&err);
+    assert!(
+        display < 1_000 && debug < 1_000,
+        "{display} / {debug} bytes"
+    );
+}
+
+#[test]
+fn an_unknown_policy_lists_a_bounded_number_of_known_ones() {
+    let text: String = (0..100)
+        .map(|i| format!("[policy.p{i:03}.rate_limit]\nrate = 1\n"))
+        .collect();
+    let config = ReliabilityConfig::from_toml(&text).unwrap();
+    let err = tower_prism::ReliabilityLayer::from_config(&config, "missing").unwrap_err();
+    assert!(err.to_string().ends_with("p015, and 84 more)"), "{err}");
+}
