@@ -363,6 +363,8 @@ impl<P: Profile> ReliabilityLayer<P> {
         S: Send + 'static,
     {
         let handle = balance.handle();
+        // Never between a reload's check and its apply: the new balancer was not checked.
+        let _no_reload_now = self.reload_lock();
         self.shared.balance_stage().balancers.push(Box::new(handle));
         self.layer(balance)
     }
