@@ -44,6 +44,19 @@ pub enum Fault {
     PanicInFuture,
 }
 
+/// What a [`Scripted`] endpoint's `poll_ready` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Ready at once (the default).
+    Ready,
+    /// Never ready (and never wakes the task).
+    Never,
+    /// Fails.
+    Error,
+    /// Panics.
+    Panic,
+}
+
 /// The message every scripted panic carries (the quiet panic hook hides exactly these).
 pub const SCRIPTED_PANIC: &str = "scripted panic";
 
@@ -53,6 +66,7 @@ pub const SCRIPTED_PANIC: &str = "scripted panic";
 pub struct Script {
     next: Mutex<VecDeque<Fault>>,
     default: Mutex<Fault>,
+    readiness: Mutex<Readiness>,
     calls: AtomicU64,
     live: AtomicU64,
 }
@@ -63,6 +77,7 @@ impl Script {
         Arc::new(Script {
             next: Mutex::new(VecDeque::new()),
             default: Mutex::new(default),
+            readiness: Mutex::new(Readiness::Ready),
             calls: AtomicU64::new(0),
             live: AtomicU64::new(0),
         })
@@ -82,6 +97,21 @@ impl Script {
     pub fn reset(&self, fault: Fault) {
         self.next.lock().unwrap().clear();
         self.set_default(fault);
+    }
+
+    /// What `poll_ready` says from now on.
+    pub fn set_readiness(&self, readiness: Readiness) {
+        *self.readiness.lock().unwrap() = readiness;
+    }
+
+    fn poll_ready(&self) -> Poll<Result<(), BoxError>> {
+        let readiness = *self.readiness.lock().unwrap();
+        match readiness {
+            Readiness::Ready => Poll::Ready(Ok(())),
+            Readiness::Never => Poll::Pending,
+            Readiness::Error => Poll::Ready(Err("scripted poll_ready failure".into())),
+            Readiness::Panic => panic!("{SCRIPTED_PANIC} in poll_ready"),
+        }
     }
 
     /// Calls received (including the ones that panicked).
@@ -118,7 +148,8 @@ impl Drop for Live {
     }
 }
 
-/// An endpoint service that does what its [`Script`] says. Always ready. Requests are
+/// An endpoint service that does what its [`Script`] says (ready unless the script says
+/// otherwise). Requests are
 /// `u32`s echoed back, or HTTP requests answered `200`/`503` with an empty body.
 #[derive(Debug, Clone)]
 pub struct Scripted {
@@ -173,7 +204,7 @@ impl Service<u32> for Scripted {
     type Future = BoxFuture<Result<u32, BoxError>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+        self.script.poll_ready()
     }
 
     fn call(&mut self, request: u32) -> Self::Future {
@@ -190,7 +221,7 @@ impl<B> Service<http::Request<B>> for Scripted {
     type Future = BoxFuture<Result<HttpResponse, BoxError>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+        self.script.poll_ready()
     }
 
     fn call(&mut self, _request: http::Request<B>) -> Self::Future {
