@@ -253,15 +253,19 @@ impl EndpointState {
         });
     }
 
+    /// Ends a call that did not complete (dropped, failed to get ready, or panicked).
     #[inline]
     pub(crate) fn finish(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.metrics.write(|s| s.in_flight.decrement(1.0));
     }
 
-    /// Records a completed call: latency estimate, failure counts, outlier rules, health signal.
+    /// Ends a completed call: it leaves the in-flight count (first, before anything that
+    /// could panic), and its latency, outcome, outlier rules and health signal are recorded.
+    /// One pass through the metrics gate for all of it.
     #[inline]
-    pub(crate) fn record(&self, outcome: Outcome, started: Instant) {
+    pub(crate) fn complete(&self, outcome: Outcome, started: Instant) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let now = Instant::now();
         let latency = now.saturating_duration_since(started);
         let now_ms = self.policy.ms_at(now);
@@ -272,6 +276,7 @@ impl EndpointState {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
         self.metrics.write(|s| {
+            s.in_flight.decrement(1.0);
             s.ewma.set(self.ewma.raw() / 1e9);
             if failure {
                 s.failures.increment(1);

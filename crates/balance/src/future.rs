@@ -19,18 +19,32 @@ use crate::error::Error;
 pub(crate) struct InFlight {
     endpoint: Arc<EndpointState>,
     started: Instant,
+    /// [`complete`](Self::complete) took the call out of the count.
+    completed: bool,
 }
 
 impl InFlight {
     pub(crate) fn new(endpoint: Arc<EndpointState>, started: Instant) -> Self {
         endpoint.start();
-        InFlight { endpoint, started }
+        InFlight {
+            endpoint,
+            started,
+            completed: false,
+        }
+    }
+
+    /// Ends the call with its outcome recorded.
+    pub(crate) fn complete(mut self, outcome: tower_prism_core::Outcome) {
+        self.completed = true;
+        self.endpoint.complete(outcome, self.started);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.endpoint.finish();
+        if !self.completed {
+            self.endpoint.finish();
+        }
     }
 }
 
@@ -107,7 +121,7 @@ where
                     let result = ready!(future.poll(cx));
                     if let Some(guard) = this.guard.take() {
                         let outcome = this.classify.classify(result.as_ref());
-                        guard.endpoint.record(outcome, guard.started);
+                        guard.complete(outcome);
                     }
                     return Poll::Ready(result.map_err(Into::into));
                 }
