@@ -23,13 +23,15 @@ use std::time::Duration;
 
 use tower::util::Oneshot;
 use tower::{BoxError, Service, ServiceExt};
+use tower_prism::balance::Strategy;
 use tower_prism::breaker::State;
-use tower_prism::retry::BudgetConfig;
+use tower_prism::ratelimit::ConcurrencyConfig;
+use tower_prism::retry::{Backoff, BudgetConfig};
 use tower_prism::PolicyConfig;
 
 use fault_suite::flavor::{Flavor, GenericFlavor, HttpFlavor};
 use fault_suite::rig::{Rig, Stack};
-use fault_suite::{every_stage_policy, poll_once, Fault, Rng};
+use fault_suite::{breaker_config, every_stage_policy, poll_once, Fault, Rng};
 
 /// One step of a case's program.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +50,8 @@ enum Op {
     Drop { index: usize },
     /// Let time pass with nothing polled.
     Wait { ms: u64 },
+    /// Hot-reload config number `variant` (see [`reloaded_policy`]).
+    Reload { variant: u32 },
 }
 
 /// Runs of one fault (so failures come in streaks that can trip the breaker).
@@ -77,10 +81,16 @@ fn random_step(rng: &mut Rng) -> u64 {
     }
 }
 
-fn random_program(rng: &mut Rng) -> Vec<Op> {
+fn random_program(rng: &mut Rng, reloads: bool) -> Vec<Op> {
     let len = 10 + rng.below(50) as usize;
     (0..len)
         .map(|_| match rng.below(20) {
+            19 if reloads => Op::Reload {
+                variant: rng.below(1_000) as u32,
+            },
+            18 if reloads => Op::Reload {
+                variant: rng.below(1_000) as u32,
+            },
             0..=4 => Op::Start,
             5..=10 => Op::Poll {
                 index: rng.below(64) as usize,
@@ -139,7 +149,7 @@ where
 type Call<F> = Pin<Box<Oneshot<Stack<F>, <F as Flavor>::Req>>>;
 
 /// Runs case `seed`; panics (naming the seed and the program) if anything is left behind.
-async fn run_case<F: Flavor>(seed: u64)
+async fn run_case<F: Flavor>(seed: u64, reloads: bool)
 where
     Stack<F>: Service<F::Req, Response = F::Res, Error = BoxError> + Clone,
 {
@@ -147,7 +157,7 @@ where
     let rig = Rig::<F>::with(F::builder().policy(long_budget_policy()));
     let faults = random_script(&mut rng);
     rig.script.then(faults.iter().copied());
-    let program = random_program(&mut rng);
+    let program = random_program(&mut rng, reloads);
     let context = format!(
         "{} case seed {seed}: program {program:?}, endpoint script {faults:?}",
         std::any::type_name::<F>()
@@ -182,6 +192,7 @@ where
                 drop(calls.swap_remove(i));
             }
             Op::Wait { ms } => tokio::time::advance(Duration::from_millis(ms)).await,
+            Op::Reload { variant } => rig.layer.reconfigure(&reloaded_policy(variant)).unwrap(),
             Op::Poll { .. } | Op::Drop { .. } => {}
         }
     }
@@ -193,10 +204,10 @@ where
     // every deposit and withdrawal of the case.
     tokio::time::advance(BUDGET_WINDOW + Duration::from_secs(61)).await;
     let rested = rig.layer.snapshot();
-    let (rate, base_rate) = (rested.rate_limit.unwrap(), baseline.rate_limit.unwrap());
+    let rate = rested.rate_limit.unwrap();
     assert_eq!(
         (rate.tokens, rate.queued),
-        (base_rate.tokens, 0),
+        (u64::from(rate.burst), 0),
         "{context}"
     );
     let (retry, base_retry) = (rested.retry.unwrap(), baseline.retry.unwrap());
@@ -205,11 +216,13 @@ where
         "{context}: the retry budget does not come back to its floor"
     );
     let concurrency = rested.concurrency_limit.unwrap();
-    assert_eq!(
-        concurrency,
-        baseline.concurrency_limit.unwrap(),
-        "{context}"
-    );
+    if !reloads {
+        assert_eq!(
+            concurrency,
+            baseline.concurrency_limit.unwrap(),
+            "{context}"
+        );
+    }
     let breaker = rested.circuit_breaker.unwrap();
     assert!(
         breaker.state != State::HalfOpen || breaker.probes_admitted == breaker.calls,
@@ -235,23 +248,72 @@ fn seeds(cases: u64) -> Vec<u64> {
     (0..cases).collect()
 }
 
-async fn run_cases<F: Flavor>()
+async fn run_cases<F: Flavor>(reloads: bool)
 where
     Stack<F>: Service<F::Req, Response = F::Res, Error = BoxError> + Clone,
 {
     for seed in seeds(64) {
-        run_case::<F>(seed).await;
+        run_case::<F>(seed, reloads).await;
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn generic_calls_dropped_at_random_polls_leave_nothing_behind() {
-    run_cases::<GenericFlavor>().await;
+    run_cases::<GenericFlavor>(false).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn http_calls_dropped_at_random_polls_leave_nothing_behind() {
-    run_cases::<HttpFlavor>().await;
+    run_cases::<HttpFlavor>(false).await;
+}
+
+/// The same, with hot reloads of every stage (limits, queue, thresholds, probes, attempts,
+/// backoff, strategy) arriving between the polls, while calls sit in every state.
+#[tokio::test(start_paused = true)]
+async fn generic_calls_dropped_at_random_polls_amid_reloads_leave_nothing_behind() {
+    run_cases::<GenericFlavor>(true).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_calls_dropped_at_random_polls_amid_reloads_leave_nothing_behind() {
+    run_cases::<HttpFlavor>(true).await;
+}
+
+/// Config number `variant` for the reloads: every stage's limits and behaviour move, the
+/// retry budget's settings stay (so its balance can still be checked exactly).
+fn reloaded_policy(variant: u32) -> PolicyConfig {
+    let v = variant;
+    let mut policy = long_budget_policy();
+    let rate = policy.rate_limit.as_mut().unwrap();
+    rate.rate = 50 + v % 450;
+    rate.burst = Some(1 + v % 8);
+    rate.queue_size = (v % 5) as usize;
+    rate.max_wait =
+        (rate.queue_size > 0).then(|| Duration::from_millis(10 + u64::from(v % 7) * 30));
+    policy.concurrency_limit = Some(ConcurrencyConfig {
+        max_wait: (!v.is_multiple_of(3)).then(|| Duration::from_millis(10 + u64::from(v % 4) * 20)),
+        ..ConcurrencyConfig::fixed(1 + v % 5)
+    });
+    policy.circuit_breaker = Some(
+        breaker_config()
+            .to_builder()
+            .minimum_calls(2 + v % 5)
+            .failure_rate_threshold(0.3 + f64::from(v % 6) * 0.1)
+            .wait_duration(Duration::from_millis(100 * u64::from(1 + v % 10)))
+            .permitted_calls_in_half_open(1 + v % 4)
+            .build()
+            .unwrap(),
+    );
+    let retry = policy.retry.as_mut().unwrap();
+    retry.max_attempts = 1 + v % 4;
+    retry.backoff = Backoff::fixed(Duration::from_millis(1 + u64::from(v % 50)));
+    let balance = policy.balance.as_mut().unwrap();
+    balance.strategy = [
+        Strategy::RoundRobin,
+        Strategy::LeastRequests,
+        Strategy::P2cPeakEwma,
+    ][(v % 3) as usize];
+    policy
 }
 
 /// The places a call can be dropped, each reached on purpose once (the random programs

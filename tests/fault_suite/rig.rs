@@ -86,18 +86,18 @@ where
         tokio::time::sleep(Duration::from_millis(1_100)).await;
     }
 
-    /// Healthy endpoints from now on: calls are made (waiting out an open breaker's
-    /// `retry_after`, since a window still holding earlier failures may trip it once more)
-    /// until `n` in a row are answered; the breaker must then be closed and the stack
-    /// quiet. At most `n + 10` calls.
+    /// Healthy endpoints from now on: calls are made, 50 ms apart, until `n` in a row are
+    /// answered with the breaker closed, waiting out an open breaker's `retry_after` (a
+    /// closed window still holding earlier failures trips on the success that brings it to
+    /// `minimum_calls`, as it should). Then the stack must be quiet. At most `n + 20` calls.
     pub async fn assert_recovers(&self, n: usize, context: &str) {
         self.script.reset(Fault::Ok);
         let mut in_a_row = 0;
-        for _ in 0..n + 10 {
+        for _ in 0..n + 20 {
             let result = self.call().await.expect("a healthy call does not panic");
             if F::answered(&result) {
                 in_a_row += 1;
-                if in_a_row == n {
+                if in_a_row >= n && self.breaker_state() == State::Closed {
                     break;
                 }
             } else {
@@ -111,9 +111,9 @@ where
                 let wait = error.retry_after().unwrap_or(Duration::from_secs(1));
                 tokio::time::sleep(wait + Duration::from_millis(1)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(in_a_row, n, "{context}: healthy calls keep being refused");
+        assert!(in_a_row >= n, "{context}: healthy calls keep being refused");
         assert_eq!(self.breaker_state(), State::Closed, "{context}");
         self.assert_quiet(context);
     }
