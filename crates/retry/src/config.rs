@@ -43,7 +43,9 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// deadline stage, `tower::timeout`) or set `attempt_timeout`. With `attempt_timeout`
 /// set, a whole call lasts at most
 /// `max_attempts * attempt_timeout + (max_attempts - 1) * max(backoff.max, max_retry_after)`,
-/// and no retry starts later than `max_elapsed` after the call began.
+/// and no retry starts later than `max_elapsed` after the call began. (Before a retry the
+/// stage also waits for the inner service to be ready, as any caller would; a service that
+/// never gets ready is bounded by whatever bounds its callers, such as a deadline above.)
 ///
 /// ```
 /// use std::time::Duration;

@@ -50,7 +50,12 @@
 //! - For HTTP, [`RetryBuilder::http`] retries idempotent requests whose body is a
 //!   [`ReplayBody`], by status, honouring `Retry-After`; see the [`http`] module.
 //! - Errors from other stages carry hints through [`RetryBuilder::retry_after_hint`].
-//! - The [`RetryBudget`] caps retries at a ratio of recent first attempts plus a floor.
+//! - A hint is waited out only up to `max_retry_after` (30 s by default, see
+//!   [`DEFAULT_MAX_RETRY_AFTER`]): a longer one ends the call at once with the response or
+//!   error that carried it, so no upstream header holds a caller for long. Every other
+//!   wait is bounded by the config too (see [`RetryConfig`]).
+//! - The [`RetryBudget`] caps retries at a ratio of recent first attempts plus a floor; a
+//!   retry it granted that is never sent (the call was dropped first) is given back.
 //!
 //! A call that succeeds at once takes no lock and allocates nothing for `Clone` requests
 //! (checked by `tests/alloc.rs`). Backoffs and attempt timeouts sleep on the tokio timer
