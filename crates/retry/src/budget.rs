@@ -641,6 +641,28 @@ mod loom_tests {
     }
 
     #[test]
+    fn loom_a_refund_racing_a_withdrawal_loses_and_creates_nothing() {
+        loom::model(|| {
+            let b = budget(1.0);
+            b.deposit_at(0); // exactly one retry available
+            let b2 = b.clone();
+            // one call takes the retry and gives it back (dropped before sending it)
+            let t = loom::thread::spawn(move || {
+                if let Some(cost) = b2.take_at(0) {
+                    b2.refund_at(0, cost);
+                }
+            });
+            let took = b.withdraw_at(0);
+            t.join().unwrap();
+            let left = b.available_at(0);
+            assert!(
+                (left + f64::from(u8::from(took)) - 1.0).abs() < 1e-9,
+                "one retry in all: {left} left, taken: {took}"
+            );
+        });
+    }
+
+    #[test]
     fn loom_new_slot_rotation_with_withdrawal() {
         loom::model(|| {
             let b = budget(1.0);
