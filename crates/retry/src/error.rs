@@ -9,7 +9,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// Only calls that ended with an error are wrapped: a retryable *response* (a 503) is
 /// returned as it is when retrying stops. Errors that were never retried (not retryable,
-/// fatal, or `max_attempts = 1`) are returned unwrapped.
+/// fatal, or `max_attempts = 1`) are returned unwrapped, and so is an error whose
+/// retry-after hint is longer than `max_retry_after` (or than what is left of
+/// `max_elapsed`): it still carries that hint for the caller to pass on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
