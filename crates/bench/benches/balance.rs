@@ -1,5 +1,7 @@
 //! Per-call cost of the load balancer with 8 ready endpoints: tower-prism's P2C peak-EWMA
-//! beside tower's `balance::p2c::Balance` over `PeakEwmaDiscover`, in the same run.
+//! beside tower's `balance::p2c::Balance` over `PeakEwmaDiscover`, in the same run. And the
+//! cost of endpoint churn: one endpoint replaced in a balancer of 1,000, then the next call
+//! (which copies the new set: linear in the endpoints).
 #![allow(missing_docs)]
 
 use std::future::Future;
@@ -69,7 +71,28 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    let mut group = c.benchmark_group("balance_churn_1000_endpoints");
+    let mut big: Balance<usize, Noop, u64> = Balance::builder()
+        .strategy(Strategy::P2cPeakEwma)
+        .endpoints((0..CHURN_ENDPOINTS).map(|i| (i, Noop)))
+        .build()
+        .expect("valid config");
+    let handle = big.handle();
+    let mut next = CHURN_ENDPOINTS;
+    group.bench_function("tower_prism_remove_add_then_call", |b| {
+        b.iter(|| {
+            // the oldest endpoint leaves, a new one joins (and takes its metrics slot)
+            handle.remove(&(next - CHURN_ENDPOINTS));
+            handle.add(next, Noop).expect("below the endpoint cap");
+            next += 1;
+            one_call(&mut big, &mut cx, next as u64)
+        })
+    });
+    group.finish();
 }
+
+const CHURN_ENDPOINTS: usize = 1_000;
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
