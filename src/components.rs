@@ -93,6 +93,13 @@ pub(crate) fn breaker_layer<P: Profile>(
     )
 }
 
+pub(crate) fn check_breaker<C>(
+    layer: &tower_prism_breaker::CircuitBreakerLayer<C>,
+    config: &BreakerConfig,
+) -> Result<(), ConfigError> {
+    layer.breaker().check(config)
+}
+
 pub(crate) fn reconfigure_breaker<C>(
     layer: &tower_prism_breaker::CircuitBreakerLayer<C>,
     config: &BreakerConfig,

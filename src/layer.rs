@@ -228,7 +228,8 @@ impl<P: Profile> ReliabilityLayer<P> {
             ConfigFileError::Invalid(error.in_section(section).in_section(&policy_section(name)))
         };
         // A running limiter or breaker keeps its clock (the times it stores are on it), and
-        // a running breaker its window (its slots are allocated once).
+        // a running breaker its window (its slots are allocated once): the breaker's own
+        // check says so.
         if let (Some(layer), Some(config)) = (&s.rate_limit, &policy.rate_limit) {
             config
                 .clock
@@ -236,21 +237,7 @@ impl<P: Profile> ReliabilityLayer<P> {
                 .map_err(|e| invalid("rate_limit", e))?;
         }
         if let (Some(layer), Some(config)) = (&s.breaker, &policy.circuit_breaker) {
-            config
-                .clock()
-                .check_unchanged(layer.breaker().config().clock(), "breaker")
-                .map_err(|e| invalid("circuit_breaker", e))?;
-            let running = layer.breaker().config().window();
-            if config.window() != running {
-                return Err(invalid(
-                    "circuit_breaker",
-                    ConfigError::new(
-                        "window",
-                        format!("{:?}", config.window()),
-                        format!("a running breaker keeps its window ({running:?}); restart to change it"),
-                    ),
-                ));
-            }
+            c::check_breaker(layer, config).map_err(|e| invalid("circuit_breaker", e))?;
         }
         if let Some(config) = &policy.balance {
             for balancer in &s.balance_stage().balancers {

@@ -713,15 +713,10 @@ impl Breaker {
         self.force(State::Closed);
     }
 
-    /// Applies a new config to the running breaker: thresholds, durations, counts and
-    /// switches apply to the next decisions; the state, window contents and the current
-    /// open wait are kept.
-    ///
-    /// The window's shape (`window`) is fixed when the breaker is built (the hot path reads
-    /// it without indirection): a config with a different window is refused as a whole,
-    /// with a [`ConfigError`] on `window`; build a new breaker for it. The name (metric
-    /// labels) stays the one the breaker was built with.
-    pub fn reconfigure(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
+    /// Whether [`reconfigure`](Self::reconfigure) would accept `config`, without applying
+    /// it: the same clock and window as the running breaker. A reload spanning several
+    /// stages checks each before it changes any.
+    pub fn check(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
         config
             .clock()
             .check_unchanged(self.core.time.clock(), "breaker")?;
@@ -735,6 +730,19 @@ impl Breaker {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Applies a new config to the running breaker: thresholds, durations, counts and
+    /// switches apply to the next decisions; the state, window contents and the current
+    /// open wait are kept.
+    ///
+    /// The window's shape (`window`) is fixed when the breaker is built (the hot path reads
+    /// it without indirection): a config with a different window is refused as a whole,
+    /// with a [`ConfigError`] on `window`; build a new breaker for it. The name (metric
+    /// labels) stays the one the breaker was built with.
+    pub fn reconfigure(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
+        self.check(config)?;
         let mut control = self.lock();
         self.core.params.store(config);
         control.config = config.clone();
