@@ -354,8 +354,8 @@ impl ReliabilityConfig {
             .policy
             .into_iter()
             .map(|(name, raw)| {
-                let policy =
-                    PolicyConfig::try_from(raw).map_err(|e| e.in_section(&policy_section(&name)))?;
+                let policy = PolicyConfig::try_from(raw)
+                    .map_err(|e| e.in_section(&policy_section(&name)))?;
                 Ok((name, policy))
             })
             .collect::<Result<_, ConfigError>>()?;
