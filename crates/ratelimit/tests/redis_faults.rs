@@ -331,3 +331,38 @@ async fn recovery_time_after_a_kill() {
         times[times.len() - 1]
     );
 }
+
+/// A limiter used from two runtimes in turn (a test suite, an application restarting its
+/// runtime): the reconnection task of the first dies with it, and the second runtime's
+/// calls start a new one instead of waiting forever for the dead one.
+#[test]
+fn a_limiter_outliving_its_runtime_reconnects_on_the_next_one() {
+    let Some(mut server) = Server::start() else {
+        return;
+    };
+    let l = layer(
+        &server.url(),
+        Duration::from_millis(50),
+        FailurePolicy::FailClosed,
+    );
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    first.block_on(async {
+        l.acquire().await.expect("admitted by redis");
+        server.kill();
+        assert!(l.acquire().await.is_err());
+        // The reconnection task is running (attempting or backing off) when the runtime goes.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    });
+    drop(first);
+    assert!(server.spawn());
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        until_served(&l, Duration::from_secs(10)).await;
+    });
+}

@@ -39,7 +39,7 @@ pub enum FailurePolicy {
     /// Decide with an in-process bucket (per key, when keyed) of `rate / instances` and
     /// `burst / instances`.
     LocalFallback {
-        /// How many instances share the limit (at least 1).
+        /// How many instances share the limit (at least 1, at most 2^24).
         instances: u32,
     },
 }
@@ -99,9 +99,10 @@ pub struct RedisConfig {
     /// lives whole in one slot.
     #[serde(default)]
     pub cluster: bool,
-    /// Tokens added per `period`, across all instances.
+    /// Tokens added per `period`, across all instances: at least 1, at most one per
+    /// microsecond of `period` (the script's clock resolution).
     pub rate: u64,
-    /// The period `rate` is counted over (default one second).
+    /// The period `rate` is counted over (default one second, at most 366 days).
     #[serde(
         default = "default_period",
         with = "tower_prism_core::config::duration"
@@ -341,12 +342,10 @@ impl RedisConfig {
                 ),
             ));
         }
-        if let FailurePolicy::LocalFallback { instances: 0 } = self.failure_policy {
-            return Err(ConfigError::new(
-                "failure_policy.local_fallback.instances",
-                0,
-                "must be at least 1",
-            ));
+        if let FailurePolicy::LocalFallback { instances } = self.failure_policy {
+            let field = "failure_policy.local_fallback.instances";
+            check_nonzero(field, instances)?;
+            check_size_at_most(field, instances, MAX_COUNT)?;
         }
         let burst = self.effective_burst();
         if self.pre_allot == 0 || self.pre_allot > burst {
@@ -493,6 +492,14 @@ mod tests {
             ),
             ("burst", with(|c| c.burst = Some(MAX_COUNT as u32 + 1))),
             ("max_keys", with(|c| c.max_keys = MAX_COUNT as usize + 1)),
+            (
+                "failure_policy.local_fallback.instances",
+                with(|c| {
+                    c.failure_policy = FailurePolicy::LocalFallback {
+                        instances: MAX_COUNT as u32 + 1,
+                    }
+                }),
+            ),
             (
                 "prefix",
                 with(|c| c.prefix = "p".repeat(MAX_PREFIX_BYTES + 1)),

@@ -290,6 +290,9 @@ impl Link {
 /// `backoff`, then twice that, up to `backoff_max`, between attempts. Holds the link only
 /// during an attempt.
 async fn reconnect(link: Weak<Link>) {
+    // Clears the flag however the task ends, including dropped with its runtime (a later
+    // call on another runtime then starts a new task instead of waiting for a dead one).
+    let _running = Running(link.clone());
     let mut wait = Duration::ZERO;
     loop {
         if !wait.is_zero() {
@@ -305,7 +308,7 @@ async fn reconnect(link: Weak<Link>) {
                 if was == DOWN {
                     tracing::info!(name = %link.name, "redis rate limiter: reconnected");
                 }
-                link.reconnecting.store(false, Release);
+                drop(_running);
                 // A failure reported between the install and the flag's reset found a
                 // task still running; make sure one runs now.
                 if link.state.load(Acquire) == DOWN {
@@ -329,6 +332,17 @@ async fn reconnect(link: Weak<Link>) {
                 }
                 .min(t.backoff_max);
             }
+        }
+    }
+}
+
+/// Marks the reconnection task as running while it lives.
+struct Running(Weak<Link>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(link) = self.0.upgrade() {
+            link.reconnecting.store(false, Release);
         }
     }
 }
