@@ -279,8 +279,9 @@ async fn http_calls_dropped_at_random_polls_amid_reloads_leave_nothing_behind() 
     run_cases::<HttpFlavor>(true).await;
 }
 
-/// Config number `variant` for the reloads: every stage's limits and behaviour move, the
-/// retry budget's settings stay (so its balance can still be checked exactly).
+/// Config number `variant` for the reloads: every stage's limits and behaviour move
+/// (outlier ejection goes on and off), the retry budget's settings stay (so its balance
+/// can still be checked exactly).
 fn reloaded_policy(variant: u32) -> PolicyConfig {
     let v = variant;
     let mut policy = long_budget_policy();
@@ -313,6 +314,10 @@ fn reloaded_policy(variant: u32) -> PolicyConfig {
         Strategy::LeastRequests,
         Strategy::P2cPeakEwma,
     ][(v % 3) as usize];
+    // Outlier ejection on in half the configs: at most one endpoint of three ejected.
+    balance.outlier.enabled = v.is_multiple_of(2);
+    balance.outlier.consecutive_failures = 2 + v % 4;
+    balance.outlier.max_ejection_percent = 34;
     policy
 }
 
