@@ -237,3 +237,54 @@ async fn a_tsc_clock_stack_refills_and_recovers_in_real_time() {
     tokio::time::sleep(Duration::from_millis(30)).await;
     rig.assert_recovers(5, "tsc, after the open wait").await;
 }
+
+/// The adaptive rate limit follows the health the breaker and the balancer publish: failures
+/// lower it; across a jump of a week it is not left stuck at its floor, and healthy calls
+/// raise it again.
+#[tokio::test(start_paused = true)]
+async fn the_adaptive_rate_recovers_across_a_jump_of_a_week() {
+    let mut policy = time_policy();
+    let rate = policy.rate_limit.as_mut().unwrap();
+    rate.rate = 1_000;
+    rate.burst = Some(50);
+    rate.adaptive = Some(
+        toml::from_str(
+            r#"
+            min_rate = 50
+            max_rate = 1000
+            interval = "50ms"
+            failure_rate_threshold = 0.5
+            decrease_factor = 0.5
+            increase_step = 100
+            min_calls = 5
+            "#,
+        )
+        .unwrap(),
+    );
+    let rig = Rig::<GenericFlavor>::with(GenericFlavor::builder().policy(policy));
+    let rate = || rig.layer.snapshot().rate_limit.unwrap().rate_per_second;
+    rig.script.reset(Fault::Fail);
+    drive(&rig, Duration::from_millis(500)).await;
+    let cut = rate();
+    assert!(cut < 1_000.0, "failures lowered the rate: {cut}");
+
+    tokio::time::advance(7 * DAY).await;
+    rig.script.reset(Fault::Ok);
+    // The breaker may still be open from the failures: its open wait is long over.
+    drive(&rig, Duration::from_secs(3)).await;
+    let back = rate();
+    assert!(
+        back > cut,
+        "healthy calls after the jump raise the rate: {cut} -> {back}"
+    );
+    rig.assert_quiet("after the adaptive rate recovered");
+}
+
+/// Calls, 5 ms apart, for `time`.
+async fn drive(rig: &Rig<GenericFlavor>, time: Duration) {
+    let end = tokio::time::Instant::now() + time;
+    while tokio::time::Instant::now() < end {
+        let _ = rig.call().await.expect("no panic");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
