@@ -131,6 +131,8 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
     /// Validates every stage's config and builds the layer. The error names the stage and
     /// field (`circuit_breaker.failure_rate_threshold`).
     pub fn build(self) -> Result<ReliabilityLayer<P>, ConfigError> {
+        crate::config::check_policy_name(&self.name)
+            .map_err(|e| ConfigError::new("name", e.value(), e.reason().to_owned()))?;
         self.policy.validate()?;
         if self.policy.retry.is_some() && !self.profile.can_retry() {
             return Err(ConfigError::new(

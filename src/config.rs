@@ -216,6 +216,25 @@ impl std::error::Error for ParseError {}
 
 /// `policy.<name>`, the section of a policy's fields in errors; a name longer than
 /// [`MAX_QUOTED`] is cut, so a huge policy name cannot make a huge error.
+/// The longest policy name, in bytes: a name is the `name` label of every metric and
+/// appears in every log event of its stages, so it must stay short.
+pub const MAX_POLICY_NAME: usize = 128;
+
+/// Checks a policy name: 1 to [`MAX_POLICY_NAME`] bytes, no control characters (a name
+/// goes into metric labels and log lines as it is).
+pub(crate) fn check_policy_name(name: &str) -> Result<(), ConfigError> {
+    let reason = if name.is_empty() {
+        "must not be empty"
+    } else if name.len() > MAX_POLICY_NAME {
+        "must be at most 128 bytes (it is the `name` label of every metric)"
+    } else if name.chars().any(char::is_control) {
+        "must not contain control characters"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::new("policy", format!("{name:?}"), reason))
+}
+
 pub(crate) fn policy_section(name: &str) -> String {
     format!("policy.{}", bounded_name(name))
 }
@@ -354,6 +373,7 @@ impl ReliabilityConfig {
             .policy
             .into_iter()
             .map(|(name, raw)| {
+                check_policy_name(&name)?;
                 let policy = PolicyConfig::try_from(raw)
                     .map_err(|e| e.in_section(&policy_section(&name)))?;
                 Ok((name, policy))
@@ -377,6 +397,7 @@ impl ReliabilityConfig {
     /// Checks every policy; the error's field is `policy.<name>.<stage>.<field>`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, policy) in &self.policy {
+            check_policy_name(name)?;
             policy
                 .validate()
                 .map_err(|e| e.in_section(&policy_section(name)))?;

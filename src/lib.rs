@@ -49,6 +49,7 @@ mod stack;
 pub use builder::ReliabilityLayerBuilder;
 pub use config::{
     ConfigFileError, ParseError, Policies, PolicyConfig, ReliabilityConfig, MAX_PARSE_MESSAGE,
+    MAX_POLICY_NAME,
 };
 pub use error::{retry_after_hint, Error, ErrorKind};
 pub use ext::{protect, Protected, ServiceBuilderExt};

@@ -182,18 +182,16 @@ fn a_five_megabyte_duration_gives_a_short_error() {
 #[test]
 fn a_one_megabyte_policy_name_is_cut_in_every_error_that_names_it() {
     let name = "p".repeat(1024 * 1024);
-    // a bad value in a policy with a 1 MB name
+    // a policy with a 1 MB name is refused (a name is every metric's `name` label)
     let err =
-        ReliabilityConfig::from_toml(&format!("[policy.{name}.rate_limit]\nrate = 0")).unwrap_err();
+        ReliabilityConfig::from_toml(&format!("[policy.{name}.rate_limit]\nrate = 1")).unwrap_err();
     let (display, debug) = rendered(&err);
     assert!(
         display < 1_000 && debug < 1_000,
         "{display} / {debug} bytes"
     );
-    assert!(
-        err.field().unwrap().ends_with("bytes).rate_limit.rate"),
-        "{err}"
-    );
+    assert_eq!(err.field(), Some("policy"), "{err}");
+    assert!(err.to_string().contains("at most 128 bytes"), "{err}");
     // asking for it, adding it in a reload
     let config = ReliabilityConfig::from_toml("[policy.api.rate_limit]\nrate = 1").unwrap();
     let err = tower_prism::ReliabilityLayer::from_config(&config, &name).unwrap_err();
@@ -209,7 +207,7 @@ fn a_one_megabyte_policy_name_is_cut_in_every_error_that_names_it() {
         ))
         .unwrap_err();
     assert!(
-        matches!(err, ConfigFileError::PoliciesChanged { .. }),
+        matches!(err, ConfigFileError::Invalid(_)),
         "{:?}",
         rendered(&err)
     );
@@ -228,4 +226,30 @@ fn an_unknown_policy_lists_a_bounded_number_of_known_ones() {
     let config = ReliabilityConfig::from_toml(&text).unwrap();
     let err = tower_prism::ReliabilityLayer::from_config(&config, "missing").unwrap_err();
     assert!(err.to_string().ends_with("p015, and 84 more)"), "{err}");
+}
+
+#[test]
+fn policy_names_are_short_printable_and_not_empty() {
+    let ok = format!(
+        "[policy.{}.rate_limit]\nrate = 1",
+        "n".repeat(tower_prism::MAX_POLICY_NAME)
+    );
+    assert!(ReliabilityConfig::from_toml(&ok).is_ok());
+    for bad in [
+        format!("[policy.{}.rate_limit]\nrate = 1", "n".repeat(129)),
+        "[policy.\"\".rate_limit]\nrate = 1".to_owned(),
+        "[policy.\"a\\nb\".rate_limit]\nrate = 1".to_owned(),
+    ] {
+        let err = ReliabilityConfig::from_toml(&bad).unwrap_err();
+        assert_eq!(err.field(), Some("policy"), "{bad}: {err}");
+    }
+    let err = tower_prism::ReliabilityLayer::builder()
+        .name("x".repeat(200))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "name");
+    assert!(tower_prism::ReliabilityLayer::builder()
+        .name("\u{1b}[31mred")
+        .build()
+        .is_err());
 }

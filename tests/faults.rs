@@ -323,19 +323,16 @@ async fn breaker_and_retry_reload_and_a_window_change_is_refused_whole() {
     assert_eq!(layer.snapshot().retry.unwrap().max_attempts, 5);
     assert_eq!(layer.snapshot().rate_limit.unwrap().rate_per_second, 10.0);
 
-    // Bad values are typed errors naming the field.
+    // Bad values are typed errors naming the field, for the breaker as for every stage.
     let err =
         ReliabilityConfig::from_toml("[policy.api.circuit_breaker]\nfailure_rate_threshold = 1.5")
             .unwrap_err();
-    // The breaker checks its config while it is deserialized: a parse error that points at
-    // the table and names the field and value.
-    assert!(matches!(err, ConfigFileError::Parse(_)), "{err:?}");
-    let text = err.to_string();
-    assert!(
-        text.contains("policy.api.circuit_breaker")
-            && text.contains("`failure_rate_threshold` = 1.5"),
-        "{text}"
+    assert!(matches!(err, ConfigFileError::Invalid(_)), "{err:?}");
+    assert_eq!(
+        err.field(),
+        Some("policy.api.circuit_breaker.failure_rate_threshold")
     );
+    assert!(err.to_string().contains("= 1.5"), "{err}");
     let err = ReliabilityConfig::from_toml("[policy.api.retry]\nmax_attempts = 0").unwrap_err();
     assert_eq!(err.field(), Some("policy.api.retry.max_attempts"));
 }
