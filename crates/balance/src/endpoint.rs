@@ -19,6 +19,9 @@ use crate::health_check::HealthCheck;
 use crate::outlier::{self, Outlier};
 use crate::p2c::mix;
 
+/// The most wakers parked in `poll_ready` that a balancer keeps (see [`Policy::register`]).
+pub(crate) const MAX_PARKED_WAKERS: usize = 256;
+
 /// Settings and counters shared by all endpoints of one balancer.
 #[derive(Debug)]
 pub(crate) struct Policy {
@@ -138,11 +141,23 @@ impl Policy {
         self.ms_at(Instant::now())
     }
 
-    /// Parks a waker until the endpoint set or health changes.
+    /// Parks a waker until the endpoint set or health changes. A task that gave up waiting
+    /// (its caller timed out) leaves its waker here until the next change, so the list is
+    /// capped: at [`MAX_PARKED_WAKERS`] every parked task is woken (each one still waiting
+    /// polls again and parks anew) and the list starts over.
     pub(crate) fn register(&self, waker: &Waker) {
         let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        if !wakers.iter().any(|w| w.will_wake(waker)) {
+        if wakers.iter().any(|w| w.will_wake(waker)) {
+            return;
+        }
+        if wakers.len() < MAX_PARKED_WAKERS {
             wakers.push(waker.clone());
+            return;
+        }
+        let full = std::mem::replace(&mut *wakers, vec![waker.clone()]);
+        drop(wakers);
+        for w in full {
+            w.wake();
         }
     }
 

@@ -15,7 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use common::Ep;
@@ -511,4 +511,37 @@ async fn a_re_added_key_starts_from_zero_while_its_old_calls_finish() {
     );
     new_call.await.unwrap().unwrap();
     assert_eq!(handle.snapshot().endpoints[0].in_flight, 0);
+}
+
+/// Counts the wakers of one task that are still alive somewhere.
+struct Parked;
+
+impl std::task::Wake for Parked {
+    fn wake(self: Arc<Self>) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_that_give_up_waiting_leave_a_bounded_number_of_wakers() {
+    // one endpoint, never ready: every caller parks, then gives up (its deadline passes)
+    let ep = Ep::new(0);
+    ep.set_ready(false);
+    let mut b = Balance::<usize, Ep, u64>::builder()
+        .endpoint(0, ep.clone())
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..5_000 {
+        let task = Arc::new(Parked);
+        let waker = Waker::from(task.clone());
+        assert!(b.poll_ready(&mut Context::from_waker(&waker)).is_pending());
+        tasks.push(Arc::downgrade(&task));
+    }
+    // the endpoint keeps its own parked wakers (a test double); the balancer's are ours
+    ep.set_ready(true);
+    let alive = tasks.iter().filter(|t| t.upgrade().is_some()).count();
+    assert!(
+        alive <= 256,
+        "{alive} wakers of callers long gone are still held"
+    );
+    assert_eq!(b.ready().await.unwrap().call(1).await.unwrap(), 0);
 }
