@@ -14,9 +14,10 @@
 //!
 //! A tracked key costs one lookup under its shard's lock. A new key also looks at no more
 //! than [`PROBES`] keys at the front of its shard's filing order (oldest filing first;
-//! a key that must stay is filed again at the back), and, at the cap, at no more than
-//! [`PROBES`] in one other shard (taken in turn), each under its own lock, one at a time.
-//! Below the cap it drops the keys it finds idle for the idle timeout; at the cap, the
+//! a key that must stay is filed again at the back), and, at the cap, when its shard holds
+//! well under its share of the cap (the cap was lowered far below what the map was built
+//! for), at no more than [`PROBES`] more in the other shards (from the next one in turn,
+//! each under its own lock, one at a time). Below the cap it drops the keys it finds idle for the idle timeout; at the cap, the
 //! first key it finds full, whose slot it then takes. Nothing on the admit path walks a
 //! whole shard: [`KeyedBuckets::evict_idle`] does, but only when called.
 //!
@@ -66,12 +67,9 @@ const KEYS_PER_SHARD: usize = 512;
 /// new key's cost within a small constant of a tracked key's.
 pub(crate) const PROBES: usize = 4;
 
-/// Shards besides its own that a new key at the cap looks at for a full key.
-const OTHER_SHARDS: usize = 1;
-
 /// The most keys one admission looks at (its own shard, then others at the cap).
-#[cfg(test)]
-pub(crate) const MAX_EXAMINED: usize = PROBES * (1 + OTHER_SHARDS);
+#[cfg(all(test, not(loom)))]
+pub(crate) const MAX_EXAMINED: usize = 2 * PROBES;
 
 /// Buckets by key hash, capped at `max_keys`, with an overflow bucket for keys beyond.
 pub(crate) struct KeyedBuckets {
@@ -101,8 +99,8 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 /// A power of two, at most [`MAX_SHARDS`], with at least [`KEYS_PER_SHARD`] keys each at
 /// the cap (one shard below that). Fixed when the limiter is built: a cap lowered far
-/// below it later leaves shards with few keys, and a new key that finds neither its own
-/// shard's front nor the next shard's holding a full key uses the overflow bucket.
+/// below it later leaves shards with few keys, and new keys then look for full keys in
+/// other shards too.
 fn shard_count(max_keys: usize) -> usize {
     match max_keys / KEYS_PER_SHARD {
         0 => 1,
@@ -174,8 +172,13 @@ impl KeyedBuckets {
             shard.track(key, new_tat);
             return Ok(bucket::tokens_at(new_tat, now, quota));
         }
+        // Another shard is worth a look only if this one holds well under its share of the
+        // cap: after the cap was lowered far below what the map was built for. Shards
+        // filled by uniformly hashed keys look alike, and the look costs a lock.
+        let light = shard.len().saturating_mul(2 * self.shards.len())
+            < self.max_keys.load(Ordering::Relaxed);
         drop(shard);
-        if self.free_elsewhere(own, now) {
+        if light && self.free_elsewhere(own, now) {
             let mut shard = lock(&self.shards[own]);
             if let Some(tat) = shard.tat_mut(key) {
                 // Tracked by a racing request meanwhile.
@@ -208,22 +211,29 @@ impl KeyedBuckets {
         self.reserve()
     }
 
-    /// Looks for a full key in other shards (in turn, one lock at a time); returns whether
-    /// one was dropped.
+    /// Looks for a full key in the other shards, starting at the next one in turn, one
+    /// lock at a time, looking at no more than [`PROBES`] keys in all (an empty shard costs
+    /// only its lock); returns whether one was dropped.
     fn free_elsewhere(&self, own: usize, now: u64) -> bool {
         let shards = self.shards.len();
-        if shards == 1 {
-            return false;
-        }
-        for _ in 0..OTHER_SHARDS {
-            let mut index = self.next_shard.fetch_add(1, Ordering::Relaxed) % shards;
+        let start = self.next_shard.fetch_add(1, Ordering::Relaxed);
+        let mut budget = PROBES;
+        for step in 0..shards {
+            let index = start.wrapping_add(step) % shards;
             if index == own {
-                index = (index + 1) % shards;
+                continue;
             }
-            let dropped = lock(&self.shards[index]).drop_front(now, PROBES, 1);
+            let mut shard = lock(&self.shards[index]);
+            let looked = shard.len().min(budget);
+            let dropped = shard.drop_front(now, looked, 1);
+            drop(shard);
             if dropped > 0 {
                 self.release(dropped);
                 return true;
+            }
+            budget -= looked;
+            if budget == 0 {
+                break;
             }
         }
         false
@@ -303,7 +313,7 @@ impl KeyedBuckets {
     }
 
     /// Keys looked at so far by new keys making room, in every shard.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn examined(&self) -> u64 {
         self.shards.iter().map(|s| lock(s).examined).sum()
     }

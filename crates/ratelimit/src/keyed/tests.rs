@@ -129,6 +129,27 @@ fn small_maps_have_one_shard_and_large_ones_sixteen() {
 }
 
 #[test]
+fn after_a_cap_is_lowered_new_keys_find_full_keys_in_other_shards() {
+    let q = quota(10, 1);
+    let buckets = KeyedBuckets::new(16 * KEYS_PER_SHARD, 60_000 * MS);
+    buckets.set_max_keys(4);
+    for n in 0..4 {
+        buckets.try_acquire(key(0, n), 0, 1, q).unwrap();
+    }
+    // Shard 0's keys are full again at 10 ms: fresh keys in other (empty) shards take their
+    // slots rather than the overflow bucket, whose single token would admit only one.
+    for shard in 1..5 {
+        assert_eq!(buckets.try_acquire(key(shard, 9), 10 * MS, 1, q), Ok(0));
+        assert!(
+            buckets.tat(key(shard, 9)).is_some(),
+            "shard {shard} key tracked"
+        );
+    }
+    assert_eq!(buckets.len(), 4);
+    assert_eq!(buckets.tracked_in_shards(), 4);
+}
+
+#[test]
 fn a_free_request_tracks_nothing() {
     let buckets = KeyedBuckets::new(10, 60_000 * MS);
     assert_eq!(
