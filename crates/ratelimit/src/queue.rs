@@ -251,3 +251,166 @@ mod tests {
         assert!(q.is_head(c, None));
     }
 }
+
+/// Loom models of the queue's protocol as the limiter drives it: every operation under one
+/// mutex (as `limiter.rs` does), a waiter registering its waker in the same critical
+/// section in which it found it was not its turn, and every leaver waking the next head.
+#[cfg(loom)]
+mod loom_tests {
+    use std::task::{Wake, Waker};
+
+    use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use loom::sync::{Arc, Mutex};
+    use loom::thread;
+
+    use super::*;
+
+    /// A task's wake-up flag.
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn flag() -> (std::sync::Arc<Flag>, Waker) {
+        let flag = std::sync::Arc::new(Flag(AtomicBool::new(false)));
+        (flag.clone(), Waker::from(flag))
+    }
+
+    /// One poll of a waiter, as `RateLimiter::poll_turn` does it: admitted if it is the
+    /// head and a token is free, else it leaves its waker. Returns whether it was admitted.
+    fn poll_turn(queue: &Mutex<WaitQueue>, tokens: &AtomicU32, id: u64, waker: &Waker) -> bool {
+        let mut queue = queue.lock().unwrap();
+        if queue.is_head(id, None)
+            && tokens
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| t.checked_sub(1))
+                .is_ok()
+        {
+            queue.remove(id);
+            return true;
+        }
+        queue.set_waker(id, waker);
+        false
+    }
+
+    /// A (the head) is cancelled while a refund wakes every waiter and B, behind it, polls:
+    /// in every interleaving B is either admitted or left with a wake-up to act on (it is
+    /// the head now and a token is free), and the queue holds exactly the waiters alive.
+    #[test]
+    fn loom_a_cancelled_head_never_loses_the_next_waiters_wake_up() {
+        loom::model(|| {
+            let queue = Arc::new(Mutex::new(WaitQueue::default()));
+            let tokens = Arc::new(AtomicU32::new(0));
+            let (a, b) = {
+                let mut q = queue.lock().unwrap();
+                let Push::Queued(a) = q.push(0, None, 1, 4) else {
+                    unreachable!()
+                };
+                let Push::Queued(b) = q.push(0, None, 1, 4) else {
+                    unreachable!()
+                };
+                (a, b)
+            };
+            let (a_flag, a_waker) = flag();
+            queue.lock().unwrap().set_waker(a, &a_waker);
+
+            let refund = {
+                let (queue, tokens) = (queue.clone(), tokens.clone());
+                thread::spawn(move || {
+                    tokens.fetch_add(1, Ordering::SeqCst);
+                    queue.lock().unwrap().wake_all();
+                })
+            };
+            let cancel = {
+                let queue = queue.clone();
+                thread::spawn(move || {
+                    queue.lock().unwrap().remove(a);
+                })
+            };
+            let (b_flag, b_waker) = flag();
+            let b_admitted = poll_turn(&queue, &tokens, b, &b_waker);
+            refund.join().unwrap();
+            cancel.join().unwrap();
+
+            let q = queue.lock().unwrap();
+            assert!(!q.contains(a));
+            if b_admitted {
+                assert_eq!(q.len(), 0, "no slot left behind");
+            } else {
+                assert_eq!(q.len(), 1);
+                assert!(q.is_head(b, None));
+                assert_eq!(tokens.load(Ordering::SeqCst), 1);
+                assert!(
+                    b_flag.0.load(Ordering::SeqCst),
+                    "B is the head with a token free and was never woken"
+                );
+            }
+            let _ = a_flag;
+        });
+    }
+
+    /// A head being admitted (taking the only token) races with the waiter behind it
+    /// polling and with a more important arrival that, if the queue is still full, sheds
+    /// the least important waiter: the shed waiter is always woken (to learn it was shed),
+    /// at most one token is taken, and the queue holds exactly the waiters still in it.
+    #[test]
+    fn loom_admission_and_shedding_leak_no_slot_and_wake_the_shed() {
+        loom::model(|| {
+            let queue = Arc::new(Mutex::new(WaitQueue::default()));
+            let tokens = Arc::new(AtomicU32::new(1));
+            let (a, b, c) = {
+                let mut q = queue.lock().unwrap();
+                let mut push = |priority| match q.push(priority, None, 1, 3) {
+                    Push::Queued(id) => id,
+                    other => unreachable!("{other:?}"),
+                };
+                (push(2), push(1), push(0))
+            };
+            let (c_flag, c_waker) = flag();
+            queue.lock().unwrap().set_waker(c, &c_waker);
+
+            let head = {
+                let (queue, tokens) = (queue.clone(), tokens.clone());
+                thread::spawn(move || {
+                    let (_, waker) = flag();
+                    poll_turn(&queue, &tokens, a, &waker)
+                })
+            };
+            let arrival = {
+                let queue = queue.clone();
+                thread::spawn(move || queue.lock().unwrap().push(9, None, 1, 3))
+            };
+            let (_, b_waker) = flag();
+            let b_admitted = poll_turn(&queue, &tokens, b, &b_waker);
+            let a_admitted = head.join().unwrap();
+            let pushed = arrival.join().unwrap();
+
+            assert!(
+                !b_admitted,
+                "B is never the head while A or the arrival waits"
+            );
+            let taken = 1 - tokens.load(Ordering::SeqCst);
+            assert_eq!(taken, u32::from(a_admitted));
+            let q = queue.lock().unwrap();
+            assert_eq!(q.contains(a), !a_admitted);
+            assert!(q.contains(b));
+            let (vip, shed) = match pushed {
+                Push::QueuedAfterShedding(vip) => (vip, true),
+                Push::Queued(vip) => (vip, false),
+                Push::Full => panic!("a more important arrival is never refused"),
+            };
+            assert!(q.contains(vip) && q.is_head(vip, None));
+            assert_eq!(q.contains(c), !shed);
+            if shed {
+                assert!(
+                    c_flag.0.load(Ordering::SeqCst),
+                    "the shed waiter was not woken"
+                );
+            }
+            let alive = 2 + usize::from(!a_admitted) + usize::from(!shed);
+            assert_eq!(q.len(), alive, "no slot leaked");
+        });
+    }
+}
