@@ -347,17 +347,6 @@ pub fn assert_quiet(
     );
 }
 
-/// Advances paused time in steps (so that every timer on the way fires in order).
-pub async fn advance(total: Duration) {
-    let step = Duration::from_millis(100);
-    let mut left = total;
-    while !left.is_zero() {
-        let now = left.min(step);
-        tokio::time::advance(now).await;
-        left -= now;
-    }
-}
-
 /// The output of a future, or the fact that it panicked. The future is dropped right after
 /// the panic (as a tokio task's is), so its guards run then.
 pub async fn catching<F: Future>(future: F) -> Result<F::Output, String> {
