@@ -1,14 +1,10 @@
 //! One endpoint's metric series, labelled by its slot (see [`crate::slots`]), and the gate
 //! that hands the slot's series over cleanly when the endpoint leaves.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use metrics::{Counter, Gauge};
 use tower_prism_core::metrics::{balance as m, LABEL_ENDPOINT, LABEL_NAME};
 
-/// Set in the gate once the endpoint has left: its slot's series belong to the next endpoint
-/// given the slot, and this one writes nothing more.
-const DETACHED: u64 = 1 << 63;
+use crate::gate::WriteGate;
 
 /// The series of one slot.
 #[derive(Debug)]
@@ -28,18 +24,8 @@ pub(crate) struct Series {
 /// reused without a late write landing on the new endpoint's series.
 #[derive(Debug)]
 pub(crate) struct EndpointMetrics {
-    /// Writers inside, plus [`DETACHED`].
-    gate: AtomicU64,
+    gate: WriteGate,
     series: Series,
-}
-
-/// Leaves the gate, also when a recorder panics inside it.
-struct Inside<'a>(&'a AtomicU64);
-
-impl Drop for Inside<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Release);
-    }
 }
 
 impl EndpointMetrics {
@@ -64,7 +50,7 @@ impl EndpointMetrics {
         series.healthy.set(1.0);
         series.ewma.set(rtt_seconds);
         EndpointMetrics {
-            gate: AtomicU64::new(0),
+            gate: WriteGate::new(),
             series,
         }
     }
@@ -72,26 +58,16 @@ impl EndpointMetrics {
     /// Runs `write` on the series unless the endpoint has left.
     #[inline]
     pub(crate) fn write(&self, write: impl FnOnce(&Series)) {
-        let before = self.gate.fetch_add(1, Ordering::Acquire);
-        let _inside = Inside(&self.gate);
-        if before & DETACHED == 0 {
-            write(&self.series);
-        }
+        self.gate.pass(|| write(&self.series));
     }
 
     /// Closes the gate for good, waits for the writes inside to finish, and sets the gauges
     /// to what a departed endpoint is: nothing in flight, not healthy, no latency.
     pub(crate) fn detach(&self) {
-        if self.gate.fetch_or(DETACHED, Ordering::AcqRel) & DETACHED != 0 {
-            return;
+        if self.gate.close() {
+            self.series.in_flight.set(0.0);
+            self.series.healthy.set(0.0);
+            self.series.ewma.set(0.0);
         }
-        while self.gate.load(Ordering::Acquire) & !DETACHED != 0 {
-            // a writer is between its two gate operations: one recorder call
-            std::hint::spin_loop();
-            std::thread::yield_now();
-        }
-        self.series.in_flight.set(0.0);
-        self.series.healthy.set(0.0);
-        self.series.ewma.set(0.0);
     }
 }

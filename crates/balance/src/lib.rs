@@ -88,6 +88,7 @@ mod endpoint;
 mod endpoint_metrics;
 mod error;
 mod future;
+mod gate;
 mod handle;
 mod service;
 mod slots;
