@@ -155,3 +155,77 @@ async fn a_reused_slot_starts_fresh_and_late_completions_leave_it_alone() {
     assert_eq!(slot_value(&s, "prism_balance_in_flight", 0), 0.0);
     assert_eq!(handle.snapshot().endpoints[0].in_flight, 0);
 }
+
+/// Calls completing on other threads while their endpoints leave and their slots are
+/// reused: afterwards every slot's gauges agree with the live endpoints.
+#[test]
+fn concurrent_completions_and_churn_leave_every_slot_gauge_consistent() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let b: B = metrics::with_local_recorder(&recorder, || {
+        Balance::builder()
+            .name("threads")
+            .strategy(Strategy::LeastRequests)
+            .endpoints((0..4).map(|i| (address(i), Ep::new(i).with_delay(Duration::ZERO))))
+            .build()
+            .unwrap()
+    });
+    let handle = b.handle();
+    runtime.block_on(async {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                let (mut b, stop) = (b.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut i = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        i += 1;
+                        let call = b.ready().await.unwrap().call(c * 1_000_000 + i);
+                        // some calls are dropped mid-way, most complete
+                        if i.is_multiple_of(5) {
+                            drop(tokio::time::timeout(Duration::ZERO, call).await);
+                        } else {
+                            let _ = call.await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for i in 4..404 {
+            metrics::with_local_recorder(&recorder, || {
+                handle.add(address(i), Ep::new(i).with_delay(Duration::ZERO))
+            })
+            .unwrap();
+            assert!(handle.remove(&address(i - 4)));
+            tokio::task::yield_now().await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in clients {
+            c.await.unwrap();
+        }
+    });
+    let snapshot = handle.snapshot();
+    assert_eq!(snapshot.endpoints.len(), 4);
+    assert!(snapshot.endpoints.iter().all(|e| e.in_flight == 0));
+    let s = samples(&recorder);
+    assert!(
+        s.len() <= SERIES_PER_ENDPOINT * 5 + SERIES_PER_BALANCER,
+        "{}",
+        s.len()
+    );
+    for (series, value) in &s {
+        if series.starts_with("prism_balance_in_flight{") {
+            assert_eq!(*value, 0.0, "{series}");
+        }
+    }
+    let healthy: f64 = s
+        .iter()
+        .filter(|(s, _)| s.starts_with("prism_balance_endpoint_healthy{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(healthy, 4.0);
+}
