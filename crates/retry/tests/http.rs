@@ -165,6 +165,14 @@ struct Server {
 
 /// Answers 503 to the first `failures` requests, then 200; records every request body.
 async fn start_server(failures: usize) -> (std::net::SocketAddr, Arc<Server>) {
+    start_server_with(failures, None).await
+}
+
+/// As [`start_server`], with a `Retry-After` header on each 503 when given.
+async fn start_server_with(
+    failures: usize,
+    retry_after: Option<&'static str>,
+) -> (std::net::SocketAddr, Arc<Server>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = Arc::new(Server::default());
@@ -188,9 +196,12 @@ async fn start_server(failures: usize) -> (std::net::SocketAddr, Arc<Server>) {
                         } else {
                             StatusCode::OK
                         };
+                        let mut response = Response::builder().status(status);
+                        if let (Some(wait), true) = (retry_after, n <= failures) {
+                            response = response.header(http::header::RETRY_AFTER, wait);
+                        }
                         Ok::<_, Infallible>(
-                            Response::builder()
-                                .status(status)
+                            response
                                 .body(Full::new(Bytes::from(format!("attempt {n}"))))
                                 .unwrap(),
                         )
@@ -317,4 +328,23 @@ async fn hyper_connection_refused_is_retried_then_wrapped() {
         ),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn hyper_a_year_long_retry_after_comes_back_at_once_with_its_header() {
+    let (addr, server) = start_server_with(usize::MAX, Some("31536000")).await;
+    let svc = RetryLayer::builder()
+        .http()
+        .build()
+        .unwrap()
+        .layer(client());
+    let call = svc.oneshot(request("GET", addr, Bytes::new(), 1024));
+    // The guard only turns the old behaviour (a year's wait) into a failure.
+    let response = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("not held for the hint")
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()[http::header::RETRY_AFTER], "31536000");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
 }
