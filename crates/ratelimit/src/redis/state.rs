@@ -1,0 +1,198 @@
+//! A Redis limiter's shared state and its decision: pre-allotted tokens, the script's
+//! answer, or the failure policy.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::Counter;
+use tokio::time::Instant;
+
+use super::key::{bounded, bucket_key};
+use super::link::{CallError, Link};
+use super::{FailurePolicy, RedisError};
+use crate::backend::{Backend, LocalBackend};
+use crate::{BoxError, Error};
+
+/// GCRA in Lua. KEYS[1]: the bucket. ARGV: interval (µs), burst, weight.
+/// Returns `{1, 0}` when admitted, `{0, retry_after_us}` when not.
+pub(super) const GCRA: &str = r"
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local weight = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + weight * interval
+local allow_at = new_tat - burst * interval
+if allow_at > now then
+  return {0, allow_at - now}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, 0}
+";
+
+pub(super) struct State {
+    pub(super) link: Arc<Link>,
+    /// The unkeyed bucket's Redis key.
+    pub(super) key: String,
+    /// A keyed bucket's Redis key is this, the key, and `}`.
+    pub(super) prefix: String,
+    pub(super) interval_us: u64,
+    pub(super) burst: u32,
+    pub(super) policy: FailurePolicy,
+    pub(super) fallback: Option<LocalBackend>,
+    pub(super) hasher: RandomState,
+    pub(super) start: Instant,
+    pub(super) admitted: Counter,
+    pub(super) rejected: Counter,
+    pub(super) rejected_backend: Counter,
+    pub(super) backend_errors: Counter,
+    pub(super) n_admitted: AtomicU64,
+    pub(super) n_rejected: AtomicU64,
+    pub(super) n_errors: AtomicU64,
+    pub(super) name: String,
+    pub(super) batch: u32,
+    pub(super) max_keys: usize,
+    /// Pre-allotted tokens left for the unkeyed bucket.
+    pub(super) local: AtomicU64,
+    /// Pre-allotted tokens left per key (at most `max_keys` keys).
+    pub(super) local_keyed: Mutex<HashMap<String, u64>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("key", &self.key)
+            .field("interval_us", &self.interval_us)
+            .field("burst", &self.burst)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    async fn ask_redis(&self, key: &str) -> Result<(i64, i64), CallError> {
+        let args = [
+            self.interval_us,
+            u64::from(self.burst),
+            u64::from(self.batch),
+        ];
+        self.link.run_script(key, args).await
+    }
+
+    /// Spends one pre-allotted token of `key`, if any is left.
+    fn take_local(&self, key: Option<&str>) -> bool {
+        match key {
+            None => self
+                .local
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+            Some(key) => {
+                let mut map = self.local_keyed.lock().unwrap_or_else(|e| e.into_inner());
+                match map.get_mut(key) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        if *n == 0 {
+                            map.remove(key);
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    /// Keeps `n` pre-allotted tokens of `key` for later. With `max_keys` keys already
+    /// holding tokens, they are dropped: that only admits less, never more.
+    fn keep_local(&self, key: Option<&str>, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match key {
+            None => {
+                self.local.fetch_add(n, Relaxed);
+            }
+            Some(key) => {
+                let mut map = self.local_keyed.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(left) = map.get_mut(key) {
+                    *left += n;
+                } else if map.len() < self.max_keys {
+                    map.insert(key.to_owned(), n);
+                }
+            }
+        }
+    }
+
+    pub(super) async fn decide(&self, key: Option<&str>) -> Result<(), BoxError> {
+        // Long keys are hashed once here: Redis, the maps and the fallback see the short form.
+        let key = key.map(bounded);
+        let key = key.as_deref();
+        if self.batch > 1 && self.take_local(key) {
+            self.admit();
+            return Ok(());
+        }
+        let answer = match key {
+            None => self.ask_redis(&self.key).await,
+            Some(k) => self.ask_redis(&bucket_key(&self.prefix, k)).await,
+        };
+        match answer {
+            Ok((1, _)) => {
+                self.keep_local(key, u64::from(self.batch - 1));
+                self.admit();
+                Ok(())
+            }
+            Ok((_, retry_us)) => Err(self.reject(Duration::from_micros(retry_us.max(0) as u64))),
+            Err(e) => {
+                self.backend_errors.increment(1);
+                self.n_errors.fetch_add(1, Relaxed);
+                if !matches!(e, CallError::Down) {
+                    tracing::warn!(name = %self.name, error = %e, policy = ?self.policy, "redis rate limiter backend error");
+                }
+                match self.policy {
+                    FailurePolicy::FailOpen => {
+                        self.admit();
+                        Ok(())
+                    }
+                    FailurePolicy::FailClosed => {
+                        self.rejected_backend.increment(1);
+                        Err(Box::new(RedisError::Unavailable(e.to_string())))
+                    }
+                    FailurePolicy::LocalFallback { .. } => {
+                        let Some(bucket) = self.fallback.as_ref() else {
+                            return Err(Box::new(RedisError::Unavailable(e.to_string())));
+                        };
+                        let now =
+                            u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        let bucket_key = key.map(|k| self.hasher.hash_one(k));
+                        match bucket.try_acquire(bucket_key, 1, now) {
+                            Ok(_) => {
+                                self.admit();
+                                Ok(())
+                            }
+                            Err(d) => Err(self.reject(Duration::from_nanos(d.retry_after_nanos))),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn admit(&self) {
+        self.admitted.increment(1);
+        self.n_admitted.fetch_add(1, Relaxed);
+    }
+
+    fn reject(&self, retry_after: Duration) -> BoxError {
+        self.rejected.increment(1);
+        self.n_rejected.fetch_add(1, Relaxed);
+        tracing::debug!(name = %self.name, ?retry_after, "rate limited (redis)");
+        Box::new(Error::RateLimited { retry_after })
+    }
+}
