@@ -137,13 +137,15 @@ impl Backoff {
         self
     }
 
-    /// Checks `base` and `max` (field names as in a config): `0 < base <= max`, and
-    /// `max` at most [`MAX_WAIT`] (one hour).
+    /// Checks `base` and `max` (field names as in a config): both at most [`MAX_WAIT`]
+    /// (one hour), and `0 < base <= max` unless the kind is `none`.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // Bounded whatever the kind: a value a config holds is never absurd, used or not.
+        check_duration_at_most("backoff.base", self.base, MAX_WAIT)?;
+        check_duration_at_most("backoff.max", self.max, MAX_WAIT)?;
         if self.kind == BackoffKind::None {
             return Ok(());
         }
-        check_duration_at_most("backoff.max", self.max, MAX_WAIT)?;
         if self.base.is_zero() {
             return Err(ConfigError::new(
                 "backoff.base",
@@ -278,6 +280,16 @@ mod tests {
         assert_eq!(err.field(), "backoff.base");
         let err = Backoff::linear(MS * 10, MS * 5).validate().unwrap_err();
         assert_eq!(err.field(), "backoff.max");
+        let day = Duration::from_secs(86_400);
+        let unused = Backoff {
+            max: day,
+            ..Backoff::none()
+        };
+        let err = unused.validate().unwrap_err();
+        assert_eq!(err.field(), "backoff.max", "bounded even when unused");
+        let err = Backoff::linear(day, day).validate().unwrap_err();
+        assert_eq!(err.field(), "backoff.base");
+        assert_eq!(err.reason(), "must be at most 1h");
     }
 
     #[test]

@@ -302,7 +302,7 @@ mod tests {
                 c.backoff.max = YEAR;
             })
             .field(),
-            "backoff.max"
+            "backoff.base"
         );
         assert_eq!(bad(|c| c.budget.window = YEAR).field(), "budget.window");
         assert_eq!(
