@@ -464,6 +464,13 @@ impl Breaker {
                             break; // the state moved on; look again
                         }
                         if p.admitted >= limit {
+                            if p.completed() >= limit {
+                                // A reload lowered the probe count to what has already
+                                // finished (or a probe beyond it was dropped): no probe is
+                                // left to decide the round, so this call decides it.
+                                self.decide_round(generation, p, now);
+                                break;
+                            }
                             return Err(self.reject(self.wait()));
                         }
                         p.admitted += 1;
@@ -618,18 +625,24 @@ impl Breaker {
         p.successes += u64::from(!failure);
         p.slow += u64::from(slow);
         if p.completed() >= limit {
-            let counts = Counts {
-                calls: p.completed() as u32,
-                failures: p.failures as u32,
-                slow: p.slow as u32,
-            };
-            let to = if core.params.trips(counts) {
-                State::Open
-            } else {
-                State::Closed
-            };
-            self.transition_from(generation, to, now);
+            self.decide_round(generation, p, now);
         }
+    }
+
+    /// Ends the half-open round of `generation` on its probes' results: open again if they
+    /// trip the thresholds, closed otherwise.
+    fn decide_round(&self, generation: u64, p: Probes, now: Moment) {
+        let counts = Counts {
+            calls: p.completed() as u32,
+            failures: p.failures as u32,
+            slow: p.slow as u32,
+        };
+        let to = if self.core.params.trips(counts) {
+            State::Open
+        } else {
+            State::Closed
+        };
+        self.transition_from(generation, to, now);
     }
 
     /// Moves from the state of `generation` to `to`; does nothing if another transition

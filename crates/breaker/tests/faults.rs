@@ -332,3 +332,34 @@ fn a_panic_under_the_transition_lock_changes_nothing_after_it() {
     b.reset();
     assert_eq!(b.state(), State::Closed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_lowering_the_probes_to_those_finished_decides_the_round() {
+    let (mut svc, b) = service(config(3));
+    open_it(&mut svc, &b).await;
+    advance(WAIT).await;
+    for _ in 0..2 {
+        svc.ready().await.unwrap().call(Act::Ok).await.unwrap();
+    }
+    assert_eq!(b.state(), State::HalfOpen);
+    // two probes finished, none in flight: the round can no longer be decided by a probe
+    b.reconfigure(&config(2)).unwrap();
+    svc.ready().await.unwrap().call(Act::Ok).await.unwrap();
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_dropped_after_a_reload_lowered_the_probes_does_not_wedge_the_breaker() {
+    let (mut svc, b) = service(config(3));
+    open_it(&mut svc, &b).await;
+    advance(WAIT).await;
+    for _ in 0..2 {
+        svc.ready().await.unwrap().call(Act::Ok).await.unwrap();
+    }
+    let mut hung = tokio_test::task::spawn(svc.clone().oneshot(Act::Hang));
+    assert!(hung.poll().is_pending());
+    b.reconfigure(&config(2)).unwrap();
+    drop(hung);
+    svc.ready().await.unwrap().call(Act::Ok).await.unwrap();
+    assert_eq!(b.state(), State::Closed);
+}
