@@ -192,7 +192,15 @@ pub(crate) fn classify_error(
     }
     if let Some(e) = e.downcast_ref::<tower_prism_retry::Error>() {
         use tower_prism_retry::Error as R;
+        // Attempts that all ran out of time are a timeout (504, as Envoy answers a per-try
+        // timeout with no retries left), whatever stopped the retrying.
+        let timed_out = e.last().is_some_and(|last| {
+            matches!(last.downcast_ref::<R>(), Some(R::AttemptTimedOut { .. }))
+        });
         let kind = match e {
+            R::RetriesExhausted { .. } | R::BudgetExhausted { .. } if timed_out => {
+                ErrorKind::Timeout
+            }
             R::RetriesExhausted { .. } | R::BudgetExhausted { .. } => ErrorKind::RetriesExhausted,
             R::DeadlineExceeded { .. } | R::AttemptTimedOut { .. } => ErrorKind::Timeout,
             _ => ErrorKind::Inner,
