@@ -273,6 +273,42 @@ async fn a_time_jump_of_days_leaves_nothing_held() {
     }
 }
 
+/// Regression (issue 10, item 8): `max_wait = "500000000000y"` was accepted, and a request
+/// could then wait for a permit for centuries (the wait was capped only where its
+/// nanoseconds overflowed a `u64`). Now the config is refused, naming the field, and a wait
+/// of the longest accepted length ends on time.
+#[tokio::test(start_paused = true)]
+async fn an_absurd_max_wait_is_refused_and_the_longest_wait_ends_on_time() {
+    let eons = Duration::from_secs(500_000_000_000 * 31_557_600);
+    let refused = ConcurrencyLimitLayer::builder()
+        .limits(1, 1)
+        .initial_limit(1)
+        .max_wait(eons)
+        .build()
+        .unwrap_err();
+    assert_eq!(refused.field(), "max_wait");
+    let text = "initial_limit = 1\nmin_limit = 1\nmax_limit = 1\nmax_wait = \"500000000000y\"";
+    let cfg: ConcurrencyConfig = toml::from_str(text).unwrap();
+    assert_eq!(cfg.validate().unwrap_err().field(), "max_wait");
+
+    let layer = ConcurrencyLimitLayer::from_config(&ConcurrencyConfig {
+        max_wait: Some(ConcurrencyConfig::MAX_WAIT),
+        ..ConcurrencyConfig::fixed(1)
+    })
+    .unwrap();
+    let limiter = layer.limiter().clone();
+    let mut svc = layer.layer(Upstream::new());
+    let _holder = svc.ready().await.unwrap().call(Fault::Never);
+    let start = Instant::now();
+    let waited = call(&mut svc, Fault::Answer).await.unwrap_err();
+    assert!(matches!(
+        waited.downcast_ref::<ConcurrencyError>(),
+        Some(ConcurrencyError::Timeout { .. })
+    ));
+    assert_eq!(start.elapsed(), ConcurrencyConfig::MAX_WAIT);
+    assert_eq!(limiter.snapshot().waiting, 0);
+}
+
 /// One step of the cancellation property test.
 #[derive(Debug, Clone)]
 enum Step {
