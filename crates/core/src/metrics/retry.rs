@@ -8,8 +8,9 @@ pub const ATTEMPTS: &str = "prism_retry_attempts";
 pub const RETRIES_TOTAL: &str = "prism_retry_retries_total";
 /// Counter: retries refused because the retry budget was empty.
 pub const BUDGET_EXHAUSTED_TOTAL: &str = "prism_retry_budget_exhausted_total";
-/// Counter: calls that gave up with a failure, by `reason` (`max_attempts`, `deadline`,
-/// `budget`, `not_retryable`, `fatal`, `not_replayable`...).
+/// Counter: calls that gave up with a failure, by `reason`: `max_attempts`, `deadline`,
+/// `budget`, `not_retryable`, `fatal`, `not_replayable`, or `retry_after` (the upstream
+/// asked for a wait longer than `max_retry_after` or than what is left of `max_elapsed`).
 pub const GAVE_UP_TOTAL: &str = "prism_retry_gave_up_total";
 /// Histogram: backoff slept before each retry.
 pub const BACKOFF_SECONDS: &str = "prism_retry_backoff_seconds";
