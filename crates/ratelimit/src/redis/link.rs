@@ -6,7 +6,8 @@
 //!   (an I/O error) turns the link `Down` and drops that connection.
 //! - `Down`: calls fail at once (the failure policy decides) instead of each paying the
 //!   timeout, while one background task reconnects: the first attempt at once, then after
-//!   `reconnect_backoff`, doubling up to `reconnect_backoff_max`. Each attempt is bounded by
+//!   `reconnect_backoff`, doubling up to `reconnect_backoff_max` (each wait less a random
+//!   part of up to half, so instances do not reconnect in step). Each attempt is bounded by
 //!   `connect_timeout` and ends with a `SCRIPT LOAD` round trip, so `Up` means Redis answers
 //!   (and has the script) rather than merely that a TCP connection was accepted.
 //!
@@ -296,7 +297,7 @@ async fn reconnect(link: Weak<Link>) {
     let mut wait = Duration::ZERO;
     loop {
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(jittered(wait)).await;
         }
         let Some(link) = link.upgrade() else {
             return;
@@ -334,6 +335,15 @@ async fn reconnect(link: Weak<Link>) {
             }
         }
     }
+}
+
+/// `wait` less a random part of up to its half, so that instances that lost Redis at the
+/// same moment do not all reconnect in the same millisecond (the wait never grows).
+fn jittered(wait: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+    let half = u64::try_from(wait.as_nanos() / 2).unwrap_or(u64::MAX);
+    wait - Duration::from_nanos(random % half.max(1))
 }
 
 /// Marks the reconnection task as running while it lives.
