@@ -18,7 +18,10 @@ use tokio::time::{advance, Instant};
 use tower::util::MapRequest;
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
-use tower_prism_ratelimit::{BoxError, Error, RateLimitConfig, RateLimitLayer, RateLimiter};
+use tower_prism_core::{HealthSignal, Outcome};
+use tower_prism_ratelimit::{
+    AdaptiveConfig, BoxError, Error, RateLimitConfig, RateLimitLayer, RateLimiter,
+};
 
 /// A request: its priority (`PANIC` makes the user's functions panic) and what the upstream
 /// does with it.
@@ -461,6 +464,71 @@ proptest! {
                 let _ = limiter.snapshot();
                 drop(pending);
                 prop_assert_eq!(limiter.snapshot().queued, 0);
+            }
+            Ok(())
+        })?;
+    }
+
+    /// Any adaptive config, however extreme (rates from 10^-12 to 10^300 a second, steps of
+    /// 10^300, intervals of centuries), is refused with a typed error or builds a limiter
+    /// whose rate stays within its bounds through failures, an open circuit, recoveries and
+    /// jumps of days, without panicking; every `retry_after` is within its cap.
+    #[test]
+    fn any_adaptive_config_keeps_the_rate_in_bounds_and_never_panics(
+        rate in prop_oneof![6 => 1u32..1000, 1 => any::<u32>()],
+        burst in prop_oneof![6 => 1u32..100, 1 => any::<u32>()],
+        min_rate in prop_oneof![6 => 0.1f64..100.0, 1 => Just(1e-12), 1 => any::<f64>()],
+        span in prop_oneof![6 => 1.0f64..1000.0, 1 => Just(1e300), 1 => any::<f64>()],
+        interval_ms in prop_oneof![6 => 1u64..10_000, 1 => any::<u64>()],
+        decrease_factor in prop_oneof![6 => 0.01f64..0.99, 1 => any::<f64>()],
+        increase_step in prop_oneof![6 => 0.1f64..1000.0, 1 => Just(1e300), 1 => any::<f64>()],
+        min_calls in prop_oneof![6 => 0u64..20, 1 => any::<u64>()],
+        rounds in proptest::collection::vec((0u32..30, 0u32..30, any::<bool>(), prop_oneof![0u64..5_000, Just(86_400_000)]), 1..10),
+    ) {
+        let cfg = AdaptiveConfig {
+            interval: Duration::from_millis(interval_ms),
+            decrease_factor,
+            increase_step,
+            min_calls,
+            latency_threshold: Some(Duration::from_millis(100)),
+            ..AdaptiveConfig::new(min_rate, min_rate * span)
+        };
+        let (low, high) = (cfg.min_rate, cfg.max_rate);
+        let health = HealthSignal::new();
+        let built = RateLimitLayer::builder()
+            .rate(rate, Duration::from_secs(1))
+            .burst(burst)
+            .adaptive(health.clone(), cfg)
+            .build();
+        let Ok(layer) = built else {
+            return Ok(());
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let limiter = layer.limiter().clone();
+            for (successes, failures, open, jump_ms) in rounds {
+                for _ in 0..successes {
+                    health.record(Outcome::Success, 5 * MS);
+                }
+                for _ in 0..failures {
+                    health.record(Outcome::RETRYABLE, 500 * MS);
+                }
+                health.set_circuit_open(open);
+                advance(Duration::from_millis(jump_ms)).await;
+                limiter.adapt();
+                if let Err(err) = limiter.try_acquire(1) {
+                    if let Some(retry_after) = err.retry_after() {
+                        prop_assert!(retry_after <= RateLimitConfig::MAX_RETRY_AFTER);
+                    }
+                }
+                let now = limiter.snapshot().rate_per_second;
+                // Within the bounds (the bucket's whole-nanosecond spacing may round a rate
+                // by a hair below the floor).
+                prop_assert!(now >= low * (1.0 - 1e-9) && now <= high * (1.0 + 1e-9), "{now} outside [{low}, {high}]");
             }
             Ok(())
         })?;
