@@ -502,8 +502,12 @@ impl RateLimiter {
         if at < adaptive.next_at.load(Ordering::Relaxed) {
             return;
         }
-        let Ok(mut reader) = adaptive.reader.try_lock() else {
-            return;
+        // Busy: another caller is adapting. Poisoned (a panic while reading health): the
+        // reader holds only a cursor, so carry on with it rather than never adapting again.
+        let mut reader = match adaptive.reader.try_lock() {
+            Ok(reader) => reader,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
         };
         if at < adaptive.next_at.load(Ordering::Relaxed) {
             return;
@@ -681,6 +685,46 @@ impl Drop for Waiter {
 mod tests {
     use super::*;
     use crate::RateLimitLayer;
+
+    /// Regression: a panic while the health reader's lock was held poisoned it, and
+    /// `maybe_adapt` took a poisoned lock for a busy one: the rate never adapted again.
+    #[tokio::test(start_paused = true)]
+    async fn a_poisoned_health_reader_still_adapts_the_rate() {
+        let health = tower_prism_core::HealthSignal::new();
+        let mut cfg = AdaptiveConfig::new(10.0, 100.0);
+        cfg.interval = Duration::from_secs(1);
+        cfg.min_calls = 5;
+        cfg.decrease_factor = 0.5;
+        let layer = RateLimitLayer::builder()
+            .rate(80, Duration::from_secs(1))
+            .adaptive(health.clone(), cfg)
+            .build()
+            .unwrap();
+        let limiter = layer.limiter().clone();
+        let poisoner = limiter.clone();
+        let _ = std::thread::spawn(move || {
+            let adaptive = poisoner.shared.adaptive.as_ref().unwrap();
+            let _held = adaptive.reader.lock().unwrap();
+            panic!("a panic while reading health");
+        })
+        .join();
+        assert!(limiter
+            .shared
+            .adaptive
+            .as_ref()
+            .unwrap()
+            .reader
+            .is_poisoned());
+        for _ in 0..10 {
+            health.record(
+                tower_prism_core::Outcome::RETRYABLE,
+                Duration::from_millis(5),
+            );
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        limiter.adapt();
+        assert_eq!(limiter.snapshot().rate_per_second, 40.0, "cut on failures");
+    }
 
     /// Regression: a caller whose clock reading went stale before its CAS (preempted, or
     /// a long CAS race) while another caller moved the TAT to a later now was refused by a

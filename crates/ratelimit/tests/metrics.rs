@@ -7,12 +7,15 @@ use std::time::Duration;
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::metrics::ratelimit as names;
-use tower_prism_ratelimit::{BoxError, RateLimitLayer};
+use tower_prism_ratelimit::{BoxError, RateLimitConfig, RateLimitLayer};
 use tower_prism_testkit::metrics::Capture;
 use tower_prism_testkit::Echo;
 
 /// (key, priority, weight)
 type Req = (u32, u32, u32);
+
+/// The unkeyed limiter's queue wait: longer than two queued tokens (200 ms at 10/s).
+const MAX_WAIT: Duration = Duration::from_millis(350);
 
 async fn send<S: Service<Req, Error = BoxError>>(svc: &mut S, req: Req) -> bool {
     svc.ready().await.unwrap().call(req).await.is_ok()
@@ -25,7 +28,7 @@ async fn every_promised_metric_is_emitted() {
         let unkeyed = RateLimitLayer::builder()
             .rate(10, Duration::from_secs(1))
             .burst(2)
-            .queue(2, Duration::from_millis(150))
+            .queue(2, MAX_WAIT)
             .name("api")
             .build()
             .unwrap()
@@ -53,12 +56,10 @@ async fn every_promised_metric_is_emitted() {
     assert_eq!(capture.gauge(&l(names::TOKENS_AVAILABLE)), 0.0);
     assert!(!send(&mut svc, (0, 0, 3)).await, "weight above the burst");
     assert_eq!(capture.counter(&r("weight")), 1);
-    // A wait longer than max_wait (200 ms > 150 ms) is refused at once, as rate limited.
-    assert!(!send(&mut svc, (0, 0, 2)).await);
-    assert_eq!(capture.counter(&r("rate")), 1);
 
-    // Two low-priority waiters; a higher one sheds one of them; a fourth finds the queue
-    // full; the higher one gets the next token; the remaining low one, behind it, times out.
+    // Two low-priority waiters (tokens at 100 and 200 ms); a higher one sheds one of them;
+    // a fourth finds the queue full; a weight-2 request behind the queue would get its
+    // tokens at 400 ms, past max_wait, and is refused at once as rate limited.
     let low_a = tokio::spawn(svc.ready().await.unwrap().call((0, 1, 1)));
     let low_b = tokio::spawn(svc.ready().await.unwrap().call((0, 1, 1)));
     assert_eq!(capture.gauge(&l(names::QUEUE_DEPTH)), 2.0);
@@ -66,8 +67,19 @@ async fn every_promised_metric_is_emitted() {
     assert_eq!(capture.counter(&r("shed")), 1);
     assert!(!send(&mut svc, (0, 1, 1)).await);
     assert_eq!(capture.counter(&r("queue_full")), 1);
+    assert!(!send(&mut svc, (0, 0, 2)).await);
+    assert_eq!(capture.counter(&r("rate")), 1);
     assert_eq!(capture.counter(&l(names::QUEUED_TOTAL)), 3);
+    // The higher one gets the next token; then the rate drops to one a minute, so the low
+    // one left waiting for its token times out at max_wait.
     assert!(high.await.unwrap().is_ok());
+    let slower = RateLimitConfig {
+        queue_size: 2,
+        max_wait: Some(MAX_WAIT),
+        burst: Some(2),
+        ..RateLimitConfig::new(1, Duration::from_secs(60))
+    };
+    unkeyed.limiter().reconfigure(&slower).unwrap();
     assert!(low_a.await.unwrap().is_err());
     assert!(low_b.await.unwrap().is_err());
     assert_eq!(capture.counter(&r("timeout")), 1);
