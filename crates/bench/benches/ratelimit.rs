@@ -5,6 +5,12 @@
 //! not of rejections.
 //!
 //! Time per iteration = wall time for every thread to make `iters` calls each.
+//!
+//! `ratelimit/keyed_cap` measures one thread's keyed admission below the key cap (keys
+//! already tracked, one fewer than the cap) and at it (a flood of fresh keys into a map full at the cap), at the
+//! default cap of 10k keys and at 200k: `at_cap_full` while the tracked buckets are full
+//! again (each fresh key takes a full key's place), `at_cap_limited` while every tracked
+//! key is still limited (fresh keys share the overflow bucket).
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -218,5 +224,80 @@ fn admit_on(c: &mut Criterion, threads: usize) {
     group.finish();
 }
 
-criterion_group!(benches, admit);
+/// One keyed limiter for the `keyed_cap` group: `max_keys` keys, `rate` per `period`
+/// with a burst of `burst`, the request itself the key.
+fn keyed_service(
+    max_keys: usize,
+    rate: u32,
+    period: Duration,
+    burst: u32,
+) -> impl Service<u64> + Clone {
+    RateLimitLayer::builder()
+        .rate(rate, period)
+        .burst(burst)
+        .max_keys(max_keys)
+        .build()
+        .unwrap()
+        .key_fn(|req: &u64| *req)
+        .layer(Noop)
+}
+
+/// Times `iters` calls of `svc` with the keys `key(i)`; every call must be admitted at once.
+fn time_keys<S: Service<u64>>(
+    svc: &mut S,
+    iters: u64,
+    mut key: impl FnMut(u64) -> u64,
+) -> Duration {
+    let mut cx = Context::from_waker(Waker::noop());
+    let start = Instant::now();
+    let refused: u64 = (0..iters).map(|i| call_now(svc, &mut cx, key(i))).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(refused, 0, "{refused} calls were not admitted at once");
+    elapsed
+}
+
+fn keyed_cap(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ratelimit/keyed_cap");
+    for max_keys in [10_000u64, 200_000] {
+        let cap = max_keys as usize;
+        let label = format!("{}k", max_keys / 1000);
+        // Below the cap: one key fewer than the cap, each tracked after its first call (the
+        // same memory in use as at the cap, so the two differ only in the work per call).
+        let mut below = keyed_service(cap, 1_000_000_000, Duration::from_secs(1), 1_000_000_000);
+        time_keys(&mut below, max_keys - 1, |i| i);
+        group.bench_function(format!("below_cap_{label}"), |b| {
+            b.iter_custom(|iters| time_keys(&mut below, iters, |i| i % (max_keys - 1)))
+        });
+
+        // At the cap, tracked buckets full again at once (10^9/s): fresh keys evict them.
+        let mut full = keyed_service(cap, 1_000_000_000, Duration::from_secs(1), 1_000_000_000);
+        time_keys(&mut full, max_keys, |i| i);
+        let mut next = 1u64 << 40;
+        group.bench_function(format!("at_cap_full_{label}"), |b| {
+            b.iter_custom(|iters| {
+                time_keys(&mut full, iters, |_| {
+                    next += 1;
+                    next
+                })
+            })
+        });
+
+        // At the cap, every tracked key limited for 20 s (one token per 20 s, a burst large
+        // enough that no call in the run is refused).
+        let mut limited = keyed_service(cap, 1, Duration::from_secs(20), 100_000_000);
+        time_keys(&mut limited, max_keys, |i| i);
+        let mut next = 1u64 << 40;
+        group.bench_function(format!("at_cap_limited_{label}"), |b| {
+            b.iter_custom(|iters| {
+                time_keys(&mut limited, iters, |_| {
+                    next += 1;
+                    next
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, admit, keyed_cap);
 criterion_main!(benches);

@@ -5,8 +5,8 @@
 //!
 //! A key is its hash (from the limiter's randomly keyed hasher), never the key itself, so a
 //! key costs the same whatever its length: one table slot (two `u64`s, the table at most
-//! half full) and one place in its shard's filing order (two `u64`s), about 50-90 bytes
-//! per tracked key in all. A key whose bucket is full again (its TAT is not in the future)
+//! 7/8 full) and one place in its shard's filing order (two `u64`s), about 35-70 bytes per
+//! tracked key in all. A key whose bucket is full again (its TAT is not in the future)
 //! holds no information: dropping it loses nothing, and it is the only kind of key ever
 //! dropped. A limited key is never forgotten, so minting fresh keys cannot reset one.
 //!
@@ -207,8 +207,14 @@ impl KeyedBuckets {
             let want = if count > max { 2 } else { 1 };
             shard.drop_front(now, PROBES, want)
         };
-        self.release(dropped);
-        self.reserve()
+        if dropped == 0 || count > max {
+            self.release(dropped);
+            return self.reserve();
+        }
+        // The new key takes one of the slots just freed (the count does not grow by it):
+        // one atomic update at most instead of two.
+        self.release(dropped - 1);
+        true
     }
 
     /// Looks for a full key in the other shards, starting at the next one in turn, one
