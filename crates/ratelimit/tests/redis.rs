@@ -434,3 +434,26 @@ async fn an_unreachable_cluster_follows_the_failure_policy() {
     }
     assert!(closed.snapshot().backend_errors >= 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_from_redis_is_capped_like_the_local_limiters() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    // one token a year: Redis' answer for the second call is a wait of about a year
+    let l = RedisRateLimitLayer::builder(&server.url(), "cap")
+        .rate(1, Duration::from_secs(365 * 24 * 3600))
+        .burst(1)
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    l.acquire().await.expect("the burst admits one");
+    let err = l.acquire().await.unwrap_err();
+    match err.downcast_ref::<Error>() {
+        Some(Error::RateLimited { retry_after }) => assert_eq!(
+            *retry_after,
+            tower_prism_ratelimit::RateLimitConfig::MAX_RETRY_AFTER
+        ),
+        _ => panic!("unexpected error {err}"),
+    }
+}

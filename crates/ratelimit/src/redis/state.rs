@@ -190,6 +190,8 @@ impl State {
     }
 
     fn reject(&self, retry_after: Duration) -> BoxError {
+        // The reply comes from the network: cap it like the local limiter's hint.
+        let retry_after = retry_after.min(crate::RateLimitConfig::MAX_RETRY_AFTER);
         self.rejected.increment(1);
         self.n_rejected.fetch_add(1, Relaxed);
         tracing::debug!(name = %self.name, ?retry_after, "rate limited (redis)");
