@@ -63,13 +63,10 @@ impl Shard {
                 self.order.push_back((key, filed));
                 continue;
             }
-            match self.tats.get(key) {
-                Some(tat) if tat <= full_by => {
-                    self.tats.remove(key);
-                    dropped += 1;
-                }
-                Some(tat) => self.order.push_back((key, tat)),
-                None => debug_assert!(false, "every key in the order is in the table"),
+            match self.tats.remove_if_by(key, full_by) {
+                Ok(()) => dropped += 1,
+                Err(Some(tat)) => self.order.push_back((key, tat)),
+                Err(None) => debug_assert!(false, "every key in the order is in the table"),
             }
         }
         dropped
@@ -83,12 +80,8 @@ impl Shard {
             let Some((key, _)) = self.order.pop_front() else {
                 break;
             };
-            match self.tats.get(key) {
-                Some(tat) if tat <= full_by => {
-                    self.tats.remove(key);
-                }
-                Some(tat) => self.order.push_back((key, tat)),
-                None => {}
+            if let Err(Some(tat)) = self.tats.remove_if_by(key, full_by) {
+                self.order.push_back((key, tat));
             }
         }
         before - self.len()

@@ -124,11 +124,30 @@ impl Table {
         }
     }
 
-    /// Removes `key`; returns its TAT. The keys after it in its run, each away from its
-    /// home, shift back one slot, so no tombstone is left.
+    /// Removes `key`; returns its TAT.
+    #[cfg(test)]
     pub(super) fn remove(&mut self, key: u64) -> Option<u64> {
-        let mut gap = self.find(key)?;
-        let tat = self.slots[gap].tat;
+        let at = self.find(key)?;
+        let tat = self.slots[at].tat;
+        self.remove_at(at);
+        Some(tat)
+    }
+
+    /// Removes `key` if its TAT is at or before `full_by` (`Ok`); else leaves it and gives
+    /// its TAT (`Err(Some)`), or `Err(None)` if it is not here. One search for both.
+    pub(super) fn remove_if_by(&mut self, key: u64, full_by: u64) -> Result<(), Option<u64>> {
+        let at = self.find(key).ok_or(None)?;
+        let tat = self.slots[at].tat;
+        if tat > full_by {
+            return Err(Some(tat));
+        }
+        self.remove_at(at);
+        Ok(())
+    }
+
+    /// Empties slot `gap`: the keys after it in its run, each away from its home, shift
+    /// back one slot, so no tombstone is left.
+    fn remove_at(&mut self, mut gap: usize) {
         let mask = self.mask();
         loop {
             let next = (gap + 1) & mask;
@@ -140,7 +159,6 @@ impl Table {
         }
         self.slots[gap] = Slot::default();
         self.len -= 1;
-        Some(tat)
     }
 }
 
