@@ -15,6 +15,7 @@ use tower_prism_core::{HealthSignal, Outcome};
 use crate::config::{BalanceConfig, Strategy};
 use crate::endpoint_metrics::EndpointMetrics;
 use crate::ewma::PeakEwma;
+use crate::gate::CallGate;
 use crate::health_check::HealthCheck;
 use crate::outlier::{self, Outlier};
 use crate::p2c::mix;
@@ -189,7 +190,8 @@ pub(crate) struct EndpointState {
     pub(crate) slot: u32,
     pub(crate) id_hash: u64,
     pub(crate) weight: AtomicU32,
-    pub(crate) in_flight: AtomicU64,
+    /// Calls in flight, and the gate every metric write passes (see [`CallGate`]).
+    pub(crate) calls: CallGate,
     pub(crate) requests: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) ewma: PeakEwma,
@@ -215,7 +217,7 @@ impl EndpointState {
             slot,
             id_hash,
             weight: AtomicU32::new(weight),
-            in_flight: AtomicU64::new(0),
+            calls: CallGate::new(),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ewma: PeakEwma::new(rtt, now),
@@ -242,7 +244,7 @@ impl EndpointState {
         }
         if self.outlier.try_restore(now, &self.policy.ejected) {
             tracing::info!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint restored after ejection");
-            self.metrics.write(|s| s.healthy.set(1.0));
+            self.calls.pass(|| self.metrics.series.healthy.set(1.0));
             self.policy.update_gauges();
             self.policy.wake_all();
         }
@@ -252,17 +254,14 @@ impl EndpointState {
     /// The P2C load at `now_ms`.
     #[inline]
     pub(crate) fn load(&self, now_ms: u64, decay_ms: f64) -> f64 {
-        crate::p2c::load(
-            self.ewma.estimate(now_ms, decay_ms),
-            self.in_flight.load(Ordering::Relaxed),
-        )
+        crate::p2c::load(self.ewma.estimate(now_ms, decay_ms), self.calls.in_flight())
     }
 
     #[inline]
     pub(crate) fn start(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.metrics.write(|s| {
+        let s = &self.metrics.series;
+        self.calls.start(|| {
             s.requests.increment(1);
             s.in_flight.increment(1.0);
         });
@@ -271,16 +270,14 @@ impl EndpointState {
     /// Ends a call that did not complete (dropped, failed to get ready, or panicked).
     #[inline]
     pub(crate) fn finish(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.write(|s| s.in_flight.decrement(1.0));
+        let s = &self.metrics.series;
+        self.calls.end(|| s.in_flight.decrement(1.0));
     }
 
-    /// Ends a completed call: it leaves the in-flight count (first, before anything that
-    /// could panic), and its latency, outcome, outlier rules and health signal are recorded.
-    /// One pass through the metrics gate for all of it.
+    /// Ends a completed call: it leaves the in-flight count, and its latency, outcome,
+    /// outlier rules and health signal are recorded.
     #[inline]
     pub(crate) fn complete(&self, outcome: Outcome, started: Instant) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let now = Instant::now();
         let latency = now.saturating_duration_since(started);
         let now_ms = self.policy.ms_at(now);
@@ -290,7 +287,10 @@ impl EndpointState {
         if failure {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        self.metrics.write(|s| {
+        // the count goes down (and the gauges are written) in one pass through the gate;
+        // nothing before it can panic, so the call cannot stay counted
+        let s = &self.metrics.series;
+        self.calls.end(|| {
             s.in_flight.decrement(1.0);
             s.ewma.set(self.ewma.raw() / 1e9);
             if failure {
@@ -309,7 +309,8 @@ impl EndpointState {
     /// A `poll_ready` error: counts as a failure for the outlier rules.
     pub(crate) fn record_broken(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        self.metrics.write(|s| s.failures.increment(1));
+        self.calls
+            .pass(|| self.metrics.series.failures.increment(1));
         let now_ms = self.policy.now_ms();
         let settings = self.policy.settings();
         if self.outlier.record(true, now_ms, &settings) {
@@ -333,7 +334,8 @@ impl EndpointState {
                     ejections = self.outlier.ejections(),
                     "endpoint ejected as an outlier"
                 );
-                self.metrics.write(|s| {
+                let s = &self.metrics.series;
+                self.calls.pass(|| {
                     s.ejections.increment(1);
                     s.healthy.set(0.0);
                 });
@@ -357,15 +359,16 @@ impl EndpointState {
                 tracing::info!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint passes health checks again");
                 self.policy.unhealthy.fetch_sub(1, Ordering::Relaxed);
                 let in_rotation = self.outlier.ejected_until().is_none();
-                self.metrics
-                    .write(|s| s.healthy.set(if in_rotation { 1.0 } else { 0.0 }));
+                let healthy = &self.metrics.series.healthy;
+                self.calls
+                    .pass(|| healthy.set(if in_rotation { 1.0 } else { 0.0 }));
                 self.policy.update_gauges();
                 self.policy.wake_all();
             }
             Some(false) => {
                 tracing::warn!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint fails health checks");
                 self.policy.unhealthy.fetch_add(1, Ordering::Relaxed);
-                self.metrics.write(|s| s.healthy.set(0.0));
+                self.calls.pass(|| self.metrics.series.healthy.set(0.0));
                 self.policy.update_gauges();
             }
             None => {}
@@ -381,6 +384,8 @@ impl EndpointState {
         if !self.health.is_healthy() {
             self.policy.unhealthy.fetch_sub(1, Ordering::Relaxed);
         }
-        self.metrics.detach();
+        if self.calls.close() {
+            self.metrics.reset_departed();
+        }
     }
 }

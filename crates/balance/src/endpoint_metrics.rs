@@ -1,10 +1,9 @@
-//! One endpoint's metric series, labelled by its slot (see [`crate::slots`]), and the gate
-//! that hands the slot's series over cleanly when the endpoint leaves.
+//! One endpoint's metric series, labelled by its slot (see [`crate::slots`]). Writes go
+//! through the endpoint's [`CallGate`](crate::gate::CallGate), which hands the slot's series
+//! over cleanly when the endpoint leaves.
 
 use metrics::{Counter, Gauge};
 use tower_prism_core::metrics::{balance as m, LABEL_ENDPOINT, LABEL_NAME};
-
-use crate::gate::WriteGate;
 
 /// The series of one slot.
 #[derive(Debug)]
@@ -17,15 +16,10 @@ pub(crate) struct Series {
     pub(crate) healthy: Gauge,
 }
 
-/// An endpoint's handles on its slot's series. Requests still in flight to a removed
-/// endpoint finish after the slot may have gone to another endpoint, so every write passes a
-/// gate: [`detach`](Self::detach) closes it, waits for writes already inside (a few
-/// nanoseconds: one recorder call each) and zeroes the gauges, after which the slot can be
-/// reused without a late write landing on the new endpoint's series.
+/// An endpoint's handles on its slot's series.
 #[derive(Debug)]
 pub(crate) struct EndpointMetrics {
-    gate: WriteGate,
-    series: Series,
+    pub(crate) series: Series,
 }
 
 impl EndpointMetrics {
@@ -49,25 +43,14 @@ impl EndpointMetrics {
         series.in_flight.set(0.0);
         series.healthy.set(1.0);
         series.ewma.set(rtt_seconds);
-        EndpointMetrics {
-            gate: WriteGate::new(),
-            series,
-        }
+        EndpointMetrics { series }
     }
 
-    /// Runs `write` on the series unless the endpoint has left.
-    #[inline]
-    pub(crate) fn write(&self, write: impl FnOnce(&Series)) {
-        self.gate.pass(|| write(&self.series));
-    }
-
-    /// Closes the gate for good, waits for the writes inside to finish, and sets the gauges
-    /// to what a departed endpoint is: nothing in flight, not healthy, no latency.
-    pub(crate) fn detach(&self) {
-        if self.gate.close() {
-            self.series.in_flight.set(0.0);
-            self.series.healthy.set(0.0);
-            self.series.ewma.set(0.0);
-        }
+    /// Sets the gauges to what a departed endpoint is: nothing in flight, not healthy, no
+    /// latency. Call it once the endpoint's gate is closed, so no late write follows.
+    pub(crate) fn reset_departed(&self) {
+        self.series.in_flight.set(0.0);
+        self.series.healthy.set(0.0);
+        self.series.ewma.set(0.0);
     }
 }

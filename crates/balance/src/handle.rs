@@ -219,7 +219,7 @@ where
                     healthy: s.available(),
                     ejected: ejected && !s.available(),
                     passing_health_checks: s.health.is_healthy(),
-                    in_flight: s.in_flight.load(r),
+                    in_flight: s.calls.in_flight(),
                     requests: s.requests.load(r),
                     failures: s.failures.load(r),
                     ejections: s.outlier.ejections(),

@@ -266,12 +266,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                 let start = round_robin::start(policy.ticket(), n);
                 let best = round_robin::from(start, n)
                     .filter(|i| self.locals[*i].state.available())
-                    .min_by_key(|i| {
-                        self.locals[*i]
-                            .state
-                            .in_flight
-                            .load(std::sync::atomic::Ordering::Relaxed)
-                    });
+                    .min_by_key(|i| self.locals[*i].state.calls.in_flight());
                 (best, None)
             }
             Strategy::ConsistentHash => (None, None),
