@@ -139,13 +139,11 @@ where
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: balance Balance::poll_ready returns Pending after endpoints' poll_ready failed without any waker registered (lost wakeup)"]
 async fn generic_a_call_waiting_through_failing_readiness_goes_on() {
     a_call_waiting_through_failing_readiness_goes_on::<GenericFlavor>().await;
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: balance Balance::poll_ready returns Pending after endpoints' poll_ready failed without any waker registered (lost wakeup)"]
 async fn http_a_call_waiting_through_failing_readiness_goes_on() {
     a_call_waiting_through_failing_readiness_goes_on::<HttpFlavor>().await;
 }

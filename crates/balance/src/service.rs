@@ -6,7 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use tokio::time::Instant;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
 use tower::BoxError;
 use tower_prism_core::{Classify, DefaultClassifier};
 use tower_service::Service;
@@ -124,10 +128,19 @@ pub struct Balance<K, S, Req, C = DefaultClassifier> {
     epoch: u64,
     chosen: Option<usize>,
     picked_at: Option<Instant>,
+    /// Armed when an endpoint failed `poll_ready` and its fresh clone failed too: nothing
+    /// else would wake a caller waiting on it, so this timer polls again (cold path).
+    readiness_retry: Option<Pin<Box<Sleep>>>,
+    /// An endpoint failed `poll_ready` twice in a row during the last pick.
+    readiness_failed: bool,
     pub(crate) classify: C,
     pub(crate) key_fn: Option<KeyFn<Req>>,
     _request: PhantomData<fn(Req)>,
 }
+
+/// How long a caller waits before endpoints whose `poll_ready` failed (twice in a row)
+/// are polled again.
+pub const READINESS_RETRY: Duration = Duration::from_millis(10);
 
 impl<K, S, Req, C> Balance<K, S, Req, C> {
     pub(crate) fn from_shared(
@@ -142,6 +155,8 @@ impl<K, S, Req, C> Balance<K, S, Req, C> {
             epoch: u64::MAX,
             chosen: None,
             picked_at: None,
+            readiness_retry: None,
+            readiness_failed: false,
             classify,
             key_fn,
             _request: PhantomData,
@@ -213,8 +228,37 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                 {
                     local.service = entry.service.clone();
                 }
-                false
+                drop(registry);
+                // Poll the fresh clone at once: one that connects (tower's `Reconnect`)
+                // registers our waker; one that fails again arms the retry timer, since
+                // nothing else would wake a caller waiting on it.
+                match local.service.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        local.ready = true;
+                        true
+                    }
+                    Poll::Pending => false,
+                    Poll::Ready(Err(_)) => {
+                        local.state.record_broken();
+                        self.readiness_failed = true;
+                        false
+                    }
+                }
             }
+        }
+    }
+
+    /// Polls the readiness retry timer (armed anew once it fired), so a caller waiting on
+    /// endpoints whose `poll_ready` keeps failing is polled again after
+    /// [`READINESS_RETRY`].
+    fn arm_readiness_retry(&mut self, cx: &mut Context<'_>) {
+        let timer = self
+            .readiness_retry
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(READINESS_RETRY)));
+        if timer.as_mut().poll(cx).is_ready() {
+            timer.as_mut().reset(Instant::now() + READINESS_RETRY);
+            // registers the waker on the timer just reset
+            let _ = timer.as_mut().poll(cx);
         }
     }
 
@@ -325,14 +369,19 @@ where
         if self.chosen.is_some() {
             return Poll::Ready(Ok(()));
         }
+        self.readiness_failed = false;
         match self.pick::<Req>(cx) {
             Pick::Ready(i) => {
                 self.chosen = Some(i);
+                self.readiness_retry = None;
                 Poll::Ready(Ok(()))
             }
             Pick::NoneHealthy => Poll::Ready(Ok(())),
             Pick::Pending => {
                 self.shared.policy.register(cx.waker());
+                if self.readiness_failed {
+                    self.arm_readiness_retry(cx);
+                }
                 Poll::Pending
             }
         }
@@ -395,6 +444,8 @@ impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
             epoch: u64::MAX,
             chosen: None,
             picked_at: None,
+            readiness_retry: None,
+            readiness_failed: false,
             classify: self.classify.clone(),
             key_fn: self.key_fn.clone(),
             _request: PhantomData,

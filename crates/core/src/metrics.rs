@@ -27,7 +27,9 @@ pub const LABEL_FROM: &str = "from";
 pub const LABEL_TO: &str = "to";
 /// Label: why something was rejected, retried or given up.
 pub const LABEL_REASON: &str = "reason";
-/// Label: an endpoint's id, as given when it joined the balancer.
+/// Label: an endpoint's metrics slot, a small number taken when it joins the balancer and
+/// reused after it leaves, so per-endpoint series stay bounded under churn (the balancer's
+/// `snapshot()` and its log events tell which address holds which slot).
 pub const LABEL_ENDPOINT: &str = "endpoint";
 
 /// Registers the unit and description of every tower-prism metric with the installed
