@@ -10,8 +10,6 @@
 //! poisoned lock that changes behaviour. Later healthy calls are answered and a half-open
 //! breaker closes again.
 
-mod fault_suite;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -21,9 +19,9 @@ use tower_prism::breaker::State;
 use tower_prism::core::{Classify, Outcome};
 use tower_prism::ReliabilityLayer;
 
-use fault_suite::flavor::{Flavor, GenericFlavor, HttpFlavor};
-use fault_suite::rig::{Rig, Stack};
-use fault_suite::{
+use crate::support::flavor::{Flavor, GenericFlavor, HttpFlavor};
+use crate::support::rig::{Rig, Stack};
+use crate::support::{
     catching, every_stage, every_stage_policy, quiet_scripted_panics, Fault, Script, Scripted,
     ENDPOINTS, SCRIPTED_PANIC,
 };
@@ -288,7 +286,7 @@ async fn a_key_function_panic(half_open: bool) {
     let service = layer.balanced(balance);
     let call = |request: u32| catching(service.clone().oneshot(request));
     let quiet = |context: &str| {
-        fault_suite::assert_quiet(&layer.snapshot(), &handle, &script, context);
+        crate::support::assert_quiet(&layer.snapshot(), &handle, &script, context);
     };
 
     if half_open {

@@ -3,8 +3,6 @@
 //! stage's attempt timeout or dropped by the caller; either way every permit, probe, queue
 //! slot and in-flight count comes back, and later healthy calls are answered.
 
-mod fault_suite;
-
 use std::time::Duration;
 
 use tower::{BoxError, Service, ServiceExt};
@@ -13,9 +11,9 @@ use tower_prism::ratelimit::ConcurrencyConfig;
 use tower_prism::retry::{Backoff, RetryConfig};
 use tower_prism::{Error, ErrorKind};
 
-use fault_suite::flavor::{Flavor, GenericFlavor, HttpFlavor};
-use fault_suite::rig::{Rig, Stack};
-use fault_suite::{every_stage_policy, Fault};
+use crate::support::flavor::{Flavor, GenericFlavor, HttpFlavor};
+use crate::support::rig::{Rig, Stack};
+use crate::support::{every_stage_policy, Fault};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -200,7 +198,7 @@ async fn an_hour_long_sample_does_not_wedge_the_adaptive_limit(config: Concurren
     policy.concurrency_limit = Some(config.clone());
     // Four hour-long calls would trip the breaker on its slow-call rate: not the subject.
     policy.circuit_breaker = Some(
-        fault_suite::breaker_config()
+        crate::support::breaker_config()
             .to_builder()
             .slow_call_duration(2 * HOUR)
             .build()

@@ -9,8 +9,6 @@
 //! tokio time does not move and which a test cannot advance by days: that stack is checked
 //! after a few milliseconds of real sleep (see the last test).
 
-mod fault_suite;
-
 use std::time::Duration;
 
 use tower::{BoxError, Service};
@@ -19,9 +17,9 @@ use tower_prism::core::Clock;
 use tower_prism::retry::{Backoff, BudgetConfig, RetryConfig};
 use tower_prism::PolicyConfig;
 
-use fault_suite::flavor::{Flavor, GenericFlavor, HttpFlavor};
-use fault_suite::rig::{Rig, Stack};
-use fault_suite::{breaker_config, every_stage_policy, Fault};
+use crate::support::flavor::{Flavor, GenericFlavor, HttpFlavor};
+use crate::support::rig::{Rig, Stack};
+use crate::support::{breaker_config, every_stage_policy, Fault};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 

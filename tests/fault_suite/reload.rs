@@ -7,8 +7,6 @@
 //! threads reload at once the stack ends with one whole config, never a mix; and when the
 //! storm is over nothing is held anywhere and healthy calls close the breaker.
 
-mod fault_suite;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,9 +22,9 @@ use tower_prism::{
     ConfigFileError, Error, ErrorKind, Policies, PolicyConfig, ReliabilityConfig, Snapshot,
 };
 
-use fault_suite::flavor::{Flavor, GenericFlavor, HttpFlavor};
-use fault_suite::rig::{Rig, Stack};
-use fault_suite::{stack_over, Fault, Rng, Script};
+use crate::support::flavor::{Flavor, GenericFlavor, HttpFlavor};
+use crate::support::rig::{Rig, Stack};
+use crate::support::{stack_over, Fault, Rng, Script};
 
 const STRATEGIES: [Strategy; 4] = [
     Strategy::RoundRobin,
@@ -358,7 +356,7 @@ async fn concurrent_reload_storms_never_leave_a_mixed_config() {
     // interleaving of two would leave parts of both).
     let last = running_variant(&layer.snapshot(), handle.snapshot().strategy);
     assert!(last < 64);
-    fault_suite::assert_quiet(&layer.snapshot(), &handle, &script, "after the storms");
+    crate::support::assert_quiet(&layer.snapshot(), &handle, &script, "after the storms");
 }
 
 /// A reload that lowers `permitted_calls_in_half_open` to the number of probes that have
@@ -375,7 +373,7 @@ async fn fewer_probes_reloaded_mid_round(dropped_probe: bool) {
     if dropped_probe {
         rig.script.then([Fault::Hang]);
         let mut probe = Box::pin(rig.service.clone().oneshot(7));
-        assert!(fault_suite::poll_once(&mut probe).is_pending());
+        assert!(crate::support::poll_once(&mut probe).is_pending());
         rig.layer.reconfigure(&three_probe_policy(2)).unwrap();
         drop(probe);
     } else {
@@ -389,9 +387,9 @@ async fn fewer_probes_reloaded_mid_round(dropped_probe: bool) {
 
 /// Every stage, the breaker with `probes` half-open probes.
 fn three_probe_policy(probes: u32) -> PolicyConfig {
-    let mut policy = fault_suite::every_stage_policy();
+    let mut policy = crate::support::every_stage_policy();
     policy.circuit_breaker = Some(
-        fault_suite::breaker_config()
+        crate::support::breaker_config()
             .to_builder()
             .permitted_calls_in_half_open(probes)
             .build()

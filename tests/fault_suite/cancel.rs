@@ -15,8 +15,6 @@
 //! Deterministic: case `n` uses seed `n` (SplitMix64, no proptest in the root package's
 //! dev-dependencies). `FAULT_SUITE_CASES=<n>` runs more cases, `FAULT_SUITE_SEED=<s>` one.
 
-mod fault_suite;
-
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -29,9 +27,9 @@ use tower_prism::ratelimit::ConcurrencyConfig;
 use tower_prism::retry::{Backoff, BudgetConfig};
 use tower_prism::PolicyConfig;
 
-use fault_suite::flavor::{Flavor, GenericFlavor, HttpFlavor};
-use fault_suite::rig::{Rig, Stack};
-use fault_suite::{breaker_config, every_stage_policy, poll_once, Fault, Rng};
+use crate::support::flavor::{Flavor, GenericFlavor, HttpFlavor};
+use crate::support::rig::{Rig, Stack};
+use crate::support::{breaker_config, every_stage_policy, poll_once, Fault, Rng};
 
 /// One step of a case's program.
 #[derive(Debug, Clone, Copy)]

@@ -1,10 +1,7 @@
-//! Shared pieces of the whole-stack fault suite (`tests/fault_suite_*.rs`): a scripted inner
+//! Shared pieces of the whole-stack fault suite: a scripted inner
 //! service that misbehaves on demand, the whole stack built over three of them (Generic and
 //! `.http()` profiles), a quiet-state check over every stage's snapshot, a way to run a
 //! future that may panic, and a small seeded random generator for the property tests.
-//!
-//! Each test binary includes this with `mod fault_suite;`; not every binary uses every item.
-#![allow(dead_code)]
 
 pub mod flavor;
 pub mod rig;

@@ -3,15 +3,13 @@
 //! is held afterwards, a retry's budget grant comes back, and when the endpoints are ready
 //! again calls are answered.
 
-mod fault_suite;
-
 use std::time::Duration;
 
 use tower::{BoxError, Service, ServiceExt};
 
-use fault_suite::flavor::{Flavor, GenericFlavor, HttpFlavor};
-use fault_suite::rig::{Rig, Stack};
-use fault_suite::{poll_once, quiet_scripted_panics, Fault, Readiness, SCRIPTED_PANIC};
+use crate::support::flavor::{Flavor, GenericFlavor, HttpFlavor};
+use crate::support::rig::{Rig, Stack};
+use crate::support::{poll_once, quiet_scripted_panics, Fault, Readiness, SCRIPTED_PANIC};
 
 /// Endpoints that are never ready: the call waits in `poll_ready` (nothing is taken before
 /// `call`) until the caller gives up; then nothing is held.
