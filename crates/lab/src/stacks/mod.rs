@@ -1,0 +1,67 @@
+//! The stacks compared, each built over the same simulated upstream.
+
+mod plain;
+mod prism;
+mod tower_stack;
+
+use std::sync::Arc;
+
+use crate::load::Client;
+use crate::scenario::Scenario;
+use crate::upstream::Upstream;
+
+pub use prism::{DEFAULT_POLICY, TUNED_POLICY};
+pub use tower_stack::SETTINGS as TOWER_SETTINGS;
+
+/// One of the stacks compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    /// A plain client: round robin over the endpoints, nothing else.
+    Plain,
+    /// tower 0.5's own middleware.
+    Tower,
+    /// tower-prism from one TOML policy with default settings.
+    PrismDefault,
+    /// tower-prism with the policy a user would write for these scenarios.
+    PrismTuned,
+}
+
+impl Stack {
+    /// Every stack, in the report's order.
+    pub const ALL: [Stack; 4] = [
+        Stack::Plain,
+        Stack::Tower,
+        Stack::PrismDefault,
+        Stack::PrismTuned,
+    ];
+
+    /// The stack's name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack::Plain => "no protection",
+            Stack::Tower => "tower 0.5",
+            Stack::PrismDefault => "tower-prism (default)",
+            Stack::PrismTuned => "tower-prism (tuned)",
+        }
+    }
+
+    /// Whether this is one of tower-prism's stacks (not a peer).
+    pub fn is_prism(self) -> bool {
+        matches!(self, Stack::PrismDefault | Stack::PrismTuned)
+    }
+
+    /// The stack over `upstream`'s endpoints. Call inside the runtime that will drive it
+    /// (tower's `Buffer` spawns its worker there).
+    pub fn build(self, scenario: &Scenario, upstream: &Arc<Upstream>) -> Client {
+        let endpoints: Vec<_> = (0..scenario.upstream.endpoints)
+            .map(|i| upstream.endpoint(i))
+            .collect();
+        let capacity = scenario.upstream.capacity();
+        match self {
+            Stack::Plain => plain::build(endpoints),
+            Stack::Tower => tower_stack::build(endpoints, capacity),
+            Stack::PrismDefault => prism::build(DEFAULT_POLICY, endpoints, capacity, scenario),
+            Stack::PrismTuned => prism::build(TUNED_POLICY, endpoints, capacity, scenario),
+        }
+    }
+}

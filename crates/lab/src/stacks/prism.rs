@@ -1,0 +1,47 @@
+//! tower-prism's stacks: one `ReliabilityLayer` from a TOML policy (HTTP profile) over a
+//! balancer of the endpoints, plus a per-key rate limit in the key flood.
+
+use std::time::Duration;
+
+use tower::util::BoxCloneService;
+use tower::Layer;
+use tower_prism::ratelimit::{RateLimitConfig, RateLimitLayer};
+use tower_prism::{Http, ReliabilityConfig, ReliabilityLayer};
+
+use crate::load::Client;
+use crate::scenario::Scenario;
+use crate::upstream::{Endpoint, Request, CLIENT_HEADER};
+
+/// The policy with default settings (`crates/lab/policies/default.toml`).
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
+/// The policy a user would write (`crates/lab/policies/tuned.toml`).
+pub const TUNED_POLICY: &str = include_str!("../../policies/tuned.toml");
+
+fn client_key(request: &Request) -> u64 {
+    request
+        .headers()
+        .get(CLIENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The stack of policy `lab` in `toml` over `endpoints`; in the key flood, a per-key
+/// limiter in front (tower-prism's keyed `RateLimitLayer`, default key table).
+pub fn build(toml: &str, endpoints: Vec<Endpoint>, _capacity: f64, scenario: &Scenario) -> Client {
+    let config = ReliabilityConfig::from_toml(toml).expect("the lab's policies are valid");
+    let layer = ReliabilityLayer::from_config_as(&config, "lab", Http).expect("a valid policy");
+    let stack = layer
+        .layer_endpoints(endpoints.into_iter().enumerate())
+        .expect("endpoints");
+    match scenario.key_flood {
+        None => BoxCloneService::new(stack),
+        Some(flood) => {
+            let per_key = RateLimitConfig::new(flood.per_key_rate, Duration::from_secs(1));
+            let keyed = RateLimitLayer::from_config(&per_key)
+                .expect("a valid per-key limit")
+                .key_fn(client_key);
+            BoxCloneService::new(keyed.layer(stack))
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! One short simulated scenario through every stack: every request is accounted for and
+//! none hangs. Rankings are the report's business, not this test's.
+
+use std::time::Duration;
+
+use tower_prism_lab::scenario::{self, shortened};
+use tower_prism_lab::simulate;
+use tower_prism_lab::stacks::Stack;
+
+#[test]
+fn every_stack_accounts_for_every_request_of_a_short_outage() {
+    let outage = scenario::all()
+        .into_iter()
+        .find(|s| s.name == "outage")
+        .expect("the outage scenario");
+    let short = shortened(&outage, Duration::from_secs(3));
+    for stack in Stack::ALL {
+        let m = simulate(&short, stack);
+        assert!(
+            m.sent > 1000,
+            "{}: only {} requests sent",
+            stack.name(),
+            m.sent
+        );
+        assert_eq!(m.unaccounted, 0, "{}: requests lost or hung", stack.name());
+        assert_eq!(
+            m.ok + m.failed + m.timed_out,
+            m.sent,
+            "{}: outcomes do not add up",
+            stack.name()
+        );
+        assert!(m.ok > 0, "{}: no success at all", stack.name());
+        assert!(
+            m.failed + m.timed_out > 0,
+            "{}: the outage went unseen",
+            stack.name()
+        );
+    }
+}
+
+#[test]
+fn the_key_flood_runs_through_every_stack_with_nothing_lost() {
+    let flood = scenario::all()
+        .into_iter()
+        .find(|s| s.name == "key-flood")
+        .expect("the key-flood scenario");
+    let short = shortened(&flood, Duration::from_secs(1));
+    for stack in Stack::ALL {
+        let m = simulate(&short, stack);
+        assert_eq!(m.unaccounted, 0, "{}: requests lost or hung", stack.name());
+        assert!(m.jain.is_some(), "{}: no fairness figure", stack.name());
+    }
+}
+
+#[test]
+fn a_seed_gives_the_same_figures_twice() {
+    let slow = scenario::all()
+        .into_iter()
+        .find(|s| s.name == "slow-endpoint")
+        .expect("the slow-endpoint scenario");
+    let short = shortened(&slow, Duration::from_secs(2));
+    assert_eq!(
+        simulate(&short, Stack::PrismDefault),
+        simulate(&short, Stack::PrismDefault)
+    );
+}
