@@ -207,45 +207,39 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
     where
         S: Service<Q>,
     {
-        let local = &mut self.locals[i];
-        if local.ready {
+        if self.locals[i].ready {
             return true;
         }
-        match local.service.poll_ready(cx) {
-            Poll::Ready(Ok(())) => {
-                local.ready = true;
-                true
-            }
-            Poll::Pending => false,
-            Poll::Ready(Err(_)) => {
-                tracing::warn!(balancer = %local.state.policy.name, endpoint = %local.state.label, "endpoint failed poll_ready; using a fresh clone");
-                local.state.record_broken();
-                let registry = self.shared.registry();
-                if let Some(entry) = registry
-                    .entries
-                    .iter()
-                    .find(|e| Arc::ptr_eq(&e.state, &local.state))
-                {
-                    local.service = entry.service.clone();
+        // A clone that failed is replaced by a fresh one, polled at once: one that connects
+        // (tower's `Reconnect`) registers our waker; one that fails again arms the retry
+        // timer, since nothing else would wake a caller waiting on it.
+        for fresh in [false, true] {
+            let local = &mut self.locals[i];
+            match local.service.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    local.ready = true;
+                    return true;
                 }
-                drop(registry);
-                // Poll the fresh clone at once: one that connects (tower's `Reconnect`)
-                // registers our waker; one that fails again arms the retry timer, since
-                // nothing else would wake a caller waiting on it.
-                match local.service.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        local.ready = true;
-                        true
-                    }
-                    Poll::Pending => false,
-                    Poll::Ready(Err(_)) => {
-                        local.state.record_broken();
+                Poll::Pending => return false,
+                Poll::Ready(Err(_)) => {
+                    local.state.record_broken();
+                    if fresh {
                         self.readiness_failed = true;
-                        false
+                        return false;
+                    }
+                    tracing::warn!(balancer = %local.state.policy.name, endpoint = %local.state.label, "endpoint failed poll_ready; using a fresh clone");
+                    let registry = self.shared.registry();
+                    if let Some(entry) = registry
+                        .entries
+                        .iter()
+                        .find(|e| Arc::ptr_eq(&e.state, &local.state))
+                    {
+                        local.service = entry.service.clone();
                     }
                 }
             }
         }
+        false
     }
 
     /// Polls the readiness retry timer (armed anew once it fired), so a caller waiting on
