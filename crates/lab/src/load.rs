@@ -12,7 +12,7 @@ use tower_prism::retry::ReplayBody;
 
 use crate::rng::Rng;
 use crate::scenario::{Scenario, DEADLINE};
-use crate::upstream::{Request, Response, CLIENT_HEADER};
+use crate::upstream::{Refused, Request, Response, CLIENT_HEADER};
 
 /// The service a stack gives the load generator.
 pub type Client = BoxCloneService<Request, Response, BoxError>;
@@ -22,8 +22,8 @@ pub type Client = BoxCloneService<Request, Response, BoxError>;
 pub enum Outcome {
     /// A 2xx answer within the deadline.
     Ok,
-    /// An error or a non-2xx answer within the deadline (shed, circuit open, 5xx...).
-    Failed,
+    /// An error or a non-2xx answer within the deadline, with its reason (see [`reason`]).
+    Failed(&'static str),
     /// No answer within the deadline.
     TimedOut,
 }
@@ -48,6 +48,25 @@ pub struct Run {
     pub sent: u64,
     /// The finished ones.
     pub records: Vec<Record>,
+}
+
+/// Why a call failed, in a word: the peers' own errors by type, tower-prism's by
+/// [`ErrorKind`](tower_prism::ErrorKind), and the upstream's refusal.
+pub fn reason(error: BoxError) -> &'static str {
+    let mut cursor: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+    while let Some(e) = cursor {
+        if e.is::<tower::load_shed::error::Overloaded>() {
+            return "overloaded (load_shed)";
+        }
+        if e.is::<tower::timeout::error::Elapsed>() {
+            return "timeout";
+        }
+        if e.is::<Refused>() {
+            return "refused";
+        }
+        cursor = e.source();
+    }
+    tower_prism::Error::from_box(error).kind().as_str()
 }
 
 /// The most bytes a request body may have and still be replayed.
@@ -102,7 +121,9 @@ pub async fn drive(scenario: &Scenario, capacity: f64, client: Client) -> Run {
             let began = Instant::now();
             let outcome = match tokio::time::timeout(DEADLINE, call).await {
                 Ok(Ok(response)) if response.status().is_success() => Outcome::Ok,
-                Ok(_) => Outcome::Failed,
+                Ok(Ok(response)) if response.status().as_u16() == 503 => Outcome::Failed("503"),
+                Ok(Ok(_)) => Outcome::Failed("5xx"),
+                Ok(Err(error)) => Outcome::Failed(reason(error)),
                 Err(_) => Outcome::TimedOut,
             };
             let record = Record {

@@ -1,6 +1,7 @@
 //! What a run measured: goodput, latency percentiles, amplification, recovery, fairness
 //! and the accounting of every request.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::load::{Outcome, Run};
@@ -19,11 +20,14 @@ pub struct Measures {
     pub ok: u64,
     /// Errors and non-2xx answers within the deadline.
     pub failed: u64,
+    /// Failures by reason (see [`reason`](crate::load::reason)).
+    pub failures: Vec<(&'static str, u64)>,
     /// Requests with no answer within the deadline.
     pub timed_out: u64,
     /// Requests never accounted for (lost or hung): must be 0.
     pub unaccounted: u64,
-    /// Successes per second within the deadline, over the whole run.
+    /// Successes per second within the deadline, over the whole run (of the
+    /// well-behaved clients only, in the key flood).
     pub goodput: f64,
     /// Latency percentiles of successes, in seconds: p50, p99, p99.9.
     pub p50: f64,
@@ -75,12 +79,20 @@ pub fn jain(x: &[f64]) -> f64 {
 pub fn measure(scenario: &Scenario, run: &Run, attempts: &[u64]) -> Measures {
     let total = scenario.duration.as_secs_f64();
     let count = |o: Outcome| run.records.iter().filter(|r| r.outcome == o).count() as u64;
-    let ok = count(Outcome::Ok);
+    let mut failures = BTreeMap::new();
+    for r in &run.records {
+        if let Outcome::Failed(reason) = r.outcome {
+            *failures.entry(reason).or_insert(0u64) += 1;
+        }
+    }
+    // In the key flood only the well-behaved clients' successes are useful work.
+    let useful = |client: u32| scenario.key_flood.is_none_or(|f| client < f.clients);
     let successes: Vec<_> = run
         .records
         .iter()
-        .filter(|r| r.outcome == Outcome::Ok)
+        .filter(|r| r.outcome == Outcome::Ok && useful(r.client))
         .collect();
+    let ok = count(Outcome::Ok);
     let latencies = sorted(successes.iter().map(|r| r.latency).collect());
 
     let steps = (total / STEP.as_secs_f64()).ceil() as usize;
@@ -147,14 +159,26 @@ pub fn measure(scenario: &Scenario, run: &Run, attempts: &[u64]) -> Measures {
         None
     });
 
+    // Fairness of the share of each well-behaved client's requests that succeeded (counts
+    // of successes would mostly measure the Poisson noise of who sent how many).
     let jain = scenario.key_flood.map(|f| {
-        let mut per_client = vec![0.0; f.clients as usize];
-        for r in &successes {
-            if let Some(slot) = per_client.get_mut(r.client as usize) {
+        let mut sent = vec![0.0; f.clients as usize];
+        let mut ok = vec![0.0; f.clients as usize];
+        for r in &run.records {
+            if let Some(slot) = sent.get_mut(r.client as usize) {
                 *slot += 1.0;
+                if r.outcome == Outcome::Ok {
+                    ok[r.client as usize] += 1.0;
+                }
             }
         }
-        jain(&per_client)
+        let shares: Vec<f64> = sent
+            .iter()
+            .zip(&ok)
+            .filter(|(s, _)| **s > 0.0)
+            .map(|(s, o)| o / s)
+            .collect();
+        jain(&shares)
     });
 
     let tenth = total / 10.0;
@@ -172,10 +196,11 @@ pub fn measure(scenario: &Scenario, run: &Run, attempts: &[u64]) -> Measures {
     Measures {
         sent: run.sent,
         ok,
-        failed: count(Outcome::Failed),
+        failed: failures.values().sum(),
+        failures: failures.into_iter().collect(),
         timed_out: count(Outcome::TimedOut),
         unaccounted: run.sent - run.records.len() as u64,
-        goodput: ok as f64 / total,
+        goodput: successes.len() as f64 / total,
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
         p999: percentile(&latencies, 0.999),

@@ -87,6 +87,16 @@ pub fn markdown(result: &ScenarioResult) -> String {
             m.unaccounted,
         );
     }
+    out.push_str("\nFailures by reason:\n\n");
+    for (stack, m) in &result.stacks {
+        let reasons: Vec<_> = m.failures.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let reasons = if reasons.is_empty() {
+            "none".to_string()
+        } else {
+            reasons.join(", ")
+        };
+        let _ = writeln!(out, "- {}: {reasons}", stack.name());
+    }
     let _ = writeln!(
         out,
         "\n![goodput]({name}-goodput.svg) ![p99]({name}-p99.svg)\n",
