@@ -12,8 +12,6 @@ pub mod scenario;
 pub mod stacks;
 pub mod upstream;
 
-use std::time::Duration;
-
 use measure::Measures;
 use scenario::Scenario;
 use stacks::Stack;
@@ -35,7 +33,19 @@ pub fn simulate(scenario: &Scenario, stack: Stack) -> Measures {
     })
 }
 
-/// How long a simulated run covers, for the progress line.
-pub fn simulated_time(scenario: &Scenario) -> Duration {
-    scenario.duration
+/// Runs `scenario` through `stack` `runs` times and returns the run of median goodput,
+/// with the range of goodput over all runs.
+///
+/// The upstream and the load are the same for a seed, but the stacks draw their own
+/// random numbers (tower's and tower-prism's p2c, tower-prism's backoff jitter) from
+/// per-process seeds they do not let a caller set, so runs differ a little.
+pub fn simulate_median(scenario: &Scenario, stack: Stack, runs: usize) -> Measures {
+    let mut all: Vec<Measures> = (0..runs.max(1))
+        .map(|_| simulate(scenario, stack))
+        .collect();
+    all.sort_by(|a, b| a.goodput.total_cmp(&b.goodput));
+    let range = (all[0].goodput, all[all.len() - 1].goodput);
+    let mut median = all.swap_remove(all.len() / 2);
+    median.goodput_range = Some(range);
+    median
 }

@@ -29,6 +29,9 @@ pub struct Measures {
     /// Successes per second within the deadline, over the whole run (of the
     /// well-behaved clients only, in the key flood).
     pub goodput: f64,
+    /// The lowest and highest goodput over repeated runs (see
+    /// [`simulate_median`](crate::simulate_median)); `None` for a single run.
+    pub goodput_range: Option<(f64, f64)>,
     /// Latency percentiles of successes, in seconds: p50, p99, p99.9.
     pub p50: f64,
     /// See `p50`.
@@ -201,6 +204,7 @@ pub fn measure(scenario: &Scenario, run: &Run, attempts: &[u64]) -> Measures {
         timed_out: count(Outcome::TimedOut),
         unaccounted: run.sent - run.records.len() as u64,
         goodput: successes.len() as f64 / total,
+        goodput_range: None,
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
         p999: percentile(&latencies, 0.999),

@@ -23,6 +23,15 @@ fn ms(seconds: f64) -> String {
     format!("{:.1}", seconds * 1000.0)
 }
 
+/// A latency in ms, or "none" when there was no success to measure.
+fn latency(seconds: f64) -> String {
+    if seconds > 0.0 {
+        ms(seconds)
+    } else {
+        "none".to_string()
+    }
+}
+
 fn opt(value: Option<f64>, f: impl Fn(f64) -> String) -> String {
     value.map_or_else(|| "-".to_string(), f)
 }
@@ -52,9 +61,9 @@ pub fn markdown(result: &ScenarioResult) -> String {
     );
     let best = best_peer_goodput(result);
     out.push_str(
-        "| stack | goodput/s | vs best peer | p50 ms | p99 ms | p99.9 ms | amplification | in fault | recovery s | p99 first/last 10 % ms | Jain | ok | failed | timed out | lost/hung |\n",
+        "| stack | goodput/s | range | vs best peer | p50 ms | p99 ms | p99.9 ms | amplification | in fault | recovery s | p99 first/last 10 % ms | Jain | ok | failed | timed out | lost/hung |\n",
     );
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (stack, m) in &result.stacks {
         let recovery = match m.recovery {
             None => "-".to_string(),
@@ -68,18 +77,20 @@ pub fn markdown(result: &ScenarioResult) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {} | {} | {} | {} | {:.2} | {} | {} | {} / {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {} / {} | {} | {} | {} | {} | {} |",
             stack.name(),
             m.goodput,
+            m.goodput_range
+                .map_or_else(|| "-".to_string(), |(lo, hi)| format!("{lo:.1}-{hi:.1}")),
             ratio,
-            ms(m.p50),
-            ms(m.p99),
-            ms(m.p999),
+            latency(m.p50),
+            latency(m.p99),
+            latency(m.p999),
             m.amplification,
             opt(m.amplification_in_fault, |a| format!("{a:.2}")),
             recovery,
-            ms(m.p99_first_last.0),
-            ms(m.p99_first_last.1),
+            latency(m.p99_first_last.0),
+            latency(m.p99_first_last.1),
             opt(m.jain, |j| format!("{j:.3}")),
             m.ok,
             m.failed,
@@ -186,4 +197,104 @@ pub fn charts(dir: &Path, result: &ScenarioResult) -> Result<(), Box<dyn std::er
         "ms",
         &p99,
     )
+}
+
+fn find<'a>(results: &'a [ScenarioResult], name: &str) -> Option<&'a ScenarioResult> {
+    results.iter().find(|r| r.scenario.name == name)
+}
+
+fn measures(result: &ScenarioResult, stack: Stack) -> Option<&Measures> {
+    result
+        .stacks
+        .iter()
+        .find(|(s, _)| *s == stack)
+        .map(|(_, m)| m)
+}
+
+/// The targets for tower-prism's default policy, each with the figure measured
+/// and whether it is met.
+pub fn targets(results: &[ScenarioResult]) -> String {
+    let mut out =
+        String::from("| target | measured (tower-prism default) | met |\n|---|---|---|\n");
+    let mut row = |target: String, measured: String, met: bool| {
+        let _ = writeln!(
+            out,
+            "| {target} | {measured} | {} |",
+            if met { "yes" } else { "**no**" }
+        );
+    };
+    for r in results {
+        let Some(m) = measures(r, Stack::PrismDefault) else {
+            continue;
+        };
+        let best = best_peer_goodput(r);
+        let top = r
+            .stacks
+            .iter()
+            .all(|(s, other)| *s == Stack::PrismDefault || m.goodput >= other.goodput);
+        let need = match r.scenario.name {
+            "outage" | "slow-endpoint" | "failing-endpoint" => 1.2,
+            _ => 1.0,
+        };
+        let ratio = if best > 0.0 { m.goodput / best } else { 0.0 };
+        row(
+            format!(
+                "`{}`: highest goodput, at least {need:.1}x the best peer",
+                r.scenario.name
+            ),
+            format!(
+                "{:.1}/s, {ratio:.2}x the best peer{}",
+                m.goodput,
+                if top {
+                    ""
+                } else {
+                    ", not the highest of all stacks"
+                }
+            ),
+            top && ratio >= need,
+        );
+    }
+    if let Some(m) = find(results, "outage").and_then(|r| measures(r, Stack::PrismDefault)) {
+        if let Some(a) = m.amplification_in_fault {
+            row(
+                "`outage`: amplification at most 1.1 in the window".into(),
+                format!("{a:.2}"),
+                a <= 1.1,
+            );
+        }
+        let (text, met) = match m.recovery {
+            Some(Some(t)) => (format!("{t:.1} s"), t <= 2.0),
+            _ => ("never within the run".to_string(), false),
+        };
+        row("`outage`: recovery within 2 s".into(), text, met);
+    }
+    if let Some(m) = find(results, "overload").and_then(|r| measures(r, Stack::PrismDefault)) {
+        let (low, high) = m.p99_first_last;
+        let ratio = if low > 0.0 { high / low } else { f64::INFINITY };
+        row(
+            "`overload`: p99 at 3x at most 2x the p99 at 0.5x".into(),
+            format!("{} ms / {} ms = {ratio:.2}x", latency(low), latency(high)),
+            ratio <= 2.0,
+        );
+    }
+    if let Some(j) = find(results, "key-flood")
+        .and_then(|r| measures(r, Stack::PrismDefault))
+        .and_then(|m| m.jain)
+    {
+        row(
+            "`key-flood`: Jain's index over 0.95".into(),
+            format!("{j:.3}"),
+            j > 0.95,
+        );
+    }
+    let lost: u64 = results
+        .iter()
+        .flat_map(|r| r.stacks.iter().map(|(_, m)| m.unaccounted))
+        .sum();
+    row(
+        "zero requests lost or hung, every stack, every scenario".into(),
+        format!("{lost}"),
+        lost == 0,
+    );
+    out
 }
