@@ -83,10 +83,10 @@ fn main() {
     text.push_str("- **no protection**: round robin over the endpoints, no retry, no limit.\n");
     text.push_str(&format!("- **tower 0.5**: {TOWER_SETTINGS}\n"));
     text.push_str(&format!(
-        "- **tower-prism (default)**: `policies/default.toml`, HTTP profile, over its balancer:\n\n```toml\n{DEFAULT_POLICY}```\n"
+        "- **tower-prism (default)**: `default.toml` beside this report (`crates/lab/policies/`), HTTP profile, over its balancer:\n\n```toml\n{DEFAULT_POLICY}```\n"
     ));
     text.push_str(&format!(
-        "- **tower-prism (tuned)**: `policies/tuned.toml`:\n\n```toml\n{TUNED_POLICY}```\n"
+        "- **tower-prism (tuned)**: `tuned.toml` beside this report:\n\n```toml\n{TUNED_POLICY}```\n"
     ));
     text.push_str(
         "\nIn the key flood both tower-prism stacks add a keyed `RateLimitLayer` (5 requests/s \
