@@ -258,3 +258,83 @@ impl Service<Request> for Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn request() -> Request {
+        http::Request::get("http://upstream/")
+            .body(ReplayBody::new(String::new(), 16))
+            .unwrap()
+    }
+
+    fn config(faults: Vec<Fault>, shedding: Shedding) -> UpstreamConfig {
+        UpstreamConfig {
+            endpoints: 1,
+            slots: 1,
+            mean_service: Duration::from_millis(10),
+            sigma: 0.1,
+            shedding,
+            faults,
+        }
+    }
+
+    const NO_SHEDDING: Shedding = Shedding {
+        queue_depth: 1000,
+        retry_after: None,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_endpoint_refuses_at_once_and_counts_the_attempt() {
+        let down = Fault {
+            endpoints: vec![0],
+            from: Duration::ZERO,
+            until: Duration::from_secs(1),
+            kind: FaultKind::Down,
+        };
+        let upstream = Upstream::new(config(vec![down], NO_SHEDDING), 1);
+        let began = Instant::now();
+        let error = upstream.endpoint(0).oneshot(request()).await.unwrap_err();
+        assert!(error.is::<Refused>());
+        assert_eq!(began.elapsed(), Duration::ZERO);
+        assert_eq!(upstream.attempts(), vec![1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_slot_serves_requests_one_after_another_in_order() {
+        let upstream = Upstream::new(config(Vec::new(), NO_SHEDDING), 1);
+        let began = Instant::now();
+        let first = tokio::spawn(upstream.endpoint(0).oneshot(request()));
+        let second = tokio::spawn(upstream.endpoint(0).oneshot(request()));
+        let first = first.await.unwrap().unwrap();
+        let first_done = began.elapsed();
+        let second = second.await.unwrap().unwrap();
+        assert_eq!(
+            (first.status().as_u16(), second.status().as_u16()),
+            (200, 200)
+        );
+        assert!(
+            began.elapsed() > first_done,
+            "the second waited for the slot"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn beyond_the_queue_depth_the_endpoint_sheds_with_retry_after() {
+        let shedding = Shedding {
+            queue_depth: 1,
+            retry_after: Some(Duration::from_secs(2)),
+        };
+        let upstream = Upstream::new(config(Vec::new(), shedding), 1);
+        // The first takes the slot, the second waits in the queue, the third is shed.
+        let _served = tokio::spawn(upstream.endpoint(0).oneshot(request()));
+        tokio::task::yield_now().await;
+        let _queued = tokio::spawn(upstream.endpoint(0).oneshot(request()));
+        tokio::task::yield_now().await;
+        let shed = upstream.endpoint(0).oneshot(request()).await.unwrap();
+        assert_eq!(shed.status(), 503);
+        assert_eq!(shed.headers()[http::header::RETRY_AFTER], "2");
+    }
+}
