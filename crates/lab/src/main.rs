@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tower_prism_lab::report::{self, ScenarioResult};
 use tower_prism_lab::scenario;
-use tower_prism_lab::stacks::{Stack, DEFAULT_POLICY, TOWER_SETTINGS, TUNED_POLICY};
+use tower_prism_lab::stacks::{effective, Stack, DEFAULT_POLICY, TOWER_SETTINGS, TUNED_POLICY};
 
 /// Runs of each scenario through each stack; the report shows the median one.
 const DEFAULT_RUNS: usize = 5;
@@ -87,6 +87,13 @@ fn main() {
     ));
     text.push_str(&format!(
         "- **tower-prism (tuned)**: `tuned.toml` beside this report:\n\n```toml\n{TUNED_POLICY}```\n"
+    ));
+    text.push_str(&format!(
+        "\nEvery setting of the two policies as they run (the files parsed and written \
+         back, defaults included):\n\n<details><summary>default</summary>\n\n```toml\n{}```\n\n</details>\n\n\
+         <details><summary>tuned</summary>\n\n```toml\n{}```\n\n</details>\n",
+        effective(DEFAULT_POLICY),
+        effective(TUNED_POLICY)
     ));
     text.push_str(
         "\nIn the key flood both tower-prism stacks add a keyed `RateLimitLayer` (5 requests/s \

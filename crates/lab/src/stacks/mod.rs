@@ -10,7 +10,7 @@ use crate::load::Client;
 use crate::scenario::Scenario;
 use crate::upstream::Upstream;
 
-pub use prism::{DEFAULT_POLICY, TUNED_POLICY};
+pub use prism::{effective, DEFAULT_POLICY, TUNED_POLICY};
 pub use tower_stack::SETTINGS as TOWER_SETTINGS;
 
 /// One of the stacks compared.

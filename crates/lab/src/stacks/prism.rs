@@ -17,6 +17,13 @@ pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
 /// The policy a user would write (`crates/lab/policies/tuned.toml`).
 pub const TUNED_POLICY: &str = include_str!("../../policies/tuned.toml");
 
+/// Every setting of the policy in `toml`, defaults included: the file parsed and written
+/// back, so the report states what actually runs.
+pub fn effective(toml: &str) -> String {
+    let config = ReliabilityConfig::from_toml(toml).expect("the lab's policies are valid");
+    toml::to_string(&config).unwrap_or_else(|e| format!("# cannot write the policy: {e}\n"))
+}
+
 fn client_key(request: &Request) -> u64 {
     request
         .headers()
