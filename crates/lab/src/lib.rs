@@ -27,7 +27,7 @@ pub fn simulate(scenario: &Scenario, stack: Stack) -> Measures {
         .expect("a tokio runtime");
     runtime.block_on(async {
         let upstream = Upstream::new(scenario.upstream.clone(), scenario.seed);
-        let client = stack.build(scenario, &upstream);
+        let client = stack.build(scenario, upstream.endpoints());
         let run = load::drive(scenario, scenario.upstream.capacity(), client).await;
         measure::measure(scenario, &run, &upstream.attempts())
     })

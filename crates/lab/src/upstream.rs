@@ -26,6 +26,9 @@ pub type Request = http::Request<Body>;
 /// The upstream's answer: a status (and `Retry-After` when it sheds).
 pub type Response = http::Response<()>;
 
+/// Any endpoint a stack balances over: a simulated [`Endpoint`] or a real HTTP one.
+pub type EndpointService = tower::util::BoxCloneSyncService<Request, Response, BoxError>;
+
 /// The header carrying the client's identity (the key of a per-key limit).
 pub const CLIENT_HEADER: &str = "x-client";
 
@@ -128,6 +131,13 @@ impl Upstream {
             upstream: self.clone(),
             index,
         }
+    }
+
+    /// Every endpoint's service, boxed as the stacks take them.
+    pub fn endpoints(self: &Arc<Self>) -> Vec<EndpointService> {
+        (0..self.config.endpoints)
+            .map(|i| EndpointService::new(self.endpoint(i)))
+            .collect()
     }
 
     /// Attempts that reached the upstream, per [`ATTEMPT_BUCKET`] since the start.

@@ -4,11 +4,9 @@ mod plain;
 mod prism;
 mod tower_stack;
 
-use std::sync::Arc;
-
 use crate::load::Client;
 use crate::scenario::Scenario;
-use crate::upstream::Upstream;
+use crate::upstream::EndpointService;
 
 pub use prism::{effective, DEFAULT_POLICY, TUNED_POLICY};
 pub use tower_stack::SETTINGS as TOWER_SETTINGS;
@@ -50,12 +48,9 @@ impl Stack {
         matches!(self, Stack::PrismDefault | Stack::PrismTuned)
     }
 
-    /// The stack over `upstream`'s endpoints. Call inside the runtime that will drive it
-    /// (tower's `Buffer` spawns its worker there).
-    pub fn build(self, scenario: &Scenario, upstream: &Arc<Upstream>) -> Client {
-        let endpoints: Vec<_> = (0..scenario.upstream.endpoints)
-            .map(|i| upstream.endpoint(i))
-            .collect();
+    /// The stack over `endpoints` (the scenario's upstream, simulated or real). Call inside
+    /// the runtime that will drive it (tower's `Buffer` spawns its worker there).
+    pub fn build(self, scenario: &Scenario, endpoints: Vec<EndpointService>) -> Client {
         let capacity = scenario.upstream.capacity();
         match self {
             Stack::Plain => plain::build(endpoints),

@@ -7,10 +7,10 @@ use tower::util::BoxCloneService;
 use tower::{service_fn, ServiceExt};
 
 use crate::load::Client;
-use crate::upstream::{Endpoint, Request};
+use crate::upstream::{EndpointService, Request};
 
 /// Round robin over `endpoints`, no retry, no limit, no timeout but the client's deadline.
-pub fn build(endpoints: Vec<Endpoint>) -> Client {
+pub fn build(endpoints: Vec<EndpointService>) -> Client {
     let endpoints = Arc::new(endpoints);
     let next = Arc::new(AtomicUsize::new(0));
     BoxCloneService::new(service_fn(move |request: Request| {

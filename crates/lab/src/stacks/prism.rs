@@ -10,7 +10,7 @@ use tower_prism::{Http, ReliabilityConfig, ReliabilityLayer};
 
 use crate::load::Client;
 use crate::scenario::Scenario;
-use crate::upstream::{Endpoint, Request, CLIENT_HEADER};
+use crate::upstream::{EndpointService, Request, CLIENT_HEADER};
 
 /// The policy with default settings (`crates/lab/policies/default.toml`).
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
@@ -35,7 +35,12 @@ fn client_key(request: &Request) -> u64 {
 
 /// The stack of policy `lab` in `toml` over `endpoints`; in the key flood, a per-key
 /// limiter in front (tower-prism's keyed `RateLimitLayer`, default key table).
-pub fn build(toml: &str, endpoints: Vec<Endpoint>, _capacity: f64, scenario: &Scenario) -> Client {
+pub fn build(
+    toml: &str,
+    endpoints: Vec<EndpointService>,
+    _capacity: f64,
+    scenario: &Scenario,
+) -> Client {
     let config = ReliabilityConfig::from_toml(toml).expect("the lab's policies are valid");
     let layer = ReliabilityLayer::from_config_as(&config, "lab", Http).expect("a valid policy");
     let stack = layer

@@ -16,7 +16,7 @@ use tower::util::BoxCloneService;
 use tower::{BoxError, ServiceBuilder};
 
 use crate::load::Client;
-use crate::upstream::{Endpoint, Request, Response};
+use crate::upstream::{EndpointService, Request, Response};
 
 /// Every setting of this stack, for the report.
 pub const SETTINGS: &str = "\
@@ -71,7 +71,7 @@ impl Policy<Request, Response, BoxError> for BudgetedRetry {
 }
 
 /// The stack over `endpoints`, rate-limited at `capacity` requests/s.
-pub fn build(endpoints: Vec<Endpoint>, capacity: f64) -> Client {
+pub fn build(endpoints: Vec<EndpointService>, capacity: f64) -> Client {
     let decay = Duration::from_secs(10).as_nanos() as f64;
     let loaded = endpoints.into_iter().map(|e| {
         PeakEwma::new(
