@@ -6,6 +6,7 @@
 
 pub mod load;
 pub mod measure;
+pub mod real;
 pub mod report;
 pub mod rng;
 pub mod scenario;
@@ -30,6 +31,25 @@ pub fn simulate(scenario: &Scenario, stack: Stack) -> Measures {
         let client = stack.build(scenario, upstream.endpoints());
         let run = load::drive(scenario, scenario.upstream.capacity(), client).await;
         measure::measure(scenario, &run, &upstream.attempts())
+    })
+}
+
+/// Runs `scenario` through `stack` in the real mode: the upstream's endpoints behind hyper
+/// servers on 127.0.0.1, on a two-thread runtime with real time.
+pub fn run_real(scenario: &Scenario, stack: Stack) -> std::io::Result<Measures> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let upstream = Upstream::new(scenario.upstream.clone(), scenario.seed);
+        let simulated = (0..scenario.upstream.endpoints)
+            .map(|i| upstream.endpoint(i))
+            .collect();
+        let endpoints = real::endpoints(simulated).await?;
+        let client = stack.build(scenario, endpoints);
+        let run = load::drive(scenario, scenario.upstream.capacity(), client).await;
+        Ok(measure::measure(scenario, &run, &upstream.attempts()))
     })
 }
 

@@ -67,3 +67,20 @@ fn a_seed_gives_the_same_upstream_and_load_twice() {
         simulate(&short, Stack::Plain)
     );
 }
+
+/// The real mode (hyper on 127.0.0.1) accounts for every request too; only accounting is
+/// asserted, nothing that depends on the machine's speed.
+#[test]
+fn the_real_mode_accounts_for_every_request_over_loopback() {
+    let failing = scenario::all()
+        .into_iter()
+        .find(|s| s.name == "failing-endpoint")
+        .expect("the failing-endpoint scenario");
+    let short = shortened(&failing, Duration::from_millis(600));
+    for stack in [Stack::Plain, Stack::PrismDefault] {
+        let m = tower_prism_lab::run_real(&short, stack).expect("loopback servers");
+        assert!(m.sent > 0, "{}: nothing sent", stack.name());
+        assert_eq!(m.unaccounted, 0, "{}: requests lost or hung", stack.name());
+        assert_eq!(m.ok + m.failed + m.timed_out, m.sent, "{}", stack.name());
+    }
+}
