@@ -63,8 +63,10 @@ pub struct RateLimitConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_wait: Option<Duration>,
-    /// Keys a per-key limiter tracks at most; at most
-    /// [`MAX_KEYS`](Self::MAX_KEYS) (2^24 = 16,777,216).
+    /// Keys a per-key limiter tracks at most (default 10,000; at most
+    /// [`MAX_KEYS`](Self::MAX_KEYS), 2^24 = 16,777,216). A key whose bucket is full again
+    /// may give its place to a new key; a limited key is never forgotten. When every
+    /// tracked key is still limited, new keys share one overflow bucket of a key's shape.
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
     /// A key whose bucket has been full this long is forgotten; at most

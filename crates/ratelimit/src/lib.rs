@@ -49,7 +49,9 @@
 //!
 //! Rejections are [`Error`]s in a [`BoxError`], returned from the response future, never
 //! from `poll_ready`. The admit path of an unkeyed limiter takes no lock and allocates
-//! nothing; waiting, keyed buckets and adaptation take short locks off that path.
+//! nothing. A keyed admission takes one shard lock for bounded work (a lookup; a new key
+//! looks at no more than 8 tracked keys), and allocates nothing once the map has grown;
+//! waiting and adaptation take short locks off the admit path.
 //!
 //! The buckets read [`tokio::time::Instant`] by default, so `tokio::time::pause()` drives
 //! them in tests; [`Clock::Tsc`] (`.clock(Clock::Tsc)`, `clock = "tsc"`) reads the CPU's
