@@ -117,7 +117,8 @@ fn main() {
              and the load are deterministic for the scenario's seed; the stacks' own random \
              draws (p2c choices, backoff jitter) are seeded per process by tower and \
              tower-prism, so each cell is the median of 5 runs (`LAB_RUNS` to change) and \
-             `range` is goodput's lowest-highest over them. ",
+             `range` is goodput's lowest-highest over them. The same scenarios on real \
+             sockets (`-- --real all`, 4x shorter, one run each): [real/](real/README.md). ",
         )
     };
     text.push_str(
