@@ -441,7 +441,7 @@ async fn a_retry_after_from_redis_is_capped_like_the_local_limiters() {
         return;
     };
     // one token a year: Redis' answer for the second call is a wait of about a year
-    let l = RedisRateLimitLayer::builder(&server.url(), "cap")
+    let l = RedisRateLimitLayer::builder(server.url(), "cap")
         .rate(1, Duration::from_secs(365 * 24 * 3600))
         .burst(1)
         .timeout(Duration::from_millis(500))
