@@ -13,24 +13,7 @@ use tower::Service;
 use tower_prism::balance::{BalanceHandle, BalanceSnapshot, Strategy};
 use tower_prism::{Policies, ReliabilityConfig, ReliabilityLayer, Snapshot};
 
-/// SplitMix64: small, seeded, good enough to pick test values.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
+use tower_prism_testkit::Rng;
 
 /// The values a valid reload may set.
 #[derive(Debug, Clone)]
@@ -231,7 +214,7 @@ fn close(per_second: f64, rate: u64) -> bool {
 }
 
 fn run_seed(seed: u64, steps: usize) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut current = values(&mut rng);
     let policies =
         Policies::new(&ReliabilityConfig::from_toml(&render(&current, Fault::None)).unwrap())

@@ -10,7 +10,7 @@ use tower::util::BoxCloneService;
 use tower::{BoxError, ServiceExt};
 use tower_prism::retry::ReplayBody;
 
-use crate::rng::Rng;
+use crate::rng::{Draw, Rng};
 use crate::scenario::{Scenario, DEADLINE};
 use crate::upstream::{Refused, Request, Response, CLIENT_HEADER};
 

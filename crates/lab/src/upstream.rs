@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Service};
 use tower_prism::retry::ReplayBody;
 
-use crate::rng::Rng;
+use crate::rng::{Draw, Rng};
 
 /// The request body: replayable, so the HTTP profile may retry it.
 pub type Body = ReplayBody<String>;

@@ -1,6 +1,6 @@
 //! Test helpers shared by the tower-prism crates: a counting global allocator for the
 //! "no allocation on the hot path" tests, an always-ready echo service, and an in-memory
-//! `metrics` recorder ([`metrics::Capture`]).
+//! `metrics` recorder ([`metrics::Capture`]), and a seeded generator ([`Rng`]).
 //!
 //! ```
 //! use tower_prism_testkit::{allocations_per_call, Echo};
@@ -20,6 +20,9 @@ use std::task::{Context, Poll, Waker};
 use tower_service::Service;
 
 pub mod metrics;
+mod rng;
+
+pub use rng::Rng;
 
 thread_local! {
     // Per thread, so that libtest's own threads (and other tests running beside) do not
