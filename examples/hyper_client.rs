@@ -21,7 +21,7 @@ use tower::ServiceExt;
 use tower_prism::balance::BalanceConfig;
 use tower_prism::breaker::BreakerConfig;
 use tower_prism::core::{HttpClassifier, Outcome};
-use tower_prism::ratelimit::RateLimitConfig;
+use tower_prism::limit::RateLimitConfig;
 use tower_prism::retry::{Backoff, RetryConfig};
 use tower_prism::{Error, ReliabilityLayer};
 

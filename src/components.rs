@@ -12,21 +12,21 @@ use crate::ErrorKind;
 
 pub use tower_prism_balance::BalanceConfig;
 pub use tower_prism_breaker::{BreakerConfig, BreakerConfigBuilder};
-pub use tower_prism_ratelimit::{ConcurrencyConfig, RateLimitConfig};
+pub use tower_prism_limit::{ConcurrencyConfig, RateLimitConfig};
 pub use tower_prism_retry::RetryConfig;
 
 // ---------------------------------------------------------------- rate limit
 
-pub(crate) type RateLimitLayer = tower_prism_ratelimit::RateLimitLayer;
+pub(crate) type RateLimitLayer = tower_prism_limit::RateLimitLayer;
 /// The rate-limit stage's service.
-pub type RateLimitService<S> = tower_prism_ratelimit::RateLimit<S>;
+pub type RateLimitService<S> = tower_prism_limit::RateLimit<S>;
 
 pub(crate) fn rate_limit_layer(
     name: &str,
     config: &RateLimitConfig,
     health: &HealthSignal,
 ) -> Result<RateLimitLayer, ConfigError> {
-    tower_prism_ratelimit::RateLimitBuilder::from_config(config.clone())
+    tower_prism_limit::RateLimitBuilder::from_config(config.clone())
         .name(name)
         .health_signal(health.clone())
         .build()
@@ -42,25 +42,25 @@ pub(crate) fn reconfigure_rate_limit(
 // ---------------------------------------------------------------- concurrency limit
 
 pub(crate) type ConcurrencyLayer<P> =
-    tower_prism_ratelimit::ConcurrencyLimitLayer<<P as Profile>::Classify>;
+    tower_prism_limit::ConcurrencyLimitLayer<<P as Profile>::Classify>;
 /// The concurrency-limit stage's service.
 pub type ConcurrencyService<S, P> =
-    tower_prism_ratelimit::ConcurrencyLimit<S, <P as Profile>::Classify>;
+    tower_prism_limit::ConcurrencyLimit<S, <P as Profile>::Classify>;
 
 pub(crate) fn concurrency_layer<P: Profile>(
     name: &str,
     config: &ConcurrencyConfig,
     profile: &P,
 ) -> Result<ConcurrencyLayer<P>, ConfigError> {
-    let limiter = tower_prism_ratelimit::ConcurrencyLimiter::new(name, config.clone())?;
+    let limiter = tower_prism_limit::ConcurrencyLimiter::new(name, config.clone())?;
     Ok(
-        tower_prism_ratelimit::ConcurrencyLimitLayer::with_limiter(limiter)
+        tower_prism_limit::ConcurrencyLimitLayer::with_limiter(limiter)
             .classifier(profile.classify()),
     )
 }
 
 pub(crate) fn reconfigure_concurrency<C>(
-    layer: &tower_prism_ratelimit::ConcurrencyLimitLayer<C>,
+    layer: &tower_prism_limit::ConcurrencyLimitLayer<C>,
     config: &ConcurrencyConfig,
 ) -> Result<(), ConfigError> {
     layer.limiter().reconfigure(config.clone())
@@ -184,7 +184,7 @@ where
 pub(crate) fn classify_error(
     e: &(dyn StdError + 'static),
 ) -> Option<(ErrorKind, Option<Duration>)> {
-    if let Some(e) = e.downcast_ref::<tower_prism_ratelimit::Error>() {
+    if let Some(e) = e.downcast_ref::<tower_prism_limit::Error>() {
         return Some((ErrorKind::RateLimited, e.retry_after()));
     }
     if let Some(e) = e.downcast_ref::<tower_prism_breaker::Error>() {
@@ -208,12 +208,12 @@ pub(crate) fn classify_error(
         return Some((kind, None));
     }
     #[cfg(feature = "redis")]
-    if let Some(tower_prism_ratelimit::redis::RedisError::Unavailable(_)) =
-        e.downcast_ref::<tower_prism_ratelimit::redis::RedisError>()
+    if let Some(tower_prism_limit::redis::RedisError::Unavailable(_)) =
+        e.downcast_ref::<tower_prism_limit::redis::RedisError>()
     {
         return Some((ErrorKind::LimiterUnavailable, None));
     }
-    if e.is::<tower_prism_ratelimit::ConcurrencyError>() {
+    if e.is::<tower_prism_limit::ConcurrencyError>() {
         return Some((ErrorKind::ConcurrencyLimited, None));
     }
     if let Some(tower_prism_balance::Error::NoHealthyEndpoint { .. }) =

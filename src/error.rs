@@ -190,7 +190,7 @@ impl Error {
 /// use std::time::Duration;
 /// use tower_prism::retry_after_hint;
 ///
-/// let shed = tower_prism::ratelimit::Error::RateLimited { retry_after: Duration::from_millis(80) };
+/// let shed = tower_prism::limit::Error::RateLimited { retry_after: Duration::from_millis(80) };
 /// assert_eq!(retry_after_hint(&shed), Some(Duration::from_millis(80)));
 /// assert_eq!(retry_after_hint(&std::io::Error::other("refused")), None);
 /// ```
@@ -260,12 +260,12 @@ mod tests {
 
     #[derive(Debug, thiserror::Error)]
     #[error("shed for {0:?}")]
-    struct Shed(#[source] tower_prism_ratelimit::Error);
+    struct Shed(#[source] tower_prism_limit::Error);
 
     #[test]
     fn a_stage_error_with_an_absurd_retry_after_maps_to_a_bounded_response() {
         for wait in [Duration::from_secs(31_536_000), Duration::MAX] {
-            let shed = tower_prism_ratelimit::Error::RateLimited { retry_after: wait };
+            let shed = tower_prism_limit::Error::RateLimited { retry_after: wait };
             let err = Error::from_box(Box::new(Shed(shed)));
             assert_eq!(err.kind(), ErrorKind::RateLimited);
             assert_eq!(err.retry_after(), Some(MAX_RETRY_AFTER));
@@ -297,7 +297,7 @@ mod tests {
     #[cfg(feature = "redis")]
     #[test]
     fn a_fail_closed_redis_rejection_is_a_503() {
-        use tower_prism_ratelimit::redis::RedisError;
+        use tower_prism_limit::redis::RedisError;
         let err = Error::from_box(Box::new(RedisError::Unavailable("timed out".into())));
         assert_eq!(err.kind(), ErrorKind::LimiterUnavailable);
         assert_eq!(err.status(), 503);

@@ -75,7 +75,7 @@ impl<S> Protected<S> {
 /// ```
 /// use std::time::Duration;
 /// use tower_prism::{protect, ErrorKind, ReliabilityLayer};
-/// use tower_prism::ratelimit::RateLimitConfig;
+/// use tower_prism::limit::RateLimitConfig;
 ///
 /// # tokio_test::block_on(async {
 /// let policy = ReliabilityLayer::builder()

@@ -168,7 +168,7 @@ mod tests {
         // builds); a year was written as it was.
         for wait in [Duration::MAX, Duration::from_secs(31_536_000)] {
             let failing = service_fn(move |_req: http::Request<()>| async move {
-                Err::<Response<String>, _>(tower_prism_ratelimit::Error::RateLimited {
+                Err::<Response<String>, _>(tower_prism_limit::Error::RateLimited {
                     retry_after: wait,
                 })
             });

@@ -81,9 +81,9 @@ pub type Balanced<K, S, Req, P = Generic> =
 #[non_exhaustive]
 pub struct Snapshot {
     /// The rate limiter's state, when the stack has one.
-    pub rate_limit: Option<tower_prism_ratelimit::Snapshot>,
+    pub rate_limit: Option<tower_prism_limit::Snapshot>,
     /// The concurrency limiter's state, when the stack has one.
-    pub concurrency_limit: Option<tower_prism_ratelimit::concurrency::ConcurrencySnapshot>,
+    pub concurrency_limit: Option<tower_prism_limit::concurrency::ConcurrencySnapshot>,
     /// The circuit breaker's state, when the stack has one.
     pub circuit_breaker: Option<tower_prism_breaker::BreakerSnapshot>,
     /// The retry stage's settings and budget, when the stack has one.

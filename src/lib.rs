@@ -11,7 +11,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tower_prism::ratelimit::RateLimitConfig;
+//! use tower_prism::limit::RateLimitConfig;
 //! use tower_prism::{Error, ErrorKind, ReliabilityLayer, ServiceBuilderExt};
 //!
 //! # tokio_test::block_on(async {
@@ -33,7 +33,7 @@
 //! # }).unwrap();
 //! ```
 //!
-//! The component crates are re-exported as [`ratelimit`], [`breaker`], [`retry`],
+//! The component crates are re-exported as [`limit`], [`breaker`], [`retry`],
 //! [`balance`] and [`core`].
 
 mod builder;
@@ -64,5 +64,5 @@ pub use stack::{
 pub use tower_prism_balance as balance;
 pub use tower_prism_breaker as breaker;
 pub use tower_prism_core as core;
-pub use tower_prism_ratelimit as ratelimit;
+pub use tower_prism_limit as limit;
 pub use tower_prism_retry as retry;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tower::Layer;
 use tower_prism::balance::BalanceConfig;
 use tower_prism::breaker::BreakerConfig;
-use tower_prism::ratelimit::{ConcurrencyConfig, RateLimitConfig};
+use tower_prism::limit::{ConcurrencyConfig, RateLimitConfig};
 use tower_prism::retry::RetryConfig;
 use tower_prism::ReliabilityLayer;
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};

@@ -64,7 +64,7 @@ fn a_readme_line_missing_here_would_be_caught() {
 mod usage {
     use std::time::Duration;
     use tower::{service_fn, ServiceBuilder, ServiceExt};
-    use tower_prism::{breaker::BreakerConfig, ratelimit::RateLimitConfig, retry::RetryConfig};
+    use tower_prism::{breaker::BreakerConfig, limit::RateLimitConfig, retry::RetryConfig};
     use tower_prism::{Error, ReliabilityLayer, ServiceBuilderExt};
 
     async fn call_upstream(request: String) -> Result<String, std::io::Error> {
@@ -179,7 +179,7 @@ mod hyper_client_quick_start {
 
 #[cfg(feature = "redis")]
 mod redis_settings {
-    use tower_prism::ratelimit::redis::{RedisConfig, RedisRateLimitLayer};
+    use tower_prism::limit::redis::{RedisConfig, RedisRateLimitLayer};
 
     struct Req {
         api_key: String,

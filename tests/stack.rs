@@ -10,7 +10,7 @@ use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
 use tower::{service_fn, BoxError, Layer, ServiceBuilder, ServiceExt};
 use tower_prism::balance::BalanceConfig;
 use tower_prism::core::Outcome;
-use tower_prism::ratelimit::{Clock, RateLimitConfig};
+use tower_prism::limit::{Clock, RateLimitConfig};
 use tower_prism::{
     ConfigFileError, Error, ErrorKind, PolicyConfig, ReliabilityConfig, ReliabilityLayer,
     ServiceBuilderExt,

@@ -23,7 +23,7 @@ use tower::util::Oneshot;
 use tower::{BoxError, Service, ServiceExt};
 use tower_prism::balance::Strategy;
 use tower_prism::breaker::State;
-use tower_prism::ratelimit::ConcurrencyConfig;
+use tower_prism::limit::ConcurrencyConfig;
 use tower_prism::retry::{Backoff, BudgetConfig};
 use tower_prism::PolicyConfig;
 

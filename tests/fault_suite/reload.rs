@@ -16,7 +16,7 @@ use tower::{BoxError, Service, ServiceExt};
 use tower_prism::balance::{BalanceConfig, Strategy};
 use tower_prism::breaker::{BreakerConfig, Window};
 use tower_prism::core::Clock;
-use tower_prism::ratelimit::{ConcurrencyConfig, RateLimitConfig};
+use tower_prism::limit::{ConcurrencyConfig, RateLimitConfig};
 use tower_prism::retry::{Backoff, BudgetConfig, RetryConfig};
 use tower_prism::{
     ConfigFileError, Error, ErrorKind, Policies, PolicyConfig, ReliabilityConfig, Snapshot,

@@ -17,7 +17,7 @@ use tower::limit::ConcurrencyLimit as TowerConcurrencyLimit;
 use tower::Service;
 use tower_layer::Layer;
 use tower_prism_bench::Noop;
-use tower_prism_ratelimit::concurrency::{AimdConfig, ConcurrencyLimitLayer, GradientConfig};
+use tower_prism_limit::concurrency::{AimdConfig, ConcurrencyLimitLayer, GradientConfig};
 
 const THREADS: usize = 2;
 const LIMIT: u32 = 1_000;

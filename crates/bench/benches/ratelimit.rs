@@ -25,7 +25,7 @@ use governor::{Quota, RateLimiter};
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_bench::Noop;
-use tower_prism_ratelimit::{Clock, RateLimitLayer};
+use tower_prism_limit::{Clock, RateLimitLayer};
 
 const THREADS: usize = 2;
 const KEYS: u64 = 64;

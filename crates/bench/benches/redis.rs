@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::future::join_all;
 use tower_prism_bench::runtime;
-use tower_prism_ratelimit::redis::{FailurePolicy, RedisRateLimitLayer};
+use tower_prism_limit::redis::{FailurePolicy, RedisRateLimitLayer};
 
 struct Server(Child, u16);
 

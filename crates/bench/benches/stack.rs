@@ -18,7 +18,7 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_prism::balance::BalanceConfig;
 use tower_prism::breaker::BreakerConfig;
 use tower_prism::core::Clock;
-use tower_prism::ratelimit::RateLimitConfig;
+use tower_prism::limit::RateLimitConfig;
 use tower_prism::retry::RetryConfig;
 use tower_prism::ReliabilityLayer;
 use tower_prism_bench::Noop;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tower::{BoxError, Service};
 use tower_prism::balance::{BalanceConfig, BalanceHandle, Strategy};
 use tower_prism::breaker::{BreakerConfig, State, Window};
-use tower_prism::ratelimit::{ConcurrencyConfig, RateLimitConfig};
+use tower_prism::limit::{ConcurrencyConfig, RateLimitConfig};
 use tower_prism::retry::{Backoff, RetryConfig};
 use tower_prism::{PolicyConfig, Profile, ReliabilityLayer, ReliabilityLayerBuilder, Snapshot};
 

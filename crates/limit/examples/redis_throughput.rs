@@ -1,13 +1,13 @@
 //! Decisions per second of the Redis limiter against a local `redis-server` that this example
 //! starts on a free loopback port, with and without pre-allotment; 5 rounds of 1 s each,
-//! medians printed. Run: `cargo run --release -p tower-prism-ratelimit --features redis
+//! medians printed. Run: `cargo run --release -p tower-prism-limit --features redis
 //! --example redis_throughput`.
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tower_prism_ratelimit::redis::RedisRateLimitLayer;
+use tower_prism_limit::redis::RedisRateLimitLayer;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tower_layer::Layer;
-use tower_prism_ratelimit::concurrency::{AimdConfig, ConcurrencyLimitLayer, GradientConfig};
+use tower_prism_limit::concurrency::{AimdConfig, ConcurrencyLimitLayer, GradientConfig};
 use tower_prism_testkit::{allocations, CountingAlloc};
 use tower_service::Service;
 

@@ -11,8 +11,8 @@ use redis_support::{redis_cli, Cluster, Server};
 
 use tower::{service_fn, Service, ServiceExt};
 use tower_layer::Layer;
-use tower_prism_ratelimit::redis::{FailurePolicy, RedisConfig, RedisError, RedisRateLimitLayer};
-use tower_prism_ratelimit::Error;
+use tower_prism_limit::redis::{FailurePolicy, RedisConfig, RedisError, RedisRateLimitLayer};
+use tower_prism_limit::Error;
 
 fn layer(url: &str, policy: FailurePolicy) -> RedisRateLimitLayer {
     RedisRateLimitLayer::builder(url, "t")
@@ -452,7 +452,7 @@ async fn a_retry_after_from_redis_is_capped_like_the_local_limiters() {
     match err.downcast_ref::<Error>() {
         Some(Error::RateLimited { retry_after }) => assert_eq!(
             *retry_after,
-            tower_prism_ratelimit::RateLimitConfig::MAX_RETRY_AFTER
+            tower_prism_limit::RateLimitConfig::MAX_RETRY_AFTER
         ),
         _ => panic!("unexpected error {err}"),
     }

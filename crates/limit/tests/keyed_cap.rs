@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tower_prism_ratelimit::{Error, RateLimitLayer, RateLimiter};
+use tower_prism_limit::{Error, RateLimitLayer, RateLimiter};
 
 /// `per_second` tokens a second, a burst of `burst`, at most `max_keys` keys.
 fn limiter(per_second: u32, burst: u32, max_keys: usize) -> RateLimiter {

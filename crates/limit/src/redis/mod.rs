@@ -45,7 +45,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use tower::{Layer, ServiceExt, service_fn};
-//! use tower_prism_ratelimit::redis::{FailurePolicy, RedisRateLimitLayer};
+//! use tower_prism_limit::redis::{FailurePolicy, RedisRateLimitLayer};
 //!
 //! # async fn run() -> Result<(), tower::BoxError> {
 //! struct Req { api_key: String }

@@ -17,11 +17,11 @@ use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
 use tower::{service_fn, Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::{DefaultClassifier, Outcome};
-use tower_prism_ratelimit::concurrency::{
+use tower_prism_limit::concurrency::{
     AimdConfig, ConcurrencyConfig, ConcurrencyError, ConcurrencyLimit, ConcurrencyLimitLayer,
     ConcurrencyLimiter, GradientConfig,
 };
-use tower_prism_ratelimit::BoxError;
+use tower_prism_limit::BoxError;
 
 type Reply = Result<u32, String>;
 

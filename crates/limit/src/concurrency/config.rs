@@ -11,7 +11,7 @@ use tower_prism_core::config::{
 /// A concurrency limiter's settings, as read from a config file.
 ///
 /// ```
-/// use tower_prism_ratelimit::concurrency::{ConcurrencyConfig, LimitAlgorithm};
+/// use tower_prism_limit::concurrency::{ConcurrencyConfig, LimitAlgorithm};
 ///
 /// let cfg: ConcurrencyConfig = toml::from_str(r#"
 ///     initial_limit = 20

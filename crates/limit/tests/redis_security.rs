@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis_support::{free_port, Server};
-use tower_prism_ratelimit::redis::{
+use tower_prism_limit::redis::{
     FailurePolicy, LinkState, RedisConfig, RedisError, RedisRateLimitLayer, MAX_KEY_BYTES,
 };
-use tower_prism_ratelimit::Error;
+use tower_prism_limit::Error;
 use tower_prism_testkit::metrics::Capture;
 
 const SECRET: &str = "s3cr3t-Pa55";
@@ -167,7 +167,7 @@ async fn auth_works_with_the_password_from_the_field_and_from_the_environment() 
     let Some(server) = Server::start_with(vec!["--requirepass".into(), SECRET.into()]) else {
         return;
     };
-    let build = |b: tower_prism_ratelimit::redis::RedisRateLimitBuilder| {
+    let build = |b: tower_prism_limit::redis::RedisRateLimitBuilder| {
         b.timeout(Duration::from_millis(500)).build().unwrap()
     };
     let from_field = build(RedisRateLimitLayer::builder(server.url(), "f").password(SECRET));

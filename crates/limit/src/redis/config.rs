@@ -48,7 +48,7 @@ pub enum FailurePolicy {
 /// the Redis key) is given in code, as for the local limiter.
 ///
 /// ```
-/// use tower_prism_ratelimit::redis::{FailurePolicy, RedisConfig};
+/// use tower_prism_limit::redis::{FailurePolicy, RedisConfig};
 ///
 /// let cfg: RedisConfig = toml::from_str(r#"
 ///     url = "redis://127.0.0.1:6379/"

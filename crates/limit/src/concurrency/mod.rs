@@ -4,7 +4,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-//! use tower_prism_ratelimit::concurrency::{AimdConfig, ConcurrencyError, ConcurrencyLimitLayer};
+//! use tower_prism_limit::concurrency::{AimdConfig, ConcurrencyError, ConcurrencyLimitLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tower::{service_fn, Service, ServiceExt};
 use tower_layer::Layer;
-use tower_prism_ratelimit::{BoxError, Clock, Error, RateLimitConfig, RateLimitLayer};
+use tower_prism_limit::{BoxError, Clock, Error, RateLimitConfig, RateLimitLayer};
 
 fn echo() -> impl Service<u32, Response = u32, Error = Infallible> + Clone {
     service_fn(|n: u32| async move { Ok::<_, Infallible>(n) })

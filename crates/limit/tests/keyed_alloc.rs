@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tower_layer::Layer;
-use tower_prism_ratelimit::RateLimitLayer;
+use tower_prism_limit::RateLimitLayer;
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
 #[global_allocator]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tower_layer::Layer;
-use tower_prism_ratelimit::{Clock, RateLimitBuilder, RateLimitLayer};
+use tower_prism_limit::{Clock, RateLimitBuilder, RateLimitLayer};
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
 #[global_allocator]

@@ -15,7 +15,7 @@ use crate::bucket::Quota;
 /// A rate limiter's settings, as read from a config file.
 ///
 /// ```
-/// use tower_prism_ratelimit::RateLimitConfig;
+/// use tower_prism_limit::RateLimitConfig;
 ///
 /// let cfg: RateLimitConfig = toml::from_str(r#"
 ///     rate = 100

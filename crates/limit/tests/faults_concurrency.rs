@@ -17,11 +17,11 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::Outcome;
-use tower_prism_ratelimit::concurrency::{
+use tower_prism_limit::concurrency::{
     AimdConfig, ConcurrencyConfig, ConcurrencyError, ConcurrencyLimitLayer, ConcurrencyLimiter,
     GradientConfig, LimitAlgorithm,
 };
-use tower_prism_ratelimit::BoxError;
+use tower_prism_limit::BoxError;
 
 /// Every kind of limiter under test: fixed, AIMD (with a latency threshold) and gradient,
 /// each failing fast and waiting up to 100 ms.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::metrics::ratelimit as names;
-use tower_prism_ratelimit::{BoxError, RateLimitConfig, RateLimitLayer};
+use tower_prism_limit::{BoxError, RateLimitConfig, RateLimitLayer};
 use tower_prism_testkit::metrics::Capture;
 use tower_prism_testkit::Echo;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use redis_support::proxy::{Mode, Proxy};
 use redis_support::{redis_cli, Cluster, Server};
-use tower_prism_ratelimit::redis::{
+use tower_prism_limit::redis::{
     FailurePolicy, LinkState, RedisError, RedisRateLimitLayer, RedisSnapshot,
 };
 
@@ -50,7 +50,7 @@ async fn until_served(l: &RedisRateLimitLayer, limit: Duration) -> Duration {
     }
 }
 
-fn is_unavailable(e: &tower_prism_ratelimit::BoxError) -> bool {
+fn is_unavailable(e: &tower_prism_limit::BoxError) -> bool {
     matches!(
         e.downcast_ref::<RedisError>(),
         Some(RedisError::Unavailable(_))

@@ -19,7 +19,7 @@ use tower::util::MapRequest;
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::{HealthSignal, Outcome};
-use tower_prism_ratelimit::{
+use tower_prism_limit::{
     AdaptiveConfig, BoxError, Error, RateLimitConfig, RateLimitLayer, RateLimiter,
 };
 

@@ -13,7 +13,7 @@ use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::{HealthSignal, Outcome};
-use tower_prism_ratelimit::{
+use tower_prism_limit::{
     AdaptiveConfig, BoxError, Error, RateLimitConfig, RateLimitLayer, RateLimiter,
 };
 
@@ -175,8 +175,8 @@ async fn keys_get_their_own_buckets_within_the_cap() {
 }
 
 type Prioritised = RateLimitLayer<
-    tower_prism_ratelimit::policy::Unkeyed,
-    tower_prism_ratelimit::policy::PriorityBy<fn(&(u32, &'static str)) -> u32>,
+    tower_prism_limit::policy::Unkeyed,
+    tower_prism_limit::policy::PriorityBy<fn(&(u32, &'static str)) -> u32>,
 >;
 
 fn queued_layer(queue: usize, max_wait: Duration) -> Prioritised {

@@ -5,7 +5,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-//! use tower_prism_ratelimit::{Error, RateLimitLayer};
+//! use tower_prism_limit::{Error, RateLimitLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -33,7 +33,7 @@
 //!
 //! ```
 //! # use std::time::Duration;
-//! # use tower_prism_ratelimit::RateLimitLayer;
+//! # use tower_prism_limit::RateLimitLayer;
 //! struct Req { api_key: String, urgent: bool, batch: u32 }
 //! let layer = RateLimitLayer::builder()
 //!     .rate(100, Duration::from_secs(1))
