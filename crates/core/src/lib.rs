@@ -24,11 +24,18 @@
 pub mod clock;
 pub mod config;
 pub mod health;
+#[doc(hidden)]
+pub mod internal;
 pub mod metrics;
 pub mod outcome;
+#[doc(hidden)]
 pub mod sync;
 
 pub use clock::{Clock, Moment, TimeSource};
 pub use config::ConfigError;
 pub use health::{HealthReader, HealthSignal, HealthStats};
 pub use outcome::{Classify, DefaultClassifier, HttpClassifier, Outcome};
+
+/// The error type of every tower-prism service, as of tower's own middleware: the inner
+/// service's error or a stage's rejection, boxed. Downcast it to the concrete error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,4 +1,5 @@
-//! Atomics and `Arc`, from `std` normally and from `loom` under `--cfg loom`.
+//! Atomics and `Arc`, from `std` normally and from `loom` under `--cfg loom`. **Not part of
+//! the public API** (hidden from the docs): the component crates share it.
 //!
 //! Lock-free state in every tower-prism crate imports its atomics from here, so the same
 //! algorithm code runs under loom's model checker without change.
