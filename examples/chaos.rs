@@ -113,7 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|u| (u.name(), HttpEndpoint::new(u.addr()))),
         )
         .build()?;
-    let endpoints = balance.handle();
+    let endpoints = balance.handle().clone();
     let service = layer.balanced(balance);
 
     let tally = Arc::new(Tally::default());

@@ -68,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|b| (b.name(), HttpEndpoint::new(b.addr()))),
         )
         .build()?;
-    let handle = balancer.handle();
+    let handle = balancer.handle().clone();
     let client = layer.balanced(balancer);
 
     let mut answers = BTreeMap::<String, u32>::new();

@@ -297,7 +297,7 @@ impl<P: Profile> ReliabilityLayer<P> {
         Balance::builder()
             .config(s.balance_stage().config.clone().unwrap_or_default())
             .name(s.name.clone())
-            .health_signal(s.health.clone())
+            .health(s.health.clone())
             .classify(s.profile.classify())
     }
 
@@ -349,7 +349,7 @@ impl<P: Profile> ReliabilityLayer<P> {
         K: Send + Sync + 'static,
         S: Send + 'static,
     {
-        let handle = balance.handle();
+        let handle = balance.handle().clone();
         // Never between a reload's check and its apply: the new balancer was not checked.
         let _no_reload_now = self.reload_lock();
         self.shared.balance_stage().balancers.push(Box::new(handle));

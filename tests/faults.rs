@@ -156,10 +156,8 @@ async fn retries_hide_a_transient_burst_and_stay_within_the_budget() {
 async fn a_retry_goes_to_another_endpoint() {
     let ups = [Upstream::start("a").await, Upstream::start("b").await];
     ups[0].set_failing(true);
-    let mut balance = BalanceConfig {
-        strategy: Strategy::RoundRobin,
-        ..BalanceConfig::default()
-    };
+    let mut balance = BalanceConfig::default();
+    balance.strategy = Strategy::RoundRobin;
     balance.outlier.enabled = false; // only the retry stage deals with the bad endpoint
     let layer = ReliabilityLayer::builder()
         .name("moves")

@@ -54,7 +54,7 @@ async fn a_dead_endpoint_is_ejected_and_traffic_moves() {
         .classify(classify)
         .build()
         .unwrap();
-    let handle = balance.handle();
+    let handle = balance.handle().clone();
     let service = layer.balanced(balance);
 
     for _ in 0..30 {

@@ -185,7 +185,7 @@ fn balanced(layer: &ReliabilityLayer) -> BalanceHandle<u8, Echo> {
         .endpoints([(1, Echo), (2, Echo)])
         .build()
         .unwrap();
-    let handle = balance.handle();
+    let handle = balance.handle().clone();
     drop(layer.balanced(balance));
     handle
 }

@@ -37,7 +37,7 @@ fn balanced(layer: &ReliabilityLayer) -> BalanceHandle<&'static str, Echo> {
         .endpoint("b", Echo("b"))
         .build()
         .unwrap();
-    let handle = balance.handle();
+    let handle = balance.handle().clone();
     drop(layer.balanced(balance));
     handle
 }

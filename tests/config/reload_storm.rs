@@ -105,7 +105,7 @@ async fn reloads_in_a_storm_lose_no_request_and_leave_the_last_accepted_config()
         .endpoints([(1, Echo), (2, Echo), (3, Echo)])
         .build()
         .unwrap();
-    let balancer = balance.handle();
+    let balancer = balance.handle().clone();
     let service = layer.balanced(balance);
 
     let reloading = Arc::new(AtomicBool::new(true));

@@ -273,7 +273,12 @@ async fn a_key_function_panic(half_open: bool) {
     let balance = layer
         .balancer::<&'static str, Scripted, u32>()
         .endpoints(ENDPOINTS.map(|key| (key, Scripted::new(&script))))
-        .strategy(Strategy::ConsistentHash)
+        .config({
+            // the policy's balance table, hashing on the request
+            let mut config = every_stage_policy().balance.unwrap();
+            config.strategy = Strategy::ConsistentHash;
+            config
+        })
         .key_fn(|request: &u32| {
             if *request == 13 {
                 panic!("{SCRIPTED_PANIC} in the key function");
@@ -282,7 +287,7 @@ async fn a_key_function_panic(half_open: bool) {
         })
         .build()
         .unwrap();
-    let handle = balance.handle();
+    let handle = balance.handle().clone();
     let service = layer.balanced(balance);
     let call = |request: u32| catching(service.clone().oneshot(request));
     let quiet = |context: &str| {

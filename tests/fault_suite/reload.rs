@@ -50,10 +50,8 @@ fn variant(i: u32) -> PolicyConfig {
             ..ConcurrencyConfig::default()
         }
     };
-    let mut balance = BalanceConfig {
-        strategy: STRATEGIES[(i % 4) as usize],
-        ..BalanceConfig::default()
-    };
+    let mut balance = BalanceConfig::default();
+    balance.strategy = STRATEGIES[(i % 4) as usize];
     balance.outlier.enabled = i.is_multiple_of(3);
     balance.outlier.consecutive_failures = 3 + i % 5;
     balance.outlier.max_ejection_percent = 34;

@@ -5,26 +5,16 @@ use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
-use tower::discover::{Change, Discover};
-use tower::BoxError;
 use tower_prism_core::{DefaultClassifier, HealthSignal};
 
 use crate::config::{BalanceConfig, Strategy};
 use crate::endpoint::Policy;
 use crate::error::Error;
-use crate::service::{Directory, KeyFn, Registry, Shared};
-use crate::{Balance, BalanceHandle};
-
-type Probe<K> = Arc<dyn Fn(&K) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
-type Starter<K> = Box<
-    dyn FnOnce(
-            Weak<Directory<K>>,
-            Weak<Mutex<BalanceConfig>>,
-        ) -> Pin<Box<dyn Future<Output = ()> + Send>>
-        + Send,
->;
+use crate::probe::{Probe, Starter};
+use crate::service::{KeyFn, Registry, Shared};
+use crate::Balance;
 
 /// Builds a [`Balance`]; start with [`Balance::builder`].
 pub struct BalanceBuilder<K, S, Req, C = DefaultClassifier> {
@@ -32,7 +22,7 @@ pub struct BalanceBuilder<K, S, Req, C = DefaultClassifier> {
     name: String,
     classify: C,
     key_fn: Option<KeyFn<Req>>,
-    signal: Option<HealthSignal>,
+    health: Option<HealthSignal>,
     probe: Option<Starter<K>>,
     endpoints: Vec<(K, S, u32)>,
 }
@@ -48,14 +38,20 @@ impl<K, S, Req, C> fmt::Debug for BalanceBuilder<K, S, Req, C> {
 }
 
 impl<K, S, Req> Balance<K, S, Req> {
-    /// A builder with the default config (P2C peak-EWMA, outlier ejection on) and no endpoints.
+    /// A builder, for what a config file cannot say: the [`name`](BalanceBuilder::name),
+    /// a [`classify`](BalanceBuilder::classify)er, a shared [`health`](BalanceBuilder::health)
+    /// signal, a consistent-hashing [`key_fn`](BalanceBuilder::key_fn), a health
+    /// [probe](BalanceBuilder::health_check) and the first endpoints. It starts from the
+    /// default config (P2C peak-EWMA, outlier ejection on); set another with
+    /// [`config`](BalanceBuilder::config). Without any of these, [`Balance::new`] is the
+    /// plain way.
     pub fn builder() -> BalanceBuilder<K, S, Req> {
         BalanceBuilder {
             config: BalanceConfig::default(),
             name: "default".to_owned(),
             classify: DefaultClassifier,
             key_fn: None,
-            signal: None,
+            health: None,
             probe: None,
             endpoints: Vec::new(),
         }
@@ -66,80 +62,18 @@ impl<K, S, Req> Balance<K, S, Req>
 where
     K: Eq + Hash + fmt::Display + Clone,
 {
-    /// An empty balancer with this config; add endpoints through [`Balance::handle`].
+    /// The plain way: an empty balancer named `"default"` running `config`; add endpoints
+    /// through its [`handle`](Balance::handle). Use [`Balance::builder`] for a name, a
+    /// classifier, a health signal, a key function, health probes or endpoints given up front.
     pub fn new(config: BalanceConfig) -> Result<Self, Error> {
         Self::builder().config(config).build()
     }
 }
 
-impl<K, S, Req> Balance<K, S, Req>
-where
-    K: Eq + Hash + fmt::Display + Clone + Send + Sync + 'static,
-    S: Send + 'static,
-{
-    /// A balancer whose endpoints come from a [`Discover`] stream (a `ServiceList`, a DNS
-    /// watcher...). A task on the current tokio runtime applies every change until the stream
-    /// ends, fails, or the balancer and its handles are dropped.
-    pub fn from_discover<D>(discover: D, config: BalanceConfig) -> Result<Self, Error>
-    where
-        D: Discover<Key = K, Service = S> + Send + 'static,
-        D::Error: Into<BoxError>,
-    {
-        let balance = Self::new(config)?;
-        spawn_discover(discover, balance.handle())?;
-        Ok(balance)
-    }
-}
-
-/// Spawns a task applying a [`Discover`] stream's changes to a balancer.
-fn spawn_discover<D, K, S>(discover: D, handle: BalanceHandle<K, S>) -> Result<(), Error>
-where
-    D: Discover<Key = K, Service = S> + Send + 'static,
-    D::Error: Into<BoxError>,
-    K: Eq + Hash + fmt::Display + Clone + Send + Sync + 'static,
-    S: Send + 'static,
-{
-    let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|_| Error::NoRuntime { task: "discovery" })?;
-    let weak = Arc::downgrade(&handle.shared);
-    drop(handle);
-    runtime.spawn(async move {
-        let mut discover = Box::pin(discover);
-        loop {
-            let change = std::future::poll_fn(|cx| discover.as_mut().poll_discover(cx)).await;
-            let Some(shared) = weak.upgrade() else { return };
-            let handle = BalanceHandle { shared };
-            match change {
-                Some(Ok(Change::Insert(key, service))) => {
-                    if let Err(e) = handle.add(key, service) {
-                        tracing::warn!(balancer = %handle.shared.policy.name, error = %e, "discovered endpoint refused");
-                    }
-                }
-                Some(Ok(Change::Remove(key))) => {
-                    handle.remove(&key);
-                }
-                Some(Err(e)) => {
-                    let e: BoxError = e.into();
-                    tracing::warn!(balancer = %handle.shared.policy.name, error = %e, "discovery failed; endpoint set frozen");
-                    return;
-                }
-                None => return,
-            }
-        }
-    });
-    Ok(())
-}
-
 impl<K, S, Req, C> BalanceBuilder<K, S, Req, C> {
-    /// Uses this config (replacing the whole config set so far).
+    /// Runs this config (from a file, or [`BalanceConfig::builder`]) instead of the default.
     pub fn config(mut self, config: BalanceConfig) -> Self {
         self.config = config;
-        self
-    }
-
-    /// Chooses endpoints with this strategy.
-    pub fn strategy(mut self, strategy: Strategy) -> Self {
-        self.config.strategy = strategy;
         self
     }
 
@@ -157,7 +91,7 @@ impl<K, S, Req, C> BalanceBuilder<K, S, Req, C> {
             name: self.name,
             classify,
             key_fn: self.key_fn,
-            signal: self.signal,
+            health: self.health,
             probe: self.probe,
             endpoints: self.endpoints,
         }
@@ -170,9 +104,9 @@ impl<K, S, Req, C> BalanceBuilder<K, S, Req, C> {
         self
     }
 
-    /// Publishes every call's outcome and latency to this health signal.
-    pub fn health_signal(mut self, signal: HealthSignal) -> Self {
-        self.signal = Some(signal);
+    /// Publishes every call's outcome and latency to this shared health signal.
+    pub fn health(mut self, health: HealthSignal) -> Self {
+        self.health = Some(health);
         self
     }
 
@@ -188,7 +122,7 @@ impl<K, S, Req, C> BalanceBuilder<K, S, Req, C> {
     {
         let probe: Probe<K> = Arc::new(move |key: &K| Box::pin(probe(key)) as Pin<Box<_>>);
         self.probe = Some(Box::new(move |directory, config| {
-            Box::pin(health_checks(directory, config, probe))
+            Box::pin(crate::probe::health_checks(directory, config, probe))
         }));
         self
     }
@@ -244,7 +178,7 @@ where
         for (_, _, w) in &self.endpoints {
             crate::config::check_weight(*w)?;
         }
-        let policy = Arc::new(Policy::new(self.name.into(), &self.config, self.signal));
+        let policy = Arc::new(Policy::new(self.name.into(), &self.config, self.health));
         let shared = Arc::new(Shared {
             policy,
             epoch: AtomicU64::new(0),
@@ -273,42 +207,5 @@ where
         }
         handle.shared.policy.update_gauges();
         Ok(balance)
-    }
-}
-
-async fn health_checks<K: Clone + Send + Sync + 'static>(
-    directory: Weak<Directory<K>>,
-    config: Weak<Mutex<BalanceConfig>>,
-    probe: Probe<K>,
-) {
-    let current = || {
-        let config = config.upgrade()?;
-        let config = config.lock().unwrap_or_else(|e| e.into_inner());
-        Some(config.health_check.clone())
-    };
-    loop {
-        let Some(config) = current() else { return };
-        tokio::time::sleep(config.interval).await;
-        let Some(config) = current() else { return };
-        let Some(directory) = directory.upgrade() else {
-            return;
-        };
-        let endpoints = directory.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        drop(directory);
-        let timeout = config.timeout;
-        // each probe runs in its own task, the call of the user's probe function included, so
-        // a probe that panics (when called or when polled) fails that probe only, and one
-        // that hangs fails at `timeout`: neither stops the checks
-        let probes: Vec<_> = endpoints
-            .iter()
-            .map(|(key, _)| {
-                let (key, probe) = (key.clone(), probe.clone());
-                tokio::spawn(async move { tokio::time::timeout(timeout, probe(&key)).await })
-            })
-            .collect();
-        for ((_, state), probe) in endpoints.iter().zip(probes) {
-            let passed = matches!(probe.await, Ok(Ok(true)));
-            state.record_probe(passed, config.healthy_threshold, config.unhealthy_threshold);
-        }
     }
 }

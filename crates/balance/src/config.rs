@@ -38,6 +38,7 @@ pub(crate) fn check_weight(weight: u32) -> Result<u32, ConfigError> {
 /// How the balancer chooses an endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Strategy {
     /// Power of two choices on peak-EWMA latency times outstanding requests (Finagle, linkerd).
     #[default]
@@ -68,9 +69,11 @@ impl Strategy {
     }
 }
 
-/// Passive health: outlier ejection (Envoy's `outlier_detection`).
+/// Passive health: outlier ejection (Envoy's `outlier_detection`). Build one with
+/// [`OutlierConfig::builder`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct OutlierConfig {
     /// Whether endpoints are ejected at all.
     pub enabled: bool,
@@ -174,9 +177,11 @@ impl OutlierConfig {
 }
 
 /// Active health checks. They run only when a probe is given
-/// ([`BalanceBuilder::health_check`](crate::BalanceBuilder::health_check)).
+/// ([`BalanceBuilder::health_check`](crate::BalanceBuilder::health_check)). Build one with
+/// [`HealthCheckConfig::builder`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct HealthCheckConfig {
     /// Time between probe rounds. Default 10s, at most [`MAX_INTERVAL`] (1h).
     #[serde(with = "duration")]
@@ -227,10 +232,12 @@ impl HealthCheckConfig {
 }
 
 /// The balancer's config. Every field has a default, so `BalanceConfig::default()` and an
-/// empty TOML table both give a P2C peak-EWMA balancer with outlier ejection on.
+/// empty TOML table both give a P2C peak-EWMA balancer with outlier ejection on. Read it
+/// from a file, or build it in code with [`BalanceConfig::builder`].
 ///
 /// ```
-/// use tower_prism_balance::{BalanceConfig, Strategy};
+/// use std::time::Duration;
+/// use tower_prism_balance::{BalanceConfig, OutlierConfig, Strategy};
 ///
 /// let config: BalanceConfig = toml::from_str(r#"
 ///     strategy = "least_requests"
@@ -240,9 +247,23 @@ impl HealthCheckConfig {
 /// "#).unwrap();
 /// assert_eq!(config.strategy, Strategy::LeastRequests);
 /// config.validate().unwrap();
+///
+/// // the same in code; `build` validates
+/// let built = BalanceConfig::builder()
+///     .strategy(Strategy::LeastRequests)
+///     .outlier(
+///         OutlierConfig::builder()
+///             .consecutive_failures(3)
+///             .base_ejection_time(Duration::from_secs(10))
+///             .build()?,
+///     )
+///     .build()?;
+/// assert_eq!(built, config);
+/// # Ok::<(), tower_prism_core::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct BalanceConfig {
     /// How endpoints are chosen. Default `p2c_peak_ewma`.
     pub strategy: Strategy,

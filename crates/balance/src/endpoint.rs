@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use metrics::Gauge;
 use tokio::time::Instant;
+use tower_prism_core::internal::{lock, mix64, nanos};
 use tower_prism_core::metrics::{balance as m, LABEL_NAME};
 use tower_prism_core::sync::{AtomicUsize, Ordering};
 use tower_prism_core::{HealthSignal, Outcome};
@@ -18,7 +19,6 @@ use crate::ewma::PeakEwma;
 use crate::gate::CallGate;
 use crate::health_check::HealthCheck;
 use crate::outlier::{self, Outlier};
-use crate::p2c::mix;
 
 /// The most wakers parked in `poll_ready` that a balancer keeps (see [`Policy::register`]).
 pub(crate) const MAX_PARKED_WAKERS: usize = 256;
@@ -91,7 +91,7 @@ impl Policy {
         self.strategy.store(config.strategy.to_u8(), r);
         let decay = config.ewma_decay.as_secs_f64() * 1000.0;
         self.decay_ms.store(decay.max(1.0).to_bits(), r);
-        let rtt = u64::try_from(config.default_rtt.as_nanos()).unwrap_or(u64::MAX);
+        let rtt = nanos(config.default_rtt);
         self.default_rtt_ns.store(rtt, r);
         let s = config.outlier.settings();
         self.consecutive_failures.store(s.consecutive_failures, r);
@@ -127,7 +127,7 @@ impl Policy {
 
     /// A random number: one atomic add on a shared counter, then a mix.
     pub(crate) fn random(&self) -> u64 {
-        mix(self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed))
+        mix64(self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed))
     }
 
     pub(crate) fn decay_ms(&self) -> f64 {
@@ -147,7 +147,7 @@ impl Policy {
     /// capped: at [`MAX_PARKED_WAKERS`] every parked task is woken (each one still waiting
     /// polls again and parks anew) and the list starts over.
     pub(crate) fn register(&self, waker: &Waker) {
-        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wakers = lock(&self.wakers);
         if wakers.iter().any(|w| w.will_wake(waker)) {
             return;
         }
@@ -164,7 +164,7 @@ impl Policy {
 
     /// Wakes every balancer clone parked in `poll_ready`.
     pub(crate) fn wake_all(&self) {
-        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        let wakers = std::mem::take(&mut *lock(&self.wakers));
         for w in wakers {
             w.wake();
         }

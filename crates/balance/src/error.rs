@@ -3,7 +3,8 @@
 use tower_prism_core::ConfigError;
 
 /// Everything the balancer itself can fail with. Services return it boxed in a
-/// [`tower::BoxError`]; downcast to inspect it. Endpoint errors pass through unchanged.
+/// [`BoxError`](tower_prism_core::BoxError); downcast to inspect it. Endpoint errors pass
+/// through unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

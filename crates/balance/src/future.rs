@@ -7,7 +7,8 @@ use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
-use tower::BoxError;
+use tower_prism_core::internal::ReadyCall;
+use tower_prism_core::BoxError;
 use tower_prism_core::Classify;
 use tower_service::Service;
 
@@ -54,8 +55,10 @@ pin_project! {
     where
         S: Service<Req>,
     {
-        Called { #[pin] future: S::Future },
-        Waiting { service: S, request: Option<Req> },
+        /// Waiting for the endpoint's readiness (when it was not ready at `call`), then
+        /// its response.
+        Call { #[pin] call: ReadyCall<S, Req> },
+        /// No endpoint could take the request.
         Failed { error: Option<Error> },
     }
 }
@@ -79,7 +82,9 @@ pin_project! {
 impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
     pub(crate) fn called(future: S::Future, guard: InFlight, classify: C) -> Self {
         ResponseFuture {
-            state: State::Called { future },
+            state: State::Call {
+                call: ReadyCall::Called { future },
+            },
             guard: Some(guard),
             classify,
         }
@@ -87,9 +92,8 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
 
     pub(crate) fn waiting(service: S, request: Req, guard: InFlight, classify: C) -> Self {
         ResponseFuture {
-            state: State::Waiting {
-                service,
-                request: Some(request),
+            state: State::Call {
+                call: ReadyCall::new(service, request),
             },
             guard: Some(guard),
             classify,
@@ -114,38 +118,27 @@ where
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Called { future } => {
-                    let result = ready!(future.poll(cx));
-                    if let Some(guard) = this.guard.take() {
+        let this = self.project();
+        match this.state.project() {
+            StateProj::Call { mut call } => {
+                let result = ready!(call.as_mut().poll(cx));
+                // still waiting: the error came from the endpoint's `poll_ready`
+                let not_ready = matches!(call.as_ref().get_ref(), ReadyCall::Waiting { .. });
+                if let Some(guard) = this.guard.take() {
+                    if not_ready {
+                        guard.endpoint.record_broken();
+                    } else {
                         let outcome = this.classify.classify(result.as_ref());
                         guard.complete(outcome);
                     }
-                    return Poll::Ready(result.map_err(Into::into));
                 }
-                StateProj::Waiting { service, request } => match ready!(service.poll_ready(cx)) {
-                    Ok(()) => {
-                        let Some(request) = request.take() else {
-                            return Poll::Ready(Err("polled after completion".into()));
-                        };
-                        let future = service.call(request);
-                        this.state.set(State::Called { future });
-                    }
-                    Err(e) => {
-                        if let Some(guard) = this.guard.take() {
-                            guard.endpoint.record_broken();
-                        }
-                        return Poll::Ready(Err(e.into()));
-                    }
-                },
-                StateProj::Failed { error } => {
-                    let error = error
-                        .take()
-                        .map_or_else(|| BoxError::from("polled after completion"), Into::into);
-                    return Poll::Ready(Err(error));
-                }
+                Poll::Ready(result.map_err(Into::into))
+            }
+            StateProj::Failed { error } => {
+                let error = error
+                    .take()
+                    .map_or_else(|| BoxError::from("polled after completion"), Into::into);
+                Poll::Ready(Err(error))
             }
         }
     }

@@ -6,11 +6,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tower_prism_core::internal::lock;
 use tower_prism_core::ConfigError;
 
 use crate::config::{BalanceConfig, Strategy};
 use crate::endpoint::EndpointState;
 use crate::service::{Entry, Shared};
+use crate::snapshot::{BalanceSnapshot, EndpointSnapshot};
 
 /// The most endpoints one balancer holds. Adding one more is refused with a
 /// [`ConfigError`] (field `endpoints`), so no endpoint list or discovery stream can grow the
@@ -40,50 +42,6 @@ impl<K, S> fmt::Debug for BalanceHandle<K, S> {
         f.debug_struct("BalanceHandle")
             .field("name", &self.shared.policy.name)
             .finish_non_exhaustive()
-    }
-}
-
-/// One endpoint in a [`BalanceSnapshot`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct EndpointSnapshot<K> {
-    /// The endpoint's key.
-    pub key: K,
-    /// Its metrics slot: the value of the `endpoint` label on its metric series. The lowest
-    /// slot free when it joined; freed when it leaves and then reused by the next endpoint.
-    pub slot: u32,
-    /// Its weight (weighted round robin).
-    pub weight: u32,
-    /// Whether it takes requests now: not ejected and passing health checks.
-    pub healthy: bool,
-    /// Whether it is ejected as an outlier.
-    pub ejected: bool,
-    /// Whether it passes its active health checks (always true without them).
-    pub passing_health_checks: bool,
-    /// Requests in flight.
-    pub in_flight: u64,
-    /// Requests sent to it.
-    pub requests: u64,
-    /// Requests classified as failures.
-    pub failures: u64,
-    /// Times it was ejected.
-    pub ejections: u32,
-    /// Its peak-EWMA latency estimate (as of its last response).
-    pub latency_ewma: Duration,
-}
-
-/// What a balancer looks like right now, from [`BalanceHandle::snapshot`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct BalanceSnapshot<K> {
-    /// The strategy in use.
-    pub strategy: Strategy,
-    /// Every endpoint, in the order they were added.
-    pub endpoints: Vec<EndpointSnapshot<K>>,
-}
-
-impl<K> BalanceSnapshot<K> {
-    /// How many endpoints take requests now.
-    pub fn healthy(&self) -> usize {
-        self.endpoints.iter().filter(|e| e.healthy).count()
     }
 }
 
@@ -235,6 +193,12 @@ where
 }
 
 impl<K, S> BalanceHandle<K, S> {
+    /// The balancer's name: the `name` label of its metrics and the `balancer` field of its
+    /// events (set with [`BalanceBuilder::name`](crate::BalanceBuilder::name)).
+    pub fn name(&self) -> &str {
+        &self.shared.policy.name
+    }
+
     /// Checks, without applying anything, whether [`reconfigure`](Self::reconfigure) would
     /// accept `config` on this running balancer: the config is valid and the balancer can run
     /// it (`consistent_hash` needs a `key_fn` given to the builder). A reload that spans
@@ -258,18 +222,14 @@ impl<K, S> BalanceHandle<K, S> {
     pub fn reconfigure(&self, config: &BalanceConfig) -> Result<(), ConfigError> {
         self.check(config)?;
         self.shared.policy.apply(config);
-        *self.shared.config.lock().unwrap_or_else(|e| e.into_inner()) = config.clone();
+        *lock(&self.shared.config) = config.clone();
         tracing::info!(balancer = %self.shared.policy.name, strategy = ?config.strategy, "balancer reconfigured");
         Ok(())
     }
 
     /// The config in effect.
     pub fn config(&self) -> BalanceConfig {
-        self.shared
-            .config
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.shared.config).clone()
     }
 
     /// How many endpoints the balancer knows.

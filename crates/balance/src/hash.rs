@@ -4,7 +4,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use crate::p2c::mix;
+use tower_prism_core::internal::mix64 as mix;
 
 /// A stable 64-bit hash of any hashable value (FNV-1a fed through a finaliser), for
 /// `key_fn`s and endpoint ids. Stable across runs and processes, unlike `RandomState`.

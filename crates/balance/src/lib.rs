@@ -1,7 +1,32 @@
-//! Load balancing for [tower]: power of two choices on peak-EWMA latency (the default),
-//! least requests, round robin, smooth weighted round robin and consistent (rendezvous)
-//! hashing over a changing set of endpoint services, with passive outlier ejection and
-//! optional active health checks. Part of tower-prism.
+//! Load balancing for [tower]: spread requests over a changing set of endpoint services,
+//! keep slow and failing endpoints out of rotation, and see what every endpoint is doing.
+//! Part of [tower-prism](https://docs.rs/tower-prism).
+//!
+//! # Overview
+//!
+//! A [`Balance`] is a tower [`Service`](tower_service::Service) over endpoints keyed by a
+//! `K` (an address, a name). Every clone shares the endpoint set, the statistics and the
+//! health state, so it can be cloned per request (as axum does) with no `Buffer`. It is
+//! made in one of two ways:
+//!
+//! - [`Balance::new`]`(config)`, the plain way: an empty balancer running a
+//!   [`BalanceConfig`] (read from a file or built with [`BalanceConfig::builder`]);
+//! - [`Balance::builder`], for what a file cannot say: a [`name`](BalanceBuilder::name) for
+//!   metrics and events, a [`classify`](BalanceBuilder::classify)er, a shared
+//!   [`health`](BalanceBuilder::health) signal, a consistent-hashing
+//!   [`key_fn`](BalanceBuilder::key_fn), an active [health probe](BalanceBuilder::health_check)
+//!   and the first endpoints.
+//!
+//! [`Balance::from_discover`] takes its endpoints from a tower
+//! [`Discover`](https://docs.rs/tower/latest/tower/discover/trait.Discover.html) stream instead. [`Balance::handle`] gives the
+//! shared [`BalanceHandle`]: add and remove endpoints, change weights, read a
+//! [`BalanceSnapshot`], and [`reconfigure`](BalanceHandle::reconfigure) the running balancer
+//! (all or nothing).
+//!
+//! The balancer's own failures are an [`Error`], returned boxed; endpoint errors pass
+//! through unchanged.
+//!
+//! # Example
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -10,9 +35,12 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
 //! let endpoint = |id: u32| service_fn(move |req: u32| async move { Ok::<_, Infallible>((id, req)) });
+//! let config = BalanceConfig::builder()
+//!     .strategy(Strategy::RoundRobin)
+//!     .build()?;
 //! let mut balance = Balance::builder()
 //!     .name("backends")
-//!     .strategy(Strategy::RoundRobin)
+//!     .config(config)
 //!     .endpoint("a", endpoint(1))
 //!     .endpoint("b", endpoint(2))
 //!     .build()?;
@@ -20,18 +48,48 @@
 //! let second = balance.ready().await?.call(7).await?;
 //! assert_ne!(first.0, second.0);
 //!
-//! // endpoints come and go at runtime, through a handle
-//! let handle = balance.handle();
+//! // endpoints come and go at runtime, through the shared handle
+//! let handle = balance.handle().clone();
+//! assert_eq!(handle.name(), "backends");
+//! assert_eq!(handle.snapshot().healthy(), 2);
 //! handle.remove(&"a");
 //! handle.remove(&"b");
 //! let err = balance.ready().await?.call(7).await.unwrap_err();
 //! assert_eq!(err.downcast_ref::<Error>(), Some(&Error::NoHealthyEndpoint { endpoints: 0 }));
-//! # let _ = BalanceConfig::default();
 //! # Ok(()) }
 //! ```
 //!
-//! Modules `p2c`, `ewma`, `round_robin`, `weighted`, `hash`, `outlier` and `health_check`
-//! hold the algorithms with no tower types in them.
+//! # Strategies
+//!
+//! [`Strategy`] (the config's `strategy`) chooses the endpoint:
+//!
+//! - `p2c_peak_ewma` (the default): power of two choices on each endpoint's peak-EWMA
+//!   latency times its requests in flight, as Finagle and linkerd do;
+//! - `least_requests`: the endpoint with the fewest requests in flight;
+//! - `round_robin`: each endpoint in turn;
+//! - `weighted_round_robin`: smooth weighted round robin (nginx's) on the weights given with
+//!   [`BalanceBuilder::weighted_endpoint`] or [`BalanceHandle::add_weighted`];
+//! - `consistent_hash`: rendezvous hashing on a `u64` key from the request
+//!   ([`BalanceBuilder::key_fn`]; [`hash_key`] hashes any `Hash` value stably). When an
+//!   endpoint leaves, only its keys move.
+//!
+//! `poll_ready` picks among the healthy endpoints and skips one that is not ready rather
+//! than wait on it; with no healthy endpoint at all the call fails at once with
+//! [`Error::NoHealthyEndpoint`].
+//!
+//! # Outlier ejection and health checks
+//!
+//! Passive health ([`OutlierConfig`], on by default, as Envoy's `outlier_detection`): an
+//! endpoint is ejected after `consecutive_failures` failures in a row, or when its success
+//! rate over `interval` falls below `success_rate_threshold`. The n-th ejection lasts n times
+//! `base_ejection_time`, capped by `max_ejection_time`, and at most `max_ejection_percent` of
+//! the endpoints are out at once. What counts as a failure is the classifier's call
+//! ([`BalanceBuilder::classify`]; by default, an `Err`).
+//!
+//! Active health ([`HealthCheckConfig`]) runs only with a probe given to
+//! [`BalanceBuilder::health_check`]: every `interval`, one probe per endpoint; an endpoint
+//! leaves rotation after `unhealthy_threshold` failed probes in a row and comes back after
+//! `healthy_threshold` passing ones.
 //!
 //! # Metrics: one `endpoint` label value per slot, not per address
 //!
@@ -40,12 +98,11 @@
 //! `endpoint="<slot>"`: each endpoint takes the lowest free metrics slot when it joins and
 //! frees it when it leaves, and the next endpoint to join reuses it. A `metrics` recorder
 //! keeps every label set it ever saw (the `metrics` crate cannot delete a series), so address
-//! labels would leave six series behind for every address that ever came and went (12,000
-//! after 2,000 endpoints of a rolling deployment). With slots a balancer exports at most
-//! 6 x (the most endpoints it held at once) + 2 series, however many endpoints churn through
-//! it. Which address holds which slot is in [`BalanceHandle::snapshot`]
-//! ([`EndpointSnapshot::slot`]) and in the `tracing` events on add, remove, ejection and
-//! restoration (`endpoint added: slot 3 = 10.0.0.5:80`).
+//! labels would leave six series behind for every address that ever came and went. With
+//! slots a balancer exports at most 6 x (the most endpoints it held at once) + 2 series,
+//! however many endpoints churn through it. Which address holds which slot is in
+//! [`BalanceHandle::snapshot`] ([`EndpointSnapshot::slot`]) and in the `tracing` events on
+//! add, remove, ejection and restoration (`endpoint added: slot 3 = 10.0.0.5:80`).
 //!
 //! When an endpoint leaves, its slot's gauges drop to 0 and its requests still in flight
 //! stop writing to the slot; the next endpoint in the slot starts from fresh gauges (none in
@@ -78,28 +135,38 @@
 //! - Time that jumps by days ends ejections that were due, decays latency estimates, and
 //!   runs the next health-check round; nothing overflows (ejection times saturate).
 //!
+//! # Feature flags
+//!
+//! - `http` (on by default): [`endpoints_from_uris`] and [`UriEndpoint`], endpoints that
+//!   are hyper-util legacy clients, one per upstream URI.
+//!
 //! [tower]: https://docs.rs/tower
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
 mod config;
+mod config_builder;
+mod discover;
 mod endpoint;
 mod endpoint_metrics;
 mod error;
 mod future;
 mod gate;
 mod handle;
+mod probe;
 mod service;
 mod slots;
+mod snapshot;
 
-pub mod ewma;
-pub mod hash;
-pub mod health_check;
-pub mod outlier;
-pub mod p2c;
-pub mod round_robin;
-pub mod weighted;
+// the algorithms, with no tower types in them
+mod ewma;
+mod hash;
+mod health_check;
+mod outlier;
+mod p2c;
+mod round_robin;
+mod weighted;
 
 #[cfg(all(feature = "http", not(loom)))]
 mod http;
@@ -109,12 +176,13 @@ pub use config::{
     BalanceConfig, HealthCheckConfig, OutlierConfig, Strategy, MAX_COUNT, MAX_DEFAULT_RTT,
     MAX_EJECTION_TIME, MAX_INTERVAL, MAX_PROBE_THRESHOLD, MAX_PROBE_TIMEOUT,
 };
+pub use config_builder::{BalanceConfigBuilder, HealthCheckConfigBuilder, OutlierConfigBuilder};
 pub use error::Error;
 pub use future::ResponseFuture;
-pub use handle::{
-    BalanceHandle, BalanceSnapshot, EndpointSnapshot, MAX_ENDPOINTS, MAX_LABEL_CHARS,
-};
+pub use handle::{BalanceHandle, MAX_ENDPOINTS, MAX_LABEL_CHARS};
 pub use hash::hash_key;
 #[cfg(all(feature = "http", not(loom)))]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http::{endpoints_from_uris, UriEndpoint};
 pub use service::Balance;
+pub use snapshot::{BalanceSnapshot, EndpointSnapshot};

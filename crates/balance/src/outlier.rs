@@ -14,21 +14,21 @@ use tower_prism_core::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Orde
 
 /// The ejection rules, as plain numbers (see [`crate::OutlierConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Failures in a row that eject; 0 disables the rule.
-    pub consecutive_failures: u32,
+    pub(crate) consecutive_failures: u32,
     /// Success rate (per mille) below which an endpoint is ejected; 0 disables the rule.
-    pub success_rate_permille: u32,
+    pub(crate) success_rate_permille: u32,
     /// Calls in the interval before the success-rate rule applies.
-    pub min_requests: u32,
+    pub(crate) min_requests: u32,
     /// Length of the success-rate window, in ms.
-    pub interval_ms: u64,
+    pub(crate) interval_ms: u64,
     /// First ejection time, in ms; the n-th ejection lasts n times this.
-    pub base_ejection_ms: u64,
+    pub(crate) base_ejection_ms: u64,
     /// Longest ejection, in ms.
-    pub max_ejection_ms: u64,
+    pub(crate) max_ejection_ms: u64,
     /// At most this percentage of endpoints is ejected at once.
-    pub max_ejection_percent: u32,
+    pub(crate) max_ejection_percent: u32,
 }
 
 /// Per-endpoint outlier state.

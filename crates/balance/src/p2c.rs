@@ -1,13 +1,5 @@
 //! Power of two choices: pick two distinct endpoints at random and keep the less loaded.
 
-/// A fast, well-mixed 64-bit hash of a counter (splitmix64's finaliser). Feeding it a shared
-/// counter gives every caller an independent-looking random number with one atomic add.
-pub fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// Two distinct indices below `len` (which must be at least 2) from one random number.
 pub fn pair(random: u64, len: usize) -> (usize, usize) {
     debug_assert!(len >= 2);
@@ -43,7 +35,7 @@ mod tests {
     fn every_pair_is_reachable() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..10_000u64 {
-            seen.insert(pair(mix(i), 4));
+            seen.insert(pair(tower_prism_core::internal::mix64(i), 4));
         }
         assert_eq!(seen.len(), 12, "all ordered pairs of 4 endpoints");
     }

@@ -11,7 +11,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-use tower::BoxError;
+use tower_prism_core::internal::lock;
+use tower_prism_core::BoxError;
 use tower_prism_core::{Classify, DefaultClassifier};
 use tower_service::Service;
 
@@ -19,6 +20,7 @@ use crate::config::{BalanceConfig, Strategy};
 use crate::endpoint::{EndpointState, Policy};
 use crate::error::Error;
 use crate::future::{InFlight, ResponseFuture};
+use crate::handle::BalanceHandle;
 use crate::slots::Slots;
 use crate::{hash, p2c, round_robin, weighted};
 
@@ -59,7 +61,7 @@ pub(crate) type Directory<K> = Mutex<Vec<(K, Arc<EndpointState>)>>;
 
 impl<K, S> Shared<K, S> {
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry<K, S>> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.registry)
     }
 }
 
@@ -69,7 +71,7 @@ impl<K, S> Registry<K, S> {
     where
         K: Clone,
     {
-        *directory.lock().unwrap_or_else(|e| e.into_inner()) = self
+        *lock(directory) = self
             .entries
             .iter()
             .map(|e| (e.key.clone(), e.state.clone()))
@@ -103,7 +105,7 @@ enum Pick {
 /// Every clone shares the endpoint set, the statistics and the health state; each clone
 /// keeps its own clones of the endpoint services (so `S: Clone`), refreshed when the set
 /// changes. Build one with [`Balance::builder`], [`Balance::new`] or [`Balance::from_discover`];
-/// change the set through a [`BalanceHandle`](crate::BalanceHandle).
+/// change the set through its [`BalanceHandle`].
 ///
 /// # Readiness
 ///
@@ -122,7 +124,7 @@ enum Pick {
 /// does not see: `call` picks the endpoint by the key, and if that endpoint was not yet polled
 /// ready the response future drives a clone of it to readiness first.
 pub struct Balance<K, S, Req, C = DefaultClassifier> {
-    pub(crate) shared: Arc<Shared<K, S>>,
+    handle: BalanceHandle<K, S>,
     locals: Vec<Local<S>>,
     topology: Arc<Topology>,
     epoch: u64,
@@ -140,7 +142,7 @@ pub struct Balance<K, S, Req, C = DefaultClassifier> {
 
 /// How long a caller waits before endpoints whose `poll_ready` failed (twice in a row)
 /// are polled again.
-pub const READINESS_RETRY: Duration = Duration::from_millis(10);
+pub(crate) const READINESS_RETRY: Duration = Duration::from_millis(10);
 
 impl<K, S, Req, C> Balance<K, S, Req, C> {
     pub(crate) fn from_shared(
@@ -149,7 +151,7 @@ impl<K, S, Req, C> Balance<K, S, Req, C> {
         key_fn: Option<KeyFn<Req>>,
     ) -> Self {
         Balance {
-            shared,
+            handle: BalanceHandle { shared },
             locals: Vec::new(),
             topology: Arc::default(),
             epoch: u64::MAX,
@@ -163,12 +165,10 @@ impl<K, S, Req, C> Balance<K, S, Req, C> {
         }
     }
 
-    /// A handle that adds, removes, inspects and reconfigures the endpoints of this balancer
-    /// and all its clones.
-    pub fn handle(&self) -> crate::BalanceHandle<K, S> {
-        crate::BalanceHandle {
-            shared: self.shared.clone(),
-        }
+    /// The handle that adds, removes, inspects and reconfigures the endpoints of this
+    /// balancer and all its clones; clone it to keep it apart from the balancer.
+    pub fn handle(&self) -> &BalanceHandle<K, S> {
+        &self.handle
     }
 }
 
@@ -178,7 +178,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
     /// stay are our old locals in the same order, minus the removed ones.
     #[cold]
     fn refresh(&mut self) {
-        let registry = self.shared.registry();
+        let registry = self.handle.shared.registry();
         let mut old = std::mem::take(&mut self.locals).into_iter().peekable();
         self.locals = registry
             .entries
@@ -197,7 +197,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
             })
             .collect();
         self.topology = registry.topology.clone();
-        self.epoch = self.shared.epoch.load(Ordering::Acquire);
+        self.epoch = self.handle.shared.epoch.load(Ordering::Acquire);
         self.chosen = None;
     }
 
@@ -228,7 +228,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                         return false;
                     }
                     tracing::warn!(balancer = %local.state.policy.name, endpoint = %local.state.label, "endpoint failed poll_ready; using a fresh clone");
-                    let registry = self.shared.registry();
+                    let registry = self.handle.shared.registry();
                     if let Some(entry) = registry
                         .entries
                         .iter()
@@ -260,7 +260,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
     #[inline]
     fn candidates(&mut self, strategy: Strategy) -> (Option<usize>, Option<usize>) {
         let n = self.locals.len();
-        let policy = &self.shared.policy;
+        let policy = &self.handle.shared.policy;
         match strategy {
             Strategy::P2cPeakEwma => {
                 if n == 1 {
@@ -320,7 +320,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
         if n == 0 {
             return Pick::NoneHealthy;
         }
-        let (first, second) = self.candidates(self.shared.policy.strategy());
+        let (first, second) = self.candidates(self.handle.shared.policy.strategy());
         for i in [first, second].into_iter().flatten() {
             if self.poll_endpoint(i, cx) {
                 return Pick::Ready(i);
@@ -357,7 +357,7 @@ where
     type Future = ResponseFuture<S, Req, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.shared.epoch.load(Ordering::Acquire) != self.epoch {
+        if self.handle.shared.epoch.load(Ordering::Acquire) != self.epoch {
             self.refresh();
         }
         if self.chosen.is_some() {
@@ -372,7 +372,7 @@ where
             }
             Pick::NoneHealthy => Poll::Ready(Ok(())),
             Pick::Pending => {
-                self.shared.policy.register(cx.waker());
+                self.handle.shared.policy.register(cx.waker());
                 if self.readiness_failed {
                     self.arm_readiness_retry(cx);
                 }
@@ -382,7 +382,7 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let target = match (&self.key_fn, self.shared.policy.strategy()) {
+        let target = match (&self.key_fn, self.handle.shared.policy.strategy()) {
             (Some(key_fn), Strategy::ConsistentHash) => {
                 self.chosen = None;
                 let key = key_fn(&request);
@@ -397,14 +397,14 @@ where
                 let start = if n == 0 {
                     0
                 } else {
-                    self.shared.policy.ticket() % n
+                    self.handle.shared.policy.ticket() % n
                 };
                 round_robin::from(start, n).find(|i| self.locals[*i].state.available())
             }),
         };
         let classify = self.classify.clone();
         let Some(i) = target else {
-            tracing::debug!(balancer = %self.shared.policy.name, endpoints = self.locals.len(), "no healthy endpoint");
+            tracing::debug!(balancer = %self.handle.shared.policy.name, endpoints = self.locals.len(), "no healthy endpoint");
             return ResponseFuture::failed(
                 Error::NoHealthyEndpoint {
                     endpoints: self.locals.len(),
@@ -431,7 +431,7 @@ where
 impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
     fn clone(&self) -> Self {
         Balance {
-            shared: self.shared.clone(),
+            handle: self.handle.clone(),
             locals: Vec::new(),
             // shared, not `Arc::default()`, which would allocate; replaced on first poll
             topology: self.topology.clone(),
@@ -450,8 +450,8 @@ impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
 impl<K, S, Req, C> fmt::Debug for Balance<K, S, Req, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balance")
-            .field("name", &self.shared.policy.name)
-            .field("strategy", &self.shared.policy.strategy())
+            .field("name", &self.handle.shared.policy.name)
+            .field("strategy", &self.handle.shared.policy.strategy())
             .field("endpoints", &self.locals.len())
             .finish_non_exhaustive()
     }

@@ -1,6 +1,6 @@
 //! The per-call hot path allocates nothing once warmed up.
 
-use tower_prism_balance::{Balance, Strategy};
+use tower_prism_balance::{Balance, BalanceConfig, Strategy};
 use tower_prism_testkit::{allocations, allocations_per_call, call_now, CountingAlloc, Echo};
 
 #[global_allocator]
@@ -15,7 +15,7 @@ fn no_allocation_per_call() {
         Strategy::WeightedRoundRobin,
     ] {
         let mut b: Balance<usize, Echo, u64> = Balance::builder()
-            .strategy(strategy)
+            .config(BalanceConfig::builder().strategy(strategy).build().unwrap())
             .endpoints((0..8).map(|i| (i, Echo)))
             .build()
             .unwrap();

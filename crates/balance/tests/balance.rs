@@ -20,7 +20,7 @@ fn eps(n: usize) -> Vec<Ep> {
 
 fn balance(strategy: Strategy, eps: &[Ep]) -> B {
     Balance::builder()
-        .strategy(strategy)
+        .config(BalanceConfig::builder().strategy(strategy).build().unwrap())
         .endpoints(eps.iter().map(|e| (e.id, e.clone())))
         .build()
         .unwrap()
@@ -61,7 +61,12 @@ async fn round_robin_is_exact() {
 async fn weighted_round_robin_follows_weights() {
     let eps = eps(3);
     let mut b: B = Balance::builder()
-        .strategy(Strategy::WeightedRoundRobin)
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::WeightedRoundRobin)
+                .build()
+                .unwrap(),
+        )
         .endpoints(eps.iter().map(|e| (e.id, e.clone())))
         .weights([(0, 5), (1, 3), (2, 2)])
         .build()
@@ -137,7 +142,12 @@ async fn p2c_prefers_the_fast_endpoint() {
 async fn consistent_hash_is_stable_and_moves_few_keys() {
     let eps = eps(5);
     let mut b: B = Balance::builder()
-        .strategy(Strategy::ConsistentHash)
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::ConsistentHash)
+                .build()
+                .unwrap(),
+        )
         .key_fn(|req: &u64| hash_key(req))
         .endpoints(eps.iter().map(|e| (e.id, e.clone())))
         .build()
@@ -183,7 +193,12 @@ async fn consistent_hash_is_stable_and_moves_few_keys() {
 #[tokio::test(start_paused = true)]
 async fn consistent_hash_needs_a_key_fn() {
     let err = Balance::<usize, Ep, u64>::builder()
-        .strategy(Strategy::ConsistentHash)
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::ConsistentHash)
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap_err();
     assert!(
@@ -191,21 +206,17 @@ async fn consistent_hash_needs_a_key_fn() {
         "{err}"
     );
     let b = balance(Strategy::RoundRobin, &eps(1));
-    let config = BalanceConfig {
-        strategy: Strategy::ConsistentHash,
-        ..Default::default()
-    };
+    let mut config = BalanceConfig::default();
+    config.strategy = Strategy::ConsistentHash;
     assert!(b.handle().reconfigure(&config).is_err());
 }
 
 #[tokio::test(start_paused = true)]
 async fn check_refuses_what_reconfigure_refuses_and_changes_nothing() {
     let b = balance(Strategy::RoundRobin, &eps(1));
-    let handle = b.handle();
-    let hash = BalanceConfig {
-        strategy: Strategy::ConsistentHash,
-        ..Default::default()
-    };
+    let handle = b.handle().clone();
+    let mut hash = BalanceConfig::default();
+    hash.strategy = Strategy::ConsistentHash;
     assert_eq!(handle.check(&hash).unwrap_err().field(), "strategy");
     let mut bad = BalanceConfig::default();
     bad.outlier.max_ejection_percent = 101;
@@ -213,10 +224,10 @@ async fn check_refuses_what_reconfigure_refuses_and_changes_nothing() {
         handle.check(&bad).unwrap_err().field(),
         "outlier.max_ejection_percent"
     );
-    let good = BalanceConfig {
-        strategy: Strategy::LeastRequests,
-        ..Default::default()
-    };
+    let good = BalanceConfig::builder()
+        .strategy(Strategy::LeastRequests)
+        .build()
+        .unwrap();
     handle.check(&good).unwrap();
     assert_eq!(
         handle.snapshot().strategy,
@@ -227,17 +238,18 @@ async fn check_refuses_what_reconfigure_refuses_and_changes_nothing() {
 }
 
 fn ejecting(strategy: Strategy, max_percent: u32) -> BalanceConfig {
-    BalanceConfig {
-        strategy,
-        outlier: OutlierConfig {
-            consecutive_failures: 3,
-            base_ejection_time: Duration::from_secs(10),
-            max_ejection_time: Duration::from_secs(60),
-            max_ejection_percent: max_percent,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    let outlier = OutlierConfig::builder()
+        .consecutive_failures(3)
+        .base_ejection_time(Duration::from_secs(10))
+        .max_ejection_time(Duration::from_secs(60))
+        .max_ejection_percent(max_percent)
+        .build()
+        .unwrap();
+    BalanceConfig::builder()
+        .strategy(strategy)
+        .outlier(outlier)
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -287,16 +299,20 @@ async fn success_rate_ejection_with_a_classifier() {
     // responses are fine at the transport level, but the classifier calls endpoint 0's answers failures
     let eps = eps(2);
     let mut b = Balance::builder()
-        .config(BalanceConfig {
-            strategy: Strategy::RoundRobin,
-            outlier: OutlierConfig {
-                consecutive_failures: 0,
-                success_rate_threshold: Some(0.9),
-                min_requests: 10,
-                ..Default::default()
-            },
-            ..Default::default()
-        })
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::RoundRobin)
+                .outlier(
+                    OutlierConfig::builder()
+                        .consecutive_failures(0)
+                        .success_rate_threshold(Some(0.9))
+                        .min_requests(10)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
         .classify(|r: Result<&usize, &std::io::Error>| match r {
             Ok(0) | Err(_) => Outcome::RETRYABLE,
             Ok(_) => Outcome::Success,
@@ -401,7 +417,7 @@ async fn not_ready_endpoints_are_skipped_and_readiness_wakes() {
 #[tokio::test(start_paused = true)]
 async fn dynamic_add_and_remove_under_load() {
     let b = balance(Strategy::P2cPeakEwma, &eps(3));
-    let handle = b.handle();
+    let handle = b.handle().clone();
     let slow = Ep::new(100).with_delay(Duration::from_secs(5));
     handle.add(100, slow.clone()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -481,10 +497,8 @@ async fn active_health_checks_use_thresholds() {
     let eps = eps(2);
     let down = Arc::new(AtomicBool::new(false));
     let probe_down = down.clone();
-    let mut config = BalanceConfig {
-        strategy: Strategy::RoundRobin,
-        ..Default::default()
-    };
+    let mut config = BalanceConfig::default();
+    config.strategy = Strategy::RoundRobin;
     config.health_check.interval = Duration::from_secs(1);
     config.health_check.unhealthy_threshold = 2;
     config.health_check.healthy_threshold = 3;
@@ -546,7 +560,7 @@ async fn health_checks_need_a_runtime() {
 async fn reconfigure_switches_strategy_live() {
     let eps = eps(2);
     let mut b = balance(Strategy::P2cPeakEwma, &eps);
-    let handle = b.handle();
+    let handle = b.handle().clone();
     let mut config = handle.config();
     config.strategy = Strategy::RoundRobin;
     handle.reconfigure(&config).unwrap();
@@ -571,8 +585,13 @@ async fn publishes_to_a_health_signal() {
     let signal = HealthSignal::new();
     let mut reader = signal.subscribe();
     let mut b: B = Balance::builder()
-        .strategy(Strategy::RoundRobin)
-        .health_signal(signal)
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::RoundRobin)
+                .build()
+                .unwrap(),
+        )
+        .health(signal)
         .endpoints(eps.iter().map(|e| (e.id, e.clone())))
         .build()
         .unwrap();

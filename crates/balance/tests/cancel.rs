@@ -17,7 +17,7 @@ use proptest::prelude::{
 };
 use proptest::strategy::Strategy as _;
 use tower::Service;
-use tower_prism_balance::{hash_key, Balance, Strategy};
+use tower_prism_balance::{hash_key, Balance, BalanceConfig, Strategy};
 
 type B = Balance<usize, Ep, u64>;
 type Call = Pin<Box<dyn Future<Output = Result<usize, tower::BoxError>>>>;
@@ -70,12 +70,12 @@ async fn run(strategy: Strategy, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut eps: Vec<Ep> = (0..6).map(endpoint).collect();
     let mut b: B = Balance::builder()
         .name("cancel")
-        .strategy(strategy)
+        .config(BalanceConfig::builder().strategy(strategy).build().unwrap())
         .key_fn(|req: &u64| hash_key(req))
         .endpoints((0..3).map(|k| (k, eps[k].clone())))
         .build()
         .unwrap();
-    let handle = b.handle();
+    let handle = b.handle().clone();
     let mut cx = Context::from_waker(Waker::noop());
     let mut held: Vec<Call> = Vec::new();
     for op in ops {

@@ -96,7 +96,7 @@ fn faulty(n: usize) -> (Vec<Faulty>, Vec<Arc<AtomicU8>>) {
 
 fn build(strategy: Strategy, eps: Vec<Faulty>) -> F {
     Balance::builder()
-        .strategy(strategy)
+        .config(BalanceConfig::builder().strategy(strategy).build().unwrap())
         .endpoints(eps.into_iter().map(|e| (e.id, e)))
         .build()
         .unwrap()
@@ -264,7 +264,12 @@ async fn a_panicking_classifier_leaks_nothing_and_the_balancer_goes_on() {
     let explode = Arc::new(AtomicBool::new(true));
     let flag = explode.clone();
     let mut b = Balance::<usize, Ep, u64>::builder()
-        .strategy(Strategy::LeastRequests)
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::LeastRequests)
+                .build()
+                .unwrap(),
+        )
         .classify(move |_: Result<&usize, &std::io::Error>| {
             if flag.load(Ordering::SeqCst) {
                 panic!("the classifier panics");
@@ -294,7 +299,12 @@ async fn a_panicking_classifier_leaks_nothing_and_the_balancer_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_key_fn_leaks_nothing_and_other_keys_still_route() {
     let mut b = Balance::<usize, Ep, u64>::builder()
-        .strategy(Strategy::ConsistentHash)
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::ConsistentHash)
+                .build()
+                .unwrap(),
+        )
         .key_fn(|req: &u64| {
             assert!(*req != 13, "the key function panics on 13");
             hash_key(req)
@@ -326,7 +336,7 @@ async fn a_panicking_endpoint_clone_poisons_no_lock() {
     extra_mode.store(ANSWER, Ordering::SeqCst);
     drop(modes);
     // the lock is poisoned, yet every operation behaves as before
-    let handle = b.handle();
+    let handle = b.handle().clone();
     assert_eq!(handle.keys(), [0, 1, 2]);
     let mut seen = [false; 3];
     for i in 0..9 {
@@ -339,10 +349,8 @@ async fn a_panicking_endpoint_clone_poisons_no_lock() {
 }
 
 fn health_checked(probe_interval: Duration) -> BalanceConfig {
-    let mut config = BalanceConfig {
-        strategy: Strategy::RoundRobin,
-        ..Default::default()
-    };
+    let mut config = BalanceConfig::default();
+    config.strategy = Strategy::RoundRobin;
     config.health_check.interval = probe_interval;
     config.health_check.timeout = Duration::from_millis(500);
     config.health_check.unhealthy_threshold = 2;
@@ -414,18 +422,13 @@ async fn a_hanging_health_probe_fails_at_its_timeout() {
 async fn days_of_paused_time_leave_sane_state() {
     let eps: Vec<Ep> = (0..3).map(Ep::new).collect();
     eps[2].set_failing(true);
-    let config = BalanceConfig {
-        outlier: OutlierConfig {
-            consecutive_failures: 2,
-            max_ejection_percent: 50,
-            ..Default::default()
-        },
-        ..health_checked(Duration::from_secs(3600))
-    };
-    let config = BalanceConfig {
-        strategy: Strategy::P2cPeakEwma,
-        ..config
-    };
+    let mut config = health_checked(Duration::from_secs(3600));
+    config.outlier = OutlierConfig::builder()
+        .consecutive_failures(2)
+        .max_ejection_percent(50)
+        .build()
+        .unwrap();
+    config.strategy = Strategy::P2cPeakEwma;
     let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = probes.clone();
     let mut b = Balance::<usize, Ep, u64>::builder()
@@ -475,11 +478,16 @@ async fn days_of_paused_time_leave_sane_state() {
 async fn a_re_added_key_starts_from_zero_while_its_old_calls_finish() {
     let old = Ep::new(0).with_delay(Duration::from_secs(10));
     let mut b = Balance::<usize, Ep, u64>::builder()
-        .strategy(Strategy::RoundRobin)
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::RoundRobin)
+                .build()
+                .unwrap(),
+        )
         .endpoint(0, old.clone())
         .build()
         .unwrap();
-    let handle = b.handle();
+    let handle = b.handle().clone();
     let old_calls: Vec<_> = (0..3)
         .map(|i| {
             let mut b = b.clone();

@@ -12,7 +12,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
-use tower_prism_balance::{endpoints_from_uris, Balance, Error, Strategy};
+use tower_prism_balance::{endpoints_from_uris, Balance, BalanceConfig, Error, Strategy};
 
 /// A server answering `<name> <host header> <path>`.
 async fn server(name: &'static str) -> String {
@@ -42,7 +42,12 @@ async fn requests_go_to_each_uri_with_the_authority_rewritten() {
     let endpoints = endpoints_from_uris::<Empty<Bytes>, _>(&uris).unwrap();
     assert_eq!(endpoints[0].0, uris[0]);
     let mut balance = Balance::<String, _, Request<Empty<Bytes>>>::builder()
-        .strategy(Strategy::RoundRobin)
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::RoundRobin)
+                .build()
+                .unwrap(),
+        )
         .endpoints(endpoints)
         .build()
         .unwrap();

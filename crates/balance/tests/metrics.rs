@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::Ep;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use tower::{Service, ServiceExt};
-use tower_prism_balance::{Balance, Strategy};
+use tower_prism_balance::{Balance, BalanceConfig, Strategy};
 use tower_prism_core::metrics::balance::{SERIES_PER_BALANCER, SERIES_PER_ENDPOINT};
 
 type B = Balance<String, Ep, u64>;
@@ -55,11 +55,16 @@ async fn endpoint_series_stay_bounded_by_peak_endpoints_under_churn() {
     let mut b: B = metrics::with_local_recorder(&recorder, || {
         Balance::builder()
             .name("churn")
-            .strategy(Strategy::RoundRobin)
+            .config(
+                BalanceConfig::builder()
+                    .strategy(Strategy::RoundRobin)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap()
     });
-    let handle = b.handle();
+    let handle = b.handle().clone();
     let mut live = std::collections::VecDeque::new();
     for i in 0..CHURNED {
         metrics::with_local_recorder(&recorder, || handle.add(address(i), Ep::new(i))).unwrap();
@@ -115,12 +120,17 @@ async fn a_reused_slot_starts_fresh_and_late_completions_leave_it_alone() {
     let mut b: B = metrics::with_local_recorder(&recorder, || {
         Balance::builder()
             .name("reuse")
-            .strategy(Strategy::RoundRobin)
+            .config(
+                BalanceConfig::builder()
+                    .strategy(Strategy::RoundRobin)
+                    .build()
+                    .unwrap(),
+            )
             .endpoint("10.0.0.1:80".to_owned(), slow)
             .build()
             .unwrap()
     });
-    let handle = b.handle();
+    let handle = b.handle().clone();
     assert_eq!(handle.snapshot().endpoints[0].slot, 0);
     let old_call = tokio::spawn(b.ready().await.unwrap().call(1));
     tokio::task::yield_now().await;
@@ -169,12 +179,17 @@ fn concurrent_completions_and_churn_leave_every_slot_gauge_consistent() {
     let b: B = metrics::with_local_recorder(&recorder, || {
         Balance::builder()
             .name("threads")
-            .strategy(Strategy::LeastRequests)
+            .config(
+                BalanceConfig::builder()
+                    .strategy(Strategy::LeastRequests)
+                    .build()
+                    .unwrap(),
+            )
             .endpoints((0..4).map(|i| (address(i), Ep::new(i).with_delay(Duration::ZERO))))
             .build()
             .unwrap()
     });
-    let handle = b.handle();
+    let handle = b.handle().clone();
     runtime.block_on(async {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let clients: Vec<_> = (0..4)

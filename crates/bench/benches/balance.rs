@@ -13,7 +13,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
-use tower_prism_balance::{Balance, Strategy};
+use tower_prism_balance::{Balance, BalanceConfig, Strategy};
 use tower_prism_bench::Noop;
 use tower_service::Service;
 
@@ -33,7 +33,12 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("balance_8_ready_endpoints");
 
     let mut prism: Balance<usize, Noop, u64> = Balance::builder()
-        .strategy(Strategy::P2cPeakEwma)
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::P2cPeakEwma)
+                .build()
+                .unwrap(),
+        )
         .endpoints((0..ENDPOINTS).map(|i| (i, Noop)))
         .build()
         .expect("valid config");
@@ -60,7 +65,12 @@ fn bench(c: &mut Criterion) {
     });
 
     let mut rr: Balance<usize, Noop, u64> = Balance::builder()
-        .strategy(Strategy::RoundRobin)
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::RoundRobin)
+                .build()
+                .unwrap(),
+        )
         .endpoints((0..ENDPOINTS).map(|i| (i, Noop)))
         .build()
         .expect("valid config");
@@ -74,11 +84,16 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("balance_churn_1000_endpoints");
     let mut big: Balance<usize, Noop, u64> = Balance::builder()
-        .strategy(Strategy::P2cPeakEwma)
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::P2cPeakEwma)
+                .build()
+                .unwrap(),
+        )
         .endpoints((0..CHURN_ENDPOINTS).map(|i| (i, Noop)))
         .build()
         .expect("valid config");
-    let handle = big.handle();
+    let handle = big.handle().clone();
     let mut next = CHURN_ENDPOINTS;
     group.bench_function("tower_prism_remove_add_then_call", |b| {
         b.iter(|| {

@@ -240,10 +240,8 @@ pub const ENDPOINTS: [&str; 3] = ["a", "b", "c"];
 /// round robin over the endpoints with outlier ejection off (the tests assert on the
 /// breaker and on in-flight counts, which ejection would blur).
 pub fn every_stage_policy() -> PolicyConfig {
-    let mut balance = BalanceConfig {
-        strategy: Strategy::RoundRobin,
-        ..BalanceConfig::default()
-    };
+    let mut balance = BalanceConfig::default();
+    balance.strategy = Strategy::RoundRobin;
     balance.outlier.enabled = false;
     PolicyConfig {
         rate_limit: Some(RateLimitConfig {
@@ -301,7 +299,7 @@ where
         .endpoints(ENDPOINTS.map(|key| (key, Scripted::new(script))))
         .build()
         .unwrap();
-    let handle = balance.handle();
+    let handle = balance.handle().clone();
     (layer.balanced(balance), handle)
 }
 
