@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Install the recorder before building the layers: they register their metrics once.
     let prometheus = PrometheusBuilder::new().install_recorder()?;
-    tower_prism::core::metrics::describe();
+    tower_prism::metrics::describe();
 
     let config = ReliabilityConfig::from_toml(POLICIES)?;
     let policy = |name: &str| -> Result<_, Box<dyn std::error::Error>> {

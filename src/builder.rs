@@ -1,15 +1,24 @@
 //! [`ReliabilityLayerBuilder`]: pick the stages, in any order.
-
-use std::sync::Arc;
+//!
+//! The builder makes layers, so it comes above the `layer` module in the module order
+//! and [`ReliabilityLayer::builder`], the way in, is defined here.
 
 use tower_prism_core::{ConfigError, HealthSignal};
 
 use crate::components::{
-    self as c, BalanceConfig, BreakerConfig, ConcurrencyConfig, RateLimitConfig, RetryConfig,
+    BalanceConfig, BreakerConfig, ConcurrencyConfig, RateLimitConfig, RetryConfig,
 };
 use crate::config::PolicyConfig;
-use crate::layer::{ReliabilityLayer, Shared};
+use crate::layer::ReliabilityLayer;
 use crate::profile::{Classified, Generic, Http, HttpServer, Profile};
+use crate::stages::Stages;
+
+impl ReliabilityLayer {
+    /// A builder with no stage configured, the [`Generic`] profile and the name `"default"`.
+    pub fn builder() -> ReliabilityLayerBuilder {
+        ReliabilityLayerBuilder::new()
+    }
+}
 
 /// Builds a [`ReliabilityLayer`]. Each stage is optional; the stack's order is fixed
 /// (rate limit -> concurrency limit -> circuit breaker -> retry -> balance) whatever order
@@ -23,7 +32,7 @@ pub struct ReliabilityLayerBuilder<P = Generic> {
     name: String,
     health: Option<HealthSignal>,
     profile: P,
-    pub(crate) policy: PolicyConfig,
+    policy: PolicyConfig,
 }
 
 impl Default for ReliabilityLayerBuilder {
@@ -123,7 +132,7 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
 
     /// Shares an existing health signal (e.g. with another policy guarding the same
     /// upstream) instead of a new one.
-    pub fn health_signal(mut self, health: HealthSignal) -> Self {
+    pub fn health(mut self, health: HealthSignal) -> Self {
         self.health = Some(health);
         self
     }
@@ -131,57 +140,8 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
     /// Validates every stage's config and builds the layer. The error names the stage and
     /// field (`circuit_breaker.failure_rate_threshold`).
     pub fn build(self) -> Result<ReliabilityLayer<P>, ConfigError> {
-        crate::config::check_policy_name(&self.name)
-            .map_err(|e| ConfigError::new("name", e.value(), e.reason().to_owned()))?;
-        self.policy.validate()?;
-        if self.policy.retry.is_some() && !self.profile.can_retry() {
-            return Err(ConfigError::new(
-                "retry",
-                "(a retry stage)",
-                "this profile cannot replay requests (a server cannot resend what it received): \
-                 remove the retry stage, or use a client profile such as `http()`",
-            ));
-        }
-        let name = self.name;
         let health = self.health.unwrap_or_default();
-        let p = &self.policy;
-        let rate_limit = p
-            .rate_limit
-            .as_ref()
-            .map(|cfg| c::rate_limit_layer(&name, cfg, &health))
-            .transpose()
-            .map_err(|e| e.in_section("rate_limit"))?;
-        let concurrency = p
-            .concurrency_limit
-            .as_ref()
-            .map(|cfg| c::concurrency_layer(&name, cfg, &self.profile))
-            .transpose()
-            .map_err(|e| e.in_section("concurrency_limit"))?;
-        let breaker = p
-            .circuit_breaker
-            .as_ref()
-            .map(|cfg| c::breaker_layer(&name, cfg, &health, &self.profile))
-            .transpose()
-            .map_err(|e| e.in_section("circuit_breaker"))?;
-        let retry = p
-            .retry
-            .as_ref()
-            .map(|cfg| c::retry_layer(&name, cfg, &health, &self.profile))
-            .transpose()
-            .map_err(|e| e.in_section("retry"))?;
-        let balance = p.balance.clone();
-        Ok(ReliabilityLayer {
-            shared: Arc::new(Shared {
-                name,
-                profile: self.profile,
-                health,
-                rate_limit,
-                concurrency,
-                breaker,
-                retry,
-                balance: std::sync::Mutex::new(crate::layer::BalanceStage::new(balance)),
-                reload: Default::default(),
-            }),
-        })
+        Stages::new(self.name, health, self.profile, &self.policy)
+            .map(ReliabilityLayer::from_stages)
     }
 }

@@ -2,13 +2,9 @@
 //! and reconfigure calls. Everything that depends on a component's API sits here, so the
 //! rest of the facade is written against these few names.
 
-use std::error::Error as StdError;
-use std::time::Duration;
-
 use tower_prism_core::{ConfigError, HealthSignal};
 
 use crate::profile::Profile;
-use crate::ErrorKind;
 
 pub use tower_prism_balance::BalanceConfig;
 pub use tower_prism_breaker::{BreakerConfig, BreakerConfigBuilder};
@@ -176,50 +172,4 @@ where
     fn apply(&self, config: &BalanceConfig) -> Result<(), ConfigError> {
         self.reconfigure(config)
     }
-}
-
-// ---------------------------------------------------------------- errors
-
-/// Recognises a component's rejection.
-pub(crate) fn classify_error(
-    e: &(dyn StdError + 'static),
-) -> Option<(ErrorKind, Option<Duration>)> {
-    if let Some(e) = e.downcast_ref::<tower_prism_limit::Error>() {
-        return Some((ErrorKind::RateLimited, e.retry_after()));
-    }
-    if let Some(e) = e.downcast_ref::<tower_prism_breaker::Error>() {
-        return Some((ErrorKind::CircuitOpen, e.retry_after()));
-    }
-    if let Some(e) = e.downcast_ref::<tower_prism_retry::Error>() {
-        use tower_prism_retry::Error as R;
-        // Attempts that all ran out of time are a timeout (504, as Envoy answers a per-try
-        // timeout with no retries left), whatever stopped the retrying.
-        let timed_out = e.last().is_some_and(|last| {
-            matches!(last.downcast_ref::<R>(), Some(R::AttemptTimedOut { .. }))
-        });
-        let kind = match e {
-            R::RetriesExhausted { .. } | R::BudgetExhausted { .. } if timed_out => {
-                ErrorKind::Timeout
-            }
-            R::RetriesExhausted { .. } | R::BudgetExhausted { .. } => ErrorKind::RetriesExhausted,
-            R::DeadlineExceeded { .. } | R::AttemptTimedOut { .. } => ErrorKind::Timeout,
-            _ => ErrorKind::Inner,
-        };
-        return Some((kind, None));
-    }
-    #[cfg(feature = "redis")]
-    if let Some(tower_prism_limit::redis::RedisError::Unavailable(_)) =
-        e.downcast_ref::<tower_prism_limit::redis::RedisError>()
-    {
-        return Some((ErrorKind::LimiterUnavailable, None));
-    }
-    if e.is::<tower_prism_limit::ConcurrencyError>() {
-        return Some((ErrorKind::ConcurrencyLimited, None));
-    }
-    if let Some(tower_prism_balance::Error::NoHealthyEndpoint { .. }) =
-        e.downcast_ref::<tower_prism_balance::Error>()
-    {
-        return Some((ErrorKind::NoHealthyEndpoint, None));
-    }
-    None
 }

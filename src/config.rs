@@ -18,24 +18,24 @@
 //!
 //! Every table is optional; a policy without a table has no such stage.
 //!
-//! Hot reload ([`Policies::reload`]) keeps the shape of what runs: the same policies, each
+//! Hot reload ([`Policies::reload`](crate::Policies::reload)) keeps the shape of what runs: the same policies, each
 //! with the same stage tables. Within that, every value can change, except a running
 //! limiter's or breaker's `clock` and a running breaker's `window`. A reload that breaks a
 //! rule, or has any invalid value, is refused with an error naming it and changes nothing.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tower_prism_core::config::{quote_bounded, MAX_QUOTED};
 use tower_prism_core::ConfigError;
 
 use crate::components::{
     BalanceConfig, BreakerConfig, BreakerConfigBuilder, ConcurrencyConfig, RateLimitConfig,
     RetryConfig,
 };
-use crate::profile::{Generic, Profile};
+use crate::config_error::ConfigFileError;
+use crate::names::{bounded_name, check_policy_name, known_names, policy_section};
+use crate::parse_error::ParseError;
 
 /// The whole config file: named policies.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -137,217 +137,6 @@ impl PolicyConfig {
     }
 }
 
-/// The most characters of toml's own message a [`ParseError`] keeps (it may quote a
-/// value, e.g. a string given where a number belongs).
-pub const MAX_PARSE_MESSAGE: usize = 256;
-
-/// A TOML syntax or type error, or an unknown key, told within bounds: toml's message (at
-/// most [`MAX_PARSE_MESSAGE`] characters), the line and column, and a window of at most
-/// [`MAX_QUOTED`] characters of that line around the column. However large the input, the
-/// error stays small (toml's own error keeps and prints the whole source line).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
-    message: String,
-    line: Option<usize>,
-    column: Option<usize>,
-    excerpt: Option<String>,
-}
-
-impl ParseError {
-    /// Bounds toml's error `error` about `text`.
-    fn new(text: &str, error: &toml::de::Error) -> Self {
-        let message = quote_bounded(error.message().trim(), MAX_PARSE_MESSAGE);
-        let Some(span) = error.span() else {
-            return ParseError {
-                message,
-                line: None,
-                column: None,
-                excerpt: None,
-            };
-        };
-        let at = floor_char_boundary(text, span.start.min(text.len()));
-        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
-        let line = text[..line_start].matches('\n').count() + 1;
-        let column = text[line_start..at].chars().count() + 1;
-        ParseError {
-            message,
-            line: Some(line),
-            column: Some(column),
-            excerpt: Some(excerpt(&text[line_start..line_end], column - 1)),
-        }
-    }
-
-    /// toml's message (bounded).
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The line of the error (1-based), when toml knows where it is.
-    pub fn line(&self) -> Option<usize> {
-        self.line
-    }
-
-    /// The column of the error in characters (1-based), when toml knows where it is.
-    pub fn column(&self) -> Option<usize> {
-        self.column
-    }
-
-    /// At most [`MAX_QUOTED`] characters of the line, around the column (`...` marks a cut).
-    pub fn excerpt(&self) -> Option<&str> {
-        self.excerpt.as_deref()
-    }
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let (Some(line), Some(column)) = (self.line, self.column) {
-            write!(f, " (line {line}, column {column})")?;
-        }
-        if let Some(excerpt) = &self.excerpt {
-            write!(f, ": {excerpt}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ParseError {}
-
-/// `policy.<name>`, the section of a policy's fields in errors; a name longer than
-/// [`MAX_QUOTED`] is cut, so a huge policy name cannot make a huge error.
-/// The longest policy name, in bytes: a name is the `name` label of every metric and
-/// appears in every log event of its stages, so it must stay short.
-pub const MAX_POLICY_NAME: usize = 128;
-
-/// Checks a policy name: 1 to [`MAX_POLICY_NAME`] bytes, no control characters (a name
-/// goes into metric labels and log lines as it is).
-pub(crate) fn check_policy_name(name: &str) -> Result<(), ConfigError> {
-    let reason = if name.is_empty() {
-        "must not be empty"
-    } else if name.len() > MAX_POLICY_NAME {
-        "must be at most 128 bytes (it is the `name` label of every metric)"
-    } else if name.chars().any(char::is_control) {
-        "must not contain control characters"
-    } else {
-        return Ok(());
-    };
-    Err(ConfigError::new("policy", format!("{name:?}"), reason))
-}
-
-pub(crate) fn policy_section(name: &str) -> String {
-    format!("policy.{}", bounded_name(name))
-}
-
-/// A policy name as an error quotes it (cut after [`MAX_QUOTED`] characters).
-pub(crate) fn bounded_name(name: &str) -> String {
-    quote_bounded(name, MAX_QUOTED)
-}
-
-/// The most policy names an [`ConfigFileError::UnknownPolicy`] lists.
-const MAX_KNOWN_LISTED: usize = 16;
-
-/// Names for [`ConfigFileError::UnknownPolicy`]: at most [`MAX_KNOWN_LISTED`], each
-/// bounded, then how many more there are.
-fn known_names<'a>(names: impl ExactSizeIterator<Item = &'a String>) -> String {
-    let total = names.len();
-    let mut listed: Vec<String> = names
-        .take(MAX_KNOWN_LISTED)
-        .map(|n| bounded_name(n))
-        .collect();
-    if total > MAX_KNOWN_LISTED {
-        listed.push(format!("and {} more", total - MAX_KNOWN_LISTED));
-    }
-    listed.join(", ")
-}
-
-fn floor_char_boundary(text: &str, mut at: usize) -> usize {
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
-}
-
-/// At most [`MAX_QUOTED`] characters of `line`, starting a little before character
-/// `column`, with `...` where it was cut.
-fn excerpt(line: &str, column: usize) -> String {
-    let from = column.saturating_sub(MAX_QUOTED / 4);
-    let mut chars = line.char_indices().skip(from);
-    let Some((start, _)) = chars.next() else {
-        return line.trim_end().to_owned();
-    };
-    let end = chars.nth(MAX_QUOTED.saturating_sub(1)).map(|(i, _)| i);
-    let mut out = String::new();
-    if start > 0 {
-        out.push_str("...");
-    }
-    out.push_str(line[start..end.unwrap_or(line.len())].trim_end());
-    if end.is_some() {
-        out.push_str("...");
-    }
-    out
-}
-
-/// Why a config file could not be used, or a reload was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigFileError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The text is not valid TOML, has an unknown key or a value of the wrong type.
-    /// The message gives the line, column and a bounded excerpt.
-    #[error("invalid config: {0}")]
-    Parse(#[source] ParseError),
-    /// A value is out of range; the field is `policy.<name>.<stage>.<field>`.
-    #[error(transparent)]
-    Invalid(#[from] ConfigError),
-    /// No policy of that name in the file.
-    #[error("no policy named {name:?} in the config (known: {known})")]
-    UnknownPolicy {
-        /// The name asked for (its first 64 characters, as every name an error quotes).
-        name: String,
-        /// The names the file has, comma-separated (at most 16, then how many more).
-        known: String,
-    },
-    /// A hot reload tried to change which stages a running policy has; that needs a
-    /// restart (the layers' types are fixed when they are built).
-    #[error("policy {policy:?}: cannot {change} the `{stage}` stage of a running layer; restart to change the stack's shape")]
-    ShapeChanged {
-        /// The policy.
-        policy: String,
-        /// The stage added or removed.
-        stage: &'static str,
-        /// `add` or `remove`.
-        change: &'static str,
-    },
-    /// A hot reload tried to add a policy to, or remove one from, the running
-    /// [`Policies`]; that needs a restart (services are built from the policies at start).
-    #[error("policy {policy:?}: a reload cannot {change} a policy; restart to change the set of policies")]
-    PoliciesChanged {
-        /// The policy added or removed.
-        policy: String,
-        /// `add` or `remove`.
-        change: &'static str,
-    },
-}
-
-impl ConfigFileError {
-    /// The dotted path of the bad field, when a value was out of range.
-    pub fn field(&self) -> Option<&str> {
-        match self {
-            ConfigFileError::Invalid(e) => Some(e.field()),
-            _ => None,
-        }
-    }
-}
-
 impl ReliabilityConfig {
     /// Parses and validates a TOML text.
     ///
@@ -416,114 +205,6 @@ impl ReliabilityConfig {
     }
 }
 
-/// Every policy of a config file as a running [`ReliabilityLayer`](crate::ReliabilityLayer), and the hot-reload
-/// handle for them: [`reload`](Policies::reload) applies a new file to the running layers.
-///
-/// ```
-/// use tower_prism::{Policies, ReliabilityConfig};
-///
-/// let config = ReliabilityConfig::from_toml("[policy.api.rate_limit]\nrate = 10").unwrap();
-/// let policies = Policies::new(&config).unwrap();
-/// let api = policies.get("api").unwrap(); // stack services with it
-///
-/// // A bad new config is refused and the running one stays.
-/// assert!(policies.reload_toml("[policy.api.rate_limit]\nrate = 0").is_err());
-/// policies.reload_toml("[policy.api.rate_limit]\nrate = 50").unwrap();
-/// assert_eq!(api.snapshot().rate_limit.unwrap().rate_per_second, 50.0);
-/// ```
-#[derive(Debug, Clone)]
-pub struct Policies<P: Profile = Generic> {
-    layers: BTreeMap<String, crate::ReliabilityLayer<P>>,
-}
-
-impl Policies {
-    /// Builds one layer per policy, with the [`Generic`] profile.
-    pub fn new(config: &ReliabilityConfig) -> Result<Policies, ConfigFileError> {
-        Policies::with_profile(config, Generic)
-    }
-}
-
-impl<P: Profile> Policies<P> {
-    /// Builds one layer per policy, each with `profile` (e.g. [`Http`](crate::Http)).
-    pub fn with_profile(
-        config: &ReliabilityConfig,
-        profile: P,
-    ) -> Result<Policies<P>, ConfigFileError> {
-        let layers = config
-            .policy
-            .iter()
-            .map(|(name, policy)| {
-                Ok((
-                    name.clone(),
-                    crate::ReliabilityLayer::from_policy_as(name, policy, profile.clone())?,
-                ))
-            })
-            .collect::<Result<_, ConfigFileError>>()?;
-        Ok(Policies { layers })
-    }
-
-    /// The layer of policy `name` (clones share its state and its reloads).
-    pub fn get(&self, name: &str) -> Result<crate::ReliabilityLayer<P>, ConfigFileError> {
-        self.layers
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ConfigFileError::UnknownPolicy {
-                name: bounded_name(name),
-                known: known_names(self.layers.keys()),
-            })
-    }
-
-    /// The names of the running policies.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.layers.keys().map(String::as_str)
-    }
-
-    /// Applies a new config to every running layer, without dropping requests in flight.
-    ///
-    /// All or nothing: every value of every stage of every policy is checked, and so are
-    /// the reload rules, before anything changes; on any error nothing has changed. The
-    /// rules: the file has the same policies as the running ones (a policy added or removed
-    /// is [`ConfigFileError::PoliciesChanged`]), each with the same stage tables (a table
-    /// added or removed, `balance` included, is [`ConfigFileError::ShapeChanged`]); a
-    /// running limiter or breaker keeps its `clock` and a running breaker its `window`
-    /// ([`ConfigFileError::Invalid`] naming the field). Reloads are applied one at a time.
-    pub fn reload(&self, config: &ReliabilityConfig) -> Result<(), ConfigFileError> {
-        config.validate()?;
-        if let Some(added) = config.policy.keys().find(|n| !self.layers.contains_key(*n)) {
-            return Err(ConfigFileError::PoliciesChanged {
-                policy: bounded_name(added),
-                change: "add",
-            });
-        }
-        if let Some(removed) = self.layers.keys().find(|n| !config.policy.contains_key(*n)) {
-            return Err(ConfigFileError::PoliciesChanged {
-                policy: bounded_name(removed),
-                change: "remove",
-            });
-        }
-        // One reload at a time per layer (in name order, so two reloads never wait on each
-        // other crosswise): a check is only good until another reload applies.
-        let _guards: Vec<_> = self.layers.values().map(|l| l.reload_lock()).collect();
-        for (name, layer) in &self.layers {
-            layer.check(&config.policy[name])?;
-        }
-        for (name, layer) in &self.layers {
-            layer.apply(&config.policy[name]);
-        }
-        Ok(())
-    }
-
-    /// Parses, validates and applies a new TOML text (see [`reload`](Self::reload)).
-    pub fn reload_toml(&self, text: &str) -> Result<(), ConfigFileError> {
-        self.reload(&ReliabilityConfig::from_toml(text)?)
-    }
-
-    /// Reads, validates and applies a new config file (see [`reload`](Self::reload)).
-    pub fn reload_file(&self, path: impl AsRef<Path>) -> Result<(), ConfigFileError> {
-        self.reload(&ReliabilityConfig::from_file(path)?)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,60 +245,6 @@ mod tests {
             err.to_string(),
             "no policy named \"billing\" in the config (known: payments, search)"
         );
-    }
-
-    #[test]
-    fn reload_is_all_or_nothing() {
-        let config = ReliabilityConfig::from_toml(TWO).unwrap();
-        let policies = Policies::new(&config).unwrap();
-        let rate = |name: &str| {
-            let layer = policies.get(name).unwrap();
-            layer.snapshot().rate_limit.unwrap().rate_per_second
-        };
-        // search loses its limiter: refused, and payments (valid) is not applied either.
-        let err = policies
-            .reload_toml("[policy.payments.rate_limit]\nrate = 20\n[policy.search.balance]")
-            .unwrap_err();
-        assert!(
-            matches!(err, ConfigFileError::ShapeChanged { ref policy, stage: "rate_limit", change: "remove" } if policy == "search"),
-            "{err}"
-        );
-        assert_eq!(rate("payments"), 10.0);
-        // A running policy missing from the new file: refused, naming it.
-        let err = policies
-            .reload_toml("[policy.payments.rate_limit]\nrate = 20")
-            .unwrap_err();
-        assert!(
-            matches!(err, ConfigFileError::PoliciesChanged { ref policy, change: "remove" } if policy == "search"),
-            "{err}"
-        );
-        assert_eq!(rate("payments"), 10.0);
-        // A good one applies to both.
-        policies
-            .reload_toml(
-                &TWO.replace("rate = 10", "rate = 20")
-                    .replace("rate = 100", "rate = 200"),
-            )
-            .unwrap();
-        assert_eq!((rate("payments"), rate("search")), (20.0, 200.0));
-    }
-
-    #[test]
-    fn parse_errors_give_line_column_and_a_bounded_excerpt() {
-        let text = "[policy.p.rate_limit]\nrate = 10\nburst = \"é\" # not a number\n";
-        let ConfigFileError::Parse(err) = ReliabilityConfig::from_toml(text).unwrap_err() else {
-            panic!("a parse error");
-        };
-        assert_eq!((err.line(), err.column()), (Some(3), Some(9)));
-        assert_eq!(err.excerpt(), Some("burst = \"é\" # not a number"));
-        assert!(err.to_string().contains("(line 3, column 9)"), "{err}");
-        // a long line is cut around the column, on character boundaries
-        let line = format!("{}{}", "é".repeat(200), "x".repeat(200));
-        let cut = excerpt(&line, 200);
-        assert!(cut.starts_with("...é") && cut.ends_with("x..."), "{cut}");
-        assert_eq!(cut.chars().count(), MAX_QUOTED + 6, "{cut}");
-        assert_eq!(excerpt("short", 2), "short");
-        assert_eq!(excerpt("", 0), "");
     }
 
     #[test]

@@ -7,10 +7,11 @@ use tower::{BoxError, ServiceBuilder, ServiceExt};
 use tower_layer::{Layer, Stack};
 use tower_service::Service;
 
+use crate::error::Error;
 use crate::http::HttpErrorLayer;
+use crate::layer::ReliabilityLayer;
 use crate::profile::Profile;
-use crate::stack::Reliable;
-use crate::{Error, ReliabilityLayer};
+use crate::service::Reliability;
 
 /// Adds tower-prism's layers to a [`ServiceBuilder`], reading as English:
 /// `ServiceBuilder::new().reliability(layer)`.
@@ -52,7 +53,7 @@ pub struct Protected<S> {
 
 impl<S> Protected<S> {
     /// Runs one call through the stack: waits for readiness, calls, and classifies any error
-    /// into a [`crate::Error`].
+    /// into an [`Error`].
     pub async fn call<Req>(&self, req: Req) -> Result<S::Response, Error>
     where
         S: Service<Req, Error = BoxError> + Clone,
@@ -93,7 +94,7 @@ impl<S> Protected<S> {
 pub fn protect<P, F, Fut, Req, Res, E>(
     layer: &ReliabilityLayer<P>,
     f: F,
-) -> Protected<Reliable<ServiceFn<F>, P>>
+) -> Protected<Reliability<ServiceFn<F>, P>>
 where
     F: FnMut(Req) -> Fut + Clone,
     Fut: Future<Output = Result<Res, E>>,

@@ -12,7 +12,7 @@ use tower::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::Error;
+use crate::error::Error;
 
 /// A layer that answers every error of the service below with an HTTP response
 /// (429/503 with `Retry-After`, 502, 504; see [`ErrorKind::status`](crate::ErrorKind::status)),

@@ -39,30 +39,43 @@
 mod builder;
 mod components;
 mod config;
+mod config_error;
 mod error;
 mod ext;
+mod future;
 mod http;
 mod layer;
+mod names;
+mod parse_error;
+mod policies;
 mod profile;
+mod reload;
+mod service;
+mod snapshot;
 mod stack;
+mod stages;
 
 pub use builder::ReliabilityLayerBuilder;
-pub use config::{
-    ConfigFileError, ParseError, Policies, PolicyConfig, ReliabilityConfig, MAX_PARSE_MESSAGE,
-    MAX_POLICY_NAME,
-};
+pub use config::{PolicyConfig, ReliabilityConfig};
+pub use config_error::ConfigFileError;
 pub use error::{retry_after_hint, Error, ErrorKind};
 pub use ext::{protect, Protected, ServiceBuilderExt};
+pub use future::ResponseFuture;
 pub use http::{HttpErrorLayer, HttpErrors, HttpErrorsFuture};
-pub use layer::{Balanced, ReliabilityLayer, Snapshot};
+pub use layer::{Balanced, ReliabilityLayer};
+pub use names::MAX_POLICY_NAME;
+pub use parse_error::{ParseError, MAX_PARSE_MESSAGE};
+pub use policies::Policies;
 pub use profile::{Classified, Generic, Http, HttpServer, Profile, SendOnce};
-pub use stack::{
-    BoxErrors, BoxErrorsFuture, BreakerStage, ConcurrencyStage, RateLimitStage, Reliable,
-    RetryStage,
+pub use service::Reliability;
+pub use snapshot::Snapshot;
+
+pub use tower_prism_core::{
+    metrics, BoxError, Classify, Clock, ConfigError, DefaultClassifier, HealthReader, HealthSignal,
+    HealthStats, HttpClassifier, Outcome,
 };
 
 pub use tower_prism_balance as balance;
 pub use tower_prism_breaker as breaker;
-pub use tower_prism_core as core;
 pub use tower_prism_limit as limit;
 pub use tower_prism_retry as retry;

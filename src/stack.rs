@@ -1,7 +1,8 @@
-//! The stacked service: rate limit -> concurrency limit -> circuit breaker -> retry ->
-//! (balance) -> inner.
+//! The stages of the stack, nested in their fixed order: rate limit -> concurrency limit ->
+//! circuit breaker -> retry -> (balance) -> inner. Private: users see
+//! [`Reliability`](crate::Reliability) and its [`ResponseFuture`](crate::ResponseFuture),
+//! so adding or moving a stage changes no public type.
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -12,7 +13,6 @@ use tower::BoxError;
 use tower_service::Service;
 
 use crate::components::{BreakerService, ConcurrencyService, RateLimitService, RetryService};
-use crate::profile::{Generic, Profile};
 
 /// The inner service with its errors boxed, so that every stage above sees [`BoxError`].
 #[derive(Debug, Clone)]
@@ -23,6 +23,18 @@ pub struct BoxErrors<S> {
 impl<S> BoxErrors<S> {
     pub(crate) fn new(inner: S) -> Self {
         BoxErrors { inner }
+    }
+
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
     }
 }
 
@@ -71,62 +83,45 @@ where
 }
 
 /// The retry stage over the inner service (a balancer, or any service).
-pub type RetryStage<S, P = Generic> = Either<RetryService<BoxErrors<S>, P>, BoxErrors<S>>;
+pub type RetryStage<S, P> = Either<RetryService<BoxErrors<S>, P>, BoxErrors<S>>;
 /// The breaker stage over [`RetryStage`].
-pub type BreakerStage<S, P = Generic> =
-    Either<BreakerService<RetryStage<S, P>, P>, RetryStage<S, P>>;
+pub type BreakerStage<S, P> = Either<BreakerService<RetryStage<S, P>, P>, RetryStage<S, P>>;
 /// The concurrency-limit stage over [`BreakerStage`].
-pub type ConcurrencyStage<S, P = Generic> =
+pub type ConcurrencyStage<S, P> =
     Either<ConcurrencyService<BreakerStage<S, P>, P>, BreakerStage<S, P>>;
 /// The rate-limit stage over [`ConcurrencyStage`], the top of the stack.
-pub type RateLimitStage<S, P = Generic> =
-    Either<RateLimitService<ConcurrencyStage<S, P>>, ConcurrencyStage<S, P>>;
+pub type Stack<S, P> = Either<RateLimitService<ConcurrencyStage<S, P>>, ConcurrencyStage<S, P>>;
 
-/// The service a [`ReliabilityLayer`](crate::ReliabilityLayer) makes: every configured stage
-/// over `S` (with the balance stage, `S` is the balancer), in the fixed order. Stages that were not configured are skipped at the cost of
-/// one branch. Clones share every stage's state.
-///
-/// Errors are [`BoxError`]s; [`crate::Error::from_box`] classifies them.
-pub struct Reliable<S, P: Profile = Generic> {
-    pub(crate) inner: RateLimitStage<S, P>,
-}
-
-impl<S: Clone, P: Profile> Clone for Reliable<S, P> {
-    fn clone(&self) -> Self {
-        Reliable {
-            inner: self.inner.clone(),
+/// Peels one stage: the service below an `Either` of a stage and its bypass.
+macro_rules! below {
+    ($stage:expr, $method:ident) => {
+        match $stage {
+            Either::Left(s) => s.$method(),
+            Either::Right(s) => s,
         }
-    }
+    };
 }
 
-impl<S: fmt::Debug, P: Profile> fmt::Debug for Reliable<S, P>
-where
-    P::Classify: fmt::Debug,
-    P::Replay: fmt::Debug,
-    P::Hint: fmt::Debug,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reliable")
-            .field("inner", &self.inner)
-            .finish()
-    }
+/// The inner service at the bottom of a stack.
+pub(crate) fn inner<S, P: crate::Profile>(stack: &Stack<S, P>) -> &S {
+    let concurrency = below!(stack, get_ref);
+    let breaker = below!(concurrency, get_ref);
+    let retry = below!(breaker, get_ref);
+    below!(retry, get_ref).get_ref()
 }
 
-impl<S, P: Profile, Req> Service<Req> for Reliable<S, P>
-where
-    RateLimitStage<S, P>: Service<Req, Error = BoxError>,
-{
-    type Response = <RateLimitStage<S, P> as Service<Req>>::Response;
-    type Error = BoxError;
-    type Future = <RateLimitStage<S, P> as Service<Req>>::Future;
+/// The inner service at the bottom of a stack, mutably.
+pub(crate) fn inner_mut<S, P: crate::Profile>(stack: &mut Stack<S, P>) -> &mut S {
+    let concurrency = below!(stack, get_mut);
+    let breaker = below!(concurrency, get_mut);
+    let retry = below!(breaker, get_mut);
+    below!(retry, get_mut).get_mut()
+}
 
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    #[inline]
-    fn call(&mut self, req: Req) -> Self::Future {
-        self.inner.call(req)
-    }
+/// The inner service at the bottom of a stack, the stages dropped.
+pub(crate) fn into_inner<S, P: crate::Profile>(stack: Stack<S, P>) -> S {
+    let concurrency = below!(stack, into_inner);
+    let breaker = below!(concurrency, into_inner);
+    let retry = below!(breaker, into_inner);
+    below!(retry, into_inner).into_inner()
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tower::{BoxError, Service};
 use tower_prism::breaker::{State, Window};
-use tower_prism::core::Clock;
+use tower_prism::Clock;
 use tower_prism::retry::{Backoff, BudgetConfig, RetryConfig};
 use tower_prism::PolicyConfig;
 

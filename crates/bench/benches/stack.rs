@@ -17,7 +17,7 @@ use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_prism::balance::BalanceConfig;
 use tower_prism::breaker::BreakerConfig;
-use tower_prism::core::Clock;
+use tower_prism::Clock;
 use tower_prism::limit::RateLimitConfig;
 use tower_prism::retry::RetryConfig;
 use tower_prism::ReliabilityLayer;

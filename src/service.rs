@@ -1,0 +1,76 @@
+//! [`Reliability`]: the service a [`ReliabilityLayer`](crate::ReliabilityLayer) makes.
+
+use std::fmt;
+use std::task::{Context, Poll};
+
+use tower::BoxError;
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::profile::{Generic, Profile};
+use crate::stack::{self, Stack};
+
+/// The service a [`ReliabilityLayer`](crate::ReliabilityLayer) makes: every configured
+/// stage over `S` (with the balance stage, `S` is the balancer), in the fixed order. A
+/// stage that was not configured costs one branch. Clones share every stage's state.
+///
+/// Errors are [`BoxError`]s; [`Error::from_box`](crate::Error::from_box) classifies them.
+pub struct Reliability<S, P: Profile = Generic> {
+    inner: Stack<S, P>,
+}
+
+impl<S, P: Profile> Reliability<S, P> {
+    pub(crate) fn new(inner: Stack<S, P>) -> Self {
+        Reliability { inner }
+    }
+
+    /// The service at the bottom of the stack.
+    pub fn get_ref(&self) -> &S {
+        stack::inner::<S, P>(&self.inner)
+    }
+
+    /// The service at the bottom of the stack, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        stack::inner_mut::<S, P>(&mut self.inner)
+    }
+
+    /// The service at the bottom of the stack, the stages above it dropped.
+    pub fn into_inner(self) -> S {
+        stack::into_inner::<S, P>(self.inner)
+    }
+}
+
+impl<S: Clone, P: Profile> Clone for Reliability<S, P> {
+    fn clone(&self) -> Self {
+        Reliability {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, P: Profile> fmt::Debug for Reliability<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reliability")
+            .field("inner", self.get_ref())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P: Profile, Req> Service<Req> for Reliability<S, P>
+where
+    Stack<S, P>: Service<Req, Error = BoxError>,
+{
+    type Response = <Stack<S, P> as Service<Req>>::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, P>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        ResponseFuture::new(self.inner.call(req))
+    }
+}

@@ -1,0 +1,21 @@
+//! [`Snapshot`]: what a policy's stages look like now.
+
+/// What a [`ReliabilityLayer`](crate::ReliabilityLayer)'s stages look like now (see
+/// [`ReliabilityLayer::snapshot`](crate::ReliabilityLayer::snapshot)).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The rate limiter's state, when the stack has one.
+    pub rate_limit: Option<tower_prism_limit::Snapshot>,
+    /// The concurrency limiter's state, when the stack has one.
+    pub concurrency_limit: Option<tower_prism_limit::concurrency::ConcurrencySnapshot>,
+    /// The circuit breaker's state, when the stack has one.
+    pub circuit_breaker: Option<tower_prism_breaker::BreakerSnapshot>,
+    /// The retry stage's settings and budget, when the stack has one.
+    pub retry: Option<tower_prism_retry::RetrySnapshot>,
+    /// Whether a breaker reported the upstream's circuit open on the shared health signal.
+    pub circuit_open: bool,
+    /// Balancers stacked with [`ReliabilityLayer::balanced`](crate::ReliabilityLayer::balanced)
+    /// (their handles give per-endpoint snapshots).
+    pub balancers: usize,
+}

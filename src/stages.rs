@@ -1,0 +1,146 @@
+//! The running stages of one policy: what every service made from one
+//! [`ReliabilityLayer`](crate::ReliabilityLayer) shares.
+
+use std::sync::{Mutex, MutexGuard};
+
+use tower::util::Either;
+use tower_layer::Layer;
+use tower_prism_core::internal::lock;
+use tower_prism_core::{ConfigError, HealthSignal};
+
+use crate::components::{
+    self as c, BalanceConfig, BreakerLayer, ConcurrencyLayer, RateLimitLayer, ReloadBalancer,
+    RetryLayer,
+};
+use crate::config::PolicyConfig;
+use crate::names::check_policy_name;
+use crate::profile::Profile;
+use crate::snapshot::Snapshot;
+use crate::stack::{BoxErrors, Stack};
+
+/// One policy's stages, each optional, and what they share.
+pub(crate) struct Stages<P: Profile> {
+    pub(crate) name: String,
+    pub(crate) profile: P,
+    pub(crate) health: HealthSignal,
+    pub(crate) rate_limit: Option<RateLimitLayer>,
+    pub(crate) concurrency: Option<ConcurrencyLayer<P>>,
+    pub(crate) breaker: Option<BreakerLayer<P>>,
+    pub(crate) retry: Option<RetryLayer<P>>,
+    /// The balance table and the balancers stacked with
+    /// [`ReliabilityLayer::balanced`](crate::ReliabilityLayer::balanced).
+    pub(crate) balance: Mutex<BalanceStage>,
+    /// Held by a reload from its checks to its last change, so two reloads never
+    /// interleave (each is checked against the state it is applied to).
+    pub(crate) reload: Mutex<()>,
+}
+
+/// The policy's balance table (the last one applied) and its running balancers.
+pub(crate) struct BalanceStage {
+    /// `None`: the policy has no balance table (its balancers run the defaults).
+    pub(crate) config: Option<BalanceConfig>,
+    pub(crate) balancers: Vec<Box<dyn ReloadBalancer>>,
+}
+
+impl<P: Profile> Stages<P> {
+    /// Validates `policy` and builds its stages. The error names the stage and field
+    /// (`circuit_breaker.failure_rate_threshold`).
+    pub(crate) fn new(
+        name: String,
+        health: HealthSignal,
+        profile: P,
+        policy: &PolicyConfig,
+    ) -> Result<Self, ConfigError> {
+        check_policy_name(&name)
+            .map_err(|e| ConfigError::new("name", e.value(), e.reason().to_owned()))?;
+        policy.validate()?;
+        if policy.retry.is_some() && !profile.can_retry() {
+            return Err(ConfigError::new(
+                "retry",
+                "(a retry stage)",
+                "this profile cannot replay requests (a server cannot resend what it received): \
+                 remove the retry stage, or use a client profile such as `http()`",
+            ));
+        }
+        let rate_limit = policy
+            .rate_limit
+            .as_ref()
+            .map(|cfg| c::rate_limit_layer(&name, cfg, &health))
+            .transpose()
+            .map_err(|e| e.in_section("rate_limit"))?;
+        let concurrency = policy
+            .concurrency_limit
+            .as_ref()
+            .map(|cfg| c::concurrency_layer(&name, cfg, &profile))
+            .transpose()
+            .map_err(|e| e.in_section("concurrency_limit"))?;
+        let breaker = policy
+            .circuit_breaker
+            .as_ref()
+            .map(|cfg| c::breaker_layer(&name, cfg, &health, &profile))
+            .transpose()
+            .map_err(|e| e.in_section("circuit_breaker"))?;
+        let retry = policy
+            .retry
+            .as_ref()
+            .map(|cfg| c::retry_layer(&name, cfg, &health, &profile))
+            .transpose()
+            .map_err(|e| e.in_section("retry"))?;
+        Ok(Stages {
+            name,
+            profile,
+            health,
+            rate_limit,
+            concurrency,
+            breaker,
+            retry,
+            balance: Mutex::new(BalanceStage {
+                config: policy.balance.clone(),
+                balancers: Vec::new(),
+            }),
+            reload: Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn balance_stage(&self) -> MutexGuard<'_, BalanceStage> {
+        lock(&self.balance)
+    }
+
+    /// Serializes reloads of this policy (see [`Stages::reload`]).
+    pub(crate) fn reload_lock(&self) -> MutexGuard<'_, ()> {
+        lock(&self.reload)
+    }
+
+    /// A cheap view of the running stages.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            rate_limit: self.rate_limit.as_ref().map(|l| l.limiter().snapshot()),
+            concurrency_limit: self.concurrency.as_ref().map(|l| l.limiter().snapshot()),
+            circuit_breaker: self.breaker.as_ref().map(|l| l.handle().snapshot()),
+            retry: self.retry.as_ref().map(|l| l.snapshot()),
+            circuit_open: self.health.is_circuit_open(),
+            balancers: self.balance_stage().balancers.len(),
+        }
+    }
+
+    /// Every configured stage over `inner`, in the fixed order.
+    pub(crate) fn stack<S>(&self, inner: S) -> Stack<S, P> {
+        let bottom = BoxErrors::new(inner);
+        let retry = match &self.retry {
+            Some(layer) => Either::Left(layer.layer(bottom)),
+            None => Either::Right(bottom),
+        };
+        let breaker = match &self.breaker {
+            Some(layer) => Either::Left(layer.layer(retry)),
+            None => Either::Right(retry),
+        };
+        let concurrency = match &self.concurrency {
+            Some(layer) => Either::Left(layer.layer(breaker)),
+            None => Either::Right(breaker),
+        };
+        match &self.rate_limit {
+            Some(layer) => Either::Left(layer.layer(concurrency)),
+            None => Either::Right(concurrency),
+        }
+    }
+}
