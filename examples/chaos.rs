@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
 use tower::ServiceExt;
-use tower_prism::core::Outcome;
+use tower_prism::Outcome;
 use tower_prism::{Classified, Error, ErrorKind, ReliabilityConfig, ReliabilityLayer};
 
 const POLICY: &str = r#"

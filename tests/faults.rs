@@ -15,7 +15,7 @@ use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
 use tower::{Layer, ServiceExt};
 use tower_prism::balance::{BalanceConfig, Strategy};
 use tower_prism::breaker::{BreakerConfig, State, Window};
-use tower_prism::core::{Clock, Outcome};
+use tower_prism::{Clock, Outcome};
 use tower_prism::retry::http::replayable;
 use tower_prism::retry::{Backoff, BudgetConfig, ReplayBody, RetryConfig};
 use tower_prism::{ConfigFileError, Error, ErrorKind, ReliabilityConfig, ReliabilityLayer};

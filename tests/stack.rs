@@ -9,7 +9,7 @@ use std::time::Duration;
 use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
 use tower::{service_fn, BoxError, Layer, ServiceBuilder, ServiceExt};
 use tower_prism::balance::BalanceConfig;
-use tower_prism::core::Outcome;
+use tower_prism::Outcome;
 use tower_prism::limit::{Clock, RateLimitConfig};
 use tower_prism::{
     ConfigFileError, Error, ErrorKind, PolicyConfig, ReliabilityConfig, ReliabilityLayer,

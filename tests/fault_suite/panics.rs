@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tower::{BoxError, Service, ServiceExt};
 use tower_prism::balance::Strategy;
 use tower_prism::breaker::State;
-use tower_prism::core::{Classify, Outcome};
+use tower_prism::{Classify, Outcome};
 use tower_prism::ReliabilityLayer;
 
 use crate::support::flavor::{Flavor, GenericFlavor, HttpFlavor};

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tower::{BoxError, Service, ServiceExt};
 use tower_prism::balance::{BalanceConfig, Strategy};
 use tower_prism::breaker::{BreakerConfig, Window};
-use tower_prism::core::Clock;
+use tower_prism::Clock;
 use tower_prism::limit::{ConcurrencyConfig, RateLimitConfig};
 use tower_prism::retry::{Backoff, BudgetConfig, RetryConfig};
 use tower_prism::{
