@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tower::Service;
+use tower::{BoxError, Service, ServiceExt};
+use tower_prism_balance::{Balance, BalanceConfig, Error, Strategy};
 
 /// A test endpoint: answers its id after `delay`, fails while `failing`, and is ready only
 /// while `ready` (waking parked callers when it becomes ready).
@@ -84,5 +85,35 @@ impl Service<u64> for Ep {
                 Ok(id)
             }
         })
+    }
+}
+
+/// The balancer most tests use: keyed by endpoint id, requests are `u64`.
+pub type B = Balance<usize, Ep, u64>;
+
+/// `n` endpoints with ids `0..n`.
+pub fn eps(n: usize) -> Vec<Ep> {
+    (0..n).map(Ep::new).collect()
+}
+
+/// A balancer with `strategy` over `eps`.
+pub fn balance(strategy: Strategy, eps: &[Ep]) -> B {
+    Balance::builder()
+        .config(BalanceConfig::builder().strategy(strategy).build().unwrap())
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .build()
+        .unwrap()
+}
+
+/// One call through the balancer: the id of the endpoint that answered.
+pub async fn send(b: &mut B, req: u64) -> Result<usize, BoxError> {
+    b.ready().await?.call(req).await
+}
+
+/// The endpoint count of a [`Error::NoHealthyEndpoint`], if `err` is one.
+pub fn no_healthy(err: &BoxError) -> Option<usize> {
+    match err.downcast_ref::<Error>() {
+        Some(Error::NoHealthyEndpoint { endpoints }) => Some(*endpoints),
+        _ => None,
     }
 }

@@ -1,0 +1,240 @@
+//! Passive and active health: outlier ejection, health checks, the shared health signal.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eps, no_healthy, send, Ep, B};
+use tokio_test::assert_ready_ok;
+use tower::{Service, ServiceExt};
+use tower_prism_balance::{Balance, BalanceConfig, Error, OutlierConfig, Strategy};
+use tower_prism_core::{HealthSignal, Outcome};
+
+fn ejecting(strategy: Strategy, max_percent: u32) -> BalanceConfig {
+    let outlier = OutlierConfig::builder()
+        .consecutive_failures(3)
+        .base_ejection_time(Duration::from_secs(10))
+        .max_ejection_time(Duration::from_secs(60))
+        .max_ejection_percent(max_percent)
+        .build()
+        .unwrap();
+    BalanceConfig::builder()
+        .strategy(strategy)
+        .outlier(outlier)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn ejection_and_restoration() {
+    let eps = eps(3);
+    eps[1].set_failing(true);
+    let mut b: B = Balance::builder()
+        .config(ejecting(Strategy::RoundRobin, 50))
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .build()
+        .unwrap();
+    let mut errors = 0;
+    for i in 0..30 {
+        errors += send(&mut b, i).await.is_err() as usize;
+    }
+    assert_eq!(errors, 3, "ejected after 3 consecutive failures");
+    let snap = b.handle().snapshot();
+    assert!(snap.endpoints[1].ejected && !snap.endpoints[1].healthy);
+    assert_eq!(snap.healthy(), 2);
+    assert_eq!(eps[1].hits(), 3);
+
+    // after the ejection time it is back, fails again and is ejected for twice as long
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!(b.handle().snapshot().endpoints[1].healthy);
+    for i in 0..30 {
+        let _ = send(&mut b, i).await;
+    }
+    assert_eq!(eps[1].hits(), 6);
+    let snap = b.handle().snapshot();
+    assert_eq!(snap.endpoints[1].ejections, 2);
+    tokio::time::advance(Duration::from_secs(15)).await;
+    assert!(
+        b.handle().snapshot().endpoints[1].ejected,
+        "second ejection lasts 20s"
+    );
+    eps[1].set_failing(false);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    for i in 0..30 {
+        send(&mut b, i).await.unwrap();
+    }
+    assert_eq!(b.handle().snapshot().healthy(), 3);
+    assert_eq!(eps[1].hits(), 16);
+}
+
+#[tokio::test(start_paused = true)]
+async fn success_rate_ejection_with_a_classifier() {
+    // responses are fine at the transport level, but the classifier calls endpoint 0's answers failures
+    let eps = eps(2);
+    let mut b = Balance::builder()
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::RoundRobin)
+                .outlier(
+                    OutlierConfig::builder()
+                        .consecutive_failures(0)
+                        .success_rate_threshold(Some(0.9))
+                        .min_requests(10)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .classify(|r: Result<&usize, &std::io::Error>| match r {
+            Ok(0) | Err(_) => Outcome::RETRYABLE,
+            Ok(_) => Outcome::Success,
+        })
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .build()
+        .unwrap();
+    for i in 0..40 {
+        b.ready().await.unwrap().call(i).await.unwrap();
+    }
+    assert_eq!(eps[0].hits(), 10, "ejected when its 10th call completed");
+    assert_eq!(b.handle().snapshot().endpoints[0].failures, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_ejection_percent_caps_ejections() {
+    let eps = eps(4);
+    for e in &eps {
+        e.set_failing(true);
+    }
+    let mut b: B = Balance::builder()
+        .config(ejecting(Strategy::RoundRobin, 50))
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .build()
+        .unwrap();
+    for i in 0..100 {
+        let _ = send(&mut b, i).await;
+    }
+    let snap = b.handle().snapshot();
+    assert_eq!(
+        snap.endpoints.iter().filter(|e| e.ejected).count(),
+        2,
+        "{snap:?}"
+    );
+    assert_eq!(snap.healthy(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_endpoints_unhealthy_is_a_typed_error_not_a_hang() {
+    let eps = eps(2);
+    for e in &eps {
+        e.set_failing(true);
+    }
+    let mut b: B = Balance::builder()
+        .config(ejecting(Strategy::P2cPeakEwma, 100))
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .build()
+        .unwrap();
+    for i in 0..6 {
+        let err = send(&mut b, i).await.unwrap_err();
+        assert!(err.is::<std::io::Error>(), "{err}");
+    }
+    let mut task = tokio_test::task::spawn(());
+    task.enter(|cx, _| assert_ready_ok!(b.poll_ready(cx)));
+    let err = b.call(1).await.unwrap_err();
+    assert_eq!(no_healthy(&err), Some(2));
+    // restored when the ejection ends
+    tokio::time::advance(Duration::from_secs(10)).await;
+    eps[0].set_failing(false);
+    assert_eq!(send(&mut b, 0).await.unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn active_health_checks_use_thresholds() {
+    let eps = eps(2);
+    let down = Arc::new(AtomicBool::new(false));
+    let probe_down = down.clone();
+    let mut config = BalanceConfig::default();
+    config.strategy = Strategy::RoundRobin;
+    config.health_check.interval = Duration::from_secs(1);
+    config.health_check.unhealthy_threshold = 2;
+    config.health_check.healthy_threshold = 3;
+    let mut b: B = Balance::builder()
+        .config(config)
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .health_check(move |key: &usize| {
+            let healthy = !(*key == 1 && probe_down.load(Ordering::SeqCst));
+            async move { healthy }
+        })
+        .build()
+        .unwrap();
+    down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        b.handle().snapshot().endpoints[1].healthy,
+        "one failed probe is not enough"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let snap = b.handle().snapshot();
+    assert!(!snap.endpoints[1].healthy && !snap.endpoints[1].passing_health_checks);
+    for i in 0..10 {
+        assert_eq!(send(&mut b, i).await.unwrap(), 0);
+    }
+    down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !b.handle().snapshot().endpoints[1].healthy,
+        "two passes are not enough"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(b.handle().snapshot().endpoints[1].healthy);
+    let got: Vec<usize> = {
+        let mut v = Vec::new();
+        for i in 0..4 {
+            v.push(send(&mut b, i).await.unwrap());
+        }
+        v
+    };
+    assert!(got.contains(&1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_checks_need_a_runtime() {
+    let eps = eps(1);
+    let err = std::thread::spawn(move || {
+        Balance::<usize, Ep, u64>::builder()
+            .endpoint(0, eps[0].clone())
+            .health_check(|_: &usize| async { true })
+            .build()
+            .unwrap_err()
+    })
+    .join()
+    .unwrap();
+    assert!(matches!(err, Error::NoRuntime { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn publishes_to_a_health_signal() {
+    let eps = eps(2);
+    eps[1].set_failing(true);
+    let signal = HealthSignal::new();
+    let mut reader = signal.subscribe();
+    let mut b: B = Balance::builder()
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::RoundRobin)
+                .build()
+                .unwrap(),
+        )
+        .health(signal)
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .build()
+        .unwrap();
+    for i in 0..4 {
+        let _ = send(&mut b, i).await;
+    }
+    let stats = reader.read();
+    assert_eq!(stats.calls(), 4);
+    assert_eq!(stats.failure_rate(), Some(0.5));
+}

@@ -1,0 +1,183 @@
+//! How each strategy distributes requests, and what consistent hashing needs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{balance, eps, send, Ep, B};
+use tower::{Service, ServiceExt};
+use tower_prism_balance::{hash_key, Balance, BalanceConfig, Error, Strategy};
+
+#[tokio::test(start_paused = true)]
+async fn round_robin_is_exact() {
+    let eps = eps(3);
+    let mut b = balance(Strategy::RoundRobin, &eps);
+    let mut order = Vec::new();
+    for i in 0..300 {
+        order.push(send(&mut b, i).await.unwrap());
+    }
+    for w in order.windows(2) {
+        assert_eq!(w[1], (w[0] + 1) % 3, "{order:?}");
+    }
+    for e in &eps {
+        assert_eq!(e.hits(), 100);
+    }
+    // clones share the rotation (axum clones per request)
+    let first = send(&mut b.clone(), 0).await.unwrap();
+    let second = send(&mut b.clone(), 0).await.unwrap();
+    assert_ne!(first, second);
+}
+
+#[tokio::test(start_paused = true)]
+async fn weighted_round_robin_follows_weights() {
+    let eps = eps(3);
+    let mut b: B = Balance::builder()
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::WeightedRoundRobin)
+                .build()
+                .unwrap(),
+        )
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .weights([(0, 5), (1, 3), (2, 2)])
+        .build()
+        .unwrap();
+    for i in 0..1000 {
+        send(&mut b, i).await.unwrap();
+    }
+    let hits: Vec<usize> = eps.iter().map(Ep::hits).collect();
+    for (h, want) in hits.iter().zip([500, 300, 200]) {
+        assert!(h.abs_diff(want) <= 10, "{hits:?}");
+    }
+    // weights can change at runtime
+    assert_eq!(b.handle().set_weight(&2, 5), Ok(true));
+    assert!(b.handle().set_weight(&2, 0).is_err());
+    for i in 0..1300 {
+        send(&mut b, i).await.unwrap();
+    }
+    let more: Vec<usize> = eps.iter().zip(&hits).map(|(e, h)| e.hits() - h).collect();
+    for (h, want) in more.iter().zip([500, 300, 500]) {
+        assert!(h.abs_diff(want) <= 10, "{more:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn least_requests_spreads_outstanding_calls() {
+    let eps: Vec<Ep> = (0..3)
+        .map(|i| Ep::new(i).with_delay(Duration::from_secs(10)))
+        .collect();
+    let mut b = balance(Strategy::LeastRequests, &eps);
+    let mut pending = Vec::new();
+    for i in 0..30 {
+        let fut = b.ready().await.unwrap().call(i);
+        pending.push(tokio::spawn(fut));
+    }
+    for e in &eps {
+        assert_eq!(e.hits(), 10, "every endpoint holds a third of the calls");
+    }
+    let snap = b.handle().snapshot();
+    assert!(snap.endpoints.iter().all(|e| e.in_flight == 10), "{snap:?}");
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+    assert!(b
+        .handle()
+        .snapshot()
+        .endpoints
+        .iter()
+        .all(|e| e.in_flight == 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_prefers_the_fast_endpoint() {
+    let eps = vec![
+        Ep::new(0).with_delay(Duration::from_millis(5)),
+        Ep::new(1).with_delay(Duration::from_millis(5)),
+        Ep::new(2).with_delay(Duration::from_millis(200)),
+    ];
+    let mut b = balance(Strategy::P2cPeakEwma, &eps);
+    for i in 0..600 {
+        send(&mut b, i).await.unwrap();
+    }
+    let slow = eps[2].hits();
+    assert!(slow < 30, "slow endpoint got {slow} of 600");
+    assert!(eps[0].hits() > 200 && eps[1].hits() > 200);
+    let snap = b.handle().snapshot();
+    assert!(
+        snap.endpoints[2].latency_ewma >= Duration::from_millis(150),
+        "{snap:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn consistent_hash_is_stable_and_moves_few_keys() {
+    let eps = eps(5);
+    let mut b: B = Balance::builder()
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::ConsistentHash)
+                .build()
+                .unwrap(),
+        )
+        .key_fn(|req: &u64| hash_key(req))
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .build()
+        .unwrap();
+    let mut owner = Vec::new();
+    for k in 0..500u64 {
+        let a = send(&mut b, k).await.unwrap();
+        assert_eq!(send(&mut b, k).await.unwrap(), a, "same key, same endpoint");
+        owner.push(a);
+    }
+    b.handle().remove(&3);
+    for k in 0..500u64 {
+        let now = send(&mut b, k).await.unwrap();
+        if owner[k as usize] != 3 {
+            assert_eq!(
+                now, owner[k as usize],
+                "key {k} moved though its endpoint stayed"
+            );
+        } else {
+            assert_ne!(now, 3);
+        }
+    }
+    b.handle().add(3, eps[3].clone()).unwrap();
+    b.handle().add(9, Ep::new(9)).unwrap();
+    let mut moved = 0;
+    for k in 0..500u64 {
+        let now = send(&mut b, k).await.unwrap();
+        if now != owner[k as usize] {
+            assert_eq!(now, 9, "only the new endpoint takes keys");
+            moved += 1;
+        }
+    }
+    assert!(
+        (40..140).contains(&moved),
+        "about 1/6 of keys move, got {moved}"
+    );
+    // ejected endpoints pass their keys to the runner-up, without waiting
+    eps[0].set_failing(true);
+    let key = (0..500u64).find(|k| owner[*k as usize] == 0).unwrap();
+    assert!(send(&mut b, key).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn consistent_hash_needs_a_key_fn() {
+    let err = Balance::<usize, Ep, u64>::builder()
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::ConsistentHash)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Config(ref c) if c.field() == "strategy"),
+        "{err}"
+    );
+    let b = balance(Strategy::RoundRobin, &eps(1));
+    let mut config = BalanceConfig::default();
+    config.strategy = Strategy::ConsistentHash;
+    assert!(b.handle().reconfigure(&config).is_err());
+}
