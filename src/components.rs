@@ -70,9 +70,7 @@ pub(crate) type BreakerLayer<P> =
 pub type BreakerService<S, P> = tower_prism_breaker::CircuitBreaker<S, <P as Profile>::Classify>;
 
 pub(crate) fn validate_breaker(config: &BreakerConfig) -> Result<(), ConfigError> {
-    // A BreakerConfig is checked when built or deserialized; this catches one assembled by
-    // hand with public fields, should it ever have them.
-    config.to_builder().build().map(drop)
+    config.validate()
 }
 
 pub(crate) fn breaker_layer<P: Profile>(
@@ -81,29 +79,25 @@ pub(crate) fn breaker_layer<P: Profile>(
     health: &HealthSignal,
     profile: &P,
 ) -> Result<BreakerLayer<P>, ConfigError> {
-    let config = config.to_builder().name(name).build()?;
-    let breaker = tower_prism_breaker::Breaker::with_health(config, health.clone());
-    Ok(
-        tower_prism_breaker::CircuitBreakerLayer::with_breaker(breaker)
-            .classify(profile.classify()),
-    )
+    tower_prism_breaker::CircuitBreakerLayer::builder(config.clone())
+        .name(name)
+        .classify(profile.classify())
+        .health(health.clone())
+        .build()
 }
 
 pub(crate) fn check_breaker<C>(
     layer: &tower_prism_breaker::CircuitBreakerLayer<C>,
     config: &BreakerConfig,
 ) -> Result<(), ConfigError> {
-    layer.breaker().check(config)
+    layer.handle().check(config)
 }
 
 pub(crate) fn reconfigure_breaker<C>(
     layer: &tower_prism_breaker::CircuitBreakerLayer<C>,
     config: &BreakerConfig,
 ) -> Result<(), ConfigError> {
-    let breaker = layer.breaker();
-    // The running breaker keeps its name (the policy's).
-    let config = config.to_builder().name(breaker.name()).build()?;
-    breaker.reconfigure(&config)
+    layer.handle().reconfigure(config)
 }
 
 // ---------------------------------------------------------------- retry

@@ -38,7 +38,9 @@ fn prism(clock: Clock) -> impl Service<u64> + Clone + Send + 'static {
         .clock(clock)
         .build()
         .expect("valid config");
-    CircuitBreakerLayer::new(config).layer(Noop)
+    CircuitBreakerLayer::from_config(&config)
+        .expect("valid config")
+        .layer(Noop)
 }
 
 fn resilience() -> impl Service<u64> + Clone + Send + 'static {

@@ -24,8 +24,3 @@ impl Error {
         }
     }
 }
-
-/// The error type of [`CircuitBreaker`](crate::CircuitBreaker): the same as
-/// `tower::BoxError`. A rejection downcasts to [`Error`]; the inner service's errors pass
-/// through inside it.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -6,10 +6,11 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tower_prism_core::{Classify, Moment};
+use tower_prism_core::{BoxError, Classify};
 
-use crate::error::{BoxError, Error};
-use crate::state::{Breaker, Permit};
+use crate::breaker::Breaker;
+use crate::error::Error;
+use crate::state::Permit;
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](crate::CircuitBreaker): either the inner
@@ -41,15 +42,13 @@ pin_project! {
 pub(crate) struct PermitGuard {
     breaker: Breaker,
     permit: Option<Permit>,
-    start: Moment,
 }
 
 impl PermitGuard {
-    pub(crate) fn new(breaker: Breaker, permit: Permit, start: Moment) -> Self {
+    pub(crate) fn new(breaker: Breaker, permit: Permit) -> Self {
         PermitGuard {
             breaker,
             permit: Some(permit),
-            start,
         }
     }
 }
@@ -100,10 +99,9 @@ where
                     // Classify while the guard still holds the permit: a panicking
                     // classifier unwinds through the guard, which gives the permit back.
                     let outcome = classifier.classify(result.as_ref());
-                    let now = guard.breaker.now_at();
-                    let elapsed = guard.start.elapsed_to(now);
+                    let now = guard.breaker.now();
                     if let Some(permit) = guard.permit.take() {
-                        guard.breaker.record_at(permit, outcome, elapsed, now);
+                        guard.breaker.record_at(permit, outcome, now);
                     }
                 }
                 Poll::Ready(result.map_err(Into::into))

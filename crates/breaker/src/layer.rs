@@ -1,14 +1,36 @@
-//! [`CircuitBreakerLayer`].
+//! [`CircuitBreakerLayer`] and its builder.
 
 use tower_layer::Layer;
-use tower_prism_core::{DefaultClassifier, HealthSignal};
+use tower_prism_core::{ConfigError, DefaultClassifier, HealthSignal};
 
+use crate::breaker::Breaker;
 use crate::config::BreakerConfig;
 use crate::service::CircuitBreaker;
-use crate::state::Breaker;
+
+/// The policy name a layer gets when its builder is given none.
+const DEFAULT_NAME: &str = "default";
 
 /// Wraps services in a [`CircuitBreaker`]. Every service this layer makes (and every clone
-/// of the layer) shares one [`Breaker`].
+/// of the layer) shares one [`Breaker`], reached with [`handle`](Self::handle).
+///
+/// ```
+/// use tower_prism_breaker::{BreakerConfig, CircuitBreakerLayer};
+/// use tower_prism_core::{HealthSignal, HttpClassifier};
+///
+/// // the plain way
+/// let layer = CircuitBreakerLayer::from_config(&BreakerConfig::default()).unwrap();
+/// assert_eq!(layer.handle().name(), "default");
+///
+/// // with what a config file cannot say
+/// let health = HealthSignal::new();
+/// let layer = CircuitBreakerLayer::builder(BreakerConfig::default())
+///     .name("payments")
+///     .classify(HttpClassifier)
+///     .health(health)
+///     .build()
+///     .unwrap();
+/// assert_eq!(layer.handle().name(), "payments");
+/// ```
 #[derive(Debug, Clone)]
 pub struct CircuitBreakerLayer<C = DefaultClassifier> {
     breaker: Breaker,
@@ -16,14 +38,27 @@ pub struct CircuitBreakerLayer<C = DefaultClassifier> {
 }
 
 impl CircuitBreakerLayer {
-    /// A layer with a new, closed breaker; results are classified by [`DefaultClassifier`]
-    /// (`Err` is a retryable failure).
-    pub fn new(config: BreakerConfig) -> Self {
-        Self::with_breaker(Breaker::new(config))
+    /// A layer with a new, closed breaker named `"default"`; results are classified by
+    /// [`DefaultClassifier`] (`Err` is a retryable failure).
+    pub fn from_config(config: &BreakerConfig) -> Result<Self, ConfigError> {
+        Self::builder(config.clone()).build()
     }
 
-    /// A layer over an existing breaker (e.g. one shared by several routes).
-    pub fn with_breaker(breaker: Breaker) -> Self {
+    /// A builder for a layer with a new breaker: [`name`](CircuitBreakerLayerBuilder::name),
+    /// [`classify`](CircuitBreakerLayerBuilder::classify),
+    /// [`health`](CircuitBreakerLayerBuilder::health).
+    pub fn builder(config: BreakerConfig) -> CircuitBreakerLayerBuilder {
+        CircuitBreakerLayerBuilder {
+            config,
+            name: DEFAULT_NAME.to_owned(),
+            classifier: DefaultClassifier,
+            health: None,
+        }
+    }
+
+    /// A layer over an existing breaker (e.g. one shared by several routes), with the
+    /// [`DefaultClassifier`]; [`classify`](Self::classify) sets another.
+    pub fn from_handle(breaker: Breaker) -> Self {
         CircuitBreakerLayer {
             breaker,
             classifier: DefaultClassifier,
@@ -32,9 +67,9 @@ impl CircuitBreakerLayer {
 }
 
 impl<C> CircuitBreakerLayer<C> {
-    /// Classifies results with `classifier` (a [`Classify`](tower_prism_core::Classify)
-    /// impl such as [`HttpClassifier`](tower_prism_core::HttpClassifier), or a closure
-    /// `Fn(Result<&Res, &E>) -> Outcome`).
+    /// The same breaker, classifying results with `classifier` instead (for a layer made
+    /// with [`from_handle`](CircuitBreakerLayer::from_handle); a new breaker's layer sets it
+    /// on its [builder](CircuitBreakerLayerBuilder::classify)).
     pub fn classify<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
         CircuitBreakerLayer {
             breaker: self.breaker,
@@ -42,21 +77,10 @@ impl<C> CircuitBreakerLayer<C> {
         }
     }
 
-    /// Publishes every call's outcome and the circuit's open/closed state to `health`.
-    ///
-    /// This builds a fresh breaker from the current one's config: call it while building
-    /// the layer, before it is cloned or its breaker handed out.
-    pub fn health(self, health: HealthSignal) -> Self {
-        CircuitBreakerLayer {
-            breaker: Breaker::with_health(self.breaker.config(), health),
-            classifier: self.classifier,
-        }
-    }
-
     /// The shared breaker: [`snapshot`](Breaker::snapshot),
     /// [`force_open`](Breaker::force_open), [`disable`](Breaker::disable),
     /// [`reset`](Breaker::reset), [`reconfigure`](Breaker::reconfigure).
-    pub fn breaker(&self) -> &Breaker {
+    pub fn handle(&self) -> &Breaker {
         &self.breaker
     }
 }
@@ -65,6 +89,53 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::from_parts(inner, self.breaker.clone(), self.classifier.clone())
+        CircuitBreaker::new(inner, self.breaker.clone(), self.classifier.clone())
+    }
+}
+
+/// Builds a [`CircuitBreakerLayer`] with a new breaker, from
+/// [`CircuitBreakerLayer::builder`]: what a config file cannot say.
+#[derive(Debug, Clone)]
+#[must_use = "call `build()` to get the layer"]
+pub struct CircuitBreakerLayerBuilder<C = DefaultClassifier> {
+    config: BreakerConfig,
+    name: String,
+    classifier: C,
+    health: Option<HealthSignal>,
+}
+
+impl<C> CircuitBreakerLayerBuilder<C> {
+    /// Sets the policy name: the `name` label of the breaker's metrics, and its log events
+    /// (default `"default"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Classifies results with `classifier` (a [`Classify`](tower_prism_core::Classify)
+    /// impl such as [`HttpClassifier`](tower_prism_core::HttpClassifier), or a closure
+    /// `Fn(Result<&Res, &E>) -> Outcome`). Default: [`DefaultClassifier`].
+    pub fn classify<C2>(self, classifier: C2) -> CircuitBreakerLayerBuilder<C2> {
+        CircuitBreakerLayerBuilder {
+            config: self.config,
+            name: self.name,
+            classifier,
+            health: self.health,
+        }
+    }
+
+    /// Publishes every call's outcome and the circuit's open/closed state to `health`.
+    pub fn health(mut self, health: HealthSignal) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// The layer, with a new, closed breaker; an error names the config field it refuses.
+    pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
+        self.config.validate()?;
+        Ok(CircuitBreakerLayer {
+            breaker: Breaker::build(self.name, &self.config, self.health),
+            classifier: self.classifier,
+        })
     }
 }

@@ -1,7 +1,47 @@
-//! A circuit breaker for [tower]: closed / open / half-open (plus forced open and disabled by
-//! hand), count- or time-based sliding windows, failure-rate, slow-call-rate and
-//! consecutive-failure trips, an open wait that can grow exponentially, and exactly N
-//! concurrent half-open probes. Every clone of the layer and service shares one [`Breaker`].
+//! A circuit breaker for [tower]: it watches the outcomes of calls to an upstream and, when
+//! too many fail (or are too slow), stops calling it for a while, failing fast instead.
+//!
+//! # Overview
+//!
+//! [`CircuitBreakerLayer`] wraps a service in a [`CircuitBreaker`]. Every clone of the layer
+//! and of its services shares one [`Breaker`] (the handle: state,
+//! [`snapshot`](Breaker::snapshot), manual control, [`reconfigure`](Breaker::reconfigure)).
+//! A rejected call fails with [`Error::CircuitOpen`], which says when to retry; the inner
+//! service's own errors pass through unchanged. Errors are [`tower::BoxError`], as with
+//! tower's own middleware: downcast to [`Error`] to tell a rejection apart.
+//!
+//! The breaker has these [`State`]s:
+//!
+//! - **closed**: calls pass; each result is classified and counted in a sliding window
+//!   ([`Window`]: the last N calls, or the last T). Once the window holds
+//!   `minimum_calls`, a failure rate at or above `failure_rate_threshold`, or a slow-call
+//!   rate (calls over `slow_call_duration`) at or above `slow_call_rate_threshold`, opens
+//!   the breaker; so do `consecutive_failures` in a row, when set.
+//! - **open**: calls are rejected for `wait_duration` (growing by `backoff_multiplier` each
+//!   time a probe round fails, up to `max_wait_duration`).
+//! - **half-open**: exactly `permitted_calls_in_half_open` concurrent probes pass; their
+//!   results close the breaker (the window starts empty) or open it again.
+//! - **forced open** and **disabled**: set by hand with [`Breaker::force_open`] and
+//!   [`Breaker::disable`], until [`Breaker::reset`].
+//!
+//! Results are classified by a [`Classify`](tower_prism_core::Classify) impl: by default
+//! ([`DefaultClassifier`](tower_prism_core::DefaultClassifier)) an `Err` is a retryable
+//! failure and every `Ok` a success; set
+//! [`HttpClassifier`](tower_prism_core::HttpClassifier) or a closure with
+//! [`CircuitBreakerLayerBuilder::classify`]. `count_fatal` and `count_not_retryable` say
+//! which failures count.
+//!
+//! Every setting is in [`BreakerConfig`] (built with [`BreakerConfig::builder`], or read
+//! from TOML with humantime durations; both validate, and an error names the field). The
+//! policy name (the `name` label of the `prism_breaker_*` metrics) and the classifier and
+//! health signal are given on the [layer builder](CircuitBreakerLayer::builder).
+//!
+//! The breaker reads the time from `tokio::time::Instant` by default, so
+//! `tokio::time::pause()` drives every transition in tests;
+//! [`BreakerConfigBuilder::clock`] with [`Clock::Tsc`](tower_prism_core::Clock::Tsc) reads
+//! the CPU's counter instead (cheaper, real time only).
+//!
+//! # Example
 //!
 //! ```
 //! use std::time::Duration;
@@ -9,17 +49,15 @@
 //! use tower_prism_breaker::{BreakerConfig, CircuitBreakerLayer, Error, State, Window};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
+//! # async fn main() -> Result<(), tower::BoxError> {
 //! let config = BreakerConfig::builder()
-//!     .name("payments")
 //!     .window(Window::Count { size: 10 })
 //!     .minimum_calls(4)
 //!     .failure_rate_threshold(0.5)
 //!     .wait_duration(Duration::from_secs(5))
-//!     .build()
-//!     .unwrap();
-//! let layer = CircuitBreakerLayer::new(config);
-//! let breaker = layer.breaker().clone();
+//!     .build()?;
+//! let layer = CircuitBreakerLayer::builder(config).name("payments").build()?;
+//! let breaker = layer.handle().clone();
 //!
 //! // an upstream that fails every request
 //! let mut svc = ServiceBuilder::new()
@@ -27,42 +65,49 @@
 //!     .service(service_fn(|_req: u32| async { Err::<u32, _>("upstream down") }));
 //!
 //! for i in 0..4 {
-//!     assert!(svc.ready().await.unwrap().call(i).await.is_err());
+//!     assert!(svc.ready().await?.call(i).await.is_err());
 //! }
 //! assert_eq!(breaker.state(), State::Open);
 //!
 //! // now calls fail fast, without reaching the upstream
-//! let err = svc.ready().await.unwrap().call(5).await.unwrap_err();
+//! let err = svc.ready().await?.call(5).await.unwrap_err();
 //! let Some(Error::CircuitOpen { retry_after }) = err.downcast_ref::<Error>() else {
 //!     panic!("expected a rejection, got {err}");
 //! };
 //! assert!(*retry_after <= Duration::from_secs(5));
+//! # Ok(())
 //! # }
 //! ```
 //!
-//! Results are classified by a [`Classify`](tower_prism_core::Classify) impl: by default an
-//! `Err` is a retryable failure and every `Ok` a success; set
-//! [`HttpClassifier`](tower_prism_core::HttpClassifier) or a closure with
-//! [`CircuitBreakerLayer::classify`].
+//! A breaker can also guard work that is not a tower service:
+//! [`Breaker::acquire`] gives a [`Permit`] to hand back to [`Breaker::record`] with the
+//! call's [`Outcome`](tower_prism_core::Outcome).
 //!
-//! Calls are timed (for the slow-call rate and the duration histogram) on
-//! `tokio::time::Instant` by default, so `tokio::time::pause()` drives every transition in
-//! tests; [`BreakerConfigBuilder::clock`](config::BreakerConfigBuilder::clock) with
-//! [`Clock::Tsc`](tower_prism_core::Clock::Tsc) reads the CPU's counter instead (faster, real
-//! time only).
+//! # Feature flags
+//!
+//! None: the crate has no optional features.
 //!
 //! [tower]: https://docs.rs/tower
+//! [`tower::BoxError`]: https://docs.rs/tower/latest/tower/type.BoxError.html
 
-pub mod config;
-pub mod error;
-pub mod future;
-pub mod layer;
-pub mod service;
-pub mod state;
-pub mod window;
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use config::{BreakerConfig, BreakerConfigBuilder, Window};
-pub use error::{BoxError, Error};
-pub use layer::CircuitBreakerLayer;
+mod breaker;
+mod config;
+mod error;
+mod future;
+mod layer;
+mod service;
+mod state;
+mod window;
+
+pub use breaker::Breaker;
+pub use config::{
+    BreakerConfig, BreakerConfigBuilder, Window, DEFAULT_MAX_WAIT, MAX_BACKOFF_MULTIPLIER,
+    MAX_BREAKER_DURATION, MAX_BUCKETS, MAX_CALLS, MAX_PROBES, MAX_WINDOW_SIZE,
+};
+pub use error::Error;
+pub use future::ResponseFuture;
+pub use layer::{CircuitBreakerLayer, CircuitBreakerLayerBuilder};
 pub use service::CircuitBreaker;
-pub use state::{Breaker, BreakerSnapshot, Permit, State};
+pub use state::{BreakerSnapshot, Permit, State};

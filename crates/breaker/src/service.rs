@@ -2,12 +2,11 @@
 
 use std::task::{Context, Poll};
 
-use tower_prism_core::{Classify, DefaultClassifier};
+use tower_prism_core::{BoxError, Classify, DefaultClassifier};
 use tower_service::Service;
 
-use crate::config::BreakerConfig;
+use crate::breaker::Breaker;
 use crate::future::{PermitGuard, ResponseFuture};
-use crate::state::Breaker;
 
 /// A service guarded by a circuit breaker.
 ///
@@ -27,16 +26,12 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
     classifier: C,
 }
 
-impl<S> CircuitBreaker<S> {
-    /// `inner` behind a new breaker, with the [`DefaultClassifier`].
-    pub fn new(inner: S, config: BreakerConfig) -> Self {
-        Self::from_parts(inner, Breaker::new(config), DefaultClassifier)
-    }
-}
-
 impl<S, C> CircuitBreaker<S, C> {
-    /// `inner` behind an existing breaker, classifying results with `classifier`.
-    pub fn from_parts(inner: S, breaker: Breaker, classifier: C) -> Self {
+    /// `inner` behind `breaker`, classifying results with `classifier` (a
+    /// [`Classify`] impl such as [`DefaultClassifier`], or a closure
+    /// `Fn(Result<&Res, &E>) -> Outcome`). A [`CircuitBreakerLayer`](crate::CircuitBreakerLayer)
+    /// does this for every service it wraps.
+    pub fn new(inner: S, breaker: Breaker, classifier: C) -> Self {
         CircuitBreaker {
             inner,
             breaker,
@@ -45,7 +40,7 @@ impl<S, C> CircuitBreaker<S, C> {
     }
 
     /// The shared breaker.
-    pub fn breaker(&self) -> &Breaker {
+    pub fn handle(&self) -> &Breaker {
         &self.breaker
     }
 
@@ -68,11 +63,11 @@ impl<S, C> CircuitBreaker<S, C> {
 impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
     S: Service<Req>,
-    S::Error: Into<crate::BoxError>,
+    S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
-    type Error = crate::BoxError;
+    type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -80,12 +75,11 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let start = self.breaker.now_at();
-        match self.breaker.acquire_at(start) {
+        match self.breaker.acquire_at(self.breaker.now()) {
             Ok(permit) => {
                 // The guard exists before the inner call: if `call` panics, unwinding drops
                 // it and the permit (maybe a half-open probe slot) is given back.
-                let guard = PermitGuard::new(self.breaker.clone(), permit, start);
+                let guard = PermitGuard::new(self.breaker.clone(), permit);
                 let future = self.inner.call(req);
                 ResponseFuture::called(future, guard, self.classifier.clone())
             }

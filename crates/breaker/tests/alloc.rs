@@ -54,7 +54,7 @@ fn config_on(window: Window, clock: Clock) -> BreakerConfig {
 }
 
 fn assert_no_allocations(layer: CircuitBreakerLayer) {
-    let breaker = layer.breaker().clone();
+    let breaker = layer.handle().clone();
     let mut svc = layer.layer(Echo);
     let allocations = allocations_per_call(&mut svc, |i| i, 100, 10_000);
     assert_eq!(allocations, 0, "allocations in 10 000 closed-state calls");
@@ -76,17 +76,24 @@ fn closed_state_calls_allocate_nothing() {
     ];
     for window in windows {
         // outside any runtime (std clock)
-        assert_no_allocations(CircuitBreakerLayer::new(config(window)));
-        assert_no_allocations(CircuitBreakerLayer::new(config(window)).health(HealthSignal::new()));
+        assert_no_allocations(CircuitBreakerLayer::from_config(&config(window)).unwrap());
+        assert_no_allocations(
+            CircuitBreakerLayer::builder(config(window))
+                .health(HealthSignal::new())
+                .build()
+                .unwrap(),
+        );
         // on the TSC clock
-        assert_no_allocations(CircuitBreakerLayer::new(config_on(window, Clock::Tsc)));
+        assert_no_allocations(
+            CircuitBreakerLayer::from_config(&config_on(window, Clock::Tsc)).unwrap(),
+        );
         // inside a tokio runtime (tokio's clock)
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap();
         rt.block_on(async {
-            assert_no_allocations(CircuitBreakerLayer::new(config(window)));
+            assert_no_allocations(CircuitBreakerLayer::from_config(&config(window)).unwrap());
         });
     }
 }

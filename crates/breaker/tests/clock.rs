@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
+use tower::BoxError;
 use tower::{service_fn, Layer, ServiceExt};
-use tower_prism_breaker::{BoxError, BreakerConfig, CircuitBreakerLayer, Error, State, Window};
+use tower_prism_breaker::{BreakerConfig, CircuitBreakerLayer, Error, State, Window};
 use tower_prism_core::Clock;
 
 /// Trips after one failure, stays open `wait`, lets one probe through.
 fn tsc_layer(wait: Duration) -> CircuitBreakerLayer {
-    CircuitBreakerLayer::new(
-        BreakerConfig::builder()
+    CircuitBreakerLayer::from_config(
+        &BreakerConfig::builder()
             .window(Window::Count { size: 10 })
             .minimum_calls(10)
             .consecutive_failures(1)
@@ -20,6 +21,7 @@ fn tsc_layer(wait: Duration) -> CircuitBreakerLayer {
             .build()
             .unwrap(),
     )
+    .unwrap()
 }
 
 fn upstream() -> impl tower::Service<bool, Response = (), Error = BoxError> + Clone {
@@ -42,7 +44,7 @@ fn open_for(result: Result<(), BoxError>) -> Duration {
 #[tokio::test]
 async fn a_tsc_breaker_opens_waits_in_real_time_and_closes_on_a_good_probe() {
     let layer = tsc_layer(Duration::from_millis(50));
-    let breaker = layer.breaker().clone();
+    let breaker = layer.handle().clone();
     let svc = layer.layer(upstream());
     let start = std::time::Instant::now();
     assert!(svc.clone().oneshot(false).await.is_err());
@@ -63,7 +65,7 @@ async fn a_tsc_breaker_opens_waits_in_real_time_and_closes_on_a_good_probe() {
 #[tokio::test(start_paused = true)]
 async fn a_tsc_breaker_ignores_paused_time() {
     let layer = tsc_layer(Duration::from_secs(60));
-    let breaker = layer.breaker().clone();
+    let breaker = layer.handle().clone();
     let svc = layer.layer(upstream());
     assert!(svc.clone().oneshot(false).await.is_err());
     tokio::time::advance(Duration::from_secs(120)).await;
@@ -81,7 +83,7 @@ fn a_running_breaker_keeps_its_clock() {
         .minimum_calls(10)
         .build()
         .unwrap();
-    let err = layer.breaker().reconfigure(&tokio).unwrap_err();
+    let err = layer.handle().reconfigure(&tokio).unwrap_err();
     assert_eq!((err.field(), err.value()), ("clock", "tokio"));
-    assert_eq!(layer.breaker().config().clock(), Clock::Tsc);
+    assert_eq!(layer.handle().config().clock(), Clock::Tsc);
 }

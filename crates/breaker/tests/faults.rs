@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use tokio::time::{advance, Instant};
 use tower::{Layer, Service, ServiceExt};
-use tower_prism_breaker::config::{MAX_BACKOFF_MULTIPLIER, MAX_BREAKER_DURATION};
-use tower_prism_breaker::{Breaker, BreakerConfig, CircuitBreakerLayer, Error, State, Window};
+use tower_prism_breaker::{
+    Breaker, BreakerConfig, CircuitBreakerLayer, Error, State, Window, MAX_BACKOFF_MULTIPLIER,
+    MAX_BREAKER_DURATION,
+};
 use tower_prism_core::Outcome;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -80,11 +82,14 @@ fn service(
     impl Service<Act, Response = Act, Error = tower::BoxError, Future: Send> + Clone,
     Breaker,
 ) {
-    let layer = CircuitBreakerLayer::new(config).classify(|r: Result<&Act, &&str>| match r {
-        Ok(_) => Outcome::Success,
-        Err(_) => Outcome::RETRYABLE,
-    });
-    let breaker = layer.breaker().clone();
+    let layer = CircuitBreakerLayer::builder(config)
+        .classify(|r: Result<&Act, &&str>| match r {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::RETRYABLE,
+        })
+        .build()
+        .unwrap();
+    let breaker = layer.handle().clone();
     (layer.layer(Upstream), breaker)
 }
 
@@ -200,7 +205,7 @@ async fn a_panicking_classifier_gives_the_probe_back() {
     open_it(&mut svc, &b).await;
     advance(WAIT).await;
     let layer =
-        CircuitBreakerLayer::with_breaker(b.clone()).classify(|r: Result<&Act, &&str>| match r {
+        CircuitBreakerLayer::from_handle(b.clone()).classify(|r: Result<&Act, &&str>| match r {
             Ok(Act::PanicInFuture) => panic!("classifier panicked"),
             _ => Outcome::Success,
         });
@@ -294,39 +299,40 @@ impl tracing::Subscriber for PanicOnWarn {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-#[test]
-fn a_panic_under_the_transition_lock_changes_nothing_after_it() {
+#[tokio::test(start_paused = true)]
+async fn a_panic_under_the_transition_lock_changes_nothing_after_it() {
     let health = tower_prism_core::HealthSignal::new();
-    let b = Breaker::with_health(config(1), health.clone());
-    let t0 = Instant::now();
+    let layer = CircuitBreakerLayer::builder(config(1))
+        .health(health.clone())
+        .build()
+        .unwrap();
+    let b = layer.handle().clone();
     for _ in 0..3 {
-        let p = b.acquire(t0).unwrap();
-        b.record(p, Outcome::RETRYABLE, Duration::ZERO, t0);
+        let p = b.acquire().unwrap();
+        b.record(p, Outcome::RETRYABLE);
     }
     // the fourth failure opens the breaker; the log event panics while the transition
     // lock is held, which poisons it
-    let last = b.acquire(t0).unwrap();
+    let last = b.acquire().unwrap();
     let panicked = catch_unwind(AssertUnwindSafe(|| {
-        tracing::subscriber::with_default(PanicOnWarn, || {
-            b.record(last, Outcome::RETRYABLE, Duration::ZERO, t0)
-        })
+        tracing::subscriber::with_default(PanicOnWarn, || b.record(last, Outcome::RETRYABLE))
     }));
     assert!(panicked.is_err());
     // the transition happened whole, and the health signal says so
     assert_eq!(b.state(), State::Open);
     assert!(health.is_circuit_open());
-    assert_eq!(b.acquire(t0), Err(WAIT));
+    assert_eq!(b.acquire(), Err(WAIT));
     // every path through the poisoned lock works as before
     b.reconfigure(&b.config()).unwrap();
-    let t1 = t0 + WAIT;
-    let probe = b.acquire(t1).unwrap();
+    advance(WAIT).await;
+    let probe = b.acquire().unwrap();
     assert_eq!(b.state(), State::HalfOpen);
-    b.record(probe, Outcome::Success, Duration::ZERO, t1);
+    b.record(probe, Outcome::Success);
     assert_eq!(b.state(), State::Closed);
     assert!(!health.is_circuit_open());
     for _ in 0..4 {
-        let p = b.acquire(t1).unwrap();
-        b.record(p, Outcome::RETRYABLE, Duration::ZERO, t1);
+        let p = b.acquire().unwrap();
+        b.record(p, Outcome::RETRYABLE);
     }
     assert_eq!(b.state(), State::Open);
     b.reset();

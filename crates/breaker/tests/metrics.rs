@@ -13,14 +13,17 @@ async fn metrics_follow_calls_and_transitions() {
     let memory = Capture::default();
     metrics::set_global_recorder(memory.clone()).expect("the only recorder of this binary");
     let config = BreakerConfig::builder()
-        .name("orders")
         .window(Window::Count { size: 4 })
         .minimum_calls(4)
         .wait_duration(Duration::from_secs(1))
         .permitted_calls_in_half_open(1)
         .build()
         .unwrap();
-    let mut svc = CircuitBreakerLayer::new(config).layer(service_fn(|fail: bool| async move {
+    let layer = CircuitBreakerLayer::builder(config)
+        .name("orders")
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(service_fn(|fail: bool| async move {
         if fail {
             Err("down")
         } else {

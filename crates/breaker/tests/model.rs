@@ -71,7 +71,7 @@ fn config() -> impl Strategy<Value = BreakerConfig> {
             |(window, min, rate, slow_rate, consecutive, wait, mult, cap, probes)| {
                 let min = match window {
                     Window::Count { size } => min.min(size),
-                    Window::Time { .. } => min,
+                    _ => min,
                 };
                 BreakerConfig::builder()
                     .window(window)
@@ -157,6 +157,7 @@ impl Model {
                     .filter(|(t, _, _)| t / width + u64::from(buckets) > slice)
                     .collect()
             }
+            other => unreachable!("the model knows no {other:?}"),
         };
         let failures = inside.iter().filter(|c| c.1).count() as u32;
         let slow = inside.iter().filter(|c| c.2).count() as u32;
@@ -291,14 +292,14 @@ fn check(config: BreakerConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
     rt.block_on(async move {
         // the upstream answers whether the call failed; the classifier turns that into
         // the outcome
-        let layer =
-            CircuitBreakerLayer::new(config.clone()).classify(|r: Result<&bool, &Infallible>| {
-                match r {
-                    Ok(true) => Outcome::RETRYABLE,
-                    _ => Outcome::Success,
-                }
-            });
-        let breaker = layer.breaker().clone();
+        let layer = CircuitBreakerLayer::builder(config.clone())
+            .classify(|r: Result<&bool, &Infallible>| match r {
+                Ok(true) => Outcome::RETRYABLE,
+                _ => Outcome::Success,
+            })
+            .build()
+            .unwrap();
+        let breaker = layer.handle().clone();
         let mut svc = layer.layer(service_fn(
             |(fail, takes, gate): (bool, u64, Option<oneshot::Receiver<()>>)| async move {
                 if let Some(gate) = gate {

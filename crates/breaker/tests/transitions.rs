@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use tokio::time::{advance, sleep};
 use tokio_test::{assert_pending, assert_ready, task};
+use tower::BoxError;
 use tower::{Layer, Service, ServiceExt};
 use tower_prism_breaker::{
-    BoxError, BreakerConfig, BreakerConfigBuilder, CircuitBreaker, CircuitBreakerLayer, Error,
-    State, Window,
+    BreakerConfig, BreakerConfigBuilder, CircuitBreaker, CircuitBreakerLayer,
+    CircuitBreakerLayerBuilder, Error, State, Window,
 };
 use tower_prism_core::{HealthSignal, Outcome};
 
@@ -90,8 +91,12 @@ fn classify(result: Result<&(), &Fail>) -> Outcome {
 type Classifier = fn(Result<&(), &Fail>) -> Outcome;
 type Svc = CircuitBreaker<Upstream, Classifier>;
 
+fn builder(config: BreakerConfig) -> CircuitBreakerLayerBuilder<Classifier> {
+    CircuitBreakerLayer::builder(config).classify(classify as Classifier)
+}
+
 fn layer(config: BreakerConfig) -> CircuitBreakerLayer<Classifier> {
-    CircuitBreakerLayer::new(config).classify(classify as Classifier)
+    builder(config).build().unwrap()
 }
 
 fn make(config: BreakerConfigBuilder) -> (Svc, Arc<AtomicUsize>) {
@@ -133,7 +138,7 @@ async fn run(svc: &mut Svc, reqs: &[Req]) {
 /// Trips a `base()` breaker open with four failures.
 async fn trip(svc: &mut Svc) {
     run(svc, &[Req::Fail; 4]).await;
-    assert_eq!(svc.breaker().state(), State::Open);
+    assert_eq!(svc.handle().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -141,20 +146,20 @@ async fn failure_rate_opens_a_count_window_and_minimum_calls_holds_it() {
     let (mut svc, _) = make(base());
     // three failures: rate 1.0 but fewer than minimum_calls
     run(&mut svc, &[Req::Fail, Req::Fail, Req::Fail]).await;
-    assert_eq!(svc.breaker().state(), State::Closed);
+    assert_eq!(svc.handle().state(), State::Closed);
     // a success: 3 of 4 failed
     run(&mut svc, &[Req::Ok]).await;
-    assert_eq!(svc.breaker().state(), State::Open);
+    assert_eq!(svc.handle().state(), State::Open);
 
     // below the threshold the window slides without tripping: 1 of 4, then 2 of 4
     let (mut svc, _) = make(base());
     run(&mut svc, &[Req::Ok, Req::Ok, Req::Ok, Req::Fail]).await;
-    assert_eq!(svc.breaker().state(), State::Closed);
-    assert_eq!(svc.breaker().snapshot().failure_rate, 0.25);
+    assert_eq!(svc.handle().state(), State::Closed);
+    assert_eq!(svc.handle().snapshot().failure_rate, 0.25);
     run(&mut svc, &[Req::Ok]).await; // window: ok ok fail ok
-    assert_eq!(svc.breaker().state(), State::Closed);
+    assert_eq!(svc.handle().state(), State::Closed);
     run(&mut svc, &[Req::Fail]).await; // window: ok fail ok fail
-    assert_eq!(svc.breaker().state(), State::Open);
+    assert_eq!(svc.handle().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -170,14 +175,14 @@ async fn failure_rate_opens_a_time_window_and_old_calls_expire() {
     run(&mut svc, &[Req::Fail]).await;
     advance(Duration::from_millis(100)).await;
     run(&mut svc, &[Req::Fail]).await;
-    assert_eq!(svc.breaker().snapshot().calls, 2);
+    assert_eq!(svc.handle().snapshot().calls, 2);
     // both failures leave the 1 s window
     advance(Duration::from_millis(1_050)).await;
-    assert_eq!(svc.breaker().snapshot().calls, 0);
+    assert_eq!(svc.handle().snapshot().calls, 0);
     run(&mut svc, &[Req::Ok, Req::Fail]).await;
-    assert_eq!(svc.breaker().state(), State::Closed);
+    assert_eq!(svc.handle().state(), State::Closed);
     run(&mut svc, &[Req::Fail]).await; // 2 of 3 in the window
-    assert_eq!(svc.breaker().state(), State::Open);
+    assert_eq!(svc.handle().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -188,11 +193,11 @@ async fn slow_call_rate_opens() {
             .slow_call_rate_threshold(0.5),
     );
     run(&mut svc, &[Req::Slow(200), Req::Ok, Req::Slow(100)]).await; // 100 ms is not slower
-    let snap = svc.breaker().snapshot();
+    let snap = svc.handle().snapshot();
     assert_eq!((snap.calls, snap.slow_calls, snap.failures), (3, 1, 0));
     assert_eq!(snap.state, State::Closed);
     run(&mut svc, &[Req::Slow(101)]).await;
-    assert_eq!(svc.breaker().state(), State::Open);
+    assert_eq!(svc.handle().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -208,10 +213,10 @@ async fn consecutive_failures_open_regardless_of_the_window() {
         &[Req::Fail, Req::Fail, Req::Ok, Req::Fail, Req::Fail],
     )
     .await;
-    assert_eq!(svc.breaker().state(), State::Closed);
-    assert_eq!(svc.breaker().snapshot().consecutive_failures, 2);
+    assert_eq!(svc.handle().state(), State::Closed);
+    assert_eq!(svc.handle().snapshot().consecutive_failures, 2);
     run(&mut svc, &[Req::Fail]).await;
-    assert_eq!(svc.breaker().state(), State::Open);
+    assert_eq!(svc.handle().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -245,14 +250,14 @@ async fn open_becomes_half_open_after_the_wait_and_a_good_probe_closes() {
     advance(Duration::from_millis(1)).await;
     let mut probe = task::spawn(svc.ready().await.unwrap().call(Req::Slow(50)));
     assert_pending!(probe.poll());
-    assert_eq!(svc.breaker().state(), State::HalfOpen);
-    assert_eq!(svc.breaker().snapshot().probes_admitted, 1);
+    assert_eq!(svc.handle().state(), State::HalfOpen);
+    assert_eq!(svc.handle().snapshot().probes_admitted, 1);
     // while the probe runs, other calls are rejected
     assert!(rejection(&call(&mut svc, Req::Ok).await).is_some());
     advance(Duration::from_millis(50)).await;
     assert_ready!(probe.poll()).unwrap();
-    assert_eq!(svc.breaker().state(), State::Closed);
-    let snap = svc.breaker().snapshot();
+    assert_eq!(svc.handle().state(), State::Closed);
+    let snap = svc.handle().snapshot();
     assert_eq!(
         (snap.calls, snap.failures),
         (0, 0),
@@ -282,12 +287,12 @@ async fn exactly_n_probes_are_admitted_concurrently() {
     }
     assert_eq!(rejected, 2);
     assert_eq!(calls.load(Ordering::SeqCst), 4 + 3);
-    assert_eq!(svc.breaker().snapshot().probes_admitted, 3);
+    assert_eq!(svc.handle().snapshot().probes_admitted, 3);
     advance(Duration::from_millis(10)).await;
     for p in probes.iter_mut().take(3) {
         assert_ready!(p.poll()).unwrap();
     }
-    assert_eq!(svc.breaker().state(), State::Closed);
+    assert_eq!(svc.handle().state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]
@@ -303,13 +308,13 @@ async fn probe_results_decide_by_the_failure_rate() {
     advance(Duration::from_millis(5)).await;
     assert_ready!(a.poll()).unwrap();
     assert_eq!(
-        svc.breaker().state(),
+        svc.handle().state(),
         State::HalfOpen,
         "waits for every probe"
     );
-    assert_eq!(svc.breaker().snapshot().calls, 1);
+    assert_eq!(svc.handle().snapshot().calls, 1);
     assert!(assert_ready!(b.poll()).is_err());
-    assert_eq!(svc.breaker().state(), State::Open);
+    assert_eq!(svc.handle().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -326,7 +331,7 @@ async fn failed_probes_grow_the_wait_up_to_the_cap() {
         waits.push(wait);
         advance(wait).await;
         run(&mut svc, &[Req::Fail]).await; // the probe fails
-        assert_eq!(svc.breaker().state(), State::Open);
+        assert_eq!(svc.handle().state(), State::Open);
     }
     let last = rejection(&call(&mut svc, Req::Ok).await).unwrap();
     waits.push(last);
@@ -338,7 +343,7 @@ async fn failed_probes_grow_the_wait_up_to_the_cap() {
     // a good probe closes and the wait starts over
     advance(last).await;
     run(&mut svc, &[Req::Ok]).await;
-    assert_eq!(svc.breaker().state(), State::Closed);
+    assert_eq!(svc.handle().state(), State::Closed);
     trip(&mut svc).await;
     assert_eq!(
         rejection(&call(&mut svc, Req::Ok).await),
@@ -355,18 +360,18 @@ async fn a_dropped_probe_frees_its_permit_and_is_not_a_failure() {
     assert_pending!(probe.poll());
     assert!(rejection(&call(&mut svc, Req::Ok).await).is_some());
     drop(probe);
-    let snap = svc.breaker().snapshot();
+    let snap = svc.handle().snapshot();
     assert_eq!(snap.state, State::HalfOpen);
     assert_eq!((snap.probes_admitted, snap.calls, snap.failures), (0, 0, 0));
     run(&mut svc, &[Req::Ok]).await; // the freed permit
-    assert_eq!(svc.breaker().state(), State::Closed);
+    assert_eq!(svc.handle().state(), State::Closed);
     assert_eq!(calls.load(Ordering::SeqCst), 6);
 
     // in the closed state a dropped call is not counted either
     let mut slow = task::spawn(svc.call(Req::SlowFail(100)));
     assert_pending!(slow.poll());
     drop(slow);
-    assert_eq!(svc.breaker().snapshot().calls, 0);
+    assert_eq!(svc.handle().snapshot().calls, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -374,26 +379,26 @@ async fn fatal_and_not_retryable_count_as_configured() {
     // defaults: Fatal does not count, not-retryable does
     let (mut svc, _) = make(base());
     run(&mut svc, &[Req::Fatal; 4]).await;
-    let snap = svc.breaker().snapshot();
+    let snap = svc.handle().snapshot();
     assert_eq!(
         (snap.state, snap.calls, snap.failures),
         (State::Closed, 4, 0)
     );
     run(&mut svc, &[Req::NotRetryable, Req::NotRetryable]).await;
-    assert_eq!(svc.breaker().state(), State::Open);
+    assert_eq!(svc.handle().state(), State::Open);
 
     let (mut svc, _) = make(base().count_fatal(true).count_not_retryable(false));
     run(&mut svc, &[Req::NotRetryable; 4]).await;
-    assert_eq!(svc.breaker().snapshot().failures, 0);
-    assert_eq!(svc.breaker().state(), State::Closed);
+    assert_eq!(svc.handle().snapshot().failures, 0);
+    assert_eq!(svc.handle().state(), State::Closed);
     run(&mut svc, &[Req::Fatal, Req::Fatal]).await;
-    assert_eq!(svc.breaker().state(), State::Open);
+    assert_eq!(svc.handle().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
 async fn force_open_disable_and_reset() {
     let (mut svc, calls) = make(base());
-    let breaker = svc.breaker().clone();
+    let breaker = svc.handle().clone();
     breaker.force_open();
     assert_eq!(breaker.state(), State::ForcedOpen);
     advance(Duration::from_secs(3_600)).await;
@@ -429,11 +434,11 @@ async fn clones_share_one_breaker() {
     let mut a = layer.layer(upstream.clone());
     let mut b = layer.clone().layer(upstream);
     let mut c = a.clone();
-    assert!(a.breaker().same_as(b.breaker()) && a.breaker().same_as(layer.breaker()));
+    assert!(a.handle().same_as(b.handle()) && a.handle().same_as(layer.handle()));
     run(&mut a, &[Req::Fail, Req::Fail]).await;
     run(&mut b, &[Req::Fail]).await;
     run(&mut c, &[Req::Fail]).await;
-    assert_eq!(layer.breaker().state(), State::Open);
+    assert_eq!(layer.handle().state(), State::Open);
     for svc in [&mut a, &mut b, &mut c] {
         assert!(rejection(&call(svc, Req::Ok).await).is_some());
     }
@@ -443,7 +448,7 @@ async fn clones_share_one_breaker() {
 #[tokio::test(start_paused = true)]
 async fn reconfigure_applies_to_the_running_breaker() {
     let (mut svc, _) = make(base());
-    let breaker = svc.breaker().clone();
+    let breaker = svc.handle().clone();
     run(&mut svc, &[Req::Ok, Req::Ok, Req::Ok, Req::Fail]).await;
     assert_eq!(breaker.state(), State::Closed);
     let stricter = base().failure_rate_threshold(0.2).build().unwrap();
@@ -496,7 +501,7 @@ async fn snapshot_reports_counts_rates_and_wait() {
         ],
     )
     .await;
-    let snap = svc.breaker().snapshot();
+    let snap = svc.handle().snapshot();
     assert_eq!(snap.state, State::Closed);
     assert_eq!((snap.calls, snap.failures, snap.slow_calls), (5, 3, 2));
     assert_eq!(snap.failure_rate, 0.6);
@@ -505,10 +510,10 @@ async fn snapshot_reports_counts_rates_and_wait() {
     assert_eq!(snap.probes_admitted, 0);
     assert_eq!(snap.retry_after, None);
     run(&mut svc, &[Req::Ok; 5]).await; // 10 calls, 3 failures: stays closed
-    assert_eq!(svc.breaker().state(), State::Closed);
-    assert_eq!(svc.breaker().snapshot().consecutive_failures, 0);
+    assert_eq!(svc.handle().state(), State::Closed);
+    assert_eq!(svc.handle().snapshot().consecutive_failures, 0);
     run(&mut svc, &[Req::Fail; 3]).await; // the last 10 now hold 5 failures
-    let snap = svc.breaker().snapshot();
+    let snap = svc.handle().snapshot();
     assert_eq!(snap.state, State::Open);
     assert_eq!(snap.retry_after, Some(Duration::from_secs(10)));
     assert_eq!((snap.calls, snap.failures), (10, 5));
@@ -519,8 +524,10 @@ async fn health_signal_sees_outcomes_and_the_open_circuit() {
     let health = HealthSignal::new();
     let mut reader = health.subscribe();
     let calls = Arc::new(AtomicUsize::new(0));
-    let mut svc = layer(base().build().unwrap())
+    let mut svc = builder(base().build().unwrap())
         .health(health.clone())
+        .build()
+        .unwrap()
         .layer(Upstream { calls });
     run(&mut svc, &[Req::Ok, Req::Fail]).await;
     let stats = reader.read();
@@ -553,7 +560,6 @@ fn config_errors_and_toml_round_trip() {
     assert!(err.to_string().contains("window.duration"), "{err}");
 
     let config = base()
-        .name("orders")
         .consecutive_failures(5)
         .count_fatal(true)
         .build()

@@ -1,0 +1,161 @@
+//! [`Breaker`], the shared handle: state, snapshot, manual control, reconfiguration, and
+//! the acquire / record / release calls for driving a breaker without the service.
+
+use std::fmt;
+use std::time::Duration;
+
+use tower_prism_core::sync::Arc;
+use tower_prism_core::{ConfigError, HealthSignal, Moment, Outcome};
+
+use crate::config::BreakerConfig;
+use crate::state::{BreakerSnapshot, Machine, Permit, State};
+
+/// A circuit breaker's shared state. Cloning gives another handle to the same breaker.
+///
+/// Reach it with [`CircuitBreakerLayer::handle`](crate::CircuitBreakerLayer::handle) or
+/// [`CircuitBreaker::handle`](crate::CircuitBreaker::handle), or build one with
+/// [`Breaker::new`] to share it between several layers
+/// ([`CircuitBreakerLayer::from_handle`](crate::CircuitBreakerLayer::from_handle)). Use it
+/// for [`snapshot`](Breaker::snapshot), manual control
+/// ([`force_open`](Breaker::force_open), [`disable`](Breaker::disable),
+/// [`reset`](Breaker::reset)) and [`reconfigure`](Breaker::reconfigure).
+///
+/// Every method reads the time from the breaker's own clock
+/// ([`BreakerConfigBuilder::clock`](crate::BreakerConfigBuilder::clock)).
+#[derive(Clone)]
+pub struct Breaker {
+    machine: Arc<Machine>,
+}
+
+impl fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("name", &self.name())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Breaker {
+    /// A closed breaker named `name` (the `name` label of its metrics, and its log events).
+    ///
+    /// To publish its outcomes to a [`HealthSignal`], build it with
+    /// [`CircuitBreakerLayer::builder`](crate::CircuitBreakerLayer::builder) and take
+    /// [`handle`](crate::CircuitBreakerLayer::handle).
+    pub fn new(name: impl Into<String>, config: &BreakerConfig) -> Self {
+        Self::build(name.into(), config, None)
+    }
+
+    pub(crate) fn build(
+        name: String,
+        config: &BreakerConfig,
+        health: Option<HealthSignal>,
+    ) -> Self {
+        Breaker {
+            machine: Arc::new(Machine::new(name, config, health)),
+        }
+    }
+
+    /// The policy name.
+    pub fn name(&self) -> &str {
+        self.machine.name()
+    }
+
+    /// The current state (as of now: an open breaker whose wait is over reports `Open` until
+    /// the next call moves it to half-open).
+    pub fn state(&self) -> State {
+        self.machine.state()
+    }
+
+    /// Asks to make a call now. `Err(retry_after)` means the call is rejected; `Ok` is a
+    /// [`Permit`] to hand back to [`record`](Self::record) or [`release`](Self::release).
+    ///
+    /// The [`CircuitBreaker`](crate::CircuitBreaker) service does this for every call; use
+    /// it to guard work that is not a tower service.
+    pub fn acquire(&self) -> Result<Permit, Duration> {
+        self.machine.acquire(self.machine.now())
+    }
+
+    /// Records the outcome of the call made with `permit`; its duration (for the slow-call
+    /// rate) is the time since [`acquire`](Self::acquire) on the breaker's clock.
+    pub fn record(&self, permit: Permit, outcome: Outcome) {
+        let now = self.machine.now();
+        let elapsed = permit.start.elapsed_to(now);
+        self.machine.record(permit, outcome, elapsed, now);
+    }
+
+    /// Gives back a permit whose call was cancelled: a probe's slot frees up; nothing is counted.
+    pub fn release(&self, permit: Permit) {
+        self.machine.release(permit);
+    }
+
+    /// Now, on the breaker's clock (for the service, which times each call).
+    #[inline]
+    pub(crate) fn now(&self) -> Moment {
+        self.machine.now()
+    }
+
+    /// [`acquire`](Self::acquire) at `now`, a moment the caller has already read.
+    #[inline]
+    pub(crate) fn acquire_at(&self, now: Moment) -> Result<Permit, Duration> {
+        self.machine.acquire(now)
+    }
+
+    /// [`record`](Self::record) at `now`, a moment the caller has already read.
+    #[inline]
+    pub(crate) fn record_at(&self, permit: Permit, outcome: Outcome, now: Moment) {
+        let elapsed = permit.start.elapsed_to(now);
+        self.machine.record(permit, outcome, elapsed, now);
+    }
+
+    /// Opens the breaker until [`reset`](Breaker::reset): every call is rejected.
+    pub fn force_open(&self) {
+        self.machine.force(State::ForcedOpen);
+    }
+
+    /// Switches the breaker off until [`reset`](Breaker::reset): every call passes and
+    /// nothing is counted.
+    pub fn disable(&self) {
+        self.machine.force(State::Disabled);
+    }
+
+    /// Closes the breaker with an empty window and the open wait back at its base.
+    pub fn reset(&self) {
+        self.machine.force(State::Closed);
+    }
+
+    /// Whether [`reconfigure`](Self::reconfigure) would accept `config`, without applying
+    /// it: the same clock and window as the running breaker. A reload spanning several
+    /// stages checks each before it changes any.
+    pub fn check(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
+        self.machine.check(config)
+    }
+
+    /// Applies a new config to the running breaker: thresholds, durations, counts and
+    /// switches apply to the next decisions; the state, window contents and the current
+    /// open wait are kept.
+    ///
+    /// The window's shape (`window`) and the clock are fixed when the breaker is built (the
+    /// hot path reads them without indirection): a config with a different one is refused
+    /// as a whole, with a [`ConfigError`] naming the field; build a new breaker for it. The
+    /// name (metric labels) stays the one the breaker was built with.
+    pub fn reconfigure(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
+        self.machine.reconfigure(config)
+    }
+
+    /// The config in force (the one built with, or the last one applied by
+    /// [`reconfigure`](Breaker::reconfigure)).
+    pub fn config(&self) -> BreakerConfig {
+        self.machine.config()
+    }
+
+    /// The state, window counts and rates now.
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        self.machine.snapshot(self.machine.now())
+    }
+
+    /// Whether two handles are the same breaker.
+    pub fn same_as(&self, other: &Breaker) -> bool {
+        Arc::ptr_eq(&self.machine, &other.machine)
+    }
+}

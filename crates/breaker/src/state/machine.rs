@@ -1,0 +1,455 @@
+//! [`Machine`]: the breaker's state and its transitions, lock-free in the closed state and
+//! while admitting probes, with a brief lock on transitions.
+//!
+//! No tower types, and every operation takes the time as a [`Moment`] on the machine's
+//! clock, so it is unit-, proptest- and loom-testable on its own; the public
+//! [`Breaker`](crate::Breaker) handle reads the clock and calls in.
+
+use std::time::Duration;
+
+#[cfg(loom)]
+use loom::sync::{Mutex, MutexGuard};
+#[cfg(not(loom))]
+use std::sync::{Mutex, MutexGuard};
+
+use tower_prism_core::internal::nanos;
+use tower_prism_core::sync::{
+    AtomicBool, AtomicU32, AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
+use tower_prism_core::{ConfigError, HealthSignal, Moment, Outcome, TimeSource};
+
+use super::metrics::Metrics;
+use super::params::Params;
+use super::permit::{Permit, PermitKind};
+use super::probe::Probes;
+use super::word::{next_generation, pack_state, unpack_state};
+use super::{BreakerSnapshot, State};
+use crate::config::{BreakerConfig, Window};
+use crate::window::{CountWindow, Counts, SlidingWindow, TimeWindow};
+
+/// Cold-path state, under the transition lock.
+struct Control {
+    /// Opens since the breaker last closed (drives the growing wait).
+    reopens: u32,
+    /// The config in force (the last one applied).
+    config: BreakerConfig,
+}
+
+/// One circuit breaker's state machine.
+pub(crate) struct Machine {
+    name: String,
+    time: TimeSource,
+    state: AtomicU64,
+    open_until: AtomicU64,
+    half_open: AtomicU64,
+    consecutive: AtomicU32,
+    /// Whether the rate gauges were last set to a nonzero value.
+    rates_nonzero: AtomicBool,
+    /// Fixed for the breaker's life: [`Machine::reconfigure`] refuses a different shape, so
+    /// the hot path reads the window without any indirection or lock.
+    window: SlidingWindow,
+    window_shape: Window,
+    params: Params,
+    control: Mutex<Control>,
+    metrics: Metrics,
+    health: Option<HealthSignal>,
+}
+
+fn build_window(shape: Window) -> SlidingWindow {
+    match shape {
+        Window::Count { size } => SlidingWindow::Count(CountWindow::new(size)),
+        Window::Time { duration, buckets } => {
+            let width = nanos(duration) / u64::from(buckets.max(1));
+            SlidingWindow::Time(TimeWindow::new(width, buckets))
+        }
+    }
+}
+
+fn format_window(w: Window) -> String {
+    match w {
+        Window::Count { size } => format!("count window of {size} calls"),
+        Window::Time { duration, buckets } => format!(
+            "time window of {} in {buckets} buckets",
+            humantime::format_duration(duration)
+        ),
+    }
+}
+
+impl Machine {
+    /// A closed breaker named `name` (metric labels, log events), publishing every
+    /// classified call and its open/closed state to `health` if given.
+    pub(crate) fn new(name: String, config: &BreakerConfig, health: Option<HealthSignal>) -> Self {
+        let machine = Machine {
+            time: TimeSource::new(config.clock()),
+            state: AtomicU64::new(pack_state(0, State::Closed)),
+            open_until: AtomicU64::new(0),
+            half_open: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            rates_nonzero: AtomicBool::new(false),
+            window: build_window(config.window()),
+            window_shape: config.window(),
+            params: Params::new(config),
+            control: Mutex::new(Control {
+                reopens: 0,
+                config: config.clone(),
+            }),
+            metrics: Metrics::new(&name),
+            health,
+            name,
+        };
+        machine.metrics.state.set(0.0);
+        if let Some(h) = &machine.health {
+            h.set_circuit_open(false);
+        }
+        machine
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn state(&self) -> State {
+        unpack_state(self.state.load(Acquire)).1
+    }
+
+    /// Now, on the machine's clock.
+    #[inline]
+    pub(crate) fn now(&self) -> Moment {
+        self.time.moment()
+    }
+
+    /// `at` in nanoseconds since the machine was built.
+    #[inline]
+    fn nanos_of(&self, at: Moment) -> u64 {
+        self.time.nanos_of(at)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        #[cfg(not(loom))]
+        {
+            tower_prism_core::internal::lock(&self.control)
+        }
+        #[cfg(loom)]
+        {
+            self.control.lock().unwrap()
+        }
+    }
+
+    /// Asks to make a call at `now`. `Err(retry_after)` means the call is rejected.
+    #[inline]
+    pub(crate) fn acquire(&self, now: Moment) -> Result<Permit, Duration> {
+        loop {
+            let (generation, state) = unpack_state(self.state.load(Acquire));
+            let permit = |kind| Permit {
+                generation,
+                kind,
+                start: now,
+            };
+            match state {
+                State::Closed => return Ok(permit(PermitKind::Closed)),
+                State::Disabled => return Ok(permit(PermitKind::Disabled)),
+                State::ForcedOpen => return Err(self.reject(self.wait())),
+                State::Open => {
+                    let until = self.open_until.load(Acquire);
+                    let at = self.nanos_of(now);
+                    if at < until {
+                        return Err(self.reject(Duration::from_nanos(until - at)));
+                    }
+                    self.transition_from(generation, State::HalfOpen, now);
+                }
+                State::HalfOpen => {
+                    if let Some(result) = self.admit_probe(generation, now) {
+                        return result.map(|()| permit(PermitKind::Probe));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a probe slot of the half-open round of `generation`; `None` when the state
+    /// moved on (look again).
+    fn admit_probe(&self, generation: u64, now: Moment) -> Option<Result<(), Duration>> {
+        let limit = u64::from(self.params.probes.load(Relaxed));
+        let mut word = self.half_open.load(Acquire);
+        loop {
+            let mut p = Probes::unpack(word);
+            if !p.is_of(generation) {
+                return None;
+            }
+            if p.admitted >= limit {
+                if p.completed() >= limit {
+                    // A reload lowered the probe count to what has already finished (or a
+                    // probe beyond it was dropped): no probe is left to decide the round,
+                    // so this call decides it.
+                    self.decide_round(generation, p, now);
+                    return None;
+                }
+                return Some(Err(self.reject(self.wait())));
+            }
+            p.admitted += 1;
+            match self
+                .half_open
+                .compare_exchange_weak(word, p.pack(), AcqRel, Acquire)
+            {
+                Ok(_) => return Some(Ok(())),
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    fn wait(&self) -> Duration {
+        Duration::from_nanos(self.params.wait_nanos.load(Relaxed))
+    }
+
+    fn reject(&self, retry_after: Duration) -> Duration {
+        self.metrics.rejected.increment(1);
+        tracing::debug!(breaker = %self.name, ?retry_after, "call rejected: circuit open");
+        retry_after
+    }
+
+    /// Gives back a permit whose call was cancelled: a probe's slot frees up; nothing is counted.
+    pub(crate) fn release(&self, permit: Permit) {
+        if permit.kind != PermitKind::Probe {
+            return;
+        }
+        let _ = self.half_open.fetch_update(AcqRel, Acquire, |word| {
+            let mut p = Probes::unpack(word);
+            (p.is_of(permit.generation) && p.admitted > p.completed()).then(|| {
+                p.admitted -= 1;
+                p.pack()
+            })
+        });
+    }
+
+    /// Records the outcome of a call made with `permit`, which took `elapsed` and ended at `now`.
+    #[inline]
+    pub(crate) fn record(&self, permit: Permit, outcome: Outcome, elapsed: Duration, now: Moment) {
+        self.metrics.calls(outcome).increment(1);
+        self.metrics.duration.record(elapsed.as_secs_f64());
+        if let Some(h) = &self.health {
+            h.record(outcome, elapsed);
+        }
+        let failure = self.params.counts_as_failure(outcome);
+        let slow = nanos(elapsed) > self.params.slow_nanos.load(Relaxed);
+        match permit.kind {
+            PermitKind::Disabled => {}
+            PermitKind::Closed => self.record_closed(permit.generation, failure, slow, now),
+            PermitKind::Probe => self.record_probe(permit.generation, failure, slow, now),
+        }
+    }
+
+    fn record_closed(&self, generation: u64, failure: bool, slow: bool, now: Moment) {
+        if self.state.load(Acquire) != pack_state(generation, State::Closed) {
+            return; // the breaker moved on while this call ran
+        }
+        let window = &self.window;
+        let at = match window {
+            SlidingWindow::Time(_) => self.nanos_of(now),
+            SlidingWindow::Count(_) => 0, // a count window does not need the time
+        };
+        let counts = window.record(failure, slow, at);
+        let mut trip = false;
+        let limit = self.params.consecutive.load(Relaxed);
+        if failure {
+            let run = self.consecutive.fetch_add(1, Relaxed).saturating_add(1);
+            trip = limit != 0 && run >= limit;
+        } else if self.consecutive.load(Relaxed) != 0 {
+            self.consecutive.store(0, Relaxed);
+        }
+        if counts.is_consistent(window.capacity()) {
+            self.show_rates(counts);
+            trip = trip
+                || (counts.calls >= self.params.minimum_calls.load(Relaxed)
+                    && self.params.trips(counts));
+        }
+        if trip {
+            self.transition_from(generation, State::Open, now);
+        }
+    }
+
+    /// Sets the rate gauges; while the window holds no failure and no slow call (the healthy
+    /// steady state) they stay at 0 without two divisions per call.
+    fn show_rates(&self, counts: Counts) {
+        if counts.failures != 0 || counts.slow != 0 {
+            self.metrics.failure_rate.set(counts.failure_rate());
+            self.metrics.slow_call_rate.set(counts.slow_call_rate());
+            if !self.rates_nonzero.load(Relaxed) {
+                self.rates_nonzero.store(true, Relaxed);
+            }
+        } else if self.rates_nonzero.load(Relaxed) {
+            self.rates_nonzero.store(false, Relaxed);
+            self.metrics.failure_rate.set(0.0);
+            self.metrics.slow_call_rate.set(0.0);
+        }
+    }
+
+    fn record_probe(&self, generation: u64, failure: bool, slow: bool, now: Moment) {
+        let limit = u64::from(self.params.probes.load(Relaxed));
+        let updated = self.half_open.fetch_update(AcqRel, Acquire, |word| {
+            let mut p = Probes::unpack(word);
+            if !p.is_of(generation) || p.completed() >= p.admitted {
+                return None;
+            }
+            if failure {
+                p.failures += 1;
+            } else {
+                p.successes += 1;
+            }
+            p.slow += u64::from(slow);
+            Some(p.pack())
+        });
+        let Ok(before) = updated else { return };
+        let mut p = Probes::unpack(before);
+        p.failures += u64::from(failure);
+        p.successes += u64::from(!failure);
+        p.slow += u64::from(slow);
+        if p.completed() >= limit {
+            self.decide_round(generation, p, now);
+        }
+    }
+
+    /// Ends the half-open round of `generation` on its probes' results: open again if they
+    /// trip the thresholds, closed otherwise.
+    fn decide_round(&self, generation: u64, p: Probes, now: Moment) {
+        let to = if self.params.trips(probe_counts(p)) {
+            State::Open
+        } else {
+            State::Closed
+        };
+        self.transition_from(generation, to, now);
+    }
+
+    /// Moves from the state of `generation` to `to`; does nothing if another transition
+    /// happened first.
+    fn transition_from(&self, generation: u64, to: State, now: Moment) -> bool {
+        let mut control = self.lock();
+        let (current, _) = unpack_state(self.state.load(Acquire));
+        if current != generation {
+            return false;
+        }
+        self.transition_locked(&mut control, to, now);
+        true
+    }
+
+    fn transition_locked(&self, control: &mut Control, to: State, now: Moment) {
+        let (generation, from) = unpack_state(self.state.load(Acquire));
+        let next = next_generation(generation);
+        match to {
+            State::Open => {
+                let base = self.params.wait_nanos.load(Relaxed) as f64;
+                let factor = f64::from_bits(self.params.multiplier.load(Relaxed));
+                let max = self.params.max_wait_nanos.load(Relaxed);
+                let wait = (base * factor.powi(control.reopens.min(1000) as i32)).min(max as f64);
+                let wait = (wait as u64).max(1);
+                control.reopens = control.reopens.saturating_add(1);
+                self.open_until
+                    .store(self.nanos_of(now).saturating_add(wait), Release);
+            }
+            State::HalfOpen => self.half_open.store(Probes::fresh(next).pack(), Release),
+            State::Closed => {
+                control.reopens = 0;
+                self.window.clear();
+                self.consecutive.store(0, Relaxed);
+                self.rates_nonzero.store(false, Relaxed);
+                self.metrics.failure_rate.set(0.0);
+                self.metrics.slow_call_rate.set(0.0);
+            }
+            State::ForcedOpen | State::Disabled => {}
+        }
+        self.state.store(pack_state(next, to), Release);
+        // The health signal before the metrics and the log: a metrics recorder or a
+        // tracing subscriber that panics here cannot leave the stack's view stale.
+        if let Some(h) = &self.health {
+            h.set_circuit_open(to.rejects());
+        }
+        self.metrics.transition(from, to);
+        if to.rejects() {
+            tracing::warn!(breaker = %self.name, %from, %to, "circuit breaker opened");
+        } else {
+            tracing::info!(breaker = %self.name, %from, %to, "circuit breaker state changed");
+        }
+    }
+
+    /// Moves to `to` whatever the state (manual control).
+    pub(crate) fn force(&self, to: State) {
+        let mut control = self.lock();
+        let now = self.now();
+        self.transition_locked(&mut control, to, now);
+    }
+
+    /// Whether [`reconfigure`](Self::reconfigure) would accept `config`.
+    pub(crate) fn check(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
+        config
+            .clock()
+            .check_unchanged(self.time.clock(), "breaker")?;
+        if config.window() != self.window_shape {
+            return Err(ConfigError::new(
+                "window",
+                format_window(config.window()),
+                format!(
+                    "cannot change on a running breaker (it was built with {}); build a new one",
+                    format_window(self.window_shape)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies `config` (all or nothing: a different clock or window is refused).
+    pub(crate) fn reconfigure(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
+        self.check(config)?;
+        let mut control = self.lock();
+        self.params.store(config);
+        control.config = config.clone();
+        drop(control);
+        tracing::info!(breaker = %self.name, "circuit breaker reconfigured");
+        Ok(())
+    }
+
+    /// The config in force.
+    pub(crate) fn config(&self) -> BreakerConfig {
+        self.lock().config.clone()
+    }
+
+    /// The state, window counts and rates at `now`.
+    pub(crate) fn snapshot(&self, now: Moment) -> BreakerSnapshot {
+        let (generation, state) = unpack_state(self.state.load(Acquire));
+        let p = Probes::unpack(self.half_open.load(Acquire));
+        let in_round = state == State::HalfOpen && p.is_of(generation);
+        let counts = if in_round {
+            probe_counts(p)
+        } else {
+            self.window.counts(self.nanos_of(now))
+        };
+        let retry_after = match state {
+            State::Open => Some(Duration::from_nanos(
+                self.open_until
+                    .load(Acquire)
+                    .saturating_sub(self.nanos_of(now)),
+            )),
+            State::ForcedOpen => Some(self.wait()),
+            _ => None,
+        };
+        BreakerSnapshot {
+            state,
+            calls: counts.calls,
+            failures: counts.failures,
+            slow_calls: counts.slow,
+            failure_rate: counts.failure_rate(),
+            slow_call_rate: counts.slow_call_rate(),
+            consecutive_failures: self.consecutive.load(Relaxed),
+            probes_admitted: if in_round { p.admitted as u32 } else { 0 },
+            retry_after,
+        }
+    }
+}
+
+/// A probe round's results as window counts.
+fn probe_counts(p: Probes) -> Counts {
+    Counts {
+        calls: p.completed() as u32,
+        failures: p.failures as u32,
+        slow: p.slow as u32,
+    }
+}

@@ -1,0 +1,81 @@
+//! The tunables the hot path reads, as atomics so a running breaker can be reconfigured
+//! without a lock.
+
+use tower_prism_core::internal::nanos;
+use tower_prism_core::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use tower_prism_core::Outcome;
+
+use crate::config::BreakerConfig;
+use crate::window::Counts;
+
+/// A [`BreakerConfig`]'s numbers, each in its own atomic.
+#[derive(Debug)]
+pub(crate) struct Params {
+    failure_rate: AtomicU64,
+    slow_rate: AtomicU64,
+    pub(crate) slow_nanos: AtomicU64,
+    pub(crate) minimum_calls: AtomicU32,
+    pub(crate) consecutive: AtomicU32,
+    pub(crate) wait_nanos: AtomicU64,
+    pub(crate) max_wait_nanos: AtomicU64,
+    pub(crate) multiplier: AtomicU64,
+    pub(crate) probes: AtomicU32,
+    count_fatal: AtomicBool,
+    count_not_retryable: AtomicBool,
+}
+
+impl Params {
+    pub(crate) fn new(c: &BreakerConfig) -> Self {
+        Params {
+            failure_rate: AtomicU64::new(c.failure_rate_threshold().to_bits()),
+            slow_rate: AtomicU64::new(c.slow_call_rate_threshold().to_bits()),
+            slow_nanos: AtomicU64::new(nanos(c.slow_call_duration())),
+            minimum_calls: AtomicU32::new(c.minimum_calls()),
+            consecutive: AtomicU32::new(c.consecutive_failures().unwrap_or(0)),
+            wait_nanos: AtomicU64::new(nanos(c.wait_duration())),
+            max_wait_nanos: AtomicU64::new(nanos(c.max_wait_duration())),
+            multiplier: AtomicU64::new(c.backoff_multiplier().to_bits()),
+            probes: AtomicU32::new(c.permitted_calls_in_half_open()),
+            count_fatal: AtomicBool::new(c.count_fatal()),
+            count_not_retryable: AtomicBool::new(c.count_not_retryable()),
+        }
+    }
+
+    /// Stores every value of `c` (each atomically; a reader may see a mix for an instant).
+    pub(crate) fn store(&self, c: &BreakerConfig) {
+        let fresh = Params::new(c);
+        macro_rules! copy {
+            ($($f:ident),*) => { $( self.$f.store(fresh.$f.load(Relaxed), Relaxed); )* };
+        }
+        copy!(
+            failure_rate,
+            slow_rate,
+            slow_nanos,
+            minimum_calls,
+            consecutive,
+            wait_nanos,
+            max_wait_nanos,
+            multiplier,
+            probes,
+            count_fatal,
+            count_not_retryable
+        );
+    }
+
+    /// Whether `c` reaches the failure-rate or the slow-call-rate threshold.
+    pub(crate) fn trips(&self, c: Counts) -> bool {
+        let calls = f64::from(c.calls);
+        f64::from(c.failures) >= f64::from_bits(self.failure_rate.load(Relaxed)) * calls
+            || f64::from(c.slow) >= f64::from_bits(self.slow_rate.load(Relaxed)) * calls
+    }
+
+    /// Whether `outcome` counts as a failure under the `count_*` switches.
+    pub(crate) fn counts_as_failure(&self, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Success => false,
+            Outcome::Failure { retryable: true } => true,
+            Outcome::Failure { retryable: false } => self.count_not_retryable.load(Relaxed),
+            Outcome::Fatal => self.count_fatal.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Unit tests of the [`Machine`], with explicit moments on its clock.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_prism_core::{Moment, Outcome};
+
+use super::{Machine, State};
+use crate::config::{BreakerConfig, Window};
+
+fn machine() -> Machine {
+    let config = BreakerConfig::builder()
+        .window(Window::Count { size: 2 })
+        .minimum_calls(2)
+        .wait_duration(Duration::from_secs(1))
+        .permitted_calls_in_half_open(2)
+        .build()
+        .unwrap();
+    Machine::new("test".to_owned(), &config, None)
+}
+
+#[test]
+fn a_permit_from_an_earlier_state_records_nothing() {
+    let b = machine();
+    let t0 = Moment::Tokio(Instant::now());
+    let (stale, stale2) = (b.acquire(t0).unwrap(), b.acquire(t0).unwrap());
+    b.force(State::ForcedOpen);
+    b.force(State::Closed); // closed again, a new generation
+    b.record(stale, Outcome::RETRYABLE, Duration::ZERO, t0);
+    assert_eq!(b.snapshot(t0).calls, 0);
+    b.release(stale2); // a closed permit has nothing to give back
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[test]
+fn probes_are_counted_per_round_and_released_ones_come_back() {
+    let b = machine();
+    let now = Instant::now();
+    let t0 = Moment::Tokio(now);
+    for _ in 0..2 {
+        let p = b.acquire(t0).unwrap();
+        b.record(p, Outcome::RETRYABLE, Duration::ZERO, t0);
+    }
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.acquire(t0), Err(Duration::from_secs(1)));
+    let t1 = Moment::Tokio(now + Duration::from_secs(1));
+    let (p1, p2) = (b.acquire(t1).unwrap(), b.acquire(t1).unwrap());
+    assert!(p1.is_probe() && p2.is_probe());
+    assert!(b.acquire(t1).is_err());
+    b.release(p1);
+    assert_eq!(b.snapshot(t1).probes_admitted, 1);
+    let p3 = b.acquire(t1).unwrap();
+    assert!(
+        b.acquire(t1).is_err(),
+        "one released, one taken again: still 2"
+    );
+    b.record(p2, Outcome::Success, Duration::ZERO, t1);
+    assert_eq!(b.state(), State::HalfOpen);
+    b.record(p3, Outcome::Success, Duration::ZERO, t1);
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[test]
+fn a_permit_remembers_when_its_call_was_admitted() {
+    let b = machine();
+    let t0 = Moment::Tokio(Instant::now());
+    assert_eq!(b.acquire(t0).unwrap().start, t0);
+}
