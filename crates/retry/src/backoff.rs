@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tower_prism_core::config::{check_duration_at_most, ConfigError};
+use tower_prism_core::internal::nanos;
 
 use crate::config::MAX_WAIT;
 
 /// The shape of the schedule before jitter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum BackoffKind {
     /// Retry at once.
     None,
@@ -27,6 +29,7 @@ pub enum BackoffKind {
 /// retry together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Jitter {
     /// The schedule as is.
     None,
@@ -55,6 +58,7 @@ pub enum Jitter {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Backoff {
     /// The schedule's shape.
     #[serde(default)]
@@ -204,18 +208,9 @@ impl Backoff {
 
 /// A duration uniform in `[0, d]`, chosen by `random`.
 fn uniform(d: Duration, random: u64) -> Duration {
-    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let nanos = nanos(d);
     let pick = ((u128::from(nanos) + 1) * u128::from(random)) >> 64;
     Duration::from_nanos(pick as u64)
-}
-
-/// SplitMix64: turns a counter into a well-mixed random word. Small and allocation-free;
-/// good enough for jitter, not for anything secret.
-pub(crate) fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 #[cfg(test)]
@@ -290,12 +285,6 @@ mod tests {
         let err = Backoff::linear(day, day).validate().unwrap_err();
         assert_eq!(err.field(), "backoff.base");
         assert_eq!(err.reason(), "must be at most 1h");
-    }
-
-    #[test]
-    fn mix_is_not_constant() {
-        let words: std::collections::HashSet<u64> = (0..1000).map(mix).collect();
-        assert_eq!(words.len(), 1000);
     }
 
     proptest! {

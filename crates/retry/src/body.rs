@@ -9,7 +9,9 @@ use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::error::{BoxError, Error};
+use tower_prism_core::BoxError;
+
+use crate::error::Error;
 
 struct Buffered<B> {
     /// Chunks read so far (empty once over the limit).
@@ -30,7 +32,7 @@ struct Shared<B> {
     end_stream: bool,
 }
 
-/// An [`http_body::Body`] that keeps what it sends, up to `limit` bytes, so that a retry can
+/// An [`http_body::Body`](Body) that keeps what it sends, up to `limit` bytes, so that a retry can
 /// send it again.
 ///
 /// The first copy streams the original body, remembering each chunk; a later copy (from

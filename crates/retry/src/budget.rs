@@ -19,13 +19,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tower_prism_core::internal::nanos;
 use tower_prism_core::sync::{Arc, AtomicBool, AtomicI64, AtomicU64, Ordering};
 use tower_prism_core::{HealthReader, HealthSignal};
 
 use crate::config::BudgetConfig;
 
 /// Time slots in one budget window.
-pub const SLOTS: usize = 10;
+pub(crate) const SLOTS: usize = 10;
 /// One retry, in the budget's fixed-point units.
 const RETRY: i64 = 10_000;
 const EPOCH_BITS: u32 = 32;
@@ -94,7 +95,7 @@ struct Health {
 /// use tower_prism_retry::{BudgetConfig, RetryBudget};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let config = BudgetConfig { ratio: 0.5, min_per_second: 0, ..BudgetConfig::default() };
+/// let config = BudgetConfig::builder().ratio(0.5).min_per_second(0).build().unwrap();
 /// let budget = RetryBudget::new(&config);
 /// for _ in 0..4 {
 ///     budget.deposit(); // four first attempts earn two retries
@@ -134,8 +135,7 @@ impl RetryBudget {
     }
 
     fn build(config: &BudgetConfig, health: Option<&HealthSignal>) -> Self {
-        let slot_nanos =
-            (u64::try_from(config.window.as_nanos()).unwrap_or(u64::MAX) / SLOTS as u64).max(1);
+        let slot_nanos = (nanos(config.window) / SLOTS as u64).max(1);
         let inner = Inner {
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
             deposit: AtomicI64::new(0),
@@ -191,12 +191,7 @@ impl RetryBudget {
 
     #[inline]
     fn epoch_of_instant(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.inner.start);
-        let nanos = since
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(since.subsec_nanos()));
-        nanos / self.inner.slot_nanos
+        nanos(now.saturating_duration_since(self.inner.start)) / self.inner.slot_nanos
     }
 
     /// Records a first attempt: earns `ratio` of a retry for one window.
@@ -365,318 +360,7 @@ impl RetryBudget {
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use tower_prism_core::Outcome;
-
-    fn config(ratio: f64, min_per_second: u32) -> BudgetConfig {
-        BudgetConfig {
-            ratio,
-            min_per_second,
-            ..BudgetConfig::default()
-        }
-    }
-
-    #[test]
-    fn packing_round_trips_negative_balances() {
-        for (e, b) in [
-            (0, 0),
-            (5, -7),
-            (EPOCH_MASK, BALANCE_MAX),
-            (3, -BALANCE_MAX),
-        ] {
-            let raw = pack(e, b);
-            assert_eq!((epoch_of(raw), balance_of(raw)), (e, b));
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn ratio_limits_retries_and_deposits_expire() {
-        let b = RetryBudget::new(&config(0.2, 0));
-        for _ in 0..10 {
-            b.deposit_at(0);
-        }
-        assert!((b.available_at(0) - 2.0).abs() < 1e-9);
-        assert!(b.withdraw_at(0));
-        assert!(b.withdraw_at(3)); // a later slot draws on the same window
-        assert!(!b.withdraw_at(3), "two retries for ten first attempts");
-        // recovery: slot 0 leaves the window at epoch 10, with its deposits and its debt
-        assert!(!b.withdraw_at(9));
-        for _ in 0..5 {
-            b.deposit_at(10);
-        }
-        // epoch 10 reuses slot 0; slot 3 (one withdrawal) is still live
-        assert!((b.available_at(10) - 0.0).abs() < 1e-9);
-        b.deposit_at(11);
-        b.deposit_at(11);
-        b.deposit_at(11);
-        b.deposit_at(11);
-        b.deposit_at(11);
-        assert!(b.withdraw_at(11));
-        assert!(!b.withdraw_at(11));
-        // once slot 3's debt expires (epoch 13), fresh deposits are all there is
-        assert!((b.available_at(14) - 1.0).abs() < 1e-9);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn reserve_allows_a_floor_of_retries() {
-        let b = RetryBudget::new(&config(0.2, 1)); // 1/s over 10s = 10 retries
-        let granted = (0..20).filter(|_| b.withdraw_at(0)).count();
-        assert_eq!(granted, 10);
-        // the debt expires with the window
-        assert_eq!((0..20).filter(|_| b.withdraw_at(10)).count(), 10);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn clock_driven_recovery() {
-        let b = RetryBudget::new(&config(1.0, 0));
-        b.deposit();
-        assert!(b.withdraw());
-        assert!(!b.withdraw());
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(!b.withdraw(), "no traffic, no floor: still empty");
-        b.deposit();
-        assert!(b.withdraw(), "recovered once new first attempts arrive");
-        let disabled = BudgetConfig {
-            enabled: false,
-            ..config(1.0, 0)
-        };
-        b.reconfigure(&disabled);
-        assert!((0..100).all(|_| b.withdraw()));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn health_tightens_the_ratio() {
-        let signal = HealthSignal::new();
-        let cfg = BudgetConfig {
-            unhealthy_ratio: Some(0.05),
-            ..config(0.2, 0)
-        };
-        let b = RetryBudget::with_health(&cfg, &signal);
-        for _ in 0..10 {
-            signal.record(Outcome::RETRYABLE, Duration::ZERO);
-        }
-        tokio::time::advance(Duration::from_secs(1)).await;
-        for _ in 0..20 {
-            b.deposit(); // four retries' worth at the healthy ratio
-        }
-        assert!(b.is_unhealthy());
-        assert!(b.withdraw(), "a retry costs four times as much: one fits");
-        assert!(!b.withdraw());
-        // healthy again: the next slot's first deposit restores the ratio
-        for _ in 0..10 {
-            signal.record(Outcome::Success, Duration::ZERO);
-        }
-        tokio::time::advance(Duration::from_secs(1)).await;
-        for _ in 0..5 {
-            b.deposit(); // one retry's worth at the healthy ratio
-        }
-        assert!(!b.is_unhealthy());
-        assert!(b.withdraw());
-        assert!(!b.withdraw());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_late_deposit_does_not_wipe_a_newer_slot() {
-        let b = RetryBudget::new(&config(1.0, 0));
-        b.deposit_at(12); // slot 2, epoch 12
-        b.deposit_at(2); // a caller whose clock reading is a window old
-        assert!((b.available_at(12) - 2.0).abs() < 1e-9);
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
-        /// A withdrawal succeeds exactly when the live window (deposits minus earlier
-        /// withdrawals, plus the reserve) holds a whole retry, so the budget never overdraws.
-        #[test]
-        fn withdrawals_never_overdraw_the_window(
-            ops in proptest::collection::vec((proptest::bool::ANY, 0u64..3), 1..300),
-            ratio in 0.05f64..2.0,
-            floor in 0u32..2,
-        ) {
-            let b = RetryBudget::new(&config(ratio, floor));
-            let deposit = (ratio * RETRY as f64).round().max(1.0) as i64;
-            let reserve = i64::from(floor) * 10 * RETRY;
-            let (mut deposits, mut withdrawals) = (Vec::new(), Vec::new());
-            let mut epoch = 0u64;
-            for (is_deposit, step) in ops {
-                epoch += step;
-                let live = |e: &&u64| **e + SLOTS as u64 > epoch;
-                if is_deposit {
-                    b.deposit_at(epoch);
-                    deposits.push(epoch);
-                    continue;
-                }
-                let have = reserve
-                    + deposits.iter().filter(live).count() as i64 * deposit
-                    - withdrawals.iter().filter(live).count() as i64 * RETRY;
-                let granted = b.withdraw_at(epoch);
-                proptest::prop_assert_eq!(granted, have >= RETRY, "epoch {} have {}", epoch, have);
-                if granted {
-                    withdrawals.push(epoch);
-                }
-            }
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_slot_left_alone_for_2_pow_20_slots_stays_expired() {
-        // A 20-bit epoch wrapped here: slots from 2^20 slots ago (12 days at the default
-        // window, 29 hours at a 1 s one) came back to life, deposits and debts alike.
-        let b = RetryBudget::new(&config(1.0, 0));
-        for _ in 0..5 {
-            b.deposit_at(3);
-        }
-        assert!(b.withdraw_at(4));
-        let later = 3 + (1 << 20);
-        assert!(b.available_at(later).abs() < 1e-9);
-        assert!(!b.withdraw_at(later), "old deposits are gone");
-        b.deposit_at(later);
-        assert!(
-            (b.available_at(later) - 1.0).abs() < 1e-9,
-            "and old debts too"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_refund_gives_back_what_was_taken_while_the_slot_lives() {
-        let b = RetryBudget::new(&config(1.0, 0));
-        b.deposit_at(0);
-        b.deposit_at(0);
-        let cost = b.take_at(2).unwrap();
-        assert!((b.available_at(2) - 1.0).abs() < 1e-9);
-        b.refund_at(2, cost);
-        assert!((b.available_at(2) - 2.0).abs() < 1e-9);
-        // a refund after its slot left the window changes nothing
-        let cost = b.take_at(5).unwrap();
-        b.deposit_at(15);
-        b.refund_at(5, cost);
-        assert!((b.available_at(15) - 1.0).abs() < 1e-9);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_slot_at_its_debt_floor_refuses() {
-        let b = RetryBudget::new(&config(1.0, 0));
-        // a full previous slot, and a current slot whose debt is at the floor
-        b.inner.slots[0].store(pack(0, BALANCE_MAX), Ordering::Relaxed);
-        b.inner.slots[1].store(pack(1, -BALANCE_MAX + 1), Ordering::Relaxed);
-        assert!(!b.withdraw_at(1), "the debt could not be recorded");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn clones_share_one_budget() {
-        let a = RetryBudget::new(&config(1.0, 0));
-        let c = a.clone();
-        a.deposit();
-        assert!(a.same_as(&c));
-        assert!(c.withdraw());
-        assert!(!a.withdraw());
-    }
-}
+mod tests;
 
 #[cfg(loom)]
-mod loom_tests {
-    use super::*;
-
-    fn budget(ratio: f64) -> RetryBudget {
-        let config = BudgetConfig {
-            ratio,
-            min_per_second: 0,
-            ..BudgetConfig::default()
-        };
-        // Build without the tokio clock: the loom model drives epochs by hand.
-        let inner = Inner {
-            slots: std::array::from_fn(|_| AtomicU64::new(0)),
-            deposit: AtomicI64::new(0),
-            unhealthy_cost: AtomicI64::new(RETRY),
-            reserve: AtomicI64::new(0),
-            unhealthy: AtomicBool::new(false),
-            enabled: AtomicBool::new(true),
-            slot_nanos: 1_000_000_000,
-            start: unsafe_start(),
-            health: None,
-        };
-        let b = RetryBudget {
-            inner: Arc::new(inner),
-        };
-        b.reconfigure(&config);
-        b
-    }
-
-    fn unsafe_start() -> Instant {
-        // tokio's Instant::now() needs no runtime unless the clock is paused.
-        Instant::now()
-    }
-
-    #[test]
-    fn loom_concurrent_withdrawals_never_overdraw() {
-        loom::model(|| {
-            let b = budget(1.0);
-            b.deposit_at(0); // exactly one retry available
-            let b2 = b.clone();
-            let t = loom::thread::spawn(move || b2.withdraw_at(0));
-            let mine = b.withdraw_at(0);
-            let theirs = t.join().unwrap();
-            assert!(mine ^ theirs, "exactly one of two withdrawals succeeds");
-            assert!(b.available_at(0).abs() < 1e-9);
-        });
-    }
-
-    #[test]
-    fn loom_deposit_and_withdraw_race_keeps_the_sum() {
-        loom::model(|| {
-            let b = budget(0.5);
-            b.deposit_at(1);
-            b.deposit_at(1); // one retry
-            let b2 = b.clone();
-            let t = loom::thread::spawn(move || {
-                b2.deposit_at(1);
-                b2.deposit_at(1);
-            });
-            let took = b.withdraw_at(1);
-            t.join().unwrap();
-            assert!(took, "one retry was there before the race");
-            assert!((b.available_at(1) - 1.0).abs() < 1e-9);
-        });
-    }
-
-    #[test]
-    fn loom_a_refund_racing_a_withdrawal_loses_and_creates_nothing() {
-        loom::model(|| {
-            let b = budget(1.0);
-            b.deposit_at(0); // exactly one retry available
-            let b2 = b.clone();
-            // one call takes the retry and gives it back (dropped before sending it)
-            let t = loom::thread::spawn(move || {
-                if let Some(cost) = b2.take_at(0) {
-                    b2.refund_at(0, cost);
-                }
-            });
-            let took = b.withdraw_at(0);
-            t.join().unwrap();
-            let left = b.available_at(0);
-            assert!(
-                (left + f64::from(u8::from(took)) - 1.0).abs() < 1e-9,
-                "one retry in all: {left} left, taken: {took}"
-            );
-        });
-    }
-
-    #[test]
-    fn loom_new_slot_rotation_with_withdrawal() {
-        loom::model(|| {
-            let b = budget(1.0);
-            b.deposit_at(0);
-            let b2 = b.clone();
-            // one thread moves to the slot 10 epochs later (reusing slot 0), the other withdraws
-            let t = loom::thread::spawn(move || b2.deposit_at(10));
-            let took = b.withdraw_at(0);
-            t.join().unwrap();
-            let left = b.available_at(10);
-            assert!(
-                (left - 1.0).abs() < 1e-9,
-                "the new slot holds only its deposit: {left} {took}"
-            );
-        });
-    }
-}
+mod loom_tests;

@@ -65,6 +65,7 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RetryConfig {
     /// Attempts per call, the first included (1 = never retry; at most [`MAX_ATTEMPTS`]).
     pub max_attempts: u32,
@@ -114,6 +115,28 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
+    /// A builder starting from the defaults; [`build`](RetryConfigBuilder::build)
+    /// validates.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_prism_retry::{Backoff, RetryConfig};
+    ///
+    /// let config = RetryConfig::builder()
+    ///     .max_attempts(4)
+    ///     .backoff(Backoff::fixed(Duration::from_millis(10)))
+    ///     .no_budget()
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(!config.budget.enabled);
+    /// assert!(RetryConfig::builder().max_attempts(0).build().is_err());
+    /// ```
+    pub fn builder() -> RetryConfigBuilder {
+        RetryConfigBuilder {
+            config: RetryConfig::default(),
+        }
+    }
+
     /// Checks every field, upper bounds included; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_nonzero("max_attempts", self.max_attempts)?;
@@ -138,6 +161,7 @@ impl RetryConfig {
 /// the circuit is open or the failure rate is at least `unhealthy_failure_rate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BudgetConfig {
     /// `false` turns the budget off (every retry allowed by `max_attempts` happens).
     pub enabled: bool,
@@ -170,6 +194,21 @@ impl Default for BudgetConfig {
 }
 
 impl BudgetConfig {
+    /// A builder starting from the defaults; [`build`](BudgetConfigBuilder::build)
+    /// validates.
+    ///
+    /// ```
+    /// use tower_prism_retry::BudgetConfig;
+    ///
+    /// let budget = BudgetConfig::builder().ratio(0.1).min_per_second(5).build().unwrap();
+    /// assert_eq!(budget.min_per_second, 5);
+    /// ```
+    pub fn builder() -> BudgetConfigBuilder {
+        BudgetConfigBuilder {
+            config: BudgetConfig::default(),
+        }
+    }
+
     /// Checks every field (names relative to the `budget` section).
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_ratio_up_to_10("ratio", self.ratio)?;
@@ -200,6 +239,121 @@ impl BudgetConfig {
     }
 }
 
+/// Builds a [`RetryConfig`], one setter per field ([`RetryConfig::builder`]).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RetryConfigBuilder {
+    config: RetryConfig,
+}
+
+impl RetryConfigBuilder {
+    /// Attempts per call, the first included.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.config.max_attempts = n;
+        self
+    }
+
+    /// The wait before each retry.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// No retry starts later than this after the call began.
+    pub fn max_elapsed(mut self, d: Duration) -> Self {
+        self.config.max_elapsed = Some(d);
+        self
+    }
+
+    /// Abandons each attempt after `d` (a retryable failure).
+    pub fn attempt_timeout(mut self, d: Duration) -> Self {
+        self.config.attempt_timeout = Some(d);
+        self
+    }
+
+    /// Whether to wait at least as long as `Retry-After` hints say (default `true`).
+    pub fn honor_retry_after(mut self, yes: bool) -> Self {
+        self.config.honor_retry_after = yes;
+        self
+    }
+
+    /// The longest `Retry-After` hint waited out (default 30 s, at most one hour); a
+    /// longer hint ends the call at once with the answer that carried it.
+    pub fn max_retry_after(mut self, d: Duration) -> Self {
+        self.config.max_retry_after = d;
+        self
+    }
+
+    /// The retry budget's settings.
+    pub fn budget(mut self, budget: BudgetConfig) -> Self {
+        self.config.budget = budget;
+        self
+    }
+
+    /// No retry budget: every retry `max_attempts` allows happens.
+    pub fn no_budget(mut self) -> Self {
+        self.config.budget.enabled = false;
+        self
+    }
+
+    /// Validates the config (the error names the first bad field).
+    pub fn build(self) -> Result<RetryConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+/// Builds a [`BudgetConfig`], one setter per field ([`BudgetConfig::builder`]).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct BudgetConfigBuilder {
+    config: BudgetConfig,
+}
+
+impl BudgetConfigBuilder {
+    /// `false` turns the budget off.
+    pub fn enabled(mut self, yes: bool) -> Self {
+        self.config.enabled = yes;
+        self
+    }
+
+    /// Retries allowed per first attempt, e.g. `0.2` = 20 %.
+    pub fn ratio(mut self, ratio: f64) -> Self {
+        self.config.ratio = ratio;
+        self
+    }
+
+    /// Retries per second always allowed, whatever the traffic.
+    pub fn min_per_second(mut self, n: u32) -> Self {
+        self.config.min_per_second = n;
+        self
+    }
+
+    /// How long a first attempt counts towards the budget.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.config.window = window;
+        self
+    }
+
+    /// The ratio while downstream is unhealthy (needs a health signal).
+    pub fn unhealthy_ratio(mut self, ratio: f64) -> Self {
+        self.config.unhealthy_ratio = Some(ratio);
+        self
+    }
+
+    /// The failure rate from which downstream counts as unhealthy.
+    pub fn unhealthy_failure_rate(mut self, rate: f64) -> Self {
+        self.config.unhealthy_failure_rate = rate;
+        self
+    }
+
+    /// Validates the config (field names relative to the `budget` section).
+    pub fn build(self) -> Result<BudgetConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
 fn check_ratio_up_to_10(field: &'static str, value: f64) -> Result<(), ConfigError> {
     check_positive(field, value)?;
     if value > 10.0 {
@@ -209,126 +363,4 @@ fn check_ratio_up_to_10(field: &'static str, value: f64) -> Result<(), ConfigErr
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backoff::{BackoffKind, Jitter};
-
-    #[test]
-    fn empty_section_is_the_default() {
-        let c: RetryConfig = toml::from_str("").unwrap();
-        assert_eq!(c, RetryConfig::default());
-        c.validate().unwrap();
-    }
-
-    #[test]
-    fn round_trips_through_toml() {
-        let mut c = RetryConfig {
-            max_attempts: 5,
-            max_elapsed: Some(Duration::from_secs(3)),
-            attempt_timeout: Some(Duration::from_millis(250)),
-            ..RetryConfig::default()
-        };
-        c.backoff.kind = BackoffKind::Linear;
-        c.backoff.jitter = Jitter::Equal;
-        c.budget.unhealthy_ratio = Some(0.05);
-        let text = toml::to_string(&c).unwrap();
-        assert_eq!(toml::from_str::<RetryConfig>(&text).unwrap(), c);
-    }
-
-    #[test]
-    fn unknown_fields_and_bad_values_are_rejected() {
-        let err = toml::from_str::<RetryConfig>("max_atempts = 3").unwrap_err();
-        assert!(err.to_string().contains("max_atempts"), "{err}");
-        let err = toml::from_str::<RetryConfig>("backoff = { kind = \"cubic\" }").unwrap_err();
-        assert!(err.to_string().contains("cubic"), "{err}");
-
-        let bad = |f: fn(&mut RetryConfig)| {
-            let mut c = RetryConfig::default();
-            f(&mut c);
-            c.validate().unwrap_err().field().to_string()
-        };
-        assert_eq!(bad(|c| c.max_attempts = 0), "max_attempts");
-        assert_eq!(bad(|c| c.max_elapsed = Some(Duration::ZERO)), "max_elapsed");
-        assert_eq!(
-            bad(|c| c.attempt_timeout = Some(Duration::ZERO)),
-            "attempt_timeout"
-        );
-        assert_eq!(
-            bad(|c| c.backoff.max = Duration::from_millis(1)),
-            "backoff.max"
-        );
-        assert_eq!(bad(|c| c.budget.ratio = 0.0), "budget.ratio");
-        assert_eq!(bad(|c| c.budget.ratio = 11.0), "budget.ratio");
-        assert_eq!(
-            bad(|c| c.budget.window = Duration::from_millis(10)),
-            "budget.window"
-        );
-        assert_eq!(
-            bad(|c| c.budget.unhealthy_ratio = Some(0.5)),
-            "budget.unhealthy_ratio"
-        );
-        assert_eq!(
-            bad(|c| c.budget.unhealthy_failure_rate = 1.5),
-            "budget.unhealthy_failure_rate"
-        );
-    }
-
-    #[test]
-    fn absurd_sizes_and_durations_are_refused_with_the_bound() {
-        let bad = |f: fn(&mut RetryConfig)| {
-            let mut c = RetryConfig::default();
-            f(&mut c);
-            c.validate().unwrap_err()
-        };
-        let err = bad(|c| c.max_attempts = u32::MAX);
-        assert_eq!(err.field(), "max_attempts");
-        assert_eq!(err.reason(), "must be at most 100");
-        let years: RetryConfig =
-            toml::from_str("max_elapsed = \"500000000000y\"\nattempt_timeout = \"500000000000y\"")
-                .unwrap();
-        let err = years.validate().unwrap_err();
-        assert_eq!(err.field(), "max_elapsed");
-        assert!(err.reason().contains("at most 1day"), "{err}");
-        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-        assert_eq!(
-            bad(|c| c.attempt_timeout = Some(YEAR)).field(),
-            "attempt_timeout"
-        );
-        assert_eq!(bad(|c| c.max_retry_after = YEAR).field(), "max_retry_after");
-        assert_eq!(bad(|c| c.backoff.max = YEAR).field(), "backoff.max");
-        assert_eq!(
-            bad(|c| {
-                c.backoff.base = YEAR;
-                c.backoff.max = YEAR;
-            })
-            .field(),
-            "backoff.base"
-        );
-        assert_eq!(bad(|c| c.budget.window = YEAR).field(), "budget.window");
-        assert_eq!(
-            bad(|c| c.budget.min_per_second = u32::MAX).field(),
-            "budget.min_per_second"
-        );
-        // the bounds themselves are accepted
-        let edge = RetryConfig {
-            max_attempts: MAX_ATTEMPTS,
-            max_elapsed: Some(MAX_CALL),
-            attempt_timeout: Some(MAX_CALL),
-            max_retry_after: MAX_WAIT,
-            backoff: Backoff::linear(MAX_WAIT, MAX_WAIT),
-            ..RetryConfig::default()
-        };
-        edge.validate().unwrap();
-    }
-
-    #[test]
-    fn max_retry_after_defaults_to_30s_and_reads_from_toml() {
-        assert_eq!(
-            RetryConfig::default().max_retry_after,
-            Duration::from_secs(30)
-        );
-        let c: RetryConfig = toml::from_str("max_retry_after = \"2m\"").unwrap();
-        assert_eq!(c.max_retry_after, Duration::from_secs(120));
-        c.validate().unwrap();
-    }
-}
+mod tests;

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-/// The boxed error every tower-prism service returns.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use tower_prism_core::BoxError;
 
 /// Why a retried call failed. Returned inside a [`BoxError`]; downcast to read it.
 ///

@@ -1,21 +1,23 @@
 //! [`ResponseFuture`]: one logical call, attempt after attempt.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, Instant, Sleep};
-use tower_prism_core::{Classify, Outcome};
+use tower_prism_core::{BoxError, Classify};
 use tower_service::Service;
 
 use crate::backoff::{BackoffKind, Jitter};
-use crate::error::{BoxError, Error};
-use crate::layer::Shared;
-use crate::policy::{ReplayRequest, ResponseHint};
+use crate::decide::{decide, Decision, Done, Failed, GiveUp};
+use crate::error::Error;
+use crate::handle::{RetryHandle, Shared};
+use crate::hint::ResponseHint;
+use crate::replay::ReplayRequest;
 use crate::settings::Settings;
 
 pin_project! {
@@ -56,7 +58,7 @@ pin_project! {
         // The request retries are copied from (`None`: no retry possible, or the last
         // attempt took it).
         template: Option<Req>,
-        shared: Arc<Shared>,
+        handle: RetryHandle,
         max_attempts: u32,
         attempt_timeout: Option<Duration>,
         // When the call started (only read when `max_elapsed` is set).
@@ -77,7 +79,7 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            refund(this.shared, this.reserved);
+            refund(&this.handle.shared, this.reserved);
         }
     }
 }
@@ -102,15 +104,6 @@ where
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum GiveUp {
-    MaxAttempts,
-    NotReplayable,
-    Deadline,
-    Budget,
-    RetryAfter,
-}
-
 impl<S, Req, C, R, H> ResponseFuture<S, Req, C, R, H>
 where
     S: Service<Req>,
@@ -120,7 +113,7 @@ where
         future: S::Future,
         service: S,
         template: Option<Req>,
-        shared: Arc<Shared>,
+        handle: RetryHandle,
         max_attempts: u32,
         attempt_timeout: Option<Duration>,
         started: Option<Instant>,
@@ -137,7 +130,7 @@ where
             timer,
             service,
             template,
-            shared,
+            handle,
             max_attempts,
             attempt_timeout,
             started,
@@ -181,27 +174,7 @@ where
                             Err(Box::new(Error::AttemptTimedOut { timeout }))
                         }
                     };
-                    let shared: &Shared = this.shared;
-                    let metrics = &shared.metrics;
-                    let attempt = *this.attempt;
-                    match this.classify.classify(result.as_ref()) {
-                        Outcome::Success => {
-                            metrics.attempts.record(f64::from(attempt));
-                            return Poll::Ready(result);
-                        }
-                        Outcome::Fatal => {
-                            metrics.attempts.record(f64::from(attempt));
-                            metrics.gave_up_fatal.increment(1);
-                            return Poll::Ready(result);
-                        }
-                        Outcome::Failure { retryable: false } => {
-                            metrics.attempts.record(f64::from(attempt));
-                            metrics.gave_up_not_retryable.increment(1);
-                            return Poll::Ready(result);
-                        }
-                        Outcome::Failure { retryable: true } => {}
-                    }
-                    if let Some(done) = Self::after_retryable_failure(&mut this, attempt, result) {
+                    if let Some(done) = Self::after_attempt(&mut this, result) {
                         return Poll::Ready(done);
                     }
                 }
@@ -212,10 +185,11 @@ where
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
+                    let shared: &Shared = &this.handle.shared;
                     if let Err(e) = ready!(this.service.poll_ready(cx)) {
-                        refund(this.shared, this.reserved);
+                        refund(shared, this.reserved);
                         let e: BoxError = e.into();
-                        tracing::debug!(name = %this.shared.name, error = %e, "inner service failed before a retry");
+                        tracing::debug!(name = %shared.name, error = %e, "inner service failed before a retry");
                         return Poll::Ready(Err(e));
                     }
                     // The last attempt sends the template itself; others send a copy.
@@ -227,14 +201,14 @@ where
                     let Some(request) = request else {
                         // Only if `replay` contradicts the `can_replay` that planned this retry.
                         let attempt = *this.attempt + 1;
-                        refund(this.shared, this.reserved);
+                        refund(shared, this.reserved);
                         return Poll::Ready(Err(Box::new(Error::ReplayRefused { attempt })));
                     };
                     *this.attempt += 1;
                     let future = this.service.call(request);
                     // Sent: the budget's grant is spent.
                     *this.reserved = None;
-                    this.shared.retries.fetch_add(1, Ordering::Relaxed);
+                    shared.retries.fetch_add(1, Ordering::Relaxed);
                     this.state.set(State::Called { future });
                     match *this.attempt_timeout {
                         Some(t) => this.timer.set(Timer::On { sleep: sleep(t) }),
@@ -249,105 +223,119 @@ where
 impl<S, Req, C, R, H> ResponseFuture<S, Req, C, R, H>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError>,
     R: ReplayRequest<Req>,
     H: ResponseHint<S::Response>,
 {
-    /// A retryable failure: gives up (`Some(output)`) or schedules the next attempt.
-    #[inline(never)]
-    fn after_retryable_failure(
+    /// An attempt's result: returns it (`Some(output)`) or schedules the next attempt.
+    #[inline]
+    fn after_attempt(
         this: &mut ResponseFutureProj<'_, S, Req, C, R, H>,
-        attempt: u32,
         result: Result<S::Response, BoxError>,
     ) -> Option<Result<S::Response, BoxError>> {
-        let shared: &Shared = this.shared;
-        let metrics = &shared.metrics;
+        let outcome = this.classify.classify(result.as_ref());
+        let shared: &Shared = &this.handle.shared;
+        let attempt = *this.attempt;
+        // One clock reading for both the deadline and the budget, taken while the facts
+        // are gathered and reused when the budget is asked.
+        let now = Cell::new(None);
+        let settings = Cell::new(None);
+        let grant = Cell::new(None);
+        let decision = decide(
+            outcome,
+            || Self::facts(this, &result, &now, &settings),
+            || take_budget(shared, now.get(), &grant),
+        );
+        if let Some(grant) = grant.get() {
+            *this.reserved = Some(grant);
+        }
+        match decision {
+            Decision::Return(done) => {
+                let metrics = &shared.metrics;
+                metrics.attempts.record(f64::from(attempt));
+                match done {
+                    Done::Success => {}
+                    Done::Fatal => metrics.gave_up_fatal.increment(1),
+                    Done::NotRetryable => metrics.gave_up_not_retryable.increment(1),
+                }
+                Some(result)
+            }
+            Decision::GiveUp(why) => {
+                let max_elapsed = settings
+                    .get()
+                    .and_then(|s| s.max_elapsed)
+                    .unwrap_or_default();
+                Some(give_up(shared, why, attempt, max_elapsed, result))
+            }
+            Decision::RetryAfter(delay) => {
+                Self::schedule(this, delay, &result);
+                None
+            }
+        }
+    }
+
+    /// What the call knows after a retryable failure, for [`decide`].
+    #[inline(never)]
+    fn facts(
+        this: &ResponseFutureProj<'_, S, Req, C, R, H>,
+        result: &Result<S::Response, BoxError>,
+        now: &Cell<Option<Instant>>,
+        loaded: &Cell<Option<Settings>>,
+    ) -> Failed {
+        let shared: &Shared = &this.handle.shared;
         let settings = shared.settings.load();
+        loaded.set(Some(settings));
+        let attempt = *this.attempt;
         let max_attempts = *this.max_attempts;
-        if attempt >= max_attempts {
-            return Some(give_up(
-                shared,
-                GiveUp::MaxAttempts,
-                attempt,
-                &settings,
-                result,
-            ));
-        }
-        if !this
-            .template
-            .as_ref()
-            .is_some_and(|t| this.replay.can_replay(t))
-        {
-            return Some(give_up(
-                shared,
-                GiveUp::NotReplayable,
-                attempt,
-                &settings,
-                result,
-            ));
-        }
+        let more = attempt < max_attempts;
+        let replayable = more
+            && this
+                .template
+                .as_ref()
+                .is_some_and(|t| this.replay.can_replay(t));
         let backoff = settings.backoff;
-        let random = if backoff.jitter == Jitter::None || backoff.kind == BackoffKind::None {
-            0
-        } else {
-            shared.random()
-        };
-        let mut delay = backoff.delay(attempt, *this.previous_delay, random);
-        // A hint is waited out only up to `max_retry_after`: an upstream (or a stage
-        // below) asking for longer gets its answer passed back at once, never a caller
-        // held for as long as a header says.
-        let mut hint = None;
-        if settings.honor_retry_after {
-            hint = match &result {
+        let random =
+            if !replayable || backoff.jitter == Jitter::None || backoff.kind == BackoffKind::None {
+                0
+            } else {
+                shared.random()
+            };
+        let hint = if replayable && settings.honor_retry_after {
+            match result {
                 Ok(response) => this.hint.retry_after(response),
                 Err(e) => shared.error_hint.and_then(|h| h(&**e)),
-            };
-            if let Some(wait) = hint {
-                if wait > settings.max_retry_after {
-                    return Some(give_up(
-                        shared,
-                        GiveUp::RetryAfter,
-                        attempt,
-                        &settings,
-                        result,
-                    ));
-                }
-                delay = delay.max(wait);
             }
-        }
-        let budget = shared.budget.is_enabled();
-        let deadline = settings.max_elapsed.zip(*this.started);
-        // One clock reading for both the deadline and the budget.
-        let now = (budget || deadline.is_some()).then(Instant::now);
-        if let (Some((max, started)), Some(now)) = (deadline, now) {
-            let elapsed = now.saturating_duration_since(started);
-            if elapsed.saturating_add(delay) > max {
-                // A hint past the deadline is the upstream's answer to pass on, as above.
-                let why = match hint {
-                    Some(wait) if elapsed.saturating_add(wait) > max => GiveUp::RetryAfter,
-                    _ => GiveUp::Deadline,
-                };
-                return Some(give_up(shared, why, attempt, &settings, result));
-            }
-        }
-        let refused = match (budget, now) {
-            (true, Some(now)) => {
-                let epoch = shared.budget.epoch_at(now);
-                match shared.budget.take_at(epoch) {
-                    Some(cost) => {
-                        *this.reserved = Some((epoch, cost));
-                        false
-                    }
-                    None => true,
-                }
-            }
-            _ => false,
+        } else {
+            None
         };
-        if refused {
-            metrics.budget_exhausted.increment(1);
-            return Some(give_up(shared, GiveUp::Budget, attempt, &settings, result));
+        let deadline = settings.max_elapsed.and(*this.started);
+        now.set(
+            (replayable && (shared.budget.is_enabled() || deadline.is_some())).then(Instant::now),
+        );
+        let elapsed = deadline
+            .zip(now.get())
+            .map(|(started, now)| now.saturating_duration_since(started));
+        Failed {
+            settings,
+            attempt,
+            max_attempts,
+            replayable,
+            previous_delay: *this.previous_delay,
+            random,
+            hint,
+            elapsed,
         }
-        let reason = match &result {
+    }
+
+    /// Carries out a retry decision: metrics, then the backoff (or straight to readiness).
+    fn schedule(
+        this: &mut ResponseFutureProj<'_, S, Req, C, R, H>,
+        delay: Duration,
+        result: &Result<S::Response, BoxError>,
+    ) {
+        let shared: &Shared = &this.handle.shared;
+        let metrics = &shared.metrics;
+        let reason = match result {
             Ok(_) => {
                 metrics.retry_status.increment(1);
                 "status"
@@ -365,8 +353,7 @@ where
             }
         };
         metrics.backoff.record(delay.as_secs_f64());
-        tracing::debug!(name = %shared.name, attempt, ?delay, reason, "retrying");
-        drop(result);
+        tracing::debug!(name = %shared.name, attempt = *this.attempt, ?delay, reason, "retrying");
         *this.previous_delay = delay;
         if delay.is_zero() {
             this.state.set(State::Readying);
@@ -376,7 +363,26 @@ where
             });
             this.state.set(State::Backoff);
         }
-        None
+    }
+}
+
+/// Takes one retry from the budget at `now` (always granted when the budget is off),
+/// keeping the grant to give back if the retry is never sent.
+fn take_budget(shared: &Shared, now: Option<Instant>, grant: &Cell<Option<(u64, i64)>>) -> bool {
+    let budget = &shared.budget;
+    let (true, Some(now)) = (budget.is_enabled(), now) else {
+        return true;
+    };
+    let epoch = budget.epoch_at(now);
+    match budget.take_at(epoch) {
+        Some(cost) => {
+            grant.set(Some((epoch, cost)));
+            true
+        }
+        None => {
+            shared.metrics.budget_exhausted.increment(1);
+            false
+        }
     }
 }
 
@@ -384,35 +390,14 @@ fn give_up<T>(
     shared: &Shared,
     why: GiveUp,
     attempts: u32,
-    settings: &Settings,
+    max_elapsed: Duration,
     result: Result<T, BoxError>,
 ) -> Result<T, BoxError> {
     let m = &shared.metrics;
     m.attempts.record(f64::from(attempts));
     shared.gave_up.fetch_add(1, Ordering::Relaxed);
-    let reason = match why {
-        GiveUp::MaxAttempts => {
-            m.gave_up_max_attempts.increment(1);
-            "max_attempts"
-        }
-        GiveUp::NotReplayable => {
-            m.gave_up_not_replayable.increment(1);
-            "not_replayable"
-        }
-        GiveUp::Deadline => {
-            m.gave_up_deadline.increment(1);
-            "deadline"
-        }
-        GiveUp::Budget => {
-            m.gave_up_budget.increment(1);
-            "budget"
-        }
-        GiveUp::RetryAfter => {
-            m.gave_up_retry_after.increment(1);
-            "retry_after"
-        }
-    };
-    tracing::debug!(name = %shared.name, attempts, reason, "giving up");
+    m.gave_up(why).increment(1);
+    tracing::debug!(name = %shared.name, attempts, reason = why.label(), "giving up");
     result.map_err(|last| -> BoxError {
         match why {
             GiveUp::MaxAttempts if attempts > 1 => {
@@ -421,7 +406,7 @@ fn give_up<T>(
             GiveUp::Budget => Box::new(Error::BudgetExhausted { attempts, last }),
             GiveUp::Deadline => Box::new(Error::DeadlineExceeded {
                 attempts,
-                max_elapsed: settings.max_elapsed.unwrap_or_default(),
+                max_elapsed,
                 last,
             }),
             _ => last,

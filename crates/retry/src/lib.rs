@@ -1,22 +1,41 @@
-//! Retries for [tower]: backoff schedules with jitter, an adaptive retry budget shared by
-//! every clone, outcome classification from `tower-prism-core`, `Retry-After` hints and
+//! Retries for [tower]: backoff schedules with jitter, a retry budget shared by every
+//! clone, outcome classification from `tower-prism-core`, `Retry-After` hints and
 //! replayable HTTP request bodies.
+//!
+//! # Overview
+//!
+//! The retry stage follows the shape every tower-prism component has:
+//!
+//! - [`RetryConfig`]: what a config file can say (attempts, [`Backoff`], deadlines,
+//!   `Retry-After` bounds, the [`BudgetConfig`]); serde, validated, with a
+//!   [builder](RetryConfig::builder).
+//! - [`RetryLayer`]: [`RetryLayer::from_config`], or [`RetryLayer::builder`] for what
+//!   only code can say: a `name`, how to `classify` results, how to copy requests
+//!   ([`clone_request`](RetryLayerBuilder::clone_request)), where hints come from, and
+//!   [`http`](RetryLayerBuilder::http) for HTTP clients.
+//! - [`Retry`]: the service, with its [`ResponseFuture`].
+//! - [`RetryHandle`]: the state every service of a layer shares, reached by
+//!   [`RetryLayer::handle`] or [`Retry::handle`]: `name()`, `snapshot()` (a
+//!   [`RetrySnapshot`]), `config()`, `reconfigure()` and the [`RetryBudget`].
+//! - [`Error`]: why a retried call failed, inside the `BoxError` the service returns.
+//!
+//! # Example
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU32, Ordering};
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-//! use tower_prism_retry::{Backoff, Error, RetryLayer};
+//! use tower_prism_retry::{Backoff, Error, RetryConfig, RetryLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let layer = RetryLayer::builder()
+//! let config = RetryConfig::builder()
 //!     .max_attempts(3)
 //!     .backoff(Backoff::fixed(Duration::from_millis(1)))
-//!     .name("example")
 //!     .build()
 //!     .expect("a valid config");
+//! let layer = RetryLayer::builder(config).name("example").build().unwrap();
 //!
 //! // An upstream that fails twice, then answers.
 //! let calls = Arc::new(AtomicU32::new(0));
@@ -30,6 +49,7 @@
 //! let mut svc = ServiceBuilder::new().layer(layer.clone()).service(upstream);
 //! assert_eq!(svc.ready().await.unwrap().call(21).await.unwrap(), 42);
 //! assert_eq!(calls.load(Ordering::Relaxed), 3);
+//! assert_eq!(layer.handle().snapshot().retries, 2);
 //!
 //! // Now it only fails: after three attempts the last error comes back, wrapped.
 //! let mut failing = ServiceBuilder::new()
@@ -41,38 +61,84 @@
 //! # }
 //! ```
 //!
+//! For HTTP clients, wrap request bodies in a [`ReplayBody`] ([`replayable`]) and use
+//! [`RetryLayerBuilder::http`]:
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
+//! use tower_prism_retry::{replayable, Backoff, ReplayBody, RetryConfig, RetryLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let config = RetryConfig::builder()
+//!     .backoff(Backoff::fixed(Duration::from_millis(1)))
+//!     .build()
+//!     .unwrap();
+//! let layer = RetryLayer::builder(config).http().build().unwrap();
+//! let flaky = service_fn(|req: http::Request<ReplayBody<Full<Bytes>>>| async move {
+//!     let status = if req.headers().contains_key("x-second-try") { 200 } else { 503 };
+//!     Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
+//! });
+//! let mut svc = layer.layer(flaky);
+//! let req = http::Request::get("/").body(Full::new(Bytes::new())).unwrap();
+//! let response = svc.ready().await.unwrap().call(replayable(req, 64 * 1024)).await.unwrap();
+//! assert_eq!(response.status(), 503, "GET retried, then the last 503 returned as is");
+//! # }
+//! ```
+//!
+//! # What is retried
+//!
+//! - Results are classified by a [`Classify`](tower_prism_core::Classify) over
+//!   `Result<&Res, &BoxError>`; only `Failure { retryable: true }` is retried. By default
+//!   ([`DefaultClassifier`](tower_prism_core::DefaultClassifier)) every `Err` is a
+//!   retryable failure and every `Ok` a success. With [`RetryLayerBuilder::http`], 408,
+//!   429 and 5xx responses except 501 and 505 are retried, and only for requests that are
+//!   [retry-safe](is_retry_safe) (an idempotent method, the [`Idempotent`] extension or an
+//!   `Idempotency-Key` header) with a body still [replayable](ReplayBody). A retryable
+//!   *response* (say a 503) that runs out of attempts is returned as it is.
 //! - Requests are copied for retries by a [`ReplayRequest`]: by default [`CloneRequest`]
 //!   (needs `Req: Clone`), or any closure `Fn(&Req) -> Option<Req>` via
-//!   [`RetryBuilder::clone_request`]; `None` sends the request once.
-//! - Results are classified by a [`Classify`](tower_prism_core::Classify) over
-//!   `Result<&Res, &BoxError>`: only `Failure { retryable: true }` is retried. A retryable
-//!   *response* (say a 503) that runs out of attempts is returned as it is.
-//! - For HTTP, [`RetryBuilder::http`] retries idempotent requests whose body is a
-//!   [`ReplayBody`], by status, honouring `Retry-After`; see the [`http`] module.
-//! - Errors from other stages carry hints through [`RetryBuilder::retry_after_hint`].
-//! - A hint is waited out only up to `max_retry_after` (30 s by default, see
-//!   [`DEFAULT_MAX_RETRY_AFTER`]): a longer one ends the call at once with the response or
-//!   error that carried it, so no upstream header holds a caller for long. Every other
-//!   wait is bounded by the config too (see [`RetryConfig`]).
-//! - The [`RetryBudget`] caps retries at a ratio of recent first attempts plus a floor; a
-//!   retry it granted that is never sent (the call was dropped first) is given back.
+//!   [`RetryLayerBuilder::clone_request`]; `None` sends the request once.
+//! - A retry waits its [`Backoff`] (exponential from 50 ms to 2 s with full jitter by
+//!   default), or longer if a hint says so: a `Retry-After` header
+//!   ([`RetryAfterHeader`]), or an error's hint
+//!   ([`RetryLayerBuilder::retry_after_hint`]). A hint is waited out only up to
+//!   `max_retry_after` ([`DEFAULT_MAX_RETRY_AFTER`], 30 s): a longer one ends the call at
+//!   once with the response or error that carried it. Every other wait is bounded by the
+//!   config too (see [`RetryConfig`]).
+//! - The [`RetryBudget`] caps retries at a ratio of recent first attempts plus a floor
+//!   (20 % and 10 per second by default); a retry it granted that is never sent (the call
+//!   was dropped first) is given back.
 //!
-//! A call that succeeds at once takes no lock and allocates nothing for `Clone` requests
-//! (checked by `tests/alloc.rs`). Backoffs and attempt timeouts sleep on the tokio timer
-//! (`tokio::time`, so `tokio::time::pause()` drives them in tests): run the service inside a
-//! tokio runtime with time enabled.
+//! A call that succeeds at once takes no lock and allocates nothing for `Clone` requests.
+//! Backoffs and attempt timeouts sleep on the tokio timer (`tokio::time`, so
+//! `tokio::time::pause()` drives them in tests): run the service inside a tokio runtime
+//! with time enabled.
+//!
+//! # Feature flags
+//!
+//! None: everything is always built.
 //!
 //! [tower]: https://docs.rs/tower
 
-pub mod backoff;
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backoff;
 mod body;
-pub mod budget;
+mod budget;
 mod config;
+mod decide;
 mod error;
 mod future;
-pub mod http;
+mod handle;
+mod hint;
+mod http;
 mod layer;
-mod policy;
+mod metrics;
+mod replay;
+mod retry_after;
 mod service;
 mod settings;
 
@@ -80,10 +146,18 @@ pub use backoff::{Backoff, BackoffKind, Jitter};
 pub use body::ReplayBody;
 pub use budget::RetryBudget;
 pub use config::{
-    BudgetConfig, RetryConfig, DEFAULT_MAX_RETRY_AFTER, MAX_ATTEMPTS, MAX_CALL, MAX_WAIT,
+    BudgetConfig, BudgetConfigBuilder, RetryConfig, RetryConfigBuilder, DEFAULT_MAX_RETRY_AFTER,
+    MAX_ATTEMPTS, MAX_CALL, MAX_WAIT,
 };
-pub use error::{BoxError, Error};
+pub use error::Error;
 pub use future::ResponseFuture;
-pub use layer::{RetryBuilder, RetryLayer, RetrySnapshot};
-pub use policy::{CloneRequest, ErrorHint, NoHint, ReplayRequest, ResponseHint};
+pub use handle::{RetryHandle, RetrySnapshot};
+pub use hint::{ErrorHint, NoHint, ResponseHint};
+pub use http::{
+    is_idempotent, is_retry_safe, replayable, Idempotent, ReplayIdempotent, IDEMPOTENCY_KEY,
+    MAX_IDEMPOTENCY_KEY_LEN,
+};
+pub use layer::{RetryLayer, RetryLayerBuilder};
+pub use replay::{CloneRequest, ReplayRequest};
+pub use retry_after::{parse_retry_after, RetryAfterHeader, MAX_RETRY_AFTER_LEN};
 pub use service::Retry;

@@ -1,19 +1,18 @@
 //! [`Retry`]: the service.
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
-use tower_prism_core::{Classify, DefaultClassifier};
+use tower_prism_core::{BoxError, Classify, DefaultClassifier};
 use tower_service::Service;
 
-use crate::error::BoxError;
 use crate::future::ResponseFuture;
-use crate::layer::Shared;
-use crate::policy::{CloneRequest, NoHint, ReplayRequest, ResponseHint};
+use crate::handle::RetryHandle;
+use crate::hint::{NoHint, ResponseHint};
+use crate::replay::{CloneRequest, ReplayRequest};
 
 /// Retries failed calls to `S`. Made by [`RetryLayer`](crate::RetryLayer); clones share
-/// the layer's budget and settings.
+/// the layer's [`RetryHandle`]: its budget and settings.
 ///
 /// `poll_ready` is the inner service's; a retry drives a clone of the inner service to
 /// readiness inside the response future. The first attempt is sent from `call`, so a call
@@ -21,13 +20,18 @@ use crate::policy::{CloneRequest, NoHint, ReplayRequest, ResponseHint};
 #[derive(Debug, Clone)]
 pub struct Retry<S, C = DefaultClassifier, R = CloneRequest, H = NoHint> {
     pub(crate) inner: S,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) handle: RetryHandle,
     pub(crate) classify: C,
     pub(crate) replay: R,
     pub(crate) hint: H,
 }
 
 impl<S, C, R, H> Retry<S, C, R, H> {
+    /// The shared state of the retry stage: name, settings, budget, counters.
+    pub fn handle(&self) -> &RetryHandle {
+        &self.handle
+    }
+
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -64,13 +68,14 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         // Read alone, not as a snapshot: backoff and deadline are read when a retry is
         // planned, so only these two are fixed at the start of the call.
-        let max_attempts = self.shared.settings.max_attempts();
-        let attempt_timeout = self.shared.settings.attempt_timeout();
+        let shared = &self.handle.shared;
+        let max_attempts = shared.settings.max_attempts();
+        let attempt_timeout = shared.settings.attempt_timeout();
         // One clock read, and only when the budget or a deadline needs it.
-        let budget = self.shared.budget.is_enabled();
-        let started = (budget || self.shared.settings.has_max_elapsed()).then(Instant::now);
+        let budget = shared.budget.is_enabled();
+        let started = (budget || shared.settings.has_max_elapsed()).then(Instant::now);
         if let (true, Some(now)) = (budget, started) {
-            self.shared.budget.deposit_at_instant(now);
+            shared.budget.deposit_at_instant(now);
         }
         let backup = if max_attempts > 1 {
             self.replay.replay(&req)
@@ -82,7 +87,7 @@ where
             future,
             self.inner.clone(),
             backup,
-            self.shared.clone(),
+            self.handle.clone(),
             max_attempts,
             attempt_timeout,
             started,

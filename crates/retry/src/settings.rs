@@ -5,6 +5,8 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tower_prism_core::internal::lock;
+
 use crate::backoff::{Backoff, BackoffKind, Jitter};
 use crate::config::RetryConfig;
 
@@ -34,8 +36,9 @@ impl Settings {
 
 const NONE: u64 = u64::MAX;
 
+/// `d` in nanoseconds, never [`NONE`] (a validated config is far below it anyway).
 fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(NONE - 1)
+    tower_prism_core::internal::nanos(d).min(NONE - 1)
 }
 
 fn opt_nanos(d: Option<Duration>) -> u64 {
@@ -94,7 +97,7 @@ impl SharedSettings {
     }
 
     pub fn store(&self, s: Settings) {
-        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock(&self.writer);
         self.version.fetch_add(1, Ordering::Relaxed); // odd: a write is under way
         fence(Ordering::Release);
         let kind = KINDS.iter().position(|k| *k == s.backoff.kind).unwrap_or(3) as u32;

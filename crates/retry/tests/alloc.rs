@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tower_layer::Layer;
-use tower_prism_retry::RetryLayer;
+use tower_prism_retry::{RetryConfig, RetryLayer};
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
 #[global_allocator]
@@ -18,7 +18,10 @@ fn success_path_allocates_nothing() {
         .unwrap();
     let _guard = rt.enter();
 
-    let layer = RetryLayer::builder().name("alloc").build().unwrap();
+    let layer = RetryLayer::builder(RetryConfig::default())
+        .name("alloc")
+        .build()
+        .unwrap();
     let mut svc = layer.layer(Echo);
     assert_eq!(
         allocations_per_call(&mut svc, |i: u64| i, 100, 1000),
@@ -26,11 +29,15 @@ fn success_path_allocates_nothing() {
         "default config"
     );
 
-    let layer = RetryLayer::builder()
-        .attempt_timeout(Duration::from_secs(1))
-        .max_elapsed(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .attempt_timeout(Duration::from_secs(1))
+            .max_elapsed(Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
     let mut svc = layer.layer(Echo);
     assert_eq!(
         allocations_per_call(&mut svc, |i: u64| i, 100, 1000),

@@ -17,7 +17,7 @@ use tokio::time::{advance, Instant};
 use tower::{BoxError, Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::Outcome;
-use tower_prism_retry::{Backoff, BudgetConfig, Error, RetryBudget, RetryLayer};
+use tower_prism_retry::{Backoff, BudgetConfig, Error, RetryBudget, RetryConfig, RetryLayer};
 
 const MS: Duration = Duration::from_millis(1);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -112,23 +112,27 @@ impl Service<u32> for Scripted {
 /// A budget that neither expires nor runs dry during a test: a one-day window with a
 /// floor of 1 retry a second (86 400 retries), each first attempt earning half a retry.
 fn roomy_budget() -> BudgetConfig {
-    BudgetConfig {
-        ratio: 0.5,
-        min_per_second: 1,
-        window: DAY,
-        ..BudgetConfig::default()
-    }
+    BudgetConfig::builder()
+        .ratio(0.5)
+        .min_per_second(1)
+        .window(DAY)
+        .build()
+        .unwrap()
 }
 
 const ROOMY: f64 = 86_400.0;
 
 fn roomy(attempts: u32) -> RetryLayer {
-    RetryLayer::builder()
-        .max_attempts(attempts)
-        .backoff(Backoff::fixed(MS * 10))
-        .budget(roomy_budget())
-        .build()
-        .unwrap()
+    RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(attempts)
+            .backoff(Backoff::fixed(MS * 10))
+            .budget(roomy_budget())
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap()
 }
 
 #[track_caller]
@@ -148,22 +152,26 @@ fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
 /// After a fault: a call that fails once then answers is retried as usual.
 async fn still_works(layer: &RetryLayer) {
     let inner = Scripted::new(&[Act::Fail, Act::Answer]);
-    let retries = layer.snapshot().retries;
+    let retries = layer.handle().snapshot().retries;
     assert_eq!(layer.layer(inner.clone()).oneshot(5).await.unwrap(), 5);
     assert_eq!(inner.calls(), 2);
-    assert_eq!(layer.snapshot().retries, retries + 1);
+    assert_eq!(layer.handle().snapshot().retries, retries + 1);
     assert_eq!(inner.alive(), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_inner_service_that_never_answers_is_bounded_by_attempt_timeout() {
-    let layer = RetryLayer::builder()
-        .max_attempts(3)
-        .backoff(Backoff::fixed(MS * 10))
-        .attempt_timeout(Duration::from_secs(1))
-        .budget(roomy_budget())
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(3)
+            .backoff(Backoff::fixed(MS * 10))
+            .attempt_timeout(Duration::from_secs(1))
+            .budget(roomy_budget())
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
     let inner = Scripted::new(&[Act::Never; 3]);
     let start = Instant::now();
     let err = layer.layer(inner.clone()).oneshot(1).await.unwrap_err();
@@ -176,18 +184,22 @@ async fn an_inner_service_that_never_answers_is_bounded_by_attempt_timeout() {
         .is_some_and(|e| matches!(e, Error::AttemptTimedOut { .. })));
     assert_eq!(start.elapsed(), Duration::from_secs(3) + MS * 20);
     assert_eq!(inner.alive(), 0, "every abandoned attempt was dropped");
-    assert_budget(layer.budget(), ROOMY + 0.5 - 2.0);
+    assert_budget(layer.handle().budget(), ROOMY + 0.5 - 2.0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn without_attempt_timeout_a_silent_inner_service_is_waited_for_until_dropped() {
     // Documented: `max_elapsed` bounds when retries start, not an attempt in flight; only
     // `attempt_timeout` (or a deadline above the stage) bounds a silent inner service.
-    let layer = RetryLayer::builder()
-        .max_elapsed(Duration::from_secs(5))
-        .budget(roomy_budget())
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_elapsed(Duration::from_secs(5))
+            .budget(roomy_budget())
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
     let inner = Scripted::new(&[Act::Never]);
     let mut svc = layer.layer(inner.clone());
     svc.ready().await.unwrap();
@@ -198,27 +210,31 @@ async fn without_attempt_timeout_a_silent_inner_service_is_waited_for_until_drop
     assert_eq!((inner.calls(), inner.alive()), (1, 1));
     drop(call);
     assert_eq!(inner.alive(), 0);
-    let snap = layer.snapshot();
+    let snap = layer.handle().snapshot();
     assert_eq!((snap.retries, snap.gave_up), (0, 0));
     still_works(&layer).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_answer_after_an_hour_is_cut_by_attempt_timeout_or_waited_for() {
-    let layer = RetryLayer::builder()
-        .max_attempts(3)
-        .backoff(Backoff::fixed(MS * 10))
-        .attempt_timeout(Duration::from_secs(1))
-        .budget(roomy_budget())
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(3)
+            .backoff(Backoff::fixed(MS * 10))
+            .attempt_timeout(Duration::from_secs(1))
+            .budget(roomy_budget())
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
     let inner = Scripted::new(&[Act::AnswerAfter(HOUR); 3]);
     let start = Instant::now();
     let err = layer.layer(inner.clone()).oneshot(1).await.unwrap_err();
     assert_eq!(err.downcast_ref::<Error>().unwrap().attempts(), Some(3));
     assert_eq!(start.elapsed(), Duration::from_secs(3) + MS * 20);
     assert_eq!(inner.alive(), 0);
-    assert_budget(layer.budget(), ROOMY + 0.5 - 2.0);
+    assert_budget(layer.handle().budget(), ROOMY + 0.5 - 2.0);
 
     // without an attempt timeout the answer is simply late
     let layer = roomy(3);
@@ -227,7 +243,7 @@ async fn an_answer_after_an_hour_is_cut_by_attempt_timeout_or_waited_for() {
     assert_eq!(layer.layer(inner.clone()).oneshot(7).await.unwrap(), 7);
     assert_eq!(start.elapsed(), HOUR);
     assert_eq!((inner.calls(), inner.alive()), (1, 0));
-    assert_budget(layer.budget(), ROOMY + 0.5);
+    assert_budget(layer.handle().budget(), ROOMY + 0.5);
     still_works(&layer).await;
 }
 
@@ -240,8 +256,8 @@ async fn a_panic_inside_the_first_call_leaves_nothing_wedged() {
     let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| drop(svc.call(1))));
     assert!(panicked.is_err());
     // The first attempt was counted (its deposit) before the inner service was called.
-    assert_budget(layer.budget(), ROOMY + 0.5);
-    let snap = layer.snapshot();
+    assert_budget(layer.handle().budget(), ROOMY + 0.5);
+    let snap = layer.handle().snapshot();
     assert_eq!((snap.retries, snap.gave_up), (0, 0));
     still_works(&layer).await;
 }
@@ -256,8 +272,8 @@ async fn a_panic_inside_a_retry_call_gives_its_grant_back() {
     assert_eq!(inner.calls(), 2);
     assert_eq!(inner.alive(), 0);
     // The retry never reached the inner service: the budget is not charged for it.
-    assert_budget(layer.budget(), ROOMY + 0.5);
-    assert_eq!(layer.snapshot().retries, 0);
+    assert_budget(layer.handle().budget(), ROOMY + 0.5);
+    assert_eq!(layer.handle().snapshot().retries, 0);
     still_works(&layer).await;
 }
 
@@ -268,57 +284,65 @@ async fn a_panic_inside_the_inner_future_leaves_nothing_wedged() {
     let joined = tokio::spawn(layer.layer(inner.clone()).oneshot(1)).await;
     assert!(joined.unwrap_err().is_panic());
     assert_eq!(inner.alive(), 0);
-    assert_budget(layer.budget(), ROOMY + 0.5);
+    assert_budget(layer.handle().budget(), ROOMY + 0.5);
 
     // in a retry's future: that retry was sent, so it is charged
     let inner = Scripted::new(&[Act::Fail, Act::PanicInFuture]);
     let joined = tokio::spawn(layer.layer(inner.clone()).oneshot(1)).await;
     assert!(joined.unwrap_err().is_panic());
     assert_eq!((inner.calls(), inner.alive()), (2, 0));
-    assert_budget(layer.budget(), ROOMY + 1.0 - 1.0);
-    assert_eq!(layer.snapshot().retries, 1);
+    assert_budget(layer.handle().budget(), ROOMY + 1.0 - 1.0);
+    assert_eq!(layer.handle().snapshot().retries, 1);
     still_works(&layer).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_classifier_leaves_nothing_wedged() {
-    let layer = RetryLayer::builder()
-        .max_attempts(3)
-        .backoff(Backoff::fixed(MS * 10))
-        .budget(roomy_budget())
-        .classifier(|r: Result<&u32, &BoxError>| match r {
-            Ok(0) => panic!("the classifier panicked"),
-            Ok(_) => Outcome::Success,
-            Err(_) => Outcome::RETRYABLE,
-        })
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(3)
+            .backoff(Backoff::fixed(MS * 10))
+            .budget(roomy_budget())
+            .build()
+            .unwrap(),
+    )
+    .classify(|r: Result<&u32, &BoxError>| match r {
+        Ok(0) => panic!("the classifier panicked"),
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::RETRYABLE,
+    })
+    .build()
+    .unwrap();
     // The classifier panics on the retry's answer, after a granted, sent retry.
     let inner = Scripted::new(&[Act::Fail, Act::Answer]);
     let joined = tokio::spawn(layer.layer(inner.clone()).oneshot(0)).await;
     assert!(joined.unwrap_err().is_panic());
     assert_eq!((inner.calls(), inner.alive()), (2, 0));
-    assert_budget(layer.budget(), ROOMY + 0.5 - 1.0);
+    assert_budget(layer.handle().budget(), ROOMY + 0.5 - 1.0);
     // and on the first answer
     let inner = Scripted::new(&[Act::Answer]);
     let joined = tokio::spawn(layer.layer(inner.clone()).oneshot(0)).await;
     assert!(joined.unwrap_err().is_panic());
-    assert_budget(layer.budget(), ROOMY + 1.0 - 1.0);
+    assert_budget(layer.handle().budget(), ROOMY + 1.0 - 1.0);
     // later calls are classified as usual
     let inner = Scripted::new(&[Act::Fail, Act::Answer]);
     assert_eq!(layer.layer(inner.clone()).oneshot(3).await.unwrap(), 3);
     assert_eq!(inner.calls(), 2);
-    assert_budget(layer.budget(), ROOMY + 1.5 - 2.0);
+    assert_budget(layer.handle().budget(), ROOMY + 1.5 - 2.0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_time_jump_of_days_in_a_backoff_retries_at_once_and_the_window_moves_on() {
     // The default budget: a 10 s window of 1 s slots, a floor of 10 retries a second.
-    let layer = RetryLayer::builder()
-        .backoff(Backoff::fixed(Duration::from_secs(1)))
-        .build()
-        .unwrap();
-    let floor = layer.budget().available();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .backoff(Backoff::fixed(Duration::from_secs(1)))
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
+    let floor = layer.handle().budget().available();
     // Three days, and 2^20 one-second slots (where a 20-bit slot epoch wrapped and the
     // old slots came back to life).
     for jump in [DAY * 3, Duration::from_secs(1 << 20)] {
@@ -335,13 +359,13 @@ async fn a_time_jump_of_days_in_a_backoff_retries_at_once_and_the_window_moves_o
         }
         assert_eq!((inner.calls(), inner.alive()), (2, 0));
         // the deposit and the withdrawal from before the jump have left the window
-        let available = layer.budget().available();
+        let available = layer.handle().budget().available();
         assert!((available - floor).abs() < 1e-9, "{jump:?}: {available}");
     }
     // and the budget counts again from here
     let inner = Scripted::new(&[Act::Fail, Act::Answer]);
     assert_eq!(layer.layer(inner).oneshot(1).await.unwrap(), 1);
-    assert!((layer.budget().available() - (floor + 0.2 - 1.0)).abs() < 1e-9);
+    assert!((layer.handle().budget().available() - (floor + 0.2 - 1.0)).abs() < 1e-9);
 }
 
 fn act() -> impl Strategy<Value = Act> {
@@ -376,24 +400,16 @@ proptest! {
             .build()
             .unwrap();
         rt.block_on(async {
-            let budget = BudgetConfig {
-                ratio: 0.5,
-                min_per_second: 0,
-                window: DAY,
-                ..BudgetConfig::default()
-            };
-            let mut builder = RetryLayer::builder()
-                .max_attempts(4)
-                .backoff(Backoff::fixed(MS * 50))
-                .budget(budget);
+            let budget = BudgetConfig::builder().ratio(0.5).min_per_second(0).window(DAY).build().unwrap();
+            let mut config = RetryConfig::builder().max_attempts(4).backoff(Backoff::fixed(MS * 50)).budget(budget);
             if let Some(t) = timeout {
-                builder = builder.attempt_timeout(t);
+                config = config.attempt_timeout(t);
             }
-            let layer = builder.build().unwrap();
+            let layer = RetryLayer::builder(config.build().unwrap()).build().unwrap();
             for _ in 0..earned {
-                layer.budget().deposit();
+                layer.handle().budget().deposit();
             }
-            let start = layer.budget().available();
+            let start = layer.handle().budget().available();
             let inner = Scripted::new(&script);
             let mut svc = layer.layer(inner.clone());
             svc.ready().await.unwrap();
@@ -406,11 +422,11 @@ proptest! {
             }
             drop(call);
             let sent = inner.calls() - 1;
-            let available = layer.budget().available();
+            let available = layer.handle().budget().available();
             let expected = start + 0.5 - f64::from(sent);
             prop_assert!((available - expected).abs() < 1e-9,
                 "budget {} expected {} (sent {})", available, expected, sent);
-            prop_assert_eq!(layer.snapshot().retries, u64::from(sent));
+            prop_assert_eq!(layer.handle().snapshot().retries, u64::from(sent));
             prop_assert_eq!(inner.alive(), 0);
             Ok(())
         })?;

@@ -18,8 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
-use tower_prism_retry::http::{replayable, Idempotent};
-use tower_prism_retry::{Backoff, Error, ReplayBody, RetryLayer};
+use tower_prism_retry::{replayable, Idempotent};
+use tower_prism_retry::{Backoff, Error, ReplayBody, RetryConfig, RetryLayer};
 
 /// A body of given chunks and optional trailers, that counts how many frames were read.
 struct Chunks {
@@ -225,14 +225,18 @@ fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Body_>
 fn retrying(
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Body_>,
 ) -> impl Service<Request<Body_>, Response = Response<Incoming>, Error = tower::BoxError> + Clone {
-    RetryLayer::builder()
-        .http()
-        .max_attempts(3)
-        .backoff(Backoff::fixed(Duration::from_millis(5)))
-        .no_budget()
-        .build()
-        .unwrap()
-        .layer(client)
+    RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(3)
+            .backoff(Backoff::fixed(Duration::from_millis(5)))
+            .no_budget()
+            .build()
+            .unwrap(),
+    )
+    .http()
+    .build()
+    .unwrap()
+    .layer(client)
 }
 
 fn request(method: &str, addr: std::net::SocketAddr, body: Bytes, limit: usize) -> Request<Body_> {
@@ -333,7 +337,7 @@ async fn hyper_connection_refused_is_retried_then_wrapped() {
 #[tokio::test]
 async fn hyper_a_year_long_retry_after_comes_back_at_once_with_its_header() {
     let (addr, server) = start_server_with(usize::MAX, Some("31536000")).await;
-    let svc = RetryLayer::builder()
+    let svc = RetryLayer::builder(RetryConfig::default())
         .http()
         .build()
         .unwrap()

@@ -11,7 +11,7 @@ use http_body_util::Full;
 use tokio::time::Instant;
 use tower::{service_fn, BoxError, Service, ServiceExt};
 use tower_layer::Layer;
-use tower_prism_retry::http::replayable;
+use tower_prism_retry::replayable;
 use tower_prism_retry::{Backoff, Error, ReplayBody, RetryConfig, RetryLayer};
 
 type Req = http::Request<ReplayBody<Full<Bytes>>>;
@@ -60,13 +60,10 @@ fn http_layer(
     config: &RetryConfig,
 ) -> tower_prism_retry::RetryLayer<
     tower_prism_core::HttpClassifier,
-    tower_prism_retry::http::ReplayIdempotent,
-    tower_prism_retry::http::RetryAfterHeader,
+    tower_prism_retry::ReplayIdempotent,
+    tower_prism_retry::RetryAfterHeader,
 > {
-    tower_prism_retry::RetryBuilder::from_config(config.clone())
-        .http()
-        .build()
-        .unwrap()
+    RetryLayer::builder(config.clone()).http().build().unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -83,7 +80,7 @@ async fn a_year_long_retry_after_returns_the_503_at_once_with_its_header() {
     );
     assert_eq!(calls.load(Ordering::Relaxed), 1, "no retry");
     assert_eq!(start.elapsed(), Duration::ZERO, "no wait at all");
-    let snap = layer.snapshot();
+    let snap = layer.handle().snapshot();
     assert_eq!((snap.retries, snap.gave_up), (0, 1));
 }
 
@@ -134,11 +131,11 @@ async fn a_hint_within_max_retry_after_is_waited_out() {
         (response.status().as_u16(), calls.load(Ordering::Relaxed)),
         (503, 1)
     );
-    let config = RetryConfig {
-        max_retry_after: Duration::from_secs(60),
-        ..RetryConfig::default()
-    };
-    layer.reconfigure(&config).unwrap();
+    let config = RetryConfig::builder()
+        .max_retry_after(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    layer.handle().reconfigure(&config).unwrap();
     let (inner, _) = upstream("45", 1);
     let start = Instant::now();
     let response = layer.layer(inner).oneshot(get()).await.unwrap();
@@ -162,10 +159,10 @@ async fn a_saturated_or_http_date_hint_far_ahead_gives_up_too() {
 #[tokio::test(start_paused = true)]
 async fn a_megabyte_retry_after_is_ignored_and_the_backoff_applies() {
     let long: &'static str = Box::leak("7".repeat(1 << 20).into_boxed_str());
-    let config = RetryConfig {
-        backoff: Backoff::fixed(Duration::from_millis(10)),
-        ..RetryConfig::default()
-    };
+    let config = RetryConfig::builder()
+        .backoff(Backoff::fixed(Duration::from_millis(10)))
+        .build()
+        .unwrap();
     let layer = http_layer(&config);
     let (inner, calls) = upstream(long, 1);
     let start = Instant::now();
@@ -203,7 +200,7 @@ fn shedding(
 
 #[tokio::test(start_paused = true)]
 async fn an_error_hint_over_max_retry_after_returns_the_error_as_is() {
-    let layer = RetryLayer::builder()
+    let layer = RetryLayer::builder(RetryConfig::default())
         .retry_after_hint(shed_hint)
         .build()
         .unwrap();
@@ -220,11 +217,15 @@ async fn an_error_hint_over_max_retry_after_returns_the_error_as_is() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hint_past_max_elapsed_returns_the_error_as_is_not_a_deadline() {
-    let layer = RetryLayer::builder()
-        .retry_after_hint(shed_hint)
-        .max_elapsed(Duration::from_secs(3))
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_elapsed(Duration::from_secs(3))
+            .build()
+            .unwrap(),
+    )
+    .retry_after_hint(shed_hint)
+    .build()
+    .unwrap();
     let (inner, calls) = shedding(Duration::from_secs(5));
     let start = Instant::now();
     let err = layer.layer(inner).oneshot(1).await.unwrap_err();
@@ -233,11 +234,15 @@ async fn a_hint_past_max_elapsed_returns_the_error_as_is_not_a_deadline() {
     assert_eq!(start.elapsed(), Duration::ZERO);
 
     // a backoff (not a hint) past the deadline is still a DeadlineExceeded
-    let layer = RetryLayer::builder()
-        .backoff(Backoff::fixed(Duration::from_secs(5)))
-        .max_elapsed(Duration::from_secs(3))
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .backoff(Backoff::fixed(Duration::from_secs(5)))
+            .max_elapsed(Duration::from_secs(3))
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
     let inner = service_fn(|_: u32| async { Err::<u32, _>(BoxError::from("refused")) });
     let err = layer.layer(inner).oneshot(1).await.unwrap_err();
     assert!(matches!(
@@ -248,13 +253,17 @@ async fn a_hint_past_max_elapsed_returns_the_error_as_is_not_a_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn hints_are_ignored_when_not_honoured_whatever_their_length() {
-    let layer = RetryLayer::builder()
-        .retry_after_hint(shed_hint)
-        .honor_retry_after(false)
-        .backoff(Backoff::fixed(Duration::from_millis(10)))
-        .max_attempts(3)
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .honor_retry_after(false)
+            .backoff(Backoff::fixed(Duration::from_millis(10)))
+            .max_attempts(3)
+            .build()
+            .unwrap(),
+    )
+    .retry_after_hint(shed_hint)
+    .build()
+    .unwrap();
     let (inner, calls) = shedding(Duration::from_secs(3600 * 24 * 365));
     let start = Instant::now();
     let err = layer.layer(inner).oneshot(1).await.unwrap_err();

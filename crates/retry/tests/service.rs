@@ -56,10 +56,7 @@ fn flaky(
 }
 
 fn no_budget() -> BudgetConfig {
-    BudgetConfig {
-        enabled: false,
-        ..BudgetConfig::default()
-    }
+    BudgetConfig::builder().enabled(false).build().unwrap()
 }
 
 async fn run<S: Service<u32, Response = u32, Error = BoxError>>(
@@ -70,12 +67,16 @@ async fn run<S: Service<u32, Response = u32, Error = BoxError>>(
 }
 
 fn layer(attempts: u32, backoff: Backoff) -> RetryLayer {
-    RetryLayer::builder()
-        .max_attempts(attempts)
-        .backoff(backoff)
-        .budget(no_budget())
-        .build()
-        .unwrap()
+    RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(attempts)
+            .backoff(backoff)
+            .budget(no_budget())
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -85,7 +86,7 @@ async fn success_needs_one_attempt() {
     let mut svc = l.layer(flaky(log.clone(), 0));
     assert_eq!(run(&mut svc, 7).await.unwrap(), 7);
     assert_eq!(log.count(), 1);
-    assert_eq!(l.snapshot().retries, 0);
+    assert_eq!(l.handle().snapshot().retries, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -159,7 +160,7 @@ async fn exhausted_attempts_wrap_the_last_error() {
     );
     assert_eq!(err.last().unwrap().to_string(), "failure 3");
     assert_eq!(log.count(), 3);
-    let snap = l.snapshot();
+    let snap = l.handle().snapshot();
     assert_eq!((snap.retries, snap.gave_up), (2, 1));
 
     // with a single attempt there is nothing to wrap
@@ -183,13 +184,17 @@ async fn retryable_responses_come_back_as_is_when_attempts_run_out() {
             }
         }
     });
-    let layer = RetryLayer::builder()
-        .max_attempts(3)
-        .backoff(Backoff::fixed(MS))
-        .no_budget()
-        .classifier(HttpClassifier)
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(3)
+            .backoff(Backoff::fixed(MS))
+            .no_budget()
+            .build()
+            .unwrap(),
+    )
+    .classify(HttpClassifier)
+    .build()
+    .unwrap();
     let mut svc = layer.layer(inner);
     let response = svc.ready().await.unwrap().call(0).await.unwrap();
     assert_eq!(response.status(), 503);
@@ -210,15 +215,19 @@ async fn retryable_responses_come_back_as_is_when_attempts_run_out() {
 async fn fatal_and_not_retryable_return_at_once() {
     for outcome in [Outcome::Fatal, Outcome::NOT_RETRYABLE] {
         let log = Log::default();
-        let layer = RetryLayer::builder()
-            .max_attempts(5)
-            .no_budget()
-            .classifier(move |r: Result<&u32, &BoxError>| match r {
-                Ok(_) => Outcome::Success,
-                Err(_) => outcome,
-            })
-            .build()
-            .unwrap();
+        let layer = RetryLayer::builder(
+            RetryConfig::builder()
+                .max_attempts(5)
+                .no_budget()
+                .build()
+                .unwrap(),
+        )
+        .classify(move |r: Result<&u32, &BoxError>| match r {
+            Ok(_) => Outcome::Success,
+            Err(_) => outcome,
+        })
+        .build()
+        .unwrap();
         let mut svc = layer.layer(flaky(log.clone(), 10));
         let err = run(&mut svc, 1).await.unwrap_err();
         assert_eq!(err.to_string(), "failure 1", "returned unwrapped");
@@ -229,13 +238,17 @@ async fn fatal_and_not_retryable_return_at_once() {
 #[tokio::test(start_paused = true)]
 async fn max_elapsed_stops_retries_that_would_start_too_late() {
     let log = Log::default();
-    let layer = RetryLayer::builder()
-        .max_attempts(10)
-        .backoff(Backoff::fixed(MS * 40))
-        .max_elapsed(MS * 100)
-        .no_budget()
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(10)
+            .backoff(Backoff::fixed(MS * 40))
+            .max_elapsed(MS * 100)
+            .no_budget()
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
     let mut svc = layer.layer(flaky(log.clone(), 10));
     let start = Instant::now();
     let err = run(&mut svc, 1).await.unwrap_err();
@@ -267,13 +280,17 @@ async fn attempt_timeout_abandons_slow_attempts() {
             }
         }
     });
-    let layer = RetryLayer::builder()
-        .max_attempts(3)
-        .backoff(Backoff::fixed(MS * 5))
-        .attempt_timeout(MS * 50)
-        .no_budget()
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(3)
+            .backoff(Backoff::fixed(MS * 5))
+            .attempt_timeout(MS * 50)
+            .no_budget()
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
     let mut svc = layer.layer(inner);
     assert_eq!(run(&mut svc, 9).await.unwrap(), 9);
     assert_eq!(log.offsets(), [0, 55, 110]);
@@ -310,13 +327,18 @@ async fn retry_after_header_is_honoured_and_capped_by_max_elapsed() {
             }
         }
     });
-    let builder = RetryLayer::builder()
+    let config = RetryConfig::builder()
         .max_attempts(3)
         .backoff(Backoff::fixed(MS * 10))
-        .no_budget()
-        .classifier(HttpClassifier)
-        .response_hint(tower_prism_retry::http::RetryAfterHeader);
-    let mut svc = builder.clone().build().unwrap().layer(inner.clone());
+        .no_budget();
+    let layer = |config: tower_prism_retry::RetryConfigBuilder| {
+        RetryLayer::builder(config.build().unwrap())
+            .classify(HttpClassifier)
+            .response_hint(tower_prism_retry::RetryAfterHeader)
+            .build()
+            .unwrap()
+    };
+    let mut svc = layer(config.clone()).layer(inner.clone());
     let response = svc.ready().await.unwrap().call(0).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(log.offsets(), [0, 2000]);
@@ -324,12 +346,7 @@ async fn retry_after_header_is_honoured_and_capped_by_max_elapsed() {
     // a hint beyond max_elapsed gives up with the 503 itself
     let log2 = Log::default();
     *log.0.lock().unwrap() = Vec::new();
-    let mut svc = builder
-        .clone()
-        .max_elapsed(Duration::from_secs(1))
-        .build()
-        .unwrap()
-        .layer(inner.clone());
+    let mut svc = layer(config.clone().max_elapsed(Duration::from_secs(1))).layer(inner.clone());
     let response = svc.ready().await.unwrap().call(0).await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(log.count(), 1);
@@ -337,11 +354,7 @@ async fn retry_after_header_is_honoured_and_capped_by_max_elapsed() {
 
     // and ignored when told so
     *log.0.lock().unwrap() = Vec::new();
-    let mut svc = builder
-        .honor_retry_after(false)
-        .build()
-        .unwrap()
-        .layer(inner);
+    let mut svc = layer(config.honor_retry_after(false)).layer(inner);
     svc.ready().await.unwrap().call(0).await.unwrap();
     assert_eq!(log.offsets(), [0, 10]);
 }
@@ -370,12 +383,16 @@ async fn error_hints_are_honoured() {
             }
         }
     });
-    let layer = RetryLayer::builder()
-        .backoff(Backoff::fixed(MS * 10))
-        .no_budget()
-        .retry_after_hint(shed_hint)
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .backoff(Backoff::fixed(MS * 10))
+            .no_budget()
+            .build()
+            .unwrap(),
+    )
+    .retry_after_hint(shed_hint)
+    .build()
+    .unwrap();
     let mut svc = layer.layer(inner);
     run(&mut svc, 1).await.unwrap();
     assert_eq!(log.offsets(), [0, 300]);
@@ -383,18 +400,22 @@ async fn error_hints_are_honoured() {
 
 #[tokio::test(start_paused = true)]
 async fn budget_exhaustion_and_recovery() {
-    let budget = BudgetConfig {
-        ratio: 0.5,
-        min_per_second: 0,
-        window: Duration::from_secs(10),
-        ..BudgetConfig::default()
-    };
-    let layer = RetryLayer::builder()
-        .max_attempts(2)
-        .backoff(Backoff::none())
-        .budget(budget)
+    let budget = BudgetConfig::builder()
+        .ratio(0.5)
+        .min_per_second(0)
+        .window(Duration::from_secs(10))
         .build()
         .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(2)
+            .backoff(Backoff::none())
+            .budget(budget)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
     // one first attempt earns half a retry: not enough
     let log = Log::default();
     let mut failing = layer.layer(flaky(log.clone(), 1000));
@@ -417,7 +438,7 @@ async fn budget_exhaustion_and_recovery() {
     ));
     assert_eq!(log.count(), 3, "the retry is allowed now");
     assert!(
-        (layer.budget().available() - 1.5).abs() < 1e-9,
+        (layer.handle().budget().available() - 1.5).abs() < 1e-9,
         "4 halves earned, 1 spent"
     );
 
@@ -445,18 +466,22 @@ async fn clone_request_closure_decides_what_is_retried() {
             async move { Err::<u32, _>(BoxError::from(format!("job {} failed", job.id))) }
         }
     });
-    let layer = RetryLayer::builder()
-        .max_attempts(3)
-        .backoff(Backoff::none())
-        .no_budget()
-        .clone_request(|job: &Job| {
-            job.safe.then_some(Job {
-                id: job.id,
-                safe: true,
-            })
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(3)
+            .backoff(Backoff::none())
+            .no_budget()
+            .build()
+            .unwrap(),
+    )
+    .clone_request(|job: &Job| {
+        job.safe.then_some(Job {
+            id: job.id,
+            safe: true,
         })
-        .build()
-        .unwrap();
+    })
+    .build()
+    .unwrap();
     let mut svc = layer.layer(inner);
     let err = svc
         .ready()
@@ -493,13 +518,17 @@ async fn a_replay_that_contradicts_can_replay_is_a_typed_error() {
         }
     }
     let log = Log::default();
-    let layer = RetryLayer::builder()
-        .max_attempts(3)
-        .backoff(Backoff::none())
-        .no_budget()
-        .clone_request(Fickle(Arc::default()))
-        .build()
-        .unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(3)
+            .backoff(Backoff::none())
+            .no_budget()
+            .build()
+            .unwrap(),
+    )
+    .clone_request(Fickle(Arc::default()))
+    .build()
+    .unwrap();
     let mut svc = layer.layer(flaky(log.clone(), 5));
     let err = run(&mut svc, 7).await.unwrap_err();
     let err = err.downcast_ref::<Error>().expect("a retry error");
@@ -565,23 +594,28 @@ async fn reconfigure_applies_to_new_calls() {
     let mut svc = l.layer(flaky(log.clone(), 100));
     run(&mut svc, 1).await.unwrap_err();
     assert_eq!(log.count(), 2);
-    let config = RetryConfig {
-        max_attempts: 4,
-        backoff: Backoff::fixed(MS * 7),
-        budget: no_budget(),
-        ..RetryConfig::default()
-    };
-    l.reconfigure(&config).unwrap();
-    assert_eq!(l.snapshot().max_attempts, 4);
+    let config = RetryConfig::builder()
+        .max_attempts(4)
+        .backoff(Backoff::fixed(MS * 7))
+        .budget(no_budget())
+        .build()
+        .unwrap();
+    l.handle().reconfigure(&config).unwrap();
+    assert_eq!(l.handle().snapshot().max_attempts, 4);
     *log.0.lock().unwrap() = Vec::new();
     run(&mut svc, 1).await.unwrap_err();
     assert_eq!(log.offsets(), [0, 7, 14, 21]);
-    let bad = RetryConfig {
-        max_attempts: 0,
-        ..config
-    };
-    assert_eq!(l.reconfigure(&bad).unwrap_err().field(), "max_attempts");
-    assert_eq!(l.snapshot().max_attempts, 4, "a bad config changes nothing");
+    let mut bad = config.clone();
+    bad.max_attempts = 0;
+    assert_eq!(
+        l.handle().reconfigure(&bad).unwrap_err().field(),
+        "max_attempts"
+    );
+    assert_eq!(
+        l.handle().snapshot().max_attempts,
+        4,
+        "a bad config changes nothing"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -611,7 +645,7 @@ async fn from_config_and_clones_share_state() {
         Some(Error::RetriesExhausted { attempts: 2, .. })
     ));
     assert_eq!(log.offsets(), [0, 0, 5]);
-    let snap = l.snapshot();
+    let snap = l.handle().snapshot();
     assert_eq!((snap.retries, snap.gave_up), (1, 2));
 }
 

@@ -1,6 +1,4 @@
-//! How a request is copied for a retry, and how a response says when to retry.
-
-use std::time::Duration;
+//! [`ReplayRequest`]: how a request is copied for a retry.
 
 /// Makes the copy of a request that a retry sends.
 ///
@@ -11,7 +9,7 @@ use std::time::Duration;
 /// last attempt sends the template itself). `None` at the start means "send once, never
 /// retry". The answers for one template must agree. Implemented by [`CloneRequest`] for
 /// `Clone` requests, by any closure `Fn(&Req) -> Option<Req>`, and for HTTP by
-/// [`crate::http::ReplayIdempotent`].
+/// [`ReplayIdempotent`](crate::ReplayIdempotent).
 ///
 /// ```
 /// use tower_prism_retry::ReplayRequest;
@@ -58,36 +56,3 @@ where
         self(req)
     }
 }
-
-/// Reads a "retry after" hint from a retryable response (for HTTP, the `Retry-After`
-/// header: [`crate::http::RetryAfterHeader`]). Implemented by [`NoHint`] and by any
-/// closure `Fn(&Res) -> Option<Duration>`.
-pub trait ResponseHint<Res> {
-    /// How long the response asks the caller to wait before retrying.
-    fn retry_after(&self, response: &Res) -> Option<Duration>;
-}
-
-/// Responses carry no hint (the default).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NoHint;
-
-impl<Res> ResponseHint<Res> for NoHint {
-    #[inline]
-    fn retry_after(&self, _: &Res) -> Option<Duration> {
-        None
-    }
-}
-
-impl<F, Res> ResponseHint<Res> for F
-where
-    F: Fn(&Res) -> Option<Duration>,
-{
-    fn retry_after(&self, response: &Res) -> Option<Duration> {
-        self(response)
-    }
-}
-
-/// Reads a "retry after" hint from an error, e.g. a rate limiter's `RateLimited {
-/// retry_after }` or a breaker's `CircuitOpen { retry_after }`. A plain function so that
-/// this crate depends on neither; the `tower-prism` facade passes its `retry_after_hint`.
-pub type ErrorHint = fn(&(dyn std::error::Error + 'static)) -> Option<Duration>;

@@ -1,0 +1,59 @@
+//! The retry stage's metric handles, registered once per layer.
+
+use metrics::{Counter, Histogram};
+use tower_prism_core::metrics::retry as m;
+use tower_prism_core::metrics::{LABEL_NAME, LABEL_REASON};
+
+use crate::decide::GiveUp;
+
+/// Metric handles, registered once when the layer is built.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    pub attempts: Histogram,
+    pub retry_error: Counter,
+    pub retry_status: Counter,
+    pub retry_timeout: Counter,
+    pub budget_exhausted: Counter,
+    pub gave_up_max_attempts: Counter,
+    pub gave_up_deadline: Counter,
+    pub gave_up_budget: Counter,
+    pub gave_up_not_retryable: Counter,
+    pub gave_up_fatal: Counter,
+    pub gave_up_not_replayable: Counter,
+    pub gave_up_retry_after: Counter,
+    pub backoff: Histogram,
+}
+
+impl Metrics {
+    pub fn new(name: &str) -> Self {
+        let name = name.to_string();
+        let retries = |reason: &'static str| metrics::counter!(m::RETRIES_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => reason);
+        let gave_up = |reason: &'static str| metrics::counter!(m::GAVE_UP_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => reason);
+        Metrics {
+            attempts: metrics::histogram!(m::ATTEMPTS, LABEL_NAME => name.clone()),
+            retry_error: retries("error"),
+            retry_status: retries("status"),
+            retry_timeout: retries("timeout"),
+            budget_exhausted: metrics::counter!(m::BUDGET_EXHAUSTED_TOTAL, LABEL_NAME => name.clone()),
+            gave_up_max_attempts: gave_up(GiveUp::MaxAttempts.label()),
+            gave_up_deadline: gave_up(GiveUp::Deadline.label()),
+            gave_up_budget: gave_up(GiveUp::Budget.label()),
+            gave_up_not_retryable: gave_up("not_retryable"),
+            gave_up_fatal: gave_up("fatal"),
+            gave_up_not_replayable: gave_up(GiveUp::NotReplayable.label()),
+            gave_up_retry_after: gave_up(GiveUp::RetryAfter.label()),
+            backoff: metrics::histogram!(m::BACKOFF_SECONDS, LABEL_NAME => name.clone()),
+        }
+    }
+
+    /// The counter of calls that gave up for `why`.
+    pub fn gave_up(&self, why: GiveUp) -> &Counter {
+        match why {
+            GiveUp::MaxAttempts => &self.gave_up_max_attempts,
+            GiveUp::NotReplayable => &self.gave_up_not_replayable,
+            GiveUp::Deadline => &self.gave_up_deadline,
+            GiveUp::Budget => &self.gave_up_budget,
+            GiveUp::RetryAfter => &self.gave_up_retry_after,
+        }
+    }
+}
