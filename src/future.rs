@@ -7,10 +7,9 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 use tower::BoxError;
-use tower_service::Service;
 
 use crate::profile::{Generic, Profile};
-use crate::stack::Stack;
+use crate::stack::Stacked;
 
 pin_project! {
     /// The response future of [`Reliability`](crate::Reliability): a call through every
@@ -18,19 +17,19 @@ pin_project! {
     pub struct ResponseFuture<S, Req, P = Generic>
     where
         P: Profile,
-        Stack<S, P>: Service<Req>,
+        S: Stacked<P, Req>,
     {
         #[pin]
-        inner: <Stack<S, P> as Service<Req>>::Future,
+        inner: S::Future,
     }
 }
 
 impl<S, Req, P> ResponseFuture<S, Req, P>
 where
     P: Profile,
-    Stack<S, P>: Service<Req>,
+    S: Stacked<P, Req>,
 {
-    pub(crate) fn new(inner: <Stack<S, P> as Service<Req>>::Future) -> Self {
+    pub(crate) fn new(inner: S::Future) -> Self {
         ResponseFuture { inner }
     }
 }
@@ -38,9 +37,9 @@ where
 impl<S, Req, P> Future for ResponseFuture<S, Req, P>
 where
     P: Profile,
-    Stack<S, P>: Service<Req, Error = BoxError>,
+    S: Stacked<P, Req>,
 {
-    type Output = Result<<Stack<S, P> as Service<Req>>::Response, BoxError>;
+    type Output = Result<S::Response, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -51,7 +50,7 @@ where
 impl<S, Req, P> fmt::Debug for ResponseFuture<S, Req, P>
 where
     P: Profile,
-    Stack<S, P>: Service<Req>,
+    S: Stacked<P, Req>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()

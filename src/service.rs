@@ -8,13 +8,17 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::profile::{Generic, Profile};
-use crate::stack::{self, Stack};
+use crate::stack::{self, Stack, Stacked};
 
 /// The service a [`ReliabilityLayer`](crate::ReliabilityLayer) makes: every configured
 /// stage over `S` (with the balance stage, `S` is the balancer), in the fixed order. A
 /// stage that was not configured costs one branch. Clones share every stage's state.
 ///
-/// Errors are [`BoxError`]s; [`Error::from_box`](crate::Error::from_box) classifies them.
+/// It is a [`Service<Req>`](Service) when `S` is one whose errors convert into a
+/// [`BoxError`], whose response the profile's classifier reads, and whose requests the
+/// profile's retry stage can replay (the `Stacked` bound says so without naming the
+/// private stages). Errors are [`BoxError`]s; [`Error::from_box`](crate::Error::from_box)
+/// classifies them.
 pub struct Reliability<S, P: Profile = Generic> {
     inner: Stack<S, P>,
 }
@@ -58,19 +62,19 @@ impl<S: fmt::Debug, P: Profile> fmt::Debug for Reliability<S, P> {
 
 impl<S, P: Profile, Req> Service<Req> for Reliability<S, P>
 where
-    Stack<S, P>: Service<Req, Error = BoxError>,
+    S: Stacked<P, Req>,
 {
-    type Response = <Stack<S, P> as Service<Req>>::Response;
+    type Response = S::Response;
     type Error = BoxError;
     type Future = ResponseFuture<S, Req, P>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+        S::poll_ready(&mut self.inner, cx)
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        ResponseFuture::new(self.inner.call(req))
+        ResponseFuture::new(S::call(&mut self.inner, req))
     }
 }

@@ -13,6 +13,7 @@ use tower::BoxError;
 use tower_service::Service;
 
 use crate::components::{BreakerService, ConcurrencyService, RateLimitService, RetryService};
+use crate::profile::Profile;
 
 /// The inner service with its errors boxed, so that every stage above sees [`BoxError`].
 #[derive(Debug, Clone)]
@@ -103,7 +104,7 @@ macro_rules! below {
 }
 
 /// The inner service at the bottom of a stack.
-pub(crate) fn inner<S, P: crate::Profile>(stack: &Stack<S, P>) -> &S {
+pub(crate) fn inner<S, P: Profile>(stack: &Stack<S, P>) -> &S {
     let concurrency = below!(stack, get_ref);
     let breaker = below!(concurrency, get_ref);
     let retry = below!(breaker, get_ref);
@@ -111,7 +112,7 @@ pub(crate) fn inner<S, P: crate::Profile>(stack: &Stack<S, P>) -> &S {
 }
 
 /// The inner service at the bottom of a stack, mutably.
-pub(crate) fn inner_mut<S, P: crate::Profile>(stack: &mut Stack<S, P>) -> &mut S {
+pub(crate) fn inner_mut<S, P: Profile>(stack: &mut Stack<S, P>) -> &mut S {
     let concurrency = below!(stack, get_mut);
     let breaker = below!(concurrency, get_mut);
     let retry = below!(breaker, get_mut);
@@ -119,9 +120,43 @@ pub(crate) fn inner_mut<S, P: crate::Profile>(stack: &mut Stack<S, P>) -> &mut S
 }
 
 /// The inner service at the bottom of a stack, the stages dropped.
-pub(crate) fn into_inner<S, P: crate::Profile>(stack: Stack<S, P>) -> S {
+pub(crate) fn into_inner<S, P: Profile>(stack: Stack<S, P>) -> S {
     let concurrency = below!(stack, into_inner);
     let breaker = below!(concurrency, into_inner);
     let retry = below!(breaker, into_inner);
     below!(retry, into_inner).into_inner()
+}
+
+/// What a [`Stack`] over `Self` does as a service, stated on the inner service `Self` so
+/// that public bounds (`S: Stacked<P, Req>`) never spell out the stages: rustdoc would
+/// expand a bound on the private `Stack` alias into the whole nested layout.
+pub trait Stacked<P: Profile, Req>: Sized {
+    /// The response of the whole stack (the inner service's).
+    type Response;
+    /// The response future of the whole stack.
+    type Future: Future<Output = Result<Self::Response, BoxError>>;
+
+    /// Drives the stages' and the inner service's readiness.
+    fn poll_ready(stack: &mut Stack<Self, P>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>;
+
+    /// Calls through every stage.
+    fn call(stack: &mut Stack<Self, P>, req: Req) -> Self::Future;
+}
+
+impl<S, P: Profile, Req> Stacked<P, Req> for S
+where
+    Stack<S, P>: Service<Req, Error = BoxError>,
+{
+    type Response = <Stack<S, P> as Service<Req>>::Response;
+    type Future = <Stack<S, P> as Service<Req>>::Future;
+
+    #[inline]
+    fn poll_ready(stack: &mut Stack<S, P>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        stack.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(stack: &mut Stack<S, P>, req: Req) -> Self::Future {
+        stack.call(req)
+    }
 }
