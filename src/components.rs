@@ -7,7 +7,7 @@ use tower_prism_core::{ConfigError, HealthSignal};
 use crate::profile::Profile;
 
 pub use tower_prism_balance::BalanceConfig;
-pub use tower_prism_breaker::{BreakerConfig, BreakerConfigBuilder};
+pub use tower_prism_breaker::BreakerConfig;
 pub use tower_prism_limit::{ConcurrencyConfig, RateLimitConfig};
 pub use tower_prism_retry::RetryConfig;
 

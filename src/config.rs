@@ -30,8 +30,7 @@ use serde::{Deserialize, Serialize};
 use tower_prism_core::ConfigError;
 
 use crate::components::{
-    BalanceConfig, BreakerConfig, BreakerConfigBuilder, ConcurrencyConfig, RateLimitConfig,
-    RetryConfig,
+    BalanceConfig, BreakerConfig, ConcurrencyConfig, RateLimitConfig, RetryConfig,
 };
 use crate::config_error::ConfigFileError;
 use crate::names::{bounded_name, check_policy_name, known_names, policy_section};
@@ -68,9 +67,8 @@ pub struct PolicyConfig {
     pub balance: Option<BalanceConfig>,
 }
 
-/// A policy as written, before its breaker table is checked: the breaker's config type is
-/// valid by construction, so it is read here in its unchecked (builder) form and checked
-/// after parsing, like every other stage, and its errors name the field the same way.
+/// A policy as written, before its breaker table is checked (parsing does not validate a
+/// stage's values; the breaker's are checked here so a file's errors name the field).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicyConfig {
@@ -79,7 +77,7 @@ struct RawPolicyConfig {
     #[serde(default)]
     concurrency_limit: Option<ConcurrencyConfig>,
     #[serde(default)]
-    circuit_breaker: Option<BreakerConfigBuilder>,
+    circuit_breaker: Option<BreakerConfig>,
     #[serde(default)]
     retry: Option<RetryConfig>,
     #[serde(default)]
@@ -100,7 +98,7 @@ impl TryFrom<RawPolicyConfig> for PolicyConfig {
     fn try_from(raw: RawPolicyConfig) -> Result<Self, ConfigError> {
         let circuit_breaker = raw
             .circuit_breaker
-            .map(BreakerConfigBuilder::build)
+            .map(|c| c.validate().map(|()| c))
             .transpose()
             .map_err(|e| e.in_section("circuit_breaker"))?;
         Ok(PolicyConfig {

@@ -60,8 +60,8 @@ fn a_long_breaker_wait_alone_is_accepted_and_a_short_cap_names_both_settings() {
         ReliabilityConfig::from_toml("[policy.api.circuit_breaker]\nwait_duration = \"10m\"")
             .unwrap();
     let breaker = config.policy["api"].circuit_breaker.as_ref().unwrap();
-    assert_eq!(breaker.wait_duration(), Duration::from_secs(600));
-    assert_eq!(breaker.max_wait_duration(), Duration::from_secs(600));
+    assert_eq!(breaker.wait_duration, Duration::from_secs(600));
+    assert_eq!(breaker.effective_max_wait(), Duration::from_secs(600));
 
     let err = ReliabilityConfig::from_toml(
         "[policy.api.circuit_breaker]\nwait_duration = \"10m\"\nmax_wait_duration = \"1m\"",

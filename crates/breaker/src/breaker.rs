@@ -37,13 +37,15 @@ impl fmt::Debug for Breaker {
 }
 
 impl Breaker {
-    /// A closed breaker named `name` (the `name` label of its metrics, and its log events).
+    /// A closed breaker named `name` (the `name` label of its metrics, and its log events),
+    /// or an error naming the config field it refuses.
     ///
     /// To publish its outcomes to a [`HealthSignal`], build it with
     /// [`CircuitBreakerLayer::builder`](crate::CircuitBreakerLayer::builder) and take
     /// [`handle`](crate::CircuitBreakerLayer::handle).
-    pub fn new(name: impl Into<String>, config: &BreakerConfig) -> Self {
-        Self::build(name.into(), config, None)
+    pub fn new(name: impl Into<String>, config: &BreakerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self::build(name.into(), config, None))
     }
 
     pub(crate) fn build(
@@ -125,7 +127,7 @@ impl Breaker {
     }
 
     /// Whether [`reconfigure`](Self::reconfigure) would accept `config`, without applying
-    /// it: the same clock and window as the running breaker. A reload spanning several
+    /// it: valid, with the same clock and window as the running breaker. A reload spanning several
     /// stages checks each before it changes any.
     pub fn check(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
         self.machine.check(config)
@@ -135,7 +137,8 @@ impl Breaker {
     /// switches apply to the next decisions; the state, window contents and the current
     /// open wait are kept.
     ///
-    /// The window's shape (`window`) and the clock are fixed when the breaker is built (the
+    /// An invalid config is refused with the error [`BreakerConfig::validate`] gives. The
+    /// window's shape (`window`) and the clock are fixed when the breaker is built (the
     /// hot path reads them without indirection): a config with a different one is refused
     /// as a whole, with a [`ConfigError`] naming the field; build a new breaker for it. The
     /// name (metric labels) stays the one the breaker was built with.

@@ -1,7 +1,5 @@
-//! Breaker configuration: serde (TOML-friendly, humantime durations) and a builder.
-//!
-//! A [`BreakerConfig`] is always valid: the only ways to get one are
-//! [`BreakerConfigBuilder::build`] and deserialization, and both validate.
+//! [`BreakerConfig`]: serde (TOML-friendly, humantime durations), its builder and its
+//! validation.
 
 use std::time::Duration;
 
@@ -60,8 +58,12 @@ impl Default for Window {
     }
 }
 
-/// A validated circuit breaker configuration. Build one with [`BreakerConfig::builder`] or
-/// deserialize it (unknown fields and bad values are errors naming the field).
+/// A circuit breaker configuration: every setting of the breaker but its name, classifier
+/// and health signal (given on the [layer builder](crate::CircuitBreakerLayer::builder)).
+///
+/// Build one with [`BreakerConfig::builder`] (whose `build` validates), or deserialize it
+/// (unknown fields are errors) and [`validate`](Self::validate) it: every error names the
+/// field. Layers and breakers refuse an invalid config.
 ///
 /// ```
 /// use std::time::Duration;
@@ -74,46 +76,67 @@ impl Default for Window {
 ///     .wait_duration(Duration::from_secs(10))
 ///     .build()
 ///     .unwrap();
-/// assert_eq!(config.minimum_calls(), 10);
+/// assert_eq!(config.minimum_calls, 10);
 ///
 /// let err = BreakerConfig::builder().failure_rate_threshold(1.5).build().unwrap_err();
 /// assert_eq!(err.field(), "failure_rate_threshold");
+///
+/// let config: BreakerConfig = toml::from_str(r#"
+///     window = { type = "time", duration = "30s", buckets = 6 }
+///     wait_duration = "10s"
+/// "#).unwrap();
+/// config.validate().unwrap();
+/// assert_eq!(config.wait_duration, Duration::from_secs(10));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "BreakerConfigBuilder", into = "BreakerConfigBuilder")]
-pub struct BreakerConfig {
-    raw: BreakerConfigBuilder,
-}
-
-/// Builder (and serde form) of a [`BreakerConfig`]; every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct BreakerConfigBuilder {
-    window: Window,
-    minimum_calls: u32,
-    failure_rate_threshold: f64,
-    slow_call_rate_threshold: f64,
+#[non_exhaustive]
+pub struct BreakerConfig {
+    /// The sliding window the rates are computed over (default: the last 100 calls).
+    pub window: Window,
+    /// Calls the window must hold before the rates can trip the breaker (default 20; at
+    /// most [`MAX_CALLS`], and at most a count window's size).
+    pub minimum_calls: u32,
+    /// Failure rate, in (0, 1], at or above which the breaker opens (default 0.5).
+    pub failure_rate_threshold: f64,
+    /// Slow-call rate, in (0, 1], at or above which the breaker opens (default 1).
+    pub slow_call_rate_threshold: f64,
+    /// Calls taking longer than this are slow (default 60 s).
     #[serde(with = "tower_prism_core::config::duration")]
-    slow_call_duration: Duration,
+    pub slow_call_duration: Duration,
+    /// Failures in a row that open the breaker regardless of the window (default: off).
     #[serde(skip_serializing_if = "Option::is_none")]
-    consecutive_failures: Option<u32>,
+    pub consecutive_failures: Option<u32>,
+    /// How long the breaker stays open before letting probes through (default 30 s).
     #[serde(with = "tower_prism_core::config::duration")]
-    wait_duration: Duration,
-    backoff_multiplier: f64,
+    pub wait_duration: Duration,
+    /// Factor the open wait grows by each time a half-open probe round fails (default 1:
+    /// no growth; at most [`MAX_BACKOFF_MULTIPLIER`]).
+    pub backoff_multiplier: f64,
+    /// Cap of the growing open wait (default: [`DEFAULT_MAX_WAIT`], or `wait_duration`
+    /// when that is longer; see [`effective_max_wait`](Self::effective_max_wait)).
     #[serde(
         with = "tower_prism_core::config::option_duration",
         skip_serializing_if = "Option::is_none"
     )]
-    max_wait_duration: Option<Duration>,
-    permitted_calls_in_half_open: u32,
-    count_fatal: bool,
-    count_not_retryable: bool,
-    clock: Clock,
+    pub max_wait_duration: Option<Duration>,
+    /// Probes let through concurrently while half-open; their results close or re-open
+    /// the breaker (default 10; at most [`MAX_PROBES`]).
+    pub permitted_calls_in_half_open: u32,
+    /// Whether [`Outcome::Fatal`](tower_prism_core::Outcome::Fatal) calls count as
+    /// failures (default: no).
+    pub count_fatal: bool,
+    /// Whether not-retryable failures count as failures (default: yes).
+    pub count_not_retryable: bool,
+    /// Where the breaker reads the time: calls' durations, open waits, time windows
+    /// (default [`Clock::Tokio`], which follows `tokio::time::pause()`; [`Clock::Tsc`]
+    /// reads the CPU's counter, cheaper, real time only). A running breaker keeps its clock.
+    pub clock: Clock,
 }
 
-impl Default for BreakerConfigBuilder {
+impl Default for BreakerConfig {
     fn default() -> Self {
-        BreakerConfigBuilder {
+        BreakerConfig {
             window: Window::default(),
             minimum_calls: 20,
             failure_rate_threshold: 0.5,
@@ -131,20 +154,6 @@ impl Default for BreakerConfigBuilder {
     }
 }
 
-impl TryFrom<BreakerConfigBuilder> for BreakerConfig {
-    type Error = ConfigError;
-
-    fn try_from(raw: BreakerConfigBuilder) -> Result<Self, ConfigError> {
-        raw.build()
-    }
-}
-
-impl From<BreakerConfig> for BreakerConfigBuilder {
-    fn from(config: BreakerConfig) -> Self {
-        config.raw
-    }
-}
-
 impl BreakerConfig {
     /// A builder starting from the defaults: count window of 100 calls, `minimum_calls` 20,
     /// failure rate threshold 0.5, slow calls (over 60 s) not tripping, open for 30 s (no
@@ -158,150 +167,28 @@ impl BreakerConfig {
     /// [`MAX_PROBES`]; beyond them [`build`](BreakerConfigBuilder::build) returns a
     /// [`ConfigError`] naming the field.
     pub fn builder() -> BreakerConfigBuilder {
-        BreakerConfigBuilder::default()
-    }
-
-    /// Checks every value again, naming the first bad field. A `BreakerConfig` is valid
-    /// by construction (built or deserialized, both validate), so this returns `Ok`; it is
-    /// here so every tower-prism config can be checked the same way.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.raw.clone().build().map(drop)
+        BreakerConfigBuilder {
+            config: BreakerConfig::default(),
+        }
     }
 
     /// A builder starting from this config, to change a few values.
     pub fn to_builder(&self) -> BreakerConfigBuilder {
-        self.raw.clone()
+        BreakerConfigBuilder {
+            config: self.clone(),
+        }
     }
 
-    /// The sliding window.
-    pub fn window(&self) -> Window {
-        self.raw.window
-    }
-    /// Calls the window must hold before the rates can trip the breaker.
-    pub fn minimum_calls(&self) -> u32 {
-        self.raw.minimum_calls
-    }
-    /// Failure rate (0 to 1] at or above which the breaker opens.
-    pub fn failure_rate_threshold(&self) -> f64 {
-        self.raw.failure_rate_threshold
-    }
-    /// Slow-call rate (0 to 1] at or above which the breaker opens.
-    pub fn slow_call_rate_threshold(&self) -> f64 {
-        self.raw.slow_call_rate_threshold
-    }
-    /// Calls taking longer than this are slow.
-    pub fn slow_call_duration(&self) -> Duration {
-        self.raw.slow_call_duration
-    }
-    /// Failures in a row that open the breaker regardless of the window, if set.
-    pub fn consecutive_failures(&self) -> Option<u32> {
-        self.raw.consecutive_failures
-    }
-    /// How long the breaker stays open before letting probes through.
-    pub fn wait_duration(&self) -> Duration {
-        self.raw.wait_duration
-    }
-    /// Factor the open wait grows by each time a half-open probe round fails (1 = no growth).
-    pub fn backoff_multiplier(&self) -> f64 {
-        self.raw.backoff_multiplier
-    }
-    /// Cap of the growing open wait: the one set, or [`DEFAULT_MAX_WAIT`] (5 minutes), or
-    /// `wait_duration` when that is longer.
-    pub fn max_wait_duration(&self) -> Duration {
-        self.raw.effective_max_wait()
-    }
-    /// Probes let through concurrently while half-open; their results close or re-open.
-    pub fn permitted_calls_in_half_open(&self) -> u32 {
-        self.raw.permitted_calls_in_half_open
-    }
-    /// Whether [`Outcome::Fatal`](tower_prism_core::Outcome::Fatal) calls count as failures.
-    pub fn count_fatal(&self) -> bool {
-        self.raw.count_fatal
-    }
-    /// Whether not-retryable failures count as failures.
-    pub fn count_not_retryable(&self) -> bool {
-        self.raw.count_not_retryable
-    }
-    /// Where the breaker reads the time (calls' durations, open waits, time windows).
-    pub fn clock(&self) -> Clock {
-        self.raw.clock
-    }
-}
-
-impl BreakerConfigBuilder {
-    /// Sets the sliding window.
-    pub fn window(mut self, window: Window) -> Self {
-        self.window = window;
-        self
-    }
-    /// Sets the calls needed in the window before the rates can trip the breaker.
-    pub fn minimum_calls(mut self, calls: u32) -> Self {
-        self.minimum_calls = calls;
-        self
-    }
-    /// Sets the failure rate, in (0, 1], that opens the breaker.
-    pub fn failure_rate_threshold(mut self, rate: f64) -> Self {
-        self.failure_rate_threshold = rate;
-        self
-    }
-    /// Sets the slow-call rate, in (0, 1], that opens the breaker.
-    pub fn slow_call_rate_threshold(mut self, rate: f64) -> Self {
-        self.slow_call_rate_threshold = rate;
-        self
-    }
-    /// Sets the duration above which a call is slow.
-    pub fn slow_call_duration(mut self, duration: Duration) -> Self {
-        self.slow_call_duration = duration;
-        self
-    }
-    /// Also opens the breaker after this many failures in a row (`None`: off).
-    pub fn consecutive_failures(mut self, failures: impl Into<Option<u32>>) -> Self {
-        self.consecutive_failures = failures.into();
-        self
-    }
-    /// Sets how long the breaker stays open before probing.
-    pub fn wait_duration(mut self, duration: Duration) -> Self {
-        self.wait_duration = duration;
-        self
-    }
-    /// Grows the open wait by `multiplier` (1 to [`MAX_BACKOFF_MULTIPLIER`]) after each
-    /// failed probe round, up to `max` (at least `wait_duration`).
-    pub fn exponential_backoff(mut self, multiplier: f64, max: Duration) -> Self {
-        self.backoff_multiplier = multiplier;
-        self.max_wait_duration = Some(max);
-        self
-    }
-
-    fn effective_max_wait(&self) -> Duration {
+    /// The cap of the growing open wait in force: `max_wait_duration` if set, else
+    /// [`DEFAULT_MAX_WAIT`] (5 minutes), or `wait_duration` when that is longer.
+    pub fn effective_max_wait(&self) -> Duration {
         self.max_wait_duration
             .unwrap_or(DEFAULT_MAX_WAIT.max(self.wait_duration))
     }
-    /// Sets the number of concurrent half-open probes.
-    pub fn permitted_calls_in_half_open(mut self, calls: u32) -> Self {
-        self.permitted_calls_in_half_open = calls;
-        self
-    }
-    /// Whether `Fatal` outcomes count as failures (default: no).
-    pub fn count_fatal(mut self, count: bool) -> Self {
-        self.count_fatal = count;
-        self
-    }
-    /// Where the breaker reads the time (default [`Clock::Tokio`], which follows
-    /// `tokio::time::pause()`; [`Clock::Tsc`] reads the CPU's counter, faster, real time only).
-    /// A running breaker keeps its clock.
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-    /// Whether not-retryable failures count as failures (default: yes).
-    pub fn count_not_retryable(mut self, count: bool) -> Self {
-        self.count_not_retryable = count;
-        self
-    }
 
-    /// Checks every value and returns the config, or an error naming the first bad field
+    /// Checks every value, or returns an error naming the first bad field
     /// (`window.size`, `failure_rate_threshold`...).
-    pub fn build(self) -> Result<BreakerConfig, ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_window()?;
         check_nonzero("minimum_calls", self.minimum_calls)?;
         check_size_at_most("minimum_calls", self.minimum_calls, MAX_CALLS)?;
@@ -329,7 +216,7 @@ impl BreakerConfigBuilder {
             self.permitted_calls_in_half_open,
             u64::from(MAX_PROBES),
         )?;
-        Ok(BreakerConfig { raw: self })
+        Ok(())
     }
 
     fn check_window(&self) -> Result<(), ConfigError> {
@@ -387,6 +274,98 @@ impl BreakerConfigBuilder {
             }
         }
         Ok(())
+    }
+}
+
+/// Builds a [`BreakerConfig`], from [`BreakerConfig::builder`]: one setter per field;
+/// [`build`](Self::build) validates.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use = "call `build()` to get the config"]
+pub struct BreakerConfigBuilder {
+    config: BreakerConfig,
+}
+
+impl BreakerConfigBuilder {
+    /// Sets the sliding window.
+    pub fn window(mut self, window: Window) -> Self {
+        self.config.window = window;
+        self
+    }
+    /// Sets the calls needed in the window before the rates can trip the breaker.
+    pub fn minimum_calls(mut self, calls: u32) -> Self {
+        self.config.minimum_calls = calls;
+        self
+    }
+    /// Sets the failure rate, in (0, 1], that opens the breaker.
+    pub fn failure_rate_threshold(mut self, rate: f64) -> Self {
+        self.config.failure_rate_threshold = rate;
+        self
+    }
+    /// Sets the slow-call rate, in (0, 1], that opens the breaker.
+    pub fn slow_call_rate_threshold(mut self, rate: f64) -> Self {
+        self.config.slow_call_rate_threshold = rate;
+        self
+    }
+    /// Sets the duration above which a call is slow.
+    pub fn slow_call_duration(mut self, duration: Duration) -> Self {
+        self.config.slow_call_duration = duration;
+        self
+    }
+    /// Also opens the breaker after this many failures in a row (`None`: off).
+    pub fn consecutive_failures(mut self, failures: impl Into<Option<u32>>) -> Self {
+        self.config.consecutive_failures = failures.into();
+        self
+    }
+    /// Sets how long the breaker stays open before probing.
+    pub fn wait_duration(mut self, duration: Duration) -> Self {
+        self.config.wait_duration = duration;
+        self
+    }
+    /// Sets the factor (1 to [`MAX_BACKOFF_MULTIPLIER`]) the open wait grows by after each
+    /// failed probe round.
+    pub fn backoff_multiplier(mut self, multiplier: f64) -> Self {
+        self.config.backoff_multiplier = multiplier;
+        self
+    }
+    /// Sets the cap of the growing open wait (at least `wait_duration`).
+    pub fn max_wait_duration(mut self, max: impl Into<Option<Duration>>) -> Self {
+        self.config.max_wait_duration = max.into();
+        self
+    }
+    /// Grows the open wait by `multiplier` after each failed probe round, up to `max`:
+    /// [`backoff_multiplier`](Self::backoff_multiplier) and
+    /// [`max_wait_duration`](Self::max_wait_duration) in one call.
+    pub fn exponential_backoff(self, multiplier: f64, max: Duration) -> Self {
+        self.backoff_multiplier(multiplier).max_wait_duration(max)
+    }
+    /// Sets the number of concurrent half-open probes.
+    pub fn permitted_calls_in_half_open(mut self, calls: u32) -> Self {
+        self.config.permitted_calls_in_half_open = calls;
+        self
+    }
+    /// Whether `Fatal` outcomes count as failures (default: no).
+    pub fn count_fatal(mut self, count: bool) -> Self {
+        self.config.count_fatal = count;
+        self
+    }
+    /// Whether not-retryable failures count as failures (default: yes).
+    pub fn count_not_retryable(mut self, count: bool) -> Self {
+        self.config.count_not_retryable = count;
+        self
+    }
+    /// Where the breaker reads the time (default [`Clock::Tokio`], which follows
+    /// `tokio::time::pause()`; [`Clock::Tsc`] reads the CPU's counter, cheaper, real time
+    /// only). A running breaker keeps its clock.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.config.clock = clock;
+        self
+    }
+
+    /// Checks every value and returns the config, or an error naming the first bad field
+    /// (`window.size`, `failure_rate_threshold`...).
+    pub fn build(self) -> Result<BreakerConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
     }
 }
 

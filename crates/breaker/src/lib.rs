@@ -31,8 +31,9 @@
 //! [`CircuitBreakerLayerBuilder::classify`]. `count_fatal` and `count_not_retryable` say
 //! which failures count.
 //!
-//! Every setting is in [`BreakerConfig`] (built with [`BreakerConfig::builder`], or read
-//! from TOML with humantime durations; both validate, and an error names the field). The
+//! Every setting is in [`BreakerConfig`]: built with [`BreakerConfig::builder`], or read
+//! from TOML (humantime durations) and checked with [`BreakerConfig::validate`]; an error
+//! names the field, and layers and breakers refuse an invalid config. The
 //! policy name (the `name` label of the `prism_breaker_*` metrics) and the classifier and
 //! health signal are given on the [layer builder](CircuitBreakerLayer::builder).
 //!

@@ -129,8 +129,8 @@ fn nanos(d: Duration) -> u64 {
 }
 
 fn trips(config: &BreakerConfig, calls: u32, failures: u32, slow: u32) -> bool {
-    f64::from(failures) >= config.failure_rate_threshold() * f64::from(calls)
-        || f64::from(slow) >= config.slow_call_rate_threshold() * f64::from(calls)
+    f64::from(failures) >= config.failure_rate_threshold * f64::from(calls)
+        || f64::from(slow) >= config.slow_call_rate_threshold * f64::from(calls)
 }
 
 impl Model {
@@ -147,7 +147,7 @@ impl Model {
 
     /// The closed-state calls inside the window at `now`: (calls, failures, slow).
     fn counts(&self, now: u64) -> (u32, u32, u32) {
-        let inside: Vec<_> = match self.config.window() {
+        let inside: Vec<_> = match self.config.window {
             Window::Count { size } => self.window.iter().rev().take(size as usize).collect(),
             Window::Time { duration, buckets } => {
                 let width = nanos(duration) / u64::from(buckets);
@@ -165,9 +165,9 @@ impl Model {
     }
 
     fn open(&mut self, now: u64) {
-        let wait = nanos(self.config.wait_duration()) as f64
-            * self.config.backoff_multiplier().powi(self.reopens as i32);
-        let wait = wait.min(nanos(self.config.max_wait_duration()) as f64) as u64;
+        let wait = nanos(self.config.wait_duration) as f64
+            * self.config.backoff_multiplier.powi(self.reopens as i32);
+        let wait = wait.min(nanos(self.config.effective_max_wait()) as f64) as u64;
         self.reopens += 1;
         self.state = ModelState::Open { until: now + wait };
         self.generation += 1;
@@ -210,8 +210,8 @@ impl Model {
                 probe: false,
             }),
             ModelState::HalfOpen { admitted, .. } => {
-                if *admitted >= self.config.permitted_calls_in_half_open() {
-                    return Err(nanos(self.config.wait_duration()));
+                if *admitted >= self.config.permitted_calls_in_half_open {
+                    return Err(nanos(self.config.wait_duration));
                 }
                 *admitted += 1;
                 Ok(Admitted {
@@ -248,7 +248,7 @@ impl Model {
                 *failures += u32::from(fail);
                 *slow_calls += u32::from(slow);
                 let (done, failures, slow_calls) = (*done, *failures, *slow_calls);
-                if done >= self.config.permitted_calls_in_half_open() {
+                if done >= self.config.permitted_calls_in_half_open {
                     if trips(&self.config, done, failures, slow_calls) {
                         self.open(end);
                     } else {
@@ -262,9 +262,9 @@ impl Model {
                 let (calls, failures, slow_calls) = self.counts(end);
                 let by_run = self
                     .config
-                    .consecutive_failures()
+                    .consecutive_failures
                     .is_some_and(|n| self.consecutive >= n);
-                let by_rate = calls >= self.config.minimum_calls()
+                let by_rate = calls >= self.config.minimum_calls
                     && trips(&self.config, calls, failures, slow_calls);
                 if by_run || by_rate {
                     self.open(end);

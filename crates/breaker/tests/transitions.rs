@@ -556,8 +556,20 @@ fn config_errors_and_toml_round_trip() {
     let err = toml::from_str::<BreakerConfig>(
         "window = { type = \"time\", duration = \"0s\", buckets = 4 }",
     )
+    .unwrap()
+    .validate()
     .unwrap_err();
-    assert!(err.to_string().contains("window.duration"), "{err}");
+    assert_eq!(err.field(), "window.duration");
+    // a layer refuses an invalid config (a field set by hand)
+    let mut config = BreakerConfig::default();
+    config.minimum_calls = 0;
+    let err = CircuitBreakerLayer::from_config(&config).unwrap_err();
+    assert_eq!(err.field(), "minimum_calls");
+    // and so does a running breaker, keeping the config it has
+    let layer = CircuitBreakerLayer::from_config(&BreakerConfig::default()).unwrap();
+    let err = layer.handle().reconfigure(&config).unwrap_err();
+    assert_eq!(err.field(), "minimum_calls");
+    assert_eq!(layer.handle().config(), BreakerConfig::default());
 
     let config = base()
         .consecutive_failures(5)

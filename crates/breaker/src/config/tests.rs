@@ -7,7 +7,7 @@ fn defaults_are_valid() {
     let built = BreakerConfig::builder().build().unwrap();
     assert_eq!(built, BreakerConfig::default());
     built.validate().unwrap();
-    assert_eq!(built.window(), Window::Count { size: 100 });
+    assert_eq!(built.window, Window::Count { size: 100 });
 }
 
 #[test]
@@ -98,11 +98,11 @@ fn a_long_wait_alone_raises_the_default_cap() {
         .wait_duration(ten_minutes)
         .build()
         .unwrap();
-    assert_eq!(config.max_wait_duration(), ten_minutes);
+    assert_eq!(config.effective_max_wait(), ten_minutes);
     let config: BreakerConfig = toml::from_str("wait_duration = \"10m\"").unwrap();
-    assert_eq!(config.max_wait_duration(), ten_minutes);
+    assert_eq!(config.effective_max_wait(), ten_minutes);
     assert_eq!(
-        BreakerConfig::default().max_wait_duration(),
+        BreakerConfig::default().effective_max_wait(),
         DEFAULT_MAX_WAIT
     );
     // a cap the user wrote below the wait is still an error, naming both settings
@@ -202,23 +202,29 @@ fn toml_round_trip_and_validation() {
     "#;
     let config: BreakerConfig = toml::from_str(text).unwrap();
     assert_eq!(
-        config.window(),
+        config.window,
         Window::Time {
             duration: Duration::from_secs(30),
             buckets: 6
         }
     );
-    assert_eq!(config.slow_call_duration(), Duration::from_millis(250));
-    assert_eq!(config.consecutive_failures(), Some(3));
-    assert_eq!(config.max_wait_duration(), Duration::from_secs(60));
+    assert_eq!(config.slow_call_duration, Duration::from_millis(250));
+    assert_eq!(config.consecutive_failures, Some(3));
+    assert_eq!(config.effective_max_wait(), Duration::from_secs(60));
     let again: BreakerConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
     assert_eq!(again, config);
 
-    let err = toml::from_str::<BreakerConfig>("failure_rate_threshold = 1.5").unwrap_err();
-    assert!(err.to_string().contains("failure_rate_threshold"), "{err}");
-    let err =
-        toml::from_str::<BreakerConfig>("window = { type = \"count\", size = 0 }").unwrap_err();
-    assert!(err.to_string().contains("window.size"), "{err}");
+    // bad values parse, and validation names them
+    let parsed = |text| toml::from_str::<BreakerConfig>(text).unwrap();
+    let err = parsed("failure_rate_threshold = 1.5")
+        .validate()
+        .unwrap_err();
+    assert_eq!(err.field(), "failure_rate_threshold");
+    let err = parsed("window = { type = \"count\", size = 0 }")
+        .validate()
+        .unwrap_err();
+    assert_eq!(err.field(), "window.size");
+    // unknown fields do not parse
     // the policy name is the layer's (`CircuitBreakerLayer::builder(..).name(..)`), not
     // the config's
     let err = toml::from_str::<BreakerConfig>("name = \"payments\"").unwrap_err();

@@ -81,14 +81,14 @@ impl Machine {
     /// classified call and its open/closed state to `health` if given.
     pub(crate) fn new(name: String, config: &BreakerConfig, health: Option<HealthSignal>) -> Self {
         let machine = Machine {
-            time: TimeSource::new(config.clock()),
+            time: TimeSource::new(config.clock),
             state: AtomicU64::new(pack_state(0, State::Closed)),
             open_until: AtomicU64::new(0),
             half_open: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
             rates_nonzero: AtomicBool::new(false),
-            window: build_window(config.window()),
-            window_shape: config.window(),
+            window: build_window(config.window),
+            window_shape: config.window,
             params: Params::new(config),
             control: Mutex::new(Control {
                 reopens: 0,
@@ -378,15 +378,15 @@ impl Machine {
         self.transition_locked(&mut control, to, now);
     }
 
-    /// Whether [`reconfigure`](Self::reconfigure) would accept `config`.
+    /// Whether [`reconfigure`](Self::reconfigure) would accept `config`: valid, with the
+    /// same clock and window shape.
     pub(crate) fn check(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
-        config
-            .clock()
-            .check_unchanged(self.time.clock(), "breaker")?;
-        if config.window() != self.window_shape {
+        config.validate()?;
+        config.clock.check_unchanged(self.time.clock(), "breaker")?;
+        if config.window != self.window_shape {
             return Err(ConfigError::new(
                 "window",
-                format_window(config.window()),
+                format_window(config.window),
                 format!(
                     "cannot change on a running breaker (it was built with {}); build a new one",
                     format_window(self.window_shape)

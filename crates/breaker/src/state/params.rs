@@ -27,17 +27,17 @@ pub(crate) struct Params {
 impl Params {
     pub(crate) fn new(c: &BreakerConfig) -> Self {
         Params {
-            failure_rate: AtomicU64::new(c.failure_rate_threshold().to_bits()),
-            slow_rate: AtomicU64::new(c.slow_call_rate_threshold().to_bits()),
-            slow_nanos: AtomicU64::new(nanos(c.slow_call_duration())),
-            minimum_calls: AtomicU32::new(c.minimum_calls()),
-            consecutive: AtomicU32::new(c.consecutive_failures().unwrap_or(0)),
-            wait_nanos: AtomicU64::new(nanos(c.wait_duration())),
-            max_wait_nanos: AtomicU64::new(nanos(c.max_wait_duration())),
-            multiplier: AtomicU64::new(c.backoff_multiplier().to_bits()),
-            probes: AtomicU32::new(c.permitted_calls_in_half_open()),
-            count_fatal: AtomicBool::new(c.count_fatal()),
-            count_not_retryable: AtomicBool::new(c.count_not_retryable()),
+            failure_rate: AtomicU64::new(c.failure_rate_threshold.to_bits()),
+            slow_rate: AtomicU64::new(c.slow_call_rate_threshold.to_bits()),
+            slow_nanos: AtomicU64::new(nanos(c.slow_call_duration)),
+            minimum_calls: AtomicU32::new(c.minimum_calls),
+            consecutive: AtomicU32::new(c.consecutive_failures.unwrap_or(0)),
+            wait_nanos: AtomicU64::new(nanos(c.wait_duration)),
+            max_wait_nanos: AtomicU64::new(nanos(c.effective_max_wait())),
+            multiplier: AtomicU64::new(c.backoff_multiplier.to_bits()),
+            probes: AtomicU32::new(c.permitted_calls_in_half_open),
+            count_fatal: AtomicBool::new(c.count_fatal),
+            count_not_retryable: AtomicBool::new(c.count_not_retryable),
         }
     }
 
