@@ -20,10 +20,10 @@ use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
 use tower::ServiceExt;
 use tower_prism::balance::BalanceConfig;
 use tower_prism::breaker::BreakerConfig;
-use tower_prism::{HttpClassifier, Outcome};
 use tower_prism::limit::RateLimitConfig;
 use tower_prism::retry::{Backoff, RetryConfig};
 use tower_prism::{Error, ReliabilityLayer};
+use tower_prism::{HttpClassifier, Outcome};
 
 /// The HTTP status rules of [`HttpClassifier`], for the collected replies.
 fn classify(result: Result<&Reply, &EndpointError>) -> Outcome {
@@ -53,11 +53,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .classify(classify) // breaker, retry and balancer: 5xx replies are failures
         .rate_limit(RateLimitConfig::new(1_000, Duration::from_secs(1)))
         .circuit_breaker(BreakerConfig::default())
-        .retry(RetryConfig {
-            max_attempts: 3,
-            backoff: Backoff::exponential(Duration::from_millis(5), Duration::from_millis(50)),
-            ..RetryConfig::default()
-        })
+        .retry(
+            RetryConfig::builder()
+                .max_attempts(3)
+                .backoff(Backoff::exponential(
+                    Duration::from_millis(5),
+                    Duration::from_millis(50),
+                ))
+                .build()
+                .unwrap(),
+        )
         .balance(balance)
         .build()?;
     let balancer = layer

@@ -125,13 +125,13 @@ pub(crate) fn retry_layer<P: Profile>(
     health: &HealthSignal,
     profile: &P,
 ) -> Result<RetryLayer<P>, ConfigError> {
-    tower_prism_retry::RetryBuilder::from_config(config.clone())
+    tower_prism_retry::RetryLayer::builder(config.clone())
         .name(name)
-        .health_signal(health.clone())
+        .health(health.clone())
         // Our own rejections below the retry stage (a balancer with no healthy endpoint,
         // an inner rate limiter) say how long to wait.
         .retry_after_hint(crate::error::retry_after_hint)
-        .classifier(profile.classify())
+        .classify(profile.classify())
         .clone_request(profile.replay())
         .response_hint(profile.hint())
         .build()
@@ -141,7 +141,7 @@ pub(crate) fn reconfigure_retry<C, R, H>(
     layer: &tower_prism_retry::RetryLayer<C, R, H>,
     config: &RetryConfig,
 ) -> Result<(), ConfigError> {
-    layer.reconfigure(config)
+    layer.handle().reconfigure(config)
 }
 
 // ---------------------------------------------------------------- balance

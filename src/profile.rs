@@ -2,8 +2,7 @@
 //! balance stages classify results and replay requests the right way.
 
 use tower_prism_core::{DefaultClassifier, HttpClassifier};
-use tower_prism_retry::http::{ReplayIdempotent, RetryAfterHeader};
-use tower_prism_retry::{CloneRequest, NoHint, ReplayRequest};
+use tower_prism_retry::{CloneRequest, NoHint, ReplayIdempotent, ReplayRequest, RetryAfterHeader};
 
 /// How a stack's stages see its calls: the classifier the breaker, retry and balancer
 /// share, how the retry stage copies a request, and where it finds a response's
@@ -80,7 +79,7 @@ impl<C: Clone + Send + Sync + 'static> Profile for Classified<C> {
 /// An HTTP client: responses classified by status ([`HttpClassifier`]: 5xx, 429 and 408
 /// are failures), idempotent requests retried when their body is a
 /// [`ReplayBody`](tower_prism_retry::ReplayBody) (wrap them with
-/// [`tower_prism_retry::http::replayable`]), `Retry-After` honoured.
+/// [`tower_prism_retry::replayable`]), `Retry-After` honoured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Http;
 

@@ -117,7 +117,7 @@ impl<P: Profile> Stages<P> {
             rate_limit: self.rate_limit.as_ref().map(|l| l.limiter().snapshot()),
             concurrency_limit: self.concurrency.as_ref().map(|l| l.limiter().snapshot()),
             circuit_breaker: self.breaker.as_ref().map(|l| l.handle().snapshot()),
-            retry: self.retry.as_ref().map(|l| l.snapshot()),
+            retry: self.retry.as_ref().map(|l| l.handle().snapshot()),
             circuit_open: self.health.is_circuit_open(),
             balancers: self.balance_stage().balancers.len(),
         }

@@ -15,9 +15,9 @@ use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
 use tower::{Layer, ServiceExt};
 use tower_prism::balance::{BalanceConfig, Strategy};
 use tower_prism::breaker::{BreakerConfig, State, Window};
-use tower_prism::{Clock, Outcome};
-use tower_prism::retry::http::replayable;
+use tower_prism::retry::replayable;
 use tower_prism::retry::{Backoff, BudgetConfig, ReplayBody, RetryConfig};
+use tower_prism::{Clock, Outcome};
 use tower_prism::{ConfigFileError, Error, ErrorKind, ReliabilityConfig, ReliabilityLayer};
 
 /// 5xx replies are retryable failures, like transport errors.
@@ -30,11 +30,11 @@ fn classify(result: Result<&Reply, &EndpointError>) -> Outcome {
 }
 
 fn quick_retries(max_attempts: u32) -> RetryConfig {
-    RetryConfig {
-        max_attempts,
-        backoff: Backoff::fixed(Duration::from_millis(1)),
-        ..RetryConfig::default()
-    }
+    RetryConfig::builder()
+        .max_attempts(max_attempts)
+        .backoff(Backoff::fixed(Duration::from_millis(1)))
+        .build()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -113,14 +113,12 @@ async fn the_breaker_opens_on_an_error_burst_fails_fast_and_recovers() {
 #[tokio::test]
 async fn retries_hide_a_transient_burst_and_stay_within_the_budget() {
     let up = Upstream::start("up").await;
-    let retry = RetryConfig {
-        budget: BudgetConfig {
-            ratio: 0.1,
-            min_per_second: 1,
-            ..BudgetConfig::default()
-        },
-        ..quick_retries(3)
-    };
+    let mut retry = quick_retries(3);
+    retry.budget = BudgetConfig::builder()
+        .ratio(0.1)
+        .min_per_second(1)
+        .build()
+        .unwrap();
     let layer = ReliabilityLayer::builder()
         .name("budget")
         .classify(classify)
@@ -162,12 +160,10 @@ async fn a_retry_goes_to_another_endpoint() {
     let layer = ReliabilityLayer::builder()
         .name("moves")
         .classify(classify)
-        .retry(RetryConfig {
-            budget: BudgetConfig {
-                enabled: false,
-                ..BudgetConfig::default()
-            },
-            ..quick_retries(2)
+        .retry({
+            let mut retry = quick_retries(2);
+            retry.budget = BudgetConfig::builder().enabled(false).build().unwrap();
+            retry
         })
         .balance(balance)
         .build()

@@ -148,7 +148,7 @@ mod hyper_client_quick_start {
     use http_body_util::Full;
     use hyper_util::{client::legacy::Client, rt::TokioExecutor};
     use tower::{Layer, ServiceExt};
-    use tower_prism::retry::{http::replayable, ReplayBody, RetryConfig};
+    use tower_prism::retry::{replayable, ReplayBody, RetryConfig};
     use tower_prism::{breaker::BreakerConfig, ReliabilityLayer};
 
     use super::support::Upstream;

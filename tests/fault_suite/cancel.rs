@@ -114,12 +114,12 @@ fn random_program(rng: &mut Rng, reloads: bool) -> Vec<Op> {
 fn long_budget_policy() -> PolicyConfig {
     let mut policy = every_stage_policy();
     let retry = policy.retry.as_mut().unwrap();
-    retry.budget = BudgetConfig {
-        ratio: 0.2,
-        min_per_second: 1,
-        window: BUDGET_WINDOW,
-        ..BudgetConfig::default()
-    };
+    retry.budget = BudgetConfig::builder()
+        .ratio(0.2)
+        .min_per_second(1)
+        .window(BUDGET_WINDOW)
+        .build()
+        .unwrap();
     policy
 }
 

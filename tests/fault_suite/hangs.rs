@@ -23,12 +23,14 @@ where
     Stack<F>: Service<F::Req, Response = F::Res, Error = BoxError> + Clone,
 {
     let mut policy = every_stage_policy();
-    policy.retry = Some(RetryConfig {
-        max_attempts: 3,
-        backoff: Backoff::fixed(Duration::from_millis(10)),
-        attempt_timeout: Some(Duration::from_secs(1)),
-        ..RetryConfig::default()
-    });
+    policy.retry = Some(
+        RetryConfig::builder()
+            .max_attempts(3)
+            .backoff(Backoff::fixed(Duration::from_millis(10)))
+            .attempt_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
     Rig::with(F::builder().policy(policy))
 }
 

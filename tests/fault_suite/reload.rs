@@ -15,9 +15,9 @@ use std::time::Duration;
 use tower::{BoxError, Service, ServiceExt};
 use tower_prism::balance::{BalanceConfig, Strategy};
 use tower_prism::breaker::{BreakerConfig, Window};
-use tower_prism::Clock;
 use tower_prism::limit::{ConcurrencyConfig, RateLimitConfig};
 use tower_prism::retry::{Backoff, BudgetConfig, RetryConfig};
+use tower_prism::Clock;
 use tower_prism::{
     ConfigFileError, Error, ErrorKind, Policies, PolicyConfig, ReliabilityConfig, Snapshot,
 };
@@ -73,17 +73,21 @@ fn variant(i: u32) -> PolicyConfig {
                 .build()
                 .unwrap(),
         ),
-        retry: Some(RetryConfig {
-            max_attempts: 1 + i % 4,
-            backoff: Backoff::fixed(Duration::from_millis(1 + u64::from(i % 10))),
-            budget: BudgetConfig {
-                enabled: !i.is_multiple_of(7),
-                ratio: 0.1 * f64::from(1 + i % 5),
-                min_per_second: i % 20,
-                ..BudgetConfig::default()
-            },
-            ..RetryConfig::default()
-        }),
+        retry: Some(
+            RetryConfig::builder()
+                .max_attempts(1 + i % 4)
+                .backoff(Backoff::fixed(Duration::from_millis(1 + u64::from(i % 10))))
+                .budget(
+                    BudgetConfig::builder()
+                        .enabled(!i.is_multiple_of(7))
+                        .ratio(0.1 * f64::from(1 + i % 5))
+                        .min_per_second(i % 20)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        ),
         balance: Some(balance),
     }
 }

@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{service_fn, BoxError, Layer, ServiceExt};
 use tower_prism::limit::ConcurrencyConfig;
-use tower_prism::retry::{http::replayable, RetryConfig};
+use tower_prism::retry::{replayable, RetryConfig};
 use tower_prism::ReliabilityLayer;
 
 type Body = tower_prism::retry::ReplayBody<Full<Bytes>>;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tower::{BoxError, Service};
 use tower_prism::breaker::{State, Window};
-use tower_prism::Clock;
 use tower_prism::retry::{Backoff, BudgetConfig, RetryConfig};
+use tower_prism::Clock;
 use tower_prism::PolicyConfig;
 
 use crate::support::flavor::{Flavor, GenericFlavor, HttpFlavor};
@@ -37,16 +37,20 @@ fn time_policy() -> PolicyConfig {
             .build()
             .unwrap(),
     );
-    policy.retry = Some(RetryConfig {
-        max_attempts: 3,
-        backoff: Backoff::fixed(Duration::from_millis(10)),
-        budget: BudgetConfig {
-            ratio: 0.5,
-            min_per_second: 0,
-            ..BudgetConfig::default()
-        },
-        ..RetryConfig::default()
-    });
+    policy.retry = Some(
+        RetryConfig::builder()
+            .max_attempts(3)
+            .backoff(Backoff::fixed(Duration::from_millis(10)))
+            .budget(
+                BudgetConfig::builder()
+                    .ratio(0.5)
+                    .min_per_second(0)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap(),
+    );
     policy
 }
 

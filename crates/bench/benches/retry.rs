@@ -14,7 +14,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::{Policy, Retry as TowerRetry};
 use tower_layer::Layer;
 use tower_prism_bench::Noop;
-use tower_prism_retry::{Backoff, BudgetConfig, RetryLayer};
+use tower_prism_retry::{Backoff, BudgetConfig, RetryConfig, RetryLayer};
 use tower_service::Service;
 
 /// poll_ready + call + poll once; the call must succeed at once.
@@ -113,21 +113,24 @@ fn tps_budget() -> Arc<TpsBudget> {
 }
 
 fn prism(budget: bool) -> RetryLayer {
-    let b = RetryLayer::builder()
+    let config = RetryConfig::builder()
         .max_attempts(3)
-        .backoff(Backoff::none())
-        .name("bench");
-    if budget {
-        b.budget(BudgetConfig {
-            ratio: 1.0,
-            min_per_second: 1_000_000,
-            ..BudgetConfig::default()
-        })
+        .backoff(Backoff::none());
+    let config = if budget {
+        config.budget(
+            BudgetConfig::builder()
+                .ratio(1.0)
+                .min_per_second(1_000_000)
+                .build()
+                .unwrap(),
+        )
     } else {
-        b.no_budget()
-    }
-    .build()
-    .unwrap()
+        config.no_budget()
+    };
+    RetryLayer::builder(config.build().unwrap())
+        .name("bench")
+        .build()
+        .unwrap()
 }
 
 fn bench<S: Service<u64>>(

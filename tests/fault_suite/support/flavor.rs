@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use tower::BoxError;
-use tower_prism::retry::http::replayable;
+use tower_prism::retry::replayable;
 use tower_prism::retry::ReplayBody;
 use tower_prism::{Generic, Http, Profile, ReliabilityLayer, ReliabilityLayerBuilder};
 

@@ -255,11 +255,13 @@ pub fn every_stage_policy() -> PolicyConfig {
             ..ConcurrencyConfig::fixed(3)
         }),
         circuit_breaker: Some(breaker_config()),
-        retry: Some(RetryConfig {
-            max_attempts: 3,
-            backoff: Backoff::fixed(Duration::from_millis(10)),
-            ..RetryConfig::default()
-        }),
+        retry: Some(
+            RetryConfig::builder()
+                .max_attempts(3)
+                .backoff(Backoff::fixed(Duration::from_millis(10)))
+                .build()
+                .unwrap(),
+        ),
         balance: Some(balance),
     }
 }
