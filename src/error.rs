@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
-use tower::BoxError;
+use tower_prism_core::BoxError;
 
 /// What went wrong, in a form a caller can `match` on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,8 +3,9 @@
 use std::future::Future;
 
 use tower::util::ServiceFn;
-use tower::{BoxError, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_layer::{Layer, Stack};
+use tower_prism_core::BoxError;
 use tower_service::Service;
 
 use crate::error::Error;
@@ -13,8 +14,10 @@ use crate::layer::ReliabilityLayer;
 use crate::profile::Profile;
 use crate::service::Reliability;
 
-/// Adds tower-prism's layers to a [`ServiceBuilder`], reading as English:
+/// Adds tower-prism's layers to a [`ServiceBuilder`][tower-sb], reading as English:
 /// `ServiceBuilder::new().reliability(layer)`.
+///
+/// [tower-sb]: https://docs.rs/tower/0.5/tower/struct.ServiceBuilder.html
 pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Adds the whole [`ReliabilityLayer`] stack.
     fn reliability<P: Profile>(

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
-use tower::BoxError;
+use tower_prism_core::BoxError;
 
 use crate::profile::{Generic, Profile};
 use crate::stack::Stacked;

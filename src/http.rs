@@ -8,8 +8,8 @@ use std::task::{ready, Context, Poll};
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tower::BoxError;
 use tower_layer::Layer;
+use tower_prism_core::BoxError;
 use tower_service::Service;
 
 use crate::error::Error;

@@ -1,24 +1,37 @@
-//! tower-prism: reliability middleware for tower, as one layer.
+//! Reliability middleware for [tower]: rate limiting, concurrency limiting, circuit
+//! breaking, retries and load balancing, stacked in one layer.
 //!
-//! [`ReliabilityLayer`] stacks rate limit -> concurrency limit -> circuit breaker -> retry ->
-//! balance over any tower [`Service`](tower_service::Service), each stage optional, always in
-//! that order; the
-//! stages share one [`HealthSignal`](tower_prism_core::HealthSignal). Policies can come from a
-//! TOML file ([`ReliabilityConfig`]) and be reloaded while running ([`Policies`]). Every
-//! error classifies into one [`Error`] with a [`kind`](Error::kind), and
-//! [`HttpErrorLayer`] turns them into HTTP responses (429/503 with `Retry-After`, 502, 504).
+//! # Overview
+//!
+//! A [`ReliabilityLayer`] is one *policy*: the stages you configure, always in the same
+//! order, over any tower [`Service`](tower_service::Service). The services it makes are
+//! [`Reliability`]s; every clone of the layer and of its services shares one limiter, one
+//! breaker, one retry budget and one balancer, so axum can clone a service per request and
+//! no `Buffer` is needed. Policies come from code ([`ReliabilityLayer::builder`]) or from a
+//! TOML file of named policies ([`ReliabilityConfig`]), and a file can be reloaded into
+//! running layers, all or nothing ([`Policies`]).
+//!
+//! Every stage returns a [`BoxError`], as tower's own middleware does, so the stack composes
+//! with any `ServiceBuilder`; [`Error::from_box`] classifies one into an [`ErrorKind`]
+//! (rate limited, circuit open, retries exhausted, timeout...), and [`HttpErrorLayer`]
+//! answers it with an HTTP response (429 or 503 with `Retry-After`, 502, 504).
+//!
+//! # Example
 //!
 //! ```
-//! use std::time::Duration;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tower_prism::limit::RateLimitConfig;
-//! use tower_prism::{Error, ErrorKind, ReliabilityLayer, ServiceBuilderExt};
+//! use tower_prism::{Error, ErrorKind, ReliabilityConfig, ReliabilityLayer, ServiceBuilderExt};
 //!
 //! # tokio_test::block_on(async {
-//! let policy = ReliabilityLayer::builder()
-//!     .name("payments")
-//!     .rate_limit(RateLimitConfig::new(2, Duration::from_secs(60)))
-//!     .build()?;
+//! let config = ReliabilityConfig::from_toml(r#"
+//!     [policy.payments.rate_limit]
+//!     rate = 2
+//!     period = "1m"
+//!
+//!     [policy.payments.circuit_breaker]
+//!     [policy.payments.retry]
+//! "#)?;
+//! let policy = ReliabilityLayer::from_config(&config, "payments")?;
 //!
 //! let service = ServiceBuilder::new()
 //!     .reliability(policy)
@@ -33,8 +46,116 @@
 //! # }).unwrap();
 //! ```
 //!
-//! The component crates are re-exported as [`limit`], [`breaker`], [`retry`],
-//! [`balance`] and [`core`].
+//! # A server
+//!
+//! With the [`HttpServer`] profile, results are classified by status, and
+//! [`http_errors`](ServiceBuilderExt::http_errors) turns rejections into responses, so an
+//! axum route takes the stack as it is, with no `HandleErrorLayer`:
+//!
+//! ```
+//! use axum::{body::Body, routing::get, Router};
+//! use http::{Request, StatusCode};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_prism::{HttpServer, ReliabilityConfig, ReliabilityLayer, ServiceBuilderExt};
+//!
+//! # tokio_test::block_on(async {
+//! let config = ReliabilityConfig::from_toml(r#"
+//!     [policy.payments.rate_limit]
+//!     rate = 1
+//!     period = "1m"
+//! "#)?; // or ReliabilityConfig::from_file("reliability.toml")
+//! let payments = ReliabilityLayer::from_config_as(&config, "payments", HttpServer)?;
+//! let app: Router = Router::new().route(
+//!     "/pay",
+//!     get(|| async { "paid" })
+//!         .route_layer(ServiceBuilder::new().http_errors().reliability(payments)),
+//! );
+//!
+//! let pay = || Request::get("/pay").body(Body::empty()).unwrap();
+//! assert_eq!(app.clone().oneshot(pay()).await?.status(), StatusCode::OK);
+//! let shed = app.oneshot(pay()).await?;
+//! assert_eq!(shed.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert!(shed.headers().contains_key("retry-after"));
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! A server cannot replay what it received, so a server policy has no retry stage: the
+//! builder refuses one.
+//!
+//! # A client
+//!
+//! With the [`Http`] profile ([`ReliabilityLayerBuilder::http`]), 5xx, 429 and 408
+//! responses are failures for the breaker and the balancer, `Retry-After` is honoured, and
+//! idempotent requests are retried when their body can be replayed (see
+//! [`retry`]). Here two endpoints are balanced, one of them failing:
+//!
+//! ```
+//! use http::{Request, Response, StatusCode};
+//! use tower::{service_fn, BoxError, ServiceExt};
+//! use tower_prism::retry::{replayable, ReplayBody};
+//! use tower_prism::ReliabilityLayer;
+//!
+//! # tokio_test::block_on(async {
+//! let policy = ReliabilityLayer::builder()
+//!     .http()
+//!     .name("inventory")
+//!     .build()?;
+//! let endpoint = |status: u16| {
+//!     service_fn(move |_req: Request<ReplayBody<String>>| async move {
+//!         Ok::<_, BoxError>(Response::builder().status(status).body(String::new())?)
+//!     })
+//! };
+//! let client = policy.layer_endpoints([("a", endpoint(200)), ("b", endpoint(503))])?;
+//!
+//! // The body is kept (up to 64 KiB) so that a retry stage could send the request again.
+//! let request = replayable(Request::new("GET /items".to_owned()), 64 * 1024);
+//! let response = client.oneshot(request).await?;
+//! assert!([StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE].contains(&response.status()));
+//! # Ok::<_, BoxError>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # The stack's order, and why
+//!
+//! `rate limit -> concurrency limit -> circuit breaker -> retry -> balance -> your service`.
+//! Every stage is optional; the order is not configurable.
+//!
+//! - The limiters come first: excess load is shed before it costs anything below.
+//! - The breaker sees one logical call, after retries: it protects the upstream as a whole
+//!   and fails fast while open, so retries never hammer a dead upstream.
+//! - Retry sits above the balancer, so a retried request can go to another, healthy
+//!   endpoint.
+//! - The balancer's per-endpoint outlier ejection handles one bad endpoint without opening
+//!   the breaker.
+//!
+//! The stages share one [`HealthSignal`] ([`ReliabilityLayer::health`]): the breaker and
+//! the balancer publish to it, the adaptive limiters and the retry budget read it.
+//!
+//! # Profiles
+//!
+//! A [`Profile`] says what the calls are: how the stages classify results ([`Classify`]) and
+//! how the retry stage replays requests. [`Generic`] (the default: `Err` is a retryable
+//! failure, requests are cloned), [`Http`] (a client), [`HttpServer`], or your own
+//! classifier with [`ReliabilityLayerBuilder::classify`].
+//!
+//! # Feature flags
+//!
+//! - `redis` (off by default): a rate limit shared by every instance through Redis, the
+//!   `redis` module of [`limit`]; the stack maps its fail-closed rejection to
+//!   [`ErrorKind::LimiterUnavailable`].
+//!
+//! # Crates
+//!
+//! Each stage is its own crate, re-exported here, usable alone:
+//! [`limit`] (rate and concurrency limits), [`breaker`] (circuit breaker), [`retry`]
+//! (retries, backoff, budget, replayable bodies) and [`balance`] (load balancing, outlier
+//! ejection). The shared pieces ([`Outcome`], [`Classify`], [`HealthSignal`], [`Clock`],
+//! [`ConfigError`], [`metrics`]) come from tower-prism-core and are re-exported at the root.
+//!
+//! [tower]: https://docs.rs/tower
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
 mod components;
@@ -75,7 +196,11 @@ pub use tower_prism_core::{
     HealthStats, HttpClassifier, Outcome,
 };
 
+/// Load balancing: P2C, round robin, weighted, consistent hash; outlier ejection.
 pub use tower_prism_balance as balance;
+/// The circuit breaker.
 pub use tower_prism_breaker as breaker;
+/// Rate limits (local, keyed, Redis) and the adaptive concurrency limit.
 pub use tower_prism_limit as limit;
+/// Retries: backoff, retry budget, replayable HTTP bodies.
 pub use tower_prism_retry as retry;

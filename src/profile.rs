@@ -15,7 +15,7 @@ use tower_prism_retry::{CloneRequest, NoHint, ReplayIdempotent, ReplayRequest, R
 pub trait Profile: Clone + Send + Sync + 'static {
     /// Decides what a result means
     /// ([`Classify`](tower_prism_core::Classify) over the response and a
-    /// [`BoxError`](tower::BoxError)).
+    /// [`BoxError`](crate::BoxError)).
     type Classify: Clone + Send + Sync + 'static;
     /// Copies a request for a retry ([`ReplayRequest`]).
     type Replay: Clone + Send + Sync + 'static;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
-use tower::BoxError;
+use tower_prism_core::BoxError;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;

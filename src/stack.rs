@@ -9,7 +9,7 @@ use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 use tower::util::Either;
-use tower::BoxError;
+use tower_prism_core::BoxError;
 use tower_service::Service;
 
 use crate::components::{BreakerService, ConcurrencyService, RateLimitService, RetryService};
