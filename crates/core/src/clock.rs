@@ -24,14 +24,16 @@ use crate::ConfigError;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Clock {
-    /// [`tokio::time::Instant`] (the default): follows `tokio::time::pause()` and
-    /// `advance()`, so paused-time tests drive the component. Outside paused tests it is the
-    /// OS monotonic clock (`clock_gettime`, about 25 ns a read on the machine
-    /// `BENCHMARKS.md` was measured on: half of an uncontended admission).
+    /// [`tokio::time::Instant`][tokio-instant] (the default): follows `tokio::time::pause()`
+    /// and `advance()`, so paused-time tests drive the component. Outside paused tests it is
+    /// the OS monotonic clock (`clock_gettime`), whose read is a large part of an
+    /// uncontended admission.
+    ///
+    /// [tokio-instant]: https://docs.rs/tokio/1/tokio/time/struct.Instant.html
     #[default]
     Tokio,
     /// The CPU's time-stamp counter, read through `quanta` and calibrated against the
-    /// monotonic clock (about 10 ns a read there), as governor does; where the CPU has no
+    /// monotonic clock (a cheaper read), as governor does; where the CPU has no
     /// invariant TSC it is the monotonic clock. It does **not** follow tokio's paused clock:
     /// use it in production where the admit path's cost matters, not in paused-time tests.
     Tsc,

@@ -1,6 +1,24 @@
 //! Shared pieces of [tower-prism]: what a result means, how components tell each other
 //! about downstream health, where they read the time, metric names, and config validation.
 //!
+//! # Overview
+//!
+//! - [`Outcome`] and [`Classify`]: one decision, success, retryable failure or fatal, that
+//!   the limiter, breaker, retry and balancer all use. [`DefaultClassifier`] counts every
+//!   `Err` as a retryable failure; [`HttpClassifier`] reads the response's status.
+//!   Closures over `Result<&Res, &E>` classify too.
+//! - [`HealthSignal`]: the breaker and the balancer publish outcomes and latencies to it;
+//!   the adaptive limiters and the retry budget read it ([`HealthReader`]), lock-free.
+//! - [`Clock`]: where a component reads the time; the default follows
+//!   `tokio::time::pause()`, so tests drive every timeout.
+//! - [`ConfigError`]: an invalid config value, named by its dotted field path.
+//! - [`metrics`]: every metric and label name, and [`metrics::describe`].
+//!
+//! Most users reach these through the `tower-prism` facade, which re-exports them at its
+//! root.
+//!
+//! # Example
+//!
 //! ```
 //! use std::time::Duration;
 //! use tower_prism_core::{Classify, HealthSignal, HttpClassifier, Outcome};
@@ -16,6 +34,10 @@
 //! health.record(outcome, Duration::from_millis(40));
 //! assert_eq!(limiter_view.read().failure_rate(), Some(1.0));
 //! ```
+//!
+//! # Feature flags
+//!
+//! None.
 //!
 //! [tower-prism]: https://docs.rs/tower-prism
 

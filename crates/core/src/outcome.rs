@@ -97,7 +97,8 @@ impl<Res, E> Classify<Res, E> for DefaultClassifier {
     }
 }
 
-/// The classifier for services that answer with [`http::Response`].
+/// The classifier for services that answer with
+/// [`http::Response`](https://docs.rs/http/1/http/response/struct.Response.html).
 ///
 /// - `Err` (connection refused, timeout...) is a retryable failure;
 /// - 408, 429 and 5xx are failures, all retryable except 501 (Not Implemented) and
