@@ -19,9 +19,9 @@ pub const MAX_BUCKETS: u32 = 1000;
 /// Longest duration of any breaker setting (`window.duration`, `slow_call_duration`,
 /// `wait_duration`, `max_wait_duration`): core's [`MAX_DURATION`], 366 days.
 pub const MAX_BREAKER_DURATION: Duration = MAX_DURATION;
-/// Largest `minimum_calls` and `consecutive_failures`: core's [`MAX_SIZE`], 2^24 (a count
-/// window also caps `minimum_calls` at its size).
-pub const MAX_CALLS: u64 = MAX_SIZE;
+/// Largest `minimum_calls` and `consecutive_failures`: 2^24, core's bound on any size (a
+/// count window also caps `minimum_calls` at its size).
+pub const MAX_CALLS: u32 = MAX_SIZE as u32;
 /// Largest `backoff_multiplier`: a wait that grows more than a hundredfold per failed probe
 /// round reaches `max_wait_duration` at the first reopen anyway.
 pub const MAX_BACKOFF_MULTIPLIER: f64 = 100.0;
@@ -191,7 +191,7 @@ impl BreakerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_window()?;
         check_nonzero("minimum_calls", self.minimum_calls)?;
-        check_size_at_most("minimum_calls", self.minimum_calls, MAX_CALLS)?;
+        check_size_at_most("minimum_calls", self.minimum_calls, u64::from(MAX_CALLS))?;
         check_ratio("failure_rate_threshold", self.failure_rate_threshold)?;
         check_ratio("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
         check_duration("slow_call_duration", self.slow_call_duration)?;
@@ -202,7 +202,7 @@ impl BreakerConfig {
         )?;
         if let Some(n) = self.consecutive_failures {
             check_nonzero("consecutive_failures", n)?;
-            check_size_at_most("consecutive_failures", n, MAX_CALLS)?;
+            check_size_at_most("consecutive_failures", n, u64::from(MAX_CALLS))?;
         }
         check_duration("wait_duration", self.wait_duration)?;
         check_duration_at_most("wait_duration", self.wait_duration, MAX_BREAKER_DURATION)?;

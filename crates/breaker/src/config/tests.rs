@@ -178,8 +178,8 @@ fn absurd_sizes_and_durations_are_refused() {
             duration: MAX_BREAKER_DURATION,
             buckets: MAX_BUCKETS,
         })
-        .minimum_calls(MAX_CALLS as u32)
-        .consecutive_failures(MAX_CALLS as u32)
+        .minimum_calls(MAX_CALLS)
+        .consecutive_failures(MAX_CALLS)
         .slow_call_duration(MAX_BREAKER_DURATION)
         .wait_duration(MAX_BREAKER_DURATION)
         .exponential_backoff(MAX_BACKOFF_MULTIPLIER, MAX_BREAKER_DURATION)
