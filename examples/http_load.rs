@@ -24,7 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::ServiceBuilder;
 use tower_prism::breaker::BreakerConfig;
-use tower_prism::limit::RateLimitConfig;
+use tower_prism::limit::rate::RateLimitConfig;
 use tower_prism::{ReliabilityLayer, ServiceBuilderExt};
 
 const CONNECTIONS: usize = 64;

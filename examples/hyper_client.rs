@@ -20,7 +20,7 @@ use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
 use tower::ServiceExt;
 use tower_prism::balance::BalanceConfig;
 use tower_prism::breaker::BreakerConfig;
-use tower_prism::limit::RateLimitConfig;
+use tower_prism::limit::rate::RateLimitConfig;
 use tower_prism::retry::{Backoff, RetryConfig};
 use tower_prism::{Error, ReliabilityLayer};
 use tower_prism::{HttpClassifier, Outcome};

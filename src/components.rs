@@ -8,23 +8,24 @@ use crate::profile::Profile;
 
 pub use tower_prism_balance::BalanceConfig;
 pub use tower_prism_breaker::BreakerConfig;
-pub use tower_prism_limit::{ConcurrencyConfig, RateLimitConfig};
+pub use tower_prism_limit::concurrency::ConcurrencyConfig;
+pub use tower_prism_limit::rate::RateLimitConfig;
 pub use tower_prism_retry::RetryConfig;
 
 // ---------------------------------------------------------------- rate limit
 
-pub(crate) type RateLimitLayer = tower_prism_limit::RateLimitLayer;
+pub(crate) type RateLimitLayer = tower_prism_limit::rate::RateLimitLayer;
 /// The rate-limit stage's service.
-pub type RateLimitService<S> = tower_prism_limit::RateLimit<S>;
+pub type RateLimitService<S> = tower_prism_limit::rate::RateLimit<S>;
 
 pub(crate) fn rate_limit_layer(
     name: &str,
     config: &RateLimitConfig,
     health: &HealthSignal,
 ) -> Result<RateLimitLayer, ConfigError> {
-    tower_prism_limit::RateLimitBuilder::from_config(config.clone())
+    RateLimitLayer::builder(config.clone())
         .name(name)
-        .health_signal(health.clone())
+        .health(health.clone())
         .build()
 }
 
@@ -32,34 +33,33 @@ pub(crate) fn reconfigure_rate_limit(
     layer: &RateLimitLayer,
     config: &RateLimitConfig,
 ) -> Result<(), ConfigError> {
-    layer.limiter().reconfigure(config)
+    layer.handle().reconfigure(config)
 }
 
 // ---------------------------------------------------------------- concurrency limit
 
 pub(crate) type ConcurrencyLayer<P> =
-    tower_prism_limit::ConcurrencyLimitLayer<<P as Profile>::Classify>;
+    tower_prism_limit::concurrency::ConcurrencyLimitLayer<<P as Profile>::Classify>;
 /// The concurrency-limit stage's service.
 pub type ConcurrencyService<S, P> =
-    tower_prism_limit::ConcurrencyLimit<S, <P as Profile>::Classify>;
+    tower_prism_limit::concurrency::ConcurrencyLimit<S, <P as Profile>::Classify>;
 
 pub(crate) fn concurrency_layer<P: Profile>(
     name: &str,
     config: &ConcurrencyConfig,
     profile: &P,
 ) -> Result<ConcurrencyLayer<P>, ConfigError> {
-    let limiter = tower_prism_limit::ConcurrencyLimiter::new(name, config.clone())?;
-    Ok(
-        tower_prism_limit::ConcurrencyLimitLayer::with_limiter(limiter)
-            .classifier(profile.classify()),
-    )
+    tower_prism_limit::concurrency::ConcurrencyLimitLayer::builder(config.clone())
+        .name(name)
+        .classify(profile.classify())
+        .build()
 }
 
 pub(crate) fn reconfigure_concurrency<C>(
-    layer: &tower_prism_limit::ConcurrencyLimitLayer<C>,
+    layer: &tower_prism_limit::concurrency::ConcurrencyLimitLayer<C>,
     config: &ConcurrencyConfig,
 ) -> Result<(), ConfigError> {
-    layer.limiter().reconfigure(config.clone())
+    layer.handle().reconfigure(config)
 }
 
 // ---------------------------------------------------------------- breaker

@@ -238,7 +238,15 @@ fn classify(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option<Duration>
 /// Recognises a component crate's rejection.
 fn classify_component(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option<Duration>)> {
     if let Some(e) = e.downcast_ref::<tower_prism_limit::Error>() {
-        return Some((ErrorKind::RateLimited, e.retry_after()));
+        use tower_prism_limit::Error as L;
+        let kind = match e {
+            L::ConcurrencyLimited { .. } | L::ConcurrencyTimeout { .. } => {
+                ErrorKind::ConcurrencyLimited
+            }
+            L::Unavailable(_) => ErrorKind::LimiterUnavailable,
+            _ => ErrorKind::RateLimited,
+        };
+        return Some((kind, e.retry_after()));
     }
     if let Some(e) = e.downcast_ref::<tower_prism_breaker::Error>() {
         return Some((ErrorKind::CircuitOpen, e.retry_after()));
@@ -259,15 +267,6 @@ fn classify_component(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option
             _ => ErrorKind::Inner,
         };
         return Some((kind, None));
-    }
-    #[cfg(feature = "redis")]
-    if let Some(tower_prism_limit::redis::RedisError::Unavailable(_)) =
-        e.downcast_ref::<tower_prism_limit::redis::RedisError>()
-    {
-        return Some((ErrorKind::LimiterUnavailable, None));
-    }
-    if e.is::<tower_prism_limit::ConcurrencyError>() {
-        return Some((ErrorKind::ConcurrencyLimited, None));
     }
     if let Some(tower_prism_balance::Error::NoHealthyEndpoint { .. }) =
         e.downcast_ref::<tower_prism_balance::Error>()
@@ -339,12 +338,13 @@ mod tests {
     #[cfg(feature = "redis")]
     #[test]
     fn a_fail_closed_redis_rejection_is_a_503() {
-        use tower_prism_limit::redis::RedisError;
-        let err = Error::from_box(Box::new(RedisError::Unavailable("timed out".into())));
+        let err = Error::from_box(Box::new(tower_prism_limit::Error::Unavailable(
+            "timed out".into(),
+        )));
         assert_eq!(err.kind(), ErrorKind::LimiterUnavailable);
         assert_eq!(err.status(), 503);
         let config = tower_prism_core::ConfigError::new("url", "x", "bad");
-        let err = Error::from_box(Box::new(RedisError::Config(config)));
+        let err = Error::from_box(Box::new(config));
         assert_eq!(err.kind(), ErrorKind::Inner);
     }
 

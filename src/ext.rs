@@ -79,7 +79,7 @@ impl<S> Protected<S> {
 /// ```
 /// use std::time::Duration;
 /// use tower_prism::{protect, ErrorKind, ReliabilityLayer};
-/// use tower_prism::limit::RateLimitConfig;
+/// use tower_prism::limit::rate::RateLimitConfig;
 ///
 /// # tokio_test::block_on(async {
 /// let policy = ReliabilityLayer::builder()

@@ -37,7 +37,7 @@ impl<P: Profile> Stages<P> {
         if let (Some(layer), Some(config)) = (&self.rate_limit, &policy.rate_limit) {
             config
                 .clock
-                .check_unchanged(layer.limiter().clock(), "limiter")
+                .check_unchanged(layer.handle().clock(), "limiter")
                 .map_err(|e| invalid("rate_limit", e))?;
         }
         if let (Some(layer), Some(config)) = (&self.breaker, &policy.circuit_breaker) {

@@ -6,7 +6,7 @@
 #[non_exhaustive]
 pub struct Snapshot {
     /// The rate limiter's state, when the stack has one.
-    pub rate_limit: Option<tower_prism_limit::Snapshot>,
+    pub rate_limit: Option<tower_prism_limit::rate::RateLimitSnapshot>,
     /// The concurrency limiter's state, when the stack has one.
     pub concurrency_limit: Option<tower_prism_limit::concurrency::ConcurrencySnapshot>,
     /// The circuit breaker's state, when the stack has one.

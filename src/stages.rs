@@ -114,8 +114,8 @@ impl<P: Profile> Stages<P> {
     /// A cheap view of the running stages.
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
-            rate_limit: self.rate_limit.as_ref().map(|l| l.limiter().snapshot()),
-            concurrency_limit: self.concurrency.as_ref().map(|l| l.limiter().snapshot()),
+            rate_limit: self.rate_limit.as_ref().map(|l| l.handle().snapshot()),
+            concurrency_limit: self.concurrency.as_ref().map(|l| l.handle().snapshot()),
             circuit_breaker: self.breaker.as_ref().map(|l| l.handle().snapshot()),
             retry: self.retry.as_ref().map(|l| l.handle().snapshot()),
             circuit_open: self.health.is_circuit_open(),

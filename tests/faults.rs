@@ -334,7 +334,7 @@ async fn breaker_and_retry_reload_and_a_window_change_is_refused_whole() {
 #[tokio::test(start_paused = true)]
 async fn the_concurrency_limit_caps_calls_in_flight_and_reloads() {
     use tower::{service_fn, BoxError};
-    use tower_prism::limit::ConcurrencyConfig;
+    use tower_prism::limit::concurrency::ConcurrencyConfig;
 
     let config = ReliabilityConfig::from_toml(
         r#"

@@ -37,7 +37,7 @@ fn an_unknown_error_is_inner_and_keeps_its_source() {
 #[tokio::test(start_paused = true)]
 async fn a_rate_limited_route_answers_429_with_retry_after() {
     use tower::ServiceBuilder;
-    use tower_prism::limit::RateLimitConfig;
+    use tower_prism::limit::rate::RateLimitConfig;
     use tower_prism::{ReliabilityLayer, ServiceBuilderExt};
 
     let layer = ReliabilityLayer::builder()

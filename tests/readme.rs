@@ -64,7 +64,7 @@ fn a_readme_line_missing_here_would_be_caught() {
 mod usage {
     use std::time::Duration;
     use tower::{service_fn, ServiceBuilder, ServiceExt};
-    use tower_prism::{breaker::BreakerConfig, limit::RateLimitConfig, retry::RetryConfig};
+    use tower_prism::{breaker::BreakerConfig, limit::rate::RateLimitConfig, retry::RetryConfig};
     use tower_prism::{Error, ReliabilityLayer, ServiceBuilderExt};
 
     async fn call_upstream(request: String) -> Result<String, std::io::Error> {
@@ -76,7 +76,12 @@ mod usage {
         let request = "hello".to_owned();
         let policy = ReliabilityLayer::builder()
             .name("payments") // the `name` label of every metric
-            .rate_limit(RateLimitConfig::new(100, Duration::from_secs(1)))
+            .rate_limit(
+                RateLimitConfig::builder()
+                    .rate(100)
+                    .period(Duration::from_secs(1))
+                    .build()?,
+            )
             .circuit_breaker(BreakerConfig::default()) // 50 % failures over 100 calls trips it
             .retry(RetryConfig::default()) // 3 attempts, jittered backoff, budget
             .build()?;
@@ -187,8 +192,10 @@ mod redis_settings {
 
     fn layer(text: String) -> Result<(), Box<dyn std::error::Error>> {
         let cfg: RedisConfig = toml::from_str(&text)?;
-        let layer =
-            RedisRateLimitLayer::from_config("api", &cfg)?.key_fn(|req: &Req| req.api_key.clone());
+        let layer = RedisRateLimitLayer::builder(cfg)
+            .name("api")
+            .build()?
+            .key_fn(|req: &Req| req.api_key.clone());
         let _ = layer;
         Ok(())
     }

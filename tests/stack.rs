@@ -9,8 +9,8 @@ use std::time::Duration;
 use support::{EndpointError, Get, HttpEndpoint, Reply, Upstream};
 use tower::{service_fn, BoxError, Layer, ServiceBuilder, ServiceExt};
 use tower_prism::balance::BalanceConfig;
+use tower_prism::limit::rate::{Clock, RateLimitConfig};
 use tower_prism::Outcome;
-use tower_prism::limit::{Clock, RateLimitConfig};
 use tower_prism::{
     ConfigFileError, Error, ErrorKind, PolicyConfig, ReliabilityConfig, ReliabilityLayer,
     ServiceBuilderExt,
@@ -148,9 +148,10 @@ async fn overload_is_shed_at_the_configured_rate() {
     // Builder calls in any order give the same stack.
     let layer = ReliabilityLayer::builder()
         .balance(BalanceConfig::default())
-        .rate_limit(RateLimitConfig {
-            burst: Some(10),
-            ..RateLimitConfig::new(100, Duration::from_secs(1))
+        .rate_limit({
+            let mut c = RateLimitConfig::new(100, Duration::from_secs(1));
+            c.burst = Some(10);
+            c
         })
         .name("shed")
         .build()
@@ -257,9 +258,10 @@ async fn hot_reload_changes_running_limits_and_refuses_bad_configs() {
     ));
     // So is a new clock for a running limiter (its buckets' times are on the old one).
     let tsc = PolicyConfig {
-        rate_limit: Some(RateLimitConfig {
-            clock: Clock::Tsc,
-            ..RateLimitConfig::new(100, Duration::from_secs(1))
+        rate_limit: Some({
+            let mut c = RateLimitConfig::new(100, Duration::from_secs(1));
+            c.clock = Clock::Tsc;
+            c
         }),
         ..PolicyConfig::default()
     };
@@ -269,9 +271,10 @@ async fn hot_reload_changes_running_limits_and_refuses_bad_configs() {
     assert!((10..=21).contains(&still), "{still}");
 
     // A valid one applies to the service already running.
-    policy.rate_limit = Some(RateLimitConfig {
-        burst: Some(10),
-        ..RateLimitConfig::new(100, Duration::from_secs(1))
+    policy.rate_limit = Some({
+        let mut c = RateLimitConfig::new(100, Duration::from_secs(1));
+        c.burst = Some(10);
+        c
     });
     layer.reconfigure(&policy).unwrap();
     let after = admitted_in_one_second(&service).await;

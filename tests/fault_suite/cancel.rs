@@ -23,7 +23,7 @@ use tower::util::Oneshot;
 use tower::{BoxError, Service, ServiceExt};
 use tower_prism::balance::Strategy;
 use tower_prism::breaker::State;
-use tower_prism::limit::ConcurrencyConfig;
+use tower_prism::limit::concurrency::ConcurrencyConfig;
 use tower_prism::retry::{Backoff, BudgetConfig};
 use tower_prism::PolicyConfig;
 
@@ -289,9 +289,11 @@ fn reloaded_policy(variant: u32) -> PolicyConfig {
     rate.queue_size = (v % 5) as usize;
     rate.max_wait =
         (rate.queue_size > 0).then(|| Duration::from_millis(10 + u64::from(v % 7) * 30));
-    policy.concurrency_limit = Some(ConcurrencyConfig {
-        max_wait: (!v.is_multiple_of(3)).then(|| Duration::from_millis(10 + u64::from(v % 4) * 20)),
-        ..ConcurrencyConfig::fixed(1 + v % 5)
+    policy.concurrency_limit = Some({
+        let mut c = ConcurrencyConfig::fixed(1 + v % 5);
+        c.max_wait =
+            (!v.is_multiple_of(3)).then(|| Duration::from_millis(10 + u64::from(v % 4) * 20));
+        c
     });
     policy.circuit_breaker = Some(
         breaker_config()

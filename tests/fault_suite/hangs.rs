@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tower::{BoxError, Service, ServiceExt};
 use tower_prism::breaker::State;
-use tower_prism::limit::ConcurrencyConfig;
+use tower_prism::limit::concurrency::ConcurrencyConfig;
 use tower_prism::retry::{Backoff, RetryConfig};
 use tower_prism::{Error, ErrorKind};
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 use tower::{BoxError, Service, ServiceExt};
 use tower_prism::balance::{BalanceConfig, Strategy};
 use tower_prism::breaker::{BreakerConfig, Window};
-use tower_prism::limit::{ConcurrencyConfig, RateLimitConfig};
+use tower_prism::limit::concurrency::ConcurrencyConfig;
+use tower_prism::limit::rate::RateLimitConfig;
 use tower_prism::retry::{Backoff, BudgetConfig, RetryConfig};
 use tower_prism::Clock;
 use tower_prism::{
@@ -38,16 +39,18 @@ const STRATEGIES: [Strategy; 4] = [
 fn variant(i: u32) -> PolicyConfig {
     let queue_size = (i % 3) as usize;
     let concurrency = if i.is_multiple_of(2) {
-        ConcurrencyConfig {
-            max_wait: Some(Duration::from_millis(30)),
-            ..ConcurrencyConfig::fixed(2 + i % 5)
+        {
+            let mut c = ConcurrencyConfig::fixed(2 + i % 5);
+            c.max_wait = Some(Duration::from_millis(30));
+            c
         }
     } else {
-        ConcurrencyConfig {
-            initial_limit: 8,
-            min_limit: 1 + i % 3,
-            max_limit: 8 + i % 4,
-            ..ConcurrencyConfig::default()
+        {
+            let mut c = ConcurrencyConfig::default();
+            c.initial_limit = 8;
+            c.min_limit = 1 + i % 3;
+            c.max_limit = 8 + i % 4;
+            c
         }
     };
     let mut balance = BalanceConfig::default();
@@ -56,11 +59,13 @@ fn variant(i: u32) -> PolicyConfig {
     balance.outlier.consecutive_failures = 3 + i % 5;
     balance.outlier.max_ejection_percent = 34;
     PolicyConfig {
-        rate_limit: Some(RateLimitConfig {
-            burst: Some(20 + i % 7),
-            queue_size,
-            max_wait: (queue_size > 0).then(|| Duration::from_millis(20 + u64::from(i % 5) * 10)),
-            ..RateLimitConfig::new(1_000 + i, Duration::from_secs(1))
+        rate_limit: Some({
+            let mut c = RateLimitConfig::new(1_000 + i, Duration::from_secs(1));
+            c.burst = Some(20 + i % 7);
+            c.queue_size = queue_size;
+            c.max_wait =
+                (queue_size > 0).then(|| Duration::from_millis(20 + u64::from(i % 5) * 10));
+            c
         }),
         concurrency_limit: Some(concurrency),
         circuit_breaker: Some(

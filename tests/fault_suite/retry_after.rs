@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{service_fn, BoxError, Layer, ServiceExt};
-use tower_prism::limit::ConcurrencyConfig;
+use tower_prism::limit::concurrency::ConcurrencyConfig;
 use tower_prism::retry::{replayable, RetryConfig};
 use tower_prism::ReliabilityLayer;
 

@@ -17,7 +17,9 @@ use tower::limit::ConcurrencyLimit as TowerConcurrencyLimit;
 use tower::Service;
 use tower_layer::Layer;
 use tower_prism_bench::Noop;
-use tower_prism_limit::concurrency::{AimdConfig, ConcurrencyLimitLayer, GradientConfig};
+use tower_prism_limit::concurrency::{
+    AimdConfig, ConcurrencyConfig, ConcurrencyLimitLayer, GradientConfig,
+};
 
 const THREADS: usize = 2;
 const LIMIT: u32 = 1_000;
@@ -61,21 +63,31 @@ fn call_now<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, req: u64) {
 }
 
 fn prism_aimd() -> ConcurrencyLimitLayer {
-    ConcurrencyLimitLayer::builder()
-        .initial_limit(LIMIT)
-        .limits(LIMIT, LIMIT * 2)
-        .aimd(AimdConfig::default())
-        .build()
-        .unwrap()
+    ConcurrencyLimitLayer::builder(
+        ConcurrencyConfig::builder()
+            .initial_limit(LIMIT)
+            .min_limit(LIMIT)
+            .max_limit(LIMIT * 2)
+            .algorithm(AimdConfig::default())
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap()
 }
 
 fn prism_gradient() -> ConcurrencyLimitLayer {
-    ConcurrencyLimitLayer::builder()
-        .initial_limit(LIMIT)
-        .limits(LIMIT, LIMIT * 2)
-        .gradient(GradientConfig::default())
-        .build()
-        .unwrap()
+    ConcurrencyLimitLayer::builder(
+        ConcurrencyConfig::builder()
+            .initial_limit(LIMIT)
+            .min_limit(LIMIT)
+            .max_limit(LIMIT * 2)
+            .algorithm(GradientConfig::default())
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap()
 }
 
 /// Benchmarks one contender on `threads` threads, each with its own clone of `svc`.

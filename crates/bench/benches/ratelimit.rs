@@ -25,7 +25,7 @@ use governor::{Quota, RateLimiter};
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_bench::Noop;
-use tower_prism_limit::{Clock, RateLimitLayer};
+use tower_prism_limit::rate::{Clock, RateLimitConfig, RateLimitLayer};
 
 const THREADS: usize = 2;
 const KEYS: u64 = 64;
@@ -113,12 +113,17 @@ fn admit_on(c: &mut Criterion, threads: usize) {
     let burst = NonZeroU32::new(1_000_000_000).unwrap();
 
     let layer = |clock: Clock| {
-        RateLimitLayer::builder()
-            .rate(1_000_000_000, Duration::from_secs(1))
-            .burst(burst.get())
-            .clock(clock)
-            .build()
-            .unwrap()
+        RateLimitLayer::builder(
+            RateLimitConfig::builder()
+                .rate(1_000_000_000)
+                .period(Duration::from_secs(1))
+                .burst(burst.get())
+                .clock(clock)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
     };
     // The TSC variants read the clock through quanta, as governor does.
     for (name, clock) in [
@@ -232,14 +237,19 @@ fn keyed_service(
     period: Duration,
     burst: u32,
 ) -> impl Service<u64> + Clone {
-    RateLimitLayer::builder()
-        .rate(rate, period)
-        .burst(burst)
-        .max_keys(max_keys)
-        .build()
-        .unwrap()
-        .key_fn(|req: &u64| *req)
-        .layer(Noop)
+    RateLimitLayer::builder(
+        RateLimitConfig::builder()
+            .rate(rate)
+            .period(period)
+            .burst(burst)
+            .max_keys(max_keys)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap()
+    .key_fn(|req: &u64| *req)
+    .layer(Noop)
 }
 
 /// Times `iters` calls of `svc` with the keys `key(i)`; every call must be admitted at once.

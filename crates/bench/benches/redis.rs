@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::future::join_all;
 use tower_prism_bench::runtime;
-use tower_prism_limit::redis::{FailurePolicy, RedisRateLimitLayer};
+use tower_prism_limit::redis::{FailurePolicy, RedisConfig, RedisRateLimitLayer};
 
 struct Server(Child, u16);
 
@@ -54,22 +54,26 @@ fn bench(c: &mut Criterion) {
     for batch in [1u32, 16, 128] {
         // The highest rate the script supports (1/µs): we measure the decision cost.
         let layer = RedisRateLimitLayer::builder(
-            format!("redis://127.0.0.1:{}/", server.1),
-            format!("b{batch}"),
+            RedisConfig::builder(format!("redis://127.0.0.1:{}/", server.1))
+                .rate(1_000_000)
+                .period(Duration::from_secs(1))
+                .burst(1_000_000)
+                .timeout(Duration::from_secs(1))
+                .pre_allot(batch)
+                .build()
+                .unwrap(),
         )
-        .rate(1_000_000, Duration::from_secs(1))
-        .burst(1_000_000)
-        .timeout(Duration::from_secs(1))
-        .pre_allot(batch)
+        .name(format!("b{batch}"))
         .build()
         .expect("config");
-        rt.block_on(layer.acquire()).expect("redis reachable");
+        rt.block_on(layer.handle().acquire())
+            .expect("redis reachable");
         group.bench_with_input(BenchmarkId::new("sequential", batch), &layer, |b, layer| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let t = Instant::now();
                     for _ in 0..iters {
-                        let _ = layer.acquire().await;
+                        let _ = layer.handle().acquire().await;
                     }
                     t.elapsed()
                 })
@@ -85,7 +89,7 @@ fn bench(c: &mut Criterion) {
                         let t = Instant::now();
                         join_all((0..CONCURRENCY).map(|_| async move {
                             for _ in 0..per {
-                                let _ = layer.acquire().await;
+                                let _ = layer.handle().acquire().await;
                             }
                         }))
                         .await;
@@ -107,12 +111,18 @@ fn bench_down(c: &mut Criterion) {
         .local_addr()
         .expect("addr")
         .port(); // bound and dropped: nothing listens there
-    let layer = RedisRateLimitLayer::builder(format!("redis://127.0.0.1:{port}/"), "down")
-        .timeout(Duration::from_millis(20))
-        .failure_policy(FailurePolicy::FailOpen)
-        .build()
-        .expect("config");
-    rt.block_on(layer.acquire()).expect("fail open admits");
+    let layer = RedisRateLimitLayer::builder(
+        RedisConfig::builder(format!("redis://127.0.0.1:{port}/"))
+            .timeout(Duration::from_millis(20))
+            .failure_policy(FailurePolicy::FailOpen)
+            .build()
+            .unwrap(),
+    )
+    .name("down")
+    .build()
+    .expect("config");
+    rt.block_on(layer.handle().acquire())
+        .expect("fail open admits");
     let mut group = c.benchmark_group("redis_decision");
     group.throughput(Throughput::Elements(1));
     group.bench_function("down_fail_open", |b| {
@@ -120,7 +130,7 @@ fn bench_down(c: &mut Criterion) {
             rt.block_on(async {
                 let t = Instant::now();
                 for _ in 0..iters {
-                    let _ = layer.acquire().await;
+                    let _ = layer.handle().acquire().await;
                 }
                 t.elapsed()
             })

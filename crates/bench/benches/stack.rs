@@ -17,9 +17,9 @@ use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_prism::balance::BalanceConfig;
 use tower_prism::breaker::BreakerConfig;
-use tower_prism::Clock;
-use tower_prism::limit::RateLimitConfig;
+use tower_prism::limit::rate::RateLimitConfig;
 use tower_prism::retry::RetryConfig;
+use tower_prism::Clock;
 use tower_prism::ReliabilityLayer;
 use tower_prism_bench::Noop;
 
@@ -94,9 +94,10 @@ fn bench(c: &mut Criterion) {
     // And with the limiter and breaker on the TSC clock (`clock = "tsc"`).
     let tsc = ReliabilityLayer::builder()
         .name("bench")
-        .rate_limit(RateLimitConfig {
-            clock: Clock::Tsc,
-            ..RateLimitConfig::new(HUGE, Duration::from_secs(1))
+        .rate_limit({
+            let mut c = RateLimitConfig::new(HUGE, Duration::from_secs(1));
+            c.clock = Clock::Tsc;
+            c
         })
         .circuit_breaker(BreakerConfig::builder().clock(Clock::Tsc).build().unwrap())
         .retry(RetryConfig::default())

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tower_prism_limit::redis::RedisRateLimitLayer;
+use tower_prism_limit::redis::{RedisConfig, RedisRateLimitLayer};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,15 +26,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for concurrency in [1u32, 32] {
         for batch in [1u32, 16, 128] {
             let layer = RedisRateLimitLayer::builder(
-                format!("redis://127.0.0.1:{port}/"),
-                format!("c{concurrency}b{batch}"),
+                RedisConfig::builder(format!("redis://127.0.0.1:{port}/"))
+                    .rate(1_000_000)
+                    .period(Duration::from_secs(1))
+                    .burst(1_000_000)
+                    .timeout(Duration::from_secs(1))
+                    .pre_allot(batch)
+                    .build()
+                    .unwrap(),
             )
-            .rate(1_000_000, Duration::from_secs(1))
-            .burst(1_000_000)
-            .timeout(Duration::from_secs(1))
-            .pre_allot(batch)
+            .name(format!("c{concurrency}b{batch}"))
             .build()?;
-            layer.acquire().await.map_err(|e| e.to_string())?;
+            layer.handle().acquire().await.map_err(|e| e.to_string())?;
             let mut rates = Vec::new();
             for _ in 0..5 {
                 let start = Instant::now();
@@ -63,7 +66,7 @@ async fn run_for_a_second(layer: &RedisRateLimitLayer, concurrency: u32, start: 
             let mut n = 0u64;
             while start.elapsed() < Duration::from_secs(1) {
                 // Admitted or rejected, each call is one decision.
-                let _ = layer.acquire().await;
+                let _ = layer.handle().acquire().await;
                 n += 1;
             }
             n

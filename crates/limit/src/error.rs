@@ -1,8 +1,10 @@
-//! The rate limiter's rejections.
+//! [`Error`]: every rejection of the limiters in this crate.
 
 use std::time::Duration;
 
-/// Why the rate limiter refused a request. Services return it boxed in a
+/// Why a limiter refused a request: the rate limiter ([`rate`](crate::rate)), the
+/// concurrency limiter ([`concurrency`](crate::concurrency)) or the Redis rate limiter
+/// (`redis`). Services return it boxed in a
 /// [`tower::BoxError`](https://docs.rs/tower/latest/tower/type.BoxError.html); downcast to
 /// read it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +36,23 @@ pub enum Error {
         /// The limiter's burst.
         burst: u32,
     },
+    /// `limit` requests were already in flight and the concurrency limiter does not wait.
+    #[error("concurrency limit of {limit} reached")]
+    ConcurrencyLimited {
+        /// The limit at the time.
+        limit: u32,
+    },
+    /// The request waited the concurrency limiter's `max_wait` without a permit coming
+    /// free.
+    #[error("concurrency limit reached; no permit after waiting {waited:?}")]
+    ConcurrencyTimeout {
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The Redis rate limiter could not decide (Redis did not answer in time, or answered
+    /// with an error) and its failure policy is to fail closed. The text is redacted.
+    #[error("redis rate limiter backend unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -53,6 +72,9 @@ impl Error {
             Error::Shed => "shed",
             Error::QueueTimeout { .. } => "timeout",
             Error::WeightExceedsBurst { .. } => "weight",
+            Error::ConcurrencyLimited { .. } => "concurrency",
+            Error::ConcurrencyTimeout { .. } => "concurrency_timeout",
+            Error::Unavailable(_) => "backend",
         }
     }
 }

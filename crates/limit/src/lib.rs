@@ -1,98 +1,100 @@
-//! Rate limiting for [tower]: a lock-free token bucket (GCRA) shared by every clone, with
-//! weights, per-key buckets of bounded memory, a bounded priority wait queue and an
-//! adaptive rate that follows downstream health.
+//! Limits for [tower] services: how many requests per period ([`rate`]), how many at once
+//! ([`concurrency`]), and a rate shared by every instance of a service through Redis
+//! (`redis`, behind the `redis` feature). Part of [tower-prism].
+//!
+//! # Overview
+//!
+//! The two ways to bound what reaches a service, as tower's own `limit::{rate,
+//! concurrency}`:
+//!
+//! - [`rate`]: a lock-free token bucket (GCRA) shared by every clone of the service, with
+//!   request weights, per-key buckets of bounded memory, a bounded priority wait queue and
+//!   an adaptive rate that follows downstream health.
+//! - [`concurrency`]: a cap on requests in flight that follows the downstream's latency and
+//!   failures (AIMD, or a latency gradient), failing fast or waiting a bounded time.
+//! - `redis` (feature `redis`): one rate limit (per key, if wanted) shared by every
+//!   instance of a service, decided by a GCRA script on Redis or a Redis Cluster, with a
+//!   failure policy for when Redis cannot answer.
+//!
+//! Every component has the same shape: a serde `XConfig` with a builder and `validate`, an
+//! `XLayer` made `from_config` (or with a `builder` for what only code can give: a name,
+//! key functions, a health signal), and a shared handle reached with `handle()` for
+//! `snapshot()` and `reconfigure()`.
+//!
+//! Rejections come from the response future, never from `poll_ready`, as one [`Error`]
+//! boxed in a `tower::BoxError`; downcast to read it (`retry_after`, the limit...).
+//!
+//! # Example
+//!
+//! A rate limit of 100 requests a second (bursts of 20) in front of a concurrency limit of
+//! at most 10 requests in flight:
 //!
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-//! use tower_prism_limit::{Error, RateLimitLayer};
+//! use tower_prism_limit::concurrency::{ConcurrencyConfig, ConcurrencyLimitLayer};
+//! use tower_prism_limit::rate::{RateLimitConfig, RateLimitLayer};
+//! use tower_prism_limit::Error;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let layer = RateLimitLayer::builder()
-//!     .rate(2, Duration::from_secs(1))
-//!     .burst(2)
-//!     .name("example")
-//!     .build()
-//!     .expect("a valid config");
-//! let limiter = layer.limiter().clone();
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let rate = RateLimitLayer::from_config(&RateLimitConfig::builder().rate(100).burst(20).build()?)?;
+//! let concurrency = ConcurrencyLimitLayer::from_config(&ConcurrencyConfig::fixed(10))?;
+//! let limiter = rate.handle().clone();
 //! let mut svc = ServiceBuilder::new()
-//!     .layer(layer)
+//!     .layer(rate)
+//!     .layer(concurrency)
 //!     .service(service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n * 2) }));
 //!
-//! assert_eq!(svc.ready().await.unwrap().call(1).await.unwrap(), 2);
-//! assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), 4);
-//! let err = svc.ready().await.unwrap().call(3).await.unwrap_err();
-//! let err = err.downcast_ref::<Error>().expect("a rate limiter error");
-//! assert!(matches!(err, Error::RateLimited { retry_after } if *retry_after <= Duration::from_millis(500)));
+//! for n in 0..20 {
+//!     assert_eq!(svc.ready().await?.call(n).await?, n * 2);
+//! }
+//! // The burst is spent: the next call is refused, and told when to come back.
+//! let err = svc.ready().await?.call(20).await.unwrap_err();
+//! assert!(matches!(err.downcast_ref::<Error>(), Some(Error::RateLimited { .. })));
 //! assert_eq!(limiter.snapshot().tokens, 0);
-//! # }
+//! # Ok(()) }
 //! ```
 //!
-//! Per-key limits, priorities and weights are closures over the request:
+//! The same limits from a config file:
 //!
 //! ```
-//! # use std::time::Duration;
-//! # use tower_prism_limit::RateLimitLayer;
-//! struct Req { api_key: String, urgent: bool, batch: u32 }
-//! let layer = RateLimitLayer::builder()
-//!     .rate(100, Duration::from_secs(1))
-//!     .queue(64, Duration::from_millis(250))
-//!     .max_keys(10_000)
-//!     .build()
-//!     .unwrap()
-//!     .key_fn(|r: &Req| r.api_key.clone())
-//!     .priority_fn(|r: &Req| if r.urgent { 10 } else { 0 })
-//!     .weight_fn(|r: &Req| r.batch);
-//! # let _ = layer;
+//! use tower_prism_limit::concurrency::ConcurrencyConfig;
+//! use tower_prism_limit::rate::RateLimitConfig;
+//!
+//! let rate: RateLimitConfig = toml::from_str("rate = 100\nburst = 20").unwrap();
+//! let concurrency: ConcurrencyConfig = toml::from_str("initial_limit = 10\nmin_limit = 10\nmax_limit = 10").unwrap();
+//! assert_eq!(rate, RateLimitConfig::builder().rate(100).burst(20).build().unwrap());
+//! assert_eq!(concurrency, ConcurrencyConfig::fixed(10));
 //! ```
 //!
-//! Rejections are [`Error`]s in a [`BoxError`], returned from the response future, never
-//! from `poll_ready`. The admit path of an unkeyed limiter takes no lock and allocates
-//! nothing. A keyed admission takes one shard lock for bounded work (a lookup; a new key
-//! looks at no more than 8 tracked keys), and allocates nothing once the map has grown;
-//! waiting and adaptation take short locks off the admit path.
+//! # Feature flags
 //!
-//! The buckets read [`tokio::time::Instant`] by default, so `tokio::time::pause()` drives
-//! them in tests; [`Clock::Tsc`] (`.clock(Clock::Tsc)`, `clock = "tsc"`) reads the CPU's
-//! time-stamp counter instead (an uncontended admission went from ~48 ns to ~31 ns in
-//! `BENCHMARKS.md`), but does not follow paused time.
-//!
-//! Behind the `redis` cargo feature, the `redis` module shares one limit (per key, if
-//! wanted) across every instance of a service, with a GCRA script on Redis (one server or
-//! a Redis Cluster).
+//! - `redis` (off by default): the `redis` module, a rate limit shared through Redis (TLS
+//!   with rustls and AUTH included).
 //!
 //! [tower]: https://docs.rs/tower
+//! [tower-prism]: https://docs.rs/tower-prism
 
-pub mod adaptive;
-pub mod backend;
-pub mod bucket;
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backend;
+mod bucket;
 pub mod concurrency;
-mod config;
 mod error;
-mod future;
 mod keyed;
-mod layer;
-mod limiter;
-pub mod policy;
 mod queue;
+pub mod rate;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
-mod service;
 
-pub use adaptive::AdaptiveConfig;
-pub use backend::{Backend, LocalBackend};
-pub use concurrency::{
-    ConcurrencyConfig, ConcurrencyError, ConcurrencyLimit, ConcurrencyLimitLayer,
-    ConcurrencyLimiter,
-};
-pub use config::RateLimitConfig;
 pub use error::Error;
-pub use future::ResponseFuture;
-pub use layer::{RateLimitBuilder, RateLimitLayer};
-pub use limiter::{RateLimiter, Snapshot};
-pub use service::RateLimit;
-pub use tower_prism_core::Clock;
 
-/// The error type of the services here: any error, boxed (as `tower::BoxError`).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Takes the service that `poll_ready` made ready, for a future that will call it later
+/// (after a wait), leaving a clone in its place to be driven to readiness before the next
+/// call: the standard tower pattern for a stage that may delay its call.
+pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}

@@ -3,23 +3,28 @@
 use std::time::Duration;
 
 use tower_layer::Layer;
-use tower_prism_limit::{Clock, RateLimitBuilder, RateLimitLayer};
+use tower_prism_limit::rate::{Clock, RateLimitConfig, RateLimitConfigBuilder, RateLimitLayer};
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// A limiter that admits every call here (10^9/s, burst 10^6).
-fn roomy() -> RateLimitBuilder {
-    RateLimitLayer::builder()
-        .rate(1_000_000_000, Duration::from_secs(1))
+fn roomy() -> RateLimitConfigBuilder {
+    RateLimitConfig::builder()
+        .rate(1_000_000_000)
+        .period(Duration::from_secs(1))
         .burst(1_000_000)
+}
+
+fn layer(config: RateLimitConfigBuilder) -> RateLimitLayer {
+    RateLimitLayer::from_config(&config.build().unwrap()).unwrap()
 }
 
 #[test]
 fn admitted_calls_allocate_nothing() {
     for clock in [Clock::Tokio, Clock::Tsc] {
-        let mut unkeyed = roomy().clock(clock).build().unwrap().layer(Echo);
+        let mut unkeyed = layer(roomy().clock(clock)).layer(Echo);
         assert_eq!(
             allocations_per_call(&mut unkeyed, |i| i % 4, 100, 1000),
             0,
@@ -28,11 +33,8 @@ fn admitted_calls_allocate_nothing() {
     }
 
     // Also with a queue configured (nobody waiting) and with keys of a fixed set.
-    let queued = roomy()
-        .queue(16, Duration::from_millis(10))
-        .build()
-        .unwrap()
-        .key_fn(|req: &u64| *req);
+    let queued =
+        layer(roomy().queue_size(16).max_wait(Duration::from_millis(10))).key_fn(|req: &u64| *req);
     let mut keyed = queued.layer(Echo);
     assert_eq!(
         allocations_per_call(&mut keyed, |i| i % 4, 100, 1000),

@@ -4,9 +4,11 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use tower::BoxError;
 use tower::{service_fn, Service, ServiceExt};
 use tower_layer::Layer;
-use tower_prism_limit::{BoxError, Clock, Error, RateLimitConfig, RateLimitLayer};
+use tower_prism_limit::rate::{Clock, RateLimitConfig, RateLimitLayer};
+use tower_prism_limit::Error;
 
 fn echo() -> impl Service<u32, Response = u32, Error = Infallible> + Clone {
     service_fn(|n: u32| async move { Ok::<_, Infallible>(n) })
@@ -14,12 +16,17 @@ fn echo() -> impl Service<u32, Response = u32, Error = Infallible> + Clone {
 
 /// A limiter of `rate` per `period` and `burst` on the TSC clock.
 fn tsc(rate: u32, period: Duration, burst: u32) -> RateLimitLayer {
-    RateLimitLayer::builder()
-        .rate(rate, period)
-        .burst(burst)
-        .clock(Clock::Tsc)
-        .build()
-        .unwrap()
+    RateLimitLayer::builder(
+        RateLimitConfig::builder()
+            .rate(rate)
+            .period(period)
+            .burst(burst)
+            .clock(Clock::Tsc)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap()
 }
 
 fn retry_after(result: Result<u32, BoxError>) -> Duration {
@@ -32,7 +39,7 @@ fn retry_after(result: Result<u32, BoxError>) -> Duration {
 #[tokio::test]
 async fn a_tsc_limiter_admits_the_burst_then_refuses_with_the_refill_time() {
     let layer = tsc(1, Duration::from_secs(3600), 2);
-    assert_eq!(layer.limiter().clock(), Clock::Tsc);
+    assert_eq!(layer.handle().clock(), Clock::Tsc);
     let svc = layer.layer(echo());
     assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1);
     assert_eq!(svc.clone().oneshot(2).await.unwrap(), 2);
@@ -41,7 +48,7 @@ async fn a_tsc_limiter_admits_the_burst_then_refuses_with_the_refill_time() {
         wait > Duration::from_secs(3590) && wait <= Duration::from_secs(3600),
         "{wait:?}"
     );
-    assert_eq!(layer.limiter().snapshot().tokens, 0);
+    assert_eq!(layer.handle().snapshot().tokens, 0);
 }
 
 #[tokio::test]
@@ -75,14 +82,20 @@ async fn a_tsc_limiter_ignores_paused_time() {
 
 #[test]
 fn a_running_limiter_keeps_its_clock() {
-    let layer = RateLimitLayer::builder()
-        .rate(10, Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let limiter = layer.limiter();
-    let tsc = RateLimitConfig {
-        clock: Clock::Tsc,
-        ..RateLimitConfig::new(20, Duration::from_secs(1))
+    let layer = RateLimitLayer::builder(
+        RateLimitConfig::builder()
+            .rate(10)
+            .period(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
+    let limiter = layer.handle();
+    let tsc = {
+        let mut c = RateLimitConfig::new(20, Duration::from_secs(1));
+        c.clock = Clock::Tsc;
+        c
     };
     let err = limiter.reconfigure(&tsc).unwrap_err();
     assert_eq!(err.field(), "clock");

@@ -14,14 +14,15 @@ use proptest::prelude::*;
 use tokio::sync::oneshot;
 use tokio::time::sleep;
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
+use tower::BoxError;
 use tower::{service_fn, Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::{DefaultClassifier, Outcome};
 use tower_prism_limit::concurrency::{
-    AimdConfig, ConcurrencyConfig, ConcurrencyError, ConcurrencyLimit, ConcurrencyLimitLayer,
-    ConcurrencyLimiter, GradientConfig,
+    AimdConfig, ConcurrencyConfig, ConcurrencyLimit, ConcurrencyLimitLayer, ConcurrencyLimiter,
+    GradientConfig,
 };
-use tower_prism_limit::BoxError;
+use tower_prism_limit::Error;
 
 type Reply = Result<u32, String>;
 
@@ -67,9 +68,9 @@ impl Gate {
     }
 }
 
-fn concurrency_error(err: &BoxError) -> &ConcurrencyError {
-    err.downcast_ref::<ConcurrencyError>()
-        .unwrap_or_else(|| panic!("not a ConcurrencyError: {err}"))
+fn concurrency_error(err: &BoxError) -> &Error {
+    err.downcast_ref::<Error>()
+        .unwrap_or_else(|| panic!("not a Error: {err}"))
 }
 
 fn fixed(limit: u32) -> ConcurrencyLimitLayer {
@@ -80,7 +81,7 @@ fn fixed(limit: u32) -> ConcurrencyLimitLayer {
 async fn over_the_limit_fails_fast_from_the_future_not_poll_ready() {
     let gate = Gate::default();
     let layer = fixed(2);
-    let limiter = layer.limiter().clone();
+    let limiter = layer.handle().clone();
     let mut svc = layer.layer(gate.clone());
 
     let (tx1, rx1) = oneshot::channel();
@@ -100,7 +101,7 @@ async fn over_the_limit_fails_fast_from_the_future_not_poll_ready() {
     let err = assert_ready!(third.poll()).unwrap_err();
     assert_eq!(
         concurrency_error(&err),
-        &ConcurrencyError::LimitReached { limit: 2 }
+        &Error::ConcurrencyLimited { limit: 2 }
     );
     assert_eq!(
         gate.active(),
@@ -128,12 +129,13 @@ fn one_permit_waiting(
     ConcurrencyLimit<Gate, DefaultClassifier>,
 ) {
     let gate = Gate::default();
-    let layer = ConcurrencyLimitLayer::from_config(&ConcurrencyConfig {
-        max_wait: Some(max_wait),
-        ..ConcurrencyConfig::fixed(1)
+    let layer = ConcurrencyLimitLayer::from_config(&{
+        let mut c = ConcurrencyConfig::fixed(1);
+        c.max_wait = Some(max_wait);
+        c
     })
     .unwrap();
-    let limiter = layer.limiter().clone();
+    let limiter = layer.handle().clone();
     (gate.clone(), limiter, layer.layer(gate))
 }
 
@@ -205,7 +207,7 @@ async fn a_waiter_takes_the_freed_permit_or_times_out() {
     let err = third.await.unwrap_err();
     assert_eq!(
         concurrency_error(&err),
-        &ConcurrencyError::Timeout {
+        &Error::ConcurrencyTimeout {
             waited: Duration::from_millis(100)
         }
     );
@@ -247,7 +249,7 @@ where
     for h in handles {
         match h.await.unwrap() {
             Ok(_) => ok += 1,
-            Err(e) if e.is::<ConcurrencyError>() => rejected += 1,
+            Err(e) if e.is::<Error>() => rejected += 1,
             Err(_) => failed += 1,
         }
     }
@@ -268,16 +270,22 @@ fn sleeper() -> impl Service<Job, Response = (), Error = &'static str, Future: S
 
 #[tokio::test(start_paused = true)]
 async fn aimd_shrinks_on_failures_and_grows_while_healthy_within_bounds() {
-    let layer = ConcurrencyLimitLayer::builder()
-        .initial_limit(8)
-        .limits(2, 12)
-        .aimd(AimdConfig {
-            backoff_ratio: 0.5,
-            ..AimdConfig::default()
-        })
-        .build()
-        .unwrap();
-    let limiter = layer.limiter().clone();
+    let layer = ConcurrencyLimitLayer::builder(
+        ConcurrencyConfig::builder()
+            .initial_limit(8)
+            .min_limit(2)
+            .max_limit(12)
+            .algorithm({
+                let mut c = AimdConfig::default();
+                c.backoff_ratio = 0.5;
+                c
+            })
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
+    let limiter = layer.handle().clone();
     let svc = layer.layer(sleeper());
 
     assert_eq!(batch(&svc, 8, job(10, true)).await, (0, 8, 0));
@@ -306,17 +314,23 @@ async fn aimd_shrinks_on_failures_and_grows_while_healthy_within_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn aimd_treats_slow_calls_as_overload() {
-    let layer = ConcurrencyLimitLayer::builder()
-        .initial_limit(10)
-        .limits(1, 10)
-        .aimd(AimdConfig {
-            backoff_ratio: 0.5,
-            latency_threshold: Some(Duration::from_millis(50)),
-            ..AimdConfig::default()
-        })
-        .build()
-        .unwrap();
-    let limiter = layer.limiter().clone();
+    let layer = ConcurrencyLimitLayer::builder(
+        ConcurrencyConfig::builder()
+            .initial_limit(10)
+            .min_limit(1)
+            .max_limit(10)
+            .algorithm({
+                let mut c = AimdConfig::default();
+                c.backoff_ratio = 0.5;
+                c.latency_threshold = Some(Duration::from_millis(50));
+                c
+            })
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
+    let limiter = layer.handle().clone();
     let svc = layer.layer(sleeper());
     batch(&svc, 1, job(80, false)).await;
     assert_eq!(limiter.snapshot().limit, 5);
@@ -327,13 +341,18 @@ async fn aimd_treats_slow_calls_as_overload() {
 
 #[tokio::test(start_paused = true)]
 async fn gradient_lowers_the_limit_when_latency_rises_and_recovers() {
-    let layer = ConcurrencyLimitLayer::builder()
-        .initial_limit(20)
-        .limits(4, 50)
-        .gradient(GradientConfig::default())
-        .build()
-        .unwrap();
-    let limiter = layer.limiter().clone();
+    let layer = ConcurrencyLimitLayer::builder(
+        ConcurrencyConfig::builder()
+            .initial_limit(20)
+            .min_limit(4)
+            .max_limit(50)
+            .algorithm(GradientConfig::default())
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
+    let limiter = layer.handle().clone();
     let svc = layer.layer(sleeper());
     for _ in 0..10 {
         let limit = limiter.snapshot().limit;
@@ -366,21 +385,27 @@ async fn gradient_lowers_the_limit_when_latency_rises_and_recovers() {
 #[tokio::test(start_paused = true)]
 async fn the_classifier_decides_what_a_failure_is() {
     let inner = service_fn(|code: u16| async move { Ok::<u16, &'static str>(code) });
-    let layer = ConcurrencyLimitLayer::builder()
-        .initial_limit(10)
-        .limits(1, 10)
-        .aimd(AimdConfig {
-            backoff_ratio: 0.5,
-            ..AimdConfig::default()
-        })
-        .build()
-        .unwrap()
-        .classifier(|r: Result<&u16, &&'static str>| match r {
-            Ok(code) if *code >= 500 => Outcome::RETRYABLE,
-            Ok(code) if *code == 401 => Outcome::Fatal,
-            _ => Outcome::Success,
-        });
-    let limiter = layer.limiter().clone();
+    let layer = ConcurrencyLimitLayer::builder(
+        ConcurrencyConfig::builder()
+            .initial_limit(10)
+            .min_limit(1)
+            .max_limit(10)
+            .algorithm({
+                let mut c = AimdConfig::default();
+                c.backoff_ratio = 0.5;
+                c
+            })
+            .build()
+            .unwrap(),
+    )
+    .classify(|r: Result<&u16, &&'static str>| match r {
+        Ok(code) if *code >= 500 => Outcome::RETRYABLE,
+        Ok(code) if *code == 401 => Outcome::Fatal,
+        _ => Outcome::Success,
+    })
+    .build()
+    .unwrap();
+    let limiter = layer.handle().clone();
     let mut svc = layer.layer(inner);
     assert_eq!(svc.ready().await.unwrap().call(503).await.unwrap(), 503);
     assert_eq!(
@@ -396,7 +421,7 @@ async fn the_classifier_decides_what_a_failure_is() {
 async fn reconfigure_applies_to_the_running_limiter() {
     let gate = Gate::default();
     let layer = fixed(4);
-    let limiter = layer.limiter().clone();
+    let limiter = layer.handle().clone();
     let mut svc = layer.layer(gate.clone());
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -406,14 +431,15 @@ async fn reconfigure_applies_to_the_running_limiter() {
         held.push((tx, f));
     }
 
-    let bad = ConcurrencyConfig {
-        min_limit: 0,
-        ..ConcurrencyConfig::default()
+    let bad = {
+        let mut c = ConcurrencyConfig::default();
+        c.min_limit = 0;
+        c
     };
-    assert_eq!(limiter.reconfigure(bad).unwrap_err().field(), "min_limit");
+    assert_eq!(limiter.reconfigure(&bad).unwrap_err().field(), "min_limit");
     assert_eq!(limiter.snapshot().limit, 4, "a bad config changes nothing");
 
-    limiter.reconfigure(ConcurrencyConfig::fixed(1)).unwrap();
+    limiter.reconfigure(&ConcurrencyConfig::fixed(1)).unwrap();
     let snap = limiter.snapshot();
     assert_eq!(
         (snap.limit, snap.in_flight),
@@ -424,7 +450,7 @@ async fn reconfigure_applies_to_the_running_limiter() {
     let err = svc.ready().await.unwrap().call(rx).await.unwrap_err();
     assert_eq!(
         concurrency_error(&err),
-        &ConcurrencyError::LimitReached { limit: 1 }
+        &Error::ConcurrencyLimited { limit: 1 }
     );
 
     // Finishing the holders drains in-flight below the new limit.
@@ -442,7 +468,7 @@ async fn reconfigure_applies_to_the_running_limiter() {
     // max_wait can be switched on at run time.
     let mut with_wait = ConcurrencyConfig::fixed(1);
     with_wait.max_wait = Some(Duration::from_millis(5));
-    limiter.reconfigure(with_wait.clone()).unwrap();
+    limiter.reconfigure(&with_wait).unwrap();
     assert_eq!(limiter.config(), with_wait);
     assert_eq!(limiter.max_wait(), Some(Duration::from_millis(5)));
 }
@@ -459,7 +485,7 @@ async fn raising_the_limit_wakes_waiters() {
 
     let mut wider = ConcurrencyConfig::fixed(2);
     wider.max_wait = Some(Duration::from_secs(1));
-    limiter.reconfigure(wider).unwrap();
+    limiter.reconfigure(&wider).unwrap();
     assert!(second.is_woken());
     assert_pending!(second.poll());
     assert_eq!(gate.active(), 2);
@@ -491,12 +517,17 @@ proptest! {
     #[test]
     fn never_more_than_the_limit_in_flight(ops in proptest::collection::vec(op(), 1..80)) {
         let gate = Gate::default();
-        let layer = ConcurrencyLimitLayer::builder()
-            .initial_limit(3)
-            .limits(1, 8)
+        let layer = ConcurrencyLimitLayer::builder(
+            ConcurrencyConfig::builder()
+                .initial_limit(3)
+                .min_limit(1)
+                .max_limit(8)
+                .build()
+                .unwrap(),
+        )
             .build()
             .unwrap();
-        let limiter = layer.limiter().clone();
+        let limiter = layer.handle().clone();
         let mut svc = layer.layer(gate.clone());
         let mut held = Vec::new();
         for op in ops {
@@ -511,7 +542,7 @@ proptest! {
                             held.push((tx, f));
                         }
                         Poll::Ready(Err(e)) => {
-                            prop_assert!(e.is::<ConcurrencyError>());
+                            prop_assert!(e.is::<Error>());
                             prop_assert!(before.in_flight >= before.limit, "{before:?}");
                         }
                         Poll::Ready(Ok(_)) => prop_assert!(false, "finished without a reply"),
@@ -527,13 +558,14 @@ proptest! {
                     drop(held.swap_remove(index % held.len()));
                 }
                 Op::SetBounds { min, max } => {
-                    let config = ConcurrencyConfig {
-                        initial_limit: min,
-                        min_limit: min,
-                        max_limit: max,
-                        ..ConcurrencyConfig::default()
+                    let config = {
+                        let mut c = ConcurrencyConfig::default();
+                        c.initial_limit = min;
+                        c.min_limit = min;
+                        c.max_limit = max;
+                        c
                     };
-                    limiter.reconfigure(config).unwrap();
+                    limiter.reconfigure(&config).unwrap();
                     let limit = limiter.snapshot().limit;
                     prop_assert!((min..=max).contains(&limit));
                 }
@@ -551,16 +583,22 @@ proptest! {
 async fn metrics_follow_the_limit_in_flight_and_rejections() {
     let capture = tower_prism_testkit::metrics::Capture::default();
     let layer = metrics::with_local_recorder(&capture, || {
-        ConcurrencyLimitLayer::builder()
-            .name("api")
-            .initial_limit(10)
-            .limits(1, 10)
-            .aimd(AimdConfig {
-                backoff_ratio: 0.5,
-                ..AimdConfig::default()
-            })
-            .build()
-            .unwrap()
+        ConcurrencyLimitLayer::builder(
+            ConcurrencyConfig::builder()
+                .initial_limit(10)
+                .min_limit(1)
+                .max_limit(10)
+                .algorithm({
+                    let mut c = AimdConfig::default();
+                    c.backoff_ratio = 0.5;
+                    c
+                })
+                .build()
+                .unwrap(),
+        )
+        .name("api")
+        .build()
+        .unwrap()
     });
     let limit = "prism_ratelimit_concurrency_limit{name=api}";
     let in_flight = "prism_ratelimit_in_flight{name=api}";
@@ -579,7 +617,7 @@ async fn metrics_follow_the_limit_in_flight_and_rejections() {
     assert_eq!(capture.counter(rejected), 2);
     assert_eq!(
         capture.gauge(limit),
-        f64::from(layer.limiter().snapshot().limit)
+        f64::from(layer.handle().snapshot().limit)
     );
 }
 
@@ -617,12 +655,17 @@ fn threads_never_exceed_the_limit() {
     }
 
     let inner = Counted::default();
-    let layer = ConcurrencyLimitLayer::builder()
-        .initial_limit(3)
-        .limits(1, 3)
-        .build()
-        .unwrap();
-    let limiter = layer.limiter().clone();
+    let layer = ConcurrencyLimitLayer::builder(
+        ConcurrencyConfig::builder()
+            .initial_limit(3)
+            .min_limit(1)
+            .max_limit(3)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
+    let limiter = layer.handle().clone();
     let svc = layer.layer(inner.clone());
     let threads: Vec<_> = (0..4)
         .map(|_| {

@@ -9,7 +9,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tower_layer::Layer;
-use tower_prism_limit::concurrency::{AimdConfig, ConcurrencyLimitLayer, GradientConfig};
+use tower_prism_limit::concurrency::{
+    AimdConfig, ConcurrencyConfig, ConcurrencyLimitLayer, GradientConfig,
+};
 use tower_prism_testkit::{allocations, CountingAlloc};
 use tower_service::Service;
 
@@ -72,22 +74,33 @@ fn allocations_per_call<S: Service<u64>>(svc: &mut S) -> u64 {
 
 #[test]
 fn admitted_calls_allocate_nothing() {
-    let aimd = ConcurrencyLimitLayer::builder()
-        .limits(1, 100)
-        .aimd(AimdConfig {
-            latency_threshold: Some(Duration::from_secs(1)),
-            ..AimdConfig::default()
-        })
-        .build()
-        .unwrap();
+    let aimd = ConcurrencyLimitLayer::builder(
+        ConcurrencyConfig::builder()
+            .min_limit(1)
+            .max_limit(100)
+            .algorithm({
+                let mut c = AimdConfig::default();
+                c.latency_threshold = Some(Duration::from_secs(1));
+                c
+            })
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
     assert_eq!(allocations_per_call(&mut aimd.layer(Echo)), 0, "aimd");
 
-    let gradient = ConcurrencyLimitLayer::builder()
-        .limits(1, 100)
-        .gradient(GradientConfig::default())
-        .max_wait(Duration::from_millis(10)) // configured, but nobody has to wait
-        .build()
-        .unwrap();
+    // `max_wait` configured, but nobody has to wait.
+    let gradient = ConcurrencyLimitLayer::from_config(
+        &ConcurrencyConfig::builder()
+            .min_limit(1)
+            .max_limit(100)
+            .algorithm(GradientConfig::default())
+            .max_wait(Duration::from_millis(10))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         allocations_per_call(&mut gradient.layer(Echo)),
         0,

@@ -14,32 +14,35 @@ use std::time::Duration;
 use faults_support::{must_panic, Fault, Upstream, HOUR, MS};
 use proptest::prelude::*;
 use tokio::time::Instant;
+use tower::BoxError;
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::Outcome;
 use tower_prism_limit::concurrency::{
-    AimdConfig, ConcurrencyConfig, ConcurrencyError, ConcurrencyLimitLayer, ConcurrencyLimiter,
-    GradientConfig, LimitAlgorithm,
+    AimdConfig, ConcurrencyConfig, ConcurrencyLimitLayer, ConcurrencyLimiter, GradientConfig,
+    LimitAlgorithm,
 };
-use tower_prism_limit::BoxError;
+use tower_prism_limit::Error;
 
 /// Every kind of limiter under test: fixed, AIMD (with a latency threshold) and gradient,
 /// each failing fast and waiting up to 100 ms.
 fn configs() -> Vec<(String, ConcurrencyConfig)> {
-    let adaptive = |algorithm| ConcurrencyConfig {
-        initial_limit: 2,
-        min_limit: 1,
-        max_limit: 10,
-        algorithm,
-        ..ConcurrencyConfig::default()
+    let adaptive = |algorithm| {
+        let mut c = ConcurrencyConfig::default();
+        c.initial_limit = 2;
+        c.min_limit = 1;
+        c.max_limit = 10;
+        c.algorithm = algorithm;
+        c
     };
     let kinds = [
         ("fixed", ConcurrencyConfig::fixed(2)),
         (
             "aimd",
-            adaptive(LimitAlgorithm::Aimd(AimdConfig {
-                latency_threshold: Some(Duration::from_secs(1)),
-                ..AimdConfig::default()
+            adaptive(LimitAlgorithm::Aimd({
+                let mut c = AimdConfig::default();
+                c.latency_threshold = Some(Duration::from_secs(1));
+                c
             })),
         ),
         (
@@ -50,9 +53,10 @@ fn configs() -> Vec<(String, ConcurrencyConfig)> {
     let mut all = Vec::new();
     for (name, cfg) in kinds {
         all.push((format!("{name}, fail fast"), cfg.clone()));
-        let waiting = ConcurrencyConfig {
-            max_wait: Some(100 * MS),
-            ..cfg
+        let waiting = {
+            let mut c = cfg;
+            c.max_wait = Some(100 * MS);
+            c
         };
         all.push((format!("{name}, max_wait 100ms"), waiting));
     }
@@ -89,7 +93,7 @@ where
 async fn a_never_answering_upstream_holds_permits_only_until_the_futures_are_dropped() {
     for (case, cfg) in configs() {
         let layer = ConcurrencyLimitLayer::from_config(&cfg).unwrap();
-        let limiter = layer.limiter().clone();
+        let limiter = layer.handle().clone();
         let mut svc = layer.layer(Upstream::new());
         let limit = limiter.snapshot().limit;
         let mut stuck = Vec::new();
@@ -100,7 +104,7 @@ async fn a_never_answering_upstream_holds_permits_only_until_the_futures_are_dro
         // Full: refused at once, or after max_wait; either way nothing more is held.
         let refused = call(&mut svc, Fault::Answer).await.unwrap_err();
         assert!(
-            refused.downcast_ref::<ConcurrencyError>().is_some(),
+            refused.downcast_ref::<Error>().is_some(),
             "{case}: {refused}"
         );
         assert_eq!(limiter.snapshot().in_flight, limit, "{case}");
@@ -116,7 +120,7 @@ async fn a_never_answering_upstream_holds_permits_only_until_the_futures_are_dro
 async fn an_answer_after_an_hour_gives_the_permit_back_and_keeps_the_limit_in_bounds() {
     for (case, cfg) in configs() {
         let layer = ConcurrencyLimitLayer::from_config(&cfg).unwrap();
-        let limiter = layer.limiter().clone();
+        let limiter = layer.handle().clone();
         let mut svc = layer.layer(Upstream::new());
         let start = Instant::now();
         let limit = limiter.snapshot().limit;
@@ -138,7 +142,7 @@ async fn an_answer_after_an_hour_gives_the_permit_back_and_keeps_the_limit_in_bo
 async fn a_panic_in_the_upstreams_call_gives_the_permit_back() {
     for (case, cfg) in configs() {
         let layer = ConcurrencyLimitLayer::from_config(&cfg).unwrap();
-        let limiter = layer.limiter().clone();
+        let limiter = layer.handle().clone();
         let upstream = Upstream::new();
         let mut svc = layer.layer(upstream.clone());
         let ready = svc.ready().await.unwrap();
@@ -150,12 +154,13 @@ async fn a_panic_in_the_upstreams_call_gives_the_permit_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panic_in_the_upstreams_call_after_a_wait_gives_the_permit_back() {
-    let layer = ConcurrencyLimitLayer::from_config(&ConcurrencyConfig {
-        max_wait: Some(100 * MS),
-        ..ConcurrencyConfig::fixed(1)
+    let layer = ConcurrencyLimitLayer::from_config(&{
+        let mut c = ConcurrencyConfig::fixed(1);
+        c.max_wait = Some(100 * MS);
+        c
     })
     .unwrap();
-    let limiter = layer.limiter().clone();
+    let limiter = layer.handle().clone();
     let mut svc = layer.layer(Upstream::new());
     let holder = tokio::spawn(svc.ready().await.unwrap().call(Fault::After(10 * MS)));
     // Waits for the holder's permit, gets it at 10 ms, then panics calling the upstream.
@@ -169,7 +174,7 @@ async fn a_panic_in_the_upstreams_call_after_a_wait_gives_the_permit_back() {
 async fn a_panic_inside_the_upstreams_future_gives_the_permit_back() {
     for (case, cfg) in configs() {
         let layer = ConcurrencyLimitLayer::from_config(&cfg).unwrap();
-        let limiter = layer.limiter().clone();
+        let limiter = layer.handle().clone();
         let mut svc = layer.layer(Upstream::new());
         let future = svc.ready().await.unwrap().call(Fault::PanicAfter(10 * MS));
         assert_eq!(limiter.snapshot().in_flight, 1, "{case}");
@@ -180,12 +185,13 @@ async fn a_panic_inside_the_upstreams_future_gives_the_permit_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiter_gets_the_permit_of_a_call_whose_future_panicked() {
-    let layer = ConcurrencyLimitLayer::from_config(&ConcurrencyConfig {
-        max_wait: Some(100 * MS),
-        ..ConcurrencyConfig::fixed(1)
+    let layer = ConcurrencyLimitLayer::from_config(&{
+        let mut c = ConcurrencyConfig::fixed(1);
+        c.max_wait = Some(100 * MS);
+        c
     })
     .unwrap();
-    let limiter = layer.limiter().clone();
+    let limiter = layer.handle().clone();
     let mut svc = layer.layer(Upstream::new());
     let start = Instant::now();
     let holder = tokio::spawn(svc.ready().await.unwrap().call(Fault::PanicAfter(10 * MS)));
@@ -211,10 +217,11 @@ async fn a_panicking_classifier_gives_the_permit_back_and_the_limit_still_adapts
         Outcome::Success
     };
     let cfg = &configs()[2].1; // AIMD, fail fast
-    let layer = ConcurrencyLimitLayer::from_config(cfg)
-        .unwrap()
-        .classifier(classifier);
-    let limiter = layer.limiter().clone();
+    let layer = ConcurrencyLimitLayer::builder(cfg.clone())
+        .classify(classifier)
+        .build()
+        .unwrap();
+    let limiter = layer.handle().clone();
     let mut svc = layer.layer(Upstream::new());
     for _ in 0..3 {
         let future = svc.ready().await.unwrap().call(Fault::Answer);
@@ -246,7 +253,7 @@ async fn a_time_jump_of_days_leaves_nothing_held() {
     const DAYS: Duration = Duration::from_secs(30 * 86_400);
     for (case, cfg) in configs() {
         let layer = ConcurrencyLimitLayer::from_config(&cfg).unwrap();
-        let limiter = layer.limiter().clone();
+        let limiter = layer.handle().clone();
         let mut svc = layer.layer(Upstream::new());
         let limit = limiter.snapshot().limit;
         let mut held: Vec<_> = (0..limit)
@@ -280,30 +287,37 @@ async fn a_time_jump_of_days_leaves_nothing_held() {
 #[tokio::test(start_paused = true)]
 async fn an_absurd_max_wait_is_refused_and_the_longest_wait_ends_on_time() {
     let eons = Duration::from_secs(500_000_000_000 * 31_557_600);
-    let refused = ConcurrencyLimitLayer::builder()
-        .limits(1, 1)
+    let refused = ConcurrencyConfig::builder()
+        .min_limit(1)
+        .max_limit(1)
         .initial_limit(1)
         .max_wait(eons)
         .build()
         .unwrap_err();
     assert_eq!(refused.field(), "max_wait");
+    // A config that skipped validation is checked again by the layer.
+    let mut unchecked = ConcurrencyConfig::fixed(1);
+    unchecked.max_wait = Some(eons);
+    let refused = ConcurrencyLimitLayer::from_config(&unchecked).unwrap_err();
+    assert_eq!(refused.field(), "max_wait");
     let text = "initial_limit = 1\nmin_limit = 1\nmax_limit = 1\nmax_wait = \"500000000000y\"";
     let cfg: ConcurrencyConfig = toml::from_str(text).unwrap();
     assert_eq!(cfg.validate().unwrap_err().field(), "max_wait");
 
-    let layer = ConcurrencyLimitLayer::from_config(&ConcurrencyConfig {
-        max_wait: Some(ConcurrencyConfig::MAX_WAIT),
-        ..ConcurrencyConfig::fixed(1)
+    let layer = ConcurrencyLimitLayer::from_config(&{
+        let mut c = ConcurrencyConfig::fixed(1);
+        c.max_wait = Some(ConcurrencyConfig::MAX_WAIT);
+        c
     })
     .unwrap();
-    let limiter = layer.limiter().clone();
+    let limiter = layer.handle().clone();
     let mut svc = layer.layer(Upstream::new());
     let _holder = svc.ready().await.unwrap().call(Fault::Never);
     let start = Instant::now();
     let waited = call(&mut svc, Fault::Answer).await.unwrap_err();
     assert!(matches!(
-        waited.downcast_ref::<ConcurrencyError>(),
-        Some(ConcurrencyError::Timeout { .. })
+        waited.downcast_ref::<Error>(),
+        Some(Error::ConcurrencyTimeout { .. })
     ));
     assert_eq!(start.elapsed(), ConcurrencyConfig::MAX_WAIT);
     assert_eq!(limiter.snapshot().waiting, 0);
@@ -353,7 +367,7 @@ proptest! {
         runtime.block_on(async move {
             let (case, cfg) = configs().swap_remove(config);
             let layer = ConcurrencyLimitLayer::from_config(&cfg).unwrap();
-            let limiter = layer.limiter().clone();
+            let limiter = layer.handle().clone();
             let upstream = Upstream::new();
             let mut svc = layer.layer(upstream.clone());
             let mut calls = Vec::new();
@@ -401,10 +415,12 @@ fn any_algorithm() -> impl Strategy<Value = LimitAlgorithm> {
             proptest::option::of(prop_oneof![6 => 1u64..10_000_000_000, 1 => any::<u64>()]),
         )
             .prop_map(|(backoff_ratio, increase_by, threshold)| {
-                LimitAlgorithm::Aimd(AimdConfig {
-                    backoff_ratio,
-                    increase_by,
-                    latency_threshold: threshold.map(Duration::from_nanos),
+                LimitAlgorithm::Aimd({
+                    let mut c = AimdConfig::default();
+                    c.backoff_ratio = backoff_ratio;
+                    c.increase_by = increase_by;
+                    c.latency_threshold = threshold.map(Duration::from_nanos);
+                    c
                 })
             }),
         (
@@ -414,11 +430,13 @@ fn any_algorithm() -> impl Strategy<Value = LimitAlgorithm> {
             count,
         )
             .prop_map(|(smoothing, tolerance, long_window, queue_size)| {
-                LimitAlgorithm::Gradient(GradientConfig {
-                    smoothing,
-                    tolerance,
-                    long_window,
-                    queue_size,
+                LimitAlgorithm::Gradient({
+                    let mut c = GradientConfig::default();
+                    c.smoothing = smoothing;
+                    c.tolerance = tolerance;
+                    c.long_window = long_window;
+                    c.queue_size = queue_size;
+                    c
                 })
             }),
     ]
@@ -443,12 +461,14 @@ proptest! {
         latencies in proptest::collection::vec(prop_oneof![0u64..2_000, Just(3_600_000)], 1..12),
     ) {
         let (initial_limit, min_limit, max_limit) = limits;
-        let cfg = ConcurrencyConfig {
-            initial_limit,
-            min_limit,
-            max_limit,
-            max_wait: max_wait.map(Duration::from_nanos),
-            algorithm,
+        let cfg = {
+            let mut c = ConcurrencyConfig::default();
+            c.initial_limit = initial_limit;
+            c.min_limit = min_limit;
+            c.max_limit = max_limit;
+            c.max_wait = max_wait.map(Duration::from_nanos);
+            c.algorithm = algorithm;
+            c
         };
         if let Err(err) = cfg.validate() {
             prop_assert!(!err.field().is_empty());
@@ -461,7 +481,7 @@ proptest! {
             .unwrap();
         runtime.block_on(async move {
             let layer = ConcurrencyLimitLayer::from_config(&cfg).unwrap();
-            let limiter = layer.limiter().clone();
+            let limiter = layer.handle().clone();
             let mut svc = layer.layer(Upstream::new());
             let calls: Vec<_> = latencies
                 .iter()

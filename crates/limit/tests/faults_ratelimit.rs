@@ -16,12 +16,12 @@ use faults_support::{must_panic, Fault, Upstream, DELIBERATE, HOUR, MS};
 use proptest::prelude::*;
 use tokio::time::{advance, Instant};
 use tower::util::MapRequest;
+use tower::BoxError;
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::{HealthSignal, Outcome};
-use tower_prism_limit::{
-    AdaptiveConfig, BoxError, Error, RateLimitConfig, RateLimitLayer, RateLimiter,
-};
+use tower_prism_limit::rate::{AdaptiveConfig, RateLimitConfig, RateLimitLayer, RateLimiter};
+use tower_prism_limit::Error;
 
 /// A request: its priority (`PANIC` makes the user's functions panic) and what the upstream
 /// does with it.
@@ -34,11 +34,12 @@ const PANIC_IN_PRIORITY: u32 = u32::MAX - 1;
 
 /// 10 a second, a burst of 2, and a queue of 4 waiting up to 500 ms (or no queue).
 fn config(queue: bool) -> RateLimitConfig {
-    RateLimitConfig {
-        burst: Some(2),
-        queue_size: if queue { 4 } else { 0 },
-        max_wait: queue.then_some(500 * MS),
-        ..RateLimitConfig::new(10, Duration::from_secs(1))
+    {
+        let mut c = RateLimitConfig::new(10, Duration::from_secs(1));
+        c.burst = Some(2);
+        c.queue_size = if queue { 4 } else { 0 };
+        c.max_wait = queue.then_some(500 * MS);
+        c
     }
 }
 
@@ -73,7 +74,7 @@ fn rate_limited(
         .unwrap()
         .priority_fn(priority as fn(&Req) -> u32)
         .weight_fn(weight as fn(&Req) -> u32);
-    let limiter = layer.limiter().clone();
+    let limiter = layer.handle().clone();
     (limiter, upstream, layer.layer(inner))
 }
 
@@ -242,7 +243,7 @@ async fn a_panicking_user_function_takes_no_token_and_no_queue_slot() {
     let mut svc = keyed.layer(MapRequest::new(Upstream::new(), fault_of));
     let ready = svc.ready().await.unwrap();
     must_panic(|| ready.call((PANIC, Fault::Answer)));
-    let snap = keyed.limiter().snapshot();
+    let snap = keyed.handle().snapshot();
     assert_eq!((snap.queued, snap.keys), (0, 0));
     assert_eq!(
         call(&mut svc, (7, Fault::Answer)).await.unwrap(),
@@ -264,9 +265,10 @@ impl Wake for PanickingWaker {
 /// queue keeps its order and its count, and requests are served on schedule.
 #[tokio::test(start_paused = true)]
 async fn a_waker_panicking_under_the_queue_lock_changes_nothing() {
-    let cfg = RateLimitConfig {
-        queue_size: 1,
-        ..config(true)
+    let cfg = {
+        let mut c = config(true);
+        c.queue_size = 1;
+        c
     };
     let (limiter, _, mut svc) = rate_limited(&cfg);
     call(&mut svc, (0, Fault::Answer)).await.unwrap();
@@ -425,11 +427,12 @@ proptest! {
         ],
         jumps in proptest::collection::vec(prop_oneof![0u64..1_000, Just(u64::MAX / 1024)], 1..6),
     ) {
-        let cfg = RateLimitConfig {
-            burst,
-            queue_size,
-            max_wait: (queue_size > 0).then(|| Duration::from_nanos(max_wait_nanos)),
-            ..RateLimitConfig::new(rate, Duration::from_nanos(period_nanos))
+        let cfg = {
+            let mut c = RateLimitConfig::new(rate, Duration::from_nanos(period_nanos));
+            c.burst = burst;
+            c.queue_size = queue_size;
+            c.max_wait = (queue_size > 0).then(|| Duration::from_nanos(max_wait_nanos));
+            c
         };
         if let Err(err) = cfg.validate() {
             prop_assert!(!err.field().is_empty());
@@ -485,31 +488,34 @@ proptest! {
         min_calls in prop_oneof![6 => 0u64..20, 1 => any::<u64>()],
         rounds in proptest::collection::vec((0u32..30, 0u32..30, any::<bool>(), prop_oneof![0u64..5_000, Just(86_400_000)]), 1..10),
     ) {
-        let cfg = AdaptiveConfig {
-            interval: Duration::from_millis(interval_ms),
-            decrease_factor,
-            increase_step,
-            min_calls,
-            latency_threshold: Some(Duration::from_millis(100)),
-            ..AdaptiveConfig::new(min_rate, min_rate * span)
-        };
+        let mut cfg = AdaptiveConfig::new(min_rate, min_rate * span);
+        cfg.interval = Duration::from_millis(interval_ms);
+        cfg.decrease_factor = decrease_factor;
+        cfg.increase_step = increase_step;
+        cfg.min_calls = min_calls;
+        cfg.latency_threshold = Some(Duration::from_millis(100));
         let (low, high) = (cfg.min_rate, cfg.max_rate);
         let health = HealthSignal::new();
-        let built = RateLimitLayer::builder()
-            .rate(rate, Duration::from_secs(1))
+        let config = RateLimitConfig::builder()
+            .rate(rate)
+            .period(Duration::from_secs(1))
             .burst(burst)
-            .adaptive(health.clone(), cfg)
+            .adaptive(cfg)
             .build();
-        let Ok(layer) = built else {
+        let Ok(config) = config else {
             return Ok(());
         };
+        let layer = RateLimitLayer::builder(config)
+            .health(health.clone())
+            .build()
+            .expect("a valid config with a health signal");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let limiter = layer.limiter().clone();
+            let limiter = layer.handle().clone();
             for (successes, failures, open, jump_ms) in rounds {
                 for _ in 0..successes {
                     health.record(Outcome::Success, 5 * MS);

@@ -4,18 +4,24 @@
 
 use std::time::Duration;
 
-use tower_prism_limit::{Error, RateLimitLayer, RateLimiter};
+use tower_prism_limit::rate::{RateLimitConfig, RateLimitLayer, RateLimiter};
+use tower_prism_limit::Error;
 
 /// `per_second` tokens a second, a burst of `burst`, at most `max_keys` keys.
 fn limiter(per_second: u32, burst: u32, max_keys: usize) -> RateLimiter {
-    RateLimitLayer::builder()
-        .rate(per_second, Duration::from_secs(1))
-        .burst(burst)
-        .max_keys(max_keys)
-        .build()
-        .unwrap()
-        .limiter()
-        .clone()
+    RateLimitLayer::builder(
+        RateLimitConfig::builder()
+            .rate(per_second)
+            .period(Duration::from_secs(1))
+            .burst(burst)
+            .max_keys(max_keys)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap()
+    .handle()
+    .clone()
 }
 
 fn retry_after(result: Result<(), Error>) -> Duration {

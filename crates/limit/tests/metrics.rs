@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use tower::BoxError;
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::metrics::ratelimit as names;
-use tower_prism_limit::{BoxError, RateLimitConfig, RateLimitLayer};
+use tower_prism_limit::rate::{RateLimitConfig, RateLimitLayer};
 use tower_prism_testkit::metrics::Capture;
 use tower_prism_testkit::Echo;
 
@@ -25,22 +26,33 @@ async fn send<S: Service<Req, Error = BoxError>>(svc: &mut S, req: Req) -> bool 
 async fn every_promised_metric_is_emitted() {
     let capture = Capture::default();
     let (unkeyed, keyed) = metrics::with_local_recorder(&capture, || {
-        let unkeyed = RateLimitLayer::builder()
-            .rate(10, Duration::from_secs(1))
-            .burst(2)
-            .queue(2, MAX_WAIT)
-            .name("api")
-            .build()
-            .unwrap()
-            .priority_fn(|r: &Req| r.1)
-            .weight_fn(|r: &Req| r.2);
-        let keyed = RateLimitLayer::builder()
-            .rate(1, Duration::from_secs(1))
-            .burst(1)
-            .name("per_key")
-            .build()
-            .unwrap()
-            .key_fn(|r: &Req| r.0);
+        let unkeyed = RateLimitLayer::builder(
+            RateLimitConfig::builder()
+                .rate(10)
+                .period(Duration::from_secs(1))
+                .burst(2)
+                .queue_size(2)
+                .max_wait(MAX_WAIT)
+                .build()
+                .unwrap(),
+        )
+        .name("api")
+        .build()
+        .unwrap()
+        .priority_fn(|r: &Req| r.1)
+        .weight_fn(|r: &Req| r.2);
+        let keyed = RateLimitLayer::builder(
+            RateLimitConfig::builder()
+                .rate(1)
+                .period(Duration::from_secs(1))
+                .burst(1)
+                .build()
+                .unwrap(),
+        )
+        .name("per_key")
+        .build()
+        .unwrap()
+        .key_fn(|r: &Req| r.0);
         (unkeyed, keyed)
     });
     let l = |m: &str| format!("{m}{{name=api}}");
@@ -73,13 +85,14 @@ async fn every_promised_metric_is_emitted() {
     // The higher one gets the next token; then the rate drops to one a minute, so the low
     // one left waiting for its token times out at max_wait.
     assert!(high.await.unwrap().is_ok());
-    let slower = RateLimitConfig {
-        queue_size: 2,
-        max_wait: Some(MAX_WAIT),
-        burst: Some(2),
-        ..RateLimitConfig::new(1, Duration::from_secs(60))
+    let slower = {
+        let mut c = RateLimitConfig::new(1, Duration::from_secs(60));
+        c.queue_size = 2;
+        c.max_wait = Some(MAX_WAIT);
+        c.burst = Some(2);
+        c
     };
-    unkeyed.limiter().reconfigure(&slower).unwrap();
+    unkeyed.handle().reconfigure(&slower).unwrap();
     assert!(low_a.await.unwrap().is_err());
     assert!(low_b.await.unwrap().is_err());
     assert_eq!(capture.counter(&r("timeout")), 1);

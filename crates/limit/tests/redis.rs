@@ -11,17 +11,23 @@ use redis_support::{redis_cli, Cluster, Server};
 
 use tower::{service_fn, Service, ServiceExt};
 use tower_layer::Layer;
-use tower_prism_limit::redis::{FailurePolicy, RedisConfig, RedisError, RedisRateLimitLayer};
+use tower_prism_limit::redis::{FailurePolicy, RedisConfig, RedisRateLimitLayer};
 use tower_prism_limit::Error;
 
 fn layer(url: &str, policy: FailurePolicy) -> RedisRateLimitLayer {
-    RedisRateLimitLayer::builder(url, "t")
-        .rate(10, Duration::from_secs(1))
-        .burst(10)
-        .timeout(Duration::from_millis(100))
-        .failure_policy(policy)
-        .build()
-        .unwrap()
+    RedisRateLimitLayer::builder(
+        RedisConfig::builder(url)
+            .rate(10)
+            .period(Duration::from_secs(1))
+            .burst(10)
+            .timeout(Duration::from_millis(100))
+            .failure_policy(policy)
+            .build()
+            .unwrap(),
+    )
+    .name("t")
+    .build()
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,9 +42,9 @@ async fn instances_share_one_limit() {
     let mut admitted = 0u64;
     let mut rated = 0u64;
     for i in 0..90 {
-        match layers[i % 3].acquire().await {
+        match layers[i % 3].handle().acquire().await {
             Ok(()) => admitted += 1,
-            Err(e) => match e.downcast_ref::<Error>() {
+            Err(e) => match Some(&e) {
                 Some(Error::RateLimited { retry_after }) => {
                     assert!(*retry_after <= Duration::from_millis(100));
                     rated += 1;
@@ -51,26 +57,31 @@ async fn instances_share_one_limit() {
     assert!(admitted >= 10, "burst not admitted: {admitted}");
     assert!(admitted <= bound, "admitted {admitted} > bound {bound}");
     assert_eq!(admitted + rated, 90);
-    let total: u64 = layers.iter().map(|l| l.snapshot().admitted).sum();
+    let total: u64 = layers.iter().map(|l| l.handle().snapshot().admitted).sum();
     assert_eq!(total, admitted);
 }
 
 #[tokio::test]
 async fn bad_url_is_a_config_error() {
-    let err = RedisRateLimitLayer::builder("http://nope", "t")
+    let err = RedisConfig::builder("http://nope").build().unwrap_err();
+    assert_eq!(err.field(), "url", "{err}");
+    let err = RedisConfig::builder("redis://127.0.0.1:1/")
+        .rate(0)
+        .period(Duration::from_secs(1))
         .build()
         .unwrap_err();
-    assert!(matches!(err, RedisError::Config(_)), "{err}");
-    let err = RedisRateLimitLayer::builder("redis://127.0.0.1:1/", "t")
-        .rate(0, Duration::from_secs(1))
+    assert_eq!(err.field(), "rate", "{err}");
+    let err = RedisConfig::builder("redis://127.0.0.1:1/")
+        .rate(2_000_000)
+        .period(Duration::from_secs(1))
         .build()
         .unwrap_err();
-    assert!(matches!(err, RedisError::Config(_)), "{err}");
-    let err = RedisRateLimitLayer::builder("redis://127.0.0.1:1/", "t")
-        .rate(2_000_000, Duration::from_secs(1))
-        .build()
-        .unwrap_err();
-    assert!(matches!(err, RedisError::Config(_)), "{err}");
+    assert_eq!(err.field(), "rate", "{err}");
+    // A config that skipped validation is checked again by the layer.
+    let mut unchecked = RedisConfig::new("redis://127.0.0.1:1/", 10, Duration::from_secs(1));
+    unchecked.rate = 0;
+    let err = RedisRateLimitLayer::from_config(&unchecked).unwrap_err();
+    assert_eq!(err.field(), "rate", "{err}");
 }
 
 async fn outage(policy: FailurePolicy) -> (u64, Vec<Result<(), String>>) {
@@ -78,32 +89,35 @@ async fn outage(policy: FailurePolicy) -> (u64, Vec<Result<(), String>>) {
         return (0, vec![]);
     };
     let l = layer(&server.url(), policy);
-    l.acquire().await.expect("first request admitted by redis");
+    l.handle()
+        .acquire()
+        .await
+        .expect("first request admitted by redis");
     server.kill();
     let mut during = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let r = l.acquire().await;
+        let r = l.handle().acquire().await;
         assert!(t.elapsed() < Duration::from_millis(400), "a call hung");
         during.push(r.map_err(|e| {
-            if let Some(RedisError::Unavailable(_)) = e.downcast_ref::<RedisError>() {
+            if let Some(Error::Unavailable(_)) = Some(&e) {
                 "unavailable".to_string()
-            } else if let Some(Error::RateLimited { .. }) = e.downcast_ref::<Error>() {
+            } else if let Some(Error::RateLimited { .. }) = Some(&e) {
                 "rated".to_string()
             } else {
                 format!("other: {e}")
             }
         }));
     }
-    let errors = l.snapshot().backend_errors;
+    let errors = l.handle().snapshot().backend_errors;
     assert!(errors >= 5, "backend errors counted: {errors}");
     // Recovery: restart on the same port; decisions come from Redis again.
     assert!(server.spawn());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let before = l.snapshot().backend_errors;
-        let _ = l.acquire().await;
-        if l.snapshot().backend_errors == before {
+        let before = l.handle().snapshot().backend_errors;
+        let _ = l.handle().acquire().await;
+        if l.handle().snapshot().backend_errors == before {
             break;
         }
         assert!(
@@ -156,7 +170,7 @@ async fn child_process_part() {
     let l = layer(&url, FailurePolicy::FailClosed);
     let mut ok = 0;
     for _ in 0..30 {
-        if l.acquire().await.is_ok() {
+        if l.handle().acquire().await.is_ok() {
             ok += 1;
         }
     }
@@ -184,7 +198,7 @@ async fn second_process_shares_the_limit() {
     let l = layer(&server.url(), FailurePolicy::FailClosed);
     let mut ours = 0u64;
     for _ in 0..30 {
-        if l.acquire().await.is_ok() {
+        if l.handle().acquire().await.is_ok() {
             ours += 1;
         }
     }
@@ -211,18 +225,24 @@ async fn pre_allotment_stays_within_its_bound() {
     let instances = 3u64;
     let layers: Vec<_> = (0..instances)
         .map(|_| {
-            RedisRateLimitLayer::builder(server.url(), "pre")
-                .rate(10, Duration::from_secs(1))
-                .burst(10)
-                .pre_allot(n as u32)
-                .build()
-                .unwrap()
+            RedisRateLimitLayer::builder(
+                RedisConfig::builder(server.url())
+                    .rate(10)
+                    .period(Duration::from_secs(1))
+                    .burst(10)
+                    .pre_allot(n as u32)
+                    .build()
+                    .unwrap(),
+            )
+            .name("pre")
+            .build()
+            .unwrap()
         })
         .collect();
     let start = Instant::now();
     let mut admitted = 0u64;
     for i in 0..90 {
-        if layers[i % 3].acquire().await.is_ok() {
+        if layers[i % 3].handle().acquire().await.is_ok() {
             admitted += 1;
         }
     }
@@ -230,12 +250,12 @@ async fn pre_allotment_stays_within_its_bound() {
     // Batches of 4 from a burst of 10: two whole batches fit at once.
     assert!(admitted >= 8, "{admitted}");
     assert!(admitted <= bound, "admitted {admitted} > bound {bound}");
-    let err = RedisRateLimitLayer::builder(server.url(), "pre")
+    let err = RedisConfig::builder(server.url())
         .burst(3)
         .pre_allot(4)
         .build()
         .unwrap_err();
-    assert!(matches!(err, RedisError::Config(_)), "{err}");
+    assert_eq!(err.field(), "pre_allot", "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +268,9 @@ async fn each_key_has_its_own_bucket_under_the_prefix() {
         server.url()
     ))
     .unwrap();
-    let layer = RedisRateLimitLayer::from_config("per_key", &cfg)
+    let layer = RedisRateLimitLayer::builder(cfg.clone())
+        .name("per_key")
+        .build()
         .unwrap()
         .key_fn(|req: &(&'static str, u32)| req.0);
     let mut svc = layer.layer(service_fn(|req: (&'static str, u32)| async move {
@@ -273,7 +295,7 @@ async fn each_key_has_its_own_bucket_under_the_prefix() {
     );
     assert_eq!(results[3], Ok(4), "bob is untouched by alice");
     assert_eq!(results[4], Ok(5));
-    assert!(layer.acquire_key("carol").await.is_ok());
+    assert!(layer.handle().acquire_key("carol").await.is_ok());
     // One Redis key per key, under the prefix, hash-tagged, with an expiry.
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -307,14 +329,20 @@ async fn keyed_pre_allotment_and_fallback_are_per_key() {
     let Some(mut server) = Server::start() else {
         return;
     };
-    let layer = RedisRateLimitLayer::builder(server.url(), "kp")
-        .rate(4, Duration::from_secs(2))
-        .burst(4)
-        .pre_allot(2)
-        .timeout(Duration::from_millis(100))
-        .failure_policy(FailurePolicy::LocalFallback { instances: 2 })
-        .build()
-        .unwrap();
+    let layer = RedisRateLimitLayer::builder(
+        RedisConfig::builder(server.url())
+            .rate(4)
+            .period(Duration::from_secs(2))
+            .burst(4)
+            .pre_allot(2)
+            .timeout(Duration::from_millis(100))
+            .failure_policy(FailurePolicy::LocalFallback { instances: 2 })
+            .build()
+            .unwrap(),
+    )
+    .name("kp")
+    .build()
+    .unwrap();
     // Each key: a burst of 4 in batches of 2 -> 4 admitted, then refused.
     for key in ["a", "b"] {
         let ok = futures_ok(&layer, key, 6).await;
@@ -331,7 +359,7 @@ async fn keyed_pre_allotment_and_fallback_are_per_key() {
 async fn futures_ok(layer: &RedisRateLimitLayer, key: &str, n: usize) -> usize {
     let mut ok = 0;
     for _ in 0..n {
-        if layer.acquire_key(key).await.is_ok() {
+        if layer.handle().acquire_key(key).await.is_ok() {
             ok += 1;
         }
     }
@@ -340,15 +368,12 @@ async fn futures_ok(layer: &RedisRateLimitLayer, key: &str, n: usize) -> usize {
 
 #[test]
 fn config_errors_name_the_field() {
-    let err = RedisRateLimitLayer::from_config(
-        "x",
-        &RedisConfig::new("http://nope", 10, Duration::from_secs(1)),
-    )
-    .unwrap_err();
-    match err {
-        RedisError::Config(e) => assert_eq!(e.field(), "url"),
-        other => panic!("{other}"),
-    }
+    let err =
+        RedisRateLimitLayer::builder(RedisConfig::new("http://nope", 10, Duration::from_secs(1)))
+            .name("x")
+            .build()
+            .unwrap_err();
+    assert_eq!(err.field(), "url");
 }
 
 /// Keyed buckets spread over a three-node cluster's slots; each keeps its limit across two
@@ -364,17 +389,20 @@ async fn a_cluster_holds_each_keyed_limit_across_its_nodes() {
         cfg.burst = Some(3);
         cfg.cluster = cluster_mode;
         cfg.timeout = Duration::from_secs(2);
-        RedisRateLimitLayer::from_config("c", &cfg).unwrap()
+        RedisRateLimitLayer::builder(cfg.clone())
+            .name("c")
+            .build()
+            .unwrap()
     };
     let (a, b) = (build(true), build(true));
     for key in 0..24 {
         let mut admitted = 0;
         for i in 0..8 {
             let layer = if i % 2 == 0 { &a } else { &b };
-            match layer.acquire_key(format!("user-{key}")).await {
+            match layer.handle().acquire_key(format!("user-{key}")).await {
                 Ok(()) => admitted += 1,
                 Err(e) => assert!(
-                    matches!(e.downcast_ref::<Error>(), Some(Error::RateLimited { .. })),
+                    matches!(Some(&e), Some(Error::RateLimited { .. })),
                     "key {key}: {e}"
                 ),
             }
@@ -384,7 +412,10 @@ async fn a_cluster_holds_each_keyed_limit_across_its_nodes() {
             "key {key}: the burst, once, across both instances"
         );
     }
-    assert_eq!(a.snapshot().backend_errors + b.snapshot().backend_errors, 0);
+    assert_eq!(
+        a.handle().snapshot().backend_errors + b.handle().snapshot().backend_errors,
+        0
+    );
     // Every node holds some of the buckets.
     for node in &cluster.nodes {
         let keys: u64 = redis_cli(node.port, &["dbsize"]).trim().parse().unwrap();
@@ -393,9 +424,9 @@ async fn a_cluster_holds_each_keyed_limit_across_its_nodes() {
 
     let single = build(false);
     for key in 0..24 {
-        let _ = single.acquire_key(format!("other-{key}")).await;
+        let _ = single.handle().acquire_key(format!("other-{key}")).await;
     }
-    let snap = single.snapshot();
+    let snap = single.handle().snapshot();
     assert!(snap.backend_errors > 0, "{snap:?}");
     assert_eq!(snap.admitted + snap.backend_errors, 24, "{snap:?}");
 }
@@ -410,29 +441,28 @@ async fn an_unreachable_cluster_follows_the_failure_policy() {
         .unwrap()
         .port(); // bound and dropped: nothing listens there now
     let build = |policy| {
-        RedisRateLimitLayer::builder(format!("redis://127.0.0.1:{port}/"), "down")
-            .cluster()
-            .timeout(Duration::from_millis(100))
-            .failure_policy(policy)
-            .build()
-            .unwrap()
+        RedisRateLimitLayer::builder(
+            RedisConfig::builder(format!("redis://127.0.0.1:{port}/"))
+                .cluster(true)
+                .timeout(Duration::from_millis(100))
+                .failure_policy(policy)
+                .build()
+                .unwrap(),
+        )
+        .name("down")
+        .build()
+        .unwrap()
     };
     let closed = build(FailurePolicy::FailClosed);
     let open = build(FailurePolicy::FailOpen);
     for _ in 0..3 {
         let t = Instant::now();
-        let err = closed.acquire_key("k").await.unwrap_err();
-        assert!(
-            matches!(
-                err.downcast_ref::<RedisError>(),
-                Some(RedisError::Unavailable(_))
-            ),
-            "{err}"
-        );
-        open.acquire_key("k").await.unwrap();
+        let err = closed.handle().acquire_key("k").await.unwrap_err();
+        assert!(matches!(Some(&err), Some(Error::Unavailable(_))), "{err}");
+        open.handle().acquire_key("k").await.unwrap();
         assert!(t.elapsed() < Duration::from_secs(1), "a call hung");
     }
-    assert!(closed.snapshot().backend_errors >= 3);
+    assert!(closed.handle().snapshot().backend_errors >= 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,18 +471,24 @@ async fn a_retry_after_from_redis_is_capped_like_the_local_limiters() {
         return;
     };
     // one token a year: Redis' answer for the second call is a wait of about a year
-    let l = RedisRateLimitLayer::builder(server.url(), "cap")
-        .rate(1, Duration::from_secs(365 * 24 * 3600))
-        .burst(1)
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
-    l.acquire().await.expect("the burst admits one");
-    let err = l.acquire().await.unwrap_err();
-    match err.downcast_ref::<Error>() {
+    let l = RedisRateLimitLayer::builder(
+        RedisConfig::builder(server.url())
+            .rate(1)
+            .period(Duration::from_secs(365 * 24 * 3600))
+            .burst(1)
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap(),
+    )
+    .name("cap")
+    .build()
+    .unwrap();
+    l.handle().acquire().await.expect("the burst admits one");
+    let err = l.handle().acquire().await.unwrap_err();
+    match Some(&err) {
         Some(Error::RateLimited { retry_after }) => assert_eq!(
             *retry_after,
-            tower_prism_limit::RateLimitConfig::MAX_RETRY_AFTER
+            tower_prism_limit::rate::RateLimitConfig::MAX_RETRY_AFTER
         ),
         _ => panic!("unexpected error {err}"),
     }

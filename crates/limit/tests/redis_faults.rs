@@ -14,24 +14,31 @@ use std::time::{Duration, Instant};
 use redis_support::proxy::{Mode, Proxy};
 use redis_support::{redis_cli, Cluster, Server};
 use tower_prism_limit::redis::{
-    FailurePolicy, LinkState, RedisError, RedisRateLimitLayer, RedisSnapshot,
+    FailurePolicy, LinkState, RedisConfig, RedisRateLimitLayer, RedisSnapshot,
 };
+use tower_prism_limit::Error;
 
 fn layer(url: &str, timeout: Duration, policy: FailurePolicy) -> RedisRateLimitLayer {
-    RedisRateLimitLayer::builder(url, "faults")
-        .rate(100_000, Duration::from_secs(1))
-        .timeout(timeout)
-        .connect_timeout(Duration::from_millis(300))
-        .failure_policy(policy)
-        .build()
-        .unwrap()
+    RedisRateLimitLayer::builder(
+        RedisConfig::builder(url)
+            .rate(100_000)
+            .period(Duration::from_secs(1))
+            .timeout(timeout)
+            .connect_timeout(Duration::from_millis(300))
+            .failure_policy(policy)
+            .build()
+            .unwrap(),
+    )
+    .name("faults")
+    .build()
+    .unwrap()
 }
 
 /// Whether a decision was Redis' own: no backend error was counted for it.
 async fn served_by_redis(l: &RedisRateLimitLayer) -> bool {
-    let before = l.snapshot().backend_errors;
-    let _ = l.acquire().await;
-    l.snapshot().backend_errors == before
+    let before = l.handle().snapshot().backend_errors;
+    let _ = l.handle().acquire().await;
+    l.handle().snapshot().backend_errors == before
 }
 
 /// Calls until one is served by Redis; the time it took. Panics after `limit`.
@@ -44,17 +51,14 @@ async fn until_served(l: &RedisRateLimitLayer, limit: Duration) -> Duration {
         assert!(
             start.elapsed() < limit,
             "not served by redis again after {limit:?}: {:?}",
-            l.snapshot()
+            l.handle().snapshot()
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
-fn is_unavailable(e: &tower_prism_limit::BoxError) -> bool {
-    matches!(
-        e.downcast_ref::<RedisError>(),
-        Some(RedisError::Unavailable(_))
-    )
+fn is_unavailable(e: &Error) -> bool {
+    matches!(e, Error::Unavailable(_))
 }
 
 /// Before the fix the connection manager backed off up to a minute between attempts, so a
@@ -70,21 +74,21 @@ async fn a_killed_server_is_served_again_soon_after_it_returns() {
         Duration::from_millis(20),
         FailurePolicy::FailClosed,
     );
-    l.acquire().await.expect("admitted by redis");
+    l.handle().acquire().await.expect("admitted by redis");
     server.kill();
     // A while down, with calls going on, so that the backoff reaches its cap.
     let down_until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < down_until {
-        let err = l.acquire().await.unwrap_err();
+        let err = l.handle().acquire().await.unwrap_err();
         assert!(is_unavailable(&err), "{err}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(l.snapshot().link, LinkState::Down);
+    assert_eq!(l.handle().snapshot().link, LinkState::Down);
     assert!(server.spawn());
     // The cap is 250 ms; the bound here leaves room for a slow machine.
     let took = until_served(&l, Duration::from_secs(10)).await;
     assert!(took < Duration::from_secs(3), "recovery took {took:?}");
-    let snap = l.snapshot();
+    let snap = l.handle().snapshot();
     assert_eq!(snap.link, LinkState::Up, "{snap:?}");
     assert!(snap.link_downs >= 1, "{snap:?}");
 }
@@ -99,15 +103,15 @@ async fn unresponsive_server_costs_one_timeout(mode: Mode) {
     let timeout = Duration::from_millis(200);
     let closed = layer(&proxy.url(), timeout, FailurePolicy::FailClosed);
     let open = layer(&proxy.url(), timeout, FailurePolicy::FailOpen);
-    closed.acquire().await.expect("admitted by redis");
-    open.acquire().await.expect("admitted by redis");
+    closed.handle().acquire().await.expect("admitted by redis");
+    open.handle().acquire().await.expect("admitted by redis");
     proxy.set(mode);
     let start = Instant::now();
     for _ in 0..50 {
         let t = Instant::now();
-        let err = closed.acquire().await.unwrap_err();
+        let err = closed.handle().acquire().await.unwrap_err();
         assert!(is_unavailable(&err), "{err}");
-        open.acquire().await.expect("fail open admits");
+        open.handle().acquire().await.expect("fail open admits");
         assert!(
             t.elapsed() < timeout * 4,
             "a call was not bounded: {:?}",
@@ -121,7 +125,7 @@ async fn unresponsive_server_costs_one_timeout(mode: Mode) {
         "calls did not fail fast: {all:?} for 100"
     );
     for l in [&closed, &open] {
-        let snap: RedisSnapshot = l.snapshot();
+        let snap: RedisSnapshot = l.handle().snapshot();
         assert_eq!(snap.link, LinkState::Down, "{snap:?}");
         assert_eq!(snap.backend_errors, 50, "{snap:?}");
     }
@@ -154,13 +158,13 @@ async fn a_slow_server_is_bounded_by_the_timeout() {
     let l = layer(&proxy.url(), timeout, FailurePolicy::FailOpen);
     proxy.set(Mode::Delay(Duration::from_millis(20)));
     for _ in 0..10 {
-        assert!(served_by_redis(&l).await, "{:?}", l.snapshot());
+        assert!(served_by_redis(&l).await, "{:?}", l.handle().snapshot());
     }
-    assert_eq!(l.snapshot().link_downs, 0);
+    assert_eq!(l.handle().snapshot().link_downs, 0);
     proxy.set(Mode::Delay(Duration::from_millis(400)));
     for _ in 0..20 {
         let t = Instant::now();
-        l.acquire().await.expect("fail open admits");
+        l.handle().acquire().await.expect("fail open admits");
         assert!(
             t.elapsed() < timeout * 4,
             "a call was not bounded: {:?}",
@@ -168,7 +172,7 @@ async fn a_slow_server_is_bounded_by_the_timeout() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(l.snapshot().backend_errors >= 20);
+    assert!(l.handle().snapshot().backend_errors >= 20);
     proxy.set(Mode::Pass);
     until_served(&l, Duration::from_secs(10)).await;
 }
@@ -186,7 +190,7 @@ async fn a_server_blackholed_from_the_start_fails_fast_after_the_first_call() {
     let l = layer(&proxy.url(), timeout, FailurePolicy::FailClosed);
     let start = Instant::now();
     for _ in 0..20 {
-        assert!(is_unavailable(&l.acquire().await.unwrap_err()));
+        assert!(is_unavailable(&l.handle().acquire().await.unwrap_err()));
     }
     let all = start.elapsed();
     assert!(all < timeout * 8, "{all:?}");
@@ -204,17 +208,23 @@ async fn a_cluster_node_killed_mid_run_fails_only_its_keys_and_comes_back() {
         return;
     };
     let timeout = Duration::from_millis(200);
-    let l = RedisRateLimitLayer::builder(cluster.url(), "cl")
-        .cluster()
-        .rate(100_000, Duration::from_secs(1))
-        .timeout(timeout)
-        .connect_timeout(Duration::from_millis(300))
-        .failure_policy(FailurePolicy::FailClosed)
-        .build()
-        .unwrap();
+    let l = RedisRateLimitLayer::builder(
+        RedisConfig::builder(cluster.url())
+            .cluster(true)
+            .rate(100_000)
+            .period(Duration::from_secs(1))
+            .timeout(timeout)
+            .connect_timeout(Duration::from_millis(300))
+            .failure_policy(FailurePolicy::FailClosed)
+            .build()
+            .unwrap(),
+    )
+    .name("cl")
+    .build()
+    .unwrap();
     let keys: Vec<String> = (0..30).map(|i| format!("user-{i}")).collect();
     for k in &keys {
-        l.acquire_key(k).await.expect("admitted by redis");
+        l.handle().acquire_key(k).await.expect("admitted by redis");
     }
     let victim = 2;
     let victim_port = cluster.nodes[victim].port;
@@ -248,7 +258,7 @@ async fn a_cluster_node_killed_mid_run_fails_only_its_keys_and_comes_back() {
     for round in 0..3 {
         for (k, dead) in keys.iter().zip(&on_victim) {
             let t = Instant::now();
-            let r = l.acquire_key(k).await;
+            let r = l.handle().acquire_key(k).await;
             assert!(
                 t.elapsed() < timeout * 4,
                 "a call was not bounded: {:?}",
@@ -265,9 +275,9 @@ async fn a_cluster_node_killed_mid_run_fails_only_its_keys_and_comes_back() {
     let start = Instant::now();
     for k in &keys {
         loop {
-            let before = l.snapshot().backend_errors;
-            let r = l.acquire_key(k).await;
-            if l.snapshot().backend_errors == before {
+            let before = l.handle().snapshot().backend_errors;
+            let r = l.handle().acquire_key(k).await;
+            if l.handle().snapshot().backend_errors == before {
                 r.unwrap();
                 break;
             }
@@ -314,7 +324,7 @@ async fn recovery_time_after_a_kill() {
         let spread = (run as u64 * 250) / runs as u64;
         let back = Instant::now() + Duration::from_millis(outage + spread);
         while Instant::now() < back {
-            let _ = l.acquire().await;
+            let _ = l.handle().acquire().await;
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         assert!(server.spawn());
@@ -350,9 +360,9 @@ fn a_limiter_outliving_its_runtime_reconnects_on_the_next_one() {
         .build()
         .unwrap();
     first.block_on(async {
-        l.acquire().await.expect("admitted by redis");
+        l.handle().acquire().await.expect("admitted by redis");
         server.kill();
-        assert!(l.acquire().await.is_err());
+        assert!(l.handle().acquire().await.is_err());
         // The reconnection task is running (attempting or backing off) when the runtime goes.
         tokio::time::sleep(Duration::from_millis(30)).await;
     });

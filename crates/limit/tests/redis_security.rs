@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis_support::{free_port, Server};
-use tower_prism_limit::redis::{
-    FailurePolicy, LinkState, RedisConfig, RedisError, RedisRateLimitLayer, MAX_KEY_BYTES,
-};
+use tower_prism_limit::redis::{FailurePolicy, LinkState, RedisConfig, RedisRateLimitLayer};
 use tower_prism_limit::Error;
 use tower_prism_testkit::metrics::Capture;
 
@@ -22,7 +20,7 @@ const SECRET: &str = "s3cr3t-Pa55";
 
 /// Everything a user could see of a limiter, as text.
 fn shown(layer: &RedisRateLimitLayer) -> String {
-    format!("{layer:?} {:?}", layer.snapshot())
+    format!("{layer:?} {:?}", layer.handle().snapshot())
 }
 
 fn assert_hidden(text: &str) {
@@ -67,7 +65,9 @@ fn a_url_password_is_redacted_in_debug_and_config_errors() {
     let debug = format!("{cfg:?}");
     assert_hidden(&debug);
     assert!(debug.contains("redis://:***@127.0.0.1:6379/0"), "{debug}");
-    let builder = RedisRateLimitLayer::builder(&url, "t").password(SECRET);
+    let builder =
+        RedisRateLimitLayer::builder(RedisConfig::builder(&url).password(SECRET).build().unwrap())
+            .name("t");
     assert_hidden(&format!("{builder:?}"));
     let layer = builder.build().unwrap();
     assert_hidden(&shown(&layer));
@@ -77,15 +77,17 @@ fn a_url_password_is_redacted_in_debug_and_config_errors() {
         format!("http://user:{SECRET}@host/"),
         format!("redis://:{SECRET}@127.0.0.1:6379/notadb"),
     ] {
-        let err = RedisRateLimitLayer::builder(&bad, "t").build().unwrap_err();
-        assert!(matches!(err, RedisError::Config(_)), "{err}");
+        let err = RedisRateLimitLayer::builder(RedisConfig::new(&bad, 10, Duration::from_secs(1)))
+            .name("t")
+            .build()
+            .unwrap_err();
         assert_hidden(&err.to_string());
         assert_hidden(&format!("{err:?}"));
-        let RedisError::Config(config) = err else {
-            unreachable!()
-        };
-        assert_eq!(config.field(), "url");
-        assert_hidden(config.value());
+        assert_eq!(err.field(), "url");
+        assert_hidden(err.value());
+        let err = RedisConfig::builder(&bad).build().unwrap_err();
+        assert_eq!(err.field(), "url");
+        assert_hidden(&format!("{err:?}"));
     }
 }
 
@@ -124,32 +126,36 @@ async fn a_failed_auth_never_shows_the_password() {
     let with_url = format!("redis://:{SECRET}@127.0.0.1:{}/", server.port);
     let layers: Vec<RedisRateLimitLayer> = metrics::with_local_recorder(&metrics, || {
         vec![
-            RedisRateLimitLayer::builder(&with_url, "in_url")
-                .timeout(Duration::from_millis(500))
-                .build()
-                .unwrap(),
-            RedisRateLimitLayer::builder(server.url(), "in_field")
-                .password(SECRET)
-                .timeout(Duration::from_millis(500))
-                .build()
-                .unwrap(),
+            RedisRateLimitLayer::builder(
+                RedisConfig::builder(&with_url)
+                    .timeout(Duration::from_millis(500))
+                    .build()
+                    .unwrap(),
+            )
+            .name("in_url")
+            .build()
+            .unwrap(),
+            RedisRateLimitLayer::builder(
+                RedisConfig::builder(server.url())
+                    .password(SECRET)
+                    .timeout(Duration::from_millis(500))
+                    .build()
+                    .unwrap(),
+            )
+            .name("in_field")
+            .build()
+            .unwrap(),
         ]
     });
     for layer in &layers {
         for _ in 0..3 {
-            let err = layer.acquire().await.unwrap_err();
-            assert!(
-                matches!(
-                    err.downcast_ref::<RedisError>(),
-                    Some(RedisError::Unavailable(_))
-                ),
-                "{err}"
-            );
+            let err = layer.handle().acquire().await.unwrap_err();
+            assert!(matches!(err, Error::Unavailable(_)), "{err}");
             assert_hidden(&err.to_string());
             assert_hidden(&format!("{err:?}"));
         }
         assert_hidden(&shown(layer));
-        assert_ne!(layer.snapshot().link, LinkState::Up);
+        assert_ne!(layer.handle().snapshot().link, LinkState::Up);
     }
     let logged = events.0.lock().unwrap().clone();
     assert!(
@@ -167,11 +173,19 @@ async fn auth_works_with_the_password_from_the_field_and_from_the_environment() 
     let Some(server) = Server::start_with(vec!["--requirepass".into(), SECRET.into()]) else {
         return;
     };
-    let build = |b: tower_prism_limit::redis::RedisRateLimitBuilder| {
-        b.timeout(Duration::from_millis(500)).build().unwrap()
+    let build = |b: tower_prism_limit::redis::RedisConfigBuilder, name: &str| {
+        let config = b.timeout(Duration::from_millis(500)).build().unwrap();
+        RedisRateLimitLayer::builder(config)
+            .name(name)
+            .build()
+            .unwrap()
     };
-    let from_field = build(RedisRateLimitLayer::builder(server.url(), "f").password(SECRET));
-    from_field.acquire().await.expect("admitted by redis");
+    let from_field = build(RedisConfig::builder(server.url()).password(SECRET), "f");
+    from_field
+        .handle()
+        .acquire()
+        .await
+        .expect("admitted by redis");
     std::env::set_var("PRISM_TEST_REDIS_PASSWORD", SECRET);
     let cfg: RedisConfig = toml::from_str(&format!(
         "url = '{}'\nrate = 10\npassword_env = 'PRISM_TEST_REDIS_PASSWORD'\ntimeout = '500ms'",
@@ -179,20 +193,32 @@ async fn auth_works_with_the_password_from_the_field_and_from_the_environment() 
     ))
     .unwrap();
     assert_hidden(&format!("{cfg:?}"));
-    let from_env = RedisRateLimitLayer::from_config("e", &cfg).unwrap();
-    from_env.acquire().await.expect("admitted by redis");
+    let from_env = RedisRateLimitLayer::builder(cfg.clone())
+        .name("e")
+        .build()
+        .unwrap();
+    from_env
+        .handle()
+        .acquire()
+        .await
+        .expect("admitted by redis");
     // The field overrides a wrong password in the URL.
     let over = build(
-        RedisRateLimitLayer::builder(format!("redis://:wrong@127.0.0.1:{}/", server.port), "o")
-            .password(SECRET),
+        RedisConfig::builder(format!("redis://:wrong@127.0.0.1:{}/", server.port)).password(SECRET),
+        "o",
     );
-    over.acquire().await.expect("admitted by redis");
+    over.handle().acquire().await.expect("admitted by redis");
     for l in [&from_field, &from_env, &over] {
-        assert_eq!(l.snapshot().backend_errors, 0, "{:?}", l.snapshot());
+        assert_eq!(
+            l.handle().snapshot().backend_errors,
+            0,
+            "{:?}",
+            l.handle().snapshot()
+        );
     }
     // Without the password: refused (NOAUTH), under the failure policy.
-    let none = build(RedisRateLimitLayer::builder(server.url(), "n"));
-    assert!(none.acquire().await.is_err());
+    let none = build(RedisConfig::builder(server.url()), "n");
+    assert!(none.handle().acquire().await.is_err());
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, written to `dir`: the paths of
@@ -252,23 +278,37 @@ async fn tls_with_auth_against_a_server_with_a_generated_certificate() {
         ca.display()
     ))
     .unwrap();
-    let tls = RedisRateLimitLayer::from_config("tls", &cfg).unwrap();
-    tls.acquire().await.expect("admitted by redis over TLS");
-    tls.acquire().await.expect("admitted by redis over TLS");
-    let err = tls.acquire().await.unwrap_err();
-    assert!(
-        matches!(err.downcast_ref::<Error>(), Some(Error::RateLimited { .. })),
-        "the burst is spent, in Redis: {err}"
-    );
-    assert_eq!(tls.snapshot().backend_errors, 0);
-    let untrusted = RedisRateLimitLayer::builder(&url, "tls")
-        .password(SECRET)
-        .timeout(Duration::from_secs(1))
-        .failure_policy(FailurePolicy::FailClosed)
+    let tls = RedisRateLimitLayer::builder(cfg.clone())
+        .name("tls")
         .build()
         .unwrap();
-    assert!(untrusted.acquire().await.is_err());
-    assert_eq!(untrusted.snapshot().backend_errors, 1);
+    tls.handle()
+        .acquire()
+        .await
+        .expect("admitted by redis over TLS");
+    tls.handle()
+        .acquire()
+        .await
+        .expect("admitted by redis over TLS");
+    let err = tls.handle().acquire().await.unwrap_err();
+    assert!(
+        matches!(Some(&err), Some(Error::RateLimited { .. })),
+        "the burst is spent, in Redis: {err}"
+    );
+    assert_eq!(tls.handle().snapshot().backend_errors, 0);
+    let untrusted = RedisRateLimitLayer::builder(
+        RedisConfig::builder(&url)
+            .password(SECRET)
+            .timeout(Duration::from_secs(1))
+            .failure_policy(FailurePolicy::FailClosed)
+            .build()
+            .unwrap(),
+    )
+    .name("tls")
+    .build()
+    .unwrap();
+    assert!(untrusted.handle().acquire().await.is_err());
+    assert_eq!(untrusted.handle().snapshot().backend_errors, 1);
     // A CA file with a plain redis:// URL is a config error naming the field.
     let mut plain = cfg.clone();
     plain.url = format!("redis://127.0.0.1:{port}/");
@@ -283,21 +323,35 @@ async fn a_megabyte_key_makes_a_short_redis_key() {
     let Some(server) = Server::start() else {
         return;
     };
-    let layer = RedisRateLimitLayer::builder(server.url(), "k")
-        .rate(1, Duration::from_secs(3600))
-        .burst(1)
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let layer = RedisRateLimitLayer::builder(
+        RedisConfig::builder(server.url())
+            .rate(1)
+            .period(Duration::from_secs(3600))
+            .burst(1)
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    )
+    .name("k")
+    .build()
+    .unwrap();
     let long = "x".repeat(1 << 20);
-    layer.acquire_key(&long).await.expect("admitted by redis");
-    let err = layer.acquire_key(&long).await.unwrap_err();
+    layer
+        .handle()
+        .acquire_key(&long)
+        .await
+        .expect("admitted by redis");
+    let err = layer.handle().acquire_key(&long).await.unwrap_err();
     assert!(
-        matches!(err.downcast_ref::<Error>(), Some(Error::RateLimited { .. })),
+        matches!(Some(&err), Some(Error::RateLimited { .. })),
         "the same bucket: {err}"
     );
-    let exact = "y".repeat(MAX_KEY_BYTES);
-    layer.acquire_key(&exact).await.expect("admitted by redis");
+    let exact = "y".repeat(RedisConfig::MAX_KEY_BYTES);
+    layer
+        .handle()
+        .acquire_key(&exact)
+        .await
+        .expect("admitted by redis");
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let mut keys: Vec<String> = redis::cmd("KEYS")

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use tokio::time::{advance, Instant};
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
+use tower::BoxError;
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::{HealthSignal, Outcome};
-use tower_prism_limit::{
-    AdaptiveConfig, BoxError, Error, RateLimitConfig, RateLimitLayer, RateLimiter,
-};
+use tower_prism_limit::rate::{AdaptiveConfig, RateLimitConfig, RateLimitLayer, RateLimiter};
+use tower_prism_limit::Error;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -66,11 +66,16 @@ where
 }
 
 fn limiter(rate: u32, period: Duration, burst: u32) -> RateLimitLayer {
-    RateLimitLayer::builder()
-        .rate(rate, period)
-        .burst(burst)
-        .build()
-        .unwrap()
+    RateLimitLayer::builder(
+        RateLimitConfig::builder()
+            .rate(rate)
+            .period(period)
+            .burst(burst)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -98,7 +103,7 @@ async fn burst_then_one_token_per_interval() {
     assert_eq!(send(&mut svc, 5).await.unwrap(), 5);
     advance(Duration::from_secs(10)).await;
     assert_eq!(
-        layer.limiter().snapshot().tokens,
+        layer.handle().snapshot().tokens,
         3,
         "never more than the burst"
     );
@@ -120,7 +125,7 @@ async fn weights_charge_tokens_and_oversized_requests_fail_clearly() {
     let layer = limiter(10, Duration::from_secs(1), 4).weight_fn(|n: &u32| *n);
     let mut svc = layer.layer(Echo::new());
     send(&mut svc, 3).await.unwrap();
-    assert_eq!(layer.limiter().snapshot().tokens, 1);
+    assert_eq!(layer.handle().snapshot().tokens, 1);
     assert_eq!(
         error(send(&mut svc, 2).await),
         Error::RateLimited {
@@ -139,14 +144,19 @@ async fn weights_charge_tokens_and_oversized_requests_fail_clearly() {
 
 #[tokio::test(start_paused = true)]
 async fn keys_get_their_own_buckets_within_the_cap() {
-    let layer = RateLimitLayer::builder()
-        .rate(1, Duration::from_secs(1))
-        .burst(1)
-        .max_keys(3)
-        .idle_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-        .key_fn(|req: &(u32, u32)| req.0);
+    let layer = RateLimitLayer::builder(
+        RateLimitConfig::builder()
+            .rate(1)
+            .period(Duration::from_secs(1))
+            .burst(1)
+            .max_keys(3)
+            .idle_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap()
+    .key_fn(|req: &(u32, u32)| req.0);
     let mut svc = layer.layer(Echo::new());
     send(&mut svc, (1, 0)).await.unwrap();
     assert!(
@@ -155,13 +165,13 @@ async fn keys_get_their_own_buckets_within_the_cap() {
     );
     send(&mut svc, (2, 0)).await.unwrap();
     send(&mut svc, (3, 0)).await.unwrap();
-    assert_eq!(layer.limiter().snapshot().keys, 3);
+    assert_eq!(layer.handle().snapshot().keys, 3);
     // At the cap, with every tracked key limited, fresh keys share one overflow bucket of
     // a key's shape (see keyed.rs), and a flood of them does not reset key 1.
     send(&mut svc, (4, 0)).await.unwrap();
     for key in 5..100 {
         assert!(send(&mut svc, (key, 0)).await.is_err(), "key {key}");
-        assert!(layer.limiter().snapshot().keys <= 3);
+        assert!(layer.handle().snapshot().keys <= 3);
     }
     assert!(
         send(&mut svc, (1, 2)).await.is_err(),
@@ -169,25 +179,31 @@ async fn keys_get_their_own_buckets_within_the_cap() {
     );
     // After the idle timeout every bucket is full again and forgotten.
     advance(Duration::from_secs(7)).await;
-    assert!(layer.limiter().evict_idle() > 0);
-    assert_eq!(layer.limiter().snapshot().keys, 0);
+    assert!(layer.handle().evict_idle() > 0);
+    assert_eq!(layer.handle().snapshot().keys, 0);
     send(&mut svc, (1, 2)).await.unwrap();
 }
 
 type Prioritised = RateLimitLayer<
-    tower_prism_limit::policy::Unkeyed,
-    tower_prism_limit::policy::PriorityBy<fn(&(u32, &'static str)) -> u32>,
+    tower_prism_limit::rate::Unkeyed,
+    tower_prism_limit::rate::PriorityBy<fn(&(u32, &'static str)) -> u32>,
 >;
 
 fn queued_layer(queue: usize, max_wait: Duration) -> Prioritised {
     let priority: fn(&(u32, &'static str)) -> u32 = |req| req.0;
-    RateLimitLayer::builder()
-        .rate(10, Duration::from_secs(1))
-        .burst(1)
-        .queue(queue, max_wait)
-        .build()
-        .unwrap()
-        .priority_fn(priority)
+    RateLimitLayer::builder(
+        RateLimitConfig::builder()
+            .rate(10)
+            .period(Duration::from_secs(1))
+            .burst(1)
+            .queue_size(queue)
+            .max_wait(max_wait)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap()
+    .priority_fn(priority)
 }
 
 #[tokio::test(start_paused = true)]
@@ -206,7 +222,7 @@ async fn waiters_are_served_by_priority_then_fifo() {
             done.lock().unwrap().push((name, start.elapsed()));
         }));
     }
-    assert_eq!(layer.limiter().snapshot().queued, 4);
+    assert_eq!(layer.handle().snapshot().queued, 4);
     for h in handles {
         h.await.unwrap();
     }
@@ -219,7 +235,7 @@ async fn waiters_are_served_by_priority_then_fifo() {
         [100 * MS, 200 * MS, 300 * MS, 400 * MS],
         "one per refill"
     );
-    assert_eq!(layer.limiter().snapshot().queued, 0);
+    assert_eq!(layer.handle().snapshot().queued, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -259,13 +275,13 @@ async fn a_dropped_waiter_leaves_the_queue_and_costs_nothing() {
     assert_pending!(first.poll());
     assert_pending!(second.poll());
     drop(first);
-    assert_eq!(layer.limiter().snapshot().queued, 1);
+    assert_eq!(layer.handle().snapshot().queued, 1);
     assert!(second.is_woken(), "the next waiter is told it is first now");
     advance(100 * MS).await;
     assert_eq!(assert_ready!(second.poll()).unwrap(), (1, "kept"));
-    assert_eq!(layer.limiter().snapshot().tokens, 0);
+    assert_eq!(layer.handle().snapshot().tokens, 0);
     advance(100 * MS).await;
-    assert_eq!(layer.limiter().snapshot().tokens, 1);
+    assert_eq!(layer.handle().snapshot().tokens, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -279,9 +295,9 @@ async fn tokens_of_an_admitted_but_unsent_request_are_refunded() {
     assert_pending!(waiting.poll());
     advance(100 * MS).await;
     assert_pending!(waiting.poll(), "admitted, waiting for the inner service");
-    assert_eq!(layer.limiter().snapshot().tokens, 0);
+    assert_eq!(layer.handle().snapshot().tokens, 0);
     drop(waiting);
-    assert_eq!(layer.limiter().snapshot().tokens, 1, "the token came back");
+    assert_eq!(layer.handle().snapshot().tokens, 1, "the token came back");
 }
 
 #[tokio::test(start_paused = true)]
@@ -301,7 +317,7 @@ async fn nobody_waits_past_max_wait() {
         }
     );
     assert_eq!(start.elapsed(), Duration::ZERO);
-    assert_eq!(layer.limiter().snapshot().queued, 1);
+    assert_eq!(layer.handle().snapshot().queued, 1);
     // A more important arrival goes ahead of `a` (it can make it in 100 ms), which then
     // cannot: `a` leaves the queue at max_wait, not a moment later.
     let vip = tokio::spawn(svc.ready().await.unwrap().call((5, "vip")));
@@ -311,15 +327,16 @@ async fn nobody_waits_past_max_wait() {
     assert_eq!(err, Error::QueueTimeout { waited: 150 * MS });
     assert_eq!(start.elapsed(), 150 * MS);
     // A wait longer than max_wait fails at once, with the real retry time.
-    let cfg = RateLimitConfig {
-        queue_size: 4,
-        max_wait: Some(Duration::from_millis(50)),
-        burst: Some(1),
-        ..RateLimitConfig::new(1, Duration::from_secs(1))
+    let cfg = {
+        let mut c = RateLimitConfig::new(1, Duration::from_secs(1));
+        c.queue_size = 4;
+        c.max_wait = Some(Duration::from_millis(50));
+        c.burst = Some(1);
+        c
     };
-    layer.limiter().reconfigure(&cfg).unwrap();
+    layer.handle().reconfigure(&cfg).unwrap();
     advance(Duration::from_secs(2)).await;
-    layer.limiter().try_acquire(1).unwrap();
+    layer.handle().try_acquire(1).unwrap();
     let before = Instant::now();
     let err = error(send(&mut svc, (0, "too slow")).await);
     assert_eq!(
@@ -345,7 +362,7 @@ async fn retry_after_never_exceeds_its_documented_cap() {
         }
     );
     assert_eq!(
-        layer.limiter().try_acquire(1),
+        layer.handle().try_acquire(1),
         Err(Error::RateLimited {
             retry_after: RateLimitConfig::MAX_RETRY_AFTER
         })
@@ -353,18 +370,24 @@ async fn retry_after_never_exceeds_its_documented_cap() {
     // Below the cap, the real wait is told.
     advance(RateLimitConfig::MAX_PERIOD - 10 * MS).await;
     assert_eq!(
-        layer.limiter().try_acquire(1),
+        layer.handle().try_acquire(1),
         Err(Error::RateLimited {
             retry_after: 10 * MS
         })
     );
     // With a queue, the wait behind the waiters ahead is capped too.
-    let queued = RateLimitLayer::builder()
-        .rate(1, RateLimitConfig::MAX_PERIOD)
-        .burst(1)
-        .queue(4, RateLimitConfig::MAX_WAIT)
-        .build()
-        .unwrap();
+    let queued = RateLimitLayer::builder(
+        RateLimitConfig::builder()
+            .rate(1)
+            .period(RateLimitConfig::MAX_PERIOD)
+            .burst(1)
+            .queue_size(4)
+            .max_wait(RateLimitConfig::MAX_WAIT)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
     let mut svc = queued.layer(Echo::new());
     send(&mut svc, 0).await.unwrap();
     assert_eq!(
@@ -373,7 +396,7 @@ async fn retry_after_never_exceeds_its_documented_cap() {
             retry_after: RateLimitConfig::MAX_RETRY_AFTER
         }
     );
-    assert_eq!(queued.limiter().snapshot().queued, 0);
+    assert_eq!(queued.handle().snapshot().queued, 0);
 }
 
 /// Whatever the rate does while a request waits (here it drops to one a year), the request
@@ -386,13 +409,14 @@ async fn a_queued_request_never_waits_past_max_wait_when_the_rate_drops() {
     let start = Instant::now();
     let mut waiting = task::spawn(svc.ready().await.unwrap().call((0, "waits")));
     assert_pending!(waiting.poll());
-    let slower = RateLimitConfig {
-        queue_size: 4,
-        max_wait: Some(Duration::from_millis(150)),
-        burst: Some(1),
-        ..RateLimitConfig::new(1, RateLimitConfig::MAX_PERIOD)
+    let slower = {
+        let mut c = RateLimitConfig::new(1, RateLimitConfig::MAX_PERIOD);
+        c.queue_size = 4;
+        c.max_wait = Some(Duration::from_millis(150));
+        c.burst = Some(1);
+        c
     };
-    layer.limiter().reconfigure(&slower).unwrap();
+    layer.handle().reconfigure(&slower).unwrap();
     advance(149 * MS).await;
     assert_pending!(waiting.poll());
     advance(MS).await;
@@ -401,7 +425,7 @@ async fn a_queued_request_never_waits_past_max_wait_when_the_rate_drops() {
         Error::QueueTimeout { waited: 150 * MS }
     );
     assert_eq!(start.elapsed(), 150 * MS);
-    assert_eq!(layer.limiter().snapshot().queued, 0);
+    assert_eq!(layer.handle().snapshot().queued, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -410,10 +434,11 @@ async fn reconfigure_changes_rate_and_burst_of_a_running_limiter() {
     let mut svc = layer.layer(Echo::new());
     send(&mut svc, 1).await.unwrap();
     assert!(send(&mut svc, 2).await.is_err());
-    let limiter: RateLimiter = layer.limiter().clone();
-    let cfg = RateLimitConfig {
-        burst: Some(5),
-        ..RateLimitConfig::new(100, Duration::from_secs(1))
+    let limiter: RateLimiter = layer.handle().clone();
+    let cfg = {
+        let mut c = RateLimitConfig::new(100, Duration::from_secs(1));
+        c.burst = Some(5);
+        c
     };
     limiter.reconfigure(&cfg).unwrap();
     let snap = limiter.snapshot();
@@ -447,13 +472,19 @@ async fn adaptive_rate_follows_downstream_health() {
     cfg.min_calls = 5;
     cfg.decrease_factor = 0.5;
     cfg.increase_step = 5.0;
-    let layer = RateLimitLayer::builder()
-        .rate(80, Duration::from_secs(1))
-        .adaptive(health.clone(), cfg)
-        .name("adaptive")
-        .build()
-        .unwrap();
-    let limiter = layer.limiter().clone();
+    let layer = RateLimitLayer::builder(
+        RateLimitConfig::builder()
+            .rate(80)
+            .period(Duration::from_secs(1))
+            .adaptive(cfg)
+            .build()
+            .unwrap(),
+    )
+    .health(health.clone())
+    .name("adaptive")
+    .build()
+    .unwrap();
+    let limiter = layer.handle().clone();
     let rate = || limiter.snapshot().rate_per_second;
     assert_eq!(rate(), 80.0);
     for _ in 0..10 {
@@ -481,9 +512,10 @@ async fn adaptive_rate_follows_downstream_health() {
     advance(Duration::from_secs(1)).await;
     limiter.adapt();
     assert_eq!(rate(), 15.0, "additive increase while healthy");
-    let err = RateLimitLayer::from_config(&RateLimitConfig {
-        adaptive: Some(AdaptiveConfig::new(1.0, 2.0)),
-        ..RateLimitConfig::new(1, Duration::from_secs(1))
+    let err = RateLimitLayer::from_config(&{
+        let mut c = RateLimitConfig::new(1, Duration::from_secs(1));
+        c.adaptive = Some(AdaptiveConfig::new(1.0, 2.0));
+        c
     })
     .unwrap_err();
     assert_eq!(err.field(), "adaptive");
@@ -491,14 +523,24 @@ async fn adaptive_rate_follows_downstream_health() {
 
 #[tokio::test(start_paused = true)]
 async fn builder_errors_name_the_field() {
-    let err = RateLimitLayer::builder().build().unwrap_err();
+    let err = RateLimitConfig::builder().rate(0).build().unwrap_err();
     assert_eq!(err.field(), "rate");
-    let err = RateLimitLayer::builder()
-        .rate(5, Duration::from_secs(1))
-        .queue(0, Duration::from_millis(10))
+    let err = RateLimitConfig::builder()
+        .rate(5)
+        .period(Duration::from_secs(1))
+        .queue_size(0)
+        .max_wait(Duration::from_millis(10))
         .build()
         .unwrap_err();
     assert_eq!(err.field(), "max_wait");
+    // A config that skipped validation is checked again by the layer builder.
+    let mut unchecked = RateLimitConfig::default();
+    unchecked.rate = 0;
+    let err = RateLimitLayer::builder(unchecked)
+        .name("n")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "rate");
 }
 
 /// Two real threads hammer one limiter sized so that everything fits (10^9/s, burst 10^6:
@@ -506,14 +548,19 @@ async fn builder_errors_name_the_field() {
 /// the clock and its CAS must not be taken for a request from the past.
 #[test]
 fn two_threads_on_a_huge_limit_are_never_refused() {
-    let layer = RateLimitLayer::builder()
-        .rate(1_000_000_000, Duration::from_secs(1))
-        .burst(1_000_000)
-        .build()
-        .unwrap();
+    let layer = RateLimitLayer::builder(
+        RateLimitConfig::builder()
+            .rate(1_000_000_000)
+            .period(Duration::from_secs(1))
+            .burst(1_000_000)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
     let threads: Vec<_> = (0..2)
         .map(|_| {
-            let limiter = layer.limiter().clone();
+            let limiter = layer.handle().clone();
             std::thread::spawn(move || {
                 (0..200_000)
                     .filter(|_| limiter.try_acquire(1).is_err())

@@ -18,7 +18,8 @@ use std::time::Duration;
 use tower::{BoxError, Service};
 use tower_prism::balance::{BalanceConfig, BalanceHandle, Strategy};
 use tower_prism::breaker::{BreakerConfig, State, Window};
-use tower_prism::limit::{ConcurrencyConfig, RateLimitConfig};
+use tower_prism::limit::concurrency::ConcurrencyConfig;
+use tower_prism::limit::rate::RateLimitConfig;
 use tower_prism::retry::{Backoff, RetryConfig};
 use tower_prism::{PolicyConfig, Profile, ReliabilityLayer, ReliabilityLayerBuilder, Snapshot};
 
@@ -244,15 +245,17 @@ pub fn every_stage_policy() -> PolicyConfig {
     balance.strategy = Strategy::RoundRobin;
     balance.outlier.enabled = false;
     PolicyConfig {
-        rate_limit: Some(RateLimitConfig {
-            burst: Some(4),
-            queue_size: 4,
-            max_wait: Some(Duration::from_millis(100)),
-            ..RateLimitConfig::new(100, Duration::from_secs(1))
+        rate_limit: Some({
+            let mut c = RateLimitConfig::new(100, Duration::from_secs(1));
+            c.burst = Some(4);
+            c.queue_size = 4;
+            c.max_wait = Some(Duration::from_millis(100));
+            c
         }),
-        concurrency_limit: Some(ConcurrencyConfig {
-            max_wait: Some(Duration::from_millis(50)),
-            ..ConcurrencyConfig::fixed(3)
+        concurrency_limit: Some({
+            let mut c = ConcurrencyConfig::fixed(3);
+            c.max_wait = Some(Duration::from_millis(50));
+            c
         }),
         circuit_breaker: Some(breaker_config()),
         retry: Some(

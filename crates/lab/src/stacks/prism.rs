@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tower::util::BoxCloneService;
 use tower::Layer;
-use tower_prism::limit::{RateLimitConfig, RateLimitLayer};
+use tower_prism::limit::rate::{RateLimitConfig, RateLimitLayer};
 use tower_prism::{Http, ReliabilityConfig, ReliabilityLayer};
 
 use crate::load::Client;

@@ -12,22 +12,23 @@ use std::time::Duration;
 
 use tower_prism_core::Outcome;
 
-use super::config::{AimdConfig, ConcurrencyConfig, GradientConfig, LimitAlgorithm};
+use super::algorithm_config::{AimdConfig, GradientConfig, LimitAlgorithm};
+use super::config::ConcurrencyConfig;
 
 /// One finished call, as the algorithm sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// From the call to the inner service until its response (or error).
-    pub latency: Duration,
+    pub(crate) latency: Duration,
     /// Requests in flight when this one was admitted (itself included).
-    pub in_flight: u32,
+    pub(crate) in_flight: u32,
     /// What the call's result meant.
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
 }
 
 /// The algorithm's state plus the bounds it keeps the limit in.
 #[derive(Debug, Clone)]
-pub struct LimitState {
+pub(crate) struct LimitState {
     estimate: f64,
     min: u32,
     max: u32,
@@ -50,7 +51,7 @@ struct Gradient {
 
 impl LimitState {
     /// The state for a (validated) config, starting at its initial limit.
-    pub fn new(config: &ConcurrencyConfig) -> Self {
+    pub(crate) fn new(config: &ConcurrencyConfig) -> Self {
         LimitState {
             estimate: f64::from(config.initial_limit),
             min: config.min_limit,
@@ -61,7 +62,7 @@ impl LimitState {
 
     /// Whether [`update`](Self::update) looks at [`Sample::latency`] (the gradient, and AIMD
     /// with a latency threshold). When it does not, the limiter skips reading the clock.
-    pub fn uses_latency(&self) -> bool {
+    pub(crate) fn uses_latency(&self) -> bool {
         match &self.rule {
             Rule::Aimd(config) => config.latency_threshold.is_some(),
             Rule::Gradient(_) => true,
@@ -71,7 +72,7 @@ impl LimitState {
     /// For AIMD, the latency up to which a success is healthy (`Some(Duration::MAX)` without
     /// a threshold); `None` for the gradient. A healthy AIMD success with fewer than half
     /// the limit in flight changes nothing, so the limiter can skip it without the lock.
-    pub fn idle_success_bound(&self) -> Option<Duration> {
+    pub(crate) fn idle_success_bound(&self) -> Option<Duration> {
         match &self.rule {
             Rule::Aimd(config) => Some(config.latency_threshold.unwrap_or(Duration::MAX)),
             Rule::Gradient(_) => None,
@@ -79,13 +80,13 @@ impl LimitState {
     }
 
     /// The limit now (the estimate rounded down, within bounds).
-    pub fn limit(&self) -> u32 {
+    pub(crate) fn limit(&self) -> u32 {
         (self.estimate as u32).clamp(self.min, self.max)
     }
 
     /// Applies a new config: the current limit is kept, clamped into the new bounds; the
     /// gradient keeps its latency average if the algorithm kind is unchanged.
-    pub fn reconfigure(&mut self, config: &ConcurrencyConfig) {
+    pub(crate) fn reconfigure(&mut self, config: &ConcurrencyConfig) {
         self.min = config.min_limit;
         self.max = config.max_limit;
         self.estimate = self
@@ -101,7 +102,7 @@ impl LimitState {
     }
 
     /// Feeds one finished call; returns the new limit.
-    pub fn update(&mut self, sample: Sample) -> u32 {
+    pub(crate) fn update(&mut self, sample: Sample) -> u32 {
         if sample.outcome == Outcome::Fatal {
             return self.limit();
         }

@@ -6,27 +6,34 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
-use tower_prism_core::Classify;
+use tower_prism_core::internal::ReadyCall;
+use tower_prism_core::{BoxError, Classify};
 use tower_service::Service;
 
-use super::error::ConcurrencyError;
 use super::limiter::Permit;
-use crate::BoxError;
+use crate::error::Error;
 
 /// The boxed wait for a permit (only built when a request has to wait).
 pub(crate) type WaitForPermit =
-    Pin<Box<dyn Future<Output = Result<Permit, ConcurrencyError>> + Send + 'static>>;
+    Pin<Box<dyn Future<Output = Result<Permit, Error>> + Send + 'static>>;
 
-/// A request waiting for a permit, then driving a clone of the service to readiness. Boxed
-/// (waiting is the cold path), so that the response future of an admitted call stays small.
-struct Pending<S, Req, C> {
-    // Set while waiting for a permit.
-    wait: Option<WaitForPermit>,
-    // Set once the permit came, until the request reaches the inner service.
-    permit: Option<Permit>,
-    service: S,
-    request: Option<Req>,
-    classifier: Option<C>,
+pin_project! {
+    /// A request waiting for a permit, then driving a clone of the service to readiness and
+    /// calling it. Boxed (waiting is the cold path), so that the response future of an
+    /// admitted call stays small.
+    struct Pending<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        // Set while waiting for a permit.
+        wait: Option<WaitForPermit>,
+        // Set once the permit came; its clock restarts when the call is made.
+        permit: Option<Permit>,
+        called: bool,
+        #[pin]
+        call: ReadyCall<S, Req>,
+        classify: C,
+    }
 }
 
 pin_project! {
@@ -39,10 +46,10 @@ pin_project! {
             #[pin]
             future: S::Future,
             permit: Option<Permit>,
-            classifier: C,
+            classify: C,
         },
-        Pending { pending: Box<Pending<S, Req, C>> },
-        Failed { error: Option<ConcurrencyError> },
+        Pending { pending: Pin<Box<Pending<S, Req, C>>> },
+        Failed { error: Option<Error> },
     }
 }
 
@@ -73,31 +80,31 @@ impl<S: Service<Req>, Req, C> fmt::Debug for ResponseFuture<S, Req, C> {
 }
 
 impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
-    pub(crate) fn called(future: S::Future, permit: Permit, classifier: C) -> Self {
+    pub(crate) fn called(future: S::Future, permit: Permit, classify: C) -> Self {
         ResponseFuture {
             state: State::Called {
                 future,
                 permit: Some(permit),
-                classifier,
+                classify,
             },
         }
     }
 
-    pub(crate) fn failed(error: ConcurrencyError) -> Self {
+    pub(crate) fn failed(error: Error) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
         }
     }
 
-    pub(crate) fn waiting(wait: WaitForPermit, service: S, request: Req, classifier: C) -> Self {
+    pub(crate) fn waiting(wait: WaitForPermit, service: S, request: Req, classify: C) -> Self {
         ResponseFuture {
             state: State::Pending {
-                pending: Box::new(Pending {
+                pending: Box::pin(Pending {
                     wait: Some(wait),
                     permit: None,
-                    service,
-                    request: Some(request),
-                    classifier: Some(classifier),
+                    called: false,
+                    call: ReadyCall::new(service, request),
+                    classify,
                 }),
             },
         }
@@ -119,11 +126,11 @@ where
                 StateProj::Called {
                     future,
                     permit,
-                    classifier,
+                    classify,
                 } => {
                     let result = ready!(future.poll(cx));
                     if let Some(permit) = permit.take() {
-                        permit.finish(classifier.classify(result.as_ref()));
+                        permit.finish(classify.classify(result.as_ref()));
                     }
                     return Poll::Ready(result.map_err(Into::into));
                 }
@@ -132,33 +139,36 @@ where
                     return Poll::Ready(Err(error.into()));
                 }
                 StateProj::Pending { pending } => {
-                    let p = &mut **pending;
+                    let mut p = pending.as_mut().project();
                     if let Some(wait) = p.wait.as_mut() {
                         match ready!(wait.as_mut().poll(cx)) {
                             Ok(permit) => {
-                                p.wait = None;
-                                p.permit = Some(permit);
+                                *p.wait = None;
+                                *p.permit = Some(permit);
                             }
                             Err(error) => state.set(State::Failed { error: Some(error) }),
                         }
                         continue;
                     }
-                    if let Err(error) = ready!(p.service.poll_ready(cx)) {
-                        // Dropping the permit on the way out gives the slot back.
-                        p.permit.take();
-                        return Poll::Ready(Err(error.into()));
+                    let polled = p.call.as_mut().poll(cx);
+                    if !*p.called && matches!(*p.call, ReadyCall::Called { .. }) {
+                        // The call was made: latency counts from now.
+                        *p.called = true;
+                        if let Some(permit) = p.permit.as_mut() {
+                            permit.restart();
+                        }
                     }
-                    let mut permit = p.permit.take().expect("polled after completion");
-                    permit.restart();
-                    let future = p
-                        .service
-                        .call(p.request.take().expect("polled after completion"));
-                    let classifier = p.classifier.take().expect("polled after completion");
-                    state.set(State::Called {
-                        future,
-                        permit: Some(permit),
-                        classifier,
-                    });
+                    let result = ready!(polled);
+                    let permit = p.permit.take();
+                    if !*p.called {
+                        // The service failed to become ready: dropping the permit gives the
+                        // slot back, with no sample.
+                        return Poll::Ready(result.map_err(Into::into));
+                    }
+                    if let Some(permit) = permit {
+                        permit.finish(p.classify.classify(result.as_ref()));
+                    }
+                    return Poll::Ready(result.map_err(Into::into));
                 }
             }
         }

@@ -1,39 +1,35 @@
 //! [`ConcurrencyLimitLayer`] and its builder.
 
-use std::time::Duration;
-
 use tower_layer::Layer;
 use tower_prism_core::config::ConfigError;
 use tower_prism_core::DefaultClassifier;
 
-use super::config::{AimdConfig, ConcurrencyConfig, GradientConfig, LimitAlgorithm};
+use super::config::ConcurrencyConfig;
 use super::limiter::ConcurrencyLimiter;
 use super::service::ConcurrencyLimit;
 
-/// Applies an adaptive concurrency limit. Every service this layer makes shares one
-/// limiter.
+/// Applies an adaptive concurrency limit. Every service this layer makes (and every clone
+/// of the layer) shares one limiter, reached with [`handle`](Self::handle).
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimitLayer<C = DefaultClassifier> {
     limiter: ConcurrencyLimiter,
-    classifier: C,
+    classify: C,
 }
 
 impl ConcurrencyLimitLayer {
-    /// A builder, starting from [`ConcurrencyConfig::default`].
-    pub fn builder() -> ConcurrencyLimitBuilder {
-        ConcurrencyLimitBuilder::from_config(ConcurrencyConfig::default())
-    }
-
-    /// A layer from a config (validated), named `"default"`.
+    /// A layer from a config, validated, named `"default"`, classifying results with
+    /// [`DefaultClassifier`].
     pub fn from_config(config: &ConcurrencyConfig) -> Result<Self, ConfigError> {
-        ConcurrencyLimitBuilder::from_config(config.clone()).build()
+        Self::builder(config.clone()).build()
     }
 
-    /// A layer over an existing limiter (e.g. one shared by several routes).
-    pub fn with_limiter(limiter: ConcurrencyLimiter) -> Self {
-        ConcurrencyLimitLayer {
-            limiter,
-            classifier: DefaultClassifier,
+    /// A builder for what a config file cannot say: the [`name`](ConcurrencyLimitLayerBuilder::name)
+    /// and how results are [classified](ConcurrencyLimitLayerBuilder::classify).
+    pub fn builder(config: ConcurrencyConfig) -> ConcurrencyLimitLayerBuilder {
+        ConcurrencyLimitLayerBuilder {
+            config,
+            name: "default".to_owned(),
+            classify: DefaultClassifier,
         }
     }
 }
@@ -41,17 +37,8 @@ impl ConcurrencyLimitLayer {
 impl<C> ConcurrencyLimitLayer<C> {
     /// The shared limiter: [`snapshot`](ConcurrencyLimiter::snapshot),
     /// [`reconfigure`](ConcurrencyLimiter::reconfigure).
-    pub fn limiter(&self) -> &ConcurrencyLimiter {
+    pub fn handle(&self) -> &ConcurrencyLimiter {
         &self.limiter
-    }
-
-    /// Classifies results with `classifier` (e.g. [`HttpClassifier`](tower_prism_core::HttpClassifier)
-    /// or a closure) instead of "every `Err` is a failure".
-    pub fn classifier<C2>(self, classifier: C2) -> ConcurrencyLimitLayer<C2> {
-        ConcurrencyLimitLayer {
-            limiter: self.limiter,
-            classifier,
-        }
     }
 }
 
@@ -59,66 +46,44 @@ impl<S, C: Clone> Layer<S> for ConcurrencyLimitLayer<C> {
     type Service = ConcurrencyLimit<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ConcurrencyLimit::with_classifier(inner, self.limiter.clone(), self.classifier.clone())
+        ConcurrencyLimit::with_classify(inner, self.limiter.clone(), self.classify.clone())
     }
 }
 
-/// Builds a [`ConcurrencyLimitLayer`]; [`build`](Self::build) validates.
+/// Builds a [`ConcurrencyLimitLayer`] from a [`ConcurrencyConfig`] and what only code can
+/// give; [`build`](Self::build) validates. From [`ConcurrencyLimitLayer::builder`].
 #[derive(Debug, Clone)]
-pub struct ConcurrencyLimitBuilder {
+#[must_use]
+pub struct ConcurrencyLimitLayerBuilder<C = DefaultClassifier> {
     config: ConcurrencyConfig,
     name: String,
+    classify: C,
 }
 
-impl ConcurrencyLimitBuilder {
-    /// Starts from `config`.
-    pub fn from_config(config: ConcurrencyConfig) -> Self {
-        ConcurrencyLimitBuilder {
-            config,
-            name: "default".to_owned(),
-        }
-    }
-
+impl<C> ConcurrencyLimitLayerBuilder<C> {
     /// The policy name for metrics and logs (default `"default"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
-    /// The limit to start from.
-    pub fn initial_limit(mut self, limit: u32) -> Self {
-        self.config.initial_limit = limit;
-        self
-    }
-
-    /// The bounds the limit moves within.
-    pub fn limits(mut self, min: u32, max: u32) -> Self {
-        self.config.min_limit = min;
-        self.config.max_limit = max;
-        self
-    }
-
-    /// Lets a request over the limit wait this long for a permit instead of failing at once.
-    pub fn max_wait(mut self, wait: Duration) -> Self {
-        self.config.max_wait = Some(wait);
-        self
-    }
-
-    /// Moves the limit by AIMD.
-    pub fn aimd(mut self, aimd: AimdConfig) -> Self {
-        self.config.algorithm = LimitAlgorithm::Aimd(aimd);
-        self
-    }
-
-    /// Moves the limit by the latency gradient.
-    pub fn gradient(mut self, gradient: GradientConfig) -> Self {
-        self.config.algorithm = LimitAlgorithm::Gradient(gradient);
-        self
+    /// Classifies results with `classify` (e.g.
+    /// [`HttpClassifier`](tower_prism_core::HttpClassifier) or a closure) instead of "every
+    /// `Err` is a failure".
+    pub fn classify<C2>(self, classify: C2) -> ConcurrencyLimitLayerBuilder<C2> {
+        ConcurrencyLimitLayerBuilder {
+            config: self.config,
+            name: self.name,
+            classify,
+        }
     }
 
     /// Validates and builds the layer (and its limiter).
-    pub fn build(self) -> Result<ConcurrencyLimitLayer, ConfigError> {
+    pub fn build(self) -> Result<ConcurrencyLimitLayer<C>, ConfigError> {
         let limiter = ConcurrencyLimiter::new(self.name, self.config)?;
-        Ok(ConcurrencyLimitLayer::with_limiter(limiter))
+        Ok(ConcurrencyLimitLayer {
+            limiter,
+            classify: self.classify,
+        })
     }
 }

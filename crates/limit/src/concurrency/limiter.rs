@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -12,13 +12,14 @@ use metrics::{Counter, Gauge};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower_prism_core::config::ConfigError;
+use tower_prism_core::internal::{lock, nanos};
 use tower_prism_core::metrics::{ratelimit as names, LABEL_NAME, LABEL_REASON};
 use tower_prism_core::Outcome;
 
 use super::algorithm::{LimitState, Sample};
 use super::config::ConcurrencyConfig;
-use super::error::ConcurrencyError;
 use super::permits::Permits;
+use crate::error::Error;
 
 const NO_WAIT: u64 = u64::MAX;
 const NEVER_SKIP: u64 = u64::MAX;
@@ -125,9 +126,8 @@ impl fmt::Debug for ConcurrencyLimiter {
 impl ConcurrencyLimiter {
     /// A limiter named `name` (the metrics label and log field) from a config, which is
     /// validated first.
-    pub fn new(name: impl Into<String>, config: ConcurrencyConfig) -> Result<Self, ConfigError> {
+    pub(crate) fn new(name: String, config: ConcurrencyConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let name = name.into();
         let metrics = Metrics::new(&name);
         let state = LimitState::new(&config);
         let timed = state.uses_latency();
@@ -183,19 +183,17 @@ impl ConcurrencyLimiter {
         }
     }
 
-    /// Takes a permit now, or fails with [`ConcurrencyError::LimitReached`] (counted in the
+    /// Takes a permit now, or fails with [`Error::ConcurrencyLimited`] (counted in the
     /// rejection metric). Never waits, whatever `max_wait` says.
-    pub fn try_acquire(&self) -> Result<Permit, ConcurrencyError> {
+    pub fn try_acquire(&self) -> Result<Permit, Error> {
         self.acquire_now()
-            .map_err(|limit| self.reject(ConcurrencyError::LimitReached { limit }))
+            .map_err(|limit| self.reject(Error::ConcurrencyLimited { limit }))
     }
 
     /// Takes a permit, waiting up to `max_wait` for one to come free. Without `max_wait` it
     /// is [`try_acquire`](Self::try_acquire). Waiters are woken one per finished call, but
     /// a newcomer may take the freed slot first (no FIFO guarantee).
-    pub fn acquire(
-        &self,
-    ) -> impl Future<Output = Result<Permit, ConcurrencyError>> + Send + 'static {
+    pub fn acquire(&self) -> impl Future<Output = Result<Permit, Error>> + Send + 'static {
         let limiter = self.clone();
         async move {
             match limiter.acquire_now() {
@@ -208,10 +206,10 @@ impl ConcurrencyLimiter {
     /// Applies a new config to the running limiter (hot reload): the current limit is kept
     /// but clamped into the new bounds, the algorithm's parameters and `max_wait` change,
     /// and requests in flight keep their permits.
-    pub fn reconfigure(&self, config: ConcurrencyConfig) -> Result<(), ConfigError> {
+    pub fn reconfigure(&self, config: &ConcurrencyConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let mut state = lock(&self.shared.state.0);
-        state.reconfigure(&config);
+        state.reconfigure(config);
         self.shared
             .max_wait
             .store(wait_to_nanos(config.max_wait), Ordering::Relaxed);
@@ -222,7 +220,7 @@ impl ConcurrencyLimiter {
             .idle_skip
             .store(idle_skip(&state), Ordering::Relaxed);
         self.shared.apply_limit(state.limit(), "reconfigured");
-        *lock(&self.shared.config) = config;
+        *lock(&self.shared.config) = config.clone();
         drop(state);
         tracing::info!(name = %self.shared.name, limit = self.shared.permits.limit(), "concurrency limiter reconfigured");
         Ok(())
@@ -241,19 +239,21 @@ impl ConcurrencyLimiter {
     }
 
     /// Counts and logs a rejection, and gives it back.
-    pub(crate) fn reject(&self, error: ConcurrencyError) -> ConcurrencyError {
+    pub(crate) fn reject(&self, error: Error) -> Error {
         match error {
-            ConcurrencyError::LimitReached { .. } => self.shared.metrics.limit_reached.increment(1),
-            ConcurrencyError::Timeout { .. } => self.shared.metrics.timeout.increment(1),
+            Error::ConcurrencyLimited { .. } => self.shared.metrics.limit_reached.increment(1),
+            Error::ConcurrencyTimeout { .. } => self.shared.metrics.timeout.increment(1),
+            // The other limiters' rejections: never made here.
+            _ => {}
         }
         tracing::debug!(name = %self.shared.name, reason = error.reason(), "concurrency limiter rejected a request");
         error
     }
 
     /// Waits for a permit after `acquire_now` failed at `limit`.
-    pub(crate) async fn wait(&self, limit: u32) -> Result<Permit, ConcurrencyError> {
+    pub(crate) async fn wait(&self, limit: u32) -> Result<Permit, Error> {
         let Some(max_wait) = self.max_wait() else {
-            return Err(self.reject(ConcurrencyError::LimitReached { limit }));
+            return Err(self.reject(Error::ConcurrencyLimited { limit }));
         };
         let start = Instant::now();
         let shared = &self.shared;
@@ -285,7 +285,7 @@ impl ConcurrencyLimiter {
                     return Ok(permit);
                 }
                 let waited = start.elapsed();
-                return Err(self.reject(ConcurrencyError::Timeout { waited }));
+                return Err(self.reject(Error::ConcurrencyTimeout { waited }));
             }
         }
     }
@@ -399,17 +399,11 @@ impl Drop for WaiterGuard<'_> {
 }
 
 fn idle_skip(state: &LimitState) -> u64 {
-    state.idle_success_bound().map_or(NEVER_SKIP, |bound| {
-        u64::try_from(bound.as_nanos()).unwrap_or(NEVER_SKIP - 1)
-    })
+    state
+        .idle_success_bound()
+        .map_or(NEVER_SKIP, |bound| nanos(bound).min(NEVER_SKIP - 1))
 }
 
 fn wait_to_nanos(wait: Option<Duration>) -> u64 {
-    wait.map_or(NO_WAIT, |d| {
-        u64::try_from(d.as_nanos()).unwrap_or(NO_WAIT - 1)
-    })
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    wait.map_or(NO_WAIT, |d| nanos(d).min(NO_WAIT - 1))
 }

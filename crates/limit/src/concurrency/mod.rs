@@ -1,21 +1,39 @@
 //! Adaptive concurrency limiting: a cap on requests in flight that follows the downstream's
 //! latency and failures (AIMD, or a gradient in the manner of Netflix's Gradient2).
 //!
+//! # Overview
+//!
+//! A [`ConcurrencyConfig`] (from a file, or [`ConcurrencyConfig::builder`]) gives the
+//! limit's start and bounds, how long a request may wait for a permit, and the
+//! [`LimitAlgorithm`] that moves the limit. [`ConcurrencyLimitLayer::from_config`] makes the
+//! layer; [`ConcurrencyLimitLayer::builder`] adds what a file cannot say (the policy `name`,
+//! how results are [classified](ConcurrencyLimitLayerBuilder::classify)). Every service the
+//! layer makes shares one [`ConcurrencyLimiter`], reached with
+//! [`ConcurrencyLimitLayer::handle`] or [`ConcurrencyLimit::handle`], for
+//! [`snapshot`](ConcurrencyLimiter::snapshot)s, [`reconfigure`](ConcurrencyLimiter::reconfigure)
+//! and permits taken by hand ([`try_acquire`](ConcurrencyLimiter::try_acquire)).
+//!
+//! # Example
+//!
 //! ```
-//! use std::time::Duration;
 //! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-//! use tower_prism_limit::concurrency::{AimdConfig, ConcurrencyError, ConcurrencyLimitLayer};
+//! use tower_prism_limit::concurrency::{AimdConfig, ConcurrencyConfig, ConcurrencyLimitLayer};
+//! use tower_prism_limit::Error;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let layer = ConcurrencyLimitLayer::builder()
-//!     .name("backend")
+//! let config = ConcurrencyConfig::builder()
 //!     .initial_limit(1)
-//!     .limits(1, 50)
-//!     .aimd(AimdConfig::default())
+//!     .min_limit(1)
+//!     .max_limit(50)
+//!     .algorithm(AimdConfig::default())
 //!     .build()
 //!     .expect("a valid config");
-//! let limiter = layer.limiter().clone();
+//! let layer = ConcurrencyLimitLayer::builder(config)
+//!     .name("backend")
+//!     .build()
+//!     .expect("a valid config");
+//! let limiter = layer.handle().clone();
 //! let mut svc = ServiceBuilder::new()
 //!     .layer(layer)
 //!     .service(service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n + 1) }));
@@ -24,8 +42,8 @@
 //! let first = svc.ready().await.unwrap().call(1);
 //! let err = svc.ready().await.unwrap().call(2).await.unwrap_err();
 //! assert_eq!(
-//!     err.downcast_ref::<ConcurrencyError>(),
-//!     Some(&ConcurrencyError::LimitReached { limit: 1 })
+//!     err.downcast_ref::<Error>(),
+//!     Some(&Error::ConcurrencyLimited { limit: 1 })
 //! );
 //! // The first finishes under full load, a healthy sample: AIMD raises the limit.
 //! assert_eq!(first.await.unwrap(), 2);
@@ -40,19 +58,19 @@
 //! its future is dropped.
 
 mod algorithm;
+mod algorithm_config;
 mod config;
-mod error;
+mod config_builder;
 mod future;
 mod layer;
 mod limiter;
 mod permits;
 mod service;
 
-pub use algorithm::{LimitState, Sample};
-pub use config::{AimdConfig, ConcurrencyConfig, GradientConfig, LimitAlgorithm};
-pub use error::ConcurrencyError;
+pub use algorithm_config::{AimdConfig, GradientConfig, LimitAlgorithm};
+pub use config::ConcurrencyConfig;
+pub use config_builder::ConcurrencyConfigBuilder;
 pub use future::ResponseFuture;
-pub use layer::{ConcurrencyLimitBuilder, ConcurrencyLimitLayer};
+pub use layer::{ConcurrencyLimitLayer, ConcurrencyLimitLayerBuilder};
 pub use limiter::{ConcurrencyLimiter, ConcurrencySnapshot, Permit};
-pub use permits::Permits;
 pub use service::ConcurrencyLimit;

@@ -23,13 +23,13 @@ fn unpack(state: u64) -> (u32, u32) {
 /// (or an adjacent-line prefetch pair) with read-mostly state beside it.
 #[derive(Debug)]
 #[repr(align(128))]
-pub struct Permits {
+pub(crate) struct Permits {
     state: AtomicU64,
 }
 
 impl Permits {
     /// `limit` permits, none held.
-    pub fn new(limit: u32) -> Self {
+    pub(crate) fn new(limit: u32) -> Self {
         Permits {
             state: AtomicU64::new(pack(limit, 0)),
         }
@@ -38,7 +38,7 @@ impl Permits {
     /// Takes a permit if fewer than `limit` are held. `Ok(in_flight)` counts this one;
     /// `Err(limit)` gives the limit that was reached.
     #[inline]
-    pub fn try_acquire(&self) -> Result<u32, u32> {
+    pub(crate) fn try_acquire(&self) -> Result<u32, u32> {
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             let (limit, in_flight) = unpack(state);
@@ -62,7 +62,7 @@ impl Permits {
     /// in flight. Sequentially consistent, so a following `SeqCst` load of a waiter count
     /// cannot miss a waiter that fenced before re-checking.
     #[inline]
-    pub fn release(&self) -> u32 {
+    pub(crate) fn release(&self) -> u32 {
         // Only holders call this, so in-flight is at least 1 and nothing borrows from the
         // limit bits.
         let before = self.state.fetch_sub(1, Ordering::SeqCst);
@@ -71,7 +71,7 @@ impl Permits {
     }
 
     /// Sets the limit; permits already held stay held. Returns the previous limit.
-    pub fn set_limit(&self, limit: u32) -> u32 {
+    pub(crate) fn set_limit(&self, limit: u32) -> u32 {
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             let (old, in_flight) = unpack(state);
@@ -88,17 +88,18 @@ impl Permits {
     }
 
     /// The limit now.
-    pub fn limit(&self) -> u32 {
+    pub(crate) fn limit(&self) -> u32 {
         unpack(self.state.load(Ordering::Relaxed)).0
     }
 
-    /// Permits held now.
-    pub fn in_flight(&self) -> u32 {
+    /// Permits held now (the models check it; the limiter reads [`load`](Self::load)).
+    #[cfg(loom)]
+    pub(crate) fn in_flight(&self) -> u32 {
         unpack(self.state.load(Ordering::Relaxed)).1
     }
 
     /// `(limit, in_flight)` read together.
-    pub fn load(&self) -> (u32, u32) {
+    pub(crate) fn load(&self) -> (u32, u32) {
         unpack(self.state.load(Ordering::Acquire))
     }
 }

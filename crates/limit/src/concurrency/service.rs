@@ -5,23 +5,25 @@ use std::task::{Context, Poll};
 use tower_prism_core::{Classify, DefaultClassifier};
 use tower_service::Service;
 
-use super::error::ConcurrencyError;
+use tower_prism_core::BoxError;
+
 use super::future::ResponseFuture;
 use super::limiter::ConcurrencyLimiter;
-use crate::BoxError;
+use crate::error::Error;
+use crate::take_ready;
 
 /// Caps the requests in flight to `S` at the limiter's adaptive limit. Clones share the
 /// limiter.
 ///
 /// A request over the limit fails from its response future with
-/// [`ConcurrencyError::LimitReached`], or, with `max_wait` set, waits up to that long for a
-/// permit ([`ConcurrencyError::Timeout`] after). `poll_ready` only asks the inner service.
+/// [`Error::ConcurrencyLimited`], or, with `max_wait` set, waits up to that long for a
+/// permit ([`Error::ConcurrencyTimeout`] after). `poll_ready` only asks the inner service.
 /// Each call's result is classified by `C` to move the limit.
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimit<S, C = DefaultClassifier> {
     inner: S,
     limiter: ConcurrencyLimiter,
-    classifier: C,
+    classify: C,
 }
 
 impl<S> ConcurrencyLimit<S> {
@@ -30,23 +32,22 @@ impl<S> ConcurrencyLimit<S> {
         ConcurrencyLimit {
             inner,
             limiter,
-            classifier: DefaultClassifier,
+            classify: DefaultClassifier,
         }
     }
 }
 
 impl<S, C> ConcurrencyLimit<S, C> {
-    /// Wraps `inner` with `limiter` and a classifier of its results.
-    pub fn with_classifier(inner: S, limiter: ConcurrencyLimiter, classifier: C) -> Self {
+    pub(crate) fn with_classify(inner: S, limiter: ConcurrencyLimiter, classify: C) -> Self {
         ConcurrencyLimit {
             inner,
             limiter,
-            classifier,
+            classify,
         }
     }
 
-    /// The limiter (for snapshots and reconfiguration).
-    pub fn limiter(&self) -> &ConcurrencyLimiter {
+    /// The shared limiter (for snapshots and reconfiguration).
+    pub fn handle(&self) -> &ConcurrencyLimiter {
         &self.limiter
     }
 
@@ -83,21 +84,17 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         match self.limiter.acquire_now() {
             Ok(permit) => {
-                ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
+                ResponseFuture::called(self.inner.call(request), permit, self.classify.clone())
             }
             Err(limit) if self.limiter.max_wait().is_some() => {
                 let limiter = self.limiter.clone();
                 let wait = Box::pin(async move { limiter.wait(limit).await });
-                // The ready service goes with the waiting request; this handle keeps a
-                // clone, to be driven to readiness before its next call.
-                let clone = self.inner.clone();
-                let service = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::waiting(wait, service, request, self.classifier.clone())
+                let service = take_ready(&mut self.inner);
+                ResponseFuture::waiting(wait, service, request, self.classify.clone())
             }
-            Err(limit) => ResponseFuture::failed(
-                self.limiter
-                    .reject(ConcurrencyError::LimitReached { limit }),
-            ),
+            Err(limit) => {
+                ResponseFuture::failed(self.limiter.reject(Error::ConcurrencyLimited { limit }))
+            }
         }
     }
 }

@@ -7,18 +7,17 @@ use tower_prism_core::config::ConfigError;
 use super::config::{self, RedisConfig};
 use super::link::Target;
 use super::redact::{redact_url, Secrets};
-use super::RedisError;
 
 /// The client for `cfg`'s URL with the credentials and CA in effect: no connection is
 /// made. Errors quote the URL redacted.
-pub(super) fn connect_target(cfg: &RedisConfig) -> Result<Target, RedisError> {
+pub(super) fn connect_target(cfg: &RedisConfig) -> Result<Target, ConfigError> {
     let secrets = secrets_of(cfg);
     let bad = |field: &'static str, e: ::redis::RedisError| {
-        RedisError::Config(ConfigError::new(
+        ConfigError::new(
             field,
             redact_url(&cfg.url),
             format!("not usable: {}", secrets.scrub(&e.to_string())),
-        ))
+        )
     };
     let mut info: ConnectionInfo = cfg
         .url

@@ -7,22 +7,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tower_prism_core::config::{
     check_duration, check_duration_at_most, check_nonzero, check_size_at_most, ConfigError,
-    MAX_DURATION, MAX_SIZE,
+    MAX_SIZE,
 };
 
+use super::config_builder::RedisConfigBuilder;
 use super::redact::{redact_url, Secrets};
-
-/// The longest `timeout` accepted: a rate limit decision that may take longer than this is
-/// no longer a rate limit but an outage.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest `connect_timeout`, `reconnect_backoff` and `reconnect_backoff_max` accepted.
-pub const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(60);
-/// The largest `burst`, `pre_allot` and `max_keys` accepted (core's `MAX_SIZE`, 2^24).
-pub const MAX_COUNT: u64 = MAX_SIZE;
-/// The longest `prefix` accepted, in bytes.
-pub const MAX_PREFIX_BYTES: usize = 64;
-/// The longest `url`, `username`, `password` or `password_env` accepted, in bytes.
-pub const MAX_TEXT_BYTES: usize = 4096;
+use crate::rate::check_quota;
 
 /// What to do with a request when Redis cannot be reached in time.
 ///
@@ -30,10 +20,11 @@ pub const MAX_TEXT_BYTES: usize = 4096;
 /// `failure_policy = { local_fallback = { instances = 4 } }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum FailurePolicy {
     /// Admit it.
     FailOpen,
-    /// Reject it with [`RedisError::Unavailable`](super::RedisError::Unavailable).
+    /// Reject it with [`Error::Unavailable`](crate::Error::Unavailable).
     #[default]
     FailClosed,
     /// Decide with an in-process bucket (per key, when keyed) of `rate / instances` and
@@ -75,6 +66,7 @@ pub enum FailurePolicy {
 /// or against the CA certificate (PEM) in `tls_ca_file` for a private CA.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RedisConfig {
     /// The Redis URL (`redis://host:port/db`, `rediss://` for TLS); with `cluster = true`, a
     /// seed node of the cluster. At most 4096 bytes. Shown with its password redacted.
@@ -101,7 +93,7 @@ pub struct RedisConfig {
     pub cluster: bool,
     /// Tokens added per `period`, across all instances: at least 1, at most one per
     /// microsecond of `period` (the script's clock resolution).
-    pub rate: u64,
+    pub rate: u32,
     /// The period `rate` is counted over (default one second, at most 366 days).
     #[serde(
         default = "default_period",
@@ -184,8 +176,34 @@ fn default_max_keys() -> usize {
 }
 
 impl RedisConfig {
+    /// The longest `timeout` accepted: a rate limit decision that may take longer than this is
+    /// no longer a rate limit but an outage.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The longest `connect_timeout`, `reconnect_backoff` and `reconnect_backoff_max` accepted.
+    pub const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(60);
+    /// The largest `burst`, `pre_allot` and `max_keys` accepted (core's `MAX_SIZE`, 2^24).
+    pub const MAX_COUNT: u32 = MAX_SIZE as u32;
+    /// The longest `prefix` accepted, in bytes.
+    pub const MAX_PREFIX_BYTES: usize = 64;
+    /// The longest `url`, `username`, `password` or `password_env` accepted, in bytes.
+    pub const MAX_TEXT_BYTES: usize = 4096;
+    /// Keys longer than this (in bytes) are replaced in Redis key names by `~sha1:` and
+    /// their SHA-1 in hex.
+    pub const MAX_KEY_BYTES: usize = super::key::MAX_KEY_BYTES;
+
+    /// A builder for the Redis at `url` (100 per second, burst 100, fail closed, 50 ms
+    /// timeout, no pre-allotment: the [`new`](Self::new) defaults).
+    pub fn builder(url: impl Into<String>) -> RedisConfigBuilder {
+        RedisConfigBuilder::new(Self::new(url, 100, default_period()))
+    }
+
+    /// A builder starting from this config.
+    pub fn to_builder(&self) -> RedisConfigBuilder {
+        RedisConfigBuilder::new(self.clone())
+    }
+
     /// `rate` per `period` on the Redis at `url`, everything else defaulted.
-    pub fn new(url: impl Into<String>, rate: u64, period: Duration) -> Self {
+    pub fn new(url: impl Into<String>, rate: u32, period: Duration) -> Self {
         RedisConfig {
             url: url.into(),
             username: None,
@@ -209,8 +227,7 @@ impl RedisConfig {
 
     /// The burst in effect.
     pub fn effective_burst(&self) -> u32 {
-        self.burst
-            .unwrap_or_else(|| u32::try_from(self.rate.min(MAX_COUNT)).unwrap_or(u32::MAX))
+        self.burst.unwrap_or(self.rate.min(Self::MAX_COUNT))
     }
 
     /// Microseconds between two tokens (the script works in Redis `TIME` microseconds).
@@ -258,11 +275,11 @@ impl RedisConfig {
             check_text("username", user)?;
         }
         if let Some(password) = &self.password {
-            if password.len() > MAX_TEXT_BYTES {
+            if password.len() > RedisConfig::MAX_TEXT_BYTES {
                 return Err(ConfigError::new(
                     "password",
                     "***",
-                    format!("longer than {MAX_TEXT_BYTES} bytes"),
+                    format!("longer than {} bytes", RedisConfig::MAX_TEXT_BYTES),
                 ));
             }
         }
@@ -287,9 +304,7 @@ impl RedisConfig {
             }
             read_ca_file(path)?;
         }
-        check_nonzero("rate", self.rate)?;
-        check_duration("period", self.period)?;
-        check_duration_at_most("period", self.period, MAX_DURATION)?;
+        check_quota(self.rate, self.period, self.burst)?;
         if self.interval_us() == 0 {
             return Err(ConfigError::new(
                 "rate",
@@ -301,36 +316,40 @@ impl RedisConfig {
             ));
         }
         if let Some(burst) = self.burst {
-            check_nonzero("burst", burst)?;
-            check_size_at_most("burst", burst, MAX_COUNT)?;
+            check_size_at_most("burst", burst, u64::from(Self::MAX_COUNT))?;
         }
         if self.prefix.is_empty()
-            || self.prefix.len() > MAX_PREFIX_BYTES
+            || self.prefix.len() > RedisConfig::MAX_PREFIX_BYTES
             || self.prefix.contains(['{', '}'])
         {
             return Err(ConfigError::new(
                 "prefix",
                 &self.prefix,
                 format!(
-                    "must be 1 to {MAX_PREFIX_BYTES} bytes, without `{{` or `}}` (they delimit the Cluster hash tag)"
+                    "must be 1 to {} bytes, without `{{` or `}}` (they delimit the Cluster hash tag)",
+                    RedisConfig::MAX_PREFIX_BYTES
                 ),
             ));
         }
         check_duration("timeout", self.timeout)?;
-        check_duration_at_most("timeout", self.timeout, MAX_TIMEOUT)?;
+        check_duration_at_most("timeout", self.timeout, RedisConfig::MAX_TIMEOUT)?;
         check_duration("connect_timeout", self.connect_timeout)?;
-        check_duration_at_most("connect_timeout", self.connect_timeout, MAX_RECONNECT_WAIT)?;
+        check_duration_at_most(
+            "connect_timeout",
+            self.connect_timeout,
+            RedisConfig::MAX_RECONNECT_WAIT,
+        )?;
         check_duration("reconnect_backoff", self.reconnect_backoff)?;
         check_duration_at_most(
             "reconnect_backoff",
             self.reconnect_backoff,
-            MAX_RECONNECT_WAIT,
+            RedisConfig::MAX_RECONNECT_WAIT,
         )?;
         check_duration("reconnect_backoff_max", self.reconnect_backoff_max)?;
         check_duration_at_most(
             "reconnect_backoff_max",
             self.reconnect_backoff_max,
-            MAX_RECONNECT_WAIT,
+            RedisConfig::MAX_RECONNECT_WAIT,
         )?;
         if self.reconnect_backoff_max < self.reconnect_backoff {
             return Err(ConfigError::new(
@@ -345,7 +364,7 @@ impl RedisConfig {
         if let FailurePolicy::LocalFallback { instances } = self.failure_policy {
             let field = "failure_policy.local_fallback.instances";
             check_nonzero(field, instances)?;
-            check_size_at_most(field, instances, MAX_COUNT)?;
+            check_size_at_most(field, instances, u64::from(Self::MAX_COUNT))?;
         }
         let burst = self.effective_burst();
         if self.pre_allot == 0 || self.pre_allot > burst {
@@ -356,7 +375,7 @@ impl RedisConfig {
             ));
         }
         check_nonzero("max_keys", self.max_keys)?;
-        check_size_at_most("max_keys", self.max_keys, MAX_COUNT)?;
+        check_size_at_most("max_keys", self.max_keys, u64::from(Self::MAX_COUNT))?;
         Ok(())
     }
 }
@@ -389,11 +408,11 @@ impl fmt::Debug for RedisConfig {
 
 /// Checks a text field's length; the error quotes it only redacted and bounded.
 fn check_text(field: &'static str, text: &str) -> Result<(), ConfigError> {
-    if text.len() > MAX_TEXT_BYTES {
+    if text.len() > RedisConfig::MAX_TEXT_BYTES {
         return Err(ConfigError::new(
             field,
             redact_url(text),
-            format!("longer than {MAX_TEXT_BYTES} bytes"),
+            format!("longer than {} bytes", RedisConfig::MAX_TEXT_BYTES),
         ));
     }
     Ok(())
@@ -419,6 +438,7 @@ pub(crate) fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, ConfigErro
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use tower_prism_core::config::MAX_DURATION;
 
     fn field(cfg: RedisConfig) -> String {
         cfg.validate().unwrap_err().field().to_owned()
@@ -465,14 +485,18 @@ mod tests {
         );
         with(|c| c.period = MAX_DURATION).validate().unwrap();
         assert_eq!(
-            field(with(|c| c.timeout = MAX_TIMEOUT + Duration::from_millis(1))),
+            field(with(
+                |c| c.timeout = RedisConfig::MAX_TIMEOUT + Duration::from_millis(1)
+            )),
             "timeout"
         );
-        with(|c| c.timeout = MAX_TIMEOUT).validate().unwrap();
+        with(|c| c.timeout = RedisConfig::MAX_TIMEOUT)
+            .validate()
+            .unwrap();
         for (name, cfg) in [
             (
                 "connect_timeout",
-                with(|c| c.connect_timeout = MAX_RECONNECT_WAIT * 2),
+                with(|c| c.connect_timeout = RedisConfig::MAX_RECONNECT_WAIT * 2),
             ),
             (
                 "connect_timeout",
@@ -480,7 +504,7 @@ mod tests {
             ),
             (
                 "reconnect_backoff_max",
-                with(|c| c.reconnect_backoff_max = MAX_RECONNECT_WAIT * 2),
+                with(|c| c.reconnect_backoff_max = RedisConfig::MAX_RECONNECT_WAIT * 2),
             ),
             (
                 "reconnect_backoff",
@@ -490,35 +514,43 @@ mod tests {
                 "reconnect_backoff_max",
                 with(|c| c.reconnect_backoff_max = Duration::from_millis(1)),
             ),
-            ("burst", with(|c| c.burst = Some(MAX_COUNT as u32 + 1))),
-            ("max_keys", with(|c| c.max_keys = MAX_COUNT as usize + 1)),
+            (
+                "burst",
+                with(|c| c.burst = Some(RedisConfig::MAX_COUNT + 1)),
+            ),
+            (
+                "max_keys",
+                with(|c| c.max_keys = RedisConfig::MAX_COUNT as usize + 1),
+            ),
             (
                 "failure_policy.local_fallback.instances",
                 with(|c| {
                     c.failure_policy = FailurePolicy::LocalFallback {
-                        instances: MAX_COUNT as u32 + 1,
+                        instances: RedisConfig::MAX_COUNT + 1,
                     }
                 }),
             ),
             (
                 "prefix",
-                with(|c| c.prefix = "p".repeat(MAX_PREFIX_BYTES + 1)),
+                with(|c| c.prefix = "p".repeat(RedisConfig::MAX_PREFIX_BYTES + 1)),
             ),
             (
                 "url",
-                with(|c| c.url = format!("redis://h/{}", "x".repeat(MAX_TEXT_BYTES + 1))),
+                with(|c| {
+                    c.url = format!("redis://h/{}", "x".repeat(RedisConfig::MAX_TEXT_BYTES + 1))
+                }),
             ),
             (
                 "username",
-                with(|c| c.username = Some("x".repeat(MAX_TEXT_BYTES + 1))),
+                with(|c| c.username = Some("x".repeat(RedisConfig::MAX_TEXT_BYTES + 1))),
             ),
             (
                 "password",
-                with(|c| c.password = Some("x".repeat(MAX_TEXT_BYTES + 1))),
+                with(|c| c.password = Some("x".repeat(RedisConfig::MAX_TEXT_BYTES + 1))),
             ),
             (
                 "password_env",
-                with(|c| c.password_env = Some("x".repeat(MAX_TEXT_BYTES + 1))),
+                with(|c| c.password_env = Some("x".repeat(RedisConfig::MAX_TEXT_BYTES + 1))),
             ),
             (
                 "tls_ca_file",
@@ -531,7 +563,7 @@ mod tests {
         }
         // The default burst of a huge rate is capped at the bound rather than refused.
         let huge = RedisConfig::new("redis://h/", 60_000_000, Duration::from_secs(60));
-        assert_eq!(u64::from(huge.effective_burst()), MAX_COUNT);
+        assert_eq!(huge.effective_burst(), RedisConfig::MAX_COUNT);
         huge.validate().unwrap();
     }
 

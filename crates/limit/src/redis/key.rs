@@ -3,7 +3,7 @@
 /// The longest request key written into a Redis key as is, in bytes. A longer one is
 /// replaced by its SHA-1 (`~sha1:` and 40 hex digits), so a megabyte-long key costs a
 /// 46-byte name in Redis and in the instance's maps.
-pub const MAX_KEY_BYTES: usize = 64;
+pub(crate) const MAX_KEY_BYTES: usize = 64;
 
 /// The Redis key of `key`'s bucket: `prefix` (`{<prefix>:<name>:`), the key or its hash,
 /// and `}` closing the hash tag. The hash is the same in every instance and process, so

@@ -9,18 +9,27 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ::redis::Script;
 use metrics::Counter;
 use tokio::time::Instant;
+use tower_prism_core::internal::{lock, nanos};
 
+use tower_prism_core::config::ConfigError;
+use tower_prism_core::metrics::ratelimit::{ADMITTED_TOTAL, BACKEND_ERRORS_TOTAL, REJECTED_TOTAL};
+use tower_prism_core::metrics::{LABEL_NAME, LABEL_REASON};
+
+use super::client::{connect_target, secrets_of};
+use super::config::{FailurePolicy, RedisConfig};
 use super::key::{bounded, bucket_key};
-use super::link::{CallError, Link};
-use super::{FailurePolicy, RedisError};
-use crate::backend::{Backend, LocalBackend};
-use crate::{BoxError, Error};
+use super::link::{CallError, Link, LinkTimings};
+use crate::backend::LocalBackend;
+use crate::bucket::Quota;
+use crate::error::Error;
+use crate::rate::RateLimitConfig;
 
 /// GCRA in Lua. KEYS[1]: the bucket. ARGV: interval (µs), burst, weight.
 /// Returns `{1, 0}` when admitted, `{0, retry_after_us}` when not.
-pub(super) const GCRA: &str = r"
+const GCRA: &str = r"
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local weight = tonumber(ARGV[3])
@@ -57,6 +66,8 @@ pub(super) struct State {
     pub(super) n_rejected: AtomicU64,
     pub(super) n_errors: AtomicU64,
     pub(super) name: String,
+    /// The config the limiter was built from (its `Debug` redacts the credentials).
+    pub(super) config: RedisConfig,
     pub(super) batch: u32,
     pub(super) max_keys: usize,
     /// Pre-allotted tokens left for the unkeyed bucket.
@@ -77,6 +88,64 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
+    /// Validates `cfg` and the URL (without connecting: the connection is made on first
+    /// use, so a limiter can start while Redis is down).
+    pub(super) fn new(name: String, cfg: RedisConfig) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let client = connect_target(&cfg)?;
+        let interval_us = cfg.interval_us();
+        let burst = cfg.effective_burst();
+        let fallback = match cfg.failure_policy {
+            FailurePolicy::LocalFallback { instances } => Some(LocalBackend::new(
+                Quota {
+                    interval_nanos: interval_us.saturating_mul(1000 * u64::from(instances)),
+                    burst: (burst / instances).max(1),
+                },
+                cfg.max_keys,
+                // A fallback bucket full again for a minute is forgotten.
+                60_000_000_000,
+            )),
+            _ => None,
+        };
+        let labels = [(LABEL_NAME, name.clone())];
+        let timings = LinkTimings {
+            timeout: cfg.timeout,
+            connect_timeout: cfg.connect_timeout,
+            backoff: cfg.reconnect_backoff,
+            backoff_max: cfg.reconnect_backoff_max,
+        };
+        Ok(State {
+            link: Arc::new(Link::new(
+                client,
+                timings,
+                Script::new(GCRA),
+                secrets_of(&cfg),
+                name.clone(),
+            )),
+            key: format!("{{{}:{}}}", cfg.prefix, name),
+            prefix: format!("{{{}:{}:", cfg.prefix, name),
+            interval_us,
+            burst,
+            policy: cfg.failure_policy,
+            fallback,
+            hasher: RandomState::new(),
+            start: Instant::now(),
+            admitted: metrics::counter!(ADMITTED_TOTAL, &labels),
+            rejected: metrics::counter!(REJECTED_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => "rate"),
+            rejected_backend: metrics::counter!(REJECTED_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => "backend"),
+            backend_errors: metrics::counter!(BACKEND_ERRORS_TOTAL, &labels),
+            n_admitted: Default::default(),
+            n_rejected: Default::default(),
+            n_errors: Default::default(),
+            name,
+            batch: cfg.pre_allot,
+            max_keys: cfg.max_keys,
+            config: cfg,
+            local: Default::default(),
+            local_keyed: Default::default(),
+        })
+    }
+
     async fn ask_redis(&self, key: &str) -> Result<(i64, i64), CallError> {
         let args = [
             self.interval_us,
@@ -94,7 +163,7 @@ impl State {
                 .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
                 .is_ok(),
             Some(key) => {
-                let mut map = self.local_keyed.lock().unwrap_or_else(|e| e.into_inner());
+                let mut map = lock(&self.local_keyed);
                 match map.get_mut(key) {
                     Some(n) if *n > 0 => {
                         *n -= 1;
@@ -120,7 +189,7 @@ impl State {
                 self.local.fetch_add(n, Relaxed);
             }
             Some(key) => {
-                let mut map = self.local_keyed.lock().unwrap_or_else(|e| e.into_inner());
+                let mut map = lock(&self.local_keyed);
                 if let Some(left) = map.get_mut(key) {
                     *left += n;
                 } else if map.len() < self.max_keys {
@@ -130,7 +199,7 @@ impl State {
         }
     }
 
-    pub(super) async fn decide(&self, key: Option<&str>) -> Result<(), BoxError> {
+    pub(super) async fn decide(&self, key: Option<&str>) -> Result<(), Error> {
         // Long keys are hashed once here: Redis, the maps and the fallback see the short form.
         let key = key.map(bounded);
         let key = key.as_deref();
@@ -162,14 +231,13 @@ impl State {
                     }
                     FailurePolicy::FailClosed => {
                         self.rejected_backend.increment(1);
-                        Err(Box::new(RedisError::Unavailable(e.to_string())))
+                        Err(self.unavailable(&e))
                     }
                     FailurePolicy::LocalFallback { .. } => {
                         let Some(bucket) = self.fallback.as_ref() else {
-                            return Err(Box::new(RedisError::Unavailable(e.to_string())));
+                            return Err(self.unavailable(&e));
                         };
-                        let now =
-                            u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        let now = nanos(self.start.elapsed());
                         let bucket_key = key.map(|k| self.hasher.hash_one(k));
                         match bucket.try_acquire(bucket_key, 1, now) {
                             Ok(_) => {
@@ -189,12 +257,16 @@ impl State {
         self.n_admitted.fetch_add(1, Relaxed);
     }
 
-    fn reject(&self, retry_after: Duration) -> BoxError {
+    fn unavailable(&self, e: &CallError) -> Error {
+        Error::Unavailable(e.to_string())
+    }
+
+    fn reject(&self, retry_after: Duration) -> Error {
         // The reply comes from the network: cap it like the local limiter's hint.
-        let retry_after = retry_after.min(crate::RateLimitConfig::MAX_RETRY_AFTER);
+        let retry_after = retry_after.min(RateLimitConfig::MAX_RETRY_AFTER);
         self.rejected.increment(1);
         self.n_rejected.fetch_add(1, Relaxed);
         tracing::debug!(name = %self.name, ?retry_after, "rate limited (redis)");
-        Box::new(Error::RateLimited { retry_after })
+        Error::RateLimited { retry_after }
     }
 }

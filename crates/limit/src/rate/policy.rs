@@ -4,14 +4,14 @@
 //! closure, set with [`RateLimitLayer::key_fn`], [`RateLimitLayer::priority_fn`] and
 //! [`RateLimitLayer::weight_fn`]. The defaults are zero-sized and compile away.
 //!
-//! [`RateLimitLayer::key_fn`]: crate::RateLimitLayer::key_fn
-//! [`RateLimitLayer::priority_fn`]: crate::RateLimitLayer::priority_fn
-//! [`RateLimitLayer::weight_fn`]: crate::RateLimitLayer::weight_fn
+//! [`RateLimitLayer::key_fn`]: super::RateLimitLayer::key_fn
+//! [`RateLimitLayer::priority_fn`]: super::RateLimitLayer::priority_fn
+//! [`RateLimitLayer::weight_fn`]: super::RateLimitLayer::weight_fn
 
 use std::fmt;
 use std::hash::Hash;
 
-use crate::limiter::RateLimiter;
+use super::limiter::RateLimiter;
 
 /// Picks the bucket a request draws from.
 pub trait KeyFn<Req> {

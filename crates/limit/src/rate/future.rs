@@ -7,17 +7,19 @@ use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
+use tower_prism_core::internal::ReadyCall;
+use tower_prism_core::BoxError;
 use tower_service::Service;
 
+use super::limiter::RateLimiter;
+use super::waiter::{Turn, Waiter};
 use crate::error::Error;
-use crate::limiter::{Turn, Waiter};
-use crate::BoxError;
 
 /// Gives tokens back if an admitted request is dropped before it reaches the inner service.
 struct Permit {
     waiter_bucket: Option<u64>,
     weight: u32,
-    limiter: crate::RateLimiter,
+    limiter: RateLimiter,
     armed: bool,
 }
 
@@ -33,15 +35,18 @@ pin_project! {
     /// A request waiting in the queue, then driving a clone of the service to readiness.
     /// Boxed (the queue is the cold path), so that the response future of an admitted call
     /// stays the size of the inner future.
-    struct Queued<S, Req> {
+    struct Queued<S, Req>
+    where
+        S: Service<Req>,
+    {
         // Set while waiting for a turn; taken when the turn comes.
         waiter: Option<Waiter>,
         #[pin]
         sleep: Sleep,
-        // Set once admitted, until the request reaches the inner service.
+        // Set once admitted, armed until the request reaches the inner service.
         permit: Option<Permit>,
-        service: S,
-        request: Option<Req>,
+        #[pin]
+        call: ReadyCall<S, Req>,
     }
 }
 
@@ -58,7 +63,7 @@ pin_project! {
 }
 
 pin_project! {
-    /// The response future of [`RateLimit`](crate::RateLimit).
+    /// The response future of [`RateLimit`](super::RateLimit).
     pub struct ResponseFuture<S, Req>
     where
         S: Service<Req>,
@@ -103,8 +108,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
                     waiter: Some(waiter),
                     sleep,
                     permit: None,
-                    service,
-                    request: Some(request),
+                    call: ReadyCall::new(service, request),
                 }),
             },
         }
@@ -130,7 +134,7 @@ where
                     return Poll::Ready(Err(error.into()));
                 }
                 StateProj::Queued { queued } => {
-                    let q = queued.as_mut().project();
+                    let mut q = queued.as_mut().project();
                     if let Some(w) = q.waiter.as_mut() {
                         match w.poll_turn(Instant::now(), cx.waker()) {
                             Turn::Done(Ok(())) => {
@@ -156,17 +160,22 @@ where
                         }
                         continue;
                     }
-                    // Admitted: drive the service to readiness, then call it.
-                    if let Err(error) = ready!(q.service.poll_ready(cx)) {
-                        // The permit is still armed: dropping the future refunds it.
-                        return Poll::Ready(Err(error.into()));
-                    }
-                    if let Some(mut permit) = q.permit.take() {
+                    // Admitted: drive the service to readiness, then call it. Until the
+                    // call the permit stays armed, so dropping the future (or a failed
+                    // `poll_ready`) refunds the tokens. It is disarmed while polling: a call
+                    // made in this poll, even one that panics, has spent them.
+                    if let Some(permit) = q.permit.as_mut() {
                         permit.armed = false;
                     }
-                    let request = q.request.take().expect("polled after completion");
-                    let future = q.service.call(request);
-                    state.set(State::Called { future });
+                    let result = q.call.as_mut().poll(cx);
+                    if matches!(*q.call, ReadyCall::Waiting { .. }) {
+                        if let Some(permit) = q.permit.as_mut() {
+                            permit.armed = true;
+                        }
+                    } else {
+                        q.permit.take();
+                    }
+                    return result.map_err(Into::into);
                 }
             }
         }

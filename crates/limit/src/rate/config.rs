@@ -9,13 +9,14 @@ use tower_prism_core::config::{
 };
 use tower_prism_core::Clock;
 
-use crate::adaptive::AdaptiveConfig;
+use super::adaptive::AdaptiveConfig;
+use super::config_builder::RateLimitConfigBuilder;
 use crate::bucket::Quota;
 
 /// A rate limiter's settings, as read from a config file.
 ///
 /// ```
-/// use tower_prism_limit::RateLimitConfig;
+/// use tower_prism_limit::rate::RateLimitConfig;
 ///
 /// let cfg: RateLimitConfig = toml::from_str(r#"
 ///     rate = 100
@@ -31,6 +32,7 @@ use crate::bucket::Quota;
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RateLimitConfig {
     /// Tokens added per `period`. Tokens are spaced a whole number of nanoseconds apart
     /// (rounded up, so never faster than asked); a rate that this would change by more than
@@ -82,6 +84,29 @@ pub struct RateLimitConfig {
     pub clock: Clock,
 }
 
+/// The checks a local and a Redis rate limit share: a rate of at least 1 per a period of
+/// at most [`MAX_DURATION`], a burst (when set) of at least 1.
+pub(crate) fn check_quota(
+    rate: u32,
+    period: Duration,
+    burst: Option<u32>,
+) -> Result<(), ConfigError> {
+    check_nonzero("rate", rate)?;
+    check_duration("period", period)?;
+    if let Some(burst) = burst {
+        check_nonzero("burst", burst)?;
+    }
+    check_duration_at_most("period", period, MAX_DURATION)?;
+    Ok(())
+}
+
+/// 100 per second, burst 100, no queue; the other fields at their documented defaults.
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig::new(100, default_period())
+    }
+}
+
 fn default_period() -> Duration {
     Duration::from_secs(1)
 }
@@ -115,6 +140,17 @@ impl RateLimitConfig {
     /// no client or proxy would honour.
     pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
+    /// A builder, starting from the [defaults](Self::default); set at least
+    /// [`rate`](RateLimitConfigBuilder::rate).
+    pub fn builder() -> RateLimitConfigBuilder {
+        RateLimitConfigBuilder::new(Self::default())
+    }
+
+    /// A builder starting from this config.
+    pub fn to_builder(&self) -> RateLimitConfigBuilder {
+        RateLimitConfigBuilder::new(self.clone())
+    }
+
     /// `rate` tokens per `period`, burst `rate`, no queue, other fields defaulted.
     pub fn new(rate: u32, period: Duration) -> Self {
         RateLimitConfig {
@@ -137,12 +173,7 @@ impl RateLimitConfig {
 
     /// Checks every field; an error names the field, the bad value and why.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_nonzero("rate", self.rate)?;
-        check_duration("period", self.period)?;
-        if let Some(burst) = self.burst {
-            check_nonzero("burst", burst)?;
-        }
-        check_duration_at_most("period", self.period, Self::MAX_PERIOD)?;
+        check_quota(self.rate, self.period, self.burst)?;
         self.check_rounding()?;
         if let Some(burst) = self.burst {
             let refill = u128::from(self.quota().interval_nanos) * u128::from(burst);

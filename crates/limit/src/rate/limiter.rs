@@ -3,71 +3,24 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::Waker;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram};
 use tokio::time::Instant;
 use tower_prism_core::clock::{Clock, TimeSource};
 use tower_prism_core::config::ConfigError;
-use tower_prism_core::metrics::{ratelimit as names, LABEL_NAME, LABEL_REASON};
+use tower_prism_core::internal::{lock, nanos};
 use tower_prism_core::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 use tower_prism_core::HealthReader;
 
-use crate::adaptive::{self, AdaptiveConfig};
-use crate::backend::Backend;
+use super::adapt;
+use super::adaptive::AdaptiveConfig;
+use super::config::RateLimitConfig;
+use super::metrics::Metrics;
+use crate::backend::LocalBackend;
 use crate::bucket::{Denied, Quota};
-use crate::config::RateLimitConfig;
 use crate::error::Error;
-use crate::queue::{BucketId, Push, WaitQueue};
-
-struct Metrics {
-    admitted: Counter,
-    rejected_rate: Counter,
-    rejected_queue_full: Counter,
-    rejected_shed: Counter,
-    rejected_timeout: Counter,
-    rejected_weight: Counter,
-    queued: Counter,
-    queue_wait: Histogram,
-    queue_depth: Gauge,
-    tokens: Gauge,
-    rate: Gauge,
-    keys: Gauge,
-}
-
-impl Metrics {
-    fn new(name: &str) -> Self {
-        let name = name.to_owned();
-        let rejected = |reason: &'static str| metrics::counter!(names::REJECTED_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => reason);
-        Metrics {
-            admitted: metrics::counter!(names::ADMITTED_TOTAL, LABEL_NAME => name.clone()),
-            rejected_rate: rejected("rate"),
-            rejected_queue_full: rejected("queue_full"),
-            rejected_shed: rejected("shed"),
-            rejected_timeout: rejected("timeout"),
-            rejected_weight: rejected("weight"),
-            queued: metrics::counter!(names::QUEUED_TOTAL, LABEL_NAME => name.clone()),
-            queue_wait: metrics::histogram!(names::QUEUE_WAIT_SECONDS, LABEL_NAME => name.clone()),
-            queue_depth: metrics::gauge!(names::QUEUE_DEPTH, LABEL_NAME => name.clone()),
-            tokens: metrics::gauge!(names::TOKENS_AVAILABLE, LABEL_NAME => name.clone()),
-            rate: metrics::gauge!(names::RATE, LABEL_NAME => name.clone()),
-            keys: metrics::gauge!(names::KEYS, LABEL_NAME => name),
-        }
-    }
-
-    fn rejected(&self, error: &Error) {
-        match error {
-            Error::RateLimited { .. } => &self.rejected_rate,
-            Error::QueueFull => &self.rejected_queue_full,
-            Error::Shed => &self.rejected_shed,
-            Error::QueueTimeout { .. } => &self.rejected_timeout,
-            Error::WeightExceedsBurst { .. } => &self.rejected_weight,
-        }
-        .increment(1);
-    }
-}
+use crate::queue::{BucketId, WaitQueue};
 
 struct Adaptive {
     config: AdaptiveConfig,
@@ -77,16 +30,18 @@ struct Adaptive {
 }
 
 pub(crate) struct Shared {
-    backend: Box<dyn Backend>,
+    pub(super) backend: LocalBackend,
     time: TimeSource,
     hasher: RandomState,
-    queue: Mutex<WaitQueue>,
-    queue_len: AtomicUsize,
-    queue_capacity: AtomicUsize,
-    max_wait_nanos: AtomicU64,
+    pub(super) queue: Mutex<WaitQueue>,
+    pub(super) queue_len: AtomicUsize,
+    pub(super) queue_capacity: AtomicUsize,
+    pub(super) max_wait_nanos: AtomicU64,
     adaptive: Option<Adaptive>,
-    metrics: Metrics,
-    name: String,
+    pub(super) metrics: Metrics,
+    pub(super) name: String,
+    /// The config in force (after any reconfiguration); read on cold paths only.
+    config: Mutex<RateLimitConfig>,
 }
 
 /// A handle on one rate limiter. Cheap to clone; every clone (and every service built from
@@ -107,7 +62,8 @@ impl fmt::Debug for RateLimiter {
 
 /// A point-in-time view of a limiter, for health endpoints and tests.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
+#[non_exhaustive]
+pub struct RateLimitSnapshot {
     /// The effective rate in requests per second (moves when adaptive).
     pub rate_per_second: f64,
     /// Tokens the bucket holds when full.
@@ -129,27 +85,11 @@ pub(crate) enum Fast {
     Queue,
 }
 
-/// What a queued request's turn brought.
-pub(crate) enum Turn {
-    /// Done waiting: admitted (`Ok`) or rejected.
-    Done(Result<(), Error>),
-    /// Sleep until then and ask again (unless woken earlier).
-    SleepUntil(Instant),
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 impl RateLimiter {
     pub(crate) fn build(
         name: String,
         config: &RateLimitConfig,
-        backend: Box<dyn Backend>,
+        backend: LocalBackend,
         adaptive: Option<(HealthReader, AdaptiveConfig)>,
     ) -> Self {
         let metrics = Metrics::new(&name);
@@ -182,6 +122,7 @@ impl RateLimiter {
                 adaptive,
                 metrics,
                 name,
+                config: Mutex::new(config.clone()),
             }),
         }
     }
@@ -189,6 +130,11 @@ impl RateLimiter {
     /// The policy name used in metrics and logs.
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// The config in force (after any [`reconfigure`](Self::reconfigure)).
+    pub fn config(&self) -> RateLimitConfig {
+        lock(&self.shared.config).clone()
     }
 
     /// The hash a key is tracked under.
@@ -224,7 +170,7 @@ impl RateLimiter {
     /// reading then looks like a request from the past and is refused although the bucket
     /// is (nearly) full, with an inflated `retry_after`. Only the denial path pays for this.
     #[inline]
-    fn acquire(&self, bucket: BucketId, weight: u32, at: u64) -> Result<u64, Denied> {
+    pub(super) fn acquire(&self, bucket: BucketId, weight: u32, at: u64) -> Result<u64, Denied> {
         let backend = &self.shared.backend;
         let first = backend.try_acquire(bucket, weight, at);
         if first.is_ok() {
@@ -304,7 +250,7 @@ impl RateLimiter {
         (weight > burst).then_some(Error::WeightExceedsBurst { weight, burst })
     }
 
-    fn reject(&self, error: Error) -> Error {
+    pub(super) fn reject(&self, error: Error) -> Error {
         tracing::debug!(name = %self.shared.name, reason = error.reason(), "rate limiter rejected a request");
         self.shared.metrics.rejected(&error);
         error
@@ -340,154 +286,6 @@ impl RateLimiter {
         }
     }
 
-    /// Joins the queue (or is admitted at once if nobody waits for this bucket and a token
-    /// is free). `Ok(None)`: admitted now.
-    pub(crate) fn enqueue(
-        &self,
-        bucket: BucketId,
-        weight: u32,
-        priority: u32,
-        now: Instant,
-    ) -> Result<Option<Waiter>, Error> {
-        let shared = &*self.shared;
-        let at = self.since_epoch(now);
-        let max_wait = shared.max_wait_nanos.load(Ordering::Relaxed);
-        let mut queue = lock(&shared.queue);
-        if !queue.has_waiters_for(bucket) {
-            match self.acquire(bucket, weight, at) {
-                Ok(_) => {
-                    shared.metrics.admitted.increment(1);
-                    return Ok(None);
-                }
-                Err(denied) if denied.retry_after_nanos > max_wait => {
-                    drop(queue);
-                    return Err(self.reject(retry_error(denied)));
-                }
-                Err(_) => {}
-            }
-        } else if let Some(wait) = self.wait_behind(&queue, bucket, weight, priority, at) {
-            // Behind the waiters served first, this one would time out in the queue: say
-            // so now, with the real wait.
-            if wait > max_wait {
-                drop(queue);
-                let denied = Denied {
-                    retry_after_nanos: wait,
-                };
-                return Err(self.reject(retry_error(denied)));
-            }
-        }
-        let capacity = shared.queue_capacity.load(Ordering::Relaxed);
-        let id = match queue.push(priority, bucket, weight, capacity) {
-            Push::Queued(id) => id,
-            Push::QueuedAfterShedding(id) => {
-                shared.metrics.rejected_shed.increment(1);
-                tracing::debug!(name = %shared.name, "rate limiter shed a lower-priority waiter");
-                id
-            }
-            Push::Full => {
-                drop(queue);
-                return Err(self.reject(Error::QueueFull));
-            }
-        };
-        self.publish_len(&queue);
-        drop(queue);
-        shared.metrics.queued.increment(1);
-        Ok(Some(Waiter {
-            limiter: self.clone(),
-            id,
-            bucket,
-            weight,
-            enqueued: now,
-            deadline: now + Duration::from_nanos(max_wait),
-            done: false,
-        }))
-    }
-
-    /// How long until a new arrival of `priority` could be admitted, after the waiters
-    /// served before it have taken their tokens; `None` if that cannot be told (a sum beyond
-    /// `u32`). Asks the backend for the tokens of all of them plus a whole burst, which it
-    /// always refuses (so nothing is taken), with a wait exactly one burst's refill longer.
-    fn wait_behind(
-        &self,
-        queue: &WaitQueue,
-        bucket: BucketId,
-        weight: u32,
-        priority: u32,
-        at: u64,
-    ) -> Option<u64> {
-        let needed = queue.weight_ahead(priority, bucket) + u64::from(weight);
-        if needed == 0 {
-            return Some(0);
-        }
-        let backend = &self.shared.backend;
-        let quota = backend.quota();
-        let probe = u32::try_from(needed + u64::from(quota.burst)).ok()?;
-        match backend.try_acquire(bucket, probe, at) {
-            Err(denied) if denied.retry_after_nanos == u64::MAX => None,
-            Err(denied) => Some(denied.retry_after_nanos.saturating_sub(quota.tolerance())),
-            Ok(_) => {
-                // Only if the burst grew in between (a reconfiguration): give them back.
-                backend.refund(bucket, probe);
-                None
-            }
-        }
-    }
-
-    fn publish_len(&self, queue: &WaitQueue) {
-        self.shared.queue_len.store(queue.len(), Ordering::Relaxed);
-        self.shared.metrics.queue_depth.set(queue.len() as f64);
-    }
-
-    /// Asks whether a queued request may go now.
-    pub(crate) fn poll_turn(&self, waiter: &mut Waiter, now: Instant, waker: &Waker) -> Turn {
-        let shared = &*self.shared;
-        let mut queue = lock(&shared.queue);
-        if !queue.contains(waiter.id) {
-            waiter.done = true;
-            return Turn::Done(Err(Error::Shed));
-        }
-        let mut wake_at = waiter.deadline;
-        if queue.is_head(waiter.id, waiter.bucket) {
-            let at = self.since_epoch(now);
-            match self.acquire(waiter.bucket, waiter.weight, at) {
-                Ok(tokens) => {
-                    queue.remove(waiter.id);
-                    self.publish_len(&queue);
-                    drop(queue);
-                    waiter.done = true;
-                    shared.metrics.admitted.increment(1);
-                    if waiter.bucket.is_none() {
-                        shared.metrics.tokens.set(tokens as f64);
-                    }
-                    let waited = now.saturating_duration_since(waiter.enqueued);
-                    shared.metrics.queue_wait.record(waited.as_secs_f64());
-                    return Turn::Done(Ok(()));
-                }
-                Err(denied) => {
-                    let refilled = now.checked_add(Duration::from_nanos(denied.retry_after_nanos));
-                    wake_at = refilled.map_or(wake_at, |at| wake_at.min(at));
-                }
-            }
-        }
-        if now >= waiter.deadline {
-            queue.remove(waiter.id);
-            self.publish_len(&queue);
-            drop(queue);
-            waiter.done = true;
-            let waited = now.saturating_duration_since(waiter.enqueued);
-            return Turn::Done(Err(self.reject(Error::QueueTimeout { waited })));
-        }
-        queue.set_waker(waiter.id, waker);
-        Turn::SleepUntil(wake_at)
-    }
-
-    fn leave(&self, id: u64) {
-        let mut queue = lock(&self.shared.queue);
-        if queue.remove(id) {
-            self.publish_len(&queue);
-        }
-    }
-
     /// Gives back tokens of a request admitted but never sent.
     pub(crate) fn refund(&self, bucket: BucketId, weight: u32) {
         self.shared.backend.refund(bucket, weight);
@@ -519,7 +317,7 @@ impl RateLimiter {
         let stats = reader.read();
         drop(reader);
         let current = f64::from_bits(adaptive.rate_bits.load(Ordering::Relaxed));
-        if let Some((next, reason)) = adaptive::next_rate(current, &stats, &adaptive.config) {
+        if let Some((next, reason)) = adapt::next_rate(current, &stats, &adaptive.config) {
             adaptive.rate_bits.store(next.to_bits(), Ordering::Relaxed);
             self.set_rate(next, at);
             if next < current {
@@ -571,6 +369,7 @@ impl RateLimiter {
             .max_wait_nanos
             .store(config.max_wait.map_or(0, nanos), Ordering::Relaxed);
         shared.metrics.rate.set(rate);
+        *lock(&shared.config) = config.clone();
         tracing::info!(name = %shared.name, rate_per_second = rate, burst = config.effective_burst(), "rate limiter reconfigured");
         shared.queue_wake_all();
         Ok(())
@@ -588,7 +387,7 @@ impl RateLimiter {
     }
 
     /// A cheap point-in-time view.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> RateLimitSnapshot {
         let shared = &*self.shared;
         let quota = shared.backend.quota();
         let keys = shared.backend.keys();
@@ -597,7 +396,7 @@ impl RateLimiter {
             Some(adaptive) => f64::from_bits(adaptive.rate_bits.load(Ordering::Relaxed)),
             None => quota.per_second(),
         };
-        Snapshot {
+        RateLimitSnapshot {
             rate_per_second,
             burst: quota.burst,
             tokens: shared.backend.tokens(None, self.now_nanos()),
@@ -609,7 +408,7 @@ impl RateLimiter {
 }
 
 impl Shared {
-    fn queue_wake_all(&self) {
+    pub(super) fn queue_wake_all(&self) {
         if self.queue_len.load(Ordering::Relaxed) > 0 {
             lock(&self.queue).wake_all();
         }
@@ -635,56 +434,17 @@ fn interval_for(per_second: f64) -> u64 {
 
 /// A rejection for a bucket that refused: retry when it will have refilled, but never
 /// later than [`RateLimitConfig::MAX_RETRY_AFTER`] from now.
-fn retry_error(denied: Denied) -> Error {
+pub(super) fn retry_error(denied: Denied) -> Error {
     Error::RateLimited {
         retry_after: Duration::from_nanos(denied.retry_after_nanos)
             .min(RateLimitConfig::MAX_RETRY_AFTER),
     }
 }
 
-/// A request's place in the queue. Dropping it leaves the queue (and wakes whoever is next).
-pub(crate) struct Waiter {
-    limiter: RateLimiter,
-    id: u64,
-    pub(crate) bucket: BucketId,
-    pub(crate) weight: u32,
-    enqueued: Instant,
-    pub(crate) deadline: Instant,
-    done: bool,
-}
-
-impl fmt::Debug for Waiter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Waiter")
-            .field("id", &self.id)
-            .field("weight", &self.weight)
-            .finish()
-    }
-}
-
-impl Waiter {
-    pub(crate) fn poll_turn(&mut self, now: Instant, waker: &Waker) -> Turn {
-        let limiter = self.limiter.clone();
-        limiter.poll_turn(self, now, waker)
-    }
-
-    pub(crate) fn limiter(&self) -> &RateLimiter {
-        &self.limiter
-    }
-}
-
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        if !self.done {
-            self.limiter.leave(self.id);
-        }
-    }
-}
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::RateLimitLayer;
+    use crate::rate::RateLimitLayer;
 
     /// Regression: a panic while the health reader's lock was held poisoned it, and
     /// `maybe_adapt` took a poisoned lock for a busy one: the rate never adapted again.
@@ -695,12 +455,18 @@ mod tests {
         cfg.interval = Duration::from_secs(1);
         cfg.min_calls = 5;
         cfg.decrease_factor = 0.5;
-        let layer = RateLimitLayer::builder()
-            .rate(80, Duration::from_secs(1))
-            .adaptive(health.clone(), cfg)
-            .build()
-            .unwrap();
-        let limiter = layer.limiter().clone();
+        let layer = RateLimitLayer::builder(
+            RateLimitConfig::builder()
+                .rate(80)
+                .period(Duration::from_secs(1))
+                .adaptive(cfg)
+                .build()
+                .unwrap(),
+        )
+        .health(health.clone())
+        .build()
+        .unwrap();
+        let limiter = layer.handle().clone();
         let poisoner = limiter.clone();
         let _ = std::thread::spawn(move || {
             let adaptive = poisoner.shared.adaptive.as_ref().unwrap();
@@ -732,12 +498,17 @@ mod tests {
     /// 10^9/s with a burst of 10^6, a tolerance of only 1 ms.
     #[tokio::test(start_paused = true)]
     async fn a_stale_clock_reading_is_not_refused_by_a_full_bucket() {
-        let layer = RateLimitLayer::builder()
-            .rate(1_000_000_000, Duration::from_secs(1))
-            .burst(1_000_000)
-            .build()
-            .unwrap();
-        let limiter = layer.limiter();
+        let layer = RateLimitLayer::builder(
+            RateLimitConfig::builder()
+                .rate(1_000_000_000)
+                .period(Duration::from_secs(1))
+                .burst(1_000_000)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+        let limiter = layer.handle();
         let stale = Instant::now();
         tokio::time::advance(Duration::from_millis(5)).await;
         // Another caller, with a fresh reading, moves the TAT to now + 1 ns.
@@ -752,12 +523,17 @@ mod tests {
         assert_eq!(limiter.snapshot().tokens, 999_998);
 
         // A real denial still stands, with the retry time of the fresh reading.
-        let tight = RateLimitLayer::builder()
-            .rate(10, Duration::from_secs(1))
-            .burst(1)
-            .build()
-            .unwrap();
-        let limiter = tight.limiter();
+        let tight = RateLimitLayer::builder(
+            RateLimitConfig::builder()
+                .rate(10)
+                .period(Duration::from_secs(1))
+                .burst(1)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+        let limiter = tight.handle();
         let stale = Instant::now();
         tokio::time::advance(Duration::from_millis(30)).await;
         limiter.try_acquire(1).unwrap();

@@ -1,12 +1,5 @@
-//! Adaptive rate: AIMD on downstream health, as read from core's [`HealthSignal`].
-//!
-//! Every `interval` the limiter reads the calls published since the previous read. If the
-//! breaker reports the circuit open, or enough calls were judged and their failure rate or
-//! mean latency crossed its threshold, the rate is multiplied by `decrease_factor`;
-//! otherwise, if enough calls were seen, it grows by `increase_step`. The result stays
-//! within `[min_rate, max_rate]`.
-//!
-//! [`HealthSignal`]: tower_prism_core::HealthSignal
+//! [`AdaptiveConfig`]: the bounds and reactions of a rate that follows downstream health
+//! (the rule itself is in `adapt.rs`).
 
 use std::time::Duration;
 
@@ -15,11 +8,11 @@ use tower_prism_core::config::{
     check_duration, check_duration_at_most, check_positive, check_ratio, check_size_at_most,
     ConfigError, MAX_SIZE,
 };
-use tower_prism_core::HealthStats;
 
 /// How the adaptive rate reacts to downstream health. Rates are in requests per second.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AdaptiveConfig {
     /// The rate never drops below this (requests per second).
     pub min_rate: f64,
@@ -143,113 +136,9 @@ impl AdaptiveConfig {
     }
 }
 
-/// Why the rate moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// A breaker reported the circuit open.
-    CircuitOpen,
-    /// The failure rate crossed its threshold.
-    Failures,
-    /// The mean latency crossed its threshold.
-    Latency,
-    /// Downstream looked healthy.
-    Healthy,
-}
-
-impl Reason {
-    /// A short name for logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::CircuitOpen => "circuit_open",
-            Reason::Failures => "failure_rate",
-            Reason::Latency => "latency",
-            Reason::Healthy => "healthy",
-        }
-    }
-}
-
-/// The next rate after an interval with `stats`, or `None` to keep `current`.
-pub fn next_rate(current: f64, stats: &HealthStats, cfg: &AdaptiveConfig) -> Option<(f64, Reason)> {
-    let judged = stats.successes + stats.failures;
-    let enough = judged >= cfg.min_calls.max(1);
-    let reason = if stats.circuit_open {
-        Reason::CircuitOpen
-    } else if enough
-        && stats
-            .failure_rate()
-            .is_some_and(|r| r >= cfg.failure_rate_threshold)
-    {
-        Reason::Failures
-    } else if enough
-        && cfg
-            .latency_threshold
-            .zip(stats.mean_latency())
-            .is_some_and(|(limit, mean)| mean >= limit)
-    {
-        Reason::Latency
-    } else if enough {
-        Reason::Healthy
-    } else {
-        return None;
-    };
-    let next = match reason {
-        Reason::Healthy => current + cfg.increase_step,
-        _ => current * cfg.decrease_factor,
-    }
-    .clamp(cfg.min_rate, cfg.max_rate);
-    (next != current).then_some((next, reason))
-}
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-
-    fn stats(successes: u64, failures: u64, latency_ms: u64) -> HealthStats {
-        HealthStats {
-            successes,
-            failures,
-            fatal: 0,
-            latency_nanos: latency_ms * 1_000_000 * (successes + failures),
-            circuit_open: false,
-        }
-    }
-
-    #[test]
-    fn aimd_within_bounds() {
-        let mut cfg = AdaptiveConfig::new(10.0, 100.0);
-        cfg.latency_threshold = Some(Duration::from_millis(200));
-        assert_eq!(
-            next_rate(50.0, &stats(20, 0, 10), &cfg),
-            Some((51.0, Reason::Healthy))
-        );
-        assert_eq!(
-            next_rate(50.0, &stats(18, 2, 10), &cfg),
-            Some((35.0, Reason::Failures))
-        );
-        assert_eq!(
-            next_rate(50.0, &stats(20, 0, 300), &cfg),
-            Some((35.0, Reason::Latency))
-        );
-        assert_eq!(
-            next_rate(50.0, &stats(3, 3, 10), &cfg),
-            None,
-            "too few calls"
-        );
-        let open = HealthStats {
-            circuit_open: true,
-            ..HealthStats::default()
-        };
-        assert_eq!(
-            next_rate(12.0, &open, &cfg),
-            Some((10.0, Reason::CircuitOpen))
-        );
-        assert_eq!(next_rate(10.0, &open, &cfg), None, "already at the floor");
-        assert_eq!(
-            next_rate(100.0, &stats(20, 0, 1), &cfg),
-            None,
-            "at the ceiling"
-        );
-    }
 
     #[test]
     fn validation_names_the_field() {

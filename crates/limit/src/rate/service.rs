@@ -5,10 +5,12 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::future::ResponseFuture;
-use crate::limiter::{Fast, RateLimiter};
-use crate::policy::{KeyFn, PriorityFn, SamePriority, UnitWeight, Unkeyed, WeightFn};
-use crate::BoxError;
+use tower_prism_core::BoxError;
+
+use super::future::ResponseFuture;
+use super::limiter::{Fast, RateLimiter};
+use super::policy::{KeyFn, PriorityFn, SamePriority, UnitWeight, Unkeyed, WeightFn};
+use crate::take_ready;
 
 /// Admits requests to `S` at the limiter's rate. Clones share the limiter.
 ///
@@ -53,8 +55,8 @@ impl<S, K, P, W> RateLimit<S, K, P, W> {
         }
     }
 
-    /// The limiter (for snapshots and reconfiguration).
-    pub fn limiter(&self) -> &RateLimiter {
+    /// The shared limiter (for snapshots and reconfiguration).
+    pub fn handle(&self) -> &RateLimiter {
         &self.limiter
     }
 
@@ -104,11 +106,7 @@ where
                 {
                     Ok(None) => ResponseFuture::called(self.inner.call(request)),
                     Ok(Some(waiter)) => {
-                        // The ready service goes with the waiter; this handle keeps a clone
-                        // that will be driven to readiness for the next call.
-                        let clone = self.inner.clone();
-                        let service = std::mem::replace(&mut self.inner, clone);
-                        ResponseFuture::waiting(waiter, service, request)
+                        ResponseFuture::waiting(waiter, take_ready(&mut self.inner), request)
                     }
                     Err(error) => ResponseFuture::failed(error),
                 }

@@ -1,0 +1,97 @@
+//! Rate limiting: a lock-free token bucket (GCRA) shared by every clone, with weights,
+//! per-key buckets of bounded memory, a bounded priority wait queue and an adaptive rate
+//! that follows downstream health.
+//!
+//! # Overview
+//!
+//! A [`RateLimitConfig`] (from a file, or [`RateLimitConfig::builder`]) describes the
+//! bucket: `rate` tokens per `period`, a `burst`, an optional wait queue (`queue_size`,
+//! `max_wait`), the key cap of per-key buckets and an optional [`AdaptiveConfig`].
+//! [`RateLimitLayer::from_config`] makes the layer; [`RateLimitLayer::builder`] adds what a
+//! file cannot say (the policy `name`, the `health` signal an adaptive rate follows). Every
+//! service the layer makes shares one [`RateLimiter`], reached with
+//! [`RateLimitLayer::handle`] or [`RateLimit::handle`], for
+//! [`snapshot`](RateLimiter::snapshot)s and [`reconfigure`](RateLimiter::reconfigure).
+//!
+//! Rejections are [`Error`](crate::Error)s in a `BoxError`, returned from the response
+//! future, never from `poll_ready`. The admit path of an unkeyed limiter takes no lock and
+//! allocates nothing. A keyed admission takes one shard lock for bounded work (a lookup; a
+//! new key looks at no more than 8 tracked keys), and allocates nothing once the map has
+//! grown; waiting and adaptation take short locks off the admit path.
+//!
+//! The buckets read [`tokio::time::Instant`] by default, so `tokio::time::pause()` drives
+//! them in tests; [`Clock::Tsc`] (`clock = "tsc"`) reads the CPU's time-stamp counter
+//! instead, which is cheaper to read but does not follow paused time.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+//! use tower_prism_limit::rate::{RateLimitConfig, RateLimitLayer};
+//! use tower_prism_limit::Error;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let config = RateLimitConfig::builder().rate(2).burst(2).build()?;
+//! let layer = RateLimitLayer::builder(config).name("example").build()?;
+//! let limiter = layer.handle().clone();
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n * 2) }));
+//!
+//! assert_eq!(svc.ready().await?.call(1).await?, 2);
+//! assert_eq!(svc.ready().await?.call(2).await?, 4);
+//! let err = svc.ready().await?.call(3).await.unwrap_err();
+//! let err = err.downcast_ref::<Error>().expect("a limiter error");
+//! assert!(matches!(err, Error::RateLimited { retry_after } if *retry_after <= Duration::from_millis(500)));
+//! assert_eq!(limiter.snapshot().tokens, 0);
+//! # Ok(()) }
+//! ```
+//!
+//! Per-key limits, priorities and weights are closures over the request, set on the
+//! layer:
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use tower_prism_limit::rate::{RateLimitConfig, RateLimitLayer};
+//! struct Req { api_key: String, urgent: bool, batch: u32 }
+//! let config = RateLimitConfig::builder()
+//!     .rate(100)
+//!     .queue_size(64)
+//!     .max_wait(Duration::from_millis(250))
+//!     .max_keys(10_000)
+//!     .build()
+//!     .unwrap();
+//! let layer = RateLimitLayer::from_config(&config)
+//!     .unwrap()
+//!     .key_fn(|r: &Req| r.api_key.clone())
+//!     .priority_fn(|r: &Req| if r.urgent { 10 } else { 0 })
+//!     .weight_fn(|r: &Req| r.batch);
+//! # let _ = layer;
+//! ```
+
+mod adapt;
+mod adaptive;
+mod config;
+mod config_builder;
+mod future;
+mod layer;
+mod limiter;
+mod metrics;
+mod policy;
+mod service;
+mod waiter;
+
+pub use adaptive::AdaptiveConfig;
+pub(crate) use config::check_quota;
+pub use config::RateLimitConfig;
+pub use config_builder::RateLimitConfigBuilder;
+pub use future::ResponseFuture;
+pub use layer::{RateLimitLayer, RateLimitLayerBuilder};
+pub use limiter::{RateLimitSnapshot, RateLimiter};
+pub use policy::{
+    KeyBy, KeyFn, PriorityBy, PriorityFn, SamePriority, UnitWeight, Unkeyed, WeightBy, WeightFn,
+};
+pub use service::RateLimit;
+pub use tower_prism_core::Clock;

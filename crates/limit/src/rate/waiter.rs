@@ -1,0 +1,211 @@
+//! The limiter's wait queue, seen from a request: joining it, asking for a turn, leaving.
+
+use std::fmt;
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_prism_core::internal::lock;
+use tower_prism_core::sync::Ordering;
+
+use super::limiter::{retry_error, RateLimiter};
+use crate::bucket::Denied;
+use crate::error::Error;
+use crate::queue::{BucketId, Push, WaitQueue};
+
+/// What a queued request's turn brought.
+pub(crate) enum Turn {
+    /// Done waiting: admitted (`Ok`) or rejected.
+    Done(Result<(), Error>),
+    /// Sleep until then and ask again (unless woken earlier).
+    SleepUntil(Instant),
+}
+
+impl RateLimiter {
+    /// Joins the queue (or is admitted at once if nobody waits for this bucket and a token
+    /// is free). `Ok(None)`: admitted now.
+    pub(crate) fn enqueue(
+        &self,
+        bucket: BucketId,
+        weight: u32,
+        priority: u32,
+        now: Instant,
+    ) -> Result<Option<Waiter>, Error> {
+        let shared = &*self.shared;
+        let at = self.since_epoch(now);
+        let max_wait = shared.max_wait_nanos.load(Ordering::Relaxed);
+        let mut queue = lock(&shared.queue);
+        if !queue.has_waiters_for(bucket) {
+            match self.acquire(bucket, weight, at) {
+                Ok(_) => {
+                    shared.metrics.admitted.increment(1);
+                    return Ok(None);
+                }
+                Err(denied) if denied.retry_after_nanos > max_wait => {
+                    drop(queue);
+                    return Err(self.reject(retry_error(denied)));
+                }
+                Err(_) => {}
+            }
+        } else if let Some(wait) = self.wait_behind(&queue, bucket, weight, priority, at) {
+            // Behind the waiters served first, this one would time out in the queue: say
+            // so now, with the real wait.
+            if wait > max_wait {
+                drop(queue);
+                let denied = Denied {
+                    retry_after_nanos: wait,
+                };
+                return Err(self.reject(retry_error(denied)));
+            }
+        }
+        let capacity = shared.queue_capacity.load(Ordering::Relaxed);
+        let id = match queue.push(priority, bucket, weight, capacity) {
+            Push::Queued(id) => id,
+            Push::QueuedAfterShedding(id) => {
+                shared.metrics.rejected_shed.increment(1);
+                tracing::debug!(name = %shared.name, "rate limiter shed a lower-priority waiter");
+                id
+            }
+            Push::Full => {
+                drop(queue);
+                return Err(self.reject(Error::QueueFull));
+            }
+        };
+        self.publish_len(&queue);
+        drop(queue);
+        shared.metrics.queued.increment(1);
+        Ok(Some(Waiter {
+            limiter: self.clone(),
+            id,
+            bucket,
+            weight,
+            enqueued: now,
+            deadline: now + Duration::from_nanos(max_wait),
+            done: false,
+        }))
+    }
+
+    /// How long until a new arrival of `priority` could be admitted, after the waiters
+    /// served before it have taken their tokens; `None` if that cannot be told (a sum beyond
+    /// `u32`). Asks the backend for the tokens of all of them plus a whole burst, which it
+    /// always refuses (so nothing is taken), with a wait exactly one burst's refill longer.
+    fn wait_behind(
+        &self,
+        queue: &WaitQueue,
+        bucket: BucketId,
+        weight: u32,
+        priority: u32,
+        at: u64,
+    ) -> Option<u64> {
+        let needed = queue.weight_ahead(priority, bucket) + u64::from(weight);
+        if needed == 0 {
+            return Some(0);
+        }
+        let backend = &self.shared.backend;
+        let quota = backend.quota();
+        let probe = u32::try_from(needed + u64::from(quota.burst)).ok()?;
+        match backend.try_acquire(bucket, probe, at) {
+            Err(denied) if denied.retry_after_nanos == u64::MAX => None,
+            Err(denied) => Some(denied.retry_after_nanos.saturating_sub(quota.tolerance())),
+            Ok(_) => {
+                // Only if the burst grew in between (a reconfiguration): give them back.
+                backend.refund(bucket, probe);
+                None
+            }
+        }
+    }
+
+    fn publish_len(&self, queue: &WaitQueue) {
+        self.shared.queue_len.store(queue.len(), Ordering::Relaxed);
+        self.shared.metrics.queue_depth.set(queue.len() as f64);
+    }
+
+    /// Asks whether a queued request may go now.
+    pub(crate) fn poll_turn(&self, waiter: &mut Waiter, now: Instant, waker: &Waker) -> Turn {
+        let shared = &*self.shared;
+        let mut queue = lock(&shared.queue);
+        if !queue.contains(waiter.id) {
+            waiter.done = true;
+            return Turn::Done(Err(Error::Shed));
+        }
+        let mut wake_at = waiter.deadline;
+        if queue.is_head(waiter.id, waiter.bucket) {
+            let at = self.since_epoch(now);
+            match self.acquire(waiter.bucket, waiter.weight, at) {
+                Ok(tokens) => {
+                    queue.remove(waiter.id);
+                    self.publish_len(&queue);
+                    drop(queue);
+                    waiter.done = true;
+                    shared.metrics.admitted.increment(1);
+                    if waiter.bucket.is_none() {
+                        shared.metrics.tokens.set(tokens as f64);
+                    }
+                    let waited = now.saturating_duration_since(waiter.enqueued);
+                    shared.metrics.queue_wait.record(waited.as_secs_f64());
+                    return Turn::Done(Ok(()));
+                }
+                Err(denied) => {
+                    let refilled = now.checked_add(Duration::from_nanos(denied.retry_after_nanos));
+                    wake_at = refilled.map_or(wake_at, |at| wake_at.min(at));
+                }
+            }
+        }
+        if now >= waiter.deadline {
+            queue.remove(waiter.id);
+            self.publish_len(&queue);
+            drop(queue);
+            waiter.done = true;
+            let waited = now.saturating_duration_since(waiter.enqueued);
+            return Turn::Done(Err(self.reject(Error::QueueTimeout { waited })));
+        }
+        queue.set_waker(waiter.id, waker);
+        Turn::SleepUntil(wake_at)
+    }
+
+    fn leave(&self, id: u64) {
+        let mut queue = lock(&self.shared.queue);
+        if queue.remove(id) {
+            self.publish_len(&queue);
+        }
+    }
+}
+
+/// A request's place in the queue. Dropping it leaves the queue (and wakes whoever is next).
+pub(crate) struct Waiter {
+    limiter: RateLimiter,
+    id: u64,
+    pub(crate) bucket: BucketId,
+    pub(crate) weight: u32,
+    enqueued: Instant,
+    pub(crate) deadline: Instant,
+    done: bool,
+}
+
+impl fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiter")
+            .field("id", &self.id)
+            .field("weight", &self.weight)
+            .finish()
+    }
+}
+
+impl Waiter {
+    pub(crate) fn poll_turn(&mut self, now: Instant, waker: &Waker) -> Turn {
+        let limiter = self.limiter.clone();
+        limiter.poll_turn(self, now, waker)
+    }
+
+    pub(crate) fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.limiter.leave(self.id);
+        }
+    }
+}
