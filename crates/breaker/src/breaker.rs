@@ -22,6 +22,29 @@ use crate::state::{BreakerSnapshot, Machine, Permit, State};
 ///
 /// Every method reads the time from the breaker's own clock
 /// ([`BreakerConfigBuilder::clock`](crate::BreakerConfigBuilder::clock)).
+///
+/// Guarding work that is not a tower service:
+///
+/// ```
+/// use tower_prism_breaker::{Breaker, BreakerConfig, State, Window};
+/// use tower_prism_core::Outcome;
+///
+/// # fn main() -> Result<(), tower_prism_core::ConfigError> {
+/// let config = BreakerConfig::builder()
+///     .window(Window::Count { size: 2 })
+///     .minimum_calls(2)
+///     .build()?;
+/// let breaker = Breaker::new("payments", &config)?;
+/// for _ in 0..2 {
+///     let permit = breaker.acquire().expect("closed: the call may go ahead");
+///     // ... the call, which fails ...
+///     breaker.record(permit, Outcome::RETRYABLE);
+/// }
+/// assert_eq!(breaker.state(), State::Open);
+/// assert!(breaker.acquire().is_err(), "rejected until the wait is over");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Breaker {
     machine: Arc<Machine>,
