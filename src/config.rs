@@ -39,6 +39,7 @@ use crate::parse_error::ParseError;
 /// The whole config file: named policies.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ReliabilityConfig {
     /// The policies, by name (`[policy.<name>]`).
     #[serde(default)]
@@ -46,8 +47,23 @@ pub struct ReliabilityConfig {
 }
 
 /// One named policy: which stages it has and how each is set.
+///
+/// From a file (a `[policy.<name>]` table of [`ReliabilityConfig`]), or in code with
+/// [`PolicyConfig::builder`]:
+///
+/// ```
+/// use tower_prism::PolicyConfig;
+///
+/// let policy = PolicyConfig::builder()
+///     .circuit_breaker(Default::default())
+///     .retry(Default::default())
+///     .build()
+///     .unwrap();
+/// assert!(policy.rate_limit.is_none() && policy.retry.is_some());
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawPolicyConfig")]
+#[non_exhaustive]
 pub struct PolicyConfig {
     /// The rate limiter (`[policy.<name>.rate_limit]`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,6 +128,11 @@ impl TryFrom<RawPolicyConfig> for PolicyConfig {
 }
 
 impl PolicyConfig {
+    /// A builder with no stage.
+    pub fn builder() -> PolicyConfigBuilder {
+        PolicyConfigBuilder::default()
+    }
+
     /// Checks every stage's values; the error names the stage and field
     /// (`circuit_breaker.failure_rate_threshold`).
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -132,6 +153,50 @@ impl PolicyConfig {
             c.validate().map_err(|e| e.in_section("balance"))?;
         }
         Ok(())
+    }
+}
+
+/// Builds a [`PolicyConfig`]: one setter per stage; [`build`](Self::build) validates.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyConfigBuilder {
+    policy: PolicyConfig,
+}
+
+impl PolicyConfigBuilder {
+    /// Adds the rate limiter.
+    pub fn rate_limit(mut self, config: RateLimitConfig) -> Self {
+        self.policy.rate_limit = Some(config);
+        self
+    }
+
+    /// Adds the adaptive concurrency limit.
+    pub fn concurrency_limit(mut self, config: ConcurrencyConfig) -> Self {
+        self.policy.concurrency_limit = Some(config);
+        self
+    }
+
+    /// Adds the circuit breaker.
+    pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
+        self.policy.circuit_breaker = Some(config);
+        self
+    }
+
+    /// Adds retries.
+    pub fn retry(mut self, config: RetryConfig) -> Self {
+        self.policy.retry = Some(config);
+        self
+    }
+
+    /// Sets the load balancer's config.
+    pub fn balance(mut self, config: BalanceConfig) -> Self {
+        self.policy.balance = Some(config);
+        self
+    }
+
+    /// Checks every stage (see [`PolicyConfig::validate`]) and returns the policy.
+    pub fn build(self) -> Result<PolicyConfig, ConfigError> {
+        self.policy.validate()?;
+        Ok(self.policy)
     }
 }
 

@@ -177,7 +177,7 @@ mod stack;
 mod stages;
 
 pub use builder::ReliabilityLayerBuilder;
-pub use config::{PolicyConfig, ReliabilityConfig};
+pub use config::{PolicyConfig, PolicyConfigBuilder, ReliabilityConfig};
 pub use config_error::ConfigFileError;
 pub use error::{retry_after_hint, Error, ErrorKind};
 pub use ext::{protect, Protected, ServiceBuilderExt};

@@ -241,10 +241,9 @@ async fn hot_reload_changes_running_limits_and_refuses_bad_configs() {
     // An invalid config is refused, names policy, stage and field, and changes nothing.
     let bad = ReliabilityConfig::from_toml("[policy.api.rate_limit]\nrate = 0");
     assert_eq!(bad.unwrap_err().field(), Some("policy.api.rate_limit.rate"));
-    let mut policy = PolicyConfig {
-        rate_limit: Some(RateLimitConfig::new(0, Duration::from_secs(1))),
-        ..PolicyConfig::default()
-    };
+    // Invalid on purpose (rate 0): built field by field, as the builder would refuse it.
+    let mut policy = PolicyConfig::default();
+    policy.rate_limit = Some(RateLimitConfig::new(0, Duration::from_secs(1)));
     let err = layer.reconfigure(&policy).unwrap_err();
     assert_eq!(err.field(), Some("policy.api.rate_limit.rate"));
     // Removing a stage from a running stack is refused too.
@@ -257,14 +256,14 @@ async fn hot_reload_changes_running_limits_and_refuses_bad_configs() {
         })
     ));
     // So is a new clock for a running limiter (its buckets' times are on the old one).
-    let tsc = PolicyConfig {
-        rate_limit: Some({
+    let tsc = PolicyConfig::builder()
+        .rate_limit({
             let mut c = RateLimitConfig::new(100, Duration::from_secs(1));
             c.clock = Clock::Tsc;
             c
-        }),
-        ..PolicyConfig::default()
-    };
+        })
+        .build()
+        .unwrap();
     let err = layer.reconfigure(&tsc).unwrap_err();
     assert_eq!(err.field(), Some("policy.api.rate_limit.clock"));
     let still = admitted_in_one_second(&service).await;

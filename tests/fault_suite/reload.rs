@@ -58,17 +58,17 @@ fn variant(i: u32) -> PolicyConfig {
     balance.outlier.enabled = i.is_multiple_of(3);
     balance.outlier.consecutive_failures = 3 + i % 5;
     balance.outlier.max_ejection_percent = 34;
-    PolicyConfig {
-        rate_limit: Some({
+    PolicyConfig::builder()
+        .rate_limit({
             let mut c = RateLimitConfig::new(1_000 + i, Duration::from_secs(1));
             c.burst = Some(20 + i % 7);
             c.queue_size = queue_size;
             c.max_wait =
                 (queue_size > 0).then(|| Duration::from_millis(20 + u64::from(i % 5) * 10));
             c
-        }),
-        concurrency_limit: Some(concurrency),
-        circuit_breaker: Some(
+        })
+        .concurrency_limit(concurrency)
+        .circuit_breaker(
             BreakerConfig::builder()
                 .window(Window::Count { size: 10 })
                 .minimum_calls(2 + i % 5)
@@ -77,8 +77,8 @@ fn variant(i: u32) -> PolicyConfig {
                 .permitted_calls_in_half_open(1 + i % 4)
                 .build()
                 .unwrap(),
-        ),
-        retry: Some(
+        )
+        .retry(
             RetryConfig::builder()
                 .max_attempts(1 + i % 4)
                 .backoff(Backoff::fixed(Duration::from_millis(1 + u64::from(i % 10))))
@@ -92,9 +92,10 @@ fn variant(i: u32) -> PolicyConfig {
                 )
                 .build()
                 .unwrap(),
-        ),
-        balance: Some(balance),
-    }
+        )
+        .balance(balance)
+        .build()
+        .unwrap()
 }
 
 /// Which variant the running stack's snapshot and balancer show, after checking that every
@@ -134,9 +135,9 @@ fn running_variant(snapshot: &Snapshot, strategy: Strategy) -> u32 {
 }
 
 fn config_of(policy: PolicyConfig) -> ReliabilityConfig {
-    ReliabilityConfig {
-        policy: BTreeMap::from([("api".to_owned(), policy)]),
-    }
+    let mut config = ReliabilityConfig::default();
+    config.policy = BTreeMap::from([("api".to_owned(), policy)]);
+    config
 }
 
 /// A reload the stack must refuse, and the field (or stage) the error names.

@@ -244,29 +244,30 @@ pub fn every_stage_policy() -> PolicyConfig {
     let mut balance = BalanceConfig::default();
     balance.strategy = Strategy::RoundRobin;
     balance.outlier.enabled = false;
-    PolicyConfig {
-        rate_limit: Some({
+    PolicyConfig::builder()
+        .rate_limit({
             let mut c = RateLimitConfig::new(100, Duration::from_secs(1));
             c.burst = Some(4);
             c.queue_size = 4;
             c.max_wait = Some(Duration::from_millis(100));
             c
-        }),
-        concurrency_limit: Some({
+        })
+        .concurrency_limit({
             let mut c = ConcurrencyConfig::fixed(3);
             c.max_wait = Some(Duration::from_millis(50));
             c
-        }),
-        circuit_breaker: Some(breaker_config()),
-        retry: Some(
+        })
+        .circuit_breaker(breaker_config())
+        .retry(
             RetryConfig::builder()
                 .max_attempts(3)
                 .backoff(Backoff::fixed(Duration::from_millis(10)))
                 .build()
                 .unwrap(),
-        ),
-        balance: Some(balance),
-    }
+        )
+        .balance(balance)
+        .build()
+        .unwrap()
 }
 
 /// `builder` with [`every_stage_policy`].
