@@ -13,7 +13,7 @@ use crate::ConfigError;
 /// its clock.
 ///
 /// ```
-/// use tower_prism_core::clock::{Clock, TimeSource};
+/// use tower_prism_core::{Clock, TimeSource};
 ///
 /// let clock: Clock = serde_json::from_str("\"tsc\"").unwrap();
 /// let time = TimeSource::new(clock);

@@ -43,13 +43,13 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod clock;
+mod clock;
 pub mod config;
-pub mod health;
+mod health;
 #[doc(hidden)]
 pub mod internal;
 pub mod metrics;
-pub mod outcome;
+mod outcome;
 #[doc(hidden)]
 pub mod sync;
 
