@@ -1,0 +1,165 @@
+//! Unit tests of `config.rs`.
+
+use super::*;
+use tower_prism_core::config::MAX_DURATION;
+
+fn field(cfg: RedisConfig) -> String {
+    cfg.validate().unwrap_err().field().to_owned()
+}
+
+#[test]
+fn each_bad_field_is_named() {
+    let ok = RedisConfig::new("redis://127.0.0.1:6379/", 100, Duration::from_secs(1));
+    ok.validate().unwrap();
+    let with = |f: fn(&mut RedisConfig)| {
+        let mut c = ok.clone();
+        f(&mut c);
+        c
+    };
+    assert_eq!(field(with(|c| c.url = "http://nope".into())), "url");
+    assert_eq!(field(with(|c| c.rate = 0)), "rate");
+    assert_eq!(field(with(|c| c.rate = 2_000_000)), "rate");
+    assert_eq!(field(with(|c| c.period = Duration::ZERO)), "period");
+    assert_eq!(field(with(|c| c.period = Duration::MAX)), "period");
+    assert_eq!(field(with(|c| c.burst = Some(0))), "burst");
+    assert_eq!(field(with(|c| c.prefix = "a{b".into())), "prefix");
+    assert_eq!(field(with(|c| c.timeout = Duration::ZERO)), "timeout");
+    assert_eq!(
+        field(with(
+            |c| c.failure_policy = FailurePolicy::LocalFallback { instances: 0 }
+        )),
+        "failure_policy.local_fallback.instances"
+    );
+    assert_eq!(field(with(|c| c.pre_allot = 0)), "pre_allot");
+    assert_eq!(field(with(|c| c.max_keys = 0)), "max_keys");
+}
+
+#[test]
+fn every_size_and_duration_has_an_upper_bound() {
+    let ok = RedisConfig::new("redis://127.0.0.1:6379/", 100, Duration::from_secs(1));
+    let with = |f: fn(&mut RedisConfig)| {
+        let mut c = ok.clone();
+        f(&mut c);
+        c
+    };
+    assert_eq!(
+        field(with(|c| c.period = MAX_DURATION + Duration::from_secs(1))),
+        "period"
+    );
+    with(|c| c.period = MAX_DURATION).validate().unwrap();
+    assert_eq!(
+        field(with(
+            |c| c.timeout = RedisConfig::MAX_TIMEOUT + Duration::from_millis(1)
+        )),
+        "timeout"
+    );
+    with(|c| c.timeout = RedisConfig::MAX_TIMEOUT)
+        .validate()
+        .unwrap();
+    for (name, cfg) in [
+        (
+            "connect_timeout",
+            with(|c| c.connect_timeout = RedisConfig::MAX_RECONNECT_WAIT * 2),
+        ),
+        (
+            "connect_timeout",
+            with(|c| c.connect_timeout = Duration::ZERO),
+        ),
+        (
+            "reconnect_backoff_max",
+            with(|c| c.reconnect_backoff_max = RedisConfig::MAX_RECONNECT_WAIT * 2),
+        ),
+        (
+            "reconnect_backoff",
+            with(|c| c.reconnect_backoff = Duration::ZERO),
+        ),
+        (
+            "reconnect_backoff_max",
+            with(|c| c.reconnect_backoff_max = Duration::from_millis(1)),
+        ),
+        (
+            "burst",
+            with(|c| c.burst = Some(RedisConfig::MAX_COUNT + 1)),
+        ),
+        (
+            "max_keys",
+            with(|c| c.max_keys = RedisConfig::MAX_COUNT as usize + 1),
+        ),
+        (
+            "failure_policy.local_fallback.instances",
+            with(|c| {
+                c.failure_policy = FailurePolicy::LocalFallback {
+                    instances: RedisConfig::MAX_COUNT + 1,
+                }
+            }),
+        ),
+        (
+            "prefix",
+            with(|c| c.prefix = "p".repeat(RedisConfig::MAX_PREFIX_BYTES + 1)),
+        ),
+        (
+            "url",
+            with(|c| c.url = format!("redis://h/{}", "x".repeat(RedisConfig::MAX_TEXT_BYTES + 1))),
+        ),
+        (
+            "username",
+            with(|c| c.username = Some("x".repeat(RedisConfig::MAX_TEXT_BYTES + 1))),
+        ),
+        (
+            "password",
+            with(|c| c.password = Some("x".repeat(RedisConfig::MAX_TEXT_BYTES + 1))),
+        ),
+        (
+            "password_env",
+            with(|c| c.password_env = Some("x".repeat(RedisConfig::MAX_TEXT_BYTES + 1))),
+        ),
+        (
+            "tls_ca_file",
+            with(|c| c.tls_ca_file = Some("/ca.pem".into())),
+        ),
+    ] {
+        let err = cfg.validate().unwrap_err();
+        assert_eq!(err.field(), name, "{err}");
+        assert!(err.to_string().len() < 400, "bounded error text: {err}");
+    }
+    // The default burst of a huge rate is capped at the bound rather than refused.
+    let huge = RedisConfig::new("redis://h/", 60_000_000, Duration::from_secs(60));
+    assert_eq!(huge.effective_burst(), RedisConfig::MAX_COUNT);
+    huge.validate().unwrap();
+}
+
+#[test]
+fn debug_redacts_the_url_and_hides_the_password() {
+    let mut cfg = RedisConfig::new("redis://u:hunter2@h:1/", 1, Duration::from_secs(1));
+    cfg.password = Some("swordfish".into());
+    let text = format!("{cfg:?}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("swordfish"),
+        "{text}"
+    );
+    assert!(text.contains("redis://u:***@h:1/"), "{text}");
+    let err = with_url("redis://u:hunter2@h:notaport/")
+        .validate()
+        .unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+fn with_url(url: &str) -> RedisConfig {
+    RedisConfig::new(url, 1, Duration::from_secs(1))
+}
+
+#[test]
+fn serde_reads_policies_and_refuses_unknown_fields() {
+    let cfg: RedisConfig = toml::from_str(
+        "url = 'redis://h/'\nrate = 5\nfailure_policy = 'fail_open'\ntimeout = '10ms'",
+    )
+    .unwrap();
+    assert_eq!(cfg.failure_policy, FailurePolicy::FailOpen);
+    assert_eq!(cfg.timeout, Duration::from_millis(10));
+    assert_eq!(cfg.effective_burst(), 5);
+    assert!(toml::from_str::<RedisConfig>("url = 'redis://h/'\nrate = 5\nrates = 1").is_err());
+    assert!(toml::from_str::<RedisConfig>(
+        "url = 'redis://h/'\nrate = 5\nfailure_policy = 'maybe'"
+    )
+    .is_err());
+}
