@@ -34,7 +34,7 @@ const NEVER_SKIP: u64 = u64::MAX;
 /// always count. The clock is read only if the algorithm uses latency.
 ///
 /// Waiting (with `max_wait`) is the cold path: the wait is a boxed future on a
-/// [`Notify`], woken one waiter per finished call, with no FIFO guarantee.
+/// tokio `Notify`, woken one waiter per finished call, with no FIFO guarantee.
 #[derive(Clone)]
 pub struct ConcurrencyLimiter {
     shared: Arc<Shared>,

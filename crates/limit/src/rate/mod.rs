@@ -19,7 +19,7 @@
 //! new key looks at no more than 8 tracked keys), and allocates nothing once the map has
 //! grown; waiting and adaptation take short locks off the admit path.
 //!
-//! The buckets read [`tokio::time::Instant`] by default, so `tokio::time::pause()` drives
+//! The buckets read `tokio::time::Instant` by default, so `tokio::time::pause()` drives
 //! them in tests; [`Clock::Tsc`] (`clock = "tsc"`) reads the CPU's time-stamp counter
 //! instead, which is cheaper to read but does not follow paused time.
 //!
@@ -84,6 +84,7 @@ mod service;
 mod waiter;
 
 pub use adaptive::AdaptiveConfig;
+#[cfg(feature = "redis")]
 pub(crate) use config::check_quota;
 pub use config::RateLimitConfig;
 pub use config_builder::RateLimitConfigBuilder;

@@ -12,7 +12,7 @@ use super::service::RedisRateLimit;
 use super::state::State;
 use crate::rate::Unkeyed;
 
-/// A [`Layer`] that rate limits with a limit shared through Redis. Every service it makes,
+/// A tower `Layer` that rate limits with a limit shared through Redis. Every service it makes,
 /// and every instance using the same Redis, prefix and name, shares the limit.
 #[derive(Debug, Clone)]
 pub struct RedisRateLimitLayer<K = Unkeyed> {
