@@ -63,8 +63,8 @@ fn call_now<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, req: u64) {
 }
 
 fn prism_aimd() -> ConcurrencyLimitLayer {
-    ConcurrencyLimitLayer::builder(
-        ConcurrencyConfig::builder()
+    ConcurrencyLimitLayer::from_config(
+        &ConcurrencyConfig::builder()
             .initial_limit(LIMIT)
             .min_limit(LIMIT)
             .max_limit(LIMIT * 2)
@@ -72,13 +72,12 @@ fn prism_aimd() -> ConcurrencyLimitLayer {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap()
 }
 
 fn prism_gradient() -> ConcurrencyLimitLayer {
-    ConcurrencyLimitLayer::builder(
-        ConcurrencyConfig::builder()
+    ConcurrencyLimitLayer::from_config(
+        &ConcurrencyConfig::builder()
             .initial_limit(LIMIT)
             .min_limit(LIMIT)
             .max_limit(LIMIT * 2)
@@ -86,7 +85,6 @@ fn prism_gradient() -> ConcurrencyLimitLayer {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap()
 }
 

@@ -113,8 +113,8 @@ fn admit_on(c: &mut Criterion, threads: usize) {
     let burst = NonZeroU32::new(1_000_000_000).unwrap();
 
     let layer = |clock: Clock| {
-        RateLimitLayer::builder(
-            RateLimitConfig::builder()
+        RateLimitLayer::from_config(
+            &RateLimitConfig::builder()
                 .rate(1_000_000_000)
                 .period(Duration::from_secs(1))
                 .burst(burst.get())
@@ -122,7 +122,6 @@ fn admit_on(c: &mut Criterion, threads: usize) {
                 .build()
                 .unwrap(),
         )
-        .build()
         .unwrap()
     };
     // The TSC variants read the clock through quanta, as governor does.
@@ -237,8 +236,8 @@ fn keyed_service(
     period: Duration,
     burst: u32,
 ) -> impl Service<u64> + Clone {
-    RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(rate)
             .period(period)
             .burst(burst)
@@ -246,7 +245,6 @@ fn keyed_service(
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap()
     .key_fn(|req: &u64| *req)
     .layer(Noop)

@@ -16,8 +16,8 @@ fn echo() -> impl Service<u32, Response = u32, Error = Infallible> + Clone {
 
 /// A limiter of `rate` per `period` and `burst` on the TSC clock.
 fn tsc(rate: u32, period: Duration, burst: u32) -> RateLimitLayer {
-    RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(rate)
             .period(period)
             .burst(burst)
@@ -25,7 +25,6 @@ fn tsc(rate: u32, period: Duration, burst: u32) -> RateLimitLayer {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap()
 }
 
@@ -82,14 +81,13 @@ async fn a_tsc_limiter_ignores_paused_time() {
 
 #[test]
 fn a_running_limiter_keeps_its_clock() {
-    let layer = RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    let layer = RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(10)
             .period(Duration::from_secs(1))
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap();
     let limiter = layer.handle();
     let tsc = {

@@ -270,8 +270,8 @@ fn sleeper() -> impl Service<Job, Response = (), Error = &'static str, Future: S
 
 #[tokio::test(start_paused = true)]
 async fn aimd_shrinks_on_failures_and_grows_while_healthy_within_bounds() {
-    let layer = ConcurrencyLimitLayer::builder(
-        ConcurrencyConfig::builder()
+    let layer = ConcurrencyLimitLayer::from_config(
+        &ConcurrencyConfig::builder()
             .initial_limit(8)
             .min_limit(2)
             .max_limit(12)
@@ -283,7 +283,6 @@ async fn aimd_shrinks_on_failures_and_grows_while_healthy_within_bounds() {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap();
     let limiter = layer.handle().clone();
     let svc = layer.layer(sleeper());
@@ -314,8 +313,8 @@ async fn aimd_shrinks_on_failures_and_grows_while_healthy_within_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn aimd_treats_slow_calls_as_overload() {
-    let layer = ConcurrencyLimitLayer::builder(
-        ConcurrencyConfig::builder()
+    let layer = ConcurrencyLimitLayer::from_config(
+        &ConcurrencyConfig::builder()
             .initial_limit(10)
             .min_limit(1)
             .max_limit(10)
@@ -328,7 +327,6 @@ async fn aimd_treats_slow_calls_as_overload() {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap();
     let limiter = layer.handle().clone();
     let svc = layer.layer(sleeper());
@@ -341,8 +339,8 @@ async fn aimd_treats_slow_calls_as_overload() {
 
 #[tokio::test(start_paused = true)]
 async fn gradient_lowers_the_limit_when_latency_rises_and_recovers() {
-    let layer = ConcurrencyLimitLayer::builder(
-        ConcurrencyConfig::builder()
+    let layer = ConcurrencyLimitLayer::from_config(
+        &ConcurrencyConfig::builder()
             .initial_limit(20)
             .min_limit(4)
             .max_limit(50)
@@ -350,7 +348,6 @@ async fn gradient_lowers_the_limit_when_latency_rises_and_recovers() {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap();
     let limiter = layer.handle().clone();
     let svc = layer.layer(sleeper());
@@ -517,15 +514,12 @@ proptest! {
     #[test]
     fn never_more_than_the_limit_in_flight(ops in proptest::collection::vec(op(), 1..80)) {
         let gate = Gate::default();
-        let layer = ConcurrencyLimitLayer::builder(
-            ConcurrencyConfig::builder()
+        let layer = ConcurrencyLimitLayer::from_config(&ConcurrencyConfig::builder()
                 .initial_limit(3)
                 .min_limit(1)
                 .max_limit(8)
                 .build()
-                .unwrap(),
-        )
-            .build()
+                .unwrap())
             .unwrap();
         let limiter = layer.handle().clone();
         let mut svc = layer.layer(gate.clone());
@@ -655,15 +649,14 @@ fn threads_never_exceed_the_limit() {
     }
 
     let inner = Counted::default();
-    let layer = ConcurrencyLimitLayer::builder(
-        ConcurrencyConfig::builder()
+    let layer = ConcurrencyLimitLayer::from_config(
+        &ConcurrencyConfig::builder()
             .initial_limit(3)
             .min_limit(1)
             .max_limit(3)
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap();
     let limiter = layer.handle().clone();
     let svc = layer.layer(inner.clone());

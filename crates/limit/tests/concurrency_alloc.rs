@@ -74,8 +74,8 @@ fn allocations_per_call<S: Service<u64>>(svc: &mut S) -> u64 {
 
 #[test]
 fn admitted_calls_allocate_nothing() {
-    let aimd = ConcurrencyLimitLayer::builder(
-        ConcurrencyConfig::builder()
+    let aimd = ConcurrencyLimitLayer::from_config(
+        &ConcurrencyConfig::builder()
             .min_limit(1)
             .max_limit(100)
             .algorithm({
@@ -86,7 +86,6 @@ fn admitted_calls_allocate_nothing() {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap();
     assert_eq!(allocations_per_call(&mut aimd.layer(Echo)), 0, "aimd");
 

@@ -15,8 +15,8 @@ const CAP: u64 = 1_000;
 #[test]
 fn fresh_keys_taking_full_keys_slots_allocate_nothing() {
     // 10^9/s: every bucket is full again by the next call, so each fresh key evicts one.
-    let layer = RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    let layer = RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(1_000_000_000)
             .period(Duration::from_secs(1))
             .burst(1_000)
@@ -24,7 +24,6 @@ fn fresh_keys_taking_full_keys_slots_allocate_nothing() {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap()
     .key_fn(|req: &u64| *req);
     let limiter = layer.handle().clone();
@@ -39,8 +38,8 @@ fn fresh_keys_taking_full_keys_slots_allocate_nothing() {
 fn fresh_keys_beyond_a_cap_of_limited_keys_allocate_nothing() {
     // One token per 100 s with a large burst: tracked keys stay limited, the overflow
     // bucket admits every fresh key.
-    let layer = RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    let layer = RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(1)
             .period(Duration::from_secs(100))
             .burst(1_000_000)
@@ -48,7 +47,6 @@ fn fresh_keys_beyond_a_cap_of_limited_keys_allocate_nothing() {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap()
     .key_fn(|req: &u64| *req);
     let limiter = layer.handle().clone();

@@ -9,8 +9,8 @@ use tower_prism_limit::Error;
 
 /// `per_second` tokens a second, a burst of `burst`, at most `max_keys` keys.
 fn limiter(per_second: u32, burst: u32, max_keys: usize) -> RateLimiter {
-    RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(per_second)
             .period(Duration::from_secs(1))
             .burst(burst)
@@ -18,7 +18,6 @@ fn limiter(per_second: u32, burst: u32, max_keys: usize) -> RateLimiter {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap()
     .handle()
     .clone()

@@ -66,15 +66,14 @@ where
 }
 
 fn limiter(rate: u32, period: Duration, burst: u32) -> RateLimitLayer {
-    RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(rate)
             .period(period)
             .burst(burst)
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap()
 }
 
@@ -144,8 +143,8 @@ async fn weights_charge_tokens_and_oversized_requests_fail_clearly() {
 
 #[tokio::test(start_paused = true)]
 async fn keys_get_their_own_buckets_within_the_cap() {
-    let layer = RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    let layer = RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(1)
             .period(Duration::from_secs(1))
             .burst(1)
@@ -154,7 +153,6 @@ async fn keys_get_their_own_buckets_within_the_cap() {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap()
     .key_fn(|req: &(u32, u32)| req.0);
     let mut svc = layer.layer(Echo::new());
@@ -191,8 +189,8 @@ type Prioritised = RateLimitLayer<
 
 fn queued_layer(queue: usize, max_wait: Duration) -> Prioritised {
     let priority: fn(&(u32, &'static str)) -> u32 = |req| req.0;
-    RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(10)
             .period(Duration::from_secs(1))
             .burst(1)
@@ -201,7 +199,6 @@ fn queued_layer(queue: usize, max_wait: Duration) -> Prioritised {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap()
     .priority_fn(priority)
 }
@@ -376,8 +373,8 @@ async fn retry_after_never_exceeds_its_documented_cap() {
         })
     );
     // With a queue, the wait behind the waiters ahead is capped too.
-    let queued = RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    let queued = RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(1)
             .period(RateLimitConfig::MAX_PERIOD)
             .burst(1)
@@ -386,7 +383,6 @@ async fn retry_after_never_exceeds_its_documented_cap() {
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap();
     let mut svc = queued.layer(Echo::new());
     send(&mut svc, 0).await.unwrap();
@@ -548,15 +544,14 @@ async fn builder_errors_name_the_field() {
 /// the clock and its CAS must not be taken for a request from the past.
 #[test]
 fn two_threads_on_a_huge_limit_are_never_refused() {
-    let layer = RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    let layer = RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(1_000_000_000)
             .period(Duration::from_secs(1))
             .burst(1_000_000)
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap();
     let threads: Vec<_> = (0..2)
         .map(|_| {

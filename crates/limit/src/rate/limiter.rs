@@ -7,11 +7,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower_prism_core::{Clock, TimeSource};
 use tower_prism_core::config::ConfigError;
 use tower_prism_core::internal::{lock, nanos};
 use tower_prism_core::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 use tower_prism_core::HealthReader;
+use tower_prism_core::{Clock, TimeSource};
 
 use super::adapt;
 use super::adaptive::AdaptiveConfig;

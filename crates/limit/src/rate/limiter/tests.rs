@@ -55,15 +55,14 @@ async fn a_poisoned_health_reader_still_adapts_the_rate() {
 /// 10^9/s with a burst of 10^6, a tolerance of only 1 ms.
 #[tokio::test(start_paused = true)]
 async fn a_stale_clock_reading_is_not_refused_by_a_full_bucket() {
-    let layer = RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    let layer = RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(1_000_000_000)
             .period(Duration::from_secs(1))
             .burst(1_000_000)
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap();
     let limiter = layer.handle();
     let stale = Instant::now();
@@ -80,15 +79,14 @@ async fn a_stale_clock_reading_is_not_refused_by_a_full_bucket() {
     assert_eq!(limiter.snapshot().tokens, 999_998);
 
     // A real denial still stands, with the retry time of the fresh reading.
-    let tight = RateLimitLayer::builder(
-        RateLimitConfig::builder()
+    let tight = RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
             .rate(10)
             .period(Duration::from_secs(1))
             .burst(1)
             .build()
             .unwrap(),
     )
-    .build()
     .unwrap();
     let limiter = tight.handle();
     let stale = Instant::now();
