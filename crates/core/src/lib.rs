@@ -43,13 +43,16 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod clock;
+// The modules stay public although their items are re-exported at the root: rustdoc links
+// from another crate to an item only at its definition path, so with private modules every
+// link from the component crates' docs to `Outcome`, `HealthSignal`... would render as text.
+pub mod clock;
 pub mod config;
-mod health;
+pub mod health;
 #[doc(hidden)]
 pub mod internal;
 pub mod metrics;
-mod outcome;
+pub mod outcome;
 #[doc(hidden)]
 pub mod sync;
 
