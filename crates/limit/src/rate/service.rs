@@ -10,7 +10,7 @@ use tower_prism_core::BoxError;
 use super::future::ResponseFuture;
 use super::limiter::{Fast, RateLimiter};
 use super::policy::{KeyFn, PriorityFn, SamePriority, UnitWeight, Unkeyed, WeightFn};
-use crate::take_ready;
+use crate::ready::take_ready;
 
 /// Admits requests to `S` at the limiter's rate. Clones share the limiter.
 ///
