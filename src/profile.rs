@@ -17,7 +17,7 @@ pub trait Profile: Clone + Send + Sync + 'static {
     /// ([`Classify`](tower_prism_core::Classify) over the response and a
     /// [`BoxError`](crate::BoxError)).
     type Classify: Clone + Send + Sync + 'static;
-    /// Copies a request for a retry ([`ReplayRequest`]).
+    /// Copies a request for a retry (a `ReplayRequest` of [`retry`](crate::retry)).
     type Replay: Clone + Send + Sync + 'static;
     /// Reads a retry-after hint off a response
     /// ([`ResponseHint`](tower_prism_retry::ResponseHint)).
@@ -79,7 +79,7 @@ impl<C: Clone + Send + Sync + 'static> Profile for Classified<C> {
 /// An HTTP client: responses classified by status ([`HttpClassifier`]: 5xx, 429 and 408
 /// are failures), idempotent requests retried when their body is a
 /// [`ReplayBody`](tower_prism_retry::ReplayBody) (wrap them with
-/// [`tower_prism_retry::replayable`]), `Retry-After` honoured.
+/// [`retry::replayable`](crate::retry)), `Retry-After` honoured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Http;
 
