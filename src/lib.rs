@@ -204,3 +204,9 @@ pub use tower_prism_breaker as breaker;
 pub use tower_prism_limit as limit;
 /// Retries: backoff, retry budget, replayable HTTP bodies.
 pub use tower_prism_retry as retry;
+
+/// The README's Rust examples, compiled and run as doctests: every name they use is
+/// defined in them, and the behaviour they claim is asserted.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

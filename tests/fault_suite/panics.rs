@@ -16,8 +16,8 @@ use std::sync::Arc;
 use tower::{BoxError, Service, ServiceExt};
 use tower_prism::balance::Strategy;
 use tower_prism::breaker::State;
-use tower_prism::{Classify, Outcome};
 use tower_prism::ReliabilityLayer;
+use tower_prism::{Classify, Outcome};
 
 use crate::support::flavor::{Flavor, GenericFlavor, HttpFlavor};
 use crate::support::rig::{Rig, Stack};
