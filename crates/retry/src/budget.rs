@@ -16,7 +16,6 @@
 //! tests and the loom model drive time by hand.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use tokio::time::Instant;
 use tower_prism_core::internal::nanos;
@@ -201,7 +200,7 @@ impl RetryBudget {
 
     /// [`deposit`](Self::deposit) with a clock reading the caller already has.
     #[inline]
-    pub fn deposit_at_instant(&self, now: Instant) {
+    pub(crate) fn deposit_at_instant(&self, now: Instant) {
         if self.deposit_at(self.epoch_of_instant(now)) {
             self.refresh_health();
         }
@@ -211,11 +210,6 @@ impl RetryBudget {
     /// Always `true` when the budget is disabled.
     pub fn withdraw(&self) -> bool {
         !self.is_enabled() || self.withdraw_at(self.epoch())
-    }
-
-    /// [`withdraw`](Self::withdraw) with a clock reading the caller already has.
-    pub fn withdraw_at_instant(&self, now: Instant) -> bool {
-        !self.is_enabled() || self.withdraw_at(self.epoch_of_instant(now))
     }
 
     /// Retries available now (fractional).
@@ -231,7 +225,7 @@ impl RetryBudget {
     /// [`deposit`](Self::deposit) at a given epoch. Returns `true` if this call started a
     /// new slot.
     #[inline]
-    pub fn deposit_at(&self, epoch: u64) -> bool {
+    pub(crate) fn deposit_at(&self, epoch: u64) -> bool {
         let slot = &self.inner.slots[(epoch % SLOTS as u64) as usize];
         let amount = self.inner.deposit.load(Ordering::Relaxed);
         let mut raw = slot.load(Ordering::Acquire);
@@ -251,7 +245,7 @@ impl RetryBudget {
     }
 
     /// [`withdraw`](Self::withdraw) at a given epoch (ignores `enabled`).
-    pub fn withdraw_at(&self, epoch: u64) -> bool {
+    pub(crate) fn withdraw_at(&self, epoch: u64) -> bool {
         self.take_at(epoch).is_some()
     }
 
@@ -316,7 +310,7 @@ impl RetryBudget {
     }
 
     /// [`available`](Self::available) at a given epoch.
-    pub fn available_at(&self, epoch: u64) -> f64 {
+    pub(crate) fn available_at(&self, epoch: u64) -> f64 {
         let i = &self.inner;
         let sum: i64 = i
             .slots
@@ -349,13 +343,9 @@ impl RetryBudget {
     }
 
     /// Whether two handles share one budget.
-    pub fn same_as(&self, other: &RetryBudget) -> bool {
+    #[cfg(test)]
+    pub(crate) fn same_as(&self, other: &RetryBudget) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
-    }
-
-    /// The length of one slot.
-    pub fn slot(&self) -> Duration {
-        Duration::from_nanos(self.inner.slot_nanos)
     }
 }
 

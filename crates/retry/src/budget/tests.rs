@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 use tower_prism_core::Outcome;
 
 fn config(ratio: f64, min_per_second: u32) -> BudgetConfig {
