@@ -23,12 +23,12 @@ pub(crate) fn check_policy_name(name: &str) -> Result<(), ConfigError> {
 }
 
 /// `policy.<name>`, the section of a policy's fields in errors; a name longer than
-/// [`MAX_QUOTED`] is cut, so a huge policy name cannot make a huge error.
+/// 64 characters is cut, so a huge policy name cannot make a huge error.
 pub(crate) fn policy_section(name: &str) -> String {
     format!("policy.{}", bounded_name(name))
 }
 
-/// A policy name as an error quotes it (cut after [`MAX_QUOTED`] characters).
+/// A policy name as an error quotes it (cut after 64 characters).
 pub(crate) fn bounded_name(name: &str) -> String {
     quote_bounded(name, MAX_QUOTED)
 }

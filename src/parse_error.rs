@@ -10,7 +10,7 @@ pub const MAX_PARSE_MESSAGE: usize = 256;
 
 /// A TOML syntax or type error, or an unknown key, told within bounds: toml's message (at
 /// most [`MAX_PARSE_MESSAGE`] characters), the line and column, and a window of at most
-/// [`MAX_QUOTED`] characters of that line around the column. However large the input, the
+/// 64 characters of that line around the column. However large the input, the
 /// error stays small (toml's own error keeps and prints the whole source line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
@@ -60,7 +60,7 @@ impl ParseError {
         self.column
     }
 
-    /// At most [`MAX_QUOTED`] characters of the line, around the column (`...` marks a cut).
+    /// At most 64 characters of the line, around the column (`...` marks a cut).
     pub fn excerpt(&self) -> Option<&str> {
         self.excerpt.as_deref()
     }
@@ -88,7 +88,7 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
     at
 }
 
-/// At most [`MAX_QUOTED`] characters of `line`, starting a little before character
+/// At most 64 characters of `line`, starting a little before character
 /// `column`, with `...` where it was cut.
 fn excerpt(line: &str, column: usize) -> String {
     let from = column.saturating_sub(MAX_QUOTED / 4);

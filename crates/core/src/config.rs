@@ -1,4 +1,7 @@
-//! Config validation errors, checks shared by every component, and human-readable durations.
+//! Config validation errors and the bounds every component's values keep to.
+//!
+//! The checks and serde helpers the component crates share are public for them only and
+//! hidden from the docs: they are not part of the API.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -8,9 +11,9 @@ use std::time::Duration;
 /// `policy.payments.circuit_breaker.failure_rate_threshold`), the bad value and why.
 ///
 /// ```
-/// use tower_prism_core::config::{check_ratio, ConfigError};
+/// use tower_prism_core::ConfigError;
 ///
-/// let err = check_ratio("failure_rate_threshold", 1.5).unwrap_err();
+/// let err = ConfigError::new("failure_rate_threshold", 1.5, "must be greater than 0 and at most 1");
 /// assert_eq!(err.field(), "failure_rate_threshold");
 /// assert_eq!(
 ///     err.to_string(),
@@ -63,6 +66,7 @@ impl ConfigError {
     }
 }
 
+#[doc(hidden)]
 /// The most characters of a bad value an error quotes; longer values are cut to a prefix
 /// and their length, so a 10 MB config value cannot make a 10 MB error or log line.
 pub const MAX_QUOTED: usize = 64;
@@ -75,6 +79,7 @@ pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 /// sizes, key caps. Components document tighter bounds per field.
 pub const MAX_SIZE: u64 = 1 << 24;
 
+#[doc(hidden)]
 /// `text` whole when it has at most `max` characters, otherwise its first `max` characters,
 /// an ellipsis and its length in bytes: what an error or log line may quote of user input.
 ///
@@ -91,6 +96,7 @@ pub fn quote_bounded(text: &str, max: usize) -> String {
     }
 }
 
+#[doc(hidden)]
 /// Checks a duration against an upper bound (use [`MAX_DURATION`] where the field has no
 /// tighter one of its own).
 pub fn check_duration_at_most(
@@ -109,6 +115,7 @@ pub fn check_duration_at_most(
     }
 }
 
+#[doc(hidden)]
 /// Checks a size or count against an upper bound (use [`MAX_SIZE`] where the field has no
 /// tighter one of its own).
 pub fn check_size_at_most<T>(field: &'static str, value: T, max: u64) -> Result<T, ConfigError>
@@ -125,6 +132,7 @@ where
     }
 }
 
+#[doc(hidden)]
 /// Checks a rate or threshold in `(0, 1]`.
 pub fn check_ratio(field: &'static str, value: f64) -> Result<f64, ConfigError> {
     if value.is_finite() && value > 0.0 && value <= 1.0 {
@@ -138,6 +146,7 @@ pub fn check_ratio(field: &'static str, value: f64) -> Result<f64, ConfigError> 
     }
 }
 
+#[doc(hidden)]
 /// Checks a count that must be at least 1.
 pub fn check_nonzero<T>(field: &'static str, value: T) -> Result<T, ConfigError>
 where
@@ -150,6 +159,7 @@ where
     }
 }
 
+#[doc(hidden)]
 /// Checks a duration that must be longer than zero.
 pub fn check_duration(field: &'static str, value: Duration) -> Result<Duration, ConfigError> {
     if value.is_zero() {
@@ -163,6 +173,7 @@ pub fn check_duration(field: &'static str, value: Duration) -> Result<Duration, 
     }
 }
 
+#[doc(hidden)]
 /// Checks a finite number greater than zero (a rate, a multiplier).
 pub fn check_positive(field: &'static str, value: f64) -> Result<f64, ConfigError> {
     if value.is_finite() && value > 0.0 {
@@ -176,6 +187,7 @@ pub fn check_positive(field: &'static str, value: f64) -> Result<f64, ConfigErro
     }
 }
 
+#[doc(hidden)]
 /// Serde support for durations written as humantime strings (`"250ms"`, `"1m 30s"`).
 ///
 /// Use it as `#[serde(with = "tower_prism_core::config::duration")]`.
@@ -201,6 +213,7 @@ pub mod duration {
     }
 }
 
+#[doc(hidden)]
 /// Serde support for optional humantime durations; use with `#[serde(default, with = ...)]`.
 pub mod option_duration {
     use std::time::Duration;
