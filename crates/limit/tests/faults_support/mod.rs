@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use tower::Service;
 
+pub mod concurrency;
+pub mod rate;
+
 /// What the upstream does with a request (the request is its own instruction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {

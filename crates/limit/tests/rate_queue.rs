@@ -1,0 +1,208 @@
+//! The rate limiter's priority queue under paused time: order, shedding, cancellation,
+//! refunds and timeouts.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::rate::{error, send, Echo, MS};
+use tokio::time::{advance, Instant};
+use tokio_test::{assert_pending, assert_ready, task};
+use tower::{Service, ServiceExt};
+use tower_layer::Layer;
+use tower_prism_limit::rate::{RateLimitConfig, RateLimitLayer};
+use tower_prism_limit::Error;
+
+type Prioritised = RateLimitLayer<
+    tower_prism_limit::rate::Unkeyed,
+    tower_prism_limit::rate::PriorityBy<fn(&(u32, &'static str)) -> u32>,
+>;
+
+fn queued_layer(queue: usize, max_wait: Duration) -> Prioritised {
+    let priority: fn(&(u32, &'static str)) -> u32 = |req| req.0;
+    RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
+            .rate(10)
+            .period(Duration::from_secs(1))
+            .burst(1)
+            .queue_size(queue)
+            .max_wait(max_wait)
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+    .priority_fn(priority)
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_by_priority_then_fifo() {
+    let layer = queued_layer(10, Duration::from_secs(5));
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "first")).await.unwrap();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for req in [(1, "low"), (5, "high-a"), (3, "mid"), (5, "high-b")] {
+        let fut = svc.ready().await.unwrap().call(req);
+        let done = done.clone();
+        handles.push(tokio::spawn(async move {
+            let (_, name) = fut.await.unwrap();
+            done.lock().unwrap().push((name, start.elapsed()));
+        }));
+    }
+    assert_eq!(layer.handle().snapshot().queued, 4);
+    for h in handles {
+        h.await.unwrap();
+    }
+    let done = done.lock().unwrap().clone();
+    let order: Vec<_> = done.iter().map(|(n, _)| *n).collect();
+    assert_eq!(order, ["high-a", "high-b", "mid", "low"]);
+    let times: Vec<_> = done.iter().map(|(_, t)| *t).collect();
+    assert_eq!(
+        times,
+        [100 * MS, 200 * MS, 300 * MS, 400 * MS],
+        "one per refill"
+    );
+    assert_eq!(layer.handle().snapshot().queued, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_sheds_the_lowest_priority() {
+    let layer = queued_layer(2, Duration::from_secs(5));
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let mut a = task::spawn(svc.ready().await.unwrap().call((1, "a")));
+    let mut b = task::spawn(svc.ready().await.unwrap().call((1, "b")));
+    assert_pending!(a.poll());
+    assert_pending!(b.poll());
+    let full = svc.ready().await.unwrap().call((1, "c")).await;
+    assert_eq!(
+        error(full),
+        Error::QueueFull,
+        "equal priority does not shed"
+    );
+    let mut vip = task::spawn(svc.ready().await.unwrap().call((9, "vip")));
+    assert!(b.is_woken(), "the shed waiter is woken");
+    assert_eq!(error(assert_ready!(b.poll())), Error::Shed);
+    assert_pending!(a.poll());
+    assert_pending!(vip.poll());
+    advance(100 * MS).await;
+    assert_eq!(assert_ready!(vip.poll()).unwrap(), (9, "vip"));
+    assert_pending!(a.poll());
+    advance(100 * MS).await;
+    assert_eq!(assert_ready!(a.poll()).unwrap(), (1, "a"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_waiter_leaves_the_queue_and_costs_nothing() {
+    let layer = queued_layer(4, Duration::from_secs(5));
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let mut first = task::spawn(svc.ready().await.unwrap().call((5, "dropped")));
+    let mut second = task::spawn(svc.ready().await.unwrap().call((1, "kept")));
+    assert_pending!(first.poll());
+    assert_pending!(second.poll());
+    drop(first);
+    assert_eq!(layer.handle().snapshot().queued, 1);
+    assert!(second.is_woken(), "the next waiter is told it is first now");
+    advance(100 * MS).await;
+    assert_eq!(assert_ready!(second.poll()).unwrap(), (1, "kept"));
+    assert_eq!(layer.handle().snapshot().tokens, 0);
+    advance(100 * MS).await;
+    assert_eq!(layer.handle().snapshot().tokens, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_of_an_admitted_but_unsent_request_are_refunded() {
+    let layer = queued_layer(4, Duration::from_secs(5));
+    let echo = Echo::new();
+    let mut svc = layer.layer(echo.clone());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let mut waiting = task::spawn(svc.ready().await.unwrap().call((0, "waits")));
+    echo.open.store(false, Ordering::SeqCst);
+    assert_pending!(waiting.poll());
+    advance(100 * MS).await;
+    assert_pending!(waiting.poll(), "admitted, waiting for the inner service");
+    assert_eq!(layer.handle().snapshot().tokens, 0);
+    drop(waiting);
+    assert_eq!(layer.handle().snapshot().tokens, 1, "the token came back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn nobody_waits_past_max_wait() {
+    let layer = queued_layer(4, Duration::from_millis(150));
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let start = Instant::now();
+    let a = tokio::spawn(svc.ready().await.unwrap().call((0, "a")));
+    // Behind `a`, `b` would get a token at 200 ms, past max_wait: refused at once, told
+    // the real wait, and never queued.
+    let b = svc.ready().await.unwrap().call((0, "b")).await;
+    assert_eq!(
+        error(b),
+        Error::RateLimited {
+            retry_after: 200 * MS
+        }
+    );
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(layer.handle().snapshot().queued, 1);
+    // A more important arrival goes ahead of `a` (it can make it in 100 ms), which then
+    // cannot: `a` leaves the queue at max_wait, not a moment later.
+    let vip = tokio::spawn(svc.ready().await.unwrap().call((5, "vip")));
+    assert_eq!(vip.await.unwrap().unwrap(), (5, "vip"));
+    assert_eq!(start.elapsed(), 100 * MS);
+    let err = error(a.await.unwrap());
+    assert_eq!(err, Error::QueueTimeout { waited: 150 * MS });
+    assert_eq!(start.elapsed(), 150 * MS);
+    // A wait longer than max_wait fails at once, with the real retry time.
+    let cfg = {
+        let mut c = RateLimitConfig::new(1, Duration::from_secs(1));
+        c.queue_size = 4;
+        c.max_wait = Some(Duration::from_millis(50));
+        c.burst = Some(1);
+        c
+    };
+    layer.handle().reconfigure(&cfg).unwrap();
+    advance(Duration::from_secs(2)).await;
+    layer.handle().try_acquire(1).unwrap();
+    let before = Instant::now();
+    let err = error(send(&mut svc, (0, "too slow")).await);
+    assert_eq!(
+        err,
+        Error::RateLimited {
+            retry_after: Duration::from_secs(1)
+        }
+    );
+    assert_eq!(before.elapsed(), Duration::ZERO);
+}
+
+/// Whatever the rate does while a request waits (here it drops to one a year), the request
+/// leaves the queue at `max_wait`.
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_never_waits_past_max_wait_when_the_rate_drops() {
+    let layer = queued_layer(4, Duration::from_millis(150));
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let start = Instant::now();
+    let mut waiting = task::spawn(svc.ready().await.unwrap().call((0, "waits")));
+    assert_pending!(waiting.poll());
+    let slower = {
+        let mut c = RateLimitConfig::new(1, RateLimitConfig::MAX_PERIOD);
+        c.queue_size = 4;
+        c.max_wait = Some(Duration::from_millis(150));
+        c.burst = Some(1);
+        c
+    };
+    layer.handle().reconfigure(&slower).unwrap();
+    advance(149 * MS).await;
+    assert_pending!(waiting.poll());
+    advance(MS).await;
+    assert_eq!(
+        error(assert_ready!(waiting.poll())),
+        Error::QueueTimeout { waited: 150 * MS }
+    );
+    assert_eq!(start.elapsed(), 150 * MS);
+    assert_eq!(layer.handle().snapshot().queued, 0);
+}
