@@ -1,0 +1,202 @@
+//! Controlling and observing a breaker through the tower service with paused time: force
+//! open, disable and reset, clones sharing one breaker, hot reconfiguration, snapshots, the
+//! health signal, and config errors. The transitions themselves are in `transitions.rs`.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{base, builder, call, layer, make, rejection, run, trip, Req, Upstream};
+use tokio::time::advance;
+use tower::Layer;
+use tower_prism_breaker::{BreakerConfig, CircuitBreakerLayer, State, Window};
+use tower_prism_core::HealthSignal;
+
+#[tokio::test(start_paused = true)]
+async fn force_open_disable_and_reset() {
+    let (mut svc, calls) = make(base());
+    let breaker = svc.handle().clone();
+    breaker.force_open();
+    assert_eq!(breaker.state(), State::ForcedOpen);
+    advance(Duration::from_secs(3_600)).await;
+    let result = call(&mut svc, Req::Ok).await;
+    assert_eq!(rejection(&result), Some(Duration::from_secs(10)));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    breaker.disable();
+    assert_eq!(breaker.state(), State::Disabled);
+    run(&mut svc, &[Req::Fail; 10]).await;
+    let snap = breaker.snapshot();
+    assert_eq!((snap.state, snap.calls), (State::Disabled, 0));
+
+    breaker.reset();
+    assert_eq!(breaker.state(), State::Closed);
+    trip(&mut svc).await;
+    breaker.reset();
+    let snap = breaker.snapshot();
+    assert_eq!(
+        (snap.state, snap.calls, snap.retry_after),
+        (State::Closed, 0, None)
+    );
+    run(&mut svc, &[Req::Ok]).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_one_breaker() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = layer(base().build().unwrap());
+    let upstream = Upstream {
+        calls: calls.clone(),
+    };
+    let mut a = layer.layer(upstream.clone());
+    let mut b = layer.clone().layer(upstream);
+    let mut c = a.clone();
+    assert!(a.handle().same_as(b.handle()) && a.handle().same_as(layer.handle()));
+    run(&mut a, &[Req::Fail, Req::Fail]).await;
+    run(&mut b, &[Req::Fail]).await;
+    run(&mut c, &[Req::Fail]).await;
+    assert_eq!(layer.handle().state(), State::Open);
+    for svc in [&mut a, &mut b, &mut c] {
+        assert!(rejection(&call(svc, Req::Ok).await).is_some());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconfigure_applies_to_the_running_breaker() {
+    let (mut svc, _) = make(base());
+    let breaker = svc.handle().clone();
+    run(&mut svc, &[Req::Ok, Req::Ok, Req::Ok, Req::Fail]).await;
+    assert_eq!(breaker.state(), State::Closed);
+    let stricter = base().failure_rate_threshold(0.2).build().unwrap();
+    breaker.reconfigure(&stricter).unwrap();
+    assert_eq!(breaker.config(), stricter);
+    run(&mut svc, &[Req::Ok]).await; // window: ok ok fail ok = 0.25 >= 0.2
+    assert_eq!(breaker.state(), State::Open);
+
+    // a new window shape is refused as a whole
+    let other = base()
+        .window(Window::Count { size: 8 })
+        .failure_rate_threshold(0.9)
+        .build()
+        .unwrap();
+    let err = breaker.reconfigure(&other).unwrap_err();
+    assert_eq!(err.field(), "window");
+    assert_eq!(breaker.config(), stricter);
+
+    // a new wait applies to the next opening
+    let shorter = base()
+        .failure_rate_threshold(0.2)
+        .wait_duration(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    breaker.reconfigure(&shorter).unwrap();
+    breaker.reset();
+    trip(&mut svc).await;
+    assert_eq!(
+        rejection(&call(&mut svc, Req::Ok).await),
+        Some(Duration::from_secs(2))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_reports_counts_rates_and_wait() {
+    let (mut svc, _) = make(
+        base()
+            .window(Window::Count { size: 10 })
+            .minimum_calls(10)
+            .slow_call_duration(Duration::from_millis(10)),
+    );
+    run(
+        &mut svc,
+        &[
+            Req::Ok,
+            Req::Fail,
+            Req::Slow(20),
+            Req::SlowFail(20),
+            Req::Fail,
+        ],
+    )
+    .await;
+    let snap = svc.handle().snapshot();
+    assert_eq!(snap.state, State::Closed);
+    assert_eq!((snap.calls, snap.failures, snap.slow_calls), (5, 3, 2));
+    assert_eq!(snap.failure_rate, 0.6);
+    assert_eq!(snap.slow_call_rate, 0.4);
+    assert_eq!(snap.consecutive_failures, 2); // slow failure, failure
+    assert_eq!(snap.probes_admitted, 0);
+    assert_eq!(snap.retry_after, None);
+    run(&mut svc, &[Req::Ok; 5]).await; // 10 calls, 3 failures: stays closed
+    assert_eq!(svc.handle().state(), State::Closed);
+    assert_eq!(svc.handle().snapshot().consecutive_failures, 0);
+    run(&mut svc, &[Req::Fail; 3]).await; // the last 10 now hold 5 failures
+    let snap = svc.handle().snapshot();
+    assert_eq!(snap.state, State::Open);
+    assert_eq!(snap.retry_after, Some(Duration::from_secs(10)));
+    assert_eq!((snap.calls, snap.failures), (10, 5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_signal_sees_outcomes_and_the_open_circuit() {
+    let health = HealthSignal::new();
+    let mut reader = health.subscribe();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut svc = builder(base().build().unwrap())
+        .health(health.clone())
+        .build()
+        .unwrap()
+        .layer(Upstream { calls });
+    run(&mut svc, &[Req::Ok, Req::Fail]).await;
+    let stats = reader.read();
+    assert_eq!((stats.successes, stats.failures), (1, 1));
+    assert!(!health.is_circuit_open());
+    run(&mut svc, &[Req::Fail, Req::Fail]).await;
+    assert!(health.is_circuit_open());
+    advance(Duration::from_secs(10)).await;
+    run(&mut svc, &[Req::Ok]).await;
+    assert!(!health.is_circuit_open());
+}
+
+#[test]
+fn config_errors_and_toml_round_trip() {
+    let err = BreakerConfig::builder()
+        .failure_rate_threshold(1.5)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "failure_rate_threshold");
+    assert!(err.to_string().contains("1.5"), "{err}");
+    let err = BreakerConfig::builder()
+        .window(Window::Count { size: 0 })
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "window.size");
+    let err = toml::from_str::<BreakerConfig>(
+        "window = { type = \"time\", duration = \"0s\", buckets = 4 }",
+    )
+    .unwrap()
+    .validate()
+    .unwrap_err();
+    assert_eq!(err.field(), "window.duration");
+    // a layer refuses an invalid config (a field set by hand)
+    let mut config = BreakerConfig::default();
+    config.minimum_calls = 0;
+    let err = CircuitBreakerLayer::from_config(&config).unwrap_err();
+    assert_eq!(err.field(), "minimum_calls");
+    // and so does a running breaker, keeping the config it has
+    let layer = CircuitBreakerLayer::from_config(&BreakerConfig::default()).unwrap();
+    let err = layer.handle().reconfigure(&config).unwrap_err();
+    assert_eq!(err.field(), "minimum_calls");
+    assert_eq!(layer.handle().config(), BreakerConfig::default());
+
+    let config = base()
+        .consecutive_failures(5)
+        .count_fatal(true)
+        .build()
+        .unwrap();
+    let text = toml::to_string(&config).unwrap();
+    assert!(text.contains("wait_duration = \"10s\""), "{text}");
+    let back: BreakerConfig = toml::from_str(&text).unwrap();
+    assert_eq!(back, config);
+}
