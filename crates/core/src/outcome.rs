@@ -1,4 +1,7 @@
-//! What a call's result means: success, a (retryable) failure, or fatal.
+//! What a call's result means: success, a (retryable) failure, or fatal; and how long
+//! the upstream asked to be left alone.
+
+use std::time::Duration;
 
 use http::StatusCode;
 
@@ -70,9 +73,35 @@ impl Outcome {
 /// assert_eq!(classify.classify(Ok(&503)), Outcome::RETRYABLE);
 /// assert_eq!(classify.classify(Ok(&200)), Outcome::Success);
 /// ```
+///
+/// A classifier may also read how long a failed result asks the caller to wait
+/// ([`retry_after`](Classify::retry_after)): [`HttpClassifier`] reads a 429's or 503's
+/// `Retry-After` header, and the circuit breaker opens for that long when such a failure
+/// opens it.
 pub trait Classify<Res, E> {
     /// Classifies one result.
     fn classify(&self, result: Result<&Res, &E>) -> Outcome;
+
+    /// How long `result` asks the caller to wait before calling again (an HTTP
+    /// `Retry-After`), if it says. Asked only for a failure that opens a circuit breaker,
+    /// never for a success. Default: `None`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_prism_core::{Classify, HttpClassifier};
+    ///
+    /// let shed = http::Response::builder()
+    ///     .status(503)
+    ///     .header("retry-after", "2")
+    ///     .body(())
+    ///     .unwrap();
+    /// let hint = Classify::<_, std::io::Error>::retry_after(&HttpClassifier, Ok(&shed));
+    /// assert_eq!(hint, Some(Duration::from_secs(2)));
+    /// ```
+    fn retry_after(&self, result: Result<&Res, &E>) -> Option<Duration> {
+        let _ = result;
+        None
+    }
 }
 
 impl<F, Res, E> Classify<Res, E> for F
@@ -104,6 +133,9 @@ impl<Res, E> Classify<Res, E> for DefaultClassifier {
 /// - 408, 429 and 5xx are failures, all retryable except 501 (Not Implemented) and
 ///   505 (HTTP Version Not Supported), which no retry can mend;
 /// - every other status, 4xx included, is a success: the upstream is healthy and answered.
+///
+/// Its [`retry_after`](Classify::retry_after) reads the `Retry-After` header of a 429 or
+/// 503 response (delta-seconds or an HTTP-date; an invalid value is ignored).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HttpClassifier;
 
@@ -124,6 +156,10 @@ impl<B, E> Classify<http::Response<B>, E> for HttpClassifier {
             Ok(response) => Self::status(response.status()),
             Err(_) => Outcome::RETRYABLE,
         }
+    }
+
+    fn retry_after(&self, result: Result<&http::Response<B>, &E>) -> Option<Duration> {
+        crate::internal::response_retry_after(result.ok()?)
     }
 }
 
@@ -170,6 +206,32 @@ mod tests {
         }
         let err: Result<&http::Response<()>, &&str> = Err(&"refused");
         assert_eq!(c.classify(err), Outcome::RETRYABLE);
+    }
+
+    #[test]
+    fn http_classifier_reads_retry_after_of_429_and_503() {
+        let c = HttpClassifier;
+        let shed = |code: u16| {
+            http::Response::builder()
+                .status(code)
+                .header(http::header::RETRY_AFTER, "2")
+                .body(())
+                .unwrap()
+        };
+        let two = Some(Duration::from_secs(2));
+        assert_eq!(Classify::<_, ()>::retry_after(&c, Ok(&shed(503))), two);
+        assert_eq!(Classify::<_, ()>::retry_after(&c, Ok(&shed(429))), two);
+        assert_eq!(Classify::<_, ()>::retry_after(&c, Ok(&shed(500))), None);
+        assert_eq!(Classify::<_, ()>::retry_after(&c, Ok(&response(503))), None);
+        let err: Result<&http::Response<()>, &&str> = Err(&"refused");
+        assert_eq!(c.retry_after(err), None);
+        // closures and the default classifier never say
+        let closure = |_: Result<&u8, &()>| Outcome::RETRYABLE;
+        assert_eq!(closure.retry_after(Ok(&1)), None);
+        assert_eq!(
+            Classify::<u8, ()>::retry_after(&DefaultClassifier, Err(&())),
+            None
+        );
     }
 
     #[test]

@@ -2,8 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::RETRY_AFTER;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response};
 
 use crate::hint::ResponseHint;
 
@@ -11,7 +10,7 @@ use crate::hint::ResponseHint;
 /// delta-seconds value needs at most 20 digits, so a longer value is not a valid one; it
 /// is ignored like any other invalid value (the retry waits its backoff), and never read
 /// past this length.
-pub const MAX_RETRY_AFTER_LEN: usize = 64;
+pub const MAX_RETRY_AFTER_LEN: usize = tower_prism_core::internal::MAX_RETRY_AFTER_LEN;
 
 /// Reads `Retry-After` from 429 and 503 responses (both forms, see [`parse_retry_after`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,14 +18,7 @@ pub struct RetryAfterHeader;
 
 impl<B> ResponseHint<Response<B>> for RetryAfterHeader {
     fn retry_after(&self, response: &Response<B>) -> Option<Duration> {
-        if !matches!(
-            response.status(),
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-        ) {
-            return None;
-        }
-        let value = response.headers().get(RETRY_AFTER)?;
-        parse_retry_after(value, SystemTime::now())
+        tower_prism_core::internal::response_retry_after(response)
     }
 }
 
@@ -53,16 +45,8 @@ impl<B> ResponseHint<Response<B>> for RetryAfterHeader {
 /// assert_eq!(v("soon"), None);
 /// ```
 pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
-    if value.len() > MAX_RETRY_AFTER_LEN {
-        return None;
-    }
-    let text = value.to_str().ok()?.trim();
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        // very long numbers saturate rather than fail
-        return Some(Duration::from_secs(text.parse::<u64>().unwrap_or(u64::MAX)));
-    }
-    let at = httpdate::parse_http_date(text).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    // one parser for the whole stack: core's, which `HttpClassifier` uses too
+    tower_prism_core::internal::parse_retry_after(value, now)
 }
 
 #[cfg(test)]

@@ -3,11 +3,13 @@
 //! can use one copy instead of four.
 
 mod ready_call;
+mod retry_after;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use ready_call::ReadyCall;
+pub use retry_after::{parse_retry_after, response_retry_after, MAX_RETRY_AFTER_LEN};
 
 /// Locks `mutex`, ignoring poisoning.
 ///

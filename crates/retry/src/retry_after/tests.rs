@@ -1,4 +1,5 @@
 use super::*;
+use http::header::RETRY_AFTER;
 use std::time::UNIX_EPOCH;
 
 use proptest::prelude::*;
