@@ -1,9 +1,11 @@
-//! [`RetryBudget`]: retries may not exceed a ratio of recent first attempts plus a floor.
+//! [`RetryBudget`]: retries may not exceed what recent calls earned plus a floor.
 //!
-//! In the manner of Finagle's `RetryBudget` and tower's `TpsBudget`: every first attempt
-//! deposits `ratio` of a retry, every retry withdraws one, and deposits expire after the
+//! In the manner of Finagle's `RetryBudget` and tower's `TpsBudget`, with credit earned on
+//! success as well: every successful attempt deposits `success_ratio` of a retry, every
+//! first attempt `ratio` of one, every retry withdraws one, and deposits expire after the
 //! window. A constant reserve of `min_per_second * window` retries lets a quiet service
-//! retry at all.
+//! retry at all. With the default (earning on success only), an upstream that fails every
+//! call earns nothing: its retries fall to the reserve.
 //!
 //! The window is [`SLOTS`] time slots, each one `AtomicU64` packing the slot's epoch (32
 //! bits) and its balance (32 bits, signed, in 1/10 000 of a retry: at most about 214 000
@@ -72,7 +74,9 @@ struct Inner {
     slots: [AtomicU64; SLOTS],
     /// Units deposited per first attempt (`ratio * RETRY`).
     deposit: AtomicI64,
-    /// Units a retry costs while unhealthy (`RETRY * ratio / unhealthy_ratio`).
+    /// Units deposited per successful attempt (`success_ratio * RETRY`).
+    success_deposit: AtomicI64,
+    /// Units a retry costs while unhealthy (`RETRY * reference ratio / unhealthy_ratio`).
     unhealthy_cost: AtomicI64,
     /// Units always available (`min_per_second * window * RETRY`).
     reserve: AtomicI64,
@@ -86,6 +90,8 @@ struct Inner {
 struct Health {
     reader: Mutex<HealthReader>,
     failure_rate: AtomicU64, // f64 bits
+    /// The last epoch health was re-read at.
+    epoch: AtomicU64,
 }
 
 /// A retry budget shared by every clone (every clone of a retry layer draws on one).
@@ -138,6 +144,7 @@ impl RetryBudget {
         let inner = Inner {
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
             deposit: AtomicI64::new(0),
+            success_deposit: AtomicI64::new(0),
             unhealthy_cost: AtomicI64::new(RETRY),
             reserve: AtomicI64::new(0),
             unhealthy: AtomicBool::new(false),
@@ -147,6 +154,7 @@ impl RetryBudget {
             health: health.map(|h| Health {
                 reader: Mutex::new(h.subscribe()),
                 failure_rate: AtomicU64::new(config.unhealthy_failure_rate.to_bits()),
+                epoch: AtomicU64::new(u64::MAX),
             }),
         };
         let budget = RetryBudget {
@@ -159,10 +167,18 @@ impl RetryBudget {
     /// Applies new ratios, floor and `enabled` (the window length stays as built).
     pub fn reconfigure(&self, config: &BudgetConfig) {
         let i = &self.inner;
-        let deposit = (config.ratio * RETRY as f64).round().max(1.0) as i64;
-        i.deposit.store(deposit, Ordering::Relaxed);
+        let units = |ratio: f64| {
+            if ratio > 0.0 {
+                (ratio * RETRY as f64).round().max(1.0) as i64
+            } else {
+                0
+            }
+        };
+        i.deposit.store(units(config.ratio), Ordering::Relaxed);
+        i.success_deposit
+            .store(units(config.success_ratio), Ordering::Relaxed);
         let cost = match config.unhealthy_ratio {
-            Some(r) if r > 0.0 => ((RETRY as f64) * config.ratio / r).round() as i64,
+            Some(r) if r > 0.0 => ((RETRY as f64) * config.reference_ratio().1 / r).round() as i64,
             _ => RETRY,
         };
         i.unhealthy_cost.store(cost.max(RETRY), Ordering::Relaxed);
@@ -198,11 +214,56 @@ impl RetryBudget {
         self.deposit_at_instant(Instant::now());
     }
 
+    /// Records a successful attempt: earns `success_ratio` of a retry for one window.
+    ///
+    /// ```
+    /// use tower_prism_retry::{BudgetConfig, RetryBudget};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let config = BudgetConfig::builder().min_per_second(0).build().unwrap();
+    /// let budget = RetryBudget::new(&config);
+    /// budget.deposit(); // first attempts earn nothing by default
+    /// assert!(!budget.withdraw());
+    /// budget.deposit_success();
+    /// budget.deposit_success(); // two successes earn one retry
+    /// assert!(budget.withdraw());
+    /// # }
+    /// ```
+    pub fn deposit_success(&self) {
+        self.deposit_success_at_instant(Instant::now());
+    }
+
+    /// Whether first attempts earn anything (a clock reading at the start of a call is
+    /// needed only then).
+    #[inline]
+    pub(crate) fn earns_per_attempt(&self) -> bool {
+        self.is_enabled() && self.inner.deposit.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether successful attempts earn anything.
+    #[inline]
+    pub(crate) fn earns_per_success(&self) -> bool {
+        self.is_enabled() && self.inner.success_deposit.load(Ordering::Relaxed) > 0
+    }
+
     /// [`deposit`](Self::deposit) with a clock reading the caller already has.
     #[inline]
     pub(crate) fn deposit_at_instant(&self, now: Instant) {
-        if self.deposit_at(self.epoch_of_instant(now)) {
-            self.refresh_health();
+        let amount = self.inner.deposit.load(Ordering::Relaxed);
+        let epoch = self.epoch_of_instant(now);
+        if amount > 0 && self.add_at(epoch, amount) {
+            self.refresh_health_at(epoch);
+        }
+    }
+
+    /// [`deposit_success`](Self::deposit_success) with a clock reading the caller already
+    /// has.
+    #[inline]
+    pub(crate) fn deposit_success_at_instant(&self, now: Instant) {
+        let amount = self.inner.success_deposit.load(Ordering::Relaxed);
+        let epoch = self.epoch_of_instant(now);
+        if amount > 0 && self.add_at(epoch, amount) {
+            self.refresh_health_at(epoch);
         }
     }
 
@@ -224,10 +285,22 @@ impl RetryBudget {
 
     /// [`deposit`](Self::deposit) at a given epoch. Returns `true` if this call started a
     /// new slot.
-    #[inline]
+    #[cfg(any(test, loom))]
     pub(crate) fn deposit_at(&self, epoch: u64) -> bool {
+        self.add_at(epoch, self.inner.deposit.load(Ordering::Relaxed))
+    }
+
+    /// [`deposit_success`](Self::deposit_success) at a given epoch. Returns `true` if this
+    /// call started a new slot.
+    #[cfg(any(test, loom))]
+    pub(crate) fn deposit_success_at(&self, epoch: u64) -> bool {
+        self.add_at(epoch, self.inner.success_deposit.load(Ordering::Relaxed))
+    }
+
+    /// Adds `amount` units at `epoch`. Returns `true` if this call started a new slot.
+    #[inline]
+    fn add_at(&self, epoch: u64, amount: i64) -> bool {
         let slot = &self.inner.slots[(epoch % SLOTS as u64) as usize];
-        let amount = self.inner.deposit.load(Ordering::Relaxed);
         let mut raw = slot.load(Ordering::Acquire);
         loop {
             let current = epoch_of(raw) == epoch & EPOCH_MASK;
@@ -253,6 +326,9 @@ impl RetryBudget {
     /// [`refund_at`](Self::refund_at) if the retry is never sent), or `None` when empty.
     pub(crate) fn take_at(&self, epoch: u64) -> Option<i64> {
         let i = &self.inner;
+        // Health is re-read once per slot; a budget that earns only on success sees no
+        // deposit while everything fails, so withdrawals re-read it too.
+        self.refresh_health_at(epoch);
         let cost = if i.unhealthy.load(Ordering::Relaxed) {
             i.unhealthy_cost.load(Ordering::Relaxed)
         } else {
@@ -320,7 +396,20 @@ impl RetryBudget {
         (sum + i.reserve.load(Ordering::Relaxed)) as f64 / RETRY as f64
     }
 
-    /// Re-reads downstream health (once per slot, by whoever starts the slot; never blocks).
+    /// [`refresh_health`](Self::refresh_health) unless it already ran at `epoch`.
+    #[inline]
+    fn refresh_health_at(&self, epoch: u64) {
+        if let Some(health) = &self.inner.health {
+            if health.epoch.load(Ordering::Relaxed) != epoch
+                && health.epoch.swap(epoch, Ordering::Relaxed) != epoch
+            {
+                self.refresh_health();
+            }
+        }
+    }
+
+    /// Re-reads downstream health (never blocks). Each read sees the outcomes since the
+    /// last one: call it once per slot, through [`refresh_health_at`](Self::refresh_health_at).
     fn refresh_health(&self) {
         let Some(health) = &self.inner.health else {
             return;

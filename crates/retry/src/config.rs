@@ -32,8 +32,9 @@ pub const MAX_CALL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Retry settings. Every field has a default, so an empty section is a valid config:
-/// 3 attempts, exponential backoff from 50 ms to 2 s with full jitter, a 20 % retry budget,
-/// `Retry-After` hints honoured up to 30 s.
+/// 3 attempts, exponential backoff from 50 ms to 2 s with full jitter, a retry budget that
+/// earns half a retry per success plus 10 retries per second, `Retry-After` hints honoured
+/// up to 30 s.
 ///
 /// Every wait is bounded. One retry waits at most `max(backoff.max, max_retry_after)`
 /// (both at most [`MAX_WAIT`]); a hint longer than `max_retry_after` (or than what is left
@@ -155,25 +156,54 @@ impl RetryConfig {
     }
 }
 
-/// The retry budget: within a sliding `window`, retries may not exceed `ratio` times the
-/// first attempts plus `min_per_second` (a floor, so that a quiet service can still retry).
-/// With a health signal and `unhealthy_ratio`, the ratio drops to `unhealthy_ratio` while
-/// the circuit is open or the failure rate is at least `unhealthy_failure_rate`.
+/// The retry budget: within a sliding `window`, retries may not exceed what recent calls
+/// earned, `success_ratio` per successful attempt plus `ratio` per first attempt, plus
+/// `min_per_second` (a floor, so that a quiet service can still retry). With a health
+/// signal and `unhealthy_ratio`, the budget tightens while the circuit is open or the
+/// failure rate is at least `unhealthy_failure_rate`.
+///
+/// By default the budget earns on success only: half a retry per successful attempt, and
+/// 10 retries per second whatever happens. While an upstream fails a fraction of calls, the
+/// calls that succeed pay for retrying the ones that do not (a 25 % brownout has about
+/// three successes per failure, so nearly every failure gets its retries); while it fails
+/// every call, nothing is earned and retries fall to the floor. A budget that earns per first attempt whatever the outcome (Finagle's, and
+/// tower's `TpsBudget`; this crate's default in 0.1 was `ratio = 0.2`) cannot do both: a
+/// ratio high enough for a brownout's retries also lets them multiply the load on an
+/// upstream that is down.
+///
+/// ```
+/// use tower_prism_retry::BudgetConfig;
+///
+/// // The budget of earlier versions: 20 % of first attempts, whatever their outcome.
+/// let per_attempt: BudgetConfig =
+///     toml::from_str("ratio = 0.2\nsuccess_ratio = 0.0").unwrap();
+/// per_attempt.validate().unwrap();
+/// assert_eq!(BudgetConfig::default().success_ratio, 0.5);
+/// assert_eq!(BudgetConfig::default().ratio, 0.0);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BudgetConfig {
     /// `false` turns the budget off (every retry allowed by `max_attempts` happens).
     pub enabled: bool,
-    /// Retries allowed per first attempt, e.g. `0.2` = 20 %. At most 10.
+    /// Retries earned per first attempt, whatever its outcome, e.g. `0.2` = 20 %; default
+    /// 0 (first attempts earn nothing). At most 10.
     pub ratio: f64,
+    /// Retries earned per successful attempt (first or retry), e.g. `0.5` = one retry per
+    /// two successes; default 0.5. Failures earn nothing, so a dead upstream gets only the
+    /// `min_per_second` floor. At most 10; 0 turns earning on success off.
+    pub success_ratio: f64,
     /// Retries per second always allowed, whatever the traffic (at most
     /// [`MAX_SIZE`](tower_prism_core::config::MAX_SIZE)).
     pub min_per_second: u32,
     /// How long a first attempt counts towards the budget (at least 1 s, at most a day).
     #[serde(with = "tower_prism_core::config::duration")]
     pub window: Duration,
-    /// The ratio while downstream is unhealthy (needs a health signal). At most `ratio`.
+    /// The earning ratio while downstream is unhealthy (needs a health signal): every retry
+    /// then costs `r / unhealthy_ratio` retries, where `r` is `ratio` when it is above 0 and
+    /// `success_ratio` otherwise, so that `r` drops to `unhealthy_ratio` (and the other
+    /// ratio in proportion). At most `r`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unhealthy_ratio: Option<f64>,
     /// The failure rate from which downstream counts as unhealthy.
@@ -184,7 +214,8 @@ impl Default for BudgetConfig {
     fn default() -> Self {
         BudgetConfig {
             enabled: true,
-            ratio: 0.2,
+            ratio: 0.0,
+            success_ratio: 0.5,
             min_per_second: 10,
             window: Duration::from_secs(10),
             unhealthy_ratio: None,
@@ -212,6 +243,7 @@ impl BudgetConfig {
     /// Checks every field (names relative to the `budget` section).
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_ratio_up_to_10("ratio", self.ratio)?;
+        check_ratio_up_to_10("success_ratio", self.success_ratio)?;
         if self.window < Duration::from_secs(1) {
             return Err(ConfigError::new(
                 "window",
@@ -222,12 +254,13 @@ impl BudgetConfig {
         check_duration_at_most("window", self.window, MAX_CALL)?;
         check_size_at_most("min_per_second", self.min_per_second, MAX_SIZE)?;
         if let Some(r) = self.unhealthy_ratio {
-            check_ratio_up_to_10("unhealthy_ratio", r)?;
-            if r > self.ratio {
+            check_positive("unhealthy_ratio", r)?;
+            let (name, reference) = self.reference_ratio();
+            if r > reference {
                 return Err(ConfigError::new(
                     "unhealthy_ratio",
                     r,
-                    format!("must be at most `ratio` ({})", self.ratio),
+                    format!("must be at most `{name}` ({reference})"),
                 ));
             }
         }
@@ -236,6 +269,18 @@ impl BudgetConfig {
             self.unhealthy_failure_rate,
         )?;
         Ok(())
+    }
+}
+
+impl BudgetConfig {
+    /// The ratio `unhealthy_ratio` replaces: `ratio` when first attempts earn, else
+    /// `success_ratio`.
+    pub(crate) fn reference_ratio(&self) -> (&'static str, f64) {
+        if self.ratio > 0.0 {
+            ("ratio", self.ratio)
+        } else {
+            ("success_ratio", self.success_ratio)
+        }
     }
 }
 
@@ -317,9 +362,15 @@ impl BudgetConfigBuilder {
         self
     }
 
-    /// Retries allowed per first attempt, e.g. `0.2` = 20 %.
+    /// Retries earned per first attempt, e.g. `0.2` = 20 % (default 0).
     pub fn ratio(mut self, ratio: f64) -> Self {
         self.config.ratio = ratio;
+        self
+    }
+
+    /// Retries earned per successful attempt, e.g. `0.5` (the default).
+    pub fn success_ratio(mut self, ratio: f64) -> Self {
+        self.config.success_ratio = ratio;
         self
     }
 
@@ -335,7 +386,7 @@ impl BudgetConfigBuilder {
         self
     }
 
-    /// The ratio while downstream is unhealthy (needs a health signal).
+    /// The earning ratio while downstream is unhealthy (needs a health signal).
     pub fn unhealthy_ratio(mut self, ratio: f64) -> Self {
         self.config.unhealthy_ratio = Some(ratio);
         self
@@ -354,8 +405,15 @@ impl BudgetConfigBuilder {
     }
 }
 
+/// A number from 0 to 10.
 fn check_ratio_up_to_10(field: &'static str, value: f64) -> Result<(), ConfigError> {
-    check_positive(field, value)?;
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(ConfigError::new(
+            field,
+            value,
+            "must be a number from 0 to 10",
+        ));
+    }
     if value > 10.0 {
         return Err(ConfigError::new(field, value, "must be at most 10"));
     }

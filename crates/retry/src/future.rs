@@ -254,7 +254,11 @@ where
                 let metrics = &shared.metrics;
                 metrics.attempts.record(f64::from(attempt));
                 match done {
-                    Done::Success => {}
+                    Done::Success => {
+                        if shared.budget.earns_per_success() {
+                            shared.budget.deposit_success_at_instant(Instant::now());
+                        }
+                    }
                     Done::Fatal => metrics.gave_up_fatal.increment(1),
                     Done::NotRetryable => metrics.gave_up_not_retryable.increment(1),
                 }

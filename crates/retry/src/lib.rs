@@ -108,9 +108,12 @@
 //!   `max_retry_after` ([`DEFAULT_MAX_RETRY_AFTER`], 30 s): a longer one ends the call at
 //!   once with the response or error that carried it. Every other wait is bounded by the
 //!   config too (see [`RetryConfig`]).
-//! - The [`RetryBudget`] caps retries at a ratio of recent first attempts plus a floor
-//!   (20 % and 10 per second by default); a retry it granted that is never sent (the call
-//!   was dropped first) is given back.
+//! - The [`RetryBudget`] caps retries at what recent calls earned plus a floor: by
+//!   default half a retry per successful attempt and 10 retries per second, so that the
+//!   successes of a partly failing upstream pay for retrying its failures while a dead
+//!   one, earning nothing, gets only the floor ([`BudgetConfig`] says why, and how to
+//!   earn per first attempt instead). A retry it granted that is never sent (the call was
+//!   dropped first) is given back.
 //!
 //! A call that succeeds at once takes no lock and allocates nothing for `Clone` requests.
 //! Backoffs and attempt timeouts sleep on the tokio timer (`tokio::time`, so

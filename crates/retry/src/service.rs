@@ -72,7 +72,7 @@ where
         let max_attempts = shared.settings.max_attempts();
         let attempt_timeout = shared.settings.attempt_timeout();
         // One clock read, and only when the budget or a deadline needs it.
-        let budget = shared.budget.is_enabled();
+        let budget = shared.budget.earns_per_attempt();
         let started = (budget || shared.settings.has_max_elapsed()).then(Instant::now);
         if let (true, Some(now)) = (budget, started) {
             shared.budget.deposit_at_instant(now);

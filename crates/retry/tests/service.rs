@@ -15,8 +15,10 @@ use tower_prism_retry::{Backoff, BudgetConfig, Error, ReplayRequest, RetryConfig
 
 #[tokio::test(start_paused = true)]
 async fn budget_exhaustion_and_recovery() {
+    // per first attempt only
     let budget = BudgetConfig::builder()
         .ratio(0.5)
+        .success_ratio(0.0)
         .min_per_second(0)
         .window(Duration::from_secs(10))
         .build()
@@ -64,6 +66,48 @@ async fn budget_exhaustion_and_recovery() {
     }
     run(&mut failing, 1).await.unwrap_err();
     assert_eq!(log.count(), 5, "retrying again after recovery");
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_successes_pay_for_retries_and_failures_earn_nothing() {
+    let budget = BudgetConfig::builder().min_per_second(0).build().unwrap();
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(2)
+            .backoff(Backoff::none())
+            .budget(budget)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
+    let log = Log::default();
+    let mut failing = layer.layer(flaky(log.clone(), 1000));
+    for _ in 0..5 {
+        let err = run(&mut failing, 1).await.unwrap_err();
+        assert!(matches!(
+            err.downcast_ref::<Error>(),
+            Some(Error::BudgetExhausted { attempts: 1, .. })
+        ));
+    }
+    assert_eq!(log.count(), 5, "failures earn no retry");
+    // two successes (the second attempt of a call counts too) earn one retry
+    let mut healthy = layer.layer(flaky(Log::default(), 0));
+    run(&mut healthy, 1).await.unwrap();
+    let second_try = Log::default();
+    run(&mut layer.layer(flaky(second_try.clone(), 1)), 1)
+        .await
+        .unwrap_err();
+    assert_eq!(second_try.count(), 1, "half a retry is not enough");
+    run(&mut healthy, 1).await.unwrap();
+    let third_try = Log::default();
+    let mut flaky_once = layer.layer(flaky(third_try.clone(), 1));
+    assert_eq!(run(&mut flaky_once, 1).await.unwrap(), 1);
+    assert_eq!(third_try.count(), 2, "retried once");
+    assert!(
+        (layer.handle().budget().available() - 0.5).abs() < 1e-9,
+        "three successes earned one and a half retries, one spent"
+    );
 }
 
 #[tokio::test(start_paused = true)]

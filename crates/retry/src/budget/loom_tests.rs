@@ -3,6 +3,7 @@ use super::*;
 fn budget(ratio: f64) -> RetryBudget {
     let config = BudgetConfig {
         ratio,
+        success_ratio: ratio,
         min_per_second: 0,
         ..BudgetConfig::default()
     };
@@ -10,6 +11,7 @@ fn budget(ratio: f64) -> RetryBudget {
     let inner = Inner {
         slots: std::array::from_fn(|_| AtomicU64::new(0)),
         deposit: AtomicI64::new(0),
+        success_deposit: AtomicI64::new(0),
         unhealthy_cost: AtomicI64::new(RETRY),
         reserve: AtomicI64::new(0),
         unhealthy: AtomicBool::new(false),

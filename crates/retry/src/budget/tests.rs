@@ -205,3 +205,54 @@ async fn clones_share_one_budget() {
     assert!(c.withdraw());
     assert!(!a.withdraw());
 }
+
+#[tokio::test(start_paused = true)]
+async fn successes_earn_and_first_attempts_earn_only_with_a_ratio() {
+    let by_default = RetryBudget::new(&config(0.0, 0));
+    for _ in 0..10 {
+        by_default.deposit_at(0); // first attempts earn nothing
+    }
+    assert_eq!(by_default.available_at(0), 0.0);
+    for _ in 0..4 {
+        by_default.deposit_success_at(0);
+    }
+    assert!((by_default.available_at(0) - 2.0).abs() < 1e-9);
+    // both together: 0.2 per first attempt plus 0.5 per success
+    let both = RetryBudget::new(&config(0.2, 0));
+    for _ in 0..10 {
+        both.deposit_at(3);
+    }
+    for _ in 0..2 {
+        both.deposit_success_at(4);
+    }
+    assert!((both.available_at(5) - 3.0).abs() < 1e-9);
+    // success earning turned off
+    let off = RetryBudget::new(&BudgetConfig {
+        success_ratio: 0.0,
+        ..config(0.2, 0)
+    });
+    off.deposit_success_at(0);
+    assert_eq!(off.available_at(0), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_tightens_a_budget_that_earns_on_success_and_is_read_without_deposits() {
+    let signal = HealthSignal::new();
+    let cfg = BudgetConfig {
+        unhealthy_ratio: Some(0.125), // a quarter of success_ratio: a retry costs four
+        ..config(0.0, 1)
+    };
+    let b = RetryBudget::with_health(&cfg, &signal);
+    for _ in 0..10 {
+        signal.record(Outcome::RETRYABLE, Duration::ZERO);
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // no success, no deposit: the withdrawal itself re-reads health
+    assert!(b.withdraw());
+    assert!(b.is_unhealthy());
+    assert!(b.withdraw());
+    assert!(
+        !b.withdraw(),
+        "a floor of 10 retries at four each: two and a half"
+    );
+}

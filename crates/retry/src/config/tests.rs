@@ -6,6 +6,7 @@ fn builders_set_every_field_and_validate() {
     let budget = BudgetConfig::builder()
         .enabled(true)
         .ratio(0.5)
+        .success_ratio(0.25)
         .min_per_second(2)
         .window(Duration::from_secs(5))
         .unhealthy_ratio(0.1)
@@ -42,8 +43,13 @@ fn builders_set_every_field_and_validate() {
     );
     let err = RetryConfig::builder().max_attempts(0).build().unwrap_err();
     assert_eq!(err.field(), "max_attempts");
-    let err = BudgetConfig::builder().ratio(0.0).build().unwrap_err();
+    let err = BudgetConfig::builder().ratio(-0.1).build().unwrap_err();
     assert_eq!(err.field(), "ratio");
+    let err = BudgetConfig::builder()
+        .success_ratio(f64::NAN)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "success_ratio");
 }
 
 #[test]
@@ -90,15 +96,28 @@ fn unknown_fields_and_bad_values_are_rejected() {
         bad(|c| c.backoff.max = Duration::from_millis(1)),
         "backoff.max"
     );
-    assert_eq!(bad(|c| c.budget.ratio = 0.0), "budget.ratio");
+    assert_eq!(bad(|c| c.budget.ratio = -1.0), "budget.ratio");
+    assert_eq!(
+        bad(|c| c.budget.success_ratio = 10.5),
+        "budget.success_ratio"
+    );
     assert_eq!(bad(|c| c.budget.ratio = 11.0), "budget.ratio");
     assert_eq!(
         bad(|c| c.budget.window = Duration::from_millis(10)),
         "budget.window"
     );
     assert_eq!(
-        bad(|c| c.budget.unhealthy_ratio = Some(0.5)),
-        "budget.unhealthy_ratio"
+        bad(|c| c.budget.unhealthy_ratio = Some(0.6)),
+        "budget.unhealthy_ratio",
+        "above `success_ratio` when first attempts earn nothing"
+    );
+    assert_eq!(
+        bad(|c| {
+            c.budget.ratio = 0.2;
+            c.budget.unhealthy_ratio = Some(0.3);
+        }),
+        "budget.unhealthy_ratio",
+        "above `ratio` when first attempts earn"
     );
     assert_eq!(
         bad(|c| c.budget.unhealthy_failure_rate = 1.5),
@@ -163,4 +182,27 @@ fn max_retry_after_defaults_to_30s_and_reads_from_toml() {
     let c: RetryConfig = toml::from_str("max_retry_after = \"2m\"").unwrap();
     assert_eq!(c.max_retry_after, Duration::from_secs(120));
     c.validate().unwrap();
+}
+
+#[test]
+fn budget_keys_of_earlier_versions_keep_their_meaning() {
+    // `ratio` is still retries per first attempt; a file of 0.1 that set it now also earns
+    // on success unless it says `success_ratio = 0`.
+    let old: BudgetConfig =
+        toml::from_str("ratio = 0.1\nmin_per_second = 5\nunhealthy_ratio = 0.05").unwrap();
+    old.validate().unwrap();
+    assert_eq!(
+        (old.ratio, old.min_per_second, old.unhealthy_ratio),
+        (0.1, 5, Some(0.05))
+    );
+    assert_eq!(old.success_ratio, 0.5);
+    assert_eq!(old.reference_ratio(), ("ratio", 0.1));
+    let default = BudgetConfig::default();
+    assert_eq!((default.ratio, default.success_ratio), (0.0, 0.5));
+    assert_eq!(default.reference_ratio(), ("success_ratio", 0.5));
+    let text = toml::to_string(&default).unwrap();
+    assert_eq!(toml::from_str::<BudgetConfig>(&text).unwrap(), default);
+    // a budget of nothing but the floor is valid
+    let floor: BudgetConfig = toml::from_str("success_ratio = 0").unwrap();
+    floor.validate().unwrap();
 }
