@@ -332,3 +332,41 @@ async fn error_hints_are_honoured() {
     run(&mut svc, 1).await.unwrap();
     assert_eq!(log.offsets(), [0, 300]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_wait_outlasts_max_elapsed_when_attempts_time_out() {
+    // `max_elapsed` counts the attempts' own time: a retry whose backoff would end past
+    // it is not slept for, the call ends when the last attempt times out.
+    let log = Log::default();
+    let silent = service_fn({
+        let log = log.clone();
+        move |n: u32| {
+            log.push();
+            async move {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok::<_, BoxError>(n)
+            }
+        }
+    });
+    let layer = RetryLayer::builder(
+        RetryConfig::builder()
+            .max_attempts(10)
+            .backoff(Backoff::fixed(MS * 100))
+            .attempt_timeout(MS * 300)
+            .max_elapsed(MS * 1000)
+            .no_budget()
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
+    let start = Instant::now();
+    let err = layer.layer(silent).oneshot(1).await.unwrap_err();
+    // attempts at 0, 400, 800; the third times out at 1100, past the deadline: no sleep
+    assert_eq!(log.offsets(), [0, 400, 800]);
+    assert_eq!(start.elapsed(), MS * 1100);
+    assert!(matches!(
+        err.downcast_ref::<Error>(),
+        Some(Error::DeadlineExceeded { attempts: 3, .. })
+    ));
+}
