@@ -2,8 +2,10 @@
 //! users would pick instead, over one simulated upstream, on tokio's paused clock.
 //!
 //! `cargo run --release -p tower-prism-lab -- [SCENARIO|all]` writes the report to
-//! `target/lab/`.
+//! `target/lab/`; `-- defaults` runs issue 15's scenarios (the stack's defaults over one
+//! upstream of 8 slots x 20 ms) into `target/lab/defaults/`.
 
+pub mod defaults_report;
 pub mod load;
 pub mod measure;
 pub mod real;

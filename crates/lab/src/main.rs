@@ -1,13 +1,18 @@
-//! `cargo run --release -p tower-prism-lab -- [SCENARIO|all]`: runs the scenarios through
-//! every stack on the simulated upstream and writes the report to `target/lab/`.
+//! `cargo run --release -p tower-prism-lab -- [SCENARIO|all|defaults]`: runs the scenarios
+//! through every stack on the simulated upstream and writes the report to `target/lab/`
+//! (`target/lab/defaults/` for issue 15's suite).
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use tower_prism_lab::defaults_report as defaults;
 use tower_prism_lab::report::{self, ScenarioResult};
-use tower_prism_lab::scenario;
-use tower_prism_lab::stacks::{effective, Stack, DEFAULT_POLICY, TOWER_SETTINGS, TUNED_POLICY};
+use tower_prism_lab::scenario::{self, Suite};
+use tower_prism_lab::stacks::{
+    effective, Stack, DEFAULTS_DEFAULT_POLICY, DEFAULTS_TUNED_POLICY, DEFAULT_POLICY,
+    TOWER_SETTINGS, TUNED_POLICY,
+};
 
 /// The real mode runs each scenario this many times shorter (fault windows scaled too).
 const REAL_SHORTER: u32 = 4;
@@ -23,9 +28,17 @@ fn main() {
         .find(|a| !a.starts_with("--"))
         .cloned()
         .unwrap_or_else(|| "all".to_string());
-    let scenarios: Vec<_> = scenario::all()
+    let suite = if wanted == Suite::Defaults.name()
+        || scenario::defaults().iter().any(|s| s.name == wanted)
+    {
+        Suite::Defaults
+    } else {
+        Suite::Lab
+    };
+    let scenarios: Vec<_> = suite
+        .scenarios()
         .into_iter()
-        .filter(|s| wanted == "all" || s.name == wanted)
+        .filter(|s| wanted == suite.name() || s.name == wanted)
         .map(|s| {
             if real {
                 let short = s.duration / REAL_SHORTER;
@@ -36,15 +49,23 @@ fn main() {
         })
         .collect();
     if scenarios.is_empty() {
-        let names: Vec<_> = scenario::all().iter().map(|s| s.name).collect();
+        let names: Vec<_> = scenario::all()
+            .iter()
+            .chain(&scenario::defaults())
+            .map(|s| s.name)
+            .collect();
         eprintln!(
-            "unknown scenario {wanted:?}; one of: all, {}",
+            "unknown scenario {wanted:?}; one of: all, defaults, {}",
             names.join(", ")
         );
         std::process::exit(2);
     }
     let dir = PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
         .join("lab");
+    let dir = match suite {
+        Suite::Defaults => dir.join("defaults"),
+        Suite::Lab => dir,
+    };
     let dir = if real { dir.join("real") } else { dir };
     if let Err(e) = std::fs::create_dir_all(&dir) {
         eprintln!("cannot create {}: {e}", dir.display());
@@ -98,6 +119,19 @@ fn main() {
         began.elapsed().as_secs_f64(),
         ""
     );
+
+    if suite == Suite::Defaults {
+        let text = defaults::page(&results, runs);
+        write_report(
+            &dir,
+            &text,
+            &[
+                ("default.toml", DEFAULTS_DEFAULT_POLICY),
+                ("tuned.toml", DEFAULTS_TUNED_POLICY),
+            ],
+        );
+        return;
+    }
 
     let mut text = if real {
         format!(
@@ -167,10 +201,24 @@ fn main() {
     for r in &results {
         text.push_str(&report::markdown(r));
     }
+    write_report(
+        &dir,
+        &text,
+        &[
+            ("default.toml", DEFAULT_POLICY),
+            ("tuned.toml", TUNED_POLICY),
+        ],
+    );
+}
+
+/// Writes `text` to `dir/REPORT.md` and each policy beside it, then prints the text.
+fn write_report(dir: &Path, text: &str, policies: &[(&str, &str)]) {
     let path = dir.join("REPORT.md");
-    let write = std::fs::write(&path, &text)
-        .and_then(|_| std::fs::write(dir.join("default.toml"), DEFAULT_POLICY))
-        .and_then(|_| std::fs::write(dir.join("tuned.toml"), TUNED_POLICY));
+    let write = std::fs::write(&path, text).and_then(|_| {
+        policies
+            .iter()
+            .try_for_each(|(name, toml)| std::fs::write(dir.join(name), toml))
+    });
     match write {
         Ok(()) => println!("{}", path.display()),
         Err(e) => {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::load::{Outcome, Run};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, Suite};
 use crate::upstream::ATTEMPT_BUCKET;
 
 /// The timeline's resolution (one point of the charts).
@@ -43,7 +43,8 @@ pub struct Measures {
     /// The same inside the fault window.
     pub amplification_in_fault: Option<f64>,
     /// Time from the fault's end until goodput (over the next second) is back to 90 % of
-    /// its level in the 10 s before the fault; `None` if it never is, or no fault.
+    /// its level in the 10 s before the fault (in the [`Suite::Defaults`] scenarios: of the
+    /// offered load); `None` if it never is, or no fault.
     pub recovery: Option<Option<f64>>,
     /// Jain's index of the well-behaved clients' successes (key flood only).
     pub jain: Option<f64>,
@@ -151,7 +152,10 @@ pub fn measure(scenario: &Scenario, run: &Run, attempts: &[u64]) -> Measures {
             / (until - from)
     };
     let recovery = window.map(|(a, b)| {
-        let before = done_between((a - 10.0).max(0.0), a);
+        let before = match scenario.suite {
+            Suite::Lab => done_between((a - 10.0).max(0.0), a),
+            Suite::Defaults => scenario.upstream.capacity() * scenario.load.at(b / total),
+        };
         let mut t = b;
         while t + 1.0 <= total {
             if done_between(t, t + 1.0) >= 0.9 * before {

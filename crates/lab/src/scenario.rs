@@ -40,6 +40,36 @@ pub struct KeyFlood {
     pub per_key_rate: u32,
 }
 
+/// The set a scenario belongs to; it decides the stacks' settings and how recovery is
+/// measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// The overload and fault lab (issue 11): three endpoints x 10 slots, every stage.
+    Lab,
+    /// The adaptive defaults (issue 15): one endpoint of 8 slots x 20 ms, a policy that
+    /// sets a concurrency limit, a circuit breaker and a retry stage and leaves their
+    /// settings at the defaults.
+    Defaults,
+}
+
+impl Suite {
+    /// The suite's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Lab => "all",
+            Suite::Defaults => "defaults",
+        }
+    }
+
+    /// The suite's scenarios, in the report's order.
+    pub fn scenarios(self) -> Vec<Scenario> {
+        match self {
+            Suite::Lab => all(),
+            Suite::Defaults => defaults(),
+        }
+    }
+}
+
 /// One named scenario.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
@@ -59,6 +89,8 @@ pub struct Scenario {
     pub fault_window: Option<(Duration, Duration)>,
     /// The key flood's clients, for that scenario.
     pub key_flood: Option<KeyFlood>,
+    /// The suite it belongs to.
+    pub suite: Suite,
 }
 
 /// The client's deadline: a success later than this is not goodput.
@@ -112,6 +144,7 @@ pub fn all() -> Vec<Scenario> {
             load: Load::Ramp { from: 0.5, to: 3.0 },
             upstream: base_upstream(),
             fault_window: None,
+            suite: Suite::Lab,
             key_flood: None,
         },
         Scenario {
@@ -122,6 +155,7 @@ pub fn all() -> Vec<Scenario> {
             load: Load::Constant(0.7),
             upstream: with_faults(vec![fault(&[0], 20, 40, FaultKind::Slow(10.0))]),
             fault_window: Some((secs(20), secs(40))),
+            suite: Suite::Lab,
             key_flood: None,
         },
         Scenario {
@@ -132,6 +166,7 @@ pub fn all() -> Vec<Scenario> {
             load: Load::Constant(0.6),
             upstream: with_faults(vec![fault(&[0], 20, 40, FaultKind::FailEvery)]),
             fault_window: Some((secs(20), secs(40))),
+            suite: Suite::Lab,
             key_flood: None,
         },
         Scenario {
@@ -142,6 +177,7 @@ pub fn all() -> Vec<Scenario> {
             load: Load::Constant(0.7),
             upstream: with_faults(vec![fault(&[0, 1, 2], 20, 30, FaultKind::Down)]),
             fault_window: Some((secs(20), secs(30))),
+            suite: Suite::Lab,
             key_flood: None,
         },
         Scenario {
@@ -152,6 +188,7 @@ pub fn all() -> Vec<Scenario> {
             load: Load::Constant(0.7),
             upstream: with_faults(vec![fault(&[0, 1, 2], 20, 40, FaultKind::FailRandom(0.25))]),
             fault_window: Some((secs(20), secs(40))),
+            suite: Suite::Lab,
             key_flood: None,
         },
         Scenario {
@@ -168,6 +205,7 @@ pub fn all() -> Vec<Scenario> {
                 ..base_upstream()
             },
             fault_window: None,
+            suite: Suite::Lab,
             key_flood: None,
         },
         Scenario {
@@ -178,12 +216,102 @@ pub fn all() -> Vec<Scenario> {
             load: Load::Constant(0.6),
             upstream: base_upstream(),
             fault_window: None,
+            suite: Suite::Lab,
             key_flood: Some(KeyFlood {
                 clients: 1000,
                 abuser: 3.0,
                 per_key_rate: 5,
             }),
         },
+    ]
+}
+
+/// The upstream of issue 15: one endpoint of 8 slots, 20 ms service time every call
+/// (400 requests/s), a FIFO queue that never sheds on its own.
+pub fn defaults_upstream() -> UpstreamConfig {
+    UpstreamConfig {
+        endpoints: 1,
+        slots: 8,
+        mean_service: Duration::from_millis(20),
+        sigma: 0.0,
+        shedding: Shedding {
+            queue_depth: usize::MAX,
+            retry_after: None,
+        },
+        faults: Vec::new(),
+    }
+}
+
+fn defaults_scenario(
+    name: &'static str,
+    title: &'static str,
+    seed: u64,
+    duration: u64,
+    load: f64,
+    fault: Option<Fault>,
+) -> Scenario {
+    let fault_window = fault.as_ref().map(|f| (f.from, f.until));
+    Scenario {
+        name,
+        title,
+        seed,
+        duration: secs(duration),
+        load: Load::Constant(load),
+        upstream: UpstreamConfig {
+            faults: fault.into_iter().collect(),
+            ..defaults_upstream()
+        },
+        fault_window,
+        key_flood: None,
+        suite: Suite::Defaults,
+    }
+}
+
+/// The scenarios of issue 15 (`-- defaults`), over [`defaults_upstream`]: an unloaded
+/// baseline, then 320 requests/s (0.8x) through a full outage, a brownout and polite
+/// shedding, and 800 requests/s (2x) of plain overload.
+pub fn defaults() -> Vec<Scenario> {
+    vec![
+        defaults_scenario(
+            "unloaded",
+            "100 requests/s (0.25x), no fault: the baseline of the p99 ratio",
+            11,
+            20,
+            0.25,
+            None,
+        ),
+        defaults_scenario(
+            "full-outage",
+            "320 requests/s; the upstream refuses every call from 10 s to 20 s",
+            12,
+            30,
+            0.8,
+            Some(fault(&[0], 10, 20, FaultKind::Down)),
+        ),
+        defaults_scenario(
+            "overload-2x",
+            "800 requests/s, twice the capacity, no fault",
+            13,
+            20,
+            2.0,
+            None,
+        ),
+        defaults_scenario(
+            "brownout-25",
+            "320 requests/s; 25 % of calls fail at random from 5 s to 25 s",
+            14,
+            30,
+            0.8,
+            Some(fault(&[0], 5, 25, FaultKind::FailRandom(0.25))),
+        ),
+        defaults_scenario(
+            "polite-shedding",
+            "320 requests/s; every call answered 503 + Retry-After: 2 from 5 s to 15 s",
+            15,
+            30,
+            0.8,
+            Some(fault(&[0], 5, 15, FaultKind::Shed(secs(2)))),
+        ),
     ]
 }
 

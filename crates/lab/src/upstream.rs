@@ -43,6 +43,9 @@ pub enum FaultKind {
     FailRandom(f64),
     /// The endpoint refuses connections: every call fails at once.
     Down,
+    /// The endpoint sheds politely: every call gets a 503 at once, without taking a slot,
+    /// with this `Retry-After` (whole seconds, at least 1).
+    Shed(Duration),
 }
 
 /// One fault: what, on which endpoints, and when (from the start of the run).
@@ -170,6 +173,7 @@ impl Upstream {
         match fault {
             Some(FaultKind::Down) => return Answer::Refused,
             Some(FaultKind::FailEvery) => return Answer::Later(Duration::from_millis(1), 500),
+            Some(FaultKind::Shed(after)) => return Answer::Shed(Some(after)),
             _ => {}
         }
         let shedding = self.config.shedding;
@@ -329,6 +333,22 @@ mod tests {
             began.elapsed() > first_done,
             "the second waited for the slot"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shedding_endpoint_answers_503_with_retry_after_at_once() {
+        let shed = Fault {
+            endpoints: vec![0],
+            from: Duration::ZERO,
+            until: Duration::from_secs(1),
+            kind: FaultKind::Shed(Duration::from_secs(2)),
+        };
+        let upstream = Upstream::new(config(vec![shed], NO_SHEDDING), 1);
+        let began = Instant::now();
+        let response = upstream.endpoint(0).oneshot(request()).await.unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
+        assert_eq!(began.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

@@ -84,3 +84,36 @@ fn the_real_mode_accounts_for_every_request_over_loopback() {
         assert_eq!(m.ok + m.failed + m.timed_out, m.sent, "{}", stack.name());
     }
 }
+
+/// Issue 15's suite (`-- defaults`): each scenario, shortened, through every stack, with
+/// every request accounted for.
+#[test]
+fn every_defaults_scenario_runs_through_every_stack_with_nothing_lost() {
+    for s in scenario::defaults() {
+        let short = shortened(&s, Duration::from_secs(2));
+        for stack in Stack::ALL {
+            let m = simulate(&short, stack);
+            assert!(
+                m.sent > 100,
+                "{} / {}: only {} sent",
+                s.name,
+                stack.name(),
+                m.sent
+            );
+            assert_eq!(
+                m.unaccounted,
+                0,
+                "{} / {}: lost or hung",
+                s.name,
+                stack.name()
+            );
+            assert_eq!(
+                m.ok + m.failed + m.timed_out,
+                m.sent,
+                "{} / {}",
+                s.name,
+                stack.name()
+            );
+        }
+    }
+}

@@ -8,8 +8,17 @@ use crate::load::Client;
 use crate::scenario::Scenario;
 use crate::upstream::EndpointService;
 
-pub use prism::{effective, DEFAULT_POLICY, TUNED_POLICY};
-pub use tower_stack::SETTINGS as TOWER_SETTINGS;
+pub use prism::{
+    effective, DEFAULTS_DEFAULT_POLICY, DEFAULTS_TUNED_POLICY, DEFAULT_POLICY, TUNED_POLICY,
+};
+pub use tower_stack::{DEFAULTS_SETTINGS as TOWER_DEFAULTS_SETTINGS, SETTINGS as TOWER_SETTINGS};
+
+use crate::scenario::Suite;
+
+/// tower's fixed concurrency limit in the lab (about 2x the upstream's 30 slots).
+const TOWER_LIMIT: usize = 64;
+/// tower's fixed concurrency limit in the defaults suite (2x the upstream's 8 slots).
+const TOWER_DEFAULTS_LIMIT: usize = 16;
 
 /// One of the stacks compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,11 +61,20 @@ impl Stack {
     /// the runtime that will drive it (tower's `Buffer` spawns its worker there).
     pub fn build(self, scenario: &Scenario, endpoints: Vec<EndpointService>) -> Client {
         let capacity = scenario.upstream.capacity();
-        match self {
-            Stack::Plain => plain::build(endpoints),
-            Stack::Tower => tower_stack::build(endpoints, capacity),
-            Stack::PrismDefault => prism::build(DEFAULT_POLICY, endpoints, capacity, scenario),
-            Stack::PrismTuned => prism::build(TUNED_POLICY, endpoints, capacity, scenario),
+        match (self, scenario.suite) {
+            (Stack::Plain, _) => plain::build(endpoints),
+            (Stack::Tower, Suite::Lab) => tower_stack::build(endpoints, capacity, TOWER_LIMIT),
+            (Stack::Tower, Suite::Defaults) => {
+                tower_stack::build(endpoints, capacity, TOWER_DEFAULTS_LIMIT)
+            }
+            (Stack::PrismDefault, Suite::Lab) => prism::build(DEFAULT_POLICY, endpoints, scenario),
+            (Stack::PrismTuned, Suite::Lab) => prism::build(TUNED_POLICY, endpoints, scenario),
+            (Stack::PrismDefault, Suite::Defaults) => {
+                prism::build(DEFAULTS_DEFAULT_POLICY, endpoints, scenario)
+            }
+            (Stack::PrismTuned, Suite::Defaults) => {
+                prism::build(DEFAULTS_TUNED_POLICY, endpoints, scenario)
+            }
         }
     }
 }

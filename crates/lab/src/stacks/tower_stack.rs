@@ -28,6 +28,15 @@ values of tower's own example; `Timeout(300 ms)` per attempt (10x the mean servi
 `Buffer(1024)` over p2c `Balance` of `PeakEwma(default_rtt 30 ms, decay 10 s, \
 CompleteOnResponse)` per endpoint.";
 
+/// The same stack in the [`Suite::Defaults`](crate::scenario::Suite::Defaults) scenarios,
+/// for the report.
+pub const DEFAULTS_SETTINGS: &str = "\
+as in the lab, but `ConcurrencyLimit(16)` (2x the upstream's 8 slots, the fixed limit of \
+issue 15) and `RateLimit(40 per 100 ms)` (the upstream's 400 requests/s): `LoadShed` over \
+`ConcurrencyLimit(16)`; `Buffer(1024)`; `RateLimit`; `Retry` of 5xx, 429 and errors, at most \
+3 attempts, no backoff, withdrawing from `TpsBudget::new(10 s, 10/s, 20 %)`; `Timeout(300 ms)` \
+per attempt; `Buffer(1024)` over p2c `Balance` of `PeakEwma` (one endpoint).";
+
 /// Retries failures (errors, 5xx, 429) while the budget allows, at most 3 attempts.
 #[derive(Clone)]
 struct BudgetedRetry {
@@ -70,8 +79,9 @@ impl Policy<Request, Response, BoxError> for BudgetedRetry {
     }
 }
 
-/// The stack over `endpoints`, rate-limited at `capacity` requests/s.
-pub fn build(endpoints: Vec<EndpointService>, capacity: f64) -> Client {
+/// The stack over `endpoints`, rate-limited at `capacity` requests/s, at most `limit`
+/// requests in flight.
+pub fn build(endpoints: Vec<EndpointService>, capacity: f64, limit: usize) -> Client {
     let decay = Duration::from_secs(10).as_nanos() as f64;
     let loaded = endpoints.into_iter().map(|e| {
         PeakEwma::new(
@@ -96,7 +106,7 @@ pub fn build(endpoints: Vec<EndpointService>, capacity: f64) -> Client {
     let shared = Buffer::new(limited, 1024);
     let client = ServiceBuilder::new()
         .load_shed()
-        .concurrency_limit(64)
+        .concurrency_limit(limit)
         .service(shared);
     BoxCloneService::new(client)
 }
