@@ -83,6 +83,10 @@ pub(crate) fn breaker_layer<P: Profile>(
         .name(name)
         .classify(profile.classify())
         .health(health.clone())
+        // An error that opens the circuit and says how long to wait (a balancer with no
+        // healthy endpoint, an inner rate limiter) sets the open wait; a response's
+        // `Retry-After` does through the HTTP profile's classifier.
+        .retry_after_hint(crate::error::retry_after_hint)
         .build()
 }
 

@@ -8,6 +8,7 @@ use tower_prism_core::sync::Arc;
 use tower_prism_core::{ConfigError, HealthSignal, Moment, Outcome};
 
 use crate::config::BreakerConfig;
+use crate::layer::ErrorHint;
 use crate::state::{BreakerSnapshot, Machine, Permit, State};
 
 /// A circuit breaker's shared state. Cloning gives another handle to the same breaker.
@@ -68,16 +69,19 @@ impl Breaker {
     /// [`handle`](crate::CircuitBreakerLayer::handle).
     pub fn new(name: impl Into<String>, config: &BreakerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self::build(name.into(), config, None))
+        Ok(Self::build(name.into(), config, None, None))
     }
 
     pub(crate) fn build(
         name: String,
         config: &BreakerConfig,
         health: Option<HealthSignal>,
+        error_hint: Option<ErrorHint>,
     ) -> Self {
+        let mut machine = Machine::new(name, config, health);
+        machine.set_error_hint(error_hint);
         Breaker {
-            machine: Arc::new(Machine::new(name, config, health)),
+            machine: Arc::new(machine),
         }
     }
 
@@ -126,11 +130,25 @@ impl Breaker {
         self.machine.acquire(now)
     }
 
-    /// [`record`](Self::record) at `now`, a moment the caller has already read.
+    /// [`record`](Self::record) at `now`, a moment the caller has already read; `hint`
+    /// is asked how long the result asks to wait only if this failure opens the circuit.
     #[inline]
-    pub(crate) fn record_at(&self, permit: Permit, outcome: Outcome, now: Moment) {
+    pub(crate) fn record_at(
+        &self,
+        permit: Permit,
+        outcome: Outcome,
+        now: Moment,
+        hint: impl FnOnce() -> Option<Duration>,
+    ) {
         let elapsed = permit.start.elapsed_to(now);
-        self.machine.record(permit, outcome, elapsed, now);
+        self.machine
+            .record_hinted(permit, outcome, elapsed, now, hint);
+    }
+
+    /// Where an inner error's wait hint is read (the layer builder's `retry_after_hint`).
+    #[inline]
+    pub(crate) fn error_hint(&self) -> Option<ErrorHint> {
+        self.machine.error_hint()
     }
 
     /// Opens the breaker until [`reset`](Breaker::reset): every call is rejected.

@@ -25,9 +25,24 @@ pub const MAX_CALLS: u32 = MAX_SIZE as u32;
 /// Largest `backoff_multiplier`: a wait that grows more than a hundredfold per failed probe
 /// round reaches `max_wait_duration` at the first reopen anyway.
 pub const MAX_BACKOFF_MULTIPLIER: f64 = 100.0;
-/// The cap of the growing open wait when `max_wait_duration` is not set: 5 minutes, or
-/// `wait_duration` when that is longer (a long wait alone is never an error).
-pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+/// The shortest open wait an upstream's hint sets: 100 ms.
+///
+/// When the failure that opens the circuit says how long to wait (an HTTP `Retry-After`,
+/// or an error's `retry_after`), the circuit stays open that long instead of its computed
+/// wait, clamped to at least this (a `Retry-After: 0` cannot turn the open state into a
+/// stream of probes) and at most the cap,
+/// [`effective_max_wait`](BreakerConfig::effective_max_wait) (2 s by default).
+pub const MIN_HINTED_WAIT: Duration = Duration::from_millis(100);
+/// The cap of the growing open wait when `max_wait_duration` is not set: 2 seconds, or
+/// `wait_duration` when that is longer (a long wait alone is never an error, and a config
+/// that sets only `wait_duration` keeps that wait constant).
+///
+/// The cap bounds how long a recovered upstream stays shut out: with the defaults the
+/// open wait grows 500 ms, 1 s, 2 s, 2 s... while the upstream stays dead, so the first
+/// probe after it returns comes at most about 2 s later, and a dead upstream sees only
+/// `permitted_calls_in_half_open` calls every 2 s. It also bounds an upstream's
+/// `Retry-After` (see [`MIN_HINTED_WAIT`]); set `max_wait_duration` to honour longer ones.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// The sliding window the failure and slow-call rates are computed over.
 ///
@@ -107,21 +122,33 @@ pub struct BreakerConfig {
     /// Failures in a row that open the breaker regardless of the window (default: off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consecutive_failures: Option<u32>,
-    /// How long the breaker stays open before letting probes through (default 30 s).
+    /// How long the breaker stays open before letting probes through, the first time it
+    /// opens (default 500 ms; it grows by `backoff_multiplier` while probes keep failing).
+    ///
+    /// When the failure that opens the circuit says how long to wait (a `Retry-After` read
+    /// by the classifier's [`Classify::retry_after`](tower_prism_core::Classify::retry_after),
+    /// or an error hint set with
+    /// [`retry_after_hint`](crate::CircuitBreakerLayerBuilder::retry_after_hint)), that
+    /// wait is used instead, at least [`MIN_HINTED_WAIT`] and at most the cap
+    /// ([`effective_max_wait`](Self::effective_max_wait)).
     #[serde(with = "tower_prism_core::config::duration")]
     pub wait_duration: Duration,
-    /// Factor the open wait grows by each time a half-open probe round fails (default 1:
-    /// no growth; at most [`MAX_BACKOFF_MULTIPLIER`]).
+    /// Factor the open wait grows by each time a half-open probe round fails (default 2;
+    /// 1 keeps it constant; at most [`MAX_BACKOFF_MULTIPLIER`]). The wait goes back to
+    /// `wait_duration` when the breaker closes.
     pub backoff_multiplier: f64,
-    /// Cap of the growing open wait (default: [`DEFAULT_MAX_WAIT`], or `wait_duration`
-    /// when that is longer; see [`effective_max_wait`](Self::effective_max_wait)).
+    /// Cap of the growing open wait, and of a wait an upstream's hint asks for (default:
+    /// [`DEFAULT_MAX_WAIT`], 2 s, or `wait_duration` when that is longer; see
+    /// [`effective_max_wait`](Self::effective_max_wait)). It bounds how long a recovered
+    /// upstream stays shut out.
     #[serde(
         with = "tower_prism_core::config::option_duration",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_wait_duration: Option<Duration>,
     /// Probes let through concurrently while half-open; their results close or re-open
-    /// the breaker (default 10; at most [`MAX_PROBES`]).
+    /// the breaker (default 3; at most [`MAX_PROBES`]). Few probes send few calls to an
+    /// upstream that is still dead, and close the circuit sooner at low traffic.
     pub permitted_calls_in_half_open: u32,
     /// Whether [`Outcome::Fatal`](tower_prism_core::Outcome::Fatal) calls count as
     /// failures (default: no).
@@ -143,10 +170,10 @@ impl Default for BreakerConfig {
             slow_call_rate_threshold: 1.0,
             slow_call_duration: Duration::from_secs(60),
             consecutive_failures: None,
-            wait_duration: Duration::from_secs(30),
-            backoff_multiplier: 1.0,
+            wait_duration: Duration::from_millis(500),
+            backoff_multiplier: 2.0,
             max_wait_duration: None,
-            permitted_calls_in_half_open: 10,
+            permitted_calls_in_half_open: 3,
             count_fatal: false,
             count_not_retryable: true,
             clock: Clock::Tokio,
@@ -156,9 +183,9 @@ impl Default for BreakerConfig {
 
 impl BreakerConfig {
     /// A builder starting from the defaults: count window of 100 calls, `minimum_calls` 20,
-    /// failure rate threshold 0.5, slow calls (over 60 s) not tripping, open for 30 s (no
-    /// growth, cap 5 min or `wait_duration` if longer), 10 half-open probes, `Fatal` not
-    /// counted, not-retryable counted.
+    /// failure rate threshold 0.5, slow calls (over 60 s) not tripping, open for 500 ms
+    /// doubling while the upstream stays dead (cap 2 s, or `wait_duration` if longer), 3
+    /// half-open probes, `Fatal` not counted, not-retryable counted.
     ///
     /// Upper bounds: durations at most [`MAX_BREAKER_DURATION`] (366 days), `window.size`
     /// at most [`MAX_WINDOW_SIZE`], `window.buckets` at most [`MAX_BUCKETS`],
@@ -180,7 +207,7 @@ impl BreakerConfig {
     }
 
     /// The cap of the growing open wait in force: `max_wait_duration` if set, else
-    /// [`DEFAULT_MAX_WAIT`] (5 minutes), or `wait_duration` when that is longer.
+    /// [`DEFAULT_MAX_WAIT`] (2 s), or `wait_duration` when that is longer.
     pub fn effective_max_wait(&self) -> Duration {
         self.max_wait_duration
             .unwrap_or(DEFAULT_MAX_WAIT.max(self.wait_duration))

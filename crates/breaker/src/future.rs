@@ -95,16 +95,26 @@ where
                 classifier,
             } => {
                 let result = ready!(future.poll(cx));
-                if guard.permit.is_some() {
-                    // Classify while the guard still holds the permit: a panicking
-                    // classifier unwinds through the guard, which gives the permit back.
-                    let outcome = classifier.classify(result.as_ref());
-                    let now = guard.breaker.now();
-                    if let Some(permit) = guard.permit.take() {
-                        guard.breaker.record_at(permit, outcome, now);
-                    }
+                if guard.permit.is_none() {
+                    return Poll::Ready(result.map_err(Into::into));
                 }
-                Poll::Ready(result.map_err(Into::into))
+                // Classify while the guard still holds the permit: a panicking
+                // classifier unwinds through the guard, which gives the permit back.
+                let outcome = classifier.classify(result.as_ref());
+                let result: Result<T, BoxError> = result.map_err(Into::into);
+                let now = guard.breaker.now();
+                let breaker = &guard.breaker;
+                // Asked only if this failure opens the circuit: how long the upstream
+                // said to wait (a response's, through the classifier; an error's,
+                // through the layer's `retry_after_hint`).
+                let hint = || match &result {
+                    Ok(response) => classifier.retry_after(Ok::<&T, &E>(response)),
+                    Err(error) => breaker.error_hint().and_then(|read| read(&**error)),
+                };
+                if let Some(permit) = guard.permit.take() {
+                    breaker.record_at(permit, outcome, now, hint);
+                }
+                Poll::Ready(result)
             }
             KindProj::Rejected { retry_after } => Poll::Ready(Err(Box::new(Error::CircuitOpen {
                 retry_after: *retry_after,

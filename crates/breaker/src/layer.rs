@@ -1,5 +1,7 @@
 //! [`CircuitBreakerLayer`] and its builder.
 
+use std::time::Duration;
+
 use tower_layer::Layer;
 use tower_prism_core::{ConfigError, DefaultClassifier, HealthSignal};
 
@@ -9,6 +11,10 @@ use crate::service::CircuitBreaker;
 
 /// The policy name a layer gets when its builder is given none.
 const DEFAULT_NAME: &str = "default";
+
+/// Reads how long an error asks the caller to wait (a rate limiter's `RateLimited {
+/// retry_after }`...): [`CircuitBreakerLayerBuilder::retry_after_hint`].
+pub(crate) type ErrorHint = fn(&(dyn std::error::Error + 'static)) -> Option<Duration>;
 
 /// Wraps services in a [`CircuitBreaker`]. Every service this layer makes (and every clone
 /// of the layer) shares one [`Breaker`], reached with [`handle`](Self::handle).
@@ -53,6 +59,7 @@ impl CircuitBreakerLayer {
             name: DEFAULT_NAME.to_owned(),
             classifier: DefaultClassifier,
             health: None,
+            error_hint: None,
         }
     }
 
@@ -102,6 +109,7 @@ pub struct CircuitBreakerLayerBuilder<C = DefaultClassifier> {
     name: String,
     classifier: C,
     health: Option<HealthSignal>,
+    error_hint: Option<ErrorHint>,
 }
 
 impl<C> CircuitBreakerLayerBuilder<C> {
@@ -121,6 +129,7 @@ impl<C> CircuitBreakerLayerBuilder<C> {
             name: self.name,
             classifier,
             health: self.health,
+            error_hint: self.error_hint,
         }
     }
 
@@ -130,11 +139,30 @@ impl<C> CircuitBreakerLayerBuilder<C> {
         self
     }
 
+    /// Reads how long an inner error asks the caller to wait (for example a rate limiter's
+    /// `RateLimited { retry_after }` below the breaker). When an error opens the circuit
+    /// and `hint` reads a wait from it, the circuit stays open that long instead of its
+    /// computed wait (clamped to [[`MIN_HINTED_WAIT`](crate::MIN_HINTED_WAIT), the cap
+    /// [`effective_max_wait`](BreakerConfig::effective_max_wait)]). Asked only on a
+    /// failure that opens the circuit. Default: errors carry no hint. (A response's hint
+    /// comes from the classifier's [`Classify::retry_after`](tower_prism_core::Classify::retry_after):
+    /// [`HttpClassifier`](tower_prism_core::HttpClassifier) reads `Retry-After`.)
+    ///
+    /// The `tower-prism` facade passes its `retry_after_hint`, which knows every stage's
+    /// rejection.
+    pub fn retry_after_hint(
+        mut self,
+        hint: fn(&(dyn std::error::Error + 'static)) -> Option<Duration>,
+    ) -> Self {
+        self.error_hint = Some(hint);
+        self
+    }
+
     /// The layer, with a new, closed breaker; an error names the config field it refuses.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         self.config.validate()?;
         Ok(CircuitBreakerLayer {
-            breaker: Breaker::build(self.name, &self.config, self.health),
+            breaker: Breaker::build(self.name, &self.config, self.health, self.error_hint),
             classifier: self.classifier,
         })
     }

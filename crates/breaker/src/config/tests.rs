@@ -73,7 +73,9 @@ fn bad_values_name_their_field() {
             "backoff_multiplier",
         ),
         (
-            BreakerConfig::builder().exponential_backoff(2.0, Duration::from_secs(1)),
+            BreakerConfig::builder()
+                .wait_duration(Duration::from_secs(5))
+                .exponential_backoff(2.0, Duration::from_secs(1)),
             "max_wait_duration",
         ),
         (

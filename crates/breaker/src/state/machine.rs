@@ -26,6 +26,7 @@ use super::probe::Probes;
 use super::word::{next_generation, pack_state, unpack_state};
 use super::{BreakerSnapshot, State};
 use crate::config::{BreakerConfig, Window};
+use crate::layer::ErrorHint;
 use crate::window::{CountWindow, Counts, SlidingWindow, TimeWindow};
 
 /// Cold-path state, under the transition lock.
@@ -54,6 +55,9 @@ pub(crate) struct Machine {
     control: Mutex<Control>,
     metrics: Metrics,
     health: Option<HealthSignal>,
+    /// Reads how long an inner error asks to wait (set by the layer builder's
+    /// `retry_after_hint`); asked only when a failure opens the circuit.
+    error_hint: Option<ErrorHint>,
 }
 
 fn build_window(shape: Window) -> SlidingWindow {
@@ -96,6 +100,7 @@ impl Machine {
             }),
             metrics: Metrics::new(&name),
             health,
+            error_hint: None,
             name,
         };
         machine.metrics.state.set(0.0);
@@ -107,6 +112,17 @@ impl Machine {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Sets where an inner error's wait hint is read (before the machine is shared).
+    pub(crate) fn set_error_hint(&mut self, hint: Option<ErrorHint>) {
+        self.error_hint = hint;
+    }
+
+    /// Where an inner error's wait hint is read, if anywhere.
+    #[inline]
+    pub(crate) fn error_hint(&self) -> Option<ErrorHint> {
+        self.error_hint
     }
 
     pub(crate) fn state(&self) -> State {
@@ -156,7 +172,7 @@ impl Machine {
                     if at < until {
                         return Err(self.reject(Duration::from_nanos(until - at)));
                     }
-                    self.transition_from(generation, State::HalfOpen, now);
+                    self.transition_from(generation, State::HalfOpen, now, None);
                 }
                 State::HalfOpen => {
                     if let Some(result) = self.admit_probe(generation, now) {
@@ -182,7 +198,7 @@ impl Machine {
                     // A reload lowered the probe count to what has already finished (or a
                     // probe beyond it was dropped): no probe is left to decide the round,
                     // so this call decides it.
-                    self.decide_round(generation, p, now);
+                    self.decide_round(generation, p, now, || None);
                     return None;
                 }
                 return Some(Err(self.reject(self.wait())));
@@ -224,7 +240,24 @@ impl Machine {
 
     /// Records the outcome of a call made with `permit`, which took `elapsed` and ended at `now`.
     #[inline]
+    #[cfg_attr(not(any(test, loom)), allow(dead_code))]
     pub(crate) fn record(&self, permit: Permit, outcome: Outcome, elapsed: Duration, now: Moment) {
+        self.record_hinted(permit, outcome, elapsed, now, || None);
+    }
+
+    /// [`record`](Self::record), with `hint` to ask how long the result asks to wait: it
+    /// is called only if this failure opens the circuit (never on a success, never under
+    /// the transition lock), and its answer sets the open wait (within bounds, see
+    /// [`Params::open_wait`](super::params::Params::open_wait)).
+    #[inline]
+    pub(crate) fn record_hinted(
+        &self,
+        permit: Permit,
+        outcome: Outcome,
+        elapsed: Duration,
+        now: Moment,
+        hint: impl FnOnce() -> Option<Duration>,
+    ) {
         self.metrics.calls(outcome).increment(1);
         self.metrics.duration.record(elapsed.as_secs_f64());
         if let Some(h) = &self.health {
@@ -234,12 +267,19 @@ impl Machine {
         let slow = nanos(elapsed) > self.params.slow_nanos.load(Relaxed);
         match permit.kind {
             PermitKind::Disabled => {}
-            PermitKind::Closed => self.record_closed(permit.generation, failure, slow, now),
-            PermitKind::Probe => self.record_probe(permit.generation, failure, slow, now),
+            PermitKind::Closed => self.record_closed(permit.generation, failure, slow, now, hint),
+            PermitKind::Probe => self.record_probe(permit.generation, failure, slow, now, hint),
         }
     }
 
-    fn record_closed(&self, generation: u64, failure: bool, slow: bool, now: Moment) {
+    fn record_closed(
+        &self,
+        generation: u64,
+        failure: bool,
+        slow: bool,
+        now: Moment,
+        hint: impl FnOnce() -> Option<Duration>,
+    ) {
         if self.state.load(Acquire) != pack_state(generation, State::Closed) {
             return; // the breaker moved on while this call ran
         }
@@ -264,7 +304,7 @@ impl Machine {
                     && self.params.trips(counts));
         }
         if trip {
-            self.transition_from(generation, State::Open, now);
+            self.transition_from(generation, State::Open, now, hint());
         }
     }
 
@@ -284,7 +324,14 @@ impl Machine {
         }
     }
 
-    fn record_probe(&self, generation: u64, failure: bool, slow: bool, now: Moment) {
+    fn record_probe(
+        &self,
+        generation: u64,
+        failure: bool,
+        slow: bool,
+        now: Moment,
+        hint: impl FnOnce() -> Option<Duration>,
+    ) {
         let limit = u64::from(self.params.probes.load(Relaxed));
         let updated = self.half_open.fetch_update(AcqRel, Acquire, |word| {
             let mut p = Probes::unpack(word);
@@ -305,43 +352,56 @@ impl Machine {
         p.successes += u64::from(!failure);
         p.slow += u64::from(slow);
         if p.completed() >= limit {
-            self.decide_round(generation, p, now);
+            self.decide_round(generation, p, now, hint);
         }
     }
 
     /// Ends the half-open round of `generation` on its probes' results: open again if they
-    /// trip the thresholds, closed otherwise.
-    fn decide_round(&self, generation: u64, p: Probes, now: Moment) {
-        let to = if self.params.trips(probe_counts(p)) {
-            State::Open
+    /// trip the thresholds (for the wait `hint` asks, if it says), closed otherwise.
+    fn decide_round(
+        &self,
+        generation: u64,
+        p: Probes,
+        now: Moment,
+        hint: impl FnOnce() -> Option<Duration>,
+    ) {
+        if self.params.trips(probe_counts(p)) {
+            self.transition_from(generation, State::Open, now, hint());
         } else {
-            State::Closed
-        };
-        self.transition_from(generation, to, now);
+            self.transition_from(generation, State::Closed, now, None);
+        }
     }
 
-    /// Moves from the state of `generation` to `to`; does nothing if another transition
-    /// happened first.
-    fn transition_from(&self, generation: u64, to: State, now: Moment) -> bool {
+    /// Moves from the state of `generation` to `to` (an open state waiting what `hint`
+    /// asks, if it says); does nothing if another transition happened first.
+    fn transition_from(
+        &self,
+        generation: u64,
+        to: State,
+        now: Moment,
+        hint: Option<Duration>,
+    ) -> bool {
         let mut control = self.lock();
         let (current, _) = unpack_state(self.state.load(Acquire));
         if current != generation {
             return false;
         }
-        self.transition_locked(&mut control, to, now);
+        self.transition_locked(&mut control, to, now, hint);
         true
     }
 
-    fn transition_locked(&self, control: &mut Control, to: State, now: Moment) {
+    fn transition_locked(
+        &self,
+        control: &mut Control,
+        to: State,
+        now: Moment,
+        hint: Option<Duration>,
+    ) {
         let (generation, from) = unpack_state(self.state.load(Acquire));
         let next = next_generation(generation);
         match to {
             State::Open => {
-                let base = self.params.wait_nanos.load(Relaxed) as f64;
-                let factor = f64::from_bits(self.params.multiplier.load(Relaxed));
-                let max = self.params.max_wait_nanos.load(Relaxed);
-                let wait = (base * factor.powi(control.reopens.min(1000) as i32)).min(max as f64);
-                let wait = (wait as u64).max(1);
+                let wait = self.params.open_wait(control.reopens, hint);
                 control.reopens = control.reopens.saturating_add(1);
                 self.open_until
                     .store(self.nanos_of(now).saturating_add(wait), Release);
@@ -375,7 +435,7 @@ impl Machine {
     pub(crate) fn force(&self, to: State) {
         let mut control = self.lock();
         let now = self.now();
-        self.transition_locked(&mut control, to, now);
+        self.transition_locked(&mut control, to, now, None);
     }
 
     /// Whether [`reconfigure`](Self::reconfigure) would accept `config`: valid, with the

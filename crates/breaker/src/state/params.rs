@@ -1,11 +1,13 @@
 //! The tunables the hot path reads, as atomics so a running breaker can be reconfigured
 //! without a lock.
 
+use std::time::Duration;
+
 use tower_prism_core::internal::nanos;
 use tower_prism_core::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use tower_prism_core::Outcome;
 
-use crate::config::BreakerConfig;
+use crate::config::{BreakerConfig, MIN_HINTED_WAIT};
 use crate::window::Counts;
 
 /// A [`BreakerConfig`]'s numbers, each in its own atomic.
@@ -60,6 +62,23 @@ impl Params {
             count_fatal,
             count_not_retryable
         );
+    }
+
+    /// The open wait, in nanoseconds, after `reopens` opens since the breaker last closed:
+    /// `hint` (the upstream's own word) clamped to [[`MIN_HINTED_WAIT`], the cap] if given,
+    /// else `wait_duration * backoff_multiplier^reopens`, at most the cap (the effective
+    /// `max_wait_duration`); never zero.
+    pub(crate) fn open_wait(&self, reopens: u32, hint: Option<Duration>) -> u64 {
+        let max = self.max_wait_nanos.load(Relaxed);
+        let wait = match hint {
+            Some(hint) => nanos(hint).clamp(nanos(MIN_HINTED_WAIT).min(max), max),
+            None => {
+                let base = self.wait_nanos.load(Relaxed) as f64;
+                let factor = f64::from_bits(self.multiplier.load(Relaxed));
+                (base * factor.powi(reopens.min(1000) as i32)).min(max as f64) as u64
+            }
+        };
+        wait.max(1)
     }
 
     /// Whether `c` reaches the failure-rate or the slow-call-rate threshold.
