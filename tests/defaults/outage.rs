@@ -1,0 +1,38 @@
+//! A full outage (every call refused from 10 s to 20 s, 320 requests/s offered): the
+//! defaults lose no more than no protection does, come back within 2 s of the upstream,
+//! and do not hammer it while it is down.
+
+use crate::support::{drive, plain, prism, Fault, Upstream, DEFAULTS};
+
+const RATE: f64 = 320.0;
+
+fn outage() -> Upstream {
+    Upstream::new(Some((10, 20, Fault::Down)))
+}
+
+#[tokio::test(start_paused = true)]
+#[ignore = "until the new concurrency limit default lands"]
+async fn the_defaults_lose_no_more_than_no_protection_and_recover_within_two_seconds() {
+    let unprotected = drive(plain(outage()), RATE, 30).await;
+    let upstream = outage();
+    let (client, _layer) = prism(DEFAULTS, upstream.clone());
+    let run = drive(client, RATE, 30).await;
+
+    assert!(
+        run.goodput() >= unprotected.goodput(),
+        "goodput {:.1}/s with the defaults, {:.1}/s without protection",
+        run.goodput(),
+        unprotected.goodput()
+    );
+    let recovery = run.recovery_after(20.0);
+    assert!(
+        recovery.is_some_and(|t| t <= 2.0),
+        "goodput back to 90 % of offered {recovery:?} s after the outage (at most 2 s)"
+    );
+    let amplification =
+        upstream.attempts_between(10.0, 20.0) as f64 / run.sent_between(10.0, 20.0) as f64;
+    assert!(
+        amplification <= 1.1,
+        "{amplification:.2} attempts per request reached the dead upstream (at most 1.1)"
+    );
+}
