@@ -30,19 +30,24 @@ pub const MAX_BACKOFF_MULTIPLIER: f64 = 100.0;
 /// When the failure that opens the circuit says how long to wait (an HTTP `Retry-After`,
 /// or an error's `retry_after`), the circuit stays open that long instead of its computed
 /// wait, clamped to at least this (a `Retry-After: 0` cannot turn the open state into a
-/// stream of probes) and at most the cap,
-/// [`effective_max_wait`](BreakerConfig::effective_max_wait) (2 s by default).
+/// stream of probes) and at most
+/// [`effective_max_hinted_wait`](BreakerConfig::effective_max_hinted_wait) (30 s by
+/// default).
 pub const MIN_HINTED_WAIT: Duration = Duration::from_millis(100);
-/// The cap of the growing open wait when `max_wait_duration` is not set: 2 seconds, or
+/// The longest open wait an upstream's hint sets when `max_wait_duration` is not set: 30
+/// seconds (the retry stage's default `max_retry_after`), or `wait_duration` when that is
+/// longer. A `Retry-After` of a day from a confused upstream does not shut it out for a day.
+pub const DEFAULT_MAX_HINTED_WAIT: Duration = Duration::from_secs(30);
+/// The cap of the growing open wait when `max_wait_duration` is not set: 1 second, or
 /// `wait_duration` when that is longer (a long wait alone is never an error, and a config
 /// that sets only `wait_duration` keeps that wait constant).
 ///
 /// The cap bounds how long a recovered upstream stays shut out: with the defaults the
-/// open wait grows 500 ms, 1 s, 2 s, 2 s... while the upstream stays dead, so the first
-/// probe after it returns comes at most about 2 s later, and a dead upstream sees only
-/// `permitted_calls_in_half_open` calls every 2 s. It also bounds an upstream's
-/// `Retry-After` (see [`MIN_HINTED_WAIT`]); set `max_wait_duration` to honour longer ones.
-pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(2);
+/// open wait is 500 ms, then 1 s while the upstream stays dead, so the first probe after
+/// it returns comes at most about 1 s later, and a dead upstream sees only
+/// `permitted_calls_in_half_open` calls a second. (An upstream's own `Retry-After` may
+/// ask for longer: see [`DEFAULT_MAX_HINTED_WAIT`].)
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// The sliding window the failure and slow-call rates are computed over.
 ///
@@ -129,18 +134,20 @@ pub struct BreakerConfig {
     /// by the classifier's [`Classify::retry_after`](tower_prism_core::Classify::retry_after),
     /// or an error hint set with
     /// [`retry_after_hint`](crate::CircuitBreakerLayerBuilder::retry_after_hint)), that
-    /// wait is used instead, at least [`MIN_HINTED_WAIT`] and at most the cap
-    /// ([`effective_max_wait`](Self::effective_max_wait)).
+    /// wait is used instead, at least [`MIN_HINTED_WAIT`] and at most
+    /// [`effective_max_hinted_wait`](Self::effective_max_hinted_wait).
     #[serde(with = "tower_prism_core::config::duration")]
     pub wait_duration: Duration,
     /// Factor the open wait grows by each time a half-open probe round fails (default 2;
     /// 1 keeps it constant; at most [`MAX_BACKOFF_MULTIPLIER`]). The wait goes back to
     /// `wait_duration` when the breaker closes.
     pub backoff_multiplier: f64,
-    /// Cap of the growing open wait, and of a wait an upstream's hint asks for (default:
-    /// [`DEFAULT_MAX_WAIT`], 2 s, or `wait_duration` when that is longer; see
-    /// [`effective_max_wait`](Self::effective_max_wait)). It bounds how long a recovered
-    /// upstream stays shut out.
+    /// The longest the circuit stays open at a stretch: cap of the growing open wait and
+    /// of a wait an upstream's hint asks for. Default: unset, and then the growing wait
+    /// caps at [`DEFAULT_MAX_WAIT`] (1 s) and a hint at [`DEFAULT_MAX_HINTED_WAIT`] (30 s),
+    /// each raised to `wait_duration` when that is longer; see
+    /// [`effective_max_wait`](Self::effective_max_wait) and
+    /// [`effective_max_hinted_wait`](Self::effective_max_hinted_wait).
     #[serde(
         with = "tower_prism_core::config::option_duration",
         skip_serializing_if = "Option::is_none"
@@ -184,8 +191,9 @@ impl Default for BreakerConfig {
 impl BreakerConfig {
     /// A builder starting from the defaults: count window of 100 calls, `minimum_calls` 20,
     /// failure rate threshold 0.5, slow calls (over 60 s) not tripping, open for 500 ms
-    /// doubling while the upstream stays dead (cap 2 s, or `wait_duration` if longer), 3
-    /// half-open probes, `Fatal` not counted, not-retryable counted.
+    /// doubling while the upstream stays dead (cap 1 s, or `wait_duration` if longer; an
+    /// upstream's hint up to 30 s), 3 half-open probes, `Fatal` not counted,
+    /// not-retryable counted.
     ///
     /// Upper bounds: durations at most [`MAX_BREAKER_DURATION`] (366 days), `window.size`
     /// at most [`MAX_WINDOW_SIZE`], `window.buckets` at most [`MAX_BUCKETS`],
@@ -207,10 +215,17 @@ impl BreakerConfig {
     }
 
     /// The cap of the growing open wait in force: `max_wait_duration` if set, else
-    /// [`DEFAULT_MAX_WAIT`] (2 s), or `wait_duration` when that is longer.
+    /// [`DEFAULT_MAX_WAIT`] (1 s), or `wait_duration` when that is longer.
     pub fn effective_max_wait(&self) -> Duration {
         self.max_wait_duration
             .unwrap_or(DEFAULT_MAX_WAIT.max(self.wait_duration))
+    }
+
+    /// The longest open wait an upstream's hint sets: `max_wait_duration` if set, else
+    /// [`DEFAULT_MAX_HINTED_WAIT`] (30 s), or `wait_duration` when that is longer.
+    pub fn effective_max_hinted_wait(&self) -> Duration {
+        self.max_wait_duration
+            .unwrap_or(DEFAULT_MAX_HINTED_WAIT.max(self.wait_duration))
     }
 
     /// Checks every value, or returns an error naming the first bad field

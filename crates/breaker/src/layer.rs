@@ -142,8 +142,8 @@ impl<C> CircuitBreakerLayerBuilder<C> {
     /// Reads how long an inner error asks the caller to wait (for example a rate limiter's
     /// `RateLimited { retry_after }` below the breaker). When an error opens the circuit
     /// and `hint` reads a wait from it, the circuit stays open that long instead of its
-    /// computed wait (clamped to [[`MIN_HINTED_WAIT`](crate::MIN_HINTED_WAIT), the cap
-    /// [`effective_max_wait`](BreakerConfig::effective_max_wait)]). Asked only on a
+    /// computed wait (clamped to [[`MIN_HINTED_WAIT`](crate::MIN_HINTED_WAIT),
+    /// [`effective_max_hinted_wait`](BreakerConfig::effective_max_hinted_wait)]). Asked only on a
     /// failure that opens the circuit. Default: errors carry no hint. (A response's hint
     /// comes from the classifier's [`Classify::retry_after`](tower_prism_core::Classify::retry_after):
     /// [`HttpClassifier`](tower_prism_core::HttpClassifier) reads `Retry-After`.)

@@ -19,15 +19,15 @@
 //!   the breaker; so do `consecutive_failures` in a row, when set.
 //! - **open**: calls are rejected for `wait_duration` (growing by `backoff_multiplier` each
 //!   time a probe round fails, up to `max_wait_duration`). By default the wait is 500 ms
-//!   and doubles while the upstream stays dead, capped at 2 s: a recovered upstream is
-//!   let back in within about 2 s, and a dead one sees a few probes every 2 s.
+//!   and doubles while the upstream stays dead, capped at 1 s: a recovered upstream is
+//!   let back in within about 1 s, and a dead one sees a few probes a second.
 //! - **half-open**: exactly `permitted_calls_in_half_open` (default 3) concurrent probes
 //!   pass; their results close the breaker (the window starts empty) or open it again.
 //!
 //! An upstream's own word wins: when the failure that opens the circuit says how long to
 //! wait, the circuit stays open that long instead, at least
-//! [`MIN_HINTED_WAIT`] and at most the cap
-//! ([`BreakerConfig::effective_max_wait`]). A response says it through the classifier's
+//! [`MIN_HINTED_WAIT`] and at most [`BreakerConfig::effective_max_hinted_wait`] (30 s
+//! by default, or `max_wait_duration`). A response says it through the classifier's
 //! [`Classify::retry_after`](tower_prism_core::Classify::retry_after)
 //! ([`HttpClassifier`](tower_prism_core::HttpClassifier) reads a 429's or 503's
 //! `Retry-After`); an error through the hint function given to
@@ -115,8 +115,9 @@ mod window;
 
 pub use breaker::Breaker;
 pub use config::{
-    BreakerConfig, BreakerConfigBuilder, Window, DEFAULT_MAX_WAIT, MAX_BACKOFF_MULTIPLIER,
-    MAX_BREAKER_DURATION, MAX_BUCKETS, MAX_CALLS, MAX_PROBES, MAX_WINDOW_SIZE, MIN_HINTED_WAIT,
+    BreakerConfig, BreakerConfigBuilder, Window, DEFAULT_MAX_HINTED_WAIT, DEFAULT_MAX_WAIT,
+    MAX_BACKOFF_MULTIPLIER, MAX_BREAKER_DURATION, MAX_BUCKETS, MAX_CALLS, MAX_PROBES,
+    MAX_WINDOW_SIZE, MIN_HINTED_WAIT,
 };
 pub use error::Error;
 pub use future::ResponseFuture;

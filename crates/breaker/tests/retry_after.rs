@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::time::advance;
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 use tower_prism_breaker::{
-    BreakerConfig, BreakerConfigBuilder, CircuitBreakerLayer, State, Window, MIN_HINTED_WAIT,
+    BreakerConfig, BreakerConfigBuilder, CircuitBreakerLayer, State, Window,
+    DEFAULT_MAX_HINTED_WAIT, MIN_HINTED_WAIT,
 };
 use tower_prism_core::HttpClassifier;
 
@@ -79,10 +80,11 @@ async fn the_hint_wins_over_a_longer_configured_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn a_huge_retry_after_is_clamped_to_the_cap() {
-    // the default cap, 2 s
+    // the default bound, 30 s
     let (wait, _) = open_wait_after(config().build().unwrap(), || shed("999999999")).await;
-    assert_eq!(wait, BreakerConfig::default().effective_max_wait());
-    assert_eq!(wait, Duration::from_secs(2));
+    assert_eq!(wait, BreakerConfig::default().effective_max_hinted_wait());
+    assert_eq!(wait, DEFAULT_MAX_HINTED_WAIT);
+    assert_eq!(wait, Duration::from_secs(30));
     // a cap the user set, which honours longer hints
     let capped = || {
         config()
@@ -92,8 +94,15 @@ async fn a_huge_retry_after_is_clamped_to_the_cap() {
     };
     let (wait, _) = open_wait_after(capped(), || shed("99999999999999999999999")).await;
     assert_eq!(wait, Duration::from_secs(60));
-    let (wait, _) = open_wait_after(capped(), || shed("30")).await;
-    assert_eq!(wait, Duration::from_secs(30));
+    let (wait, _) = open_wait_after(capped(), || shed("45")).await;
+    assert_eq!(wait, Duration::from_secs(45));
+    // and one that bounds them tighter
+    let tight = config()
+        .max_wait_duration(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let (wait, _) = open_wait_after(tight, || shed("2")).await;
+    assert_eq!(wait, Duration::from_secs(1));
 }
 
 #[tokio::test(start_paused = true)]

@@ -20,6 +20,7 @@ pub(crate) struct Params {
     pub(crate) consecutive: AtomicU32,
     pub(crate) wait_nanos: AtomicU64,
     pub(crate) max_wait_nanos: AtomicU64,
+    max_hint_nanos: AtomicU64,
     pub(crate) multiplier: AtomicU64,
     pub(crate) probes: AtomicU32,
     count_fatal: AtomicBool,
@@ -36,6 +37,7 @@ impl Params {
             consecutive: AtomicU32::new(c.consecutive_failures.unwrap_or(0)),
             wait_nanos: AtomicU64::new(nanos(c.wait_duration)),
             max_wait_nanos: AtomicU64::new(nanos(c.effective_max_wait())),
+            max_hint_nanos: AtomicU64::new(nanos(c.effective_max_hinted_wait())),
             multiplier: AtomicU64::new(c.backoff_multiplier.to_bits()),
             probes: AtomicU32::new(c.permitted_calls_in_half_open),
             count_fatal: AtomicBool::new(c.count_fatal),
@@ -57,6 +59,7 @@ impl Params {
             consecutive,
             wait_nanos,
             max_wait_nanos,
+            max_hint_nanos,
             multiplier,
             probes,
             count_fatal,
@@ -65,14 +68,17 @@ impl Params {
     }
 
     /// The open wait, in nanoseconds, after `reopens` opens since the breaker last closed:
-    /// `hint` (the upstream's own word) clamped to [[`MIN_HINTED_WAIT`], the cap] if given,
-    /// else `wait_duration * backoff_multiplier^reopens`, at most the cap (the effective
-    /// `max_wait_duration`); never zero.
+    /// `hint` (the upstream's own word) clamped to [[`MIN_HINTED_WAIT`], the effective
+    /// max hinted wait] if given, else `wait_duration * backoff_multiplier^reopens`, at
+    /// most the effective `max_wait_duration`; never zero.
     pub(crate) fn open_wait(&self, reopens: u32, hint: Option<Duration>) -> u64 {
-        let max = self.max_wait_nanos.load(Relaxed);
         let wait = match hint {
-            Some(hint) => nanos(hint).clamp(nanos(MIN_HINTED_WAIT).min(max), max),
+            Some(hint) => {
+                let max = self.max_hint_nanos.load(Relaxed);
+                nanos(hint).clamp(nanos(MIN_HINTED_WAIT).min(max), max)
+            }
             None => {
+                let max = self.max_wait_nanos.load(Relaxed);
                 let base = self.wait_nanos.load(Relaxed) as f64;
                 let factor = f64::from_bits(self.multiplier.load(Relaxed));
                 (base * factor.powi(reopens.min(1000) as i32)).min(max as f64) as u64

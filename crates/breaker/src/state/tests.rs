@@ -72,17 +72,17 @@ fn the_open_wait_grows_to_its_cap_and_a_hint_replaces_it_within_bounds() {
     use super::params::Params;
     use crate::config::MIN_HINTED_WAIT;
     let ms = |n: u64| Duration::from_millis(n).as_nanos() as u64;
-    // the defaults: 500 ms doubling, capped at 2 s
+    // the defaults: 500 ms doubling, capped at 1 s
     let p = Params::new(&BreakerConfig::default());
-    let waits: Vec<u64> = (0..5).map(|reopens| p.open_wait(reopens, None)).collect();
-    assert_eq!(waits, [ms(500), ms(1_000), ms(2_000), ms(2_000), ms(2_000)]);
-    assert_eq!(p.open_wait(u32::MAX, None), ms(2_000));
-    // a hint replaces the computed wait, whatever the round, within [floor, cap]
+    let waits: Vec<u64> = (0..4).map(|reopens| p.open_wait(reopens, None)).collect();
+    assert_eq!(waits, [ms(500), ms(1_000), ms(1_000), ms(1_000)]);
+    assert_eq!(p.open_wait(u32::MAX, None), ms(1_000));
+    // a hint replaces the computed wait, whatever the round, within [100 ms, 30 s]
     let hint = |d: u64| Some(Duration::from_millis(d));
-    assert_eq!(p.open_wait(0, hint(1_500)), ms(1_500));
+    assert_eq!(p.open_wait(0, hint(2_000)), ms(2_000));
     assert_eq!(p.open_wait(3, hint(700)), ms(700));
     assert_eq!(p.open_wait(0, hint(0)), MIN_HINTED_WAIT.as_nanos() as u64);
-    assert_eq!(p.open_wait(0, Some(Duration::MAX)), ms(2_000));
+    assert_eq!(p.open_wait(0, Some(Duration::MAX)), ms(30_000));
     // a cap below the floor wins over the floor
     let tiny = BreakerConfig::builder()
         .wait_duration(Duration::from_millis(10))
