@@ -152,7 +152,9 @@ fn main() {
              draws (p2c choices, backoff jitter) are seeded per process by tower and \
              tower-prism, so each cell is the median of 5 runs (`LAB_RUNS` to change) and \
              `range` is goodput's lowest-highest over them. The same scenarios on real \
-             sockets (`-- --real all`, 4x shorter, one run each): [real/](real/README.md). ",
+             sockets (`-- --real all`, 4x shorter, one run each): [real/](real/README.md). \
+             Issue 15's scenarios (the stack's defaults over an upstream of 8 slots x 20 ms, \
+             `-- defaults`): [defaults/](defaults/README.md). ",
         )
     };
     text.push_str(
