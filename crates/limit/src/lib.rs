@@ -10,8 +10,9 @@
 //! - [`rate`]: a lock-free token bucket (GCRA) shared by every clone of the service, with
 //!   request weights, per-key buckets of bounded memory, a bounded priority wait queue and
 //!   an adaptive rate that follows downstream health.
-//! - [`concurrency`]: a cap on requests in flight that follows the downstream's latency and
-//!   failures (AIMD, or a latency gradient), failing fast or waiting a bounded time.
+//! - [`concurrency`]: a cap on requests in flight that follows the queue the downstream's
+//!   latency shows (Vegas by default; AIMD or a latency gradient, which also read
+//!   failures), failing fast or waiting a bounded time.
 //! - `redis` (feature `redis`): one rate limit (per key, if wanted) shared by every
 //!   instance of a service, decided by a GCRA script on Redis or a Redis Cluster, with a
 //!   failure policy for when Redis cannot answer.

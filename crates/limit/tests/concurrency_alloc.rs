@@ -105,4 +105,8 @@ fn admitted_calls_allocate_nothing() {
         0,
         "gradient"
     );
+
+    // The default rule (Vegas).
+    let vegas = ConcurrencyLimitLayer::from_config(&ConcurrencyConfig::default()).unwrap();
+    assert_eq!(allocations_per_call(&mut vegas.layer(Echo)), 0, "vegas");
 }

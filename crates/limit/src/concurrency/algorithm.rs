@@ -1,12 +1,15 @@
-//! How the limit moves: AIMD and a Gradient2-style latency gradient, as plain data.
+//! How the limit moves: Vegas (the default), AIMD and a Gradient2-style latency gradient,
+//! as plain data.
 //!
 //! Nothing here knows about services or time sources: [`LimitState::update`] takes one
 //! finished call's latency, the in-flight count when it was admitted and its classified
 //! [`Outcome`], and returns the new limit. The limiter feeds it after each call.
 //!
-//! Outcomes: [`Outcome::Success`] is a healthy sample, any [`Outcome::Failure`] is an
-//! overload signal (a "drop" in Netflix's terms), and [`Outcome::Fatal`] (a bad request,
-//! bad credentials) says nothing about load and leaves the limit alone.
+//! Outcomes: for AIMD and the gradient, [`Outcome::Success`] is a healthy sample and any
+//! [`Outcome::Failure`] an overload signal (a "drop" in Netflix's terms). Vegas reads
+//! successes only: it follows queueing, and leaves errors to the breaker and retries.
+//! [`Outcome::Fatal`] (a bad request, bad credentials) says nothing about load and leaves
+//! every rule alone.
 
 use std::time::Duration;
 
@@ -14,6 +17,7 @@ use tower_prism_core::Outcome;
 
 use super::algorithm_config::{AimdConfig, GradientConfig, LimitAlgorithm};
 use super::config::ConcurrencyConfig;
+use super::vegas::Vegas;
 
 /// One finished call, as the algorithm sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,6 +43,7 @@ pub(crate) struct LimitState {
 enum Rule {
     Aimd(AimdConfig),
     Gradient(Gradient),
+    Vegas(Vegas),
 }
 
 #[derive(Debug, Clone)]
@@ -65,17 +70,17 @@ impl LimitState {
     pub(crate) fn uses_latency(&self) -> bool {
         match &self.rule {
             Rule::Aimd(config) => config.latency_threshold.is_some(),
-            Rule::Gradient(_) => true,
+            Rule::Gradient(_) | Rule::Vegas(_) => true,
         }
     }
 
     /// For AIMD, the latency up to which a success is healthy (`Some(Duration::MAX)` without
-    /// a threshold); `None` for the gradient. A healthy AIMD success with fewer than half
+    /// a threshold); `None` for the gradient and Vegas. A healthy AIMD success with fewer than half
     /// the limit in flight changes nothing, so the limiter can skip it without the lock.
     pub(crate) fn idle_success_bound(&self) -> Option<Duration> {
         match &self.rule {
             Rule::Aimd(config) => Some(config.latency_threshold.unwrap_or(Duration::MAX)),
-            Rule::Gradient(_) => None,
+            Rule::Gradient(_) | Rule::Vegas(_) => None,
         }
     }
 
@@ -85,7 +90,7 @@ impl LimitState {
     }
 
     /// Applies a new config: the current limit is kept, clamped into the new bounds; the
-    /// gradient keeps its latency average if the algorithm kind is unchanged.
+    /// gradient and Vegas keep their latency estimates if the algorithm kind is unchanged.
     pub(crate) fn reconfigure(&mut self, config: &ConcurrencyConfig) {
         self.min = config.min_limit;
         self.max = config.max_limit;
@@ -97,6 +102,11 @@ impl LimitState {
                 config: new.clone(),
                 ..old.clone()
             }),
+            (Rule::Vegas(old), LimitAlgorithm::Vegas(new)) => {
+                let mut vegas = old.clone();
+                vegas.reconfigure(new);
+                Rule::Vegas(vegas)
+            }
             (_, algorithm) => Rule::new(algorithm),
         };
     }
@@ -122,6 +132,7 @@ impl LimitState {
                 }
             }
             Rule::Gradient(g) => g.next(current, sample),
+            Rule::Vegas(v) => v.next(current, min, sample),
         };
         self.estimate = next.clamp(min, max);
         self.limit()
@@ -137,6 +148,7 @@ impl Rule {
                 long_rtt: 0.0,
                 samples: 0,
             }),
+            LimitAlgorithm::Vegas(c) => Rule::Vegas(Vegas::new(c)),
         }
     }
 }
@@ -176,6 +188,7 @@ impl Gradient {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::concurrency::VegasConfig;
     use proptest::prelude::*;
 
     fn cfg(algorithm: LimitAlgorithm, initial: u32, min: u32, max: u32) -> ConcurrencyConfig {
@@ -315,6 +328,13 @@ mod tests {
 
     fn any_algorithm() -> impl Strategy<Value = LimitAlgorithm> {
         prop_oneof![
+            (1u32..5, 1u32..5, 2u32..30).prop_map(|(a, extra, r)| {
+                LimitAlgorithm::Vegas(VegasConfig {
+                    alpha: a,
+                    beta: a + extra,
+                    probe_rounds: r,
+                })
+            }),
             (0.05f64..0.99, 1u32..5).prop_map(|(b, i)| LimitAlgorithm::Aimd(AimdConfig {
                 backoff_ratio: b,
                 increase_by: i,
@@ -334,7 +354,8 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
-        /// Whatever the samples, the limit stays within [min, max]; failures never raise it.
+        /// Whatever the samples, the limit stays within [min, max]; failures never raise it
+        /// (Vegas: never move it).
         #[test]
         fn limit_stays_in_bounds(
             algorithm in any_algorithm(),
@@ -362,6 +383,9 @@ mod tests {
                 prop_assert!((min..=max).contains(&after), "{after} outside [{min}, {max}]");
                 if sample.outcome.is_failure() {
                     prop_assert!(after <= before, "failure raised {before} to {after}");
+                    if matches!(s.rule, Rule::Vegas(_)) {
+                        prop_assert_eq!(after, before, "a failure moved the Vegas limit");
+                    }
                 }
             }
         }

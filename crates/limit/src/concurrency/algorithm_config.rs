@@ -1,4 +1,5 @@
-//! The algorithms' parameters: [`LimitAlgorithm`], [`AimdConfig`], [`GradientConfig`].
+//! The algorithms' parameters: [`LimitAlgorithm`], [`VegasConfig`], [`AimdConfig`],
+//! [`GradientConfig`].
 
 use std::time::Duration;
 
@@ -10,11 +11,21 @@ use tower_prism_core::config::{
 
 use super::config::ConcurrencyConfig;
 
-/// The rule that moves the limit, chosen by `kind` in a config file.
+/// The rule that moves the limit, chosen by `kind` in a config file (default `vegas`).
+///
+/// [`Vegas`](Self::Vegas), the default, follows the queue the limit builds in front of the
+/// service, measured against the service's own no-load latency, and ignores errors (they
+/// are the breaker's and the retries' business): under overload it keeps latency near the
+/// no-load value at full throughput, and in an outage or a brownout it neither collapses
+/// nor sheds calls the service could serve. [`Aimd`](Self::Aimd) and
+/// [`Gradient`](Self::Gradient) also read failures as overload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LimitAlgorithm {
+    /// Keeps the estimated queue (requests waiting in the service beyond the no-load
+    /// latency) between `alpha` and `beta` (TCP Vegas style); the default.
+    Vegas(VegasConfig),
     /// Additive increase, multiplicative decrease on failures or slow calls.
     Aimd(AimdConfig),
     /// Follows the ratio of long-term to recent latency (Netflix Gradient2 style).
@@ -23,7 +34,7 @@ pub enum LimitAlgorithm {
 
 impl Default for LimitAlgorithm {
     fn default() -> Self {
-        LimitAlgorithm::Aimd(AimdConfig::default())
+        LimitAlgorithm::Vegas(VegasConfig::default())
     }
 }
 
@@ -31,9 +42,91 @@ impl LimitAlgorithm {
     /// Checks the algorithm's parameters.
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self {
+            LimitAlgorithm::Vegas(c) => c.validate(),
             LimitAlgorithm::Aimd(c) => c.validate(),
             LimitAlgorithm::Gradient(c) => c.validate(),
         }
+    }
+}
+
+/// Vegas (the default): the limit follows the queue it builds in front of the service.
+///
+/// Calls are taken in rounds of `limit` successes (about one round trip). A round's mean
+/// latency, against the service's no-load latency (the lowest round mean of the last
+/// `probe_rounds` to `2 * probe_rounds` rounds), tells how many of the calls in flight were
+/// waiting in the service rather than being served. Below `alpha` waiting calls the limit
+/// grows by one (if at least half of it was in use); above `beta` it is cut back between the
+/// two. Both thresholds scale with `log10(limit)` above a limit of 10. So the service keeps
+/// a short queue, enough to stay busy, and the latency stays near its no-load value however
+/// much more is offered: the excess is refused at once (or waits up to `max_wait`).
+///
+/// Every `probe_rounds` rounds under load, one round runs at 3/4 of the limit, so that a
+/// standing queue cannot pass for the no-load latency (a start under overload), and a
+/// service that became slower for good is relearnt within two windows.
+///
+/// Only successes are read: failures (fast errors of a dead service, timeouts) say nothing
+/// about queueing, so they neither move the limit nor pull the no-load latency down. In an
+/// outage the limit stays where it was and every failure reaches the breaker below; in a
+/// brownout nothing the service could serve is shed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct VegasConfig {
+    /// Requests queued below which the limit grows (default 2; at least 1).
+    #[serde(default = "default_alpha")]
+    pub alpha: u32,
+    /// Requests queued above which the limit is cut back (default 4; above `alpha`, at
+    /// most 2^24).
+    #[serde(default = "default_beta")]
+    pub beta: u32,
+    /// Rounds between two probes of the no-load latency (default 20, about 20 round trips;
+    /// at least 2, at most 2^24).
+    #[serde(default = "default_probe_rounds")]
+    pub probe_rounds: u32,
+}
+
+fn default_alpha() -> u32 {
+    2
+}
+fn default_beta() -> u32 {
+    4
+}
+fn default_probe_rounds() -> u32 {
+    20
+}
+
+impl Default for VegasConfig {
+    fn default() -> Self {
+        VegasConfig {
+            alpha: default_alpha(),
+            beta: default_beta(),
+            probe_rounds: default_probe_rounds(),
+        }
+    }
+}
+
+impl VegasConfig {
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let max = u64::from(ConcurrencyConfig::MAX_COUNT);
+        check_nonzero("alpha", self.alpha)?;
+        check_size_at_most("beta", self.beta, max)?;
+        if self.beta <= self.alpha {
+            return Err(ConfigError::new(
+                "beta",
+                self.beta,
+                format!("must be above alpha ({})", self.alpha),
+            ));
+        }
+        if self.probe_rounds < 2 {
+            return Err(ConfigError::new(
+                "probe_rounds",
+                self.probe_rounds,
+                "must be at least 2",
+            ));
+        }
+        check_size_at_most("probe_rounds", self.probe_rounds, max)?;
+        Ok(())
     }
 }
 
@@ -167,6 +260,12 @@ impl GradientConfig {
         check_size_at_most("long_window", self.long_window, max)?;
         check_size_at_most("queue_size", self.queue_size, max)?;
         Ok(())
+    }
+}
+
+impl From<VegasConfig> for LimitAlgorithm {
+    fn from(vegas: VegasConfig) -> Self {
+        LimitAlgorithm::Vegas(vegas)
     }
 }
 

@@ -39,7 +39,9 @@ use super::config_builder::ConcurrencyConfigBuilder;
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ConcurrencyConfig {
-    /// The limit to start from (default 20).
+    /// The limit to start from (default 20). The adaptive rules find the service's level
+    /// from there within a few round trips; it is also what the limit stays at through an
+    /// outage under the default rule, which ignores errors.
     #[serde(default = "default_initial")]
     pub initial_limit: u32,
     /// The limit never drops below this (default 1).
@@ -58,7 +60,9 @@ pub struct ConcurrencyConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_wait: Option<Duration>,
-    /// How the limit follows the calls' latency and outcomes (default AIMD).
+    /// How the limit follows the calls' latency (and, for some rules, their outcomes):
+    /// default [`Vegas`](LimitAlgorithm::Vegas), which keeps a short queue in front of the
+    /// service and leaves errors to the breaker and retries.
     #[serde(default)]
     pub algorithm: LimitAlgorithm,
 }
@@ -152,7 +156,7 @@ impl ConcurrencyConfig {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::concurrency::{AimdConfig, GradientConfig};
+    use crate::concurrency::{AimdConfig, GradientConfig, VegasConfig};
 
     #[test]
     fn defaults_are_valid_and_round_trip() {
@@ -187,7 +191,7 @@ mod tests {
             toml::from_str::<ConcurrencyConfig>("[algorithm]\nkind = \"aimd\"\nsmoothing = 0.3")
                 .unwrap_err();
         assert!(err.to_string().contains("smoothing"), "{err}");
-        assert!(toml::from_str::<ConcurrencyConfig>("[algorithm]\nkind = \"vegas\"").is_err());
+        assert!(toml::from_str::<ConcurrencyConfig>("[algorithm]\nkind = \"bbr\"").is_err());
     }
 
     #[test]
@@ -274,7 +278,52 @@ mod tests {
             })),
             "algorithm.long_window"
         );
+        let vegas = |v: VegasConfig| ConcurrencyConfig {
+            algorithm: LimitAlgorithm::Vegas(v),
+            ..base()
+        };
+        let v = VegasConfig::default;
+        assert_eq!(
+            field(vegas(VegasConfig { alpha: 0, ..v() })),
+            "algorithm.alpha"
+        );
+        assert_eq!(
+            field(vegas(VegasConfig { beta: 2, ..v() })),
+            "algorithm.beta"
+        );
+        assert_eq!(
+            field(vegas(VegasConfig {
+                probe_rounds: 1,
+                ..v()
+            })),
+            "algorithm.probe_rounds"
+        );
+        assert_eq!(
+            field(vegas(VegasConfig {
+                probe_rounds: u32::MAX,
+                ..v()
+            })),
+            "algorithm.probe_rounds"
+        );
         ConcurrencyConfig::fixed(7).validate().unwrap();
+    }
+
+    #[test]
+    fn the_default_algorithm_is_vegas_and_reads_from_toml() {
+        assert_eq!(
+            ConcurrencyConfig::default().algorithm,
+            LimitAlgorithm::Vegas(VegasConfig::default())
+        );
+        let cfg: ConcurrencyConfig =
+            toml::from_str("[algorithm]\nkind = \"vegas\"\nalpha = 3\nbeta = 6").unwrap();
+        assert_eq!(
+            cfg.algorithm,
+            LimitAlgorithm::Vegas(VegasConfig {
+                alpha: 3,
+                beta: 6,
+                probe_rounds: 20,
+            })
+        );
     }
 
     /// Regression (issue 10, item 8): absurd sizes and durations passed validation.

@@ -62,8 +62,9 @@ impl ConcurrencyConfigBuilder {
         self
     }
 
-    /// How the limit moves: an [`AimdConfig`](super::AimdConfig) (the default), a
-    /// [`GradientConfig`](super::GradientConfig), or a [`LimitAlgorithm`].
+    /// How the limit moves: a [`VegasConfig`](super::VegasConfig) (the default), an
+    /// [`AimdConfig`](super::AimdConfig), a [`GradientConfig`](super::GradientConfig), or a
+    /// [`LimitAlgorithm`].
     pub fn algorithm(mut self, algorithm: impl Into<LimitAlgorithm>) -> Self {
         self.config.algorithm = algorithm.into();
         self

@@ -1,5 +1,6 @@
-//! Adaptive concurrency limiting: a cap on requests in flight that follows the downstream's
-//! latency and failures (AIMD, or a gradient in the manner of Netflix's Gradient2).
+//! Adaptive concurrency limiting: a cap on requests in flight that follows the queue the
+//! downstream's latency shows (Vegas, the default), or its latency and failures (AIMD, or a
+//! gradient in the manner of Netflix's Gradient2).
 //!
 //! # Overview
 //!
@@ -13,11 +14,28 @@
 //! [`snapshot`](ConcurrencyLimiter::snapshot)s, [`reconfigure`](ConcurrencyLimiter::reconfigure)
 //! and permits taken by hand ([`try_acquire`](ConcurrencyLimiter::try_acquire)).
 //!
+//! # The default: Vegas
+//!
+//! [`LimitAlgorithm::Vegas`] compares each round trip's mean latency with the service's
+//! no-load latency, which it measures (and re-measures with a short probe now and then),
+//! and keeps the few calls that wait in the service between [`VegasConfig::alpha`] and
+//! [`VegasConfig::beta`]. Nothing is set by hand: under overload the service stays busy,
+//! its latency stays near the no-load value and the excess is refused at once with
+//! [`Error::ConcurrencyLimited`](crate::Error::ConcurrencyLimited). Errors are not read:
+//! they are the circuit breaker's and the retries' business. An outage, fast errors or
+//! timeouts, leaves the limit where it was, so every failure still reaches a breaker below
+//! it, and a brownout sheds nothing the service could have served.
+//!
+//! [`LimitAlgorithm::Aimd`] (optionally with a `latency_threshold`) and
+//! [`LimitAlgorithm::Gradient`] read every failure as overload: pick them when the
+//! service's errors do mean it is overloaded and no breaker sits below the limiter.
+//!
 //! # Example
 //!
 //! ```
 //! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 //! use tower_prism_limit::concurrency::{AimdConfig, ConcurrencyConfig, ConcurrencyLimitLayer};
+//! use tower_prism_limit::concurrency::VegasConfig;
 //! use tower_prism_limit::Error;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -49,6 +67,13 @@
 //! assert_eq!(first.await.unwrap(), 2);
 //! assert_eq!(limiter.snapshot().limit, 2);
 //! assert_eq!(limiter.snapshot().in_flight, 0);
+//!
+//! // The default rule: from a file with no `[algorithm]` table, or in code.
+//! let default = ConcurrencyConfig::builder()
+//!     .algorithm(VegasConfig::default())
+//!     .build()
+//!     .expect("a valid config");
+//! assert_eq!(default, ConcurrencyConfig::default());
 //! # }
 //! ```
 //!
@@ -66,8 +91,9 @@ mod layer;
 mod limiter;
 mod permits;
 mod service;
+mod vegas;
 
-pub use algorithm_config::{AimdConfig, GradientConfig, LimitAlgorithm};
+pub use algorithm_config::{AimdConfig, GradientConfig, LimitAlgorithm, VegasConfig};
 pub use config::ConcurrencyConfig;
 pub use config_builder::ConcurrencyConfigBuilder;
 pub use future::ResponseFuture;

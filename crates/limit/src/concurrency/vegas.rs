@@ -1,0 +1,284 @@
+//! The Vegas rule: the limit follows the queue it builds in front of the service.
+//!
+//! Successes are gathered in rounds of `limit` calls (at least 8; about one round trip). A
+//! round's mean latency against the no-load latency (the lowest round mean over the last
+//! one to two windows of `probe_rounds` rounds, each taken two standard errors high so that
+//! a lucky round does not pass for it) gives, by Little's law, the calls that were waiting
+//! rather than served: `queue = in_flight * (1 - no_load / mean)`. For a service of `c`
+//! slots behind a FIFO queue, with `limit > c` calls in flight, that is `limit - c`.
+//!
+//! - `queue < alpha`, with at least half the limit in use: the limit grows by one (times
+//!   `log10(limit)` above 10);
+//! - `queue > beta`: the limit is cut back into the band (`limit - queue + alpha`, at most
+//!   halved), and as many samples as were in flight are skipped: those calls were admitted
+//!   under the old limit and still show its queue;
+//! - every `probe_rounds` rounds, unless a round of the window already ran at half the
+//!   limit or less, one round runs at 3/4 of the limit (after the same skip) and the limit
+//!   is put back. A queue that never drains (a start under overload) so cannot pass for
+//!   the no-load latency for long: a probe that finds a latency well under the estimate
+//!   probes lower still, until it stops finding one. The first probe comes after two
+//!   rounds.
+//!
+//! Failures are ignored (the module docs of `algorithm` say why); so a dead service that
+//! answers errors in a millisecond does not drag the no-load latency down, and an outage
+//! leaves the limit where it was.
+
+use super::algorithm::Sample;
+use super::algorithm_config::VegasConfig;
+
+/// The fewest samples in a round, so that a round's mean means something at small limits.
+const MIN_ROUND: f64 = 8.0;
+/// A probe round runs at this share of the limit.
+const PROBE: f64 = 0.75;
+/// A round's mean counts for the no-load latency at this many standard errors above it, so
+/// that noise (a lucky round of fast calls) does not pass for a lower no-load latency.
+const ERRORS: f64 = 2.0;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Vegas {
+    config: VegasConfig,
+    /// Sum of the round's latencies in seconds, and of their squares.
+    round_sum: f64,
+    round_squares: f64,
+    round_count: u32,
+    /// The highest in-flight count (at admission) seen in the round, and their sum.
+    round_peak: u32,
+    round_in_flight: f64,
+    /// Lowest round mean in this window, and in the previous one (seconds; infinite: none).
+    window_min: f64,
+    previous_min: f64,
+    rounds: u32,
+    /// Samples still to skip after the limit was lowered: calls admitted under the older,
+    /// higher limit (and queued behind each other) say nothing about the new one.
+    settle: u32,
+    /// During a probe: the limit to go back to once the probe round is measured.
+    restore: Option<f64>,
+    /// A round of this window ran at half the limit or less (little load): it measured what
+    /// a probe would, so the window needs no probe.
+    probed: bool,
+}
+
+impl Vegas {
+    pub(crate) fn new(config: &VegasConfig) -> Self {
+        Vegas {
+            config: config.clone(),
+            round_sum: 0.0,
+            round_squares: 0.0,
+            round_count: 0,
+            round_peak: 0,
+            round_in_flight: 0.0,
+            window_min: f64::INFINITY,
+            previous_min: f64::INFINITY,
+            // The first probe comes after two rounds: a start under load must not take its
+            // queue for the no-load latency for a whole window.
+            rounds: config.probe_rounds.saturating_sub(2),
+            settle: 0,
+            restore: None,
+            probed: false,
+        }
+    }
+
+    /// New parameters; the latency estimates are kept.
+    pub(crate) fn reconfigure(&mut self, config: &VegasConfig) {
+        self.config = config.clone();
+    }
+
+    /// The no-load latency estimate in seconds (infinite before the first round).
+    fn no_load(&self) -> f64 {
+        self.window_min.min(self.previous_min)
+    }
+
+    /// Feeds one sample; returns the new (unclamped) estimate of the limit.
+    pub(crate) fn next(&mut self, estimate: f64, min: f64, sample: Sample) -> f64 {
+        if !sample.outcome.is_success() {
+            return estimate;
+        }
+        if self.settle > 0 {
+            self.settle -= 1;
+            return estimate;
+        }
+        let latency = sample.latency.as_secs_f64().max(1e-9);
+        self.round_sum += latency;
+        self.round_squares += latency * latency;
+        self.round_count += 1;
+        self.round_peak = self.round_peak.max(sample.in_flight);
+        self.round_in_flight += f64::from(sample.in_flight);
+        if f64::from(self.round_count) < estimate.floor().max(MIN_ROUND) {
+            return estimate;
+        }
+        let count = f64::from(self.round_count);
+        let mean = self.round_sum / count;
+        let variance = (self.round_squares / count - mean * mean).max(0.0);
+        let error = (variance / count).sqrt();
+        let in_flight = self.round_in_flight / count;
+        let peak = f64::from(self.round_peak);
+        self.round_sum = 0.0;
+        self.round_squares = 0.0;
+        self.round_count = 0;
+        self.round_peak = 0;
+        self.round_in_flight = 0.0;
+        let candidate = mean + ERRORS * error;
+        let before = self.no_load();
+        self.window_min = self.window_min.min(candidate);
+        if let Some(restore) = self.restore.take() {
+            // The probe round is measured. Well below the no-load latency, a queue was
+            // passing for it: probe lower still; otherwise back to where the limit was.
+            let deeper = (estimate * PROBE).floor().max(min);
+            if candidate < before * 0.9 && deeper < estimate {
+                self.restore = Some(restore);
+                self.settle = peak as u32;
+                return deeper;
+            }
+            return restore;
+        }
+        self.probed |= in_flight <= estimate * 0.5;
+        self.rounds += 1;
+        if self.rounds >= self.config.probe_rounds {
+            self.rounds = 0;
+            self.previous_min = self.window_min;
+            self.window_min = f64::INFINITY;
+            let probe = (estimate * PROBE).floor().max(min);
+            if !std::mem::take(&mut self.probed) && probe < estimate {
+                self.restore = Some(estimate);
+                self.settle = peak as u32;
+                return probe;
+            }
+        }
+        // Little's law: of the calls in flight, this many were waiting rather than served.
+        let no_load = self.no_load();
+        let queue = (in_flight.min(estimate) * (1.0 - no_load / mean)).max(0.0);
+        let scale = estimate.log10().max(1.0);
+        let (alpha, beta) = (
+            f64::from(self.config.alpha) * scale,
+            f64::from(self.config.beta) * scale,
+        );
+        if queue > beta {
+            // Back into the band, at most halved; the next round still shows the old queue.
+            self.settle = peak as u32;
+            (estimate - queue + alpha).max(estimate / 2.0)
+        } else if queue < alpha && peak * 2.0 >= estimate {
+            estimate + scale
+        } else {
+            estimate
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use tower_prism_core::Outcome;
+
+    use super::super::algorithm::{LimitState, Sample};
+    use super::super::config::ConcurrencyConfig;
+
+    fn state(initial: u32) -> LimitState {
+        LimitState::new(&ConcurrencyConfig {
+            initial_limit: initial,
+            ..ConcurrencyConfig::default()
+        })
+    }
+
+    /// A service of `slots` slots and `service` per call behind a FIFO queue, kept full:
+    /// each call is admitted at the limit and waits for the calls ahead of it.
+    fn overloaded(s: &mut LimitState, slots: u32, service: Duration, calls: u32) -> Vec<u32> {
+        (0..calls)
+            .map(|_| {
+                let in_flight = s.limit();
+                let latency = service * in_flight.max(slots) / slots;
+                s.update(Sample {
+                    latency,
+                    in_flight,
+                    outcome: Outcome::Success,
+                })
+            })
+            .collect()
+    }
+
+    fn mean(limits: &[u32]) -> f64 {
+        limits.iter().map(|&l| f64::from(l)).sum::<f64>() / limits.len() as f64
+    }
+
+    #[test]
+    fn settles_at_the_capacity_plus_a_short_queue() {
+        let mut s = state(20);
+        let limits = overloaded(&mut s, 8, Duration::from_millis(20), 20_000);
+        let tail = &limits[10_000..];
+        let (low, high) = (*tail.iter().min().unwrap(), *tail.iter().max().unwrap());
+        assert!(
+            mean(tail) >= 9.0 && mean(tail) <= 13.0,
+            "mean {}",
+            mean(tail)
+        );
+        assert!(low >= 5 && high <= 16, "between {low} and {high}");
+    }
+
+    #[test]
+    fn a_start_far_above_the_capacity_comes_down() {
+        let mut s = state(200);
+        let limits = overloaded(&mut s, 8, Duration::from_millis(20), 20_000);
+        let tail = &limits[10_000..];
+        assert!(mean(tail) <= 13.0, "mean {}", mean(tail));
+    }
+
+    #[test]
+    fn grows_to_a_larger_capacity_and_holds_when_idle() {
+        let mut s = state(20);
+        let limits = overloaded(&mut s, 100, Duration::from_millis(20), 50_000);
+        let tail = &limits[40_000..];
+        assert!(
+            mean(tail) >= 100.0 && mean(tail) <= 115.0,
+            "mean {}",
+            mean(tail)
+        );
+        // Little load: nothing to learn about a higher limit.
+        let mut s = state(20);
+        for _ in 0..10_000 {
+            s.update(Sample {
+                latency: Duration::from_millis(20),
+                in_flight: 3,
+                outcome: Outcome::Success,
+            });
+        }
+        assert_eq!(s.limit(), 20);
+    }
+
+    /// A dead service answering errors in 1 ms, or hanging until a timeout, leaves the limit
+    /// where it was, and its fast errors do not pass for the no-load latency afterwards.
+    #[test]
+    fn failures_move_nothing() {
+        let mut s = state(20);
+        overloaded(&mut s, 8, Duration::from_millis(20), 5_000);
+        let before = s.limit();
+        for latency in [Duration::from_millis(1), Duration::from_secs(1)] {
+            for in_flight in [1, before] {
+                for _ in 0..1_000 {
+                    let failed = Sample {
+                        latency,
+                        in_flight,
+                        outcome: Outcome::RETRYABLE,
+                    };
+                    assert_eq!(s.update(failed), before);
+                }
+            }
+        }
+        let limits = overloaded(&mut s, 8, Duration::from_millis(20), 5_000);
+        assert!(mean(&limits) >= 9.0, "mean {}", mean(&limits));
+    }
+
+    /// A service that became twice as slow for good: the limit first drops (the latency
+    /// looks like a queue), then the new no-load latency is learnt and it comes back.
+    #[test]
+    fn a_slower_service_is_relearnt() {
+        let mut s = state(20);
+        overloaded(&mut s, 8, Duration::from_millis(20), 5_000);
+        let limits = overloaded(&mut s, 8, Duration::from_millis(40), 20_000);
+        let tail = &limits[10_000..];
+        assert!(
+            mean(tail) >= 9.0 && mean(tail) <= 13.0,
+            "mean {}",
+            mean(tail)
+        );
+    }
+}
