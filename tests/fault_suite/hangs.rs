@@ -192,7 +192,7 @@ async fn http_an_answer_after_an_hour_is_a_slow_success() {
     an_answer_after_an_hour_is_a_slow_success::<HttpFlavor>().await;
 }
 
-/// With the adaptive concurrency limit (AIMD by default, and gradient), hour-long answers
+/// With the adaptive concurrency limit (Vegas by default, AIMD and gradient), hour-long answers
 /// may lower the limit, but never below its floor, and the limit grows back with fast
 /// healthy calls: an hour-long latency sample does not wedge it.
 async fn an_hour_long_sample_does_not_wedge_the_adaptive_limit(config: ConcurrencyConfig) {
@@ -266,6 +266,21 @@ async fn an_hour_long_sample_does_not_wedge_the_gradient_limit() {
         max_limit = 16
         [algorithm]
         kind = "gradient"
+        "#,
+    )
+    .unwrap();
+    an_hour_long_sample_does_not_wedge_the_adaptive_limit(config).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_hour_long_sample_does_not_wedge_the_vegas_limit() {
+    let config: ConcurrencyConfig = toml::from_str(
+        r#"
+        initial_limit = 4
+        min_limit = 1
+        max_limit = 16
+        [algorithm]
+        kind = "vegas"
         "#,
     )
     .unwrap();
