@@ -5,7 +5,9 @@
 //! one to two windows of `probe_rounds` rounds, each taken two standard errors high so that
 //! a lucky round does not pass for it) gives, by Little's law, the calls that were waiting
 //! rather than served: `queue = in_flight * (1 - no_load / mean)`. For a service of `c`
-//! slots behind a FIFO queue, with `limit > c` calls in flight, that is `limit - c`.
+//! slots behind a FIFO queue, with `limit > c` calls in flight, that is `limit - c`. A call
+//! counts for at most 4 times the no-load latency: a queue lifts every call of a round,
+//! while a straggler (a call that slept in a retry's backoff below) must not pass for one.
 //!
 //! - `queue < alpha`, with at least half the limit in use: the limit grows by one (times
 //!   `log10(limit)` above 10);
@@ -28,6 +30,8 @@ use super::algorithm_config::VegasConfig;
 
 /// The fewest samples in a round, so that a round's mean means something at small limits.
 const MIN_ROUND: f64 = 8.0;
+/// A call counts for at most this many times the no-load latency.
+const CLIP: f64 = 4.0;
 /// A probe round runs at this share of the limit.
 const PROBE: f64 = 0.75;
 /// A round's mean counts for the no-load latency at this many standard errors above it, so
@@ -97,7 +101,13 @@ impl Vegas {
             self.settle -= 1;
             return estimate;
         }
-        let latency = sample.latency.as_secs_f64().max(1e-9);
+        // A straggler (a call that slept in a retry's backoff below, a long tail) counts at
+        // most `CLIP` times the no-load latency: a queue lifts every call of a round, one
+        // outlier must not pass for one.
+        let latency = sample
+            .latency
+            .as_secs_f64()
+            .clamp(1e-9, CLIP * self.no_load());
         self.round_sum += latency;
         self.round_squares += latency * latency;
         self.round_count += 1;
@@ -280,5 +290,33 @@ mod tests {
             "mean {}",
             mean(tail)
         );
+        // Ten times slower: beyond the clipping of stragglers, learnt over a few windows.
+        let limits = overloaded(&mut s, 8, Duration::from_millis(400), 20_000);
+        let tail = &limits[10_000..];
+        assert!(
+            mean(tail) >= 9.0 && mean(tail) <= 13.0,
+            "mean {}",
+            mean(tail)
+        );
+    }
+
+    /// A few calls far slower than the rest (retried below after a long backoff) in a
+    /// lightly loaded round do not pass for a queue.
+    #[test]
+    fn stragglers_are_not_a_queue() {
+        let mut s = state(20);
+        for i in 0..10_000u32 {
+            let latency = if i % 50 == 0 {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_millis(20)
+            };
+            s.update(Sample {
+                latency,
+                in_flight: 10,
+                outcome: Outcome::Success,
+            });
+            assert!(s.limit() >= 20, "sample {i}: limit {}", s.limit());
+        }
     }
 }
