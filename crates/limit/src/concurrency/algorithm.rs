@@ -84,6 +84,12 @@ impl LimitState {
         }
     }
 
+    /// Whether a failed sample can move the limit (not under Vegas, which reads successes
+    /// only). When it cannot, the limiter skips failures without the lock.
+    pub(crate) fn reads_failures(&self) -> bool {
+        !matches!(self.rule, Rule::Vegas(_))
+    }
+
     /// The limit now (the estimate rounded down, within bounds).
     pub(crate) fn limit(&self) -> u32 {
         (self.estimate as u32).clamp(self.min, self.max)
@@ -312,6 +318,18 @@ mod tests {
             40,
         ));
         assert_eq!(s.limit(), 30);
+    }
+
+    #[test]
+    fn only_vegas_ignores_failures() {
+        let vegas = LimitState::new(&cfg(LimitAlgorithm::default(), 20, 1, 200));
+        assert!(!vegas.reads_failures() && vegas.uses_latency());
+        for algorithm in [
+            LimitAlgorithm::Aimd(AimdConfig::default()),
+            LimitAlgorithm::Gradient(GradientConfig::default()),
+        ] {
+            assert!(LimitState::new(&cfg(algorithm, 20, 1, 200)).reads_failures());
+        }
     }
 
     fn any_sample() -> impl Strategy<Value = Sample> {

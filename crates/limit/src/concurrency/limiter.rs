@@ -30,8 +30,9 @@ const NEVER_SKIP: u64 = u64::MAX;
 /// the permit is given back when the call finishes or its future is dropped. Each finished
 /// call's latency and [`Outcome`] move the limit through the configured algorithm under a
 /// short lock: a success sample is skipped rather than waited for if another thread holds
-/// it, an AIMD success at under half the limit (a no-op) skips it altogether, and failures
-/// always count. The clock is read only if the algorithm uses latency.
+/// it, an AIMD success at under half the limit (a no-op) skips it altogether, failures
+/// always count under AIMD and the gradient and never take the lock under Vegas (which
+/// ignores them). The clock is read only if the algorithm uses latency.
 ///
 /// Waiting (with `max_wait`) is the cold path: the wait is a boxed future on a
 /// tokio `Notify`, woken one waiter per finished call, with no FIFO guarantee.
@@ -52,6 +53,8 @@ struct Shared {
     timed: AtomicBool,
     /// [`LimitState::idle_success_bound`] in nanoseconds, or [`NEVER_SKIP`].
     idle_skip: AtomicU64,
+    /// [`LimitState::reads_failures`]: if not, failures are released without the lock.
+    reads_failures: AtomicBool,
     waiters: AtomicUsize,
     notify: Notify,
     metrics: Metrics,
@@ -132,6 +135,7 @@ impl ConcurrencyLimiter {
         let state = LimitState::new(&config);
         let timed = state.uses_latency();
         let skip = idle_skip(&state);
+        let reads_failures = state.reads_failures();
         metrics.limit.set(f64::from(state.limit()));
         Ok(ConcurrencyLimiter {
             shared: Arc::new(Shared {
@@ -140,6 +144,7 @@ impl ConcurrencyLimiter {
                 max_wait: AtomicU64::new(wait_to_nanos(config.max_wait)),
                 timed: AtomicBool::new(timed),
                 idle_skip: AtomicU64::new(skip),
+                reads_failures: AtomicBool::new(reads_failures),
                 config: Mutex::new(config),
                 waiters: AtomicUsize::new(0),
                 notify: Notify::new(),
@@ -219,6 +224,9 @@ impl ConcurrencyLimiter {
         self.shared
             .idle_skip
             .store(idle_skip(&state), Ordering::Relaxed);
+        self.shared
+            .reads_failures
+            .store(state.reads_failures(), Ordering::Relaxed);
         self.shared.apply_limit(state.limit(), "reconfigured");
         *lock(&self.shared.config) = config.clone();
         drop(state);
@@ -319,6 +327,12 @@ impl Shared {
     }
 
     fn record(&self, sample: Sample) {
+        if !sample.outcome.is_success()
+            && (sample.outcome == Outcome::Fatal || !self.reads_failures.load(Ordering::Relaxed))
+        {
+            // Changes nothing: a fatal outcome never does, nor a failure under Vegas.
+            return;
+        }
         let skip = self.idle_skip.load(Ordering::Relaxed);
         if skip != NEVER_SKIP
             && sample.outcome.is_success()
