@@ -66,8 +66,8 @@ impl LimitAlgorithm {
 ///
 /// Only successes are read: failures (fast errors of a dead service, timeouts) say nothing
 /// about queueing, so they neither move the limit nor pull the no-load latency down; a
-/// success counts for at most 4 times the no-load latency, so that a few stragglers (calls
-/// retried after a backoff below the limiter) do not pass for a queue. In an
+/// success counts for at most twice the no-load latency, so that stragglers (calls retried
+/// after a backoff below the limiter) do not pass for a queue. In an
 /// outage the limit stays where it was and every failure reaches the breaker below; in a
 /// brownout nothing the service could serve is shed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
