@@ -5,7 +5,6 @@
 use crate::support::{drive, prism, Upstream, CAPACITY, DEFAULTS};
 
 #[tokio::test(start_paused = true)]
-#[ignore = "until the new concurrency limit default lands"]
 async fn under_twice_the_capacity_p99_stays_within_twice_the_unloaded_p99() {
     let (client, _layer) = prism(DEFAULTS, Upstream::new(None));
     let unloaded = drive(client, 100.0, 10).await.latency(0.99);
