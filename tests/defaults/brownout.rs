@@ -1,6 +1,11 @@
 //! A brownout (25 % of calls fail at random, 320 requests/s offered): the defaults do
 //! better than no protection, their retries recover most of the failed calls, and the
-//! concurrency limit does not mistake the errors for congestion.
+//! concurrency limit does not mistake the errors for congestion (no long queue builds).
+//!
+//! A failed call takes its service time, as a 500 after the work does. Retrying every
+//! failure would need 320 / 0.75 = 427 attempts/s of an upstream that serves 400, so at
+//! most 400 x 0.75 = 300 successes/s are possible: retries can recover at most
+//! (300 - 240) / 80 = 75 % of the failed calls.
 
 use crate::support::{drive, plain, prism, Fault, Upstream, DEFAULTS};
 
@@ -11,8 +16,7 @@ fn brownout() -> Upstream {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "until the new concurrency limit default lands"]
-async fn in_a_brownout_retries_recover_most_failed_calls_and_the_limit_sheds_none() {
+async fn in_a_brownout_retries_recover_most_failed_calls_without_a_queue() {
     let unprotected = drive(plain(brownout()), RATE, 20).await;
     let (client, _layer) = prism(DEFAULTS, brownout());
     let run = drive(client, RATE, 20).await;
@@ -23,22 +27,23 @@ async fn in_a_brownout_retries_recover_most_failed_calls_and_the_limit_sheds_non
         run.goodput(),
         unprotected.goodput()
     );
-    // "Most": four failures in five. Three attempts against a 25 % failure rate leave
-    // about 1.6 % failing when the budget pays for every retry.
+    // Most: well over half, of the 75 % the upstream's capacity allows.
     let recovered = 1.0 - run.failures() as f64 / unprotected.failures() as f64;
     assert!(
-        recovered >= 0.8,
-        "{} calls failed with the defaults, {} without protection: {:.0} % recovered",
+        recovered >= 0.6,
+        "{} calls failed with the defaults, {} without protection: {:.0} % recovered \
+         (at least 60 % of the 75 % possible)",
         run.failures(),
         unprotected.failures(),
         100.0 * recovered
     );
-    // The upstream runs at 80 % of its capacity (a little more with the retries): no
-    // queue builds, so a limit that reacts to queueing has nothing to shed.
-    let shed = run.failed_for("concurrency_limited");
+    // Three attempts of 20 ms and two default backoffs (at most 50 ms and 100 ms) take at
+    // most 210 ms; a limit that follows the queue adds little to that. One that reads
+    // the errors as congestion swings and lets a queue of hundreds build.
+    let p99 = run.latency(0.99);
     assert!(
-        shed as f64 <= 0.01 * run.records.len() as f64,
-        "the concurrency limit shed {shed} of {} calls of an upstream with spare capacity",
-        run.records.len()
+        p99 <= 0.3,
+        "p99 {:.0} ms in the brownout (at most 300 ms)",
+        p99 * 1000.0
     );
 }
