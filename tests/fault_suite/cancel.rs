@@ -116,6 +116,7 @@ fn long_budget_policy() -> PolicyConfig {
     let retry = policy.retry.as_mut().unwrap();
     retry.budget = BudgetConfig::builder()
         .ratio(0.2)
+        .success_ratio(0.0)
         .min_per_second(1)
         .window(BUDGET_WINDOW)
         .build()

@@ -44,6 +44,7 @@ fn time_policy() -> PolicyConfig {
             .budget(
                 BudgetConfig::builder()
                     .ratio(0.5)
+                    .success_ratio(0.0)
                     .min_per_second(0)
                     .build()
                     .unwrap(),
