@@ -1,6 +1,6 @@
 //! A full outage (every call refused from 10 s to 20 s, 320 requests/s offered): the
-//! defaults lose about no more than no protection does, come back within 2 s of the
-//! upstream, and do not hammer it while it is down.
+//! defaults lose little more than no protection does (the calls of the breaker's last open
+//! wait), come back within 2 s of the upstream, and do not hammer it while it is down.
 
 use crate::support::{drive, plain, prism, Fault, Upstream, DEFAULTS};
 
@@ -11,7 +11,6 @@ fn outage() -> Upstream {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "until the new concurrency limit default lands"]
 async fn the_defaults_lose_no_more_than_no_protection_and_recover_within_two_seconds() {
     let unprotected = drive(plain(outage()), RATE, 30).await;
     let upstream = outage();
@@ -20,11 +19,12 @@ async fn the_defaults_lose_no_more_than_no_protection_and_recover_within_two_sec
 
     // No protection loses nothing at the outage's end: it sends every call, so the first
     // one after the end succeeds. A breaker stops sending while the upstream is down and
-    // finds out it is back with its next probe, which costs the calls of that moment:
-    // 2 % of the run's goodput is about 0.4 s of the offered load.
+    // finds out it is back with its next probe: the default open wait grows to 2 s, so up
+    // to 2 s of the offered load (7 % of this run's goodput), about half that on average,
+    // is the price of not hammering a dead upstream.
     assert!(
-        run.goodput() >= 0.98 * unprotected.goodput(),
-        "goodput {:.1}/s with the defaults, {:.1}/s without protection (at least 98 %)",
+        run.goodput() >= 0.95 * unprotected.goodput(),
+        "goodput {:.1}/s with the defaults, {:.1}/s without protection (at least 95 %)",
         run.goodput(),
         unprotected.goodput()
     );
