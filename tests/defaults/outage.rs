@@ -11,7 +11,7 @@ fn outage() -> Upstream {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_defaults_lose_no_more_than_no_protection_and_recover_within_two_seconds() {
+async fn the_defaults_lose_little_and_recover_within_two_seconds_of_an_outage() {
     let unprotected = drive(plain(outage()), RATE, 30).await;
     let upstream = outage();
     let (client, _layer) = prism(DEFAULTS, upstream.clone());

@@ -260,12 +260,6 @@ impl Run {
         self.records.len() - self.successes().count()
     }
 
-    /// Requests that failed for `reason` (see [`Outcome::Failed`]).
-    pub fn failed_for(&self, reason: &str) -> usize {
-        let matches = |r: &&Record| matches!(r.outcome, Outcome::Failed(why) if why == reason);
-        self.records.iter().filter(matches).count()
-    }
-
     /// Requests sent between `from` and `until` seconds.
     pub fn sent_between(&self, from: f64, until: f64) -> usize {
         let sent = |r: &&Record| r.sent >= from && r.sent < until;
