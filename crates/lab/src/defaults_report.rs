@@ -184,7 +184,9 @@ pub fn targets(results: &[ScenarioResult]) -> String {
         {
             let share = 1.0 - failed(m) as f64 / failed(plain).max(1) as f64;
             row(
-                "`brownout-25`: most failed calls recovered (1 - failed / failed without protection)"
+                "`brownout-25`: most failed calls recovered (1 - failed / failed without \
+                 protection; a failure takes its service time, so retries of all of them \
+                 would need 1.33x the capacity: 75 % at most)"
                     .into(),
                 format!(
                     "{} failed vs {} without protection: {:.0} % recovered",
