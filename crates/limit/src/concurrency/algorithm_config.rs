@@ -54,9 +54,11 @@ impl LimitAlgorithm {
 /// Calls are taken in rounds of `limit` successes (about one round trip). A round's mean
 /// latency, against the service's no-load latency (the lowest round mean of the last
 /// `probe_rounds` to `2 * probe_rounds` rounds), tells how many of the calls in flight were
-/// waiting in the service rather than being served. Below `alpha` waiting calls the limit
-/// grows by one (if at least half of it was in use); above `beta` it is cut back between the
-/// two. Both thresholds scale with `log10(limit)` above a limit of 10. So the service keeps
+/// waiting in the service rather than being served. Below `alpha` waiting calls per 10
+/// being served the limit grows by one (if at least half of it was in use); above `beta`
+/// per 10 it is cut back between the two. Up to 10 calls served, the thresholds are `alpha`
+/// and `beta` calls; a service of 30 slots keeps three times that queue, so the queue's
+/// share of the latency does not depend on the service's size. So the service keeps
 /// a short queue, enough to stay busy, and the latency stays near its no-load value however
 /// much more is offered: the excess is refused at once (or waits up to `max_wait`).
 ///
@@ -74,11 +76,12 @@ impl LimitAlgorithm {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VegasConfig {
-    /// Requests queued below which the limit grows (default 2; at least 1).
+    /// Requests queued per 10 being served (and at least this many) below which the limit
+    /// grows (default 2; at least 1).
     #[serde(default = "default_alpha")]
     pub alpha: u32,
-    /// Requests queued above which the limit is cut back (default 4; above `alpha`, at
-    /// most 2^24).
+    /// Requests queued per 10 being served (and at least this many) above which the limit
+    /// is cut back (default 4; above `alpha`, at most 2^24).
     #[serde(default = "default_beta")]
     pub beta: u32,
     /// Rounds between two probes of the no-load latency (default 20, about 20 round trips;

@@ -9,6 +9,13 @@
 //! counts for at most twice the no-load latency: a queue lifts every call of a round,
 //! while a straggler (a call that slept in a retry's backoff below) must not pass for one.
 //!
+//! `alpha` and `beta` are per 10 calls served (`in_flight - queue`, at least 10): a service
+//! of 30 slots keeps three times the queue of one of 10 or fewer, so that the queue's share
+//! of the latency stays the same, and a service of several endpoints with variable service
+//! times (where the queue estimate is noisier and some endpoints queue while others idle)
+//! is not held below its capacity. The service's concurrency, not the limit, sets the scale:
+//! an allowance that grew with the limit would feed on itself.
+//!
 //! - `queue < alpha`, with at least half the limit in use: the limit grows by one (times
 //!   `log10(limit)` above 10);
 //! - `queue > beta`: the limit is cut back into the band (`limit - queue + alpha`, at most
@@ -31,6 +38,8 @@ use super::algorithm_config::VegasConfig;
 
 /// The fewest samples in a round, so that a round's mean means something at small limits.
 const MIN_ROUND: f64 = 8.0;
+/// `alpha` and `beta` are calls queued per this many calls served (and at least themselves).
+const PER: f64 = 10.0;
 /// A call counts for at most this many times the no-load latency.
 const CLIP: f64 = 2.0;
 /// A probe round runs at this share of the limit.
@@ -182,12 +191,18 @@ impl Vegas {
         }
         // Little's law: of the calls in flight, this many were waiting rather than served.
         let no_load = self.no_load();
-        let queue = (in_flight.min(estimate) * (1.0 - no_load / mean)).max(0.0);
-        let scale = estimate.log10().max(1.0);
+        let in_use = in_flight.min(estimate);
+        let queue = (in_use * (1.0 - no_load / mean)).max(0.0);
+        // The allowance is `alpha` to `beta` calls per `PER` being served (at least `alpha`
+        // to `beta`): scaled with the service's own concurrency, not with the limit (which
+        // would feed on itself), so the queue's share of the latency is the same for a
+        // service of 8 slots as for three of 10 with variable service times.
+        let served = (in_use - queue).max(PER);
         let (alpha, beta) = (
-            f64::from(self.config.alpha) * scale,
-            f64::from(self.config.beta) * scale,
+            f64::from(self.config.alpha) * served / PER,
+            f64::from(self.config.beta) * served / PER,
         );
+        let scale = estimate.log10().max(1.0);
         if queue > beta {
             // Back into the band, at most halved; the next round still shows the old queue.
             self.settle = peak as u32;
@@ -263,8 +278,9 @@ mod tests {
         let mut s = state(20);
         let limits = overloaded(&mut s, 100, Duration::from_millis(20), 50_000);
         let tail = &limits[40_000..];
+        // The queue kept is `alpha` to `beta` (2 to 4) per 10 calls served: 20 to 40 here.
         assert!(
-            mean(tail) >= 100.0 && mean(tail) <= 115.0,
+            mean(tail) >= 100.0 && mean(tail) <= 140.0,
             "mean {}",
             mean(tail)
         );
