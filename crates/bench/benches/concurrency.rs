@@ -1,5 +1,5 @@
-//! Concurrency limit per call: tower-prism's adaptive `ConcurrencyLimit` (AIMD and
-//! gradient) beside tower's `ConcurrencyLimit` (a semaphore, its clones sharing it), on one
+//! Concurrency limit per call: tower-prism's adaptive `ConcurrencyLimit` (the default, Vegas;
+//! AIMD; gradient) beside tower's `ConcurrencyLimit` (a semaphore, its clones sharing it), on one
 //! thread and on two threads sharing one limiter. The limits are high enough that every
 //! call is admitted: this measures the permit round trip (acquire, call, release) plus, for
 //! ours, feeding the algorithm, not rejections.
@@ -75,6 +75,11 @@ fn prism_aimd() -> ConcurrencyLimitLayer {
     .unwrap()
 }
 
+/// The default rule (Vegas), as a user who keeps the defaults gets it.
+fn prism_default() -> ConcurrencyLimitLayer {
+    ConcurrencyLimitLayer::from_config(&ConcurrencyConfig::default()).unwrap()
+}
+
 fn prism_gradient() -> ConcurrencyLimitLayer {
     ConcurrencyLimitLayer::from_config(
         &ConcurrencyConfig::builder()
@@ -121,6 +126,12 @@ fn per_call(c: &mut Criterion) {
         ("concurrency/call_2_threads", THREADS),
     ] {
         let mut group = c.benchmark_group(group_name);
+        bench(
+            &mut group,
+            "prism_default_vegas",
+            threads,
+            prism_default().layer(Noop),
+        );
         bench(&mut group, "prism_aimd", threads, prism_aimd().layer(Noop));
         bench(
             &mut group,
