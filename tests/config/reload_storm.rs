@@ -129,6 +129,10 @@ async fn reloads_in_a_storm_lose_no_request_and_leave_the_last_accepted_config()
                             let e = Error::from_box(e);
                             assert!(e.kind().is_rejection(), "request {n}: {e}");
                             rejected += 1;
+                            // A rejection is ready at once: yield, or four senders
+                            // rejected in a tight loop starve the reloader of both
+                            // worker threads (the adaptive limit may sit at its floor).
+                            tokio::task::yield_now().await;
                         }
                     }
                 }
