@@ -11,6 +11,8 @@
 //!   the adaptive limiters and the retry budget read it ([`HealthReader`]), lock-free.
 //! - [`Clock`]: where a component reads the time; the default follows
 //!   `tokio::time::pause()`, so tests drive every timeout.
+//! - [`RequestDeadline`]: the time a request must be answered by, which a deadline stage
+//!   hands to the stages below it.
 //! - [`ConfigError`]: an invalid config value, named by its dotted field path.
 //! - [`metrics`]: every metric and label name, and [`metrics::describe`].
 //!
@@ -48,6 +50,7 @@
 // link from the component crates' docs to `Outcome`, `HealthSignal`... would render as text.
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod health;
 #[doc(hidden)]
 pub mod internal;
@@ -58,6 +61,7 @@ pub mod sync;
 
 pub use clock::{Clock, Moment, TimeSource};
 pub use config::ConfigError;
+pub use deadline::RequestDeadline;
 pub use health::{HealthReader, HealthSignal, HealthStats};
 pub use outcome::{Classify, DefaultClassifier, HttpClassifier, Outcome};
 

@@ -12,6 +12,9 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod deadline;
+pub mod fallback;
+pub mod fault;
 pub mod ratelimit;
 pub mod retry;
 
@@ -39,6 +42,9 @@ pub fn describe() {
     ratelimit::describe();
     retry::describe();
     balance::describe();
+    deadline::describe();
+    fallback::describe();
+    fault::describe();
 }
 
 #[cfg(test)]
@@ -47,9 +53,26 @@ mod tests {
 
     #[test]
     fn names_follow_the_convention() {
-        let all = [breaker::ALL, ratelimit::ALL, retry::ALL, balance::ALL];
+        let all = [
+            breaker::ALL,
+            ratelimit::ALL,
+            retry::ALL,
+            balance::ALL,
+            deadline::ALL,
+            fallback::ALL,
+            fault::ALL,
+        ];
+        let components = [
+            "breaker",
+            "ratelimit",
+            "retry",
+            "balance",
+            "deadline",
+            "fallback",
+            "fault",
+        ];
         let mut seen = std::collections::HashSet::new();
-        for (component, names) in ["breaker", "ratelimit", "retry", "balance"].iter().zip(all) {
+        for (component, names) in components.iter().zip(all) {
             assert!(!names.is_empty());
             for name in names {
                 assert!(name.starts_with(&format!("prism_{component}_")), "{name}");

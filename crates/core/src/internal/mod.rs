@@ -4,6 +4,7 @@
 
 mod ready_call;
 mod retry_after;
+pub mod route;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;

@@ -15,6 +15,12 @@ pub const GAVE_UP_TOTAL: &str = "prism_retry_gave_up_total";
 /// Histogram: backoff slept before each retry.
 pub const BACKOFF_SECONDS: &str = "prism_retry_backoff_seconds";
 
+/// Counter: hedged requests, by `result`: `sent` (a hedge went out), `won` (its answer was
+/// the one returned), `no_budget` (the retry budget refused it).
+pub const HEDGES_TOTAL: &str = "prism_retry_hedges_total";
+/// Counter: attempts cancelled because another attempt of the same call answered first.
+pub const CANCELLED_ATTEMPTS_TOTAL: &str = "prism_retry_cancelled_attempts_total";
+
 /// Every retry metric name.
 pub const ALL: &[&str] = &[
     ATTEMPTS,
@@ -22,6 +28,8 @@ pub const ALL: &[&str] = &[
     BUDGET_EXHAUSTED_TOTAL,
     GAVE_UP_TOTAL,
     BACKOFF_SECONDS,
+    HEDGES_TOTAL,
+    CANCELLED_ATTEMPTS_TOTAL,
 ];
 
 /// Registers the retry metrics' descriptions.
@@ -37,6 +45,12 @@ pub fn describe() {
         GAVE_UP_TOTAL,
         Unit::Count,
         "Calls that gave up with a failure, by reason."
+    );
+    describe_counter!(HEDGES_TOTAL, Unit::Count, "Hedged requests, by result.");
+    describe_counter!(
+        CANCELLED_ATTEMPTS_TOTAL,
+        Unit::Count,
+        "Attempts cancelled because another attempt answered first."
     );
     describe_histogram!(
         BACKOFF_SECONDS,
