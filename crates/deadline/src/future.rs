@@ -1,0 +1,154 @@
+//! [`ResponseFuture`] of the [`Deadline`](crate::Deadline) service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_prism_core::BoxError;
+
+use crate::error::{Error, ExpiryReason};
+use crate::handle::DeadlineHandle;
+
+pin_project! {
+    /// The response future of [`Deadline`](crate::Deadline): the inner call raced against
+    /// its deadline's timer (inline, no allocation), the inner call alone when the request
+    /// has no deadline, or an expiry.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[project_replace = KindOwned]
+    enum Kind<F> {
+        /// No deadline: the inner future as it is.
+        Plain {
+            #[pin]
+            future: F,
+        },
+        /// The inner future, until `sleep` fires.
+        Timed {
+            #[pin]
+            future: F,
+            #[pin]
+            sleep: Sleep,
+            expiry: Expiry,
+        },
+        /// The deadline passed; `handle` is taken when the expiry is counted, so a future
+        /// polled again answers the same error without counting it twice.
+        Expired {
+            handle: Option<DeadlineHandle>,
+            after: Duration,
+            reason: ExpiryReason,
+        },
+    }
+}
+
+/// What a timed call reports if its deadline passes.
+pub(crate) struct Expiry {
+    pub(crate) handle: DeadlineHandle,
+    pub(crate) after: Duration,
+    pub(crate) reason: ExpiryReason,
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn plain(future: F) -> Self {
+        ResponseFuture {
+            kind: Kind::Plain { future },
+        }
+    }
+
+    pub(crate) fn timed(future: F, sleep: Sleep, expiry: Expiry) -> Self {
+        ResponseFuture {
+            kind: Kind::Timed {
+                future,
+                sleep,
+                expiry,
+            },
+        }
+    }
+
+    pub(crate) fn expired(handle: DeadlineHandle, reason: ExpiryReason) -> Self {
+        ResponseFuture {
+            kind: Kind::Expired {
+                handle: Some(handle),
+                after: Duration::ZERO,
+                reason,
+            },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut kind = self.project().kind;
+        let (after, reason) = match kind.as_mut().project() {
+            KindProj::Plain { future } => return future.poll(cx).map_err(Into::into),
+            KindProj::Timed {
+                future,
+                sleep,
+                expiry,
+            } => {
+                // The inner future first: an answer ready at the deadline still wins.
+                if let Poll::Ready(result) = future.poll(cx) {
+                    return Poll::Ready(result.map_err(Into::into));
+                }
+                if sleep.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let (after, reason) = (expiry.after, expiry.reason);
+                // Expired: drop the inner call now (its permits, connections...), not
+                // when the caller gets round to dropping this future.
+                let handle = None;
+                if let KindOwned::Timed { expiry, .. } = kind.project_replace(Kind::Expired {
+                    handle,
+                    after,
+                    reason,
+                }) {
+                    expiry.handle.record_expiry(reason, after);
+                }
+                (after, reason)
+            }
+            KindProj::Expired {
+                handle,
+                after,
+                reason,
+            } => {
+                if let Some(handle) = handle.take() {
+                    handle.record_expiry(*reason, *after);
+                }
+                (*after, *reason)
+            }
+        };
+        Poll::Ready(Err(Box::new(Error::Expired { after, reason })))
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Plain { .. } => f.write_str("ResponseFuture::Plain"),
+            Kind::Timed { sleep, expiry, .. } => f
+                .debug_struct("ResponseFuture::Timed")
+                .field("deadline", &sleep.deadline())
+                .field("reason", &expiry.reason)
+                .finish(),
+            Kind::Expired { after, reason, .. } => f
+                .debug_struct("ResponseFuture::Expired")
+                .field("after", after)
+                .field("reason", reason)
+                .finish(),
+        }
+    }
+}
