@@ -1,0 +1,250 @@
+//! [`FaultHandle`]: the state every service of one layer shares, and what it reports.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tower_prism_core::config::ConfigError;
+use tower_prism_core::internal::{lock, mix64};
+
+use crate::config::FaultConfig;
+use crate::metrics::Metrics;
+use crate::plan::{Decision, Exclusive, Plan, WORDS};
+use crate::seqlock::SeqCell;
+
+/// The odd step between two calls' draws (2^64 / golden ratio): consecutive counter
+/// values mixed by `mix64` look independent.
+const STEP: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The state every service of one layer shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    name: String,
+    /// `true` when the plan may inject something: the one load a call makes when the
+    /// stage is off or injects nothing.
+    active: AtomicBool,
+    /// The [`Plan`] in force, read whole by each call while `active`.
+    plan: SeqCell<WORDS>,
+    /// `enabled` of the config in force, for snapshots.
+    enabled: AtomicBool,
+    /// The config in force; its lock also serialises reconfigurations (never taken on a
+    /// call's path).
+    config: Mutex<FaultConfig>,
+    /// Whether the layer can build a response for a status fault.
+    status_supported: bool,
+    /// The draw counter: each call takes one step and mixes it into two draws.
+    rng: AtomicU64,
+    calls: AtomicU64,
+    errors: AtomicU64,
+    aborts: AtomicU64,
+    statuses: AtomicU64,
+    delays: AtomicU64,
+    pub(crate) metrics: Metrics,
+}
+
+impl Shared {
+    /// The fault of this call: `None` (the common case: off, or nothing to inject) costs
+    /// one relaxed load.
+    #[inline]
+    pub(crate) fn draw(&self) -> Option<Decision> {
+        if !self.active.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.draw_active()
+    }
+
+    #[inline(never)]
+    fn draw_active(&self) -> Option<Decision> {
+        let plan = Plan::decode(self.plan.read()?);
+        let step = self.rng.fetch_add(STEP, Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let decision = plan.decide(mix64(step), mix64(step ^ u64::MAX));
+        if decision.delay.is_some() {
+            self.delays.fetch_add(1, Ordering::Relaxed);
+            self.metrics.latency.increment(1);
+        }
+        if decision.delay.is_some() || decision.fault.is_some() {
+            tracing::debug!(
+                name = %self.name,
+                delay = ?decision.delay,
+                fault = ?decision.fault,
+                "fault injected"
+            );
+        }
+        Some(decision)
+    }
+
+    /// Counts an exclusive fault as the caller got it (a status whose response could
+    /// not be built is an error).
+    pub(crate) fn count(&self, fault: Exclusive) {
+        let (count, metric) = match fault {
+            Exclusive::Error => (&self.errors, &self.metrics.error),
+            Exclusive::Abort => (&self.aborts, &self.metrics.abort),
+            Exclusive::Status(_) => (&self.statuses, &self.metrics.status),
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        metric.increment(1);
+    }
+}
+
+/// The fault stage's shared state: its name, the faults in force and counters. Every
+/// service of one [`FaultLayer`](crate::FaultLayer), and every clone of the handle, is
+/// the same stage; reach it with [`FaultLayer::handle`](crate::FaultLayer::handle) or
+/// [`Fault::handle`](crate::Fault::handle).
+///
+/// ```
+/// use tower_prism_fault::{FaultConfig, FaultLayer};
+///
+/// let layer = FaultLayer::from_config(&FaultConfig::default()).unwrap();
+/// let handle = layer.handle();
+/// assert!(handle.snapshot().enabled);
+///
+/// // a game day starts: 5 % of calls fail
+/// handle.reconfigure(&FaultConfig::builder().error(0.05).build().unwrap()).unwrap();
+/// // ...and ends
+/// handle.reconfigure(&FaultConfig::builder().enabled(false).build().unwrap()).unwrap();
+/// assert!(!handle.snapshot().enabled);
+/// ```
+#[derive(Debug, Clone)]
+pub struct FaultHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl FaultHandle {
+    /// A stage named `name` with a valid `config`.
+    pub(crate) fn new(name: String, config: &FaultConfig, status_supported: bool) -> Self {
+        let plan = Plan::from_config(config);
+        let shared = Arc::new(Shared {
+            metrics: Metrics::new(&name),
+            name,
+            active: AtomicBool::new(plan.injects()),
+            plan: SeqCell::new(plan.encode()),
+            enabled: AtomicBool::new(config.enabled),
+            config: Mutex::new(config.clone()),
+            status_supported,
+            rng: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            aborts: AtomicU64::new(0),
+            statuses: AtomicU64::new(0),
+            delays: AtomicU64::new(0),
+        });
+        let seed = config.seed.unwrap_or_else(|| random_seed(&shared));
+        shared.rng.store(seed, Ordering::Relaxed);
+        FaultHandle { shared }
+    }
+
+    /// The policy name used in metrics and events.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The config in force (the one built with, or the last one applied).
+    pub fn config(&self) -> FaultConfig {
+        lock(&self.shared.config).clone()
+    }
+
+    /// Whether [`reconfigure`](Self::reconfigure) would accept `config`, without applying
+    /// it: valid, and with no status fault unless the layer was given a status builder
+    /// ([`FaultLayerBuilder::status_with`](crate::FaultLayerBuilder::status_with)).
+    pub fn check(&self, config: &FaultConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        check_status_supported(config, self.shared.status_supported)
+    }
+
+    /// Applies a new config to running services, all or nothing: a config
+    /// [`check`](Self::check) refuses changes nothing. The next call draws from the new
+    /// faults; a call already delayed keeps its delay and its fault.
+    ///
+    /// A config with a different `seed` than the one in force restarts the draws from
+    /// it, so a seeded game day replays the same faults; otherwise the draws go on where
+    /// they were. Switching `enabled` logs an `info` event.
+    pub fn reconfigure(&self, config: &FaultConfig) -> Result<(), ConfigError> {
+        self.check(config)?;
+        let s = &self.shared;
+        let mut current = lock(&s.config);
+        let plan = Plan::from_config(config);
+        // Off first when turning off, on last when turning on: a call that sees `active`
+        // reads a whole plan either way (the seqlock), so this only saves it the read.
+        if !plan.injects() {
+            s.active.store(false, Ordering::Relaxed);
+        }
+        s.plan.write(plan.encode());
+        if let Some(seed) = config.seed.filter(|seed| current.seed != Some(*seed)) {
+            s.rng.store(seed, Ordering::Relaxed);
+        }
+        if plan.injects() {
+            s.active.store(true, Ordering::Release);
+        }
+        s.enabled.store(config.enabled, Ordering::Relaxed);
+        if current.enabled != config.enabled {
+            tracing::info!(
+                name = %s.name,
+                enabled = config.enabled,
+                "fault injection switched {}",
+                if config.enabled { "on" } else { "off" }
+            );
+        }
+        *current = config.clone();
+        Ok(())
+    }
+
+    /// What the stage has done since it was built.
+    pub fn snapshot(&self) -> FaultSnapshot {
+        let s = &self.shared;
+        FaultSnapshot {
+            enabled: s.enabled.load(Ordering::Relaxed),
+            injected_errors: s.errors.load(Ordering::Relaxed),
+            injected_aborts: s.aborts.load(Ordering::Relaxed),
+            injected_statuses: s.statuses.load(Ordering::Relaxed),
+            injected_latency: s.delays.load(Ordering::Relaxed),
+            calls: s.calls.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Refuses a status fault where no response can be built.
+pub(crate) fn check_status_supported(
+    config: &FaultConfig,
+    supported: bool,
+) -> Result<(), ConfigError> {
+    match config.status {
+        Some(status) if !supported && status.rate > 0.0 => Err(ConfigError::new(
+            "status",
+            format!("{{ rate = {}, code = {} }}", status.rate, status.code),
+            "this fault layer cannot build the service's response: give it one with \
+             `FaultLayerBuilder::status_with` (`HttpStatus` for `http::Response`)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A seed for an unseeded stage: the process's random hasher keys, this stage's address
+/// and the time, mixed.
+fn random_seed(shared: &Arc<Shared>) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_usize(Arc::as_ptr(shared) as usize);
+    if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(since.as_nanos());
+    }
+    hasher.finish()
+}
+
+/// What a fault stage has done, cheaply read ([`FaultHandle::snapshot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FaultSnapshot {
+    /// `enabled` of the config in force.
+    pub enabled: bool,
+    /// Calls failed with [`Error::Injected`](crate::Error::Injected).
+    pub injected_errors: u64,
+    /// Calls failed with [`Error::Aborted`](crate::Error::Aborted).
+    pub injected_aborts: u64,
+    /// Calls answered with an injected status.
+    pub injected_statuses: u64,
+    /// Calls delayed.
+    pub injected_latency: u64,
+    /// Calls that drew for faults: made while the stage was enabled with some rate above
+    /// zero (calls made while it injects nothing are not counted, so that costs nothing).
+    pub calls: u64,
+}

@@ -1,0 +1,103 @@
+//! [`SeqCell`]: a few words that readers load lock-free and consistent (all from one
+//! write), and that a rare writer replaces. A sequence lock built only from atomics.
+//!
+//! A reader loads the sequence, the words, and the sequence again; an odd or changed
+//! sequence means a write overlapped, and the reader tries again, a bounded number of
+//! times: a call never waits on a writer that was descheduled mid-write, it gets `None`
+//! and goes on without a fault.
+
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+/// How many times a reader tries before it gives up on a write in progress. A write is
+/// a handful of stores, so a reader that sees one in progress nearly always gets through
+/// on its next try.
+const READ_TRIES: u32 = 64;
+
+/// `N` words read and written as one.
+#[derive(Debug)]
+pub(crate) struct SeqCell<const N: usize> {
+    /// Even when no write is in progress; bumped once before and once after a write.
+    seq: AtomicU64,
+    words: [AtomicU64; N],
+}
+
+impl<const N: usize> SeqCell<N> {
+    pub(crate) fn new(words: [u64; N]) -> Self {
+        SeqCell {
+            seq: AtomicU64::new(0),
+            words: words.map(AtomicU64::new),
+        }
+    }
+
+    /// The words of one write, or `None` if writes kept overlapping the read.
+    #[inline]
+    pub(crate) fn read(&self) -> Option<[u64; N]> {
+        for _ in 0..READ_TRIES {
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                let words = std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed));
+                // Orders the word loads before the second sequence load.
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == before {
+                    return Some(words);
+                }
+            }
+            std::hint::spin_loop();
+        }
+        None
+    }
+
+    /// Replaces the words. Writers must not overlap: the caller holds a lock.
+    pub(crate) fn write(&self, words: [u64; N]) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        // Orders the odd sequence before the word stores.
+        fence(Ordering::Release);
+        for (cell, word) in self.words.iter().zip(words) {
+            cell.store(word, Ordering::Relaxed);
+        }
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    #[test]
+    fn reads_what_was_written() {
+        let cell = SeqCell::new([1, 2, 3]);
+        assert_eq!(cell.read(), Some([1, 2, 3]));
+        cell.write([4, 5, 6]);
+        assert_eq!(cell.read(), Some([4, 5, 6]));
+    }
+
+    #[test]
+    fn a_reader_never_sees_half_of_two_writes() {
+        // Every write stores the same value in all words; a torn read would mix two.
+        let cell = Arc::new(SeqCell::new([0u64; 8]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (cell, stop) = (cell.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut v = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    v += 1;
+                    cell.write([v; 8]);
+                }
+            })
+        };
+        let mut consistent = 0u32;
+        for _ in 0..200_000 {
+            if let Some(words) = cell.read() {
+                assert!(words.iter().all(|w| *w == words[0]), "torn: {words:?}");
+                consistent += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(consistent > 0);
+    }
+}
