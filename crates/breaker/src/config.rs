@@ -162,6 +162,17 @@ pub struct BreakerConfig {
     pub count_fatal: bool,
     /// Whether not-retryable failures count as failures (default: yes).
     pub count_not_retryable: bool,
+    /// Whether a call cut short by its deadline counts as a failure (default: no).
+    ///
+    /// A deadline stage above the breaker (`tower-prism-deadline`) drops the call's
+    /// future when the request's deadline passes. By default the breaker then records
+    /// nothing: a deadline the caller set too short is not the upstream's fault. When
+    /// this is on, a call whose future is dropped after the
+    /// [`RequestDeadline`](tower_prism_core::RequestDeadline) it was called under has
+    /// passed is recorded as a retryable failure, with the time it ran (so it also counts
+    /// towards the slow-call rate). A call dropped before its deadline (a caller that gave
+    /// up, a hedge that lost) still records nothing.
+    pub count_deadline_expiry: bool,
     /// Where the breaker reads the time: calls' durations, open waits, time windows
     /// (default [`Clock::Tokio`], which follows `tokio::time::pause()`; [`Clock::Tsc`]
     /// reads the CPU's counter, cheaper, real time only). A running breaker keeps its clock.
@@ -183,6 +194,7 @@ impl Default for BreakerConfig {
             permitted_calls_in_half_open: 3,
             count_fatal: false,
             count_not_retryable: true,
+            count_deadline_expiry: false,
             clock: Clock::Tokio,
         }
     }
@@ -193,7 +205,7 @@ impl BreakerConfig {
     /// failure rate threshold 0.5, slow calls (over 60 s) not tripping, open for 500 ms
     /// doubling while the upstream stays dead (cap 1 s, or `wait_duration` if longer; an
     /// upstream's hint up to 30 s), 3 half-open probes, `Fatal` not counted,
-    /// not-retryable counted.
+    /// not-retryable counted, a call cut short by its deadline not counted.
     ///
     /// Upper bounds: durations at most [`MAX_BREAKER_DURATION`] (366 days), `window.size`
     /// at most [`MAX_WINDOW_SIZE`], `window.buckets` at most [`MAX_BUCKETS`],
@@ -393,6 +405,12 @@ impl BreakerConfigBuilder {
     /// Whether not-retryable failures count as failures (default: yes).
     pub fn count_not_retryable(mut self, count: bool) -> Self {
         self.config.count_not_retryable = count;
+        self
+    }
+    /// Whether a call cut short by its deadline counts as a failure (default: no; see
+    /// [`BreakerConfig::count_deadline_expiry`]).
+    pub fn count_deadline_expiry(mut self, count: bool) -> Self {
+        self.config.count_deadline_expiry = count;
         self
     }
     /// Where the breaker reads the time (default [`Clock::Tokio`], which follows

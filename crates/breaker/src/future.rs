@@ -6,7 +6,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tower_prism_core::{BoxError, Classify};
+use tower_prism_core::{BoxError, Classify, Outcome, RequestDeadline};
 
 use crate::breaker::Breaker;
 use crate::error::Error;
@@ -39,24 +39,45 @@ pin_project! {
 /// Holds a permit until the call completes; gives it back (records nothing) if dropped
 /// before: a cancelled call, a panic in the inner service's `call` or future, or a panic in
 /// the classifier, so a half-open probe slot is never lost.
+///
+/// The one exception: with `count_deadline_expiry` on, a call dropped after the deadline
+/// it was called under has passed is recorded as a failure (see
+/// [`BreakerConfig::count_deadline_expiry`](crate::BreakerConfig::count_deadline_expiry)).
 pub(crate) struct PermitGuard {
     breaker: Breaker,
     permit: Option<Permit>,
+    /// The ambient deadline when the call was made (`None` without a deadline stage above).
+    deadline: Option<RequestDeadline>,
 }
 
 impl PermitGuard {
-    pub(crate) fn new(breaker: Breaker, permit: Permit) -> Self {
+    pub(crate) fn new(breaker: Breaker, permit: Permit, deadline: Option<RequestDeadline>) -> Self {
         PermitGuard {
             breaker,
             permit: Some(permit),
+            deadline,
         }
+    }
+
+    /// Whether a call dropped now was cut short by its deadline and must count as a
+    /// failure. The config switch is read last: it takes the breaker's config lock, which
+    /// only a call dropped past its deadline gets to (never a call that completes, nor one
+    /// dropped before its deadline or without one), and never while a panic unwinds.
+    fn counts_as_expired(&self) -> bool {
+        self.deadline.is_some_and(RequestDeadline::is_expired)
+            && !std::thread::panicking()
+            && self.breaker.config().count_deadline_expiry
     }
 }
 
 impl Drop for PermitGuard {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
-            self.breaker.release(permit);
+            if self.counts_as_expired() {
+                self.breaker.record(permit, Outcome::RETRYABLE);
+            } else {
+                self.breaker.release(permit);
+            }
         }
     }
 }

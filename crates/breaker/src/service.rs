@@ -2,7 +2,7 @@
 
 use std::task::{Context, Poll};
 
-use tower_prism_core::{BoxError, Classify, DefaultClassifier};
+use tower_prism_core::{BoxError, Classify, DefaultClassifier, RequestDeadline};
 use tower_service::Service;
 
 use crate::breaker::Breaker;
@@ -16,7 +16,9 @@ use crate::future::{PermitGuard, ResponseFuture};
 /// not called; otherwise the inner future runs and its classified result and duration are
 /// recorded when it completes. A future dropped before completion records nothing and
 /// gives its half-open probe permit back; so does a call whose inner `call`, future or
-/// classifier panics.
+/// classifier panics. (With
+/// [`count_deadline_expiry`](crate::BreakerConfig::count_deadline_expiry) on, a future
+/// dropped after the deadline it was called under is recorded as a failure instead.)
 ///
 /// Clones share the same [`Breaker`].
 #[derive(Debug, Clone)]
@@ -79,7 +81,10 @@ where
             Ok(permit) => {
                 // The guard exists before the inner call: if `call` panics, unwinding drops
                 // it and the permit (maybe a half-open probe slot) is given back.
-                let guard = PermitGuard::new(self.breaker.clone(), permit);
+                // The deadline it runs under, if a deadline stage above set one: with
+                // `count_deadline_expiry`, a call dropped past it counts as a failure.
+                let deadline = RequestDeadline::current();
+                let guard = PermitGuard::new(self.breaker.clone(), permit, deadline);
                 let future = self.inner.call(req);
                 ResponseFuture::called(future, guard, self.classifier.clone())
             }

@@ -237,3 +237,16 @@ fn toml_round_trip_and_validation() {
         .unwrap_err();
     assert!(err.to_string().contains('x'), "{err}");
 }
+
+#[test]
+fn deadline_expiry_is_not_counted_unless_asked() {
+    assert!(!BreakerConfig::default().count_deadline_expiry);
+    let config: BreakerConfig = toml::from_str("count_deadline_expiry = true").unwrap();
+    assert!(config.count_deadline_expiry);
+    config.validate().unwrap();
+    let built = BreakerConfig::builder()
+        .count_deadline_expiry(true)
+        .build()
+        .unwrap();
+    assert_eq!(built, config);
+}
