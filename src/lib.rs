@@ -163,6 +163,7 @@ mod config;
 mod config_error;
 mod error;
 mod ext;
+pub mod fallback;
 mod future;
 mod http;
 mod layer;
