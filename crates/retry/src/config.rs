@@ -9,6 +9,7 @@ use tower_prism_core::config::{
 };
 
 use crate::backoff::Backoff;
+use crate::hedge_config::HedgeConfig;
 
 /// The most attempts per call `max_attempts` accepts. Past a handful, more attempts only
 /// add load to an upstream that is already failing; 100 leaves room for odd cases.
@@ -99,6 +100,10 @@ pub struct RetryConfig {
     pub max_retry_after: Duration,
     /// The retry budget shared by every clone.
     pub budget: BudgetConfig,
+    /// Hedging (`[retry.hedge]`): send the same request again when an attempt goes
+    /// unanswered for a while, and take the first acceptable answer. Off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<HedgeConfig>,
 }
 
 impl Default for RetryConfig {
@@ -111,6 +116,7 @@ impl Default for RetryConfig {
             honor_retry_after: true,
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             budget: BudgetConfig::default(),
+            hedge: None,
         }
     }
 }
@@ -152,6 +158,9 @@ impl RetryConfig {
             check_duration_at_most("attempt_timeout", d, MAX_CALL)?;
         }
         check_duration_at_most("max_retry_after", self.max_retry_after, MAX_WAIT)?;
+        if let Some(hedge) = &self.hedge {
+            hedge.validate().map_err(|e| e.in_section("hedge"))?;
+        }
         self.budget.validate().map_err(|e| e.in_section("budget"))
     }
 }
@@ -332,6 +341,12 @@ impl RetryConfigBuilder {
     /// The retry budget's settings.
     pub fn budget(mut self, budget: BudgetConfig) -> Self {
         self.config.budget = budget;
+        self
+    }
+
+    /// Hedging: another copy of the request after a delay with no answer.
+    pub fn hedge(mut self, hedge: HedgeConfig) -> Self {
+        self.config.hedge = Some(hedge);
         self
     }
 

@@ -36,6 +36,9 @@ pub(crate) enum GiveUp {
     NotReplayable,
     /// The next retry would start after `max_elapsed`.
     Deadline,
+    /// The next retry (its backoff included) cannot end before the caller's deadline
+    /// ([`RequestDeadline`](tower_prism_core::RequestDeadline)); counted as `deadline`.
+    CallerDeadline,
     /// The retry budget is empty.
     Budget,
     /// A retry-after hint over `max_retry_after`, or past `max_elapsed`.
@@ -48,7 +51,7 @@ impl GiveUp {
         match self {
             GiveUp::MaxAttempts => "max_attempts",
             GiveUp::NotReplayable => "not_replayable",
-            GiveUp::Deadline => "deadline",
+            GiveUp::Deadline | GiveUp::CallerDeadline => "deadline",
             GiveUp::Budget => "budget",
             GiveUp::RetryAfter => "retry_after",
         }
@@ -75,6 +78,8 @@ pub(crate) struct Failed {
     pub hint: Option<Duration>,
     /// Time since the call began, when `max_elapsed` is set.
     pub elapsed: Option<Duration>,
+    /// Time left before the caller's deadline, when a deadline stage above set one.
+    pub remaining: Option<Duration>,
 }
 
 /// Decides what follows an attempt. `failed` is asked only for a retryable failure, and
@@ -119,6 +124,16 @@ pub(crate) fn decide(
             });
         }
     }
+    if let Some(remaining) = f.remaining {
+        // `RequestDeadline::cannot_fit`: a wait that ends at the deadline leaves no time
+        // for the attempt after it.
+        if remaining <= delay {
+            return Decision::GiveUp(match hint {
+                Some(wait) if remaining <= wait => GiveUp::RetryAfter,
+                _ => GiveUp::CallerDeadline,
+            });
+        }
+    }
     if !budget() {
         return Decision::GiveUp(GiveUp::Budget);
     }
@@ -147,6 +162,7 @@ mod tests {
             random: 0,
             hint: None,
             elapsed: None,
+            remaining: None,
         }
     }
 
@@ -249,6 +265,32 @@ mod tests {
             }),
             Decision::GiveUp(GiveUp::RetryAfter)
         );
+    }
+
+    #[test]
+    fn the_callers_deadline_cuts_waits_that_cannot_fit() {
+        assert_eq!(
+            with(|f| f.remaining = Some(MS * 11)),
+            Decision::RetryAfter(MS * 10)
+        );
+        assert_eq!(
+            with(|f| f.remaining = Some(MS * 10)),
+            Decision::GiveUp(GiveUp::CallerDeadline),
+            "a backoff ending at the deadline leaves no time to try"
+        );
+        assert_eq!(
+            with(|f| f.remaining = Some(Duration::ZERO)),
+            Decision::GiveUp(GiveUp::CallerDeadline)
+        );
+        assert_eq!(
+            with(|f| {
+                f.remaining = Some(MS * 100);
+                f.hint = Some(MS * 200);
+            }),
+            Decision::GiveUp(GiveUp::RetryAfter),
+            "a hint past the deadline is the upstream's answer to pass on"
+        );
+        assert_eq!(GiveUp::CallerDeadline.label(), "deadline");
     }
 
     #[test]

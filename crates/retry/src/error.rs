@@ -43,6 +43,17 @@ pub enum Error {
         #[source]
         last: BoxError,
     },
+    /// The caller's deadline (a [`RequestDeadline`](tower_prism_core::RequestDeadline) a
+    /// deadline stage above set) left no time for another attempt after its backoff, so
+    /// the failure was returned at once.
+    #[error("no time left before the caller's deadline after {attempts} attempt(s): {last}")]
+    CallerDeadline {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        #[source]
+        last: BoxError,
+    },
     /// One attempt took longer than `attempt_timeout` (a retryable failure).
     #[error("attempt timed out after {timeout:?}")]
     AttemptTimedOut {
@@ -70,7 +81,8 @@ impl Error {
         match self {
             Error::RetriesExhausted { attempts, .. }
             | Error::BudgetExhausted { attempts, .. }
-            | Error::DeadlineExceeded { attempts, .. } => Some(*attempts),
+            | Error::DeadlineExceeded { attempts, .. }
+            | Error::CallerDeadline { attempts, .. } => Some(*attempts),
             _ => None,
         }
     }
@@ -80,7 +92,8 @@ impl Error {
         match self {
             Error::RetriesExhausted { last, .. }
             | Error::BudgetExhausted { last, .. }
-            | Error::DeadlineExceeded { last, .. } => Some(last.as_ref()),
+            | Error::DeadlineExceeded { last, .. }
+            | Error::CallerDeadline { last, .. } => Some(last.as_ref()),
             _ => None,
         }
     }

@@ -1,4 +1,5 @@
-//! [`ResponseFuture`]: one logical call, attempt after attempt.
+//! [`ResponseFuture`]: one logical call, attempt after attempt (and, with hedging, the
+//! hedges racing an attempt: `hedging.rs`).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, Instant, Sleep};
-use tower_prism_core::{BoxError, Classify};
+use tower_prism_core::internal::route::call_avoiding;
+use tower_prism_core::{BoxError, Classify, Outcome, RequestDeadline};
 use tower_service::Service;
 
 use crate::backoff::{BackoffKind, Jitter};
@@ -17,60 +19,110 @@ use crate::decide::{decide, Decision, Done, Failed, GiveUp};
 use crate::error::Error;
 use crate::handle::{RetryHandle, Shared};
 use crate::hint::ResponseHint;
+use crate::race::Race;
 use crate::replay::ReplayRequest;
-use crate::settings::Settings;
+use crate::settings::{Hedge, Settings};
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
-        // An attempt is in flight.
+    pub(crate) enum State<F> {
+        // An attempt is in flight (hedges of it may be too).
         Called { #[pin] future: F },
+        // The attempt failed while hedges of it are still in flight.
+        Waiting,
         // Waiting out the backoff (on the timer) before the next attempt.
         Backoff,
         // Driving the inner service's clone to readiness for the next attempt.
         Readying,
+        // Answered; nothing left in flight.
+        Done,
     }
 }
 
 pin_project! {
     #[project = TimerProj]
-    enum Timer {
+    pub(crate) enum Timer {
         Off,
         On { #[pin] sleep: Sleep },
     }
 }
 
+impl Timer {
+    pub(crate) fn after(d: Option<Duration>) -> Self {
+        match d {
+            Some(d) => Timer::On { sleep: sleep(d) },
+            None => Timer::Off,
+        }
+    }
+}
+
+/// Where hedging stands for the attempt in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HedgeStep {
+    /// No (more) hedges for this call.
+    Off,
+    /// The hedge timer starts at the next `Pending` (so an attempt that answers at once
+    /// never touches the timer).
+    Idle,
+    /// The hedge timer runs.
+    Armed,
+    /// The delay passed and the budget granted a hedge: readying the service to send it.
+    Readying,
+}
+
+/// What a call fixes when it starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallPlan {
+    pub max_attempts: u32,
+    pub attempt_timeout: Option<Duration>,
+    /// When the call started (only read when `max_elapsed` is set).
+    pub started: Option<Instant>,
+    /// The caller's deadline, from a deadline stage above.
+    pub deadline: Option<RequestDeadline>,
+    /// Hedging for this call (`max_hedged` 0: off, or the request cannot be replayed).
+    pub hedge: Hedge,
+    /// When the first attempt was sent (only for a percentile hedge delay).
+    pub sent_at: Option<Instant>,
+    /// The endpoint bit the first attempt went to (hedging only).
+    pub avoid: u64,
+}
+
 pin_project! {
-    /// The response future of [`Retry`](crate::Retry). Dropping it cancels the attempt in
-    /// flight (or the backoff) and makes no further attempt; a retry the budget granted but
-    /// that was never sent is given back to the budget.
+    /// The response future of [`Retry`](crate::Retry). Dropping it cancels the attempts in
+    /// flight (hedges included) or the backoff and makes no further attempt; a retry or
+    /// hedge the budget granted but that was never sent is given back to the budget.
     #[project = ResponseFutureProj]
     pub struct ResponseFuture<S, Req, C, R, H>
     where
         S: Service<Req>,
     {
         #[pin]
-        state: State<S::Future>,
+        pub(crate) state: State<S::Future>,
         // The attempt timeout while `Called`, the backoff while `Backoff`.
         #[pin]
-        timer: Timer,
-        service: S,
+        pub(crate) timer: Timer,
+        // The delay before the next hedge.
+        #[pin]
+        pub(crate) hedge_timer: Timer,
+        pub(crate) service: S,
         // The request retries are copied from (`None`: no retry possible, or the last
         // attempt took it).
-        template: Option<Req>,
-        handle: RetryHandle,
-        max_attempts: u32,
-        attempt_timeout: Option<Duration>,
-        // When the call started (only read when `max_elapsed` is set).
-        started: Option<Instant>,
-        attempt: u32,
-        previous_delay: Duration,
-        // The budget's grant for the retry planned but not yet sent (its epoch and cost),
-        // given back if the retry is never sent.
-        reserved: Option<(u64, i64)>,
-        classify: C,
-        replay: R,
-        hint: H,
+        pub(crate) template: Option<Req>,
+        pub(crate) handle: RetryHandle,
+        pub(crate) plan: CallPlan,
+        // The attempt timeout in force for the attempt in flight (capped by the deadline).
+        pub(crate) timeout: Duration,
+        pub(crate) attempt: u32,
+        pub(crate) previous_delay: Duration,
+        // The budget's grant for the retry or hedge planned but not yet sent (its epoch
+        // and cost), given back if it is never sent.
+        pub(crate) reserved: Option<(u64, i64)>,
+        pub(crate) step: HedgeStep,
+        pub(crate) hedges_sent: u32,
+        pub(crate) race: Race<S::Future>,
+        pub(crate) classify: C,
+        pub(crate) replay: R,
+        pub(crate) hint: H,
     }
 
     impl<S, Req, C, R, H> PinnedDrop for ResponseFuture<S, Req, C, R, H>
@@ -86,9 +138,21 @@ pin_project! {
 
 /// Gives a planned retry's grant back to the budget (the retry was never sent).
 #[inline]
-fn refund(shared: &Shared, reserved: &mut Option<(u64, i64)>) {
+pub(crate) fn refund(shared: &Shared, reserved: &mut Option<(u64, i64)>) {
     if let Some((epoch, cost)) = reserved.take() {
         shared.budget.refund_at(epoch, cost);
+    }
+}
+
+/// The attempt timeout, cut to what is left before the caller's deadline.
+#[inline]
+pub(crate) fn attempt_limit(
+    timeout: Option<Duration>,
+    deadline: Option<RequestDeadline>,
+) -> Option<Duration> {
+    match (timeout, deadline) {
+        (Some(t), Some(d)) => Some(t.min(d.remaining())),
+        (t, _) => t,
     }
 }
 
@@ -99,7 +163,8 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("attempt", &self.attempt)
-            .field("max_attempts", &self.max_attempts)
+            .field("max_attempts", &self.plan.max_attempts)
+            .field("hedges_sent", &self.hedges_sent)
             .finish_non_exhaustive()
     }
 }
@@ -114,29 +179,31 @@ where
         service: S,
         template: Option<Req>,
         handle: RetryHandle,
-        max_attempts: u32,
-        attempt_timeout: Option<Duration>,
-        started: Option<Instant>,
+        plan: CallPlan,
         classify: C,
         replay: R,
         hint: H,
     ) -> Self {
-        let timer = match attempt_timeout {
-            Some(t) => Timer::On { sleep: sleep(t) },
-            None => Timer::Off,
-        };
+        let limit = attempt_limit(plan.attempt_timeout, plan.deadline);
         ResponseFuture {
             state: State::Called { future },
-            timer,
+            timer: Timer::after(limit),
+            hedge_timer: Timer::Off,
             service,
             template,
             handle,
-            max_attempts,
-            attempt_timeout,
-            started,
+            timeout: limit.unwrap_or_default(),
             attempt: 1,
             previous_delay: Duration::ZERO,
             reserved: None,
+            step: if plan.hedge.max_hedged > 0 {
+                HedgeStep::Idle
+            } else {
+                HedgeStep::Off
+            },
+            hedges_sent: 0,
+            race: Race::default(),
+            plan,
             classify,
             replay,
             hint,
@@ -167,17 +234,34 @@ where
                                 TimerProj::On { sleep } => sleep.poll(cx).is_ready(),
                                 TimerProj::Off => false,
                             };
-                            if !expired {
+                            if expired {
+                                Err(Box::new(Error::AttemptTimedOut {
+                                    timeout: *this.timeout,
+                                }))
+                            } else if *this.step == HedgeStep::Off && this.race.is_empty() {
                                 return Poll::Pending;
+                            } else {
+                                match Self::poll_hedges(&mut this, cx) {
+                                    Poll::Ready(Some(done)) => return Poll::Ready(done),
+                                    Poll::Ready(None) => continue,
+                                    Poll::Pending => return Poll::Pending,
+                                }
                             }
-                            let timeout = this.attempt_timeout.unwrap_or_default();
-                            Err(Box::new(Error::AttemptTimedOut { timeout }))
                         }
                     };
-                    if let Some(done) = Self::after_attempt(&mut this, result) {
+                    if *this.step == HedgeStep::Off && this.race.is_empty() {
+                        if let Some(done) = Self::after_attempt(&mut this, result) {
+                            return Poll::Ready(done);
+                        }
+                    } else if let Some(done) = Self::primary_answered(&mut this, result) {
                         return Poll::Ready(done);
                     }
                 }
+                StateProj::Waiting => match Self::poll_hedges(&mut this, cx) {
+                    Poll::Ready(Some(done)) => return Poll::Ready(done),
+                    Poll::Ready(None) => continue,
+                    Poll::Pending => return Poll::Pending,
+                },
                 StateProj::Backoff => {
                     if let TimerProj::On { sleep } = this.timer.as_mut().project() {
                         ready!(sleep.poll(cx));
@@ -192,8 +276,10 @@ where
                         tracing::debug!(name = %shared.name, error = %e, "inner service failed before a retry");
                         return Poll::Ready(Err(e));
                     }
-                    // The last attempt sends the template itself; others send a copy.
-                    let request = if *this.attempt + 1 >= *this.max_attempts {
+                    let hedging = this.plan.hedge.max_hedged > 0;
+                    // The last attempt sends the template itself (unless hedges may need
+                    // it still); others send a copy.
+                    let request = if *this.attempt + 1 >= this.plan.max_attempts && !hedging {
                         this.template.take()
                     } else {
                         this.template.as_ref().and_then(|t| this.replay.replay(t))
@@ -205,15 +291,32 @@ where
                         return Poll::Ready(Err(Box::new(Error::ReplayRefused { attempt })));
                     };
                     *this.attempt += 1;
-                    let future = this.service.call(request);
+                    let future = if hedging {
+                        // a retry avoids the endpoints this call tried, as a hedge does
+                        let (future, bit) =
+                            call_avoiding(this.plan.avoid, || this.service.call(request));
+                        this.plan.avoid |= bit;
+                        if this.plan.sent_at.is_some() {
+                            this.plan.sent_at = Some(Instant::now());
+                        }
+                        if this.plan.hedge.max_hedged > *this.hedges_sent {
+                            *this.step = HedgeStep::Idle;
+                        }
+                        future
+                    } else {
+                        this.service.call(request)
+                    };
                     // Sent: the budget's grant is spent.
                     *this.reserved = None;
                     shared.retries.fetch_add(1, Ordering::Relaxed);
                     this.state.set(State::Called { future });
-                    match *this.attempt_timeout {
-                        Some(t) => this.timer.set(Timer::On { sleep: sleep(t) }),
-                        None => this.timer.set(Timer::Off),
-                    }
+                    let limit = attempt_limit(this.plan.attempt_timeout, this.plan.deadline);
+                    *this.timeout = limit.unwrap_or_default();
+                    this.timer.set(Timer::after(limit));
+                }
+                StateProj::Done => {
+                    // Polled after it answered: a caller's bug, answered without a panic.
+                    return Poll::Ready(Err("retry future polled after it completed".into()));
                 }
             }
         }
@@ -229,11 +332,22 @@ where
 {
     /// An attempt's result: returns it (`Some(output)`) or schedules the next attempt.
     #[inline]
-    fn after_attempt(
+    pub(crate) fn after_attempt(
         this: &mut ResponseFutureProj<'_, S, Req, C, R, H>,
         result: Result<S::Response, BoxError>,
     ) -> Option<Result<S::Response, BoxError>> {
         let outcome = this.classify.classify(result.as_ref());
+        Self::conclude(this, outcome, result, this.plan.sent_at)
+    }
+
+    /// The result of the last attempt in flight, classified as `outcome`; `sent_at` is
+    /// when that attempt was sent (for a percentile hedge delay).
+    pub(crate) fn conclude(
+        this: &mut ResponseFutureProj<'_, S, Req, C, R, H>,
+        outcome: Outcome,
+        result: Result<S::Response, BoxError>,
+        sent_at: Option<Instant>,
+    ) -> Option<Result<S::Response, BoxError>> {
         let shared: &Shared = &this.handle.shared;
         let attempt = *this.attempt;
         // One clock reading for both the deadline and the budget, taken while the facts
@@ -257,6 +371,10 @@ where
                     Done::Success => {
                         if shared.budget.earns_per_success() {
                             shared.budget.deposit_success_at_instant(Instant::now());
+                        }
+                        if let (Some(sent_at), Some(h)) = (sent_at, shared.latency.get()) {
+                            let now = Instant::now();
+                            h.record(now.saturating_duration_since(sent_at), now);
                         }
                     }
                     Done::Fatal => metrics.gave_up_fatal.increment(1),
@@ -290,7 +408,7 @@ where
         let settings = shared.settings.load();
         loaded.set(Some(settings));
         let attempt = *this.attempt;
-        let max_attempts = *this.max_attempts;
+        let max_attempts = this.plan.max_attempts;
         let more = attempt < max_attempts;
         let replayable = more
             && this
@@ -312,13 +430,18 @@ where
         } else {
             None
         };
-        let deadline = settings.max_elapsed.and(*this.started);
+        let deadline = settings.max_elapsed.and(this.plan.started);
+        let caller = this.plan.deadline;
         now.set(
-            (replayable && (shared.budget.is_enabled() || deadline.is_some())).then(Instant::now),
+            (replayable && (shared.budget.is_enabled() || deadline.is_some() || caller.is_some()))
+                .then(Instant::now),
         );
         let elapsed = deadline
             .zip(now.get())
             .map(|(started, now)| now.saturating_duration_since(started));
+        let remaining = caller
+            .zip(now.get())
+            .map(|(d, now)| d.instant().saturating_duration_since(now));
         Failed {
             settings,
             attempt,
@@ -328,6 +451,7 @@ where
             random,
             hint,
             elapsed,
+            remaining,
         }
     }
 
@@ -413,6 +537,7 @@ fn give_up<T>(
                 max_elapsed,
                 last,
             }),
+            GiveUp::CallerDeadline => Box::new(Error::CallerDeadline { attempts, last }),
             _ => last,
         }
     })

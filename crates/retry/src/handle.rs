@@ -1,16 +1,19 @@
 //! [`RetryHandle`]: the state every service of one layer shares, and what it reports.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use tower_prism_core::config::ConfigError;
 use tower_prism_core::internal::{lock, mix64};
 
 use crate::budget::RetryBudget;
 use crate::config::RetryConfig;
+use crate::hedge_config::HedgeDelay;
 use crate::hint::ErrorHint;
+use crate::latency::LatencyHistogram;
 use crate::metrics::Metrics;
-use crate::settings::{Settings, SharedSettings};
+use crate::settings::{Hedge, Settings, SharedSettings};
 
 /// The state every service of one layer shares.
 #[derive(Debug)]
@@ -26,9 +29,41 @@ pub(crate) struct Shared {
     rng: AtomicU64,
     pub retries: AtomicU64,
     pub gave_up: AtomicU64,
+    /// Recent latencies, made when a percentile hedge delay is first configured (at build
+    /// or by a reconfiguration), never on a call's path.
+    pub latency: OnceLock<LatencyHistogram>,
+    pub hedges_sent: AtomicU64,
+    pub hedges_won: AtomicU64,
+    pub hedges_no_budget: AtomicU64,
+    pub cancelled_attempts: AtomicU64,
 }
 
 impl Shared {
+    /// The delay before a hedge: the fixed one, or the latency percentile.
+    #[inline]
+    pub fn hedge_delay(&self, hedge: Hedge) -> Duration {
+        match (hedge.fixed, self.latency.get()) {
+            (Some(d), _) => d,
+            (None, Some(h)) => h.delay(),
+            // only while a reconfiguration to a percentile is half applied
+            (None, None) => Duration::from_millis(100),
+        }
+    }
+
+    /// Makes or updates the latency histogram for a percentile hedge delay.
+    fn apply_hedge(&self, config: &RetryConfig) {
+        if let Some(HedgeDelay::Percentile(p)) = config.hedge.as_ref().map(|h| h.delay) {
+            let mut fresh = false;
+            let h = self.latency.get_or_init(|| {
+                fresh = true;
+                LatencyHistogram::new(&p)
+            });
+            if !fresh {
+                h.reconfigure(&p);
+            }
+        }
+    }
+
     /// A fresh random word for jitter (lock-free, allocation-free).
     pub fn random(&self) -> u64 {
         mix64(self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed))
@@ -78,7 +113,13 @@ impl RetryHandle {
             rng: AtomicU64::new(seed),
             retries: AtomicU64::new(0),
             gave_up: AtomicU64::new(0),
+            latency: OnceLock::new(),
+            hedges_sent: AtomicU64::new(0),
+            hedges_won: AtomicU64::new(0),
+            hedges_no_budget: AtomicU64::new(0),
+            cancelled_attempts: AtomicU64::new(0),
         };
+        shared.apply_hedge(config);
         RetryHandle {
             shared: Arc::new(shared),
         }
@@ -102,12 +143,15 @@ impl RetryHandle {
     /// Applies a new config to running services, all or nothing: an invalid config
     /// changes nothing. New calls use the new `max_attempts` and `attempt_timeout`;
     /// backoff, `max_elapsed`, `honor_retry_after` and `max_retry_after` apply from the
-    /// next retry on (calls in flight included); budget ratios and floor at once. The
+    /// next retry on (calls in flight included); budget ratios and floor at once; hedging
+    /// from the next call on (a percentile keeps the latencies recorded so far). The
     /// budget's window length stays as built.
     pub fn reconfigure(&self, config: &RetryConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let s = &self.shared;
         let mut current = lock(&s.config);
+        // the histogram first, so a call that sees the percentile setting finds it
+        s.apply_hedge(config);
         s.settings.store(Settings::from_config(config));
         s.budget.reconfigure(&config.budget);
         *current = config.clone();
@@ -126,6 +170,14 @@ impl RetryHandle {
             budget_unhealthy: s.budget.is_unhealthy(),
             retries: s.retries.load(Ordering::Relaxed),
             gave_up: s.gave_up.load(Ordering::Relaxed),
+            hedges_sent: s.hedges_sent.load(Ordering::Relaxed),
+            hedges_won: s.hedges_won.load(Ordering::Relaxed),
+            hedges_no_budget: s.hedges_no_budget.load(Ordering::Relaxed),
+            cancelled_attempts: s.cancelled_attempts.load(Ordering::Relaxed),
+            hedge_delay: {
+                let hedge = s.settings.hedge();
+                (hedge.max_hedged > 0).then(|| s.hedge_delay(hedge))
+            },
         }
     }
 }
@@ -146,6 +198,18 @@ pub struct RetrySnapshot {
     /// sent does not count).
     pub retries: u64,
     /// Calls that gave up with a retryable failure (attempts, deadline, budget, not
-    /// replayable, a `Retry-After` hint over `max_retry_after`) since the layer was built.
+    /// replayable, a `Retry-After` hint over `max_retry_after`, the caller's deadline)
+    /// since the layer was built.
     pub gave_up: u64,
+    /// Hedges sent since the layer was built.
+    pub hedges_sent: u64,
+    /// Calls answered by a hedge rather than by the attempt it raced.
+    pub hedges_won: u64,
+    /// Hedges not sent because the retry budget was empty.
+    pub hedges_no_budget: u64,
+    /// Attempts cancelled because another attempt of the same call answered first.
+    pub cancelled_attempts: u64,
+    /// The delay a hedge would wait now (the fixed delay, or the latency percentile);
+    /// `None` when hedging is off.
+    pub hedge_delay: Option<Duration>,
 }

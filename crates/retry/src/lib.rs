@@ -136,10 +136,14 @@ mod decide;
 mod error;
 mod future;
 mod handle;
+mod hedge_config;
+mod hedging;
 mod hint;
 mod http;
+mod latency;
 mod layer;
 mod metrics;
+mod race;
 mod replay;
 mod retry_after;
 mod service;
@@ -155,6 +159,7 @@ pub use config::{
 pub use error::Error;
 pub use future::ResponseFuture;
 pub use handle::{RetryHandle, RetrySnapshot};
+pub use hedge_config::{HedgeConfig, HedgeDelay, PercentileDelay, MAX_HEDGED};
 pub use hint::{ErrorHint, NoHint, ResponseHint};
 pub use http::{
     is_idempotent, is_retry_safe, replayable, Idempotent, ReplayIdempotent, IDEMPOTENCY_KEY,

@@ -22,6 +22,10 @@ pub(crate) struct Metrics {
     pub gave_up_not_replayable: Counter,
     pub gave_up_retry_after: Counter,
     pub backoff: Histogram,
+    pub hedges_sent: Counter,
+    pub hedges_won: Counter,
+    pub hedges_no_budget: Counter,
+    pub cancelled_attempts: Counter,
 }
 
 impl Metrics {
@@ -29,6 +33,8 @@ impl Metrics {
         let name = name.to_string();
         let retries = |reason: &'static str| metrics::counter!(m::RETRIES_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => reason);
         let gave_up = |reason: &'static str| metrics::counter!(m::GAVE_UP_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => reason);
+        // core names no constant for this label; `result` is the one its docs give
+        let hedges = |result: &'static str| metrics::counter!(m::HEDGES_TOTAL, LABEL_NAME => name.clone(), "result" => result);
         Metrics {
             attempts: metrics::histogram!(m::ATTEMPTS, LABEL_NAME => name.clone()),
             retry_error: retries("error"),
@@ -43,6 +49,10 @@ impl Metrics {
             gave_up_not_replayable: gave_up(GiveUp::NotReplayable.label()),
             gave_up_retry_after: gave_up(GiveUp::RetryAfter.label()),
             backoff: metrics::histogram!(m::BACKOFF_SECONDS, LABEL_NAME => name.clone()),
+            hedges_sent: hedges("sent"),
+            hedges_won: hedges("won"),
+            hedges_no_budget: hedges("no_budget"),
+            cancelled_attempts: metrics::counter!(m::CANCELLED_ATTEMPTS_TOTAL, LABEL_NAME => name.clone()),
         }
     }
 
@@ -51,7 +61,7 @@ impl Metrics {
         match why {
             GiveUp::MaxAttempts => &self.gave_up_max_attempts,
             GiveUp::NotReplayable => &self.gave_up_not_replayable,
-            GiveUp::Deadline => &self.gave_up_deadline,
+            GiveUp::Deadline | GiveUp::CallerDeadline => &self.gave_up_deadline,
             GiveUp::Budget => &self.gave_up_budget,
             GiveUp::RetryAfter => &self.gave_up_retry_after,
         }

@@ -3,10 +3,11 @@
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
-use tower_prism_core::{BoxError, Classify, DefaultClassifier};
+use tower_prism_core::internal::route::call_avoiding;
+use tower_prism_core::{BoxError, Classify, DefaultClassifier, RequestDeadline};
 use tower_service::Service;
 
-use crate::future::ResponseFuture;
+use crate::future::{CallPlan, ResponseFuture};
 use crate::handle::RetryHandle;
 use crate::hint::{NoHint, ResponseHint};
 use crate::replay::{CloneRequest, ReplayRequest};
@@ -67,30 +68,52 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         // Read alone, not as a snapshot: backoff and deadline are read when a retry is
-        // planned, so only these two are fixed at the start of the call.
+        // planned, so only these are fixed at the start of the call.
         let shared = &self.handle.shared;
         let max_attempts = shared.settings.max_attempts();
         let attempt_timeout = shared.settings.attempt_timeout();
+        let mut hedge = shared.settings.hedge();
+        // The deadline a deadline stage above is calling us under, if any.
+        let deadline = RequestDeadline::current();
         // One clock read, and only when the budget or a deadline needs it.
         let budget = shared.budget.earns_per_attempt();
         let started = (budget || shared.settings.has_max_elapsed()).then(Instant::now);
         if let (true, Some(now)) = (budget, started) {
             shared.budget.deposit_at_instant(now);
         }
-        let backup = if max_attempts > 1 {
+        let backup = if max_attempts > 1 || hedge.max_hedged > 0 {
             self.replay.replay(&req)
         } else {
             None
         };
-        let future = self.inner.call(req);
+        let (future, avoid, sent_at) = if hedge.max_hedged > 0 && backup.is_some() {
+            // Learn which endpoint a balancer below picks, so hedges go elsewhere.
+            let (future, bit) = call_avoiding(0, || self.inner.call(req));
+            // A percentile delay records latencies, from this send on.
+            let sent_at = hedge
+                .fixed
+                .is_none()
+                .then(|| started.unwrap_or_else(Instant::now));
+            (future, bit, sent_at)
+        } else {
+            hedge.max_hedged = 0;
+            (self.inner.call(req), 0, None)
+        };
+        let plan = CallPlan {
+            max_attempts,
+            attempt_timeout,
+            started,
+            deadline,
+            hedge,
+            sent_at,
+            avoid,
+        };
         ResponseFuture::new(
             future,
             self.inner.clone(),
             backup,
             self.handle.clone(),
-            max_attempts,
-            attempt_timeout,
-            started,
+            plan,
             self.classify.clone(),
             self.replay.clone(),
             self.hint.clone(),

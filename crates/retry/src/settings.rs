@@ -9,6 +9,7 @@ use tower_prism_core::internal::lock;
 
 use crate::backoff::{Backoff, BackoffKind, Jitter};
 use crate::config::RetryConfig;
+use crate::hedge_config::HedgeDelay;
 
 /// One consistent copy of the per-call settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,6 +20,31 @@ pub(crate) struct Settings {
     pub attempt_timeout: Option<Duration>,
     pub honor_retry_after: bool,
     pub max_retry_after: Duration,
+    pub hedge: Hedge,
+}
+
+/// Hedging as a call reads it: `max_hedged` 0 is off; a percentile delay is read from the
+/// handle's histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Hedge {
+    pub max_hedged: u32,
+    /// The fixed delay, or `None` for a percentile delay.
+    pub fixed: Option<Duration>,
+}
+
+impl Hedge {
+    pub fn from_config(c: &RetryConfig) -> Self {
+        match &c.hedge {
+            None => Hedge::default(),
+            Some(h) => Hedge {
+                max_hedged: h.max_hedged,
+                fixed: match h.delay {
+                    HedgeDelay::Fixed(d) => Some(d),
+                    _ => None,
+                },
+            },
+        }
+    }
 }
 
 impl Settings {
@@ -30,6 +56,7 @@ impl Settings {
             attempt_timeout: c.attempt_timeout,
             honor_retry_after: c.honor_retry_after,
             max_retry_after: c.max_retry_after,
+            hedge: Hedge::from_config(c),
         }
     }
 }
@@ -75,6 +102,10 @@ pub(crate) struct SharedSettings {
     attempt_timeout: AtomicU64,
     honor_retry_after: AtomicBool,
     max_retry_after: AtomicU64,
+    /// `max_hedged` (0: off).
+    max_hedged: AtomicU32,
+    /// The fixed hedge delay ([`NONE`]: a percentile delay).
+    hedge_delay: AtomicU64,
     writer: Mutex<()>,
 }
 
@@ -90,6 +121,8 @@ impl SharedSettings {
             attempt_timeout: AtomicU64::new(NONE),
             honor_retry_after: AtomicBool::new(true),
             max_retry_after: AtomicU64::new(0),
+            max_hedged: AtomicU32::new(0),
+            hedge_delay: AtomicU64::new(NONE),
             writer: Mutex::new(()),
         };
         shared.store(s);
@@ -117,6 +150,9 @@ impl SharedSettings {
             .store(s.honor_retry_after, Ordering::Relaxed);
         self.max_retry_after
             .store(nanos(s.max_retry_after), Ordering::Relaxed);
+        self.max_hedged.store(s.hedge.max_hedged, Ordering::Relaxed);
+        self.hedge_delay
+            .store(opt_nanos(s.hedge.fixed), Ordering::Relaxed);
         self.version.fetch_add(1, Ordering::Release); // even again
     }
 
@@ -136,6 +172,19 @@ impl SharedSettings {
     #[inline]
     pub fn has_max_elapsed(&self) -> bool {
         self.max_elapsed.load(Ordering::Relaxed) != NONE
+    }
+
+    /// Hedging (alone, as `max_attempts`): read once per call.
+    #[inline]
+    pub fn hedge(&self) -> Hedge {
+        let max_hedged = self.max_hedged.load(Ordering::Relaxed);
+        if max_hedged == 0 {
+            return Hedge::default();
+        }
+        Hedge {
+            max_hedged,
+            fixed: from_opt_nanos(self.hedge_delay.load(Ordering::Relaxed)),
+        }
     }
 
     pub fn load(&self) -> Settings {
@@ -158,6 +207,10 @@ impl SharedSettings {
                 attempt_timeout: from_opt_nanos(self.attempt_timeout.load(Ordering::Relaxed)),
                 honor_retry_after: self.honor_retry_after.load(Ordering::Relaxed),
                 max_retry_after: Duration::from_nanos(self.max_retry_after.load(Ordering::Relaxed)),
+                hedge: Hedge {
+                    max_hedged: self.max_hedged.load(Ordering::Relaxed),
+                    fixed: from_opt_nanos(self.hedge_delay.load(Ordering::Relaxed)),
+                },
             };
             fence(Ordering::Acquire);
             if self.version.load(Ordering::Relaxed) == before {
@@ -187,6 +240,7 @@ mod tests {
                 config.max_elapsed = None;
                 config.max_attempts = 9;
                 config.max_retry_after = Duration::from_secs(7);
+                config.hedge = Some(crate::HedgeConfig::fixed(Duration::from_millis(9)));
                 shared.store(Settings::from_config(&config));
                 assert_eq!(shared.load(), Settings::from_config(&config));
             }

@@ -31,6 +31,7 @@ fn builders_set_every_field_and_validate() {
         honor_retry_after: false,
         max_retry_after: Duration::from_secs(9),
         budget,
+        hedge: None,
     };
     assert_eq!(c, expected);
     assert!(

@@ -1,0 +1,237 @@
+//! Hedging, the response future's part: after the hedge delay with no answer, send the
+//! same request again (to another endpoint when a balancer is below), take the first
+//! acceptable answer and cancel the rest. A retryable failure of one attempt while others
+//! are in flight is dropped; when every attempt of a round has failed, the last failure
+//! goes to the usual retry decision.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use tokio::time::{sleep, Instant};
+use tower_prism_core::internal::route::call_avoiding;
+use tower_prism_core::{BoxError, Classify, Outcome};
+use tower_service::Service;
+
+use crate::future::{
+    attempt_limit, refund, HedgeStep, ResponseFuture, ResponseFutureProj, State, StateProj, Timer,
+    TimerProj,
+};
+use crate::handle::Shared;
+use crate::hint::ResponseHint;
+use crate::replay::ReplayRequest;
+
+type Output<S, Req> = Result<<S as Service<Req>>::Response, BoxError>;
+
+fn retryable(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::Failure { retryable: true })
+}
+
+impl<S, Req, C, R, H> ResponseFuture<S, Req, C, R, H>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError>,
+    R: ReplayRequest<Req>,
+    H: ResponseHint<S::Response>,
+{
+    /// Polls the hedges in flight, then the hedge timer. `Ready(Some(_))`: the call's
+    /// answer; `Ready(None)`: something changed (a hedge sent, a retry planned), poll
+    /// again; `Pending`: every attempt in flight and the timer have the waker.
+    pub(crate) fn poll_hedges(
+        this: &mut ResponseFutureProj<'_, S, Req, C, R, H>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Output<S, Req>>> {
+        while let Poll::Ready((result, sent_at)) = this.race.poll_next(cx) {
+            let outcome = this.classify.classify(result.as_ref());
+            let primary = Self::primary_in_flight(this);
+            if retryable(outcome) && (primary || !this.race.is_empty()) {
+                continue; // others may still answer
+            }
+            if !retryable(outcome) {
+                let shared: &Shared = &this.handle.shared;
+                shared.hedges_won.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.hedges_won.increment(1);
+                tracing::debug!(name = %shared.name, attempt = *this.attempt, "a hedge answered first");
+                Self::cancel_others(this, primary);
+            }
+            Self::end_round(this);
+            return Poll::Ready(Self::conclude(this, outcome, result, sent_at));
+        }
+        Self::poll_hedge_step(this, cx)
+    }
+
+    /// The attempt held inline answered while hedges of it are in flight (or a hedge is
+    /// planned): `Some` is the call's answer; `None` means poll again.
+    pub(crate) fn primary_answered(
+        this: &mut ResponseFutureProj<'_, S, Req, C, R, H>,
+        result: Output<S, Req>,
+    ) -> Option<Output<S, Req>> {
+        let outcome = this.classify.classify(result.as_ref());
+        if retryable(outcome) {
+            if !this.race.is_empty() {
+                // wait for the hedges; the hedge timer runs on
+                this.state.set(State::Waiting);
+                this.timer.set(Timer::Off);
+                return None;
+            }
+        } else {
+            Self::cancel_others(this, false);
+        }
+        Self::end_round(this);
+        Self::conclude(this, outcome, result, this.plan.sent_at)
+    }
+
+    fn primary_in_flight(this: &mut ResponseFutureProj<'_, S, Req, C, R, H>) -> bool {
+        matches!(this.state.as_mut().project(), StateProj::Called { .. })
+    }
+
+    /// No more hedges of this round: the timer stops and a planned hedge's budget grant
+    /// goes back (before the retry decision may take one of its own).
+    fn end_round(this: &mut ResponseFutureProj<'_, S, Req, C, R, H>) {
+        refund(&this.handle.shared, this.reserved);
+        if *this.step != HedgeStep::Off {
+            this.hedge_timer.set(Timer::Off);
+            *this.step = HedgeStep::Off;
+        }
+    }
+
+    /// Drops every other attempt in flight now, counting them as cancelled. A cancelled
+    /// attempt's time so far is recorded as a latency for a percentile delay: it is a
+    /// lower bound of its latency, and leaving the slow attempts out would drag the
+    /// percentile down each time a hedge wins.
+    fn cancel_others(this: &mut ResponseFutureProj<'_, S, Req, C, R, H>, primary: bool) {
+        let shared: &Shared = &this.handle.shared;
+        let latency = shared.latency.get().filter(|_| this.plan.sent_at.is_some());
+        let now = latency.map(|_| Instant::now());
+        let mut record = |sent_at: Option<Instant>| {
+            if let (Some(h), Some(now), Some(sent_at)) = (latency, now, sent_at) {
+                h.record(now.saturating_duration_since(sent_at), now);
+            }
+        };
+        let mut n = this.race.cancel(&mut record) as u64;
+        if primary {
+            record(this.plan.sent_at);
+            this.state.set(State::Done);
+            n += 1;
+        }
+        if n > 0 {
+            shared.cancelled_attempts.fetch_add(n, Ordering::Relaxed);
+            shared.metrics.cancelled_attempts.increment(n);
+        }
+    }
+
+    /// Drives the hedge timer, the budget and the service's readiness, and sends a hedge
+    /// when all allow it (`Ready(None)`: poll again, the new hedge included).
+    fn poll_hedge_step(
+        this: &mut ResponseFutureProj<'_, S, Req, C, R, H>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Output<S, Req>>> {
+        loop {
+            match *this.step {
+                HedgeStep::Off => return Poll::Pending,
+                HedgeStep::Idle => {
+                    let delay = this.handle.shared.hedge_delay(this.plan.hedge);
+                    if this.plan.deadline.is_some_and(|d| d.cannot_fit(delay)) {
+                        // a hedge sent at the deadline could not answer in time
+                        *this.step = HedgeStep::Off;
+                        continue;
+                    }
+                    this.hedge_timer.set(Timer::On {
+                        sleep: sleep(delay),
+                    });
+                    *this.step = HedgeStep::Armed;
+                }
+                HedgeStep::Armed => {
+                    if let TimerProj::On { sleep } = this.hedge_timer.as_mut().project() {
+                        if sleep.poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
+                    this.hedge_timer.set(Timer::Off);
+                    *this.step = if Self::may_hedge(this) {
+                        HedgeStep::Readying
+                    } else {
+                        HedgeStep::Off
+                    };
+                }
+                HedgeStep::Readying => {
+                    let shared: &Shared = &this.handle.shared;
+                    match this.service.poll_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => {
+                            let e: BoxError = e.into();
+                            tracing::debug!(name = %shared.name, error = %e, "inner service failed before a hedge; no more hedges for this call");
+                            refund(shared, this.reserved);
+                            *this.step = HedgeStep::Off;
+                            continue;
+                        }
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    let Some(request) = this.template.as_ref().and_then(|t| this.replay.replay(t))
+                    else {
+                        refund(shared, this.reserved);
+                        *this.step = HedgeStep::Off;
+                        continue;
+                    };
+                    let (future, bit) =
+                        call_avoiding(this.plan.avoid, || this.service.call(request));
+                    this.plan.avoid |= bit;
+                    *this.reserved = None;
+                    *this.hedges_sent += 1;
+                    shared.hedges_sent.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.hedges_sent.increment(1);
+                    tracing::debug!(
+                        name = %shared.name,
+                        attempt = *this.attempt,
+                        hedge = *this.hedges_sent,
+                        in_flight = this.race.len() + 1,
+                        "sending a hedge"
+                    );
+                    let limit = attempt_limit(this.plan.attempt_timeout, this.plan.deadline);
+                    let sent_at = this.plan.sent_at.map(|_| Instant::now());
+                    let max = this.plan.hedge.max_hedged as usize;
+                    this.race.push(future, limit, sent_at, max);
+                    *this.step = if *this.hedges_sent < this.plan.hedge.max_hedged {
+                        HedgeStep::Idle
+                    } else {
+                        HedgeStep::Off
+                    };
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+
+    /// Whether a hedge may go now: hedges left, time left, a replayable request, and the
+    /// budget's grant (kept in `reserved` until the hedge is sent).
+    fn may_hedge(this: &mut ResponseFutureProj<'_, S, Req, C, R, H>) -> bool {
+        let shared: &Shared = &this.handle.shared;
+        if *this.hedges_sent >= this.plan.hedge.max_hedged
+            || this.plan.deadline.is_some_and(|d| d.is_expired())
+            || !this
+                .template
+                .as_ref()
+                .is_some_and(|t| this.replay.can_replay(t))
+        {
+            return false;
+        }
+        let budget = &shared.budget;
+        if !budget.is_enabled() {
+            return true;
+        }
+        let epoch = budget.epoch_at(Instant::now());
+        match budget.take_at(epoch) {
+            Some(cost) => {
+                *this.reserved = Some((epoch, cost));
+                true
+            }
+            None => {
+                shared.hedges_no_budget.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.hedges_no_budget.increment(1);
+                tracing::debug!(name = %shared.name, "hedge refused: the retry budget is empty");
+                false
+            }
+        }
+    }
+}

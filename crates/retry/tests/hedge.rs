@@ -1,0 +1,320 @@
+//! Hedging under paused time: when a hedge is sent, which answer wins, what is cancelled,
+//! and what stops hedges (`max_hedged`, the budget, a request that cannot be replayed).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{no_budget, run, Log, MS};
+use tokio::time::Instant;
+use tower::{service_fn, BoxError, Service};
+use tower_layer::Layer;
+use tower_prism_core::Outcome;
+use tower_prism_retry::{BudgetConfig, HedgeConfig, RetryConfig, RetryLayer};
+
+/// What one attempt does: answer after `delay`, with `Ok(value)` or a retryable error.
+#[derive(Clone, Copy)]
+struct Step {
+    delay: Duration,
+    answer: Result<u32, &'static str>,
+}
+
+fn ok_after(ms: u64, value: u32) -> Step {
+    Step {
+        delay: MS * ms as u32,
+        answer: Ok(value),
+    }
+}
+
+fn err_after(ms: u64) -> Step {
+    Step {
+        delay: MS * ms as u32,
+        answer: Err("refused"),
+    }
+}
+
+/// An upstream that plays a script of attempts (then never answers), and counts the
+/// attempt futures in flight and those dropped before they answered.
+#[derive(Clone, Default)]
+struct Upstream {
+    script: Arc<Mutex<VecDeque<Step>>>,
+    log: Log,
+    in_flight: Arc<AtomicI64>,
+    dropped: Arc<AtomicUsize>,
+}
+
+struct Guard {
+    in_flight: Arc<AtomicI64>,
+    dropped: Arc<AtomicUsize>,
+    answered: bool,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if !self.answered {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Upstream {
+    fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+        let u = Upstream::default();
+        u.script.lock().unwrap().extend(steps);
+        u
+    }
+
+    fn service(&self) -> impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone {
+        let u = self.clone();
+        service_fn(move |_: u32| {
+            u.log.push();
+            let step = u.script.lock().unwrap().pop_front().unwrap_or(Step {
+                delay: Duration::from_secs(3600),
+                answer: Ok(0),
+            });
+            u.in_flight.fetch_add(1, Ordering::SeqCst);
+            let guard = Guard {
+                in_flight: u.in_flight.clone(),
+                dropped: u.dropped.clone(),
+                answered: false,
+            };
+            async move {
+                let mut guard = guard; // the whole guard, not just its field
+                tokio::time::sleep(step.delay).await;
+                guard.answered = true;
+                step.answer.map_err(BoxError::from)
+            }
+        })
+    }
+
+    fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+fn hedging(hedge: HedgeConfig, attempts: u32) -> RetryLayer {
+    let config = RetryConfig::builder()
+        .max_attempts(attempts)
+        .backoff(tower_prism_retry::Backoff::fixed(MS * 10))
+        .budget(no_budget())
+        .hedge(hedge)
+        .build()
+        .unwrap();
+    RetryLayer::builder(config).name("hedge").build().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_goes_at_the_delay_and_the_first_answer_wins() {
+    let up = Upstream::new([ok_after(1000, 1), ok_after(20, 2)]);
+    let layer = hedging(HedgeConfig::fixed(MS * 50), 1);
+    let mut svc = layer.layer(up.service());
+    let start = Instant::now();
+    assert_eq!(
+        run(&mut svc, 0).await.unwrap(),
+        2,
+        "the hedge answered first"
+    );
+    assert_eq!(start.elapsed(), MS * 70);
+    assert_eq!(up.log.offsets(), vec![0, 50], "sent exactly at the delay");
+    assert_eq!(up.dropped(), 1, "the slow attempt was dropped");
+    assert_eq!(up.in_flight(), 0, "nothing left in flight");
+    let s = layer.handle().snapshot();
+    assert_eq!(
+        (s.hedges_sent, s.hedges_won, s.cancelled_attempts),
+        (1, 1, 1)
+    );
+    assert_eq!(s.retries, 0, "a hedge is not a retry");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_hedge_when_the_first_attempt_answers_in_time() {
+    let up = Upstream::new([ok_after(49, 1)]);
+    let layer = hedging(HedgeConfig::fixed(MS * 50), 3);
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 1);
+    tokio::time::sleep(MS * 100).await;
+    assert_eq!(up.log.count(), 1);
+    let s = layer.handle().snapshot();
+    assert_eq!((s.hedges_sent, s.cancelled_attempts), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_original_can_still_win() {
+    let up = Upstream::new([ok_after(60, 1), ok_after(50, 2)]);
+    let layer = hedging(HedgeConfig::fixed(MS * 50), 1);
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 1);
+    assert_eq!(up.log.offsets(), vec![0, 50]);
+    assert_eq!((up.dropped(), up.in_flight()), (1, 0));
+    let s = layer.handle().snapshot();
+    assert_eq!(
+        (s.hedges_sent, s.hedges_won, s.cancelled_attempts),
+        (1, 0, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_hedged_bounds_the_copies_in_flight() {
+    let up = Upstream::new([]);
+    let layer = hedging(HedgeConfig::fixed(MS * 50).max_hedged(2), 5);
+    let mut svc = layer.layer(up.service());
+    let call = tokio::spawn(async move { run(&mut svc, 0).await });
+    tokio::time::sleep(MS * 1000).await;
+    assert_eq!(
+        up.log.offsets(),
+        vec![0, 50, 100],
+        "two hedges, one per delay"
+    );
+    assert_eq!(up.in_flight(), 3);
+    call.abort();
+    let _ = call.await;
+    assert_eq!(up.in_flight(), 0, "dropping the call drops every attempt");
+    assert_eq!(
+        layer.handle().snapshot().cancelled_attempts,
+        0,
+        "not a race lost"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retryable_failure_waits_for_the_other_attempts() {
+    // the hedge fails first: the original's answer is still awaited
+    let up = Upstream::new([ok_after(100, 1), err_after(10)]);
+    let layer = hedging(HedgeConfig::fixed(MS * 50), 1);
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 1);
+    // the original fails first: the hedge's answer is awaited
+    let up = Upstream::new([err_after(80), ok_after(100, 2)]);
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 2);
+    assert_eq!(up.log.offsets(), vec![0, 50]);
+    assert_eq!(up.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_attempt_failed_the_retry_logic_takes_over() {
+    let up = Upstream::new([err_after(70), err_after(30), ok_after(5, 3)]);
+    let layer = hedging(HedgeConfig::fixed(MS * 50), 2);
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 3);
+    // original at 0 fails at 70, hedge at 50 fails at 80, backoff 10 ms: retry at 90
+    assert_eq!(up.log.offsets(), vec![0, 50, 90]);
+    let s = layer.handle().snapshot();
+    assert_eq!((s.retries, s.hedges_sent), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_non_retryable_failure_wins_too() {
+    let up = Upstream::new([ok_after(1000, 1), err_after(10)]);
+    let config = RetryConfig::builder()
+        .budget(no_budget())
+        .hedge(HedgeConfig::fixed(MS * 50))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::builder(config)
+        .classify(|r: Result<&u32, &BoxError>| match r {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure { retryable: false },
+        })
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(up.service());
+    let err = run(&mut svc, 0).await.unwrap_err();
+    assert_eq!(err.to_string(), "refused");
+    assert_eq!((up.dropped(), up.in_flight()), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_budget_stops_hedges() {
+    let up = Upstream::new([ok_after(200, 1)]);
+    let empty = BudgetConfig::builder()
+        .ratio(0.0)
+        .success_ratio(0.0)
+        .min_per_second(0)
+        .build()
+        .unwrap();
+    let config = RetryConfig::builder()
+        .budget(empty)
+        .hedge(HedgeConfig::fixed(MS * 50))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::from_config(&config).unwrap();
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 1);
+    assert_eq!(up.log.count(), 1);
+    let s = layer.handle().snapshot();
+    assert_eq!((s.hedges_sent, s.hedges_no_budget), (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedges_draw_from_the_budget() {
+    // a floor of 1 retry per second over a 1 s window: one hedge, then none
+    let one = BudgetConfig::builder()
+        .success_ratio(0.0)
+        .min_per_second(1)
+        .window(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let config = RetryConfig::builder()
+        .budget(one)
+        .hedge(HedgeConfig::fixed(MS * 50))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::from_config(&config).unwrap();
+    let up = Upstream::new([ok_after(100, 1), ok_after(100, 2), ok_after(100, 3)]);
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 1);
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 3);
+    let s = layer.handle().snapshot();
+    assert_eq!((s.hedges_sent, s.hedges_no_budget), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_cannot_be_replayed_is_never_hedged() {
+    let up = Upstream::new([ok_after(200, 1)]);
+    let config = RetryConfig::builder()
+        .budget(no_budget())
+        .hedge(HedgeConfig::fixed(MS * 50))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::builder(config)
+        .clone_request(|_: &u32| None)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 1);
+    assert_eq!(up.log.count(), 1);
+    assert_eq!(layer.handle().snapshot().hedges_sent, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconfigure_turns_hedging_on_and_off() {
+    let layer = hedging(HedgeConfig::fixed(MS * 50), 1);
+    let off = RetryConfig::builder().budget(no_budget()).build().unwrap();
+    layer.handle().reconfigure(&off).unwrap();
+    assert_eq!(layer.handle().snapshot().hedge_delay, None);
+    let up = Upstream::new([ok_after(100, 1), ok_after(10, 2)]);
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 1);
+    assert_eq!(up.log.count(), 1);
+
+    let on = RetryConfig::builder()
+        .budget(no_budget())
+        .hedge(HedgeConfig::fixed(MS * 30))
+        .build()
+        .unwrap();
+    layer.handle().reconfigure(&on).unwrap();
+    assert_eq!(layer.handle().snapshot().hedge_delay, Some(MS * 30));
+    let up = Upstream::new([ok_after(100, 1), ok_after(10, 2)]);
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 2);
+    assert_eq!(up.log.offsets(), vec![0, 30]);
+}
