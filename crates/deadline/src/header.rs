@@ -96,21 +96,18 @@ impl HeaderSpec {
                     let (value, unit) = grpc_value(remaining);
                     write!(out, "{value}{}", unit as char)
                 }
-                HeaderFormat::Seconds => {
-                    let millis = remaining.subsec_millis();
-                    if millis == 0 {
-                        write!(out, "{}", remaining.as_secs())
-                    } else {
-                        let fraction = format_millis_fraction(millis);
-                        let (digits, used) = fraction;
-                        write!(
-                            out,
-                            "{}.{}",
-                            remaining.as_secs(),
-                            std::str::from_utf8(&digits[..used]).unwrap_or("0")
-                        )
+                HeaderFormat::Seconds => match remaining.subsec_millis() {
+                    0 => write!(out, "{}", remaining.as_secs()),
+                    millis => {
+                        // three decimals, trailing zeros trimmed: 250 ms -> "0.25"
+                        let (mut decimals, mut width) = (millis, 3);
+                        while decimals % 10 == 0 {
+                            decimals /= 10;
+                            width -= 1;
+                        }
+                        write!(out, "{}.{decimals:0width$}", remaining.as_secs())
                     }
-                }
+                },
                 HeaderFormat::Milliseconds | HeaderFormat::Auto => {
                     write!(out, "{}", remaining.as_millis())
                 }
@@ -131,17 +128,6 @@ fn grpc_value(remaining: Duration) -> (u128, u8) {
         .map(|&(unit, len)| (nanos / len, unit))
         .find(|&(value, _)| value <= GRPC_MAX_VALUE)
         .unwrap_or((GRPC_MAX_VALUE, b'H'))
-}
-
-/// The decimals of `millis` (1..=999) without trailing zeros: `250` -> `"25"`.
-fn format_millis_fraction(millis: u32) -> ([u8; 3], usize) {
-    let digits = [
-        b'0' + (millis / 100) as u8,
-        b'0' + (millis / 10 % 10) as u8,
-        b'0' + (millis % 10) as u8,
-    ];
-    let used = 3 - digits.iter().rev().take_while(|&&d| d == b'0').count();
-    (digits, used)
 }
 
 /// A whole number of ASCII digits that fits in a `u64`.
