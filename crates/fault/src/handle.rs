@@ -42,8 +42,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The fault of this call: `None` (the common case: off, or nothing to inject) costs
-    /// one relaxed load.
+    /// The faults of this call, `None` if it gets none. A stage switched off or with
+    /// nothing to inject answers after one relaxed load.
     #[inline]
     pub(crate) fn draw(&self) -> Option<Decision> {
         if !self.active.load(Ordering::Relaxed) {
@@ -70,7 +70,7 @@ impl Shared {
                 "fault injected"
             );
         }
-        Some(decision)
+        (decision.delay.is_some() || decision.fault.is_some()).then_some(decision)
     }
 
     /// Counts an exclusive fault as the caller got it (a status whose response could

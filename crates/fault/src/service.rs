@@ -9,7 +9,7 @@ use tower_service::Service;
 use crate::error::Error;
 use crate::future::{Injected, ResponseFuture};
 use crate::handle::FaultHandle;
-use crate::plan::Exclusive;
+use crate::plan::{Decision, Exclusive};
 use crate::status::{InjectStatus, NoStatus};
 
 /// A service with faults injected in front of it.
@@ -73,11 +73,25 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let shared = &self.handle.shared;
-        let Some(decision) = shared.draw() else {
-            return ResponseFuture::called(self.inner.call(req));
-        };
+        match self.handle.shared.draw() {
+            // The common case (off, nothing to inject, or no fault drawn) stays small
+            // enough to inline into the caller.
+            None => ResponseFuture::called(self.inner.call(req)),
+            Some(decision) => self.inject(decision, req),
+        }
+    }
+}
+
+impl<S, I> Fault<S, I> {
+    /// The call with `decision`'s faults: a delay, an injected answer, or both.
+    #[inline(never)]
+    fn inject<Req>(&mut self, decision: Decision, req: Req) -> ResponseFuture<S, Req>
+    where
+        S: Service<Req> + Clone,
+        I: InjectStatus<S::Response>,
+    {
         let sleep = decision.delay.map(tokio::time::sleep);
         let Some(fault) = decision.fault else {
             return match sleep {
@@ -101,7 +115,7 @@ where
                 None => (Exclusive::Error, Injected::Error(Error::Injected)),
             },
         };
-        shared.count(counted);
+        self.handle.shared.count(counted);
         ResponseFuture::injected(sleep, injected)
     }
 }
