@@ -553,3 +553,108 @@ fn a_successful_call_allocates_nothing() {
     let response = || Response::new(String::new());
     assert_eq!(allocations_per_call(&mut http, |_| response(), 10, 1000), 0);
 }
+
+/// The inner service's failure in the allocation tests: zero-sized, so boxing it
+/// allocates nothing and what is counted is the fallback's own work.
+#[derive(Debug, Clone, Copy)]
+struct Refused;
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("refused")
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// `calls` failing calls through `svc`, each completing at once; the allocations they made.
+fn allocations_of_failing_calls<S>(svc: &mut S, calls: u64, answered: bool) -> u64
+where
+    S: Service<u64, Response = u64, Error = BoxError>,
+{
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut run = |svc: &mut S| {
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        let fut = std::pin::pin!(svc.call(0));
+        match std::future::Future::poll(fut, &mut cx) {
+            Poll::Ready(result) => assert_eq!(result.is_ok(), answered),
+            Poll::Pending => panic!("not at once"),
+        }
+    };
+    run(svc);
+    let before = tower_prism_testkit::allocations();
+    for _ in 0..calls {
+        run(svc);
+    }
+    tower_prism_testkit::allocations() - before
+}
+
+#[test]
+fn an_error_passed_on_or_answered_with_a_value_allocates_nothing() {
+    let refused = service_fn(|_: u64| ready(Err::<u64, _>(Refused)));
+    let mut answered = ServiceBuilder::new()
+        .layer(FallbackLayer::value([ErrorKind::Inner], 9u64))
+        .service(refused);
+    assert_eq!(allocations_of_failing_calls(&mut answered, 1000, true), 0);
+    let mut passed_on = ServiceBuilder::new()
+        .layer(FallbackLayer::value([ErrorKind::CircuitOpen], 9u64))
+        .service(refused);
+    assert_eq!(allocations_of_failing_calls(&mut passed_on, 1000, false), 0);
+    // The counter sees allocations at all: a call that boxes a real error is counted.
+    let mut boxing = ServiceBuilder::new()
+        .layer(FallbackLayer::value([ErrorKind::CircuitOpen], 9u64))
+        .service(service_fn(|_: u64| {
+            ready(Err::<u64, _>(String::from("refused")))
+        }));
+    assert!(allocations_of_failing_calls(&mut boxing, 10, false) >= 10);
+}
+
+/// A service whose `poll_ready` fails.
+#[derive(Clone)]
+struct Broken;
+
+impl Service<u32> for Broken {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = Ready<Result<u32, BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Err(Box::new(Refused)))
+    }
+    fn call(&mut self, n: u32) -> Self::Future {
+        ready(Ok(n))
+    }
+}
+
+#[tokio::test]
+async fn a_poll_ready_error_passes_on_unanswered() {
+    let layer = FallbackLayer::value([], 0u32);
+    let handle = layer.handle().clone();
+    let mut svc = ServiceBuilder::new().layer(layer).service(Broken);
+    let error = svc.ready().await.err().unwrap();
+    assert!(error.is::<Refused>());
+    assert_eq!(handle.snapshot().answered, 0);
+}
+
+#[test]
+fn the_service_and_its_future_are_send_for_a_server() {
+    fn send<T: Send + Sync>(_: &T) {}
+    fn send_future<S: Service<R>, R>(_: &S)
+    where
+        S::Future: Send,
+    {
+    }
+    let config = FallbackConfig::default();
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::from_config(&config).unwrap())
+        .service(service_fn(|_: Request<String>| async {
+            Err::<Response<String>, BoxError>("down".into())
+        }));
+    send(&svc);
+    send_future::<_, Request<String>>(&svc);
+    let backup = service_fn(|_: Error| async { Ok::<_, Infallible>(1u32) });
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::service([], backup))
+        .service(service_fn(|n: u32| async move { Ok::<_, Infallible>(n) }));
+    send(&svc);
+    send_future::<_, u32>(&svc);
+}

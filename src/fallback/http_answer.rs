@@ -144,7 +144,7 @@ impl HttpSlot {
 /// made from a `String` (axum's `Body`, http-body-util's `Full<Bytes>`, `String`).
 ///
 /// The parts are the ones in force when the error arrives, so
-/// [`FallbackHandle::reconfigure`] changes the next answer. Each answer copies them (a
+/// [`FallbackHandle::reconfigure`](super::FallbackHandle::reconfigure) changes the next answer. Each answer copies them (a
 /// fallback is the error path, not the hot path); a read lock is held only for that
 /// copy.
 ///
