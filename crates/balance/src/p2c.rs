@@ -17,6 +17,26 @@ pub fn load(estimate_ns: f64, in_flight: u64) -> f64 {
     estimate_ns * (in_flight as f64 + 1.0)
 }
 
+/// Power of two choices among the endpoints below `len` for which `ok` holds: two of them
+/// at random (from one random number), the one with the lower `load`; the only one if one
+/// is left, `None` if none. Linear in `len`, for the rare picks that must skip some
+/// endpoints (a hedge avoiding the endpoints its call already tried).
+pub fn pick_among(
+    random: u64,
+    len: usize,
+    ok: impl Fn(&usize) -> bool,
+    load: impl Fn(usize) -> f64,
+) -> Option<usize> {
+    let nth = |j: usize| (0..len).filter(&ok).nth(j);
+    let k = (0..len).filter(&ok).count();
+    if k < 2 {
+        return nth(0);
+    }
+    let (a, b) = pair(random, k);
+    let (a, b) = (nth(a)?, nth(b)?);
+    Some(if load(b) < load(a) { b } else { a })
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -29,6 +49,19 @@ mod tests {
             let (a, b) = pair(random, len);
             prop_assert!(a < len && b < len && a != b);
         }
+    }
+
+    #[test]
+    fn pick_among_skips_and_compares() {
+        let ok = |i: &usize| *i != 1;
+        let load = |i: usize| [5.0, 0.0, 1.0, 9.0][i];
+        for r in 0..200u64 {
+            let i = pick_among(tower_prism_core::internal::mix64(r), 4, ok, load).unwrap();
+            assert_ne!(i, 1);
+            assert_ne!(i, 3, "the most loaded never wins a pair");
+        }
+        assert_eq!(pick_among(7, 4, |i| *i == 3, load), Some(3));
+        assert_eq!(pick_among(7, 4, |_| false, load), None);
     }
 
     #[test]

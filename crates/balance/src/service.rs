@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-use tower_prism_core::internal::lock;
+use tower_prism_core::internal::{lock, route};
 use tower_prism_core::BoxError;
 use tower_prism_core::{Classify, DefaultClassifier};
 use tower_service::Service;
@@ -294,10 +294,9 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                 if schedule.is_empty() {
                     return (None, None);
                 }
-                let t = policy.ticket();
-                let first = (0..schedule.len())
-                    .map(|j| schedule[(t + j) % schedule.len()] as usize)
-                    .find(|i| *i < n && self.locals[*i].state.available());
+                let first = weighted::first(schedule, policy.ticket(), |i| {
+                    i < n && self.locals[i].state.available()
+                });
                 (first, None)
             }
             Strategy::LeastRequests => {
@@ -308,6 +307,33 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                 (best, None)
             }
             Strategy::ConsistentHash => (None, None),
+        }
+    }
+
+    /// A healthy endpoint outside `mask` by the strategy (cold: hedges only), or `None`.
+    #[cold]
+    fn pick_avoiding(&mut self, mask: u64) -> Option<usize> {
+        let policy = &self.handle.shared.policy;
+        let locals = &self.locals;
+        let n = locals.len();
+        let ok = |i: &usize| locals[*i].state.available() && route::endpoint_bit(*i) & mask == 0;
+        match policy.strategy() {
+            Strategy::P2cPeakEwma => {
+                let now_ms = policy.ms_at(Instant::now());
+                let load = |i: usize| locals[i].state.load(now_ms, policy.decay_ms());
+                p2c::pick_among(policy.random(), n, ok, load)
+            }
+            Strategy::LeastRequests => (0..n)
+                .filter(ok)
+                .min_by_key(|i| locals[*i].state.calls.in_flight()),
+            Strategy::WeightedRoundRobin => {
+                weighted::first(&self.topology.schedule, policy.ticket(), |i| {
+                    i < n && ok(&i)
+                })
+            }
+            Strategy::RoundRobin | Strategy::ConsistentHash => {
+                round_robin::from(round_robin::start(policy.ticket(), n.max(1)), n).find(ok)
+            }
         }
     }
 
@@ -382,14 +408,24 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        // Inside a hedging retry's `call_avoiding`: the endpoints its other attempts of the
+        // call went to (one thread-local read; `None` on every other call).
+        let avoid = route::avoided();
         let target = match (&self.key_fn, self.handle.shared.policy.strategy()) {
             (Some(key_fn), Strategy::ConsistentHash) => {
                 self.chosen = None;
                 let key = key_fn(&request);
                 let locals = &self.locals;
-                hash::pick(key, locals.iter().map(|l| l.state.id_hash), |i| {
-                    locals[i].state.available()
-                })
+                let pick = |mask: u64| {
+                    hash::pick(key, locals.iter().map(|l| l.state.id_hash), |i| {
+                        locals[i].state.available() && route::endpoint_bit(i) & mask == 0
+                    })
+                };
+                // the key's runner-up when its own endpoint is avoided, else its own
+                match avoid {
+                    Some(mask) => pick(mask).or_else(|| pick(0)),
+                    None => pick(0),
+                }
             }
             _ => self.chosen.take().or_else(|| {
                 // `call` without `poll_ready`: any healthy endpoint, readied in the future
@@ -401,6 +437,19 @@ where
                 };
                 round_robin::from(start, n).find(|i| self.locals[*i].state.available())
             }),
+        };
+        let target = match (avoid, target) {
+            (Some(mask), Some(i)) => {
+                // keep the pick unless it is avoided and another healthy endpoint is not
+                let i = if route::endpoint_bit(i) & mask != 0 {
+                    self.pick_avoiding(mask).unwrap_or(i)
+                } else {
+                    i
+                };
+                route::record_pick(i);
+                Some(i)
+            }
+            (_, target) => target,
         };
         let classify = self.classify.clone();
         let Some(i) = target else {

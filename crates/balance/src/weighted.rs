@@ -58,6 +58,15 @@ pub fn schedule(weights: &[u32]) -> Vec<u32> {
     order
 }
 
+/// The first endpoint in `schedule` from position `ticket` on (wrapping) for which `ok`
+/// holds.
+pub fn first(schedule: &[u32], ticket: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
+    let len = schedule.len();
+    (0..len)
+        .map(|j| schedule[(ticket + j) % len] as usize)
+        .find(|i| ok(*i))
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -89,6 +98,16 @@ mod tests {
         // 10,000 endpoints: the general loop would take 10^8 steps on every endpoint change
         let s = schedule(&[1; 10_000]);
         assert!(s.iter().copied().eq(0..10_000));
+    }
+
+    #[test]
+    fn first_follows_the_schedule_past_skipped_endpoints() {
+        let s = schedule(&[5, 1, 1]); // 0 0 1 0 2 0 0
+        assert_eq!(first(&s, 0, |_| true), Some(0));
+        assert_eq!(first(&s, 0, |i| i != 0), Some(1));
+        assert_eq!(first(&s, 3, |i| i != 0), Some(2));
+        assert_eq!(first(&s, 3, |_| false), None);
+        assert_eq!(first(&[], 3, |_| true), None);
     }
 
     #[test]
