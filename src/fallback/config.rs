@@ -55,7 +55,7 @@ pub struct FallbackConfig {
     /// `"timeout"`, `"no_healthy_endpoint"`, `"limiter_unavailable"`, `"inner"`); any
     /// other error passes on unchanged. Empty (the default) means every kind, as Polly's
     /// fallback handles every failure unless told otherwise.
-    #[serde(with = "super::kinds::labels")]
+    #[serde(with = "super::kinds::labels", skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<ErrorKind>,
     /// The HTTP answer's status: a final status, 200 to 599 (default
     /// [`DEFAULT_STATUS`], 503).
@@ -63,8 +63,10 @@ pub struct FallbackConfig {
     /// The HTTP answer's headers, by name (valid header names, case-insensitive, each
     /// once; valid header values; at most [`MAX_HEADERS`]). `content-length` and
     /// `transfer-encoding` are refused: the server sets them from the body.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// The HTTP answer's body (at most [`MAX_BODY`] bytes; default empty).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub body: String,
 }
 
@@ -165,6 +167,9 @@ mod tests {
         assert!(config.on.is_empty());
         assert_eq!(config.status, 503);
         assert_eq!(toml::from_str::<FallbackConfig>("").unwrap(), config);
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(text.trim(), "status = 503");
+        assert_eq!(toml::from_str::<FallbackConfig>(&text).unwrap(), config);
     }
 
     #[test]
