@@ -44,45 +44,40 @@ fn futures_poll<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
     fut.poll(&mut Context::from_waker(Waker::noop()))
 }
 
-#[tokio::test(start_paused = true)]
-async fn uniform_delays_stay_within_bounds() {
-    let layer = layer(LatencyFault::uniform(1.0, MS * 20, MS * 40));
+/// How long each of `calls` calls through a stage with `latency` took, on the paused clock.
+async fn delays(latency: LatencyFault, calls: u32) -> Vec<Duration> {
+    let layer = layer(latency);
     let mut svc = layer.layer(Counting::default());
     let mut seen = Vec::new();
-    for i in 0..500u32 {
+    for i in 0..calls {
         let start = Instant::now();
-        ServiceExt::<u32>::ready(&mut svc)
+        let answer = ServiceExt::<u32>::ready(&mut svc)
             .await
             .unwrap()
             .call(i)
             .await
             .unwrap();
+        assert_eq!(answer, i);
         seen.push(start.elapsed());
     }
+    assert_eq!(layer.handle().snapshot().injected_latency, u64::from(calls));
+    seen
+}
+
+#[tokio::test(start_paused = true)]
+async fn uniform_delays_stay_within_bounds() {
+    let seen = delays(LatencyFault::uniform(1.0, MS * 20, MS * 40), 500).await;
     assert!(
         seen.iter().all(|d| (MS * 20..=MS * 40).contains(d)),
         "{seen:?}"
     );
     let mean = seen.iter().sum::<Duration>() / seen.len() as u32;
     assert!((MS * 28..=MS * 32).contains(&mean), "mean {mean:?}");
-    assert_eq!(layer.handle().snapshot().injected_latency, 500);
 }
 
 #[tokio::test(start_paused = true)]
 async fn lognormal_delays_centre_on_the_median() {
-    let layer = layer(LatencyFault::lognormal(1.0, MS * 40, MS * 200));
-    let mut svc = layer.layer(Counting::default());
-    let mut seen = Vec::new();
-    for i in 0..1000u32 {
-        let start = Instant::now();
-        ServiceExt::<u32>::ready(&mut svc)
-            .await
-            .unwrap()
-            .call(i)
-            .await
-            .unwrap();
-        seen.push(start.elapsed());
-    }
+    let mut seen = delays(LatencyFault::lognormal(1.0, MS * 40, MS * 200), 1000).await;
     seen.sort();
     let median = seen[500];
     assert!((MS * 35..=MS * 45).contains(&median), "median {median:?}");
