@@ -138,6 +138,31 @@ impl HedgeConfig {
         self
     }
 
+    /// A builder with one setter per key of a `[retry.hedge]` section;
+    /// [`build`](HedgeConfigBuilder::build) checks it as a file is checked (exactly one of
+    /// `delay` and `percentile`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_prism_retry::HedgeConfig;
+    ///
+    /// let p99 = HedgeConfig::builder()
+    ///     .percentile(0.99)
+    ///     .min_samples(50)
+    ///     .max_hedged(2)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(p99.max_hedged, 2);
+    /// assert!(HedgeConfig::builder().build().is_err(), "no delay given");
+    /// let fixed = HedgeConfig::builder().delay(Duration::from_millis(30)).build().unwrap();
+    /// assert_eq!(fixed, HedgeConfig::fixed(Duration::from_millis(30)));
+    /// ```
+    pub fn builder() -> HedgeConfigBuilder {
+        HedgeConfigBuilder {
+            raw: RawHedgeConfig::default(),
+        }
+    }
+
     /// Checks every field (names relative to the `hedge` section).
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_nonzero("max_hedged", self.max_hedged)?;
@@ -171,6 +196,64 @@ impl HedgeConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Builds a [`HedgeConfig`], one setter per key of a `[retry.hedge]` section
+/// ([`HedgeConfig::builder`]).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct HedgeConfigBuilder {
+    raw: RawHedgeConfig,
+}
+
+impl HedgeConfigBuilder {
+    /// A fixed delay before each hedge.
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.raw.delay = Some(d);
+        self
+    }
+
+    /// The latency percentile to wait before each hedge (`0.95` = p95).
+    pub fn percentile(mut self, p: f64) -> Self {
+        self.raw.percentile = Some(p);
+        self
+    }
+
+    /// With a percentile: the shortest delay (default 1 ms).
+    pub fn min_delay(mut self, d: Duration) -> Self {
+        self.raw.min_delay = Some(d);
+        self
+    }
+
+    /// With a percentile: the delay until `min_samples` latencies are known (default
+    /// 100 ms).
+    pub fn fallback_delay(mut self, d: Duration) -> Self {
+        self.raw.fallback_delay = Some(d);
+        self
+    }
+
+    /// With a percentile: latencies needed before it is used (default 100).
+    pub fn min_samples(mut self, n: u32) -> Self {
+        self.raw.min_samples = Some(n);
+        self
+    }
+
+    /// With a percentile: each histogram window's length (default 10 s).
+    pub fn window(mut self, d: Duration) -> Self {
+        self.raw.window = Some(d);
+        self
+    }
+
+    /// Hedges per call at most (default 1).
+    pub fn max_hedged(mut self, n: u32) -> Self {
+        self.raw.max_hedged = Some(n);
+        self
+    }
+
+    /// Checks the config (field names relative to the `hedge` section).
+    pub fn build(self) -> Result<HedgeConfig, ConfigError> {
+        HedgeConfig::try_from(self.raw)
     }
 }
 

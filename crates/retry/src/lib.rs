@@ -7,8 +7,8 @@
 //! The retry stage follows the shape every tower-prism component has:
 //!
 //! - [`RetryConfig`]: what a config file can say (attempts, [`Backoff`], deadlines,
-//!   `Retry-After` bounds, the [`BudgetConfig`]); serde, validated, with a
-//!   [builder](RetryConfig::builder).
+//!   `Retry-After` bounds, the [`BudgetConfig`], [`HedgeConfig`]); serde, validated, with
+//!   a [builder](RetryConfig::builder).
 //! - [`RetryLayer`]: [`RetryLayer::from_config`], or [`RetryLayer::builder`] for what
 //!   only code can say: a `name`, how to `classify` results, how to copy requests
 //!   ([`clone_request`](RetryLayerBuilder::clone_request)), where hints come from, and
@@ -115,6 +115,64 @@
 //!   earn per first attempt instead). A retry it granted that is never sent (the call was
 //!   dropped first) is given back.
 //!
+//! # Deadlines
+//!
+//! When a deadline stage above calls this stage, the call captures the caller's
+//! [`RequestDeadline`](tower_prism_core::RequestDeadline) (its ambient
+//! [`current`](tower_prism_core::RequestDeadline::current) value). No backoff (or
+//! `Retry-After` wait) starts that cannot end before it: the last result comes back at
+//! once instead, an error wrapped in [`Error::CallerDeadline`] (a hint that reaches past
+//! the deadline returns the answer that carried it, as with `max_elapsed`); gave-up
+//! reason `deadline` in metrics. `attempt_timeout` is cut to the time left, and no hedge
+//! is sent once the deadline has passed or when its delay would end after it. Without a
+//! deadline nothing changes.
+//!
+//! # Hedging
+//!
+//! With [`RetryConfig::hedge`] (`[retry.hedge]`, a [`HedgeConfig`]), an attempt that goes
+//! unanswered for the hedge delay (fixed, or a latency percentile of recent attempts) is
+//! raced by a copy of the request, up to `max_hedged` copies per call, one per delay. The
+//! first acceptable answer (a success, or a failure that is not retried) wins and the
+//! other attempts are dropped at once (counted in
+//! [`RetrySnapshot::cancelled_attempts`]); a retryable failure of one attempt while others
+//! are in flight is set aside, and once all have failed the retry rules above decide
+//! what follows. Hedges follow the rules of retries: only requests the
+//! [`ReplayRequest`] can copy, each hedge draws one retry from the [`RetryBudget`] (an
+//! empty budget sends none, so hedging cannot multiply the load on a struggling
+//! upstream), and over a balancer a hedge (and a retry, when hedging is on) goes to an
+//! endpoint the call has not tried yet while there is one. A call whose first attempt
+//! answers before the delay allocates nothing and touches no timer if it answers at once.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, Layer, Service, ServiceExt};
+//! use tower_prism_retry::{HedgeConfig, RetryConfig, RetryLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let config: RetryConfig = toml::from_str(r#"
+//!     [hedge]
+//!     delay = "50ms"
+//!     max_hedged = 1
+//! "#).unwrap();
+//! let layer = RetryLayer::from_config(&config).unwrap();
+//! let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+//! let counted = calls.clone();
+//! // the first attempt takes a second; the hedge, sent at 50 ms, 10 ms
+//! let upstream = service_fn(move |n: u32| {
+//!     let slow = counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
+//!     async move {
+//!         let ms = if slow { 1000 } else { 10 };
+//!         tokio::time::sleep(Duration::from_millis(ms)).await;
+//!         Ok::<_, tower::BoxError>(n + ms as u32)
+//!     }
+//! });
+//! let mut svc = layer.layer(upstream);
+//! assert_eq!(svc.ready().await.unwrap().call(1).await.unwrap(), 11);
+//! let snapshot = layer.handle().snapshot();
+//! assert_eq!((snapshot.hedges_sent, snapshot.hedges_won), (1, 1));
+//! # }
+//! ```
+//!
 //! A call that succeeds at once takes no lock and allocates nothing for `Clone` requests.
 //! Backoffs and attempt timeouts sleep on the tokio timer (`tokio::time`, so
 //! `tokio::time::pause()` drives them in tests): run the service inside a tokio runtime
@@ -159,7 +217,7 @@ pub use config::{
 pub use error::Error;
 pub use future::ResponseFuture;
 pub use handle::{RetryHandle, RetrySnapshot};
-pub use hedge_config::{HedgeConfig, HedgeDelay, PercentileDelay, MAX_HEDGED};
+pub use hedge_config::{HedgeConfig, HedgeConfigBuilder, HedgeDelay, PercentileDelay, MAX_HEDGED};
 pub use hint::{ErrorHint, NoHint, ResponseHint};
 pub use http::{
     is_idempotent, is_retry_safe, replayable, Idempotent, ReplayIdempotent, IDEMPOTENCY_KEY,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tower_layer::Layer;
-use tower_prism_retry::{RetryConfig, RetryLayer};
+use tower_prism_retry::{HedgeConfig, RetryConfig, RetryLayer};
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
 #[global_allocator]
@@ -44,4 +44,31 @@ fn success_path_allocates_nothing() {
         0,
         "with an attempt timeout"
     );
+}
+
+#[test]
+fn hedging_configured_allocates_nothing_when_no_hedge_fires() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    for hedge in [
+        HedgeConfig::fixed(Duration::from_millis(50)),
+        HedgeConfig::percentile(0.95),
+    ] {
+        let layer =
+            RetryLayer::from_config(&RetryConfig::builder().hedge(hedge.clone()).build().unwrap())
+                .unwrap();
+        let mut svc = layer.layer(Echo);
+        assert_eq!(
+            allocations_per_call(&mut svc, |i: u64| i, 100, 1000),
+            0,
+            "{hedge:?}"
+        );
+        // under a deadline stage too
+        let deadline = tower_prism_core::RequestDeadline::after(Duration::from_secs(1));
+        let n = deadline.scope(|| allocations_per_call(&mut svc, |i: u64| i, 100, 1000));
+        assert_eq!(n, 0, "{hedge:?} with a deadline");
+    }
 }

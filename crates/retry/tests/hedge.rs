@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{no_budget, run, Log, MS};
 use tokio::time::Instant;
-use tower::{service_fn, BoxError, Service};
+use tower::{service_fn, BoxError, Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::Outcome;
 use tower_prism_retry::{BudgetConfig, HedgeConfig, RetryConfig, RetryLayer};
@@ -317,4 +317,115 @@ async fn reconfigure_turns_hedging_on_and_off() {
     let mut svc = layer.layer(up.service());
     assert_eq!(run(&mut svc, 0).await.unwrap(), 2);
     assert_eq!(up.log.offsets(), vec![0, 30]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_percentile_delay_follows_recorded_latencies() {
+    let p50 = HedgeConfig::builder()
+        .percentile(0.5)
+        .min_samples(20)
+        .build()
+        .unwrap();
+    let layer = hedging(p50, 1);
+    assert_eq!(
+        layer.handle().snapshot().hedge_delay,
+        Some(MS * 100),
+        "the fallback delay until 20 latencies are known"
+    );
+    let up = Upstream::new((0..20).map(|_| ok_after(20, 1)));
+    let mut svc = layer.layer(up.service());
+    for _ in 0..20 {
+        assert_eq!(run(&mut svc, 0).await.unwrap(), 1);
+    }
+    assert_eq!(layer.handle().snapshot().hedges_sent, 0);
+    let delay = layer.handle().snapshot().hedge_delay.unwrap();
+    assert!(
+        delay >= MS * 20 && delay <= MS * 23,
+        "p50 of 20 ms: {delay:?}"
+    );
+    // now a slow attempt is hedged after that delay, not after the fallback
+    let up = Upstream::new([ok_after(1000, 1), ok_after(5, 2)]);
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 2);
+    let offsets = up.log.offsets();
+    assert_eq!(offsets.len(), 2);
+    let expected = delay.as_millis();
+    assert!(
+        offsets[1] == expected || offsets[1] == expected + 1,
+        "hedged at {offsets:?}, delay {delay:?}"
+    );
+}
+
+/// An endpoint of the balancer: answers its id after a delay, counting its calls.
+#[derive(Clone)]
+struct Endpoint {
+    id: usize,
+    delay: Duration,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Service<u32> for Endpoint {
+    type Response = usize;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<usize, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: u32) -> Self::Future {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        let (id, delay) = (self.id, self.delay);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(id)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedges_over_a_balancer_go_to_different_endpoints() {
+    use tower_prism_balance::{Balance, BalanceConfig, Strategy};
+    for strategy in [
+        Strategy::P2cPeakEwma,
+        Strategy::RoundRobin,
+        Strategy::LeastRequests,
+    ] {
+        for round in 0..10 {
+            let endpoints: Vec<Endpoint> = (0..3)
+                .map(|id| Endpoint {
+                    id,
+                    delay: Duration::from_secs(1),
+                    hits: Arc::default(),
+                })
+                .collect();
+            let balance: Balance<usize, Endpoint, u32> = Balance::builder()
+                .config(BalanceConfig::builder().strategy(strategy).build().unwrap())
+                .endpoints(endpoints.iter().map(|e| (e.id, e.clone())))
+                .build()
+                .unwrap();
+            let layer = hedging(HedgeConfig::fixed(MS * 50).max_hedged(2), 1);
+            let mut svc = layer.layer(balance);
+            let mut call = Box::pin(svc.ready().await.unwrap().call(round));
+            tokio::select! {
+                _ = &mut call => panic!("answered before the hedges"),
+                () = tokio::time::sleep(MS * 200) => {}
+            }
+            let hits: Vec<usize> = endpoints
+                .iter()
+                .map(|e| e.hits.load(Ordering::SeqCst))
+                .collect();
+            assert_eq!(
+                hits,
+                vec![1, 1, 1],
+                "{strategy:?}: one attempt per endpoint"
+            );
+            assert!(call.await.unwrap() < 3);
+            assert_eq!(layer.handle().snapshot().cancelled_attempts, 2);
+        }
+    }
 }
