@@ -369,12 +369,17 @@ where
                 metrics.attempts.record(f64::from(attempt));
                 match done {
                     Done::Success => {
-                        if shared.budget.earns_per_success() {
-                            shared.budget.deposit_success_at_instant(Instant::now());
-                        }
-                        if let (Some(sent_at), Some(h)) = (sent_at, shared.latency.get()) {
+                        // one clock reading for the budget and the latency histogram
+                        let earns = shared.budget.earns_per_success();
+                        let latency = sent_at.zip(shared.latency.get());
+                        if earns || latency.is_some() {
                             let now = Instant::now();
-                            h.record(now.saturating_duration_since(sent_at), now);
+                            if earns {
+                                shared.budget.deposit_success_at_instant(now);
+                            }
+                            if let Some((sent_at, h)) = latency {
+                                h.record(now.saturating_duration_since(sent_at), now);
+                            }
                         }
                     }
                     Done::Fatal => metrics.gave_up_fatal.increment(1),
