@@ -26,20 +26,27 @@ pub(crate) fn choose(
     now: Instant,
 ) -> Option<Chosen> {
     // A timeout too large to add to now is past any request's life: no policy deadline.
-    let policy = policy
-        .and_then(|t| now.checked_add(t))
-        .map(RequestDeadline::at);
-    let (deadline, reason) = match (policy, request) {
-        (None, None) => return None,
-        (Some(p), Some(r)) if r < p => (r, ExpiryReason::Request),
-        (Some(p), _) => (p, ExpiryReason::Policy),
-        (None, Some(r)) => (r, ExpiryReason::Request),
-    };
-    Some(Chosen {
+    let policy = policy.and_then(|t| Some((RequestDeadline::at(now.checked_add(t)?), t)));
+    match (policy, request) {
+        (None, None) => None,
+        (Some((p, _)), Some(r)) if r < p => Some(by_request(r, now)),
+        // The policy's timeout is never zero, so its deadline has not passed.
+        (Some((deadline, allows)), _) => Some(Chosen {
+            deadline,
+            reason: ExpiryReason::Policy,
+            allows,
+        }),
+        (None, Some(r)) => Some(by_request(r, now)),
+    }
+}
+
+#[inline]
+fn by_request(deadline: RequestDeadline, now: Instant) -> Chosen {
+    Chosen {
         deadline,
-        reason,
+        reason: ExpiryReason::Request,
         allows: deadline.instant().saturating_duration_since(now),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower_prism_core::BoxError;
 
 use crate::error::{Error, ExpiryReason};
@@ -16,6 +16,9 @@ pin_project! {
     /// The response future of [`Deadline`](crate::Deadline): the inner call raced against
     /// its deadline's timer (inline, no allocation), the inner call alone when the request
     /// has no deadline, or an expiry.
+    ///
+    /// The timer is armed at the first poll the inner call does not answer: a call that
+    /// answers at once never touches the runtime's timer.
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
@@ -31,12 +34,13 @@ pin_project! {
             #[pin]
             future: F,
         },
-        /// The inner future, until `sleep` fires.
+        /// The inner future, until the deadline's timer (armed at the first poll the
+        /// inner future is pending) fires.
         Timed {
             #[pin]
             future: F,
             #[pin]
-            sleep: Sleep,
+            sleep: Option<Sleep>,
             expiry: Expiry,
         },
         /// The deadline passed; `handle` is taken when the expiry is counted, so a future
@@ -51,6 +55,7 @@ pin_project! {
 
 /// What a timed call reports if its deadline passes.
 pub(crate) struct Expiry {
+    pub(crate) deadline: Instant,
     pub(crate) handle: DeadlineHandle,
     pub(crate) after: Duration,
     pub(crate) reason: ExpiryReason,
@@ -63,11 +68,11 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn timed(future: F, sleep: Sleep, expiry: Expiry) -> Self {
+    pub(crate) fn timed(future: F, expiry: Expiry) -> Self {
         ResponseFuture {
             kind: Kind::Timed {
                 future,
-                sleep,
+                sleep: None,
                 expiry,
             },
         }
@@ -97,15 +102,20 @@ where
             KindProj::Plain { future } => return future.poll(cx).map_err(Into::into),
             KindProj::Timed {
                 future,
-                sleep,
+                mut sleep,
                 expiry,
             } => {
                 // The inner future first: an answer ready at the deadline still wins.
                 if let Poll::Ready(result) = future.poll(cx) {
                     return Poll::Ready(result.map_err(Into::into));
                 }
-                if sleep.poll(cx).is_pending() {
-                    return Poll::Pending;
+                if sleep.is_none() {
+                    sleep.set(Some(tokio::time::sleep_until(expiry.deadline)));
+                }
+                if let Some(sleep) = sleep.as_pin_mut() {
+                    if sleep.poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
                 }
                 let (after, reason) = (expiry.after, expiry.reason);
                 // Expired: drop the inner call now (its permits, connections...), not
@@ -139,9 +149,9 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
             Kind::Plain { .. } => f.write_str("ResponseFuture::Plain"),
-            Kind::Timed { sleep, expiry, .. } => f
+            Kind::Timed { expiry, .. } => f
                 .debug_struct("ResponseFuture::Timed")
-                .field("deadline", &sleep.deadline())
+                .field("deadline", &expiry.deadline)
                 .field("reason", &expiry.reason)
                 .finish(),
             Kind::Expired { after, reason, .. } => f

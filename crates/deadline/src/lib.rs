@@ -71,8 +71,10 @@
 //! Expiries are counted in `prism_deadline_expired_total{name, reason}` and logged as
 //! `tracing` debug events.
 //!
-//! A call with a deadline costs one clock read, a timer held inline in the response future
-//! (no allocation) and a reference count; a call with none costs a few branches.
+//! A call with a deadline costs one clock read and a reference count; its timer, held
+//! inline in the response future (no allocation), is armed only if the inner call does not
+//! answer at its first poll. A call with no deadline costs a few branches and no clock
+//! read.
 //!
 //! # Feature flags
 //!

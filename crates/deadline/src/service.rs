@@ -80,11 +80,20 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let request = RequestDeadline::earliest(
+        let request = match (
             self.carrier.read(&req, self.handle.read_header()),
             RequestDeadline::current(),
-        );
-        let Some(chosen) = choose(self.handle.timeout(), request, Instant::now()) else {
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let policy = self.handle.timeout();
+        // Idle (no deadline at all): no clock read, no timer.
+        let chosen = match (policy, request) {
+            (None, None) => None,
+            _ => choose(policy, request, Instant::now()),
+        };
+        let Some(chosen) = chosen else {
             return ResponseFuture::plain(self.inner.call(req));
         };
         if chosen.allows.is_zero() {
@@ -95,10 +104,11 @@ where
             .write(&mut req, deadline, self.handle.write_header());
         let future = deadline.scope(|| self.inner.call(req));
         let expiry = Expiry {
+            deadline: deadline.instant(),
             handle: self.handle.clone(),
             after: chosen.allows,
             reason: chosen.reason,
         };
-        ResponseFuture::timed(future, tokio::time::sleep_until(deadline.instant()), expiry)
+        ResponseFuture::timed(future, expiry)
     }
 }
