@@ -31,7 +31,7 @@ pub(crate) struct Shared {
     config: Mutex<FaultConfig>,
     /// Whether the layer can build a response for a status fault.
     status_supported: bool,
-    /// The draw counter: each call takes one step and mixes it into two draws.
+    /// The draw counter: each call takes two steps with one atomic add, one per draw.
     rng: AtomicU64,
     calls: AtomicU64,
     errors: AtomicU64,
@@ -55,9 +55,11 @@ impl Shared {
     #[inline(never)]
     fn draw_active(&self) -> Option<Decision> {
         let plan = Plan::decode(self.plan.read()?);
-        let step = self.rng.fetch_add(STEP, Ordering::Relaxed);
+        // Two steps per call, one per draw: every draw of every call mixes a different
+        // counter value (for 2^63 calls), so no two draws are the same.
+        let step = self.rng.fetch_add(STEP.wrapping_mul(2), Ordering::Relaxed);
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let decision = plan.decide(mix64(step), mix64(step ^ u64::MAX));
+        let decision = plan.decide(mix64(step), mix64(step.wrapping_add(STEP)));
         if decision.delay.is_some() {
             self.delays.fetch_add(1, Ordering::Relaxed);
             self.metrics.latency.increment(1);
