@@ -64,7 +64,8 @@ impl Shared {
             self.delays.fetch_add(1, Ordering::Relaxed);
             self.metrics.latency.increment(1);
         }
-        if decision.delay.is_some() || decision.fault.is_some() {
+        let injected = decision.delay.is_some() || decision.fault.is_some();
+        if injected {
             tracing::debug!(
                 name = %self.name,
                 delay = ?decision.delay,
@@ -72,7 +73,7 @@ impl Shared {
                 "fault injected"
             );
         }
-        (decision.delay.is_some() || decision.fault.is_some()).then_some(decision)
+        injected.then_some(decision)
     }
 
     /// Counts an exclusive fault as the caller got it (a status whose response could
