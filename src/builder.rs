@@ -9,6 +9,7 @@ use crate::components::{
     BalanceConfig, BreakerConfig, ConcurrencyConfig, RateLimitConfig, RetryConfig,
 };
 use crate::config::PolicyConfig;
+use crate::fallback::FallbackConfig;
 use crate::layer::ReliabilityLayer;
 use crate::profile::{Classified, Generic, Http, HttpServer, Profile};
 use crate::stages::Stages;
@@ -22,7 +23,8 @@ impl ReliabilityLayer {
 
 /// Builds a [`ReliabilityLayer`]. Each stage is optional; the stack's order is fixed
 /// (rate limit -> concurrency limit -> circuit breaker -> retry -> balance) whatever order
-/// these methods are called in.
+/// these methods are called in; the fallback is a layer of its own above them
+/// ([`ReliabilityLayer::fallback`]).
 ///
 /// The [`Profile`] (by default [`Generic`]) says what the calls are: pick
 /// [`http`](Self::http) for an HTTP client, [`http_server`](Self::http_server) for an HTTP
@@ -119,6 +121,12 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
     /// Adds retries (above the balancer, so a retry can go to another endpoint).
     pub fn retry(mut self, config: RetryConfig) -> Self {
         self.policy.retry = Some(config);
+        self
+    }
+
+    /// Adds the fallback answer, handed out by [`ReliabilityLayer::fallback`].
+    pub fn fallback(mut self, config: FallbackConfig) -> Self {
+        self.policy.fallback = Some(config);
         self
     }
 

@@ -18,8 +18,8 @@
 //!
 //! Every table is optional; a policy without a table has no such stage.
 //!
-//! Hot reload ([`Policies::reload`](crate::Policies::reload)) keeps the shape of what runs: the same policies, each
-//! with the same stage tables. Within that, every value can change, except a running
+//! Hot reload ([`Policies::reload`](crate::Policies::reload)) keeps the shape of what runs:
+//! the same policies, each with the same stage tables. Within that, every value can change, except a running
 //! limiter's or breaker's `clock` and a running breaker's `window`. A reload that breaks a
 //! rule, or has any invalid value, is refused with an error naming it and changes nothing.
 
@@ -33,6 +33,7 @@ use crate::components::{
     BalanceConfig, BreakerConfig, ConcurrencyConfig, RateLimitConfig, RetryConfig,
 };
 use crate::config_error::ConfigFileError;
+use crate::fallback::FallbackConfig;
 use crate::names::{bounded_name, check_policy_name, known_names, policy_section};
 use crate::parse_error::ParseError;
 
@@ -65,6 +66,10 @@ pub struct ReliabilityConfig {
 #[serde(try_from = "RawPolicyConfig")]
 #[non_exhaustive]
 pub struct PolicyConfig {
+    /// The fallback answer (`[policy.<name>.fallback]`), applied by the layer
+    /// [`ReliabilityLayer::fallback`](crate::ReliabilityLayer::fallback) gives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackConfig>,
     /// The rate limiter (`[policy.<name>.rate_limit]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
@@ -88,6 +93,8 @@ pub struct PolicyConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicyConfig {
+    #[serde(default)]
+    fallback: Option<FallbackConfig>,
     #[serde(default)]
     rate_limit: Option<RateLimitConfig>,
     #[serde(default)]
@@ -118,6 +125,7 @@ impl TryFrom<RawPolicyConfig> for PolicyConfig {
             .transpose()
             .map_err(|e| e.in_section("circuit_breaker"))?;
         Ok(PolicyConfig {
+            fallback: raw.fallback,
             rate_limit: raw.rate_limit,
             concurrency_limit: raw.concurrency_limit,
             circuit_breaker,
@@ -136,6 +144,9 @@ impl PolicyConfig {
     /// Checks every stage's values; the error names the stage and field
     /// (`circuit_breaker.failure_rate_threshold`).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(c) = &self.fallback {
+            c.validate().map_err(|e| e.in_section("fallback"))?;
+        }
         if let Some(c) = &self.rate_limit {
             c.validate().map_err(|e| e.in_section("rate_limit"))?;
         }
@@ -163,6 +174,12 @@ pub struct PolicyConfigBuilder {
 }
 
 impl PolicyConfigBuilder {
+    /// Adds the fallback answer.
+    pub fn fallback(mut self, config: FallbackConfig) -> Self {
+        self.policy.fallback = Some(config);
+        self
+    }
+
     /// Adds the rate limiter.
     pub fn rate_limit(mut self, config: RateLimitConfig) -> Self {
         self.policy.rate_limit = Some(config);

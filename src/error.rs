@@ -19,7 +19,8 @@ pub enum ErrorKind {
     CircuitOpen,
     /// Every attempt failed, or the retry budget ran out (HTTP 502).
     RetriesExhausted,
-    /// A deadline passed (HTTP 504).
+    /// A deadline passed: the deadline stage's, a retry attempt's timeout, or tower's
+    /// `Timeout` (HTTP 504).
     Timeout,
     /// The balancer had no healthy endpoint to send the request to (HTTP 503).
     NoHealthyEndpoint,
@@ -248,6 +249,9 @@ fn classify_component(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option
         };
         return Some((kind, e.retry_after()));
     }
+    if e.is::<tower_prism_deadline::Error>() {
+        return Some((ErrorKind::Timeout, None));
+    }
     if let Some(e) = e.downcast_ref::<tower_prism_breaker::Error>() {
         return Some((ErrorKind::CircuitOpen, e.retry_after()));
     }
@@ -263,7 +267,9 @@ fn classify_component(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option
                 ErrorKind::Timeout
             }
             R::RetriesExhausted { .. } | R::BudgetExhausted { .. } => ErrorKind::RetriesExhausted,
-            R::DeadlineExceeded { .. } | R::AttemptTimedOut { .. } => ErrorKind::Timeout,
+            R::DeadlineExceeded { .. } | R::AttemptTimedOut { .. } | R::CallerDeadline { .. } => {
+                ErrorKind::Timeout
+            }
             _ => ErrorKind::Inner,
         };
         return Some((kind, None));

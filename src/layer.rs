@@ -9,6 +9,7 @@ use tower_prism_core::HealthSignal;
 
 use crate::config::{PolicyConfig, ReliabilityConfig};
 use crate::config_error::ConfigFileError;
+use crate::fallback::FallbackLayer;
 use crate::names::policy_section;
 use crate::profile::{Generic, Profile};
 use crate::service::Reliability;
@@ -17,7 +18,8 @@ use crate::stages::Stages;
 
 /// The whole reliability stack as one layer: rate limit -> (concurrency limit) -> circuit
 /// breaker -> retry -> balance -> your service, each stage optional, in that order whatever
-/// order they were configured in. Its services are [`Reliability`]s.
+/// order they were configured in. Its services are [`Reliability`]s. The policy's fallback
+/// answer, outermost, is a layer of its own: [`fallback`](Self::fallback).
 ///
 /// Every service made from one layer (and every clone of those) shares the same limiter,
 /// breaker, retry budget and balancer state, so a layer is one *policy*. The stages feed
@@ -46,6 +48,7 @@ impl<P: Profile> fmt::Debug for ReliabilityLayer<P> {
         let s = &self.stages;
         f.debug_struct("ReliabilityLayer")
             .field("name", &s.name)
+            .field("fallback", &s.fallback.is_some())
             .field("rate_limit", &s.rate_limit.is_some())
             .field("concurrency_limit", &s.concurrency.is_some())
             .field("circuit_breaker", &s.breaker.is_some())
@@ -139,6 +142,44 @@ impl<P: Profile> ReliabilityLayer<P> {
     /// breaker, or a new breaker `window` ([`ConfigFileError::Invalid`] naming the field).
     pub fn reconfigure(&self, policy: &PolicyConfig) -> Result<(), ConfigFileError> {
         self.stages.reconfigure(policy)
+    }
+
+    /// The policy's fallback answer (its `fallback` table) as a layer to put above the
+    /// stack, or `None` when the policy has none. It answers the error kinds the table
+    /// lists with its HTTP status, headers and body, for services of `http::Response<B>`
+    /// with `B: From<String>` (axum's `Body`, http-body-util's `Full`, `String`); a reload
+    /// of the policy reconfigures it.
+    ///
+    /// It is not part of [`Reliability`] because building an answer needs a bound on the
+    /// response body that a client stack over hyper's `Incoming` cannot meet. For an
+    /// answer made in code, use [`FallbackLayer::answer_with`] and its siblings.
+    ///
+    /// ```
+    /// use tower::{service_fn, ServiceBuilder, ServiceExt};
+    /// use tower_prism::{HttpServer, ReliabilityConfig, ReliabilityLayer};
+    ///
+    /// # tokio_test::block_on(async {
+    /// let config = ReliabilityConfig::from_toml(r#"
+    ///     [policy.search.circuit_breaker]
+    ///     [policy.search.fallback]
+    ///     on = ["inner"]
+    ///     status = 200
+    ///     body = "[]"
+    /// "#).unwrap();
+    /// let policy = ReliabilityLayer::from_config_as(&config, "search", HttpServer).unwrap();
+    /// let service = ServiceBuilder::new()
+    ///     .option_layer(policy.fallback())
+    ///     .layer(policy)
+    ///     .service(service_fn(|_req: http::Request<String>| async {
+    ///         Err::<http::Response<String>, _>(std::io::Error::other("index down"))
+    ///     }));
+    /// let response = service.oneshot(http::Request::new(String::new())).await.unwrap();
+    /// assert_eq!(response.status(), 200);
+    /// assert_eq!(response.body(), "[]");
+    /// # });
+    /// ```
+    pub fn fallback(&self) -> Option<FallbackLayer> {
+        self.stages.fallback.clone()
     }
 
     /// The running stages, for [`Policies`](crate::Policies)' reload of every policy at once.

@@ -194,13 +194,17 @@ pub use snapshot::Snapshot;
 
 pub use tower_prism_core::{
     metrics, BoxError, Classify, Clock, ConfigError, DefaultClassifier, HealthReader, HealthSignal,
-    HealthStats, HttpClassifier, Outcome,
+    HealthStats, HttpClassifier, Outcome, RequestDeadline,
 };
 
 /// Load balancing: P2C, round robin, weighted, consistent hash; outlier ejection.
 pub use tower_prism_balance as balance;
 /// The circuit breaker.
 pub use tower_prism_breaker as breaker;
+/// Deadlines: a total timeout, the request's own deadline, propagation to the next hop.
+pub use tower_prism_deadline as deadline;
+/// Fault injection: errors, aborted connections, statuses and latency, seedable.
+pub use tower_prism_fault as fault;
 /// Rate limits (local, keyed, Redis) and the adaptive concurrency limit.
 pub use tower_prism_limit as limit;
 /// Retries: backoff, retry budget, replayable HTTP bodies.

@@ -65,6 +65,9 @@ impl<P: Profile> Stages<P> {
                 tracing::error!(policy = %name, stage, error = %e, "a checked reload was refused");
             }
         };
+        if let (Some(layer), Some(config)) = (&self.fallback, &policy.fallback) {
+            report("fallback", layer.handle().reconfigure(config));
+        }
         if let (Some(layer), Some(config)) = (&self.rate_limit, &policy.rate_limit) {
             report("rate_limit", c::reconfigure_rate_limit(layer, config));
         }
@@ -104,6 +107,11 @@ impl<P: Profile> Stages<P> {
                 })
             }
         };
+        shape(
+            "fallback",
+            self.fallback.is_some(),
+            policy.fallback.is_some(),
+        )?;
         shape(
             "rate_limit",
             self.rate_limit.is_some(),

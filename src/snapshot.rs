@@ -5,6 +5,8 @@
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Snapshot {
+    /// The fallback's counts, when the policy has a `fallback` table.
+    pub fallback: Option<crate::fallback::FallbackSnapshot>,
     /// The rate limiter's state, when the stack has one.
     pub rate_limit: Option<tower_prism_limit::rate::RateLimitSnapshot>,
     /// The concurrency limiter's state, when the stack has one.

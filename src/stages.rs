@@ -13,6 +13,7 @@ use crate::components::{
     RetryLayer,
 };
 use crate::config::PolicyConfig;
+use crate::fallback::FallbackLayer;
 use crate::names::check_policy_name;
 use crate::profile::Profile;
 use crate::snapshot::Snapshot;
@@ -23,6 +24,10 @@ pub(crate) struct Stages<P: Profile> {
     pub(crate) name: String,
     pub(crate) profile: P,
     pub(crate) health: HealthSignal,
+    /// Not part of the stack: the layer [`ReliabilityLayer::fallback`] hands out.
+    ///
+    /// [`ReliabilityLayer::fallback`]: crate::ReliabilityLayer::fallback
+    pub(crate) fallback: Option<FallbackLayer>,
     pub(crate) rate_limit: Option<RateLimitLayer>,
     pub(crate) concurrency: Option<ConcurrencyLayer<P>>,
     pub(crate) breaker: Option<BreakerLayer<P>>,
@@ -62,6 +67,12 @@ impl<P: Profile> Stages<P> {
                  remove the retry stage, or use a client profile such as `http()`",
             ));
         }
+        let fallback = policy
+            .fallback
+            .as_ref()
+            .map(|cfg| FallbackLayer::builder(cfg.clone()).name(&name).build())
+            .transpose()
+            .map_err(|e| e.in_section("fallback"))?;
         let rate_limit = policy
             .rate_limit
             .as_ref()
@@ -90,6 +101,7 @@ impl<P: Profile> Stages<P> {
             name,
             profile,
             health,
+            fallback,
             rate_limit,
             concurrency,
             breaker,
@@ -114,6 +126,7 @@ impl<P: Profile> Stages<P> {
     /// A cheap view of the running stages.
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
+            fallback: self.fallback.as_ref().map(|l| l.handle().snapshot()),
             rate_limit: self.rate_limit.as_ref().map(|l| l.handle().snapshot()),
             concurrency_limit: self.concurrency.as_ref().map(|l| l.handle().snapshot()),
             circuit_breaker: self.breaker.as_ref().map(|l| l.handle().snapshot()),
