@@ -4,11 +4,12 @@
 //! cargo run --example chaos
 //! ```
 //!
-//! For 13 seconds it drives ~300 requests per second at a policy that admits 200 per second
-//! (rate limit -> circuit breaker -> retry -> p2c balance over three upstreams), while the
-//! upstreams misbehave on a script: one answers 500s, one dies and comes back (outlier
-//! ejection and retries hide both), then all three fail at once (the breaker opens and fails
-//! fast) and recover (half-open probes close it). Each second it prints what the stack did;
+//! For 15 seconds it drives ~300 requests per second at a policy that admits 200 per second
+//! (rate limit -> circuit breaker -> retry with hedging -> p2c balance over three upstreams),
+//! while the upstreams misbehave on a script: one answers 500s, one dies and comes back
+//! (outlier ejection and retries hide both), then all three fail at once (the breaker opens
+//! and fails fast) and recover (half-open probes close it), then one turns 400 ms slow
+//! (hedges sent to the other two after 60 ms win the race). Each second it prints what the stack did;
 //! at the end, a summary in which every request is accounted for. Nothing leaves loopback
 //! and it stops on its own.
 
@@ -41,6 +42,10 @@ permitted_calls_in_half_open = 3
 max_attempts = 2
 backoff = { kind = "exponential", base = "10ms", max = "100ms", jitter = "full" }
 
+[policy.chaos.retry.hedge]
+delay = "60ms"
+max_hedged = 1
+
 [policy.chaos.balance]
 strategy = "p2c_peak_ewma"
 
@@ -51,7 +56,7 @@ max_ejection_time = "4s"
 max_ejection_percent = 67
 "#;
 
-const SECONDS: u64 = 13;
+const SECONDS: u64 = 15;
 const OFFERED_PER_SECOND: u64 = 300;
 
 /// A 5xx answer is a retryable failure (for the breaker, retries and outlier ejection), like
@@ -166,15 +171,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "an open circuit or for lack of a healthy endpoint; ok / 5xx / conn-err = outcomes of"
     );
     println!(
-        "admitted calls (after retries); retried = retries sent; breaker = state at the tick.\n"
+        "admitted calls (after retries); retried = retries sent; hedged = hedges sent/won;"
     );
+    println!("breaker = state at the tick.\n");
     println!(
-        "{:>4} {:>5} {:>8} {:>8} {:>5} {:>4} {:>8} {:>7} {:>9}  endpoints (requests this second; EJ = ejected)",
-        "sec", "sent", "admitted", "rejected", "ok", "5xx", "conn-err", "retried", "breaker"
+        "{:>4} {:>5} {:>8} {:>8} {:>5} {:>4} {:>8} {:>7} {:>7} {:>9}  endpoints (requests this second; EJ = ejected)",
+        "sec", "sent", "admitted", "rejected", "ok", "5xx", "conn-err", "retried", "hedged", "breaker"
     );
     let mut last_requests: Vec<u64> = upstreams.iter().map(|u| u.requests()).collect();
     let mut events = Vec::new();
     let mut last_retries = 0;
+    let mut last_hedges = (0, 0);
     for second in 1..=SECONDS {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let [sent, ok, err5xx, limited, circuit, no_endpoint, other] = tally.take();
@@ -200,13 +207,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let retries = stages.retry.as_ref().map_or(0, |r| r.retries);
         let retried = retries - last_retries;
         last_retries = retries;
+        let hedges = stages
+            .retry
+            .as_ref()
+            .map_or((0, 0), |r| (r.hedges_sent, r.hedges_won));
+        let hedged = format!("{}/{}", hedges.0 - last_hedges.0, hedges.1 - last_hedges.1);
+        last_hedges = hedges;
         let breaker = stages
             .circuit_breaker
             .as_ref()
             .map_or("-", |b| b.state.as_label());
         let admitted = sent - limited;
         println!(
-            "{second:>4} {sent:>5} {admitted:>8} {rejected:>8} {ok:>5} {err5xx:>4} {other:>8} {retried:>7} {breaker:>9}  {}",
+            "{second:>4} {sent:>5} {admitted:>8} {rejected:>8} {ok:>5} {err5xx:>4} {other:>8} {retried:>7} {hedged:>7} {breaker:>9}  {}",
             health.join("  ")
         );
         // The script of faults.
@@ -239,6 +252,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 events.push("t=10s all three recover");
             }
+            11 => {
+                upstreams[0].set_latency(Duration::from_millis(400));
+                events.push("t=11s alpha turns 400 ms slow (hedges to the others win)");
+            }
+            13 => {
+                upstreams[0].recover();
+                events.push("t=13s alpha is fast again");
+            }
             _ => {}
         }
     }
@@ -264,6 +285,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "  endpoint {:<8} requests {:>5}  failures {:>4}  ejections {}",
             e.key, e.requests, e.failures, e.ejections
+        );
+    }
+    let retry = layer.snapshot().retry;
+    if let Some(r) = retry {
+        println!(
+            "  hedges sent {}, won {} (the first answer wins; the slower attempt is cancelled)",
+            r.hedges_sent, r.hedges_won
         );
     }
     if accounted != sent {
