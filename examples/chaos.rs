@@ -170,9 +170,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "an open circuit or for lack of a healthy endpoint; ok / 5xx / conn-err = outcomes of"
     );
-    println!(
-        "admitted calls (after retries); retried = retries sent; hedged = hedges sent/won;"
-    );
+    println!("admitted calls (after retries); retried = retries sent; hedged = hedges sent/won;");
     println!("breaker = state at the tick.\n");
     println!(
         "{:>4} {:>5} {:>8} {:>8} {:>5} {:>4} {:>8} {:>7} {:>7} {:>9}  endpoints (requests this second; EJ = ejected)",

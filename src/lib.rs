@@ -149,8 +149,10 @@
 //!
 //! Each stage is its own crate, re-exported here, usable alone:
 //! [`limit`] (rate and concurrency limits), [`breaker`] (circuit breaker), [`retry`]
-//! (retries, backoff, budget, replayable bodies) and [`balance`] (load balancing, outlier
-//! ejection). The shared pieces ([`Outcome`], [`Classify`], [`HealthSignal`], [`Clock`],
+//! (retries, hedging, backoff, budget, replayable bodies), [`balance`] (load balancing,
+//! outlier ejection), [`deadline`] (total timeout, request deadlines, propagation) and
+//! [`fault`] (fault injection). [`fallback`] (answers for chosen error kinds) is a module
+//! of this crate. The shared pieces ([`Outcome`], [`Classify`], [`HealthSignal`], [`Clock`],
 //! [`ConfigError`], [`metrics`]) come from tower-prism-core and are re-exported at the root.
 //!
 //! [tower]: https://docs.rs/tower
