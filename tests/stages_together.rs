@@ -1,0 +1,101 @@
+//! The stages that are crates of their own, composed with a policy in a `ServiceBuilder`:
+//! a deadline above the stack reaches its retry stage (for any request type), and a
+//! policy's hedges race a slow endpoint made slow by the fault-injection stage.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::{service_fn, BoxError, Layer, ServiceBuilder, ServiceExt};
+use tower_prism::deadline::{DeadlineConfig, DeadlineLayer};
+use tower_prism::fault::{FaultConfig, FaultLayer, LatencyFault};
+use tower_prism::{Error, ErrorKind, ReliabilityConfig, ReliabilityLayer};
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_above_the_policy_stops_retries_that_cannot_finish() {
+    let config = ReliabilityConfig::from_toml(
+        r#"
+        [policy.upstream.circuit_breaker]
+        [policy.upstream.retry]
+        max_attempts = 5
+        backoff = { kind = "fixed", base = "200ms", jitter = "none" }
+        "#,
+    )
+    .unwrap();
+    let policy = ReliabilityLayer::from_config(&config, "upstream").unwrap();
+    let deadline = DeadlineConfig::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let service = ServiceBuilder::new()
+        .layer(DeadlineLayer::from_config(&deadline).unwrap())
+        .layer(policy)
+        .service(service_fn(move |_request: u32| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Err::<u32, _>(std::io::Error::other("down")) }
+        }));
+
+    let start = tokio::time::Instant::now();
+    let error = Error::from_box(service.oneshot(7).await.unwrap_err());
+    // attempt at 0, backoff to 200 ms, attempt; a second backoff would end at 400 ms,
+    // after the deadline: the retry stage gives up at once instead of sleeping into it
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert_eq!(error.kind(), ErrorKind::Timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policys_hedges_beat_an_endpoint_the_fault_stage_made_slow() {
+    let config = ReliabilityConfig::from_toml(
+        r#"
+        [policy.upstream.retry]
+        max_attempts = 2
+        [policy.upstream.retry.hedge]
+        delay = "50ms"
+        [policy.upstream.balance]
+        strategy = "round_robin"
+        "#,
+    )
+    .unwrap();
+    let policy = ReliabilityLayer::from_config(&config, "upstream").unwrap();
+    let slow = FaultConfig::builder()
+        .latency(LatencyFault::fixed(1.0, Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let answer = service_fn(|request: u32| async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok::<u32, BoxError>(request)
+    });
+    let endpoints = ["slow", "fast-1", "fast-2"].map(|name| {
+        let faults = if name == "slow" {
+            slow.clone()
+        } else {
+            FaultConfig::default()
+        };
+        (
+            name,
+            FaultLayer::from_config(&faults).unwrap().layer(answer),
+        )
+    });
+    let service = policy.layer_endpoints(endpoints).unwrap();
+
+    for request in 0..6 {
+        let start = tokio::time::Instant::now();
+        let answer = service.clone().oneshot(request).await.unwrap();
+        assert_eq!(answer, request);
+        // a fast endpoint answers in 10 ms; the slow one is raced by a hedge at 50 ms
+        assert!(
+            start.elapsed() <= Duration::from_millis(60),
+            "call {request} took {:?}",
+            start.elapsed()
+        );
+    }
+    // every call that went to the slow endpoint was hedged, and every hedge won (the
+    // hedges take round-robin turns too, so which calls those are follows from the order)
+    let retry = policy.snapshot().retry.unwrap();
+    assert!(retry.hedges_sent >= 2, "{retry:?}");
+    assert_eq!(retry.hedges_won, retry.hedges_sent, "{retry:?}");
+    assert_eq!(retry.cancelled_attempts, retry.hedges_sent, "{retry:?}");
+}
