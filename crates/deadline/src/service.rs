@@ -80,13 +80,10 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let request = match (
+        let request = RequestDeadline::earliest(
             self.carrier.read(&req, self.handle.read_header()),
             RequestDeadline::current(),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        );
         let policy = self.handle.timeout();
         // Idle (no deadline at all): no clock read, no timer.
         let chosen = match (policy, request) {
