@@ -30,6 +30,8 @@ pub const LABEL_FROM: &str = "from";
 pub const LABEL_TO: &str = "to";
 /// Label: why something was rejected, retried or given up.
 pub const LABEL_REASON: &str = "reason";
+/// Label: how something ended (a hedge: `sent`, `won`, `no_budget`).
+pub const LABEL_RESULT: &str = "result";
 /// Label: an endpoint's metrics slot, a small number taken when it joins the balancer and
 /// reused after it leaves, so per-endpoint series stay bounded under churn (the balancer's
 /// `snapshot()` and its log events tell which address holds which slot).

@@ -2,7 +2,7 @@
 
 use metrics::{Counter, Histogram};
 use tower_prism_core::metrics::retry as m;
-use tower_prism_core::metrics::{LABEL_NAME, LABEL_REASON};
+use tower_prism_core::metrics::{LABEL_NAME, LABEL_REASON, LABEL_RESULT};
 
 use crate::decide::GiveUp;
 
@@ -34,7 +34,7 @@ impl Metrics {
         let retries = |reason: &'static str| metrics::counter!(m::RETRIES_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => reason);
         let gave_up = |reason: &'static str| metrics::counter!(m::GAVE_UP_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => reason);
         // core names no constant for this label; `result` is the one its docs give
-        let hedges = |result: &'static str| metrics::counter!(m::HEDGES_TOTAL, LABEL_NAME => name.clone(), "result" => result);
+        let hedges = |result: &'static str| metrics::counter!(m::HEDGES_TOTAL, LABEL_NAME => name.clone(), LABEL_RESULT => result);
         Metrics {
             attempts: metrics::histogram!(m::ATTEMPTS, LABEL_NAME => name.clone()),
             retry_error: retries("error"),

@@ -15,7 +15,7 @@ pub const GAVE_UP_TOTAL: &str = "prism_retry_gave_up_total";
 /// Histogram: backoff slept before each retry.
 pub const BACKOFF_SECONDS: &str = "prism_retry_backoff_seconds";
 
-/// Counter: hedged requests, by `result`: `sent` (a hedge went out), `won` (its answer was
+/// Counter: hedged requests, by `result` ([`LABEL_RESULT`](super::LABEL_RESULT)): `sent` (a hedge went out), `won` (its answer was
 /// the one returned), `no_budget` (the retry budget refused it).
 pub const HEDGES_TOTAL: &str = "prism_retry_hedges_total";
 /// Counter: attempts cancelled because another attempt of the same call answered first.
