@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use failsafe::CircuitBreaker as _;
 use tower_layer::Layer;
+use tower_prism_bench::one_call;
 use tower_prism_bench::Noop;
 use tower_prism_breaker::{BreakerConfig, CircuitBreakerLayer, Window};
 use tower_prism_core::Clock;
@@ -23,12 +24,6 @@ use tower_service::Service;
 const WINDOW: u32 = 100;
 
 /// One poll_ready + call + poll of the response future, as a caller does.
-fn one_call<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, i: u64) {
-    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
-    let fut = pin!(svc.call(i));
-    assert!(matches!(black_box(fut.poll(cx)), Poll::Ready(Ok(_))));
-}
-
 /// Our breaker on `clock` (the TSC variant times calls as quanta does for governor).
 fn prism(clock: Clock) -> impl Service<u64> + Clone + Send + 'static {
     let config = BreakerConfig::builder()

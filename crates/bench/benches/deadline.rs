@@ -5,14 +5,12 @@
 //! this is the cost of arming and dropping one.
 #![allow(missing_docs)]
 
-use std::future::Future;
-use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tower_layer::Layer;
+use tower_prism_bench::one_call;
 use tower_prism_bench::Noop;
 use tower_prism_deadline::{DeadlineConfig, DeadlineLayer};
 use tower_service::Service;
@@ -21,12 +19,6 @@ use tower_service::Service;
 const TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// One poll_ready + call + poll of the response future, as a caller does.
-fn one_call<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, i: u64) {
-    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
-    let fut = pin!(svc.call(i));
-    assert!(matches!(black_box(fut.poll(cx)), Poll::Ready(Ok(_))));
-}
-
 fn prism(timeout: Option<Duration>) -> impl Service<u64> {
     let config = DeadlineConfig::builder()
         .timeout(timeout)

@@ -8,26 +8,19 @@
 #![allow(missing_docs)]
 
 use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
-use std::hint::black_box;
-use std::pin::pin;
+use std::future::{ready, Ready};
 use std::task::{Context, Poll, Waker};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tower_layer::Layer;
 use tower_prism::fallback::FallbackLayer;
 use tower_prism::ErrorKind;
+use tower_prism_bench::one_call;
 use tower_prism_bench::Noop;
 use tower_service::Service;
 
 /// One poll_ready + call + poll of the response future, as a caller does; the call must
 /// complete at once with an answer.
-fn one_call<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, i: u64) {
-    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
-    let fut = pin!(svc.call(i));
-    assert!(matches!(black_box(fut.poll(cx)), Poll::Ready(Ok(_))));
-}
-
 /// The inner service's failure: a zero-sized error, so boxing it allocates nothing and
 /// both fallbacks are measured, not the error.
 #[derive(Debug, Clone, Copy)]

@@ -14,3 +14,19 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("a current-thread runtime builds")
 }
+
+/// One call through a ready service whose future completes `Ok` on its first poll: the
+/// unit every per-call benchmark measures.
+pub fn one_call<S: tower_service::Service<u64>>(
+    svc: &mut S,
+    cx: &mut std::task::Context<'_>,
+    i: u64,
+) {
+    use std::task::Poll;
+    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
+    let fut = std::pin::pin!(svc.call(i));
+    assert!(matches!(
+        std::hint::black_box(std::future::Future::poll(fut, cx)),
+        Poll::Ready(Ok(_))
+    ));
+}
