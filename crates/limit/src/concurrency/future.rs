@@ -50,6 +50,8 @@ pin_project! {
         },
         Pending { pending: Pin<Box<Pending<S, Req, C>>> },
         Failed { error: Option<Error> },
+        // A pass-through stage's call: no permit, no classification, only forwarding.
+        PassThrough { #[pin] future: S::Future },
     }
 }
 
@@ -72,6 +74,7 @@ impl<S: Service<Req>, Req, C> fmt::Debug for ResponseFuture<S, Req, C> {
             State::Pending { pending } if pending.wait.is_some() => "waiting",
             State::Pending { .. } => "admitted",
             State::Failed { .. } => "failed",
+            State::PassThrough { .. } => "pass_through",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -87,6 +90,12 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
                 permit: Some(permit),
                 classify,
             },
+        }
+    }
+
+    pub(crate) fn pass_through(future: S::Future) -> Self {
+        ResponseFuture {
+            state: State::PassThrough { future },
         }
     }
 
@@ -133,6 +142,9 @@ where
                         permit.finish(classify.classify(result.as_ref()));
                     }
                     return Poll::Ready(result.map_err(Into::into));
+                }
+                StateProj::PassThrough { future } => {
+                    return future.poll(cx).map_err(Into::into);
                 }
                 StateProj::Failed { error } => {
                     let error = error.take().expect("polled after completion");

@@ -1,5 +1,6 @@
 //! [`ConcurrencyLimit`]: the adaptive concurrency-limiting service.
 
+use std::fmt;
 use std::task::{Context, Poll};
 
 use tower_prism_core::{Classify, DefaultClassifier};
@@ -18,10 +19,20 @@ use crate::ready::take_ready;
 /// A request over the limit fails from its response future with
 /// [`Error::ConcurrencyLimited`], or, with `max_wait` set, waits up to that long for a
 /// permit ([`Error::ConcurrencyTimeout`] after). `poll_ready` only asks the inner service.
-/// Each call's result is classified by `C` to move the limit.
-#[derive(Debug, Clone)]
+/// Each call's result is classified by `C` to move the limit. A
+/// [`pass_through`](ConcurrencyLimit::pass_through) service has no limiter and forwards
+/// every call.
+#[derive(Clone)]
 pub struct ConcurrencyLimit<S, C = DefaultClassifier> {
     inner: S,
+    // `None` in pass-through mode: the limiter and the classifier are only needed by a
+    // limited call, so a switched-off stage is one branch and needs no classifier value.
+    engaged: Option<Engaged<C>>,
+}
+
+/// The limiter and the classifier of an engaged [`ConcurrencyLimit`].
+#[derive(Debug, Clone)]
+struct Engaged<C> {
     limiter: ConcurrencyLimiter,
     classify: C,
 }
@@ -29,11 +40,7 @@ pub struct ConcurrencyLimit<S, C = DefaultClassifier> {
 impl<S> ConcurrencyLimit<S> {
     /// Wraps `inner` with `limiter`, classifying results with [`DefaultClassifier`].
     pub fn new(inner: S, limiter: ConcurrencyLimiter) -> Self {
-        ConcurrencyLimit {
-            inner,
-            limiter,
-            classify: DefaultClassifier,
-        }
+        Self::with_classify(inner, limiter, DefaultClassifier)
     }
 }
 
@@ -41,14 +48,27 @@ impl<S, C> ConcurrencyLimit<S, C> {
     pub(crate) fn with_classify(inner: S, limiter: ConcurrencyLimiter, classify: C) -> Self {
         ConcurrencyLimit {
             inner,
-            limiter,
-            classify,
+            engaged: Some(Engaged { limiter, classify }),
         }
     }
 
-    /// The shared limiter (for snapshots and reconfiguration).
-    pub fn handle(&self) -> &ConcurrencyLimiter {
-        &self.limiter
+    /// A concurrency limit that is switched off: `poll_ready` and `call` go straight to
+    /// `inner` (its error boxed into a [`BoxError`], as the engaged stage does), with no
+    /// clock read, no atomic, no metric, no classification and no allocation: one branch
+    /// per call.
+    ///
+    /// Unlike `ServiceBuilder::option_layer` (an `Either`), the type is the same as the
+    /// engaged stage's, so a stack of optional stages stays one linear type.
+    pub fn pass_through(inner: S) -> Self {
+        ConcurrencyLimit {
+            inner,
+            engaged: None,
+        }
+    }
+
+    /// The shared limiter (for snapshots and reconfiguration); `None` in pass-through mode.
+    pub fn handle(&self) -> Option<&ConcurrencyLimiter> {
+        self.engaged.as_ref().map(|engaged| &engaged.limiter)
     }
 
     /// The inner service.
@@ -67,6 +87,20 @@ impl<S, C> ConcurrencyLimit<S, C> {
     }
 }
 
+impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for ConcurrencyLimit<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ConcurrencyLimit");
+        d.field("inner", &self.inner);
+        match &self.engaged {
+            Some(engaged) => d
+                .field("limiter", &engaged.limiter)
+                .field("classify", &engaged.classify),
+            None => d.field("pass_through", &true),
+        };
+        d.finish()
+    }
+}
+
 impl<S, C, Req> Service<Req> for ConcurrencyLimit<S, C>
 where
     S: Service<Req> + Clone,
@@ -82,18 +116,21 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        match self.limiter.acquire_now() {
+        let Some(engaged) = &self.engaged else {
+            return ResponseFuture::pass_through(self.inner.call(request));
+        };
+        match engaged.limiter.acquire_now() {
             Ok(permit) => {
-                ResponseFuture::called(self.inner.call(request), permit, self.classify.clone())
+                ResponseFuture::called(self.inner.call(request), permit, engaged.classify.clone())
             }
-            Err(limit) if self.limiter.max_wait().is_some() => {
-                let limiter = self.limiter.clone();
+            Err(limit) if engaged.limiter.max_wait().is_some() => {
+                let limiter = engaged.limiter.clone();
                 let wait = Box::pin(async move { limiter.wait(limit).await });
                 let service = take_ready(&mut self.inner);
-                ResponseFuture::waiting(wait, service, request, self.classify.clone())
+                ResponseFuture::waiting(wait, service, request, engaged.classify.clone())
             }
             Err(limit) => {
-                ResponseFuture::failed(self.limiter.reject(Error::ConcurrencyLimited { limit }))
+                ResponseFuture::failed(engaged.limiter.reject(Error::ConcurrencyLimited { limit }))
             }
         }
     }
