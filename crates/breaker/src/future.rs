@@ -14,7 +14,9 @@ use crate::state::Permit;
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](crate::CircuitBreaker): either the inner
-    /// call, whose result is classified and recorded when it completes, or a rejection.
+    /// call, whose result is classified and recorded when it completes, or a rejection, or
+    /// (for a [pass-through](crate::CircuitBreaker::pass_through) breaker) the inner call
+    /// alone.
     pub struct ResponseFuture<F, C> {
         #[pin]
         kind: Kind<F, C>,
@@ -32,6 +34,11 @@ pin_project! {
         },
         Rejected {
             retry_after: Duration,
+        },
+        // A switched-off breaker: only forwards, mapping the error as `Called` does.
+        PassThrough {
+            #[pin]
+            future: F,
         },
     }
 }
@@ -93,6 +100,13 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
+    #[inline]
+    pub(crate) fn pass_through(future: F) -> Self {
+        ResponseFuture {
+            kind: Kind::PassThrough { future },
+        }
+    }
+
     pub(crate) fn rejected(retry_after: Duration) -> Self {
         ResponseFuture {
             kind: Kind::Rejected { retry_after },
@@ -140,6 +154,7 @@ where
             KindProj::Rejected { retry_after } => Poll::Ready(Err(Box::new(Error::CircuitOpen {
                 retry_after: *retry_after,
             }))),
+            KindProj::PassThrough { future } => future.poll(cx).map_err(Into::into),
         }
     }
 }
@@ -152,6 +167,7 @@ impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
                 .debug_struct("ResponseFuture::Rejected")
                 .field("retry_after", retry_after)
                 .finish(),
+            Kind::PassThrough { .. } => f.write_str("ResponseFuture::PassThrough"),
         }
     }
 }

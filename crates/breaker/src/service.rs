@@ -21,9 +21,19 @@ use crate::future::{PermitGuard, ResponseFuture};
 /// dropped after the deadline it was called under is recorded as a failure instead.)
 ///
 /// Clones share the same [`Breaker`].
-#[derive(Debug, Clone)]
+///
+/// A breaker made with [`pass_through`](CircuitBreaker::pass_through) is switched off: it
+/// only forwards to the inner service.
+#[derive(Clone)]
 pub struct CircuitBreaker<S, C = DefaultClassifier> {
     inner: S,
+    /// `None` in pass-through mode: the one branch a switched-off breaker costs.
+    engaged: Option<Engaged<C>>,
+}
+
+/// What an engaged breaker service holds besides its inner service.
+#[derive(Clone)]
+struct Engaged<C> {
     breaker: Breaker,
     classifier: C,
 }
@@ -36,14 +46,31 @@ impl<S, C> CircuitBreaker<S, C> {
     pub fn new(inner: S, breaker: Breaker, classifier: C) -> Self {
         CircuitBreaker {
             inner,
-            breaker,
-            classifier,
+            engaged: Some(Engaged {
+                breaker,
+                classifier,
+            }),
         }
     }
 
-    /// The shared breaker.
-    pub fn handle(&self) -> &Breaker {
-        &self.breaker
+    /// A circuit breaker that is switched off: `poll_ready` and `call` go straight to
+    /// `inner`, with no permit, no clock read, no atomic operation, no metric, no tracing
+    /// event and no allocation; the only cost is one branch. Inner errors come back as the
+    /// same [`BoxError`] an engaged breaker returns (they still downcast to the inner
+    /// error type).
+    ///
+    /// Unlike `ServiceBuilder::option_layer` (an `Either`), the type is the same as the
+    /// engaged breaker's, so a stack of optional stages stays one linear type.
+    pub fn pass_through(inner: S) -> Self {
+        CircuitBreaker {
+            inner,
+            engaged: None,
+        }
+    }
+
+    /// The shared breaker; `None` in [pass-through](CircuitBreaker::pass_through) mode.
+    pub fn handle(&self) -> Option<&Breaker> {
+        self.engaged.as_ref().map(|e| &e.breaker)
     }
 
     /// The inner service.
@@ -77,18 +104,36 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.breaker.acquire_at(self.breaker.now()) {
+        let Some(engaged) = &self.engaged else {
+            return ResponseFuture::pass_through(self.inner.call(req));
+        };
+        let breaker = &engaged.breaker;
+        match breaker.acquire_at(breaker.now()) {
             Ok(permit) => {
                 // The guard exists before the inner call: if `call` panics, unwinding drops
                 // it and the permit (maybe a half-open probe slot) is given back.
                 // The deadline it runs under, if a deadline stage above set one: with
                 // `count_deadline_expiry`, a call dropped past it counts as a failure.
                 let deadline = RequestDeadline::current();
-                let guard = PermitGuard::new(self.breaker.clone(), permit, deadline);
+                let guard = PermitGuard::new(breaker.clone(), permit, deadline);
                 let future = self.inner.call(req);
-                ResponseFuture::called(future, guard, self.classifier.clone())
+                ResponseFuture::called(future, guard, engaged.classifier.clone())
             }
             Err(retry_after) => ResponseFuture::rejected(retry_after),
         }
+    }
+}
+
+impl<S: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("CircuitBreaker");
+        d.field("inner", &self.inner);
+        match &self.engaged {
+            Some(engaged) => d
+                .field("breaker", &engaged.breaker)
+                .field("classifier", &engaged.classifier),
+            None => d.field("pass_through", &true),
+        };
+        d.finish()
     }
 }

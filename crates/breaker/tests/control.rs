@@ -17,7 +17,7 @@ use tower_prism_core::HealthSignal;
 #[tokio::test(start_paused = true)]
 async fn force_open_disable_and_reset() {
     let (mut svc, calls) = make(base());
-    let breaker = svc.handle().clone();
+    let breaker = svc.handle().unwrap().clone();
     breaker.force_open();
     assert_eq!(breaker.state(), State::ForcedOpen);
     advance(Duration::from_secs(3_600)).await;
@@ -53,7 +53,10 @@ async fn clones_share_one_breaker() {
     let mut a = layer.layer(upstream.clone());
     let mut b = layer.clone().layer(upstream);
     let mut c = a.clone();
-    assert!(a.handle().same_as(b.handle()) && a.handle().same_as(layer.handle()));
+    assert!(
+        a.handle().unwrap().same_as(b.handle().unwrap())
+            && a.handle().unwrap().same_as(layer.handle())
+    );
     run(&mut a, &[Req::Fail, Req::Fail]).await;
     run(&mut b, &[Req::Fail]).await;
     run(&mut c, &[Req::Fail]).await;
@@ -67,7 +70,7 @@ async fn clones_share_one_breaker() {
 #[tokio::test(start_paused = true)]
 async fn reconfigure_applies_to_the_running_breaker() {
     let (mut svc, _) = make(base());
-    let breaker = svc.handle().clone();
+    let breaker = svc.handle().unwrap().clone();
     run(&mut svc, &[Req::Ok, Req::Ok, Req::Ok, Req::Fail]).await;
     assert_eq!(breaker.state(), State::Closed);
     let stricter = base().failure_rate_threshold(0.2).build().unwrap();
@@ -120,7 +123,7 @@ async fn snapshot_reports_counts_rates_and_wait() {
         ],
     )
     .await;
-    let snap = svc.handle().snapshot();
+    let snap = svc.handle().unwrap().snapshot();
     assert_eq!(snap.state, State::Closed);
     assert_eq!((snap.calls, snap.failures, snap.slow_calls), (5, 3, 2));
     assert_eq!(snap.failure_rate, 0.6);
@@ -129,10 +132,10 @@ async fn snapshot_reports_counts_rates_and_wait() {
     assert_eq!(snap.probes_admitted, 0);
     assert_eq!(snap.retry_after, None);
     run(&mut svc, &[Req::Ok; 5]).await; // 10 calls, 3 failures: stays closed
-    assert_eq!(svc.handle().state(), State::Closed);
-    assert_eq!(svc.handle().snapshot().consecutive_failures, 0);
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
+    assert_eq!(svc.handle().unwrap().snapshot().consecutive_failures, 0);
     run(&mut svc, &[Req::Fail; 3]).await; // the last 10 now hold 5 failures
-    let snap = svc.handle().snapshot();
+    let snap = svc.handle().unwrap().snapshot();
     assert_eq!(snap.state, State::Open);
     assert_eq!(snap.retry_after, Some(Duration::from_secs(10)));
     assert_eq!((snap.calls, snap.failures), (10, 5));

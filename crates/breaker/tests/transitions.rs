@@ -19,20 +19,20 @@ async fn failure_rate_opens_a_count_window_and_minimum_calls_holds_it() {
     let (mut svc, _) = make(base());
     // three failures: rate 1.0 but fewer than minimum_calls
     run(&mut svc, &[Req::Fail, Req::Fail, Req::Fail]).await;
-    assert_eq!(svc.handle().state(), State::Closed);
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
     // a success: 3 of 4 failed
     run(&mut svc, &[Req::Ok]).await;
-    assert_eq!(svc.handle().state(), State::Open);
+    assert_eq!(svc.handle().unwrap().state(), State::Open);
 
     // below the threshold the window slides without tripping: 1 of 4, then 2 of 4
     let (mut svc, _) = make(base());
     run(&mut svc, &[Req::Ok, Req::Ok, Req::Ok, Req::Fail]).await;
-    assert_eq!(svc.handle().state(), State::Closed);
-    assert_eq!(svc.handle().snapshot().failure_rate, 0.25);
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
+    assert_eq!(svc.handle().unwrap().snapshot().failure_rate, 0.25);
     run(&mut svc, &[Req::Ok]).await; // window: ok ok fail ok
-    assert_eq!(svc.handle().state(), State::Closed);
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
     run(&mut svc, &[Req::Fail]).await; // window: ok fail ok fail
-    assert_eq!(svc.handle().state(), State::Open);
+    assert_eq!(svc.handle().unwrap().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -48,14 +48,14 @@ async fn failure_rate_opens_a_time_window_and_old_calls_expire() {
     run(&mut svc, &[Req::Fail]).await;
     advance(Duration::from_millis(100)).await;
     run(&mut svc, &[Req::Fail]).await;
-    assert_eq!(svc.handle().snapshot().calls, 2);
+    assert_eq!(svc.handle().unwrap().snapshot().calls, 2);
     // both failures leave the 1 s window
     advance(Duration::from_millis(1_050)).await;
-    assert_eq!(svc.handle().snapshot().calls, 0);
+    assert_eq!(svc.handle().unwrap().snapshot().calls, 0);
     run(&mut svc, &[Req::Ok, Req::Fail]).await;
-    assert_eq!(svc.handle().state(), State::Closed);
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
     run(&mut svc, &[Req::Fail]).await; // 2 of 3 in the window
-    assert_eq!(svc.handle().state(), State::Open);
+    assert_eq!(svc.handle().unwrap().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -66,11 +66,11 @@ async fn slow_call_rate_opens() {
             .slow_call_rate_threshold(0.5),
     );
     run(&mut svc, &[Req::Slow(200), Req::Ok, Req::Slow(100)]).await; // 100 ms is not slower
-    let snap = svc.handle().snapshot();
+    let snap = svc.handle().unwrap().snapshot();
     assert_eq!((snap.calls, snap.slow_calls, snap.failures), (3, 1, 0));
     assert_eq!(snap.state, State::Closed);
     run(&mut svc, &[Req::Slow(101)]).await;
-    assert_eq!(svc.handle().state(), State::Open);
+    assert_eq!(svc.handle().unwrap().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -86,10 +86,10 @@ async fn consecutive_failures_open_regardless_of_the_window() {
         &[Req::Fail, Req::Fail, Req::Ok, Req::Fail, Req::Fail],
     )
     .await;
-    assert_eq!(svc.handle().state(), State::Closed);
-    assert_eq!(svc.handle().snapshot().consecutive_failures, 2);
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
+    assert_eq!(svc.handle().unwrap().snapshot().consecutive_failures, 2);
     run(&mut svc, &[Req::Fail]).await;
-    assert_eq!(svc.handle().state(), State::Open);
+    assert_eq!(svc.handle().unwrap().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -123,14 +123,14 @@ async fn open_becomes_half_open_after_the_wait_and_a_good_probe_closes() {
     advance(Duration::from_millis(1)).await;
     let mut probe = task::spawn(svc.ready().await.unwrap().call(Req::Slow(50)));
     assert_pending!(probe.poll());
-    assert_eq!(svc.handle().state(), State::HalfOpen);
-    assert_eq!(svc.handle().snapshot().probes_admitted, 1);
+    assert_eq!(svc.handle().unwrap().state(), State::HalfOpen);
+    assert_eq!(svc.handle().unwrap().snapshot().probes_admitted, 1);
     // while the probe runs, other calls are rejected
     assert!(rejection(&call(&mut svc, Req::Ok).await).is_some());
     advance(Duration::from_millis(50)).await;
     assert_ready!(probe.poll()).unwrap();
-    assert_eq!(svc.handle().state(), State::Closed);
-    let snap = svc.handle().snapshot();
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
+    let snap = svc.handle().unwrap().snapshot();
     assert_eq!(
         (snap.calls, snap.failures),
         (0, 0),
@@ -160,12 +160,12 @@ async fn exactly_n_probes_are_admitted_concurrently() {
     }
     assert_eq!(rejected, 2);
     assert_eq!(calls.load(Ordering::SeqCst), 4 + 3);
-    assert_eq!(svc.handle().snapshot().probes_admitted, 3);
+    assert_eq!(svc.handle().unwrap().snapshot().probes_admitted, 3);
     advance(Duration::from_millis(10)).await;
     for p in probes.iter_mut().take(3) {
         assert_ready!(p.poll()).unwrap();
     }
-    assert_eq!(svc.handle().state(), State::Closed);
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]
@@ -181,13 +181,13 @@ async fn probe_results_decide_by_the_failure_rate() {
     advance(Duration::from_millis(5)).await;
     assert_ready!(a.poll()).unwrap();
     assert_eq!(
-        svc.handle().state(),
+        svc.handle().unwrap().state(),
         State::HalfOpen,
         "waits for every probe"
     );
-    assert_eq!(svc.handle().snapshot().calls, 1);
+    assert_eq!(svc.handle().unwrap().snapshot().calls, 1);
     assert!(assert_ready!(b.poll()).is_err());
-    assert_eq!(svc.handle().state(), State::Open);
+    assert_eq!(svc.handle().unwrap().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -204,7 +204,7 @@ async fn failed_probes_grow_the_wait_up_to_the_cap() {
         waits.push(wait);
         advance(wait).await;
         run(&mut svc, &[Req::Fail]).await; // the probe fails
-        assert_eq!(svc.handle().state(), State::Open);
+        assert_eq!(svc.handle().unwrap().state(), State::Open);
     }
     let last = rejection(&call(&mut svc, Req::Ok).await).unwrap();
     waits.push(last);
@@ -216,7 +216,7 @@ async fn failed_probes_grow_the_wait_up_to_the_cap() {
     // a good probe closes and the wait starts over
     advance(last).await;
     run(&mut svc, &[Req::Ok]).await;
-    assert_eq!(svc.handle().state(), State::Closed);
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
     trip(&mut svc).await;
     assert_eq!(
         rejection(&call(&mut svc, Req::Ok).await),
@@ -233,18 +233,18 @@ async fn a_dropped_probe_frees_its_permit_and_is_not_a_failure() {
     assert_pending!(probe.poll());
     assert!(rejection(&call(&mut svc, Req::Ok).await).is_some());
     drop(probe);
-    let snap = svc.handle().snapshot();
+    let snap = svc.handle().unwrap().snapshot();
     assert_eq!(snap.state, State::HalfOpen);
     assert_eq!((snap.probes_admitted, snap.calls, snap.failures), (0, 0, 0));
     run(&mut svc, &[Req::Ok]).await; // the freed permit
-    assert_eq!(svc.handle().state(), State::Closed);
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
     assert_eq!(calls.load(Ordering::SeqCst), 6);
 
     // in the closed state a dropped call is not counted either
     let mut slow = task::spawn(svc.call(Req::SlowFail(100)));
     assert_pending!(slow.poll());
     drop(slow);
-    assert_eq!(svc.handle().snapshot().calls, 0);
+    assert_eq!(svc.handle().unwrap().snapshot().calls, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -252,18 +252,18 @@ async fn fatal_and_not_retryable_count_as_configured() {
     // defaults: Fatal does not count, not-retryable does
     let (mut svc, _) = make(base());
     run(&mut svc, &[Req::Fatal; 4]).await;
-    let snap = svc.handle().snapshot();
+    let snap = svc.handle().unwrap().snapshot();
     assert_eq!(
         (snap.state, snap.calls, snap.failures),
         (State::Closed, 4, 0)
     );
     run(&mut svc, &[Req::NotRetryable, Req::NotRetryable]).await;
-    assert_eq!(svc.handle().state(), State::Open);
+    assert_eq!(svc.handle().unwrap().state(), State::Open);
 
     let (mut svc, _) = make(base().count_fatal(true).count_not_retryable(false));
     run(&mut svc, &[Req::NotRetryable; 4]).await;
-    assert_eq!(svc.handle().snapshot().failures, 0);
-    assert_eq!(svc.handle().state(), State::Closed);
+    assert_eq!(svc.handle().unwrap().snapshot().failures, 0);
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
     run(&mut svc, &[Req::Fatal, Req::Fatal]).await;
-    assert_eq!(svc.handle().state(), State::Open);
+    assert_eq!(svc.handle().unwrap().state(), State::Open);
 }
