@@ -13,9 +13,8 @@ use tower_prism_core::internal::route::call_avoiding;
 use tower_prism_core::{BoxError, Classify, Outcome};
 use tower_service::Service;
 
-use crate::future::{
-    attempt_limit, refund, HedgeStep, ResponseFuture, ResponseFutureProj, State, StateProj, Timer,
-    TimerProj,
+use crate::attempts::{
+    attempt_limit, refund, Attempts, AttemptsProj, HedgeStep, State, StateProj, Timer, TimerProj,
 };
 use crate::handle::Shared;
 use crate::hint::ResponseHint;
@@ -27,7 +26,7 @@ fn retryable(outcome: Outcome) -> bool {
     matches!(outcome, Outcome::Failure { retryable: true })
 }
 
-impl<S, Req, C, R, H> ResponseFuture<S, Req, C, R, H>
+impl<S, Req, C, R, H> Attempts<S, Req, C, R, H>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
@@ -39,7 +38,7 @@ where
     /// answer; `Ready(None)`: something changed (a hedge sent, a retry planned), poll
     /// again; `Pending`: every attempt in flight and the timer have the waker.
     pub(crate) fn poll_hedges(
-        this: &mut ResponseFutureProj<'_, S, Req, C, R, H>,
+        this: &mut AttemptsProj<'_, S, Req, C, R, H>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Output<S, Req>>> {
         while let Poll::Ready((result, sent_at)) = this.race.poll_next(cx) {
@@ -64,7 +63,7 @@ where
     /// The attempt held inline answered while hedges of it are in flight (or a hedge is
     /// planned): `Some` is the call's answer; `None` means poll again.
     pub(crate) fn primary_answered(
-        this: &mut ResponseFutureProj<'_, S, Req, C, R, H>,
+        this: &mut AttemptsProj<'_, S, Req, C, R, H>,
         result: Output<S, Req>,
     ) -> Option<Output<S, Req>> {
         let outcome = this.classify.classify(result.as_ref());
@@ -82,13 +81,13 @@ where
         Self::conclude(this, outcome, result, this.plan.sent_at)
     }
 
-    fn primary_in_flight(this: &mut ResponseFutureProj<'_, S, Req, C, R, H>) -> bool {
+    fn primary_in_flight(this: &mut AttemptsProj<'_, S, Req, C, R, H>) -> bool {
         matches!(this.state.as_mut().project(), StateProj::Called { .. })
     }
 
     /// No more hedges of this round: the timer stops and a planned hedge's budget grant
     /// goes back (before the retry decision may take one of its own).
-    fn end_round(this: &mut ResponseFutureProj<'_, S, Req, C, R, H>) {
+    fn end_round(this: &mut AttemptsProj<'_, S, Req, C, R, H>) {
         refund(&this.handle.shared, this.reserved);
         if *this.step != HedgeStep::Off {
             this.hedge_timer.set(Timer::Off);
@@ -100,7 +99,7 @@ where
     /// attempt's time so far is recorded as a latency for a percentile delay: it is a
     /// lower bound of its latency, and leaving the slow attempts out would drag the
     /// percentile down each time a hedge wins.
-    fn cancel_others(this: &mut ResponseFutureProj<'_, S, Req, C, R, H>, primary: bool) {
+    fn cancel_others(this: &mut AttemptsProj<'_, S, Req, C, R, H>, primary: bool) {
         let shared: &Shared = &this.handle.shared;
         let latency = shared.latency.get().filter(|_| this.plan.sent_at.is_some());
         let now = latency.map(|_| Instant::now());
@@ -124,7 +123,7 @@ where
     /// Drives the hedge timer, the budget and the service's readiness, and sends a hedge
     /// when all allow it (`Ready(None)`: poll again, the new hedge included).
     fn poll_hedge_step(
-        this: &mut ResponseFutureProj<'_, S, Req, C, R, H>,
+        this: &mut AttemptsProj<'_, S, Req, C, R, H>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Output<S, Req>>> {
         loop {
@@ -205,7 +204,7 @@ where
 
     /// Whether a hedge may go now: hedges left, time left, a replayable request, and the
     /// budget's grant (kept in `reserved` until the hedge is sent).
-    fn may_hedge(this: &mut ResponseFutureProj<'_, S, Req, C, R, H>) -> bool {
+    fn may_hedge(this: &mut AttemptsProj<'_, S, Req, C, R, H>) -> bool {
         let shared: &Shared = &this.handle.shared;
         if *this.hedges_sent >= this.plan.hedge.max_hedged
             || this.plan.deadline.is_some_and(|d| d.is_expired())

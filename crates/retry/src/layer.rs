@@ -11,7 +11,7 @@ use crate::hint::{ErrorHint, NoHint};
 use crate::http::ReplayIdempotent;
 use crate::replay::CloneRequest;
 use crate::retry_after::RetryAfterHeader;
-use crate::service::Retry;
+use crate::service::{Engaged, Retry};
 
 /// Retries failed calls of the services it wraps. Every service it makes (and every clone
 /// of those) shares one [`RetryHandle`]: one budget and one set of settings.
@@ -76,13 +76,15 @@ impl<S, C: Clone, R: Clone, H: Clone> Layer<S> for RetryLayer<C, R, H> {
     type Service = Retry<S, C, R, H>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry {
+        Retry::engaged(
             inner,
-            handle: self.handle.clone(),
-            classify: self.classify.clone(),
-            replay: self.replay.clone(),
-            hint: self.hint.clone(),
-        }
+            Engaged {
+                handle: self.handle.clone(),
+                classify: self.classify.clone(),
+                replay: self.replay.clone(),
+                hint: self.hint.clone(),
+            },
+        )
     }
 }
 

@@ -186,6 +186,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod attempts;
 mod backoff;
 mod body;
 mod budget;

@@ -7,7 +7,8 @@ use tower_prism_core::internal::route::call_avoiding;
 use tower_prism_core::{BoxError, Classify, DefaultClassifier, RequestDeadline};
 use tower_service::Service;
 
-use crate::future::{CallPlan, ResponseFuture};
+use crate::attempts::{Attempts, CallPlan};
+use crate::future::ResponseFuture;
 use crate::handle::RetryHandle;
 use crate::hint::{NoHint, ResponseHint};
 use crate::replay::{CloneRequest, ReplayRequest};
@@ -18,9 +19,19 @@ use crate::replay::{CloneRequest, ReplayRequest};
 /// `poll_ready` is the inner service's; a retry drives a clone of the inner service to
 /// readiness inside the response future. The first attempt is sent from `call`, so a call
 /// that succeeds at once costs a request copy, a few atomic operations and no allocation.
-#[derive(Debug, Clone)]
+///
+/// A retry stage made with [`pass_through`](Retry::pass_through) is switched off: it only
+/// forwards to the inner service.
+#[derive(Clone)]
 pub struct Retry<S, C = DefaultClassifier, R = CloneRequest, H = NoHint> {
-    pub(crate) inner: S,
+    inner: S,
+    /// `None` in pass-through mode: the one branch a switched-off stage costs.
+    engaged: Option<Engaged<C, R, H>>,
+}
+
+/// What an engaged retry service holds besides its inner service.
+#[derive(Clone)]
+pub(crate) struct Engaged<C, R, H> {
     pub(crate) handle: RetryHandle,
     pub(crate) classify: C,
     pub(crate) replay: R,
@@ -28,9 +39,33 @@ pub struct Retry<S, C = DefaultClassifier, R = CloneRequest, H = NoHint> {
 }
 
 impl<S, C, R, H> Retry<S, C, R, H> {
-    /// The shared state of the retry stage: name, settings, budget, counters.
-    pub fn handle(&self) -> &RetryHandle {
-        &self.handle
+    pub(crate) fn engaged(inner: S, engaged: Engaged<C, R, H>) -> Self {
+        Retry {
+            inner,
+            engaged: Some(engaged),
+        }
+    }
+
+    /// A retry stage that is switched off: `poll_ready` and `call` go straight to `inner`.
+    /// The request is never copied or replayed; no budget, hedge, deadline check or
+    /// endpoint routing is involved; no clock read, no atomic operation, no metric, no
+    /// tracing event and no allocation: the only cost is one branch. An inner error comes
+    /// back as the same [`BoxError`] an engaged stage returns for a failure it does not
+    /// retry (it still downcasts to the inner error type).
+    ///
+    /// Unlike `ServiceBuilder::option_layer` (an `Either`), the type is the same as the
+    /// engaged stage's, so a stack of optional stages stays one linear type.
+    pub fn pass_through(inner: S) -> Self {
+        Retry {
+            inner,
+            engaged: None,
+        }
+    }
+
+    /// The shared state of the retry stage: name, settings, budget, counters; `None` in
+    /// [pass-through](Retry::pass_through) mode.
+    pub fn handle(&self) -> Option<&RetryHandle> {
+        self.engaged.as_ref().map(|e| &e.handle)
     }
 
     /// The wrapped service.
@@ -67,9 +102,12 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let Some(engaged) = &self.engaged else {
+            return ResponseFuture::pass_through(self.inner.call(req));
+        };
         // Read alone, not as a snapshot: backoff and deadline are read when a retry is
         // planned, so only these are fixed at the start of the call.
-        let shared = &self.handle.shared;
+        let shared = &engaged.handle.shared;
         let max_attempts = shared.settings.max_attempts();
         let attempt_timeout = shared.settings.attempt_timeout();
         let mut hedge = shared.settings.hedge();
@@ -82,7 +120,7 @@ where
             shared.budget.deposit_at_instant(now);
         }
         let backup = if max_attempts > 1 || hedge.max_hedged > 0 {
-            self.replay.replay(&req)
+            engaged.replay.replay(&req)
         } else {
             None
         };
@@ -108,15 +146,37 @@ where
             sent_at,
             avoid,
         };
-        ResponseFuture::new(
+        ResponseFuture::engaged(Attempts::new(
             future,
             self.inner.clone(),
             backup,
-            self.handle.clone(),
+            engaged.handle.clone(),
             plan,
-            self.classify.clone(),
-            self.replay.clone(),
-            self.hint.clone(),
-        )
+            engaged.classify.clone(),
+            engaged.replay.clone(),
+            engaged.hint.clone(),
+        ))
+    }
+}
+
+impl<S, C, R, H> std::fmt::Debug for Retry<S, C, R, H>
+where
+    S: std::fmt::Debug,
+    C: std::fmt::Debug,
+    R: std::fmt::Debug,
+    H: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Retry");
+        d.field("inner", &self.inner);
+        match &self.engaged {
+            Some(e) => d
+                .field("handle", &e.handle)
+                .field("classify", &e.classify)
+                .field("replay", &e.replay)
+                .field("hint", &e.hint),
+            None => d.field("pass_through", &true),
+        };
+        d.finish()
     }
 }
