@@ -1,6 +1,7 @@
 //! [`PropagateDeadlineLayer`] and [`PropagateDeadline`]: write the deadline into each
 //! attempt's request, for below a retry stage.
 
+use std::fmt;
 use std::task::{Context, Poll};
 
 use tower_layer::Layer;
@@ -59,8 +60,10 @@ impl<S, C: Clone> Layer<S> for PropagateDeadlineLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         PropagateDeadline {
             inner,
-            handle: self.handle.clone(),
-            carrier: self.carrier.clone(),
+            engaged: Some(Engaged {
+                handle: self.handle.clone(),
+                carrier: self.carrier.clone(),
+            }),
         }
     }
 }
@@ -73,17 +76,41 @@ impl<S, C: Clone> Layer<S> for PropagateDeadlineLayer<C> {
 ///
 /// It never fails or times out a call itself; with no deadline it passes the request on
 /// untouched. Errors and the response future are the inner service's.
-#[derive(Debug, Clone)]
+///
+/// A stage that is switched off is the same type: see [`pass_through`](Self::pass_through).
+#[derive(Clone)]
 pub struct PropagateDeadline<S, C = AnyRequest> {
     inner: S,
+    /// `None` in pass-through mode.
+    engaged: Option<Engaged<C>>,
+}
+
+/// What an engaged propagate stage needs beyond its inner service.
+#[derive(Clone)]
+struct Engaged<C> {
     handle: DeadlineHandle,
     carrier: C,
 }
 
 impl<S, C> PropagateDeadline<S, C> {
-    /// The deadline stage whose header and `propagate` switch it follows.
-    pub fn handle(&self) -> &DeadlineHandle {
-        &self.handle
+    /// A propagate stage that is switched off: `poll_ready` and `call` go straight to
+    /// `inner`: no ambient deadline read, no carrier read or write, no
+    /// [`RequestDeadline::scope`], no clock read, no atomics, no metrics, no allocation;
+    /// one branch.
+    ///
+    /// Unlike `ServiceBuilder::option_layer` (an `Either`), the type is the same as the
+    /// engaged stage's, so a stack of optional stages stays one linear type.
+    pub fn pass_through(inner: S) -> Self {
+        PropagateDeadline {
+            inner,
+            engaged: None,
+        }
+    }
+
+    /// The deadline stage whose header and `propagate` switch it follows; `None` in
+    /// [pass-through](Self::pass_through) mode.
+    pub fn handle(&self) -> Option<&DeadlineHandle> {
+        self.engaged.as_ref().map(|engaged| &engaged.handle)
     }
 
     /// The inner service.
@@ -116,15 +143,33 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
+        let Some(engaged) = &mut self.engaged else {
+            return self.inner.call(req);
+        };
         let deadline =
-            RequestDeadline::earliest(RequestDeadline::current(), self.carrier.read(&req, None));
+            RequestDeadline::earliest(RequestDeadline::current(), engaged.carrier.read(&req, None));
         match deadline {
             None => self.inner.call(req),
             Some(deadline) => {
-                self.carrier
-                    .write(&mut req, deadline, self.handle.write_header());
+                engaged
+                    .carrier
+                    .write(&mut req, deadline, engaged.handle.write_header());
                 deadline.scope(|| self.inner.call(req))
             }
         }
+    }
+}
+
+impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for PropagateDeadline<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("PropagateDeadline");
+        debug.field("inner", &self.inner);
+        match &self.engaged {
+            Some(engaged) => debug
+                .field("handle", &engaged.handle)
+                .field("carrier", &engaged.carrier),
+            None => debug.field("pass_through", &true),
+        };
+        debug.finish()
     }
 }

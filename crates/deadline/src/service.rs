@@ -1,5 +1,6 @@
 //! [`Deadline`], the service.
 
+use std::fmt;
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
@@ -27,9 +28,18 @@ use crate::handle::DeadlineHandle;
 ///
 /// The inner service's errors pass through as [`BoxError`]. Clones share the same
 /// [`DeadlineHandle`].
-#[derive(Debug, Clone)]
+///
+/// A stage that is switched off is the same type: see [`pass_through`](Self::pass_through).
+#[derive(Clone)]
 pub struct Deadline<S, C = AnyRequest> {
     inner: S,
+    /// `None` in pass-through mode.
+    engaged: Option<Engaged<C>>,
+}
+
+/// What an engaged deadline stage needs beyond its inner service.
+#[derive(Clone)]
+struct Engaged<C> {
     handle: DeadlineHandle,
     carrier: C,
 }
@@ -38,15 +48,43 @@ impl<S, C> Deadline<S, C> {
     pub(crate) fn new(inner: S, handle: DeadlineHandle, carrier: C) -> Self {
         Deadline {
             inner,
-            handle,
-            carrier,
+            engaged: Some(Engaged { handle, carrier }),
+        }
+    }
+
+    /// A deadline stage that is switched off: `poll_ready` and `call` go straight to
+    /// `inner` (its errors boxed into [`BoxError`], as the engaged stage does): no clock
+    /// read, no carrier read or write, no ambient [`RequestDeadline::scope`], no timer, no
+    /// atomics, no metrics, no allocation; one branch.
+    ///
+    /// Unlike `ServiceBuilder::option_layer` (an `Either`), the type is the same as the
+    /// engaged stage's, so a stack of optional stages stays one linear type.
+    ///
+    /// ```
+    /// use tower::{service_fn, Service, ServiceExt};
+    /// use tower_prism_deadline::Deadline;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// let echo = service_fn(|n: u32| async move { Ok::<_, tower::BoxError>(n) });
+    /// let mut svc: Deadline<_> = Deadline::pass_through(echo);
+    /// assert!(svc.handle().is_none());
+    /// assert_eq!(svc.ready().await?.call(7).await?, 7);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pass_through(inner: S) -> Self {
+        Deadline {
+            inner,
+            engaged: None,
         }
     }
 
     /// The shared stage: [`snapshot`](DeadlineHandle::snapshot),
-    /// [`reconfigure`](DeadlineHandle::reconfigure).
-    pub fn handle(&self) -> &DeadlineHandle {
-        &self.handle
+    /// [`reconfigure`](DeadlineHandle::reconfigure); `None` in
+    /// [pass-through](Self::pass_through) mode.
+    pub fn handle(&self) -> Option<&DeadlineHandle> {
+        self.engaged.as_ref().map(|engaged| &engaged.handle)
     }
 
     /// The inner service.
@@ -80,11 +118,14 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
+        let Some(engaged) = &mut self.engaged else {
+            return ResponseFuture::plain(self.inner.call(req));
+        };
         let request = RequestDeadline::earliest(
-            self.carrier.read(&req, self.handle.read_header()),
+            engaged.carrier.read(&req, engaged.handle.read_header()),
             RequestDeadline::current(),
         );
-        let policy = self.handle.timeout();
+        let policy = engaged.handle.timeout();
         // Idle (no deadline at all): no clock read, no timer.
         let chosen = match (policy, request) {
             (None, None) => None,
@@ -94,18 +135,33 @@ where
             return ResponseFuture::plain(self.inner.call(req));
         };
         if chosen.allows.is_zero() {
-            return ResponseFuture::expired(self.handle.clone(), chosen.reason);
+            return ResponseFuture::expired(engaged.handle.clone(), chosen.reason);
         }
         let deadline = chosen.deadline;
-        self.carrier
-            .write(&mut req, deadline, self.handle.write_header());
+        engaged
+            .carrier
+            .write(&mut req, deadline, engaged.handle.write_header());
         let future = deadline.scope(|| self.inner.call(req));
         let expiry = Expiry {
             deadline: deadline.instant(),
-            handle: self.handle.clone(),
+            handle: engaged.handle.clone(),
             after: chosen.allows,
             reason: chosen.reason,
         };
         ResponseFuture::timed(future, expiry)
+    }
+}
+
+impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for Deadline<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Deadline");
+        debug.field("inner", &self.inner);
+        match &self.engaged {
+            Some(engaged) => debug
+                .field("handle", &engaged.handle)
+                .field("carrier", &engaged.carrier),
+            None => debug.field("pass_through", &true),
+        };
+        debug.finish()
     }
 }

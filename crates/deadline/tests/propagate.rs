@@ -187,7 +187,7 @@ async fn the_propagate_stage_makes_the_deadline_current_below_it() {
 
     // with no deadline anywhere, it passes the request on untouched
     let seen = Seen::default();
-    let mut bare = PropagateDeadlineLayer::new(svc.handle())
+    let mut bare = PropagateDeadlineLayer::new(svc.handle().unwrap())
         .carrier(HttpRequest)
         .layer(next_hop(seen.clone()));
     let mut req = Request::new(());

@@ -1,5 +1,6 @@
 //! [`Fault`], the service.
 
+use std::fmt;
 use std::task::{Context, Poll};
 
 use http::StatusCode;
@@ -21,9 +22,18 @@ use crate::status::{InjectStatus, NoStatus};
 /// an error, an abort or a status never reaches the inner service.
 ///
 /// Clones share the same [`FaultHandle`].
-#[derive(Debug, Clone)]
+///
+/// A stage that is switched off is the same type: see [`pass_through`](Self::pass_through).
+#[derive(Clone)]
 pub struct Fault<S, I = NoStatus> {
     inner: S,
+    /// `None` in pass-through mode.
+    engaged: Option<Engaged<I>>,
+}
+
+/// What an engaged fault stage needs beyond its inner service.
+#[derive(Clone)]
+struct Engaged<I> {
     handle: FaultHandle,
     status: I,
 }
@@ -32,15 +42,42 @@ impl<S, I> Fault<S, I> {
     pub(crate) fn new(inner: S, handle: FaultHandle, status: I) -> Self {
         Fault {
             inner,
-            handle,
-            status,
+            engaged: Some(Engaged { handle, status }),
+        }
+    }
+
+    /// A fault stage that is switched off: `poll_ready` and `call` go straight to
+    /// `inner` (its errors boxed into [`BoxError`], as the engaged stage does): no draw,
+    /// no clock read, no atomics, no metrics, no allocation; one branch.
+    ///
+    /// Unlike `ServiceBuilder::option_layer` (an `Either`), the type is the same as the
+    /// engaged stage's, so a stack of optional stages stays one linear type.
+    ///
+    /// ```
+    /// use tower::{service_fn, Service, ServiceExt};
+    /// use tower_prism_fault::Fault;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// let echo = service_fn(|n: u32| async move { Ok::<_, tower::BoxError>(n) });
+    /// let mut svc: Fault<_> = Fault::pass_through(echo);
+    /// assert!(svc.handle().is_none());
+    /// assert_eq!(svc.ready().await?.call(7).await?, 7);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pass_through(inner: S) -> Self {
+        Fault {
+            inner,
+            engaged: None,
         }
     }
 
     /// The shared stage: [`snapshot`](FaultHandle::snapshot),
-    /// [`reconfigure`](FaultHandle::reconfigure).
-    pub fn handle(&self) -> &FaultHandle {
-        &self.handle
+    /// [`reconfigure`](FaultHandle::reconfigure); `None` in
+    /// [pass-through](Self::pass_through) mode.
+    pub fn handle(&self) -> Option<&FaultHandle> {
+        self.engaged.as_ref().map(|engaged| &engaged.handle)
     }
 
     /// The inner service.
@@ -75,19 +112,22 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.handle.shared.draw() {
+        let Some(engaged) = &self.engaged else {
+            return ResponseFuture::called(self.inner.call(req));
+        };
+        match engaged.handle.shared.draw() {
             // The common case (off, nothing to inject, or no fault drawn) stays small
             // enough to inline into the caller.
             None => ResponseFuture::called(self.inner.call(req)),
-            Some(decision) => self.inject(decision, req),
+            Some(decision) => engaged.inject(&mut self.inner, decision, req),
         }
     }
 }
 
-impl<S, I> Fault<S, I> {
-    /// The call with `decision`'s faults: a delay, an injected answer, or both.
+impl<I> Engaged<I> {
+    /// The call to `inner` with `decision`'s faults: a delay, an injected answer, or both.
     #[inline(never)]
-    fn inject<Req>(&mut self, decision: Decision, req: Req) -> ResponseFuture<S, Req>
+    fn inject<S, Req>(&self, inner: &mut S, decision: Decision, req: Req) -> ResponseFuture<S, Req>
     where
         S: Service<Req> + Clone,
         I: InjectStatus<S::Response>,
@@ -95,11 +135,11 @@ impl<S, I> Fault<S, I> {
         let sleep = decision.delay.map(tokio::time::sleep);
         let Some(fault) = decision.fault else {
             return match sleep {
-                None => ResponseFuture::called(self.inner.call(req)),
+                None => ResponseFuture::called(inner.call(req)),
                 Some(sleep) => {
                     // The ready service goes with the call; a clone, to be made ready, stays.
-                    let clone = self.inner.clone();
-                    let ready = std::mem::replace(&mut self.inner, clone);
+                    let clone = inner.clone();
+                    let ready = std::mem::replace(inner, clone);
                     ResponseFuture::delayed(sleep, ready, req)
                 }
             };
@@ -117,5 +157,19 @@ impl<S, I> Fault<S, I> {
         };
         self.handle.shared.count(counted);
         ResponseFuture::injected(sleep, injected)
+    }
+}
+
+impl<S: fmt::Debug, I: fmt::Debug> fmt::Debug for Fault<S, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Fault");
+        debug.field("inner", &self.inner);
+        match &self.engaged {
+            Some(engaged) => debug
+                .field("handle", &engaged.handle)
+                .field("status", &engaged.status),
+            None => debug.field("pass_through", &true),
+        };
+        debug.finish()
     }
 }

@@ -232,7 +232,7 @@ fn the_service_gives_its_inner_service_back() {
     let layer = FaultLayer::from_config(&FaultConfig::default()).unwrap();
     let mut svc = layer.layer(Counting::default());
     assert_eq!(svc.get_mut().calls(), 0);
-    assert_eq!(svc.handle().name(), "default");
+    assert_eq!(svc.handle().unwrap().name(), "default");
     let inner: Counting = svc.into_inner();
     assert_eq!(inner.calls(), 0);
 }
