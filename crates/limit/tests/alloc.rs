@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use tower_layer::Layer;
-use tower_prism_limit::rate::{Clock, RateLimitConfig, RateLimitConfigBuilder, RateLimitLayer};
+use tower_prism_limit::rate::{
+    Clock, RateLimit, RateLimitConfig, RateLimitConfigBuilder, RateLimitLayer,
+};
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
 #[global_allocator]
@@ -40,5 +42,15 @@ fn admitted_calls_allocate_nothing() {
         allocations_per_call(&mut keyed, |i| i % 4, 100, 1000),
         0,
         "keyed path, known keys"
+    );
+}
+
+#[test]
+fn pass_through_calls_allocate_nothing() {
+    let mut open = RateLimit::pass_through(Echo);
+    assert_eq!(
+        allocations_per_call(&mut open, |i| i, 100, 1000),
+        0,
+        "pass-through"
     );
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 use tower_prism_limit::concurrency::{
-    AimdConfig, ConcurrencyConfig, ConcurrencyLimitLayer, GradientConfig,
+    AimdConfig, ConcurrencyConfig, ConcurrencyLimit, ConcurrencyLimitLayer, GradientConfig,
 };
 use tower_prism_testkit::{allocations, CountingAlloc};
 use tower_service::Service;
@@ -109,4 +109,10 @@ fn admitted_calls_allocate_nothing() {
     // The default rule (Vegas).
     let vegas = ConcurrencyLimitLayer::from_config(&ConcurrencyConfig::default()).unwrap();
     assert_eq!(allocations_per_call(&mut vegas.layer(Echo)), 0, "vegas");
+}
+
+#[test]
+fn pass_through_calls_allocate_nothing() {
+    let mut open = ConcurrencyLimit::<Echo>::pass_through(Echo);
+    assert_eq!(allocations_per_call(&mut open), 0, "pass-through");
 }
