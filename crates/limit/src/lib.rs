@@ -25,6 +25,13 @@
 //! Rejections come from the response future, never from `poll_ready`, as one [`Error`]
 //! boxed in a `tower::BoxError`; downcast to read it (`retry_after`, the limit...).
 //!
+//! A limit a policy leaves out can still sit in the stack:
+//! [`RateLimit::pass_through`](rate::RateLimit::pass_through) and
+//! [`ConcurrencyLimit::pass_through`](concurrency::ConcurrencyLimit::pass_through) build the
+//! same service types with no limiter (their `handle()` is `None`), forwarding every call at
+//! the cost of one branch, so a stack of optional stages stays one type instead of nesting
+//! `Either`s.
+//!
 //! # Example
 //!
 //! A rate limit of 100 requests a second (bursts of 20) in front of a concurrency limit of
