@@ -1,5 +1,6 @@
 //! The closed-state hot path (poll_ready + call + await) allocates nothing, with a metrics
-//! recorder installed (so the counter, gauge and histogram handles are live) and without.
+//! recorder installed (so the counter, gauge and histogram handles are live) and without;
+//! neither does a pass-through breaker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString, Unit};
 use tower::Layer;
-use tower_prism_breaker::{BreakerConfig, CircuitBreakerLayer, State, Window};
+use tower_prism_breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer, State, Window};
 use tower_prism_core::{Clock, HealthSignal};
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
@@ -96,4 +97,11 @@ fn closed_state_calls_allocate_nothing() {
             assert_no_allocations(CircuitBreakerLayer::from_config(&config(window)).unwrap());
         });
     }
+}
+
+#[test]
+fn pass_through_calls_allocate_nothing() {
+    let mut svc: CircuitBreaker<Echo> = CircuitBreaker::pass_through(Echo);
+    let allocations = allocations_per_call(&mut svc, |i| i, 10, 10_000);
+    assert_eq!(allocations, 0, "allocations in 10 000 pass-through calls");
 }
