@@ -215,7 +215,8 @@ pub(crate) fn check_status_supported(
             "status",
             format!("{{ rate = {}, code = {} }}", status.rate, status.code),
             "this fault layer cannot build the service's response: give it one with \
-             `FaultLayerBuilder::status_with` (`HttpStatus` for `http::Response`)",
+             `FaultLayerBuilder::status_with` (`HttpStatus` or `EmptyHttpBody` for \
+             `http::Response`)",
         )),
         _ => Ok(()),
     }

@@ -1,5 +1,7 @@
 //! [`FaultLayer`] and its builder.
 
+use std::any::TypeId;
+
 use tower_layer::Layer;
 use tower_prism_core::ConfigError;
 
@@ -94,15 +96,18 @@ impl<I> FaultLayerBuilder<I> {
     }
 
     /// Builds status faults' responses with `status`: [`HttpStatus`](crate::HttpStatus)
-    /// for `http::Response<B>`, or a closure `Fn(StatusCode) -> Option<Res>`. With it the
-    /// layer (and its [`reconfigure`](FaultHandle::reconfigure)) accepts a
-    /// [`StatusFault`](crate::StatusFault).
-    pub fn status_with<I2>(self, status: I2) -> FaultLayerBuilder<I2> {
+    /// for `http::Response<B>` with `B: Default`, [`EmptyHttpBody`](crate::EmptyHttpBody)
+    /// for `http::Response<B>` with any `B`, or a closure `Fn(StatusCode) -> Option<Res>`.
+    /// With it the layer (and its [`reconfigure`](FaultHandle::reconfigure)) accepts a
+    /// [`StatusFault`](crate::StatusFault), unless `status` is [`NoStatus`], which can
+    /// build nothing: a layer given it still refuses one, as the default does (so code
+    /// generic over the injector can always call this).
+    pub fn status_with<I2: 'static>(self, status: I2) -> FaultLayerBuilder<I2> {
         FaultLayerBuilder {
             config: self.config,
             name: self.name,
             status,
-            status_supported: true,
+            status_supported: TypeId::of::<I2>() != TypeId::of::<NoStatus>(),
         }
     }
 

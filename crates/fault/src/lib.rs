@@ -22,10 +22,15 @@
 //! an injected 503 or 429 is read as the real one would be.
 //!
 //! A status fault needs to build the service's response type: give the layer builder an
-//! [`InjectStatus`] ([`HttpStatus`] for `http::Response<B>` with `B: Default`, or a
-//! closure) with [`FaultLayerBuilder::status_with`]. A layer without one ([`NoStatus`],
-//! the default) refuses a config with a status fault, with a
+//! [`InjectStatus`] ([`HttpStatus`] for `http::Response<B>` with `B: Default`;
+//! [`EmptyHttpBody`] for `http::Response<B>` with any `B`, building the common body types
+//! it knows and failing the call with [`Error::Injected`] for others; or a closure) with
+//! [`FaultLayerBuilder::status_with`]. A layer without one ([`NoStatus`], the default)
+//! refuses a config with a status fault, with a
 //! [`ConfigError`](tower_prism_core::ConfigError) naming `status`.
+//!
+//! [`Fault::pass_through`] is the stage switched off for good: the same type as an
+//! engaged stage, costing a call one branch, for stacks whose stages are optional.
 //!
 //! Draws are deterministic for a `seed`: a seeded stage injects the same faults in the
 //! same call order on every run, so a failing test replays. Each call takes one step of a
@@ -94,6 +99,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod empty_body;
 mod error;
 mod faults;
 mod future;
@@ -106,6 +112,7 @@ mod service;
 mod status;
 
 pub use config::{FaultConfig, FaultConfigBuilder};
+pub use empty_body::EmptyHttpBody;
 pub use error::Error;
 pub use faults::{LatencyFault, StatusFault, MAX_FAULT_LATENCY};
 pub use future::ResponseFuture;

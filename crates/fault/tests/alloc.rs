@@ -1,5 +1,6 @@
 //! A stage that injects nothing (switched off, or every rate at zero) allocates nothing
-//! per call: a counting global allocator around 1000 calls.
+//! per call: a counting global allocator around 1000 calls. So does a stage in
+//! pass-through mode, and an [`EmptyHttpBody`] status response.
 
 use std::time::Duration;
 
@@ -7,8 +8,13 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{Empty, Full};
 use tower_layer::Layer;
-use tower_prism_fault::{FaultConfig, FaultLayer, LatencyFault};
+use tower_prism_fault::{
+    EmptyHttpBody, Fault, FaultConfig, FaultLayer, InjectStatus, LatencyFault,
+};
 use tower_prism_testkit::{allocations, allocations_per_call, CountingAlloc, Echo};
 use tower_service::Service;
 
@@ -94,4 +100,29 @@ fn a_delayed_call_allocates_nothing() {
     }
     assert_eq!(allocations() - before, 0);
     assert_eq!(layer.handle().snapshot().injected_latency, 1100);
+}
+
+#[test]
+fn a_pass_through_stage_allocates_nothing() {
+    let mut svc: Fault<Echo> = Fault::pass_through(Echo);
+    assert_eq!(allocations_per_call(&mut svc, |i| i, 10, 1000), 0);
+}
+
+#[test]
+fn an_empty_body_status_allocates_nothing() {
+    fn empty<B: 'static>() -> u64 {
+        let before = allocations();
+        for _ in 0..100 {
+            let response: Option<http::Response<B>> =
+                EmptyHttpBody.response(StatusCode::SERVICE_UNAVAILABLE);
+            assert!(response.is_some());
+        }
+        allocations() - before
+    }
+    assert_eq!(empty::<String>(), 0, "String");
+    assert_eq!(empty::<Vec<u8>>(), 0, "Vec<u8>");
+    assert_eq!(empty::<()>(), 0, "()");
+    assert_eq!(empty::<Bytes>(), 0, "Bytes");
+    assert_eq!(empty::<Full<Bytes>>(), 0, "Full");
+    assert_eq!(empty::<Empty<Bytes>>(), 0, "Empty");
 }
