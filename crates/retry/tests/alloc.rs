@@ -1,10 +1,11 @@
 //! The success path allocates nothing for `Clone` requests: a counting global allocator
 //! around 1000 calls that succeed at once (budget on, with and without an attempt timeout).
+//! Neither does a pass-through stage.
 
 use std::time::Duration;
 
 use tower_layer::Layer;
-use tower_prism_retry::{HedgeConfig, RetryConfig, RetryLayer};
+use tower_prism_retry::{HedgeConfig, Retry, RetryConfig, RetryLayer};
 use tower_prism_testkit::{allocations_per_call, CountingAlloc, Echo};
 
 #[global_allocator]
@@ -71,4 +72,10 @@ fn hedging_configured_allocates_nothing_when_no_hedge_fires() {
         let n = deadline.scope(|| allocations_per_call(&mut svc, |i: u64| i, 100, 1000));
         assert_eq!(n, 0, "{hedge:?} with a deadline");
     }
+}
+
+#[test]
+fn pass_through_allocates_nothing() {
+    let mut svc: Retry<Echo> = Retry::pass_through(Echo);
+    assert_eq!(allocations_per_call(&mut svc, |i: u64| i, 10, 1000), 0);
 }
