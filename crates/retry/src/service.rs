@@ -1,5 +1,6 @@
 //! [`Retry`]: the service.
 
+use std::fmt::{self, Debug, Formatter};
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
@@ -159,14 +160,8 @@ where
     }
 }
 
-impl<S, C, R, H> std::fmt::Debug for Retry<S, C, R, H>
-where
-    S: std::fmt::Debug,
-    C: std::fmt::Debug,
-    R: std::fmt::Debug,
-    H: std::fmt::Debug,
-{
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<S: Debug, C: Debug, R: Debug, H: Debug> Debug for Retry<S, C, R, H> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Retry");
         d.field("inner", &self.inner);
         match &self.engaged {
