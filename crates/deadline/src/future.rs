@@ -15,7 +15,8 @@ use crate::handle::DeadlineHandle;
 pin_project! {
     /// The response future of [`Deadline`](crate::Deadline): the inner call raced against
     /// its deadline's timer (inline, no allocation), the inner call alone when the request
-    /// has no deadline, or an expiry.
+    /// has no deadline or the stage is in [pass-through](crate::Deadline::pass_through)
+    /// mode, or an expiry.
     ///
     /// The timer is armed at the first poll the inner call does not answer: a call that
     /// answers at once never touches the runtime's timer.
@@ -29,7 +30,7 @@ pin_project! {
     #[project = KindProj]
     #[project_replace = KindOwned]
     enum Kind<F> {
-        /// No deadline: the inner future as it is.
+        /// No deadline, or a pass-through stage: the inner future as it is.
         Plain {
             #[pin]
             future: F,

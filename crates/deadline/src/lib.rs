@@ -74,7 +74,10 @@
 //! A call with a deadline costs one clock read and a reference count; its timer, held
 //! inline in the response future (no allocation), is armed only if the inner call does not
 //! answer at its first poll. A call with no deadline costs a few branches and no clock
-//! read.
+//! read. [`Deadline::pass_through`] and [`PropagateDeadline::pass_through`] are the
+//! stages switched off for good: the same types as engaged stages, costing a call one
+//! branch (no ambient deadline, nothing read or written), for stacks whose stages are
+//! optional.
 //!
 //! # Feature flags
 //!
