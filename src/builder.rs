@@ -6,7 +6,8 @@
 use tower_prism_core::{ConfigError, HealthSignal};
 
 use crate::components::{
-    BalanceConfig, BreakerConfig, ConcurrencyConfig, RateLimitConfig, RetryConfig,
+    BalanceConfig, BreakerConfig, ConcurrencyConfig, DeadlineConfig, FaultConfig, RateLimitConfig,
+    RetryConfig,
 };
 use crate::config::PolicyConfig;
 use crate::fallback::FallbackConfig;
@@ -22,8 +23,8 @@ impl ReliabilityLayer {
 }
 
 /// Builds a [`ReliabilityLayer`]. Each stage is optional; the stack's order is fixed
-/// (rate limit -> concurrency limit -> circuit breaker -> retry -> balance) whatever order
-/// these methods are called in; the fallback is a layer of its own above them
+/// (rate limit -> concurrency limit -> deadline -> circuit breaker -> retry -> balance ->
+/// fault injection) whatever order these methods are called in; the fallback is a layer of its own above them
 /// ([`ReliabilityLayer::fallback`]).
 ///
 /// The [`Profile`] (by default [`Generic`]) says what the calls are: pick
@@ -112,6 +113,14 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
         self
     }
 
+    /// Adds the deadline, right below the limits: a total timeout over the breaker, every
+    /// retry attempt and backoff and the balancer, and the request's own deadline (the
+    /// earlier wins), written into the outgoing request for the next hop.
+    pub fn deadline(mut self, config: DeadlineConfig) -> Self {
+        self.policy.deadline = Some(config);
+        self
+    }
+
     /// Adds the circuit breaker (it sees one logical call, after retries).
     pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
         self.policy.circuit_breaker = Some(config);
@@ -135,6 +144,14 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
     /// config when not set).
     pub fn balance(mut self, config: BalanceConfig) -> Self {
         self.policy.balance = Some(config);
+        self
+    }
+
+    /// Adds fault injection, innermost (around each endpoint of
+    /// [`ReliabilityLayer::layer_endpoints`]): errors, aborted connections, statuses and
+    /// latency at configured rates, for tests and game days.
+    pub fn fault(mut self, config: FaultConfig) -> Self {
+        self.policy.fault = Some(config);
         self
     }
 

@@ -8,6 +8,8 @@ use crate::profile::Profile;
 
 pub use tower_prism_balance::BalanceConfig;
 pub use tower_prism_breaker::BreakerConfig;
+pub use tower_prism_deadline::DeadlineConfig;
+pub use tower_prism_fault::FaultConfig;
 pub use tower_prism_limit::concurrency::ConcurrencyConfig;
 pub use tower_prism_limit::rate::RateLimitConfig;
 pub use tower_prism_retry::RetryConfig;
@@ -60,6 +62,26 @@ pub(crate) fn reconfigure_concurrency<C>(
     config: &ConcurrencyConfig,
 ) -> Result<(), ConfigError> {
     layer.handle().reconfigure(config)
+}
+
+// ---------------------------------------------------------------- deadline
+
+pub(crate) type DeadlineLayer<P> = tower_prism_deadline::DeadlineLayer<<P as Profile>::Carrier>;
+/// The deadline stage's service.
+pub type DeadlineService<S, P> = tower_prism_deadline::Deadline<S, <P as Profile>::Carrier>;
+/// The service below the retry stage that writes each attempt's time left.
+pub type PropagateService<S, P> =
+    tower_prism_deadline::PropagateDeadline<S, <P as Profile>::Carrier>;
+
+pub(crate) fn deadline_layer<P: Profile>(
+    name: &str,
+    config: &DeadlineConfig,
+    profile: &P,
+) -> Result<DeadlineLayer<P>, ConfigError> {
+    tower_prism_deadline::DeadlineLayer::builder(config.clone())
+        .name(name)
+        .carrier(profile.carrier())
+        .build()
 }
 
 // ---------------------------------------------------------------- breaker
@@ -146,6 +168,50 @@ pub(crate) fn reconfigure_retry<C, R, H>(
     config: &RetryConfig,
 ) -> Result<(), ConfigError> {
     layer.handle().reconfigure(config)
+}
+
+// ---------------------------------------------------------------- fault injection
+
+pub(crate) type FaultLayer<P> = tower_prism_fault::FaultLayer<<P as Profile>::FaultStatus>;
+/// The fault stage's service.
+pub type FaultService<S, P> = tower_prism_fault::Fault<S, <P as Profile>::FaultStatus>;
+
+/// The fault stage of every policy: a policy without a `fault` table runs it switched
+/// off (one atomic load per call), so that a reload can add the table for a game day.
+pub(crate) fn fault_layer<P: Profile>(
+    name: &str,
+    config: Option<&FaultConfig>,
+    profile: &P,
+) -> Result<FaultLayer<P>, ConfigError> {
+    let config = config.cloned().unwrap_or_else(fault_off);
+    check_fault_status(&config, profile)?;
+    tower_prism_fault::FaultLayer::builder(config)
+        .name(name)
+        .status_with(profile.fault_status())
+        .build()
+}
+
+/// What a policy without a `fault` table runs.
+pub(crate) fn fault_off() -> FaultConfig {
+    let mut off = FaultConfig::default();
+    off.enabled = false;
+    off
+}
+
+/// Refuses a status fault when the profile cannot build a response.
+pub(crate) fn check_fault_status<P: Profile>(
+    config: &FaultConfig,
+    profile: &P,
+) -> Result<(), ConfigError> {
+    match &config.status {
+        Some(status) if !profile.injects_status() => Err(ConfigError::new(
+            "status",
+            status.code,
+            "this profile cannot build a response to inject a status with: use an HTTP \
+             profile (`http()`, `http_server()`), or inject `error` or `abort` faults",
+        )),
+        _ => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------- balance

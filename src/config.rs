@@ -19,9 +19,11 @@
 //! Every table is optional; a policy without a table has no such stage.
 //!
 //! Hot reload ([`Policies::reload`](crate::Policies::reload)) keeps the shape of what runs:
-//! the same policies, each with the same stage tables. Within that, every value can change, except a running
-//! limiter's or breaker's `clock` and a running breaker's `window`. A reload that breaks a
-//! rule, or has any invalid value, is refused with an error naming it and changes nothing.
+//! the same policies, each with the same stage tables (except `fault`, which a reload may
+//! add or remove). Within that, every value can change, except a running limiter's or
+//! breaker's `clock`, a running breaker's `window` and a running deadline's `header`. A
+//! reload that breaks a rule, or has any invalid value, is refused with an error naming it
+//! and changes nothing.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use tower_prism_core::ConfigError;
 
 use crate::components::{
-    BalanceConfig, BreakerConfig, ConcurrencyConfig, RateLimitConfig, RetryConfig,
+    BalanceConfig, BreakerConfig, ConcurrencyConfig, DeadlineConfig, FaultConfig, RateLimitConfig,
+    RetryConfig,
 };
 use crate::config_error::ConfigFileError;
 use crate::fallback::FallbackConfig;
@@ -77,6 +80,10 @@ pub struct PolicyConfig {
     /// the rate limiter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency_limit: Option<ConcurrencyConfig>,
+    /// The deadline (`[policy.<name>.deadline]`): a total timeout over the breaker, every
+    /// retry attempt and backoff and the balancer, and the request's own deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DeadlineConfig>,
     /// The circuit breaker (`[policy.<name>.circuit_breaker]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<BreakerConfig>,
@@ -86,6 +93,12 @@ pub struct PolicyConfig {
     /// The load balancer (`[policy.<name>.balance]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub balance: Option<BalanceConfig>,
+    /// Fault injection (`[policy.<name>.fault]`), innermost: around each endpoint of a
+    /// balancer made by the policy, else around the inner service. Unlike the other
+    /// tables, a reload may add or remove it (a game day switched on and off); without
+    /// it, the stage injects nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultConfig>,
 }
 
 /// A policy as written, before its breaker table is checked (parsing does not validate a
@@ -100,11 +113,15 @@ struct RawPolicyConfig {
     #[serde(default)]
     concurrency_limit: Option<ConcurrencyConfig>,
     #[serde(default)]
+    deadline: Option<DeadlineConfig>,
+    #[serde(default)]
     circuit_breaker: Option<BreakerConfig>,
     #[serde(default)]
     retry: Option<RetryConfig>,
     #[serde(default)]
     balance: Option<BalanceConfig>,
+    #[serde(default)]
+    fault: Option<FaultConfig>,
 }
 
 /// The file as written (see [`RawPolicyConfig`]).
@@ -128,9 +145,11 @@ impl TryFrom<RawPolicyConfig> for PolicyConfig {
             fallback: raw.fallback,
             rate_limit: raw.rate_limit,
             concurrency_limit: raw.concurrency_limit,
+            deadline: raw.deadline,
             circuit_breaker,
             retry: raw.retry,
             balance: raw.balance,
+            fault: raw.fault,
         })
     }
 }
@@ -154,6 +173,9 @@ impl PolicyConfig {
             c.validate()
                 .map_err(|e| e.in_section("concurrency_limit"))?;
         }
+        if let Some(c) = &self.deadline {
+            c.validate().map_err(|e| e.in_section("deadline"))?;
+        }
         if let Some(c) = &self.circuit_breaker {
             crate::components::validate_breaker(c).map_err(|e| e.in_section("circuit_breaker"))?;
         }
@@ -162,6 +184,9 @@ impl PolicyConfig {
         }
         if let Some(c) = &self.balance {
             c.validate().map_err(|e| e.in_section("balance"))?;
+        }
+        if let Some(c) = &self.fault {
+            c.validate().map_err(|e| e.in_section("fault"))?;
         }
         Ok(())
     }
@@ -192,6 +217,12 @@ impl PolicyConfigBuilder {
         self
     }
 
+    /// Adds the deadline.
+    pub fn deadline(mut self, config: DeadlineConfig) -> Self {
+        self.policy.deadline = Some(config);
+        self
+    }
+
     /// Adds the circuit breaker.
     pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
         self.policy.circuit_breaker = Some(config);
@@ -207,6 +238,12 @@ impl PolicyConfigBuilder {
     /// Sets the load balancer's config.
     pub fn balance(mut self, config: BalanceConfig) -> Self {
         self.policy.balance = Some(config);
+        self
+    }
+
+    /// Adds fault injection.
+    pub fn fault(mut self, config: FaultConfig) -> Self {
+        self.policy.fault = Some(config);
         self
     }
 

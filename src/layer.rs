@@ -7,6 +7,7 @@ use tower_layer::Layer;
 use tower_prism_balance::{Balance, BalanceBuilder};
 use tower_prism_core::HealthSignal;
 
+use crate::components::FaultService;
 use crate::config::{PolicyConfig, ReliabilityConfig};
 use crate::config_error::ConfigFileError;
 use crate::fallback::FallbackLayer;
@@ -16,9 +17,9 @@ use crate::service::Reliability;
 use crate::snapshot::Snapshot;
 use crate::stages::Stages;
 
-/// The whole reliability stack as one layer: rate limit -> (concurrency limit) -> circuit
-/// breaker -> retry -> balance -> your service, each stage optional, in that order whatever
-/// order they were configured in. Its services are [`Reliability`]s. The policy's fallback
+/// The whole reliability stack as one layer: rate limit -> concurrency limit -> deadline ->
+/// circuit breaker -> retry -> balance -> fault injection -> your service, each stage
+/// optional, in that order whatever order they were configured in. Its services are [`Reliability`]s. The policy's fallback
 /// answer, outermost, is a layer of its own: [`fallback`](Self::fallback).
 ///
 /// Every service made from one layer (and every clone of those) shares the same limiter,
@@ -39,9 +40,10 @@ impl<P: Profile> Clone for ReliabilityLayer<P> {
     }
 }
 
-/// The stack over a balancer made by [`ReliabilityLayer::layer_endpoints`].
+/// The stack over a balancer made by [`ReliabilityLayer::layer_endpoints`]: each endpoint
+/// `S` is wrapped in the policy's fault stage.
 pub type Balanced<K, S, Req, P = Generic> =
-    Reliability<Balance<K, S, Req, <P as Profile>::Classify>, P>;
+    Reliability<Balance<K, FaultService<S, P>, Req, <P as Profile>::Classify>, P>;
 
 impl<P: Profile> fmt::Debug for ReliabilityLayer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,9 +53,14 @@ impl<P: Profile> fmt::Debug for ReliabilityLayer<P> {
             .field("fallback", &s.fallback.is_some())
             .field("rate_limit", &s.rate_limit.is_some())
             .field("concurrency_limit", &s.concurrency.is_some())
+            .field("deadline", &s.deadline.is_some())
             .field("circuit_breaker", &s.breaker.is_some())
             .field("retry", &s.retry.is_some())
             .field("balance", &s.balance_stage().config.is_some())
+            .field(
+                "fault",
+                &s.fault_table.load(std::sync::atomic::Ordering::Relaxed),
+            )
             .finish()
     }
 }
@@ -200,11 +207,26 @@ impl<P: Profile> ReliabilityLayer<P> {
             .classify(s.profile.classify())
     }
 
-    /// The stack over a balancer (the balance stage): the limits -> breaker -> retry ->
-    /// `balance`. The balancer joins this policy's hot reload.
+    /// The stack over a balancer (the balance stage): the limits -> deadline -> breaker ->
+    /// retry -> `balance` -> fault injection (over the whole balancer; over each endpoint
+    /// with [`layer_endpoints`](Self::layer_endpoints)). The balancer joins this policy's
+    /// hot reload.
     pub fn balanced<K, S, Req, C>(
         &self,
         balance: Balance<K, S, Req, C>,
+    ) -> Reliability<Balance<K, S, Req, C>, P>
+    where
+        K: Send + Sync + 'static,
+        S: Send + 'static,
+    {
+        self.stack_balancer(balance, true)
+    }
+
+    /// Registers `balance` for hot reload and stacks the stages over it.
+    fn stack_balancer<K, S, Req, C>(
+        &self,
+        balance: Balance<K, S, Req, C>,
+        fault_here: bool,
     ) -> Reliability<Balance<K, S, Req, C>, P>
     where
         K: Send + Sync + 'static,
@@ -214,11 +236,12 @@ impl<P: Profile> ReliabilityLayer<P> {
         // Never between a reload's check and its apply: the new balancer was not checked.
         let _no_reload_now = self.stages.reload_lock();
         self.stages.balance_stage().balancers.push(Box::new(handle));
-        self.layer(balance)
+        Reliability::new(self.stages.stack(balance, fault_here))
     }
 
     /// The stack over a new balancer of `endpoints` (keyed, e.g. by address), classifying
-    /// with the profile's classifier. Use
+    /// with the profile's classifier; the fault stage wraps each endpoint, so an injected
+    /// fault is one endpoint's failure for the balancer's outlier detection. Use
     /// [`balancer`](Self::balancer) and [`balanced`](Self::balanced) for more control.
     pub fn layer_endpoints<K, S, Req>(
         &self,
@@ -228,8 +251,16 @@ impl<P: Profile> ReliabilityLayer<P> {
         K: Eq + std::hash::Hash + fmt::Display + Clone + Send + Sync + 'static,
         S: Send + 'static,
     {
-        let balance = self.balancer().endpoints(endpoints).build()?;
-        Ok(self.balanced(balance))
+        let fault = &self.stages.fault;
+        let balance = self
+            .balancer()
+            .endpoints(
+                endpoints
+                    .into_iter()
+                    .map(|(key, endpoint)| (key, fault.layer(endpoint))),
+            )
+            .build()?;
+        Ok(self.stack_balancer(balance, false))
     }
 }
 
@@ -237,6 +268,6 @@ impl<S, P: Profile> Layer<S> for ReliabilityLayer<P> {
     type Service = Reliability<S, P>;
 
     fn layer(&self, inner: S) -> Reliability<S, P> {
-        Reliability::new(self.stages.stack(inner))
+        Reliability::new(self.stages.stack(inner, true))
     }
 }

@@ -1,5 +1,6 @@
-//! Reliability middleware for [tower]: rate limiting, concurrency limiting, circuit
-//! breaking, retries and load balancing, stacked in one layer.
+//! Reliability middleware for [tower]: rate limiting, concurrency limiting, deadlines,
+//! circuit breaking, retries and hedging, load balancing and fault injection, stacked in
+//! one layer, with a fallback answer above it.
 //!
 //! # Overview
 //!
@@ -118,24 +119,32 @@
 //!
 //! # The stack's order, and why
 //!
-//! `rate limit -> concurrency limit -> circuit breaker -> retry -> balance -> your service`.
-//! Every stage is optional; the order is not configurable.
+//! `(fallback) -> rate limit -> concurrency limit -> deadline -> circuit breaker -> retry ->
+//! balance -> fault injection -> your service`. Every stage is optional; the order is not
+//! configurable. The fallback is a layer of its own ([`ReliabilityLayer::fallback`]), so it
+//! answers for every stage below it.
 //!
 //! - The limiters come first: excess load is shed before it costs anything below.
+//! - The deadline is below the limits (time spent refused is not the upstream's) and above
+//!   the breaker and retry: one total timeout covers every attempt and backoff, and retry
+//!   never starts an attempt the deadline cannot fit.
 //! - The breaker sees one logical call, after retries: it protects the upstream as a whole
 //!   and fails fast while open, so retries never hammer a dead upstream.
 //! - Retry sits above the balancer, so a retried request can go to another, healthy
 //!   endpoint.
 //! - The balancer's per-endpoint outlier ejection handles one bad endpoint without opening
 //!   the breaker.
+//! - Fault injection is innermost, around each endpoint, so the stages above meet an
+//!   injected fault exactly as they would a real one.
 //!
 //! The stages share one [`HealthSignal`] ([`ReliabilityLayer::health`]): the breaker and
 //! the balancer publish to it, the adaptive limiters and the retry budget read it.
 //!
 //! # Profiles
 //!
-//! A [`Profile`] says what the calls are: how the stages classify results ([`Classify`]) and
-//! how the retry stage replays requests. [`Generic`] (the default: `Err` is a retryable
+//! A [`Profile`] says what the calls are: how the stages classify results ([`Classify`]),
+//! how the retry stage replays requests, where the deadline stage finds a request's
+//! deadline and how the fault stage answers with a status. [`Generic`] (the default: `Err` is a retryable
 //! failure, requests are cloned), [`Http`] (a client), [`HttpServer`], or your own
 //! classifier with [`ReliabilityLayerBuilder::classify`].
 //!

@@ -1,12 +1,16 @@
 //! [`Profile`]: what a stack's requests and responses are, so that the breaker, retry and
-//! balance stages classify results and replay requests the right way.
+//! balance stages classify results and replay requests the right way, the deadline stage
+//! finds a request's deadline and the fault stage builds a status answer.
 
 use tower_prism_core::{DefaultClassifier, HttpClassifier};
+use tower_prism_deadline::{AnyRequest, HttpRequest};
+use tower_prism_fault::{EmptyHttpBody, NoStatus};
 use tower_prism_retry::{CloneRequest, NoHint, ReplayIdempotent, ReplayRequest, RetryAfterHeader};
 
 /// How a stack's stages see its calls: the classifier the breaker, retry and balancer
-/// share, how the retry stage copies a request, and where it finds a response's
-/// retry-after hint.
+/// share, how the retry stage copies a request, where it finds a response's retry-after
+/// hint, where the deadline stage reads and writes a request's deadline, and how the fault
+/// stage builds a response for a status fault.
 ///
 /// Pick one with [`ReliabilityLayerBuilder::http`](crate::ReliabilityLayerBuilder::http),
 /// [`http_server`](crate::ReliabilityLayerBuilder::http_server) or
@@ -22,6 +26,11 @@ pub trait Profile: Clone + Send + Sync + 'static {
     /// Reads a retry-after hint off a response
     /// ([`ResponseHint`](tower_prism_retry::ResponseHint)).
     type Hint: Clone + Send + Sync + 'static;
+    /// Reads and writes a request's deadline (a [`Carrier`](crate::deadline::Carrier)).
+    type Carrier: Clone + Send + Sync + 'static;
+    /// Builds the response of a status fault (an
+    /// [`InjectStatus`](crate::fault::InjectStatus)); [`NoStatus`] refuses status faults.
+    type FaultStatus: Clone + Send + Sync + 'static;
 
     /// The classifier.
     fn classify(&self) -> Self::Classify;
@@ -29,15 +38,26 @@ pub trait Profile: Clone + Send + Sync + 'static {
     fn replay(&self) -> Self::Replay;
     /// The response hint.
     fn hint(&self) -> Self::Hint;
+    /// The deadline carrier.
+    fn carrier(&self) -> Self::Carrier;
+    /// The status-fault builder.
+    fn fault_status(&self) -> Self::FaultStatus;
     /// Whether a retry stage makes sense for this profile (a server cannot replay the
     /// requests it receives); building a retry stage for a profile that says no fails.
     fn can_retry(&self) -> bool {
         true
     }
+    /// Whether [`FaultStatus`](Self::FaultStatus) can build responses: a policy whose
+    /// `fault` table injects a status is refused (at build and at reload) when it says no.
+    fn injects_status(&self) -> bool {
+        true
+    }
 }
 
 /// Any request type: `Err` is a retryable failure, every `Ok` a success; retries clone the
-/// request (`Req: Clone`). The default.
+/// request (`Req: Clone`); the deadline stage reads no deadline off the request (its
+/// timeout and an outer stage's ambient deadline apply); status faults are refused. The
+/// default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Generic;
 
@@ -45,6 +65,8 @@ impl Profile for Generic {
     type Classify = DefaultClassifier;
     type Replay = CloneRequest;
     type Hint = NoHint;
+    type Carrier = AnyRequest;
+    type FaultStatus = NoStatus;
     fn classify(&self) -> DefaultClassifier {
         DefaultClassifier
     }
@@ -53,6 +75,15 @@ impl Profile for Generic {
     }
     fn hint(&self) -> NoHint {
         NoHint
+    }
+    fn carrier(&self) -> AnyRequest {
+        AnyRequest
+    }
+    fn fault_status(&self) -> NoStatus {
+        NoStatus
+    }
+    fn injects_status(&self) -> bool {
+        false
     }
 }
 
@@ -65,6 +96,8 @@ impl<C: Clone + Send + Sync + 'static> Profile for Classified<C> {
     type Classify = C;
     type Replay = CloneRequest;
     type Hint = NoHint;
+    type Carrier = AnyRequest;
+    type FaultStatus = NoStatus;
     fn classify(&self) -> C {
         self.0.clone()
     }
@@ -74,12 +107,24 @@ impl<C: Clone + Send + Sync + 'static> Profile for Classified<C> {
     fn hint(&self) -> NoHint {
         NoHint
     }
+    fn carrier(&self) -> AnyRequest {
+        AnyRequest
+    }
+    fn fault_status(&self) -> NoStatus {
+        NoStatus
+    }
+    fn injects_status(&self) -> bool {
+        false
+    }
 }
 
 /// An HTTP client: responses classified by status ([`HttpClassifier`]: 5xx, 429 and 408
 /// are failures), idempotent requests retried when their body is a
 /// [`ReplayBody`](tower_prism_retry::ReplayBody) (wrap them with
-/// [`retry::replayable`](crate::retry)), `Retry-After` honoured.
+/// [`retry::replayable`](crate::retry)), `Retry-After` honoured; the deadline stage reads
+/// and writes the `RequestDeadline` extension and the configured header
+/// ([`HttpRequest`](crate::deadline::HttpRequest)); a status fault answers with an empty
+/// body of the types [`EmptyHttpBody`] knows (others fail the call with an injected error).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Http;
 
@@ -87,6 +132,8 @@ impl Profile for Http {
     type Classify = HttpClassifier;
     type Replay = ReplayIdempotent;
     type Hint = RetryAfterHeader;
+    type Carrier = HttpRequest;
+    type FaultStatus = EmptyHttpBody;
     fn classify(&self) -> HttpClassifier {
         HttpClassifier
     }
@@ -96,10 +143,17 @@ impl Profile for Http {
     fn hint(&self) -> RetryAfterHeader {
         RetryAfterHeader
     }
+    fn carrier(&self) -> HttpRequest {
+        HttpRequest
+    }
+    fn fault_status(&self) -> EmptyHttpBody {
+        EmptyHttpBody
+    }
 }
 
-/// An HTTP server (axum, hyper): responses classified by status like [`Http`], any
-/// request body type; no retry stage (a server cannot replay what it received).
+/// An HTTP server (axum, hyper): responses classified by status, deadlines and status
+/// faults like [`Http`], any request body type; no retry stage (a server cannot replay
+/// what it received).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HttpServer;
 
@@ -121,6 +175,8 @@ impl Profile for HttpServer {
     type Classify = HttpClassifier;
     type Replay = SendOnce;
     type Hint = RetryAfterHeader;
+    type Carrier = HttpRequest;
+    type FaultStatus = EmptyHttpBody;
     fn classify(&self) -> HttpClassifier {
         HttpClassifier
     }
@@ -129,6 +185,12 @@ impl Profile for HttpServer {
     }
     fn hint(&self) -> RetryAfterHeader {
         RetryAfterHeader
+    }
+    fn carrier(&self) -> HttpRequest {
+        HttpRequest
+    }
+    fn fault_status(&self) -> EmptyHttpBody {
+        EmptyHttpBody
     }
     fn can_retry(&self) -> bool {
         false

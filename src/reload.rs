@@ -20,8 +20,9 @@ impl<P: Profile> Stages<P> {
     }
 
     /// Everything [`apply`](Self::apply) could refuse, checked without changing anything:
-    /// the values, the shape, the clocks and the breaker window, and each running
-    /// balancer's own check (e.g. `consistent_hash` needs a key function).
+    /// the values, the shape, the clocks, the breaker window, the deadline header, a status
+    /// fault the profile cannot answer, and each running balancer's own check (e.g.
+    /// `consistent_hash` needs a key function).
     pub(crate) fn check(&self, policy: &PolicyConfig) -> Result<(), ConfigFileError> {
         let name = &self.name;
         policy
@@ -40,8 +41,21 @@ impl<P: Profile> Stages<P> {
                 .check_unchanged(layer.handle().clock(), "limiter")
                 .map_err(|e| invalid("rate_limit", e))?;
         }
+        if let (Some(layer), Some(config)) = (&self.deadline, &policy.deadline) {
+            layer
+                .handle()
+                .check(config)
+                .map_err(|e| invalid("deadline", e))?;
+        }
         if let (Some(layer), Some(config)) = (&self.breaker, &policy.circuit_breaker) {
             c::check_breaker(layer, config).map_err(|e| invalid("circuit_breaker", e))?;
+        }
+        if let Some(config) = &policy.fault {
+            c::check_fault_status(config, &self.profile).map_err(|e| invalid("fault", e))?;
+            self.fault
+                .handle()
+                .check(config)
+                .map_err(|e| invalid("fault", e))?;
         }
         if let Some(config) = &policy.balance {
             for balancer in &self.balance_stage().balancers {
@@ -77,6 +91,9 @@ impl<P: Profile> Stages<P> {
                 c::reconfigure_concurrency(layer, config),
             );
         }
+        if let (Some(layer), Some(config)) = (&self.deadline, &policy.deadline) {
+            report("deadline", layer.handle().reconfigure(config));
+        }
         if let (Some(layer), Some(config)) = (&self.breaker, &policy.circuit_breaker) {
             report("circuit_breaker", c::reconfigure_breaker(layer, config));
         }
@@ -91,10 +108,16 @@ impl<P: Profile> Stages<P> {
             balance.config = Some(config.clone());
         }
         drop(balance);
+        // The one table a reload may add or remove: without it the stage is switched off.
+        let fault = policy.fault.clone().unwrap_or_else(c::fault_off);
+        report("fault", self.fault.handle().reconfigure(&fault));
+        self.fault_table
+            .store(policy.fault.is_some(), std::sync::atomic::Ordering::Relaxed);
         tracing::info!(policy = %name, "reliability policy reconfigured");
     }
 
-    /// Refuses a policy that adds or removes a stage table of this running stack.
+    /// Refuses a policy that adds or removes a stage table of this running stack (`fault`
+    /// aside: its stage is always there).
     fn check_shape(&self, policy: &PolicyConfig) -> Result<(), ConfigFileError> {
         let shape = |stage, running: bool, wanted: bool| {
             if running == wanted {
@@ -121,6 +144,11 @@ impl<P: Profile> Stages<P> {
             "concurrency_limit",
             self.concurrency.is_some(),
             policy.concurrency_limit.is_some(),
+        )?;
+        shape(
+            "deadline",
+            self.deadline.is_some(),
+            policy.deadline.is_some(),
         )?;
         shape(
             "circuit_breaker",

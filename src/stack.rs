@@ -1,130 +1,73 @@
 //! The stages of the stack, nested in their fixed order: rate limit -> concurrency limit ->
-//! circuit breaker -> retry -> (balance) -> inner. Private: users see
-//! [`Reliability`](crate::Reliability) and its [`ResponseFuture`](crate::ResponseFuture),
-//! so adding or moving a stage changes no public type.
+//! deadline -> circuit breaker -> retry -> (propagate the deadline) -> (balance) -> fault
+//! injection -> inner. Private: users see [`Reliability`](crate::Reliability) and its
+//! [`ResponseFuture`](crate::ResponseFuture), so adding or moving a stage changes no public
+//! type.
+//!
+//! Every stage is always there: one the policy does not configure is its own service in
+//! pass-through mode (one branch per call). Not `tower::util::Either`: the future of an
+//! `Either` names the stack below it twice, so each optional stage doubled the size of the
+//! stack's type, and with eight stages the compiler ran out of memory.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
-use pin_project_lite::pin_project;
-use tower::util::Either;
 use tower_prism_core::BoxError;
 use tower_service::Service;
 
-use crate::components::{BreakerService, ConcurrencyService, RateLimitService, RetryService};
+use crate::components::{
+    BreakerService, ConcurrencyService, DeadlineService, FaultService, PropagateService,
+    RateLimitService, RetryService,
+};
 use crate::profile::Profile;
 
-/// The inner service with its errors boxed, so that every stage above sees [`BoxError`].
-#[derive(Debug, Clone)]
-pub struct BoxErrors<S> {
-    inner: S,
-}
-
-impl<S> BoxErrors<S> {
-    pub(crate) fn new(inner: S) -> Self {
-        BoxErrors { inner }
-    }
-
-    pub(crate) fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    pub(crate) fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    pub(crate) fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S, Req> Service<Req> for BoxErrors<S>
-where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = BoxErrorsFuture<S::Future>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    #[inline]
-    fn call(&mut self, req: Req) -> Self::Future {
-        BoxErrorsFuture {
-            inner: self.inner.call(req),
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`BoxErrors`].
-    #[derive(Debug)]
-    pub struct BoxErrorsFuture<F> {
-        #[pin]
-        inner: F,
-    }
-}
-
-impl<F, T, E> Future for BoxErrorsFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(ready!(self.project().inner.poll(cx)).map_err(Into::into))
-    }
-}
-
-/// The retry stage over the inner service (a balancer, or any service).
-pub type RetryStage<S, P> = Either<RetryService<BoxErrors<S>, P>, BoxErrors<S>>;
+/// The fault stage over the inner service; it boxes the inner service's errors, so every
+/// stage above sees [`BoxError`].
+pub type FaultStage<S, P> = FaultService<S, P>;
+/// The stage writing each retry attempt's deadline, over [`FaultStage`].
+pub type PropagateStage<S, P> = PropagateService<FaultStage<S, P>, P>;
+/// The retry stage over [`PropagateStage`].
+pub type RetryStage<S, P> = RetryService<PropagateStage<S, P>, P>;
 /// The breaker stage over [`RetryStage`].
-pub type BreakerStage<S, P> = Either<BreakerService<RetryStage<S, P>, P>, RetryStage<S, P>>;
-/// The concurrency-limit stage over [`BreakerStage`].
-pub type ConcurrencyStage<S, P> =
-    Either<ConcurrencyService<BreakerStage<S, P>, P>, BreakerStage<S, P>>;
+pub type BreakerStage<S, P> = BreakerService<RetryStage<S, P>, P>;
+/// The deadline stage over [`BreakerStage`].
+pub type DeadlineStage<S, P> = DeadlineService<BreakerStage<S, P>, P>;
+/// The concurrency-limit stage over [`DeadlineStage`].
+pub type ConcurrencyStage<S, P> = ConcurrencyService<DeadlineStage<S, P>, P>;
 /// The rate-limit stage over [`ConcurrencyStage`], the top of the stack.
-pub type Stack<S, P> = Either<RateLimitService<ConcurrencyStage<S, P>>, ConcurrencyStage<S, P>>;
-
-/// Peels one stage: the service below an `Either` of a stage and its bypass.
-macro_rules! below {
-    ($stage:expr, $method:ident) => {
-        match $stage {
-            Either::Left(s) => s.$method(),
-            Either::Right(s) => s,
-        }
-    };
-}
+pub type Stack<S, P> = RateLimitService<ConcurrencyStage<S, P>>;
 
 /// The inner service at the bottom of a stack.
 pub(crate) fn inner<S, P: Profile>(stack: &Stack<S, P>) -> &S {
-    let concurrency = below!(stack, get_ref);
-    let breaker = below!(concurrency, get_ref);
-    let retry = below!(breaker, get_ref);
-    below!(retry, get_ref).get_ref()
+    let concurrency = stack.get_ref();
+    let deadline = concurrency.get_ref();
+    let breaker = deadline.get_ref();
+    let retry = breaker.get_ref();
+    let propagate = retry.get_ref();
+    let fault = propagate.get_ref();
+    fault.get_ref()
 }
 
 /// The inner service at the bottom of a stack, mutably.
 pub(crate) fn inner_mut<S, P: Profile>(stack: &mut Stack<S, P>) -> &mut S {
-    let concurrency = below!(stack, get_mut);
-    let breaker = below!(concurrency, get_mut);
-    let retry = below!(breaker, get_mut);
-    below!(retry, get_mut).get_mut()
+    let concurrency = stack.get_mut();
+    let deadline = concurrency.get_mut();
+    let breaker = deadline.get_mut();
+    let retry = breaker.get_mut();
+    let propagate = retry.get_mut();
+    let fault = propagate.get_mut();
+    fault.get_mut()
 }
 
 /// The inner service at the bottom of a stack, the stages dropped.
 pub(crate) fn into_inner<S, P: Profile>(stack: Stack<S, P>) -> S {
-    let concurrency = below!(stack, into_inner);
-    let breaker = below!(concurrency, into_inner);
-    let retry = below!(breaker, into_inner);
-    below!(retry, into_inner).into_inner()
+    let concurrency = stack.into_inner();
+    let deadline = concurrency.into_inner();
+    let breaker = deadline.into_inner();
+    let retry = breaker.into_inner();
+    let propagate = retry.into_inner();
+    let fault = propagate.into_inner();
+    fault.into_inner()
 }
 
 /// What a [`Stack`] over `Self` does as a service, stated on the inner service `Self` so

@@ -1,23 +1,24 @@
 //! The running stages of one policy: what every service made from one
 //! [`ReliabilityLayer`](crate::ReliabilityLayer) shares.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use tower::util::Either;
 use tower_layer::Layer;
 use tower_prism_core::internal::lock;
 use tower_prism_core::{ConfigError, HealthSignal};
 
 use crate::components::{
-    self as c, BalanceConfig, BreakerLayer, ConcurrencyLayer, RateLimitLayer, ReloadBalancer,
-    RetryLayer,
+    self as c, BalanceConfig, BreakerLayer, BreakerService, ConcurrencyLayer, ConcurrencyService,
+    DeadlineLayer, DeadlineService, FaultLayer, FaultService, PropagateService, RateLimitLayer,
+    RateLimitService, ReloadBalancer, RetryLayer, RetryService,
 };
 use crate::config::PolicyConfig;
 use crate::fallback::FallbackLayer;
 use crate::names::check_policy_name;
 use crate::profile::Profile;
 use crate::snapshot::Snapshot;
-use crate::stack::{BoxErrors, Stack};
+use crate::stack::{FaultStage, Stack};
 
 /// One policy's stages, each optional, and what they share.
 pub(crate) struct Stages<P: Profile> {
@@ -30,8 +31,13 @@ pub(crate) struct Stages<P: Profile> {
     pub(crate) fallback: Option<FallbackLayer>,
     pub(crate) rate_limit: Option<RateLimitLayer>,
     pub(crate) concurrency: Option<ConcurrencyLayer<P>>,
+    pub(crate) deadline: Option<DeadlineLayer<P>>,
     pub(crate) breaker: Option<BreakerLayer<P>>,
     pub(crate) retry: Option<RetryLayer<P>>,
+    /// Always built (switched off without a `fault` table), so a reload can add the table.
+    pub(crate) fault: FaultLayer<P>,
+    /// Whether the policy applied last has a `fault` table.
+    pub(crate) fault_table: AtomicBool,
     /// The balance table and the balancers stacked with
     /// [`ReliabilityLayer::balanced`](crate::ReliabilityLayer::balanced).
     pub(crate) balance: Mutex<BalanceStage>,
@@ -85,6 +91,12 @@ impl<P: Profile> Stages<P> {
             .map(|cfg| c::concurrency_layer(&name, cfg, &profile))
             .transpose()
             .map_err(|e| e.in_section("concurrency_limit"))?;
+        let deadline = policy
+            .deadline
+            .as_ref()
+            .map(|cfg| c::deadline_layer(&name, cfg, &profile))
+            .transpose()
+            .map_err(|e| e.in_section("deadline"))?;
         let breaker = policy
             .circuit_breaker
             .as_ref()
@@ -97,6 +109,8 @@ impl<P: Profile> Stages<P> {
             .map(|cfg| c::retry_layer(&name, cfg, &health, &profile))
             .transpose()
             .map_err(|e| e.in_section("retry"))?;
+        let fault = c::fault_layer(&name, policy.fault.as_ref(), &profile)
+            .map_err(|e| e.in_section("fault"))?;
         Ok(Stages {
             name,
             profile,
@@ -104,8 +118,11 @@ impl<P: Profile> Stages<P> {
             fallback,
             rate_limit,
             concurrency,
+            deadline,
             breaker,
             retry,
+            fault,
+            fault_table: AtomicBool::new(policy.fault.is_some()),
             balance: Mutex::new(BalanceStage {
                 config: policy.balance.clone(),
                 balancers: Vec::new(),
@@ -129,31 +146,52 @@ impl<P: Profile> Stages<P> {
             fallback: self.fallback.as_ref().map(|l| l.handle().snapshot()),
             rate_limit: self.rate_limit.as_ref().map(|l| l.handle().snapshot()),
             concurrency_limit: self.concurrency.as_ref().map(|l| l.handle().snapshot()),
+            deadline: self.deadline.as_ref().map(|l| l.handle().snapshot()),
             circuit_breaker: self.breaker.as_ref().map(|l| l.handle().snapshot()),
             retry: self.retry.as_ref().map(|l| l.handle().snapshot()),
+            fault: self
+                .fault_table
+                .load(Ordering::Relaxed)
+                .then(|| self.fault.handle().snapshot()),
             circuit_open: self.health.is_circuit_open(),
             balancers: self.balance_stage().balancers.len(),
         }
     }
 
-    /// Every configured stage over `inner`, in the fixed order.
-    pub(crate) fn stack<S>(&self, inner: S) -> Stack<S, P> {
-        let bottom = BoxErrors::new(inner);
+    /// Every stage over `inner`, in the fixed order, the ones the policy does not configure
+    /// passing calls through. `fault_here`: whether the fault stage runs over `inner`
+    /// (false when it already wraps each endpoint of the balancer `inner` is).
+    pub(crate) fn stack<S>(&self, inner: S, fault_here: bool) -> Stack<S, P> {
+        let fault: FaultStage<S, P> = if fault_here {
+            self.fault.layer(inner)
+        } else {
+            FaultService::<S, P>::pass_through(inner)
+        };
+        // Below a retry stage, every attempt's request gets the time left when it is sent;
+        // without retries, the deadline stage's own write is the only one.
+        let propagate = match (&self.deadline, &self.retry) {
+            (Some(deadline), Some(_)) => deadline.propagate_layer().layer(fault),
+            _ => PropagateService::<_, P>::pass_through(fault),
+        };
         let retry = match &self.retry {
-            Some(layer) => Either::Left(layer.layer(bottom)),
-            None => Either::Right(bottom),
+            Some(layer) => layer.layer(propagate),
+            None => RetryService::<_, P>::pass_through(propagate),
         };
         let breaker = match &self.breaker {
-            Some(layer) => Either::Left(layer.layer(retry)),
-            None => Either::Right(retry),
+            Some(layer) => layer.layer(retry),
+            None => BreakerService::<_, P>::pass_through(retry),
+        };
+        let deadline = match &self.deadline {
+            Some(layer) => layer.layer(breaker),
+            None => DeadlineService::<_, P>::pass_through(breaker),
         };
         let concurrency = match &self.concurrency {
-            Some(layer) => Either::Left(layer.layer(breaker)),
-            None => Either::Right(breaker),
+            Some(layer) => layer.layer(deadline),
+            None => ConcurrencyService::<_, P>::pass_through(deadline),
         };
         match &self.rate_limit {
-            Some(layer) => Either::Left(layer.layer(concurrency)),
-            None => Either::Right(concurrency),
+            Some(layer) => layer.layer(concurrency),
+            None => RateLimitService::pass_through(concurrency),
         }
     }
 }

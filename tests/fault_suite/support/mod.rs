@@ -297,15 +297,19 @@ pub fn breaker_config() -> BreakerConfig {
         .unwrap()
 }
 
+/// The stack over a balancer of three [`Scripted`] endpoints, the fault stage over the
+/// whole balancer (the endpoints are the scripts themselves).
+pub type Direct<Req, P> = tower_prism::Reliability<
+    tower_prism::balance::Balance<&'static str, Scripted, Req, <P as Profile>::Classify>,
+    P,
+>;
+
 /// A layer built from `builder`, the stack over three endpoints following `script` (one
 /// script shared by all three), and the balancer's handle.
 pub fn stack_over<P, Req>(
     layer: &ReliabilityLayer<P>,
     script: &Arc<Script>,
-) -> (
-    tower_prism::Balanced<&'static str, Scripted, Req, P>,
-    BalanceHandle<&'static str, Scripted>,
-)
+) -> (Direct<Req, P>, BalanceHandle<&'static str, Scripted>)
 where
     P: Profile,
 {

@@ -7,13 +7,13 @@ use std::time::Duration;
 use tower::{BoxError, Service, ServiceExt};
 use tower_prism::balance::BalanceHandle;
 use tower_prism::breaker::State;
-use tower_prism::{Balanced, ReliabilityLayer, ReliabilityLayerBuilder};
+use tower_prism::{ReliabilityLayer, ReliabilityLayerBuilder};
 
 use super::flavor::Flavor;
-use super::{assert_quiet, catching, every_stage, stack_over, Fault, Script, Scripted};
+use super::{assert_quiet, catching, every_stage, stack_over, Direct, Fault, Script, Scripted};
 
 /// The stack's service for a flavor.
-pub type Stack<F> = Balanced<&'static str, Scripted, <F as Flavor>::Req, <F as Flavor>::P>;
+pub type Stack<F> = Direct<<F as Flavor>::Req, <F as Flavor>::P>;
 
 /// The whole stack of flavor `F` over three endpoints sharing one [`Script`].
 pub struct Rig<F: Flavor> {
