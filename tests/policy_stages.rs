@@ -1,0 +1,281 @@
+//! The deadline and fault-injection stages as parts of a policy: from the TOML tables, in
+//! the stack's fixed order, in the snapshot, and through a reload (a `fault` table may come
+//! and go; a `deadline` table may not).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::{service_fn, BoxError, Layer, ServiceExt};
+use tower_prism::{
+    ConfigFileError, Error, ErrorKind, HttpServer, PolicyConfig, ReliabilityConfig,
+    ReliabilityLayer,
+};
+
+fn policy(toml: &str) -> PolicyConfig {
+    ReliabilityConfig::from_toml(toml).unwrap().policy["p"].clone()
+}
+
+/// A service that counts its calls and fails them all.
+fn failing(
+    calls: &Arc<AtomicU32>,
+) -> impl tower::Service<
+    u32,
+    Response = u32,
+    Error = std::io::Error,
+    Future = std::future::Ready<Result<u32, std::io::Error>>,
+> + Clone {
+    let calls = calls.clone();
+    service_fn(move |_request: u32| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Err(std::io::Error::other("down")))
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policys_deadline_ends_its_retries_and_answers_timeout() {
+    let layer = ReliabilityLayer::from_policy(
+        "p",
+        &policy(
+            r#"
+            [policy.p.deadline]
+            timeout = "300ms"
+            [policy.p.circuit_breaker]
+            [policy.p.retry]
+            max_attempts = 5
+            backoff = { kind = "fixed", base = "200ms", jitter = "none" }
+            "#,
+        ),
+    )
+    .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let start = tokio::time::Instant::now();
+    let error = layer.layer(failing(&calls)).oneshot(1).await.unwrap_err();
+    // attempt at 0 ms, backoff, attempt at 200 ms; the next backoff would end after the
+    // deadline, so the retry stage gives up at once rather than sleep into it
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert_eq!(Error::from_box(error).kind(), ErrorKind::Timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policys_deadline_cuts_a_slow_call_and_counts_it() {
+    let layer =
+        ReliabilityLayer::from_policy("p", &policy("[policy.p.deadline]\ntimeout = \"100ms\""))
+            .unwrap();
+    let slow = service_fn(|request: u32| async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok::<_, BoxError>(request)
+    });
+    let start = tokio::time::Instant::now();
+    let error = layer.layer(slow).oneshot(1).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert_eq!(Error::from_box(error).kind(), ErrorKind::Timeout);
+    let deadline = layer.snapshot().deadline.unwrap();
+    assert_eq!(deadline.timeout, Some(Duration::from_millis(100)));
+    assert_eq!((deadline.expired, deadline.expired_policy), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http_servers_deadline_comes_from_the_request_header() {
+    let layer = ReliabilityLayer::from_policy_as(
+        "p",
+        &policy(
+            r#"
+            [policy.p.deadline]
+            timeout = "10s"
+            header = "grpc-timeout"
+            "#,
+        ),
+        HttpServer,
+    )
+    .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let seen_inner = seen.clone();
+    let slow = service_fn(move |request: http::Request<String>| {
+        *seen_inner.lock().unwrap() = request.headers().get("grpc-timeout").cloned();
+        async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, BoxError>(http::Response::new(String::new()))
+        }
+    });
+    let request = http::Request::builder()
+        .header("grpc-timeout", "250m")
+        .body(String::new())
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let error = layer.layer(slow).oneshot(request).await.unwrap_err();
+    // the request's 250 ms is tighter than the policy's 10 s
+    assert_eq!(start.elapsed(), Duration::from_millis(250));
+    assert_eq!(Error::from_box(error).kind(), ErrorKind::Timeout);
+    // the time left went on to the inner service, in the header's own syntax
+    assert_eq!(
+        seen.lock().unwrap().as_ref().unwrap(),
+        "250000u",
+        "the inner service sees the deadline it has left"
+    );
+    assert_eq!(layer.snapshot().deadline.unwrap().expired_request, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policys_faults_are_below_its_retries() {
+    let layer = ReliabilityLayer::from_policy(
+        "p",
+        &policy(
+            r#"
+            [policy.p.retry]
+            max_attempts = 3
+            backoff = { kind = "fixed", base = "10ms", jitter = "none" }
+            [policy.p.fault]
+            abort = 1.0
+            seed = 7
+            "#,
+        ),
+    )
+    .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let error = layer.layer(failing(&calls)).oneshot(1).await.unwrap_err();
+    // every attempt was aborted by the fault stage before it reached the service
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(Error::from_box(error).kind(), ErrorKind::RetriesExhausted);
+    let fault = layer.snapshot().fault.unwrap();
+    assert_eq!((fault.injected_aborts, fault.calls), (3, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_switches_a_game_day_on_and_off() {
+    let layer = ReliabilityLayer::from_policy("p", &policy("[policy.p.circuit_breaker]")).unwrap();
+    let echo = service_fn(|request: u32| async move { Ok::<_, BoxError>(request) });
+    let service = layer.layer(echo);
+    assert_eq!(service.clone().oneshot(1).await.unwrap(), 1);
+    assert!(layer.snapshot().fault.is_none());
+
+    layer
+        .reconfigure(&policy(
+            "[policy.p.circuit_breaker]\n[policy.p.fault]\nerror = 1.0",
+        ))
+        .unwrap();
+    let error = service.clone().oneshot(2).await.unwrap_err();
+    assert!(error.is::<tower_prism::fault::Error>(), "{error}");
+    assert_eq!(layer.snapshot().fault.unwrap().injected_errors, 1);
+
+    layer
+        .reconfigure(&policy("[policy.p.circuit_breaker]"))
+        .unwrap();
+    assert_eq!(service.clone().oneshot(3).await.unwrap(), 3);
+    assert!(layer.snapshot().fault.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_status_fault_needs_a_profile_that_can_answer_with_one() {
+    let with_status = policy("[policy.p.fault]\nstatus = { rate = 0.5, code = 503 }");
+    let error = ReliabilityLayer::from_policy("p", &with_status).unwrap_err();
+    assert_eq!(error.field(), Some("policy.p.fault.status"), "{error}");
+
+    // a reload is refused too, and changes nothing
+    let layer =
+        ReliabilityLayer::from_policy("p", &policy("[policy.p.fault]\nerror = 1.0")).unwrap();
+    let error = layer.reconfigure(&with_status).unwrap_err();
+    assert_eq!(error.field(), Some("policy.p.fault.status"), "{error}");
+    let echo = service_fn(|request: u32| async move { Ok::<_, BoxError>(request) });
+    let error = layer.layer(echo).oneshot(1).await.unwrap_err();
+    assert!(
+        error.is::<tower_prism::fault::Error>(),
+        "the faults in force before the refused reload still run: {error}"
+    );
+
+    // an HTTP profile can
+    ReliabilityLayer::from_policy_as("p", &with_status, HttpServer).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http_status_fault_answers_without_calling_the_service() {
+    let layer = ReliabilityLayer::from_policy_as(
+        "p",
+        &policy("[policy.p.fault]\nstatus = { rate = 1.0, code = 503 }"),
+        HttpServer,
+    )
+    .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let service = layer.layer(service_fn(move |_request: http::Request<String>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, BoxError>(http::Response::new("served".to_owned())) }
+    }));
+    let response = service
+        .oneshot(http::Request::new(String::new()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.body().is_empty());
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(layer.snapshot().fault.unwrap().injected_statuses, 1);
+}
+
+#[test]
+fn a_reload_may_not_add_or_remove_a_deadline() {
+    let layer = ReliabilityLayer::from_policy("p", &policy("[policy.p.circuit_breaker]")).unwrap();
+    let error = layer
+        .reconfigure(&policy(
+            "[policy.p.circuit_breaker]\n[policy.p.deadline]\ntimeout = \"1s\"",
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ConfigFileError::ShapeChanged {
+                stage: "deadline",
+                change: "add",
+                ..
+            }
+        ),
+        "{error}"
+    );
+
+    let layer =
+        ReliabilityLayer::from_policy("p", &policy("[policy.p.deadline]\ntimeout = \"1s\""))
+            .unwrap();
+    layer
+        .reconfigure(&policy("[policy.p.deadline]\ntimeout = \"2s\""))
+        .unwrap();
+    assert_eq!(
+        layer.snapshot().deadline.unwrap().timeout,
+        Some(Duration::from_secs(2))
+    );
+    // the header is fixed when the stage is built
+    let error = layer
+        .reconfigure(&policy(
+            "[policy.p.deadline]\ntimeout = \"2s\"\nheader = \"x-timeout\"",
+        ))
+        .unwrap_err();
+    assert_eq!(error.field(), Some("policy.p.deadline.header"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_a_policys_balancer_faults_are_each_endpoints_own() {
+    let layer = ReliabilityLayer::from_policy(
+        "p",
+        &policy(
+            r#"
+            [policy.p.balance]
+            strategy = "round_robin"
+            [policy.p.fault]
+            error = 1.0
+            "#,
+        ),
+    )
+    .unwrap();
+    let echo = service_fn(|request: u32| async move { Ok::<_, BoxError>(request) });
+    let service = layer
+        .layer_endpoints(["a", "b"].map(|key| (key, echo)))
+        .unwrap();
+    for request in 0..4 {
+        let error = service.clone().oneshot(request).await.unwrap_err();
+        assert!(error.is::<tower_prism::fault::Error>(), "{error}");
+    }
+    // the balancer saw each injected fault as a failure of the endpoint it picked
+    let endpoints = service.get_ref().handle().snapshot().endpoints;
+    let failures: Vec<_> = endpoints.iter().map(|e| (e.key, e.failures)).collect();
+    assert_eq!(failures, [("a", 2), ("b", 2)]);
+    assert_eq!(layer.snapshot().fault.unwrap().injected_errors, 4);
+}
