@@ -4,14 +4,16 @@
 //! cargo run --example chaos
 //! ```
 //!
-//! For 15 seconds it drives ~300 requests per second at a policy that admits 200 per second
-//! (rate limit -> circuit breaker -> retry with hedging -> p2c balance over three upstreams),
-//! while the upstreams misbehave on a script: one answers 500s, one dies and comes back
-//! (outlier ejection and retries hide both), then all three fail at once (the breaker opens
-//! and fails fast) and recover (half-open probes close it), then one turns 400 ms slow
-//! (hedges sent to the other two after 60 ms win the race). Each second it prints what the stack did;
-//! at the end, a summary in which every request is accounted for. Nothing leaves loopback
-//! and it stops on its own.
+//! For 17 seconds it drives ~300 requests per second at a policy that admits 200 per second
+//! (rate limit -> deadline -> circuit breaker -> retry with hedging -> p2c balance over three
+//! upstreams -> fault injection), while the upstreams misbehave on a script: one answers
+//! 500s, one dies and comes back (outlier ejection and retries hide both), then all three
+//! fail at once (the breaker opens and fails fast) and recover (half-open probes close it),
+//! then one turns 400 ms slow (hedges sent to the other two after 60 ms win the race), then
+//! a game day: a hot reload adds a `fault` table that fails 20 % of calls, and another
+//! takes it away (retries hide most of them). Each second it prints what the stack did; at
+//! the end, a summary in which every request is accounted for. Nothing leaves loopback and
+//! it stops on its own.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -30,6 +32,9 @@ const POLICY: &str = r#"
 rate = 200
 period = "1s"
 burst = 40
+
+[policy.chaos.deadline]
+timeout = "2s"
 
 [policy.chaos.circuit_breaker]
 window = { type = "count", size = 50 }
@@ -56,7 +61,14 @@ max_ejection_time = "4s"
 max_ejection_percent = 67
 "#;
 
-const SECONDS: u64 = 15;
+/// What the game day adds to the policy, by hot reload, from t=14s to t=16s.
+const GAME_DAY: &str = r#"
+[policy.chaos.fault]
+error = 0.2
+seed = 42
+"#;
+
+const SECONDS: u64 = 17;
 const OFFERED_PER_SECOND: u64 = 300;
 
 /// A 5xx answer is a retryable failure (for the breaker, retries and outlier ejection), like
@@ -77,11 +89,25 @@ struct Tally {
     rate_limited: AtomicU64,
     circuit_open: AtomicU64,
     no_endpoint: AtomicU64,
+    injected: AtomicU64,
     other_error: AtomicU64,
 }
 
+/// Whether a fault stage's injected error is behind `error` (itself, or the last attempt's
+/// error of a retry stage that gave up).
+fn injected(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<tower_prism::fault::Error>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 impl Tally {
-    fn take(&self) -> [u64; 7] {
+    fn take(&self) -> [u64; 8] {
         [
             &self.sent,
             &self.ok,
@@ -89,6 +115,7 @@ impl Tally {
             &self.rate_limited,
             &self.circuit_open,
             &self.no_endpoint,
+            &self.injected,
             &self.other_error,
         ]
         .map(|c| c.swap(0, Ordering::Relaxed))
@@ -142,6 +169,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         Ok(_) => Some(ErrorKind::Inner),
                         Err(_) => None,
                     };
+                    let was_injected = result.as_ref().err().is_some_and(|e| injected(&**e));
                     let error = result.err().map(Error::from_box).map(|e| e.kind());
                     for t in [&*tally, &*totals] {
                         t.sent.fetch_add(1, Ordering::Relaxed);
@@ -151,6 +179,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             (Some(ErrorKind::RateLimited), _) => &t.rate_limited,
                             (Some(ErrorKind::CircuitOpen), _) => &t.circuit_open,
                             (Some(ErrorKind::NoHealthyEndpoint), _) => &t.no_endpoint,
+                            (Some(_), _) if was_injected => &t.injected,
                             (Some(_), _) => &t.other_error,
                         };
                         counter.fetch_add(1, Ordering::Relaxed);
@@ -170,19 +199,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "an open circuit or for lack of a healthy endpoint; ok / 5xx / conn-err = outcomes of"
     );
-    println!("admitted calls (after retries); retried = retries sent; hedged = hedges sent/won;");
-    println!("breaker = state at the tick.\n");
+    println!("admitted calls (after retries); faulted = injected faults the retries could not");
     println!(
-        "{:>4} {:>5} {:>8} {:>8} {:>5} {:>4} {:>8} {:>7} {:>7} {:>9}  endpoints (requests this second; EJ = ejected)",
-        "sec", "sent", "admitted", "rejected", "ok", "5xx", "conn-err", "retried", "hedged", "breaker"
+        "hide; retried = retries sent; hedged = hedges sent/won; breaker = state at the tick.\n"
+    );
+    println!(
+        "{:>4} {:>5} {:>8} {:>8} {:>5} {:>4} {:>8} {:>7} {:>7} {:>7} {:>9}  endpoints (requests this second; EJ = ejected)",
+        "sec", "sent", "admitted", "rejected", "ok", "5xx", "conn-err", "faulted", "retried", "hedged", "breaker"
     );
     let mut last_requests: Vec<u64> = upstreams.iter().map(|u| u.requests()).collect();
     let mut events = Vec::new();
     let mut last_retries = 0;
     let mut last_hedges = (0, 0);
+    let mut game_day_faults = 0;
     for second in 1..=SECONDS {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let [sent, ok, err5xx, limited, circuit, no_endpoint, other] = tally.take();
+        let [sent, ok, err5xx, limited, circuit, no_endpoint, faulted, other] = tally.take();
         let snapshot = endpoints.snapshot();
         let health: Vec<String> = upstreams
             .iter()
@@ -217,7 +249,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_or("-", |b| b.state.as_label());
         let admitted = sent - limited;
         println!(
-            "{second:>4} {sent:>5} {admitted:>8} {rejected:>8} {ok:>5} {err5xx:>4} {other:>8} {retried:>7} {hedged:>7} {breaker:>9}  {}",
+            "{second:>4} {sent:>5} {admitted:>8} {rejected:>8} {ok:>5} {err5xx:>4} {other:>8} {faulted:>7} {retried:>7} {hedged:>7} {breaker:>9}  {}",
             health.join("  ")
         );
         // The script of faults.
@@ -258,12 +290,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 upstreams[0].recover();
                 events.push("t=13s alpha is fast again");
             }
+            14 => {
+                let game_day = format!("{POLICY}{GAME_DAY}");
+                layer.reconfigure(ReliabilityConfig::from_toml(&game_day)?.get("chaos")?)?;
+                events.push("t=14s game day: a reload adds [fault] error = 0.2");
+            }
+            16 => {
+                game_day_faults = layer.snapshot().fault.map_or(0, |f| f.injected_errors);
+                layer.reconfigure(config.get("chaos")?)?;
+                events.push("t=16s the game day ends: a reload removes [fault]");
+            }
             _ => {}
         }
     }
     driver.await?;
 
-    let [sent, ok, err5xx, limited, circuit, no_endpoint, other] = totals.take();
+    let [sent, ok, err5xx, limited, circuit, no_endpoint, faulted, other] = totals.take();
     println!("\nfaults injected:");
     for e in events {
         println!("  {e}");
@@ -275,8 +317,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  shed by the rate limiter  {limited}");
     println!("  failed fast, circuit open {circuit}");
     println!("  no healthy endpoint       {no_endpoint}");
+    println!("  injected faults, unhidden {faulted}");
     println!("  connection errors         {other}");
-    let accounted = ok + err5xx + limited + circuit + no_endpoint + other;
+    let accounted = ok + err5xx + limited + circuit + no_endpoint + faulted + other;
     println!("  accounted for             {accounted} of {sent} (nothing lost, nothing hung)");
     let snapshot = endpoints.snapshot();
     for e in &snapshot.endpoints {
@@ -285,12 +328,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             e.key, e.requests, e.failures, e.ejections
         );
     }
-    let retry = layer.snapshot().retry;
-    if let Some(r) = retry {
+    let stages = layer.snapshot();
+    if let Some(r) = stages.retry {
         println!(
             "  hedges sent {}, won {} (the first answer wins; the slower attempt is cancelled)",
             r.hedges_sent, r.hedges_won
         );
+    }
+    println!("  faults the game day injected {game_day_faults} (each attempt draws its own)");
+    if let Some(d) = stages.deadline {
+        println!("  deadline expired          {} (timeout 2 s)", d.expired);
     }
     if accounted != sent {
         return Err("some requests were not accounted for".into());
