@@ -1,7 +1,7 @@
 //! What the README and the guide claim beyond their Rust examples (which run as doctests of
-//! the facade, `ReadmeDoctests` in src/lib.rs): the config example parses and builds, a
-//! server refuses it for its retry stage, the hyper client retries a 503, and the guide's
-//! Redis settings build a layer.
+//! the facade, `ReadmeDoctests` in src/lib.rs): the config example parses and builds (and
+//! its commented-out game day reloads), a server refuses it for its retry stage, the hyper
+//! client retries a 503, and the guide's config example and Redis settings build.
 
 mod support;
 
@@ -29,7 +29,24 @@ fn the_readme_config_example_parses_and_builds() {
     let policy = config.get("payments").unwrap();
     assert!(policy.rate_limit.is_some() && policy.circuit_breaker.is_some());
     assert!(policy.retry.is_some() && policy.balance.is_some());
-    Policies::new(&config).unwrap();
+    assert!(policy.deadline.is_some() && policy.fault.is_none());
+    let policies = Policies::new(&config).unwrap();
+
+    // the commented-out game day is a reload the running policies take, and undo
+    let game_day: String = blocks[0]
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(table) if table.starts_with("[policy.payments.fault]") => table,
+            Some(field) if field.starts_with("error") || field.starts_with("latency") => field,
+            _ => line,
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    policies.reload_toml(&game_day).unwrap();
+    let payments = policies.get("payments").unwrap();
+    assert!(payments.snapshot().fault.is_some_and(|f| f.enabled));
+    policies.reload(&config).unwrap();
+    assert!(payments.snapshot().fault.is_none());
 }
 
 mod server_policy {
@@ -113,4 +130,24 @@ mod redis_settings {
         let err = layer(bad).unwrap_err().to_string();
         assert!(err.contains("url"), "{err}");
     }
+}
+
+/// The guide's config example, every stage table with its comments, builds the policies of
+/// an HTTP client (its status fault needs an HTTP profile).
+#[test]
+fn the_guides_config_example_builds_for_an_http_client() {
+    let guide = include_str!("../docs/GUIDE.md");
+    let start = guide
+        .find("```toml\n")
+        .expect("the guide has a config example")
+        + 8;
+    let end = start + guide[start..].find("```").expect("the block ends");
+    let config = ReliabilityConfig::from_toml(&guide[start..end]).unwrap();
+    let policy = config.get("payments").unwrap();
+    assert!(policy.deadline.is_some() && policy.fault.is_some());
+    Policies::with_profile(&config, tower_prism::Http).unwrap();
+    assert!(
+        Policies::new(&config).is_err(),
+        "Generic refuses a status fault"
+    );
 }
