@@ -145,6 +145,18 @@ pub(crate) fn refund(shared: &Shared, reserved: &mut Option<(u64, i64)>) {
     }
 }
 
+/// Calls `f` with the caller's deadline ambient again: a retry or a hedge is sent from
+/// `poll`, outside the deadline stage's `call`, and the stages below (a balancer, a stage
+/// propagating the deadline, the caller's own service) must see it for every attempt, not
+/// only for the first.
+#[inline]
+pub(crate) fn within<T>(deadline: Option<RequestDeadline>, f: impl FnOnce() -> T) -> T {
+    match deadline {
+        Some(deadline) => deadline.scope(f),
+        None => f(),
+    }
+}
+
 /// The attempt timeout, cut to what is left before the caller's deadline.
 #[inline]
 pub(crate) fn attempt_limit(
@@ -294,8 +306,10 @@ where
                     *this.attempt += 1;
                     let future = if hedging {
                         // a retry avoids the endpoints this call tried, as a hedge does
-                        let (future, bit) =
-                            call_avoiding(this.plan.avoid, || this.service.call(request));
+                        let avoid = this.plan.avoid;
+                        let (future, bit) = within(this.plan.deadline, || {
+                            call_avoiding(avoid, || this.service.call(request))
+                        });
                         this.plan.avoid |= bit;
                         if this.plan.sent_at.is_some() {
                             this.plan.sent_at = Some(Instant::now());
@@ -305,7 +319,7 @@ where
                         }
                         future
                     } else {
-                        this.service.call(request)
+                        within(this.plan.deadline, || this.service.call(request))
                     };
                     // Sent: the budget's grant is spent.
                     *this.reserved = None;

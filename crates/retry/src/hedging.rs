@@ -14,7 +14,8 @@ use tower_prism_core::{BoxError, Classify, Outcome};
 use tower_service::Service;
 
 use crate::attempts::{
-    attempt_limit, refund, Attempts, AttemptsProj, HedgeStep, State, StateProj, Timer, TimerProj,
+    attempt_limit, refund, within, Attempts, AttemptsProj, HedgeStep, State, StateProj, Timer,
+    TimerProj,
 };
 use crate::handle::Shared;
 use crate::hint::ResponseHint;
@@ -173,8 +174,10 @@ where
                         *this.step = HedgeStep::Off;
                         continue;
                     };
-                    let (future, bit) =
-                        call_avoiding(this.plan.avoid, || this.service.call(request));
+                    let avoid = this.plan.avoid;
+                    let (future, bit) = within(this.plan.deadline, || {
+                        call_avoiding(avoid, || this.service.call(request))
+                    });
                     this.plan.avoid |= bit;
                     *this.reserved = None;
                     *this.hedges_sent += 1;

@@ -196,3 +196,26 @@ trait MapExt: Future + Sized {
     }
 }
 impl<F: Future> MapExt for F {}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_runs_with_the_callers_deadline_ambient() {
+    // What the service below sees as the ambient deadline, attempt by attempt: retries are
+    // sent from `poll`, outside the `call` the deadline was made current for.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let inner = service_fn(move |_request: u32| {
+        record.lock().unwrap().push(RequestDeadline::current());
+        async { Err::<u32, BoxError>("down".into()) }
+    });
+    let mut svc = layer(3, Backoff::fixed(MS * 10)).layer(inner);
+    let deadline = RequestDeadline::after(MS * 500);
+    let ready = svc.ready().await.unwrap();
+    let future = deadline.scope(|| ready.call(1));
+    future.await.unwrap_err();
+    assert_eq!(*seen.lock().unwrap(), vec![Some(deadline); 3]);
+    assert_eq!(
+        RequestDeadline::current(),
+        None,
+        "the scope ends with each call"
+    );
+}
