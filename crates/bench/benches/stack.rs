@@ -1,5 +1,7 @@
 //! Per-call cost of the whole stack (rate limit -> circuit breaker -> retry -> balance)
-//! over ready no-op services, and of the first three stages over one no-op, beside (a) tower's own
+//! over ready no-op services, of the first three stages over one no-op (alone, and with a
+//! deadline and a switched-off fault table added), and of a policy with no stage at all
+//! (every stage passing calls through), beside (a) tower's own
 //! equivalent (RateLimit behind a Buffer, Retry, p2c peak-EWMA Balance, which needs its own
 //! Buffer to be cloned by Retry) and (b) tower-resilience's rate limiter + circuit breaker +
 //! retry, in the same run. Limits are sized so every call is admitted and nothing fails:
@@ -17,6 +19,8 @@ use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_prism::balance::BalanceConfig;
 use tower_prism::breaker::BreakerConfig;
+use tower_prism::deadline::DeadlineConfig;
+use tower_prism::fault::FaultConfig;
 use tower_prism::limit::rate::RateLimitConfig;
 use tower_prism::retry::RetryConfig;
 use tower_prism::Clock;
@@ -91,6 +95,43 @@ fn bench(c: &mut Criterion) {
     group.bench_function("tower_prism_no_balancer", |b| {
         b.iter_custom(|n| drive(&rt, &prism_unbalanced, n))
     });
+    // The same three stages with a deadline (a 30 s timeout every call arms) and a fault
+    // table that is switched off: what the two new stages cost on the happy path.
+    let with_deadline = ReliabilityLayer::builder()
+        .name("bench")
+        .rate_limit(RateLimitConfig::new(HUGE, Duration::from_secs(1)))
+        .deadline(
+            DeadlineConfig::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("valid deadline"),
+        )
+        .circuit_breaker(BreakerConfig::default())
+        .retry(RetryConfig::default())
+        .fault(
+            FaultConfig::builder()
+                .enabled(false)
+                .error(0.1)
+                .build()
+                .expect("valid faults"),
+        )
+        .build()
+        .expect("valid config");
+    let prism_deadline = tower::Layer::layer(&with_deadline, Noop);
+    group.bench_function("tower_prism_no_balancer_deadline_fault_off", |b| {
+        b.iter_custom(|n| drive(&rt, &prism_deadline, n))
+    });
+    // A policy with no stage: every stage passes calls through. Against `noop`, the cost
+    // of the stages a policy leaves out.
+    let empty = ReliabilityLayer::builder()
+        .name("bench")
+        .build()
+        .expect("valid config");
+    let prism_empty = tower::Layer::layer(&empty, Noop);
+    group.bench_function("tower_prism_no_stage", |b| {
+        b.iter_custom(|n| drive(&rt, &prism_empty, n))
+    });
+    group.bench_function("noop", |b| b.iter_custom(|n| drive(&rt, &Noop, n)));
     // And with the limiter and breaker on the TSC clock (`clock = "tsc"`).
     let tsc = ReliabilityLayer::builder()
         .name("bench")
