@@ -249,15 +249,30 @@ async fn adaptive_rate_follows_downstream_health() {
     advance(Duration::from_secs(1)).await;
     limiter.adapt();
     assert_eq!(rate(), 40.0, "cut on failures");
-    health.set_circuit_open(true);
     for expected in [20.0, 10.0, 10.0] {
+        for _ in 0..10 {
+            health.record(Outcome::RETRYABLE, 5 * MS);
+        }
         advance(Duration::from_secs(1)).await;
         limiter.try_acquire(1).unwrap(); // adjustments also happen lazily on calls
-        assert_eq!(
-            rate(),
-            expected,
-            "cut while the circuit is open, down to min_rate"
-        );
+        assert_eq!(rate(), expected, "cut on failures, down to min_rate");
+    }
+    for _ in 0..10 {
+        health.record(Outcome::Success, 5 * MS);
+    }
+    advance(Duration::from_secs(1)).await;
+    limiter.adapt();
+    assert_eq!(rate(), 15.0, "additive increase while healthy");
+    // An open circuit holds the rate: the breaker fails calls fast already, and a rate cut
+    // now would keep the service slow after the upstream is back.
+    health.set_circuit_open(true);
+    for _ in 0..3 {
+        for _ in 0..10 {
+            health.record(Outcome::RETRYABLE, 5 * MS);
+        }
+        advance(Duration::from_secs(1)).await;
+        limiter.adapt();
+        assert_eq!(rate(), 15.0, "held while the circuit is open");
     }
     health.set_circuit_open(false);
     for _ in 0..10 {
@@ -265,7 +280,7 @@ async fn adaptive_rate_follows_downstream_health() {
     }
     advance(Duration::from_secs(1)).await;
     limiter.adapt();
-    assert_eq!(rate(), 15.0, "additive increase while healthy");
+    assert_eq!(rate(), 20.0, "and moves again once it closes");
     let err = RateLimitLayer::from_config(&{
         let mut c = RateLimitConfig::new(1, Duration::from_secs(1));
         c.adaptive = Some(AdaptiveConfig::new(1.0, 2.0));

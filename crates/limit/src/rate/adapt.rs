@@ -1,10 +1,14 @@
 //! Adaptive rate: AIMD on downstream health, as read from core's [`HealthSignal`].
 //!
-//! Every `interval` the limiter reads the calls published since the previous read. If the
-//! breaker reports the circuit open, or enough calls were judged and their failure rate or
-//! mean latency crossed its threshold, the rate is multiplied by `decrease_factor`;
-//! otherwise, if enough calls were seen, it grows by `increase_step`. The result stays
-//! within `[min_rate, max_rate]`. A pure function: no clock, no lock, no tower types.
+//! Every `interval` the limiter reads the calls published since the previous read. If enough
+//! calls were judged and their failure rate or mean latency crossed its threshold, the rate
+//! is multiplied by `decrease_factor`; otherwise, if enough calls were seen, it grows by
+//! `increase_step`. The result stays within `[min_rate, max_rate]`.
+//!
+//! While a breaker reports the circuit open the rate holds: the breaker already fails the
+//! calls fast, so cutting the rate too would only keep the service slow after the upstream
+//! is back (and the calls the breaker refuses say nothing about the upstream). A pure
+//! function: no clock, no lock, no tower types.
 //!
 //! [`HealthSignal`]: tower_prism_core::HealthSignal
 
@@ -15,8 +19,6 @@ use super::adaptive::AdaptiveConfig;
 /// Why the rate moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reason {
-    /// A breaker reported the circuit open.
-    CircuitOpen,
     /// The failure rate crossed its threshold.
     Failures,
     /// The mean latency crossed its threshold.
@@ -29,7 +31,6 @@ impl Reason {
     /// A short name for logs.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Reason::CircuitOpen => "circuit_open",
             Reason::Failures => "failure_rate",
             Reason::Latency => "latency",
             Reason::Healthy => "healthy",
@@ -37,7 +38,8 @@ impl Reason {
     }
 }
 
-/// The next rate after an interval with `stats`, or `None` to keep `current`.
+/// The next rate after an interval with `stats`, or `None` to keep `current` (too few
+/// calls, at a bound, or the circuit open).
 pub(crate) fn next_rate(
     current: f64,
     stats: &HealthStats,
@@ -45,9 +47,10 @@ pub(crate) fn next_rate(
 ) -> Option<(f64, Reason)> {
     let judged = stats.successes + stats.failures;
     let enough = judged >= cfg.min_calls.max(1);
-    let reason = if stats.circuit_open {
-        Reason::CircuitOpen
-    } else if enough
+    if stats.circuit_open {
+        return None;
+    }
+    let reason = if enough
         && stats
             .failure_rate()
             .is_some_and(|r| r >= cfg.failure_rate_threshold)
@@ -112,13 +115,13 @@ mod tests {
         );
         let open = HealthStats {
             circuit_open: true,
-            ..HealthStats::default()
+            ..stats(18, 2, 300)
         };
         assert_eq!(
-            next_rate(12.0, &open, &cfg),
-            Some((10.0, Reason::CircuitOpen))
+            next_rate(50.0, &open, &cfg),
+            None,
+            "the rate holds while the circuit is open, failures and latency or not"
         );
-        assert_eq!(next_rate(10.0, &open, &cfg), None, "already at the floor");
         assert_eq!(
             next_rate(100.0, &stats(20, 0, 1), &cfg),
             None,

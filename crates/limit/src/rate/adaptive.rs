@@ -10,6 +10,12 @@ use tower_prism_core::config::{
 };
 
 /// How the adaptive rate reacts to downstream health. Rates are in requests per second.
+///
+/// Each `interval` with at least `min_calls` judged calls, the rate is cut by
+/// `decrease_factor` when their failure rate or mean latency crossed its threshold, and
+/// grows by `increase_step` otherwise. While a breaker on the same health signal reports the
+/// circuit open, the rate holds: the breaker already fails calls fast, and a cut would keep
+/// the service slow once the upstream is back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
