@@ -57,7 +57,7 @@ async fn every_promised_metric_is_emitted() {
     });
     let l = |m: &str| format!("{m}{{name=api}}");
     let r = |reason: &str| format!("{}{{name=api,reason={reason}}}", names::REJECTED_TOTAL);
-    assert_eq!(capture.gauge(&l(names::RATE)), 10.0);
+    assert_eq!(capture.gauge(&l(names::RATE_PER_SECOND)), 10.0);
     assert_eq!(capture.gauge(&l(names::TOKENS_AVAILABLE)), 2.0);
 
     let mut svc = unkeyed.layer(Echo);

@@ -103,7 +103,6 @@ impl Machine {
             error_hint: None,
             name,
         };
-        machine.metrics.state.set(0.0);
         if let Some(h) = &machine.health {
             h.set_circuit_open(false);
         }
@@ -312,15 +311,15 @@ impl Machine {
     /// steady state) they stay at 0 without two divisions per call.
     fn show_rates(&self, counts: Counts) {
         if counts.failures != 0 || counts.slow != 0 {
-            self.metrics.failure_rate.set(counts.failure_rate());
-            self.metrics.slow_call_rate.set(counts.slow_call_rate());
+            self.metrics.failure_ratio.set(counts.failure_rate());
+            self.metrics.slow_call_ratio.set(counts.slow_call_rate());
             if !self.rates_nonzero.load(Relaxed) {
                 self.rates_nonzero.store(true, Relaxed);
             }
         } else if self.rates_nonzero.load(Relaxed) {
             self.rates_nonzero.store(false, Relaxed);
-            self.metrics.failure_rate.set(0.0);
-            self.metrics.slow_call_rate.set(0.0);
+            self.metrics.failure_ratio.set(0.0);
+            self.metrics.slow_call_ratio.set(0.0);
         }
     }
 
@@ -412,8 +411,8 @@ impl Machine {
                 self.window.clear();
                 self.consecutive.store(0, Relaxed);
                 self.rates_nonzero.store(false, Relaxed);
-                self.metrics.failure_rate.set(0.0);
-                self.metrics.slow_call_rate.set(0.0);
+                self.metrics.failure_ratio.set(0.0);
+                self.metrics.slow_call_ratio.set(0.0);
             }
             State::ForcedOpen | State::Disabled => {}
         }

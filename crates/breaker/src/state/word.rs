@@ -32,7 +32,8 @@ impl State {
         State::Disabled,
     ];
 
-    /// The state's number in the `prism_breaker_state` gauge (0 closed ... 4 disabled).
+    /// The state's number: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled.
+    /// (The `prism_breaker_state` gauge has one series per state, by [`as_label`](Self::as_label).)
     pub fn as_number(self) -> u8 {
         self as u8
     }

@@ -15,8 +15,8 @@ pub const QUEUE_WAIT_SECONDS: &str = "prism_ratelimit_queue_wait_seconds";
 pub const QUEUE_DEPTH: &str = "prism_ratelimit_queue_depth";
 /// Gauge: tokens available in the (unkeyed) bucket at the last update.
 pub const TOKENS_AVAILABLE: &str = "prism_ratelimit_tokens_available";
-/// Gauge: the current effective rate, in requests per second (moves when adaptive).
-pub const RATE: &str = "prism_ratelimit_rate";
+/// Gauge: the current effective rate, in requests (tokens) per second (moves when adaptive).
+pub const RATE_PER_SECOND: &str = "prism_ratelimit_rate_per_second";
 /// Gauge: keys tracked by a per-key limiter.
 pub const KEYS: &str = "prism_ratelimit_keys";
 /// Gauge: the adaptive concurrency limit now.
@@ -34,7 +34,7 @@ pub const ALL: &[&str] = &[
     QUEUE_WAIT_SECONDS,
     QUEUE_DEPTH,
     TOKENS_AVAILABLE,
-    RATE,
+    RATE_PER_SECOND,
     KEYS,
     CONCURRENCY_LIMIT,
     IN_FLIGHT,
@@ -73,7 +73,11 @@ pub fn describe() {
         Unit::Count,
         "Tokens available in the bucket."
     );
-    describe_gauge!(RATE, "Effective rate limit in requests per second.");
+    describe_gauge!(
+        RATE_PER_SECOND,
+        Unit::CountPerSecond,
+        "Effective rate limit in requests (tokens) per second."
+    );
     describe_gauge!(KEYS, Unit::Count, "Keys tracked by a per-key limiter.");
     describe_gauge!(
         CONCURRENCY_LIMIT,

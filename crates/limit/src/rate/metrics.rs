@@ -36,7 +36,7 @@ impl Metrics {
             queue_wait: metrics::histogram!(names::QUEUE_WAIT_SECONDS, LABEL_NAME => name.clone()),
             queue_depth: metrics::gauge!(names::QUEUE_DEPTH, LABEL_NAME => name.clone()),
             tokens: metrics::gauge!(names::TOKENS_AVAILABLE, LABEL_NAME => name.clone()),
-            rate: metrics::gauge!(names::RATE, LABEL_NAME => name.clone()),
+            rate: metrics::gauge!(names::RATE_PER_SECOND, LABEL_NAME => name.clone()),
             keys: metrics::gauge!(names::KEYS, LABEL_NAME => name),
         }
     }
