@@ -32,6 +32,12 @@
 //! Failures are ignored (the module docs of `algorithm` say why); so a dead service that
 //! answers errors in a millisecond does not drag the no-load latency down, and an outage
 //! leaves the limit where it was.
+//!
+//! A queue that adds less than [`RESOLUTION`] (1 ms) to the mean latency is no queue: over a
+//! service answering in microseconds (in-process, or a cache on the same host), scheduling
+//! jitter (a thread switch, a timer tick) lifts a round's mean many times over the no-load
+//! latency, and read as a queue it would hold the limit at its floor, refusing calls the
+//! service had room for.
 
 use super::algorithm::Sample;
 use super::algorithm_config::VegasConfig;
@@ -42,6 +48,8 @@ const MIN_ROUND: f64 = 8.0;
 const PER: f64 = 10.0;
 /// A call counts for at most this many times the no-load latency.
 const CLIP: f64 = 2.0;
+/// Queueing that adds less than this to a round's mean latency (seconds) is not counted.
+const RESOLUTION: f64 = 1e-3;
 /// A probe round runs at this share of the limit.
 const PROBE: f64 = 0.75;
 /// A round's mean counts for the no-load latency at this many standard errors above it, so
@@ -192,7 +200,11 @@ impl Vegas {
         // Little's law: of the calls in flight, this many were waiting rather than served.
         let no_load = self.no_load();
         let in_use = in_flight.min(estimate);
-        let queue = (in_use * (1.0 - no_load / mean)).max(0.0);
+        let queue = if mean - no_load < RESOLUTION {
+            0.0
+        } else {
+            in_use * (1.0 - no_load / mean)
+        };
         // The allowance is `alpha` to `beta` calls per `PER` being served (at least `alpha`
         // to `beta`): scaled with the service's own concurrency, not with the limit (which
         // would feed on itself), so the queue's share of the latency is the same for a
@@ -364,6 +376,35 @@ mod tests {
             lowered += u32::from(s.limit() < 20);
         }
         assert!(lowered < 1_000, "lowered for {lowered} samples of 10,000");
+        assert!(s.limit() >= 20, "limit {}", s.limit());
+    }
+
+    /// A service answering in microseconds, whose round means jitter far above its no-load
+    /// latency (a thread switch, a timer tick), is not held down: that jitter is not a
+    /// queue worth refusing calls for.
+    #[test]
+    fn microsecond_jitter_is_not_a_queue() {
+        let mut s = state(20);
+        let mut lowest = u32::MAX;
+        for i in 0..20_000u32 {
+            // stretches of calls slowed together (the thread was descheduled), then fast
+            let latency = if (i / 100) % 2 == 0 {
+                Duration::from_micros(50)
+            } else {
+                Duration::from_micros(5)
+            };
+            let in_flight = s.limit();
+            s.update(Sample {
+                latency,
+                in_flight,
+                outcome: Outcome::Success,
+            });
+            if i > 1_000 {
+                lowest = lowest.min(s.limit());
+            }
+        }
+        // only the short probes (3/4 of the limit) go below where it started
+        assert!(lowest >= 15, "fell to {lowest}");
         assert!(s.limit() >= 20, "limit {}", s.limit());
     }
 }
