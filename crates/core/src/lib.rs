@@ -51,6 +51,7 @@
 pub mod clock;
 pub mod config;
 pub mod deadline;
+pub mod grpc;
 pub mod health;
 #[doc(hidden)]
 pub mod internal;
@@ -62,6 +63,10 @@ pub mod sync;
 pub use clock::{Clock, Moment, TimeSource};
 pub use config::ConfigError;
 pub use deadline::RequestDeadline;
+pub use grpc::{
+    grpc_status, GrpcClassifier, GrpcCode, GrpcCodes, Pushback, UnknownGrpcCode, GRPC_MESSAGE,
+    GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS, MAX_PUSHBACK_LEN,
+};
 pub use health::{HealthReader, HealthSignal, HealthStats};
 pub use outcome::{Classify, DefaultClassifier, HttpClassifier, Outcome};
 
