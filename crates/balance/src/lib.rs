@@ -171,12 +171,21 @@ mod weighted;
 #[cfg(all(feature = "http", not(loom)))]
 mod http;
 
+// tokio has no `net` (lookup_host) under --cfg loom
+#[cfg(not(loom))]
+mod dns;
+
 pub use builder::BalanceBuilder;
 pub use config::{
     BalanceConfig, HealthCheckConfig, OutlierConfig, Strategy, MAX_COUNT, MAX_DEFAULT_RTT,
     MAX_EJECTION_TIME, MAX_INTERVAL, MAX_PROBE_THRESHOLD, MAX_PROBE_TIMEOUT,
 };
 pub use config_builder::{BalanceConfigBuilder, HealthCheckConfigBuilder, OutlierConfigBuilder};
+#[cfg(not(loom))]
+pub use dns::{
+    DnsConfig, DnsConfigBuilder, DnsDiscovery, DnsHandle, DnsSnapshot, Resolve, TokioResolver,
+    MIN_DNS_INTERVAL,
+};
 pub use error::Error;
 pub use future::ResponseFuture;
 pub use handle::{BalanceHandle, MAX_ENDPOINTS, MAX_LABEL_CHARS};
