@@ -189,11 +189,13 @@
 mod attempts;
 mod backoff;
 mod body;
+mod boxed_replay;
 mod budget;
 mod config;
 mod decide;
 mod error;
 mod future;
+mod grpc;
 mod handle;
 mod hedge_config;
 mod hedging;
@@ -210,6 +212,7 @@ mod settings;
 
 pub use backoff::{Backoff, BackoffKind, Jitter};
 pub use body::ReplayBody;
+pub use boxed_replay::{BoxedReplay, BoxedReplayLayer, Rebox, ReplayBoxed};
 pub use budget::RetryBudget;
 pub use config::{
     BudgetConfig, BudgetConfigBuilder, RetryConfig, RetryConfigBuilder, DEFAULT_MAX_RETRY_AFTER,
@@ -217,6 +220,7 @@ pub use config::{
 };
 pub use error::Error;
 pub use future::ResponseFuture;
+pub use grpc::GrpcPushback;
 pub use handle::{RetryHandle, RetrySnapshot};
 pub use hedge_config::{HedgeConfig, HedgeConfigBuilder, HedgeDelay, PercentileDelay, MAX_HEDGED};
 pub use hint::{ErrorHint, NoHint, ResponseHint};
