@@ -21,7 +21,7 @@
 //! [`Discover`](https://docs.rs/tower/latest/tower/discover/trait.Discover.html) stream instead. [`Balance::handle`] gives the
 //! shared [`BalanceHandle`]: add and remove endpoints, change weights, read a
 //! [`BalanceSnapshot`], and [`reconfigure`](BalanceHandle::reconfigure) the running balancer
-//! (all or nothing).
+//! (all or nothing). [`DnsDiscovery`] keeps the endpoints in step with a DNS name.
 //!
 //! The balancer's own failures are an [`Error`], returned boxed; endpoint errors pass
 //! through unchanged.
@@ -90,6 +90,38 @@
 //! [`BalanceBuilder::health_check`]: every `interval`, one probe per endpoint; an endpoint
 //! leaves rotation after `unhealthy_threshold` failed probes in a row and comes back after
 //! `healthy_threshold` passing ones.
+//!
+//! # Endpoints from DNS
+//!
+//! [`DnsDiscovery`] makes a balancer follow a DNS name (a Kubernetes headless service, or
+//! any name with several A/AAAA records): every [`DnsConfig::interval`] it resolves the name
+//! and adds the new addresses (each made into an endpoint by a function of its
+//! `SocketAddr`) and removes the gone ones through the [`BalanceHandle`]; requests in
+//! flight to a removed endpoint complete. A failed, timed-out or empty resolution keeps
+//! the last good set. The resolver is the [`Resolve`] trait, [`TokioResolver`] (the system
+//! resolver) by default.
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//! use std::net::SocketAddr;
+//! use tower::service_fn;
+//! use tower_prism_balance::{Balance, BalanceConfig, DnsConfig, DnsDiscovery};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+//! // an endpoint per address: a hyper client bound to it in real life (see
+//! // examples/dns_hyper.rs, with `UriEndpoint`)
+//! let endpoint = |addr: SocketAddr| service_fn(move |req: u32| async move { Ok::<_, Infallible>((addr, req)) });
+//! let balance: Balance<_, _, u32> = Balance::new(BalanceConfig::default())?;
+//! let config: DnsConfig = toml::from_str(r#"
+//!     host = "backend.default.svc.cluster.local"
+//!     port = 8080
+//!     interval = "5s"
+//! "#)?;
+//! // keep the handle: dropping it stops the refresh
+//! let dns = DnsDiscovery::new(config, endpoint).spawn(balance.handle())?;
+//! # drop(dns);
+//! # Ok(()) }
+//! ```
 //!
 //! # Metrics: one `endpoint` label value per slot, not per address
 //!

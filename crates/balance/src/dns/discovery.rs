@@ -44,14 +44,13 @@ use crate::BalanceHandle;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
 /// // an endpoint per address; a real one would be a client connected to `addr`
 /// let endpoint = |addr: SocketAddr| service_fn(move |req: u32| async move { Ok::<_, Infallible>((addr, req)) });
-/// let balance = Balance::new(BalanceConfig::default())?;
+/// let mut balance = Balance::new(BalanceConfig::default())?;
 /// let dns = DnsDiscovery::new(DnsConfig::new("localhost", 8080), endpoint)
 ///     .spawn(balance.handle())?;
 /// // the first resolution runs at once; wait for it before the first call
 /// tokio::time::timeout(Duration::from_secs(5), dns.resolved()).await?;
 /// assert!(!dns.snapshot().addresses.is_empty());
 ///
-/// let mut balance = balance;
 /// let (addr, _) = balance.ready().await?.call(7).await?;
 /// assert!(addr.ip().is_loopback() && addr.port() == 8080);
 /// # Ok(()) }
