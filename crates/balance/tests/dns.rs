@@ -425,3 +425,32 @@ async fn resolves_localhost_with_the_system_resolver() {
     let answered = b.ready().await.unwrap().call(0).await.unwrap();
     assert!(keys.contains(&answered));
 }
+
+/// A resolver that panics when called, before it returns a future.
+struct PanicsWhenCalled;
+
+impl Resolve for PanicsWhenCalled {
+    #[allow(unreachable_code)]
+    fn resolve(
+        &self,
+        _: &str,
+        _: u16,
+    ) -> impl std::future::Future<Output = Result<Vec<SocketAddr>, BoxError>> + Send {
+        panic!("resolver bug");
+        std::future::ready(Ok(vec![]))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resolver_panicking_when_called_is_a_failure() {
+    let b = balancer();
+    let dns = DnsDiscovery::new(config(), endpoint(Duration::ZERO))
+        .resolver(PanicsWhenCalled)
+        .spawn(b.handle())
+        .unwrap();
+    settle().await;
+    next_round().await;
+    let snap = dns.snapshot();
+    assert_eq!(snap.failures, 2);
+    assert!(snap.last_error.unwrap().contains("panicked"));
+}
