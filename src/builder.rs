@@ -12,7 +12,7 @@ use crate::components::{
 use crate::config::PolicyConfig;
 use crate::fallback::FallbackConfig;
 use crate::layer::ReliabilityLayer;
-use crate::profile::{Classified, Generic, Http, HttpServer, Profile};
+use crate::profile::{Classified, Generic, Grpc, GrpcServer, Http, HttpServer, Profile};
 use crate::stages::Stages;
 
 impl ReliabilityLayer {
@@ -77,6 +77,19 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
     /// no retry stage.
     pub fn http_server(self) -> ReliabilityLayerBuilder<HttpServer> {
         self.profile(HttpServer)
+    }
+
+    /// A gRPC client stack ([`Grpc`]): classified by `grpc-status`, `UNAVAILABLE` and
+    /// `RESOURCE_EXHAUSTED` retried (give [`profile`](Self::profile) a
+    /// [`Grpc::retry_on`] for more), `grpc-retry-pushback-ms` honoured, requests from a
+    /// [`BoxedReplayLayer`](tower_prism_retry::BoxedReplayLayer) replayed.
+    pub fn grpc(self) -> ReliabilityLayerBuilder<Grpc> {
+        self.profile(Grpc::new())
+    }
+
+    /// A gRPC server stack ([`GrpcServer`]): classified by `grpc-status`, no retry stage.
+    pub fn grpc_server(self) -> ReliabilityLayerBuilder<GrpcServer> {
+        self.profile(GrpcServer)
     }
 
     /// Classifies results with `classify` (a closure over `Result<&Res, &BoxError>` or any

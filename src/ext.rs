@@ -9,6 +9,7 @@ use tower_prism_core::BoxError;
 use tower_service::Service;
 
 use crate::error::Error;
+use crate::grpc::GrpcErrorLayer;
 use crate::http::HttpErrorLayer;
 use crate::layer::ReliabilityLayer;
 use crate::profile::Profile;
@@ -27,6 +28,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
 
     /// Answers every error from below with an HTTP response ([`HttpErrorLayer`]).
     fn http_errors(self) -> ServiceBuilder<Stack<HttpErrorLayer, L>>;
+
+    /// Answers every error from below with a gRPC status ([`GrpcErrorLayer`]), for tonic
+    /// servers.
+    fn grpc_errors(self) -> ServiceBuilder<Stack<GrpcErrorLayer, L>>;
 }
 
 impl<L> sealed::Sealed for ServiceBuilder<L> {}
@@ -41,6 +46,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn http_errors(self) -> ServiceBuilder<Stack<HttpErrorLayer, L>> {
         self.layer(HttpErrorLayer::new())
+    }
+
+    fn grpc_errors(self) -> ServiceBuilder<Stack<GrpcErrorLayer, L>> {
+        self.layer(GrpcErrorLayer::new())
     }
 }
 

@@ -176,6 +176,7 @@ mod error;
 mod ext;
 pub mod fallback;
 mod future;
+mod grpc;
 mod http;
 mod layer;
 mod names;
@@ -194,18 +195,19 @@ pub use config_error::ConfigFileError;
 pub use error::{retry_after_hint, Error, ErrorKind};
 pub use ext::{protect, Protected, ServiceBuilderExt};
 pub use future::ResponseFuture;
+pub use grpc::{GrpcErrorLayer, GrpcErrors, GrpcErrorsFuture};
 pub use http::{HttpErrorLayer, HttpErrors, HttpErrorsFuture};
 pub use layer::{Balanced, ReliabilityLayer};
 pub use names::MAX_POLICY_NAME;
 pub use parse_error::{ParseError, MAX_PARSE_MESSAGE};
 pub use policies::Policies;
-pub use profile::{Classified, Generic, Http, HttpServer, Profile, SendOnce};
+pub use profile::{Classified, Generic, Grpc, GrpcServer, Http, HttpServer, Profile, SendOnce};
 pub use service::Reliability;
 pub use snapshot::Snapshot;
 
 pub use tower_prism_core::{
-    metrics, BoxError, Classify, Clock, ConfigError, DefaultClassifier, HealthReader, HealthSignal,
-    HealthStats, HttpClassifier, Outcome, RequestDeadline,
+    metrics, BoxError, Classify, Clock, ConfigError, DefaultClassifier, GrpcClassifier, GrpcCode,
+    GrpcCodes, HealthReader, HealthSignal, HealthStats, HttpClassifier, Outcome, RequestDeadline,
 };
 
 /// Load balancing: P2C, round robin, weighted, consistent hash; outlier ejection.

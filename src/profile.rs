@@ -2,10 +2,18 @@
 //! balance stages classify results and replay requests the right way, the deadline stage
 //! finds a request's deadline and the fault stage builds a status answer.
 
-use tower_prism_core::{DefaultClassifier, HttpClassifier};
+use tower_prism_core::{DefaultClassifier, GrpcClassifier, GrpcCode, GrpcCodes, HttpClassifier};
 use tower_prism_deadline::{AnyRequest, HttpRequest};
-use tower_prism_fault::{EmptyHttpBody, NoStatus};
-use tower_prism_retry::{CloneRequest, NoHint, ReplayIdempotent, ReplayRequest, RetryAfterHeader};
+use tower_prism_core::ConfigError;
+use tower_prism_fault::{EmptyHttpBody, HttpStatus, NoStatus};
+use tower_prism_limit::rate::{
+    HttpHeaders, HttpKey, NoHeaders, RateLimitLayer, RateLimitLayerBuilder, SamePriority,
+    UnitWeight, Unkeyed,
+};
+use tower_prism_retry::{
+    CloneRequest, GrpcPushback, NoHint, ReplayBoxed, ReplayIdempotent, ReplayRequest,
+    RetryAfterHeader,
+};
 
 /// How a stack's stages see its calls: the classifier the breaker, retry and balancer
 /// share, how the retry stage copies a request, where it finds a response's retry-after
@@ -31,6 +39,14 @@ pub trait Profile: Clone + Send + Sync + 'static {
     /// Builds the response of a status fault (an
     /// [`InjectStatus`](crate::fault::InjectStatus)); [`NoStatus`] refuses status faults.
     type FaultStatus: Clone + Send + Sync + 'static;
+    /// Picks a request's rate-limit bucket (a [`KeyFn`](crate::limit::rate::KeyFn)):
+    /// [`Unkeyed`] when the profile cannot read keys off its requests, [`HttpKey`] (from
+    /// the policy's `rate_limit.key`) for HTTP ones.
+    type RateKey: Clone + Send + Sync + 'static;
+    /// What the rate-limit stage writes on responses
+    /// ([`RateHeaders`](crate::limit::rate::RateHeaders)): [`NoHeaders`], or
+    /// [`HttpHeaders`] (rate-limit headers, and rejections an HTTP 429 can describe).
+    type RateHeaders: Send + Sync + 'static;
 
     /// The classifier.
     fn classify(&self) -> Self::Classify;
@@ -42,6 +58,14 @@ pub trait Profile: Clone + Send + Sync + 'static {
     fn carrier(&self) -> Self::Carrier;
     /// The status-fault builder.
     fn fault_status(&self) -> Self::FaultStatus;
+    /// Builds the rate-limit stage's layer: with the key and headers of this profile, or
+    /// a [`ConfigError`] naming `key` when the policy keys requests this profile cannot
+    /// read (see [`RateLimitLayerBuilder::build`] and
+    /// [`build_http`](RateLimitLayerBuilder::build_http)).
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>, ConfigError>;
     /// Whether a retry stage makes sense for this profile (a server cannot replay the
     /// requests it receives); building a retry stage for a profile that says no fails.
     fn can_retry(&self) -> bool {
@@ -67,6 +91,8 @@ impl Profile for Generic {
     type Hint = NoHint;
     type Carrier = AnyRequest;
     type FaultStatus = NoStatus;
+    type RateKey = Unkeyed;
+    type RateHeaders = NoHeaders;
     fn classify(&self) -> DefaultClassifier {
         DefaultClassifier
     }
@@ -81,6 +107,12 @@ impl Profile for Generic {
     }
     fn fault_status(&self) -> NoStatus {
         NoStatus
+    }
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>, ConfigError> {
+        builder.build()
     }
     fn injects_status(&self) -> bool {
         false
@@ -98,6 +130,8 @@ impl<C: Clone + Send + Sync + 'static> Profile for Classified<C> {
     type Hint = NoHint;
     type Carrier = AnyRequest;
     type FaultStatus = NoStatus;
+    type RateKey = Unkeyed;
+    type RateHeaders = NoHeaders;
     fn classify(&self) -> C {
         self.0.clone()
     }
@@ -112,6 +146,12 @@ impl<C: Clone + Send + Sync + 'static> Profile for Classified<C> {
     }
     fn fault_status(&self) -> NoStatus {
         NoStatus
+    }
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>, ConfigError> {
+        builder.build()
     }
     fn injects_status(&self) -> bool {
         false
@@ -134,6 +174,8 @@ impl Profile for Http {
     type Hint = RetryAfterHeader;
     type Carrier = HttpRequest;
     type FaultStatus = EmptyHttpBody;
+    type RateKey = HttpKey;
+    type RateHeaders = HttpHeaders;
     fn classify(&self) -> HttpClassifier {
         HttpClassifier
     }
@@ -148,6 +190,12 @@ impl Profile for Http {
     }
     fn fault_status(&self) -> EmptyHttpBody {
         EmptyHttpBody
+    }
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>, ConfigError> {
+        builder.build_http()
     }
 }
 
@@ -177,6 +225,8 @@ impl Profile for HttpServer {
     type Hint = RetryAfterHeader;
     type Carrier = HttpRequest;
     type FaultStatus = EmptyHttpBody;
+    type RateKey = HttpKey;
+    type RateHeaders = HttpHeaders;
     fn classify(&self) -> HttpClassifier {
         HttpClassifier
     }
@@ -191,6 +241,130 @@ impl Profile for HttpServer {
     }
     fn fault_status(&self) -> EmptyHttpBody {
         EmptyHttpBody
+    }
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>, ConfigError> {
+        builder.build_http()
+    }
+    fn can_retry(&self) -> bool {
+        false
+    }
+}
+
+/// A gRPC client (tonic): results classified by `grpc-status`
+/// ([`GrpcClassifier`]: `UNAVAILABLE` and `RESOURCE_EXHAUSTED` retried, plus the codes
+/// given to [`retry_on`](Grpc::retry_on)), `grpc-retry-pushback-ms` honoured like
+/// `Retry-After` (negative or malformed: not retried), requests replayed when they came
+/// through a [`BoxedReplayLayer`](tower_prism_retry::BoxedReplayLayer)
+/// ([`ReplayBoxed`]: every method, since gRPC retries by status); the deadline stage reads
+/// and writes `grpc-timeout` when the policy's `[deadline]` sets `header =
+/// "grpc-timeout"` ([`HttpRequest`](crate::deadline::HttpRequest)); a status fault
+/// answers with that HTTP status and an empty body, which a gRPC client reads as
+/// gRPC's HTTP mapping says (503 is `UNAVAILABLE`).
+///
+/// A status in trailers after a message is not seen (see [`GrpcClassifier`]): such a
+/// call counts as a success.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grpc {
+    classify: GrpcClassifier,
+}
+
+impl Grpc {
+    /// Retries `UNAVAILABLE` and `RESOURCE_EXHAUSTED`.
+    pub const fn new() -> Self {
+        Grpc {
+            classify: GrpcClassifier::new(),
+        }
+    }
+
+    /// Also retries `code` (for example `ABORTED`, for calls safe to run twice).
+    #[must_use]
+    pub const fn retry_on(self, code: GrpcCode) -> Self {
+        Grpc {
+            classify: self.classify.retry_on(code),
+        }
+    }
+
+    /// Retries exactly `codes`, replacing the defaults (a set read from a config file:
+    /// [`GrpcCodes`] deserializes from a list of code names).
+    #[must_use]
+    pub const fn with_retryable(self, codes: GrpcCodes) -> Self {
+        Grpc {
+            classify: self.classify.with_retryable(codes),
+        }
+    }
+}
+
+impl Profile for Grpc {
+    type Classify = GrpcClassifier;
+    type Replay = ReplayBoxed;
+    type Hint = GrpcPushback;
+    type Carrier = HttpRequest;
+    type FaultStatus = HttpStatus;
+    type RateKey = HttpKey;
+    type RateHeaders = NoHeaders;
+    fn classify(&self) -> GrpcClassifier {
+        self.classify
+    }
+    fn replay(&self) -> ReplayBoxed {
+        ReplayBoxed
+    }
+    fn hint(&self) -> GrpcPushback {
+        GrpcPushback
+    }
+    fn carrier(&self) -> HttpRequest {
+        HttpRequest
+    }
+    fn fault_status(&self) -> HttpStatus {
+        HttpStatus
+    }
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>, ConfigError> {
+        // gRPC answers rejections with statuses, not HTTP headers: keys only.
+        Ok(builder.build_http()?.headers::<NoHeaders>())
+    }
+}
+
+/// A gRPC server (tonic): results classified by `grpc-status` like [`Grpc`], deadlines
+/// read from `grpc-timeout` when the policy's `[deadline]` names it, no retry stage (a
+/// server cannot replay what it received). Answer the stack's rejections as gRPC statuses
+/// with [`GrpcErrorLayer`](crate::GrpcErrorLayer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrpcServer;
+
+impl Profile for GrpcServer {
+    type Classify = GrpcClassifier;
+    type Replay = SendOnce;
+    type Hint = GrpcPushback;
+    type Carrier = HttpRequest;
+    type FaultStatus = HttpStatus;
+    type RateKey = HttpKey;
+    type RateHeaders = NoHeaders;
+    fn classify(&self) -> GrpcClassifier {
+        GrpcClassifier::new()
+    }
+    fn replay(&self) -> SendOnce {
+        SendOnce
+    }
+    fn hint(&self) -> GrpcPushback {
+        GrpcPushback
+    }
+    fn carrier(&self) -> HttpRequest {
+        HttpRequest
+    }
+    fn fault_status(&self) -> HttpStatus {
+        HttpStatus
+    }
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>, ConfigError> {
+        // gRPC answers rejections with statuses, not HTTP headers: keys only.
+        Ok(builder.build_http()?.headers::<NoHeaders>())
     }
     fn can_retry(&self) -> bool {
         false
