@@ -11,6 +11,7 @@ use tower_prism_core::Clock;
 
 use super::adaptive::AdaptiveConfig;
 use super::config_builder::RateLimitConfigBuilder;
+use super::key_config::KeyConfig;
 use crate::bucket::Quota;
 
 /// A rate limiter's settings, as read from a config file.
@@ -82,6 +83,20 @@ pub struct RateLimitConfig {
     /// or `"tsc"` (faster to read, real time only). See [`Clock`].
     #[serde(default)]
     pub clock: Clock,
+    /// What keys an HTTP request's bucket (peer IP, client IP behind trusted proxies, a
+    /// header, the route, a path prefix, or a list of them; see [`KeyConfig`]). Read by
+    /// [`HttpKey`](super::HttpKey), which the layer's
+    /// [`build_http`](super::RateLimitLayerBuilder::build_http) makes;
+    /// [`build`](super::RateLimitLayerBuilder::build) refuses a key, since it cannot read
+    /// one. Unset: one shared bucket. Cannot change on
+    /// [`reconfigure`](super::RateLimiter::reconfigure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyConfig>,
+    /// Whether admitted HTTP responses carry rate-limit headers (`RateLimit-Policy`,
+    /// `RateLimit`, `X-RateLimit-*`; see [`HttpHeaders`](super::HttpHeaders)); default
+    /// false. Rejections carry what a 429 answer needs either way.
+    #[serde(default)]
+    pub headers: bool,
 }
 
 /// The checks a local and a Redis rate limit share: a rate of at least 1 per a period of
@@ -163,6 +178,8 @@ impl RateLimitConfig {
             idle_timeout: default_idle(),
             adaptive: None,
             clock: Clock::Tokio,
+            key: None,
+            headers: false,
         }
     }
 
@@ -215,6 +232,9 @@ impl RateLimitConfig {
         check_size_at_most("max_keys", self.max_keys, Self::MAX_KEYS as u64)?;
         check_duration("idle_timeout", self.idle_timeout)?;
         check_duration_at_most("idle_timeout", self.idle_timeout, Self::MAX_IDLE_TIMEOUT)?;
+        if let Some(key) = &self.key {
+            key.validate()?;
+        }
         if let Some(adaptive) = &self.adaptive {
             adaptive.validate()?;
             let refill = 1e9 / adaptive.min_rate * f64::from(self.effective_burst());

@@ -7,6 +7,7 @@ use tower_prism_core::Clock;
 
 use super::adaptive::AdaptiveConfig;
 use super::config::RateLimitConfig;
+use super::key_config::KeyConfig;
 
 /// Builds a [`RateLimitConfig`]; [`build`](Self::build) validates it. From
 /// [`RateLimitConfig::builder`].
@@ -91,6 +92,19 @@ impl RateLimitConfigBuilder {
     /// Where the buckets read the time (default [`Clock::Tokio`]).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.config.clock = clock;
+        self
+    }
+
+    /// What keys an HTTP request's bucket (default: nothing, one shared bucket); a
+    /// [`KeyPart`](super::KeyPart) or a [`KeyConfig`].
+    pub fn key(mut self, key: impl Into<KeyConfig>) -> Self {
+        self.config.key = Some(key.into());
+        self
+    }
+
+    /// Whether admitted HTTP responses carry rate-limit headers (default false).
+    pub fn headers(mut self, headers: bool) -> Self {
+        self.config.headers = headers;
         self
     }
 

@@ -11,9 +11,9 @@ use tower_prism_core::internal::ReadyCall;
 use tower_prism_core::BoxError;
 use tower_service::Service;
 
+use super::headers::{NoHeaders, RateHeaders};
 use super::limiter::RateLimiter;
 use super::waiter::{Turn, Waiter};
-use crate::error::Error;
 
 /// Gives tokens back if an admitted request is dropped before it reaches the inner service.
 struct Permit {
@@ -52,32 +52,38 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, Req>
+    enum State<S, Req, H>
     where
         S: Service<Req>,
+        H: RateHeaders<S::Response>,
     {
-        Called { #[pin] future: S::Future },
-        Queued { queued: Pin<Box<Queued<S, Req>>> },
-        Failed { error: Option<Error> },
+        // Admitted: the stamp goes on the response.
+        Called { #[pin] future: S::Future, stamp: H::Stamp },
+        // Pass-through: the inner future as it is.
+        Forward { #[pin] future: S::Future },
+        Queued { queued: Pin<Box<Queued<S, Req>>>, stamp: H::Stamp },
+        Failed { error: Option<BoxError> },
     }
 }
 
 pin_project! {
     /// The response future of [`RateLimit`](super::RateLimit).
-    pub struct ResponseFuture<S, Req>
+    pub struct ResponseFuture<S, Req, H = NoHeaders>
     where
         S: Service<Req>,
+        H: RateHeaders<S::Response>,
     {
         #[pin]
-        state: State<S, Req>,
+        state: State<S, Req, H>,
     }
 }
 
-impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
+impl<S: Service<Req>, Req, H: RateHeaders<S::Response>> fmt::Debug for ResponseFuture<S, Req, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Called { .. } => "called",
-            State::Queued { queued } if queued.waiter.is_some() => "waiting",
+            State::Forward { .. } => "forward",
+            State::Queued { queued, .. } if queued.waiter.is_some() => "waiting",
             State::Queued { .. } => "admitted",
             State::Failed { .. } => "failed",
         };
@@ -87,20 +93,26 @@ impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
     }
 }
 
-impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
-    pub(crate) fn called(future: S::Future) -> Self {
+impl<S: Service<Req>, Req, H: RateHeaders<S::Response>> ResponseFuture<S, Req, H> {
+    pub(crate) fn called(future: S::Future, stamp: H::Stamp) -> Self {
         ResponseFuture {
-            state: State::Called { future },
+            state: State::Called { future, stamp },
         }
     }
 
-    pub(crate) fn failed(error: Error) -> Self {
+    pub(crate) fn forward(future: S::Future) -> Self {
+        ResponseFuture {
+            state: State::Forward { future },
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
         }
     }
 
-    pub(crate) fn waiting(waiter: Waiter, service: S, request: Req) -> Self {
+    pub(crate) fn waiting(waiter: Waiter, service: S, request: Req, stamp: H::Stamp) -> Self {
         let sleep = tokio::time::sleep_until(waiter.deadline);
         ResponseFuture {
             state: State::Queued {
@@ -110,15 +122,17 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
                     permit: None,
                     call: ReadyCall::new(service, request),
                 }),
+                stamp,
             },
         }
     }
 }
 
-impl<S, Req> Future for ResponseFuture<S, Req>
+impl<S, Req, H> Future for ResponseFuture<S, Req, H>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
+    H: RateHeaders<S::Response>,
 {
     type Output = Result<S::Response, BoxError>;
 
@@ -126,14 +140,19 @@ where
         let mut state = self.project().state;
         loop {
             match state.as_mut().project() {
-                StateProj::Called { future } => {
+                StateProj::Called { future, stamp } => {
+                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    H::write(stamp, &mut response);
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Forward { future } => {
                     return future.poll(cx).map_err(Into::into);
                 }
                 StateProj::Failed { error } => {
                     let error = error.take().expect("polled after completion");
-                    return Poll::Ready(Err(error.into()));
+                    return Poll::Ready(Err(error));
                 }
-                StateProj::Queued { queued } => {
+                StateProj::Queued { queued, stamp } => {
                     let mut q = queued.as_mut().project();
                     if let Some(w) = q.waiter.as_mut() {
                         match w.poll_turn(Instant::now(), cx.waker()) {
@@ -147,7 +166,8 @@ where
                                 });
                             }
                             Turn::Done(Err(error)) => {
-                                q.waiter.take();
+                                let w = q.waiter.take().expect("checked above");
+                                let error = H::reject(error, w.limiter());
                                 state.set(State::Failed { error: Some(error) });
                             }
                             Turn::SleepUntil(at) => {
@@ -175,7 +195,9 @@ where
                     } else {
                         q.permit.take();
                     }
-                    return result.map_err(Into::into);
+                    let mut response = ready!(result).map_err(Into::into)?;
+                    H::write(stamp, &mut response);
+                    return Poll::Ready(Ok(response));
                 }
             }
         }

@@ -1,10 +1,15 @@
 //! [`RateLimitLayer`] and its builder.
 
+use std::fmt;
+use std::marker::PhantomData;
+
 use tower_layer::Layer;
 use tower_prism_core::config::ConfigError;
 use tower_prism_core::HealthSignal;
 
 use super::config::RateLimitConfig;
+use super::headers::{HttpHeaders, NoHeaders};
+use super::http_key::HttpKey;
 use super::limiter::RateLimiter;
 use super::policy::{KeyBy, PriorityBy, SamePriority, UnitWeight, Unkeyed, WeightBy};
 use super::service::RateLimit;
@@ -12,12 +17,39 @@ use crate::backend::LocalBackend;
 
 /// Applies a rate limit to a service. Every service this layer makes (and every clone of
 /// the layer) shares one limiter, reached with [`handle`](Self::handle).
-#[derive(Debug, Clone)]
-pub struct RateLimitLayer<K = Unkeyed, P = SamePriority, W = UnitWeight> {
+///
+/// The type parameters are those of the [`RateLimit`] services it makes: the key,
+/// priority and weight functions, and the [`RateHeaders`](super::RateHeaders) `H`.
+pub struct RateLimitLayer<K = Unkeyed, P = SamePriority, W = UnitWeight, H = NoHeaders> {
     limiter: RateLimiter,
     key: K,
     priority: P,
     weight: W,
+    headers: PhantomData<fn() -> H>,
+}
+
+impl<K: Clone, P: Clone, W: Clone, H> Clone for RateLimitLayer<K, P, W, H> {
+    fn clone(&self) -> Self {
+        RateLimitLayer {
+            limiter: self.limiter.clone(),
+            key: self.key.clone(),
+            priority: self.priority.clone(),
+            weight: self.weight.clone(),
+            headers: PhantomData,
+        }
+    }
+}
+
+impl<K: fmt::Debug, P: fmt::Debug, W: fmt::Debug, H> fmt::Debug for RateLimitLayer<K, P, W, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("limiter", &self.limiter)
+            .field("key", &self.key)
+            .field("priority", &self.priority)
+            .field("weight", &self.weight)
+            .field("headers", &std::any::type_name::<H>())
+            .finish()
+    }
 }
 
 impl RateLimitLayer {
@@ -44,11 +76,12 @@ impl RateLimitLayer {
             key: Unkeyed,
             priority: SamePriority,
             weight: UnitWeight,
+            headers: PhantomData,
         }
     }
 }
 
-impl<K, P, W> RateLimitLayer<K, P, W> {
+impl<K, P, W, H> RateLimitLayer<K, P, W, H> {
     /// The shared limiter: [`snapshot`](RateLimiter::snapshot),
     /// [`reconfigure`](RateLimiter::reconfigure).
     pub fn handle(&self) -> &RateLimiter {
@@ -56,38 +89,59 @@ impl<K, P, W> RateLimitLayer<K, P, W> {
     }
 
     /// Gives each distinct key (from the closure) its own bucket of the same shape.
-    pub fn key_fn<F>(self, key: F) -> RateLimitLayer<KeyBy<F>, P, W> {
+    pub fn key_fn<F>(self, key: F) -> RateLimitLayer<KeyBy<F>, P, W, H> {
+        self.key(KeyBy(key))
+    }
+
+    /// Picks each request's bucket with a [`KeyFn`](super::KeyFn), such as an
+    /// [`HttpKey`].
+    pub fn key<K2>(self, key: K2) -> RateLimitLayer<K2, P, W, H> {
         RateLimitLayer {
             limiter: self.limiter,
-            key: KeyBy(key),
+            key,
             priority: self.priority,
             weight: self.weight,
+            headers: PhantomData,
         }
     }
 
     /// Orders waiting requests by the closure's priority (higher first, FIFO within one).
-    pub fn priority_fn<F>(self, priority: F) -> RateLimitLayer<K, PriorityBy<F>, W> {
+    pub fn priority_fn<F>(self, priority: F) -> RateLimitLayer<K, PriorityBy<F>, W, H> {
         RateLimitLayer {
             limiter: self.limiter,
             key: self.key,
             priority: PriorityBy(priority),
             weight: self.weight,
+            headers: PhantomData,
         }
     }
 
     /// Charges each request the closure's number of tokens.
-    pub fn weight_fn<F>(self, weight: F) -> RateLimitLayer<K, P, WeightBy<F>> {
+    pub fn weight_fn<F>(self, weight: F) -> RateLimitLayer<K, P, WeightBy<F>, H> {
         RateLimitLayer {
             limiter: self.limiter,
             key: self.key,
             priority: self.priority,
             weight: WeightBy(weight),
+            headers: PhantomData,
+        }
+    }
+
+    /// Writes rate-limit headers with `H2` ([`HttpHeaders`] for HTTP responses): on
+    /// admitted responses when the config's `headers` is set, and on rejections always.
+    pub fn headers<H2>(self) -> RateLimitLayer<K, P, W, H2> {
+        RateLimitLayer {
+            limiter: self.limiter,
+            key: self.key,
+            priority: self.priority,
+            weight: self.weight,
+            headers: PhantomData,
         }
     }
 }
 
-impl<S, K: Clone, P: Clone, W: Clone> Layer<S> for RateLimitLayer<K, P, W> {
-    type Service = RateLimit<S, K, P, W>;
+impl<S, K: Clone, P: Clone, W: Clone, H> Layer<S> for RateLimitLayer<K, P, W, H> {
+    type Service = RateLimit<S, K, P, W, H>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit::from_parts(
@@ -123,8 +177,33 @@ impl RateLimitLayerBuilder {
         self
     }
 
-    /// Validates and builds the layer.
+    /// Validates and builds the layer. A config with a `key` is refused: this layer's
+    /// requests are of any type, so it cannot read an HTTP key; use
+    /// [`build_http`](Self::build_http), or [`key_fn`](RateLimitLayer::key_fn) on a
+    /// config without one.
     pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
+        if let Some(key) = &self.config.key {
+            return Err(ConfigError::new(
+                "key",
+                format!("{key:?}"),
+                "this stack cannot read keys off its requests: use an HTTP profile, \
+                 `build_http()`, or a key function in code",
+            ));
+        }
+        self.build_unchecked()
+    }
+
+    /// Validates and builds a layer for `http::Request`s: keyed by the config's `key`
+    /// ([`HttpKey`]; one shared bucket without one), with rate-limit headers
+    /// ([`HttpHeaders`]) on rejections, and on admitted responses when `headers` is set.
+    pub fn build_http(
+        self,
+    ) -> Result<RateLimitLayer<HttpKey, SamePriority, UnitWeight, HttpHeaders>, ConfigError> {
+        let key = HttpKey::from_config(self.config.key.as_ref())?;
+        Ok(self.build_unchecked()?.key(key).headers::<HttpHeaders>())
+    }
+
+    fn build_unchecked(self) -> Result<RateLimitLayer, ConfigError> {
         self.config.validate()?;
         let adaptive = match (self.config.adaptive.clone(), self.health) {
             (Some(adaptive), Some(health)) => Some((health.subscribe(), adaptive)),

@@ -9,13 +9,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower_prism_core::config::ConfigError;
 use tower_prism_core::internal::{lock, nanos};
-use tower_prism_core::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
+use tower_prism_core::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use tower_prism_core::HealthReader;
 use tower_prism_core::{Clock, TimeSource};
 
 use super::adapt;
 use super::adaptive::AdaptiveConfig;
 use super::config::RateLimitConfig;
+use super::headers::{quote_policy, RateLimitInfo};
 use super::metrics::Metrics;
 use crate::backend::LocalBackend;
 use crate::bucket::{Denied, Quota};
@@ -40,6 +41,10 @@ pub(crate) struct Shared {
     adaptive: Option<Adaptive>,
     pub(super) metrics: Metrics,
     pub(super) name: String,
+    /// `name` quoted for rate-limit headers, built once.
+    policy: std::sync::Arc<str>,
+    /// Whether admitted responses get rate-limit headers (`headers` in the config).
+    headers: AtomicBool,
     /// The config in force (after any reconfiguration); read on cold paths only.
     config: Mutex<RateLimitConfig>,
 }
@@ -80,7 +85,8 @@ pub struct RateLimitSnapshot {
 
 /// What the fast path decided.
 pub(crate) enum Fast {
-    Admitted,
+    /// Admitted, with this many whole tokens left in the bucket.
+    Admitted(u64),
     Rejected(Error),
     Queue,
 }
@@ -121,7 +127,9 @@ impl RateLimiter {
                 max_wait_nanos: AtomicU64::new(config.max_wait.map_or(0, nanos)),
                 adaptive,
                 metrics,
+                policy: quote_policy(&name),
                 name,
+                headers: AtomicBool::new(config.headers),
                 config: Mutex::new(config.clone()),
             }),
         }
@@ -153,6 +161,30 @@ impl RateLimiter {
     #[inline]
     pub(crate) fn now_nanos(&self) -> u64 {
         self.shared.time.now()
+    }
+
+    /// Whether admitted responses get rate-limit headers.
+    #[inline]
+    pub(crate) fn headers_enabled(&self) -> bool {
+        self.shared.headers.load(Ordering::Relaxed)
+    }
+
+    /// The state rate-limit headers report for a bucket with `remaining` whole tokens:
+    /// the time until it is full again, and the window a full burst is counted over.
+    pub(crate) fn info(&self, remaining: u64) -> RateLimitInfo {
+        let quota = self.shared.backend.quota();
+        let interval = u128::from(quota.interval_nanos);
+        let burst = u64::from(quota.burst);
+        let nanos = |tokens: u64| {
+            Duration::from_nanos(u64::try_from(interval * u128::from(tokens)).unwrap_or(u64::MAX))
+        };
+        RateLimitInfo {
+            policy: self.shared.policy.clone(),
+            limit: quota.burst,
+            remaining,
+            reset: nanos(burst.saturating_sub(remaining)),
+            window: nanos(burst),
+        }
     }
 
     /// Where this limiter reads the time.
@@ -230,7 +262,7 @@ impl RateLimiter {
                 if bucket.is_none() {
                     shared.metrics.tokens.set(tokens as f64);
                 }
-                Fast::Admitted
+                Fast::Admitted(tokens)
             }
             Err(denied) => {
                 if let Some(error) = self.hopeless(weight) {
@@ -259,7 +291,7 @@ impl RateLimiter {
     /// Tries to take `weight` tokens from the unkeyed bucket now, without waiting.
     pub fn try_acquire(&self, weight: u32) -> Result<(), Error> {
         match self.fast(None, weight) {
-            Fast::Admitted => Ok(()),
+            Fast::Admitted(_) => Ok(()),
             Fast::Rejected(e) => Err(e),
             Fast::Queue => {
                 let at = self.now_nanos();
@@ -347,9 +379,8 @@ impl RateLimiter {
     /// size, max wait and key cap. Taken tokens and waiting requests are kept. With an
     /// adaptive rate, the new rate is clamped to the adaptive bounds given at build time.
     pub fn reconfigure(&self, config: &RateLimitConfig) -> Result<(), ConfigError> {
-        config.validate()?;
+        self.check(config)?;
         let shared = &*self.shared;
-        config.clock.check_unchanged(self.clock(), "limiter")?;
         let mut quota = config.quota();
         let mut rate = quota.per_second();
         if let Some(adaptive) = &shared.adaptive {
@@ -369,9 +400,32 @@ impl RateLimiter {
             .max_wait_nanos
             .store(config.max_wait.map_or(0, nanos), Ordering::Relaxed);
         shared.metrics.rate.set(rate);
+        shared.headers.store(config.headers, Ordering::Relaxed);
         *lock(&shared.config) = config.clone();
         tracing::info!(name = %shared.name, rate_per_second = rate, burst = config.effective_burst(), "rate limiter reconfigured");
         shared.queue_wake_all();
+        Ok(())
+    }
+
+    /// Whether [`reconfigure`](Self::reconfigure) would accept `config`; changes nothing.
+    /// Beyond [`validate`](RateLimitConfig::validate): the `clock` and the `key` cannot
+    /// change on a running limiter.
+    pub fn check(&self, config: &RateLimitConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        config.clock.check_unchanged(self.clock(), "limiter")?;
+        let running = lock(&self.shared.config).key.clone();
+        if config.key != running {
+            // The key extractor was built into every service with the layer: a new one
+            // cannot reach them. Say so rather than keep keying the old way silently.
+            return Err(ConfigError::new(
+                "key",
+                config
+                    .key
+                    .as_ref()
+                    .map_or("(none)".to_owned(), |k| format!("{k:?}")),
+                "the key cannot change on reload: rebuild the layer to key requests differently",
+            ));
+        }
         Ok(())
     }
 

@@ -75,7 +75,11 @@ mod adapt;
 mod adaptive;
 mod config;
 mod config_builder;
+mod forwarded;
 mod future;
+mod headers;
+mod http_key;
+mod key_config;
 mod layer;
 mod limiter;
 mod metrics;
@@ -89,6 +93,12 @@ pub(crate) use config::check_quota;
 pub use config::RateLimitConfig;
 pub use config_builder::RateLimitConfigBuilder;
 pub use future::ResponseFuture;
+pub use headers::{
+    HttpHeaders, NoHeaders, RateHeaders, RateLimitInfo, RateLimitRejection, RATELIMIT,
+    RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+};
+pub use http_key::HttpKey;
+pub use key_config::{ClientIpKey, ForwardedHeader, HeaderKey, KeyConfig, KeyPart, MissingHeader};
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder};
 pub use limiter::{RateLimitSnapshot, RateLimiter};
 pub use policy::{

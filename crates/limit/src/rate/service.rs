@@ -1,6 +1,7 @@
 //! [`RateLimit`]: the rate-limiting service.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
@@ -9,6 +10,7 @@ use tower_service::Service;
 use tower_prism_core::BoxError;
 
 use super::future::ResponseFuture;
+use super::headers::{NoHeaders, RateHeaders};
 use super::limiter::{Fast, RateLimiter};
 use super::policy::{KeyFn, PriorityFn, SamePriority, UnitWeight, Unkeyed, WeightFn};
 use crate::ready::take_ready;
@@ -18,12 +20,26 @@ use crate::ready::take_ready;
 /// Rejections are [`Error`](crate::Error)s returned from the response future (never from
 /// `poll_ready`), boxed in a [`BoxError`]. A [`pass_through`](RateLimit::pass_through)
 /// service has no limiter and forwards every call.
-#[derive(Clone)]
-pub struct RateLimit<S, K = Unkeyed, P = SamePriority, W = UnitWeight> {
+///
+/// `K` picks a request's bucket ([`KeyFn`]), `P` its priority in the queue, `W` its
+/// weight, and `H` what goes on the response ([`RateHeaders`]: nothing by default;
+/// [`HttpHeaders`](super::HttpHeaders) for rate-limit headers on HTTP responses).
+pub struct RateLimit<S, K = Unkeyed, P = SamePriority, W = UnitWeight, H = NoHeaders> {
     inner: S,
     // `None` in pass-through mode: everything a limited call needs lives here, so that a
     // switched-off stage is one branch and holds no limiter.
     engaged: Option<Engaged<K, P, W>>,
+    headers: PhantomData<fn() -> H>,
+}
+
+impl<S: Clone, K: Clone, P: Clone, W: Clone, H> Clone for RateLimit<S, K, P, W, H> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            engaged: self.engaged.clone(),
+            headers: PhantomData,
+        }
+    }
 }
 
 /// The limiter and the request functions of an engaged [`RateLimit`].
@@ -46,16 +62,25 @@ impl<S> RateLimit<S> {
     /// read, no atomic, no metric and no allocation: one branch per call.
     ///
     /// Unlike `ServiceBuilder::option_layer` (an `Either`), the type is the same as the
-    /// engaged stage's, so a stack of optional stages stays one linear type.
+    /// engaged stage's, so a stack of optional stages stays one linear type. For other
+    /// key, priority, weight or header types, see [`pass_through_as`](Self::pass_through_as).
     pub fn pass_through(inner: S) -> Self {
-        RateLimit {
-            inner,
-            engaged: None,
-        }
+        Self::pass_through_as(inner)
     }
 }
 
-impl<S, K, P, W> RateLimit<S, K, P, W> {
+impl<S, K, P, W, H> RateLimit<S, K, P, W, H> {
+    /// [`pass_through`](RateLimit::pass_through) as a service of any key, priority,
+    /// weight and header types, to stand where an engaged stage of those types would
+    /// (`RateLimit::<_, HttpKey, SamePriority, UnitWeight, HttpHeaders>::pass_through_as(inner)`).
+    pub fn pass_through_as(inner: S) -> Self {
+        RateLimit {
+            inner,
+            engaged: None,
+            headers: PhantomData,
+        }
+    }
+
     pub(crate) fn from_parts(
         inner: S,
         limiter: RateLimiter,
@@ -71,6 +96,7 @@ impl<S, K, P, W> RateLimit<S, K, P, W> {
                 priority,
                 weight,
             }),
+            headers: PhantomData,
         }
     }
 
@@ -95,8 +121,8 @@ impl<S, K, P, W> RateLimit<S, K, P, W> {
     }
 }
 
-impl<S: fmt::Debug, K: fmt::Debug, P: fmt::Debug, W: fmt::Debug> fmt::Debug
-    for RateLimit<S, K, P, W>
+impl<S: fmt::Debug, K: fmt::Debug, P: fmt::Debug, W: fmt::Debug, H> fmt::Debug
+    for RateLimit<S, K, P, W, H>
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("RateLimit");
@@ -113,17 +139,18 @@ impl<S: fmt::Debug, K: fmt::Debug, P: fmt::Debug, W: fmt::Debug> fmt::Debug
     }
 }
 
-impl<S, Req, K, P, W> Service<Req> for RateLimit<S, K, P, W>
+impl<S, Req, K, P, W, H> Service<Req> for RateLimit<S, K, P, W, H>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     K: KeyFn<Req>,
     P: PriorityFn<Req>,
     W: WeightFn<Req>,
+    H: RateHeaders<S::Response>,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req>;
+    type Future = ResponseFuture<S, Req, H>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -132,24 +159,36 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let Some(engaged) = &self.engaged else {
             // Pass-through: the plain forwarding state an admitted call uses too.
-            return ResponseFuture::called(self.inner.call(request));
+            return ResponseFuture::forward(self.inner.call(request));
         };
         let weight = engaged.weight.weight(&request);
         let bucket = engaged.key.bucket(&request, &engaged.limiter);
-        match engaged.limiter.fast(bucket, weight) {
-            Fast::Admitted => ResponseFuture::called(self.inner.call(request)),
-            Fast::Rejected(error) => ResponseFuture::failed(error),
+        let limiter = &engaged.limiter;
+        match limiter.fast(bucket, weight) {
+            Fast::Admitted(remaining) => {
+                let stamp = H::stamp(limiter, remaining);
+                ResponseFuture::called(self.inner.call(request), stamp)
+            }
+            Fast::Rejected(error) => ResponseFuture::failed(H::reject(error, limiter)),
             Fast::Queue => {
                 let priority = engaged.priority.priority(&request);
                 match engaged
                     .limiter
                     .enqueue(bucket, weight, priority, Instant::now())
                 {
-                    Ok(None) => ResponseFuture::called(self.inner.call(request)),
-                    Ok(Some(waiter)) => {
-                        ResponseFuture::waiting(waiter, take_ready(&mut self.inner), request)
+                    // Admitted at once, or after the wait: the bucket was empty, so a
+                    // queued call reports no tokens left.
+                    Ok(None) => {
+                        let stamp = H::stamp(limiter, 0);
+                        ResponseFuture::called(self.inner.call(request), stamp)
                     }
-                    Err(error) => ResponseFuture::failed(error),
+                    Ok(Some(waiter)) => ResponseFuture::waiting(
+                        waiter,
+                        take_ready(&mut self.inner),
+                        request,
+                        H::stamp(limiter, 0),
+                    ),
+                    Err(error) => ResponseFuture::failed(H::reject(error, limiter)),
                 }
             }
         }

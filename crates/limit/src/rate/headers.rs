@@ -1,0 +1,230 @@
+//! Rate-limit response headers: the IETF `RateLimit-Policy` / `RateLimit` fields
+//! (draft-ietf-httpapi-ratelimit-headers) and the common `X-RateLimit-Limit`,
+//! `X-RateLimit-Remaining` and `X-RateLimit-Reset`.
+//!
+//! [`HttpHeaders`] writes them on admitted responses when the config's `headers` is set,
+//! and makes every rejection a [`RateLimitRejection`] that carries what a 429 answer
+//! needs. [`NoHeaders`] (the default) does neither and compiles away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tower_prism_core::BoxError;
+
+use super::limiter::RateLimiter;
+use crate::error::Error;
+
+/// What a rate-limit service does with rate-limit headers: writes them on admitted
+/// responses (or not), and how it boxes a rejection. Implemented by [`NoHeaders`] and
+/// [`HttpHeaders`]; a marker, never instantiated.
+pub trait RateHeaders<Res> {
+    /// What an admitted call remembers until its response is written (`()` when nothing
+    /// is written).
+    type Stamp;
+
+    /// The stamp of a call just admitted with `remaining` whole tokens left in its bucket.
+    fn stamp(limiter: &RateLimiter, remaining: u64) -> Self::Stamp;
+
+    /// Writes the stamp on the response.
+    fn write(stamp: &Self::Stamp, response: &mut Res);
+
+    /// Boxes a rejection.
+    fn reject(error: Error, limiter: &RateLimiter) -> BoxError;
+}
+
+/// Writes nothing; rejections are plain [`Error`]s. The default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHeaders;
+
+impl<Res> RateHeaders<Res> for NoHeaders {
+    type Stamp = ();
+
+    #[inline]
+    fn stamp(_: &RateLimiter, _: u64) {}
+
+    #[inline]
+    fn write(_: &(), _: &mut Res) {}
+
+    fn reject(error: Error, _: &RateLimiter) -> BoxError {
+        Box::new(error)
+    }
+}
+
+/// For `http::Response<B>`: rate-limit headers on admitted responses when the config's
+/// `headers` is set (one relaxed load and a branch per call when it is not), and every
+/// rejection a [`RateLimitRejection`] (whose [`source`](std::error::Error::source) is the
+/// [`Error`]), so an HTTP error layer can write the same headers on its 429.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpHeaders;
+
+impl<Body> RateHeaders<http::Response<Body>> for HttpHeaders {
+    type Stamp = Option<RateLimitInfo>;
+
+    #[inline]
+    fn stamp(limiter: &RateLimiter, remaining: u64) -> Option<RateLimitInfo> {
+        if !limiter.headers_enabled() {
+            return None;
+        }
+        Some(limiter.info(remaining))
+    }
+
+    #[inline]
+    fn write(stamp: &Option<RateLimitInfo>, response: &mut http::Response<Body>) {
+        if let Some(info) = stamp {
+            info.write_headers(response.headers_mut());
+        }
+    }
+
+    fn reject(error: Error, limiter: &RateLimiter) -> BoxError {
+        let reset = error.retry_after().unwrap_or_else(|| limiter.info(0).reset);
+        let mut info = limiter.info(0);
+        info.reset = reset;
+        Box::new(RateLimitRejection { error, info })
+    }
+}
+
+/// A limiter's state as rate-limit headers tell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimitInfo {
+    /// The policy's name, quoted as a structured-field string (`"payments"`).
+    pub policy: Arc<str>,
+    /// Tokens a full bucket holds (the burst).
+    pub limit: u32,
+    /// Whole tokens left in the request's bucket.
+    pub remaining: u64,
+    /// How long until the bucket is full again (for a rejection: until it may retry).
+    pub reset: Duration,
+    /// How long an empty bucket takes to fill: the window `limit` is counted over.
+    pub window: Duration,
+}
+
+/// `x-ratelimit-limit`.
+pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+/// `x-ratelimit-remaining`.
+pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// `x-ratelimit-reset` (delta seconds).
+pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+/// `ratelimit-policy` (IETF draft).
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `ratelimit` (IETF draft).
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+impl RateLimitInfo {
+    /// Writes the five headers (replacing any already there):
+    ///
+    /// ```text
+    /// RateLimit-Policy: "payments";q=100;w=60
+    /// RateLimit: "payments";r=42;t=35
+    /// X-RateLimit-Limit: 100
+    /// X-RateLimit-Remaining: 42
+    /// X-RateLimit-Reset: 35
+    /// ```
+    ///
+    /// `q` is the burst, `w` the seconds an empty bucket takes to fill, `r` the tokens
+    /// left, `t` (and `X-RateLimit-Reset`) the seconds until the bucket is full again, or
+    /// on a rejection until a retry may pass; seconds are rounded up.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        let reset = whole_seconds(self.reset);
+        let window = whole_seconds(self.window).max(1);
+        let policy = format!("{};q={};w={}", self.policy, self.limit, window);
+        let state = format!("{};r={};t={}", self.policy, self.remaining, reset);
+        // The name is quoted and escaped at build time, so these always parse; a value
+        // that somehow does not is left out rather than panicking.
+        if let Ok(value) = HeaderValue::try_from(policy) {
+            headers.insert(RATELIMIT_POLICY.clone(), value);
+        }
+        if let Ok(value) = HeaderValue::try_from(state) {
+            headers.insert(RATELIMIT.clone(), value);
+        }
+        headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(self.limit));
+        headers.insert(
+            X_RATELIMIT_REMAINING.clone(),
+            HeaderValue::from(self.remaining),
+        );
+        headers.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(reset));
+    }
+}
+
+/// Whole seconds, rounded up, at most a day (no header says a wait no client acts on).
+fn whole_seconds(wait: Duration) -> u64 {
+    let wait = wait.min(Duration::from_secs(86_400));
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+/// `name` as a structured-field string: quoted, `"` and `\` escaped, bytes outside
+/// printable ASCII replaced by `_`.
+pub(crate) fn quote_policy(name: &str) -> Arc<str> {
+    let mut quoted = String::with_capacity(name.len() + 2);
+    quoted.push('"');
+    for c in name.chars() {
+        match c {
+            '"' | '\\' => {
+                quoted.push('\\');
+                quoted.push(c);
+            }
+            ' '..='~' => quoted.push(c),
+            _ => quoted.push('_'),
+        }
+    }
+    quoted.push('"');
+    quoted.into()
+}
+
+/// A rate-limit rejection with the limiter's state, from a service whose headers are
+/// [`HttpHeaders`]: what an HTTP 429 answer writes as rate-limit headers. The
+/// [`Error`] is its [`source`](std::error::Error::source) (and [`error`](Self::error)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct RateLimitRejection {
+    #[source]
+    error: Error,
+    info: RateLimitInfo,
+}
+
+impl RateLimitRejection {
+    /// Why the request was refused.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The limiter's state: `remaining` is 0, `reset` the time until a retry may pass.
+    pub fn info(&self) -> &RateLimitInfo {
+        &self.info
+    }
+
+    /// Unwraps the error.
+    pub fn into_error(self) -> Error {
+        self.error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_names_are_quoted_and_escaped() {
+        assert_eq!(&*quote_policy("payments"), "\"payments\"");
+        assert_eq!(&*quote_policy("a\"b\\c\u{e9}\n"), "\"a\\\"b\\\\c__\"");
+    }
+
+    #[test]
+    fn headers_round_up_to_whole_seconds() {
+        let info = RateLimitInfo {
+            policy: quote_policy("p"),
+            limit: 10,
+            remaining: 3,
+            reset: Duration::from_millis(1500),
+            window: Duration::from_millis(100),
+        };
+        let mut headers = HeaderMap::new();
+        info.write_headers(&mut headers);
+        assert_eq!(headers[&RATELIMIT_POLICY], "\"p\";q=10;w=1");
+        assert_eq!(headers[&RATELIMIT], "\"p\";r=3;t=2");
+        assert_eq!(headers[&X_RATELIMIT_LIMIT], "10");
+        assert_eq!(headers[&X_RATELIMIT_REMAINING], "3");
+        assert_eq!(headers[&X_RATELIMIT_RESET], "2");
+    }
+}
