@@ -16,23 +16,37 @@ pub use tower_prism_retry::RetryConfig;
 
 // ---------------------------------------------------------------- rate limit
 
-pub(crate) type RateLimitLayer = tower_prism_limit::rate::RateLimitLayer;
-/// The rate-limit stage's service.
-pub type RateLimitService<S> = tower_prism_limit::rate::RateLimit<S>;
+pub(crate) type RateLimitLayer<P> = tower_prism_limit::rate::RateLimitLayer<
+    <P as Profile>::RateKey,
+    tower_prism_limit::rate::SamePriority,
+    tower_prism_limit::rate::UnitWeight,
+    <P as Profile>::RateHeaders,
+>;
+/// The rate-limit stage's service: keyed and writing headers as the profile says.
+pub type RateLimitService<S, P> = tower_prism_limit::rate::RateLimit<
+    S,
+    <P as Profile>::RateKey,
+    tower_prism_limit::rate::SamePriority,
+    tower_prism_limit::rate::UnitWeight,
+    <P as Profile>::RateHeaders,
+>;
 
-pub(crate) fn rate_limit_layer(
+/// The rate-limit stage: its key (`rate_limit.key`) read the profile's way, or refused
+/// when the profile cannot read keys.
+pub(crate) fn rate_limit_layer<P: Profile>(
     name: &str,
     config: &RateLimitConfig,
     health: &HealthSignal,
-) -> Result<RateLimitLayer, ConfigError> {
-    RateLimitLayer::builder(config.clone())
+    profile: &P,
+) -> Result<RateLimitLayer<P>, ConfigError> {
+    let builder = tower_prism_limit::rate::RateLimitLayer::builder(config.clone())
         .name(name)
-        .health(health.clone())
-        .build()
+        .health(health.clone());
+    profile.rate_limit(builder)
 }
 
-pub(crate) fn reconfigure_rate_limit(
-    layer: &RateLimitLayer,
+pub(crate) fn reconfigure_rate_limit<K, Pr, W, H>(
+    layer: &tower_prism_limit::rate::RateLimitLayer<K, Pr, W, H>,
     config: &RateLimitConfig,
 ) -> Result<(), ConfigError> {
     layer.handle().reconfigure(config)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 use tower_prism_core::BoxError;
+use tower_prism_limit::rate::{RateLimitInfo, RateLimitRejection};
 
 /// What went wrong, in a form a caller can `match` on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,6 +99,8 @@ impl fmt::Display for ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     retry_after: Option<Duration>,
+    // Boxed: rare (HTTP rate-limit rejections only), and keeps `Error` small.
+    rate_limit: Option<Box<RateLimitInfo>>,
     #[source]
     source: BoxError,
 }
@@ -114,8 +117,12 @@ impl Error {
             Err(error) => error,
         };
         let mut found = None;
+        let mut rate_limit = None;
         let mut cursor: Option<&(dyn StdError + 'static)> = Some(&*error);
         while let Some(e) = cursor {
+            if let Some(rejection) = e.downcast_ref::<RateLimitRejection>() {
+                rate_limit = Some(Box::new(rejection.info().clone()));
+            }
             if let Some(hit) = classify(e) {
                 found = Some(hit);
                 break;
@@ -126,6 +133,7 @@ impl Error {
         Error {
             kind,
             retry_after: retry_after.map(|wait| wait.min(MAX_RETRY_AFTER)),
+            rate_limit,
             source: error,
         }
     }
@@ -141,6 +149,12 @@ impl Error {
     /// ([`get_ref`](Error::get_ref)) keeps the exact value.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
+    }
+
+    /// The rate limiter's state when an HTTP rate-limit stage (the `http()` and
+    /// `http_server()` profiles) refused the call: what the 429's rate-limit headers say.
+    pub fn rate_limit(&self) -> Option<&RateLimitInfo> {
+        self.rate_limit.as_deref()
     }
 
     /// The HTTP status for this error (see [`ErrorKind::status`]).
@@ -159,8 +173,13 @@ impl Error {
     }
 
     /// An HTTP response for this error: its [`status`](Error::status), a `Retry-After`
-    /// header in whole seconds (rounded up, from 1 to 86400) when there is a hint, and an
-    /// empty body.
+    /// header in whole seconds (rounded up, from 1 to 86400) on every 429 and 503 (the
+    /// stage's hint, else 1 second) and on any other status with a hint, the rate-limit
+    /// headers of a [`rate_limit`](Error::rate_limit) rejection (`RateLimit-Policy`,
+    /// `RateLimit`, `X-RateLimit-Limit`, `X-RateLimit-Remaining` = 0,
+    /// `X-RateLimit-Reset`; see
+    /// [`RateLimitInfo::write_headers`](crate::limit::rate::RateLimitInfo::write_headers)),
+    /// and an empty body.
     ///
     /// ```
     /// use std::time::Duration;
@@ -173,7 +192,20 @@ impl Error {
     pub fn to_response<B: Default>(&self) -> Response<B> {
         let mut response = Response::new(B::default());
         *response.status_mut() = self.status();
-        if let Some(wait) = self.retry_after {
+        let status = self.status();
+        let shedding =
+            status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+        let wait = match self.retry_after {
+            Some(wait) => Some(wait),
+            // A client told to go away is told when to come back, even by a stage that
+            // does not know (a full concurrency limit): soon.
+            None if shedding => Some(DEFAULT_RETRY_AFTER),
+            None => None,
+        };
+        if let Some(info) = &self.rate_limit {
+            info.write_headers(response.headers_mut());
+        }
+        if let Some(wait) = wait {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, retry_after_value(wait));
@@ -216,6 +248,9 @@ impl From<BoxError> for Error {
 /// rate limiter with a long period, or any stage with a bad value, cannot make a server
 /// answer with a wait no client acts on (or with a number that overflows).
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The `Retry-After` of a 429 or 503 whose stage gave no hint.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// `Retry-After` in whole seconds, rounded up (a 200 ms wait is `1`, never `0`), at most
 /// [`MAX_RETRY_AFTER`] (86400).

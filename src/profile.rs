@@ -2,9 +2,14 @@
 //! balance stages classify results and replay requests the right way, the deadline stage
 //! finds a request's deadline and the fault stage builds a status answer.
 
+use tower_prism_core::ConfigError;
 use tower_prism_core::{DefaultClassifier, GrpcClassifier, GrpcCode, GrpcCodes, HttpClassifier};
 use tower_prism_deadline::{AnyRequest, HttpRequest};
 use tower_prism_fault::{EmptyHttpBody, HttpStatus, NoStatus};
+use tower_prism_limit::rate::{
+    HttpHeaders, HttpKey, NoHeaders, RateLimitLayer, RateLimitLayerBuilder, SamePriority,
+    UnitWeight, Unkeyed,
+};
 use tower_prism_retry::{
     CloneRequest, GrpcPushback, NoHint, ReplayBoxed, ReplayIdempotent, ReplayRequest,
     RetryAfterHeader,
@@ -34,6 +39,14 @@ pub trait Profile: Clone + Send + Sync + 'static {
     /// Builds the response of a status fault (an
     /// [`InjectStatus`](crate::fault::InjectStatus)); [`NoStatus`] refuses status faults.
     type FaultStatus: Clone + Send + Sync + 'static;
+    /// Picks a request's rate-limit bucket (a [`KeyFn`](crate::limit::rate::KeyFn)):
+    /// [`Unkeyed`] when the profile cannot read keys off its requests, [`HttpKey`] (from
+    /// the policy's `rate_limit.key`) for HTTP ones.
+    type RateKey: Clone + Send + Sync + 'static;
+    /// What the rate-limit stage writes on responses
+    /// ([`RateHeaders`](crate::limit::rate::RateHeaders)): [`NoHeaders`], or
+    /// [`HttpHeaders`] (rate-limit headers, and rejections an HTTP 429 can describe).
+    type RateHeaders: Send + Sync + 'static;
 
     /// The classifier.
     fn classify(&self) -> Self::Classify;
@@ -45,6 +58,17 @@ pub trait Profile: Clone + Send + Sync + 'static {
     fn carrier(&self) -> Self::Carrier;
     /// The status-fault builder.
     fn fault_status(&self) -> Self::FaultStatus;
+    /// Builds the rate-limit stage's layer: with the key and headers of this profile, or
+    /// a [`ConfigError`] naming `key` when the policy keys requests this profile cannot
+    /// read (see [`RateLimitLayerBuilder::build`] and
+    /// [`build_http`](RateLimitLayerBuilder::build_http)).
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<
+        RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>,
+        ConfigError,
+    >;
     /// Whether a retry stage makes sense for this profile (a server cannot replay the
     /// requests it receives); building a retry stage for a profile that says no fails.
     fn can_retry(&self) -> bool {
@@ -70,6 +94,8 @@ impl Profile for Generic {
     type Hint = NoHint;
     type Carrier = AnyRequest;
     type FaultStatus = NoStatus;
+    type RateKey = Unkeyed;
+    type RateHeaders = NoHeaders;
     fn classify(&self) -> DefaultClassifier {
         DefaultClassifier
     }
@@ -84,6 +110,15 @@ impl Profile for Generic {
     }
     fn fault_status(&self) -> NoStatus {
         NoStatus
+    }
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<
+        RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>,
+        ConfigError,
+    > {
+        builder.build()
     }
     fn injects_status(&self) -> bool {
         false
@@ -101,6 +136,8 @@ impl<C: Clone + Send + Sync + 'static> Profile for Classified<C> {
     type Hint = NoHint;
     type Carrier = AnyRequest;
     type FaultStatus = NoStatus;
+    type RateKey = Unkeyed;
+    type RateHeaders = NoHeaders;
     fn classify(&self) -> C {
         self.0.clone()
     }
@@ -115,6 +152,15 @@ impl<C: Clone + Send + Sync + 'static> Profile for Classified<C> {
     }
     fn fault_status(&self) -> NoStatus {
         NoStatus
+    }
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<
+        RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>,
+        ConfigError,
+    > {
+        builder.build()
     }
     fn injects_status(&self) -> bool {
         false
@@ -137,6 +183,8 @@ impl Profile for Http {
     type Hint = RetryAfterHeader;
     type Carrier = HttpRequest;
     type FaultStatus = EmptyHttpBody;
+    type RateKey = HttpKey;
+    type RateHeaders = HttpHeaders;
     fn classify(&self) -> HttpClassifier {
         HttpClassifier
     }
@@ -151,6 +199,15 @@ impl Profile for Http {
     }
     fn fault_status(&self) -> EmptyHttpBody {
         EmptyHttpBody
+    }
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<
+        RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>,
+        ConfigError,
+    > {
+        builder.build_http()
     }
 }
 
@@ -180,6 +237,8 @@ impl Profile for HttpServer {
     type Hint = RetryAfterHeader;
     type Carrier = HttpRequest;
     type FaultStatus = EmptyHttpBody;
+    type RateKey = HttpKey;
+    type RateHeaders = HttpHeaders;
     fn classify(&self) -> HttpClassifier {
         HttpClassifier
     }
@@ -194,6 +253,15 @@ impl Profile for HttpServer {
     }
     fn fault_status(&self) -> EmptyHttpBody {
         EmptyHttpBody
+    }
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<
+        RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>,
+        ConfigError,
+    > {
+        builder.build_http()
     }
     fn can_retry(&self) -> bool {
         false
@@ -250,6 +318,8 @@ impl Profile for Grpc {
     type Hint = GrpcPushback;
     type Carrier = HttpRequest;
     type FaultStatus = HttpStatus;
+    type RateKey = HttpKey;
+    type RateHeaders = NoHeaders;
     fn classify(&self) -> GrpcClassifier {
         self.classify
     }
@@ -264,6 +334,16 @@ impl Profile for Grpc {
     }
     fn fault_status(&self) -> HttpStatus {
         HttpStatus
+    }
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<
+        RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>,
+        ConfigError,
+    > {
+        // gRPC answers rejections with statuses, not HTTP headers: keys only.
+        Ok(builder.build_http()?.headers::<NoHeaders>())
     }
 }
 
@@ -280,6 +360,8 @@ impl Profile for GrpcServer {
     type Hint = GrpcPushback;
     type Carrier = HttpRequest;
     type FaultStatus = HttpStatus;
+    type RateKey = HttpKey;
+    type RateHeaders = NoHeaders;
     fn classify(&self) -> GrpcClassifier {
         GrpcClassifier::new()
     }
@@ -294,6 +376,16 @@ impl Profile for GrpcServer {
     }
     fn fault_status(&self) -> HttpStatus {
         HttpStatus
+    }
+    fn rate_limit(
+        &self,
+        builder: RateLimitLayerBuilder,
+    ) -> Result<
+        RateLimitLayer<Self::RateKey, SamePriority, UnitWeight, Self::RateHeaders>,
+        ConfigError,
+    > {
+        // gRPC answers rejections with statuses, not HTTP headers: keys only.
+        Ok(builder.build_http()?.headers::<NoHeaders>())
     }
     fn can_retry(&self) -> bool {
         false

@@ -36,9 +36,10 @@ impl<P: Profile> Stages<P> {
         // a running breaker its window (its slots are allocated once): the breaker's own
         // check says so.
         if let (Some(layer), Some(config)) = (&self.rate_limit, &policy.rate_limit) {
-            config
-                .clock
-                .check_unchanged(layer.handle().clock(), "limiter")
+            // The clock and the key (built into every service) cannot change.
+            layer
+                .handle()
+                .check(config)
                 .map_err(|e| invalid("rate_limit", e))?;
         }
         if let (Some(layer), Some(config)) = (&self.deadline, &policy.deadline) {

@@ -35,7 +35,7 @@ pub type DeadlineStage<S, P> = DeadlineService<BreakerStage<S, P>, P>;
 /// The concurrency-limit stage over [`DeadlineStage`].
 pub type ConcurrencyStage<S, P> = ConcurrencyService<DeadlineStage<S, P>, P>;
 /// The rate-limit stage over [`ConcurrencyStage`], the top of the stack.
-pub type Stack<S, P> = RateLimitService<ConcurrencyStage<S, P>>;
+pub type Stack<S, P> = RateLimitService<ConcurrencyStage<S, P>, P>;
 
 /// The inner service at the bottom of a stack.
 pub(crate) fn inner<S, P: Profile>(stack: &Stack<S, P>) -> &S {

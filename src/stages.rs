@@ -29,7 +29,7 @@ pub(crate) struct Stages<P: Profile> {
     ///
     /// [`ReliabilityLayer::fallback`]: crate::ReliabilityLayer::fallback
     pub(crate) fallback: Option<FallbackLayer>,
-    pub(crate) rate_limit: Option<RateLimitLayer>,
+    pub(crate) rate_limit: Option<RateLimitLayer<P>>,
     pub(crate) concurrency: Option<ConcurrencyLayer<P>>,
     pub(crate) deadline: Option<DeadlineLayer<P>>,
     pub(crate) breaker: Option<BreakerLayer<P>>,
@@ -82,7 +82,7 @@ impl<P: Profile> Stages<P> {
         let rate_limit = policy
             .rate_limit
             .as_ref()
-            .map(|cfg| c::rate_limit_layer(&name, cfg, &health))
+            .map(|cfg| c::rate_limit_layer(&name, cfg, &health, &profile))
             .transpose()
             .map_err(|e| e.in_section("rate_limit"))?;
         let concurrency = policy
@@ -191,7 +191,7 @@ impl<P: Profile> Stages<P> {
         };
         match &self.rate_limit {
             Some(layer) => layer.layer(concurrency),
-            None => RateLimitService::pass_through(concurrency),
+            None => RateLimitService::<_, P>::pass_through_as(concurrency),
         }
     }
 }
