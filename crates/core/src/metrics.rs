@@ -12,6 +12,7 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod config;
 pub mod deadline;
 pub mod fallback;
 pub mod fault;
@@ -41,6 +42,7 @@ pub const LABEL_ENDPOINT: &str = "endpoint";
 /// recorder. Call it once, after installing the recorder.
 pub fn describe() {
     breaker::describe();
+    config::describe();
     ratelimit::describe();
     retry::describe();
     balance::describe();
@@ -57,6 +59,7 @@ mod tests {
     fn names_follow_the_convention() {
         let all = [
             breaker::ALL,
+            config::ALL,
             ratelimit::ALL,
             retry::ALL,
             balance::ALL,
@@ -66,6 +69,7 @@ mod tests {
         ];
         let components = [
             "breaker",
+            "config",
             "ratelimit",
             "retry",
             "balance",
