@@ -153,6 +153,8 @@
 //! - `redis` (off by default): a rate limit shared by every instance through Redis, the
 //!   `redis` module of [`limit`]; the stack maps its fail-closed rejection to
 //!   [`ErrorKind::LimiterUnavailable`].
+//! - `watch` (off by default): a policy file that reloads itself when it changes, or on
+//!   SIGHUP (`Policies::watch`), with the `notify` crate.
 //!
 //! # Crates
 //!
@@ -188,6 +190,8 @@ mod service;
 mod snapshot;
 mod stack;
 mod stages;
+#[cfg(feature = "watch")]
+mod watch;
 
 pub use builder::ReliabilityLayerBuilder;
 pub use config::{PolicyConfig, PolicyConfigBuilder, ReliabilityConfig};
@@ -204,6 +208,9 @@ pub use policies::Policies;
 pub use profile::{Classified, Generic, Grpc, GrpcServer, Http, HttpServer, Profile, SendOnce};
 pub use service::Reliability;
 pub use snapshot::Snapshot;
+#[cfg(feature = "watch")]
+#[cfg_attr(docsrs, doc(cfg(feature = "watch")))]
+pub use watch::{ConfigWatcher, ConfigWatcherBuilder, WatchError, DEFAULT_DEBOUNCE};
 
 pub use tower_prism_core::{
     metrics, BoxError, Classify, Clock, ConfigError, DefaultClassifier, GrpcClassifier, GrpcCode,

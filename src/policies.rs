@@ -1,7 +1,13 @@
 //! [`Policies`]: every policy of a config file, running, and their hot reload.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use metrics::{counter, gauge, Counter, Gauge};
+use tower_prism_core::metrics::{config as m, LABEL_RESULT};
 
 use crate::config::ReliabilityConfig;
 use crate::config_error::ConfigFileError;
@@ -24,9 +30,73 @@ use crate::profile::{Generic, Profile};
 /// policies.reload_toml("[policy.api.rate_limit]\nrate = 50").unwrap();
 /// assert_eq!(api.snapshot().rate_limit.unwrap().rate_per_second, 50.0);
 /// ```
+///
+/// Every reload attempt leaves a tracing event (`info` when it applied, `warn` with the
+/// reason when it was refused) and counts in the metric
+/// [`prism_config_reloads_total{result}`](tower_prism_core::metrics::config::RELOADS_TOTAL);
+/// the gauge
+/// [`prism_config_last_reload_success_timestamp_seconds`](tower_prism_core::metrics::config::LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS)
+/// holds the unix time of the last good load (set when the policies are built). With the
+/// `watch` feature, `Policies::watch` reloads the file whenever it changes.
 #[derive(Debug, Clone)]
 pub struct Policies<P: Profile = Generic> {
     layers: BTreeMap<String, ReliabilityLayer<P>>,
+    reloads: Arc<ReloadMetrics>,
+}
+
+/// What started a reload, for the tracing event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Trigger {
+    /// `reload`, `reload_toml` or `reload_file`.
+    Call,
+    /// The watched file changed.
+    #[cfg_attr(not(feature = "watch"), allow(dead_code))]
+    FileChanged,
+    /// The process received SIGHUP.
+    #[cfg_attr(not(feature = "watch"), allow(dead_code))]
+    Sighup,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Call => "call",
+            Trigger::FileChanged => "file_changed",
+            Trigger::Sighup => "sighup",
+        }
+    }
+}
+
+/// The reload metrics' handles, registered once when the policies are built.
+struct ReloadMetrics {
+    success: Counter,
+    error: Counter,
+    last_success: Gauge,
+}
+
+impl ReloadMetrics {
+    fn register() -> ReloadMetrics {
+        let metrics = ReloadMetrics {
+            success: counter!(m::RELOADS_TOTAL, LABEL_RESULT => m::RESULT_SUCCESS),
+            error: counter!(m::RELOADS_TOTAL, LABEL_RESULT => m::RESULT_ERROR),
+            last_success: gauge!(m::LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS),
+        };
+        // The policies were just built from a good config: that is the last good load.
+        metrics.last_success.set(unix_now());
+        metrics
+    }
+}
+
+impl fmt::Debug for ReloadMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadMetrics").finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Policies {
@@ -52,7 +122,10 @@ impl<P: Profile> Policies<P> {
                 ))
             })
             .collect::<Result<_, ConfigFileError>>()?;
-        Ok(Policies { layers })
+        Ok(Policies {
+            layers,
+            reloads: Arc::new(ReloadMetrics::register()),
+        })
     }
 
     /// The layer of policy `name` (clones share its state and its reloads).
@@ -80,7 +153,59 @@ impl<P: Profile> Policies<P> {
     /// added or removed, `balance` included, is [`ConfigFileError::ShapeChanged`]); a
     /// running limiter or breaker keeps its `clock` and a running breaker its `window`
     /// ([`ConfigFileError::Invalid`] naming the field). Reloads are applied one at a time.
+    ///
+    /// The config is applied even when it equals the running one (a layer may have been
+    /// reconfigured by hand since); only a watched file (`Policies::watch`) skips a text
+    /// that has not changed.
     pub fn reload(&self, config: &ReliabilityConfig) -> Result<(), ConfigFileError> {
+        self.reload_observed(None, Trigger::Call, || Ok(config))
+    }
+
+    /// Parses, validates and applies a new TOML text (see [`reload`](Self::reload)).
+    pub fn reload_toml(&self, text: &str) -> Result<(), ConfigFileError> {
+        self.reload_observed(None, Trigger::Call, || ReliabilityConfig::from_toml(text))
+    }
+
+    /// Reads, validates and applies a new config file (see [`reload`](Self::reload)).
+    pub fn reload_file(&self, path: impl AsRef<Path>) -> Result<(), ConfigFileError> {
+        let path = path.as_ref();
+        self.reload_observed(Some(path), Trigger::Call, || {
+            ReliabilityConfig::from_file(path)
+        })
+    }
+
+    /// Loads a config and applies it, and leaves the attempt's tracing event and metrics
+    /// whatever the outcome: every way of reloading goes through here.
+    pub(crate) fn reload_observed<C: std::borrow::Borrow<ReliabilityConfig>>(
+        &self,
+        path: Option<&Path>,
+        trigger: Trigger,
+        load: impl FnOnce() -> Result<C, ConfigFileError>,
+    ) -> Result<(), ConfigFileError> {
+        let result = load().and_then(|config| self.apply_all(config.borrow()));
+        let trigger = trigger.as_str();
+        match &result {
+            Ok(()) => {
+                self.reloads.success.increment(1);
+                self.reloads.last_success.set(unix_now());
+                tracing::info!(path = ?path, trigger, "config reloaded");
+            }
+            Err(error) => {
+                self.reloads.error.increment(1);
+                tracing::warn!(
+                    path = ?path,
+                    trigger,
+                    %error,
+                    "config reload refused; the running config stays"
+                );
+            }
+        }
+        result
+    }
+
+    /// Checks `config` against every running layer, then applies it (see
+    /// [`reload`](Self::reload)).
+    fn apply_all(&self, config: &ReliabilityConfig) -> Result<(), ConfigFileError> {
         config.validate()?;
         if let Some(added) = config.policy.keys().find(|n| !self.layers.contains_key(*n)) {
             return Err(ConfigFileError::PoliciesChanged {
@@ -108,16 +233,6 @@ impl<P: Profile> Policies<P> {
             layer.stages().apply(&config.policy[name]);
         }
         Ok(())
-    }
-
-    /// Parses, validates and applies a new TOML text (see [`reload`](Self::reload)).
-    pub fn reload_toml(&self, text: &str) -> Result<(), ConfigFileError> {
-        self.reload(&ReliabilityConfig::from_toml(text)?)
-    }
-
-    /// Reads, validates and applies a new config file (see [`reload`](Self::reload)).
-    pub fn reload_file(&self, path: impl AsRef<Path>) -> Result<(), ConfigFileError> {
-        self.reload(&ReliabilityConfig::from_file(path)?)
     }
 }
 

@@ -1,0 +1,451 @@
+//! [`ConfigWatcher`]: a policy file that reloads itself when it changes, or on SIGHUP.
+//!
+//! The watch is on the file's directory, never on the file's inode: editors replace a file
+//! by writing a temporary one and renaming it over the old, and Kubernetes mounts a
+//! ConfigMap as `config.toml -> ..data/config.toml` with `..data` a symlink swapped
+//! atomically to a new timestamped directory; an inode watch would see neither. Each burst
+//! of events is debounced, then the file is read again through its path (so symlinks are
+//! resolved anew) and applied when its text changed.
+//!
+//! The events are handled on a thread of the watcher's own, not on a runtime: a reload is
+//! a short synchronous call, and the file watch then works with or without Tokio. Only
+//! SIGHUP needs a Tokio runtime (its signal driver).
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+
+use crate::config::ReliabilityConfig;
+use crate::config_error::ConfigFileError;
+use crate::policies::{Policies, Trigger};
+use crate::profile::Profile;
+
+/// The debounce of [`Policies::watch`]: a burst of events is applied once, this long after
+/// its last event.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// A burst of events that never pauses is applied at the latest after this many debounce
+/// periods, so a file rewritten continuously still reloads.
+const MAX_DEBOUNCE_PERIODS: u32 = 10;
+
+/// Why a [`ConfigWatcher`] could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// SIGHUP reloads were asked for outside a Tokio runtime, or in one built without IO
+    /// (the signal driver comes with `enable_io` / `enable_all`).
+    #[error("reloading on SIGHUP needs a Tokio runtime with IO enabled (`enable_all`)")]
+    NoRuntime,
+    /// The file's directory could not be watched (it does not exist, or the system's
+    /// limit of watches is reached).
+    #[error("cannot watch {path} for changes: {source}")]
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SIGHUP handler could not be installed.
+    #[error("cannot listen for SIGHUP: {0}")]
+    Signal(#[source] std::io::Error),
+    /// The watcher's thread could not be started.
+    #[error("cannot start the config watcher's thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Watches a policy file and reloads it into running [`Policies`] when it changes, and
+/// optionally on SIGHUP. Made by [`Policies::watch`] or [`Policies::watcher`]; dropping it
+/// stops watching (and listening for SIGHUP) before `drop` returns.
+#[derive(Debug)]
+#[must_use = "dropping the watcher stops watching"]
+pub struct ConfigWatcher {
+    path: PathBuf,
+    control: Sender<Message>,
+    thread: Option<JoinHandle<()>>,
+    sighup: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ConfigWatcher {
+    /// The watched file, as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ConfigWatcher {
+    fn drop(&mut self) {
+        if let Some(task) = self.sighup.take() {
+            task.abort();
+        }
+        // The thread owns the file watch: when it ends, the watch is gone.
+        let _ = self.control.send(Message::Stop);
+        if let Some(thread) = self.thread.take() {
+            // A reload in progress is a short synchronous call: this waits for it at
+            // most. A panic in the thread was already reported by the panic hook.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// How to watch a policy file: [`Policies::watcher`], then [`start`](Self::start).
+#[derive(Debug)]
+#[must_use = "a watcher builder does nothing until `start`"]
+pub struct ConfigWatcherBuilder<P: Profile> {
+    policies: Policies<P>,
+    path: PathBuf,
+    debounce: Duration,
+    sighup: bool,
+}
+
+impl<P: Profile> ConfigWatcherBuilder<P> {
+    /// How long the file must stay quiet after an event before it is read and applied
+    /// ([`DEFAULT_DEBOUNCE`] unless set): a write in several steps, or an editor's
+    /// write-then-rename, is applied once.
+    pub fn debounce(mut self, debounce: Duration) -> Self {
+        self.debounce = debounce;
+        self
+    }
+
+    /// Also reload when the process receives SIGHUP (off unless set). A SIGHUP reapplies
+    /// the file even when its text has not changed: it is an operator's explicit request,
+    /// e.g. to undo a layer reconfigured by hand.
+    ///
+    /// Needs a Tokio runtime with IO enabled when [`start`](Self::start) is called (else
+    /// [`WatchError::NoRuntime`]); the listener runs as a task of that runtime. Once a
+    /// SIGHUP handler is installed, SIGHUP no longer terminates the process, even after
+    /// the watcher is dropped (a property of process signal handlers).
+    #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
+    pub fn sighup(mut self, enabled: bool) -> Self {
+        self.sighup = enabled;
+        self
+    }
+
+    /// Starts watching. The file's text as it is now is taken as the running config: call
+    /// [`Policies::reload_file`] first if it may have changed since the policies were
+    /// built.
+    pub fn start(self) -> Result<ConfigWatcher, WatchError> {
+        let (control, messages) = mpsc::channel();
+        let sighup = if self.sighup {
+            Some(listen_for_sighup(control.clone())?)
+        } else {
+            None
+        };
+        // From here on, an error must not leave the SIGHUP task behind.
+        let abort = |error| {
+            if let Some(task) = &sighup {
+                task.abort();
+            }
+            error
+        };
+        let events = control.clone();
+        let watcher = notify::recommended_watcher(move |event| {
+            // The receiver is gone only once the watcher is stopping.
+            let _ = events.send(Message::Fs(event));
+        })
+        .map_err(|e| {
+            abort(WatchError::Watch {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })
+        })?;
+        let mut watch =
+            Watch::new(self.policies, self.path.clone(), watcher, self.debounce).map_err(abort)?;
+        let thread = std::thread::Builder::new()
+            .name("prism-config-watch".to_owned())
+            .spawn(move || watch.run(&messages))
+            .map_err(|e| abort(WatchError::Thread(e)))?;
+        tracing::info!(path = ?self.path, debounce = ?self.debounce, sighup = self.sighup, "watching config file");
+        Ok(ConfigWatcher {
+            path: self.path,
+            control,
+            thread: Some(thread),
+            sighup,
+        })
+    }
+}
+
+#[cfg_attr(docsrs, doc(cfg(feature = "watch")))]
+impl<P: Profile> Policies<P> {
+    /// Reloads the policy file at `path` into these policies whenever it changes, until the
+    /// returned [`ConfigWatcher`] is dropped. The same as
+    /// `self.watcher(path).start()`; see [`watcher`](Self::watcher) for the options.
+    ///
+    /// Rewritten in place, replaced by a rename, or a Kubernetes ConfigMap volume whose
+    /// `..data` symlink is swapped: each change is debounced ([`DEFAULT_DEBOUNCE`]), the
+    /// file read again through its path, and applied as by
+    /// [`reload_file`](Self::reload_file) when its text changed: a bad file is refused
+    /// (a `warn` event says why, the error is counted) and the running config stays.
+    ///
+    /// ```no_run
+    /// use tower_prism::{Policies, ReliabilityConfig};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let path = "/etc/my-service/reliability.toml";
+    /// let policies = Policies::new(&ReliabilityConfig::from_file(path)?)?;
+    /// let _watcher = policies.watch(path)?; // keep it: dropping it stops watching
+    /// let payments = policies.get("payments")?; // stack services with it
+    /// # Ok(()) }
+    /// ```
+    pub fn watch(&self, path: impl AsRef<Path>) -> Result<ConfigWatcher, WatchError> {
+        self.watcher(path).start()
+    }
+
+    /// A watcher of the policy file at `path`, to configure (debounce, SIGHUP) and
+    /// [`start`](ConfigWatcherBuilder::start).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tower_prism::{Policies, ReliabilityConfig};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let path = "reliability.toml";
+    /// let policies = Policies::new(&ReliabilityConfig::from_file(path)?)?;
+    /// let _watcher = policies
+    ///     .watcher(path)
+    ///     .debounce(Duration::from_millis(500))
+    ///     .sighup(true) // in a Tokio runtime
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn watcher(&self, path: impl AsRef<Path>) -> ConfigWatcherBuilder<P> {
+        ConfigWatcherBuilder {
+            policies: self.clone(),
+            path: path.as_ref().to_owned(),
+            debounce: DEFAULT_DEBOUNCE,
+            sighup: false,
+        }
+    }
+}
+
+/// What the watcher's thread is told.
+enum Message {
+    /// A file system event in a watched directory.
+    Fs(notify::Result<Event>),
+    /// The process received SIGHUP.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    Sighup,
+    /// The [`ConfigWatcher`] was dropped.
+    Stop,
+}
+
+/// Installs the SIGHUP listener as a task of the current runtime.
+#[cfg(unix)]
+fn listen_for_sighup(control: Sender<Message>) -> Result<tokio::task::JoinHandle<()>, WatchError> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| WatchError::NoRuntime)?;
+    // Tokio panics, rather than erring, in a runtime built without IO: that is a typed
+    // error here, not a panic of the caller.
+    let hangup = std::panic::catch_unwind(|| signal(SignalKind::hangup()))
+        .map_err(|_| WatchError::NoRuntime)?
+        .map_err(WatchError::Signal)?;
+    let mut hangup = hangup;
+    Ok(runtime.spawn(async move {
+        while hangup.recv().await.is_some() {
+            if control.send(Message::Sighup).is_err() {
+                break;
+            }
+        }
+    }))
+}
+
+#[cfg(not(unix))]
+fn listen_for_sighup(_control: Sender<Message>) -> Result<tokio::task::JoinHandle<()>, WatchError> {
+    unreachable!("`sighup` is only settable on unix")
+}
+
+/// The watcher thread's state: the watches, the file's names and the text last applied.
+struct Watch<P: Profile> {
+    policies: Policies<P>,
+    path: PathBuf,
+    watcher: RecommendedWatcher,
+    debounce: Duration,
+    /// The directory that holds the path (watched for as long as the watcher lives).
+    dir: PathBuf,
+    /// The directory of the file the path resolves to, when a symlink leads elsewhere
+    /// (watched too, so an in-place edit of the target is seen; re-resolved on each event).
+    target_dir: Option<PathBuf>,
+    /// The file name the path resolves to.
+    target_name: Option<std::ffi::OsString>,
+    /// The text last read, applied or refused: the same text is not applied again.
+    last_text: Option<String>,
+}
+
+impl<P: Profile> Watch<P> {
+    fn new(
+        policies: Policies<P>,
+        path: PathBuf,
+        mut watcher: RecommendedWatcher,
+        debounce: Duration,
+    ) -> Result<Watch<P>, WatchError> {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|e| WatchError::Watch {
+                path: dir.clone(),
+                source: std::io::Error::other(e),
+            })?;
+        let last_text = std::fs::read_to_string(&path).ok();
+        let mut watch = Watch {
+            policies,
+            path,
+            watcher,
+            debounce,
+            dir,
+            target_dir: None,
+            target_name: None,
+            last_text,
+        };
+        watch.resolve_target();
+        Ok(watch)
+    }
+
+    /// Handles messages until told to stop.
+    fn run(&mut self, messages: &Receiver<Message>) {
+        loop {
+            let trigger = match messages.recv() {
+                Ok(Message::Fs(event)) if self.is_relevant(&event) => Trigger::FileChanged,
+                Ok(Message::Fs(_)) => continue,
+                Ok(Message::Sighup) => Trigger::Sighup,
+                Ok(Message::Stop) | Err(_) => return,
+            };
+            let trigger = match trigger {
+                Trigger::FileChanged => match self.settle(messages) {
+                    Some(trigger) => trigger,
+                    None => return,
+                },
+                other => other,
+            };
+            self.resolve_target();
+            self.reload(trigger);
+        }
+    }
+
+    /// Waits until the directory has been quiet for the debounce period (bounded), and
+    /// says what to reload for, or `None` when told to stop meanwhile.
+    fn settle(&self, messages: &Receiver<Message>) -> Option<Trigger> {
+        let start = Instant::now();
+        let latest = start + self.debounce * MAX_DEBOUNCE_PERIODS;
+        let mut due = start + self.debounce;
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                return Some(Trigger::FileChanged);
+            }
+            match messages.recv_timeout(due - now) {
+                Ok(Message::Fs(event)) => {
+                    if self.is_relevant(&event) {
+                        due = (Instant::now() + self.debounce).min(latest);
+                    }
+                }
+                // An explicit request does not wait for the file to settle.
+                Ok(Message::Sighup) => return Some(Trigger::Sighup),
+                Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => return Some(Trigger::FileChanged),
+            }
+        }
+    }
+
+    /// Whether an event may have changed what the path reads: a write, create, rename or
+    /// removal of the file, of its symlink's target, or of a `..`-named entry (the
+    /// ConfigMap's `..data` and timestamped directories). Reads (ours included) are not.
+    fn is_relevant(&self, event: &notify::Result<Event>) -> bool {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                // Events may have been lost: look at the file again.
+                tracing::warn!(path = ?self.path, %error, "config file watch error");
+                return true;
+            }
+        };
+        if let EventKind::Access(kind) = event.kind {
+            if kind != AccessKind::Close(AccessMode::Write) {
+                return false;
+            }
+        }
+        if event.need_rescan() || event.paths.is_empty() {
+            return true;
+        }
+        let link_name = self.path.file_name();
+        event.paths.iter().any(|p| {
+            let name = p.file_name();
+            name.is_some()
+                && (name == link_name
+                    || name == self.target_name.as_deref()
+                    || name.is_some_and(is_kubernetes_entry)
+                    || Some(p.as_path()) == self.target_dir.as_deref())
+        })
+    }
+
+    /// Resolves the path's symlinks again and, when the file now lives in another
+    /// directory than the one watched, watches that directory instead of the old one.
+    fn resolve_target(&mut self) {
+        let Ok(real) = std::fs::canonicalize(&self.path) else {
+            return; // missing for now (mid-rename): the next event resolves again
+        };
+        self.target_name = real.file_name().map(ToOwned::to_owned);
+        let real_dir = real.parent().map(Path::to_path_buf);
+        let own_dir = std::fs::canonicalize(&self.dir).ok();
+        let wanted = real_dir.filter(|d| Some(d) != own_dir.as_ref());
+        if wanted == self.target_dir {
+            return;
+        }
+        if let Some(old) = self.target_dir.take() {
+            // It may be gone already (a swapped ConfigMap directory is deleted).
+            let _ = self.watcher.unwatch(&old);
+        }
+        if let Some(dir) = wanted {
+            match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => self.target_dir = Some(dir),
+                Err(error) => {
+                    tracing::debug!(dir = ?dir, %error, "cannot watch the config symlink's target directory")
+                }
+            }
+        }
+    }
+
+    /// Reads the file and applies it when its text changed (or on SIGHUP, always).
+    fn reload(&mut self, trigger: Trigger) {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(source) => {
+                self.last_text = None;
+                let path = self.path.clone();
+                let _ = self
+                    .policies
+                    .reload_observed(Some(&self.path), trigger, || {
+                        Err::<ReliabilityConfig, _>(ConfigFileError::Io { path, source })
+                    });
+                return;
+            }
+        };
+        if matches!(trigger, Trigger::FileChanged) && self.last_text.as_ref() == Some(&text) {
+            tracing::debug!(path = ?self.path, "config file unchanged; not reapplied");
+            return;
+        }
+        // Refused or not, this text has had its attempt: the same text again is not
+        // another one (its error was counted and logged once).
+        let _ = self
+            .policies
+            .reload_observed(Some(&self.path), trigger, || {
+                ReliabilityConfig::from_toml(&text)
+            });
+        self.last_text = Some(text);
+    }
+}
+
+/// Kubernetes' atomic writer names its entries `..data`, `..data_tmp` and
+/// `..<timestamp>`.
+fn is_kubernetes_entry(name: &OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(b"..") && name != ".."
+}
