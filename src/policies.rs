@@ -285,4 +285,39 @@ mod tests {
             .unwrap();
         assert_eq!((rate("payments"), rate("search")), (20.0, 200.0));
     }
+
+    #[test]
+    fn every_reload_attempt_is_counted_and_a_good_one_stamps_the_time() {
+        use tower_prism_testkit::metrics::Capture;
+
+        const SUCCESS: &str = "prism_config_reloads_total{result=success}";
+        const ERROR: &str = "prism_config_reloads_total{result=error}";
+        const LAST: &str = "prism_config_last_reload_success_timestamp_seconds{}";
+        let capture = Capture::default();
+        let policies = metrics::with_local_recorder(&capture, || {
+            Policies::new(&ReliabilityConfig::from_toml(TWO).unwrap()).unwrap()
+        });
+        let built = capture.gauge(LAST);
+        assert!(built > 1.0e9, "unix seconds at build: {built}");
+        assert_eq!((capture.counter(SUCCESS), capture.counter(ERROR)), (0, 0));
+
+        // Refused for each reason a reload can fail: a value, the text, the file, the rules.
+        assert!(policies
+            .reload_toml(&TWO.replace("rate = 10", "rate = 0"))
+            .is_err());
+        assert!(policies.reload_toml("[policy").is_err());
+        assert!(policies.reload_file("/no/such/prism/file.toml").is_err());
+        assert!(policies
+            .reload_toml("[policy.payments.rate_limit]\nrate = 1")
+            .is_err());
+        assert_eq!((capture.counter(SUCCESS), capture.counter(ERROR)), (0, 4));
+        assert_eq!(capture.gauge(LAST), built);
+
+        // A good one, even the same config again (it is applied: see `reload`).
+        let config = ReliabilityConfig::from_toml(TWO).unwrap();
+        policies.reload(&config).unwrap();
+        policies.reload(&config).unwrap();
+        assert_eq!((capture.counter(SUCCESS), capture.counter(ERROR)), (2, 4));
+        assert!(capture.gauge(LAST) >= built);
+    }
 }
