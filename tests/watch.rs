@@ -150,6 +150,34 @@ fn a_configmap_data_symlink_swap_is_applied() {
     }
 }
 
+#[cfg(unix)]
+#[test]
+fn a_symlink_to_another_directory_follows_its_target() {
+    use std::os::unix::fs::symlink;
+
+    // config/reliability.toml -> ../shared/a.toml, edited in place, then repointed.
+    let dir = TempDir::new();
+    std::fs::create_dir(dir.join("config")).unwrap();
+    std::fs::create_dir(dir.join("shared")).unwrap();
+    std::fs::write(dir.join("shared/a.toml"), policy(10)).unwrap();
+    std::fs::write(dir.join("shared/b.toml"), policy(50)).unwrap();
+    let path = dir.join("config/reliability.toml");
+    symlink("../shared/a.toml", &path).unwrap();
+    let (_policies, api, capture, _watcher) = watched(&path);
+
+    // Only the target's directory sees this write.
+    std::fs::write(dir.join("shared/a.toml"), policy(20)).unwrap();
+    eventually("the edited target", || applied(&api, &capture, 20.0, 1));
+
+    let temp = dir.join("config/.reliability.toml.new");
+    symlink("../shared/b.toml", &temp).unwrap();
+    std::fs::rename(&temp, &path).unwrap();
+    eventually("the repointed link", || applied(&api, &capture, 50.0, 2));
+    // The new target is followed by name: its edits are seen.
+    std::fs::write(dir.join("shared/b.toml"), policy(60)).unwrap();
+    eventually("the new target's edit", || applied(&api, &capture, 60.0, 3));
+}
+
 #[test]
 fn a_bad_file_keeps_the_running_config_and_is_counted_then_a_good_one_applies() {
     let dir = TempDir::new();
