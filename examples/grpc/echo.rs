@@ -59,9 +59,12 @@ impl Decoder for Utf8Codec {
     }
 }
 
-/// What the server does with a message (for `Collect`, the messages joined).
+/// What the server does with a request (for `Collect`, its messages joined); the request
+/// keeps the HTTP request's metadata and extensions.
 pub type Handler = Arc<
-    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<String, Status>> + Send>> + Send + Sync,
+    dyn Fn(tonic::Request<String>) -> Pin<Box<dyn Future<Output = Result<String, Status>> + Send>>
+        + Send
+        + Sync,
 >;
 
 /// The `echo.Echo` service: `Say` (unary) and `Collect` (client streaming) both answer
@@ -75,7 +78,7 @@ impl EchoServer {
     /// A server answering with `handler`.
     pub fn new<F, Fut>(handler: F) -> Self
     where
-        F: Fn(String) -> Fut + Send + Sync + 'static,
+        F: Fn(tonic::Request<String>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<String, Status>> + Send + 'static,
     {
         EchoServer {
@@ -104,7 +107,7 @@ impl tower::Service<http::Request<Body>> for EchoServer {
             let response = match request.uri().path() {
                 "/echo.Echo/Say" => {
                     let say = tower::service_fn(move |message: tonic::Request<String>| {
-                        let answer = handler(message.into_inner());
+                        let answer = handler(message);
                         async move { answer.await.map(tonic::Response::new) }
                     });
                     grpc.unary(say, request).await
@@ -114,12 +117,14 @@ impl tower::Service<http::Request<Body>> for EchoServer {
                         tower::service_fn(move |stream: tonic::Request<Streaming<String>>| {
                             let handler = handler.clone();
                             async move {
-                                let mut stream = stream.into_inner();
+                                let (metadata, extensions, mut stream) = stream.into_parts();
                                 let mut joined = String::new();
                                 while let Some(message) = stream.message().await? {
                                     joined.push_str(&message);
                                 }
-                                handler(joined).await.map(tonic::Response::new)
+                                let request =
+                                    tonic::Request::from_parts(metadata, extensions, joined);
+                                handler(request).await.map(tonic::Response::new)
                             }
                         });
                     grpc.client_streaming(collect, request).await

@@ -42,12 +42,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The server: the first call fails with UNAVAILABLE, the others echo.
     let calls = Arc::new(AtomicU32::new(0));
-    let server = EchoServer::new(move |message: String| {
+    let server = EchoServer::new(move |request: tonic::Request<String>| {
         let call = calls.fetch_add(1, Ordering::Relaxed);
         async move {
             match call {
                 0 => Err(tonic::Status::unavailable("warming up")),
-                _ => Ok(format!("echo: {message}")),
+                _ => Ok(format!("echo: {}", request.into_inner())),
             }
         }
     });
