@@ -484,7 +484,7 @@ fn bad_keys_are_errors_naming_the_field() {
         error("key = { client_ip = { trusted_proxies = 2, header = \"x-real-ip\" } }"),
         "key.client_ip.trusted_proxies"
     );
-    let nine = vec!["\"path\""; 9].join(", ");
+    let nine = ["\"path\""; 9].join(", ");
     assert_eq!(error(&format!("key = [{nine}]")), "key");
 }
 
