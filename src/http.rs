@@ -18,6 +18,11 @@ use crate::error::Error;
 /// (429/503 with `Retry-After`, 502, 504; see [`ErrorKind::status`](crate::ErrorKind::status)),
 /// so the resulting service never fails. axum routes take it without `HandleErrorLayer`.
 ///
+/// A 429 from the rate-limit stage of an HTTP profile (`http()`, `http_server()`) also
+/// carries the limiter's `RateLimit-Policy`, `RateLimit` and `X-RateLimit-Limit`,
+/// `X-RateLimit-Remaining` (0) and `X-RateLimit-Reset` headers (see
+/// [`Error::to_response`](crate::Error::to_response)).
+///
 /// ```
 /// use tower::{service_fn, Layer, ServiceExt};
 /// use tower_prism::HttpErrorLayer;

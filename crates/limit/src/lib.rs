@@ -25,6 +25,12 @@
 //! Rejections come from the response future, never from `poll_ready`, as one [`Error`]
 //! boxed in a `tower::BoxError`; downcast to read it (`retry_after`, the limit...).
 //!
+//! For HTTP servers, [`RateLimitLayerBuilder::build_http`](rate::RateLimitLayerBuilder::build_http)
+//! keys requests by the config's `key` (peer IP, client IP behind trusted proxies, an API
+//! key header, the route or a path prefix, or a combination; see
+//! [`KeyConfig`](rate::KeyConfig)) and writes the IETF `RateLimit-Policy` / `RateLimit`
+//! and the `X-RateLimit-*` headers ([`HttpHeaders`](rate::HttpHeaders)).
+//!
 //! A limit a policy leaves out can still sit in the stack:
 //! [`RateLimit::pass_through`](rate::RateLimit::pass_through) and
 //! [`ConcurrencyLimit::pass_through`](concurrency::ConcurrencyLimit::pass_through) build the
@@ -80,6 +86,9 @@
 //!
 //! - `redis` (off by default): the `redis` module, a rate limit shared through Redis (TLS
 //!   with rustls and AUTH included).
+//! - `axum` (off by default): [`HttpKey`](rate::HttpKey) also reads axum's
+//!   `ConnectInfo<SocketAddr>` (the peer) and `MatchedPath` (the route) request
+//!   extensions.
 //!
 //! [tower]: https://docs.rs/tower
 //! [tower-prism]: https://docs.rs/tower-prism

@@ -49,6 +49,50 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # HTTP keys and headers
+//!
+//! [`RateLimitLayerBuilder::build_http`] makes a layer for `http::Request`s keyed by the
+//! config's [`key`](RateLimitConfig::key) ([`HttpKey`]: the peer's IP, the client's IP
+//! behind a number of trusted proxies, a header such as an API key, the route, a path
+//! prefix, or a list of these), hashed straight into the limiter so no key is larger than
+//! a `u64`. Its rejections are [`RateLimitRejection`]s (the [`Error`](crate::Error) is
+//! their source) that carry the limit and when to retry, for a 429's headers; with
+//! [`headers`](RateLimitConfig::headers) set, admitted responses carry `RateLimit-Policy`,
+//! `RateLimit` and `X-RateLimit-Limit/Remaining/Reset` too ([`HttpHeaders`]).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+//! use tower_prism_limit::rate::{RateLimitConfig, RateLimitLayer, RateLimitRejection};
+//!
+//! let config: RateLimitConfig = toml::from_str(r#"
+//!     rate = 2
+//!     period = "1m"
+//!     key = { client_ip = { trusted_proxies = 1 } }
+//!     headers = true
+//! "#)?;
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(RateLimitLayer::builder(config).name("api").build_http()?)
+//!     .service(service_fn(|_req: http::Request<()>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(()))
+//!     }));
+//! let from = |client: &str| {
+//!     let mut req = http::Request::builder().header("x-forwarded-for", client).body(()).unwrap();
+//!     req.extensions_mut().insert("10.0.0.1:443".parse::<std::net::SocketAddr>().unwrap());
+//!     req
+//! };
+//! let ok = svc.ready().await?.call(from("203.0.113.7")).await?;
+//! assert_eq!(ok.headers()["ratelimit"], "\"api\";r=1;t=30");
+//! svc.ready().await?.call(from("203.0.113.7")).await?;
+//! let err = svc.ready().await?.call(from("203.0.113.7")).await.unwrap_err();
+//! let rejection = err.downcast_ref::<RateLimitRejection>().unwrap();
+//! assert_eq!((rejection.info().limit, rejection.info().remaining), (2, 0));
+//! // Another client behind the same proxy has its own bucket.
+//! assert!(svc.ready().await?.call(from("203.0.113.8")).await.is_ok());
+//! # Ok(()) }
+//! ```
+//!
 //! Per-key limits, priorities and weights are closures over the request, set on the
 //! layer:
 //!
