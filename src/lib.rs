@@ -145,8 +145,60 @@
 //! A [`Profile`] says what the calls are: how the stages classify results ([`Classify`]),
 //! how the retry stage replays requests, where the deadline stage finds a request's
 //! deadline and how the fault stage answers with a status. [`Generic`] (the default: `Err` is a retryable
-//! failure, requests are cloned), [`Http`] (a client), [`HttpServer`], or your own
-//! classifier with [`ReliabilityLayerBuilder::classify`].
+//! failure, requests are cloned), [`Http`] (a client), [`HttpServer`], [`Grpc`] and
+//! [`GrpcServer`] (tonic), or your own classifier with
+//! [`ReliabilityLayerBuilder::classify`].
+//!
+//! # gRPC
+//!
+//! With the [`Grpc`] profile a tonic client's calls are classified by `grpc-status`
+//! ([`GrpcClassifier`]: `UNAVAILABLE` and `RESOURCE_EXHAUSTED` retried, more with
+//! [`Grpc::retry_on`]), `grpc-retry-pushback-ms` is honoured (negative: not retried), and
+//! request bodies are replayed when they came through a
+//! [`BoxedReplayLayer`](retry::BoxedReplayLayer) (tonic's channel takes only its own body
+//! type). On a server, [`GrpcServer`] and [`grpc_errors`](ServiceBuilderExt::grpc_errors)
+//! answer rejections as gRPC statuses (`RESOURCE_EXHAUSTED`, `UNAVAILABLE`,
+//! `DEADLINE_EXCEEDED`, with pushback). A `[deadline]` table with `header =
+//! "grpc-timeout"` reads and writes gRPC's deadline header. The whole client:
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+//! use tower_prism::retry::{Backoff, BoxedReplayLayer, RetryConfig};
+//! use tower_prism::{GrpcCode, ReliabilityLayer, ServiceBuilderExt};
+//!
+//! # tokio_test::block_on(async {
+//! let policy = ReliabilityLayer::builder()
+//!     .grpc()
+//!     .name("echo")
+//!     .retry(RetryConfig::builder().backoff(Backoff::fixed(Duration::from_millis(1))).build()?)
+//!     .build()?;
+//! // stands for a `tonic::transport::Channel`: UNAVAILABLE once, then OK
+//! let calls = std::sync::atomic::AtomicU32::new(0);
+//! let channel = service_fn(|_: http::Request<tonic::body::Body>| {
+//!     let status = match calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+//!         0 => GrpcCode::Unavailable,
+//!         _ => GrpcCode::Ok,
+//!     };
+//!     let answer = http::Response::builder()
+//!         .header("grpc-status", status.header_value())
+//!         .body(tonic::body::Body::empty());
+//!     async move { Ok::<_, BoxError>(answer?) }
+//! });
+//! let client = ServiceBuilder::new()
+//!     .layer(BoxedReplayLayer::new(64 * 1024, tonic::body::Body::new))
+//!     .reliability(policy)
+//!     .service(channel); // then `tonic::client::Grpc::new(client)`, or a generated client
+//! let response = client.oneshot(http::Request::new(tonic::body::Body::empty())).await?;
+//! assert_eq!(response.headers()["grpc-status"], "0");
+//! # Ok::<_, BoxError>(())
+//! # }).unwrap();
+//! ```
+//!
+//! A gRPC server sends a status in trailers after a message; the stages classify a call
+//! when its response head arrives, so such a call counts as a success (see
+//! [`GrpcClassifier`]). Errors sent before any message, as tonic sends them, are seen.
+//! `examples/grpc` runs a tonic server and client with both profiles.
 //!
 //! # Feature flags
 //!

@@ -5,8 +5,9 @@
 //!
 //! - [`Outcome`] and [`Classify`]: one decision, success, retryable failure or fatal, that
 //!   the limiter, breaker, retry and balancer all use. [`DefaultClassifier`] counts every
-//!   `Err` as a retryable failure; [`HttpClassifier`] reads the response's status.
-//!   Closures over `Result<&Res, &E>` classify too.
+//!   `Err` as a retryable failure; [`HttpClassifier`] reads the response's status;
+//!   [`GrpcClassifier`] reads `grpc-status` (the [`grpc`] module: [`GrpcCode`],
+//!   [`Pushback`]). Closures over `Result<&Res, &E>` classify too.
 //! - [`HealthSignal`]: the breaker and the balancer publish outcomes and latencies to it;
 //!   the adaptive limiters and the retry budget read it ([`HealthReader`]), lock-free.
 //! - [`Clock`]: where a component reads the time; the default follows

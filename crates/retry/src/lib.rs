@@ -88,6 +88,29 @@
 //! # }
 //! ```
 //!
+//! A client whose body type is fixed (tonic's channel takes only `tonic::body::Body`)
+//! keeps it: [`BoxedReplayLayer`] wraps each body in a [`ReplayBody`] and boxes it again,
+//! and [`ReplayBoxed`] copies such requests. For gRPC, classify with
+//! [`GrpcClassifier`](tower_prism_core::GrpcClassifier) and read
+//! `grpc-retry-pushback-ms` with [`GrpcPushback`]:
+//!
+//! ```
+//! use tower_prism_core::GrpcClassifier;
+//! use tower_prism_retry::{BoxedReplayLayer, GrpcPushback, ReplayBoxed, RetryConfig, RetryLayer};
+//!
+//! type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, tower::BoxError>;
+//!
+//! let retry = RetryLayer::builder(RetryConfig::default())
+//!     .classify(GrpcClassifier::new())
+//!     .clone_request(ReplayBoxed)
+//!     .response_hint(GrpcPushback)
+//!     .build()
+//!     .unwrap();
+//! // above it: BoxedReplayLayer::new(64 * 1024, tonic::body::Body::new) for tonic
+//! let replay = BoxedReplayLayer::new(64 * 1024, Body::new);
+//! # let _ = (retry, replay);
+//! ```
+//!
 //! # What is retried
 //!
 //! - Results are classified by a [`Classify`](tower_prism_core::Classify) over
