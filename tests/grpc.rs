@@ -544,6 +544,59 @@ async fn the_client_writes_the_time_left_in_grpcs_syntax() {
     assert_eq!(response.body(), "1500000u");
 }
 
+#[global_allocator]
+static GLOBAL: tower_prism_testkit::CountingAlloc = tower_prism_testkit::CountingAlloc;
+
+#[test]
+fn classifying_a_grpc_answer_allocates_nothing() {
+    use tower_prism::{Classify, GrpcClassifier, Outcome};
+    let answers = [
+        trailers_only("14", Some("250")),
+        trailers_only("8", Some("-1")),
+        trailers_only("0", None),
+        http::Response::new(Body::empty()),
+    ];
+    let classify = GrpcClassifier::new().retry_on(GrpcCode::Aborted);
+    let before = tower_prism_testkit::allocations();
+    let mut retryable = 0;
+    for _ in 0..1_000 {
+        for answer in &answers {
+            let result: Result<_, &BoxError> = Ok(answer);
+            retryable += usize::from(classify.classify(result) == Outcome::RETRYABLE);
+            let _ = classify.retry_after(result);
+        }
+    }
+    assert_eq!(tower_prism_testkit::allocations() - before, 0);
+    assert_eq!(retryable, 1_000);
+}
+
+#[test]
+fn a_grpc_stack_allocates_nothing_per_call() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let layer = ReliabilityLayer::builder()
+        .grpc()
+        .name("alloc")
+        .circuit_breaker(BreakerConfig::default())
+        .retry(RetryConfig::default())
+        .build()
+        .unwrap();
+    let upstream = service_fn(|_: http::Request<()>| {
+        std::future::ready(Ok::<_, BoxError>(http::Response::new(())))
+    });
+    let mut stack = layer.layer(upstream);
+    let allocated = tower_prism_testkit::allocations_per_call(
+        &mut stack,
+        |_| http::Request::new(()),
+        1_000,
+        10_000,
+    );
+    assert_eq!(allocated, 0, "{allocated} allocations in 10,000 calls");
+}
+
 #[test]
 fn the_profiles_say_what_they_can_do() {
     assert!(Grpc::new().can_retry());
