@@ -116,6 +116,10 @@ fn grpc_message(text: &str) -> Option<HeaderValue> {
 /// concurrency limit, no healthy endpoint) or `DEADLINE_EXCEEDED`, with
 /// `grpc-retry-pushback-ms` when the stage knows how long to wait.
 ///
+/// On a tonic client it does the same for the client's own stack: without it, tonic reads
+/// an error of the stack (a local rate limit, an open circuit) as `UNKNOWN`; with it, as
+/// the status above, and a caller can match on `tonic::Code`.
+///
 /// ```
 /// use tower::{service_fn, Layer, ServiceExt};
 /// use tower_prism::GrpcErrorLayer;

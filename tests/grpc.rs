@@ -20,6 +20,7 @@ use tonic::{Code, Status};
 use tower::{service_fn, BoxError, Layer, ServiceBuilder, ServiceExt};
 use tower_prism::breaker::BreakerConfig;
 use tower_prism::limit::concurrency::ConcurrencyConfig;
+use tower_prism::limit::rate::RateLimitConfig;
 use tower_prism::retry::{Backoff, BoxedReplayLayer, RetryConfig};
 use tower_prism::{
     Grpc, GrpcCode, GrpcServer, Profile, ReliabilityConfig, ReliabilityLayer, RequestDeadline,
@@ -542,6 +543,39 @@ async fn the_client_writes_the_time_left_in_grpcs_syntax() {
         .await
         .unwrap();
     assert_eq!(response.body(), "1500000u");
+}
+
+#[tokio::test]
+async fn a_client_stack_under_grpc_errors_fails_with_grpc_codes() {
+    let (server, seen) = serve_plain(|_, message| Ok(message)).await;
+    let policy = || {
+        ReliabilityLayer::builder()
+            .grpc()
+            .name("echo-client")
+            .rate_limit(RateLimitConfig::new(1, Duration::from_secs(60)))
+            .build()
+            .unwrap()
+    };
+    // without it, tonic reads the stack's error as UNKNOWN
+    let mut plain = EchoClient::new(policy().layer(channel(server.addr).await));
+    plain.say(say("x")).await.unwrap();
+    assert_eq!(plain.say(say("x")).await.unwrap_err().code(), Code::Unknown);
+
+    let mut client = EchoClient::new(
+        ServiceBuilder::new()
+            .grpc_errors()
+            .reliability(policy())
+            .service(channel(server.addr).await),
+    );
+    client.say(say("x")).await.unwrap();
+    let shed = client.say(say("x")).await.unwrap_err();
+    assert_eq!(shed.code(), Code::ResourceExhausted);
+    assert!(shed.metadata().get("grpc-retry-pushback-ms").is_some());
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "the shed calls never left the client"
+    );
 }
 
 #[global_allocator]
