@@ -17,6 +17,15 @@ use super::key_config::ForwardedHeader;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
+/// The header `header` names.
+pub(crate) fn header_name(header: ForwardedHeader) -> &'static HeaderName {
+    match header {
+        ForwardedHeader::XForwardedFor => &X_FORWARDED_FOR,
+        ForwardedHeader::Forwarded => &FORWARDED,
+        ForwardedHeader::XRealIp => &X_REAL_IP,
+    }
+}
+
 /// The client's address behind `trusted` proxies writing `header`, if the header holds a
 /// well-formed one at that hop.
 pub(crate) fn client_ip(

@@ -77,9 +77,12 @@ impl<Body> RateHeaders<http::Response<Body>> for HttpHeaders {
     }
 
     fn reject(error: Error, limiter: &RateLimiter) -> BoxError {
-        let reset = error.retry_after().unwrap_or_else(|| limiter.info(0).reset);
+        // Nothing left; the reset is when a retry may pass, or (for a queue that
+        // refused) when the bucket will be full again.
         let mut info = limiter.info(0);
-        info.reset = reset;
+        if let Some(wait) = error.retry_after() {
+            info.reset = wait;
+        }
         Box::new(RateLimitRejection { error, info })
     }
 }

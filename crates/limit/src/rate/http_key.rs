@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::{HeaderName, Request};
 use tower_prism_core::config::ConfigError;
 
-use super::forwarded::client_ip;
+use super::forwarded::{client_ip, header_name};
 use super::key_config::{ClientIpKey, ForwardedHeader, KeyConfig, KeyPart, MissingHeader};
 use super::limiter::RateLimiter;
 use super::policy::KeyFn;
@@ -143,9 +143,11 @@ fn hash_part<B, H: Hasher>(part: &Part, request: &Request<B>, state: &mut H) {
     match part {
         Part::PeerIp => hash_ip(peer_ip(request), state),
         Part::ClientIp { trusted, header } => {
-            let peer = peer_ip(request);
-            let ip = client_ip(request.headers(), *header, *trusted).or(peer);
-            hash_ip(ip, state);
+            let client = client_ip(request.headers(), *header, *trusted);
+            if client.is_none() && *trusted > 0 {
+                unusable_forwarding(request, *header);
+            }
+            hash_ip(client.or_else(|| peer_ip(request)), state);
         }
         Part::Header { name, missing } => match request.headers().get(name) {
             Some(value) => {
@@ -170,6 +172,19 @@ fn hash_part<B, H: Hasher>(part: &Part, request: &Request<B>, state: &mut H) {
             path_prefix(request.uri().path(), *n).hash(state);
         }
     }
+}
+
+/// Says (at debug level, without the header's value) why a request with trusted proxies
+/// is keyed by its peer: its forwarding header is missing, too short or malformed. A
+/// client can send such headers at will, so this is never louder than debug.
+#[cold]
+fn unusable_forwarding<B>(request: &Request<B>, header: ForwardedHeader) {
+    let name = header_name(header);
+    tracing::debug!(
+        header = name.as_str(),
+        present = request.headers().contains_key(name),
+        "rate limit key: no usable client address in the forwarding header; keyed by the peer"
+    );
 }
 
 fn hash_ip<H: Hasher>(ip: Option<IpAddr>, state: &mut H) {
