@@ -503,3 +503,38 @@ fn a_key_round_trips_through_toml() {
     let back: RateLimitConfig = toml::from_str(&text).unwrap();
     assert_eq!(back, config);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_reports_an_empty_bucket_and_a_queue_refusal_is_described() {
+    let config = RateLimitConfig::builder()
+        .rate(1)
+        .key(KeyPart::PeerIp)
+        .queue_size(1)
+        .max_wait(Duration::from_secs(2))
+        .headers(true)
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::builder(config)
+        .name("q")
+        .build_http()
+        .unwrap();
+    let inner = service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    let svc = layer.layer(inner);
+    let first = svc.clone().oneshot(from("192.0.2.1", &[])).await.unwrap();
+    assert_eq!(first.headers()["x-ratelimit-remaining"], "0");
+    // The next waits for the token a second away, then reports the bucket it emptied.
+    let queued = tokio::spawn(svc.clone().oneshot(from("192.0.2.1", &[])));
+    tokio::task::yield_now().await;
+    // The queue holds one: a third is refused at once, with the limiter's state.
+    let error = svc
+        .clone()
+        .oneshot(from("192.0.2.1", &[]))
+        .await
+        .unwrap_err();
+    let rejection = error.downcast_ref::<RateLimitRejection>().unwrap();
+    assert_eq!(rejection.error(), &Error::QueueFull);
+    assert_eq!((rejection.info().limit, rejection.info().remaining), (1, 0));
+    let second = queued.await.unwrap().unwrap();
+    assert_eq!(second.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(second.headers()["ratelimit"], "\"q\";r=0;t=1");
+}
