@@ -5,6 +5,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::{HeaderName, Request};
@@ -194,7 +195,26 @@ fn hash_ip<H: Hasher>(ip: Option<IpAddr>, state: &mut H) {
             // An IPv4 client seen over an IPv6 socket is the same client.
             ip.to_canonical().hash(state);
         }
-        None => state.write_u8(TAG_NONE),
+        None => {
+            no_peer_address();
+            state.write_u8(TAG_NONE);
+        }
+    }
+}
+
+/// Warns once per process that requests carry no peer address, so they all share one
+/// bucket: a setup mistake (axum without the `axum` feature, or a server that inserts no
+/// `SocketAddr`), not a client's doing.
+#[cold]
+fn no_peer_address() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "rate limit key: a request has no peer address (no SocketAddr or IpAddr \
+             extension; with axum, enable the `axum` feature and serve with \
+             `into_make_service_with_connect_info::<SocketAddr>()`): such requests share \
+             one bucket"
+        );
     }
 }
 
