@@ -59,20 +59,26 @@ impl<Res> RateHeaders<Res> for NoHeaders {
 pub struct HttpHeaders;
 
 impl<Body> RateHeaders<http::Response<Body>> for HttpHeaders {
-    type Stamp = Option<RateLimitInfo>;
+    type Stamp = Option<HeaderStamp>;
 
     #[inline]
-    fn stamp(limiter: &RateLimiter, remaining: u64) -> Option<RateLimitInfo> {
+    fn stamp(limiter: &RateLimiter, remaining: u64) -> Option<HeaderStamp> {
         if !limiter.headers_enabled() {
             return None;
         }
-        Some(limiter.info(remaining))
+        Some(HeaderStamp {
+            limiter: limiter.clone(),
+            remaining,
+        })
     }
 
     #[inline]
-    fn write(stamp: &Option<RateLimitInfo>, response: &mut http::Response<Body>) {
-        if let Some(info) = stamp {
-            info.write_headers(response.headers_mut());
+    fn write(stamp: &Option<HeaderStamp>, response: &mut http::Response<Body>) {
+        if let Some(stamp) = stamp {
+            stamp
+                .limiter
+                .info(stamp.remaining)
+                .write_headers(response.headers_mut());
         }
     }
 
@@ -85,6 +91,15 @@ impl<Body> RateHeaders<http::Response<Body>> for HttpHeaders {
         }
         Box::new(RateLimitRejection { error, info })
     }
+}
+
+/// What an admitted call of an [`HttpHeaders`] service remembers until its response is
+/// written: the tokens its bucket had left. Two words, so that a response future with
+/// headers off grows by no more than that.
+#[derive(Debug, Clone)]
+pub struct HeaderStamp {
+    limiter: RateLimiter,
+    remaining: u64,
 }
 
 /// A limiter's state as rate-limit headers tell it.

@@ -138,7 +138,7 @@ pub use config::RateLimitConfig;
 pub use config_builder::RateLimitConfigBuilder;
 pub use future::ResponseFuture;
 pub use headers::{
-    HttpHeaders, NoHeaders, RateHeaders, RateLimitInfo, RateLimitRejection, RATELIMIT,
+    HeaderStamp, HttpHeaders, NoHeaders, RateHeaders, RateLimitInfo, RateLimitRejection, RATELIMIT,
     RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
 pub use http_key::HttpKey;
