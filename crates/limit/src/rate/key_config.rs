@@ -252,21 +252,18 @@ impl KeyPart {
                 }
             }
             KeyPart::PathPrefix(n) => {
-                if *n == 0 || *n > Self::max_segments() {
+                let max = KeyConfig::MAX_PATH_SEGMENTS;
+                if *n == 0 || *n > max {
                     return Err(ConfigError::new(
                         "key.path_prefix",
                         n,
-                        format!("must be from 1 to {}", Self::max_segments()),
+                        format!("must be from 1 to {max}"),
                     ));
                 }
             }
             KeyPart::PeerIp | KeyPart::Route | KeyPart::Path => {}
         }
         Ok(())
-    }
-
-    fn max_segments() -> u8 {
-        KeyConfig::MAX_PATH_SEGMENTS
     }
 }
 
