@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 use tower_prism_core::BoxError;
-use tower_prism_limit::rate::{RateLimitInfo, RateLimitRejection};
+use tower_prism_limit::rate::{RateLimitInfo, RateLimitRejection, X_RATELIMIT_AFTER};
 
 /// What went wrong, in a form a caller can `match` on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -177,7 +177,7 @@ impl Error {
     /// stage's hint, else 1 second) and on any other status with a hint, the rate-limit
     /// headers of a [`rate_limit`](Error::rate_limit) rejection (`RateLimit-Policy`,
     /// `RateLimit`, `X-RateLimit-Limit`, `X-RateLimit-Remaining` = 0,
-    /// `X-RateLimit-Reset`; see
+    /// `X-RateLimit-Reset`, and `X-RateLimit-After` as `Retry-After`; see
     /// [`RateLimitInfo::write_headers`](crate::limit::rate::RateLimitInfo::write_headers)),
     /// and an empty body.
     ///
@@ -206,9 +206,14 @@ impl Error {
             info.write_headers(response.headers_mut());
         }
         if let Some(wait) = wait {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, retry_after_value(wait));
+            let seconds = retry_after_value(wait);
+            if self.rate_limit.is_some() {
+                // tower_governor's name for the same wait, for clients written against it.
+                response
+                    .headers_mut()
+                    .insert(X_RATELIMIT_AFTER.clone(), seconds.clone());
+            }
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
         }
         response
     }

@@ -88,6 +88,7 @@ async fn a_429_carries_rate_limit_headers_and_retry_after() {
     assert_eq!(h["x-ratelimit-limit"], "2");
     assert_eq!(h["x-ratelimit-remaining"], "0");
     assert_eq!(h["x-ratelimit-reset"], "4");
+    assert_eq!(h["x-ratelimit-after"], "4");
 }
 
 #[tokio::test(start_paused = true)]
@@ -184,6 +185,7 @@ async fn every_503_says_when_to_retry() {
         shed.headers().get("ratelimit").is_none(),
         "not a rate limit"
     );
+    assert!(shed.headers().get("x-ratelimit-after").is_none());
     release.send(true).unwrap();
     assert_eq!(busy.await.unwrap().unwrap().status(), StatusCode::OK);
 }

@@ -124,6 +124,9 @@ pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-
 pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 /// `x-ratelimit-reset` (delta seconds).
 pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+/// `x-ratelimit-after`: on a rejection, the seconds until a retry may pass (as
+/// `Retry-After`; the name tower_governor answers with).
+pub static X_RATELIMIT_AFTER: HeaderName = HeaderName::from_static("x-ratelimit-after");
 /// `ratelimit-policy` (IETF draft).
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `ratelimit` (IETF draft).

@@ -139,7 +139,8 @@ pub use config_builder::RateLimitConfigBuilder;
 pub use future::ResponseFuture;
 pub use headers::{
     HeaderStamp, HttpHeaders, NoHeaders, RateHeaders, RateLimitInfo, RateLimitRejection, RATELIMIT,
-    RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+    RATELIMIT_POLICY, X_RATELIMIT_AFTER, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING,
+    X_RATELIMIT_RESET,
 };
 pub use http_key::HttpKey;
 pub use key_config::{ClientIpKey, ForwardedHeader, HeaderKey, KeyConfig, KeyPart, MissingHeader};
