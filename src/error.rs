@@ -255,7 +255,7 @@ impl From<BoxError> for Error {
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The `Retry-After` of a 429 or 503 whose stage gave no hint.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// `Retry-After` in whole seconds, rounded up (a 200 ms wait is `1`, never `0`), at most
 /// [`MAX_RETRY_AFTER`] (86400).

@@ -658,3 +658,15 @@ fn the_service_and_its_future_are_send_for_a_server() {
     send(&svc);
     send_future::<_, u32>(&svc);
 }
+
+#[tokio::test]
+async fn a_503_answer_says_when_to_come_back_even_without_a_hint() {
+    let refused =
+        || -> BoxError { Box::new(tower_prism::limit::Error::ConcurrencyLimited { limit: 10 }) };
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::from_config(&FallbackConfig::default()).unwrap())
+        .service(http_failing(refused));
+    let response = svc.oneshot(Request::new(String::new())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+}

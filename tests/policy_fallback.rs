@@ -80,3 +80,25 @@ fn a_bad_fallback_table_names_its_field() {
         ReliabilityConfig::from_toml(&POLICY.replace("status = 200", "status = 1000")).unwrap_err();
     assert_eq!(err.field(), Some("policy.search.fallback.status"), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_429_fallback_answer_carries_the_limiters_headers() {
+    let config = ReliabilityConfig::from_toml(
+        &POLICY
+            .replace("status = 200", "status = 429")
+            .replace("body = \"cached\"", "body = \"slow down\""),
+    )
+    .unwrap();
+    let policy = ReliabilityLayer::from_config_as(&config, "search", HttpServer).unwrap();
+    call(&policy).await.unwrap();
+    let answer = call(&policy).await.unwrap();
+    assert_eq!(answer.status(), 429);
+    assert_eq!(answer.body(), "slow down");
+    // as `http_errors()` would answer the same rejection
+    let headers = answer.headers();
+    assert_eq!(headers["retry-after"], "60");
+    assert_eq!(headers["x-ratelimit-limit"], "1");
+    assert_eq!(headers["x-ratelimit-remaining"], "0");
+    assert!(headers.contains_key("ratelimit-policy"), "{headers:?}");
+    assert!(headers.contains_key("ratelimit"), "{headers:?}");
+}

@@ -12,7 +12,7 @@ use crate::error::ErrorKind;
 ///
 /// A section that says only `[fallback]` must not turn failures into successes that no
 /// client, monitor or load balancer can tell from real answers: 503 still says "not now"
-/// (with `Retry-After` when the error carried a hint). Serving a degraded answer as a
+/// (with `Retry-After`: the error's hint, or 1 s). Serving a degraded answer as a
 /// success is a choice to write down: `status = 200` and a `body`.
 pub const DEFAULT_STATUS: u16 = 503;
 

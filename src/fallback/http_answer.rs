@@ -12,7 +12,7 @@ use tower_prism_core::ConfigError;
 
 use super::answer::Answer;
 use super::config::{FallbackConfig, DEFAULT_STATUS, MAX_BODY, MAX_HEADERS};
-use crate::error::{retry_after_value, Error, ErrorKind};
+use crate::error::{retry_after_value, Error, ErrorKind, DEFAULT_RETRY_AFTER};
 
 /// A [`FallbackConfig`]'s HTTP answer, parsed: what [`HttpAnswer`] copies into each
 /// response. Parsing it is the config's validation, so a config that validates always
@@ -100,13 +100,26 @@ impl HttpParts {
         })
     }
 
-    /// The answer to `error`: a copy of the configured parts, `Retry-After` from the
-    /// error's hint when it goes with the status, and the error's kind as an extension.
+    /// The answer to `error`: a copy of the configured parts and the error's kind as an
+    /// extension. When the status is 429 or 503 and the config sets no `Retry-After`, as
+    /// `http_errors()` does: `Retry-After` from the error's hint (1 s when it has none) and,
+    /// for a rate limiter's rejection, its rate-limit headers (those the config does not
+    /// set itself).
     pub(crate) fn response<B: From<String>>(&self, error: &Error) -> Response<B> {
         let mut response = Response::new(B::from(self.body.clone()));
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers.clone();
-        if let (true, Some(wait)) = (self.retry_after, error.retry_after()) {
+        if self.retry_after {
+            if let Some(info) = error.rate_limit() {
+                let mut limits = HeaderMap::new();
+                info.write_headers(&mut limits);
+                for (name, value) in &limits {
+                    if !response.headers().contains_key(name) {
+                        response.headers_mut().insert(name.clone(), value.clone());
+                    }
+                }
+            }
+            let wait = error.retry_after().unwrap_or(DEFAULT_RETRY_AFTER);
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, retry_after_value(wait));
@@ -149,8 +162,9 @@ impl HttpSlot {
 /// copy.
 ///
 /// When the status is 429 or 503 and the config sets no `Retry-After`, the error's own
-/// retry-after hint (a rate limiter's, an open breaker's) is passed on as `Retry-After`,
-/// in whole seconds, as [`Error::to_response`] writes it. The response carries a
+/// retry-after hint (a rate limiter's, an open breaker's; 1 s when it has none) is passed
+/// on as `Retry-After`, in whole seconds, with a rate limiter's rate-limit headers, as
+/// [`Error::to_response`] writes them. The response carries a
 /// [`FallbackCause`] extension naming the error's kind.
 #[derive(Debug, Clone)]
 pub struct HttpAnswer {
@@ -229,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn a_503_passes_on_the_errors_hint_unless_the_config_sets_one() {
+    fn a_503_passes_on_the_errors_hint_or_1s_unless_the_config_sets_one() {
         let wait = Duration::from_millis(1500);
         let response: Response<String> = parts(FallbackConfig::default()).response(&shed(wait));
         assert_eq!(response.status(), 503);
@@ -242,9 +256,10 @@ mod tests {
         let response: Response<String> = parts(config).response(&shed(wait));
         assert_eq!(response.headers()[RETRY_AFTER], "60");
 
+        // a 503 always says when to come back, as `http_errors()` does: soon
         let no_hint = Error::from_box("refused".into());
         let response: Response<String> = parts(FallbackConfig::default()).response(&no_hint);
-        assert!(response.headers().get(RETRY_AFTER).is_none());
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
     }
 
     #[test]
