@@ -262,7 +262,7 @@ pub use service::Reliability;
 pub use snapshot::Snapshot;
 #[cfg(feature = "watch")]
 #[cfg_attr(docsrs, doc(cfg(feature = "watch")))]
-pub use watch::{ConfigWatcher, ConfigWatcherBuilder, WatchError, DEFAULT_DEBOUNCE};
+pub use watch::{ConfigWatcher, ConfigWatcherBuilder, WatchError};
 
 pub use tower_prism_core::{
     metrics, BoxError, Classify, Clock, ConfigError, DefaultClassifier, GrpcClassifier, GrpcCode,

@@ -25,10 +25,6 @@ use crate::config_error::ConfigFileError;
 use crate::policies::{Policies, Trigger};
 use crate::profile::Profile;
 
-/// The debounce of [`Policies::watch`]: a burst of events is applied once, this long after
-/// its last event.
-pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(200);
-
 /// A burst of events that never pauses is applied at the latest after this many debounce
 /// periods, so a file rewritten continuously still reloads.
 const MAX_DEBOUNCE_PERIODS: u32 = 10;
@@ -104,9 +100,13 @@ pub struct ConfigWatcherBuilder<P: Profile> {
 }
 
 impl<P: Profile> ConfigWatcherBuilder<P> {
+    /// The debounce of [`Policies::watch`]: a burst of events is applied once, this long
+    /// after its last event.
+    pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(200);
+
     /// How long the file must stay quiet after an event before it is read and applied
-    /// ([`DEFAULT_DEBOUNCE`] unless set): a write in several steps, or an editor's
-    /// write-then-rename, is applied once.
+    /// ([`DEFAULT_DEBOUNCE`](Self::DEFAULT_DEBOUNCE) unless set): a write in several steps,
+    /// or an editor's write-then-rename, is applied once.
     pub fn debounce(mut self, debounce: Duration) -> Self {
         self.debounce = debounce;
         self
@@ -178,9 +178,9 @@ impl<P: Profile> Policies<P> {
     /// `self.watcher(path).start()`; see [`watcher`](Self::watcher) for the options.
     ///
     /// Rewritten in place, replaced by a rename, or a Kubernetes ConfigMap volume whose
-    /// `..data` symlink is swapped: each change is debounced ([`DEFAULT_DEBOUNCE`]), the
-    /// file read again through its path, and applied as by
-    /// [`reload_file`](Self::reload_file) when its text changed: a bad file is refused
+    /// `..data` symlink is swapped: each change is debounced
+    /// ([`ConfigWatcherBuilder::DEFAULT_DEBOUNCE`]), the file read again through its path,
+    /// and applied as by [`reload_file`](Self::reload_file) when its text changed: a bad file is refused
     /// (a `warn` event says why, the error is counted) and the running config stays.
     ///
     /// ```no_run
@@ -218,7 +218,7 @@ impl<P: Profile> Policies<P> {
         ConfigWatcherBuilder {
             policies: self.clone(),
             path: path.as_ref().to_owned(),
-            debounce: DEFAULT_DEBOUNCE,
+            debounce: ConfigWatcherBuilder::<P>::DEFAULT_DEBOUNCE,
             sighup: false,
         }
     }
