@@ -6,7 +6,8 @@
 //! and makes every rejection a [`RateLimitRejection`] that carries what a 429 answer
 //! needs. [`NoHeaders`] (the default) does neither and compiles away.
 
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -149,23 +150,88 @@ impl RateLimitInfo {
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         let reset = whole_seconds(self.reset);
         let window = whole_seconds(self.window).max(1);
-        let policy = format!("{};q={};w={}", self.policy, self.limit, window);
-        let state = format!("{};r={};t={}", self.policy, self.remaining, reset);
+        // room for the five at once, rather than growing the map insert by insert
+        headers.reserve(5);
+        // The two structured fields name the policy, so they are formatted: on the stack,
+        // then copied once into the header value.
+        let policy = field(format_args!(
+            "{};q={};w={}",
+            self.policy, self.limit, window
+        ));
+        let state = field(format_args!(
+            "{};r={};t={}",
+            self.policy, self.remaining, reset
+        ));
         // The name is quoted and escaped at build time, so these always parse; a value
         // that somehow does not is left out rather than panicking.
-        if let Ok(value) = HeaderValue::try_from(policy) {
+        if let Some(value) = policy {
             headers.insert(RATELIMIT_POLICY.clone(), value);
         }
-        if let Ok(value) = HeaderValue::try_from(state) {
+        if let Some(value) = state {
             headers.insert(RATELIMIT.clone(), value);
         }
-        headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(self.limit));
-        headers.insert(
-            X_RATELIMIT_REMAINING.clone(),
-            HeaderValue::from(self.remaining),
-        );
-        headers.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(reset));
+        headers.insert(X_RATELIMIT_LIMIT.clone(), number(u64::from(self.limit)));
+        headers.insert(X_RATELIMIT_REMAINING.clone(), number(self.remaining));
+        headers.insert(X_RATELIMIT_RESET.clone(), number(reset));
     }
+}
+
+/// A header value formatted on the stack and copied once (one allocation of the exact
+/// size); `None` if it does not parse, or (never, with names of at most 128 bytes) does
+/// not fit.
+fn field(text: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
+    struct Stack {
+        bytes: [u8; 256],
+        len: usize,
+    }
+    impl std::fmt::Write for Stack {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let end = self.len + s.len();
+            let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+            room.copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+    let mut stack = Stack {
+        bytes: [0; 256],
+        len: 0,
+    };
+    stack.write_fmt(text).ok()?;
+    HeaderValue::from_bytes(&stack.bytes[..stack.len]).ok()
+}
+
+/// Numbers below this are written from a table made once, so the `X-RateLimit-*` values
+/// of most answers (a burst of up to 1,023 tokens, a reset within 17 minutes) allocate
+/// nothing.
+const SMALL_NUMBERS: u64 = 1024;
+
+/// `n` as a header value: from the table of small numbers (static text, no reference
+/// count), or formatted.
+fn number(n: u64) -> HeaderValue {
+    static SMALL: OnceLock<Box<[&'static str]>> = OnceLock::new();
+    if n >= SMALL_NUMBERS {
+        return HeaderValue::from(n);
+    }
+    let table = SMALL.get_or_init(|| {
+        // One string of every small number, made once and kept for the process's life.
+        let mut all = String::new();
+        let mut ends = Vec::with_capacity(SMALL_NUMBERS as usize);
+        for i in 0..SMALL_NUMBERS {
+            let _ = write!(all, "{i}");
+            ends.push(all.len());
+        }
+        let all: &'static str = Box::leak(all.into_boxed_str());
+        let mut start = 0;
+        ends.into_iter()
+            .map(|end| {
+                let digits = &all[start..end];
+                start = end;
+                digits
+            })
+            .collect()
+    });
+    HeaderValue::from_static(table[n as usize])
 }
 
 /// Whole seconds, rounded up, at most a day (no header says a wait no client acts on).
