@@ -15,6 +15,7 @@ use tower_layer::Layer;
 use tower_prism_core::{BoxError, GrpcCode, GRPC_MESSAGE, GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS};
 use tower_service::Service;
 
+use crate::answering::{Answering, AnsweringFuture};
 use crate::error::{Error, ErrorKind};
 
 /// The longest `grpc-message` written, in bytes of the error's text before
@@ -151,43 +152,31 @@ impl<S> Layer<S> for GrpcErrorLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         GrpcErrors {
-            inner,
-            failed: None,
+            inner: Answering::new(inner),
         }
     }
 }
 
 /// The service of [`GrpcErrorLayer`]: errors become gRPC statuses.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct GrpcErrors<S> {
-    inner: S,
-    /// The error of a `poll_ready` that failed: the next call answers with it.
-    failed: Option<Error>,
-}
-
-impl<S: Clone> Clone for GrpcErrors<S> {
-    fn clone(&self) -> Self {
-        GrpcErrors {
-            inner: self.inner.clone(),
-            failed: None,
-        }
-    }
+    inner: Answering<S>,
 }
 
 impl<S> GrpcErrors<S> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
-        &self.inner
+        self.inner.get_ref()
     }
 
     /// The wrapped service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+        self.inner.get_mut()
     }
 
     /// The wrapped service.
     pub fn into_inner(self) -> S {
-        self.inner
+        self.inner.into_inner()
     }
 }
 
@@ -202,21 +191,12 @@ where
     type Future = GrpcErrorsFuture<S::Future, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        if let Err(error) = ready!(self.inner.poll_ready(cx)) {
-            self.failed = Some(Error::from_box(error.into()));
-        }
-        Poll::Ready(Ok(()))
+        self.inner.poll_ready::<Req>(cx).map(Ok)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let state = match self.failed.take() {
-            None => State::Called {
-                future: self.inner.call(req),
-            },
-            Some(error) => State::Failed { error: Some(error) },
-        };
         GrpcErrorsFuture {
-            state,
+            inner: self.inner.call(req),
             _body: PhantomData,
         }
     }
@@ -226,16 +206,8 @@ pin_project! {
     /// The response future of [`GrpcErrors`].
     pub struct GrpcErrorsFuture<F, B> {
         #[pin]
-        state: State<F>,
+        inner: AnsweringFuture<F>,
         _body: PhantomData<fn() -> B>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Called { #[pin] future: F },
-        Failed { error: Option<Error> },
     }
 }
 
@@ -248,14 +220,9 @@ where
     type Output = Result<Response<B>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let error = match self.project().state.project() {
-            StateProj::Called { future } => match ready!(future.poll(cx)) {
-                Ok(response) => return Poll::Ready(Ok(response)),
-                Err(error) => Error::from_box(error.into()),
-            },
-            StateProj::Failed { error } => error
-                .take()
-                .unwrap_or_else(|| Error::from_box("polled after completion".into())),
+        let error = match ready!(self.project().inner.poll(cx)) {
+            Ok(response) => return Poll::Ready(Ok(response)),
+            Err(error) => error,
         };
         tracing::debug!(
             kind = error.kind().as_str(),

@@ -12,7 +12,7 @@ use tower_layer::Layer;
 use tower_prism_core::BoxError;
 use tower_service::Service;
 
-use crate::error::Error;
+use crate::answering::{Answering, AnsweringFuture};
 
 /// A layer that answers every error of the service below with an HTTP response
 /// (429/503 with `Retry-After`, 502, 504; see [`ErrorKind::status`](crate::ErrorKind::status)),
@@ -53,42 +53,31 @@ impl<S> Layer<S> for HttpErrorLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         HttpErrors {
-            inner,
-            failed: None,
+            inner: Answering::new(inner),
         }
     }
 }
 
 /// The service of [`HttpErrorLayer`]: errors become responses.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HttpErrors<S> {
-    inner: S,
-    failed: Option<Error>,
-}
-
-impl<S: Clone> Clone for HttpErrors<S> {
-    fn clone(&self) -> Self {
-        HttpErrors {
-            inner: self.inner.clone(),
-            failed: None,
-        }
-    }
+    inner: Answering<S>,
 }
 
 impl<S> HttpErrors<S> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
-        &self.inner
+        self.inner.get_ref()
     }
 
     /// The wrapped service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+        self.inner.get_mut()
     }
 
     /// The wrapped service.
     pub fn into_inner(self) -> S {
-        self.inner
+        self.inner.into_inner()
     }
 }
 
@@ -103,26 +92,12 @@ where
     type Future = HttpErrorsFuture<S::Future, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        match ready!(self.inner.poll_ready(cx)) {
-            Ok(()) => Poll::Ready(Ok(())),
-            // The inner service could not get ready: the next call answers with its
-            // error instead of calling it.
-            Err(error) => {
-                self.failed = Some(Error::from_box(error.into()));
-                Poll::Ready(Ok(()))
-            }
-        }
+        self.inner.poll_ready::<Req>(cx).map(Ok)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let state = match self.failed.take() {
-            None => State::Called {
-                future: self.inner.call(req),
-            },
-            Some(error) => State::Failed { error: Some(error) },
-        };
         HttpErrorsFuture {
-            state,
+            inner: self.inner.call(req),
             _body: PhantomData,
         }
     }
@@ -132,16 +107,8 @@ pin_project! {
     /// The response future of [`HttpErrors`].
     pub struct HttpErrorsFuture<F, B> {
         #[pin]
-        state: State<F>,
+        inner: AnsweringFuture<F>,
         _body: PhantomData<fn() -> B>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Called { #[pin] future: F },
-        Failed { error: Option<Error> },
     }
 }
 
@@ -154,15 +121,9 @@ where
     type Output = Result<Response<B>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let error = match self.project().state.project() {
-            StateProj::Called { future } => match ready!(future.poll(cx)) {
-                Ok(response) => return Poll::Ready(Ok(response)),
-                Err(error) => Error::from_box(error.into()),
-            },
-            StateProj::Failed { error } => match error.take() {
-                Some(error) => error,
-                None => Error::from_box("polled after completion".into()),
-            },
+        let error = match ready!(self.project().inner.poll(cx)) {
+            Ok(response) => return Poll::Ready(Ok(response)),
+            Err(error) => error,
         };
         tracing::debug!(kind = error.kind().as_str(), %error, "answering with an error response");
         Poll::Ready(Ok(error.to_response()))

@@ -222,6 +222,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod answering;
 mod builder;
 mod components;
 mod config;

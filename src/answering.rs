@@ -1,0 +1,110 @@
+//! What [`HttpErrors`](crate::HttpErrors) and [`GrpcErrors`](crate::GrpcErrors) share: a
+//! service whose errors, from `poll_ready` or from the call, come out of its future as an
+//! [`Error`] for the protocol's wrapper to answer with a response.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+use tower_prism_core::BoxError;
+use tower_service::Service;
+
+use crate::error::Error;
+
+/// The inner service and the error of a `poll_ready` that failed: the next call answers
+/// with it instead of calling the service.
+#[derive(Debug)]
+pub(crate) struct Answering<S> {
+    inner: S,
+    failed: Option<Error>,
+}
+
+impl<S: Clone> Clone for Answering<S> {
+    fn clone(&self) -> Self {
+        // A clone has not seen the failed readiness: it asks the service again.
+        Answering::new(self.inner.clone())
+    }
+}
+
+impl<S> Answering<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Answering {
+            inner,
+            failed: None,
+        }
+    }
+
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Always ready: a failed readiness is kept for the next call to answer.
+    pub(crate) fn poll_ready<Req>(&mut self, cx: &mut Context<'_>) -> Poll<()>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        if let Err(error) = ready!(self.inner.poll_ready(cx)) {
+            self.failed = Some(Error::from_box(error.into()));
+        }
+        Poll::Ready(())
+    }
+
+    pub(crate) fn call<Req>(&mut self, req: Req) -> AnsweringFuture<S::Future>
+    where
+        S: Service<Req>,
+    {
+        let state = match self.failed.take() {
+            None => State::Called {
+                future: self.inner.call(req),
+            },
+            Some(error) => State::Failed { error: Some(error) },
+        };
+        AnsweringFuture { state }
+    }
+}
+
+pin_project! {
+    /// The inner call, or the error a failed readiness left for it.
+    pub(crate) struct AnsweringFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called { #[pin] future: F },
+        Failed { error: Option<Error> },
+    }
+}
+
+impl<F, T, E> Future for AnsweringFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Err(match self.project().state.project() {
+            StateProj::Called { future } => match ready!(future.poll(cx)) {
+                Ok(response) => return Poll::Ready(Ok(response)),
+                Err(error) => Error::from_box(error.into()),
+            },
+            StateProj::Failed { error } => error
+                .take()
+                .unwrap_or_else(|| Error::from_box("polled after completion".into())),
+        }))
+    }
+}
