@@ -2,7 +2,7 @@
 //! injects, counts and records nothing.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -11,40 +11,7 @@ use tower::{service_fn, Service, ServiceExt};
 use tower_prism_core::BoxError;
 use tower_prism_fault::{Fault, HttpStatus, NoStatus};
 use tower_prism_testkit::metrics::Capture;
-use tower_prism_testkit::{call_now, Echo};
-
-/// The inner service's own error, to check it still downcasts through the stage.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("upstream said no ({0})")]
-struct UpstreamError(u32);
-
-/// Ready only once `open` is set; then fails readiness if `broken` is set. Answers a
-/// request of 0 with an error.
-#[derive(Clone, Default)]
-struct Gate {
-    open: Arc<AtomicBool>,
-    broken: Arc<AtomicBool>,
-}
-
-impl Service<u32> for Gate {
-    type Response = u32;
-    type Error = UpstreamError;
-    type Future = std::future::Ready<Result<u32, UpstreamError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        if !self.open.load(Ordering::SeqCst) {
-            Poll::Pending
-        } else if self.broken.load(Ordering::SeqCst) {
-            Poll::Ready(Err(UpstreamError(0)))
-        } else {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    fn call(&mut self, n: u32) -> Self::Future {
-        std::future::ready(if n == 0 { Err(UpstreamError(n)) } else { Ok(n) })
-    }
-}
+use tower_prism_testkit::{call_now, Echo, Gate, UpstreamError};
 
 #[test]
 fn readiness_is_the_inner_services() {

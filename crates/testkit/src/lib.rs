@@ -1,6 +1,7 @@
 //! Test helpers shared by the tower-prism crates: a counting global allocator for the
-//! "no allocation on the hot path" tests, an always-ready echo service, and an in-memory
-//! `metrics` recorder ([`metrics::Capture`]), and a seeded generator ([`Rng`]).
+//! "no allocation on the hot path" tests, an always-ready echo service, a service whose
+//! readiness a test controls ([`Gate`]), an in-memory `metrics` recorder
+//! ([`metrics::Capture`]), and a seeded generator ([`Rng`]).
 //!
 //! ```
 //! use tower_prism_testkit::{allocations_per_call, Echo};
@@ -19,9 +20,11 @@ use std::task::{Context, Poll, Waker};
 
 use tower_service::Service;
 
+mod gate;
 pub mod metrics;
 mod rng;
 
+pub use gate::{Gate, UpstreamError};
 pub use rng::Rng;
 
 thread_local! {
