@@ -2,7 +2,12 @@
 //!
 //! ```sh
 //! cargo run --release --example http_load          # 4 rounds of 2 s per server
+//! cargo run --release --example http_load -- --serve 18080   # only the servers
 //! ```
+//!
+//! With `--serve PORT`, it only serves the three routes, on PORT (bare), PORT+1 (the
+//! do-nothing layer) and PORT+2 (the stack), on one thread, until killed: for a load
+//! generator of your own on its own core (`scripts/http-bench` runs wrk that way).
 //!
 //! A load generator (64 keep-alive connections, hyper client) drives `GET /` for a bounded
 //! time against three servers on 127.0.0.1: one bare, one whose route carries a layer that
@@ -31,11 +36,42 @@ const CONNECTIONS: usize = 64;
 const ROUND: Duration = Duration::from_secs(2);
 const ROUNDS: usize = 4;
 
-async fn serve(app: Router) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+async fn serve(app: Router, port: u16) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(addr)
+}
+
+/// The three servers, on `port`, `port + 1` and `port + 2` (any free ports for 0): bare,
+/// behind a layer that does nothing (`Identity`), and behind the stack.
+async fn servers(port: u16) -> Result<[SocketAddr; 3], Box<dyn std::error::Error>> {
+    let next = |k: u16| if port == 0 { 0 } else { port + k };
+    let bare = serve(Router::new().route("/", get(|| async { "ok" })), next(0)).await?;
+    let identity = serve(
+        Router::new().route(
+            "/",
+            get(|| async { "ok" }).route_layer(tower::layer::util::Identity::new()),
+        ),
+        next(1),
+    )
+    .await?;
+    let layer = ReliabilityLayer::builder()
+        .http_server()
+        .name("load")
+        .rate_limit(RateLimitConfig::new(1_000_000_000, Duration::from_secs(1)))
+        .circuit_breaker(BreakerConfig::default())
+        .build()?;
+    let stacked = serve(
+        Router::new().route(
+            "/",
+            get(|| async { "ok" })
+                .route_layer(ServiceBuilder::new().http_errors().reliability(layer)),
+        ),
+        next(2),
+    )
+    .await?;
+    Ok([bare, identity, stacked])
 }
 
 async fn load(addr: SocketAddr) -> Result<f64, Box<dyn std::error::Error>> {
@@ -64,28 +100,33 @@ async fn load(addr: SocketAddr) -> Result<f64, Box<dyn std::error::Error>> {
     Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bare = serve(Router::new().route("/", get(|| async { "ok" }))).await?;
-    let layer = ReliabilityLayer::builder()
-        .http_server()
-        .name("load")
-        .rate_limit(RateLimitConfig::new(1_000_000_000, Duration::from_secs(1)))
-        .circuit_breaker(BreakerConfig::default())
-        .build()?;
-    let stacked = serve(Router::new().route(
-        "/",
-        get(|| async { "ok" }).route_layer(ServiceBuilder::new().http_errors().reliability(layer)),
-    ))
-    .await?;
-    let identity = serve(Router::new().route(
-        "/",
-        get(|| async { "ok" }).route_layer(tower::layer::util::Identity::new()),
-    ))
-    .await?;
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, port] = args.as_slice() {
+        if flag == "--serve" {
+            let port: u16 = port.parse()?;
+            // One thread, so that a pinned server uses one core and the load generator
+            // the other.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            return runtime.block_on(async {
+                let addrs = servers(port).await?;
+                println!(
+                    "serving: bare {} identity {} stack {}",
+                    addrs[0], addrs[1], addrs[2]
+                );
+                std::future::pending::<()>().await;
+                Ok(())
+            });
+        }
+    }
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
 
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let servers = self::servers(0).await?;
     println!("{CONNECTIONS} connections, {ROUNDS} rounds of {ROUND:?} per server, loopback");
-    let servers = [bare, identity, stacked];
     let mut totals = [0.0; 3];
     for round in 0..ROUNDS {
         let mut rates = [0.0; 3];
