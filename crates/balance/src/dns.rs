@@ -4,6 +4,7 @@
 
 mod config;
 mod discovery;
+mod metrics;
 mod plan;
 mod refresh;
 mod resolve;

@@ -454,3 +454,50 @@ async fn a_resolver_panicking_when_called_is_a_failure() {
     assert_eq!(snap.failures, 2);
     assert!(snap.last_error.unwrap().contains("panicked"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn resolutions_are_counted_by_result_and_the_addresses_gauged() {
+    let capture = tower_prism_testkit::metrics::Capture::default();
+    let resolver = TestResolver::new(Answer::Addrs(addrs(&[1, 2])));
+    let b = balancer();
+    // the handles are registered when the discovery is spawned
+    let dns = metrics::with_local_recorder(&capture, || {
+        DnsDiscovery::new(config(), endpoint(Duration::ZERO))
+            .resolver(resolver.clone())
+            .spawn(b.handle())
+            .unwrap()
+    });
+    assert!(dns.resolved().await);
+    let name = b.handle().name().to_owned();
+    let resolutions = |result: &str| {
+        capture.counter(&format!(
+            "prism_balance_dns_resolutions_total{{name={name},result={result}}}"
+        ))
+    };
+    let addresses = || capture.gauge(&format!("prism_balance_dns_addresses{{name={name}}}"));
+    assert_eq!(resolutions("ok"), 1);
+    assert_eq!(addresses(), 2.0);
+
+    for answer in [
+        Answer::Fail,
+        Answer::Addrs(vec![]),
+        Answer::Hang,
+        Answer::Panic,
+    ] {
+        resolver.answer(answer);
+        tokio::time::sleep(INTERVAL + Duration::from_secs(1) + Duration::from_millis(10)).await;
+    }
+    for result in ["error", "empty", "timeout", "panic"] {
+        assert_eq!(resolutions(result), 1, "{result}");
+    }
+    assert_eq!(
+        addresses(),
+        2.0,
+        "a failure keeps the last good set, and its count"
+    );
+
+    resolver.answer(Answer::Addrs(addrs(&[3])));
+    dns.refresh();
+    settle().await;
+    assert_eq!((resolutions("ok"), addresses()), (2, 1.0));
+}

@@ -10,6 +10,7 @@ use tower_prism_core::internal::lock;
 use tower_prism_core::ConfigError;
 
 use super::config::DnsConfig;
+use super::metrics::DnsMetrics;
 use super::refresh::{Control, Refresh};
 use super::resolve::{Resolve, TokioResolver};
 use crate::error::Error;
@@ -117,6 +118,7 @@ impl<F, R> DnsDiscovery<F, R> {
             resolver: self.resolver,
             make_endpoint: self.make_endpoint,
             status,
+            metrics: DnsMetrics::new(balancer.name()),
         };
         let task = runtime.spawn(refresh.run()).abort_handle();
         Ok(DnsHandle {

@@ -14,6 +14,7 @@ use tower_prism_core::internal::lock;
 use tower_prism_core::BoxError;
 
 use super::config::DnsConfig;
+use super::metrics::DnsMetrics;
 use super::plan::plan;
 use super::resolve::Resolve;
 use super::DnsSnapshot;
@@ -54,6 +55,7 @@ pub(crate) struct Refresh<R, F, S> {
     pub(crate) resolver: R,
     pub(crate) make_endpoint: F,
     pub(crate) status: watch::Sender<DnsSnapshot>,
+    pub(crate) metrics: DnsMetrics,
 }
 
 impl<R, F, S> Refresh<R, F, S>
@@ -125,6 +127,8 @@ where
         if !changes.add.is_empty() || !changes.remove.is_empty() {
             tracing::debug!(balancer = %balancer.name(), host = %config.host, added = changes.add.len(), removed = changes.remove.len(), "dns discovery: endpoints follow the answer");
         }
+        self.metrics.ok.increment(1);
+        self.metrics.addresses.set(known.len() as f64);
         self.status.send_modify(|s| {
             s.addresses = known.iter().copied().collect();
             s.resolutions += 1;
@@ -142,6 +146,13 @@ where
         } else {
             tracing::debug!(balancer = %balancer.name(), host = %config.host, kept, "dns discovery: {failure}; keeping the last good endpoints");
         }
+        let counter = match failure {
+            Failure::Timeout => &self.metrics.timeout,
+            Failure::Panicked => &self.metrics.panic,
+            Failure::Empty => &self.metrics.empty,
+            Failure::Error(_) => &self.metrics.error,
+        };
+        counter.increment(1);
         let text = failure.to_string();
         self.status.send_modify(|s| {
             s.failures += 1;

@@ -34,6 +34,14 @@ pub const ENDPOINTS: &str = "prism_balance_endpoints";
 /// Gauge: endpoints that are healthy.
 pub const ENDPOINTS_HEALTHY: &str = "prism_balance_endpoints_healthy";
 
+/// Counter: DNS resolutions of a balancer's discovery, by `result` (`ok`, `error`,
+/// `timeout`, `empty`, `panic`); on every result but `ok` the endpoints stay as they were.
+pub const DNS_RESOLUTIONS_TOTAL: &str = "prism_balance_dns_resolutions_total";
+/// Gauge: the addresses a balancer's DNS discovery holds (the last good answer).
+pub const DNS_ADDRESSES: &str = "prism_balance_dns_addresses";
+/// The `result` label values of [`DNS_RESOLUTIONS_TOTAL`].
+pub const DNS_RESULTS: &[&str] = &["ok", "error", "timeout", "empty", "panic"];
+
 /// Series per endpoint slot: requests, failures, in flight, latency, ejections, healthy.
 pub const SERIES_PER_ENDPOINT: usize = 6;
 /// Series per balancer besides its endpoints' ones: endpoints and healthy endpoints.
@@ -49,6 +57,8 @@ pub const ALL: &[&str] = &[
     ENDPOINT_HEALTHY,
     ENDPOINTS,
     ENDPOINTS_HEALTHY,
+    DNS_RESOLUTIONS_TOTAL,
+    DNS_ADDRESSES,
 ];
 
 /// Registers the balancer metrics' descriptions.
@@ -84,4 +94,14 @@ pub fn describe() {
     );
     describe_gauge!(ENDPOINTS, Unit::Count, "Endpoints known to the balancer.");
     describe_gauge!(ENDPOINTS_HEALTHY, Unit::Count, "Healthy endpoints.");
+    describe_counter!(
+        DNS_RESOLUTIONS_TOTAL,
+        Unit::Count,
+        "DNS resolutions of the balancer's discovery, by result (ok, error, timeout, empty, panic); on a failure the endpoints stay as they were."
+    );
+    describe_gauge!(
+        DNS_ADDRESSES,
+        Unit::Count,
+        "Addresses the balancer's DNS discovery holds (its last good answer)."
+    );
 }
