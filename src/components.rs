@@ -197,8 +197,9 @@ pub(crate) fn fault_layer<P: Profile>(
     config: Option<&FaultConfig>,
     profile: &P,
 ) -> Result<FaultLayer<P>, ConfigError> {
+    // A profile whose `FaultStatus` is `NoStatus` gets a layer that refuses status
+    // faults, at build and at reload, with an error naming `status`.
     let config = config.cloned().unwrap_or_else(fault_off);
-    check_fault_status(&config, profile)?;
     tower_prism_fault::FaultLayer::builder(config)
         .name(name)
         .status_with(profile.fault_status())
@@ -210,22 +211,6 @@ pub(crate) fn fault_off() -> FaultConfig {
     let mut off = FaultConfig::default();
     off.enabled = false;
     off
-}
-
-/// Refuses a status fault when the profile cannot build a response.
-pub(crate) fn check_fault_status<P: Profile>(
-    config: &FaultConfig,
-    profile: &P,
-) -> Result<(), ConfigError> {
-    match &config.status {
-        Some(status) if !profile.injects_status() => Err(ConfigError::new(
-            "status",
-            status.code,
-            "this profile cannot build a response to inject a status with: use an HTTP \
-             profile (`http()`, `http_server()`), or inject `error` or `abort` faults",
-        )),
-        _ => Ok(()),
-    }
 }
 
 // ---------------------------------------------------------------- balance

@@ -74,11 +74,6 @@ pub trait Profile: Clone + Send + Sync + 'static {
     fn can_retry(&self) -> bool {
         true
     }
-    /// Whether [`FaultStatus`](Self::FaultStatus) can build responses: a policy whose
-    /// `fault` table injects a status is refused (at build and at reload) when it says no.
-    fn injects_status(&self) -> bool {
-        true
-    }
 }
 
 /// Any request type: `Err` is a retryable failure, every `Ok` a success; retries clone the
@@ -120,9 +115,6 @@ impl Profile for Generic {
     > {
         builder.build()
     }
-    fn injects_status(&self) -> bool {
-        false
-    }
 }
 
 /// Like [`Generic`], with your own classifier (a closure over `Result<&Res, &BoxError>`
@@ -161,9 +153,6 @@ impl<C: Clone + Send + Sync + 'static> Profile for Classified<C> {
         ConfigError,
     > {
         builder.build()
-    }
-    fn injects_status(&self) -> bool {
-        false
     }
 }
 

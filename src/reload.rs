@@ -52,7 +52,6 @@ impl<P: Profile> Stages<P> {
             c::check_breaker(layer, config).map_err(|e| invalid("circuit_breaker", e))?;
         }
         if let Some(config) = &policy.fault {
-            c::check_fault_status(config, &self.profile).map_err(|e| invalid("fault", e))?;
             self.fault
                 .handle()
                 .check(config)

@@ -214,9 +214,10 @@ pub(crate) fn check_status_supported(
         Some(status) if !supported && status.rate > 0.0 => Err(ConfigError::new(
             "status",
             format!("{{ rate = {}, code = {} }}", status.rate, status.code),
-            "this fault layer cannot build the service's response: give it one with \
-             `FaultLayerBuilder::status_with` (`HttpStatus` or `EmptyHttpBody` for \
-             `http::Response`)",
+            "this fault stage cannot build the service's response: inject `error` or \
+             `abort` faults, or give it a status builder (`FaultLayerBuilder::status_with`, \
+             `HttpStatus` or `EmptyHttpBody` for `http::Response`; a tower-prism policy \
+             with an HTTP profile has one)",
         )),
         _ => Ok(()),
     }
