@@ -42,6 +42,10 @@ pub(crate) struct Policy {
     max_ejection_percent: AtomicU32,
     /// Endpoints currently ejected (the ejection budget).
     pub(crate) ejected: AtomicUsize,
+    /// When (ms on this clock, plus one; zero: never) the latest-starting successful call
+    /// started, on any endpoint: an endpoint is an outlier only if calls started after it began failing
+    /// succeed elsewhere.
+    last_success_started_ms: AtomicU64,
     /// Endpoints currently failing active health checks.
     pub(crate) unhealthy: StdAtomicUsize,
     pub(crate) endpoints: StdAtomicUsize,
@@ -76,6 +80,7 @@ impl Policy {
             max_ejection_ms: AtomicU64::new(1),
             max_ejection_percent: AtomicU32::new(0),
             ejected: AtomicUsize::new(0),
+            last_success_started_ms: AtomicU64::new(0),
             unhealthy: StdAtomicUsize::new(0),
             endpoints: StdAtomicUsize::new(0),
             health_signal: signal,
@@ -118,6 +123,27 @@ impl Policy {
             max_ejection_ms: self.max_ejection_ms.load(r),
             max_ejection_percent: self.max_ejection_percent.load(r),
         }
+    }
+
+    /// Notes a success of a call started at `started_ms`. The shared word is written only
+    /// when the time moves on (at most once per millisecond), so successes mostly read it.
+    fn note_success(&self, started_ms: u64) {
+        // stored plus one: zero means no success yet
+        let value = started_ms.saturating_add(1);
+        if self.last_success_started_ms.load(Ordering::Relaxed) < value {
+            self.last_success_started_ms
+                .fetch_max(value, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a call started at or after `since_ms` has succeeded on any endpoint. When
+    /// none has since an endpoint began failing, every endpoint is failing alike (a shared
+    /// outage): its ejection then lasts only until one does, or it would keep a healthy
+    /// endpoint out for its whole ejection time once the outage ends, and load the others
+    /// with its share. Successes of calls started earlier do not count: at an outage's start
+    /// they are still completing on the endpoints that are now failing.
+    fn others_succeed_since(&self, since_ms: u64) -> bool {
+        self.last_success_started_ms.load(Ordering::Relaxed) > since_ms
     }
 
     /// A ticket for round-robin style strategies.
@@ -229,7 +255,8 @@ impl EndpointState {
     }
 
     /// Whether the endpoint may take requests: passing health checks and not ejected. An
-    /// ejection whose time is up is ended here (no clock read unless the endpoint is ejected).
+    /// ejection whose time is up, or one made during a shared outage that has ended, is
+    /// ended here (no clock read unless the endpoint is ejected).
     #[inline]
     pub(crate) fn available(&self) -> bool {
         if !self.health.is_healthy() {
@@ -239,10 +266,12 @@ impl EndpointState {
             return true;
         };
         let now = self.policy.now_ms();
-        if now < until {
-            return false;
-        }
-        if self.outlier.try_restore(now, &self.policy.ejected) {
+        let over = now >= until && self.outlier.try_restore(now, &self.policy.ejected)
+            || self.outlier.provisional_since().is_some_and(|since| {
+                self.policy.others_succeed_since(since)
+                    && self.outlier.end_provisional(&self.policy.ejected)
+            });
+        if over {
             tracing::info!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint restored after ejection");
             self.calls.pass(|| self.metrics.series.healthy.set(1.0));
             self.policy.update_gauges();
@@ -300,8 +329,16 @@ impl EndpointState {
         if let Some(signal) = &self.policy.health_signal {
             signal.record(outcome, latency);
         }
+        let started_ms = self.policy.ms_at(started);
+        if !failure {
+            self.policy.note_success(started_ms);
+        }
         let settings = self.policy.settings();
-        if self.outlier.record(failure, now_ms, &settings) {
+        let tripped = self.outlier.record(failure, now_ms, &settings);
+        if failure {
+            self.outlier.note_failure_start(started_ms);
+        }
+        if tripped {
             self.try_eject(now_ms, &settings);
         }
     }
@@ -313,7 +350,9 @@ impl EndpointState {
             .pass(|| self.metrics.series.failures.increment(1));
         let now_ms = self.policy.now_ms();
         let settings = self.policy.settings();
-        if self.outlier.record(true, now_ms, &settings) {
+        let tripped = self.outlier.record(true, now_ms, &settings);
+        self.outlier.note_failure_start(now_ms);
+        if tripped {
             self.try_eject(now_ms, &settings);
         }
     }
@@ -321,11 +360,18 @@ impl EndpointState {
     #[cold]
     fn try_eject(&self, now_ms: u64, settings: &outlier::Settings) {
         let total = self.policy.endpoints.load(Ordering::Relaxed);
+        // Ejected while every endpoint fails alike (a shared outage), the ejection ends as
+        // soon as a call started after this endpoint began failing succeeds elsewhere.
+        let since = self.outlier.streak_started_ms();
+        let shared = !self.policy.others_succeed_since(since);
         match self
             .outlier
             .try_eject(now_ms, settings, &self.policy.ejected, total)
         {
             Some(ms) => {
+                if shared {
+                    self.outlier.mark_provisional(since);
+                }
                 tracing::warn!(
                     balancer = %self.policy.name,
                     slot = self.slot,

@@ -5,7 +5,10 @@
 //! calls) falls below the threshold, the endpoint is ejected for `base_ejection_time` times the
 //! number of times it has been ejected (capped by `max_ejection_time`). A shared budget keeps
 //! the ejected endpoints at or below `max_ejection_percent` of all endpoints. An ejected endpoint
-//! is restored lazily, by the first pick that finds its time is up.
+//! is restored lazily, by the first pick that finds its time is up. An ejection made while
+//! every endpoint was failing (no call started since the endpoint began failing had
+//! succeeded anywhere) is provisional: it also ends with the first such success, so a
+//! shared outage does not keep a healthy endpoint out for its ejection time afterwards.
 //!
 //! All state is atomics; times are milliseconds on the balancer's clock, passed in, so the
 //! logic is testable (and loom-checked) without a clock.
@@ -42,6 +45,11 @@ pub struct Outlier {
     ejected_until_ms: AtomicU64,
     ejections: AtomicU32,
     removed: AtomicBool,
+    /// When the first call of the current failure streak started (ms).
+    streak_started_ms: AtomicU64,
+    /// Of an ejection made while every endpoint was failing: the streak's start plus one
+    /// (0: none). It ends once a call started after that succeeds elsewhere.
+    provisional: AtomicU64,
 }
 
 /// Calls in one window at which the window starts over, well before its 32-bit call count
@@ -63,6 +71,8 @@ impl Outlier {
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             removed: AtomicBool::new(false),
+            streak_started_ms: AtomicU64::new(now_ms),
+            provisional: AtomicU64::new(0),
         }
     }
 
@@ -183,6 +193,7 @@ impl Outlier {
             .compare_exchange(until, 0, Ordering::SeqCst, Ordering::Acquire)
             .is_ok()
         {
+            self.provisional.store(0, Ordering::Relaxed);
             ejected.fetch_sub(1, Ordering::AcqRel);
             true
         } else {
@@ -197,6 +208,7 @@ impl Outlier {
     }
 
     fn release(&self, ejected: &AtomicUsize) {
+        self.provisional.store(0, Ordering::Relaxed);
         if self.ejected_until_ms.swap(0, Ordering::SeqCst) != 0 {
             ejected.fetch_sub(1, Ordering::AcqRel);
         }
@@ -205,6 +217,49 @@ impl Outlier {
     /// Whether [`remove`](Self::remove) was called.
     pub fn is_removed(&self) -> bool {
         self.removed.load(Ordering::Acquire)
+    }
+
+    /// After [`record`](Self::record) of a failure of a call started at `started_ms`:
+    /// notes when the failure streak began, if this failure began it.
+    pub fn note_failure_start(&self, started_ms: u64) {
+        if self.consecutive.load(Ordering::Relaxed) == 1 {
+            self.streak_started_ms.store(started_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// When the first call of the current failure streak started (ms).
+    pub fn streak_started_ms(&self) -> u64 {
+        self.streak_started_ms.load(Ordering::Relaxed)
+    }
+
+    /// Marks the current ejection as made during a shared failure that began at `since_ms`.
+    pub fn mark_provisional(&self, since_ms: u64) {
+        self.provisional
+            .store(since_ms.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Of a provisional ejection: when the shared failure began (ms).
+    pub fn provisional_since(&self) -> Option<u64> {
+        match self.provisional.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t - 1),
+        }
+    }
+
+    /// Ends a provisional ejection early; it does not count towards the next ejection's
+    /// length. `true` for the one caller that ended it.
+    pub fn end_provisional(&self, ejected: &AtomicUsize) -> bool {
+        if self.provisional.swap(0, Ordering::AcqRel) == 0 {
+            return false;
+        }
+        if self.ejected_until_ms.swap(0, Ordering::SeqCst) == 0 {
+            return false;
+        }
+        ejected.fetch_sub(1, Ordering::AcqRel);
+        let _ = self
+            .ejections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        true
     }
 
     /// How many times the endpoint has been ejected.

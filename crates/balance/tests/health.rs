@@ -69,6 +69,61 @@ async fn ejection_and_restoration() {
     assert_eq!(eps[1].hits(), 16);
 }
 
+/// Every endpoint failing alike is a shared outage, not an outlier: an endpoint ejected
+/// then (the cap allows one of three) is back as soon as another endpoint answers again,
+/// not after its ejection time, during which the others would carry its share. A
+/// regression test: it stayed out for the whole 10 s.
+#[tokio::test(start_paused = true)]
+async fn an_ejection_during_a_shared_outage_ends_with_the_outage() {
+    let eps = eps(3);
+    let mut b: B = Balance::builder()
+        .config(ejecting(Strategy::RoundRobin, 50))
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .build()
+        .unwrap();
+    for i in 0..6 {
+        send(&mut b, i).await.unwrap();
+    }
+    tokio::time::advance(Duration::from_millis(5)).await;
+    for e in &eps {
+        e.set_failing(true);
+    }
+    for i in 0..30 {
+        assert!(send(&mut b, i).await.is_err());
+    }
+    let snap = b.handle().snapshot();
+    assert_eq!(snap.healthy(), 2, "the cap still applies: {snap:?}");
+    tokio::time::advance(Duration::from_millis(5)).await;
+    for e in &eps {
+        e.set_failing(false);
+    }
+    send(&mut b, 0).await.unwrap();
+    let snap = b.handle().snapshot();
+    assert_eq!(snap.healthy(), 3, "back with the first success: {snap:?}");
+    assert!(snap.endpoints.iter().all(|e| e.ejections == 0), "{snap:?}");
+    let before: Vec<_> = eps.iter().map(|e| e.hits()).collect();
+    for i in 0..30 {
+        send(&mut b, i).await.unwrap();
+    }
+    for (e, before) in eps.iter().zip(before) {
+        assert_eq!(e.hits() - before, 10, "every endpoint takes its share");
+    }
+
+    // One endpoint failing while the others succeed is an outlier: out for 10 s.
+    eps[2].set_failing(true);
+    for i in 0..30 {
+        let _ = send(&mut b, i).await;
+    }
+    assert!(b.handle().snapshot().endpoints[2].ejected);
+    eps[2].set_failing(false);
+    for i in 0..30 {
+        send(&mut b, i).await.unwrap();
+    }
+    assert!(b.handle().snapshot().endpoints[2].ejected);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!(!b.handle().snapshot().endpoints[2].ejected);
+}
+
 #[tokio::test(start_paused = true)]
 async fn success_rate_ejection_with_a_classifier() {
     // responses are fine at the transport level, but the classifier calls endpoint 0's answers failures
