@@ -1,6 +1,7 @@
 //! The stages that are crates of their own, composed with a policy in a `ServiceBuilder`:
 //! a deadline above the stack reaches its retry stage (for any request type), and a
-//! policy's hedges race a slow endpoint made slow by the fault-injection stage.
+//! policy's hedges race a slow endpoint made slow by the fault-injection stage; a limit
+//! above a retry times the attempt that answered.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -98,4 +99,47 @@ async fn a_policys_hedges_beat_an_endpoint_the_fault_stage_made_slow() {
     assert!(retry.hedges_sent >= 2, "{retry:?}");
     assert_eq!(retry.hedges_won, retry.hedges_sent, "{retry:?}");
     assert_eq!(retry.cancelled_attempts, retry.hedges_sent, "{retry:?}");
+}
+
+/// A concurrency limit above a retry times the attempt that answered, not the backoff
+/// before it: a request retried once after a 200 ms backoff, each attempt taking 5 ms, is
+/// not a 205 ms call that queued. A regression test: an AIMD limit with a 100 ms latency
+/// threshold read every retried request as slow and cut itself from 20 to 1.
+#[tokio::test(start_paused = true)]
+async fn a_limit_above_a_retry_times_the_attempt_that_answered() {
+    let config = ReliabilityConfig::from_toml(
+        r#"
+        [policy.upstream.concurrency_limit]
+        initial_limit = 20
+        algorithm = { kind = "aimd", latency_threshold = "100ms" }
+        [policy.upstream.retry]
+        max_attempts = 2
+        backoff = { kind = "fixed", base = "200ms", jitter = "none" }
+        budget = { enabled = false }
+        "#,
+    )
+    .unwrap();
+    let policy = ReliabilityLayer::from_config(&config, "upstream").unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let service = policy.layer(service_fn(move |request: u32| {
+        let call = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if call % 2 == 0 {
+                Err::<u32, BoxError>("a failed first attempt".into())
+            } else {
+                Ok(request)
+            }
+        }
+    }));
+
+    for request in 0..10 {
+        let start = tokio::time::Instant::now();
+        assert_eq!(service.clone().oneshot(request).await.unwrap(), request);
+        assert_eq!(start.elapsed(), Duration::from_millis(210));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 20);
+    let limit = policy.snapshot().concurrency_limit.unwrap().limit;
+    assert_eq!(limit, 20, "no retried request read as slow");
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, Instant, Sleep};
+use tower_prism_core::internal::attempt;
 use tower_prism_core::internal::route::call_avoiding;
 use tower_prism_core::{BoxError, Classify, Outcome, RequestDeadline};
 use tower_service::Service;
@@ -321,8 +322,10 @@ where
                     } else {
                         within(this.plan.deadline, || this.service.call(request))
                     };
-                    // Sent: the budget's grant is spent.
+                    // Sent: the budget's grant is spent. A concurrency limit above times
+                    // the request from here.
                     *this.reserved = None;
+                    attempt::restarted();
                     shared.retries.fetch_add(1, Ordering::Relaxed);
                     this.state.set(State::Called { future });
                     let limit = attempt_limit(this.plan.attempt_timeout, this.plan.deadline);

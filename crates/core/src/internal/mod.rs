@@ -2,6 +2,7 @@
 //! release. Users have no reason to reach for it; it is public only so the component crates
 //! can use one copy instead of four.
 
+pub mod attempt;
 mod ready_call;
 mod retry_after;
 pub mod route;

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
-use tower_prism_core::internal::ReadyCall;
+use tower_prism_core::internal::{attempt, ReadyCall};
 use tower_prism_core::{BoxError, Classify};
 use tower_service::Service;
 
@@ -137,7 +137,13 @@ where
                     permit,
                     classify,
                 } => {
-                    let result = ready!(future.poll(cx));
+                    // A retry below restarts the clock: the sample is the latency of the
+                    // attempt that answers (see `internal::attempt`).
+                    let (polled, restarted) = attempt::watch(|| future.poll(cx));
+                    if let (Some(at), Some(permit)) = (restarted, permit.as_mut()) {
+                        permit.restart_at(at);
+                    }
+                    let result = ready!(polled);
                     if let Some(permit) = permit.take() {
                         permit.finish(classify.classify(result.as_ref()));
                     }
@@ -162,13 +168,16 @@ where
                         }
                         continue;
                     }
-                    let polled = p.call.as_mut().poll(cx);
+                    let (polled, restarted) = attempt::watch(|| p.call.as_mut().poll(cx));
                     if !*p.called && matches!(*p.call, ReadyCall::Called { .. }) {
                         // The call was made: latency counts from now.
                         *p.called = true;
                         if let Some(permit) = p.permit.as_mut() {
                             permit.restart();
                         }
+                    }
+                    if let (Some(at), Some(permit)) = (restarted, p.permit.as_mut()) {
+                        permit.restart_at(at);
                     }
                     let result = ready!(polled);
                     let permit = p.permit.take();

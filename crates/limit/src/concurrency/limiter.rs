@@ -367,6 +367,14 @@ impl Permit {
         self.start = self.shared.now();
     }
 
+    /// Restarts the latency clock at `at` (a retry below sent a new attempt then), if the
+    /// permit is timed.
+    pub(crate) fn restart_at(&mut self, at: Instant) {
+        if self.start.is_some() {
+            self.start = Some(at);
+        }
+    }
+
     /// Requests in flight when this permit was taken, itself included.
     pub fn in_flight(&self) -> u32 {
         self.in_flight
