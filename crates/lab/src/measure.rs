@@ -97,6 +97,9 @@ pub fn measure(scenario: &Scenario, run: &Run, attempts: &[u64]) -> Measures {
         .filter(|r| r.outcome == Outcome::Ok && useful(r.client))
         .collect();
     let ok = count(Outcome::Ok);
+    if std::env::var_os("LAB_TRACE").is_some() {
+        trace(run);
+    }
     let latencies = sorted(successes.iter().map(|r| r.latency).collect());
 
     let steps = (total / STEP.as_secs_f64()).ceil() as usize;
@@ -219,6 +222,28 @@ pub fn measure(scenario: &Scenario, run: &Run, attempts: &[u64]) -> Measures {
         p99_first_last: (p99_of(0.0, tenth), p99_of(total - tenth, total)),
         goodput_series,
         p99_series,
+    }
+}
+
+/// `LAB_TRACE=1`: the outcomes of the requests sent in each 100 ms, on stderr, to see
+/// when a stack refuses what (the report gives only totals).
+fn trace(run: &Run) {
+    let mut steps: BTreeMap<u64, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for r in &run.records {
+        let name = match r.outcome {
+            Outcome::Ok => "ok",
+            Outcome::Failed(reason) => reason,
+            Outcome::TimedOut => "timed out",
+        };
+        *steps
+            .entry((r.sent * 10.0) as u64)
+            .or_default()
+            .entry(name)
+            .or_insert(0) += 1;
+    }
+    for (step, outcomes) in steps {
+        let line: Vec<_> = outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        eprintln!("{:>6.1} s  {}", step as f64 / 10.0, line.join(", "));
     }
 }
 

@@ -59,8 +59,16 @@ impl Stack {
 
     /// The stack over `endpoints` (the scenario's upstream, simulated or real). Call inside
     /// the runtime that will drive it (tower's `Buffer` spawns its worker there).
+    ///
+    /// `LAB_TUNED=path` runs the policy in that file in the tuned slot instead (to measure
+    /// a variant against the default without rebuilding).
     pub fn build(self, scenario: &Scenario, endpoints: Vec<EndpointService>) -> Client {
         let capacity = scenario.upstream.capacity();
+        if self == Stack::PrismTuned {
+            if let Some(toml) = tuned_override() {
+                return prism::build(&toml, endpoints, scenario);
+            }
+        }
         match (self, scenario.suite) {
             (Stack::Plain, _) => plain::build(endpoints),
             (Stack::Tower, Suite::Lab) => tower_stack::build(endpoints, capacity, TOWER_LIMIT),
@@ -75,6 +83,18 @@ impl Stack {
             (Stack::PrismTuned, Suite::Defaults) => {
                 prism::build(DEFAULTS_TUNED_POLICY, endpoints, scenario)
             }
+        }
+    }
+}
+
+/// The policy of `LAB_TUNED`, if set; exits with a message if the file cannot be read.
+fn tuned_override() -> Option<String> {
+    let path = std::env::var_os("LAB_TUNED")?;
+    match std::fs::read_to_string(&path) {
+        Ok(toml) => Some(toml),
+        Err(e) => {
+            eprintln!("LAB_TUNED={}: {e}", path.to_string_lossy());
+            std::process::exit(2);
         }
     }
 }
