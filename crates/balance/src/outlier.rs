@@ -9,6 +9,10 @@
 //! every endpoint was failing (no call started since the endpoint began failing had
 //! succeeded anywhere) is provisional: it also ends with the first such success, so a
 //! shared outage does not keep a healthy endpoint out for its ejection time afterwards.
+//! An endpoint is an outlier only against the others: one failing a minority of its calls
+//! and not much more often than the rest (a brownout, where streaks come by chance) is not
+//! ejected, and an ejection after which the others fail as well ends early (see
+//! `EndpointState::fails_like_its_peers` and `failures_are_widespread`).
 //!
 //! All state is atomics; times are milliseconds on the balancer's clock, passed in, so the
 //! logic is testable (and loom-checked) without a clock.
@@ -246,12 +250,11 @@ impl Outlier {
         }
     }
 
-    /// Ends a provisional ejection early; it does not count towards the next ejection's
-    /// length. `true` for the one caller that ended it.
-    pub fn end_provisional(&self, ejected: &AtomicUsize) -> bool {
-        if self.provisional.swap(0, Ordering::AcqRel) == 0 {
-            return false;
-        }
+    /// Ends the ejection before its time (the failures were not this endpoint's); it does
+    /// not count towards the next ejection's length. `true` for the one caller that ended
+    /// it.
+    pub fn end_early(&self, ejected: &AtomicUsize) -> bool {
+        self.provisional.store(0, Ordering::Relaxed);
         if self.ejected_until_ms.swap(0, Ordering::SeqCst) == 0 {
             return false;
         }
@@ -260,6 +263,12 @@ impl Outlier {
             .ejections
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         true
+    }
+
+    /// Failures and calls in the current window.
+    pub fn window_counts(&self) -> (u64, u64) {
+        let w = self.window.load(Ordering::Relaxed);
+        (w >> 32, w & 0xffff_ffff)
     }
 
     /// How many times the endpoint has been ejected.

@@ -76,6 +76,12 @@ impl<K, S> Registry<K, S> {
             .iter()
             .map(|e| (e.key.clone(), e.state.clone()))
             .collect();
+        if let Some(first) = self.entries.first() {
+            first
+                .state
+                .policy
+                .set_peers(self.entries.iter().map(|e| Arc::downgrade(&e.state)));
+        }
         let weights: Vec<u32> = self
             .entries
             .iter()

@@ -124,6 +124,65 @@ async fn an_ejection_during_a_shared_outage_ends_with_the_outage() {
     assert!(!b.handle().snapshot().endpoints[2].ejected);
 }
 
+/// In a brownout every endpoint fails a share of its calls at random, and a streak that
+/// trips the consecutive-failures rule is chance: ejecting the endpoint it fell on would
+/// take a third of the capacity away for the ejection time. A streak at the brownout's
+/// start, before the others have failed, may eject; the ejection ends as soon as the
+/// others fail as well. A regression test: endpoints were ejected for 10 s, 20 s, ...
+#[tokio::test(start_paused = true)]
+async fn a_brownout_ejects_no_endpoint_for_long() {
+    let eps = eps(3);
+    let mut b: B = Balance::builder()
+        .config(ejecting(Strategy::RoundRobin, 50))
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .build()
+        .unwrap();
+    for i in 0..300 {
+        send(&mut b, i).await.unwrap();
+    }
+    let before: Vec<_> = eps.iter().map(|e| e.hits()).collect();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut failed = 0;
+    let brownout: u32 = 3_000;
+    for i in 0..u64::from(brownout) {
+        // a quarter of the calls fail, at random
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let failing = (seed >> 33).is_multiple_of(4);
+        for e in &eps {
+            e.set_failing(failing);
+        }
+        failed += usize::from(send(&mut b, i).await.is_err());
+    }
+    assert!(
+        (600..900).contains(&failed),
+        "{failed} of {brownout} failed"
+    );
+    for (e, before) in eps.iter().zip(before) {
+        let share = (e.hits() - before) as f64 / f64::from(brownout);
+        assert!(
+            share > 0.3,
+            "endpoint {} took {:.0} % of the brownout's calls",
+            e.id,
+            share * 100.0
+        );
+    }
+
+    // The brownout ends on an unlucky run: three failures in a row for every endpoint.
+    // Its endpoints failing like the others, none is ejected (after the brownout, the
+    // others would not fail again to show that the ejection was chance).
+    for e in &eps {
+        e.set_failing(true);
+    }
+    for i in 0..9 {
+        assert!(send(&mut b, i).await.is_err());
+    }
+    for e in &eps {
+        e.set_failing(false);
+    }
+    let snap = b.handle().snapshot();
+    assert_eq!(snap.healthy(), 3, "{snap:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn success_rate_ejection_with_a_classifier() {
     // responses are fine at the transport level, but the classifier calls endpoint 0's answers failures
