@@ -513,6 +513,8 @@ where
                 sleep: sleep(delay),
             });
             this.state.set(State::Backoff);
+            // A concurrency limit above lends the request's slot out while it sleeps.
+            attempt::parked();
         }
     }
 }

@@ -137,11 +137,12 @@ where
                     permit,
                     classify,
                 } => {
-                    // A retry below restarts the clock: the sample is the latency of the
-                    // attempt that answers (see `internal::attempt`).
-                    let (polled, restarted) = attempt::watch(|| future.poll(cx));
-                    if let (Some(at), Some(permit)) = (restarted, permit.as_mut()) {
-                        permit.restart_at(at);
+                    // A retry below lends the slot out while it sleeps and restarts the
+                    // clock: the sample is the latency of the attempt that answers (see
+                    // `internal::attempt`).
+                    let (polled, event) = attempt::watch(|| future.poll(cx));
+                    if let (Some(event), Some(permit)) = (event, permit.as_mut()) {
+                        permit.retry_event(event);
                     }
                     let result = ready!(polled);
                     if let Some(permit) = permit.take() {
@@ -168,7 +169,7 @@ where
                         }
                         continue;
                     }
-                    let (polled, restarted) = attempt::watch(|| p.call.as_mut().poll(cx));
+                    let (polled, event) = attempt::watch(|| p.call.as_mut().poll(cx));
                     if !*p.called && matches!(*p.call, ReadyCall::Called { .. }) {
                         // The call was made: latency counts from now.
                         *p.called = true;
@@ -176,8 +177,8 @@ where
                             permit.restart();
                         }
                     }
-                    if let (Some(at), Some(permit)) = (restarted, p.permit.as_mut()) {
-                        permit.restart_at(at);
+                    if let (Some(event), Some(permit)) = (event, p.permit.as_mut()) {
+                        permit.retry_event(event);
                     }
                     let result = ready!(polled);
                     let permit = p.permit.take();
