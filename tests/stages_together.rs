@@ -126,7 +126,7 @@ async fn a_limit_above_a_retry_times_the_attempt_that_answered() {
         let call = counted.fetch_add(1, Ordering::SeqCst);
         async move {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            if call % 2 == 0 {
+            if call.is_multiple_of(2) {
                 Err::<u32, BoxError>("a failed first attempt".into())
             } else {
                 Ok(request)
