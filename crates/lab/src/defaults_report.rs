@@ -38,15 +38,15 @@ fn failed(m: &Measures) -> u64 {
 /// Goodput of every stack per scenario, then tower-prism default's other figures.
 pub fn summary(results: &[ScenarioResult]) -> String {
     let mut out = String::from("| scenario |");
-    for stack in Stack::ALL {
+    for stack in Stack::SIMULATED {
         let _ = write!(out, " {} |", stack.name());
     }
     out.push_str("\n|---|");
-    out.push_str(&"---|".repeat(Stack::ALL.len()));
+    out.push_str(&"---|".repeat(Stack::SIMULATED.len()));
     out.push('\n');
     for r in results {
         let _ = write!(out, "| `{}` |", r.scenario.name);
-        for stack in Stack::ALL {
+        for stack in Stack::SIMULATED {
             let cell = measures(r, stack).map_or("-".to_string(), |m| format!("{:.1}", m.goodput));
             let _ = write!(out, " {cell} |");
         }

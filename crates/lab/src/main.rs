@@ -11,7 +11,7 @@ use tower_prism_lab::report::{self, ScenarioResult};
 use tower_prism_lab::scenario::{self, Suite};
 use tower_prism_lab::stacks::{
     effective, Stack, DEFAULTS_DEFAULT_POLICY, DEFAULTS_TUNED_POLICY, DEFAULT_POLICY,
-    TOWER_SETTINGS, TUNED_POLICY,
+    RESILIENCE_SETTINGS, TOWER_SETTINGS, TUNED_POLICY,
 };
 
 /// The real mode runs each scenario this many times shorter (fault windows scaled too).
@@ -77,13 +77,15 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_RUNS);
     let runs = if real { 1 } else { runs };
-    let total = scenarios.len() * Stack::ALL.len();
+    // The real-only stacks join on real sockets; the defaults suite stays as it is.
+    let mode_stacks = Stack::for_mode(real && suite == Suite::Lab);
+    let total = scenarios.len() * mode_stacks.len();
     let began = Instant::now();
     let mut results = Vec::new();
     let mut done = 0;
     for s in &scenarios {
         let mut stacks = Vec::new();
-        for stack in Stack::ALL {
+        for &stack in mode_stacks {
             done += 1;
             eprint!(
                 "\r[{done}/{total}] {:<18} {:<24} {:>6.1} s elapsed   ",
@@ -164,6 +166,13 @@ fn main() {
     );
     text.push_str("- **no protection**: round robin over the endpoints, no retry, no limit.\n");
     text.push_str(&format!("- **tower 0.5**: {TOWER_SETTINGS}\n"));
+    if real {
+        text.push_str(&format!(
+            "- **tower-resilience** (real mode only: its circuit breaker and retry budget \
+             read `std::time::Instant`, so on the simulated mode's paused clock their waits \
+             would run on wall time): {RESILIENCE_SETTINGS}\n"
+        ));
+    }
     text.push_str(&format!(
         "- **tower-prism (default)**: `default.toml` beside this report (`crates/lab/policies/`), HTTP profile, over its balancer:\n\n```toml\n{DEFAULT_POLICY}```\n"
     ));
@@ -179,13 +188,19 @@ fn main() {
     ));
     text.push_str(
         "\nIn the key flood both tower-prism stacks add a keyed `RateLimitLayer` (5 requests/s \
-         per key, default key table) in front; tower has no keyed limiter.\n\n\
-         **tower-resilience** is not in the simulated mode: its 0.13 circuit breaker, rate \
-         limiter and retry budget read `std::time::Instant`, so on a paused tokio clock their \
-         waits run on wall time (a 30 s open state would outlast the whole simulated run) and \
-         the comparison would be meaningless. It belongs to the real mode (hyper on loopback), \
-         not built yet.\n\n\
-         Timers of the paused clock have 1 ms resolution, so latencies are whole milliseconds.\n\n\
+         per key, default key table) in front; tower has no keyed limiter (nor has \
+         tower-resilience's stack here: its rate limiter is one shared bucket).\n\n",
+    );
+    if !real {
+        text.push_str(
+            "**tower-resilience** runs in the real report only ([real/](real/README.md)): its \
+             circuit breaker and retry budget read `std::time::Instant`, so on a paused tokio \
+             clock their waits would run on wall time (a 1 s open state would outlast the \
+             whole simulated run) and the comparison would be meaningless.\n\n",
+        );
+    }
+    text.push_str(
+        "Timers of the paused clock have 1 ms resolution, so latencies are whole milliseconds.\n\n\
          ## Targets (issue 11)\n\n",
     );
     text.push_str(&report::targets(&results));

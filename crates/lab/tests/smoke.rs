@@ -14,7 +14,7 @@ fn every_stack_accounts_for_every_request_of_a_short_outage() {
         .find(|s| s.name == "outage")
         .expect("the outage scenario");
     let short = shortened(&outage, Duration::from_secs(3));
-    for stack in Stack::ALL {
+    for stack in Stack::SIMULATED {
         let m = simulate(&short, stack);
         assert!(
             m.sent > 1000,
@@ -45,7 +45,7 @@ fn the_key_flood_runs_through_every_stack_with_nothing_lost() {
         .find(|s| s.name == "key-flood")
         .expect("the key-flood scenario");
     let short = shortened(&flood, Duration::from_secs(1));
-    for stack in Stack::ALL {
+    for stack in Stack::SIMULATED {
         let m = simulate(&short, stack);
         assert_eq!(m.unaccounted, 0, "{}: requests lost or hung", stack.name());
         assert!(m.jain.is_some(), "{}: no fairness figure", stack.name());
@@ -77,7 +77,7 @@ fn the_real_mode_accounts_for_every_request_over_loopback() {
         .find(|s| s.name == "failing-endpoint")
         .expect("the failing-endpoint scenario");
     let short = shortened(&failing, Duration::from_millis(600));
-    for stack in [Stack::Plain, Stack::PrismDefault] {
+    for stack in [Stack::Plain, Stack::Resilience, Stack::PrismDefault] {
         let m = tower_prism_lab::run_real(&short, stack).expect("loopback servers");
         assert!(m.sent > 0, "{}: nothing sent", stack.name());
         assert_eq!(m.unaccounted, 0, "{}: requests lost or hung", stack.name());
@@ -91,7 +91,7 @@ fn the_real_mode_accounts_for_every_request_over_loopback() {
 fn every_defaults_scenario_runs_through_every_stack_with_nothing_lost() {
     for s in scenario::defaults() {
         let short = shortened(&s, Duration::from_secs(2));
-        for stack in Stack::ALL {
+        for stack in Stack::SIMULATED {
             let m = simulate(&short, stack);
             assert!(
                 m.sent > 100,
@@ -116,4 +116,13 @@ fn every_defaults_scenario_runs_through_every_stack_with_nothing_lost() {
             );
         }
     }
+}
+
+/// The simulated mode runs no real-only stack (tower-resilience's waits would run on wall
+/// time there); the real mode runs every stack.
+#[test]
+fn only_the_real_mode_runs_the_real_only_stacks() {
+    assert!(Stack::for_mode(false).iter().all(|s| !s.real_only()));
+    assert_eq!(Stack::for_mode(true), &Stack::ALL[..]);
+    assert!(Stack::ALL.iter().any(|s| s.real_only()));
 }

@@ -2,6 +2,7 @@
 
 mod plain;
 mod prism;
+mod resilience;
 mod tower_stack;
 
 use crate::load::Client;
@@ -11,6 +12,7 @@ use crate::upstream::EndpointService;
 pub use prism::{
     effective, DEFAULTS_DEFAULT_POLICY, DEFAULTS_TUNED_POLICY, DEFAULT_POLICY, TUNED_POLICY,
 };
+pub use resilience::{Rejected as ResilienceRejected, SETTINGS as RESILIENCE_SETTINGS};
 pub use tower_stack::{DEFAULTS_SETTINGS as TOWER_DEFAULTS_SETTINGS, SETTINGS as TOWER_SETTINGS};
 
 use crate::scenario::Suite;
@@ -27,6 +29,8 @@ pub enum Stack {
     Plain,
     /// tower 0.5's own middleware.
     Tower,
+    /// tower-resilience's middleware (real mode only, see [`Stack::real_only`]).
+    Resilience,
     /// tower-prism from one TOML policy with default settings.
     PrismDefault,
     /// tower-prism with the policy a user would write for these scenarios.
@@ -35,18 +39,45 @@ pub enum Stack {
 
 impl Stack {
     /// Every stack, in the report's order.
-    pub const ALL: [Stack; 4] = [
+    pub const ALL: [Stack; 5] = [
+        Stack::Plain,
+        Stack::Tower,
+        Stack::Resilience,
+        Stack::PrismDefault,
+        Stack::PrismTuned,
+    ];
+
+    /// The stacks of the simulated mode: every one but the real-only ones.
+    pub const SIMULATED: [Stack; 4] = [
         Stack::Plain,
         Stack::Tower,
         Stack::PrismDefault,
         Stack::PrismTuned,
     ];
 
+    /// The stacks a mode runs, in the report's order: all of them on real sockets, the
+    /// [`SIMULATED`](Stack::SIMULATED) ones on the paused clock.
+    pub fn for_mode(real: bool) -> &'static [Stack] {
+        if real {
+            &Stack::ALL
+        } else {
+            &Stack::SIMULATED
+        }
+    }
+
+    /// Whether the stack runs only in the real mode: tower-resilience's circuit breaker
+    /// and retry budget read `std::time::Instant`, so on a paused tokio clock their waits
+    /// would run on wall time.
+    pub fn real_only(self) -> bool {
+        self == Stack::Resilience
+    }
+
     /// The stack's name in the report.
     pub fn name(self) -> &'static str {
         match self {
             Stack::Plain => "no protection",
             Stack::Tower => "tower 0.5",
+            Stack::Resilience => "tower-resilience",
             Stack::PrismDefault => "tower-prism (default)",
             Stack::PrismTuned => "tower-prism (tuned)",
         }
@@ -71,6 +102,7 @@ impl Stack {
         }
         match (self, scenario.suite) {
             (Stack::Plain, _) => plain::build(endpoints),
+            (Stack::Resilience, _) => resilience::build(endpoints, capacity),
             (Stack::Tower, Suite::Lab) => tower_stack::build(endpoints, capacity, TOWER_LIMIT),
             (Stack::Tower, Suite::Defaults) => {
                 tower_stack::build(endpoints, capacity, TOWER_DEFAULTS_LIMIT)
