@@ -12,6 +12,7 @@ use tower_prism::retry::ReplayBody;
 
 use crate::rng::{Draw, Rng};
 use crate::scenario::{Scenario, DEADLINE};
+use crate::stacks::ResilienceRejected;
 use crate::upstream::{Refused, Request, Response, CLIENT_HEADER};
 
 /// The service a stack gives the load generator.
@@ -63,6 +64,9 @@ pub fn reason(error: BoxError) -> &'static str {
         }
         if e.is::<Refused>() {
             return "refused";
+        }
+        if let Some(rejected) = e.downcast_ref::<ResilienceRejected>() {
+            return rejected.reason();
         }
         cursor = e.source();
     }
