@@ -211,6 +211,20 @@ fn measures(result: &ScenarioResult, stack: Stack) -> Option<&Measures> {
         .map(|(_, m)| m)
 }
 
+/// The most goodput any stack could have in `r` (requests/s): every request `m` offered
+/// served in time, except while every endpoint is down (the `outage` window), when nothing
+/// can be.
+fn ceiling(r: &ScenarioResult, m: &Measures) -> f64 {
+    let total = r.scenario.duration.as_secs_f64();
+    let offered = m.sent as f64 / total;
+    match (r.scenario.name, r.scenario.fault_window) {
+        ("outage", Some((from, until))) => {
+            offered * (1.0 - until.saturating_sub(from).as_secs_f64() / total)
+        }
+        _ => offered,
+    }
+}
+
 /// The targets for tower-prism's default policy, each with the figure measured
 /// and whether it is met.
 pub fn targets(results: &[ScenarioResult]) -> String {
@@ -237,13 +251,22 @@ pub fn targets(results: &[ScenarioResult]) -> String {
             _ => 1.0,
         };
         let ratio = if best > 0.0 { m.goodput / best } else { 0.0 };
+        // Where a ratio is asked for, say how much the offered load allows at all.
+        let room = if need > 1.0 && best > 0.0 {
+            format!(
+                " (serving every request offered would be {:.2}x)",
+                ceiling(r, m) / best
+            )
+        } else {
+            String::new()
+        };
         row(
             format!(
                 "`{}`: highest goodput, at least {need:.1}x the best peer",
                 r.scenario.name
             ),
             format!(
-                "{:.1}/s, {ratio:.2}x the best peer{}",
+                "{:.1}/s, {ratio:.2}x the best peer{}{room}",
                 m.goodput,
                 if top {
                     ""
