@@ -137,12 +137,13 @@ where
                     permit,
                     classify,
                 } => {
-                    // A retry below lends the slot out while it sleeps and restarts the
-                    // clock: the sample is the latency of the attempt that answers (see
-                    // `internal::attempt`).
+                    // A retry below restarts the clock: the sample is the latency of the
+                    // attempt that answers (see `internal::attempt`).
                     let (polled, event) = attempt::watch(|| future.poll(cx));
-                    if let (Some(event), Some(permit)) = (event, permit.as_mut()) {
-                        permit.retry_event(event);
+                    if let (Some(attempt::Event::Restarted(at)), Some(permit)) =
+                        (event, permit.as_mut())
+                    {
+                        permit.restart_at(at);
                     }
                     let result = ready!(polled);
                     if let Some(permit) = permit.take() {
@@ -177,8 +178,10 @@ where
                             permit.restart();
                         }
                     }
-                    if let (Some(event), Some(permit)) = (event, p.permit.as_mut()) {
-                        permit.retry_event(event);
+                    if let (Some(attempt::Event::Restarted(at)), Some(permit)) =
+                        (event, p.permit.as_mut())
+                    {
+                        permit.restart_at(at);
                     }
                     let result = ready!(polled);
                     let permit = p.permit.take();

@@ -12,7 +12,6 @@ use metrics::{Counter, Gauge};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower_prism_core::config::ConfigError;
-use tower_prism_core::internal::attempt;
 use tower_prism_core::internal::{lock, nanos};
 use tower_prism_core::metrics::{ratelimit as names, LABEL_NAME, LABEL_REASON};
 use tower_prism_core::Outcome;
@@ -107,8 +106,6 @@ pub struct Permit {
     in_flight: u32,
     /// When the call started; `None` if the algorithm does not use latency.
     start: Option<Instant>,
-    /// The slot is lent out: the request sleeps in a retry's backoff below.
-    parked: bool,
 }
 
 impl fmt::Debug for Permit {
@@ -246,7 +243,6 @@ impl ConcurrencyLimiter {
             shared: Arc::clone(&self.shared),
             in_flight,
             start: self.shared.now(),
-            parked: false,
         })
     }
 
@@ -371,28 +367,13 @@ impl Permit {
         self.start = self.shared.now();
     }
 
-    /// What a retry below reported during a poll: the request sleeps in a backoff (the
-    /// slot is lent out, so the limit counts calls at the upstream, not requests waiting
-    /// to retry), or a retry was sent at an instant (the slot is taken back, over the
-    /// limit if need be, and the latency clock restarts there).
-    pub(crate) fn retry_event(&mut self, event: attempt::Event) {
-        match event {
-            attempt::Event::Parked => {
-                if !self.parked {
-                    self.parked = true;
-                    self.shared.give_back();
-                }
-            }
-            attempt::Event::Restarted(at) => {
-                if self.parked {
-                    self.parked = false;
-                    self.shared.permits.force_acquire();
-                    self.shared.metrics.in_flight.increment(1.0);
-                }
-                if self.start.is_some() {
-                    self.start = Some(at);
-                }
-            }
+    /// Restarts the latency clock at `at` (a retry below sent a new attempt then), if the
+    /// permit is timed: the sample is the attempt that answered. The slot stays held while
+    /// the request waits to retry: lent out, it would let new calls in to meet the failure
+    /// the retry is waiting out (in failures that come in runs, measurably more of them).
+    pub(crate) fn restart_at(&mut self, at: Instant) {
+        if self.start.is_some() {
+            self.start = Some(at);
         }
     }
 
@@ -422,21 +403,13 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if !self.parked {
-            self.shared.give_back();
-        }
-    }
-}
-
-impl Shared {
-    /// Releases one permit's slot, with its gauge and a wake-up for a waiter.
-    fn give_back(&self) {
-        self.permits.release();
-        self.metrics.in_flight.decrement(1.0);
+        let shared = &self.shared;
+        shared.permits.release();
+        shared.metrics.in_flight.decrement(1.0);
         // `release` is a SeqCst RMW and this a SeqCst load: with the fence in `wait`, a
         // waiter either sees the freed slot or is seen here.
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            self.notify.notify_one();
+        if shared.waiters.load(Ordering::SeqCst) > 0 {
+            shared.notify.notify_one();
         }
     }
 }

@@ -26,12 +26,9 @@
 //! timeouts, leaves the limit where it was, so every failure still reaches a breaker below
 //! it, and a brownout sheds nothing the service could have served.
 //!
-//! Above a tower-prism retry stage (the facade's order), the limit counts attempts at the
-//! service rather than whole requests: a request sleeping in a retry's backoff lends its
-//! slot out, and takes it back when the retry is sent (over the limit if need be: the
-//! request was admitted, so in-flight may exceed the limit by the requests waking at that
-//! moment, as after a limit is lowered). Its latency sample is the attempt that answered.
-//! A retried request neither holds a slot the service is not using nor reads as a queue.
+//! Above a tower-prism retry stage (the facade's order), a request's latency sample is the
+//! attempt that answered, not the whole request: a retried request does not read as a
+//! queue. It keeps its slot while it waits to retry.
 //!
 //! [`LimitAlgorithm::Aimd`] (optionally with a `latency_threshold`) and
 //! [`LimitAlgorithm::Gradient`] read every failure as overload: pick them when the

@@ -70,17 +70,6 @@ impl Permits {
         unpack(before).1 - 1
     }
 
-    /// Takes a permit back for a request admitted earlier that lent its slot out (see
-    /// [`Permit::park`](super::limiter::Permit)): counted even over the limit, as a
-    /// limit lowered below in-flight is. Gives the count in flight, this one included.
-    #[inline]
-    pub(crate) fn force_acquire(&self) -> u32 {
-        // In-flight stays far below 2^32 (each count is a live request), so +1 never
-        // carries into the limit bits.
-        let before = self.state.fetch_add(1, Ordering::Acquire);
-        unpack(before).1 + 1
-    }
-
     /// Sets the limit; permits already held stay held. Returns the previous limit.
     pub(crate) fn set_limit(&self, limit: u32) -> u32 {
         let mut state = self.state.load(Ordering::Relaxed);
