@@ -72,3 +72,85 @@ async fn an_inner_rejections_retry_after_sets_the_breakers_open_wait() {
     let rejection = rejection.expect("the breaker opened");
     assert_eq!(open_for(&rejection), Duration::from_secs(3));
 }
+
+/// A breaker, a retry and a default-free upstream answering every call 503 with
+/// `Retry-After: 2`, called by clients that give up after 1 s: the retry waits out the
+/// upstream's 2 s, so no call ever ends below the breaker.
+fn shedding_policy() -> impl Service<
+    http::Request<ReplayBody<String>>,
+    Response = http::Response<()>,
+    Error = BoxError,
+    Future = impl Send,
+> + Clone {
+    let config = ReliabilityConfig::from_toml(
+        "[policy.x.circuit_breaker]\nminimum_calls = 5\n[policy.x.retry]\n",
+    )
+    .unwrap();
+    let layer = ReliabilityLayer::from_config_as(&config, "x", Http).unwrap();
+    layer.layer(service_fn(|_: http::Request<ReplayBody<String>>| async {
+        let shed = http::Response::builder()
+            .status(503)
+            .header(http::header::RETRY_AFTER, "2")
+            .body(())
+            .unwrap();
+        Ok::<_, BoxError>(shed)
+    }))
+}
+
+/// The retry's first 503 with `Retry-After` tells the breaker above at once, with the
+/// upstream's wait: the circuit opens after `minimum_calls` such calls, and the next
+/// callers fail fast instead of joining the retry's 2 s wait past their own deadline. A
+/// regression test: the breaker saw only cancelled calls and let every caller time out.
+#[tokio::test(start_paused = true)]
+async fn a_retry_waiting_out_retry_after_tells_the_breaker_at_once() {
+    let svc = shedding_policy();
+    let request = || http::Request::new(ReplayBody::new(String::new(), 1024));
+    let callers: Vec<_> = (0..5)
+        .map(|_| {
+            let call = svc.clone().oneshot(request());
+            tokio::spawn(tokio::time::timeout(Duration::from_secs(1), call))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let start = tokio::time::Instant::now();
+    let rejection = svc.clone().oneshot(request()).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::ZERO, "refused at once");
+    let wait = open_for(&rejection);
+    assert!(
+        wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2),
+        "the upstream's 2 s, not the default 500 ms: {wait:?}"
+    );
+    for caller in callers {
+        let gave_up = caller.await.unwrap();
+        assert!(
+            gave_up.is_err(),
+            "the retry waits 2 s, past the caller's 1 s"
+        );
+    }
+}
+
+/// A caller that gives up while the retry below backs off after a failure (no hint) is a
+/// failed call for the breaker, not a cancelled one: the circuit opens after
+/// `minimum_calls` of them. A regression test: they were not counted at all.
+#[tokio::test(start_paused = true)]
+async fn a_caller_giving_up_during_a_retry_backoff_counts_as_a_failure() {
+    let config = ReliabilityConfig::from_toml(
+        r#"
+        [policy.x.circuit_breaker]
+        minimum_calls = 5
+        [policy.x.retry]
+        backoff = { kind = "fixed", base = "2s", jitter = "none" }
+        "#,
+    )
+    .unwrap();
+    let layer = ReliabilityLayer::from_config(&config, "x").unwrap();
+    let svc = layer.layer(service_fn(|(): ()| async {
+        Err::<(), BoxError>("upstream failed".into())
+    }));
+    for _ in 0..5 {
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), svc.clone().oneshot(())).await;
+        assert!(gave_up.is_err());
+    }
+    let rejection = svc.clone().oneshot(()).await.unwrap_err();
+    assert!(rejection.to_string().contains("circuit"), "{rejection}");
+}

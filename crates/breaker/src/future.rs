@@ -6,6 +6,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use tower_prism_core::internal::attempt;
 use tower_prism_core::{BoxError, Classify, Outcome, RequestDeadline};
 
 use crate::breaker::Breaker;
@@ -47,14 +48,25 @@ pin_project! {
 /// before: a cancelled call, a panic in the inner service's `call` or future, or a panic in
 /// the classifier, so a half-open probe slot is never lost.
 ///
-/// The one exception: with `count_deadline_expiry` on, a call dropped after the deadline
-/// it was called under has passed is recorded as a failure (see
-/// [`BreakerConfig::count_deadline_expiry`](crate::BreakerConfig::count_deadline_expiry)).
+/// Two exceptions record a failure: with `count_deadline_expiry` on, a call dropped after
+/// the deadline it was called under has passed (see
+/// [`BreakerConfig::count_deadline_expiry`](crate::BreakerConfig::count_deadline_expiry));
+/// and a call dropped while a retry stage below waits to try again after a failed attempt:
+/// its caller gave up on a failure. Uncounted, callers whose deadline is shorter than the
+/// retry's wait would keep the breaker blind for as long as the upstream fails.
+///
+/// A failed attempt that carried the upstream's own word on when to come back (a 429 or
+/// 503 with `Retry-After`, or an error's hint) is recorded at once, when the retry below
+/// starts waiting it out, with that hint for the open wait: the upstream said it is
+/// shedding, and the breaker must not learn it only when the retry gives up, seconds
+/// later. The rest of that call's attempts are then the retry's business alone.
 pub(crate) struct PermitGuard {
     breaker: Breaker,
     permit: Option<Permit>,
     /// The ambient deadline when the call was made (`None` without a deadline stage above).
     deadline: Option<RequestDeadline>,
+    /// While a retry below waits after a failed attempt that carried no hint.
+    retrying: bool,
 }
 
 impl PermitGuard {
@@ -63,7 +75,24 @@ impl PermitGuard {
             breaker,
             permit: Some(permit),
             deadline,
+            retrying: false,
         }
+    }
+
+    /// Follows what a retry below reported during a poll.
+    fn retry_event(&mut self, event: attempt::Event) {
+        self.retrying = match event {
+            attempt::Event::Parked(Some(hint)) => {
+                if let Some(permit) = self.permit.take() {
+                    let now = self.breaker.now();
+                    self.breaker
+                        .record_at(permit, Outcome::RETRYABLE, now, || Some(hint));
+                }
+                false
+            }
+            attempt::Event::Parked(None) => true,
+            attempt::Event::Restarted(_) => false,
+        };
     }
 
     /// Whether a call dropped now was cut short by its deadline and must count as a
@@ -80,7 +109,8 @@ impl PermitGuard {
 impl Drop for PermitGuard {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
-            if self.counts_as_expired() {
+            let gave_up_on_a_failure = self.retrying && !std::thread::panicking();
+            if gave_up_on_a_failure || self.counts_as_expired() {
                 self.breaker.record(permit, Outcome::RETRYABLE);
             } else {
                 self.breaker.release(permit);
@@ -129,7 +159,11 @@ where
                 guard,
                 classifier,
             } => {
-                let result = ready!(future.poll(cx));
+                let (polled, event) = attempt::watch(|| future.poll(cx));
+                if let Some(event) = event {
+                    guard.retry_event(event);
+                }
+                let result = ready!(polled);
                 if guard.permit.is_none() {
                     return Poll::Ready(result.map_err(Into::into));
                 }

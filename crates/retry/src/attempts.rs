@@ -413,7 +413,13 @@ where
                 Some(give_up(shared, why, attempt, max_elapsed, result))
             }
             Decision::RetryAfter(delay) => {
-                Self::schedule(this, delay, &result);
+                // The upstream's own word on when to come back, for a breaker above that
+                // counts this request as failed if its caller gives up during the backoff.
+                let hint = match &result {
+                    Ok(response) => this.hint.retry_after(response),
+                    Err(e) => shared.error_hint.and_then(|h| h(&**e)),
+                };
+                Self::schedule(this, delay, &result, hint);
                 None
             }
         }
@@ -483,6 +489,7 @@ where
         this: &mut AttemptsProj<'_, S, Req, C, R, H>,
         delay: Duration,
         result: &Result<S::Response, BoxError>,
+        hint: Option<Duration>,
     ) {
         let shared: &Shared = &this.handle.shared;
         let metrics = &shared.metrics;
@@ -513,8 +520,9 @@ where
                 sleep: sleep(delay),
             });
             this.state.set(State::Backoff);
-            // A concurrency limit above lends the request's slot out while it sleeps.
-            attempt::parked();
+            // A concurrency limit above lends the request's slot out while it sleeps; a
+            // breaker above counts the request as failed if it is dropped meanwhile.
+            attempt::parked(hint);
         }
     }
 }

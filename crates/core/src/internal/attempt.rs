@@ -1,30 +1,31 @@
-//! Lets a retry stage tell a concurrency limit above it when a request sleeps in a backoff
-//! and when the attempt that will answer it began, without the request or response types
-//! carrying anything.
+//! Lets a retry stage tell the stages above it (a concurrency limit, a circuit breaker)
+//! when a request waits to retry after a failed attempt and when the attempt that will
+//! answer it began, without the request or response types carrying anything.
 //!
-//! A limit above a retry admits whole requests, backoff sleeps and failed attempts
-//! included. Counted while it sleeps, a retried request holds a slot the upstream is not
-//! using; timed from admission, it looks like one that queued. In a brownout a quarter of
-//! the calls are retried after a backoff: a latency-aware limit would read them as a queue
-//! and shed calls the upstream had room for. The limit polls its inner future inside
-//! [`watch`]; the retry calls [`parked`] when it starts a backoff and [`restarted`] when it
-//! sends the retry. The limit lends the slot out while the request sleeps, takes it back
-//! (over the limit if need be: the request was admitted) when the retry is sent, and times
-//! the request from there: the latency of the attempt that answers, which is what queueing
-//! at the upstream lengthens.
+//! The stages above see whole requests. A concurrency limit timing a retried request from
+//! admission would read its backoff as a queue (in a brownout a quarter of the calls are
+//! retried, and a latency-aware limit would shed calls the upstream had room for); it times
+//! the request from the latest [`restarted`] instead: the attempt that answers, which is
+//! what queueing at the upstream lengthens. A breaker that only counts finished requests
+//! would never hear of a failed attempt whose caller gave up during the retry's wait; after
+//! [`parked`] it counts such a request as failed, and an attempt that carried the
+//! upstream's `Retry-After` at once. The stages poll their inner future inside [`watch`].
 //!
 //! Outside a `watch`, the reports set a value nobody reads (the next `watch` starts
 //! afresh). Both ends cost a thread-local access.
 
 use std::cell::Cell;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 /// What a retry below did during one poll (the latest, when it did several things).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// The request sleeps in a backoff: no attempt of it is at the upstream.
-    Parked,
+    /// The request sleeps in a backoff after a failed attempt: no attempt of it is at the
+    /// upstream. With the upstream's own word on when to come back (`Retry-After`, or an
+    /// error's hint), if the failure carried one.
+    Parked(Option<Duration>),
     /// A retry attempt was sent at this instant.
     Restarted(Instant),
 }
@@ -62,10 +63,11 @@ pub fn restarted() {
     let _ = RESTARTED.try_with(|c| c.set(Some(Event::Restarted(now))));
 }
 
-/// Reports that the request now sleeps in a backoff before its next attempt.
+/// Reports that the request now sleeps in a backoff before its next attempt, after a
+/// failure that carried `hint` (the upstream's `Retry-After`, or an error's hint).
 #[inline]
-pub fn parked() {
-    let _ = RESTARTED.try_with(|c| c.set(Some(Event::Parked)));
+pub fn parked(hint: Option<Duration>) {
+    let _ = RESTARTED.try_with(|c| c.set(Some(Event::Parked(hint))));
 }
 
 #[cfg(test)]
@@ -91,11 +93,11 @@ mod tests {
     fn the_latest_report_wins() {
         let ((), event) = watch(|| {
             restarted();
-            parked();
+            parked(None);
         });
-        assert_eq!(event, Some(Event::Parked));
+        assert_eq!(event, Some(Event::Parked(None)));
         let ((), event) = watch(|| {
-            parked();
+            parked(Some(Duration::from_secs(2)));
             restarted();
         });
         assert!(matches!(event, Some(Event::Restarted(_))));
