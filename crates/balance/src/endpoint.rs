@@ -2,7 +2,7 @@
 //! atomics) and each endpoint's counters, latency estimate and health.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize as StdAtomicUsize};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -19,17 +19,10 @@ use crate::ewma::PeakEwma;
 use crate::gate::CallGate;
 use crate::health_check::HealthCheck;
 use crate::outlier::{self, Outlier};
+use crate::peers::{self, Peers, Review};
 
 /// The most wakers parked in `poll_ready` that a balancer keeps (see [`Policy::register`]).
 pub(crate) const MAX_PARKED_WAKERS: usize = 256;
-
-/// The share of their calls the other endpoints must fail after an ejection for it to be
-/// ended as not this endpoint's fault (see [`EndpointState::failures_are_widespread`]).
-const WIDESPREAD_FAILURES: f64 = 0.2;
-/// The calls to the other endpoints after an ejection before it is judged.
-const WIDESPREAD_EVIDENCE: u64 = 20;
-/// How often (ms) an ejected endpoint's ejection is judged against the others.
-const WIDESPREAD_CHECK_MS: u64 = 10;
 
 /// Settings and counters shared by all endpoints of one balancer.
 #[derive(Debug)]
@@ -50,13 +43,8 @@ pub(crate) struct Policy {
     max_ejection_percent: AtomicU32,
     /// Endpoints currently ejected (the ejection budget).
     pub(crate) ejected: AtomicUsize,
-    /// When (ms on this clock, plus one; zero: never) the latest-starting successful call
-    /// started, on any endpoint: an endpoint is an outlier only if calls started after it
-    /// began failing succeed elsewhere.
-    last_success_started_ms: AtomicU64,
-    /// Every endpoint of the balancer, for the outlier rules to compare one with its peers
-    /// (read only when a rule trips).
-    peers: Mutex<Vec<Weak<EndpointState>>>,
+    /// What the outlier rules compare an endpoint with (see `peers`).
+    pub(crate) peers: Peers,
     /// Endpoints currently failing active health checks.
     pub(crate) unhealthy: StdAtomicUsize,
     pub(crate) endpoints: StdAtomicUsize,
@@ -91,8 +79,7 @@ impl Policy {
             max_ejection_ms: AtomicU64::new(1),
             max_ejection_percent: AtomicU32::new(0),
             ejected: AtomicUsize::new(0),
-            last_success_started_ms: AtomicU64::new(0),
-            peers: Mutex::new(Vec::new()),
+            peers: Peers::default(),
             unhealthy: StdAtomicUsize::new(0),
             endpoints: StdAtomicUsize::new(0),
             health_signal: signal,
@@ -135,64 +122,6 @@ impl Policy {
             max_ejection_ms: self.max_ejection_ms.load(r),
             max_ejection_percent: self.max_ejection_percent.load(r),
         }
-    }
-
-    /// Notes a success of a call started at `started_ms`. The shared word is written only
-    /// when the time moves on (at most once per millisecond), so successes mostly read it.
-    fn note_success(&self, started_ms: u64) {
-        // stored plus one: zero means no success yet
-        let value = started_ms.saturating_add(1);
-        if self.last_success_started_ms.load(Ordering::Relaxed) < value {
-            self.last_success_started_ms
-                .fetch_max(value, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether a call started at or after `since_ms` has succeeded on any endpoint. When
-    /// none has since an endpoint began failing, every endpoint is failing alike (a shared
-    /// outage): its ejection then lasts only until one does, or it would keep a healthy
-    /// endpoint out for its whole ejection time once the outage ends, and load the others
-    /// with its share. Successes of calls started earlier do not count: at an outage's start
-    /// they are still completing on the endpoints that are now failing.
-    fn others_succeed_since(&self, since_ms: u64) -> bool {
-        self.last_success_started_ms.load(Ordering::Relaxed) > since_ms
-    }
-
-    /// Replaces the endpoints the outlier rules compare with.
-    pub(crate) fn set_peers(&self, peers: impl Iterator<Item = Weak<EndpointState>>) {
-        *lock(&self.peers) = peers.collect();
-    }
-
-    /// Sums two counts over every endpoint in rotation but `me` (failures and calls, for
-    /// the outlier rules to compare an endpoint with the others).
-    fn sum_over_peers(
-        &self,
-        me: &EndpointState,
-        counts: impl Fn(&EndpointState) -> (u64, u64),
-    ) -> (u64, u64) {
-        let peers = lock(&self.peers);
-        peers
-            .iter()
-            .filter_map(Weak::upgrade)
-            .filter(|p| {
-                !std::ptr::eq(&**p, me)
-                    && !p.outlier.is_removed()
-                    && p.outlier.ejected_until().is_none()
-            })
-            .fold((0, 0), |(a, b), p| {
-                let (pa, pb) = counts(&p);
-                (a + pa, b + pb)
-            })
-    }
-
-    /// The other endpoints' failures and requests so far (monotonic totals).
-    fn peer_totals(&self, me: &EndpointState) -> (u64, u64) {
-        self.sum_over_peers(me, |p| {
-            (
-                p.failures.load(Ordering::Relaxed),
-                p.requests.load(Ordering::Relaxed),
-            )
-        })
     }
 
     /// A ticket for round-robin style strategies.
@@ -274,11 +203,8 @@ pub(crate) struct EndpointState {
     pub(crate) health: HealthCheck,
     pub(crate) policy: Arc<Policy>,
     metrics: EndpointMetrics,
-    /// The other endpoints' failure and request totals when this one was last ejected.
-    peer_failures_at_ejection: AtomicU64,
-    peer_requests_at_ejection: AtomicU64,
-    /// When (ms) the ejection may next be judged against the others.
-    peer_check_ms: AtomicU64,
+    /// The current ejection, judged against the other endpoints.
+    review: Review,
 }
 
 impl EndpointState {
@@ -305,9 +231,7 @@ impl EndpointState {
             health: HealthCheck::default(),
             policy,
             metrics,
-            peer_failures_at_ejection: AtomicU64::new(0),
-            peer_requests_at_ejection: AtomicU64::new(0),
-            peer_check_ms: AtomicU64::new(0),
+            review: Review::default(),
         }
     }
 
@@ -328,8 +252,10 @@ impl EndpointState {
             || (self
                 .outlier
                 .provisional_since()
-                .is_some_and(|since| self.policy.others_succeed_since(since))
-                || self.failures_are_widespread(now))
+                .is_some_and(|since| self.policy.peers.succeeded_since(since))
+                || self
+                    .review
+                    .failures_are_widespread(&self.policy.peers, self, now))
                 && self.outlier.end_early(&self.policy.ejected);
         if over {
             tracing::info!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint restored after ejection");
@@ -391,7 +317,7 @@ impl EndpointState {
         }
         let started_ms = self.policy.ms_at(started);
         if !failure {
-            self.policy.note_success(started_ms);
+            self.policy.peers.note_success(started_ms);
         }
         let settings = self.policy.settings();
         let tripped = self.outlier.record(failure, now_ms, &settings);
@@ -417,59 +343,9 @@ impl EndpointState {
         }
     }
 
-    /// Whether this endpoint, having tripped a rule, fails only a minority of its calls
-    /// (in its current window) and at most about twice as often as the others: then the
-    /// streak or the low success rate is chance, as in a brownout where every endpoint
-    /// fails a quarter of its calls, and it is not ejected.
-    fn fails_like_its_peers(&self) -> bool {
-        let (failures, calls) = self.outlier.window_counts();
-        if calls == 0 || failures * 2 >= calls {
-            return false;
-        }
-        let (peer_failures, peer_calls) = self
-            .policy
-            .sum_over_peers(self, |p| p.outlier.window_counts());
-        peer_calls > 0 && 2 * peer_failures * calls >= failures * peer_calls
-    }
-
-    /// Whether, since this endpoint was ejected, the endpoints still in rotation have
-    /// failed often too (at least [`WIDESPREAD_FAILURES`] of at least
-    /// [`WIDESPREAD_EVIDENCE`] calls) but not always (an outage: see
-    /// [`Policy::others_succeed_since`]). Then the failures are everyone's, as in a
-    /// brownout where every endpoint fails a quarter of its calls: five in a row come by
-    /// chance every few seconds at a few hundred calls a second, and ejecting the endpoint
-    /// they fell on takes its share of the capacity away from an upstream already short of
-    /// it. The rules cannot tell at the moment they trip (at a brownout's start the others
-    /// have not failed yet), so the ejection is judged afterwards, at most every
-    /// [`WIDESPREAD_CHECK_MS`] while the endpoint is out.
-    fn failures_are_widespread(&self, now_ms: u64) -> bool {
-        let next = self.peer_check_ms.load(Ordering::Relaxed);
-        if now_ms < next
-            || self
-                .peer_check_ms
-                .compare_exchange(
-                    next,
-                    now_ms + WIDESPREAD_CHECK_MS,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-        {
-            return false;
-        }
-        let (failures, requests) = self.policy.peer_totals(self);
-        let failures =
-            failures.saturating_sub(self.peer_failures_at_ejection.load(Ordering::Relaxed));
-        let requests =
-            requests.saturating_sub(self.peer_requests_at_ejection.load(Ordering::Relaxed));
-        requests >= WIDESPREAD_EVIDENCE
-            && failures < requests
-            && failures as f64 >= WIDESPREAD_FAILURES * requests as f64
-    }
-
     #[cold]
     fn try_eject(&self, now_ms: u64, settings: &outlier::Settings) {
-        if self.fails_like_its_peers() {
+        if peers::fails_like_its_peers(&self.policy.peers, self) {
             tracing::debug!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "outlier rule tripped, not ejected: the other endpoints fail as often");
             return;
         }
@@ -477,7 +353,7 @@ impl EndpointState {
         // Ejected while every endpoint fails alike (a shared outage), the ejection ends as
         // soon as a call started after this endpoint began failing succeeds elsewhere.
         let since = self.outlier.streak_started_ms();
-        let shared = !self.policy.others_succeed_since(since);
+        let shared = !self.policy.peers.succeeded_since(since);
         match self
             .outlier
             .try_eject(now_ms, settings, &self.policy.ejected, total)
@@ -486,12 +362,7 @@ impl EndpointState {
                 if shared {
                     self.outlier.mark_provisional(since);
                 }
-                let (failures, requests) = self.policy.peer_totals(self);
-                self.peer_failures_at_ejection
-                    .store(failures, Ordering::Relaxed);
-                self.peer_requests_at_ejection
-                    .store(requests, Ordering::Relaxed);
-                self.peer_check_ms.store(now_ms, Ordering::Relaxed);
+                self.review.start(&self.policy.peers, self, now_ms);
                 tracing::warn!(
                     balancer = %self.policy.name,
                     slot = self.slot,

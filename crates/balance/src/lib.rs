@@ -197,6 +197,7 @@ mod hash;
 mod health_check;
 mod outlier;
 mod p2c;
+mod peers;
 mod round_robin;
 mod weighted;
 

@@ -11,8 +11,7 @@
 //! shared outage does not keep a healthy endpoint out for its ejection time afterwards.
 //! An endpoint is an outlier only against the others: one failing a minority of its calls
 //! and not much more often than the rest (a brownout, where streaks come by chance) is not
-//! ejected, and an ejection after which the others fail as well ends early (see
-//! `EndpointState::fails_like_its_peers` and `failures_are_widespread`).
+//! ejected, and an ejection after which the others fail as well ends early (see `peers`).
 //!
 //! All state is atomics; times are milliseconds on the balancer's clock, passed in, so the
 //! logic is testable (and loom-checked) without a clock.

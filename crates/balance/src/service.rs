@@ -80,7 +80,8 @@ impl<K, S> Registry<K, S> {
             first
                 .state
                 .policy
-                .set_peers(self.entries.iter().map(|e| Arc::downgrade(&e.state)));
+                .peers
+                .set(self.entries.iter().map(|e| Arc::downgrade(&e.state)));
         }
         let weights: Vec<u32> = self
             .entries
