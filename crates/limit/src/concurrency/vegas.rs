@@ -23,11 +23,12 @@
 //!   under the old limit and still show its queue;
 //! - every `probe_rounds` rounds, unless a round of the window already ran at half the
 //!   limit or less, one round runs at 3/4 of the limit (after the same skip) and the limit
-//!   is put back. A queue that never drains (a start under overload) so cannot pass for
-//!   the no-load latency for long: a probe that finds a latency well under the estimate
-//!   probes lower still, until it stops finding one, and the limit it puts back is scaled
-//!   by how much lower the no-load latency turned out. The first probe comes after two
-//!   rounds and always goes lower while the latency keeps falling.
+//!   is put back, scaled by how much lower the no-load latency turned out. A queue that
+//!   never drains (a start under overload) so cannot pass for the no-load latency for
+//!   long. The first probe comes after two rounds and goes lower still for as long as the
+//!   latency keeps falling (then nothing trustworthy is known yet); later probes go no
+//!   lower than 3/4 of the limit, which would leave a service kept exactly busy short of
+//!   work.
 //!
 //! Failures are ignored (the module docs of `algorithm` say why); so a dead service that
 //! answers errors in a millisecond does not drag the no-load latency down, and an outage
@@ -158,14 +159,18 @@ impl Vegas {
         let before = self.no_load();
         self.window_min = self.window_min.min(candidate);
         if let Some(restore) = self.restore.take() {
-            // The probe round is measured. Well below the no-load latency, a queue was
-            // passing for it: probe lower still; otherwise back to where the limit was.
+            // The probe round is measured. At the start, well below the last probe's
+            // latency: a queue was passing for the no-load latency, probe lower still;
+            // otherwise back to where the limit was.
             let deeper = (estimate * PROBE).floor().max(min);
             // The first probe knows no trustworthy no-load latency (the first rounds may
-            // have queued): it goes lower for as long as the latency keeps falling.
+            // have queued): it goes lower for as long as the latency keeps falling. Once
+            // warm, a probe that finds a lower latency rescales the limit instead (below):
+            // going lower still would leave the service short of work for a round, and a
+            // queue the rescaled limit still allows shows as one in the next rounds.
             let reference = if self.warm { before } else { self.last_probe };
             self.last_probe = candidate;
-            if candidate < reference * 0.9 && deeper < estimate {
+            if !self.warm && candidate < reference * 0.9 && deeper < estimate {
                 self.restore = Some(restore);
                 self.settle = peak as u32;
                 return deeper;
