@@ -23,18 +23,22 @@ fn open_for(error: &BoxError) -> Duration {
     panic!("not a circuit-open rejection: {error}");
 }
 
+/// An upstream shedding every call: 503 with `Retry-After: 2`.
+async fn shed_for_two_seconds(
+    _: http::Request<ReplayBody<String>>,
+) -> Result<http::Response<()>, BoxError> {
+    Ok(http::Response::builder()
+        .status(503)
+        .header(http::header::RETRY_AFTER, "2")
+        .body(())
+        .unwrap())
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_503_with_retry_after_sets_the_breakers_open_wait() {
     let config = ReliabilityConfig::from_toml(BREAKER_ONLY).unwrap();
     let layer = ReliabilityLayer::from_config_as(&config, "x", Http).unwrap();
-    let mut svc = layer.layer(service_fn(|_: http::Request<ReplayBody<String>>| async {
-        let shed = http::Response::builder()
-            .status(503)
-            .header(http::header::RETRY_AFTER, "2")
-            .body(())
-            .unwrap();
-        Ok::<_, BoxError>(shed)
-    }));
+    let mut svc = layer.layer(service_fn(shed_for_two_seconds));
     let request = || http::Request::new(ReplayBody::new(String::new(), 1024));
     let mut rejection = None;
     for _ in 0..100 {
@@ -87,14 +91,7 @@ fn shedding_policy() -> impl Service<
     )
     .unwrap();
     let layer = ReliabilityLayer::from_config_as(&config, "x", Http).unwrap();
-    layer.layer(service_fn(|_: http::Request<ReplayBody<String>>| async {
-        let shed = http::Response::builder()
-            .status(503)
-            .header(http::header::RETRY_AFTER, "2")
-            .body(())
-            .unwrap();
-        Ok::<_, BoxError>(shed)
-    }))
+    layer.layer(service_fn(shed_for_two_seconds))
 }
 
 /// The retry's first 503 with `Retry-After` tells the breaker above at once, with the

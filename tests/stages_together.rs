@@ -101,25 +101,33 @@ async fn a_policys_hedges_beat_an_endpoint_the_fault_stage_made_slow() {
     assert_eq!(retry.cancelled_attempts, retry.hedges_sent, "{retry:?}");
 }
 
+/// A policy of a concurrency limit (`limit`: its settings) over a retry stage that retries
+/// once after a fixed 200 ms, with no budget.
+fn limit_over_one_retry(limit: &str) -> ReliabilityLayer {
+    let config = ReliabilityConfig::from_toml(&format!(
+        r#"
+        [policy.upstream.concurrency_limit]
+        {limit}
+        [policy.upstream.retry]
+        max_attempts = 2
+        backoff = {{ kind = "fixed", base = "200ms", jitter = "none" }}
+        budget = {{ enabled = false }}
+        "#
+    ))
+    .unwrap();
+    ReliabilityLayer::from_config(&config, "upstream").unwrap()
+}
+
 /// A concurrency limit above a retry times the attempt that answered, not the backoff
 /// before it: a request retried once after a 200 ms backoff, each attempt taking 5 ms, is
 /// not a 205 ms call that queued. A regression test: an AIMD limit with a 100 ms latency
 /// threshold read every retried request as slow and cut itself from 20 to 1.
 #[tokio::test(start_paused = true)]
 async fn a_limit_above_a_retry_times_the_attempt_that_answered() {
-    let config = ReliabilityConfig::from_toml(
-        r#"
-        [policy.upstream.concurrency_limit]
-        initial_limit = 20
-        algorithm = { kind = "aimd", latency_threshold = "100ms" }
-        [policy.upstream.retry]
-        max_attempts = 2
-        backoff = { kind = "fixed", base = "200ms", jitter = "none" }
-        budget = { enabled = false }
-        "#,
-    )
-    .unwrap();
-    let policy = ReliabilityLayer::from_config(&config, "upstream").unwrap();
+    let policy = limit_over_one_retry(
+        r#"initial_limit = 20
+        algorithm = { kind = "aimd", latency_threshold = "100ms" }"#,
+    );
     let calls = Arc::new(AtomicU32::new(0));
     let counted = calls.clone();
     let service = policy.layer(service_fn(move |request: u32| {
@@ -148,20 +156,7 @@ async fn a_limit_above_a_retry_times_the_attempt_that_answered() {
 /// once: the count of requests in flight stays right and the limit still admits one.
 #[tokio::test(start_paused = true)]
 async fn a_request_dropped_in_its_backoff_leaves_the_limit_whole() {
-    let config = ReliabilityConfig::from_toml(
-        r#"
-        [policy.upstream.concurrency_limit]
-        initial_limit = 1
-        min_limit = 1
-        max_limit = 1
-        [policy.upstream.retry]
-        max_attempts = 2
-        backoff = { kind = "fixed", base = "200ms", jitter = "none" }
-        budget = { enabled = false }
-        "#,
-    )
-    .unwrap();
-    let policy = ReliabilityLayer::from_config(&config, "upstream").unwrap();
+    let policy = limit_over_one_retry("initial_limit = 1\nmin_limit = 1\nmax_limit = 1");
     let failing = Arc::new(AtomicU32::new(1));
     let flag = failing.clone();
     let service = policy.layer(service_fn(move |request: u32| {

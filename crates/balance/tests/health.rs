@@ -27,15 +27,20 @@ fn ejecting(strategy: Strategy, max_percent: u32) -> BalanceConfig {
         .unwrap()
 }
 
+/// A round robin over `eps` that ejects after 3 failures in a row, at most half of them.
+fn round_robin_ejecting(eps: &[Ep]) -> B {
+    Balance::builder()
+        .config(ejecting(Strategy::RoundRobin, 50))
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .build()
+        .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn ejection_and_restoration() {
     let eps = eps(3);
     eps[1].set_failing(true);
-    let mut b: B = Balance::builder()
-        .config(ejecting(Strategy::RoundRobin, 50))
-        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
-        .build()
-        .unwrap();
+    let mut b = round_robin_ejecting(&eps);
     let mut errors = 0;
     for i in 0..30 {
         errors += send(&mut b, i).await.is_err() as usize;
@@ -76,11 +81,7 @@ async fn ejection_and_restoration() {
 #[tokio::test(start_paused = true)]
 async fn an_ejection_during_a_shared_outage_ends_with_the_outage() {
     let eps = eps(3);
-    let mut b: B = Balance::builder()
-        .config(ejecting(Strategy::RoundRobin, 50))
-        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
-        .build()
-        .unwrap();
+    let mut b = round_robin_ejecting(&eps);
     for i in 0..6 {
         send(&mut b, i).await.unwrap();
     }
@@ -132,11 +133,7 @@ async fn an_ejection_during_a_shared_outage_ends_with_the_outage() {
 #[tokio::test(start_paused = true)]
 async fn a_brownout_ejects_no_endpoint_for_long() {
     let eps = eps(3);
-    let mut b: B = Balance::builder()
-        .config(ejecting(Strategy::RoundRobin, 50))
-        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
-        .build()
-        .unwrap();
+    let mut b = round_robin_ejecting(&eps);
     for i in 0..300 {
         send(&mut b, i).await.unwrap();
     }
@@ -222,11 +219,7 @@ async fn max_ejection_percent_caps_ejections() {
     for e in &eps {
         e.set_failing(true);
     }
-    let mut b: B = Balance::builder()
-        .config(ejecting(Strategy::RoundRobin, 50))
-        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
-        .build()
-        .unwrap();
+    let mut b = round_robin_ejecting(&eps);
     for i in 0..100 {
         let _ = send(&mut b, i).await;
     }
