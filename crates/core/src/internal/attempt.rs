@@ -31,43 +31,44 @@ pub enum Event {
 }
 
 thread_local! {
-    /// Inside `watch`: what the retry below did last.
-    static RESTARTED: Cell<Option<Event>> = const { Cell::new(None) };
+    /// Counts the reports: a `watch` sees a report made inside it as a change of count.
+    static REPORTS: Cell<u32> = const { Cell::new(0) };
+    /// The latest report.
+    static LATEST: Cell<Option<Event>> = const { Cell::new(None) };
 }
 
 /// Runs `f` (a poll of the stages below) and returns its result with the latest report of
 /// a retry inside it, if any. An enclosing `watch` (a second limit further up) sees it too.
+/// Without a report, two reads of a thread-local count.
 #[inline]
 pub fn watch<R>(f: impl FnOnce() -> R) -> (R, Option<Event>) {
-    struct Restore(Option<Event>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = RESTARTED.try_with(|c| {
-                let inner = c.get();
-                c.set(inner.or(self.0));
-            });
-        }
-    }
-    let outer = RESTARTED.try_with(|c| c.replace(None)).ok().flatten();
-    let restore = Restore(outer);
+    let before = REPORTS.try_with(Cell::get).unwrap_or(0);
     let out = f();
-    let restarted = RESTARTED.try_with(Cell::get).ok().flatten();
-    drop(restore);
-    (out, restarted)
+    let after = REPORTS.try_with(Cell::get).unwrap_or(0);
+    let event = if after == before {
+        None
+    } else {
+        LATEST.try_with(Cell::get).ok().flatten()
+    };
+    (out, event)
+}
+
+fn report(event: Event) {
+    let _ = LATEST.try_with(|c| c.set(Some(event)));
+    let _ = REPORTS.try_with(|c| c.set(c.get().wrapping_add(1)));
 }
 
 /// Reports that a retry attempt starts now.
 #[inline]
 pub fn restarted() {
-    let now = Instant::now();
-    let _ = RESTARTED.try_with(|c| c.set(Some(Event::Restarted(now))));
+    report(Event::Restarted(Instant::now()));
 }
 
 /// Reports that the request now sleeps in a backoff before its next attempt, after a
 /// failure that carried `hint` (the upstream's `Retry-After`, or an error's hint).
 #[inline]
 pub fn parked(hint: Option<Duration>) {
-    let _ = RESTARTED.try_with(|c| c.set(Some(Event::Parked(hint))));
+    report(Event::Parked(hint));
 }
 
 #[cfg(test)]
