@@ -413,8 +413,8 @@ where
                 Some(give_up(shared, why, attempt, max_elapsed, result))
             }
             Decision::RetryAfter(delay) => {
-                // The upstream's own word on when to come back, for a breaker above that
-                // counts this request as failed if its caller gives up during the backoff.
+                // The upstream's own word on when to come back, for a breaker above: it
+                // records the failure at once, with the hint for its open wait.
                 let hint = match &result {
                     Ok(response) => this.hint.retry_after(response),
                     Err(e) => shared.error_hint.and_then(|h| h(&**e)),
@@ -520,8 +520,8 @@ where
                 sleep: sleep(delay),
             });
             this.state.set(State::Backoff);
-            // A concurrency limit above lends the request's slot out while it sleeps; a
-            // breaker above counts the request as failed if it is dropped meanwhile.
+            // A breaker above records the failure now if it carried a hint, or if the
+            // request is dropped during the wait.
             attempt::parked(hint);
         }
     }
