@@ -315,7 +315,10 @@ impl EndpointState {
         if let Some(signal) = &self.policy.health_signal {
             signal.record(outcome, latency);
         }
-        let started_ms = self.policy.ms_at(started);
+        // derived from the latency already measured: a second `Instant` subtraction per
+        // call would cost as much as the clock reading
+        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        let started_ms = now_ms.saturating_sub(latency_ms);
         if !failure {
             self.policy.peers.note_success(started_ms);
         }
