@@ -174,8 +174,9 @@ pub struct BreakerConfig {
     /// up, a hedge that lost) still records nothing.
     pub count_deadline_expiry: bool,
     /// Where the breaker reads the time: calls' durations, open waits, time windows
-    /// (default [`Clock::Tokio`], which follows `tokio::time::pause()`; [`Clock::Tsc`]
-    /// reads the CPU's counter, cheaper, real time only). A running breaker keeps its clock.
+    /// (default [`Clock::Auto`]: the CPU's counter, or tokio's clock where it is paused
+    /// at the breaker's first call; [`Clock::Tokio`] always follows `tokio::time::pause()`).
+    /// A running breaker keeps its clock.
     pub clock: Clock,
 }
 
@@ -195,7 +196,7 @@ impl Default for BreakerConfig {
             count_fatal: false,
             count_not_retryable: true,
             count_deadline_expiry: false,
-            clock: Clock::Tokio,
+            clock: Clock::Auto,
         }
     }
 }
@@ -413,9 +414,9 @@ impl BreakerConfigBuilder {
         self.config.count_deadline_expiry = count;
         self
     }
-    /// Where the breaker reads the time (default [`Clock::Tokio`], which follows
-    /// `tokio::time::pause()`; [`Clock::Tsc`] reads the CPU's counter, cheaper, real time
-    /// only). A running breaker keeps its clock.
+    /// Where the breaker reads the time (default [`Clock::Auto`]: the CPU's counter, or
+    /// tokio's clock where it is paused at the breaker's first call). A running breaker
+    /// keeps its clock.
     pub fn clock(mut self, clock: Clock) -> Self {
         self.config.clock = clock;
         self

@@ -48,10 +48,11 @@
 //! policy name (the `name` label of the `prism_breaker_*` metrics) and the classifier and
 //! health signal are given on the [layer builder](CircuitBreakerLayer::builder).
 //!
-//! The breaker reads the time from `tokio::time::Instant` by default, so
-//! `tokio::time::pause()` drives every transition in tests;
-//! [`BreakerConfigBuilder::clock`] with [`Clock::Tsc`](tower_prism_core::Clock::Tsc) reads
-//! the CPU's counter instead (cheaper, real time only).
+//! The breaker reads the CPU's time-stamp counter by default, the cheapest clock, unless
+//! tokio's clock is paused when it first reads the time: then it reads
+//! `tokio::time::Instant`, so `tokio::time::pause()` (or `start_paused = true`) drives every
+//! transition in tests ([`Clock::Auto`](tower_prism_core::Clock::Auto); set
+//! [`BreakerConfigBuilder::clock`] to choose one clock for good).
 //!
 //! # Example
 //!

@@ -81,9 +81,18 @@ fn a_running_breaker_keeps_its_clock() {
     let tokio = BreakerConfig::builder()
         .window(Window::Count { size: 10 })
         .minimum_calls(10)
+        .clock(Clock::Tokio)
         .build()
         .unwrap();
     let err = layer.handle().reconfigure(&tokio).unwrap_err();
     assert_eq!((err.field(), err.value()), ("clock", "tokio"));
+    // Nor to the default, which may pick either clock at its first reading.
+    let auto = BreakerConfig::builder()
+        .window(Window::Count { size: 10 })
+        .minimum_calls(10)
+        .build()
+        .unwrap();
+    let err = layer.handle().reconfigure(&auto).unwrap_err();
+    assert_eq!((err.field(), err.value()), ("clock", "auto"));
     assert_eq!(layer.handle().config().clock, Clock::Tsc);
 }

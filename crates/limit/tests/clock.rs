@@ -100,7 +100,7 @@ fn a_running_limiter_keeps_its_clock() {
     assert_eq!(err.value(), "tsc");
     // Nothing changed.
     assert_eq!(limiter.snapshot().rate_per_second, 10.0);
-    assert_eq!(limiter.clock(), Clock::Tokio);
+    assert_eq!(limiter.clock(), Clock::Auto);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower_prism_core::{Moment, Outcome};
+use tower_prism_core::{Clock, Moment, Outcome};
 
 use super::{Machine, State};
 use crate::config::{BreakerConfig, Window};
@@ -14,6 +14,8 @@ fn machine() -> Machine {
         .minimum_calls(2)
         .wait_duration(Duration::from_secs(1))
         .permitted_calls_in_half_open(2)
+        // The tests hand the machine tokio moments.
+        .clock(Clock::Tokio)
         .build()
         .unwrap();
     Machine::new("test".to_owned(), &config, None)

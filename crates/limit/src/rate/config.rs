@@ -79,8 +79,9 @@ pub struct RateLimitConfig {
     /// Adaptive rate bounds and reactions (the health signal is given in code).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive: Option<AdaptiveConfig>,
-    /// Where the buckets read the time: `"tokio"` (the default, follows paused test time)
-    /// or `"tsc"` (faster to read, real time only). See [`Clock`].
+    /// Where the buckets read the time: `"auto"` (the default: the CPU's counter, or
+    /// tokio's clock where it is paused at the first admission), `"tokio"` (always follows
+    /// paused time) or `"tsc"` (the counter, real time only). See [`Clock`].
     #[serde(default)]
     pub clock: Clock,
     /// What keys an HTTP request's bucket (peer IP, client IP behind trusted proxies, a
@@ -177,7 +178,7 @@ impl RateLimitConfig {
             max_keys: default_max_keys(),
             idle_timeout: default_idle(),
             adaptive: None,
-            clock: Clock::Tokio,
+            clock: Clock::Auto,
             key: None,
             headers: false,
         }

@@ -89,7 +89,7 @@ impl RateLimitConfigBuilder {
         self
     }
 
-    /// Where the buckets read the time (default [`Clock::Tokio`]).
+    /// Where the buckets read the time (default [`Clock::Auto`]).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.config.clock = clock;
         self

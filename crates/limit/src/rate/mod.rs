@@ -19,9 +19,10 @@
 //! new key looks at no more than 8 tracked keys), and allocates nothing once the map has
 //! grown; waiting and adaptation take short locks off the admit path.
 //!
-//! The buckets read `tokio::time::Instant` by default, so `tokio::time::pause()` drives
-//! them in tests; [`Clock::Tsc`] (`clock = "tsc"`) reads the CPU's time-stamp counter
-//! instead, which is cheaper to read but does not follow paused time.
+//! The buckets read the CPU's time-stamp counter by default (as governor does), unless
+//! tokio's clock is paused when the limiter first reads the time: then they read
+//! `tokio::time::Instant`, so `tokio::time::pause()` drives them in tests
+//! ([`Clock::Auto`]; `clock = "tokio"` or `"tsc"` picks one clock for good).
 //!
 //! # Example
 //!
