@@ -91,7 +91,7 @@ impl PermitGuard {
                 false
             }
             attempt::Event::Parked(None) => true,
-            attempt::Event::Restarted(_) => false,
+            attempt::Event::Restarted => false,
         };
     }
 

@@ -140,10 +140,10 @@ where
                     // A retry below restarts the clock: the sample is the latency of the
                     // attempt that answers (see `internal::attempt`).
                     let (polled, event) = attempt::watch(|| future.poll(cx));
-                    if let (Some(attempt::Event::Restarted(at)), Some(permit)) =
+                    if let (Some(attempt::Event::Restarted), Some(permit)) =
                         (event, permit.as_mut())
                     {
-                        permit.restart_at(at);
+                        permit.restarted();
                     }
                     let result = ready!(polled);
                     if let Some(permit) = permit.take() {
@@ -178,10 +178,10 @@ where
                             permit.restart();
                         }
                     }
-                    if let (Some(attempt::Event::Restarted(at)), Some(permit)) =
+                    if let (Some(attempt::Event::Restarted), Some(permit)) =
                         (event, p.permit.as_mut())
                     {
-                        permit.restart_at(at);
+                        permit.restarted();
                     }
                     let result = ready!(polled);
                     let permit = p.permit.take();
