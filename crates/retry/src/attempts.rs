@@ -387,17 +387,19 @@ where
                 metrics.attempts.record(f64::from(attempt));
                 match done {
                     Done::Success => {
-                        // one clock reading for the budget and the latency histogram
+                        // One tokio reading for the latency histogram and the budget; the
+                        // budget alone reads its own (cheaper) clock.
                         let earns = shared.budget.earns_per_success();
-                        let latency = sent_at.zip(shared.latency.get());
-                        if earns || latency.is_some() {
-                            let now = Instant::now();
-                            if earns {
-                                shared.budget.deposit_success_at_instant(now);
-                            }
-                            if let Some((sent_at, h)) = latency {
+                        match sent_at.zip(shared.latency.get()) {
+                            Some((sent_at, h)) => {
+                                let now = Instant::now();
+                                if earns {
+                                    shared.budget.deposit_success_at_instant(now);
+                                }
                                 h.record(now.saturating_duration_since(sent_at), now);
                             }
+                            None if earns => shared.budget.deposit_success(),
+                            None => {}
                         }
                     }
                     Done::Fatal => metrics.gave_up_fatal.increment(1),

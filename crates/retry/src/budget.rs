@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use tokio::time::Instant;
 use tower_prism_core::internal::nanos;
 use tower_prism_core::sync::{Arc, AtomicBool, AtomicI64, AtomicU64, Ordering};
-use tower_prism_core::{HealthReader, HealthSignal};
+use tower_prism_core::{Clock, HealthReader, HealthSignal, TimeSource};
 
 use crate::config::BudgetConfig;
 
@@ -83,7 +83,9 @@ struct Inner {
     unhealthy: AtomicBool,
     enabled: AtomicBool,
     slot_nanos: u64,
-    start: Instant,
+    /// Where epochs are read ([`Clock::Auto`]: the CPU's counter, or tokio's clock when
+    /// it is paused at the first reading).
+    time: TimeSource,
     health: Option<Health>,
 }
 
@@ -125,9 +127,10 @@ impl std::fmt::Debug for RetryBudget {
 }
 
 impl RetryBudget {
-    /// A budget from a validated config. Call from within a tokio runtime's context only if
-    /// you use the clock-driven methods ([`deposit`](Self::deposit) ...); they read
-    /// `tokio::time::Instant`.
+    /// A budget from a validated config. Its clock-driven methods
+    /// ([`deposit`](Self::deposit) ...) read the CPU's counter, or tokio's clock if it is
+    /// paused when the budget first reads the time (see
+    /// [`Clock::Auto`](tower_prism_core::Clock::Auto)).
     pub fn new(config: &BudgetConfig) -> Self {
         Self::build(config, None)
     }
@@ -150,7 +153,7 @@ impl RetryBudget {
             unhealthy: AtomicBool::new(false),
             enabled: AtomicBool::new(true),
             slot_nanos,
-            start: Instant::now(),
+            time: TimeSource::new(Clock::Auto),
             health: health.map(|h| Health {
                 reader: Mutex::new(h.subscribe()),
                 failure_rate: AtomicU64::new(config.unhealthy_failure_rate.to_bits()),
@@ -199,19 +202,22 @@ impl RetryBudget {
         self.inner.enabled.load(Ordering::Relaxed)
     }
 
-    /// The current epoch (slot number) by the tokio clock.
+    /// The current epoch (slot number).
+    #[inline]
     fn epoch(&self) -> u64 {
-        self.epoch_of_instant(Instant::now())
+        self.inner.time.now() / self.inner.slot_nanos
     }
 
+    /// The epoch at a tokio reading the caller has (read anew on the counter).
     #[inline]
     fn epoch_of_instant(&self, now: Instant) -> u64 {
-        nanos(now.saturating_duration_since(self.inner.start)) / self.inner.slot_nanos
+        self.inner.time.at(now) / self.inner.slot_nanos
     }
 
     /// Records a first attempt: earns `ratio` of a retry for one window.
     pub fn deposit(&self) {
-        self.deposit_at_instant(Instant::now());
+        let amount = self.inner.deposit.load(Ordering::Relaxed);
+        self.deposit_amount(amount, self.epoch());
     }
 
     /// Records a successful attempt: earns `success_ratio` of a retry for one window.
@@ -230,7 +236,8 @@ impl RetryBudget {
     /// # }
     /// ```
     pub fn deposit_success(&self) {
-        self.deposit_success_at_instant(Instant::now());
+        let amount = self.inner.success_deposit.load(Ordering::Relaxed);
+        self.deposit_amount(amount, self.epoch());
     }
 
     /// Whether first attempts earn anything (a clock reading at the start of a call is
@@ -250,10 +257,7 @@ impl RetryBudget {
     #[inline]
     pub(crate) fn deposit_at_instant(&self, now: Instant) {
         let amount = self.inner.deposit.load(Ordering::Relaxed);
-        let epoch = self.epoch_of_instant(now);
-        if amount > 0 && self.add_at(epoch, amount) {
-            self.refresh_health_at(epoch);
-        }
+        self.deposit_amount(amount, self.epoch_of_instant(now));
     }
 
     /// [`deposit_success`](Self::deposit_success) with a clock reading the caller already
@@ -261,7 +265,11 @@ impl RetryBudget {
     #[inline]
     pub(crate) fn deposit_success_at_instant(&self, now: Instant) {
         let amount = self.inner.success_deposit.load(Ordering::Relaxed);
-        let epoch = self.epoch_of_instant(now);
+        self.deposit_amount(amount, self.epoch_of_instant(now));
+    }
+
+    #[inline]
+    fn deposit_amount(&self, amount: i64, epoch: u64) {
         if amount > 0 && self.add_at(epoch, amount) {
             self.refresh_health_at(epoch);
         }

@@ -17,7 +17,7 @@ fn budget(ratio: f64) -> RetryBudget {
         unhealthy: AtomicBool::new(false),
         enabled: AtomicBool::new(true),
         slot_nanos: 1_000_000_000,
-        start: unsafe_start(),
+        time: TimeSource::new(Clock::Tokio),
         health: None,
     };
     let b = RetryBudget {
@@ -25,11 +25,6 @@ fn budget(ratio: f64) -> RetryBudget {
     };
     b.reconfigure(&config);
     b
-}
-
-fn unsafe_start() -> Instant {
-    // tokio's Instant::now() needs no runtime unless the clock is paused.
-    Instant::now()
 }
 
 #[test]
