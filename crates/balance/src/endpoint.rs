@@ -7,11 +7,10 @@ use std::task::Waker;
 use std::time::Duration;
 
 use metrics::Gauge;
-use tokio::time::Instant;
 use tower_prism_core::internal::{lock, mix64, nanos};
 use tower_prism_core::metrics::{balance as m, LABEL_NAME};
 use tower_prism_core::sync::{AtomicUsize, Ordering};
-use tower_prism_core::{HealthSignal, Outcome};
+use tower_prism_core::{Clock, HealthSignal, Moment, Outcome, TimeSource};
 
 use crate::config::{BalanceConfig, Strategy};
 use crate::endpoint_metrics::EndpointMetrics;
@@ -28,7 +27,9 @@ pub(crate) const MAX_PARKED_WAKERS: usize = 256;
 #[derive(Debug)]
 pub(crate) struct Policy {
     pub(crate) name: Arc<str>,
-    base: Instant,
+    /// Where latencies and ages are read ([`Clock::Auto`]: the CPU's counter, or tokio's
+    /// clock when it is paused at the first reading).
+    time: TimeSource,
     strategy: AtomicU8,
     ticket: StdAtomicUsize,
     rng: AtomicU64,
@@ -65,7 +66,7 @@ impl Policy {
             endpoints_gauge: metrics::gauge!(m::ENDPOINTS, LABEL_NAME => label.clone()),
             healthy_gauge: metrics::gauge!(m::ENDPOINTS_HEALTHY, LABEL_NAME => label),
             name,
-            base: Instant::now(),
+            time: TimeSource::new(Clock::Auto),
             strategy: AtomicU8::new(0),
             ticket: StdAtomicUsize::new(0),
             rng: AtomicU64::new(0x853c_49e6_748f_ea9b),
@@ -138,12 +139,22 @@ impl Policy {
         f64::from_bits(self.decay_ms.load(Ordering::Relaxed))
     }
 
-    pub(crate) fn ms_at(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    /// Now, on the balancer's clock.
+    #[inline]
+    pub(crate) fn now(&self) -> Moment {
+        self.time.moment()
     }
 
+    /// Milliseconds since the balancer was made, at `at`.
+    #[inline]
+    pub(crate) fn ms_of(&self, at: Moment) -> u64 {
+        self.time.nanos_of(at) / 1_000_000
+    }
+
+    /// Milliseconds since the balancer was made, now.
+    #[inline]
     pub(crate) fn now_ms(&self) -> u64 {
-        self.ms_at(Instant::now())
+        self.time.now() / 1_000_000
     }
 
     /// Parks a waker until the endpoint set or health changes. A task that gave up waiting
@@ -292,10 +303,10 @@ impl EndpointState {
     /// Ends a completed call: it leaves the in-flight count, and its latency, outcome,
     /// outlier rules and health signal are recorded.
     #[inline]
-    pub(crate) fn complete(&self, outcome: Outcome, started: Instant) {
-        let now = Instant::now();
-        let latency = now.saturating_duration_since(started);
-        let now_ms = self.policy.ms_at(now);
+    pub(crate) fn complete(&self, outcome: Outcome, started: Moment) {
+        let now = self.policy.now();
+        let latency = started.elapsed_to(now);
+        let now_ms = self.policy.ms_of(now);
         let decay = self.policy.decay_ms();
         self.ewma.observe(latency.as_nanos() as f64, now_ms, decay);
         let failure = outcome.is_failure();

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 use tower_prism_core::internal::ReadyCall;
 use tower_prism_core::BoxError;
 use tower_prism_core::Classify;
+use tower_prism_core::Moment;
 use tower_service::Service;
 
 use crate::endpoint::EndpointState;
@@ -19,13 +19,13 @@ use crate::error::Error;
 #[derive(Debug)]
 pub(crate) struct InFlight {
     endpoint: Arc<EndpointState>,
-    started: Instant,
+    started: Moment,
     /// [`complete`](Self::complete) took the call out of the count.
     completed: bool,
 }
 
 impl InFlight {
-    pub(crate) fn new(endpoint: Arc<EndpointState>, started: Instant) -> Self {
+    pub(crate) fn new(endpoint: Arc<EndpointState>, started: Moment) -> Self {
         endpoint.start();
         InFlight {
             endpoint,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tower_prism_core::internal::{lock, route};
 use tower_prism_core::BoxError;
-use tower_prism_core::{Classify, DefaultClassifier};
+use tower_prism_core::{Classify, DefaultClassifier, Moment};
 use tower_service::Service;
 
 use crate::config::{BalanceConfig, Strategy};
@@ -136,7 +136,7 @@ pub struct Balance<K, S, Req, C = DefaultClassifier> {
     topology: Arc<Topology>,
     epoch: u64,
     chosen: Option<usize>,
-    picked_at: Option<Instant>,
+    picked_at: Option<Moment>,
     /// Armed when an endpoint failed `poll_ready` and its fresh clone failed too: nothing
     /// else would wake a caller waiting on it, so this timer polls again (cold path).
     readiness_retry: Option<Pin<Box<Sleep>>>,
@@ -277,9 +277,9 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                 let (la, lb) = (&self.locals[a].state, &self.locals[b].state);
                 match (la.available(), lb.available()) {
                     (true, true) => {
-                        let now = Instant::now();
+                        let now = policy.now();
                         self.picked_at = Some(now);
-                        let (now_ms, decay) = (policy.ms_at(now), policy.decay_ms());
+                        let (now_ms, decay) = (policy.ms_of(now), policy.decay_ms());
                         if lb.load(now_ms, decay) < la.load(now_ms, decay) {
                             (Some(b), Some(a))
                         } else {
@@ -326,7 +326,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
         let ok = |i: &usize| locals[*i].state.available() && route::endpoint_bit(*i) & mask == 0;
         match policy.strategy() {
             Strategy::P2cPeakEwma => {
-                let now_ms = policy.ms_at(Instant::now());
+                let now_ms = policy.now_ms();
                 let load = |i: usize| locals[i].state.load(now_ms, policy.decay_ms());
                 p2c::pick_among(policy.random(), n, ok, load)
             }
@@ -468,7 +468,10 @@ where
                 classify,
             );
         };
-        let started = self.picked_at.take().unwrap_or_else(Instant::now);
+        let started = self
+            .picked_at
+            .take()
+            .unwrap_or_else(|| self.handle.shared.policy.now());
         let local = &mut self.locals[i];
         let guard = InFlight::new(local.state.clone(), started);
         if local.ready {
