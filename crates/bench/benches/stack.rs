@@ -132,21 +132,21 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|n| drive(&rt, &prism_empty, n))
     });
     group.bench_function("noop", |b| b.iter_custom(|n| drive(&rt, &Noop, n)));
-    // And with the limiter and breaker on the TSC clock (`clock = "tsc"`).
-    let tsc = ReliabilityLayer::builder()
+    // And with the limiter and breaker on tokio's clock (`clock = "tokio"`).
+    let tokio_clock = ReliabilityLayer::builder()
         .name("bench")
         .rate_limit({
             let mut c = RateLimitConfig::new(HUGE, Duration::from_secs(1));
-            c.clock = Clock::Tsc;
+            c.clock = Clock::Tokio;
             c
         })
-        .circuit_breaker(BreakerConfig::builder().clock(Clock::Tsc).build().unwrap())
+        .circuit_breaker(BreakerConfig::builder().clock(Clock::Tokio).build().unwrap())
         .retry(RetryConfig::default())
         .build()
         .expect("valid config");
-    let prism_tsc = tower::Layer::layer(&tsc, Noop);
-    group.bench_function("tower_prism_no_balancer_tsc", |b| {
-        b.iter_custom(|n| drive(&rt, &prism_tsc, n))
+    let prism_tokio = tower::Layer::layer(&tokio_clock, Noop);
+    group.bench_function("tower_prism_no_balancer_tokio_clock", |b| {
+        b.iter_custom(|n| drive(&rt, &prism_tokio, n))
     });
 
     // tower: Buffer(RateLimit(Retry(Buffer(p2c Balance)))).
