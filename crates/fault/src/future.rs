@@ -30,8 +30,8 @@ impl<Res> Injected<Res> {
 
 pin_project! {
     /// The response future of [`Fault`](crate::Fault): the inner call, untouched; or a
-    /// delay and then the inner call; or an injected answer, maybe after a delay. The
-    /// delay is a `tokio::time::Sleep` held inline: nothing is allocated per call.
+    /// delay and then the inner call; or an injected answer, maybe after a delay. A call
+    /// let through allocates nothing; a delayed one allocates its timer.
     ///
     /// Dropping a delayed future before its delay is over drops the request and the
     /// service clone it holds: the service is never called.
@@ -54,16 +54,17 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
+        // The delays are boxed: a tokio `Sleep` is 112 bytes, which every call's future
+        // (and every stage's above it) would carry, and copy, for a delay that is rarely
+        // drawn; the allocation is made only for a call that is about to wait anyway.
         Delayed {
-            #[pin]
-            sleep: Sleep,
-            slept: bool,
+            // `None` once slept.
+            sleep: Option<Pin<Box<Sleep>>>,
             #[pin]
             call: ReadyCall<S, Req>,
         },
         DelayedFault {
-            #[pin]
-            sleep: Sleep,
+            sleep: Pin<Box<Sleep>>,
             fault: Option<Injected<S::Response>>,
         },
         Fault {
@@ -83,8 +84,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     pub(crate) fn delayed(sleep: Sleep, service: S, request: Req) -> Self {
         ResponseFuture {
             kind: Kind::Delayed {
-                sleep,
-                slept: false,
+                sleep: Some(Box::pin(sleep)),
                 call: ReadyCall::new(service, request),
             },
         }
@@ -94,7 +94,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     pub(crate) fn injected(sleep: Option<Sleep>, fault: Injected<S::Response>) -> Self {
         let kind = match sleep {
             Some(sleep) => Kind::DelayedFault {
-                sleep,
+                sleep: Box::pin(sleep),
                 fault: Some(fault),
             },
             None => Kind::Fault { fault: Some(fault) },
@@ -114,15 +114,15 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { future } => future.poll(cx).map_err(Into::into),
-            KindProj::Delayed { sleep, slept, call } => {
-                if !*slept {
-                    ready!(sleep.poll(cx));
-                    *slept = true;
+            KindProj::Delayed { sleep, call } => {
+                if let Some(delay) = sleep {
+                    ready!(delay.as_mut().poll(cx));
+                    *sleep = None;
                 }
                 call.poll(cx).map_err(Into::into)
             }
             KindProj::DelayedFault { sleep, fault } => {
-                ready!(sleep.poll(cx));
+                ready!(sleep.as_mut().poll(cx));
                 Poll::Ready(take(fault))
             }
             KindProj::Fault { fault } => Poll::Ready(take(fault)),
