@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
+use tower_prism_core::internal::reading;
 use tower_prism_core::BoxError;
 
 use crate::profile::{Generic, Profile};
@@ -43,7 +44,9 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        // One clock reading for the stages that time the call as it completes.
+        let inner = self.project().inner;
+        reading::shared(|| inner.poll(cx))
     }
 }
 

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
+use tower_prism_core::internal::reading;
 use tower_prism_core::BoxError;
 use tower_service::Service;
 
@@ -68,13 +69,16 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, Req, P>;
 
+    // Each of these runs inside one shared clock reading: the stages that read the time
+    // during it (the limiter, the breaker, the budget, the balancer) read the counter once.
+
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        S::poll_ready(&mut self.inner, cx)
+        reading::shared(|| S::poll_ready(&mut self.inner, cx))
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        ResponseFuture::new(S::call(&mut self.inner, req))
+        ResponseFuture::new(reading::shared(|| S::call(&mut self.inner, req)))
     }
 }

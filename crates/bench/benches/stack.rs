@@ -140,7 +140,12 @@ fn bench(c: &mut Criterion) {
             c.clock = Clock::Tokio;
             c
         })
-        .circuit_breaker(BreakerConfig::builder().clock(Clock::Tokio).build().unwrap())
+        .circuit_breaker(
+            BreakerConfig::builder()
+                .clock(Clock::Tokio)
+                .build()
+                .unwrap(),
+        )
         .retry(RetryConfig::default())
         .build()
         .expect("valid config");

@@ -195,7 +195,7 @@ impl TimeSource {
     pub fn now(&self) -> u64 {
         match self.base() {
             Base::Tokio { epoch } => since(*epoch, Instant::now()),
-            Base::Tsc { counter, epoch } => counter.delta_as_nanos(*epoch, counter.raw()),
+            Base::Tsc { counter, epoch } => counter.delta_as_nanos(*epoch, read(counter)),
         }
     }
 
@@ -205,7 +205,7 @@ impl TimeSource {
         match self.base() {
             Base::Tokio { .. } => Moment::Tokio(Instant::now()),
             Base::Tsc { counter, epoch } => {
-                Moment::Nanos(counter.delta_as_nanos(*epoch, counter.raw()))
+                Moment::Nanos(counter.delta_as_nanos(*epoch, read(counter)))
             }
         }
     }
@@ -250,6 +250,13 @@ fn tokio_clock_paused() -> bool {
         }
         std::hint::spin_loop();
     }
+}
+
+/// The counter now, shared with the other stages of a stack inside
+/// [`reading::shared`](crate::internal::reading::shared).
+#[inline]
+fn read(counter: &quanta::Clock) -> u64 {
+    crate::internal::reading::counter(|| counter.raw())
 }
 
 #[inline]

@@ -3,6 +3,7 @@
 //! can use one copy instead of four.
 
 pub mod attempt;
+pub mod reading;
 mod ready_call;
 mod retry_after;
 pub mod route;

@@ -1,0 +1,118 @@
+//! One reading of the CPU's counter for every stage of a stack, per call and per poll.
+//!
+//! A stack of stages reads the time several times per request: the rate limiter to admit
+//! it, the breaker to time it, the retry budget and the balancer when it completes. On
+//! the counter each reading costs tens of cycles, and within one synchronous `call` (or
+//! one `poll`) they all mean the same moment. The facade runs its `call`, `poll_ready` and
+//! response future's `poll` inside [`shared`]: the first [`TimeSource`] on the counter to
+//! read the time inside it reads the counter, the others reuse that reading.
+//!
+//! Readings are taken lazily, so a stage that reads after the inner service answered
+//! (timing a call) reads after the inner service's own work. A scope inside a scope (a
+//! stack called by a stack) shares the outer one's reading. Sources on tokio's clock are
+//! untouched: paused-time tests see every reading as it was.
+//!
+//! [`TimeSource`]: crate::TimeSource
+
+use std::cell::Cell;
+
+/// Outside any scope: every reading reads the counter.
+const OUTSIDE: u64 = u64::MAX;
+/// Inside a scope, before its first reading.
+const UNREAD: u64 = u64::MAX - 1;
+
+thread_local! {
+    static READING: Cell<u64> = const { Cell::new(OUTSIDE) };
+}
+
+/// Runs `f` with one counter reading shared by every [`TimeSource`](crate::TimeSource) on
+/// the counter that reads the time inside it.
+#[inline]
+pub fn shared<R>(f: impl FnOnce() -> R) -> R {
+    /// Leaves the scope even if `f` panics: a reading kept past its scope would stop the
+    /// thread's clock for every later reading.
+    struct Leave;
+    impl Drop for Leave {
+        #[inline]
+        fn drop(&mut self) {
+            let _ = READING.try_with(|r| r.set(OUTSIDE));
+        }
+    }
+    let entered = READING
+        .try_with(|r| {
+            let outermost = r.get() == OUTSIDE;
+            if outermost {
+                r.set(UNREAD);
+            }
+            outermost
+        })
+        .unwrap_or(false);
+    if !entered {
+        return f();
+    }
+    let _leave = Leave;
+    f()
+}
+
+/// The counter now: the scope's reading if one was taken, else `read()` (kept for the
+/// scope's later readings).
+#[inline]
+pub(crate) fn counter(read: impl Fn() -> u64) -> u64 {
+    READING
+        .try_with(|r| match r.get() {
+            OUTSIDE => read(),
+            UNREAD => {
+                let now = read();
+                // A counter reading equal to a marker would only cost the sharing.
+                if now < UNREAD {
+                    r.set(now);
+                }
+                now
+            }
+            now => now,
+        })
+        .unwrap_or_else(|_| read())
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[test]
+    fn a_scope_reads_once_and_outside_every_reading_reads() {
+        let reads = Cell::new(0u64);
+        let read = || {
+            reads.set(reads.get() + 1);
+            100 + reads.get()
+        };
+        assert_eq!(counter(read), 101);
+        assert_eq!(counter(read), 102);
+        let inside = shared(|| (counter(read), counter(read), shared(|| counter(read))));
+        assert_eq!(
+            inside,
+            (103, 103, 103),
+            "one reading, nested scope included"
+        );
+        assert_eq!(counter(read), 104, "the scope is left");
+        assert_eq!(shared(|| counter(read)), 105, "a new scope reads anew");
+    }
+
+    #[test]
+    fn a_panic_inside_a_scope_leaves_it() {
+        let _ = std::panic::catch_unwind(|| shared(|| panic!("inside")));
+        let n = Cell::new(0u64);
+        let read = || {
+            n.set(n.get() + 1);
+            n.get()
+        };
+        assert_eq!((counter(read), counter(read)), (1, 2));
+    }
+
+    #[test]
+    fn a_scope_without_a_reading_reads_nothing() {
+        assert_eq!(shared(|| 7), 7);
+        assert_eq!(counter(|| 9), 9);
+    }
+}
