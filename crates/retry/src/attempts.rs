@@ -10,7 +10,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::{sleep, Instant, Sleep};
+use tokio::time::Instant;
 use tower_prism_core::internal::attempt;
 use tower_prism_core::internal::route::call_avoiding;
 use tower_prism_core::{BoxError, Classify, Outcome, RequestDeadline};
@@ -24,6 +24,7 @@ use crate::hint::ResponseHint;
 use crate::race::Race;
 use crate::replay::ReplayRequest;
 use crate::settings::{Hedge, Settings};
+use crate::timers::Timers;
 
 pin_project! {
     #[project = StateProj]
@@ -38,23 +39,6 @@ pin_project! {
         Readying,
         // Answered; nothing left in flight.
         Done,
-    }
-}
-
-pin_project! {
-    #[project = TimerProj]
-    pub(crate) enum Timer {
-        Off,
-        On { #[pin] sleep: Sleep },
-    }
-}
-
-impl Timer {
-    pub(crate) fn after(d: Option<Duration>) -> Self {
-        match d {
-            Some(d) => Timer::On { sleep: sleep(d) },
-            None => Timer::Off,
-        }
     }
 }
 
@@ -100,12 +84,10 @@ pin_project! {
     {
         #[pin]
         pub(crate) state: State<S::Future>,
-        // The attempt timeout while `Called`, the backoff while `Backoff`.
+        // The attempt timeout and the next hedge while `Called`, the backoff while
+        // `Backoff`.
         #[pin]
-        pub(crate) timer: Timer,
-        // The delay before the next hedge.
-        #[pin]
-        pub(crate) hedge_timer: Timer,
+        pub(crate) timers: Timers,
         pub(crate) service: S,
         // The request retries are copied from (`None`: no retry possible, or the last
         // attempt took it).
@@ -201,8 +183,7 @@ where
         let limit = attempt_limit(plan.attempt_timeout, plan.deadline);
         Attempts {
             state: State::Called { future },
-            timer: Timer::after(limit),
-            hedge_timer: Timer::Off,
+            timers: Timers::new(limit),
             service,
             template,
             handle,
@@ -244,11 +225,7 @@ where
                     let result: Result<S::Response, BoxError> = match future.poll(cx) {
                         Poll::Ready(r) => r.map_err(Into::into),
                         Poll::Pending => {
-                            let expired = match this.timer.as_mut().project() {
-                                TimerProj::On { sleep } => sleep.poll(cx).is_ready(),
-                                TimerProj::Off => false,
-                            };
-                            if expired {
+                            if this.timers.as_mut().attempt_expired(cx) {
                                 Err(Box::new(Error::AttemptTimedOut {
                                     timeout: *this.timeout,
                                 }))
@@ -277,9 +254,7 @@ where
                     Poll::Pending => return Poll::Pending,
                 },
                 StateProj::Backoff => {
-                    if let TimerProj::On { sleep } = this.timer.as_mut().project() {
-                        ready!(sleep.poll(cx));
-                    }
+                    ready!(this.timers.as_mut().poll_backoff(cx));
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
@@ -330,7 +305,7 @@ where
                     this.state.set(State::Called { future });
                     let limit = attempt_limit(this.plan.attempt_timeout, this.plan.deadline);
                     *this.timeout = limit.unwrap_or_default();
-                    this.timer.set(Timer::after(limit));
+                    this.timers.as_mut().start_attempt(limit);
                 }
                 StateProj::Done => {
                     // Polled after it answered: a caller's bug, answered without a panic.
@@ -518,9 +493,7 @@ where
         if delay.is_zero() {
             this.state.set(State::Readying);
         } else {
-            this.timer.set(Timer::On {
-                sleep: sleep(delay),
-            });
+            this.timers.as_mut().start_backoff(delay);
             this.state.set(State::Backoff);
             // A breaker above records the failure now if it carried a hint, or if the
             // request is dropped during the wait.

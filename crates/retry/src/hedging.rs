@@ -4,22 +4,21 @@
 //! are in flight is dropped; when every attempt of a round has failed, the last failure
 //! goes to the usual retry decision.
 
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use tokio::time::{sleep, Instant};
+use tokio::time::Instant;
 use tower_prism_core::internal::route::call_avoiding;
 use tower_prism_core::{BoxError, Classify, Outcome};
 use tower_service::Service;
 
 use crate::attempts::{
-    attempt_limit, refund, within, Attempts, AttemptsProj, HedgeStep, State, StateProj, Timer,
-    TimerProj,
+    attempt_limit, refund, within, Attempts, AttemptsProj, HedgeStep, State, StateProj,
 };
 use crate::handle::Shared;
 use crate::hint::ResponseHint;
 use crate::replay::ReplayRequest;
+use crate::timers::HedgeDue;
 
 type Output<S, Req> = Result<<S as Service<Req>>::Response, BoxError>;
 
@@ -72,7 +71,7 @@ where
             if !this.race.is_empty() {
                 // wait for the hedges; the hedge timer runs on
                 this.state.set(State::Waiting);
-                this.timer.set(Timer::Off);
+                this.timers.as_mut().end_attempt();
                 return None;
             }
         } else {
@@ -91,7 +90,7 @@ where
     fn end_round(this: &mut AttemptsProj<'_, S, Req, C, R, H>) {
         refund(&this.handle.shared, this.reserved);
         if *this.step != HedgeStep::Off {
-            this.hedge_timer.set(Timer::Off);
+            this.timers.as_mut().end_hedge();
             *this.step = HedgeStep::Off;
         }
     }
@@ -137,18 +136,22 @@ where
                         *this.step = HedgeStep::Off;
                         continue;
                     }
-                    this.hedge_timer.set(Timer::On {
-                        sleep: sleep(delay),
-                    });
+                    this.timers.as_mut().start_hedge(delay);
                     *this.step = HedgeStep::Armed;
                 }
                 HedgeStep::Armed => {
-                    if let TimerProj::On { sleep } = this.hedge_timer.as_mut().project() {
-                        if sleep.poll(cx).is_pending() {
-                            return Poll::Pending;
-                        }
+                    match this.timers.as_mut().poll_hedge(cx) {
+                        HedgeDue::Later => return Poll::Pending,
+                        // poll again: the attempt's timeout is handled first
+                        HedgeDue::AttemptTimedOut => return Poll::Ready(None),
+                        HedgeDue::Now => {}
                     }
-                    this.hedge_timer.set(Timer::Off);
+                    this.timers.as_mut().end_hedge();
+                    // The timer now waits for the attempt's timeout alone: register for it
+                    // (or, if it has passed, poll again to handle it).
+                    if this.timers.as_mut().attempt_expired(cx) {
+                        return Poll::Ready(None);
+                    }
                     *this.step = if Self::may_hedge(this) {
                         HedgeStep::Readying
                     } else {

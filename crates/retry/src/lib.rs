@@ -232,6 +232,7 @@ mod replay;
 mod retry_after;
 mod service;
 mod settings;
+mod timers;
 
 pub use backoff::{Backoff, BackoffKind, Jitter};
 pub use body::ReplayBody;

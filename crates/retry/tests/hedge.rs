@@ -429,3 +429,42 @@ async fn hedges_over_a_balancer_go_to_different_endpoints() {
         }
     }
 }
+
+/// The attempt timeout and the hedge delay share one timer: each fires at its own time,
+/// in either order, and the call neither hangs nor fires one for the other.
+#[tokio::test(start_paused = true)]
+async fn the_hedge_delay_and_the_attempt_timeout_each_fire_on_time() {
+    let layer = |hedge_ms: u32, timeout_ms: u32| {
+        let config = RetryConfig::builder()
+            .max_attempts(2)
+            .backoff(tower_prism_retry::Backoff::fixed(MS * 10))
+            .budget(no_budget())
+            .attempt_timeout(MS * timeout_ms)
+            .hedge(HedgeConfig::fixed(MS * hedge_ms))
+            .build()
+            .unwrap();
+        RetryLayer::builder(config).name("hedge").build().unwrap()
+    };
+    // The hedge first (20 ms), then each copy's timeout (50 ms after it was sent): the
+    // round fails at 70 ms, and the retry goes after its 10 ms backoff.
+    let up = Upstream::new([ok_after(1000, 1), ok_after(1000, 2), ok_after(10, 3)]);
+    let mut svc = layer(20, 50).layer(up.service());
+    let start = Instant::now();
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 3);
+    assert_eq!(up.log.offsets(), vec![0, 20, 80]);
+    assert_eq!(start.elapsed(), MS * 90);
+    // The timeout first (30 ms, the hedge would go at 60 ms): each attempt times out
+    // unhedged, the second 10 ms after the first.
+    let up = Upstream::new([ok_after(1000, 1), ok_after(1000, 2)]);
+    let mut svc = layer(60, 30).layer(up.service());
+    let start = Instant::now();
+    let result = run(&mut svc, 0).await;
+    assert!(result.is_err(), "both attempts time out: {result:?}");
+    assert_eq!(
+        up.log.offsets(),
+        vec![0, 40],
+        "no hedge: each attempt timed out first"
+    );
+    assert_eq!(start.elapsed(), MS * 70);
+    assert_eq!(up.in_flight(), 0);
+}
