@@ -110,14 +110,27 @@ where
         let breaker = &engaged.breaker;
         match breaker.acquire_at(breaker.now()) {
             Ok(permit) => {
-                // The guard exists before the inner call: if `call` panics, unwinding drops
-                // it and the permit (maybe a half-open probe slot) is given back.
                 // The deadline it runs under, if a deadline stage above set one: with
                 // `count_deadline_expiry`, a call dropped past it counts as a failure.
                 let deadline = RequestDeadline::current();
-                let guard = PermitGuard::new(breaker.clone(), permit, deadline);
+                let classifier = engaged.classifier.clone();
+                if permit.is_probe() {
+                    // The guard exists before the inner call: if `call` panics, unwinding
+                    // drops it and the half-open probe slot is given back.
+                    let guard = PermitGuard::new(breaker.clone(), permit, deadline);
+                    let future = self.inner.call(req);
+                    return ResponseFuture::called(future, guard, classifier);
+                }
+                // A closed permit holds nothing to give back if `call` panics, so nothing
+                // that unwinding must drop is alive across the call: the compiler can then
+                // build the inner future in place instead of copying it (hundreds of bytes
+                // per call, once per stage of a stack).
                 let future = self.inner.call(req);
-                ResponseFuture::called(future, guard, engaged.classifier.clone())
+                ResponseFuture::called(
+                    future,
+                    PermitGuard::new(breaker.clone(), permit, deadline),
+                    classifier,
+                )
             }
             Err(retry_after) => ResponseFuture::rejected(retry_after),
         }
