@@ -181,9 +181,12 @@ where
         hint: H,
     ) -> Self {
         let limit = attempt_limit(plan.attempt_timeout, plan.deadline);
+        // Whatever could panic is done before the future is moved in (the fields are
+        // evaluated in order): the compiler then builds it in place rather than in a
+        // temporary that unwinding would have to drop.
+        let timers = Timers::new(limit);
         Attempts {
-            state: State::Called { future },
-            timers: Timers::new(limit),
+            timers,
             service,
             template,
             handle,
@@ -202,6 +205,7 @@ where
             classify,
             replay,
             hint,
+            state: State::Called { future },
         }
     }
 }
