@@ -153,7 +153,14 @@ impl CountWindow {
     pub fn record(&self, failure: bool, slow: bool) -> Counts {
         let code = slot_code(failure, slow);
         let index = self.slot_index(self.hot.cursor.fetch_add(1, Relaxed));
-        let old = self.slots[index].swap(code, Relaxed);
+        let slot = &self.slots[index];
+        // The steady state writes what the slot already holds (a success over a success):
+        // nothing changes, so neither the slot nor the totals take an atomic write. A
+        // record of a later lap racing for the slot swaps and accounts for its own change.
+        if slot.load(Relaxed) == code {
+            return unpack_count(self.hot.totals.load(Relaxed));
+        }
+        let old = slot.swap(code, Relaxed);
         let delta = slot_weight(code).wrapping_sub(slot_weight(old));
         unpack_count(
             self.hot

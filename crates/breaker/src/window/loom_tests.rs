@@ -29,3 +29,27 @@ fn loom_count_window_totals_match_slots() {
         assert_eq!(w.counts().calls, 2);
     });
 }
+
+/// A record that finds its code already in the slot writes nothing; a record of another
+/// lap racing it for the same slot still accounts for its own change.
+#[test]
+fn loom_an_unchanged_slot_and_a_racing_lap_keep_the_totals() {
+    loom::model(|| {
+        let w = Arc::new(CountWindow::new(1));
+        w.record(false, false);
+        let handles: Vec<_> = [(false, false), (true, false)]
+            .into_iter()
+            .map(|(f, s)| {
+                let w = w.clone();
+                thread::spawn(move || {
+                    w.record(f, s);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(w.counts(), w.slot_sum());
+        assert_eq!(w.counts().calls, 1);
+    });
+}
