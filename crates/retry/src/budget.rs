@@ -20,7 +20,7 @@
 use std::sync::Mutex;
 
 use tokio::time::Instant;
-use tower_prism_core::internal::nanos;
+use tower_prism_core::internal::{nanos, Divisor};
 use tower_prism_core::sync::{Arc, AtomicBool, AtomicI64, AtomicU64, Ordering};
 use tower_prism_core::{Clock, HealthReader, HealthSignal, TimeSource};
 
@@ -82,7 +82,8 @@ struct Inner {
     reserve: AtomicI64,
     unhealthy: AtomicBool,
     enabled: AtomicBool,
-    slot_nanos: u64,
+    /// The slot width in nanoseconds (a clock reading is divided by it on every call).
+    slot_nanos: Divisor,
     /// Where epochs are read ([`Clock::Auto`]: the CPU's counter, or tokio's clock when
     /// it is paused at the first reading).
     time: TimeSource,
@@ -143,7 +144,7 @@ impl RetryBudget {
     }
 
     fn build(config: &BudgetConfig, health: Option<&HealthSignal>) -> Self {
-        let slot_nanos = (nanos(config.window) / SLOTS as u64).max(1);
+        let slot_nanos = Divisor::new(nanos(config.window) / SLOTS as u64);
         let inner = Inner {
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
             deposit: AtomicI64::new(0),
@@ -185,7 +186,7 @@ impl RetryBudget {
             _ => RETRY,
         };
         i.unhealthy_cost.store(cost.max(RETRY), Ordering::Relaxed);
-        let window_secs = (i.slot_nanos * SLOTS as u64) as f64 / 1e9;
+        let window_secs = (i.slot_nanos.get() * SLOTS as u64) as f64 / 1e9;
         let reserve = f64::from(config.min_per_second) * window_secs * RETRY as f64;
         i.reserve
             .store(reserve.min(BALANCE_MAX as f64) as i64, Ordering::Relaxed);
@@ -205,13 +206,13 @@ impl RetryBudget {
     /// The current epoch (slot number).
     #[inline]
     fn epoch(&self) -> u64 {
-        self.inner.time.now() / self.inner.slot_nanos
+        self.inner.slot_nanos.divide(self.inner.time.now())
     }
 
     /// The epoch at a tokio reading the caller has (read anew on the counter).
     #[inline]
     fn epoch_of_instant(&self, now: Instant) -> u64 {
-        self.inner.time.at(now) / self.inner.slot_nanos
+        self.inner.slot_nanos.divide(self.inner.time.at(now))
     }
 
     /// Records a first attempt: earns `ratio` of a retry for one window.

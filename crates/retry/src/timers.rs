@@ -36,6 +36,7 @@ pin_project! {
 
 impl Timers {
     /// Timers for a first attempt that times out after `limit`, if given.
+    #[inline]
     pub(crate) fn new(limit: Option<Duration>) -> Self {
         let attempt = limit.map(|limit| Instant::now() + limit);
         Timers {

@@ -3,6 +3,7 @@
 //! can use one copy instead of four.
 
 pub mod attempt;
+mod divisor;
 pub mod reading;
 mod ready_call;
 mod retry_after;
@@ -11,6 +12,7 @@ pub mod route;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+pub use divisor::Divisor;
 pub use ready_call::ReadyCall;
 pub use retry_after::{parse_retry_after, response_retry_after, MAX_RETRY_AFTER_LEN};
 

@@ -16,7 +16,7 @@ fn budget(ratio: f64) -> RetryBudget {
         reserve: AtomicI64::new(0),
         unhealthy: AtomicBool::new(false),
         enabled: AtomicBool::new(true),
-        slot_nanos: 1_000_000_000,
+        slot_nanos: Divisor::new(1_000_000_000),
         time: TimeSource::new(Clock::Tokio),
         health: None,
     };
