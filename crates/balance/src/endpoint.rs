@@ -305,10 +305,13 @@ impl EndpointState {
     #[inline]
     pub(crate) fn complete(&self, outcome: Outcome, started: Moment) {
         let now = self.policy.now();
-        let latency = started.elapsed_to(now);
+        // In nanoseconds as a u64: a `Duration`'s 128-bit nanoseconds cost a software
+        // conversion to f64, and its milliseconds a 128-bit division.
+        let latency_ns = started.nanos_to(now);
+        let latency = Duration::from_nanos(latency_ns);
         let now_ms = self.policy.ms_of(now);
         let decay = self.policy.decay_ms();
-        self.ewma.observe(latency.as_nanos() as f64, now_ms, decay);
+        self.ewma.observe(latency_ns as f64, now_ms, decay);
         let failure = outcome.is_failure();
         if failure {
             self.failures.fetch_add(1, Ordering::Relaxed);
@@ -328,8 +331,7 @@ impl EndpointState {
         }
         // derived from the latency already measured: a second `Instant` subtraction per
         // call would cost as much as the clock reading
-        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
-        let started_ms = now_ms.saturating_sub(latency_ms);
+        let started_ms = now_ms.saturating_sub(latency_ns / 1_000_000);
         if !failure {
             self.policy.peers.note_success(started_ms);
         }

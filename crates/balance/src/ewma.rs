@@ -42,10 +42,15 @@ impl PeakEwma {
         let mut current = self.state.load(Ordering::Relaxed);
         loop {
             let (cost, at) = unpack(current);
+            let elapsed = elapsed_ms(now_ms, at);
             let next = if rtt_ns > cost {
                 rtt_ns
+            } else if elapsed <= 0.0 {
+                // In the millisecond of the last sample the weight is exactly 1: the
+                // estimate stands, with no `exp` and no write.
+                return;
             } else {
-                let w = (-elapsed_ms(now_ms, at) / decay_ms).exp();
+                let w = (-elapsed / decay_ms).exp();
                 cost * w + rtt_ns * (1.0 - w)
             };
             match self.state.compare_exchange_weak(

@@ -100,6 +100,16 @@ impl Moment {
             _ => std::time::Duration::ZERO,
         }
     }
+
+    /// [`elapsed_to`](Self::elapsed_to) in nanoseconds (saturating at `u64::MAX`): on the
+    /// counter a subtraction, without the 128-bit arithmetic of a `Duration`.
+    #[inline]
+    pub fn nanos_to(self, later: Moment) -> u64 {
+        match (self, later) {
+            (Moment::Nanos(a), Moment::Nanos(b)) => b.saturating_sub(a),
+            _ => u64::try_from(self.elapsed_to(later).as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
 }
 
 /// A time base: nanoseconds since it was made, read from the chosen [`Clock`].
