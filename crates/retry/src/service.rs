@@ -114,11 +114,14 @@ where
         let mut hedge = shared.settings.hedge();
         // The deadline a deadline stage above is calling us under, if any.
         let deadline = RequestDeadline::current();
-        // One clock read, and only when the budget or a deadline needs it.
-        let budget = shared.budget.earns_per_attempt();
-        let started = (budget || shared.settings.has_max_elapsed()).then(Instant::now);
-        if let (true, Some(now)) = (budget, started) {
-            shared.budget.deposit_at_instant(now);
+        // Tokio's clock only for `max_elapsed` (its deadline is a tokio instant); the budget
+        // alone reads its own, cheaper, clock.
+        let started = shared.settings.has_max_elapsed().then(Instant::now);
+        if shared.budget.earns_per_attempt() {
+            match started {
+                Some(now) => shared.budget.deposit_at_instant(now),
+                None => shared.budget.deposit(),
+            }
         }
         let backup = if max_attempts > 1 || hedge.max_hedged > 0 {
             engaged.replay.replay(&req)
