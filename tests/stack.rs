@@ -187,10 +187,11 @@ async fn overload_is_shed_at_the_configured_rate() {
 
 /// `clock = "tsc"` from a config file reaches the running limiter: with tokio's clock
 /// paused and advanced two minutes, a TSC limiter (1 per minute, burst 3) has not refilled,
-/// where the same policy on the default clock has.
+/// where the same policy on tokio's clock, or on the default one (which finds tokio's clock
+/// paused at its first reading), has.
 #[tokio::test(start_paused = true)]
 async fn a_policy_can_put_its_limiter_on_the_tsc_clock() {
-    for (clock, refilled) in [("tokio", 2), ("tsc", 0)] {
+    for (clock, refilled) in [("tokio", 2), ("tsc", 0), ("auto", 2)] {
         let config = ReliabilityConfig::from_toml(&format!(
             "[policy.api.rate_limit]\nrate = 1\nperiod = \"1m\"\nburst = 3\nclock = \"{clock}\"\n"
         ))
@@ -362,5 +363,42 @@ async fn balancer_failures_slow_the_adaptive_limiter_through_the_health_signal()
     assert!(
         back > cut,
         "healthy calls let the rate rise again: {cut} -> {back}"
+    );
+}
+
+/// The stages share one counter reading per poll, taken lazily: the breaker's reading at a
+/// call's end comes after the inner service's work in that same poll, not before it. An
+/// inner future that works 3 ms on the CPU before answering is timed as at least that
+/// long, so one such call opens a breaker that counts calls over 1 ms as slow. (Real time,
+/// and the default clock on it: the counter; the work only bounds the measure from below.)
+#[tokio::test]
+async fn a_shared_clock_reading_is_taken_after_the_inner_work_of_its_poll() {
+    let config = ReliabilityConfig::from_toml(
+        r#"
+        [policy.api.circuit_breaker]
+        window = { type = "count", size = 1 }
+        minimum_calls = 1
+        slow_call_duration = "1ms"
+        slow_call_rate_threshold = 1.0
+        wait_duration = "1m"
+        "#,
+    )
+    .unwrap();
+    let layer = ReliabilityLayer::from_config(&config, "api").unwrap();
+    let service = layer.layer(service_fn(|_: ()| {
+        std::future::poll_fn(|_| {
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_millis(3) {
+                std::hint::spin_loop();
+            }
+            std::task::Poll::Ready(Ok::<_, BoxError>(()))
+        })
+    }));
+    service.clone().oneshot(()).await.unwrap();
+    let refused = service.clone().oneshot(()).await.unwrap_err();
+    assert_eq!(
+        Error::from_box(refused).kind(),
+        ErrorKind::CircuitOpen,
+        "the 3 ms call was timed as slow"
     );
 }
