@@ -249,11 +249,12 @@ mod tests {
         assert!(bucket.try_acquire(0, 3).is_err());
     }
 
-    /// On `Clock::Tsc` the bucket time is the counter's nanoseconds since the limiter
-    /// started (quanta's `delta_as_nanos`, which returns 0 rather than wrapping when the
-    /// counter reads behind the epoch). A long real sleep cannot be tested, so the arithmetic
-    /// is, with huge jumps and readings that go backwards: nothing panics or wraps, a jump
-    /// banks no more than the burst, and a reading from the past is never admitted early.
+    /// On the counter (`Clock::Tsc`, and `Clock::Auto` outside paused time) the bucket time
+    /// is the counter's nanoseconds since the limiter started (quanta's `delta_as_nanos`,
+    /// which returns 0 rather than wrapping when the counter reads behind the epoch). A long
+    /// real sleep cannot be tested, so the arithmetic is, with huge jumps and readings that
+    /// go backwards: nothing panics or wraps, a jump banks no more than the burst, and a
+    /// reading from the past is never admitted early.
     #[test]
     fn huge_time_jumps_and_backward_readings_saturate_instead_of_wrapping() {
         let q = quota(100, 3);

@@ -151,7 +151,8 @@ impl RateLimiter {
     }
 
     /// The bucket time (nanoseconds since the epoch, on the limiter's clock) at a tokio
-    /// reading the caller already has; with [`Clock::Tsc`], the counter is read anew.
+    /// reading the caller already has; on the counter (`Clock::Tsc`, or `Clock::Auto` outside
+    /// paused time) the counter is read anew.
     #[inline]
     pub(crate) fn since_epoch(&self, now: Instant) -> u64 {
         self.shared.time.at(now)
