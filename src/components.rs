@@ -147,13 +147,6 @@ pub(crate) type RetryLayer<P> = tower_prism_retry::RetryLayer<
     <P as Profile>::Replay,
     <P as Profile>::Hint,
 >;
-/// The retry stage's service.
-pub type RetryService<S, P> = tower_prism_retry::Retry<
-    S,
-    <P as Profile>::Classify,
-    <P as Profile>::Replay,
-    <P as Profile>::Hint,
->;
 
 pub(crate) fn validate_retry(config: &RetryConfig) -> Result<(), ConfigError> {
     config.validate()

@@ -2,6 +2,7 @@
 //! balance stages classify results and replay requests the right way, the deadline stage
 //! finds a request's deadline and the fault stage builds a status answer.
 
+use crate::retry_kind::{NoRetries, Retries, RetryKind};
 use tower_prism_core::ConfigError;
 use tower_prism_core::{DefaultClassifier, GrpcClassifier, GrpcCode, GrpcCodes, HttpClassifier};
 use tower_prism_deadline::{AnyRequest, HttpRequest};
@@ -47,6 +48,10 @@ pub trait Profile: Clone + Send + Sync + 'static {
     /// ([`RateHeaders`](crate::limit::rate::RateHeaders)): [`NoHeaders`], or
     /// [`HttpHeaders`] (rate-limit headers, and rejections an HTTP 429 can describe).
     type RateHeaders: Send + Sync + 'static;
+    /// Whether the stack has a retry stage: [`Retries`], or [`NoRetries`] for a profile
+    /// that cannot replay its requests (its stack then carries no retry state at all; pair
+    /// it with [`can_retry`](Self::can_retry) returning `false`).
+    type Retries: RetryKind;
 
     /// The classifier.
     fn classify(&self) -> Self::Classify;
@@ -91,6 +96,7 @@ impl Profile for Generic {
     type FaultStatus = NoStatus;
     type RateKey = Unkeyed;
     type RateHeaders = NoHeaders;
+    type Retries = Retries;
     fn classify(&self) -> DefaultClassifier {
         DefaultClassifier
     }
@@ -130,6 +136,7 @@ impl<C: Clone + Send + Sync + 'static> Profile for Classified<C> {
     type FaultStatus = NoStatus;
     type RateKey = Unkeyed;
     type RateHeaders = NoHeaders;
+    type Retries = Retries;
     fn classify(&self) -> C {
         self.0.clone()
     }
@@ -174,6 +181,7 @@ impl Profile for Http {
     type FaultStatus = EmptyHttpBody;
     type RateKey = HttpKey;
     type RateHeaders = HttpHeaders;
+    type Retries = Retries;
     fn classify(&self) -> HttpClassifier {
         HttpClassifier
     }
@@ -228,6 +236,7 @@ impl Profile for HttpServer {
     type FaultStatus = EmptyHttpBody;
     type RateKey = HttpKey;
     type RateHeaders = HttpHeaders;
+    type Retries = NoRetries;
     fn classify(&self) -> HttpClassifier {
         HttpClassifier
     }
@@ -309,6 +318,7 @@ impl Profile for Grpc {
     type FaultStatus = HttpStatus;
     type RateKey = HttpKey;
     type RateHeaders = NoHeaders;
+    type Retries = Retries;
     fn classify(&self) -> GrpcClassifier {
         self.classify
     }
@@ -351,6 +361,7 @@ impl Profile for GrpcServer {
     type FaultStatus = HttpStatus;
     type RateKey = HttpKey;
     type RateHeaders = NoHeaders;
+    type Retries = NoRetries;
     fn classify(&self) -> GrpcClassifier {
         GrpcClassifier::new()
     }

@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::profile::{Generic, Profile};
-use crate::stack::{self, Stack, Stacked};
+use crate::stack::{self, Stack, StackClone, Stacked};
 
 /// The service a [`ReliabilityLayer`](crate::ReliabilityLayer) makes: every configured
 /// stage over `S` (with the balance stage, `S` is the balancer), in the fixed order. A
@@ -45,10 +45,10 @@ impl<S, P: Profile> Reliability<S, P> {
     }
 }
 
-impl<S: Clone, P: Profile> Clone for Reliability<S, P> {
+impl<S: StackClone<P>, P: Profile> Clone for Reliability<S, P> {
     fn clone(&self) -> Self {
         Reliability {
-            inner: self.inner.clone(),
+            inner: S::clone_stack(&self.inner),
         }
     }
 }

@@ -17,17 +17,18 @@ use tower_service::Service;
 
 use crate::components::{
     BreakerService, ConcurrencyService, DeadlineService, FaultService, PropagateService,
-    RateLimitService, RetryService,
+    RateLimitService,
 };
 use crate::profile::Profile;
+use crate::retry_kind::RetryKind;
 
 /// The fault stage over the inner service; it boxes the inner service's errors, so every
 /// stage above sees [`BoxError`].
 pub type FaultStage<S, P> = FaultService<S, P>;
 /// The stage writing each retry attempt's deadline, over [`FaultStage`].
 pub type PropagateStage<S, P> = PropagateService<FaultStage<S, P>, P>;
-/// The retry stage over [`PropagateStage`].
-pub type RetryStage<S, P> = RetryService<PropagateStage<S, P>, P>;
+/// The retry stage over [`PropagateStage`] (none, for a profile whose stack has none).
+pub type RetryStage<S, P> = <<P as Profile>::Retries as RetryKind>::Stage<PropagateStage<S, P>, P>;
 /// The breaker stage over [`RetryStage`].
 pub type BreakerStage<S, P> = BreakerService<RetryStage<S, P>, P>;
 /// The deadline stage over [`BreakerStage`].
@@ -43,7 +44,7 @@ pub(crate) fn inner<S, P: Profile>(stack: &Stack<S, P>) -> &S {
     let deadline = concurrency.get_ref();
     let breaker = deadline.get_ref();
     let retry = breaker.get_ref();
-    let propagate = retry.get_ref();
+    let propagate = P::Retries::get_ref::<_, P>(retry);
     let fault = propagate.get_ref();
     fault.get_ref()
 }
@@ -54,7 +55,7 @@ pub(crate) fn inner_mut<S, P: Profile>(stack: &mut Stack<S, P>) -> &mut S {
     let deadline = concurrency.get_mut();
     let breaker = deadline.get_mut();
     let retry = breaker.get_mut();
-    let propagate = retry.get_mut();
+    let propagate = P::Retries::get_mut::<_, P>(retry);
     let fault = propagate.get_mut();
     fault.get_mut()
 }
@@ -65,7 +66,7 @@ pub(crate) fn into_inner<S, P: Profile>(stack: Stack<S, P>) -> S {
     let deadline = concurrency.into_inner();
     let breaker = deadline.into_inner();
     let retry = breaker.into_inner();
-    let propagate = retry.into_inner();
+    let propagate = P::Retries::into_inner::<_, P>(retry);
     let fault = propagate.into_inner();
     fault.into_inner()
 }
@@ -101,5 +102,23 @@ where
     #[inline]
     fn call(stack: &mut Stack<S, P>, req: Req) -> Self::Future {
         stack.call(req)
+    }
+}
+
+/// That a [`Stack`] over `Self` can be cloned (its every stage can), stated on the inner
+/// service for the same reason as [`Stacked`]: a stack without a retry stage has none to
+/// clone, so the bound depends on the profile.
+pub trait StackClone<P: Profile>: Sized {
+    /// A clone of `stack`: its clones share every stage's state.
+    fn clone_stack(stack: &Stack<Self, P>) -> Stack<Self, P>;
+}
+
+impl<S, P: Profile> StackClone<P> for S
+where
+    Stack<S, P>: Clone,
+{
+    #[inline]
+    fn clone_stack(stack: &Stack<S, P>) -> Stack<S, P> {
+        stack.clone()
     }
 }

@@ -11,12 +11,13 @@ use tower_prism_core::{ConfigError, HealthSignal};
 use crate::components::{
     self as c, BalanceConfig, BreakerLayer, BreakerService, ConcurrencyLayer, ConcurrencyService,
     DeadlineLayer, DeadlineService, FaultLayer, FaultService, PropagateService, RateLimitLayer,
-    RateLimitService, ReloadBalancer, RetryLayer, RetryService,
+    RateLimitService, ReloadBalancer, RetryLayer,
 };
 use crate::config::PolicyConfig;
 use crate::fallback::FallbackLayer;
 use crate::names::check_policy_name;
 use crate::profile::Profile;
+use crate::retry_kind::RetryKind;
 use crate::snapshot::Snapshot;
 use crate::stack::{FaultStage, Stack};
 
@@ -173,10 +174,7 @@ impl<P: Profile> Stages<P> {
             (Some(deadline), Some(_)) => deadline.propagate_layer().layer(fault),
             _ => PropagateService::<_, P>::pass_through(fault),
         };
-        let retry = match &self.retry {
-            Some(layer) => layer.layer(propagate),
-            None => RetryService::<_, P>::pass_through(propagate),
-        };
+        let retry = P::Retries::stage::<_, P>(self.retry.as_ref(), propagate);
         let breaker = match &self.breaker {
             Some(layer) => layer.layer(retry),
             None => BreakerService::<_, P>::pass_through(retry),
