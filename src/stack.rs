@@ -7,7 +7,10 @@
 //! Every stage is always there: one the policy does not configure is its own service in
 //! pass-through mode (one branch per call). Not `tower::util::Either`: the future of an
 //! `Either` names the stack below it twice, so each optional stage doubled the size of the
-//! stack's type, and with eight stages the compiler ran out of memory.
+//! stack's type, and with eight stages the compiler ran out of memory. The one exception is
+//! decided by the profile, not the policy: a profile that cannot retry (a server's) has no
+//! retry stage at all ([`RetryKind`]), since a pass-through retry stage would still carry
+//! the retry's call state in every call's future.
 
 use std::future::Future;
 use std::task::{Context, Poll};
