@@ -5,6 +5,7 @@
 //! at a time; under concurrency a reader may briefly see a torn total (one writer's slot
 //! swap applied before another's), which [`Counts::is_consistent`] detects and callers skip.
 
+use tower_prism_core::internal::Divisor;
 use tower_prism_core::sync::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Calls, failures and slow calls in a window.
@@ -228,7 +229,8 @@ fn unpack_time(word: u64) -> Counts {
 #[derive(Debug)]
 pub struct TimeWindow {
     buckets: Box<[AtomicU64]>,
-    width_nanos: u64,
+    /// The slice width in nanoseconds (every record divides a reading by it).
+    width_nanos: Divisor,
     /// The latest epoch recorded (+1; 0 = none), to spot a window left idle for a whole
     /// window length, whose stale buckets are cleared.
     latest: AtomicU64,
@@ -239,7 +241,7 @@ impl TimeWindow {
     pub fn new(width_nanos: u64, buckets: u32) -> Self {
         TimeWindow {
             buckets: (0..buckets.max(1)).map(|_| AtomicU64::new(0)).collect(),
-            width_nanos: width_nanos.max(1),
+            width_nanos: Divisor::new(width_nanos),
             latest: AtomicU64::new(0),
         }
     }
@@ -250,7 +252,7 @@ impl TimeWindow {
 
     /// Records one call at `now_nanos` and returns the window's counts after it.
     pub fn record(&self, failure: bool, slow: bool, now_nanos: u64) -> Counts {
-        let epoch = now_nanos / self.width_nanos;
+        let epoch = self.width_nanos.divide(now_nanos);
         let len = self.len();
         let mut latest = self.latest.load(Relaxed);
         while latest <= epoch {
@@ -304,7 +306,7 @@ impl TimeWindow {
 
     /// The counts of the buckets inside the window at `now_nanos`.
     pub fn counts(&self, now_nanos: u64) -> Counts {
-        let epoch = now_nanos / self.width_nanos;
+        let epoch = self.width_nanos.divide(now_nanos);
         let latest = self.latest.load(Relaxed);
         if latest == 0 || latest + self.len() <= epoch + 1 {
             return Counts::default(); // nothing recorded within the last window
