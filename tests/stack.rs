@@ -402,3 +402,45 @@ async fn a_shared_clock_reading_is_taken_after_the_inner_work_of_its_poll() {
         "the 3 ms call was timed as slow"
     );
 }
+
+/// A server profile's stack has no retry stage, not one passing calls through: its response
+/// future carries no retry call state (attempts, timers, the request kept for replay), which
+/// every request would otherwise build and copy. Same stages, same requests: the server's
+/// future is smaller than the HTTP client's by at least the request kept for replay and a
+/// timer (with a pass-through retry stage it was 1,144 bytes to the client's 1,416).
+#[test]
+fn a_server_stack_carries_no_retry_state() {
+    use tower::Service;
+    let rate = || RateLimitConfig::new(1_000, Duration::from_secs(1));
+    let breaker = tower_prism::breaker::BreakerConfig::default;
+    let server_layer = ReliabilityLayer::builder()
+        .http_server()
+        .name("sizes")
+        .rate_limit(rate())
+        .circuit_breaker(breaker())
+        .build()
+        .unwrap();
+    let client_layer = ReliabilityLayer::builder()
+        .http()
+        .name("sizes")
+        .rate_limit(rate())
+        .circuit_breaker(breaker())
+        .build()
+        .unwrap();
+    let mut server = server_layer.layer(service_fn(|_: http::Request<String>| async {
+        Ok::<_, BoxError>(http::Response::new(String::new()))
+    }));
+    let server_size = std::mem::size_of_val(&server.call(http::Request::new(String::new())));
+    type Body = tower_prism::retry::ReplayBody<String>;
+    let mut client = client_layer.layer(service_fn(|_: http::Request<Body>| async {
+        Ok::<_, BoxError>(http::Response::new(String::new()))
+    }));
+    let request = tower_prism::retry::replayable(http::Request::new(String::new()), 1024);
+    let client_size = std::mem::size_of_val(&client.call(request));
+    let replay_and_timer =
+        std::mem::size_of::<http::Request<String>>() + std::mem::size_of::<tokio::time::Sleep>();
+    assert!(
+        server_size + replay_and_timer <= client_size,
+        "server {server_size} bytes, client {client_size}"
+    );
+}
