@@ -5,10 +5,11 @@
 //!
 //! A key is its hash (from the limiter's randomly keyed hasher), never the key itself, so a
 //! key costs the same whatever its length: one table slot (two `u64`s, the table at most
-//! 7/8 full) and one place in its shard's filing order (two `u64`s), about 35-70 bytes per
-//! tracked key in all. A key whose bucket is full again (its TAT is not in the future)
-//! holds no information: dropping it loses nothing, and it is the only kind of key ever
-//! dropped. A limited key is never forgotten, so minting fresh keys cannot reset one.
+//! 7/8 full) and one place in its shard's filing order (two `u64`s and a flag, 24 bytes),
+//! about 40-85 bytes per tracked key in all. A key whose bucket is full again (its TAT is
+//! not in the future) holds no rate state: it is the only kind of key ever dropped (what
+//! dropping it loses is that the key was seen: see the cap below). A limited key is never
+//! forgotten, so minting fresh keys cannot reset one.
 //!
 //! # Work per admission
 //!
@@ -17,28 +18,40 @@
 //! a key that must stay is filed again at the back), and, at the cap, when its shard holds
 //! well under its share of the cap (the cap was lowered far below what the map was built
 //! for), at no more than [`PROBES`] more in the other shards (from the next one in turn,
-//! each under its own lock, one at a time). Below the cap it drops the keys it finds idle for the idle timeout; at the cap, the
-//! first key it finds full, whose slot it then takes. Nothing on the admit path walks a
-//! whole shard: [`KeyedBuckets::evict_idle`] does, but only when called.
+//! each under its own lock, one at a time). Below the cap it drops the keys it finds idle
+//! for the idle timeout; at the cap, the first key it finds full that never came back (or
+//! idle), whose slot it then takes. Nothing on the admit path walks a whole shard:
+//! [`KeyedBuckets::evict_idle`] does, but only when called.
 //!
-//! # New keys when every slot holds a limited key: the overflow bucket
+//! # New keys at the cap: the overflow bucket
 //!
-//! A new key that finds no slot (the map is at `max_keys` and the keys it looked at are all
-//! still limited) draws from one overflow bucket shared by every untracked key, of the same
-//! shape as a key's bucket. This is the default bucket of Envoy's local rate limit
-//! (requests matching no descriptor share it), and what a governor user would expect from
-//! a bounded keyed limiter:
-//! - evicting a limited key instead (what this map did before) hands a client that can mint
-//!   keys a fresh bucket of its own, so a flood of fresh keys resets the limit it should
-//!   meet;
-//! - refusing every new key would lock out new clients until some tracked bucket refills,
-//!   so a flood of fresh keys would deny service to everyone new;
-//! - admitting them without a limit would let the flood itself through unlimited.
+//! Below the cap a new key gets a bucket of its own at once, as in governor's keyed
+//! limiter. The cap is reached when keys arrive faster than the table forgets idle ones:
+//! more clients than it was sized for, or one client minting keys to dodge its limit. From
+//! there a key the table has not seen is remembered (in the slot of a full key seen only
+//! once, or of an idle one: keys that came back stay until they are idle, so one-off keys
+//! churn among themselves), but its first request draws from one overflow bucket, of the
+//! same shape as a key's bucket, shared by every key seen for the first time; from its
+//! second request on, it has its own bucket. When no slot can be freed (the keys looked
+//! at are all limited, or came back and are not idle), the request draws from the overflow
+//! bucket and the key is not remembered.
 //!
-//! With the overflow bucket, keys beyond the cap get one key's rate between them, tracked
-//! keys keep their state, and new keys get their own buckets again as soon as tracked
-//! buckets refill (at most one tolerance after their last admission). A refund to an
-//! untracked key is dropped (the overflow bucket keeps the token): it errs on the strict side.
+//! The overflow bucket is the default bucket of Envoy's local rate limit (requests matching
+//! no descriptor share it). Why first requests at the cap share it:
+//! - handing each unseen key a fresh bucket (what this map did before) lets a client that
+//!   mints keys through at its own rate whatever the per-key limit, and its fresh keys
+//!   churn the table, so the well-behaved clients' keys are forgotten too;
+//! - refusing every unseen key would lock out new clients until some tracked bucket
+//!   refills, so a flood of fresh keys would deny service to everyone new;
+//! - a client that comes back is told apart from a minted key by coming back: it loses at
+//!   most its first request to the flood, and once back it keeps its slot until idle.
+//!
+//! With the overflow bucket, a key minted per request gets one key's rate between all of
+//! them, tracked keys keep their state, and a limited key is never dropped. A client that
+//! mints keys and reuses each one gets a bucket per key it manages to have remembered, up
+//! to `max_keys` in all: key on something a client cannot mint, or add an unkeyed limit. A
+//! refund to a request that drew from the overflow bucket is dropped (the overflow bucket
+//! keeps the token): it errs on the strict side.
 
 mod shard;
 mod table;
@@ -52,7 +65,7 @@ use std::sync::{Mutex, MutexGuard};
 use tower_prism_core::sync::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::bucket::{self, Denied, Quota};
-use shard::Shard;
+use shard::{Evict, Shard};
 
 /// Shards of a large map: enough that two cores rarely wait for one another.
 const MAX_SHARDS: usize = 16;
@@ -70,6 +83,17 @@ pub(crate) const PROBES: usize = 4;
 /// The most keys one admission looks at (its own shard, then others at the cap).
 #[cfg(all(test, not(loom)))]
 pub(crate) const MAX_EXAMINED: usize = 2 * PROBES;
+
+/// Where a new key's slot came from.
+enum Room {
+    /// A free slot below the cap: the key's first request draws from its own bucket.
+    BelowCap,
+    /// A slot at the cap, freed by dropping a key: the key is remembered, but its first
+    /// request draws from the overflow bucket.
+    AtCap,
+    /// No slot: the request draws from the overflow bucket and the key is not remembered.
+    None,
+}
 
 /// Buckets by key hash, capped at `max_keys`, with an overflow bucket for keys beyond.
 pub(crate) struct KeyedBuckets {
@@ -168,9 +192,17 @@ impl KeyedBuckets {
             // Still full (a free request): nothing worth remembering.
             return Ok(bucket::tokens_at(new_tat, now, quota));
         }
-        if self.make_room(&mut shard, now) {
-            shard.track(key, new_tat);
-            return Ok(bucket::tokens_at(new_tat, now, quota));
+        match self.make_room(&mut shard, now) {
+            Room::BelowCap => {
+                shard.track(key, new_tat);
+                return Ok(bucket::tokens_at(new_tat, now, quota));
+            }
+            Room::AtCap => {
+                shard.track(key, now);
+                drop(shard);
+                return self.take_overflow(now, weight, quota);
+            }
+            Room::None => {}
         }
         // Another shard is worth a look only if this one holds well under its share of the
         // cap: after the cap was lowered far below what the map was built for. Shards
@@ -181,45 +213,56 @@ impl KeyedBuckets {
         if light && self.free_elsewhere(own, now) {
             let mut shard = lock(&self.shards[own]);
             if let Some(tat) = shard.tat_mut(key) {
-                // Tracked by a racing request meanwhile.
+                // Tracked by a racing request meanwhile: the slot freed is not needed.
+                self.release(1);
                 return take(tat, now, weight, quota);
             }
-            if self.reserve() {
-                shard.track(key, new_tat);
-                return Ok(bucket::tokens_at(new_tat, now, quota));
-            }
+            shard.track(key, now);
         }
         self.take_overflow(now, weight, quota)
     }
 
-    /// Drops what may go from the front of `shard` (idle keys below the cap, full ones at
-    /// it) and reserves a slot for a new key; returns whether it got one.
-    fn make_room(&self, shard: &mut Shard, now: u64) -> bool {
+    /// Drops what may go from the front of `shard` (idle keys below the cap; at it, full
+    /// keys that never came back, and idle ones) and reserves a slot for a new key.
+    fn make_room(&self, shard: &mut Shard, now: u64) -> Room {
         let max = self.max_keys.load(Ordering::Relaxed);
         let count = self.len();
-        let dropped = if count < max {
-            match now.checked_sub(self.idle_nanos) {
-                Some(idle_by) => shard.drop_front(idle_by, PROBES, PROBES),
+        if count < max {
+            let dropped = match now.checked_sub(self.idle_nanos) {
+                Some(idle_by) => shard.drop_front(Evict::Idle { idle_by }, PROBES, PROBES),
                 None => 0,
+            };
+            if dropped == 0 {
+                return if self.reserve() {
+                    Room::BelowCap
+                } else {
+                    Room::None
+                };
             }
-        } else {
-            // Two when the cap was lowered below the count, so that it comes down.
-            let want = if count > max { 2 } else { 1 };
-            shard.drop_front(now, PROBES, want)
-        };
-        if dropped == 0 || count > max {
-            self.release(dropped);
-            return self.reserve();
+            // The new key takes one of the slots just freed (the count does not grow by
+            // it): one atomic update at most instead of two.
+            self.release(dropped - 1);
+            return Room::BelowCap;
         }
-        // The new key takes one of the slots just freed (the count does not grow by it):
-        // one atomic update at most instead of two.
-        self.release(dropped - 1);
-        true
+        // Two when the cap was lowered below the count, so that it comes down.
+        let want = if count > max { 2 } else { 1 };
+        let dropped = shard.drop_front(self.at_cap(now), PROBES, want);
+        if dropped == 1 && count == max {
+            return Room::AtCap;
+        }
+        self.release(dropped);
+        if self.reserve() {
+            Room::AtCap
+        } else {
+            Room::None
+        }
     }
 
-    /// Looks for a full key in the other shards, starting at the next one in turn, one
-    /// lock at a time, looking at no more than [`PROBES`] keys in all (an empty shard costs
-    /// only its lock); returns whether one was dropped.
+    /// Looks for a key that may go at the cap in the other shards, starting at
+    /// the next one in turn, one lock at a time, looking at no more than [`PROBES`] keys in
+    /// all (an empty shard costs only its lock); returns whether one was dropped, its slot
+    /// then reserved for the caller (the count never dips, so no racing key takes the slot
+    /// as one below the cap).
     fn free_elsewhere(&self, own: usize, now: u64) -> bool {
         let shards = self.shards.len();
         let start = self.next_shard.fetch_add(1, Ordering::Relaxed);
@@ -231,10 +274,10 @@ impl KeyedBuckets {
             }
             let mut shard = lock(&self.shards[index]);
             let looked = shard.len().min(budget);
-            let dropped = shard.drop_front(now, looked, 1);
+            let dropped = shard.drop_front(self.at_cap(now), looked, 1);
             drop(shard);
             if dropped > 0 {
-                self.release(dropped);
+                self.release(dropped - 1);
                 return true;
             }
             budget -= looked;
@@ -243,6 +286,14 @@ impl KeyedBuckets {
             }
         }
         false
+    }
+
+    /// What may go at the cap at `now`.
+    fn at_cap(&self, now: u64) -> Evict {
+        Evict::AtCap {
+            now,
+            idle_by: now.checked_sub(self.idle_nanos),
+        }
     }
 
     /// Counts a new key in, if the cap allows.

@@ -87,21 +87,32 @@ async fn fresh_keys_at_a_cap_of_limited_keys_share_the_overflow_bucket() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_full_key_gives_its_slot_to_a_fresh_key() {
+async fn a_full_key_gives_its_slot_to_a_fresh_key_whose_first_request_shares_the_overflow() {
     let limiter = limiter(10, 2, 8);
     for n in 0..8u32 {
         limiter.try_acquire_key(&n, 2).unwrap();
     }
-    // 200 ms later every tracked bucket is full again: forgetting them loses nothing, and
-    // fresh keys get buckets of their own (two tokens each, not two between them).
+    // 200 ms later every tracked bucket is full again and unused since: fresh keys take
+    // their slots, but at the cap a key's first request draws from the overflow bucket
+    // (two tokens between them all): a key minted per request gets nothing more.
     tokio::time::advance(Duration::from_millis(200)).await;
+    limiter.try_acquire_key(&100u32, 2).unwrap();
+    for fresh in 101..108u32 {
+        retry_after(limiter.try_acquire_key(&fresh, 2));
+    }
+    assert_eq!(limiter.snapshot().keys, 8);
+    // Remembered, each fresh key that comes back has a bucket of its own (two tokens each).
     for fresh in 100..108u32 {
         limiter.try_acquire_key(&fresh, 2).unwrap();
     }
-    assert_eq!(limiter.snapshot().keys, 8);
     retry_after(limiter.try_acquire_key(&100u32, 1));
-    // A forgotten key was full, and is full again.
+    // The keys in use keep their slots; a forgotten key draws from the overflow bucket.
+    tokio::time::advance(Duration::from_millis(200)).await;
     limiter.try_acquire_key(&0u32, 2).unwrap();
+    retry_after(limiter.try_acquire_key(&1u32, 1));
+    for fresh in 100..108u32 {
+        limiter.try_acquire_key(&fresh, 2).unwrap();
+    }
 }
 
 /// A key is kept as its hash: a megabyte-long key is one map entry, limited like any

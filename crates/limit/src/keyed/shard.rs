@@ -8,17 +8,62 @@
 //! A TAT only grows while a key is tracked (a refund, which lowers it, is the exception and
 //! errs on the safe side: the key is kept a little longer), so a filed TAT still in the
 //! future proves the key may not go without looking it up in the table: a front full of
-//! limited keys costs a few sequential reads, not a few cache misses.
+//! limited keys costs a few sequential reads, not a few cache misses. For the same reason a
+//! TAT that moved since its filing proves the key was used again: the filing then notes
+//! that the key came back. At the cap a key that came back stays until it is idle (the
+//! segmented-LRU idea: keys on probation go first), so a flood of one-off keys churns
+//! only the keys seen once and cannot push out the clients that keep returning.
 
 use std::collections::VecDeque;
 
 use super::table::Table;
 
+/// A key's place in its shard's filing order.
+#[derive(Clone, Copy)]
+struct Filing {
+    key: u64,
+    /// The key's TAT when it was filed here.
+    tat: u64,
+    /// Whether the key was used again after its first admission, as far as the looks at
+    /// it so far have seen.
+    came_back: bool,
+}
+
+/// Which keys at the front of a shard may go.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Evict {
+    /// Below the cap: keys idle since `idle_by` (their buckets full since then).
+    Idle { idle_by: u64 },
+    /// At the cap: keys whose buckets are full at `now` and that never came back, and keys
+    /// idle since `idle_by` (`None`: none is idle yet).
+    AtCap { now: u64, idle_by: Option<u64> },
+}
+
+impl Evict {
+    /// Filed TATs after this are still limited: the key stays, whatever came of it.
+    fn full_by(self) -> u64 {
+        match self {
+            Evict::Idle { idle_by } => idle_by,
+            Evict::AtCap { now, .. } => now,
+        }
+    }
+
+    fn may_go(self, tat: u64, came_back: bool) -> bool {
+        let idle = |idle_by: u64| tat <= idle_by;
+        match self {
+            Evict::Idle { idle_by } => idle(idle_by),
+            Evict::AtCap { now, idle_by } => {
+                tat <= now && (!came_back || idle_by.is_some_and(idle))
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Shard {
     tats: Table,
-    /// Every tracked key and the TAT it was filed with, oldest filing first.
-    order: VecDeque<(u64, u64)>,
+    /// Every tracked key, oldest filing first.
+    order: VecDeque<Filing>,
     /// Keys looked at by [`Shard::drop_front`], for the tests that bound the work done.
     #[cfg(test)]
     pub(super) examined: u64,
@@ -40,49 +85,74 @@ impl Shard {
     /// Starts tracking `key` (not tracked yet) with `tat`, at the back of the order.
     pub(super) fn track(&mut self, key: u64, tat: u64) {
         self.tats.insert_new(key, tat);
-        self.order.push_back((key, tat));
+        self.order.push_back(Filing {
+            key,
+            tat,
+            came_back: false,
+        });
     }
 
-    /// Looks at up to `budget` keys at the front, drops those whose TAT is at or before
-    /// `full_by` (their buckets are full, so nothing is lost), and stops once `want` have
-    /// gone. A key that must stay moves to the back. Returns how many were dropped.
-    pub(super) fn drop_front(&mut self, full_by: u64, budget: usize, want: usize) -> usize {
+    /// Looks at up to `budget` keys at the front, drops those `rule` lets go, and stops
+    /// once `want` have gone. A key that stays moves to the back, noting whether it came
+    /// back. Returns how many were dropped.
+    pub(super) fn drop_front(&mut self, rule: Evict, budget: usize, want: usize) -> usize {
         let mut dropped = 0;
         for _ in 0..budget.min(self.order.len()) {
             if dropped == want {
                 break;
             }
-            let Some((key, filed)) = self.order.pop_front() else {
+            let Some(filing) = self.order.pop_front() else {
                 break;
             };
             #[cfg(test)]
             {
                 self.examined += 1;
             }
-            if filed > full_by {
-                self.order.push_back((key, filed));
+            if filing.tat > rule.full_by() {
+                self.order.push_back(filing);
                 continue;
             }
-            match self.tats.remove_if_by(key, full_by) {
-                Ok(()) => dropped += 1,
-                Err(Some(tat)) => self.order.push_back((key, tat)),
-                Err(None) => debug_assert!(false, "every key in the order is in the table"),
+            if self.look_at(filing, rule) {
+                dropped += 1;
             }
         }
         dropped
     }
 
-    /// Drops every key whose TAT is at or before `full_by`; returns how many went. O(n):
-    /// for an explicit sweep, never on the admit path.
-    pub(super) fn drop_all(&mut self, full_by: u64) -> usize {
+    /// Drops the key of `filing` if `rule` lets it go, or files it again at the back;
+    /// returns whether it went.
+    fn look_at(&mut self, filing: Filing, rule: Evict) -> bool {
+        let mut came_back = filing.came_back;
+        let looked = self.tats.remove_if(filing.key, |tat| {
+            came_back |= tat != filing.tat;
+            rule.may_go(tat, came_back)
+        });
+        match looked {
+            Ok(()) => true,
+            Err(Some(tat)) => {
+                self.order.push_back(Filing {
+                    key: filing.key,
+                    tat,
+                    came_back,
+                });
+                false
+            }
+            Err(None) => {
+                debug_assert!(false, "every key in the order is in the table");
+                false
+            }
+        }
+    }
+
+    /// Drops every key idle since `idle_by`; returns how many went. O(n): for an explicit
+    /// sweep, never on the admit path.
+    pub(super) fn drop_all(&mut self, idle_by: u64) -> usize {
         let before = self.len();
         for _ in 0..self.order.len() {
-            let Some((key, _)) = self.order.pop_front() else {
+            let Some(filing) = self.order.pop_front() else {
                 break;
             };
-            if let Err(Some(tat)) = self.tats.remove_if_by(key, full_by) {
-                self.order.push_back((key, tat));
-            }
+            self.look_at(filing, Evict::Idle { idle_by });
         }
         before - self.len()
     }

@@ -133,12 +133,16 @@ impl Table {
         Some(tat)
     }
 
-    /// Removes `key` if its TAT is at or before `full_by` (`Ok`); else leaves it and gives
-    /// its TAT (`Err(Some)`), or `Err(None)` if it is not here. One search for both.
-    pub(super) fn remove_if_by(&mut self, key: u64, full_by: u64) -> Result<(), Option<u64>> {
+    /// Removes `key` if `may_go` says so of its TAT (`Ok`); else leaves it and gives its
+    /// TAT (`Err(Some)`), or `Err(None)` if it is not here. One search for both.
+    pub(super) fn remove_if(
+        &mut self,
+        key: u64,
+        may_go: impl FnOnce(u64) -> bool,
+    ) -> Result<(), Option<u64>> {
         let at = self.find(key).ok_or(None)?;
         let tat = self.slots[at].tat;
-        if tat > full_by {
+        if !may_go(tat) {
             return Err(Some(tat));
         }
         self.remove_at(at);

@@ -59,12 +59,12 @@ fn a_new_key_at_the_cap_looks_at_a_bounded_number_of_keys() {
         examined = now;
     }
     assert_eq!(buckets.len(), CAP);
-    // Every tracked key is full again: each fresh key takes a full key's slot (and is then
-    // limited itself, so stop before they are all taken).
+    // Every tracked key is full again and never came back: each fresh key takes a full
+    // key's slot (its request drawing from the overflow bucket).
     for n in 0..CAP as u64 / 2 {
-        buckets
-            .try_acquire(key(n % 16, 2 << 40 | n), 2_000 * MS, 1, q)
-            .unwrap();
+        let fresh = key(n % 16, 2 << 40 | n);
+        let _ = buckets.try_acquire(fresh, 2_000 * MS, 1, q);
+        assert!(buckets.tat(fresh).is_some(), "fresh key {n} remembered");
         let now = buckets.examined();
         assert!(
             now - examined <= MAX_EXAMINED as u64,
@@ -105,6 +105,80 @@ fn fresh_keys_beyond_a_cap_of_limited_keys_share_one_overflow_bucket() {
 }
 
 #[test]
+fn at_the_cap_an_unseen_key_is_remembered_and_has_its_own_bucket_from_its_second_request() {
+    let q = quota(100, 2);
+    let buckets = KeyedBuckets::new(4, 60_000 * MS);
+    for n in 0..4 {
+        buckets.try_acquire(key(0, n), 0, 1, q).unwrap();
+    }
+    // At 100 ms every tracked key is full again and never came back: the unseen key takes
+    // the oldest one's slot, and its first request spends the overflow bucket's tokens.
+    let fresh = key(0, 9);
+    assert_eq!(buckets.try_acquire(fresh, 100 * MS, 2, q), Ok(0));
+    assert_eq!(
+        buckets.tat(fresh),
+        Some(100 * MS),
+        "remembered with a full bucket"
+    );
+    assert_eq!(
+        buckets.tat(key(0, 0)),
+        None,
+        "the oldest unused key made room"
+    );
+    assert_eq!(buckets.len(), 4);
+    // Its second request draws from its own bucket, full: the overflow bucket is empty.
+    assert_eq!(buckets.try_acquire(fresh, 100 * MS, 2, q), Ok(0));
+    assert!(buckets.try_acquire(key(0, 10), 100 * MS, 1, q).is_err());
+}
+
+/// A flood of keys used once each, many times the cap, against clients that come back: the
+/// returning clients keep their slots and buckets (all their requests pass) and the flood gets the overflow bucket's rate between all its keys. Before,
+/// each one-off key got a bucket of its own (the whole flood passed) and took the slot of
+/// any full key, the returning clients' included.
+#[test]
+fn at_the_cap_a_flood_of_one_off_keys_gets_one_keys_rate_and_returning_keys_stay() {
+    const CAP: usize = 256;
+    const CLIENTS: u64 = 64;
+    let q = quota(100, 1); // 10 a second per key
+    let buckets = KeyedBuckets::new(CAP, 60_000 * MS);
+    let (mut flood_ok, mut clients_denied) = (0, 0);
+    let mut fresh = 0;
+    // 10 s in 1 ms steps: a one-off key every 1 ms (1,000 a second, 40x the cap over the
+    // run), and each client once every 100 ms for the first second, then once every 2 s,
+    // spread over the steps: keys on probation turn over in under 200 ms, but a client
+    // that came back stays until it is idle (1 min).
+    for ms in 0..10_000u64 {
+        let now = ms * MS;
+        fresh += 1;
+        if buckets
+            .try_acquire(key(0, 1 << 40 | fresh), now, 1, q)
+            .is_ok()
+        {
+            flood_ok += 1;
+        }
+        let client = ms % if ms < 1_000 { 100 } else { 2_000 };
+        if client < CLIENTS && buckets.try_acquire(key(0, client), now, 1, q).is_err() {
+            clients_denied += 1;
+        }
+        assert!(buckets.len() <= CAP);
+    }
+    // The first 256 one-off keys fill the table with buckets of their own; from then on the
+    // flood shares one bucket of 10 a second.
+    assert!(
+        flood_ok <= CAP as u64 + 101,
+        "{flood_ok} one-off requests passed"
+    );
+    for client in 0..CLIENTS {
+        assert!(
+            buckets.tat(key(0, client)).is_some(),
+            "client {client} forgotten"
+        );
+    }
+    // Each client's first request came before the flood had filled the table.
+    assert_eq!(clients_denied, 0, "clients' requests denied");
+}
+
+#[test]
 fn a_lowered_cap_brings_the_count_down_as_full_keys_go() {
     let q = quota(10, 1);
     let buckets = KeyedBuckets::new(100, 60_000 * MS);
@@ -137,14 +211,16 @@ fn after_a_cap_is_lowered_new_keys_find_full_keys_in_other_shards() {
         buckets.try_acquire(key(0, n), 0, 1, q).unwrap();
     }
     // Shard 0's keys are full again at 10 ms: fresh keys in other (empty) shards take their
-    // slots rather than the overflow bucket, whose single token would admit only one.
+    // slots, their first requests sharing the overflow bucket's single token.
     for shard in 1..5 {
-        assert_eq!(buckets.try_acquire(key(shard, 9), 10 * MS, 1, q), Ok(0));
+        let first = buckets.try_acquire(key(shard, 9), 10 * MS, 1, q);
+        assert_eq!(first.is_ok(), shard == 1, "shard {shard}: {first:?}");
         assert!(
             buckets.tat(key(shard, 9)).is_some(),
             "shard {shard} key tracked"
         );
     }
+
     assert_eq!(buckets.len(), 4);
     assert_eq!(buckets.tracked_in_shards(), 4);
 }

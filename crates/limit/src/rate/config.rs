@@ -67,9 +67,13 @@ pub struct RateLimitConfig {
     )]
     pub max_wait: Option<Duration>,
     /// Keys a per-key limiter tracks at most (default 10,000; at most
-    /// [`MAX_KEYS`](Self::MAX_KEYS), 2^24 = 16,777,216). A key whose bucket is full again
-    /// may give its place to a new key; a limited key is never forgotten. When every
-    /// tracked key is still limited, new keys share one overflow bucket of a key's shape.
+    /// [`MAX_KEYS`](Self::MAX_KEYS), 2^24 = 16,777,216). Below it a new key gets a bucket
+    /// of its own at once. At it, a key whose bucket is full again and that was not used
+    /// since it was last looked at may give its place to a new key (keys seen once go
+    /// before keys that come back); a limited key is never forgotten. At the cap a new
+    /// key's first request draws from one overflow bucket of a key's shape, shared by all
+    /// new keys (a key minted per request gets nothing more); from its second on, the key
+    /// has its own bucket. Size it above the clients active within `idle_timeout`.
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
     /// A key whose bucket has been full this long is forgotten; at most
