@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::{Counting, Got};
@@ -26,16 +26,18 @@ fn a_call_never_sees_half_of_two_configs() {
     let layer = FaultLayer::from_config(&fail).unwrap();
     let handle = layer.handle().clone();
     let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(Barrier::new(3));
     let callers: Vec<_> = (0..2)
         .map(|_| {
             let mut svc = layer.layer(Counting::default());
-            let stop = stop.clone();
+            let (stop, started) = (stop.clone(), started.clone());
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build()
                     .unwrap();
                 let _enter = rt.enter();
+                started.wait();
                 let mut seen = [0u32; 3];
                 while !stop.load(Ordering::Relaxed) {
                     // the future is not polled: its state says what the call drew
@@ -52,9 +54,14 @@ fn a_call_never_sees_half_of_two_configs() {
             })
         })
         .collect();
-    for i in 0..20_000 {
+    // Flips with a pause between them, as a storm of reloads would come: back to back on
+    // an oversubscribed machine, every read of a caller could overlap a write and pass
+    // through, and the test would say nothing.
+    started.wait();
+    for i in 0..4_000 {
         let config = if i % 2 == 0 { &delay } else { &fail };
         handle.reconfigure(config).unwrap();
+        std::thread::sleep(Duration::from_micros(20));
     }
     stop.store(true, Ordering::Relaxed);
     for caller in callers {
