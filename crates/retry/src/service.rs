@@ -4,6 +4,7 @@ use std::fmt::{self, Debug, Formatter};
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
+use tower_prism_core::internal::refusal;
 use tower_prism_core::internal::route::call_avoiding;
 use tower_prism_core::{BoxError, Classify, DefaultClassifier, RequestDeadline};
 use tower_service::Service;
@@ -128,9 +129,12 @@ where
         } else {
             None
         };
+        // The first attempt is called inside `refusal::hide`: a stage below refusing it is
+        // not refusing the request (it may be sent again), so a rate limit above keeps the
+        // request's tokens.
         let (future, avoid, sent_at) = if hedge.max_hedged > 0 && backup.is_some() {
             // Learn which endpoint a balancer below picks, so hedges go elsewhere.
-            let (future, bit) = call_avoiding(0, || self.inner.call(req));
+            let (future, bit) = refusal::hide(|| call_avoiding(0, || self.inner.call(req)));
             // A percentile delay records latencies, from this send on.
             let sent_at = hedge
                 .fixed
@@ -139,7 +143,7 @@ where
             (future, bit, sent_at)
         } else {
             hedge.max_hedged = 0;
-            (self.inner.call(req), 0, None)
+            (refusal::hide(|| self.inner.call(req)), 0, None)
         };
         let plan = CallPlan {
             max_attempts,

@@ -357,3 +357,30 @@ async fn retries_wait_for_inner_readiness() {
         5
     );
 }
+
+/// A stage below the retry that refuses the first attempt at once (a concurrency limit
+/// shedding it) is not refusing the request, which the retry may send again: a rate limit
+/// above the retry must keep the request's tokens, so the refusal is hidden from it.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_of_the_first_attempt_below_is_hidden_from_the_stages_above() {
+    use tower_prism_core::internal::refusal;
+
+    let refusing = service_fn(|n: u32| {
+        refusal::refused();
+        async move { Err::<u32, BoxError>(format!("refused {n}").into()) }
+    });
+    let mut svc = layer(3, Backoff::none()).layer(refusing);
+    let svc = svc.ready().await.unwrap();
+    let (future, seen) = refusal::watch(|| svc.call(1));
+    assert!(!seen, "the refusal reached the stages above");
+    assert!(future.await.is_err());
+    // Without a retry stage between, the same refusal is seen.
+    let (_, seen) = refusal::watch(|| {
+        tower::service_fn(|_: u32| {
+            refusal::refused();
+            async { Ok::<u32, BoxError>(0) }
+        })
+        .call(1)
+    });
+    assert!(seen);
+}

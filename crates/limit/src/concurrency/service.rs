@@ -3,6 +3,7 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
+use tower_prism_core::internal::refusal;
 use tower_prism_core::{Classify, DefaultClassifier};
 use tower_service::Service;
 
@@ -130,6 +131,7 @@ where
                 ResponseFuture::waiting(wait, service, request, engaged.classify.clone())
             }
             Err(limit) => {
+                refusal::refused();
                 ResponseFuture::failed(engaged.limiter.reject(Error::ConcurrencyLimited { limit }))
             }
         }

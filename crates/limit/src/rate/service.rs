@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower_service::Service;
 
+use tower_prism_core::internal::refusal;
 use tower_prism_core::BoxError;
 
 use super::future::ResponseFuture;
@@ -20,6 +21,11 @@ use crate::ready::take_ready;
 /// Rejections are [`Error`](crate::Error)s returned from the response future (never from
 /// `poll_ready`), boxed in a [`BoxError`]. A [`pass_through`](RateLimit::pass_through)
 /// service has no limiter and forwards every call.
+///
+/// A request that a [`ConcurrencyLimit`](crate::concurrency::ConcurrencyLimit) below sheds
+/// at once (in its `call`) gives its tokens back: the rate counts the requests sent on, so
+/// a rate set to the upstream's capacity is not spent on requests that never reach it.
+/// A retry between the two hides the shedding (it may send the request again).
 ///
 /// `K` picks a request's bucket ([`KeyFn`]), `P` its priority in the queue, `W` its
 /// weight, and `H` what goes on the response ([`RateHeaders`]: nothing by default;
@@ -167,7 +173,11 @@ where
         match limiter.fast(bucket, weight) {
             Fast::Admitted(remaining) => {
                 let stamp = H::stamp(limiter, remaining);
-                ResponseFuture::called(self.inner.call(request), stamp)
+                let (future, refused) = refusal::watch(|| self.inner.call(request));
+                if refused {
+                    limiter.refund(bucket, weight);
+                }
+                ResponseFuture::called(future, stamp)
             }
             Fast::Rejected(error) => ResponseFuture::failed(H::reject(error, limiter)),
             Fast::Queue => {
