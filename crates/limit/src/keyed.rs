@@ -5,8 +5,8 @@
 //!
 //! A key is its hash (from the limiter's randomly keyed hasher), never the key itself, so a
 //! key costs the same whatever its length: one table slot (two `u64`s, the table at most
-//! 7/8 full) and one place in its shard's filing order (two `u64`s and a flag, 24 bytes),
-//! about 40-85 bytes per tracked key in all. A key whose bucket is full again (its TAT is
+//! 7/8 full) and one place in its shard's filing order (two `u64`s), about 35-70 bytes per
+//! tracked key in all. A key whose bucket is full again (its TAT is
 //! not in the future) holds no rate state: it is the only kind of key ever dropped (what
 //! dropping it loses is that the key was seen: see the cap below). A limited key is never
 //! forgotten, so minting fresh keys cannot reset one.
@@ -132,10 +132,12 @@ fn shard_count(max_keys: usize) -> usize {
     }
 }
 
-/// Hash 0 marks an empty table slot: it is tracked as 1 (two hashes of 2^64 share a
-/// bucket).
+/// A key hash as the map keeps it: with its low bit set. Hash 0 marks an empty table slot,
+/// and a key's place in the filing order notes in the low bit whether the key came back
+/// (16 bytes a filing, not 24). Two hashes that differ only in the low bit share a bucket:
+/// one pair in 2^63.
 fn tracked(key: u64) -> u64 {
-    key.max(1)
+    key | 1
 }
 
 /// One GCRA step on a tracked key's TAT.

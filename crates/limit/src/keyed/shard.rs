@@ -18,15 +18,35 @@ use std::collections::VecDeque;
 
 use super::table::Table;
 
-/// A key's place in its shard's filing order.
+/// A key's place in its shard's filing order, in 16 bytes: a tracked key's low bit is
+/// always set (`KeyedBuckets` keeps keys so), so the filing clears it once the key is seen
+/// to have come back.
 #[derive(Clone, Copy)]
 struct Filing {
-    key: u64,
+    /// The key, its low bit cleared if the key came back.
+    marked_key: u64,
     /// The key's TAT when it was filed here.
     tat: u64,
+}
+
+impl Filing {
+    fn new(key: u64, tat: u64, came_back: bool) -> Self {
+        debug_assert!(key & 1 == 1, "tracked keys have their low bit set");
+        Filing {
+            marked_key: if came_back { key & !1 } else { key },
+            tat,
+        }
+    }
+
+    fn key(self) -> u64 {
+        self.marked_key | 1
+    }
+
     /// Whether the key was used again after its first admission, as far as the looks at
     /// it so far have seen.
-    came_back: bool,
+    fn came_back(self) -> bool {
+        self.marked_key & 1 == 0
+    }
 }
 
 /// Which keys at the front of a shard may go.
@@ -85,11 +105,7 @@ impl Shard {
     /// Starts tracking `key` (not tracked yet) with `tat`, at the back of the order.
     pub(super) fn track(&mut self, key: u64, tat: u64) {
         self.tats.insert_new(key, tat);
-        self.order.push_back(Filing {
-            key,
-            tat,
-            came_back: false,
-        });
+        self.order.push_back(Filing::new(key, tat, false));
     }
 
     /// Looks at up to `budget` keys at the front, drops those `rule` lets go, and stops
@@ -122,19 +138,16 @@ impl Shard {
     /// Drops the key of `filing` if `rule` lets it go, or files it again at the back;
     /// returns whether it went.
     fn look_at(&mut self, filing: Filing, rule: Evict) -> bool {
-        let mut came_back = filing.came_back;
-        let looked = self.tats.remove_if(filing.key, |tat| {
+        let key = filing.key();
+        let mut came_back = filing.came_back();
+        let looked = self.tats.remove_if(key, |tat| {
             came_back |= tat != filing.tat;
             rule.may_go(tat, came_back)
         });
         match looked {
             Ok(()) => true,
             Err(Some(tat)) => {
-                self.order.push_back(Filing {
-                    key: filing.key,
-                    tat,
-                    came_back,
-                });
+                self.order.push_back(Filing::new(key, tat, came_back));
                 false
             }
             Err(None) => {
