@@ -143,7 +143,7 @@ where
                     if let (Some(attempt::Event::Restarted), Some(permit)) =
                         (event, permit.as_mut())
                     {
-                        permit.restarted();
+                        permit.restart_clock();
                     }
                     let result = ready!(polled);
                     if let Some(permit) = permit.take() {
@@ -175,13 +175,13 @@ where
                         // The call was made: latency counts from now.
                         *p.called = true;
                         if let Some(permit) = p.permit.as_mut() {
-                            permit.restart();
+                            permit.restart_clock();
                         }
                     }
                     if let (Some(attempt::Event::Restarted), Some(permit)) =
                         (event, p.permit.as_mut())
                     {
-                        permit.restarted();
+                        permit.restart_clock();
                     }
                     let result = ready!(polled);
                     let permit = p.permit.take();

@@ -368,16 +368,12 @@ impl Shared {
 }
 
 impl Permit {
-    /// Restarts the latency clock (when the call to the inner service actually starts).
-    pub(crate) fn restart(&mut self) {
-        self.start = self.shared.now();
-    }
-
-    /// Restarts the latency clock if the permit is timed: a retry below just sent a new
-    /// attempt, and the sample is the attempt that answered. The slot stays held while the
+    /// Restarts the latency clock if the permit is timed: the call to the inner service
+    /// only starts now (after a wait for its readiness), or a retry below just sent a new
+    /// attempt and the sample is the attempt that answers. The slot stays held while the
     /// request waits to retry: lent out, it would let new calls in to meet the failure the
     /// retry is waiting out (in failures that come in runs, measurably more of them).
-    pub(crate) fn restarted(&mut self) {
+    pub(crate) fn restart_clock(&mut self) {
         if self.start.is_some() {
             self.start = self.shared.now();
         }
