@@ -129,12 +129,12 @@ where
         } else {
             None
         };
-        // The first attempt is called inside `refusal::hide`: a stage below refusing it is
-        // not refusing the request (it may be sent again), so a rate limit above keeps the
-        // request's tokens.
+        // A stage below refusing the first attempt is not refusing the request (it may be
+        // sent again), so a rate limit above keeps the request's tokens.
+        let mark = refusal::Mark::now();
         let (future, avoid, sent_at) = if hedge.max_hedged > 0 && backup.is_some() {
             // Learn which endpoint a balancer below picks, so hedges go elsewhere.
-            let (future, bit) = refusal::hide(|| call_avoiding(0, || self.inner.call(req)));
+            let (future, bit) = call_avoiding(0, || self.inner.call(req));
             // A percentile delay records latencies, from this send on.
             let sent_at = hedge
                 .fixed
@@ -143,8 +143,9 @@ where
             (future, bit, sent_at)
         } else {
             hedge.max_hedged = 0;
-            (refusal::hide(|| self.inner.call(req)), 0, None)
+            (self.inner.call(req), 0, None)
         };
+        mark.hide_since();
         let plan = CallPlan {
             max_attempts,
             attempt_timeout,

@@ -371,16 +371,20 @@ async fn a_refusal_of_the_first_attempt_below_is_hidden_from_the_stages_above() 
     });
     let mut svc = layer(3, Backoff::none()).layer(refusing);
     let svc = svc.ready().await.unwrap();
-    let (future, seen) = refusal::watch(|| svc.call(1));
-    assert!(!seen, "the refusal reached the stages above");
+    let mark = refusal::Mark::now();
+    let future = svc.call(1);
+    assert!(
+        !mark.refused_since(),
+        "the refusal reached the stages above"
+    );
     assert!(future.await.is_err());
     // Without a retry stage between, the same refusal is seen.
-    let (_, seen) = refusal::watch(|| {
-        tower::service_fn(|_: u32| {
-            refusal::refused();
-            async { Ok::<u32, BoxError>(0) }
-        })
-        .call(1)
-    });
-    assert!(seen);
+    let mark = refusal::Mark::now();
+    let bare = tower::service_fn(|_: u32| {
+        refusal::refused();
+        async { Ok::<u32, BoxError>(0) }
+    })
+    .call(1);
+    assert!(mark.refused_since());
+    assert_eq!(bare.await.unwrap(), 0);
 }

@@ -8,37 +8,46 @@
 //! back, the token admits the next caller, so the rate limit counts the requests sent on
 //! to the upstream, not the ones refused on the way.
 //!
-//! Only a refusal made during `call` is seen: the rate limit watches its inner `call`,
-//! which for a stage that decides at once is where the refusal happens. A stage that may
-//! send the request again later (a retry) calls the stages below it inside [`hide`]: a
-//! refusal of its first attempt is not a refusal of the request. Outside a `watch`, a
-//! report sets a value nobody reads. Both ends cost a thread-local access.
+//! Only a refusal made during `call` is seen: the rate limit marks the count before its
+//! inner `call` and compares after it, which for a stage that decides at once is where the
+//! refusal happens. A stage that may send the request again later (a retry) takes back
+//! the refusals of its first attempt ([`Mark::hide_since`]): they are not the request's.
+//! Without a mark, a report sets a value nobody reads. Both ends cost a thread-local
+//! access.
 
 use std::cell::Cell;
 
 thread_local! {
-    /// Counts the refusals: a `watch` sees one made inside it as a change of count.
+    /// Counts the refusals: a [`Mark`] sees one made after it as a change of count.
     static REFUSALS: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Runs `f` (the `call` of the stages below) and returns its result with whether a stage
-/// inside it reported a refusal.
-#[inline]
-pub fn watch<R>(f: impl FnOnce() -> R) -> (R, bool) {
-    let before = REFUSALS.try_with(Cell::get).unwrap_or(0);
-    let out = f();
-    let after = REFUSALS.try_with(Cell::get).unwrap_or(0);
-    (out, after != before)
-}
+/// The count of refusals at one point of a `call`, to compare with later. A mark rather
+/// than a closure around the `call`: a future returned through a closure is one more copy
+/// of it, and stack futures are hundreds of bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark(u32);
 
-/// Runs `f` (the `call` of the stages below a stage that may send the request again) so
-/// that a refusal inside it is not seen by a `watch` around it.
-#[inline]
-pub fn hide<R>(f: impl FnOnce() -> R) -> R {
-    let before = REFUSALS.try_with(Cell::get).unwrap_or(0);
-    let out = f();
-    let _ = REFUSALS.try_with(|c| c.set(before));
-    out
+impl Mark {
+    /// Marks now (before calling the stages below).
+    #[inline]
+    pub fn now() -> Mark {
+        Mark(REFUSALS.try_with(Cell::get).unwrap_or(0))
+    }
+
+    /// Whether a stage reported a refusal since the mark.
+    #[inline]
+    pub fn refused_since(self) -> bool {
+        REFUSALS.try_with(Cell::get).unwrap_or(0) != self.0
+    }
+
+    /// Takes back the refusals reported since the mark, so that marks made before it do
+    /// not see them: for a stage that may send the request again (a retry), whose first
+    /// attempt being refused is not the request being refused.
+    #[inline]
+    pub fn hide_since(self) {
+        let _ = REFUSALS.try_with(|c| c.set(self.0));
+    }
 }
 
 /// Reports that the request being called is refused at once: it will not reach the
@@ -53,21 +62,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_refusal_is_seen_only_by_a_watch_around_it() {
+    fn a_refusal_is_seen_only_by_a_mark_before_it() {
         refused();
-        let ((), seen) = watch(|| ());
-        assert!(!seen, "a refusal before the watch");
-        let ((), seen) = watch(refused);
-        assert!(seen);
-        let (((), inner), outer) = watch(|| watch(refused));
-        assert!(inner && outer, "nested watches both see it");
+        let mark = Mark::now();
+        assert!(!mark.refused_since(), "a refusal before the mark");
+        refused();
+        let inner = Mark::now();
+        refused();
+        assert!(
+            mark.refused_since() && inner.refused_since(),
+            "both marks see it"
+        );
     }
 
     #[test]
     fn a_hidden_refusal_is_not_seen() {
-        let ((), seen) = watch(|| hide(refused));
-        assert!(!seen);
-        let (((), inner), outer) = watch(|| hide(|| watch(refused)));
-        assert!(inner && !outer, "a watch inside the hide still sees it");
+        let outer = Mark::now();
+        let hiding = Mark::now();
+        let inside = Mark::now();
+        refused();
+        assert!(
+            inside.refused_since(),
+            "a mark inside the hidden part sees it"
+        );
+        hiding.hide_since();
+        assert!(!outer.refused_since());
     }
 }

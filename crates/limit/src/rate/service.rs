@@ -173,8 +173,9 @@ where
         match limiter.fast(bucket, weight) {
             Fast::Admitted(remaining) => {
                 let stamp = H::stamp(limiter, remaining);
-                let (future, refused) = refusal::watch(|| self.inner.call(request));
-                if refused {
+                let mark = refusal::Mark::now();
+                let future = self.inner.call(request);
+                if mark.refused_since() {
                     limiter.refund(bucket, weight);
                 }
                 ResponseFuture::called(future, stamp)
