@@ -173,11 +173,7 @@ where
         match limiter.fast(bucket, weight) {
             Fast::Admitted(remaining) => {
                 let stamp = H::stamp(limiter, remaining);
-                let mark = refusal::Mark::now();
-                let future = self.inner.call(request);
-                if mark.refused_since() {
-                    limiter.refund(bucket, weight);
-                }
+                let future = call_admitted(&mut self.inner, request, limiter, bucket, weight);
                 ResponseFuture::called(future, stamp)
             }
             Fast::Rejected(error) => ResponseFuture::failed(H::reject(error, limiter)),
@@ -191,7 +187,9 @@ where
                     // queued call reports no tokens left.
                     Ok(None) => {
                         let stamp = H::stamp(limiter, 0);
-                        ResponseFuture::called(self.inner.call(request), stamp)
+                        let future =
+                            call_admitted(&mut self.inner, request, limiter, bucket, weight);
+                        ResponseFuture::called(future, stamp)
                     }
                     Ok(Some(waiter)) => ResponseFuture::waiting(
                         waiter,
@@ -204,4 +202,23 @@ where
             }
         }
     }
+}
+
+/// Calls `inner` with an admitted request; gives the tokens back if a stage below refused
+/// it at once (see [`refusal`]). A mark, not a closure around the call: the future stays
+/// where the call put it.
+#[inline]
+fn call_admitted<S: Service<Req>, Req>(
+    inner: &mut S,
+    request: Req,
+    limiter: &RateLimiter,
+    bucket: Option<u64>,
+    weight: u32,
+) -> S::Future {
+    let mark = refusal::Mark::now();
+    let future = inner.call(request);
+    if mark.refused_since() {
+        limiter.refund(bucket, weight);
+    }
+    future
 }
