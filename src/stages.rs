@@ -92,6 +92,10 @@ impl<P: Profile> Stages<P> {
             .map(|cfg| c::concurrency_layer(&name, cfg, &profile))
             .transpose()
             .map_err(|e| e.in_section("concurrency_limit"))?;
+        // With a concurrency limit below it, the rate limit counts the requests sent on: a
+        // request shed at once gives its tokens back. Without one there is nothing to
+        // check (and the check would cost a copy of the stack's future per call).
+        let rate_limit = rate_limit.map(|layer| layer.refund_shed(concurrency.is_some()));
         let deadline = policy
             .deadline
             .as_ref()

@@ -182,3 +182,46 @@ async fn a_request_dropped_in_its_backoff_leaves_the_limit_whole() {
     let snapshot = policy.snapshot().concurrency_limit.unwrap();
     assert_eq!((snapshot.in_flight, snapshot.limit), (0, 1));
 }
+
+/// A policy with a rate limit and a concurrency limit: a request the concurrency limit
+/// sheds gives its rate token back, so callers refused while the upstream is busy do not
+/// use up the rate the upstream could serve. A policy without a concurrency limit has
+/// nothing to give back from.
+#[tokio::test(start_paused = true)]
+async fn a_policys_rate_limit_gets_back_the_tokens_of_requests_its_concurrency_limit_sheds() {
+    let config = ReliabilityConfig::from_toml(
+        r#"
+        [policy.upstream.rate_limit]
+        rate = 1
+        period = "1m"
+        burst = 2
+        [policy.upstream.concurrency_limit]
+        initial_limit = 1
+        min_limit = 1
+        max_limit = 1
+        "#,
+    )
+    .unwrap();
+    let policy = ReliabilityLayer::from_config(&config, "upstream").unwrap();
+    let service = ServiceBuilder::new()
+        .layer(policy.clone())
+        .service(service_fn(|request: u32| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<u32, BoxError>(request)
+        }));
+    let slow = tokio::spawn(service.clone().oneshot(1));
+    tokio::task::yield_now().await;
+    for _ in 0..5 {
+        let error = Error::from_box(service.clone().oneshot(2).await.unwrap_err());
+        assert_eq!(error.kind(), ErrorKind::ConcurrencyLimited);
+    }
+    assert_eq!(
+        policy.snapshot().rate_limit.unwrap().tokens,
+        1,
+        "the shed gave theirs back"
+    );
+    assert_eq!(slow.await.unwrap().unwrap(), 1);
+    assert_eq!(service.clone().oneshot(3).await.unwrap(), 3);
+    let error = Error::from_box(service.oneshot(4).await.unwrap_err());
+    assert_eq!(error.kind(), ErrorKind::RateLimited, "two sent, two spent");
+}

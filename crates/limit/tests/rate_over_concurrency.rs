@@ -1,6 +1,7 @@
-//! A rate limit in front of a concurrency limit (the facade's order): a request the
-//! concurrency limit sheds at once gives its rate tokens back, so the rate counts the
-//! requests sent on, not the ones refused on the way.
+//! A rate limit in front of a concurrency limit (the facade's order): with `refund_shed`, a
+//! request the concurrency limit sheds at once gives its rate tokens back, so the rate
+//! counts the requests sent on, not the ones refused on the way; without it (the default,
+//! as in governor) an admission spends its tokens whatever happens below.
 
 mod common;
 
@@ -29,7 +30,7 @@ fn two_tokens() -> RateLimitLayer {
 #[tokio::test(start_paused = true)]
 async fn a_request_shed_below_the_rate_limit_gives_its_token_back() {
     let gate = Gate::default();
-    let rate = two_tokens();
+    let rate = two_tokens().refund_shed(true);
     let mut svc = rate.layer(fixed(1).layer(gate.clone()));
 
     // The first request holds the one concurrency permit (and one of the two tokens).
@@ -61,4 +62,20 @@ async fn a_request_shed_below_the_rate_limit_gives_its_token_back() {
         matches!(err.downcast_ref::<Error>(), Some(Error::RateLimited { .. })),
         "{err}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_a_request_shed_below_keeps_its_token_spent() {
+    let gate = Gate::default();
+    let rate = two_tokens();
+    let mut svc = rate.layer(fixed(1).layer(gate.clone()));
+    let (_reply, held) = oneshot::channel::<Result<u32, String>>();
+    let _first = svc.ready().await.unwrap().call(held);
+    let (_keep, rx) = oneshot::channel();
+    let err = svc.ready().await.unwrap().call(rx).await.unwrap_err();
+    assert!(
+        matches!(concurrency_error(&err), Error::ConcurrencyLimited { .. }),
+        "{err}"
+    );
+    assert_eq!(rate.handle().snapshot().tokens, 0, "both tokens spent");
 }

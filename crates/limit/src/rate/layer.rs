@@ -25,6 +25,7 @@ pub struct RateLimitLayer<K = Unkeyed, P = SamePriority, W = UnitWeight, H = NoH
     key: K,
     priority: P,
     weight: W,
+    refund_shed: bool,
     headers: PhantomData<fn() -> H>,
 }
 
@@ -35,6 +36,7 @@ impl<K: Clone, P: Clone, W: Clone, H> Clone for RateLimitLayer<K, P, W, H> {
             key: self.key.clone(),
             priority: self.priority.clone(),
             weight: self.weight.clone(),
+            refund_shed: self.refund_shed,
             headers: PhantomData,
         }
     }
@@ -47,6 +49,7 @@ impl<K: fmt::Debug, P: fmt::Debug, W: fmt::Debug, H> fmt::Debug for RateLimitLay
             .field("key", &self.key)
             .field("priority", &self.priority)
             .field("weight", &self.weight)
+            .field("refund_shed", &self.refund_shed)
             .field("headers", &std::any::type_name::<H>())
             .finish()
     }
@@ -76,6 +79,7 @@ impl RateLimitLayer {
             key: Unkeyed,
             priority: SamePriority,
             weight: UnitWeight,
+            refund_shed: false,
             headers: PhantomData,
         }
     }
@@ -86,6 +90,21 @@ impl<K, P, W, H> RateLimitLayer<K, P, W, H> {
     /// [`reconfigure`](RateLimiter::reconfigure).
     pub fn handle(&self) -> &RateLimiter {
         &self.limiter
+    }
+
+    /// Whether a request that a [`ConcurrencyLimit`](crate::concurrency::ConcurrencyLimit)
+    /// below sheds at once (in its `call`) gives its tokens back (default off, as in
+    /// governor, where an admission spends its tokens whatever happens next).
+    ///
+    /// On, the rate counts the requests sent on: with the rate set to the upstream's
+    /// capacity and a concurrency limit below, none of that capacity is spent on requests
+    /// the concurrency limit refused. A retry between the two hides the shedding (it may
+    /// send the request again). `ReliabilityLayer` turns it on when its policy has both
+    /// stages. It costs a check after each admitted call, and the inner future is then
+    /// built in a temporary and copied into this stage's future.
+    pub fn refund_shed(mut self, on: bool) -> Self {
+        self.refund_shed = on;
+        self
     }
 
     /// Gives each distinct key (from the closure) its own bucket of the same shape.
@@ -101,6 +120,7 @@ impl<K, P, W, H> RateLimitLayer<K, P, W, H> {
             key,
             priority: self.priority,
             weight: self.weight,
+            refund_shed: self.refund_shed,
             headers: PhantomData,
         }
     }
@@ -112,6 +132,7 @@ impl<K, P, W, H> RateLimitLayer<K, P, W, H> {
             key: self.key,
             priority: PriorityBy(priority),
             weight: self.weight,
+            refund_shed: self.refund_shed,
             headers: PhantomData,
         }
     }
@@ -123,6 +144,7 @@ impl<K, P, W, H> RateLimitLayer<K, P, W, H> {
             key: self.key,
             priority: self.priority,
             weight: WeightBy(weight),
+            refund_shed: self.refund_shed,
             headers: PhantomData,
         }
     }
@@ -135,6 +157,7 @@ impl<K, P, W, H> RateLimitLayer<K, P, W, H> {
             key: self.key,
             priority: self.priority,
             weight: self.weight,
+            refund_shed: self.refund_shed,
             headers: PhantomData,
         }
     }
@@ -151,6 +174,7 @@ impl<S, K: Clone, P: Clone, W: Clone, H> Layer<S> for RateLimitLayer<K, P, W, H>
             self.priority.clone(),
             self.weight.clone(),
         )
+        .with_refund_shed(self.refund_shed)
     }
 }
 

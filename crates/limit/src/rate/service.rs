@@ -22,10 +22,9 @@ use crate::ready::take_ready;
 /// `poll_ready`), boxed in a [`BoxError`]. A [`pass_through`](RateLimit::pass_through)
 /// service has no limiter and forwards every call.
 ///
-/// A request that a [`ConcurrencyLimit`](crate::concurrency::ConcurrencyLimit) below sheds
-/// at once (in its `call`) gives its tokens back: the rate counts the requests sent on, so
-/// a rate set to the upstream's capacity is not spent on requests that never reach it.
-/// A retry between the two hides the shedding (it may send the request again).
+/// With [`refund_shed`](super::RateLimitLayer::refund_shed), a request that a
+/// [`ConcurrencyLimit`](crate::concurrency::ConcurrencyLimit) below sheds at once gives its
+/// tokens back.
 ///
 /// `K` picks a request's bucket ([`KeyFn`]), `P` its priority in the queue, `W` its
 /// weight, and `H` what goes on the response ([`RateHeaders`]: nothing by default;
@@ -55,6 +54,8 @@ struct Engaged<K, P, W> {
     key: K,
     priority: P,
     weight: W,
+    /// Whether a request shed at once below gives its tokens back.
+    refund_shed: bool,
 }
 
 impl<S> RateLimit<S> {
@@ -101,9 +102,17 @@ impl<S, K, P, W, H> RateLimit<S, K, P, W, H> {
                 key,
                 priority,
                 weight,
+                refund_shed: false,
             }),
             headers: PhantomData,
         }
+    }
+
+    pub(crate) fn with_refund_shed(mut self, on: bool) -> Self {
+        if let Some(engaged) = &mut self.engaged {
+            engaged.refund_shed = on;
+        }
+        self
     }
 
     /// The shared limiter (for snapshots and reconfiguration); `None` in pass-through mode.
@@ -173,8 +182,13 @@ where
         match limiter.fast(bucket, weight) {
             Fast::Admitted(remaining) => {
                 let stamp = H::stamp(limiter, remaining);
-                let future = call_admitted(&mut self.inner, request, limiter, bucket, weight);
-                ResponseFuture::called(future, stamp)
+                if !engaged.refund_shed {
+                    return ResponseFuture::called(self.inner.call(request), stamp);
+                }
+                let mark = refusal::Mark::now();
+                let response = ResponseFuture::called(self.inner.call(request), stamp);
+                refund_if_refused(mark, limiter, bucket, weight);
+                response
             }
             Fast::Rejected(error) => ResponseFuture::failed(H::reject(error, limiter)),
             Fast::Queue => {
@@ -187,9 +201,13 @@ where
                     // queued call reports no tokens left.
                     Ok(None) => {
                         let stamp = H::stamp(limiter, 0);
-                        let future =
-                            call_admitted(&mut self.inner, request, limiter, bucket, weight);
-                        ResponseFuture::called(future, stamp)
+                        if !engaged.refund_shed {
+                            return ResponseFuture::called(self.inner.call(request), stamp);
+                        }
+                        let mark = refusal::Mark::now();
+                        let response = ResponseFuture::called(self.inner.call(request), stamp);
+                        refund_if_refused(mark, limiter, bucket, weight);
+                        response
                     }
                     Ok(Some(waiter)) => ResponseFuture::waiting(
                         waiter,
@@ -204,21 +222,11 @@ where
     }
 }
 
-/// Calls `inner` with an admitted request; gives the tokens back if a stage below refused
-/// it at once (see [`refusal`]). A mark, not a closure around the call: the future stays
-/// where the call put it.
+/// Gives an admitted request's tokens back if a stage below refused it at once, since
+/// `mark` (see [`refusal`]).
 #[inline]
-fn call_admitted<S: Service<Req>, Req>(
-    inner: &mut S,
-    request: Req,
-    limiter: &RateLimiter,
-    bucket: Option<u64>,
-    weight: u32,
-) -> S::Future {
-    let mark = refusal::Mark::now();
-    let future = inner.call(request);
+fn refund_if_refused(mark: refusal::Mark, limiter: &RateLimiter, bucket: Option<u64>, weight: u32) {
     if mark.refused_since() {
         limiter.refund(bucket, weight);
     }
-    future
 }
