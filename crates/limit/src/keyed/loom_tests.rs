@@ -30,6 +30,22 @@ fn tracked_in_shards(buckets: &KeyedBuckets) -> usize {
     buckets.shards.iter().map(|s| lock(s).len()).sum()
 }
 
+/// Two fresh keys (in shards 1 and 2) admitted at `now` on two threads: how many got in.
+fn fresh_keys_race(buckets: &Arc<KeyedBuckets>, now: u64) -> usize {
+    let handles: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|shard| {
+            let buckets = buckets.clone();
+            thread::spawn(move || buckets.try_acquire(key(shard), now, 1, QUOTA).is_ok())
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|won| *won)
+        .count()
+}
+
 /// One slot, held by a full key: two fresh keys race for it. At the cap a fresh key's
 /// first request draws from the overflow bucket, whichever of them gets the slot: exactly
 /// one is admitted (its one token), and the map ends with exactly one key.
@@ -38,18 +54,7 @@ fn loom_fresh_keys_racing_for_the_last_slot_never_pass_the_cap() {
     loom::model(|| {
         let buckets = one_slot_in_sixteen_shards();
         buckets.try_acquire(key(0), 0, 1, QUOTA).unwrap();
-        let handles: Vec<_> = [1, 2]
-            .into_iter()
-            .map(|shard| {
-                let buckets = buckets.clone();
-                thread::spawn(move || buckets.try_acquire(key(shard), 20, 1, QUOTA).is_ok())
-            })
-            .collect();
-        let wins = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(|won| *won)
-            .count();
+        let wins = fresh_keys_race(&buckets, 20);
         assert_eq!(wins, 1);
         assert_eq!(buckets.len(), 1);
         assert_eq!(tracked_in_shards(&buckets), 1);
@@ -63,18 +68,7 @@ fn loom_a_limited_key_survives_fresh_keys_racing_at_the_cap() {
     loom::model(|| {
         let buckets = one_slot_in_sixteen_shards();
         buckets.try_acquire(key(0), 5, 1, QUOTA).unwrap();
-        let handles: Vec<_> = [1, 2]
-            .into_iter()
-            .map(|shard| {
-                let buckets = buckets.clone();
-                thread::spawn(move || buckets.try_acquire(key(shard), 6, 1, QUOTA).is_ok())
-            })
-            .collect();
-        let wins = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(|won| *won)
-            .count();
+        let wins = fresh_keys_race(&buckets, 6);
         assert_eq!(wins, 1);
         assert_eq!(lock(&buckets.shards[0]).tat(key(0)), Some(15));
         assert_eq!(buckets.len(), 1);

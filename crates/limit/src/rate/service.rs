@@ -182,13 +182,8 @@ where
         match limiter.fast(bucket, weight) {
             Fast::Admitted(remaining) => {
                 let stamp = H::stamp(limiter, remaining);
-                if !engaged.refund_shed {
-                    return ResponseFuture::called(self.inner.call(request), stamp);
-                }
-                let mark = refusal::Mark::now();
-                let response = ResponseFuture::called(self.inner.call(request), stamp);
-                refund_if_refused(mark, limiter, bucket, weight);
-                response
+                let refund = engaged.refund_shed.then_some((limiter, bucket, weight));
+                call_admitted(&mut self.inner, request, stamp, refund)
             }
             Fast::Rejected(error) => ResponseFuture::failed(H::reject(error, limiter)),
             Fast::Queue => {
@@ -201,13 +196,8 @@ where
                     // queued call reports no tokens left.
                     Ok(None) => {
                         let stamp = H::stamp(limiter, 0);
-                        if !engaged.refund_shed {
-                            return ResponseFuture::called(self.inner.call(request), stamp);
-                        }
-                        let mark = refusal::Mark::now();
-                        let response = ResponseFuture::called(self.inner.call(request), stamp);
-                        refund_if_refused(mark, limiter, bucket, weight);
-                        response
+                        let refund = engaged.refund_shed.then_some((limiter, bucket, weight));
+                        call_admitted(&mut self.inner, request, stamp, refund)
                     }
                     Ok(Some(waiter)) => ResponseFuture::waiting(
                         waiter,
@@ -222,11 +212,28 @@ where
     }
 }
 
-/// Gives an admitted request's tokens back if a stage below refused it at once, since
-/// `mark` (see [`refusal`]).
-#[inline]
-fn refund_if_refused(mark: refusal::Mark, limiter: &RateLimiter, bucket: Option<u64>, weight: u32) {
+/// Calls `inner` with an admitted request. With `refund` (the limiter, bucket and weight),
+/// the tokens go back if a stage below refused the request at once (see [`refusal`]);
+/// that check after the call makes the compiler build the inner future in a temporary and
+/// copy it, so a stage without `refund_shed` skips it.
+#[inline(always)]
+fn call_admitted<S, Req, H>(
+    inner: &mut S,
+    request: Req,
+    stamp: H::Stamp,
+    refund: Option<(&RateLimiter, Option<u64>, u32)>,
+) -> ResponseFuture<S, Req, H>
+where
+    S: Service<Req>,
+    H: RateHeaders<S::Response>,
+{
+    let Some((limiter, bucket, weight)) = refund else {
+        return ResponseFuture::called(inner.call(request), stamp);
+    };
+    let mark = refusal::Mark::now();
+    let response = ResponseFuture::called(inner.call(request), stamp);
     if mark.refused_since() {
         limiter.refund(bucket, weight);
     }
+    response
 }
