@@ -6,10 +6,10 @@
 //! A key is its hash (from the limiter's randomly keyed hasher), never the key itself, so a
 //! key costs the same whatever its length: one table slot (two `u64`s, the table at most
 //! 7/8 full) and one place in its shard's filing order (two `u64`s), about 35-70 bytes per
-//! tracked key in all. A key whose bucket is full again (its TAT is
-//! not in the future) holds no rate state: it is the only kind of key ever dropped (what
-//! dropping it loses is that the key was seen: see the cap below). A limited key is never
-//! forgotten, so minting fresh keys cannot reset one.
+//! tracked key in all. A key whose bucket is full again (its TAT is not in the future)
+//! holds no rate state: it is the only kind of key ever dropped (what dropping it loses is
+//! that the key was seen: see the cap below). A limited key is never forgotten, so minting
+//! fresh keys cannot reset one.
 //!
 //! # Work per admission
 //!
