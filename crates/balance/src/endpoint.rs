@@ -308,7 +308,6 @@ impl EndpointState {
         // In nanoseconds as a u64: a `Duration`'s 128-bit nanoseconds cost a software
         // conversion to f64, and its milliseconds a 128-bit division.
         let latency_ns = started.nanos_to(now);
-        let latency = Duration::from_nanos(latency_ns);
         let now_ms = self.policy.ms_of(now);
         let decay = self.policy.decay_ms();
         self.ewma.observe(latency_ns as f64, now_ms, decay);
@@ -327,7 +326,7 @@ impl EndpointState {
             }
         });
         if let Some(signal) = &self.policy.health_signal {
-            signal.record(outcome, latency);
+            signal.record(outcome, Duration::from_nanos(latency_ns));
         }
         // derived from the latency already measured: a second `Instant` subtraction per
         // call would cost as much as the clock reading

@@ -107,7 +107,7 @@ impl Moment {
     pub fn nanos_to(self, later: Moment) -> u64 {
         match (self, later) {
             (Moment::Nanos(a), Moment::Nanos(b)) => b.saturating_sub(a),
-            _ => u64::try_from(self.elapsed_to(later).as_nanos()).unwrap_or(u64::MAX),
+            _ => crate::internal::nanos(self.elapsed_to(later)),
         }
     }
 }
@@ -271,7 +271,7 @@ fn read(counter: &quanta::Clock) -> u64 {
 
 #[inline]
 fn since(epoch: Instant, now: Instant) -> u64 {
-    u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+    crate::internal::nanos(now.saturating_duration_since(epoch))
 }
 
 #[cfg(all(test, not(loom)))]
