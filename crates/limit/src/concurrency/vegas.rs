@@ -80,7 +80,8 @@ pub(crate) struct Vegas {
     warm: bool,
     /// The no-load latency when the probe started (seconds).
     probe_base: f64,
-    /// The previous probe round's latency (seconds; infinite: none), for the first probe.
+    /// What the first probe's rounds are compared with (seconds): the latency of the round
+    /// before it at the full limit, then of each deeper probe round.
     last_probe: f64,
     /// A round of this window ran at half the limit or less (little load): it measured what
     /// a probe would, so the window needs no probe.
@@ -164,7 +165,8 @@ impl Vegas {
             // otherwise back to where the limit was.
             let deeper = (estimate * PROBE).floor().max(min);
             // The first probe knows no trustworthy no-load latency (the first rounds may
-            // have queued): it goes lower for as long as the latency keeps falling. Once
+            // have queued): it goes lower for as long as the latency keeps falling, from
+            // the round before it on (a start with room to spare stops at once). Once
             // warm, a probe that finds a lower latency rescales the limit instead (below):
             // going lower still would leave the service short of work for a round, and a
             // queue the rescaled limit still allows shows as one in the next rounds.
@@ -198,6 +200,9 @@ impl Vegas {
             if !probed && probe < estimate {
                 self.restore = Some(estimate);
                 self.probe_base = base_in_use;
+                if !self.warm {
+                    self.last_probe = candidate;
+                }
                 self.settle = peak as u32;
                 return probe;
             }
@@ -311,6 +316,17 @@ mod tests {
             });
         }
         assert!(s.limit() >= 20, "limit {}", s.limit());
+    }
+
+    /// A start with room to spare (no queue at the initial limit): the first probe finds
+    /// the latency it had before and goes no lower than 3/4 of the limit. Each step lower
+    /// refuses calls the service had room for, at every cold start.
+    #[test]
+    fn a_start_without_a_queue_probes_once() {
+        let mut s = state(20);
+        let limits = overloaded(&mut s, 100, Duration::from_millis(20), 500);
+        let lowest = *limits.iter().min().unwrap();
+        assert_eq!(lowest, 15, "limits {limits:?}");
     }
 
     /// A dead service answering errors in 1 ms, or hanging until a timeout, leaves the limit
