@@ -9,7 +9,8 @@
 //! [`Outcome::Failure`] an overload signal (a "drop" in Netflix's terms). Vegas reads
 //! successes only: it follows queueing, and leaves errors to the breaker and retries.
 //! [`Outcome::Fatal`] (a bad request, bad credentials) says nothing about load and leaves
-//! every rule alone.
+//! every rule alone. A call the service shed ([`LimitState::shed`]: a 429 or 503 with
+//! `Retry-After`) is a drop for every rule, Vegas included: the service said so itself.
 
 use std::time::Duration;
 
@@ -117,6 +118,22 @@ impl LimitState {
         };
     }
 
+    /// The service shed a call, or an attempt of one (a 429 or 503 with `Retry-After`: its
+    /// own word that it takes less than it is sent); returns the new limit. Every rule reads
+    /// it as a drop in Netflix's terms: AIMD and the gradient as a failure, Vegas with its
+    /// one cut per round.
+    pub(crate) fn shed(&mut self) -> u32 {
+        let (min, max) = (f64::from(self.min), f64::from(self.max));
+        let current = self.estimate;
+        let next = match &mut self.rule {
+            Rule::Aimd(config) => (current * config.backoff_ratio).floor().min(current - 1.0),
+            Rule::Gradient(g) => g.dropped(current),
+            Rule::Vegas(v) => v.shed(current, min),
+        };
+        self.estimate = next.clamp(min, max);
+        self.limit()
+    }
+
     /// Feeds one finished call; returns the new limit.
     pub(crate) fn update(&mut self, sample: Sample) -> u32 {
         if sample.outcome == Outcome::Fatal {
@@ -180,14 +197,18 @@ impl Gradient {
             // Under-used: the latency says nothing about a higher limit.
             return estimate;
         }
-        // A failure takes the full cut and no headroom, so it always lowers the limit.
-        let target = if failed {
-            estimate * 0.5
-        } else {
-            let gradient = (self.config.tolerance * self.long_rtt / rtt).clamp(0.5, 1.0);
-            estimate * gradient + f64::from(self.config.queue_size)
-        };
+        if failed {
+            return self.dropped(estimate);
+        }
+        let gradient = (self.config.tolerance * self.long_rtt / rtt).clamp(0.5, 1.0);
+        let target = estimate * gradient + f64::from(self.config.queue_size);
         estimate * (1.0 - self.config.smoothing) + target * self.config.smoothing
+    }
+
+    /// A failure or a shed call: the full cut (to half) and no headroom, smoothed, so it
+    /// always lowers the limit.
+    fn dropped(&self, estimate: f64) -> f64 {
+        estimate * (1.0 - self.config.smoothing) + estimate * 0.5 * self.config.smoothing
     }
 }
 
@@ -243,6 +264,27 @@ mod tests {
         };
         assert_eq!(s.update(fatal), 2, "fatal leaves the limit alone");
         assert!(!s.uses_latency());
+    }
+
+    #[test]
+    fn a_shed_call_is_a_drop_for_every_rule() {
+        let aimd = LimitAlgorithm::Aimd(AimdConfig {
+            backoff_ratio: 0.5,
+            ..AimdConfig::default()
+        });
+        assert_eq!(LimitState::new(&cfg(aimd, 10, 2, 12)).shed(), 5);
+        let gradient = LimitAlgorithm::Gradient(GradientConfig::default());
+        assert!(LimitState::new(&cfg(gradient, 100, 2, 200)).shed() < 100);
+        // Vegas: by log10(limit), once per round (a round: `limit` successes).
+        let vegas = LimitAlgorithm::Vegas(VegasConfig::default());
+        let mut s = LimitState::new(&cfg(vegas, 20, 2, 200));
+        assert_eq!(s.shed(), 18);
+        assert_eq!(s.shed(), 18);
+        let mut before = 0;
+        for _ in 0..18 {
+            before = s.update(ok(10, 18));
+        }
+        assert!(s.shed() < before, "a new round, a new cut");
     }
 
     #[test]

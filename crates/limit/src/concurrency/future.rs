@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 use tower_prism_core::internal::{attempt, ReadyCall};
-use tower_prism_core::{BoxError, Classify};
+use tower_prism_core::{BoxError, Classify, Outcome};
 use tower_service::Service;
 
 use super::limiter::Permit;
@@ -137,17 +137,13 @@ where
                     permit,
                     classify,
                 } => {
-                    // A retry below restarts the clock: the sample is the latency of the
-                    // attempt that answers (see `internal::attempt`).
                     let (polled, event) = attempt::watch(|| future.poll(cx));
-                    if let (Some(attempt::Event::Restarted), Some(permit)) =
-                        (event, permit.as_mut())
-                    {
-                        permit.restart_clock();
+                    if let (Some(event), Some(permit)) = (event, permit.as_mut()) {
+                        heard(permit, event);
                     }
                     let result = ready!(polled);
                     if let Some(permit) = permit.take() {
-                        permit.finish(classify.classify(result.as_ref()));
+                        finish(permit, classify, result.as_ref());
                     }
                     return Poll::Ready(result.map_err(Into::into));
                 }
@@ -178,10 +174,8 @@ where
                             permit.restart_clock();
                         }
                     }
-                    if let (Some(attempt::Event::Restarted), Some(permit)) =
-                        (event, p.permit.as_mut())
-                    {
-                        permit.restart_clock();
+                    if let (Some(event), Some(permit)) = (event, p.permit.as_mut()) {
+                        heard(permit, event);
                     }
                     let result = ready!(polled);
                     let permit = p.permit.take();
@@ -191,11 +185,33 @@ where
                         return Poll::Ready(result.map_err(Into::into));
                     }
                     if let Some(permit) = permit {
-                        permit.finish(p.classify.classify(result.as_ref()));
+                        finish(permit, p.classify, result.as_ref());
                     }
                     return Poll::Ready(result.map_err(Into::into));
                 }
             }
         }
+    }
+}
+
+/// What a retry below did during a poll (see `internal::attempt`). A retry sent restarts
+/// the clock: the sample is the latency of the attempt that answers. An attempt the
+/// service shed, whose `Retry-After` the retry now waits out, lowers the limit at once.
+fn heard(permit: &mut Permit, event: attempt::Event) {
+    match event {
+        attempt::Event::Restarted => permit.restart_clock(),
+        attempt::Event::Parked(Some(_)) => permit.report_shed(),
+        attempt::Event::Parked(None) => {}
+    }
+}
+
+/// Feeds the call's outcome to the limit; a failure carrying the service's `Retry-After`
+/// (it shed the call) is a drop rather than a latency sample.
+fn finish<T, E, C: Classify<T, E>>(permit: Permit, classify: &C, result: Result<&T, &E>) {
+    let outcome = classify.classify(result);
+    if outcome.is_failure() && outcome != Outcome::Fatal && classify.retry_after(result).is_some() {
+        permit.report_shed();
+    } else {
+        permit.finish(outcome);
     }
 }

@@ -332,6 +332,12 @@ impl Shared {
         }
     }
 
+    /// The service shed a call, or an attempt of one: a drop for the algorithm.
+    fn record_shed(&self) {
+        let new = lock(&self.state.0).shed();
+        self.apply_limit(new, "shed");
+    }
+
     fn record(&self, sample: Sample) {
         if !sample.outcome.is_success()
             && (sample.outcome == Outcome::Fatal || !self.reads_failures.load(Ordering::Relaxed))
@@ -377,6 +383,13 @@ impl Permit {
         if self.start.is_some() {
             self.start = self.shared.now();
         }
+    }
+
+    /// Reports that the service shed this call, or an attempt of it that a retry below
+    /// waits to send again (a 429 or 503 with `Retry-After`): the limit is lowered at once.
+    /// The permit stays held; a call that ends shed is then dropped, with no latency sample.
+    pub(crate) fn report_shed(&self) {
+        self.shared.record_shed();
     }
 
     /// Requests in flight when this permit was taken, itself included.

@@ -24,11 +24,15 @@
 //! [`Error::ConcurrencyLimited`](crate::Error::ConcurrencyLimited). Errors are not read:
 //! they are the circuit breaker's and the retries' business. An outage, fast errors or
 //! timeouts, leaves the limit where it was, so every failure still reaches a breaker below
-//! it, and a brownout sheds nothing the service could have served.
+//! it, and a brownout sheds nothing the service could have served. One failure is read:
+//! the service's own word that it sheds (a failure the classifier finds a `Retry-After`
+//! in, as [`HttpClassifier`](tower_prism_core::HttpClassifier) does in a 429 or 503) cuts
+//! the limit by `log10(limit)`, once per round trip, as Netflix's Vegas does on a drop.
 //!
 //! Above a tower-prism retry stage (the facade's order), a request's latency sample is the
 //! attempt that answered, not the whole request: a retried request does not read as a
-//! queue. It keeps its slot while it waits to retry.
+//! queue. It keeps its slot while it waits to retry. An attempt the service shed, whose
+//! `Retry-After` the retry waits out, cuts the limit at once.
 //!
 //! [`LimitAlgorithm::Aimd`] (optionally with a `latency_threshold`) and
 //! [`LimitAlgorithm::Gradient`] read every failure as overload: pick them when the

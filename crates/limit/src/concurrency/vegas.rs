@@ -32,7 +32,8 @@
 //!
 //! Failures are ignored (the module docs of `algorithm` say why); so a dead service that
 //! answers errors in a millisecond does not drag the no-load latency down, and an outage
-//! leaves the limit where it was.
+//! leaves the limit where it was. A call the service shed (a 429 or 503 with `Retry-After`)
+//! is not a failure here but a drop: the limit is cut by `log10(limit)`, once per round.
 //!
 //! A queue that adds less than [`RESOLUTION`] (1 ms) to the mean latency is no queue: over a
 //! service answering in microseconds (in-process, or a cache on the same host), scheduling
@@ -86,6 +87,8 @@ pub(crate) struct Vegas {
     /// A round of this window ran at half the limit or less (little load): it measured what
     /// a probe would, so the window needs no probe.
     probed: bool,
+    /// The limit was cut this round because the service shed a call.
+    shed_in_round: bool,
 }
 
 impl Vegas {
@@ -108,6 +111,7 @@ impl Vegas {
             warm: false,
             probe_base: f64::INFINITY,
             last_probe: f64::INFINITY,
+            shed_in_round: false,
         }
     }
 
@@ -119,6 +123,23 @@ impl Vegas {
     /// The no-load latency estimate in seconds (infinite before the first round).
     fn no_load(&self) -> f64 {
         self.window_min.min(self.previous_min)
+    }
+
+    /// The service shed a call (its own word that it takes less than it is sent): the limit
+    /// is cut by `log10(limit)` (at least one), Netflix's decrease on a drop, once per round:
+    /// a burst of refusals is one signal, as a queue is, and the calls in flight were all
+    /// sent under the old limit.
+    pub(crate) fn shed(&mut self, estimate: f64, min: f64) -> f64 {
+        if self.shed_in_round {
+            return estimate;
+        }
+        self.shed_in_round = true;
+        let cut = estimate.log10().max(1.0);
+        // A probe round in progress goes back to the cut limit, not the old one.
+        if let Some(restore) = &mut self.restore {
+            *restore = (*restore - cut).max(min);
+        }
+        (estimate - cut).max(min)
     }
 
     /// Feeds one sample; returns the new (unclamped) estimate of the limit.
@@ -156,6 +177,7 @@ impl Vegas {
         self.round_count = 0;
         self.round_peak = 0;
         self.round_in_flight = 0.0;
+        self.shed_in_round = false;
         let candidate = mean + ERRORS * error;
         let before = self.no_load();
         self.window_min = self.window_min.min(candidate);
