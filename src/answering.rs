@@ -96,6 +96,7 @@ where
 {
     type Output = Result<T, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Poll::Ready(Err(match self.project().state.project() {
             StateProj::Called { future } => match ready!(future.poll(cx)) {

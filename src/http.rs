@@ -95,6 +95,7 @@ where
         self.inner.poll_ready::<Req>(cx).map(Ok)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         HttpErrorsFuture {
             inner: self.inner.call(req),
@@ -120,6 +121,7 @@ where
 {
     type Output = Result<Response<B>, Infallible>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let error = match ready!(self.project().inner.poll(cx)) {
             Ok(response) => return Poll::Ready(Ok(response)),

@@ -414,6 +414,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         // Inside a hedging retry's `call_avoiding`: the endpoints its other attempts of the
         // call went to (one thread-local read; `None` on every other call).

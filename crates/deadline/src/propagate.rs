@@ -142,6 +142,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
         let Some(engaged) = &mut self.engaged else {
             return self.inner.call(req);

@@ -117,6 +117,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
         let Some(engaged) = &mut self.engaged else {
             return ResponseFuture::plain(self.inner.call(req));

@@ -103,6 +103,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let Some(engaged) = &self.engaged else {
             return ResponseFuture::pass_through(self.inner.call(req));

@@ -171,6 +171,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let Some(engaged) = &self.engaged else {
             // Pass-through: the plain forwarding state an admitted call uses too.
