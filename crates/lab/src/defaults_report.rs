@@ -231,8 +231,8 @@ pub fn page(results: &[ScenarioResult], runs: usize) -> String {
          The upstream is one endpoint of 8 slots, every call served in 20 ms (400 requests/s), \
          with a FIFO queue that never sheds on its own (the issue's \"every endpoint of three\" \
          answering 503 is the one endpoint answering 503: all three behave alike). Each cell \
-         is the median of {runs} runs (`LAB_RUNS` to change); `range` is goodput's \
-         lowest-highest. Goodput counts successes within the client's 1 s deadline. \
+         is the median of {runs} runs (`LAB_RUNS` to change), one per seed from the \
+         scenario's own on; `range` is goodput's lowest-highest. Goodput counts successes within the client's 1 s deadline. \
          Amplification is attempts reaching the upstream per client request. Recovery is the \
          time from the fault's end until goodput over the next second is back to 90 % of the \
          offered load. `lost/hung` must be 0.\n\n## Stacks\n\n"

@@ -53,7 +53,7 @@ pub fn markdown(result: &ScenarioResult) -> String {
     let _ = writeln!(out, "### `{}`: {}\n", s.name, s.title);
     let _ = writeln!(
         out,
-        "Seed {}, {} s, upstream capacity {:.0} requests/s, offered load {:?}.\n",
+        "First seed {}, {} s, upstream capacity {:.0} requests/s, offered load {:?}.\n",
         s.seed,
         s.duration.as_secs(),
         s.upstream.capacity(),
