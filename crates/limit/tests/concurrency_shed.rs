@@ -24,6 +24,16 @@ fn answer(a: Answer) -> Response<()> {
     response.body(()).unwrap()
 }
 
+/// An upstream answering after 10 ms.
+fn upstream(
+) -> impl Service<Answer, Response = Response<()>, Error = &'static str, Future: Send> + Clone + Send
+{
+    service_fn(|a: Answer| async move {
+        sleep(Duration::from_millis(10)).await;
+        Ok(answer(a))
+    })
+}
+
 fn layer() -> ConcurrencyLimitLayer<HttpClassifier> {
     ConcurrencyLimitLayer::builder(ConcurrencyConfig::default())
         .classify(HttpClassifier)
@@ -35,12 +45,9 @@ fn layer() -> ConcurrencyLimitLayer<HttpClassifier> {
 async fn only_a_failure_with_retry_after_lowers_the_vegas_limit() {
     let layer = layer();
     let limiter = layer.handle().clone();
-    let mut svc = layer.layer(service_fn(|a: Answer| async move {
-        sleep(Duration::from_millis(10)).await;
-        Ok::<_, &'static str>(answer(a))
-    }));
+    let svc = layer.layer(upstream());
     for plain in [Answer(500, false), Answer(503, false), Answer(500, true)] {
-        svc.ready().await.unwrap().call(plain).await.unwrap();
+        svc.clone().oneshot(plain).await.unwrap();
     }
     // A 500 with a `Retry-After` is no shedding to the HTTP classifier (it reads the header
     // of 429 and 503 only).
@@ -49,20 +56,10 @@ async fn only_a_failure_with_retry_after_lowers_the_vegas_limit() {
         20,
         "failures say nothing to Vegas"
     );
-    svc.ready()
-        .await
-        .unwrap()
-        .call(Answer(503, true))
-        .await
-        .unwrap();
+    svc.clone().oneshot(Answer(503, true)).await.unwrap();
     // 20 - log10(20)
     assert_eq!(limiter.snapshot().limit, 18, "the service said it sheds");
-    svc.ready()
-        .await
-        .unwrap()
-        .call(Answer(429, true))
-        .await
-        .unwrap();
+    svc.clone().oneshot(Answer(429, true)).await.unwrap();
     assert_eq!(limiter.snapshot().limit, 18, "one cut per round");
 }
 
@@ -70,10 +67,7 @@ async fn only_a_failure_with_retry_after_lowers_the_vegas_limit() {
 async fn a_burst_of_refusals_is_one_cut_per_round() {
     let layer = layer();
     let limiter = layer.handle().clone();
-    let svc = layer.layer(service_fn(|a: Answer| async move {
-        sleep(Duration::from_millis(10)).await;
-        Ok::<_, &'static str>(answer(a))
-    }));
+    let svc = layer.layer(upstream());
     for round in 0..3 {
         // A round of successes, then a burst of 10 refusals: the first one cuts.
         for _ in 0..20 {
