@@ -126,7 +126,7 @@ impl LimitState {
         let (min, max) = (f64::from(self.min), f64::from(self.max));
         let current = self.estimate;
         let next = match &mut self.rule {
-            Rule::Aimd(config) => (current * config.backoff_ratio).floor().min(current - 1.0),
+            Rule::Aimd(config) => aimd_backoff(config, current),
             Rule::Gradient(g) => g.dropped(current),
             Rule::Vegas(v) => v.shed(current, min),
         };
@@ -145,8 +145,7 @@ impl LimitState {
             Rule::Aimd(config) => {
                 let slow = config.latency_threshold.is_some_and(|t| sample.latency > t);
                 if sample.outcome.is_failure() || slow {
-                    // Always at least one lower, so small limits still back off.
-                    (current * config.backoff_ratio).floor().min(current - 1.0)
+                    aimd_backoff(config, current)
                 } else if f64::from(sample.in_flight) * 2.0 >= current {
                     current + f64::from(config.increase_by)
                 } else {
@@ -174,6 +173,12 @@ impl Rule {
             LimitAlgorithm::Vegas(c) => Rule::Vegas(Vegas::new(c)),
         }
     }
+}
+
+/// AIMD's cut on a drop: by `backoff_ratio`, and always at least one lower, so small limits
+/// still back off.
+fn aimd_backoff(config: &AimdConfig, current: f64) -> f64 {
+    (current * config.backoff_ratio).floor().min(current - 1.0)
 }
 
 impl Gradient {
