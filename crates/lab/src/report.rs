@@ -296,7 +296,11 @@ pub fn targets(results: &[ScenarioResult]) -> String {
         let ratio = if low > 0.0 { high / low } else { f64::INFINITY };
         row(
             "`overload`: p99 at 3x at most 2x the p99 at 0.5x".into(),
-            format!("{} ms / {} ms = {ratio:.2}x", latency(low), latency(high)),
+            format!(
+                "{} ms at 3x / {} ms at 0.5x = {ratio:.2}x",
+                latency(high),
+                latency(low)
+            ),
             ratio <= 2.0,
         );
     }
