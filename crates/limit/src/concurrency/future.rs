@@ -196,8 +196,10 @@ where
 }
 
 /// What a retry below did during a poll (see `internal::attempt`). A retry sent restarts
-/// the clock: the sample is the latency of the attempt that answers. An attempt the
-/// service shed, whose `Retry-After` the retry now waits out, lowers the limit at once.
+/// the clock: the sample is the latency of the attempt that answers. An attempt refused
+/// with word of when to come back, which the retry now waits out (the service's
+/// `Retry-After`, or the hint of a stage between, such as a balancer with no healthy
+/// endpoint), lowers the limit at once: the calls are not getting through.
 fn heard(permit: &mut Permit, event: attempt::Event) {
     match event {
         attempt::Event::Restarted => permit.restart_clock(),
