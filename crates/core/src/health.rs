@@ -1,11 +1,12 @@
 //! Health signals: components publish call outcomes and latencies, others read them.
 //!
 //! The breaker and the balancer publish what they see; the adaptive rate limiter and the
-//! retry budget subscribe and react. Publishing is three relaxed atomic adds (no lock, no
-//! allocation), so it sits on hot paths. Each subscriber keeps its own cursor and reads the
-//! calls since its previous read.
+//! retry budget subscribe and react. Publishing is two relaxed atomic adds (no lock, no
+//! allocation), so it sits on hot paths, and none while no reader is subscribed (a
+//! breaker with nobody reading its signal pays one plain load). Each subscriber keeps its
+//! own cursor and reads the calls since its previous read.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ struct Inner {
     failures: AtomicU64,
     fatal: AtomicU64,
     latency_nanos: AtomicU64,
+    /// Readers alive ([`HealthReader`]s and their clones): with none, nothing is counted,
+    /// as nobody would read it (a reader's cursor starts when it subscribes).
+    readers: AtomicUsize,
     circuit_open: AtomicBool,
     changed: Notify,
 }
@@ -50,8 +54,13 @@ impl HealthSignal {
         Self::default()
     }
 
-    /// Publishes one call's outcome and latency.
+    /// Publishes one call's outcome and latency (to nobody, at the cost of one load, while
+    /// no reader is subscribed).
+    #[inline]
     pub fn record(&self, outcome: Outcome, latency: Duration) {
+        if self.inner.readers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let counter = match outcome {
             Outcome::Success => &self.inner.successes,
             Outcome::Failure { .. } => &self.inner.failures,
@@ -77,6 +86,8 @@ impl HealthSignal {
 
     /// A reader whose first [`read`](HealthReader::read) reports the calls from now on.
     pub fn subscribe(&self) -> HealthReader {
+        // Counted before the cursor is read, so no call after the cursor goes unpublished.
+        self.inner.readers.fetch_add(1, Ordering::Relaxed);
         HealthReader {
             last: Totals::load(&self.inner),
             signal: self.clone(),
@@ -108,11 +119,28 @@ impl Totals {
     }
 }
 
-/// One subscriber's view of a [`HealthSignal`].
-#[derive(Debug, Clone)]
+/// One subscriber's view of a [`HealthSignal`]. While any reader is alive the signal's
+/// publishers count every call; once the last one is dropped they stop.
+#[derive(Debug)]
 pub struct HealthReader {
     signal: HealthSignal,
     last: Totals,
+}
+
+impl Clone for HealthReader {
+    fn clone(&self) -> Self {
+        self.signal.inner.readers.fetch_add(1, Ordering::Relaxed);
+        HealthReader {
+            signal: self.signal.clone(),
+            last: self.last,
+        }
+    }
+}
+
+impl Drop for HealthReader {
+    fn drop(&mut self) {
+        self.signal.inner.readers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl HealthReader {
@@ -192,6 +220,28 @@ mod tests {
         assert_eq!((sa.successes, sa.fatal), (1, 1));
         assert_eq!((sb.successes, sb.fatal), (0, 1));
         assert_eq!(sb.failure_rate(), None, "fatal calls are not judged");
+    }
+
+    #[test]
+    fn nothing_is_counted_while_nobody_reads() {
+        let signal = HealthSignal::new();
+        let published = || signal.inner.successes.load(Ordering::Relaxed);
+        signal.record(Outcome::Success, Duration::from_millis(1));
+        assert_eq!(published(), 0, "no reader: nothing counted");
+        let mut reader = signal.subscribe();
+        let copy = reader.clone();
+        signal.record(Outcome::Success, Duration::from_millis(1));
+        drop(reader.clone());
+        signal.record(Outcome::Success, Duration::from_millis(3));
+        let stats = reader.read();
+        assert_eq!(stats.successes, 2);
+        assert_eq!(stats.mean_latency(), Some(Duration::from_millis(2)));
+        drop(reader);
+        signal.record(Outcome::Success, Duration::from_millis(1));
+        assert_eq!(published(), 3, "a clone still reads");
+        drop(copy);
+        signal.record(Outcome::Success, Duration::from_millis(1));
+        assert_eq!(published(), 3, "the last reader gone: nothing counted");
     }
 
     #[test]
