@@ -23,6 +23,9 @@ struct Inner {
     /// Readers alive ([`HealthReader`]s and their clones): with none, nothing is counted,
     /// as nobody would read it (a reader's cursor starts when it subscribes).
     readers: AtomicUsize,
+    /// Of them, the readers of latency ([`HealthSignal::subscribe`]); with none, the
+    /// latency sum is not kept.
+    latency_readers: AtomicUsize,
     circuit_open: AtomicBool,
     changed: Notify,
 }
@@ -58,17 +61,20 @@ impl HealthSignal {
     /// no reader is subscribed).
     #[inline]
     pub fn record(&self, outcome: Outcome, latency: Duration) {
-        if self.inner.readers.load(Ordering::Relaxed) == 0 {
+        let inner = &*self.inner;
+        if inner.readers.load(Ordering::Relaxed) == 0 {
             return;
         }
         let counter = match outcome {
-            Outcome::Success => &self.inner.successes,
-            Outcome::Failure { .. } => &self.inner.failures,
-            Outcome::Fatal => &self.inner.fatal,
+            Outcome::Success => &inner.successes,
+            Outcome::Failure { .. } => &inner.failures,
+            Outcome::Fatal => &inner.fatal,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.inner.latency_nanos.fetch_add(nanos, Ordering::Relaxed);
+        if inner.latency_readers.load(Ordering::Relaxed) != 0 {
+            let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+            inner.latency_nanos.fetch_add(nanos, Ordering::Relaxed);
+        }
     }
 
     /// Publishes whether a circuit breaker guarding this upstream is open. Wakes every
@@ -86,11 +92,27 @@ impl HealthSignal {
 
     /// A reader whose first [`read`](HealthReader::read) reports the calls from now on.
     pub fn subscribe(&self) -> HealthReader {
+        self.reader(true)
+    }
+
+    /// A reader of outcomes and the circuit's state only, for a subscriber that never
+    /// looks at latency (a retry budget): its stats' `latency_nanos` is always 0, and while
+    /// every reader is of this kind the publishers save the latency sum (an atomic add per
+    /// call).
+    pub fn subscribe_outcomes(&self) -> HealthReader {
+        self.reader(false)
+    }
+
+    fn reader(&self, latency: bool) -> HealthReader {
         // Counted before the cursor is read, so no call after the cursor goes unpublished.
         self.inner.readers.fetch_add(1, Ordering::Relaxed);
+        if latency {
+            self.inner.latency_readers.fetch_add(1, Ordering::Relaxed);
+        }
         HealthReader {
             last: Totals::load(&self.inner),
             signal: self.clone(),
+            latency,
         }
     }
 
@@ -125,21 +147,25 @@ impl Totals {
 pub struct HealthReader {
     signal: HealthSignal,
     last: Totals,
+    /// Whether it reads latency ([`HealthSignal::subscribe`]).
+    latency: bool,
 }
 
 impl Clone for HealthReader {
     fn clone(&self) -> Self {
-        self.signal.inner.readers.fetch_add(1, Ordering::Relaxed);
-        HealthReader {
-            signal: self.signal.clone(),
-            last: self.last,
-        }
+        let mut copy = self.signal.reader(self.latency);
+        copy.last = self.last;
+        copy
     }
 }
 
 impl Drop for HealthReader {
     fn drop(&mut self) {
-        self.signal.inner.readers.fetch_sub(1, Ordering::Relaxed);
+        let inner = &self.signal.inner;
+        inner.readers.fetch_sub(1, Ordering::Relaxed);
+        if self.latency {
+            inner.latency_readers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -151,7 +177,11 @@ impl HealthReader {
             successes: now.successes.wrapping_sub(self.last.successes),
             failures: now.failures.wrapping_sub(self.last.failures),
             fatal: now.fatal.wrapping_sub(self.last.fatal),
-            latency_nanos: now.latency_nanos.wrapping_sub(self.last.latency_nanos),
+            latency_nanos: if self.latency {
+                now.latency_nanos.wrapping_sub(self.last.latency_nanos)
+            } else {
+                0
+            },
             circuit_open: self.signal.is_circuit_open(),
         };
         self.last = now;
@@ -178,7 +208,8 @@ pub struct HealthStats {
     pub failures: u64,
     /// Calls classified [`Outcome::Fatal`] (a caller's fault, not the upstream's).
     pub fatal: u64,
-    /// Sum of the latencies of all these calls, in nanoseconds.
+    /// Sum of the latencies of all these calls, in nanoseconds (0 for a reader from
+    /// [`HealthSignal::subscribe_outcomes`]).
     pub latency_nanos: u64,
     /// Whether a breaker reported the circuit open at the time of the read.
     pub circuit_open: bool,
@@ -242,6 +273,37 @@ mod tests {
         drop(copy);
         signal.record(Outcome::Success, Duration::from_millis(1));
         assert_eq!(published(), 3, "the last reader gone: nothing counted");
+    }
+
+    #[test]
+    fn the_latency_sum_is_kept_only_for_a_reader_of_latency() {
+        let signal = HealthSignal::new();
+        let summed = || signal.inner.latency_nanos.load(Ordering::Relaxed);
+        let mut outcomes = signal.subscribe_outcomes();
+        signal.record(Outcome::Success, Duration::from_millis(5));
+        assert_eq!(summed(), 0, "no reader of latency: no sum");
+        let mut latency = signal.subscribe();
+        let copy = latency.clone();
+        signal.record(Outcome::RETRYABLE, Duration::from_millis(5));
+        drop(latency.clone());
+        let stats = outcomes.read();
+        assert_eq!(
+            (stats.successes, stats.failures, stats.latency_nanos),
+            (1, 1, 0)
+        );
+        assert_eq!(
+            latency.read().mean_latency(),
+            Some(Duration::from_millis(5))
+        );
+        drop(latency);
+        drop(copy);
+        signal.record(Outcome::Success, Duration::from_millis(5));
+        assert_eq!(
+            summed(),
+            5_000_000,
+            "the last reader of latency gone: no more sum"
+        );
+        assert_eq!(outcomes.read().successes, 1, "outcomes are still counted");
     }
 
     #[test]

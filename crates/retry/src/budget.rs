@@ -156,7 +156,7 @@ impl RetryBudget {
             slot_nanos,
             time: TimeSource::new(Clock::Auto),
             health: health.map(|h| Health {
-                reader: Mutex::new(h.subscribe()),
+                reader: Mutex::new(h.subscribe_outcomes()),
                 failure_rate: AtomicU64::new(config.unhealthy_failure_rate.to_bits()),
                 epoch: AtomicU64::new(u64::MAX),
             }),
