@@ -1,0 +1,98 @@
+//! Runs one stack `N` times, one call after the other, for a profiler to count (criterion's
+//! harness would dominate its counts). The per-call figures in BENCHMARKS.md ("counted
+//! rather than timed") come from:
+//!
+//! ```sh
+//! cargo build --release -p tower-prism-bench --example per_call
+//! valgrind --tool=callgrind target/release/examples/per_call three 100000
+//! ```
+//!
+//! and dividing the total by the calls, less the one-time clock calibration
+//! (`once_cell::imp::initialize_or_wait`, inclusive). Stacks: `three` (rate limit, breaker,
+//! retry over one service), `four` (the same over a balancer of 8), `http` (an
+//! `http_server()` policy of a rate limit and a breaker under `http_errors()`), `bare`
+//! (the HTTP route alone).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower_prism::balance::BalanceConfig;
+use tower_prism::breaker::BreakerConfig;
+use tower_prism::limit::rate::RateLimitConfig;
+use tower_prism::retry::RetryConfig;
+use tower_prism::{ReliabilityLayer, ServiceBuilderExt};
+use tower_prism_bench::Noop;
+
+/// A rate that admits every call.
+const HUGE: u32 = 1_000_000_000;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let stack = args.next().unwrap_or_else(|| "three".into());
+    let calls: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let rt = tower_prism_bench::runtime();
+    let _guard = rt.enter();
+    let rate = || RateLimitConfig::new(HUGE, Duration::from_secs(1));
+    let layer = ReliabilityLayer::builder()
+        .name("bench")
+        .rate_limit(rate())
+        .circuit_breaker(BreakerConfig::default())
+        .retry(RetryConfig::default())
+        .balance(BalanceConfig::default())
+        .build()
+        .expect("valid policy");
+    match stack.as_str() {
+        "three" => rt.block_on(drive(layer.layer(Noop), calls, || 1u64)),
+        "four" => {
+            let balanced = layer
+                .layer_endpoints::<usize, Noop, u64>((0..8).map(|i| (i, Noop)))
+                .expect("valid balancer");
+            rt.block_on(drive(balanced, calls, || 1u64))
+        }
+        "http" | "bare" => {
+            let route = tower::service_fn(|_: http::Request<String>| async {
+                Ok::<_, Infallible>(http::Response::new(String::from("ok")))
+            });
+            let request = || http::Request::new(String::new());
+            if stack == "bare" {
+                rt.block_on(drive(route, calls, request))
+            } else {
+                let policy = ReliabilityLayer::builder()
+                    .http_server()
+                    .name("bench")
+                    .rate_limit(rate())
+                    .circuit_breaker(BreakerConfig::default())
+                    .build()
+                    .expect("valid policy");
+                let served = ServiceBuilder::new()
+                    .http_errors()
+                    .reliability(policy)
+                    .service(route);
+                rt.block_on(drive(served, calls, request))
+            }
+        }
+        other => {
+            eprintln!("unknown stack {other:?}: three, four, http or bare");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// `calls` calls through `service`, each awaiting readiness then the response.
+async fn drive<S, R>(mut service: S, calls: u64, request: impl Fn() -> R)
+where
+    S: Service<R>,
+    S::Error: std::fmt::Debug,
+{
+    for _ in 0..calls {
+        let response = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(request())
+            .await
+            .expect("answered");
+        std::hint::black_box(response);
+    }
+}
