@@ -31,7 +31,8 @@ impl<Res> Injected<Res> {
 pin_project! {
     /// The response future of [`Fault`](crate::Fault): the inner call, untouched; or a
     /// delay and then the inner call; or an injected answer, maybe after a delay. A call
-    /// let through allocates nothing; a delayed one allocates its timer.
+    /// let through allocates nothing; a delayed call or an injected answer allocates its
+    /// state.
     ///
     /// Dropping a delayed future before its delay is over drops the request and the
     /// service clone it holds: the service is never called.
@@ -54,22 +55,41 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
-        // The delays are boxed: a tokio `Sleep` is 112 bytes, which every call's future
-        // (and every stage's above it) would carry, and copy, for a delay that is rarely
-        // drawn; the allocation is made only for a call that is about to wait anyway.
+        // A delayed call and an injected answer are boxed: unboxed, every call's future
+        // (and every stage's above it) would carry, and copy, a tokio `Sleep` (112 bytes),
+        // the request and the service kept for after the delay, or a whole response
+        // (an HTTP request and response are hundreds of bytes), for faults that are
+        // rarely drawn. Only a call that is about to wait or be answered allocates.
         Delayed {
-            // `None` once slept.
-            sleep: Option<Pin<Box<Sleep>>>,
-            #[pin]
-            call: ReadyCall<S, Req>,
+            delayed: Pin<Box<Delayed<S, Req>>>,
         },
-        DelayedFault {
-            sleep: Pin<Box<Sleep>>,
-            fault: Option<Injected<S::Response>>,
+        Injected {
+            answer: Pin<Box<Answer<S::Response>>>,
         },
-        Fault {
-            fault: Option<Injected<S::Response>>,
-        },
+    }
+}
+
+pin_project! {
+    /// A call made after a delay.
+    struct Delayed<S, Req>
+    where
+        S: Service<Req>,
+    {
+        // `None` once slept.
+        #[pin]
+        sleep: Option<Sleep>,
+        #[pin]
+        call: ReadyCall<S, Req>,
+    }
+}
+
+pin_project! {
+    /// An injected answer, after a delay if there is one.
+    struct Answer<Res> {
+        #[pin]
+        sleep: Option<Sleep>,
+        // `None` once answered.
+        fault: Option<Injected<Res>>,
     }
 }
 
@@ -84,22 +104,24 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     pub(crate) fn delayed(sleep: Sleep, service: S, request: Req) -> Self {
         ResponseFuture {
             kind: Kind::Delayed {
-                sleep: Some(Box::pin(sleep)),
-                call: ReadyCall::new(service, request),
+                delayed: Box::pin(Delayed {
+                    sleep: Some(sleep),
+                    call: ReadyCall::new(service, request),
+                }),
             },
         }
     }
 
     /// Answers `fault`, after `sleep` if given.
     pub(crate) fn injected(sleep: Option<Sleep>, fault: Injected<S::Response>) -> Self {
-        let kind = match sleep {
-            Some(sleep) => Kind::DelayedFault {
-                sleep: Box::pin(sleep),
-                fault: Some(fault),
+        ResponseFuture {
+            kind: Kind::Injected {
+                answer: Box::pin(Answer {
+                    sleep,
+                    fault: Some(fault),
+                }),
             },
-            None => Kind::Fault { fault: Some(fault) },
-        };
-        ResponseFuture { kind }
+        }
     }
 }
 
@@ -114,18 +136,22 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { future } => future.poll(cx).map_err(Into::into),
-            KindProj::Delayed { sleep, call } => {
-                if let Some(delay) = sleep {
-                    ready!(delay.as_mut().poll(cx));
-                    *sleep = None;
+            KindProj::Delayed { delayed } => {
+                let mut delayed = delayed.as_mut().project();
+                if let Some(sleep) = delayed.sleep.as_mut().as_pin_mut() {
+                    ready!(sleep.poll(cx));
+                    delayed.sleep.set(None);
                 }
-                call.poll(cx).map_err(Into::into)
+                delayed.call.poll(cx).map_err(Into::into)
             }
-            KindProj::DelayedFault { sleep, fault } => {
-                ready!(sleep.as_mut().poll(cx));
-                Poll::Ready(take(fault))
+            KindProj::Injected { answer } => {
+                let mut answer = answer.as_mut().project();
+                if let Some(sleep) = answer.sleep.as_mut().as_pin_mut() {
+                    ready!(sleep.poll(cx));
+                    answer.sleep.set(None);
+                }
+                Poll::Ready(take(answer.fault))
             }
-            KindProj::Fault { fault } => Poll::Ready(take(fault)),
         }
     }
 }
@@ -143,8 +169,8 @@ impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
         f.write_str(match &self.kind {
             Kind::Called { .. } => "ResponseFuture::Called",
             Kind::Delayed { .. } => "ResponseFuture::Delayed",
-            Kind::DelayedFault { .. } => "ResponseFuture::DelayedFault",
-            Kind::Fault { .. } => "ResponseFuture::Fault",
+            Kind::Injected { answer } if answer.sleep.is_some() => "ResponseFuture::DelayedFault",
+            Kind::Injected { .. } => "ResponseFuture::Fault",
         })
     }
 }

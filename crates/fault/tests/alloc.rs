@@ -64,7 +64,7 @@ fn an_active_stage_allocates_nothing_on_calls_it_lets_through() {
 }
 
 #[test]
-fn a_delayed_call_allocates_only_its_timer() {
+fn a_delayed_call_allocates_only_its_state() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -98,7 +98,8 @@ fn a_delayed_call_allocates_only_its_timer() {
     for i in 0..1000 {
         one_call(i);
     }
-    // The timer is boxed (so that calls let through do not carry it); nothing else.
+    // The timer, the request and the service clone are boxed together (so that calls let
+    // through do not carry them); nothing else.
     assert_eq!(allocations() - before, 1000);
     assert_eq!(layer.handle().snapshot().injected_latency, 1100);
 }
