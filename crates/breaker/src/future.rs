@@ -160,8 +160,9 @@ where
                 guard,
                 classifier,
             } => {
-                let (polled, event) = attempt::watch(|| future.poll(cx));
-                if let Some(event) = event {
+                let mark = attempt::Mark::now();
+                let polled = future.poll(cx);
+                if let Some(event) = mark.event_since() {
                     guard.retry_event(event);
                 }
                 let result = ready!(polled);

@@ -9,10 +9,10 @@
 //! what queueing at the upstream lengthens. A breaker that only counts finished requests
 //! would never hear of a failed attempt whose caller gave up during the retry's wait; after
 //! [`parked`] it counts such a request as failed, and an attempt that carried the
-//! upstream's `Retry-After` at once. The stages poll their inner future inside [`watch`].
+//! upstream's `Retry-After` at once. The stages take a [`Mark`] before polling their inner future.
 //!
-//! Outside a `watch`, the reports set a value nobody reads (the next `watch` starts
-//! afresh). Both ends cost a thread-local access.
+//! Outside a poll between a [`Mark`] and its reading, the reports set a value nobody reads
+//! (the next mark starts afresh). Both ends cost a thread-local access.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -30,26 +30,36 @@ pub enum Event {
 }
 
 thread_local! {
-    /// Counts the reports: a `watch` sees a report made inside it as a change of count.
+    /// Counts the reports: a [`Mark`] sees a report made after it as a change of count.
     static REPORTS: Cell<u32> = const { Cell::new(0) };
     /// The latest report.
     static LATEST: Cell<Option<Event>> = const { Cell::new(None) };
 }
 
-/// Runs `f` (a poll of the stages below) and returns its result with the latest report of
-/// a retry inside it, if any. An enclosing `watch` (a second limit further up) sees it too.
-/// Without a report, two reads of a thread-local count.
-#[inline]
-pub fn watch<R>(f: impl FnOnce() -> R) -> (R, Option<Event>) {
-    let before = REPORTS.try_with(Cell::get).unwrap_or(0);
-    let out = f();
-    let after = REPORTS.try_with(Cell::get).unwrap_or(0);
-    let event = if after == before {
-        None
-    } else {
-        LATEST.try_with(Cell::get).ok().flatten()
-    };
-    (out, event)
+/// A point in the reports: taken before a poll of the stages below, asked after it which
+/// report, if any, a retry inside made. A mark rather than a closure around the poll: the
+/// poll's result (a whole response) is then written once, where the stage keeps it, not
+/// returned through the closure and copied.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark(u32);
+
+impl Mark {
+    /// Marks now (before polling the stages below).
+    #[inline]
+    pub fn now() -> Mark {
+        Mark(REPORTS.try_with(Cell::get).unwrap_or(0))
+    }
+
+    /// The latest report of a retry since the mark, if any. An enclosing mark (a second
+    /// limit further up) sees it too. Without a report, one read of a thread-local count.
+    #[inline]
+    pub fn event_since(self) -> Option<Event> {
+        if REPORTS.try_with(Cell::get).unwrap_or(0) == self.0 {
+            None
+        } else {
+            LATEST.try_with(Cell::get).ok().flatten()
+        }
+    }
 }
 
 fn report(event: Event) {
@@ -73,6 +83,13 @@ pub fn parked(hint: Option<Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `f` and the report a retry made inside it.
+    fn watch<R>(f: impl FnOnce() -> R) -> (R, Option<Event>) {
+        let mark = Mark::now();
+        let out = f();
+        (out, mark.event_since())
+    }
 
     #[test]
     fn nothing_is_reported_without_a_retry() {

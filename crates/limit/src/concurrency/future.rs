@@ -138,8 +138,9 @@ where
                     permit,
                     classify,
                 } => {
-                    let (polled, event) = attempt::watch(|| future.poll(cx));
-                    if let (Some(event), Some(permit)) = (event, permit.as_mut()) {
+                    let mark = attempt::Mark::now();
+                    let polled = future.poll(cx);
+                    if let (Some(event), Some(permit)) = (mark.event_since(), permit.as_mut()) {
                         heard(permit, event);
                     }
                     let result = ready!(polled);
@@ -167,7 +168,9 @@ where
                         }
                         continue;
                     }
-                    let (polled, event) = attempt::watch(|| p.call.as_mut().poll(cx));
+                    let mark = attempt::Mark::now();
+                    let polled = p.call.as_mut().poll(cx);
+                    let event = mark.event_since();
                     if !*p.called && matches!(*p.call, ReadyCall::Called { .. }) {
                         // The call was made: latency counts from now.
                         *p.called = true;
