@@ -44,9 +44,11 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // One clock reading for the stages that time the call as it completes.
-        let inner = self.project().inner;
-        reading::shared(|| inner.poll(cx))
+        // One clock reading for the stages that time the call as it completes. A guard
+        // rather than `reading::shared`'s closure: the response is written once, not
+        // returned through the closure and copied.
+        let _scope = reading::enter();
+        self.project().inner.poll(cx)
     }
 }
 

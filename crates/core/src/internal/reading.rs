@@ -3,9 +3,10 @@
 //! A stack of stages reads the time several times per request: the rate limiter to admit
 //! it, the breaker to time it, the retry budget and the balancer when it completes. On
 //! the counter each reading costs tens of cycles, and within one synchronous `call` (or
-//! one `poll`) they all mean the same moment. The facade runs its `call`, `poll_ready` and
-//! response future's `poll` inside [`shared`]: the first [`TimeSource`] on the counter to
-//! read the time inside it reads the counter, the others reuse that reading.
+//! one `poll`) they all mean the same moment. The facade runs its `call` and `poll_ready`
+//! inside [`shared`], and its response future's `poll` inside a scope it [`enter`]s: the
+//! first [`TimeSource`] on the counter to read the time inside it reads the counter, the
+//! others reuse that reading.
 //!
 //! Readings are taken lazily, so a stage that reads after the inner service answered
 //! (timing a call) reads after the inner service's own work. A scope inside a scope (a
@@ -52,6 +53,37 @@ pub fn shared<R>(f: impl FnOnce() -> R) -> R {
     }
     let _leave = Leave;
     f()
+}
+
+/// A scope entered by [`enter`]: left when dropped, even by a panic's unwinding.
+#[derive(Debug)]
+pub struct Scope {
+    entered: bool,
+}
+
+impl Drop for Scope {
+    #[inline]
+    fn drop(&mut self) {
+        if self.entered {
+            let _ = READING.try_with(|r| r.set(OUTSIDE));
+        }
+    }
+}
+
+/// Enters a scope, as [`shared`] does, until the returned guard drops. For a caller whose
+/// result is large: returned through [`shared`]'s closure, it is copied once more.
+#[inline]
+pub fn enter() -> Scope {
+    let entered = READING
+        .try_with(|r| {
+            let outermost = r.get() == OUTSIDE;
+            if outermost {
+                r.set(UNREAD);
+            }
+            outermost
+        })
+        .unwrap_or(false);
+    Scope { entered }
 }
 
 /// The counter now: the scope's reading if one was taken, else `read()` (kept for the
@@ -108,6 +140,32 @@ mod tests {
             n.get()
         };
         assert_eq!((counter(read), counter(read)), (1, 2));
+    }
+
+    #[test]
+    fn an_entered_scope_reads_once_until_its_guard_drops_even_in_a_panic() {
+        let n = Cell::new(0u64);
+        let read = || {
+            n.set(n.get() + 1);
+            n.get()
+        };
+        {
+            let _scope = enter();
+            assert_eq!((counter(read), counter(read)), (1, 1));
+            let _inner = enter();
+            assert_eq!(counter(read), 1, "a nested scope shares the reading");
+        }
+        assert_eq!(counter(read), 2, "the scope is left");
+        let _ = std::panic::catch_unwind(|| {
+            let _scope = enter();
+            counter(|| 0);
+            panic!("inside");
+        });
+        assert_eq!(
+            (counter(read), counter(read)),
+            (3, 4),
+            "left by the unwinding"
+        );
     }
 
     #[test]
