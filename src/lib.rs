@@ -260,7 +260,7 @@ pub use names::MAX_POLICY_NAME;
 pub use parse_error::{ParseError, MAX_PARSE_MESSAGE};
 pub use policies::Policies;
 pub use profile::{Classified, Generic, Grpc, GrpcServer, Http, HttpServer, Profile, SendOnce};
-pub use retry_kind::{NoRetries, NoRetry, NoRetryFuture, Retries, RetryKind};
+pub use retry_kind::{NoRetries, Retries, RetryKind};
 pub use service::Reliability;
 pub use snapshot::Snapshot;
 #[cfg(feature = "watch")]

@@ -3,18 +3,13 @@
 //! A stage left out of a policy passes calls through, but its response future is still in
 //! the stack's: the retry's call state (attempts, timers, the request kept to replay) is
 //! hundreds of bytes, carried and copied on every call. A server profile can never have a
-//! retry stage (it cannot replay what it received), so its stack is built without one.
+//! retry stage (it cannot replay what it received), so its stack is built without one,
+//! and without the stage below a retry that writes each attempt's deadline into its
+//! request: the fault stage is then right under the breaker.
 
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
-use tower_prism_core::BoxError;
-use tower_service::Service;
 
+use crate::components::{DeadlineLayer, PropagateService};
 use crate::profile::Profile;
 
 mod sealed {
@@ -26,14 +21,17 @@ mod sealed {
 /// Whether a [`Profile`]'s stack has a retry stage: [`Retries`] (clients) or
 /// [`NoRetries`] (servers). Sealed: a profile picks one of the two.
 pub trait RetryKind: sealed::Sealed + Send + Sync + 'static {
-    /// The retry stage over `S`.
+    /// The retry stage over `S`, with the stage writing each attempt's deadline below it;
+    /// `S` itself for a stack without retries.
     #[doc(hidden)]
     type Stage<S, P: Profile>;
 
-    /// The retry stage over `inner`: `layer`'s, or passing calls through.
+    /// The retry stage over `inner`: `retry`'s, or passing calls through. `deadline`: the
+    /// deadline stage, whose time left each retry attempt carries.
     #[doc(hidden)]
     fn stage<S, P: Profile>(
-        layer: Option<&tower_prism_retry::RetryLayer<P::Classify, P::Replay, P::Hint>>,
+        retry: Option<&tower_prism_retry::RetryLayer<P::Classify, P::Replay, P::Hint>>,
+        deadline: Option<&DeadlineLayer<P>>,
         inner: S,
     ) -> Self::Stage<S, P>;
 
@@ -59,116 +57,64 @@ pub struct Retries;
 pub struct NoRetries;
 
 impl RetryKind for Retries {
-    type Stage<S, P: Profile> = tower_prism_retry::Retry<S, P::Classify, P::Replay, P::Hint>;
+    type Stage<S, P: Profile> =
+        tower_prism_retry::Retry<PropagateService<S, P>, P::Classify, P::Replay, P::Hint>;
 
     fn stage<S, P: Profile>(
-        layer: Option<&tower_prism_retry::RetryLayer<P::Classify, P::Replay, P::Hint>>,
+        retry: Option<&tower_prism_retry::RetryLayer<P::Classify, P::Replay, P::Hint>>,
+        deadline: Option<&DeadlineLayer<P>>,
         inner: S,
     ) -> Self::Stage<S, P> {
-        match layer {
-            Some(layer) => layer.layer(inner),
-            None => tower_prism_retry::Retry::pass_through(inner),
+        // Below a retry stage, every attempt's request gets the time left when it is sent;
+        // without retries, the deadline stage's own write is the only one.
+        let propagate = match (deadline, retry) {
+            (Some(deadline), Some(_)) => deadline.propagate_layer().layer(inner),
+            _ => PropagateService::<_, P>::pass_through(inner),
+        };
+        match retry {
+            Some(layer) => layer.layer(propagate),
+            None => tower_prism_retry::Retry::pass_through(propagate),
         }
     }
 
     fn get_ref<S, P: Profile>(stage: &Self::Stage<S, P>) -> &S {
-        stage.get_ref()
+        stage.get_ref().get_ref()
     }
 
     fn get_mut<S, P: Profile>(stage: &mut Self::Stage<S, P>) -> &mut S {
-        stage.get_mut()
+        stage.get_mut().get_mut()
     }
 
     fn into_inner<S, P: Profile>(stage: Self::Stage<S, P>) -> S {
-        stage.into_inner()
+        stage.into_inner().into_inner()
     }
 }
 
+// No stage at all, not a wrapper: the fault stage below already boxes its errors as a
+// retry stage would, and a wrapper's call and poll would copy the request and the
+// response once more on every call.
 impl RetryKind for NoRetries {
-    type Stage<S, P: Profile> = NoRetry<S>;
+    type Stage<S, P: Profile> = S;
 
     fn stage<S, P: Profile>(
-        layer: Option<&tower_prism_retry::RetryLayer<P::Classify, P::Replay, P::Hint>>,
+        retry: Option<&tower_prism_retry::RetryLayer<P::Classify, P::Replay, P::Hint>>,
+        _deadline: Option<&DeadlineLayer<P>>,
         inner: S,
     ) -> Self::Stage<S, P> {
         // `Stages::new` refuses a retry table for a profile that cannot retry.
-        debug_assert!(layer.is_none(), "a retry stage for a profile without one");
-        NoRetry { inner }
+        debug_assert!(retry.is_none(), "a retry stage for a profile without one");
+        inner
     }
 
     fn get_ref<S, P: Profile>(stage: &Self::Stage<S, P>) -> &S {
-        &stage.inner
+        stage
     }
 
     fn get_mut<S, P: Profile>(stage: &mut Self::Stage<S, P>) -> &mut S {
-        &mut stage.inner
+        stage
     }
 
     fn into_inner<S, P: Profile>(stage: Self::Stage<S, P>) -> S {
-        stage.inner
-    }
-}
-
-/// Where a stack without a retry stage has one: the inner service, its errors boxed (as a
-/// retry stage boxes an error it does not retry).
-#[derive(Clone)]
-pub struct NoRetry<S> {
-    inner: S,
-}
-
-impl<S: fmt::Debug> fmt::Debug for NoRetry<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NoRetry")
-            .field("inner", &self.inner)
-            .finish()
-    }
-}
-
-impl<S, Req> Service<Req> for NoRetry<S>
-where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = NoRetryFuture<S::Future>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    #[inline]
-    fn call(&mut self, req: Req) -> Self::Future {
-        NoRetryFuture {
-            future: self.inner.call(req),
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`NoRetry`]: the inner one, its error boxed.
-    pub struct NoRetryFuture<F> {
-        #[pin]
-        future: F,
-    }
-}
-
-impl<F, T, E> Future for NoRetryFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().future.poll(cx).map_err(Into::into)
-    }
-}
-
-impl<F> fmt::Debug for NoRetryFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NoRetryFuture").finish_non_exhaustive()
+        stage
     }
 }

@@ -9,8 +9,10 @@
 //! `Either` names the stack below it twice, so each optional stage doubled the size of the
 //! stack's type, and with eight stages the compiler ran out of memory. The one exception is
 //! decided by the profile, not the policy: a profile that cannot retry (a server's) has no
-//! retry stage at all ([`RetryKind`]), since a pass-through retry stage would still carry
-//! the retry's call state in every call's future.
+//! retry stage at all ([`RetryKind`]), nor the stage below it writing each attempt's
+//! deadline: a pass-through retry stage would still carry the retry's call state in every
+//! call's future, and a wrapper around the fault stage would copy the request and the
+//! response once more per call.
 
 use std::future::Future;
 use std::task::{Context, Poll};
@@ -19,8 +21,7 @@ use tower_prism_core::BoxError;
 use tower_service::Service;
 
 use crate::components::{
-    BreakerService, ConcurrencyService, DeadlineService, FaultService, PropagateService,
-    RateLimitService,
+    BreakerService, ConcurrencyService, DeadlineService, FaultService, RateLimitService,
 };
 use crate::profile::Profile;
 use crate::retry_kind::RetryKind;
@@ -28,10 +29,9 @@ use crate::retry_kind::RetryKind;
 /// The fault stage over the inner service; it boxes the inner service's errors, so every
 /// stage above sees [`BoxError`].
 pub type FaultStage<S, P> = FaultService<S, P>;
-/// The stage writing each retry attempt's deadline, over [`FaultStage`].
-pub type PropagateStage<S, P> = PropagateService<FaultStage<S, P>, P>;
-/// The retry stage over [`PropagateStage`] (none, for a profile whose stack has none).
-pub type RetryStage<S, P> = <<P as Profile>::Retries as RetryKind>::Stage<PropagateStage<S, P>, P>;
+/// The retry stage, with the stage writing each attempt's deadline below it, over
+/// [`FaultStage`] (neither, for a profile whose stack has no retry stage).
+pub type RetryStage<S, P> = <<P as Profile>::Retries as RetryKind>::Stage<FaultStage<S, P>, P>;
 /// The breaker stage over [`RetryStage`].
 pub type BreakerStage<S, P> = BreakerService<RetryStage<S, P>, P>;
 /// The deadline stage over [`BreakerStage`].
@@ -47,8 +47,7 @@ pub(crate) fn inner<S, P: Profile>(stack: &Stack<S, P>) -> &S {
     let deadline = concurrency.get_ref();
     let breaker = deadline.get_ref();
     let retry = breaker.get_ref();
-    let propagate = P::Retries::get_ref::<_, P>(retry);
-    let fault = propagate.get_ref();
+    let fault = P::Retries::get_ref::<_, P>(retry);
     fault.get_ref()
 }
 
@@ -58,8 +57,7 @@ pub(crate) fn inner_mut<S, P: Profile>(stack: &mut Stack<S, P>) -> &mut S {
     let deadline = concurrency.get_mut();
     let breaker = deadline.get_mut();
     let retry = breaker.get_mut();
-    let propagate = P::Retries::get_mut::<_, P>(retry);
-    let fault = propagate.get_mut();
+    let fault = P::Retries::get_mut::<_, P>(retry);
     fault.get_mut()
 }
 
@@ -69,8 +67,7 @@ pub(crate) fn into_inner<S, P: Profile>(stack: Stack<S, P>) -> S {
     let deadline = concurrency.into_inner();
     let breaker = deadline.into_inner();
     let retry = breaker.into_inner();
-    let propagate = P::Retries::into_inner::<_, P>(retry);
-    let fault = propagate.into_inner();
+    let fault = P::Retries::into_inner::<_, P>(retry);
     fault.into_inner()
 }
 
@@ -123,5 +120,38 @@ where
     #[inline]
     fn clone_stack(stack: &Stack<S, P>) -> Stack<S, P> {
         stack.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::any::type_name;
+
+    use super::Stack;
+    use crate::profile::{Generic, GrpcServer, Http, HttpServer};
+
+    struct Inner;
+
+    #[test]
+    fn a_server_stack_has_no_retry_stage_nor_the_stage_below_one() {
+        for (profile, stack) in [
+            ("http_server", type_name::<Stack<Inner, HttpServer>>()),
+            ("grpc_server", type_name::<Stack<Inner, GrpcServer>>()),
+        ] {
+            assert!(
+                !stack.contains("Retry") && !stack.contains("PropagateDeadline"),
+                "{profile}: {stack}"
+            );
+            assert!(stack.contains("Fault<"), "{profile}: {stack}");
+        }
+        for stack in [
+            type_name::<Stack<Inner, Generic>>(),
+            type_name::<Stack<Inner, Http>>(),
+        ] {
+            assert!(
+                stack.contains("Retry<") && stack.contains("PropagateDeadline<"),
+                "{stack}"
+            );
+        }
     }
 }

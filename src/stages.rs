@@ -10,8 +10,8 @@ use tower_prism_core::{ConfigError, HealthSignal};
 
 use crate::components::{
     self as c, BalanceConfig, BreakerLayer, BreakerService, ConcurrencyLayer, ConcurrencyService,
-    DeadlineLayer, DeadlineService, FaultLayer, FaultService, PropagateService, RateLimitLayer,
-    RateLimitService, ReloadBalancer, RetryLayer,
+    DeadlineLayer, DeadlineService, FaultLayer, FaultService, RateLimitLayer, RateLimitService,
+    ReloadBalancer, RetryLayer,
 };
 use crate::config::PolicyConfig;
 use crate::fallback::FallbackLayer;
@@ -172,13 +172,7 @@ impl<P: Profile> Stages<P> {
         } else {
             FaultService::<S, P>::pass_through(inner)
         };
-        // Below a retry stage, every attempt's request gets the time left when it is sent;
-        // without retries, the deadline stage's own write is the only one.
-        let propagate = match (&self.deadline, &self.retry) {
-            (Some(deadline), Some(_)) => deadline.propagate_layer().layer(fault),
-            _ => PropagateService::<_, P>::pass_through(fault),
-        };
-        let retry = P::Retries::stage::<_, P>(self.retry.as_ref(), propagate);
+        let retry = P::Retries::stage::<_, P>(self.retry.as_ref(), self.deadline.as_ref(), fault);
         let breaker = match &self.breaker {
             Some(layer) => layer.layer(retry),
             None => BreakerService::<_, P>::pass_through(retry),
