@@ -12,6 +12,10 @@
 //! retry over one service), `four` (the same over a balancer of 8), `http` (an
 //! `http_server()` policy of a rate limit and a breaker under `http_errors()`), `bare`
 //! (the HTTP route alone).
+//!
+//! With `PRISM_RECORDER` set, a Prometheus recorder (`metrics-exporter-prometheus`, as
+//! `contrib/` installs it) takes the stages' metrics instead of the `metrics` crate's
+//! no-op: what a call costs in a service that exports them.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -31,6 +35,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let stack = args.next().unwrap_or_else(|| "three".into());
     let calls: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    if std::env::var_os("PRISM_RECORDER").is_some() {
+        // Before the stack is built: metric handles bind to the recorder installed then.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        metrics::set_global_recorder(recorder).unwrap();
+    }
     let rt = tower_prism_bench::runtime();
     let _guard = rt.enter();
     let rate = || RateLimitConfig::new(HUGE, Duration::from_secs(1));
