@@ -10,8 +10,9 @@
 //! and dividing the total by the calls, less the one-time clock calibration
 //! (`once_cell::imp::initialize_or_wait`, inclusive). Stacks: `three` (rate limit, breaker,
 //! retry over one service), `four` (the same over a balancer of 8), `http` (an
-//! `http_server()` policy of a rate limit and a breaker under `http_errors()`), `bare`
-//! (the HTTP route alone).
+//! `http_server()` policy of a rate limit and a breaker under `http_errors()`),
+//! `http-cloned` (the same, each call through a clone of the stack dropped after it, as
+//! axum's `Route` serves each request), `bare` (the HTTP route alone).
 //!
 //! With `PRISM_RECORDER` set, a Prometheus recorder (`metrics-exporter-prometheus`, as
 //! `contrib/` installs it) takes the stages' metrics instead of the `metrics` crate's
@@ -59,7 +60,7 @@ fn main() {
                 .expect("valid balancer");
             rt.block_on(drive(balanced, calls, || 1u64))
         }
-        "http" | "bare" => {
+        "http" | "http-cloned" | "bare" => {
             let route = tower::service_fn(|_: http::Request<String>| async {
                 Ok::<_, Infallible>(http::Response::new(String::from("ok")))
             });
@@ -78,13 +79,30 @@ fn main() {
                     .http_errors()
                     .reliability(policy)
                     .service(route);
-                rt.block_on(drive(served, calls, request))
+                if stack == "http-cloned" {
+                    rt.block_on(drive_clones(served, calls, request))
+                } else {
+                    rt.block_on(drive(served, calls, request))
+                }
             }
         }
         other => {
-            eprintln!("unknown stack {other:?}: three, four, http or bare");
+            eprintln!("unknown stack {other:?}: three, four, http, http-cloned or bare");
             std::process::exit(2);
         }
+    }
+}
+
+/// `calls` calls, each through a clone of `service` dropped after it, as axum's `Route`
+/// serves every request.
+async fn drive_clones<S, R>(service: S, calls: u64, request: impl Fn() -> R)
+where
+    S: Service<R> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    for _ in 0..calls {
+        let response = service.clone().oneshot(request()).await.expect("answered");
+        std::hint::black_box(response);
     }
 }
 
