@@ -2,7 +2,8 @@
 //! `http_server()` policy with a rate limit sized to admit everything and a circuit
 //! breaker, against the bare service and a layer that does nothing, per request. What the
 //! end-to-end run over wrk measures beside sockets and axum, without their noise; requests
-//! are built outside the timed part.
+//! are built outside the timed part. `stack_cloned` calls each request through a clone of
+//! the stack dropped after it, as axum's `Route` serves requests.
 //!
 //! `cargo bench -p tower-prism-bench --bench http_stack`
 
@@ -60,6 +61,20 @@ where
     });
 }
 
+/// Each request through a clone of `svc`, dropped after the call.
+fn bench_cloned<S>(c: &mut Criterion, name: &str, svc: S)
+where
+    S: Service<Request<String>> + Clone,
+{
+    c.bench_function(name, |b| {
+        b.iter_batched(
+            request,
+            |req| call_now(&mut svc.clone(), req),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 fn http_stack(c: &mut Criterion) {
     let rt = tower_prism_bench::runtime();
     let _guard = rt.enter();
@@ -82,7 +97,8 @@ fn http_stack(c: &mut Criterion) {
         .http_errors()
         .reliability(layer)
         .service(Ok200);
-    bench(c, "http_server_stack/stack", stack);
+    bench(c, "http_server_stack/stack", stack.clone());
+    bench_cloned(c, "http_server_stack/stack_cloned", stack);
 }
 
 criterion_group!(benches, http_stack);
