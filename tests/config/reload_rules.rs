@@ -215,3 +215,38 @@ fn an_accepted_reload_reaches_running_balancers_and_later_ones() {
     assert_eq!(later.snapshot().strategy, Strategy::LeastRequests);
     assert_eq!(policies.get("api").unwrap().snapshot().balancers, 2);
 }
+
+#[test]
+fn an_adaptive_rate_keeps_its_table_and_takes_its_new_values() {
+    let adaptive = |min: f64, max: f64| {
+        RUNNING.replace(
+            "rate = 100\n",
+            &format!("rate = 100\nadaptive = {{ min_rate = {min:?}, max_rate = {max:?} }}\n"),
+        )
+    };
+    let policies =
+        Policies::new(&ReliabilityConfig::from_toml(&adaptive(1.0, 5.0)).unwrap()).unwrap();
+    assert_eq!(rates(&policies), (10.0, 5.0));
+    // new bounds apply: the rate is clamped to them, not to the ones built with
+    policies.reload_toml(&adaptive(50.0, 200.0)).unwrap();
+    assert_eq!(rates(&policies), (10.0, 100.0));
+    // a reload cannot switch the adaptive rate off (nor on: the limiter has no health
+    // subscription to read), and the refusal changes nothing
+    let err = policies
+        .reload_toml(&RUNNING.replace("rate = 10\n", "rate = 20\n"))
+        .unwrap_err();
+    assert_eq!(
+        err.field(),
+        Some("policy.search.rate_limit.adaptive"),
+        "{err}"
+    );
+    assert_eq!(rates(&policies), (10.0, 100.0));
+    let (plain, _) = running();
+    let err = plain.reload_toml(&adaptive(1.0, 5.0)).unwrap_err();
+    assert_eq!(
+        err.field(),
+        Some("policy.search.rate_limit.adaptive"),
+        "{err}"
+    );
+    assert_eq!(rates(&plain), (10.0, 100.0));
+}

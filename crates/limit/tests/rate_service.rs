@@ -290,6 +290,64 @@ async fn adaptive_rate_follows_downstream_health() {
     assert_eq!(err.field(), "adaptive");
 }
 
+/// A reload applies the adaptive table's new values (its bounds clamp the new rate, its
+/// reactions drive the next steps) and refuses to switch the adaptive rate on or off: the
+/// health subscription it reads is made with the layer. Both were accepted and ignored.
+#[tokio::test(start_paused = true)]
+async fn reconfigure_applies_new_adaptive_bounds_and_refuses_switching_adaptive() {
+    let health = HealthSignal::new();
+    let config = |rate: u32, adaptive: Option<AdaptiveConfig>| {
+        let mut c = RateLimitConfig::new(rate, Duration::from_secs(1));
+        c.adaptive = adaptive;
+        c
+    };
+    let bounds = |min: f64, max: f64, step: f64| {
+        let mut a = AdaptiveConfig::new(min, max);
+        a.min_calls = 5;
+        a.increase_step = step;
+        a
+    };
+    let layer = RateLimitLayer::builder(config(10, Some(bounds(1.0, 5.0, 1.0))))
+        .health(health.clone())
+        .build()
+        .unwrap();
+    let limiter = layer.handle().clone();
+    let rate = || limiter.snapshot().rate_per_second;
+    assert_eq!(rate(), 5.0, "clamped to max_rate");
+
+    limiter
+        .reconfigure(&config(100, Some(bounds(50.0, 200.0, 10.0))))
+        .unwrap();
+    assert_eq!(rate(), 100.0, "the new rate, inside the new bounds");
+    limiter
+        .reconfigure(&config(10, Some(bounds(50.0, 200.0, 10.0))))
+        .unwrap();
+    assert_eq!(rate(), 50.0, "clamped to the new min_rate");
+    for _ in 0..10 {
+        health.record(Outcome::Success, 5 * MS);
+    }
+    advance(Duration::from_secs(1)).await;
+    limiter.adapt();
+    assert_eq!(rate(), 60.0, "a healthy step of the new increase_step");
+
+    let on_off = [
+        (config(100, None), "off"),
+        (config(100, Some(bounds(1.0, 5.0, 1.0))), "on"),
+    ];
+    let plain = RateLimitLayer::from_config(&config(100, None)).unwrap();
+    for (limiter, (reload, switch)) in [limiter.clone(), plain.handle().clone()].iter().zip(on_off)
+    {
+        let before = limiter.snapshot().rate_per_second;
+        let err = limiter.reconfigure(&reload).unwrap_err();
+        assert_eq!(err.field(), "adaptive", "switching {switch}: {err}");
+        assert_eq!(
+            limiter.snapshot().rate_per_second,
+            before,
+            "switching {switch}"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn builder_errors_name_the_field() {
     let err = RateLimitConfig::builder().rate(0).build().unwrap_err();

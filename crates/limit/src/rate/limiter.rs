@@ -24,10 +24,17 @@ use crate::error::Error;
 use crate::queue::{BucketId, WaitQueue};
 
 struct Adaptive {
-    config: AdaptiveConfig,
-    reader: Mutex<HealthReader>,
+    /// The health reader and the bounds and reactions in force, behind one lock: an adapt
+    /// step and a reload take it in turn, so that neither stores a rate worked out from the
+    /// bounds the other is replacing.
+    state: Mutex<AdaptState>,
     next_at: AtomicU64,
     rate_bits: AtomicU64,
+}
+
+struct AdaptState {
+    reader: HealthReader,
+    config: AdaptiveConfig,
 }
 
 pub(crate) struct Shared {
@@ -107,10 +114,9 @@ impl RateLimiter {
                 quota.interval_nanos = interval_for(rate);
             }
             Adaptive {
-                reader: Mutex::new(reader),
                 next_at: AtomicU64::new(nanos(config.interval)),
                 rate_bits: AtomicU64::new(rate.to_bits()),
-                config,
+                state: Mutex::new(AdaptState { reader, config }),
             }
         });
         backend.set_quota(quota, 0);
@@ -333,10 +339,11 @@ impl RateLimiter {
         if at < adaptive.next_at.load(Ordering::Relaxed) {
             return;
         }
-        // Busy: another caller is adapting. Poisoned (a panic while reading health): the
-        // reader holds only a cursor, so carry on with it rather than never adapting again.
-        let mut reader = match adaptive.reader.try_lock() {
-            Ok(reader) => reader,
+        // Busy: another caller is adapting, or a reload is applying. Poisoned (a panic
+        // while reading health): the reader holds only a cursor, so carry on with it rather
+        // than never adapting again.
+        let mut state = match adaptive.state.try_lock() {
+            Ok(state) => state,
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return,
         };
@@ -344,13 +351,12 @@ impl RateLimiter {
             return;
         }
         adaptive.next_at.store(
-            at.saturating_add(nanos(adaptive.config.interval)),
+            at.saturating_add(nanos(state.config.interval)),
             Ordering::Relaxed,
         );
-        let stats = reader.read();
-        drop(reader);
+        let stats = state.reader.read();
         let current = f64::from_bits(adaptive.rate_bits.load(Ordering::Relaxed));
-        if let Some((next, reason)) = adapt::next_rate(current, &stats, &adaptive.config) {
+        if let Some((next, reason)) = adapt::next_rate(current, &stats, &state.config) {
             adaptive.rate_bits.store(next.to_bits(), Ordering::Relaxed);
             self.set_rate(next, at);
             if next < current {
@@ -377,22 +383,34 @@ impl RateLimiter {
     }
 
     /// Applies a new config to the running limiter (hot reload): rate, period, burst, queue
-    /// size, max wait and key cap. Taken tokens and waiting requests are kept. With an
-    /// adaptive rate, the new rate is clamped to the adaptive bounds given at build time.
+    /// size, max wait, key cap, headers and the adaptive rate's bounds and reactions. Taken
+    /// tokens and waiting requests are kept. With an adaptive rate, the new rate is clamped
+    /// to the new bounds, and the next adaptive step comes one new `interval` from now.
     pub fn reconfigure(&self, config: &RateLimitConfig) -> Result<(), ConfigError> {
         self.check(config)?;
         let shared = &*self.shared;
+        let now = self.now_nanos();
         let mut quota = config.quota();
         let mut rate = quota.per_second();
-        if let Some(adaptive) = &shared.adaptive {
-            let clamped = rate.clamp(adaptive.config.min_rate, adaptive.config.max_rate);
+        // Held until the new rate is in place: an adapt step meanwhile would store one
+        // worked out from the old bounds.
+        let mut adapting = None;
+        if let (Some(adaptive), Some(new)) = (&shared.adaptive, &config.adaptive) {
+            let mut state = lock(&adaptive.state);
+            state.config = new.clone();
+            let clamped = rate.clamp(new.min_rate, new.max_rate);
             if clamped != rate {
                 rate = clamped;
                 quota.interval_nanos = interval_for(rate);
             }
             adaptive.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
+            adaptive
+                .next_at
+                .store(now.saturating_add(nanos(new.interval)), Ordering::Relaxed);
+            adapting = Some(state);
         }
-        shared.backend.set_quota(quota, self.now_nanos());
+        shared.backend.set_quota(quota, now);
+        drop(adapting);
         shared.backend.set_max_keys(config.max_keys);
         shared
             .queue_capacity
@@ -410,10 +428,29 @@ impl RateLimiter {
 
     /// Whether [`reconfigure`](Self::reconfigure) would accept `config`; changes nothing.
     /// Beyond [`validate`](RateLimitConfig::validate): the `clock` and the `key` cannot
-    /// change on a running limiter.
+    /// change on a running limiter, nor can an adaptive rate be switched on or off (its
+    /// values can change).
     pub fn check(&self, config: &RateLimitConfig) -> Result<(), ConfigError> {
         config.validate()?;
         config.clock.check_unchanged(self.clock(), "limiter")?;
+        if config.adaptive.is_some() != self.shared.adaptive.is_some() {
+            // The health subscription an adaptive rate reads is made with the layer (and a
+            // limiter without one publishes nothing to read): say so rather than accept a
+            // table that would never apply, or keep adapting to bounds no longer asked for.
+            let (value, reason) = if config.adaptive.is_some() {
+                (
+                    "a table",
+                    "an adaptive rate cannot be switched on by a reload: rebuild the layer",
+                )
+            } else {
+                (
+                    "(none)",
+                    "an adaptive rate cannot be switched off by a reload: rebuild the layer, \
+                     or keep the table and give it min_rate = max_rate",
+                )
+            };
+            return Err(ConfigError::new("adaptive", value, reason));
+        }
         let running = lock(&self.shared.config).key.clone();
         if config.key != running {
             // The key extractor was built into every service with the layer: a new one

@@ -3,7 +3,7 @@
 use super::*;
 use crate::rate::RateLimitLayer;
 
-/// Regression: a panic while the health reader's lock was held poisoned it, and
+/// Regression: a panic while the adaptive state's lock was held poisoned it, and
 /// `maybe_adapt` took a poisoned lock for a busy one: the rate never adapted again.
 #[tokio::test(start_paused = true)]
 async fn a_poisoned_health_reader_still_adapts_the_rate() {
@@ -27,7 +27,7 @@ async fn a_poisoned_health_reader_still_adapts_the_rate() {
     let poisoner = limiter.clone();
     let _ = std::thread::spawn(move || {
         let adaptive = poisoner.shared.adaptive.as_ref().unwrap();
-        let _held = adaptive.reader.lock().unwrap();
+        let _held = adaptive.state.lock().unwrap();
         panic!("a panic while reading health");
     })
     .join();
@@ -36,7 +36,7 @@ async fn a_poisoned_health_reader_still_adapts_the_rate() {
         .adaptive
         .as_ref()
         .unwrap()
-        .reader
+        .state
         .is_poisoned());
     for _ in 0..10 {
         health.record(
