@@ -23,6 +23,11 @@ pub const MAX_BODY: usize = 1 << 20;
 /// The most `headers` accepted: 64.
 pub const MAX_HEADERS: usize = 64;
 
+/// The longest header value accepted: 8 KiB, the size of a whole header line many proxies
+/// and servers accept (nginx's default buffer, for one); a longer one would get the
+/// answer dropped on its way to the client.
+pub const MAX_HEADER_VALUE: usize = 8 << 10;
+
 /// Which errors a fallback answers, and the HTTP answer it gives when it is built from
 /// this config ([`FallbackLayer::from_config`](super::FallbackLayer::from_config)).
 ///
@@ -61,8 +66,9 @@ pub struct FallbackConfig {
     /// [`DEFAULT_STATUS`], 503).
     pub status: u16,
     /// The HTTP answer's headers, by name (valid header names, case-insensitive, each
-    /// once; valid header values; at most [`MAX_HEADERS`]). `content-length` and
-    /// `transfer-encoding` are refused: the server sets them from the body.
+    /// once; valid header values of at most [`MAX_HEADER_VALUE`] bytes; at most
+    /// [`MAX_HEADERS`]). `content-length` and `transfer-encoding` are refused: the server
+    /// sets them from the body. A `retry-after` must be delta-seconds or an HTTP-date.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// The HTTP answer's body (at most [`MAX_BODY`] bytes; default empty).
@@ -232,5 +238,27 @@ mod tests {
         );
         let big = "x".repeat(MAX_BODY + 1);
         assert_eq!(field(FallbackConfig::builder().body(big)), "body");
+        let long = "x".repeat(MAX_HEADER_VALUE + 1);
+        assert_eq!(
+            field(FallbackConfig::builder().header("x-a", long)),
+            "headers.x-a"
+        );
+        FallbackConfig::builder()
+            .header("x-a", "x".repeat(MAX_HEADER_VALUE))
+            .build()
+            .unwrap();
+        for bad in ["-1", "soon", "1.5", ""] {
+            assert_eq!(
+                field(FallbackConfig::builder().header("Retry-After", bad)),
+                "headers.retry-after",
+                "{bad:?}"
+            );
+        }
+        for good in ["0", "120", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+            FallbackConfig::builder()
+                .header("retry-after", good)
+                .build()
+                .unwrap();
+        }
     }
 }

@@ -4,14 +4,16 @@
 use std::convert::Infallible;
 use std::future::{ready, Ready};
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use http::header::{CONTENT_LENGTH, RETRY_AFTER, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use tower_prism_core::config::{quote_bounded, MAX_QUOTED};
+use tower_prism_core::internal::parse_retry_after;
 use tower_prism_core::ConfigError;
 
 use super::answer::Answer;
-use super::config::{FallbackConfig, DEFAULT_STATUS, MAX_BODY, MAX_HEADERS};
+use super::config::{FallbackConfig, DEFAULT_STATUS, MAX_BODY, MAX_HEADERS, MAX_HEADER_VALUE};
 use crate::error::{retry_after_value, Error, ErrorKind, DEFAULT_RETRY_AFTER};
 
 /// A [`FallbackConfig`]'s HTTP answer, parsed: what [`HttpAnswer`] copies into each
@@ -68,13 +70,30 @@ impl HttpParts {
                     "set by the server from the body; leave it out",
                 ));
             }
+            let field = || format!("headers.{}", quote_bounded(header.as_str(), MAX_QUOTED));
+            if value.len() > MAX_HEADER_VALUE {
+                return Err(ConfigError::new(
+                    field(),
+                    format!("{} bytes", value.len()),
+                    format!("at most {MAX_HEADER_VALUE} bytes"),
+                ));
+            }
             let value = HeaderValue::from_str(value).map_err(|_| {
                 ConfigError::new(
-                    format!("headers.{}", quote_bounded(header.as_str(), MAX_QUOTED)),
+                    field(),
                     value.escape_debug(),
                     "not a valid header value (visible ASCII, spaces and tabs)",
                 )
             })?;
+            // Clients read it to schedule their next try: one they cannot parse is worse
+            // than none.
+            if header == RETRY_AFTER && parse_retry_after(&value, SystemTime::now()).is_none() {
+                return Err(ConfigError::new(
+                    field(),
+                    quote_bounded(value.to_str().unwrap_or_default(), MAX_QUOTED),
+                    "must be delta-seconds (a whole number) or an HTTP-date",
+                ));
+            }
             if headers.insert(header.clone(), value).is_some() {
                 return Err(ConfigError::new(
                     "headers",

@@ -105,7 +105,9 @@ mod layer;
 mod service;
 
 pub use answer::{Answer, AnswerFn, AnswerService, AnswerValue};
-pub use config::{FallbackConfig, FallbackConfigBuilder, DEFAULT_STATUS, MAX_BODY, MAX_HEADERS};
+pub use config::{
+    FallbackConfig, FallbackConfigBuilder, DEFAULT_STATUS, MAX_BODY, MAX_HEADERS, MAX_HEADER_VALUE,
+};
 pub use future::ResponseFuture;
 pub use handle::{FallbackHandle, FallbackSnapshot};
 pub use http_answer::{FallbackCause, HttpAnswer};
