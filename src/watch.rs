@@ -7,6 +7,11 @@
 //! of events is debounced, then the file is read again through its path (so symlinks are
 //! resolved anew) and applied when its text changed.
 //!
+//! A watched directory deleted (and perhaps made again), or a symlink swapped in a
+//! directory the path leads through that nobody watches, sends no event at all: every
+//! second without one, the watcher checks that it still watches the directories the path
+//! resolves to, and when it does not, watches them again and reads the file.
+//!
 //! The events are handled on a thread of the watcher's own, not on a runtime: a reload is
 //! a short synchronous call, and the file watch then works with or without Tokio. Only
 //! SIGHUP needs a Tokio runtime (its signal driver).
@@ -28,6 +33,11 @@ use crate::profile::Profile;
 /// A burst of events that never pauses is applied at the latest after this many debounce
 /// periods, so a file rewritten continuously still reloads.
 const MAX_DEBOUNCE_PERIODS: u32 = 10;
+
+/// How often the watcher checks, without an event, that it still watches the directories
+/// the path leads through: a watch ends with its directory (deleted and made again, or a
+/// symlink swapped in a directory not watched), and no event says what replaced it.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// Why a [`ConfigWatcher`] could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +63,9 @@ pub enum WatchError {
     /// The watcher's thread could not be started.
     #[error("cannot start the config watcher's thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// The debounce is longer than [`ConfigWatcherBuilder::MAX_DEBOUNCE`].
+    #[error("invalid config watch debounce {0:?}: at most one hour")]
+    Debounce(Duration),
 }
 
 /// Watches a policy file and reloads it into running [`Policies`] when it changes, and
@@ -104,9 +117,13 @@ impl<P: Profile> ConfigWatcherBuilder<P> {
     /// after its last event.
     pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(200);
 
+    /// The longest debounce [`start`](Self::start) accepts: one hour.
+    pub const MAX_DEBOUNCE: Duration = Duration::from_secs(3600);
+
     /// How long the file must stay quiet after an event before it is read and applied
-    /// ([`DEFAULT_DEBOUNCE`](Self::DEFAULT_DEBOUNCE) unless set): a write in several steps,
-    /// or an editor's write-then-rename, is applied once.
+    /// ([`DEFAULT_DEBOUNCE`](Self::DEFAULT_DEBOUNCE) unless set; at most
+    /// [`MAX_DEBOUNCE`](Self::MAX_DEBOUNCE), else `start` refuses it): a write in several
+    /// steps, or an editor's write-then-rename, is applied once.
     pub fn debounce(mut self, debounce: Duration) -> Self {
         self.debounce = debounce;
         self
@@ -131,6 +148,11 @@ impl<P: Profile> ConfigWatcherBuilder<P> {
     /// [`Policies::reload_file`] first if it may have changed since the policies were
     /// built.
     pub fn start(self) -> Result<ConfigWatcher, WatchError> {
+        if self.debounce > Self::MAX_DEBOUNCE {
+            // Refused here: the watcher's thread adds it to the clock, and an overflow
+            // there would end the thread and every reload with it, silently.
+            return Err(WatchError::Debounce(self.debounce));
+        }
         let (control, messages) = mpsc::channel();
         let sighup = if self.sighup {
             Some(listen_for_sighup(control.clone())?)
@@ -267,11 +289,15 @@ struct Watch<P: Profile> {
     path: PathBuf,
     watcher: RecommendedWatcher,
     debounce: Duration,
-    /// The directory that holds the path (watched for as long as the watcher lives).
+    /// The directory that holds the path (watched for as long as the watcher lives), and
+    /// which directory it was when watched (`None`: not watched now, it was missing).
     dir: PathBuf,
+    dir_id: Option<DirId>,
     /// The directory of the file the path resolves to, when a symlink leads elsewhere
-    /// (watched too, so an in-place edit of the target is seen; re-resolved on each event).
+    /// (watched too, so an in-place edit of the target is seen; re-resolved on each event),
+    /// and which directory it was when watched.
     target_dir: Option<PathBuf>,
+    target_id: Option<DirId>,
     /// The file name the path resolves to.
     target_name: Option<std::ffi::OsString>,
     /// The text last read, applied or refused: the same text is not applied again.
@@ -289,6 +315,7 @@ impl<P: Profile> Watch<P> {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
         };
+        let dir_id = dir_id(&dir);
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|e| WatchError::Watch {
@@ -302,7 +329,9 @@ impl<P: Profile> Watch<P> {
             watcher,
             debounce,
             dir,
+            dir_id,
             target_dir: None,
+            target_id: None,
             target_name: None,
             last_text,
         };
@@ -313,11 +342,21 @@ impl<P: Profile> Watch<P> {
     /// Handles messages until told to stop.
     fn run(&mut self, messages: &Receiver<Message>) {
         loop {
-            let trigger = match messages.recv() {
+            let trigger = match messages.recv_timeout(RECHECK) {
                 Ok(Message::Fs(event)) if self.is_relevant(&event) => Trigger::FileChanged,
                 Ok(Message::Fs(_)) => continue,
                 Ok(Message::Sighup) => Trigger::Sighup,
-                Ok(Message::Stop) | Err(_) => return,
+                Err(RecvTimeoutError::Timeout) => {
+                    // A directory replaced under a watch sends nothing more: when one was,
+                    // the file may have changed with it.
+                    let own_dir_changed = self.rewatch_dir();
+                    let target_dir_changed = self.resolve_target();
+                    if own_dir_changed || target_dir_changed {
+                        self.reload(Trigger::FileChanged);
+                    }
+                    continue;
+                }
+                Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             };
             let trigger = match trigger {
                 Trigger::FileChanged => match self.settle(messages) {
@@ -326,6 +365,7 @@ impl<P: Profile> Watch<P> {
                 },
                 other => other,
             };
+            self.rewatch_dir();
             self.resolve_target();
             self.reload(trigger);
         }
@@ -387,31 +427,59 @@ impl<P: Profile> Watch<P> {
         })
     }
 
+    /// Watches the path's own directory again if it is no longer the one watched (deleted,
+    /// or deleted and made again). Whether it changed.
+    fn rewatch_dir(&mut self) -> bool {
+        let now = dir_id(&self.dir);
+        if now == self.dir_id {
+            return false;
+        }
+        // The old watch ended with its directory; a failed unwatch says only that.
+        let _ = self.watcher.unwatch(&self.dir);
+        self.dir_id = None;
+        if now.is_some() {
+            match self.watcher.watch(&self.dir, RecursiveMode::NonRecursive) {
+                Ok(()) => self.dir_id = now,
+                Err(error) => {
+                    tracing::warn!(dir = ?self.dir, %error, "cannot watch the config file's directory again")
+                }
+            }
+        }
+        true
+    }
+
     /// Resolves the path's symlinks again and, when the file now lives in another
-    /// directory than the one watched, watches that directory instead of the old one.
-    fn resolve_target(&mut self) {
+    /// directory than the one watched (another path, or the same path made again), watches
+    /// that directory instead of the old one. Whether the file's directory changed.
+    fn resolve_target(&mut self) -> bool {
         let Ok(real) = std::fs::canonicalize(&self.path) else {
-            return; // missing for now (mid-rename): the next event resolves again
+            return false; // missing for now (mid-rename): the next event resolves again
         };
         self.target_name = real.file_name().map(ToOwned::to_owned);
         let real_dir = real.parent().map(Path::to_path_buf);
         let own_dir = std::fs::canonicalize(&self.dir).ok();
         let wanted = real_dir.filter(|d| Some(d) != own_dir.as_ref());
-        if wanted == self.target_dir {
-            return;
+        let wanted_id = wanted.as_deref().and_then(dir_id);
+        if wanted == self.target_dir && wanted_id == self.target_id {
+            return false;
         }
         if let Some(old) = self.target_dir.take() {
             // It may be gone already (a swapped ConfigMap directory is deleted).
             let _ = self.watcher.unwatch(&old);
         }
+        self.target_id = None;
         if let Some(dir) = wanted {
             match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => self.target_dir = Some(dir),
+                Ok(()) => {
+                    self.target_dir = Some(dir);
+                    self.target_id = wanted_id;
+                }
                 Err(error) => {
                     tracing::debug!(dir = ?dir, %error, "cannot watch the config symlink's target directory")
                 }
             }
         }
+        true
     }
 
     /// Reads the file and applies it when its text changed (or on SIGHUP, always).
@@ -442,6 +510,28 @@ impl<P: Profile> Watch<P> {
             });
         self.last_text = Some(text);
     }
+}
+
+/// Which directory a path names: its device and inode, so that a directory deleted and
+/// made again under the same name is told from the one watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirId(u64, u64);
+
+/// The directory `path` names now, or `None` when there is none.
+#[cfg(unix)]
+fn dir_id(path: &Path) -> Option<DirId> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).ok()?;
+    metadata
+        .is_dir()
+        .then(|| DirId(metadata.dev(), metadata.ino()))
+}
+
+/// Whether `path` names a directory now (elsewhere, a directory made again under the same
+/// name passes for the old one).
+#[cfg(not(unix))]
+fn dir_id(path: &Path) -> Option<DirId> {
+    path.is_dir().then_some(DirId(0, 0))
 }
 
 /// Kubernetes' atomic writer names its entries `..data`, `..data_tmp` and

@@ -178,6 +178,84 @@ fn a_symlink_to_another_directory_follows_its_target() {
     eventually("the new target's edit", || applied(&api, &capture, 60.0, 3));
 }
 
+/// The file's own directory deleted and made again: the watch on the old directory ended
+/// with it, and nothing was watched any more (the change after it was never applied).
+#[test]
+fn a_directory_deleted_and_made_again_is_watched_again() {
+    let dir = TempDir::new();
+    let conf = dir.join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    let path = conf.join("reliability.toml");
+    std::fs::write(&path, policy(10)).unwrap();
+    let (_policies, api, capture, _watcher) = watched(&path);
+
+    std::fs::remove_dir_all(&conf).unwrap();
+    std::thread::sleep(DEBOUNCE * 5);
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(&path, policy(30)).unwrap();
+    eventually("the file in the new directory", || {
+        applied(&api, &capture, 30.0, 1)
+    });
+    // And the new directory's later changes, by event.
+    std::fs::write(&path, policy(40)).unwrap();
+    eventually("its next change", || applied(&api, &capture, 40.0, 2));
+}
+
+/// Symlinks the watcher does not see change: the link's target directory deleted and made
+/// again, then a link in a third directory (one the path leads through, watched by nobody)
+/// repointed.
+#[cfg(unix)]
+#[test]
+fn symlinks_changed_outside_the_watched_directories_are_followed() {
+    use std::os::unix::fs::symlink;
+
+    // etc/reliability.toml -> ../srv/current/r.toml, srv/current -> v1.
+    let dir = TempDir::new();
+    for sub in ["etc", "srv", "srv/v1", "srv/v2"] {
+        std::fs::create_dir(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("srv/v1/r.toml"), policy(10)).unwrap();
+    std::fs::write(dir.join("srv/v2/r.toml"), policy(20)).unwrap();
+    symlink("v1", dir.join("srv/current")).unwrap();
+    let path = dir.join("etc/reliability.toml");
+    symlink("../srv/current/r.toml", &path).unwrap();
+    let (_policies, api, capture, _watcher) = watched(&path);
+
+    let temp = dir.join("srv/current.new");
+    symlink("v2", &temp).unwrap();
+    std::fs::rename(&temp, dir.join("srv/current")).unwrap();
+    eventually("the repointed link", || applied(&api, &capture, 20.0, 1));
+
+    std::fs::remove_dir_all(dir.join("srv/v2")).unwrap();
+    std::fs::create_dir(dir.join("srv/v2")).unwrap();
+    std::fs::write(dir.join("srv/v2/r.toml"), policy(30)).unwrap();
+    eventually("the target's directory made again", || {
+        applied(&api, &capture, 30.0, 2)
+    });
+    std::fs::write(dir.join("srv/v2/r.toml"), policy(40)).unwrap();
+    eventually("its next change", || applied(&api, &capture, 40.0, 3));
+}
+
+#[test]
+fn a_debounce_over_an_hour_is_a_typed_error() {
+    let dir = TempDir::new();
+    let path = dir.join("reliability.toml");
+    std::fs::write(&path, policy(10)).unwrap();
+    let policies = Policies::new(&ReliabilityConfig::from_file(&path).unwrap()).unwrap();
+    // It was accepted, and the watcher's thread died of an overflow at the first change.
+    let err = policies
+        .watcher(&path)
+        .debounce(Duration::MAX)
+        .start()
+        .unwrap_err();
+    assert!(
+        matches!(err, WatchError::Debounce(d) if d == Duration::MAX),
+        "{err}"
+    );
+    let hour = Duration::from_secs(3600);
+    drop(policies.watcher(&path).debounce(hour).start().unwrap());
+}
+
 #[test]
 fn a_bad_file_keeps_the_running_config_and_is_counted_then_a_good_one_applies() {
     let dir = TempDir::new();
