@@ -117,6 +117,80 @@ async fn an_http_servers_deadline_comes_from_the_request_header() {
     assert_eq!(layer.snapshot().deadline.unwrap().expired_request, 1);
 }
 
+/// A request that waited in the rate limit's or the concurrency limit's queue has spent
+/// that wait of the deadline its caller sent: it was given the whole budget again when the
+/// queue let it through, and a caller that had given up got a 200 long after.
+#[tokio::test(start_paused = true)]
+async fn a_callers_deadline_counts_the_wait_in_a_queue_above_it() {
+    for (queue, table) in [
+        (
+            "rate limit",
+            "[policy.p.rate_limit]\nrate = 1\nperiod = \"400ms\"\nburst = 1\nqueue_size = 4\nmax_wait = \"1s\"",
+        ),
+        (
+            "concurrency limit",
+            "[policy.p.concurrency_limit]\ninitial_limit = 1\nmin_limit = 1\nmax_limit = 1\nmax_wait = \"1s\"",
+        ),
+    ] {
+        let toml = format!(
+            "{table}\n[policy.p.deadline]\ntimeout = \"10s\"\nheader = \"grpc-timeout\"\n"
+        );
+        let layer = ReliabilityLayer::from_policy_as("p", &policy(&toml), HttpServer).unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen_inner = seen.clone();
+        let svc = layer.layer(service_fn(move |request: http::Request<String>| {
+            seen_inner
+                .lock()
+                .unwrap()
+                .push(request.headers().get("grpc-timeout").cloned());
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, BoxError>(http::Response::new(String::new()))
+            }
+        }));
+        let request = |timeout: &str| {
+            http::Request::builder()
+                .header("grpc-timeout", timeout)
+                .body(String::new())
+                .unwrap()
+        };
+        // The first holds the token (or the one slot) for a while; the second queues
+        // behind it with 100 ms to live, the third with 2 s.
+        let first = tokio::spawn(svc.clone().oneshot(request("5S")));
+        tokio::task::yield_now().await;
+        let start = tokio::time::Instant::now();
+        let short = tokio::spawn(svc.clone().oneshot(request("100m")));
+        tokio::task::yield_now().await;
+        let long = tokio::spawn(svc.clone().oneshot(request("2S")));
+        let short = short.await.unwrap().unwrap_err();
+        assert_eq!(
+            Error::from_box(short).kind(),
+            ErrorKind::Timeout,
+            "{queue}: the short request ran out while queued"
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(1100),
+            "{queue}: answered once its queue let it through: {:?}",
+            start.elapsed()
+        );
+        long.await.unwrap().unwrap();
+        first.await.unwrap().unwrap();
+        // The long one went on with what was left of its 2 s, not a fresh 2 s.
+        let seen = seen.lock().unwrap();
+        let left = seen
+            .iter()
+            .flatten()
+            .map(|v| v.to_str().unwrap().trim_end_matches('u').parse::<u64>().unwrap())
+            .min()
+            .unwrap();
+        assert!(
+            left < 1_800_000,
+            "{queue}: the queued request's budget was restarted: {left} us left, {seen:?}"
+        );
+        assert_eq!(seen.len(), 2, "{queue}: the expired request never reached the service");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_policys_faults_are_below_its_retries() {
     let layer = ReliabilityLayer::from_policy(

@@ -67,6 +67,22 @@ impl RequestDeadline {
         RequestDeadline { at }
     }
 
+    /// A deadline `timeout` after the request being called was received: from now, or,
+    /// when a stage above held the request in a queue (a rate limit's or a concurrency
+    /// limit's), from when it was queued. For a deadline the caller sent (a `grpc-timeout`
+    /// header, say), whose clock started before the request reached the queue: the wait
+    /// spends it. A timeout too large to add is clamped as by [`after`](Self::after).
+    pub fn after_received(timeout: Duration) -> Self {
+        match crate::internal::received::get() {
+            None => Self::after(timeout),
+            Some(received) => RequestDeadline {
+                at: received
+                    .checked_add(timeout)
+                    .unwrap_or_else(|| received + Duration::from_secs(30 * 365 * 24 * 3600)),
+            },
+        }
+    }
+
     /// The instant the deadline falls at.
     pub fn instant(self) -> Instant {
         self.at

@@ -80,7 +80,8 @@ impl<B> Carrier<http::Request<B>> for HttpRequest {
                     "ignoring a deadline header that does not parse"
                 );
             }
-            parsed.map(RequestDeadline::after)
+            // The caller's clock started before the request reached any queue above.
+            parsed.map(RequestDeadline::after_received)
         });
         RequestDeadline::earliest(RequestDeadline::of(req), from_header)
     }

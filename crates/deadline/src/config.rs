@@ -81,7 +81,10 @@ pub struct DeadlineConfig {
     /// An HTTP header a request's deadline is read from (the time left, in
     /// `header_format`), and the time left is written into for the next hop: for example
     /// `"grpc-timeout"` or `"x-request-timeout-ms"` (default: none). Read and written only
-    /// by a carrier that knows headers ([`HttpRequest`](crate::HttpRequest)).
+    /// by a carrier that knows headers ([`HttpRequest`](crate::HttpRequest)). The time
+    /// left counts from when the request reached the stack: a wait in a rate limit's or a
+    /// concurrency limit's queue above this stage spends it (the policy's own `timeout`
+    /// starts at this stage, as Polly's total timeout starts after its rate limiter).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
     /// How the header's value is written and read (default [`HeaderFormat::Auto`]).

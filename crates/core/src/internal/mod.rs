@@ -6,6 +6,7 @@ pub mod attempt;
 mod divisor;
 pub mod reading;
 mod ready_call;
+pub mod received;
 pub mod refusal;
 mod retry_after;
 pub mod route;

@@ -6,7 +6,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
-use tower_prism_core::internal::{attempt, ReadyCall};
+use tokio::time::Instant;
+use tower_prism_core::internal::{attempt, received, ReadyCall};
 use tower_prism_core::{BoxError, Classify, Outcome};
 use tower_service::Service;
 
@@ -27,6 +28,8 @@ pin_project! {
     {
         // Set while waiting for a permit.
         wait: Option<WaitForPermit>,
+        // When the request started waiting: a deadline its caller sent counts from then.
+        received: Instant,
         // Set once the permit came; its clock restarts when the call is made.
         permit: Option<Permit>,
         called: bool,
@@ -110,6 +113,7 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
             state: State::Pending {
                 pending: Box::pin(Pending {
                     wait: Some(wait),
+                    received: Instant::now(),
                     permit: None,
                     called: false,
                     call: ReadyCall::new(service, request),
@@ -169,7 +173,7 @@ where
                         continue;
                     }
                     let mark = attempt::Mark::now();
-                    let polled = p.call.as_mut().poll(cx);
+                    let polled = received::scope(*p.received, || p.call.as_mut().poll(cx));
                     let event = mark.event_since();
                     if !*p.called && matches!(*p.call, ReadyCall::Called { .. }) {
                         // The call was made: latency counts from now.

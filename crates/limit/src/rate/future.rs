@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tower_prism_core::internal::ReadyCall;
+use tower_prism_core::internal::{received, ReadyCall};
 use tower_prism_core::BoxError;
 use tower_service::Service;
 
@@ -41,6 +41,8 @@ pin_project! {
     {
         // Set while waiting for a turn; taken when the turn comes.
         waiter: Option<Waiter>,
+        // When the request was queued: a deadline its caller sent counts from then.
+        received: Instant,
         #[pin]
         sleep: Sleep,
         // Set once admitted, armed until the request reaches the inner service.
@@ -117,6 +119,7 @@ impl<S: Service<Req>, Req, H: RateHeaders<S::Response>> ResponseFuture<S, Req, H
         ResponseFuture {
             state: State::Queued {
                 queued: Box::pin(Queued {
+                    received: waiter.enqueued(),
                     waiter: Some(waiter),
                     sleep,
                     permit: None,
@@ -188,7 +191,7 @@ where
                     if let Some(permit) = q.permit.as_mut() {
                         permit.armed = false;
                     }
-                    let result = q.call.as_mut().poll(cx);
+                    let result = received::scope(*q.received, || q.call.as_mut().poll(cx));
                     if matches!(*q.call, ReadyCall::Waiting { .. }) {
                         if let Some(permit) = q.permit.as_mut() {
                             permit.armed = true;

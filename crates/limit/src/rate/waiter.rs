@@ -200,6 +200,11 @@ impl Waiter {
     pub(crate) fn limiter(&self) -> &RateLimiter {
         &self.limiter
     }
+
+    /// When the request joined the queue.
+    pub(crate) fn enqueued(&self) -> Instant {
+        self.enqueued
+    }
 }
 
 impl Drop for Waiter {
