@@ -73,6 +73,12 @@ pub struct DeadlineConfig {
     /// The policy's total timeout over everything below the stage (default: none, and
     /// then only a request's own deadline applies). Longer than zero, at most
     /// [`MAX_DEADLINE_TIMEOUT`].
+    ///
+    /// It starts when the stage is called with a request. Waiting for the stack to be
+    /// ready before that (`poll_ready`: a balancer whose every endpoint is still
+    /// connecting, say) comes first and is not bounded by it, as with tower's `Timeout`:
+    /// bound that wait where you make it
+    /// (`tokio::time::timeout(limit, service.ready()).await`).
     #[serde(
         with = "tower_prism_core::config::option_duration",
         skip_serializing_if = "Option::is_none"
