@@ -10,7 +10,8 @@
 //! A watched directory deleted (and perhaps made again), or a symlink swapped in a
 //! directory the path leads through that nobody watches, sends no event at all: every
 //! second without one, the watcher checks that it still watches the directories the path
-//! resolves to, and when it does not, watches them again and reads the file.
+//! resolves to (watching them again when not) and that the file's text is the one last
+//! read; a change found so is debounced and applied like an event's.
 //!
 //! The events are handled on a thread of the watcher's own, not on a runtime: a reload is
 //! a short synchronous call, and the file watch then works with or without Tokio. Only
@@ -341,22 +342,27 @@ impl<P: Profile> Watch<P> {
 
     /// Handles messages until told to stop.
     fn run(&mut self, messages: &Receiver<Message>) {
+        // Due whatever else arrives: a directory busy with other files' events must not
+        // put the check off for ever.
+        let mut recheck_at = Instant::now() + RECHECK;
         loop {
-            let trigger = match messages.recv_timeout(RECHECK) {
-                Ok(Message::Fs(event)) if self.is_relevant(&event) => Trigger::FileChanged,
-                Ok(Message::Fs(_)) => continue,
-                Ok(Message::Sighup) => Trigger::Sighup,
-                Err(RecvTimeoutError::Timeout) => {
-                    // A directory replaced under a watch sends nothing more: when one was,
-                    // the file may have changed with it.
-                    let own_dir_changed = self.rewatch_dir();
-                    let target_dir_changed = self.resolve_target();
-                    if own_dir_changed || target_dir_changed {
-                        self.reload(Trigger::FileChanged);
-                    }
-                    continue;
-                }
+            let wait = recheck_at.saturating_duration_since(Instant::now());
+            let trigger = match messages.recv_timeout(wait) {
+                Ok(Message::Fs(event)) if self.is_relevant(&event) => Some(Trigger::FileChanged),
+                Ok(Message::Fs(_)) | Err(RecvTimeoutError::Timeout) => None,
+                Ok(Message::Sighup) => Some(Trigger::Sighup),
                 Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let trigger = match trigger {
+                Some(trigger) => trigger,
+                None if Instant::now() < recheck_at => continue,
+                None => {
+                    recheck_at = Instant::now() + RECHECK;
+                    if !self.changed_unseen() {
+                        continue;
+                    }
+                    Trigger::FileChanged
+                }
             };
             let trigger = match trigger {
                 Trigger::FileChanged => match self.settle(messages) {
@@ -425,6 +431,20 @@ impl<P: Profile> Watch<P> {
                     || name.is_some_and(is_kubernetes_entry)
                     || Some(p.as_path()) == self.target_dir.as_deref())
         })
+    }
+
+    /// Whether the file may have changed without an event saying so: a watched directory
+    /// was replaced (its watch ended with it), or the text differs from the one last read
+    /// (a watch lost some other way). Either way the change then settles like an event's.
+    fn changed_unseen(&mut self) -> bool {
+        let own_dir_changed = self.rewatch_dir();
+        let target_dir_changed = self.resolve_target();
+        let text_changed = match std::fs::read_to_string(&self.path) {
+            Ok(text) => self.last_text.as_ref() != Some(&text),
+            // Missing since the last read: reported once, by the reload.
+            Err(_) => self.last_text.is_some(),
+        };
+        own_dir_changed || target_dir_changed || text_changed
     }
 
     /// Watches the path's own directory again if it is no longer the one watched (deleted,
