@@ -60,10 +60,14 @@ impl RequestDeadline {
     /// A deadline `timeout` from now (tokio's clock). A timeout too large to add to now
     /// is clamped to about 30 years, which no request outlives.
     pub fn after(timeout: Duration) -> Self {
-        let now = Instant::now();
-        let at = now
+        Self::clamped(Instant::now(), timeout)
+    }
+
+    /// `timeout` after `from`, a timeout too large to add clamped to about 30 years.
+    fn clamped(from: Instant, timeout: Duration) -> Self {
+        let at = from
             .checked_add(timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600));
+            .unwrap_or_else(|| from + Duration::from_secs(30 * 365 * 24 * 3600));
         RequestDeadline { at }
     }
 
@@ -73,14 +77,8 @@ impl RequestDeadline {
     /// header, say), whose clock started before the request reached the queue: the wait
     /// spends it. A timeout too large to add is clamped as by [`after`](Self::after).
     pub fn after_received(timeout: Duration) -> Self {
-        match crate::internal::received::get() {
-            None => Self::after(timeout),
-            Some(received) => RequestDeadline {
-                at: received
-                    .checked_add(timeout)
-                    .unwrap_or_else(|| received + Duration::from_secs(30 * 365 * 24 * 3600)),
-            },
-        }
+        let from = crate::internal::received::get().unwrap_or_else(Instant::now);
+        Self::clamped(from, timeout)
     }
 
     /// The instant the deadline falls at.
@@ -135,18 +133,7 @@ impl RequestDeadline {
     /// Runs `f` with this deadline [`current`](RequestDeadline::current), and restores
     /// the one before it afterwards (also when `f` panics).
     pub fn scope<R>(self, f: impl FnOnce() -> R) -> R {
-        struct Restore(Option<Instant>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                let _ = CURRENT.try_with(|c| c.set(self.0));
-            }
-        }
-        let previous = CURRENT
-            .try_with(|c| c.replace(Some(self.at)))
-            .ok()
-            .flatten();
-        let _restore = Restore(previous);
-        f()
+        crate::internal::scoped(&CURRENT, |_| Some(self.at), f)
     }
 }
 

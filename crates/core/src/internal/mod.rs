@@ -18,6 +18,36 @@ pub use divisor::Divisor;
 pub use ready_call::ReadyCall;
 pub use retry_after::{parse_retry_after, response_retry_after, MAX_RETRY_AFTER_LEN};
 
+/// Runs `f` with the thread-local `cell` set to `value(what it held)`, and puts back what it
+/// held afterwards, also when `f` panics: the ambient values the stages hand down the
+/// stack while one of them calls the ones below (a request's deadline, its receipt time).
+#[inline]
+pub fn scoped<T: Copy + 'static, R>(
+    cell: &'static std::thread::LocalKey<std::cell::Cell<T>>,
+    value: impl FnOnce(T) -> T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static> {
+        cell: &'static std::thread::LocalKey<std::cell::Cell<T>>,
+        previous: T,
+    }
+    impl<T: Copy + 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            let _ = self.cell.try_with(|c| c.set(self.previous));
+        }
+    }
+    // A thread being torn down has no cell: `f` runs without the value.
+    let Ok(previous) = cell.try_with(|c| {
+        let previous = c.get();
+        c.set(value(previous));
+        previous
+    }) else {
+        return f();
+    };
+    let _restore = Restore { cell, previous };
+    f()
+}
+
 /// Locks `mutex`, ignoring poisoning.
 ///
 /// Every mutex in tower-prism guards state that stays consistent between statements (a

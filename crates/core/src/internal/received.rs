@@ -22,17 +22,11 @@ pub fn get() -> Option<Instant> {
 /// `received` as the time that request was received, unless an outer scope has an earlier
 /// one; restores the one before it afterwards, also when `f` panics.
 pub fn scope<R>(received: Instant, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Instant>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = RECEIVED.try_with(|c| c.set(self.0));
-        }
-    }
-    let previous = get();
-    let earliest = previous.map_or(received, |p| p.min(received));
-    let _ = RECEIVED.try_with(|c| c.set(Some(earliest)));
-    let _restore = Restore(previous);
-    f()
+    super::scoped(
+        &RECEIVED,
+        |outer| Some(outer.map_or(received, |o| o.min(received))),
+        f,
+    )
 }
 
 #[cfg(all(test, not(loom)))]
