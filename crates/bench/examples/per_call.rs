@@ -12,13 +12,16 @@
 //! retry over one service), `four` (the same over a balancer of 8), `http` (an
 //! `http_server()` policy of a rate limit and a breaker under `http_errors()`),
 //! `http-cloned` (the same, each call through a clone of the stack dropped after it, as
-//! axum's `Route` serves each request), `bare` (the HTTP route alone).
+//! axum's `Route` serves each request), `bare` (the HTTP route alone), `limit` (the
+//! default rate limit alone, unkeyed) and `governor` (governor's direct limiter's `check()`
+//! and the call, as the `ratelimit` bench drives it).
 //!
 //! With `PRISM_RECORDER` set, a Prometheus recorder (`metrics-exporter-prometheus`, as
 //! `contrib/` installs it) takes the stages' metrics instead of the `metrics` crate's
 //! no-op: what a call costs in a service that exports them.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::time::Duration;
 
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
@@ -54,6 +57,12 @@ fn main() {
         .expect("valid policy");
     match stack.as_str() {
         "three" => rt.block_on(drive(layer.layer(Noop), calls, || 1u64)),
+        "limit" => {
+            let limit = tower_prism::limit::rate::RateLimitLayer::from_config(&rate())
+                .expect("valid rate limit");
+            drive_now(limit.layer(Noop), calls)
+        }
+        "governor" => drive_now(Governed::new(), calls),
         "four" => {
             let balanced = layer
                 .layer_endpoints::<usize, Noop, u64>((0..8).map(|i| (i, Noop)))
@@ -87,7 +96,9 @@ fn main() {
             }
         }
         other => {
-            eprintln!("unknown stack {other:?}: three, four, http, http-cloned or bare");
+            eprintln!(
+                "unknown stack {other:?}: three, four, http, http-cloned, bare, limit or governor"
+            );
             std::process::exit(2);
         }
     }
@@ -106,6 +117,21 @@ where
     }
 }
 
+/// `calls` calls through `service` outside the runtime, as the `ratelimit` bench makes
+/// them: `poll_ready`, `call` and one poll of the response with a no-op waker (its
+/// services answer at once), so no scheduler work is counted with them.
+fn drive_now<S: Service<u64>>(mut service: S, calls: u64) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for request in 0..calls {
+        assert!(service.poll_ready(&mut cx).is_ready(), "ready at once");
+        let response = std::pin::pin!(service.call(request));
+        assert!(
+            matches!(response.poll(&mut cx), std::task::Poll::Ready(Ok(_))),
+            "answered at once"
+        );
+    }
+}
+
 /// `calls` calls through `service`, each awaiting readiness then the response.
 async fn drive<S, R>(mut service: S, calls: u64, request: impl Fn() -> R)
 where
@@ -121,5 +147,39 @@ where
             .await
             .expect("answered");
         std::hint::black_box(response);
+    }
+}
+
+/// governor's direct limiter in front of [`Noop`]: `check()`, then the call.
+struct Governed {
+    limiter: governor::DefaultDirectRateLimiter,
+    inner: Noop,
+}
+
+impl Governed {
+    fn new() -> Self {
+        let huge = std::num::NonZeroU32::new(HUGE).expect("not zero");
+        Governed {
+            limiter: governor::RateLimiter::direct(governor::Quota::per_second(huge)),
+            inner: Noop,
+        }
+    }
+}
+
+impl Service<u64> for Governed {
+    type Response = <Noop as Service<u64>>::Response;
+    type Error = <Noop as Service<u64>>::Error;
+    type Future = <Noop as Service<u64>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        Service::<u64>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: u64) -> Self::Future {
+        assert!(self.limiter.check().is_ok(), "sized to admit every call");
+        self.inner.call(request)
     }
 }
