@@ -170,7 +170,7 @@ impl TimeSource {
         matches!(self.base(), Base::Tokio { .. })
     }
 
-    #[inline]
+    #[inline(always)]
     fn base(&self) -> &Base {
         match self.base.get() {
             Some(base) => base,
@@ -200,12 +200,13 @@ impl TimeSource {
         let _ = self.base.set(base);
     }
 
-    /// Nanoseconds since the epoch, now.
-    #[inline]
+    /// Nanoseconds since the epoch, now. Inlined on the counter, the production default;
+    /// tokio's clock (paused-time tests, `clock = "tokio"`) is a call out of line.
+    #[inline(always)]
     pub fn now(&self) -> u64 {
         match self.base() {
-            Base::Tokio { epoch } => since(*epoch, Instant::now()),
             Base::Tsc { counter, epoch } => counter.delta_as_nanos(*epoch, read(counter)),
+            Base::Tokio { epoch } => since_now(*epoch),
         }
     }
 
@@ -267,6 +268,11 @@ fn tokio_clock_paused() -> bool {
 #[inline]
 fn read(counter: &quanta::Clock) -> u64 {
     crate::internal::reading::counter(|| counter.raw())
+}
+
+#[inline(never)]
+fn since_now(epoch: Instant) -> u64 {
+    since(epoch, Instant::now())
 }
 
 #[inline]

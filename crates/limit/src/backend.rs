@@ -2,7 +2,7 @@
 //! fallback) decide admissions with. `key` is `None` for the shared (unkeyed) bucket, or the
 //! hash of a request's key; `now` is nanoseconds since the limiter started.
 
-use crate::bucket::{AtomicBucket, Denied, Quota};
+use crate::bucket::{AtomicBucket, Denied, Quota, TokensLeft};
 use crate::keyed::KeyedBuckets;
 
 /// In-process buckets: one atomic GCRA bucket for unkeyed requests (one CAS per admission,
@@ -29,7 +29,7 @@ impl LocalBackend {
         key: Option<u64>,
         weight: u32,
         now: u64,
-    ) -> Result<u64, Denied> {
+    ) -> Result<TokensLeft, Denied> {
         match key {
             None => self.unkeyed.try_acquire(now, weight),
             Some(key) => self

@@ -64,7 +64,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tower_prism_core::sync::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::bucket::{self, Denied, Quota};
+use crate::bucket::{self, Denied, Quota, TokensLeft};
 use shard::{Evict, Shard};
 
 /// Shards of a large map: enough that two cores rarely wait for one another.
@@ -141,9 +141,9 @@ fn tracked(key: u64) -> u64 {
 }
 
 /// One GCRA step on a tracked key's TAT.
-fn take(tat: &mut u64, now: u64, weight: u32, quota: Quota) -> Result<u64, Denied> {
+fn take(tat: &mut u64, now: u64, weight: u32, quota: Quota) -> Result<TokensLeft, Denied> {
     *tat = bucket::step(*tat, now, weight, quota)?;
-    Ok(bucket::tokens_at(*tat, now, quota))
+    Ok(TokensLeft::new(*tat, now, quota))
 }
 
 impl KeyedBuckets {
@@ -181,7 +181,7 @@ impl KeyedBuckets {
         now: u64,
         weight: u32,
         quota: Quota,
-    ) -> Result<u64, Denied> {
+    ) -> Result<TokensLeft, Denied> {
         let key = tracked(key);
         let own = self.shard_index(key);
         let mut shard = lock(&self.shards[own]);
@@ -192,12 +192,12 @@ impl KeyedBuckets {
         let new_tat = bucket::step(0, now, weight, quota)?;
         if new_tat <= now {
             // Still full (a free request): nothing worth remembering.
-            return Ok(bucket::tokens_at(new_tat, now, quota));
+            return Ok(TokensLeft::new(new_tat, now, quota));
         }
         match self.make_room(&mut shard, now) {
             Room::BelowCap => {
                 shard.track(key, new_tat);
-                return Ok(bucket::tokens_at(new_tat, now, quota));
+                return Ok(TokensLeft::new(new_tat, now, quota));
             }
             Room::AtCap => {
                 shard.track(key, now);
@@ -315,7 +315,7 @@ impl KeyedBuckets {
     }
 
     /// One GCRA step on the overflow bucket (lock-free).
-    fn take_overflow(&self, now: u64, weight: u32, quota: Quota) -> Result<u64, Denied> {
+    fn take_overflow(&self, now: u64, weight: u32, quota: Quota) -> Result<TokensLeft, Denied> {
         let mut tat = self.overflow.load(Ordering::Acquire);
         loop {
             let new_tat = bucket::step(tat, now, weight, quota)?;
@@ -325,7 +325,7 @@ impl KeyedBuckets {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Ok(bucket::tokens_at(new_tat, now, quota)),
+                Ok(_) => return Ok(TokensLeft::new(new_tat, now, quota)),
                 Err(actual) => tat = actual,
             }
         }

@@ -139,7 +139,7 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {
@@ -157,53 +157,82 @@ where
                     return Poll::Ready(Err(error));
                 }
                 StateProj::Queued { queued, stamp } => {
-                    let mut q = queued.as_mut().project();
-                    if let Some(w) = q.waiter.as_mut() {
-                        match w.poll_turn(Instant::now(), cx.waker()) {
-                            Turn::Done(Ok(())) => {
-                                let w = q.waiter.take().expect("checked above");
-                                *q.permit = Some(Permit {
-                                    waiter_bucket: w.bucket,
-                                    weight: w.weight,
-                                    limiter: w.limiter().clone(),
-                                    armed: true,
-                                });
-                            }
-                            Turn::Done(Err(error)) => {
-                                let w = q.waiter.take().expect("checked above");
-                                let error = H::reject(error, w.limiter());
-                                state.set(State::Failed { error: Some(error) });
-                            }
-                            Turn::SleepUntil(at) => {
-                                let mut sleep = q.sleep;
-                                if sleep.deadline() != at {
-                                    sleep.as_mut().reset(at);
-                                }
-                                ready!(sleep.poll(cx));
-                            }
-                        }
-                        continue;
+                    match poll_queued::<S, Req, H>(queued.as_mut(), stamp, cx) {
+                        Polled::Answered(answer) => return answer,
+                        Polled::Failed(error) => state.set(State::Failed { error: Some(error) }),
                     }
-                    // Admitted: drive the service to readiness, then call it. Until the
-                    // call the permit stays armed, so dropping the future (or a failed
-                    // `poll_ready`) refunds the tokens. It is disarmed while polling: a call
-                    // made in this poll, even one that panics, has spent them.
-                    if let Some(permit) = q.permit.as_mut() {
-                        permit.armed = false;
-                    }
-                    let result = received::scope(*q.received, || q.call.as_mut().poll(cx));
-                    if matches!(*q.call, ReadyCall::Waiting { .. }) {
-                        if let Some(permit) = q.permit.as_mut() {
-                            permit.armed = true;
-                        }
-                    } else {
-                        q.permit.take();
-                    }
-                    let mut response = ready!(result).map_err(Into::into)?;
-                    H::write(stamp, &mut response);
-                    return Poll::Ready(Ok(response));
                 }
             }
         }
     }
+}
+
+/// What [`poll_queued`] came to: the answer, or a turn refused (the state becomes
+/// `Failed`, polled next).
+enum Polled<T> {
+    Answered(Poll<Result<T, BoxError>>),
+    Failed(BoxError),
+}
+
+/// A queued request's poll: wait for its turn, then drive the service to readiness and
+/// call it. Out of line (the queue is the cold path), so that an admitted call's poll stays
+/// small enough to inline into its caller.
+#[inline(never)]
+fn poll_queued<S, Req, H>(
+    queued: Pin<&mut Queued<S, Req>>,
+    stamp: &H::Stamp,
+    cx: &mut Context<'_>,
+) -> Polled<S::Response>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    H: RateHeaders<S::Response>,
+{
+    let mut q = queued.project();
+    while let Some(w) = q.waiter.as_mut() {
+        match w.poll_turn(Instant::now(), cx.waker()) {
+            Turn::Done(Ok(())) => {
+                let w = q.waiter.take().expect("checked above");
+                *q.permit = Some(Permit {
+                    waiter_bucket: w.bucket,
+                    weight: w.weight,
+                    limiter: w.limiter().clone(),
+                    armed: true,
+                });
+            }
+            Turn::Done(Err(error)) => {
+                let w = q.waiter.take().expect("checked above");
+                return Polled::Failed(H::reject(error, w.limiter()));
+            }
+            Turn::SleepUntil(at) => {
+                let mut sleep = q.sleep.as_mut();
+                if sleep.deadline() != at {
+                    sleep.as_mut().reset(at);
+                }
+                if sleep.poll(cx).is_pending() {
+                    return Polled::Answered(Poll::Pending);
+                }
+            }
+        }
+    }
+    // Admitted: drive the service to readiness, then call it. Until the call the permit
+    // stays armed, so dropping the future (or a failed `poll_ready`) refunds the tokens. It
+    // is disarmed while polling: a call made in this poll, even one that panics, has spent
+    // them.
+    if let Some(permit) = q.permit.as_mut() {
+        permit.armed = false;
+    }
+    let result = received::scope(*q.received, || q.call.as_mut().poll(cx));
+    if matches!(*q.call, ReadyCall::Waiting { .. }) {
+        if let Some(permit) = q.permit.as_mut() {
+            permit.armed = true;
+        }
+    } else {
+        q.permit.take();
+    }
+    Polled::Answered(result.map(|result| {
+        let mut response = result.map_err(Into::into)?;
+        H::write(stamp, &mut response);
+        Ok(response)
+    }))
 }

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tower_prism_core::BoxError;
 
 use super::limiter::RateLimiter;
+use crate::bucket::TokensLeft;
 use crate::error::Error;
 
 /// What a rate-limit service does with rate-limit headers: writes them on admitted
@@ -24,8 +25,8 @@ pub trait RateHeaders<Res> {
     /// is written).
     type Stamp;
 
-    /// The stamp of a call just admitted with `remaining` whole tokens left in its bucket.
-    fn stamp(limiter: &RateLimiter, remaining: u64) -> Self::Stamp;
+    /// The stamp of a call just admitted, with what it `left` in its bucket.
+    fn stamp(limiter: &RateLimiter, left: TokensLeft) -> Self::Stamp;
 
     /// Writes the stamp on the response.
     fn write(stamp: &Self::Stamp, response: &mut Res);
@@ -42,7 +43,7 @@ impl<Res> RateHeaders<Res> for NoHeaders {
     type Stamp = ();
 
     #[inline]
-    fn stamp(_: &RateLimiter, _: u64) {}
+    fn stamp(_: &RateLimiter, _: TokensLeft) {}
 
     #[inline]
     fn write(_: &(), _: &mut Res) {}
@@ -63,13 +64,13 @@ impl<Body> RateHeaders<http::Response<Body>> for HttpHeaders {
     type Stamp = Option<HeaderStamp>;
 
     #[inline]
-    fn stamp(limiter: &RateLimiter, remaining: u64) -> Option<HeaderStamp> {
+    fn stamp(limiter: &RateLimiter, left: TokensLeft) -> Option<HeaderStamp> {
         if !limiter.headers_enabled() {
             return None;
         }
         Some(HeaderStamp {
             limiter: limiter.clone(),
-            remaining,
+            remaining: left.get(),
         })
     }
 

@@ -19,7 +19,7 @@ use super::config::RateLimitConfig;
 use super::headers::{quote_policy, RateLimitInfo};
 use super::metrics::Metrics;
 use crate::backend::LocalBackend;
-use crate::bucket::{Denied, Quota};
+use crate::bucket::{Denied, Quota, TokensLeft};
 use crate::error::Error;
 use crate::queue::{BucketId, WaitQueue};
 
@@ -92,8 +92,8 @@ pub struct RateLimitSnapshot {
 
 /// What the fast path decided.
 pub(crate) enum Fast {
-    /// Admitted, with this many whole tokens left in the bucket.
-    Admitted(u64),
+    /// Admitted, with what is left in the bucket.
+    Admitted(TokensLeft),
     Rejected(Error),
     Queue,
 }
@@ -209,7 +209,12 @@ impl RateLimiter {
     /// reading then looks like a request from the past and is refused although the bucket
     /// is (nearly) full, with an inflated `retry_after`. Only the denial path pays for this.
     #[inline]
-    pub(super) fn acquire(&self, bucket: BucketId, weight: u32, at: u64) -> Result<u64, Denied> {
+    pub(super) fn acquire(
+        &self,
+        bucket: BucketId,
+        weight: u32,
+        at: u64,
+    ) -> Result<TokensLeft, Denied> {
         let backend = &self.shared.backend;
         let first = backend.try_acquire(bucket, weight, at);
         if first.is_ok() {
@@ -219,13 +224,14 @@ impl RateLimiter {
     }
 
     #[cold]
+    #[inline(never)]
     fn reacquire(
         &self,
         bucket: BucketId,
         weight: u32,
         mut at: u64,
-        mut result: Result<u64, Denied>,
-    ) -> Result<u64, Denied> {
+        mut result: Result<TokensLeft, Denied>,
+    ) -> Result<TokensLeft, Denied> {
         for _ in 0..2 {
             let fresh = self.now_nanos();
             if fresh <= at {
@@ -242,13 +248,15 @@ impl RateLimiter {
 
     /// The admit path: one clock read, at most one CAS on the unkeyed bucket, no lock, no
     /// allocation.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn fast(&self, bucket: BucketId, weight: u32) -> Fast {
         self.fast_at(bucket, weight, self.now_nanos())
     }
 
-    /// [`fast`](Self::fast) at a given bucket time.
-    #[inline]
+    /// [`fast`](Self::fast) at a given bucket time. The admission is inline; a denial
+    /// (a second look at a fresh reading, the queue, the rejection) is out of line, so the
+    /// admit path stays small enough to inline into the service's `call`.
+    #[inline(always)]
     pub(crate) fn fast_at(&self, bucket: BucketId, weight: u32, at: u64) -> Fast {
         let shared = &*self.shared;
         if shared.adaptive.is_some() {
@@ -258,29 +266,55 @@ impl RateLimiter {
         if queueing && shared.queue_len.load(Ordering::Relaxed) > 0 {
             return Fast::Queue;
         }
-        let result = self.acquire(bucket, weight, at);
-        if bucket.is_some() {
-            // New keys and lazy sweeps change the count: one relaxed load.
-            shared.metrics.keys.set(shared.backend.keys() as f64);
+        match shared.backend.try_acquire(bucket, weight, at) {
+            Ok(tokens) => self.admitted(bucket, tokens),
+            Err(denied) => self.denied(bucket, weight, at, denied, queueing),
         }
-        match result {
-            Ok(tokens) => {
-                shared.metrics.admitted.increment(1);
-                if bucket.is_none() {
-                    shared.metrics.tokens.set(tokens as f64);
-                }
-                Fast::Admitted(tokens)
-            }
-            Err(denied) => {
-                if let Some(error) = self.hopeless(weight) {
-                    return Fast::Rejected(self.reject(error));
-                }
-                if queueing {
-                    Fast::Queue
-                } else {
-                    Fast::Rejected(self.reject(retry_error(denied)))
-                }
-            }
+    }
+
+    /// Counts an admission with `tokens` left.
+    #[inline(always)]
+    fn admitted(&self, bucket: BucketId, tokens: TokensLeft) -> Fast {
+        let metrics = &self.shared.metrics;
+        metrics.admitted.increment(1);
+        match bucket {
+            None => metrics.tokens.set(tokens),
+            // New keys and lazy sweeps change the count: one relaxed load.
+            Some(_) => metrics.keys.set(self.shared.backend.keys() as f64),
+        }
+        Fast::Admitted(tokens)
+    }
+
+    /// The bucket refused `weight` tokens at `at`: look again on a fresh reading (a caller
+    /// preempted between its reading and the bucket looks like one from the past), then
+    /// queue or reject.
+    #[cold]
+    #[inline(never)]
+    fn denied(
+        &self,
+        bucket: BucketId,
+        weight: u32,
+        at: u64,
+        denied: Denied,
+        queueing: bool,
+    ) -> Fast {
+        let denied = match self.reacquire(bucket, weight, at, Err(denied)) {
+            Ok(tokens) => return self.admitted(bucket, tokens),
+            Err(denied) => denied,
+        };
+        if bucket.is_some() {
+            self.shared
+                .metrics
+                .keys
+                .set(self.shared.backend.keys() as f64);
+        }
+        if let Some(error) = self.hopeless(weight) {
+            return Fast::Rejected(self.reject(error));
+        }
+        if queueing {
+            Fast::Queue
+        } else {
+            Fast::Rejected(self.reject(retry_error(denied)))
         }
     }
 

@@ -3,6 +3,7 @@
 use metrics::{Counter, Gauge, Histogram};
 use tower_prism_core::metrics::{ratelimit as names, LABEL_NAME, LABEL_REASON};
 
+use crate::bucket::TokensLeft;
 use crate::error::Error;
 
 /// The metric handles of one rate limiter, labelled with its name.
@@ -52,5 +53,13 @@ impl Metrics {
             _ => return,
         }
         .increment(1);
+    }
+}
+
+/// The tokens gauge reads what an admission left only when a recorder takes it: without
+/// one, `Gauge::set` never converts its value, so the admit path skips the division.
+impl metrics::IntoF64 for TokensLeft {
+    fn into_f64(self) -> f64 {
+        self.get() as f64
     }
 }

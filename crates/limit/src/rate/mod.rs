@@ -132,6 +132,7 @@ mod policy;
 mod service;
 mod waiter;
 
+pub use crate::bucket::TokensLeft;
 pub use adaptive::AdaptiveConfig;
 #[cfg(feature = "redis")]
 pub(crate) use config::check_quota;

@@ -14,6 +14,7 @@ use super::future::ResponseFuture;
 use super::headers::{NoHeaders, RateHeaders};
 use super::limiter::{Fast, RateLimiter};
 use super::policy::{KeyFn, PriorityFn, SamePriority, UnitWeight, Unkeyed, WeightFn};
+use crate::bucket::TokensLeft;
 use crate::ready::take_ready;
 
 /// Admits requests to `S` at the limiter's rate. Clones share the limiter.
@@ -181,8 +182,8 @@ where
         let bucket = engaged.key.bucket(&request, &engaged.limiter);
         let limiter = &engaged.limiter;
         match limiter.fast(bucket, weight) {
-            Fast::Admitted(remaining) => {
-                let stamp = H::stamp(limiter, remaining);
+            Fast::Admitted(left) => {
+                let stamp = H::stamp(limiter, left);
                 let refund = engaged.refund_shed.then_some((limiter, bucket, weight));
                 call_admitted(&mut self.inner, request, stamp, refund)
             }
@@ -196,7 +197,7 @@ where
                     // Admitted at once, or after the wait: the bucket was empty, so a
                     // queued call reports no tokens left.
                     Ok(None) => {
-                        let stamp = H::stamp(limiter, 0);
+                        let stamp = H::stamp(limiter, TokensLeft::none());
                         let refund = engaged.refund_shed.then_some((limiter, bucket, weight));
                         call_admitted(&mut self.inner, request, stamp, refund)
                     }
@@ -204,7 +205,7 @@ where
                         waiter,
                         take_ready(&mut self.inner),
                         request,
-                        H::stamp(limiter, 0),
+                        H::stamp(limiter, TokensLeft::none()),
                     ),
                     Err(error) => ResponseFuture::failed(H::reject(error, limiter)),
                 }

@@ -139,7 +139,7 @@ impl RateLimiter {
                     waiter.done = true;
                     shared.metrics.admitted.increment(1);
                     if waiter.bucket.is_none() {
-                        shared.metrics.tokens.set(tokens as f64);
+                        shared.metrics.tokens.set(tokens);
                     }
                     let waited = now.saturating_duration_since(waiter.enqueued);
                     shared.metrics.queue_wait.record(waited.as_secs_f64());
