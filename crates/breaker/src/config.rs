@@ -17,7 +17,8 @@ pub const MAX_PROBES: u32 = 1000;
 /// Largest number of buckets in a time window (`window.buckets`).
 pub const MAX_BUCKETS: u32 = 1000;
 /// Longest duration of any breaker setting (`window.duration`, `slow_call_duration`,
-/// `wait_duration`, `max_wait_duration`): core's [`MAX_DURATION`], 366 days.
+/// `wait_duration`, `max_wait_duration`, `max_wait_in_half_open`): core's
+/// [`MAX_DURATION`], 366 days.
 pub const MAX_BREAKER_DURATION: Duration = MAX_DURATION;
 /// Largest `minimum_calls` and `consecutive_failures`: 2^24, core's bound on any size (a
 /// count window also caps `minimum_calls` at its size).
@@ -157,6 +158,19 @@ pub struct BreakerConfig {
     /// the breaker (default 3; at most [`MAX_PROBES`]). Few probes send few calls to an
     /// upstream that is still dead, and close the circuit sooner at low traffic.
     pub permitted_calls_in_half_open: u32,
+    /// The longest the breaker stays half-open waiting for its probes to answer
+    /// (resilience4j's `maxWaitDurationInHalfOpenState`). Default: unset, and then a
+    /// probe that never answers keeps its slot until its caller drops it (a deadline or
+    /// timeout above the breaker bounds that); every other call is rejected meanwhile.
+    ///
+    /// When set, a call arriving after the half-open state has lasted this long, with
+    /// every probe slot taken, opens the circuit again as a failed probe round would (the
+    /// open wait grows by `backoff_multiplier`); the late probes' results are then ignored.
+    #[serde(
+        with = "tower_prism_core::config::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_wait_in_half_open: Option<Duration>,
     /// Whether [`Outcome::Fatal`](tower_prism_core::Outcome::Fatal) calls count as
     /// failures (default: no).
     pub count_fatal: bool,
@@ -193,6 +207,7 @@ impl Default for BreakerConfig {
             backoff_multiplier: 2.0,
             max_wait_duration: None,
             permitted_calls_in_half_open: 3,
+            max_wait_in_half_open: None,
             count_fatal: false,
             count_not_retryable: true,
             count_deadline_expiry: false,
@@ -271,6 +286,10 @@ impl BreakerConfig {
             self.permitted_calls_in_half_open,
             u64::from(MAX_PROBES),
         )?;
+        if let Some(max) = self.max_wait_in_half_open {
+            check_duration("max_wait_in_half_open", max)?;
+            check_duration_at_most("max_wait_in_half_open", max, MAX_BREAKER_DURATION)?;
+        }
         Ok(())
     }
 
@@ -396,6 +415,11 @@ impl BreakerConfigBuilder {
     /// Sets the number of concurrent half-open probes.
     pub fn permitted_calls_in_half_open(mut self, calls: u32) -> Self {
         self.config.permitted_calls_in_half_open = calls;
+        self
+    }
+    /// Sets the longest wait for the half-open probes to answer (`None`: no limit).
+    pub fn max_wait_in_half_open(mut self, max: impl Into<Option<Duration>>) -> Self {
+        self.config.max_wait_in_half_open = max.into();
         self
     }
     /// Whether `Fatal` outcomes count as failures (default: no).

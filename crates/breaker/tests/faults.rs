@@ -139,6 +139,61 @@ async fn a_probe_that_never_answers_gives_its_slot_back_when_dropped() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn probes_that_outlast_max_wait_in_half_open_open_the_circuit_again() {
+    let (mut svc, b) = service(config(2));
+    // Set by a reload of the running breaker, as a config file would.
+    let max = Duration::from_secs(30);
+    b.reconfigure(
+        &config(2)
+            .to_builder()
+            .max_wait_in_half_open(max)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    open_it(&mut svc, &b).await;
+    advance(WAIT).await;
+    let mut hung: Vec<_> = (0..2)
+        .map(|_| tokio_test::task::spawn(svc.clone().oneshot(Act::Hang)))
+        .collect();
+    for f in &mut hung {
+        assert!(f.poll().is_pending());
+    }
+    advance(max - Duration::from_millis(1)).await;
+    assert!(svc.ready().await.unwrap().call(Act::Ok).await.is_err());
+    assert_eq!(b.state(), State::HalfOpen, "still within the wait");
+
+    advance(Duration::from_millis(1)).await;
+    let err = svc.ready().await.unwrap().call(Act::Ok).await.unwrap_err();
+    assert_eq!(b.state(), State::Open, "the round timed out: open again");
+    assert_eq!(
+        err.downcast_ref::<Error>(),
+        Some(&Error::CircuitOpen { retry_after: WAIT })
+    );
+    // The next round starts with every slot free; the late probes of the old round, when
+    // their callers give up, take nothing from it.
+    advance(WAIT).await;
+    drop(hung);
+    probes_all_free_then_close(&mut svc, &b, 2).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_max_wait_in_half_open_hung_probes_hold_the_round_open() {
+    let (mut svc, b) = service(config(1));
+    open_it(&mut svc, &b).await;
+    advance(WAIT).await;
+    let mut hung = tokio_test::task::spawn(svc.clone().oneshot(Act::Hang));
+    assert!(hung.poll().is_pending());
+    advance(Duration::from_secs(24 * 3600)).await;
+    assert!(svc.ready().await.unwrap().call(Act::Ok).await.is_err());
+    assert_eq!(
+        b.state(),
+        State::HalfOpen,
+        "resilience4j's default: wait for the probe"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_call_answering_after_an_hour_is_slow_and_holds_its_probe_until_then() {
     let (mut svc, b) = service(config(1));
     open_it(&mut svc, &b).await;

@@ -86,6 +86,10 @@ fn bad_values_name_their_field() {
             BreakerConfig::builder().permitted_calls_in_half_open(MAX_PROBES + 1),
             "permitted_calls_in_half_open",
         ),
+        (
+            BreakerConfig::builder().max_wait_in_half_open(Duration::ZERO),
+            "max_wait_in_half_open",
+        ),
     ];
     for (builder, field) in cases {
         let err = builder.build().unwrap_err();
@@ -168,6 +172,10 @@ fn absurd_sizes_and_durations_are_refused() {
             BreakerConfig::builder().exponential_backoff(1e300, Duration::from_secs(600)),
             "backoff_multiplier",
         ),
+        (
+            BreakerConfig::builder().max_wait_in_half_open(Duration::MAX),
+            "max_wait_in_half_open",
+        ),
     ];
     for (builder, field) in cases {
         let err = builder.build().unwrap_err();
@@ -186,6 +194,7 @@ fn absurd_sizes_and_durations_are_refused() {
         .wait_duration(MAX_BREAKER_DURATION)
         .exponential_backoff(MAX_BACKOFF_MULTIPLIER, MAX_BREAKER_DURATION)
         .permitted_calls_in_half_open(MAX_PROBES)
+        .max_wait_in_half_open(MAX_BREAKER_DURATION)
         .build()
         .unwrap();
 }
@@ -201,6 +210,7 @@ fn toml_round_trip_and_validation() {
         wait_duration = "2s"
         backoff_multiplier = 2.0
         max_wait_duration = "1m"
+        max_wait_in_half_open = "20s"
     "#;
     let config: BreakerConfig = toml::from_str(text).unwrap();
     assert_eq!(
@@ -213,6 +223,8 @@ fn toml_round_trip_and_validation() {
     assert_eq!(config.slow_call_duration, Duration::from_millis(250));
     assert_eq!(config.consecutive_failures, Some(3));
     assert_eq!(config.effective_max_wait(), Duration::from_secs(60));
+    assert_eq!(config.max_wait_in_half_open, Some(Duration::from_secs(20)));
+    assert_eq!(BreakerConfig::default().max_wait_in_half_open, None);
     let again: BreakerConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
     assert_eq!(again, config);
 

@@ -44,6 +44,9 @@ pub(crate) struct Machine {
     state: AtomicU64,
     open_until: AtomicU64,
     half_open: AtomicU64,
+    /// When the current half-open round began, in nanoseconds (stored before the state
+    /// says half-open).
+    half_open_since: AtomicU64,
     consecutive: AtomicU32,
     /// Whether the rate gauges were last set to a nonzero value.
     rates_nonzero: AtomicBool,
@@ -89,6 +92,7 @@ impl Machine {
             state: AtomicU64::new(pack_state(0, State::Closed)),
             open_until: AtomicU64::new(0),
             half_open: AtomicU64::new(0),
+            half_open_since: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
             rates_nonzero: AtomicBool::new(false),
             window: build_window(config.window),
@@ -200,6 +204,14 @@ impl Machine {
                     self.decide_round(generation, p, now, || None);
                     return None;
                 }
+                if self.probes_overdue(now) {
+                    tracing::warn!(
+                        breaker = %self.name,
+                        "half-open probes did not answer within max_wait_in_half_open: opening again"
+                    );
+                    self.transition_from(generation, State::Open, now, None);
+                    return None;
+                }
                 return Some(Err(self.reject(self.wait())));
             }
             p.admitted += 1;
@@ -211,6 +223,16 @@ impl Machine {
                 Err(actual) => word = actual,
             }
         }
+    }
+
+    /// Whether the half-open round has lasted `max_wait_in_half_open` (if set) by `now`.
+    fn probes_overdue(&self, now: Moment) -> bool {
+        let max = self.params.half_open_max_nanos.load(Relaxed);
+        max != 0
+            && self
+                .nanos_of(now)
+                .saturating_sub(self.half_open_since.load(Acquire))
+                >= max
     }
 
     fn wait(&self) -> Duration {
@@ -405,7 +427,10 @@ impl Machine {
                 self.open_until
                     .store(self.nanos_of(now).saturating_add(wait), Release);
             }
-            State::HalfOpen => self.half_open.store(Probes::fresh(next).pack(), Release),
+            State::HalfOpen => {
+                self.half_open_since.store(self.nanos_of(now), Release);
+                self.half_open.store(Probes::fresh(next).pack(), Release);
+            }
             State::Closed => {
                 control.reopens = 0;
                 self.window.clear();

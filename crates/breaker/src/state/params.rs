@@ -23,6 +23,8 @@ pub(crate) struct Params {
     max_hint_nanos: AtomicU64,
     pub(crate) multiplier: AtomicU64,
     pub(crate) probes: AtomicU32,
+    /// `max_wait_in_half_open` in nanoseconds; 0: no limit.
+    pub(crate) half_open_max_nanos: AtomicU64,
     count_fatal: AtomicBool,
     count_not_retryable: AtomicBool,
 }
@@ -40,6 +42,7 @@ impl Params {
             max_hint_nanos: AtomicU64::new(nanos(c.effective_max_hinted_wait())),
             multiplier: AtomicU64::new(c.backoff_multiplier.to_bits()),
             probes: AtomicU32::new(c.permitted_calls_in_half_open),
+            half_open_max_nanos: AtomicU64::new(c.max_wait_in_half_open.map_or(0, nanos)),
             count_fatal: AtomicBool::new(c.count_fatal),
             count_not_retryable: AtomicBool::new(c.count_not_retryable),
         }
@@ -62,6 +65,7 @@ impl Params {
             max_hint_nanos,
             multiplier,
             probes,
+            half_open_max_nanos,
             count_fatal,
             count_not_retryable
         );
