@@ -11,6 +11,7 @@ mod redis_support;
 
 use std::time::{Duration, Instant};
 
+use redis_support::fake;
 use redis_support::proxy::{Mode, Proxy};
 use redis_support::{redis_cli, Cluster, Server};
 use tower_prism_limit::redis::{
@@ -19,12 +20,21 @@ use tower_prism_limit::redis::{
 use tower_prism_limit::Error;
 
 fn layer(url: &str, timeout: Duration, policy: FailurePolicy) -> RedisRateLimitLayer {
+    layer_connecting_within(url, timeout, Duration::from_millis(300), policy)
+}
+
+fn layer_connecting_within(
+    url: &str,
+    timeout: Duration,
+    connect_timeout: Duration,
+    policy: FailurePolicy,
+) -> RedisRateLimitLayer {
     RedisRateLimitLayer::builder(
         RedisConfig::builder(url)
             .rate(100_000)
             .period(Duration::from_secs(1))
             .timeout(timeout)
-            .connect_timeout(Duration::from_millis(300))
+            .connect_timeout(connect_timeout)
             .failure_policy(policy)
             .build()
             .unwrap(),
@@ -32,6 +42,18 @@ fn layer(url: &str, timeout: Duration, policy: FailurePolicy) -> RedisRateLimitL
     .name("faults")
     .build()
     .unwrap()
+}
+
+/// How many of `calls` calls, `gap` apart, took at least `slow`.
+async fn slow_calls(l: &RedisRateLimitLayer, calls: usize, gap: Duration, slow: Duration) -> usize {
+    let mut count = 0;
+    for _ in 0..calls {
+        let t = Instant::now();
+        let _ = l.handle().acquire().await;
+        count += usize::from(t.elapsed() >= slow);
+        tokio::time::sleep(gap).await;
+    }
+    count
 }
 
 /// Whether a decision was Redis' own: no backend error was counted for it.
@@ -143,6 +165,111 @@ async fn a_blackholed_server_costs_one_timeout_then_fails_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_server_costs_one_timeout_then_fails_fast() {
     unresponsive_server_costs_one_timeout(Mode::Stall).await;
+}
+
+/// A server that answers the reconnection but not the script within `timeout`, as one
+/// paused for a failover (`CLIENT PAUSE .. WRITE`: `SCRIPT LOAD` is answered, `EVALSHA`
+/// waits): before the fix each reconnection made the link `Up` again at once and the next
+/// call paid the timeout, so in effect every call did. Now a strike puts the link on
+/// probation: one call per reconnection pays it, the wait between reconnections growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_paused_for_writes_costs_one_call_per_reconnection() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let timeout = Duration::from_millis(100);
+    let l = layer(&server.url(), timeout, FailurePolicy::FailOpen);
+    l.handle().acquire().await.expect("admitted by redis");
+    redis_cli(server.port, &["CLIENT", "PAUSE", "10000", "WRITE"]);
+    let start = Instant::now();
+    let slow = slow_calls(&l, 60, Duration::from_millis(20), timeout * 9 / 10).await;
+    let snap = l.handle().snapshot();
+    // About one probe per `reconnect_backoff_max` (250 ms) once the wait has grown: 10 of
+    // 60 here; every call paid before the fix. The bound follows a slow machine's clock.
+    let bound = 4 + start.elapsed().as_millis() / 250;
+    assert!(
+        slow as u128 <= bound,
+        "{slow} of 60 calls paid the timeout (at most {bound}): {snap:?}"
+    );
+    assert!(snap.link_downs >= 2, "{snap:?}");
+    redis_cli(server.port, &["CLIENT", "UNPAUSE"]);
+    until_served(&l, Duration::from_secs(10)).await;
+    assert_eq!(l.handle().snapshot().link, LinkState::Up);
+}
+
+/// While the first connection attempt runs (here held until `connect_timeout`), only the
+/// first call waits for it; before the fix every call did, each its whole timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_during_a_slow_first_connection_fail_fast_after_the_first() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let proxy = Proxy::start(server.port).await;
+    proxy.set(Mode::Stall);
+    let timeout = Duration::from_millis(50);
+    let l = layer_connecting_within(
+        &proxy.url(),
+        timeout,
+        Duration::from_secs(2),
+        FailurePolicy::FailClosed,
+    );
+    let slow = slow_calls(&l, 20, Duration::from_millis(5), timeout * 9 / 10).await;
+    assert_eq!(slow, 1, "{:?}", l.handle().snapshot());
+    assert_eq!(l.handle().snapshot().link, LinkState::Down);
+}
+
+/// The first call's wait for the connection and its script share one timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_call_is_bounded_by_one_timeout() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let proxy = Proxy::start(server.port).await;
+    let timeout = Duration::from_millis(200);
+    for delay in [40, 60, 90, 120] {
+        proxy.set(Mode::Delay(Duration::from_millis(delay)));
+        let l = layer_connecting_within(
+            &proxy.url(),
+            timeout,
+            Duration::from_secs(2),
+            FailurePolicy::FailOpen,
+        );
+        let t = Instant::now();
+        l.handle().acquire().await.expect("fail open admits");
+        let took = t.elapsed();
+        assert!(
+            took < timeout + Duration::from_millis(40),
+            "a first call took {took:?} with a {delay} ms delay"
+        );
+    }
+}
+
+/// A failover behind a stable address (a DNS name, a proxy): the old primary, now a
+/// replica, answers `READONLY`. Before the fix the link stayed on it for good; now it
+/// reconnects, and reaches the new primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_primary_answering_readonly_is_left_for_the_new_one() {
+    // The demoted server saves the new primary's data: in a directory of its own.
+    let dir = std::env::temp_dir().join(format!("prism-redis-demoted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let old_args = vec!["--dir".to_owned(), dir.display().to_string()];
+    let (Some(old), Some(new)) = (Server::start_with(old_args), Server::start()) else {
+        return;
+    };
+    let proxy = Proxy::start(old.port).await;
+    let l = layer(
+        &proxy.url(),
+        Duration::from_millis(200),
+        FailurePolicy::FailClosed,
+    );
+    l.handle().acquire().await.expect("admitted by redis");
+    redis_cli(old.port, &["REPLICAOF", "127.0.0.1", &new.port.to_string()]);
+    proxy.retarget(new.port);
+    let took = until_served(&l, Duration::from_secs(10)).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(l.handle().snapshot().link_downs >= 1);
+    drop(old);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A server slower than the timeout: each call ends within the timeout under the policy.
@@ -375,4 +502,66 @@ fn a_limiter_outliving_its_runtime_reconnects_on_the_next_one() {
     second.block_on(async {
         until_served(&l, Duration::from_secs(10)).await;
     });
+}
+
+/// A server that answers `SCRIPT LOAD` with another digest (a proxy or a look-alike):
+/// before the fix redis-rs' debug assertion panicked the reconnection task on every
+/// attempt, and the link stayed connecting for good. Now the attempt fails with an error
+/// and the failure policy decides at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_script_digest_is_an_error_not_a_panic() {
+    let url = fake::start(fake::Replies {
+        script_load: Some("$40\r\n0000000000000000000000000000000000000000\r\n"),
+        evalsha: "*2\r\n:1\r\n:0\r\n",
+    })
+    .await;
+    let l = layer(&url, Duration::from_millis(100), FailurePolicy::FailClosed);
+    for _ in 0..5 {
+        let err = l.handle().acquire().await.unwrap_err();
+        assert!(is_unavailable(&err), "{err}");
+    }
+    let snap = l.handle().snapshot();
+    assert_eq!(snap.link, LinkState::Down, "{snap:?}");
+}
+
+/// Answers the script cannot give are backend errors (the failure policy decides), not
+/// rejections with a made-up wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_script_answers_are_backend_errors() {
+    for evalsha in ["*2\r\n:7\r\n:0\r\n", "*2\r\n:0\r\n:-5\r\n"] {
+        let url = fake::start(fake::Replies {
+            script_load: None,
+            evalsha,
+        })
+        .await;
+        let l = layer(&url, Duration::from_millis(200), FailurePolicy::FailClosed);
+        let _ = l.handle().acquire().await;
+        let snap = l.handle().snapshot();
+        assert_eq!(snap.rejected, 0, "{evalsha:?}: {snap:?}");
+        assert_eq!(snap.backend_errors, 1, "{evalsha:?}: {snap:?}");
+    }
+}
+
+/// Polled outside a tokio runtime, a call is an error, not a panic.
+#[test]
+fn a_call_outside_a_runtime_is_an_error() {
+    let l = layer(
+        "redis://127.0.0.1:1/",
+        Duration::from_millis(50),
+        FailurePolicy::FailClosed,
+    );
+    let err = futures_lite_block_on(l.handle().acquire()).unwrap_err();
+    assert!(is_unavailable(&err), "{err}");
+}
+
+/// Polls `f` to completion on this thread, with no runtime around it.
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
 }

@@ -10,21 +10,32 @@
 //!   part of up to half, so instances do not reconnect in step). Each attempt is bounded by
 //!   `connect_timeout` and ends with a `SCRIPT LOAD` round trip, so `Up` means Redis answers
 //!   (and has the script) rather than merely that a TCP connection was accepted.
+//! - `Probing`: a server that answered the reconnection but then let a call time out (too
+//!   slow for `timeout`, or paused as a failover pauses writes), or answered `READONLY` (a
+//!   replica behind the address), is a strike. After a reconnection following a strike one
+//!   call at a time goes to Redis, the others fail at once, until one is answered (`Up`);
+//!   another strike makes the link `Down` again, and each strike in a row doubles the wait
+//!   before the next reconnection. So such a server costs one call's timeout per
+//!   reconnection, not every call's.
+//! - A call waiting for the first connection that runs out of time marks the link `Down`:
+//!   the calls after it fail at once instead of each waiting its timeout while the first
+//!   attempt runs (up to `connect_timeout`).
 //!
 //! In Cluster mode the cluster client reconnects to single nodes by itself; the link goes
 //! `Down` only while the cluster cannot be reached at all (no seed answers), and calls to a
 //! dead node fail within the timeout.
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::{AsyncConnectionConfig, Client, RedisError as ClientError, Script};
+use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError as ClientError, Script};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::redact::Secrets;
 
@@ -52,11 +63,19 @@ pub enum LinkState {
     /// Redis was found unreachable: calls take the failure policy at once while the
     /// connection is remade in the background.
     Down,
+    /// Reconnected after Redis let a call time out (or answered `READONLY`): one call at a
+    /// time goes to Redis, the others take the failure policy at once, until one is
+    /// answered.
+    Probing,
 }
 
 const CONNECTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
+const PROBING: u8 = 3;
+
+/// The most strikes counted: the wait before a reconnection stops doubling long before.
+const MAX_STRIKES: u32 = 32;
 
 /// Timeouts and backoff of a [`Link`].
 #[derive(Debug, Clone, Copy)]
@@ -103,21 +122,29 @@ pub(crate) struct Link {
     changed: watch::Sender<u8>,
     /// Set while a reconnection task runs (at most one runs).
     reconnecting: AtomicBool,
+    /// Calls in a row that Redis let time out or answered `READONLY` on a fresh connection
+    /// (see the module docs); 0 once a call is answered.
+    strikes: AtomicU32,
+    /// Set while `Probing` and a call is out to Redis.
+    probe_out: AtomicBool,
     generation: AtomicU64,
     /// Times the link went down.
     downs: AtomicU64,
     timings: LinkTimings,
+    /// The script's source, for `SCRIPT LOAD`, and its digest, for `EVALSHA`.
+    source: &'static str,
     script: Script,
     secrets: Secrets,
     name: String,
 }
 
 impl Link {
-    /// A link to `target` (nothing is connected until the first call).
+    /// A link to `target` running the Lua script `source` (nothing is connected until the
+    /// first call).
     pub(crate) fn new(
         target: Target,
         timings: LinkTimings,
-        script: Script,
+        source: &'static str,
         secrets: Secrets,
         name: String,
     ) -> Link {
@@ -127,10 +154,13 @@ impl Link {
             state: AtomicU8::new(CONNECTING),
             changed: watch::Sender::new(CONNECTING),
             reconnecting: AtomicBool::new(false),
+            strikes: AtomicU32::new(0),
+            probe_out: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             downs: AtomicU64::new(0),
             timings,
-            script,
+            source,
+            script: Script::new(source),
             secrets,
             name,
         }
@@ -141,6 +171,7 @@ impl Link {
         match self.state.load(Relaxed) {
             UP => LinkState::Up,
             DOWN => LinkState::Down,
+            PROBING => LinkState::Probing,
             _ => LinkState::Connecting,
         }
     }
@@ -150,49 +181,134 @@ impl Link {
         self.downs.load(Relaxed)
     }
 
-    /// Runs the GCRA script on `key` with `args`, bounded by the timeout: the script's
-    /// `(admitted, retry_after_us)`, or why Redis gave no answer.
+    /// Runs the GCRA script on `key` with `args`, bounded by the timeout (the wait for a
+    /// first connection included): the script's `(admitted, retry_after_us)`, or why Redis
+    /// gave no answer.
     pub(crate) async fn run_script(
         self: &Arc<Self>,
         key: &str,
         args: [u64; 3],
     ) -> Result<(i64, i64), CallError> {
-        let (generation, conn) = self.current().await?;
-        let mut invocation = self.script.key(key);
-        invocation.arg(args[0]).arg(args[1]).arg(args[2]);
+        if tokio::runtime::Handle::try_current().is_err() {
+            // The timeouts below need tokio's timer; without a runtime they would panic.
+            return Err(CallError::Failed(
+                "the redis rate limiter needs a tokio runtime (with time enabled)".to_owned(),
+            ));
+        }
+        let deadline = Instant::now() + self.timings.timeout;
+        let (generation, conn, probe) = self.current(deadline).await?;
         let call = async {
             match conn {
-                Conn::Single(mut c) => invocation.invoke_async(&mut c).await,
-                Conn::Cluster(mut c) => invocation.invoke_async(&mut c).await,
+                Conn::Single(mut c) => self.eval(&mut c, key, args).await,
+                Conn::Cluster(mut c) => self.eval(&mut c, key, args).await,
             }
         };
-        match tokio::time::timeout(self.timings.timeout, call).await {
-            Ok(Ok(answer)) => Ok(answer),
+        let result = tokio::time::timeout_at(deadline, call).await;
+        // The probe slot goes back whatever the outcome (and if this call is dropped).
+        let probed = probe.is_some();
+        drop(probe);
+        match result {
+            Ok(Ok(answer)) => {
+                self.answered(probed);
+                check_answer(answer)
+            }
             Ok(Err(e)) => {
-                if is_connection_failure(&e) {
-                    self.went_down(generation, &e.to_string());
+                if e.kind() == ErrorKind::ReadOnly {
+                    self.went_down(generation, &e.to_string(), true);
+                } else if is_connection_failure(&e) {
+                    self.went_down(generation, &e.to_string(), false);
+                } else {
+                    // An error answer from a working server.
+                    self.answered(probed);
                 }
                 Err(CallError::Failed(self.secrets.scrub(&e.to_string())))
             }
             Err(_) => {
-                self.went_down(generation, "call timed out");
+                self.went_down(generation, "call timed out", true);
                 Err(CallError::Timeout)
             }
         }
     }
 
+    /// `EVALSHA` of the script, loaded again on `NOSCRIPT` (a restarted or flushed server).
+    async fn eval(
+        &self,
+        conn: &mut impl ::redis::aio::ConnectionLike,
+        key: &str,
+        args: [u64; 3],
+    ) -> Result<(i64, i64), ClientError> {
+        let mut evalsha = ::redis::cmd("EVALSHA");
+        evalsha
+            .arg(self.script.get_hash())
+            .arg(1)
+            .arg(key)
+            .arg(&args[..]);
+        match evalsha.query_async(conn).await {
+            Err(e) if e.kind() == ErrorKind::NoScriptError => {
+                self.load(conn).await?;
+                evalsha.query_async(conn).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// `SCRIPT LOAD`, checking the digest the server gives back (redis-rs' own load only
+    /// asserts it in debug builds, panicking on a server that answers another).
+    async fn load(&self, conn: &mut impl ::redis::aio::ConnectionLike) -> Result<(), ClientError> {
+        let digest: String = ::redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(self.source)
+            .query_async(conn)
+            .await?;
+        if digest.eq_ignore_ascii_case(self.script.get_hash()) {
+            Ok(())
+        } else {
+            Err(ClientError::from((
+                ErrorKind::ResponseError,
+                "SCRIPT LOAD answered another digest than the script's",
+                format!("{digest} instead of {}", self.script.get_hash()),
+            )))
+        }
+    }
+
+    /// A call was answered (a decision or an error answer): the strikes end, and a probe
+    /// (`probed`) that was answered makes the link `Up`.
+    fn answered(&self, probed: bool) {
+        if self.strikes.load(Relaxed) != 0 {
+            self.strikes.store(0, Relaxed);
+        }
+        if probed
+            && self
+                .state
+                .compare_exchange(PROBING, UP, AcqRel, Acquire)
+                .is_ok()
+        {
+            self.changed.send_replace(UP);
+            tracing::info!(name = %self.name, "redis rate limiter: answering again");
+        }
+    }
+
     /// The connection to use, or `Down` at once when there is none; before the first
-    /// connection, waits for it at most the timeout.
-    async fn current(self: &Arc<Self>) -> Result<(u64, Conn), CallError> {
+    /// connection, waits for it until `deadline` (and marks the link down if it is not
+    /// made by then). While `Probing`, one call at a time gets the connection, with the
+    /// probe slot it must give back.
+    async fn current(
+        self: &Arc<Self>,
+        deadline: Instant,
+    ) -> Result<(u64, Conn, Option<ProbeOut>), CallError> {
         loop {
             match self.state.load(Acquire) {
                 UP => {
-                    let guard = self.conn.read().unwrap_or_else(|e| e.into_inner());
-                    if let Some((generation, conn)) = guard.as_ref() {
-                        return Ok((*generation, conn.clone()));
+                    let (generation, conn) = self.installed()?;
+                    return Ok((generation, conn, None));
+                }
+                PROBING => {
+                    if self.probe_out.swap(true, AcqRel) {
+                        return Err(CallError::Down);
                     }
-                    // Went down between the two reads.
-                    return Err(CallError::Down);
+                    let probe = ProbeOut(self.clone());
+                    let (generation, conn) = self.installed()?;
+                    return Ok((generation, conn, Some(probe)));
                 }
                 DOWN => {
                     self.start_reconnecting();
@@ -202,11 +318,10 @@ impl Link {
                     let mut changes = self.changed.subscribe();
                     self.start_reconnecting();
                     let first = changes.wait_for(|s| *s != CONNECTING);
-                    let settled = matches!(
-                        tokio::time::timeout(self.timings.timeout, first).await,
-                        Ok(Ok(_))
-                    );
+                    let settled =
+                        matches!(tokio::time::timeout_at(deadline, first).await, Ok(Ok(_)));
                     if !settled {
+                        self.first_connection_late();
                         return Err(CallError::Down);
                     }
                 }
@@ -214,10 +329,37 @@ impl Link {
         }
     }
 
+    /// The installed connection and its generation; `Down` if it went between two reads.
+    fn installed(&self) -> Result<(u64, Conn), CallError> {
+        let guard = self.conn.read().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some((generation, conn)) => Ok((*generation, conn.clone())),
+            None => Err(CallError::Down),
+        }
+    }
+
+    /// A call's wait for the first connection ran out: the calls after it fail at once
+    /// until the attempt ends (it goes on in the background).
+    fn first_connection_late(&self) {
+        if self
+            .state
+            .compare_exchange(CONNECTING, DOWN, AcqRel, Acquire)
+            .is_ok()
+        {
+            self.changed.send_replace(DOWN);
+            self.downs.fetch_add(1, Relaxed);
+            tracing::warn!(
+                name = %self.name,
+                "redis rate limiter: no connection within the call's timeout; failing fast while connecting"
+            );
+        }
+    }
+
     /// Marks the link down after connection `generation` failed (unless a newer one is
-    /// already in use) and starts reconnecting. In Cluster mode single nodes are the
-    /// cluster client's to reconnect, so the link stays up.
-    fn went_down(self: &Arc<Self>, generation: u64, why: &str) {
+    /// already in use) and starts reconnecting; `strike`: Redis answered the connection
+    /// but not the call in time, or answered `READONLY`. In Cluster mode single nodes are
+    /// the cluster client's to reconnect, so the link stays up.
+    fn went_down(self: &Arc<Self>, generation: u64, why: &str, strike: bool) {
         if matches!(self.target, Target::Cluster(_)) {
             return;
         }
@@ -226,6 +368,13 @@ impl Link {
             match guard.as_ref() {
                 Some((g, _)) if *g == generation => *guard = None,
                 _ => return,
+            }
+            if strike {
+                let _ = self.strikes.fetch_update(Relaxed, Relaxed, |n| {
+                    Some(n.saturating_add(1).min(MAX_STRIKES))
+                });
+            } else {
+                self.strikes.store(0, Relaxed);
             }
             self.state.store(DOWN, Relaxed);
         }
@@ -262,7 +411,7 @@ impl Link {
                     let mut conn = client
                         .get_multiplexed_async_connection_with_config(&config)
                         .await?;
-                    self.script.prepare_invoke().load_async(&mut conn).await?;
+                    self.load(&mut conn).await?;
                     Ok::<_, ClientError>(Conn::Single(conn))
                 }
                 Target::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
@@ -275,15 +424,21 @@ impl Link {
         }
     }
 
-    /// Installs a new connection and marks the link up.
+    /// Installs a new connection and marks the link up, or probing after a strike.
     fn install(&self, conn: Conn) {
         let generation = self.generation.fetch_add(1, Relaxed) + 1;
+        let state = if self.strikes.load(Relaxed) == 0 {
+            UP
+        } else {
+            PROBING
+        };
         {
             let mut guard = self.conn.write().unwrap_or_else(|e| e.into_inner());
             *guard = Some((generation, conn));
-            self.state.store(UP, Release);
+            self.probe_out.store(false, Release);
+            self.state.store(state, Release);
         }
-        self.changed.send_replace(UP);
+        self.changed.send_replace(state);
     }
 }
 
@@ -294,7 +449,11 @@ async fn reconnect(link: Weak<Link>) {
     // Clears the flag however the task ends, including dropped with its runtime (a later
     // call on another runtime then starts a new task instead of waiting for a dead one).
     let _running = Running(link.clone());
-    let mut wait = Duration::ZERO;
+    // At once, unless Redis keeps striking: then the wait doubles with each strike in a row.
+    let mut wait = match link.upgrade() {
+        Some(link) => after_strikes(link.strikes.load(Relaxed), link.timings),
+        None => return,
+    };
     loop {
         if !wait.is_zero() {
             tokio::time::sleep(jittered(wait)).await;
@@ -334,6 +493,41 @@ async fn reconnect(link: Weak<Link>) {
                 .min(t.backoff_max);
             }
         }
+    }
+}
+
+/// The wait before reconnecting after `strikes` strikes in a row: none for the first,
+/// then `backoff`, doubling up to `backoff_max`.
+fn after_strikes(strikes: u32, t: LinkTimings) -> Duration {
+    match strikes {
+        0 | 1 => Duration::ZERO,
+        n => t
+            .backoff
+            .saturating_mul(1 << (n - 2).min(20))
+            .min(t.backoff_max),
+    }
+}
+
+/// An answer the script cannot give (`admitted` other than 0 or 1, a negative wait) is
+/// a backend error, so the failure policy decides rather than a made-up rejection.
+fn check_answer((admitted, retry_us): (i64, i64)) -> Result<(i64, i64), CallError> {
+    if matches!(admitted, 0 | 1) && retry_us >= 0 {
+        Ok((admitted, retry_us))
+    } else {
+        Err(CallError::Failed(format!(
+            "unexpected answer from the rate-limit script: [{admitted}, {retry_us}]"
+        )))
+    }
+}
+
+/// The probe slot of a `Probing` link, held by the call out to Redis and given back when
+/// dropped: when the call settles, or when it is cancelled (so a dropped probe never leaves
+/// the link without one).
+struct ProbeOut(Arc<Link>);
+
+impl Drop for ProbeOut {
+    fn drop(&mut self) {
+        self.0.probe_out.store(false, Release);
     }
 }
 

@@ -17,7 +17,10 @@
 //! 250 ms by default, each attempt bounded by `connect_timeout`). Decisions come from Redis
 //! again within `reconnect_backoff_max` plus one connection of its return. A server that
 //! accepts connections but does not answer (packets dropped, or slower than `timeout`) costs
-//! one timeout, then fails fast the same way.
+//! one timeout, then fails fast the same way; one that answers a reconnection but keeps
+//! letting calls time out (paused for a failover), or answers `READONLY` (a replica behind
+//! the address), is put on probation ([`LinkState::Probing`]): one call per reconnection
+//! goes to it, the others fail fast, and the wait between reconnections grows.
 //!
 //! TLS (`rediss://`, rustls: no OpenSSL) and AUTH are supported; the password can come from
 //! the `password` setting or an environment variable (`password_env`) instead of the URL,

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::redis::Script;
 use metrics::Counter;
 use tokio::time::Instant;
 use tower_prism_core::internal::{lock, nanos};
@@ -118,7 +117,7 @@ impl State {
             link: Arc::new(Link::new(
                 client,
                 timings,
-                Script::new(GCRA),
+                GCRA,
                 secrets_of(&cfg),
                 name.clone(),
             )),

@@ -1,7 +1,9 @@
 //! Test helpers shared by the Redis test files: `redis-server` processes on loopback (one
-//! server, a three-node cluster) and a TCP proxy that can drop, stall and delay traffic.
+//! server, a three-node cluster), a TCP proxy that can drop, stall and delay traffic, and a
+//! fake server with canned replies.
 #![allow(dead_code)] // each test file uses its own part of it
 
+pub mod fake;
 pub mod proxy;
 
 use std::net::TcpListener;

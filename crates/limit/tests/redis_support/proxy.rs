@@ -1,10 +1,11 @@
 //! A TCP proxy on loopback between a client and a Redis server that can pass traffic,
 //! drop it (read and discard both ways, as a blackholed host whose packets vanish: no RST),
 //! stall it (stop reading, so TCP back-pressure holds everything) or delay it (each chunk
-//! forwarded after a pause). The mode applies at once to open and new connections.
+//! forwarded after a pause). The mode applies at once to open and new connections; a new
+//! upstream (as a DNS name moved by a failover) only to new ones.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU16, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ pub struct Proxy {
     /// The port clients connect to.
     pub port: u16,
     mode: Arc<AtomicU64>,
+    upstream: Arc<AtomicU16>,
 }
 
 impl Proxy {
@@ -44,13 +46,23 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mode = Arc::new(AtomicU64::new(PASS));
-        let shared = mode.clone();
+        let upstream = Arc::new(AtomicU16::new(upstream));
+        let (shared, target) = (mode.clone(), upstream.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(serve(client, upstream, shared.clone()));
+                tokio::spawn(serve(client, target.load(Relaxed), shared.clone()));
             }
         });
-        Proxy { port, mode }
+        Proxy {
+            port,
+            mode,
+            upstream,
+        }
+    }
+
+    /// Forwards connections made from now on to `127.0.0.1:upstream`.
+    pub fn retarget(&self, upstream: u16) {
+        self.upstream.store(upstream, Relaxed);
     }
 
     /// Switches every connection, open or new, to `mode`.
