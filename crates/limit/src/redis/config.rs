@@ -257,6 +257,30 @@ impl RedisConfig {
         }
     }
 
+    /// What the URL's address must be: a port, a database Redis can select, and for a
+    /// Cluster TCP and database 0 (a Cluster has no other).
+    fn check_address(&self, info: &::redis::ConnectionInfo) -> Result<(), ConfigError> {
+        use ::redis::ConnectionAddr;
+        let bad = |why: &'static str| Err(ConfigError::new("url", redact_url(&self.url), why));
+        match &info.addr {
+            ConnectionAddr::Tcp(_, 0) | ConnectionAddr::TcpTls { port: 0, .. } => {
+                return bad("port 0 is not a port to connect to");
+            }
+            ConnectionAddr::Unix(_) if self.cluster => {
+                return bad("a Cluster is reached over TCP: use `redis://` or `rediss://`");
+            }
+            _ => {}
+        }
+        let db = info.redis.db;
+        if !(0..=i64::from(i32::MAX)).contains(&db) {
+            return bad("the database index is out of range");
+        }
+        if self.cluster && db != 0 {
+            return bad("a Cluster has only database 0");
+        }
+        Ok(())
+    }
+
     /// Checks every field (the URL's syntax too, without connecting; the password variable
     /// and the CA file are read); an error names the field, the bad value and why, with
     /// credentials redacted.
@@ -271,6 +295,7 @@ impl RedisConfig {
                     format!("not a Redis URL: {why}"),
                 )
             })?;
+        self.check_address(&info)?;
         if let Some(user) = &self.username {
             check_text("username", user)?;
         }
@@ -305,6 +330,13 @@ impl RedisConfig {
             read_ca_file(path)?;
         }
         check_quota(self.rate, self.period, self.burst)?;
+        if self.period < Duration::from_micros(1) {
+            return Err(ConfigError::new(
+                "period",
+                humantime::format_duration(self.period),
+                "must be at least 1µs (the script counts in microseconds)",
+            ));
+        }
         if self.interval_us() == 0 {
             return Err(ConfigError::new(
                 "rate",

@@ -21,9 +21,10 @@
 //!   the calls after it fail at once instead of each waiting its timeout while the first
 //!   attempt runs (up to `connect_timeout`).
 //!
-//! In Cluster mode the cluster client reconnects to single nodes by itself; the link goes
-//! `Down` only while the cluster cannot be reached at all (no seed answers), and calls to a
-//! dead node fail within the timeout.
+//! In Cluster mode the cluster client reconnects to single nodes by itself: the link goes
+//! `Down` only while the first connection cannot be made (no seed answers) and stays `Up`
+//! after that, even with every node dead; calls to a dead node fail within the timeout
+//! (at once, once the client knows the node is gone).
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};

@@ -17,6 +17,24 @@ fn each_bad_field_is_named() {
         c
     };
     assert_eq!(field(with(|c| c.url = "http://nope".into())), "url");
+    assert_eq!(field(with(|c| c.url = "redis://h:0/".into())), "url");
+    assert_eq!(
+        field(with(|c| c.url = "redis://h/99999999999".into())),
+        "url"
+    );
+    let cluster = |url: &str| {
+        let mut c = ok.clone();
+        c.cluster = true;
+        c.url = url.into();
+        c
+    };
+    assert_eq!(field(cluster("redis+unix:///tmp/redis.sock")), "url");
+    assert_eq!(field(cluster("redis://h:7000/3")), "url");
+    cluster("redis://h:7000/").validate().unwrap();
+    assert_eq!(
+        field(with(|c| c.period = Duration::from_nanos(1))),
+        "period"
+    );
     assert_eq!(field(with(|c| c.rate = 0)), "rate");
     assert_eq!(field(with(|c| c.rate = 2_000_000)), "rate");
     assert_eq!(field(with(|c| c.period = Duration::ZERO)), "period");
