@@ -1,15 +1,9 @@
 //! Runs one stack `N` times, one call after the other, for a profiler to count (criterion's
 //! harness would dominate its counts). The per-call figures in BENCHMARKS.md ("counted
-//! rather than timed") come from:
-//!
-//! ```sh
-//! cargo build --release -p tower-prism-bench --example per_call
-//! valgrind --tool=callgrind target/release/examples/per_call three 100000
-//! ```
-//!
-//! and dividing the total by the calls, less the one-time clock calibration
-//! (`once_cell::imp::initialize_or_wait`, inclusive). Stacks: `three` (rate limit, breaker,
-//! retry over one service), `four` (the same over a balancer of 8), `http` (an
+//! rather than timed") come from `scripts/call-count`, which runs this under callgrind for
+//! `N` and `2N` calls and divides the difference by `N`, each run less the one-time clock
+//! calibration (`once_cell::imp::initialize_or_wait`, inclusive). Stacks: `three` (rate
+//! limit, breaker, retry over one service), `four` (the same over a balancer of 8), `http` (an
 //! `http_server()` policy of a rate limit and a breaker under `http_errors()`),
 //! `http-cloned` (the same, each call through a clone of the stack dropped after it, as
 //! axum's `Route` serves each request), `bare` (the HTTP route alone), `limit` (the
