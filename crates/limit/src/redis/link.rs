@@ -339,6 +339,13 @@ impl Link {
         }
     }
 
+    /// Tells the calls waiting for a first connection, and the snapshot's count, that the
+    /// link just went down (the caller has set the state).
+    fn announce_down(&self) {
+        self.changed.send_replace(DOWN);
+        self.downs.fetch_add(1, Relaxed);
+    }
+
     /// A call's wait for the first connection ran out: the calls after it fail at once
     /// until the attempt ends (it goes on in the background).
     fn first_connection_late(&self) {
@@ -347,8 +354,7 @@ impl Link {
             .compare_exchange(CONNECTING, DOWN, AcqRel, Acquire)
             .is_ok()
         {
-            self.changed.send_replace(DOWN);
-            self.downs.fetch_add(1, Relaxed);
+            self.announce_down();
             tracing::warn!(
                 name = %self.name,
                 "redis rate limiter: no connection within the call's timeout; failing fast while connecting"
@@ -379,8 +385,7 @@ impl Link {
             }
             self.state.store(DOWN, Relaxed);
         }
-        self.changed.send_replace(DOWN);
-        self.downs.fetch_add(1, Relaxed);
+        self.announce_down();
         tracing::warn!(
             name = %self.name,
             error = %self.secrets.scrub(why),
@@ -479,8 +484,7 @@ async fn reconnect(link: Weak<Link>) {
             }
             Err(e) => {
                 if link.state.swap(DOWN, AcqRel) != DOWN {
-                    link.changed.send_replace(DOWN);
-                    link.downs.fetch_add(1, Relaxed);
+                    link.announce_down();
                     tracing::warn!(name = %link.name, error = %e, "redis rate limiter: cannot connect; failing fast and retrying");
                 } else {
                     tracing::debug!(name = %link.name, error = %e, ?wait, "redis rate limiter: reconnection attempt failed");
