@@ -279,10 +279,18 @@ impl RateLimiter {
         metrics.admitted.increment(1);
         match bucket {
             None => metrics.tokens.set(tokens),
-            // New keys and lazy sweeps change the count: one relaxed load.
-            Some(_) => metrics.keys.set(self.shared.backend.keys() as f64),
+            Some(_) => self.show_keys(),
         }
         Fast::Admitted(tokens)
+    }
+
+    /// Sets the keys gauge: new keys and lazy sweeps change the count (one relaxed load).
+    #[inline]
+    fn show_keys(&self) {
+        self.shared
+            .metrics
+            .keys
+            .set(self.shared.backend.keys() as f64);
     }
 
     /// The bucket refused `weight` tokens at `at`: look again on a fresh reading (a caller
@@ -303,10 +311,7 @@ impl RateLimiter {
             Err(denied) => denied,
         };
         if bucket.is_some() {
-            self.shared
-                .metrics
-                .keys
-                .set(self.shared.backend.keys() as f64);
+            self.show_keys();
         }
         if let Some(error) = self.hopeless(weight) {
             return Fast::Rejected(self.reject(error));
