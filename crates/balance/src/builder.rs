@@ -12,6 +12,7 @@ use tower_prism_core::{DefaultClassifier, HealthSignal};
 use crate::config::{BalanceConfig, Strategy};
 use crate::endpoint::Policy;
 use crate::error::Error;
+use crate::handle::MAX_ENDPOINTS;
 use crate::probe::{Probe, Starter};
 use crate::service::{KeyFn, Registry, Shared};
 use crate::Balance;
@@ -193,8 +194,14 @@ where
         });
         let balance = Balance::from_shared(shared, self.classify, self.key_fn);
         let handle = balance.handle();
-        for (key, service, weight) in self.endpoints {
-            handle.add_weighted(key, service, weight)?;
+        let given = self.endpoints.len();
+        if !handle.change(&[], self.endpoints).refused.is_empty() {
+            return Err(tower_prism_core::ConfigError::new(
+                "endpoints",
+                given,
+                format!("a balancer holds at most {MAX_ENDPOINTS} endpoints"),
+            )
+            .into());
         }
         if let Some(start) = self.probe {
             let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {

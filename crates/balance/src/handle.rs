@@ -1,5 +1,6 @@
 //! Changing and inspecting a running balancer.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::Ordering;
@@ -63,78 +64,114 @@ where
     }
 
     fn insert(&self, key: K, service: S, weight: u32) -> Result<(), ConfigError> {
-        let policy = &self.shared.policy;
-        let text = key.to_string();
-        let id_hash = crate::hash::hash_key(&text);
-        let label = tower_prism_core::config::quote_bounded(&text, MAX_LABEL_CHARS);
-        drop(text);
-        let slot = {
-            let mut registry = self.shared.registry();
-            match registry.entries.iter().position(|e| e.key == key) {
-                Some(pos) => {
-                    let old = registry.entries.remove(pos);
-                    old.state.remove();
-                    registry.slots.give_back(old.state.slot);
-                }
-                None if registry.entries.len() >= MAX_ENDPOINTS => {
-                    return Err(ConfigError::new(
-                        "endpoints",
-                        registry.entries.len() + 1,
-                        format!("a balancer holds at most {MAX_ENDPOINTS} endpoints"),
-                    ));
-                }
-                None => {}
-            }
-            let slot = registry.slots.take();
-            let state = Arc::new(EndpointState::new(
-                label.clone(),
-                id_hash,
-                weight,
-                slot,
-                policy.clone(),
-            ));
-            registry.entries.push(Entry {
-                key,
-                state,
-                service,
-            });
-            policy
-                .endpoints
-                .store(registry.entries.len(), Ordering::Relaxed);
-            registry.rebuild(&self.shared.directory);
-            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
-            slot
-        };
-        tracing::info!(balancer = %policy.name, slot, endpoint = %label, weight, "endpoint added: slot {slot} = {label}");
-        policy.update_gauges();
-        policy.wake_all();
-        Ok(())
+        let changed = self.change(&[], vec![(key, service, weight)]);
+        if changed.refused.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::new(
+            "endpoints",
+            MAX_ENDPOINTS + 1,
+            format!("a balancer holds at most {MAX_ENDPOINTS} endpoints"),
+        ))
     }
 
     /// Removes an endpoint; `false` if there was none with this key. Requests in flight to it
     /// complete.
     pub fn remove(&self, key: &K) -> bool {
+        self.change(std::slice::from_ref(key), Vec::new()).removed > 0
+    }
+
+    /// Removes the endpoints `remove` names, then adds `add` (each replacing any endpoint
+    /// with the same key), under one lock and with one rebuild of what the clones copy. No
+    /// clone sees the set between the two halves (so replacing every endpoint never empties
+    /// the balancer), and a batch of n changes costs one pass over the set, not n. New keys
+    /// beyond [`MAX_ENDPOINTS`] are refused and counted, in the order given.
+    pub(crate) fn change(&self, remove: &[K], add: Vec<(K, S, u32)>) -> Changed<K> {
         let policy = &self.shared.policy;
-        let removed = {
-            let mut registry = self.shared.registry();
-            let Some(pos) = registry.entries.iter().position(|e| e.key == *key) else {
-                return false;
+        let mut left = Vec::new();
+        let mut joined = Vec::new();
+        let mut refused = Vec::new();
+        let mut removed = 0;
+        {
+            let mut guard = self.shared.registry();
+            let registry = &mut *guard;
+            if !remove.is_empty() {
+                let gone: HashSet<&K> = remove.iter().collect();
+                for entry in std::mem::take(&mut registry.entries) {
+                    if gone.contains(&entry.key) {
+                        entry.state.remove();
+                        registry.slots.give_back(entry.state.slot);
+                        removed += 1;
+                        left.push(entry);
+                    } else {
+                        registry.entries.push(entry);
+                    }
+                }
+            }
+            let mut index: HashMap<K, usize> = if add.is_empty() {
+                HashMap::new()
+            } else {
+                let keys = registry.entries.iter().enumerate();
+                keys.map(|(i, e)| (e.key.clone(), i)).collect()
             };
-            let entry = registry.entries.remove(pos);
-            entry.state.remove();
-            registry.slots.give_back(entry.state.slot);
-            policy
-                .endpoints
-                .store(registry.entries.len(), Ordering::Relaxed);
-            registry.rebuild(&self.shared.directory);
-            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
-            entry
-        };
-        let (slot, label) = (removed.state.slot, &removed.state.label);
-        tracing::info!(balancer = %policy.name, slot, endpoint = %label, "endpoint removed: slot {slot} was {label}");
-        policy.update_gauges();
-        policy.wake_all();
-        true
+            for (key, service, weight) in add {
+                let existing = index.get(&key).copied();
+                if existing.is_none() && registry.entries.len() >= MAX_ENDPOINTS {
+                    refused.push(key);
+                    continue;
+                }
+                let text = key.to_string();
+                let id_hash = crate::hash::hash_key(&text);
+                let label = tower_prism_core::config::quote_bounded(&text, MAX_LABEL_CHARS);
+                if let Some(pos) = existing {
+                    let old = &registry.entries[pos].state;
+                    old.remove();
+                    registry.slots.give_back(old.slot);
+                }
+                let slot = registry.slots.take();
+                let state = Arc::new(EndpointState::new(
+                    label,
+                    id_hash,
+                    weight,
+                    slot,
+                    policy.clone(),
+                ));
+                joined.push(state.clone());
+                let entry = Entry {
+                    key,
+                    state,
+                    service,
+                };
+                match existing {
+                    Some(pos) => left.push(std::mem::replace(&mut registry.entries[pos], entry)),
+                    None => {
+                        index.insert(entry.key.clone(), registry.entries.len());
+                        registry.entries.push(entry);
+                    }
+                }
+            }
+            if !left.is_empty() || !joined.is_empty() {
+                policy
+                    .endpoints
+                    .store(registry.entries.len(), Ordering::Relaxed);
+                registry.rebuild(&self.shared.directory);
+                self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        for gone in &left {
+            let (slot, label) = (gone.state.slot, &gone.state.label);
+            tracing::info!(balancer = %policy.name, slot, endpoint = %label, "endpoint removed: slot {slot} was {label}");
+        }
+        for state in &joined {
+            let (slot, label) = (state.slot, &state.label);
+            let weight = state.weight.load(Ordering::Relaxed);
+            tracing::info!(balancer = %policy.name, slot, endpoint = %label, weight, "endpoint added: slot {slot} = {label}");
+        }
+        if !left.is_empty() || !joined.is_empty() {
+            policy.update_gauges();
+            policy.wake_all();
+        }
+        Changed { removed, refused }
     }
 
     /// Changes an endpoint's weight; `Ok(false)` if there is no such endpoint.
@@ -150,7 +187,8 @@ where
         Ok(true)
     }
 
-    /// The keys of the endpoints, in the order they were added.
+    /// The keys of the endpoints, in the order they were added (an endpoint replaced by one
+    /// with the same key keeps its place).
     pub fn keys(&self) -> Vec<K> {
         self.shared
             .registry()
@@ -190,6 +228,14 @@ where
             endpoints,
         }
     }
+}
+
+/// What one [`BalanceHandle::change`] did.
+pub(crate) struct Changed<K> {
+    /// Endpoints that `remove` named and the balancer held.
+    pub(crate) removed: usize,
+    /// The new keys refused at [`MAX_ENDPOINTS`], in the order given.
+    pub(crate) refused: Vec<K>,
 }
 
 impl<K, S> BalanceHandle<K, S> {

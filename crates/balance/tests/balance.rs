@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{balance, eps, no_healthy, send, Ep, B};
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Service, ServiceExt};
-use tower_prism_balance::{Balance, BalanceConfig, Strategy};
+use tower_prism_balance::{Balance, BalanceConfig, Error, Strategy, MAX_ENDPOINTS};
 
 #[tokio::test(start_paused = true)]
 async fn check_refuses_what_reconfigure_refuses_and_changes_nothing() {
@@ -184,4 +184,35 @@ async fn endpoints_from_discover() {
     assert_eq!(b.handle().len(), 2);
     let got = send(&mut b, 0).await.unwrap();
     assert!(got < 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_endpoint_cap_is_a_typed_error_and_replacing_at_it_still_works() {
+    let over = (0..=MAX_ENDPOINTS).map(|i| (i, Ep::new(i)));
+    let refused = Balance::<usize, Ep, u64>::builder().endpoints(over).build();
+    match refused {
+        Err(Error::Config(e)) => assert_eq!(e.field(), "endpoints"),
+        other => panic!("expected a config error, got {:?}", other.err()),
+    }
+
+    let full = (0..MAX_ENDPOINTS).map(|i| (i, Ep::new(i)));
+    let mut b = Balance::<usize, Ep, u64>::builder()
+        .endpoints(full)
+        .build()
+        .unwrap();
+    let handle = b.handle();
+    assert_eq!(handle.len(), MAX_ENDPOINTS);
+    let e = handle.add(MAX_ENDPOINTS, Ep::new(0)).unwrap_err();
+    assert_eq!(e.field(), "endpoints");
+    assert_eq!(handle.len(), MAX_ENDPOINTS, "a refused add changes nothing");
+    // a key already held is replaced in place, at the cap too
+    handle.add(7, Ep::new(70_000)).unwrap();
+    assert_eq!(handle.len(), MAX_ENDPOINTS);
+    assert_eq!(handle.keys()[7], 7);
+    assert!(handle.remove(&0));
+    assert!(!handle.remove(&0));
+    handle.add(MAX_ENDPOINTS, Ep::new(0)).unwrap();
+    assert_eq!(handle.len(), MAX_ENDPOINTS);
+    let answered = b.ready().await.unwrap().call(0).await.unwrap();
+    assert!(answered < MAX_ENDPOINTS || answered == 70_000, "{answered}");
 }

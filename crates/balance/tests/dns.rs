@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tower::util::BoxCloneSyncService;
 use tower::{service_fn, BoxError, Service, ServiceExt};
-use tower_prism_balance::{Balance, BalanceConfig, DnsConfig, DnsDiscovery, Error, Resolve};
+use tower_prism_balance::{
+    Balance, BalanceConfig, DnsConfig, DnsDiscovery, Error, Resolve, MAX_ENDPOINTS,
+};
 
 const INTERVAL: Duration = Duration::from_secs(5);
 
@@ -500,4 +502,71 @@ async fn resolutions_are_counted_by_result_and_the_addresses_gauged() {
     dns.refresh();
     settle().await;
     assert_eq!((resolutions("ok"), addresses()), (2, 1.0));
+}
+
+/// `n` distinct addresses in the 10.`net`.0.0/16 block.
+fn block(net: u8, n: usize) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|i| SocketAddr::from(([10, net, (i / 256) as u8, (i % 256) as u8], 80)))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_changes_every_address_at_the_cap_keeps_the_balancer_full() {
+    let resolver = TestResolver::new(Answer::Addrs(block(1, MAX_ENDPOINTS)));
+    let mut b = balancer();
+    let dns = DnsDiscovery::new(config(), endpoint(Duration::ZERO))
+        .resolver(resolver.clone())
+        .spawn(b.handle())
+        .unwrap();
+    assert!(dns.resolved().await);
+    assert_eq!(b.handle().len(), MAX_ENDPOINTS);
+
+    // every address moves at once (a blue-green switch of a big pool): the new set replaces
+    // the old whole; adding first at the cap would refuse every new address, then removing
+    // the old ones would leave nothing
+    resolver.answer(Answer::Addrs(block(2, MAX_ENDPOINTS)));
+    dns.refresh();
+    settle().await;
+    // (compared whole, printed short: a failure prints 10,000 addresses otherwise)
+    let keys = sorted_keys(&b);
+    assert!(keys == block(2, MAX_ENDPOINTS), "{} endpoints", keys.len());
+    let snap = dns.snapshot();
+    assert!(snap.addresses == keys, "{} addresses", snap.addresses.len());
+    assert_eq!(snap.over_capacity, 0);
+    let answered = b.ready().await.unwrap().call(0).await.unwrap();
+    assert!(block(2, MAX_ENDPOINTS).contains(&answered), "{answered}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_over_the_cap_is_followed_up_to_it() {
+    let made = Arc::new(AtomicUsize::new(0));
+    let counted = made.clone();
+    let make = move |addr| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        endpoint(Duration::ZERO)(addr)
+    };
+    let resolver = TestResolver::new(Answer::Addrs(block(1, MAX_ENDPOINTS + 5)));
+    let b = balancer();
+    let dns = DnsDiscovery::new(config(), make)
+        .resolver(resolver.clone())
+        .spawn(b.handle())
+        .unwrap();
+    assert!(dns.resolved().await);
+    assert_eq!(b.handle().len(), MAX_ENDPOINTS);
+    let snap = dns.snapshot();
+    assert_eq!(snap.addresses.len(), MAX_ENDPOINTS);
+    assert_eq!(snap.over_capacity, 5);
+    // only the endpoints that fit are made, this round and the next
+    assert_eq!(made.load(Ordering::SeqCst), MAX_ENDPOINTS);
+    next_round().await;
+    assert_eq!(made.load(Ordering::SeqCst), MAX_ENDPOINTS);
+    assert_eq!(dns.snapshot().resolutions, 2);
+    assert_eq!(dns.snapshot().over_capacity, 5);
+
+    // when the answer shrinks, what was left out fits and the shortfall is gone
+    resolver.answer(Answer::Addrs(block(1, 100)));
+    next_round().await;
+    assert_eq!(sorted_keys(&b), block(1, 100));
+    assert_eq!(dns.snapshot().over_capacity, 0);
 }

@@ -147,6 +147,10 @@ pub struct DnsSnapshot {
     pub consecutive_failures: u32,
     /// Why the last resolution failed; `None` when it succeeded.
     pub last_error: Option<String>,
+    /// Addresses of the last good answer left out because the balancer was full: it holds
+    /// at most [`MAX_ENDPOINTS`](crate::MAX_ENDPOINTS), endpoints added by other means
+    /// included. 0 when every address fits.
+    pub over_capacity: usize,
 }
 
 /// Keeps a [`DnsDiscovery`] running, and inspects and reconfigures it. Cloneable; the

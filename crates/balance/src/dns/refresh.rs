@@ -19,7 +19,7 @@ use super::plan::plan;
 use super::resolve::Resolve;
 use super::DnsSnapshot;
 use crate::service::Shared;
-use crate::BalanceHandle;
+use crate::{BalanceHandle, MAX_ENDPOINTS};
 
 /// What the handle and the task share: the config in effect, and a wake-up for a
 /// resolution now (after a reconfigure, or on request).
@@ -99,26 +99,32 @@ where
     ) {
         let present: BTreeSet<SocketAddr> = balancer.keys().into_iter().collect();
         let changes = plan(known, &present, answer);
-        // new endpoints first, so that a name whose every address changed at once never
-        // leaves the balancer empty in between
-        for addr in &changes.add {
-            let made = catch_unwind(AssertUnwindSafe(|| (self.make_endpoint)(*addr)));
-            let Ok(service) = made else {
-                tracing::error!(balancer = %balancer.name(), host = %config.host, %addr, "dns discovery: making the endpoint panicked; address skipped");
-                continue;
-            };
-            match balancer.add(*addr, service) {
-                Ok(()) => {
-                    known.insert(*addr);
-                }
-                Err(e) => {
-                    tracing::warn!(balancer = %balancer.name(), host = %config.host, %addr, error = %e, "dns discovery: endpoint refused");
+        // What the balancer can take once the dropped addresses are gone: an answer over the
+        // cap is followed up to it, and the services for the rest are never made. Removals
+        // and additions land together (`change`), so a name whose every address changed
+        // never leaves the balancer empty, even at the cap.
+        let room = MAX_ENDPOINTS.saturating_sub(present.len() - changes.remove.len());
+        let fits = changes.add.len().min(room);
+        let mut made = Vec::with_capacity(fits);
+        for addr in &changes.add[..fits] {
+            match catch_unwind(AssertUnwindSafe(|| (self.make_endpoint)(*addr))) {
+                Ok(service) => made.push((*addr, service, 1)),
+                Err(_) => {
+                    tracing::error!(balancer = %balancer.name(), host = %config.host, %addr, "dns discovery: making the endpoint panicked; address skipped");
                 }
             }
         }
+        let added: Vec<SocketAddr> = made.iter().map(|(addr, _, _)| *addr).collect();
+        let changed = balancer.change(&changes.remove, made);
         for addr in &changes.remove {
-            balancer.remove(addr);
             known.remove(addr);
+        }
+        known.extend(added.iter().filter(|a| !changed.refused.contains(a)));
+        let over_capacity = changes.add.len() - fits + changed.refused.len();
+        let was_over = self.status.borrow().over_capacity;
+        if over_capacity != was_over && over_capacity > 0 {
+            // once per change of the shortfall, not once per interval while it lasts
+            tracing::warn!(balancer = %balancer.name(), host = %config.host, addresses = answer.len(), left_out = over_capacity, "dns discovery: the answer holds more addresses than the balancer takes ({MAX_ENDPOINTS}); the rest are left out");
         }
         let recovered = self.status.borrow().consecutive_failures > 0;
         if recovered {
@@ -132,6 +138,7 @@ where
         self.status.send_modify(|s| {
             s.addresses = known.iter().copied().collect();
             s.resolutions += 1;
+            s.over_capacity = over_capacity;
             s.consecutive_failures = 0;
             s.last_error = None;
         });
