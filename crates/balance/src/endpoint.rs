@@ -47,7 +47,7 @@ pub(crate) struct Policy {
     /// What the outlier rules compare an endpoint with (see `peers`).
     pub(crate) peers: Peers,
     /// Endpoints currently failing active health checks.
-    pub(crate) unhealthy: StdAtomicUsize,
+    pub(crate) unhealthy: AtomicUsize,
     pub(crate) endpoints: StdAtomicUsize,
     pub(crate) health_signal: Option<HealthSignal>,
     endpoints_gauge: Gauge,
@@ -81,7 +81,7 @@ impl Policy {
             max_ejection_percent: AtomicU32::new(0),
             ejected: AtomicUsize::new(0),
             peers: Peers::default(),
-            unhealthy: StdAtomicUsize::new(0),
+            unhealthy: AtomicUsize::new(0),
             endpoints: StdAtomicUsize::new(0),
             health_signal: signal,
             wakers: Mutex::new(Vec::new()),
@@ -403,13 +403,10 @@ impl EndpointState {
 
     /// Records one active health probe.
     pub(crate) fn record_probe(&self, passed: bool, healthy: u32, unhealthy: u32) {
-        if self.outlier.is_removed() {
-            return;
-        }
-        match self.health.record(passed, healthy, unhealthy) {
+        let count = &self.policy.unhealthy;
+        match self.health.record(passed, healthy, unhealthy, count) {
             Some(true) => {
                 tracing::info!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint passes health checks again");
-                self.policy.unhealthy.fetch_sub(1, Ordering::Relaxed);
                 let in_rotation = self.outlier.ejected_until().is_none();
                 let healthy = &self.metrics.series.healthy;
                 self.calls
@@ -419,7 +416,6 @@ impl EndpointState {
             }
             Some(false) => {
                 tracing::warn!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint fails health checks");
-                self.policy.unhealthy.fetch_add(1, Ordering::Relaxed);
                 self.calls.pass(|| self.metrics.series.healthy.set(0.0));
                 self.policy.update_gauges();
             }
@@ -433,9 +429,7 @@ impl EndpointState {
     /// is given back.
     pub(crate) fn remove(&self) {
         self.outlier.remove(&self.policy.ejected);
-        if !self.health.is_healthy() {
-            self.policy.unhealthy.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.health.leave(&self.policy.unhealthy);
         if self.calls.close() {
             self.metrics.reset_departed();
         }
