@@ -122,8 +122,8 @@ impl<K, S, Req, C> BalanceBuilder<K, S, Req, C> {
         K: Clone + Send + Sync + 'static,
     {
         let probe: Probe<K> = Arc::new(move |key: &K| Box::pin(probe(key)) as Pin<Box<_>>);
-        self.probe = Some(Box::new(move |directory, config| {
-            Box::pin(crate::probe::health_checks(directory, config, probe))
+        self.probe = Some(Box::new(move |directory, config, wake| {
+            Box::pin(crate::probe::health_checks(directory, config, wake, probe))
         }));
         self
     }
@@ -191,6 +191,7 @@ where
             config: Arc::new(Mutex::new(self.config)),
             directory: Arc::default(),
             has_key_fn: self.key_fn.is_some(),
+            health_wake: Default::default(),
         });
         let balance = Balance::from_shared(shared, self.classify, self.key_fn);
         let handle = balance.handle();
@@ -210,6 +211,7 @@ where
             runtime.spawn(start(
                 Arc::downgrade(&handle.shared.directory),
                 Arc::downgrade(&handle.shared.config),
+                handle.shared.health_wake.0.clone(),
             ));
         }
         handle.shared.policy.update_gauges();

@@ -1,13 +1,17 @@
 //! The active health-check task: probes every endpoint each `health_check.interval` and
 //! feeds the results to each endpoint's [`HealthCheck`](crate::health_check::HealthCheck).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tower_prism_core::internal::lock;
 
-use crate::config::BalanceConfig;
+use crate::config::{BalanceConfig, HealthCheckConfig};
 use crate::service::Directory;
 
 /// The user's probe, boxed.
@@ -19,14 +23,29 @@ pub(crate) type Starter<K> = Box<
     dyn FnOnce(
             Weak<Directory<K>>,
             Weak<Mutex<BalanceConfig>>,
+            Arc<Notify>,
         ) -> Pin<Box<dyn Future<Output = ()> + Send>>
         + Send,
 >;
 
-/// Runs the health checks until the balancer is dropped.
+/// Wakes the health-check task to re-read its config; dropped with the balancer, it wakes
+/// the task once more, which then ends (and drops the user's probe) instead of waiting out
+/// its interval.
+#[derive(Debug, Default)]
+pub(crate) struct HealthWake(pub(crate) Arc<Notify>);
+
+impl Drop for HealthWake {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+/// Runs the health checks until the balancer is dropped. `wake` is notified when the config
+/// changes and when the balancer goes, so that neither waits out the interval in effect.
 pub(crate) async fn health_checks<K: Clone + Send + Sync + 'static>(
     directory: Weak<Directory<K>>,
     config: Weak<Mutex<BalanceConfig>>,
+    wake: Arc<Notify>,
     probe: Probe<K>,
 ) {
     let current = || {
@@ -34,28 +53,52 @@ pub(crate) async fn health_checks<K: Clone + Send + Sync + 'static>(
         let config = lock(&config);
         Some(config.health_check.clone())
     };
+    let mut last_round = Instant::now();
     loop {
-        let Some(config) = current() else { return };
-        tokio::time::sleep(config.interval).await;
-        let Some(config) = current() else { return };
+        // the interval counts from the end of the last round; a wake-up re-reads it, so a
+        // shorter interval set by a reload applies now, not after the old one ran out
+        let config = loop {
+            let Some(config) = current() else { return };
+            let due = last_round + config.interval;
+            if tokio::time::timeout_at(due, wake.notified()).await.is_err() {
+                break config;
+            }
+        };
         let Some(directory) = directory.upgrade() else {
             return;
         };
         let endpoints = lock(&directory).clone();
         drop(directory);
-        let timeout = config.timeout;
-        // each probe runs in its own task, the call of the user's probe function included, so
-        // a probe that panics (when called or when polled) fails that probe only, and one
-        // that hangs fails at `timeout`: neither stops the checks
-        let probes: Vec<_> = endpoints
-            .iter()
-            .map(|(key, _)| {
-                let (key, probe) = (key.clone(), probe.clone());
-                tokio::spawn(async move { tokio::time::timeout(timeout, probe(&key)).await })
-            })
-            .collect();
-        for ((_, state), probe) in endpoints.iter().zip(probes) {
-            let passed = matches!(probe.await, Ok(Ok(true)));
+        round(&endpoints, &config, &probe).await;
+        last_round = Instant::now();
+    }
+}
+
+/// One probe per endpoint, each in its own task (the call of the user's probe function
+/// included), so a probe that panics (when called or when polled) fails that probe only,
+/// and one that hangs fails at `timeout`: neither stops the checks. Each result is recorded
+/// as it comes, so one slow probe holds back no other endpoint's verdict. Dropping the round
+/// (the balancer went) aborts the probes.
+async fn round<K: Clone + Send + Sync + 'static>(
+    endpoints: &[(K, Arc<crate::endpoint::EndpointState>)],
+    config: &HealthCheckConfig,
+    probe: &Probe<K>,
+) {
+    let timeout = config.timeout;
+    let mut probes = JoinSet::new();
+    let mut index = HashMap::with_capacity(endpoints.len());
+    for (i, (key, _)) in endpoints.iter().enumerate() {
+        let (key, probe) = (key.clone(), probe.clone());
+        let task = probes.spawn(async move { tokio::time::timeout(timeout, probe(&key)).await });
+        index.insert(task.id(), i);
+    }
+    while let Some(done) = probes.join_next_with_id().await {
+        let (id, passed) = match done {
+            Ok((id, answer)) => (id, matches!(answer, Ok(true))),
+            Err(failed) => (failed.id(), false),
+        };
+        if let Some(&i) = index.get(&id) {
+            let state = &endpoints[i].1;
             state.record_probe(passed, config.healthy_threshold, config.unhealthy_threshold);
         }
     }

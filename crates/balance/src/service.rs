@@ -21,6 +21,7 @@ use crate::endpoint::{EndpointState, Policy};
 use crate::error::Error;
 use crate::future::{InFlight, ResponseFuture};
 use crate::handle::BalanceHandle;
+use crate::probe::HealthWake;
 use crate::slots::Slots;
 use crate::{hash, p2c, round_robin, weighted};
 
@@ -55,6 +56,9 @@ pub(crate) struct Shared<K, S> {
     /// Keys and endpoint states without the services, for the health-check task.
     pub(crate) directory: Arc<Directory<K>>,
     pub(crate) has_key_fn: bool,
+    /// Wakes the health-check task when the config changes. Last, so that it is dropped
+    /// after `config` (fields drop in order): its wake-up then finds the balancer gone.
+    pub(crate) health_wake: HealthWake,
 }
 
 pub(crate) type Directory<K> = Mutex<Vec<(K, Arc<EndpointState>)>>;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::Duration;
@@ -219,4 +219,83 @@ async fn callers_that_give_up_waiting_leave_a_bounded_number_of_wakers() {
         "{alive} wakers of callers long gone are still held"
     );
     assert_eq!(b.ready().await.unwrap().call(1).await.unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_hanging_probe_holds_back_no_other_endpoints_verdict() {
+    // endpoint 0 is black-holed (its probe hangs until the 60 s timeout); endpoint 1 answers
+    // "unhealthy" at once and must leave the rotation at once, not a minute later
+    let mut config = health_checked(Duration::from_secs(1));
+    config.health_check.timeout = Duration::from_secs(60);
+    config.health_check.unhealthy_threshold = 1;
+    let b = Balance::<usize, Ep, u64>::builder()
+        .config(config)
+        .endpoints((0..2).map(|i| (i, Ep::new(i))))
+        .health_check(|key: &usize| {
+            let key = *key;
+            async move {
+                if key == 0 {
+                    std::future::pending::<()>().await;
+                }
+                false
+            }
+        })
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let snap = b.handle().snapshot();
+    assert!(!snap.endpoints[1].passing_health_checks, "{snap:?}");
+    assert!(snap.endpoints[0].passing_health_checks, "still probing");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(!b.handle().snapshot().endpoints[0].passing_health_checks);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shorter_probe_interval_applies_at_once() {
+    let probes = Arc::new(AtomicUsize::new(0));
+    let counted = probes.clone();
+    let b = Balance::<usize, Ep, u64>::builder()
+        .config(health_checked(Duration::from_secs(3600)))
+        .endpoint(0, Ep::new(0))
+        .health_check(move |_: &usize| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { true }
+        })
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(probes.load(Ordering::SeqCst), 0);
+    // a minute into an hour's wait, the interval becomes 10 s: it counts from the last
+    // round (the start here), so the next probe is due at once, then every 10 s
+    b.handle()
+        .reconfigure(&health_checked(Duration::from_secs(10)))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(probes.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(probes.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_balancer_ends_its_health_checks_at_once() {
+    let probe_alive = Arc::new(());
+    let held = probe_alive.clone();
+    let b = Balance::<usize, Ep, u64>::builder()
+        .config(health_checked(Duration::from_secs(3600)))
+        .endpoint(0, Ep::new(0))
+        .health_check(move |_: &usize| {
+            let _held = &held;
+            async { true }
+        })
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(Arc::strong_count(&probe_alive), 2);
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        Arc::strong_count(&probe_alive),
+        1,
+        "the task ended and dropped the probe without waiting out the hour"
+    );
 }
