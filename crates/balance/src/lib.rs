@@ -89,7 +89,8 @@
 //! Active health ([`HealthCheckConfig`]) runs only with a probe given to
 //! [`BalanceBuilder::health_check`]: every `interval`, one probe per endpoint; an endpoint
 //! leaves rotation after `unhealthy_threshold` failed probes in a row and comes back after
-//! `healthy_threshold` passing ones.
+//! `healthy_threshold` passing ones. The interval counts from the end of the last round; a
+//! [reload](BalanceHandle::reconfigure) applies a new one at once.
 //!
 //! # Endpoints from DNS
 //!
@@ -163,7 +164,12 @@
 //!   panics, lose that one call (the panic reaches the caller); nothing stays counted in
 //!   flight, and the balancer's locks, if poisoned, are used as they were.
 //! - A health probe that panics or hangs past `health_check.timeout` is a failed probe; the
-//!   checks go on.
+//!   checks go on, and every other endpoint's result is recorded as its probe answers.
+//! - An endpoint removed while its probe's result is recorded leaves the count of unhealthy
+//!   endpoints (the healthy gauge) exactly once.
+//! - A DNS answer is applied as one change of the set: even at [`MAX_ENDPOINTS`] an answer
+//!   whose every address changed replaces the set whole; an answer over the cap is followed
+//!   up to it ([`DnsSnapshot::over_capacity`] counts the rest).
 //! - Time that jumps by days ends ejections that were due, decays latency estimates, and
 //!   runs the next health-check round; nothing overflows (ejection times saturate).
 //!
