@@ -116,7 +116,9 @@ pub struct BreakerConfig {
     /// The sliding window the rates are computed over (default: the last 100 calls).
     pub window: Window,
     /// Calls the window must hold before the rates can trip the breaker (default 20; at
-    /// most [`MAX_CALLS`], and at most a count window's size).
+    /// most [`MAX_CALLS`]). A count window smaller than this caps it at its size, as
+    /// resilience4j does: [`build`](BreakerConfigBuilder::build) stores the capped value,
+    /// and a config read from a file is run with it.
     pub minimum_calls: u32,
     /// Failure rate, in (0, 1], at or above which the breaker opens (default 0.5).
     pub failure_rate_threshold: f64,
@@ -163,18 +165,25 @@ pub struct BreakerConfig {
     /// probe that never answers keeps its slot until its caller drops it (a deadline or
     /// timeout above the breaker bounds that); every other call is rejected meanwhile.
     ///
-    /// When set, a call arriving after the half-open state has lasted this long, with
-    /// every probe slot taken, opens the circuit again as a failed probe round would (the
-    /// open wait grows by `backoff_multiplier`); the late probes' results are then ignored.
+    /// When set, a half-open round that has lasted this long without its probes' verdict
+    /// opens the circuit again as a failed round would (the open wait grows by
+    /// `backoff_multiplier`), whether its slots are all taken or too little traffic came
+    /// to fill them; the late probes' results are then ignored. resilience4j switches on a
+    /// timer; here the switch happens at the next call, or the next read of the state or
+    /// snapshot.
     #[serde(
         with = "tower_prism_core::config::option_duration",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_wait_in_half_open: Option<Duration>,
-    /// Whether [`Outcome::Fatal`](tower_prism_core::Outcome::Fatal) calls count as
-    /// failures (default: no).
+    /// Whether [`Outcome::Fatal`](tower_prism_core::Outcome::Fatal) calls (a caller's
+    /// fault: a bad request, bad credentials) count as failures (default: no). When not,
+    /// they are ignored, as resilience4j's `ignoreExceptions`: neither a failure nor a
+    /// success in the window, and a half-open probe that ends so gives its slot to the
+    /// next call.
     pub count_fatal: bool,
-    /// Whether not-retryable failures count as failures (default: yes).
+    /// Whether not-retryable failures count as failures (default: yes); when not, they
+    /// are ignored as `count_fatal` says.
     pub count_not_retryable: bool,
     /// Whether a call cut short by its deadline counts as a failure (default: no).
     ///
@@ -256,6 +265,15 @@ impl BreakerConfig {
             .unwrap_or(DEFAULT_MAX_HINTED_WAIT.max(self.wait_duration))
     }
 
+    /// `minimum_calls`, at most a count window's size (more calls than the window holds
+    /// could never be reached).
+    pub fn effective_minimum_calls(&self) -> u32 {
+        match self.window {
+            Window::Count { size } => self.minimum_calls.min(size),
+            Window::Time { .. } => self.minimum_calls,
+        }
+    }
+
     /// Checks every value, or returns an error naming the first bad field
     /// (`window.size`, `failure_rate_threshold`...).
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -298,15 +316,6 @@ impl BreakerConfig {
             Window::Count { size } => {
                 check_nonzero("window.size", size)?;
                 check_size_at_most("window.size", size, u64::from(MAX_WINDOW_SIZE))?;
-                if self.minimum_calls > size {
-                    return Err(ConfigError::new(
-                        "minimum_calls",
-                        self.minimum_calls,
-                        format!(
-                            "must be at most the window size ({size}), or the breaker never trips"
-                        ),
-                    ));
-                }
             }
             Window::Time { duration, buckets } => {
                 check_duration("window.duration", duration)?;
@@ -448,8 +457,9 @@ impl BreakerConfigBuilder {
 
     /// Checks every value and returns the config, or an error naming the first bad field
     /// (`window.size`, `failure_rate_threshold`...).
-    pub fn build(self) -> Result<BreakerConfig, ConfigError> {
+    pub fn build(mut self) -> Result<BreakerConfig, ConfigError> {
         self.config.validate()?;
+        self.config.minimum_calls = self.config.effective_minimum_calls();
         Ok(self.config)
     }
 }

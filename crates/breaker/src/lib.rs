@@ -14,15 +14,17 @@
 //!
 //! - **closed**: calls pass; each result is classified and counted in a sliding window
 //!   ([`Window`]: the last N calls, or the last T). Once the window holds
-//!   `minimum_calls`, a failure rate at or above `failure_rate_threshold`, or a slow-call
-//!   rate (calls over `slow_call_duration`) at or above `slow_call_rate_threshold`, opens
-//!   the breaker; so do `consecutive_failures` in a row, when set.
+//!   `minimum_calls` (at most a count window's size), a failure rate at or above
+//!   `failure_rate_threshold`, or a slow-call rate (calls over `slow_call_duration`) at or
+//!   above `slow_call_rate_threshold`, opens the breaker; so do `consecutive_failures` in a
+//!   row, when set.
 //! - **open**: calls are rejected for `wait_duration` (growing by `backoff_multiplier` each
 //!   time a probe round fails, up to `max_wait_duration`). By default the wait is 500 ms
 //!   and doubles while the upstream stays dead, capped at 1 s: a recovered upstream is
 //!   let back in within about 1 s, and a dead one sees a few probes a second.
 //! - **half-open**: exactly `permitted_calls_in_half_open` (default 3) concurrent probes
-//!   pass; their results close the breaker (the window starts empty) or open it again.
+//!   pass; their results close the breaker (the window starts empty) or open it again, as
+//!   does a round outlasting `max_wait_in_half_open`, when set.
 //!
 //! An upstream's own word wins: when the failure that opens the circuit says how long to
 //! wait, the circuit stays open that long instead, at least
@@ -40,7 +42,8 @@
 //! failure and every `Ok` a success; set
 //! [`HttpClassifier`](tower_prism_core::HttpClassifier) or a closure with
 //! [`CircuitBreakerLayerBuilder::classify`]. `count_fatal` and `count_not_retryable` say
-//! which failures count.
+//! which failures count; one that does not is ignored (neither a failure nor a success, as
+//! resilience4j's ignored exceptions).
 //!
 //! Every setting is in [`BreakerConfig`]: built with [`BreakerConfig::builder`], or read
 //! from TOML (humantime durations) and checked with [`BreakerConfig::validate`]; an error

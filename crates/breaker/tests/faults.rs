@@ -178,6 +178,30 @@ async fn probes_that_outlast_max_wait_in_half_open_open_the_circuit_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_round_outlasting_max_wait_in_half_open_reads_as_open_without_a_call() {
+    // resilience4j switches on a timer, slots free or not: here one of two probes hangs,
+    // no other call comes, and a read of the state after the wait finds the circuit open
+    let max = Duration::from_secs(30);
+    let config = config(2).to_builder().max_wait_in_half_open(max).build();
+    let (mut svc, b) = service(config.unwrap());
+    open_it(&mut svc, &b).await;
+    advance(WAIT).await;
+    let mut hung = tokio_test::task::spawn(svc.clone().oneshot(Act::Hang));
+    assert!(hung.poll().is_pending());
+    assert_eq!(b.state(), State::HalfOpen);
+    advance(max).await;
+    assert_eq!(b.state(), State::Open);
+    drop(hung);
+    // with a slot still free, a call after the wait opens it too (it is rejected)
+    advance(WAIT * 2).await;
+    let mut hung = tokio_test::task::spawn(svc.clone().oneshot(Act::Hang));
+    assert!(hung.poll().is_pending());
+    advance(max).await;
+    assert!(svc.ready().await.unwrap().call(Act::Ok).await.is_err());
+    assert_eq!(b.snapshot().state, State::Open);
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_max_wait_in_half_open_hung_probes_hold_the_round_open() {
     let (mut svc, b) = service(config(1));
     open_it(&mut svc, &b).await;

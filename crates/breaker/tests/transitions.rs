@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{base, call, make, rejection, run, trip, Req};
 use tokio::time::advance;
 use tokio_test::{assert_pending, assert_ready, task};
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 use tower_prism_breaker::{State, Window};
 
 #[tokio::test(start_paused = true)]
@@ -249,21 +249,92 @@ async fn a_dropped_probe_frees_its_permit_and_is_not_a_failure() {
 
 #[tokio::test(start_paused = true)]
 async fn fatal_and_not_retryable_count_as_configured() {
-    // defaults: Fatal does not count, not-retryable does
+    // defaults: not-retryable counts; Fatal is ignored (resilience4j's ignoreExceptions):
+    // neither a failure nor a success, so it neither trips nor dilutes the rate
     let (mut svc, _) = make(base());
     run(&mut svc, &[Req::Fatal; 4]).await;
     let snap = svc.handle().unwrap().snapshot();
     assert_eq!(
         (snap.state, snap.calls, snap.failures),
-        (State::Closed, 4, 0)
+        (State::Closed, 0, 0)
     );
-    run(&mut svc, &[Req::NotRetryable, Req::NotRetryable]).await;
-    assert_eq!(svc.handle().unwrap().state(), State::Open);
+    run(&mut svc, &[Req::NotRetryable, Req::Ok, Req::NotRetryable]).await;
+    run(&mut svc, &[Req::Fatal; 3]).await;
+    assert_eq!(svc.handle().unwrap().snapshot().calls, 3);
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
+    run(&mut svc, &[Req::Ok]).await;
+    assert_eq!(svc.handle().unwrap().state(), State::Open, "2 of 4 counted");
 
     let (mut svc, _) = make(base().count_fatal(true).count_not_retryable(false));
     run(&mut svc, &[Req::NotRetryable; 4]).await;
-    assert_eq!(svc.handle().unwrap().snapshot().failures, 0);
+    let snap = svc.handle().unwrap().snapshot();
+    assert_eq!((snap.calls, snap.failures), (0, 0));
     assert_eq!(svc.handle().unwrap().state(), State::Closed);
+    run(&mut svc, &[Req::Fatal, Req::Fatal, Req::Ok, Req::Ok]).await;
+    assert_eq!(svc.handle().unwrap().state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ignored_probe_gives_its_slot_to_the_next_call() {
+    let (mut svc, _) = make(base());
+    trip(&mut svc).await;
+    advance(Duration::from_secs(10)).await;
+    // a caller's fault says nothing of the upstream: it does not close the circuit
     run(&mut svc, &[Req::Fatal, Req::Fatal]).await;
+    let snap = svc.handle().unwrap().snapshot();
+    assert_eq!(snap.state, State::HalfOpen);
+    assert_eq!((snap.probes_admitted, snap.calls), (0, 0));
+    run(&mut svc, &[Req::Ok]).await;
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_equal_to_its_threshold_trips_whatever_the_threshold() {
+    // 0.55 * 100 is 55.00000000000001 in floating point: 55 failures of 100 missed it
+    for (threshold, size, failures) in [(0.55, 100, 55), (0.07, 100, 7), (0.14, 50, 7)] {
+        let config = base()
+            .window(Window::Count { size })
+            .minimum_calls(size)
+            .failure_rate_threshold(threshold);
+        let (mut svc, _) = make(config);
+        let mut calls = vec![Req::Ok; (size - failures) as usize];
+        calls.extend(vec![Req::Fail; failures as usize - 1]);
+        run(&mut svc, &calls).await;
+        assert_eq!(svc.handle().unwrap().state(), State::Closed, "{threshold}");
+        run(&mut svc, &[Req::Fail]).await;
+        assert_eq!(svc.handle().unwrap().state(), State::Open, "{threshold}");
+    }
+    // and the slow-call rate: 28 slow of 50 at 0.56
+    let config = base()
+        .window(Window::Count { size: 50 })
+        .minimum_calls(50)
+        .slow_call_rate_threshold(0.56)
+        .slow_call_duration(Duration::from_millis(100));
+    let (mut svc, _) = make(config);
+    run(&mut svc, &[Req::Ok; 22]).await;
+    run(&mut svc, &[Req::Slow(200); 27]).await;
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
+    run(&mut svc, &[Req::Slow(200)]).await;
+    assert_eq!(svc.handle().unwrap().state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn minimum_calls_over_a_count_window_is_capped_at_its_size() {
+    // resilience4j's rule: shrinking only the window (minimum_calls keeps its default, 20)
+    // is a working config, not an error
+    let config = tower_prism_breaker::BreakerConfig::builder()
+        .window(Window::Count { size: 4 })
+        .build()
+        .unwrap();
+    assert_eq!(config.minimum_calls, 4);
+    // a file's config is run with the capped value too
+    let mut from_file = config.clone();
+    from_file.minimum_calls = 20;
+    from_file.validate().unwrap();
+    assert_eq!(from_file.effective_minimum_calls(), 4);
+    let mut svc = common::layer(from_file).layer(common::Upstream {
+        calls: Default::default(),
+    });
+    run(&mut svc, &[Req::Fail, Req::Fail, Req::Ok, Req::Ok]).await;
     assert_eq!(svc.handle().unwrap().state(), State::Open);
 }

@@ -47,12 +47,6 @@ fn bad_values_name_their_field() {
         ),
         (BreakerConfig::builder().minimum_calls(0), "minimum_calls"),
         (
-            BreakerConfig::builder()
-                .window(Window::Count { size: 10 })
-                .minimum_calls(11),
-            "minimum_calls",
-        ),
-        (
             BreakerConfig::builder().slow_call_duration(Duration::ZERO),
             "slow_call_duration",
         ),

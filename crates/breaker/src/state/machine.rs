@@ -129,7 +129,25 @@ impl Machine {
     }
 
     pub(crate) fn state(&self) -> State {
-        unpack_state(self.state.load(Acquire)).1
+        let state = unpack_state(self.state.load(Acquire)).1;
+        if state == State::HalfOpen && self.end_overdue_round(self.now()) {
+            return self.state();
+        }
+        state
+    }
+
+    /// Opens the circuit again if the half-open round has lasted `max_wait_in_half_open`
+    /// (resilience4j switches by a timer; here the next call or read does). Whether it did.
+    fn end_overdue_round(&self, now: Moment) -> bool {
+        let (generation, state) = unpack_state(self.state.load(Acquire));
+        if state != State::HalfOpen || !self.probes_overdue(now) {
+            return false;
+        }
+        tracing::warn!(
+            breaker = %self.name,
+            "half-open round not over within max_wait_in_half_open: opening again"
+        );
+        self.transition_from(generation, State::Open, now, None)
     }
 
     /// Now, on the machine's clock.
@@ -196,22 +214,17 @@ impl Machine {
             if !p.is_of(generation) {
                 return None;
             }
+            if p.admitted >= limit && p.completed() >= limit {
+                // A reload lowered the probe count to what has already finished (or a
+                // probe beyond it was dropped): no probe is left to decide the round, so
+                // this call decides it.
+                self.decide_round(generation, p, now, || None);
+                return None;
+            }
+            if self.end_overdue_round(now) {
+                return None;
+            }
             if p.admitted >= limit {
-                if p.completed() >= limit {
-                    // A reload lowered the probe count to what has already finished (or a
-                    // probe beyond it was dropped): no probe is left to decide the round,
-                    // so this call decides it.
-                    self.decide_round(generation, p, now, || None);
-                    return None;
-                }
-                if self.probes_overdue(now) {
-                    tracing::warn!(
-                        breaker = %self.name,
-                        "half-open probes did not answer within max_wait_in_half_open: opening again"
-                    );
-                    self.transition_from(generation, State::Open, now, None);
-                    return None;
-                }
                 return Some(Err(self.reject(self.wait())));
             }
             p.admitted += 1;
@@ -284,7 +297,14 @@ impl Machine {
         if let Some(h) = &self.health {
             h.record(outcome, elapsed);
         }
-        let failure = self.params.counts_as_failure(outcome);
+        let failure = match outcome {
+            Outcome::Success => false,
+            // a failure the config does not count (a caller's fault, by default) is neither
+            // a failure nor a success, as resilience4j's ignored exceptions: counted as a
+            // success it would dilute the failure rate, and close a half-open circuit
+            _ if !self.params.counts_as_failure(outcome) => return self.release(permit),
+            _ => true,
+        };
         let slow = nanos(elapsed) > self.params.slow_nanos.load(Relaxed);
         match permit.kind {
             PermitKind::Disabled => {}
@@ -498,6 +518,7 @@ impl Machine {
 
     /// The state, window counts and rates at `now`.
     pub(crate) fn snapshot(&self, now: Moment) -> BreakerSnapshot {
+        self.end_overdue_round(now);
         let (generation, state) = unpack_state(self.state.load(Acquire));
         let p = Probes::unpack(self.half_open.load(Acquire));
         let in_round = state == State::HalfOpen && p.is_of(generation);

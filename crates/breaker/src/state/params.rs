@@ -10,11 +10,22 @@ use tower_prism_core::Outcome;
 use crate::config::{BreakerConfig, MIN_HINTED_WAIT};
 use crate::window::Counts;
 
+/// One in millionths.
+const PPM: u64 = 1_000_000;
+
+/// A rate in (0, 1] (validated) in millionths, rounded: thresholds are exact to six
+/// decimals. Window counts are at most 2^24, so `count * PPM` fits a `u64`.
+fn ppm(rate: f64) -> u64 {
+    (rate * PPM as f64).round() as u64
+}
+
 /// A [`BreakerConfig`]'s numbers, each in its own atomic.
 #[derive(Debug)]
 pub(crate) struct Params {
-    failure_rate: AtomicU64,
-    slow_rate: AtomicU64,
+    /// The thresholds in millionths: compared in integers, a rate equal to its threshold
+    /// trips it exactly (`failures >= 0.55 * calls` in floating point misses 55 of 100).
+    failure_ppm: AtomicU64,
+    slow_ppm: AtomicU64,
     pub(crate) slow_nanos: AtomicU64,
     pub(crate) minimum_calls: AtomicU32,
     pub(crate) consecutive: AtomicU32,
@@ -32,10 +43,10 @@ pub(crate) struct Params {
 impl Params {
     pub(crate) fn new(c: &BreakerConfig) -> Self {
         Params {
-            failure_rate: AtomicU64::new(c.failure_rate_threshold.to_bits()),
-            slow_rate: AtomicU64::new(c.slow_call_rate_threshold.to_bits()),
+            failure_ppm: AtomicU64::new(ppm(c.failure_rate_threshold)),
+            slow_ppm: AtomicU64::new(ppm(c.slow_call_rate_threshold)),
             slow_nanos: AtomicU64::new(nanos(c.slow_call_duration)),
-            minimum_calls: AtomicU32::new(c.minimum_calls),
+            minimum_calls: AtomicU32::new(c.effective_minimum_calls()),
             consecutive: AtomicU32::new(c.consecutive_failures.unwrap_or(0)),
             wait_nanos: AtomicU64::new(nanos(c.wait_duration)),
             max_wait_nanos: AtomicU64::new(nanos(c.effective_max_wait())),
@@ -55,8 +66,8 @@ impl Params {
             ($($f:ident),*) => { $( self.$f.store(fresh.$f.load(Relaxed), Relaxed); )* };
         }
         copy!(
-            failure_rate,
-            slow_rate,
+            failure_ppm,
+            slow_ppm,
             slow_nanos,
             minimum_calls,
             consecutive,
@@ -93,9 +104,9 @@ impl Params {
 
     /// Whether `c` reaches the failure-rate or the slow-call-rate threshold.
     pub(crate) fn trips(&self, c: Counts) -> bool {
-        let calls = f64::from(c.calls);
-        f64::from(c.failures) >= f64::from_bits(self.failure_rate.load(Relaxed)) * calls
-            || f64::from(c.slow) >= f64::from_bits(self.slow_rate.load(Relaxed)) * calls
+        let calls = u64::from(c.calls);
+        u64::from(c.failures) * PPM >= self.failure_ppm.load(Relaxed) * calls
+            || u64::from(c.slow) * PPM >= self.slow_ppm.load(Relaxed) * calls
     }
 
     /// Whether `outcome` counts as a failure under the `count_*` switches.
