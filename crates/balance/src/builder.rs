@@ -191,7 +191,8 @@ where
             config: Arc::new(Mutex::new(self.config)),
             directory: Arc::default(),
             has_key_fn: self.key_fn.is_some(),
-            health_wake: Default::default(),
+            health_wake: Arc::default(),
+            tasks: Default::default(),
         });
         let balance = Balance::from_shared(shared, self.classify, self.key_fn);
         let handle = balance.handle();
@@ -208,11 +209,12 @@ where
             let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
                 task: "health checks",
             })?;
-            runtime.spawn(start(
+            let task = runtime.spawn(start(
                 Arc::downgrade(&handle.shared.directory),
                 Arc::downgrade(&handle.shared.config),
-                handle.shared.health_wake.0.clone(),
+                handle.shared.health_wake.clone(),
             ));
+            handle.shared.tasks.add(task.abort_handle());
         }
         handle.shared.policy.update_gauges();
         Ok(balance)

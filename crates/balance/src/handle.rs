@@ -270,7 +270,7 @@ impl<K, S> BalanceHandle<K, S> {
         self.shared.policy.apply(config);
         *lock(&self.shared.config) = config.clone();
         // the health-check task re-reads its interval now
-        self.shared.health_wake.0.notify_one();
+        self.shared.health_wake.notify_one();
         tracing::info!(balancer = %self.shared.policy.name, strategy = ?config.strategy, "balancer reconfigured");
         Ok(())
     }

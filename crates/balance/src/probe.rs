@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tower_prism_core::internal::lock;
 
@@ -28,20 +28,35 @@ pub(crate) type Starter<K> = Box<
         + Send,
 >;
 
-/// Wakes the health-check task to re-read its config; dropped with the balancer, it wakes
-/// the task once more, which then ends (and drops the user's probe) instead of waiting out
-/// its interval.
+/// The background tasks working for one balancer (health checks, DNS discovery): aborted
+/// when the balancer is dropped (as its last field), so that they end, and drop the
+/// user's probe or resolver, at once instead of at the end of the interval they wait out.
+/// An abort lands on an `await`: a round of changes is applied whole or not at all.
 #[derive(Debug, Default)]
-pub(crate) struct HealthWake(pub(crate) Arc<Notify>);
+pub(crate) struct Tasks(Mutex<Vec<AbortHandle>>);
 
-impl Drop for HealthWake {
+impl Tasks {
+    pub(crate) fn add(&self, task: AbortHandle) {
+        let mut tasks = lock(&self.0);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+}
+
+impl Drop for Tasks {
     fn drop(&mut self) {
-        self.0.notify_one();
+        let tasks = self
+            .0
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for task in tasks.drain(..) {
+            task.abort();
+        }
     }
 }
 
 /// Runs the health checks until the balancer is dropped. `wake` is notified when the config
-/// changes and when the balancer goes, so that neither waits out the interval in effect.
+/// changes, so that a new interval does not wait out the old one.
 pub(crate) async fn health_checks<K: Clone + Send + Sync + 'static>(
     directory: Weak<Directory<K>>,
     config: Weak<Mutex<BalanceConfig>>,

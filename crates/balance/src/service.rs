@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tower_prism_core::internal::{lock, route};
 use tower_prism_core::BoxError;
@@ -21,7 +22,7 @@ use crate::endpoint::{EndpointState, Policy};
 use crate::error::Error;
 use crate::future::{InFlight, ResponseFuture};
 use crate::handle::BalanceHandle;
-use crate::probe::HealthWake;
+use crate::probe::Tasks;
 use crate::slots::Slots;
 use crate::{hash, p2c, round_robin, weighted};
 
@@ -56,9 +57,11 @@ pub(crate) struct Shared<K, S> {
     /// Keys and endpoint states without the services, for the health-check task.
     pub(crate) directory: Arc<Directory<K>>,
     pub(crate) has_key_fn: bool,
-    /// Wakes the health-check task when the config changes. Last, so that it is dropped
-    /// after `config` (fields drop in order): its wake-up then finds the balancer gone.
-    pub(crate) health_wake: HealthWake,
+    /// Wakes the health-check task when the config changes.
+    pub(crate) health_wake: Arc<Notify>,
+    /// Aborted when the balancer goes. Last: fields drop in order, so the tasks end after
+    /// everything else of the balancer is gone.
+    pub(crate) tasks: Tasks,
 }
 
 pub(crate) type Directory<K> = Mutex<Vec<(K, Arc<EndpointState>)>>;

@@ -32,8 +32,8 @@ use crate::BalanceHandle;
 ///   DNS answers their address, not removed when it stops.
 ///
 /// [`spawn`](Self::spawn) starts the refresh task on the current tokio runtime and returns a
-/// [`DnsHandle`]; the task runs until the balancer is dropped (it notices within one
-/// interval) or every clone of the handle is dropped (at once). Endpoints it added stay.
+/// [`DnsHandle`]; the task runs until the balancer or every clone of the handle is dropped
+/// (it ends at once). Endpoints it added stay.
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -121,6 +121,7 @@ impl<F, R> DnsDiscovery<F, R> {
             metrics: DnsMetrics::new(balancer.name()),
         };
         let task = runtime.spawn(refresh.run()).abort_handle();
+        balancer.shared.tasks.add(task.clone());
         Ok(DnsHandle {
             inner: Arc::new(Inner {
                 name: balancer.name().into(),
