@@ -278,6 +278,14 @@ pub struct BalanceConfig {
     pub outlier: OutlierConfig,
     /// Active health checks (used only with a probe).
     pub health_check: HealthCheckConfig,
+    /// Envoy's panic threshold, in percent of the endpoints: while fewer are in rotation
+    /// (the others failing health checks or ejected), picks ignore health and spread over
+    /// every endpoint, so that a probe gone wrong, or most of an upstream failing at once,
+    /// leaves the survivors neither all the load nor every call failing at once. Default
+    /// 50, as Envoy's `healthy_panic_threshold`; 0 turns it off (with no endpoint in
+    /// rotation, calls then fail with [`Error::NoHealthyEndpoint`](crate::Error)); at most
+    /// 100.
+    pub healthy_panic_threshold: u32,
 }
 
 impl Default for BalanceConfig {
@@ -288,6 +296,7 @@ impl Default for BalanceConfig {
             ewma_decay: Duration::from_secs(10),
             outlier: OutlierConfig::default(),
             health_check: HealthCheckConfig::default(),
+            healthy_panic_threshold: 50,
         }
     }
 }
@@ -305,6 +314,7 @@ impl BalanceConfig {
         self.health_check
             .validate()
             .map_err(|e| e.in_section("health_check"))?;
+        check_size_at_most("healthy_panic_threshold", self.healthy_panic_threshold, 100)?;
         Ok(())
     }
 }

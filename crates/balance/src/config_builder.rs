@@ -47,6 +47,9 @@ impl BalanceConfigBuilder {
         /// Active health checks ([`BalanceConfig::health_check`]; see
         /// [`HealthCheckConfig::builder`]).
         health_check: HealthCheckConfig;
+        /// The share of endpoints in rotation, in percent, below which picks ignore
+        /// health ([`BalanceConfig::healthy_panic_threshold`]).
+        healthy_panic_threshold: u32;
     }
 
     /// The config, once [`BalanceConfig::validate`] accepts it.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use metrics::Gauge;
 use tower_prism_core::internal::{lock, mix64, nanos};
 use tower_prism_core::metrics::{balance as m, LABEL_NAME};
-use tower_prism_core::sync::{AtomicUsize, Ordering};
+use tower_prism_core::sync::{AtomicBool, AtomicUsize, Ordering};
 use tower_prism_core::{Clock, HealthSignal, Moment, Outcome, TimeSource};
 
 use crate::config::{BalanceConfig, Strategy};
@@ -19,6 +19,7 @@ use crate::gate::CallGate;
 use crate::health_check::HealthCheck;
 use crate::outlier::{self, Outlier};
 use crate::peers::{self, Peers, Review};
+use crate::rotation::OutOfRotation;
 
 /// The most wakers parked in `poll_ready` that a balancer keeps (see [`Policy::register`]).
 pub(crate) const MAX_PARKED_WAKERS: usize = 256;
@@ -46,8 +47,13 @@ pub(crate) struct Policy {
     pub(crate) ejected: AtomicUsize,
     /// What the outlier rules compare an endpoint with (see `peers`).
     pub(crate) peers: Peers,
-    /// Endpoints currently failing active health checks.
-    pub(crate) unhealthy: AtomicUsize,
+    /// Endpoints out of rotation: failing active health checks or ejected (each once; see
+    /// [`OutOfRotation`]).
+    pub(crate) out: AtomicUsize,
+    /// `healthy_panic_threshold`, in percent; 0: never.
+    panic_threshold: AtomicU32,
+    /// Fewer endpoints than the threshold are in rotation: picks ignore health.
+    panicking: AtomicBool,
     pub(crate) endpoints: StdAtomicUsize,
     pub(crate) health_signal: Option<HealthSignal>,
     endpoints_gauge: Gauge,
@@ -81,7 +87,9 @@ impl Policy {
             max_ejection_percent: AtomicU32::new(0),
             ejected: AtomicUsize::new(0),
             peers: Peers::default(),
-            unhealthy: AtomicUsize::new(0),
+            out: AtomicUsize::new(0),
+            panic_threshold: AtomicU32::new(0),
+            panicking: AtomicBool::new(false),
             endpoints: StdAtomicUsize::new(0),
             health_signal: signal,
             wakers: Mutex::new(Vec::new()),
@@ -106,6 +114,9 @@ impl Policy {
         self.base_ejection_ms.store(s.base_ejection_ms, r);
         self.max_ejection_ms.store(s.max_ejection_ms, r);
         self.max_ejection_percent.store(s.max_ejection_percent, r);
+        self.panic_threshold
+            .store(config.healthy_panic_threshold, r);
+        self.update_gauges();
     }
 
     pub(crate) fn strategy(&self) -> Strategy {
@@ -185,12 +196,29 @@ impl Policy {
         }
     }
 
-    /// Endpoints known, and endpoints in rotation (approximate while health changes race).
+    /// Endpoints known, and endpoints in rotation; enters or leaves panic mode.
     pub(crate) fn update_gauges(&self) {
         let total = self.endpoints.load(Ordering::Relaxed);
-        let out = self.ejected.load(Ordering::Relaxed) + self.unhealthy.load(Ordering::Relaxed);
+        let in_rotation = total.saturating_sub(self.out.load(Ordering::Relaxed));
         self.endpoints_gauge.set(total as f64);
-        self.healthy_gauge.set(total.saturating_sub(out) as f64);
+        self.healthy_gauge.set(in_rotation as f64);
+        let threshold = self.panic_threshold.load(Ordering::Relaxed) as usize;
+        let panic = in_rotation * 100 < threshold * total;
+        if self.panicking.swap(panic, Ordering::Relaxed) != panic {
+            if panic {
+                tracing::warn!(balancer = %self.name, in_rotation, endpoints = total, "too few endpoints in rotation: panic mode, picking among all of them");
+            } else {
+                tracing::info!(balancer = %self.name, in_rotation, endpoints = total, "enough endpoints in rotation again: panic mode over");
+            }
+            self.wake_all();
+        }
+    }
+
+    /// Whether picks ignore health: fewer endpoints are in rotation than
+    /// `healthy_panic_threshold` says.
+    #[inline]
+    pub(crate) fn panicking(&self) -> bool {
+        self.panicking.load(Ordering::Relaxed)
     }
 }
 
@@ -216,6 +244,8 @@ pub(crate) struct EndpointState {
     metrics: EndpointMetrics,
     /// The current ejection, judged against the other endpoints.
     review: Review,
+    /// Its place in the policy's count of endpoints out of rotation.
+    rotation: OutOfRotation,
 }
 
 impl EndpointState {
@@ -243,6 +273,7 @@ impl EndpointState {
             policy,
             metrics,
             review: Review::default(),
+            rotation: OutOfRotation::default(),
         }
     }
 
@@ -271,10 +302,28 @@ impl EndpointState {
         if over {
             tracing::info!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint restored after ejection");
             self.calls.pass(|| self.metrics.series.healthy.set(1.0));
+            self.reassess();
             self.policy.update_gauges();
             self.policy.wake_all();
         }
         self.outlier.ejected_until().is_none()
+    }
+
+    /// Whether a pick may choose the endpoint: [`available`](Self::available) (which also
+    /// ends an ejection that is over), or the balancer is in panic mode.
+    #[inline]
+    pub(crate) fn usable(&self) -> bool {
+        self.available() || self.policy.panicking()
+    }
+
+    /// Settles the endpoint's place in the count of endpoints out of rotation; call after
+    /// its health or ejection changed, before [`Policy::update_gauges`].
+    fn reassess(&self) {
+        let is_out = || {
+            !self.outlier.is_removed()
+                && (!self.health.is_healthy() || self.outlier.ejected_until().is_some())
+        };
+        self.rotation.settle(is_out, &self.policy.out);
     }
 
     /// The P2C load at `now_ms`.
@@ -391,6 +440,7 @@ impl EndpointState {
                     s.ejections.increment(1);
                     s.healthy.set(0.0);
                 });
+                self.reassess();
                 self.policy.update_gauges();
             }
             None => {
@@ -403,20 +453,24 @@ impl EndpointState {
 
     /// Records one active health probe.
     pub(crate) fn record_probe(&self, passed: bool, healthy: u32, unhealthy: u32) {
-        let count = &self.policy.unhealthy;
-        match self.health.record(passed, healthy, unhealthy, count) {
+        if self.outlier.is_removed() {
+            return;
+        }
+        match self.health.record(passed, healthy, unhealthy) {
             Some(true) => {
                 tracing::info!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint passes health checks again");
                 let in_rotation = self.outlier.ejected_until().is_none();
                 let healthy = &self.metrics.series.healthy;
                 self.calls
                     .pass(|| healthy.set(if in_rotation { 1.0 } else { 0.0 }));
+                self.reassess();
                 self.policy.update_gauges();
                 self.policy.wake_all();
             }
             Some(false) => {
                 tracing::warn!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint fails health checks");
                 self.calls.pass(|| self.metrics.series.healthy.set(0.0));
+                self.reassess();
                 self.policy.update_gauges();
             }
             None => {}
@@ -429,7 +483,7 @@ impl EndpointState {
     /// is given back.
     pub(crate) fn remove(&self) {
         self.outlier.remove(&self.policy.ejected);
-        self.health.leave(&self.policy.unhealthy);
+        self.reassess();
         if self.calls.close() {
             self.metrics.reset_departed();
         }

@@ -9,7 +9,8 @@ use tower_prism_core::ConfigError;
 #[non_exhaustive]
 pub enum Error {
     /// No endpoint could take the request: none is known, or every one is ejected or failing
-    /// its health checks.
+    /// its health checks and panic mode is off
+    /// ([`BalanceConfig::healthy_panic_threshold`](crate::BalanceConfig) 0).
     #[error("no healthy endpoint ({endpoints} known)")]
     NoHealthyEndpoint {
         /// How many endpoints the balancer knows, healthy or not.

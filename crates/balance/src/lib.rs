@@ -74,8 +74,11 @@
 //!   endpoint leaves, only its keys move.
 //!
 //! `poll_ready` picks among the healthy endpoints and skips one that is not ready rather
-//! than wait on it; with no healthy endpoint at all the call fails at once with
-//! [`Error::NoHealthyEndpoint`].
+//! than wait on it. When fewer than `healthy_panic_threshold` (default 50 %) of the
+//! endpoints are in rotation, it picks among all of them, healthy or not (Envoy's panic
+//! mode: a health probe gone wrong, or most of an upstream failing at once, neither fails
+//! every call nor piles the load on the few left); with the threshold at 0 and no healthy
+//! endpoint at all, the call fails at once with [`Error::NoHealthyEndpoint`].
 //!
 //! # Outlier ejection and health checks
 //!
@@ -165,8 +168,9 @@
 //!   flight, and the balancer's locks, if poisoned, are used as they were.
 //! - A health probe that panics or hangs past `health_check.timeout` is a failed probe; the
 //!   checks go on, and every other endpoint's result is recorded as its probe answers.
-//! - An endpoint removed while its probe's result is recorded leaves the count of unhealthy
-//!   endpoints (the healthy gauge) exactly once.
+//! - An endpoint ejected and failing its health checks too, or removed while its probe's
+//!   result is recorded, counts once in (and leaves once) the count of endpoints out of
+//!   rotation that the healthy gauge and panic mode read.
 //! - A DNS answer is applied as one change of the set: even at [`MAX_ENDPOINTS`] an answer
 //!   whose every address changed replaces the set whole; an answer over the cap is followed
 //!   up to it ([`DnsSnapshot::over_capacity`] counts the rest).
@@ -204,6 +208,7 @@ mod health_check;
 mod outlier;
 mod p2c;
 mod peers;
+mod rotation;
 mod round_robin;
 mod weighted;
 

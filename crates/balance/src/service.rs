@@ -129,8 +129,11 @@ enum Pick {
 /// - `Pending` when healthy endpoints exist but none is ready; every polled endpoint has the
 ///   task's waker, and so has the balancer, which wakes it when the set or health changes
 ///   (the tower convention, as `tower::balance` does);
-/// - `Ready(Ok)` when there is no healthy endpoint at all, so that the call's future fails at
-///   once with [`Error::NoHealthyEndpoint`] instead of hanging.
+/// - `Ready(Ok)` when there is no healthy endpoint at all (and panic mode is off, see
+///   [`BalanceConfig::healthy_panic_threshold`]), so that the call's future fails at once
+///   with [`Error::NoHealthyEndpoint`] instead of hanging.
+///
+/// Below `healthy_panic_threshold`, "healthy" above reads "known": picks ignore health.
 ///
 /// It never returns an error: a failing endpoint is dealt with by outlier ejection.
 ///
@@ -278,11 +281,11 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
         match strategy {
             Strategy::P2cPeakEwma => {
                 if n == 1 {
-                    return (self.locals[0].state.available().then_some(0), None);
+                    return (self.locals[0].state.usable().then_some(0), None);
                 }
                 let (a, b) = p2c::pair(policy.random(), n);
                 let (la, lb) = (&self.locals[a].state, &self.locals[b].state);
-                match (la.available(), lb.available()) {
+                match (la.usable(), lb.usable()) {
                     (true, true) => {
                         let now = policy.now();
                         self.picked_at = Some(now);
@@ -300,7 +303,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
             }
             Strategy::RoundRobin => {
                 let start = round_robin::start(policy.ticket(), n);
-                let first = round_robin::from(start, n).find(|i| self.locals[*i].state.available());
+                let first = round_robin::from(start, n).find(|i| self.locals[*i].state.usable());
                 (first, None)
             }
             Strategy::WeightedRoundRobin => {
@@ -309,14 +312,14 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                     return (None, None);
                 }
                 let first = weighted::first(schedule, policy.ticket(), |i| {
-                    i < n && self.locals[i].state.available()
+                    i < n && self.locals[i].state.usable()
                 });
                 (first, None)
             }
             Strategy::LeastRequests => {
                 let start = round_robin::start(policy.ticket(), n);
                 let best = round_robin::from(start, n)
-                    .filter(|i| self.locals[*i].state.available())
+                    .filter(|i| self.locals[*i].state.usable())
                     .min_by_key(|i| self.locals[*i].state.calls.in_flight());
                 (best, None)
             }
@@ -330,7 +333,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
         let policy = &self.handle.shared.policy;
         let locals = &self.locals;
         let n = locals.len();
-        let ok = |i: &usize| locals[*i].state.available() && route::endpoint_bit(*i) & mask == 0;
+        let ok = |i: &usize| locals[*i].state.usable() && route::endpoint_bit(*i) & mask == 0;
         match policy.strategy() {
             Strategy::P2cPeakEwma => {
                 let now_ms = policy.now_ms();
@@ -370,7 +373,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
         let start = first.map_or(0, |f| f + 1);
         let mut any_available = first.is_some();
         for i in round_robin::from(start, n) {
-            if !self.locals[i].state.available() {
+            if !self.locals[i].state.usable() {
                 continue;
             }
             any_available = true;
@@ -433,7 +436,7 @@ where
                 let locals = &self.locals;
                 let pick = |mask: u64| {
                     hash::pick(key, locals.iter().map(|l| l.state.id_hash), |i| {
-                        locals[i].state.available() && route::endpoint_bit(i) & mask == 0
+                        locals[i].state.usable() && route::endpoint_bit(i) & mask == 0
                     })
                 };
                 // the key's runner-up when its own endpoint is avoided, else its own
@@ -450,7 +453,7 @@ where
                 } else {
                     self.handle.shared.policy.ticket() % n
                 };
-                round_robin::from(start, n).find(|i| self.locals[*i].state.available())
+                round_robin::from(start, n).find(|i| self.locals[*i].state.usable())
             }),
         };
         let target = match (avoid, target) {

@@ -238,8 +238,11 @@ async fn all_endpoints_unhealthy_is_a_typed_error_not_a_hang() {
     for e in &eps {
         e.set_failing(true);
     }
+    // without panic mode (which would route to the ejected endpoints)
+    let mut config = ejecting(Strategy::P2cPeakEwma, 100);
+    config.healthy_panic_threshold = 0;
     let mut b: B = Balance::builder()
-        .config(ejecting(Strategy::P2cPeakEwma, 100))
+        .config(config)
         .endpoints(eps.iter().map(|e| (e.id, e.clone())))
         .build()
         .unwrap();
@@ -344,4 +347,90 @@ async fn publishes_to_a_health_signal() {
     let stats = reader.read();
     assert_eq!(stats.calls(), 4);
     assert_eq!(stats.failure_rate(), Some(0.5));
+}
+
+/// A round robin over `n` endpoints whose probes pass while `passing[key]` says so, probed
+/// every second, one result enough to flip.
+fn probed(n: usize, panic_threshold: u32) -> (B, Vec<Ep>, Arc<Vec<AtomicBool>>) {
+    let eps = eps(n);
+    let passing: Arc<Vec<AtomicBool>> = Arc::new((0..n).map(|_| AtomicBool::new(true)).collect());
+    let mut config = ejecting(Strategy::RoundRobin, 50);
+    config.health_check.interval = Duration::from_secs(1);
+    config.health_check.unhealthy_threshold = 1;
+    config.health_check.healthy_threshold = 1;
+    config.healthy_panic_threshold = panic_threshold;
+    let probe_passing = passing.clone();
+    let b: B = Balance::builder()
+        .config(config)
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .health_check(move |key: &usize| {
+            let passes = probe_passing[*key].load(Ordering::SeqCst);
+            async move { passes }
+        })
+        .build()
+        .unwrap();
+    (b, eps, passing)
+}
+
+async fn answered_by(b: &mut B, calls: usize) -> Vec<usize> {
+    let mut by = Vec::new();
+    for i in 0..calls {
+        by.push(send(b, i as u64).await.unwrap());
+    }
+    by.sort();
+    by.dedup();
+    by
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_endpoint_failing_its_health_checks_is_panic_mode_not_an_outage() {
+    // a probe gone wrong (a wrong path, say) fails every endpoint: as Envoy's panic
+    // threshold, calls spread over all of them instead of all failing
+    let (mut b, _eps, passing) = probed(3, 50);
+    for p in passing.iter() {
+        p.store(false, Ordering::SeqCst);
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(b.handle().snapshot().healthy(), 0);
+    assert_eq!(answered_by(&mut b, 6).await, [0, 1, 2]);
+    // below the threshold (1 of 3 in rotation) too
+    passing[0].store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b.handle().snapshot().healthy(), 1);
+    assert_eq!(answered_by(&mut b, 6).await, [0, 1, 2]);
+    // at it (2 of 3), health counts again
+    passing[1].store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(answered_by(&mut b, 6).await, [0, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_panic_mode_the_survivor_takes_everything() {
+    let (mut b, _eps, passing) = probed(3, 0);
+    passing[1].store(false, Ordering::SeqCst);
+    passing[2].store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(answered_by(&mut b, 6).await, [0]);
+    passing[0].store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(no_healthy(&send(&mut b, 0).await.unwrap_err()), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_ejected_and_failing_its_checks_is_out_once() {
+    // 1 of 3 out: 2 in rotation, above the 50 % threshold. Counted twice (ejected, and
+    // failing its checks), it would read as 1 in rotation and put the balancer in panic
+    // mode, sending calls to the endpoint it took out
+    let (mut b, eps, passing) = probed(3, 50);
+    eps[0].set_failing(true);
+    for i in 0..9 {
+        let _ = send(&mut b, i).await;
+    }
+    let snap = b.handle().snapshot();
+    assert!(snap.endpoints[0].ejected, "{snap:?}");
+    passing[0].store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(!b.handle().snapshot().endpoints[0].passing_health_checks);
+    assert_eq!(b.handle().snapshot().healthy(), 2);
+    assert_eq!(answered_by(&mut b, 6).await, [1, 2]);
 }
