@@ -111,10 +111,12 @@ impl<K, S, Req, C> BalanceBuilder<K, S, Req, C> {
         self
     }
 
-    /// Runs active health checks: every `health_check.interval`, `probe(key)` for each
-    /// endpoint; `true` within `health_check.timeout` passes. A probe that returns `false`,
-    /// hangs past the timeout or panics (when called or when polled) fails, and the checks
-    /// go on.
+    /// Runs active health checks: at once, then every `health_check.interval`, `probe(key)`
+    /// for each endpoint; `true` within `health_check.timeout` passes. A probe that returns
+    /// `false`, hangs past the timeout or panics (when called or when polled) fails, and the
+    /// checks go on. Each endpoint waits out of rotation for its first probe (see
+    /// [`healthy_panic_threshold`](crate::BalanceConfig::healthy_panic_threshold) for
+    /// calls made before any has answered).
     pub fn health_check<F, Fut>(mut self, probe: F) -> Self
     where
         F: Fn(&K) -> Fut + Send + Sync + 'static,
@@ -179,7 +181,13 @@ where
         for (_, _, w) in &self.endpoints {
             crate::config::check_weight(*w)?;
         }
-        let policy = Arc::new(Policy::new(self.name.into(), &self.config, self.health));
+        let probed = self.probe.is_some();
+        let policy = Arc::new(Policy::new(
+            self.name.into(),
+            &self.config,
+            self.health,
+            probed,
+        ));
         let shared = Arc::new(Shared {
             policy,
             epoch: AtomicU64::new(0),

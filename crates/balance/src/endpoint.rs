@@ -56,6 +56,8 @@ pub(crate) struct Policy {
     panicking: AtomicBool,
     pub(crate) endpoints: StdAtomicUsize,
     pub(crate) health_signal: Option<HealthSignal>,
+    /// Health checks run: new endpoints wait for their first probe.
+    pub(crate) probed: bool,
     endpoints_gauge: Gauge,
     healthy_gauge: Gauge,
     wakers: Mutex<Vec<Waker>>,
@@ -66,6 +68,7 @@ impl Policy {
         name: Arc<str>,
         config: &BalanceConfig,
         signal: Option<HealthSignal>,
+        probed: bool,
     ) -> Self {
         let label = name.to_string();
         let p = Policy {
@@ -92,6 +95,7 @@ impl Policy {
             panicking: AtomicBool::new(false),
             endpoints: StdAtomicUsize::new(0),
             health_signal: signal,
+            probed,
             wakers: Mutex::new(Vec::new()),
         };
         p.apply(config);
@@ -269,7 +273,11 @@ impl EndpointState {
             failures: AtomicU64::new(0),
             ewma: PeakEwma::new(rtt, now),
             outlier: Outlier::new(now),
-            health: HealthCheck::default(),
+            health: if policy.probed {
+                HealthCheck::pending()
+            } else {
+                HealthCheck::default()
+            },
             policy,
             metrics,
             review: Review::default(),
@@ -318,7 +326,7 @@ impl EndpointState {
 
     /// Settles the endpoint's place in the count of endpoints out of rotation; call after
     /// its health or ejection changed, before [`Policy::update_gauges`].
-    fn reassess(&self) {
+    pub(crate) fn reassess(&self) {
         let is_out = || {
             !self.outlier.is_removed()
                 && (!self.health.is_healthy() || self.outlier.ejected_until().is_some())

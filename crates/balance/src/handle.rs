@@ -167,9 +167,17 @@ where
             let weight = state.weight.load(Ordering::Relaxed);
             tracing::info!(balancer = %policy.name, slot, endpoint = %label, weight, "endpoint added: slot {slot} = {label}");
         }
+        for state in &joined {
+            // out of rotation until its first probe, with health checks on
+            state.reassess();
+        }
         if !left.is_empty() || !joined.is_empty() {
             policy.update_gauges();
             policy.wake_all();
+        }
+        if policy.probed && !joined.is_empty() {
+            // the health-check task probes the new endpoints now, not at its next round
+            self.shared.health_wake.notify_one();
         }
         Changed { removed, refused }
     }

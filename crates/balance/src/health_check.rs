@@ -1,28 +1,49 @@
 //! Active health: the result of each probe moves an endpoint between healthy and unhealthy
 //! once `healthy_threshold` probes in a row pass, or `unhealthy_threshold` in a row fail.
 //!
-//! Only the health-check task writes this state; picks read [`HealthCheck::is_healthy`].
+//! An endpoint of a balancer with a probe starts pending, out of rotation, as Envoy's: its
+//! first probe decides at once (a pass puts it in, whatever `healthy_threshold` says); the
+//! thresholds apply from then on. Only the health-check task writes this state; picks read
+//! [`HealthCheck::is_healthy`].
 
 use tower_prism_core::sync::{AtomicBool, AtomicU32, Ordering};
 
-/// Per-endpoint active health state. Endpoints start healthy.
+/// Per-endpoint active health state.
 #[derive(Debug)]
 pub struct HealthCheck {
     healthy: AtomicBool,
+    /// Not probed yet (and so not healthy).
+    pending: AtomicBool,
     /// Probes in a row that disagree with the current state.
     streak: AtomicU32,
 }
 
 impl Default for HealthCheck {
+    /// Healthy: an endpoint of a balancer without a probe.
     fn default() -> Self {
         HealthCheck {
             healthy: AtomicBool::new(true),
+            pending: AtomicBool::new(false),
             streak: AtomicU32::new(0),
         }
     }
 }
 
 impl HealthCheck {
+    /// Out of rotation until its first probe: an endpoint of a balancer with a probe.
+    pub fn pending() -> Self {
+        HealthCheck {
+            healthy: AtomicBool::new(false),
+            pending: AtomicBool::new(true),
+            streak: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether the endpoint awaits its first probe.
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// Whether the endpoint passes its health checks.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
@@ -35,6 +56,10 @@ impl HealthCheck {
         healthy_threshold: u32,
         unhealthy_threshold: u32,
     ) -> Option<bool> {
+        if self.pending.swap(false, Ordering::AcqRel) {
+            self.healthy.store(passed, Ordering::Release);
+            return Some(passed);
+        }
         let healthy = self.is_healthy();
         if passed == healthy {
             self.streak.store(0, Ordering::Relaxed);
@@ -78,5 +103,21 @@ mod tests {
         assert_eq!(h.record(true, 2, 3), None);
         assert_eq!(h.record(true, 2, 3), Some(true));
         assert!(h.is_healthy());
+    }
+
+    #[test]
+    fn the_first_probe_of_a_pending_endpoint_decides_at_once() {
+        let h = HealthCheck::pending();
+        assert!(!h.is_healthy() && h.is_pending());
+        assert_eq!(
+            h.record(true, 3, 3),
+            Some(true),
+            "no threshold for the first"
+        );
+        assert!(h.is_healthy() && !h.is_pending());
+        let h = HealthCheck::pending();
+        assert_eq!(h.record(false, 3, 3), Some(false));
+        assert_eq!(h.record(true, 2, 3), None, "then the thresholds apply");
+        assert_eq!(h.record(true, 2, 3), Some(true));
     }
 }

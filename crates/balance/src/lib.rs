@@ -90,10 +90,12 @@
 //! ([`BalanceBuilder::classify`]; by default, an `Err`).
 //!
 //! Active health ([`HealthCheckConfig`]) runs only with a probe given to
-//! [`BalanceBuilder::health_check`]: every `interval`, one probe per endpoint; an endpoint
-//! leaves rotation after `unhealthy_threshold` failed probes in a row and comes back after
-//! `healthy_threshold` passing ones. The interval counts from the end of the last round; a
-//! [reload](BalanceHandle::reconfigure) applies a new one at once.
+//! [`BalanceBuilder::health_check`]: a round at once, then every `interval`, one probe per
+//! endpoint; an endpoint leaves rotation after `unhealthy_threshold` failed probes in a row
+//! and comes back after `healthy_threshold` passing ones. As in Envoy, an endpoint (at the
+//! start, or added later) waits out of rotation for its first probe, which runs at once and
+//! decides alone: a dead endpoint never gets a call. The interval counts from the end of the
+//! last round; a [reload](BalanceHandle::reconfigure) applies a new one at once.
 //!
 //! # Endpoints from DNS
 //!

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tower_prism_core::internal::lock;
 
 use crate::config::{BalanceConfig, HealthCheckConfig};
+use crate::endpoint::EndpointState;
 use crate::service::Directory;
 
 /// The user's probe, boxed.
@@ -55,8 +56,10 @@ impl Drop for Tasks {
     }
 }
 
-/// Runs the health checks until the balancer is dropped. `wake` is notified when the config
-/// changes, so that a new interval does not wait out the old one.
+/// Runs the health checks until the balancer is dropped: a round at once, then every
+/// interval. `wake` is notified when the config changes (a new interval does not wait out
+/// the old one) and when endpoints join (they are probed at once: each waits out of
+/// rotation for its first probe).
 pub(crate) async fn health_checks<K: Clone + Send + Sync + 'static>(
     directory: Weak<Directory<K>>,
     config: Weak<Mutex<BalanceConfig>>,
@@ -68,26 +71,40 @@ pub(crate) async fn health_checks<K: Clone + Send + Sync + 'static>(
         let config = lock(&config);
         Some(config.health_check.clone())
     };
-    let mut last_round = Instant::now();
+    let endpoints = |only_pending: bool| {
+        let directory = directory.upgrade()?;
+        let all = lock(&directory);
+        let pending = |(_, state): &&Endpoint<K>| !only_pending || state.health.is_pending();
+        Some(all.iter().filter(pending).cloned().collect::<Vec<_>>())
+    };
+    // the interval counts from the end of the last round
+    let mut last_round: Option<Instant> = None;
     loop {
-        // the interval counts from the end of the last round; a wake-up re-reads it, so a
-        // shorter interval set by a reload applies now, not after the old one ran out
         let config = loop {
             let Some(config) = current() else { return };
-            let due = last_round + config.interval;
-            if tokio::time::timeout_at(due, wake.notified()).await.is_err() {
+            let Some(last) = last_round else { break config };
+            if tokio::time::timeout_at(last + config.interval, wake.notified())
+                .await
+                .is_err()
+            {
                 break config;
             }
+            let Some(config) = current() else { return };
+            let Some(joined) = endpoints(true) else {
+                return;
+            };
+            if !joined.is_empty() {
+                round(&joined, &config, &probe).await;
+            }
         };
-        let Some(directory) = directory.upgrade() else {
-            return;
-        };
-        let endpoints = lock(&directory).clone();
-        drop(directory);
-        round(&endpoints, &config, &probe).await;
-        last_round = Instant::now();
+        let Some(all) = endpoints(false) else { return };
+        round(&all, &config, &probe).await;
+        last_round = Some(Instant::now());
     }
 }
+
+/// An endpoint as the health-check task sees it.
+type Endpoint<K> = (K, Arc<EndpointState>);
 
 /// One probe per endpoint, each in its own task (the call of the user's probe function
 /// included), so a probe that panics (when called or when polled) fails that probe only,
@@ -95,7 +112,7 @@ pub(crate) async fn health_checks<K: Clone + Send + Sync + 'static>(
 /// as it comes, so one slow probe holds back no other endpoint's verdict. Dropping the round
 /// (the balancer went) aborts the probes.
 async fn round<K: Clone + Send + Sync + 'static>(
-    endpoints: &[(K, Arc<crate::endpoint::EndpointState>)],
+    endpoints: &[Endpoint<K>],
     config: &HealthCheckConfig,
     probe: &Probe<K>,
 ) {

@@ -223,25 +223,31 @@ async fn callers_that_give_up_waiting_leave_a_bounded_number_of_wakers() {
 
 #[tokio::test(start_paused = true)]
 async fn one_hanging_probe_holds_back_no_other_endpoints_verdict() {
-    // endpoint 0 is black-holed (its probe hangs until the 60 s timeout); endpoint 1 answers
-    // "unhealthy" at once and must leave the rotation at once, not a minute later
+    // from the second round on, endpoint 0 is black-holed (its probe hangs until the 60 s
+    // timeout) and endpoint 1 answers "unhealthy" at once: 1 must leave the rotation at
+    // once, not a minute later
     let mut config = health_checked(Duration::from_secs(1));
     config.health_check.timeout = Duration::from_secs(60);
     config.health_check.unhealthy_threshold = 1;
+    let broken = Arc::new(AtomicBool::new(false));
+    let flag = broken.clone();
     let b = Balance::<usize, Ep, u64>::builder()
         .config(config)
         .endpoints((0..2).map(|i| (i, Ep::new(i))))
-        .health_check(|key: &usize| {
-            let key = *key;
+        .health_check(move |key: &usize| {
+            let (key, broken) = (*key, flag.load(Ordering::SeqCst));
             async move {
-                if key == 0 {
+                if broken && key == 0 {
                     std::future::pending::<()>().await;
                 }
-                false
+                !broken
             }
         })
         .build()
         .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(b.handle().snapshot().healthy(), 2, "the first round passed");
+    broken.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let snap = b.handle().snapshot();
     assert!(!snap.endpoints[1].passing_health_checks, "{snap:?}");
@@ -264,16 +270,20 @@ async fn a_shorter_probe_interval_applies_at_once() {
         .build()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(probes.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        probes.load(Ordering::SeqCst),
+        1,
+        "the first round runs at once"
+    );
     // a minute into an hour's wait, the interval becomes 10 s: it counts from the last
     // round (the start here), so the next probe is due at once, then every 10 s
     b.handle()
         .reconfigure(&health_checked(Duration::from_secs(10)))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(probes.load(Ordering::SeqCst), 1);
-    tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(probes.load(Ordering::SeqCst), 2);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(probes.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -298,4 +308,44 @@ async fn dropping_the_balancer_ends_its_health_checks_at_once() {
         1,
         "the task ended and dropped the probe without waiting out the hour"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_endpoint_waits_for_its_first_probe_which_runs_at_once() {
+    // Envoy's rule: an endpoint joins the rotation on its first passing probe (no
+    // threshold), and a dead one never gets a call; probes run at start and on joining,
+    // not an interval later
+    let dead = Arc::new(AtomicBool::new(false));
+    let flag = dead.clone();
+    let mut config = health_checked(Duration::from_secs(3600));
+    config.strategy = Strategy::RoundRobin;
+    let mut b = Balance::<usize, Ep, u64>::builder()
+        .config(config)
+        .endpoints((0..2).map(|i| (i, Ep::new(i))))
+        .health_check(move |key: &usize| {
+            let passes = !(*key == 2 && flag.load(Ordering::SeqCst));
+            async move { passes }
+        })
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        b.handle().snapshot().healthy(),
+        2,
+        "healthy_threshold 2 skipped"
+    );
+    dead.store(true, Ordering::SeqCst);
+    b.handle().add(2, Ep::new(2)).unwrap();
+    let snap = b.handle().snapshot();
+    assert!(!snap.endpoints[2].healthy, "out of rotation until probed");
+    for i in 0..6 {
+        let answered = b.ready().await.unwrap().call(i).await.unwrap();
+        assert_ne!(answered, 2);
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!b.handle().snapshot().endpoints[2].passing_health_checks);
+    // a live one joins at its first probe
+    b.handle().add(3, Ep::new(3)).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(b.handle().snapshot().endpoints[3].healthy);
 }

@@ -279,6 +279,9 @@ async fn active_health_checks_use_thresholds() {
         })
         .build()
         .unwrap();
+    // the first round, at once, puts both in rotation
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(b.handle().snapshot().healthy(), 2);
     down.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
