@@ -49,7 +49,8 @@ pub enum Strategy {
     RoundRobin,
     /// Smooth weighted round robin on the endpoints' weights.
     WeightedRoundRobin,
-    /// Rendezvous hashing on the request key from `key_fn`.
+    /// Rendezvous hashing on the request key from `key_fn`; each endpoint owns a share of
+    /// the keys in proportion to its weight.
     ConsistentHash,
 }
 
@@ -81,7 +82,12 @@ pub struct OutlierConfig {
     /// [`MAX_COUNT`].
     pub consecutive_failures: u32,
     /// Eject an endpoint whose success rate over `interval` falls below this ratio
-    /// (in `(0, 1]`); `None` (the default) disables this rule.
+    /// (in `(0, 1]`); `None` (the default) disables this rule. A fixed threshold, as
+    /// Envoy's `failure_percentage` rule (`failure_percentage_threshold` = 1 - this), not
+    /// its statistical `success_rate` rule (mean less a multiple of the standard deviation
+    /// over at least 5 hosts); judged as each call ends once `min_requests` calls are in,
+    /// not at a sweep every interval, and tempered by the other endpoints (an endpoint
+    /// failing no more often than the rest is not ejected).
     pub success_rate_threshold: Option<f64>,
     /// Calls in the interval before the success-rate rule applies. Default 20, at most
     /// [`MAX_COUNT`].

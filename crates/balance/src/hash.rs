@@ -1,6 +1,9 @@
 //! Consistent hashing by rendezvous (highest random weight): a request goes to the endpoint
 //! whose `mix(key, endpoint)` score is highest. When an endpoint leaves, only its keys move;
-//! when one joins, it takes only the keys it now wins (about `1/n` of them).
+//! when one joins, it takes only the keys it now wins (about `1/n` of them). With weights
+//! that differ, the score is `weight / -ln(u)` (`u` the plain score as a fraction), so an
+//! endpoint wins a share of the keys in proportion to its weight, as Envoy's ring hash and
+//! Maglev give, and still only the keys of an endpoint that leaves move.
 
 use std::hash::{Hash, Hasher};
 
@@ -31,6 +34,30 @@ impl Hasher for Fnv {
 /// The rendezvous score of an endpoint (by its id hash) for a request key.
 pub fn score(key: u64, endpoint: u64) -> u64 {
     mix(key ^ mix(endpoint))
+}
+
+/// The weighted rendezvous score: `weight / -ln(u)`, `u` in (0, 1) from [`score`]. For
+/// equal weights it orders endpoints as [`score`] does.
+pub fn weighted_score(key: u64, endpoint: u64, weight: u32) -> f64 {
+    // the top 53 bits, centred in their step, as a fraction strictly inside (0, 1)
+    let u = ((score(key, endpoint) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    f64::from(weight) / -u.ln()
+}
+
+/// [`pick`] on the endpoints' weights (id hash and weight per endpoint).
+pub fn pick_weighted(
+    key: u64,
+    endpoints: impl Iterator<Item = (u64, u32)>,
+    mut eligible: impl FnMut(usize) -> bool,
+) -> Option<usize> {
+    let mut best: Option<(f64, usize)> = None;
+    for (i, (id, weight)) in endpoints.enumerate() {
+        let s = weighted_score(key, id, weight);
+        if best.is_none_or(|(b, _)| s > b) && eligible(i) {
+            best = Some((s, i));
+        }
+    }
+    best.map(|(_, i)| i)
 }
 
 /// The index of the highest-scoring endpoint among `endpoints` (id hashes) for which
@@ -89,6 +116,27 @@ mod tests {
             .inspect(|(k, _)| assert_eq!(owner(**k, &more), *more.last().unwrap()))
             .count();
         assert!((1400..2300).contains(&moved), "{moved}");
+    }
+
+    #[test]
+    fn weights_share_the_keys_and_equal_weights_pick_as_unweighted() {
+        let ids: Vec<u64> = (0..3).map(|i| hash_key(&i)).collect();
+        let keys: Vec<u64> = (0..30_000u64).map(|k| hash_key(&k)).collect();
+        let weights = [1u32, 2, 3];
+        let mut won = [0usize; 3];
+        for k in &keys {
+            let weighted = ids.iter().copied().zip(weights);
+            won[pick_weighted(*k, weighted, |_| true).unwrap()] += 1;
+            let equal = ids.iter().map(|id| (*id, 7));
+            assert_eq!(
+                pick_weighted(*k, equal, |_| true),
+                pick(*k, ids.iter().copied(), |_| true)
+            );
+        }
+        // 1/6, 2/6, 3/6 of 30,000
+        for (n, expected) in won.iter().zip([5_000, 10_000, 15_000]) {
+            assert!(n.abs_diff(expected) < 600, "{won:?}");
+        }
     }
 
     #[test]

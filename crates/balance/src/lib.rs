@@ -71,7 +71,8 @@
 //!   [`BalanceBuilder::weighted_endpoint`] or [`BalanceHandle::add_weighted`];
 //! - `consistent_hash`: rendezvous hashing on a `u64` key from the request
 //!   ([`BalanceBuilder::key_fn`]; [`hash_key`] hashes any `Hash` value stably). When an
-//!   endpoint leaves, only its keys move.
+//!   endpoint leaves, only its keys move; endpoints share the keys in proportion to their
+//!   weights.
 //!
 //! `poll_ready` picks among the healthy endpoints and skips one that is not ready rather
 //! than wait on it. When fewer than `healthy_panic_threshold` (default 50 %) of the
@@ -84,10 +85,11 @@
 //!
 //! Passive health ([`OutlierConfig`], on by default, as Envoy's `outlier_detection`): an
 //! endpoint is ejected after `consecutive_failures` failures in a row, or when its success
-//! rate over `interval` falls below `success_rate_threshold`. The n-th ejection lasts n times
-//! `base_ejection_time`, capped by `max_ejection_time`, and at most `max_ejection_percent` of
-//! the endpoints are out at once. What counts as a failure is the classifier's call
-//! ([`BalanceBuilder::classify`]; by default, an `Err`).
+//! rate over `interval` falls below `success_rate_threshold` (a fixed threshold, as Envoy's
+//! `failure_percentage` rule, not its statistical `success_rate` one). The n-th ejection
+//! lasts n times `base_ejection_time`, capped by `max_ejection_time`, and at most
+//! `max_ejection_percent` of the endpoints are out at once. What counts as a failure is the
+//! classifier's call ([`BalanceBuilder::classify`]; by default, an `Err`).
 //!
 //! Active health ([`HealthCheckConfig`]) runs only with a probe given to
 //! [`BalanceBuilder::health_check`]: a round at once, then every `interval`, one probe per

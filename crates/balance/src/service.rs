@@ -47,6 +47,8 @@ pub(crate) struct Entry<K, S> {
 pub(crate) struct Topology {
     /// Smooth weighted round-robin order, as indices into the entries.
     pub(crate) schedule: Vec<u32>,
+    /// The weights differ: consistent hashing scores by weight.
+    pub(crate) weighted: bool,
 }
 
 pub(crate) struct Shared<K, S> {
@@ -97,6 +99,7 @@ impl<K, S> Registry<K, S> {
             .collect();
         self.topology = Arc::new(Topology {
             schedule: weighted::schedule(&weights),
+            weighted: weights.windows(2).any(|w| w[0] != w[1]),
         });
     }
 }
@@ -434,10 +437,19 @@ where
                 self.chosen = None;
                 let key = key_fn(&request);
                 let locals = &self.locals;
+                let weighted = self.topology.weighted;
                 let pick = |mask: u64| {
-                    hash::pick(key, locals.iter().map(|l| l.state.id_hash), |i| {
-                        locals[i].state.usable() && route::endpoint_bit(i) & mask == 0
-                    })
+                    let eligible =
+                        |i: usize| locals[i].state.usable() && route::endpoint_bit(i) & mask == 0;
+                    if weighted {
+                        let r = Ordering::Relaxed;
+                        let ids = locals
+                            .iter()
+                            .map(|l| (l.state.id_hash, l.state.weight.load(r)));
+                        hash::pick_weighted(key, ids, eligible)
+                    } else {
+                        hash::pick(key, locals.iter().map(|l| l.state.id_hash), eligible)
+                    }
                 };
                 // the key's runner-up when its own endpoint is avoided, else its own
                 match avoid {

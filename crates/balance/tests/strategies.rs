@@ -162,6 +162,36 @@ async fn consistent_hash_is_stable_and_moves_few_keys() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn consistent_hash_shares_keys_by_weight() {
+    // as Envoy's ring hash and Maglev: an endpoint of weight 3 owns about 3 keys in 4
+    let eps = eps(2);
+    let mut b: B = Balance::builder()
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::ConsistentHash)
+                .build()
+                .unwrap(),
+        )
+        .key_fn(|req: &u64| hash_key(req))
+        .weighted_endpoint(0, eps[0].clone(), 3)
+        .weighted_endpoint(1, eps[1].clone(), 1)
+        .build()
+        .unwrap();
+    let mut on_heavy = 0;
+    for k in 0..2_000u64 {
+        on_heavy += usize::from(send(&mut b, k).await.unwrap() == 0);
+    }
+    assert!((1_400..1_600).contains(&on_heavy), "{on_heavy} of 2,000");
+    // equal weights again: an even split
+    b.handle().set_weight(&0, 1).unwrap();
+    let mut on_first = 0;
+    for k in 0..2_000u64 {
+        on_first += usize::from(send(&mut b, k).await.unwrap() == 0);
+    }
+    assert!((850..1_150).contains(&on_first), "{on_first} of 2,000");
+}
+
+#[tokio::test(start_paused = true)]
 async fn consistent_hash_needs_a_key_fn() {
     let err = Balance::<usize, Ep, u64>::builder()
         .config(
