@@ -9,7 +9,7 @@ use tower_prism_core::{ConfigError, HealthSignal, Moment, Outcome};
 
 use crate::config::BreakerConfig;
 use crate::layer::ErrorHint;
-use crate::state::{BreakerSnapshot, Machine, Permit, State};
+use crate::state::{BreakerSnapshot, Machine, Permit, State, StateChange};
 
 /// A circuit breaker's shared state. Cloning gives another handle to the same breaker.
 ///
@@ -149,6 +149,38 @@ impl Breaker {
     #[inline]
     pub(crate) fn error_hint(&self) -> Option<ErrorHint> {
         self.machine.error_hint()
+    }
+
+    /// Calls `callback` on every change of state from now on (resilience4j's
+    /// `onStateTransition`, Polly's `OnOpened` / `OnClosed` / `OnHalfOpened`): alerting, a
+    /// log line of one's own, a cache to flush when the circuit opens. It runs on the
+    /// thread that made the change (a call ending, or the first call after the open wait),
+    /// after the change and outside the breaker's locks, so it may read or drive the breaker;
+    /// keep it short, and hand slow work to a task. A callback that panics is logged and
+    /// changes nothing. Callbacks add up; they live as long as the breaker.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use tower_prism_breaker::{Breaker, BreakerConfig, State, StateChange, Window};
+    /// use tower_prism_core::Outcome;
+    ///
+    /// let config = BreakerConfig::builder()
+    ///     .window(Window::Count { size: 2 })
+    ///     .minimum_calls(2)
+    ///     .build()?;
+    /// let breaker = Breaker::new("payments", &config)?;
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// breaker.on_state_change(move |change: StateChange| log.lock().unwrap().push(change.to));
+    /// for _ in 0..2 {
+    ///     let permit = breaker.acquire().unwrap();
+    ///     breaker.record(permit, Outcome::RETRYABLE);
+    /// }
+    /// assert_eq!(*seen.lock().unwrap(), [State::Open]);
+    /// # Ok::<(), tower_prism_core::ConfigError>(())
+    /// ```
+    pub fn on_state_change(&self, callback: impl Fn(StateChange) + Send + Sync + 'static) {
+        self.machine.on_state_change(std::sync::Arc::new(callback));
     }
 
     /// Opens the breaker until [`reset`](Breaker::reset): every call is rejected.

@@ -5,7 +5,8 @@
 //!
 //! [`CircuitBreakerLayer`] wraps a service in a [`CircuitBreaker`]. Every clone of the layer
 //! and of its services shares one [`Breaker`] (the handle: state,
-//! [`snapshot`](Breaker::snapshot), manual control, [`reconfigure`](Breaker::reconfigure)).
+//! [`snapshot`](Breaker::snapshot), callbacks on [state changes](Breaker::on_state_change),
+//! manual control, [`reconfigure`](Breaker::reconfigure)).
 //! A rejected call fails with [`Error::CircuitOpen`], which says when to retry; the inner
 //! service's own errors pass through unchanged. Errors are [`tower::BoxError`], as with
 //! tower's own middleware: downcast to [`Error`] to tell a rejection apart.
@@ -127,4 +128,4 @@ pub use error::Error;
 pub use future::ResponseFuture;
 pub use layer::{CircuitBreakerLayer, CircuitBreakerLayerBuilder};
 pub use service::CircuitBreaker;
-pub use state::{BreakerSnapshot, Permit, State};
+pub use state::{BreakerSnapshot, Permit, State, StateChange};

@@ -203,3 +203,38 @@ fn config_errors_and_toml_round_trip() {
     let back: BreakerConfig = toml::from_str(&text).unwrap();
     assert_eq!(back, config);
 }
+
+#[tokio::test(start_paused = true)]
+async fn state_change_callbacks_see_every_change_and_may_use_the_breaker() {
+    use std::sync::Mutex;
+    use tower_prism_breaker::StateChange;
+
+    let (mut svc, _) = make(base());
+    let breaker = svc.handle().unwrap().clone();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let reader = breaker.clone();
+    breaker.on_state_change(move |change: StateChange| {
+        // outside the breaker's locks: reading it here does not deadlock
+        assert_eq!(reader.state(), change.to);
+        log.lock().unwrap().push((change.from, change.to));
+    });
+    // a callback that panics changes nothing for the others or the breaker
+    breaker.on_state_change(|_| panic!("a bad callback"));
+    trip(&mut svc).await;
+    advance(Duration::from_secs(10)).await;
+    run(&mut svc, &[Req::Ok]).await;
+    breaker.force_open();
+    breaker.reset();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (State::Closed, State::Open),
+            (State::Open, State::HalfOpen),
+            (State::HalfOpen, State::Closed),
+            (State::Closed, State::ForcedOpen),
+            (State::ForcedOpen, State::Closed),
+        ]
+    );
+    assert_eq!(breaker.state(), State::Closed);
+}

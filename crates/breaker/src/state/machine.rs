@@ -24,7 +24,7 @@ use super::params::Params;
 use super::permit::{Permit, PermitKind};
 use super::probe::Probes;
 use super::word::{next_generation, pack_state, unpack_state};
-use super::{BreakerSnapshot, State};
+use super::{BreakerSnapshot, Listeners, State, StateChange};
 use crate::config::{BreakerConfig, Window};
 use crate::layer::ErrorHint;
 use crate::window::{CountWindow, Counts, SlidingWindow, TimeWindow};
@@ -61,6 +61,7 @@ pub(crate) struct Machine {
     /// Reads how long an inner error asks to wait (set by the layer builder's
     /// `retry_after_hint`); asked only when a failure opens the circuit.
     error_hint: Option<ErrorHint>,
+    listeners: Listeners,
 }
 
 fn build_window(shape: Window) -> SlidingWindow {
@@ -105,6 +106,7 @@ impl Machine {
             metrics: Metrics::new(&name),
             health,
             error_hint: None,
+            listeners: Listeners::default(),
             name,
         };
         if let Some(h) = &machine.health {
@@ -427,7 +429,9 @@ impl Machine {
         if current != generation {
             return false;
         }
-        self.transition_locked(&mut control, to, now, hint);
+        let change = self.transition_locked(&mut control, to, now, hint);
+        drop(control);
+        self.listeners.tell(&self.name, change);
         true
     }
 
@@ -437,7 +441,7 @@ impl Machine {
         to: State,
         now: Moment,
         hint: Option<Duration>,
-    ) {
+    ) -> StateChange {
         let (generation, from) = unpack_state(self.state.load(Acquire));
         let next = next_generation(generation);
         match to {
@@ -473,13 +477,24 @@ impl Machine {
         } else {
             tracing::info!(breaker = %self.name, %from, %to, "circuit breaker state changed");
         }
+        StateChange { from, to }
     }
 
     /// Moves to `to` whatever the state (manual control).
     pub(crate) fn force(&self, to: State) {
         let mut control = self.lock();
         let now = self.now();
-        self.transition_locked(&mut control, to, now, None);
+        let change = self.transition_locked(&mut control, to, now, None);
+        drop(control);
+        self.listeners.tell(&self.name, change);
+    }
+
+    /// Adds a callback told of every state change.
+    pub(crate) fn on_state_change(
+        &self,
+        listener: std::sync::Arc<dyn Fn(StateChange) + Send + Sync>,
+    ) {
+        self.listeners.add(listener);
     }
 
     /// Whether [`reconfigure`](Self::reconfigure) would accept `config`: valid, with the

@@ -3,6 +3,7 @@
 //! transitions ([`machine`]), and the plain data it hands out ([`Permit`],
 //! [`BreakerSnapshot`]). No tower types; [`crate::Breaker`] is the public handle over it.
 
+mod listeners;
 mod machine;
 mod metrics;
 mod params;
@@ -16,6 +17,8 @@ mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
+pub(crate) use listeners::Listeners;
+pub use listeners::StateChange;
 pub(crate) use machine::Machine;
 pub use permit::Permit;
 pub use snapshot::BreakerSnapshot;
