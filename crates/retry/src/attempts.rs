@@ -28,11 +28,13 @@ use crate::timers::Timers;
 
 pin_project! {
     #[project = StateProj]
-    pub(crate) enum State<F> {
+    pub(crate) enum State<F, O> {
         // An attempt is in flight (hedges of it may be too).
         Called { #[pin] future: F },
-        // The attempt failed while hedges of it are still in flight.
-        Waiting,
+        // The attempt failed while hedges of it are still in flight or one is on its way;
+        // `last` is the latest failure nothing else in flight stands behind, the answer
+        // if the hedge planned after it cannot go after all.
+        Waiting { last: Option<O> },
         // Waiting out the backoff (on the timer) before the next attempt.
         Backoff,
         // Driving the inner service's clone to readiness for the next attempt.
@@ -52,7 +54,11 @@ pub(crate) enum HedgeStep {
     Idle,
     /// The hedge timer runs.
     Armed,
-    /// The delay passed and the budget granted a hedge: readying the service to send it.
+    /// Hedges remain but the delay would end after the caller's deadline: the next one
+    /// goes only when an attempt fails.
+    OnFailure,
+    /// The delay passed (or an attempt failed) and the budget granted a hedge: readying
+    /// the service to send it.
     Readying,
 }
 
@@ -83,7 +89,7 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        pub(crate) state: State<S::Future>,
+        pub(crate) state: State<S::Future, Result<S::Response, BoxError>>,
         // The attempt timeout and the next hedge while `Called`, the backoff while
         // `Backoff`.
         #[pin]
@@ -252,7 +258,7 @@ where
                         return Poll::Ready(done);
                     }
                 }
-                StateProj::Waiting => match Self::poll_hedges(&mut this, cx) {
+                StateProj::Waiting { .. } => match Self::poll_hedges(&mut this, cx) {
                     Poll::Ready(Some(done)) => return Poll::Ready(done),
                     Poll::Ready(None) => continue,
                     Poll::Pending => return Poll::Pending,

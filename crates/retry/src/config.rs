@@ -101,7 +101,8 @@ pub struct RetryConfig {
     /// The retry budget shared by every clone.
     pub budget: BudgetConfig,
     /// Hedging (`[retry.hedge]`): send the same request again when an attempt goes
-    /// unanswered for a while, and take the first acceptable answer. Off when absent.
+    /// unanswered for a while or fails, and take the first acceptable answer. Off when
+    /// absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hedge: Option<HedgeConfig>,
 }
@@ -344,7 +345,8 @@ impl RetryConfigBuilder {
         self
     }
 
-    /// Hedging: another copy of the request after a delay with no answer.
+    /// Hedging: another copy of the request after a delay with no answer, or at once
+    /// when an attempt fails.
     pub fn hedge(mut self, hedge: HedgeConfig) -> Self {
         self.config.hedge = Some(hedge);
         self

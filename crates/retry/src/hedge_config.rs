@@ -20,8 +20,11 @@ pub const MAX_HEDGED: u32 = 8;
 
 /// Hedging: after `delay` with no answer, the retry stage sends the same request again
 /// (to another endpoint when a balancer is below), up to `max_hedged` extra attempts per
-/// call, and takes the first acceptable answer; the others are cancelled. Hedges draw from
-/// the retry budget, and only replayable requests are hedged (the rules of retries).
+/// call, and takes the first acceptable answer; the others are cancelled. As in Polly,
+/// `delay` is the longest wait: an attempt that fails retryably sends the next hedge at
+/// once. The call fails only when every attempt has failed and no hedge or retry remains.
+/// Hedges draw from the retry budget, and only replayable requests are hedged (the rules
+/// of retries).
 ///
 /// In a config, `[retry.hedge]` with exactly one of `delay` and `percentile`:
 ///
@@ -49,10 +52,12 @@ pub const MAX_HEDGED: u32 = 8;
 #[serde(try_from = "RawHedgeConfig", into = "RawHedgeConfig")]
 #[non_exhaustive]
 pub struct HedgeConfig {
-    /// How long an attempt goes unanswered before a hedge is sent.
+    /// How long an attempt goes unanswered, at most, before a hedge is sent: a retryable
+    /// failure sends the next one at once.
     pub delay: HedgeDelay,
     /// Hedges per call at most, beside the attempts retries make (default 1, at most
-    /// [`MAX_HEDGED`]). Each is sent `delay` after the attempt before it.
+    /// [`MAX_HEDGED`]). Each is sent `delay` after the attempt before it, or as soon as
+    /// an attempt fails retryably.
     pub max_hedged: u32,
 }
 

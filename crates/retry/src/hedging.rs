@@ -1,8 +1,10 @@
 //! Hedging, the response future's part: after the hedge delay with no answer, send the
 //! same request again (to another endpoint when a balancer is below), take the first
-//! acceptable answer and cancel the rest. A retryable failure of one attempt while others
-//! are in flight is dropped; when every attempt of a round has failed, the last failure
-//! goes to the usual retry decision.
+//! acceptable answer and cancel the rest. The delay is the longest wait before the next
+//! hedge (as Polly's): when an attempt fails retryably and a hedge remains, it goes at
+//! once. A retryable failure of one attempt while others are in flight (or a hedge is on
+//! its way) is set aside; when every attempt of a round has failed and no hedge remains,
+//! the last failure goes to the usual retry decision.
 
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -44,20 +46,63 @@ where
         while let Poll::Ready((result, sent_at)) = this.race.poll_next(cx) {
             let outcome = this.classify.classify(result.as_ref());
             let primary = Self::primary_in_flight(this);
-            if retryable(outcome) && (primary || !this.race.is_empty()) {
-                continue; // others may still answer
-            }
-            if !retryable(outcome) {
+            if retryable(outcome) {
+                let others = primary || !this.race.is_empty();
+                let next = Self::hedge_at_once(this);
+                if others {
+                    if next {
+                        // the timers changed: poll the attempt held inline again
+                        return Poll::Ready(None);
+                    }
+                    continue; // others may still answer
+                }
+                if next {
+                    // nothing else in flight: this failure answers if the hedge cannot go
+                    if let StateProj::Waiting { last } = this.state.as_mut().project() {
+                        *last = Some(result);
+                    }
+                    continue;
+                }
+            } else {
                 let shared: &Shared = &this.handle.shared;
                 shared.hedges_won.fetch_add(1, Ordering::Relaxed);
                 shared.metrics.hedges_won.increment(1);
                 tracing::debug!(name = %shared.name, attempt = *this.attempt, "a hedge answered first");
                 Self::cancel_others(this, primary);
             }
-            Self::end_round(this);
-            return Poll::Ready(Self::conclude(this, outcome, result, sent_at));
+            return Poll::Ready(Self::finish_round(this, outcome, result, sent_at));
         }
-        Self::poll_hedge_step(this, cx)
+        let step = Self::poll_hedge_step(this, cx);
+        if step.is_pending()
+            && matches!(*this.step, HedgeStep::Off | HedgeStep::OnFailure)
+            && this.race.is_empty()
+        {
+            // The hedge planned after the last failure could not go (budget, deadline,
+            // readiness): that failure is the round's.
+            if let StateProj::Waiting { last } = this.state.as_mut().project() {
+                if let Some(result) = last.take() {
+                    let outcome = Outcome::Failure { retryable: true };
+                    return Poll::Ready(Self::finish_round(this, outcome, result, None));
+                }
+            }
+        }
+        step
+    }
+
+    /// The round is over with `result`: the retry decision, or the call's answer (then
+    /// nothing is left to poll).
+    fn finish_round(
+        this: &mut AttemptsProj<'_, S, Req, C, R, H>,
+        outcome: Outcome,
+        result: Output<S, Req>,
+        sent_at: Option<Instant>,
+    ) -> Option<Output<S, Req>> {
+        Self::end_round(this);
+        let done = Self::conclude(this, outcome, result, sent_at);
+        if done.is_some() {
+            this.state.set(State::Done);
+        }
+        done
     }
 
     /// The attempt held inline answered while hedges of it are in flight (or a hedge is
@@ -68,9 +113,11 @@ where
     ) -> Option<Output<S, Req>> {
         let outcome = this.classify.classify(result.as_ref());
         if retryable(outcome) {
-            if !this.race.is_empty() {
-                // wait for the hedges; the hedge timer runs on
-                this.state.set(State::Waiting);
+            let next = Self::hedge_at_once(this);
+            if next || !this.race.is_empty() {
+                // wait for the hedges (the next one may be on its way); the hedge timer
+                // runs on
+                this.state.set(State::Waiting { last: Some(result) });
                 this.timers.as_mut().end_attempt();
                 return None;
             }
@@ -79,6 +126,24 @@ where
         }
         Self::end_round(this);
         Self::conclude(this, outcome, result, this.plan.sent_at)
+    }
+
+    /// An attempt failed retryably: the next hedge, if one remains and may go (hedges
+    /// left, time left, a replayable request, the budget's grant), is readied now rather
+    /// than after the delay. Whether a hedge is on its way.
+    fn hedge_at_once(this: &mut AttemptsProj<'_, S, Req, C, R, H>) -> bool {
+        if matches!(
+            *this.step,
+            HedgeStep::Idle | HedgeStep::Armed | HedgeStep::OnFailure
+        ) {
+            this.timers.as_mut().end_hedge();
+            *this.step = if Self::may_hedge(this) {
+                HedgeStep::Readying
+            } else {
+                HedgeStep::Off
+            };
+        }
+        *this.step == HedgeStep::Readying
     }
 
     fn primary_in_flight(this: &mut AttemptsProj<'_, S, Req, C, R, H>) -> bool {
@@ -128,12 +193,13 @@ where
     ) -> Poll<Option<Output<S, Req>>> {
         loop {
             match *this.step {
-                HedgeStep::Off => return Poll::Pending,
+                HedgeStep::Off | HedgeStep::OnFailure => return Poll::Pending,
                 HedgeStep::Idle => {
                     let delay = this.handle.shared.hedge_delay(this.plan.hedge);
                     if this.plan.deadline.is_some_and(|d| d.cannot_fit(delay)) {
-                        // a hedge sent at the deadline could not answer in time
-                        *this.step = HedgeStep::Off;
+                        // a hedge sent at the deadline could not answer in time; one sent
+                        // at once, when an attempt fails, may
+                        *this.step = HedgeStep::OnFailure;
                         continue;
                     }
                     this.timers.as_mut().start_hedge(delay);

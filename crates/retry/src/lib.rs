@@ -147,19 +147,22 @@
 //! once instead, an error wrapped in [`Error::CallerDeadline`] (a hint that reaches past
 //! the deadline returns the answer that carried it, as with `max_elapsed`); gave-up
 //! reason `deadline` in metrics. `attempt_timeout` is cut to the time left, and no hedge
-//! is sent once the deadline has passed or when its delay would end after it. Without a
-//! deadline nothing changes.
+//! is sent once the deadline has passed, nor at a delay that would end after it (one sent
+//! at once after a failure still may be). Without a deadline nothing changes.
 //!
 //! # Hedging
 //!
 //! With [`RetryConfig::hedge`] (`[retry.hedge]`, a [`HedgeConfig`]), an attempt that goes
 //! unanswered for the hedge delay (fixed, or a latency percentile of recent attempts) is
-//! raced by a copy of the request, up to `max_hedged` copies per call, one per delay. The
-//! first acceptable answer (a success, or a failure that is not retried) wins and the
-//! other attempts are dropped at once (counted in
-//! [`RetrySnapshot::cancelled_attempts`]); a retryable failure of one attempt while others
-//! are in flight is set aside, and once all have failed the retry rules above decide
-//! what follows. Hedges follow the rules of retries: only requests the
+//! raced by a copy of the request, up to `max_hedged` copies per call. As in Polly's
+//! hedging, the delay is the longest wait before the next copy: when an attempt fails
+//! with a retryable outcome (an attempt timeout included) and a hedge remains, the next
+//! hedge is sent at once, before any retry and its backoff. The first acceptable answer (a success, or a failure that is not retried) wins and the other
+//! attempts are dropped at once (counted in [`RetrySnapshot::cancelled_attempts`]); a
+//! retryable failure of one attempt while others are in flight, or while the next hedge
+//! is on its way, is set aside, and only once every attempt has failed and no hedge
+//! remains do the retry rules above decide what follows (a retry, or the last failure as
+//! the call's answer). Hedges follow the rules of retries: only requests the
 //! [`ReplayRequest`] can copy, each hedge draws one retry from the [`RetryBudget`] (an
 //! empty budget sends none, so hedging cannot multiply the load on a struggling
 //! upstream), and over a balancer a hedge (and a retry, when hedging is on) goes to an

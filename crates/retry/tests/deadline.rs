@@ -189,6 +189,44 @@ async fn no_hedge_that_cannot_be_sent_before_the_deadline() {
     );
 }
 
+/// A hedge whose delay would end after the deadline is not sent at the delay, but one sent
+/// at once when an attempt fails may still answer in time; after the deadline, none goes.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_at_a_failure_goes_while_the_deadline_allows() {
+    let config = RetryConfig::builder()
+        .max_attempts(1)
+        .budget(no_budget())
+        .hedge(HedgeConfig::fixed(MS * 50))
+        .build()
+        .unwrap();
+    let l = RetryLayer::from_config(&config).unwrap();
+    let log = Log::default();
+    let fails_first = |fail_ms: u32| {
+        let log = log.clone();
+        service_fn(move |n: u32| {
+            let first = log.push() == 1;
+            let ms = if first { fail_ms } else { 10 };
+            tokio::time::sleep(MS * ms).map(move |()| {
+                if first {
+                    Err::<u32, BoxError>("refused".into())
+                } else {
+                    Ok(n)
+                }
+            })
+        })
+    };
+    let mut svc = l.layer(fails_first(10));
+    let start = Instant::now();
+    assert_eq!(call_within(&mut svc, 1, MS * 40).await.unwrap(), 1);
+    assert_eq!(log.offsets(), vec![0, 10], "the hedge at the failure");
+    assert_eq!(start.elapsed(), MS * 20);
+    log.0.lock().unwrap().clear();
+    let mut svc = l.layer(fails_first(45));
+    let err = call_within(&mut svc, 1, MS * 40).await.unwrap_err();
+    assert_eq!(err.to_string(), "refused");
+    assert_eq!(log.count(), 1, "no hedge after the deadline");
+}
+
 /// `Future::map` without futures-util.
 trait MapExt: Future + Sized {
     fn map<T>(self, f: impl FnOnce(Self::Output) -> T) -> impl Future<Output = T> {

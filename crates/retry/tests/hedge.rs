@@ -453,18 +453,205 @@ async fn the_hedge_delay_and_the_attempt_timeout_each_fire_on_time() {
     assert_eq!(run(&mut svc, 0).await.unwrap(), 3);
     assert_eq!(up.log.offsets(), vec![0, 20, 80]);
     assert_eq!(start.elapsed(), MS * 90);
-    // The timeout first (30 ms, the hedge would go at 60 ms): each attempt times out
-    // unhedged, the second 10 ms after the first.
-    let up = Upstream::new([ok_after(1000, 1), ok_after(1000, 2)]);
+    // The timeout first (30 ms, the hedge would go at 60 ms): a timed-out attempt failed,
+    // so the hedge goes at once, at 30 ms; it times out at 60 ms, and the retry goes after
+    // its 10 ms backoff and times out in turn.
+    let up = Upstream::new([ok_after(1000, 1), ok_after(1000, 2), ok_after(1000, 3)]);
     let mut svc = layer(60, 30).layer(up.service());
     let start = Instant::now();
     let result = run(&mut svc, 0).await;
-    assert!(result.is_err(), "both attempts time out: {result:?}");
+    assert!(result.is_err(), "every attempt times out: {result:?}");
     assert_eq!(
         up.log.offsets(),
-        vec![0, 40],
-        "no hedge: each attempt timed out first"
+        vec![0, 30, 70],
+        "the hedge at the first timeout, not at its delay"
     );
-    assert_eq!(start.elapsed(), MS * 70);
+    assert_eq!(start.elapsed(), MS * 100);
     assert_eq!(up.in_flight(), 0);
+}
+
+/// Polly's hedging: the delay is the longest wait before the next hedge. An attempt that
+/// fails (retryably) before it sends the next hedge at once, whether or not retries are
+/// on: the hedge comes before a retry and its backoff.
+#[tokio::test(start_paused = true)]
+async fn a_failure_before_the_delay_sends_the_hedge_at_once() {
+    for attempts in [1, 3] {
+        let up = Upstream::new([err_after(10), ok_after(10, 2)]);
+        let layer = hedging(HedgeConfig::fixed(Duration::from_secs(1)), attempts);
+        let mut svc = layer.layer(up.service());
+        let start = Instant::now();
+        assert_eq!(run(&mut svc, 0).await.unwrap(), 2, "{attempts} attempts");
+        assert_eq!(start.elapsed(), MS * 20, "{attempts} attempts");
+        assert_eq!(up.log.offsets(), vec![0, 10], "the hedge at the failure");
+        let s = layer.handle().snapshot();
+        assert_eq!((s.hedges_sent, s.hedges_won, s.retries), (1, 1, 0));
+        assert_eq!(up.in_flight(), 0);
+    }
+}
+
+/// A hedge that fails while the original runs sends the next hedge at once too, and the
+/// original's failure does not end the call while a hedge may still answer.
+#[tokio::test(start_paused = true)]
+async fn a_failure_while_others_run_sends_the_next_hedge_at_once() {
+    // the hedge sent at 50 fails at 60: the second goes then, and wins at 65
+    let up = Upstream::new([ok_after(1000, 1), err_after(10), ok_after(5, 3)]);
+    let layer = hedging(HedgeConfig::fixed(MS * 50).max_hedged(2), 1);
+    let mut svc = layer.layer(up.service());
+    let start = Instant::now();
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 3);
+    assert_eq!(start.elapsed(), MS * 65);
+    assert_eq!(up.log.offsets(), vec![0, 50, 60]);
+    assert_eq!(
+        (up.dropped(), up.in_flight()),
+        (1, 0),
+        "the original dropped"
+    );
+    // the original fails at 70 while the hedge sent at 50 runs: the second hedge goes at
+    // 70, not at 100, and the first hedge still wins at 90
+    let up = Upstream::new([err_after(70), ok_after(40, 2), ok_after(1000, 3)]);
+    let mut svc = layer.layer(up.service());
+    let start = Instant::now();
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 2);
+    assert_eq!(start.elapsed(), MS * 90);
+    assert_eq!(up.log.offsets(), vec![0, 50, 70]);
+    assert_eq!(
+        (up.dropped(), up.in_flight()),
+        (1, 0),
+        "the last hedge dropped"
+    );
+}
+
+/// The call fails only when every attempt failed and no hedge (nor retry) remains; then
+/// the retry rules decide, as before.
+#[tokio::test(start_paused = true)]
+async fn the_call_fails_once_every_hedge_failed() {
+    let up = Upstream::new([err_after(10), err_after(10), err_after(10)]);
+    let layer = hedging(HedgeConfig::fixed(MS * 50).max_hedged(2), 1);
+    let mut svc = layer.layer(up.service());
+    let start = Instant::now();
+    let err = run(&mut svc, 0).await.unwrap_err();
+    assert_eq!(err.to_string(), "refused");
+    assert_eq!(
+        up.log.offsets(),
+        vec![0, 10, 20],
+        "one hedge after each failure"
+    );
+    assert_eq!(start.elapsed(), MS * 30);
+    // with a retry left: the hedges first, then the retry after its 10 ms backoff
+    let up = Upstream::new([err_after(10), err_after(10), ok_after(10, 3)]);
+    let layer = hedging(HedgeConfig::fixed(MS * 50), 2);
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 3);
+    assert_eq!(up.log.offsets(), vec![0, 10, 30]);
+    let s = layer.handle().snapshot();
+    assert_eq!((s.hedges_sent, s.retries), (1, 1));
+}
+
+/// A hedge sent at a failure draws from the budget like any other: an empty budget sends
+/// none and the failure is the call's answer.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_at_a_failure_needs_the_budget() {
+    let empty = BudgetConfig::builder()
+        .ratio(0.0)
+        .success_ratio(0.0)
+        .min_per_second(0)
+        .build()
+        .unwrap();
+    let config = RetryConfig::builder()
+        .max_attempts(1)
+        .budget(empty)
+        .hedge(HedgeConfig::fixed(MS * 50))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::from_config(&config).unwrap();
+    let up = Upstream::new([err_after(10), ok_after(10, 2)]);
+    let mut svc = layer.layer(up.service());
+    let start = Instant::now();
+    assert_eq!(run(&mut svc, 0).await.unwrap_err().to_string(), "refused");
+    assert_eq!(start.elapsed(), MS * 10);
+    assert_eq!(up.log.count(), 1);
+    let s = layer.handle().snapshot();
+    assert_eq!((s.hedges_sent, s.hedges_no_budget), (0, 1));
+}
+
+/// Ready for the first call; after it, as the gate says: `Some(true)` ready, `Some(false)`
+/// an error, `None` not yet (until [`open`] wakes it).
+#[derive(Clone)]
+struct Gated<S> {
+    inner: S,
+    gate: Gate,
+    calls: Arc<AtomicUsize>,
+}
+
+type Gate = Arc<Mutex<(Option<bool>, Option<std::task::Waker>)>>;
+
+fn open(gate: &Gate) {
+    let mut g = gate.lock().unwrap();
+    g.0 = Some(true);
+    if let Some(w) = g.1.take() {
+        w.wake();
+    }
+}
+
+impl<S: Service<u32, Error = BoxError>> Service<u32> for Gated<S> {
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        if self.calls.load(Ordering::SeqCst) == 0 {
+            return self.inner.poll_ready(cx);
+        }
+        let mut g = self.gate.lock().unwrap();
+        match g.0 {
+            Some(true) => self.inner.poll_ready(cx),
+            Some(false) => std::task::Poll::Ready(Err("not ready".into())),
+            None => {
+                g.1 = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+    }
+
+    fn call(&mut self, n: u32) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.call(n)
+    }
+}
+
+/// A hedge due at a failure waits for the service to be ready, without the original's
+/// failure ending the call; if readiness fails, that failure is the answer.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_at_a_failure_waits_for_readiness() {
+    let layer = hedging(HedgeConfig::fixed(Duration::from_secs(1)), 1);
+    let gate: Gate = Arc::default();
+    let up = Upstream::new([err_after(10), ok_after(10, 2)]);
+    let svc = Gated {
+        inner: up.service(),
+        gate: gate.clone(),
+        calls: Arc::default(),
+    };
+    let mut svc = layer.layer(svc);
+    let call = tokio::spawn(async move { run(&mut svc, 0).await });
+    tokio::time::sleep(MS * 30).await;
+    assert!(!call.is_finished(), "the hedge is still on its way");
+    open(&gate);
+    assert_eq!(call.await.unwrap().unwrap(), 2);
+    assert_eq!(up.log.offsets(), vec![0, 30]);
+    // readiness fails: the original's failure answers, at once
+    let gate: Gate = Arc::new(Mutex::new((Some(false), None)));
+    let up = Upstream::new([err_after(10), ok_after(10, 2)]);
+    let svc = Gated {
+        inner: up.service(),
+        gate,
+        calls: Arc::default(),
+    };
+    let mut svc = layer.layer(svc);
+    let start = Instant::now();
+    assert_eq!(run(&mut svc, 0).await.unwrap_err().to_string(), "refused");
+    assert_eq!(start.elapsed(), MS * 10);
+    assert_eq!(up.log.count(), 1);
 }
