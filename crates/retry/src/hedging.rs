@@ -2,9 +2,10 @@
 //! same request again (to another endpoint when a balancer is below), take the first
 //! acceptable answer and cancel the rest. The delay is the longest wait before the next
 //! hedge (as Polly's): when an attempt fails retryably and a hedge remains, it goes at
-//! once. A retryable failure of one attempt while others are in flight (or a hedge is on
-//! its way) is set aside; when every attempt of a round has failed and no hedge remains,
-//! the last failure goes to the usual retry decision.
+//! once, and a zero delay sends every hedge at the first poll. A retryable failure of one
+//! attempt while others are in flight (or a hedge is on its way) is set aside; when every
+//! attempt of a round has failed and no hedge remains, the last failure goes to the usual
+//! retry decision.
 
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -200,6 +201,15 @@ where
                         // a hedge sent at the deadline could not answer in time; one sent
                         // at once, when an attempt fails, may
                         *this.step = HedgeStep::OnFailure;
+                        continue;
+                    }
+                    if delay.is_zero() {
+                        // parallel mode: the hedge goes now, without the timer
+                        *this.step = if Self::may_hedge(this) {
+                            HedgeStep::Readying
+                        } else {
+                            HedgeStep::Off
+                        };
                         continue;
                     }
                     this.timers.as_mut().start_hedge(delay);

@@ -157,7 +157,9 @@
 //! raced by a copy of the request, up to `max_hedged` copies per call. As in Polly's
 //! hedging, the delay is the longest wait before the next copy: when an attempt fails
 //! with a retryable outcome (an attempt timeout included) and a hedge remains, the next
-//! hedge is sent at once, before any retry and its backoff. The first acceptable answer (a success, or a failure that is not retried) wins and the other
+//! hedge is sent at once, before any retry and its backoff; a zero delay (parallel mode)
+//! sends every hedge at the first poll that finds the attempt unanswered. The first
+//! acceptable answer (a success, or a failure that is not retried) wins and the other
 //! attempts are dropped at once (counted in [`RetrySnapshot::cancelled_attempts`]); a
 //! retryable failure of one attempt while others are in flight, or while the next hedge
 //! is on its way, is set aside, and only once every attempt has failed and no hedge

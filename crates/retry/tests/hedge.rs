@@ -655,3 +655,46 @@ async fn a_hedge_at_a_failure_waits_for_readiness() {
     assert_eq!(start.elapsed(), MS * 10);
     assert_eq!(up.log.count(), 1);
 }
+
+/// Polly's parallel mode: a zero delay sends every hedge at once (still at most
+/// `max_hedged`), and the first answer wins.
+#[tokio::test(start_paused = true)]
+async fn a_zero_delay_sends_every_hedge_at_once() {
+    let hedge: HedgeConfig = toml::from_str("delay = \"0s\"\nmax_hedged = 2").unwrap();
+    let up = Upstream::new([ok_after(100, 1), ok_after(30, 2), ok_after(50, 3)]);
+    let layer = hedging(hedge, 1);
+    let mut svc = layer.layer(up.service());
+    let start = Instant::now();
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 2);
+    assert_eq!(start.elapsed(), MS * 30);
+    assert_eq!(up.log.offsets(), vec![0, 0, 0], "all three at once");
+    assert_eq!((up.dropped(), up.in_flight()), (2, 0));
+    let s = layer.handle().snapshot();
+    assert_eq!((s.hedges_sent, s.hedges_won), (2, 1));
+    assert_eq!(s.hedge_delay, Some(Duration::ZERO));
+}
+
+/// Parallel mode keeps the budget's bound: a floor of one retry per second sends one
+/// hedge, not two.
+#[tokio::test(start_paused = true)]
+async fn a_zero_delay_still_draws_from_the_budget() {
+    let one = BudgetConfig::builder()
+        .success_ratio(0.0)
+        .min_per_second(1)
+        .window(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let config = RetryConfig::builder()
+        .max_attempts(1)
+        .budget(one)
+        .hedge(HedgeConfig::fixed(Duration::ZERO).max_hedged(2))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::from_config(&config).unwrap();
+    let up = Upstream::new([ok_after(100, 1), ok_after(30, 2), ok_after(50, 3)]);
+    let mut svc = layer.layer(up.service());
+    assert_eq!(run(&mut svc, 0).await.unwrap(), 2);
+    assert_eq!(up.log.offsets(), vec![0, 0]);
+    let s = layer.handle().snapshot();
+    assert_eq!((s.hedges_sent, s.hedges_no_budget), (1, 1));
+}
