@@ -10,6 +10,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use sync_wrapper::SyncWrapper;
 use tokio::time::Instant;
 use tower_prism_core::internal::attempt;
 use tower_prism_core::internal::route::call_avoiding;
@@ -33,8 +34,9 @@ pin_project! {
         Called { #[pin] future: F },
         // The attempt failed while hedges of it are still in flight or one is on its way;
         // `last` is the latest failure nothing else in flight stands behind, the answer
-        // if the hedge planned after it cannot go after all.
-        Waiting { last: Option<O> },
+        // if the hedge planned after it cannot go after all. Only ever taken out whole,
+        // so wrapped to keep the future `Sync` whatever the response type.
+        Waiting { last: Option<SyncWrapper<O>> },
         // Waiting out the backoff (on the timer) before the next attempt.
         Backoff,
         // Driving the inner service's clone to readiness for the next attempt.

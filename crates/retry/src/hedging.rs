@@ -10,6 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
+use sync_wrapper::SyncWrapper;
 use tokio::time::Instant;
 use tower_prism_core::internal::route::call_avoiding;
 use tower_prism_core::{BoxError, Classify, Outcome};
@@ -60,7 +61,7 @@ where
                 if next {
                     // nothing else in flight: this failure answers if the hedge cannot go
                     if let StateProj::Waiting { last } = this.state.as_mut().project() {
-                        *last = Some(result);
+                        *last = Some(SyncWrapper::new(result));
                     }
                     continue;
                 }
@@ -81,7 +82,7 @@ where
             // The hedge planned after the last failure could not go (budget, deadline,
             // readiness): that failure is the round's.
             if let StateProj::Waiting { last } = this.state.as_mut().project() {
-                if let Some(result) = last.take() {
+                if let Some(result) = last.take().map(SyncWrapper::into_inner) {
                     let outcome = Outcome::Failure { retryable: true };
                     return Poll::Ready(Self::finish_round(this, outcome, result, None));
                 }
@@ -118,7 +119,9 @@ where
             if next || !this.race.is_empty() {
                 // wait for the hedges (the next one may be on its way); the hedge timer
                 // runs on
-                this.state.set(State::Waiting { last: Some(result) });
+                this.state.set(State::Waiting {
+                    last: Some(SyncWrapper::new(result)),
+                });
                 this.timers.as_mut().end_attempt();
                 return None;
             }
