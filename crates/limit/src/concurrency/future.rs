@@ -132,71 +132,90 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
-        loop {
-            match state.as_mut().project() {
-                StateProj::Called {
-                    future,
-                    permit,
-                    classify,
-                } => {
-                    let mark = attempt::Mark::now();
-                    let polled = future.poll(cx);
-                    if let (Some(event), Some(permit)) = (mark.event_since(), permit.as_mut()) {
-                        heard(permit, event);
+        // A pass-through stage's poll inlines into its caller's: the response is moved
+        // once, not once more by a call of its own.
+        if let StateProj::PassThrough { future } = state.as_mut().project() {
+            return future.poll(cx).map_err(Into::into);
+        }
+        poll_engaged(state, cx)
+    }
+}
+
+/// The poll of an engaged stage's call (see [`ResponseFuture::poll`]).
+#[inline(never)]
+fn poll_engaged<S, Req, C>(
+    mut state: Pin<&mut State<S, Req, C>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<S::Response, BoxError>>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+{
+    loop {
+        match state.as_mut().project() {
+            StateProj::Called {
+                future,
+                permit,
+                classify,
+            } => {
+                let mark = attempt::Mark::now();
+                let polled = future.poll(cx);
+                if let (Some(event), Some(permit)) = (mark.event_since(), permit.as_mut()) {
+                    heard(permit, event);
+                }
+                let result = ready!(polled);
+                if let Some(permit) = permit.take() {
+                    finish(permit, classify, result.as_ref());
+                }
+                return Poll::Ready(result.map_err(Into::into));
+            }
+            StateProj::PassThrough { future } => {
+                return future.poll(cx).map_err(Into::into);
+            }
+            StateProj::Failed { error } => {
+                let error = error.take().expect("polled after completion");
+                return Poll::Ready(Err(error.into()));
+            }
+            StateProj::Pending { pending } => {
+                let mut p = pending.as_mut().project();
+                if let Some(wait) = p.wait.as_mut() {
+                    match ready!(wait.as_mut().poll(cx)) {
+                        Ok(permit) => {
+                            *p.wait = None;
+                            *p.permit = Some(permit);
+                        }
+                        Err(error) => state.set(State::Failed { error: Some(error) }),
                     }
-                    let result = ready!(polled);
-                    if let Some(permit) = permit.take() {
-                        finish(permit, classify, result.as_ref());
+                    continue;
+                }
+                let mark = attempt::Mark::now();
+                let polled = received::scope(*p.received, || p.call.as_mut().poll(cx));
+                let event = mark.event_since();
+                if !*p.called && matches!(*p.call, ReadyCall::Called { .. }) {
+                    // The call was made: latency counts from now.
+                    *p.called = true;
+                    if let Some(permit) = p.permit.as_mut() {
+                        permit.restart_clock();
                     }
+                }
+                if let (Some(event), Some(permit)) = (event, p.permit.as_mut()) {
+                    heard(permit, event);
+                }
+                let result = ready!(polled);
+                let permit = p.permit.take();
+                if !*p.called {
+                    // The service failed to become ready: dropping the permit gives the
+                    // slot back, with no sample.
                     return Poll::Ready(result.map_err(Into::into));
                 }
-                StateProj::PassThrough { future } => {
-                    return future.poll(cx).map_err(Into::into);
+                if let Some(permit) = permit {
+                    finish(permit, p.classify, result.as_ref());
                 }
-                StateProj::Failed { error } => {
-                    let error = error.take().expect("polled after completion");
-                    return Poll::Ready(Err(error.into()));
-                }
-                StateProj::Pending { pending } => {
-                    let mut p = pending.as_mut().project();
-                    if let Some(wait) = p.wait.as_mut() {
-                        match ready!(wait.as_mut().poll(cx)) {
-                            Ok(permit) => {
-                                *p.wait = None;
-                                *p.permit = Some(permit);
-                            }
-                            Err(error) => state.set(State::Failed { error: Some(error) }),
-                        }
-                        continue;
-                    }
-                    let mark = attempt::Mark::now();
-                    let polled = received::scope(*p.received, || p.call.as_mut().poll(cx));
-                    let event = mark.event_since();
-                    if !*p.called && matches!(*p.call, ReadyCall::Called { .. }) {
-                        // The call was made: latency counts from now.
-                        *p.called = true;
-                        if let Some(permit) = p.permit.as_mut() {
-                            permit.restart_clock();
-                        }
-                    }
-                    if let (Some(event), Some(permit)) = (event, p.permit.as_mut()) {
-                        heard(permit, event);
-                    }
-                    let result = ready!(polled);
-                    let permit = p.permit.take();
-                    if !*p.called {
-                        // The service failed to become ready: dropping the permit gives the
-                        // slot back, with no sample.
-                        return Poll::Ready(result.map_err(Into::into));
-                    }
-                    if let Some(permit) = permit {
-                        finish(permit, p.classify, result.as_ref());
-                    }
-                    return Poll::Ready(result.map_err(Into::into));
-                }
+                return Poll::Ready(result.map_err(Into::into));
             }
         }
     }

@@ -116,8 +116,26 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline]
+    #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
+        // A pass-through stage's call inlines into its caller's: the request and the inner
+        // future are moved once, not once more by a call of its own.
+        if self.engaged.is_none() {
+            return ResponseFuture::pass_through(self.inner.call(request));
+        }
+        self.call_engaged(request)
+    }
+}
+
+impl<S, C> ConcurrencyLimit<S, C> {
+    /// The call of an engaged stage (see [`Service::call`]).
+    #[inline(never)]
+    fn call_engaged<Req>(&mut self, request: Req) -> ResponseFuture<S, Req, C>
+    where
+        S: Service<Req> + Clone,
+        S::Error: Into<BoxError>,
+        C: Classify<S::Response, S::Error> + Clone,
+    {
         let Some(engaged) = &self.engaged else {
             return ResponseFuture::pass_through(self.inner.call(request));
         };
