@@ -79,6 +79,7 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        ResponseFuture::new(reading::shared(|| S::call(&mut self.inner, req)))
+        let inner = &mut self.inner;
+        ResponseFuture::new(reading::shared_with(req, |req| S::call(inner, req)))
     }
 }
