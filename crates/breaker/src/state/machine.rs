@@ -341,10 +341,16 @@ impl Machine {
             self.consecutive.store(0, Relaxed);
         }
         if counts.is_consistent(window.capacity()) {
-            self.show_rates(counts);
-            trip = trip
-                || (counts.calls >= self.params.minimum_calls.load(Relaxed)
-                    && self.params.trips(counts));
+            if counts.failures == 0 && counts.slow == 0 {
+                // The healthy steady state: no rate to show, and no rate reaches a
+                // threshold (both are above 0).
+                self.clear_rates();
+            } else {
+                self.show_rates(counts);
+                trip = trip
+                    || (counts.calls >= self.params.minimum_calls.load(Relaxed)
+                        && self.params.trips(counts));
+            }
         }
         if trip {
             self.transition_from(generation, State::Open, now, hint());
@@ -360,7 +366,16 @@ impl Machine {
             if !self.rates_nonzero.load(Relaxed) {
                 self.rates_nonzero.store(true, Relaxed);
             }
-        } else if self.rates_nonzero.load(Relaxed) {
+        } else {
+            self.clear_rates();
+        }
+    }
+
+    /// [`show_rates`](Self::show_rates) of a window without failures or slow calls: the
+    /// gauges go to 0 once, and stay there with one load per call.
+    #[inline]
+    fn clear_rates(&self) {
+        if self.rates_nonzero.load(Relaxed) {
             self.rates_nonzero.store(false, Relaxed);
             self.metrics.failure_ratio.set(0.0);
             self.metrics.slow_call_ratio.set(0.0);
