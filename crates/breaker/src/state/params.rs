@@ -110,6 +110,7 @@ impl Params {
     }
 
     /// Whether `outcome` counts as a failure under the `count_*` switches.
+    #[inline]
     pub(crate) fn counts_as_failure(&self, outcome: Outcome) -> bool {
         match outcome {
             Outcome::Success => false,

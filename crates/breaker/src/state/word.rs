@@ -49,6 +49,7 @@ impl State {
         }
     }
 
+    #[inline]
     pub(crate) fn from_number(n: u64) -> State {
         State::ALL[(n as usize).min(4)]
     }
@@ -66,11 +67,13 @@ impl fmt::Display for State {
 }
 
 /// The state word: `generation << 8 | state number`.
+#[inline]
 pub(crate) fn pack_state(generation: u64, state: State) -> u64 {
     (generation << 8) | u64::from(state.as_number())
 }
 
 /// The generation and state of a state word.
+#[inline]
 pub(crate) fn unpack_state(word: u64) -> (u64, State) {
     (word >> 8, State::from_number(word & 0xff))
 }
