@@ -55,6 +55,7 @@ pub enum SlidingWindow {
 
 impl SlidingWindow {
     /// Records one call completed at `now_nanos` and returns the window's counts after it.
+    #[inline]
     pub fn record(&self, failure: bool, slow: bool, now_nanos: u64) -> Counts {
         match self {
             SlidingWindow::Count(w) => w.record(failure, slow),
