@@ -177,6 +177,14 @@ impl<P: Profile> Stages<P> {
             Some(layer) => layer.layer(retry),
             None => BreakerService::<_, P>::pass_through(retry),
         };
+        if self.concurrency.is_none() && self.deadline.is_none() {
+            // Neither stage can come later (a reload adds no stage table): the rate
+            // limit goes right over the breaker.
+            return Stack::Lean(match &self.rate_limit {
+                Some(layer) => layer.layer(breaker),
+                None => RateLimitService::<_, P>::pass_through_as(breaker),
+            });
+        }
         let deadline = match &self.deadline {
             Some(layer) => layer.layer(breaker),
             None => DeadlineService::<_, P>::pass_through(breaker),
@@ -185,9 +193,9 @@ impl<P: Profile> Stages<P> {
             Some(layer) => layer.layer(deadline),
             None => ConcurrencyService::<_, P>::pass_through(deadline),
         };
-        match &self.rate_limit {
+        Stack::Full(match &self.rate_limit {
             Some(layer) => layer.layer(concurrency),
             None => RateLimitService::<_, P>::pass_through_as(concurrency),
-        }
+        })
     }
 }

@@ -446,3 +446,55 @@ fn a_server_stack_carries_no_retry_state() {
         "server {server_size} bytes, client {client_size}"
     );
 }
+
+/// A policy with neither a concurrency limit nor a deadline stacks neither stage (the
+/// rest of the stack right under the rate limit); one with either stacks both. Either
+/// way the service reaches, lends and gives back the same inner service, and calls go
+/// through every configured stage.
+#[tokio::test]
+async fn a_stack_without_the_middle_stages_reaches_the_inner_service_as_a_full_one() {
+    use tower::Service;
+    #[derive(Debug, Clone, PartialEq)]
+    struct Tagged(u32);
+    impl tower::Service<u32> for Tagged {
+        type Response = u32;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<u32, BoxError>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, n: u32) -> Self::Future {
+            std::future::ready(Ok(n + self.0))
+        }
+    }
+    let rate = || RateLimitConfig::new(1, Duration::from_secs(3600));
+    let lean = ReliabilityLayer::builder()
+        .name("lean")
+        .rate_limit(rate())
+        .build()
+        .unwrap();
+    let full = ReliabilityLayer::builder()
+        .name("full")
+        .rate_limit(rate())
+        .deadline(
+            tower_prism::deadline::DeadlineConfig::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    for layer in [lean, full] {
+        let mut service = layer.layer(Tagged(1));
+        assert_eq!(service.get_ref(), &Tagged(1));
+        service.get_mut().0 = 2;
+        assert_eq!(service.clone().get_ref(), &Tagged(2));
+        assert_eq!(service.ready().await.unwrap().call(40).await.unwrap(), 42);
+        let limited = service.ready().await.unwrap().call(40).await.unwrap_err();
+        assert_eq!(Error::from_box(limited).kind(), ErrorKind::RateLimited);
+        assert_eq!(service.into_inner(), Tagged(2));
+    }
+}
