@@ -152,6 +152,7 @@ impl CountWindow {
     }
 
     /// Records one call and returns the totals right after it.
+    #[inline]
     pub fn record(&self, failure: bool, slow: bool) -> Counts {
         let code = slot_code(failure, slow);
         let index = self.slot_index(self.hot.cursor.fetch_add(1, Relaxed));
