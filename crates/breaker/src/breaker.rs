@@ -140,7 +140,7 @@ impl Breaker {
         now: Moment,
         hint: impl FnOnce() -> Option<Duration>,
     ) {
-        let elapsed = permit.start.elapsed_to(now);
+        let elapsed = permit.start.nanos_to(now);
         self.machine
             .record_hinted(permit, outcome, elapsed, now, hint);
     }

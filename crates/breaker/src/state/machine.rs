@@ -278,26 +278,30 @@ impl Machine {
     #[inline]
     #[cfg_attr(not(any(test, loom)), allow(dead_code))]
     pub(crate) fn record(&self, permit: Permit, outcome: Outcome, elapsed: Duration, now: Moment) {
-        self.record_hinted(permit, outcome, elapsed, now, || None);
+        self.record_hinted(permit, outcome, nanos(elapsed), now, || None);
     }
 
     /// [`record`](Self::record), with `hint` to ask how long the result asks to wait: it
     /// is called only if this failure opens the circuit (never on a success, never under
     /// the transition lock), and its answer sets the open wait (within bounds, see
-    /// [`Params::open_wait`](super::params::Params::open_wait)).
+    /// [`Params::open_wait`](super::params::Params::open_wait)). The call took
+    /// `elapsed_nanos`: the slow-call check compares nanoseconds, and a `Duration` is
+    /// made only for what takes one (the histogram, the health signal), not made and
+    /// taken apart again on every call.
     #[inline]
     pub(crate) fn record_hinted(
         &self,
         permit: Permit,
         outcome: Outcome,
-        elapsed: Duration,
+        elapsed_nanos: u64,
         now: Moment,
         hint: impl FnOnce() -> Option<Duration>,
     ) {
+        let elapsed = || Duration::from_nanos(elapsed_nanos);
         self.metrics.calls(outcome).increment(1);
-        self.metrics.duration.record(elapsed.as_secs_f64());
+        self.metrics.duration.record(elapsed().as_secs_f64());
         if let Some(h) = &self.health {
-            h.record(outcome, elapsed);
+            h.record(outcome, elapsed());
         }
         let failure = match outcome {
             Outcome::Success => false,
@@ -307,7 +311,7 @@ impl Machine {
             _ if !self.params.counts_as_failure(outcome) => return self.release(permit),
             _ => true,
         };
-        let slow = nanos(elapsed) > self.params.slow_nanos.load(Relaxed);
+        let slow = elapsed_nanos > self.params.slow_nanos.load(Relaxed);
         match permit.kind {
             PermitKind::Disabled => {}
             PermitKind::Closed => self.record_closed(permit.generation, failure, slow, now, hint),
