@@ -107,14 +107,26 @@ impl PermitGuard {
 }
 
 impl Drop for PermitGuard {
+    // Inline: the guard of a call that completed holds no permit, and its drop is one
+    // branch in the future's.
+    #[inline]
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
-            let gave_up_on_a_failure = self.retrying && !std::thread::panicking();
-            if gave_up_on_a_failure || self.counts_as_expired() {
-                self.breaker.record(permit, Outcome::RETRYABLE);
-            } else {
-                self.breaker.release(permit);
-            }
+            self.dropped_with(permit);
+        }
+    }
+}
+
+impl PermitGuard {
+    /// The drop of a guard whose call did not complete: `permit` is recorded as a failure
+    /// or given back.
+    #[inline(never)]
+    fn dropped_with(&mut self, permit: Permit) {
+        let gave_up_on_a_failure = self.retrying && !std::thread::panicking();
+        if gave_up_on_a_failure || self.counts_as_expired() {
+            self.breaker.record(permit, Outcome::RETRYABLE);
+        } else {
+            self.breaker.release(permit);
         }
     }
 }
