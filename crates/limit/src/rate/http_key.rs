@@ -114,11 +114,18 @@ impl Part {
 }
 
 impl<B> KeyFn<Request<B>> for HttpKey {
-    #[inline]
+    #[inline(always)]
     fn bucket(&self, request: &Request<B>, limiter: &RateLimiter) -> Option<u64> {
+        // Unkeyed: one branch in the caller; the hashing of a keyed request out of line.
         let parts = self.parts.as_deref()?;
-        Some(limiter.hash_key(&RequestKey { parts, request }))
+        Some(hash_request(parts, request, limiter))
     }
+}
+
+/// The bucket of `request` under `parts`.
+#[inline(never)]
+fn hash_request<B>(parts: &[Part], request: &Request<B>, limiter: &RateLimiter) -> u64 {
+    limiter.hash_key(&RequestKey { parts, request })
 }
 
 /// The key of one request: hashing it reads each part off the request.
