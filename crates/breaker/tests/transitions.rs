@@ -338,3 +338,24 @@ async fn minimum_calls_over_a_count_window_is_capped_at_its_size() {
     run(&mut svc, &[Req::Fail, Req::Fail, Req::Ok, Req::Ok]).await;
     assert_eq!(svc.handle().unwrap().state(), State::Open);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_threshold_under_a_millionth_still_needs_a_failure() {
+    // thresholds are compared in millionths: one rounding to 0 would trip on successes
+    let (mut svc, _) = make(base().failure_rate_threshold(1e-9));
+    run(&mut svc, &[Req::Ok; 4]).await;
+    assert_eq!(svc.handle().unwrap().state(), State::Closed);
+    run(&mut svc, &[Req::Fail]).await;
+    assert_eq!(
+        svc.handle().unwrap().state(),
+        State::Open,
+        "one failure is over it"
+    );
+    advance(Duration::from_secs(10)).await;
+    run(&mut svc, &[Req::Ok]).await;
+    assert_eq!(
+        svc.handle().unwrap().state(),
+        State::Closed,
+        "a good probe closes"
+    );
+}

@@ -16,7 +16,7 @@ const PPM: u64 = 1_000_000;
 /// A rate in (0, 1] (validated) in millionths, rounded: thresholds are exact to six
 /// decimals. Window counts are at most 2^24, so `count * PPM` fits a `u64`.
 fn ppm(rate: f64) -> u64 {
-    (rate * PPM as f64).round() as u64
+    ((rate * PPM as f64).round() as u64).max(1)
 }
 
 /// A [`BreakerConfig`]'s numbers, each in its own atomic.
