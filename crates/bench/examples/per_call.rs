@@ -3,7 +3,8 @@
 //! rather than timed") come from `scripts/call-count`, which runs this under callgrind for
 //! `N` and `2N` calls and divides the difference by `N`, each run less the one-time clock
 //! calibration (`once_cell::imp::initialize_or_wait`, inclusive). Stacks: `three` (rate
-//! limit, breaker, retry over one service), `four` (the same over a balancer of 8), `http` (an
+//! limit, breaker, retry over one service), `deadline` (the same three and a deadline, a
+//! 30 s timeout every call arms), `four` (the same three over a balancer of 8), `http` (an
 //! `http_server()` policy of a rate limit and a breaker under `http_errors()`),
 //! `http-cloned` (the same, each call through a clone of the stack dropped after it, as
 //! axum's `Route` serves each request), `bare` (the HTTP route alone), `limit` (the
@@ -21,6 +22,7 @@ use std::time::Duration;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_prism::balance::BalanceConfig;
 use tower_prism::breaker::BreakerConfig;
+use tower_prism::deadline::DeadlineConfig;
 use tower_prism::limit::rate::RateLimitConfig;
 use tower_prism::retry::RetryConfig;
 use tower_prism::{ReliabilityLayer, ServiceBuilderExt};
@@ -51,6 +53,18 @@ fn main() {
         .expect("valid policy");
     match stack.as_str() {
         "three" => rt.block_on(drive(layer.layer(Noop), calls, || 1u64)),
+        "deadline" => {
+            let timeout = DeadlineConfig::builder().timeout(Duration::from_secs(30));
+            let with_deadline = ReliabilityLayer::builder()
+                .name("bench")
+                .rate_limit(rate())
+                .deadline(timeout.build().expect("valid deadline"))
+                .circuit_breaker(BreakerConfig::default())
+                .retry(RetryConfig::default())
+                .build()
+                .expect("valid policy");
+            rt.block_on(drive(with_deadline.layer(Noop), calls, || 1u64))
+        }
         "limit" => {
             let limit = tower_prism::limit::rate::RateLimitLayer::from_config(&rate())
                 .expect("valid rate limit");
