@@ -97,72 +97,54 @@ where
 {
     type Output = Result<T, BoxError>;
 
-    #[inline(always)]
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut kind = self.project().kind;
-        // A call without a deadline polls inline in its caller's poll: the response is
-        // moved once, not once more by a call of its own.
-        if let KindProj::Plain { future } = kind.as_mut().project() {
-            return future.poll(cx).map_err(Into::into);
-        }
-        poll_deadline(kind, cx)
-    }
-}
-
-/// The poll of a call with a deadline, or past it (see [`ResponseFuture::poll`]).
-#[inline(never)]
-fn poll_deadline<F, T, E>(
-    mut kind: Pin<&mut Kind<F>>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<T, BoxError>>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    let (after, reason) = match kind.as_mut().project() {
-        KindProj::Plain { future } => return future.poll(cx).map_err(Into::into),
-        KindProj::Timed {
-            future,
-            mut sleep,
-            expiry,
-        } => {
-            // The inner future first: an answer ready at the deadline still wins.
-            if let Poll::Ready(result) = future.poll(cx) {
-                return Poll::Ready(result.map_err(Into::into));
-            }
-            if sleep.is_none() {
-                sleep.set(Some(tokio::time::sleep_until(expiry.deadline)));
-            }
-            if let Some(sleep) = sleep.as_pin_mut() {
-                if sleep.poll(cx).is_pending() {
-                    return Poll::Pending;
+        let (after, reason) = match kind.as_mut().project() {
+            KindProj::Plain { future } => return future.poll(cx).map_err(Into::into),
+            KindProj::Timed {
+                future,
+                mut sleep,
+                expiry,
+            } => {
+                // The inner future first: an answer ready at the deadline still wins.
+                if let Poll::Ready(result) = future.poll(cx) {
+                    return Poll::Ready(result.map_err(Into::into));
                 }
+                if sleep.is_none() {
+                    sleep.set(Some(tokio::time::sleep_until(expiry.deadline)));
+                }
+                if let Some(sleep) = sleep.as_pin_mut() {
+                    if sleep.poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+                let (after, reason) = (expiry.after, expiry.reason);
+                // Expired: drop the inner call now (its permits, connections...), not
+                // when the caller gets round to dropping this future.
+                let handle = None;
+                if let KindOwned::Timed { expiry, .. } = kind.project_replace(Kind::Expired {
+                    handle,
+                    after,
+                    reason,
+                }) {
+                    expiry.handle.record_expiry(reason, after);
+                }
+                (after, reason)
             }
-            let (after, reason) = (expiry.after, expiry.reason);
-            // Expired: drop the inner call now (its permits, connections...), not
-            // when the caller gets round to dropping this future.
-            let handle = None;
-            if let KindOwned::Timed { expiry, .. } = kind.project_replace(Kind::Expired {
+            KindProj::Expired {
                 handle,
                 after,
                 reason,
-            }) {
-                expiry.handle.record_expiry(reason, after);
+            } => {
+                if let Some(handle) = handle.take() {
+                    handle.record_expiry(*reason, *after);
+                }
+                (*after, *reason)
             }
-            (after, reason)
-        }
-        KindProj::Expired {
-            handle,
-            after,
-            reason,
-        } => {
-            if let Some(handle) = handle.take() {
-                handle.record_expiry(*reason, *after);
-            }
-            (*after, *reason)
-        }
-    };
-    Poll::Ready(Err(Box::new(Error::Expired { after, reason })))
+        };
+        Poll::Ready(Err(Box::new(Error::Expired { after, reason })))
+    }
 }
 
 impl<F> std::fmt::Debug for ResponseFuture<F> {

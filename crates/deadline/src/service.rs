@@ -117,26 +117,8 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline(always)]
-    fn call(&mut self, req: Req) -> Self::Future {
-        // A pass-through stage's call inlines into its caller's: the request and the inner
-        // future are moved once, not once more by a call of its own.
-        if self.engaged.is_none() {
-            return ResponseFuture::plain(self.inner.call(req));
-        }
-        self.call_engaged(req)
-    }
-}
-
-impl<S, C> Deadline<S, C> {
-    /// The call of an engaged stage (see [`Service::call`]).
-    #[inline(never)]
-    fn call_engaged<Req>(&mut self, mut req: Req) -> ResponseFuture<S::Future>
-    where
-        S: Service<Req>,
-        S::Error: Into<BoxError>,
-        C: Carrier<Req>,
-    {
+    #[inline]
+    fn call(&mut self, mut req: Req) -> Self::Future {
         let Some(engaged) = &mut self.engaged else {
             return ResponseFuture::plain(self.inner.call(req));
         };
