@@ -263,6 +263,10 @@ impl EndpointState {
         let now = policy.now_ms();
         let rtt = policy.default_rtt_ns.load(Ordering::Relaxed) as f64;
         let metrics = EndpointMetrics::register(&policy.name, slot, rtt / 1e9);
+        if policy.probed {
+            // out of rotation until its first probe passes
+            metrics.series.healthy.set(0.0);
+        }
         EndpointState {
             label: label.into(),
             slot,

@@ -244,3 +244,25 @@ fn concurrent_completions_and_churn_leave_every_slot_gauge_consistent() {
         .sum();
     assert_eq!(healthy, 4.0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_probed_endpoint_reads_unhealthy_until_its_first_probe_passes() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let b: B = metrics::with_local_recorder(&recorder, || {
+        Balance::builder()
+            .name("probed")
+            .endpoint(address(1), Ep::new(1))
+            .health_check(|_: &String| async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                true
+            })
+            .build()
+            .unwrap()
+    });
+    let healthy = || slot_value(&samples(&recorder), "prism_balance_endpoint_healthy", 0);
+    assert_eq!(healthy(), 0.0, "out of rotation while its first probe runs");
+    assert!(!b.handle().snapshot().endpoints[0].healthy);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(healthy(), 1.0);
+    assert!(b.handle().snapshot().endpoints[0].healthy);
+}
