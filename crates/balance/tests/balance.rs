@@ -187,6 +187,18 @@ async fn endpoints_from_discover() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_discover_burst_is_applied_whole() {
+    // a first listing of 3,000 endpoints, ready at once: applied in batches of at most
+    // 1,024 (one rebuild of the set each), none lost between them
+    let list = tower::discover::ServiceList::new((0..3_000).map(Ep::new).collect::<Vec<_>>());
+    let b: B = Balance::from_discover(list, BalanceConfig::default()).unwrap();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(b.handle().len(), 3_000);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_endpoint_cap_is_a_typed_error_and_replacing_at_it_still_works() {
     let over = (0..=MAX_ENDPOINTS).map(|i| (i, Ep::new(i)));
     let refused = Balance::<usize, Ep, u64>::builder().endpoints(over).build();
