@@ -48,16 +48,10 @@ pub fn weighted_score(key: u64, endpoint: u64, weight: u32) -> f64 {
 pub fn pick_weighted(
     key: u64,
     endpoints: impl Iterator<Item = (u64, u32)>,
-    mut eligible: impl FnMut(usize) -> bool,
+    eligible: impl FnMut(usize) -> bool,
 ) -> Option<usize> {
-    let mut best: Option<(f64, usize)> = None;
-    for (i, (id, weight)) in endpoints.enumerate() {
-        let s = weighted_score(key, id, weight);
-        if best.is_none_or(|(b, _)| s > b) && eligible(i) {
-            best = Some((s, i));
-        }
-    }
-    best.map(|(_, i)| i)
+    let scores = endpoints.map(|(id, weight)| weighted_score(key, id, weight));
+    highest(scores, eligible)
 }
 
 /// The index of the highest-scoring endpoint among `endpoints` (id hashes) for which
@@ -65,12 +59,20 @@ pub fn pick_weighted(
 pub fn pick(
     key: u64,
     endpoints: impl Iterator<Item = u64>,
+    eligible: impl FnMut(usize) -> bool,
+) -> Option<usize> {
+    highest(endpoints.map(|id| score(key, id)), eligible)
+}
+
+/// The index of the highest score for which `eligible` holds; `eligible` is asked only of
+/// a score that would win, so most endpoints are never checked.
+fn highest<T: PartialOrd>(
+    scores: impl Iterator<Item = T>,
     mut eligible: impl FnMut(usize) -> bool,
 ) -> Option<usize> {
-    let mut best: Option<(u64, usize)> = None;
-    for (i, id) in endpoints.enumerate() {
-        let s = score(key, id);
-        if best.is_none_or(|(b, _)| s > b) && eligible(i) {
+    let mut best: Option<(T, usize)> = None;
+    for (i, s) in scores.enumerate() {
+        if best.as_ref().is_none_or(|(b, _)| s > *b) && eligible(i) {
             best = Some((s, i));
         }
     }
