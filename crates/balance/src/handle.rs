@@ -95,7 +95,16 @@ where
         {
             let mut guard = self.shared.registry();
             let registry = &mut *guard;
-            if !remove.is_empty() {
+            if let [key] = remove {
+                // one key (`remove`): find it, no set of keys to build
+                if let Some(pos) = registry.entries.iter().position(|e| e.key == *key) {
+                    let entry = registry.entries.remove(pos);
+                    entry.state.remove();
+                    registry.slots.give_back(entry.state.slot);
+                    removed += 1;
+                    left.push(entry);
+                }
+            } else if !remove.is_empty() {
                 let gone: HashSet<&K> = remove.iter().collect();
                 for entry in std::mem::take(&mut registry.entries) {
                     if gone.contains(&entry.key) {
@@ -108,14 +117,20 @@ where
                     }
                 }
             }
-            let mut index: HashMap<K, usize> = if add.is_empty() {
-                HashMap::new()
-            } else {
+            // a batch looks its keys up in an index; one key (`add`) is found by a scan
+            let mut index: HashMap<K, usize> = if add.len() > 1 {
                 let keys = registry.entries.iter().enumerate();
                 keys.map(|(i, e)| (e.key.clone(), i)).collect()
+            } else {
+                HashMap::new()
             };
+            let batch = add.len() > 1;
             for (key, service, weight) in add {
-                let existing = index.get(&key).copied();
+                let existing = if batch {
+                    index.get(&key).copied()
+                } else {
+                    registry.entries.iter().position(|e| e.key == key)
+                };
                 if existing.is_none() && registry.entries.len() >= MAX_ENDPOINTS {
                     refused.push(key);
                     continue;
@@ -145,7 +160,9 @@ where
                 match existing {
                     Some(pos) => left.push(std::mem::replace(&mut registry.entries[pos], entry)),
                     None => {
-                        index.insert(entry.key.clone(), registry.entries.len());
+                        if batch {
+                            index.insert(entry.key.clone(), registry.entries.len());
+                        }
                         registry.entries.push(entry);
                     }
                 }
