@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{balance, eps, send, Ep, B};
 use tower::{Service, ServiceExt};
-use tower_prism_balance::{hash_key, Balance, BalanceConfig, Error, Strategy};
+use tower_prism_balance::{hash_key, Balance, BalanceBuilder, BalanceConfig, Error, Strategy};
 
 #[tokio::test(start_paused = true)]
 async fn round_robin_is_exact() {
@@ -109,17 +109,18 @@ async fn p2c_prefers_the_fast_endpoint() {
     );
 }
 
+/// A consistent-hash balancer keyed by the request itself, endpoints to add.
+fn hashing() -> BalanceBuilder<usize, Ep, u64> {
+    let config = BalanceConfig::builder().strategy(Strategy::ConsistentHash);
+    Balance::builder()
+        .config(config.build().unwrap())
+        .key_fn(|req: &u64| hash_key(req))
+}
+
 #[tokio::test(start_paused = true)]
 async fn consistent_hash_is_stable_and_moves_few_keys() {
     let eps = eps(5);
-    let mut b: B = Balance::builder()
-        .config(
-            BalanceConfig::builder()
-                .strategy(Strategy::ConsistentHash)
-                .build()
-                .unwrap(),
-        )
-        .key_fn(|req: &u64| hash_key(req))
+    let mut b: B = hashing()
         .endpoints(eps.iter().map(|e| (e.id, e.clone())))
         .build()
         .unwrap();
@@ -165,14 +166,7 @@ async fn consistent_hash_is_stable_and_moves_few_keys() {
 async fn consistent_hash_shares_keys_by_weight() {
     // as Envoy's ring hash and Maglev: an endpoint of weight 3 owns about 3 keys in 4
     let eps = eps(2);
-    let mut b: B = Balance::builder()
-        .config(
-            BalanceConfig::builder()
-                .strategy(Strategy::ConsistentHash)
-                .build()
-                .unwrap(),
-        )
-        .key_fn(|req: &u64| hash_key(req))
+    let mut b: B = hashing()
         .weighted_endpoint(0, eps[0].clone(), 3)
         .weighted_endpoint(1, eps[1].clone(), 1)
         .build()
