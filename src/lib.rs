@@ -227,6 +227,7 @@ mod builder;
 mod components;
 mod config;
 mod config_error;
+mod direct;
 mod error;
 mod ext;
 pub mod fallback;

@@ -7,6 +7,12 @@
 //! and without the stage below a retry that writes each attempt's deadline into its
 //! request: the fault stage is then right under the breaker.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use tower_layer::Layer;
 
 use crate::components::{DeadlineLayer, PropagateService};
@@ -46,6 +52,22 @@ pub trait RetryKind: sealed::Sealed + Send + Sync + 'static {
     /// The service below the stage, the stage dropped.
     #[doc(hidden)]
     fn into_inner<S, P: Profile>(stage: Self::Stage<S, P>) -> S;
+
+    /// The service below, when there is no stage: a server stack's breaker sits right on
+    /// the fault stage, and its calls can run in one future (see [`crate::stack`]).
+    #[doc(hidden)]
+    fn no_stage<S, P: Profile>(stage: &mut Self::Stage<S, P>) -> Option<&mut S>;
+
+    /// A call in one future, `T`, as the stack's future holds it: `T` itself for a stack
+    /// without a retry stage; for one with, which never makes such calls, a type without
+    /// values, so that the variants for them take no room in its future.
+    #[doc(hidden)]
+    type Direct<T: Future>: Future<Output = T::Output>;
+
+    /// `call` as [`Self::Direct`]; made only by a stack whose
+    /// [`no_stage`](Self::no_stage) answers.
+    #[doc(hidden)]
+    fn direct<T: Future>(call: T) -> Self::Direct<T>;
 }
 
 /// A stack with a retry stage (engaged when the policy has a `retry` table).
@@ -88,6 +110,17 @@ impl RetryKind for Retries {
     fn into_inner<S, P: Profile>(stage: Self::Stage<S, P>) -> S {
         stage.into_inner().into_inner()
     }
+
+    #[inline]
+    fn no_stage<S, P: Profile>(_: &mut Self::Stage<S, P>) -> Option<&mut S> {
+        None
+    }
+
+    type Direct<T: Future> = Absent<T>;
+
+    fn direct<T: Future>(_: T) -> Absent<T> {
+        unreachable!("a stack with a retry stage makes no call in one future")
+    }
 }
 
 // No stage at all, not a wrapper: the fault stage below already boxes its errors as a
@@ -116,5 +149,29 @@ impl RetryKind for NoRetries {
 
     fn into_inner<S, P: Profile>(stage: Self::Stage<S, P>) -> S {
         stage
+    }
+
+    #[inline]
+    fn no_stage<S, P: Profile>(stage: &mut Self::Stage<S, P>) -> Option<&mut S> {
+        Some(stage)
+    }
+
+    type Direct<T: Future> = T;
+
+    #[inline(always)]
+    fn direct<T: Future>(call: T) -> T {
+        call
+    }
+}
+
+/// A type without values, standing for a `T` that is never made.
+#[doc(hidden)]
+pub struct Absent<T>(Infallible, PhantomData<T>);
+
+impl<T: Future> Future for Absent<T> {
+    type Output = T::Output;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<T::Output> {
+        match self.0 {}
     }
 }

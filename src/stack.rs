@@ -23,6 +23,11 @@
 //! stack's instructions per call (callgrind, `scripts/call-count`). The split is one
 //! [`Stack`] enum over both, not an `Either` per stage: the type below the breaker is
 //! named once in each, and the stack's type grows by the stages above the breaker only.
+//!
+//! A lean stack without a retry stage (a server's) makes its calls in one future: the
+//! stages decide in its `call` and the inner service's future is the stack's (see
+//! [`direct`]). Its future's variants for those calls are [`RetryKind::Direct`], which
+//! takes no room in a client's stack, whose calls never take that way.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,12 +35,15 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use tower_prism_core::BoxError;
+use tower_prism_core::{BoxError, Classify};
+use tower_prism_fault::InjectStatus;
+use tower_prism_limit::rate::{KeyFn, RateHeaders};
 use tower_service::Service;
 
 use crate::components::{
     BreakerService, ConcurrencyService, DeadlineService, FaultService, RateLimitService,
 };
+use crate::direct::{self, DirectCall};
 use crate::profile::Profile;
 use crate::retry_kind::RetryKind;
 
@@ -113,20 +121,28 @@ pub(crate) fn into_inner<S, P: Profile>(stack: Stack<S, P>) -> S {
 }
 
 pin_project! {
-    /// The response future of a [`Stack`]: its full or its lean stages'.
+    /// The response future of a [`Stack`]: its full or its lean stages' futures, or a call
+    /// that runs every stage in this one future (a server's lean stack; see [`direct`]).
     #[project = StackFutureProj]
-    pub enum StackFuture<Full, Lean> {
+    pub enum StackFuture<Full, Lean, Direct, Faulted> {
         /// A call through a [`FullStack`].
         Full { #[pin] future: Full },
-        /// A call through a [`LeanStack`].
+        /// A call through a [`LeanStack`]'s own stages, or refused by them.
         Lean { #[pin] future: Lean },
+        /// The inner service's future, in one future with the stages' part of the call.
+        Direct { #[pin] call: Direct },
+        /// The same, with the fault stage's future in place of the inner service's: a
+        /// fault was drawn for this call.
+        Faulted { #[pin] call: Faulted },
     }
 }
 
-impl<Full, Lean, T> Future for StackFuture<Full, Lean>
+impl<Full, Lean, Direct, Faulted, T> Future for StackFuture<Full, Lean, Direct, Faulted>
 where
     Full: Future<Output = Result<T, BoxError>>,
     Lean: Future<Output = Result<T, BoxError>>,
+    Direct: Future<Output = Result<T, BoxError>>,
+    Faulted: Future<Output = Result<T, BoxError>>,
 {
     type Output = Result<T, BoxError>;
 
@@ -135,9 +151,36 @@ where
         match self.project() {
             StackFutureProj::Full { future } => future.poll(cx),
             StackFutureProj::Lean { future } => future.poll(cx),
+            StackFutureProj::Direct { call } => call.poll(cx),
+            StackFutureProj::Faulted { call } => call.poll(cx),
         }
     }
 }
+
+/// The response future of a [`LeanStack`] (the rate-limit stage's), named rather than
+/// projected, so that a call in one future can fail through it.
+pub type LeanFuture<S, P, Req> =
+    tower_prism_limit::rate::ResponseFuture<BreakerStage<S, P>, Req, <P as Profile>::RateHeaders>;
+
+/// The stack's response future over `S`: its variants' types, named once.
+pub type StackFutureOf<S, P, Req> = StackFuture<
+    <FullStack<S, P> as Service<Req>>::Future,
+    LeanFuture<S, P, Req>,
+    DirectOf<S, P, Req, <S as Service<Req>>::Future>,
+    DirectOf<S, P, Req, tower_prism_fault::ResponseFuture<S, Req>>,
+>;
+
+/// A call over `S` in one future around `F` (the inner service's or the fault stage's
+/// future), as [`RetryKind::Direct`]: a stack with a retry stage makes none, and the
+/// variants that would hold one take no room in its future.
+pub type DirectOf<S, P, Req, F> = <<P as Profile>::Retries as RetryKind>::Direct<
+    DirectCall<
+        F,
+        <P as Profile>::Classify,
+        <P as Profile>::RateHeaders,
+        <<P as Profile>::RateHeaders as RateHeaders<<S as Service<Req>>::Response>>::Stamp,
+    >,
+>;
 
 /// What a [`Stack`] over `Self` does as a service, stated on the inner service `Self` so
 /// that public bounds (`S: Stacked<P, Req>`) never spell out the stages: rustdoc would
@@ -157,15 +200,19 @@ pub trait Stacked<P: Profile, Req>: Sized {
 
 impl<S, P: Profile, Req> Stacked<P, Req> for S
 where
-    FullStack<S, P>: Service<Req, Error = BoxError>,
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    FullStack<S, P>: Service<Req, Response = S::Response, Error = BoxError>,
+    BreakerStage<S, P>: Service<Req, Response = S::Response, Error = BoxError>,
     LeanStack<S, P>:
-        Service<Req, Response = <FullStack<S, P> as Service<Req>>::Response, Error = BoxError>,
+        Service<Req, Response = S::Response, Error = BoxError, Future = LeanFuture<S, P, Req>>,
+    P::Classify: Classify<S::Response, BoxError>,
+    P::RateKey: KeyFn<Req>,
+    P::RateHeaders: RateHeaders<S::Response>,
+    P::FaultStatus: InjectStatus<S::Response>,
 {
-    type Response = <FullStack<S, P> as Service<Req>>::Response;
-    type Future = StackFuture<
-        <FullStack<S, P> as Service<Req>>::Future,
-        <LeanStack<S, P> as Service<Req>>::Future,
-    >;
+    type Response = S::Response;
+    type Future = StackFutureOf<S, P, Req>;
 
     #[inline]
     fn poll_ready(stack: &mut Stack<S, P>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
@@ -181,9 +228,7 @@ where
             Stack::Full(stack) => StackFuture::Full {
                 future: stack.call(req),
             },
-            Stack::Lean(stack) => StackFuture::Lean {
-                future: stack.call(req),
-            },
+            Stack::Lean(stack) => direct::call::<S, P, Req>(stack, req),
         }
     }
 }

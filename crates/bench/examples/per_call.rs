@@ -7,7 +7,8 @@
 //! 30 s timeout every call arms), `four` (the same three over a balancer of 8), `http` (an
 //! `http_server()` policy of a rate limit and a breaker under `http_errors()`),
 //! `http-cloned` (the same, each call through a clone of the stack dropped after it, as
-//! axum's `Route` serves each request), `bare` (the HTTP route alone), `limit` (the
+//! axum's `Route` serves each request), `http-off` (the same with no stage configured:
+//! what the stack's wrapping costs), `bare` (the HTTP route alone), `limit` (the
 //! default rate limit alone, unkeyed) and `governor` (governor's direct limiter's `check()`
 //! and the call, as the `ratelimit` bench drives it).
 //!
@@ -77,7 +78,7 @@ fn main() {
                 .expect("valid balancer");
             rt.block_on(drive(balanced, calls, || 1u64))
         }
-        "http" | "http-cloned" | "bare" => {
+        "http" | "http-cloned" | "http-off" | "bare" => {
             let route = tower::service_fn(|_: http::Request<String>| async {
                 Ok::<_, Infallible>(http::Response::new(String::from("ok")))
             });
@@ -85,13 +86,13 @@ fn main() {
             if stack == "bare" {
                 rt.block_on(drive(route, calls, request))
             } else {
-                let policy = ReliabilityLayer::builder()
-                    .http_server()
-                    .name("bench")
-                    .rate_limit(rate())
-                    .circuit_breaker(BreakerConfig::default())
-                    .build()
-                    .expect("valid policy");
+                let mut policy = ReliabilityLayer::builder().http_server().name("bench");
+                if stack != "http-off" {
+                    policy = policy
+                        .rate_limit(rate())
+                        .circuit_breaker(BreakerConfig::default());
+                }
+                let policy = policy.build().expect("valid policy");
                 let served = ServiceBuilder::new()
                     .http_errors()
                     .reliability(policy)
@@ -105,7 +106,8 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown stack {other:?}: three, four, http, http-cloned, bare, limit or governor"
+                "unknown stack {other:?}: three, deadline, four, http, http-cloned, http-off, bare, \
+                 limit or governor"
             );
             std::process::exit(2);
         }

@@ -111,6 +111,8 @@
 
 mod breaker;
 mod config;
+#[doc(hidden)]
+pub mod direct;
 mod error;
 mod future;
 mod layer;

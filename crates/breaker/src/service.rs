@@ -73,6 +73,11 @@ impl<S, C> CircuitBreaker<S, C> {
         self.engaged.as_ref().map(|e| &e.breaker)
     }
 
+    /// The shared breaker and the classifier; `None` in pass-through mode.
+    pub(crate) fn engaged_parts(&self) -> Option<(&Breaker, &C)> {
+        self.engaged.as_ref().map(|e| (&e.breaker, &e.classifier))
+    }
+
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner

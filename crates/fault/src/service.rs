@@ -124,6 +124,37 @@ where
     }
 }
 
+/// A fault drawn for one call by [`Fault::draw`], to be injected by [`Fault::inject`].
+#[doc(hidden)]
+pub struct Drawn(Decision);
+
+impl<S, I> Fault<S, I> {
+    /// Draws this call's faults as [`call`](Service::call) does first, for a caller that
+    /// calls the inner service itself when nothing is drawn (the facade's single-future
+    /// stack): `None` when the stage is off or the draw injects nothing.
+    #[doc(hidden)]
+    #[inline]
+    pub fn draw(&self) -> Option<Drawn> {
+        let engaged = self.engaged.as_ref()?;
+        engaged.handle.shared.draw().map(Drawn)
+    }
+
+    /// The call with the faults [`draw`](Self::draw) drew, as [`call`](Service::call)
+    /// makes it.
+    #[doc(hidden)]
+    pub fn inject<Req>(&mut self, drawn: Drawn, req: Req) -> ResponseFuture<S, Req>
+    where
+        S: Service<Req> + Clone,
+        I: InjectStatus<S::Response>,
+    {
+        match &self.engaged {
+            Some(engaged) => engaged.inject(&mut self.inner, drawn.0, req),
+            // Only an engaged stage draws.
+            None => ResponseFuture::called(self.inner.call(req)),
+        }
+    }
+}
+
 impl<I> Engaged<I> {
     /// The call to `inner` with `decision`'s faults: a delay, an injected answer, or both.
     #[inline(never)]

@@ -108,7 +108,10 @@ impl<S: Service<Req>, Req, H: RateHeaders<S::Response>> ResponseFuture<S, Req, H
         }
     }
 
-    pub(crate) fn failed(error: BoxError) -> Self {
+    /// A future that fails with `error` when polled (a request refused before it was
+    /// sent on; the facade's single-future stack refuses through it too).
+    #[doc(hidden)]
+    pub fn failed(error: BoxError) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
         }

@@ -120,6 +120,8 @@ mod adapt;
 mod adaptive;
 mod config;
 mod config_builder;
+#[doc(hidden)]
+pub mod direct;
 mod forwarded;
 mod future;
 mod headers;

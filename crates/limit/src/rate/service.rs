@@ -50,13 +50,13 @@ impl<S: Clone, K: Clone, P: Clone, W: Clone, H> Clone for RateLimit<S, K, P, W, 
 
 /// The limiter and the request functions of an engaged [`RateLimit`].
 #[derive(Debug, Clone)]
-struct Engaged<K, P, W> {
-    limiter: RateLimiter,
-    key: K,
-    priority: P,
-    weight: W,
+pub(super) struct Engaged<K, P, W> {
+    pub(super) limiter: RateLimiter,
+    pub(super) key: K,
+    pub(super) priority: P,
+    pub(super) weight: W,
     /// Whether a request shed at once below gives its tokens back.
-    refund_shed: bool,
+    pub(super) refund_shed: bool,
 }
 
 impl<S> RateLimit<S> {
@@ -119,6 +119,11 @@ impl<S, K, P, W, H> RateLimit<S, K, P, W, H> {
     /// The shared limiter (for snapshots and reconfiguration); `None` in pass-through mode.
     pub fn handle(&self) -> Option<&RateLimiter> {
         self.engaged.as_ref().map(|engaged| &engaged.limiter)
+    }
+
+    /// The limiter and request functions; `None` in pass-through mode.
+    pub(super) fn engaged(&self) -> Option<&Engaged<K, P, W>> {
+        self.engaged.as_ref()
     }
 
     /// The inner service.
