@@ -9,6 +9,7 @@ use tower_prism_core::internal::ReadyCall;
 use tower_prism_core::BoxError;
 use tower_service::Service;
 
+use super::failed_response::FailedResponse;
 use crate::error::Error;
 
 /// How a [`Fallback`](super::Fallback) answers an error it handles, with a `Res` (the
@@ -34,6 +35,64 @@ pub trait Answer<Res> {
 
     /// The answer to `error`.
     fn answer(&self, error: Error) -> Self::Future;
+
+    /// Whether the inner service's `response` is a failure to answer as well (Polly's
+    /// `ShouldHandle` on results): `Some` with the error to answer, made with
+    /// [`FailedResponse`](super::FailedResponse). `None` by default: only errors are
+    /// answered. [`HttpAnswer`](super::HttpAnswer) answers the statuses of
+    /// [`FallbackConfig::on_status`](super::FallbackConfig::on_status);
+    /// [`FallbackLayerBuilder::on_response`](super::FallbackLayerBuilder::on_response)
+    /// gives any answer a predicate.
+    #[inline]
+    fn failure(&self, response: &Res) -> Option<Error> {
+        let _ = response;
+        None
+    }
+}
+
+/// An answer that also answers the responses `handles` picks
+/// ([`FallbackLayerBuilder::on_response`](super::FallbackLayerBuilder::on_response)).
+#[derive(Clone)]
+pub struct OnResponse<A, F> {
+    answer: A,
+    handles: F,
+}
+
+impl<A, F> OnResponse<A, F> {
+    pub(crate) fn new(answer: A, handles: F) -> Self {
+        OnResponse { answer, handles }
+    }
+}
+
+impl<A: fmt::Debug, F> fmt::Debug for OnResponse<A, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnResponse")
+            .field("answer", &self.answer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A, F, Res> Answer<Res> for OnResponse<A, F>
+where
+    A: Answer<Res>,
+    F: Fn(&Res) -> bool,
+{
+    type Error = A::Error;
+    type Future = A::Future;
+
+    fn answer(&self, error: Error) -> Self::Future {
+        self.answer.answer(error)
+    }
+
+    #[inline]
+    fn failure(&self, response: &Res) -> Option<Error> {
+        if let Some(error) = self.answer.failure(response) {
+            return Some(error);
+        }
+        // The response's type is the caller's: its status, if it has one, is not known
+        // here.
+        (self.handles)(response).then(|| Error::from_box(Box::new(FailedResponse::new(None))))
+    }
 }
 
 /// Answers with a closure's return value: `Fn(&Error) -> Res`

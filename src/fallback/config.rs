@@ -32,8 +32,10 @@ pub const MAX_HEADER_VALUE: usize = 8 << 10;
 /// this config ([`FallbackLayer::from_config`](super::FallbackLayer::from_config)).
 ///
 /// Every field has a default, so an empty section is valid: every kind of error is
-/// answered with an empty 503. The fields other than `on` shape the HTTP answer only; a
-/// layer that answers with a closure, a value or a service reads `on` alone.
+/// answered with an empty 503, and no response is. The fields other than `on` are read
+/// by the configured HTTP answer only; a layer that answers with a closure, a value or a
+/// service reads `on` alone (and picks responses with
+/// [`on_response`](super::FallbackLayerBuilder::on_response)).
 ///
 /// ```
 /// use tower_prism::fallback::FallbackConfig;
@@ -62,6 +64,17 @@ pub struct FallbackConfig {
     /// fallback handles every failure unless told otherwise.
     #[serde(with = "super::kinds::labels", skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<ErrorKind>,
+    /// Responses answered too, by status (each 100 to 599; default none): a response of
+    /// the inner service with one of these is a failure to answer, as Polly's
+    /// `ShouldHandle` handles results (`on_status = [502, 503, 504]` serves the fallback
+    /// for an upstream's 5xx that retries could not mend). Read by the configured HTTP
+    /// answer ([`HttpAnswer`](super::HttpAnswer)); an answer given in code picks its
+    /// responses with [`FallbackLayerBuilder::on_response`](super::FallbackLayerBuilder::on_response).
+    /// The answer is given an [`Error`](crate::Error) of kind
+    /// [`Inner`](ErrorKind::Inner) holding a [`FailedResponse`](super::FailedResponse),
+    /// and is counted as one; `on` does not filter these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_status: Vec<u16>,
     /// The HTTP answer's status: a final status, 200 to 599 (default
     /// [`DEFAULT_STATUS`], 503).
     pub status: u16,
@@ -80,6 +93,7 @@ impl Default for FallbackConfig {
     fn default() -> Self {
         FallbackConfig {
             on: Vec::new(),
+            on_status: Vec::new(),
             status: DEFAULT_STATUS,
             headers: BTreeMap::new(),
             body: String::new(),
@@ -111,7 +125,7 @@ impl FallbackConfig {
         }
     }
 
-    /// Checks every value; the error names the field (`status`, `headers`,
+    /// Checks every value; the error names the field (`on_status`, `status`, `headers`,
     /// `headers.<name>`, `body`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         HttpParts::from_config(self).map(drop)
@@ -128,6 +142,12 @@ impl FallbackConfigBuilder {
     /// The kinds of error answered (none listed: every kind).
     pub fn on(mut self, kinds: impl IntoIterator<Item = ErrorKind>) -> Self {
         self.config.on = kinds.into_iter().collect();
+        self
+    }
+
+    /// The statuses of responses answered too ([`on_status`](FallbackConfig::on_status)).
+    pub fn on_status(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
+        self.config.on_status = statuses.into_iter().collect();
         self
     }
 

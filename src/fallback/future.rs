@@ -67,12 +67,19 @@ where
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
                     let error = match ready!(future.poll(cx)) {
-                        Ok(response) => return Poll::Ready(Ok(response)),
-                        Err(error) => error.into(),
-                    };
-                    let error = match this.stage.handle.decide(error) {
-                        Ok(handled) => handled,
-                        Err(passed_on) => return Poll::Ready(Err(passed_on)),
+                        Ok(response) => match this.stage.answer.failure(&response) {
+                            None => return Poll::Ready(Ok(response)),
+                            // A response handled as a failure: answered whatever `on`
+                            // lists (the config asked for it by itself).
+                            Some(error) => {
+                                this.stage.handle.answered_response(&error);
+                                error
+                            }
+                        },
+                        Err(error) => match this.stage.handle.decide(error.into()) {
+                            Ok(handled) => handled,
+                            Err(passed_on) => return Poll::Ready(Err(passed_on)),
+                        },
                     };
                     let answer = this.stage.answer.answer(error);
                     this.state.set(State::Answering { future: answer });

@@ -101,10 +101,10 @@ impl FallbackHandle {
         let s = &self.shared;
         let mut current = lock(&s.config);
         s.on.store(kinds::mask(&config.on), Ordering::Relaxed);
-        s.http.store(http);
+        s.http.store(http, config);
         *current = config.clone();
         drop(current);
-        tracing::info!(name = %s.name, on = ?config.on, status = config.status, "fallback reconfigured");
+        tracing::info!(name = %s.name, on = ?config.on, on_status = ?config.on_status, status = config.status, "fallback reconfigured");
         Ok(())
     }
 
@@ -146,6 +146,19 @@ impl FallbackHandle {
         // under load; the counter by reason is the thing to alert on.
         tracing::debug!(name = %s.name, reason = kind.as_str(), error = %error.get_ref(), "fallback answered");
         Ok(error)
+    }
+}
+
+impl FallbackHandle {
+    /// Counts and traces the answer to a response handled as a failure (`error`, made by
+    /// [`Answer::failure`](super::Answer::failure)): always answered, whatever `on` lists.
+    pub(crate) fn answered_response(&self, error: &Error) {
+        let s = &self.shared;
+        let kind = error.kind();
+        let i = kinds::index(kind);
+        s.answered[i].fetch_add(1, Ordering::Relaxed);
+        s.counters[i].increment(1);
+        tracing::debug!(name = %s.name, reason = kind.as_str(), error = %error.get_ref(), "fallback answered a response");
     }
 }
 

@@ -14,6 +14,7 @@ use tower_prism_core::ConfigError;
 
 use super::answer::Answer;
 use super::config::{FallbackConfig, DEFAULT_STATUS, MAX_BODY, MAX_HEADERS, MAX_HEADER_VALUE};
+use super::failed_response::{FailedResponse, StatusSet};
 use crate::error::{retry_after_value, Error, ErrorKind, DEFAULT_RETRY_AFTER};
 
 /// A [`FallbackConfig`]'s HTTP answer, parsed: what [`HttpAnswer`] copies into each
@@ -41,6 +42,7 @@ impl HttpParts {
     }
 
     pub(crate) fn from_config(config: &FallbackConfig) -> Result<Self, ConfigError> {
+        StatusSet::check(&config.on_status)?;
         let status = match config.status {
             200..=599 => StatusCode::from_u16(config.status)
                 .map_err(|_| ConfigError::new("status", config.status, "not an HTTP status"))?,
@@ -143,9 +145,13 @@ impl HttpParts {
                 .headers_mut()
                 .insert(RETRY_AFTER, retry_after_value(wait));
         }
-        response
-            .extensions_mut()
-            .insert(FallbackCause { kind: error.kind() });
+        response.extensions_mut().insert(FallbackCause {
+            kind: error.kind(),
+            status: error
+                .get_ref()
+                .downcast_ref::<FailedResponse>()
+                .and_then(FailedResponse::status),
+        });
         response
     }
 }
@@ -153,21 +159,31 @@ impl HttpParts {
 /// The HTTP answer in force, shared by a layer's [`HttpAnswer`] and its handle (which
 /// swaps it on reconfigure). Read on the fallback path only.
 #[derive(Debug)]
-pub(crate) struct HttpSlot(RwLock<Arc<HttpParts>>);
+pub(crate) struct HttpSlot {
+    parts: RwLock<Arc<HttpParts>>,
+    /// The statuses answered as failures (`on_status`): read on every response.
+    statuses: StatusSet,
+}
 
 impl HttpSlot {
     /// A slot holding the default config's answer until the layer is built.
     pub(crate) fn new() -> Arc<Self> {
         debug_assert_eq!(FallbackConfig::default().status, DEFAULT_STATUS);
-        Arc::new(HttpSlot(RwLock::new(Arc::new(HttpParts::empty()))))
+        Arc::new(HttpSlot {
+            parts: RwLock::new(Arc::new(HttpParts::empty())),
+            statuses: StatusSet::default(),
+        })
     }
 
     pub(crate) fn load(&self) -> Arc<HttpParts> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.parts.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub(crate) fn store(&self, parts: HttpParts) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(parts);
+    /// Puts `parts` and `config`'s statuses in force (both checked, by
+    /// [`HttpParts::from_config`]).
+    pub(crate) fn store(&self, parts: HttpParts, config: &FallbackConfig) {
+        *self.parts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(parts);
+        self.statuses.store(&config.on_status);
     }
 }
 
@@ -197,6 +213,15 @@ impl<B: From<String>> Answer<Response<B>> for HttpAnswer {
     fn answer(&self, error: Error) -> Self::Future {
         ready(Ok(self.slot.load().response(&error)))
     }
+
+    #[inline]
+    fn failure(&self, response: &Response<B>) -> Option<Error> {
+        let status = response.status();
+        self.slot
+            .statuses
+            .contains(status)
+            .then(|| Error::from_box(Box::new(FailedResponse::new(Some(status)))))
+    }
 }
 
 /// A response extension on every [`HttpAnswer`]: the kind of error the fallback replaced.
@@ -216,12 +241,20 @@ impl<B: From<String>> Answer<Response<B>> for HttpAnswer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FallbackCause {
     kind: ErrorKind,
+    status: Option<StatusCode>,
 }
 
 impl FallbackCause {
-    /// The kind of error the fallback answered.
+    /// The kind of error the fallback answered ([`Inner`](ErrorKind::Inner) for a
+    /// response answered by its status).
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// The status of the inner service's response the fallback answered in its place
+    /// ([`FallbackConfig::on_status`]); `None` when it answered an error.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
     }
 }
 

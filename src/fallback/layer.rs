@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 use tower_prism_core::ConfigError;
 
-use super::answer::{AnswerFn, AnswerService, AnswerValue};
+use super::answer::{AnswerFn, AnswerService, AnswerValue, OnResponse};
 use super::config::FallbackConfig;
 use super::handle::FallbackHandle;
 use super::http_answer::{HttpAnswer, HttpParts, HttpSlot};
@@ -187,6 +187,21 @@ impl<A> FallbackLayerBuilder<A> {
         self.answer(AnswerService::new(service))
     }
 
+    /// Answers the inner service's responses for which `handles` is true as well, as
+    /// failures (Polly's `ShouldHandle` on results): the answer is given an
+    /// [`Error`] of kind [`Inner`](ErrorKind::Inner) holding a
+    /// [`FailedResponse`](super::FailedResponse), and the response is dropped. Set the
+    /// answer first: this wraps it ([`OnResponse`]). For the configured HTTP answer, the
+    /// config's [`on_status`](FallbackConfig::on_status) does the same by status.
+    pub fn on_response<F>(self, handles: F) -> FallbackLayerBuilder<OnResponse<A, F>> {
+        FallbackLayerBuilder {
+            config: self.config,
+            name: self.name,
+            http: self.http,
+            answer: OnResponse::new(self.answer, handles),
+        }
+    }
+
     /// Answers with an [`Answer`](super::Answer) of your own.
     pub fn answer<A2>(self, answer: A2) -> FallbackLayerBuilder<A2> {
         FallbackLayerBuilder {
@@ -200,7 +215,7 @@ impl<A> FallbackLayerBuilder<A> {
     /// Validates the config and builds the layer.
     pub fn build(self) -> Result<FallbackLayer<A>, ConfigError> {
         let parts = HttpParts::from_config(&self.config)?;
-        self.http.store(parts);
+        self.http.store(parts, &self.config);
         let handle = FallbackHandle::new(self.name, &self.config, self.http);
         Ok(FallbackLayer {
             stage: Arc::new(Stage {

@@ -9,6 +9,14 @@
 //! as the inner service's own `BoxError` (still downcastable to a stage's error, and
 //! classified the same by `Error::from_box` above).
 //!
+//! A response can be a failure to answer too, as Polly's `ShouldHandle` handles results:
+//! the configured HTTP answer replaces the statuses listed in
+//! [`FallbackConfig::on_status`] (an upstream's 502 or 503 that retries could not mend),
+//! and any answer the responses an
+//! [`on_response`](FallbackLayerBuilder::on_response) predicate picks. The answer is
+//! given an error of kind [`Inner`](crate::ErrorKind::Inner) holding a
+//! [`FailedResponse`].
+//!
 //! As in Polly and resilience4j, the answer is the caller's last resort, so this stage
 //! sits above everything else: it sees the rate limiter's and the breaker's rejections,
 //! the deadline's expiry and the error left when retries gave up, and answers each as you
@@ -97,6 +105,7 @@
 
 mod answer;
 mod config;
+mod failed_response;
 mod future;
 mod handle;
 mod http_answer;
@@ -104,10 +113,11 @@ mod kinds;
 mod layer;
 mod service;
 
-pub use answer::{Answer, AnswerFn, AnswerService, AnswerValue};
+pub use answer::{Answer, AnswerFn, AnswerService, AnswerValue, OnResponse};
 pub use config::{
     FallbackConfig, FallbackConfigBuilder, DEFAULT_STATUS, MAX_BODY, MAX_HEADERS, MAX_HEADER_VALUE,
 };
+pub use failed_response::FailedResponse;
 pub use future::ResponseFuture;
 pub use handle::{FallbackHandle, FallbackSnapshot};
 pub use http_answer::{FallbackCause, HttpAnswer};
