@@ -339,3 +339,36 @@ async fn a_server_stack_queues_a_request_over_its_rate() {
 fn futures_poll<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
     Pin::new(future).poll(&mut Context::from_waker(std::task::Waker::noop()))
 }
+
+#[tokio::test]
+async fn a_fault_table_added_by_reload_reaches_a_server_stack_and_leaves_with_it() {
+    let quiet = ReliabilityConfig::from_toml("[policy.api.rate_limit]\nrate = 1000")
+        .unwrap()
+        .get("api")
+        .unwrap()
+        .clone();
+    let layer = ReliabilityLayer::builder()
+        .http_server()
+        .name("api")
+        .policy(quiet.clone())
+        .build()
+        .unwrap();
+    let service = layer.layer(Upstream::default());
+    let call = || service.clone().oneshot(http::Request::new(String::new()));
+    assert_eq!(call().await.unwrap().status(), 200);
+
+    let mut game_day = quiet.clone();
+    game_day.fault = Some(
+        tower_prism::fault::FaultConfig::builder()
+            .abort(1.0)
+            .build()
+            .unwrap(),
+    );
+    layer.reconfigure(&game_day).unwrap();
+    let aborted = Error::from_box(call().await.unwrap_err());
+    assert_eq!(aborted.kind(), ErrorKind::Inner);
+    assert!(aborted.to_string().contains("abort"), "{aborted}");
+
+    layer.reconfigure(&quiet).unwrap();
+    assert_eq!(call().await.unwrap().status(), 200);
+}
