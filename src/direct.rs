@@ -63,6 +63,8 @@ where
             }
         }
     };
+    // The breaker's call holds its permit from here: if the inner service's `call` panics,
+    // unwinding drops it and a half-open probe's slot is given back.
     let breaker = stack.get_mut();
     let call = match breaker.admit() {
         BreakerAdmission::PassThrough => None,
@@ -115,7 +117,7 @@ where
 
     /// The result completed as the stages' futures would: the breaker classifies and
     /// records it, then the rate limit's stamp goes on a response.
-    #[inline(always)]
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         // A retry inside the called service (a client stack under this server's) reports
