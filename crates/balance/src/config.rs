@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tower_prism_core::config::{
-    check_duration, check_duration_at_most, check_nonzero, check_ratio, check_size_at_most,
-    duration, MAX_SIZE,
+    check_duration, check_duration_at_most, check_nonzero, check_positive, check_ratio,
+    check_size_at_most, duration, MAX_SIZE,
 };
 use tower_prism_core::ConfigError;
 
@@ -83,15 +83,29 @@ pub struct OutlierConfig {
     pub consecutive_failures: u32,
     /// Eject an endpoint whose success rate over `interval` falls below this ratio
     /// (in `(0, 1]`); `None` (the default) disables this rule. A fixed threshold, as
-    /// Envoy's `failure_percentage` rule (`failure_percentage_threshold` = 1 - this), not
-    /// its statistical `success_rate` rule (mean less a multiple of the standard deviation
-    /// over at least 5 hosts); judged as each call ends once `min_requests` calls are in,
+    /// Envoy's `failure_percentage` rule (`failure_percentage_threshold` = 1 - this); its
+    /// statistical `success_rate` rule is `success_rate_stdev_factor`. Judged as each call
+    /// ends once `min_requests` calls are in,
     /// not at a sweep every interval, and tempered by the other endpoints (an endpoint
     /// failing no more often than the rest is not ejected).
     pub success_rate_threshold: Option<f64>,
     /// Calls in the interval before the success-rate rule applies. Default 20, at most
     /// [`MAX_COUNT`].
     pub min_requests: u32,
+    /// Envoy's statistical `success_rate` rule: when an endpoint's `interval` ends, it is
+    /// ejected if its success rate over it is below the mean of the endpoints' latest
+    /// intervals less this many standard deviations (Envoy's `success_rate_stdev_factor`
+    /// divided by 1000: 1.9 there). Only endpoints with at least
+    /// `success_rate_request_volume` calls in their interval count, and the rule applies
+    /// only when at least `success_rate_minimum_hosts` of them (this one included) do.
+    /// `None` (the default) disables the rule; in `(0, 100]` otherwise.
+    pub success_rate_stdev_factor: Option<f64>,
+    /// Endpoints with enough calls the statistical rule needs. Default 5 (Envoy's), at
+    /// least 1, at most [`MAX_COUNT`].
+    pub success_rate_minimum_hosts: u32,
+    /// Calls in an endpoint's interval for the statistical rule to count it. Default 100
+    /// (Envoy's), at least 1, at most [`MAX_COUNT`].
+    pub success_rate_request_volume: u32,
     /// The success-rate window. Default 10s, at most [`MAX_INTERVAL`] (1h).
     #[serde(with = "duration")]
     pub interval: Duration,
@@ -114,6 +128,9 @@ impl Default for OutlierConfig {
             consecutive_failures: 5,
             success_rate_threshold: None,
             min_requests: 20,
+            success_rate_stdev_factor: None,
+            success_rate_minimum_hosts: 5,
+            success_rate_request_volume: 100,
             interval: Duration::from_secs(10),
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
@@ -134,6 +151,29 @@ impl OutlierConfig {
             MAX_COUNT.into(),
         )?;
         check_size_at_most("min_requests", self.min_requests, MAX_COUNT.into())?;
+        if let Some(factor) = self.success_rate_stdev_factor {
+            check_positive("success_rate_stdev_factor", factor)?;
+            if factor > 100.0 {
+                return Err(ConfigError::new(
+                    "success_rate_stdev_factor",
+                    factor,
+                    "must be at most 100 (Envoy's 1900 is 1.9 here)",
+                ));
+            }
+        }
+        for (field, value) in [
+            (
+                "success_rate_minimum_hosts",
+                self.success_rate_minimum_hosts,
+            ),
+            (
+                "success_rate_request_volume",
+                self.success_rate_request_volume,
+            ),
+        ] {
+            check_nonzero(field, value)?;
+            check_size_at_most(field, value, MAX_COUNT.into())?;
+        }
         check_duration("interval", self.interval)?;
         check_duration_at_most("interval", self.interval, MAX_INTERVAL)?;
         check_duration("base_ejection_time", self.base_ejection_time)?;

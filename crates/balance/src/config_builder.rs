@@ -86,6 +86,15 @@ impl OutlierConfigBuilder {
         /// Calls in the interval before the success-rate rule applies
         /// ([`OutlierConfig::min_requests`]).
         min_requests: u32;
+        /// Envoy's statistical success-rate rule: standard deviations below the mean that
+        /// eject; `None` disables it ([`OutlierConfig::success_rate_stdev_factor`]).
+        success_rate_stdev_factor: Option<f64>;
+        /// Endpoints with enough calls the statistical rule needs
+        /// ([`OutlierConfig::success_rate_minimum_hosts`]).
+        success_rate_minimum_hosts: u32;
+        /// Calls in an interval for the statistical rule to count an endpoint
+        /// ([`OutlierConfig::success_rate_request_volume`]).
+        success_rate_request_volume: u32;
         /// The success-rate window ([`OutlierConfig::interval`]).
         interval: Duration;
         /// How long the first ejection lasts ([`OutlierConfig::base_ejection_time`]).

@@ -43,6 +43,11 @@ pub(crate) struct Policy {
     base_ejection_ms: AtomicU64,
     max_ejection_ms: AtomicU64,
     max_ejection_percent: AtomicU32,
+    /// The statistical success-rate rule: its factor in thousandths (0: off), and its
+    /// minimum endpoints and request volume.
+    stdev_factor_milli: AtomicU32,
+    stdev_minimum_hosts: AtomicU32,
+    stdev_request_volume: AtomicU32,
     /// Endpoints currently ejected (the ejection budget).
     pub(crate) ejected: AtomicUsize,
     /// What the outlier rules compare an endpoint with (see `peers`).
@@ -88,6 +93,9 @@ impl Policy {
             base_ejection_ms: AtomicU64::new(1),
             max_ejection_ms: AtomicU64::new(1),
             max_ejection_percent: AtomicU32::new(0),
+            stdev_factor_milli: AtomicU32::new(0),
+            stdev_minimum_hosts: AtomicU32::new(0),
+            stdev_request_volume: AtomicU32::new(0),
             ejected: AtomicUsize::new(0),
             peers: Peers::default(),
             out: AtomicUsize::new(0),
@@ -118,6 +126,18 @@ impl Policy {
         self.base_ejection_ms.store(s.base_ejection_ms, r);
         self.max_ejection_ms.store(s.max_ejection_ms, r);
         self.max_ejection_percent.store(s.max_ejection_percent, r);
+        let stdev = match (
+            config.outlier.enabled,
+            config.outlier.success_rate_stdev_factor,
+        ) {
+            (true, Some(factor)) => (factor * 1000.0).round() as u32,
+            _ => 0,
+        };
+        self.stdev_factor_milli.store(stdev, r);
+        self.stdev_minimum_hosts
+            .store(config.outlier.success_rate_minimum_hosts, r);
+        self.stdev_request_volume
+            .store(config.outlier.success_rate_request_volume, r);
         self.panic_threshold
             .store(config.healthy_panic_threshold, r);
         self.update_gauges();
@@ -138,6 +158,17 @@ impl Policy {
             max_ejection_ms: self.max_ejection_ms.load(r),
             max_ejection_percent: self.max_ejection_percent.load(r),
         }
+    }
+
+    /// The statistical success-rate rule, when the config has one.
+    fn stdev_rule(&self) -> Option<peers::StdevRule> {
+        let r = Ordering::Relaxed;
+        let factor_milli = self.stdev_factor_milli.load(r);
+        (factor_milli != 0).then(|| peers::StdevRule {
+            factor: f64::from(factor_milli) / 1000.0,
+            minimum_hosts: self.stdev_minimum_hosts.load(r),
+            request_volume: u64::from(self.stdev_request_volume.load(r)),
+        })
     }
 
     /// A ticket for round-robin style strategies.
@@ -396,12 +427,40 @@ impl EndpointState {
             self.policy.peers.note_success(started_ms);
         }
         let settings = self.policy.settings();
-        let tripped = self.outlier.record(failure, now_ms, &settings);
+        let recorded = self.outlier.record(failure, now_ms, &settings);
         if failure {
             self.outlier.note_failure_start(started_ms);
         }
-        if tripped {
-            self.try_eject(now_ms, &settings);
+        self.after_record(recorded, now_ms, &settings);
+    }
+
+    /// What a result's record calls for: an ejection by a rule it tripped, or by the
+    /// statistical rule when it ended the endpoint's interval.
+    #[inline]
+    fn after_record(&self, recorded: outlier::Recorded, now_ms: u64, settings: &outlier::Settings) {
+        if recorded.trip {
+            self.try_eject(now_ms, settings, false);
+        } else if let Some(ended) = recorded.ended {
+            self.judge_interval(ended, now_ms, settings);
+        }
+    }
+
+    /// Envoy's statistical success-rate rule, when this endpoint's interval has ended with
+    /// `ended` (failures, calls) in it.
+    #[cold]
+    fn judge_interval(&self, ended: (u64, u64), now_ms: u64, settings: &outlier::Settings) {
+        let Some(rule) = self.policy.stdev_rule() else {
+            return;
+        };
+        if peers::below_the_others(
+            &self.policy.peers,
+            self,
+            ended,
+            now_ms,
+            settings.interval_ms,
+            rule,
+        ) {
+            self.try_eject(now_ms, settings, true);
         }
     }
 
@@ -412,16 +471,17 @@ impl EndpointState {
             .pass(|| self.metrics.series.failures.increment(1));
         let now_ms = self.policy.now_ms();
         let settings = self.policy.settings();
-        let tripped = self.outlier.record(true, now_ms, &settings);
+        let recorded = self.outlier.record(true, now_ms, &settings);
         self.outlier.note_failure_start(now_ms);
-        if tripped {
-            self.try_eject(now_ms, &settings);
-        }
+        self.after_record(recorded, now_ms, &settings);
     }
 
+    /// Ejects this endpoint if the budget allows. `against_the_others`: the rule that
+    /// tripped already compared it with the other endpoints (the statistical one), so the
+    /// check that it does not fail like them is not made again.
     #[cold]
-    fn try_eject(&self, now_ms: u64, settings: &outlier::Settings) {
-        if peers::fails_like_its_peers(&self.policy.peers, self) {
+    fn try_eject(&self, now_ms: u64, settings: &outlier::Settings, against_the_others: bool) {
+        if !against_the_others && peers::fails_like_its_peers(&self.policy.peers, self) {
             tracing::debug!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "outlier rule tripped, not ejected: the other endpoints fail as often");
             return;
         }

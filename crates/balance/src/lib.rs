@@ -84,9 +84,12 @@
 //! # Outlier ejection and health checks
 //!
 //! Passive health ([`OutlierConfig`], on by default, as Envoy's `outlier_detection`): an
-//! endpoint is ejected after `consecutive_failures` failures in a row, or when its success
+//! endpoint is ejected after `consecutive_failures` failures in a row, when its success
 //! rate over `interval` falls below `success_rate_threshold` (a fixed threshold, as Envoy's
-//! `failure_percentage` rule, not its statistical `success_rate` one). The n-th ejection
+//! `failure_percentage` rule), or, with `success_rate_stdev_factor` set, when it falls that
+//! many standard deviations below the mean of the endpoints' (Envoy's statistical
+//! `success_rate` rule, over at least `success_rate_minimum_hosts` endpoints with
+//! `success_rate_request_volume` calls each). The n-th ejection
 //! lasts n times `base_ejection_time`, capped by `max_ejection_time`, and at most
 //! `max_ejection_percent` of the endpoints are out at once. What counts as a failure is the
 //! classifier's call ([`BalanceBuilder::classify`]; by default, an `Err`).

@@ -2,7 +2,9 @@
 //!
 //! Every response feeds an endpoint's [`Outlier`] state. After `consecutive_failures` failures in
 //! a row, or when the success rate over the current interval (with at least `min_requests`
-//! calls) falls below the threshold, the endpoint is ejected for `base_ejection_time` times the
+//! calls) falls below the threshold, or when the interval it ends puts it too far below the
+//! other endpoints' success rates (the statistical rule, judged in `peers`), the endpoint is
+//! ejected for `base_ejection_time` times the
 //! number of times it has been ejected (capped by `max_ejection_time`). A shared budget keeps
 //! the ejected endpoints at or below `max_ejection_percent` of all endpoints. An ejected endpoint
 //! is restored lazily, by the first pick that finds its time is up. An ejection made while
@@ -48,11 +50,29 @@ pub struct Outlier {
     ejected_until_ms: AtomicU64,
     ejections: AtomicU32,
     removed: AtomicBool,
+    /// The counts of the window that ended last (failures << 32 | calls).
+    finished: AtomicU64,
+    /// When (ms) that window ended, plus one (0: none yet).
+    finished_at_ms: AtomicU64,
     /// When the first call of the current failure streak started (ms).
     streak_started_ms: AtomicU64,
     /// Of an ejection made while every endpoint was failing: the streak's start plus one
     /// (0: none). It ends once a call started after that succeeds elsewhere.
     provisional: AtomicU64,
+}
+
+/// What [`Outlier::record`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// A rule tripped: the caller should try [`Outlier::try_eject`].
+    pub trip: bool,
+    /// This record ended a window: its (failures, calls).
+    pub ended: Option<(u64, u64)>,
+}
+
+/// A window's packed counts as (failures, calls).
+fn unpack_window(w: u64) -> (u64, u64) {
+    (w >> 32, w & 0xffff_ffff)
 }
 
 /// Calls in one window at which the window starts over, well before its 32-bit call count
@@ -74,14 +94,17 @@ impl Outlier {
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             removed: AtomicBool::new(false),
+            finished: AtomicU64::new(0),
+            finished_at_ms: AtomicU64::new(0),
             streak_started_ms: AtomicU64::new(now_ms),
             provisional: AtomicU64::new(0),
         }
     }
 
-    /// Records one result. Returns `true` when a rule is tripped and the caller should try
-    /// [`try_eject`](Self::try_eject).
-    pub fn record(&self, failure: bool, now_ms: u64, s: &Settings) -> bool {
+    /// Records one result: whether a rule is tripped (the caller should try
+    /// [`try_eject`](Self::try_eject)), and the counts of the window this record ended, if
+    /// it ended one (the statistical rule judges the endpoint on them).
+    pub fn record(&self, failure: bool, now_ms: u64, s: &Settings) -> Recorded {
         let streak = if failure {
             self.consecutive
                 .fetch_add(1, Ordering::Relaxed)
@@ -91,13 +114,18 @@ impl Outlier {
             0
         };
         let start = self.window_start_ms.load(Ordering::Relaxed);
+        let mut ended = None;
         if now_ms.saturating_sub(start) >= s.interval_ms
             && self
                 .window_start_ms
                 .compare_exchange(start, now_ms, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.window.store(0, Ordering::Relaxed);
+            let counts = self.window.swap(0, Ordering::Relaxed);
+            self.finished.store(counts, Ordering::Relaxed);
+            self.finished_at_ms
+                .store(now_ms.saturating_add(1), Ordering::Relaxed);
+            ended = Some(unpack_window(counts));
         }
         let add = (u64::from(failure) << 32) | 1;
         let w = self
@@ -115,7 +143,17 @@ impl Outlier {
             && s.success_rate_permille > 0
             && calls >= u64::from(s.min_requests.max(1))
             && (calls - failures) * 1000 < u64::from(s.success_rate_permille) * calls;
-        by_streak || by_rate
+        Recorded {
+            trip: by_streak || by_rate,
+            ended,
+        }
+    }
+
+    /// The counts (failures, calls) of the window that ended last, if it ended at or after
+    /// `since_ms`.
+    pub fn finished_since(&self, since_ms: u64) -> Option<(u64, u64)> {
+        let at = self.finished_at_ms.load(Ordering::Relaxed);
+        (at > since_ms).then(|| unpack_window(self.finished.load(Ordering::Relaxed)))
     }
 
     /// Ejects the endpoint if it is not already ejected and the budget (`ejected`, shared by
@@ -266,8 +304,7 @@ impl Outlier {
 
     /// Failures and calls in the current window.
     pub fn window_counts(&self) -> (u64, u64) {
-        let w = self.window.load(Ordering::Relaxed);
-        (w >> 32, w & 0xffff_ffff)
+        unpack_window(self.window.load(Ordering::Relaxed))
     }
 
     /// How many times the endpoint has been ejected.
@@ -297,11 +334,11 @@ mod tests {
         let s = settings();
         let budget = AtomicUsize::new(0);
         let o = Outlier::new(0);
-        assert!(!o.record(true, 1, &s));
-        assert!(!o.record(false, 1, &s), "a success breaks the streak");
-        assert!(!o.record(true, 1, &s));
-        assert!(!o.record(true, 1, &s));
-        assert!(o.record(true, 1, &s));
+        assert!(!o.record(true, 1, &s).trip);
+        assert!(!o.record(false, 1, &s).trip, "a success breaks the streak");
+        assert!(!o.record(true, 1, &s).trip);
+        assert!(!o.record(true, 1, &s).trip);
+        assert!(o.record(true, 1, &s).trip);
         assert_eq!(o.try_eject(1, &s, &budget, 2), Some(1_000));
         assert_eq!(o.try_eject(1, &s, &budget, 2), None, "already ejected");
         assert!(!o.try_restore(1_000, &budget));
@@ -351,12 +388,15 @@ mod tests {
         let o = Outlier::new(0);
         // 2^31 - 1 successes already counted in this window
         o.window.store(WINDOW_CALLS_LIMIT - 1, Ordering::Relaxed);
-        assert!(!o.record(false, 1, &s));
+        assert!(!o.record(false, 1, &s).trip);
         assert_eq!(o.window.load(Ordering::Relaxed), 0, "started over");
         for _ in 0..9 {
             o.record(true, 1, &s);
         }
-        assert!(o.record(true, 1, &s), "the new window counts from zero");
+        assert!(
+            o.record(true, 1, &s).trip,
+            "the new window counts from zero"
+        );
     }
 
     #[test]
@@ -369,12 +409,12 @@ mod tests {
         let o = Outlier::new(0);
         // 7 successes, 2 failures: below min_requests
         for i in 0..9 {
-            assert!(!o.record(i % 4 == 3, 5, &s));
+            assert!(!o.record(i % 4 == 3, 5, &s).trip);
         }
         // 10th call, a failure: 7/10 = 70% < 80%
-        assert!(o.record(true, 5, &s));
+        assert!(o.record(true, 5, &s).trip);
         // a new window forgets the old calls
-        assert!(!o.record(true, 20_000, &s));
+        assert!(!o.record(true, 20_000, &s).trip);
     }
 
     #[test]
@@ -427,7 +467,7 @@ mod props {
                 now += dt;
                 let o = &eps[i % n];
                 o.try_restore(now, &budget);
-                if o.record(failure, now, &s) {
+                if o.record(failure, now, &s).trip {
                     o.try_eject(now, &s, &budget, n);
                 }
                 let ejected = eps.iter().filter(|o| o.ejected_until().is_some()).count();

@@ -113,6 +113,65 @@ pub(crate) fn fails_like_its_peers(peers: &Peers, me: &EndpointState) -> bool {
     peer_calls > 0 && 2 * peer_failures * calls >= failures * peer_calls
 }
 
+/// Envoy's statistical success-rate rule, as configured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StdevRule {
+    /// Standard deviations below the mean that eject.
+    pub(crate) factor: f64,
+    /// Endpoints with enough calls (`me` included) for the rule to apply.
+    pub(crate) minimum_hosts: u32,
+    /// Calls in an interval for an endpoint to count.
+    pub(crate) request_volume: u64,
+}
+
+/// Whether `me`, whose interval just ended with `ended` (failures, calls), is a
+/// success-rate outlier by Envoy's statistical rule: its success rate is below the mean
+/// less `factor` standard deviations of the success rates of the endpoints in rotation
+/// with at least `request_volume` calls in their latest interval (each endpoint's ends
+/// when its own does, so the others' are those ended within the last two intervals), when
+/// at least `minimum_hosts` endpoints count. Runs once per endpoint and interval.
+pub(crate) fn below_the_others(
+    peers: &Peers,
+    me: &EndpointState,
+    ended: (u64, u64),
+    now_ms: u64,
+    interval_ms: u64,
+    rule: StdevRule,
+) -> bool {
+    let rate = |(failures, calls): (u64, u64)| (calls - failures.min(calls)) as f64 / calls as f64;
+    if ended.1 < rule.request_volume {
+        return false;
+    }
+    let since = now_ms.saturating_sub(interval_ms.saturating_mul(2));
+    let mine = rate(ended);
+    // Mean and variance in one pass (Welford), allocating nothing.
+    let (mut n, mut mean, mut squares) = (1.0_f64, mine, 0.0_f64);
+    {
+        let all = lock(&peers.all);
+        let others = all
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|p| {
+                !std::ptr::eq(&**p, me)
+                    && !p.outlier.is_removed()
+                    && p.outlier.ejected_until().is_none()
+            })
+            .filter_map(|p| p.outlier.finished_since(since))
+            .filter(|&(_, calls)| calls >= rule.request_volume)
+            .map(rate);
+        for r in others {
+            n += 1.0;
+            let delta = r - mean;
+            mean += delta / n;
+            squares += delta * (r - mean);
+        }
+    }
+    if n < f64::from(rule.minimum_hosts) {
+        return false;
+    }
+    mine < mean - rule.factor * (squares / n).sqrt()
+}
+
 /// One endpoint's ejection, judged against the others after the fact.
 #[derive(Debug, Default)]
 pub(crate) struct Review {

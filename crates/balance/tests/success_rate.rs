@@ -1,0 +1,145 @@
+//! Envoy's statistical success-rate rule (`success_rate_stdev_factor`): an endpoint whose
+//! success rate over its interval is below the mean of the endpoints' less a multiple of
+//! their standard deviation is ejected, given enough endpoints with enough calls.
+
+use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::{Service, ServiceExt};
+use tower_prism_balance::{Balance, BalanceConfig, OutlierConfig, Strategy};
+
+/// An endpoint failing `fail_in_ten` of every ten calls, at once.
+#[derive(Clone)]
+struct Flaky {
+    fail_in_ten: u64,
+    calls: Arc<AtomicU64>,
+}
+
+impl Flaky {
+    fn new(fail_in_ten: u64) -> Self {
+        Flaky {
+            fail_in_ten,
+            calls: Arc::default(),
+        }
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Service<u64> for Flaky {
+    type Response = ();
+    type Error = std::io::Error;
+    type Future = Ready<Result<(), std::io::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: u64) -> Self::Future {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        ready(if n % 10 < self.fail_in_ten {
+            Err(std::io::Error::other("failed"))
+        } else {
+            Ok(())
+        })
+    }
+}
+
+/// Only the statistical rule: intervals of 1 s, at least `hosts` endpoints with at least
+/// `volume` calls, 1.9 standard deviations (Envoy's default factor).
+fn statistical(factor: Option<f64>, hosts: u32, volume: u32) -> BalanceConfig {
+    let outlier = OutlierConfig::builder()
+        .consecutive_failures(0)
+        .interval(Duration::from_secs(1))
+        .success_rate_stdev_factor(factor)
+        .success_rate_minimum_hosts(hosts)
+        .success_rate_request_volume(volume)
+        .max_ejection_percent(50)
+        .build()
+        .unwrap();
+    BalanceConfig::builder()
+        .strategy(Strategy::RoundRobin)
+        .outlier(outlier)
+        .build()
+        .unwrap()
+}
+
+/// Endpoint 0 fails 3 calls in 10, the rest none; a round robin sends a call every 5 ms
+/// for 4 s. Whether endpoint 0 was ejected, and how many calls it took.
+async fn run(config: BalanceConfig, endpoints: usize) -> (bool, u64) {
+    let eps: Vec<Flaky> = (0..endpoints)
+        .map(|i| Flaky::new(if i == 0 { 3 } else { 0 }))
+        .collect();
+    let mut balancer: Balance<usize, Flaky, u64> = Balance::builder()
+        .config(config)
+        .endpoints(eps.iter().cloned().enumerate())
+        .build()
+        .unwrap();
+    for i in 0..800 {
+        let _ = balancer.ready().await.unwrap().call(i).await;
+        tokio::time::advance(Duration::from_millis(5)).await;
+    }
+    let snapshot = balancer.handle().snapshot();
+    (snapshot.endpoints[0].ejected, eps[0].calls())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_well_below_the_others_success_rate_is_ejected() {
+    let (ejected, calls) = run(statistical(Some(1.9), 5, 20), 6).await;
+    assert!(ejected, "70 % against 100 % over six endpoints");
+    // Judged when its first interval ends, the others' having ended just before (a round
+    // robin reaches it last): about 1 s of its one call in six, then no more.
+    assert!((33..=40).contains(&calls), "{calls} calls");
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_few_endpoints_with_enough_calls_eject_nothing() {
+    let (ejected, calls) = run(statistical(Some(1.9), 5, 20), 4).await;
+    assert!(!ejected, "four endpoints, five needed");
+    assert_eq!(calls, 200);
+    let (ejected, _) = run(statistical(Some(1.9), 5, 1_000), 6).await;
+    assert!(!ejected, "no endpoint reaches 1,000 calls in an interval");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rule_is_off_without_a_factor_and_a_wide_factor_spares_the_endpoint() {
+    let (ejected, _) = run(statistical(None, 5, 20), 6).await;
+    assert!(!ejected);
+    // 70 % is 2.2 standard deviations below the mean of six (0.95 - 2.2 * 0.112): a factor
+    // of 2.5 keeps it.
+    let (ejected, _) = run(statistical(Some(2.5), 5, 20), 6).await;
+    assert!(!ejected);
+}
+
+#[test]
+fn bad_values_are_typed_errors_naming_the_field() {
+    let build = |factor, hosts, volume| {
+        OutlierConfig::builder()
+            .success_rate_stdev_factor(factor)
+            .success_rate_minimum_hosts(hosts)
+            .success_rate_request_volume(volume)
+            .build()
+    };
+    for (factor, hosts, volume, field) in [
+        (Some(0.0), 5, 100, "success_rate_stdev_factor"),
+        (Some(-1.0), 5, 100, "success_rate_stdev_factor"),
+        (Some(f64::NAN), 5, 100, "success_rate_stdev_factor"),
+        (Some(1900.0), 5, 100, "success_rate_stdev_factor"),
+        (Some(1.9), 0, 100, "success_rate_minimum_hosts"),
+        (Some(1.9), 5, 0, "success_rate_request_volume"),
+    ] {
+        let error = build(factor, hosts, volume).unwrap_err();
+        assert_eq!(error.field(), field, "{factor:?} {hosts} {volume}");
+    }
+    let toml: OutlierConfig = toml::from_str(
+        "success_rate_stdev_factor = 1.9\nsuccess_rate_minimum_hosts = 3\nsuccess_rate_request_volume = 50",
+    )
+    .unwrap();
+    toml.validate().unwrap();
+    assert_eq!(toml.success_rate_stdev_factor, Some(1.9));
+}
