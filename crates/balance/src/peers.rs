@@ -70,24 +70,32 @@ impl Peers {
         self.last_success_started_ms.load(Ordering::Relaxed) > since_ms
     }
 
+    /// Calls `f` with every endpoint in rotation but `me` (under the list's lock).
+    fn for_each_other(&self, me: &EndpointState, mut f: impl FnMut(&EndpointState)) {
+        let all = lock(&self.all);
+        for p in all.iter().filter_map(Weak::upgrade) {
+            if !std::ptr::eq(&*p, me)
+                && !p.outlier.is_removed()
+                && p.outlier.ejected_until().is_none()
+            {
+                f(&p);
+            }
+        }
+    }
+
     /// Sums two counts over every endpoint in rotation but `me`.
     fn sum_over_others(
         &self,
         me: &EndpointState,
         counts: impl Fn(&EndpointState) -> (u64, u64),
     ) -> (u64, u64) {
-        let all = lock(&self.all);
-        all.iter()
-            .filter_map(Weak::upgrade)
-            .filter(|p| {
-                !std::ptr::eq(&**p, me)
-                    && !p.outlier.is_removed()
-                    && p.outlier.ejected_until().is_none()
-            })
-            .fold((0, 0), |(a, b), p| {
-                let (pa, pb) = counts(&p);
-                (a + pa, b + pb)
-            })
+        let (mut a, mut b) = (0, 0);
+        self.for_each_other(me, |p| {
+            let (pa, pb) = counts(p);
+            a += pa;
+            b += pb;
+        });
+        (a, b)
     }
 
     /// The other endpoints' failures and requests so far (monotonic totals).
@@ -146,26 +154,19 @@ pub(crate) fn below_the_others(
     let mine = rate(ended);
     // Mean and variance in one pass (Welford), allocating nothing.
     let (mut n, mut mean, mut squares) = (1.0_f64, mine, 0.0_f64);
-    {
-        let all = lock(&peers.all);
-        let others = all
-            .iter()
-            .filter_map(Weak::upgrade)
-            .filter(|p| {
-                !std::ptr::eq(&**p, me)
-                    && !p.outlier.is_removed()
-                    && p.outlier.ejected_until().is_none()
-            })
-            .filter_map(|p| p.outlier.finished_since(since))
-            .filter(|&(_, calls)| calls >= rule.request_volume)
-            .map(rate);
-        for r in others {
-            n += 1.0;
-            let delta = r - mean;
-            mean += delta / n;
-            squares += delta * (r - mean);
+    peers.for_each_other(me, |p| {
+        let Some(counts) = p.outlier.finished_since(since) else {
+            return;
+        };
+        if counts.1 < rule.request_volume {
+            return;
         }
-    }
+        let r = rate(counts);
+        n += 1.0;
+        let delta = r - mean;
+        mean += delta / n;
+        squares += delta * (r - mean);
+    });
     if n < f64::from(rule.minimum_hosts) {
         return false;
     }
