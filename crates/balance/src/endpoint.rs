@@ -434,14 +434,18 @@ impl EndpointState {
         self.after_record(recorded, now_ms, &settings);
     }
 
-    /// What a result's record calls for: an ejection by a rule it tripped, or by the
-    /// statistical rule when it ended the endpoint's interval.
+    /// What a result's record calls for: an ejection by a rule it tripped, and, when it
+    /// ended the endpoint's interval, the statistical rule's judgement (unless the trip
+    /// ejected it already).
     #[inline]
     fn after_record(&self, recorded: outlier::Recorded, now_ms: u64, settings: &outlier::Settings) {
         if recorded.trip {
             self.try_eject(now_ms, settings, false);
-        } else if let Some(ended) = recorded.ended {
-            self.judge_interval(ended, now_ms, settings);
+        }
+        if let Some(ended) = recorded.ended {
+            if self.outlier.ejected_until().is_none() {
+                self.judge_interval(ended, now_ms, settings);
+            }
         }
     }
 
