@@ -48,6 +48,11 @@ where
     P::RateHeaders: RateHeaders<S::Response>,
     P::FaultStatus: InjectStatus<S::Response>,
 {
+    // A call refused before the inner service was called (rate limited, circuit open):
+    // the rate-limit stage's future failing with the error, as it fails with its own.
+    let refused = |error| StackFuture::Lean {
+        future: tower_prism_limit::rate::ResponseFuture::failed(error),
+    };
     if P::Retries::no_stage(stack.get_mut().get_mut()).is_none() {
         return StackFuture::Lean {
             future: stack.call(req),
@@ -56,7 +61,7 @@ where
     let stamp = match stack.admit::<Req, S::Response>(&req) {
         RateAdmission::PassThrough => None,
         RateAdmission::Admitted(stamp) => Some(stamp),
-        RateAdmission::Rejected(error) => return refused::<S, P, Req>(error),
+        RateAdmission::Rejected(error) => return refused(error),
         RateAdmission::Stage => {
             return StackFuture::Lean {
                 future: stack.call(req),
@@ -69,7 +74,7 @@ where
     let call = match breaker.admit() {
         BreakerAdmission::PassThrough => None,
         BreakerAdmission::Admitted(call) => Some(call),
-        BreakerAdmission::Rejected(error) => return refused::<S, P, Req>(error),
+        BreakerAdmission::Rejected(error) => return refused(error),
     };
     let Some(fault) = P::Retries::no_stage(breaker.get_mut()) else {
         unreachable!("a stack without a retry stage, checked above");
@@ -136,25 +141,5 @@ where
             H::write(stamp, response);
         }
         Poll::Ready(result)
-    }
-}
-
-/// A call refused before the inner service was called (rate limited, circuit open): the
-/// rate-limit stage's future failing with `error`, as it fails with its own refusals.
-fn refused<S, P, Req>(error: BoxError) -> StackFutureOf<S, P, Req>
-where
-    P: Profile,
-    S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
-    FullStack<S, P>: Service<Req, Response = S::Response, Error = BoxError>,
-    BreakerStage<S, P>: Service<Req, Response = S::Response, Error = BoxError>,
-    LeanStack<S, P>:
-        Service<Req, Response = S::Response, Error = BoxError, Future = LeanFuture<S, P, Req>>,
-    P::RateHeaders: RateHeaders<S::Response>,
-    P::FaultStatus: InjectStatus<S::Response>,
-    P::Classify: Classify<S::Response, BoxError>,
-{
-    StackFuture::Lean {
-        future: tower_prism_limit::rate::ResponseFuture::failed(error),
     }
 }
