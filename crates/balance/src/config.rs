@@ -119,6 +119,11 @@ pub struct OutlierConfig {
     /// Never eject more than this percentage of the endpoints (rounded down, so with 50%
     /// one endpoint of one is never ejected). Default 50.
     pub max_ejection_percent: u32,
+    /// Eject one endpoint even when `max_ejection_percent` allows none (Envoy's
+    /// `always_eject_one_host`): with 10% of five endpoints, or 50% of one, the first
+    /// outlier is ejected anyway; a second waits for the percentage to allow it. Default
+    /// `false`.
+    pub always_eject_one_host: bool,
 }
 
 impl Default for OutlierConfig {
@@ -135,6 +140,7 @@ impl Default for OutlierConfig {
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 50,
+            always_eject_one_host: false,
         }
     }
 }
@@ -218,6 +224,7 @@ impl OutlierConfig {
             base_ejection_ms: ms(self.base_ejection_time),
             max_ejection_ms: ms(self.max_ejection_time),
             max_ejection_percent: self.max_ejection_percent,
+            always_eject_one_host: self.always_eject_one_host,
         }
     }
 }

@@ -104,6 +104,9 @@ impl OutlierConfigBuilder {
         /// The most endpoints ejected at once, in percent
         /// ([`OutlierConfig::max_ejection_percent`]).
         max_ejection_percent: u32;
+        /// Eject one endpoint even when the percentage allows none
+        /// ([`OutlierConfig::always_eject_one_host`]).
+        always_eject_one_host: bool;
     }
 
     /// The config, once [`OutlierConfig::validate`] accepts it.

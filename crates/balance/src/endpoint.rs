@@ -43,6 +43,7 @@ pub(crate) struct Policy {
     base_ejection_ms: AtomicU64,
     max_ejection_ms: AtomicU64,
     max_ejection_percent: AtomicU32,
+    always_eject_one_host: AtomicBool,
     /// The statistical success-rate rule: its factor in thousandths (0: off), and its
     /// minimum endpoints and request volume.
     stdev_factor_milli: AtomicU32,
@@ -93,6 +94,7 @@ impl Policy {
             base_ejection_ms: AtomicU64::new(1),
             max_ejection_ms: AtomicU64::new(1),
             max_ejection_percent: AtomicU32::new(0),
+            always_eject_one_host: AtomicBool::new(false),
             stdev_factor_milli: AtomicU32::new(0),
             stdev_minimum_hosts: AtomicU32::new(0),
             stdev_request_volume: AtomicU32::new(0),
@@ -126,6 +128,7 @@ impl Policy {
         self.base_ejection_ms.store(s.base_ejection_ms, r);
         self.max_ejection_ms.store(s.max_ejection_ms, r);
         self.max_ejection_percent.store(s.max_ejection_percent, r);
+        self.always_eject_one_host.store(s.always_eject_one_host, r);
         let stdev = match (
             config.outlier.enabled,
             config.outlier.success_rate_stdev_factor,
@@ -157,6 +160,7 @@ impl Policy {
             base_ejection_ms: self.base_ejection_ms.load(r),
             max_ejection_ms: self.max_ejection_ms.load(r),
             max_ejection_percent: self.max_ejection_percent.load(r),
+            always_eject_one_host: self.always_eject_one_host.load(r),
         }
     }
 

@@ -37,6 +37,8 @@ pub(crate) struct Settings {
     pub(crate) max_ejection_ms: u64,
     /// At most this percentage of endpoints is ejected at once.
     pub(crate) max_ejection_percent: u32,
+    /// One endpoint may be ejected even when the percentage allows none.
+    pub(crate) always_eject_one_host: bool,
 }
 
 /// Per-endpoint outlier state.
@@ -79,9 +81,15 @@ fn unpack_window(w: u64) -> (u64, u64) {
 /// could overflow.
 const WINDOW_CALLS_LIMIT: u64 = 1 << 31;
 
-/// How many endpoints may be ejected at once out of `endpoints`.
-pub fn cap(endpoints: usize, max_ejection_percent: u32) -> usize {
-    endpoints * max_ejection_percent as usize / 100
+/// How many endpoints may be ejected at once out of `endpoints`: the percentage's share,
+/// rounded down, or one when `always_one` and the share rounds to none.
+pub fn cap(endpoints: usize, max_ejection_percent: u32, always_one: bool) -> usize {
+    let share = endpoints * max_ejection_percent as usize / 100;
+    if always_one {
+        share.max(1).min(endpoints)
+    } else {
+        share
+    }
 }
 
 impl Outlier {
@@ -169,7 +177,7 @@ impl Outlier {
         {
             return None;
         }
-        let max = cap(endpoints, s.max_ejection_percent);
+        let max = cap(endpoints, s.max_ejection_percent, s.always_eject_one_host);
         let mut current = ejected.load(Ordering::Acquire);
         loop {
             if current >= max {
@@ -326,6 +334,7 @@ mod tests {
             base_ejection_ms: 1_000,
             max_ejection_ms: 2_500,
             max_ejection_percent: 50,
+            always_eject_one_host: false,
         }
     }
 
@@ -427,12 +436,31 @@ mod tests {
             .filter(|o| o.try_eject(0, &s, &budget, 4).is_some())
             .count();
         assert_eq!(ejected, 2, "50% of 4");
-        assert_eq!(cap(1, 50), 0, "never the only endpoint at 50%");
+        assert_eq!(cap(1, 50, false), 0, "never the only endpoint at 50%");
         eps[0].remove(&budget);
         eps[1].remove(&budget);
         assert_eq!(budget.load(Ordering::Relaxed), 0);
         assert_eq!(eps[2].try_eject(0, &s, &budget, 2), Some(1_000));
         assert_eq!(eps[0].try_eject(0, &s, &budget, 2), None, "removed");
+    }
+
+    #[test]
+    fn always_eject_one_host_ejects_one_where_the_percentage_allows_none() {
+        let mut s = settings();
+        s.max_ejection_percent = 10;
+        let budget = AtomicUsize::new(0);
+        let eps: Vec<Outlier> = (0..5).map(|_| Outlier::new(0)).collect();
+        assert_eq!(
+            eps[0].try_eject(0, &s, &budget, 5),
+            None,
+            "10% of 5 is none"
+        );
+        s.always_eject_one_host = true;
+        assert_eq!(eps[0].try_eject(0, &s, &budget, 5), Some(1_000));
+        assert_eq!(eps[1].try_eject(0, &s, &budget, 5), None, "one, not two");
+        assert_eq!(cap(1, 50, true), 1, "the only endpoint too");
+        assert_eq!(cap(0, 50, true), 0);
+        assert_eq!(cap(20, 10, true), 2, "the percentage where it allows more");
     }
 }
 
@@ -449,6 +477,7 @@ mod props {
         fn ejections_stay_within_the_cap(
             n in 1usize..8,
             percent in 0u32..=100,
+            always_one in any::<bool>(),
             ops in proptest::collection::vec((0usize..8, any::<bool>(), 0u64..400), 1..200),
         ) {
             let s = Settings {
@@ -459,6 +488,7 @@ mod props {
                 base_ejection_ms: 300,
                 max_ejection_ms: 900,
                 max_ejection_percent: percent,
+                always_eject_one_host: always_one,
             };
             let budget = AtomicUsize::new(0);
             let eps: Vec<Outlier> = (0..n).map(|_| Outlier::new(0)).collect();
@@ -471,7 +501,7 @@ mod props {
                     o.try_eject(now, &s, &budget, n);
                 }
                 let ejected = eps.iter().filter(|o| o.ejected_until().is_some()).count();
-                prop_assert!(ejected <= cap(n, percent));
+                prop_assert!(ejected <= cap(n, percent, always_one));
                 prop_assert_eq!(ejected, budget.load(Ordering::Relaxed));
             }
         }
@@ -493,6 +523,7 @@ mod loom_tests {
             base_ejection_ms: 100,
             max_ejection_ms: 1_000,
             max_ejection_percent: 50,
+            always_eject_one_host: false,
         }
     }
 
