@@ -7,7 +7,10 @@
 //! the same Redis, prefix and name share one limit: over any window `d`, at most
 //! `d * rate + burst` requests are admitted in total.
 //!
-//! Every Redis call has a timeout. When Redis fails, the [`FailurePolicy`] decides:
+//! Every Redis call has a timeout, on tokio's timer: calls need a tokio runtime with time
+//! enabled (`#[tokio::main]` enables it; a runtime built with `enable_io` alone makes tokio
+//! panic at the first call, as tower's `Timeout` does). Outside any runtime a call is an
+//! error, not a panic. When Redis fails, the [`FailurePolicy`] decides:
 //! admit ([`FailurePolicy::FailOpen`]), reject with [`Error::Unavailable`](crate::Error::Unavailable)
 //! ([`FailurePolicy::FailClosed`]) or use an in-process bucket sized `rate / instances`
 //! ([`FailurePolicy::LocalFallback`]). A call that times out or finds the connection
