@@ -79,7 +79,12 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let inner = &mut self.inner;
-        ResponseFuture::new(reading::shared_with(req, |req| S::call(inner, req)))
+        // A guard rather than `reading::shared`'s closure, which took the request in and
+        // the future out as values: an HTTP server stack's call is 15 ns faster this way
+        // (`per_call http`, best of nine runs, client stacks unchanged), though callgrind
+        // counts more instructions: a copy is one call to `memcpy`, which it counts as
+        // 29 instructions, and whose loads of what was just stored stall.
+        let _scope = reading::enter();
+        ResponseFuture::new(S::call(&mut self.inner, req))
     }
 }
