@@ -425,6 +425,7 @@ async fn the_exporter_writes_what_the_dashboard_reads() {
         r#"prism_breaker_state{name="orders",state="half_open"} 0"#,
         r#"prism_breaker_state{name="orders",state="forced_open"} 0"#,
         r#"prism_breaker_state{name="orders",state="disabled"} 0"#,
+        r#"prism_breaker_state{name="orders",state="metrics_only"} 0"#,
         r#"prism_ratelimit_rate_per_second{name="orders"} 100"#,
     ] {
         assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");

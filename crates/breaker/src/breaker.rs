@@ -194,6 +194,35 @@ impl Breaker {
         self.machine.force(State::Disabled);
     }
 
+    /// Watches without acting until [`reset`](Breaker::reset) (resilience4j's
+    /// `transitionToMetricsOnlyState`): every call passes and is counted from an empty
+    /// window, the rates, the snapshot and the metrics move as when closed, but the circuit
+    /// never opens. For a breaker rolled out in shadow: see what it would have done before
+    /// letting it act.
+    ///
+    /// ```
+    /// use tower_prism_breaker::{Breaker, BreakerConfig, State, Window};
+    /// use tower_prism_core::Outcome;
+    ///
+    /// let config = BreakerConfig::builder()
+    ///     .window(Window::Count { size: 4 })
+    ///     .minimum_calls(4)
+    ///     .build()?;
+    /// let breaker = Breaker::new("payments", &config)?;
+    /// breaker.metrics_only();
+    /// for _ in 0..4 {
+    ///     let permit = breaker.acquire().unwrap();
+    ///     breaker.record(permit, Outcome::RETRYABLE);
+    /// }
+    /// let snapshot = breaker.snapshot();
+    /// assert_eq!(snapshot.state, State::MetricsOnly);
+    /// assert_eq!(snapshot.failure_rate, 1.0, "every call failed, and the circuit is not open");
+    /// # Ok::<(), tower_prism_core::ConfigError>(())
+    /// ```
+    pub fn metrics_only(&self) {
+        self.machine.force(State::MetricsOnly);
+    }
+
     /// Closes the breaker with an empty window and the open wait back at its base.
     pub fn reset(&self) {
         self.machine.force(State::Closed);

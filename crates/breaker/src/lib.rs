@@ -35,8 +35,10 @@
 //! ([`HttpClassifier`](tower_prism_core::HttpClassifier) reads a 429's or 503's
 //! `Retry-After`); an error through the hint function given to
 //! [`CircuitBreakerLayerBuilder::retry_after_hint`]. Neither is read on a success.
-//! - **forced open** and **disabled**: set by hand with [`Breaker::force_open`] and
-//!   [`Breaker::disable`], until [`Breaker::reset`].
+//! - **forced open**, **disabled** and **metrics only**: set by hand with
+//!   [`Breaker::force_open`], [`Breaker::disable`] and [`Breaker::metrics_only`] (every
+//!   call passes and is counted, the circuit never opens: a breaker watched before it
+//!   acts), until [`Breaker::reset`].
 //!
 //! Results are classified by a [`Classify`](tower_prism_core::Classify) impl: by default
 //! ([`DefaultClassifier`](tower_prism_core::DefaultClassifier)) an `Err` is a retryable

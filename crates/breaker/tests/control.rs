@@ -1,5 +1,5 @@
 //! Controlling and observing a breaker through the tower service with paused time: force
-//! open, disable and reset, clones sharing one breaker, hot reconfiguration, snapshots, the
+//! open, disable, metrics only and reset, clones sharing one breaker, hot reconfiguration, snapshots, the
 //! health signal, and config errors. The transitions themselves are in `transitions.rs`.
 
 mod common;
@@ -41,6 +41,43 @@ async fn force_open_disable_and_reset() {
         (State::Closed, 0, None)
     );
     run(&mut svc, &[Req::Ok]).await;
+}
+
+/// resilience4j's `METRICS_ONLY`: calls pass and are counted, from an empty window, past
+/// every threshold, the circuit never opening; a reset closes it with the window emptied,
+/// and the thresholds act again.
+#[tokio::test(start_paused = true)]
+async fn metrics_only_counts_every_call_and_never_opens() {
+    let (mut svc, calls) = make(
+        base()
+            .consecutive_failures(2)
+            .slow_call_duration(Duration::from_millis(50)),
+    );
+    let breaker = svc.handle().unwrap().clone();
+    run(&mut svc, &[Req::Ok, Req::Fail]).await;
+    breaker.metrics_only();
+    assert_eq!(breaker.state(), State::MetricsOnly);
+    assert_eq!(breaker.snapshot().calls, 0, "counting starts afresh");
+    run(&mut svc, &[Req::Fail; 8]).await;
+    run(&mut svc, &[Req::Slow(100); 2]).await;
+    let snap = breaker.snapshot();
+    assert_eq!(
+        (snap.state, snap.calls, snap.failures, snap.slow_calls),
+        (State::MetricsOnly, 4, 2, 2),
+        "the window of 4 holds the last two failures and the two slow calls"
+    );
+    assert_eq!((snap.failure_rate, snap.retry_after), (0.5, None));
+    assert_eq!(calls.load(Ordering::SeqCst), 12, "no call was rejected");
+
+    breaker.reset();
+    let snap = breaker.snapshot();
+    assert_eq!((snap.state, snap.calls), (State::Closed, 0));
+    run(&mut svc, &[Req::Fail, Req::Fail]).await;
+    assert_eq!(
+        breaker.state(),
+        State::Open,
+        "two failures in a row open it again"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -140,6 +140,8 @@ fn manual_control_moves_the_state_series() {
     assert_state(&memory, "forced_open");
     breaker.disable();
     assert_state(&memory, "disabled");
+    breaker.metrics_only();
+    assert_state(&memory, "metrics_only");
     breaker.reset();
     assert_state(&memory, "closed");
 

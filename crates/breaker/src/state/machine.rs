@@ -204,6 +204,7 @@ impl Machine {
             match state {
                 State::Closed => return Ok(permit(PermitKind::Closed)),
                 State::Disabled => return Ok(permit(PermitKind::Disabled)),
+                State::MetricsOnly => return Ok(permit(PermitKind::MetricsOnly)),
                 State::ForcedOpen => return Err(self.reject(self.wait())),
                 State::Open => {
                     let until = self.open_until.load(Acquire);
@@ -330,20 +331,33 @@ impl Machine {
         let slow = elapsed_nanos > self.params.slow_nanos.load(Relaxed);
         match permit.kind {
             PermitKind::Disabled => {}
-            PermitKind::Closed => self.record_closed(permit.generation, failure, slow, now, hint),
+            PermitKind::Closed => {
+                self.record_closed(permit.generation, State::Closed, failure, slow, now, hint)
+            }
+            PermitKind::MetricsOnly => self.record_closed(
+                permit.generation,
+                State::MetricsOnly,
+                failure,
+                slow,
+                now,
+                hint,
+            ),
             PermitKind::Probe => self.record_probe(permit.generation, failure, slow, now, hint),
         }
     }
 
+    /// Records a call made in `state` (closed, or metrics only: counted the same, but a
+    /// trip opens nothing).
     fn record_closed(
         &self,
         generation: u64,
+        state: State,
         failure: bool,
         slow: bool,
         now: Moment,
         hint: impl FnOnce() -> Option<Duration>,
     ) {
-        if self.state.load(Acquire) != pack_state(generation, State::Closed) {
+        if self.state.load(Acquire) != pack_state(generation, state) {
             return; // the breaker moved on while this call ran
         }
         let window = &self.window;
@@ -372,7 +386,7 @@ impl Machine {
                         && self.params.trips(counts));
             }
         }
-        if trip {
+        if trip && state == State::Closed {
             self.transition_from(generation, State::Open, now, hint());
         }
     }
@@ -490,7 +504,8 @@ impl Machine {
                 self.half_open_since.store(self.nanos_of(now), Release);
                 self.half_open.store(Probes::fresh(next).pack(), Release);
             }
-            State::Closed => {
+            // Metrics only starts counting afresh, as resilience4j's state does.
+            State::Closed | State::MetricsOnly => {
                 control.reopens = 0;
                 self.window.clear();
                 self.consecutive.store(0, Relaxed);

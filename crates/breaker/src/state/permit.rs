@@ -23,6 +23,7 @@ pub(crate) enum PermitKind {
     Closed,
     Probe,
     Disabled,
+    MetricsOnly,
 }
 
 impl Permit {

@@ -21,24 +21,31 @@ pub enum State {
     /// Switched off by hand ([`Breaker::disable`](crate::Breaker::disable)): every call
     /// passes, nothing is counted.
     Disabled,
+    /// Watching only, set by hand ([`Breaker::metrics_only`](crate::Breaker::metrics_only),
+    /// resilience4j's `METRICS_ONLY`): every call passes and is counted, the rates and
+    /// metrics move as when closed, but the circuit never opens.
+    MetricsOnly,
 }
 
 impl State {
-    pub(crate) const ALL: [State; 5] = [
+    pub(crate) const ALL: [State; 6] = [
         State::Closed,
         State::Open,
         State::HalfOpen,
         State::ForcedOpen,
         State::Disabled,
+        State::MetricsOnly,
     ];
 
-    /// The state's number: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled.
+    /// The state's number: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled,
+    /// 5 metrics only.
     /// (The `prism_breaker_state` gauge has one series per state, by [`as_label`](Self::as_label).)
     pub fn as_number(self) -> u8 {
         self as u8
     }
 
-    /// A short label: `closed`, `open`, `half_open`, `forced_open`, `disabled`.
+    /// A short label: `closed`, `open`, `half_open`, `forced_open`, `disabled`,
+    /// `metrics_only`.
     pub fn as_label(self) -> &'static str {
         match self {
             State::Closed => "closed",
@@ -46,12 +53,13 @@ impl State {
             State::HalfOpen => "half_open",
             State::ForcedOpen => "forced_open",
             State::Disabled => "disabled",
+            State::MetricsOnly => "metrics_only",
         }
     }
 
     #[inline]
     pub(crate) fn from_number(n: u64) -> State {
-        State::ALL[(n as usize).min(4)]
+        State::ALL[(n as usize).min(State::ALL.len() - 1)]
     }
 
     /// Whether calls are rejected in this state (open or forced open).
@@ -94,7 +102,7 @@ mod tests {
             assert_eq!(State::from_number(n as u64), *s);
             assert_eq!(s.to_string(), s.as_label());
         }
-        assert_eq!(State::from_number(99), State::Disabled);
+        assert_eq!(State::from_number(99), State::MetricsOnly);
     }
 
     #[test]

@@ -14,7 +14,14 @@ pub const REJECTED_TOTAL: &str = "prism_breaker_rejected_total";
 /// `max_over_time(...[1h])` tells whether one opened between two scrapes.
 pub const STATE: &str = "prism_breaker_state";
 /// The values the [`STATE`] gauge's `state` label takes.
-pub const STATES: &[&str] = &["closed", "open", "half_open", "forced_open", "disabled"];
+pub const STATES: &[&str] = &[
+    "closed",
+    "open",
+    "half_open",
+    "forced_open",
+    "disabled",
+    "metrics_only",
+];
 /// Counter: state transitions, by `from` and `to`.
 pub const TRANSITIONS_TOTAL: &str = "prism_breaker_transitions_total";
 /// Gauge: the share of the current window's calls that failed, a ratio from 0 to 1 (not a
@@ -50,7 +57,7 @@ pub fn describe() {
     );
     describe_gauge!(
         STATE,
-        "1 for the breaker's current state, 0 for its other states (label state: closed, open, half_open, forced_open, disabled)."
+        "1 for the breaker's current state, 0 for its other states (label state: closed, open, half_open, forced_open, disabled, metrics_only)."
     );
     describe_counter!(
         TRANSITIONS_TOTAL,
