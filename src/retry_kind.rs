@@ -68,6 +68,12 @@ pub trait RetryKind: sealed::Sealed + Send + Sync + 'static {
     /// [`no_stage`](Self::no_stage) answers.
     #[doc(hidden)]
     fn direct<T: Future>(call: T) -> Self::Direct<T>;
+
+    /// Whether the stack's calls are one small future (a server's, see [`crate::direct`]):
+    /// the facade's `call` then enters its clock scope through a guard rather than a
+    /// closure (see [`Reliability`](crate::Reliability)'s `call`).
+    #[doc(hidden)]
+    const SMALL_CALLS: bool;
 }
 
 /// A stack with a retry stage (engaged when the policy has a `retry` table).
@@ -79,6 +85,8 @@ pub struct Retries;
 pub struct NoRetries;
 
 impl RetryKind for Retries {
+    const SMALL_CALLS: bool = false;
+
     type Stage<S, P: Profile> =
         tower_prism_retry::Retry<PropagateService<S, P>, P::Classify, P::Replay, P::Hint>;
 
@@ -127,6 +135,8 @@ impl RetryKind for Retries {
 // retry stage would, and a wrapper's call and poll would copy the request and the
 // response once more on every call.
 impl RetryKind for NoRetries {
+    const SMALL_CALLS: bool = true;
+
     type Stage<S, P: Profile> = S;
 
     fn stage<S, P: Profile>(
