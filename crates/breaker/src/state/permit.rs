@@ -23,7 +23,6 @@ pub(crate) enum PermitKind {
     Closed,
     Probe,
     Disabled,
-    MetricsOnly,
 }
 
 impl Permit {
