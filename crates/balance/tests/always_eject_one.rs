@@ -1,40 +1,12 @@
 //! Envoy's `always_eject_one_host`: one outlier is ejected even where
 //! `max_ejection_percent` allows none (10 % of five endpoints), and only one.
 
-use std::future::{ready, Ready};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+mod common;
+
 use std::time::Duration;
 
-use tower::{Service, ServiceExt};
+use common::{eps, send, B};
 use tower_prism_balance::{Balance, BalanceConfig, OutlierConfig, Strategy};
-
-/// An endpoint that always fails, or never.
-#[derive(Clone)]
-struct Endpoint {
-    failing: bool,
-    calls: Arc<AtomicU64>,
-}
-
-impl Service<u64> for Endpoint {
-    type Response = ();
-    type Error = std::io::Error;
-    type Future = Ready<Result<(), std::io::Error>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: u64) -> Self::Future {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        ready(if self.failing {
-            Err(std::io::Error::other("failed"))
-        } else {
-            Ok(())
-        })
-    }
-}
 
 /// `endpoints` endpoints, the first `failing` of them always failing, behind a round robin
 /// whose outliers are ejected after 3 failures in a row, at most 10 % of them at once.
@@ -51,22 +23,17 @@ async fn ejected(endpoints: usize, failing: usize, always_eject_one_host: bool) 
         .outlier(outlier)
         .build()
         .unwrap();
-    let endpoints = (0..endpoints).map(|i| {
-        (
-            i,
-            Endpoint {
-                failing: i < failing,
-                calls: Arc::default(),
-            },
-        )
-    });
-    let mut balancer: Balance<usize, Endpoint, u64> = Balance::builder()
+    let eps = eps(endpoints);
+    for ep in &eps[..failing] {
+        ep.set_failing(true);
+    }
+    let mut balancer: B = Balance::builder()
         .config(config)
-        .endpoints(endpoints)
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
         .build()
         .unwrap();
     for i in 0..200 {
-        let _ = balancer.ready().await.unwrap().call(i).await;
+        let _ = send(&mut balancer, i).await;
         tokio::time::advance(Duration::from_millis(10)).await;
     }
     let snapshot = balancer.handle().snapshot();
