@@ -69,9 +69,9 @@ pub trait RetryKind: sealed::Sealed + Send + Sync + 'static {
     #[doc(hidden)]
     fn direct<T: Future>(call: T) -> Self::Direct<T>;
 
-    /// Whether the stack's calls are one small future (a server's, see [`crate::direct`]):
-    /// the facade's `call` then enters its clock scope through a guard rather than a
-    /// closure (see [`Reliability`](crate::Reliability)'s `call`).
+    /// Whether the stack's future is a small one (a server's, without a retry's call
+    /// state): the facade's `call` then enters its clock scope through a guard rather
+    /// than a closure (see [`Reliability`](crate::Reliability)'s `call`).
     #[doc(hidden)]
     const SMALL_CALLS: bool;
 }

@@ -81,13 +81,14 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         // How the call enters the scope is chosen by what was measured. A server's stack
-        // (one small future a call) through a guard: through the closure, the request went
-        // in and the future came out as values, and the guard times 15 to 30 ns a call
-        // faster on the HTTP server stack (`scripts/call-time`), though callgrind counts
-        // it more instructions (it counts a `memcpy` as 29 instructions, none of the stalls
-        // of its loads of what was just stored). A client's stack through the closure: with
-        // the guard its future of hundreds of bytes is copied once more (130 more
-        // instructions a call on the three-stage stack, a few ns more when timed).
+        // (its future 288 bytes at most, no retry's call state) through a guard: through
+        // the closure, the request went in and the future came out as values, and the
+        // guard times 8 to 15 ns a call faster on the HTTP server stack (`scripts/call-time`
+        // and BENCHMARKS.md), though callgrind counts it 80 instructions more (it counts a
+        // `memcpy` as 29 instructions, none of the stalls of its loads of what was just
+        // stored). A client's stack through the closure: with the guard its future of
+        // hundreds of bytes more is copied once more (130 more instructions a call on the
+        // three-stage stack, and no faster when timed).
         if <P::Retries as RetryKind>::SMALL_CALLS {
             let _scope = reading::enter();
             return ResponseFuture::new(S::call(&mut self.inner, req));
