@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eps, send, B};
-use tower_prism_balance::{Balance, BalanceConfig, OutlierConfig, Strategy};
+use common::{balance_with, eps, send};
+use tower_prism_balance::{BalanceConfig, OutlierConfig, Strategy};
 
 /// `endpoints` endpoints, the first `failing` of them always failing, behind a round robin
 /// whose outliers are ejected after 3 failures in a row, at most 10 % of them at once.
@@ -27,11 +27,7 @@ async fn ejected(endpoints: usize, failing: usize, always_eject_one_host: bool) 
     for ep in &eps[..failing] {
         ep.set_failing(true);
     }
-    let mut balancer: B = Balance::builder()
-        .config(config)
-        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
-        .build()
-        .unwrap();
+    let mut balancer = balance_with(config, &eps);
     for i in 0..200 {
         let _ = send(&mut balancer, i).await;
         tokio::time::advance(Duration::from_millis(10)).await;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eps, no_healthy, send, Ep, B};
+use common::{balance_with, eps, no_healthy, send, Ep, B};
 use tokio_test::assert_ready_ok;
 use tower::{Service, ServiceExt};
 use tower_prism_balance::{Balance, BalanceConfig, Error, OutlierConfig, Strategy};
@@ -29,11 +29,7 @@ fn ejecting(strategy: Strategy, max_percent: u32) -> BalanceConfig {
 
 /// A round robin over `eps` that ejects after 3 failures in a row, at most half of them.
 fn round_robin_ejecting(eps: &[Ep]) -> B {
-    Balance::builder()
-        .config(ejecting(Strategy::RoundRobin, 50))
-        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
-        .build()
-        .unwrap()
+    balance_with(ejecting(Strategy::RoundRobin, 50), eps)
 }
 
 #[tokio::test(start_paused = true)]
@@ -241,11 +237,7 @@ async fn all_endpoints_unhealthy_is_a_typed_error_not_a_hang() {
     // without panic mode (which would route to the ejected endpoints)
     let mut config = ejecting(Strategy::P2cPeakEwma, 100);
     config.healthy_panic_threshold = 0;
-    let mut b: B = Balance::builder()
-        .config(config)
-        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
-        .build()
-        .unwrap();
+    let mut b = balance_with(config, &eps);
     for i in 0..6 {
         let err = send(&mut b, i).await.unwrap_err();
         assert!(err.is::<std::io::Error>(), "{err}");

@@ -98,8 +98,16 @@ pub fn eps(n: usize) -> Vec<Ep> {
 
 /// A balancer with `strategy` over `eps`.
 pub fn balance(strategy: Strategy, eps: &[Ep]) -> B {
+    balance_with(
+        BalanceConfig::builder().strategy(strategy).build().unwrap(),
+        eps,
+    )
+}
+
+/// A balancer with `config` over `eps`.
+pub fn balance_with(config: BalanceConfig, eps: &[Ep]) -> B {
     Balance::builder()
-        .config(BalanceConfig::builder().strategy(strategy).build().unwrap())
+        .config(config)
         .endpoints(eps.iter().map(|e| (e.id, e.clone())))
         .build()
         .unwrap()
