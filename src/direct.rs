@@ -132,11 +132,10 @@ where
         if let (Some(call), Some(event)) = (this.call.as_mut(), mark.event_since()) {
             call.retry_event(event);
         }
-        let result = ready!(polled).map_err(Into::into);
-        let mut result = match this.call {
-            Some(call) => call.complete(result),
-            None => result,
-        };
+        let mut result = ready!(polled).map_err(Into::into);
+        if let Some(call) = this.call {
+            call.record(&result);
+        }
         if let (Ok(response), Some(stamp)) = (&mut result, &*this.stamp) {
             H::write(stamp, response);
         }

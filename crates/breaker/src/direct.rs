@@ -7,7 +7,7 @@ use tower_prism_core::internal::attempt;
 use tower_prism_core::{BoxError, Classify, RequestDeadline};
 
 use crate::error::Error;
-use crate::future::{complete, PermitGuard};
+use crate::future::{record_result, PermitGuard};
 use crate::service::CircuitBreaker;
 
 /// What the breaker says to a call about to be made.
@@ -40,15 +40,13 @@ impl<C> Call<C> {
         self.guard.retry_event(event);
     }
 
-    /// Classifies and records `result` (once: a second call records nothing) and returns
-    /// it, its error boxed.
+    /// Classifies and records `result` (once: a second call records nothing).
     #[inline(always)]
-    pub fn complete<T, E>(&mut self, result: Result<T, E>) -> Result<T, BoxError>
+    pub fn record<T>(&mut self, result: &Result<T, BoxError>)
     where
-        E: Into<BoxError>,
-        C: Classify<T, E>,
+        C: Classify<T, BoxError>,
     {
-        complete(&mut self.guard, &self.classifier, result)
+        record_result(&mut self.guard, &self.classifier, result)
     }
 }
 
