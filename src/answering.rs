@@ -89,23 +89,29 @@ pin_project! {
     }
 }
 
-impl<F, T, E> Future for AnsweringFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, Error>;
-
+impl<F> AnsweringFuture<F> {
+    /// Polls the call: its response, or `answer`'s for its error (a failed readiness's,
+    /// or the call's). The response comes out as it is, not re-wrapped in a `Result` for
+    /// the protocol's wrapper to unwrap: each re-wrapping moved the response once more.
     #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(Err(match self.project().state.project() {
+    pub(crate) fn poll_answer<T, E>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        answer: impl FnOnce(Error) -> T,
+    ) -> Poll<T>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: Into<BoxError>,
+    {
+        let error = match self.project().state.project() {
             StateProj::Called { future } => match ready!(future.poll(cx)) {
-                Ok(response) => return Poll::Ready(Ok(response)),
+                Ok(response) => return Poll::Ready(response),
                 Err(error) => Error::from_box(error.into()),
             },
             StateProj::Failed { error } => error
                 .take()
                 .unwrap_or_else(|| Error::from_box("polled after completion".into())),
-        }))
+        };
+        Poll::Ready(answer(error))
     }
 }

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::CONTENT_TYPE;
@@ -219,19 +219,23 @@ where
 {
     type Output = Result<Response<B>, Infallible>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let error = match ready!(self.project().inner.poll(cx)) {
-            Ok(response) => return Poll::Ready(Ok(response)),
-            Err(error) => error,
-        };
-        tracing::debug!(
-            kind = error.kind().as_str(),
-            code = error.grpc_code().as_str(),
-            %error,
-            "answering with a gRPC status"
-        );
-        Poll::Ready(Ok(error.to_grpc_response()))
+        self.project().inner.poll_answer(cx, answer).map(Ok)
     }
+}
+
+/// The gRPC status response for `error`.
+#[cold]
+#[inline(never)]
+fn answer<B: Default>(error: Error) -> Response<B> {
+    tracing::debug!(
+        kind = error.kind().as_str(),
+        code = error.grpc_code().as_str(),
+        %error,
+        "answering with a gRPC status"
+    );
+    error.to_grpc_response()
 }
 
 #[cfg(test)]

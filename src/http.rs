@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use http::Response;
 use pin_project_lite::pin_project;
@@ -13,6 +13,7 @@ use tower_prism_core::BoxError;
 use tower_service::Service;
 
 use crate::answering::{Answering, AnsweringFuture};
+use crate::error::Error;
 
 /// A layer that answers every error of the service below with an HTTP response
 /// (429/503 with `Retry-After`, 502, 504; see [`ErrorKind::status`](crate::ErrorKind::status)),
@@ -123,13 +124,16 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let error = match ready!(self.project().inner.poll(cx)) {
-            Ok(response) => return Poll::Ready(Ok(response)),
-            Err(error) => error,
-        };
-        tracing::debug!(kind = error.kind().as_str(), %error, "answering with an error response");
-        Poll::Ready(Ok(error.to_response()))
+        self.project().inner.poll_answer(cx, answer).map(Ok)
     }
+}
+
+/// The response for `error`.
+#[cold]
+#[inline(never)]
+fn answer<B: Default>(error: Error) -> Response<B> {
+    tracing::debug!(kind = error.kind().as_str(), %error, "answering with an error response");
+    error.to_response()
 }
 
 #[cfg(test)]
