@@ -339,6 +339,7 @@ impl Machine {
 
     /// Records a call made while the circuit was closed, or metrics only (counted the same,
     /// but a trip opens nothing).
+    #[inline]
     fn record_closed(
         &self,
         generation: u64,
