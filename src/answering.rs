@@ -59,6 +59,7 @@ impl<S> Answering<S> {
         Poll::Ready(())
     }
 
+    #[inline(never)]
     pub(crate) fn call<Req>(&mut self, req: Req) -> AnsweringFuture<S::Future>
     where
         S: Service<Req>,

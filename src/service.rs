@@ -47,6 +47,7 @@ impl<S, P: Profile> Reliability<S, P> {
 }
 
 impl<S: StackClone<P>, P: Profile> Clone for Reliability<S, P> {
+    #[inline]
     fn clone(&self) -> Self {
         Reliability {
             inner: S::clone_stack(&self.inner),

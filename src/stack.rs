@@ -79,6 +79,8 @@ where
     FullStack<S, P>: Clone,
     LeanStack<S, P>: Clone,
 {
+    // Inline, as every stage's: axum clones the stack for every request.
+    #[inline]
     fn clone(&self) -> Self {
         match self {
             Stack::Full(stack) => Stack::Full(stack.clone()),

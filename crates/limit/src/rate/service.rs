@@ -39,6 +39,8 @@ pub struct RateLimit<S, K = Unkeyed, P = SamePriority, W = UnitWeight, H = NoHea
 }
 
 impl<S: Clone, K: Clone, P: Clone, W: Clone, H> Clone for RateLimit<S, K, P, W, H> {
+    // Inline: axum clones the stack for every request.
+    #[inline]
     fn clone(&self) -> Self {
         RateLimit {
             inner: self.inner.clone(),
