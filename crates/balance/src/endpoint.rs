@@ -569,3 +569,89 @@ impl EndpointState {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::config::OutlierConfig;
+
+    const INTERVAL_MS: u64 = 10_000;
+
+    /// Six endpoints of one balancer whose outlier rules are the statistical one (1.9
+    /// standard deviations, 5 endpoints of 100 calls) and a streak of 5 failures.
+    fn endpoints() -> (Arc<Policy>, Vec<Arc<EndpointState>>) {
+        let outlier = OutlierConfig::builder()
+            .consecutive_failures(5)
+            .success_rate_stdev_factor(Some(1.9))
+            .success_rate_minimum_hosts(5)
+            .success_rate_request_volume(100)
+            .interval(Duration::from_millis(INTERVAL_MS))
+            .max_ejection_percent(50)
+            .build()
+            .unwrap();
+        let config = BalanceConfig::builder().outlier(outlier).build().unwrap();
+        let policy = Arc::new(Policy::new("judged".into(), &config, None, false));
+        let all: Vec<_> = (0..6)
+            .map(|i| {
+                Arc::new(EndpointState::new(
+                    format!("e{i}"),
+                    i,
+                    1,
+                    i as u32,
+                    policy.clone(),
+                ))
+            })
+            .collect();
+        policy.endpoints.store(all.len(), Ordering::Relaxed);
+        policy.peers.set(all.iter().map(Arc::downgrade));
+        (policy, all)
+    }
+
+    #[test]
+    fn a_tripping_record_that_ends_the_interval_is_judged_on_it() {
+        // The case needs a record made by another call between the interval's end and
+        // this call's own record (the tripping call is then not alone in its new window),
+        // so it is set up here by hand: the others' intervals ended with 1 failure in
+        // 100 calls, and each of their new windows holds 1 in 20; the endpoint's new
+        // window holds 1 in 10, failing like them, so a trip alone ejects nothing.
+        let (policy, all) = endpoints();
+        let settings = policy.settings();
+        let t0 = policy.now_ms();
+        for peer in &all[1..] {
+            for i in 0..100 {
+                peer.outlier.record(i == 0, t0 + 1, &settings);
+            }
+            for i in 0..20 {
+                peer.outlier.record(i == 1, t0 + INTERVAL_MS + 1, &settings);
+            }
+            assert_eq!(peer.outlier.window_counts(), (1, 20));
+        }
+        let judged = &all[0];
+        for i in 0..10 {
+            judged.outlier.record(i == 0, t0 + 1, &settings);
+        }
+        let now = t0 + INTERVAL_MS + 2;
+
+        let tripped = outlier::Recorded {
+            trip: true,
+            ended: None,
+        };
+        judged.after_record(tripped, now, &settings);
+        assert!(
+            judged.outlier.ejected_until().is_none(),
+            "failing like the others, a trip alone ejects nothing"
+        );
+
+        // The same trip by a record that also ended an interval of 60 failures in 100
+        // calls: far below the others, the statistical rule ejects the endpoint.
+        let tripped_at_the_end = outlier::Recorded {
+            trip: true,
+            ended: Some((60, 100)),
+        };
+        judged.after_record(tripped_at_the_end, now, &settings);
+        assert!(
+            judged.outlier.ejected_until().is_some(),
+            "the interval the tripping record ended was not judged"
+        );
+    }
+}
