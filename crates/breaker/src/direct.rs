@@ -22,8 +22,8 @@ pub enum Admission<C> {
     Rejected(BoxError),
 }
 
-/// A call the breaker admitted: holds its permit until [`complete`](Call::complete)
-/// records the result. Dropped before, it gives the permit back (or records a failure,
+/// A call the breaker admitted: holds its permit until [`record`](Call::record) is
+/// given the result. Dropped before, it gives the permit back (or records a failure,
 /// as the breaker's own future does: see
 /// [`BreakerConfig::count_deadline_expiry`](crate::BreakerConfig::count_deadline_expiry)).
 #[doc(hidden)]
