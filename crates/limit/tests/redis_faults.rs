@@ -398,6 +398,13 @@ async fn a_cluster_node_killed_mid_run_fails_only_its_keys_and_comes_back() {
             }
         }
     }
+    // One node of three dead is the cluster client's to handle: the link stays up.
+    let snapshot = l.handle().snapshot();
+    assert_eq!(
+        (snapshot.link, snapshot.link_downs),
+        (LinkState::Up, 0),
+        "{snapshot:?}"
+    );
     assert!(cluster.nodes[victim].spawn());
     let start = Instant::now();
     for k in &keys {
@@ -415,6 +422,71 @@ async fn a_cluster_node_killed_mid_run_fails_only_its_keys_and_comes_back() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Every Cluster node killed: the link goes down after a few calls (instead of each call
+/// making the cluster client try every dead node again), calls then take the failure
+/// policy at once, and once the nodes are back the link reconnects and Redis decides again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_every_node_dead_takes_the_link_down_until_it_returns() {
+    let Some(mut cluster) = Cluster::start() else {
+        return;
+    };
+    let timeout = Duration::from_millis(100);
+    let l = RedisRateLimitLayer::builder(
+        RedisConfig::builder(cluster.url())
+            .cluster(true)
+            .rate(100_000)
+            .period(Duration::from_secs(1))
+            .timeout(timeout)
+            .connect_timeout(Duration::from_millis(300))
+            .failure_policy(FailurePolicy::FailClosed)
+            .build()
+            .unwrap(),
+    )
+    .name("cl-all")
+    .build()
+    .unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("user-{i}")).collect();
+    for k in &keys {
+        l.handle().acquire_key(k).await.expect("admitted by redis");
+    }
+    for node in &mut cluster.nodes {
+        node.kill();
+    }
+    let start = Instant::now();
+    let mut calls = 0;
+    while l.handle().snapshot().link != LinkState::Down {
+        let t = Instant::now();
+        let r = l.handle().acquire_key(&keys[calls % keys.len()]).await;
+        assert!(
+            t.elapsed() < timeout * 4,
+            "a call was not bounded: {:?}",
+            t.elapsed()
+        );
+        assert!(is_unavailable(&r.unwrap_err()));
+        calls += 1;
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still {:?} after {calls} calls",
+            l.handle().snapshot()
+        );
+    }
+    assert!(
+        calls >= 5,
+        "down after {calls} calls: one dead node's keys would do that"
+    );
+    // Down: calls are refused without asking the cluster (their error says so).
+    for k in &keys {
+        let e = l.handle().acquire_key(k).await.unwrap_err();
+        assert!(e.to_string().contains("unreachable"), "{e}");
+    }
+    assert_eq!(l.handle().snapshot().link_downs, 1);
+    for node in &mut cluster.nodes {
+        assert!(node.spawn());
+    }
+    until_served(&l, Duration::from_secs(20)).await;
+    assert_eq!(l.handle().snapshot().link, LinkState::Up);
 }
 
 /// Recovery time after a kill: the time from the server's return (accepting connections)

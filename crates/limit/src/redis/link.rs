@@ -21,10 +21,16 @@
 //!   the calls after it fail at once instead of each waiting its timeout while the first
 //!   attempt runs (up to `connect_timeout`).
 //!
-//! In Cluster mode the cluster client reconnects to single nodes by itself: the link goes
-//! `Down` only while the first connection cannot be made (no seed answers) and stays `Up`
-//! after that, even with every node dead; calls to a dead node fail within the timeout
-//! (at once, once the client knows the node is gone).
+//! In Cluster mode the cluster client reconnects to single nodes by itself, so one call's
+//! failure says little: a dead node fails the keys it serves while the others answer. The
+//! link goes `Down` when the whole cluster is gone: [`CLUSTER_DOWN_AFTER`] calls in a row
+//! found no node (a connection failure, a timeout, `CLUSTERDOWN`, no connection to the
+//! key's node) with no call answered in between, over at least the call timeout. Until
+//! then, calls to a dead node fail within the timeout (at once, once the client knows the
+//! node is gone); after, every call fails at once instead of each making the client try
+//! every dead node again, and the background task remakes the cluster connection as it
+//! remakes a single server's (no probation: a call on a node still dead says nothing of
+//! the others).
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
@@ -78,6 +84,11 @@ const PROBING: u8 = 3;
 /// The most strikes counted: the wait before a reconnection stops doubling long before.
 const MAX_STRIKES: u32 = 32;
 
+/// Cluster mode: calls in a row that found no node, none answered in between, that take
+/// the link down (when they span at least the call timeout). Not one: with one node of
+/// three dead, a third of the calls fail while the cluster serves the rest.
+const CLUSTER_DOWN_AFTER: u32 = 5;
+
 /// Timeouts and backoff of a [`Link`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LinkTimings {
@@ -128,6 +139,13 @@ pub(crate) struct Link {
     strikes: AtomicU32,
     /// Set while `Probing` and a call is out to Redis.
     probe_out: AtomicBool,
+    /// Cluster mode: calls in a row that found no node; 0 once a call is answered.
+    cluster_failures: AtomicU32,
+    /// Cluster mode: when the first of those failed, in nanoseconds since `epoch` plus one
+    /// (0 while none has).
+    cluster_failing_since: AtomicU64,
+    /// The origin of `cluster_failing_since` (tokio's clock, so paused time drives it).
+    epoch: Instant,
     generation: AtomicU64,
     /// Times the link went down.
     downs: AtomicU64,
@@ -157,6 +175,9 @@ impl Link {
             reconnecting: AtomicBool::new(false),
             strikes: AtomicU32::new(0),
             probe_out: AtomicBool::new(false),
+            cluster_failures: AtomicU32::new(0),
+            cluster_failing_since: AtomicU64::new(0),
+            epoch: Instant::now(),
             generation: AtomicU64::new(0),
             downs: AtomicU64::new(0),
             timings,
@@ -216,7 +237,9 @@ impl Link {
             Ok(Err(e)) => {
                 if e.kind() == ErrorKind::ReadOnly {
                     self.went_down(generation, &e.to_string(), true);
-                } else if is_connection_failure(&e) {
+                } else if is_connection_failure(&e)
+                    || (matches!(self.target, Target::Cluster(_)) && is_no_node(&e))
+                {
                     self.went_down(generation, &e.to_string(), false);
                 } else {
                     // An error answer from a working server.
@@ -277,6 +300,10 @@ impl Link {
     fn answered(&self, probed: bool) {
         if self.strikes.load(Relaxed) != 0 {
             self.strikes.store(0, Relaxed);
+        }
+        if self.cluster_failures.load(Relaxed) != 0 {
+            self.cluster_failures.store(0, Relaxed);
+            self.cluster_failing_since.store(0, Relaxed);
         }
         if probed
             && self
@@ -365,11 +392,45 @@ impl Link {
     /// Marks the link down after connection `generation` failed (unless a newer one is
     /// already in use) and starts reconnecting; `strike`: Redis answered the connection
     /// but not the call in time, or answered `READONLY`. In Cluster mode single nodes are
-    /// the cluster client's to reconnect, so the link stays up.
+    /// the cluster client's to reconnect: the link goes down only when the whole cluster
+    /// seems gone (see [`cluster_call_failed`](Self::cluster_call_failed)).
     fn went_down(self: &Arc<Self>, generation: u64, why: &str, strike: bool) {
         if matches!(self.target, Target::Cluster(_)) {
+            if self.cluster_call_failed(generation) {
+                self.take_down(generation, why, false);
+            }
             return;
         }
+        self.take_down(generation, why, strike);
+    }
+
+    /// Counts a Cluster-mode call on connection `generation` that found no node: whether
+    /// the link should go down, [`CLUSTER_DOWN_AFTER`] such calls in a row, with no call
+    /// answered in between, spanning at least the call timeout (see the module docs).
+    fn cluster_call_failed(&self, generation: u64) -> bool {
+        if self.generation.load(Relaxed) != generation {
+            return false; // a late failure of a connection already replaced
+        }
+        let now = u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let failures = self
+            .cluster_failures
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_add(1)))
+            .map_or(u32::MAX, |n| n.saturating_add(1));
+        if failures == 1 {
+            self.cluster_failing_since.store(now, Relaxed);
+            return false;
+        }
+        // 0: the first failure of this run has not stamped its time yet.
+        let since = self.cluster_failing_since.load(Relaxed);
+        let timeout = u64::try_from(self.timings.timeout.as_nanos()).unwrap_or(u64::MAX);
+        failures >= CLUSTER_DOWN_AFTER && since != 0 && now.saturating_sub(since) >= timeout
+    }
+
+    /// Takes the link down after connection `generation` failed (unless a newer one is
+    /// already in use) and starts reconnecting.
+    fn take_down(self: &Arc<Self>, generation: u64, why: &str, strike: bool) {
         {
             let mut guard = self.conn.write().unwrap_or_else(|e| e.into_inner());
             match guard.as_ref() {
@@ -441,6 +502,8 @@ impl Link {
         {
             let mut guard = self.conn.write().unwrap_or_else(|e| e.into_inner());
             *guard = Some((generation, conn));
+            self.cluster_failures.store(0, Relaxed);
+            self.cluster_failing_since.store(0, Relaxed);
             self.probe_out.store(false, Release);
             self.state.store(state, Release);
         }
@@ -560,4 +623,14 @@ impl Drop for Running {
 /// working server, such as a script error).
 fn is_connection_failure(e: &ClientError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout()
+}
+
+/// Whether `e`, from the cluster client, means it found no node for the call: no
+/// connection to the key's node, or the cluster (or the key's master) answering that it
+/// is down.
+fn is_no_node(e: &ClientError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ClusterConnectionNotFound | ErrorKind::ClusterDown | ErrorKind::MasterDown
+    )
 }

@@ -36,7 +36,10 @@
 //! address) has its own bucket, the Redis key `{<prefix>:<name>:<key>}`; the hash tag
 //! spans the whole key, so keys spread over the slots of a Redis Cluster
 //! ([`RedisConfigBuilder::cluster`], `cluster = true`: the URL is then a seed node, and
-//! each script runs on the node owning its key, redirections followed). Memory stays
+//! each script runs on the node owning its key, redirections followed). A dead node fails
+//! only the keys it serves; the link goes `Down` (every call failing fast, the cluster
+//! connection remade in the background) only when five calls in a row over at least
+//! `timeout` found no node, none answered in between. Memory stays
 //! bounded on both sides: every Redis key expires once its bucket is full again, and an
 //! instance keeps pre-allotted tokens and fallback buckets for at most `max_keys` keys.
 //!
