@@ -325,16 +325,13 @@ async fn a_server_blackholed_from_the_start_fails_fast_after_the_first_call() {
     until_served(&l, Duration::from_secs(10)).await;
 }
 
-/// A Cluster node killed mid-run: keys on the other nodes are still decided by Redis, keys
-/// on the dead node get the failure policy within the timeout, and once the node is back
-/// every key is decided by Redis again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_node_killed_mid_run_fails_only_its_keys_and_comes_back() {
-    // Without full coverage the healthy nodes keep serving their slots.
-    let Some(mut cluster) = Cluster::start_with(&["--cluster-require-full-coverage", "no"]) else {
-        return;
-    };
-    let timeout = Duration::from_millis(200);
+/// A fail-closed layer on `cluster` with calls bounded by `timeout`, and 30 keys (spread
+/// over the nodes) each admitted once by Redis.
+async fn cluster_layer_in_use(
+    cluster: &Cluster,
+    timeout: Duration,
+    name: &str,
+) -> (RedisRateLimitLayer, Vec<String>) {
     let l = RedisRateLimitLayer::builder(
         RedisConfig::builder(cluster.url())
             .cluster(true)
@@ -346,13 +343,27 @@ async fn a_cluster_node_killed_mid_run_fails_only_its_keys_and_comes_back() {
             .build()
             .unwrap(),
     )
-    .name("cl")
+    .name(name)
     .build()
     .unwrap();
     let keys: Vec<String> = (0..30).map(|i| format!("user-{i}")).collect();
     for k in &keys {
         l.handle().acquire_key(k).await.expect("admitted by redis");
     }
+    (l, keys)
+}
+
+/// A Cluster node killed mid-run: keys on the other nodes are still decided by Redis, keys
+/// on the dead node get the failure policy within the timeout, and once the node is back
+/// every key is decided by Redis again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_killed_mid_run_fails_only_its_keys_and_comes_back() {
+    // Without full coverage the healthy nodes keep serving their slots.
+    let Some(mut cluster) = Cluster::start_with(&["--cluster-require-full-coverage", "no"]) else {
+        return;
+    };
+    let timeout = Duration::from_millis(200);
+    let (l, keys) = cluster_layer_in_use(&cluster, timeout, "cl").await;
     let victim = 2;
     let victim_port = cluster.nodes[victim].port;
     // Which keys live on the victim: those whose slot it serves.
@@ -433,24 +444,7 @@ async fn a_cluster_with_every_node_dead_takes_the_link_down_until_it_returns() {
         return;
     };
     let timeout = Duration::from_millis(100);
-    let l = RedisRateLimitLayer::builder(
-        RedisConfig::builder(cluster.url())
-            .cluster(true)
-            .rate(100_000)
-            .period(Duration::from_secs(1))
-            .timeout(timeout)
-            .connect_timeout(Duration::from_millis(300))
-            .failure_policy(FailurePolicy::FailClosed)
-            .build()
-            .unwrap(),
-    )
-    .name("cl-all")
-    .build()
-    .unwrap();
-    let keys: Vec<String> = (0..30).map(|i| format!("user-{i}")).collect();
-    for k in &keys {
-        l.handle().acquire_key(k).await.expect("admitted by redis");
-    }
+    let (l, keys) = cluster_layer_in_use(&cluster, timeout, "cl-all").await;
     for node in &mut cluster.nodes {
         node.kill();
     }
