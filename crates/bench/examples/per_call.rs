@@ -9,8 +9,10 @@
 //! `http-cloned` (the same, each call through a clone of the stack dropped after it, as
 //! axum's `Route` serves each request), `http-off` (the same with no stage configured:
 //! what the stack's wrapping costs), `bare` (the HTTP route alone), `limit` (the
-//! default rate limit alone, unkeyed) and `governor` (governor's direct limiter's `check()`
-//! and the call, as the `ratelimit` bench drives it).
+//! default rate limit alone, unkeyed), `governor` (governor's direct limiter's `check()`
+//! and the call, as the `ratelimit` bench drives it), and `limit-keyed` and
+//! `governor-keyed` (the same two keyed by the request, 64 keys in turn, as the bench's
+//! keyed rows).
 //!
 //! With `PRISM_RECORDER` set, a Prometheus recorder (`metrics-exporter-prometheus`, as
 //! `contrib/` installs it) takes the stages' metrics instead of the `metrics` crate's
@@ -31,6 +33,10 @@ use tower_prism_bench::Noop;
 
 /// A rate that admits every call.
 const HUGE: u32 = 1_000_000_000;
+
+/// Keys of the keyed limiters' calls, as the `ratelimit` bench's (request `i` has key
+/// `i % KEYS`).
+const KEYS: u64 = 64;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -72,6 +78,13 @@ fn main() {
             drive_now(limit.layer(Noop), calls)
         }
         "governor" => drive_now(Governed::new(), calls),
+        "limit-keyed" => {
+            let limit = tower_prism::limit::rate::RateLimitLayer::from_config(&rate())
+                .expect("valid rate limit")
+                .key_fn(|request: &u64| *request % KEYS);
+            drive_now(limit.layer(Noop), calls)
+        }
+        "governor-keyed" => drive_now(GovernedKeyed::new(), calls),
         "four" => {
             let balanced = layer
                 .layer_endpoints::<usize, Noop, u64>((0..8).map(|i| (i, Noop)))
@@ -107,7 +120,7 @@ fn main() {
         other => {
             eprintln!(
                 "unknown stack {other:?}: three, deadline, four, http, http-cloned, http-off, bare, \
-                 limit or governor"
+                 limit, governor, limit-keyed or governor-keyed"
             );
             std::process::exit(2);
         }
@@ -190,6 +203,42 @@ impl Service<u64> for Governed {
 
     fn call(&mut self, request: u64) -> Self::Future {
         assert!(self.limiter.check().is_ok(), "sized to admit every call");
+        self.inner.call(request)
+    }
+}
+
+/// governor's keyed limiter in front of [`Noop`]: `check_key()` of the request's key, then
+/// the call.
+struct GovernedKeyed {
+    limiter: governor::DefaultKeyedRateLimiter<u64>,
+    inner: Noop,
+}
+
+impl GovernedKeyed {
+    fn new() -> Self {
+        let huge = std::num::NonZeroU32::new(HUGE).expect("not zero");
+        GovernedKeyed {
+            limiter: governor::RateLimiter::keyed(governor::Quota::per_second(huge)),
+            inner: Noop,
+        }
+    }
+}
+
+impl Service<u64> for GovernedKeyed {
+    type Response = <Noop as Service<u64>>::Response;
+    type Error = <Noop as Service<u64>>::Error;
+    type Future = <Noop as Service<u64>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        Service::<u64>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: u64) -> Self::Future {
+        let admitted = self.limiter.check_key(&(request % KEYS)).is_ok();
+        assert!(admitted, "sized to admit every call");
         self.inner.call(request)
     }
 }
