@@ -170,7 +170,7 @@ where
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if let Some(rest) = state.rest.as_mut() {
-            return match ready!(rest.as_mut().poll_frame(cx)) {
+            match ready!(rest.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     let frame = frame.map_data(|mut d| d.copy_to_bytes(d.remaining()));
                     if !over_limit {
@@ -190,20 +190,19 @@ where
                             this.trailers_sent = true;
                         }
                     }
-                    Poll::Ready(Some(Ok(frame)))
+                    return Poll::Ready(Some(Ok(frame)));
                 }
                 Some(Err(e)) => {
                     // A body that failed part-way cannot be replayed faithfully.
                     this.shared.over_limit.store(true, Ordering::Release);
                     state.rest = None;
-                    Poll::Ready(Some(Err(e.into())))
+                    return Poll::Ready(Some(Err(e.into())));
                 }
-                None => {
-                    state.rest = None;
-                    this.trailers_sent = true; // trailers, if any, came before the end
-                    Poll::Ready(None)
-                }
-            };
+                // The end. A copy that read the trailers from the body has sent them; a
+                // copy replaying what an earlier reader took (one that stopped at the
+                // trailers, as hyper's clients do) sends the stored ones below.
+                None => state.rest = None,
+            }
         }
         if !this.trailers_sent {
             this.trailers_sent = true;

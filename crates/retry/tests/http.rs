@@ -98,6 +98,32 @@ async fn replays_data_and_trailers() {
     );
 }
 
+/// hyper's clients stop reading a request body at its trailers (HTTP/1 clears the body,
+/// HTTP/2 ends the stream after sending them): the body never gets its end polled. A retry's
+/// copy replaying that body must still send the trailers; it ended without them.
+#[tokio::test]
+async fn a_copy_sends_the_trailers_a_reader_that_stopped_at_them_took() {
+    let (chunks, _) = Chunks::new(&["ab", "cd"], true);
+    let mut first = ReplayBody::new(chunks, 1024);
+    let copy = first.try_clone().unwrap();
+    assert_eq!(
+        next_frame(&mut first).await.unwrap().into_data().unwrap(),
+        "ab"
+    );
+    assert_eq!(
+        next_frame(&mut first).await.unwrap().into_data().unwrap(),
+        "cd"
+    );
+    assert!(next_frame(&mut first).await.unwrap().is_trailers());
+    drop(first); // the attempt ended at the trailers, the body's end never polled
+    let collected = copy.collect().await.unwrap();
+    assert_eq!(
+        collected.trailers().map(|t| &t["x-sum"]),
+        Some(&"42".parse().unwrap())
+    );
+    assert_eq!(collected.to_bytes(), "abcd");
+}
+
 #[tokio::test]
 async fn a_copy_continues_where_a_partial_read_stopped() {
     let (chunks, _) = Chunks::new(&["ab", "cd", "ef"], false);
