@@ -44,10 +44,16 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// retry stage waits for the inner service as long as it takes, so bound it above (a
 /// deadline stage, `tower::timeout`) or set `attempt_timeout`. With `attempt_timeout`
 /// set, a whole call lasts at most
-/// `max_attempts * attempt_timeout + (max_attempts - 1) * max(backoff.max, max_retry_after)`,
-/// and no retry starts later than `max_elapsed` after the call began. (Before a retry the
-/// stage also waits for the inner service to be ready, as any caller would; a service that
-/// never gets ready is bounded by whatever bounds its callers, such as a deadline above.)
+/// `max_attempts * attempt_timeout + (max_attempts - 1) * max(backoff.max, max_retry_after)`
+/// without hedging. With hedging each hedge has its own `attempt_timeout` from when it was
+/// sent, as in Polly, and a round ends when its attempts have all ended, so a round lasts
+/// at most `(1 + hedge.max_hedged) * attempt_timeout` and the call
+/// `max_attempts * (1 + hedge.max_hedged) * attempt_timeout`
+/// `+ (max_attempts - 1) * max(backoff.max, max_retry_after)`. No retry starts later than
+/// `max_elapsed` after the call began; one bound on the whole call, whatever the settings,
+/// is a deadline stage's. (Before a retry the stage also waits for the inner service to be
+/// ready, as any caller would; a service that never gets ready is bounded by whatever
+/// bounds its callers, such as a deadline above.)
 ///
 /// ```
 /// use std::time::Duration;

@@ -470,6 +470,37 @@ async fn the_hedge_delay_and_the_attempt_timeout_each_fire_on_time() {
     assert_eq!(up.in_flight(), 0);
 }
 
+/// The bound `RetryConfig` documents for a hedged round, reached: every hedge has its own
+/// attempt timeout from when it was sent, and each timeout sends the next hedge at once, so
+/// a round of `1 + max_hedged` attempts that never answer lasts `(1 + max_hedged)` attempt
+/// timeouts (not one, as the bound once said).
+#[tokio::test(start_paused = true)]
+async fn a_hedged_round_lasts_at_most_one_attempt_timeout_per_attempt() {
+    let config = RetryConfig::builder()
+        .max_attempts(1)
+        .budget(no_budget())
+        .attempt_timeout(MS * 50)
+        .hedge(HedgeConfig::fixed(Duration::from_secs(1)).max_hedged(3))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::builder(config).name("hedge").build().unwrap();
+    let up = Upstream::new([ok_after(1000, 1); 4]);
+    let mut svc = layer.layer(up.service());
+    let start = Instant::now();
+    assert!(run(&mut svc, 0).await.is_err(), "every attempt timed out");
+    assert_eq!(
+        up.log.offsets(),
+        vec![0, 50, 100, 150],
+        "a hedge at each timeout"
+    );
+    assert_eq!(
+        start.elapsed(),
+        MS * 200,
+        "(1 + max_hedged) attempt timeouts"
+    );
+    assert_eq!(up.in_flight(), 0);
+}
+
 /// Polly's hedging: the delay is the longest wait before the next hedge. An attempt that
 /// fails (retryably) before it sends the next hedge at once, whether or not retries are
 /// on: the hedge comes before a retry and its backoff.
