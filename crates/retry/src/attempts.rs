@@ -402,6 +402,13 @@ where
                 Some(give_up(shared, why, attempt, max_elapsed, result))
             }
             Decision::RetryAfter(delay) => {
+                // A call that began while `max_elapsed` was unset never read when it began:
+                // once a reload sets it, the call counts it from this retry on.
+                if this.plan.started.is_none()
+                    && settings.get().is_some_and(|s| s.max_elapsed.is_some())
+                {
+                    this.plan.started = Some(now.get().unwrap_or_else(Instant::now));
+                }
                 // The upstream's own word on when to come back, for a breaker above: it
                 // records the failure at once, with the hint for its open wait.
                 let hint = match &result {

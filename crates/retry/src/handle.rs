@@ -143,7 +143,9 @@ impl RetryHandle {
     /// Applies a new config to running services, all or nothing: an invalid config
     /// changes nothing. New calls use the new `max_attempts` and `attempt_timeout`;
     /// backoff, `max_elapsed`, `honor_retry_after` and `max_retry_after` apply from the
-    /// next retry on (calls in flight included); budget ratios and floor at once; hedging
+    /// next retry on (calls in flight included: one that began while `max_elapsed` was
+    /// unset counts it from its first retry after the reload, not knowing when it
+    /// began); budget ratios and floor at once; hedging
     /// from the next call on (a percentile keeps the latencies recorded so far). The
     /// budget's window length stays as built.
     pub fn reconfigure(&self, config: &RetryConfig) -> Result<(), ConfigError> {

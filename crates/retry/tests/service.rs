@@ -246,6 +246,35 @@ fn futures_poll<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F:
     std::pin::Pin::new(f).poll(&mut cx)
 }
 
+/// A `max_elapsed` a reload adds stops the calls already retrying too (an incident's first
+/// lever): a call that began without one never read when it began, so it counts from its
+/// first retry after the reload. It retried to its last attempt.
+#[tokio::test(start_paused = true)]
+async fn max_elapsed_set_by_a_reload_stops_a_call_in_flight() {
+    let config = RetryConfig::builder()
+        .max_attempts(10)
+        .backoff(Backoff::fixed(MS * 100))
+        .budget(no_budget())
+        .build()
+        .unwrap();
+    let l = RetryLayer::builder(config.clone()).build().unwrap();
+    let log = Log::default();
+    let mut svc = l.layer(flaky(log.clone(), 100));
+    let call = run(&mut svc, 1);
+    let reload = async {
+        tokio::time::sleep(MS * 50).await;
+        let mut tighter = config.clone();
+        tighter.max_elapsed = Some(MS * 150);
+        l.handle().reconfigure(&tighter).unwrap();
+    };
+    let (result, ()) = tokio::join!(call, reload);
+    result.unwrap_err();
+    // Attempts at 0 and 100; the retry after the one at 100 is the first since the reload
+    // (elapsed counts from then); after the one at 200, a retry at 300 would start 200 ms
+    // in, past 150 ms.
+    assert_eq!(log.offsets(), [0, 100, 200]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn reconfigure_applies_to_new_calls() {
     let l = layer(2, Backoff::none());
