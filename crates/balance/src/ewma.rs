@@ -25,8 +25,20 @@ fn unpack(state: u64) -> (f64, u64) {
     )
 }
 
+/// A reading up to this far behind the last sample is behind it, not 49 days ahead: on a
+/// multi-threaded runtime another thread may store a newer sample between this thread's
+/// clock reading and its load of the estimate.
+const BEHIND_MS: u64 = 60_000;
+
+/// Milliseconds from the sample stamped `at_ms` to `now_ms` on the 32-bit clock; 0 when
+/// `now_ms` is behind it.
 fn elapsed_ms(now_ms: u64, at_ms: u64) -> f64 {
-    ((now_ms & 0xffff_ffff).wrapping_sub(at_ms) & 0xffff_ffff) as f64
+    let d = (now_ms & 0xffff_ffff).wrapping_sub(at_ms) & 0xffff_ffff;
+    if d > (1 << 32) - BEHIND_MS {
+        0.0
+    } else {
+        d as f64
+    }
 }
 
 impl PeakEwma {
@@ -43,6 +55,9 @@ impl PeakEwma {
         loop {
             let (cost, at) = unpack(current);
             let elapsed = elapsed_ms(now_ms, at);
+            // A reading behind the last sample weighs it fully and keeps its stamp: the
+            // stamp never moves back.
+            let stamp = if elapsed > 0.0 { now_ms } else { at };
             let next = if rtt_ns > cost {
                 rtt_ns
             } else if elapsed <= 0.0 {
@@ -55,7 +70,7 @@ impl PeakEwma {
             };
             match self.state.compare_exchange_weak(
                 current,
-                pack(next, now_ms),
+                pack(next, stamp),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
@@ -103,6 +118,24 @@ mod tests {
         let before = e.estimate(10_010, 10_000.0);
         let later = e.estimate(20_010, 10_000.0);
         assert!((later - before * (-1f64).exp()).abs() / later < 1e-6);
+    }
+
+    /// Another thread's newer sample stored between this thread's clock reading and its
+    /// load: the reading is behind, not 49 days ahead (which decayed the estimate to 0 and
+    /// let a faster sample replace the peak).
+    #[test]
+    fn a_reading_just_behind_the_last_sample_keeps_the_estimate() {
+        let e = PeakEwma::new(1_000_000.0, 0);
+        e.observe(500_000_000.0, 101, 10_000.0);
+        assert_eq!(e.estimate(100, 10_000.0), 500_000_000.0);
+        e.observe(1_000_000.0, 100, 10_000.0);
+        assert_eq!(e.raw(), 500_000_000.0, "the peak stands");
+        let later = e.estimate(10_101, 10_000.0);
+        let expected = 500_000_000.0 * (-1f64).exp();
+        assert!(
+            (later - expected).abs() / expected < 1e-6,
+            "stamp kept at 101: {later}"
+        );
     }
 
     #[test]
