@@ -389,11 +389,31 @@ impl EndpointState {
         });
     }
 
-    /// Ends a call that did not complete (dropped, failed to get ready, or panicked).
+    /// Ends a call that never reached the endpoint (its readiness failed).
     #[inline]
     pub(crate) fn finish(&self) {
         let s = &self.metrics.series;
         self.calls.end(|| s.in_flight.decrement(1.0));
+    }
+
+    /// Ends a call dropped before it completed (its caller's deadline, a hedge that lost
+    /// the race, a panic) that started at `started`. As in tower's `PeakEwma`, the time it
+    /// spent counts as a latency sample, a lower bound on the real one: an endpoint that
+    /// never answers, its calls all cut short, stops looking idle to P2C. Nothing else is
+    /// recorded: a cancelled call is not the endpoint's failure.
+    pub(crate) fn abandon(&self, started: Moment) {
+        let now = self.policy.now();
+        let latency_ns = started.nanos_to(now);
+        self.ewma.observe(
+            latency_ns as f64,
+            self.policy.ms_of(now),
+            self.policy.decay_ms(),
+        );
+        let s = &self.metrics.series;
+        self.calls.end(|| {
+            s.in_flight.decrement(1.0);
+            s.ewma.set(self.ewma.raw() / 1e9);
+        });
     }
 
     /// Ends a completed call: it leaves the in-flight count, and its latency, outcome,

@@ -39,12 +39,19 @@ impl InFlight {
         self.completed = true;
         self.endpoint.complete(outcome, self.started);
     }
+
+    /// Ends a call the endpoint never took (its readiness failed): nothing about its
+    /// latency is known.
+    pub(crate) fn end_unsent(mut self) {
+        self.completed = true;
+        self.endpoint.finish();
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.completed {
-            self.endpoint.finish();
+            self.endpoint.abandon(self.started);
         }
     }
 }
@@ -128,6 +135,7 @@ where
                 if let Some(guard) = this.guard.take() {
                     if not_ready {
                         guard.endpoint.record_broken();
+                        guard.end_unsent();
                     } else {
                         let outcome = this.classify.classify(result.as_ref());
                         guard.complete(outcome);

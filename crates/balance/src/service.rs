@@ -219,6 +219,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
         self.topology = registry.topology.clone();
         self.epoch = self.handle.shared.epoch.load(Ordering::Acquire);
         self.chosen = None;
+        self.picked_at = None;
     }
 
     /// Polls endpoint `i`; `true` when it is ready.
@@ -418,6 +419,9 @@ where
             }
             Pick::NoneHealthy => Poll::Ready(Ok(())),
             Pick::Pending => {
+                // A pick that found its endpoints not ready took a reading for a call that
+                // is not made now: a later call must not count the wait as its latency.
+                self.picked_at = None;
                 self.handle.shared.policy.register(cx.waker());
                 if self.readiness_failed {
                     self.arm_readiness_retry(cx);

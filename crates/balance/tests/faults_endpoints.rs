@@ -171,6 +171,58 @@ async fn a_never_answering_endpoint_is_bounded_by_the_callers_deadline_and_leaks
     );
 }
 
+/// Under P2C, one by one: a call to an endpoint that never answers, cut short by its
+/// caller's deadline, counts the time it ran as a latency sample (as tower's `PeakEwma`).
+/// It recorded nothing, so the hung endpoint kept its first estimate, decaying toward 0,
+/// below the working endpoint's real samples: P2C sent it nearly every call.
+#[tokio::test(start_paused = true)]
+async fn p2c_avoids_an_endpoint_whose_calls_only_time_out() {
+    let (eps, modes) = faulty(2);
+    modes[1].store(HANG, Ordering::SeqCst);
+    let mut b = build(Strategy::P2cPeakEwma, eps);
+    let mut timed_out = 0;
+    for i in 0..200 {
+        let call = b.ready().await.unwrap().call(i);
+        if tokio::time::timeout(Duration::from_millis(100), call)
+            .await
+            .is_err()
+        {
+            timed_out += 1;
+        }
+        tokio::time::advance(Duration::from_millis(500)).await;
+    }
+    let hung = &b.handle().snapshot().endpoints[1];
+    assert!(
+        timed_out <= 10,
+        "{timed_out} of 200 calls went to the hung endpoint: {hung:?}"
+    );
+    assert!(hung.latency_ewma >= Duration::from_millis(10), "{hung:?}");
+    assert_eq!(in_flight(&b), [0, 0]);
+}
+
+/// A P2C pick whose endpoints were not ready read the clock for a call not made then; a
+/// call made much later through another way of picking (one endpoint left) counted that
+/// wait as its latency.
+#[tokio::test(start_paused = true)]
+async fn a_call_after_a_pending_pick_times_itself_from_its_own_call() {
+    let eps = common::eps(2);
+    let mut b = common::balance(Strategy::P2cPeakEwma, &eps);
+    eps[0].set_ready(false);
+    eps[1].set_ready(false);
+    assert!(tokio::time::timeout(Duration::from_secs(10), b.ready())
+        .await
+        .is_err());
+    tokio::time::advance(Duration::from_secs(50)).await;
+    b.handle().remove(&1);
+    eps[0].set_ready(true);
+    common::send(&mut b, 0).await.unwrap();
+    let ewma = b.handle().snapshot().endpoints[0].latency_ewma;
+    assert!(
+        ewma < Duration::from_secs(1),
+        "an instant call recorded as {ewma:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_answer_after_an_hour_is_counted_and_then_avoided() {
     let (eps, modes) = faulty(3);
