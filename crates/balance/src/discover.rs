@@ -47,8 +47,7 @@ where
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| Error::NoRuntime { task: "discovery" })?;
     let weak = Arc::downgrade(&handle.shared);
-    drop(handle);
-    runtime.spawn(async move {
+    let task = runtime.spawn(async move {
         let mut discover = Box::pin(discover);
         loop {
             let batch = std::future::poll_fn(|cx| next_batch(discover.as_mut(), cx)).await;
@@ -74,6 +73,9 @@ where
             }
         }
     });
+    // Aborted with the balancer, as its health checks are: a stream that never yields
+    // again would keep the task, and what the stream owns, alive for good.
+    handle.shared.tasks.add(task.abort_handle());
     Ok(())
 }
 

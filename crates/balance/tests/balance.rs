@@ -186,6 +186,37 @@ async fn endpoints_from_discover() {
     assert!(got < 2);
 }
 
+/// The discovery task ends with the balancer, as its health checks do: it kept the stream,
+/// and whatever the stream owns (a watch on a registry, a connection), until the stream
+/// yielded again, which one that has nothing more to say never does.
+#[tokio::test(start_paused = true)]
+async fn dropping_the_balancer_ends_its_discovery_task() {
+    use std::sync::{Arc, Mutex};
+    use std::task::Poll;
+    use tower::discover::Change;
+
+    let owned = Arc::new(());
+    let held = owned.clone();
+    let first = Mutex::new(Some(Ep::new(0)));
+    let quiet_after_one = futures_util::stream::poll_fn(move |_| {
+        let _owns = &held;
+        match first.lock().unwrap().take() {
+            Some(ep) => Poll::Ready(Some(Ok::<_, std::io::Error>(Change::Insert(0, ep)))),
+            None => Poll::Pending,
+        }
+    });
+    let b: B = Balance::from_discover(quiet_after_one, BalanceConfig::default()).unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(b.handle().len(), 1);
+    drop(b);
+    tokio::task::yield_now().await;
+    assert_eq!(
+        Arc::strong_count(&owned),
+        1,
+        "the stream was dropped with the task"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_discover_burst_is_applied_whole() {
     // a first listing of 3,000 endpoints, ready at once: applied in batches of at most
