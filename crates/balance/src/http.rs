@@ -38,7 +38,8 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// An endpoint for `uri`, which needs a scheme (`http`) and an authority (`host:port`).
+    /// An endpoint for `uri`, which needs a scheme (`http`) and an authority (`host:port`),
+    /// without credentials (`user:password@`).
     pub fn new(uri: &str) -> Result<Self, Error> {
         let invalid = |reason: &str| Error::InvalidUri {
             uri: uri.to_owned(),
@@ -58,6 +59,17 @@ where
             .authority()
             .cloned()
             .ok_or_else(|| invalid("no authority"))?;
+        // `user:password@host`: the authority is sent as the `Host` header, and the URI is
+        // the endpoint's key in metrics and logs, so credentials there would leak; the
+        // error shows the URI without them.
+        if let Some((credentials, _)) = authority.as_str().rsplit_once('@') {
+            return Err(Error::InvalidUri {
+                uri: uri.replacen(credentials, "***", 1),
+                reason: "credentials in the URI would be sent in the Host header; send an \
+                         Authorization header instead"
+                    .to_owned(),
+            });
+        }
         let client = Client::builder(TokioExecutor::new()).build_http();
         Ok(UriEndpoint {
             client,

@@ -78,3 +78,18 @@ async fn requests_go_to_each_uri_with_the_authority_rewritten() {
     assert!(matches!(err, Error::InvalidUri { .. }));
     assert!(endpoints_from_uris::<Empty<Bytes>, _>(["127.0.0.1:80"]).is_err());
 }
+
+/// Credentials in an endpoint URI went out as the `Host` header (`user:secret@host:port`:
+/// invalid, and the secret sent to the server and kept in the key). Refused, and the error
+/// does not repeat them.
+#[test]
+fn an_endpoint_uri_with_credentials_is_refused_without_showing_them() {
+    let err =
+        endpoints_from_uris::<Empty<Bytes>, _>(["http://user:secret@10.0.0.1:8080/"]).unwrap_err();
+    assert!(matches!(err, Error::InvalidUri { .. }), "{err:?}");
+    let shown = err.to_string();
+    assert!(
+        !shown.contains("secret") && shown.contains("***@10.0.0.1"),
+        "{shown}"
+    );
+}
