@@ -95,7 +95,8 @@ pub struct OutlierConfig {
     /// Envoy's statistical `success_rate` rule: when an endpoint's `interval` ends, it is
     /// ejected if its success rate over it is below the mean of the endpoints' latest
     /// intervals less this many standard deviations (Envoy's `success_rate_stdev_factor`
-    /// divided by 1000: 1.9 there). Only endpoints with at least
+    /// divided by 1000: 1.9 there; resolved to a thousandth, a smaller factor counting as
+    /// 0.001). Only endpoints with at least
     /// `success_rate_request_volume` calls in their interval count, and the rule applies
     /// only when at least `success_rate_minimum_hosts` of them (this one included) do.
     /// `None` (the default) disables the rule; in `(0, 100]` otherwise.
@@ -215,8 +216,9 @@ impl OutlierConfig {
             } else {
                 0
             },
-            success_rate_permille: match (self.enabled, self.success_rate_threshold) {
-                (true, Some(r)) => (r * 1000.0).round() as u32,
+            // At least 1: a threshold that rounded to 0 would turn the rule off.
+            success_rate_ppm: match (self.enabled, self.success_rate_threshold) {
+                (true, Some(r)) => ((r * 1e6).round() as u32).max(1),
                 _ => 0,
             },
             min_requests: self.min_requests,

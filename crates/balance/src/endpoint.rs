@@ -37,7 +37,7 @@ pub(crate) struct Policy {
     decay_ms: AtomicU64,
     default_rtt_ns: AtomicU64,
     consecutive_failures: AtomicU32,
-    success_rate_permille: AtomicU32,
+    success_rate_ppm: AtomicU32,
     min_requests: AtomicU32,
     interval_ms: AtomicU64,
     base_ejection_ms: AtomicU64,
@@ -88,7 +88,7 @@ impl Policy {
             decay_ms: AtomicU64::new(0),
             default_rtt_ns: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
-            success_rate_permille: AtomicU32::new(0),
+            success_rate_ppm: AtomicU32::new(0),
             min_requests: AtomicU32::new(0),
             interval_ms: AtomicU64::new(1),
             base_ejection_ms: AtomicU64::new(1),
@@ -122,7 +122,7 @@ impl Policy {
         self.default_rtt_ns.store(rtt, r);
         let s = config.outlier.settings();
         self.consecutive_failures.store(s.consecutive_failures, r);
-        self.success_rate_permille.store(s.success_rate_permille, r);
+        self.success_rate_ppm.store(s.success_rate_ppm, r);
         self.min_requests.store(s.min_requests, r);
         self.interval_ms.store(s.interval_ms, r);
         self.base_ejection_ms.store(s.base_ejection_ms, r);
@@ -133,7 +133,8 @@ impl Policy {
             config.outlier.enabled,
             config.outlier.success_rate_stdev_factor,
         ) {
-            (true, Some(factor)) => (factor * 1000.0).round() as u32,
+            // In thousandths, Envoy's unit; at least 1, as 0 turns the rule off.
+            (true, Some(factor)) => ((factor * 1000.0).round() as u32).max(1),
             _ => 0,
         };
         self.stdev_factor_milli.store(stdev, r);
@@ -154,7 +155,7 @@ impl Policy {
         let r = Ordering::Relaxed;
         outlier::Settings {
             consecutive_failures: self.consecutive_failures.load(r),
-            success_rate_permille: self.success_rate_permille.load(r),
+            success_rate_ppm: self.success_rate_ppm.load(r),
             min_requests: self.min_requests.load(r),
             interval_ms: self.interval_ms.load(r),
             base_ejection_ms: self.base_ejection_ms.load(r),

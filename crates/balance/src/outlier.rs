@@ -25,8 +25,9 @@ use tower_prism_core::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Orde
 pub(crate) struct Settings {
     /// Failures in a row that eject; 0 disables the rule.
     pub(crate) consecutive_failures: u32,
-    /// Success rate (per mille) below which an endpoint is ejected; 0 disables the rule.
-    pub(crate) success_rate_permille: u32,
+    /// Success rate (in parts per million) below which an endpoint is ejected; 0 disables
+    /// the rule.
+    pub(crate) success_rate_ppm: u32,
     /// Calls in the interval before the success-rate rule applies.
     pub(crate) min_requests: u32,
     /// Length of the success-rate window, in ms.
@@ -148,9 +149,9 @@ impl Outlier {
         }
         let by_streak = failure && s.consecutive_failures > 0 && streak >= s.consecutive_failures;
         let by_rate = failure
-            && s.success_rate_permille > 0
+            && s.success_rate_ppm > 0
             && calls >= u64::from(s.min_requests.max(1))
-            && (calls - failures) * 1000 < u64::from(s.success_rate_permille) * calls;
+            && (calls - failures) * 1_000_000 < u64::from(s.success_rate_ppm) * calls;
         Recorded {
             trip: by_streak || by_rate,
             ended,
@@ -328,7 +329,7 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             consecutive_failures: 3,
-            success_rate_permille: 0,
+            success_rate_ppm: 0,
             min_requests: 10,
             interval_ms: 10_000,
             base_ejection_ms: 1_000,
@@ -390,7 +391,7 @@ mod tests {
     fn a_huge_window_starts_over_before_its_call_count_overflows() {
         let s = Settings {
             consecutive_failures: 0,
-            success_rate_permille: 500,
+            success_rate_ppm: 500_000,
             min_requests: 10,
             ..settings()
         };
@@ -412,7 +413,7 @@ mod tests {
     fn success_rate_rule() {
         let s = Settings {
             consecutive_failures: 0,
-            success_rate_permille: 800,
+            success_rate_ppm: 800_000,
             ..settings()
         };
         let o = Outlier::new(0);
@@ -482,7 +483,7 @@ mod props {
         ) {
             let s = Settings {
                 consecutive_failures: 2,
-                success_rate_permille: 500,
+                success_rate_ppm: 500_000,
                 min_requests: 4,
                 interval_ms: 1_000,
                 base_ejection_ms: 300,
@@ -517,7 +518,7 @@ mod loom_tests {
     fn settings() -> Settings {
         Settings {
             consecutive_failures: 1,
-            success_rate_permille: 0,
+            success_rate_ppm: 0,
             min_requests: 1,
             interval_ms: 1_000,
             base_ejection_ms: 100,

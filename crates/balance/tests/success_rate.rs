@@ -1,6 +1,7 @@
 //! Envoy's statistical success-rate rule (`success_rate_stdev_factor`): an endpoint whose
 //! success rate over its interval is below the mean of the endpoints' less a multiple of
-//! their standard deviation is ejected, given enough endpoints with enough calls.
+//! their standard deviation is ejected, given enough endpoints with enough calls. And the
+//! fixed rule (`success_rate_threshold`) at the ends of its range.
 
 use std::future::{ready, Ready};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,10 +12,12 @@ use std::time::Duration;
 use tower::{Service, ServiceExt};
 use tower_prism_balance::{Balance, BalanceConfig, OutlierConfig, Strategy};
 
-/// An endpoint failing `fail_in_ten` of every ten calls, at once.
+/// An endpoint failing the first `fail_in_ten` of every ten calls (or, with a `period`,
+/// only the last of every `period` calls), at once.
 #[derive(Clone)]
 struct Flaky {
     fail_in_ten: u64,
+    period: Option<u64>,
     calls: Arc<AtomicU64>,
 }
 
@@ -22,7 +25,15 @@ impl Flaky {
     fn new(fail_in_ten: u64) -> Self {
         Flaky {
             fail_in_ten,
+            period: None,
             calls: Arc::default(),
+        }
+    }
+
+    fn failing_last_of(period: u64) -> Self {
+        Flaky {
+            period: Some(period),
+            ..Flaky::new(0)
         }
     }
 
@@ -42,7 +53,11 @@ impl Service<u64> for Flaky {
 
     fn call(&mut self, _: u64) -> Self::Future {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        ready(if n % 10 < self.fail_in_ten {
+        let fails = match self.period {
+            Some(period) => n % period == period - 1,
+            None => n % 10 < self.fail_in_ten,
+        };
+        ready(if fails {
             Err(std::io::Error::other("failed"))
         } else {
             Ok(())
@@ -114,6 +129,60 @@ async fn the_rule_is_off_without_a_factor_and_a_wide_factor_spares_the_endpoint(
     // of 2.5 keeps it.
     let (ejected, _) = run(statistical(Some(2.5), 5, 20), 6).await;
     assert!(!ejected);
+}
+
+/// A factor below the rule's resolution (a thousandth, Envoy's unit) rounded to 0, which
+/// turned the rule off; it now counts as the smallest factor, and ejects.
+#[tokio::test(start_paused = true)]
+async fn a_factor_below_a_thousandth_keeps_the_rule_on() {
+    let (ejected, _) = run(statistical(Some(0.0001), 5, 20), 6).await;
+    assert!(ejected);
+}
+
+/// The fixed success-rate threshold: one endpoint failing every call is ejected however low
+/// the threshold (one under 0.0005 rounded to 0 per mille, which turned the rule off), and
+/// the threshold is not rounded to a thousandth (0.9996 is not 1: 99.97 % stays).
+#[tokio::test(start_paused = true)]
+async fn the_success_rate_threshold_is_exact_and_never_off_when_set() {
+    let threshold = |ratio: f64| {
+        let outlier = OutlierConfig::builder()
+            .consecutive_failures(0)
+            .success_rate_threshold(Some(ratio))
+            .min_requests(5)
+            .max_ejection_percent(50)
+            .build()
+            .unwrap();
+        BalanceConfig::builder()
+            .strategy(Strategy::RoundRobin)
+            .outlier(outlier)
+            .build()
+            .unwrap()
+    };
+    let failing = [Flaky::new(10), Flaky::new(0)];
+    let mut balancer: Balance<usize, Flaky, u64> = Balance::builder()
+        .config(threshold(0.0004))
+        .endpoints(failing.iter().cloned().enumerate())
+        .build()
+        .unwrap();
+    for i in 0..40 {
+        let _ = balancer.ready().await.unwrap().call(i).await;
+    }
+    assert!(
+        balancer.handle().snapshot().endpoints[0].ejected,
+        "0 % < 0.04 %"
+    );
+
+    // 1 failure in 3,000 calls (99.967 %, judged at that failure) is above 99.96 %
+    let nearly = [Flaky::failing_last_of(3_000), Flaky::new(0)];
+    let mut balancer: Balance<usize, Flaky, u64> = Balance::builder()
+        .config(threshold(0.9996))
+        .endpoints(nearly.iter().cloned().enumerate())
+        .build()
+        .unwrap();
+    for i in 0..6_000 {
+        let _ = balancer.ready().await.unwrap().call(i).await;
+    }
+    assert!(!balancer.handle().snapshot().endpoints[0].ejected);
 }
 
 #[test]
