@@ -110,8 +110,10 @@ pub struct OutlierConfig {
     /// The success-rate window. Default 10s, at most [`MAX_INTERVAL`] (1h).
     #[serde(with = "duration")]
     pub interval: Duration,
-    /// The first ejection lasts this long; the n-th lasts n times as long (capped by
-    /// `max_ejection_time`). Default 30s, at most [`MAX_INTERVAL`] (1h).
+    /// The first ejection lasts this long; the n-th in a row lasts n times as long (capped
+    /// by `max_ejection_time`). As Envoy's multiplier, n goes down by one for every
+    /// `interval` the endpoint spends in rotation, so one that recovered for good is
+    /// ejected for this long again. Default 30s, at most [`MAX_INTERVAL`] (1h).
     #[serde(with = "duration")]
     pub base_ejection_time: Duration,
     /// No ejection lasts longer. Default 300s, at most [`MAX_EJECTION_TIME`] (1 day).

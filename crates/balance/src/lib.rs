@@ -89,8 +89,9 @@
 //! `failure_percentage` rule), or, with `success_rate_stdev_factor` set, when it falls that
 //! many standard deviations below the mean of the endpoints' (Envoy's statistical
 //! `success_rate` rule, over at least `success_rate_minimum_hosts` endpoints with
-//! `success_rate_request_volume` calls each). The n-th ejection
-//! lasts n times `base_ejection_time`, capped by `max_ejection_time`, and at most
+//! `success_rate_request_volume` calls each). The n-th ejection in a row lasts n times
+//! `base_ejection_time`, capped by `max_ejection_time` (n goes down by one for every
+//! `interval` the endpoint then spends in rotation, as Envoy's multiplier), and at most
 //! `max_ejection_percent` of the endpoints are out at once. What counts as a failure is the
 //! classifier's call ([`BalanceBuilder::classify`]; by default, an `Err`).
 //!

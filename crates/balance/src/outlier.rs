@@ -32,7 +32,7 @@ pub(crate) struct Settings {
     pub(crate) min_requests: u32,
     /// Length of the success-rate window, in ms.
     pub(crate) interval_ms: u64,
-    /// First ejection time, in ms; the n-th ejection lasts n times this.
+    /// First ejection time, in ms; the n-th ejection in a row lasts n times this.
     pub(crate) base_ejection_ms: u64,
     /// Longest ejection, in ms.
     pub(crate) max_ejection_ms: u64,
@@ -51,7 +51,13 @@ pub struct Outlier {
     window_start_ms: AtomicU64,
     /// 0 when in rotation, else the time the ejection ends.
     ejected_until_ms: AtomicU64,
+    /// Times ejected (the snapshot's count).
     ejections: AtomicU32,
+    /// Envoy's ejection time multiplier as of the last ejection: one more per ejection,
+    /// one less per `interval` spent in rotation since (see [`Outlier::try_eject`]).
+    multiplier: AtomicU32,
+    /// When the last ejection ended or ends (ms; 0: never ejected).
+    last_end_ms: AtomicU64,
     removed: AtomicBool,
     /// The counts of the window that ended last (failures << 32 | calls).
     finished: AtomicU64,
@@ -102,6 +108,8 @@ impl Outlier {
             window_start_ms: AtomicU64::new(now_ms),
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
+            multiplier: AtomicU32::new(0),
+            last_end_ms: AtomicU64::new(0),
             removed: AtomicBool::new(false),
             finished: AtomicU64::new(0),
             finished_at_ms: AtomicU64::new(0),
@@ -194,7 +202,17 @@ impl Outlier {
                 Err(actual) => current = actual,
             }
         }
-        let n = u64::from(self.ejections.load(Ordering::Relaxed)) + 1;
+        // As Envoy: the n-th ejection in a row lasts n times the base, and every `interval`
+        // the endpoint spent in rotation since its last ejection (healthy at Envoy's sweep)
+        // takes one off n, so an endpoint that recovered for good goes back to the base.
+        let last_end = self.last_end_ms.load(Ordering::Relaxed);
+        let healthy_intervals = match last_end {
+            0 => 0,
+            end => now_ms.saturating_sub(end) / s.interval_ms.max(1),
+        };
+        let n = u64::from(self.multiplier.load(Ordering::Relaxed))
+            .saturating_sub(healthy_intervals)
+            .saturating_add(1);
         let duration = s
             .base_ejection_ms
             .saturating_mul(n)
@@ -213,6 +231,9 @@ impl Outlier {
         let _ = self
             .ejections
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
+        self.multiplier
+            .store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
+        self.last_end_ms.store(until, Ordering::Relaxed);
         self.consecutive.store(0, Ordering::Relaxed);
         self.window.store(0, Ordering::Relaxed);
         self.window_start_ms.store(now_ms, Ordering::Relaxed);
@@ -308,6 +329,9 @@ impl Outlier {
         let _ = self
             .ejections
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        let _ = self
+            .multiplier
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         true
     }
 
@@ -363,6 +387,42 @@ mod tests {
         assert_eq!(o.ejections(), 3);
     }
 
+    /// Envoy's multiplier: each `interval` in rotation after an ejection takes one off the
+    /// next ejection's multiple of the base (it only grew, so an endpoint ejected twice in
+    /// its life was ejected for twice the base a week after recovering).
+    #[test]
+    fn the_multiplier_goes_down_while_the_endpoint_stays_in_rotation() {
+        let s = Settings {
+            max_ejection_ms: 10_000,
+            ..settings()
+        };
+        let budget = AtomicUsize::new(0);
+        let o = Outlier::new(0);
+        assert_eq!(o.try_eject(0, &s, &budget, 2), Some(1_000));
+        assert!(o.try_restore(1_000, &budget));
+        assert_eq!(
+            o.try_eject(2_000, &s, &budget, 2),
+            Some(2_000),
+            "again, at once"
+        );
+        assert!(o.try_restore(4_000, &budget));
+        assert_eq!(
+            o.try_eject(5_000, &s, &budget, 2),
+            Some(3_000),
+            "third in a row"
+        );
+        assert!(o.try_restore(8_000, &budget));
+        // two intervals (10 s each) in rotation: the multiplier 3 -> 1
+        assert_eq!(o.try_eject(28_000, &s, &budget, 2), Some(2_000));
+        assert!(o.try_restore(30_000, &budget));
+        // a week in rotation: back to the base
+        assert_eq!(
+            o.try_eject(30_000 + 7 * 86_400_000, &s, &budget, 2),
+            Some(1_000)
+        );
+        assert_eq!(o.ejections(), 5, "the count of ejections only grows");
+    }
+
     #[test]
     fn ejection_time_arithmetic_saturates_instead_of_overflowing() {
         // the largest settings validation allows, the most ejections ever, the end of time
@@ -374,6 +434,7 @@ mod tests {
         let budget = AtomicUsize::new(0);
         let o = Outlier::new(0);
         o.ejections.store(u32::MAX - 1, Ordering::Relaxed);
+        o.multiplier.store(u32::MAX - 1, Ordering::Relaxed);
         let end = u64::MAX - 5;
         assert_eq!(o.try_eject(end, &s, &budget, 2), Some(s.max_ejection_ms));
         assert_eq!(o.ejected_until(), Some(u64::MAX), "saturated, not wrapped");
