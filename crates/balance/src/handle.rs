@@ -292,7 +292,14 @@ impl<K, S> BalanceHandle<K, S> {
     /// nothing.
     pub fn reconfigure(&self, config: &BalanceConfig) -> Result<(), ConfigError> {
         self.check(config)?;
+        let schedule_needed = config.strategy == Strategy::WeightedRoundRobin
+            && self.shared.policy.strategy() != Strategy::WeightedRoundRobin;
         self.shared.policy.apply(config);
+        if schedule_needed {
+            // only a weighted round robin's registry holds its schedule (see `rebuild`)
+            self.shared.registry().rebuild_topology();
+            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        }
         *lock(&self.shared.config) = config.clone();
         // the health-check task re-reads its interval now
         self.shared.health_wake.notify_one();

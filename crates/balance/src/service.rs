@@ -92,13 +92,29 @@ impl<K, S> Registry<K, S> {
                 .peers
                 .set(self.entries.iter().map(|e| Arc::downgrade(&e.state)));
         }
+        self.rebuild_topology();
+    }
+
+    /// Rebuilds the weights' derived state clones copy; call with the lock held, then bump
+    /// the epoch.
+    pub(crate) fn rebuild_topology(&mut self) {
         let weights: Vec<u32> = self
             .entries
             .iter()
             .map(|e| e.state.weight.load(Ordering::Relaxed))
             .collect();
+        // Only a weighted round robin reads the schedule, and building it costs endpoints
+        // times total weight (seconds at thousands of endpoints of unequal weights, under
+        // the registry's lock): the other strategies skip it, and a reconfigure to a
+        // weighted round robin rebuilds.
+        let strategy = self.entries.first().map(|e| e.state.policy.strategy());
+        let schedule = if strategy == Some(Strategy::WeightedRoundRobin) {
+            weighted::schedule(&weights)
+        } else {
+            Vec::new()
+        };
         self.topology = Arc::new(Topology {
-            schedule: weighted::schedule(&weights),
+            schedule,
             weighted: weights.windows(2).any(|w| w[0] != w[1]),
         });
     }
@@ -305,19 +321,17 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                     (false, false) => (None, None),
                 }
             }
-            Strategy::RoundRobin => {
-                let start = round_robin::start(policy.ticket(), n);
-                let first = round_robin::from(start, n).find(|i| self.locals[*i].state.usable());
-                (first, None)
-            }
-            Strategy::WeightedRoundRobin => {
-                let schedule = &self.topology.schedule;
-                if schedule.is_empty() {
-                    return (None, None);
-                }
-                let first = weighted::first(schedule, policy.ticket(), |i| {
+            Strategy::WeightedRoundRobin if !self.topology.schedule.is_empty() => {
+                let first = weighted::first(&self.topology.schedule, policy.ticket(), |i| {
                     i < n && self.locals[i].state.usable()
                 });
+                (first, None)
+            }
+            // Also a weighted round robin whose schedule this clone has not seen yet (the
+            // strategy changed a moment ago; its rebuild follows).
+            Strategy::RoundRobin | Strategy::WeightedRoundRobin => {
+                let start = round_robin::start(policy.ticket(), n);
+                let first = round_robin::from(start, n).find(|i| self.locals[*i].state.usable());
                 (first, None)
             }
             Strategy::LeastRequests => {
@@ -347,12 +361,12 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
             Strategy::LeastRequests => (0..n)
                 .filter(ok)
                 .min_by_key(|i| locals[*i].state.calls.in_flight()),
-            Strategy::WeightedRoundRobin => {
+            Strategy::WeightedRoundRobin if !self.topology.schedule.is_empty() => {
                 weighted::first(&self.topology.schedule, policy.ticket(), |i| {
                     i < n && ok(&i)
                 })
             }
-            Strategy::RoundRobin | Strategy::ConsistentHash => {
+            Strategy::RoundRobin | Strategy::WeightedRoundRobin | Strategy::ConsistentHash => {
                 round_robin::from(round_robin::start(policy.ticket(), n.max(1)), n).find(ok)
             }
         }
@@ -540,5 +554,53 @@ impl<K, S, Req, C> fmt::Debug for Balance<K, S, Req, C> {
             .field("strategy", &self.handle.shared.policy.strategy())
             .field("endpoints", &self.locals.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Endpoint;
+
+    impl Service<u64> for Endpoint {
+        type Response = ();
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<(), Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: u64) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    fn schedule_len(strategy: Strategy) -> usize {
+        let config = BalanceConfig::builder().strategy(strategy).build().unwrap();
+        let b: Balance<usize, Endpoint, u64> = Balance::builder()
+            .config(config)
+            .endpoints((0..3).map(|i| (i, Endpoint)))
+            .weights([(0, 5), (1, 3), (2, 2)])
+            .build()
+            .unwrap();
+        let schedule = b.handle().shared.registry().topology.schedule.len();
+        schedule
+    }
+
+    /// The schedule costs endpoints times total weight to build, on every change of the
+    /// set: only the strategy that reads it builds it.
+    #[test]
+    fn only_a_weighted_round_robin_builds_its_schedule() {
+        assert_eq!(schedule_len(Strategy::WeightedRoundRobin), 10);
+        for strategy in [
+            Strategy::P2cPeakEwma,
+            Strategy::LeastRequests,
+            Strategy::RoundRobin,
+        ] {
+            assert_eq!(schedule_len(strategy), 0, "{strategy:?}");
+        }
     }
 }

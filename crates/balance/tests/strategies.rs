@@ -61,6 +61,44 @@ async fn weighted_round_robin_follows_weights() {
     }
 }
 
+/// Only a weighted round robin builds its schedule (endpoints times total weight: a second
+/// per change at 10,000 endpoints of unequal weights, under the registry's lock, for every
+/// strategy). Turning one on by reconfigure builds it then: the weights hold at once.
+#[tokio::test(start_paused = true)]
+async fn a_reconfigure_to_weighted_round_robin_builds_its_schedule() {
+    let eps = eps(3);
+    let mut b: B = Balance::builder()
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::RoundRobin)
+                .build()
+                .unwrap(),
+        )
+        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
+        .weights([(0, 5), (1, 3), (2, 2)])
+        .build()
+        .unwrap();
+    for i in 0..300 {
+        send(&mut b, i).await.unwrap();
+    }
+    let before: Vec<usize> = eps.iter().map(Ep::hits).collect();
+    assert_eq!(before, [100, 100, 100], "a round robin ignores the weights");
+    let weighted = BalanceConfig::builder()
+        .strategy(Strategy::WeightedRoundRobin)
+        .build()
+        .unwrap();
+    b.handle().reconfigure(&weighted).unwrap();
+    for i in 0..1000 {
+        send(&mut b, i).await.unwrap();
+    }
+    let after: Vec<usize> = eps.iter().zip(&before).map(|(e, h)| e.hits() - h).collect();
+    assert_eq!(
+        after,
+        [500, 300, 200],
+        "the weights, from the first call on"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn least_requests_spreads_outstanding_calls() {
     let eps: Vec<Ep> = (0..3)
