@@ -171,6 +171,10 @@ pub struct Balance<K, S, Req, C = DefaultClassifier> {
     readiness_retry: Option<Pin<Box<Sleep>>>,
     /// An endpoint failed `poll_ready` twice in a row during the last pick.
     readiness_failed: bool,
+    /// Armed while a caller waits and an endpoint is ejected: an ejection ends unseen
+    /// until a pick looks at the endpoint, so this timer makes the caller's next pick then
+    /// (cold path).
+    ejection_end: Option<Pin<Box<Sleep>>>,
     pub(crate) classify: C,
     pub(crate) key_fn: Option<KeyFn<Req>>,
     _request: PhantomData<fn(Req)>,
@@ -195,6 +199,7 @@ impl<K, S, Req, C> Balance<K, S, Req, C> {
             picked_at: None,
             readiness_retry: None,
             readiness_failed: false,
+            ejection_end: None,
             classify,
             key_fn,
             _request: PhantomData,
@@ -277,6 +282,31 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
             }
         }
         false
+    }
+
+    /// Arms the timer for the first ejection to end among the endpoints, so a caller
+    /// waiting on the others (not ready) picks again when an ejected one is back.
+    fn arm_ejection_end(&mut self, cx: &mut Context<'_>) {
+        let Some(until_ms) = self
+            .locals
+            .iter()
+            .filter_map(|l| l.state.outlier.ejected_until())
+            .min()
+        else {
+            return;
+        };
+        let policy = &self.handle.shared.policy;
+        let at = Instant::now() + Duration::from_millis(until_ms.saturating_sub(policy.now_ms()));
+        let timer = self
+            .ejection_end
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            // over already (a pick raced its restoration): look again at once
+            cx.waker().wake_by_ref();
+        }
     }
 
     /// Polls the readiness retry timer (armed anew once it fired), so a caller waiting on
@@ -440,6 +470,9 @@ where
                 if self.readiness_failed {
                     self.arm_readiness_retry(cx);
                 }
+                if self.handle.shared.policy.ejected.load(Ordering::Relaxed) > 0 {
+                    self.arm_ejection_end(cx);
+                }
                 Poll::Pending
             }
         }
@@ -540,6 +573,7 @@ impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
             picked_at: None,
             readiness_retry: None,
             readiness_failed: false,
+            ejection_end: None,
             classify: self.classify.clone(),
             key_fn: self.key_fn.clone(),
             _request: PhantomData,

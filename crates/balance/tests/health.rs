@@ -74,6 +74,34 @@ async fn ejection_and_restoration() {
 /// then (the cap allows one of three) is back as soon as another endpoint answers again,
 /// not after its ejection time, during which the others would carry its share. A
 /// regression test: it stayed out for the whole 10 s.
+/// A caller waiting for the one endpoint in rotation (not ready) while the other is
+/// ejected is woken when the ejection ends, and takes the endpoint that is back. It waited
+/// until the endpoint in rotation was ready again: an ejection ends unseen until a pick
+/// looks at the endpoint.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_caller_takes_an_endpoint_back_from_ejection() {
+    let eps = eps(2);
+    let mut b = round_robin_ejecting(&eps);
+    eps[1].set_failing(true);
+    for i in 0..10 {
+        let _ = send(&mut b, i).await;
+    }
+    assert!(b.handle().snapshot().endpoints[1].ejected);
+    eps[1].set_failing(false);
+    eps[0].set_ready(false);
+    let mut waiting = tokio_test::task::spawn(b.ready());
+    assert!(waiting.poll().is_pending());
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(waiting.is_woken(), "woken when the 10 s ejection ended");
+    assert_ready_ok!(waiting.poll());
+    drop(waiting);
+    assert_eq!(
+        send(&mut b, 0).await.unwrap(),
+        1,
+        "the endpoint back from ejection"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_ejection_during_a_shared_outage_ends_with_the_outage() {
     let eps = eps(3);
