@@ -62,8 +62,10 @@ pub fn schedule(weights: &[u32]) -> Vec<u32> {
 /// holds.
 pub fn first(schedule: &[u32], ticket: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
     let len = schedule.len();
+    // the ticket grows without bound (it wraps): reduced first, so `+ j` cannot overflow
+    let start = ticket % len.max(1);
     (0..len)
-        .map(|j| schedule[(ticket + j) % len] as usize)
+        .map(|j| schedule[(start + j) % len] as usize)
         .find(|i| ok(*i))
 }
 
@@ -71,6 +73,15 @@ pub fn first(schedule: &[u32], ticket: usize, ok: impl Fn(usize) -> bool) -> Opt
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The picks' ticket wraps around `usize` (after 2^32 picks on a 32-bit target): a
+    /// ticket at its end overflowed when the first choices were skipped.
+    #[test]
+    fn a_ticket_at_the_end_of_its_range_wraps_instead_of_overflowing() {
+        let s = schedule(&[2, 1]);
+        assert_eq!(first(&s, usize::MAX, |i| i == 1), Some(1));
+        assert_eq!(first(&[], usize::MAX, |_| true), None);
+    }
 
     #[test]
     fn nginx_example_is_smooth() {
