@@ -20,6 +20,12 @@ type Prioritised = RateLimitLayer<
     tower_prism_limit::rate::PriorityBy<fn(&(u32, &'static str)) -> u32>,
 >;
 
+type Weighed = RateLimitLayer<
+    tower_prism_limit::rate::Unkeyed,
+    tower_prism_limit::rate::SamePriority,
+    tower_prism_limit::rate::WeightBy<fn(&(u32, &'static str)) -> u32>,
+>;
+
 fn queued_layer(queue: usize, max_wait: Duration) -> Prioritised {
     let priority: fn(&(u32, &'static str)) -> u32 = |req| req.0;
     RateLimitLayer::from_config(
@@ -205,4 +211,100 @@ async fn a_queued_request_never_waits_past_max_wait_when_the_rate_drops() {
     );
     assert_eq!(start.elapsed(), 150 * MS);
     assert_eq!(layer.handle().snapshot().queued, 0);
+}
+
+/// A layer weighing each `(weight, name)` request by its first field: burst `burst`, 10 a
+/// second, a queue of 10 waiting up to 10 s.
+fn weighed_layer(burst: u32) -> Weighed {
+    let weight: fn(&(u32, &'static str)) -> u32 = |req| req.0;
+    RateLimitLayer::from_config(&weighed_config(burst))
+        .unwrap()
+        .weight_fn(weight)
+}
+
+fn weighed_config(burst: u32) -> RateLimitConfig {
+    RateLimitConfig::builder()
+        .rate(10)
+        .period(Duration::from_secs(1))
+        .burst(burst)
+        .queue_size(10)
+        .max_wait(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A request heavier than the burst is refused at once, waiters queued or not (as governor
+/// refuses it): with others waiting it joined the queue, and once at its head blocked
+/// every lighter request behind it until they all timed out.
+#[tokio::test(start_paused = true)]
+async fn a_request_no_burst_holds_is_refused_with_others_waiting() {
+    let mut svc = weighed_layer(2).layer(Echo::new());
+    svc.ready().await.unwrap().call((2, "burst")).await.unwrap();
+    let start = Instant::now();
+    let first = tokio::spawn(svc.ready().await.unwrap().call((1, "first")));
+    tokio::task::yield_now().await;
+    let heavy = svc.ready().await.unwrap().call((3, "heavy")).await;
+    assert!(matches!(
+        error(heavy),
+        Error::WeightExceedsBurst {
+            weight: 3,
+            burst: 2
+        }
+    ));
+    let behind = tokio::spawn(svc.ready().await.unwrap().call((1, "behind")));
+    first.await.unwrap().unwrap();
+    behind.await.unwrap().unwrap();
+    assert_eq!(
+        start.elapsed(),
+        MS * 200,
+        "a token each 100 ms, none blocked"
+    );
+}
+
+/// A reload lowering the burst below a waiter's weight refuses that waiter, and the ones
+/// behind it go on (they waited out their `max_wait` behind it).
+#[tokio::test(start_paused = true)]
+async fn a_waiter_a_reload_makes_too_heavy_is_refused() {
+    let layer = weighed_layer(4);
+    let mut svc = layer.layer(Echo::new());
+    svc.ready().await.unwrap().call((4, "burst")).await.unwrap();
+    let start = Instant::now();
+    let heavy = tokio::spawn(svc.ready().await.unwrap().call((3, "heavy")));
+    tokio::task::yield_now().await;
+    let light = tokio::spawn(svc.ready().await.unwrap().call((1, "light")));
+    tokio::task::yield_now().await;
+    layer.handle().reconfigure(&weighed_config(2)).unwrap();
+    let heavy = heavy.await.unwrap();
+    assert!(matches!(
+        error(heavy),
+        Error::WeightExceedsBurst {
+            weight: 3,
+            burst: 2
+        }
+    ));
+    light.await.unwrap().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// The handle's `try_acquire` does not take the token a queued request is owed: while
+/// requests wait, it fails (as .NET's `AttemptAcquire`, under Polly's limiter).
+#[tokio::test(start_paused = true)]
+async fn try_acquire_does_not_pass_the_queue() {
+    let layer = queued_layer(10, Duration::from_secs(10));
+    let limiter = layer.handle().clone();
+    let mut svc = layer.layer(Echo::new());
+    svc.ready().await.unwrap().call((0, "burst")).await.unwrap();
+    let mut queued = task::spawn(svc.ready().await.unwrap().call((0, "queued")));
+    assert_pending!(queued.poll());
+    advance(MS * 100).await; // the queued request's token is here
+    let passed = limiter.try_acquire(1);
+    assert!(
+        matches!(passed, Err(Error::RateLimited { .. })),
+        "{passed:?}"
+    );
+    assert_ready!(queued.poll()).unwrap();
 }

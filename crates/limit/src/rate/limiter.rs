@@ -264,6 +264,7 @@ impl RateLimiter {
         }
         let queueing = shared.queue_capacity.load(Ordering::Relaxed) > 0;
         if queueing && shared.queue_len.load(Ordering::Relaxed) > 0 {
+            // (a request no burst holds is refused on its way into the queue)
             return Fast::Queue;
         }
         match shared.backend.try_acquire(bucket, weight, at) {
@@ -323,7 +324,7 @@ impl RateLimiter {
         }
     }
 
-    fn hopeless(&self, weight: u32) -> Option<Error> {
+    pub(super) fn hopeless(&self, weight: u32) -> Option<Error> {
         let burst = self.shared.backend.quota().burst;
         (weight > burst).then_some(Error::WeightExceedsBurst { weight, burst })
     }
@@ -334,33 +335,26 @@ impl RateLimiter {
         error
     }
 
-    /// Tries to take `weight` tokens from the unkeyed bucket now, without waiting.
+    /// Tries to take `weight` tokens from the unkeyed bucket now, without waiting. While
+    /// requests wait in the queue it fails: the tokens that come free are theirs, oldest
+    /// first (as .NET's `AttemptAcquire` behind Polly's rate limiter).
     pub fn try_acquire(&self, weight: u32) -> Result<(), Error> {
         match self.fast(None, weight) {
             Fast::Admitted(_) => Ok(()),
             Fast::Rejected(e) => Err(e),
-            Fast::Queue => {
-                let at = self.now_nanos();
-                match self.acquire(None, weight, at) {
-                    Ok(_) => {
-                        self.shared.metrics.admitted.increment(1);
-                        Ok(())
-                    }
-                    Err(denied) => Err(self.reject(retry_error(denied))),
-                }
-            }
+            Fast::Queue => self.try_behind_queue(None, weight),
         }
     }
 
     /// Tries to take `weight` tokens from `key`'s bucket now, without waiting.
+    /// While requests for that key wait in the queue it fails, as
+    /// [`try_acquire`](Self::try_acquire) does.
     pub fn try_acquire_key<K: Hash>(&self, key: &K, weight: u32) -> Result<(), Error> {
-        let at = self.now_nanos();
-        match self.acquire(Some(self.hash_key(key)), weight, at) {
-            Ok(_) => {
-                self.shared.metrics.admitted.increment(1);
-                Ok(())
-            }
-            Err(denied) => Err(self.reject(self.hopeless(weight).unwrap_or(retry_error(denied)))),
+        let bucket = Some(self.hash_key(key));
+        match self.fast(bucket, weight) {
+            Fast::Admitted(_) => Ok(()),
+            Fast::Rejected(e) => Err(e),
+            Fast::Queue => self.try_behind_queue(bucket, weight),
         }
     }
 

@@ -32,6 +32,10 @@ impl RateLimiter {
         now: Instant,
     ) -> Result<Option<Waiter>, Error> {
         let shared = &*self.shared;
+        if let Some(error) = self.hopeless(weight) {
+            // No burst holds it: queued, it would block the others until its `max_wait`.
+            return Err(self.reject(error));
+        }
         let at = self.since_epoch(now);
         let max_wait = shared.max_wait_nanos.load(Ordering::Relaxed);
         let mut queue = lock(&shared.queue);
@@ -115,6 +119,33 @@ impl RateLimiter {
         }
     }
 
+    /// A `try_acquire` while requests wait in the queue: admitted if none waits for
+    /// `bucket` and a token is free; else rate limited for as long as the waiters' tokens
+    /// and its own take, so it never takes a token a waiter is owed.
+    pub(super) fn try_behind_queue(&self, bucket: BucketId, weight: u32) -> Result<(), Error> {
+        if let Some(error) = self.hopeless(weight) {
+            return Err(self.reject(error));
+        }
+        let at = self.now_nanos();
+        let queue = lock(&self.shared.queue);
+        let denied = if queue.has_waiters_for(bucket) {
+            let wait = self.wait_behind(&queue, bucket, weight, 0, at);
+            Denied {
+                retry_after_nanos: wait.unwrap_or(u64::MAX),
+            }
+        } else {
+            match self.acquire(bucket, weight, at) {
+                Ok(_) => {
+                    self.shared.metrics.admitted.increment(1);
+                    return Ok(());
+                }
+                Err(denied) => denied,
+            }
+        };
+        drop(queue);
+        Err(self.reject(retry_error(denied)))
+    }
+
     fn publish_len(&self, queue: &WaitQueue) {
         self.shared.queue_len.store(queue.len(), Ordering::Relaxed);
         self.shared.metrics.queue_depth.set(queue.len() as f64);
@@ -127,6 +158,15 @@ impl RateLimiter {
         if !queue.contains(waiter.id) {
             waiter.done = true;
             return Turn::Done(Err(Error::Shed));
+        }
+        if let Some(error) = self.hopeless(waiter.weight) {
+            // A reload lowered the burst below this request's weight (a reload wakes every
+            // waiter): it would block the ones behind it until its `max_wait`.
+            queue.remove(waiter.id);
+            self.publish_len(&queue);
+            drop(queue);
+            waiter.done = true;
+            return Turn::Done(Err(self.reject(error)));
         }
         let mut wake_at = waiter.deadline;
         if queue.is_head(waiter.id, waiter.bucket) {
