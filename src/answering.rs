@@ -47,16 +47,25 @@ impl<S> Answering<S> {
         self.inner
     }
 
-    /// Always ready: a failed readiness is kept for the next call to answer.
+    /// Always ready: a failed readiness is kept for the next call to answer, until a later
+    /// readiness succeeds (the next call then goes to the service).
     pub(crate) fn poll_ready<Req>(&mut self, cx: &mut Context<'_>) -> Poll<()>
     where
         S: Service<Req>,
         S::Error: Into<BoxError>,
     {
-        if let Err(error) = ready!(self.inner.poll_ready(cx)) {
-            self.failed = Some(Error::from_box(error.into()));
+        match ready!(self.inner.poll_ready(cx)) {
+            Ok(()) if self.failed.is_some() => self.forget_failure(),
+            Ok(()) => {}
+            Err(error) => self.failed = Some(Error::from_box(error.into())),
         }
         Poll::Ready(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn forget_failure(&mut self) {
+        self.failed = None;
     }
 
     // Out of line, as the compiler left it until its inlining budget moved: inlined into

@@ -163,4 +163,33 @@ mod tests {
             assert_eq!(response.headers()[http::header::RETRY_AFTER], "86400");
         }
     }
+
+    /// Not ready once (an error), then ready: the next call goes to the service. The failed
+    /// readiness was kept and answered (503) however many readinesses succeeded after it.
+    #[tokio::test]
+    async fn a_readiness_failure_is_answered_only_until_a_readiness_succeeds() {
+        #[derive(Clone)]
+        struct FailsReadyOnce(bool);
+        impl tower_service::Service<()> for FailsReadyOnce {
+            type Response = Response<String>;
+            type Error = BoxError;
+            type Future = std::future::Ready<Result<Response<String>, BoxError>>;
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+                if std::mem::replace(&mut self.0, false) {
+                    return Poll::Ready(Err("not ready".into()));
+                }
+                Poll::Ready(Ok(()))
+            }
+            fn call(&mut self, _: ()) -> Self::Future {
+                std::future::ready(Ok(Response::new("served".to_owned())))
+            }
+        }
+        let mut svc = HttpErrorLayer::new().layer(FailsReadyOnce(true));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(svc.poll_ready(&mut cx).is_ready(), "the failure, kept");
+        assert!(svc.poll_ready(&mut cx).is_ready(), "ready now");
+        let response = svc.call(()).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body(), "served");
+    }
 }
