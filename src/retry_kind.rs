@@ -74,6 +74,10 @@ pub trait RetryKind: sealed::Sealed + Send + Sync + 'static {
     /// than a closure (see [`Reliability`](crate::Reliability)'s `call`).
     #[doc(hidden)]
     const SMALL_CALLS: bool;
+
+    /// Whether the stack has a retry stage: a policy's `retry` table needs one.
+    #[doc(hidden)]
+    const HAS_STAGE: bool;
 }
 
 /// A stack with a retry stage (engaged when the policy has a `retry` table).
@@ -86,6 +90,7 @@ pub struct NoRetries;
 
 impl RetryKind for Retries {
     const SMALL_CALLS: bool = false;
+    const HAS_STAGE: bool = true;
 
     type Stage<S, P: Profile> =
         tower_prism_retry::Retry<PropagateService<S, P>, P::Classify, P::Replay, P::Hint>;
@@ -136,6 +141,7 @@ impl RetryKind for Retries {
 // response once more on every call.
 impl RetryKind for NoRetries {
     const SMALL_CALLS: bool = true;
+    const HAS_STAGE: bool = false;
 
     type Stage<S, P: Profile> = S;
 

@@ -66,7 +66,10 @@ impl<P: Profile> Stages<P> {
         check_policy_name(&name)
             .map_err(|e| ConfigError::new("name", e.value(), e.reason().to_owned()))?;
         policy.validate()?;
-        if policy.retry.is_some() && !profile.can_retry() {
+        // A profile's stack without a retry stage (its `Retries`) refuses the table too,
+        // whatever its `can_retry` says: there is nowhere to put it.
+        let retries = profile.can_retry() && <P::Retries as RetryKind>::HAS_STAGE;
+        if policy.retry.is_some() && !retries {
             return Err(ConfigError::new(
                 "retry",
                 "(a retry stage)",

@@ -245,6 +245,61 @@ async fn the_http_profile_retries_idempotent_requests_with_replayed_bodies() {
     assert_eq!(up.requests(), 7);
 }
 
+/// A profile of one's own whose stack has no retry stage (`Retries = NoRetries`, as a
+/// server profile declares) refuses a retry table though it keeps `can_retry`'s default:
+/// the table was accepted, then `layer` hit a debug assertion (release builds dropped it).
+#[test]
+fn a_profile_of_ones_own_without_a_retry_stage_refuses_a_retry_table() {
+    use tower_prism::deadline::AnyRequest;
+    use tower_prism::fault::NoStatus;
+    use tower_prism::limit::rate::{
+        NoHeaders, RateLimitLayer, RateLimitLayerBuilder, SamePriority, UnitWeight, Unkeyed,
+    };
+    use tower_prism::retry::{CloneRequest, NoHint};
+    use tower_prism::{ConfigError, DefaultClassifier, NoRetries, Profile};
+
+    #[derive(Debug, Clone, Copy)]
+    struct MyServer;
+    impl Profile for MyServer {
+        type Classify = DefaultClassifier;
+        type Replay = CloneRequest;
+        type Hint = NoHint;
+        type Carrier = AnyRequest;
+        type FaultStatus = NoStatus;
+        type RateKey = Unkeyed;
+        type RateHeaders = NoHeaders;
+        type Retries = NoRetries;
+        fn classify(&self) -> DefaultClassifier {
+            DefaultClassifier
+        }
+        fn replay(&self) -> CloneRequest {
+            CloneRequest
+        }
+        fn hint(&self) -> NoHint {
+            NoHint
+        }
+        fn carrier(&self) -> AnyRequest {
+            AnyRequest
+        }
+        fn fault_status(&self) -> NoStatus {
+            NoStatus
+        }
+        fn rate_limit(
+            &self,
+            builder: RateLimitLayerBuilder,
+        ) -> Result<RateLimitLayer<Unkeyed, SamePriority, UnitWeight, NoHeaders>, ConfigError>
+        {
+            builder.build()
+        }
+    }
+    let err = ReliabilityLayer::builder()
+        .profile(MyServer)
+        .retry(RetryConfig::default())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "retry");
+}
+
 #[test]
 fn a_server_profile_refuses_a_retry_stage() {
     let err = ReliabilityLayer::builder()
