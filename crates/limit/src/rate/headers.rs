@@ -178,8 +178,8 @@ impl RateLimitInfo {
 }
 
 /// A header value formatted on the stack and copied once (one allocation of the exact
-/// size); `None` if it does not parse, or (never, with names of at most 128 bytes) does
-/// not fit.
+/// size), or on the heap when it does not fit (a long name whose quotes and backslashes
+/// double in the quoted string); `None` if it does not parse.
 fn field(text: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
     struct Stack {
         bytes: [u8; 256],
@@ -198,7 +198,9 @@ fn field(text: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
         bytes: [0; 256],
         len: 0,
     };
-    stack.write_fmt(text).ok()?;
+    if stack.write_fmt(text).is_err() {
+        return HeaderValue::from_str(&text.to_string()).ok();
+    }
     HeaderValue::from_bytes(&stack.bytes[..stack.len]).ok()
 }
 
@@ -314,5 +316,28 @@ mod tests {
         assert_eq!(headers[&X_RATELIMIT_LIMIT], "10");
         assert_eq!(headers[&X_RATELIMIT_REMAINING], "3");
         assert_eq!(headers[&X_RATELIMIT_RESET], "2");
+    }
+
+    /// A policy name of 128 quotes (a valid name) doubles in the quoted string and, with
+    /// the numbers, no longer fits the stack's 256 bytes: the two IETF headers were
+    /// dropped without a word.
+    #[test]
+    fn a_long_quoted_policy_name_keeps_its_headers() {
+        let info = RateLimitInfo {
+            policy: quote_policy(&"\"".repeat(128)),
+            limit: u32::MAX,
+            remaining: u64::MAX,
+            reset: Duration::from_secs(60),
+            window: Duration::from_secs(60),
+        };
+        let mut headers = HeaderMap::new();
+        info.write_headers(&mut headers);
+        let policy = headers[&RATELIMIT_POLICY].to_str().unwrap();
+        assert!(
+            policy.ends_with(&format!("\"\";q={};w=60", u32::MAX)),
+            "{policy}"
+        );
+        assert_eq!(policy.len(), 2 * 128 + 2 + 3 + 10 + 5);
+        assert!(headers.contains_key(&RATELIMIT));
     }
 }
