@@ -210,7 +210,9 @@ impl<P: Profile> ReliabilityLayer<P> {
     /// The stack over a balancer (the balance stage): the limits -> deadline -> breaker ->
     /// retry -> `balance` -> fault injection (over the whole balancer; over each endpoint
     /// with [`layer_endpoints`](Self::layer_endpoints)). The balancer joins this policy's
-    /// hot reload.
+    /// hot reload: with a `balance` table, the policy's table in force now is its config
+    /// (as every reload makes it), even if a reload landed since
+    /// [`balancer`](Self::balancer) copied it.
     pub fn balanced<K, S, Req, C>(
         &self,
         balance: Balance<K, S, Req, C>,
@@ -235,7 +237,18 @@ impl<P: Profile> ReliabilityLayer<P> {
         let handle = balance.handle().clone();
         // Never between a reload's check and its apply: the new balancer was not checked.
         let _no_reload_now = self.stages.reload_lock();
-        self.stages.balance_stage().balancers.push(Box::new(handle));
+        let mut stage = self.stages.balance_stage();
+        // A reload may have landed since `balancer()` copied the balance table: the table
+        // in force now is the one every reload gives the policy's balancers.
+        if let Some(config) = &stage.config {
+            if handle.config() != *config {
+                if let Err(error) = handle.reconfigure(config) {
+                    tracing::warn!(policy = %self.stages.name, %error, "a balancer joining the policy keeps its own config: it refuses the policy's balance table");
+                }
+            }
+        }
+        stage.balancers.push(Box::new(handle));
+        drop(stage);
         Reliability::new(self.stages.stack(balance, fault_here))
     }
 

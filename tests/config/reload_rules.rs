@@ -250,3 +250,24 @@ fn an_adaptive_rate_keeps_its_table_and_takes_its_new_values() {
     );
     assert_eq!(rates(&plain), (10.0, 100.0));
 }
+
+/// A balancer whose builder `balancer()` made before a reload, joining after it, runs the
+/// table in force (as every reload makes the policy's balancers run); it ran the one from
+/// before the reload until the next.
+#[test]
+fn a_balancer_built_across_a_reload_runs_the_table_in_force() {
+    let (policies, _) = running();
+    let layer = policies.get("api").unwrap();
+    let builder = layer.balancer::<&'static str, Echo, u32>();
+    policies
+        .reload(
+            &ReliabilityConfig::from_toml(&RUNNING.replace("round_robin", "least_requests"))
+                .unwrap(),
+        )
+        .unwrap();
+    let balance = builder.endpoint("a", Echo("a")).build().unwrap();
+    let handle = balance.handle().clone();
+    assert_eq!(handle.config().strategy, Strategy::RoundRobin, "as built");
+    drop(layer.balanced(balance));
+    assert_eq!(handle.config().strategy, Strategy::LeastRequests);
+}
