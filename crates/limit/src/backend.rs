@@ -50,7 +50,11 @@ impl LocalBackend {
     }
 
     pub(crate) fn set_quota(&self, quota: Quota, now: u64) {
+        let old = self.unkeyed.quota().interval_nanos;
         self.unkeyed.set_quota(quota, now);
+        // the keys' buckets keep what they took too (a walk of every key: a reload or an
+        // adaptive step, not an admission)
+        self.keyed.rescale(old, quota.interval_nanos.max(1), now);
     }
 
     pub(crate) fn tokens(&self, key: Option<u64>, now: u64) -> u64 {

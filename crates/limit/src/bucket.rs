@@ -119,6 +119,18 @@ pub fn tokens_at(tat: u64, now: u64, quota: Quota) -> u64 {
     TokensLeft::new(tat, now, quota).get()
 }
 
+/// A TAT at `now` for a token interval going from `old` to `new` nanoseconds: the time it
+/// is ahead of `now` (the tokens taken) scaled, so they refill at the new rate. A full
+/// bucket's (not ahead) stays as it is: when it was last used tells a key's idleness.
+pub fn rescaled(tat: u64, now: u64, old: u64, new: u64) -> u64 {
+    if tat <= now {
+        return tat;
+    }
+    let used = u128::from(tat - now);
+    let scaled = used * u128::from(new) / u128::from(old.max(1));
+    now.saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX))
+}
+
 /// A lock-free GCRA bucket shared by every clone of a limiter.
 #[derive(Debug)]
 pub struct AtomicBucket {
@@ -154,9 +166,7 @@ impl AtomicBucket {
         let _ = self
             .tat
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
-                let used = u128::from(tat.saturating_sub(now));
-                let scaled = used * u128::from(new) / u128::from(old.max(1));
-                Some(now.saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX)))
+                Some(rescaled(tat, now, old, new))
             });
         self.interval_nanos
             .store(quota.interval_nanos.max(1), Ordering::Relaxed);
@@ -272,6 +282,16 @@ mod tests {
             Ok(0),
             "...and refilled at that rate"
         );
+    }
+
+    /// A full bucket's TAT (not ahead of now) stays where it was through a rate change:
+    /// a keyed bucket's tells when the key was last used, and its idle timeout counts
+    /// from then.
+    #[test]
+    fn a_rate_change_leaves_a_full_buckets_time_alone() {
+        assert_eq!(rescaled(5 * MS, 9 * MS, 10 * MS, MS), 5 * MS);
+        assert_eq!(rescaled(19 * MS, 9 * MS, 10 * MS, MS), 10 * MS);
+        assert_eq!(rescaled(19 * MS, 9 * MS, MS, 10 * MS), 109 * MS);
     }
 
     #[test]

@@ -356,6 +356,23 @@ impl KeyedBuckets {
         bucket::tokens_at(tat, now, quota)
     }
 
+    /// Rescales every key's bucket, and the overflow bucket, at `now` from a token interval
+    /// of `old` to `new` nanoseconds, as the unkeyed bucket's reconfiguration does: the
+    /// tokens taken stay taken, refilling at the new rate. Walks every shard (one lock at a
+    /// time): for a reload or an adaptive step, not for the admit path.
+    pub(crate) fn rescale(&self, old: u64, new: u64, now: u64) {
+        if old == new {
+            return;
+        }
+        let scale = |tat: u64| bucket::rescaled(tat, now, old, new);
+        for shard in self.shards.iter() {
+            lock(shard).map_tats(scale);
+        }
+        let _ = self
+            .overflow
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| Some(scale(tat)));
+    }
+
     /// Drops every key idle for the configured idle timeout; returns how many went. Walks
     /// every shard (one lock at a time): for an explicit sweep, not for the admit path.
     pub(crate) fn evict_idle(&self, now: u64) -> usize {

@@ -182,6 +182,46 @@ async fn retry_after_never_exceeds_its_documented_cap() {
     assert_eq!(queued.handle().snapshot().queued, 0);
 }
 
+/// A reload changing the rate keeps every key's taken tokens taken, refilling at the new
+/// rate, as the unkeyed bucket's: the keys' buckets kept their times in nanoseconds of the
+/// old rate, so 1,000 times faster a key that took one token still waited the old 998 ms,
+/// and 10 times slower a key that had spent its burst got 9 tokens back at once.
+#[tokio::test(start_paused = true)]
+async fn a_reload_rescales_every_keys_bucket_as_the_unkeyed_one() {
+    let config = |rate: u32, burst: u32| {
+        let mut c = RateLimitConfig::new(rate, Duration::from_secs(1));
+        c.burst = Some(burst);
+        c
+    };
+    let limiter: RateLimiter = RateLimitLayer::from_config(&config(1, 1))
+        .unwrap()
+        .handle()
+        .clone();
+    limiter.try_acquire(1).unwrap();
+    limiter.try_acquire_key(&"client", 1).unwrap();
+    limiter.reconfigure(&config(1000, 1)).unwrap();
+    advance(2 * MS).await;
+    assert_eq!(limiter.try_acquire(1), Ok(()));
+    assert_eq!(
+        limiter.try_acquire_key(&"client", 1),
+        Ok(()),
+        "refilled in 1 ms"
+    );
+
+    let limiter: RateLimiter = RateLimitLayer::from_config(&config(10, 10))
+        .unwrap()
+        .handle()
+        .clone();
+    limiter.try_acquire(10).unwrap();
+    limiter.try_acquire_key(&"client", 10).unwrap();
+    limiter.reconfigure(&config(1, 10)).unwrap();
+    assert!(limiter.try_acquire(1).is_err());
+    assert!(
+        limiter.try_acquire_key(&"client", 1).is_err(),
+        "its burst stays spent"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn reconfigure_changes_rate_and_burst_of_a_running_limiter() {
     let layer = limiter(10, Duration::from_secs(1), 1);

@@ -102,6 +102,15 @@ impl Shard {
         self.tats.get_mut(key)
     }
 
+    /// Applies `f` to every tracked key's TAT. The filings keep the TATs they had: one
+    /// that grew reads as a key that came back, one that shrank as a key still limited,
+    /// both of which only keep a key longer.
+    pub(super) fn map_tats(&mut self, f: impl Fn(u64) -> u64) {
+        for tat in self.tats.tats_mut() {
+            *tat = f(*tat);
+        }
+    }
+
     /// Starts tracking `key` (not tracked yet) with `tat`, at the back of the order.
     pub(super) fn track(&mut self, key: u64, tat: u64) {
         self.tats.insert_new(key, tat);

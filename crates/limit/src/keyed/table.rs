@@ -84,6 +84,14 @@ impl Table {
         self.find(key).map(|i| &mut self.slots[i].tat)
     }
 
+    /// Every stored TAT, to change in place.
+    pub(super) fn tats_mut(&mut self) -> impl Iterator<Item = &mut u64> {
+        self.slots
+            .iter_mut()
+            .filter(|slot| slot.key != 0)
+            .map(|slot| &mut slot.tat)
+    }
+
     /// Stores `key` (nonzero, not in the table yet) with `tat`.
     pub(super) fn insert_new(&mut self, key: u64, tat: u64) {
         debug_assert!(key != 0, "key 0 marks an empty slot");
