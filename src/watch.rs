@@ -5,7 +5,10 @@
 //! ConfigMap as `config.toml -> ..data/config.toml` with `..data` a symlink swapped
 //! atomically to a new timestamped directory; an inode watch would see neither. Each burst
 //! of events is debounced, then the file is read again through its path (so symlinks are
-//! resolved anew) and applied when its text changed.
+//! resolved anew) and applied when its text changed. A file written in place is read once
+//! its writer has closed it (on Linux, which reports the close; at most 10 s on), so a
+//! writer pausing mid-file has nothing applied: a prefix of a valid file is often valid
+//! (`rate = 1` of `rate = 1000`), and no check could refuse it.
 //!
 //! A watched directory deleted (and perhaps made again), or a symlink swapped in a
 //! directory the path leads through that nobody watches, sends no event at all: every
@@ -23,7 +26,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::config::ReliabilityConfig;
@@ -34,6 +37,11 @@ use crate::profile::Profile;
 /// A burst of events that never pauses is applied at the latest after this many debounce
 /// periods, so a file rewritten continuously still reloads.
 const MAX_DEBOUNCE_PERIODS: u32 = 10;
+
+/// The longest a change waits, beyond its debounce, for the file written in place to be
+/// closed (Linux reports the close): a writer pausing mid-file must not have its first
+/// half applied, and one that never closes the file must not hold the reload for ever.
+const MAX_OPEN_WRITE: Duration = Duration::from_secs(10);
 
 /// How often the watcher checks, without an event, that it still watches the directories
 /// the path leads through: a watch ends with its directory (deleted and made again, or a
@@ -347,8 +355,12 @@ impl<P: Profile> Watch<P> {
         let mut recheck_at = Instant::now() + RECHECK;
         loop {
             let wait = recheck_at.saturating_duration_since(Instant::now());
+            let mut writing = false;
             let trigger = match messages.recv_timeout(wait) {
-                Ok(Message::Fs(event)) if self.is_relevant(&event) => Some(Trigger::FileChanged),
+                Ok(Message::Fs(event)) if self.is_relevant(&event) => {
+                    writing = self.written_in_place(&event);
+                    Some(Trigger::FileChanged)
+                }
                 Ok(Message::Fs(_)) | Err(RecvTimeoutError::Timeout) => None,
                 Ok(Message::Sighup) => Some(Trigger::Sighup),
                 Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return,
@@ -365,7 +377,7 @@ impl<P: Profile> Watch<P> {
                 }
             };
             let trigger = match trigger {
-                Trigger::FileChanged => match self.settle(messages) {
+                Trigger::FileChanged => match self.settle(messages, writing) {
                     Some(trigger) => trigger,
                     None => return,
                 },
@@ -378,26 +390,39 @@ impl<P: Profile> Watch<P> {
     }
 
     /// Waits until the directory has been quiet for the debounce period (bounded), and
-    /// says what to reload for, or `None` when told to stop meanwhile.
-    fn settle(&self, messages: &Receiver<Message>) -> Option<Trigger> {
+    /// says what to reload for, or `None` when told to stop meanwhile. `writing`: the file
+    /// is being written in place and not closed yet; then the reload also waits for the
+    /// close (up to [`MAX_OPEN_WRITE`]), so a writer pausing mid-file has nothing applied.
+    fn settle(&self, messages: &Receiver<Message>, mut writing: bool) -> Option<Trigger> {
         let start = Instant::now();
         let latest = start + self.debounce * MAX_DEBOUNCE_PERIODS;
+        let latest_close = start + MAX_OPEN_WRITE.max(self.debounce * MAX_DEBOUNCE_PERIODS);
         let mut due = start + self.debounce;
         loop {
             let now = Instant::now();
             if now >= due {
-                return Some(Trigger::FileChanged);
+                if !writing || now >= latest_close {
+                    return Some(Trigger::FileChanged);
+                }
+                due = (now + self.debounce).min(latest_close);
+                continue;
             }
             match messages.recv_timeout(due - now) {
                 Ok(Message::Fs(event)) => {
                     if self.is_relevant(&event) {
+                        if is_close_of_a_write(&event) {
+                            writing = false;
+                        } else if self.written_in_place(&event) {
+                            writing = true;
+                        }
                         due = (Instant::now() + self.debounce).min(latest);
                     }
                 }
                 // An explicit request does not wait for the file to settle.
                 Ok(Message::Sighup) => return Some(Trigger::Sighup),
                 Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return None,
-                Err(RecvTimeoutError::Timeout) => return Some(Trigger::FileChanged),
+                // due: looked at again above
+                Err(RecvTimeoutError::Timeout) => {}
             }
         }
     }
@@ -431,6 +456,25 @@ impl<P: Profile> Watch<P> {
                     || name.is_some_and(is_kubernetes_entry)
                     || Some(p.as_path()) == self.target_dir.as_deref())
         })
+    }
+
+    /// Whether `event` writes the watched file's data in place (on Linux, which reports
+    /// the close that ends the write; elsewhere nothing would say the write ended).
+    fn written_in_place(&self, event: &notify::Result<Event>) -> bool {
+        if !cfg!(target_os = "linux") {
+            return false;
+        }
+        let Ok(event) = event else {
+            return false;
+        };
+        let names = [self.path.file_name(), self.target_name.as_deref()];
+        matches!(
+            event.kind,
+            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any)
+        ) && event
+            .paths
+            .iter()
+            .any(|p| p.file_name().is_some() && names.contains(&p.file_name()))
     }
 
     /// Whether the file may have changed without an event saying so: a watched directory
@@ -558,4 +602,9 @@ fn dir_id(path: &Path) -> Option<DirId> {
 /// `..<timestamp>`.
 fn is_kubernetes_entry(name: &OsStr) -> bool {
     name.as_encoded_bytes().starts_with(b"..") && name != ".."
+}
+
+/// Whether `event` is a file written to being closed (Linux's `IN_CLOSE_WRITE`).
+fn is_close_of_a_write(event: &notify::Result<Event>) -> bool {
+    matches!(event, Ok(event) if event.kind == EventKind::Access(AccessKind::Close(AccessMode::Write)))
 }

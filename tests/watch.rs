@@ -98,6 +98,34 @@ fn a_file_rewritten_in_place_is_applied() {
     assert_eq!(capture.counter(ERROR), 0);
 }
 
+/// A file rewritten in place by a writer that pauses mid-file for longer than the debounce
+/// (and its cap) is applied when the writer closes it, not half written: `rate = 1000`
+/// written as `rate = 1` then `000` ran at 1 in between. (Linux reports the close; other
+/// systems apply what is there once the change settles.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_still_being_written_is_not_applied_half_written() {
+    use std::io::Write;
+
+    let dir = TempDir::new();
+    let path = dir.join("reliability.toml");
+    std::fs::write(&path, policy(100)).unwrap();
+    let (_policies, api, capture, _watcher) = watched(&path);
+    let mut file = std::fs::File::create(&path).unwrap(); // truncates
+    file.write_all(b"[policy.api.rate_limit]\nrate = 1")
+        .unwrap();
+    file.flush().unwrap();
+    // ten debounce periods (the cap of a burst of events) and then some
+    let pause = Instant::now();
+    while pause.elapsed() < DEBOUNCE * 15 {
+        assert_eq!(rate(&api), 100.0, "half a file applied");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    file.write_all(b"000\n").unwrap();
+    drop(file);
+    eventually("the whole file", || applied(&api, &capture, 1000.0, 1));
+}
+
 #[test]
 fn a_file_replaced_by_a_rename_is_applied() {
     let dir = TempDir::new();
