@@ -166,15 +166,13 @@ pub struct Balance<K, S, Req, C = DefaultClassifier> {
     epoch: u64,
     chosen: Option<usize>,
     picked_at: Option<Moment>,
-    /// Armed when an endpoint failed `poll_ready` and its fresh clone failed too: nothing
-    /// else would wake a caller waiting on it, so this timer polls again (cold path).
-    readiness_retry: Option<Pin<Box<Sleep>>>,
+    /// Armed while a caller waits for what nothing else would wake it for (cold path): an
+    /// endpoint that failed `poll_ready` and whose fresh clone failed too (polled again
+    /// after [`READINESS_RETRY`]), or an ejection ending (unseen until a pick looks at the
+    /// endpoint).
+    wake: Option<Pin<Box<Sleep>>>,
     /// An endpoint failed `poll_ready` twice in a row during the last pick.
     readiness_failed: bool,
-    /// Armed while a caller waits and an endpoint is ejected: an ejection ends unseen
-    /// until a pick looks at the endpoint, so this timer makes the caller's next pick then
-    /// (cold path).
-    ejection_end: Option<Pin<Box<Sleep>>>,
     pub(crate) classify: C,
     pub(crate) key_fn: Option<KeyFn<Req>>,
     _request: PhantomData<fn(Req)>,
@@ -197,9 +195,8 @@ impl<K, S, Req, C> Balance<K, S, Req, C> {
             epoch: u64::MAX,
             chosen: None,
             picked_at: None,
-            readiness_retry: None,
+            wake: None,
             readiness_failed: false,
-            ejection_end: None,
             classify,
             key_fn,
             _request: PhantomData,
@@ -284,42 +281,31 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
         false
     }
 
-    /// Arms the timer for the first ejection to end among the endpoints, so a caller
-    /// waiting on the others (not ready) picks again when an ejected one is back.
-    fn arm_ejection_end(&mut self, cx: &mut Context<'_>) {
-        let Some(until_ms) = self
+    /// When the first ejection among the endpoints ends, if one is ejected.
+    fn first_ejection_end(&self) -> Option<Instant> {
+        let until_ms = self
             .locals
             .iter()
             .filter_map(|l| l.state.outlier.ejected_until())
-            .min()
-        else {
-            return;
-        };
-        let policy = &self.handle.shared.policy;
-        let at = Instant::now() + Duration::from_millis(until_ms.saturating_sub(policy.now_ms()));
+            .min()?;
+        let now_ms = self.handle.shared.policy.now_ms();
+        Some(Instant::now() + Duration::from_millis(until_ms.saturating_sub(now_ms)))
+    }
+
+    /// Arms the wake timer for `at`, or keeps it for an earlier time it is armed for, so a
+    /// waiting caller picks again then.
+    #[cold]
+    #[inline(never)]
+    fn arm_wake(&mut self, cx: &mut Context<'_>, at: Instant) {
         let timer = self
-            .ejection_end
+            .wake
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        if timer.deadline() != at {
+        if timer.is_elapsed() || at < timer.deadline() {
             timer.as_mut().reset(at);
         }
         if timer.as_mut().poll(cx).is_ready() {
-            // over already (a pick raced its restoration): look again at once
+            // due already (an ejection over, a pick racing its restoration): at once
             cx.waker().wake_by_ref();
-        }
-    }
-
-    /// Polls the readiness retry timer (armed anew once it fired), so a caller waiting on
-    /// endpoints whose `poll_ready` keeps failing is polled again after
-    /// [`READINESS_RETRY`].
-    fn arm_readiness_retry(&mut self, cx: &mut Context<'_>) {
-        let timer = self
-            .readiness_retry
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(READINESS_RETRY)));
-        if timer.as_mut().poll(cx).is_ready() {
-            timer.as_mut().reset(Instant::now() + READINESS_RETRY);
-            // registers the waker on the timer just reset
-            let _ = timer.as_mut().poll(cx);
         }
     }
 
@@ -458,7 +444,7 @@ where
         match self.pick::<Req>(cx) {
             Pick::Ready(i) => {
                 self.chosen = Some(i);
-                self.readiness_retry = None;
+                self.wake = None;
                 Poll::Ready(Ok(()))
             }
             Pick::NoneHealthy => Poll::Ready(Ok(())),
@@ -467,11 +453,15 @@ where
                 // is not made now: a later call must not count the wait as its latency.
                 self.picked_at = None;
                 self.handle.shared.policy.register(cx.waker());
-                if self.readiness_failed {
-                    self.arm_readiness_retry(cx);
-                }
-                if self.handle.shared.policy.ejected.load(Ordering::Relaxed) > 0 {
-                    self.arm_ejection_end(cx);
+                let retry = self
+                    .readiness_failed
+                    .then(|| Instant::now() + READINESS_RETRY);
+                let ejection = match self.handle.shared.policy.ejected.load(Ordering::Relaxed) {
+                    0 => None,
+                    _ => self.first_ejection_end(),
+                };
+                if let Some(at) = retry.into_iter().chain(ejection).min() {
+                    self.arm_wake(cx, at);
                 }
                 Poll::Pending
             }
@@ -571,9 +561,8 @@ impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
             epoch: u64::MAX,
             chosen: None,
             picked_at: None,
-            readiness_retry: None,
+            wake: None,
             readiness_failed: false,
-            ejection_end: None,
             classify: self.classify.clone(),
             key_fn: self.key_fn.clone(),
             _request: PhantomData,
