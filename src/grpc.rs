@@ -22,6 +22,29 @@ use crate::error::{Error, ErrorKind};
 /// percent-encoding: a message is for a person, and a header has to stay small.
 const MAX_MESSAGE: usize = 256;
 
+/// The code of an error from below the stack: the first I/O error in its source chain
+/// that tells a connection failure or a timeout, as tonic reads a transport error.
+fn code_of_inner(error: &(dyn std::error::Error + 'static)) -> GrpcCode {
+    use std::io::ErrorKind as Io;
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                Io::ConnectionRefused
+                | Io::ConnectionReset
+                | Io::ConnectionAborted
+                | Io::NotConnected
+                | Io::BrokenPipe
+                | Io::UnexpectedEof => return GrpcCode::Unavailable,
+                Io::TimedOut => return GrpcCode::DeadlineExceeded,
+                _ => {}
+            }
+        }
+        next = error.source();
+    }
+    GrpcCode::Unknown
+}
+
 impl ErrorKind {
     /// The gRPC status a server answers with for this kind of error:
     ///
@@ -31,7 +54,7 @@ impl ErrorKind {
     /// | `ConcurrencyLimited`, `CircuitOpen`, `NoHealthyEndpoint`, `LimiterUnavailable` | `UNAVAILABLE` |
     /// | `Timeout` | `DEADLINE_EXCEEDED` |
     /// | `RetriesExhausted` | `UNAVAILABLE` (as gRPC reads an HTTP 502) |
-    /// | `Inner` | `UNKNOWN` (as tonic answers an error it does not know) |
+    /// | `Inner` | `UNKNOWN` (as tonic answers an error it does not know; see [`Error::grpc_code`] for the ones it knows) |
     pub fn grpc_code(self) -> GrpcCode {
         match self {
             ErrorKind::RateLimited => GrpcCode::ResourceExhausted,
@@ -47,9 +70,16 @@ impl ErrorKind {
 }
 
 impl Error {
-    /// The gRPC status for this error (see [`ErrorKind::grpc_code`]).
+    /// The gRPC status for this error (see [`ErrorKind::grpc_code`]). An error from below
+    /// the stack ([`ErrorKind::Inner`]) is read as tonic reads one: a connection refused,
+    /// reset, aborted or lost (an I/O error in its source chain) is `UNAVAILABLE`, an I/O
+    /// timeout `DEADLINE_EXCEEDED`, anything else `UNKNOWN`. A client that answers its
+    /// errors with `grpc_errors()` sees the code tonic alone would give.
     pub fn grpc_code(&self) -> GrpcCode {
-        self.kind().grpc_code()
+        match self.kind() {
+            ErrorKind::Inner => code_of_inner(self),
+            kind => kind.grpc_code(),
+        }
     }
 
     /// A gRPC Trailers-Only response for this error: HTTP 200, `content-type:
@@ -243,6 +273,46 @@ mod tests {
     use tower::{service_fn, ServiceExt};
 
     use super::*;
+
+    /// A transport error below the stack answered as tonic alone answers it: a refused
+    /// connection (an I/O error deep in the chain, as hyper and tonic wrap it) was
+    /// `UNKNOWN` under `grpc_errors()`, where tonic says `UNAVAILABLE`.
+    #[test]
+    fn a_connection_failure_below_the_stack_is_unavailable() {
+        #[derive(Debug)]
+        struct Transport(std::io::Error);
+        impl std::fmt::Display for Transport {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("transport error")
+            }
+        }
+        impl std::error::Error for Transport {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let code = |kind| {
+            let io = std::io::Error::new(kind, "connecting");
+            Error::from_box(Box::new(Transport(io))).grpc_code()
+        };
+        assert_eq!(
+            code(std::io::ErrorKind::ConnectionRefused),
+            GrpcCode::Unavailable
+        );
+        assert_eq!(
+            code(std::io::ErrorKind::ConnectionReset),
+            GrpcCode::Unavailable
+        );
+        assert_eq!(
+            code(std::io::ErrorKind::TimedOut),
+            GrpcCode::DeadlineExceeded
+        );
+        assert_eq!(code(std::io::ErrorKind::InvalidData), GrpcCode::Unknown);
+        assert_eq!(
+            Error::from_box("boom".into()).grpc_code(),
+            GrpcCode::Unknown
+        );
+    }
 
     #[test]
     fn messages_are_percent_encoded_and_bounded() {
