@@ -89,6 +89,18 @@ fn a_url_password_is_redacted_in_debug_and_config_errors() {
         assert_eq!(err.field(), "url");
         assert_hidden(&format!("{err:?}"));
     }
+    // `#`, `/` or `?` unencoded in the password: it was shown whole, the user info then
+    // ending at that character rather than at the `@`.
+    for url in [
+        format!("redis://:{SECRET}#x@127.0.0.1:6379/"),
+        format!("redis://user:x/{SECRET}@127.0.0.1:6379/0"),
+    ] {
+        let cfg = RedisConfig::new(&url, 10, Duration::from_secs(1));
+        assert_hidden(&format!("{cfg:?}"));
+        if let Err(err) = RedisConfig::builder(&url).build() {
+            assert_hidden(&format!("{err} {err:?}"));
+        }
+    }
 }
 
 #[test]

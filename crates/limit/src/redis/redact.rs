@@ -16,23 +16,20 @@ pub(crate) fn redact_url(url: &str) -> String {
         None => ("", url),
     };
     out.push_str(scheme);
-    // The authority ends at the first `/`, `?` or `#`; user info ends at its last `@`.
+    let (userinfo, rest) = split_userinfo(rest);
+    if let Some(userinfo) = userinfo {
+        match userinfo.find(':') {
+            Some(colon) => {
+                out.push_str(&userinfo[..colon + 1]);
+                out.push_str(MASK);
+            }
+            None => out.push_str(MASK),
+        }
+    }
+    // The host ends at the first `/`, `?` or `#` after the user info.
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.find(':') {
-                Some(colon) => {
-                    out.push_str(&userinfo[..colon + 1]);
-                    out.push_str(MASK);
-                }
-                None => out.push_str(MASK),
-            }
-            out.push_str(&authority[at..]);
-        }
-        None => out.push_str(authority),
-    }
+    out.push_str(authority);
     match tail.find('?') {
         Some(q) => {
             out.push_str(&tail[..q + 1]);
@@ -56,6 +53,17 @@ pub(crate) fn redact_url(url: &str) -> String {
     quote_bounded(&out, MAX_QUOTED * 4)
 }
 
+/// A URL's text after its scheme, split into its user info (up to the last `@`) and the
+/// rest (from that `@` on). Up to the last `@`, not to the first `/`, `?` or `#`: a
+/// password holding one of those unencoded (generated ones do) still ends at the `@`, and
+/// showing a little more than the user info only hides more.
+fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
+    match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at..]),
+        None => (None, rest),
+    }
+}
+
 /// The secrets a limiter knows (the URL's password and user info, the `password` setting),
 /// to scrub from texts that might quote them (errors from the Redis client).
 #[derive(Clone, Default)]
@@ -67,9 +75,8 @@ impl Secrets {
     pub(crate) fn of_url(url: &str) -> Secrets {
         let mut secrets = Secrets::default();
         let rest = url.split_once("://").map_or(url, |(_, r)| r);
-        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        if let Some(at) = authority.rfind('@') {
-            let userinfo = &authority[..at];
+        let (userinfo, rest) = split_userinfo(rest);
+        if let Some(userinfo) = userinfo {
             secrets.add(userinfo.split_once(':').map_or(userinfo, |(_, p)| p));
         }
         if let Some((_, query)) = rest.split_once('?') {
@@ -159,6 +166,19 @@ mod tests {
         );
         assert_eq!(redact_url("not a url"), "not a url");
         assert!(!redact_url("redis://u:p@ss:w@rd@h/").contains("rd"));
+        // `#`, `/` and `?` unencoded in a password (generated ones hold them): the user
+        // info still ends at the last `@`, and the password is not shown.
+        for url in [
+            "redis://:s3cr#tPW@h:6379/",
+            "redis://u:a/b?c#d@h/0",
+            "rediss://u:p?w@h",
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains('#') && !shown.contains("tPW") && !shown.contains("c#d"));
+            assert!(shown.contains("***@h"), "{shown}");
+            let secrets = Secrets::of_url(url);
+            assert_eq!(secrets.scrub(url).matches("***").count(), 1, "{url}");
+        }
     }
 
     #[test]
