@@ -230,9 +230,12 @@ impl RedisConfig {
         self.burst.unwrap_or(self.rate.min(Self::MAX_COUNT))
     }
 
-    /// Microseconds between two tokens (the script works in Redis `TIME` microseconds).
+    /// Microseconds between two tokens (the script works in Redis `TIME` microseconds),
+    /// rounded up: never faster than asked (`validate` refuses a rate this would slow by
+    /// more than 1%).
     pub(crate) fn interval_us(&self) -> u64 {
-        u64::try_from(self.period.as_micros() / u128::from(self.rate.max(1))).unwrap_or(u64::MAX)
+        let rate = u128::from(self.rate.max(1));
+        u64::try_from(self.period.as_micros().div_ceil(rate)).unwrap_or(u64::MAX)
     }
 
     /// The AUTH password in effect: `password`, else the variable `password_env` names
@@ -337,18 +340,41 @@ impl RedisConfig {
                 "must be at least 1µs (the script counts in microseconds)",
             ));
         }
-        if self.interval_us() == 0 {
+        // Tokens are spaced in whole microseconds, rounded up: a rate that does not divide
+        // the period was rounded down to a shorter spacing (500,001 a second admitted a
+        // million), and one it would slow by more than 1% is refused, as the local limiter
+        // refuses its own.
+        let period_us = self.period.as_micros();
+        let spaced = u128::from(self.interval_us()) * u128::from(self.rate);
+        if (spaced - period_us) * 100 > spaced {
             return Err(ConfigError::new(
                 "rate",
                 self.rate,
                 format!(
-                    "too high: at most one token per microsecond of the period ({})",
-                    humantime::format_duration(self.period)
+                    "too fast to represent for a period of {}: tokens are spaced in whole \
+                     microseconds, which would limit to {} per period (more than 1% off); \
+                     use a rate that divides the period in microseconds, or a lower one",
+                    humantime::format_duration(self.period),
+                    u128::from(self.rate) * period_us / spaced
                 ),
             ));
         }
         if let Some(burst) = self.burst {
             check_size_at_most("burst", burst, u64::from(Self::MAX_COUNT))?;
+        }
+        // The script keeps a bucket's time as an integer of microseconds: a full burst that
+        // takes longer than this to refill overflowed it, and the empty bucket read full.
+        let refill = u128::from(self.interval_us()) * u128::from(self.effective_burst());
+        if refill > crate::rate::RateLimitConfig::MAX_REFILL.as_micros() {
+            return Err(ConfigError::new(
+                "burst",
+                self.effective_burst(),
+                format!(
+                    "at {} per {} a full burst takes more than 100 years to refill",
+                    self.rate,
+                    humantime::format_duration(self.period)
+                ),
+            ));
         }
         if self.prefix.is_empty()
             || self.prefix.len() > RedisConfig::MAX_PREFIX_BYTES

@@ -52,6 +52,38 @@ fn each_bad_field_is_named() {
     assert_eq!(field(with(|c| c.max_keys = 0)), "max_keys");
 }
 
+/// Tokens are spaced in whole microseconds, rounded up: 500,001 a second was spaced 1 µs
+/// (a million a second admitted), now 2 µs (500,000: 0.0002 % slower); 150,000 a second
+/// would be 142,857 (5 % slower, refused, as the local limiter refuses its own); 150,000
+/// was spaced 6 µs (11 % over).
+#[test]
+fn tokens_are_spaced_never_closer_than_the_rate_asks() {
+    let at = |rate: u32| RedisConfig::new("redis://127.0.0.1:6379/", rate, Duration::from_secs(1));
+    assert_eq!(at(500_001).interval_us(), 2);
+    at(500_001).validate().unwrap();
+    assert_eq!(at(1_000_000).interval_us(), 1);
+    at(1_000_000).validate().unwrap();
+    assert_eq!(at(150_000).interval_us(), 7);
+    assert_eq!(field(at(150_000)), "rate");
+    assert_eq!(field(at(2_000_000)), "rate");
+}
+
+/// The script keeps a bucket's time in integer microseconds: a full burst of 320,000 at
+/// one token per 366 days overflowed it (and the empty bucket read full). As the local
+/// limiter, a burst may take at most 100 years to refill.
+#[test]
+fn a_burst_refilling_in_over_a_century_is_refused() {
+    let mut cfg = RedisConfig::new(
+        "redis://127.0.0.1:6379/",
+        1,
+        Duration::from_secs(366 * 24 * 3600),
+    );
+    cfg.burst = Some(320_000);
+    assert_eq!(field(cfg.clone()), "burst");
+    cfg.burst = Some(99);
+    cfg.validate().unwrap();
+}
+
 #[test]
 fn every_size_and_duration_has_an_upper_bound() {
     let ok = RedisConfig::new("redis://127.0.0.1:6379/", 100, Duration::from_secs(1));
