@@ -258,6 +258,54 @@ async fn pre_allotment_stays_within_its_bound() {
     assert_eq!(err.field(), "pre_allot", "{err}");
 }
 
+/// Requests that find an instance's pre-allotted stock empty at once each take a batch
+/// from Redis; the instance keeps at most one batch less the token used (`n - 1`), not
+/// one per request (ten concurrent refills of 10 kept 90 tokens, past the documented
+/// bound). Counted with Redis gone: what the instance admits then is its stock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refills_keep_at_most_one_batch() {
+    let Some(mut server) = Server::start() else {
+        return;
+    };
+    let n = 10;
+    let l = RedisRateLimitLayer::builder(
+        RedisConfig::builder(server.url())
+            .rate(1_000)
+            .period(Duration::from_secs(1))
+            .burst(1_000)
+            .pre_allot(n)
+            .failure_policy(FailurePolicy::FailClosed)
+            .build()
+            .unwrap(),
+    )
+    .name("refills")
+    .build()
+    .unwrap();
+    for _ in 0..n {
+        l.handle().acquire().await.unwrap(); // one batch, taken whole
+    }
+    let refills: Vec<_> = (0..10)
+        .map(|_| {
+            let l = l.handle().clone();
+            tokio::spawn(async move { l.acquire().await })
+        })
+        .collect();
+    for refill in refills {
+        refill.await.unwrap().unwrap();
+    }
+    server.kill();
+    let mut from_stock = 0;
+    while l.handle().acquire().await.is_ok() {
+        from_stock += 1;
+        assert!(from_stock <= 100, "no end to the stock");
+    }
+    assert!(
+        from_stock < n,
+        "{from_stock} tokens kept, at most {}",
+        n - 1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_key_has_its_own_bucket_under_the_prefix() {
     let Some(server) = Server::start() else {

@@ -177,22 +177,28 @@ impl State {
         }
     }
 
-    /// Keeps `n` pre-allotted tokens of `key` for later. With `max_keys` keys already
-    /// holding tokens, they are dropped: that only admits less, never more.
+    /// Keeps `n` pre-allotted tokens of `key` for later, at most `pre_allot - 1` in all:
+    /// requests that found the stock empty at once each took a batch from Redis, and
+    /// keeping them all would hold many batches on one instance, past the documented
+    /// `instances * (n - 1)`. Tokens over that, and those of a key beyond `max_keys`, are
+    /// dropped: that only admits less, never more.
     fn keep_local(&self, key: Option<&str>, n: u64) {
         if n == 0 {
             return;
         }
+        let most = u64::from(self.batch.saturating_sub(1));
         match key {
             None => {
-                self.local.fetch_add(n, Relaxed);
+                let _ = self.local.fetch_update(Relaxed, Relaxed, |left| {
+                    Some(left.saturating_add(n).min(most))
+                });
             }
             Some(key) => {
                 let mut map = lock(&self.local_keyed);
                 if let Some(left) = map.get_mut(key) {
-                    *left += n;
+                    *left = left.saturating_add(n).min(most);
                 } else if map.len() < self.max_keys {
-                    map.insert(key.to_owned(), n);
+                    map.insert(key.to_owned(), n.min(most));
                 }
             }
         }
