@@ -139,6 +139,8 @@ pub(crate) struct Link {
     strikes: AtomicU32,
     /// Set while `Probing` and a call is out to Redis.
     probe_out: AtomicBool,
+    /// A call was answered on the connection in use (cleared when one is installed).
+    answered_here: AtomicBool,
     /// Cluster mode: calls in a row that found no node; 0 once a call is answered.
     cluster_failures: AtomicU32,
     /// Cluster mode: when the first of those failed, in nanoseconds since `epoch` plus one
@@ -175,6 +177,7 @@ impl Link {
             reconnecting: AtomicBool::new(false),
             strikes: AtomicU32::new(0),
             probe_out: AtomicBool::new(false),
+            answered_here: AtomicBool::new(false),
             cluster_failures: AtomicU32::new(0),
             cluster_failing_since: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -300,6 +303,9 @@ impl Link {
     fn answered(&self, probed: bool) {
         if self.strikes.load(Relaxed) != 0 {
             self.strikes.store(0, Relaxed);
+        }
+        if !self.answered_here.load(Relaxed) {
+            self.answered_here.store(true, Relaxed);
         }
         if self.cluster_failures.load(Relaxed) != 0 {
             self.cluster_failures.store(0, Relaxed);
@@ -429,8 +435,11 @@ impl Link {
     }
 
     /// Takes the link down after connection `generation` failed (unless a newer one is
-    /// already in use) and starts reconnecting.
+    /// already in use) and starts reconnecting. A connection lost before it answered a
+    /// single call is a strike too: a server whose every answer breaks the connection (a
+    /// garbled reply) would otherwise be reconnected to for every call, with no backoff.
     fn take_down(self: &Arc<Self>, generation: u64, why: &str, strike: bool) {
+        let strike = strike || !self.answered_here.load(Relaxed);
         {
             let mut guard = self.conn.write().unwrap_or_else(|e| e.into_inner());
             match guard.as_ref() {
@@ -502,6 +511,7 @@ impl Link {
         {
             let mut guard = self.conn.write().unwrap_or_else(|e| e.into_inner());
             *guard = Some((generation, conn));
+            self.answered_here.store(false, Relaxed);
             self.cluster_failures.store(0, Relaxed);
             self.cluster_failing_since.store(0, Relaxed);
             self.probe_out.store(false, Release);
