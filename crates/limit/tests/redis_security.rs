@@ -377,3 +377,26 @@ async fn a_megabyte_key_makes_a_short_redis_key() {
     assert!(keys[1].starts_with("{prism:k:~sha1:"), "{}", keys[1]);
     assert_eq!(keys[1].len(), "{prism:k:}".len() + 46);
 }
+
+/// A limit's name sits between the prefix and the key in `{<prefix>:<name>:<key>}`: a `:`
+/// in it let limit `api` keyed `login` and limit `api:login` share one bucket. Refused,
+/// naming the field.
+#[test]
+fn a_limit_name_that_would_shape_another_limits_key_is_refused() {
+    let config = || {
+        RedisConfig::builder("redis://127.0.0.1:6379/")
+            .build()
+            .unwrap()
+    };
+    for bad in ["api:login", "a{b", "a}b", ""] {
+        let err = RedisRateLimitLayer::builder(config())
+            .name(bad)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "name", "{bad:?}");
+    }
+    RedisRateLimitLayer::builder(config())
+        .name("api-login_2")
+        .build()
+        .unwrap();
+}

@@ -18,7 +18,7 @@ pub(crate) fn bucket_key(prefix: &str, key: &str) -> String {
 
 /// The bounded form of a request key, as stored in an instance's maps.
 pub(crate) fn bounded(key: &str) -> std::borrow::Cow<'_, str> {
-    if key.len() <= MAX_KEY_BYTES {
+    if kept_as_is(key) {
         std::borrow::Cow::Borrowed(key)
     } else {
         let mut out = String::with_capacity(46);
@@ -27,8 +27,15 @@ pub(crate) fn bounded(key: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Whether `key` is written as it is: short, and not starting with `~`, which only hashed
+/// keys do (a key spelled `~sha1:<digest>` would share the bucket of the long key with
+/// that digest: a client knowing one could drain it).
+fn kept_as_is(key: &str) -> bool {
+    key.len() <= MAX_KEY_BYTES && !key.starts_with('~')
+}
+
 fn push_bounded(out: &mut String, key: &str) {
-    if key.len() <= MAX_KEY_BYTES {
+    if kept_as_is(key) {
         out.push_str(key);
     } else {
         out.push_str("~sha1:");
@@ -39,6 +46,18 @@ fn push_bounded(out: &mut String, key: &str) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A short key spelled as a long key's hash is hashed too: it shared that key's bucket.
+    #[test]
+    fn a_key_spelled_like_a_hash_does_not_share_the_hashed_keys_bucket() {
+        let long = "L".repeat(65);
+        let hashed = bucket_key("{p:n:", &long);
+        let spelled = &hashed["{p:n:".len()..hashed.len() - 1];
+        assert!(spelled.starts_with("~sha1:"), "{spelled}");
+        assert_ne!(bucket_key("{p:n:", spelled), hashed);
+        assert_ne!(bounded(spelled), bounded(&long));
+        assert_eq!(bucket_key("{p:n:", "~"), bucket_key("{p:n:", "~"));
+    }
 
     #[test]
     fn short_keys_stay_readable_and_long_ones_are_hashed_to_a_fixed_length() {

@@ -29,8 +29,10 @@
 //! the `password` setting or an environment variable (`password_env`) instead of the URL,
 //! and is never shown: URLs in `Debug`, errors and logs have it replaced by `***`.
 //!
-//! Keys longer than [`RedisConfig::MAX_KEY_BYTES`] are replaced in Redis key names by their SHA-1, so
-//! no key makes a Redis key (or an instance's map entry) longer than 46 bytes plus the prefix.
+//! Keys longer than [`RedisConfig::MAX_KEY_BYTES`] (and keys starting with `~`, so none
+//! can pass for a hashed one) are replaced in Redis key names by their SHA-1, so no key
+//! makes a Redis key (or an instance's map entry) longer than 46 bytes plus the prefix. A
+//! limit's name may not hold `:`, `{` or `}`, which shape the keys.
 //!
 //! With [`RedisRateLimitLayer::key_fn`], each key of the request (an API key, a client
 //! address) has its own bucket, the Redis key `{<prefix>:<name>:<key>}`; the hash tag

@@ -86,11 +86,27 @@ impl std::fmt::Debug for State {
     }
 }
 
+/// The longest limit name: the metrics label, and part of every Redis key (as a policy
+/// name, at most 128 bytes).
+const MAX_NAME_BYTES: usize = 128;
+
 impl State {
     /// Validates `cfg` and the URL (without connecting: the connection is made on first
     /// use, so a limiter can start while Redis is down).
     pub(super) fn new(name: String, cfg: RedisConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        // The name sits between the prefix and a key in `{<prefix>:<name>:<key>}`: with a
+        // `:` in it, limit `api` keyed `login` and limit `api:login` would share a bucket.
+        if name.is_empty() || name.len() > MAX_NAME_BYTES || name.contains([':', '{', '}']) {
+            return Err(ConfigError::new(
+                "name",
+                &name,
+                format!(
+                    "must be 1 to {MAX_NAME_BYTES} bytes, without `:`, `{{` or `}}` (they shape \
+                     the Redis keys)"
+                ),
+            ));
+        }
         let client = connect_target(&cfg)?;
         let interval_us = cfg.interval_us();
         let burst = cfg.effective_burst();
