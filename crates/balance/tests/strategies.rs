@@ -28,20 +28,20 @@ async fn round_robin_is_exact() {
     assert_ne!(first, second);
 }
 
-#[tokio::test(start_paused = true)]
-async fn weighted_round_robin_follows_weights() {
-    let eps = eps(3);
-    let mut b: B = Balance::builder()
-        .config(
-            BalanceConfig::builder()
-                .strategy(Strategy::WeightedRoundRobin)
-                .build()
-                .unwrap(),
-        )
+/// A `strategy` balancer over three endpoints weighing 5, 3 and 2.
+fn weighted_5_3_2(strategy: Strategy, eps: &[Ep]) -> B {
+    Balance::builder()
+        .config(BalanceConfig::builder().strategy(strategy).build().unwrap())
         .endpoints(eps.iter().map(|e| (e.id, e.clone())))
         .weights([(0, 5), (1, 3), (2, 2)])
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn weighted_round_robin_follows_weights() {
+    let eps = eps(3);
+    let mut b = weighted_5_3_2(Strategy::WeightedRoundRobin, &eps);
     for i in 0..1000 {
         send(&mut b, i).await.unwrap();
     }
@@ -67,17 +67,7 @@ async fn weighted_round_robin_follows_weights() {
 #[tokio::test(start_paused = true)]
 async fn a_reconfigure_to_weighted_round_robin_builds_its_schedule() {
     let eps = eps(3);
-    let mut b: B = Balance::builder()
-        .config(
-            BalanceConfig::builder()
-                .strategy(Strategy::RoundRobin)
-                .build()
-                .unwrap(),
-        )
-        .endpoints(eps.iter().map(|e| (e.id, e.clone())))
-        .weights([(0, 5), (1, 3), (2, 2)])
-        .build()
-        .unwrap();
+    let mut b = weighted_5_3_2(Strategy::RoundRobin, &eps);
     for i in 0..300 {
         send(&mut b, i).await.unwrap();
     }

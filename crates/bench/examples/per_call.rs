@@ -77,14 +77,14 @@ fn main() {
                 .expect("valid rate limit");
             drive_now(limit.layer(Noop), calls)
         }
-        "governor" => drive_now(Governed::new(), calls),
+        "governor" => drive_now(governed(), calls),
         "limit-keyed" => {
             let limit = tower_prism::limit::rate::RateLimitLayer::from_config(&rate())
                 .expect("valid rate limit")
                 .key_fn(|request: &u64| *request % KEYS);
             drive_now(limit.layer(Noop), calls)
         }
-        "governor-keyed" => drive_now(GovernedKeyed::new(), calls),
+        "governor-keyed" => drive_now(governed_keyed(), calls),
         "four" => {
             let balanced = layer
                 .layer_endpoints::<usize, Noop, u64>((0..8).map(|i| (i, Noop)))
@@ -173,23 +173,34 @@ where
     }
 }
 
-/// governor's direct limiter in front of [`Noop`]: `check()`, then the call.
-struct Governed {
-    limiter: governor::DefaultDirectRateLimiter,
+/// A governor limiter in front of [`Noop`]: `check` (the limiter's `check()` or
+/// `check_key()` of the request's key), then the call.
+struct Governed<C> {
+    check: C,
     inner: Noop,
 }
 
-impl Governed {
-    fn new() -> Self {
-        let huge = std::num::NonZeroU32::new(HUGE).expect("not zero");
-        Governed {
-            limiter: governor::RateLimiter::direct(governor::Quota::per_second(huge)),
-            inner: Noop,
-        }
+/// governor's direct limiter, as the `ratelimit` bench drives it.
+fn governed() -> Governed<impl FnMut(u64) -> bool> {
+    let huge = std::num::NonZeroU32::new(HUGE).expect("not zero");
+    let limiter = governor::RateLimiter::direct(governor::Quota::per_second(huge));
+    Governed {
+        check: move |_| limiter.check().is_ok(),
+        inner: Noop,
     }
 }
 
-impl Service<u64> for Governed {
+/// governor's keyed limiter, each request keyed `request % KEYS`.
+fn governed_keyed() -> Governed<impl FnMut(u64) -> bool> {
+    let huge = std::num::NonZeroU32::new(HUGE).expect("not zero");
+    let limiter = governor::RateLimiter::<u64, _, _>::keyed(governor::Quota::per_second(huge));
+    Governed {
+        check: move |request| limiter.check_key(&(request % KEYS)).is_ok(),
+        inner: Noop,
+    }
+}
+
+impl<C: FnMut(u64) -> bool> Service<u64> for Governed<C> {
     type Response = <Noop as Service<u64>>::Response;
     type Error = <Noop as Service<u64>>::Error;
     type Future = <Noop as Service<u64>>::Future;
@@ -202,43 +213,7 @@ impl Service<u64> for Governed {
     }
 
     fn call(&mut self, request: u64) -> Self::Future {
-        assert!(self.limiter.check().is_ok(), "sized to admit every call");
-        self.inner.call(request)
-    }
-}
-
-/// governor's keyed limiter in front of [`Noop`]: `check_key()` of the request's key, then
-/// the call.
-struct GovernedKeyed {
-    limiter: governor::DefaultKeyedRateLimiter<u64>,
-    inner: Noop,
-}
-
-impl GovernedKeyed {
-    fn new() -> Self {
-        let huge = std::num::NonZeroU32::new(HUGE).expect("not zero");
-        GovernedKeyed {
-            limiter: governor::RateLimiter::keyed(governor::Quota::per_second(huge)),
-            inner: Noop,
-        }
-    }
-}
-
-impl Service<u64> for GovernedKeyed {
-    type Response = <Noop as Service<u64>>::Response;
-    type Error = <Noop as Service<u64>>::Error;
-    type Future = <Noop as Service<u64>>::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        Service::<u64>::poll_ready(&mut self.inner, cx)
-    }
-
-    fn call(&mut self, request: u64) -> Self::Future {
-        let admitted = self.limiter.check_key(&(request % KEYS)).is_ok();
-        assert!(admitted, "sized to admit every call");
+        assert!((self.check)(request), "sized to admit every call");
         self.inner.call(request)
     }
 }
