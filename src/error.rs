@@ -14,7 +14,8 @@ use tower_prism_limit::rate::{RateLimitInfo, RateLimitRejection, X_RATELIMIT_AFT
 pub enum ErrorKind {
     /// The rate limiter shed the request (HTTP 429).
     RateLimited,
-    /// The concurrency limiter had no free slot (HTTP 503).
+    /// The concurrency limiter had no free slot, or tower's `LoadShed` shed the call
+    /// (HTTP 503).
     ConcurrencyLimited,
     /// The circuit breaker is open and failed the call fast (HTTP 503).
     CircuitOpen,
@@ -273,6 +274,12 @@ fn classify(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option<Duration>
     if e.is::<tokio::time::error::Elapsed>() {
         return Some((ErrorKind::Timeout, None));
     }
+    // tower's `LoadShed` in front of a full `ConcurrencyLimit` (or any service not ready):
+    // shed load, a 503 with Retry-After as this crate's own concurrency limit answers,
+    // not an upstream's failure (502).
+    if e.is::<tower::load_shed::error::Overloaded>() {
+        return Some((ErrorKind::ConcurrencyLimited, None));
+    }
     classify_component(e)
 }
 
@@ -371,6 +378,17 @@ mod tests {
         let err = Error::from_box(Box::new(Wrapper(tower::timeout::error::Elapsed::new())));
         assert_eq!(err.kind(), ErrorKind::Timeout);
         assert!(err.get_ref().is::<Wrapper>());
+    }
+
+    /// tower's `LoadShed` refusing a call is shed load, answered 503 with a Retry-After as
+    /// the crate's own concurrency limit: it was an upstream failure (502).
+    #[test]
+    fn towers_load_shed_is_a_503() {
+        let err = Error::from_box(Box::new(tower::load_shed::error::Overloaded::new()));
+        assert_eq!(err.kind(), ErrorKind::ConcurrencyLimited);
+        let response: http::Response<String> = err.to_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
     }
 
     #[test]
