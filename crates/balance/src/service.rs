@@ -281,15 +281,19 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
         false
     }
 
-    /// When the first ejection among the endpoints ends, if one is ejected.
+    /// When the first ejection still running among the endpoints ends, if one is. One
+    /// already over but not yet ended (its endpoint is also failing its health checks,
+    /// which a pick looks at first) is left out: a timer for it would fire at once, every
+    /// time, and a health change wakes the caller anyway.
     fn first_ejection_end(&self) -> Option<Instant> {
+        let now_ms = self.handle.shared.policy.now_ms();
         let until_ms = self
             .locals
             .iter()
             .filter_map(|l| l.state.outlier.ejected_until())
+            .filter(|until| *until > now_ms)
             .min()?;
-        let now_ms = self.handle.shared.policy.now_ms();
-        Some(Instant::now() + Duration::from_millis(until_ms.saturating_sub(now_ms)))
+        Some(Instant::now() + Duration::from_millis(until_ms - now_ms))
     }
 
     /// Arms the wake timer for `at`, or keeps it for an earlier time it is armed for, so a

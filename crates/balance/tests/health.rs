@@ -102,6 +102,30 @@ async fn a_waiting_caller_takes_an_endpoint_back_from_ejection() {
     );
 }
 
+/// An ejection over whose endpoint also fails its health checks stays unended (a pick
+/// looks at health first): the waiting caller is not woken for it again and again (a
+/// timer armed for a time already past fired at once, every poll).
+#[tokio::test(start_paused = true)]
+async fn a_waiting_caller_does_not_spin_on_an_ejection_held_by_health() {
+    let (mut b, eps, passing) = probed(3, 0);
+    tokio::time::sleep(Duration::from_millis(10)).await; // the first probes
+    eps[1].set_failing(true);
+    for i in 0..12 {
+        let _ = send(&mut b, i).await;
+    }
+    assert!(b.handle().snapshot().endpoints[1].ejected);
+    passing[1].store(false, Ordering::SeqCst);
+    passing[2].store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a round of probes
+    eps[0].set_ready(false);
+    let mut waiting = tokio_test::task::spawn(b.ready());
+    assert!(waiting.poll().is_pending());
+    tokio::time::advance(Duration::from_secs(11)).await; // the 10 s ejection is over
+    let _ = waiting.poll();
+    assert!(waiting.poll().is_pending(), "still nothing usable");
+    assert!(!waiting.is_woken(), "woken again at once: spinning");
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_ejection_during_a_shared_outage_ends_with_the_outage() {
     let eps = eps(3);
