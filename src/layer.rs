@@ -210,9 +210,9 @@ impl<P: Profile> ReliabilityLayer<P> {
     /// The stack over a balancer (the balance stage): the limits -> deadline -> breaker ->
     /// retry -> `balance` -> fault injection (over the whole balancer; over each endpoint
     /// with [`layer_endpoints`](Self::layer_endpoints)). The balancer joins this policy's
-    /// hot reload: with a `balance` table, the policy's table in force now is its config
-    /// (as every reload makes it), even if a reload landed since
-    /// [`balancer`](Self::balancer) copied it.
+    /// hot reload, and the next reload gives it the policy's `balance` table; one built by
+    /// [`balancer`](Self::balancer) before a reload that changed the table joins with the
+    /// table in force.
     pub fn balanced<K, S, Req, C>(
         &self,
         balance: Balance<K, S, Req, C>,
@@ -238,10 +238,11 @@ impl<P: Profile> ReliabilityLayer<P> {
         // Never between a reload's check and its apply: the new balancer was not checked.
         let _no_reload_now = self.stages.reload_lock();
         let mut stage = self.stages.balance_stage();
-        // A reload may have landed since `balancer()` copied the balance table: the table
-        // in force now is the one every reload gives the policy's balancers.
-        if let Some(config) = &stage.config {
-            if handle.config() != *config {
+        // A reload may have landed since `balancer()` copied the balance table: a balancer
+        // built from the table that reload replaced runs the one in force (as the reload
+        // made the others). One built with a config of its own keeps it until a reload.
+        if let (Some(config), Some(replaced)) = (&stage.config, &stage.replaced) {
+            if handle.config() == *replaced && replaced != config {
                 if let Err(error) = handle.reconfigure(config) {
                     tracing::warn!(policy = %self.stages.name, %error, "a balancer joining the policy keeps its own config: it refuses the policy's balance table");
                 }

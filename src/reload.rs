@@ -105,7 +105,7 @@ impl<P: Profile> Stages<P> {
             for balancer in &balance.balancers {
                 report("balance", balancer.apply(config));
             }
-            balance.config = Some(config.clone());
+            balance.replaced = balance.config.replace(config.clone());
         }
         drop(balance);
         // The one table a reload may add or remove: without it the stage is switched off.

@@ -51,6 +51,9 @@ pub(crate) struct Stages<P: Profile> {
 pub(crate) struct BalanceStage {
     /// `None`: the policy has no balance table (its balancers run the defaults).
     pub(crate) config: Option<BalanceConfig>,
+    /// The table the last reload replaced: a balancer joining with it was built from the
+    /// policy before that reload (see `ReliabilityLayer::balanced`).
+    pub(crate) replaced: Option<BalanceConfig>,
     pub(crate) balancers: Vec<Box<dyn ReloadBalancer>>,
 }
 
@@ -133,6 +136,7 @@ impl<P: Profile> Stages<P> {
             fault_table: AtomicBool::new(policy.fault.is_some()),
             balance: Mutex::new(BalanceStage {
                 config: policy.balance.clone(),
+                replaced: None,
                 balancers: Vec::new(),
             }),
             reload: Mutex::new(()),

@@ -270,4 +270,16 @@ fn a_balancer_built_across_a_reload_runs_the_table_in_force() {
     assert_eq!(handle.config().strategy, Strategy::RoundRobin, "as built");
     drop(layer.balanced(balance));
     assert_eq!(handle.config().strategy, Strategy::LeastRequests);
+    // one built with a config of its own keeps it until a reload
+    let mut own = handle.config();
+    own.strategy = Strategy::P2cPeakEwma;
+    let balance = layer
+        .balancer::<&'static str, Echo, u32>()
+        .config(own)
+        .endpoint("b", Echo("b"))
+        .build()
+        .unwrap();
+    let handle = balance.handle().clone();
+    drop(layer.balanced(balance));
+    assert_eq!(handle.config().strategy, Strategy::P2cPeakEwma);
 }
