@@ -193,10 +193,13 @@ async fn a_reload_rescales_every_keys_bucket_as_the_unkeyed_one() {
         c.burst = Some(burst);
         c
     };
-    let limiter: RateLimiter = RateLimitLayer::from_config(&config(1, 1))
-        .unwrap()
-        .handle()
-        .clone();
+    let running = |rate: u32, burst: u32| -> RateLimiter {
+        RateLimitLayer::from_config(&config(rate, burst))
+            .unwrap()
+            .handle()
+            .clone()
+    };
+    let limiter = running(1, 1);
     limiter.try_acquire(1).unwrap();
     limiter.try_acquire_key(&"client", 1).unwrap();
     limiter.reconfigure(&config(1000, 1)).unwrap();
@@ -208,10 +211,7 @@ async fn a_reload_rescales_every_keys_bucket_as_the_unkeyed_one() {
         "refilled in 1 ms"
     );
 
-    let limiter: RateLimiter = RateLimitLayer::from_config(&config(10, 10))
-        .unwrap()
-        .handle()
-        .clone();
+    let limiter = running(10, 10);
     limiter.try_acquire(10).unwrap();
     limiter.try_acquire_key(&"client", 10).unwrap();
     limiter.reconfigure(&config(1, 10)).unwrap();

@@ -106,6 +106,34 @@ pub struct RateLimitConfig {
 
 /// The checks a local and a Redis rate limit share: a rate of at least 1 per a period of
 /// at most [`MAX_DURATION`], a burst (when set) of at least 1.
+/// Refuses `rate` per `period` when tokens spaced `interval` apart (whole `unit`s, rounded
+/// up from `period_units / rate`: never closer than asked) would limit to more than 1 %
+/// below it.
+pub(crate) fn check_spacing(
+    rate: u32,
+    period: Duration,
+    period_units: u128,
+    interval: u64,
+    unit: &str,
+) -> Result<(), ConfigError> {
+    let spaced = u128::from(interval) * u128::from(rate);
+    // spaced >= period_units; the effective rate is rate * period_units / spaced.
+    if (spaced - period_units) * 100 > spaced {
+        let effective = u128::from(rate) * period_units / spaced;
+        return Err(ConfigError::new(
+            "rate",
+            rate,
+            format!(
+                "too fast to represent for a period of {}: tokens are spaced in whole \
+                 {unit}, which would limit to {effective} per period (more than 1% off); use \
+                 a rate that divides the period in {unit}, or a lower one",
+                humantime::format_duration(period)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_quota(
     rate: u32,
     period: Duration,
@@ -262,24 +290,13 @@ impl RateLimitConfig {
     /// more than 1% slower (more than about 10^7 per second, unless the rate divides the
     /// period), rather than silently limit at another rate.
     fn check_rounding(&self) -> Result<(), ConfigError> {
-        let period = self.period.as_nanos();
-        let rate = u128::from(self.rate);
-        let spaced = u128::from(self.interval_nanos()) * rate;
-        // spaced >= period; the effective rate is rate * period / spaced.
-        if (spaced - period) * 100 > spaced {
-            let effective = rate * period / spaced;
-            return Err(ConfigError::new(
-                "rate",
-                self.rate,
-                format!(
-                    "too fast to represent for a period of {}: tokens are spaced in whole \
-                     nanoseconds, which would limit to {effective} per period (more than 1% \
-                     off); use a rate that divides the period in nanoseconds, or a lower one",
-                    humantime::format_duration(self.period)
-                ),
-            ));
-        }
-        Ok(())
+        check_spacing(
+            self.rate,
+            self.period,
+            self.period.as_nanos(),
+            self.interval_nanos(),
+            "nanoseconds",
+        )
     }
 
     /// `ceil(period / rate)` in nanoseconds (0 for a zero period).

@@ -136,9 +136,9 @@ mod waiter;
 
 pub use crate::bucket::TokensLeft;
 pub use adaptive::AdaptiveConfig;
-#[cfg(feature = "redis")]
-pub(crate) use config::check_quota;
 pub use config::RateLimitConfig;
+#[cfg(feature = "redis")]
+pub(crate) use config::{check_quota, check_spacing};
 pub use config_builder::RateLimitConfigBuilder;
 pub use future::ResponseFuture;
 pub use headers::{

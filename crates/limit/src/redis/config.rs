@@ -12,7 +12,7 @@ use tower_prism_core::config::{
 
 use super::config_builder::RedisConfigBuilder;
 use super::redact::{redact_url, Secrets};
-use crate::rate::check_quota;
+use crate::rate::{check_quota, check_spacing};
 
 /// What to do with a request when Redis cannot be reached in time.
 ///
@@ -344,21 +344,13 @@ impl RedisConfig {
         // the period was rounded down to a shorter spacing (500,001 a second admitted a
         // million), and one it would slow by more than 1% is refused, as the local limiter
         // refuses its own.
-        let period_us = self.period.as_micros();
-        let spaced = u128::from(self.interval_us()) * u128::from(self.rate);
-        if (spaced - period_us) * 100 > spaced {
-            return Err(ConfigError::new(
-                "rate",
-                self.rate,
-                format!(
-                    "too fast to represent for a period of {}: tokens are spaced in whole \
-                     microseconds, which would limit to {} per period (more than 1% off); \
-                     use a rate that divides the period in microseconds, or a lower one",
-                    humantime::format_duration(self.period),
-                    u128::from(self.rate) * period_us / spaced
-                ),
-            ));
-        }
+        check_spacing(
+            self.rate,
+            self.period,
+            self.period.as_micros(),
+            self.interval_us(),
+            "microseconds",
+        )?;
         if let Some(burst) = self.burst {
             check_size_at_most("burst", burst, u64::from(Self::MAX_COUNT))?;
         }
