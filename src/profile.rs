@@ -76,8 +76,10 @@ pub trait Profile: Clone + Send + Sync + 'static {
     >;
     /// Whether a retry stage makes sense for this profile (a server cannot replay the
     /// requests it receives); building a retry stage for a profile that says no fails.
+    /// By default, whether its stack has one (`Retries`): a profile whose stack has none
+    /// refuses a retry table whatever this says.
     fn can_retry(&self) -> bool {
-        true
+        <Self::Retries as RetryKind>::HAS_STAGE
     }
 }
 
@@ -261,9 +263,6 @@ impl Profile for HttpServer {
     > {
         builder.build_http()
     }
-    fn can_retry(&self) -> bool {
-        false
-    }
 }
 
 /// A gRPC client (tonic): results classified by `grpc-status`
@@ -386,8 +385,5 @@ impl Profile for GrpcServer {
     > {
         // gRPC answers rejections with statuses, not HTTP headers: keys only.
         Ok(builder.build_http()?.headers::<NoHeaders>())
-    }
-    fn can_retry(&self) -> bool {
-        false
     }
 }
