@@ -24,7 +24,8 @@ pub enum ErrorKind {
     /// A deadline passed: the deadline stage's, a retry attempt's timeout, or tower's
     /// `Timeout` (HTTP 504).
     Timeout,
-    /// The balancer had no healthy endpoint to send the request to (HTTP 503).
+    /// The balancer had no healthy endpoint to send the request to (HTTP 503), also when
+    /// that ended a call's retries.
     NoHealthyEndpoint,
     /// A shared limiter's backend (Redis) could not decide in time and its failure policy
     /// is to reject (HTTP 503).
@@ -234,10 +235,15 @@ impl Error {
 /// assert_eq!(retry_after_hint(&std::io::Error::other("refused")), None);
 /// ```
 pub fn retry_after_hint(error: &(dyn StdError + 'static)) -> Option<Duration> {
+    classify_chain(error).and_then(|(_, hint)| hint)
+}
+
+/// The first error of the chain that [`classify`] recognises, as it classifies it.
+fn classify_chain(error: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option<Duration>)> {
     let mut cursor = Some(error);
     while let Some(e) = cursor {
-        if let Some((_, hint)) = classify(e) {
-            return hint;
+        if let Some(hit) = classify(e) {
+            return Some(hit);
         }
         cursor = e.source();
     }
@@ -309,6 +315,16 @@ fn classify_component(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option
         let timed_out = e.last().is_some_and(|last| {
             matches!(last.downcast_ref::<R>(), Some(R::AttemptTimedOut { .. }))
         });
+        // Retries that ended on the stack's own refusal (the balancer had no healthy
+        // endpoint left) answer as that refusal did: a 503 to come back later, as Envoy's
+        // "no healthy upstream", not a 502 blaming an upstream.
+        if let R::RetriesExhausted { last, .. } | R::BudgetExhausted { last, .. } = e {
+            if let Some((kind, hint)) = classify_chain(last.as_ref()) {
+                if kind.is_rejection() {
+                    return Some((kind, hint));
+                }
+            }
+        }
         let kind = match e {
             R::RetriesExhausted { .. } | R::BudgetExhausted { .. } if timed_out => {
                 ErrorKind::Timeout
@@ -389,6 +405,40 @@ mod tests {
         let response: http::Response<String> = err.to_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn retries_ending_with_no_healthy_endpoint_are_a_503() {
+        let no_endpoint = || -> BoxError {
+            Box::new(tower_prism_balance::Error::NoHealthyEndpoint { endpoints: 3 })
+        };
+        let exhausted = tower_prism_retry::Error::RetriesExhausted {
+            attempts: 3,
+            last: no_endpoint(),
+        };
+        let err = Error::from_box(Box::new(exhausted));
+        assert_eq!(err.kind(), ErrorKind::NoHealthyEndpoint);
+        let response: http::Response<String> = err.to_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
+
+        let out_of_budget = tower_prism_retry::Error::BudgetExhausted {
+            attempts: 2,
+            last: no_endpoint(),
+        };
+        assert_eq!(
+            Error::from_box(Box::new(out_of_budget)).kind(),
+            ErrorKind::NoHealthyEndpoint
+        );
+        // an upstream's failure at the end stays the upstream's (502)
+        let upstream = tower_prism_retry::Error::RetriesExhausted {
+            attempts: 3,
+            last: "connection reset".into(),
+        };
+        assert_eq!(
+            Error::from_box(Box::new(upstream)).kind(),
+            ErrorKind::RetriesExhausted
+        );
     }
 
     #[test]
