@@ -353,3 +353,10 @@ async fn over_a_policys_balancer_faults_are_each_endpoints_own() {
     assert_eq!(failures, [("a", 2), ("b", 2)]);
     assert_eq!(layer.snapshot().fault.unwrap().injected_errors, 4);
 }
+
+#[test]
+fn a_deadline_header_http_itself_uses_is_refused() {
+    let toml = "[policy.p.deadline]\ntimeout = \"1s\"\nheader = \"content-length\"";
+    let error = ReliabilityConfig::from_toml(toml).unwrap_err();
+    assert_eq!(error.field(), Some("policy.p.deadline.header"), "{error}");
+}

@@ -91,6 +91,7 @@ pub struct DeadlineConfig {
     /// left counts from when the request reached the stack: a wait in a rate limit's or a
     /// concurrency limit's queue above this stage spends it (the policy's own `timeout`
     /// starts at this stage, as Polly's total timeout starts after its rate limiter).
+    /// A header HTTP itself uses (`content-length`, `host`, `te`, ...) is refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
     /// How the header's value is written and read (default [`HeaderFormat::Auto`]).

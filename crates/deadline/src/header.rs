@@ -22,6 +22,29 @@ const GRPC_UNITS: [(u8, u128); 6] = [
     (b'H', 3_600_000_000_000),
 ];
 
+/// Headers whose meaning HTTP fixes (framing, routing, connection, content, credentials),
+/// and gRPC's status:
+/// a deadline header with one of these names would overwrite the request's own, so it is
+/// refused.
+const HTTP_OWN: [&str; 16] = [
+    "authorization",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "cookie",
+    "expect",
+    "host",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "grpc-status",
+];
+
 /// A deadline header: its name, parsed, and the format of its value (never
 /// [`HeaderFormat::Auto`]: resolved when the spec is made).
 ///
@@ -53,6 +76,13 @@ impl HeaderSpec {
     pub fn new(name: &str, format: HeaderFormat) -> Result<Self, ConfigError> {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| ConfigError::new("header", name, "is not a valid HTTP header name"))?;
+        if HTTP_OWN.contains(&name.as_str()) {
+            return Err(ConfigError::new(
+                "header",
+                name.as_str(),
+                "is a header HTTP itself uses: a deadline written into it would break the request",
+            ));
+        }
         let format = match format {
             HeaderFormat::Auto if name == "grpc-timeout" => HeaderFormat::Grpc,
             HeaderFormat::Auto => HeaderFormat::Milliseconds,
@@ -179,6 +209,22 @@ mod tests {
 
     fn spec(name: &str, format: HeaderFormat) -> HeaderSpec {
         HeaderSpec::new(name, format).unwrap()
+    }
+
+    #[test]
+    fn headers_http_itself_uses_are_refused() {
+        for name in [
+            "content-length",
+            "Transfer-Encoding",
+            "host",
+            "te",
+            "grpc-status",
+        ] {
+            let err = HeaderSpec::new(name, HeaderFormat::Auto).unwrap_err();
+            assert_eq!(err.field(), "header", "{name}");
+        }
+        assert!(HeaderSpec::new("x-request-timeout-ms", HeaderFormat::Auto).is_ok());
+        assert!(HeaderSpec::new("grpc-timeout", HeaderFormat::Auto).is_ok());
     }
 
     #[test]
