@@ -7,8 +7,9 @@ use tower_prism_core::ConfigError;
 /// appears in every log event of its stages, so it must stay short.
 pub const MAX_POLICY_NAME: usize = 128;
 
-/// Checks a policy name: 1 to [`MAX_POLICY_NAME`] bytes, no control characters (a name
-/// goes into metric labels and log lines as it is).
+/// Checks a policy name: 1 to [`MAX_POLICY_NAME`] bytes, no control characters, no
+/// invisible ones, no white space at either end (a name goes into metric labels and log
+/// lines as it is, and two names that print alike must not be two policies).
 pub(crate) fn check_policy_name(name: &str) -> Result<(), ConfigError> {
     let reason = if name.is_empty() {
         "must not be empty"
@@ -16,10 +17,39 @@ pub(crate) fn check_policy_name(name: &str) -> Result<(), ConfigError> {
         "must be at most 128 bytes (it is the `name` label of every metric)"
     } else if name.chars().any(char::is_control) {
         "must not contain control characters"
+    } else if name.chars().any(is_invisible) {
+        "must not contain invisible characters (zero-width, direction marks, BOM)"
+    } else if name.trim() != name {
+        "must not begin or end with white space"
     } else {
         return Ok(());
     };
     Err(ConfigError::new("policy", format!("{name:?}"), reason))
+}
+
+/// Unicode's invisible formatting characters (general category Cf, and the tag block):
+/// they print as nothing, so `api` and `a\u{200b}pi` would be two policies that look like one
+/// in every dashboard.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
 }
 
 /// `policy.<name>`, the section of a policy's fields in errors; a name longer than

@@ -235,10 +235,17 @@ fn policy_names_are_short_printable_and_not_empty() {
         "n".repeat(tower_prism::MAX_POLICY_NAME)
     );
     assert!(ReliabilityConfig::from_toml(&ok).is_ok());
+    let spaced = "[policy.\"checkout api\".rate_limit]\nrate = 1";
+    assert!(ReliabilityConfig::from_toml(spaced).is_ok());
     for bad in [
         format!("[policy.{}.rate_limit]\nrate = 1", "n".repeat(129)),
         "[policy.\"\".rate_limit]\nrate = 1".to_owned(),
         "[policy.\"a\\nb\".rate_limit]\nrate = 1".to_owned(),
+        // prints as "api": zero-width space, direction mark, BOM, padding
+        "[policy.\"a\u{200b}pi\".rate_limit]\nrate = 1".to_owned(),
+        "[policy.\"api\u{200e}\".rate_limit]\nrate = 1".to_owned(),
+        "[policy.\"\u{feff}api\".rate_limit]\nrate = 1".to_owned(),
+        "[policy.\"api \".rate_limit]\nrate = 1".to_owned(),
     ] {
         let err = ReliabilityConfig::from_toml(&bad).unwrap_err();
         assert_eq!(err.field(), Some("policy"), "{bad}: {err}");
