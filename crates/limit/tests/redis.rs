@@ -541,3 +541,47 @@ async fn a_retry_after_from_redis_is_capped_like_the_local_limiters() {
         _ => panic!("unexpected error {err}"),
     }
 }
+
+/// A bucket key holding what the script never writes (another program's value, a type
+/// other than a string, a time far ahead) is a full bucket or an empty one, never an error
+/// for every call of that key (which the failure policy turned into no limit at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_key_holding_garbage_is_overwritten_not_an_error() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let cfg: RedisConfig = toml::from_str(&format!(
+        "url = '{}'\nrate = 2\nperiod = '1s'\nburst = 2\nprefix = 'app'\ntimeout = '200ms'\n\
+         failure_policy = 'fail_closed'",
+        server.url()
+    ))
+    .unwrap();
+    let layer = RedisRateLimitLayer::builder(cfg).name("g").build().unwrap();
+    let handle = layer.handle();
+    for (key, garbage) in [
+        ("text", &["SET", "{app:g:text}", "not a number"][..]),
+        ("nan", &["SET", "{app:g:nan}", "nan"]),
+        ("list", &["RPUSH", "{app:g:list}", "1"]),
+    ] {
+        redis_cli(server.port, garbage);
+        for call in 0..2 {
+            assert_eq!(handle.acquire_key(key).await, Ok(()), "{key}: call {call}");
+        }
+        assert!(
+            matches!(
+                handle.acquire_key(key).await,
+                Err(Error::RateLimited { .. })
+            ),
+            "{key}: the burst is spent"
+        );
+    }
+    // a time centuries ahead (no expiry): an empty bucket, refilling at the rate
+    redis_cli(server.port, &["SET", "{app:g:far}", "1e30"]);
+    match handle.acquire_key("far").await {
+        Err(Error::RateLimited { retry_after }) => {
+            assert!(retry_after <= Duration::from_millis(500), "{retry_after:?}")
+        }
+        other => panic!("far: {other:?}"),
+    }
+    assert_eq!(handle.snapshot().backend_errors, 0);
+}

@@ -28,14 +28,20 @@ use crate::rate::RateLimitConfig;
 
 /// GCRA in Lua. KEYS[1]: the bucket. ARGV: interval (µs), burst, weight.
 /// Returns `{1, 0}` when admitted, `{0, retry_after_us}` when not.
+///
+/// A key holding what the script never writes (no number, NaN, another type than a
+/// string, a time further ahead than a full bucket's wait) is read as an empty or a full
+/// bucket and overwritten: an error there would fail every call of the key for good.
 const GCRA: &str = r"
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local weight = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
+local held = redis.pcall('GET', KEYS[1])
+local tat = type(held) == 'string' and tonumber(held) or now
+if tat ~= tat or tat < now then tat = now end
+if tat > now + burst * interval then tat = now + burst * interval end
 local new_tat = tat + weight * interval
 local allow_at = new_tat - burst * interval
 if allow_at > now then
