@@ -310,26 +310,21 @@ fn classify_component(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option
     }
     if let Some(e) = e.downcast_ref::<tower_prism_retry::Error>() {
         use tower_prism_retry::Error as R;
-        // Attempts that all ran out of time are a timeout (504, as Envoy answers a per-try
-        // timeout with no retries left), whatever stopped the retrying.
-        let timed_out = e.last().is_some_and(|last| {
-            matches!(last.downcast_ref::<R>(), Some(R::AttemptTimedOut { .. }))
-        });
-        // Retries that ended on the stack's own refusal (the balancer had no healthy
-        // endpoint left) answer as that refusal did: a 503 to come back later, as Envoy's
-        // "no healthy upstream", not a 502 blaming an upstream.
-        if let R::RetriesExhausted { last, .. } | R::BudgetExhausted { last, .. } = e {
-            if let Some((kind, hint)) = classify_chain(last.as_ref()) {
-                if kind.is_rejection() {
-                    return Some((kind, hint));
+        let kind = match e {
+            R::RetriesExhausted { last, .. } | R::BudgetExhausted { last, .. } => {
+                match classify_chain(last.as_ref()) {
+                    // Attempts that all ran out of time (the stage's attempt timeout,
+                    // tower's `Timeout` or a deadline below it) are a timeout: 504, as
+                    // Envoy answers a per-try timeout with no retries left.
+                    Some((ErrorKind::Timeout, _)) => ErrorKind::Timeout,
+                    // Retries that ended on the stack's own refusal (the balancer had no
+                    // healthy endpoint left) answer as that refusal: a 503 to come back
+                    // later, as Envoy's "no healthy upstream", not a 502 blaming an
+                    // upstream nothing was sent to.
+                    Some((kind, hint)) if kind.is_rejection() => return Some((kind, hint)),
+                    _ => ErrorKind::RetriesExhausted,
                 }
             }
-        }
-        let kind = match e {
-            R::RetriesExhausted { .. } | R::BudgetExhausted { .. } if timed_out => {
-                ErrorKind::Timeout
-            }
-            R::RetriesExhausted { .. } | R::BudgetExhausted { .. } => ErrorKind::RetriesExhausted,
             R::DeadlineExceeded { .. } | R::AttemptTimedOut { .. } | R::CallerDeadline { .. } => {
                 ErrorKind::Timeout
             }
@@ -439,6 +434,22 @@ mod tests {
             Error::from_box(Box::new(upstream)).kind(),
             ErrorKind::RetriesExhausted
         );
+    }
+
+    #[test]
+    fn retries_whose_attempts_all_timed_out_below_are_a_504() {
+        let exhausted =
+            |last: BoxError| tower_prism_retry::Error::RetriesExhausted { attempts: 2, last };
+        for last in [
+            Box::new(tower::timeout::error::Elapsed::new()) as BoxError,
+            Box::new(tower_prism_retry::Error::AttemptTimedOut {
+                timeout: Duration::from_millis(100),
+            }),
+        ] {
+            let err = Error::from_box(Box::new(exhausted(last)));
+            assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+            assert_eq!(err.status(), 504);
+        }
     }
 
     #[test]
