@@ -286,6 +286,10 @@ fn classify(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option<Duration>
     if e.is::<tower::load_shed::error::Overloaded>() {
         return Some((ErrorKind::ConcurrencyLimited, None));
     }
+    // A response a fallback handles as a failure: the upstream's own, with its wait.
+    if let Some(failed) = e.downcast_ref::<crate::fallback::FailedResponse>() {
+        return Some((ErrorKind::Inner, failed.retry_after()));
+    }
     classify_component(e)
 }
 

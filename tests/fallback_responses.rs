@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::Mutex;
 
+use http::header::RETRY_AFTER;
 use http::{Response, StatusCode};
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_prism::fallback::{FailedResponse, FallbackCause, FallbackConfig, FallbackLayer};
@@ -60,6 +61,40 @@ async fn a_listed_status_is_answered_and_others_pass_through() {
     let snapshot = handle.snapshot();
     assert_eq!(snapshot.answered_for(ErrorKind::Inner), 2);
     assert_eq!(snapshot.passed_on, 0);
+}
+
+/// A 503 answering an upstream's 503 passes its `Retry-After` on: a client told to come
+/// back in 2 minutes by the upstream is not told 1 second by the fallback.
+#[tokio::test]
+async fn a_shed_response_answered_keeps_its_retry_after() {
+    let config = FallbackConfig::builder()
+        .on_status([503])
+        .status(503)
+        .body("busy")
+        .build()
+        .unwrap();
+    let layer = FallbackLayer::from_config(&config).unwrap();
+    let upstream = |retry_after: Option<&'static str>| {
+        service_fn(move |_: ()| async move {
+            let mut response = Response::new(String::new());
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            if let Some(value) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, value.parse().unwrap());
+            }
+            Ok::<_, Infallible>(response)
+        })
+    };
+    let response = layer
+        .layer(upstream(Some("120")))
+        .oneshot(())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()[RETRY_AFTER], "120");
+    assert_eq!(response.into_body(), "busy");
+    let response = layer.layer(upstream(None)).oneshot(()).await.unwrap();
+    assert_eq!(response.headers()[RETRY_AFTER], "1", "no hint: the default");
 }
 
 #[tokio::test]

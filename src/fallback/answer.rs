@@ -91,7 +91,7 @@ where
         }
         // The response's type is the caller's: its status, if it has one, is not known
         // here.
-        (self.handles)(response).then(|| Error::from_box(Box::new(FailedResponse::new(None))))
+        (self.handles)(response).then(|| Error::from_box(Box::new(FailedResponse::new(None, None))))
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::StatusCode;
 use tower_prism_core::ConfigError;
@@ -94,12 +95,17 @@ impl StatusSet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailedResponse {
     status: Option<StatusCode>,
+    retry_after: Option<Duration>,
 }
 
 impl FailedResponse {
-    /// A response handled as a failure; `status` if it has one (an HTTP response).
-    pub(crate) fn new(status: Option<StatusCode>) -> Self {
-        FailedResponse { status }
+    /// A response handled as a failure; `status` if it has one (an HTTP response), and the
+    /// wait its `Retry-After` asked for.
+    pub(crate) fn new(status: Option<StatusCode>, retry_after: Option<Duration>) -> Self {
+        FailedResponse {
+            status,
+            retry_after,
+        }
     }
 
     /// The response's status: set for a status the config lists
@@ -107,6 +113,14 @@ impl FailedResponse {
     /// [`on_response`](super::FallbackLayerBuilder::on_response) predicate picked.
     pub fn status(&self) -> Option<StatusCode> {
         self.status
+    }
+
+    /// How long the response's `Retry-After` asked callers to wait (a 429 or 503 with
+    /// that header): the [`Error`](crate::Error)'s
+    /// [`retry_after`](crate::Error::retry_after), so a fallback answering 429 or 503 in
+    /// its place passes the upstream's wait on rather than its default of 1 s.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 }
 

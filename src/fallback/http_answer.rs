@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use http::header::{CONTENT_LENGTH, RETRY_AFTER, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use tower_prism_core::config::{quote_bounded, MAX_QUOTED};
-use tower_prism_core::internal::parse_retry_after;
+use tower_prism_core::internal::{parse_retry_after, response_retry_after};
 use tower_prism_core::ConfigError;
 
 use super::answer::Answer;
@@ -197,7 +197,8 @@ impl HttpSlot {
 /// copy.
 ///
 /// When the status is 429 or 503 and the config sets no `Retry-After`, the error's own
-/// retry-after hint (a rate limiter's, an open breaker's; 1 s when it has none) is passed
+/// retry-after hint (a rate limiter's, an open breaker's, the `Retry-After` of an
+/// upstream's 429 or 503 answered by its status; 1 s when it has none) is passed
 /// on as `Retry-After`, in whole seconds, with a rate limiter's rate-limit headers, as
 /// [`Error::to_response`] writes them. The response carries a
 /// [`FallbackCause`] extension naming the error's kind.
@@ -217,10 +218,10 @@ impl<B: From<String>> Answer<Response<B>> for HttpAnswer {
     #[inline]
     fn failure(&self, response: &Response<B>) -> Option<Error> {
         let status = response.status();
-        self.slot
-            .statuses
-            .contains(status)
-            .then(|| Error::from_box(Box::new(FailedResponse::new(Some(status)))))
+        self.slot.statuses.contains(status).then(|| {
+            let retry_after = response_retry_after(response);
+            Error::from_box(Box::new(FailedResponse::new(Some(status), retry_after)))
+        })
     }
 }
 
