@@ -260,3 +260,18 @@ fn policy_names_are_short_printable_and_not_empty() {
         .build()
         .is_err());
 }
+
+#[test]
+fn a_bad_hedge_value_names_its_whole_path() {
+    for (hedge, field) in [
+        (
+            "delay = \"10ms\"\nmax_hedged = 0",
+            "policy.p.retry.hedge.max_hedged",
+        ),
+        ("percentile = 1.5", "policy.p.retry.hedge.percentile"),
+    ] {
+        let toml = format!("[policy.p.retry]\n[policy.p.retry.hedge]\n{hedge}");
+        let err = ReliabilityConfig::from_toml(&toml).unwrap_err();
+        assert_eq!(err.field(), Some(field), "{err}");
+    }
+}

@@ -345,12 +345,13 @@ impl TryFrom<RawHedgeConfig> for HedgeConfig {
                 ))
             }
         };
-        let config = HedgeConfig {
+        // The ranges are checked by `validate` (as `RetryConfig::validate` calls it), not
+        // here: an error while parsing could not name the field's whole path
+        // (`policy.<name>.retry.hedge.max_hedged`).
+        Ok(HedgeConfig {
             delay,
             max_hedged: raw.max_hedged.unwrap_or(1),
-        };
-        config.validate()?;
-        Ok(config)
+        })
     }
 }
 
@@ -407,14 +408,25 @@ mod tests {
         assert!(err("").contains("exactly one of"), "{}", err(""));
         assert!(err("delay = \"1ms\"\npercentile = 0.5").contains("exactly one of"));
         assert!(err("delay = \"1ms\"\nwindow = \"2s\"").contains("`window`"));
-        assert!(err("percentile = 1.0").contains("`percentile`"));
-        assert!(err("percentile = 0.0").contains("`percentile`"));
-        assert!(err("delay = \"2h\"").contains("`delay`"));
-        assert!(err("delay = \"1ms\"\nmax_hedged = 0").contains("`max_hedged`"));
-        assert!(err("delay = \"1ms\"\nmax_hedged = 9").contains("`max_hedged`"));
-        assert!(err("percentile = 0.5\nwindow = \"10ms\"").contains("`window`"));
-        assert!(err("percentile = 0.5\nmin_samples = 0").contains("`min_samples`"));
         assert!(err("delay = \"1ms\"\nextra = 1").contains("extra"));
+    }
+
+    /// Values out of range parse, and `validate` (which `RetryConfig::validate` calls, so
+    /// a policy's error names `policy.<name>.retry.hedge.<field>`) refuses them.
+    #[test]
+    fn bad_values_are_refused_by_validate() {
+        for (text, field) in [
+            ("percentile = 1.0", "percentile"),
+            ("percentile = 0.0", "percentile"),
+            ("delay = \"2h\"", "delay"),
+            ("delay = \"1ms\"\nmax_hedged = 0", "max_hedged"),
+            ("delay = \"1ms\"\nmax_hedged = 9", "max_hedged"),
+            ("percentile = 0.5\nwindow = \"10ms\"", "window"),
+            ("percentile = 0.5\nmin_samples = 0", "min_samples"),
+        ] {
+            let config = parse(text).unwrap();
+            assert_eq!(config.validate().unwrap_err().field(), field, "{text}");
+        }
     }
 
     #[test]
