@@ -202,6 +202,24 @@ async fn a_round_outlasting_max_wait_in_half_open_reads_as_open_without_a_call()
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_probe_answering_after_max_wait_in_half_open_cannot_close_the_circuit() {
+    // resilience4j opens on a timer at the wait: a probe's late success is recorded in the
+    // open state and changes nothing, whether or not anything read the state meanwhile
+    let max = Duration::from_secs(1);
+    let config = config(1).to_builder().max_wait_in_half_open(max).build();
+    let (mut svc, b) = service(config.unwrap());
+    open_it(&mut svc, &b).await;
+    advance(WAIT).await;
+    let late = svc.ready().await.unwrap().call(Act::After(max * 5)).await;
+    assert!(late.is_ok(), "the probe's own answer is the caller's");
+    assert_eq!(
+        b.state(),
+        State::Open,
+        "its verdict came after the round's end"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_max_wait_in_half_open_hung_probes_hold_the_round_open() {
     let (mut svc, b) = service(config(1));
     open_it(&mut svc, &b).await;

@@ -417,6 +417,13 @@ impl Machine {
         now: Moment,
         hint: impl FnOnce() -> Option<Duration>,
     ) {
+        // A verdict after `max_wait_in_half_open` comes after the round's end, which is
+        // read lazily: end it now (as a timer would have) and ignore the verdict, so what
+        // the breaker does never depends on whether something read its state meanwhile.
+        if self.probes_overdue(now) {
+            self.end_overdue_round(now);
+            return;
+        }
         let limit = u64::from(self.params.probes.load(Relaxed));
         let updated = self.half_open.fetch_update(AcqRel, Acquire, |word| {
             let mut p = Probes::unpack(word);
