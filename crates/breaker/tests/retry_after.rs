@@ -200,3 +200,44 @@ async fn an_error_hint_sets_the_wait_and_is_read_only_on_opening() {
     svc.ready().await.unwrap().call(false).await.unwrap();
     assert_eq!(breaker.state(), State::Closed);
 }
+
+/// Classifies every response a success, and reads a hint from any response, as a
+/// classifier reading a header whatever the status might (gRPC's pushback rides on
+/// successes too).
+#[derive(Clone)]
+struct HintOnEveryResponse;
+
+impl tower_prism_core::Classify<Response, BoxError> for HintOnEveryResponse {
+    fn classify(&self, _: Result<&Response, &BoxError>) -> tower_prism_core::Outcome {
+        tower_prism_core::Outcome::Success
+    }
+
+    fn retry_after(&self, result: Result<&Response, &BoxError>) -> Option<Duration> {
+        result.ok().map(|_| Duration::from_secs(25))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_successes_opening_the_circuit_are_not_asked_for_a_hint() {
+    let config = config()
+        .slow_call_duration(Duration::from_secs(1))
+        .slow_call_rate_threshold(1.0)
+        .wait_duration(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let layer = CircuitBreakerLayer::builder(config)
+        .classify(HintOnEveryResponse)
+        .build()
+        .unwrap();
+    let breaker = layer.handle().clone();
+    let mut svc = layer.layer(service_fn(|()| async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok::<_, BoxError>(shed("25"))
+    }));
+    for _ in 0..2 {
+        svc.ready().await.unwrap().call(()).await.unwrap();
+    }
+    let snapshot = breaker.snapshot();
+    assert_eq!(snapshot.state, State::Open);
+    assert_eq!(snapshot.retry_after, Some(Duration::from_secs(10)));
+}

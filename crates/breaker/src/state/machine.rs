@@ -330,6 +330,10 @@ impl Machine {
             _ => true,
         };
         let slow = elapsed_nanos > self.params.slow_nanos.load(Relaxed);
+        // A success opening the circuit (slow calls, or the last probe of a failing round)
+        // has no wait to ask for: the classifier is asked only of failures, as its
+        // contract says.
+        let hint = move || if failure { hint() } else { None };
         match permit.kind {
             PermitKind::Disabled => {}
             PermitKind::Closed => self.record_closed(permit.generation, failure, slow, now, hint),
