@@ -517,8 +517,12 @@ impl EndpointState {
         let total = self.policy.endpoints.load(Ordering::Relaxed);
         // Ejected while every endpoint fails alike (a shared outage), the ejection ends as
         // soon as a call started after this endpoint began failing succeeds elsewhere.
+        // Alike means the others failed too: an endpoint failing at once (a refused
+        // connection) ends its streak before the others' calls started with it have
+        // answered, and nothing succeeding *yet* is no outage of theirs.
         let since = self.outlier.streak_started_ms();
-        let shared = !self.policy.peers.succeeded_since(since);
+        let shared = !self.policy.peers.succeeded_since(since)
+            && self.policy.peers.others_failed_since(self, since);
         match self
             .outlier
             .try_eject(now_ms, settings, &self.policy.ejected, total)

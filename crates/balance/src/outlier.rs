@@ -65,6 +65,8 @@ pub struct Outlier {
     finished_at_ms: AtomicU64,
     /// When the first call of the current failure streak started (ms).
     streak_started_ms: AtomicU64,
+    /// When (ms, plus one; 0: never) the endpoint last failed.
+    last_failure_ms: AtomicU64,
     /// Of an ejection made while every endpoint was failing: the streak's start plus one
     /// (0: none). It ends once a call started after that succeeds elsewhere.
     provisional: AtomicU64,
@@ -114,6 +116,7 @@ impl Outlier {
             finished: AtomicU64::new(0),
             finished_at_ms: AtomicU64::new(0),
             streak_started_ms: AtomicU64::new(now_ms),
+            last_failure_ms: AtomicU64::new(0),
             provisional: AtomicU64::new(0),
         }
     }
@@ -123,6 +126,8 @@ impl Outlier {
     /// it ended one (the statistical rule judges the endpoint on them).
     pub fn record(&self, failure: bool, now_ms: u64, s: &Settings) -> Recorded {
         let streak = if failure {
+            self.last_failure_ms
+                .store(now_ms.saturating_add(1), Ordering::Relaxed);
             self.consecutive
                 .fetch_add(1, Ordering::Relaxed)
                 .saturating_add(1)
@@ -296,6 +301,11 @@ impl Outlier {
         if self.consecutive.load(Ordering::Relaxed) == 1 {
             self.streak_started_ms.store(started_ms, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the endpoint failed at or after `since_ms`.
+    pub fn failed_since(&self, since_ms: u64) -> bool {
+        self.last_failure_ms.load(Ordering::Relaxed) > since_ms
     }
 
     /// When the first call of the current failure streak started (ms).

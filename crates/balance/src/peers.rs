@@ -70,6 +70,13 @@ impl Peers {
         self.last_success_started_ms.load(Ordering::Relaxed) > since_ms
     }
 
+    /// Whether an endpoint in rotation other than `me` failed at or after `since_ms`.
+    pub(crate) fn others_failed_since(&self, me: &EndpointState, since_ms: u64) -> bool {
+        let mut failed = false;
+        self.for_each_other(me, |p| failed |= p.outlier.failed_since(since_ms));
+        failed
+    }
+
     /// Calls `f` with every endpoint in rotation but `me` (under the list's lock).
     fn for_each_other(&self, me: &EndpointState, mut f: impl FnMut(&EndpointState)) {
         let all = lock(&self.all);

@@ -126,6 +126,39 @@ async fn a_waiting_caller_does_not_spin_on_an_ejection_held_by_health() {
     assert!(!waiting.is_woken(), "woken again at once: spinning");
 }
 
+/// An endpoint refusing every call at once, beside healthy ones answering in 50 ms, under
+/// the default config (P2C): ejected, and kept out. Its streak ended before the calls the
+/// others started with it answered, so its ejection was taken for a shared outage's and
+/// ended by their first success: it took 473 of 2,000 calls and was never out for long
+/// (its instant failures made it look the fastest to P2C).
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_failing_at_once_is_ejected_and_stays_out() {
+    let eps: Vec<Ep> = (0..3)
+        .map(|i| Ep::new(i).with_delay(Duration::from_millis(if i == 0 { 0 } else { 50 })))
+        .collect();
+    eps[0].set_failing(true);
+    let b = balance_with(BalanceConfig::default(), &eps);
+    let callers: Vec<_> = (0..20u64)
+        .map(|caller| {
+            let mut b = b.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    let _ = send(&mut b, caller * 1000 + i).await;
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let ejections = b.handle().snapshot().endpoints[0].ejections;
+    assert!(
+        eps[0].hits() <= 20,
+        "the refusing endpoint got {} calls ({ejections} ejections)",
+        eps[0].hits()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_ejection_during_a_shared_outage_ends_with_the_outage() {
     let eps = eps(3);
