@@ -112,9 +112,10 @@ async fn http_a_panic_in_poll_ready_leaks_nothing() {
     a_panic_in_poll_ready_leaks_nothing::<HttpFlavor>().await;
 }
 
-/// Endpoints whose `poll_ready` fails for a while: the balancer replaces its clones and
-/// keeps waiting (it never fails `poll_ready`). A call waiting through it must go on when
-/// the endpoints are ready again, without any other call or change waking it.
+/// Endpoints whose `poll_ready` fails for a while (under the balancer's readiness grace,
+/// a second): the balancer replaces its clones and keeps waiting (it never fails
+/// `poll_ready`). A call waiting through it must go on when the endpoints are ready again,
+/// without any other call or change waking it.
 async fn a_call_waiting_through_failing_readiness_goes_on<F: Flavor>()
 where
     Stack<F>: Service<F::Req, Response = F::Res, Error = BoxError> + Clone,
@@ -144,4 +145,40 @@ async fn generic_a_call_waiting_through_failing_readiness_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn http_a_call_waiting_through_failing_readiness_goes_on() {
     a_call_waiting_through_failing_readiness_goes_on::<HttpFlavor>().await;
+}
+
+/// Endpoints whose `poll_ready` fails for good (every connection refused): each attempt
+/// fails with `NoHealthyEndpoint` after the balancer's readiness grace, the retries too, and
+/// the call ends with a 503's kind, holding nothing. It waited for ever.
+async fn endpoints_refusing_for_good_fail_the_call<F: Flavor>()
+where
+    Stack<F>: Service<F::Req, Response = F::Res, Error = BoxError> + Clone,
+{
+    let rig = Rig::<F>::new();
+    rig.script.set_readiness(Readiness::Error);
+    let answer = tokio::time::timeout(Duration::from_secs(10), rig.call()).await;
+    let error = answer
+        .expect("the call ends")
+        .expect("no panic")
+        .expect_err("no endpoint took it");
+    let error = tower_prism::Error::from_box(error);
+    assert_eq!(
+        error.kind(),
+        tower_prism::ErrorKind::NoHealthyEndpoint,
+        "{error}"
+    );
+    assert_eq!(rig.script.calls(), 0);
+    rig.assert_quiet("after the refused call");
+    rig.script.set_readiness(Readiness::Ready);
+    rig.assert_healthy(5, "once the endpoints are ready").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn generic_endpoints_refusing_for_good_fail_the_call() {
+    endpoints_refusing_for_good_fail_the_call::<GenericFlavor>().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_endpoints_refusing_for_good_fail_the_call() {
+    endpoints_refusing_for_good_fail_the_call::<HttpFlavor>().await;
 }

@@ -245,5 +245,5 @@ pub use hash::hash_key;
 #[cfg(all(feature = "http", not(loom)))]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http::{endpoints_from_uris, UriEndpoint};
-pub use service::Balance;
+pub use service::{Balance, READINESS_GRACE};
 pub use snapshot::{BalanceSnapshot, EndpointSnapshot};

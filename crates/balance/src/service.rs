@@ -131,6 +131,8 @@ enum Pick {
     Ready(usize),
     Pending,
     NoneHealthy,
+    /// Every endpoint in rotation failed its readiness (twice), none was pending.
+    AllBroken,
 }
 
 /// A load balancer over a changing set of endpoint services, keyed by `K`.
@@ -154,7 +156,11 @@ enum Pick {
 ///
 /// Below `healthy_panic_threshold`, "healthy" above reads "known": picks ignore health.
 ///
-/// It never returns an error: a failing endpoint is dealt with by outlier ejection.
+/// It never returns an error: a failing endpoint is dealt with by outlier ejection. When
+/// every endpoint in rotation fails its `poll_ready` (a fresh clone of each too, polled
+/// again every 10 ms) and none is merely not ready, for [`READINESS_GRACE`] (1 s), it
+/// returns `Ready(Ok)` and the call fails with [`Error::NoHealthyEndpoint`]: a caller is
+/// not kept waiting for ever on endpoints that all refuse.
 ///
 /// With [`Strategy::ConsistentHash`] the endpoint depends on the request, which `poll_ready`
 /// does not see: `call` picks the endpoint by the key, and if that endpoint was not yet polled
@@ -173,6 +179,14 @@ pub struct Balance<K, S, Req, C = DefaultClassifier> {
     wake: Option<Pin<Box<Sleep>>>,
     /// An endpoint failed `poll_ready` twice in a row during the last pick.
     readiness_failed: bool,
+    /// An endpoint was not ready (`Pending`) during the last pick.
+    readiness_pending: bool,
+    /// Since when (ms on the balancer's clock, plus one; 0: not) every pick of this clone
+    /// found every endpoint in rotation failing `poll_ready`.
+    broken_since_ms: u64,
+    /// They have for [`READINESS_GRACE`]: the next `call` fails with
+    /// [`Error::NoHealthyEndpoint`] rather than wait for one.
+    all_broken: bool,
     pub(crate) classify: C,
     pub(crate) key_fn: Option<KeyFn<Req>>,
     _request: PhantomData<fn(Req)>,
@@ -181,6 +195,12 @@ pub struct Balance<K, S, Req, C = DefaultClassifier> {
 /// How long a caller waits before endpoints whose `poll_ready` failed (twice in a row)
 /// are polled again.
 pub(crate) const READINESS_RETRY: Duration = Duration::from_millis(10);
+
+/// How long a caller waits while every endpoint in rotation fails its `poll_ready`, before
+/// its call fails with [`Error::NoHealthyEndpoint`]: long enough for a reconnection blip
+/// (tower's `Reconnect` fails one poll, then connects), short enough that a caller is not
+/// kept waiting on endpoints that all refuse.
+pub const READINESS_GRACE: Duration = Duration::from_secs(1);
 
 impl<K, S, Req, C> Balance<K, S, Req, C> {
     pub(crate) fn from_shared(
@@ -197,6 +217,9 @@ impl<K, S, Req, C> Balance<K, S, Req, C> {
             picked_at: None,
             wake: None,
             readiness_failed: false,
+            readiness_pending: false,
+            broken_since_ms: 0,
+            all_broken: false,
             classify,
             key_fn,
             _request: PhantomData,
@@ -259,7 +282,10 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                     local.ready = true;
                     return true;
                 }
-                Poll::Pending => return false,
+                Poll::Pending => {
+                    self.readiness_pending = true;
+                    return false;
+                }
                 Poll::Ready(Err(_)) => {
                     local.state.record_broken();
                     if fresh {
@@ -279,6 +305,16 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
             }
         }
         false
+    }
+
+    /// Whether this clone's picks have found every endpoint failing its readiness for
+    /// [`READINESS_GRACE`], noting when that began if this pick is the first.
+    fn broken_for_long(&mut self) -> bool {
+        let now = self.handle.shared.policy.now_ms().saturating_add(1);
+        if self.broken_since_ms == 0 {
+            self.broken_since_ms = now;
+        }
+        now - self.broken_since_ms >= READINESS_GRACE.as_millis() as u64
     }
 
     /// When the first ejection still running among the endpoints ends, if one is. One
@@ -419,10 +455,14 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                 return Pick::Ready(i);
             }
         }
-        if any_available {
-            Pick::Pending
-        } else {
+        if !any_available {
             Pick::NoneHealthy
+        } else if self.readiness_failed && !self.readiness_pending {
+            // every endpoint in rotation failed `poll_ready`, a fresh clone too, and none
+            // is merely not ready: nothing says one will be (every connection refused)
+            Pick::AllBroken
+        } else {
+            Pick::Pending
         }
     }
 }
@@ -445,14 +485,28 @@ where
             return Poll::Ready(Ok(()));
         }
         self.readiness_failed = false;
+        self.readiness_pending = false;
+        self.all_broken = false;
         match self.pick::<Req>(cx) {
             Pick::Ready(i) => {
                 self.chosen = Some(i);
                 self.wake = None;
+                self.broken_since_ms = 0;
                 Poll::Ready(Ok(()))
             }
-            Pick::NoneHealthy => Poll::Ready(Ok(())),
-            Pick::Pending => {
+            Pick::NoneHealthy => {
+                self.broken_since_ms = 0;
+                Poll::Ready(Ok(()))
+            }
+            Pick::AllBroken if self.broken_for_long() => {
+                self.all_broken = true;
+                self.broken_since_ms = 0;
+                Poll::Ready(Ok(()))
+            }
+            pick @ (Pick::Pending | Pick::AllBroken) => {
+                if matches!(pick, Pick::Pending) {
+                    self.broken_since_ms = 0;
+                }
                 // A pick that found its endpoints not ready took a reading for a call that
                 // is not made now: a later call must not count the wait as its latency.
                 self.picked_at = None;
@@ -503,6 +557,9 @@ where
                 }
             }
             _ => self.chosen.take().or_else(|| {
+                if std::mem::take(&mut self.all_broken) {
+                    return None;
+                }
                 // `call` without `poll_ready`: any healthy endpoint, readied in the future
                 let n = self.locals.len();
                 let start = if n == 0 {
@@ -567,6 +624,9 @@ impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
             picked_at: None,
             wake: None,
             readiness_failed: false,
+            readiness_pending: false,
+            broken_since_ms: 0,
+            all_broken: false,
             classify: self.classify.clone(),
             key_fn: self.key_fn.clone(),
             _request: PhantomData,

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use common::Ep;
 use tower::{BoxError, Service, ServiceExt};
-use tower_prism_balance::{hash_key, Balance, BalanceConfig, Strategy};
+use tower_prism_balance::{hash_key, Balance, BalanceConfig, Strategy, READINESS_GRACE};
 use tower_prism_core::Outcome;
 
 const ANSWER: u8 = 0;
@@ -33,6 +33,10 @@ const PANIC_IN_CALL: u8 = 2;
 const PANIC_IN_FUTURE: u8 = 3;
 const ANSWER_AFTER_AN_HOUR: u8 = 4;
 const PANIC_IN_CLONE: u8 = 5;
+/// `poll_ready` fails (a refused connection).
+const REFUSE: u8 = 6;
+/// `poll_ready` is pending (a connection being made).
+const NOT_READY: u8 = 7;
 
 /// An endpoint whose behaviour a test switches: answer its id, hang, panic...
 #[derive(Debug)]
@@ -72,7 +76,11 @@ impl Service<u64> for Faulty {
     type Future = Pin<Box<dyn Future<Output = Result<usize, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+        match self.mode.load(Ordering::SeqCst) {
+            REFUSE => Poll::Ready(Err("connection refused".into())),
+            NOT_READY => Poll::Pending,
+            _ => Poll::Ready(Ok(())),
+        }
     }
 
     fn call(&mut self, _: u64) -> Self::Future {
@@ -402,4 +410,41 @@ async fn a_panicking_endpoint_clone_poisons_no_lock() {
     assert!(handle.remove(&2));
     handle.reconfigure(&BalanceConfig::default()).unwrap();
     assert_eq!(in_flight(&b), [0, 0]);
+}
+
+/// Every endpoint refusing its readiness (each connection refused) for
+/// `READINESS_GRACE` fails the call with `NoHealthyEndpoint`: the balancer polled them
+/// again every 10 ms for ever, the outlier cap keeping half of them in rotation. One merely
+/// not ready keeps the caller waiting, as tower's balancers do.
+#[tokio::test(start_paused = true)]
+async fn every_endpoint_refusing_fails_the_call_rather_than_hang() {
+    let (eps, modes) = faulty(3);
+    let mut b = build(Strategy::P2cPeakEwma, eps);
+    for mode in &modes {
+        mode.store(REFUSE, Ordering::SeqCst);
+    }
+    for i in 0..5 {
+        let start = tokio::time::Instant::now();
+        let error = send(&mut b, i).await.unwrap_err();
+        assert!(start.elapsed() <= READINESS_GRACE + Duration::from_millis(20));
+        assert!(
+            matches!(
+                error.downcast_ref::<tower_prism_balance::Error>(),
+                Some(tower_prism_balance::Error::NoHealthyEndpoint { endpoints: 3 })
+            ),
+            "{error}"
+        );
+    }
+    assert_eq!(in_flight(&b), [0, 0, 0]);
+
+    let (eps, modes) = faulty(3);
+    let mut b = build(Strategy::P2cPeakEwma, eps);
+    for (mode, act) in modes.iter().zip([REFUSE, REFUSE, NOT_READY]) {
+        mode.store(act, Ordering::SeqCst);
+    }
+    let mut waiting = tokio_test::task::spawn(b.ready());
+    assert!(waiting.poll().is_pending(), "one endpoint may yet be ready");
+    drop(waiting);
+    modes[2].store(ANSWER, Ordering::SeqCst);
+    assert_eq!(send(&mut b, 9).await.unwrap(), 2);
 }
