@@ -208,24 +208,32 @@ pub(crate) fn fault_off() -> FaultConfig {
 
 // ---------------------------------------------------------------- balance
 
-/// A running balancer, as the policy's reload sees it: check a config without applying
-/// it, then apply it.
+/// A balancer stacked with the policy, as the policy's reload sees it: check a config
+/// without applying it, then apply it. Held weakly: a balancer its user dropped goes (its
+/// endpoints, health checks and DNS task with it), and checks and applies nothing.
 pub(crate) trait ReloadBalancer: Send + Sync {
     /// Whether the balancer would accept `config`; changes nothing.
     fn check(&self, config: &BalanceConfig) -> Result<(), ConfigError>;
     /// Applies `config` (already checked).
     fn apply(&self, config: &BalanceConfig) -> Result<(), ConfigError>;
+    /// Whether the balancer is still running.
+    fn is_running(&self) -> bool;
 }
 
-impl<K, S> ReloadBalancer for tower_prism_balance::BalanceHandle<K, S>
+impl<K, S> ReloadBalancer for tower_prism_balance::WeakBalanceHandle<K, S>
 where
-    tower_prism_balance::BalanceHandle<K, S>: Send + Sync,
+    tower_prism_balance::WeakBalanceHandle<K, S>: Send + Sync,
 {
     fn check(&self, config: &BalanceConfig) -> Result<(), ConfigError> {
-        tower_prism_balance::BalanceHandle::check(self, config)
+        self.upgrade().map_or(Ok(()), |handle| handle.check(config))
     }
 
     fn apply(&self, config: &BalanceConfig) -> Result<(), ConfigError> {
-        self.reconfigure(config)
+        self.upgrade()
+            .map_or(Ok(()), |handle| handle.reconfigure(config))
+    }
+
+    fn is_running(&self) -> bool {
+        self.upgrade().is_some()
     }
 }

@@ -248,7 +248,8 @@ impl<P: Profile> ReliabilityLayer<P> {
                 }
             }
         }
-        stage.balancers.push(Box::new(handle));
+        stage.balancers.retain(|b| b.is_running());
+        stage.balancers.push(Box::new(handle.downgrade()));
         drop(stage);
         Reliability::new(self.stages.stack(balance, fault_here))
     }

@@ -23,6 +23,7 @@ pub struct Snapshot {
     /// Whether a breaker reported the upstream's circuit open on the shared health signal.
     pub circuit_open: bool,
     /// Balancers stacked with [`ReliabilityLayer::balanced`](crate::ReliabilityLayer::balanced)
-    /// (their handles give per-endpoint snapshots).
+    /// and still running (their handles give per-endpoint snapshots); the policy does not
+    /// keep a balancer alive once its user dropped it.
     pub balancers: usize,
 }

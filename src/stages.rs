@@ -166,7 +166,9 @@ impl<P: Profile> Stages<P> {
                 .load(Ordering::Relaxed)
                 .then(|| self.fault.handle().snapshot()),
             circuit_open: self.health.is_circuit_open(),
-            balancers: self.balance_stage().balancers.len(),
+            balancers: (self.balance_stage().balancers.iter())
+                .filter(|b| b.is_running())
+                .count(),
         }
     }
 

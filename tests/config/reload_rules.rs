@@ -283,3 +283,42 @@ fn a_balancer_built_across_a_reload_runs_the_table_in_force() {
     drop(layer.balanced(balance));
     assert_eq!(handle.config().strategy, Strategy::P2cPeakEwma);
 }
+
+/// The policy keeps no balancer alive: once its user drops a balancer, its health checks
+/// stop and a reload no longer counts it. The policy held every balancer it stacked for
+/// good (and kept probing their endpoints), so a service rebuilding its balancers leaked
+/// one each time.
+#[tokio::test(start_paused = true)]
+async fn a_balancer_its_user_dropped_is_not_kept_by_the_policy() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let (policies, handle) = running();
+    let api = policies.get("api").unwrap();
+    let probes = Arc::new(AtomicUsize::new(0));
+    let counted = probes.clone();
+    let probed = api
+        .balancer::<&'static str, Echo, u32>()
+        .endpoint("a", Echo("a"))
+        .health_check(move |_: &&'static str| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            ready(true)
+        })
+        .build()
+        .unwrap();
+    let service = api.balanced(probed);
+    assert_eq!(api.snapshot().balancers, 2);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(probes.load(Ordering::SeqCst) > 0, "probing while in use");
+
+    drop(service);
+    let before = probes.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(probes.load(Ordering::SeqCst), before, "still probing");
+    assert_eq!(api.snapshot().balancers, 1, "only the running one");
+    policies
+        .reload_toml(&RUNNING.replace("round_robin", "least_requests"))
+        .unwrap();
+    assert_eq!(handle.snapshot().strategy, Strategy::LeastRequests);
+}

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tower_prism_core::internal::lock;
@@ -42,6 +42,47 @@ impl<K, S> fmt::Debug for BalanceHandle<K, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BalanceHandle")
             .field("name", &self.shared.policy.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, S> BalanceHandle<K, S> {
+    /// A handle that does not keep the balancer alive: once every clone of the balancer
+    /// and every strong handle is dropped, its endpoints and background tasks go, and
+    /// [`WeakBalanceHandle::upgrade`] returns `None`. For a registry of running balancers
+    /// (a policy's, to reload them) that must not outlive them.
+    pub fn downgrade(&self) -> WeakBalanceHandle<K, S> {
+        WeakBalanceHandle {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+}
+
+/// A [`BalanceHandle`] that does not keep its balancer alive (see
+/// [`BalanceHandle::downgrade`]).
+pub struct WeakBalanceHandle<K, S> {
+    shared: Weak<Shared<K, S>>,
+}
+
+impl<K, S> WeakBalanceHandle<K, S> {
+    /// The handle, while the balancer is still running.
+    pub fn upgrade(&self) -> Option<BalanceHandle<K, S>> {
+        self.shared.upgrade().map(|shared| BalanceHandle { shared })
+    }
+}
+
+impl<K, S> Clone for WeakBalanceHandle<K, S> {
+    fn clone(&self) -> Self {
+        WeakBalanceHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K, S> fmt::Debug for WeakBalanceHandle<K, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakBalanceHandle")
+            .field("running", &(self.shared.strong_count() > 0))
             .finish_non_exhaustive()
     }
 }

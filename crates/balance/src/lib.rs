@@ -240,7 +240,7 @@ pub use dns::{
 };
 pub use error::Error;
 pub use future::ResponseFuture;
-pub use handle::{BalanceHandle, MAX_ENDPOINTS, MAX_LABEL_CHARS};
+pub use handle::{BalanceHandle, WeakBalanceHandle, MAX_ENDPOINTS, MAX_LABEL_CHARS};
 pub use hash::hash_key;
 #[cfg(all(feature = "http", not(loom)))]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
