@@ -386,12 +386,15 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
             // Also a weighted round robin whose schedule this clone has not seen yet (the
             // strategy changed a moment ago; its rebuild follows).
             Strategy::RoundRobin | Strategy::WeightedRoundRobin => {
-                let start = round_robin::start(policy.ticket(), n);
-                let first = round_robin::from(start, n).find(|i| self.locals[*i].state.usable());
-                (first, None)
+                let usable = |i: usize| self.locals[i].state.usable();
+                (round_robin::turn(policy.ticket(), n, usable), None)
             }
             Strategy::LeastRequests => {
-                let start = round_robin::start(policy.ticket(), n);
+                // ties go to the first in rotation from the pick's turn
+                let usable = |i: usize| self.locals[i].state.usable();
+                let Some(start) = round_robin::turn(policy.ticket(), n, usable) else {
+                    return (None, None);
+                };
                 let best = round_robin::from(start, n)
                     .filter(|i| self.locals[*i].state.usable())
                     .min_by_key(|i| self.locals[*i].state.calls.in_flight());

@@ -58,15 +58,13 @@ pub fn schedule(weights: &[u32]) -> Vec<u32> {
     order
 }
 
-/// The first endpoint in `schedule` from position `ticket` on (wrapping) for which `ok`
-/// holds.
+/// The endpoint the `ticket`-th pick takes in `schedule`, among those for which `ok` holds:
+/// the slot's own, or, when it is out of use, the usable slots' turn in rotation (see
+/// [`round_robin::turn`](crate::round_robin::turn)), so the weights hold among the
+/// endpoints in use.
 pub fn first(schedule: &[u32], ticket: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
-    let len = schedule.len();
-    // the ticket grows without bound (it wraps): reduced first, so `+ j` cannot overflow
-    let start = ticket % len.max(1);
-    (0..len)
-        .map(|j| schedule[(start + j) % len] as usize)
-        .find(|i| ok(*i))
+    crate::round_robin::turn(ticket, schedule.len(), |slot| ok(schedule[slot] as usize))
+        .map(|slot| schedule[slot] as usize)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -115,8 +113,15 @@ mod tests {
     fn first_follows_the_schedule_past_skipped_endpoints() {
         let s = schedule(&[5, 1, 1]); // 0 0 1 0 2 0 0
         assert_eq!(first(&s, 0, |_| true), Some(0));
+        // endpoint 0 out of use: its turns go to the others in rotation, round by round
         assert_eq!(first(&s, 0, |i| i != 0), Some(1));
-        assert_eq!(first(&s, 3, |i| i != 0), Some(2));
+        assert_eq!(first(&s, 3, |i| i != 0), Some(1));
+        assert_eq!(first(&s, 7 + 3, |i| i != 0), Some(2));
+        let mut taken = [0; 3];
+        for ticket in 0..s.len() * 2 {
+            taken[first(&s, ticket, |i| i != 0).unwrap()] += 1;
+        }
+        assert_eq!(taken, [0, 7, 7], "equal weights, equal shares");
         assert_eq!(first(&s, 3, |_| false), None);
         assert_eq!(first(&[], 3, |_| true), None);
     }

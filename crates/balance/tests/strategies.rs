@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use common::{balance, eps, send, Ep, B};
 use tower::{Service, ServiceExt};
-use tower_prism_balance::{hash_key, Balance, BalanceBuilder, BalanceConfig, Error, Strategy};
+use tower_prism_balance::{
+    hash_key, Balance, BalanceBuilder, BalanceConfig, Error, OutlierConfig, Strategy,
+};
 
 #[tokio::test(start_paused = true)]
 async fn round_robin_is_exact() {
@@ -26,6 +28,42 @@ async fn round_robin_is_exact() {
     let first = send(&mut b.clone(), 0).await.unwrap();
     let second = send(&mut b.clone(), 0).await.unwrap();
     assert_ne!(first, second);
+}
+
+/// With one endpoint ejected the others share its turns (Envoy: each available host in
+/// round-robin order). Its successor took every one of them, twice the other's share,
+/// and the next to be ejected under the extra load; least requests' ties did the same.
+#[tokio::test(start_paused = true)]
+async fn an_ejected_endpoints_turns_are_shared_by_the_others() {
+    for strategy in [Strategy::RoundRobin, Strategy::LeastRequests] {
+        let eps = eps(3);
+        let outlier = OutlierConfig::builder()
+            .consecutive_failures(3)
+            .base_ejection_time(Duration::from_secs(600))
+            .max_ejection_time(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        let config = BalanceConfig::builder()
+            .strategy(strategy)
+            .outlier(outlier)
+            .build()
+            .unwrap();
+        let mut b = common::balance_with(config, &eps);
+        eps[0].set_failing(true);
+        for i in 0..9 {
+            let _ = send(&mut b, i).await;
+        }
+        assert!(b.handle().snapshot().endpoints[0].ejected);
+        let before = [eps[1].hits(), eps[2].hits()];
+        for i in 0..300 {
+            send(&mut b, i).await.unwrap();
+        }
+        let shares = [eps[1].hits() - before[0], eps[2].hits() - before[1]];
+        assert!(
+            shares[0].abs_diff(shares[1]) <= 2,
+            "{strategy:?}: {shares:?}"
+        );
+    }
 }
 
 /// A `strategy` balancer over three endpoints weighing 5, 3 and 2.
