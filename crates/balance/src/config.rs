@@ -127,6 +127,11 @@ pub struct OutlierConfig {
     /// outlier is ejected anyway; a second waits for the percentage to allow it. Default
     /// `false`.
     pub always_eject_one_host: bool,
+    /// A passing active health check ends an outlier ejection at once and clears the
+    /// endpoint's failure counts (Envoy's `successful_active_health_check_uneject_host`):
+    /// the probe says it is back, so it need not sit out the rest of its ejection time.
+    /// Only with health checks configured. Default `true`, as Envoy's.
+    pub successful_active_health_check_uneject_host: bool,
 }
 
 impl Default for OutlierConfig {
@@ -144,6 +149,7 @@ impl Default for OutlierConfig {
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 50,
             always_eject_one_host: false,
+            successful_active_health_check_uneject_host: true,
         }
     }
 }

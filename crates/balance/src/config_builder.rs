@@ -107,6 +107,9 @@ impl OutlierConfigBuilder {
         /// Eject one endpoint even when the percentage allows none
         /// ([`OutlierConfig::always_eject_one_host`]).
         always_eject_one_host: bool;
+        /// Whether a passing health check ends an ejection
+        /// ([`OutlierConfig::successful_active_health_check_uneject_host`]).
+        successful_active_health_check_uneject_host: bool;
     }
 
     /// The config, once [`OutlierConfig::validate`] accepts it.

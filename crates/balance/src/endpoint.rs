@@ -44,6 +44,8 @@ pub(crate) struct Policy {
     max_ejection_ms: AtomicU64,
     max_ejection_percent: AtomicU32,
     always_eject_one_host: AtomicBool,
+    /// A passing health check ends an ejection.
+    uneject_on_passing_check: AtomicBool,
     /// The statistical success-rate rule: its factor in thousandths (0: off), and its
     /// minimum endpoints and request volume.
     stdev_factor_milli: AtomicU32,
@@ -95,6 +97,7 @@ impl Policy {
             max_ejection_ms: AtomicU64::new(1),
             max_ejection_percent: AtomicU32::new(0),
             always_eject_one_host: AtomicBool::new(false),
+            uneject_on_passing_check: AtomicBool::new(true),
             stdev_factor_milli: AtomicU32::new(0),
             stdev_minimum_hosts: AtomicU32::new(0),
             stdev_request_volume: AtomicU32::new(0),
@@ -129,6 +132,8 @@ impl Policy {
         self.max_ejection_ms.store(s.max_ejection_ms, r);
         self.max_ejection_percent.store(s.max_ejection_percent, r);
         self.always_eject_one_host.store(s.always_eject_one_host, r);
+        let uneject = config.outlier.successful_active_health_check_uneject_host;
+        self.uneject_on_passing_check.store(uneject, r);
         let stdev = match (
             config.outlier.enabled,
             config.outlier.success_rate_stdev_factor,
@@ -348,13 +353,20 @@ impl EndpointState {
                     .failures_are_widespread(&self.policy.peers, self, now))
                 && self.outlier.end_early(&self.policy.ejected);
         if over {
-            tracing::info!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint restored after ejection");
-            self.calls.pass(|| self.metrics.series.healthy.set(1.0));
-            self.reassess();
-            self.policy.update_gauges();
-            self.policy.wake_all();
+            self.restored("endpoint restored after ejection");
         }
         self.outlier.ejected_until().is_none()
+    }
+
+    /// Back in rotation after an ejection `why` ended: its gauges, the counts of endpoints
+    /// out of rotation, and the callers waiting for an endpoint.
+    #[cold]
+    fn restored(&self, why: &'static str) {
+        tracing::info!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "{why}");
+        self.calls.pass(|| self.metrics.series.healthy.set(1.0));
+        self.reassess();
+        self.policy.update_gauges();
+        self.policy.wake_all();
     }
 
     /// Whether a pick may choose the endpoint: [`available`](Self::available) (which also
@@ -561,7 +573,20 @@ impl EndpointState {
         if self.outlier.is_removed() {
             return;
         }
-        match self.health.record(passed, healthy, unhealthy) {
+        let changed = self.health.record(passed, healthy, unhealthy);
+        // As Envoy's `successful_active_health_check_uneject_host`: the probe says the
+        // endpoint is back, so it does not sit out the rest of an outlier ejection.
+        if passed
+            && self.health.is_healthy()
+            && self.outlier.ejected_until().is_some()
+            && self.policy.uneject_on_passing_check.load(Ordering::Relaxed)
+            && self
+                .outlier
+                .uneject(self.policy.now_ms(), &self.policy.ejected)
+        {
+            self.restored("endpoint restored after ejection: it passes its health check");
+        }
+        match changed {
             Some(true) => {
                 tracing::info!(balancer = %self.policy.name, slot = self.slot, endpoint = %self.label, "endpoint passes health checks again");
                 let in_rotation = self.outlier.ejected_until().is_none();

@@ -277,6 +277,29 @@ impl Outlier {
         }
     }
 
+    /// Ends the ejection now, as its time had come (a passing health check said the
+    /// endpoint is back), and clears the failure counts. `true` for the one caller that
+    /// ended it.
+    pub fn uneject(&self, now_ms: u64, ejected: &AtomicUsize) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Acquire);
+        if until == 0
+            || self
+                .ejected_until_ms
+                .compare_exchange(until, 0, Ordering::SeqCst, Ordering::Acquire)
+                .is_err()
+        {
+            return false;
+        }
+        ejected.fetch_sub(1, Ordering::AcqRel);
+        self.provisional.store(0, Ordering::Relaxed);
+        // the multiplier's decay counts healthy intervals from the ejection's real end
+        self.last_end_ms.store(now_ms.max(1), Ordering::Relaxed);
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.window.store(0, Ordering::Relaxed);
+        self.window_start_ms.store(now_ms, Ordering::Relaxed);
+        true
+    }
+
     /// Marks the endpoint removed and gives back its ejection slot, if it holds one.
     pub fn remove(&self, ejected: &AtomicUsize) {
         self.removed.store(true, Ordering::SeqCst);

@@ -429,6 +429,32 @@ async fn publishes_to_a_health_signal() {
     assert_eq!(stats.failure_rate(), Some(0.5));
 }
 
+/// A passing health check ends an outlier ejection at once (Envoy's
+/// `successful_active_health_check_uneject_host`, on by default): the endpoint sat out the
+/// rest of its ejection time though every probe said it was back. Off, it does.
+#[tokio::test(start_paused = true)]
+async fn a_passing_health_check_ends_an_ejection() {
+    for uneject in [true, false] {
+        let (mut b, eps, _passing) = probed(3, 0);
+        let mut config = b.handle().config();
+        config.outlier.successful_active_health_check_uneject_host = uneject;
+        b.handle().reconfigure(&config).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await; // the first probes
+        eps[1].set_failing(true);
+        for i in 0..12 {
+            let _ = send(&mut b, i).await;
+        }
+        assert!(b.handle().snapshot().endpoints[1].ejected);
+        eps[1].set_failing(false);
+        tokio::time::sleep(Duration::from_millis(1100)).await; // a round of probes
+        let endpoint = &b.handle().snapshot().endpoints[1];
+        assert_eq!(endpoint.ejected, !uneject, "{endpoint:?}");
+        assert_eq!(endpoint.ejections, 1);
+        let answered = answered_by(&mut b, 9).await;
+        assert_eq!(answered.contains(&1), uneject, "{answered:?}");
+    }
+}
+
 /// A round robin over `n` endpoints whose probes pass while `passing[key]` says so, probed
 /// every second, one result enough to flip.
 fn probed(n: usize, panic_threshold: u32) -> (B, Vec<Ep>, Arc<Vec<AtomicBool>>) {
