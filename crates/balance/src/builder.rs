@@ -114,9 +114,9 @@ impl<K, S, Req, C> BalanceBuilder<K, S, Req, C> {
     /// Runs active health checks: at once, then every `health_check.interval`, `probe(key)`
     /// for each endpoint; `true` within `health_check.timeout` passes. A probe that returns
     /// `false`, hangs past the timeout or panics (when called or when polled) fails, and the
-    /// checks go on. Each endpoint waits out of rotation for its first probe (see
-    /// [`healthy_panic_threshold`](crate::BalanceConfig::healthy_panic_threshold) for
-    /// calls made before any has answered).
+    /// checks go on. Each endpoint waits out of rotation for its first probe, and gets no
+    /// call until it passes, panic mode or not; a call made while no endpoint is in
+    /// rotation and some await their first probe waits for the verdicts.
     pub fn health_check<F, Fut>(mut self, probe: F) -> Self
     where
         F: Fn(&K) -> Fut + Send + Sync + 'static,

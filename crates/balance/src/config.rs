@@ -342,8 +342,10 @@ pub struct BalanceConfig {
     /// Active health checks (used only with a probe).
     pub health_check: HealthCheckConfig,
     /// Envoy's panic threshold, in percent of the endpoints: while fewer are in rotation
-    /// (the others failing health checks or ejected), picks ignore health and spread over
-    /// every endpoint, so that a probe gone wrong, or most of an upstream failing at once,
+    /// (the others failing health checks or ejected; those awaiting their first probe
+    /// count neither way and never get a call, as with Envoy's
+    /// `ignore_new_hosts_until_first_hc`), picks ignore health and spread over every
+    /// endpoint, so that a probe gone wrong, or most of an upstream failing at once,
     /// leaves the survivors neither all the load nor every call failing at once. Default
     /// 50, as Envoy's `healthy_panic_threshold`; 0 turns it off (with no endpoint in
     /// rotation, calls then fail with [`Error::NoHealthyEndpoint`](crate::Error)); at most

@@ -58,6 +58,9 @@ pub(crate) struct Policy {
     /// Endpoints out of rotation: failing active health checks or ejected (each once; see
     /// [`OutOfRotation`]).
     pub(crate) out: AtomicUsize,
+    /// Endpoints awaiting their first probe (each once): out of rotation, but counted
+    /// neither way for panic mode.
+    awaiting_probe: AtomicUsize,
     /// `healthy_panic_threshold`, in percent; 0: never.
     panic_threshold: AtomicU32,
     /// Fewer endpoints than the threshold are in rotation: picks ignore health.
@@ -104,6 +107,7 @@ impl Policy {
             ejected: AtomicUsize::new(0),
             peers: Peers::default(),
             out: AtomicUsize::new(0),
+            awaiting_probe: AtomicUsize::new(0),
             panic_threshold: AtomicU32::new(0),
             panicking: AtomicBool::new(false),
             endpoints: StdAtomicUsize::new(0),
@@ -248,7 +252,11 @@ impl Policy {
         self.endpoints_gauge.set(total as f64);
         self.healthy_gauge.set(in_rotation as f64);
         let threshold = self.panic_threshold.load(Ordering::Relaxed) as usize;
-        let panic = in_rotation * 100 < threshold * total;
+        // Endpoints awaiting their first probe count neither way (Envoy's
+        // `ignore_new_hosts_until_first_hc`): a scale-out from one endpoint to three is not
+        // two thirds of the upstream failing.
+        let judged = total.saturating_sub(self.awaiting_probe.load(Ordering::Relaxed));
+        let panic = in_rotation * 100 < threshold * judged;
         if self.panicking.swap(panic, Ordering::Relaxed) != panic {
             if panic {
                 tracing::warn!(balancer = %self.name, in_rotation, endpoints = total, "too few endpoints in rotation: panic mode, picking among all of them");
@@ -264,6 +272,11 @@ impl Policy {
     #[inline]
     pub(crate) fn panicking(&self) -> bool {
         self.panicking.load(Ordering::Relaxed)
+    }
+
+    /// Whether an endpoint awaits its first probe.
+    pub(crate) fn awaiting_probe(&self) -> bool {
+        self.awaiting_probe.load(Ordering::Relaxed) != 0
     }
 }
 
@@ -291,6 +304,8 @@ pub(crate) struct EndpointState {
     review: Review,
     /// Its place in the policy's count of endpoints out of rotation.
     rotation: OutOfRotation,
+    /// Its place in the policy's count of endpoints awaiting their first probe.
+    awaiting: OutOfRotation,
 }
 
 impl EndpointState {
@@ -327,6 +342,7 @@ impl EndpointState {
             metrics,
             review: Review::default(),
             rotation: OutOfRotation::default(),
+            awaiting: OutOfRotation::default(),
         }
     }
 
@@ -370,20 +386,24 @@ impl EndpointState {
     }
 
     /// Whether a pick may choose the endpoint: [`available`](Self::available) (which also
-    /// ends an ejection that is over), or the balancer is in panic mode.
+    /// ends an ejection that is over), or the balancer is in panic mode and the endpoint
+    /// has been probed (one awaiting its first probe may be dead: it never gets a call).
     #[inline]
     pub(crate) fn usable(&self) -> bool {
-        self.available() || self.policy.panicking()
+        self.available() || (self.policy.panicking() && !self.health.is_pending())
     }
 
-    /// Settles the endpoint's place in the count of endpoints out of rotation; call after
-    /// its health or ejection changed, before [`Policy::update_gauges`].
+    /// Settles the endpoint's place in the counts of endpoints out of rotation and
+    /// awaiting their first probe; call after its health or ejection changed, before
+    /// [`Policy::update_gauges`].
     pub(crate) fn reassess(&self) {
         let is_out = || {
             !self.outlier.is_removed()
                 && (!self.health.is_healthy() || self.outlier.ejected_until().is_some())
         };
         self.rotation.settle(is_out, &self.policy.out);
+        let awaits = || !self.outlier.is_removed() && self.health.is_pending();
+        self.awaiting.settle(awaits, &self.policy.awaiting_probe);
     }
 
     /// The P2C load at `now_ms`.
@@ -602,6 +622,8 @@ impl EndpointState {
                 self.calls.pass(|| self.metrics.series.healthy.set(0.0));
                 self.reassess();
                 self.policy.update_gauges();
+                // callers waiting for a first probe's verdict (or, now, for panic mode)
+                self.policy.wake_all();
             }
             None => {}
         }

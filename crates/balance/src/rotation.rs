@@ -7,6 +7,7 @@
 //! change at once on different threads (a probe's result, a call's ejection, a removal).
 //! Each endpoint keeps one flag, the count's view of it; whoever changes the endpoint's
 //! state settles the flag to the state, and the count moves only with the flag's swaps.
+//! The count of endpoints awaiting their first probe is kept the same way.
 
 use tower_prism_core::sync::{AtomicBool, AtomicUsize, Ordering};
 

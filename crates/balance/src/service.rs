@@ -459,7 +459,13 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
             }
         }
         if !any_available {
-            Pick::NoneHealthy
+            if self.handle.shared.policy.awaiting_probe() {
+                // an endpoint's first probe is under way (it runs at once): its verdict
+                // wakes the caller
+                Pick::Pending
+            } else {
+                Pick::NoneHealthy
+            }
         } else if self.readiness_failed && !self.readiness_pending {
             // every endpoint in rotation failed `poll_ready`, a fresh clone too, and none
             // is merely not ready: nothing says one will be (every connection refused)

@@ -429,6 +429,42 @@ async fn publishes_to_a_health_signal() {
     assert_eq!(stats.failure_rate(), Some(0.5));
 }
 
+/// Endpoints awaiting their first probe get no call, even when they are most of the
+/// balancer (Envoy's `ignore_new_hosts_until_first_hc`): a scale-out from one endpoint to
+/// three put the balancer below its panic threshold, and panic mode sent 4 of 6 calls to
+/// the two new endpoints, dead, before their probes answered. A call made before any
+/// probe has answered waits for the verdicts.
+#[tokio::test(start_paused = true)]
+async fn endpoints_awaiting_their_first_probe_get_no_call() {
+    let eps = eps(3);
+    let mut config = BalanceConfig::default();
+    config.strategy = Strategy::RoundRobin;
+    let probe = |key: &usize| {
+        let alive = *key == 0;
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            alive
+        }
+    };
+    let mut b: B = Balance::builder()
+        .config(config)
+        .endpoint(0, eps[0].clone())
+        .health_check(probe)
+        .build()
+        .unwrap();
+    // before the first verdict: the call waits for it, then goes to the endpoint it passed
+    assert_eq!(send(&mut b, 0).await.unwrap(), 0);
+    b.handle().add(1, eps[1].clone()).unwrap();
+    b.handle().add(2, eps[2].clone()).unwrap();
+    for i in 0..6 {
+        assert_eq!(send(&mut b, i).await.unwrap(), 0);
+    }
+    assert_eq!(eps[1].hits() + eps[2].hits(), 0);
+    tokio::time::sleep(Duration::from_millis(200)).await; // their probes fail
+    let snapshot = b.handle().snapshot();
+    assert_eq!(snapshot.healthy(), 1, "{snapshot:?}");
+}
+
 /// A passing health check ends an outlier ejection at once (Envoy's
 /// `successful_active_health_check_uneject_host`, on by default): the endpoint sat out the
 /// rest of its ejection time though every probe said it was back. Off, it does.
