@@ -15,7 +15,7 @@ use crate::names::policy_section;
 use crate::profile::{Generic, Profile};
 use crate::service::Reliability;
 use crate::snapshot::Snapshot;
-use crate::stages::Stages;
+use crate::stages::{Below, Stages};
 
 /// The whole reliability stack as one layer: rate limit -> concurrency limit -> deadline ->
 /// circuit breaker -> retry -> balance -> fault injection -> your service, each stage
@@ -221,14 +221,14 @@ impl<P: Profile> ReliabilityLayer<P> {
         K: Send + Sync + 'static,
         S: Send + 'static,
     {
-        self.stack_balancer(balance, true)
+        self.stack_balancer(balance, Below::Balancer)
     }
 
     /// Registers `balance` for hot reload and stacks the stages over it.
     fn stack_balancer<K, S, Req, C>(
         &self,
         balance: Balance<K, S, Req, C>,
-        fault_here: bool,
+        below: Below,
     ) -> Reliability<Balance<K, S, Req, C>, P>
     where
         K: Send + Sync + 'static,
@@ -251,7 +251,7 @@ impl<P: Profile> ReliabilityLayer<P> {
         stage.balancers.retain(|b| b.is_running());
         stage.balancers.push(Box::new(handle.downgrade()));
         drop(stage);
-        Reliability::new(self.stages.stack(balance, fault_here))
+        Reliability::new(self.stages.stack(balance, below))
     }
 
     /// The stack over a new balancer of `endpoints` (keyed, e.g. by address), classifying
@@ -275,7 +275,7 @@ impl<P: Profile> ReliabilityLayer<P> {
                     .map(|(key, endpoint)| (key, fault.layer(endpoint))),
             )
             .build()?;
-        Ok(self.stack_balancer(balance, false))
+        Ok(self.stack_balancer(balance, Below::FaultedBalancer))
     }
 }
 
@@ -283,6 +283,6 @@ impl<S, P: Profile> Layer<S> for ReliabilityLayer<P> {
     type Service = Reliability<S, P>;
 
     fn layer(&self, inner: S) -> Reliability<S, P> {
-        Reliability::new(self.stages.stack(inner, true))
+        Reliability::new(self.stages.stack(inner, Below::Service))
     }
 }

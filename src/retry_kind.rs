@@ -41,6 +41,11 @@ pub trait RetryKind: sealed::Sealed + Send + Sync + 'static {
         inner: S,
     ) -> Self::Stage<S, P>;
 
+    /// The stage, sending each retry to an endpoint its call has not tried (over a
+    /// balancer).
+    #[doc(hidden)]
+    fn avoid_tried_endpoints<S, P: Profile>(stage: Self::Stage<S, P>) -> Self::Stage<S, P>;
+
     /// The service below the stage.
     #[doc(hidden)]
     fn get_ref<S, P: Profile>(stage: &Self::Stage<S, P>) -> &S;
@@ -112,6 +117,10 @@ impl RetryKind for Retries {
         }
     }
 
+    fn avoid_tried_endpoints<S, P: Profile>(stage: Self::Stage<S, P>) -> Self::Stage<S, P> {
+        stage.avoid_tried_endpoints()
+    }
+
     fn get_ref<S, P: Profile>(stage: &Self::Stage<S, P>) -> &S {
         stage.get_ref().get_ref()
     }
@@ -153,6 +162,10 @@ impl RetryKind for NoRetries {
         // `Stages::new` refuses a retry table for a profile that cannot retry.
         debug_assert!(retry.is_none(), "a retry stage for a profile without one");
         inner
+    }
+
+    fn avoid_tried_endpoints<S, P: Profile>(stage: Self::Stage<S, P>) -> Self::Stage<S, P> {
+        stage
     }
 
     fn get_ref<S, P: Profile>(stage: &Self::Stage<S, P>) -> &S {

@@ -173,15 +173,18 @@ impl<P: Profile> Stages<P> {
     }
 
     /// Every stage over `inner`, in the fixed order, the ones the policy does not configure
-    /// passing calls through. `fault_here`: whether the fault stage runs over `inner`
-    /// (false when it already wraps each endpoint of the balancer `inner` is).
-    pub(crate) fn stack<S>(&self, inner: S, fault_here: bool) -> Stack<S, P> {
-        let fault: FaultStage<S, P> = if fault_here {
-            self.fault.layer(inner)
-        } else {
-            FaultService::<S, P>::pass_through(inner)
+    /// passing calls through; `over` says what `inner` is.
+    pub(crate) fn stack<S>(&self, inner: S, over: Below) -> Stack<S, P> {
+        let fault: FaultStage<S, P> = match over {
+            Below::Service | Below::Balancer => self.fault.layer(inner),
+            Below::FaultedBalancer => FaultService::<S, P>::pass_through(inner),
         };
-        let retry = P::Retries::stage::<_, P>(self.retry.as_ref(), self.deadline.as_ref(), fault);
+        let mut retry =
+            P::Retries::stage::<_, P>(self.retry.as_ref(), self.deadline.as_ref(), fault);
+        if over != Below::Service {
+            // a retry goes to an endpoint its call has not tried, as a hedge does
+            retry = P::Retries::avoid_tried_endpoints::<_, P>(retry);
+        }
         let breaker = match &self.breaker {
             Some(layer) => layer.layer(retry),
             None => BreakerService::<_, P>::pass_through(retry),
@@ -207,4 +210,17 @@ impl<P: Profile> Stages<P> {
             None => RateLimitService::<_, P>::pass_through_as(concurrency),
         })
     }
+}
+
+/// What a policy's stack goes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Below {
+    /// Any service: the fault stage runs over it.
+    Service,
+    /// A balancer: the fault stage runs over it, and retries avoid the endpoints their
+    /// call tried.
+    Balancer,
+    /// A balancer whose endpoints the fault stage already wraps each: retries avoid the
+    /// endpoints their call tried.
+    FaultedBalancer,
 }

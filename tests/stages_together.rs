@@ -101,6 +101,52 @@ async fn a_policys_hedges_beat_an_endpoint_the_fault_stage_made_slow() {
     assert_eq!(retry.cancelled_attempts, retry.hedges_sent, "{retry:?}");
 }
 
+/// Over a balancer, a retry goes to an endpoint its call has not tried (the README's
+/// promise, and Envoy's `previous_hosts` predicate): with one endpoint of three failing at
+/// once and ejection off, every call's one retry lands on a healthy endpoint. Retries went
+/// through the balancer's pick again, and P2C, seeing the failing endpoint answer fastest,
+/// sent many of them back to it.
+#[tokio::test(start_paused = true)]
+async fn over_a_balancer_a_retry_goes_to_an_endpoint_not_tried() {
+    let config = ReliabilityConfig::from_toml(
+        r#"
+        [policy.upstream.retry]
+        max_attempts = 2
+        backoff = { kind = "fixed", base = "1ms" }
+        budget = { enabled = false }
+        [policy.upstream.balance.outlier]
+        enabled = false
+        "#,
+    )
+    .unwrap();
+    let policy = ReliabilityLayer::from_config(&config, "upstream").unwrap();
+    let failing = Arc::new(AtomicU32::new(0));
+    let endpoint = |fails: bool| {
+        let failing = failing.clone();
+        service_fn(move |request: u32| {
+            let failing = failing.clone();
+            async move {
+                if fails {
+                    failing.fetch_add(1, Ordering::SeqCst);
+                    return Err::<u32, BoxError>("refused".into());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(request)
+            }
+        })
+    };
+    let endpoints = [("bad", true), ("good-1", false), ("good-2", false)]
+        .map(|(name, fails)| (name, endpoint(fails)));
+    let service = policy.layer_endpoints(endpoints).unwrap();
+    for request in 0..60 {
+        assert_eq!(service.clone().oneshot(request).await.unwrap(), request);
+    }
+    assert!(
+        failing.load(Ordering::SeqCst) > 0,
+        "the failing endpoint was tried"
+    );
+}
+
 /// A policy of a concurrency limit (`limit`: its settings) over a retry stage that retries
 /// once after a fixed 200 ms, with no budget.
 fn limit_over_one_retry(limit: &str) -> ReliabilityLayer {

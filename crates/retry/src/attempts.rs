@@ -77,7 +77,9 @@ pub(crate) struct CallPlan {
     pub hedge: Hedge,
     /// When the first attempt was sent (only for a percentile hedge delay).
     pub sent_at: Option<Instant>,
-    /// The endpoint bit the first attempt went to (hedging only).
+    /// The endpoint bits the attempts went to, when they learn them (hedging, or
+    /// [`avoid_tried_endpoints`](crate::Retry::avoid_tried_endpoints)), so the next goes
+    /// elsewhere; 0 when no balancer below reported one.
     pub avoid: u64,
 }
 
@@ -292,7 +294,7 @@ where
                         return Poll::Ready(Err(Box::new(Error::ReplayRefused { attempt })));
                     };
                     *this.attempt += 1;
-                    let future = if hedging {
+                    let future = if hedging || this.plan.avoid != 0 {
                         // a retry avoids the endpoints this call tried, as a hedge does
                         let avoid = this.plan.avoid;
                         let (future, bit) = within(this.plan.deadline, || {

@@ -83,6 +83,7 @@ impl<S, C: Clone, R: Clone, H: Clone> Layer<S> for RetryLayer<C, R, H> {
                 classify: self.classify.clone(),
                 replay: self.replay.clone(),
                 hint: self.hint.clone(),
+                avoid_tried: false,
             },
         )
     }

@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 use tower_prism_core::internal::refusal;
-use tower_prism_core::internal::route::call_avoiding;
+use tower_prism_core::internal::route::Avoiding;
 use tower_prism_core::{BoxError, Classify, DefaultClassifier, RequestDeadline};
 use tower_service::Service;
 
@@ -38,6 +38,9 @@ pub(crate) struct Engaged<C, R, H> {
     pub(crate) classify: C,
     pub(crate) replay: R,
     pub(crate) hint: H,
+    /// Each retry asks a balancer below for an endpoint the call has not tried (see
+    /// [`Retry::avoid_tried_endpoints`]); hedges always do.
+    pub(crate) avoid_tried: bool,
 }
 
 impl<S, C, R, H> Retry<S, C, R, H> {
@@ -62,6 +65,19 @@ impl<S, C, R, H> Retry<S, C, R, H> {
             inner,
             engaged: None,
         }
+    }
+
+    /// Sends each retry to an endpoint the call has not tried yet, when the service below
+    /// is (or wraps) a `tower-prism-balance` balancer with another healthy endpoint; as
+    /// Envoy's `previous_hosts` retry predicate. Hedges always do. Off by default, since
+    /// the stage cannot see what is below it; the `tower-prism` facade turns it on for the
+    /// stacks it builds over a balancer. The first attempt then learns its endpoint
+    /// (a few thread-local reads and writes per call).
+    pub fn avoid_tried_endpoints(mut self) -> Self {
+        if let Some(engaged) = &mut self.engaged {
+            engaged.avoid_tried = true;
+        }
+        self
     }
 
     /// The shared state of the retry stage: name, settings, budget, counters; `None` in
@@ -133,13 +149,15 @@ where
         // A stage below refusing the first attempt is not refusing the request (it may be
         // sent again), so a rate limit above keeps the request's tokens.
         let mark = refusal::Mark::now();
-        let (future, avoid, sent_at) = if hedge.max_hedged > 0 && backup.is_some() {
-            // Learn which endpoint a balancer below picks, so hedges go elsewhere.
-            let (future, bit) = call_avoiding(0, || self.inner.call(req));
+        let tracked = (hedge.max_hedged > 0 || engaged.avoid_tried) && backup.is_some();
+        let (future, avoid, sent_at) = if tracked {
+            // Learn which endpoint a balancer below picks, so hedges and retries go
+            // elsewhere.
+            let avoiding = Avoiding::start(0);
+            let future = self.inner.call(req);
+            let bit = avoiding.picked();
             // A percentile delay records latencies, from this send on.
-            let sent_at = hedge
-                .fixed
-                .is_none()
+            let sent_at = (hedge.max_hedged > 0 && hedge.fixed.is_none())
                 .then(|| started.unwrap_or_else(Instant::now));
             (future, bit, sent_at)
         } else {

@@ -19,20 +19,43 @@ thread_local! {
 /// `i % 64` for endpoint `i`) when it has another healthy one. Returns `f`'s result and
 /// the bit of the endpoint the balancer picked (0 when no balancer reported one).
 pub fn call_avoiding<R>(avoid: u64, f: impl FnOnce() -> R) -> (R, u64) {
-    struct Restore(Option<u64>, u64);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = AVOID.try_with(|c| c.set(self.0));
-            let _ = PICKED.try_with(|c| c.set(self.1));
+    let avoiding = Avoiding::start(avoid);
+    let out = f();
+    (out, avoiding.picked())
+}
+
+/// [`call_avoiding`] as a guard: the mask holds from [`start`](Self::start) to
+/// [`picked`](Self::picked) (or the guard's drop, when the call panics). For a call on a
+/// hot path: its future is built in place, where a closure's result is copied out.
+#[must_use = "the mask holds until `picked` or the drop"]
+pub struct Avoiding {
+    prev_avoid: Option<u64>,
+    prev_picked: u64,
+}
+
+impl Avoiding {
+    /// Asks a balancer called from now on to avoid the endpoints in `avoid`.
+    #[inline]
+    pub fn start(avoid: u64) -> Self {
+        Avoiding {
+            prev_avoid: AVOID.try_with(|c| c.replace(Some(avoid))).ok().flatten(),
+            prev_picked: PICKED.try_with(|c| c.replace(0)).unwrap_or(0),
         }
     }
-    let prev_avoid = AVOID.try_with(|c| c.replace(Some(avoid))).ok().flatten();
-    let prev_picked = PICKED.try_with(|c| c.replace(0)).unwrap_or(0);
-    let restore = Restore(prev_avoid, prev_picked);
-    let out = f();
-    let picked = PICKED.try_with(Cell::get).unwrap_or(0);
-    drop(restore);
-    (out, picked)
+
+    /// Ends the request: the bit of the endpoint the balancer picked (0 when none did).
+    #[inline]
+    pub fn picked(self) -> u64 {
+        PICKED.try_with(Cell::get).unwrap_or(0)
+    }
+}
+
+impl Drop for Avoiding {
+    #[inline]
+    fn drop(&mut self) {
+        let _ = AVOID.try_with(|c| c.set(self.prev_avoid));
+        let _ = PICKED.try_with(|c| c.set(self.prev_picked));
+    }
 }
 
 /// Inside [`call_avoiding`]: the endpoints to avoid. `None` outside one.
