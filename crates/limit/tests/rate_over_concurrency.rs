@@ -79,3 +79,42 @@ async fn by_default_a_request_shed_below_keeps_its_token_spent() {
     );
     assert_eq!(rate.handle().snapshot().tokens, 0, "both tokens spent");
 }
+
+/// A request that waited in the rate limit's queue and is then shed at once by the
+/// concurrency limit gives its token back too, as one admitted at once does. The queued
+/// path sent the request on with no check for a refusal below, so it kept the token.
+#[tokio::test(start_paused = true)]
+async fn a_request_shed_below_after_waiting_in_the_queue_gives_its_token_back() {
+    let gate = Gate::default();
+    let rate = RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
+            .rate(1)
+            .burst(1)
+            .queue_size(8)
+            .max_wait(Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+    .refund_shed(true);
+    let mut svc = rate.layer(fixed(1).layer(gate.clone()));
+
+    // The first request takes the token and holds the one concurrency permit.
+    let (_reply, held) = oneshot::channel();
+    let _first = svc.ready().await.unwrap().call(held);
+    assert_eq!(gate.active(), 1);
+    // The second waits a second in the rate queue for the next token, then is shed.
+    let (_keep, rx) = oneshot::channel();
+    let started = tokio::time::Instant::now();
+    let err = svc.ready().await.unwrap().call(rx).await.unwrap_err();
+    assert!(
+        matches!(concurrency_error(&err), Error::ConcurrencyLimited { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1),
+        "it waited its turn"
+    );
+    assert_eq!(rate.handle().snapshot().tokens, 1, "the token came back");
+}

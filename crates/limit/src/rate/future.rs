@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tower_prism_core::internal::{received, ReadyCall};
+use tower_prism_core::internal::{received, refusal, ReadyCall};
 use tower_prism_core::BoxError;
 use tower_service::Service;
 
@@ -47,6 +47,8 @@ pin_project! {
         sleep: Sleep,
         // Set once admitted, armed until the request reaches the inner service.
         permit: Option<Permit>,
+        // Whether a request a stage below sheds at once gives its tokens back.
+        refund_shed: bool,
         #[pin]
         call: ReadyCall<S, Req>,
     }
@@ -117,7 +119,13 @@ impl<S: Service<Req>, Req, H: RateHeaders<S::Response>> ResponseFuture<S, Req, H
         }
     }
 
-    pub(crate) fn waiting(waiter: Waiter, service: S, request: Req, stamp: H::Stamp) -> Self {
+    pub(crate) fn waiting(
+        waiter: Waiter,
+        service: S,
+        request: Req,
+        stamp: H::Stamp,
+        refund_shed: bool,
+    ) -> Self {
         let sleep = tokio::time::sleep_until(waiter.deadline);
         ResponseFuture {
             state: State::Queued {
@@ -126,6 +134,7 @@ impl<S: Service<Req>, Req, H: RateHeaders<S::Response>> ResponseFuture<S, Req, H
                     waiter: Some(waiter),
                     sleep,
                     permit: None,
+                    refund_shed,
                     call: ReadyCall::new(service, request),
                 }),
                 stamp,
@@ -225,13 +234,17 @@ where
     if let Some(permit) = q.permit.as_mut() {
         permit.armed = false;
     }
+    let mark = q.refund_shed.then(refusal::Mark::now);
     let result = received::scope(*q.received, || q.call.as_mut().poll(cx));
     if matches!(*q.call, ReadyCall::Waiting { .. }) {
         if let Some(permit) = q.permit.as_mut() {
             permit.armed = true;
         }
-    } else {
-        q.permit.take();
+    } else if let Some(mut permit) = q.permit.take() {
+        // Called in this poll: with `refund_shed`, a stage below that refused the request
+        // at once (a concurrency limit shedding it) hands its tokens back, as an admitted
+        // call's are in `call_admitted`.
+        permit.armed = mark.is_some_and(refusal::Mark::refused_since);
     }
     Polled::Answered(result.map(|result| {
         let mut response = result.map_err(Into::into)?;

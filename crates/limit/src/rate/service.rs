@@ -213,6 +213,7 @@ where
                         take_ready(&mut self.inner),
                         request,
                         H::stamp(limiter, TokensLeft::none()),
+                        engaged.refund_shed,
                     ),
                     Err(error) => ResponseFuture::failed(H::reject(error, limiter)),
                 }
