@@ -10,7 +10,7 @@ use tower::{service_fn, Service, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::internal::attempt;
 use tower_prism_core::HttpClassifier;
-use tower_prism_limit::concurrency::{ConcurrencyConfig, ConcurrencyLimitLayer};
+use tower_prism_limit::concurrency::{ConcurrencyConfig, ConcurrencyLimitLayer, VegasConfig};
 
 /// What the upstream answers: a status, and whether with `Retry-After: 1`.
 #[derive(Clone, Copy)]
@@ -126,4 +126,31 @@ async fn a_retry_waiting_out_retry_after_below_lowers_the_limit_at_once() {
     let limiter = layer.handle().clone();
     layer.layer(plain_backoff).oneshot(()).await.unwrap();
     assert_eq!(limiter.snapshot().limit, 20);
+}
+
+/// A service shedding every call keeps lowering the Vegas limit, as Netflix's Vegas does
+/// on every drop, until it reaches the floor: the once-per-round guard also ends after a
+/// round's worth of refusals. A round ended only after `limit` successes, which such a
+/// service never gives, so the limit was cut once and then held (50 -> 48) for good.
+#[tokio::test(start_paused = true)]
+async fn a_service_shedding_every_call_keeps_lowering_the_vegas_limit() {
+    let layer = ConcurrencyLimitLayer::builder(
+        ConcurrencyConfig::builder()
+            .initial_limit(50)
+            .min_limit(1)
+            .max_limit(100)
+            .algorithm(VegasConfig::default())
+            .build()
+            .unwrap(),
+    )
+    .classify(HttpClassifier)
+    .build()
+    .unwrap();
+    let limiter = layer.handle().clone();
+    let svc = layer.layer(upstream());
+    for _ in 0..1_000 {
+        svc.clone().oneshot(Answer(503, true)).await.unwrap();
+    }
+    let limit = limiter.snapshot().limit;
+    assert!(limit < 40, "limit {limit} after 1,000 refusals");
 }

@@ -280,7 +280,7 @@ mod tests {
         assert_eq!(LimitState::new(&cfg(aimd, 10, 2, 12)).shed(), 5);
         let gradient = LimitAlgorithm::Gradient(GradientConfig::default());
         assert!(LimitState::new(&cfg(gradient, 100, 2, 200)).shed() < 100);
-        // Vegas: by log10(limit), once per round (a round: `limit` successes).
+        // Vegas: by log10(limit), once per round (a round: `limit` successes, or refusals).
         let vegas = LimitAlgorithm::Vegas(VegasConfig::default());
         let mut s = LimitState::new(&cfg(vegas, 20, 2, 200));
         assert_eq!(s.shed(), 18);

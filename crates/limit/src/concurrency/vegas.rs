@@ -33,7 +33,8 @@
 //! Failures are ignored (the module docs of `algorithm` say why); so a dead service that
 //! answers errors in a millisecond does not drag the no-load latency down, and an outage
 //! leaves the limit where it was. A call the service shed (a 429 or 503 with `Retry-After`)
-//! is not a failure here but a drop: the limit is cut by `log10(limit)`, once per round.
+//! is not a failure here but a drop: the limit is cut by `log10(limit)`, once per round (of
+//! successes, or of as many refusals).
 //!
 //! A queue that adds less than [`RESOLUTION`] (1 ms) to the mean latency is no queue: over a
 //! service answering in microseconds (in-process, or a cache on the same host), scheduling
@@ -89,6 +90,10 @@ pub(crate) struct Vegas {
     probed: bool,
     /// The limit was cut this round because the service shed a call.
     shed_in_round: bool,
+    /// Refusals since that cut: a round's worth of them ends the round for the guard, so a
+    /// service that sheds every call (and so never completes a round of successes) keeps
+    /// lowering the limit.
+    sheds_since_cut: u32,
 }
 
 impl Vegas {
@@ -112,6 +117,7 @@ impl Vegas {
             probe_base: f64::INFINITY,
             last_probe: f64::INFINITY,
             shed_in_round: false,
+            sheds_since_cut: 0,
         }
     }
 
@@ -128,12 +134,18 @@ impl Vegas {
     /// The service shed a call (its own word that it takes less than it is sent): the limit
     /// is cut by `log10(limit)` (at least one), Netflix's decrease on a drop, once per round:
     /// a burst of refusals is one signal, as a queue is, and the calls in flight were all
-    /// sent under the old limit.
+    /// sent under the old limit. A round's worth of refusals (`limit` of them) ends the
+    /// round as well: under total shedding the limit keeps falling to its floor, as
+    /// Netflix's does, rather than waiting for successes that never come.
     pub(crate) fn shed(&mut self, estimate: f64, min: f64) -> f64 {
         if self.shed_in_round {
-            return estimate;
+            self.sheds_since_cut += 1;
+            if f64::from(self.sheds_since_cut) < estimate.floor().max(MIN_ROUND) {
+                return estimate;
+            }
         }
         self.shed_in_round = true;
+        self.sheds_since_cut = 0;
         let cut = estimate.log10().max(1.0);
         // A probe round in progress goes back to the cut limit, not the old one.
         if let Some(restore) = &mut self.restore {
@@ -178,6 +190,7 @@ impl Vegas {
         self.round_peak = 0;
         self.round_in_flight = 0.0;
         self.shed_in_round = false;
+        self.sheds_since_cut = 0;
         let candidate = mean + ERRORS * error;
         let before = self.no_load();
         self.window_min = self.window_min.min(candidate);
