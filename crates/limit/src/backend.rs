@@ -19,7 +19,7 @@ impl LocalBackend {
     pub(crate) fn new(quota: Quota, max_keys: usize, idle_nanos: u64) -> Self {
         LocalBackend {
             unkeyed: AtomicBucket::new(quota),
-            keyed: KeyedBuckets::new(max_keys, idle_nanos.max(1)),
+            keyed: KeyedBuckets::new(max_keys, idle_nanos),
         }
     }
 
@@ -70,6 +70,10 @@ impl LocalBackend {
 
     pub(crate) fn set_max_keys(&self, max_keys: usize) {
         self.keyed.set_max_keys(max_keys);
+    }
+
+    pub(crate) fn set_idle_nanos(&self, idle_nanos: u64) {
+        self.keyed.set_idle_nanos(idle_nanos);
     }
 
     pub(crate) fn evict_idle(&self, now: u64) -> usize {

@@ -101,7 +101,8 @@ pub(crate) struct KeyedBuckets {
     /// Keys tracked in all shards; never raised past `max_keys`.
     count: AtomicUsize,
     max_keys: AtomicUsize,
-    idle_nanos: u64,
+    /// How long a full bucket is kept; a reload can change it.
+    idle_nanos: AtomicU64,
     /// The TAT of the bucket shared by keys the map has no room for.
     overflow: AtomicU64,
     /// The next shard a new key at the cap looks at besides its own.
@@ -154,7 +155,7 @@ impl KeyedBuckets {
                 .collect(),
             count: AtomicUsize::new(0),
             max_keys: AtomicUsize::new(max_keys.max(1)),
-            idle_nanos,
+            idle_nanos: AtomicU64::new(idle_nanos.max(1)),
             overflow: AtomicU64::new(0),
             next_shard: AtomicUsize::new(0),
         }
@@ -171,6 +172,15 @@ impl KeyedBuckets {
 
     pub(crate) fn set_max_keys(&self, max_keys: usize) {
         self.max_keys.store(max_keys.max(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_idle_nanos(&self, idle_nanos: u64) {
+        self.idle_nanos.store(idle_nanos.max(1), Ordering::Relaxed);
+    }
+
+    /// The time before which a full bucket has been idle long enough to go, at `now`.
+    fn idle_by(&self, now: u64) -> Option<u64> {
+        now.checked_sub(self.idle_nanos.load(Ordering::Relaxed))
     }
 
     /// Takes `weight` tokens from `key`'s bucket at `now` (from the overflow bucket if the
@@ -230,7 +240,7 @@ impl KeyedBuckets {
         let max = self.max_keys.load(Ordering::Relaxed);
         let count = self.len();
         if count < max {
-            let dropped = match now.checked_sub(self.idle_nanos) {
+            let dropped = match self.idle_by(now) {
                 Some(idle_by) => shard.drop_front(Evict::Idle { idle_by }, PROBES, PROBES),
                 None => 0,
             };
@@ -294,7 +304,7 @@ impl KeyedBuckets {
     fn at_cap(&self, now: u64) -> Evict {
         Evict::AtCap {
             now,
-            idle_by: now.checked_sub(self.idle_nanos),
+            idle_by: self.idle_by(now),
         }
     }
 
@@ -376,7 +386,7 @@ impl KeyedBuckets {
     /// Drops every key idle for the configured idle timeout; returns how many went. Walks
     /// every shard (one lock at a time): for an explicit sweep, not for the admit path.
     pub(crate) fn evict_idle(&self, now: u64) -> usize {
-        let Some(idle_by) = now.checked_sub(self.idle_nanos) else {
+        let Some(idle_by) = self.idle_by(now) else {
             return 0;
         };
         let mut total = 0;

@@ -222,6 +222,35 @@ async fn a_reload_rescales_every_keys_bucket_as_the_unkeyed_one() {
     );
 }
 
+/// A reload's `idle_timeout` applies to the keys already tracked and to those to come.
+/// It was accepted and reported by `config()`, but the buckets kept the timeout they were
+/// built with: lowered from an hour to a second, no key was forgotten for an hour.
+#[tokio::test(start_paused = true)]
+async fn a_reload_applies_a_new_idle_timeout() {
+    let config = |idle: Duration| {
+        RateLimitConfig::builder()
+            .rate(10)
+            .burst(1)
+            .idle_timeout(idle)
+            .build()
+            .unwrap()
+    };
+    let limiter = RateLimitLayer::from_config(&config(Duration::from_secs(3600)))
+        .unwrap()
+        .handle()
+        .clone();
+    for key in 0..5 {
+        limiter.try_acquire_key(&key, 1).unwrap();
+    }
+    assert_eq!(limiter.snapshot().keys, 5);
+    limiter
+        .reconfigure(&config(Duration::from_secs(1)))
+        .unwrap();
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(limiter.evict_idle(), 5, "idle for 10 s, past the new 1 s");
+    assert_eq!(limiter.snapshot().keys, 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn reconfigure_changes_rate_and_burst_of_a_running_limiter() {
     let layer = limiter(10, Duration::from_secs(1), 1);

@@ -416,7 +416,8 @@ impl RateLimiter {
     }
 
     /// Applies a new config to the running limiter (hot reload): rate, period, burst, queue
-    /// size, max wait, key cap, headers and the adaptive rate's bounds and reactions. Taken
+    /// size, max wait, key cap, idle timeout, headers and the adaptive rate's bounds and
+    /// reactions. Taken
     /// tokens and waiting requests are kept. With an adaptive rate, the new rate is clamped
     /// to the new bounds, and the next adaptive step comes one new `interval` from now.
     pub fn reconfigure(&self, config: &RateLimitConfig) -> Result<(), ConfigError> {
@@ -445,6 +446,7 @@ impl RateLimiter {
         shared.backend.set_quota(quota, now);
         drop(adapting);
         shared.backend.set_max_keys(config.max_keys);
+        shared.backend.set_idle_nanos(nanos(config.idle_timeout));
         shared
             .queue_capacity
             .store(config.queue_size, Ordering::Relaxed);
