@@ -213,6 +213,40 @@ async fn a_queued_request_never_waits_past_max_wait_when_the_rate_drops() {
     assert_eq!(layer.handle().snapshot().queued, 0);
 }
 
+/// A reload turning the queue off keeps the requests already waiting in it, and they get
+/// the tokens that refill before any new arrival. New arrivals took every refilled token
+/// ahead of them (the fast path looked at the queue only while it had room), and each
+/// waiter timed out after its whole `max_wait`.
+#[tokio::test(start_paused = true)]
+async fn waiters_kept_by_a_reload_turning_the_queue_off_go_first() {
+    let layer = queued_layer(4, Duration::from_secs(1));
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let mut waiting = task::spawn(svc.ready().await.unwrap().call((0, "waits")));
+    assert_pending!(waiting.poll());
+    let no_queue = RateLimitConfig::builder()
+        .rate(10)
+        .period(Duration::from_secs(1))
+        .burst(1)
+        .build()
+        .unwrap();
+    layer.handle().reconfigure(&no_queue).unwrap();
+    assert_eq!(layer.handle().snapshot().queued, 1);
+    // An arrival beats the waiter to the refilled token: the token is the waiter's.
+    advance(100 * MS).await;
+    assert_eq!(
+        error(send(&mut svc, (0, "arrival")).await),
+        Error::RateLimited {
+            retry_after: 100 * MS
+        }
+    );
+    assert_eq!(assert_ready!(waiting.poll()).unwrap(), (0, "waits"));
+    assert_eq!(layer.handle().snapshot().queued, 0);
+    // Then, with no queue, arrivals take the tokens as they refill.
+    advance(100 * MS).await;
+    send(&mut svc, (0, "next")).await.unwrap();
+}
+
 /// A layer weighing each `(weight, name)` request by its first field: burst `burst`, 10 a
 /// second, a queue of 10 waiting up to 10 s.
 fn weighed_layer(burst: u32) -> Weighed {

@@ -262,14 +262,15 @@ impl RateLimiter {
         if shared.adaptive.is_some() {
             self.maybe_adapt(at);
         }
-        let queueing = shared.queue_capacity.load(Ordering::Relaxed) > 0;
-        if queueing && shared.queue_len.load(Ordering::Relaxed) > 0 {
-            // (a request no burst holds is refused on its way into the queue)
+        if shared.queue_len.load(Ordering::Relaxed) > 0 {
+            // The tokens that refill are the waiters' first, even once a reload has turned
+            // the queue off (it keeps them), so an arrival asks behind them. (A request no
+            // burst holds is refused on its way into the queue.)
             return Fast::Queue;
         }
         match shared.backend.try_acquire(bucket, weight, at) {
             Ok(tokens) => self.admitted(bucket, tokens),
-            Err(denied) => self.denied(bucket, weight, at, denied, queueing),
+            Err(denied) => self.denied(bucket, weight, at, denied),
         }
     }
 
@@ -299,14 +300,7 @@ impl RateLimiter {
     /// queue or reject.
     #[cold]
     #[inline(never)]
-    fn denied(
-        &self,
-        bucket: BucketId,
-        weight: u32,
-        at: u64,
-        denied: Denied,
-        queueing: bool,
-    ) -> Fast {
+    fn denied(&self, bucket: BucketId, weight: u32, at: u64, denied: Denied) -> Fast {
         let denied = match self.reacquire(bucket, weight, at, Err(denied)) {
             Ok(tokens) => return self.admitted(bucket, tokens),
             Err(denied) => denied,
@@ -317,7 +311,7 @@ impl RateLimiter {
         if let Some(error) = self.hopeless(weight) {
             return Fast::Rejected(self.reject(error));
         }
-        if queueing {
+        if self.shared.queue_capacity.load(Ordering::Relaxed) > 0 {
             Fast::Queue
         } else {
             Fast::Rejected(self.reject(retry_error(denied)))

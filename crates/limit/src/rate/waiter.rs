@@ -38,31 +38,29 @@ impl RateLimiter {
         }
         let at = self.since_epoch(now);
         let max_wait = shared.max_wait_nanos.load(Ordering::Relaxed);
+        let capacity = shared.queue_capacity.load(Ordering::Relaxed);
         let mut queue = lock(&shared.queue);
-        if !queue.has_waiters_for(bucket) {
+        let wait = if !queue.has_waiters_for(bucket) {
             match self.acquire(bucket, weight, at) {
                 Ok(_) => {
                     shared.metrics.admitted.increment(1);
                     return Ok(None);
                 }
-                Err(denied) if denied.retry_after_nanos > max_wait => {
-                    drop(queue);
-                    return Err(self.reject(retry_error(denied)));
-                }
-                Err(_) => {}
+                Err(denied) => Some(denied.retry_after_nanos),
             }
-        } else if let Some(wait) = self.wait_behind(&queue, bucket, weight, priority, at) {
-            // Behind the waiters served first, this one would time out in the queue: say
-            // so now, with the real wait.
-            if wait > max_wait {
-                drop(queue);
-                let denied = Denied {
-                    retry_after_nanos: wait,
-                };
-                return Err(self.reject(retry_error(denied)));
-            }
+        } else {
+            self.wait_behind(&queue, bucket, weight, priority, at)
+        };
+        // Behind the waiters served first, this one would time out in the queue, or there
+        // is no queue to wait in (a reload turned it off and it still holds its waiters):
+        // say so now, with the real wait.
+        if capacity == 0 || wait.is_some_and(|wait| wait > max_wait) {
+            drop(queue);
+            let denied = Denied {
+                retry_after_nanos: wait.unwrap_or(u64::MAX),
+            };
+            return Err(self.reject(retry_error(denied)));
         }
-        let capacity = shared.queue_capacity.load(Ordering::Relaxed);
         let id = match queue.push(priority, bucket, weight, capacity) {
             Push::Queued(id) => id,
             Push::QueuedAfterShedding(id) => {
