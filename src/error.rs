@@ -222,7 +222,8 @@ impl Error {
 }
 
 /// How long a stage asked the caller to wait, read from any error in the chain: a rate
-/// limiter's `RateLimited { retry_after }` or a breaker's `CircuitOpen { retry_after }`.
+/// limiter's `retry_after` (`RateLimited`, `QueueFull`, `Shed`) or a breaker's
+/// `CircuitOpen { retry_after }`.
 /// The retry stage uses it so it never retries sooner than the stack said; other retry
 /// policies can too.
 ///

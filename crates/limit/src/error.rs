@@ -17,11 +17,22 @@ pub enum Error {
         retry_after: Duration,
     },
     /// No token was free and the wait queue is full of requests at least as important.
-    #[error("rate limited: the wait queue is full")]
-    QueueFull,
+    #[error("rate limited: the wait queue is full; retry after {retry_after:?}")]
+    QueueFull {
+        /// When a token could come free for this request, after the waiters served before
+        /// it have taken theirs.
+        retry_after: Duration,
+    },
     /// The request waited in the queue and was pushed out by a more important one.
-    #[error("rate limited: shed from the wait queue for a higher-priority request")]
-    Shed,
+    #[error(
+        "rate limited: shed from the wait queue for a higher-priority request; retry after \
+         {retry_after:?}"
+    )]
+    Shed {
+        /// When a token could come free for this request, after the waiters served before
+        /// it have taken theirs.
+        retry_after: Duration,
+    },
     /// The request waited `max_wait` in the queue without getting a token.
     #[error("rate limited: no token after waiting {waited:?}")]
     QueueTimeout {
@@ -56,10 +67,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// When to try again, if the limiter knows.
+    /// When to try again, if the limiter knows: for a rate limit's refusal (`RateLimited`,
+    /// `QueueFull`, `Shed`), when a token could come free for the request.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::RateLimited { retry_after } => Some(*retry_after),
+            Error::RateLimited { retry_after }
+            | Error::QueueFull { retry_after }
+            | Error::Shed { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -68,8 +82,8 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::RateLimited { .. } => "rate",
-            Error::QueueFull => "queue_full",
-            Error::Shed => "shed",
+            Error::QueueFull { .. } => "queue_full",
+            Error::Shed { .. } => "shed",
             Error::QueueTimeout { .. } => "timeout",
             Error::WeightExceedsBurst { .. } => "weight",
             Error::ConcurrencyLimited { .. } => "concurrency",

@@ -435,8 +435,18 @@ async fn a_queued_call_reports_an_empty_bucket_and_a_queue_refusal_is_described(
         .await
         .unwrap_err();
     let rejection = error.downcast_ref::<RateLimitRejection>().unwrap();
-    assert_eq!(rejection.error(), &Error::QueueFull);
+    assert_eq!(
+        rejection.error(),
+        &Error::QueueFull {
+            retry_after: Duration::from_secs(2)
+        }
+    );
     assert_eq!((rejection.info().limit, rejection.info().remaining), (1, 0));
+    assert_eq!(
+        rejection.info().reset,
+        Duration::from_secs(2),
+        "behind the waiter"
+    );
     let second = queued.await.unwrap().unwrap();
     assert_eq!(second.headers()["x-ratelimit-remaining"], "0");
     assert_eq!(second.headers()["ratelimit"], "\"q\";r=0;t=1");

@@ -86,12 +86,19 @@ async fn a_full_queue_sheds_the_lowest_priority() {
     let full = svc.ready().await.unwrap().call((1, "c")).await;
     assert_eq!(
         error(full),
-        Error::QueueFull,
+        Error::QueueFull {
+            retry_after: 300 * MS
+        },
         "equal priority does not shed"
     );
     let mut vip = task::spawn(svc.ready().await.unwrap().call((9, "vip")));
     assert!(b.is_woken(), "the shed waiter is woken");
-    assert_eq!(error(assert_ready!(b.poll())), Error::Shed);
+    assert_eq!(
+        error(assert_ready!(b.poll())),
+        Error::Shed {
+            retry_after: 300 * MS
+        }
+    );
     assert_pending!(a.poll());
     assert_pending!(vip.poll());
     advance(100 * MS).await;
@@ -99,6 +106,53 @@ async fn a_full_queue_sheds_the_lowest_priority() {
     assert_pending!(a.poll());
     advance(100 * MS).await;
     assert_eq!(assert_ready!(a.poll()).unwrap(), (1, "a"));
+}
+
+/// A request refused by a full queue, or shed from it, is told when a token could come
+/// for it: after the waiters served before it (as .NET's token bucket answers a full
+/// queue). Neither said, so an HTTP 429 told the client to come back in 1 s when the
+/// real wait was 20.
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_and_a_shed_waiter_tell_the_wait_behind_the_queue() {
+    let priority: fn(&(u32, &'static str)) -> u32 = |req| req.0;
+    let layer = RateLimitLayer::from_config(
+        &RateLimitConfig::builder()
+            .rate(1)
+            .period(Duration::from_secs(10))
+            .burst(1)
+            .queue_size(1)
+            .max_wait(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+    .priority_fn(priority);
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let mut waiting = task::spawn(svc.ready().await.unwrap().call((1, "waits")));
+    assert_pending!(waiting.poll());
+    // The waiter's token comes in 10 s, the next one in 20 s.
+    let full = error(send(&mut svc, (1, "full")).await);
+    assert_eq!(
+        full,
+        Error::QueueFull {
+            retry_after: Duration::from_secs(20)
+        }
+    );
+    assert_eq!(full.retry_after(), Some(Duration::from_secs(20)));
+    // A more important arrival takes the waiter's place, and its token: the shed waiter's
+    // comes after it.
+    let mut vip = task::spawn(svc.ready().await.unwrap().call((9, "vip")));
+    assert_pending!(vip.poll());
+    advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        error(assert_ready!(waiting.poll())),
+        Error::Shed {
+            retry_after: Duration::from_secs(19)
+        }
+    );
+    advance(Duration::from_secs(9)).await;
+    assert_eq!(assert_ready!(vip.poll()).unwrap(), (9, "vip"));
 }
 
 #[tokio::test(start_paused = true)]

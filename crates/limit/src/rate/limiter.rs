@@ -557,9 +557,14 @@ fn interval_for(per_second: f64) -> u64 {
 /// later than [`RateLimitConfig::MAX_RETRY_AFTER`] from now.
 pub(super) fn retry_error(denied: Denied) -> Error {
     Error::RateLimited {
-        retry_after: Duration::from_nanos(denied.retry_after_nanos)
-            .min(RateLimitConfig::MAX_RETRY_AFTER),
+        retry_after: retry_after(denied.retry_after_nanos),
     }
+}
+
+/// A wait of `nanos` as a rejection tells it: never later than
+/// [`RateLimitConfig::MAX_RETRY_AFTER`] from now.
+pub(super) fn retry_after(nanos: u64) -> Duration {
+    Duration::from_nanos(nanos).min(RateLimitConfig::MAX_RETRY_AFTER)
 }
 
 #[cfg(all(test, not(loom)))]

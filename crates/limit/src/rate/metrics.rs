@@ -45,8 +45,8 @@ impl Metrics {
     pub(super) fn rejected(&self, error: &Error) {
         match error {
             Error::RateLimited { .. } => &self.rejected_rate,
-            Error::QueueFull => &self.rejected_queue_full,
-            Error::Shed => &self.rejected_shed,
+            Error::QueueFull { .. } => &self.rejected_queue_full,
+            Error::Shed { .. } => &self.rejected_shed,
             Error::QueueTimeout { .. } => &self.rejected_timeout,
             Error::WeightExceedsBurst { .. } => &self.rejected_weight,
             // The other limiters' rejections: never made here.

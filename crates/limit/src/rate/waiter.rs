@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tower_prism_core::internal::lock;
 use tower_prism_core::sync::Ordering;
 
-use super::limiter::{retry_error, RateLimiter};
+use super::limiter::{retry_after, retry_error, RateLimiter};
 use crate::bucket::Denied;
 use crate::error::Error;
 use crate::queue::{BucketId, Push, WaitQueue};
@@ -70,7 +70,8 @@ impl RateLimiter {
             }
             Push::Full => {
                 drop(queue);
-                return Err(self.reject(Error::QueueFull));
+                let retry_after = retry_after(wait.unwrap_or(u64::MAX));
+                return Err(self.reject(Error::QueueFull { retry_after }));
             }
         };
         self.publish_len(&queue);
@@ -81,6 +82,7 @@ impl RateLimiter {
             id,
             bucket,
             weight,
+            priority,
             enqueued: now,
             deadline: now + Duration::from_nanos(max_wait),
             done: false,
@@ -155,7 +157,12 @@ impl RateLimiter {
         let mut queue = lock(&shared.queue);
         if !queue.contains(waiter.id) {
             waiter.done = true;
-            return Turn::Done(Err(Error::Shed));
+            // Told, as a full queue's refusal is, when a token could come for it behind
+            // the waiters that pushed it out.
+            let at = self.since_epoch(now);
+            let wait = self.wait_behind(&queue, waiter.bucket, waiter.weight, waiter.priority, at);
+            let retry_after = retry_after(wait.unwrap_or(u64::MAX));
+            return Turn::Done(Err(Error::Shed { retry_after }));
         }
         if let Some(error) = self.hopeless(waiter.weight) {
             // A reload lowered the burst below this request's weight (a reload wakes every
@@ -215,6 +222,7 @@ pub(crate) struct Waiter {
     id: u64,
     pub(crate) bucket: BucketId,
     pub(crate) weight: u32,
+    priority: u32,
     enqueued: Instant,
     pub(crate) deadline: Instant,
     done: bool,
