@@ -394,5 +394,6 @@ async fn try_acquire_does_not_pass_the_queue() {
         matches!(passed, Err(Error::RateLimited { .. })),
         "{passed:?}"
     );
+    assert!(limiter.try_acquire(0).is_err(), "the free token is owed");
     assert_ready!(queued.poll()).unwrap();
 }

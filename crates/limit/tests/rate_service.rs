@@ -182,6 +182,29 @@ async fn retry_after_never_exceeds_its_documented_cap() {
     assert_eq!(queued.handle().snapshot().queued, 0);
 }
 
+/// `try_acquire(0)` asks whether a token is free without taking one, as .NET's
+/// `AttemptAcquire(0)` does: refused, with the time to one token, when the bucket is empty.
+/// Weight 0 always fitted, so it said yes to an empty bucket.
+#[tokio::test(start_paused = true)]
+async fn try_acquire_of_no_tokens_asks_whether_one_is_free() {
+    let limiter = limiter(1, Duration::from_secs(60), 1).handle().clone();
+    assert_eq!(limiter.try_acquire(0), Ok(()), "a full bucket");
+    assert_eq!(limiter.try_acquire(1), Ok(()), "the probe took nothing");
+    assert!(limiter.try_acquire(1).is_err());
+    assert_eq!(
+        limiter.try_acquire(0),
+        Err(Error::RateLimited {
+            retry_after: Duration::from_secs(60)
+        })
+    );
+    assert!(limiter.try_acquire_key(&"client", 0).is_ok());
+    limiter.try_acquire_key(&"client", 1).unwrap();
+    assert!(limiter.try_acquire_key(&"client", 0).is_err());
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(limiter.try_acquire(0), Ok(()));
+    assert_eq!(limiter.try_acquire_key(&"client", 0), Ok(()));
+}
+
 /// A reload changing the rate keeps every key's taken tokens taken, refilling at the new
 /// rate, as the unkeyed bucket's: the keys' buckets kept their times in nanoseconds of the
 /// old rate, so 1,000 times faster a key that took one token still waited the old 998 ms,

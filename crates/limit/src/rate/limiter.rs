@@ -332,7 +332,15 @@ impl RateLimiter {
     /// Tries to take `weight` tokens from the unkeyed bucket now, without waiting. While
     /// requests wait in the queue it fails: the tokens that come free are theirs, oldest
     /// first (as .NET's `AttemptAcquire` behind Polly's rate limiter).
+    ///
+    /// A `weight` of 0 takes nothing and asks whether the bucket is exhausted, as
+    /// `AttemptAcquire(0)` does: `Ok` if a token is free and no request waits for it,
+    /// else [`Error::RateLimited`] with the time until one would be. It is counted in no
+    /// metric.
     pub fn try_acquire(&self, weight: u32) -> Result<(), Error> {
+        if weight == 0 {
+            return self.probe(None);
+        }
         match self.fast(None, weight) {
             Fast::Admitted(_) => Ok(()),
             Fast::Rejected(e) => Err(e),
@@ -341,10 +349,13 @@ impl RateLimiter {
     }
 
     /// Tries to take `weight` tokens from `key`'s bucket now, without waiting.
-    /// While requests for that key wait in the queue it fails, as
-    /// [`try_acquire`](Self::try_acquire) does.
+    /// While requests for that key wait in the queue it fails, and a `weight` of 0 asks
+    /// whether a token is free, as [`try_acquire`](Self::try_acquire) does.
     pub fn try_acquire_key<K: Hash>(&self, key: &K, weight: u32) -> Result<(), Error> {
         let bucket = Some(self.hash_key(key));
+        if weight == 0 {
+            return self.probe(bucket);
+        }
         match self.fast(bucket, weight) {
             Fast::Admitted(_) => Ok(()),
             Fast::Rejected(e) => Err(e),

@@ -146,6 +146,25 @@ impl RateLimiter {
         Err(self.reject(retry_error(denied)))
     }
 
+    /// A `try_acquire` of no tokens: whether one is free for `bucket` and owed to no
+    /// waiter. Takes nothing (the backend is asked for more than a burst, which it always
+    /// refuses), so it is neither an admission nor a rejection in the metrics.
+    #[cold]
+    pub(super) fn probe(&self, bucket: BucketId) -> Result<(), Error> {
+        let at = self.now_nanos();
+        let queue = lock(&self.shared.queue);
+        // Behind the waiters for `bucket`, if any: their tokens come first.
+        let wait = self.wait_behind(&queue, bucket, 1, 0, at);
+        let owed = queue.has_waiters_for(bucket);
+        drop(queue);
+        match wait {
+            Some(0) if !owed => Ok(()),
+            wait => Err(retry_error(Denied {
+                retry_after_nanos: wait.unwrap_or(u64::MAX).max(1),
+            })),
+        }
+    }
+
     fn publish_len(&self, queue: &WaitQueue) {
         self.shared.queue_len.store(queue.len(), Ordering::Relaxed);
         self.shared.metrics.queue_depth.set(queue.len() as f64);
