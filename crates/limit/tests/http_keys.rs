@@ -451,3 +451,41 @@ async fn a_queued_call_reports_an_empty_bucket_and_a_queue_refusal_is_described(
     assert_eq!(second.headers()["x-ratelimit-remaining"], "0");
     assert_eq!(second.headers()["ratelimit"], "\"q\";r=0;t=1");
 }
+
+/// A request admitted at once while another key's request waits in the queue reports its
+/// own bucket's tokens. Every arrival goes through the queue while anyone waits, and one
+/// admitted there was stamped as if it had waited: `remaining = 0` from a bucket of five.
+#[tokio::test(start_paused = true)]
+async fn a_key_admitted_beside_another_keys_waiter_reports_its_tokens() {
+    let config = RateLimitConfig::builder()
+        .rate(10)
+        .burst(5)
+        .key(KeyPart::Header(HeaderKey::new("x-key")))
+        .queue_size(4)
+        .max_wait(Duration::from_secs(1))
+        .headers(true)
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::builder(config)
+        .name("q")
+        .build_http()
+        .unwrap();
+    let inner = service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    let svc = layer.layer(inner);
+    for _ in 0..5 {
+        svc.clone()
+            .oneshot(from("192.0.2.1", &[("x-key", "a")]))
+            .await
+            .unwrap();
+    }
+    let queued = tokio::spawn(svc.clone().oneshot(from("192.0.2.1", &[("x-key", "a")])));
+    tokio::task::yield_now().await;
+    assert_eq!(layer.handle().snapshot().queued, 1);
+    let b = svc
+        .clone()
+        .oneshot(from("192.0.2.1", &[("x-key", "b")]))
+        .await
+        .unwrap();
+    assert_eq!(b.headers()["x-ratelimit-remaining"], "4");
+    queued.await.unwrap().unwrap();
+}

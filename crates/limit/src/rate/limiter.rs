@@ -277,13 +277,20 @@ impl RateLimiter {
     /// Counts an admission with `tokens` left.
     #[inline(always)]
     fn admitted(&self, bucket: BucketId, tokens: TokensLeft) -> Fast {
+        self.count_admitted(bucket, tokens);
+        Fast::Admitted(tokens)
+    }
+
+    /// Counts an admission with `tokens` left in its bucket, and shows them (unkeyed) or
+    /// the keys (keyed) in the gauges.
+    #[inline(always)]
+    pub(super) fn count_admitted(&self, bucket: BucketId, tokens: TokensLeft) {
         let metrics = &self.shared.metrics;
         metrics.admitted.increment(1);
         match bucket {
             None => metrics.tokens.set(tokens),
             Some(_) => self.show_keys(),
         }
-        Fast::Admitted(tokens)
     }
 
     /// Sets the keys gauge: new keys and lazy sweeps change the count (one relaxed load).

@@ -14,6 +14,7 @@ use super::future::ResponseFuture;
 use super::headers::{NoHeaders, RateHeaders};
 use super::limiter::{Fast, RateLimiter};
 use super::policy::{KeyFn, PriorityFn, SamePriority, UnitWeight, Unkeyed, WeightFn};
+use super::waiter::Enqueued;
 use crate::bucket::TokensLeft;
 use crate::ready::take_ready;
 
@@ -201,14 +202,16 @@ where
                     .limiter
                     .enqueue(bucket, weight, priority, Instant::now())
                 {
-                    // Admitted at once, or after the wait: the bucket was empty, so a
-                    // queued call reports no tokens left.
-                    Ok(None) => {
-                        let stamp = H::stamp(limiter, TokensLeft::none());
+                    // Admitted at once (another bucket's requests wait): what its bucket
+                    // has left.
+                    Ok(Enqueued::Admitted(left)) => {
+                        let stamp = H::stamp(limiter, left);
                         let refund = engaged.refund_shed.then_some((limiter, bucket, weight));
                         call_admitted(&mut self.inner, request, stamp, refund)
                     }
-                    Ok(Some(waiter)) => ResponseFuture::waiting(
+                    // Admitted after the wait: the bucket was empty, so a queued call
+                    // reports no tokens left.
+                    Ok(Enqueued::Waiting(waiter)) => ResponseFuture::waiting(
                         waiter,
                         take_ready(&mut self.inner),
                         request,

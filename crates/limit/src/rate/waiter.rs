@@ -9,9 +9,18 @@ use tower_prism_core::internal::lock;
 use tower_prism_core::sync::Ordering;
 
 use super::limiter::{retry_after, retry_error, RateLimiter};
-use crate::bucket::Denied;
+use crate::bucket::{Denied, TokensLeft};
 use crate::error::Error;
 use crate::queue::{BucketId, Push, WaitQueue};
+
+/// Where [`RateLimiter::enqueue`] put a request.
+pub(crate) enum Enqueued {
+    /// Admitted at once (nobody waits for its bucket and its tokens were free), with what
+    /// its bucket has left.
+    Admitted(TokensLeft),
+    /// In the queue.
+    Waiting(Waiter),
+}
 
 /// What a queued request's turn brought.
 pub(crate) enum Turn {
@@ -23,14 +32,14 @@ pub(crate) enum Turn {
 
 impl RateLimiter {
     /// Joins the queue (or is admitted at once if nobody waits for this bucket and a token
-    /// is free). `Ok(None)`: admitted now.
+    /// is free).
     pub(crate) fn enqueue(
         &self,
         bucket: BucketId,
         weight: u32,
         priority: u32,
         now: Instant,
-    ) -> Result<Option<Waiter>, Error> {
+    ) -> Result<Enqueued, Error> {
         let shared = &*self.shared;
         if let Some(error) = self.hopeless(weight) {
             // No burst holds it: queued, it would block the others until its `max_wait`.
@@ -42,9 +51,10 @@ impl RateLimiter {
         let mut queue = lock(&shared.queue);
         let wait = if !queue.has_waiters_for(bucket) {
             match self.acquire(bucket, weight, at) {
-                Ok(_) => {
-                    shared.metrics.admitted.increment(1);
-                    return Ok(None);
+                Ok(tokens) => {
+                    drop(queue);
+                    self.count_admitted(bucket, tokens);
+                    return Ok(Enqueued::Admitted(tokens));
                 }
                 Err(denied) => Some(denied.retry_after_nanos),
             }
@@ -77,7 +87,7 @@ impl RateLimiter {
         self.publish_len(&queue);
         drop(queue);
         shared.metrics.queued.increment(1);
-        Ok(Some(Waiter {
+        Ok(Enqueued::Waiting(Waiter {
             limiter: self.clone(),
             id,
             bucket,
@@ -135,8 +145,9 @@ impl RateLimiter {
             }
         } else {
             match self.acquire(bucket, weight, at) {
-                Ok(_) => {
-                    self.shared.metrics.admitted.increment(1);
+                Ok(tokens) => {
+                    drop(queue);
+                    self.count_admitted(bucket, tokens);
                     return Ok(());
                 }
                 Err(denied) => denied,
