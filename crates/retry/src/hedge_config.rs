@@ -22,9 +22,11 @@ pub const MAX_HEDGED: u32 = 8;
 /// (to another endpoint when a balancer is below), up to `max_hedged` extra attempts per
 /// call, and takes the first acceptable answer; the others are cancelled. As in Polly,
 /// `delay` is the longest wait: an attempt that fails retryably sends the next hedge at
-/// once, and a zero delay sends them all at once (parallel mode). The call fails only
-/// when every attempt has failed and no hedge or retry remains. Hedges draw from the
-/// retry budget, and only replayable requests are hedged (the rules of retries).
+/// once (after its `Retry-After` or gRPC pushback if it carries one, as gRFC A6 says; a
+/// hint over `max_retry_after` stops hedging), and a zero delay sends them all at once
+/// (parallel mode). The call fails only when every attempt has failed and no hedge or
+/// retry remains. Hedges draw from the retry budget, and only replayable requests are
+/// hedged (the rules of retries).
 ///
 /// In a config, `[retry.hedge]` with exactly one of `delay` and `percentile`:
 ///

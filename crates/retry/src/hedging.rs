@@ -2,13 +2,15 @@
 //! same request again (to another endpoint when a balancer is below), take the first
 //! acceptable answer and cancel the rest. The delay is the longest wait before the next
 //! hedge (as Polly's): when an attempt fails retryably and a hedge remains, it goes at
-//! once, and a zero delay sends every hedge at the first poll. A retryable failure of one
+//! once (or, if the failure carries a retry-after hint, after it: gRFC A6's pushback), and
+//! a zero delay sends every hedge at the first poll. A retryable failure of one
 //! attempt while others are in flight (or a hedge is on its way) is set aside; when every
 //! attempt of a round has failed and no hedge remains, the last failure goes to the usual
 //! retry decision.
 
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use sync_wrapper::SyncWrapper;
 use tokio::time::Instant;
@@ -50,7 +52,7 @@ where
             let primary = Self::primary_in_flight(this);
             if retryable(outcome) {
                 let others = primary || !this.race.is_empty();
-                let next = Self::hedge_at_once(this);
+                let next = Self::hedge_at_once(this, &result);
                 if others {
                     if next {
                         // the timers changed: poll the attempt held inline again
@@ -115,7 +117,7 @@ where
     ) -> Option<Output<S, Req>> {
         let outcome = this.classify.classify(result.as_ref());
         if retryable(outcome) {
-            let next = Self::hedge_at_once(this);
+            let next = Self::hedge_at_once(this, &result);
             if next || !this.race.is_empty() {
                 // wait for the hedges (the next one may be on its way); the hedge timer
                 // runs on
@@ -132,22 +134,61 @@ where
         Self::conclude(this, outcome, result, this.plan.sent_at)
     }
 
-    /// An attempt failed retryably: the next hedge, if one remains and may go (hedges
-    /// left, time left, a replayable request, the budget's grant), is readied now rather
-    /// than after the delay. Whether a hedge is on its way.
-    fn hedge_at_once(this: &mut AttemptsProj<'_, S, Req, C, R, H>) -> bool {
+    /// An attempt failed retryably with `result`: the next hedge, if one remains and may
+    /// go (hedges left, time left, a replayable request, the budget's grant), is readied
+    /// now rather than after the delay. Whether a hedge is on its way.
+    fn hedge_at_once(
+        this: &mut AttemptsProj<'_, S, Req, C, R, H>,
+        result: &Output<S, Req>,
+    ) -> bool {
         if matches!(
             *this.step,
             HedgeStep::Idle | HedgeStep::Armed | HedgeStep::OnFailure
         ) {
             this.timers.as_mut().end_hedge();
-            *this.step = if Self::may_hedge(this) {
-                HedgeStep::Readying
-            } else {
-                HedgeStep::Off
+            let pushback = Self::pushback(this, result).filter(|wait| !wait.is_zero());
+            *this.step = match pushback {
+                None if Self::may_hedge(this) => HedgeStep::Readying,
+                None => HedgeStep::Off,
+                // gRFC A6: pushback on a hedged request delays the next hedge by its wait;
+                // one that says not to retry (or asks for longer than a retry would wait,
+                // or than the caller's deadline leaves) stops hedging. The retry decision
+                // reads the same hint.
+                Some(wait)
+                    if wait == Duration::MAX
+                        || this.plan.deadline.is_some_and(|d| d.cannot_fit(wait)) =>
+                {
+                    HedgeStep::Off
+                }
+                Some(wait) => {
+                    this.timers.as_mut().start_hedge(wait);
+                    HedgeStep::Armed
+                }
             };
         }
-        *this.step == HedgeStep::Readying
+        matches!(*this.step, HedgeStep::Readying | HedgeStep::Armed)
+    }
+
+    /// A failure's retry-after hint, as the retry decision reads it: `None` when hints are
+    /// not honoured, `Duration::MAX` when it is over `max_retry_after`.
+    fn pushback(
+        this: &AttemptsProj<'_, S, Req, C, R, H>,
+        result: &Output<S, Req>,
+    ) -> Option<Duration> {
+        let shared: &Shared = &this.handle.shared;
+        let settings = shared.settings.load();
+        if !settings.honor_retry_after {
+            return None;
+        }
+        let hint = match result {
+            Ok(response) => this.hint.retry_after(response),
+            Err(e) => shared.error_hint.and_then(|h| h(&**e)),
+        }?;
+        Some(if hint > settings.max_retry_after {
+            Duration::MAX
+        } else {
+            hint
+        })
     }
 
     fn primary_in_flight(this: &mut AttemptsProj<'_, S, Req, C, R, H>) -> bool {

@@ -274,3 +274,114 @@ async fn hints_are_ignored_when_not_honoured_whatever_their_length() {
     assert_eq!(calls.load(Ordering::Relaxed), 3);
     assert_eq!(start.elapsed(), Duration::from_millis(20));
 }
+
+/// An upstream whose first call answers `first()` after 10 ms and every later call 200
+/// with `grpc-status: 0` after 10 ms; logs when each call arrived.
+fn first_fails(
+    first: impl Fn() -> http::Response<()> + Clone + Send + 'static,
+) -> (
+    impl Service<Req, Response = http::Response<()>, Error = BoxError, Future: Send> + Clone,
+    Arc<std::sync::Mutex<Vec<Instant>>>,
+) {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let svc = service_fn({
+        let log = log.clone();
+        move |_: Req| {
+            let first = first.clone();
+            let n = {
+                let mut log = log.lock().unwrap();
+                log.push(Instant::now());
+                log.len()
+            };
+            async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let response = if n == 1 {
+                    first()
+                } else {
+                    http::Response::builder()
+                        .header("grpc-status", "0")
+                        .body(())
+                        .unwrap()
+                };
+                Ok::<_, BoxError>(response)
+            }
+        }
+    });
+    (svc, log)
+}
+
+/// gRFC A6: pushback on a hedged request delays the next hedge by its wait, and one over
+/// `max_retry_after` sends no further hedge; a 503's `Retry-After` does the same. Before,
+/// a retryable failure sent the next hedge at once whatever the hint (here at 10 ms).
+#[tokio::test(start_paused = true)]
+async fn a_hedge_waits_out_the_failures_pushback_or_retry_after() {
+    let config = RetryConfig::builder()
+        .max_attempts(1)
+        .budget(
+            tower_prism_retry::BudgetConfig::builder()
+                .enabled(false)
+                .build()
+                .unwrap(),
+        )
+        .hedge(tower_prism_retry::HedgeConfig::fixed(Duration::from_secs(
+            1,
+        )))
+        .build()
+        .unwrap();
+    let grpc = RetryLayer::builder(config.clone())
+        .clone_request(tower_prism_retry::ReplayIdempotent)
+        .classify(tower_prism_core::GrpcClassifier::new())
+        .response_hint(tower_prism_retry::GrpcPushback)
+        .build()
+        .unwrap();
+    let http = http_layer(&config);
+    let pushed_back = |ms: &'static str| {
+        move || {
+            http::Response::builder()
+                .header("grpc-status", "8")
+                .header("grpc-retry-pushback-ms", ms)
+                .body(())
+                .unwrap()
+        }
+    };
+    let offsets = |log: &std::sync::Mutex<Vec<Instant>>, start: Instant| -> Vec<u128> {
+        let log = log.lock().unwrap();
+        log.iter().map(|t| (*t - start).as_millis()).collect()
+    };
+
+    let (inner, log) = first_fails(pushed_back("2000"));
+    let start = Instant::now();
+    let response = grpc.layer(inner).oneshot(get()).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "0");
+    assert_eq!(
+        offsets(&log, start),
+        vec![0, 2010],
+        "the hedge after the pushback"
+    );
+    assert_eq!(grpc.handle().snapshot().hedges_sent, 1);
+
+    let (inner, log) = first_fails(|| {
+        http::Response::builder()
+            .status(503)
+            .header(http::header::RETRY_AFTER, "2")
+            .body(())
+            .unwrap()
+    });
+    let start = Instant::now();
+    let response = http.layer(inner).oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        offsets(&log, start),
+        vec![0, 2010],
+        "the hedge after Retry-After"
+    );
+
+    // a minute is over max_retry_after (30 s): no hedge, the pushed-back answer at once
+    let (inner, log) = first_fails(pushed_back("60000"));
+    let start = Instant::now();
+    let response = grpc.layer(inner).oneshot(get()).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "8");
+    assert_eq!(start.elapsed(), Duration::from_millis(10));
+    assert_eq!(offsets(&log, start), vec![0]);
+    assert_eq!(grpc.handle().snapshot().hedges_sent, 1, "no new hedge");
+}
