@@ -44,6 +44,11 @@ struct Shared<B> {
 /// Every copy reports the original body's [`size_hint`](Body::size_hint), so a
 /// `Content-Length` stays the same across attempts.
 ///
+/// One copy reads at a time: a copy polled while another holds the original body (an
+/// attempt still sending a slow upload) fails with [`Error::BodyInUse`]. The retry stage
+/// therefore sends a hedge only while no copy [`is_in_use`](ReplayBody::is_in_use); a
+/// hedge due during an upload waits for the next hedge delay after it.
+///
 /// ```
 /// use bytes::Bytes;
 /// use http_body_util::{BodyExt, Full};
@@ -119,6 +124,15 @@ impl<B> ReplayBody<B> {
     pub fn limit(&self) -> usize {
         self.shared.limit
     }
+
+    /// Whether a copy (this one included) is reading the body now: it took the original
+    /// body and has not been dropped, so another copy polled meanwhile would fail with
+    /// [`Error::BodyInUse`]. Never for a body that was empty from the start. The retry
+    /// stage sends no hedge of a request while its body is in use (a slow upload): see
+    /// [`ReplayRequest::can_hedge`](crate::ReplayRequest::can_hedge).
+    pub fn is_in_use(&self) -> bool {
+        !self.shared.end_stream && tower_prism_core::internal::lock(&self.shared.state).is_none()
+    }
 }
 
 impl<B> Drop for ReplayBody<B> {
@@ -157,6 +171,8 @@ where
                     return Poll::Ready(Some(Err(Box::new(Error::BodyNotReplayable))));
                 }
                 Some(state) => this.state = Some(state),
+                // nothing to read, whoever holds the body
+                None if this.shared.end_stream => return Poll::Ready(None),
                 None => return Poll::Ready(Some(Err(Box::new(Error::BodyInUse)))),
             }
         }

@@ -176,8 +176,8 @@ where
 
 /// The unread copy of a request's [`ReplayBody`], in its extensions. Extensions must be
 /// `Sync` and a body is not (tonic's is `Send` only), hence the mutex; it is taken once
-/// when the retry stage copies the request and once per retry, never while the body is
-/// read, and the body's own state is behind a lock of its own anyway.
+/// when the retry stage copies the request and once per retry or hedge, never while the
+/// body is read, and the body's own state is behind a lock of its own anyway.
 struct ReplaySource<B> {
     spare: Arc<Mutex<ReplayBody<B>>>,
     rebox: Rebox<B>,
@@ -200,6 +200,10 @@ impl<B> ReplaySource<B> {
 
     fn is_replayable(&self) -> bool {
         tower_prism_core::internal::lock(&self.spare).is_replayable()
+    }
+
+    fn is_in_use(&self) -> bool {
+        tower_prism_core::internal::lock(&self.spare).is_in_use()
     }
 }
 
@@ -230,6 +234,13 @@ impl<B: Send + 'static> ReplayRequest<Request<B>> for ReplayBoxed {
             .extensions()
             .get::<ReplaySource<B>>()
             .is_some_and(ReplaySource::is_replayable)
+    }
+
+    fn can_hedge(&self, request: &Request<B>) -> bool {
+        request
+            .extensions()
+            .get::<ReplaySource<B>>()
+            .is_some_and(|source| !source.is_in_use())
     }
 }
 

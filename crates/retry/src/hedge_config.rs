@@ -26,7 +26,9 @@ pub const MAX_HEDGED: u32 = 8;
 /// hint over `max_retry_after` stops hedging), and a zero delay sends them all at once
 /// (parallel mode). The call fails only when every attempt has failed and no hedge or
 /// retry remains. Hedges draw from the retry budget, and only replayable requests are
-/// hedged (the rules of retries).
+/// hedged (the rules of retries). A request whose [`ReplayBody`](crate::ReplayBody) an
+/// attempt is still reading (a slow upload) is hedged only after it has been read, at the
+/// next delay.
 ///
 /// In a config, `[retry.hedge]` with exactly one of `delay` and `percentile`:
 ///

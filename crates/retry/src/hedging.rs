@@ -272,6 +272,11 @@ where
                     if this.timers.as_mut().attempt_expired(cx) {
                         return Poll::Ready(None);
                     }
+                    if Self::body_in_use(this) {
+                        // A copy sent now would fail: look again after another delay.
+                        *this.step = HedgeStep::Idle;
+                        continue;
+                    }
                     *this.step = if Self::may_hedge(this) {
                         HedgeStep::Readying
                     } else {
@@ -328,8 +333,20 @@ where
         }
     }
 
-    /// Whether a hedge may go now: hedges left, time left, a replayable request, and the
-    /// budget's grant (kept in `reserved` until the hedge is sent).
+    /// Whether an attempt in flight still holds what the request's copies share (its body,
+    /// in a slow upload): a hedge sent now would fail with `BodyInUse`, so it waits until
+    /// the body has been read, as Envoy's hedges replay a body it has buffered.
+    fn body_in_use(this: &mut AttemptsProj<'_, S, Req, C, R, H>) -> bool {
+        (Self::primary_in_flight(this) || !this.race.is_empty())
+            && this
+                .template
+                .as_ref()
+                .is_some_and(|t| !this.replay.can_hedge(t))
+    }
+
+    /// Whether a hedge may go now: hedges left, time left, a replayable request that no
+    /// attempt is still reading, and the budget's grant (kept in `reserved` until the
+    /// hedge is sent).
     fn may_hedge(this: &mut AttemptsProj<'_, S, Req, C, R, H>) -> bool {
         let shared: &Shared = &this.handle.shared;
         if *this.hedges_sent >= this.plan.hedge.max_hedged
@@ -337,7 +354,7 @@ where
             || !this
                 .template
                 .as_ref()
-                .is_some_and(|t| this.replay.can_replay(t))
+                .is_some_and(|t| this.replay.can_replay(t) && this.replay.can_hedge(t))
         {
             return false;
         }

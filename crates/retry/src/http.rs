@@ -75,6 +75,10 @@ impl<B> ReplayRequest<Request<ReplayBody<B>>> for ReplayIdempotent {
         *copy.extensions_mut() = request.extensions().clone();
         Some(copy)
     }
+
+    fn can_hedge(&self, request: &Request<ReplayBody<B>>) -> bool {
+        !request.body().is_in_use()
+    }
 }
 
 #[cfg(test)]

@@ -165,11 +165,13 @@
 //! is on its way, is set aside, and only once every attempt has failed and no hedge
 //! remains do the retry rules above decide what follows (a retry, or the last failure as
 //! the call's answer). Hedges follow the rules of retries: only requests the
-//! [`ReplayRequest`] can copy, each hedge draws one retry from the [`RetryBudget`] (an
-//! empty budget sends none, so hedging cannot multiply the load on a struggling
-//! upstream), and over a balancer a hedge (and a retry, when hedging is on) goes to an
-//! endpoint the call has not tried yet while there is one. A call whose first attempt
-//! answers before the delay allocates nothing and touches no timer if it answers at once.
+//! [`ReplayRequest`] can copy (and, for a [`ReplayBody`], only once no attempt is still
+//! reading it: a hedge due during a slow upload waits for the next delay after it), each
+//! hedge draws one retry from the [`RetryBudget`] (an empty budget sends none, so hedging
+//! cannot multiply the load on a struggling upstream), and over a balancer a hedge (and a
+//! retry, when hedging is on) goes to an endpoint the call has not tried yet while there
+//! is one. A call whose first attempt answers before the delay allocates nothing and
+//! touches no timer if it answers at once.
 //!
 //! ```
 //! use std::time::Duration;

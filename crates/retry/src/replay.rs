@@ -29,6 +29,16 @@ pub trait ReplayRequest<Req> {
     fn can_replay(&self, req: &Req) -> bool {
         self.replay(req).is_some()
     }
+
+    /// Whether a copy of `req` sent now, beside the copies still in flight (a hedge),
+    /// could be sent whole: `false` while an earlier copy is still reading what the copies
+    /// share, such as a [`ReplayBody`](crate::ReplayBody) streaming a slow upload. The
+    /// retry stage then holds the hedge back (taking nothing from the budget) and looks
+    /// again after another hedge delay. The default is `true`.
+    fn can_hedge(&self, req: &Req) -> bool {
+        let _ = req;
+        true
+    }
 }
 
 /// Replays a request by cloning it (the default; needs `Req: Clone`).

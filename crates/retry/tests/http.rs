@@ -160,7 +160,9 @@ async fn two_copies_read_at_once_is_an_error_not_a_mixup() {
     let (chunks, _) = Chunks::new(&["ab", "cd"], false);
     let mut first = ReplayBody::new(chunks, 64);
     let mut second = first.try_clone().unwrap();
+    assert!(!second.is_in_use());
     next_frame(&mut first).await.unwrap();
+    assert!(second.is_in_use(), "the first copy holds it");
     let err = second.frame().await.unwrap().unwrap_err();
     assert!(matches!(
         err.downcast_ref::<Error>(),
@@ -176,9 +178,98 @@ async fn two_copies_read_at_once_is_an_error_not_a_mixup() {
 
 #[tokio::test]
 async fn empty_bodies_are_end_of_stream() {
-    let body = ReplayBody::new(http_body_util::Empty::<Bytes>::new(), 64);
+    let mut body = ReplayBody::new(http_body_util::Empty::<Bytes>::new(), 64);
     assert!(body.is_end_stream());
-    assert!(body.try_clone().unwrap().is_end_stream());
+    let mut copy = body.try_clone().unwrap();
+    assert!(copy.is_end_stream());
+    // one copy read at once with another: there is nothing to share
+    assert!(body.frame().await.is_none());
+    assert!(!copy.is_in_use());
+    assert!(copy.frame().await.is_none());
+}
+
+/// "ab" at once, then "cd" 100 ms later: an upload still arriving when a hedge is due.
+struct SlowUpload {
+    sent: u8,
+    pause: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl SlowUpload {
+    fn new() -> Self {
+        SlowUpload {
+            sent: 0,
+            pause: Box::pin(tokio::time::sleep(Duration::from_millis(100))),
+        }
+    }
+}
+
+impl Body for SlowUpload {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let chunk = match self.sent {
+            0 => "ab",
+            1 => {
+                std::task::ready!(std::future::Future::poll(self.pause.as_mut(), cx));
+                "cd"
+            }
+            _ => return Poll::Ready(None),
+        };
+        self.sent += 1;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(chunk.as_bytes())))))
+    }
+}
+
+/// A hedge due while the first attempt is still reading a slow upload waits until the
+/// body has been read, then replays it whole, and takes nothing from the budget before.
+/// Before, it went at the delay with a copy that failed with `BodyInUse`: the upstream
+/// got a broken request, and the hedge cost a budget token.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_waits_for_a_slow_upload_to_be_read() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let upstream = tower::service_fn({
+        let bodies = bodies.clone();
+        move |request: Request<ReplayBody<SlowUpload>>| {
+            let bodies = bodies.clone();
+            async move {
+                let body = request.into_body().collect().await.map(|b| b.to_bytes());
+                let whole = body.as_ref().is_ok_and(|b| b == "abcd");
+                bodies.lock().unwrap().push(body.map_err(|e| e.to_string()));
+                let (wait, status) = if whole {
+                    (500, StatusCode::OK)
+                } else {
+                    (1, StatusCode::SERVICE_UNAVAILABLE)
+                };
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                let mut response = Response::new(());
+                *response.status_mut() = status;
+                Ok::<_, tower::BoxError>(response)
+            }
+        }
+    });
+    let config = RetryConfig::builder()
+        .max_attempts(1)
+        .hedge(tower_prism_retry::HedgeConfig::fixed(
+            Duration::from_millis(10),
+        ))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::builder(config).http().build().unwrap();
+    let request = Request::put("http://upstream/")
+        .body(ReplayBody::new(SlowUpload::new(), 1024))
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let response = layer.layer(upstream).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // the hedge at 110 ms, the first delay after the upload ended; the original wins
+    assert_eq!(start.elapsed(), Duration::from_millis(600));
+    let abcd = Ok(Bytes::from_static(b"abcd"));
+    assert_eq!(*bodies.lock().unwrap(), vec![abcd.clone(), abcd]);
+    let s = layer.handle().snapshot();
+    assert_eq!((s.hedges_sent, s.hedges_won), (1, 0));
 }
 
 // ------------------------------------------------------------------ real hyper
