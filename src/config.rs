@@ -22,9 +22,9 @@
 //! the same policies, each with the same stage tables (except `fault`, which a reload may
 //! add or remove). Within that, every value can change, except a running limiter's or
 //! breaker's `clock`, a running limiter's `key` and whether it has an `adaptive` table (the
-//! table's values can change), a running breaker's `window` and a running deadline's
-//! `header`. A reload that breaks a rule, or has any invalid value, is refused with an
-//! error naming it and changes nothing.
+//! table's values can change), a running breaker's `window`, a running retry stage's
+//! `budget.window` and a running deadline's `header`. A reload that breaks a rule, or has
+//! any invalid value, is refused with an error naming it and changes nothing.
 
 use std::collections::BTreeMap;
 use std::path::Path;

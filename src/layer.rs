@@ -146,7 +146,8 @@ impl<P: Profile> ReliabilityLayer<P> {
     /// stages can take), and on any error nothing changes. A config that adds or removes a
     /// stage table (`balance` included) is refused ([`ConfigFileError::ShapeChanged`]): the
     /// stack's shape is fixed when it is built. So is a new `clock` for a running limiter or
-    /// breaker, or a new breaker `window` ([`ConfigFileError::Invalid`] naming the field).
+    /// breaker, a new breaker `window` or a new retry `budget.window`
+    /// ([`ConfigFileError::Invalid`] naming the field).
     pub fn reconfigure(&self, policy: &PolicyConfig) -> Result<(), ConfigFileError> {
         self.stages.reconfigure(policy)
     }

@@ -151,8 +151,9 @@ impl<P: Profile> Policies<P> {
     /// rules: the file has the same policies as the running ones (a policy added or removed
     /// is [`ConfigFileError::PoliciesChanged`]), each with the same stage tables (a table
     /// added or removed, `balance` included, is [`ConfigFileError::ShapeChanged`]); a
-    /// running limiter or breaker keeps its `clock` and a running breaker its `window`
-    /// ([`ConfigFileError::Invalid`] naming the field). Reloads are applied one at a time.
+    /// running limiter or breaker keeps its `clock`, a running breaker its `window` and a
+    /// running retry stage its `budget.window` ([`ConfigFileError::Invalid`] naming the
+    /// field). Reloads are applied one at a time.
     ///
     /// The config is applied even when it equals the running one (a layer may have been
     /// reconfigured by hand since); only a watched file (`Policies::watch`) skips a text

@@ -20,9 +20,9 @@ impl<P: Profile> Stages<P> {
     }
 
     /// Everything [`apply`](Self::apply) could refuse, checked without changing anything:
-    /// the values, the shape, the clocks, the breaker window, the deadline header, a status
-    /// fault the profile cannot answer, and each running balancer's own check (e.g.
-    /// `consistent_hash` needs a key function).
+    /// the values, the shape, the clocks, the breaker window, the retry budget's window,
+    /// the deadline header, a status fault the profile cannot answer, and each running
+    /// balancer's own check (e.g. `consistent_hash` needs a key function).
     pub(crate) fn check(&self, policy: &PolicyConfig) -> Result<(), ConfigFileError> {
         let name = &self.name;
         policy
@@ -32,9 +32,9 @@ impl<P: Profile> Stages<P> {
         let invalid = |section: &str, error: ConfigError| {
             ConfigFileError::Invalid(error.in_section(section).in_section(&policy_section(name)))
         };
-        // A running limiter or breaker keeps its clock (the times it stores are on it), and
-        // a running breaker its window (its slots are allocated once): the breaker's own
-        // check says so.
+        // A running limiter or breaker keeps its clock (the times it stores are on it), a
+        // running breaker its window (its slots are allocated once) and a retry stage its
+        // budget's window (the width of its slots): each stage's own check says so.
         if let (Some(layer), Some(config)) = (&self.rate_limit, &policy.rate_limit) {
             // The clock and the key (built into every service) cannot change.
             layer
@@ -50,6 +50,12 @@ impl<P: Profile> Stages<P> {
         }
         if let (Some(layer), Some(config)) = (&self.breaker, &policy.circuit_breaker) {
             c::check_breaker(layer, config).map_err(|e| invalid("circuit_breaker", e))?;
+        }
+        if let (Some(layer), Some(config)) = (&self.retry, &policy.retry) {
+            layer
+                .handle()
+                .check(config)
+                .map_err(|e| invalid("retry", e))?;
         }
         if let Some(config) = &policy.fault {
             self.fault

@@ -284,6 +284,37 @@ fn a_balancer_built_across_a_reload_runs_the_table_in_force() {
     assert_eq!(handle.config().strategy, Strategy::P2cPeakEwma);
 }
 
+/// A running retry stage keeps its budget's window (the width of the budget's slots is
+/// fixed when it is built): a reload changing it is refused naming the field, and changes
+/// nothing; the budget's other values still apply. Before, the reload was accepted and the
+/// handle reported the new window while the floor (`min_per_second` x window) kept the old.
+#[test]
+fn a_retry_budget_keeps_its_window() {
+    let policy = |min: u32, window: &str, attempts: u32| {
+        format!(
+            "[policy.p.retry]\nmax_attempts = {attempts}\n\
+             budget = {{ success_ratio = 0.0, min_per_second = {min}, window = \"{window}\" }}\n"
+        )
+    };
+    let retry = |policies: &Policies| policies.get("p").unwrap().snapshot().retry.unwrap();
+    let policies =
+        Policies::new(&ReliabilityConfig::from_toml(&policy(10, "10s", 3)).unwrap()).unwrap();
+    assert_eq!(retry(&policies).budget_available, 100.0);
+    let err = policies.reload_toml(&policy(10, "1s", 5)).unwrap_err();
+    assert_eq!(err.field(), Some("policy.p.retry.budget.window"), "{err}");
+    assert!(err.to_string().contains("built with 10s"), "{err}");
+    let s = retry(&policies);
+    assert_eq!(
+        (s.budget_available, s.max_attempts),
+        (100.0, 3),
+        "nothing changed"
+    );
+    // the same window with a new floor applies
+    policies.reload_toml(&policy(20, "10s", 5)).unwrap();
+    let s = retry(&policies);
+    assert_eq!((s.budget_available, s.max_attempts), (200.0, 5));
+}
+
 /// The policy keeps no balancer alive: once its user drops a balancer, its health checks
 /// stop and a reload no longer counts it. The policy held every balancer it stacked for
 /// good (and kept probing their endpoints), so a service rebuilding its balancers leaked

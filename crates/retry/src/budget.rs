@@ -168,7 +168,9 @@ impl RetryBudget {
         budget
     }
 
-    /// Applies new ratios, floor and `enabled` (the window length stays as built).
+    /// Applies new ratios, floor and `enabled`. The window length stays as built (its
+    /// slots' width is read on every call): [`RetryHandle::check`](crate::RetryHandle::check)
+    /// refuses a config with another.
     pub fn reconfigure(&self, config: &BudgetConfig) {
         let i = &self.inner;
         let units = |ratio: f64| {

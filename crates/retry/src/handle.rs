@@ -140,16 +140,38 @@ impl RetryHandle {
         &self.shared.budget
     }
 
-    /// Applies a new config to running services, all or nothing: an invalid config
-    /// changes nothing. New calls use the new `max_attempts` and `attempt_timeout`;
-    /// backoff, `max_elapsed`, `honor_retry_after` and `max_retry_after` apply from the
-    /// next retry on (calls in flight included: one that began while `max_elapsed` was
-    /// unset counts it from its first retry after the reload, not knowing when it
-    /// began); budget ratios and floor at once; hedging
-    /// from the next call on (a percentile keeps the latencies recorded so far). The
-    /// budget's window length stays as built.
-    pub fn reconfigure(&self, config: &RetryConfig) -> Result<(), ConfigError> {
+    /// Whether [`reconfigure`](Self::reconfigure) would take `config`, changing nothing:
+    /// it must be valid, with the budget `window` the stage was built with (the budget's
+    /// slots are laid out for it, and the hot path reads their width without
+    /// indirection). A different window is refused with a [`ConfigError`] naming
+    /// `budget.window`; build a new layer for it.
+    pub fn check(&self, config: &RetryConfig) -> Result<(), ConfigError> {
         config.validate()?;
+        let built = lock(&self.shared.config).budget.window;
+        if config.budget.window != built {
+            return Err(ConfigError::new(
+                "window",
+                humantime::format_duration(config.budget.window),
+                format!(
+                    "cannot change on a running retry stage (it was built with {}); build a new one",
+                    humantime::format_duration(built)
+                ),
+            )
+            .in_section("budget"));
+        }
+        Ok(())
+    }
+
+    /// Applies a new config to running services, all or nothing: a config
+    /// [`check`](Self::check) refuses (an invalid value, a new budget `window`) changes
+    /// nothing. New calls use the new `max_attempts` and `attempt_timeout`; backoff,
+    /// `max_elapsed`, `honor_retry_after` and `max_retry_after` apply from the next retry
+    /// on (calls in flight included: one that began while `max_elapsed` was unset counts it
+    /// from its first retry after the reload, not knowing when it began); budget ratios
+    /// and floor at once; hedging from the next call on (a percentile keeps the latencies
+    /// recorded so far).
+    pub fn reconfigure(&self, config: &RetryConfig) -> Result<(), ConfigError> {
+        self.check(config)?;
         let s = &self.shared;
         let mut current = lock(&s.config);
         // the histogram first, so a call that sees the percentile setting finds it
