@@ -169,8 +169,8 @@
 //! reading it: a hedge due during a slow upload waits for the next delay after it), each
 //! hedge draws one retry from the [`RetryBudget`] (an empty budget sends none, so hedging
 //! cannot multiply the load on a struggling upstream), and over a balancer a hedge (and a
-//! retry, when hedging is on) goes to an endpoint the call has not tried yet while there
-//! is one. A call whose first attempt answers before the delay allocates nothing and
+//! retry, when hedging is on or [`Retry::avoid_tried_endpoints`] is) goes to an endpoint
+//! the call has not tried yet while there is one. A call whose first attempt answers before the delay allocates nothing and
 //! touches no timer if it answers at once.
 //!
 //! ```
