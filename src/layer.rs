@@ -214,6 +214,11 @@ impl<P: Profile> ReliabilityLayer<P> {
     /// hot reload, and the next reload gives it the policy's `balance` table; one built by
     /// [`balancer`](Self::balancer) before a reload that changed the table joins with the
     /// table in force.
+    ///
+    /// A latency fault drawn here (over the whole balancer) delays the balancer's pick past
+    /// the retry stage's call: the retry after such an attempt does not know which endpoint
+    /// it went to, and may go back to it. For a game day with retries,
+    /// [`layer_endpoints`](Self::layer_endpoints) injects per endpoint and keeps them away.
     pub fn balanced<K, S, Req, C>(
         &self,
         balance: Balance<K, S, Req, C>,

@@ -6,9 +6,11 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 use tokio::time::Sleep;
-use tower_prism_core::internal::ReadyCall;
-use tower_prism_core::BoxError;
+use tower_prism_core::internal::route::{self, Avoiding};
+use tower_prism_core::internal::{received, ReadyCall};
+use tower_prism_core::{BoxError, RequestDeadline};
 use tower_service::Service;
 
 use crate::error::Error;
@@ -80,6 +82,41 @@ pin_project! {
         sleep: Option<Sleep>,
         #[pin]
         call: ReadyCall<S, Req>,
+        scopes: Scopes,
+    }
+}
+
+/// What the stages above tell the services below only while they call them (the
+/// caller's deadline, when the request was received, the endpoints a retry avoids): a
+/// delayed call is made later, in a poll, so it takes them along and calls in them, and a
+/// stack below (a client policy, a balancer) sees what it would have seen undelayed.
+#[derive(Debug, Clone, Copy)]
+struct Scopes {
+    deadline: Option<RequestDeadline>,
+    received: Option<Instant>,
+    avoid: Option<u64>,
+}
+
+impl Scopes {
+    fn current() -> Self {
+        Scopes {
+            deadline: RequestDeadline::current(),
+            received: received::get(),
+            avoid: route::avoided(),
+        }
+    }
+
+    /// Runs `f` inside the scopes taken at the call.
+    fn enter<R>(self, f: impl FnOnce() -> R) -> R {
+        let _avoiding = self.avoid.map(Avoiding::start);
+        let f = || match self.received {
+            Some(at) => received::scope(at, f),
+            None => f(),
+        };
+        match self.deadline {
+            Some(deadline) => deadline.scope(f),
+            None => f(),
+        }
     }
 }
 
@@ -107,6 +144,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
                 delayed: Box::pin(Delayed {
                     sleep: Some(sleep),
                     call: ReadyCall::new(service, request),
+                    scopes: Scopes::current(),
                 }),
             },
         }
@@ -142,7 +180,8 @@ where
                     ready!(sleep.poll(cx));
                     delayed.sleep.set(None);
                 }
-                delayed.call.poll(cx).map_err(Into::into)
+                let call = delayed.call;
+                delayed.scopes.enter(|| call.poll(cx)).map_err(Into::into)
             }
             KindProj::Injected { answer } => {
                 let mut answer = answer.as_mut().project();

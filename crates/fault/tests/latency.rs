@@ -189,3 +189,29 @@ async fn delayed_and_plain_calls_keep_the_readiness_contract() {
     let delayed = layer.handle().snapshot().injected_latency;
     assert!((30..70).contains(&delayed), "{delayed}");
 }
+
+/// A delayed call is made in a poll, after the stages above returned from their `call`:
+/// it is made inside what they told the services below while calling (the caller's
+/// deadline, the endpoints a retry avoids), as an undelayed one is. The service below saw
+/// neither, so a deadline stage's documented `RequestDeadline::current()` was `None`
+/// during a game day, and a balancer below sent a retry back to the endpoint that failed.
+#[tokio::test(start_paused = true)]
+async fn a_delayed_call_is_made_in_the_callers_scopes() {
+    use tower_prism_core::internal::route::{avoided, call_avoiding};
+    use tower_prism_core::RequestDeadline;
+
+    let seen = tower::service_fn(|_: u32| {
+        let deadline = RequestDeadline::current().map(RequestDeadline::remaining);
+        let avoid = avoided();
+        async move { Ok::<_, std::convert::Infallible>((deadline, avoid)) }
+    });
+    let mut svc = layer(LatencyFault::fixed(1.0, MS * 10)).layer(seen);
+    let deadline = RequestDeadline::after(Duration::from_secs(1));
+    ServiceExt::<u32>::ready(&mut svc).await.unwrap();
+    let (future, _) = deadline.scope(|| call_avoiding(0b100, || svc.call(1)));
+    let (deadline, avoid) = future.await.unwrap();
+    assert_eq!(deadline, Some(MS * 990), "the caller's deadline, 10 ms on");
+    assert_eq!(avoid, Some(0b100), "the endpoints to avoid");
+    // and nothing leaks into the caller's own scope afterwards
+    assert_eq!((RequestDeadline::current(), avoided()), (None, None));
+}
