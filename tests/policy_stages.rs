@@ -286,6 +286,26 @@ async fn an_http_status_fault_answers_without_calling_the_service() {
     assert_eq!(layer.snapshot().fault.unwrap().injected_statuses, 1);
 }
 
+/// An axum route's responses (`axum::body::Body`) get the status a game day asks for,
+/// with the facade's `axum` feature: the body type was unknown to the HTTP profiles, and a
+/// 503 fault came out as an injected error (502 through `http_errors()`).
+#[tokio::test(start_paused = true)]
+async fn an_http_status_fault_answers_an_axum_route() {
+    let layer = ReliabilityLayer::from_policy_as(
+        "p",
+        &policy("[policy.p.fault]\nstatus = { rate = 1.0, code = 503 }"),
+        HttpServer,
+    )
+    .unwrap();
+    let route = service_fn(|_request: http::Request<axum::body::Body>| async {
+        Ok::<_, BoxError>(http::Response::new(axum::body::Body::from("served")))
+    });
+    let request = http::Request::new(axum::body::Body::empty());
+    let response = layer.layer(route).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(layer.snapshot().fault.unwrap().injected_statuses, 1);
+}
+
 #[test]
 fn a_reload_may_not_add_or_remove_a_deadline() {
     let layer = ReliabilityLayer::from_policy("p", &policy("[policy.p.circuit_breaker]")).unwrap();

@@ -20,9 +20,11 @@ use crate::status::InjectStatus;
 /// | `bytes::Bytes`                    | `Bytes::new()`      |
 /// | `http_body_util::Full<Bytes>`     | `Full::new(Bytes::new())` |
 /// | `http_body_util::Empty<Bytes>`    | `Empty::new()`      |
+/// | `axum::body::Body` (feature `axum`) | `Body::empty()`   |
 ///
-/// None of them allocates. For any other `B` (hyper's `Incoming`, `axum::body::Body`,
-/// `http_body_util::combinators::BoxBody<Bytes, E>`, a body of your own) it answers
+/// None of them allocates. For any other `B` (hyper's `Incoming`, `axum::body::Body`
+/// without the feature, `http_body_util::combinators::BoxBody<Bytes, E>`, a body of your
+/// own) it answers
 /// `None`, and the status fault becomes [`Error::Injected`](crate::Error::Injected), as
 /// [`InjectStatus`] documents. When the body type is `Default`, prefer
 /// [`HttpStatus`](crate::HttpStatus), which builds any such body; with a body it does
@@ -67,9 +69,22 @@ fn empty_body<B: 'static>() -> Option<B> {
         || fill(any, || ())
         || fill(any, Bytes::new)
         || fill(any, || Full::new(Bytes::new()))
-        || fill(any, Empty::<Bytes>::new);
+        || fill(any, Empty::<Bytes>::new)
+        || fill_axum(any);
     debug_assert_eq!(known, slot.is_some());
     slot
+}
+
+/// An empty `axum::body::Body` in `slot` if it is an `Option` of one.
+#[cfg(feature = "axum")]
+fn fill_axum(slot: &mut dyn Any) -> bool {
+    fill(slot, axum::body::Body::empty)
+}
+
+/// Without the `axum` feature, no axum body is known.
+#[cfg(not(feature = "axum"))]
+fn fill_axum(_: &mut dyn Any) -> bool {
+    false
 }
 
 /// Puts `make()` in `slot` if it is an `Option<T>`; whether it was.
