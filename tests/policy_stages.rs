@@ -76,6 +76,36 @@ async fn a_policys_deadline_cuts_a_slow_call_and_counts_it() {
     assert_eq!((deadline.expired, deadline.expired_policy), (1, 1));
 }
 
+/// A call whose retries ran out of time at its deadline (the retry stage below gives up
+/// then, before the deadline stage's own timer fires) counts as an expiry. It counted
+/// none, so `prism_deadline_expired_total` and its alert missed every call of a policy
+/// with retries that ran its whole deadline.
+#[tokio::test(start_paused = true)]
+async fn a_call_whose_retries_end_at_the_deadline_counts_as_expired() {
+    let layer = ReliabilityLayer::from_policy(
+        "p",
+        &policy(
+            "[policy.p.deadline]\ntimeout = \"50ms\"\n[policy.p.retry]\nmax_attempts = 10\n\
+             attempt_timeout = \"20ms\"\nbackoff = { kind = \"fixed\", base = \"1ms\", jitter = \"none\" }",
+        ),
+    )
+    .unwrap();
+    let service = layer.layer(service_fn(|request: u32| async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<u32, std::io::Error>(request)
+    }));
+    let start = tokio::time::Instant::now();
+    let error = Error::from_box(service.oneshot(1).await.unwrap_err());
+    assert_eq!(error.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    let deadline = layer.snapshot().deadline.unwrap();
+    assert_eq!(
+        (deadline.expired, deadline.expired_policy),
+        (1, 1),
+        "{error}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_http_servers_deadline_comes_from_the_request_header() {
     let layer = ReliabilityLayer::from_policy_as(

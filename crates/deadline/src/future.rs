@@ -109,6 +109,12 @@ where
             } => {
                 // The inner future first: an answer ready at the deadline still wins.
                 if let Poll::Ready(result) = future.poll(cx) {
+                    if result.is_err() && Instant::now() >= expiry.deadline {
+                        // A stage below gave up on the call at the deadline itself (a
+                        // retry left no time for another attempt): the call ran its whole
+                        // deadline, an expiry as much as one this stage cuts.
+                        expiry.handle.record_expiry(expiry.reason, expiry.after);
+                    }
                     return Poll::Ready(result.map_err(Into::into));
                 }
                 if sleep.is_none() {
