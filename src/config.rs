@@ -23,7 +23,8 @@
 //! add or remove). Within that, every value can change, except a running limiter's or
 //! breaker's `clock`, a running limiter's `key` and whether it has an `adaptive` table (the
 //! table's values can change), a running breaker's `window`, a running retry stage's
-//! `budget.window` and a running deadline's `header`. A reload that breaks a rule, or has
+//! `budget.window` and a running deadline's `header` and `header_format`. A reload that
+//! breaks a rule, or has
 //! any invalid value, is refused with an error naming it and changes nothing.
 
 use std::collections::BTreeMap;

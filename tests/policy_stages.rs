@@ -373,6 +373,19 @@ fn a_reload_may_not_add_or_remove_a_deadline() {
         ))
         .unwrap_err();
     assert_eq!(error.field(), Some("policy.p.deadline.header"), "{error}");
+    // and so is its format, quoted as the file spells it
+    let layer = ReliabilityLayer::from_policy(
+        "p",
+        &policy("[policy.p.deadline]\ntimeout = \"1s\"\nheader = \"x-timeout\""),
+    )
+    .unwrap();
+    let error = layer
+        .reconfigure(&policy(
+            "[policy.p.deadline]\ntimeout = \"1s\"\nheader = \"x-timeout\"\nheader_format = \"seconds\"",
+        ))
+        .unwrap_err();
+    assert_eq!(error.field(), Some("policy.p.deadline.header_format"));
+    assert!(error.to_string().contains("= seconds:"), "{error}");
 }
 
 #[tokio::test(start_paused = true)]

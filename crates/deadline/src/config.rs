@@ -35,6 +35,18 @@ pub enum HeaderFormat {
     Seconds,
 }
 
+impl HeaderFormat {
+    /// The format as a config file spells it (`"auto"`, `"grpc"`, ...), for errors.
+    pub(crate) fn as_toml(self) -> &'static str {
+        match self {
+            HeaderFormat::Auto => "auto",
+            HeaderFormat::Grpc => "grpc",
+            HeaderFormat::Milliseconds => "milliseconds",
+            HeaderFormat::Seconds => "seconds",
+        }
+    }
+}
+
 /// A deadline stage's configuration: the policy's total timeout and the header a
 /// request's own deadline travels in. The policy name and the
 /// [`Carrier`](crate::Carrier) are given on the [layer builder](crate::DeadlineLayer::builder).

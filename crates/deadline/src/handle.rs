@@ -101,7 +101,7 @@ impl DeadlineHandle {
         if header != *running {
             return Err(ConfigError::new(
                 "header_format",
-                format!("{:?}", config.header_format),
+                config.header_format.as_toml(),
                 "cannot change on a running deadline stage; build a new one",
             ));
         }
