@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, Counter, Gauge};
@@ -42,6 +42,9 @@ use crate::profile::{Generic, Profile};
 pub struct Policies<P: Profile = Generic> {
     layers: BTreeMap<String, ReliabilityLayer<P>>,
     reloads: Arc<ReloadMetrics>,
+    /// The config last applied as a whole (built from, or reloaded): a watcher starting
+    /// on a file that says otherwise applies the file.
+    applied: Arc<Mutex<ReliabilityConfig>>,
 }
 
 /// What started a reload, for the tracing event.
@@ -125,6 +128,7 @@ impl<P: Profile> Policies<P> {
         Ok(Policies {
             layers,
             reloads: Arc::new(ReloadMetrics::register()),
+            applied: Arc::new(Mutex::new(config.clone())),
         })
     }
 
@@ -233,7 +237,14 @@ impl<P: Profile> Policies<P> {
         for (name, layer) in &self.layers {
             layer.stages().apply(&config.policy[name]);
         }
+        *tower_prism_core::internal::lock(&self.applied) = config.clone();
         Ok(())
+    }
+
+    /// Whether `config` is the one last applied as a whole.
+    #[cfg_attr(not(feature = "watch"), allow(dead_code))]
+    pub(crate) fn is_applied(&self, config: &ReliabilityConfig) -> bool {
+        *tower_prism_core::internal::lock(&self.applied) == *config
     }
 }
 

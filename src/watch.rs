@@ -153,9 +153,9 @@ impl<P: Profile> ConfigWatcherBuilder<P> {
         self
     }
 
-    /// Starts watching. The file's text as it is now is taken as the running config: call
-    /// [`Policies::reload_file`] first if it may have changed since the policies were
-    /// built.
+    /// Starts watching. A file that says something else than the config the policies last
+    /// applied (edited since they were built, or never theirs) is applied within a second,
+    /// or its refusal reported, as any change after the start is.
     pub fn start(self) -> Result<ConfigWatcher, WatchError> {
         if self.debounce > Self::MAX_DEBOUNCE {
             // Refused here: the watcher's thread adds it to the clock, and an overflow
@@ -331,7 +331,13 @@ impl<P: Profile> Watch<P> {
                 path: dir.clone(),
                 source: std::io::Error::other(e),
             })?;
-        let last_text = std::fs::read_to_string(&path).ok();
+        // The text in force: the file's, if it says what the policies run. A file edited
+        // since they were built (or one they were never built from) is not: the first
+        // check (within `RECHECK`) applies it, or reports why not, so the watcher
+        // converges on the file whenever it was written.
+        let last_text = std::fs::read_to_string(&path).ok().filter(|text| {
+            ReliabilityConfig::from_toml(text).is_ok_and(|config| policies.is_applied(&config))
+        });
         let mut watch = Watch {
             policies,
             path,

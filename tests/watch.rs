@@ -98,6 +98,32 @@ fn a_file_rewritten_in_place_is_applied() {
     assert_eq!(capture.counter(ERROR), 0);
 }
 
+/// A file edited between the policies' build and the watcher's start is applied (within
+/// the watcher's one-second check): its text was taken as the running config, and the
+/// edit waited for the next one. A file that says what runs is not reloaded.
+#[test]
+fn a_file_edited_before_the_watcher_starts_is_applied() {
+    let dir = TempDir::new();
+    let path = dir.join("reliability.toml");
+    std::fs::write(&path, policy(10)).unwrap();
+    let capture = Capture::default();
+    let policies = metrics::with_local_recorder(&capture, || {
+        Policies::new(&ReliabilityConfig::from_file(&path).unwrap()).unwrap()
+    });
+    let api = policies.get("api").unwrap();
+    std::fs::write(&path, policy(20)).unwrap();
+    let _watcher = policies.watcher(&path).debounce(DEBOUNCE).start().unwrap();
+    eventually("the edit made before the start", || {
+        applied(&api, &capture, 20.0, 1)
+    });
+
+    // started on a file that says what runs: nothing to apply
+    let again = policies.watcher(&path).debounce(DEBOUNCE).start().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(capture.counter(SUCCESS), 1);
+    drop(again);
+}
+
 /// A file rewritten in place by a writer that pauses mid-file for longer than the debounce
 /// (and its cap) is applied when the writer closes it, not half written: `rate = 1000`
 /// written as `rate = 1` then `000` ran at 1 in between. (Linux reports the close; other
