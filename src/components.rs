@@ -218,6 +218,8 @@ pub(crate) trait ReloadBalancer: Send + Sync {
     fn apply(&self, config: &BalanceConfig) -> Result<(), ConfigError>;
     /// Whether the balancer is still running.
     fn is_running(&self) -> bool;
+    /// The name of the balancer (the `name` label of its metrics), while it runs.
+    fn name(&self) -> Option<String>;
 }
 
 impl<K, S> ReloadBalancer for tower_prism_balance::WeakBalanceHandle<K, S>
@@ -235,5 +237,9 @@ where
 
     fn is_running(&self) -> bool {
         self.upgrade().is_some()
+    }
+
+    fn name(&self) -> Option<String> {
+        self.upgrade().map(|handle| handle.name().to_owned())
     }
 }

@@ -199,6 +199,9 @@ impl<P: Profile> ReliabilityLayer<P> {
     /// applied, or the default one when the policy has no balance table) and the shared
     /// health signal are set; add the endpoints (and a classifier, a health check...) and
     /// [`build`](BalanceBuilder::build) it, then stack it with [`balanced`](Self::balanced).
+    /// The name (the policy's) is the `name` label of the balancer's metrics: give a
+    /// second balancer running under the same policy a name of its own
+    /// ([`BalanceBuilder::name`]), or the two write the same series.
     pub fn balancer<K, S, Req>(&self) -> BalanceBuilder<K, S, Req, P::Classify> {
         let s = &self.stages;
         Balance::builder()
@@ -255,6 +258,13 @@ impl<P: Profile> ReliabilityLayer<P> {
             }
         }
         stage.balancers.retain(|b| b.is_running());
+        if stage
+            .balancers
+            .iter()
+            .any(|b| b.name().as_deref() == Some(handle.name()))
+        {
+            tracing::warn!(policy = %self.stages.name, balancer = %handle.name(), "a second running balancer of this name joins the policy: their metrics share one series; name each with `BalanceBuilder::name`");
+        }
         stage.balancers.push(Box::new(handle.downgrade()));
         drop(stage);
         Reliability::new(self.stages.stack(balance, below))
@@ -275,6 +285,7 @@ impl<P: Profile> ReliabilityLayer<P> {
         let fault = &self.stages.fault;
         let balance = self
             .balancer()
+            .name(self.free_balancer_name())
             .endpoints(
                 endpoints
                     .into_iter()
@@ -282,6 +293,21 @@ impl<P: Profile> ReliabilityLayer<P> {
             )
             .build()?;
         Ok(self.stack_balancer(balance, Below::FaultedBalancer))
+    }
+}
+
+impl<P: Profile> ReliabilityLayer<P> {
+    /// The policy's name, or `<name>-2`, `-3`... the first no running balancer of the policy
+    /// has: the `name` label of a new balancer's metrics, apart from the others'.
+    fn free_balancer_name(&self) -> String {
+        let name = &self.stages.name;
+        let taken: Vec<String> = (self.stages.balance_stage().balancers.iter())
+            .filter_map(|b| b.name())
+            .collect();
+        std::iter::once(name.to_string())
+            .chain((2..).map(|n| format!("{name}-{n}")))
+            .find(|candidate| !taken.contains(candidate))
+            .unwrap_or_else(|| name.to_string())
     }
 }
 

@@ -423,3 +423,33 @@ fn a_deadline_header_http_itself_uses_is_refused() {
     let error = ReliabilityConfig::from_toml(toml).unwrap_err();
     assert_eq!(error.field(), Some("policy.p.deadline.header"), "{error}");
 }
+
+/// Two balancers a policy stacks over endpoints export their metrics apart: the second is
+/// named `<policy>-2`. Both wrote the policy's series, last writer wins (the endpoints
+/// gauge read 1 for 3 + 1 endpoints) and per-endpoint counters summed across them.
+#[test]
+fn two_balancers_of_one_policy_keep_their_metrics_apart() {
+    use tower_prism_testkit::metrics::Capture;
+
+    let capture = Capture::default();
+    metrics::with_local_recorder(&capture, || {
+        let layer = ReliabilityLayer::builder().name("p").build().unwrap();
+        let echo = || service_fn(|request: u32| async move { Ok::<u32, BoxError>(request) });
+        let first = layer
+            .layer_endpoints::<_, _, u32>([("a1", echo()), ("a2", echo()), ("a3", echo())])
+            .unwrap();
+        let second = layer
+            .layer_endpoints::<_, _, u32>([("b1", echo())])
+            .unwrap();
+        assert_eq!(layer.snapshot().balancers, 2);
+        assert_eq!(capture.gauge("prism_balance_endpoints{name=p}"), 3.0);
+        assert_eq!(capture.gauge("prism_balance_endpoints{name=p-2}"), 1.0);
+        drop(first);
+        // the name of a balancer gone is free again
+        let third = layer
+            .layer_endpoints::<_, _, u32>([("c1", echo()), ("c2", echo())])
+            .unwrap();
+        assert_eq!(capture.gauge("prism_balance_endpoints{name=p}"), 2.0);
+        drop((second, third));
+    });
+}
