@@ -301,6 +301,43 @@ async fn a_pushback_is_waited_out_before_the_retry() {
     assert_eq!(sent_at[1] - sent_at[0], Duration::from_millis(300));
 }
 
+/// A retried gRPC request tells the server how many attempts came before it, in
+/// `grpc-previous-rpc-attempts` (gRFC A6); the first attempt carries none.
+#[tokio::test(start_paused = true)]
+async fn a_retried_request_carries_grpc_previous_rpc_attempts() {
+    let policy = ReliabilityLayer::builder()
+        .grpc()
+        .retry(quick_retries(3))
+        .build()
+        .unwrap();
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let upstream = {
+        let seen = seen.clone();
+        service_fn(move |request: http::Request<Body>| {
+            let previous = request
+                .headers()
+                .get("grpc-previous-rpc-attempts")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let mut seen = seen.lock().unwrap();
+            seen.push(previous);
+            let code = if seen.len() < 3 { "14" } else { "0" };
+            async move { Ok::<_, BoxError>(trailers_only(code, None)) }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(BoxedReplayLayer::new(1024, Body::new))
+        .reliability(policy)
+        .service(upstream);
+    let request = http::Request::builder()
+        .header("content-type", "application/grpc")
+        .body(Body::empty())
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "0");
+    let seen = seen.lock().unwrap();
+    assert_eq!(*seen, [None, Some("1".to_owned()), Some("2".to_owned())]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_request_that_skipped_the_replay_layer_is_sent_once() {
     let policy = ReliabilityLayer::builder()

@@ -287,12 +287,14 @@ where
                     } else {
                         this.template.as_ref().and_then(|t| this.replay.replay(t))
                     };
-                    let Some(request) = request else {
+                    let Some(mut request) = request else {
                         // Only if `replay` contradicts the `can_replay` that planned this retry.
                         let attempt = *this.attempt + 1;
                         refund(shared, this.reserved);
                         return Poll::Ready(Err(Box::new(Error::ReplayRefused { attempt })));
                     };
+                    this.replay
+                        .mark_attempt(&mut request, *this.attempt + *this.hedges_sent);
                     *this.attempt += 1;
                     let future = if hedging || this.plan.avoid != 0 {
                         // a retry avoids the endpoints this call tried, as a hedge does

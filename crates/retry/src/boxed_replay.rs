@@ -242,7 +242,26 @@ impl<B: Send + 'static> ReplayRequest<Request<B>> for ReplayBoxed {
             .get::<ReplaySource<B>>()
             .is_some_and(|source| !source.is_in_use())
     }
+
+    /// A gRPC request (`content-type: application/grpc...`) sent again carries
+    /// `grpc-previous-rpc-attempts`: the attempts of the call sent before it, as gRFC A6
+    /// has clients tell servers. Other requests are left as they are.
+    fn mark_attempt(&self, copy: &mut Request<B>, previous: u32) {
+        let grpc = copy
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            copy.headers_mut()
+                .insert(GRPC_PREVIOUS_RPC_ATTEMPTS, previous.into());
+        }
+    }
 }
+
+/// gRFC A6's header on a retried or hedged gRPC request: how many attempts of the call
+/// were sent before it.
+const GRPC_PREVIOUS_RPC_ATTEMPTS: http::HeaderName =
+    http::HeaderName::from_static("grpc-previous-rpc-attempts");
 
 #[cfg(test)]
 mod tests;

@@ -296,12 +296,15 @@ where
                         }
                         Poll::Ready(Ok(())) => {}
                     }
-                    let Some(request) = this.template.as_ref().and_then(|t| this.replay.replay(t))
+                    let Some(mut request) =
+                        this.template.as_ref().and_then(|t| this.replay.replay(t))
                     else {
                         refund(shared, this.reserved);
                         *this.step = HedgeStep::Off;
                         continue;
                     };
+                    this.replay
+                        .mark_attempt(&mut request, *this.attempt + *this.hedges_sent);
                     let avoid = this.plan.avoid;
                     let (future, bit) = within(this.plan.deadline, || {
                         call_avoiding(avoid, || this.service.call(request))

@@ -39,6 +39,14 @@ pub trait ReplayRequest<Req> {
         let _ = req;
         true
     }
+
+    /// Marks `copy`, about to be sent as a retry or a hedge after `previous` attempts of
+    /// the same call, as its protocol asks: [`ReplayBoxed`](crate::ReplayBoxed) writes
+    /// gRPC's `grpc-previous-rpc-attempts` (gRFC A6) into a gRPC request. The default
+    /// marks nothing.
+    fn mark_attempt(&self, copy: &mut Req, previous: u32) {
+        let _ = (copy, previous);
+    }
 }
 
 /// Replays a request by cloning it (the default; needs `Req: Clone`).
