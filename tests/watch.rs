@@ -68,14 +68,20 @@ fn eventually(what: &str, done: impl Fn() -> bool) {
     }
 }
 
-/// Policies built from the file at `path`, metrics captured, and a watcher on it.
-fn watched(path: &Path) -> (Policies, ReliabilityLayer, Capture, ConfigWatcher) {
+/// Policies built from the file at `path`, their `api` policy, and their metrics captured.
+fn built(path: &Path) -> (Policies, ReliabilityLayer, Capture) {
     let capture = Capture::default();
     let policies = metrics::with_local_recorder(&capture, || {
         Policies::new(&ReliabilityConfig::from_file(path).unwrap()).unwrap()
     });
-    let watcher = policies.watcher(path).debounce(DEBOUNCE).start().unwrap();
     let api = policies.get("api").unwrap();
+    (policies, api, capture)
+}
+
+/// [`built`], and a watcher on the file.
+fn watched(path: &Path) -> (Policies, ReliabilityLayer, Capture, ConfigWatcher) {
+    let (policies, api, capture) = built(path);
+    let watcher = policies.watcher(path).debounce(DEBOUNCE).start().unwrap();
     (policies, api, capture, watcher)
 }
 
@@ -106,11 +112,7 @@ fn a_file_edited_before_the_watcher_starts_is_applied() {
     let dir = TempDir::new();
     let path = dir.join("reliability.toml");
     std::fs::write(&path, policy(10)).unwrap();
-    let capture = Capture::default();
-    let policies = metrics::with_local_recorder(&capture, || {
-        Policies::new(&ReliabilityConfig::from_file(&path).unwrap()).unwrap()
-    });
-    let api = policies.get("api").unwrap();
+    let (policies, api, capture) = built(&path);
     std::fs::write(&path, policy(20)).unwrap();
     let _watcher = policies.watcher(&path).debounce(DEBOUNCE).start().unwrap();
     eventually("the edit made before the start", || {
@@ -408,11 +410,7 @@ async fn sighup_reapplies_the_file_even_when_unchanged() {
     let dir = TempDir::new();
     let path = dir.join("reliability.toml");
     std::fs::write(&path, policy(10)).unwrap();
-    let capture = Capture::default();
-    let policies = metrics::with_local_recorder(&capture, || {
-        Policies::new(&ReliabilityConfig::from_file(&path).unwrap()).unwrap()
-    });
-    let api = policies.get("api").unwrap();
+    let (policies, api, capture) = built(&path);
     let _watcher = policies
         .watcher(&path)
         .debounce(DEBOUNCE)
