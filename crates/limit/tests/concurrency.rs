@@ -296,3 +296,48 @@ fn threads_never_exceed_the_limit() {
     assert_eq!(snap.in_flight, 0);
     assert!((1..=3).contains(&snap.limit), "{snap:?}");
 }
+
+/// A call admitted after waiting for a permit is timed from the poll that calls the
+/// service, not from the end of it: a service answering in that same poll (a handler with
+/// no `.await`, a cache) was timed at 0 however long it took, so AIMD's latency threshold
+/// never saw it slow (and raised the limit). Real time: a paused clock does not move
+/// within one poll.
+#[tokio::test]
+async fn a_call_that_waited_is_timed_from_the_poll_that_makes_it() {
+    use tower_prism_limit::concurrency::AimdConfig;
+
+    let mut aimd = AimdConfig::default();
+    aimd.backoff_ratio = 0.5;
+    aimd.latency_threshold = Some(Duration::from_millis(10));
+    let config = ConcurrencyConfig::builder()
+        .initial_limit(1)
+        .min_limit(1)
+        .max_limit(10)
+        .max_wait(Duration::from_secs(1))
+        .algorithm(aimd)
+        .build()
+        .unwrap();
+    let layer = ConcurrencyLimitLayer::from_config(&config).unwrap();
+    let limiter = layer.handle().clone();
+    // `Some(rx)`: hold the permit until told; `None`: 50 ms of work in the first poll
+    let mut svc = layer.layer(tower::service_fn(
+        |hold: Option<oneshot::Receiver<()>>| async {
+            match hold {
+                Some(rx) => drop(rx.await),
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+            Ok::<_, std::convert::Infallible>(())
+        },
+    ));
+    let (release, held) = oneshot::channel();
+    let holder = tokio::spawn(svc.ready().await.unwrap().call(Some(held)));
+    tokio::task::yield_now().await;
+    let waiter = tokio::spawn(svc.ready().await.unwrap().call(None));
+    tokio::task::yield_now().await;
+    assert_eq!(limiter.snapshot().waiting, 1);
+    release.send(()).unwrap();
+    holder.await.unwrap().unwrap();
+    waiter.await.unwrap().unwrap();
+    // the holder, fast: 1 -> 2; the waiter, 50 ms over a 10 ms threshold: 2 -> 1
+    assert_eq!(limiter.snapshot().limit, 1);
+}

@@ -192,15 +192,18 @@ where
                     }
                     continue;
                 }
+                if !*p.called {
+                    // This poll may make the call (once the service is ready) and complete
+                    // it too: its latency counts from the poll's start, not its end.
+                    if let Some(permit) = p.permit.as_mut() {
+                        permit.restart_clock();
+                    }
+                }
                 let mark = attempt::Mark::now();
                 let polled = received::scope(*p.received, || p.call.as_mut().poll(cx));
                 let event = mark.event_since();
                 if !*p.called && matches!(*p.call, ReadyCall::Called { .. }) {
-                    // The call was made: latency counts from now.
                     *p.called = true;
-                    if let Some(permit) = p.permit.as_mut() {
-                        permit.restart_clock();
-                    }
                 }
                 if let (Some(event), Some(permit)) = (event, p.permit.as_mut()) {
                     heard(permit, event);
