@@ -105,7 +105,8 @@ pub struct RedisConfig {
     pub burst: Option<u32>,
     /// Redis key prefix: a limit's bucket is `{<prefix>:<name>}`, a key's
     /// `{<prefix>:<name>:<key>}` (hash tags, so each bucket sits in one Cluster slot). At
-    /// most 64 bytes.
+    /// most 64 bytes, without `:` (with one, prefix `rl:users` and limit `login` would share
+    /// the bucket of prefix `rl`, limit `users`, key `login`), `{` or `}`.
     #[serde(default = "default_prefix")]
     pub prefix: String,
     /// Timeout of every Redis call (default 50 ms, at most 30 s). A call never waits longer,
@@ -247,8 +248,20 @@ impl RedisConfig {
                 self.password_env.as_deref().unwrap_or_default(),
                 "set `password` or `password_env`, not both",
             )),
+            // Redis refuses `AUTH ""`, and the link would stay down for good: a missing
+            // secret (rendered empty) must be an error now, not an outage later.
+            (Some(password), None) if password.is_empty() => Err(ConfigError::new(
+                "password",
+                "(empty)",
+                "must not be empty (leave it unset for no AUTH)",
+            )),
             (Some(password), None) => Ok(Some(password.clone())),
             (None, Some(var)) => match std::env::var(var) {
+                Ok(password) if password.is_empty() => Err(ConfigError::new(
+                    "password_env",
+                    var,
+                    "names an empty variable (a secret not mounted?): Redis refuses an empty password",
+                )),
                 Ok(password) => Ok(Some(password)),
                 Err(e) => Err(ConfigError::new(
                     "password_env",
@@ -370,13 +383,14 @@ impl RedisConfig {
         }
         if self.prefix.is_empty()
             || self.prefix.len() > RedisConfig::MAX_PREFIX_BYTES
-            || self.prefix.contains(['{', '}'])
+            || self.prefix.contains(['{', '}', ':'])
         {
             return Err(ConfigError::new(
                 "prefix",
                 &self.prefix,
                 format!(
-                    "must be 1 to {} bytes, without `{{` or `}}` (they delimit the Cluster hash tag)",
+                    "must be 1 to {} bytes, without `{{` or `}}` (they delimit the Cluster hash \
+                     tag) or `:` (it separates the prefix, the name and the key)",
                     RedisConfig::MAX_PREFIX_BYTES
                 ),
             ));

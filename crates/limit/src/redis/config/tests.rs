@@ -41,6 +41,21 @@ fn each_bad_field_is_named() {
     assert_eq!(field(with(|c| c.period = Duration::MAX)), "period");
     assert_eq!(field(with(|c| c.burst = Some(0))), "burst");
     assert_eq!(field(with(|c| c.prefix = "a{b".into())), "prefix");
+    // with a `:`, prefix `rl:users` and limit `login` would share a bucket with prefix
+    // `rl`, limit `users`, key `login`
+    assert_eq!(field(with(|c| c.prefix = "rl:users".into())), "prefix");
+    // Redis refuses `AUTH ""`: the link would stay down for good
+    assert_eq!(
+        field(with(|c| c.password = Some(String::new()))),
+        "password"
+    );
+    std::env::set_var("TOWER_PRISM_TEST_EMPTY_SECRET", "");
+    assert_eq!(
+        field(with(
+            |c| c.password_env = Some("TOWER_PRISM_TEST_EMPTY_SECRET".into())
+        )),
+        "password_env"
+    );
     assert_eq!(field(with(|c| c.timeout = Duration::ZERO)), "timeout");
     assert_eq!(
         field(with(
