@@ -658,3 +658,38 @@ fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
         std::thread::yield_now();
     }
 }
+
+/// A connection the server closed while idle (Redis' `timeout`, a proxy's idle timeout,
+/// `CLIENT KILL`) is made again and the call asked again, within its timeout: no outage,
+/// no failure policy. The call failed with a broken pipe and took the link down, so with
+/// `fail_closed` the first request after every idle spell was refused, Redis healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_closed_is_made_again_not_an_outage() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let layer = RedisRateLimitLayer::builder(
+        RedisConfig::builder(server.url())
+            .rate(1000)
+            .timeout(Duration::from_millis(500))
+            .failure_policy(FailurePolicy::FailClosed)
+            .build()
+            .unwrap(),
+    )
+    .name("idle")
+    .build()
+    .unwrap();
+    let handle = layer.handle();
+    handle.acquire().await.unwrap();
+    for round in 0..3 {
+        redis_cli(server.port, &["CLIENT", "KILL", "TYPE", "normal"]);
+        assert_eq!(handle.acquire().await, Ok(()), "after kill {round}");
+    }
+    let snapshot = handle.snapshot();
+    assert_eq!(
+        (snapshot.backend_errors, snapshot.link_downs),
+        (0, 0),
+        "{snapshot:?}"
+    );
+    assert_eq!(snapshot.admitted, 4);
+}

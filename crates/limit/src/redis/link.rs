@@ -3,7 +3,11 @@
 //! - `Connecting`: no connection made yet. A call waits for the first attempt, at most its
 //!   timeout.
 //! - `Up`: calls use the connection. A call that times out or finds the connection broken
-//!   (an I/O error) turns the link `Down` and drops that connection.
+//!   (an I/O error) turns the link `Down` and drops that connection; but a connection that
+//!   had answered and is found closed (Redis' idle `timeout`, a proxy's, `CLIENT KILL`) is
+//!   made again at once, calls waiting for it as for the first one, and the call that
+//!   found it is asked again within its timeout: a server closing idle connections is no
+//!   outage. If the new connection cannot be made in time, the link goes `Down`.
 //! - `Down`: calls fail at once (the failure policy decides) instead of each paying the
 //!   timeout, while one background task reconnects: the first attempt at once, then after
 //!   `reconnect_backoff`, doubling up to `reconnect_backoff_max` (each wait less a random
@@ -221,17 +225,33 @@ impl Link {
             ));
         }
         let deadline = Instant::now() + self.timings.timeout;
-        let (generation, conn, probe) = self.current(deadline).await?;
-        let call = async {
-            match conn {
-                Conn::Single(mut c) => self.eval(&mut c, key, args).await,
-                Conn::Cluster(mut c) => self.eval(&mut c, key, args).await,
+        let mut reopened = false;
+        let (generation, result, probed) = loop {
+            let (generation, conn, probe) = self.current(deadline).await?;
+            // Whether this connection had answered a call before this one.
+            let proven = self.answered_here.load(Relaxed);
+            let call = async {
+                match conn {
+                    Conn::Single(mut c) => self.eval(&mut c, key, args).await,
+                    Conn::Cluster(mut c) => self.eval(&mut c, key, args).await,
+                }
+            };
+            let result = tokio::time::timeout_at(deadline, call).await;
+            // The probe slot goes back whatever the outcome (and if this call is dropped).
+            let probed = probe.is_some();
+            drop(probe);
+            match &result {
+                // A connection that had answered, found closed (Redis' idle `timeout`, a
+                // proxy's, `CLIENT KILL`): no outage, the request never left. Once per call,
+                // made again and asked again within the same timeout, as redis-rs'
+                // `ConnectionManager` does; a server really gone fails the reconnection.
+                Ok(Err(e)) if proven && !probed && !reopened && self.is_stale(e) => {
+                    reopened = true;
+                    self.reopen(generation);
+                }
+                _ => break (generation, result, probed),
             }
         };
-        let result = tokio::time::timeout_at(deadline, call).await;
-        // The probe slot goes back whatever the outcome (and if this call is dropped).
-        let probed = probe.is_some();
-        drop(probe);
         match result {
             Ok(Ok(answer)) => {
                 self.answered(probed);
@@ -393,6 +413,33 @@ impl Link {
                 "redis rate limiter: no connection within the call's timeout; failing fast while connecting"
             );
         }
+    }
+
+    /// Whether `e` says a single server's connection was closed under the call (not a
+    /// timeout: a server too slow is no closed connection).
+    fn is_stale(&self, e: &ClientError) -> bool {
+        matches!(self.target, Target::Single(_))
+            && !e.is_timeout()
+            && (e.is_connection_dropped() || e.is_io_error())
+    }
+
+    /// Drops connection `generation`, found closed, and makes a new one: calls wait for it
+    /// (as for the first connection, within their timeout) rather than take the failure
+    /// policy, and a failed attempt takes the link down as any would. Nothing is counted as
+    /// an outage.
+    fn reopen(self: &Arc<Self>, generation: u64) {
+        {
+            let mut guard = self.conn.write().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref() {
+                Some((g, _)) if *g == generation => *guard = None,
+                // replaced already, or another call reopened it
+                _ => return,
+            }
+            self.state.store(CONNECTING, Relaxed);
+        }
+        self.changed.send_replace(CONNECTING);
+        tracing::debug!(name = %self.name, "redis rate limiter: connection closed by the server; reconnecting");
+        self.start_reconnecting();
     }
 
     /// Marks the link down after connection `generation` failed (unless a newer one is
