@@ -585,3 +585,45 @@ async fn a_bucket_key_holding_garbage_is_overwritten_not_an_error() {
     }
     assert_eq!(handle.snapshot().backend_errors, 0);
 }
+
+/// A batch larger than what is left takes what is left: a burst that is not a multiple of
+/// `pre_allot` is admitted whole (a burst of 4 in batches of 3 admitted 3), and a key past
+/// `max_keys` asks for one token at a time rather than spend a batch it cannot keep (it
+/// got 1 / `pre_allot` of its limit, for good, once `max_keys` keys held stock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_allotment_admits_every_token_of_a_burst() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let limit = |name: &str, pre_allot: u32, max_keys: usize| {
+        RedisRateLimitLayer::builder(
+            RedisConfig::builder(server.url())
+                .rate(4)
+                .period(Duration::from_secs(60))
+                .burst(4)
+                .pre_allot(pre_allot)
+                .max_keys(max_keys)
+                .build()
+                .unwrap(),
+        )
+        .name(name)
+        .build()
+        .unwrap()
+    };
+    let admitted = |results: Vec<Result<(), Error>>| results.iter().filter(|r| r.is_ok()).count();
+
+    let uneven = limit("uneven", 3, 10);
+    let mut results = Vec::new();
+    for _ in 0..5 {
+        results.push(uneven.handle().acquire().await);
+    }
+    assert_eq!(admitted(results), 4, "the whole burst, no more");
+
+    let capped = limit("capped", 2, 1);
+    capped.handle().acquire_key("a").await.unwrap(); // `a` keeps a token: the map is full
+    let mut results = Vec::new();
+    for _ in 0..5 {
+        results.push(capped.handle().acquire_key("b").await);
+    }
+    assert_eq!(admitted(results), 4, "key b's whole burst");
+}

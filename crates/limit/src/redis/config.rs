@@ -141,7 +141,9 @@ pub struct RedisConfig {
     /// What happens when Redis fails (default `fail_closed`).
     #[serde(default)]
     pub failure_policy: FailurePolicy,
-    /// Tokens taken per round trip and spent locally (default 1: none; at most `burst`). Raises the bound to
+    /// Tokens taken per round trip and spent locally (default 1: none; at most `burst`); as
+    /// many as are left when fewer are, and one at a time for a key beyond `max_keys`
+    /// (whose stock could not be kept). Raises the bound to
     /// `d * rate + burst + instances * (pre_allot - 1)` over a window `d`.
     #[serde(default = "default_pre_allot")]
     pub pre_allot: u32,

@@ -255,7 +255,7 @@ impl Link {
         match result {
             Ok(Ok(answer)) => {
                 self.answered(probed);
-                check_answer(answer)
+                check_answer(answer, args[2])
             }
             Ok(Err(e)) => {
                 if e.kind() == ErrorKind::ReadOnly {
@@ -633,14 +633,15 @@ fn after_strikes(strikes: u32, t: LinkTimings) -> Duration {
     }
 }
 
-/// An answer the script cannot give (`admitted` other than 0 or 1, a negative wait) is
-/// a backend error, so the failure policy decides rather than a made-up rejection.
-fn check_answer((admitted, retry_us): (i64, i64)) -> Result<(i64, i64), CallError> {
-    if matches!(admitted, 0 | 1) && retry_us >= 0 {
-        Ok((admitted, retry_us))
+/// An answer the script cannot give (more tokens granted than `asked`, fewer than none, a
+/// negative wait) is a backend error, so the failure policy decides rather than a made-up
+/// decision.
+fn check_answer((granted, retry_us): (i64, i64), asked: u64) -> Result<(i64, i64), CallError> {
+    if u64::try_from(granted).is_ok_and(|g| g <= asked) && retry_us >= 0 {
+        Ok((granted, retry_us))
     } else {
         Err(CallError::Failed(format!(
-            "unexpected answer from the rate-limit script: [{admitted}, {retry_us}]"
+            "unexpected answer from the rate-limit script: [{granted}, {retry_us}]"
         )))
     }
 }

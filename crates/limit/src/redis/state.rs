@@ -26,8 +26,11 @@ use crate::bucket::Quota;
 use crate::error::Error;
 use crate::rate::RateLimitConfig;
 
-/// GCRA in Lua. KEYS[1]: the bucket. ARGV: interval (µs), burst, weight.
-/// Returns `{1, 0}` when admitted, `{0, retry_after_us}` when not.
+/// GCRA in Lua. KEYS[1]: the bucket. ARGV: interval (µs), burst, weight (the tokens
+/// asked: a pre-allotment batch). Takes as many of them as are free, at least one:
+/// returns `{granted, 0}`, or `{0, retry_after_us}` (the wait for one token) when none is.
+/// A batch larger than what is left takes what is left, so a burst that is not a multiple
+/// of the batch is still admitted whole.
 ///
 /// A key holding what the script never writes (no number, NaN, another type than a
 /// string, a time further ahead than a full bucket's wait) is read as an empty or a full
@@ -42,13 +45,14 @@ local held = redis.pcall('GET', KEYS[1])
 local tat = type(held) == 'string' and tonumber(held) or now
 if tat ~= tat or tat < now then tat = now end
 if tat > now + burst * interval then tat = now + burst * interval end
-local new_tat = tat + weight * interval
-local allow_at = new_tat - burst * interval
-if allow_at > now then
-  return {0, allow_at - now}
+local free = math.floor((now + burst * interval - tat) / interval)
+if free < 1 then
+  return {0, tat + interval - burst * interval - now}
 end
+local granted = math.min(weight, free)
+local new_tat = tat + granted * interval
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {1, 0}
+return {granted, 0}
 ";
 
 pub(super) struct State {
@@ -167,13 +171,28 @@ impl State {
         })
     }
 
-    async fn ask_redis(&self, key: &str) -> Result<(i64, i64), CallError> {
-        let args = [
-            self.interval_us,
-            u64::from(self.burst),
-            u64::from(self.batch),
-        ];
+    /// Asks Redis for `tokens` of the bucket at `key`: how many it granted (at least one),
+    /// or none and the wait for one.
+    async fn ask_redis(&self, key: &str, tokens: u32) -> Result<(i64, i64), CallError> {
+        let args = [self.interval_us, u64::from(self.burst), u64::from(tokens)];
         self.link.run_script(key, args).await
+    }
+
+    /// The tokens to ask Redis for: a batch, unless the rest of it could not be kept (a
+    /// key beyond `max_keys` with no stock here), when a batch would spend tokens no one
+    /// gets, and shrink that key's limit to one request per batch.
+    fn tokens_to_ask(&self, key: Option<&str>) -> u32 {
+        match key {
+            Some(key) if self.batch > 1 => {
+                let map = lock(&self.local_keyed);
+                if map.len() >= self.max_keys && !map.contains_key(key) {
+                    1
+                } else {
+                    self.batch
+                }
+            }
+            _ => self.batch,
+        }
     }
 
     /// Spends one pre-allotted token of `key`, if any is left.
@@ -234,13 +253,14 @@ impl State {
             self.admit();
             return Ok(());
         }
+        let tokens = self.tokens_to_ask(key);
         let answer = match key {
-            None => self.ask_redis(&self.key).await,
-            Some(k) => self.ask_redis(&bucket_key(&self.prefix, k)).await,
+            None => self.ask_redis(&self.key, tokens).await,
+            Some(k) => self.ask_redis(&bucket_key(&self.prefix, k), tokens).await,
         };
         match answer {
-            Ok((1, _)) => {
-                self.keep_local(key, u64::from(self.batch - 1));
+            Ok((granted, _)) if granted >= 1 => {
+                self.keep_local(key, granted.unsigned_abs() - 1);
                 self.admit();
                 Ok(())
             }
