@@ -8,11 +8,23 @@
 
 use std::cell::Cell;
 
-thread_local! {
+/// What a `call_avoiding` scope tells the balancer below and hears back, in one
+/// thread-local (each access of one costs a lookup of its address).
+#[derive(Debug, Clone, Copy)]
+struct Route {
     /// `Some(mask)` inside `call_avoiding`: endpoints (index % 64) to avoid.
-    static AVOID: Cell<Option<u64>> = const { Cell::new(None) };
+    avoid: Option<u64>,
     /// The bit of the endpoint picked inside the innermost `call_avoiding`.
-    static PICKED: Cell<u64> = const { Cell::new(0) };
+    picked: u64,
+}
+
+const OUTSIDE: Route = Route {
+    avoid: None,
+    picked: 0,
+};
+
+thread_local! {
+    static ROUTE: Cell<Route> = const { Cell::new(OUTSIDE) };
 }
 
 /// Calls `f` asking a balancer called inside it to avoid the endpoints in `avoid` (bit
@@ -29,47 +41,54 @@ pub fn call_avoiding<R>(avoid: u64, f: impl FnOnce() -> R) -> (R, u64) {
 /// hot path: its future is built in place, where a closure's result is copied out.
 #[must_use = "the mask holds until `picked` or the drop"]
 pub struct Avoiding {
-    prev_avoid: Option<u64>,
-    prev_picked: u64,
+    outer: Route,
 }
 
 impl Avoiding {
     /// Asks a balancer called from now on to avoid the endpoints in `avoid`.
     #[inline]
     pub fn start(avoid: u64) -> Self {
+        let inner = Route {
+            avoid: Some(avoid),
+            picked: 0,
+        };
         Avoiding {
-            prev_avoid: AVOID.try_with(|c| c.replace(Some(avoid))).ok().flatten(),
-            prev_picked: PICKED.try_with(|c| c.replace(0)).unwrap_or(0),
+            outer: ROUTE.try_with(|c| c.replace(inner)).unwrap_or(OUTSIDE),
         }
     }
 
     /// Ends the request: the bit of the endpoint the balancer picked (0 when none did).
     #[inline]
     pub fn picked(self) -> u64 {
-        PICKED.try_with(Cell::get).unwrap_or(0)
+        let outer = self.outer;
+        std::mem::forget(self);
+        ROUTE.try_with(|c| c.replace(outer).picked).unwrap_or(0)
     }
 }
 
 impl Drop for Avoiding {
     #[inline]
     fn drop(&mut self) {
-        let _ = AVOID.try_with(|c| c.set(self.prev_avoid));
-        let _ = PICKED.try_with(|c| c.set(self.prev_picked));
+        let _ = ROUTE.try_with(|c| c.set(self.outer));
     }
 }
 
 /// Inside [`call_avoiding`]: the endpoints to avoid. `None` outside one.
 #[inline]
 pub fn avoided() -> Option<u64> {
-    AVOID.try_with(Cell::get).ok().flatten()
+    ROUTE.try_with(|c| c.get().avoid).ok().flatten()
 }
 
 /// Reports that the balancer picked endpoint `index` (a no-op outside [`call_avoiding`]).
 #[inline]
 pub fn record_pick(index: usize) {
-    if avoided().is_some() {
-        let _ = PICKED.try_with(|c| c.set(endpoint_bit(index)));
-    }
+    let _ = ROUTE.try_with(|c| {
+        let mut route = c.get();
+        if route.avoid.is_some() {
+            route.picked = endpoint_bit(index);
+            c.set(route);
+        }
+    });
 }
 
 /// The bit that names endpoint `index` in an avoid mask.
