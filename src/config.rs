@@ -24,8 +24,8 @@
 //! breaker's `clock`, a running limiter's `key` and whether it has an `adaptive` table (the
 //! table's values can change), a running breaker's `window`, a running retry stage's
 //! `budget.window` and a running deadline's `header` and `header_format`. A reload that
-//! breaks a rule, or has
-//! any invalid value, is refused with an error naming it and changes nothing.
+//! breaks a rule, or has any invalid value, is refused with an error naming it and
+//! changes nothing.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -314,7 +314,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
         if self.broken_since_ms == 0 {
             self.broken_since_ms = now;
         }
-        now - self.broken_since_ms >= READINESS_GRACE.as_millis() as u64
+        now.saturating_sub(self.broken_since_ms) >= READINESS_GRACE.as_millis() as u64
     }
 
     /// When the first ejection still running among the endpoints ends, if one is. One
