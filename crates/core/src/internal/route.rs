@@ -1,7 +1,9 @@
-//! Lets a hedging retry stage ask the balancer below it for an endpoint other than the
-//! ones its earlier attempts went to, without the request type carrying anything.
+//! Lets a retry stage (hedging, or told to avoid tried endpoints) ask the balancer below
+//! it for an endpoint other than the ones its earlier attempts went to, without the
+//! request type carrying anything.
 //!
-//! The retry stage calls [`call_avoiding`] around its synchronous `inner.call(..)`; the
+//! The retry stage calls [`call_avoiding`] (or holds an [`Avoiding`]) around its
+//! synchronous `inner.call(..)`; the
 //! balancer reads [`avoided`] while it picks and reports its pick with [`record_pick`].
 //! Endpoints are named by their index modulo 64 (one bit each in a `u64`). Outside a
 //! `call_avoiding` both ends cost one thread-local read and do nothing.
