@@ -178,41 +178,35 @@ impl State {
         self.link.run_script(key, args).await
     }
 
-    /// The tokens to ask Redis for: a batch, unless the rest of it could not be kept (a
+    /// Spends one pre-allotted token of `key` if one is left (`Ok`), else says how many
+    /// tokens to ask Redis for (`Err`): a batch, unless the rest of it could not be kept (a
     /// key beyond `max_keys` with no stock here), when a batch would spend tokens no one
-    /// gets, and shrink that key's limit to one request per batch.
-    fn tokens_to_ask(&self, key: Option<&str>) -> u32 {
-        match key {
-            Some(key) if self.batch > 1 => {
-                let map = lock(&self.local_keyed);
-                if map.len() >= self.max_keys && !map.contains_key(key) {
-                    1
-                } else {
-                    self.batch
-                }
-            }
-            _ => self.batch,
+    /// gets, and shrink that key's limit to one request per batch. Both under one lock of
+    /// the key map: this runs on every request of a keyed limiter.
+    fn take_local(&self, key: Option<&str>) -> Result<(), u32> {
+        if self.batch <= 1 {
+            return Err(self.batch);
         }
-    }
-
-    /// Spends one pre-allotted token of `key`, if any is left.
-    fn take_local(&self, key: Option<&str>) -> bool {
         match key {
             None => self
                 .local
                 .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
-                .is_ok(),
+                .map(drop)
+                .map_err(|_| self.batch),
             Some(key) => {
                 let mut map = lock(&self.local_keyed);
+                let full = map.len() >= self.max_keys;
                 match map.get_mut(key) {
                     Some(n) if *n > 0 => {
                         *n -= 1;
                         if *n == 0 {
                             map.remove(key);
                         }
-                        true
+                        Ok(())
                     }
-                    _ => false,
+                    Some(_) => Err(self.batch),
+                    None if full => Err(1),
+                    None => Err(self.batch),
                 }
             }
         }
@@ -249,11 +243,13 @@ impl State {
         // Long keys are hashed once here: Redis, the maps and the fallback see the short form.
         let key = key.map(bounded);
         let key = key.as_deref();
-        if self.batch > 1 && self.take_local(key) {
-            self.admit();
-            return Ok(());
-        }
-        let tokens = self.tokens_to_ask(key);
+        let tokens = match self.take_local(key) {
+            Ok(()) => {
+                self.admit();
+                return Ok(());
+            }
+            Err(tokens) => tokens,
+        };
         let answer = match key {
             None => self.ask_redis(&self.key, tokens).await,
             Some(k) => self.ask_redis(&bucket_key(&self.prefix, k), tokens).await,
