@@ -43,7 +43,9 @@ pub enum Strategy {
     /// Power of two choices on peak-EWMA latency times outstanding requests (Finagle, linkerd).
     #[default]
     P2cPeakEwma,
-    /// The endpoint with the fewest requests in flight.
+    /// The endpoint with the fewest requests in flight; over endpoints whose weights
+    /// differ, Envoy's weighted least request (see
+    /// [`BalanceConfig::active_request_bias`]).
     LeastRequests,
     /// Each endpoint in turn.
     RoundRobin,
@@ -330,6 +332,12 @@ impl HealthCheckConfig {
 pub struct BalanceConfig {
     /// How endpoints are chosen. Default `p2c_peak_ewma`.
     pub strategy: Strategy,
+    /// Envoy's `active_request_bias`, for `least_requests` over endpoints whose weights
+    /// differ: they share the picks in proportion to `weight / (in_flight + 1)^bias`, so
+    /// the larger the bias, the more the requests an endpoint has in flight take from its
+    /// share; 0 follows the weights alone. Endpoints of equal weights take the fewest in
+    /// flight, whatever the bias. Default 1, as Envoy's; at least 0, at most 10.
+    pub active_request_bias: f64,
     /// The latency assumed for an endpoint before it has answered. Default 30ms, at most
     /// [`MAX_DEFAULT_RTT`] (1m).
     #[serde(with = "duration")]
@@ -357,6 +365,7 @@ impl Default for BalanceConfig {
     fn default() -> Self {
         BalanceConfig {
             strategy: Strategy::default(),
+            active_request_bias: 1.0,
             default_rtt: Duration::from_millis(30),
             ewma_decay: Duration::from_secs(10),
             outlier: OutlierConfig::default(),
@@ -369,6 +378,21 @@ impl Default for BalanceConfig {
 impl BalanceConfig {
     /// Checks every field; errors name the field (`outlier.interval`...).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let bias = self.active_request_bias;
+        if bias.is_nan() || bias < 0.0 {
+            return Err(ConfigError::new(
+                "active_request_bias",
+                bias,
+                "must be at least 0",
+            ));
+        }
+        if bias > 10.0 {
+            return Err(ConfigError::new(
+                "active_request_bias",
+                bias,
+                "must be at most 10",
+            ));
+        }
         check_duration("default_rtt", self.default_rtt)?;
         check_duration_at_most("default_rtt", self.default_rtt, MAX_DEFAULT_RTT)?;
         check_duration("ewma_decay", self.ewma_decay)?;
@@ -422,6 +446,7 @@ mod tests {
         };
         for (text, field) in [
             ("default_rtt = \"61s\"", "default_rtt"),
+            ("active_request_bias = 10.5", "active_request_bias"),
             ("ewma_decay = \"2h\"", "ewma_decay"),
             ("[outlier]\ninterval = \"100y\"", "outlier.interval"),
             (
@@ -456,7 +481,7 @@ mod tests {
             assert!(err.reason().starts_with("must be at most"), "{err}");
         }
         let at_the_bounds: BalanceConfig = toml::from_str(
-            "default_rtt = \"1m\"\newma_decay = \"1h\"\n\
+            "default_rtt = \"1m\"\newma_decay = \"1h\"\nactive_request_bias = 10.0\n\
              [outlier]\ninterval = \"1h\"\nbase_ejection_time = \"1h\"\n\
              max_ejection_time = \"1day\"\nconsecutive_failures = 16777216\n\
              min_requests = 16777216\n\
@@ -484,6 +509,11 @@ mod tests {
             c.validate().unwrap_err().field(),
             "outlier.success_rate_threshold"
         );
+        for bias in ["-0.5", "nan"] {
+            let c: BalanceConfig =
+                toml::from_str(&format!("active_request_bias = {bias}")).unwrap();
+            assert_eq!(c.validate().unwrap_err().field(), "active_request_bias");
+        }
         let c: BalanceConfig = toml::from_str("[health_check]\ninterval = \"0s\"").unwrap();
         assert_eq!(c.validate().unwrap_err().field(), "health_check.interval");
         let c: BalanceConfig =

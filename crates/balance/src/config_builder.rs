@@ -37,6 +37,9 @@ impl BalanceConfigBuilder {
     setters! {
         /// How endpoints are chosen ([`BalanceConfig::strategy`]).
         strategy: Strategy;
+        /// How much requests in flight lower an endpoint's share in a least requests
+        /// over weights that differ ([`BalanceConfig::active_request_bias`]).
+        active_request_bias: f64;
         /// The latency assumed for an endpoint before it has answered
         /// ([`BalanceConfig::default_rtt`]).
         default_rtt: Duration;

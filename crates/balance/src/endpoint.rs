@@ -34,6 +34,8 @@ pub(crate) struct Policy {
     strategy: AtomicU8,
     ticket: StdAtomicUsize,
     rng: AtomicU64,
+    /// `active_request_bias`, as f64 bits.
+    active_request_bias: AtomicU64,
     decay_ms: AtomicU64,
     default_rtt_ns: AtomicU64,
     consecutive_failures: AtomicU32,
@@ -90,6 +92,7 @@ impl Policy {
             strategy: AtomicU8::new(0),
             ticket: StdAtomicUsize::new(0),
             rng: AtomicU64::new(0x853c_49e6_748f_ea9b),
+            active_request_bias: AtomicU64::new(1.0f64.to_bits()),
             decay_ms: AtomicU64::new(0),
             default_rtt_ns: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
@@ -123,6 +126,8 @@ impl Policy {
     pub(crate) fn apply(&self, config: &BalanceConfig) {
         let r = Ordering::Relaxed;
         self.strategy.store(config.strategy.to_u8(), r);
+        let bias = config.active_request_bias.to_bits();
+        self.active_request_bias.store(bias, r);
         let decay = config.ewma_decay.as_secs_f64() * 1000.0;
         self.decay_ms.store(decay.max(1.0).to_bits(), r);
         let rtt = nanos(config.default_rtt);
@@ -193,6 +198,10 @@ impl Policy {
     /// A random number: one atomic add on a shared counter, then a mix.
     pub(crate) fn random(&self) -> u64 {
         mix64(self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed))
+    }
+
+    pub(crate) fn active_request_bias(&self) -> f64 {
+        f64::from_bits(self.active_request_bias.load(Ordering::Relaxed))
     }
 
     pub(crate) fn decay_ms(&self) -> f64 {
@@ -404,6 +413,13 @@ impl EndpointState {
         self.rotation.settle(is_out, &self.policy.out);
         let awaits = || !self.outlier.is_removed() && self.health.is_pending();
         self.awaiting.settle(awaits, &self.policy.awaiting_probe);
+    }
+
+    /// The weighted least requests' effective weight (see `least_requests`).
+    #[inline]
+    pub(crate) fn effective_weight(&self, bias: f64) -> f64 {
+        let weight = self.weight.load(Ordering::Relaxed);
+        crate::least_requests::effective_weight(weight, self.calls.in_flight(), bias)
     }
 
     /// The P2C load at `now_ms`.

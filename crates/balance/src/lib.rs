@@ -65,7 +65,9 @@
 //!
 //! - `p2c_peak_ewma` (the default): power of two choices on each endpoint's peak-EWMA
 //!   latency times its requests in flight, as Finagle and linkerd do;
-//! - `least_requests`: the endpoint with the fewest requests in flight;
+//! - `least_requests`: the endpoint with the fewest requests in flight; over endpoints
+//!   whose weights differ, Envoy's weighted least request: they share the picks in
+//!   proportion to `weight / (in_flight + 1)^active_request_bias` (the bias 1 by default);
 //! - `round_robin`: each endpoint in turn;
 //! - `weighted_round_robin`: smooth weighted round robin (nginx's) on the weights given with
 //!   [`BalanceBuilder::weighted_endpoint`] or [`BalanceHandle::add_weighted`];
@@ -213,6 +215,7 @@ mod snapshot;
 mod ewma;
 mod hash;
 mod health_check;
+mod least_requests;
 mod outlier;
 mod p2c;
 mod peers;

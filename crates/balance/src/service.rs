@@ -24,7 +24,7 @@ use crate::future::{InFlight, ResponseFuture};
 use crate::handle::BalanceHandle;
 use crate::probe::Tasks;
 use crate::slots::Slots;
-use crate::{hash, p2c, round_robin, weighted};
+use crate::{hash, least_requests, p2c, round_robin, weighted};
 
 pub(crate) type KeyFn<Req> = Arc<dyn Fn(&Req) -> u64 + Send + Sync>;
 
@@ -47,7 +47,8 @@ pub(crate) struct Entry<K, S> {
 pub(crate) struct Topology {
     /// Smooth weighted round-robin order, as indices into the entries.
     pub(crate) schedule: Vec<u32>,
-    /// The weights differ: consistent hashing scores by weight.
+    /// The weights differ: consistent hashing scores by weight, and least requests
+    /// scales them by the requests in flight.
     pub(crate) weighted: bool,
 }
 
@@ -389,6 +390,16 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                 let usable = |i: usize| self.locals[i].state.usable();
                 (round_robin::turn(policy.ticket(), n, usable), None)
             }
+            Strategy::LeastRequests if self.topology.weighted => {
+                let (locals, bias) = (&self.locals, policy.active_request_bias());
+                let first = least_requests::pick(
+                    policy.random(),
+                    n,
+                    |i| locals[i].state.usable(),
+                    |i| locals[i].state.effective_weight(bias),
+                );
+                (first, None)
+            }
             Strategy::LeastRequests => {
                 // ties go to the first in rotation from the pick's turn
                 let usable = |i: usize| self.locals[i].state.usable();
@@ -416,6 +427,11 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                 let now_ms = policy.now_ms();
                 let load = |i: usize| locals[i].state.load(now_ms, policy.decay_ms());
                 p2c::pick_among(policy.random(), n, ok, load)
+            }
+            Strategy::LeastRequests if self.topology.weighted => {
+                let bias = policy.active_request_bias();
+                let weight = |i: usize| locals[i].state.effective_weight(bias);
+                least_requests::pick(policy.random(), n, |i| ok(&i), weight)
             }
             Strategy::LeastRequests => (0..n)
                 .filter(ok)

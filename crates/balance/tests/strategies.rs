@@ -154,6 +154,50 @@ async fn least_requests_spreads_outstanding_calls() {
         .all(|e| e.in_flight == 0));
 }
 
+/// Over endpoints whose weights differ, least requests is Envoy's weighted least request:
+/// they share the picks in proportion to `weight / (in_flight + 1)`, so idle endpoints
+/// take calls by weight, and calls held on weights 3 and 1 settle where the heavier
+/// endpoint's share of new calls matches its share of those held, at sqrt(3) to 1. It
+/// ignored the weights: a third each, and an even split of the calls held.
+#[tokio::test(start_paused = true)]
+async fn least_requests_follows_weights_that_differ() {
+    let eps = eps(3);
+    let mut b = weighted_5_3_2(Strategy::LeastRequests, &eps);
+    for i in 0..1000 {
+        send(&mut b, i).await.unwrap();
+    }
+    let hits: Vec<usize> = eps.iter().map(Ep::hits).collect();
+    for (h, want) in hits.iter().zip([500, 300, 200]) {
+        assert!(h.abs_diff(want) <= 50, "{hits:?}");
+    }
+
+    let eps: Vec<Ep> = (0..2)
+        .map(|i| Ep::new(i).with_delay(Duration::from_secs(10)))
+        .collect();
+    let mut b: B = Balance::builder()
+        .config(
+            BalanceConfig::builder()
+                .strategy(Strategy::LeastRequests)
+                .build()
+                .unwrap(),
+        )
+        .weighted_endpoint(0, eps[0].clone(), 3)
+        .weighted_endpoint(1, eps[1].clone(), 1)
+        .build()
+        .unwrap();
+    let mut pending = Vec::new();
+    for i in 0..400 {
+        let fut = b.ready().await.unwrap().call(i);
+        pending.push(tokio::spawn(fut));
+    }
+    // 400 * sqrt(3) / (1 + sqrt(3))
+    let held = eps[0].hits();
+    assert!(held.abs_diff(254) <= 20, "{held} of 400 on the weight 3");
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn p2c_prefers_the_fast_endpoint() {
     let eps = vec![
