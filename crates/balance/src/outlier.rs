@@ -258,7 +258,8 @@ impl Outlier {
         }
     }
 
-    /// Restores the endpoint if its ejection is over. `true` for the one caller that did it.
+    /// Restores the endpoint if its ejection is over, its failure streak cleared. `true`
+    /// for the one caller that did it.
     pub fn try_restore(&self, now_ms: u64, ejected: &AtomicUsize) -> bool {
         let until = self.ejected_until_ms.load(Ordering::Acquire);
         if until == 0 || now_ms < until {
@@ -270,6 +271,10 @@ impl Outlier {
             .is_ok()
         {
             self.provisional.store(0, Ordering::Relaxed);
+            // As Envoy on every uneject: failures of calls that answered while it was out
+            // (in flight at the ejection, or sent in panic mode) would leave the streak one
+            // failure short of ejecting it again.
+            self.consecutive.store(0, Ordering::Relaxed);
             ejected.fetch_sub(1, Ordering::AcqRel);
             true
         } else {
@@ -350,14 +355,16 @@ impl Outlier {
         }
     }
 
-    /// Ends the ejection before its time (the failures were not this endpoint's); it does
-    /// not count towards the next ejection's length. `true` for the one caller that ended
-    /// it.
+    /// Ends the ejection before its time (the failures were not this endpoint's), its
+    /// failure streak cleared; it does not count towards the next ejection's length.
+    /// `true` for the one caller that ended it.
     pub fn end_early(&self, ejected: &AtomicUsize) -> bool {
         self.provisional.store(0, Ordering::Relaxed);
         if self.ejected_until_ms.swap(0, Ordering::SeqCst) == 0 {
             return false;
         }
+        // as at the end of its time (see `try_restore`)
+        self.consecutive.store(0, Ordering::Relaxed);
         ejected.fetch_sub(1, Ordering::AcqRel);
         let _ = self
             .ejections
@@ -418,6 +425,37 @@ mod tests {
         assert!(o.try_restore(4_000, &budget));
         assert_eq!(o.try_eject(5_000, &s, &budget, 2), Some(2_500), "capped");
         assert_eq!(o.ejections(), 3);
+    }
+
+    /// Failures answered while the endpoint was ejected (calls in flight when it went
+    /// out) do not count towards its next streak, as in Envoy, which clears the counts on
+    /// every uneject: the streak went on from them, and a single failure after the
+    /// ejection's end ejected it again.
+    #[test]
+    fn an_ended_ejection_starts_a_new_streak() {
+        let s = settings();
+        let budget = AtomicUsize::new(0);
+        let o = Outlier::new(0);
+        for _ in 0..3 {
+            o.record(true, 1, &s);
+        }
+        assert_eq!(o.try_eject(1, &s, &budget, 2), Some(1_000));
+        // two calls in flight at the ejection fail while it lasts
+        assert!(!o.record(true, 500, &s).trip);
+        assert!(!o.record(true, 600, &s).trip);
+        assert!(o.try_restore(1_001, &budget));
+        assert!(
+            !o.record(true, 1_002, &s).trip,
+            "one failure after the ejection"
+        );
+        assert!(!o.record(true, 1_003, &s).trip);
+        assert!(o.record(true, 1_004, &s).trip, "a streak of its own");
+        // an ejection ended early clears the streak too
+        assert_eq!(o.try_eject(1_004, &s, &budget, 2), Some(2_000));
+        o.record(true, 1_100, &s);
+        o.record(true, 1_200, &s);
+        assert!(o.end_early(&budget));
+        assert!(!o.record(true, 1_300, &s).trip);
     }
 
     /// Envoy's multiplier: each `interval` in rotation after an ejection takes one off the
