@@ -107,6 +107,8 @@ pin_project! {
         // The attempt timeout in force for the attempt in flight (capped by the deadline).
         pub(crate) timeout: Duration,
         pub(crate) attempt: u32,
+        // The attempt after which the backoff schedule restarted (0: it never did).
+        pub(crate) backoff_from: u32,
         pub(crate) previous_delay: Duration,
         // The budget's grant for the retry or hedge planned but not yet sent (its epoch
         // and cost), given back if it is never sent.
@@ -202,6 +204,7 @@ where
             handle,
             timeout: limit.unwrap_or_default(),
             attempt: 1,
+            backoff_from: 0,
             previous_delay: Duration::ZERO,
             reserved: None,
             step: if plan.hedge.max_hedged > 0 {
@@ -420,6 +423,14 @@ where
                     Err(e) => shared.error_hint.and_then(|h| h(&**e)),
                 };
                 Self::schedule(this, delay, &result, hint);
+                if hint.is_some() && settings.get().is_some_and(|s| s.honor_retry_after) {
+                    // gRFC A6: once the upstream's pushback is waited out, the retry after
+                    // the next failure waits the initial backoff again, as if the schedule
+                    // had just begun: the upstream said when to come back, and the growth
+                    // so far was the client's guess at that.
+                    *this.backoff_from = attempt;
+                    *this.previous_delay = Duration::ZERO;
+                }
                 None
             }
         }
@@ -475,6 +486,7 @@ where
             settings,
             attempt,
             max_attempts,
+            retry: attempt - *this.backoff_from,
             replayable,
             previous_delay: *this.previous_delay,
             random,

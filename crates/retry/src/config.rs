@@ -95,6 +95,8 @@ pub struct RetryConfig {
     )]
     pub attempt_timeout: Option<Duration>,
     /// Wait at least as long as a `Retry-After` header or an error's retry-after hint says.
+    /// After such a wait the backoff starts over: the next retry waits its first delay
+    /// (gRFC A6 on pushback).
     pub honor_retry_after: bool,
     /// The longest `Retry-After` hint (a response header, or an error's retry-after)
     /// waited out; default 30 s ([`DEFAULT_MAX_RETRY_AFTER`]), at most [`MAX_WAIT`]. A

@@ -67,6 +67,9 @@ pub(crate) struct Failed {
     pub attempt: u32,
     /// The call's `max_attempts` (fixed when the call started).
     pub max_attempts: u32,
+    /// The next retry's place in the backoff schedule (1: the first): `attempt`, unless
+    /// a hint was waited out, after which the schedule starts again.
+    pub retry: u32,
     /// Whether the request can be copied for another attempt (only read when attempts
     /// remain).
     pub replayable: bool,
@@ -104,7 +107,7 @@ pub(crate) fn decide(
     if !f.replayable {
         return Decision::GiveUp(GiveUp::NotReplayable);
     }
-    let mut delay = s.backoff.delay(f.attempt, f.previous_delay, f.random);
+    let mut delay = s.backoff.delay(f.retry, f.previous_delay, f.random);
     // A hint is waited out only up to `max_retry_after`: an upstream (or a stage below)
     // asking for longer gets its answer passed back at once, never a caller held for as
     // long as a header says.
@@ -157,6 +160,7 @@ mod tests {
             settings: Settings::from_config(&config),
             attempt: 1,
             max_attempts: 3,
+            retry: 1,
             replayable: true,
             previous_delay: Duration::ZERO,
             random: 0,

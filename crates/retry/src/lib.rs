@@ -127,10 +127,11 @@
 //! - A retry waits its [`Backoff`] (exponential from 50 ms to 2 s with full jitter by
 //!   default), or longer if a hint says so: a `Retry-After` header
 //!   ([`RetryAfterHeader`]), or an error's hint
-//!   ([`RetryLayerBuilder::retry_after_hint`]). A hint is waited out only up to
-//!   `max_retry_after` ([`DEFAULT_MAX_RETRY_AFTER`], 30 s): a longer one ends the call at
-//!   once with the response or error that carried it. Every other wait is bounded by the
-//!   config too (see [`RetryConfig`]).
+//!   ([`RetryLayerBuilder::retry_after_hint`]); after such a wait the backoff starts
+//!   over from its first delay, as gRFC A6 has it after pushback. A hint is waited out
+//!   only up to `max_retry_after` ([`DEFAULT_MAX_RETRY_AFTER`], 30 s): a longer one ends
+//!   the call at once with the response or error that carried it. Every other wait is
+//!   bounded by the config too (see [`RetryConfig`]).
 //! - The [`RetryBudget`] caps retries at what recent calls earned plus a floor: by
 //!   default half a retry per successful attempt and 10 retries per second, so that the
 //!   successes of a partly failing upstream pay for retrying its failures while a dead

@@ -385,3 +385,55 @@ async fn a_hedge_waits_out_the_failures_pushback_or_retry_after() {
     assert_eq!(offsets(&log, start), vec![0]);
     assert_eq!(grpc.handle().snapshot().hedges_sent, 1, "no new hedge");
 }
+
+/// gRFC A6: after a retry that waited out the upstream's pushback, "retry delay will reset
+/// to initial backoff for the following retry". Here the second failure asks for 1 s and
+/// the third carries no hint: the retry after it waits the first backoff again (100 ms).
+/// Before, the schedule ran on from where it was (400 ms, then 800 ms).
+#[tokio::test(start_paused = true)]
+async fn the_backoff_restarts_after_a_pushback() {
+    let config = RetryConfig::builder()
+        .max_attempts(5)
+        .backoff(
+            Backoff::exponential(Duration::from_millis(100), Duration::from_secs(10))
+                .jitter(tower_prism_retry::Jitter::None),
+        )
+        .budget(
+            tower_prism_retry::BudgetConfig::builder()
+                .enabled(false)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let layer = RetryLayer::builder(config)
+        .retry_after_hint(shed_hint)
+        .build()
+        .unwrap();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let inner = service_fn({
+        let log = log.clone();
+        move |_: u32| {
+            let n = {
+                let mut log = log.lock().unwrap();
+                log.push(Instant::now());
+                log.len()
+            };
+            async move {
+                match n {
+                    2 => Err(BoxError::from(Shed(Duration::from_secs(1)))),
+                    5 => Ok(n as u32),
+                    _ => Err(BoxError::from("refused")),
+                }
+            }
+        }
+    });
+    assert_eq!(layer.layer(inner).oneshot(1).await.unwrap(), 5);
+    let log = log.lock().unwrap();
+    let gaps: Vec<u128> = log.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    assert_eq!(
+        gaps,
+        [100, 1000, 100, 200],
+        "the schedule restarts after the wait"
+    );
+}
