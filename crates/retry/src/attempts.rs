@@ -114,6 +114,9 @@ pin_project! {
         // and cost), given back if it is never sent.
         pub(crate) reserved: Option<(u64, i64)>,
         pub(crate) step: HedgeStep,
+        // An attempt of this hedged call was told not to retry (gRFC A6 pushback): no
+        // further hedge or retry is sent, whatever the attempts still in flight answer.
+        pub(crate) do_not_retry: bool,
         pub(crate) hedges_sent: u32,
         pub(crate) race: Race<S::Future>,
         pub(crate) classify: C,
@@ -212,6 +215,7 @@ where
             } else {
                 HedgeStep::Off
             },
+            do_not_retry: false,
             hedges_sent: 0,
             race: Race::default(),
             plan,
@@ -462,13 +466,17 @@ where
             } else {
                 shared.random()
             };
-        let hint = if replayable && settings.honor_retry_after {
+        let hint = if !replayable || !settings.honor_retry_after {
+            None
+        } else if *this.do_not_retry {
+            // the pushback that said so, over any `max_retry_after`, whichever attempt
+            // failed last
+            Some(Duration::MAX)
+        } else {
             match result {
                 Ok(response) => this.hint.retry_after(response),
                 Err(e) => shared.error_hint.and_then(|h| h(&**e)),
             }
-        } else {
-            None
         };
         let deadline = settings.max_elapsed.and(this.plan.started);
         let caller = this.plan.deadline;

@@ -15,7 +15,9 @@ use crate::hint::ResponseHint;
 /// - a negative or malformed value means "do not retry": the hint is `Duration::MAX`,
 ///   which is over any `max_retry_after`, so the retry gives up with that response
 ///   ([`GrpcClassifier`](tower_prism_core::GrpcClassifier) already classifies such a
-///   response as a failure that is not retried; this covers other classifiers);
+///   response as a failure that is not retried; this covers other classifiers). To a
+///   hedged call it means no further hedge nor retry, while the attempts in flight run on
+///   (gRFC A6);
 /// - a response with no `grpc-status` (a proxy's HTTP 503) is read as HTTP: its
 ///   `Retry-After`.
 ///

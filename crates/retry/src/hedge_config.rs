@@ -23,7 +23,8 @@ pub const MAX_HEDGED: u32 = 8;
 /// call, and takes the first acceptable answer; the others are cancelled. As in Polly,
 /// `delay` is the longest wait: an attempt that fails retryably sends the next hedge at
 /// once (after its `Retry-After` or gRPC pushback if it carries one, as gRFC A6 says; a
-/// hint over `max_retry_after` stops hedging), and a zero delay sends them all at once
+/// pushback saying not to retry, or a hint over `max_retry_after`, stops hedging and
+/// retries, while the attempts in flight run on), and a zero delay sends them all at once
 /// (parallel mode). The call fails only when every attempt has failed and no hedge or
 /// retry remains. Hedges draw from the retry budget, and only replayable requests are
 /// hedged (the rules of retries). A request whose [`ReplayBody`](crate::ReplayBody) an

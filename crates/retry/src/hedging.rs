@@ -6,7 +6,8 @@
 //! a zero delay sends every hedge at the first poll. A retryable failure of one
 //! attempt while others are in flight (or a hedge is on its way) is set aside; when every
 //! attempt of a round has failed and no hedge remains, the last failure goes to the usual
-//! retry decision.
+//! retry decision. A pushback saying not to retry ends hedges and retries but leaves the
+//! attempts in flight running (gRFC A6), even on a failure that is not retried.
 
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -67,6 +68,9 @@ where
                     }
                     continue;
                 }
+            } else if Self::told_not_to_retry(this, outcome, &result, primary) {
+                // the hedge timer stopped: poll the attempt held inline again
+                return Poll::Ready(None);
             } else {
                 let shared: &Shared = &this.handle.shared;
                 shared.hedges_won.fetch_add(1, Ordering::Relaxed);
@@ -127,6 +131,12 @@ where
                 this.timers.as_mut().end_attempt();
                 return None;
             }
+        } else if Self::told_not_to_retry(this, outcome, &result, false) {
+            this.state.set(State::Waiting {
+                last: Some(SyncWrapper::new(result)),
+            });
+            this.timers.as_mut().end_attempt();
+            return None;
         } else {
             Self::cancel_others(this, false);
         }
@@ -151,13 +161,14 @@ where
                 None if Self::may_hedge(this) => HedgeStep::Readying,
                 None => HedgeStep::Off,
                 // gRFC A6: pushback on a hedged request delays the next hedge by its wait;
-                // one that says not to retry (or asks for longer than a retry would wait,
-                // or than the caller's deadline leaves) stops hedging. The retry decision
-                // reads the same hint.
-                Some(wait)
-                    if wait == Duration::MAX
-                        || this.plan.deadline.is_some_and(|d| d.cannot_fit(wait)) =>
-                {
+                // one that says not to retry (or asks for longer than a retry would wait)
+                // stops hedging and, whichever attempt fails last, the retries after it;
+                // one longer than the caller's deadline leaves stops hedging.
+                Some(Duration::MAX) => {
+                    *this.do_not_retry = true;
+                    HedgeStep::Off
+                }
+                Some(wait) if this.plan.deadline.is_some_and(|d| d.cannot_fit(wait)) => {
                     HedgeStep::Off
                 }
                 Some(wait) => {
@@ -167,6 +178,31 @@ where
             };
         }
         matches!(*this.step, HedgeStep::Readying | HedgeStep::Armed)
+    }
+
+    /// A failure that is not retried, while other attempts are in flight (`primary`: the
+    /// one held inline): if its pushback says not to retry (`GrpcPushback`'s negative or
+    /// malformed `grpc-retry-pushback-ms`, or any hint over `max_retry_after`), it ends
+    /// hedging and retries for the call but not the others, and is set aside like a
+    /// retryable failure. gRFC A6 tells such a pushback from a fatal status: "no further
+    /// hedged requests will be sent", while a fatal status cancels the rest. Whether it
+    /// was set aside.
+    fn told_not_to_retry(
+        this: &mut AttemptsProj<'_, S, Req, C, R, H>,
+        outcome: Outcome,
+        result: &Output<S, Req>,
+        primary: bool,
+    ) -> bool {
+        let others = primary || !this.race.is_empty();
+        if !others
+            || outcome != Outcome::NOT_RETRYABLE
+            || Self::pushback(this, result) != Some(Duration::MAX)
+        {
+            return false;
+        }
+        *this.do_not_retry = true;
+        Self::end_round(this);
+        true
     }
 
     /// A failure's retry-after hint, as the retry decision reads it: `None` when hints are

@@ -165,7 +165,9 @@
 //! retryable failure of one attempt while others are in flight, or while the next hedge
 //! is on its way, is set aside, and only once every attempt has failed and no hedge
 //! remains do the retry rules above decide what follows (a retry, or the last failure as
-//! the call's answer). Hedges follow the rules of retries: only requests the
+//! the call's answer). A pushback saying not to retry (or a hint over `max_retry_after`)
+//! sends no further hedge nor retry, but, as gRFC A6 has it, cancels nothing: the
+//! attempts in flight may still answer, and that failure is set aside too. Hedges follow the rules of retries: only requests the
 //! [`ReplayRequest`] can copy (and, for a [`ReplayBody`], only once no attempt is still
 //! reading it: a hedge due during a slow upload waits for the next delay after it), each
 //! hedge draws one retry from the [`RetryBudget`] (an empty budget sends none, so hedging

@@ -437,3 +437,128 @@ async fn the_backoff_restarts_after_a_pushback() {
         "the schedule restarts after the wait"
     );
 }
+
+/// One step of a scripted upstream: after `.0` ms, a response with status `.1` and the
+/// headers `.2`.
+type Step = (u64, u16, &'static [(&'static str, &'static str)]);
+
+/// An upstream that plays `script`, one step per call, then answers `OK` at once; logs
+/// when each call arrived.
+fn script(
+    script: &'static [Step],
+) -> (
+    impl Service<Req, Response = http::Response<()>, Error = BoxError, Future: Send> + Clone,
+    Arc<std::sync::Mutex<Vec<Instant>>>,
+) {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let svc = service_fn({
+        let log = log.clone();
+        move |_: Req| {
+            let n = {
+                let mut log = log.lock().unwrap();
+                log.push(Instant::now());
+                log.len()
+            };
+            let (ms, status, headers) = script.get(n - 1).copied().unwrap_or((0, 200, OK));
+            async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let mut response = http::Response::builder().status(status);
+                for (name, value) in headers {
+                    response = response.header(*name, *value);
+                }
+                Ok::<_, BoxError>(response.body(()).unwrap())
+            }
+        }
+    });
+    (svc, log)
+}
+
+const OK: &[(&str, &str)] = &[("grpc-status", "0")];
+const UNAVAILABLE: &[(&str, &str)] = &[("grpc-status", "14")];
+const DO_NOT_RETRY: &[(&str, &str)] = &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "-1")];
+
+/// gRFC A6: a pushback saying not to retry, to one attempt of a hedged call, means "no
+/// further hedged requests will be sent"; the attempts already in flight run on and the
+/// call takes the first acceptable answer among them, or, when they all fail, the last
+/// failure, with no retry. Before, the pushed-back answer ended the call at once (60 ms
+/// here) and cancelled the attempt about to succeed; a `Retry-After` over
+/// `max_retry_after` stopped the hedges but a retry followed the round.
+#[tokio::test(start_paused = true)]
+async fn a_do_not_retry_pushback_leaves_the_attempts_in_flight_running() {
+    let config = RetryConfig::builder()
+        .max_attempts(3)
+        .backoff(Backoff::fixed(Duration::from_millis(10)))
+        .budget(
+            tower_prism_retry::BudgetConfig::builder()
+                .enabled(false)
+                .build()
+                .unwrap(),
+        )
+        .hedge(tower_prism_retry::HedgeConfig::fixed(Duration::from_millis(50)).max_hedged(2))
+        .build()
+        .unwrap();
+    let grpc = RetryLayer::builder(config.clone())
+        .clone_request(tower_prism_retry::ReplayIdempotent)
+        .classify(tower_prism_core::GrpcClassifier::new())
+        .response_hint(tower_prism_retry::GrpcPushback)
+        .build()
+        .unwrap();
+    let offsets = |log: &std::sync::Mutex<Vec<Instant>>, start: Instant| -> Vec<u128> {
+        let log = log.lock().unwrap();
+        log.iter().map(|t| (*t - start).as_millis()).collect()
+    };
+
+    // the hedge (sent at 50 ms) is pushed back at 60 ms; the original answers at 200 ms
+    let (inner, log) = script(&[(200, 200, OK), (10, 200, DO_NOT_RETRY)]);
+    let start = Instant::now();
+    let response = grpc.layer(inner).oneshot(get()).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "0");
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert_eq!(
+        offsets(&log, start),
+        vec![0, 50],
+        "no hedge after the pushback"
+    );
+
+    // the original is pushed back at 60 ms; the hedge sent at 50 ms answers at 150 ms
+    let (inner, log) = script(&[(60, 200, DO_NOT_RETRY), (100, 200, OK)]);
+    let start = Instant::now();
+    let response = grpc.layer(inner).oneshot(get()).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "0");
+    assert_eq!(start.elapsed(), Duration::from_millis(150));
+    assert_eq!(
+        offsets(&log, start),
+        vec![0, 50],
+        "no hedge after the pushback"
+    );
+    assert_eq!(grpc.handle().snapshot().cancelled_attempts, 0);
+
+    // the original fails too, retryably: its failure is the answer, and no retry follows
+    let (inner, log) = script(&[(200, 200, UNAVAILABLE), (10, 200, DO_NOT_RETRY)]);
+    let start = Instant::now();
+    let response = grpc.layer(inner).oneshot(get()).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14");
+    assert!(!response.headers().contains_key("grpc-retry-pushback-ms"));
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert_eq!(
+        offsets(&log, start),
+        vec![0, 50],
+        "neither a hedge nor a retry"
+    );
+    let snapshot = grpc.handle().snapshot();
+    assert_eq!((snapshot.retries, snapshot.gave_up), (0, 1));
+
+    // the same over HTTP, for a 503 whose Retry-After is over `max_retry_after`
+    let http = http_layer(&config);
+    let (inner, log) = script(&[(200, 503, &[]), (10, 503, &[("retry-after", YEAR)])]);
+    let start = Instant::now();
+    let response = http.layer(inner).oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(!response.headers().contains_key("retry-after"));
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert_eq!(
+        offsets(&log, start),
+        vec![0, 50],
+        "neither a hedge nor a retry"
+    );
+}
