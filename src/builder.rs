@@ -82,7 +82,8 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
     /// A gRPC client stack ([`Grpc`]): classified by `grpc-status`, `UNAVAILABLE` and
     /// `RESOURCE_EXHAUSTED` retried (give [`profile`](Self::profile) a
     /// [`Grpc::retry_on`] for more), `grpc-retry-pushback-ms` honoured, requests from a
-    /// [`BoxedReplayLayer`](tower_prism_retry::BoxedReplayLayer) replayed.
+    /// [`BoxedReplayLayer`](tower_prism_retry::BoxedReplayLayer) replayed, at most 5
+    /// attempts per call (gRFC A6; a larger `retry.max_attempts` runs as 5).
     pub fn grpc(self) -> ReliabilityLayerBuilder<Grpc> {
         self.profile(Grpc::new())
     }

@@ -152,13 +152,35 @@ pub(crate) fn validate_retry(config: &RetryConfig) -> Result<(), ConfigError> {
     config.validate()
 }
 
+/// The retry config the stage runs under `profile`: `max_attempts` cut to the profile's
+/// cap, if any, with a warning when it is.
+pub(crate) fn retry_config<P: Profile>(
+    name: &str,
+    config: &RetryConfig,
+    profile: &P,
+) -> RetryConfig {
+    let mut config = config.clone();
+    if let Some(cap) = profile.max_attempts_cap() {
+        if config.max_attempts > cap {
+            tracing::warn!(
+                policy = %name,
+                max_attempts = config.max_attempts,
+                cap,
+                "retry.max_attempts is over the profile's cap: calls make at most {cap} attempts"
+            );
+            config.max_attempts = cap;
+        }
+    }
+    config
+}
+
 pub(crate) fn retry_layer<P: Profile>(
     name: &str,
     config: &RetryConfig,
     health: &HealthSignal,
     profile: &P,
 ) -> Result<RetryLayer<P>, ConfigError> {
-    tower_prism_retry::RetryLayer::builder(config.clone())
+    tower_prism_retry::RetryLayer::builder(retry_config(name, config, profile))
         .name(name)
         .health(health.clone())
         // Our own rejections below the retry stage (a balancer with no healthy endpoint,
@@ -170,11 +192,15 @@ pub(crate) fn retry_layer<P: Profile>(
         .build()
 }
 
-pub(crate) fn reconfigure_retry<C, R, H>(
-    layer: &tower_prism_retry::RetryLayer<C, R, H>,
+pub(crate) fn reconfigure_retry<P: Profile>(
+    name: &str,
+    layer: &RetryLayer<P>,
     config: &RetryConfig,
+    profile: &P,
 ) -> Result<(), ConfigError> {
-    layer.handle().reconfigure(config)
+    layer
+        .handle()
+        .reconfigure(&retry_config(name, config, profile))
 }
 
 // ---------------------------------------------------------------- fault injection

@@ -81,6 +81,13 @@ pub trait Profile: Clone + Send + Sync + 'static {
     fn can_retry(&self) -> bool {
         <Self::Retries as RetryKind>::HAS_STAGE
     }
+    /// The most attempts per call the retry stage makes, whatever the policy's
+    /// `retry.max_attempts` says (a larger value runs as this one, with a warning when the
+    /// stage is built or reloaded); `None` (the default) keeps the configured count.
+    /// [`Grpc`] caps at 5, as gRFC A6 has gRPC clients do.
+    fn max_attempts_cap(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Any request type: `Err` is a retryable failure, every `Ok` a success; retries clone the
@@ -276,6 +283,10 @@ impl Profile for HttpServer {
 /// answers with that HTTP status and an empty body, which a gRPC client reads as
 /// gRPC's HTTP mapping says (503 is `UNAVAILABLE`).
 ///
+/// At most 5 attempts per call, as gRFC A6 has a gRPC client treat a `maxAttempts` over
+/// 5: a policy's `retry.max_attempts` above that runs as 5, with a warning when the stage
+/// is built or reloaded ([`max_attempts_cap`](Profile::max_attempts_cap)).
+///
 /// A status in trailers after a message is not seen (see [`GrpcClassifier`]): such a
 /// call counts as a success.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -342,6 +353,11 @@ impl Profile for Grpc {
     > {
         // gRPC answers rejections with statuses, not HTTP headers: keys only.
         Ok(builder.build_http()?.headers::<NoHeaders>())
+    }
+    fn max_attempts_cap(&self) -> Option<u32> {
+        // gRFC A6's client-side maximum: a service config (or here a policy file) asking
+        // for more must not turn one call into a burst of attempts.
+        Some(5)
     }
 }
 

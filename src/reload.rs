@@ -104,7 +104,10 @@ impl<P: Profile> Stages<P> {
             report("circuit_breaker", c::reconfigure_breaker(layer, config));
         }
         if let (Some(layer), Some(config)) = (&self.retry, &policy.retry) {
-            report("retry", c::reconfigure_retry(layer, config));
+            report(
+                "retry",
+                c::reconfigure_retry(name, layer, config, &self.profile),
+            );
         }
         let mut balance = self.balance_stage();
         if let Some(config) = &policy.balance {

@@ -362,6 +362,85 @@ async fn a_request_that_skipped_the_replay_layer_is_sent_once() {
     assert_eq!(*calls.lock().unwrap(), 1);
 }
 
+/// gRFC A6: a client treats `maxAttempts` over 5 as 5. The gRPC client profile makes at
+/// most 5 attempts per call whatever `retry.max_attempts` says, at build and after a
+/// reload; the generic profile keeps the configured count. Before, the gRPC profile made
+/// all 8.
+#[tokio::test(start_paused = true)]
+async fn grpc_retries_are_capped_at_five_attempts() {
+    let eight = RetryConfig::builder()
+        .max_attempts(8)
+        .backoff(Backoff::fixed(Duration::from_millis(1)))
+        .budget(
+            tower_prism::retry::BudgetConfig::builder()
+                .enabled(false)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let calls = Arc::new(Mutex::new(0));
+    let upstream = {
+        let calls = calls.clone();
+        service_fn(move |_: http::Request<Body>| {
+            *calls.lock().unwrap() += 1;
+            async { Ok::<_, BoxError>(trailers_only("14", None)) }
+        })
+    };
+    let policy = ReliabilityLayer::builder()
+        .grpc()
+        .retry(eight.clone())
+        .build()
+        .unwrap();
+    let attempts = |policy: &ReliabilityLayer<Grpc>| {
+        let policy = policy.clone();
+        let upstream = upstream.clone();
+        let calls = calls.clone();
+        async move {
+            *calls.lock().unwrap() = 0;
+            let response = ServiceBuilder::new()
+                .layer(BoxedReplayLayer::new(1024, Body::new))
+                .reliability(policy)
+                .service(upstream)
+                .oneshot(http::Request::new(Body::empty()))
+                .await
+                .unwrap();
+            assert_eq!(response.headers()["grpc-status"], "14");
+            let calls = *calls.lock().unwrap();
+            calls
+        }
+    };
+    assert_eq!(attempts(&policy).await, 5);
+    assert_eq!(policy.snapshot().retry.unwrap().max_attempts, 5);
+
+    // a reload to 7 is capped too; one to 4 is kept
+    let reload = |n| {
+        let mut retry = eight.clone();
+        retry.max_attempts = n;
+        tower_prism::PolicyConfig::builder()
+            .retry(retry)
+            .build()
+            .unwrap()
+    };
+    policy.reconfigure(&reload(7)).unwrap();
+    assert_eq!(attempts(&policy).await, 5);
+    policy.reconfigure(&reload(4)).unwrap();
+    assert_eq!(attempts(&policy).await, 4);
+
+    // the generic profile is not gRPC: 8 attempts
+    let generic = ReliabilityLayer::builder().retry(eight).build().unwrap();
+    let calls = Arc::new(Mutex::new(0));
+    let failing = {
+        let calls = calls.clone();
+        service_fn(move |_: u32| {
+            *calls.lock().unwrap() += 1;
+            async { Err::<u32, BoxError>("unavailable".into()) }
+        })
+    };
+    generic.layer(failing).oneshot(1).await.unwrap_err();
+    assert_eq!(*calls.lock().unwrap(), 8);
+}
+
 /// A server behind `policy` and `grpc_errors`, whose handler sleeps for `work` and then
 /// answers with the time left of its request's deadline (in ms), or "none".
 async fn serve_policy(policy: ReliabilityLayer<GrpcServer>, work: Duration) -> Running {

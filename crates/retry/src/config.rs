@@ -76,6 +76,8 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 #[non_exhaustive]
 pub struct RetryConfig {
     /// Attempts per call, the first included (1 = never retry; at most [`MAX_ATTEMPTS`]).
+    /// The `tower-prism` facade's gRPC client profile (`grpc()`) runs a larger value as 5,
+    /// with a warning, as gRFC A6 has gRPC clients do.
     pub max_attempts: u32,
     /// The wait before each retry.
     pub backoff: Backoff,
