@@ -167,14 +167,15 @@
 //! remains do the retry rules above decide what follows (a retry, or the last failure as
 //! the call's answer). A pushback saying not to retry (or a hint over `max_retry_after`)
 //! sends no further hedge nor retry, but, as gRFC A6 has it, cancels nothing: the
-//! attempts in flight may still answer, and that failure is set aside too. Hedges follow the rules of retries: only requests the
-//! [`ReplayRequest`] can copy (and, for a [`ReplayBody`], only once no attempt is still
-//! reading it: a hedge due during a slow upload waits for the next delay after it), each
-//! hedge draws one retry from the [`RetryBudget`] (an empty budget sends none, so hedging
-//! cannot multiply the load on a struggling upstream), and over a balancer a hedge (and a
-//! retry, when hedging is on or [`Retry::avoid_tried_endpoints`] is) goes to an endpoint
-//! the call has not tried yet while there is one. A call whose first attempt answers before the delay allocates nothing and
-//! touches no timer if it answers at once.
+//! attempts in flight may still answer, and that failure is set aside too. Hedges follow
+//! the rules of retries: only requests the [`ReplayRequest`] can copy (and, for a
+//! [`ReplayBody`], only once no attempt is still reading it: a hedge due during a slow
+//! upload waits for the next delay after it), each hedge draws one retry from the
+//! [`RetryBudget`] (an empty budget sends none, so hedging cannot multiply the load on a
+//! struggling upstream), and over a balancer a hedge (and a retry, when hedging is on or
+//! [`Retry::avoid_tried_endpoints`] is) goes to an endpoint the call has not tried yet
+//! while there is one. A call whose first attempt answers before the delay allocates
+//! nothing and touches no timer if it answers at once.
 //!
 //! ```
 //! use std::time::Duration;
