@@ -217,12 +217,10 @@ pub(crate) fn fault_layer<P: Profile>(
     profile: &P,
 ) -> Result<FaultLayer<P>, ConfigError> {
     // A profile whose `FaultStatus` is `NoStatus` gets a layer that refuses status
-    // faults, at build and at reload, with an error naming `status`.
+    // faults, at build and at reload, with an error naming `status`; one that cannot
+    // answer gRPC statuses refuses a `grpc_code`.
     let config = config.cloned().unwrap_or_else(fault_off);
-    tower_prism_fault::FaultLayer::builder(config)
-        .name(name)
-        .status_with(profile.fault_status())
-        .build()
+    profile.fault_layer(tower_prism_fault::FaultLayer::builder(config).name(name))
 }
 
 /// What a policy without a `fault` table runs.

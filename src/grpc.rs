@@ -8,11 +8,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
-use tower_prism_core::{BoxError, GrpcCode, GRPC_MESSAGE, GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS};
+use tower_prism_core::{BoxError, GrpcCode, GRPC_MESSAGE, GRPC_RETRY_PUSHBACK_MS};
 use tower_service::Service;
 
 use crate::answering::{Answering, AnsweringFuture};
@@ -98,10 +97,8 @@ impl Error {
     /// assert_eq!(response.headers()["grpc-retry-pushback-ms"], "1500");
     /// ```
     pub fn to_grpc_response<B: Default>(&self) -> Response<B> {
-        let mut response = Response::new(B::default());
+        let mut response = self.grpc_code().trailers_only();
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(GRPC_STATUS, self.grpc_code().header_value());
         if let Some(message) = grpc_message(&self.to_string()) {
             headers.insert(GRPC_MESSAGE, message);
         }
@@ -270,7 +267,9 @@ fn answer<B: Default>(error: Error) -> Response<B> {
 
 #[cfg(test)]
 mod tests {
+    use http::header::CONTENT_TYPE;
     use tower::{service_fn, ServiceExt};
+    use tower_prism_core::GRPC_STATUS;
 
     use super::*;
 

@@ -6,7 +6,7 @@ use crate::retry_kind::{NoRetries, Retries, RetryKind};
 use tower_prism_core::ConfigError;
 use tower_prism_core::{DefaultClassifier, GrpcClassifier, GrpcCode, GrpcCodes, HttpClassifier};
 use tower_prism_deadline::{AnyRequest, HttpRequest};
-use tower_prism_fault::{EmptyHttpBody, HttpStatus, NoStatus};
+use tower_prism_fault::{EmptyHttpBody, FaultLayer, FaultLayerBuilder, GrpcStatus, NoStatus};
 use tower_prism_limit::rate::{
     HttpHeaders, HttpKey, NoHeaders, RateLimitLayer, RateLimitLayerBuilder, SamePriority,
     UnitWeight, Unkeyed,
@@ -38,7 +38,9 @@ pub trait Profile: Clone + Send + Sync + 'static {
     /// Reads and writes a request's deadline (a [`Carrier`](crate::deadline::Carrier)).
     type Carrier: Clone + Send + Sync + 'static;
     /// Builds the response of a status fault (an
-    /// [`InjectStatus`](crate::fault::InjectStatus)); [`NoStatus`] refuses status faults.
+    /// [`InjectStatus`](crate::fault::InjectStatus)); [`NoStatus`] refuses status faults,
+    /// and a `grpc_code` is refused unless [`fault_layer`](Self::fault_layer) says the
+    /// builder answers gRPC statuses.
     type FaultStatus: Clone + Send + Sync + 'static;
     /// Picks a request's rate-limit bucket (a [`KeyFn`](crate::limit::rate::KeyFn)):
     /// [`Unkeyed`] when the profile cannot read keys off its requests, [`HttpKey`] (from
@@ -63,6 +65,16 @@ pub trait Profile: Clone + Send + Sync + 'static {
     fn carrier(&self) -> Self::Carrier;
     /// The status-fault builder.
     fn fault_status(&self) -> Self::FaultStatus;
+    /// Builds the fault stage's layer with [`fault_status`](Self::fault_status). By
+    /// default with [`FaultLayerBuilder::status_with`]: a `grpc_code` status fault is
+    /// refused with a [`ConfigError`] naming `status.grpc_code`. The gRPC profiles use
+    /// [`grpc_status_with`](FaultLayerBuilder::grpc_status_with) and answer it.
+    fn fault_layer(
+        &self,
+        builder: FaultLayerBuilder,
+    ) -> Result<FaultLayer<Self::FaultStatus>, ConfigError> {
+        builder.status_with(self.fault_status()).build()
+    }
     /// Builds the rate-limit stage's layer: with the key and headers of this profile, or
     /// a [`ConfigError`] naming `key` when the policy keys requests this profile cannot
     /// read (see [`RateLimitLayerBuilder::build`] and
@@ -279,9 +291,10 @@ impl Profile for HttpServer {
 /// through a [`BoxedReplayLayer`](tower_prism_retry::BoxedReplayLayer)
 /// ([`ReplayBoxed`]: every method, since gRPC retries by status); the deadline stage reads
 /// and writes `grpc-timeout` when the policy's `[deadline]` sets `header =
-/// "grpc-timeout"` ([`HttpRequest`](crate::deadline::HttpRequest)); a status fault
-/// answers with that HTTP status and an empty body, which a gRPC client reads as
-/// gRPC's HTTP mapping says (503 is `UNAVAILABLE`).
+/// "grpc-timeout"` ([`HttpRequest`](crate::deadline::HttpRequest)); a status fault with
+/// a `grpc_code` answers with that gRPC status, Trailers-Only, as a server failing the call
+/// would ([`GrpcStatus`]), and one with an HTTP `code` with that HTTP status and an empty
+/// body, which a gRPC client reads as gRPC's HTTP mapping says (503 is `UNAVAILABLE`).
 ///
 /// At most 5 attempts per call, as gRFC A6 has a gRPC client treat a `maxAttempts` over
 /// 5: a policy's `retry.max_attempts` above that runs as 5, with a warning when the stage
@@ -325,7 +338,7 @@ impl Profile for Grpc {
     type Replay = ReplayBoxed;
     type Hint = GrpcPushback;
     type Carrier = HttpRequest;
-    type FaultStatus = HttpStatus;
+    type FaultStatus = GrpcStatus;
     type RateKey = HttpKey;
     type RateHeaders = NoHeaders;
     type Retries = Retries;
@@ -341,8 +354,14 @@ impl Profile for Grpc {
     fn carrier(&self) -> HttpRequest {
         HttpRequest
     }
-    fn fault_status(&self) -> HttpStatus {
-        HttpStatus
+    fn fault_status(&self) -> GrpcStatus {
+        GrpcStatus
+    }
+    fn fault_layer(
+        &self,
+        builder: FaultLayerBuilder,
+    ) -> Result<FaultLayer<GrpcStatus>, ConfigError> {
+        builder.grpc_status_with(GrpcStatus).build()
     }
     fn rate_limit(
         &self,
@@ -362,8 +381,8 @@ impl Profile for Grpc {
 }
 
 /// A gRPC server (tonic): results classified by `grpc-status` like [`Grpc`], deadlines
-/// read from `grpc-timeout` when the policy's `[deadline]` names it, no retry stage (a
-/// server cannot replay what it received). Answer the stack's rejections as gRPC statuses
+/// read from `grpc-timeout` when the policy's `[deadline]` names it, status faults answered
+/// like [`Grpc`]'s, no retry stage (a server cannot replay what it received). Answer the stack's rejections as gRPC statuses
 /// with [`GrpcErrorLayer`](crate::GrpcErrorLayer).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GrpcServer;
@@ -373,7 +392,7 @@ impl Profile for GrpcServer {
     type Replay = SendOnce;
     type Hint = GrpcPushback;
     type Carrier = HttpRequest;
-    type FaultStatus = HttpStatus;
+    type FaultStatus = GrpcStatus;
     type RateKey = HttpKey;
     type RateHeaders = NoHeaders;
     type Retries = NoRetries;
@@ -389,8 +408,14 @@ impl Profile for GrpcServer {
     fn carrier(&self) -> HttpRequest {
         HttpRequest
     }
-    fn fault_status(&self) -> HttpStatus {
-        HttpStatus
+    fn fault_status(&self) -> GrpcStatus {
+        GrpcStatus
+    }
+    fn fault_layer(
+        &self,
+        builder: FaultLayerBuilder,
+    ) -> Result<FaultLayer<GrpcStatus>, ConfigError> {
+        builder.grpc_status_with(GrpcStatus).build()
     }
     fn rate_limit(
         &self,

@@ -694,6 +694,54 @@ async fn a_client_stack_under_grpc_errors_fails_with_grpc_codes() {
     );
 }
 
+/// A client's game day answers with a gRPC status (`grpc_code`, Envoy's
+/// `abort.grpc_status`): tonic sees `UNAVAILABLE` with the fault's message, and the retry
+/// stage above the fault retries it as it would a real one. A fault could only carry an
+/// HTTP status (`grpc_code` was an unknown field).
+#[tokio::test]
+async fn a_grpc_status_fault_is_that_status_to_the_client_and_its_retries() {
+    let (server, seen) = serve_plain(|_, message| Ok(message)).await;
+    let config = ReliabilityConfig::from_toml(
+        r#"
+        [policy.echo-client.retry]
+        [policy.echo-client.fault]
+        status = { rate = 1.0, grpc_code = 14 }
+        "#,
+    )
+    .unwrap();
+    let policy = ReliabilityLayer::from_config_as(&config, "echo-client", Grpc::new()).unwrap();
+    let mut client = EchoClient::new(
+        ServiceBuilder::new()
+            .layer(BoxedReplayLayer::new(1024, Body::new))
+            .reliability(policy.clone())
+            .service(channel(server.addr).await),
+    );
+    let failed = client.say(say("x")).await.unwrap_err();
+    assert_eq!(failed.code(), Code::Unavailable);
+    assert_eq!(failed.message(), "injected fault");
+    let fault = policy.snapshot().fault.unwrap();
+    assert_eq!((fault.injected_statuses, fault.calls), (3, 3), "retried");
+    assert!(seen.lock().unwrap().is_empty(), "no call left the client");
+}
+
+/// A server's game day answers with the gRPC status its fault names, as the handler
+/// failing the call would.
+#[tokio::test]
+async fn a_grpc_status_fault_is_that_status_from_the_server() {
+    let policy = server_policy(
+        r#"
+        [policy.echo-server.fault]
+        status = { rate = 1.0, grpc_code = 5 }
+        "#,
+    );
+    let server = serve_policy(policy.clone(), Duration::ZERO).await;
+    let mut client = EchoClient::new(channel(server.addr).await);
+    let failed = client.say(say("x")).await.unwrap_err();
+    assert_eq!(failed.code(), Code::NotFound);
+    assert_eq!(failed.message(), "injected fault");
+    assert_eq!(policy.snapshot().fault.unwrap().injected_statuses, 1);
+}
+
 #[global_allocator]
 static GLOBAL: tower_prism_testkit::CountingAlloc = tower_prism_testkit::CountingAlloc;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tower::{service_fn, BoxError, Layer, ServiceExt};
 use tower_prism::{
-    ConfigFileError, Error, ErrorKind, HttpServer, PolicyConfig, ReliabilityConfig,
+    ConfigFileError, Error, ErrorKind, GrpcServer, HttpServer, PolicyConfig, ReliabilityConfig,
     ReliabilityLayer,
 };
 
@@ -290,6 +290,31 @@ async fn a_status_fault_needs_a_profile_that_can_answer_with_one() {
 
     // an HTTP profile can
     ReliabilityLayer::from_policy_as("p", &with_status, HttpServer).unwrap();
+}
+
+/// A `grpc_code` status fault needs a gRPC profile: an HTTP one, which cannot answer it,
+/// refuses it naming `status.grpc_code` (at build and at reload), and `Generic` refuses
+/// any status. The field was unknown to every profile.
+#[tokio::test(start_paused = true)]
+async fn a_grpc_status_fault_needs_a_grpc_profile() {
+    let with_grpc = policy("[policy.p.fault]\nstatus = { rate = 0.5, grpc_code = 14 }");
+    let error = ReliabilityLayer::from_policy_as("p", &with_grpc, HttpServer).unwrap_err();
+    assert_eq!(
+        error.field(),
+        Some("policy.p.fault.status.grpc_code"),
+        "{error}"
+    );
+    let http =
+        ReliabilityLayer::from_policy_as("p", &policy("[policy.p.fault]"), HttpServer).unwrap();
+    let error = http.reconfigure(&with_grpc).unwrap_err();
+    assert_eq!(
+        error.field(),
+        Some("policy.p.fault.status.grpc_code"),
+        "{error}"
+    );
+    let error = ReliabilityLayer::from_policy("p", &with_grpc).unwrap_err();
+    assert_eq!(error.field(), Some("policy.p.fault.status"), "{error}");
+    ReliabilityLayer::from_policy_as("p", &with_grpc, GrpcServer).unwrap();
 }
 
 #[tokio::test(start_paused = true)]

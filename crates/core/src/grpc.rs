@@ -145,6 +145,30 @@ impl GrpcCode {
         HeaderValue::from_static(VALUES[self as usize])
     }
 
+    /// A gRPC Trailers-Only response carrying this code, as a server fails a call before
+    /// any message: HTTP 200, `content-type: application/grpc`, `grpc-status`, an empty
+    /// (`Default`) body. Add a `grpc-message` (percent-encoded) or a
+    /// `grpc-retry-pushback-ms` to its headers as the answer needs.
+    ///
+    /// ```
+    /// use tower_prism_core::GrpcCode;
+    ///
+    /// let response: http::Response<String> = GrpcCode::Unavailable.trailers_only();
+    /// assert_eq!(response.status(), 200);
+    /// assert_eq!(response.headers()["content-type"], "application/grpc");
+    /// assert_eq!(response.headers()["grpc-status"], "14");
+    /// ```
+    pub fn trailers_only<B: Default>(self) -> http::Response<B> {
+        let mut response = http::Response::new(B::default());
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(GRPC_STATUS, self.header_value());
+        response
+    }
+
     /// Whether the code says the server failed, whatever the request was: `UNKNOWN`,
     /// `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`, `UNIMPLEMENTED`, `INTERNAL`,
     /// `UNAVAILABLE` and `DATA_LOSS`. The other codes (`NOT_FOUND`, `INVALID_ARGUMENT`...)

@@ -61,7 +61,8 @@ pub struct FaultConfig {
     /// The share of calls failed with [`Error::Aborted`](crate::Error::Aborted) (a connection
     /// reset), in `[0, 1]`.
     pub abort: f64,
-    /// Answer a share of calls with an HTTP status instead of calling the service.
+    /// Answer a share of calls with an HTTP or a gRPC status instead of calling the
+    /// service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusFault>,
     /// Delay a share of calls before they reach the service.
@@ -91,7 +92,7 @@ impl FaultConfig {
     }
 
     /// Checks every value; the error names the field (`error`, `status.code`,
-    /// `latency.min`...). Rates are in `[0, 1]` (NaN refused) and
+    /// `status.grpc_code`, `latency.min`...). Rates are in `[0, 1]` (NaN refused) and
     /// `error + abort + status.rate` is at most 1; the sum's error names the last of the
     /// three that is set.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -163,7 +164,7 @@ impl FaultConfigBuilder {
         self
     }
 
-    /// Answer a share of calls with an HTTP status.
+    /// Answer a share of calls with an HTTP or a gRPC status.
     pub fn status(mut self, status: StatusFault) -> Self {
         self.config.status = Some(status);
         self
@@ -226,6 +227,20 @@ mod tests {
             .unwrap();
         let text = toml::to_string(&config).unwrap();
         assert_eq!(toml::from_str::<FaultConfig>(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn status_faults_read_an_http_or_a_grpc_code() {
+        let http: FaultConfig = toml::from_str("status = { rate = 0.1, code = 503 }").unwrap();
+        assert_eq!(http.status, Some(StatusFault::new(0.1, 503)));
+        let grpc = FaultConfig::builder()
+            .status(StatusFault::grpc(0.1, tower_prism_core::GrpcCode::NotFound))
+            .build()
+            .unwrap();
+        let text = toml::to_string(&grpc).unwrap();
+        assert!(text.contains("grpc_code = 5"), "{text}");
+        assert!(!text.lines().any(|line| line.starts_with("code")), "{text}");
+        assert_eq!(toml::from_str::<FaultConfig>(&text).unwrap(), grpc);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tower_prism_core::config::{check_duration_at_most, ConfigError};
+use tower_prism_core::GrpcCode;
 
 /// The longest delay a latency fault may inject: `fixed`, `max` and `p99` (one hour), and
 /// the cap on a lognormal draw. A delay longer than this is a hung call, which a game day
@@ -20,39 +21,109 @@ pub(crate) fn check_rate(field: &'static str, value: f64) -> Result<f64, ConfigE
     }
 }
 
-/// Answer a share of calls with an HTTP status, without calling the service (Envoy's
-/// `abort.http_status`). In TOML: `status = { rate = 0.05, code = 503 }`.
+/// Answer a share of calls with a status, without calling the service: an HTTP status
+/// (`code`, Envoy's `abort.http_status`) or a gRPC one (`grpc_code`, Envoy's
+/// `abort.grpc_status`), exactly one of the two. In TOML:
+/// `status = { rate = 0.05, code = 503 }` or `status = { rate = 0.05, grpc_code = 14 }`.
 ///
 /// Only a layer that can build the service's response type takes it:
-/// [`FaultLayerBuilder::status_with`](crate::FaultLayerBuilder::status_with).
+/// [`FaultLayerBuilder::status_with`](crate::FaultLayerBuilder::status_with); a
+/// `grpc_code` only one built with
+/// [`grpc_status_with`](crate::FaultLayerBuilder::grpc_status_with) (a tower-prism policy
+/// with a gRPC profile).
+///
+/// ```
+/// use tower_prism_core::GrpcCode;
+/// use tower_prism_fault::StatusFault;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Section { status: StatusFault }
+/// let s: Section = toml::from_str("status = { rate = 0.1, grpc_code = 14 }").unwrap();
+/// assert_eq!(s.status, StatusFault::grpc(0.1, GrpcCode::Unavailable));
+/// s.status.validate().unwrap();
+///
+/// let both: Section = toml::from_str("status = { rate = 0.1, code = 503, grpc_code = 14 }").unwrap();
+/// assert_eq!(both.status.validate().unwrap_err().field(), "status");
+/// let unknown: Section = toml::from_str("status = { rate = 0.1, grpc_code = 17 }").unwrap();
+/// assert_eq!(unknown.status.validate().unwrap_err().field(), "status.grpc_code");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct StatusFault {
-    /// The share of calls answered with `code`, in `[0, 1]`.
+    /// The share of calls answered with the status, in `[0, 1]`.
     pub rate: f64,
-    /// The status to answer with, 200 to 599.
-    pub code: u16,
+    /// The HTTP status to answer with, 200 to 599.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// The gRPC status to answer with, 0 to 16 (`14` is `UNAVAILABLE`): a Trailers-Only
+    /// response (HTTP 200 carrying `grpc-status`), as a gRPC server fails a call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_code: Option<u16>,
 }
 
 impl StatusFault {
-    /// Answer `rate` of calls with `code`.
+    /// Answer `rate` of calls with the HTTP status `code`.
     pub fn new(rate: f64, code: u16) -> Self {
-        StatusFault { rate, code }
+        StatusFault {
+            rate,
+            code: Some(code),
+            grpc_code: None,
+        }
     }
 
-    /// Checks the rate and the code; fields are named `status.rate`, `status.code`.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check_rate("rate", self.rate).map_err(|e| e.in_section("status"))?;
-        if !(200..=599).contains(&self.code) {
-            return Err(ConfigError::new(
-                "status.code",
-                self.code,
-                "must be an HTTP status from 200 to 599",
-            ));
+    /// Answer `rate` of calls with the gRPC status `code`.
+    pub fn grpc(rate: f64, code: GrpcCode) -> Self {
+        StatusFault {
+            rate,
+            code: None,
+            grpc_code: Some(u16::from(code as u8)),
         }
-        Ok(())
     }
+
+    /// Checks the rate and the code: fields are named `status.rate`, `status.code`,
+    /// `status.grpc_code`, and `status` when neither code or both are given.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.answer().map(|_| ())
+    }
+
+    /// The checked answer.
+    pub(crate) fn answer(&self) -> Result<Answer, ConfigError> {
+        check_rate("rate", self.rate).map_err(|e| e.in_section("status"))?;
+        match (self.code, self.grpc_code) {
+            (Some(code), None) if (200..=599).contains(&code) => Ok(Answer::Http(code)),
+            (Some(code), None) => Err(ConfigError::new(
+                "status.code",
+                code,
+                "must be an HTTP status from 200 to 599",
+            )),
+            (None, Some(code)) => GrpcCode::from_i32(i32::from(code))
+                .map(Answer::Grpc)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "status.grpc_code",
+                        code,
+                        "must be a gRPC status from 0 to 16",
+                    )
+                }),
+            (code, _) => Err(ConfigError::new(
+                "status",
+                if code.is_some() {
+                    "code and grpc_code"
+                } else {
+                    "no code"
+                },
+                "give one of `code` (an HTTP status) and `grpc_code` (a gRPC status)",
+            )),
+        }
+    }
+}
+
+/// What a status fault answers with, once its config is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Http(u16),
+    Grpc(GrpcCode),
 }
 
 /// Delay a share of calls before they reach the service. The delay is given one of three
@@ -310,5 +381,35 @@ mod tests {
         }
         let err = StatusFault::new(-0.1, 503).validate().unwrap_err();
         assert_eq!(err.field(), "status.rate");
+    }
+
+    #[test]
+    fn grpc_codes_are_bounded_and_exclusive_with_http_codes() {
+        for code in [0, 14, 16] {
+            let fault = StatusFault {
+                grpc_code: Some(code),
+                ..StatusFault::grpc(0.1, GrpcCode::Ok)
+            };
+            assert!(fault.validate().is_ok(), "{code}");
+        }
+        for code in [17, 99, u16::MAX] {
+            let fault = StatusFault {
+                grpc_code: Some(code),
+                ..StatusFault::grpc(0.1, GrpcCode::Ok)
+            };
+            assert_eq!(fault.validate().unwrap_err().field(), "status.grpc_code");
+        }
+        let both = StatusFault {
+            grpc_code: Some(14),
+            ..StatusFault::new(0.1, 503)
+        };
+        let err = both.validate().unwrap_err();
+        assert_eq!((err.field(), err.value()), ("status", "code and grpc_code"));
+        let neither = StatusFault {
+            code: None,
+            ..StatusFault::new(0.1, 503)
+        };
+        let err = neither.validate().unwrap_err();
+        assert_eq!((err.field(), err.value()), ("status", "no code"));
     }
 }

@@ -7,6 +7,7 @@ use tower_prism_core::config::ConfigError;
 use tower_prism_core::internal::{lock, mix64};
 
 use crate::config::FaultConfig;
+use crate::faults::StatusFault;
 use crate::metrics::Metrics;
 use crate::plan::{Decision, Exclusive, Plan, WORDS};
 use crate::seqlock::SeqCell;
@@ -29,8 +30,8 @@ pub(crate) struct Shared {
     /// The config in force; its lock also serialises reconfigurations (never taken on a
     /// call's path).
     config: Mutex<FaultConfig>,
-    /// Whether the layer can build a response for a status fault.
-    status_supported: bool,
+    /// The status faults the layer can build a response for.
+    status_kinds: StatusKinds,
     /// The draw counter: each call takes two steps with one atomic add, one per draw.
     rng: AtomicU64,
     calls: AtomicU64,
@@ -82,7 +83,7 @@ impl Shared {
         let (count, metric) = match fault {
             Exclusive::Error => (&self.errors, &self.metrics.error),
             Exclusive::Abort => (&self.aborts, &self.metrics.abort),
-            Exclusive::Status(_) => (&self.statuses, &self.metrics.status),
+            Exclusive::Status(_) | Exclusive::Grpc(_) => (&self.statuses, &self.metrics.status),
         };
         count.fetch_add(1, Ordering::Relaxed);
         metric.increment(1);
@@ -114,7 +115,7 @@ pub struct FaultHandle {
 
 impl FaultHandle {
     /// A stage named `name` with a valid `config`.
-    pub(crate) fn new(name: String, config: &FaultConfig, status_supported: bool) -> Self {
+    pub(crate) fn new(name: String, config: &FaultConfig, status_kinds: StatusKinds) -> Self {
         let plan = Plan::from_config(config);
         let shared = Arc::new(Shared {
             metrics: Metrics::new(&name),
@@ -123,7 +124,7 @@ impl FaultHandle {
             plan: SeqCell::new(plan.encode()),
             enabled: AtomicBool::new(config.enabled),
             config: Mutex::new(config.clone()),
-            status_supported,
+            status_kinds,
             rng: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -148,10 +149,12 @@ impl FaultHandle {
 
     /// Whether [`reconfigure`](Self::reconfigure) would accept `config`, without applying
     /// it: valid, and with no status fault unless the layer was given a status builder
-    /// ([`FaultLayerBuilder::status_with`](crate::FaultLayerBuilder::status_with)).
+    /// ([`FaultLayerBuilder::status_with`](crate::FaultLayerBuilder::status_with)), no
+    /// gRPC one unless given it by
+    /// [`grpc_status_with`](crate::FaultLayerBuilder::grpc_status_with).
     pub fn check(&self, config: &FaultConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        check_status_supported(config, self.shared.status_supported)
+        check_status_supported(config, self.shared.status_kinds)
     }
 
     /// Applies a new config to running services, all or nothing: a config
@@ -205,21 +208,49 @@ impl FaultHandle {
     }
 }
 
+/// The status faults a layer can build a response for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatusKinds {
+    None,
+    Http,
+    /// HTTP and gRPC.
+    Grpc,
+}
+
 /// Refuses a status fault where no response can be built.
 pub(crate) fn check_status_supported(
     config: &FaultConfig,
-    supported: bool,
+    kinds: StatusKinds,
 ) -> Result<(), ConfigError> {
-    match config.status {
-        Some(status) if !supported && status.rate > 0.0 => Err(ConfigError::new(
+    let Some(status) = config.status.filter(|status| status.rate > 0.0) else {
+        return Ok(());
+    };
+    match (kinds, status.grpc_code) {
+        (StatusKinds::None, _) => Err(ConfigError::new(
             "status",
-            format!("{{ rate = {}, code = {} }}", status.rate, status.code),
+            describe(&status),
             "this fault stage cannot build the service's response: inject `error` or \
              `abort` faults, or give it a status builder (`FaultLayerBuilder::status_with`, \
              `HttpStatus` or `EmptyHttpBody` for `http::Response`; a tower-prism policy \
              with an HTTP profile has one)",
         )),
+        (StatusKinds::Http, Some(code)) => Err(ConfigError::new(
+            "status.grpc_code",
+            code,
+            "this fault stage answers HTTP statuses only: give `code`, or give it a builder \
+             of gRPC answers (`FaultLayerBuilder::grpc_status_with` and `GrpcStatus`; a \
+             tower-prism policy with a gRPC profile has one)",
+        )),
         _ => Ok(()),
+    }
+}
+
+/// A status fault as TOML writes it, for an error message.
+fn describe(status: &StatusFault) -> String {
+    match (status.code, status.grpc_code) {
+        (Some(code), None) => format!("{{ rate = {}, code = {code} }}", status.rate),
+        (None, Some(code)) => format!("{{ rate = {}, grpc_code = {code} }}", status.rate),
+        _ => format!("{{ rate = {} }}", status.rate),
     }
 }
 

@@ -6,7 +6,7 @@ use tower_layer::Layer;
 use tower_prism_core::ConfigError;
 
 use crate::config::FaultConfig;
-use crate::handle::{check_status_supported, FaultHandle};
+use crate::handle::{check_status_supported, FaultHandle, StatusKinds};
 use crate::service::Fault;
 use crate::status::NoStatus;
 
@@ -56,7 +56,7 @@ impl FaultLayer {
             config,
             name: DEFAULT_NAME.to_owned(),
             status: NoStatus,
-            status_supported: false,
+            status_kinds: StatusKinds::None,
         }
     }
 }
@@ -84,7 +84,7 @@ pub struct FaultLayerBuilder<I = NoStatus> {
     config: FaultConfig,
     name: String,
     status: I,
-    status_supported: bool,
+    status_kinds: StatusKinds,
 }
 
 impl<I> FaultLayerBuilder<I> {
@@ -102,21 +102,51 @@ impl<I> FaultLayerBuilder<I> {
     /// [`StatusFault`](crate::StatusFault), unless `status` is [`NoStatus`], which can
     /// build nothing: a layer given it still refuses one, as the default does (so code
     /// generic over the injector can always call this).
+    ///
+    /// A layer built this way refuses a status fault with a `grpc_code`, naming
+    /// `status.grpc_code`: see [`grpc_status_with`](Self::grpc_status_with).
     pub fn status_with<I2: 'static>(self, status: I2) -> FaultLayerBuilder<I2> {
+        self.injector(status, StatusKinds::Http)
+    }
+
+    /// Like [`status_with`](Self::status_with), for a builder that also answers gRPC
+    /// statuses ([`InjectStatus::grpc_response`](crate::InjectStatus::grpc_response):
+    /// [`GrpcStatus`](crate::GrpcStatus), for `http::Response<B>` with `B: Default`): the
+    /// layer accepts a [`StatusFault`](crate::StatusFault) with a `code` or a `grpc_code`.
+    ///
+    /// ```
+    /// use tower_prism_core::GrpcCode;
+    /// use tower_prism_fault::{FaultConfig, FaultLayer, GrpcStatus, HttpStatus, StatusFault};
+    ///
+    /// let config = FaultConfig::builder()
+    ///     .status(StatusFault::grpc(0.1, GrpcCode::Unavailable))
+    ///     .build()
+    ///     .unwrap();
+    /// let err = FaultLayer::builder(config.clone()).status_with(HttpStatus).build().unwrap_err();
+    /// assert_eq!(err.field(), "status.grpc_code");
+    /// FaultLayer::builder(config).grpc_status_with(GrpcStatus).build().unwrap();
+    /// ```
+    pub fn grpc_status_with<I2: 'static>(self, status: I2) -> FaultLayerBuilder<I2> {
+        self.injector(status, StatusKinds::Grpc)
+    }
+
+    /// `status`, which can build the `kinds` of status unless it is [`NoStatus`].
+    fn injector<I2: 'static>(self, status: I2, kinds: StatusKinds) -> FaultLayerBuilder<I2> {
+        let none = TypeId::of::<I2>() == TypeId::of::<NoStatus>();
         FaultLayerBuilder {
             config: self.config,
             name: self.name,
             status,
-            status_supported: TypeId::of::<I2>() != TypeId::of::<NoStatus>(),
+            status_kinds: if none { StatusKinds::None } else { kinds },
         }
     }
 
     /// The layer; an error names the config field it refuses.
     pub fn build(self) -> Result<FaultLayer<I>, ConfigError> {
         self.config.validate()?;
-        check_status_supported(&self.config, self.status_supported)?;
+        check_status_supported(&self.config, self.status_kinds)?;
         Ok(FaultLayer {
-            handle: FaultHandle::new(self.name, &self.config, self.status_supported),
+            handle: FaultHandle::new(self.name, &self.config, self.status_kinds),
             status: self.status,
         })
     }

@@ -1,5 +1,5 @@
-//! Fault injection for [tower]: fail, abort, answer with an HTTP status, or delay a share
-//! of calls, to test how the stack above and the callers behave when an upstream
+//! Fault injection for [tower]: fail, abort, answer with an HTTP or gRPC status, or delay
+//! a share of calls, to test how the stack above and the callers behave when an upstream
 //! misbehaves (a "game day"), without touching the upstream.
 //!
 //! # Overview
@@ -10,8 +10,9 @@
 //!
 //! - at most one of: an injected error ([`Error::Injected`], rate `error`); an aborted
 //!   connection ([`Error::Aborted`], whose source is an `io::Error` of kind
-//!   `ConnectionReset`; rate `abort`); an HTTP status answered without calling the service
-//!   ([`StatusFault`]). These rates add up to at most 1.
+//!   `ConnectionReset`; rate `abort`); an HTTP status (`code`) or a gRPC one (`grpc_code`,
+//!   a Trailers-Only answer) answered without calling the service ([`StatusFault`]).
+//!   These rates add up to at most 1.
 //! - independently, a delay before the call goes on ([`LatencyFault`]): fixed, uniform
 //!   between two bounds, or lognormal by median and 99th percentile.
 //!
@@ -19,7 +20,8 @@
 //! an error, abort or status never reaches it. Injected errors are `Err`s like any
 //! upstream's, so [`DefaultClassifier`](tower_prism_core::DefaultClassifier) and
 //! [`HttpClassifier`](tower_prism_core::HttpClassifier) count them as retryable failures;
-//! an injected 503 or 429 is read as the real one would be.
+//! an injected 503 or 429, or an injected gRPC `UNAVAILABLE`, is read as the real one
+//! would be.
 //!
 //! A status fault needs to build the service's response type: give the layer builder an
 //! [`InjectStatus`] ([`HttpStatus`] for `http::Response<B>` with `B: Default`;
@@ -27,7 +29,11 @@
 //! it knows and failing the call with [`Error::Injected`] for others; or a closure) with
 //! [`FaultLayerBuilder::status_with`]. A layer without one ([`NoStatus`], the default)
 //! refuses a config with a status fault, with a
-//! [`ConfigError`](tower_prism_core::ConfigError) naming `status`.
+//! [`ConfigError`](tower_prism_core::ConfigError) naming `status`. A gRPC status needs a
+//! builder that says it ([`GrpcStatus`] for `http::Response<B>` with `B: Default`, or
+//! your own [`InjectStatus::grpc_response`]), given with
+//! [`FaultLayerBuilder::grpc_status_with`]; any other layer refuses a `grpc_code`, naming
+//! `status.grpc_code`.
 //!
 //! [`Fault::pass_through`] is the stage switched off for good: the same type as an
 //! engaged stage, costing a call one branch, for stacks whose stages are optional.
@@ -119,4 +125,4 @@ pub use future::ResponseFuture;
 pub use handle::{FaultHandle, FaultSnapshot};
 pub use layer::{FaultLayer, FaultLayerBuilder};
 pub use service::Fault;
-pub use status::{HttpStatus, InjectStatus, NoStatus};
+pub use status::{GrpcStatus, HttpStatus, InjectStatus, NoStatus};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tower_prism_core::internal::{mix64, nanos};
 
 use crate::config::FaultConfig;
-use crate::faults::{Delay, MAX_FAULT_LATENCY};
+use crate::faults::{Answer, Delay, MAX_FAULT_LATENCY};
 
 /// Draws are compared on their top 53 bits: a rate `r` becomes the threshold `r * 2^53`,
 /// exact for `r = 1` (every draw is below it) and `r = 0` (none is).
@@ -26,7 +26,10 @@ pub(crate) const WORDS: usize = 8;
 pub(crate) enum Exclusive {
     Error,
     Abort,
+    /// An HTTP status.
     Status(u16),
+    /// A gRPC status.
+    Grpc(u16),
 }
 
 /// What one call gets.
@@ -56,6 +59,8 @@ pub(crate) struct Plan {
     /// Below this (and not an error or abort): a status.
     status_below: u64,
     status: u16,
+    /// Whether `status` is a gRPC code (else an HTTP one).
+    grpc: bool,
     /// A second draw below this is a delay.
     latency_below: u64,
     shape: Shape,
@@ -74,6 +79,7 @@ impl Plan {
         abort_below: 0,
         status_below: 0,
         status: 0,
+        grpc: false,
         latency_below: 0,
         shape: Shape::Fixed(0),
     };
@@ -83,7 +89,11 @@ impl Plan {
         if !config.enabled {
             return Plan::NOTHING;
         }
-        let (status_rate, status) = config.status.map_or((0.0, 0), |s| (s.rate, s.code));
+        let (status_rate, status, grpc) = match config.status.map(|s| (s.rate, s.answer())) {
+            Some((rate, Ok(Answer::Http(code)))) => (rate, code, false),
+            Some((rate, Ok(Answer::Grpc(code)))) => (rate, u16::from(code as u8), true),
+            _ => (0.0, 0, false),
+        };
         let (latency_rate, shape) = match config.latency {
             Some(latency) => match latency.delay() {
                 Ok(delay) => (latency.rate, Shape::of(delay)),
@@ -96,6 +106,7 @@ impl Plan {
             abort_below: threshold(config.error + config.abort),
             status_below: threshold(config.error + config.abort + status_rate),
             status,
+            grpc,
             latency_below: threshold(latency_rate),
             shape,
         }
@@ -115,7 +126,11 @@ impl Plan {
         } else if x < self.abort_below {
             Some(Exclusive::Abort)
         } else if x < self.status_below {
-            Some(Exclusive::Status(self.status))
+            Some(if self.grpc {
+                Exclusive::Grpc(self.status)
+            } else {
+                Exclusive::Status(self.status)
+            })
         } else {
             None
         };
@@ -138,7 +153,7 @@ impl Plan {
             self.error_below,
             self.abort_below,
             self.status_below,
-            u64::from(self.status),
+            u64::from(self.status) | u64::from(self.grpc) << 16,
             self.latency_below,
             kind,
             a,
@@ -163,7 +178,8 @@ impl Plan {
             error_below: w[0],
             abort_below: w[1],
             status_below: w[2],
-            status: u16::try_from(w[3]).unwrap_or(0),
+            status: w[3] as u16,
+            grpc: w[3] >> 16 & 1 == 1,
             latency_below: w[4],
             shape,
         }
@@ -216,6 +232,7 @@ impl Shape {
 mod tests {
     use super::*;
     use crate::faults::{LatencyFault, StatusFault};
+    use tower_prism_core::GrpcCode;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -261,7 +278,7 @@ mod tests {
                 Some(Exclusive::Error) => 0,
                 Some(Exclusive::Abort) => 1,
                 Some(Exclusive::Status(503)) => 2,
-                Some(Exclusive::Status(other)) => panic!("status {other}"),
+                Some(other) => panic!("{other:?}"),
                 None => 3,
             };
             counts[i] += 1;
@@ -308,14 +325,29 @@ mod tests {
             LatencyFault::uniform(0.5, MS, MS * 3),
             LatencyFault::lognormal(0.5, MS, MS * 3),
         ] {
-            let config = FaultConfig::builder()
-                .error(0.1)
-                .status(StatusFault::new(0.2, 429))
-                .latency(latency)
-                .build()
-                .unwrap();
-            let plan = Plan::from_config(&config);
-            assert_eq!(Plan::decode(plan.encode()), plan);
+            for status in [
+                StatusFault::new(0.2, 429),
+                StatusFault::grpc(0.2, GrpcCode::Unauthenticated),
+            ] {
+                let config = FaultConfig::builder()
+                    .error(0.1)
+                    .status(status)
+                    .latency(latency)
+                    .build()
+                    .unwrap();
+                let plan = Plan::from_config(&config);
+                assert_eq!(Plan::decode(plan.encode()), plan);
+            }
         }
+    }
+
+    #[test]
+    fn a_grpc_status_is_drawn_as_one() {
+        let config = FaultConfig::builder()
+            .status(StatusFault::grpc(1.0, GrpcCode::Unavailable))
+            .build()
+            .unwrap();
+        let plan = Plan::from_config(&config);
+        assert_eq!(plan.decide(0, 0).fault, Some(Exclusive::Grpc(14)));
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::task::{Context, Poll};
 
 use http::StatusCode;
-use tower_prism_core::BoxError;
+use tower_prism_core::{BoxError, GrpcCode};
 use tower_service::Service;
 
 use crate::error::Error;
@@ -175,16 +175,19 @@ impl<I> Engaged<I> {
                 }
             };
         };
-        let (counted, injected) = match fault {
-            Exclusive::Error => (fault, Injected::Error(Error::Injected)),
-            Exclusive::Abort => (fault, Injected::Error(Error::aborted())),
-            Exclusive::Status(code) => match StatusCode::from_u16(code)
+        let response = match fault {
+            Exclusive::Error => Err(Error::Injected),
+            Exclusive::Abort => Err(Error::aborted()),
+            Exclusive::Status(code) => Ok(StatusCode::from_u16(code)
                 .ok()
-                .and_then(|status| self.status.response(status))
-            {
-                Some(response) => (fault, Injected::Response(response)),
-                None => (Exclusive::Error, Injected::Error(Error::Injected)),
-            },
+                .and_then(|status| self.status.response(status))),
+            Exclusive::Grpc(code) => Ok(GrpcCode::from_i32(i32::from(code))
+                .and_then(|code| self.status.grpc_response(code))),
+        };
+        let (counted, injected) = match response {
+            Err(error) => (fault, Injected::Error(error)),
+            Ok(Some(response)) => (fault, Injected::Response(response)),
+            Ok(None) => (Exclusive::Error, Injected::Error(Error::Injected)),
         };
         self.handle.shared.count(counted);
         ResponseFuture::injected(sleep, injected)

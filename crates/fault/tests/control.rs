@@ -132,6 +132,14 @@ fn bad_configs_are_errors_naming_the_field() {
             "status.code",
         ),
         (
+            toml::from_str("status = { rate = 0.1, grpc_code = 17 }").unwrap(),
+            "status.grpc_code",
+        ),
+        (
+            toml::from_str("status = { rate = 0.1, code = 503, grpc_code = 14 }").unwrap(),
+            "status",
+        ),
+        (
             with(FaultConfig::default(), |c| {
                 c.latency = Some(LatencyFault::uniform(0.1, ms * 2, ms))
             }),
@@ -184,6 +192,59 @@ fn a_status_fault_needs_a_status_builder() {
         .build()
         .unwrap();
     assert!(FaultLayer::from_config(&idle).is_ok());
+}
+
+/// A `grpc_code` is taken only by a layer whose builder answers gRPC statuses
+/// (`grpc_status_with`); an HTTP one refuses it, at build and at reload, naming
+/// `status.grpc_code`, rather than failing those calls with an injected error.
+#[test]
+fn a_grpc_status_fault_needs_a_grpc_status_builder() {
+    use tower_prism_core::GrpcCode;
+    use tower_prism_fault::GrpcStatus;
+
+    let config = FaultConfig::builder()
+        .status(StatusFault::grpc(0.1, GrpcCode::Unavailable))
+        .build()
+        .unwrap();
+    let err = FaultLayer::from_config(&config).unwrap_err();
+    assert_eq!(err.field(), "status");
+    let http = FaultLayer::builder(FaultConfig::default())
+        .status_with(HttpStatus)
+        .build()
+        .unwrap();
+    assert_eq!(
+        http.handle().reconfigure(&config).unwrap_err().field(),
+        "status.grpc_code"
+    );
+    let err = FaultLayer::builder(config.clone())
+        .status_with(HttpStatus)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "status.grpc_code");
+    let grpc = FaultLayer::builder(config.clone())
+        .grpc_status_with(GrpcStatus)
+        .build()
+        .unwrap();
+    // and HTTP statuses too
+    grpc.handle()
+        .reconfigure(&with(config, |c| {
+            c.status = Some(StatusFault::new(0.1, 503))
+        }))
+        .unwrap();
+    // `NoStatus` builds nothing, whichever way it is given
+    let err = FaultLayer::builder(FaultConfig::default())
+        .grpc_status_with(NoStatus)
+        .build()
+        .unwrap()
+        .handle()
+        .check(
+            &FaultConfig::builder()
+                .status(StatusFault::grpc(0.1, GrpcCode::Internal))
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    assert_eq!(err.field(), "status");
 }
 
 #[test]

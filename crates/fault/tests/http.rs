@@ -1,5 +1,5 @@
-//! Status faults answer with the service's own response type; injected errors read as
-//! retryable failures to tower-prism's classifiers.
+//! Status faults answer with the service's own response type, HTTP or gRPC statuses;
+//! injected errors read as retryable failures to tower-prism's classifiers.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -7,8 +7,12 @@ use std::time::Duration;
 use http::{Response, StatusCode};
 use tower::{service_fn, Service, ServiceExt};
 use tower_layer::Layer;
-use tower_prism_core::{BoxError, Classify, DefaultClassifier, HttpClassifier, Outcome};
-use tower_prism_fault::{Error, FaultConfig, FaultLayer, HttpStatus, LatencyFault, StatusFault};
+use tower_prism_core::{
+    BoxError, Classify, DefaultClassifier, GrpcClassifier, HttpClassifier, Outcome,
+};
+use tower_prism_fault::{
+    Error, FaultConfig, FaultLayer, GrpcStatus, HttpStatus, LatencyFault, StatusFault,
+};
 
 fn upstream() -> impl Service<
     http::Request<()>,
@@ -50,6 +54,53 @@ async fn a_status_fault_answers_an_http_response_without_calling() {
     assert_eq!(outcome, Outcome::RETRYABLE);
     let snap = layer.handle().snapshot();
     assert_eq!((snap.injected_statuses, snap.injected_latency), (1, 1));
+}
+
+/// A gRPC status fault (Envoy's `abort.grpc_status`) answers as a gRPC server fails a
+/// call: HTTP 200, Trailers-Only, `grpc-status` 14, which `GrpcClassifier` reads as a
+/// retryable `UNAVAILABLE`. A fault could only carry an HTTP status, which a gRPC client
+/// reads through gRPC's HTTP mapping, with no way to say `NOT_FOUND` or `INTERNAL`.
+#[tokio::test(start_paused = true)]
+async fn a_grpc_status_fault_answers_trailers_only_with_its_code() {
+    let config: FaultConfig =
+        toml::from_str("seed = 1\nstatus = { rate = 1.0, grpc_code = 14 }").unwrap();
+    let layer = FaultLayer::builder(config)
+        .name("grpc")
+        .grpc_status_with(GrpcStatus)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(upstream());
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["grpc-status"], "14");
+    assert_eq!(response.headers()["grpc-message"], "injected fault");
+    assert_eq!(response.headers()["content-type"], "application/grpc");
+    assert_eq!(response.body(), "");
+    let outcome = Classify::<_, BoxError>::classify(&GrpcClassifier::new(), Ok(&response));
+    assert_eq!(outcome, Outcome::RETRYABLE);
+    assert_eq!(layer.handle().snapshot().injected_statuses, 1);
+
+    // an HTTP status still answers as one through the same builder
+    let http = FaultConfig::builder()
+        .status(StatusFault::new(1.0, 503))
+        .build()
+        .unwrap();
+    layer.handle().reconfigure(&http).unwrap();
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().is_empty());
 }
 
 #[tokio::test]
