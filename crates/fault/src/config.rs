@@ -15,6 +15,7 @@ const RATE_SUM_SLACK: f64 = 1e-9;
 /// Per call, at most one of `error`, `abort` and `status` is injected (they are exclusive,
 /// so their rates add up to at most 1); `latency` is drawn independently and comes first:
 /// a call may be delayed and then fail, as with Envoy's delay and abort.
+/// `max_active_faults` caps the calls with a fault at any one time.
 ///
 /// ```
 /// use std::time::Duration;
@@ -26,6 +27,7 @@ const RATE_SUM_SLACK: f64 = 1e-9;
 ///     abort = 0.01
 ///     status = { rate = 0.02, code = 503 }
 ///     latency = { rate = 0.1, median = "50ms", p99 = "800ms" }
+///     max_active_faults = 100
 /// "#).unwrap();
 /// config.validate().unwrap();
 /// assert!(config.enabled); // the default: a reload with `enabled = false` stops it
@@ -37,6 +39,7 @@ const RATE_SUM_SLACK: f64 = 1e-9;
 ///     .abort(0.01)
 ///     .status(StatusFault::new(0.02, 503))
 ///     .latency(LatencyFault::lognormal(0.1, Duration::from_millis(50), Duration::from_millis(800)))
+///     .max_active_faults(100)
 ///     .build()
 ///     .unwrap();
 /// assert_eq!(same, config);
@@ -68,6 +71,14 @@ pub struct FaultConfig {
     /// Delay a share of calls before they reach the service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyFault>,
+    /// At most this many calls with a fault (a delay, an error, an abort or a status) at
+    /// any one time, across the stage (Envoy's `max_active_faults`); a call drawing a fault
+    /// while as many are active gets none and goes to the service untouched. A fault is
+    /// active until its call's answer is returned (for a delayed call: the delay, then the
+    /// service's answer) or its future is dropped. `0` injects nothing; `None` (the
+    /// default): no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_active_faults: Option<u32>,
 }
 
 impl Default for FaultConfig {
@@ -79,6 +90,7 @@ impl Default for FaultConfig {
             abort: 0.0,
             status: None,
             latency: None,
+            max_active_faults: None,
         }
     }
 }
@@ -176,6 +188,12 @@ impl FaultConfigBuilder {
         self
     }
 
+    /// At most `max` calls with a fault at any one time.
+    pub fn max_active_faults(mut self, max: u32) -> Self {
+        self.config.max_active_faults = Some(max);
+        self
+    }
+
     /// The config, or an error naming the field it refuses.
     pub fn build(self) -> Result<FaultConfig, ConfigError> {
         self.config.validate()?;
@@ -219,6 +237,7 @@ mod tests {
         let config = FaultConfig::builder()
             .seed(3)
             .error(0.25)
+            .max_active_faults(4)
             .latency(LatencyFault::fixed(
                 0.5,
                 std::time::Duration::from_millis(250),

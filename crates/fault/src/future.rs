@@ -14,6 +14,7 @@ use tower_prism_core::{BoxError, RequestDeadline};
 use tower_service::Service;
 
 use crate::error::Error;
+use crate::handle::ActiveFault;
 
 /// What a call gets instead of the service's answer.
 pub(crate) enum Injected<Res> {
@@ -37,7 +38,8 @@ pin_project! {
     /// state.
     ///
     /// Dropping a delayed future before its delay is over drops the request and the
-    /// service clone it holds: the service is never called.
+    /// service clone it holds: the service is never called. A faulted call counts against
+    /// `max_active_faults` until it is answered or its future is dropped.
     pub struct ResponseFuture<S, Req>
     where
         S: Service<Req>,
@@ -83,6 +85,8 @@ pin_project! {
         #[pin]
         call: ReadyCall<S, Req>,
         scopes: Scopes,
+        // `None` once the service has answered.
+        active: Option<ActiveFault>,
     }
 }
 
@@ -127,6 +131,7 @@ pin_project! {
         sleep: Option<Sleep>,
         // `None` once answered.
         fault: Option<Injected<Res>>,
+        active: Option<ActiveFault>,
     }
 }
 
@@ -137,26 +142,33 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
         }
     }
 
-    /// Calls `service` (ready, or made ready again) with `request` after `sleep`.
-    pub(crate) fn delayed(sleep: Sleep, service: S, request: Req) -> Self {
+    /// Calls `service` (ready, or made ready again) with `request` after `sleep`; the
+    /// fault is `active` until the service answers.
+    pub(crate) fn delayed(sleep: Sleep, service: S, request: Req, active: ActiveFault) -> Self {
         ResponseFuture {
             kind: Kind::Delayed {
                 delayed: Box::pin(Delayed {
                     sleep: Some(sleep),
                     call: ReadyCall::new(service, request),
                     scopes: Scopes::current(),
+                    active: Some(active),
                 }),
             },
         }
     }
 
-    /// Answers `fault`, after `sleep` if given.
-    pub(crate) fn injected(sleep: Option<Sleep>, fault: Injected<S::Response>) -> Self {
+    /// Answers `fault`, after `sleep` if given; the fault is `active` until then.
+    pub(crate) fn injected(
+        sleep: Option<Sleep>,
+        fault: Injected<S::Response>,
+        active: ActiveFault,
+    ) -> Self {
         ResponseFuture {
             kind: Kind::Injected {
                 answer: Box::pin(Answer {
                     sleep,
                     fault: Some(fault),
+                    active: Some(active),
                 }),
             },
         }
@@ -181,7 +193,11 @@ where
                     delayed.sleep.set(None);
                 }
                 let call = delayed.call;
-                delayed.scopes.enter(|| call.poll(cx)).map_err(Into::into)
+                let answer = ready!(delayed.scopes.enter(|| call.poll(cx)));
+                // Given back with the answer, not when the future is dropped: a caller may
+                // keep a completed future.
+                *delayed.active = None;
+                Poll::Ready(answer.map_err(Into::into))
             }
             KindProj::Injected { answer } => {
                 let mut answer = answer.as_mut().project();
@@ -189,6 +205,7 @@ where
                     ready!(sleep.poll(cx));
                     answer.sleep.set(None);
                 }
+                *answer.active = None;
                 Poll::Ready(take(answer.fault))
             }
         }

@@ -39,14 +39,19 @@ pub(crate) struct Shared {
     aborts: AtomicU64,
     statuses: AtomicU64,
     delays: AtomicU64,
+    /// Calls with a fault now: counted only on the fault path, by [`ActiveFault`].
+    active_faults: AtomicU64,
+    /// Calls that drew a fault while `max_active_faults` were active.
+    overflows: AtomicU64,
     pub(crate) metrics: Metrics,
 }
 
 impl Shared {
-    /// The faults of this call, `None` if it gets none. A stage switched off or with
-    /// nothing to inject answers after one relaxed load.
+    /// The faults of this call, `None` if it gets none, with the call's place among the
+    /// active faults. A stage switched off or with nothing to inject answers after one
+    /// relaxed load.
     #[inline]
-    pub(crate) fn draw(&self) -> Option<Decision> {
+    pub(crate) fn draw(self: &Arc<Self>) -> Option<(Decision, ActiveFault)> {
         if !self.active.load(Ordering::Relaxed) {
             return None;
         }
@@ -54,27 +59,36 @@ impl Shared {
     }
 
     #[inline(never)]
-    fn draw_active(&self) -> Option<Decision> {
+    fn draw_active(self: &Arc<Self>) -> Option<(Decision, ActiveFault)> {
         let plan = Plan::decode(self.plan.read()?);
         // Two steps per call, one per draw: every draw of every call mixes a different
         // counter value (for 2^63 calls), so no two draws are the same.
         let step = self.rng.fetch_add(STEP.wrapping_mul(2), Ordering::Relaxed);
         self.calls.fetch_add(1, Ordering::Relaxed);
         let decision = plan.decide(mix64(step), mix64(step.wrapping_add(STEP)));
+        if decision.delay.is_none() && decision.fault.is_none() {
+            return None;
+        }
+        // Only a call that drew a fault takes a place: one add, undone past the limit, so
+        // that racing calls never hold more places than the limit (a load then an add
+        // could let them all in).
+        if self.active_faults.fetch_add(1, Ordering::Relaxed) >= plan.max_active() {
+            self.active_faults.fetch_sub(1, Ordering::Relaxed);
+            self.overflows.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let active = ActiveFault(Arc::clone(self));
         if decision.delay.is_some() {
             self.delays.fetch_add(1, Ordering::Relaxed);
             self.metrics.latency.increment(1);
         }
-        let injected = decision.delay.is_some() || decision.fault.is_some();
-        if injected {
-            tracing::debug!(
-                name = %self.name,
-                delay = ?decision.delay,
-                fault = ?decision.fault,
-                "fault injected"
-            );
-        }
-        injected.then_some(decision)
+        tracing::debug!(
+            name = %self.name,
+            delay = ?decision.delay,
+            fault = ?decision.fault,
+            "fault injected"
+        );
+        Some((decision, active))
     }
 
     /// Counts an exclusive fault as the caller got it (a status whose response could
@@ -131,6 +145,8 @@ impl FaultHandle {
             aborts: AtomicU64::new(0),
             statuses: AtomicU64::new(0),
             delays: AtomicU64::new(0),
+            active_faults: AtomicU64::new(0),
+            overflows: AtomicU64::new(0),
         });
         let seed = config.seed.unwrap_or_else(|| random_seed(&shared));
         shared.rng.store(seed, Ordering::Relaxed);
@@ -204,6 +220,8 @@ impl FaultHandle {
             injected_statuses: s.statuses.load(Ordering::Relaxed),
             injected_latency: s.delays.load(Ordering::Relaxed),
             calls: s.calls.load(Ordering::Relaxed),
+            active_faults: s.active_faults.load(Ordering::Relaxed),
+            faults_overflow: s.overflows.load(Ordering::Relaxed),
         }
     }
 }
@@ -283,4 +301,19 @@ pub struct FaultSnapshot {
     /// Calls that drew for faults: made while the stage was enabled with some rate above
     /// zero (calls made while it injects nothing are not counted, so that costs nothing).
     pub calls: u64,
+    /// Calls with a fault now: delayed, or not yet answered (Envoy's `active_faults`).
+    pub active_faults: u64,
+    /// Calls that drew a fault and got none because `max_active_faults` were active
+    /// (Envoy's `faults_overflow`).
+    pub faults_overflow: u64,
+}
+
+/// One call's place among the active faults, given back when dropped: when the call is
+/// answered, or its future dropped (cancelled, or unwound by a panic).
+pub(crate) struct ActiveFault(Arc<Shared>);
+
+impl Drop for ActiveFault {
+    fn drop(&mut self) {
+        self.0.active_faults.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -61,6 +61,8 @@ pub(crate) struct Plan {
     status: u16,
     /// Whether `status` is a gRPC code (else an HTTP one).
     grpc: bool,
+    /// At most this many faulted calls at once (`u32::MAX`: no limit).
+    max_active: u32,
     /// A second draw below this is a delay.
     latency_below: u64,
     shape: Shape,
@@ -80,6 +82,7 @@ impl Plan {
         status_below: 0,
         status: 0,
         grpc: false,
+        max_active: u32::MAX,
         latency_below: 0,
         shape: Shape::Fixed(0),
     };
@@ -107,9 +110,15 @@ impl Plan {
             status_below: threshold(config.error + config.abort + status_rate),
             status,
             grpc,
+            max_active: config.max_active_faults.unwrap_or(u32::MAX),
             latency_below: threshold(latency_rate),
             shape,
         }
+    }
+
+    /// At most this many calls with a fault at once.
+    pub(crate) fn max_active(&self) -> u64 {
+        u64::from(self.max_active)
     }
 
     /// Whether any call could get a fault.
@@ -153,7 +162,7 @@ impl Plan {
             self.error_below,
             self.abort_below,
             self.status_below,
-            u64::from(self.status) | u64::from(self.grpc) << 16,
+            u64::from(self.status) | u64::from(self.grpc) << 16 | u64::from(self.max_active) << 32,
             self.latency_below,
             kind,
             a,
@@ -180,6 +189,7 @@ impl Plan {
             status_below: w[2],
             status: w[3] as u16,
             grpc: w[3] >> 16 & 1 == 1,
+            max_active: (w[3] >> 32) as u32,
             latency_below: w[4],
             shape,
         }
@@ -333,6 +343,7 @@ mod tests {
                     .error(0.1)
                     .status(status)
                     .latency(latency)
+                    .max_active_faults(7)
                     .build()
                     .unwrap();
                 let plan = Plan::from_config(&config);

@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use crate::error::Error;
 use crate::future::{Injected, ResponseFuture};
-use crate::handle::FaultHandle;
+use crate::handle::{ActiveFault, FaultHandle};
 use crate::plan::{Decision, Exclusive};
 use crate::status::{InjectStatus, NoStatus};
 
@@ -119,14 +119,14 @@ where
             // The common case (off, nothing to inject, or no fault drawn) stays small
             // enough to inline into the caller.
             None => ResponseFuture::called(self.inner.call(req)),
-            Some(decision) => engaged.inject(&mut self.inner, decision, req),
+            Some((decision, active)) => engaged.inject(&mut self.inner, decision, active, req),
         }
     }
 }
 
 /// A fault drawn for one call by [`Fault::draw`], to be injected by [`Fault::inject`].
 #[doc(hidden)]
-pub struct Drawn(Decision);
+pub struct Drawn(Decision, ActiveFault);
 
 impl<S, I> Fault<S, I> {
     /// Draws this call's faults as [`call`](Service::call) does first, for a caller that
@@ -136,7 +136,8 @@ impl<S, I> Fault<S, I> {
     #[inline]
     pub fn draw(&self) -> Option<Drawn> {
         let engaged = self.engaged.as_ref()?;
-        engaged.handle.shared.draw().map(Drawn)
+        let (decision, active) = engaged.handle.shared.draw()?;
+        Some(Drawn(decision, active))
     }
 
     /// The call with the faults [`draw`](Self::draw) drew, as [`call`](Service::call)
@@ -148,7 +149,7 @@ impl<S, I> Fault<S, I> {
         I: InjectStatus<S::Response>,
     {
         match &self.engaged {
-            Some(engaged) => engaged.inject(&mut self.inner, drawn.0, req),
+            Some(engaged) => engaged.inject(&mut self.inner, drawn.0, drawn.1, req),
             // Only an engaged stage draws.
             None => ResponseFuture::called(self.inner.call(req)),
         }
@@ -156,9 +157,16 @@ impl<S, I> Fault<S, I> {
 }
 
 impl<I> Engaged<I> {
-    /// The call to `inner` with `decision`'s faults: a delay, an injected answer, or both.
+    /// The call to `inner` with `decision`'s faults: a delay, an injected answer, or both;
+    /// `active` goes with it until it is answered.
     #[inline(never)]
-    fn inject<S, Req>(&self, inner: &mut S, decision: Decision, req: Req) -> ResponseFuture<S, Req>
+    fn inject<S, Req>(
+        &self,
+        inner: &mut S,
+        decision: Decision,
+        active: ActiveFault,
+        req: Req,
+    ) -> ResponseFuture<S, Req>
     where
         S: Service<Req> + Clone,
         I: InjectStatus<S::Response>,
@@ -171,7 +179,7 @@ impl<I> Engaged<I> {
                     // The ready service goes with the call; a clone, to be made ready, stays.
                     let clone = inner.clone();
                     let ready = std::mem::replace(inner, clone);
-                    ResponseFuture::delayed(sleep, ready, req)
+                    ResponseFuture::delayed(sleep, ready, req, active)
                 }
             };
         };
@@ -190,7 +198,7 @@ impl<I> Engaged<I> {
             Ok(None) => (Exclusive::Error, Injected::Error(Error::Injected)),
         };
         self.handle.shared.count(counted);
-        ResponseFuture::injected(sleep, injected)
+        ResponseFuture::injected(sleep, injected, active)
     }
 }
 

@@ -288,6 +288,42 @@ async fn a_new_seed_replays_from_its_start() {
     assert_ne!(more, runs[2]);
 }
 
+/// `max_active_faults` reads from TOML and reloads like the other fields. An injected
+/// answer holds its place until it is given, not until its future is dropped, and gives it
+/// back once.
+#[tokio::test(start_paused = true)]
+async fn max_active_faults_reloads_and_an_answer_holds_its_place_until_given() {
+    let config: FaultConfig =
+        toml::from_str("seed = 1\nerror = 1.0\nmax_active_faults = 1").unwrap();
+    assert_eq!(config.max_active_faults, Some(1));
+    let layer = FaultLayer::from_config(&config).unwrap();
+    let handle = layer.handle().clone();
+    let mut svc = layer.layer(Counting::default());
+    let mut first = Box::pin(ServiceExt::<u64>::ready(&mut svc).await.unwrap().call(0));
+    assert_eq!(call(&mut svc, 1).await, Got::Answer, "over the limit");
+    assert_eq!(Got::of(&(&mut first).await), Got::Injected);
+    assert_eq!(
+        call(&mut svc, 2).await,
+        Got::Injected,
+        "given back when answered"
+    );
+    drop(first);
+    assert_eq!(handle.snapshot().active_faults, 0, "and only once");
+
+    handle
+        .reconfigure(&with(config.clone(), |c| c.max_active_faults = Some(0)))
+        .unwrap();
+    assert_eq!(call(&mut svc, 3).await, Got::Answer);
+    handle
+        .reconfigure(&with(config, |c| c.max_active_faults = None))
+        .unwrap();
+    let held: Vec<_> = (0..3).map(|i| Service::<u64>::call(&mut svc, i)).collect();
+    assert_eq!(handle.snapshot().active_faults, 3, "no limit");
+    drop(held);
+    let snap = handle.snapshot();
+    assert_eq!((snap.active_faults, snap.faults_overflow), (0, 2));
+}
+
 #[test]
 fn the_service_gives_its_inner_service_back() {
     let layer = FaultLayer::from_config(&FaultConfig::default()).unwrap();

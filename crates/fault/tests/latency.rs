@@ -1,5 +1,6 @@
 //! Injected latency on the paused clock: fixed delays are exact, uniform ones within
-//! bounds; a delayed call dropped before its delay is over never reaches the service.
+//! bounds; a delayed call dropped before its delay is over never reaches the service; a
+//! delayed call counts against `max_active_faults` until the service answers it.
 
 mod common;
 
@@ -214,4 +215,127 @@ async fn a_delayed_call_is_made_in_the_callers_scopes() {
     assert_eq!(avoid, Some(0b100), "the endpoints to avoid");
     // and nothing leaks into the caller's own scope afterwards
     assert_eq!((RequestDeadline::current(), avoided()), (None, None));
+}
+
+/// A stage whose delays are 100 ms and whose service takes 50 ms, with `max_active_faults`.
+fn slow_service_with_at_most(
+    max: u32,
+) -> (
+    FaultLayer,
+    tower_prism_fault::Fault<
+        impl Service<u32, Response = u32, Error = std::convert::Infallible, Future: Send>
+            + Clone
+            + Send
+            + 'static,
+    >,
+) {
+    let config = FaultConfig::builder()
+        .seed(14)
+        .latency(LatencyFault::fixed(1.0, MS * 100))
+        .max_active_faults(max)
+        .build()
+        .unwrap();
+    let layer = FaultLayer::from_config(&config).unwrap();
+    let slow = tower::service_fn(|n: u32| async move {
+        tokio::time::sleep(MS * 50).await;
+        Ok::<_, std::convert::Infallible>(n)
+    });
+    let svc = layer.layer(slow);
+    (layer, svc)
+}
+
+/// What a call drew, read off its future before it is polled.
+fn drew<F: std::fmt::Debug>(future: &F) -> &'static str {
+    match format!("{future:?}").as_str() {
+        "ResponseFuture::Delayed" => "delayed",
+        "ResponseFuture::Called" => "untouched",
+        other => panic!("{other}"),
+    }
+}
+
+/// `max_active_faults` (Envoy's): at most that many calls have a fault at once, and a
+/// delayed call holds its place through its delay and the service's answer, as Envoy
+/// counts a fault for its stream's life; a call drawing a fault past the limit goes to
+/// the service untouched. There was no limit: a game day's delays piled up without bound.
+#[tokio::test(start_paused = true)]
+async fn max_active_faults_caps_the_calls_with_a_fault_at_once() {
+    let (layer, mut svc) = slow_service_with_at_most(2);
+    let handle = layer.handle().clone();
+    let mut running = Vec::new();
+    for i in 0..3 {
+        let future = svc.ready().await.unwrap().call(i);
+        let want = if i < 2 { "delayed" } else { "untouched" };
+        assert_eq!(drew(&future), want, "call {i}");
+        running.push(tokio::spawn(future));
+    }
+    let snap = handle.snapshot();
+    assert_eq!((snap.active_faults, snap.faults_overflow), (2, 1));
+    assert_eq!((snap.calls, snap.injected_latency), (3, 2));
+
+    // 120 ms on, the delays are over and the service is answering: still active
+    tokio::time::sleep(MS * 120).await;
+    let future = svc.ready().await.unwrap().call(3);
+    assert_eq!(drew(&future), "untouched");
+    running.push(tokio::spawn(future));
+    assert_eq!(handle.snapshot().active_faults, 2);
+
+    for (i, call) in running.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap().unwrap(), i as u32);
+    }
+    assert_eq!(handle.snapshot().active_faults, 0);
+    let future = svc.ready().await.unwrap().call(4);
+    assert_eq!(drew(&future), "delayed", "places are given back");
+    assert_eq!(handle.snapshot().faults_overflow, 2);
+}
+
+/// A faulted call dropped (cancelled by a timeout above, a client gone) gives its place
+/// back, whether in its delay or while the service answers it.
+#[tokio::test(start_paused = true)]
+async fn an_active_fault_is_given_back_when_its_call_is_dropped() {
+    let (layer, mut svc) = slow_service_with_at_most(1);
+    let handle = layer.handle().clone();
+    let in_delay = svc.ready().await.unwrap().call(1);
+    assert_eq!(drew(&in_delay), "delayed");
+    assert_eq!(drew(&svc.ready().await.unwrap().call(2)), "untouched");
+    drop(in_delay);
+    assert_eq!(handle.snapshot().active_faults, 0);
+
+    let mut in_service = Box::pin(svc.ready().await.unwrap().call(3));
+    tokio::time::sleep(MS * 110).await;
+    assert!(
+        futures_poll(in_service.as_mut()).is_pending(),
+        "the service answers in 50 ms"
+    );
+    assert_eq!(handle.snapshot().active_faults, 1);
+    assert_eq!(drew(&svc.ready().await.unwrap().call(4)), "untouched");
+    drop(in_service);
+    assert_eq!(handle.snapshot().active_faults, 0);
+    assert_eq!(drew(&svc.ready().await.unwrap().call(5)), "delayed");
+}
+
+/// A faulted call whose service panics gives its place back as the panic unwinds out of
+/// its task: a panicking service would otherwise use up the limit for good.
+#[tokio::test(start_paused = true)]
+async fn an_active_fault_is_given_back_when_its_call_panics() {
+    let config = FaultConfig::builder()
+        .seed(15)
+        .latency(LatencyFault::fixed(1.0, MS * 10))
+        .max_active_faults(1)
+        .build()
+        .unwrap();
+    let layer = FaultLayer::from_config(&config).unwrap();
+    let panicking = tower::service_fn(|n: u32| async move {
+        assert!(n != 1, "scripted panic in the service");
+        Ok::<_, std::convert::Infallible>(n)
+    });
+    let mut svc = layer.layer(panicking);
+    let future = svc.ready().await.unwrap().call(1);
+    assert_eq!(drew(&future), "delayed");
+    let panic = tokio::spawn(future).await.unwrap_err();
+    assert!(panic.is_panic());
+    assert_eq!(layer.handle().snapshot().active_faults, 0);
+    let future = svc.ready().await.unwrap().call(2);
+    assert_eq!(drew(&future), "delayed");
+    assert_eq!(future.await.unwrap(), 2);
+    assert_eq!(layer.handle().snapshot().active_faults, 0);
 }
