@@ -100,7 +100,7 @@ impl fmt::Display for ErrorKind {
 #[error("{kind}: {source}")]
 pub struct Error {
     kind: ErrorKind,
-    retry_after: Option<Duration>,
+    again: Again,
     // Boxed: rare (HTTP rate-limit rejections only), and keeps `Error` small.
     rate_limit: Option<Box<RateLimitInfo>>,
     #[source]
@@ -131,10 +131,14 @@ impl Error {
             }
             cursor = e.source();
         }
-        let (kind, retry_after) = found.unwrap_or((ErrorKind::Inner, None));
+        let (kind, again) = found.unwrap_or((ErrorKind::Inner, Again::Unsaid));
+        let again = match again {
+            Again::After(wait) => Again::After(wait.min(MAX_RETRY_AFTER)),
+            again => again,
+        };
         Error {
             kind,
-            retry_after: retry_after.map(|wait| wait.min(MAX_RETRY_AFTER)),
+            again,
             rate_limit,
             source: error,
         }
@@ -150,7 +154,32 @@ impl Error {
     /// told a day at a time, and no stage can make it absurd. The stage's own error
     /// ([`get_ref`](Error::get_ref)) keeps the exact value.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        match self.again {
+            Again::After(wait) => Some(wait),
+            Again::Unsaid | Again::Never => None,
+        }
+    }
+
+    /// Whether the stage said that no retry of this request can ever pass, however long
+    /// the caller waits: a rate limiter's
+    /// [`WeightExceedsBurst`](crate::limit::Error::WeightExceedsBurst), a request heavier
+    /// than the whole burst. Such an error has no [`retry_after`](Error::retry_after), its
+    /// HTTP answer no `Retry-After` (RFC 6585 makes it optional on a 429), its gRPC answer
+    /// gRFC A6's "do not retry" (`grpc-retry-pushback-ms: -1`), and a retry stage that
+    /// honours retry-after hints gives up on it at once (see [`retry_after_hint`]).
+    ///
+    /// ```
+    /// use tower_prism::Error;
+    ///
+    /// let heavy = tower_prism::limit::Error::WeightExceedsBurst { weight: 20, burst: 10 };
+    /// let err = Error::from_box(Box::new(heavy));
+    /// assert!(err.is_permanent());
+    /// let response: http::Response<String> = err.to_response();
+    /// assert_eq!(response.status(), 429);
+    /// assert!(response.headers().get("retry-after").is_none());
+    /// ```
+    pub fn is_permanent(&self) -> bool {
+        self.again == Again::Never
     }
 
     /// The rate limiter's state when an HTTP rate-limit stage (the `http()` and
@@ -176,7 +205,8 @@ impl Error {
 
     /// An HTTP response for this error: its [`status`](Error::status), a `Retry-After`
     /// header in whole seconds (rounded up, from 1 to 86400) on every 429 and 503 (the
-    /// stage's hint, else 1 second) and on any other status with a hint, the rate-limit
+    /// stage's hint, else 1 second) but a [permanent](Error::is_permanent) one, and on any
+    /// other status with a hint, the rate-limit
     /// headers of a [`rate_limit`](Error::rate_limit) rejection (`RateLimit-Policy`,
     /// `RateLimit`, `X-RateLimit-Limit`, `X-RateLimit-Remaining` = 0,
     /// `X-RateLimit-Reset`, and `X-RateLimit-After` as `Retry-After`; see
@@ -197,12 +227,14 @@ impl Error {
         let status = self.status();
         let shedding =
             status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
-        let wait = match self.retry_after {
-            Some(wait) => Some(wait),
+        let wait = match self.again {
+            Again::After(wait) => Some(wait),
             // A client told to go away is told when to come back, even by a stage that
             // does not know (a full concurrency limit): soon.
-            None if shedding => Some(DEFAULT_RETRY_AFTER),
-            None => None,
+            Again::Unsaid if shedding => Some(DEFAULT_RETRY_AFTER),
+            // Not one that can never pass: a client obeying `Retry-After` would come back
+            // for ever.
+            Again::Unsaid | Again::Never => None,
         };
         if let Some(info) = &self.rate_limit {
             info.write_headers(response.headers_mut());
@@ -223,7 +255,10 @@ impl Error {
 
 /// How long a stage asked the caller to wait, read from any error in the chain: a rate
 /// limiter's `retry_after` (`RateLimited`, `QueueFull`, `Shed`) or a breaker's
-/// `CircuitOpen { retry_after }`.
+/// `CircuitOpen { retry_after }`; `Duration::MAX` for a request no retry can pass (a rate
+/// limiter's `WeightExceedsBurst`, see [`Error::is_permanent`]), longer than any
+/// `max_retry_after`, as [`GrpcPushback`](crate::retry::GrpcPushback) reads a pushback
+/// of "do not retry".
 /// The retry stage uses it so it never retries sooner than the stack said; other retry
 /// policies can too.
 ///
@@ -233,14 +268,37 @@ impl Error {
 ///
 /// let shed = tower_prism::limit::Error::RateLimited { retry_after: Duration::from_millis(80) };
 /// assert_eq!(retry_after_hint(&shed), Some(Duration::from_millis(80)));
+/// let heavy = tower_prism::limit::Error::WeightExceedsBurst { weight: 20, burst: 10 };
+/// assert_eq!(retry_after_hint(&heavy), Some(Duration::MAX));
 /// assert_eq!(retry_after_hint(&std::io::Error::other("refused")), None);
 /// ```
 pub fn retry_after_hint(error: &(dyn StdError + 'static)) -> Option<Duration> {
-    classify_chain(error).and_then(|(_, hint)| hint)
+    match classify_chain(error)?.1 {
+        Again::After(wait) => Some(wait),
+        Again::Never => Some(Duration::MAX),
+        Again::Unsaid => None,
+    }
+}
+
+/// What a stage said about trying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Again {
+    /// Nothing.
+    Unsaid,
+    /// Not before this wait.
+    After(Duration),
+    /// Never: no retry of the same request can pass.
+    Never,
+}
+
+impl From<Option<Duration>> for Again {
+    fn from(wait: Option<Duration>) -> Again {
+        wait.map_or(Again::Unsaid, Again::After)
+    }
 }
 
 /// The first error of the chain that [`classify`] recognises, as it classifies it.
-fn classify_chain(error: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option<Duration>)> {
+fn classify_chain(error: &(dyn StdError + 'static)) -> Option<(ErrorKind, Again)> {
     let mut cursor = Some(error);
     while let Some(e) = cursor {
         if let Some(hit) = classify(e) {
@@ -274,28 +332,28 @@ pub(crate) fn retry_after_value(wait: Duration) -> HeaderValue {
 }
 
 /// Recognises one error in the chain: the component rejections and tower's own.
-fn classify(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option<Duration>)> {
+fn classify(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Again)> {
     if e.is::<tower::timeout::error::Elapsed>() {
-        return Some((ErrorKind::Timeout, None));
+        return Some((ErrorKind::Timeout, Again::Unsaid));
     }
     if e.is::<tokio::time::error::Elapsed>() {
-        return Some((ErrorKind::Timeout, None));
+        return Some((ErrorKind::Timeout, Again::Unsaid));
     }
     // tower's `LoadShed` in front of a full `ConcurrencyLimit` (or any service not ready):
     // shed load, a 503 with Retry-After as this crate's own concurrency limit answers,
     // not an upstream's failure (502).
     if e.is::<tower::load_shed::error::Overloaded>() {
-        return Some((ErrorKind::ConcurrencyLimited, None));
+        return Some((ErrorKind::ConcurrencyLimited, Again::Unsaid));
     }
     // A response a fallback handles as a failure: the upstream's own, with its wait.
     if let Some(failed) = e.downcast_ref::<crate::fallback::FailedResponse>() {
-        return Some((ErrorKind::Inner, failed.retry_after()));
+        return Some((ErrorKind::Inner, failed.retry_after().into()));
     }
     classify_component(e)
 }
 
 /// Recognises a component crate's rejection.
-fn classify_component(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option<Duration>)> {
+fn classify_component(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Again)> {
     if let Some(e) = e.downcast_ref::<tower_prism_limit::Error>() {
         use tower_prism_limit::Error as L;
         let kind = match e {
@@ -303,15 +361,18 @@ fn classify_component(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option
                 ErrorKind::ConcurrencyLimited
             }
             L::Unavailable(_) => ErrorKind::LimiterUnavailable,
+            // Still a rate limit's refusal (429, as governor's `InsufficientCapacity` is
+            // one), but no wait will ever admit it.
+            L::WeightExceedsBurst { .. } => return Some((ErrorKind::RateLimited, Again::Never)),
             _ => ErrorKind::RateLimited,
         };
-        return Some((kind, e.retry_after()));
+        return Some((kind, e.retry_after().into()));
     }
     if e.is::<tower_prism_deadline::Error>() {
-        return Some((ErrorKind::Timeout, None));
+        return Some((ErrorKind::Timeout, Again::Unsaid));
     }
     if let Some(e) = e.downcast_ref::<tower_prism_breaker::Error>() {
-        return Some((ErrorKind::CircuitOpen, e.retry_after()));
+        return Some((ErrorKind::CircuitOpen, e.retry_after().into()));
     }
     if let Some(e) = e.downcast_ref::<tower_prism_retry::Error>() {
         use tower_prism_retry::Error as R;
@@ -335,12 +396,12 @@ fn classify_component(e: &(dyn StdError + 'static)) -> Option<(ErrorKind, Option
             }
             _ => ErrorKind::Inner,
         };
-        return Some((kind, None));
+        return Some((kind, Again::Unsaid));
     }
     if let Some(tower_prism_balance::Error::NoHealthyEndpoint { .. }) =
         e.downcast_ref::<tower_prism_balance::Error>()
     {
-        return Some((ErrorKind::NoHealthyEndpoint, None));
+        return Some((ErrorKind::NoHealthyEndpoint, Again::Unsaid));
     }
     None
 }

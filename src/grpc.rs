@@ -84,7 +84,8 @@ impl Error {
     /// A gRPC Trailers-Only response for this error: HTTP 200, `content-type:
     /// application/grpc`, `grpc-status` ([`grpc_code`](Error::grpc_code)), `grpc-message`
     /// (the error's text, percent-encoded, at most 256 bytes of it) and, when the error
-    /// knows how long to wait, `grpc-retry-pushback-ms`; an empty body.
+    /// knows how long to wait, `grpc-retry-pushback-ms` (`-1`, gRFC A6's "do not retry",
+    /// for a [permanent](Error::is_permanent) one); an empty body.
     ///
     /// ```
     /// use std::time::Duration;
@@ -104,6 +105,9 @@ impl Error {
         }
         if let Some(wait) = self.retry_after() {
             headers.insert(GRPC_RETRY_PUSHBACK_MS, pushback_value(wait));
+        } else if self.is_permanent() {
+            // gRFC A6: a negative pushback tells the client not to retry at all.
+            headers.insert(GRPC_RETRY_PUSHBACK_MS, HeaderValue::from_static("-1"));
         }
         response
     }

@@ -123,9 +123,9 @@ impl HttpParts {
 
     /// The answer to `error`: a copy of the configured parts and the error's kind as an
     /// extension. When the status is 429 or 503 and the config sets no `Retry-After`, as
-    /// `http_errors()` does: `Retry-After` from the error's hint (1 s when it has none) and,
-    /// for a rate limiter's rejection, its rate-limit headers (those the config does not
-    /// set itself).
+    /// `http_errors()` does: `Retry-After` from the error's hint (1 s when it has none;
+    /// none for a [permanent](Error::is_permanent) error) and, for a rate limiter's
+    /// rejection, its rate-limit headers (those the config does not set itself).
     pub(crate) fn response<B: From<String>>(&self, error: &Error) -> Response<B> {
         let mut response = Response::new(B::from(self.body.clone()));
         *response.status_mut() = self.status;
@@ -140,10 +140,13 @@ impl HttpParts {
                     }
                 }
             }
-            let wait = error.retry_after().unwrap_or(DEFAULT_RETRY_AFTER);
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, retry_after_value(wait));
+            // None for a request no wait admits, which a client would retry for ever.
+            if !error.is_permanent() {
+                let wait = error.retry_after().unwrap_or(DEFAULT_RETRY_AFTER);
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, retry_after_value(wait));
+            }
         }
         response.extensions_mut().insert(FallbackCause {
             kind: error.kind(),
