@@ -2,7 +2,10 @@
 //! and reconfigure calls. Everything that depends on a component's API sits here, so the
 //! rest of the facade is written against these few names.
 
+use std::any::TypeId;
+
 use tower_prism_core::{ConfigError, HealthSignal};
+use tower_prism_limit::rate::NoHeaders;
 
 use crate::profile::Profile;
 
@@ -39,10 +42,28 @@ pub(crate) fn rate_limit_layer<P: Profile>(
     health: &HealthSignal,
     profile: &P,
 ) -> Result<RateLimitLayer<P>, ConfigError> {
+    check_rate_limit::<P>(config)?;
     let builder = tower_prism_limit::rate::RateLimitLayer::builder(config.clone())
         .name(name)
         .health(health.clone());
     profile.rate_limit(builder)
+}
+
+/// Refuses what `P`'s rate-limit stage would silently ignore: `headers` on a profile
+/// whose stage writes none ([`NoHeaders`]). Checked at build and at reload, which may
+/// switch `headers` on.
+pub(crate) fn check_rate_limit<P: Profile>(config: &RateLimitConfig) -> Result<(), ConfigError> {
+    if config.headers && TypeId::of::<P::RateHeaders>() == TypeId::of::<NoHeaders>() {
+        return Err(ConfigError::new(
+            "headers",
+            true,
+            "this profile writes no rate-limit headers (gRPC answers a rejection with \
+             `RESOURCE_EXHAUSTED` and `grpc-retry-pushback-ms`, and has no convention for \
+             them; other profiles' responses are not HTTP): remove it, or use `http()` or \
+             `http_server()`",
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn reconfigure_rate_limit<K, Pr, W, H>(

@@ -47,8 +47,9 @@ pub trait Profile: Clone + Send + Sync + 'static {
     /// the policy's `rate_limit.key`) for HTTP ones.
     type RateKey: Clone + Send + Sync + 'static;
     /// What the rate-limit stage writes on responses
-    /// ([`RateHeaders`](crate::limit::rate::RateHeaders)): [`NoHeaders`], or
-    /// [`HttpHeaders`] (rate-limit headers, and rejections an HTTP 429 can describe).
+    /// ([`RateHeaders`](crate::limit::rate::RateHeaders)): [`NoHeaders`] (a policy's
+    /// `rate_limit.headers` is then refused, at build and at reload), or [`HttpHeaders`]
+    /// (rate-limit headers, and rejections an HTTP 429 can describe).
     type RateHeaders: Send + Sync + 'static;
     /// Whether the stack has a retry stage: [`Retries`], or [`NoRetries`] for a profile
     /// that cannot replay its requests (its stack then carries no retry state at all; pair

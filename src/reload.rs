@@ -21,8 +21,9 @@ impl<P: Profile> Stages<P> {
 
     /// Everything [`apply`](Self::apply) could refuse, checked without changing anything:
     /// the values, the shape, the clocks, the breaker window, the retry budget's window,
-    /// the deadline header, a status fault the profile cannot answer, and each running
-    /// balancer's own check (e.g. `consistent_hash` needs a key function).
+    /// the deadline header, rate-limit headers or a status fault the profile cannot
+    /// write, and each running balancer's own check (e.g. `consistent_hash` needs a key
+    /// function).
     pub(crate) fn check(&self, policy: &PolicyConfig) -> Result<(), ConfigFileError> {
         let name = &self.name;
         policy
@@ -36,6 +37,7 @@ impl<P: Profile> Stages<P> {
         // running breaker its window (its slots are allocated once) and a retry stage its
         // budget's window (the width of its slots): each stage's own check says so.
         if let (Some(layer), Some(config)) = (&self.rate_limit, &policy.rate_limit) {
+            c::check_rate_limit::<P>(config).map_err(|e| invalid("rate_limit", e))?;
             // The clock and the key (built into every service) cannot change.
             layer
                 .handle()

@@ -1,7 +1,7 @@
 //! A policy's `rate_limit.key` and `rate_limit.headers` in the `ReliabilityLayer` stack:
 //! per-key buckets on HTTP profiles, rate-limit headers on 429s and (when configured)
 //! on admitted responses, `Retry-After` on every 429 and 503, and the typed errors of a
-//! key a profile cannot read. Paused tokio time.
+//! key a profile cannot read or headers it cannot write. Paused tokio time.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -200,6 +200,41 @@ fn a_profile_that_cannot_read_keys_refuses_a_key_at_build_and_reload() {
     let layer = ReliabilityLayer::from_config(&plain, "api").unwrap();
     let error = layer.reconfigure(keyed.get("api").unwrap()).unwrap_err();
     assert_eq!(error.field(), Some("policy.api.rate_limit.key"));
+}
+
+/// `headers` on a profile whose rate limit writes no headers (the gRPC ones, whose
+/// rejections are statuses; `Generic`) is refused naming `rate_limit.headers`, at build
+/// and at reload. It was accepted and never written.
+#[test]
+fn a_profile_that_writes_no_headers_refuses_them_at_build_and_reload() {
+    fn refused<P: tower_prism::Profile>(profile: P) {
+        let with_headers = policy("[policy.api.rate_limit]\nrate = 2\nheaders = true");
+        let error =
+            ReliabilityLayer::from_config_as(&with_headers, "api", profile.clone()).unwrap_err();
+        assert_eq!(
+            error.field(),
+            Some("policy.api.rate_limit.headers"),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("no rate-limit headers"),
+            "{error}"
+        );
+
+        let plain = policy("[policy.api.rate_limit]\nrate = 2");
+        let layer = ReliabilityLayer::from_config_as(&plain, "api", profile).unwrap();
+        let error = layer
+            .reconfigure(with_headers.get("api").unwrap())
+            .unwrap_err();
+        assert_eq!(
+            error.field(),
+            Some("policy.api.rate_limit.headers"),
+            "{error}"
+        );
+    }
+    refused(tower_prism::Grpc::new());
+    refused(tower_prism::GrpcServer);
+    refused(tower_prism::Generic);
 }
 
 #[test]
