@@ -5,6 +5,7 @@
 use std::any::TypeId;
 
 use tower_prism_core::{ConfigError, HealthSignal};
+use tower_prism_deadline::AnyRequest;
 use tower_prism_limit::rate::NoHeaders;
 
 use crate::profile::Profile;
@@ -113,10 +114,28 @@ pub(crate) fn deadline_layer<P: Profile>(
     config: &DeadlineConfig,
     profile: &P,
 ) -> Result<DeadlineLayer<P>, ConfigError> {
+    check_deadline::<P>(config)?;
     tower_prism_deadline::DeadlineLayer::builder(config.clone())
         .name(name)
         .carrier(profile.carrier())
         .build()
+}
+
+/// Refuses what `P`'s deadline stage would silently ignore: a `header` on a profile whose
+/// carrier reads and writes none ([`AnyRequest`]). Checked at build and at reload, where
+/// it says why before the running stage says the header cannot change.
+pub(crate) fn check_deadline<P: Profile>(config: &DeadlineConfig) -> Result<(), ConfigError> {
+    match &config.header {
+        Some(header) if TypeId::of::<P::Carrier>() == TypeId::of::<AnyRequest>() => {
+            Err(ConfigError::new(
+                "header",
+                header,
+                "this profile reads and writes no request headers (only the timeout and a \
+                 caller's deadline apply): remove it, or use an HTTP or gRPC profile",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------- breaker

@@ -35,7 +35,9 @@ pub trait Profile: Clone + Send + Sync + 'static {
     /// Reads a retry-after hint off a response
     /// ([`ResponseHint`](tower_prism_retry::ResponseHint)).
     type Hint: Clone + Send + Sync + 'static;
-    /// Reads and writes a request's deadline (a [`Carrier`](crate::deadline::Carrier)).
+    /// Reads and writes a request's deadline (a [`Carrier`](crate::deadline::Carrier));
+    /// with [`AnyRequest`], which reads and writes none, a policy's `deadline.header` is
+    /// refused at build and at reload.
     type Carrier: Clone + Send + Sync + 'static;
     /// Builds the response of a status fault (an
     /// [`InjectStatus`](crate::fault::InjectStatus)); [`NoStatus`] refuses status faults,
@@ -105,8 +107,8 @@ pub trait Profile: Clone + Send + Sync + 'static {
 
 /// Any request type: `Err` is a retryable failure, every `Ok` a success; retries clone the
 /// request (`Req: Clone`); the deadline stage reads no deadline off the request (its
-/// timeout and an outer stage's ambient deadline apply); status faults are refused. The
-/// default.
+/// timeout and an outer stage's ambient deadline apply; a `[deadline] header` is
+/// refused); status faults are refused. The default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Generic;
 

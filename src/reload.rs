@@ -45,6 +45,7 @@ impl<P: Profile> Stages<P> {
                 .map_err(|e| invalid("rate_limit", e))?;
         }
         if let (Some(layer), Some(config)) = (&self.deadline, &policy.deadline) {
+            c::check_deadline::<P>(config).map_err(|e| invalid("deadline", e))?;
             layer
                 .handle()
                 .check(config)

@@ -381,9 +381,13 @@ fn a_reload_may_not_add_or_remove_a_deadline() {
         "{error}"
     );
 
-    let layer =
-        ReliabilityLayer::from_policy("p", &policy("[policy.p.deadline]\ntimeout = \"1s\""))
-            .unwrap();
+    // an HTTP profile's, whose carrier reads a header
+    let layer = ReliabilityLayer::from_policy_as(
+        "p",
+        &policy("[policy.p.deadline]\ntimeout = \"1s\""),
+        HttpServer,
+    )
+    .unwrap();
     layer
         .reconfigure(&policy("[policy.p.deadline]\ntimeout = \"2s\""))
         .unwrap();
@@ -399,9 +403,10 @@ fn a_reload_may_not_add_or_remove_a_deadline() {
         .unwrap_err();
     assert_eq!(error.field(), Some("policy.p.deadline.header"), "{error}");
     // and so is its format, quoted as the file spells it
-    let layer = ReliabilityLayer::from_policy(
+    let layer = ReliabilityLayer::from_policy_as(
         "p",
         &policy("[policy.p.deadline]\ntimeout = \"1s\"\nheader = \"x-timeout\""),
+        HttpServer,
     )
     .unwrap();
     let error = layer
@@ -440,6 +445,27 @@ async fn over_a_policys_balancer_faults_are_each_endpoints_own() {
     let failures: Vec<_> = endpoints.iter().map(|e| (e.key, e.failures)).collect();
     assert_eq!(failures, [("a", 2), ("b", 2)]);
     assert_eq!(layer.snapshot().fault.unwrap().injected_errors, 4);
+}
+
+/// A `[deadline] header` on a profile whose requests carry none (`Generic`, whose carrier
+/// reads and writes nothing) is refused naming `deadline.header`, at build and at reload.
+/// It was accepted and never read: a caller's deadline in that header was ignored without
+/// a word.
+#[test]
+fn a_profile_without_request_headers_refuses_a_deadline_header() {
+    let with_header = policy("[policy.p.deadline]\ntimeout = \"1s\"\nheader = \"grpc-timeout\"");
+    let error = ReliabilityLayer::from_policy("p", &with_header).unwrap_err();
+    assert_eq!(error.field(), Some("policy.p.deadline.header"), "{error}");
+    assert!(error.to_string().contains("no request headers"), "{error}");
+    ReliabilityLayer::from_policy_as("p", &with_header, HttpServer).unwrap();
+    ReliabilityLayer::from_policy_as("p", &with_header, tower_prism::Grpc::new()).unwrap();
+
+    let layer =
+        ReliabilityLayer::from_policy("p", &policy("[policy.p.deadline]\ntimeout = \"1s\""))
+            .unwrap();
+    let error = layer.reconfigure(&with_header).unwrap_err();
+    assert_eq!(error.field(), Some("policy.p.deadline.header"), "{error}");
+    assert!(error.to_string().contains("no request headers"), "{error}");
 }
 
 #[test]
