@@ -47,7 +47,8 @@ pub enum Error {
         /// The limiter's burst.
         burst: u32,
     },
-    /// `limit` requests were already in flight and the concurrency limiter does not wait.
+    /// `limit` requests were already in flight and the concurrency limiter does not wait,
+    /// or `max_waiters` requests already wait.
     #[error("concurrency limit of {limit} reached")]
     ConcurrencyLimited {
         /// The limit at the time.

@@ -19,7 +19,7 @@ use tokio::time::sleep;
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
-use tower_prism_limit::concurrency::{ConcurrencyConfig, ConcurrencyLimitLayer};
+use tower_prism_limit::concurrency::{ConcurrencyConfig, ConcurrencyLimit, ConcurrencyLimitLayer};
 use tower_prism_limit::Error;
 
 #[tokio::test(start_paused = true)]
@@ -141,6 +141,81 @@ async fn a_waiter_takes_the_freed_permit_or_times_out() {
     tx2.send(Ok(2)).unwrap();
     assert_eq!(assert_ready!(second.poll()).unwrap(), 2);
     assert_eq!(limiter.snapshot().in_flight, 0);
+}
+
+/// With `max_waiters`, a call arriving while that many wait is refused at once with
+/// `ConcurrencyLimited`, the waiters counted from their calls (before their futures are
+/// polled), and a reload moves the cap. Every call over the limit waited: a flood of
+/// callers queued without bound, each holding its request and a timer for `max_wait`.
+#[tokio::test(start_paused = true)]
+async fn calls_beyond_max_waiters_are_refused_at_once() {
+    let config: ConcurrencyConfig = toml::from_str(
+        "initial_limit = 1\nmin_limit = 1\nmax_limit = 1\nmax_wait = \"1s\"\nmax_waiters = 2",
+    )
+    .unwrap();
+    assert_eq!(
+        config,
+        ConcurrencyConfig::builder()
+            .initial_limit(1)
+            .min_limit(1)
+            .max_limit(1)
+            .max_wait(Duration::from_secs(1))
+            .max_waiters(2)
+            .build()
+            .unwrap()
+    );
+    let gate = Gate::default();
+    let layer = ConcurrencyLimitLayer::from_config(&config).unwrap();
+    let limiter = layer.handle().clone();
+    let mut svc = layer.layer(gate.clone());
+    let call = |svc: &mut ConcurrencyLimit<Gate, _>| {
+        let (tx, rx) = oneshot::channel();
+        (tx, task::spawn(svc.call(rx)))
+    };
+
+    let (tx1, mut first) = call(svc.ready().await.unwrap());
+    assert_pending!(first.poll());
+    let (_tx2, mut second) = call(svc.ready().await.unwrap());
+    let (_tx3, mut third) = call(svc.ready().await.unwrap());
+    assert_eq!(limiter.snapshot().waiting, 2, "waiting from their calls");
+    let (_tx4, mut fourth) = call(svc.ready().await.unwrap());
+    let err = assert_ready!(fourth.poll()).unwrap_err();
+    assert_eq!(
+        concurrency_error(&err),
+        &Error::ConcurrencyLimited { limit: 1 }
+    );
+    assert_pending!(second.poll());
+    assert_pending!(third.poll());
+
+    // A waiter leaving frees its place.
+    drop(third);
+    assert_eq!(limiter.snapshot().waiting, 1);
+    let (_tx5, mut fifth) = call(svc.ready().await.unwrap());
+    assert_pending!(fifth.poll());
+    // A reload lowering the cap keeps both waiting and refuses the next.
+    let one = config.to_builder().max_waiters(1).build().unwrap();
+    limiter.reconfigure(&one).unwrap();
+    let (_tx6, mut sixth) = call(svc.ready().await.unwrap());
+    assert!(assert_ready!(sixth.poll()).is_err());
+    assert_eq!(limiter.snapshot().waiting, 2);
+
+    tx1.send(Ok(1)).unwrap();
+    assert_eq!(assert_ready!(first.poll()).unwrap(), 1);
+    assert_pending!(second.poll());
+    assert_pending!(fifth.poll());
+    assert_eq!(gate.active(), 1, "one waiter took the freed permit");
+    assert_eq!(limiter.snapshot().waiting, 1);
+
+    // Without the cap, any number waits.
+    let mut unbounded = config.clone();
+    unbounded.max_waiters = None;
+    limiter.reconfigure(&unbounded).unwrap();
+    let mut waiting = Vec::new();
+    for _ in 0..10 {
+        waiting.push(call(svc.ready().await.unwrap()));
+    }
+    assert_eq!(limiter.snapshot().waiting, 11);
+    drop(waiting);
 }
 
 #[derive(Debug, Clone)]

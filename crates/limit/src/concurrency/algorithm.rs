@@ -229,6 +229,7 @@ mod tests {
             min_limit: min,
             max_limit: max,
             max_wait: None,
+            max_waiters: None,
             algorithm,
         }
     }

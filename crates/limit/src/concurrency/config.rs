@@ -60,6 +60,14 @@ pub struct ConcurrencyConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_wait: Option<Duration>,
+    /// How many requests may wait for a permit at once (needs `max_wait`); one arriving
+    /// while that many wait is refused at once with
+    /// [`Error::ConcurrencyLimited`](crate::Error::ConcurrencyLimited), as .NET's
+    /// `ConcurrencyLimiter` refuses one beyond its `QueueLimit`. None (the default): no
+    /// cap. From 1 to [`MAX_WAITERS`](Self::MAX_WAITERS) (2^24). Lowered by a reload,
+    /// the requests already waiting keep waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_waiters: Option<u32>,
     /// How the limit follows the calls' latency (and, for some rules, their outcomes):
     /// default [`Vegas`](LimitAlgorithm::Vegas), which keeps a short queue in front of the
     /// service and leaves errors to the breaker and retries.
@@ -84,6 +92,7 @@ impl Default for ConcurrencyConfig {
             min_limit: default_min(),
             max_limit: default_max(),
             max_wait: None,
+            max_waiters: None,
             algorithm: LimitAlgorithm::default(),
         }
     }
@@ -95,6 +104,8 @@ impl ConcurrencyConfig {
     pub const MAX_LIMIT: u32 = MAX_SIZE as u32;
     /// The longest `max_wait` accepted (one minute): no request waits for a permit longer.
     pub const MAX_WAIT: Duration = Duration::from_secs(60);
+    /// The largest `max_waiters` accepted (core's [`MAX_SIZE`], 2^24 requests waiting).
+    pub const MAX_WAITERS: u32 = MAX_SIZE as u32;
     /// The longest latency threshold (AIMD's `latency_threshold`) accepted (one hour).
     pub const MAX_LATENCY_THRESHOLD: Duration = Duration::from_secs(3600);
     /// The largest count in an algorithm's parameters (AIMD's `increase_by`, the
@@ -146,6 +157,17 @@ impl ConcurrencyConfig {
         if let Some(wait) = self.max_wait {
             check_duration("max_wait", wait)?;
             check_duration_at_most("max_wait", wait, Self::MAX_WAIT)?;
+        }
+        if let Some(waiters) = self.max_waiters {
+            if self.max_wait.is_none() {
+                return Err(ConfigError::new(
+                    "max_waiters",
+                    waiters,
+                    "needs max_wait: without it no request waits",
+                ));
+            }
+            check_nonzero("max_waiters", waiters)?;
+            check_size_at_most("max_waiters", waiters, u64::from(Self::MAX_WAITERS))?;
         }
         self.algorithm
             .validate()
@@ -234,6 +256,22 @@ mod tests {
                 ..base()
             }),
             "max_wait"
+        );
+        // A cap on waiters needs a wait, and lets at least one wait.
+        assert_eq!(
+            field(ConcurrencyConfig {
+                max_waiters: Some(4),
+                ..base()
+            }),
+            "max_waiters"
+        );
+        assert_eq!(
+            field(ConcurrencyConfig {
+                max_wait: Some(Duration::from_millis(10)),
+                max_waiters: Some(0),
+                ..base()
+            }),
+            "max_waiters"
         );
         let aimd = |a: AimdConfig| ConcurrencyConfig {
             algorithm: LimitAlgorithm::Aimd(a),
@@ -348,6 +386,14 @@ mod tests {
             }),
             "max_wait"
         );
+        assert_eq!(
+            field(ConcurrencyConfig {
+                max_wait: Some(Duration::from_millis(10)),
+                max_waiters: Some(ConcurrencyConfig::MAX_WAITERS + 1),
+                ..base()
+            }),
+            "max_waiters"
+        );
         let aimd = |a: AimdConfig| ConcurrencyConfig {
             algorithm: LimitAlgorithm::Aimd(a),
             ..base()
@@ -387,6 +433,7 @@ mod tests {
         // The bounds themselves are accepted.
         ConcurrencyConfig {
             max_wait: Some(ConcurrencyConfig::MAX_WAIT),
+            max_waiters: Some(ConcurrencyConfig::MAX_WAITERS),
             ..ConcurrencyConfig::fixed(ConcurrencyConfig::MAX_LIMIT)
         }
         .validate()

@@ -62,6 +62,13 @@ impl ConcurrencyConfigBuilder {
         self
     }
 
+    /// Lets at most `n` requests wait for a permit at once (with
+    /// [`max_wait`](Self::max_wait)); one more is refused at once (default: no cap).
+    pub fn max_waiters(mut self, n: u32) -> Self {
+        self.config.max_waiters = Some(n);
+        self
+    }
+
     /// How the limit moves: a [`VegasConfig`](super::VegasConfig) (the default), an
     /// [`AimdConfig`](super::AimdConfig), a [`GradientConfig`](super::GradientConfig), or a
     /// [`LimitAlgorithm`].

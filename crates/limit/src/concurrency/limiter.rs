@@ -23,6 +23,7 @@ use crate::error::Error;
 
 const NO_WAIT: u64 = u64::MAX;
 const NEVER_SKIP: u64 = u64::MAX;
+const NO_CAP: usize = usize::MAX;
 
 /// An adaptive cap on requests in flight, shared by every clone.
 ///
@@ -35,7 +36,9 @@ const NEVER_SKIP: u64 = u64::MAX;
 /// ignores them). The clock is read only if the algorithm uses latency.
 ///
 /// Waiting (with `max_wait`) is the cold path: the wait is a boxed future on a
-/// tokio `Notify`, woken one waiter per finished call, with no FIFO guarantee.
+/// tokio `Notify`, woken one waiter per finished call, with no FIFO guarantee. A request
+/// counts as waiting from its call (before its future is polled), so that `max_waiters`
+/// bounds a flood of calls made at once.
 #[derive(Clone)]
 pub struct ConcurrencyLimiter {
     shared: Arc<Shared>,
@@ -49,6 +52,8 @@ struct Shared {
     config: Mutex<ConcurrencyConfig>,
     /// `max_wait` in nanoseconds, or [`NO_WAIT`].
     max_wait: AtomicU64,
+    /// `max_waiters`, or [`NO_CAP`].
+    max_waiters: AtomicUsize,
     /// Whether the algorithm needs latencies; if not, the hot path reads no clock.
     timed: AtomicBool,
     /// Where latencies are read ([`Clock::Auto`]: the CPU's counter, or tokio's clock when
@@ -145,6 +150,7 @@ impl ConcurrencyLimiter {
                 permits: Permits::new(state.limit()),
                 state: Padded(Mutex::new(state)),
                 max_wait: AtomicU64::new(wait_to_nanos(config.max_wait)),
+                max_waiters: AtomicUsize::new(waiters_cap(config.max_waiters)),
                 timed: AtomicBool::new(timed),
                 time: TimeSource::new(Clock::Auto),
                 idle_skip: AtomicU64::new(skip),
@@ -200,21 +206,23 @@ impl ConcurrencyLimiter {
     }
 
     /// Takes a permit, waiting up to `max_wait` for one to come free. Without `max_wait` it
-    /// is [`try_acquire`](Self::try_acquire). Waiters are woken one per finished call, but
-    /// a newcomer may take the freed slot first (no FIFO guarantee).
+    /// is [`try_acquire`](Self::try_acquire), and while `max_waiters` requests wait it
+    /// fails as that does. Waiters are woken one per finished call, but a newcomer may take
+    /// the freed slot first (no FIFO guarantee).
     pub fn acquire(&self) -> impl Future<Output = Result<Permit, Error>> + Send + 'static {
         let limiter = self.clone();
         async move {
             match limiter.acquire_now() {
                 Ok(permit) => Ok(permit),
-                Err(limit) => limiter.wait(limit).await,
+                Err(limit) => limiter.queue(limit)?.wait(limit).await,
             }
         }
     }
 
     /// Applies a new config to the running limiter (hot reload): the current limit is kept
-    /// but clamped into the new bounds, the algorithm's parameters and `max_wait` change,
-    /// and requests in flight keep their permits.
+    /// but clamped into the new bounds, the algorithm's parameters, `max_wait` and
+    /// `max_waiters` change, and requests in flight keep their permits (and requests
+    /// waiting, their places).
     pub fn reconfigure(&self, config: &ConcurrencyConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let mut state = lock(&self.shared.state.0);
@@ -222,6 +230,9 @@ impl ConcurrencyLimiter {
         self.shared
             .max_wait
             .store(wait_to_nanos(config.max_wait), Ordering::Relaxed);
+        self.shared
+            .max_waiters
+            .store(waiters_cap(config.max_waiters), Ordering::Relaxed);
         self.shared
             .timed
             .store(state.uses_latency(), Ordering::Relaxed);
@@ -262,15 +273,48 @@ impl ConcurrencyLimiter {
         error
     }
 
-    /// Waits for a permit after `acquire_now` failed at `limit`.
-    pub(crate) async fn wait(&self, limit: u32) -> Result<Permit, Error> {
-        let Some(max_wait) = self.max_wait() else {
-            return Err(self.reject(Error::ConcurrencyLimited { limit }));
+    /// A place among the waiters after `acquire_now` failed at `limit`, or the refusal
+    /// (counted) when the limiter does not wait or `max_waiters` requests already wait.
+    pub(crate) fn queue(&self, limit: u32) -> Result<Waiter, Error> {
+        let shared = &self.shared;
+        let refused = || self.reject(Error::ConcurrencyLimited { limit });
+        if shared.max_wait.load(Ordering::Relaxed) == NO_WAIT {
+            return Err(refused());
+        }
+        // The count is SeqCst, as `Permit::drop` reads it after releasing a permit.
+        let cap = shared.max_waiters.load(Ordering::Relaxed);
+        if cap == NO_CAP {
+            shared.waiters.fetch_add(1, Ordering::SeqCst);
+        } else if shared
+            .waiters
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(refused());
+        }
+        Ok(Waiter {
+            limiter: self.clone(),
+        })
+    }
+}
+
+/// A request counted among a limiter's waiters, until it is dropped.
+pub(crate) struct Waiter {
+    limiter: ConcurrencyLimiter,
+}
+
+impl Waiter {
+    /// Waits up to `max_wait` for a permit, after `acquire_now` failed at `limit`.
+    pub(crate) async fn wait(self, limit: u32) -> Result<Permit, Error> {
+        let limiter = &self.limiter;
+        // A reload may have turned waiting off since the request was queued.
+        let Some(max_wait) = limiter.max_wait() else {
+            return Err(limiter.reject(Error::ConcurrencyLimited { limit }));
         };
         let start = Instant::now();
-        let shared = &self.shared;
-        shared.waiters.fetch_add(1, Ordering::SeqCst);
-        let _waiting = WaiterGuard(shared);
+        let shared = &limiter.shared;
         let mut sleep = pin!(tokio::time::sleep_until(start + max_wait));
         loop {
             let mut notified = pin!(shared.notify.notified());
@@ -278,7 +322,7 @@ impl ConcurrencyLimiter {
             // Pairs with the SeqCst release in `Permit::drop`: either this try sees the freed slot
             // or that release sees this waiter and notifies.
             fence(Ordering::SeqCst);
-            if let Ok(permit) = self.acquire_now() {
+            if let Ok(permit) = limiter.acquire_now() {
                 return Ok(permit);
             }
             let woken = poll_fn(|cx| {
@@ -293,11 +337,11 @@ impl ConcurrencyLimiter {
             .await;
             if !woken {
                 // One last try: a slot may have freed as the timer fired.
-                if let Ok(permit) = self.acquire_now() {
+                if let Ok(permit) = limiter.acquire_now() {
                     return Ok(permit);
                 }
                 let waited = start.elapsed();
-                return Err(self.reject(Error::ConcurrencyTimeout { waited }));
+                return Err(limiter.reject(Error::ConcurrencyTimeout { waited }));
             }
         }
     }
@@ -429,11 +473,9 @@ impl Drop for Permit {
     }
 }
 
-struct WaiterGuard<'a>(&'a Shared);
-
-impl Drop for WaiterGuard<'_> {
+impl Drop for Waiter {
     fn drop(&mut self) {
-        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+        self.limiter.shared.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -445,4 +487,8 @@ fn idle_skip(state: &LimitState) -> u64 {
 
 fn wait_to_nanos(wait: Option<Duration>) -> u64 {
     wait.map_or(NO_WAIT, |d| nanos(d).min(NO_WAIT - 1))
+}
+
+fn waiters_cap(max_waiters: Option<u32>) -> usize {
+    max_waiters.map_or(NO_CAP, |n| n as usize)
 }

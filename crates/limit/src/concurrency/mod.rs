@@ -86,7 +86,7 @@
 //! ```
 //!
 //! Over the limit a request fails fast from its response future (never from `poll_ready`),
-//! or waits up to `max_wait` for a permit. Acquiring a permit is one compare-and-swap on a
+//! or waits up to `max_wait` for a permit (failing fast while `max_waiters` already wait). Acquiring a permit is one compare-and-swap on a
 //! packed atomic and allocates nothing; the permit is returned when the call completes or
 //! its future is dropped.
 

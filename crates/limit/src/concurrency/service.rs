@@ -11,15 +11,16 @@ use tower_prism_core::BoxError;
 
 use super::future::ResponseFuture;
 use super::limiter::ConcurrencyLimiter;
-use crate::error::Error;
 use crate::ready::take_ready;
 
 /// Caps the requests in flight to `S` at the limiter's adaptive limit. Clones share the
 /// limiter.
 ///
 /// A request over the limit fails from its response future with
-/// [`Error::ConcurrencyLimited`], or, with `max_wait` set, waits up to that long for a
-/// permit ([`Error::ConcurrencyTimeout`] after). `poll_ready` only asks the inner service.
+/// [`Error::ConcurrencyLimited`](crate::Error::ConcurrencyLimited), or, with `max_wait`
+/// set, waits up to that long for a permit
+/// ([`Error::ConcurrencyTimeout`](crate::Error::ConcurrencyTimeout) after; at once
+/// `ConcurrencyLimited` while `max_waiters` requests wait). `poll_ready` only asks the inner service.
 /// Each call's result is classified by `C` to move the limit. A
 /// [`pass_through`](ConcurrencyLimit::pass_through) service has no limiter and forwards
 /// every call.
@@ -143,16 +144,19 @@ impl<S, C> ConcurrencyLimit<S, C> {
             Ok(permit) => {
                 ResponseFuture::called(self.inner.call(request), permit, engaged.classify.clone())
             }
-            Err(limit) if engaged.limiter.max_wait().is_some() => {
-                let limiter = engaged.limiter.clone();
-                let wait = Box::pin(async move { limiter.wait(limit).await });
-                let service = take_ready(&mut self.inner);
-                ResponseFuture::waiting(wait, service, request, engaged.classify.clone())
-            }
-            Err(limit) => {
-                refusal::refused();
-                ResponseFuture::failed(engaged.limiter.reject(Error::ConcurrencyLimited { limit }))
-            }
+            // Queued at once, so that `max_waiters` counts the calls made before any of
+            // their futures is polled.
+            Err(limit) => match engaged.limiter.queue(limit) {
+                Ok(waiter) => {
+                    let wait = Box::pin(waiter.wait(limit));
+                    let service = take_ready(&mut self.inner);
+                    ResponseFuture::waiting(wait, service, request, engaged.classify.clone())
+                }
+                Err(error) => {
+                    refusal::refused();
+                    ResponseFuture::failed(error)
+                }
+            },
         }
     }
 }
