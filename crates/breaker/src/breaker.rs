@@ -153,11 +153,17 @@ impl Breaker {
 
     /// Calls `callback` on every change of state from now on (resilience4j's
     /// `onStateTransition`, Polly's `OnOpened` / `OnClosed` / `OnHalfOpened`): alerting, a
-    /// log line of one's own, a cache to flush when the circuit opens. It runs on the
-    /// thread that made the change (a call ending, or the first call after the open wait),
-    /// after the change and outside the breaker's locks, so it may read or drive the breaker;
-    /// keep it short, and hand slow work to a task. A callback that panics is logged and
-    /// changes nothing. Callbacks add up; they live as long as the breaker.
+    /// log line of one's own, a cache to flush when the circuit opens. It runs after the
+    /// change and outside the breaker's locks, so it may read or drive the breaker; keep it
+    /// short, and hand slow work to a task. A callback that panics is logged and changes
+    /// nothing. Callbacks add up; they live as long as the breaker.
+    ///
+    /// Callbacks hear the changes in the order they were made, one at a time. A change
+    /// runs them on the thread that made it (a call ending, the first call after the open
+    /// wait, a [`force_open`](Self::force_open)), unless they are running for an earlier
+    /// change: then the thread running them runs them for this one next. So a callback
+    /// that drives the breaker hears of its own change once it has returned, and one must
+    /// not wait for the callbacks of a later change.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};

@@ -275,3 +275,80 @@ async fn state_change_callbacks_see_every_change_and_may_use_the_breaker() {
     );
     assert_eq!(breaker.state(), State::Closed);
 }
+
+/// Callbacks hear the changes in the order they were made, whichever threads made them:
+/// a `force_open` made while the callbacks still run for the trip before it is told after
+/// the trip. Each thread told its own change once it had made it, so the `force_open`
+/// reached the callbacks first, and one keeping the current state kept `Open`.
+#[test]
+fn state_changes_are_told_in_the_order_they_were_made() {
+    use std::sync::{Barrier, Mutex};
+    use tower_prism_breaker::{Breaker, StateChange};
+    use tower_prism_core::Outcome;
+
+    let breaker = Breaker::new("ordered", &base().build().unwrap()).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // the trip's callback holds on until the main thread has forced the breaker open
+    let (tripped, forced) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    let (log, tripped2, forced2) = (seen.clone(), tripped.clone(), forced.clone());
+    breaker.on_state_change(move |change: StateChange| {
+        if change.to == State::Open {
+            tripped2.wait();
+            forced2.wait();
+        }
+        log.lock().unwrap().push((change.from, change.to));
+    });
+    let tripper = {
+        let breaker = breaker.clone();
+        std::thread::spawn(move || {
+            for _ in 0..4 {
+                let permit = breaker.acquire().unwrap();
+                breaker.record(permit, Outcome::RETRYABLE);
+            }
+        })
+    };
+    tripped.wait();
+    breaker.force_open();
+    forced.wait();
+    tripper.join().unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (State::Closed, State::Open),
+            (State::Open, State::ForcedOpen)
+        ]
+    );
+    assert_eq!(breaker.state(), State::ForcedOpen);
+}
+
+/// A callback that drives the breaker hears of its own change after the one it was told,
+/// and so do the callbacks after it. The change was told from inside the callback, before
+/// the later callbacks heard of the earlier one: they saw `ForcedOpen -> Closed`, then
+/// `Closed -> ForcedOpen`, and kept the circuit open.
+#[test]
+fn a_change_made_by_a_callback_is_told_after_the_one_it_was_told() {
+    use std::sync::Mutex;
+    use tower_prism_breaker::{Breaker, StateChange};
+
+    let breaker = Breaker::new("reentrant", &base().build().unwrap()).unwrap();
+    let driver = breaker.clone();
+    breaker.on_state_change(move |change: StateChange| {
+        if change.to == State::ForcedOpen {
+            driver.reset();
+        }
+    });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    breaker.on_state_change(move |change: StateChange| {
+        log.lock().unwrap().push((change.from, change.to));
+    });
+    breaker.force_open();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (State::Closed, State::ForcedOpen),
+            (State::ForcedOpen, State::Closed)
+        ]
+    );
+    assert_eq!(breaker.state(), State::Closed);
+}

@@ -137,3 +137,38 @@ fn loom_closed_counters_add_up() {
         assert_eq!(snap.consecutive_failures, 2);
     });
 }
+
+/// Two threads change the state while a callback listens: whatever the interleaving, it
+/// hears both changes, each once, in the order they were made (each one's `from` is the
+/// `to` before it), and the last is the state the breaker is in.
+#[test]
+fn loom_state_changes_are_told_in_order() {
+    use super::StateChange;
+    use loom::sync::Mutex;
+
+    model(|| {
+        let b = breaker(1, 4);
+        // A loom mutex: loom switches threads only at its own operations, and a callback
+        // may be descheduled anywhere.
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        b.on_state_change(std::sync::Arc::new(move |change: StateChange| {
+            log.lock().unwrap().push(change);
+        }));
+        let handles: Vec<_> = [State::ForcedOpen, State::Disabled]
+            .into_iter()
+            .map(|to| {
+                let b = b.clone();
+                thread::spawn(move || b.force(to))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0].from, State::Closed, "{seen:?}");
+        assert_eq!(seen[1].from, seen[0].to, "{seen:?}");
+        assert_eq!(seen[1].to, b.state());
+    });
+}

@@ -5,6 +5,7 @@
 //! clock, so it is unit-, proptest- and loom-testable on its own; the public
 //! [`Breaker`](crate::Breaker) handle reads the clock and calls in.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 #[cfg(loom)]
@@ -35,6 +36,12 @@ struct Control {
     reopens: u32,
     /// The config in force (the last one applied).
     config: BreakerConfig,
+    /// Whether a thread is telling the callbacks of a change; it tells those queued in
+    /// `untold` too before it stops, so the callbacks hear them in the order they were made.
+    telling: bool,
+    /// Changes made while a thread was telling, oldest first: pushed under this lock, the
+    /// order of the queue is the order of the transitions.
+    untold: VecDeque<StateChange>,
 }
 
 /// One circuit breaker's state machine.
@@ -102,6 +109,8 @@ impl Machine {
             control: Mutex::new(Control {
                 reopens: 0,
                 config: config.clone(),
+                telling: false,
+                untold: VecDeque::new(),
             }),
             metrics: Metrics::new(&name),
             health,
@@ -483,8 +492,7 @@ impl Machine {
             return false;
         }
         let change = self.transition_locked(&mut control, to, now, hint);
-        drop(control);
-        self.listeners.tell(&self.name, change);
+        self.tell(control, change);
         true
     }
 
@@ -539,8 +547,46 @@ impl Machine {
         let mut control = self.lock();
         let now = self.now();
         let change = self.transition_locked(&mut control, to, now, None);
+        self.tell(control, change);
+    }
+
+    /// Tells the callbacks of `change`, just made under `control`, outside the lock and
+    /// after every change made before it. A thread telling its own change once it has
+    /// dropped the lock could tell it before an earlier one (a trip racing a `force_open`,
+    /// a callback driving the breaker), so one thread tells at a time, and tells next the
+    /// changes queued meanwhile, in the order they were made. Nothing is queued (nor
+    /// allocated) unless transitions overlap.
+    fn tell(&self, mut control: MutexGuard<'_, Control>, mut change: StateChange) {
+        if control.telling {
+            control.untold.push_back(change);
+            return;
+        }
+        control.telling = true;
         drop(control);
-        self.listeners.tell(&self.name, change);
+        // Should telling unwind (a tracing subscriber panicking on the log of a panicking
+        // callback), the next change's thread takes over what is left.
+        struct Teller<'a>(&'a Machine);
+        impl Drop for Teller<'_> {
+            fn drop(&mut self) {
+                self.0.lock().telling = false;
+            }
+        }
+        let teller = Teller(self);
+        loop {
+            self.listeners.tell(&self.name, change);
+            let mut control = self.lock();
+            match control.untold.pop_front() {
+                Some(next) => change = next,
+                None => {
+                    // Under the lock that queues: a change made from now on finds no one
+                    // telling, and tells itself.
+                    control.telling = false;
+                    drop(control);
+                    std::mem::forget(teller);
+                    return;
+                }
+            }
+        }
     }
 
     /// Adds a callback told of every state change.
