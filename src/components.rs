@@ -192,8 +192,8 @@ pub(crate) fn validate_retry(config: &RetryConfig) -> Result<(), ConfigError> {
     config.validate()
 }
 
-/// The retry config the stage runs under `profile`: `max_attempts` cut to the profile's
-/// cap, if any, with a warning when it is.
+/// The retry config the stage runs under `profile`: `max_attempts`, and the attempts of
+/// a hedged round, cut to the profile's cap, if any, with a warning when they are.
 pub(crate) fn retry_config<P: Profile>(
     name: &str,
     config: &RetryConfig,
@@ -209,6 +209,20 @@ pub(crate) fn retry_config<P: Profile>(
                 "retry.max_attempts is over the profile's cap: calls make at most {cap} attempts"
             );
             config.max_attempts = cap;
+        }
+        // A hedged round sends the attempt and its hedges: at most `cap` in all, as gRFC
+        // A6 caps a hedging policy's `maxAttempts`.
+        if let Some(hedge) = config.hedge.as_mut() {
+            let most = cap.saturating_sub(1).max(1);
+            if hedge.max_hedged > most {
+                tracing::warn!(
+                    policy = %name,
+                    max_hedged = hedge.max_hedged,
+                    cap,
+                    "retry.hedge.max_hedged is over the profile's cap: a round sends at most {cap} attempts"
+                );
+                hedge.max_hedged = most;
+            }
         }
     }
     config

@@ -98,7 +98,8 @@ pub trait Profile: Clone + Send + Sync + 'static {
     }
     /// The most attempts per call the retry stage makes, whatever the policy's
     /// `retry.max_attempts` says (a larger value runs as this one, with a warning when the
-    /// stage is built or reloaded); `None` (the default) keeps the configured count.
+    /// stage is built or reloaded), and per hedged round (the attempt and at most this
+    /// less one hedges); `None` (the default) keeps the configured counts.
     /// [`Grpc`] caps at 5, as gRFC A6 has gRPC clients do.
     fn max_attempts_cap(&self) -> Option<u32> {
         None
@@ -300,7 +301,8 @@ impl Profile for HttpServer {
 /// body, which a gRPC client reads as gRPC's HTTP mapping says (503 is `UNAVAILABLE`).
 ///
 /// At most 5 attempts per call, as gRFC A6 has a gRPC client treat a `maxAttempts` over
-/// 5: a policy's `retry.max_attempts` above that runs as 5, with a warning when the stage
+/// 5: a policy's `retry.max_attempts` above that runs as 5, and a hedged round sends at
+/// most 5 too (`retry.hedge.max_hedged` above 4 runs as 4), with a warning when the stage
 /// is built or reloaded ([`max_attempts_cap`](Profile::max_attempts_cap)).
 ///
 /// A status in trailers after a message is not seen (see [`GrpcClassifier`]): such a

@@ -441,6 +441,45 @@ async fn grpc_retries_are_capped_at_five_attempts() {
     assert_eq!(*calls.lock().unwrap(), 8);
 }
 
+/// gRFC A6 caps a hedging policy's `maxAttempts` at 5 as well: a gRPC round sends the
+/// attempt and at most 4 hedges, whatever `retry.hedge.max_hedged` says (8 sent 9).
+#[tokio::test(start_paused = true)]
+async fn grpc_hedged_rounds_are_capped_at_five_attempts() {
+    let hedged = RetryConfig::builder()
+        .max_attempts(1)
+        .hedge(tower_prism::retry::HedgeConfig::fixed(Duration::ZERO).max_hedged(8))
+        .budget(
+            tower_prism::retry::BudgetConfig::builder()
+                .enabled(false)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let calls = Arc::new(Mutex::new(0));
+    let upstream = {
+        let calls = calls.clone();
+        service_fn(move |_: http::Request<Body>| {
+            *calls.lock().unwrap() += 1;
+            async { Ok::<_, BoxError>(trailers_only("14", None)) }
+        })
+    };
+    let policy = ReliabilityLayer::builder()
+        .grpc()
+        .retry(hedged)
+        .build()
+        .unwrap();
+    let response = ServiceBuilder::new()
+        .layer(BoxedReplayLayer::new(1024, Body::new))
+        .reliability(policy)
+        .service(upstream)
+        .oneshot(http::Request::new(Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14");
+    assert_eq!(*calls.lock().unwrap(), 5, "the attempt and 4 hedges");
+}
+
 /// A server behind `policy` and `grpc_errors`, whose handler sleeps for `work` and then
 /// answers with the time left of its request's deadline (in ms), or "none".
 async fn serve_policy(policy: ReliabilityLayer<GrpcServer>, work: Duration) -> Running {
