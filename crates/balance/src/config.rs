@@ -72,6 +72,20 @@ impl Strategy {
     }
 }
 
+/// An `Option<f64>` whose `None` is written, and read, as 0: a TOML file has no `None`,
+/// and leaving the key out means the default.
+mod zero_is_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(value.unwrap_or(0.0))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.filter(|v| *v != 0.0))
+    }
+}
+
 /// Passive health: outlier ejection (Envoy's `outlier_detection`). Build one with
 /// [`OutlierConfig::builder`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,11 +111,13 @@ pub struct OutlierConfig {
     /// Envoy's statistical `success_rate` rule: when an endpoint's `interval` ends, it is
     /// ejected if its success rate over it is below the mean of the endpoints' latest
     /// intervals less this many standard deviations (Envoy's `success_rate_stdev_factor`
-    /// divided by 1000: 1.9 there; resolved to a thousandth, a smaller factor counting as
-    /// 0.001). Only endpoints with at least
-    /// `success_rate_request_volume` calls in their interval count, and the rule applies
-    /// only when at least `success_rate_minimum_hosts` of them (this one included) do.
-    /// `None` (the default) disables the rule; in `(0, 100]` otherwise.
+    /// divided by 1000; resolved to a thousandth, a smaller factor counting as 0.001).
+    /// Only endpoints with at least `success_rate_request_volume` calls in their interval
+    /// count, and the rule applies only when at least `success_rate_minimum_hosts` of them
+    /// (this one included) do.
+    /// Default 1.9, as Envoy's (which runs the rule unless `enforcing_success_rate` is 0);
+    /// in `(0, 100]`. `None` disables the rule; in TOML, `success_rate_stdev_factor = 0`.
+    #[serde(with = "zero_is_none")]
     pub success_rate_stdev_factor: Option<f64>,
     /// Endpoints with enough calls the statistical rule needs. Default 5 (Envoy's), at
     /// least 1, at most [`MAX_COUNT`].
@@ -143,7 +159,7 @@ impl Default for OutlierConfig {
             consecutive_failures: 5,
             success_rate_threshold: None,
             min_requests: 20,
-            success_rate_stdev_factor: None,
+            success_rate_stdev_factor: Some(1.9),
             success_rate_minimum_hosts: 5,
             success_rate_request_volume: 100,
             interval: Duration::from_secs(10),

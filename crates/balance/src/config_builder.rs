@@ -90,7 +90,8 @@ impl OutlierConfigBuilder {
         /// ([`OutlierConfig::min_requests`]).
         min_requests: u32;
         /// Envoy's statistical success-rate rule: standard deviations below the mean that
-        /// eject; `None` disables it ([`OutlierConfig::success_rate_stdev_factor`]).
+        /// eject (default 1.9); `None` disables it
+        /// ([`OutlierConfig::success_rate_stdev_factor`]).
         success_rate_stdev_factor: Option<f64>;
         /// Endpoints with enough calls the statistical rule needs
         /// ([`OutlierConfig::success_rate_minimum_hosts`]).

@@ -131,6 +131,90 @@ async fn the_rule_is_off_without_a_factor_and_a_wide_factor_spares_the_endpoint(
     assert!(!ejected);
 }
 
+/// Endpoint 0 fails every other call (never two in a row: the streak rule stays quiet),
+/// the rest none; a round robin sends a call every `every` for 30 s. Whether endpoint 0
+/// was ejected, and how many calls it took.
+async fn alternating(config: BalanceConfig, endpoints: usize, every: Duration) -> (bool, u64) {
+    let eps: Vec<Flaky> = (0..endpoints)
+        .map(|i| {
+            if i == 0 {
+                Flaky::failing_last_of(2)
+            } else {
+                Flaky::new(0)
+            }
+        })
+        .collect();
+    let mut balancer: Balance<usize, Flaky, u64> = Balance::builder()
+        .config(config)
+        .endpoints(eps.iter().cloned().enumerate())
+        .build()
+        .unwrap();
+    let calls = Duration::from_secs(30).as_millis() / every.as_millis();
+    for i in 0..calls as u64 {
+        let _ = balancer.ready().await.unwrap().call(i).await;
+        tokio::time::advance(every).await;
+    }
+    let snapshot = balancer.handle().snapshot();
+    (snapshot.endpoints[0].ejected, eps[0].calls())
+}
+
+/// The outlier defaults but a round robin, for even counts.
+fn defaults() -> BalanceConfig {
+    BalanceConfig::builder()
+        .strategy(Strategy::RoundRobin)
+        .build()
+        .unwrap()
+}
+
+/// The statistical rule runs by default, as Envoy's (`enforcing_success_rate` 100,
+/// `success_rate_stdev_factor` 1900, 5 endpoints of 100 calls): of five endpoints, the
+/// one failing half its calls is ejected when its interval ends. It was off unless a
+/// factor was set, and such an endpoint, never failing twice in a row, stayed for good.
+#[tokio::test(start_paused = true)]
+async fn by_default_an_endpoint_far_below_the_others_is_ejected() {
+    let (ejected, calls) = alternating(defaults(), 5, Duration::from_millis(5)).await;
+    assert!(ejected, "50 % against 100 % over five endpoints");
+    // 400 calls in each 10 s interval: judged when its first or second one ends (the
+    // others' first must have ended to count), then no more calls.
+    assert!((400..=801).contains(&calls), "{calls} calls");
+}
+
+/// With the defaults, fewer than 5 endpoints, or fewer than 100 calls to each in an
+/// interval, eject nothing.
+#[tokio::test(start_paused = true)]
+async fn by_default_too_few_endpoints_or_calls_eject_nothing() {
+    let (ejected, calls) = alternating(defaults(), 4, Duration::from_millis(5)).await;
+    assert!(!ejected, "four endpoints, five needed");
+    assert_eq!(calls, 1_500);
+    // 80 calls to each endpoint in each 10 s interval
+    let (ejected, _) = alternating(defaults(), 5, Duration::from_millis(25)).await;
+    assert!(!ejected, "no endpoint reaches 100 calls in an interval");
+}
+
+/// In TOML, where no value is `None`, `success_rate_stdev_factor = 0` turns the rule off
+/// (omitted, it is Envoy's 1.9), and a config with the rule off is written so. Omitting
+/// it was the only way to turn the rule off, and 0 was refused.
+#[tokio::test(start_paused = true)]
+async fn zero_turns_the_rule_off_in_toml() {
+    let default: BalanceConfig = toml::from_str("").unwrap();
+    assert_eq!(default.outlier.success_rate_stdev_factor, Some(1.9));
+    let text = toml::to_string(&default).unwrap();
+    assert!(
+        text.contains("\nsuccess_rate_stdev_factor = 1.9\n"),
+        "{text}"
+    );
+    let off: BalanceConfig =
+        toml::from_str("strategy = \"round_robin\"\n[outlier]\nsuccess_rate_stdev_factor = 0")
+            .unwrap();
+    off.validate().unwrap();
+    assert_eq!(off.outlier.success_rate_stdev_factor, None);
+    let text = toml::to_string(&off).unwrap();
+    assert!(text.contains("success_rate_stdev_factor = 0"), "{text}");
+    assert_eq!(toml::from_str::<BalanceConfig>(&text).unwrap(), off);
+    let (ejected, _) = alternating(off, 5, Duration::from_millis(5)).await;
+    assert!(!ejected);
+}
+
 /// A factor below the rule's resolution (a thousandth, Envoy's unit) rounded to 0, which
 /// turned the rule off; it now counts as the smallest factor, and ejects.
 #[tokio::test(start_paused = true)]
