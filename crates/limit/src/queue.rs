@@ -1,10 +1,16 @@
 //! The bounded priority wait queue: who waits for a token, in which order.
 //!
 //! Waiters are ordered by priority (higher first), then by arrival (FIFO within a priority).
-//! Only the first waiter *for a given bucket* (the unkeyed bucket, or one key's bucket) may
-//! take tokens; the others sleep until it leaves, so arrivals are served in order and a
-//! waiter for one key never blocks another key. A full queue sheds its lowest-priority,
-//! youngest waiter for a more important arrival, or refuses the arrival.
+//! Tokens go to the first waiter *for a given bucket* (the unkeyed bucket, or one key's
+//! bucket) before any other, so arrivals are served in order and a waiter for one key never
+//! blocks another key. A full queue sheds its lowest-priority, youngest waiter for a more
+//! important arrival, or refuses the arrival.
+//!
+//! A waiter's future may be held without being polled. So a waiter behind it does not wait
+//! on it: it takes the tokens for the first waiter when they are there, or refuses it once
+//! its wait is over, and [`settle`](WaitQueue::settle)s it, as tokio's `Semaphore` assigns
+//! permits to its waiters in order. A settled waiter is out of the queue; its future finds
+//! the outcome when it is next polled, and one dropped with its tokens gives them back.
 //!
 //! This is plain data under the limiter's queue lock (a cold path: whoever is here waits
 //! anyway); no clocks, no futures.
@@ -12,6 +18,10 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::task::Waker;
+
+use tokio::time::Instant;
+
+use crate::error::Error;
 
 /// Which bucket a waiter draws from: `None` for the unkeyed bucket, else the key's hash.
 pub(crate) type BucketId = Option<u64>;
@@ -22,7 +32,27 @@ type Slot = (Reverse<u32>, u64);
 struct Waiter {
     bucket: BucketId,
     weight: u32,
+    enqueued: Instant,
+    deadline: Instant,
     waker: Option<Waker>,
+}
+
+/// The first waiter for a bucket, as [`WaitQueue::first`] tells it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct First {
+    pub(crate) id: u64,
+    pub(crate) weight: u32,
+    pub(crate) enqueued: Instant,
+    pub(crate) deadline: Instant,
+}
+
+/// The outcome of a waiter taken out of the queue by another one.
+#[derive(Debug)]
+pub(crate) enum Settled {
+    /// Its tokens were taken for it: admitted.
+    Granted,
+    /// Refused (it waited its `max_wait`, or a reload made it heavier than the burst).
+    Refused(Error),
 }
 
 /// What happened to an arrival.
@@ -41,6 +71,8 @@ pub(crate) enum Push {
 pub(crate) struct WaitQueue {
     waiters: BTreeMap<Slot, Waiter>,
     ids: BTreeMap<u64, u32>,
+    /// Waiters settled by another, until their futures are polled or dropped.
+    settled: BTreeMap<u64, Settled>,
     next_id: u64,
 }
 
@@ -65,13 +97,24 @@ impl WaitQueue {
             .sum()
     }
 
-    /// Adds a waiter for `weight` tokens, shedding the least important one if the queue is
-    /// at `capacity`.
+    /// The tokens owed to the waiters for `bucket` served before `id`.
+    pub(crate) fn weight_before(&self, id: u64, bucket: BucketId) -> u64 {
+        self.waiters
+            .iter()
+            .take_while(|((_, other), _)| *other != id)
+            .filter(|(_, w)| w.bucket == bucket)
+            .map(|(_, w)| u64::from(w.weight))
+            .sum()
+    }
+
+    /// Adds a waiter for `weight` tokens, queued at `enqueued` and waiting until `deadline`,
+    /// shedding the least important one if the queue is at `capacity`.
     pub(crate) fn push(
         &mut self,
         priority: u32,
         bucket: BucketId,
         weight: u32,
+        (enqueued, deadline): (Instant, Instant),
         capacity: usize,
     ) -> Push {
         let mut shed = false;
@@ -95,6 +138,8 @@ impl WaitQueue {
             Waiter {
                 bucket,
                 weight,
+                enqueued,
+                deadline,
                 waker: None,
             },
         );
@@ -121,11 +166,43 @@ impl WaitQueue {
     }
 
     /// Whether `id` is the first waiter for its bucket.
+    #[cfg(test)]
     pub(crate) fn is_head(&self, id: u64, bucket: BucketId) -> bool {
+        self.first(bucket).is_some_and(|first| first.id == id)
+    }
+
+    /// The first waiter for `bucket`: the next to be given tokens.
+    pub(crate) fn first(&self, bucket: BucketId) -> Option<First> {
         self.waiters
             .iter()
             .find(|(_, w)| w.bucket == bucket)
-            .is_some_and(|((_, first), _)| *first == id)
+            .map(|(&(_, id), w)| First {
+                id,
+                weight: w.weight,
+                enqueued: w.enqueued,
+                deadline: w.deadline,
+            })
+    }
+
+    /// Takes `id` out of the queue with its outcome, for its future to find, and wakes it
+    /// and the next waiter for the same bucket.
+    pub(crate) fn settle(&mut self, id: u64, outcome: Settled) {
+        let Some(slot) = self.slot(id) else {
+            return;
+        };
+        let Some(waiter) = self.remove_slot(slot) else {
+            return;
+        };
+        self.settled.insert(id, outcome);
+        if let Some(waker) = waiter.waker {
+            waker.wake();
+        }
+        self.wake_head(waiter.bucket);
+    }
+
+    /// The outcome another waiter settled `id` with, if it did; forgotten once taken.
+    pub(crate) fn take_settled(&mut self, id: u64) -> Option<Settled> {
+        self.settled.remove(&id)
     }
 
     /// Remembers the task to wake when `id`'s turn may have come.
@@ -175,19 +252,26 @@ impl WaitQueue {
 mod tests {
     use super::*;
 
+    /// When a waiter joined the queue and how long it may wait: these tests look at neither.
+    fn times() -> (Instant, Instant) {
+        let now = Instant::now();
+        (now, now)
+    }
+
     #[test]
     fn priority_then_fifo_and_heads_per_bucket() {
         let mut q = WaitQueue::default();
-        let Push::Queued(low) = q.push(1, None, 1, 8) else {
+        let t = times();
+        let Push::Queued(low) = q.push(1, None, 1, t, 8) else {
             panic!()
         };
-        let Push::Queued(high) = q.push(5, None, 1, 8) else {
+        let Push::Queued(high) = q.push(5, None, 1, t, 8) else {
             panic!()
         };
-        let Push::Queued(high2) = q.push(5, None, 1, 8) else {
+        let Push::Queued(high2) = q.push(5, None, 1, t, 8) else {
             panic!()
         };
-        let Push::Queued(other_key) = q.push(0, Some(7), 1, 8) else {
+        let Push::Queued(other_key) = q.push(0, Some(7), 1, t, 8) else {
             panic!()
         };
         assert!(q.is_head(high, None));
@@ -203,10 +287,11 @@ mod tests {
     #[test]
     fn weight_ahead_counts_only_waiters_served_first_for_the_same_bucket() {
         let mut q = WaitQueue::default();
-        q.push(5, None, 3, 8);
-        q.push(1, None, 4, 8);
-        q.push(9, Some(7), 100, 8);
-        q.push(5, None, 2, 8);
+        let t = times();
+        q.push(5, None, 3, t, 8);
+        q.push(1, None, 4, t, 8);
+        q.push(9, Some(7), 100, t, 8);
+        q.push(5, None, 2, t, 8);
         assert_eq!(
             q.weight_ahead(5, None),
             5,
@@ -232,23 +317,50 @@ mod tests {
     #[test]
     fn full_queue_sheds_lowest_priority_youngest_first() {
         let mut q = WaitQueue::default();
-        let Push::Queued(a) = q.push(1, None, 1, 2) else {
+        let t = times();
+        let Push::Queued(a) = q.push(1, None, 1, t, 2) else {
             panic!()
         };
-        let Push::Queued(b) = q.push(1, None, 1, 2) else {
+        let Push::Queued(b) = q.push(1, None, 1, t, 2) else {
             panic!()
         };
         assert_eq!(
-            q.push(1, None, 1, 2),
+            q.push(1, None, 1, t, 2),
             Push::Full,
             "equal priority does not shed"
         );
-        let Push::QueuedAfterShedding(c) = q.push(2, None, 1, 2) else {
+        let Push::QueuedAfterShedding(c) = q.push(2, None, 1, t, 2) else {
             panic!()
         };
         assert!(q.contains(a) && !q.contains(b) && q.contains(c));
         assert_eq!(q.len(), 2);
         assert!(q.is_head(c, None));
+    }
+
+    #[test]
+    fn a_settled_waiter_leaves_the_queue_and_its_outcome_waits_for_it() {
+        let mut q = WaitQueue::default();
+        let t = times();
+        let Push::Queued(a) = q.push(0, None, 2, t, 8) else {
+            panic!()
+        };
+        let Push::Queued(b) = q.push(0, None, 3, t, 8) else {
+            panic!()
+        };
+        let Push::Queued(c) = q.push(0, None, 1, t, 8) else {
+            panic!()
+        };
+        assert_eq!(q.weight_before(a, None), 0);
+        assert_eq!(q.weight_before(c, None), 5, "the tokens of a and b");
+        let first = q.first(None).unwrap();
+        assert_eq!((first.id, first.weight), (a, 2));
+        q.settle(a, Settled::Granted);
+        assert!(!q.contains(a) && q.len() == 2);
+        assert!(q.is_head(b, None), "next in line");
+        assert_eq!(q.weight_before(c, None), 3, "a's tokens are taken");
+        assert!(matches!(q.take_settled(a), Some(Settled::Granted)));
+        assert!(q.take_settled(a).is_none(), "taken once");
+        assert!(!q.remove(a), "no longer queued");
     }
 }
 
@@ -302,13 +414,14 @@ mod loom_tests {
     fn loom_a_cancelled_head_never_loses_the_next_waiters_wake_up() {
         loom::model(|| {
             let queue = Arc::new(Mutex::new(WaitQueue::default()));
+            let t = (Instant::now(), Instant::now());
             let tokens = Arc::new(AtomicU32::new(0));
             let (a, b) = {
                 let mut q = queue.lock().unwrap();
-                let Push::Queued(a) = q.push(0, None, 1, 4) else {
+                let Push::Queued(a) = q.push(0, None, 1, t, 4) else {
                     unreachable!()
                 };
-                let Push::Queued(b) = q.push(0, None, 1, 4) else {
+                let Push::Queued(b) = q.push(0, None, 1, t, 4) else {
                     unreachable!()
                 };
                 (a, b)
@@ -359,10 +472,11 @@ mod loom_tests {
     fn loom_admission_and_shedding_leak_no_slot_and_wake_the_shed() {
         loom::model(|| {
             let queue = Arc::new(Mutex::new(WaitQueue::default()));
+            let t = (Instant::now(), Instant::now());
             let tokens = Arc::new(AtomicU32::new(1));
             let (a, b, c) = {
                 let mut q = queue.lock().unwrap();
-                let mut push = |priority| match q.push(priority, None, 1, 3) {
+                let mut push = |priority| match q.push(priority, None, 1, t, 3) {
                     Push::Queued(id) => id,
                     other => unreachable!("{other:?}"),
                 };
@@ -380,7 +494,7 @@ mod loom_tests {
             };
             let arrival = {
                 let queue = queue.clone();
-                thread::spawn(move || queue.lock().unwrap().push(9, None, 1, 3))
+                thread::spawn(move || queue.lock().unwrap().push(9, None, 1, t, 3))
             };
             let (_, b_waker) = flag();
             let b_admitted = poll_turn(&queue, &tokens, b, &b_waker);
@@ -411,6 +525,77 @@ mod loom_tests {
             }
             let alive = 2 + usize::from(!a_admitted) + usize::from(!shed);
             assert_eq!(q.len(), alive, "no slot leaked");
+        });
+    }
+
+    /// B, behind a head A whose future is held unpolled, takes A's token for it (settles
+    /// it) while A is dropped, as `RateLimiter::serve_front` and `leave` do: in every
+    /// interleaving the one token ends with B or back in the bucket, never with A gone, and
+    /// nothing of A is left in the queue.
+    #[test]
+    fn loom_a_held_head_served_while_dropped_keeps_no_token() {
+        loom::model(|| {
+            let queue = Arc::new(Mutex::new(WaitQueue::default()));
+            let tokens = Arc::new(AtomicU32::new(1));
+            let t = (Instant::now(), Instant::now());
+            let (a, b) = {
+                let mut q = queue.lock().unwrap();
+                let mut push = || match q.push(0, None, 1, t, 4) {
+                    Push::Queued(id) => id,
+                    other => unreachable!("{other:?}"),
+                };
+                (push(), push())
+            };
+            let take = |tokens: &AtomicU32| {
+                tokens
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| t.checked_sub(1))
+                    .is_ok()
+            };
+
+            let dropped = {
+                let (queue, tokens) = (queue.clone(), tokens.clone());
+                thread::spawn(move || {
+                    let mut q = queue.lock().unwrap();
+                    if q.remove(a) {
+                        return;
+                    }
+                    let settled = q.take_settled(a);
+                    drop(q);
+                    if matches!(settled, Some(Settled::Granted)) {
+                        tokens.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            };
+            let b_admitted = {
+                let mut q = queue.lock().unwrap();
+                loop {
+                    let first = q.first(None).expect("B waits");
+                    if first.id == b {
+                        let admitted = take(&tokens);
+                        if admitted {
+                            q.remove(b);
+                        }
+                        break admitted;
+                    }
+                    if !take(&tokens) {
+                        break false;
+                    }
+                    q.settle(first.id, Settled::Granted);
+                }
+            };
+            dropped.join().unwrap();
+
+            let mut q = queue.lock().unwrap();
+            assert!(
+                !q.contains(a) && q.take_settled(a).is_none(),
+                "A left a trace"
+            );
+            assert_eq!(q.contains(b), !b_admitted);
+            assert_eq!(
+                tokens.load(Ordering::SeqCst) + u32::from(b_admitted),
+                1,
+                "a token lost or made"
+            );
         });
     }
 }

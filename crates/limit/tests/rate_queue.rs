@@ -174,6 +174,77 @@ async fn a_dropped_waiter_leaves_the_queue_and_costs_nothing() {
     assert_eq!(layer.handle().snapshot().tokens, 1);
 }
 
+/// A queued request whose response future is held without being polled holds at most its
+/// own token, never the queue: the waiter behind it is served when the tokens for both have
+/// come, the held one's token is set aside for it (taken when it is polled, given back if it
+/// is dropped), and one held past its `max_wait` is timed out. The held future stayed at
+/// the head, its wait running only when polled: every waiter behind it timed out.
+#[tokio::test(start_paused = true)]
+async fn a_held_unpolled_waiter_never_blocks_the_queue() {
+    let layer = queued_layer(10, Duration::from_secs(1));
+    let mut svc = layer.layer(Echo::new());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let start = Instant::now();
+    let held = svc.ready().await.unwrap().call((0, "held"));
+    let behind = svc.ready().await.unwrap().call((0, "behind"));
+    assert_eq!(behind.await.unwrap(), (0, "behind"));
+    assert_eq!(
+        start.elapsed(),
+        200 * MS,
+        "the held waiter's token, then its own"
+    );
+    assert_eq!(layer.handle().snapshot().queued, 0);
+    // Polled long after its max_wait, the held request finds the token set aside for it.
+    advance(Duration::from_secs(5)).await;
+    let mut held = task::spawn(held);
+    assert_eq!(assert_ready!(held.poll()).unwrap(), (0, "held"));
+
+    // Dropped with its token set aside, it gives the token back.
+    send(&mut svc, (0, "token")).await.unwrap();
+    let held = svc.ready().await.unwrap().call((0, "dropped"));
+    let behind = svc.ready().await.unwrap().call((0, "behind"));
+    assert_eq!(behind.await.unwrap(), (0, "behind"));
+    assert_eq!(layer.handle().snapshot().tokens, 0);
+    drop(held);
+    assert_eq!(
+        layer.handle().snapshot().tokens,
+        1,
+        "the set-aside token came back"
+    );
+
+    // Held past its max_wait before its token came (a more important request took it), it
+    // gets none and leaves the queue: the next token goes to the waiter behind it.
+    let prioritised = queued_layer(10, Duration::from_millis(150));
+    let mut svc = prioritised.layer(Echo::new());
+    send(&mut svc, (0, "token")).await.unwrap();
+    let start = Instant::now();
+    let held = svc.ready().await.unwrap().call((0, "held"));
+    let longer = RateLimitConfig::builder()
+        .rate(10)
+        .period(Duration::from_secs(1))
+        .burst(1)
+        .queue_size(10)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    prioritised.handle().reconfigure(&longer).unwrap();
+    let vip = tokio::spawn(svc.ready().await.unwrap().call((5, "vip")));
+    let behind = svc.ready().await.unwrap().call((0, "behind"));
+    assert_eq!(behind.await.unwrap(), (0, "behind"));
+    assert_eq!(
+        start.elapsed(),
+        200 * MS,
+        "the token the held waiter did not get"
+    );
+    assert_eq!(vip.await.unwrap().unwrap(), (5, "vip"));
+    let mut held = task::spawn(held);
+    assert_eq!(
+        error(assert_ready!(held.poll())),
+        Error::QueueTimeout { waited: 150 * MS }
+    );
+    assert_eq!(prioritised.handle().snapshot().queued, 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn tokens_of_an_admitted_but_unsent_request_are_refunded() {
     let layer = queued_layer(4, Duration::from_secs(5));

@@ -11,7 +11,7 @@ use tower_prism_core::sync::Ordering;
 use super::limiter::{retry_after, retry_error, RateLimiter};
 use crate::bucket::{Denied, TokensLeft};
 use crate::error::Error;
-use crate::queue::{BucketId, Push, WaitQueue};
+use crate::queue::{BucketId, Push, Settled, WaitQueue};
 
 /// Where [`RateLimiter::enqueue`] put a request.
 pub(crate) enum Enqueued {
@@ -71,7 +71,8 @@ impl RateLimiter {
             };
             return Err(self.reject(retry_error(denied)));
         }
-        let id = match queue.push(priority, bucket, weight, capacity) {
+        let deadline = now + Duration::from_nanos(max_wait);
+        let id = match queue.push(priority, bucket, weight, (now, deadline), capacity) {
             Push::Queued(id) => id,
             Push::QueuedAfterShedding(id) => {
                 shared.metrics.rejected_shed.increment(1);
@@ -94,15 +95,13 @@ impl RateLimiter {
             weight,
             priority,
             enqueued: now,
-            deadline: now + Duration::from_nanos(max_wait),
+            deadline,
             done: false,
         }))
     }
 
     /// How long until a new arrival of `priority` could be admitted, after the waiters
-    /// served before it have taken their tokens; `None` if that cannot be told (a sum beyond
-    /// `u32`). Asks the backend for the tokens of all of them plus a whole burst, which it
-    /// always refuses (so nothing is taken), with a wait exactly one burst's refill longer.
+    /// served before it have taken their tokens; `None` if that cannot be told.
     fn wait_behind(
         &self,
         queue: &WaitQueue,
@@ -112,6 +111,13 @@ impl RateLimiter {
         at: u64,
     ) -> Option<u64> {
         let needed = queue.weight_ahead(priority, bucket) + u64::from(weight);
+        self.wait_for(bucket, needed, at)
+    }
+
+    /// How long until `needed` tokens will have come for `bucket`; `None` if that cannot be
+    /// told (a sum beyond `u32`). Asks the backend for them plus a whole burst, which it
+    /// always refuses (so nothing is taken), with a wait exactly one burst's refill longer.
+    fn wait_for(&self, bucket: BucketId, needed: u64, at: u64) -> Option<u64> {
         if needed == 0 {
             return Some(0);
         }
@@ -185,6 +191,16 @@ impl RateLimiter {
     pub(crate) fn poll_turn(&self, waiter: &mut Waiter, now: Instant, waker: &Waker) -> Turn {
         let shared = &*self.shared;
         let mut queue = lock(&shared.queue);
+        if let Some(settled) = queue.take_settled(waiter.id) {
+            // Another waiter took its tokens for it, or refused it (and counted that).
+            drop(queue);
+            waiter.done = true;
+            if let Settled::Refused(error) = settled {
+                return Turn::Done(Err(error));
+            }
+            self.count_waited(waiter, now);
+            return Turn::Done(Ok(()));
+        }
         if !queue.contains(waiter.id) {
             waiter.done = true;
             // Told, as a full queue's refusal is, when a token could come for it behind
@@ -203,29 +219,23 @@ impl RateLimiter {
             waiter.done = true;
             return Turn::Done(Err(self.reject(error)));
         }
-        let mut wake_at = waiter.deadline;
-        if queue.is_head(waiter.id, waiter.bucket) {
-            let at = self.since_epoch(now);
-            match self.acquire(waiter.bucket, waiter.weight, at) {
-                Ok(tokens) => {
-                    queue.remove(waiter.id);
-                    self.publish_len(&queue);
-                    drop(queue);
-                    waiter.done = true;
-                    shared.metrics.admitted.increment(1);
-                    if waiter.bucket.is_none() {
-                        shared.metrics.tokens.set(tokens);
-                    }
-                    let waited = now.saturating_duration_since(waiter.enqueued);
-                    shared.metrics.queue_wait.record(waited.as_secs_f64());
-                    return Turn::Done(Ok(()));
+        let at = self.since_epoch(now);
+        let wait = match self.serve_front(&mut queue, waiter, now, at) {
+            Ok(tokens) => {
+                queue.remove(waiter.id);
+                self.publish_len(&queue);
+                drop(queue);
+                waiter.done = true;
+                if waiter.bucket.is_none() {
+                    shared.metrics.tokens.set(tokens);
                 }
-                Err(denied) => {
-                    let refilled = now.checked_add(Duration::from_nanos(denied.retry_after_nanos));
-                    wake_at = refilled.map_or(wake_at, |at| wake_at.min(at));
-                }
+                self.count_waited(waiter, now);
+                return Turn::Done(Ok(()));
             }
-        }
+            Err(wait) => wait,
+        };
+        let refilled = wait.and_then(|nanos| now.checked_add(Duration::from_nanos(nanos)));
+        let wake_at = refilled.map_or(waiter.deadline, |at| waiter.deadline.min(at));
         if now >= waiter.deadline {
             queue.remove(waiter.id);
             self.publish_len(&queue);
@@ -238,10 +248,86 @@ impl RateLimiter {
         Turn::SleepUntil(wake_at)
     }
 
-    fn leave(&self, id: u64) {
+    /// Gives the tokens to the waiters for `waiter`'s bucket in order, up to and including
+    /// `waiter`'s own (`Ok`, with what its bucket has left), as far as they have come. Else
+    /// the time to look again (`None`: at its deadline): when its own tokens come if it is
+    /// first, else when those of the waiters before it will have.
+    ///
+    /// A waiter ahead of `waiter` still here when its tokens are (or when its wait is over)
+    /// has not been polled since they came: its future may be held by a caller that polls
+    /// it later, or never. Its tokens are taken for it (its future finds them when polled;
+    /// dropped, it gives them back) or it is refused, so that it holds no more than its own
+    /// tokens, never the queue. Each waiter looks in when the one before it should have
+    /// been served, so one held unpolled is served on time by the next, for one more
+    /// wake-up per admission.
+    fn serve_front(
+        &self,
+        queue: &mut WaitQueue,
+        waiter: &Waiter,
+        now: Instant,
+        at: u64,
+    ) -> Result<TokensLeft, Option<u64>> {
+        let bucket = waiter.bucket;
+        let mut settled = false;
+        let result = loop {
+            let Some(first) = queue.first(bucket) else {
+                break Err(None);
+            };
+            if first.id == waiter.id {
+                break self
+                    .acquire(bucket, waiter.weight, at)
+                    .map_err(|denied| Some(denied.retry_after_nanos));
+            }
+            let outcome = if let Some(error) = self.hopeless(first.weight) {
+                Settled::Refused(self.reject(error))
+            } else if now >= first.deadline {
+                let waited = first.deadline.saturating_duration_since(first.enqueued);
+                Settled::Refused(self.reject(Error::QueueTimeout { waited }))
+            } else {
+                match self.acquire(bucket, first.weight, at) {
+                    Ok(tokens) => {
+                        if bucket.is_none() {
+                            self.shared.metrics.tokens.set(tokens);
+                        }
+                        Settled::Granted
+                    }
+                    Err(_) => {
+                        // Look again when the waiters before this one should all have been
+                        // served, not when its own tokens come: by then a small burst would
+                        // have lost theirs, were they held unpolled.
+                        let before = queue.weight_before(waiter.id, bucket);
+                        break Err(self.wait_for(bucket, before, at).map(|nanos| nanos.max(1)));
+                    }
+                }
+            };
+            queue.settle(first.id, outcome);
+            settled = true;
+        };
+        if settled {
+            self.publish_len(queue);
+        }
+        result
+    }
+
+    /// Counts the admission of a request that waited in the queue.
+    fn count_waited(&self, waiter: &Waiter, now: Instant) {
+        let metrics = &self.shared.metrics;
+        metrics.admitted.increment(1);
+        let waited = now.saturating_duration_since(waiter.enqueued);
+        metrics.queue_wait.record(waited.as_secs_f64());
+    }
+
+    fn leave(&self, waiter: &Waiter) {
         let mut queue = lock(&self.shared.queue);
-        if queue.remove(id) {
+        if queue.remove(waiter.id) {
             self.publish_len(&queue);
+            return;
+        }
+        let settled = queue.take_settled(waiter.id);
+        drop(queue);
+        if let Some(Settled::Granted) = settled {
+            // Its tokens were taken for it and never used: they are the next waiter's.
+            self.refund(waiter.bucket, waiter.weight);
         }
     }
 }
@@ -286,7 +372,7 @@ impl Waiter {
 impl Drop for Waiter {
     fn drop(&mut self) {
         if !self.done {
-            self.limiter.leave(self.id);
+            self.limiter.leave(self);
         }
     }
 }
