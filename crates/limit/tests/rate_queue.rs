@@ -420,6 +420,49 @@ async fn a_request_no_burst_holds_is_refused_with_others_waiting() {
     );
 }
 
+/// A request of weight 0 takes no token, so it is admitted at once, requests waiting or
+/// not, as governor's `check_n(0)` always conforms: even by a bucket holding more than a
+/// reload's lower burst, which refuses any weight. It queued behind the waiters (refused
+/// when they would take longer than `max_wait`), and that bucket refused it. The handle's
+/// `try_acquire(0)` is still a probe.
+#[tokio::test(start_paused = true)]
+async fn a_request_of_weight_zero_is_admitted_at_once() {
+    let layer = weighed_layer(4);
+    let limiter = layer.handle().clone();
+    let mut svc = layer.layer(Echo::new());
+    svc.ready().await.unwrap().call((4, "burst")).await.unwrap();
+    let start = Instant::now();
+    let mut waiting = task::spawn(svc.ready().await.unwrap().call((2, "waits")));
+    assert_pending!(waiting.poll());
+    assert_eq!(send(&mut svc, (0, "free")).await.unwrap(), (0, "free"));
+    assert_eq!(start.elapsed(), Duration::ZERO, "not queued");
+    assert_eq!(limiter.snapshot().queued, 1);
+    assert!(limiter.try_acquire(0).is_err(), "a probe: no token is free");
+    advance(200 * MS).await;
+    assert!(
+        limiter.try_acquire(0).is_err(),
+        "a probe: the free tokens are owed"
+    );
+    assert_eq!(assert_ready!(waiting.poll()).unwrap(), (2, "waits"));
+    assert_eq!(limiter.snapshot().tokens, 0, "the free request took none");
+
+    // A burst lowered below the tokens taken: the bucket refuses any weight for now.
+    advance(400 * MS).await;
+    svc.ready().await.unwrap().call((4, "burst")).await.unwrap();
+    limiter.reconfigure(&weighed_config(2)).unwrap();
+    let start = Instant::now();
+    assert_eq!(send(&mut svc, (0, "free")).await.unwrap(), (0, "free"));
+    assert_eq!(start.elapsed(), Duration::ZERO, "not queued");
+    let mut no_queue = weighed_config(2);
+    (no_queue.queue_size, no_queue.max_wait) = (0, None);
+    limiter.reconfigure(&no_queue).unwrap();
+    assert_eq!(send(&mut svc, (0, "free")).await.unwrap(), (0, "free"));
+    assert!(matches!(
+        error(send(&mut svc, (1, "one")).await),
+        Error::RateLimited { .. }
+    ));
+}
+
 /// A reload lowering the burst below a waiter's weight refuses that waiter, and the ones
 /// behind it go on (they waited out their `max_wait` behind it).
 #[tokio::test(start_paused = true)]

@@ -310,6 +310,11 @@ impl RateLimiter {
     fn denied(&self, bucket: BucketId, weight: u32, at: u64, denied: Denied) -> Fast {
         let denied = match self.reacquire(bucket, weight, at, Err(denied)) {
             Ok(tokens) => return self.admitted(bucket, tokens),
+            Err(_) if weight == 0 => {
+                // Refused nothing by a bucket holding more than a reload's lower burst: it
+                // takes no token, so it goes all the same.
+                return self.admitted(bucket, TokensLeft::none());
+            }
             Err(denied) => denied,
         };
         if bucket.is_some() {

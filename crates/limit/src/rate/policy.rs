@@ -27,7 +27,7 @@ pub trait PriorityFn<Req> {
 
 /// Gives a request its cost in tokens.
 pub trait WeightFn<Req> {
-    /// The request's weight (0 is free).
+    /// The request's weight (0 is free: admitted at once, requests waiting or not).
     fn weight(&self, request: &Req) -> u32;
 }
 

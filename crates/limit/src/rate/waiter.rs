@@ -49,7 +49,21 @@ impl RateLimiter {
         let max_wait = shared.max_wait_nanos.load(Ordering::Relaxed);
         let capacity = shared.queue_capacity.load(Ordering::Relaxed);
         let mut queue = lock(&shared.queue);
-        let wait = if !queue.has_waiters_for(bucket) {
+        let owed = queue.has_waiters_for(bucket);
+        if weight == 0 {
+            // It takes no token, so none a waiter is owed: admitted at once, as governor's
+            // `check_n(0)` always conforms. Its bucket's tokens are the waiters', if any.
+            let none = TokensLeft::none();
+            let tokens = if owed {
+                none
+            } else {
+                self.acquire(bucket, 0, at).unwrap_or(none)
+            };
+            drop(queue);
+            self.count_admitted(bucket, tokens);
+            return Ok(Enqueued::Admitted(tokens));
+        }
+        let wait = if !owed {
             match self.acquire(bucket, weight, at) {
                 Ok(tokens) => {
                     drop(queue);
