@@ -19,7 +19,7 @@ impl LocalBackend {
     pub(crate) fn new(quota: Quota, max_keys: usize, idle_nanos: u64) -> Self {
         LocalBackend {
             unkeyed: AtomicBucket::new(quota),
-            keyed: KeyedBuckets::new(max_keys, idle_nanos),
+            keyed: KeyedBuckets::new(quota, max_keys, idle_nanos),
         }
     }
 
@@ -32,16 +32,14 @@ impl LocalBackend {
     ) -> Result<TokensLeft, Denied> {
         match key {
             None => self.unkeyed.try_acquire(now, weight),
-            Some(key) => self
-                .keyed
-                .try_acquire(key, now, weight, self.unkeyed.quota()),
+            Some(key) => self.keyed.try_acquire(key, now, weight),
         }
     }
 
     pub(crate) fn refund(&self, key: Option<u64>, weight: u32) {
         match key {
             None => self.unkeyed.refund(weight),
-            Some(key) => self.keyed.refund(key, weight, self.unkeyed.quota()),
+            Some(key) => self.keyed.refund(key, weight),
         }
     }
 
@@ -50,17 +48,16 @@ impl LocalBackend {
     }
 
     pub(crate) fn set_quota(&self, quota: Quota, now: u64) {
-        let old = self.unkeyed.quota().interval_nanos;
         self.unkeyed.set_quota(quota, now);
-        // the keys' buckets keep what they took too (a walk of every key: a reload or an
-        // adaptive step, not an admission)
-        self.keyed.rescale(old, quota.interval_nanos.max(1), now);
+        // the keys' buckets keep what they took too, each shard's rescaled with its shape
+        // (a walk of every key: a reload or an adaptive step, not an admission)
+        self.keyed.set_quota(quota, now);
     }
 
     pub(crate) fn tokens(&self, key: Option<u64>, now: u64) -> u64 {
         match key {
             None => self.unkeyed.tokens(now),
-            Some(key) => self.keyed.tokens(key, now, self.unkeyed.quota()),
+            Some(key) => self.keyed.tokens(key, now),
         }
     }
 
@@ -131,5 +128,70 @@ mod tests {
             2,
             "a forgotten key is full"
         );
+    }
+}
+
+#[cfg(loom)]
+mod loom_tests {
+    use loom::thread;
+    use tower_prism_core::sync::Arc;
+
+    use super::*;
+
+    const KEY: Option<u64> = Some(1 << 60 | 1);
+
+    /// A reload changing the rate from `old` to `new` races an admission of one token to
+    /// a key that took `taken` at the old rate, all at time 0: the admission sees the key's
+    /// bucket and its shape both before the change or both after it. Returns whether it
+    /// was admitted, and the key's whole tokens at `at`.
+    fn rate_change_racing_an_admission(old: Quota, new: Quota, taken: u32, at: u64) -> (bool, u64) {
+        let backend = Arc::new(LocalBackend::new(old, 4, 1_000_000));
+        backend.try_acquire(KEY, taken, 0).unwrap();
+        let other = backend.clone();
+        let admission = thread::spawn(move || other.try_acquire(KEY, 1, 0).is_ok());
+        backend.set_quota(new, 0);
+        let admitted = admission.join().unwrap();
+        (admitted, backend.tokens(KEY, at))
+    }
+
+    /// The rate drops tenfold while a key's bucket is empty: its request is refused, and
+    /// the bucket refills at the new rate. Seeing the new spacing on a bucket not yet
+    /// rescaled, it was admitted (a burst the new rate does not allow), and the rescale
+    /// then counted that token ten times over.
+    #[test]
+    fn loom_a_rate_drop_racing_a_keyed_admission_never_mixes_scales() {
+        loom::model(|| {
+            let old = Quota {
+                interval_nanos: 10,
+                burst: 2,
+            };
+            let new = Quota {
+                interval_nanos: 100,
+                ..old
+            };
+            let (admitted, tokens) = rate_change_racing_an_admission(old, new, 2, 200);
+            assert!(!admitted, "an empty bucket admitted a request");
+            assert_eq!(tokens, 2, "refilled two tokens at the new rate");
+        });
+    }
+
+    /// The rate rises tenfold while a key has one token left: its request is admitted,
+    /// and the bucket refills at the new rate. Mixing the scales, it was refused as if the
+    /// key had taken ten tokens, or admitted and charged ten.
+    #[test]
+    fn loom_a_rate_rise_racing_a_keyed_admission_never_mixes_scales() {
+        loom::model(|| {
+            let old = Quota {
+                interval_nanos: 100,
+                burst: 2,
+            };
+            let new = Quota {
+                interval_nanos: 10,
+                ..old
+            };
+            let (admitted, tokens) = rate_change_racing_an_admission(old, new, 1, 20);
+            assert!(admitted, "a request refused with a token left");
+            assert_eq!(tokens, 2, "refilled two tokens at the new rate");
+        });
     }
 }

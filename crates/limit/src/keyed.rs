@@ -64,7 +64,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tower_prism_core::sync::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::bucket::{self, Denied, Quota, TokensLeft};
+use crate::bucket::{self, AtomicBucket, Denied, Quota, TokensLeft};
 use shard::{Evict, Shard};
 
 /// Shards of a large map: enough that two cores rarely wait for one another.
@@ -103,8 +103,8 @@ pub(crate) struct KeyedBuckets {
     max_keys: AtomicUsize,
     /// How long a full bucket is kept; a reload can change it.
     idle_nanos: AtomicU64,
-    /// The TAT of the bucket shared by keys the map has no room for.
-    overflow: AtomicU64,
+    /// The bucket shared by keys the map has no room for.
+    overflow: AtomicBucket,
     /// The next shard a new key at the cap looks at besides its own.
     next_shard: AtomicUsize,
 }
@@ -141,6 +141,15 @@ fn tracked(key: u64) -> u64 {
     key | 1
 }
 
+/// `quota` as a bucket takes it: a spacing and a burst of at least 1 (as the unkeyed
+/// bucket's).
+fn shape(quota: Quota) -> Quota {
+    Quota {
+        interval_nanos: quota.interval_nanos.max(1),
+        burst: quota.burst.max(1),
+    }
+}
+
 /// One GCRA step on a tracked key's TAT.
 fn take(tat: &mut u64, now: u64, weight: u32, quota: Quota) -> Result<TokensLeft, Denied> {
     *tat = bucket::step(*tat, now, weight, quota)?;
@@ -148,15 +157,15 @@ fn take(tat: &mut u64, now: u64, weight: u32, quota: Quota) -> Result<TokensLeft
 }
 
 impl KeyedBuckets {
-    pub(crate) fn new(max_keys: usize, idle_nanos: u64) -> Self {
+    pub(crate) fn new(quota: Quota, max_keys: usize, idle_nanos: u64) -> Self {
         KeyedBuckets {
             shards: (0..shard_count(max_keys))
-                .map(|_| Mutex::new(Shard::default()))
+                .map(|_| Mutex::new(Shard::new(shape(quota))))
                 .collect(),
             count: AtomicUsize::new(0),
             max_keys: AtomicUsize::new(max_keys.max(1)),
             idle_nanos: AtomicU64::new(idle_nanos.max(1)),
-            overflow: AtomicU64::new(0),
+            overflow: AtomicBucket::new(quota),
             next_shard: AtomicUsize::new(0),
         }
     }
@@ -190,11 +199,11 @@ impl KeyedBuckets {
         key: u64,
         now: u64,
         weight: u32,
-        quota: Quota,
     ) -> Result<TokensLeft, Denied> {
         let key = tracked(key);
         let own = self.shard_index(key);
         let mut shard = lock(&self.shards[own]);
+        let quota = shard.quota;
         if let Some(tat) = shard.tat_mut(key) {
             return take(tat, now, weight, quota);
         }
@@ -212,7 +221,7 @@ impl KeyedBuckets {
             Room::AtCap => {
                 shard.track(key, now);
                 drop(shard);
-                return self.take_overflow(now, weight, quota);
+                return self.overflow.try_acquire(now, weight);
             }
             Room::None => {}
         }
@@ -224,6 +233,7 @@ impl KeyedBuckets {
         drop(shard);
         if light && self.free_elsewhere(own, now) {
             let mut shard = lock(&self.shards[own]);
+            let quota = shard.quota;
             if let Some(tat) = shard.tat_mut(key) {
                 // Tracked by a racing request meanwhile: the slot freed is not needed.
                 self.release(1);
@@ -231,7 +241,7 @@ impl KeyedBuckets {
             }
             shard.track(key, now);
         }
-        self.take_overflow(now, weight, quota)
+        self.overflow.try_acquire(now, weight)
     }
 
     /// Drops what may go from the front of `shard` (idle keys below the cap; at it, full
@@ -324,63 +334,51 @@ impl KeyedBuckets {
         }
     }
 
-    /// One GCRA step on the overflow bucket (lock-free).
-    fn take_overflow(&self, now: u64, weight: u32, quota: Quota) -> Result<TokensLeft, Denied> {
-        let mut tat = self.overflow.load(Ordering::Acquire);
-        loop {
-            let new_tat = bucket::step(tat, now, weight, quota)?;
-            match self.overflow.compare_exchange_weak(
-                tat,
-                new_tat,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Ok(TokensLeft::new(new_tat, now, quota)),
-                Err(actual) => tat = actual,
-            }
-        }
-    }
-
     /// Gives back tokens to `key`'s bucket (a request admitted but never sent). Dropped
     /// for an untracked key: its bucket is full, or it drew from the overflow bucket.
-    pub(crate) fn refund(&self, key: u64, weight: u32, quota: Quota) {
+    pub(crate) fn refund(&self, key: u64, weight: u32) {
         let key = tracked(key);
         let mut shard = lock(&self.shards[self.shard_index(key)]);
+        let cost = shard.quota.interval_nanos.saturating_mul(u64::from(weight));
         if let Some(tat) = shard.tat_mut(key) {
-            *tat = tat.saturating_sub(quota.interval_nanos.saturating_mul(u64::from(weight)));
+            *tat = tat.saturating_sub(cost);
         }
     }
 
     /// Whole tokens free in `key`'s bucket at `now` (for an untracked key at the cap, in
     /// the overflow bucket it would most likely draw from).
-    pub(crate) fn tokens(&self, key: u64, now: u64, quota: Quota) -> u64 {
+    pub(crate) fn tokens(&self, key: u64, now: u64) -> u64 {
         let key = tracked(key);
-        let tat = lock(&self.shards[self.shard_index(key)]).tat(key);
-        let tat = match tat {
-            Some(tat) => tat,
+        let shard = lock(&self.shards[self.shard_index(key)]);
+        let (tat, quota) = (shard.tat(key), shard.quota);
+        drop(shard);
+        match tat {
+            Some(tat) => bucket::tokens_at(tat, now, quota),
             None if self.len() >= self.max_keys.load(Ordering::Relaxed) => {
-                self.overflow.load(Ordering::Acquire)
+                self.overflow.tokens(now)
             }
-            None => 0,
-        };
-        bucket::tokens_at(tat, now, quota)
+            None => bucket::tokens_at(0, now, quota),
+        }
     }
 
-    /// Rescales every key's bucket, and the overflow bucket, at `now` from a token interval
-    /// of `old` to `new` nanoseconds, as the unkeyed bucket's reconfiguration does: the
-    /// tokens taken stay taken, refilling at the new rate. Walks every shard (one lock at a
-    /// time): for a reload or an adaptive step, not for the admit path.
-    pub(crate) fn rescale(&self, old: u64, new: u64, now: u64) {
-        if old == new {
-            return;
-        }
-        let scale = |tat: u64| bucket::rescaled(tat, now, old, new);
+    /// Changes the shape of every key's bucket, and of the overflow bucket, at `now`, as
+    /// the unkeyed bucket's reconfiguration does: the tokens taken stay taken, refilling
+    /// at the new rate. Each shard's TATs are rescaled and its shape changed in one
+    /// critical section, so that no admission sees a bucket in one scale and the spacing
+    /// of the other. Walks every shard (one lock at a time): for a reload or an adaptive
+    /// step, not for the admit path.
+    pub(crate) fn set_quota(&self, quota: Quota, now: u64) {
+        let quota = shape(quota);
+        let new = quota.interval_nanos;
         for shard in self.shards.iter() {
-            lock(shard).map_tats(scale);
+            let mut shard = lock(shard);
+            let old = shard.quota.interval_nanos;
+            if old != new {
+                shard.map_tats(|tat| bucket::rescaled(tat, now, old, new));
+            }
+            shard.quota = quota;
         }
-        let _ = self
-            .overflow
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| Some(scale(tat)));
+        self.overflow.set_quota(quota, now);
     }
 
     /// Drops every key idle for the configured idle timeout; returns how many went. Walks

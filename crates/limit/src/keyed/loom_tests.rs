@@ -20,7 +20,7 @@ fn key(shard: u64) -> u64 {
 /// A map of 16 shards whose cap is then lowered to one key: new keys must look in other
 /// shards for a slot.
 fn one_slot_in_sixteen_shards() -> Arc<KeyedBuckets> {
-    let buckets = KeyedBuckets::new(MAX_SHARDS * KEYS_PER_SHARD, IDLE);
+    let buckets = KeyedBuckets::new(QUOTA, MAX_SHARDS * KEYS_PER_SHARD, IDLE);
     assert_eq!(buckets.shards.len(), MAX_SHARDS);
     buckets.set_max_keys(1);
     Arc::new(buckets)
@@ -36,7 +36,7 @@ fn fresh_keys_race(buckets: &Arc<KeyedBuckets>, now: u64) -> usize {
         .into_iter()
         .map(|shard| {
             let buckets = buckets.clone();
-            thread::spawn(move || buckets.try_acquire(key(shard), now, 1, QUOTA).is_ok())
+            thread::spawn(move || buckets.try_acquire(key(shard), now, 1).is_ok())
         })
         .collect();
     handles
@@ -53,7 +53,7 @@ fn fresh_keys_race(buckets: &Arc<KeyedBuckets>, now: u64) -> usize {
 fn loom_fresh_keys_racing_for_the_last_slot_never_pass_the_cap() {
     loom::model(|| {
         let buckets = one_slot_in_sixteen_shards();
-        buckets.try_acquire(key(0), 0, 1, QUOTA).unwrap();
+        buckets.try_acquire(key(0), 0, 1).unwrap();
         let wins = fresh_keys_race(&buckets, 20);
         assert_eq!(wins, 1);
         assert_eq!(buckets.len(), 1);
@@ -67,7 +67,7 @@ fn loom_fresh_keys_racing_for_the_last_slot_never_pass_the_cap() {
 fn loom_a_limited_key_survives_fresh_keys_racing_at_the_cap() {
     loom::model(|| {
         let buckets = one_slot_in_sixteen_shards();
-        buckets.try_acquire(key(0), 5, 1, QUOTA).unwrap();
+        buckets.try_acquire(key(0), 5, 1).unwrap();
         let wins = fresh_keys_race(&buckets, 6);
         assert_eq!(wins, 1);
         assert_eq!(lock(&buckets.shards[0]).tat(key(0)), Some(15));
@@ -80,10 +80,10 @@ fn loom_a_limited_key_survives_fresh_keys_racing_at_the_cap() {
 #[test]
 fn loom_one_new_key_raced_by_two_requests_is_tracked_once() {
     loom::model(|| {
-        let buckets = Arc::new(KeyedBuckets::new(4, IDLE));
+        let buckets = Arc::new(KeyedBuckets::new(QUOTA, 4, IDLE));
         let other = buckets.clone();
-        let racer = thread::spawn(move || other.try_acquire(key(3), 0, 1, QUOTA).is_ok());
-        let mine = buckets.try_acquire(key(3), 0, 1, QUOTA).is_ok();
+        let racer = thread::spawn(move || other.try_acquire(key(3), 0, 1).is_ok());
+        let mine = buckets.try_acquire(key(3), 0, 1).is_ok();
         let theirs = racer.join().unwrap();
         assert!(mine ^ theirs, "exactly one of the two gets the token");
         assert_eq!(buckets.len(), 1);

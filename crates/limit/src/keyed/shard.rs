@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 
 use super::table::Table;
+use crate::bucket::Quota;
 
 /// A key's place in its shard's filing order, in 16 bytes: a tracked key's low bit is
 /// always set (`KeyedBuckets` keeps keys so), so the filing clears it once the key is seen
@@ -79,8 +80,10 @@ impl Evict {
     }
 }
 
-#[derive(Default)]
 pub(super) struct Shard {
+    /// The shape of this shard's buckets, which its TATs are in the scale of: changed
+    /// with them, under the shard's lock, so an admission never sees one without the other.
+    pub(super) quota: Quota,
     tats: Table,
     /// Every tracked key, oldest filing first.
     order: VecDeque<Filing>,
@@ -90,6 +93,17 @@ pub(super) struct Shard {
 }
 
 impl Shard {
+    /// An empty shard of buckets shaped `quota`.
+    pub(super) fn new(quota: Quota) -> Self {
+        Shard {
+            quota,
+            tats: Table::default(),
+            order: VecDeque::new(),
+            #[cfg(test)]
+            examined: 0,
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.tats.len()
     }
