@@ -201,31 +201,28 @@ pub(crate) fn retry_config<P: Profile>(
 ) -> RetryConfig {
     let mut config = config.clone();
     if let Some(cap) = profile.max_attempts_cap() {
-        if config.max_attempts > cap {
-            tracing::warn!(
-                policy = %name,
-                max_attempts = config.max_attempts,
-                cap,
-                "retry.max_attempts is over the profile's cap: calls make at most {cap} attempts"
-            );
-            config.max_attempts = cap;
-        }
+        config.max_attempts = capped(name, "retry.max_attempts", config.max_attempts, cap);
         // A hedged round sends the attempt and its hedges: at most `cap` in all, as gRFC
         // A6 caps a hedging policy's `maxAttempts`.
         if let Some(hedge) = config.hedge.as_mut() {
             let most = cap.saturating_sub(1).max(1);
-            if hedge.max_hedged > most {
-                tracing::warn!(
-                    policy = %name,
-                    max_hedged = hedge.max_hedged,
-                    cap,
-                    "retry.hedge.max_hedged is over the profile's cap: a round sends at most {cap} attempts"
-                );
-                hedge.max_hedged = most;
-            }
+            hedge.max_hedged = capped(name, "retry.hedge.max_hedged", hedge.max_hedged, most);
         }
     }
     config
+}
+
+/// `value` of the policy's `field`, at most `most`, with a warning when it is cut.
+fn capped(policy: &str, field: &str, value: u32, most: u32) -> u32 {
+    if value > most {
+        tracing::warn!(
+            policy = %policy,
+            field,
+            value,
+            "{field} is over the profile's cap: it runs as {most}"
+        );
+    }
+    value.min(most)
 }
 
 pub(crate) fn retry_layer<P: Profile>(
