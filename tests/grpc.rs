@@ -17,7 +17,7 @@ use tonic::body::Body;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Status};
-use tower::{service_fn, BoxError, Layer, ServiceBuilder, ServiceExt};
+use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_prism::breaker::BreakerConfig;
 use tower_prism::limit::concurrency::ConcurrencyConfig;
 use tower_prism::limit::rate::RateLimitConfig;
@@ -368,25 +368,12 @@ async fn a_request_that_skipped_the_replay_layer_is_sent_once() {
 /// all 8.
 #[tokio::test(start_paused = true)]
 async fn grpc_retries_are_capped_at_five_attempts() {
-    let eight = RetryConfig::builder()
-        .max_attempts(8)
-        .backoff(Backoff::fixed(Duration::from_millis(1)))
-        .budget(
-            tower_prism::retry::BudgetConfig::builder()
-                .enabled(false)
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    let calls = Arc::new(Mutex::new(0));
-    let upstream = {
-        let calls = calls.clone();
-        service_fn(move |_: http::Request<Body>| {
-            *calls.lock().unwrap() += 1;
-            async { Ok::<_, BoxError>(trailers_only("14", None)) }
-        })
-    };
+    let eight = unbudgeted(
+        RetryConfig::builder()
+            .max_attempts(8)
+            .backoff(Backoff::fixed(Duration::from_millis(1))),
+    );
+    let (upstream, calls) = unavailable_upstream();
     let policy = ReliabilityLayer::builder()
         .grpc()
         .retry(eight.clone())
@@ -445,25 +432,12 @@ async fn grpc_retries_are_capped_at_five_attempts() {
 /// attempt and at most 4 hedges, whatever `retry.hedge.max_hedged` says (8 sent 9).
 #[tokio::test(start_paused = true)]
 async fn grpc_hedged_rounds_are_capped_at_five_attempts() {
-    let hedged = RetryConfig::builder()
-        .max_attempts(1)
-        .hedge(tower_prism::retry::HedgeConfig::fixed(Duration::ZERO).max_hedged(8))
-        .budget(
-            tower_prism::retry::BudgetConfig::builder()
-                .enabled(false)
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    let calls = Arc::new(Mutex::new(0));
-    let upstream = {
-        let calls = calls.clone();
-        service_fn(move |_: http::Request<Body>| {
-            *calls.lock().unwrap() += 1;
-            async { Ok::<_, BoxError>(trailers_only("14", None)) }
-        })
-    };
+    let hedged = unbudgeted(
+        RetryConfig::builder()
+            .max_attempts(1)
+            .hedge(tower_prism::retry::HedgeConfig::fixed(Duration::ZERO).max_hedged(8)),
+    );
+    let (upstream, calls) = unavailable_upstream();
     let policy = ReliabilityLayer::builder()
         .grpc()
         .retry(hedged)
@@ -478,6 +452,41 @@ async fn grpc_hedged_rounds_are_capped_at_five_attempts() {
         .unwrap();
     assert_eq!(response.headers()["grpc-status"], "14");
     assert_eq!(*calls.lock().unwrap(), 5, "the attempt and 4 hedges");
+}
+
+/// `retry` with its budget off, so that every attempt it allows is made.
+fn unbudgeted(retry: tower_prism::retry::RetryConfigBuilder) -> RetryConfig {
+    retry
+        .budget(
+            tower_prism::retry::BudgetConfig::builder()
+                .enabled(false)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+/// An upstream answering every call `UNAVAILABLE` (Trailers-Only), and its call count.
+// The closure's service can only be named by its bounds.
+#[allow(clippy::type_complexity)]
+fn unavailable_upstream() -> (
+    impl Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = BoxError,
+            Future = impl std::future::Future<Output = Result<http::Response<Body>, BoxError>> + Send,
+        > + Clone
+        + Send,
+    Arc<Mutex<u32>>,
+) {
+    let calls = Arc::new(Mutex::new(0));
+    let counted = calls.clone();
+    let upstream = service_fn(move |_: http::Request<Body>| {
+        *counted.lock().unwrap() += 1;
+        async { Ok::<_, BoxError>(trailers_only("14", None)) }
+    });
+    (upstream, calls)
 }
 
 /// A server behind `policy` and `grpc_errors`, whose handler sleeps for `work` and then
