@@ -68,11 +68,7 @@ impl<S> Answering<S> {
         self.failed = None;
     }
 
-    // Out of line, as the compiler left it until its inlining budget moved: inlined into
-    // axum's `MapIntoResponse::call`, the stack's future was copied once more per request
-    // (counted in the axum server, `scripts/http-count`: 1,103 instructions per request
-    // over a do-nothing layer against about 1,000).
-    #[inline(never)]
+    #[inline]
     pub(crate) fn call<Req>(&mut self, req: Req) -> AnsweringFuture<S::Future>
     where
         S: Service<Req>,

@@ -1,16 +1,17 @@
-//! A server's lean stack called in one future: the rate limit admits, the breaker hands
-//! out its permit and the fault stage draws, each in the stack's `call`, and the inner
-//! service's own future is the stack's (inside one [`StackFuture`] variant, with the
-//! breaker's call and the rate limit's stamp beside it). Through the stages' own futures,
-//! the same call nests three more futures, each moving the request down and the response
-//! up: an HTTP server stack with every stage off cost 628 instructions per call over the
-//! bare route that way, 438 this way; with a rate limit and a breaker, 1,518 instructions
-//! per call in all, 1,351 (callgrind, `scripts/call-count`, stacks `http-off`, `http`).
+//! A server's lean stack ([`DirectStack`]) called in one future: the rate limit admits,
+//! the breaker hands out its permit and the fault stage draws, each in the stack's `call`,
+//! and the inner service's own future is the stack's (inside one [`StackFuture`] variant,
+//! with the breaker's call and the rate limit's stamp beside it). Through the stages' own
+//! futures, the same call nests three more futures, each moving the request down and the
+//! response up: an HTTP server stack with every stage off cost 628 instructions per call
+//! over the bare route that way, 438 this way; with a rate limit and a breaker, 1,518
+//! instructions per call in all, 1,351 (callgrind, `scripts/call-count`, stacks
+//! `http-off`, `http`).
 //!
-//! A stack with a retry stage (a client's) has one between the breaker and the fault
-//! stage and calls through its stages; so does a call the rate limit must queue or
-//! refund, and a call for which a fault is drawn goes through the fault stage's future.
-//! Everything else decides as the stages' own `call`s do, in their order.
+//! A call the rate limit must queue or refund goes through the stages' own futures, the
+//! stages put over the service for that call; a call for which a fault is drawn goes
+//! through the fault stage's future. Everything else decides as the stages' own `call`s
+//! do, in their order.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -20,21 +21,24 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 
 use tower_prism_breaker::direct::{Admission as BreakerAdmission, Call};
-use tower_prism_core::internal::attempt;
+use tower_prism_core::internal::{attempt, reading};
 use tower_prism_core::{BoxError, Classify};
-use tower_prism_fault::InjectStatus;
+use tower_prism_fault::{Drawn, InjectStatus};
 use tower_prism_limit::rate::direct::Admission as RateAdmission;
 use tower_prism_limit::rate::{KeyFn, RateHeaders};
 use tower_service::Service;
 
 use crate::profile::Profile;
 use crate::retry_kind::RetryKind;
-use crate::stack::{BreakerStage, FullStack, LeanFuture, LeanStack, StackFuture, StackFutureOf};
+use crate::stack::{
+    BreakerStage, Detached, DirectStack, FullStack, LeanFuture, LeanStack, StackFuture,
+    StackFutureOf,
+};
 
-/// Calls `req` through a lean stack: in one future when the stack has no retry stage,
-/// else through the stages.
+/// Calls `req` through a server's lean stack in one future: the stages decide, then the
+/// service (or the fault stage's injection) is called.
 #[inline]
-pub(crate) fn call<S, P, Req>(stack: &mut LeanStack<S, P>, req: Req) -> StackFutureOf<S, P, Req>
+pub(crate) fn call<S, P, Req>(stack: &mut DirectStack<S, P>, req: Req) -> StackFutureOf<S, P, Req>
 where
     P: Profile,
     S: Service<Req> + Clone,
@@ -48,55 +52,91 @@ where
     P::RateHeaders: RateHeaders<S::Response>,
     P::FaultStatus: InjectStatus<S::Response>,
 {
-    // A call refused before the inner service was called (rate limited, circuit open):
-    // the rate-limit stage's future failing with the error, as it fails with its own.
-    let refused = |error| StackFuture::Lean {
-        future: tower_prism_limit::rate::ResponseFuture::failed(error),
+    // The stages decide in one clock reading, left before the service is called: the
+    // future then goes from the service's `call` to the caller with nothing between
+    // (dropping the scope's guard after it was built moved it once more).
+    let decided = {
+        let _scope = reading::enter();
+        decide::<S, P, Req>(stack.stages(), &req)
     };
-    if P::Retries::no_stage(stack.get_mut().get_mut()).is_none() {
-        return StackFuture::Lean {
-            future: stack.call(req),
-        };
-    }
-    let stamp = match stack.admit::<Req, S::Response>(&req) {
-        RateAdmission::PassThrough => None,
-        RateAdmission::Admitted(stamp) => Some(stamp),
-        RateAdmission::Rejected(error) => return refused(error),
-        RateAdmission::Stage => {
-            return StackFuture::Lean {
-                future: stack.call(req),
+    match decided {
+        // Refused before the inner service was called (rate limited, circuit open): the
+        // rate-limit stage's future failing with the error, as it fails with its own.
+        Decided::Refused(error) => StackFuture::Lean {
+            future: tower_prism_limit::rate::ResponseFuture::failed(error),
+        },
+        Decided::Stage => {
+            let mut stages = stack.attached();
+            StackFuture::Lean {
+                future: reading::shared_with(req, |req| stages.call(req)),
             }
         }
+        Decided::Call { stamp, call, drawn } => {
+            let (stages, inner) = stack.parts();
+            match drawn {
+                None => StackFuture::Direct {
+                    call: P::Retries::direct(DirectCall {
+                        future: inner.call(req),
+                        call,
+                        stamp,
+                        headers: PhantomData,
+                    }),
+                },
+                Some(drawn) => StackFuture::Faulted {
+                    call: P::Retries::direct(DirectCall {
+                        future: DirectStack::<S, P>::fault(stages).inject(inner, drawn, req),
+                        call,
+                        stamp,
+                        headers: PhantomData,
+                    }),
+                },
+            }
+        }
+    }
+}
+
+/// What the stages of a direct stack decided for a call.
+enum Decided<Stamp, C> {
+    /// Refused with this error: the service is not called.
+    Refused(BoxError),
+    /// The call must go through the stages' own futures (the rate limit queues it).
+    Stage,
+    /// Call the service, then complete the call with the breaker's `call` and the rate
+    /// limit's `stamp`; with the faults `drawn`, through the fault stage's injection.
+    Call {
+        stamp: Option<Stamp>,
+        call: Option<Call<C>>,
+        drawn: Option<Drawn>,
+    },
+}
+
+/// The stages' decisions, in their order: the rate limit admits, the breaker hands out its
+/// permit (held from here: if the service's `call` panics, unwinding drops it and a
+/// half-open probe's slot is given back), the fault stage draws.
+#[inline(always)]
+fn decide<S, P, Req>(
+    stages: &LeanStack<Detached, P>,
+    req: &Req,
+) -> Decided<<P::RateHeaders as RateHeaders<S::Response>>::Stamp, P::Classify>
+where
+    P: Profile,
+    S: Service<Req>,
+    P::RateKey: KeyFn<Req>,
+    P::RateHeaders: RateHeaders<S::Response>,
+{
+    let stamp = match stages.admit::<Req, S::Response>(req) {
+        RateAdmission::PassThrough => None,
+        RateAdmission::Admitted(stamp) => Some(stamp),
+        RateAdmission::Rejected(error) => return Decided::Refused(error),
+        RateAdmission::Stage => return Decided::Stage,
     };
-    // The breaker's call holds its permit from here: if the inner service's `call` panics,
-    // unwinding drops it and a half-open probe's slot is given back.
-    let breaker = stack.get_mut();
-    let call = match breaker.admit() {
+    let call = match stages.get_ref().admit() {
         BreakerAdmission::PassThrough => None,
         BreakerAdmission::Admitted(call) => Some(call),
-        BreakerAdmission::Rejected(error) => return refused(error),
+        BreakerAdmission::Rejected(error) => return Decided::Refused(error),
     };
-    let Some(fault) = P::Retries::no_stage(breaker.get_mut()) else {
-        unreachable!("a stack without a retry stage, checked above");
-    };
-    match fault.draw() {
-        None => StackFuture::Direct {
-            call: P::Retries::direct(DirectCall {
-                future: fault.get_mut().call(req),
-                call,
-                stamp,
-                headers: PhantomData,
-            }),
-        },
-        Some(drawn) => StackFuture::Faulted {
-            call: P::Retries::direct(DirectCall {
-                future: fault.inject(drawn, req),
-                call,
-                stamp,
-                headers: PhantomData,
-            }),
-        },
-    }
+    let drawn = DirectStack::<S, P>::fault(stages).draw();
+    Decided::Call { stamp, call, drawn }
 }
 
 pin_project! {

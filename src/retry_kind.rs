@@ -61,7 +61,7 @@ pub trait RetryKind: sealed::Sealed + Send + Sync + 'static {
     /// The service below, when there is no stage: a server stack's breaker sits right on
     /// the fault stage, and its calls can run in one future (see [`crate::stack`]).
     #[doc(hidden)]
-    fn no_stage<S, P: Profile>(stage: &mut Self::Stage<S, P>) -> Option<&mut S>;
+    fn no_stage<S, P: Profile>(stage: &Self::Stage<S, P>) -> Option<&S>;
 
     /// A call in one future, `T`, as the stack's future holds it: `T` itself for a stack
     /// without a retry stage; for one with, which never makes such calls, a type without
@@ -73,12 +73,6 @@ pub trait RetryKind: sealed::Sealed + Send + Sync + 'static {
     /// [`no_stage`](Self::no_stage) answers.
     #[doc(hidden)]
     fn direct<T: Future>(call: T) -> Self::Direct<T>;
-
-    /// Whether the stack's future is a small one (a server's, without a retry's call
-    /// state): the facade's `call` then enters its clock scope through a guard rather
-    /// than a closure (see [`Reliability`](crate::Reliability)'s `call`).
-    #[doc(hidden)]
-    const SMALL_CALLS: bool;
 
     /// Whether the stack has a retry stage: a policy's `retry` table needs one.
     #[doc(hidden)]
@@ -94,7 +88,6 @@ pub struct Retries;
 pub struct NoRetries;
 
 impl RetryKind for Retries {
-    const SMALL_CALLS: bool = false;
     const HAS_STAGE: bool = true;
 
     type Stage<S, P: Profile> =
@@ -134,7 +127,7 @@ impl RetryKind for Retries {
     }
 
     #[inline]
-    fn no_stage<S, P: Profile>(_: &mut Self::Stage<S, P>) -> Option<&mut S> {
+    fn no_stage<S, P: Profile>(_: &Self::Stage<S, P>) -> Option<&S> {
         None
     }
 
@@ -149,7 +142,6 @@ impl RetryKind for Retries {
 // retry stage would, and a wrapper's call and poll would copy the request and the
 // response once more on every call.
 impl RetryKind for NoRetries {
-    const SMALL_CALLS: bool = true;
     const HAS_STAGE: bool = false;
 
     type Stage<S, P: Profile> = S;
@@ -181,7 +173,7 @@ impl RetryKind for NoRetries {
     }
 
     #[inline]
-    fn no_stage<S, P: Profile>(stage: &mut Self::Stage<S, P>) -> Option<&mut S> {
+    fn no_stage<S, P: Profile>(stage: &Self::Stage<S, P>) -> Option<&S> {
         Some(stage)
     }
 

@@ -9,7 +9,6 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::profile::{Generic, Profile};
-use crate::retry_kind::RetryKind;
 use crate::stack::{self, Stack, StackClone, Stacked};
 
 /// The service a [`ReliabilityLayer`](crate::ReliabilityLayer) makes: every configured
@@ -81,20 +80,8 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        // How the call enters the scope is chosen by what was measured. A server's stack
-        // (its future 288 bytes at most, no retry's call state) through a guard: through
-        // the closure, the request went in and the future came out as values, and the
-        // guard times 8 to 15 ns a call faster on the HTTP server stack (`scripts/call-time`
-        // and BENCHMARKS.md), though callgrind counts it 80 instructions more (it counts a
-        // `memcpy` as 29 instructions, none of the stalls of its loads of what was just
-        // stored). A client's stack through the closure: with the guard its future of
-        // hundreds of bytes more is copied once more (130 more instructions a call on the
-        // three-stage stack, and no faster when timed).
-        if <P::Retries as RetryKind>::SMALL_CALLS {
-            let _scope = reading::enter();
-            return ResponseFuture::new(S::call(&mut self.inner, req));
-        }
-        let inner = &mut self.inner;
-        ResponseFuture::new(reading::shared_with(req, |req| S::call(inner, req)))
+        // The stack enters the reading's scope itself: a server's lean stack only while its
+        // stages decide, before the service is called (see `direct::call`).
+        ResponseFuture::new(S::call(&mut self.inner, req))
     }
 }

@@ -24,17 +24,21 @@
 //! [`Stack`] enum over both, not an `Either` per stage: the type below the breaker is
 //! named once in each, and the stack's type grows by the stages above the breaker only.
 //!
-//! A lean stack without a retry stage (a server's) makes its calls in one future: the
-//! stages decide in its `call` and the inner service's future is the stack's (see
-//! [`direct`]). Its future's variants for those calls are [`RetryKind::Direct`], which
-//! takes no room in a client's stack, whose calls never take that way.
+//! A lean stack without a retry stage (a server's) is a [`DirectStack`]: its stages over no
+//! service, shared by all its clones behind one `Arc`, beside the service. It makes its
+//! calls in one future: the stages decide in its `call` and the inner service's future is
+//! the stack's (see [`direct`]). Its future's variants for those calls are
+//! [`RetryKind::Direct`], which takes no room in a client's stack, whose calls never take
+//! that way.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use tower_prism_core::internal::reading;
 use tower_prism_core::{BoxError, Classify};
 use tower_prism_fault::InjectStatus;
 use tower_prism_limit::rate::{KeyFn, RateHeaders};
@@ -72,12 +76,15 @@ pub enum Stack<S, P: Profile> {
     Full(FullStack<S, P>),
     /// No concurrency-limit and no deadline stage.
     Lean(LeanStack<S, P>),
+    /// A lean stack without a retry stage (a server's): its calls run in one future.
+    Direct(DirectStack<S, P>),
 }
 
 impl<S, P: Profile> Clone for Stack<S, P>
 where
     FullStack<S, P>: Clone,
     LeanStack<S, P>: Clone,
+    S: Clone,
 {
     // Inline, as every stage's: axum clones the stack for every request.
     #[inline]
@@ -85,7 +92,79 @@ where
         match self {
             Stack::Full(stack) => Stack::Full(stack.clone()),
             Stack::Lean(stack) => Stack::Lean(stack.clone()),
+            Stack::Direct(stack) => Stack::Direct(stack.clone()),
         }
+    }
+}
+
+/// Where the stages of a [`DirectStack`] have their inner service: nowhere. Never called.
+#[derive(Debug, Clone, Copy)]
+pub struct Detached;
+
+/// A server's lean stack: its stages over no service, in one allocation that every clone
+/// shares, beside the service itself. axum clones a route's service for every request:
+/// a clone of the stages as services took a reference on each stage's state (the
+/// limiter's, the breaker's, the fault stage's), three increments and three decrements
+/// of shared counters per request; this takes one of each.
+///
+/// A call decides in the stages' `admit`s and `draw` and calls the service itself (see
+/// [`direct`]); one that needs a stage's own future (a rate limit that queues it) goes
+/// through the stages [`attached`](DirectStack::attached) to the service for that call.
+pub struct DirectStack<S, P: Profile> {
+    stages: Arc<LeanStack<Detached, P>>,
+    inner: S,
+}
+
+impl<S: Clone, P: Profile> Clone for DirectStack<S, P> {
+    #[inline]
+    fn clone(&self) -> Self {
+        DirectStack {
+            stages: self.stages.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S, P: Profile> DirectStack<S, P> {
+    pub(crate) fn new(stages: LeanStack<Detached, P>, inner: S) -> Self {
+        DirectStack {
+            stages: Arc::new(stages),
+            inner,
+        }
+    }
+
+    /// The stages, over no service.
+    pub(crate) fn stages(&self) -> &LeanStack<Detached, P> {
+        &self.stages
+    }
+
+    /// The stages (over no service) and the service below them.
+    pub(crate) fn parts(&mut self) -> (&LeanStack<Detached, P>, &mut S) {
+        (&self.stages, &mut self.inner)
+    }
+
+    /// The fault stage of `stages`, right under the breaker.
+    pub(crate) fn fault(stages: &LeanStack<Detached, P>) -> &FaultStage<Detached, P> {
+        let Some(fault) = P::Retries::no_stage(stages.get_ref().get_ref()) else {
+            unreachable!("`Stages::stack` makes a direct stack only without a retry stage");
+        };
+        fault
+    }
+
+    /// The stages over the service, for one call through their own futures. The service
+    /// that was made ready goes into them (`poll_ready` readied it for one call), and a
+    /// clone takes its place here, to be readied for the next call.
+    #[cold]
+    pub(crate) fn attached(&mut self) -> LeanStack<S, P>
+    where
+        S: Clone,
+    {
+        let spare = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, spare);
+        let fault = Self::fault(&self.stages).with_inner(ready);
+        let retry = P::Retries::stage::<_, P>(None, None, fault);
+        self.stages
+            .with_inner(self.stages.get_ref().with_inner(retry))
     }
 }
 
@@ -94,6 +173,7 @@ pub(crate) fn inner<S, P: Profile>(stack: &Stack<S, P>) -> &S {
     let breaker = match stack {
         Stack::Full(stack) => stack.get_ref().get_ref().get_ref(),
         Stack::Lean(stack) => stack.get_ref(),
+        Stack::Direct(stack) => return &stack.inner,
     };
     let retry = breaker.get_ref();
     let fault = P::Retries::get_ref::<_, P>(retry);
@@ -105,6 +185,7 @@ pub(crate) fn inner_mut<S, P: Profile>(stack: &mut Stack<S, P>) -> &mut S {
     let breaker = match stack {
         Stack::Full(stack) => stack.get_mut().get_mut().get_mut(),
         Stack::Lean(stack) => stack.get_mut(),
+        Stack::Direct(stack) => return &mut stack.inner,
     };
     let retry = breaker.get_mut();
     let fault = P::Retries::get_mut::<_, P>(retry);
@@ -116,6 +197,7 @@ pub(crate) fn into_inner<S, P: Profile>(stack: Stack<S, P>) -> S {
     let breaker = match stack {
         Stack::Full(stack) => stack.into_inner().into_inner().into_inner(),
         Stack::Lean(stack) => stack.into_inner(),
+        Stack::Direct(stack) => return stack.inner,
     };
     let retry = breaker.into_inner();
     let fault = P::Retries::into_inner::<_, P>(retry);
@@ -221,16 +303,23 @@ where
         match stack {
             Stack::Full(stack) => stack.poll_ready(cx),
             Stack::Lean(stack) => stack.poll_ready(cx),
+            // The stages' own `poll_ready`s pass through to the service.
+            Stack::Direct(stack) => stack.inner.poll_ready(cx).map_err(Into::into),
         }
     }
 
     #[inline]
     fn call(stack: &mut Stack<S, P>, req: Req) -> Self::Future {
+        // The stages read the clock once for the call (a direct stack's, only while they
+        // decide: see `direct::call`).
         match stack {
             Stack::Full(stack) => StackFuture::Full {
-                future: stack.call(req),
+                future: reading::shared_with(req, |req| stack.call(req)),
             },
-            Stack::Lean(stack) => direct::call::<S, P, Req>(stack, req),
+            Stack::Lean(stack) => StackFuture::Lean {
+                future: reading::shared_with(req, |req| stack.call(req)),
+            },
+            Stack::Direct(stack) => direct::call::<S, P, Req>(stack, req),
         }
     }
 }
@@ -257,9 +346,13 @@ where
 mod tests {
     use std::any::type_name;
 
-    use super::{FullStack, LeanStack};
-    use crate::profile::{Generic, GrpcServer, Http, HttpServer};
+    use std::sync::Arc;
 
+    use super::{FullStack, LeanStack, Stack};
+    use crate::profile::{Generic, GrpcServer, Http, HttpServer};
+    use crate::stages::{Below, Stages};
+
+    #[derive(Clone)]
     struct Inner;
 
     #[test]
@@ -287,6 +380,20 @@ mod tests {
                 "{stack}"
             );
         }
+    }
+
+    #[test]
+    fn a_servers_lean_stack_shares_one_copy_of_its_stages_among_its_clones() {
+        let health = tower_prism_core::HealthSignal::new();
+        let policy = crate::PolicyConfig::default();
+        let stages = Stages::new("api".to_owned(), health, HttpServer, &policy).unwrap();
+        let Stack::Direct(stack) = stages.stack(Inner, Below::Service) else {
+            panic!("a server's policy without a concurrency limit or deadline is direct");
+        };
+        let clones = [stack.clone(), stack.clone()];
+        assert_eq!(Arc::strong_count(&stack.stages), 3);
+        drop(clones);
+        assert_eq!(Arc::strong_count(&stack.stages), 1);
     }
 
     #[test]

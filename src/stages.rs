@@ -19,7 +19,7 @@ use crate::names::check_policy_name;
 use crate::profile::Profile;
 use crate::retry_kind::RetryKind;
 use crate::snapshot::Snapshot;
-use crate::stack::{FaultStage, Stack};
+use crate::stack::{BreakerStage, Detached, DirectStack, FaultStage, LeanStack, Stack};
 
 /// One policy's stages, each optional, and what they share.
 pub(crate) struct Stages<P: Profile> {
@@ -175,28 +175,15 @@ impl<P: Profile> Stages<P> {
     /// Every stage over `inner`, in the fixed order, the ones the policy does not configure
     /// passing calls through; `over` says what `inner` is.
     pub(crate) fn stack<S>(&self, inner: S, over: Below) -> Stack<S, P> {
-        let fault: FaultStage<S, P> = match over {
-            Below::Service | Below::Balancer => self.fault.layer(inner),
-            Below::FaultedBalancer => FaultService::<S, P>::pass_through(inner),
-        };
-        let mut retry =
-            P::Retries::stage::<_, P>(self.retry.as_ref(), self.deadline.as_ref(), fault);
-        if over != Below::Service {
-            // a retry goes to an endpoint its call has not tried, as a hedge does
-            retry = P::Retries::avoid_tried_endpoints::<_, P>(retry);
-        }
-        let breaker = match &self.breaker {
-            Some(layer) => layer.layer(retry),
-            None => BreakerService::<_, P>::pass_through(retry),
-        };
         if self.concurrency.is_none() && self.deadline.is_none() {
             // Neither stage can come later (a reload adds no stage table): the rate
             // limit goes right over the breaker.
-            return Stack::Lean(match &self.rate_limit {
-                Some(layer) => layer.layer(breaker),
-                None => RateLimitService::<_, P>::pass_through_as(breaker),
-            });
+            if P::Retries::HAS_STAGE {
+                return Stack::Lean(self.lean_stack(inner, over));
+            }
+            return Stack::Direct(DirectStack::new(self.lean_stack(Detached, over), inner));
         }
+        let breaker = self.breaker_stage(inner, over);
         let deadline = match &self.deadline {
             Some(layer) => layer.layer(breaker),
             None => DeadlineService::<_, P>::pass_through(breaker),
@@ -209,6 +196,33 @@ impl<P: Profile> Stages<P> {
             Some(layer) => layer.layer(concurrency),
             None => RateLimitService::<_, P>::pass_through_as(concurrency),
         })
+    }
+
+    /// The rate limit right over the breaker stage.
+    fn lean_stack<S>(&self, inner: S, over: Below) -> LeanStack<S, P> {
+        let breaker = self.breaker_stage(inner, over);
+        match &self.rate_limit {
+            Some(layer) => layer.layer(breaker),
+            None => RateLimitService::<_, P>::pass_through_as(breaker),
+        }
+    }
+
+    /// The breaker over the retry stage over the fault stage over `inner`.
+    fn breaker_stage<S>(&self, inner: S, over: Below) -> BreakerStage<S, P> {
+        let fault: FaultStage<S, P> = match over {
+            Below::Service | Below::Balancer => self.fault.layer(inner),
+            Below::FaultedBalancer => FaultService::<S, P>::pass_through(inner),
+        };
+        let mut retry =
+            P::Retries::stage::<_, P>(self.retry.as_ref(), self.deadline.as_ref(), fault);
+        if over != Below::Service {
+            // a retry goes to an endpoint its call has not tried, as a hedge does
+            retry = P::Retries::avoid_tried_endpoints::<_, P>(retry);
+        }
+        match &self.breaker {
+            Some(layer) => layer.layer(retry),
+            None => BreakerService::<_, P>::pass_through(retry),
+        }
     }
 }
 

@@ -372,3 +372,81 @@ async fn a_fault_table_added_by_reload_reaches_a_server_stack_and_leaves_with_it
     layer.reconfigure(&quiet).unwrap();
     assert_eq!(call().await.unwrap().status(), 200);
 }
+
+/// A service that must be made ready before each call, as tower's `Buffer` must (a clone
+/// of it is not ready): each call answers whether the service it reached was.
+#[derive(Default)]
+struct ReadyOnce {
+    ready: bool,
+}
+
+impl Clone for ReadyOnce {
+    fn clone(&self) -> Self {
+        ReadyOnce { ready: false }
+    }
+}
+
+impl Service<http::Request<String>> for ReadyOnce {
+    type Response = Response;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Response, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.ready = true;
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<String>) -> Self::Future {
+        let status = if std::mem::take(&mut self.ready) {
+            200
+        } else {
+            500
+        };
+        let mut response = http::Response::new(String::new());
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        std::future::ready(Ok(response))
+    }
+}
+
+/// While a key's request waits in the rate limit's queue, another key's request goes
+/// through the rate limit's own `call` (the queue decides it, and admits it at once): the
+/// service made ready is still the one it calls.
+#[tokio::test(start_paused = true)]
+async fn a_call_past_the_queue_reaches_the_service_that_was_made_ready() {
+    let config = ReliabilityConfig::from_toml(
+        r#"
+        [policy.api.rate_limit]
+        rate = 10
+        burst = 1
+        queue_size = 4
+        max_wait = "1s"
+        key = { header = "x-api-key" }
+        "#,
+    )
+    .unwrap();
+    let layer = ReliabilityLayer::builder()
+        .http_server()
+        .name("ready")
+        .policy(config.get("api").unwrap().clone())
+        .build()
+        .unwrap();
+    let mut service = layer.layer(ReadyOnce::default());
+    let request = |key: &str| {
+        http::Request::builder()
+            .header("x-api-key", key)
+            .body(String::new())
+            .unwrap()
+    };
+    let first = service.ready().await.unwrap().call(request("a")).await;
+    assert_eq!(first.unwrap().status(), 200);
+    // Key a's bucket is empty: its next request waits in the queue.
+    let mut waiting = Box::pin(service.ready().await.unwrap().call(request("a")));
+    assert!(futures_poll(&mut waiting).is_pending());
+    let other = service.ready().await.unwrap().call(request("b")).await;
+    assert_eq!(
+        other.unwrap().status(),
+        200,
+        "key b's call reached a ready service"
+    );
+    assert_eq!(waiting.await.unwrap().status(), 200);
+}

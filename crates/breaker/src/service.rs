@@ -68,6 +68,20 @@ impl<S, C> CircuitBreaker<S, C> {
         }
     }
 
+    /// This stage over `inner` instead, sharing its breaker (see
+    /// `RateLimit::with_inner` in `tower-prism-limit`). Not a public API: the facade's
+    /// internals.
+    #[doc(hidden)]
+    pub fn with_inner<T>(&self, inner: T) -> CircuitBreaker<T, C>
+    where
+        C: Clone,
+    {
+        CircuitBreaker {
+            inner,
+            engaged: self.engaged.clone(),
+        }
+    }
+
     /// The shared breaker; `None` in [pass-through](CircuitBreaker::pass_through) mode.
     pub fn handle(&self) -> Option<&Breaker> {
         self.engaged.as_ref().map(|e| &e.breaker)

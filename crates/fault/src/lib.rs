@@ -127,5 +127,7 @@ pub use faults::{LatencyFault, StatusFault, MAX_FAULT_LATENCY};
 pub use future::ResponseFuture;
 pub use handle::{FaultHandle, FaultSnapshot};
 pub use layer::{FaultLayer, FaultLayerBuilder};
+#[doc(hidden)]
+pub use service::Drawn;
 pub use service::Fault;
 pub use status::{GrpcStatus, HttpStatus, InjectStatus, NoStatus};

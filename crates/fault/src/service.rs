@@ -80,6 +80,19 @@ impl<S, I> Fault<S, I> {
         self.engaged.as_ref().map(|engaged| &engaged.handle)
     }
 
+    /// This stage over `inner` instead, sharing its state (see `RateLimit::with_inner` in
+    /// `tower-prism-limit`). Not a public API: the facade's internals.
+    #[doc(hidden)]
+    pub fn with_inner<T>(&self, inner: T) -> Fault<T, I>
+    where
+        I: Clone,
+    {
+        Fault {
+            inner,
+            engaged: self.engaged.clone(),
+        }
+    }
+
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -140,18 +153,19 @@ impl<S, I> Fault<S, I> {
         Some(Drawn(decision, active))
     }
 
-    /// The call with the faults [`draw`](Self::draw) drew, as [`call`](Service::call)
-    /// makes it.
+    /// The call to `inner` with the faults [`draw`](Self::draw) drew, as
+    /// [`call`](Service::call) makes it to its own inner service (the caller's stage may
+    /// hold none: see [`with_inner`](Self::with_inner)).
     #[doc(hidden)]
-    pub fn inject<Req>(&mut self, drawn: Drawn, req: Req) -> ResponseFuture<S, Req>
+    pub fn inject<T, Req>(&self, inner: &mut T, drawn: Drawn, req: Req) -> ResponseFuture<T, Req>
     where
-        S: Service<Req> + Clone,
-        I: InjectStatus<S::Response>,
+        T: Service<Req> + Clone,
+        I: InjectStatus<T::Response>,
     {
         match &self.engaged {
-            Some(engaged) => engaged.inject(&mut self.inner, drawn.0, drawn.1, req),
+            Some(engaged) => engaged.inject(inner, drawn.0, drawn.1, req),
             // Only an engaged stage draws.
-            None => ResponseFuture::called(self.inner.call(req)),
+            None => ResponseFuture::called(inner.call(req)),
         }
     }
 }

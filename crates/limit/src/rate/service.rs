@@ -119,6 +119,23 @@ impl<S, K, P, W, H> RateLimit<S, K, P, W, H> {
         self
     }
 
+    /// This stage over `inner` instead, sharing its limiter (a facade stack keeps one
+    /// copy of its stages for all its clones and puts them over its service when a call
+    /// needs the stage's own future). Not a public API: the facade's internals.
+    #[doc(hidden)]
+    pub fn with_inner<T>(&self, inner: T) -> RateLimit<T, K, P, W, H>
+    where
+        K: Clone,
+        P: Clone,
+        W: Clone,
+    {
+        RateLimit {
+            inner,
+            engaged: self.engaged.clone(),
+            headers: PhantomData,
+        }
+    }
+
     /// The shared limiter (for snapshots and reconfiguration); `None` in pass-through mode.
     pub fn handle(&self) -> Option<&RateLimiter> {
         self.engaged.as_ref().map(|engaged| &engaged.limiter)
