@@ -73,7 +73,9 @@ pub struct FaultConfig {
     pub latency: Option<LatencyFault>,
     /// At most this many calls with a fault (a delay, an error, an abort or a status) at
     /// any one time, across the stage (Envoy's `max_active_faults`); a call drawing a fault
-    /// while as many are active gets none and goes to the service untouched. A fault is
+    /// while as many are active gets none and goes to the service untouched. As in Envoy
+    /// (since envoyproxy/envoy#12843), the limit is checked after the draw: a call that
+    /// draws no fault is no overflow, and every call takes its draw. A fault is
     /// active until its call's answer is returned (for a delayed call: the delay, then the
     /// service's answer) or its future is dropped. `0` injects nothing; `None` (the
     /// default): no limit.

@@ -324,6 +324,52 @@ async fn max_active_faults_reloads_and_an_answer_holds_its_place_until_given() {
     assert_eq!((snap.active_faults, snap.faults_overflow), (0, 2));
 }
 
+/// `max_active_faults` is checked once a call has drawn a fault, as Envoy's filter has
+/// checked it since envoyproxy/envoy#12843 (`tryIncActiveFaults` after the draw): a call
+/// arriving at the limit that draws no fault is no overflow, and every call takes its
+/// draw, so a seeded stage draws the same sequence whatever its limit. A twin stage with
+/// the same seed and no limit says which calls drew a fault.
+#[tokio::test(start_paused = true)]
+async fn only_a_call_that_draws_a_fault_at_the_limit_overflows() {
+    let half = FaultConfig::builder().seed(21).error(0.5);
+    let limited =
+        FaultLayer::from_config(&half.clone().max_active_faults(1).build().unwrap()).unwrap();
+    let twin = FaultLayer::from_config(&half.build().unwrap()).unwrap();
+    let (mut svc, mut twin_svc) = (
+        limited.layer(Counting::default()),
+        twin.layer(Counting::default()),
+    );
+    let drew = |future: &dyn std::fmt::Debug| match format!("{future:?}").as_str() {
+        "ResponseFuture::Fault" => true,
+        "ResponseFuture::Called" => false,
+        other => panic!("{other}"),
+    };
+    // The first call drawing a fault takes the only place; its unpolled future holds it.
+    let mut before = 0;
+    let held = loop {
+        let future = Service::<u64>::call(&mut svc, before);
+        let twin_drew = drew(&Service::<u64>::call(&mut twin_svc, before));
+        assert_eq!(drew(&future), twin_drew, "call {before}: the same draw");
+        before += 1;
+        if twin_drew {
+            break future;
+        }
+    };
+    let mut drawn = 0;
+    for i in 0..100 {
+        let future = Service::<u64>::call(&mut svc, i);
+        assert!(!drew(&future), "call {i}: at the limit, none");
+        drawn += u64::from(drew(&Service::<u64>::call(&mut twin_svc, i)));
+    }
+    assert!((25..75).contains(&drawn), "about half: {drawn}");
+    let snap = limited.handle().snapshot();
+    assert_eq!(snap.faults_overflow, drawn, "only the calls that drew one");
+    assert_eq!((snap.calls, snap.injected_errors), (before + 100, 1));
+    assert_eq!(snap.active_faults, 1);
+    drop(held);
+    assert_eq!(limited.handle().snapshot().active_faults, 0);
+}
+
 #[test]
 fn the_service_gives_its_inner_service_back() {
     let layer = FaultLayer::from_config(&FaultConfig::default()).unwrap();
