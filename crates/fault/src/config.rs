@@ -75,10 +75,17 @@ pub struct FaultConfig {
     /// any one time, across the stage (Envoy's `max_active_faults`); a call drawing a fault
     /// while as many are active gets none and goes to the service untouched. As in Envoy
     /// (since envoyproxy/envoy#12843), the limit is checked after the draw: a call that
-    /// draws no fault is no overflow, and every call takes its draw. A fault is
-    /// active until its call's answer is returned (for a delayed call: the delay, then the
-    /// service's answer) or its future is dropped. `0` injects nothing; `None` (the
-    /// default): no limit.
+    /// draws no fault is no overflow, and every call takes its draw.
+    ///
+    /// A fault is active while it is injected, or until its future is dropped: a delay
+    /// alone until it is over, as Envoy's since envoyproxy/envoy#14762 (the service's
+    /// answer after it is an ordinary call's, and a slow one, such as a long gRPC stream,
+    /// does not hold the limit); an error, an abort or a status until it is returned (after
+    /// its delay, if it has one). Envoy counts an abort until its stream ends; the stage
+    /// cannot see a response's body (it is generic over the response), so it gives the
+    /// place back with the answer's head. The two differ only for a body that takes time to
+    /// send; the status builders of this crate build empty ones. `0` injects nothing;
+    /// `None` (the default): no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_active_faults: Option<u32>,
 }

@@ -39,7 +39,8 @@ pin_project! {
     ///
     /// Dropping a delayed future before its delay is over drops the request and the
     /// service clone it holds: the service is never called. A faulted call counts against
-    /// `max_active_faults` until it is answered or its future is dropped.
+    /// `max_active_faults` until its delay is over (a delayed call with no other fault),
+    /// its injected answer is returned, or its future is dropped.
     pub struct ResponseFuture<S, Req>
     where
         S: Service<Req>,
@@ -85,7 +86,7 @@ pin_project! {
         #[pin]
         call: ReadyCall<S, Req>,
         scopes: Scopes,
-        // `None` once the service has answered.
+        // `None` once slept: only the delay is a fault.
         active: Option<ActiveFault>,
     }
 }
@@ -143,7 +144,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     }
 
     /// Calls `service` (ready, or made ready again) with `request` after `sleep`; the
-    /// fault is `active` until the service answers.
+    /// fault is `active` until the sleep is over.
     pub(crate) fn delayed(sleep: Sleep, service: S, request: Req, active: ActiveFault) -> Self {
         ResponseFuture {
             kind: Kind::Delayed {
@@ -191,12 +192,13 @@ where
                 if let Some(sleep) = delayed.sleep.as_mut().as_pin_mut() {
                     ready!(sleep.poll(cx));
                     delayed.sleep.set(None);
+                    // The delay was the fault: from here the call is an ordinary one, and
+                    // a slow answer must not hold the limit (Envoy's, since
+                    // envoyproxy/envoy#14762).
+                    *delayed.active = None;
                 }
                 let call = delayed.call;
                 let answer = ready!(delayed.scopes.enter(|| call.poll(cx)));
-                // Given back with the answer, not when the future is dropped: a caller may
-                // keep a completed future.
-                *delayed.active = None;
                 Poll::Ready(answer.map_err(Into::into))
             }
             KindProj::Injected { answer } => {

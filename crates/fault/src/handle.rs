@@ -301,7 +301,8 @@ pub struct FaultSnapshot {
     /// Calls that drew for faults: made while the stage was enabled with some rate above
     /// zero (calls made while it injects nothing are not counted, so that costs nothing).
     pub calls: u64,
-    /// Calls with a fault now: delayed, or not yet answered (Envoy's `active_faults`).
+    /// Calls with a fault now: in their delay, or with an injected answer not yet
+    /// returned (Envoy's `active_faults`).
     pub active_faults: u64,
     /// Calls that drew a fault and got none because `max_active_faults` were active
     /// (Envoy's `faults_overflow`).

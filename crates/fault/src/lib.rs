@@ -19,9 +19,10 @@
 //! A delayed call without another fault reaches the service after its delay; a call with
 //! an error, abort or status never reaches it. `max_active_faults` caps the calls with a
 //! fault at any one time (Envoy's): a call drawing one while as many are active (a delayed
-//! call is, until the service answers it) gets none. Only calls that draw a fault count,
-//! with one atomic add; the snapshot reports `active_faults` and `faults_overflow`. Injected errors are `Err`s like any
-//! upstream's, so [`DefaultClassifier`](tower_prism_core::DefaultClassifier) and
+//! call is, until its delay is over) gets none. Only calls that draw a fault count, with
+//! one atomic add; the snapshot reports `active_faults` and `faults_overflow`. Injected
+//! errors are `Err`s like any upstream's, so
+//! [`DefaultClassifier`](tower_prism_core::DefaultClassifier) and
 //! [`HttpClassifier`](tower_prism_core::HttpClassifier) count them as retryable failures;
 //! an injected 503 or 429, or an injected gRPC `UNAVAILABLE`, is read as the real one
 //! would be.

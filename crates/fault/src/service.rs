@@ -172,7 +172,7 @@ impl<S, I> Fault<S, I> {
 
 impl<I> Engaged<I> {
     /// The call to `inner` with `decision`'s faults: a delay, an injected answer, or both;
-    /// `active` goes with it until it is answered.
+    /// `active` goes with it until its delay is over (a delay alone) or it is answered.
     #[inline(never)]
     fn inject<S, Req>(
         &self,

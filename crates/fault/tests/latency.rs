@@ -1,6 +1,6 @@
 //! Injected latency on the paused clock: fixed delays are exact, uniform ones within
 //! bounds; a delayed call dropped before its delay is over never reaches the service; a
-//! delayed call counts against `max_active_faults` until the service answers it.
+//! delayed call counts against `max_active_faults` until its delay is over.
 
 mod common;
 
@@ -254,9 +254,9 @@ fn drew<F: std::fmt::Debug>(future: &F) -> &'static str {
 }
 
 /// `max_active_faults` (Envoy's): at most that many calls have a fault at once, and a
-/// delayed call holds its place through its delay and the service's answer, as Envoy
-/// counts a fault for its stream's life; a call drawing a fault past the limit goes to
-/// the service untouched. There was no limit: a game day's delays piled up without bound.
+/// delayed call holds its place through its delay; a call drawing a fault past the limit
+/// goes to the service untouched. There was no limit: a game day's delays piled up
+/// without bound.
 #[tokio::test(start_paused = true)]
 async fn max_active_faults_caps_the_calls_with_a_fault_at_once() {
     let (layer, mut svc) = slow_service_with_at_most(2);
@@ -272,8 +272,8 @@ async fn max_active_faults_caps_the_calls_with_a_fault_at_once() {
     assert_eq!((snap.active_faults, snap.faults_overflow), (2, 1));
     assert_eq!((snap.calls, snap.injected_latency), (3, 2));
 
-    // 120 ms on, the delays are over and the service is answering: still active
-    tokio::time::sleep(MS * 120).await;
+    // 90 ms on, both are still in their delays
+    tokio::time::sleep(MS * 90).await;
     let future = svc.ready().await.unwrap().call(3);
     assert_eq!(drew(&future), "untouched");
     running.push(tokio::spawn(future));
@@ -288,8 +288,36 @@ async fn max_active_faults_caps_the_calls_with_a_fault_at_once() {
     assert_eq!(handle.snapshot().faults_overflow, 2);
 }
 
-/// A faulted call dropped (cancelled by a timeout above, a client gone) gives its place
-/// back, whether in its delay or while the service answers it.
+/// A delayed call with no other fault gives its place back when its delay ends, as
+/// Envoy's filter has since envoyproxy/envoy#14762: after its delay the call is an
+/// ordinary one, and a slow answer (a long gRPC stream) no longer holds the limit. It held
+/// its place until the service answered.
+#[tokio::test(start_paused = true)]
+async fn a_delayed_call_gives_its_place_back_when_its_delay_ends() {
+    let (layer, mut svc) = slow_service_with_at_most(1);
+    let handle = layer.handle().clone();
+    let mut first = Box::pin(svc.ready().await.unwrap().call(1));
+    assert_eq!(drew(&first), "delayed");
+    assert_eq!(drew(&svc.ready().await.unwrap().call(2)), "untouched");
+    assert_eq!(handle.snapshot().active_faults, 1, "in its delay");
+
+    tokio::time::sleep(MS * 110).await;
+    assert!(
+        futures_poll(first.as_mut()).is_pending(),
+        "the service answers in 50 ms"
+    );
+    assert_eq!(handle.snapshot().active_faults, 0, "the delay is over");
+    let second = svc.ready().await.unwrap().call(3);
+    assert_eq!(drew(&second), "delayed", "the place is free");
+    assert_eq!(first.await.unwrap(), 1);
+    assert_eq!(second.await.unwrap(), 3);
+    let snap = handle.snapshot();
+    assert_eq!((snap.active_faults, snap.faults_overflow), (0, 1));
+}
+
+/// A faulted call dropped in its delay (cancelled by a timeout above, a client gone) gives
+/// its place back; one dropped while the service answers it gave it back when its delay
+/// ended, and gives nothing back twice.
 #[tokio::test(start_paused = true)]
 async fn an_active_fault_is_given_back_when_its_call_is_dropped() {
     let (layer, mut svc) = slow_service_with_at_most(1);
@@ -306,15 +334,16 @@ async fn an_active_fault_is_given_back_when_its_call_is_dropped() {
         futures_poll(in_service.as_mut()).is_pending(),
         "the service answers in 50 ms"
     );
-    assert_eq!(handle.snapshot().active_faults, 1);
-    assert_eq!(drew(&svc.ready().await.unwrap().call(4)), "untouched");
-    drop(in_service);
     assert_eq!(handle.snapshot().active_faults, 0);
-    assert_eq!(drew(&svc.ready().await.unwrap().call(5)), "delayed");
+    drop(in_service);
+    assert_eq!(handle.snapshot().active_faults, 0, "once");
+    let next = svc.ready().await.unwrap().call(5);
+    assert_eq!(drew(&next), "delayed");
+    assert_eq!(handle.snapshot().active_faults, 1);
 }
 
-/// A faulted call whose service panics gives its place back as the panic unwinds out of
-/// its task: a panicking service would otherwise use up the limit for good.
+/// A delayed call whose service panics gave its place back when its delay ended, and the
+/// unwinding gives nothing back twice: a panicking service never uses up the limit.
 #[tokio::test(start_paused = true)]
 async fn an_active_fault_is_given_back_when_its_call_panics() {
     let config = FaultConfig::builder()
