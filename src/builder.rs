@@ -83,8 +83,9 @@ impl<P: Profile> ReliabilityLayerBuilder<P> {
     /// `RESOURCE_EXHAUSTED` retried (give [`profile`](Self::profile) a
     /// [`Grpc::retry_on`] for more), `grpc-retry-pushback-ms` honoured, requests from a
     /// [`BoxedReplayLayer`](tower_prism_retry::BoxedReplayLayer) replayed, at most 5
-    /// attempts per call and per hedged round (gRFC A6; a larger `retry.max_attempts`
-    /// runs as 5, a larger `retry.hedge.max_hedged` as 4).
+    /// attempts per call (gRFC A6; a larger `retry.max_attempts` runs as 5, a larger
+    /// `retry.hedge.max_hedged` as 4), retries or hedging but not both (`retry.hedge`
+    /// needs `retry.max_attempts = 1`).
     pub fn grpc(self) -> ReliabilityLayerBuilder<Grpc> {
         self.profile(Grpc::new())
     }

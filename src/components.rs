@@ -225,18 +225,28 @@ fn capped(policy: &str, field: &str, value: u32, most: u32) -> u32 {
     value.min(most)
 }
 
+/// The retry stage of `profile`. A profile with an attempts cap (gRPC's, gRFC A6) hedges
+/// or retries, never both: the cap bounds a call's attempts, and hedged rounds retried
+/// would make up to the cap's square. A policy with both is refused here, at build, and
+/// at reload by the stage's own check, which the reload runs before it changes anything.
 pub(crate) fn retry_layer<P: Profile>(
     name: &str,
     config: &RetryConfig,
     health: &HealthSignal,
     profile: &P,
 ) -> Result<RetryLayer<P>, ConfigError> {
+    let exclusive_hedging = profile.max_attempts_cap().is_some();
+    // The policy's own counts, as a reload checks them, before any is cut to the cap.
+    if exclusive_hedging {
+        config.check_exclusive_hedging()?;
+    }
     tower_prism_retry::RetryLayer::builder(retry_config(name, config, profile))
         .name(name)
         .health(health.clone())
         // Our own rejections below the retry stage (a balancer with no healthy endpoint,
         // an inner rate limiter) say how long to wait.
         .retry_after_hint(crate::error::retry_after_hint)
+        .exclusive_hedging(exclusive_hedging)
         .classify(profile.classify())
         .clone_request(profile.replay())
         .response_hint(profile.hint())

@@ -101,6 +101,11 @@ pub trait Profile: Clone + Send + Sync + 'static {
     /// stage is built or reloaded), and per hedged round (the attempt and at most this
     /// less one hedges); `None` (the default) keeps the configured counts.
     /// [`Grpc`] caps at 5, as gRFC A6 has gRPC clients do.
+    ///
+    /// A profile with a cap hedges or retries, never both, as gRFC A6 has a method carry
+    /// a retry policy or a hedging policy: a policy with `retry.hedge` and a
+    /// `retry.max_attempts` over 1 is refused at build and at reload, naming
+    /// `retry.max_attempts` (retried hedged rounds would make up to the cap's square).
     fn max_attempts_cap(&self) -> Option<u32> {
         None
     }
@@ -303,7 +308,9 @@ impl Profile for HttpServer {
 /// At most 5 attempts per call, as gRFC A6 has a gRPC client treat a `maxAttempts` over
 /// 5: a policy's `retry.max_attempts` above that runs as 5, and a hedged round sends at
 /// most 5 too (`retry.hedge.max_hedged` above 4 runs as 4), with a warning when the stage
-/// is built or reloaded ([`max_attempts_cap`](Profile::max_attempts_cap)).
+/// is built or reloaded ([`max_attempts_cap`](Profile::max_attempts_cap)). A call is
+/// retried or hedged, never both, as gRFC A6's retry and hedging policies: a policy with
+/// `retry.hedge` sets `retry.max_attempts = 1`, or is refused at build and at reload.
 ///
 /// A status in trailers after a message is not seen (see [`GrpcClassifier`]): such a
 /// call counts as a success.

@@ -454,6 +454,64 @@ async fn grpc_hedged_rounds_are_capped_at_five_attempts() {
     assert_eq!(*calls.lock().unwrap(), 5, "the attempt and 4 hedges");
 }
 
+/// gRFC A6: a method has a retry policy or a hedging policy, never both. A gRPC policy
+/// with `retry.hedge` and `retry.max_attempts` over 1 is refused, naming
+/// `retry.max_attempts`, at build and at reload (which then changes nothing); hedging
+/// alone is `max_attempts = 1`. Both were accepted, and a call made up to 5 rounds of 5
+/// attempts: 25 for one call. The generic profile, not gRPC, still takes both.
+#[tokio::test(start_paused = true)]
+async fn grpc_refuses_retries_and_hedging_together_at_build_and_reload() {
+    let hedge = || tower_prism::retry::HedgeConfig::fixed(Duration::ZERO).max_hedged(4);
+    let both = unbudgeted(
+        RetryConfig::builder()
+            .max_attempts(5)
+            .backoff(Backoff::fixed(Duration::from_millis(1)))
+            .hedge(hedge()),
+    );
+    let error = ReliabilityLayer::builder()
+        .grpc()
+        .retry(both.clone())
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "retry.max_attempts", "{error}");
+    assert!(error.to_string().contains("never both"), "{error}");
+
+    let hedging = unbudgeted(RetryConfig::builder().max_attempts(1).hedge(hedge()));
+    let policy = ReliabilityLayer::builder()
+        .name("echo")
+        .grpc()
+        .retry(hedging)
+        .build()
+        .unwrap();
+    let reload = tower_prism::PolicyConfig::builder()
+        .retry(both.clone())
+        .build()
+        .unwrap();
+    let error = policy.reconfigure(&reload).unwrap_err();
+    assert_eq!(
+        error.field(),
+        Some("policy.echo.retry.max_attempts"),
+        "{error}"
+    );
+    assert_eq!(policy.snapshot().retry.unwrap().max_attempts, 1);
+    let (upstream, calls) = unavailable_upstream();
+    let response = ServiceBuilder::new()
+        .layer(BoxedReplayLayer::new(1024, Body::new))
+        .reliability(policy)
+        .service(upstream)
+        .oneshot(http::Request::new(Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14");
+    assert_eq!(
+        *calls.lock().unwrap(),
+        5,
+        "one round: the attempt and 4 hedges"
+    );
+
+    assert!(ReliabilityLayer::builder().retry(both).build().is_ok());
+}
+
 /// `retry` with its budget off, so that every attempt it allows is made.
 fn unbudgeted(retry: tower_prism::retry::RetryConfigBuilder) -> RetryConfig {
     retry

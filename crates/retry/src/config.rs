@@ -77,7 +77,8 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 pub struct RetryConfig {
     /// Attempts per call, the first included (1 = never retry; at most [`MAX_ATTEMPTS`]).
     /// The `tower-prism` facade's gRPC client profile (`grpc()`) runs a larger value as 5,
-    /// with a warning, as gRFC A6 has gRPC clients do.
+    /// with a warning, as gRFC A6 has gRPC clients do, and refuses one over 1 with `hedge`
+    /// ([`RetryLayerBuilder::exclusive_hedging`](crate::RetryLayerBuilder::exclusive_hedging)).
     pub max_attempts: u32,
     /// The wait before each retry.
     pub backoff: Backoff,
@@ -173,6 +174,39 @@ impl RetryConfig {
             hedge.validate().map_err(|e| e.in_section("hedge"))?;
         }
         self.budget.validate().map_err(|e| e.in_section("budget"))
+    }
+
+    /// The check of a stage that hedges or retries, never both
+    /// ([`RetryLayerBuilder::exclusive_hedging`](crate::RetryLayerBuilder::exclusive_hedging)):
+    /// `hedge` with `max_attempts` over 1 is refused. The error names `max_attempts`: with
+    /// hedging it counts rounds, and its default of 3 is the likelier slip.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_prism_retry::{HedgeConfig, RetryConfig};
+    ///
+    /// let hedged = RetryConfig::builder()
+    ///     .hedge(HedgeConfig::fixed(Duration::from_millis(20)))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(hedged.check_exclusive_hedging().unwrap_err().field(), "max_attempts");
+    /// let mut hedging = hedged;
+    /// hedging.max_attempts = 1;
+    /// assert!(hedging.check_exclusive_hedging().is_ok());
+    /// assert!(RetryConfig::default().check_exclusive_hedging().is_ok());
+    /// ```
+    pub fn check_exclusive_hedging(&self) -> Result<(), ConfigError> {
+        if self.hedge.is_some() && self.max_attempts > 1 {
+            return Err(ConfigError::new(
+                "max_attempts",
+                self.max_attempts,
+                "must be 1 with `hedge`: this stage hedges or retries, never both (gRFC A6: \
+                 a gRPC method has a retry policy or a hedging policy), so that a call makes \
+                 at most `1 + hedge.max_hedged` attempts; set `max_attempts = 1` to hedge, or \
+                 remove `hedge` to retry",
+            ));
+        }
+        Ok(())
     }
 }
 

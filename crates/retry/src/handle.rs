@@ -26,6 +26,10 @@ pub(crate) struct Shared {
     pub budget: RetryBudget,
     pub metrics: Metrics,
     pub error_hint: Option<ErrorHint>,
+    /// Hedging and retries are exclusive
+    /// ([`RetryLayerBuilder::exclusive_hedging`](crate::RetryLayerBuilder::exclusive_hedging)):
+    /// checked on every reconfiguration, so a reload cannot bring both.
+    exclusive_hedging: bool,
     rng: AtomicU64,
     pub retries: AtomicU64,
     pub gave_up: AtomicU64,
@@ -96,6 +100,7 @@ impl RetryHandle {
         config: &RetryConfig,
         budget: RetryBudget,
         error_hint: Option<ErrorHint>,
+        exclusive_hedging: bool,
     ) -> Self {
         let seed = {
             use std::hash::{BuildHasher, Hasher};
@@ -110,6 +115,7 @@ impl RetryHandle {
             config: Mutex::new(config.clone()),
             budget,
             error_hint,
+            exclusive_hedging,
             rng: AtomicU64::new(seed),
             retries: AtomicU64::new(0),
             gave_up: AtomicU64::new(0),
@@ -144,9 +150,14 @@ impl RetryHandle {
     /// it must be valid, with the budget `window` the stage was built with (the budget's
     /// slots are laid out for it, and the hot path reads their width without
     /// indirection). A different window is refused with a [`ConfigError`] naming
-    /// `budget.window`; build a new layer for it.
+    /// `budget.window`; build a new layer for it. A stage built with
+    /// [`exclusive_hedging`](crate::RetryLayerBuilder::exclusive_hedging) refuses `hedge`
+    /// with `max_attempts` over 1, naming `max_attempts`.
     pub fn check(&self, config: &RetryConfig) -> Result<(), ConfigError> {
         config.validate()?;
+        if self.shared.exclusive_hedging {
+            config.check_exclusive_hedging()?;
+        }
         let built = lock(&self.shared.config).budget.window;
         if config.budget.window != built {
             return Err(ConfigError::new(

@@ -58,6 +58,7 @@ impl RetryLayer {
             name: "default".to_string(),
             health: None,
             error_hint: None,
+            exclusive_hedging: false,
             classify: DefaultClassifier,
             replay: CloneRequest,
             hint: NoHint,
@@ -96,6 +97,7 @@ pub struct RetryLayerBuilder<C = DefaultClassifier, R = CloneRequest, H = NoHint
     name: String,
     health: Option<HealthSignal>,
     error_hint: Option<ErrorHint>,
+    exclusive_hedging: bool,
     classify: C,
     replay: R,
     hint: H,
@@ -120,6 +122,32 @@ impl<C, R, H> RetryLayerBuilder<C, R, H> {
         self
     }
 
+    /// Whether the stage hedges or retries, never both (default `false`: a hedged round
+    /// may be retried). With `true`, a config with `hedge` and `max_attempts` over 1 is
+    /// refused, naming `max_attempts`, by [`build`](Self::build) and by the handle's
+    /// [`check`](crate::RetryHandle::check) and
+    /// [`reconfigure`](crate::RetryHandle::reconfigure): as gRFC A6 has a gRPC method
+    /// carry a retry policy or a hedging policy, so that a call's attempts are bounded by
+    /// one count, not by `max_attempts` rounds of `1 + max_hedged`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_prism_retry::{HedgeConfig, RetryConfig, RetryLayer};
+    ///
+    /// let hedge = HedgeConfig::fixed(Duration::from_millis(20)).max_hedged(4);
+    /// let both = RetryConfig::builder().max_attempts(3).hedge(hedge.clone()).build().unwrap();
+    /// let err = RetryLayer::builder(both.clone()).exclusive_hedging(true).build().unwrap_err();
+    /// assert_eq!(err.field(), "max_attempts");
+    ///
+    /// let hedging = RetryConfig::builder().max_attempts(1).hedge(hedge).build().unwrap();
+    /// let layer = RetryLayer::builder(hedging).exclusive_hedging(true).build().unwrap();
+    /// assert!(layer.handle().reconfigure(&both).is_err());
+    /// ```
+    pub fn exclusive_hedging(mut self, exclusive: bool) -> Self {
+        self.exclusive_hedging = exclusive;
+        self
+    }
+
     /// Decides which results are retried ([`Classify`](tower_prism_core::Classify) over
     /// `Result<&Res, &BoxError>`; a closure works). Only `Failure { retryable: true }` is.
     pub fn classify<C2>(self, classify: C2) -> RetryLayerBuilder<C2, R, H> {
@@ -128,6 +156,7 @@ impl<C, R, H> RetryLayerBuilder<C, R, H> {
             name: self.name,
             health: self.health,
             error_hint: self.error_hint,
+            exclusive_hedging: self.exclusive_hedging,
             classify,
             replay: self.replay,
             hint: self.hint,
@@ -142,6 +171,7 @@ impl<C, R, H> RetryLayerBuilder<C, R, H> {
             name: self.name,
             health: self.health,
             error_hint: self.error_hint,
+            exclusive_hedging: self.exclusive_hedging,
             classify: self.classify,
             replay,
             hint: self.hint,
@@ -156,6 +186,7 @@ impl<C, R, H> RetryLayerBuilder<C, R, H> {
             name: self.name,
             health: self.health,
             error_hint: self.error_hint,
+            exclusive_hedging: self.exclusive_hedging,
             classify: self.classify,
             replay: self.replay,
             hint,
@@ -175,12 +206,21 @@ impl<C, R, H> RetryLayerBuilder<C, R, H> {
     /// Validates the config and builds the layer.
     pub fn build(self) -> Result<RetryLayer<C, R, H>, ConfigError> {
         self.config.validate()?;
+        if self.exclusive_hedging {
+            self.config.check_exclusive_hedging()?;
+        }
         let budget = match &self.health {
             Some(h) => RetryBudget::with_health(&self.config.budget, h),
             None => RetryBudget::new(&self.config.budget),
         };
         Ok(RetryLayer {
-            handle: RetryHandle::new(self.name, &self.config, budget, self.error_hint),
+            handle: RetryHandle::new(
+                self.name,
+                &self.config,
+                budget,
+                self.error_hint,
+                self.exclusive_hedging,
+            ),
             classify: self.classify,
             replay: self.replay,
             hint: self.hint,
