@@ -108,13 +108,14 @@ pub struct OutlierConfig {
     /// Calls in the interval before the success-rate rule applies. Default 20, at most
     /// [`MAX_COUNT`].
     pub min_requests: u32,
-    /// Envoy's statistical `success_rate` rule: when an endpoint's `interval` ends, it is
-    /// ejected if its success rate over it is below the mean of the endpoints' latest
-    /// intervals less this many standard deviations (Envoy's `success_rate_stdev_factor`
-    /// divided by 1000; resolved to a thousandth, a smaller factor counting as 0.001).
-    /// Only endpoints with at least `success_rate_request_volume` calls in their interval
-    /// count, and the rule applies only when at least `success_rate_minimum_hosts` of them
-    /// (this one included) do.
+    /// Envoy's statistical `success_rate` rule: once per `interval`, as Envoy's sweep, every
+    /// endpoint's interval ends (when the first of them does) and the endpoints whose
+    /// success rate over it is below the mean of theirs less this many standard deviations
+    /// are ejected, all judged on the one mean and deviation (Envoy's
+    /// `success_rate_stdev_factor` divided by 1000; resolved to a thousandth, a smaller
+    /// factor counting as 0.001). Only endpoints in rotation with at least
+    /// `success_rate_request_volume` calls in the interval count, and the rule applies
+    /// only when at least `success_rate_minimum_hosts` of them do.
     /// Default 1.9, as Envoy's (which runs the rule unless `enforcing_success_rate` is 0);
     /// in `(0, 100]`. `None` disables the rule; in TOML, `success_rate_stdev_factor = 0`.
     #[serde(with = "zero_is_none")]

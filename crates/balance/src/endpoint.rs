@@ -508,36 +508,33 @@ impl EndpointState {
     }
 
     /// What a result's record calls for: an ejection by a rule it tripped, and, when it
-    /// ended the endpoint's interval, the statistical rule's judgement (unless the trip
-    /// ejected it already).
+    /// ended the endpoint's interval, the statistical rule's sweep if one is due (where
+    /// the endpoint counts unless the trip ejected it).
     #[inline]
     fn after_record(&self, recorded: outlier::Recorded, now_ms: u64, settings: &outlier::Settings) {
         if recorded.trip {
             self.try_eject(now_ms, settings, false);
         }
         if let Some(ended) = recorded.ended {
-            if self.outlier.ejected_until().is_none() {
-                self.judge_interval(ended, now_ms, settings);
-            }
+            self.judge_interval(ended, now_ms, settings);
         }
     }
 
     /// Envoy's statistical success-rate rule, when this endpoint's interval has ended with
-    /// `ended` (failures, calls) in it.
+    /// `ended` (failures, calls) in it: the first interval to end once a sweep is due ends
+    /// every endpoint's and judges them all on one mean and deviation (see
+    /// [`peers::outliers`]). Once per interval, however many endpoints.
     #[cold]
     fn judge_interval(&self, ended: (u64, u64), now_ms: u64, settings: &outlier::Settings) {
         let Some(rule) = self.policy.stdev_rule() else {
             return;
         };
-        if peers::below_the_others(
-            &self.policy.peers,
-            self,
-            ended,
-            now_ms,
-            settings.interval_ms,
-            rule,
-        ) {
-            self.try_eject(now_ms, settings, true);
+        let peers = &self.policy.peers;
+        let Some(cut_ms) = peers.sweeps.begin(now_ms, settings.interval_ms) else {
+            return;
+        };
+        for outlier in peers::outliers(peers, self, ended, now_ms, cut_ms, rule) {
+            outlier.try_eject(now_ms, settings, true);
         }
     }
 
@@ -677,9 +674,14 @@ mod tests {
             .max_ejection_percent(50)
             .build()
             .unwrap();
+        balancer(6, outlier)
+    }
+
+    /// `n` endpoints of one balancer with these outlier rules.
+    fn balancer(n: usize, outlier: OutlierConfig) -> (Arc<Policy>, Vec<Arc<EndpointState>>) {
         let config = BalanceConfig::builder().outlier(outlier).build().unwrap();
         let policy = Arc::new(Policy::new("judged".into(), &config, None, false));
-        let all: Vec<_> = (0..6)
+        let all: Vec<_> = (0..n as u64)
             .map(|i| {
                 Arc::new(EndpointState::new(
                     format!("e{i}"),
@@ -740,6 +742,121 @@ mod tests {
         assert!(
             judged.outlier.ejected_until().is_some(),
             "the interval the tripping record ended was not judged"
+        );
+    }
+
+    /// Only the statistical rule (Envoy's defaults: 1.9 standard deviations, 5 endpoints
+    /// of 100 calls) over `n` endpoints, ejecting for an hour, at most `max_percent` of
+    /// them at once.
+    fn statistical(n: usize, max_percent: u32) -> (Arc<Policy>, Vec<Arc<EndpointState>>) {
+        let hour = Duration::from_secs(60 * 60);
+        let outlier = OutlierConfig::builder()
+            .consecutive_failures(0)
+            .success_rate_stdev_factor(Some(1.9))
+            .success_rate_minimum_hosts(5)
+            .success_rate_request_volume(100)
+            .interval(Duration::from_millis(INTERVAL_MS))
+            .base_ejection_time(hour)
+            .max_ejection_time(hour)
+            .max_ejection_percent(max_percent)
+            .build()
+            .unwrap();
+        balancer(n, outlier)
+    }
+
+    /// Records a completed call's result at `now_ms`, as `complete` does.
+    fn result(e: &EndpointState, failure: bool, now_ms: u64) {
+        let settings = e.policy.settings();
+        if !failure {
+            e.policy.peers.note_success(now_ms);
+        }
+        let recorded = e.outlier.record(failure, now_ms, &settings);
+        if failure {
+            e.outlier.note_failure_start(now_ms);
+        }
+        e.after_record(recorded, now_ms, &settings);
+    }
+
+    /// Runs `intervals` intervals in which each endpoint in rotation, one after the
+    /// other, takes the calls `traffic(interval, endpoint)` says (failures, calls; the
+    /// failures spread evenly), and returns the endpoints ejected at the end. Each
+    /// interval's first calls end the one before: the last interval is not judged.
+    fn run(
+        all: &[Arc<EndpointState>],
+        intervals: u64,
+        traffic: impl Fn(u64, usize) -> (u64, u64),
+    ) -> Vec<usize> {
+        let t0 = all[0].policy.now_ms();
+        for k in 0..intervals {
+            for (i, e) in all.iter().enumerate() {
+                if e.outlier.ejected_until().is_some() {
+                    continue;
+                }
+                let (failures, calls) = traffic(k, i);
+                let now = t0 + k * INTERVAL_MS + 1 + i as u64;
+                for c in 0..calls {
+                    result(e, (c + 1) * failures / calls > c * failures / calls, now);
+                }
+            }
+        }
+        (0..all.len())
+            .filter(|&i| all[i].outlier.ejected_until().is_some())
+            .collect()
+    }
+
+    /// Ten endpoints: six at 98.5-100 %, one at 50 % (ejected), one at 98 % (kept: within
+    /// 1.9 standard deviations of the others once that one is out), one at 0 % with 99
+    /// calls (under the request volume: neither judged nor counted) and one at 100 %.
+    const TEN: [(u64, u64); 10] = [
+        (0, 200),
+        (2, 200),
+        (1, 200),
+        (3, 200),
+        (0, 200),
+        (2, 200),
+        (100, 200),
+        (99, 99),
+        (4, 200),
+        (0, 200),
+    ];
+
+    /// Pins the statistical rule's decisions on fixed endpoints: who is ejected, the
+    /// request volume and minimum hosts rules, and the ejection cap.
+    #[test]
+    fn the_statistical_rule_ejects_the_same_endpoints() {
+        let (_, all) = statistical(10, 50);
+        assert_eq!(run(&all, 4, |_, i| TEN[i]), [6]);
+
+        // Three endpoints of twenty failing every call, at most 10 % ejected: the first
+        // two go, the third is over the cap.
+        let (_, all) = statistical(20, 10);
+        let failing = |i| (10..13).contains(&i);
+        let traffic = |_, i| if failing(i) { (200, 200) } else { (0, 200) };
+        assert_eq!(run(&all, 4, traffic), [10, 11]);
+
+        // One endpoint failing every call among six, two of them under the request
+        // volume: four endpoints count, five are needed.
+        let (_, all) = statistical(6, 50);
+        let six = [(0, 200), (0, 200), (0, 200), (200, 200), (0, 99), (0, 99)];
+        assert_eq!(run(&all, 4, |_, i| six[i]), Vec::<usize>::new());
+        // one of them with 100 calls makes five: 0 % is below 80 % - 1.9 x 40 %
+        let (_, all) = statistical(6, 50);
+        let six = [(0, 200), (0, 200), (0, 200), (200, 200), (0, 100), (0, 99)];
+        assert_eq!(run(&all, 4, |_, i| six[i]), [3]);
+    }
+
+    /// As Envoy's sweep, the statistics are computed once per interval over every
+    /// endpoint, then the outliers ejected. Each endpoint's interval end computed them
+    /// over all the others: n walks of n endpoints per interval, under the peers' lock,
+    /// felt at thousands of endpoints.
+    #[test]
+    fn the_statistics_are_computed_once_per_interval() {
+        let (policy, all) = statistical(50, 50);
+        run(&all, 4, |_, _| (1, 200));
+        assert_eq!(
+            policy.peers.statistics_computed(),
+            3,
+            "three intervals judged"
         );
     }
 }

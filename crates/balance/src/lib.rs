@@ -91,11 +91,12 @@
 //! `failure_percentage` rule), or when it falls `success_rate_stdev_factor` (1.9 by
 //! default) standard deviations below the mean of the endpoints' (Envoy's statistical
 //! `success_rate` rule, on by default as there, over at least `success_rate_minimum_hosts`
-//! endpoints with `success_rate_request_volume` calls each). The n-th ejection in a row
-//! lasts n times `base_ejection_time`, capped by `max_ejection_time` (n goes down by one
-//! for every `interval` the endpoint then spends in rotation, as Envoy's multiplier), and
-//! at most `max_ejection_percent` of the endpoints are out at once. What counts as a
-//! failure is the classifier's call ([`BalanceBuilder::classify`]; by default, an `Err`).
+//! endpoints with `success_rate_request_volume` calls each, judged for all of them at once
+//! every `interval`). The n-th ejection in a row lasts n times `base_ejection_time`,
+//! capped by `max_ejection_time` (n goes down by one for every `interval` the endpoint
+//! then spends in rotation, as Envoy's multiplier), and at most `max_ejection_percent` of
+//! the endpoints are out at once. What counts as a failure is the classifier's call
+//! ([`BalanceBuilder::classify`]; by default, an `Err`).
 //!
 //! Active health ([`HealthCheckConfig`]) runs only with a probe given to
 //! [`BalanceBuilder::health_check`]: a round at once, then every `interval`, one probe per

@@ -2,8 +2,9 @@
 //!
 //! Every response feeds an endpoint's [`Outlier`] state. After `consecutive_failures` failures in
 //! a row, or when the success rate over the current interval (with at least `min_requests`
-//! calls) falls below the threshold, or when the interval it ends puts it too far below the
-//! other endpoints' success rates (the statistical rule, judged in `peers`), the endpoint is
+//! calls) falls below the threshold, or when an interval puts it too far below the other
+//! endpoints' success rates (the statistical rule, judged for every endpoint at once when
+//! the first of their intervals ends, in `peers`), the endpoint is
 //! ejected for `base_ejection_time` times the
 //! number of times it has been ejected (capped by `max_ejection_time`). A shared budget keeps
 //! the ejected endpoints at or below `max_ejection_percent` of all endpoints. An ejected endpoint
@@ -123,7 +124,7 @@ impl Outlier {
 
     /// Records one result: whether a rule is tripped (the caller should try
     /// [`try_eject`](Self::try_eject)), and the counts of the window this record ended, if
-    /// it ended one (the statistical rule judges the endpoint on them).
+    /// it ended one (the statistical rule's sweep, if due, judges the endpoint on them).
     pub fn record(&self, failure: bool, now_ms: u64, s: &Settings) -> Recorded {
         let streak = if failure {
             self.last_failure_ms
@@ -136,19 +137,11 @@ impl Outlier {
             0
         };
         let start = self.window_start_ms.load(Ordering::Relaxed);
-        let mut ended = None;
-        if now_ms.saturating_sub(start) >= s.interval_ms
-            && self
-                .window_start_ms
-                .compare_exchange(start, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let counts = self.window.swap(0, Ordering::Relaxed);
-            self.finished.store(counts, Ordering::Relaxed);
-            self.finished_at_ms
-                .store(now_ms.saturating_add(1), Ordering::Relaxed);
-            ended = Some(unpack_window(counts));
-        }
+        let ended = if now_ms.saturating_sub(start) >= s.interval_ms {
+            self.end_window(start, now_ms)
+        } else {
+            None
+        };
         let add = (u64::from(failure) << 32) | 1;
         let w = self
             .window
@@ -168,6 +161,33 @@ impl Outlier {
         Recorded {
             trip: by_streak || by_rate,
             ended,
+        }
+    }
+
+    /// Ends the window that started at `start_ms`, at `now_ms`: its counts, for the one
+    /// caller that ended it (the window's start is the claim, so a record and the
+    /// statistical rule's sweep never both end it).
+    fn end_window(&self, start_ms: u64, now_ms: u64) -> Option<(u64, u64)> {
+        self.window_start_ms
+            .compare_exchange(start_ms, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        let counts = self.window.swap(0, Ordering::Relaxed);
+        self.finished.store(counts, Ordering::Relaxed);
+        self.finished_at_ms
+            .store(now_ms.saturating_add(1), Ordering::Relaxed);
+        Some(unpack_window(counts))
+    }
+
+    /// For the statistical rule's sweep: ends the window at `now_ms` if it started before
+    /// `cut_ms` (when the sweep was due), so every endpoint's interval ends at once, as
+    /// at Envoy's sweep. Its counts (failures, calls), if this call ended it; a window
+    /// that started later is already the next interval's.
+    pub fn end_window_started_before(&self, cut_ms: u64, now_ms: u64) -> Option<(u64, u64)> {
+        let start = self.window_start_ms.load(Ordering::Relaxed);
+        if start < cut_ms {
+            self.end_window(start, now_ms)
+        } else {
+            None
         }
     }
 
@@ -690,6 +710,39 @@ mod loom_tests {
             let mine = a.try_restore(500, &budget);
             assert!(mine ^ t.join().unwrap());
             assert_eq!(budget.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    /// A call's record and the statistical rule's sweep both find the window due: one of
+    /// them ends it, and every call is counted once, in the ended window or the next.
+    #[test]
+    fn loom_a_window_is_ended_once_and_loses_no_call() {
+        loom::model(|| {
+            let s = Settings {
+                consecutive_failures: 0,
+                ..settings()
+            };
+            let a = Arc::new(Outlier::new(0));
+            a.record(true, 10, &s);
+            a.record(false, 20, &s);
+            let t = {
+                let a = a.clone();
+                thread::spawn(move || a.record(true, 1_000, &s).ended)
+            };
+            let swept = a.end_window_started_before(1_000, 1_000);
+            let recorded = t.join().unwrap();
+            let ended = match (recorded, swept) {
+                (Some(ended), None) | (None, Some(ended)) => ended,
+                both => panic!("ended by neither or both: {both:?}"),
+            };
+            let (failures, calls) = a.window_counts();
+            assert_eq!(ended.1 + calls, 3, "{ended:?} then {calls}");
+            assert_eq!(ended.0 + failures, 2);
+            assert!(
+                ended.1 >= 2,
+                "the calls before the end are in the ended window"
+            );
+            assert_eq!(a.finished_since(1_000), Some(ended));
         });
     }
 

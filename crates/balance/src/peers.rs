@@ -19,11 +19,16 @@
 //! is provisional (see `Outlier::mark_provisional`), ended by the first success elsewhere.
 //! All of it runs only when a rule trips or while an endpoint is ejected, except one
 //! relaxed load per success.
+//!
+//! Envoy's statistical rule compares every endpoint with the rest by nature: once per
+//! interval, [`outliers`] ends every endpoint's interval and judges them all on one mean
+//! and standard deviation, as Envoy's sweep ([`SweepGate`] lets one call run it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use tower_prism_core::internal::lock;
+use tower_prism_core::sync::{AtomicU64 as SyncU64, Ordering as SyncOrdering};
 
 use crate::endpoint::EndpointState;
 
@@ -41,9 +46,14 @@ pub(crate) struct Peers {
     /// When (ms on the balancer's clock, plus one; zero: never) the latest-starting
     /// successful call started, on any endpoint.
     last_success_started_ms: AtomicU64,
-    /// Every endpoint of the balancer (read only when a rule trips or an ejection is
-    /// reviewed).
+    /// Every endpoint of the balancer (read only when a rule trips, an ejection is
+    /// reviewed or the statistical rule's sweep runs).
     all: Mutex<Vec<Weak<EndpointState>>>,
+    /// The statistical rule's last sweep.
+    pub(crate) sweeps: SweepGate,
+    /// Times the statistical rule's mean and standard deviation were computed.
+    #[cfg(all(test, not(loom)))]
+    statistics_computed: std::sync::atomic::AtomicUsize,
 }
 
 impl Peers {
@@ -90,6 +100,12 @@ impl Peers {
         }
     }
 
+    /// Times the statistical rule's mean and standard deviation were computed.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn statistics_computed(&self) -> usize {
+        self.statistics_computed.load(Ordering::Relaxed)
+    }
+
     /// Sums two counts over every endpoint in rotation but `me`.
     fn sum_over_others(
         &self,
@@ -133,51 +149,111 @@ pub(crate) fn fails_like_its_peers(peers: &Peers, me: &EndpointState) -> bool {
 pub(crate) struct StdevRule {
     /// Standard deviations below the mean that eject.
     pub(crate) factor: f64,
-    /// Endpoints with enough calls (`me` included) for the rule to apply.
+    /// Endpoints with enough calls for the rule to apply.
     pub(crate) minimum_hosts: u32,
     /// Calls in an interval for an endpoint to count.
     pub(crate) request_volume: u64,
 }
 
-/// Whether `me`, whose interval just ended with `ended` (failures, calls), is a
-/// success-rate outlier by Envoy's statistical rule: its success rate is below the mean
-/// less `factor` standard deviations of the success rates of the endpoints in rotation
-/// with at least `request_volume` calls in their latest interval (each endpoint's ends
-/// when its own does, so the others' are those ended within the last two intervals), when
-/// at least `minimum_hosts` endpoints count. Runs once per endpoint and interval.
-pub(crate) fn below_the_others(
+/// When the statistical rule last judged the endpoints: at most once per interval, as
+/// Envoy's sweep, by the first call to end an interval once one is due.
+#[derive(Debug)]
+pub(crate) struct SweepGate {
+    /// When (ms on the balancer's clock) the last sweep ran; 0 at the start, when the
+    /// first windows started.
+    last_ms: SyncU64,
+}
+
+impl Default for SweepGate {
+    fn default() -> Self {
+        SweepGate {
+            last_ms: SyncU64::new(0),
+        }
+    }
+}
+
+impl SweepGate {
+    /// Whether a sweep is due at `now_ms`, `interval_ms` after the last one. For the one
+    /// caller that takes it, when it was due: the windows that started before then hold
+    /// the interval it judges.
+    pub(crate) fn begin(&self, now_ms: u64, interval_ms: u64) -> Option<u64> {
+        let last = self.last_ms.load(SyncOrdering::Relaxed);
+        let due = last.saturating_add(interval_ms);
+        if now_ms < due {
+            return None;
+        }
+        self.last_ms
+            .compare_exchange(last, now_ms, SyncOrdering::Relaxed, SyncOrdering::Relaxed)
+            .ok()
+            .map(|_| due)
+    }
+}
+
+/// Envoy's statistical success-rate rule, as its sweep does it: every endpoint's interval
+/// ends now (`trigger`'s just ended, with `ended` (failures, calls) in it; a window that
+/// started at or after `cut_ms`, when the sweep was due, ended the interval itself); the
+/// mean and standard deviation of the success rates of the endpoints in rotation with at
+/// least `request_volume` calls over it are computed once, if at least `minimum_hosts` of
+/// them count; and the endpoints among them below the mean less `factor` deviations are
+/// returned, in the balancer's order, for the caller to eject within the ejection cap.
+///
+/// Two walks of the endpoints under the list's lock, once per interval for the whole
+/// balancer: O(n), where judging each endpoint against all the others is O(n^2), felt at
+/// thousands of endpoints. It allocates only for outliers.
+pub(crate) fn outliers(
     peers: &Peers,
-    me: &EndpointState,
+    trigger: &EndpointState,
     ended: (u64, u64),
     now_ms: u64,
-    interval_ms: u64,
+    cut_ms: u64,
     rule: StdevRule,
-) -> bool {
+) -> Vec<Arc<EndpointState>> {
     let rate = |(failures, calls): (u64, u64)| (calls - failures.min(calls)) as f64 / calls as f64;
-    if ended.1 < rule.request_volume {
-        return false;
-    }
-    let since = now_ms.saturating_sub(interval_ms.saturating_mul(2));
-    let mine = rate(ended);
-    // Mean and variance in one pass (Welford), allocating nothing.
-    let (mut n, mut mean, mut squares) = (1.0_f64, mine, 0.0_f64);
-    peers.for_each_other(me, |p| {
-        let Some(counts) = p.outlier.finished_since(since) else {
-            return;
+    // The endpoint's counts over the interval judged, if it counts.
+    let counted = |p: &EndpointState, counts: Option<(u64, u64)>| {
+        counts.filter(|c| c.1 >= rule.request_volume && p.outlier.ejected_until().is_none())
+    };
+    let all = lock(&peers.all);
+    let live = || {
+        all.iter()
+            .filter_map(Weak::upgrade)
+            .filter(|p| !p.outlier.is_removed())
+    };
+    // Mean and variance in one pass (Welford).
+    let (mut n, mut mean, mut squares) = (0.0_f64, 0.0_f64, 0.0_f64);
+    for p in live() {
+        let counts = if std::ptr::eq(&*p, trigger) {
+            Some(ended)
+        } else {
+            // the windows of ejected endpoints end too, as Envoy's buckets do
+            let o = &p.outlier;
+            o.end_window_started_before(cut_ms, now_ms)
+                .or_else(|| o.finished_since(cut_ms))
         };
-        if counts.1 < rule.request_volume {
-            return;
+        if let Some(counts) = counted(&p, counts) {
+            let r = rate(counts);
+            n += 1.0;
+            let delta = r - mean;
+            mean += delta / n;
+            squares += delta * (r - mean);
         }
-        let r = rate(counts);
-        n += 1.0;
-        let delta = r - mean;
-        mean += delta / n;
-        squares += delta * (r - mean);
-    });
-    if n < f64::from(rule.minimum_hosts) {
-        return false;
     }
-    mine < mean - rule.factor * (squares / n).sqrt()
+    #[cfg(all(test, not(loom)))]
+    peers.statistics_computed.fetch_add(1, Ordering::Relaxed);
+    if n == 0.0 || n < f64::from(rule.minimum_hosts) {
+        return Vec::new();
+    }
+    let threshold = mean - rule.factor * (squares / n).sqrt();
+    live()
+        .filter(|p| {
+            let counts = if std::ptr::eq(&**p, trigger) {
+                Some(ended)
+            } else {
+                p.outlier.finished_since(cut_ms)
+            };
+            counted(p, counts).is_some_and(|c| rate(c) < threshold)
+        })
+        .collect()
 }
 
 /// One endpoint's ejection, judged against the others after the fact.
@@ -229,5 +305,35 @@ impl Review {
         requests >= WIDESPREAD_EVIDENCE
             && failures < requests
             && failures as f64 >= WIDESPREAD_FAILURES * requests as f64
+    }
+}
+
+#[cfg(loom)]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Two calls ending intervals at once, a sweep due: one runs it, then none is due
+    /// until an interval later.
+    #[test]
+    fn loom_one_sweep_per_interval() {
+        loom::model(|| {
+            let gate = Arc::new(SweepGate::default());
+            let t = {
+                let gate = gate.clone();
+                thread::spawn(move || gate.begin(1_005, 1_000))
+            };
+            let mine = gate.begin(1_005, 1_000);
+            let theirs = t.join().unwrap();
+            assert!(mine.is_some() ^ theirs.is_some(), "{mine:?} {theirs:?}");
+            assert_eq!(
+                mine.or(theirs),
+                Some(1_000),
+                "due an interval after the start"
+            );
+            assert_eq!(gate.begin(2_004, 1_000), None);
+            assert_eq!(gate.begin(2_005, 1_000), Some(2_005));
+        });
     }
 }

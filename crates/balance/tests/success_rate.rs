@@ -107,8 +107,8 @@ async fn run(config: BalanceConfig, endpoints: usize) -> (bool, u64) {
 async fn an_endpoint_well_below_the_others_success_rate_is_ejected() {
     let (ejected, calls) = run(statistical(Some(1.9), 5, 20), 6).await;
     assert!(ejected, "70 % against 100 % over six endpoints");
-    // Judged when its first interval ends, the others' having ended just before (a round
-    // robin reaches it last): about 1 s of its one call in six, then no more.
+    // Judged with the others when the first interval ends: about 1 s of its one call in
+    // six, then no more.
     assert!((33..=40).contains(&calls), "{calls} calls");
 }
 
@@ -174,8 +174,8 @@ fn defaults() -> BalanceConfig {
 async fn by_default_an_endpoint_far_below_the_others_is_ejected() {
     let (ejected, calls) = alternating(defaults(), 5, Duration::from_millis(5)).await;
     assert!(ejected, "50 % against 100 % over five endpoints");
-    // 400 calls in each 10 s interval: judged when its first or second one ends (the
-    // others' first must have ended to count), then no more calls.
+    // 400 calls in each 10 s interval: judged with the others when the first one ends,
+    // then no more calls.
     assert!((400..=801).contains(&calls), "{calls} calls");
 }
 
