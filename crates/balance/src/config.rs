@@ -116,8 +116,8 @@ pub struct OutlierConfig {
     /// factor counting as 0.001). Only endpoints in rotation with at least
     /// `success_rate_request_volume` calls in the interval count, and the rule applies
     /// only when at least `success_rate_minimum_hosts` of them do.
-    /// Default 1.9, as Envoy's (which runs the rule unless `enforcing_success_rate` is 0);
-    /// in `(0, 100]`. `None` disables the rule; in TOML, `success_rate_stdev_factor = 0`.
+    /// Default 1.9, as Envoy's (whose `enforcing_success_rate`, 100 by default, ejects
+    /// every outlier found, as here; at 0 it only counts them); in `(0, 100]`. `None` disables the rule; in TOML, `success_rate_stdev_factor = 0`.
     #[serde(with = "zero_is_none")]
     pub success_rate_stdev_factor: Option<f64>,
     /// Endpoints with enough calls the statistical rule needs. Default 5 (Envoy's), at

@@ -859,4 +859,35 @@ mod tests {
             "three intervals judged"
         );
     }
+
+    /// As Envoy's: one threshold per interval, from every endpoint's success rate over it,
+    /// judges them all. An endpoint at 96 % is within it while another at 50 % pulls the
+    /// mean and the deviation, and goes the next interval, judged without the one ejected.
+    /// Each endpoint was judged at its own interval's end against the endpoints still in
+    /// rotation, so the 50 % one ejected first moved the threshold for the others in the
+    /// same interval, and the 96 % one went with it.
+    #[test]
+    fn one_threshold_judges_every_endpoint_of_an_interval() {
+        let mut ten = TEN;
+        ten[8] = (8, 200);
+        let (_, all) = statistical(10, 50);
+        assert_eq!(run(&all, 2, |_, i| ten[i]), [6], "one interval judged");
+        let (_, all) = statistical(10, 50);
+        assert_eq!(run(&all, 3, |_, i| ten[i]), [6, 8], "two intervals judged");
+    }
+
+    /// As Envoy's: every endpoint is judged on each interval, whether or not it takes a
+    /// call after it. An endpoint was judged only when a call of its own ended its
+    /// interval, so one failing every call of an interval and taking no more (its
+    /// callers gone, or a hash sending them elsewhere) was never judged.
+    #[test]
+    fn an_endpoint_is_judged_without_a_call_after_its_interval() {
+        let (_, all) = statistical(6, 50);
+        let traffic = |k, i| match (k, i) {
+            (0, 5) => (200, 200),
+            (_, 5) => (0, 0),
+            _ => (0, 200),
+        };
+        assert_eq!(run(&all, 2, traffic), [5]);
+    }
 }
