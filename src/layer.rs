@@ -294,6 +294,14 @@ impl<P: Profile> ReliabilityLayer<P> {
             .build()?;
         Ok(self.stack_balancer(balance, Below::FaultedBalancer))
     }
+
+    /// The policy's fault stage over `endpoint`, as [`layer_endpoints`](Self::layer_endpoints)
+    /// puts it over each of its endpoints: for an endpoint added to that balancer later,
+    /// through its handle (`service.get_ref().handle().add(key, layer.fault_endpoint(svc))`),
+    /// so that the policy's faults reach it as they reach the others.
+    pub fn fault_endpoint<S>(&self, endpoint: S) -> FaultService<S, P> {
+        self.stages.fault.layer(endpoint)
+    }
 }
 
 impl<P: Profile> ReliabilityLayer<P> {

@@ -447,6 +447,36 @@ async fn over_a_policys_balancer_faults_are_each_endpoints_own() {
     assert_eq!(layer.snapshot().fault.unwrap().injected_errors, 4);
 }
 
+/// An endpoint added at runtime to a balancer from `layer_endpoints` gets the policy's fault
+/// stage through `fault_endpoint`, as the first ones got it: an injected fault is its own
+/// failure. There was no way to put the stage over it (the handle takes the faulted
+/// endpoint type, whose only public constructor passed every call through).
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_added_at_runtime_gets_the_policys_faults() {
+    let layer = ReliabilityLayer::from_policy(
+        "p",
+        &policy(
+            r#"
+            [policy.p.balance]
+            strategy = "round_robin"
+            [policy.p.fault]
+            error = 1.0
+            "#,
+        ),
+    )
+    .unwrap();
+    let echo = service_fn(|request: u32| async move { Ok::<_, BoxError>(request) });
+    let service = layer.layer_endpoints([("a", echo)]).unwrap();
+    let handle = service.get_ref().handle();
+    handle.add("b", layer.fault_endpoint(echo)).unwrap();
+    handle.remove(&"a");
+    let error = service.clone().oneshot(7).await.unwrap_err();
+    assert!(error.is::<tower_prism::fault::Error>(), "{error}");
+    let endpoints = handle.snapshot().endpoints;
+    let failures: Vec<_> = endpoints.iter().map(|e| (e.key, e.failures)).collect();
+    assert_eq!(failures, [("b", 1)]);
+}
+
 /// A `[deadline] header` on a profile whose requests carry none (`Generic`, whose carrier
 /// reads and writes nothing) is refused naming `deadline.header`, at build and at reload.
 /// It was accepted and never read: a caller's deadline in that header was ignored without
