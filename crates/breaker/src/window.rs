@@ -196,7 +196,7 @@ impl CountWindow {
     }
 
     /// The sum of the slots (what the totals converge to); for tests.
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     pub fn slot_sum(&self) -> Counts {
         let sum = self
             .slots
@@ -344,5 +344,5 @@ impl TimeWindow {
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 mod loom_tests;

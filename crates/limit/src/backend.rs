@@ -131,7 +131,7 @@ mod tests {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 mod loom_tests {
     use loom::thread;
     use tower_prism_core::sync::Arc;

@@ -406,5 +406,5 @@ impl KeyedBuckets {
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 mod loom_tests;

@@ -367,7 +367,7 @@ mod tests {
 /// Loom models of the queue's protocol as the limiter drives it: every operation under one
 /// mutex (as `limiter.rs` does), a waiter registering its waker in the same critical
 /// section in which it found it was not its turn, and every leaver waking the next head.
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 mod loom_tests {
     use std::task::{Wake, Waker};
 

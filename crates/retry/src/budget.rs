@@ -296,14 +296,14 @@ impl RetryBudget {
 
     /// [`deposit`](Self::deposit) at a given epoch. Returns `true` if this call started a
     /// new slot.
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     pub(crate) fn deposit_at(&self, epoch: u64) -> bool {
         self.add_at(epoch, self.inner.deposit.load(Ordering::Relaxed))
     }
 
     /// [`deposit_success`](Self::deposit_success) at a given epoch. Returns `true` if this
     /// call started a new slot.
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     pub(crate) fn deposit_success_at(&self, epoch: u64) -> bool {
         self.add_at(epoch, self.inner.success_deposit.load(Ordering::Relaxed))
     }
@@ -452,5 +452,5 @@ impl RetryBudget {
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 mod loom_tests;

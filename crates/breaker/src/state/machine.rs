@@ -303,7 +303,7 @@ impl Machine {
 
     /// Records the outcome of a call made with `permit`, which took `elapsed` and ended at `now`.
     #[inline]
-    #[cfg_attr(not(any(test, loom)), allow(dead_code))]
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn record(&self, permit: Permit, outcome: Outcome, elapsed: Duration, now: Moment) {
         self.record_hinted(permit, outcome, nanos(elapsed), now, || None);
     }

@@ -12,7 +12,7 @@ mod probe;
 mod snapshot;
 mod word;
 
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
