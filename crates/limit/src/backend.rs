@@ -76,6 +76,20 @@ impl LocalBackend {
     pub(crate) fn evict_idle(&self, now: u64) -> usize {
         self.keyed.evict_idle(now)
     }
+
+    /// The shape of every bucket: the unkeyed one, each shard's, the overflow bucket's.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn shapes(&self) -> Vec<Quota> {
+        let mut shapes = vec![self.unkeyed.quota()];
+        shapes.extend(self.keyed.shapes());
+        shapes
+    }
+
+    /// Holds the last shard of the per-key buckets until the guard is dropped.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn hold_last_shard(&self) -> impl Sized + '_ {
+        self.keyed.hold_last_shard()
+    }
 }
 
 #[cfg(all(test, not(loom)))]

@@ -396,6 +396,22 @@ impl KeyedBuckets {
         total
     }
 
+    /// The shape of every shard's buckets, then of the overflow bucket: for the tests that
+    /// check a reload reached them all.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn shapes(&self) -> Vec<Quota> {
+        let mut shapes: Vec<Quota> = self.shards.iter().map(|s| lock(s).quota).collect();
+        shapes.push(self.overflow.quota());
+        shapes
+    }
+
+    /// Holds the last shard's lock until the guard is dropped: for the tests that stop a
+    /// reload halfway through its walk.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn hold_last_shard(&self) -> impl Sized + '_ {
+        lock(&self.shards[self.shards.len() - 1])
+    }
+
     /// Keys looked at so far by new keys making room, in every shard.
     #[cfg(all(test, not(loom)))]
     pub(crate) fn examined(&self) -> u64 {

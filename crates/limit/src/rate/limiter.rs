@@ -54,6 +54,10 @@ pub(crate) struct Shared {
     headers: AtomicBool,
     /// The config in force (after any reconfiguration); read on cold paths only.
     config: Mutex<RateLimitConfig>,
+    /// Held by a reconfiguration from start to end, so that two never interleave: each
+    /// changes the buckets (every shard of the per-key ones in turn), the queue and the
+    /// config one after the other, and racing, they left each with the last writer's.
+    reload: Mutex<()>,
 }
 
 /// A handle on one rate limiter. Cheap to clone; every clone (and every service built from
@@ -137,6 +141,7 @@ impl RateLimiter {
                 name,
                 headers: AtomicBool::new(config.headers),
                 config: Mutex::new(config.clone()),
+                reload: Mutex::new(()),
             }),
         }
     }
@@ -437,9 +442,13 @@ impl RateLimiter {
     /// reactions. Taken
     /// tokens and waiting requests are kept. With an adaptive rate, the new rate is clamped
     /// to the new bounds, and the next adaptive step comes one new `interval` from now.
+    ///
+    /// Reconfigurations take turns: one called while another is applying waits for it, so
+    /// the limiter ends with the whole of the one applied last, never parts of each.
     pub fn reconfigure(&self, config: &RateLimitConfig) -> Result<(), ConfigError> {
-        self.check(config)?;
         let shared = &*self.shared;
+        let _reload = lock(&shared.reload);
+        self.check(config)?;
         let now = self.now_nanos();
         let mut quota = config.quota();
         let mut rate = quota.per_second();

@@ -110,3 +110,76 @@ fn interval_for_rounds_up_but_not_float_noise() {
     assert_eq!(interval_for(1e-300), u64::MAX);
     assert_eq!(interval_for(f64::NAN), 1);
 }
+
+/// Two reloads racing each other leave the limiter in one of the two configurations,
+/// whole: the second waits for the first to finish before it changes anything. Each walked
+/// the shards of per-key buckets on its own, so a shard kept whichever rate was stored in
+/// it last (keys in one shard limited at one rate, keys in another at the other), and the
+/// unkeyed bucket, the queue and the reported config each kept the last writer's.
+///
+/// The first reload is stopped halfway through its walk by holding the last shard's lock;
+/// the second then must not touch the unkeyed bucket, which it reshapes first.
+#[test]
+fn racing_reloads_leave_one_configuration_whole() {
+    let config = |rate: u32, queue_size: usize| {
+        RateLimitConfig::builder()
+            .rate(rate)
+            .period(Duration::from_secs(1))
+            .queue_size(queue_size)
+            .max_wait(Duration::from_millis(u64::from(rate)))
+            // 16 shards: a reload walks them one lock at a time.
+            .max_keys(16 * 512)
+            .build()
+            .unwrap()
+    };
+    let (slow, fast) = (config(100, 4), config(1_000, 8));
+    let layer = RateLimitLayer::from_config(&slow).unwrap();
+    let limiter = layer.handle().clone();
+    let shapes = || limiter.shared.backend.shapes();
+    assert_eq!(shapes().len(), 1 + 16 + 1);
+    let reload = |config: &RateLimitConfig| {
+        let (limiter, config) = (limiter.clone(), config.clone());
+        std::thread::spawn(move || limiter.reconfigure(&config).unwrap())
+    };
+    let unkeyed = || limiter.shared.backend.quota();
+    let wait_for = |what: &dyn Fn() -> bool, within: Duration| {
+        let start = std::time::Instant::now();
+        while !what() {
+            if start.elapsed() > within {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    };
+
+    let held = limiter.shared.backend.hold_last_shard();
+    let first = reload(&fast);
+    assert!(
+        wait_for(&|| unkeyed() == fast.quota(), Duration::from_secs(10)),
+        "the first reload reshapes the unkeyed bucket before the shards"
+    );
+    let second = reload(&slow);
+    // The first is stuck on the last shard: the second must wait for it.
+    let interleaved = wait_for(&|| unkeyed() == slow.quota(), Duration::from_millis(200));
+    drop(held);
+    first.join().unwrap();
+    second.join().unwrap();
+    assert!(
+        !interleaved,
+        "the second reload reshaped the unkeyed bucket while the first was halfway through"
+    );
+    let config = limiter.config();
+    assert_eq!(config, slow, "the second reload is the last");
+    assert!(
+        shapes().iter().all(|shape| *shape == slow.quota()),
+        "buckets shaped {:?} under a config of {:?}",
+        shapes(),
+        slow.quota()
+    );
+    assert_eq!(limiter.snapshot().queue_capacity, slow.queue_size);
+    assert_eq!(
+        limiter.shared.max_wait_nanos.load(Ordering::Relaxed),
+        nanos(slow.max_wait.unwrap())
+    );
+}
