@@ -592,6 +592,9 @@ impl EndpointState {
                 });
                 self.reassess();
                 self.policy.update_gauges();
+                // A call waiting in its response future for this endpoint's readiness
+                // gives up now rather than wait on an endpoint out of rotation.
+                self.policy.wake_all();
             }
             None => {
                 if self.outlier.ejected_until().is_none() {

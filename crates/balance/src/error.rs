@@ -10,7 +10,9 @@ use tower_prism_core::ConfigError;
 pub enum Error {
     /// No endpoint could take the request: none is known, or every one is ejected or failing
     /// its health checks and panic mode is off
-    /// ([`BalanceConfig::healthy_panic_threshold`](crate::BalanceConfig) 0).
+    /// ([`BalanceConfig::healthy_panic_threshold`](crate::BalanceConfig) 0), or the endpoint
+    /// the request waited for (its key's, under consistent hashing) left the rotation before
+    /// it was ready.
     #[error("no healthy endpoint ({endpoints} known)")]
     NoHealthyEndpoint {
         /// How many endpoints the balancer knows, healthy or not.

@@ -165,7 +165,11 @@ enum Pick {
 ///
 /// With [`Strategy::ConsistentHash`] the endpoint depends on the request, which `poll_ready`
 /// does not see: `call` picks the endpoint by the key, and if that endpoint was not yet polled
-/// ready the response future drives a clone of it to readiness first.
+/// ready the response future drives a clone of it to readiness first. (So does a `call`
+/// made without `poll_ready`, with the endpoint it takes.) If that endpoint leaves the
+/// rotation while the request waits for it (removed, ejected or failing its health checks,
+/// outside panic mode), the call fails with [`Error::NoHealthyEndpoint`] rather than wait
+/// for ever on an endpoint no new call would go to; a retry then goes to one in rotation.
 pub struct Balance<K, S, Req, C = DefaultClassifier> {
     handle: BalanceHandle<K, S>,
     locals: Vec<Local<S>>,
