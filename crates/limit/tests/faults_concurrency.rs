@@ -1,6 +1,7 @@
 //! The concurrency limiter (fixed, AIMD and gradient; with and without `max_wait`) when the
 //! upstream never answers, answers after an hour, panics in `call` or in its future, when
-//! the user's classifier panics, and when time jumps by days. Afterwards nothing is wedged:
+//! the user's classifier panics, when time jumps by days, and when a waiter woken for a
+//! freed permit is dropped before it takes it. Afterwards nothing is wedged:
 //! every permit and waiter count is back where it started and healthy calls go through.
 //! Dropped response futures and extreme configs are in `faults_concurrency_props.rs`.
 
@@ -252,4 +253,52 @@ async fn an_absurd_max_wait_is_refused_and_the_longest_wait_ends_on_time() {
     ));
     assert_eq!(start.elapsed(), ConcurrencyConfig::MAX_WAIT);
     assert_eq!(limiter.snapshot().waiting, 0);
+}
+
+/// A waiter woken for a freed permit and dropped before it takes it (its caller gave up
+/// at that moment) passes the wake-up on: the next waiter takes the permit at once, not
+/// at the end of its `max_wait`. The same when the woken waiter's permit is taken but the
+/// upstream is not ready yet and it is dropped then.
+#[tokio::test(start_paused = true)]
+async fn a_woken_waiter_dropped_passes_the_permit_to_the_next() {
+    let mut cfg = ConcurrencyConfig::fixed(1);
+    cfg.max_wait = Some(Duration::from_secs(60));
+    let layer = ConcurrencyLimitLayer::from_config(&cfg).unwrap();
+    let limiter = layer.handle().clone();
+    let upstream = Upstream::new();
+    let mut svc = layer.layer(upstream.clone());
+    for drop_after_admission in [false, true] {
+        let mut holder =
+            tokio_test::task::spawn(svc.ready().await.unwrap().call(Fault::After(10 * MS)));
+        assert!(holder.poll().is_pending());
+        let mut woken = tokio_test::task::spawn(svc.ready().await.unwrap().call(Fault::Never));
+        let mut next = tokio_test::task::spawn(svc.ready().await.unwrap().call(Fault::Answer));
+        assert!(woken.poll().is_pending());
+        assert!(next.poll().is_pending());
+        assert_eq!(limiter.snapshot().waiting, 2);
+        if drop_after_admission {
+            upstream.ready.store(false, Ordering::SeqCst);
+        }
+        tokio::time::sleep(10 * MS).await;
+        assert_eq!(
+            holder.poll().map(Result::unwrap),
+            std::task::Poll::Ready(Fault::After(10 * MS))
+        );
+        if drop_after_admission {
+            assert!(woken.is_woken());
+            assert!(
+                woken.poll().is_pending(),
+                "admitted, the upstream not ready"
+            );
+            assert_eq!(limiter.snapshot().in_flight, 1);
+        }
+        drop(woken);
+        upstream.ready.store(true, Ordering::SeqCst);
+        assert!(next.is_woken(), "the wake-up was passed on");
+        let start = Instant::now();
+        assert_eq!(next.await.unwrap(), Fault::Answer);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        let snap = limiter.snapshot();
+        assert_eq!((snap.in_flight, snap.waiting), (0, 0));
+    }
 }
