@@ -7,8 +7,6 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,95 +17,13 @@ use tower_layer::Layer;
 use tower_prism_core::Outcome;
 use tower_prism_retry::{Backoff, BudgetConfig, Error, RetryBudget, RetryConfig, RetryLayer};
 
+mod common;
+
+use common::scripted::{Act, Scripted};
+
 const MS: Duration = Duration::from_millis(1);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
-
-/// What the inner service does on one attempt.
-#[derive(Debug, Clone, Copy)]
-enum Act {
-    Fail,
-    FailAfter(Duration),
-    Answer,
-    AnswerAfter(Duration),
-    Never,
-    PanicInCall,
-    PanicInFuture,
-}
-
-/// An inner service that follows a script, one act per attempt (then answers), counting
-/// its calls and the futures it has handed out that are still alive.
-#[derive(Clone)]
-struct Scripted {
-    script: Arc<Vec<Act>>,
-    calls: Arc<AtomicU32>,
-    alive: Arc<AtomicI32>,
-}
-
-struct Alive(Arc<AtomicI32>);
-
-impl Drop for Alive {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Scripted {
-    fn new(script: &[Act]) -> Self {
-        Scripted {
-            script: Arc::new(script.to_vec()),
-            calls: Arc::default(),
-            alive: Arc::default(),
-        }
-    }
-
-    fn calls(&self) -> u32 {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn alive(&self) -> i32 {
-        self.alive.load(Ordering::SeqCst)
-    }
-}
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<u32, BoxError>> + Send>>;
-
-impl Service<u32> for Scripted {
-    type Response = u32;
-    type Error = BoxError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, n: u32) -> BoxFuture {
-        let i = self.calls.fetch_add(1, Ordering::SeqCst) as usize;
-        let act = self.script.get(i).copied().unwrap_or(Act::Answer);
-        if let Act::PanicInCall = act {
-            panic!("the inner service panicked in call");
-        }
-        self.alive.fetch_add(1, Ordering::SeqCst);
-        let alive = Alive(self.alive.clone());
-        Box::pin(async move {
-            let _alive = alive;
-            match act {
-                Act::Fail => Err("refused".into()),
-                Act::FailAfter(d) => {
-                    tokio::time::sleep(d).await;
-                    Err("refused late".into())
-                }
-                Act::Answer | Act::PanicInCall => Ok(n),
-                Act::AnswerAfter(d) => {
-                    tokio::time::sleep(d).await;
-                    Ok(n)
-                }
-                Act::Never => std::future::pending().await,
-                Act::PanicInFuture => panic!("the inner future panicked"),
-            }
-        })
-    }
-}
 
 /// A budget that neither expires nor runs dry during a test: a one-day window with a
 /// floor of 1 retry a second (86 400 retries), each first attempt earning half a retry

@@ -8,113 +8,25 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::advance;
-use tower::{BoxError, Service, ServiceExt};
+use tower::{BoxError, ServiceExt};
 use tower_layer::Layer;
 use tower_prism_core::Outcome;
 use tower_prism_retry::{Backoff, BudgetConfig, HedgeConfig, RetryConfig, RetryHandle, RetryLayer};
+
+mod common;
+
+use common::scripted::{Act, Scripted};
 
 const MS: Duration = Duration::from_millis(1);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 /// The hedge delay of every layer here.
 const DELAY: Duration = Duration::from_millis(50);
-
-/// What the inner service does on one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Act {
-    FailAfter(Duration),
-    AnswerAfter(Duration),
-    Never,
-    PanicInCall,
-    PanicAfter(Duration),
-}
-
-/// An inner service playing one act per attempt (then never answering), counting its
-/// calls and the attempt futures still alive; its readiness can be switched off.
-#[derive(Clone)]
-struct Scripted {
-    script: Arc<Vec<Act>>,
-    calls: Arc<AtomicU32>,
-    alive: Arc<AtomicI32>,
-    ready: Arc<AtomicBool>,
-}
-
-struct Alive(Arc<AtomicI32>);
-
-impl Drop for Alive {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Scripted {
-    fn new(script: &[Act]) -> Self {
-        Scripted {
-            script: Arc::new(script.to_vec()),
-            calls: Arc::default(),
-            alive: Arc::default(),
-            ready: Arc::new(AtomicBool::new(true)),
-        }
-    }
-
-    fn calls(&self) -> u32 {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn alive(&self) -> i32 {
-        self.alive.load(Ordering::SeqCst)
-    }
-}
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<u32, BoxError>> + Send>>;
-
-impl Service<u32> for Scripted {
-    type Response = u32;
-    type Error = BoxError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.ready.load(Ordering::SeqCst) {
-            Poll::Ready(Ok(()))
-        } else {
-            // The test switches it back on and polls again; no waker is needed.
-            Poll::Pending
-        }
-    }
-
-    fn call(&mut self, n: u32) -> BoxFuture {
-        let i = self.calls.fetch_add(1, Ordering::SeqCst) as usize;
-        let act = self.script.get(i).copied().unwrap_or(Act::Never);
-        if act == Act::PanicInCall {
-            panic!("the inner service panicked in call");
-        }
-        self.alive.fetch_add(1, Ordering::SeqCst);
-        let alive = Alive(self.alive.clone());
-        Box::pin(async move {
-            let _alive = alive;
-            match act {
-                Act::FailAfter(d) => {
-                    tokio::time::sleep(d).await;
-                    Err("refused".into())
-                }
-                Act::AnswerAfter(d) => {
-                    tokio::time::sleep(d).await;
-                    Ok(n)
-                }
-                Act::Never | Act::PanicInCall => std::future::pending().await,
-                Act::PanicAfter(d) => {
-                    tokio::time::sleep(d).await;
-                    panic!("the inner future panicked")
-                }
-            }
-        })
-    }
-}
 
 /// A budget that neither expires nor runs dry during a test: a one-day window with a floor
 /// of one retry a second, each first attempt earning half a retry, successes nothing.
@@ -167,7 +79,7 @@ fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
 /// After a fault: a hedged call whose first attempt is slow is answered by its hedge,
 /// and the first attempt is cancelled.
 async fn still_hedges(layer: &RetryLayer) {
-    let inner = Scripted::new(&[Act::Never, Act::AnswerAfter(MS * 10)]);
+    let inner = Scripted::then_never(&[Act::Never, Act::AnswerAfter(MS * 10)]);
     let sent = layer.handle().snapshot().hedges_sent;
     assert_eq!(layer.layer(inner.clone()).oneshot(5).await.unwrap(), 5);
     assert_eq!(inner.calls(), 2);
@@ -190,7 +102,7 @@ async fn a_hedged_call_dropped_at_any_poll_leaves_no_attempt_and_no_grant() {
     let layer = hedged(2, 2);
     let mut calls = 0;
     for polls in 0..25 {
-        let inner = Scripted::new(&script);
+        let inner = Scripted::then_never(&script);
         let mut call = Box::pin(layer.layer(inner.clone()).oneshot(polls));
         // the first poll makes the call, and the call earns its deposit
         calls += u32::from(polls > 0);
@@ -225,7 +137,7 @@ async fn a_hedged_retry_dropped_in_its_backoff_or_round_leaves_nothing() {
     // polls 10 ms apart: the round fails at 60 ms (the hedge sent at 50 ms fails then
     // too), the backoff ends and the retry goes at 70 ms (the call's one hedge is spent)
     for polls in [7, 8, 9, 13, 14] {
-        let inner = Scripted::new(&[
+        let inner = Scripted::then_never(&[
             Act::FailAfter(MS * 60),
             Act::FailAfter(MS * 10),
             Act::Never,
@@ -252,7 +164,7 @@ async fn a_hedged_retry_dropped_in_its_backoff_or_round_leaves_nothing() {
 #[tokio::test(start_paused = true)]
 async fn a_panic_in_a_hedges_call_drops_the_first_attempt_and_gives_the_grant_back() {
     let layer = hedged(1, 1);
-    let inner = Scripted::new(&[Act::Never, Act::PanicInCall]);
+    let inner = Scripted::then_never(&[Act::Never, Act::PanicInCall]);
     let joined = tokio::spawn(layer.layer(inner.clone()).oneshot(1)).await;
     assert!(joined.unwrap_err().is_panic());
     assert_eq!((inner.calls(), inner.alive()), (2, 0));
@@ -275,7 +187,7 @@ async fn a_panic_in_any_attempts_future_drops_the_others() {
         &[Act::PanicAfter(MS * 120), Act::Never, Act::Never],
     ];
     for (i, script) in scripts.into_iter().enumerate() {
-        let inner = Scripted::new(script);
+        let inner = Scripted::then_never(script);
         let joined = tokio::spawn(layer.layer(inner.clone()).oneshot(1)).await;
         assert!(joined.unwrap_err().is_panic(), "script {i}");
         assert_eq!(inner.alive(), 0, "script {i}");
@@ -298,12 +210,12 @@ async fn a_classifier_panicking_on_a_hedges_answer_leaves_nothing() {
         })
         .build()
         .unwrap();
-    let inner = Scripted::new(&[Act::Never, Act::AnswerAfter(MS * 10)]);
+    let inner = Scripted::then_never(&[Act::Never, Act::AnswerAfter(MS * 10)]);
     let joined = tokio::spawn(layer.layer(inner.clone()).oneshot(0)).await;
     assert!(joined.unwrap_err().is_panic());
     assert_eq!((inner.calls(), inner.alive()), (2, 0));
     assert_charged_for_what_was_sent(layer.handle(), 1);
-    let inner = Scripted::new(&[Act::Never, Act::AnswerAfter(MS * 10)]);
+    let inner = Scripted::then_never(&[Act::Never, Act::AnswerAfter(MS * 10)]);
     assert_eq!(layer.layer(inner.clone()).oneshot(3).await.unwrap(), 3);
     assert_eq!(inner.alive(), 0);
     assert_charged_for_what_was_sent(layer.handle(), 2);
@@ -325,13 +237,13 @@ async fn a_clone_request_panicking_on_a_hedge_gives_the_grant_back() {
         })
         .build()
         .unwrap();
-    let inner = Scripted::new(&[Act::Never]);
+    let inner = Scripted::then_never(&[Act::Never]);
     let joined = tokio::spawn(layer.layer(inner.clone()).oneshot(0)).await;
     assert!(joined.unwrap_err().is_panic());
     assert_eq!((inner.calls(), inner.alive()), (1, 0));
     assert_eq!(layer.handle().snapshot().hedges_sent, 0);
     assert_charged_for_what_was_sent(layer.handle(), 1);
-    let inner = Scripted::new(&[Act::Never, Act::AnswerAfter(MS * 10)]);
+    let inner = Scripted::then_never(&[Act::Never, Act::AnswerAfter(MS * 10)]);
     assert_eq!(layer.layer(inner.clone()).oneshot(3).await.unwrap(), 3);
     assert_eq!(inner.alive(), 0);
     assert_charged_for_what_was_sent(layer.handle(), 2);
@@ -343,7 +255,7 @@ async fn a_clone_request_panicking_on_a_hedge_gives_the_grant_back() {
 #[tokio::test(start_paused = true)]
 async fn a_granted_hedge_the_first_answer_makes_moot_gives_its_grant_back() {
     let layer = hedged(1, 1);
-    let inner = Scripted::new(&[Act::AnswerAfter(MS * 80)]);
+    let inner = Scripted::then_never(&[Act::AnswerAfter(MS * 80)]);
     let mut call = Box::pin(layer.layer(inner.clone()).oneshot(7));
     assert!(poll_once(&mut call).is_pending());
     inner.ready.store(false, Ordering::SeqCst);
@@ -378,9 +290,9 @@ async fn hedges_over_a_balancer_give_every_in_flight_count_back() {
         // Each endpoint's first call: 0 hangs, 1 fails at once, 2 answers after 30 ms;
         // the hedges go to endpoints the call has not tried.
         let endpoints = [
-            Scripted::new(&[Act::Never]),
-            Scripted::new(&[Act::FailAfter(MS)]),
-            Scripted::new(&[Act::AnswerAfter(MS * 30)]),
+            Scripted::then_never(&[Act::Never]),
+            Scripted::then_never(&[Act::FailAfter(MS)]),
+            Scripted::then_never(&[Act::AnswerAfter(MS * 30)]),
         ];
         let balance: Balance<usize, Scripted, u32> = Balance::builder()
             .config(

@@ -3,6 +3,8 @@
 // Each test file uses its own part of this.
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
