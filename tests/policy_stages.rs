@@ -418,20 +418,22 @@ fn a_reload_may_not_add_or_remove_a_deadline() {
     assert!(error.to_string().contains("= seconds:"), "{error}");
 }
 
+/// A policy balancing round robin whose fault stage fails every call.
+fn round_robin_failing_every_call() -> ReliabilityLayer {
+    let policy = policy(
+        r#"
+        [policy.p.balance]
+        strategy = "round_robin"
+        [policy.p.fault]
+        error = 1.0
+        "#,
+    );
+    ReliabilityLayer::from_policy("p", &policy).unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn over_a_policys_balancer_faults_are_each_endpoints_own() {
-    let layer = ReliabilityLayer::from_policy(
-        "p",
-        &policy(
-            r#"
-            [policy.p.balance]
-            strategy = "round_robin"
-            [policy.p.fault]
-            error = 1.0
-            "#,
-        ),
-    )
-    .unwrap();
+    let layer = round_robin_failing_every_call();
     let echo = service_fn(|request: u32| async move { Ok::<_, BoxError>(request) });
     let service = layer
         .layer_endpoints(["a", "b"].map(|key| (key, echo)))
@@ -453,18 +455,7 @@ async fn over_a_policys_balancer_faults_are_each_endpoints_own() {
 /// endpoint type, whose only public constructor passed every call through).
 #[tokio::test(start_paused = true)]
 async fn an_endpoint_added_at_runtime_gets_the_policys_faults() {
-    let layer = ReliabilityLayer::from_policy(
-        "p",
-        &policy(
-            r#"
-            [policy.p.balance]
-            strategy = "round_robin"
-            [policy.p.fault]
-            error = 1.0
-            "#,
-        ),
-    )
-    .unwrap();
+    let layer = round_robin_failing_every_call();
     let echo = service_fn(|request: u32| async move { Ok::<_, BoxError>(request) });
     let service = layer.layer_endpoints([("a", echo)]).unwrap();
     let handle = service.get_ref().handle();
