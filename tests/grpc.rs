@@ -373,30 +373,12 @@ async fn grpc_retries_are_capped_at_five_attempts() {
             .max_attempts(8)
             .backoff(Backoff::fixed(Duration::from_millis(1))),
     );
-    let (upstream, calls) = unavailable_upstream();
     let policy = ReliabilityLayer::builder()
         .grpc()
         .retry(eight.clone())
         .build()
         .unwrap();
-    let attempts = |policy: &ReliabilityLayer<Grpc>| {
-        let policy = policy.clone();
-        let upstream = upstream.clone();
-        let calls = calls.clone();
-        async move {
-            *calls.lock().unwrap() = 0;
-            let response = ServiceBuilder::new()
-                .layer(BoxedReplayLayer::new(1024, Body::new))
-                .reliability(policy)
-                .service(upstream)
-                .oneshot(http::Request::new(Body::empty()))
-                .await
-                .unwrap();
-            assert_eq!(response.headers()["grpc-status"], "14");
-            let calls = *calls.lock().unwrap();
-            calls
-        }
-    };
+    let attempts = attempts_against_unavailable;
     assert_eq!(attempts(&policy).await, 5);
     assert_eq!(policy.snapshot().retry.unwrap().max_attempts, 5);
 
@@ -437,21 +419,16 @@ async fn grpc_hedged_rounds_are_capped_at_five_attempts() {
             .max_attempts(1)
             .hedge(tower_prism::retry::HedgeConfig::fixed(Duration::ZERO).max_hedged(8)),
     );
-    let (upstream, calls) = unavailable_upstream();
     let policy = ReliabilityLayer::builder()
         .grpc()
         .retry(hedged)
         .build()
         .unwrap();
-    let response = ServiceBuilder::new()
-        .layer(BoxedReplayLayer::new(1024, Body::new))
-        .reliability(policy)
-        .service(upstream)
-        .oneshot(http::Request::new(Body::empty()))
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["grpc-status"], "14");
-    assert_eq!(*calls.lock().unwrap(), 5, "the attempt and 4 hedges");
+    assert_eq!(
+        attempts_against_unavailable(&policy).await,
+        5,
+        "the attempt and 4 hedges"
+    );
 }
 
 /// gRFC A6: a method has a retry policy or a hedging policy, never both. A gRPC policy
@@ -494,17 +471,8 @@ async fn grpc_refuses_retries_and_hedging_together_at_build_and_reload() {
         "{error}"
     );
     assert_eq!(policy.snapshot().retry.unwrap().max_attempts, 1);
-    let (upstream, calls) = unavailable_upstream();
-    let response = ServiceBuilder::new()
-        .layer(BoxedReplayLayer::new(1024, Body::new))
-        .reliability(policy)
-        .service(upstream)
-        .oneshot(http::Request::new(Body::empty()))
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["grpc-status"], "14");
     assert_eq!(
-        *calls.lock().unwrap(),
+        attempts_against_unavailable(&policy).await,
         5,
         "one round: the attempt and 4 hedges"
     );
@@ -545,6 +513,22 @@ fn unavailable_upstream() -> (
         async { Ok::<_, BoxError>(trailers_only("14", None)) }
     });
     (upstream, calls)
+}
+
+/// The attempts one call through `policy` (its requests replayable) makes to an upstream
+/// answering every one UNAVAILABLE, whose status the call then answers with.
+async fn attempts_against_unavailable(policy: &ReliabilityLayer<Grpc>) -> u32 {
+    let (upstream, calls) = unavailable_upstream();
+    let response = ServiceBuilder::new()
+        .layer(BoxedReplayLayer::new(1024, Body::new))
+        .reliability(policy.clone())
+        .service(upstream)
+        .oneshot(http::Request::new(Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14");
+    let attempts = *calls.lock().unwrap();
+    attempts
 }
 
 /// A server behind `policy` and `grpc_errors`, whose handler sleeps for `work` and then
