@@ -38,7 +38,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use tower_prism_core::internal::reading;
+use tower_prism_core::internal::{reading, take_ready};
 use tower_prism_core::{BoxError, Classify};
 use tower_prism_fault::InjectStatus;
 use tower_prism_limit::rate::{KeyFn, RateHeaders};
@@ -159,8 +159,7 @@ impl<S, P: Profile> DirectStack<S, P> {
     where
         S: Clone,
     {
-        let spare = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, spare);
+        let ready = take_ready(&mut self.inner);
         let fault = Self::fault(&self.stages).with_inner(ready);
         let retry = P::Retries::stage::<_, P>(None, None, fault);
         self.stages

@@ -102,7 +102,6 @@ mod error;
 mod keyed;
 mod queue;
 pub mod rate;
-mod ready;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use divisor::Divisor;
-pub use ready_call::ReadyCall;
+pub use ready_call::{take_ready, ReadyCall};
 pub use retry_after::{parse_retry_after, response_retry_after, MAX_RETRY_AFTER_LEN};
 
 /// Runs `f` with the thread-local `cell` set to `value(what it held)`, and puts back what it

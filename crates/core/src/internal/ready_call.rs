@@ -1,4 +1,5 @@
-//! [`ReadyCall`]: wait until a service is ready, then call it.
+//! [`ReadyCall`]: wait until a service is ready, then call it; [`take_ready`]: hand the
+//! service `poll_ready` readied to a call made later.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,6 +53,15 @@ impl<S: Service<Req>, Req> Future for ReadyCall<S, Req> {
             }
         }
     }
+}
+
+/// Takes the service that `poll_ready` made ready, for a call made later (after a wait, or
+/// through stages built for the call), leaving a clone in its place to be driven to
+/// readiness before the next call: the standard tower pattern, so that the service called
+/// is the one that was made ready (a clone of tower's `Buffer` is not).
+pub fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tower_prism_core::BoxError;
 
 use super::future::ResponseFuture;
 use super::limiter::ConcurrencyLimiter;
-use crate::ready::take_ready;
+use tower_prism_core::internal::take_ready;
 
 /// Caps the requests in flight to `S` at the limiter's adaptive limit. Clones share the
 /// limiter.

@@ -16,7 +16,7 @@ use super::limiter::{Fast, RateLimiter};
 use super::policy::{KeyFn, PriorityFn, SamePriority, UnitWeight, Unkeyed, WeightFn};
 use super::waiter::Enqueued;
 use crate::bucket::TokensLeft;
-use crate::ready::take_ready;
+use tower_prism_core::internal::take_ready;
 
 /// Admits requests to `S` at the limiter's rate. Clones share the limiter.
 ///

@@ -9,7 +9,7 @@ use super::future::ResponseFuture;
 use super::limiter::RedisRateLimiter;
 use super::policy::RedisKeyFn;
 use crate::rate::Unkeyed;
-use crate::ready::take_ready;
+use tower_prism_core::internal::take_ready;
 
 /// The service made by [`RedisRateLimitLayer`](super::RedisRateLimitLayer); the decision
 /// is made in the response future (never in `poll_ready`), which then calls the inner
