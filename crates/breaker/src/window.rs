@@ -93,6 +93,8 @@ const COUNT_BITS: u32 = 21;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
 // Slot codes: 0 empty, else 1 | failure << 1 | slow << 2.
+const SUCCESS: u32 = 1;
+
 fn slot_code(failure: bool, slow: bool) -> u32 {
     1 | (u32::from(failure) << 1) | (u32::from(slow) << 2)
 }
@@ -117,12 +119,14 @@ fn unpack_count(word: u64) -> Counts {
 ///
 /// Recording claims the next slot (`fetch_add` on a cursor), swaps the call's code into it and
 /// adds (new - old) to the packed totals in one `fetch_add`, so the totals always converge to
-/// the sum of the slots.
+/// the sum of the slots. A success recorded while every slot holds one writes nothing.
 #[derive(Debug)]
 pub struct CountWindow {
     slots: Box<[AtomicU32]>,
     /// `u64::MAX / slots + 1`, for a division-free `cursor % slots` (Lemire's fastmod).
     magic: u64,
+    /// The totals of a full window of successes (`slots` calls, no failure, none slow).
+    full_of_successes: u64,
     hot: Written,
 }
 
@@ -144,6 +148,7 @@ impl CountWindow {
         CountWindow {
             slots: (0..size).map(|_| AtomicU32::new(0)).collect(),
             magic: (u64::MAX / u64::from(size)).wrapping_add(1),
+            full_of_successes: u64::from(size),
             hot: Written {
                 cursor: AtomicU32::new(0),
                 totals: AtomicU64::new(0),
@@ -155,6 +160,18 @@ impl CountWindow {
     #[inline]
     pub fn record(&self, failure: bool, slow: bool) -> Counts {
         let code = slot_code(failure, slow);
+        // A healthy breaker's steady state: every slot holds a success and so does this
+        // call. Whichever slot it took, the ring would read the same, and the next call
+        // that is not a plain success lands one slot later than it would: the last N calls
+        // still count N - 1 successes and it. So it takes no slot and writes nothing; the
+        // hot line is only read, and threads recording at once stop taking it from each
+        // other (the cursor's `fetch_add` was every call's one locked write). Totals lag
+        // the slots only while a record is between its swap and its `fetch_add`; a record
+        // skipped then is ordered before that one.
+        let totals = self.hot.totals.load(Relaxed);
+        if code == SUCCESS && totals == self.full_of_successes {
+            return unpack_count(totals);
+        }
         let index = self.slot_index(self.hot.cursor.fetch_add(1, Relaxed));
         let slot = &self.slots[index];
         // The steady state writes what the slot already holds (a success over a success):

@@ -53,3 +53,29 @@ fn loom_an_unchanged_slot_and_a_racing_lap_keep_the_totals() {
         assert_eq!(w.counts().calls, 1);
     });
 }
+
+/// Successes recorded over a full window of them write nothing, while a failure races
+/// them for the slots: the totals still match the slots, and hold the failure.
+#[test]
+fn loom_a_skipped_success_racing_a_failure_keeps_the_totals() {
+    loom::model(|| {
+        let w = Arc::new(CountWindow::new(2));
+        w.record(false, false);
+        w.record(false, false);
+        let handles: Vec<_> = [true, false]
+            .into_iter()
+            .map(|failure| {
+                let w = w.clone();
+                thread::spawn(move || {
+                    w.record(failure, false);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(w.counts(), w.slot_sum());
+        assert_eq!(w.counts().calls, 2);
+        assert_eq!(w.counts().failures, 1);
+    });
+}

@@ -52,6 +52,42 @@ fn count_window_slides() {
     assert_eq!(w.record(true, false).failures, 1);
 }
 
+/// A window full of successes takes no slot for another success; a failure then is still
+/// counted for exactly the next `size` calls, as the ring's order wants.
+#[test]
+fn a_window_full_of_successes_writes_nothing_for_another() {
+    let w = CountWindow::new(3);
+    for _ in 0..3 {
+        w.record(false, false);
+    }
+    let cursor = w.hot.cursor.load(Relaxed);
+    for _ in 0..5 {
+        assert_eq!(
+            w.record(false, false),
+            Counts {
+                calls: 3,
+                failures: 0,
+                slow: 0
+            }
+        );
+    }
+    assert_eq!(w.hot.cursor.load(Relaxed), cursor, "no slot taken");
+    assert_eq!(w.record(true, false).failures, 1);
+    assert_eq!(w.record(false, false).failures, 1);
+    assert_eq!(w.record(false, false).failures, 1);
+    assert_eq!(
+        w.record(false, false).failures,
+        0,
+        "three calls later it falls out"
+    );
+    assert_eq!(
+        w.record(false, true).slow,
+        1,
+        "a slow success takes its slot"
+    );
+    assert_eq!(w.counts(), w.slot_sum());
+}
+
 #[test]
 fn slot_index_is_the_remainder() {
     for size in [1u32, 2, 3, 7, 100, 1000, 65_537, 1 << 20] {
