@@ -7,7 +7,9 @@
 //!
 //! With `--serve PORT`, it only serves the three routes, on PORT (bare), PORT+1 (the
 //! do-nothing layer) and PORT+2 (the stack), on one thread, until killed: for a load
-//! generator of your own on its own core (`scripts/http-bench` runs wrk that way).
+//! generator of your own on its own core (`scripts/http-bench` runs wrk that way). Three
+//! more tell the stack's cost apart: PORT+3 the stack with no stage configured, PORT+4
+//! with the rate limit alone, PORT+5 with the circuit breaker alone.
 //!
 //! A load generator (64 keep-alive connections, hyper client) drives `GET /` for a bounded
 //! time against three servers on 127.0.0.1: one bare, one whose route carries a layer that
@@ -30,7 +32,7 @@ use hyper_util::rt::TokioExecutor;
 use tower::ServiceBuilder;
 use tower_prism::breaker::BreakerConfig;
 use tower_prism::limit::rate::RateLimitConfig;
-use tower_prism::{ReliabilityLayer, ServiceBuilderExt};
+use tower_prism::{HttpServer, ReliabilityLayer, ServiceBuilderExt};
 
 const CONNECTIONS: usize = 64;
 const ROUND: Duration = Duration::from_secs(2);
@@ -56,22 +58,44 @@ async fn servers(port: u16) -> Result<[SocketAddr; 3], Box<dyn std::error::Error
         next(1),
     )
     .await?;
-    let layer = ReliabilityLayer::builder()
-        .http_server()
-        .name("load")
-        .rate_limit(RateLimitConfig::new(1_000_000_000, Duration::from_secs(1)))
-        .circuit_breaker(BreakerConfig::default())
-        .build()?;
-    let stacked = serve(
-        Router::new().route(
-            "/",
-            get(|| async { "ok" })
-                .route_layer(ServiceBuilder::new().http_errors().reliability(layer)),
-        ),
-        next(2),
-    )
-    .await?;
+    let stacked = serve_stack(policy(true, true)?, next(2)).await?;
     Ok([bare, identity, stacked])
+}
+
+/// The stack's route with no stage, the rate limit alone and the breaker alone, on
+/// `port + 3` to `port + 5`.
+async fn stage_servers(port: u16) -> Result<[SocketAddr; 3], Box<dyn std::error::Error>> {
+    Ok([
+        serve_stack(policy(false, false)?, port + 3).await?,
+        serve_stack(policy(true, false)?, port + 4).await?,
+        serve_stack(policy(false, true)?, port + 5).await?,
+    ])
+}
+
+/// An `http_server()` policy with a rate limit sized to admit everything and a default
+/// circuit breaker, each if asked for.
+fn policy(
+    rate_limit: bool,
+    breaker: bool,
+) -> Result<ReliabilityLayer<HttpServer>, Box<dyn std::error::Error>> {
+    let mut builder = ReliabilityLayer::builder().http_server().name("load");
+    if rate_limit {
+        builder = builder.rate_limit(RateLimitConfig::new(1_000_000_000, Duration::from_secs(1)));
+    }
+    if breaker {
+        builder = builder.circuit_breaker(BreakerConfig::default());
+    }
+    Ok(builder.build()?)
+}
+
+/// The route behind `http_errors().reliability(layer)`, served on `port`.
+async fn serve_stack(
+    layer: ReliabilityLayer<HttpServer>,
+    port: u16,
+) -> std::io::Result<SocketAddr> {
+    let route =
+        get(|| async { "ok" }).route_layer(ServiceBuilder::new().http_errors().reliability(layer));
+    serve(Router::new().route("/", route), port).await
 }
 
 async fn load(addr: SocketAddr) -> Result<f64, Box<dyn std::error::Error>> {
@@ -112,9 +136,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .build()?;
             return runtime.block_on(async {
                 let addrs = servers(port).await?;
+                let stages = stage_servers(port).await?;
                 println!(
-                    "serving: bare {} identity {} stack {}",
-                    addrs[0], addrs[1], addrs[2]
+                    "serving: bare {} identity {} stack {}; stack with no stage {}, rate limit \
+                     alone {}, breaker alone {}",
+                    addrs[0], addrs[1], addrs[2], stages[0], stages[1], stages[2]
                 );
                 std::future::pending::<()>().await;
                 Ok(())
