@@ -30,6 +30,22 @@ fn loom_count_window_totals_match_slots() {
     });
 }
 
+/// Records `(failure, slow)` of each of `calls` on a thread of its own, all at once.
+fn record_at_once(w: &Arc<CountWindow>, calls: [(bool, bool); 2]) {
+    let handles: Vec<_> = calls
+        .into_iter()
+        .map(|(failure, slow)| {
+            let w = w.clone();
+            thread::spawn(move || {
+                w.record(failure, slow);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
 /// A record that finds its code already in the slot writes nothing; a record of another
 /// lap racing it for the same slot still accounts for its own change.
 #[test]
@@ -37,18 +53,7 @@ fn loom_an_unchanged_slot_and_a_racing_lap_keep_the_totals() {
     loom::model(|| {
         let w = Arc::new(CountWindow::new(1));
         w.record(false, false);
-        let handles: Vec<_> = [(false, false), (true, false)]
-            .into_iter()
-            .map(|(f, s)| {
-                let w = w.clone();
-                thread::spawn(move || {
-                    w.record(f, s);
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
+        record_at_once(&w, [(false, false), (true, false)]);
         assert_eq!(w.counts(), w.slot_sum());
         assert_eq!(w.counts().calls, 1);
     });
@@ -62,18 +67,7 @@ fn loom_a_skipped_success_racing_a_failure_keeps_the_totals() {
         let w = Arc::new(CountWindow::new(2));
         w.record(false, false);
         w.record(false, false);
-        let handles: Vec<_> = [true, false]
-            .into_iter()
-            .map(|failure| {
-                let w = w.clone();
-                thread::spawn(move || {
-                    w.record(failure, false);
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
+        record_at_once(&w, [(true, false), (false, false)]);
         assert_eq!(w.counts(), w.slot_sum());
         assert_eq!(w.counts().calls, 2);
         assert_eq!(w.counts().failures, 1);
