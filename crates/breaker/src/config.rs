@@ -227,7 +227,8 @@ impl Default for BreakerConfig {
 
 impl BreakerConfig {
     /// A builder starting from the defaults: count window of 100 calls, `minimum_calls` 20,
-    /// failure rate threshold 0.5, slow calls (over 60 s) not tripping, open for 500 ms
+    /// failure rate threshold 0.5, slow calls (over 60 s) tripping only when every call of
+    /// the window is one (resilience4j's rate threshold of 100 %), open for 500 ms
     /// doubling while the upstream stays dead (cap 1 s, or `wait_duration` if longer; an
     /// upstream's hint up to 30 s), 3 half-open probes, `Fatal` not counted,
     /// not-retryable counted, a call cut short by its deadline not counted.
