@@ -161,12 +161,12 @@ impl CountWindow {
     pub fn record(&self, failure: bool, slow: bool) -> Counts {
         let code = slot_code(failure, slow);
         // A healthy breaker's steady state: every slot holds a success and so does this
-        // call. Whichever slot it took, the ring would read the same, and the next call
-        // that is not a plain success lands one slot later than it would: the last N calls
-        // still count N - 1 successes and it. So it takes no slot and writes nothing; the
-        // hot line is only read, and threads recording at once stop taking it from each
-        // other (the cursor's `fetch_add` was every call's one locked write). Totals lag
-        // the slots only while a record is between its swap and its `fetch_add`; a record
+        // call. Whichever slot it took, the ring would read the same, so it takes none and
+        // writes nothing: the next call that is not a plain success takes the slot this one
+        // would have, and the last N calls still count N - 1 successes and it. The hot line
+        // is then only read, and threads recording at once stop taking it from each other
+        // (the cursor's `fetch_add` was every call's one locked write). Totals lag the
+        // slots only while a record is between its swap and its `fetch_add`; a record
         // skipped then is ordered before that one.
         let totals = self.hot.totals.load(Relaxed);
         if code == SUCCESS && totals == self.full_of_successes {
