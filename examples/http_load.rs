@@ -7,9 +7,10 @@
 //!
 //! With `--serve PORT`, it only serves the three routes, on PORT (bare), PORT+1 (the
 //! do-nothing layer) and PORT+2 (the stack), on one thread, until killed: for a load
-//! generator of your own on its own core (`scripts/http-bench` runs wrk that way). Three
+//! generator of your own on its own core (`scripts/http-bench` runs wrk that way). Four
 //! more tell the stack's cost apart: PORT+3 the stack with no stage configured, PORT+4
-//! with the rate limit alone, PORT+5 with the circuit breaker alone.
+//! with the rate limit alone, PORT+5 with the circuit breaker alone, and PORT+6 the whole
+//! stack around the router instead of in a `route_layer` (which axum boxes once more).
 //!
 //! A load generator (64 keep-alive connections, hyper client) drives `GET /` for a bounded
 //! time against three servers on 127.0.0.1: one bare, one whose route carries a layer that
@@ -29,6 +30,7 @@ use axum::Router;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tower::make::Shared;
 use tower::ServiceBuilder;
 use tower_prism::breaker::BreakerConfig;
 use tower_prism::limit::rate::RateLimitConfig;
@@ -63,12 +65,20 @@ async fn servers(port: u16) -> Result<[SocketAddr; 3], Box<dyn std::error::Error
 }
 
 /// The stack's route with no stage, the rate limit alone and the breaker alone, on
-/// `port + 3` to `port + 5`.
-async fn stage_servers(port: u16) -> Result<[SocketAddr; 3], Box<dyn std::error::Error>> {
+/// `port + 3` to `port + 5`, and the whole stack around the router on `port + 6`.
+async fn stage_servers(port: u16) -> Result<[SocketAddr; 4], Box<dyn std::error::Error>> {
+    let around = ServiceBuilder::new()
+        .http_errors()
+        .reliability(policy(true, true)?)
+        .service(Router::new().route("/", get(|| async { "ok" })));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port + 6)).await?;
+    let around_addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, Shared::new(around)).await });
     Ok([
         serve_stack(policy(false, false)?, port + 3).await?,
         serve_stack(policy(true, false)?, port + 4).await?,
         serve_stack(policy(false, true)?, port + 5).await?,
+        around_addr,
     ])
 }
 
@@ -139,8 +149,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let stages = stage_servers(port).await?;
                 println!(
                     "serving: bare {} identity {} stack {}; stack with no stage {}, rate limit \
-                     alone {}, breaker alone {}",
-                    addrs[0], addrs[1], addrs[2], stages[0], stages[1], stages[2]
+                     alone {}, breaker alone {}, stack around the router {}",
+                    addrs[0], addrs[1], addrs[2], stages[0], stages[1], stages[2], stages[3]
                 );
                 std::future::pending::<()>().await;
                 Ok(())
