@@ -20,25 +20,11 @@ use tower_prism_retry::{Backoff, BudgetConfig, Error, RetryBudget, RetryConfig, 
 mod common;
 
 use common::scripted::{Act, Scripted};
+use common::{roomy_budget, ROOMY};
 
 const MS: Duration = Duration::from_millis(1);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
-
-/// A budget that neither expires nor runs dry during a test: a one-day window with a
-/// floor of 1 retry a second (86 400 retries), each first attempt earning half a retry
-/// (and successes nothing, so that the sums below count first attempts only).
-fn roomy_budget() -> BudgetConfig {
-    BudgetConfig::builder()
-        .ratio(0.5)
-        .success_ratio(0.0)
-        .min_per_second(1)
-        .window(DAY)
-        .build()
-        .unwrap()
-}
-
-const ROOMY: f64 = 86_400.0;
 
 fn roomy(attempts: u32) -> RetryLayer {
     RetryLayer::builder(

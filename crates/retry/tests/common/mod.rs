@@ -13,6 +13,23 @@ use tower::{service_fn, BoxError, Service, ServiceExt};
 use tower_prism_retry::{Backoff, BudgetConfig, RetryConfig, RetryLayer};
 
 pub const MS: Duration = Duration::from_millis(1);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A budget that neither expires nor runs dry during a test: a one-day window with a
+/// floor of 1 retry a second ([`ROOMY`] retries), each first attempt earning half a retry
+/// (and successes nothing, so that a test's sums count first attempts only).
+pub fn roomy_budget() -> BudgetConfig {
+    BudgetConfig::builder()
+        .ratio(0.5)
+        .success_ratio(0.0)
+        .min_per_second(1)
+        .window(DAY)
+        .build()
+        .unwrap()
+}
+
+/// What [`roomy_budget`] holds before any call: its floor over its window.
+pub const ROOMY: f64 = 86_400.0;
 
 /// A log of when each attempt arrived, shared with the test.
 #[derive(Clone, Default)]
