@@ -151,6 +151,7 @@ mod loom_tests {
     use tower_prism_core::sync::Arc;
 
     use super::*;
+    use crate::bucket::quota;
 
     const KEY: Option<u64> = Some(1 << 60 | 1);
 
@@ -175,14 +176,8 @@ mod loom_tests {
     #[test]
     fn loom_a_rate_drop_racing_a_keyed_admission_never_mixes_scales() {
         loom::model(|| {
-            let old = Quota {
-                interval_nanos: 10,
-                burst: 2,
-            };
-            let new = Quota {
-                interval_nanos: 100,
-                ..old
-            };
+            let old = quota(10, 2);
+            let new = quota(100, 2);
             let (admitted, tokens) = rate_change_racing_an_admission(old, new, 2, 200);
             assert!(!admitted, "an empty bucket admitted a request");
             assert_eq!(tokens, 2, "refilled two tokens at the new rate");
@@ -195,14 +190,8 @@ mod loom_tests {
     #[test]
     fn loom_a_rate_rise_racing_a_keyed_admission_never_mixes_scales() {
         loom::model(|| {
-            let old = Quota {
-                interval_nanos: 100,
-                burst: 2,
-            };
-            let new = Quota {
-                interval_nanos: 10,
-                ..old
-            };
+            let old = quota(100, 2);
+            let new = quota(10, 2);
             let (admitted, tokens) = rate_change_racing_an_admission(old, new, 1, 20);
             assert!(admitted, "a request refused with a token left");
             assert_eq!(tokens, 2, "refilled two tokens at the new rate");

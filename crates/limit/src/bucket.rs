@@ -28,6 +28,15 @@ pub struct Quota {
     pub burst: u32,
 }
 
+/// A quota of a token every `interval_nanos`, `burst` at most (for the loom models' many).
+#[cfg(all(loom, test))]
+pub(crate) const fn quota(interval_nanos: u64, burst: u32) -> Quota {
+    Quota {
+        interval_nanos,
+        burst,
+    }
+}
+
 impl Quota {
     /// The tolerance `tau = interval * burst`, in nanoseconds.
     #[inline]
@@ -671,10 +680,7 @@ mod loom_tests {
     #[test]
     fn loom_admit_cas_never_overadmits() {
         loom::model(|| {
-            let quota = Quota {
-                interval_nanos: 10,
-                burst: 2,
-            };
+            let quota = quota(10, 2);
             let bucket = Arc::new(AtomicBucket::new(quota));
             let handles: Vec<_> = (0..3)
                 .map(|_| {
@@ -776,14 +782,8 @@ mod loom_tests {
     /// the old scale, would count its token as a tenth of one).
     #[test]
     fn loom_a_rate_drop_racing_an_admission_to_a_full_bucket() {
-        let old = Quota {
-            interval_nanos: 10,
-            burst: 2,
-        };
-        let new = Quota {
-            interval_nanos: 100,
-            ..old
-        };
+        let old = quota(10, 2);
+        let new = quota(100, 2);
         admission_racing_reloads(old, &[new], 0, 1);
     }
 
@@ -792,14 +792,8 @@ mod loom_tests {
     /// the new interval and the old burst, or the old interval and the new burst.
     #[test]
     fn loom_an_admission_never_sees_one_shapes_interval_with_anothers_burst() {
-        let old = Quota {
-            interval_nanos: 10,
-            burst: 4,
-        };
-        let new = Quota {
-            interval_nanos: 100,
-            burst: 1,
-        };
+        let old = quota(10, 4);
+        let new = quota(100, 1);
         admission_racing_reloads(old, &[new], 1, 1);
     }
 
@@ -807,14 +801,8 @@ mod loom_tests {
     /// TAT and the new interval, or by the old ones, never the old TAT by the new interval.
     #[test]
     fn loom_a_rate_rise_racing_an_admission_to_an_empty_bucket() {
-        let old = Quota {
-            interval_nanos: 100,
-            burst: 2,
-        };
-        let new = Quota {
-            interval_nanos: 10,
-            ..old
-        };
+        let old = quota(100, 2);
+        let new = quota(10, 2);
         admission_racing_reloads(old, &[new], 2, 1);
     }
 
@@ -826,18 +814,9 @@ mod loom_tests {
     /// taken at the first interval, then counted as half a token.)
     #[test]
     fn loom_two_reloads_racing_an_admission_never_let_it_land_on_a_stale_shape() {
-        let first = Quota {
-            interval_nanos: 10,
-            burst: 2,
-        };
-        let slower = Quota {
-            interval_nanos: 100,
-            ..first
-        };
-        let half = Quota {
-            interval_nanos: 20,
-            burst: 1,
-        };
+        let first = quota(10, 2);
+        let slower = quota(100, 2);
+        let half = quota(20, 1);
         admission_racing_reloads(first, &[slower, half], 0, 1);
     }
 
@@ -846,14 +825,8 @@ mod loom_tests {
     #[test]
     fn loom_a_refund_racing_a_reload_gives_back_its_tokens_once() {
         const NOW: u64 = 1_000;
-        let old = Quota {
-            interval_nanos: 10,
-            burst: 2,
-        };
-        let new = Quota {
-            interval_nanos: 100,
-            ..old
-        };
+        let old = quota(10, 2);
+        let new = quota(100, 2);
         let times = [NOW, NOW + 100, NOW + 200];
         loom::model(move || {
             let serial: Vec<_> = [true, false]
@@ -887,10 +860,7 @@ mod loom_tests {
     #[test]
     fn loom_refund_races_with_admission() {
         loom::model(|| {
-            let quota = Quota {
-                interval_nanos: 10,
-                burst: 1,
-            };
+            let quota = quota(10, 1);
             let bucket = Arc::new(AtomicBucket::new(quota));
             let a_won = bucket.try_acquire(100, 1).is_ok();
             assert!(a_won);
