@@ -165,13 +165,19 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        // A retry inside the called service (a client stack under this server's) reports
-        // its waits during the poll, as it would to the breaker's own future.
-        let mark = attempt::Mark::now();
-        let polled = this.future.poll(cx);
-        if let (Some(call), Some(event)) = (this.call.as_mut(), mark.event_since()) {
-            call.retry_event(event);
-        }
+        let polled = match this.call.as_mut() {
+            // A retry inside the called service (a client stack under this server's)
+            // reports its waits during the poll, as it would to the breaker's own future.
+            Some(call) => {
+                let mark = attempt::Mark::now();
+                let polled = this.future.poll(cx);
+                if let Some(event) = mark.event_since() {
+                    call.retry_event(event);
+                }
+                polled
+            }
+            None => this.future.poll(cx),
+        };
         let mut result = ready!(polled).map_err(Into::into);
         if let Some(call) = this.call {
             call.record(&result);

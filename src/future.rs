@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
-use tower_prism_core::internal::reading;
 use tower_prism_core::BoxError;
 
 use crate::profile::{Generic, Profile};
@@ -44,10 +43,6 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // One clock reading for the stages that time the call as it completes. A guard
-        // rather than `reading::shared`'s closure: the response is written once, not
-        // returned through the closure and copied.
-        let _scope = reading::enter();
         self.project().inner.poll(cx)
     }
 }

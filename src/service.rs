@@ -3,7 +3,6 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
-use tower_prism_core::internal::reading;
 use tower_prism_core::BoxError;
 use tower_service::Service;
 
@@ -70,18 +69,18 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, Req, P>;
 
-    // Each of these runs inside one shared clock reading: the stages that read the time
-    // during it (the limiter, the breaker, the budget, the balancer) read the counter once.
+    // The stack runs each of these inside one shared clock reading where its stages read
+    // the time (the limiter, the breaker, the budget, the balancer): they read the counter
+    // once. A server's lean stack enters it only while its stages decide a call (see
+    // `direct::call`).
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        reading::shared(|| S::poll_ready(&mut self.inner, cx))
+        S::poll_ready(&mut self.inner, cx)
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        // The stack enters the reading's scope itself: a server's lean stack only while its
-        // stages decide, before the service is called (see `direct::call`).
         ResponseFuture::new(S::call(&mut self.inner, req))
     }
 }

@@ -231,9 +231,19 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // One clock reading for the stages that time the call as it completes (the breaker,
+        // the retry budget, the balancer). A guard rather than `reading::shared`'s closure:
+        // the response is written once, not returned through the closure and copied. A
+        // call in one future has one such stage, the breaker, and no need of the scope.
         match self.project() {
-            StackFutureProj::Full { future } => future.poll(cx),
-            StackFutureProj::Lean { future } => future.poll(cx),
+            StackFutureProj::Full { future } => {
+                let _scope = reading::enter();
+                future.poll(cx)
+            }
+            StackFutureProj::Lean { future } => {
+                let _scope = reading::enter();
+                future.poll(cx)
+            }
             StackFutureProj::Direct { call } => call.poll(cx),
             StackFutureProj::Faulted { call } => call.poll(cx),
         }
@@ -300,9 +310,9 @@ where
     #[inline]
     fn poll_ready(stack: &mut Stack<S, P>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match stack {
-            Stack::Full(stack) => stack.poll_ready(cx),
-            Stack::Lean(stack) => stack.poll_ready(cx),
-            // The stages' own `poll_ready`s pass through to the service.
+            Stack::Full(stack) => reading::shared(|| stack.poll_ready(cx)),
+            Stack::Lean(stack) => reading::shared(|| stack.poll_ready(cx)),
+            // The stages' own `poll_ready`s pass through to the service: none reads the time.
             Stack::Direct(stack) => stack.inner.poll_ready(cx).map_err(Into::into),
         }
     }
