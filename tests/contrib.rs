@@ -399,8 +399,6 @@ async fn the_exporter_writes_what_the_dashboard_reads() {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &[0.01, 0.1, 1.0])
         .unwrap()
-        .set_buckets_for_metric(Matcher::Full("prism_retry_attempts".into()), &[1.0, 2.0])
-        .unwrap()
         .build_recorder();
     let exporter = recorder.handle();
     let config = ReliabilityConfig::from_toml(EXPORTED_POLICY).unwrap();

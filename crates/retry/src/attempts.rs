@@ -382,7 +382,9 @@ where
         match decision {
             Decision::Return(done) => {
                 let metrics = &shared.metrics;
-                metrics.attempts.record(f64::from(attempt));
+                metrics
+                    .answered(done == Done::Success, attempt)
+                    .increment(1);
                 match done {
                     Done::Success => {
                         // One tokio reading for the latency histogram and the budget; the
@@ -573,7 +575,7 @@ fn give_up<T>(
     result: Result<T, BoxError>,
 ) -> Result<T, BoxError> {
     let m = &shared.metrics;
-    m.attempts.record(f64::from(attempts));
+    m.answered(false, attempts).increment(1);
     shared.gave_up.fetch_add(1, Ordering::Relaxed);
     m.gave_up(why).increment(1);
     tracing::debug!(name = %shared.name, attempts, reason = why.label(), "giving up");

@@ -9,7 +9,10 @@ use crate::decide::GiveUp;
 /// Metric handles, registered once when the layer is built.
 #[derive(Debug)]
 pub(crate) struct Metrics {
-    pub attempts: Histogram,
+    pub calls_successful_without_retry: Counter,
+    pub calls_successful_with_retry: Counter,
+    pub calls_failed_without_retry: Counter,
+    pub calls_failed_with_retry: Counter,
     pub retry_error: Counter,
     pub retry_status: Counter,
     pub retry_timeout: Counter,
@@ -35,8 +38,12 @@ impl Metrics {
         let gave_up = |reason: &'static str| metrics::counter!(m::GAVE_UP_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => reason);
         // core names no constant for this label; `result` is the one its docs give
         let hedges = |result: &'static str| metrics::counter!(m::HEDGES_TOTAL, LABEL_NAME => name.clone(), LABEL_RESULT => result);
+        let calls = |result: &'static str| metrics::counter!(m::CALLS_TOTAL, LABEL_NAME => name.clone(), LABEL_RESULT => result);
         Metrics {
-            attempts: metrics::histogram!(m::ATTEMPTS, LABEL_NAME => name.clone()),
+            calls_successful_without_retry: calls("successful_without_retry"),
+            calls_successful_with_retry: calls("successful_with_retry"),
+            calls_failed_without_retry: calls("failed_without_retry"),
+            calls_failed_with_retry: calls("failed_with_retry"),
             retry_error: retries("error"),
             retry_status: retries("status"),
             retry_timeout: retries("timeout"),
@@ -53,6 +60,20 @@ impl Metrics {
             hedges_won: hedges("won"),
             hedges_no_budget: hedges("no_budget"),
             cancelled_attempts: metrics::counter!(m::CANCELLED_ATTEMPTS_TOTAL, LABEL_NAME => name.clone()),
+        }
+    }
+
+    /// The counter of calls answered after `attempts` attempts (hedges not counted), with
+    /// a success or a failure. A counter rather than a histogram of attempts: this runs
+    /// on every call, and an exporter's histogram sample costs several times a counter's
+    /// increment (`metrics-exporter-prometheus` reads the clock for each).
+    #[inline]
+    pub fn answered(&self, success: bool, attempts: u32) -> &Counter {
+        match (success, attempts > 1) {
+            (true, false) => &self.calls_successful_without_retry,
+            (true, true) => &self.calls_successful_with_retry,
+            (false, false) => &self.calls_failed_without_retry,
+            (false, true) => &self.calls_failed_with_retry,
         }
     }
 

@@ -2,8 +2,11 @@
 
 use metrics::{describe_counter, describe_histogram, Unit};
 
-/// Histogram: attempts made per logical call (1 = no retry).
-pub const ATTEMPTS: &str = "prism_retry_attempts";
+/// Counter: logical calls the stage answered, by `result`
+/// ([`LABEL_RESULT`](super::LABEL_RESULT)): `successful_without_retry`,
+/// `successful_with_retry`, `failed_without_retry`, `failed_with_retry` (resilience4j's
+/// four kinds). Attempts per call: `1 + retries_total / calls_total`.
+pub const CALLS_TOTAL: &str = "prism_retry_calls_total";
 /// Counter: retries made, by `reason` (`error`, `status`, `timeout`...).
 pub const RETRIES_TOTAL: &str = "prism_retry_retries_total";
 /// Counter: retries refused because the retry budget was empty.
@@ -23,7 +26,7 @@ pub const CANCELLED_ATTEMPTS_TOTAL: &str = "prism_retry_cancelled_attempts_total
 
 /// Every retry metric name.
 pub const ALL: &[&str] = &[
-    ATTEMPTS,
+    CALLS_TOTAL,
     RETRIES_TOTAL,
     BUDGET_EXHAUSTED_TOTAL,
     GAVE_UP_TOTAL,
@@ -34,7 +37,11 @@ pub const ALL: &[&str] = &[
 
 /// Registers the retry metrics' descriptions.
 pub fn describe() {
-    describe_histogram!(ATTEMPTS, Unit::Count, "Attempts per logical call.");
+    describe_counter!(
+        CALLS_TOTAL,
+        Unit::Count,
+        "Calls answered, by result: successful or failed, with or without a retry."
+    );
     describe_counter!(RETRIES_TOTAL, Unit::Count, "Retries made, by reason.");
     describe_counter!(
         BUDGET_EXHAUSTED_TOTAL,
