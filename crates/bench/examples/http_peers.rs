@@ -10,9 +10,9 @@
 //! `GovernorLayer` (one global key), PORT+3 tower-resilience's breaker alone; and the
 //! stack's same stages on PORT+4 (`http_errors().reliability(..)` of an `http_server()`
 //! policy with a rate limit and a default circuit breaker), PORT+5 (its rate limit alone)
-//! and PORT+6 (its breaker alone). The peers' errors become responses through axum's
-//! `HandleErrorLayer`, as their documentation shows; governor answers its own 429s. Every
-//! route admits every request: what is measured is each one's cost.
+//! and PORT+6 (its breaker alone). tower-resilience's errors become responses through
+//! axum's `HandleErrorLayer` (axum's way to serve a layer that can fail); governor answers
+//! its own 429s. Every route admits every request: what is measured is each one's cost.
 
 use std::time::Duration;
 
