@@ -5,7 +5,8 @@ use metrics::{describe_counter, describe_histogram, Unit};
 /// Counter: logical calls the stage answered, by `result`
 /// ([`LABEL_RESULT`](super::LABEL_RESULT)): `successful_without_retry`,
 /// `successful_with_retry`, `failed_without_retry`, `failed_with_retry` (resilience4j's
-/// four kinds). Attempts per call: `1 + retries_total / calls_total`.
+/// four kinds; "with retry" when more than one attempt was sent, hedges aside). Attempts
+/// per call: `1 + retries_total / calls_total`.
 pub const CALLS_TOTAL: &str = "prism_retry_calls_total";
 /// Counter: retries made, by `reason` (`error`, `status`, `timeout`...).
 pub const RETRIES_TOTAL: &str = "prism_retry_retries_total";
