@@ -20,9 +20,8 @@ use tower_prism_retry::{Backoff, BudgetConfig, Error, RetryBudget, RetryConfig, 
 mod common;
 
 use common::scripted::{Act, Scripted};
-use common::{roomy_budget, ROOMY};
+use common::{roomy_budget, MS, ROOMY};
 
-const MS: Duration = Duration::from_millis(1);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 

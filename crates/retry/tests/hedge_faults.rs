@@ -22,9 +22,8 @@ use tower_prism_retry::{Backoff, HedgeConfig, RetryConfig, RetryHandle, RetryLay
 mod common;
 
 use common::scripted::{Act, Scripted};
-use common::{roomy_budget, ROOMY};
+use common::{roomy_budget, MS, ROOMY};
 
-const MS: Duration = Duration::from_millis(1);
 /// The hedge delay of every layer here.
 const DELAY: Duration = Duration::from_millis(50);
 
