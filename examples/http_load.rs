@@ -11,6 +11,11 @@
 //! more tell the stack's cost apart: PORT+3 the stack with no stage configured, PORT+4
 //! with the rate limit alone, PORT+5 with the circuit breaker alone, and PORT+6 the whole
 //! stack around the router instead of in a `route_layer` (which axum boxes once more).
+//! Three more serve the peers users would pick instead, each in a `route_layer`: PORT+7
+//! tower_governor's `GovernorLayer` (one global key, the same rate), PORT+8
+//! tower-resilience's rate limiter over its circuit breaker, PORT+9 its breaker alone;
+//! tower-resilience's errors become responses through axum's `HandleErrorLayer` (a route
+//! layer must not fail), governor answers its own 429s.
 //!
 //! A load generator (64 keep-alive connections, hyper client) drives `GET /` for a bounded
 //! time against three servers on 127.0.0.1: one bare, one whose route carries a layer that
@@ -25,18 +30,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::error_handling::HandleErrorLayer;
+use axum::http::StatusCode;
 use axum::routing::get;
+use axum::routing::MethodRouter;
 use axum::Router;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::make::Shared;
-use tower::ServiceBuilder;
+use tower::{BoxError, ServiceBuilder};
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::GlobalKeyExtractor;
+use tower_governor::GovernorLayer;
 use tower_prism::breaker::BreakerConfig;
 use tower_prism::limit::rate::RateLimitConfig;
 use tower_prism::{HttpServer, ReliabilityLayer, ServiceBuilderExt};
 
 const CONNECTIONS: usize = 64;
+/// A rate every limited route admits everything at: a billion a second.
+const RATE: u32 = 1_000_000_000;
 const ROUND: Duration = Duration::from_secs(2);
 const ROUNDS: usize = 4;
 
@@ -90,7 +103,7 @@ fn policy(
 ) -> Result<ReliabilityLayer<HttpServer>, Box<dyn std::error::Error>> {
     let mut builder = ReliabilityLayer::builder().http_server().name("load");
     if rate_limit {
-        builder = builder.rate_limit(RateLimitConfig::new(1_000_000_000, Duration::from_secs(1)));
+        builder = builder.rate_limit(RateLimitConfig::new(RATE, Duration::from_secs(1)));
     }
     if breaker {
         builder = builder.circuit_breaker(BreakerConfig::default());
@@ -106,6 +119,52 @@ async fn serve_stack(
     let route =
         get(|| async { "ok" }).route_layer(ServiceBuilder::new().http_errors().reliability(layer));
     serve(Router::new().route("/", route), port).await
+}
+
+/// The peers' routes on `port + 7` to `port + 9`: tower_governor, tower-resilience's rate
+/// limiter over its breaker, its breaker alone.
+async fn peer_servers(port: u16) -> Result<[SocketAddr; 3], Box<dyn std::error::Error>> {
+    let governor = GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(RATE)
+        .key_extractor(GlobalKeyExtractor)
+        .finish()
+        .ok_or("invalid governor config")?;
+    let governed = get(|| async { "ok" }).route_layer(GovernorLayer::new(governor));
+    Ok([
+        serve(Router::new().route("/", governed), port + 7).await?,
+        serve(Router::new().route("/", resilience(true)?), port + 8).await?,
+        serve(Router::new().route("/", resilience(false)?), port + 9).await?,
+    ])
+}
+
+/// The route behind tower-resilience's circuit breaker, under its rate limiter if asked.
+fn resilience(rate_limit: bool) -> Result<MethodRouter, Box<dyn std::error::Error>> {
+    // What an error becomes: a 503, as the stack answers an open circuit.
+    let unavailable = |_: BoxError| async { StatusCode::SERVICE_UNAVAILABLE };
+    let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder().build()?;
+    let route = get(|| async { "ok" });
+    if !rate_limit {
+        return Ok(route.route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(unavailable))
+                .map_err(Into::<BoxError>::into)
+                .layer(breaker),
+        ));
+    }
+    let limiter = tower_resilience::ratelimiter::RateLimiterLayer::builder()
+        .limit_for_period(RATE as usize)
+        .refresh_period(Duration::from_secs(1))
+        .timeout_duration(Duration::from_millis(1))
+        .build()?;
+    Ok(route.route_layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(unavailable))
+            .map_err(Into::<BoxError>::into)
+            .layer(limiter)
+            .map_err(Into::<BoxError>::into)
+            .layer(breaker),
+    ))
 }
 
 async fn load(addr: SocketAddr) -> Result<f64, Box<dyn std::error::Error>> {
@@ -147,10 +206,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return runtime.block_on(async {
                 let addrs = servers(port).await?;
                 let stages = stage_servers(port).await?;
+                let peers = peer_servers(port).await?;
                 println!(
                     "serving: bare {} identity {} stack {}; stack with no stage {}, rate limit \
-                     alone {}, breaker alone {}, stack around the router {}",
-                    addrs[0], addrs[1], addrs[2], stages[0], stages[1], stages[2], stages[3]
+                     alone {}, breaker alone {}, stack around the router {}; governor {}, \
+                     tower-resilience {}, its breaker {}",
+                    addrs[0],
+                    addrs[1],
+                    addrs[2],
+                    stages[0],
+                    stages[1],
+                    stages[2],
+                    stages[3],
+                    peers[0],
+                    peers[1],
+                    peers[2]
                 );
                 std::future::pending::<()>().await;
                 Ok(())
