@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -20,11 +21,12 @@ use tower_service::Service;
 use crate::backoff::{BackoffKind, Jitter};
 use crate::decide::{decide, Decision, Done, Failed, GiveUp};
 use crate::error::Error;
-use crate::handle::{RetryHandle, Shared};
+use crate::handle::Shared;
 use crate::hint::ResponseHint;
 use crate::race::Race;
 use crate::replay::ReplayRequest;
 use crate::settings::{Hedge, Settings};
+use crate::stage::Stage;
 use crate::timers::Timers;
 
 pin_project! {
@@ -98,11 +100,13 @@ pin_project! {
         // `Backoff`.
         #[pin]
         pub(crate) timers: Timers,
-        pub(crate) service: S,
+        // The service retries and hedges go through: a clone of the stage's, made when
+        // the first is due (`None` until then).
+        pub(crate) service: Option<S>,
         // The request retries are copied from (`None`: no retry possible, or the last
         // attempt took it).
         pub(crate) template: Option<Req>,
-        pub(crate) handle: RetryHandle,
+        pub(crate) stage: Arc<Stage<S>>,
         pub(crate) plan: CallPlan,
         // The attempt timeout in force for the attempt in flight (capped by the deadline).
         pub(crate) timeout: Duration,
@@ -130,9 +134,29 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            refund(&this.handle.shared, this.reserved);
+            refund(&this.stage.handle.shared, this.reserved);
         }
     }
+}
+
+/// The service a call's retries and hedges go through: a clone of the stage's, made the
+/// first time one is due. `None` only if the stage kept no service, which its `call` does
+/// before it makes a future.
+#[inline]
+pub(crate) fn retry_service<'a, S>(
+    service: &'a mut Option<S>,
+    stage: &Stage<S>,
+) -> Option<&'a mut S> {
+    if service.is_none() {
+        *service = stage.fresh_service();
+    }
+    service.as_mut()
+}
+
+/// The error of a retry or hedge with no service to go through (see [`retry_service`]).
+#[cold]
+pub(crate) fn no_service() -> BoxError {
+    "the retry stage kept no service to send a retry through".into()
 }
 
 /// Gives a planned retry's grant back to the budget (the retry was never sent).
@@ -187,9 +211,8 @@ where
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         future: S::Future,
-        service: S,
         template: Option<Req>,
-        handle: RetryHandle,
+        stage: Arc<Stage<S>>,
         plan: CallPlan,
         classify: C,
         replay: R,
@@ -202,9 +225,9 @@ where
         let timers = Timers::new(limit);
         Attempts {
             timers,
-            service,
+            service: None,
             template,
-            handle,
+            stage,
             timeout: limit.unwrap_or_default(),
             attempt: 1,
             backoff_from: 0,
@@ -279,8 +302,12 @@ where
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
-                    let shared: &Shared = &this.handle.shared;
-                    if let Err(e) = ready!(this.service.poll_ready(cx)) {
+                    let shared: &Shared = &this.stage.handle.shared;
+                    let Some(service) = retry_service(this.service, this.stage) else {
+                        refund(shared, this.reserved);
+                        return Poll::Ready(Err(no_service()));
+                    };
+                    if let Err(e) = ready!(service.poll_ready(cx)) {
                         refund(shared, this.reserved);
                         let e: BoxError = e.into();
                         tracing::debug!(name = %shared.name, error = %e, "inner service failed before a retry");
@@ -307,7 +334,7 @@ where
                         // a retry avoids the endpoints this call tried, as a hedge does
                         let avoid = this.plan.avoid;
                         let (future, bit) = within(this.plan.deadline, || {
-                            call_avoiding(avoid, || this.service.call(request))
+                            call_avoiding(avoid, || service.call(request))
                         });
                         this.plan.avoid |= bit;
                         if this.plan.sent_at.is_some() {
@@ -318,7 +345,7 @@ where
                         }
                         future
                     } else {
-                        within(this.plan.deadline, || this.service.call(request))
+                        within(this.plan.deadline, || service.call(request))
                     };
                     // Sent: the budget's grant is spent. A concurrency limit above times
                     // the request from here.
@@ -364,7 +391,7 @@ where
         result: Result<S::Response, BoxError>,
         sent_at: Option<Instant>,
     ) -> Option<Result<S::Response, BoxError>> {
-        let shared: &Shared = &this.handle.shared;
+        let shared: &Shared = &this.stage.handle.shared;
         let attempt = *this.attempt;
         // One clock reading for both the deadline and the budget, taken while the facts
         // are gathered and reused when the budget is asked.
@@ -450,7 +477,7 @@ where
         now: &Cell<Option<Instant>>,
         loaded: &Cell<Option<Settings>>,
     ) -> Failed {
-        let shared: &Shared = &this.handle.shared;
+        let shared: &Shared = &this.stage.handle.shared;
         let settings = shared.settings.load();
         loaded.set(Some(settings));
         let attempt = *this.attempt;
@@ -513,7 +540,7 @@ where
         result: &Result<S::Response, BoxError>,
         hint: Option<Duration>,
     ) {
-        let shared: &Shared = &this.handle.shared;
+        let shared: &Shared = &this.stage.handle.shared;
         let metrics = &shared.metrics;
         let reason = match result {
             Ok(_) => {

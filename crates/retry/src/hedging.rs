@@ -20,7 +20,8 @@ use tower_prism_core::{BoxError, Classify, Outcome};
 use tower_service::Service;
 
 use crate::attempts::{
-    attempt_limit, refund, within, Attempts, AttemptsProj, HedgeStep, State, StateProj,
+    attempt_limit, refund, retry_service, within, Attempts, AttemptsProj, HedgeStep, State,
+    StateProj,
 };
 use crate::handle::Shared;
 use crate::hint::ResponseHint;
@@ -72,7 +73,7 @@ where
                 // the hedge timer stopped: poll the attempt held inline again
                 return Poll::Ready(None);
             } else {
-                let shared: &Shared = &this.handle.shared;
+                let shared: &Shared = &this.stage.handle.shared;
                 shared.hedges_won.fetch_add(1, Ordering::Relaxed);
                 shared.metrics.hedges_won.increment(1);
                 tracing::debug!(name = %shared.name, attempt = *this.attempt, "a hedge answered first");
@@ -211,7 +212,7 @@ where
         this: &AttemptsProj<'_, S, Req, C, R, H>,
         result: &Output<S, Req>,
     ) -> Option<Duration> {
-        let shared: &Shared = &this.handle.shared;
+        let shared: &Shared = &this.stage.handle.shared;
         let settings = shared.settings.load();
         if !settings.honor_retry_after {
             return None;
@@ -234,7 +235,7 @@ where
     /// No more hedges of this round: the timer stops and a planned hedge's budget grant
     /// goes back (before the retry decision may take one of its own).
     fn end_round(this: &mut AttemptsProj<'_, S, Req, C, R, H>) {
-        refund(&this.handle.shared, this.reserved);
+        refund(&this.stage.handle.shared, this.reserved);
         if *this.step != HedgeStep::Off {
             this.timers.as_mut().end_hedge();
             *this.step = HedgeStep::Off;
@@ -246,7 +247,7 @@ where
     /// lower bound of its latency, and leaving the slow attempts out would drag the
     /// percentile down each time a hedge wins.
     fn cancel_others(this: &mut AttemptsProj<'_, S, Req, C, R, H>, primary: bool) {
-        let shared: &Shared = &this.handle.shared;
+        let shared: &Shared = &this.stage.handle.shared;
         let latency = shared.latency.get().filter(|_| this.plan.sent_at.is_some());
         let now = latency.map(|_| Instant::now());
         let mut record = |sent_at: Option<Instant>| {
@@ -276,7 +277,7 @@ where
             match *this.step {
                 HedgeStep::Off | HedgeStep::OnFailure => return Poll::Pending,
                 HedgeStep::Idle => {
-                    let delay = this.handle.shared.hedge_delay(this.plan.hedge);
+                    let delay = this.stage.handle.shared.hedge_delay(this.plan.hedge);
                     if this.plan.deadline.is_some_and(|d| d.cannot_fit(delay)) {
                         // a hedge sent at the deadline could not answer in time; one sent
                         // at once, when an attempt fails, may
@@ -320,8 +321,13 @@ where
                     };
                 }
                 HedgeStep::Readying => {
-                    let shared: &Shared = &this.handle.shared;
-                    match this.service.poll_ready(cx) {
+                    let shared: &Shared = &this.stage.handle.shared;
+                    let Some(service) = retry_service(this.service, this.stage) else {
+                        refund(shared, this.reserved);
+                        *this.step = HedgeStep::Off;
+                        continue;
+                    };
+                    match service.poll_ready(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(e)) => {
                             let e: BoxError = e.into();
@@ -343,7 +349,7 @@ where
                         .mark_attempt(&mut request, *this.attempt + *this.hedges_sent);
                     let avoid = this.plan.avoid;
                     let (future, bit) = within(this.plan.deadline, || {
-                        call_avoiding(avoid, || this.service.call(request))
+                        call_avoiding(avoid, || service.call(request))
                     });
                     this.plan.avoid |= bit;
                     *this.reserved = None;
@@ -387,7 +393,7 @@ where
     /// attempt is still reading, and the budget's grant (kept in `reserved` until the
     /// hedge is sent).
     fn may_hedge(this: &mut AttemptsProj<'_, S, Req, C, R, H>) -> bool {
-        let shared: &Shared = &this.handle.shared;
+        let shared: &Shared = &this.stage.handle.shared;
         if *this.hedges_sent >= this.plan.hedge.max_hedged
             || this.plan.deadline.is_some_and(|d| d.is_expired())
             || !this

@@ -1,5 +1,7 @@
 //! [`RetryLayer`] and its builder.
 
+use std::sync::Arc;
+
 use tower_layer::Layer;
 use tower_prism_core::config::ConfigError;
 use tower_prism_core::{DefaultClassifier, HealthSignal, HttpClassifier};
@@ -12,6 +14,7 @@ use crate::http::ReplayIdempotent;
 use crate::replay::CloneRequest;
 use crate::retry_after::RetryAfterHeader;
 use crate::service::{Engaged, Retry};
+use crate::stage::Stage;
 
 /// Retries failed calls of the services it wraps. Every service it makes (and every clone
 /// of those) shares one [`RetryHandle`]: one budget and one set of settings.
@@ -80,7 +83,7 @@ impl<S, C: Clone, R: Clone, H: Clone> Layer<S> for RetryLayer<C, R, H> {
         Retry::engaged(
             inner,
             Engaged {
-                handle: self.handle.clone(),
+                stage: Arc::new(Stage::new(self.handle.clone())),
                 classify: self.classify.clone(),
                 replay: self.replay.clone(),
                 hint: self.hint.clone(),

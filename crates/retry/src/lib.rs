@@ -243,6 +243,7 @@ mod replay;
 mod retry_after;
 mod service;
 mod settings;
+mod stage;
 mod timers;
 
 pub use backoff::{Backoff, BackoffKind, Jitter};

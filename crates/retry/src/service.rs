@@ -1,6 +1,7 @@
 //! [`Retry`]: the service.
 
 use std::fmt::{self, Debug, Formatter};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
@@ -14,6 +15,7 @@ use crate::future::ResponseFuture;
 use crate::handle::RetryHandle;
 use crate::hint::{NoHint, ResponseHint};
 use crate::replay::{CloneRequest, ReplayRequest};
+use crate::stage::Stage;
 
 /// Retries failed calls to `S`. Made by [`RetryLayer`](crate::RetryLayer); clones share
 /// the layer's [`RetryHandle`]: its budget and settings.
@@ -21,6 +23,12 @@ use crate::replay::{CloneRequest, ReplayRequest};
 /// `poll_ready` is the inner service's; a retry drives a clone of the inner service to
 /// readiness inside the response future. The first attempt is sent from `call`, so a call
 /// that succeeds at once costs a request copy, a few atomic operations and no allocation.
+/// The clone a call's retries and hedges go through is made when the first of them is
+/// due, from a clone of the inner service the stage keeps from its first call (shared by
+/// its clones), so a call that needs none clones nothing. Services whose clones share
+/// their state (a connection pool, a balancer, a `Buffer`) behave as if each retry
+/// cloned the service of the call; one changed through [`get_mut`](Retry::get_mut) after
+/// the first call is not what retries go through.
 ///
 /// A retry stage made with [`pass_through`](Retry::pass_through) is switched off: it only
 /// forwards to the inner service.
@@ -28,13 +36,13 @@ use crate::replay::{CloneRequest, ReplayRequest};
 pub struct Retry<S, C = DefaultClassifier, R = CloneRequest, H = NoHint> {
     inner: S,
     /// `None` in pass-through mode: the one branch a switched-off stage costs.
-    engaged: Option<Engaged<C, R, H>>,
+    engaged: Option<Engaged<S, C, R, H>>,
 }
 
 /// What an engaged retry service holds besides its inner service.
-#[derive(Clone)]
-pub(crate) struct Engaged<C, R, H> {
-    pub(crate) handle: RetryHandle,
+pub(crate) struct Engaged<S, C, R, H> {
+    /// The handle and the service retries go through, shared with every call's future.
+    pub(crate) stage: Arc<Stage<S>>,
     pub(crate) classify: C,
     pub(crate) replay: R,
     pub(crate) hint: H,
@@ -43,8 +51,20 @@ pub(crate) struct Engaged<C, R, H> {
     pub(crate) avoid_tried: bool,
 }
 
+impl<S, C: Clone, R: Clone, H: Clone> Clone for Engaged<S, C, R, H> {
+    fn clone(&self) -> Self {
+        Engaged {
+            stage: self.stage.clone(),
+            classify: self.classify.clone(),
+            replay: self.replay.clone(),
+            hint: self.hint.clone(),
+            avoid_tried: self.avoid_tried,
+        }
+    }
+}
+
 impl<S, C, R, H> Retry<S, C, R, H> {
-    pub(crate) fn engaged(inner: S, engaged: Engaged<C, R, H>) -> Self {
+    pub(crate) fn engaged(inner: S, engaged: Engaged<S, C, R, H>) -> Self {
         Retry {
             inner,
             engaged: Some(engaged),
@@ -83,7 +103,7 @@ impl<S, C, R, H> Retry<S, C, R, H> {
     /// The shared state of the retry stage: name, settings, budget, counters; `None` in
     /// [pass-through](Retry::pass_through) mode.
     pub fn handle(&self) -> Option<&RetryHandle> {
-        self.engaged.as_ref().map(|e| &e.handle)
+        self.engaged.as_ref().map(|e| &e.stage.handle)
     }
 
     /// The wrapped service.
@@ -126,7 +146,7 @@ where
         };
         // Read alone, not as a snapshot: backoff and deadline are read when a retry is
         // planned, so only these are fixed at the start of the call.
-        let shared = &engaged.handle.shared;
+        let shared = &engaged.stage.handle.shared;
         let max_attempts = shared.settings.max_attempts();
         let attempt_timeout = shared.settings.attempt_timeout();
         let mut hedge = shared.settings.hedge();
@@ -174,11 +194,13 @@ where
             sent_at,
             avoid,
         };
+        // Retries go through a clone of the service kept at the stage's first call, made
+        // when one is due, not through a clone made for every call (see `Stage`).
+        engaged.stage.remember(&self.inner);
         ResponseFuture::engaged(Attempts::new(
             future,
-            self.inner.clone(),
             backup,
-            engaged.handle.clone(),
+            engaged.stage.clone(),
             plan,
             engaged.classify.clone(),
             engaged.replay.clone(),
@@ -193,7 +215,7 @@ impl<S: Debug, C: Debug, R: Debug, H: Debug> Debug for Retry<S, C, R, H> {
         d.field("inner", &self.inner);
         match &self.engaged {
             Some(e) => d
-                .field("handle", &e.handle)
+                .field("handle", &e.stage.handle)
                 .field("classify", &e.classify)
                 .field("replay", &e.replay)
                 .field("hint", &e.hint),
