@@ -337,7 +337,7 @@ impl EndpointState {
             slot,
             id_hash,
             weight: AtomicU32::new(weight),
-            calls: CallGate::new(),
+            calls: CallGate::new(metrics.live),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ewma: PeakEwma::new(rtt, now),
@@ -698,6 +698,42 @@ mod tests {
         policy.endpoints.store(all.len(), Ordering::Relaxed);
         policy.peers.set(all.iter().map(Arc::downgrade));
         (policy, all)
+    }
+
+    /// An endpoint whose gate only counts (its metric handles are no-ops) counts its calls
+    /// as one whose gate guards live handles: started, ended every way, and after it left.
+    #[test]
+    fn calls_count_the_same_with_or_without_the_gates_guard() {
+        for guarded in [true, false] {
+            let policy = Arc::new(Policy::new(
+                "counts".into(),
+                &BalanceConfig::default(),
+                None,
+                false,
+            ));
+            let mut e = EndpointState::new("e".into(), 0, 1, 0, policy.clone());
+            e.calls = CallGate::new(guarded);
+            for _ in 0..4 {
+                e.start();
+            }
+            e.complete(Outcome::Success, policy.now());
+            e.finish();
+            e.abandon(policy.now());
+            assert_eq!(
+                (e.requests.load(Ordering::Relaxed), e.calls.in_flight()),
+                (4, 1),
+                "{guarded}"
+            );
+            e.remove();
+            e.start();
+            e.complete(Outcome::Failure { retryable: true }, policy.now());
+            assert_eq!(
+                (e.requests.load(Ordering::Relaxed), e.calls.in_flight()),
+                (5, 1),
+                "{guarded}"
+            );
+            assert_eq!(e.failures.load(Ordering::Relaxed), 1);
+        }
     }
 
     #[test]

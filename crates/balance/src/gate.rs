@@ -7,12 +7,17 @@
 //! metrics slot. The gate shares its word with the endpoint's in-flight count, so a call's
 //! start (count up, enter) and end (count down, enter) each take one atomic operation, plus
 //! one to leave the gate.
+//!
+//! When the endpoint's metric handles are the `metrics` crate's no-ops (no recorder was
+//! installed when they were registered), nothing written through the gate lands anywhere,
+//! so there is nothing to wait for: such a gate only counts (see [`CallGate::new`]), and a
+//! call's start and end take one atomic operation each.
 
 use tower_prism_core::sync::{AtomicU64, Ordering};
 
 /// The low 32 bits count the calls in flight.
 const COUNT: u64 = 0xffff_ffff;
-/// One writer inside the gate (bits 32 to 62 count them).
+/// One writer inside the gate (bits 32 to 62 count them; a guarded gate only).
 const WRITER: u64 = 1 << 32;
 /// Set once the gate is closed.
 const CLOSED: u64 = 1 << 63;
@@ -23,6 +28,9 @@ const WRITERS: u64 = !COUNT & !CLOSED;
 #[derive(Debug)]
 pub(crate) struct CallGate {
     word: AtomicU64,
+    /// The writes it lets through land on a metric series: they take a writer's place in
+    /// the gate. `false`: they land nowhere, and are not even run.
+    guarded: bool,
 }
 
 /// Leaves the gate, also when the write inside panics.
@@ -35,10 +43,14 @@ impl Drop for Inside<'_> {
 }
 
 impl CallGate {
-    /// No call in flight, gate open.
-    pub(crate) fn new() -> Self {
+    /// No call in flight, gate open. `guarded`: the writes passed to it land on metric
+    /// series, and none may land after [`close`](Self::close). Pass `false` only when they
+    /// are known to do nothing (metric handles of the `metrics` crate's no-op recorder):
+    /// the gate then only counts calls, and skips the writes.
+    pub(crate) fn new(guarded: bool) -> Self {
         CallGate {
             word: AtomicU64::new(0),
+            guarded,
         }
     }
 
@@ -55,22 +67,33 @@ impl CallGate {
     /// A call starts: counted in flight, and `write` runs unless the gate is closed.
     #[inline]
     pub(crate) fn start(&self, write: impl FnOnce()) {
-        self.enter(WRITER + 1, write);
+        if self.guarded {
+            self.enter(WRITER + 1, write);
+        } else {
+            // Relaxed: the count orders nothing (its readers load it relaxed)
+            self.word.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A call (counted by [`start`](Self::start)) ends: no longer in flight, and `write`
     /// runs unless the gate is closed.
     #[inline]
     pub(crate) fn end(&self, write: impl FnOnce()) {
-        // one writer in, one call out: the count is at least 1, so this borrows nothing
-        // from the writers' bits
-        self.enter(WRITER - 1, write);
+        if self.guarded {
+            // one writer in, one call out: the count is at least 1, so this borrows nothing
+            // from the writers' bits
+            self.enter(WRITER - 1, write);
+        } else {
+            self.word.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Runs `write` unless the gate is closed.
     #[inline]
     pub(crate) fn pass(&self, write: impl FnOnce()) {
-        self.enter(WRITER, write);
+        if self.guarded {
+            self.enter(WRITER, write);
+        }
     }
 
     /// Calls in flight.
@@ -79,8 +102,8 @@ impl CallGate {
         self.word.load(Ordering::Relaxed) & COUNT
     }
 
-    /// Closes the gate and waits until no writer is inside (calls may stay in flight).
-    /// `true` for the one call that closed it.
+    /// Closes the gate and waits until no writer is inside (calls may stay in flight; an
+    /// unguarded gate never has a writer inside). `true` for the one call that closed it.
     pub(crate) fn close(&self) -> bool {
         if self.word.fetch_or(CLOSED, Ordering::AcqRel) & CLOSED != 0 {
             return false;
@@ -106,7 +129,7 @@ mod tests {
 
     #[test]
     fn counts_calls_and_passes_writes_until_closed() {
-        let gate = CallGate::new();
+        let gate = CallGate::new(true);
         let writes = Cell::new(0);
         let write = || writes.set(writes.get() + 1);
         gate.start(write);
@@ -127,9 +150,30 @@ mod tests {
         );
     }
 
+    /// With no-op metric handles the gate counts the same calls, runs no write (there is
+    /// nothing for one to do) and closes once.
+    #[test]
+    fn an_unguarded_gate_only_counts() {
+        let gate = CallGate::new(false);
+        let writes = Cell::new(0);
+        let write = || writes.set(writes.get() + 1);
+        gate.start(write);
+        gate.start(write);
+        gate.end(write);
+        gate.pass(write);
+        assert_eq!((gate.in_flight(), writes.get()), (1, 0));
+        assert!(gate.close());
+        assert!(!gate.close(), "only the first close reports it");
+        gate.start(write);
+        assert_eq!(gate.in_flight(), 2, "calls are still counted after close");
+        gate.end(write);
+        gate.end(write);
+        assert_eq!((gate.in_flight(), writes.get()), (0, 0));
+    }
+
     #[test]
     fn a_panicking_write_leaves_the_gate() {
-        let gate = CallGate::new();
+        let gate = CallGate::new(true);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             gate.start(|| panic!("the recorder panics"));
         }));
@@ -155,7 +199,7 @@ mod loom_tests {
     #[test]
     fn loom_no_write_lands_after_close() {
         loom::model(|| {
-            let gate = Arc::new(CallGate::new());
+            let gate = Arc::new(CallGate::new(true));
             let series = Arc::new(AtomicUsize::new(0));
             let caller = {
                 let (gate, series) = (gate.clone(), series.clone());
@@ -168,6 +212,40 @@ mod loom_tests {
             series.store(0, Ordering::Relaxed);
             caller.join().unwrap();
             assert_eq!(series.load(Ordering::Relaxed), 0);
+            assert_eq!(gate.in_flight(), 0);
+        });
+    }
+
+    /// An unguarded gate (no-op metric handles): a call starting and ending on one thread
+    /// while two others close the gate. Whatever the interleaving, the count is exact,
+    /// exactly one close reports closing it, and neither waits for ever.
+    #[test]
+    fn loom_an_unguarded_gate_counts_exactly_and_closes_once() {
+        loom::model(|| {
+            let gate = Arc::new(CallGate::new(false));
+            let closers: Vec<_> = (0..2)
+                .map(|_| {
+                    let gate = gate.clone();
+                    thread::spawn(move || gate.close())
+                })
+                .collect();
+            let caller = {
+                let gate = gate.clone();
+                thread::spawn(move || {
+                    gate.start(|| unreachable!("an unguarded gate runs no write"));
+                    gate.end(|| unreachable!("an unguarded gate runs no write"));
+                })
+            };
+            gate.start(|| unreachable!("an unguarded gate runs no write"));
+            caller.join().unwrap();
+            let closed = closers
+                .into_iter()
+                .map(|c| c.join().unwrap())
+                .filter(|&c| c)
+                .count();
+            assert_eq!(closed, 1);
+            assert_eq!(gate.in_flight(), 1);
+            gate.end(|| unreachable!("an unguarded gate runs no write"));
             assert_eq!(gate.in_flight(), 0);
         });
     }
