@@ -33,7 +33,8 @@ pub(crate) struct Policy {
     time: TimeSource,
     strategy: AtomicU8,
     ticket: StdAtomicUsize,
-    rng: AtomicU64,
+    /// Where the next clone's stream of random numbers starts (see [`Draws`]).
+    streams: AtomicU64,
     /// `active_request_bias`, as f64 bits.
     active_request_bias: AtomicU64,
     decay_ms: AtomicU64,
@@ -91,7 +92,7 @@ impl Policy {
             time: TimeSource::new(Clock::Auto),
             strategy: AtomicU8::new(0),
             ticket: StdAtomicUsize::new(0),
-            rng: AtomicU64::new(0x853c_49e6_748f_ea9b),
+            streams: AtomicU64::new(FIRST_STREAM),
             active_request_bias: AtomicU64::new(1.0f64.to_bits()),
             decay_ms: AtomicU64::new(0),
             default_rtt_ns: AtomicU64::new(0),
@@ -195,9 +196,10 @@ impl Policy {
         self.ticket.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A random number: one atomic add on a shared counter, then a mix.
-    pub(crate) fn random(&self) -> u64 {
-        mix64(self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed))
+    /// Where a new clone's stream of random numbers starts: one atomic add per clone
+    /// that picks, none per pick (see [`Draws`]).
+    fn stream(&self) -> u64 {
+        self.streams.fetch_add(STREAM_SPACING, Ordering::Relaxed)
     }
 
     pub(crate) fn active_request_bias(&self) -> f64 {
@@ -286,6 +288,43 @@ impl Policy {
     /// Whether an endpoint awaits its first probe.
     pub(crate) fn awaiting_probe(&self) -> bool {
         self.awaiting_probe.load(Ordering::Relaxed) != 0
+    }
+}
+
+/// The step of splitmix64's counter (2^64 over the golden ratio, odd): `mix64` of the
+/// counter at every step is a well-spread random number.
+const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Where a balancer's first clone starts drawing. A balancer used through one clone draws
+/// the same sequence as when every clone drew from one shared counter starting here.
+const FIRST_STREAM: u64 = 0x853c_49e6_748f_ea9b;
+
+/// Between the starts of two clones' streams: 2^32 steps. `GAMMA` is odd, so two streams
+/// fewer than 2^32 clones apart never share a value within their first 2^32 draws.
+const STREAM_SPACING: u64 = GAMMA.wrapping_mul(1 << 32);
+
+/// One balancer clone's random numbers (P2C's pairs, weighted least requests' draws):
+/// splitmix64 on a counter of its own, so a pick takes no atomic operation. Each clone
+/// draws from its own stream, taken from the balancer on its first draw: clones copied
+/// for every call (per request, as axum does) do not all draw the same first pair, and
+/// no two clones repeat each other's picks. Deterministic: the streams follow from the
+/// order in which the balancer's clones first draw, not from threads or the time.
+#[derive(Debug, Default)]
+pub(crate) struct Draws {
+    /// The counter; `None` until the first draw takes a stream.
+    next: Option<u64>,
+}
+
+impl Draws {
+    /// The next random number.
+    #[inline]
+    pub(crate) fn next(&mut self, policy: &Policy) -> u64 {
+        let at = match self.next {
+            Some(at) => at,
+            None => policy.stream(),
+        };
+        self.next = Some(at.wrapping_add(GAMMA));
+        mix64(at)
     }
 }
 

@@ -18,7 +18,7 @@ use tower_prism_core::{Classify, DefaultClassifier, Moment};
 use tower_service::Service;
 
 use crate::config::{BalanceConfig, Strategy};
-use crate::endpoint::{EndpointState, Policy};
+use crate::endpoint::{Draws, EndpointState, Policy};
 use crate::error::Error;
 use crate::future::{InFlight, ResponseFuture};
 use crate::handle::BalanceHandle;
@@ -51,6 +51,13 @@ pub(crate) struct Topology {
     /// scales them by the requests in flight.
     pub(crate) weighted: bool,
 }
+
+/// The topology of a clone that has not copied the registry's yet (it has no endpoints
+/// either): a static, so that a new clone neither allocates nor counts a reference.
+static NO_TOPOLOGY: Topology = Topology {
+    schedule: Vec::new(),
+    weighted: false,
+};
 
 pub(crate) struct Shared<K, S> {
     pub(crate) policy: Arc<Policy>,
@@ -173,7 +180,10 @@ enum Pick {
 pub struct Balance<K, S, Req, C = DefaultClassifier> {
     handle: BalanceHandle<K, S>,
     locals: Vec<Local<S>>,
-    topology: Arc<Topology>,
+    /// The registry's, copied with the endpoints (`None` until then: see [`NO_TOPOLOGY`]).
+    topology: Option<Arc<Topology>>,
+    /// This clone's random numbers for its picks.
+    draws: Draws,
     epoch: u64,
     chosen: Option<usize>,
     picked_at: Option<Moment>,
@@ -208,6 +218,12 @@ pub(crate) const READINESS_RETRY: Duration = Duration::from_millis(10);
 pub const READINESS_GRACE: Duration = Duration::from_secs(1);
 
 impl<K, S, Req, C> Balance<K, S, Req, C> {
+    /// The topology copied with the endpoints.
+    #[inline]
+    fn topology(&self) -> &Topology {
+        self.topology.as_deref().unwrap_or(&NO_TOPOLOGY)
+    }
+
     pub(crate) fn from_shared(
         shared: Arc<Shared<K, S>>,
         classify: C,
@@ -216,7 +232,8 @@ impl<K, S, Req, C> Balance<K, S, Req, C> {
         Balance {
             handle: BalanceHandle { shared },
             locals: Vec::new(),
-            topology: Arc::default(),
+            topology: None,
+            draws: Draws::default(),
             epoch: u64::MAX,
             chosen: None,
             picked_at: None,
@@ -262,7 +279,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                 }
             })
             .collect();
-        self.topology = registry.topology.clone();
+        self.topology = Some(registry.topology.clone());
         self.epoch = self.handle.shared.epoch.load(Ordering::Acquire);
         self.chosen = None;
         self.picked_at = None;
@@ -359,12 +376,13 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
     fn candidates(&mut self, strategy: Strategy) -> (Option<usize>, Option<usize>) {
         let n = self.locals.len();
         let policy = &self.handle.shared.policy;
+        let topology = self.topology.as_deref().unwrap_or(&NO_TOPOLOGY);
         match strategy {
             Strategy::P2cPeakEwma => {
                 if n == 1 {
                     return (self.locals[0].state.usable().then_some(0), None);
                 }
-                let (a, b) = p2c::pair(policy.random(), n);
+                let (a, b) = p2c::pair(self.draws.next(policy), n);
                 let (la, lb) = (&self.locals[a].state, &self.locals[b].state);
                 match (la.usable(), lb.usable()) {
                     (true, true) => {
@@ -382,8 +400,8 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                     (false, false) => (None, None),
                 }
             }
-            Strategy::WeightedRoundRobin if !self.topology.schedule.is_empty() => {
-                let first = weighted::first(&self.topology.schedule, policy.ticket(), |i| {
+            Strategy::WeightedRoundRobin if !topology.schedule.is_empty() => {
+                let first = weighted::first(&topology.schedule, policy.ticket(), |i| {
                     i < n && self.locals[i].state.usable()
                 });
                 (first, None)
@@ -394,10 +412,10 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
                 let usable = |i: usize| self.locals[i].state.usable();
                 (round_robin::turn(policy.ticket(), n, usable), None)
             }
-            Strategy::LeastRequests if self.topology.weighted => {
+            Strategy::LeastRequests if topology.weighted => {
                 let (locals, bias) = (&self.locals, policy.active_request_bias());
                 let first = least_requests::pick(
-                    policy.random(),
+                    self.draws.next(policy),
                     n,
                     |i| locals[i].state.usable(),
                     |i| locals[i].state.effective_weight(bias),
@@ -424,26 +442,25 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
     fn pick_avoiding(&mut self, mask: u64) -> Option<usize> {
         let policy = &self.handle.shared.policy;
         let locals = &self.locals;
+        let topology = self.topology.as_deref().unwrap_or(&NO_TOPOLOGY);
         let n = locals.len();
         let ok = |i: &usize| locals[*i].state.usable() && route::endpoint_bit(*i) & mask == 0;
         match policy.strategy() {
             Strategy::P2cPeakEwma => {
                 let now_ms = policy.now_ms();
                 let load = |i: usize| locals[i].state.load(now_ms, policy.decay_ms());
-                p2c::pick_among(policy.random(), n, ok, load)
+                p2c::pick_among(self.draws.next(policy), n, ok, load)
             }
-            Strategy::LeastRequests if self.topology.weighted => {
+            Strategy::LeastRequests if topology.weighted => {
                 let bias = policy.active_request_bias();
                 let weight = |i: usize| locals[i].state.effective_weight(bias);
-                least_requests::pick(policy.random(), n, |i| ok(&i), weight)
+                least_requests::pick(self.draws.next(policy), n, |i| ok(&i), weight)
             }
             Strategy::LeastRequests => (0..n)
                 .filter(ok)
                 .min_by_key(|i| locals[*i].state.calls.in_flight()),
-            Strategy::WeightedRoundRobin if !self.topology.schedule.is_empty() => {
-                weighted::first(&self.topology.schedule, policy.ticket(), |i| {
-                    i < n && ok(&i)
-                })
+            Strategy::WeightedRoundRobin if !topology.schedule.is_empty() => {
+                weighted::first(&topology.schedule, policy.ticket(), |i| i < n && ok(&i))
             }
             Strategy::RoundRobin | Strategy::WeightedRoundRobin | Strategy::ConsistentHash => {
                 round_robin::from(round_robin::start(policy.ticket(), n.max(1)), n).find(ok)
@@ -565,7 +582,7 @@ where
                 self.chosen = None;
                 let key = key_fn(&request);
                 let locals = &self.locals;
-                let weighted = self.topology.weighted;
+                let weighted = self.topology().weighted;
                 let pick = |mask: u64| {
                     let eligible =
                         |i: usize| locals[i].state.usable() && route::endpoint_bit(i) & mask == 0;
@@ -646,8 +663,12 @@ impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
         Balance {
             handle: self.handle.clone(),
             locals: Vec::new(),
-            // shared, not `Arc::default()`, which would allocate; replaced on first poll
-            topology: self.topology.clone(),
+            // None, not a clone of ours: whoever clones the balancer for every call (a
+            // server per request, a retry) would pay a reference count up and down on each,
+            // for a topology the clone replaces on its first poll anyway, with its endpoints
+            topology: None,
+            // its own stream: a copy of ours would repeat our picks
+            draws: Draws::default(),
             epoch: u64::MAX,
             chosen: None,
             picked_at: None,

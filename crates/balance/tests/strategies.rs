@@ -219,6 +219,40 @@ async fn p2c_prefers_the_fast_endpoint() {
     );
 }
 
+/// P2C spreads its picks over every endpoint, whether one balancer makes every call or
+/// each call goes through a fresh clone (as a server that clones its service per request
+/// does): clones draw from streams of their own, not the same first pair each.
+#[tokio::test(start_paused = true)]
+async fn p2c_spreads_picks_over_every_endpoint() {
+    const CALLS: u64 = 800;
+    for per_call_clones in [false, true] {
+        let eps = common::eps(8);
+        let mut b = balance(Strategy::P2cPeakEwma, &eps);
+        for i in 0..CALLS {
+            if per_call_clones {
+                send(&mut b.clone(), i).await.unwrap();
+            } else {
+                send(&mut b, i).await.unwrap();
+            }
+        }
+        let hits: Vec<usize> = eps.iter().map(Ep::hits).collect();
+        assert!(
+            hits.iter().all(|&h| h >= 50),
+            "per-call clones {per_call_clones}: {hits:?}"
+        );
+        let snapshot = b.handle().snapshot();
+        let requests: Vec<usize> = snapshot
+            .endpoints
+            .iter()
+            .map(|e| e.requests as usize)
+            .collect();
+        assert_eq!(
+            requests, hits,
+            "every call counted as its endpoint's request"
+        );
+    }
+}
+
 /// A consistent-hash balancer keyed by the request itself, endpoints to add.
 fn hashing() -> BalanceBuilder<usize, Ep, u64> {
     let config = BalanceConfig::builder().strategy(Strategy::ConsistentHash);
