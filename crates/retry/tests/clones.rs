@@ -114,21 +114,12 @@ async fn retries_go_through_a_clone_of_the_service_made_when_a_retry_is_due() {
 #[test]
 fn a_send_only_service_makes_a_send_stage_and_future() {
     fn send<T: Send>(_: &T) {}
-    #[derive(Clone)]
-    struct SendOnly(std::cell::Cell<u32>);
-    impl Service<u32> for SendOnly {
-        type Response = u32;
-        type Error = BoxError;
-        type Future = Ready<Result<u32, BoxError>>;
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-            Poll::Ready(Ok(()))
-        }
-        fn call(&mut self, n: u32) -> Self::Future {
-            self.0.set(n);
-            std::future::ready(Ok(n))
-        }
-    }
-    let mut retry = layer(3, Backoff::fixed(MS)).layer(SendOnly(std::cell::Cell::new(0)));
+    let last = std::cell::Cell::new(0u32);
+    let send_only = tower::service_fn(move |n: u32| {
+        last.set(n);
+        std::future::ready(Ok::<_, BoxError>(n))
+    });
+    let mut retry = layer(3, Backoff::fixed(MS)).layer(send_only);
     send(&retry);
     send(&retry.call(1));
 }
