@@ -7,7 +7,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use metrics::Gauge;
-use tower_prism_core::internal::{lock, mix64, nanos};
+use tower_prism_core::internal::{lock, mix64, nanos, GAMMA};
 use tower_prism_core::metrics::{balance as m, LABEL_NAME};
 use tower_prism_core::sync::{AtomicBool, AtomicUsize, Ordering};
 use tower_prism_core::{Clock, HealthSignal, Moment, Outcome, TimeSource};
@@ -290,10 +290,6 @@ impl Policy {
         self.awaiting_probe.load(Ordering::Relaxed) != 0
     }
 }
-
-/// The step of splitmix64's counter (2^64 over the golden ratio, odd): `mix64` of the
-/// counter at every step is a well-spread random number.
-const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Where a balancer's first clone starts drawing. A balancer used through one clone draws
 /// the same sequence as when every clone drew from one shared counter starting here.

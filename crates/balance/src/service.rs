@@ -59,6 +59,13 @@ static NO_TOPOLOGY: Topology = Topology {
     weighted: false,
 };
 
+/// A balancer clone's topology: the one copied with its endpoints, or none yet. Takes the
+/// field rather than the balancer, so a pick can draw from `draws` while it holds it.
+#[inline]
+fn topology_of(copied: &Option<Arc<Topology>>) -> &Topology {
+    copied.as_deref().unwrap_or(&NO_TOPOLOGY)
+}
+
 pub(crate) struct Shared<K, S> {
     pub(crate) policy: Arc<Policy>,
     pub(crate) epoch: AtomicU64,
@@ -218,12 +225,6 @@ pub(crate) const READINESS_RETRY: Duration = Duration::from_millis(10);
 pub const READINESS_GRACE: Duration = Duration::from_secs(1);
 
 impl<K, S, Req, C> Balance<K, S, Req, C> {
-    /// The topology copied with the endpoints.
-    #[inline]
-    fn topology(&self) -> &Topology {
-        self.topology.as_deref().unwrap_or(&NO_TOPOLOGY)
-    }
-
     pub(crate) fn from_shared(
         shared: Arc<Shared<K, S>>,
         classify: C,
@@ -376,7 +377,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
     fn candidates(&mut self, strategy: Strategy) -> (Option<usize>, Option<usize>) {
         let n = self.locals.len();
         let policy = &self.handle.shared.policy;
-        let topology = self.topology.as_deref().unwrap_or(&NO_TOPOLOGY);
+        let topology = topology_of(&self.topology);
         match strategy {
             Strategy::P2cPeakEwma => {
                 if n == 1 {
@@ -442,7 +443,7 @@ impl<K, S: Clone, Req, C> Balance<K, S, Req, C> {
     fn pick_avoiding(&mut self, mask: u64) -> Option<usize> {
         let policy = &self.handle.shared.policy;
         let locals = &self.locals;
-        let topology = self.topology.as_deref().unwrap_or(&NO_TOPOLOGY);
+        let topology = topology_of(&self.topology);
         let n = locals.len();
         let ok = |i: &usize| locals[*i].state.usable() && route::endpoint_bit(*i) & mask == 0;
         match policy.strategy() {
@@ -582,7 +583,7 @@ where
                 self.chosen = None;
                 let key = key_fn(&request);
                 let locals = &self.locals;
-                let weighted = self.topology().weighted;
+                let weighted = topology_of(&self.topology).weighted;
                 let pick = |mask: u64| {
                     let eligible =
                         |i: usize| locals[i].state.usable() && route::endpoint_bit(i) & mask == 0;

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tower_prism_core::config::ConfigError;
-use tower_prism_core::internal::{lock, mix64};
+use tower_prism_core::internal::{lock, mix64, GAMMA};
 
 use crate::budget::RetryBudget;
 use crate::config::RetryConfig;
@@ -70,7 +70,7 @@ impl Shared {
 
     /// A fresh random word for jitter (lock-free, allocation-free).
     pub fn random(&self) -> u64 {
-        mix64(self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed))
+        mix64(self.rng.fetch_add(GAMMA, Ordering::Relaxed))
     }
 }
 

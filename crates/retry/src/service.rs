@@ -40,6 +40,7 @@ pub struct Retry<S, C = DefaultClassifier, R = CloneRequest, H = NoHint> {
 }
 
 /// What an engaged retry service holds besides its inner service.
+#[derive(Clone)]
 pub(crate) struct Engaged<S, C, R, H> {
     /// The handle and the service retries go through, shared with every call's future.
     pub(crate) stage: Arc<Stage<S>>,
@@ -49,18 +50,6 @@ pub(crate) struct Engaged<S, C, R, H> {
     /// Each retry asks a balancer below for an endpoint the call has not tried (see
     /// [`Retry::avoid_tried_endpoints`]); hedges always do.
     pub(crate) avoid_tried: bool,
-}
-
-impl<S, C: Clone, R: Clone, H: Clone> Clone for Engaged<S, C, R, H> {
-    fn clone(&self) -> Self {
-        Engaged {
-            stage: self.stage.clone(),
-            classify: self.classify.clone(),
-            replay: self.replay.clone(),
-            hint: self.hint.clone(),
-            avoid_tried: self.avoid_tried,
-        }
-    }
 }
 
 impl<S, C, R, H> Retry<S, C, R, H> {

@@ -1,6 +1,8 @@
 //! [`Stage`]: what an engaged retry stage's clones and its calls' futures share.
 
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock};
+
+use tower_prism_core::internal::lock;
 
 use crate::handle::RetryHandle;
 
@@ -65,11 +67,7 @@ impl<S> Stage<S> {
     pub(crate) fn fresh_service(&self) -> Option<S> {
         let template = self.template.get()?;
         // A clone that panicked while the lock was held left the service as it was.
-        let service = template
-            .service
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Some((template.clone)(&service))
+        Some((template.clone)(&lock(&template.service)))
     }
 }
 

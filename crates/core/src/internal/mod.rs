@@ -62,9 +62,14 @@ pub fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// splitmix64's finaliser: a fast, well-mixed 64-bit hash. Fed a counter, it gives an
-/// independent-looking random number per value, so a shared `AtomicU64` counter is a
-/// lock-free random source with one atomic add per draw.
+/// splitmix64's step between counter values (2^64 over the golden ratio, odd, so a
+/// counter stepped by it visits every value): [`mix64`] of each is a well-spread random
+/// number.
+pub const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// splitmix64's finaliser: a fast, well-mixed 64-bit hash. Fed a counter stepped by
+/// [`GAMMA`], it gives an independent-looking random number per value, so a shared
+/// `AtomicU64` counter is a lock-free random source with one atomic add per draw.
 pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
